@@ -1,0 +1,75 @@
+import { createHash } from 'node:crypto';
+import { createXXHash128, createMD5, type IHasher } from 'hash-wasm';
+import { Xxh64 } from '@node-rs/xxhash';
+
+/**
+ * Hash algorithms Shuttle records. Names follow ASC MHL v2.0 (`xxh64`, `xxh128`, `md5`) plus `sha256`,
+ * which MHL lacks and which lives in the journal and goes to the cloud.
+ * Values are lowercase hex; xxh64/xxh128 are the canonical (big-endian) hex forms `xxhsum` prints.
+ */
+export type HashAlgorithm = 'sha256' | 'xxh128' | 'xxh64' | 'md5';
+export type HashSet = Partial<Record<HashAlgorithm, string>>;
+
+export const DEFAULT_ALGORITHMS: readonly HashAlgorithm[] = ['sha256', 'xxh128'];
+
+interface Updater {
+  update(chunk: Uint8Array): void;
+  digest(): string;
+}
+
+function wasmUpdater(h: IHasher): Updater {
+  h.init();
+  return { update: (c) => void h.update(c), digest: () => h.digest('hex') };
+}
+
+async function makeUpdater(alg: HashAlgorithm): Promise<Updater> {
+  switch (alg) {
+    case 'sha256': {
+      const h = createHash('sha256');
+      return { update: (c) => void h.update(c), digest: () => h.digest('hex') };
+    }
+    case 'xxh128':
+      return wasmUpdater(await createXXHash128());
+    case 'md5':
+      return wasmUpdater(await createMD5());
+    case 'xxh64': {
+      const h = new Xxh64(0n);
+      return { update: (c) => void h.update(c), digest: () => h.digest().toString(16).padStart(16, '0') };
+    }
+  }
+}
+
+/** Feeds every chunk of one read to several hash algorithms at once. */
+export class MultiHasher {
+  #updaters: Array<[HashAlgorithm, Updater]>;
+  #bytes = 0;
+
+  private constructor(updaters: Array<[HashAlgorithm, Updater]>) {
+    this.#updaters = updaters;
+  }
+
+  static async create(algorithms: readonly HashAlgorithm[]): Promise<MultiHasher> {
+    const unique = [...new Set(algorithms)];
+    return new MultiHasher(await Promise.all(unique.map(async (a) => [a, await makeUpdater(a)] as [HashAlgorithm, Updater])));
+  }
+
+  update(chunk: Uint8Array): void {
+    this.#bytes += chunk.byteLength;
+    for (const [, u] of this.#updaters) u.update(chunk);
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  digest(): HashSet {
+    const out: HashSet = {};
+    for (const [a, u] of this.#updaters) out[a] = u.digest();
+    return out;
+  }
+}
+
+/** Names of the algorithms two hash sets share, in a stable order. */
+export function commonAlgorithms(a: HashSet, b: HashSet): HashAlgorithm[] {
+  return (['sha256', 'xxh128', 'xxh64', 'md5'] as const).filter((k) => a[k] !== undefined && b[k] !== undefined);
+}
