@@ -1,0 +1,100 @@
+// Ingest benchmark: `shuttle ingest` against what a careful user does by hand, measured in one run.
+// Run as root (drops the page cache before each run):  sudo ./node_modules/.bin/node bench/ingest.ts [GiB]
+// Prints a table of times, ratios against the reference commands, and Shuttle's peak RSS.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, closeSync, ftruncateSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const work = process.env.BENCH_DIR ?? join(root, '.tmp', 'bench');
+const gib = Number(process.argv[2] ?? '2');
+const node = process.execPath;
+const main = join(root, 'dist', 'main.js');
+const src = join(work, `src-${gib}g`);
+const big = join(work, 'big');
+
+function sh(cmd: string): void {
+  execFileSync('bash', ['-c', cmd], { stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+function dropCaches(): boolean {
+  try {
+    sh('sync; echo 3 > /proc/sys/vm/drop_caches');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function clean(...dirs: string[]): void {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  sh('sync');
+}
+
+/** Seconds for one cold run of a shell command, with its peak RSS in MB (GNU time). */
+function timed(label: string, cmd: string): { label: string; secs: number; rssMb: number } {
+  const cold = dropCaches();
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-f', '%M', 'bash', '-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.status !== 0) throw new Error(`${label} failed (${r.status}): ${r.stderr}`);
+  const rssKb = Number(r.stderr.trim().split('\n').at(-1));
+  process.stderr.write(`${label}: ${secs.toFixed(2)} s${cold ? '' : ' (page cache NOT dropped: run as root)'}\n`);
+  return { label, secs, rssMb: rssKb / 1024 };
+}
+
+mkdirSync(work, { recursive: true });
+if (!existsSync(main)) sh(`cd ${root} && npx tsc -p tsconfig.build.json`);
+if (!existsSync(join(src, '.complete'))) {
+  clean(src);
+  // 25 MB RAW + 8 MB JPEG per shot, plus XMP sidecars and a voice memo from the sample generator.
+  const shots = Math.max(1, Math.round((gib * 1024 ** 3) / 33e6));
+  sh(`${node} ${main} sample ${src} --count ${shots} --raw-size 25000000 --jpeg-size 8000000 --seed 7 && touch ${src}/.complete`);
+  rmSync(join(src, '.complete'));
+  sh(`touch ${join(src, '..', `src-${gib}g.complete`)}`);
+  mkdirSync(src, { recursive: true });
+  sh(`touch ${src}/.complete`);
+}
+const srcFiles = `find ${src} -type f ! -name .complete`;
+const shuttle = (dests: string[], state: string) => `${node} ${main} --state ${state} --log-level warn ingest ${src} ${dests.map((d) => `--dest ${d}`).join(' ')} --json > /dev/null`;
+
+const d1 = join(work, 'd1');
+const d2 = join(work, 'd2');
+const st = join(work, 'state');
+const rows: Array<{ label: string; secs: number; rssMb: number }> = [];
+const run = (label: string, cmd: string) => {
+  clean(d1, d2, st);
+  const r = timed(label, cmd);
+  rows.push(r);
+  return r;
+};
+
+const cpSync = run('cp -r + sync', `cp -r ${src} ${d1} && sync`);
+const cpSha = run('cp -r + sha256sum both trees', `cp -r ${src} ${d1} && sync && ${srcFiles} -print0 | xargs -0 sha256sum > /dev/null && find ${d1} -type f -print0 | xargs -0 sha256sum > /dev/null`);
+const one = run('shuttle ingest, 1 destination', shuttle([d1], st));
+const twoCp = run('2 × (cp -r + sync)', `cp -r ${src} ${d1} && sync && cp -r ${src} ${d2} && sync`);
+const two = run('shuttle ingest, 2 destinations', shuttle([d1, d2], st));
+
+// Peak memory with a 4 GiB file (sparse on the source side: the copy is written in full).
+clean(big);
+mkdirSync(big, { recursive: true });
+const fd = openSync(join(big, 'huge.mov'), 'w');
+ftruncateSync(fd, 4 * 1024 ** 3 + 12345);
+closeSync(fd);
+clean(d1, st);
+const huge = timed('shuttle ingest of a 4 GiB file', `${node} ${main} --state ${st} --log-level warn ingest ${big} --dest ${d1} --json > /dev/null`);
+rows.push(huge);
+clean(d1, d2, st, big);
+
+const ratio = (a: number, b: number) => (a / b).toFixed(2);
+const table = [
+  ['comparison', 'shuttle s', 'reference s', 'ratio', 'goal'],
+  ['1 dest vs cp -r + sha256sum both trees', one.secs.toFixed(2), cpSha.secs.toFixed(2), ratio(one.secs, cpSha.secs), '≤ 0.3'],
+  ['1 dest vs cp -r + sync (no verification)', one.secs.toFixed(2), cpSync.secs.toFixed(2), ratio(one.secs, cpSync.secs), '≤ 1.6'],
+  ['2 dests (one read) vs 2 × cp -r + sync', two.secs.toFixed(2), twoCp.secs.toFixed(2), ratio(two.secs, twoCp.secs), '≤ 0.7'],
+];
+const width = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+process.stdout.write(`\nIngest benchmark, ${gib} GiB tree (25 MB RAW + 8 MB JPEG + sidecars), cold cache per run\n`);
+for (const r of table) process.stdout.write(`${r.map((c, i) => c.padEnd(width[i]!)).join('  ')}\n`);
+process.stdout.write(`peak RSS: shuttle 1 dest ${one.rssMb.toFixed(0)} MB, 2 dests ${two.rssMb.toFixed(0)} MB, 4 GiB file ${huge.rssMb.toFixed(0)} MB (goal ≤ 200 MB)\n`);

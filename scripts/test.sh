@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine, then runs every test.
+# Needs root for apt-get and for the tests that mount filesystems (tmpfs for disk-full, FAT images).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  xxhash            # xxhsum: reference values for xxh64/xxh128
+  dosfstools mtools # FAT32 card images
+  util-linux        # findmnt, lsblk, setpriv, mount
+  gphoto2           # reference PTP/IP client for the camera simulator
+  libusb-1.0-0      # runtime library of the usb/node-hid bindings
+  swift swift-proxy swift-account swift-container swift-object # real S3-compatible server (s3api)
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: missing Debian packages: ${missing[*]} (run as root, or apt-get install them)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npm run --silent typecheck
+npm test -- "$@"

@@ -1,0 +1,112 @@
+import { Command, Option } from 'commander';
+import { resolve } from 'node:path';
+import cliProgress from 'cli-progress';
+import { Journal } from '../store/journal.js';
+import { FolderSource } from '../device/card/folder-source.js';
+import type { Source } from '../device/source.js';
+import { ShuttleError } from '../errors.js';
+import { runIngest, type IngestSummary, type Progress } from '../ingest/pipeline.js';
+import { VERSION } from '../version.js';
+import { commandContext, signalOnTermination, type GlobalOptions } from './context.js';
+import { EXIT } from './exit.js';
+
+interface IngestOptions {
+  dest: string[];
+  json?: boolean;
+  wait: string;
+}
+
+/** Turns a SOURCE argument into a Source. Camera URIs (usb:, ptpip:) plug in here. */
+export function sourceFor(uri: string): Source {
+  if (/^(usb|ptpip|mtp):/.test(uri)) {
+    throw new ShuttleError('USAGE', `source ${uri}: camera sources are not available in this build yet`, { context: { source: uri } });
+  }
+  return new FolderSource(resolve(uri));
+}
+
+export function ingestCommand(globals: () => GlobalOptions): Command {
+  return new Command('ingest')
+    .description('copy every file under each SOURCE into every destination, verified by read-back, journaled')
+    .argument('<source...>', 'folders or mounted cards to ingest')
+    .addOption(new Option('-d, --dest <dir>', 'destination library (repeatable; adds to the configured destinations)').argParser((v: string, prev: string[] = []) => [...prev, v]).default([]))
+    .option('--json', 'print one JSON summary object on stdout at the end')
+    .option('--wait <seconds>', 'wait this long for a source or destination another Shuttle is working on', '0')
+    .addHelpText('after', `
+Exit codes: 0 every file verified at every destination; 1 some files failed; 2 usage or configuration error;
+3 incomplete (interrupted, or a source/destination is busy).`)
+    .action(async (sources: string[], opts: IngestOptions) => {
+      const ctx = commandContext(globals(), { destinations: opts.dest.map((p) => ({ path: resolve(p) })) });
+      const waitSeconds = Number(opts.wait);
+      if (!Number.isFinite(waitSeconds) || waitSeconds < 0) throw new ShuttleError('USAGE', `--wait: "${opts.wait}" is not a number of seconds`);
+      const signal = signalOnTermination();
+      const journal = Journal.open(ctx.stateDir);
+      const bar = !opts.json && process.stderr.isTTY ? progressBar() : undefined;
+      let summary: IngestSummary;
+      try {
+        summary = await runIngest({
+          sources: sources.map(sourceFor),
+          destinations: ctx.config.destinations.map((d) => ({ path: resolve(d.path), requireVolumeUuid: d.requireVolumeUuid, minFreeBytes: d.minFreeBytes })),
+          journal,
+          settings: {
+            template: ctx.config.ingest.template,
+            manifestHashes: ctx.config.ingest.manifestHashes,
+            job: ctx.config.ingest.job,
+            timeZone: ctx.config.ingest.timeZone,
+            verifyRetries: ctx.config.ingest.verifyRetries,
+            changeRetries: ctx.config.ingest.changeRetries,
+            station: ctx.config.station,
+            lockWaitMs: waitSeconds * 1000,
+            tool: { name: 'shuttle', version: VERSION },
+          },
+          logger: ctx.logger,
+          signal,
+          ...(bar ? { onProgress: bar.update } : {}),
+        });
+      } finally {
+        bar?.stop();
+        journal.close();
+      }
+      // Peak memory is part of the contract (flat whatever the file size): log it for tests and benchmarks.
+      ctx.logger.info({ summary, maxRssBytes: process.resourceUsage().maxRSS * 1024 }, 'ingest finished');
+      if (opts.json) {
+        const { files, bytes, copied, skipped, failed, destinations } = summary;
+        process.stdout.write(`${JSON.stringify({ files, bytes, copied, skipped, failed, destinations, status: summary.status, errors: summary.errors, renamed: summary.renamed })}\n`);
+      } else {
+        process.stdout.write(humanSummary(summary));
+      }
+      process.exitCode = summary.status === 'interrupted' ? EXIT.incomplete : summary.status === 'failed' ? EXIT.failed : EXIT.ok;
+    });
+}
+
+function humanSummary(s: IngestSummary): string {
+  const lines = [`${s.files} files (${formatBytes(s.bytes)}): ${s.copied} copied, ${s.skipped} already done, ${s.failed} failed — ${s.status}`];
+  for (const d of s.destinations) lines.push(`  ${d.path}: ${d.verified} verified, ${d.failed} failed, ${formatBytes(d.bytes)} written`);
+  for (const e of s.errors.slice(0, 20)) lines.push(`  error ${e.code}: ${e.message}`);
+  if (s.errors.length > 20) lines.push(`  … and ${s.errors.length - 20} more errors (see the log)`);
+  return `${lines.join('\n')}\n`;
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
+  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+function progressBar(): { update: (p: Progress) => void; stop: () => void } {
+  const started = Date.now();
+  const bar = new cliProgress.SingleBar(
+    { stream: process.stderr, format: '{bar} {percentage}% | {files} files | {done}/{total} | {rate} | ETA {eta_formatted}', etaBuffer: 50, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  );
+  let startedBar = false;
+  return {
+    update: (p) => {
+      const secs = Math.max((Date.now() - started) / 1000, 0.001);
+      const payload = { files: `${p.filesDone}/${p.filesTotal}`, done: formatBytes(p.bytesDone), total: formatBytes(p.bytesTotal), rate: `${(p.bytesDone / secs / 1e6).toFixed(1)} MB/s` };
+      if (!startedBar) { bar.start(Math.max(p.bytesTotal, 1), p.bytesDone, payload); startedBar = true; } else bar.update(p.bytesDone, payload);
+    },
+    stop: () => { if (startedBar) bar.stop(); },
+  };
+}

@@ -1,0 +1,57 @@
+import { Command, InvalidArgumentError } from 'commander';
+import { isShuttleError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { CameraSimulator } from '../device/ptpip/simulator.js';
+
+function parsePort(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError(`not a TCP port: ${value}`);
+  return n;
+}
+
+/**
+ * `shuttle simulate-camera`: serves a folder as a PTP/IP camera until SIGINT/SIGTERM. Logs JSON lines to
+ * stderr; prints nothing on stdout but the listening address (one line), so scripts can read the port.
+ */
+export function simulateCameraCommand(): Command {
+  return new Command('simulate-camera')
+    .description('serve a folder as a PTP/IP camera (for trying Shuttle, gphoto2 or a test without a camera)')
+    .requiredOption('--dir <dir>', 'folder served as the camera card')
+    .option('--port <port>', 'TCP port (0 picks a free one)', parsePort, 15740)
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--pool <dir>', 'images that InitiateCapture "shoots", in name order')
+    .option('--serial <serial>', 'serial number (default: derived from the folder)')
+    .option('--time-zone <zone>', 'IANA zone of the simulated camera clock (default: this host)')
+    .option('--log-level <level>', 'pino level', process.env['SHUTTLE_LOG_LEVEL'] ?? 'info')
+    .action(async (opts: { dir: string; port: number; host: string; pool?: string; serial?: string; timeZone?: string; logLevel: string }) => {
+      const logger = createLogger({ fd: 2, level: opts.logLevel });
+      let sim: CameraSimulator;
+      try {
+        sim = await CameraSimulator.start({
+          dir: opts.dir,
+          port: opts.port,
+          host: opts.host,
+          pool: opts.pool,
+          serialNumber: opts.serial,
+          timeZone: opts.timeZone,
+          logger,
+        });
+      } catch (err) {
+        logger.error({ err: isShuttleError(err) ? err.toJSON() : err }, 'camera simulator could not start');
+        process.exitCode = 1;
+        return;
+      }
+      process.stdout.write(`${JSON.stringify({ host: sim.host, port: sim.port })}\n`);
+      await new Promise<void>((resolve) => {
+        const stop = (sig: NodeJS.Signals): void => {
+          logger.info({ signal: sig }, 'stopping camera simulator');
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+          resolve();
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      });
+      await sim.stop();
+    });
+}

@@ -1,0 +1,49 @@
+import { Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Journal } from '../store/journal.js';
+import { commandContext, type GlobalOptions } from './context.js';
+
+export function statusCommand(globals: () => GlobalOptions): Command {
+  return new Command('status')
+    .description('what the journal knows: files and copies by state, destinations, the last ingests')
+    .option('--json', 'print one JSON object on stdout')
+    .option('--last <n>', 'how many recent ingests to show', '5')
+    .action((opts: { json?: boolean; last: string }) => {
+      const ctx = commandContext(globals());
+      if (!existsSync(join(ctx.stateDir, 'journal.sqlite'))) {
+        const empty = { stateDir: ctx.stateDir, journal: false, files: {}, copies: {}, destinations: [], ingests: [] };
+        process.stdout.write(opts.json ? `${JSON.stringify(empty)}\n` : `no journal yet in ${ctx.stateDir}\n`);
+        return;
+      }
+      const journal = Journal.open(ctx.stateDir);
+      try {
+        const counts = journal.stateCounts();
+        const ingests = journal.lastIngests(Math.max(1, Number(opts.last) || 5)).map((i) => ({
+          id: i.id, startedAt: i.started_at, finishedAt: i.finished_at, status: i.status,
+          sources: JSON.parse(i.sources) as string[], destinations: JSON.parse(i.destinations) as string[],
+          summary: i.summary ? (JSON.parse(i.summary) as Record<string, unknown>) : null,
+        }));
+        const out = { stateDir: ctx.stateDir, journal: true, schema: journal.schemaVersion, files: counts.files, copies: counts.copies, destinations: journal.destinations(), ingests, problems: journal.inconsistencies() };
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify(out)}\n`);
+          return;
+        }
+        const lines = [`journal: ${journal.path}`, `files: ${fmtCounts(counts.files)}`, `copies: ${fmtCounts(counts.copies)}`];
+        for (const d of out.destinations) lines.push(`destination ${d.path} (marker ${d.marker_id})`);
+        for (const i of ingests) {
+          const s = i.summary as { files?: number; copied?: number; failed?: number } | null;
+          lines.push(`ingest #${i.id} ${i.startedAt} ${i.status}: ${i.sources.join(', ')} → ${i.destinations.join(', ')}${s ? ` (${s.files} files, ${s.copied} copied, ${s.failed} failed)` : ''}`);
+        }
+        for (const p of out.problems) lines.push(`problem: ${p}`);
+        process.stdout.write(`${lines.join('\n')}\n`);
+      } finally {
+        journal.close();
+      }
+    });
+}
+
+function fmtCounts(c: Record<string, number>): string {
+  const parts = Object.entries(c).map(([k, v]) => `${v} ${k}`);
+  return parts.length ? parts.join(', ') : 'none';
+}

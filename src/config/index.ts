@@ -1,0 +1,14 @@
+export { loadConfig, normalizeConfig, readConfigFile, type LoadConfigOptions } from './load.js';
+export { configEnvVariables, envVariablesHelp, unknownEnvVariables, ENV_PREFIX, type EnvVariable } from './env.js';
+export { resolveStateDir, type StateDirInputs } from './state-dir.js';
+export {
+  DEFAULT_TEMPLATE,
+  LOG_LEVELS,
+  MANIFEST_HASHES,
+  type Config,
+  type ConfigInput,
+  type DestinationConfig,
+  type IngestConfig,
+  type LogLevel,
+  type ManifestHash,
+} from './schema.js';

@@ -1,0 +1,269 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { link, mkdir, open, readFile, rename, stat, statfs, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { ShuttleError, errnoCode, throwIfAborted, type ErrorCode } from '../errors.js';
+import { volumeOf, type VolumeInfo } from '../device/card/volume.js';
+
+/**
+ * A destination is recognised by a marker file it carries, `<dest>/.shuttle/destination.json`, whose
+ * random id the journal remembers. So an empty mount point (drive not mounted) or a swapped drive is
+ * refused instead of written to, and a required volume UUID pins the destination to one filesystem.
+ */
+
+export const MARKER_DIR = '.shuttle';
+export const MARKER_FILE = 'destination.json';
+
+export interface DestinationMarker {
+  id: string;
+  createdAt: string;
+  volumeUuid?: string;
+  station: string;
+}
+
+export interface CheckDestinationOptions {
+  /** The marker id the journal recorded for this path; absent for a destination never used before. */
+  expectedId?: string | undefined;
+  /** From config `require_volume_uuid`: refuse unless the filesystem holding the path has this UUID. */
+  requireVolumeUuid?: string | undefined;
+  /** Create the marker when there is none and no id is expected. */
+  create: boolean;
+  /** Recorded in a new marker; defaults to the hostname. */
+  station?: string | undefined;
+  signal?: AbortSignal | undefined;
+}
+
+export interface CheckedDestination {
+  id: string;
+  /** UUID of the filesystem holding the destination now, when known. */
+  volumeUuid?: string;
+  /** Whether this check created the marker. */
+  created: boolean;
+  /** Bytes available to Shuttle there. */
+  free: number;
+}
+
+export function markerPath(root: string): string {
+  return join(root, MARKER_DIR, MARKER_FILE);
+}
+
+function fail(code: ErrorCode, path: string, message: string, context: Record<string, unknown> = {}, cause?: unknown): ShuttleError {
+  return new ShuttleError(code, `destination ${path}: ${message}`, { context: { path, ...context }, cause });
+}
+
+/** The marker at `root`, undefined when there is none. A marker that cannot be parsed is refused. */
+export async function readMarker(root: string): Promise<DestinationMarker | undefined> {
+  const file = markerPath(root);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const errno = errnoCode(err);
+    if (errno === 'ENOENT') return undefined;
+    throw fail('DEST_NOT_WRITABLE', root, `cannot read its marker ${file} (${errno ?? String(err)})`, { marker: file, errno }, err);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  const m = parsed as Partial<DestinationMarker> | undefined;
+  if (m === null || typeof m !== 'object' || typeof m.id !== 'string' || m.id === '') {
+    throw fail('DEST_MARKER_MISMATCH', root, `its marker ${file} is not a Shuttle destination marker: ${JSON.stringify(text.slice(0, 80))}`, { marker: file });
+  }
+  const marker: DestinationMarker = { id: m.id, createdAt: String(m.createdAt ?? ''), station: String(m.station ?? '') };
+  if (typeof m.volumeUuid === 'string') marker.volumeUuid = m.volumeUuid;
+  return marker;
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } catch (err) {
+    // Some filesystems (FUSE, network) cannot fsync a directory; the data itself was fsync'd.
+    if (!['EINVAL', 'ENOTSUP', 'EOPNOTSUPP', 'EBADF'].includes(errnoCode(err) ?? '')) throw err;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes and fsyncs `data` to a new file that must not exist yet. */
+async function writeNewFile(file: string, data: string): Promise<void> {
+  const fh = await open(file, 'wx', 0o644);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Publishes the marker without ever replacing one: temp file, fsync, hard link to the final name (which
+ * fails if another process got there first; then its marker is the one), fsync the folder. FAT and
+ * exFAT have no hard links; there it checks and renames.
+ */
+async function createMarker(root: string, marker: DestinationMarker): Promise<{ marker: DestinationMarker; created: boolean }> {
+  const dir = join(root, MARKER_DIR);
+  try {
+    await mkdir(dir);
+    await fsyncDir(root);
+  } catch (err) {
+    if (errnoCode(err) !== 'EEXIST') throw err;
+  }
+  const final = join(dir, MARKER_FILE);
+  const temp = join(dir, `.${MARKER_FILE}.${randomBytes(4).toString('hex')}.tmp`);
+  await writeNewFile(temp, `${JSON.stringify(marker, null, 2)}\n`);
+  try {
+    try {
+      await link(temp, final);
+    } catch (err) {
+      const errno = errnoCode(err);
+      if (errno === 'EEXIST') return { marker: (await readMarker(root)) ?? marker, created: false };
+      if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK'].includes(errno ?? '')) throw err;
+      const existing = await readMarker(root);
+      if (existing !== undefined) return { marker: existing, created: false };
+      await rename(temp, final);
+    }
+  } finally {
+    await unlink(temp).catch(() => {});
+  }
+  await fsyncDir(dir);
+  return { marker, created: true };
+}
+
+/** Writes, fsyncs and removes a small file: only a real write proves a destination writable (read-only mounts, root vs mode bits, full disks). */
+async function probeWritable(root: string): Promise<void> {
+  const probe = join(root, `.shuttle-probe-${randomBytes(4).toString('hex')}`);
+  try {
+    await writeNewFile(probe, 'shuttle write probe\n');
+  } catch (err) {
+    const errno = errnoCode(err);
+    const code: ErrorCode = errno === 'ENOSPC' || errno === 'EDQUOT' ? 'DEST_NO_SPACE' : 'DEST_NOT_WRITABLE';
+    throw fail(code, root, `cannot write to it (${errno ?? String(err)})`, { errno }, err);
+  } finally {
+    await unlink(probe).catch(() => {});
+  }
+}
+
+function sameUuid(a: string | undefined, b: string): boolean {
+  return a !== undefined && a.toLowerCase() === b.toLowerCase();
+}
+
+function describeVolume(v: VolumeInfo | undefined): string {
+  if (v === undefined) return 'an unknown volume';
+  const where = `${v.device || 'unknown device'} mounted at ${v.mountPoint}`;
+  return v.uuid === undefined ? `a volume with no known UUID (${where})` : `volume ${v.uuid} (${where})`;
+}
+
+/**
+ * Makes sure `path` is the destination it should be, and usable: in order, it exists; it is on the
+ * required volume; its marker is there and has the expected id (or, for a new destination, is created
+ * when `create`); a real write succeeds. Returns the marker id and the free space.
+ */
+export async function checkDestination(path: string, options: CheckDestinationOptions): Promise<CheckedDestination> {
+  const { expectedId, requireVolumeUuid, create, signal } = options;
+  throwIfAborted(signal);
+  try {
+    if (!(await stat(path)).isDirectory()) throw fail('DEST_NOT_WRITABLE', path, 'is not a folder');
+  } catch (err) {
+    if (err instanceof ShuttleError) throw err;
+    const errno = errnoCode(err);
+    if (expectedId !== undefined && errno === 'ENOENT') {
+      throw fail('DEST_MARKER_MISSING', path, `does not exist, but the journal knows it as destination ${expectedId}; is its drive mounted?`, { expectedId, errno }, err);
+    }
+    throw fail('DEST_NOT_WRITABLE', path, `cannot use it (${errno ?? String(err)})`, { errno }, err);
+  }
+
+  const volume = await volumeOf(path, { signal }).catch((err: unknown) => {
+    if (signal?.aborted) throw err;
+    return undefined; // identity unknown: only a required UUID makes that fatal, below
+  });
+  if (requireVolumeUuid !== undefined && !sameUuid(volume?.uuid, requireVolumeUuid)) {
+    throw fail('DEST_VOLUME_MISMATCH', path, `is on ${describeVolume(volume)}, but the config requires volume ${requireVolumeUuid}`, {
+      expected: requireVolumeUuid,
+      actual: volume?.uuid,
+      device: volume?.device,
+      mountPoint: volume?.mountPoint,
+    });
+  }
+
+  let marker = await readMarker(path);
+  if (expectedId !== undefined) {
+    if (marker === undefined) {
+      throw fail('DEST_MARKER_MISSING', path, `has no marker ${MARKER_DIR}/${MARKER_FILE}, but the journal knows it as destination ${expectedId}; is its drive mounted?`, {
+        expectedId,
+        actualId: undefined,
+        marker: markerPath(path),
+      });
+    }
+    if (marker.id !== expectedId) {
+      throw fail('DEST_MARKER_MISMATCH', path, `carries marker ${marker.id}, but the journal knows it as destination ${expectedId}; was the drive swapped?`, {
+        expectedId,
+        actualId: marker.id,
+        marker: markerPath(path),
+      });
+    }
+  } else if (marker === undefined && !create) {
+    throw fail('DEST_MARKER_MISSING', path, `has no marker ${MARKER_DIR}/${MARKER_FILE} and creating one was not asked for`, { marker: markerPath(path) });
+  }
+
+  throwIfAborted(signal);
+  await probeWritable(path);
+
+  let created = false;
+  if (marker === undefined) {
+    const fresh: DestinationMarker = { id: randomUUID(), createdAt: new Date().toISOString(), station: options.station ?? hostname() };
+    if (volume?.uuid !== undefined) fresh.volumeUuid = volume.uuid;
+    try {
+      ({ marker, created } = await createMarker(path, fresh));
+    } catch (err) {
+      if (err instanceof ShuttleError) throw err;
+      throw fail('DEST_NOT_WRITABLE', path, `cannot create its marker (${errnoCode(err) ?? String(err)})`, { errno: errnoCode(err) }, err);
+    }
+  }
+
+  const result: CheckedDestination = { id: marker.id, created, free: await freeBytes(path) };
+  if (volume?.uuid !== undefined) result.volumeUuid = volume.uuid;
+  return result;
+}
+
+/** Bytes available to an unprivileged writer on the filesystem holding `path`. */
+export async function freeBytes(path: string): Promise<number> {
+  try {
+    const s = await statfs(path);
+    return Number(s.bavail) * Number(s.bsize);
+  } catch (err) {
+    throw fail('DEST_NOT_WRITABLE', path, `cannot read its free space (${errnoCode(err) ?? String(err)})`, { errno: errnoCode(err) }, err);
+  }
+}
+
+function bytes(n: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (Math.abs(v) >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} bytes` : `${v.toFixed(2)} ${units[u]} (${n} bytes)`;
+}
+
+/**
+ * Refuses with DEST_NO_SPACE unless `neededBytes` fit with `minFreeBytes` left over. Returns the bytes
+ * available.
+ */
+export async function checkFreeSpace(path: string, neededBytes: number, minFreeBytes = 0): Promise<number> {
+  const available = await freeBytes(path);
+  if (available - neededBytes < minFreeBytes) {
+    const keep = minFreeBytes > 0 ? ` and ${bytes(minFreeBytes)} kept free` : '';
+    throw fail('DEST_NO_SPACE', path, `needs ${bytes(neededBytes)}${keep}, but only ${bytes(available)} is available`, {
+      neededBytes,
+      minFreeBytes,
+      availableBytes: available,
+    });
+  }
+  return available;
+}

@@ -1,0 +1,512 @@
+import { hostname } from 'node:os';
+import { basename, join, posix } from 'node:path';
+import { mkdir, stat, unlink } from 'node:fs/promises';
+import type { Logger } from '../log.js';
+import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
+import type { Source, SourceIdentity, SourceItem } from '../device/source.js';
+import type { Journal, FileRow } from '../store/journal.js';
+import { acquireLock, destinationLockPath, sourceLockPath, type Lock } from '../store/lock.js';
+import { checkDestination, checkFreeSpace } from './destination.js';
+import { MultiHasher, type HashAlgorithm, type HashSet } from './hashing.js';
+import { publishNoReplace } from './durable.js';
+import { readBack } from './readback.js';
+import { readCaptureMetadata, METADATA_HEAD_BYTES, type CaptureMetadata, type WallClock } from './metadata.js';
+import { renderName, withCollisionSuffix } from './naming.js';
+import { groupItems, type ItemGroup } from './pairing.js';
+import { writeGeneration } from './manifest/index.js';
+import { crashPoint } from './crash-points.js';
+import {
+  checkCopy,
+  createTempTarget,
+  discardTemp,
+  fanOut,
+  readHead,
+  rewriteFromSource,
+  sealTemp,
+  type ReadResult,
+  type TempTarget,
+} from './copy.js';
+
+export interface DestinationSpec {
+  path: string;
+  requireVolumeUuid?: string | undefined;
+  minFreeBytes?: number | undefined;
+}
+
+export interface IngestSettings {
+  template: string;
+  manifestHashes: readonly HashAlgorithm[];
+  job: string;
+  timeZone?: string | undefined;
+  verifyRetries: number;
+  changeRetries: number;
+  station: string;
+  /** How long to wait for a source or destination another Shuttle holds; 0 fails at once. */
+  lockWaitMs: number;
+  tool: { name: string; version: string };
+}
+
+export interface Progress {
+  filesTotal: number;
+  filesDone: number;
+  bytesTotal: number;
+  bytesDone: number;
+  current?: string;
+}
+
+export interface DestinationSummary {
+  path: string;
+  verified: number;
+  failed: number;
+  bytes: number;
+}
+
+export interface IngestSummary {
+  files: number;
+  bytes: number;
+  copied: number;
+  skipped: number;
+  failed: number;
+  destinations: DestinationSummary[];
+  status: 'complete' | 'failed' | 'interrupted';
+  errors: Array<{ path?: string; destination?: string; code: string; message: string }>;
+  renamed: Array<{ from: string; to: string; reason: string }>;
+  readback: { direct: number; cached: number };
+}
+
+export interface IngestRequest {
+  sources: Source[];
+  destinations: DestinationSpec[];
+  journal: Journal;
+  settings: IngestSettings;
+  logger: Logger;
+  signal: AbortSignal;
+  onProgress?: (p: Progress) => void;
+}
+
+interface Dest {
+  spec: DestinationSpec;
+  root: string;
+  id: number;
+  dead?: ShuttleError;
+  summary: DestinationSummary;
+}
+
+interface PlannedFile {
+  item: SourceItem;
+  file: FileRow;
+  group: ItemGroup;
+  seq: number;
+  wanted: Dest[];
+}
+
+/** Name fields a whole RAW+JPEG group shares, decided once from its best member. */
+interface GroupFields {
+  /** Capture time on the camera's clock, which names folders. */
+  local: WallClock;
+  make?: string | undefined;
+  model?: string | undefined;
+  serial?: string | undefined;
+}
+
+const SOURCE_ALGORITHMS: readonly HashAlgorithm[] = ['sha256', 'xxh128'];
+
+/**
+ * check destinations → list → plan → copy → manifest. Every file is read once from its source; the
+ * read feeds the hashers and every destination that still needs it.
+ */
+export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
+  const { journal, settings, logger, signal } = req;
+  const summary: IngestSummary = {
+    files: 0, bytes: 0, copied: 0, skipped: 0, failed: 0, destinations: [], status: 'complete', errors: [], renamed: [], readback: { direct: 0, cached: 0 },
+  };
+  if (req.destinations.length === 0) throw new ShuttleError('USAGE', 'no destination: give --dest DIR or configure [[destinations]]');
+  const locks: Lock[] = [];
+  const ingestId = journal.startIngest(req.sources.map((s) => s.uri), req.destinations.map((d) => d.path));
+  const dests: Dest[] = [];
+  try {
+    for (const spec of req.destinations) dests.push(await openDestination(spec, journal, settings, locks, signal, logger));
+    for (const d of dests) summary.destinations.push(d.summary);
+    for (const source of req.sources) {
+      if (signal.aborted) break;
+      await ingestSource(source, dests, req, ingestId, summary, locks);
+    }
+  } catch (err) {
+    if (signal.aborted) summary.status = 'interrupted';
+    else throw err;
+  } finally {
+    for (const d of dests) await writeManifest(d, journal, settings, logger).catch((e: unknown) => recordError(summary, e, { destination: d.root }));
+    for (const l of locks.reverse()) l.release();
+    if (signal.aborted) summary.status = 'interrupted';
+    else if (summary.failed > 0 || summary.errors.length > 0) summary.status = 'failed';
+    journal.finishIngest(ingestId, summary.status, summary);
+  }
+  return summary;
+}
+
+async function openDestination(spec: DestinationSpec, journal: Journal, settings: IngestSettings, locks: Lock[], signal: AbortSignal, logger: Logger): Promise<Dest> {
+  const known = journal.destinationByPath(spec.path);
+  // A new destination may be a folder still to make; a known one must already be there (else it is an
+  // unmounted drive, and making the folder would write onto the wrong disk).
+  if (known === undefined) await mkdir(spec.path, { recursive: true }).catch(() => {});
+  const checked = await checkDestination(spec.path, {
+    expectedId: known?.marker_id,
+    requireVolumeUuid: spec.requireVolumeUuid,
+    create: known === undefined,
+    station: settings.station,
+  });
+  locks.push(await acquireLock(destinationLockPath(spec.path), { owner: { command: 'ingest' }, wait: settings.lockWaitMs, signal }));
+  const id = journal.upsertDestination(checked.id, spec.path, checked.volumeUuid);
+  const dest: Dest = { spec, root: spec.path, id, summary: { path: spec.path, verified: 0, failed: 0, bytes: 0 } };
+  // A crash leaves copies marked in flight; their temp files were never published, so remove them.
+  for (const c of journal.staleCopies(id)) {
+    if (c.temp_path) await unlink(c.temp_path).catch(() => {});
+    journal.clearStale(c.id);
+    logger.info({ destination: spec.path, temp: c.temp_path }, 'removed temp file of an interrupted copy');
+  }
+  logger.info({ destination: spec.path, marker: checked.id, created: checked.created, free: checked.free }, 'destination ready');
+  return dest;
+}
+
+async function ingestSource(source: Source, dests: Dest[], req: IngestRequest, ingestId: number, summary: IngestSummary, locks: Lock[]): Promise<void> {
+  const { journal, settings, signal } = req;
+  const identity = await source.identity(signal);
+  const log = req.logger.child({ source: source.uri, sourceKey: identity.key });
+  locks.push(await acquireLock(sourceLockPath(identity.key), { owner: { command: 'ingest' }, wait: settings.lockWaitMs, signal }));
+  const sourceId = journal.upsertSource(identity);
+
+  const items: SourceItem[] = [];
+  for await (const item of source.list(signal)) items.push(item);
+  const groups = groupItems(items);
+  const plan = journal.tx(() => planFiles(groups, dests, journal, sourceId));
+  const todo = plan.filter((p) => p.wanted.length > 0);
+  summary.files += plan.length;
+  summary.bytes += plan.reduce((n, p) => n + p.item.size, 0);
+  summary.skipped += plan.length - todo.length;
+  for (const d of dests) {
+    d.summary.verified += plan.filter((p) => !p.wanted.includes(d) && !d.dead).length;
+  }
+  log.info({ files: plan.length, toCopy: todo.length, identity: identity.label }, 'plan ready');
+
+  for (const d of dests) {
+    if (d.dead) continue;
+    const needed = todo.filter((p) => p.wanted.includes(d)).reduce((n, p) => n + p.item.size, 0);
+    try {
+      await checkFreeSpace(d.root, needed, d.spec.minFreeBytes ?? 0);
+    } catch (e) {
+      killDestination(d, e, summary, log);
+    }
+  }
+
+  const progress: Progress = { filesTotal: todo.length, filesDone: 0, bytesTotal: todo.reduce((n, p) => n + p.item.size, 0), bytesDone: 0 };
+  req.onProgress?.(progress);
+  const groupFields = new Map<string, GroupFields>();
+  const finishes = new SerialQueue(2);
+  const outcomes = new Map<PlannedFile, { failed: boolean; copied: boolean }>();
+
+  try {
+    for (const pf of todo) {
+      if (signal.aborted) break;
+      progress.current = pf.item.path;
+      const live = pf.wanted.filter((d) => !d.dead);
+      const outcome = { failed: live.length < pf.wanted.length, copied: false };
+      outcomes.set(pf, outcome);
+      for (const d of pf.wanted) if (d.dead) d.summary.failed++;
+      if (live.length === 0) {
+        journal.setFileState(pf.file.id, 'failed', 'no live destination');
+        continue;
+      }
+      let written: WrittenFile | undefined;
+      try {
+        written = await copyOnce(source, pf, live, identity, groupFields, req, ingestId, sourceId, summary);
+      } catch (e) {
+        if (signal.aborted) throw abortReason(signal);
+        outcome.failed = true;
+        for (const d of live) { d.summary.failed++; journal.markCopyFailed(pf.file.id, d.id, String((e as Error).message), ingestId); }
+        journal.setFileState(pf.file.id, 'failed', (e as Error).message);
+        recordError(summary, e, { path: pf.item.path });
+        log.warn({ err: e, path: pf.item.path }, 'file failed');
+      }
+      if (written) {
+        const w = written;
+        await finishes.push(() => finishFile(source, w, req, ingestId, summary, outcome, log));
+      }
+      progress.filesDone++;
+      progress.bytesDone += pf.item.size;
+      req.onProgress?.(progress);
+    }
+  } finally {
+    await finishes.drain();
+  }
+  for (const o of outcomes.values()) {
+    if (o.failed) summary.failed++;
+    else if (o.copied) summary.copied++;
+  }
+  if (signal.aborted) throw abortReason(signal);
+}
+
+function planFiles(groups: readonly ItemGroup[], dests: Dest[], journal: Journal, sourceId: number): PlannedFile[] {
+  const plan: PlannedFile[] = [];
+  let seq = 0;
+  for (const group of groups) {
+    seq++;
+    for (const member of group.members) {
+      const file = journal.fileFor(sourceId, member.item.path, member.item.size, member.item.mtimeMs);
+      const verified = new Set(journal.copiesOf(file.id).filter((c) => c.state === 'verified').map((c) => c.dest_id));
+      plan.push({ item: member.item, file, group, seq, wanted: dests.filter((d) => !verified.has(d.id)) });
+    }
+  }
+  return plan;
+}
+
+function killDestination(d: Dest, e: unknown, summary: IngestSummary, log: Logger): void {
+  d.dead = isShuttleError(e) ? e : new ShuttleError('DEST_WRITE_FAILED', String(e), { cause: e });
+  recordError(summary, d.dead, { destination: d.root });
+  log.error({ err: d.dead, destination: d.root }, 'destination failed; other destinations continue');
+}
+
+function recordError(summary: IngestSummary, e: unknown, where: { path?: string; destination?: string }): void {
+  const code = isShuttleError(e) ? e.code : 'INTERNAL';
+  summary.errors.push({ ...where, code, message: e instanceof Error ? e.message : String(e) });
+}
+
+interface WrittenTarget {
+  dest: Dest;
+  target: TempTarget;
+  baseRel: string;
+  groupKey: string;
+}
+
+interface WrittenFile {
+  pf: PlannedFile;
+  read: ReadResult;
+  targets: WrittenTarget[];
+  sourceId: number;
+  fields: GroupFields;
+}
+
+/** Reads one source file once into a temp file at every live destination. Retries if the file changes under the read. */
+async function copyOnce(
+  source: Source, pf: PlannedFile, live: Dest[], identity: SourceIdentity, groupFields: Map<string, GroupFields>,
+  req: IngestRequest, ingestId: number, sourceId: number, summary: IngestSummary,
+): Promise<WrittenFile | undefined> {
+  const { journal, settings, signal } = req;
+  const algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes])];
+  for (let attempt = 0; ; attempt++) {
+    const hasher = await MultiHasher.create(algorithms);
+    const stream = await source.open(pf.item, { signal });
+    const iter = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const targets: WrittenTarget[] = [];
+    try {
+      const { head } = await readHead(iter, METADATA_HEAD_BYTES);
+      const fields = await decideGroupFields(pf, Buffer.concat(head), identity, groupFields, journal, sourceId, live[0]!.id, settings, req.logger);
+      const rendered = renderName(settings.template, {
+        name: posix.basename(pf.item.path), date: fields.local, make: fields.make, model: fields.model, serial: fields.serial, seq: pf.seq, job: settings.job,
+      });
+      if (attempt === 0) {
+        for (const r of rendered.renamed) {
+          summary.renamed.push(r);
+          req.logger.info({ path: pf.item.path, from: r.from, to: r.to, reason: r.reason }, 'name sanitized');
+        }
+      }
+      for (const d of live) {
+        const groupKey = pf.group.key;
+        const target = await createTempTarget(join(d.root, rendered.path)).catch((e: unknown) => {
+          killDestination(d, e, summary, req.logger);
+          return undefined;
+        });
+        if (!target) continue;
+        journal.markCopying(pf.file.id, d.id, target.tempPath, ingestId);
+        targets.push({ dest: d, target, baseRel: rendered.path, groupKey });
+        crashPoint('temp-created');
+      }
+      await fanOut({ [Symbol.asyncIterator]: () => iter }, head, targets.map((t) => t.target), hasher, signal);
+      const read: ReadResult = { size: hasher.bytes, hashes: hasher.digest() };
+      crashPoint('written');
+      const now = await source.stat(pf.item, signal);
+      const changed = read.size !== pf.item.size || (now !== undefined && (now.size !== pf.item.size || now.mtimeMs !== pf.item.mtimeMs));
+      if (changed) {
+        await Promise.all(targets.map((t) => discardTemp(t.target)));
+        if (attempt >= settings.changeRetries) {
+          throw new ShuttleError('SOURCE_CHANGED', `${pf.item.path} changed while it was read (planned ${pf.item.size} bytes, read ${read.size}, now ${now?.size ?? 'gone'})`, {
+            context: { path: pf.item.path, planned: pf.item.size, read: read.size, now: now?.size },
+          });
+        }
+        req.logger.warn({ path: pf.item.path, attempt }, 'source file changed while read; reading again');
+        if (now) {
+          const item = { ...pf.item, size: now.size, mtimeMs: now.mtimeMs };
+          journal.setFileState(pf.file.id, 'failed', 'changed while read');
+          pf.item = item;
+          pf.file = journal.fileFor(sourceId, item.path, item.size, item.mtimeMs);
+        }
+        continue;
+      }
+      if (targets.length === 0) throw new ShuttleError('DEST_WRITE_FAILED', `no destination could take ${pf.item.path}`, { context: { path: pf.item.path } });
+      return { pf, read, targets, sourceId, fields };
+    } catch (e) {
+      await Promise.all(targets.map((t) => discardTemp(t.target)));
+      throw e;
+    } finally {
+      stream.destroy();
+    }
+  }
+}
+
+async function decideGroupFields(
+  pf: PlannedFile, head: Buffer, identity: SourceIdentity, memo: Map<string, GroupFields>, journal: Journal, sourceId: number, destId: number, settings: IngestSettings, log: Logger,
+): Promise<GroupFields> {
+  const cached = memo.get(pf.group.key);
+  if (cached) return cached;
+  const stored = journal.groupName(sourceId, pf.group.key, destId);
+  let fields: GroupFields;
+  if (stored) {
+    fields = JSON.parse(stored.fields) as GroupFields;
+  } else {
+    const md: CaptureMetadata = await readCaptureMetadata(head, { mtimeMs: pf.item.mtimeMs }, { timeZone: settings.timeZone });
+    if (md.warnings.length) log.info({ path: pf.item.path, warnings: md.warnings, dateSource: md.dateSource }, 'metadata problems; name falls back');
+    fields = {
+      local: md.local,
+      make: md.make ?? (identity.details['manufacturer'] as string | undefined),
+      model: md.model ?? (identity.details['model'] as string | undefined),
+      serial: md.serial ?? (identity.details['serial'] as string | undefined),
+    };
+  }
+  memo.set(pf.group.key, fields);
+  return fields;
+}
+
+/**
+ * Seals, reads back and publishes one file's temp copies. Runs behind the next file's copy (the
+ * queue overlaps them) and one file at a time, so a group's members publish in order and share a
+ * collision suffix.
+ */
+async function finishFile(
+  source: Source, w: WrittenFile, req: IngestRequest, ingestId: number, summary: IngestSummary, outcome: { failed: boolean; copied: boolean }, log: Logger,
+): Promise<void> {
+  const { journal, settings, signal } = req;
+  const { pf } = w;
+  let anyFailed = false;
+  for (const t of w.targets) {
+    const d = t.dest;
+    try {
+      if (t.target.error) throw t.target.error;
+      await sealTemp(t.target, pf.item.mtimeMs);
+      crashPoint('sealed');
+      let check = await checkCopy(t.target.tempPath, w.read, signal);
+      crashPoint('read-back');
+      for (let retry = 0; !check.ok && retry < settings.verifyRetries; retry++) {
+        log.warn({ path: pf.item.path, destination: d.root, expected: w.read.hashes.xxh128, actual: check.actual.xxh128, retry }, 'read-back mismatch; writing again from the source');
+        await discardTemp(t.target);
+        const again = await createTempTarget(join(d.root, t.baseRel));
+        journal.markCopying(pf.file.id, d.id, again.tempPath, ingestId);
+        t.target = again;
+        const reread = await rewriteFromSource(source, pf.item, again, SOURCE_ALGORITHMS, signal);
+        if (reread.hashes.sha256 !== w.read.hashes.sha256) {
+          throw new ShuttleError('SOURCE_CHANGED', `${pf.item.path} read differently the second time (sha256 ${w.read.hashes.sha256} then ${reread.hashes.sha256})`, { context: { path: pf.item.path } });
+        }
+        await sealTemp(again, pf.item.mtimeMs);
+        check = await checkCopy(again.tempPath, w.read, signal);
+      }
+      if (!check.ok) {
+        throw new ShuttleError('VERIFY_MISMATCH', `copy of ${pf.item.path} at ${d.root} does not match the source: size ${w.read.size} vs ${check.actual.size}, xxh128 ${w.read.hashes.xxh128} vs ${check.actual.xxh128}`, {
+          context: { path: pf.item.path, destination: d.root, expected: w.read.hashes.xxh128, actual: check.actual.xxh128 },
+        });
+      }
+      const placed = await place(t, w, journal, log);
+      crashPoint('published');
+      journal.markVerified(pf.file.id, d.id, {
+        destPath: placed.rel, size: w.read.size, sha256: w.read.hashes.sha256!, xxh128: w.read.hashes.xxh128!, hashes: w.read.hashes as Record<string, string>,
+        readback: placed.dedup ? 'existing' : check.direct ? 'direct' : 'cached', dedup: placed.dedup,
+      }, ingestId);
+      crashPoint('journaled');
+      if (check.direct) summary.readback.direct++; else summary.readback.cached++;
+      d.summary.verified++;
+      if (!placed.dedup) d.summary.bytes += w.read.size;
+    } catch (e) {
+      await discardTemp(t.target);
+      if (signal.aborted) throw abortReason(signal);
+      anyFailed = true;
+      d.summary.failed++;
+      journal.markCopyFailed(pf.file.id, d.id, (e as Error).message, ingestId);
+      recordError(summary, e, { path: pf.item.path, destination: d.root });
+      log.warn({ err: e, path: pf.item.path, destination: d.root }, 'copy failed');
+      if (isShuttleError(e, 'DEST_NO_SPACE') || isShuttleError(e, 'DEST_NOT_WRITABLE')) killDestination(d, e, summary, log);
+    }
+  }
+  outcome.failed ||= anyFailed;
+  outcome.copied = !outcome.failed;
+  journal.setFileState(pf.file.id, outcome.failed ? 'failed' : 'verified', outcome.failed ? 'see copies' : undefined);
+}
+
+/**
+ * Moves a verified temp copy to its final name, never replacing a file. Identical content already at
+ * the destination (by the journal's content index, or found at the target name) is kept and the temp
+ * dropped; a different file at the name pushes this group to the next collision suffix.
+ */
+async function place(t: WrittenTarget, w: WrittenFile, journal: Journal, log: Logger): Promise<{ rel: string; dedup: boolean }> {
+  const d = t.dest;
+  const same = journal.findContent(d.id, w.read.hashes.xxh128!, w.read.hashes.sha256!, w.read.size);
+  if (same?.dest_path) {
+    const st = await stat(join(d.root, same.dest_path)).catch(() => undefined);
+    if (st?.size === w.read.size) {
+      await discardTemp(t.target);
+      log.info({ path: w.pf.item.path, existing: same.dest_path, destination: d.root }, 'identical content already at destination');
+      return { rel: same.dest_path, dedup: true };
+    }
+  }
+  const stored = journal.groupName(w.sourceId, t.groupKey, d.id);
+  let suffix = stored?.suffix ?? 0;
+  for (let guard = 0; guard < 10_000; guard++, suffix++) {
+    const rel = suffix === 0 ? t.baseRel : withCollisionSuffix(t.baseRel, suffix);
+    const final = join(d.root, rel);
+    const r = await publishNoReplace(t.target.tempPath, final);
+    if (r === 'published') {
+      journal.setGroupName(w.sourceId, t.groupKey, d.id, JSON.stringify(w.fields), suffix);
+      return { rel, dedup: false };
+    }
+    // Something is already there: ours from an interrupted run (same bytes), or another file.
+    const existing = await readBack(final, ['xxh128']).catch(() => undefined);
+    if (existing && existing.size === w.read.size && existing.hashes.xxh128 === w.read.hashes.xxh128) {
+      await discardTemp(t.target);
+      journal.setGroupName(w.sourceId, t.groupKey, d.id, JSON.stringify(w.fields), suffix);
+      return { rel, dedup: false };
+    }
+  }
+  throw new ShuttleError('DEST_WRITE_FAILED', `no free name for ${t.baseRel} at ${d.root}`, { context: { path: t.baseRel } });
+}
+
+async function writeManifest(d: Dest, journal: Journal, settings: IngestSettings, logger: Logger): Promise<void> {
+  const rows = journal.unmanifested(d.id);
+  if (rows.length === 0) return;
+  crashPoint('manifest');
+  const mhlAlgs = settings.manifestHashes.filter((a) => a !== 'sha256');
+  const entries = rows.map((r) => {
+    const all = JSON.parse(r.hashes ?? '{}') as HashSet;
+    const hashes: HashSet = {};
+    for (const a of mhlAlgs) if (all[a]) hashes[a] = all[a];
+    return { path: r.dest_path!, size: r.size!, lastModified: new Date(r.mtime_ms), hashes, action: 'original' as const, hashDate: new Date() };
+  });
+  const gen = await writeGeneration(d.root, entries, { tool: settings.tool, hostname: hostname(), process: 'transfer', ignore: ['.shuttle', '*.shuttle-tmp'] });
+  journal.markManifested(rows.map((r) => r.id), gen.sequence);
+  logger.info({ destination: d.root, generation: gen.sequence, files: rows.length, manifest: basename(gen.file) }, 'manifest written');
+}
+
+/** Runs tasks one after another in the background, letting at most `depth` wait. */
+class SerialQueue {
+  #tail: Promise<void> = Promise.resolve();
+  #pending = 0;
+  #error: unknown;
+  constructor(private readonly depth: number) {}
+  async push(task: () => Promise<void>): Promise<void> {
+    if (this.#error) throw this.#error;
+    this.#pending++;
+    this.#tail = this.#tail.then(task).catch((e: unknown) => { this.#error ??= e; }).finally(() => { this.#pending--; });
+    while (this.#pending > this.depth) await Promise.race([this.#tail, new Promise((r) => setTimeout(r, 5))]);
+    if (this.#error) throw this.#error;
+  }
+  async drain(): Promise<void> {
+    await this.#tail;
+    if (this.#error) throw this.#error;
+  }
+}
+

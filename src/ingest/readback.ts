@@ -1,0 +1,197 @@
+import { constants as fsConstants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { ShuttleError, abortReason, errnoCode } from '../errors.js';
+import { MultiHasher, type HashAlgorithm, type HashSet } from './hashing.js';
+
+/**
+ * Reads a freshly written file back from the device rather than from the page cache, hashing it as it
+ * goes, so that a copy is called verified only when the bytes on the disk are right.
+ *
+ * Node has no fadvise, so the way past the cache is `O_DIRECT`. It needs the memory address, the file
+ * offset and the length of every read aligned. Offsets and lengths are ours to choose (whole blocks from
+ * 0). Addresses are not: a `Buffer.allocUnsafeSlow` region can be probed for an offset that works, but the
+ * probe only proves the alignment the current disk asks for (512 bytes here, where the page-aligned
+ * offset of a large allocation was 4080 yet the probe stops at 496), and the next destination may ask for
+ * more. A WebAssembly.Memory, however, is page-mapped by V8, so its buffer starts on a page boundary,
+ * which satisfies every block device. The blocks below are views of such memories.
+ */
+
+/** Default size of one read. Large reads keep the device busy; two of them are in use per read-back. */
+export const DEFAULT_READBACK_BLOCK = 4 * 1024 * 1024;
+
+/** File offsets and lengths of direct reads are multiples of this (covers 512- and 4096-byte sectors). */
+const DIRECT_ALIGN = 4096;
+const WASM_PAGE = 64 * 1024;
+/** Idle blocks kept per size for the next read-back; more than that go back to the garbage collector. */
+const MAX_IDLE_BLOCKS = 4;
+
+export interface ReadBackOptions {
+  signal?: AbortSignal;
+  /** Bytes per read, a multiple of 4096. Default 4 MiB. */
+  blockSize?: number;
+}
+
+export interface ReadBackResult {
+  /** Bytes read, to compare with the bytes written. */
+  size: number;
+  hashes: HashSet;
+  /** False when the filesystem refused O_DIRECT and the bytes may have come from the page cache. */
+  direct: boolean;
+}
+
+// The project's type libraries (es2023 + node) leave out WebAssembly; this is the one part used here.
+declare const WebAssembly: {
+  Memory: new (descriptor: { initial: number; maximum?: number }) => { readonly buffer: ArrayBuffer };
+};
+
+const idleBlocks = new Map<number, Buffer[]>();
+
+function takeBlock(size: number): Buffer {
+  const idle = idleBlocks.get(size)?.pop();
+  if (idle) return idle;
+  const pages = Math.ceil(size / WASM_PAGE);
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
+  // The view keeps the ArrayBuffer, and with it the mapping, alive; the memory never grows, so never detaches.
+  return Buffer.from(memory.buffer, 0, size);
+}
+
+function giveBackBlock(block: Buffer): void {
+  let list = idleBlocks.get(block.byteLength);
+  if (!list) idleBlocks.set(block.byteLength, (list = []));
+  if (list.length < MAX_IDLE_BLOCKS) list.push(block);
+}
+
+/** Idle read-back blocks held by this process, by block size (for tests and diagnostics). */
+export function idleReadBackBlocks(): ReadonlyMap<number, number> {
+  return new Map([...idleBlocks].map(([size, list]) => [size, list.length]));
+}
+
+/**
+ * Reads `path` from start to end and hashes it with `algorithms`, bypassing the page cache where the
+ * filesystem allows. Holds at most two blocks: one being filled by the kernel while the other is hashed.
+ * The size is what the reads returned; the caller compares it with what it wrote.
+ */
+export async function readBack(
+  path: string,
+  algorithms: readonly HashAlgorithm[],
+  options: ReadBackOptions = {},
+): Promise<ReadBackResult> {
+  const { signal } = options;
+  const blockSize = options.blockSize ?? DEFAULT_READBACK_BLOCK;
+  if (!Number.isSafeInteger(blockSize) || blockSize <= 0 || blockSize % DIRECT_ALIGN !== 0) {
+    throw new ShuttleError('INTERNAL', `read-back block size must be a positive multiple of ${DIRECT_ALIGN}`, {
+      context: { blockSize },
+    });
+  }
+  if (signal?.aborted) throw abortReason(signal);
+
+  const hasher = await MultiHasher.create(algorithms);
+  const blocks: [Buffer, Buffer] = [takeBlock(blockSize), takeBlock(blockSize)];
+  try {
+    const direct = await openDirect(path);
+    if (direct) {
+      try {
+        const size = await pump(direct, path, blocks, hasher, true, signal);
+        return { size, hashes: hasher.digest(), direct: true };
+      } catch (err) {
+        // Some filesystems accept O_DIRECT at open and refuse it at the first read; nothing has been hashed then.
+        if (!(err instanceof DirectRefused)) throw err;
+      } finally {
+        await direct.close();
+      }
+    }
+    const buffered = await openOrThrow(path, fsConstants.O_RDONLY);
+    try {
+      const size = await pump(buffered, path, blocks, hasher, false, signal);
+      return { size, hashes: hasher.digest(), direct: false };
+    } finally {
+      await buffered.close();
+    }
+  } finally {
+    // Only reached once no read is in flight (pump waits for its last one), so the blocks are free to reuse.
+    giveBackBlock(blocks[0]);
+    giveBackBlock(blocks[1]);
+  }
+}
+
+/** The first read under O_DIRECT failed with EINVAL: the filesystem does not do direct I/O. */
+class DirectRefused extends Error {}
+
+/** A handle opened with O_DIRECT, or undefined where the platform or filesystem has no direct I/O. */
+async function openDirect(path: string): Promise<FileHandle | undefined> {
+  const oDirect = fsConstants.O_DIRECT;
+  if (oDirect === undefined || oDirect === 0) return undefined;
+  try {
+    return await open(path, fsConstants.O_RDONLY | oDirect);
+  } catch (err) {
+    if (errnoCode(err) === 'EINVAL') return undefined;
+    throw readError(err, path);
+  }
+}
+
+async function openOrThrow(path: string, flags: number): Promise<FileHandle> {
+  try {
+    return await open(path, flags);
+  } catch (err) {
+    throw readError(err, path);
+  }
+}
+
+function readError(err: unknown, path: string): ShuttleError {
+  const code = errnoCode(err);
+  return new ShuttleError('DEST_WRITE_FAILED', `reading back ${path} failed: ${code ?? String(err)}`, {
+    context: { path, op: 'read-back', errno: code },
+    cause: err,
+    retryable: code === 'EIO' || code === 'EAGAIN' || code === 'EINTR',
+  });
+}
+
+/**
+ * Reads the whole file into alternating blocks, hashing one while the kernel fills the other.
+ * Never returns or throws while a read is still writing into a block.
+ */
+async function pump(
+  handle: FileHandle,
+  path: string,
+  blocks: [Buffer, Buffer],
+  hasher: MultiHasher,
+  direct: boolean,
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  const blockSize = blocks[0].byteLength;
+  let position = 0;
+  let which = 0;
+  let pending: Promise<number> | undefined = readBlock(handle, blocks[0], position);
+  try {
+    while (pending) {
+      const current = blocks[which]!;
+      let n: number;
+      try {
+        n = await pending;
+      } catch (err) {
+        if (direct && position === 0 && errnoCode(err) === 'EINVAL') throw new DirectRefused();
+        throw readError(err, path);
+      } finally {
+        pending = undefined;
+      }
+      if (n === 0) break;
+      position += n;
+      if (signal?.aborted) throw abortReason(signal);
+      // A read that ends off the alignment grid can only be the end of the file; another direct read from
+      // there would fail with EINVAL. A short but aligned read is followed by one more to be sure.
+      const more = n === blockSize || !direct || position % DIRECT_ALIGN === 0;
+      if (more) {
+        which ^= 1;
+        pending = readBlock(handle, blocks[which]!, position);
+      }
+      hasher.update(current.subarray(0, n));
+    }
+    return position;
+  } finally {
+    if (pending) await pending.catch(() => undefined);
+  }
+}
+
+function readBlock(handle: FileHandle, block: Buffer, position: number): Promise<number> {
+  return handle.read(block, 0, block.byteLength, position).then((r) => r.bytesRead);
+}

@@ -1,0 +1,299 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import { ShuttleError } from '../errors.js';
+import type { SourceIdentity } from '../device/source.js';
+import { MIGRATIONS } from './migrations.js';
+
+export type FileState = 'seen' | 'copying' | 'verified' | 'failed';
+export type CopyState = 'copying' | 'verified' | 'failed';
+
+export interface CopyRow {
+  id: number;
+  file_id: number;
+  dest_id: number;
+  state: CopyState;
+  dest_path: string | null;
+  temp_path: string | null;
+  size: number | null;
+  sha256: string | null;
+  xxh128: string | null;
+  hashes: string | null;
+  readback: string | null;
+  dedup: number;
+  manifest_seq: number | null;
+}
+
+export interface FileRow {
+  id: number;
+  source_id: number;
+  rel_path: string;
+  size: number;
+  mtime_ms: number;
+  sha256: string | null;
+  xxh128: string | null;
+  state: FileState;
+}
+
+export interface DestinationRow {
+  id: number;
+  marker_id: string;
+  path: string;
+  volume_uuid: string | null;
+}
+
+export interface VerifiedCopy {
+  destPath: string;
+  size: number;
+  sha256: string;
+  xxh128: string;
+  hashes: Record<string, string>;
+  readback: 'direct' | 'cached' | 'existing';
+  dedup: boolean;
+}
+
+const now = (): string => new Date().toISOString();
+
+/**
+ * The durable record of what Shuttle knows: SQLite in WAL mode with synchronous=FULL, so that every
+ * committed transition survives a power cut. All writes are small transactions; a state is only
+ * recorded after the fact it claims is durable on disk.
+ */
+export class Journal {
+  readonly path: string;
+  readonly #db: DatabaseSync;
+
+  private constructor(path: string, db: DatabaseSync) {
+    this.path = path;
+    this.#db = db;
+  }
+
+  static open(stateDir: string): Journal {
+    try {
+      mkdirSync(stateDir, { recursive: true, mode: 0o750 });
+    } catch (cause) {
+      throw new ShuttleError('JOURNAL', `cannot create state directory ${stateDir}`, { cause, context: { stateDir } });
+    }
+    const path = join(stateDir, 'journal.sqlite');
+    let db: DatabaseSync;
+    try {
+      db = new DatabaseSync(path, { timeout: 10_000 });
+      db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
+    } catch (cause) {
+      throw new ShuttleError('JOURNAL', `cannot open journal ${path}: ${(cause as Error).message}`, { cause, context: { path } });
+    }
+    const j = new Journal(path, db);
+    j.#migrate();
+    return j;
+  }
+
+  close(): void {
+    if (this.#db.isOpen) this.#db.close();
+  }
+
+  #migrate(): void {
+    const current = Number((this.#db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
+    if (current > MIGRATIONS.length) {
+      throw new ShuttleError('JOURNAL', `journal ${this.path} has schema version ${current}, newer than this Shuttle knows (${MIGRATIONS.length})`, {
+        context: { path: this.path, version: current },
+      });
+    }
+    for (let v = current; v < MIGRATIONS.length; v++) {
+      this.tx(() => {
+        this.#db.exec(MIGRATIONS[v]!);
+        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
+      });
+    }
+  }
+
+  get schemaVersion(): number {
+    return Number((this.#db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
+  }
+
+  /** Runs fn in an immediate transaction; nested calls join the outer one. */
+  tx<T>(fn: () => T): T {
+    if (this.#db.isTransaction) return fn();
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const r = fn();
+      this.#db.exec('COMMIT');
+      return r;
+    } catch (e) {
+      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+
+  #get<T>(sql: string, ...params: SQLInputValue[]): T | undefined {
+    return this.#db.prepare(sql).get(...params) as T | undefined;
+  }
+
+  #all<T>(sql: string, ...params: SQLInputValue[]): T[] {
+    return this.#db.prepare(sql).all(...params) as T[];
+  }
+
+  #run(sql: string, ...params: SQLInputValue[]): number {
+    return Number(this.#db.prepare(sql).run(...params).lastInsertRowid);
+  }
+
+  upsertSource(id: SourceIdentity): number {
+    const t = now();
+    this.#run(
+      `INSERT INTO sources (key, kind, label, details, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT(key) DO UPDATE SET label = excluded.label, details = excluded.details, last_seen = excluded.last_seen`,
+      id.key, id.kind, id.label, JSON.stringify(id.details), t, t,
+    );
+    return this.#get<{ id: number }>('SELECT id FROM sources WHERE key = ?', id.key)!.id;
+  }
+
+  destinationByMarker(markerId: string): DestinationRow | undefined {
+    return this.#get<DestinationRow>('SELECT id, marker_id, path, volume_uuid FROM destinations WHERE marker_id = ?', markerId);
+  }
+
+  /** The marker id the journal expects at a path, if it has ever written there. */
+  destinationByPath(path: string): DestinationRow | undefined {
+    return this.#get<DestinationRow>('SELECT id, marker_id, path, volume_uuid FROM destinations WHERE path = ? ORDER BY id DESC LIMIT 1', path);
+  }
+
+  upsertDestination(markerId: string, path: string, volumeUuid: string | undefined): number {
+    this.#run(
+      `INSERT INTO destinations (marker_id, path, volume_uuid, created_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT(marker_id) DO UPDATE SET path = excluded.path, volume_uuid = COALESCE(excluded.volume_uuid, volume_uuid)`,
+      markerId, path, volumeUuid ?? null, now(),
+    );
+    return this.destinationByMarker(markerId)!.id;
+  }
+
+  startIngest(sources: string[], destinations: string[]): number {
+    return this.#run('INSERT INTO ingests (started_at, status, sources, destinations) VALUES (?, ?, ?, ?)', now(), 'running', JSON.stringify(sources), JSON.stringify(destinations));
+  }
+
+  finishIngest(id: number, status: string, summary: unknown): void {
+    this.#run('UPDATE ingests SET finished_at = ?, status = ?, summary = ? WHERE id = ?', now(), status, JSON.stringify(summary), id);
+  }
+
+  /** Finds or creates the row for one version of a source file (path + size + mtime). */
+  fileFor(sourceId: number, relPath: string, size: number, mtimeMs: number): FileRow {
+    const mt = Math.trunc(mtimeMs);
+    const existing = this.#get<FileRow>('SELECT * FROM files WHERE source_id = ? AND rel_path = ? AND size = ? AND mtime_ms = ?', sourceId, relPath, size, mt);
+    if (existing) return existing;
+    const t = now();
+    const id = this.#run('INSERT INTO files (source_id, rel_path, size, mtime_ms, state, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)', sourceId, relPath, size, mt, 'seen', t, t);
+    return this.#get<FileRow>('SELECT * FROM files WHERE id = ?', id)!;
+  }
+
+  copiesOf(fileId: number): CopyRow[] {
+    return this.#all<CopyRow>('SELECT * FROM copies WHERE file_id = ?', fileId);
+  }
+
+  /** Recorded before the temp file exists, so that a crash leaves a trace of what to clean. */
+  markCopying(fileId: number, destId: number, tempPath: string, ingestId: number): void {
+    const t = now();
+    this.tx(() => {
+      this.#run(
+        `INSERT INTO copies (file_id, dest_id, state, temp_path, ingest_id, updated_at) VALUES (?, ?, 'copying', ?, ?, ?)
+         ON CONFLICT(file_id, dest_id) DO UPDATE SET state = 'copying', temp_path = excluded.temp_path, error = NULL, ingest_id = excluded.ingest_id, updated_at = excluded.updated_at`,
+        fileId, destId, tempPath, ingestId, t,
+      );
+      this.#run(`UPDATE files SET state = 'copying', updated_at = ? WHERE id = ? AND state != 'verified'`, t, fileId);
+    });
+  }
+
+  markVerified(fileId: number, destId: number, c: VerifiedCopy, ingestId: number): void {
+    const t = now();
+    this.tx(() => {
+      this.#run(
+        `INSERT INTO copies (file_id, dest_id, state, dest_path, temp_path, size, sha256, xxh128, hashes, readback, dedup, ingest_id, updated_at)
+         VALUES (?, ?, 'verified', ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(file_id, dest_id) DO UPDATE SET state = 'verified', dest_path = excluded.dest_path, temp_path = NULL,
+           size = excluded.size, sha256 = excluded.sha256, xxh128 = excluded.xxh128, hashes = excluded.hashes, readback = excluded.readback,
+           dedup = excluded.dedup, error = NULL, manifest_seq = NULL, ingest_id = excluded.ingest_id, updated_at = excluded.updated_at`,
+        fileId, destId, c.destPath, c.size, c.sha256, c.xxh128, JSON.stringify(c.hashes), c.readback, c.dedup ? 1 : 0, ingestId, t,
+      );
+      this.#run('UPDATE files SET sha256 = ?, xxh128 = ?, updated_at = ? WHERE id = ?', c.sha256, c.xxh128, t, fileId);
+    });
+  }
+
+  markCopyFailed(fileId: number, destId: number, error: string, ingestId: number): void {
+    this.#run(
+      `INSERT INTO copies (file_id, dest_id, state, error, ingest_id, updated_at) VALUES (?, ?, 'failed', ?, ?, ?)
+       ON CONFLICT(file_id, dest_id) DO UPDATE SET state = 'failed', temp_path = NULL, error = excluded.error, ingest_id = excluded.ingest_id, updated_at = excluded.updated_at`,
+      fileId, destId, error, ingestId, now(),
+    );
+  }
+
+  /** A file's overall state follows its copies: verified only when every wanted destination is. */
+  setFileState(fileId: number, state: FileState, error?: string): void {
+    this.#run('UPDATE files SET state = ?, error = ?, updated_at = ? WHERE id = ?', state, error ?? null, now(), fileId);
+  }
+
+  /** A verified copy at this destination with the same content, for dedup. */
+  findContent(destId: number, xxh128: string, sha256: string, size: number): CopyRow | undefined {
+    return this.#get<CopyRow>(
+      `SELECT * FROM copies WHERE dest_id = ? AND xxh128 = ? AND sha256 = ? AND size = ? AND state = 'verified' AND dest_path IS NOT NULL LIMIT 1`,
+      destId, xxh128, sha256, size,
+    );
+  }
+
+  groupName(sourceId: number, groupKey: string, destId: number): { fields: string; suffix: number } | undefined {
+    return this.#get('SELECT fields, suffix FROM group_names WHERE source_id = ? AND group_key = ? AND dest_id = ?', sourceId, groupKey, destId);
+  }
+
+  setGroupName(sourceId: number, groupKey: string, destId: number, fields: string, suffix: number): void {
+    this.#run(
+      `INSERT INTO group_names (source_id, group_key, dest_id, fields, suffix) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT(source_id, group_key, dest_id) DO UPDATE SET fields = excluded.fields, suffix = excluded.suffix`,
+      sourceId, groupKey, destId, fields, suffix,
+    );
+  }
+
+  /** Copies still marked in flight (a crash left them): their temp files are to be removed. */
+  staleCopies(destId: number): CopyRow[] {
+    return this.#all<CopyRow>(`SELECT * FROM copies WHERE dest_id = ? AND state = 'copying'`, destId);
+  }
+
+  clearStale(copyId: number): void {
+    this.#run(`UPDATE copies SET state = 'failed', temp_path = NULL, error = 'interrupted', updated_at = ? WHERE id = ? AND state = 'copying'`, now(), copyId);
+  }
+
+  /** Verified copies not yet written to any manifest generation (also those a crash kept out of one). */
+  unmanifested(destId: number): Array<CopyRow & { mtime_ms: number }> {
+    return this.#all(
+      `SELECT c.*, f.mtime_ms FROM copies c JOIN files f ON f.id = c.file_id
+       WHERE c.dest_id = ? AND c.state = 'verified' AND c.manifest_seq IS NULL AND c.dedup = 0 ORDER BY c.dest_path`,
+      destId,
+    );
+  }
+
+  markManifested(copyIds: number[], seq: number): void {
+    this.tx(() => {
+      const st = this.#db.prepare('UPDATE copies SET manifest_seq = ? WHERE id = ?');
+      for (const id of copyIds) st.run(seq, id);
+    });
+  }
+
+  stateCounts(): { files: Record<string, number>; copies: Record<string, number> } {
+    const files = Object.fromEntries(this.#all<{ state: string; n: number }>('SELECT state, count(*) AS n FROM files GROUP BY state').map((r) => [r.state, r.n]));
+    const copies = Object.fromEntries(this.#all<{ state: string; n: number }>('SELECT state, count(*) AS n FROM copies GROUP BY state').map((r) => [r.state, r.n]));
+    return { files, copies };
+  }
+
+  lastIngests(limit: number): Array<{ id: number; started_at: string; finished_at: string | null; status: string; sources: string; destinations: string; summary: string | null }> {
+    return this.#all('SELECT * FROM ingests ORDER BY id DESC LIMIT ?', limit);
+  }
+
+  destinations(): DestinationRow[] {
+    return this.#all<DestinationRow>('SELECT id, marker_id, path, volume_uuid FROM destinations ORDER BY id');
+  }
+
+  /** Consistency check used by tests and `status`: verified copies must have a path and hashes. */
+  inconsistencies(): string[] {
+    const bad = this.#all<{ id: number }>(`SELECT id FROM copies WHERE state = 'verified' AND (dest_path IS NULL OR sha256 IS NULL OR xxh128 IS NULL OR size IS NULL)`);
+    return bad.map((b) => `copy ${b.id} is verified without path or hashes`);
+  }
+
+  /** All verified copies at a destination (for tests and verification tooling). */
+  verifiedCopies(destId: number): CopyRow[] {
+    return this.#all<CopyRow>(`SELECT * FROM copies WHERE dest_id = ? AND state = 'verified' ORDER BY dest_path`, destId);
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * Journal schema, one entry per version. PRAGMA user_version records how many have been applied;
+ * each runs in its own transaction so that a crash mid-migration leaves the previous version intact.
+ * Never edit a shipped migration: add a new one.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: sources, destinations, files, per-destination copies, ingest runs, group naming decisions.
+  `
+  CREATE TABLE sources (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    label TEXT NOT NULL,
+    details TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+  );
+  CREATE TABLE destinations (
+    id INTEGER PRIMARY KEY,
+    marker_id TEXT NOT NULL UNIQUE,
+    path TEXT NOT NULL,
+    volume_uuid TEXT,
+    created_at TEXT NOT NULL
+  );
+  CREATE TABLE ingests (
+    id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,
+    sources TEXT NOT NULL,
+    destinations TEXT NOT NULL,
+    summary TEXT
+  );
+  -- One row per source file version: the plan's identity is (source, path, size, mtime).
+  CREATE TABLE files (
+    id INTEGER PRIMARY KEY,
+    source_id INTEGER NOT NULL REFERENCES sources(id),
+    rel_path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ms INTEGER NOT NULL,
+    sha256 TEXT,
+    xxh128 TEXT,
+    state TEXT NOT NULL,
+    error TEXT,
+    first_seen TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (source_id, rel_path, size, mtime_ms)
+  );
+  -- One row per file per destination.
+  CREATE TABLE copies (
+    id INTEGER PRIMARY KEY,
+    file_id INTEGER NOT NULL REFERENCES files(id),
+    dest_id INTEGER NOT NULL REFERENCES destinations(id),
+    state TEXT NOT NULL,
+    dest_path TEXT,
+    temp_path TEXT,
+    size INTEGER,
+    sha256 TEXT,
+    xxh128 TEXT,
+    -- Every value computed for this copy, keyed by algorithm name (sha256, xxh128, xxh64, md5).
+    hashes TEXT,
+    readback TEXT,
+    dedup INTEGER NOT NULL DEFAULT 0,
+    manifest_seq INTEGER,
+    error TEXT,
+    ingest_id INTEGER REFERENCES ingests(id),
+    updated_at TEXT NOT NULL,
+    UNIQUE (file_id, dest_id)
+  );
+  CREATE INDEX copies_content ON copies (dest_id, xxh128) WHERE state = 'verified';
+  CREATE INDEX copies_manifest ON copies (dest_id) WHERE state = 'verified' AND manifest_seq IS NULL;
+  CREATE INDEX copies_state ON copies (state);
+  -- Naming decided once per RAW+JPEG(+sidecar) group, so that a resumed ingest puts the rest of a
+  -- group beside the members already copied.
+  CREATE TABLE group_names (
+    source_id INTEGER NOT NULL REFERENCES sources(id),
+    group_key TEXT NOT NULL,
+    dest_id INTEGER NOT NULL REFERENCES destinations(id),
+    fields TEXT NOT NULL,
+    suffix INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (source_id, group_key, dest_id)
+  );
+  `,
+];

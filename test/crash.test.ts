@@ -1,0 +1,76 @@
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ingestJson, runCli, spawnCli } from './support/cli.js';
+import { bytes, writeBytes, writeJpeg } from './support/fixtures.js';
+import { contentMultiset, listTree, tempDir, tempFilesUnder } from './support/tree.js';
+
+/**
+ * SIGKILL `shuttle ingest` at random instants and at every step of a durable copy, then run it again:
+ * every source file must end up verified exactly once at each destination with the right bytes, no
+ * temp file may remain, the journal must be consistent and the manifests must cover every file.
+ */
+let work: { path: string; cleanup: () => Promise<void> };
+let src: string;
+let sourceTree: Awaited<ReturnType<typeof listTree>>;
+let fullRunMs = 0;
+
+beforeAll(async () => {
+  work = await tempDir('shuttle-crash-');
+  src = join(work.path, 'card');
+  for (let i = 1; i <= 8; i++) {
+    const dir = `DCIM/10${i % 2}CANON`;
+    await writeJpeg(join(src, dir, `IMG_${1000 + i}.JPG`), { date: `2026:05:0${1 + (i % 3)} 10:00:00`, seed: i });
+    await writeBytes(join(src, dir, `IMG_${1000 + i}.CR2`), bytes(i % 3 === 0 ? 6_000_000 : 700_000, 100 + i));
+  }
+  for (let i = 0; i < 8; i++) await writeBytes(join(src, `MISC/note${i}.txt`), `note ${i}\n`, new Date('2026-05-01T08:00:00Z'));
+  sourceTree = await listTree(src);
+  const t0 = Date.now();
+  const probe = join(work.path, 'probe');
+  const r = await ingestJson([src, '--dest', join(probe, 'a'), '--state', join(probe, 'state')]);
+  expect(r.code, r.stderr).toBe(0);
+  fullRunMs = Date.now() - t0;
+}, 120_000);
+
+afterAll(async () => {
+  await work.cleanup();
+});
+
+async function trial(name: string, kill: { afterMs?: number; crashAt?: string }): Promise<void> {
+  const base = join(work.path, name);
+  const dests = [join(base, 'a'), join(base, 'b')];
+  const state = join(base, 'state');
+  await mkdir(base, { recursive: true });
+  const args = ['ingest', src, '--dest', dests[0]!, '--dest', dests[1]!, '--state', state, '--json'];
+  const child = spawnCli(args, kill.crashAt ? { env: { SHUTTLE_TEST_CRASH_AT: kill.crashAt } } : {});
+  const timer = kill.afterMs !== undefined ? setTimeout(() => child.kill('SIGKILL'), kill.afterMs) : undefined;
+  await new Promise((res) => child.on('close', res));
+  clearTimeout(timer);
+
+  const rerun = await ingestJson([src, '--dest', dests[0]!, '--dest', dests[1]!, '--state', state]);
+  expect(rerun.code, `${name}: ${rerun.stderr}`).toBe(0);
+  expect(rerun.summary.failed).toBe(0);
+  for (const d of dests) {
+    const tree = await listTree(d, { skipShuttle: true });
+    expect(contentMultiset(tree), `${name}: ${d}`).toEqual(contentMultiset(sourceTree));
+    expect(await tempFilesUnder(d), name).toEqual([]);
+    const v = await runCli(['verify', d, '--strict', '--json']);
+    expect(v.code, `${name}: verify ${d}: ${v.stdout}`).toBe(0);
+  }
+  const status = await runCli(['status', '--json', '--state', state]);
+  const s = JSON.parse(status.stdout) as { copies: Record<string, number>; problems: string[] };
+  expect(s.problems, name).toEqual([]);
+  expect(s.copies['verified'], name).toBe(sourceTree.size * 2);
+  await rm(base, { recursive: true, force: true });
+}
+
+const points = ['temp-created', 'written', 'sealed', 'read-back', 'published', 'journaled', 'manifest'];
+test.each(points.flatMap((p) => [`${p}:1`, p === 'manifest' ? `${p}:2` : `${p}:7`]))('crash-at-%s-then-rerun-completes-exactly-once', async (crashAt) => {
+  await trial(`point-${crashAt.replace(':', '-')}`, { crashAt });
+}, 120_000);
+
+test('thirty-random-sigkills-then-rerun-completes-exactly-once', async () => {
+  let seed = 12345;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  for (let i = 0; i < 30; i++) await trial(`random-${i}`, { afterMs: Math.floor(rand() * fullRunMs * 1.5) });
+}, 900_000);

@@ -1,0 +1,147 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isShuttleError } from '../src/errors.js';
+import { idleReadBackBlocks, readBack } from '../src/ingest/readback.js';
+
+const ALL = ['sha256', 'xxh128', 'xxh64', 'md5'] as const;
+
+/** The same hashes from the system's own tools, each a separate reader of the file. */
+function referenceHashes(path: string): Record<(typeof ALL)[number], string> {
+  const first = (cmd: string, args: string[]) => execFileSync(cmd, [...args, path], { encoding: 'utf8' }).split(/\s+/)[0]!;
+  return {
+    sha256: first('sha256sum', []),
+    xxh128: first('xxhsum', ['-H2']),
+    xxh64: first('xxhsum', ['-H1']),
+    md5: first('md5sum', []),
+  };
+}
+
+function mount(args: string[]): void {
+  execFileSync('mount', args, { stdio: 'pipe' });
+}
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'shuttle-readback-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('readBack on a disk-backed folder (os.tmpdir(), ext4 here)', () => {
+  for (const size of [0, 1, 4095, 4096, 4097, 5 * 1024 * 1024 + 3]) {
+    it(`reads ${size} bytes directly with hashes equal to sha256sum, xxhsum -H2/-H1 and md5sum`, async () => {
+      const path = join(dir, `f-${size}`);
+      await writeFile(path, randomBytes(size));
+      const result = await readBack(path, ALL);
+      expect(result).toEqual({ size, hashes: referenceHashes(path), direct: true });
+    });
+  }
+
+  it('crosses many block boundaries correctly with a small block size', async () => {
+    const path = join(dir, 'small-blocks');
+    await writeFile(path, randomBytes(3 * 8192 + 4096 + 17));
+    const result = await readBack(path, ['sha256'], { blockSize: 8192 });
+    expect(result.size).toBe(3 * 8192 + 4096 + 17);
+    expect(result.hashes.sha256).toBe(referenceHashes(path).sha256);
+    expect(result.direct).toBe(true);
+  });
+
+  it('keeps concurrent read-backs apart (pooled blocks are never shared)', async () => {
+    const paths = await Promise.all(
+      [0, 1, 2, 3, 4, 5].map(async (i) => {
+        const path = join(dir, `par-${i}`);
+        await writeFile(path, randomBytes(300_000 + i * 4099));
+        return path;
+      }),
+    );
+    const results = await Promise.all(paths.map((p) => readBack(p, ['sha256'], { blockSize: 16384 })));
+    expect(results.map((r) => r.hashes.sha256)).toEqual(paths.map((p) => referenceHashes(p).sha256));
+  });
+
+  it('keeps only a bounded number of idle blocks after heavy use', async () => {
+    const path = join(dir, 'idle');
+    await writeFile(path, randomBytes(20_000));
+    await Promise.all(Array.from({ length: 10 }, () => readBack(path, ['md5'], { blockSize: 12288 })));
+    expect(idleReadBackBlocks().get(12288)).toBe(4);
+  });
+
+  it('reports the bytes on disk, not what the caller hoped for: a changed byte changes the hash', async () => {
+    const path = join(dir, 'changed');
+    const bytes = randomBytes(10_000);
+    await writeFile(path, bytes);
+    const before = await readBack(path, ['xxh128']);
+    bytes[5000]! ^= 1;
+    await writeFile(path, bytes);
+    const after = await readBack(path, ['xxh128']);
+    expect(after.hashes.xxh128).not.toBe(before.hashes.xxh128);
+  });
+
+  it('rejects with ABORTED when the signal is already aborted', async () => {
+    const path = join(dir, 'pre-aborted');
+    await writeFile(path, 'x');
+    const err = await readBack(path, ['sha256'], { signal: AbortSignal.abort() }).catch((e: unknown) => e);
+    expect(isShuttleError(err, 'ABORTED')).toBe(true);
+  });
+
+  it('stops with ABORTED when aborted midway and leaves the block pool usable', async () => {
+    const path = join(dir, 'aborted-midway');
+    await writeFile(path, randomBytes(4 * 1024 * 1024));
+    const ac = new AbortController();
+    const pending = readBack(path, ['sha256'], { signal: ac.signal, blockSize: 4096 });
+    setImmediate(() => ac.abort());
+    const err = await pending.catch((e: unknown) => e);
+    expect(isShuttleError(err, 'ABORTED')).toBe(true);
+    const again = await readBack(path, ['sha256'], { blockSize: 4096 });
+    expect(again.hashes.sha256).toBe(referenceHashes(path).sha256);
+  });
+
+  it('fails with DEST_WRITE_FAILED naming the path when the file is missing', async () => {
+    const path = join(dir, 'missing');
+    const err = await readBack(path, ['sha256']).catch((e: unknown) => e);
+    expect(isShuttleError(err, 'DEST_WRITE_FAILED')).toBe(true);
+    expect(isShuttleError(err) && err.context).toMatchObject({ path, errno: 'ENOENT' });
+  });
+
+  it('refuses a block size that is not a multiple of 4096', async () => {
+    const err = await readBack(join(dir, 'f-1'), ['sha256'], { blockSize: 5000 }).catch((e: unknown) => e);
+    expect(isShuttleError(err, 'INTERNAL')).toBe(true);
+  });
+});
+
+describe('readBack where the filesystem refuses O_DIRECT', () => {
+  let ramfs: string;
+  let tmpfs: string;
+  beforeAll(async () => {
+    ramfs = join(dir, 'ramfs');
+    tmpfs = join(dir, 'tmpfs');
+    await mkdir(ramfs);
+    await mkdir(tmpfs);
+    mount(['-t', 'ramfs', 'ramfs', ramfs]);
+    mount(['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', tmpfs]);
+  });
+  afterAll(() => {
+    for (const m of [ramfs, tmpfs]) execFileSync('umount', [m], { stdio: 'ignore' });
+  });
+
+  it('falls back to a buffered read on ramfs (EINVAL at open) and says direct: false', async () => {
+    const path = join(ramfs, 'f');
+    await writeFile(path, randomBytes(5 * 1024 * 1024 + 3));
+    const result = await readBack(path, ALL);
+    expect(result).toEqual({ size: 5 * 1024 * 1024 + 3, hashes: referenceHashes(path), direct: false });
+  });
+
+  // tmpfs learned O_DIRECT in Linux 6.6; Debian 12's 6.1 kernel refuses it, this machine's newer one accepts it.
+  const [major = 0, minor = 0] = release().split('.').map(Number);
+  const tmpfsDirect = major > 6 || (major === 6 && minor >= 6);
+  it(`reads tmpfs with direct: ${tmpfsDirect} on kernel ${release()}`, async () => {
+    const path = join(tmpfs, 'f');
+    await writeFile(path, randomBytes(4097));
+    const result = await readBack(path, ALL);
+    expect(result).toEqual({ size: 4097, hashes: referenceHashes(path), direct: tmpfsDirect });
+  });
+});
