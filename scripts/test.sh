@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   xxhash            # xxhsum: reference values for xxh64/xxh128
-  dosfstools mtools # FAT32 card images
+  dosfstools mtools exfatprogs # FAT32 and exFAT card images
+  fusefat exfat-fuse # mount them where the kernel has no vfat/exfat driver (FUSE on a loop device)
   util-linux        # findmnt, lsblk, setpriv, mount
   gphoto2           # reference PTP/IP client for the camera simulator
   libusb-1.0-0      # runtime library of the usb/node-hid bindings

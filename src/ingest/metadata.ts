@@ -3,11 +3,12 @@ import { ShuttleError } from '../errors.js';
 
 /**
  * How many leading bytes of a file the pipeline buffers for readCaptureMetadata.
- * Measured (test/metadata.test.ts): sharp-made JPEGs and TIFF-based RAWs need under 4 KiB, since their
- * EXIF sits right after the JPEG SOI or the TIFF header. Camera files put it early too, but a JPEG's APP1
- * can be 64 KiB after a JFIF/APP0 and a large ICC profile, and TIFF-based RAWs (CR2, NEF, ARW, DNG) may
- * place the EXIF IFD after embedded XMP or a preview strip. 256 KiB covers those with room to spare and
- * costs nothing per file next to a 25 MB RAW; files smaller than this are buffered whole anyway.
+ * Measured (test/metadata.test.ts): sharp-made JPEGs need about 0.5 KiB and TIFF-based RAWs about
+ * 3 KiB, since their EXIF follows the JPEG SOI or the TIFF header directly; CR3 keeps its CMT boxes in
+ * the first KiBs as well. Camera files are bigger up front: a JPEG's EXIF APP1 may fill its 64 KiB
+ * (maker notes, thumbnail) behind other APPn segments, and a TIFF-based RAW or DNG may put its EXIF IFD
+ * after XMP or a preview. 256 KiB covers that with room to spare and is nothing next to a 25 MB RAW;
+ * metadata stored past it (some HEIF files keep EXIF at the end) falls back to the file time, with a warning.
  */
 export const METADATA_HEAD_BYTES = 256 * 1024;
 
@@ -106,7 +107,7 @@ const IFD0_ONLY_OPTIONS = optionPair({ ifd0: { pick: IFD0_TAGS }, exif: false })
 /** CR3's CMT2 box: a TIFF whose first IFD holds the EXIF tags. */
 const EXIF_AS_IFD0_OPTIONS = optionPair({ ifd0: { pick: EXIF_TAGS }, exif: false });
 
-/** A string longer than this is not a camera model or serial; it is cut and flagged. */
+/** A string longer than this (in characters) is not a camera model or serial; it is cut and flagged. */
 const MAX_STRING_LENGTH = 64;
 /** Dates outside these years are a broken clock or broken EXIF, not a capture time. */
 const MIN_YEAR = 1900;
@@ -171,9 +172,10 @@ function cleanString(tags: Tags, tag: number, label: string, warnings: string[])
   // eslint-disable-next-line no-control-regex
   let s = v.replace(/[\u0000-\u001f\u007f]+/g, ' ').replace(/\s+/g, ' ').trim();
   if (s === '') return undefined;
-  if (s.length > MAX_STRING_LENGTH) {
-    warnings.push(`${label} is ${s.length} characters long; cut to ${MAX_STRING_LENGTH}`);
-    s = [...s].slice(0, MAX_STRING_LENGTH).join('').trim();
+  const chars = [...s];
+  if (chars.length > MAX_STRING_LENGTH) {
+    warnings.push(`${label} is ${chars.length} characters long; cut to ${MAX_STRING_LENGTH}`);
+    s = chars.slice(0, MAX_STRING_LENGTH).join('').trim();
   }
   return s;
 }
@@ -191,9 +193,9 @@ export function parseExifDate(value: unknown): WallClock | string {
   if (m === null) return `not a date: ${JSON.stringify(value.slice(0, 40))}`;
   const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
   const millisecond = m[7] === undefined ? 0 : Number(m[7].padEnd(3, '0').slice(0, 3));
-  if (year < MIN_YEAR || year > MAX_YEAR) return `year ${year} is outside ${MIN_YEAR}–${MAX_YEAR}: ${JSON.stringify(value)}`;
+  if (year < MIN_YEAR || year > MAX_YEAR) return `year ${year} is outside ${MIN_YEAR}–${MAX_YEAR}: ${JSON.stringify(value.slice(0, 40))}`;
   if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month) || hour > 23 || minute > 59 || second > 59) {
-    return `impossible date ${JSON.stringify(value)}`;
+    return `impossible date ${JSON.stringify(value.slice(0, 40))}`;
   }
   return { year, month, day, hour, minute, second, millisecond };
 }

@@ -164,17 +164,19 @@ export async function volumeOf(path: string, options: VolumeOptions = {}): Promi
   const device = mount.source;
   let { uuid, label, fstype } = mount;
   let removable = false;
+  // FUSE drivers (exfat-fuse as `fuseblk`, fusefat as `fuse.fusefat`) hide the real type: probe the device.
+  const isFuse = (t: string | undefined): boolean => t === 'fuse' || t === 'fuseblk' || (t?.startsWith('fuse.') ?? false);
   if (device.startsWith('/dev/')) {
     const fromLsblk = await lsblk(device, signal);
     removable = fromLsblk.removable;
     uuid ??= fromLsblk.uuid;
     label ??= fromLsblk.label;
-    if (fstype === 'fuseblk' && fromLsblk.fstype !== undefined) fstype = fromLsblk.fstype;
-    if (uuid === undefined || label === undefined || fstype === 'fuseblk') {
+    if (isFuse(fstype) && fromLsblk.fstype !== undefined) fstype = fromLsblk.fstype;
+    if (uuid === undefined || label === undefined || isFuse(fstype)) {
       const probed = await blkid(device, signal);
       uuid ??= probed.uuid;
       label ??= probed.label;
-      if (fstype === 'fuseblk' && probed.fstype !== undefined) fstype = probed.fstype;
+      if (isFuse(fstype) && probed.fstype !== undefined) fstype = probed.fstype;
     }
   }
   let capacityBytes = 0;
