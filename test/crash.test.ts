@@ -55,7 +55,7 @@ async function trial(name: string, kill: { afterMs?: number; crashAt?: string })
     expect(contentMultiset(tree), `${name}: ${d}`).toEqual(contentMultiset(sourceTree));
     expect(await tempFilesUnder(d), name).toEqual([]);
     const v = await runCli(['verify', d, '--strict', '--json']);
-    expect(v.code, `${name}: verify ${d}: ${v.stdout}`).toBe(0);
+    expect(v.code, `${name}: verify ${d}: ${v.stdout} ${v.stderr}`).toBe(0);
   }
   const status = await runCli(['status', '--json', '--state', state]);
   const s = JSON.parse(status.stdout) as { copies: Record<string, number>; problems: string[] };

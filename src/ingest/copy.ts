@@ -19,9 +19,9 @@ export interface ReadResult {
   hashes: HashSet;
 }
 
-export async function createTempTarget(finalPath: string): Promise<TempTarget> {
+export async function createTempTarget(finalPath: string, beforeCreate?: (tempPath: string) => void): Promise<TempTarget> {
   try {
-    const { path, handle } = await openTemp(finalPath);
+    const { path, handle } = await openTemp(finalPath, beforeCreate);
     return { tempPath: path, handle, written: 0 };
   } catch (cause) {
     throw destinationError(cause, 'write', finalPath);

@@ -112,12 +112,14 @@ export interface TempFile {
 
 /**
  * Creates a new temp file beside `finalPath` (creating its folder tree durably first). The file is opened
- * exclusively, so it is never one that already existed.
+ * exclusively, so it is never one that already existed. `beforeCreate` learns the name first, so that the
+ * caller can record it durably: a crash right after creation then never leaves a temp nobody knows of.
  */
-export async function openTemp(finalPath: string): Promise<TempFile> {
+export async function openTemp(finalPath: string, beforeCreate?: (tempPath: string) => void): Promise<TempFile> {
   await ensureDir(dirname(finalPath));
   for (let attempt = 0; ; attempt++) {
     const path = tempPathFor(finalPath);
+    beforeCreate?.(path);
     try {
       return { path, handle: await open(path, 'wx', 0o644) };
     } catch (err) {

@@ -311,12 +311,11 @@ async function copyOnce(
       }
       for (const d of live) {
         const groupKey = pf.group.key;
-        const target = await createTempTarget(join(d.root, rendered.path)).catch((e: unknown) => {
+        const target = await createTempTarget(join(d.root, rendered.path), (temp) => journal.markCopying(pf.file.id, d.id, temp, ingestId)).catch((e: unknown) => {
           killDestination(d, e, summary, req.logger);
           return undefined;
         });
         if (!target) continue;
-        journal.markCopying(pf.file.id, d.id, target.tempPath, ingestId);
         targets.push({ dest: d, target, baseRel: rendered.path, groupKey });
         crashPoint('temp-created');
       }
@@ -397,8 +396,7 @@ async function finishFile(
       for (let retry = 0; !check.ok && retry < settings.verifyRetries; retry++) {
         log.warn({ path: pf.item.path, destination: d.root, expected: w.read.hashes.xxh128, actual: check.actual.xxh128, retry }, 'read-back mismatch; writing again from the source');
         await discardTemp(t.target);
-        const again = await createTempTarget(join(d.root, t.baseRel));
-        journal.markCopying(pf.file.id, d.id, again.tempPath, ingestId);
+        const again = await createTempTarget(join(d.root, t.baseRel), (temp) => journal.markCopying(pf.file.id, d.id, temp, ingestId));
         t.target = again;
         const reread = await rewriteFromSource(source, pf.item, again, SOURCE_ALGORITHMS, signal);
         if (reread.hashes.sha256 !== w.read.hashes.sha256) {
