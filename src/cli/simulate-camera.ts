@@ -22,9 +22,10 @@ export function simulateCameraCommand(): Command {
     .option('--pool <dir>', 'images that InitiateCapture "shoots", in name order')
     .option('--serial <serial>', 'serial number (default: derived from the folder)')
     .option('--time-zone <zone>', 'IANA zone of the simulated camera clock (default: this host)')
-    .option('--log-level <level>', 'pino level', process.env['SHUTTLE_LOG_LEVEL'] ?? 'info')
-    .action(async (opts: { dir: string; port: number; host: string; pool?: string; serial?: string; timeZone?: string; logLevel: string }) => {
-      const logger = createLogger({ fd: 2, level: opts.logLevel });
+    .action(async (opts: { dir: string; port: number; host: string; pool?: string; serial?: string; timeZone?: string }, cmd: Command) => {
+      // --log-level is the program's global option.
+      const level = cmd.parent?.opts<{ logLevel?: string }>().logLevel;
+      const logger = createLogger(level === undefined ? { fd: 2 } : { fd: 2, level });
       let sim: CameraSimulator;
       try {
         sim = await CameraSimulator.start({

@@ -1,0 +1,158 @@
+/**
+ * A PTP camera as a Source: the ingest pipeline lists, opens and stats camera objects the way it does
+ * files on a card. Works over any PtpTransport; `openPtpIpCameraSource` connects over PTP/IP.
+ */
+import type { Readable } from 'node:stream';
+import { ShuttleError, throwIfAborted } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { PtpCamera } from './ptp/camera.js';
+import { parsePtpDate } from './ptp/codec.js';
+import { ResponseCode, hex32 } from './ptp/codes.js';
+import type { ObjectInfo } from './ptp/datasets.js';
+import type { PtpQuirks } from './ptp/quirks.js';
+import { responseCodeOf } from './ptp/session.js';
+import { connectPtpIp, loadOrCreateInitiatorIdentity } from './ptpip/transport.js';
+import type { ItemState, OpenOptions, Source, SourceIdentity, SourceItem } from './source.js';
+
+/** What a camera item's `handle` holds. */
+export interface CameraItemHandle {
+  storageId: number;
+  objectHandle: number;
+}
+
+export interface CameraSourceOptions {
+  /** IANA zone of the camera's clock: ObjectInfo dates without a zone marker are read in it. Default: this host's zone. */
+  timeZone?: string;
+  logger?: Logger;
+}
+
+/** `camera:<manufacturer>:<model>:<serial>`, the identity key of a camera across sessions and transports. */
+export function cameraKey(manufacturer: string, model: string, serial: string): string {
+  return `camera:${manufacturer}:${model}:${serial}`;
+}
+
+function isCameraHandle(h: unknown): h is CameraItemHandle {
+  return typeof h === 'object' && h !== null && typeof (h as CameraItemHandle).storageId === 'number' && typeof (h as CameraItemHandle).objectHandle === 'number';
+}
+
+export class PtpCameraSource implements Source {
+  private readonly timeZone: string;
+  private readonly log: Logger;
+
+  constructor(
+    readonly camera: PtpCamera,
+    readonly uri: string,
+    opts: CameraSourceOptions = {},
+  ) {
+    this.timeZone = opts.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
+    this.log = opts.logger ?? silentLogger;
+  }
+
+  async identity(signal?: AbortSignal): Promise<SourceIdentity> {
+    throwIfAborted(signal);
+    const id = this.camera.identity();
+    return {
+      kind: 'camera',
+      key: cameraKey(id.manufacturer, id.model, id.serialNumber),
+      label: `${id.manufacturer} ${id.model}`.trim(),
+      details: { manufacturer: id.manufacturer, model: id.model, serialNumber: id.serialNumber, deviceVersion: id.deviceVersion, uri: this.uri },
+    };
+  }
+
+  /** Modification date (else capture date) in epoch ms; 0 when the camera gives none or an unreadable one. */
+  private mtimeOf(info: ObjectInfo): number {
+    for (const text of [info.modificationDate, info.captureDate]) {
+      if (!text) continue;
+      try {
+        return parsePtpDate(text, this.timeZone);
+      } catch {
+        this.log.debug({ date: text, filename: info.filename }, 'unreadable object date');
+      }
+    }
+    return 0;
+  }
+
+  /** Storage folder names: the description the camera gives, else the id; made unique when two slots share one. */
+  private async storageNames(signal?: AbortSignal): Promise<Map<number, string>> {
+    const ids = await this.camera.storageIds(signal);
+    const names = new Map<number, string>();
+    const seen = new Map<string, number>();
+    for (const id of ids) {
+      let name = '';
+      try {
+        name = (await this.camera.storageInfo(id, signal)).storageDescription.trim();
+      } catch (err) {
+        if (responseCodeOf(err) === undefined) throw err;
+      }
+      if (name === '') name = hex32(id);
+      seen.set(name, (seen.get(name) ?? 0) + 1);
+      names.set(id, name);
+    }
+    for (const [id, name] of names) if ((seen.get(name) ?? 0) > 1) names.set(id, `${name} ${hex32(id)}`);
+    return names;
+  }
+
+  async *list(signal?: AbortSignal): AsyncIterable<SourceItem> {
+    const names = await this.storageNames(signal);
+    for (const [storageId, storageName] of names) {
+      for await (const obj of this.camera.walk(storageId, signal)) {
+        const size = await this.camera.objectSize(obj.handle, obj.info, signal);
+        const handle: CameraItemHandle = { storageId, objectHandle: obj.handle };
+        yield { path: [storageName, ...obj.path].join('/'), size: size ?? obj.info.compressedSize, mtimeMs: this.mtimeOf(obj.info), handle };
+      }
+    }
+  }
+
+  private handleOf(item: SourceItem): CameraItemHandle {
+    if (!isCameraHandle(item.handle)) {
+      throw new ShuttleError('INTERNAL', `item ${item.path} was not listed by a camera source`, { context: { path: item.path, uri: this.uri } });
+    }
+    return item.handle;
+  }
+
+  async open(item: SourceItem, options: OpenOptions = {}): Promise<Readable> {
+    const h = this.handleOf(item);
+    throwIfAborted(options.signal);
+    // 0xFFFFFFFF is ObjectInfo's "4 GiB or more" when the real size was not available: let the camera layer find out.
+    const size = item.size === 0xffffffff ? undefined : item.size;
+    return this.camera.download(h.objectHandle, { offset: options.offset ?? 0, size, signal: options.signal });
+  }
+
+  async stat(item: SourceItem, signal?: AbortSignal): Promise<ItemState | undefined> {
+    const h = this.handleOf(item);
+    let info: ObjectInfo;
+    try {
+      info = await this.camera.objectInfo(h.objectHandle, signal);
+    } catch (err) {
+      if (responseCodeOf(err) === ResponseCode.InvalidObjectHandle) {
+        throw new ShuttleError('SOURCE_NOT_FOUND', `${item.path} is no longer on the camera`, { context: { path: item.path, handle: h.objectHandle, uri: this.uri }, cause: err });
+      }
+      throw err;
+    }
+    const size = await this.camera.objectSize(h.objectHandle, info, signal);
+    if (size === undefined) return undefined;
+    return { size, mtimeMs: this.mtimeOf(info) };
+  }
+
+  async close(): Promise<void> {
+    await this.camera.close();
+  }
+}
+
+export interface PtpIpCameraSourceOptions extends CameraSourceOptions {
+  host: string;
+  port?: number;
+  /** Where the initiator GUID and name persist (cameras pair with them). */
+  stateDir: string;
+  quirks?: Partial<PtpQuirks>;
+  signal?: AbortSignal;
+}
+
+/** Connects to a PTP/IP camera, opens a session and wraps it as a Source (uri `ptpip:host[:port]`). */
+export async function openPtpIpCameraSource(opts: PtpIpCameraSourceOptions): Promise<PtpCameraSource> {
+  const identity = await loadOrCreateInitiatorIdentity(opts.stateDir);
+  const transport = await connectPtpIp({ host: opts.host, port: opts.port, identity, signal: opts.signal, logger: opts.logger });
+  const camera = await PtpCamera.open(transport, { logger: opts.logger, quirks: opts.quirks, signal: opts.signal });
+  const uri = opts.port === undefined ? `ptpip:${opts.host}` : `ptpip:${opts.host}:${opts.port}`;
+  return new PtpCameraSource(camera, uri, opts);
+}

@@ -1,0 +1,496 @@
+/**
+ * PTP transactions over any transport (USB, PTP/IP): one operation at a time, transaction ids that wrap
+ * and skip 0, data phases streamed in both directions, stale replies discarded, an inactivity timeout and
+ * an AbortSignal on every operation, and non-OK responses turned into ShuttleError('PTP_RESPONSE').
+ */
+import { ShuttleError, abortReason, isShuttleError, throwIfAborted } from '../../errors.js';
+import { silentLogger, type Logger } from '../../log.js';
+import { protocolError } from './codec.js';
+import { OperationCode, ResponseCode, hex16, operationName, responseName } from './codes.js';
+import { DEFAULT_QUIRKS, type PtpQuirks } from './quirks.js';
+
+export type DataPhase = 'none' | 'in' | 'out';
+
+export interface PtpCommand {
+  code: number;
+  transactionId: number;
+  params: readonly number[];
+  /** PTP/IP announces it in the request; USB infers it. */
+  dataPhase: DataPhase;
+}
+
+/** What the device sends on the command/data channel, in order. Data arrives as slices; never a whole object. */
+export type PtpIncoming =
+  | { kind: 'data-start'; transactionId: number; code?: number; /** Payload bytes announced, undefined when unknown. */ totalLength: number | undefined }
+  | { kind: 'data'; transactionId: number; bytes: Uint8Array }
+  | { kind: 'data-end'; transactionId: number }
+  | { kind: 'response'; code: number; transactionId: number; params: number[] };
+
+export interface PtpEvent {
+  code: number;
+  transactionId: number;
+  params: number[];
+}
+
+/**
+ * What a session needs from a transport. `receive` is pull-based: a transport must stop reading from the
+ * device (pause the socket, stop submitting bulk transfers) while unreceived data piles up, which is what
+ * gives data-in phases backpressure end to end. A receive aborted by its signal must not lose the item that
+ * arrives afterwards. Failures of the link reject with TRANSPORT or DEVICE_GONE.
+ */
+export interface PtpTransport {
+  sendCommand(command: PtpCommand, signal?: AbortSignal): Promise<void>;
+  /** Data-out phase of `totalLength` bytes, pulled from `chunks` as the link accepts them. */
+  sendData(transactionId: number, code: number, totalLength: number, chunks: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<void>;
+  receive(signal?: AbortSignal): Promise<PtpIncoming>;
+  /** Events from the device (interrupt pipe, PTP/IP event connection). Returns an unsubscribe function. */
+  onEvent(listener: (event: PtpEvent) => void): () => void;
+  /** Asks the device to abandon a transaction (USB class request 0x64, PTP/IP Cancel packet). Best effort. */
+  cancel(transactionId: number, signal?: AbortSignal): Promise<void>;
+  /** Returns the device to an idle state after a failure (USB Device Reset 0x66; PTP/IP has none). */
+  reset(signal?: AbortSignal): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface OperationRequest {
+  code: number;
+  params?: readonly number[];
+  /** Longest the device may stay silent during this operation; defaults to the session's. */
+  timeoutMs?: number;
+  signal?: AbortSignal | undefined;
+}
+
+export interface PtpResponse {
+  code: number;
+  transactionId: number;
+  params: number[];
+}
+
+export interface DataOut {
+  length: number;
+  chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+}
+
+export interface SessionOptions {
+  quirks?: Partial<PtpQuirks>;
+  logger?: Logger;
+  /** Maximum events kept for a slow `events()` reader before the oldest are dropped. */
+  eventBacklog?: number;
+  /** First transaction id after OpenSession (normally 1); lets tests start next to the wrap. */
+  firstTransactionId?: number;
+}
+
+/** Largest dataset (DeviceInfo, ObjectInfo, handle lists) read into memory by `runDataIn`. */
+export const DEFAULT_DATASET_LIMIT = 16 * 1024 * 1024;
+
+/** The transaction id after `tid`: wraps past 0xFFFFFFFF and skips 0, which belongs to OpenSession. */
+export function nextTransactionId(tid: number): number {
+  return tid >= 0xffffffff ? 1 : tid + 1;
+}
+
+export function responseError(operation: number, response: PtpResponse): ShuttleError {
+  const op = operationName(operation);
+  const name = responseName(response.code);
+  return new ShuttleError('PTP_RESPONSE', `${op} failed: ${name} (${hex16(response.code)})`, {
+    context: {
+      operation: op,
+      operationCode: hex16(operation),
+      response: name,
+      responseCode: response.code,
+      transactionId: response.transactionId,
+      params: response.params,
+    },
+    retryable: response.code === ResponseCode.DeviceBusy,
+  });
+}
+
+/** The PTP response code a PTP_RESPONSE error carries, if any. */
+export function responseCodeOf(err: unknown): number | undefined {
+  if (!isShuttleError(err, 'PTP_RESPONSE')) return undefined;
+  const code = err.context['responseCode'];
+  return typeof code === 'number' ? code : undefined;
+}
+
+class Mutex {
+  private tail: Promise<void> = Promise.resolve();
+
+  async acquire(signal: AbortSignal | undefined): Promise<() => void> {
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const previous = this.tail;
+    this.tail = previous.then(() => mine);
+    try {
+      await abortable(previous, signal);
+    } catch (err) {
+      // Give our place in the queue back as soon as the holder before us is done.
+      void previous.then(release);
+      throw err;
+    }
+    return release;
+  }
+}
+
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(abortReason(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(abortReason(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
+
+/** Aborts its signal when the device has been silent for `ms`; paused while the consumer holds a chunk. */
+class InactivityTimer {
+  private readonly controller = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly ms: number,
+    private readonly makeError: () => ShuttleError,
+  ) {}
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  arm(): void {
+    this.pause();
+    if (this.controller.signal.aborted) return;
+    this.timer = setTimeout(() => this.controller.abort(this.makeError()), this.ms);
+  }
+
+  pause(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
+
+async function* touching(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, timer: InactivityTimer): AsyncGenerator<Uint8Array> {
+  for await (const c of chunks) {
+    timer.arm();
+    yield c;
+  }
+}
+
+export class PtpSession {
+  readonly quirks: PtpQuirks;
+  private readonly log: Logger;
+  private readonly lock = new Mutex();
+  private lastTransactionId: number;
+  private readonly firstTransactionId: number;
+  private currentSessionId = 0;
+  private readonly eventListeners = new Set<(e: PtpEvent) => void>();
+  private readonly eventBacklog: number;
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    readonly transport: PtpTransport,
+    opts: SessionOptions = {},
+  ) {
+    this.quirks = { ...DEFAULT_QUIRKS, ...opts.quirks };
+    this.log = opts.logger ?? silentLogger;
+    this.eventBacklog = opts.eventBacklog ?? 1000;
+    this.firstTransactionId = opts.firstTransactionId ?? 1;
+    this.lastTransactionId = this.firstTransactionId - 1;
+    this.unsubscribe = transport.onEvent((e) => {
+      for (const l of this.eventListeners) l(e);
+    });
+  }
+
+  get sessionId(): number {
+    return this.currentSessionId;
+  }
+
+  /** Changes quirks once DeviceInfo has identified the device. */
+  setQuirks(q: Partial<PtpQuirks>): void {
+    Object.assign(this.quirks, q);
+  }
+
+  private allocateTransactionId(): number {
+    this.lastTransactionId = nextTransactionId(this.lastTransactionId);
+    return this.lastTransactionId;
+  }
+
+  /** Where a reply with transaction id `got` belongs while transaction `want` is running. */
+  private classify(got: number, want: number, code: number): 'current' | 'stale' | 'foreign' {
+    if (got === want) return 'current';
+    if (got === 0 && this.quirks.acceptZeroTransactionId) return 'current';
+    // Leftovers of an earlier session (after a crash) may carry any id.
+    if (code === OperationCode.OpenSession) return 'stale';
+    const behind = (want - got) >>> 0;
+    return behind > 0 && behind < 0x80000000 ? 'stale' : 'foreign';
+  }
+
+  /**
+   * One transaction. Yields data-in slices as the device sends them (the next slice is read only when the
+   * consumer asks), returns the response. Leaving early (return/throw from the consumer) abandons the
+   * transaction: the device is asked to cancel and its late replies are discarded by the next transaction.
+   */
+  async *exchange(req: OperationRequest, phase: DataPhase, dataOut?: DataOut): AsyncGenerator<Uint8Array, PtpResponse, void> {
+    const signal = req.signal;
+    throwIfAborted(signal);
+    const release = await this.lock.acquire(signal);
+    const opName = operationName(req.code);
+    const tid = req.code === OperationCode.OpenSession ? 0 : this.allocateTransactionId();
+    const timeoutMs = req.timeoutMs ?? this.quirks.operationTimeoutMs;
+    const context = { operation: opName, operationCode: hex16(req.code), transactionId: tid };
+    const timer = new InactivityTimer(
+      timeoutMs,
+      () => new ShuttleError('PTP_TIMEOUT', `${opName}: the device sent nothing for ${timeoutMs} ms`, { context: { ...context, timeoutMs }, retryable: true }),
+    );
+    const linkSignal = signal ? AbortSignal.any([signal, timer.signal]) : timer.signal;
+    let completed = false;
+    try {
+      timer.arm();
+      await this.transport.sendCommand({ code: req.code, transactionId: tid, params: req.params ?? [], dataPhase: phase }, linkSignal);
+      if (phase === 'out') {
+        if (!dataOut) throw new ShuttleError('INTERNAL', `${opName}: data-out phase without data`, { context });
+        await this.transport.sendData(tid, req.code, dataOut.length, touching(dataOut.chunks, timer), linkSignal);
+      }
+      timer.arm();
+      let announced: number | undefined;
+      let received = 0;
+      for (;;) {
+        const item = await this.transport.receive(linkSignal);
+        timer.arm();
+        const verdict = this.classify(item.transactionId, tid, req.code);
+        if (verdict === 'stale') {
+          this.log.debug({ ...context, stale: item.transactionId, kind: item.kind }, 'discarding reply to an earlier transaction');
+          continue;
+        }
+        if (verdict === 'foreign') {
+          throw protocolError(opName, `reply for transaction ${item.transactionId} while ${tid} is running`, { ...context, expected: tid, actual: item.transactionId });
+        }
+        if (item.kind === 'response') {
+          completed = true;
+          if (announced !== undefined && received < announced && item.code === ResponseCode.OK) {
+            throw protocolError(opName, `data phase ended after ${received} of ${announced} announced bytes`, { ...context, expected: announced, actual: received });
+          }
+          const response: PtpResponse = { code: item.code, transactionId: item.transactionId, params: item.params };
+          if (item.code !== ResponseCode.OK) throw responseError(req.code, response);
+          return response;
+        }
+        if (phase !== 'in') {
+          this.log.debug({ ...context, kind: item.kind }, 'discarding data the operation does not expect');
+          continue;
+        }
+        if (item.kind === 'data-start') {
+          announced = item.totalLength;
+          continue;
+        }
+        if (item.kind === 'data') {
+          received += item.bytes.byteLength;
+          if (announced !== undefined && received > announced) {
+            throw protocolError(opName, `device sent ${received} bytes, more than the ${announced} it announced`, { ...context, expected: announced, actual: received });
+          }
+          timer.pause();
+          yield item.bytes;
+          throwIfAborted(signal);
+          timer.arm();
+        }
+      }
+    } catch (err) {
+      if (signal?.aborted) throw abortReason(signal);
+      if (timer.signal.aborted) throw timer.signal.reason as ShuttleError;
+      throw err;
+    } finally {
+      timer.pause();
+      if (!completed) this.abandon(tid, opName);
+      release();
+    }
+  }
+
+  private abandon(tid: number, opName: string): void {
+    this.log.debug({ transactionId: tid, operation: opName }, 'transaction abandoned; asking the device to cancel');
+    this.transport.cancel(tid).catch((err: unknown) => this.log.debug({ err, transactionId: tid }, 'cancel failed'));
+  }
+
+  /** An operation without data phase. */
+  async run(req: OperationRequest): Promise<PtpResponse> {
+    const gen = this.exchange(req, 'none');
+    for (;;) {
+      const r = await gen.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /** An operation whose data-in phase is a dataset: read whole, refusing more than `maxBytes`. */
+  async runDataIn(req: OperationRequest, maxBytes = DEFAULT_DATASET_LIMIT): Promise<{ response: PtpResponse; data: Buffer }> {
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const gen = this.exchange(req, 'in');
+    for (;;) {
+      const r = await gen.next();
+      if (r.done) return { response: r.value, data: Buffer.concat(chunks, total) };
+      total += r.value.byteLength;
+      if (total > maxBytes) {
+        await gen.return(undefined as never).catch(() => undefined);
+        throw protocolError(operationName(req.code), `dataset exceeds ${maxBytes} bytes`, { expected: `≤ ${maxBytes}`, actual: total });
+      }
+      chunks.push(Buffer.from(r.value));
+    }
+  }
+
+  /** An operation whose data-in phase goes to `consume` chunk by chunk; the next chunk is read after the returned promise settles. */
+  async runDataInTo(req: OperationRequest, consume: (chunk: Uint8Array) => void | Promise<void>): Promise<PtpResponse> {
+    const gen = this.exchange(req, 'in');
+    for (;;) {
+      const r = await gen.next();
+      if (r.done) return r.value;
+      try {
+        await consume(r.value);
+      } catch (err) {
+        await gen.return(undefined as never).catch(() => undefined);
+        throw err;
+      }
+    }
+  }
+
+  /** An operation with a data-out phase. */
+  async runDataOut(req: OperationRequest, data: Uint8Array | DataOut): Promise<PtpResponse> {
+    const out: DataOut = data instanceof Uint8Array ? { length: data.byteLength, chunks: [data] } : data;
+    const gen = this.exchange(req, 'out', out);
+    for (;;) {
+      const r = await gen.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /**
+   * OpenSession (transaction id 0). SessionAlreadyOpen counts as success (libgphoto2 does the same after a
+   * crashed client); InvalidTransactionID makes it try the next session id.
+   */
+  async openSession(sessionId = 1, signal?: AbortSignal): Promise<void> {
+    let sid = sessionId;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.run({ code: OperationCode.OpenSession, params: [sid], signal });
+        break;
+      } catch (err) {
+        const code = responseCodeOf(err);
+        if (code === ResponseCode.SessionAlreadyOpen) {
+          this.log.info({ sessionId: sid }, 'device reports a session already open; using it');
+          break;
+        }
+        if (code === ResponseCode.InvalidTransactionID && attempt < 3) {
+          sid += 1;
+          continue;
+        }
+        throw err;
+      }
+    }
+    this.currentSessionId = sid;
+    this.lastTransactionId = this.firstTransactionId - 1;
+  }
+
+  async closeSession(signal?: AbortSignal): Promise<void> {
+    if (this.currentSessionId === 0) return;
+    try {
+      await this.run({ code: OperationCode.CloseSession, signal });
+    } finally {
+      this.currentSessionId = 0;
+    }
+  }
+
+  onEvent(listener: (e: PtpEvent) => void): () => void {
+    this.eventListeners.add(listener);
+    return () => this.eventListeners.delete(listener);
+  }
+
+  /**
+   * Starts buffering events now (up to the backlog; the oldest are dropped with a warning). Subscribe
+   * before starting an operation whose events you wait for: they may arrive before its response.
+   */
+  subscribe(): EventSubscription {
+    return new EventSubscription(this, this.eventBacklog, this.log);
+  }
+
+  /** Events as an async iterable; ends when `signal` aborts. */
+  async *events(signal?: AbortSignal): AsyncGenerator<PtpEvent> {
+    const sub = this.subscribe();
+    try {
+      for (;;) {
+        const e = await sub.next(signal).catch((err: unknown) => {
+          if (signal?.aborted) return undefined;
+          throw err;
+        });
+        if (!e) return;
+        yield e;
+      }
+    } finally {
+      sub.close();
+    }
+  }
+
+  /** Closes the session if open and the transport. */
+  async dispose(signal?: AbortSignal): Promise<void> {
+    try {
+      if (this.currentSessionId !== 0) await this.closeSession(signal).catch((err: unknown) => this.log.debug({ err }, 'CloseSession failed'));
+    } finally {
+      this.unsubscribe();
+      await this.transport.close();
+    }
+  }
+}
+
+/** A buffered event stream from one session; see PtpSession.subscribe. */
+export class EventSubscription {
+  private readonly queue: PtpEvent[] = [];
+  private wake: (() => void) | undefined;
+  private readonly off: () => void;
+
+  constructor(session: PtpSession, backlog: number, log: Logger) {
+    this.off = session.onEvent((e) => {
+      this.queue.push(e);
+      if (this.queue.length > backlog) log.warn({ dropped: this.queue.shift() }, 'event backlog full; dropping the oldest event');
+      this.wake?.();
+    });
+  }
+
+  /** The next event; rejects with PTP_TIMEOUT after `timeoutMs`, or with the abort reason. */
+  async next(signal?: AbortSignal, timeoutMs?: number): Promise<PtpEvent> {
+    for (;;) {
+      const e = this.queue.shift();
+      if (e) return e;
+      throwIfAborted(signal);
+      await new Promise<void>((resolve, reject) => {
+        let timer: NodeJS.Timeout | undefined;
+        const done = (): void => {
+          this.wake = undefined;
+          if (timer) clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
+        };
+        const onAbort = (): void => {
+          done();
+          reject(abortReason(signal as AbortSignal));
+        };
+        this.wake = () => {
+          done();
+          resolve();
+        };
+        if (timeoutMs !== undefined) {
+          timer = setTimeout(() => {
+            done();
+            reject(new ShuttleError('PTP_TIMEOUT', `no event from the device within ${timeoutMs} ms`, { context: { timeoutMs }, retryable: true }));
+          }, timeoutMs);
+        }
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+  }
+
+  close(): void {
+    this.off();
+    this.wake = undefined;
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * A TCP socket speaking PTP/IP packets, used by both ends (initiator transport and simulator responder).
+ * Reading is pull-based: decoded parts wait in a queue, and the socket is paused while the queue holds more
+ * than `highWaterMark` bytes, so a slow consumer slows the peer down instead of filling memory.
+ */
+import type { Socket } from 'node:net';
+import { ShuttleError, abortReason, errnoCode, isShuttleError } from '../../errors.js';
+import { PacketDecoder, type PacketPart } from './packets.js';
+
+export interface PacketSocketOptions {
+  /** Named in errors: 'command', 'event'. */
+  role: string;
+  maxControlLength?: number;
+  highWaterMark?: number;
+  /** Extra context for errors (host, port). */
+  context?: Record<string, unknown>;
+}
+
+export function transportError(message: string, context: Record<string, unknown>, cause?: unknown): ShuttleError {
+  const errno = errnoCode(cause);
+  return new ShuttleError('TRANSPORT', message, { context: { ...context, ...(errno ? { errno } : {}) }, cause, retryable: true });
+}
+
+interface Waiter {
+  resolve: (p: PacketPart) => void;
+  reject: (e: ShuttleError) => void;
+}
+
+export class PacketSocket {
+  private readonly decoder: PacketDecoder;
+  private readonly queue: PacketPart[] = [];
+  private queuedBytes = 0;
+  private waiter: Waiter | undefined;
+  private failure: ShuttleError | undefined;
+  private readonly highWaterMark: number;
+  private readonly context: Record<string, unknown>;
+  private readonly closeListeners = new Set<(reason: ShuttleError) => void>();
+
+  constructor(
+    readonly socket: Socket,
+    private readonly opts: PacketSocketOptions,
+  ) {
+    this.decoder = new PacketDecoder(opts.maxControlLength === undefined ? {} : { maxControlLength: opts.maxControlLength });
+    this.highWaterMark = opts.highWaterMark ?? 4 * 1024 * 1024;
+    this.context = { connection: opts.role, ...opts.context };
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (err) => this.fail(transportError(`PTP/IP ${opts.role} connection failed: ${err.message}`, this.context, err)));
+    socket.on('end', () => {
+      // A half-closed peer sends nothing more; close our side too.
+      socket.end();
+    });
+    socket.on('close', () => {
+      const where = this.decoder.idle ? '' : ' in the middle of a packet';
+      this.fail(transportError(`PTP/IP ${opts.role} connection closed by the peer${where}`, this.context));
+    });
+  }
+
+  /** Set once the connection is unusable; the reason every later call rejects with. */
+  get error(): ShuttleError | undefined {
+    return this.failure;
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.failure) return;
+    let parts: PacketPart[];
+    try {
+      parts = this.decoder.push(chunk);
+    } catch (err) {
+      const e = isShuttleError(err) ? err : transportError(String(err), this.context, err);
+      this.fail(e);
+      this.socket.destroy();
+      return;
+    }
+    for (const p of parts) this.deliver(p);
+    if (this.queuedBytes > this.highWaterMark && !this.socket.isPaused()) this.socket.pause();
+  }
+
+  private deliver(p: PacketPart): void {
+    const w = this.waiter;
+    if (w && this.queue.length === 0) {
+      this.waiter = undefined;
+      w.resolve(p);
+      return;
+    }
+    this.queue.push(p);
+    if (p.kind === 'payload') this.queuedBytes += p.bytes.byteLength;
+  }
+
+  private fail(e: ShuttleError): void {
+    if (this.failure) return;
+    this.failure = e;
+    const w = this.waiter;
+    this.waiter = undefined;
+    // Parts already queued are still delivered; the failure surfaces after them.
+    if (w && this.queue.length === 0) w.reject(e);
+    for (const l of this.closeListeners) l(e);
+  }
+
+  onClose(listener: (reason: ShuttleError) => void): () => void {
+    this.closeListeners.add(listener);
+    if (this.failure) listener(this.failure);
+    return () => this.closeListeners.delete(listener);
+  }
+
+  /** The next decoded part. Aborting the signal leaves later parts in the queue. */
+  next(signal?: AbortSignal): Promise<PacketPart> {
+    const queued = this.queue.shift();
+    if (queued) {
+      if (queued.kind === 'payload') {
+        this.queuedBytes -= queued.bytes.byteLength;
+        if (this.queuedBytes <= this.highWaterMark / 2 && this.socket.isPaused() && !this.failure) this.socket.resume();
+      }
+      return Promise.resolve(queued);
+    }
+    if (this.failure) return Promise.reject(this.failure);
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    if (this.waiter) return Promise.reject(new ShuttleError('INTERNAL', `two concurrent reads on the PTP/IP ${this.opts.role} connection`, { context: this.context }));
+    if (this.socket.isPaused()) this.socket.resume();
+    return new Promise<PacketPart>((resolve, reject) => {
+      const onAbort = (): void => {
+        if (this.waiter === waiter) this.waiter = undefined;
+        reject(abortReason(signal as AbortSignal));
+      };
+      const waiter: Waiter = {
+        resolve: (p) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(p);
+        },
+        reject: (e) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      };
+      this.waiter = waiter;
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Writes buffers as one unit; resolves when the socket can take more (drain), rejects if it closes or the signal aborts. */
+  write(buffers: Uint8Array | readonly Uint8Array[], signal?: AbortSignal): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    const list = buffers instanceof Uint8Array ? [buffers] : buffers;
+    let ok = true;
+    this.socket.cork();
+    for (const b of list) if (b.byteLength > 0) ok = this.socket.write(b);
+    this.socket.uncork();
+    if (ok) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const cleanup = (): void => {
+        this.socket.off('drain', onDrain);
+        offClose();
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const onDrain = (): void => {
+        cleanup();
+        resolve();
+      };
+      const onAbort = (): void => {
+        cleanup();
+        reject(abortReason(signal as AbortSignal));
+      };
+      const offClose = this.onClose((e) => {
+        cleanup();
+        reject(e);
+      });
+      this.socket.on('drain', onDrain);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  close(): void {
+    this.fail(transportError(`PTP/IP ${this.opts.role} connection closed`, this.context));
+    this.socket.destroy();
+  }
+}

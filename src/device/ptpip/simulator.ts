@@ -1,0 +1,602 @@
+/**
+ * A PTP/IP camera serving a folder tree as one storage: what Shuttle's tests, demos and `shuttle
+ * simulate-camera` talk to instead of a real camera. Files are never modified: served objects are
+ * write-protected; only images this simulator "captured" (copied in from a pool folder) can be deleted.
+ */
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, open, readdir, realpath, rename, stat, statfs, unlink } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import path from 'node:path';
+import { watch, type FSWatcher } from 'chokidar';
+import { ShuttleError, errnoCode } from '../../errors.js';
+import { silentLogger, type Logger } from '../../log.js';
+import { formatPtpDate } from '../ptp/codec.js';
+import {
+  ALL_STORAGES,
+  AccessCapability,
+  AssociationType,
+  EventCode,
+  FilesystemType,
+  ObjectFormat,
+  OperationCode,
+  ProtectionStatus,
+  ROOT_OBJECTS,
+  ResponseCode,
+  StorageType,
+  VendorExtension,
+} from '../ptp/codes.js';
+import { encodeDeviceInfo, encodeObjectInfo, encodeStorageInfo, encodeU32Array, type DeviceInfo } from '../ptp/datasets.js';
+import { PtpIpResponder, type OperationHandler, type ResponderReply, type ResponderRequest, type ResponderSession } from './responder.js';
+
+export const SIMULATOR_STORAGE_ID = 0x00010001;
+
+export interface SimulatorOptions {
+  /** Folder served as the camera's storage. */
+  dir: string;
+  /** Folder of images that InitiateCapture copies in, in name order, cycling. Without it the camera cannot capture. */
+  pool?: string;
+  host?: string;
+  /** 0 picks a free port. Default 15740. */
+  port?: number;
+  manufacturer?: string;
+  model?: string;
+  /** Default: derived from the served folder's real path, so the same folder is the same camera. */
+  serialNumber?: string;
+  storageDescription?: string;
+  volumeLabel?: string;
+  /** Zone of the camera clock: ObjectInfo dates are written as local time in it, without a zone marker, as most cameras do. */
+  timeZone?: string;
+  /** Offer GetPartialObject (default true) and Android GetPartialObject64 (default true), to exercise initiator fallbacks. */
+  offerPartialObject?: boolean;
+  offerPartialObject64?: boolean;
+  /** What GetObjectHandles with association 0 returns: 'all' objects (PTP standard) or the 'root' level only (QEMU usb-mtp). */
+  associationZeroMeans?: 'all' | 'root';
+  /** Watch the folder and announce new files with ObjectAdded. Default true. */
+  watch?: boolean;
+  logger?: Logger;
+}
+
+interface SimObject {
+  handle: number;
+  parent: number;
+  name: string;
+  /** '/'-separated path relative to the served folder. */
+  rel: string;
+  folder: boolean;
+  size: number;
+  mtimeMs: number;
+  format: number;
+  protection: number;
+}
+
+const FORMAT_BY_EXTENSION: Readonly<Record<string, number>> = {
+  jpg: ObjectFormat.ExifJpeg,
+  jpeg: ObjectFormat.ExifJpeg,
+  jpe: ObjectFormat.ExifJpeg,
+  tif: ObjectFormat.TIFF,
+  tiff: ObjectFormat.TIFF,
+  png: ObjectFormat.PNG,
+  gif: ObjectFormat.GIF,
+  bmp: ObjectFormat.BMP,
+  dng: ObjectFormat.DNG,
+  jp2: ObjectFormat.JP2,
+  avi: ObjectFormat.AVI,
+  mpg: ObjectFormat.MPEG,
+  mpeg: ObjectFormat.MPEG,
+  mov: ObjectFormat.QuickTime,
+  mp4: ObjectFormat.MtpMp4,
+  wav: ObjectFormat.WAV,
+  mp3: ObjectFormat.MP3,
+  txt: ObjectFormat.Text,
+  htm: ObjectFormat.HTML,
+  html: ObjectFormat.HTML,
+};
+
+/** PTP object format for a file name, as cameras report them (RAW formats have no PTP code: Undefined). */
+export function formatForName(name: string): number {
+  const ext = path.extname(name).slice(1).toLowerCase();
+  return FORMAT_BY_EXTENSION[ext] ?? ObjectFormat.Undefined;
+}
+
+function isHidden(rel: string): boolean {
+  return rel.split('/').some((part) => part.startsWith('.'));
+}
+
+/** The served folder as PTP objects: handles are assigned once and stay stable while the simulator runs. */
+class ObjectTree {
+  private readonly byHandle = new Map<number, SimObject>();
+  private readonly byRel = new Map<string, SimObject>();
+  private readonly byParent = new Map<number, Set<SimObject>>();
+  private nextHandle = 1;
+
+  constructor(readonly root: string) {}
+
+  get(handle: number): SimObject | undefined {
+    return this.byHandle.get(handle);
+  }
+
+  byPath(rel: string): SimObject | undefined {
+    return this.byRel.get(rel);
+  }
+
+  all(): SimObject[] {
+    return [...this.byHandle.values()];
+  }
+
+  children(parent: number): SimObject[] {
+    return [...(this.byParent.get(parent) ?? [])];
+  }
+
+  async scan(): Promise<void> {
+    const walk = async (relDir: string): Promise<void> => {
+      const abs = path.join(this.root, relDir);
+      const entries = (await readdir(abs, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      for (const e of entries) {
+        const rel = relDir === '' ? e.name : `${relDir}/${e.name}`;
+        if (isHidden(rel)) continue;
+        let st: Stats;
+        try {
+          st = await stat(path.join(this.root, rel));
+        } catch {
+          continue;
+        }
+        if (st.isDirectory()) {
+          this.add(rel, st);
+          await walk(rel);
+        } else if (st.isFile()) this.add(rel, st);
+      }
+    };
+    await walk('');
+  }
+
+  /** Adds `rel` (and any missing parent folders); returns the objects created, parents first. */
+  add(rel: string, st: Pick<Stats, 'size' | 'mtimeMs'> & { isDirectory(): boolean }, protection: number = ProtectionStatus.ReadOnly): SimObject[] {
+    const created: SimObject[] = [];
+    const parts = rel.split('/');
+    let parent = 0;
+    for (let i = 0; i < parts.length; i++) {
+      const sub = parts.slice(0, i + 1).join('/');
+      const existing = this.byRel.get(sub);
+      const last = i === parts.length - 1;
+      if (existing) {
+        if (last && !existing.folder) {
+          existing.size = st.size;
+          existing.mtimeMs = st.mtimeMs;
+        }
+        parent = existing.handle;
+        continue;
+      }
+      const folder = !last || st.isDirectory();
+      const name = parts[i] as string;
+      const obj: SimObject = {
+        handle: this.nextHandle++,
+        parent,
+        name,
+        rel: sub,
+        folder,
+        size: folder ? 0 : st.size,
+        mtimeMs: last ? st.mtimeMs : Date.now(),
+        format: folder ? ObjectFormat.Association : formatForName(name),
+        protection: folder ? ProtectionStatus.ReadOnly : protection,
+      };
+      this.byHandle.set(obj.handle, obj);
+      this.byRel.set(sub, obj);
+      let siblings = this.byParent.get(parent);
+      if (!siblings) this.byParent.set(parent, (siblings = new Set()));
+      siblings.add(obj);
+      created.push(obj);
+      parent = obj.handle;
+    }
+    return created;
+  }
+
+  /** Removes `rel` and everything below it; returns the removed objects. */
+  remove(rel: string): SimObject[] {
+    const removed = this.all().filter((o) => o.rel === rel || o.rel.startsWith(`${rel}/`));
+    for (const o of removed) {
+      this.byHandle.delete(o.handle);
+      this.byRel.delete(o.rel);
+      this.byParent.get(o.parent)?.delete(o);
+      this.byParent.delete(o.handle);
+    }
+    return removed;
+  }
+
+  absolute(o: SimObject): string {
+    return path.join(this.root, ...o.rel.split('/'));
+  }
+}
+
+const READ_CHUNK = 256 * 1024;
+
+async function* fileChunks(file: string, start: number, length: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  if (length === 0) return;
+  const fh = await open(file, 'r');
+  try {
+    let pos = start;
+    const end = start + length;
+    while (pos < end) {
+      if (signal.aborted) return;
+      const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, end - pos));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) return;
+      pos += bytesRead;
+      yield buf.subarray(0, bytesRead);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+export class CameraSimulator {
+  private readonly log: Logger;
+  private readonly sessions = new Set<ResponderSession>();
+  private watcher: FSWatcher | undefined;
+  private poolIndex = 0;
+  private captureCounter = 0;
+  private captureQueue: Promise<void> = Promise.resolve();
+  private readonly served = new Map<number, number>();
+
+  private constructor(
+    private readonly opts: SimulatorOptions,
+    private readonly tree: ObjectTree,
+    private readonly responder: PtpIpResponder,
+    readonly deviceInfo: DeviceInfo,
+    private readonly timeZone: string,
+  ) {
+    this.log = opts.logger ?? silentLogger;
+  }
+
+  /** Scans the folder, starts watching it and listens. */
+  static async start(opts: SimulatorOptions): Promise<CameraSimulator> {
+    let root: string;
+    try {
+      root = await realpath(opts.dir);
+      if (!(await stat(root)).isDirectory()) throw new Error('not a directory');
+    } catch (cause) {
+      throw new ShuttleError('SOURCE_NOT_FOUND', `simulator folder ${opts.dir} is not a readable directory`, { context: { path: opts.dir }, cause });
+    }
+    if (opts.pool !== undefined) {
+      const st = await stat(opts.pool).catch(() => undefined);
+      if (!st?.isDirectory()) throw new ShuttleError('SOURCE_NOT_FOUND', `capture pool ${opts.pool} is not a directory`, { context: { path: opts.pool } });
+    }
+    const tree = new ObjectTree(root);
+    await tree.scan();
+    const serial = opts.serialNumber ?? createHash('sha256').update(root).digest('hex').slice(0, 12).toUpperCase();
+    const operations: number[] = [
+      OperationCode.GetDeviceInfo,
+      OperationCode.OpenSession,
+      OperationCode.CloseSession,
+      OperationCode.GetStorageIDs,
+      OperationCode.GetStorageInfo,
+      OperationCode.GetNumObjects,
+      OperationCode.GetObjectHandles,
+      OperationCode.GetObjectInfo,
+      OperationCode.GetObject,
+      OperationCode.GetThumb,
+      OperationCode.DeleteObject,
+    ];
+    if (opts.offerPartialObject ?? true) operations.push(OperationCode.GetPartialObject);
+    if (opts.pool !== undefined) operations.push(OperationCode.InitiateCapture);
+    if (opts.offerPartialObject64 ?? true) operations.push(OperationCode.AndroidGetPartialObject64);
+    const deviceInfo: DeviceInfo = {
+      standardVersion: 100,
+      // MTP, as current Canon, Nikon and Sony bodies report: it also makes libgphoto2 download every format, RAW included.
+      vendorExtensionId: VendorExtension.Microsoft,
+      vendorExtensionVersion: 100,
+      vendorExtensionDesc: 'microsoft.com: 1.0',
+      functionalMode: 0,
+      operationsSupported: operations,
+      eventsSupported: [EventCode.ObjectAdded, EventCode.ObjectRemoved, EventCode.ObjectInfoChanged, EventCode.CaptureComplete],
+      devicePropertiesSupported: [],
+      captureFormats: opts.pool !== undefined ? [ObjectFormat.ExifJpeg] : [],
+      imageFormats: [...new Set(Object.values(FORMAT_BY_EXTENSION))].concat(ObjectFormat.Undefined, ObjectFormat.Association),
+      manufacturer: opts.manufacturer ?? 'Shuttle',
+      model: opts.model ?? 'Simulator',
+      deviceVersion: '1.0',
+      serialNumber: serial,
+    };
+    const timeZone = opts.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
+    let sim: CameraSimulator | undefined;
+    const responder = new PtpIpResponder({
+      host: opts.host ?? '127.0.0.1',
+      port: opts.port ?? 15740,
+      friendlyName: `${deviceInfo.manufacturer} ${deviceInfo.model}`,
+      logger: opts.logger,
+      connect: (session) => (sim as CameraSimulator).connect(session),
+    });
+    sim = new CameraSimulator(opts, tree, responder, deviceInfo, timeZone);
+    if (opts.watch ?? true) await sim.startWatching();
+    try {
+      await responder.listen();
+    } catch (err) {
+      await sim.watcher?.close();
+      throw err;
+    }
+    sim.log.info({ dir: root, serial, ...responder.address(), objects: tree.all().length }, 'camera simulator listening');
+    return sim;
+  }
+
+  get port(): number {
+    return this.responder.address().port;
+  }
+
+  get host(): string {
+    return this.responder.address().address;
+  }
+
+  async stop(): Promise<void> {
+    await this.watcher?.close();
+    await this.responder.close();
+    await this.captureQueue;
+  }
+
+  private broadcast(code: number, params: number[], transactionId = 0xffffffff): void {
+    for (const s of this.sessions) s.sendEvent(code, transactionId, params);
+  }
+
+  private async startWatching(): Promise<void> {
+    const root = this.tree.root;
+    const relOf = (p: string): string => path.relative(root, p).split(path.sep).join('/');
+    const watcher = watch(root, {
+      ignoreInitial: true,
+      alwaysStat: true,
+      ignored: (p: string) => p !== root && isHidden(relOf(p)),
+      // Announce a file once its size has settled, so ObjectInfo never reports a half-written size.
+      awaitWriteFinish: { stabilityThreshold: 200, pollInterval: 50 },
+    });
+    const added = (p: string, st: Stats | undefined): void => {
+      const rel = relOf(p);
+      if (rel === '' || this.tree.byPath(rel)) return;
+      const info = st ?? { size: 0, mtimeMs: Date.now(), isDirectory: () => false };
+      for (const o of this.tree.add(rel, info)) {
+        this.log.info({ handle: o.handle, path: o.rel }, 'object added');
+        this.broadcast(EventCode.ObjectAdded, [o.handle]);
+      }
+    };
+    watcher.on('add', added);
+    watcher.on('addDir', added);
+    watcher.on('change', (p: string, st: Stats | undefined) => {
+      const o = this.tree.byPath(relOf(p));
+      if (!o || !st) return;
+      o.size = st.size;
+      o.mtimeMs = st.mtimeMs;
+      this.broadcast(EventCode.ObjectInfoChanged, [o.handle]);
+    });
+    const removed = (p: string): void => {
+      for (const o of this.tree.remove(relOf(p))) {
+        this.log.info({ handle: o.handle, path: o.rel }, 'object removed');
+        this.broadcast(EventCode.ObjectRemoved, [o.handle]);
+      }
+    };
+    watcher.on('unlink', removed);
+    watcher.on('unlinkDir', removed);
+    watcher.on('error', (err: unknown) => this.log.warn({ err }, 'folder watcher error'));
+    await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
+    this.watcher = watcher;
+  }
+
+  private connect(session: ResponderSession): OperationHandler {
+    this.sessions.add(session);
+    let sessionId = 0;
+    const withoutSession = new Set<number>([OperationCode.GetDeviceInfo, OperationCode.OpenSession]);
+    return {
+      handle: async (req: ResponderRequest): Promise<ResponderReply> => {
+        if (req.code === OperationCode.OpenSession) {
+          if (sessionId !== 0) return { code: ResponseCode.SessionAlreadyOpen, params: [sessionId] };
+          if (req.params[0] === undefined || req.params[0] === 0) return { code: ResponseCode.InvalidParameter };
+          sessionId = req.params[0];
+          return { code: ResponseCode.OK };
+        }
+        if (sessionId === 0 && !withoutSession.has(req.code)) return { code: ResponseCode.SessionNotOpen };
+        if (req.code === OperationCode.CloseSession) {
+          sessionId = 0;
+          return { code: ResponseCode.OK };
+        }
+        return this.operation(req);
+      },
+      close: () => {
+        this.sessions.delete(session);
+      },
+    };
+  }
+
+  private checkStorage(id: number, allowAll: boolean): ResponderReply | undefined {
+    if (id === SIMULATOR_STORAGE_ID || (allowAll && id === ALL_STORAGES)) return undefined;
+    return { code: ResponseCode.InvalidStorageID };
+  }
+
+  private selectObjects(storage: number, format: number, parent: number): SimObject[] | ResponderReply {
+    const bad = this.checkStorage(storage, true);
+    if (bad) return bad;
+    let objs: SimObject[];
+    const zero = this.opts.associationZeroMeans ?? 'all';
+    if (parent === ROOT_OBJECTS || (parent === 0 && zero === 'root')) objs = this.tree.children(0);
+    else if (parent === 0) objs = this.tree.all();
+    else {
+      const p = this.tree.get(parent);
+      if (!p) return { code: ResponseCode.InvalidObjectHandle };
+      if (!p.folder) return { code: ResponseCode.InvalidParentObject };
+      objs = this.tree.children(parent);
+    }
+    if (format !== 0) objs = objs.filter((o) => o.format === format);
+    return objs.sort((a, b) => a.handle - b.handle);
+  }
+
+  /** How many times an operation was requested since start (for tests and diagnostics). */
+  operationCount(code: number): number {
+    return this.served.get(code) ?? 0;
+  }
+
+  private async operation(req: ResponderRequest): Promise<ResponderReply> {
+    this.served.set(req.code, (this.served.get(req.code) ?? 0) + 1);
+    const [p1 = 0, p2 = 0, p3 = 0, p4 = 0] = req.params;
+    switch (req.code) {
+      case OperationCode.GetDeviceInfo:
+        return { code: ResponseCode.OK, data: encodeDeviceInfo(this.deviceInfo) };
+      case OperationCode.GetStorageIDs:
+        return { code: ResponseCode.OK, data: encodeU32Array([SIMULATOR_STORAGE_ID]) };
+      case OperationCode.GetStorageInfo: {
+        const bad = this.checkStorage(p1, false);
+        if (bad) return bad;
+        const fs = await statfs(this.tree.root);
+        const free = BigInt(fs.bavail) * BigInt(fs.bsize);
+        return {
+          code: ResponseCode.OK,
+          data: encodeStorageInfo({
+            storageType: StorageType.RemovableRAM,
+            filesystemType: FilesystemType.GenericHierarchical,
+            accessCapability: AccessCapability.ReadOnlyWithDeletion,
+            maxCapacity: BigInt(fs.blocks) * BigInt(fs.bsize),
+            freeSpaceInBytes: free,
+            freeSpaceInImages: Number(free / 5_000_000n > 0xffffffffn ? 0xffffffffn : free / 5_000_000n),
+            storageDescription: this.opts.storageDescription ?? 'SD',
+            volumeLabel: this.opts.volumeLabel ?? 'SHUTTLE_SIM',
+          }),
+        };
+      }
+      case OperationCode.GetNumObjects: {
+        const objs = this.selectObjects(p1, p2, p3);
+        return Array.isArray(objs) ? { code: ResponseCode.OK, params: [objs.length] } : objs;
+      }
+      case OperationCode.GetObjectHandles: {
+        const objs = this.selectObjects(p1, p2, p3);
+        return Array.isArray(objs) ? { code: ResponseCode.OK, data: encodeU32Array(objs.map((o) => o.handle)) } : objs;
+      }
+      case OperationCode.GetObjectInfo: {
+        const o = this.tree.get(p1);
+        if (!o) return { code: ResponseCode.InvalidObjectHandle };
+        const date = formatPtpDate(o.mtimeMs, { timeZone: this.timeZone });
+        return {
+          code: ResponseCode.OK,
+          data: encodeObjectInfo({
+            storageId: SIMULATOR_STORAGE_ID,
+            objectFormat: o.format,
+            protectionStatus: o.protection,
+            compressedSize: Math.min(o.size, 0xffffffff),
+            thumbFormat: 0,
+            thumbCompressedSize: 0,
+            thumbPixWidth: 0,
+            thumbPixHeight: 0,
+            imagePixWidth: 0,
+            imagePixHeight: 0,
+            imageBitDepth: 0,
+            parentObject: o.parent,
+            associationType: o.folder ? AssociationType.GenericFolder : AssociationType.Undefined,
+            associationDesc: 0,
+            sequenceNumber: 0,
+            filename: o.name,
+            captureDate: date,
+            modificationDate: date,
+            keywords: '',
+          }),
+        };
+      }
+      case OperationCode.GetObject:
+        return this.sendObject(req, p1, 0, Number.MAX_SAFE_INTEGER, false);
+      case OperationCode.GetPartialObject:
+        if (!(this.opts.offerPartialObject ?? true)) return { code: ResponseCode.OperationNotSupported };
+        return this.sendObject(req, p1, p2, p3, true);
+      case OperationCode.AndroidGetPartialObject64:
+        if (!(this.opts.offerPartialObject64 ?? true)) return { code: ResponseCode.OperationNotSupported };
+        return this.sendObject(req, p1, p3 * 0x1_0000_0000 + p2, p4, true);
+      case OperationCode.GetThumb:
+        return this.tree.get(p1) ? { code: ResponseCode.NoThumbnailPresent } : { code: ResponseCode.InvalidObjectHandle };
+      case OperationCode.DeleteObject:
+        return this.deleteObject(p1);
+      case OperationCode.InitiateCapture:
+        return this.initiateCapture(req, p1);
+      default:
+        return { code: ResponseCode.OperationNotSupported };
+    }
+  }
+
+  private async sendObject(req: ResponderRequest, handle: number, offset: number, maxBytes: number, partial: boolean): Promise<ResponderReply> {
+    const o = this.tree.get(handle);
+    if (!o) return { code: ResponseCode.InvalidObjectHandle };
+    if (o.folder) return { code: ResponseCode.InvalidObjectHandle };
+    const file = this.tree.absolute(o);
+    let size: number;
+    try {
+      size = (await stat(file)).size;
+    } catch (err) {
+      this.log.warn({ err, path: o.rel }, 'object vanished from the folder');
+      return { code: ResponseCode.InvalidObjectHandle };
+    }
+    o.size = size;
+    if (offset > size) return { code: ResponseCode.InvalidParameter };
+    const length = Math.min(maxBytes, size - offset);
+    return {
+      code: ResponseCode.OK,
+      params: partial ? [length] : [],
+      stream: { length, chunks: fileChunks(file, offset, length, req.signal) },
+    };
+  }
+
+  private async deleteObject(handle: number): Promise<ResponderReply> {
+    const o = this.tree.get(handle);
+    if (!o) return { code: ResponseCode.InvalidObjectHandle };
+    if (o.folder || o.protection !== ProtectionStatus.None) return { code: ResponseCode.ObjectWriteProtected };
+    try {
+      await unlink(this.tree.absolute(o));
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') return { code: ResponseCode.GeneralError };
+    }
+    this.tree.remove(o.rel);
+    this.log.info({ handle, path: o.rel }, 'object deleted by the initiator');
+    return { code: ResponseCode.OK };
+  }
+
+  private async nextPoolImage(): Promise<string | undefined> {
+    const pool = this.opts.pool;
+    if (pool === undefined) return undefined;
+    const names: string[] = [];
+    for (const e of await readdir(pool, { withFileTypes: true })) if (e.isFile() && !e.name.startsWith('.')) names.push(e.name);
+    names.sort();
+    if (names.length === 0) return undefined;
+    const name = names[this.poolIndex % names.length] as string;
+    this.poolIndex += 1;
+    return path.join(pool, name);
+  }
+
+  private initiateCapture(req: ResponderRequest, storage: number): ResponderReply {
+    if (this.opts.pool === undefined) return { code: ResponseCode.OperationNotSupported };
+    if (storage !== 0) {
+      const bad = this.checkStorage(storage, false);
+      if (bad) return bad;
+    }
+    // The camera acknowledges at once and reports the new image by events, as real ones do.
+    const tid = req.transactionId;
+    this.captureQueue = this.captureQueue.then(() => this.capture(tid)).catch((err: unknown) => this.log.error({ err }, 'capture failed'));
+    return { code: ResponseCode.OK };
+  }
+
+  /** Copies the next pool image into DCIM/100SHUTL, then emits ObjectAdded and CaptureComplete. */
+  private async capture(transactionId: number): Promise<void> {
+    const source = await this.nextPoolImage();
+    if (!source) {
+      this.log.warn({ pool: this.opts.pool }, 'capture pool is empty');
+      this.broadcast(EventCode.CaptureComplete, [], transactionId);
+      return;
+    }
+    const folderRel = 'DCIM/100SHUTL';
+    const folderAbs = path.join(this.tree.root, 'DCIM', '100SHUTL');
+    await mkdir(folderAbs, { recursive: true });
+    const ext = path.extname(source).toUpperCase() || '.JPG';
+    let name: string;
+    for (;;) {
+      this.captureCounter += 1;
+      name = `CAP_${String(this.captureCounter).padStart(4, '0')}${ext}`;
+      if (!this.tree.byPath(`${folderRel}/${name}`) && !(await stat(path.join(folderAbs, name)).catch(() => undefined))) break;
+    }
+    const tmp = path.join(folderAbs, `.${name}.capture`);
+    await copyFile(source, tmp);
+    await rename(tmp, path.join(folderAbs, name));
+    const st = await stat(path.join(folderAbs, name));
+    const folderStat = await stat(folderAbs);
+    const created = [...this.tree.add(folderRel, folderStat), ...this.tree.add(`${folderRel}/${name}`, st, ProtectionStatus.None)];
+    for (const o of created) this.broadcast(EventCode.ObjectAdded, [o.handle], transactionId);
+    this.log.info({ path: `${folderRel}/${name}`, from: source }, 'captured');
+    this.broadcast(EventCode.CaptureComplete, [], transactionId);
+  }
+}
