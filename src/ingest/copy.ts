@@ -3,7 +3,7 @@ import { unlink } from 'node:fs/promises';
 import { ShuttleError, throwIfAborted } from '../errors.js';
 import type { Source, SourceItem } from '../device/source.js';
 import { MultiHasher, type HashAlgorithm, type HashSet } from './hashing.js';
-import { openTemp, fsyncFile, applyTestFault, destinationError } from './durable.js';
+import { openTemp, fsyncFile, applyTestFault, destinationError, writeAll } from './durable.js';
 import { readBack } from './readback.js';
 
 /** One destination's share of a single-read copy: a temp file written at increasing offsets. */
@@ -47,17 +47,13 @@ export async function fanOut(
   hasher: MultiHasher,
   signal?: AbortSignal,
 ): Promise<void> {
-  const writeAll = async (chunk: Buffer): Promise<void> => {
+  const take = async (chunk: Buffer): Promise<void> => {
     hasher.update(chunk);
     await Promise.all(
       targets.map(async (t) => {
         if (t.error) return;
         try {
-          let off = 0;
-          while (off < chunk.length) {
-            const { bytesWritten } = await t.handle.write(chunk, off, chunk.length - off, t.written + off);
-            off += bytesWritten;
-          }
+          await writeAll(t.handle, chunk, t.written);
           t.written += chunk.length;
         } catch (cause) {
           t.error = destinationError(cause, 'write', t.tempPath);
@@ -69,11 +65,11 @@ export async function fanOut(
   };
   for (const c of head) {
     throwIfAborted(signal);
-    await writeAll(c);
+    await take(c);
   }
   for await (const c of chunks) {
     throwIfAborted(signal);
-    await writeAll(c as Buffer);
+    await take(c as Buffer);
   }
 }
 

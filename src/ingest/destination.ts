@@ -1,9 +1,10 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import { link, mkdir, open, readFile, rename, stat, statfs, unlink } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile, stat, statfs, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { ShuttleError, errnoCode, throwIfAborted, type ErrorCode } from '../errors.js';
 import { volumeOf, type VolumeInfo } from '../device/card/volume.js';
+import { fsyncDir, publishNoReplace, tempPathFor, writeNewFile } from './durable.js';
 
 /**
  * A destination is recognised by a marker file it carries, `<dest>/.shuttle/destination.json`, whose
@@ -77,29 +78,6 @@ export async function readMarker(root: string): Promise<DestinationMarker | unde
   return marker;
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } catch (err) {
-    // Some filesystems (FUSE, network) cannot fsync a directory; the data itself was fsync'd.
-    if (!['EINVAL', 'ENOTSUP', 'EOPNOTSUPP', 'EBADF'].includes(errnoCode(err) ?? '')) throw err;
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Writes and fsyncs `data` to a new file that must not exist yet. */
-async function writeNewFile(file: string, data: string): Promise<void> {
-  const fh = await open(file, 'wx', 0o644);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
 /**
  * Publishes the marker without ever replacing one: temp file, fsync, hard link to the final name (which
  * fails if another process got there first; then its marker is the one), fsync the folder. FAT and
@@ -114,29 +92,20 @@ async function createMarker(root: string, marker: DestinationMarker): Promise<{ 
     if (errnoCode(err) !== 'EEXIST') throw err;
   }
   const final = join(dir, MARKER_FILE);
-  const temp = join(dir, `.${MARKER_FILE}.${randomBytes(4).toString('hex')}.tmp`);
+  const temp = tempPathFor(final);
   await writeNewFile(temp, `${JSON.stringify(marker, null, 2)}\n`);
   try {
-    try {
-      await link(temp, final);
-    } catch (err) {
-      const errno = errnoCode(err);
-      if (errno === 'EEXIST') return { marker: (await readMarker(root)) ?? marker, created: false };
-      if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EMLINK'].includes(errno ?? '')) throw err;
-      const existing = await readMarker(root);
-      if (existing !== undefined) return { marker: existing, created: false };
-      await rename(temp, final);
-    }
+    if ((await publishNoReplace(temp, final)) === 'exists') return { marker: (await readMarker(root)) ?? marker, created: false };
   } finally {
     await unlink(temp).catch(() => {});
   }
-  await fsyncDir(dir);
   return { marker, created: true };
 }
 
 /** Writes, fsyncs and removes a small file: only a real write proves a destination writable (read-only mounts, root vs mode bits, full disks). */
 async function probeWritable(root: string): Promise<void> {
-  const probe = join(root, `.shuttle-probe-${randomBytes(4).toString('hex')}`);
+  // A temp name, so that a crash between write and unlink leaves a file every later run knows to ignore.
+  const probe = tempPathFor(join(root, '.shuttle-probe'));
   try {
     await writeNewFile(probe, 'shuttle write probe\n');
   } catch (err) {

@@ -222,6 +222,39 @@ async function publishByRename(tempPath: string, finalPath: string): Promise<'pu
   return 'published';
 }
 
+/** Writes all of `data`, looping over short writes; at `position` when given, else at the file position. */
+export async function writeAll(handle: FileHandle, data: Uint8Array, position?: number): Promise<void> {
+  let off = 0;
+  while (off < data.byteLength) {
+    const { bytesWritten } = await handle.write(data, off, data.byteLength - off, position === undefined ? null : position + off);
+    off += bytesWritten;
+  }
+}
+
+/** Creates `path` (which must not exist), writes `data` and fsyncs it. The folder is the caller's to fsync. */
+export async function writeNewFile(path: string, data: string | Uint8Array): Promise<void> {
+  const handle = await open(path, 'wx', 0o644);
+  try {
+    await writeAll(handle, typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Replaces `target` with `content` atomically: a temp beside it, fsync, rename over, fsync the folder. */
+export async function replaceFileDurably(target: string, content: string): Promise<void> {
+  const temp = tempPathFor(target);
+  try {
+    await writeNewFile(temp, content);
+    await rename(temp, target);
+  } catch (err) {
+    await unlink(temp).catch(() => {});
+    throw destinationError(err, 'replace', target);
+  }
+  await fsyncDir(dirname(target));
+}
+
 /**
  * Deletes Shuttle temp files left under `root` by a crash, returning their paths. Call it only while
  * holding the destination's lock (a temp being written by a live Shuttle would otherwise be deleted).

@@ -5,7 +5,6 @@ export const CHAIN_FILE_NAME = 'ascmhl_chain.xml';
 export const MHL_NAMESPACE = 'urn:ASC:MHL:v2.0';
 export const MHL_DIRECTORY_NAMESPACE = 'urn:ASC:MHL:DIRECTORY:v2.0';
 /** Suffix of every temp file Shuttle leaves while writing; verification skips these. */
-export const TEMP_SUFFIX = '.shuttle-tmp';
 
 /** `NNNN` (4 digits, more past 9999), then anything, then `.mhl`. `._` AppleDouble twins are not generations. */
 const GENERATION_NAME = /^(\d{4,})(?:_.*)?\.mhl$/s;

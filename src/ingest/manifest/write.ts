@@ -4,7 +4,7 @@ import path from 'node:path';
 import { errnoCode, ShuttleError, throwIfAborted } from '../../errors.js';
 import { C4Hasher, c4OfBytes } from './c4.js';
 import { chainDocument, decodeUtf8, readChain } from './chain.js';
-import { fsyncDir, linkNoReplace, replaceFileDurably, tempPathIn, writeAll, writeFailure } from './durable.js';
+import { destinationError, fsyncDir, publishNoReplace, replaceFileDurably, tempPathFor, writeAll } from '../durable.js';
 import { GENERATION_TAIL, generationHead, hashElement } from './generation-xml.js';
 import { ascmhlDir, CHAIN_FILE_NAME, generationFileName, rootFolderName, sequenceOfFileName } from './naming.js';
 import { parseGeneration, type ChainLink } from './parse.js';
@@ -76,7 +76,7 @@ async function ensureDir(destRoot: string, mhlDir: string): Promise<void> {
     await fs.mkdir(mhlDir);
   } catch (err) {
     if (errnoCode(err) === 'EEXIST') return;
-    throw writeFailure('cannot create', mhlDir, err);
+    throw destinationError(err, 'create', mhlDir);
   }
   await fsyncDir(destRoot);
 }
@@ -148,7 +148,7 @@ export function writeGeneration(
     const creationDate = info.creationDate ?? new Date();
     await ensureDir(root, mhlDir);
     await planNumbering(mhlDir); // fail on a broken chain before writing anything
-    const temp = tempPathIn(mhlDir, 'generation');
+    const temp = tempPathFor(path.join(mhlDir, 'generation'));
     let linked = false;
     try {
       const c4 = await writeDocument(temp, entries, info, creationDate, signal);
@@ -160,18 +160,17 @@ export function writeGeneration(
       for (let attempt = 0; attempt < MAX_NAME_ATTEMPTS && !linked; attempt++) {
         plan = await planNumbering(mhlDir);
         name = generationFileName(plan.next, rootFolderName(root), creationDate);
-        linked = await linkNoReplace(temp, path.join(mhlDir, name));
+        linked = (await publishNoReplace(temp, path.join(mhlDir, name))) === 'published';
       }
       if (!linked || plan === undefined) {
         throw new ShuttleError('DEST_WRITE_FAILED', `could not find a free generation file name in ${mhlDir}`, { context: { path: mhlDir } });
       }
-      await fsyncDir(mhlDir);
       const links = [...plan.links, { sequence: plan.next, path: name, c4 }];
       await replaceFileDurably(path.join(mhlDir, CHAIN_FILE_NAME), chainDocument(links));
       return { sequence: plan.next, file: path.join(mhlDir, name), c4 };
     } catch (err) {
       if (!linked) await fs.rm(temp, { force: true }).catch(() => undefined);
-      throw writeFailure('cannot write manifest in', mhlDir, err);
+      throw destinationError(err, 'write manifest in', mhlDir);
     }
   });
 }
