@@ -4,6 +4,8 @@ import cliProgress from 'cli-progress';
 import { Journal } from '../store/journal.js';
 import { FolderSource } from '../device/card/folder-source.js';
 import type { Source } from '../device/source.js';
+import { openPtpIpCameraSource } from '../device/camera-source.js';
+import type { Logger } from '../log.js';
 import { ShuttleError } from '../errors.js';
 import { runIngest, type IngestSummary, type Progress } from '../ingest/pipeline.js';
 import { VERSION } from '../version.js';
@@ -16,10 +18,26 @@ interface IngestOptions {
   wait: string;
 }
 
-/** Turns a SOURCE argument into a Source. Camera URIs (usb:, ptpip:) plug in here. */
-export function sourceFor(uri: string): Source {
-  if (/^(usb|ptpip|mtp):/.test(uri)) {
-    throw new ShuttleError('USAGE', `source ${uri}: camera sources are not available in this build yet`, { context: { source: uri } });
+export interface SourceContext {
+  stateDir: string;
+  timeZone?: string | undefined;
+  logger: Logger;
+  signal: AbortSignal;
+}
+
+/**
+ * Turns a SOURCE argument into a Source: `ptpip:HOST[:PORT]` (IPv6 in brackets) is a network camera,
+ * anything else a folder or mounted card.
+ */
+export async function openSource(uri: string, ctx: SourceContext): Promise<Source> {
+  const ptpip = /^ptpip:(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(uri);
+  if (ptpip) {
+    const port = ptpip[3] === undefined ? undefined : Number(ptpip[3]);
+    if (port !== undefined && (port < 1 || port > 65535)) throw new ShuttleError('USAGE', `source ${uri}: "${ptpip[3]}" is not a TCP port`, { context: { source: uri } });
+    return openPtpIpCameraSource({ host: (ptpip[1] ?? ptpip[2])!, port, stateDir: ctx.stateDir, timeZone: ctx.timeZone, logger: ctx.logger, signal: ctx.signal });
+  }
+  if (/^(usb|mtp|ptpip):/.test(uri)) {
+    throw new ShuttleError('USAGE', `source ${uri}: USB cameras are not supported by this build yet (use ptpip:HOST[:PORT], or mount the card)`, { context: { source: uri } });
   }
   return new FolderSource(resolve(uri));
 }
@@ -27,7 +45,7 @@ export function sourceFor(uri: string): Source {
 export function ingestCommand(globals: () => GlobalOptions): Command {
   return new Command('ingest')
     .description('copy every file under each SOURCE into every destination, verified by read-back, journaled')
-    .argument('<source...>', 'folders or mounted cards to ingest')
+    .argument('<source...>', 'folders or mounted cards, or network cameras as ptpip:HOST[:PORT]')
     .addOption(new Option('-d, --dest <dir>', 'destination library (repeatable; adds to the configured destinations)').argParser((v: string, prev: string[] = []) => [...prev, v]).default([]))
     .option('--json', 'print one JSON summary object on stdout at the end')
     .option('--wait <seconds>', 'wait this long for a source or destination another Shuttle is working on', '0')
@@ -41,10 +59,12 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
       const signal = signalOnTermination();
       const journal = Journal.open(ctx.stateDir);
       const bar = !opts.json && process.stderr.isTTY ? progressBar() : undefined;
+      const opened: Source[] = [];
       let summary: IngestSummary;
       try {
+        for (const uri of sources) opened.push(await openSource(uri, { stateDir: ctx.stateDir, timeZone: ctx.config.ingest.timeZone, logger: ctx.logger, signal }));
         summary = await runIngest({
-          sources: sources.map(sourceFor),
+          sources: opened,
           destinations: ctx.config.destinations.map((d) => ({ path: resolve(d.path), requireVolumeUuid: d.requireVolumeUuid, minFreeBytes: d.minFreeBytes })),
           journal,
           settings: {
@@ -64,6 +84,7 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
         });
       } finally {
         bar?.stop();
+        for (const src of opened) await src.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: src.uri }, 'closing the source failed'));
         journal.close();
       }
       // Peak memory is part of the contract (flat whatever the file size): log it for tests and benchmarks.
