@@ -28,6 +28,12 @@ export interface OpenOptions {
   signal?: AbortSignal;
   /** Preferred chunk size for reads; sources may ignore it. */
   chunkSize?: number;
+  /**
+   * The consumer promises to be done with each chunk before it pulls the third one after it, so the
+   * source may read into a small ring of reused buffers instead of allocating one per chunk (at disk
+   * speeds the allocation churn costs more main-thread time than hashing). Sources may ignore it.
+   */
+  recycle?: boolean;
 }
 
 export interface ItemState {

@@ -100,14 +100,15 @@ export async function checkCopy(path: string, expected: ReadResult, signal?: Abo
   return { ok, direct: rb.direct, actual: { size: rb.size, xxh128: rb.hashes.xxh128 } };
 }
 
-/** Reads the head of a stream (at least `cap` bytes or all of it) without losing the rest. */
+/** Reads the head of a stream (at least `cap` bytes or all of it) without losing the rest; the head is copied. */
 export async function readHead(iter: AsyncIterator<Buffer>, cap: number): Promise<{ head: Buffer[]; bytes: number; ended: boolean }> {
   const head: Buffer[] = [];
   let bytes = 0;
   while (bytes < cap) {
     const r = await iter.next();
     if (r.done) return { head, bytes, ended: true };
-    head.push(r.value);
+    // A copy: the source may reuse its buffers (OpenOptions.recycle) while the head is still held.
+    head.push(Buffer.from(r.value));
     bytes += r.value.length;
   }
   return { head, bytes, ended: false };
@@ -122,7 +123,7 @@ export async function rewriteFromSource(
   signal?: AbortSignal,
 ): Promise<ReadResult> {
   const hasher = await MultiHasher.create(algorithms);
-  const stream = await source.open(item, signal ? { signal } : {});
+  const stream = await source.open(item, { recycle: true, ...(signal ? { signal } : {}) });
   try {
     await fanOut(stream, [], [target], hasher, signal);
   } finally {

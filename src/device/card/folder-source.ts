@@ -1,7 +1,6 @@
-import { createReadStream } from 'node:fs';
-import { opendir, stat } from 'node:fs/promises';
+import { open as openFile, opendir, stat, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { ShuttleError, errnoCode, throwIfAborted } from '../../errors.js';
 import type { ItemState, OpenOptions, Source, SourceIdentity, SourceItem } from '../source.js';
 import { sourceIdentityForFolder } from './volume.js';
@@ -10,6 +9,57 @@ import { sourceIdentityForFolder } from './volume.js';
 const SYSTEM_DIRS = new Set(['System Volume Information', '$RECYCLE.BIN', '.Trashes', '.Spotlight-V100', '.fseventsd', '.TemporaryItems', 'lost+found']);
 
 export const READ_CHUNK = 1024 * 1024;
+
+/** Buffers in the ring when the consumer allows reuse: one being consumed, one read ahead, one spare. */
+const RING = 3;
+
+/**
+ * Streams a file in fixed-size chunks from an offset. With `recycle`, chunks are views of a small ring of
+ * buffers (see OpenOptions.recycle); otherwise each chunk is a fresh buffer.
+ */
+class FileChunks extends Readable {
+  #position: number;
+  #ring: Buffer[] = [];
+  #next = 0;
+
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly path: string,
+    start: number,
+    private readonly chunkSize: number,
+    private readonly recycle: boolean,
+    signal?: AbortSignal,
+  ) {
+    super({ highWaterMark: chunkSize, ...(signal ? { signal } : {}) });
+    this.#position = start;
+  }
+
+  #buffer(): Buffer {
+    if (!this.recycle) return Buffer.allocUnsafeSlow(this.chunkSize);
+    const i = this.#next++ % RING;
+    return (this.#ring[i] ??= Buffer.allocUnsafeSlow(this.chunkSize));
+  }
+
+  override _read(): void {
+    const buf = this.#buffer();
+    this.handle.read(buf, 0, buf.length, this.#position).then(
+      ({ bytesRead }) => {
+        if (bytesRead === 0) {
+          this.push(null);
+          return;
+        }
+        this.#position += bytesRead;
+        this.push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+      },
+      (cause: unknown) =>
+        this.destroy(new ShuttleError('SOURCE_UNREADABLE', `reading ${this.path} failed: ${errnoCode(cause) ?? String(cause)}`, { cause, context: { path: this.path, offset: this.#position } })),
+    );
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.handle.close().then(() => cb(err), () => cb(err));
+  }
+}
 
 /**
  * A mounted card, a hot folder or any folder. Symlinks are not followed (a card has none; in a folder
@@ -77,18 +127,13 @@ export class FolderSource implements Source {
   async open(item: SourceItem, options: OpenOptions = {}): Promise<Readable> {
     throwIfAborted(options.signal);
     const abs = join(this.root, item.path);
-    const stream = createReadStream(abs, {
-      start: options.offset ?? 0,
-      highWaterMark: options.chunkSize ?? READ_CHUNK,
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
-    await new Promise<void>((res, rej) => {
-      stream.once('open', () => res());
-      stream.once('error', (cause) =>
-        rej(new ShuttleError('SOURCE_UNREADABLE', `cannot open ${abs}: ${errnoCode(cause) ?? cause.message}`, { cause, context: { path: abs } })),
-      );
-    });
-    return stream;
+    let handle: FileHandle;
+    try {
+      handle = await openFile(abs, 'r');
+    } catch (cause) {
+      throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${abs}: ${errnoCode(cause) ?? (cause as Error).message}`, { cause, context: { path: abs } });
+    }
+    return new FileChunks(handle, abs, options.offset ?? 0, options.chunkSize ?? READ_CHUNK, options.recycle === true, options.signal);
   }
 
   async stat(item: SourceItem): Promise<ItemState | undefined> {
