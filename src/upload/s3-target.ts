@@ -1,0 +1,250 @@
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListPartsCommand,
+  PutObjectCommand,
+  UploadPartCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { ShuttleError, abortReason, errnoCode, isShuttleError } from '../errors.js';
+import type { CallOptions, CompletedPartRef, PartBody, RemoteObject, RemotePart, UploadTarget } from './target.js';
+
+export const CONTENT_TYPE = 'application/octet-stream';
+
+/** 4xx codes that mean "the bytes or the timing were bad this time", not "this request can never work". */
+const TRANSIENT_S3_CODES = new Set(['BadDigest', 'RequestTimeout', 'XAmzContentSHA256Mismatch', 'IncompleteBody', 'SlowDown', 'InternalError']);
+
+const TRANSIENT_ERRNOS = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EHOSTUNREACH',
+  'ERR_STREAM_PREMATURE_CLOSE',
+]);
+
+interface ErrorFacts {
+  status: number | undefined;
+  s3Code: string | undefined;
+  errno: string | undefined;
+  name: string | undefined;
+}
+
+function factsOf(error: unknown): ErrorFacts {
+  const e = (typeof error === 'object' && error !== null ? error : {}) as Record<string, unknown>;
+  const metadata = e['$metadata'] as { httpStatusCode?: unknown } | undefined;
+  const status = typeof metadata?.httpStatusCode === 'number' ? metadata.httpStatusCode : undefined;
+  const code = typeof e['Code'] === 'string' ? e['Code'] : undefined;
+  const name = typeof e['name'] === 'string' ? e['name'] : undefined;
+  return { status, s3Code: code ?? (status !== undefined ? name : undefined), errno: errnoCode(error), name };
+}
+
+/**
+ * Whether an SDK failure may succeed when tried again: no answer at all (connection reset, refused, timed
+ * out), 5xx, 408, 429, and the 4xx codes that mean the bytes arrived damaged or late (BadDigest is what a
+ * wrong Content-MD5 gets, i.e. corruption in transit). Any other 4xx is permanent.
+ */
+export function isTransientS3Error(error: unknown): boolean {
+  const f = factsOf(error);
+  if (f.status !== undefined && f.status >= 400) {
+    if (f.status >= 500 || f.status === 408 || f.status === 429) return true;
+    return f.s3Code !== undefined && TRANSIENT_S3_CODES.has(f.s3Code);
+  }
+  if (f.errno !== undefined && TRANSIENT_ERRNOS.has(f.errno)) return true;
+  return f.name === 'TimeoutError' || f.name === 'RequestTimeout' || (f.s3Code !== undefined && TRANSIENT_S3_CODES.has(f.s3Code));
+}
+
+function failure(error: unknown, op: string, bucket: string, key: string, signal: AbortSignal | undefined): ShuttleError {
+  if (signal?.aborted) return abortReason(signal);
+  if (isShuttleError(error)) return error;
+  const f = factsOf(error);
+  const what = f.s3Code ?? f.errno ?? f.name ?? 'error';
+  const message = error instanceof Error ? error.message : String(error);
+  return new ShuttleError('UPLOAD_FAILED', `S3 ${op} s3://${bucket}/${key} failed: ${what}${f.status !== undefined ? ` (HTTP ${f.status})` : ''}: ${message}`, {
+    context: { op, bucket, key, status: f.status, s3Code: f.s3Code, errno: f.errno },
+    cause: error,
+    retryable: isTransientS3Error(error),
+  });
+}
+
+/** The HTTP status a target failure carried, if the server answered. */
+export function failureStatus(error: unknown): number | undefined {
+  return isShuttleError(error) && typeof error.context['status'] === 'number' ? error.context['status'] : undefined;
+}
+
+export function failureS3Code(error: unknown): string | undefined {
+  return isShuttleError(error) && typeof error.context['s3Code'] === 'string' ? error.context['s3Code'] : undefined;
+}
+
+function md5Base64(hex: string): string {
+  return Buffer.from(hex, 'hex').toString('base64');
+}
+
+/** UploadTarget over the AWS SDK client: one bucket, errors classified, no retries of its own. */
+export class S3Target implements UploadTarget {
+  readonly bucket: string;
+  readonly #client: S3Client;
+
+  constructor(client: S3Client, bucket: string) {
+    this.#client = client;
+    this.bucket = bucket;
+  }
+
+  async #call<T>(op: string, key: string, options: CallOptions | undefined, run: (abortSignal: AbortSignal | undefined) => Promise<T>): Promise<T> {
+    const signal = options?.signal;
+    if (signal?.aborted) throw abortReason(signal);
+    try {
+      return await run(signal);
+    } catch (error) {
+      throw failure(error, op, this.bucket, key, signal);
+    }
+  }
+
+  head(key: string, options?: CallOptions): Promise<RemoteObject | undefined> {
+    return this.#call('HeadObject', key, options, async (abortSignal) => {
+      try {
+        const r = await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal });
+        const metadata: Record<string, string> = {};
+        for (const [k, v] of Object.entries(r.Metadata ?? {})) metadata[k.toLowerCase()] = v;
+        return { size: r.ContentLength ?? 0, etag: r.ETag ?? '', metadata };
+      } catch (error) {
+        if (factsOf(error).status === 404) return undefined;
+        throw error;
+      }
+    });
+  }
+
+  put(key: string, body: PartBody, metadata: Record<string, string>, options?: CallOptions): Promise<{ etag: string }> {
+    return this.#call('PutObject', key, options, async (abortSignal) => {
+      const r = await this.#client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: key,
+          Body: body.open(abortSignal),
+          ContentLength: body.size,
+          ContentMD5: md5Base64(body.md5),
+          ContentType: CONTENT_TYPE,
+          Metadata: metadata,
+        }),
+        { abortSignal },
+      );
+      return { etag: r.ETag ?? '' };
+    });
+  }
+
+  createMultipart(key: string, metadata: Record<string, string>, options?: CallOptions): Promise<string> {
+    return this.#call('CreateMultipartUpload', key, options, async (abortSignal) => {
+      const r = await this.#client.send(
+        new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: CONTENT_TYPE, Metadata: metadata }),
+        { abortSignal },
+      );
+      if (r.UploadId === undefined || r.UploadId === '') throw new Error('CreateMultipartUpload answered without an UploadId');
+      return r.UploadId;
+    });
+  }
+
+  uploadPart(key: string, uploadId: string, partNumber: number, body: PartBody, options?: CallOptions): Promise<{ etag: string }> {
+    return this.#call(`UploadPart ${partNumber}`, key, options, async (abortSignal) => {
+      const r = await this.#client.send(
+        new UploadPartCommand({
+          Bucket: this.bucket,
+          Key: key,
+          UploadId: uploadId,
+          PartNumber: partNumber,
+          Body: body.open(abortSignal),
+          ContentLength: body.size,
+          ContentMD5: md5Base64(body.md5),
+        }),
+        { abortSignal },
+      );
+      if (r.ETag === undefined || r.ETag === '') throw new Error(`UploadPart ${partNumber} answered without an ETag`);
+      return { etag: r.ETag };
+    });
+  }
+
+  listParts(key: string, uploadId: string, options?: CallOptions): Promise<RemotePart[] | undefined> {
+    return this.#call('ListParts', key, options, async (abortSignal) => {
+      const parts: RemotePart[] = [];
+      let marker: string | undefined;
+      try {
+        for (;;) {
+          const r = await this.#client.send(
+            new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }),
+            { abortSignal },
+          );
+          for (const p of r.Parts ?? []) {
+            if (p.PartNumber !== undefined) parts.push({ partNumber: p.PartNumber, size: p.Size ?? 0, etag: p.ETag ?? '' });
+          }
+          if (r.IsTruncated !== true || r.NextPartNumberMarker === undefined || r.NextPartNumberMarker === marker) break;
+          marker = r.NextPartNumberMarker;
+        }
+      } catch (error) {
+        if (factsOf(error).status === 404) return undefined;
+        throw error;
+      }
+      return parts;
+    });
+  }
+
+  completeMultipart(key: string, uploadId: string, parts: readonly CompletedPartRef[], options?: CallOptions): Promise<{ etag: string }> {
+    return this.#call('CompleteMultipartUpload', key, options, async (abortSignal) => {
+      const r = await this.#client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: key,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+        }),
+        { abortSignal },
+      );
+      return { etag: r.ETag ?? '' };
+    });
+  }
+
+  abortMultipart(key: string, uploadId: string, options?: CallOptions): Promise<void> {
+    return this.#call('AbortMultipartUpload', key, options, async (abortSignal) => {
+      try {
+        await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }), { abortSignal });
+      } catch (error) {
+        // Already gone (aborted, completed, expired): the goal is reached. Swift answers NoSuchKey here.
+        if (factsOf(error).status === 404) return;
+        throw error;
+      }
+    });
+  }
+
+  listMultipartUploads(key: string, options?: CallOptions): Promise<string[]> {
+    return this.#call('ListMultipartUploads', key, options, async (abortSignal) => {
+      const ids: string[] = [];
+      let keyMarker: string | undefined;
+      let uploadIdMarker: string | undefined;
+      for (;;) {
+        const r = await this.#client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+          { abortSignal },
+        );
+        for (const u of r.Uploads ?? []) if (u.Key === key && u.UploadId !== undefined) ids.push(u.UploadId);
+        if (r.IsTruncated !== true) break;
+        if (r.NextKeyMarker === keyMarker && r.NextUploadIdMarker === uploadIdMarker) break;
+        keyMarker = r.NextKeyMarker;
+        uploadIdMarker = r.NextUploadIdMarker;
+      }
+      return ids;
+    });
+  }
+
+  deleteObject(key: string, options?: CallOptions): Promise<void> {
+    return this.#call('DeleteObject', key, options, async (abortSignal) => {
+      await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal });
+    });
+  }
+}

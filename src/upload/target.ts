@@ -1,0 +1,76 @@
+import type { Readable } from 'node:stream';
+import { withRetry, type RetryOptions } from './retry.js';
+
+/** What HEAD tells about a stored object. */
+export interface RemoteObject {
+  size: number;
+  /** As the server sent it, quotes included. */
+  etag: string;
+  /** User metadata (`x-amz-meta-*`), names lowercased, without the prefix. */
+  metadata: Readonly<Record<string, string>>;
+}
+
+export interface RemotePart {
+  partNumber: number;
+  size: number;
+  etag: string;
+}
+
+/** The bytes of one request body, reopenable: each attempt of a retried request reads it from the start. */
+export interface PartBody {
+  readonly size: number;
+  /** Hex MD5, sent as Content-MD5 so that the server rejects bytes damaged in transit. */
+  readonly md5: string;
+  open(signal?: AbortSignal): Readable;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal | undefined;
+}
+
+export interface CompletedPartRef {
+  partNumber: number;
+  etag: string;
+}
+
+/**
+ * The S3 operations a verified upload needs, on one bucket. Implementations turn every failure into a
+ * ShuttleError whose `retryable` says whether trying again can help, and whose context carries `status`
+ * and `s3Code` when the server answered.
+ */
+export interface UploadTarget {
+  readonly bucket: string;
+  /** undefined when no object exists at `key`. */
+  head(key: string, options?: CallOptions): Promise<RemoteObject | undefined>;
+  put(key: string, body: PartBody, metadata: Record<string, string>, options?: CallOptions): Promise<{ etag: string }>;
+  createMultipart(key: string, metadata: Record<string, string>, options?: CallOptions): Promise<string>;
+  uploadPart(key: string, uploadId: string, partNumber: number, body: PartBody, options?: CallOptions): Promise<{ etag: string }>;
+  /** All parts the server holds for the upload; undefined when the upload no longer exists. */
+  listParts(key: string, uploadId: string, options?: CallOptions): Promise<RemotePart[] | undefined>;
+  completeMultipart(key: string, uploadId: string, parts: readonly CompletedPartRef[], options?: CallOptions): Promise<{ etag: string }>;
+  /** Succeeds when the upload is already gone. */
+  abortMultipart(key: string, uploadId: string, options?: CallOptions): Promise<void>;
+  /** Ids of the unfinished multipart uploads for exactly `key`. */
+  listMultipartUploads(key: string, options?: CallOptions): Promise<string[]>;
+  deleteObject(key: string, options?: CallOptions): Promise<void>;
+}
+
+/**
+ * The retry decorator over a target: every call is retried on retryable failures with backoff. Bodies are
+ * reopened per attempt (see PartBody), which rewinds them.
+ */
+export function retryingTarget(target: UploadTarget, retry: Omit<RetryOptions, 'signal'> = {}): UploadTarget {
+  const run = <T>(options: CallOptions | undefined, op: () => Promise<T>): Promise<T> => withRetry(op, { ...retry, signal: options?.signal });
+  return {
+    bucket: target.bucket,
+    head: (key, o) => run(o, () => target.head(key, o)),
+    put: (key, body, metadata, o) => run(o, () => target.put(key, body, metadata, o)),
+    createMultipart: (key, metadata, o) => run(o, () => target.createMultipart(key, metadata, o)),
+    uploadPart: (key, uploadId, partNumber, body, o) => run(o, () => target.uploadPart(key, uploadId, partNumber, body, o)),
+    listParts: (key, uploadId, o) => run(o, () => target.listParts(key, uploadId, o)),
+    completeMultipart: (key, uploadId, parts, o) => run(o, () => target.completeMultipart(key, uploadId, parts, o)),
+    abortMultipart: (key, uploadId, o) => run(o, () => target.abortMultipart(key, uploadId, o)),
+    listMultipartUploads: (key, o) => run(o, () => target.listMultipartUploads(key, o)),
+    deleteObject: (key, o) => run(o, () => target.deleteObject(key, o)),
+  };
+}

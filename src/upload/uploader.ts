@@ -1,0 +1,444 @@
+import { stat } from 'node:fs/promises';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { ShuttleError, abortReason, isShuttleError, throwIfAborted } from '../errors.js';
+import type { HashAlgorithm } from '../ingest/hashing.js';
+import { silentLogger, type Logger } from '../log.js';
+import { DEFAULT_MAX_PART_SIZE, DEFAULT_PART_SIZE, S3_LIMITS, choosePartSize, multipartEtag, normalizeEtag, partCount } from './multipart.js';
+import { PartReader, partBody } from './part-reader.js';
+import { PROVIDERS, isProviderName, type ProviderName, type ProviderProfile } from './provider.js';
+import type { RateLimiter } from './rate-limit.js';
+import type { RetryPolicy } from './retry.js';
+import { S3Target, failureStatus } from './s3-target.js';
+import type { MultipartUploadState, PartRecord, UploadRef, UploadStateStore } from './state.js';
+import { retryingTarget, type RemotePart, type UploadTarget } from './target.js';
+import { contentMetadata, holdsContent, verifyLocalDigests, verifyRemoteObject, type ExpectedContent } from './verify.js';
+
+export interface UploadProgress {
+  bytesDone: number;
+  bytesTotal: number;
+  partsDone: number;
+  partsTotal: number;
+  /** Bytes sent over the network by this call (parts resumed from an earlier run are not counted). */
+  bytesSent: number;
+}
+
+export interface UploadFileOptions {
+  /** The SDK client (see createS3Client) … */
+  client?: S3Client;
+  /** … or any UploadTarget for `bucket` (used instead of the client). */
+  target?: UploadTarget;
+  /** ETag rules of the server; 'generic' (trust no ETag format) when not given. */
+  provider?: ProviderName | ProviderProfile;
+  bucket: string;
+  key: string;
+  path: string;
+  /** Size and hashes recorded at ingest; the upload completes only if the bytes read now match them. */
+  size: number;
+  expected: { sha256: string; xxh128?: string | undefined };
+  store: UploadStateStore;
+  signal?: AbortSignal;
+  rateLimit?: RateLimiter;
+  onProgress?: (progress: UploadProgress) => void;
+  /** Files above this go multipart (default: the part size). */
+  multipartThreshold?: number;
+  partSize?: number;
+  maxPartSize?: number;
+  /** Parts in flight at once, each held in memory (default 4). */
+  concurrency?: number;
+  retry?: Partial<RetryPolicy>;
+  /** Replace an object at `key` whose content differs (default: refuse, it may be another file of the same name). */
+  overwrite?: boolean;
+  logger?: Logger;
+}
+
+export type VerifiedBy = 'size' | 'etag' | 'sha256-metadata' | 'xxh128-metadata' | 'local-sha256' | 'local-xxh128';
+
+export interface UploadResult {
+  bucket: string;
+  key: string;
+  size: number;
+  etag: string;
+  outcome: 'uploaded' | 'already-present';
+  method: 'single' | 'multipart' | 'none';
+  partsTotal: number;
+  /** Parts (or the one PUT) sent by this call. */
+  partsSent: number;
+  /** Parts an earlier, interrupted run had already completed. */
+  partsResumed: number;
+  bytesSent: number;
+  verifiedBy: VerifiedBy[];
+}
+
+const SHA256_HEX = /^[0-9a-f]{64}$/i;
+const XXH128_HEX = /^[0-9a-f]{32}$/i;
+
+interface Context {
+  opts: UploadFileOptions;
+  target: UploadTarget;
+  profile: ProviderProfile;
+  ref: UploadRef;
+  expected: ExpectedContent;
+  signal: AbortSignal | undefined;
+  log: Logger;
+  algorithms: HashAlgorithm[];
+}
+
+function resolveProfile(provider: UploadFileOptions['provider']): ProviderProfile {
+  if (provider === undefined) return PROVIDERS.generic;
+  if (typeof provider !== 'string') return provider;
+  if (!isProviderName(provider)) throw new ShuttleError('CONFIG_INVALID', `unknown S3 provider ${JSON.stringify(provider)}`, { context: { provider } });
+  return PROVIDERS[provider];
+}
+
+function validate(opts: UploadFileOptions): ExpectedContent {
+  if (!Number.isSafeInteger(opts.size) || opts.size < 0) {
+    throw new ShuttleError('USAGE', `upload size ${opts.size} is not a byte count`, { context: { size: opts.size } });
+  }
+  if (!SHA256_HEX.test(opts.expected.sha256)) {
+    throw new ShuttleError('USAGE', `expected sha256 ${JSON.stringify(opts.expected.sha256)} is not 64 hex digits`, { context: { sha256: opts.expected.sha256 } });
+  }
+  const xxh = opts.expected.xxh128;
+  if (xxh !== undefined && !XXH128_HEX.test(xxh)) {
+    throw new ShuttleError('USAGE', `expected xxh128 ${JSON.stringify(xxh)} is not 32 hex digits`, { context: { xxh128: xxh } });
+  }
+  return { size: opts.size, sha256: opts.expected.sha256.toLowerCase(), xxh128: xxh?.toLowerCase() };
+}
+
+/**
+ * Uploads one local file to `s3://bucket/key` and returns only once the server's copy is verified:
+ * each request carries Content-MD5, the file's SHA-256 (and xxh128 if given) as read now must equal the
+ * journal's, and a HEAD afterwards must show the size, the locally computed ETag (where the provider's
+ * ETags are MD5s) and the stored hashes. An object already holding this content is not uploaded again.
+ * Multipart progress is kept in `store`, so a later call after a crash or abort resumes where this one stopped.
+ */
+export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult> {
+  const signal = opts.signal;
+  throwIfAborted(signal);
+  const expected = validate(opts);
+  const log = (opts.logger ?? silentLogger).child({ bucket: opts.bucket, key: opts.key });
+  const base = opts.target ?? (opts.client !== undefined ? new S3Target(opts.client, opts.bucket) : undefined);
+  if (base === undefined) throw new ShuttleError('USAGE', 'uploadFile needs a client or a target');
+  if (base.bucket !== opts.bucket) throw new ShuttleError('USAGE', `target is for bucket ${base.bucket}, not ${opts.bucket}`);
+  const target = retryingTarget(base, {
+    ...opts.retry,
+    onRetry: ({ attempt, delayMs, error }) =>
+      log.warn({ attempt, delayMs, err: isShuttleError(error) ? error.toJSON() : String(error) }, 'S3 request failed; retrying'),
+  });
+  const ctx: Context = {
+    opts,
+    target,
+    profile: resolveProfile(opts.provider),
+    ref: { bucket: opts.bucket, key: opts.key },
+    expected,
+    signal,
+    log,
+    algorithms: expected.xxh128 === undefined ? ['sha256'] : ['sha256', 'xxh128'],
+  };
+
+  await checkLocalSize(opts.path, expected.size);
+
+  const existing = await target.head(opts.key, { signal });
+  if (existing !== undefined) {
+    if (holdsContent(existing, expected)) {
+      log.info({ size: existing.size }, 'object already present with this content; not uploading');
+      await settleAfterSuccess(ctx);
+      return {
+        bucket: opts.bucket,
+        key: opts.key,
+        size: existing.size,
+        etag: existing.etag,
+        outcome: 'already-present',
+        method: 'none',
+        partsTotal: 0,
+        partsSent: 0,
+        partsResumed: 0,
+        bytesSent: 0,
+        verifiedBy: ['size', 'sha256-metadata'],
+      };
+    }
+    if (opts.overwrite !== true) {
+      throw new ShuttleError(
+        'UPLOAD_FAILED',
+        `s3://${opts.bucket}/${opts.key} already holds different content (size ${existing.size}, sha256 ${existing.metadata['sha256'] ?? 'unknown'}); not overwriting it`,
+        { context: { bucket: opts.bucket, key: opts.key, size: existing.size, sha256: existing.metadata['sha256'], expectedSha256: expected.sha256 } },
+      );
+    }
+  }
+
+  const partSize = opts.partSize ?? DEFAULT_PART_SIZE;
+  const threshold = opts.multipartThreshold ?? partSize;
+  const outcome = expected.size <= Math.min(threshold, S3_LIMITS.maxSinglePutSize) ? await putSingle(ctx) : await putMultipart(ctx);
+
+  const remote = await target.head(opts.key, { signal });
+  try {
+    verifyRemoteObject(remote, { ...expected, etag: outcome.expectedEtag }, ctx.ref);
+  } catch (error) {
+    // A wrong object must not stay behind: a later run would take it for this content (its metadata matches).
+    await target.deleteObject(opts.key, { signal }).catch((e: unknown) => log.error({ err: String(e) }, 'could not delete the unverified object'));
+    throw error;
+  }
+  const verifiedBy: VerifiedBy[] = ['local-sha256', 'size', 'sha256-metadata'];
+  if (expected.xxh128 !== undefined) verifiedBy.push('local-xxh128', 'xxh128-metadata');
+  if (outcome.expectedEtag !== undefined) verifiedBy.push('etag');
+  log.info({ size: expected.size, method: outcome.method, partsSent: outcome.partsSent, partsResumed: outcome.partsResumed }, 'upload verified');
+  return {
+    bucket: opts.bucket,
+    key: opts.key,
+    size: expected.size,
+    etag: remote?.etag ?? '',
+    outcome: 'uploaded',
+    method: outcome.method,
+    partsTotal: outcome.partsTotal,
+    partsSent: outcome.partsSent,
+    partsResumed: outcome.partsResumed,
+    bytesSent: outcome.bytesSent,
+    verifiedBy,
+  };
+}
+
+async function checkLocalSize(path: string, size: number): Promise<void> {
+  let actual: number;
+  try {
+    actual = (await stat(path)).size;
+  } catch (error) {
+    throw new ShuttleError('SOURCE_UNREADABLE', `cannot stat ${path} for upload`, { context: { path }, cause: error });
+  }
+  if (actual !== size) {
+    throw new ShuttleError('UPLOAD_VERIFY', `local file ${path} is ${actual} bytes, the journal recorded ${size}; not uploading it`, {
+      context: { path, expected: size, actual },
+    });
+  }
+}
+
+interface Outcome {
+  method: 'single' | 'multipart';
+  expectedEtag: string | undefined;
+  partsTotal: number;
+  partsSent: number;
+  partsResumed: number;
+  bytesSent: number;
+}
+
+async function putSingle(ctx: Context): Promise<Outcome> {
+  const { opts, target, signal, expected } = ctx;
+  const reader = await PartReader.open(opts.path, expected.size, ctx.algorithms);
+  let part;
+  try {
+    part = await reader.read(expected.size, signal);
+  } finally {
+    await reader.close();
+  }
+  // The whole file is in hand, so a rotted copy is caught before a single byte goes out.
+  verifyLocalDigests(opts.path, reader.digest(), expected, ctx.ref);
+  await abandonStoredUpload(ctx, await opts.store.load(ctx.ref));
+  await target.put(opts.key, partBody(part, opts.rateLimit), contentMetadata(expected), { signal });
+  opts.onProgress?.({ bytesDone: expected.size, bytesTotal: expected.size, partsDone: 1, partsTotal: 1, bytesSent: expected.size });
+  return {
+    method: 'single',
+    expectedEtag: ctx.profile.singlePartEtagIsMd5 ? part.md5 : undefined,
+    partsTotal: 1,
+    partsSent: 1,
+    partsResumed: 0,
+    bytesSent: expected.size,
+  };
+}
+
+/** Aborts the server side of a stored upload that will not be continued, and marks it so. */
+async function abandonStoredUpload(ctx: Context, state: MultipartUploadState | undefined): Promise<void> {
+  if (state === undefined || state.status === 'completed') return;
+  ctx.log.info({ uploadId: state.uploadId, status: state.status }, 'aborting an abandoned multipart upload');
+  await ctx.target.abortMultipart(ctx.ref.key, state.uploadId, { signal: ctx.signal });
+  if (state.status !== 'aborted') await ctx.opts.store.setStatus(ctx.ref, state.uploadId, 'aborted');
+}
+
+/** Aborts every unfinished upload for the key except `keep`: leftovers of runs that crashed before recording their id. */
+async function abortOrphans(ctx: Context, keep: string | undefined): Promise<void> {
+  const ids = await ctx.target.listMultipartUploads(ctx.ref.key, { signal: ctx.signal });
+  for (const id of ids) {
+    if (id === keep) continue;
+    ctx.log.info({ uploadId: id }, 'aborting an orphaned multipart upload');
+    await ctx.target.abortMultipart(ctx.ref.key, id, { signal: ctx.signal });
+  }
+}
+
+/**
+ * After the object is verified: nothing unfinished may stay on the server or in the store. Best effort.
+ * Orphans are only looked for when an upload of this key was under way (a stored one, or the one just
+ * completed), so that skipping thousands of already-uploaded files costs one HEAD each, not a listing too.
+ */
+async function settleAfterSuccess(ctx: Context, completedUploadId?: string): Promise<void> {
+  try {
+    const state = await ctx.opts.store.load(ctx.ref);
+    const underWay = state !== undefined && state.uploadId !== completedUploadId && state.status === 'uploading';
+    if (!underWay && completedUploadId === undefined) return;
+    if (underWay) {
+      // Harmless if that upload did complete (a crash between Complete and recording it): the server then
+      // answers NoSuchUpload, and the object, verified above, holds this very file.
+      await ctx.target.abortMultipart(ctx.ref.key, state.uploadId, { signal: ctx.signal });
+      const sameFile = state.size === ctx.expected.size && state.sha256 === ctx.expected.sha256;
+      await ctx.opts.store.setStatus(ctx.ref, state.uploadId, sameFile ? 'completed' : 'aborted');
+    }
+    await abortOrphans(ctx, completedUploadId);
+  } catch (error) {
+    if (ctx.signal?.aborted) throw abortReason(ctx.signal);
+    ctx.log.warn({ err: isShuttleError(error) ? error.toJSON() : String(error) }, 'could not clean up unfinished multipart uploads');
+  }
+}
+
+interface Resumable {
+  state: MultipartUploadState;
+  /** What the server holds, by part number. */
+  serverParts: Map<number, RemotePart>;
+}
+
+/** Continues the stored upload if it is for this very file and still exists on the server; otherwise starts a new one. */
+async function openMultipart(ctx: Context): Promise<Resumable> {
+  const { opts, target, expected, signal, log } = ctx;
+  const stored = await opts.store.load(ctx.ref);
+  if (stored !== undefined) {
+    const sameFile = stored.size === expected.size && stored.sha256 === expected.sha256;
+    const validPartSize = stored.partSize >= S3_LIMITS.minPartSize && partCount(expected.size, stored.partSize) <= S3_LIMITS.maxParts;
+    if (stored.status === 'uploading' && sameFile && validPartSize) {
+      const listed = await target.listParts(opts.key, stored.uploadId, { signal });
+      if (listed !== undefined) {
+        log.info({ uploadId: stored.uploadId, recorded: stored.parts.length, onServer: listed.length }, 'resuming multipart upload');
+        return { state: stored, serverParts: new Map(listed.map((p) => [p.partNumber, p])) };
+      }
+      log.info({ uploadId: stored.uploadId }, 'stored multipart upload no longer exists on the server; starting over');
+      await opts.store.setStatus(ctx.ref, stored.uploadId, 'aborted');
+    } else {
+      await abandonStoredUpload(ctx, stored);
+    }
+  }
+  try {
+    await abortOrphans(ctx, undefined);
+  } catch (error) {
+    // Listing uploads needs its own permission on AWS; lacking it must not stop the upload itself.
+    if (signal?.aborted) throw abortReason(signal);
+    log.warn({ err: isShuttleError(error) ? error.toJSON() : String(error) }, 'could not look for orphaned multipart uploads');
+  }
+  const partSize = choosePartSize(expected.size, { preferredPartSize: opts.partSize ?? DEFAULT_PART_SIZE, maxPartSize: opts.maxPartSize ?? DEFAULT_MAX_PART_SIZE });
+  const uploadId = await target.createMultipart(opts.key, contentMetadata(expected), { signal });
+  const fresh = { bucket: opts.bucket, key: opts.key, uploadId, size: expected.size, sha256: expected.sha256, partSize };
+  await opts.store.begin(fresh);
+  log.info({ uploadId, partSize, parts: partCount(expected.size, partSize) }, 'started multipart upload');
+  return { state: { ...fresh, status: 'uploading', parts: [] }, serverParts: new Map() };
+}
+
+async function putMultipart(ctx: Context): Promise<Outcome> {
+  const { opts, target, expected, signal, log, profile } = ctx;
+  const { state, serverParts } = await openMultipart(ctx);
+  const { uploadId, partSize } = state;
+  const total = partCount(expected.size, partSize);
+  const recorded = new Map(state.parts.map((p) => [p.partNumber, p]));
+  const done = new Map<number, PartRecord>();
+  const concurrency = Math.max(1, opts.concurrency ?? 4);
+  const inFlight = new Set<Promise<void>>();
+  let failure: unknown;
+  let partsSent = 0;
+  let partsResumed = 0;
+  let bytesSent = 0;
+  let bytesDone = 0;
+  const progress = (): void =>
+    opts.onProgress?.({ bytesDone, bytesTotal: expected.size, partsDone: done.size, partsTotal: total, bytesSent });
+
+  const reader = await PartReader.open(opts.path, expected.size, ctx.algorithms);
+  try {
+    for (let n = 1; n <= total && failure === undefined; n++) {
+      while (inFlight.size >= concurrency) await Promise.race(inFlight);
+      if (failure !== undefined) break;
+      throwIfAborted(signal);
+      const length = Math.min(partSize, expected.size - (n - 1) * partSize);
+      const part = await reader.read(length, signal);
+      const mine = recorded.get(n);
+      const theirs = serverParts.get(n);
+
+      if (mine !== undefined && theirs !== undefined && normalizeEtag(theirs.etag) === normalizeEtag(mine.etag) && theirs.size === length && mine.md5 === part.md5) {
+        done.set(n, mine);
+        partsResumed++;
+        bytesDone += length;
+        progress();
+        continue;
+      }
+      if (mine === undefined && theirs !== undefined && profile.partEtagIsMd5 && normalizeEtag(theirs.etag) === part.md5 && theirs.size === length) {
+        // The server confirmed this part but the run that sent it died before recording it.
+        const adopted: PartRecord = { partNumber: n, size: length, md5: part.md5, etag: theirs.etag };
+        await opts.store.recordPart(ctx.ref, uploadId, adopted);
+        done.set(n, adopted);
+        partsResumed++;
+        bytesDone += length;
+        progress();
+        continue;
+      }
+      if (mine !== undefined) {
+        log.warn({ partNumber: n, recordedMd5: mine.md5, localMd5: part.md5, onServer: theirs !== undefined }, 'recorded part is missing on the server or differs; sending it again');
+      }
+
+      const task = (async () => {
+        const { etag } = await target.uploadPart(opts.key, uploadId, n, partBody(part, opts.rateLimit), { signal });
+        if (profile.partEtagIsMd5 && normalizeEtag(etag) !== part.md5) {
+          throw new ShuttleError('UPLOAD_VERIFY', `server stored part ${n} of s3://${opts.bucket}/${opts.key} with ETag ${normalizeEtag(etag)}, sent MD5 ${part.md5}`, {
+            context: { bucket: opts.bucket, key: opts.key, partNumber: n, expected: part.md5, actual: normalizeEtag(etag) },
+          });
+        }
+        const rec: PartRecord = { partNumber: n, size: length, md5: part.md5, etag };
+        await opts.store.recordPart(ctx.ref, uploadId, rec);
+        done.set(n, rec);
+        partsSent++;
+        bytesSent += length;
+        bytesDone += length;
+        progress();
+      })().catch((error: unknown) => {
+        failure ??= error;
+      });
+      inFlight.add(task);
+      void task.finally(() => inFlight.delete(task));
+    }
+    await Promise.all(inFlight);
+  } finally {
+    await Promise.allSettled(inFlight);
+    await reader.close();
+  }
+  if (signal?.aborted) throw abortReason(signal);
+  if (failure !== undefined) throw failure;
+
+  try {
+    verifyLocalDigests(opts.path, reader.digest(), expected, ctx.ref);
+  } catch (error) {
+    // The parts hold bytes that are not the recorded file: never complete them.
+    await target.abortMultipart(opts.key, uploadId, { signal }).catch((e: unknown) => log.error({ err: String(e) }, 'could not abort the upload'));
+    await opts.store.setStatus(ctx.ref, uploadId, 'aborted');
+    throw error;
+  }
+
+  const parts = [...done.values()].sort((a, b) => a.partNumber - b.partNumber);
+  await complete(ctx, uploadId, parts);
+  await opts.store.setStatus(ctx.ref, uploadId, 'completed');
+  await settleAfterSuccess(ctx, uploadId);
+  return {
+    method: 'multipart',
+    expectedEtag: profile.multipartEtagIsMd5OfParts ? multipartEtag(parts.map((p) => p.md5)) : undefined,
+    partsTotal: total,
+    partsSent,
+    partsResumed,
+    bytesSent,
+  };
+}
+
+async function complete(ctx: Context, uploadId: string, parts: PartRecord[]): Promise<void> {
+  const { opts, target, signal, expected } = ctx;
+  try {
+    await target.completeMultipart(opts.key, uploadId, parts, { signal });
+  } catch (error) {
+    if (failureStatus(error) !== 404) throw error;
+    // AWS answers NoSuchUpload to a repeated Complete whose first answer was lost: the object may be there.
+    const remote = await target.head(opts.key, { signal });
+    if (remote !== undefined && holdsContent(remote, expected)) return;
+    await opts.store.setStatus(ctx.ref, uploadId, 'aborted');
+    throw new ShuttleError('UPLOAD_FAILED', `multipart upload ${uploadId} of s3://${opts.bucket}/${opts.key} vanished before it completed; it will start over`, {
+      context: { bucket: opts.bucket, key: opts.key, uploadId },
+      cause: error,
+      retryable: true,
+    });
+  }
+}

@@ -1,0 +1,98 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { isShuttleError } from '../src/errors.js';
+import { RateLimiter, bodyStream } from '../src/upload/rate-limit.js';
+
+const MiB = 1024 * 1024;
+
+async function drain(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function at(hh: number, mm: number, dayOfMonth = 9): Date {
+  // March 2026: the 9th is a Monday, the 14th a Saturday.
+  return new Date(2026, 2, dayOfMonth, hh, mm);
+}
+
+describe('bandwidth limit', () => {
+  it('holds a body to the configured bytes per second and delivers it unchanged', async () => {
+    const data = randomBytes(1.5 * MiB);
+    const limiter = new RateLimiter({ bytesPerSecond: 2 * MiB });
+    const started = performance.now();
+    const out = await drain(bodyStream(data, limiter));
+    const seconds = (performance.now() - started) / 1000;
+    expect(out.equals(data)).toBe(true);
+    // 1.5 MiB minus the 0.5 MiB burst at 2 MiB/s is 0.5 s.
+    expect(seconds).toBeGreaterThan(0.4);
+    expect(seconds).toBeLessThan(5);
+  });
+
+  it('shares one budget between bodies sent at the same time', async () => {
+    const limiter = new RateLimiter({ bytesPerSecond: 4 * MiB, burstSeconds: 0.05 });
+    const started = performance.now();
+    await Promise.all([drain(bodyStream(randomBytes(MiB), limiter)), drain(bodyStream(randomBytes(MiB), limiter))]);
+    expect((performance.now() - started) / 1000).toBeGreaterThan(0.4);
+  });
+
+  it('does not slow an unlimited body', async () => {
+    const limiter = new RateLimiter({ bytesPerSecond: null });
+    const started = performance.now();
+    const out = await drain(bodyStream(randomBytes(64 * MiB), limiter));
+    expect(out.length).toBe(64 * MiB);
+    expect(performance.now() - started).toBeLessThan(5000);
+  });
+
+  it('picks the rate of the first schedule window that contains the local time and day', () => {
+    const limiter = new RateLimiter({
+      bytesPerSecond: 10,
+      schedule: [
+        { from: '09:00', to: '18:00', bytesPerSecond: 1, days: [1, 2, 3, 4, 5] },
+        { from: '22:00', to: '06:00', bytesPerSecond: null },
+        { from: '12:00', to: '13:00', bytesPerSecond: 0 },
+      ],
+    });
+    expect(limiter.rateAt(at(8, 59))).toBe(10);
+    expect(limiter.rateAt(at(9, 0))).toBe(1);
+    expect(limiter.rateAt(at(12, 30))).toBe(1); // the weekday window comes first
+    expect(limiter.rateAt(at(12, 30, 14))).toBe(0); // Saturday: only the lunch pause applies
+    expect(limiter.rateAt(at(18, 0))).toBe(10);
+    expect(limiter.rateAt(at(23, 15))).toBe(Infinity);
+    expect(limiter.rateAt(at(5, 59))).toBe(Infinity);
+    expect(limiter.rateAt(at(6, 0))).toBe(10);
+  });
+
+  it('sends nothing during a paused window and stops waiting when aborted', async () => {
+    const limiter = new RateLimiter({ bytesPerSecond: 0 });
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 150);
+    const received: Buffer[] = [];
+    let failure: unknown;
+    try {
+      for await (const c of bodyStream(randomBytes(MiB), limiter, controller.signal)) received.push(c as Buffer);
+    } catch (error) {
+      failure = error;
+    }
+    // The initial burst may pass; nothing beyond it.
+    expect(Buffer.concat(received).length).toBeLessThanOrEqual(64 * 1024);
+    expect(isShuttleError(failure, 'ABORTED')).toBe(true);
+  });
+
+  it('rejects malformed schedules', () => {
+    for (const schedule of [
+      [{ from: '9', to: '10:00', bytesPerSecond: 1 }],
+      [{ from: '09:00', to: '25:00', bytesPerSecond: 1 }],
+      [{ from: '09:00', to: '10:00', bytesPerSecond: -1 }],
+      [{ from: '09:00', to: '10:00', bytesPerSecond: 1, days: [7] }],
+    ]) {
+      let code: string | undefined;
+      try {
+        new RateLimiter({ bytesPerSecond: null, schedule });
+      } catch (error) {
+        code = isShuttleError(error) ? error.code : 'other';
+      }
+      expect(code, JSON.stringify(schedule)).toBe('CONFIG_INVALID');
+    }
+  });
+});
