@@ -87,6 +87,11 @@ export class Journal {
     return j;
   }
 
+  /** The connection, for stores that keep their own tables in the journal (the upload queue). */
+  get database(): DatabaseSync {
+    return this.#db;
+  }
+
   close(): void {
     if (this.#db.isOpen) this.#db.close();
   }
