@@ -29,11 +29,11 @@ export interface OpenOptions {
   /** Preferred chunk size for reads; sources may ignore it. */
   chunkSize?: number;
   /**
-   * The consumer promises to be done with each chunk before it pulls the third one after it, so the
-   * source may read into a small ring of reused buffers instead of allocating one per chunk (at disk
-   * speeds the allocation churn costs more main-thread time than hashing). Sources may ignore it.
+   * The consumer promises to be done with each chunk before it has pulled this many more, so the source
+   * may read into a small ring of reused buffers instead of allocating one per chunk (at disk speeds the
+   * allocation churn costs more main-thread time than hashing). Sources may ignore it.
    */
-  recycle?: boolean;
+  recycle?: number;
 }
 
 export interface ItemState {

@@ -35,10 +35,18 @@ export async function discardTemp(t: TempTarget): Promise<void> {
 }
 
 /**
- * Reads `stream` once, hashing every chunk and writing it to every live target. Each chunk waits for
- * all targets to take it, so the slowest destination paces the read; a target that fails drops out
- * with its error and the others carry on. `head` holds chunks already read (for metadata) that are
- * written first.
+ * Chunks a fan-out lets run ahead of the slowest destination's writes: reading and hashing the next
+ * chunks overlaps the writes of earlier ones. A source asked to recycle buffers must keep more than this
+ * many in its ring (see OpenOptions.recycle).
+ */
+export const WRITE_AHEAD = 4;
+
+/**
+ * Reads `stream` once, hashing every chunk and writing it to every live target. Writes to one target run
+ * in order, at most WRITE_AHEAD chunks behind the read, so the slowest destination paces the read; a
+ * target that fails drops out with its error (its temp removed at once, giving the space back to other
+ * destinations on the same volume) and the others carry on. `head` holds chunks already read (for
+ * metadata) that are written first.
  */
 export async function fanOut(
   chunks: AsyncIterable<Buffer>,
@@ -47,30 +55,31 @@ export async function fanOut(
   hasher: MultiHasher,
   signal?: AbortSignal,
 ): Promise<void> {
-  const take = async (chunk: Buffer): Promise<void> => {
-    hasher.update(chunk);
-    await Promise.all(
-      targets.map(async (t) => {
-        if (t.error) return;
-        try {
-          await writeAll(t.handle, chunk, t.written);
-          t.written += chunk.length;
-        } catch (cause) {
-          t.error = destinationError(cause, 'write', t.tempPath);
-          // Give the space back now: on a full disk the other destinations may share the volume.
-          await discardTemp(t);
-        }
-      }),
-    );
+  const queues = targets.map(() => Promise.resolve());
+  const window: Array<Promise<unknown>> = [];
+  let offset = 0;
+  const writeTo = async (t: TempTarget, chunk: Buffer, at: number): Promise<void> => {
+    if (t.error) return;
+    try {
+      await writeAll(t.handle, chunk, at);
+      t.written = at + chunk.length;
+    } catch (cause) {
+      t.error = destinationError(cause, 'write', t.tempPath);
+      // Nothing else is in flight for this target (its writes are queued in order): safe to drop now.
+      await discardTemp(t);
+    }
   };
-  for (const c of head) {
+  const take = async (chunk: Buffer): Promise<void> => {
     throwIfAborted(signal);
-    await take(c);
-  }
-  for await (const c of chunks) {
-    throwIfAborted(signal);
-    await take(c as Buffer);
-  }
+    hasher.update(chunk);
+    const at = offset;
+    offset += chunk.length;
+    window.push(Promise.all(targets.map((t, i) => (queues[i] = queues[i]!.then(() => writeTo(t, chunk, at))))));
+    if (window.length >= WRITE_AHEAD) await window.shift();
+  };
+  for (const c of head) await take(c);
+  for await (const c of chunks) await take(c as Buffer);
+  await Promise.all(window);
 }
 
 /** fsync, preserve the source's mtime, close; then (tests only) corrupt on request. */
@@ -123,7 +132,7 @@ export async function rewriteFromSource(
   signal?: AbortSignal,
 ): Promise<ReadResult> {
   const hasher = await MultiHasher.create(algorithms);
-  const stream = await source.open(item, { recycle: true, ...(signal ? { signal } : {}) });
+  const stream = await source.open(item, { recycle: WRITE_AHEAD, ...(signal ? { signal } : {}) });
   try {
     await fanOut(stream, [], [target], hasher, signal);
   } finally {

@@ -23,6 +23,7 @@ import {
   readHead,
   rewriteFromSource,
   sealTemp,
+  WRITE_AHEAD,
   type ReadResult,
   type TempTarget,
 } from './copy.js';
@@ -294,8 +295,8 @@ async function copyOnce(
   const algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes])];
   for (let attempt = 0; ; attempt++) {
     const hasher = await MultiHasher.create(algorithms);
-    // fanOut finishes each chunk before pulling the next, and readHead copies what it holds: reuse is safe.
-    const stream = await source.open(pf.item, { signal, recycle: true });
+    // fanOut holds at most WRITE_AHEAD chunks and readHead copies what it keeps: buffer reuse is safe.
+    const stream = await source.open(pf.item, { signal, recycle: WRITE_AHEAD });
     const iter = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const targets: WrittenTarget[] = [];
     try {

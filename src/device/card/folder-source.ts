@@ -10,8 +10,6 @@ const SYSTEM_DIRS = new Set(['System Volume Information', '$RECYCLE.BIN', '.Tras
 
 export const READ_CHUNK = 1024 * 1024;
 
-/** Buffers in the ring when the consumer allows reuse: one being consumed, one read ahead, one spare. */
-const RING = 3;
 
 /**
  * Streams a file in fixed-size chunks from an offset. With `recycle`, chunks are views of a small ring of
@@ -27,7 +25,8 @@ class FileChunks extends Readable {
     private readonly path: string,
     start: number,
     private readonly chunkSize: number,
-    private readonly recycle: boolean,
+    /** 0: a fresh buffer per chunk; else OpenOptions.recycle. */
+    private readonly recycle: number,
     signal?: AbortSignal,
   ) {
     super({ highWaterMark: chunkSize, ...(signal ? { signal } : {}) });
@@ -35,8 +34,9 @@ class FileChunks extends Readable {
   }
 
   #buffer(): Buffer {
-    if (!this.recycle) return Buffer.allocUnsafeSlow(this.chunkSize);
-    const i = this.#next++ % RING;
+    if (this.recycle === 0) return Buffer.allocUnsafeSlow(this.chunkSize);
+    // Held by the consumer (`recycle` of them), one buffered read-ahead, one being read into.
+    const i = this.#next++ % (this.recycle + 2);
     return (this.#ring[i] ??= Buffer.allocUnsafeSlow(this.chunkSize));
   }
 
@@ -133,7 +133,7 @@ export class FolderSource implements Source {
     } catch (cause) {
       throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${abs}: ${errnoCode(cause) ?? (cause as Error).message}`, { cause, context: { path: abs } });
     }
-    return new FileChunks(handle, abs, options.offset ?? 0, options.chunkSize ?? READ_CHUNK, options.recycle === true, options.signal);
+    return new FileChunks(handle, abs, options.offset ?? 0, options.chunkSize ?? READ_CHUNK, options.recycle ?? 0, options.signal);
   }
 
   async stat(item: SourceItem): Promise<ItemState | undefined> {

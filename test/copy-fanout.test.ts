@@ -1,0 +1,65 @@
+import { expect, test } from 'vitest';
+import type { FileHandle } from 'node:fs/promises';
+import { fanOut, WRITE_AHEAD, type TempTarget } from '../src/ingest/copy.js';
+import { MultiHasher } from '../src/ingest/hashing.js';
+
+/**
+ * Unit test of the fan-out alone: targets are fakes of a FileHandle whose writes complete when the test
+ * says so, to observe how far the read may run ahead of the slowest destination.
+ */
+function fakeTarget(delayMs: number, log: Array<{ at: number; len: number }>): TempTarget {
+  const handle = {
+    write: async (buf: Buffer, off: number, len: number, position: number) => {
+      await new Promise((r) => setTimeout(r, delayMs));
+      log.push({ at: position, len });
+      return { bytesWritten: len, buffer: buf };
+    },
+    close: async () => {},
+  } as unknown as FileHandle;
+  return { tempPath: `/nonexistent/${delayMs}.shuttle-tmp`, handle, written: 0 };
+}
+
+test('the-slowest-destination-paces-the-read', async () => {
+  const fastLog: Array<{ at: number; len: number }> = [];
+  const slowLog: Array<{ at: number; len: number }> = [];
+  const targets = [fakeTarget(0, fastLog), fakeTarget(15, slowLog)];
+  let pulled = 0;
+  let maxAhead = 0;
+  async function* source(): AsyncIterable<Buffer> {
+    for (let i = 0; i < 20; i++) {
+      maxAhead = Math.max(maxAhead, pulled - slowLog.length);
+      pulled++;
+      yield Buffer.alloc(1000, i);
+    }
+  }
+  await fanOut(source(), [], targets, await MultiHasher.create(['xxh128']));
+  expect(slowLog.map((w) => w.at)).toEqual(Array.from({ length: 20 }, (_, i) => i * 1000));
+  expect(fastLog).toHaveLength(20);
+  expect(maxAhead).toBeLessThanOrEqual(WRITE_AHEAD);
+  expect(maxAhead).toBeGreaterThan(1);
+  expect(targets.map((t) => t.written)).toEqual([20_000, 20_000]);
+});
+
+test('a-failing-destination-drops-out-and-the-others-finish', async () => {
+  const okLog: Array<{ at: number; len: number }> = [];
+  const ok = fakeTarget(0, okLog);
+  let writes = 0;
+  const bad: TempTarget = {
+    tempPath: '/nonexistent/bad.shuttle-tmp',
+    written: 0,
+    handle: {
+      write: async () => {
+        if (++writes === 3) throw Object.assign(new Error('no space'), { code: 'ENOSPC' });
+        return { bytesWritten: 1000 };
+      },
+      close: async () => {},
+    } as unknown as FileHandle,
+  };
+  async function* source(): AsyncIterable<Buffer> {
+    for (let i = 0; i < 10; i++) yield Buffer.alloc(1000, i);
+  }
+  await fanOut(source(), [], [bad, ok], await MultiHasher.create(['xxh128']));
+  expect(bad.error?.code).toBe('DEST_NO_SPACE');
+  expect(writes).toBe(3);
+  expect(ok.written).toBe(10_000);
+});
