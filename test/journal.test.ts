@@ -1,0 +1,103 @@
+import { afterEach, beforeEach, expect, test } from 'vitest';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { Journal } from '../src/store/journal.js';
+import { MIGRATIONS } from '../src/store/migrations.js';
+import { isShuttleError } from '../src/errors.js';
+import { tempDir } from './support/tree.js';
+
+let work: { path: string; cleanup: () => Promise<void> };
+let journal: Journal;
+beforeEach(async () => {
+  work = await tempDir('shuttle-journal-');
+  journal = Journal.open(work.path);
+});
+afterEach(async () => {
+  journal.close();
+  await work.cleanup();
+});
+
+const source = { kind: 'card' as const, key: 'card:AAAA-BBBB:EOS_DIGITAL:64000000000', label: 'EOS_DIGITAL', details: {} };
+const copy = { destPath: '2026/2026-01-01/IMG_0001.JPG', size: 10, sha256: 'a'.repeat(64), xxh128: 'b'.repeat(32), hashes: { sha256: 'a'.repeat(64), xxh128: 'b'.repeat(32) }, readback: 'direct' as const, dedup: false };
+
+test('a-new-journal-runs-every-migration-in-wal-mode-with-full-sync', () => {
+  expect(journal.schemaVersion).toBe(MIGRATIONS.length);
+  const db = journal.database;
+  expect((db.prepare('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode).toBe('wal');
+  expect((db.prepare('PRAGMA synchronous').get() as { synchronous: number }).synchronous).toBe(2);
+});
+
+test('reopening-keeps-the-data-and-runs-no-migration-twice', () => {
+  const id = journal.upsertSource(source);
+  journal.close();
+  journal = Journal.open(work.path);
+  expect(journal.upsertSource(source)).toBe(id);
+  expect(journal.schemaVersion).toBe(MIGRATIONS.length);
+});
+
+test('a-journal-from-a-newer-shuttle-is-refused', () => {
+  journal.close();
+  const db = new DatabaseSync(join(work.path, 'journal.sqlite'));
+  db.exec(`PRAGMA user_version = ${MIGRATIONS.length + 1}`);
+  db.close();
+  let err: unknown;
+  try {
+    journal = Journal.open(work.path);
+  } catch (e) {
+    err = e;
+  }
+  expect(isShuttleError(err, 'JOURNAL')).toBe(true);
+  journal = Journal.open(join(work.path, 'other'));
+});
+
+test('a-file-version-is-keyed-by-source-path-size-and-mtime', () => {
+  const s = journal.upsertSource(source);
+  const a = journal.fileFor(s, 'DCIM/IMG_0001.JPG', 10, 1000.7);
+  expect(journal.fileFor(s, 'DCIM/IMG_0001.JPG', 10, 1000).id).toBe(a.id);
+  expect(journal.fileFor(s, 'DCIM/IMG_0001.JPG', 11, 1000).id).not.toBe(a.id);
+  expect(journal.fileFor(s, 'DCIM/IMG_0001.JPG', 10, 2000).id).not.toBe(a.id);
+  expect(a.state).toBe('seen');
+});
+
+test('copy-states-go-copying-then-verified-then-into-a-manifest', () => {
+  const s = journal.upsertSource(source);
+  const d = journal.upsertDestination('marker-1', '/lib', undefined);
+  const f = journal.fileFor(s, 'DCIM/IMG_0001.JPG', 10, 1000);
+  const ingest = journal.startIngest(['/card'], ['/lib']);
+  journal.markCopying(f.id, d, '/lib/.x.shuttle-tmp', ingest);
+  expect(journal.staleCopies(d).map((c) => c.temp_path)).toEqual(['/lib/.x.shuttle-tmp']);
+  journal.markVerified(f.id, d, copy, ingest);
+  expect(journal.staleCopies(d)).toEqual([]);
+  const [row] = journal.copiesOf(f.id);
+  expect(row).toMatchObject({ state: 'verified', dest_path: copy.destPath, temp_path: null, readback: 'direct' });
+  expect(JSON.parse(row!.hashes!)).toEqual(copy.hashes);
+  expect(journal.findContent(d, copy.xxh128, copy.sha256, 10)?.dest_path).toBe(copy.destPath);
+  expect(journal.unmanifested(d).map((r) => r.id)).toEqual([row!.id]);
+  journal.markManifested([row!.id], 1);
+  expect(journal.unmanifested(d)).toEqual([]);
+  expect(journal.inconsistencies()).toEqual([]);
+});
+
+test('an-interrupted-copy-is-cleared-as-failed-and-a-failure-is-recorded', () => {
+  const s = journal.upsertSource(source);
+  const d = journal.upsertDestination('marker-1', '/lib', undefined);
+  const f = journal.fileFor(s, 'a.jpg', 1, 1);
+  const ingest = journal.startIngest([], []);
+  journal.markCopying(f.id, d, '/lib/.a.shuttle-tmp', ingest);
+  const [stale] = journal.staleCopies(d);
+  journal.clearStale(stale!.id);
+  expect(journal.copiesOf(f.id)[0]).toMatchObject({ state: 'failed', temp_path: null });
+  journal.markCopyFailed(f.id, d, 'disk full', ingest);
+  expect(journal.stateCounts().copies).toEqual({ failed: 1 });
+});
+
+test('a-transaction-that-throws-leaves-nothing-behind', () => {
+  const s = journal.upsertSource(source);
+  expect(() =>
+    journal.tx(() => {
+      journal.fileFor(s, 'x', 1, 1);
+      throw new Error('boom');
+    }),
+  ).toThrow('boom');
+  expect(journal.stateCounts().files).toEqual({});
+});
