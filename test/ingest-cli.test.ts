@@ -169,6 +169,22 @@ describe('ingest', () => {
     expect(await readdir(destA)).toEqual([]);
   });
 
+  test('a-refused-destination-does-not-stop-the-others', async () => {
+    await smallCard();
+    expect((await ingestJson([src, '--dest', destB, '--state', state])).code).toBe(0);
+    // destB is known to the journal but its drive is gone; destA is new.
+    await rm(destB, { recursive: true, force: true });
+    await mkdir(destB);
+    const r = await ingestJson([src, '--dest', destA, '--dest', destB, '--state', state]);
+    expect(r.code).toBe(1);
+    expect(r.summary.destinations).toEqual([
+      { path: destA, verified: 6, failed: 0, bytes: expect.any(Number) },
+      { path: destB, verified: 0, failed: 6, bytes: 0 },
+    ]);
+    expect(r.summary.errors.map((e) => e.code)).toContain('DEST_MARKER_MISSING');
+    expect(await readdir(destB)).toEqual([]);
+  });
+
   test('a-swapped-destination-is-refused', async () => {
     await smallCard();
     expect((await ingest()).code).toBe(0);

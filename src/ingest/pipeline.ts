@@ -126,7 +126,18 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
   const ingestId = journal.startIngest(req.sources.map((s) => s.uri), req.destinations.map((d) => d.path));
   const dests: Dest[] = [];
   try {
-    for (const spec of req.destinations) dests.push(await openDestination(spec, journal, settings, locks, signal, logger));
+    for (const spec of req.destinations) {
+      try {
+        dests.push(await openDestination(spec, journal, settings, locks, signal, logger));
+      } catch (e) {
+        // Busy means "come back later" for the whole run; any other refusal (not mounted, swapped, not
+        // writable) fails that destination only, so the card still lands on the others.
+        if (isShuttleError(e, 'LOCKED') || signal.aborted) throw e;
+        const d: Dest = { spec, root: spec.path, id: -1, summary: { path: spec.path, verified: 0, failed: 0, bytes: 0 } };
+        killDestination(d, e, summary, logger);
+        dests.push(d);
+      }
+    }
     for (const d of dests) summary.destinations.push(d.summary);
     for (const source of req.sources) {
       if (signal.aborted) break;
@@ -136,7 +147,7 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
     if (signal.aborted) summary.status = 'interrupted';
     else throw err;
   } finally {
-    for (const d of dests) await writeManifest(d, journal, settings, logger).catch((e: unknown) => recordError(summary, e, { destination: d.root }));
+    for (const d of dests.filter((x) => x.id >= 0)) await writeManifest(d, journal, settings, logger).catch((e: unknown) => recordError(summary, e, { destination: d.root }));
     for (const l of locks.reverse()) l.release();
     if (signal.aborted) summary.status = 'interrupted';
     else if (summary.failed > 0 || summary.errors.length > 0) summary.status = 'failed';
