@@ -59,6 +59,8 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
       const signal = signalOnTermination();
       const journal = Journal.open(ctx.stateDir);
       const bar = !opts.json && process.stderr.isTTY ? progressBar() : undefined;
+      // With a progress bar on screen, routine log lines would tear it: only problems, unless asked.
+      if (bar && globals().logLevel === undefined && process.env['SHUTTLE_LOG_LEVEL'] === undefined) ctx.logger.level = 'warn';
       const opened: Source[] = [];
       let summary: IngestSummary;
       try {
@@ -118,14 +120,14 @@ export function formatBytes(n: number): string {
 function progressBar(): { update: (p: Progress) => void; stop: () => void } {
   const started = Date.now();
   const bar = new cliProgress.SingleBar(
-    { stream: process.stderr, format: '{bar} {percentage}% | {files} files | {done}/{total} | {rate} | ETA {eta_formatted}', etaBuffer: 50, hideCursor: true },
+    { stream: process.stderr, format: '{bar} {percentage}% | {files} files | {sizeDone}/{sizeTotal} | {rate} | ETA {eta_formatted}', etaBuffer: 50, hideCursor: true },
     cliProgress.Presets.shades_classic,
   );
   let startedBar = false;
   return {
     update: (p) => {
       const secs = Math.max((Date.now() - started) / 1000, 0.001);
-      const payload = { files: `${p.filesDone}/${p.filesTotal}`, done: formatBytes(p.bytesDone), total: formatBytes(p.bytesTotal), rate: `${(p.bytesDone / secs / 1e6).toFixed(1)} MB/s` };
+      const payload = { files: `${p.filesDone}/${p.filesTotal}`, sizeDone: formatBytes(p.bytesDone), sizeTotal: formatBytes(p.bytesTotal), rate: `${(p.bytesDone / secs / 1e6).toFixed(1)} MB/s` };
       if (!startedBar) { bar.start(Math.max(p.bytesTotal, 1), p.bytesDone, payload); startedBar = true; } else bar.update(p.bytesDone, payload);
     },
     stop: () => { if (startedBar) bar.stop(); },

@@ -11,4 +11,6 @@ export {
   type IngestConfig,
   type LogLevel,
   type ManifestHash,
+  type UploadConfig,
+  uploadSettings,
 } from './schema.js';

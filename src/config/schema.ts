@@ -1,6 +1,8 @@
 import { hostname } from 'node:os';
 import { isAbsolute, normalize } from 'node:path';
 import * as z from 'zod';
+import { DEFAULT_KEY_TEMPLATE, parseS3Url, renderKey } from '../upload/keys.js';
+import { PROVIDERS, type ProviderName } from '../upload/provider.js';
 
 /**
  * The one description of Shuttle's configuration. Keys are snake_case as written in TOML, in `SHUTTLE_*`
@@ -121,6 +123,97 @@ const destinations = z.array(destinationSchema).superRefine((list, ctx) => {
   });
 });
 
+/**
+ * `shuttle run`. Durations are in milliseconds. Destinations are the `[[destinations]]`; the control
+ * socket's default depends on where the daemon runs (see src/daemon/socket-path.ts), so it has none here.
+ */
+export const daemonSchema = table({
+  control_socket: absolutePath.optional().describe('unix control socket (default: $RUNTIME_DIRECTORY/control.sock, else /run/shuttle/control.sock)'),
+  hot_folders: z.array(absolutePath).default([]).describe('folders where cameras or tethering software drop files; each file is ingested once it stops growing'),
+  settle_ms: z.int().min(50).max(3_600_000).default(2_000).describe('a hot-folder file is complete when its size has not changed for this long'),
+  batch_ms: z.int().min(0).max(3_600_000).default(1_000).describe('quiet time after the last completed hot-folder file before its batch is ingested'),
+  retry_ms: z.int().min(1_000).max(86_400_000).default(60_000).describe('wait before a failed hot-folder batch is tried again'),
+  watch_mounts: z.array(absolutePath).default([]).describe('ingest every filesystem mounted below these folders (e.g. /media) and cancel when it goes away'),
+  max_jobs: z.int().min(1).max(64).default(4).describe('jobs running at once (jobs writing to the same destination still take turns)'),
+  watchdog: z.boolean().default(true).describe('answer the systemd watchdog (WatchdogSec=) while the journal responds'),
+});
+
+const MiB = 1024 * 1024;
+export const DEFAULT_UPLOAD_PART_SIZE = 16 * MiB;
+export const DEFAULT_UPLOAD_CONCURRENCY = 4;
+/** Upload order by extension: JPEGs and previews first, then everything else (`*`), RAW files included. */
+export const DEFAULT_UPLOAD_PRIORITY = ['jpg', 'jpeg', 'heic', 'heif', 'hif', 'png', 'thm', 'lrv', 'xmp', '*'] as const;
+
+function isS3Url(url: string): boolean {
+  try {
+    parseS3Url(url);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isHttpUrl(url: string): boolean {
+  try {
+    const u = new URL(url);
+    return u.protocol === 'http:' || u.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+
+function isKeyTemplate(template: string): boolean {
+  try {
+    renderKey(template, { station: 'station', name: 'IMG_0001.JPG', date: new Date(0), path: 'a/IMG_0001.JPG' }, { utc: true });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `09:30`; `24:00` ends a window at midnight. */
+const timeOfDay = z.string().refine((t) => /^(?:[01]?\d|2[0-3]):[0-5]\d$|^24:00$/.test(t), { message: 'is not a time of day HH:MM' });
+
+/** An extension for the upload order: `jpg`, `.JPG` (both mean jpg), or `*` for every extension not listed. */
+const extensionRank = z
+  .string()
+  .refine((e) => /^\*$|^\.?[a-z0-9]+$/i.test(e.trim()), { message: 'is not a file extension (like "jpg") or "*"' })
+  .transform((e) => e.trim().replace(/^\./, '').toLowerCase());
+
+const bandwidth = z.int().min(0);
+
+export const uploadWindowSchema = table({
+  from: timeOfDay.describe('start of the window, local time HH:MM'),
+  to: timeOfDay.describe('end of the window, local time HH:MM (a window ending before it starts runs past midnight)'),
+  bandwidth: bandwidth.optional().describe('bytes per second in this window; 0 pauses uploads; absent = unlimited'),
+  days: z.array(z.int().min(0).max(6)).min(1).optional().describe('days it applies to, 0 = Sunday … 6 = Saturday (default: every day)'),
+});
+
+/** `[upload]`: S3 target, credentials, throughput, order and local retention (see src/upload). */
+export const uploadSchema = table({
+  target: z.string().refine(isS3Url, { message: 'is not of the form s3://bucket/prefix' }).optional()
+    .describe('where files go, s3://bucket/prefix; ingest uploads to it when set (or given with --upload)'),
+  provider: z.enum(Object.keys(PROVIDERS) as ProviderName[]).optional()
+    .describe(`S3 flavour: ${Object.keys(PROVIDERS).join(', ')} (default: guessed from the endpoint)`),
+  endpoint: z.string().refine(isHttpUrl, { message: 'is not an http(s) URL' }).optional()
+    .describe('S3 endpoint URL (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS)'),
+  region: z.string().min(1).optional().describe('region to sign for (default: $AWS_REGION, the AWS config files, or the provider\'s)'),
+  credentials_file: absolutePath.optional()
+    .describe('AWS-style credentials file ([default] aws_access_key_id, aws_secret_access_key); default: $CREDENTIALS_DIRECTORY, then the AWS SDK chain'),
+  key_template: z.string().refine(isKeyTemplate, { message: 'is not a valid S3 key template' }).default(DEFAULT_KEY_TEMPLATE)
+    .describe('object key below the prefix; tokens {station} {name} {path} {YYYY} {MM} {DD} {YYYY-MM-DD} {hh} {mm} {ss}'),
+  concurrency: z.int().min(1).max(64).default(DEFAULT_UPLOAD_CONCURRENCY).describe('requests in flight at once (files and parts)'),
+  part_size: z.int().min(5 * MiB).max(5 * 1024 * MiB).default(DEFAULT_UPLOAD_PART_SIZE)
+    .describe('multipart part size in bytes (grown for files that would need more than 10,000 parts)'),
+  bandwidth: bandwidth.optional().describe('upload limit in bytes per second outside the schedule windows; 0 pauses; absent = unlimited'),
+  schedule: z.array(uploadWindowSchema).default([]).describe('time-of-day windows with their own bandwidth'),
+  priority: z.array(extensionRank).default([...DEFAULT_UPLOAD_PRIORITY])
+    .describe('upload order by extension, earliest first; "*" stands for every extension not listed (else they go last)'),
+  keep_days: z.number().min(0).optional().describe('after upload, local copies older than this many days may be removed (never the last one)'),
+  keep_free_bytes: z.int().min(0).optional()
+    .describe('after upload, remove the oldest uploaded local copies while a destination has less than this free (never the last one)'),
+});
+
 /** Later sections (`upload`, `daemon`, `cameras`) are one line each here: `name: table({...}).prefault({})`. */
 export const configSchema = table({
   station: z.string().min(1).default(() => hostname()).describe('name of this station in manifests and logs (default: the hostname)'),
@@ -128,6 +221,9 @@ export const configSchema = table({
   log_level: z.enum(LOG_LEVELS).default('info').describe(`log level (${LOG_LEVELS.join(', ')})`),
   ingest: ingestSchema.prefault({}),
   destinations: destinations.default([]).describe('destination libraries; every file is copied to each'),
+  // Optional rather than prefaulted: a config without [upload] resolves without it (see uploadSettings).
+  upload: uploadSchema.optional(),
+  daemon: daemonSchema.prefault({}),
 });
 
 type DeepReadonly<T> = T extends readonly (infer U)[]
@@ -142,3 +238,9 @@ export type ConfigInput = z.input<typeof configSchema>;
 export type Config = DeepReadonly<z.output<typeof configSchema>>;
 export type IngestConfig = Config['ingest'];
 export type DestinationConfig = Config['destinations'][number];
+export type UploadConfig = NonNullable<Config['upload']>;
+
+/** The [upload] section with every default applied, also when the config has none. */
+export function uploadSettings(config: Pick<Config, 'upload'>): UploadConfig {
+  return config.upload ?? (Object.freeze(uploadSchema.parse({})) as UploadConfig);
+}

@@ -81,4 +81,71 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (source_id, group_key, dest_id)
   );
   `,
+  // 2: the upload queue (one row per file and S3 target), resumable multipart state, and pruned local copies.
+  `
+  CREATE TABLE upload_queue (
+    id INTEGER PRIMARY KEY,
+    file_id INTEGER NOT NULL REFERENCES files(id),
+    bucket TEXT NOT NULL,
+    -- The s3://bucket/prefix the file was queued for; with file_id it identifies the request.
+    prefix TEXT NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    xxh128 TEXT,
+    -- Lower goes first (JPEGs and previews before RAW, by the configured extension order).
+    priority INTEGER NOT NULL,
+    -- queued | uploading | uploaded | failed
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    -- Epoch milliseconds: a queued row is not tried before then (backoff after a failure).
+    next_attempt_at INTEGER NOT NULL,
+    last_error TEXT,
+    last_error_code TEXT,
+    last_error_at TEXT,
+    -- The local copy whose bytes were uploaded and verified.
+    copy_id INTEGER REFERENCES copies(id),
+    etag TEXT,
+    enqueued_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    uploaded_at TEXT,
+    UNIQUE (bucket, key),
+    UNIQUE (file_id, bucket, prefix)
+  );
+  CREATE INDEX upload_queue_ready ON upload_queue (state, priority, id);
+  CREATE INDEX upload_queue_content ON upload_queue (sha256, size) WHERE state = 'uploaded';
+  -- Multipart uploads under way or finished, so that a restart continues from the last recorded part.
+  CREATE TABLE upload_multipart (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    part_size INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (bucket, key)
+  );
+  CREATE TABLE upload_parts (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    part_number INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    md5 TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    PRIMARY KEY (bucket, key, upload_id, part_number)
+  );
+  -- Local copies removed by the retention policy after their file was verified in the cloud
+  -- (the copy's own row then has state 'pruned').
+  CREATE TABLE copy_prunes (
+    copy_id INTEGER PRIMARY KEY REFERENCES copies(id),
+    dest_id INTEGER NOT NULL REFERENCES destinations(id),
+    dest_path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    queue_id INTEGER REFERENCES upload_queue(id),
+    pruned_at TEXT NOT NULL
+  );
+  `,
 ];
