@@ -10,6 +10,12 @@ import { simulateCameraCommand } from './cli/simulate-camera.js';
 import { EXIT, exitCodeForError } from './cli/exit.js';
 import type { GlobalOptions } from './cli/context.js';
 
+// `shuttle ... | head` closes stdout early: that is the reader's choice, not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 const program = new Command('shuttle')
   .description('Shuttle: verified ingest of cards, cameras and folders into local libraries (and the cloud)')
   .version(VERSION)
