@@ -1,6 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { resolve } from 'node:path';
-import { makeSampleCard } from '../sample/card.js';
 
 const UNITS: Record<string, number> = { '': 1, k: 1024, kib: 1024, m: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gib: 1024 ** 3, kb: 1e3, mb: 1e6, gb: 1e9 };
 
@@ -59,6 +58,8 @@ export function sampleCardCommand(write: (text: string) => void = (t) => void pr
     .action(async (dir: string, opts: SampleCliOptions) => {
       const root = resolve(dir);
       const started = performance.now();
+      // Loaded on use: the generator pulls in sharp (libvips), which no other command needs.
+      const { makeSampleCard } = await import('../sample/card.js');
       const card = await makeSampleCard(root, {
         count: opts.count,
         rawSize: opts.rawSize,

@@ -1,7 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { isShuttleError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { CameraSimulator } from '../device/ptpip/simulator.js';
+import type { CameraSimulator } from '../device/ptpip/simulator.js';
 
 function parsePort(value: string): number {
   const n = Number(value);
@@ -28,6 +28,7 @@ export function simulateCameraCommand(): Command {
       const logger = createLogger(level === undefined ? { fd: 2 } : { fd: 2, level });
       let sim: CameraSimulator;
       try {
+        const { CameraSimulator } = await import('../device/ptpip/simulator.js');
         sim = await CameraSimulator.start({
           dir: opts.dir,
           port: opts.port,

@@ -1,0 +1,73 @@
+// PTP/IP benchmark: `shuttle ingest ptpip:` (download + hash + write + fsync + read-back verify + journal)
+// against `gphoto2 --get-all-files` (download + write, no verification) from the same simulated camera
+// on loopback, measured in one run.   ./node_modules/.bin/node bench/ptpip.ts [MB]
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const work = join(process.env.BENCH_DIR ?? join(root, '.tmp', 'bench'), 'ptpip');
+const mb = Number(process.argv[2] ?? '400');
+const node = process.execPath;
+const main = join(root, 'dist', 'main.js');
+if (!existsSync(main)) execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
+
+rmSync(work, { recursive: true, force: true });
+const card = join(work, 'card');
+// 8 MB RAW + 2 MB JPEG per shot, and sidecars.
+execFileSync(node, [main, 'sample', card, '--count', String(Math.max(1, Math.round(mb / 10))), '--raw-size', '8000000', '--jpeg-size', '2000000', '--seed', '5'], { stdio: 'ignore' });
+
+async function withSimulator<T>(dir: string, fn: (port: number) => T): Promise<T> {
+  const sim = spawn(node, [main, '--log-level', 'warn', 'simulate-camera', '--dir', dir, '--port', '0', '--host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    sim.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.includes('"port"'));
+      if (line) resolve((JSON.parse(line) as { port: number }).port);
+    });
+    sim.on('exit', (c) => reject(new Error(`simulator exited ${c}`)));
+  });
+  try {
+    return fn(port);
+  } finally {
+    sim.kill('SIGTERM');
+  }
+}
+
+function timed(label: string, cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): { secs: number; rssMb: number } {
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'], ...opts });
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.status !== 0) throw new Error(`${label} failed (${r.status}): ${r.stderr.slice(-2000)}`);
+  process.stderr.write(`${label}: ${secs.toFixed(2)} s\n`);
+  return { secs, rssMb: Number(r.stderr.trim().split('\n').at(-1)) / 1024 };
+}
+
+const home = join(work, 'home');
+mkdirSync(home, { recursive: true });
+const { gp, sh } = await withSimulator(card, (port) => {
+  const gpOut = join(work, 'gphoto2-out');
+  mkdirSync(gpOut, { recursive: true });
+  const gp = timed('gphoto2 --get-all-files', 'gphoto2', ['--port', `ptpip:127.0.0.1:${port}:${port}`, '--camera', 'PTP/IP Camera', '--get-all-files', '--filename', '%n_%f.%C'], {
+    cwd: gpOut, env: { PATH: process.env.PATH, HOME: home, LANG: 'C.UTF-8' },
+  });
+  const sh = timed('shuttle ingest ptpip:', node, [main, '--state', join(work, 'state'), '--log-level', 'warn', 'ingest', `ptpip:127.0.0.1:${port}`, '--dest', join(work, 'lib'), '--json']);
+  return { gp, sh };
+});
+
+// Peak memory while streaming a 1 GiB+ object.
+const big = join(work, 'big');
+mkdirSync(join(big, 'DCIM', '100SHUTL'), { recursive: true });
+const fd = openSync(join(big, 'DCIM', '100SHUTL', 'MVI_0001.MOV'), 'w');
+ftruncateSync(fd, 1024 ** 3 + 4321);
+closeSync(fd);
+const huge = await withSimulator(big, (port) =>
+  timed('shuttle ingest ptpip: 1 GiB object', node, [main, '--state', join(work, 'state-big'), '--log-level', 'warn', 'ingest', `ptpip:127.0.0.1:${port}`, '--dest', join(work, 'lib-big'), '--json']),
+);
+rmSync(work, { recursive: true, force: true });
+
+process.stdout.write(`\nPTP/IP benchmark, ${mb} MB from the simulator on loopback\n`);
+process.stdout.write(`shuttle ingest ptpip: ${sh.secs.toFixed(2)} s   gphoto2 --get-all-files ${gp.secs.toFixed(2)} s   ratio ${(sh.secs / gp.secs).toFixed(2)} (goal ≤ 0.4)\n`);
+process.stdout.write(`peak RSS: shuttle ${sh.rssMb.toFixed(0)} MB, with a 1 GiB object ${huge.rssMb.toFixed(0)} MB; gphoto2 ${gp.rssMb.toFixed(0)} MB\n`);
