@@ -1,6 +1,6 @@
 import { expect, test } from 'vitest';
 import type { FileHandle } from 'node:fs/promises';
-import { fanOut, WRITE_AHEAD, type TempTarget } from '../src/ingest/copy.js';
+import { fanOut, STAGE_BLOCK, WRITE_AHEAD, type TempTarget } from '../src/ingest/copy.js';
 import { MultiHasher } from '../src/ingest/hashing.js';
 
 /**
@@ -29,15 +29,31 @@ test('the-slowest-destination-paces-the-read', async () => {
     for (let i = 0; i < 20; i++) {
       maxAhead = Math.max(maxAhead, pulled - slowLog.length);
       pulled++;
-      yield Buffer.alloc(1000, i);
+      yield Buffer.alloc(STAGE_BLOCK, i);
     }
+    // A short tail, as files end: staged and written as a last partial block.
+    yield Buffer.alloc(100, 99);
   }
   await fanOut(source(), [], targets, await MultiHasher.create(['xxh128']));
-  expect(slowLog.map((w) => w.at)).toEqual(Array.from({ length: 20 }, (_, i) => i * 1000));
-  expect(fastLog).toHaveLength(20);
+  expect(slowLog.map((w) => w.at)).toEqual(Array.from({ length: 21 }, (_, i) => i * STAGE_BLOCK));
+  expect(slowLog.at(-1)!.len).toBe(100);
+  expect(fastLog).toHaveLength(21);
   expect(maxAhead).toBeLessThanOrEqual(WRITE_AHEAD);
   expect(maxAhead).toBeGreaterThan(1);
-  expect(targets.map((t) => t.written)).toEqual([20_000, 20_000]);
+  expect(targets.map((t) => t.written)).toEqual([20 * STAGE_BLOCK + 100, 20 * STAGE_BLOCK + 100]);
+});
+
+test('small-chunks-are-staged-into-whole-blocks', async () => {
+  const log: Array<{ at: number; len: number }> = [];
+  const t = fakeTarget(0, log);
+  async function* source(): AsyncIterable<Buffer> {
+    for (let i = 0; i < 3000; i++) yield Buffer.alloc(1000, i % 251);
+  }
+  const hasher = await MultiHasher.create(['sha256']);
+  await fanOut(source(), [Buffer.from('head')], [t], hasher);
+  const whole = Math.floor(3_000_004 / STAGE_BLOCK);
+  expect(log.map((w) => w.len)).toEqual([...Array<number>(whole).fill(STAGE_BLOCK), 3_000_004 - whole * STAGE_BLOCK]);
+  expect(t.written).toBe(3_000_004);
 });
 
 test('a-failing-destination-drops-out-and-the-others-finish', async () => {
@@ -50,16 +66,16 @@ test('a-failing-destination-drops-out-and-the-others-finish', async () => {
     handle: {
       write: async () => {
         if (++writes === 3) throw Object.assign(new Error('no space'), { code: 'ENOSPC' });
-        return { bytesWritten: 1000 };
+        return { bytesWritten: STAGE_BLOCK };
       },
       close: async () => {},
     } as unknown as FileHandle,
   };
   async function* source(): AsyncIterable<Buffer> {
-    for (let i = 0; i < 10; i++) yield Buffer.alloc(1000, i);
+    for (let i = 0; i < 10; i++) yield Buffer.alloc(STAGE_BLOCK, i);
   }
   await fanOut(source(), [], [bad, ok], await MultiHasher.create(['xxh128']));
   expect(bad.error?.code).toBe('DEST_NO_SPACE');
   expect(writes).toBe(3);
-  expect(ok.written).toBe(10_000);
+  expect(ok.written).toBe(10 * STAGE_BLOCK);
 });

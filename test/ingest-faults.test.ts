@@ -134,3 +134,24 @@ test('an-abort-stops-the-run-as-interrupted-and-leaves-no-temp-file', async () =
   expect(summary.status).toBe('interrupted');
   expect(await tempFilesUnder(dest)).toEqual([]);
 });
+
+test('filesystems-without-direct-io-are-read-and-written-through-the-cache-and-say-so', async () => {
+  // ramfs refuses O_DIRECT: source reads, destination writes and the read-back all fall back.
+  const src = join(work.path, 'card');
+  await mkdir(src, { recursive: true });
+  execFileSync('mount', ['-t', 'ramfs', 'ramfs', src]);
+  mounts.push(src);
+  for (let i = 0; i < 3; i++) await writeBytes(join(src, `f${i}.bin`), bytes(1_500_000 + i * 4099, i), new Date('2026-04-01T10:00:00Z'));
+  const dest = join(work.path, 'dest');
+  await mkdir(dest);
+  execFileSync('mount', ['-t', 'ramfs', 'ramfs', dest]);
+  mounts.push(dest);
+  const journal = Journal.open(join(work.path, 'state'));
+  const summary = await runIngest({ sources: [new FolderSource(src)], destinations: [{ path: dest }], journal, settings, logger: silentLogger, signal: new AbortController().signal });
+  const readbacks = journal.database.prepare(`SELECT readback FROM copies WHERE state = 'verified'`).all() as Array<{ readback: string }>;
+  journal.close();
+  expect(summary, JSON.stringify(summary.errors)).toMatchObject({ status: 'complete', copied: 3, failed: 0 });
+  expect(summary.readback).toEqual({ direct: 0, cached: 3 });
+  expect(readbacks.map((r) => r.readback)).toEqual(['cached', 'cached', 'cached']);
+  expect(contentMultiset(await listTree(dest, { skipShuttle: true }))).toEqual(contentMultiset(await listTree(src)));
+});

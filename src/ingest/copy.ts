@@ -1,15 +1,22 @@
+import { constants as fsConstants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { unlink } from 'node:fs/promises';
-import { ShuttleError, throwIfAborted } from '../errors.js';
+import { ShuttleError, errnoCode, throwIfAborted } from '../errors.js';
+import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../io/direct.js';
 import type { Source, SourceItem } from '../device/source.js';
 import { MultiHasher, type HashAlgorithm, type HashSet } from './hashing.js';
 import { openTemp, fsyncFile, applyTestFault, destinationError, writeAll } from './durable.js';
 import { readBack } from './readback.js';
 
-/** One destination's share of a single-read copy: a temp file written at increasing offsets. */
+/**
+ * One destination's share of a single-read copy: a temp file written at increasing offsets. Whole blocks
+ * go through `direct` (O_DIRECT, past the page cache) where the filesystem allows; the last partial
+ * block, times and fsync through `handle`.
+ */
 export interface TempTarget {
   readonly tempPath: string;
   readonly handle: FileHandle;
+  direct?: FileHandle | undefined;
   written: number;
   error?: ShuttleError;
 }
@@ -22,7 +29,8 @@ export interface ReadResult {
 export async function createTempTarget(finalPath: string, beforeCreate?: (tempPath: string) => void): Promise<TempTarget> {
   try {
     const { path, handle } = await openTemp(finalPath, beforeCreate);
-    return { tempPath: path, handle, written: 0 };
+    const direct = await openDirect(path, fsConstants.O_WRONLY).catch(() => undefined);
+    return { tempPath: path, handle, direct, written: 0 };
   } catch (cause) {
     throw destinationError(cause, 'write', finalPath);
   }
@@ -30,23 +38,26 @@ export async function createTempTarget(finalPath: string, beforeCreate?: (tempPa
 
 /** Closes and removes a temp file; never throws (it runs on error paths). */
 export async function discardTemp(t: TempTarget): Promise<void> {
+  await t.direct?.close().catch(() => {});
   await t.handle.close().catch(() => {});
   await unlink(t.tempPath).catch(() => {});
 }
 
 /**
- * Chunks a fan-out lets run ahead of the slowest destination's writes: reading and hashing the next
- * chunks overlaps the writes of earlier ones. A source asked to recycle buffers must keep more than this
- * many in its ring (see OpenOptions.recycle).
+ * Blocks a fan-out lets run ahead of the slowest destination's writes: reading and hashing the next
+ * blocks overlaps the writes of earlier ones.
  */
 export const WRITE_AHEAD = 4;
+/** The unit of writing: whole aligned blocks, so destinations can take them with O_DIRECT. */
+export const STAGE_BLOCK = 1024 * 1024;
 
 /**
- * Reads `stream` once, hashing every chunk and writing it to every live target. Writes to one target run
- * in order, at most WRITE_AHEAD chunks behind the read, so the slowest destination paces the read; a
- * target that fails drops out with its error (its temp removed at once, giving the space back to other
- * destinations on the same volume) and the others carry on. `head` holds chunks already read (for
- * metadata) that are written first.
+ * Reads `chunks` once, hashing every chunk and staging it into aligned blocks that are written to every
+ * live target. Writes to one target run in order, at most WRITE_AHEAD blocks behind the read, so the
+ * slowest destination paces the read; a target that fails drops out with its error (its temp removed at
+ * once, giving the space back to other destinations on the same volume) and the others carry on. `head`
+ * holds chunks already read (for metadata) that are written first. Each chunk is copied out before the
+ * next is pulled, so a source may reuse its buffer for the next one.
  */
 export async function fanOut(
   chunks: AsyncIterable<Buffer>,
@@ -57,34 +68,71 @@ export async function fanOut(
 ): Promise<void> {
   const queues = targets.map(() => Promise.resolve());
   const window: Array<Promise<unknown>> = [];
+  // One block filling, up to WRITE_AHEAD being written: block i is refilled only after its writes ended.
+  const ring = Array.from({ length: WRITE_AHEAD + 1 }, () => takeAlignedBlock(STAGE_BLOCK));
+  let slot = 0;
+  let fill = 0;
   let offset = 0;
-  const writeTo = async (t: TempTarget, chunk: Buffer, at: number): Promise<void> => {
+  const writeTo = async (t: TempTarget, data: Buffer, at: number): Promise<void> => {
     if (t.error) return;
     try {
-      await writeAll(t.handle, chunk, at);
-      t.written = at + chunk.length;
+      if (t.direct && data.length % DIRECT_ALIGN === 0) {
+        try {
+          await writeAll(t.direct, data, at);
+        } catch (err) {
+          // Accepted at open, refused at the first transfer: this filesystem has no direct I/O after all.
+          if (errnoCode(err) !== 'EINVAL' || at !== 0) throw err;
+          await t.direct.close().catch(() => {});
+          t.direct = undefined;
+          await writeAll(t.handle, data, at);
+        }
+      } else {
+        await writeAll(t.handle, data, at);
+      }
+      t.written = at + data.length;
     } catch (cause) {
       t.error = destinationError(cause, 'write', t.tempPath);
       // Nothing else is in flight for this target (its writes are queued in order): safe to drop now.
       await discardTemp(t);
     }
   };
+  const dispatch = async (): Promise<void> => {
+    const data = ring[slot]!.subarray(0, fill);
+    const at = offset;
+    offset += fill;
+    window.push(Promise.all(targets.map((t, i) => (queues[i] = queues[i]!.then(() => writeTo(t, data, at))))));
+    slot = (slot + 1) % ring.length;
+    fill = 0;
+    if (window.length >= WRITE_AHEAD) await window.shift();
+  };
   const take = async (chunk: Buffer): Promise<void> => {
     throwIfAborted(signal);
     hasher.update(chunk);
-    const at = offset;
-    offset += chunk.length;
-    window.push(Promise.all(targets.map((t, i) => (queues[i] = queues[i]!.then(() => writeTo(t, chunk, at))))));
-    if (window.length >= WRITE_AHEAD) await window.shift();
+    for (let off = 0; off < chunk.length; ) {
+      const n = Math.min(chunk.length - off, STAGE_BLOCK - fill);
+      chunk.copy(ring[slot]!, fill, off, off + n);
+      fill += n;
+      off += n;
+      if (fill === STAGE_BLOCK) await dispatch();
+    }
   };
-  for (const c of head) await take(c);
-  for await (const c of chunks) await take(c as Buffer);
-  await Promise.all(window);
+  try {
+    for (const c of head) await take(c);
+    for await (const c of chunks) await take(c as Buffer);
+    if (fill > 0) await dispatch();
+    await Promise.all(window);
+  } finally {
+    // No write may still be reading a block when it goes back to the pool.
+    await Promise.all(queues);
+    for (const b of ring) giveBackAlignedBlock(b);
+  }
 }
 
 /** fsync, preserve the source's mtime, close; then (tests only) corrupt on request. */
 export async function sealTemp(t: TempTarget, mtimeMs: number): Promise<void> {
   try {
+    await t.direct?.close();
+    t.direct = undefined;
     const when = new Date(mtimeMs);
     await t.handle.utimes(when, when);
     await fsyncFile(t.handle);
@@ -132,7 +180,7 @@ export async function rewriteFromSource(
   signal?: AbortSignal,
 ): Promise<ReadResult> {
   const hasher = await MultiHasher.create(algorithms);
-  const stream = await source.open(item, { recycle: WRITE_AHEAD, ...(signal ? { signal } : {}) });
+  const stream = await source.open(item, { recycle: 1, ...(signal ? { signal } : {}) });
   try {
     await fanOut(stream, [], [target], hasher, signal);
   } finally {

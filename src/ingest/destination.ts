@@ -200,9 +200,11 @@ export async function checkDestination(path: string, options: CheckDestinationOp
 }
 
 /** Bytes available to an unprivileged writer on the filesystem holding `path`. */
+/** Bytes free for unprivileged writers; Infinity where the filesystem keeps no count (ramfs, some FUSE report 0 blocks in all). */
 export async function freeBytes(path: string): Promise<number> {
   try {
     const s = await statfs(path);
+    if (Number(s.blocks) === 0) return Number.POSITIVE_INFINITY;
     return Number(s.bavail) * Number(s.bsize);
   } catch (err) {
     throw fail('DEST_NOT_WRITABLE', path, `cannot read its free space (${errnoCode(err) ?? String(err)})`, { errno: errnoCode(err) }, err);

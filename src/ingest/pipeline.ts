@@ -23,7 +23,6 @@ import {
   readHead,
   rewriteFromSource,
   sealTemp,
-  WRITE_AHEAD,
   type ReadResult,
   type TempTarget,
 } from './copy.js';
@@ -306,8 +305,8 @@ async function copyOnce(
   const algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes])];
   for (let attempt = 0; ; attempt++) {
     const hasher = await MultiHasher.create(algorithms);
-    // fanOut holds at most WRITE_AHEAD chunks and readHead copies what it keeps: buffer reuse is safe.
-    const stream = await source.open(pf.item, { signal, recycle: WRITE_AHEAD });
+    // fanOut copies each chunk out before pulling the next, and readHead copies what it keeps.
+    const stream = await source.open(pf.item, { signal, recycle: 1 });
     const iter = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const targets: WrittenTarget[] = [];
     try {

@@ -2,28 +2,17 @@ import { constants as fsConstants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { ShuttleError, abortReason, errnoCode } from '../errors.js';
 import { MultiHasher, type HashAlgorithm, type HashSet } from './hashing.js';
+import { DIRECT_ALIGN, giveBackAlignedBlock, idleAlignedBlocks, openDirect, takeAlignedBlock } from '../io/direct.js';
 
 /**
  * Reads a freshly written file back from the device rather than from the page cache, hashing it as it
  * goes, so that a copy is called verified only when the bytes on the disk are right.
  *
- * Node has no fadvise, so the way past the cache is `O_DIRECT`. It needs the memory address, the file
- * offset and the length of every read aligned. Offsets and lengths are ours to choose (whole blocks from
- * 0). Addresses are not: a `Buffer.allocUnsafeSlow` region can be probed for an offset that works, but the
- * probe only proves the alignment the current disk asks for (512 bytes here, where the page-aligned
- * offset of a large allocation was 4080 yet the probe stops at 496), and the next destination may ask for
- * more. A WebAssembly.Memory, however, is page-mapped by V8, so its buffer starts on a page boundary,
- * which satisfies every block device. The blocks below are views of such memories.
+ * Node has no fadvise, so the way past the cache is `O_DIRECT` (see src/io/direct.ts).
  */
 
 /** Default size of one read. Large reads keep the device busy; two of them are in use per read-back. */
 export const DEFAULT_READBACK_BLOCK = 4 * 1024 * 1024;
-
-/** File offsets and lengths of direct reads are multiples of this (covers 512- and 4096-byte sectors). */
-const DIRECT_ALIGN = 4096;
-const WASM_PAGE = 64 * 1024;
-/** Idle blocks kept per size for the next read-back; more than that go back to the garbage collector. */
-const MAX_IDLE_BLOCKS = 4;
 
 export interface ReadBackOptions {
   signal?: AbortSignal;
@@ -39,32 +28,8 @@ export interface ReadBackResult {
   direct: boolean;
 }
 
-// The project's type libraries (es2023 + node) leave out WebAssembly; this is the one part used here.
-declare const WebAssembly: {
-  Memory: new (descriptor: { initial: number; maximum?: number }) => { readonly buffer: ArrayBuffer };
-};
-
-const idleBlocks = new Map<number, Buffer[]>();
-
-function takeBlock(size: number): Buffer {
-  const idle = idleBlocks.get(size)?.pop();
-  if (idle) return idle;
-  const pages = Math.ceil(size / WASM_PAGE);
-  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
-  // The view keeps the ArrayBuffer, and with it the mapping, alive; the memory never grows, so never detaches.
-  return Buffer.from(memory.buffer, 0, size);
-}
-
-function giveBackBlock(block: Buffer): void {
-  let list = idleBlocks.get(block.byteLength);
-  if (!list) idleBlocks.set(block.byteLength, (list = []));
-  if (list.length < MAX_IDLE_BLOCKS) list.push(block);
-}
-
 /** Idle read-back blocks held by this process, by block size (for tests and diagnostics). */
-export function idleReadBackBlocks(): ReadonlyMap<number, number> {
-  return new Map([...idleBlocks].map(([size, list]) => [size, list.length]));
-}
+export const idleReadBackBlocks = idleAlignedBlocks;
 
 /**
  * Reads `path` from start to end and hashes it with `algorithms`, bypassing the page cache where the
@@ -86,9 +51,9 @@ export async function readBack(
   if (signal?.aborted) throw abortReason(signal);
 
   const hasher = await MultiHasher.create(algorithms);
-  const blocks: [Buffer, Buffer] = [takeBlock(blockSize), takeBlock(blockSize)];
+  const blocks: [Buffer, Buffer] = [takeAlignedBlock(blockSize), takeAlignedBlock(blockSize)];
   try {
-    const direct = await openDirect(path);
+    const direct = await openDirectOrThrow(path);
     if (direct) {
       try {
         const size = await pump(direct, path, blocks, hasher, true, signal);
@@ -109,22 +74,18 @@ export async function readBack(
     }
   } finally {
     // Only reached once no read is in flight (pump waits for its last one), so the blocks are free to reuse.
-    giveBackBlock(blocks[0]);
-    giveBackBlock(blocks[1]);
+    giveBackAlignedBlock(blocks[0]);
+    giveBackAlignedBlock(blocks[1]);
   }
 }
 
 /** The first read under O_DIRECT failed with EINVAL: the filesystem does not do direct I/O. */
 class DirectRefused extends Error {}
 
-/** A handle opened with O_DIRECT, or undefined where the platform or filesystem has no direct I/O. */
-async function openDirect(path: string): Promise<FileHandle | undefined> {
-  const oDirect = fsConstants.O_DIRECT;
-  if (oDirect === undefined || oDirect === 0) return undefined;
+async function openDirectOrThrow(path: string): Promise<FileHandle | undefined> {
   try {
-    return await open(path, fsConstants.O_RDONLY | oDirect);
+    return await openDirect(path, fsConstants.O_RDONLY);
   } catch (err) {
-    if (errnoCode(err) === 'EINVAL') return undefined;
     throw readError(err, path);
   }
 }
