@@ -4,6 +4,7 @@ import { VERSION } from './version.js';
 import { envVariablesHelp } from './config/index.js';
 import { ingestCommand } from './cli/ingest.js';
 import { statusCommand } from './cli/status.js';
+import { uploadCommand } from './cli/upload.js';
 import { verifyCommand } from './cli/verify.js';
 import { sampleCardCommand } from './cli/sample.js';
 import { simulateCameraCommand } from './cli/simulate-camera.js';
@@ -27,7 +28,7 @@ const program = new Command('shuttle')
   .addHelpText('after', `\nEnvironment overrides:\n${envVariablesHelp()}`);
 
 const globals = (): GlobalOptions => program.opts<GlobalOptions>();
-for (const cmd of [ingestCommand(globals), verifyCommand(globals), statusCommand(globals), sampleCardCommand(), simulateCameraCommand()]) {
+for (const cmd of [ingestCommand(globals), verifyCommand(globals), statusCommand(globals), uploadCommand(globals), sampleCardCommand(), simulateCameraCommand()]) {
   cmd.exitOverride();
   program.addCommand(cmd);
 }

@@ -238,6 +238,18 @@ describe('environment and overrides', () => {
       SHUTTLE_INGEST_VERIFY_RETRIES: ['7', (c) => c.ingest.verifyRetries, 7],
       SHUTTLE_INGEST_CHANGE_RETRIES: ['0', (c) => c.ingest.changeRetries, 0],
       SHUTTLE_DESTINATIONS: ['/a:/b', (c) => c.destinations.map((d) => d.path), ['/a', '/b']],
+      SHUTTLE_UPLOAD_TARGET: ['s3://photos/shoots', (c) => c.upload?.target, 's3://photos/shoots'],
+      SHUTTLE_UPLOAD_PROVIDER: ['minio', (c) => c.upload?.provider, 'minio'],
+      SHUTTLE_UPLOAD_ENDPOINT: ['http://127.0.0.1:9000', (c) => c.upload?.endpoint, 'http://127.0.0.1:9000'],
+      SHUTTLE_UPLOAD_REGION: ['eu-west-1', (c) => c.upload?.region, 'eu-west-1'],
+      SHUTTLE_UPLOAD_CREDENTIALS_FILE: ['/etc/shuttle/s3', (c) => c.upload?.credentialsFile, '/etc/shuttle/s3'],
+      SHUTTLE_UPLOAD_KEY_TEMPLATE: ['{station}/{name}', (c) => c.upload?.keyTemplate, '{station}/{name}'],
+      SHUTTLE_UPLOAD_CONCURRENCY: ['8', (c) => c.upload?.concurrency, 8],
+      SHUTTLE_UPLOAD_PART_SIZE: ['8388608', (c) => c.upload?.partSize, 8388608],
+      SHUTTLE_UPLOAD_BANDWIDTH: ['1000000', (c) => c.upload?.bandwidth, 1000000],
+      SHUTTLE_UPLOAD_PRIORITY: ['JPG,*,cr3', (c) => c.upload?.priority, ['jpg', '*', 'cr3']],
+      SHUTTLE_UPLOAD_KEEP_DAYS: ['14', (c) => c.upload?.keepDays, 14],
+      SHUTTLE_UPLOAD_KEEP_FREE_BYTES: ['1000000000', (c) => c.upload?.keepFreeBytes, 1000000000],
     };
     const documented = configEnvVariables().filter((v) => v.key !== undefined).map((v) => v.name);
     expect(documented.sort()).toEqual(Object.keys(samples).sort());

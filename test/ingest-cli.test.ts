@@ -206,6 +206,20 @@ describe('ingest', () => {
     expect(existsSync(join(destA, '2026'))).toBe(false);
   });
 
+  test('include-and-exclude-from-the-config-choose-the-files', async () => {
+    await smallCard();
+    const cfg = join(work.path, 'shuttle.toml');
+    await writeFile(cfg, `[ingest]\ninclude = ["jpg", "cr2"]\nexclude = ["IMG_0002*"]\n`);
+    const run = await runCli(['--config', cfg, 'ingest', src, '--dest', destA, '--state', state, '--json']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({ files: 3, copied: 3 });
+    expect([...(await listTree(destA, { skipShuttle: true })).keys()].sort()).toEqual([
+      '2026/2026-03-14/IMG_0001.CR2',
+      '2026/2026-03-14/IMG_0001.JPG',
+      '2026/2026-03-14/IMG_0001_1.JPG',
+    ]);
+  });
+
   test('bad-config-exits-2-quoting-the-bad-value', async () => {
     const cfg = join(work.path, 'shuttle.toml');
     await writeFile(cfg, `[ingest]\ntime_zone = "Mars/Olympus"\n`);

@@ -10,12 +10,20 @@ import { ShuttleError } from '../errors.js';
 import { runIngest, type IngestSummary, type Progress } from '../ingest/pipeline.js';
 import { VERSION } from '../version.js';
 import { commandContext, signalOnTermination, type GlobalOptions } from './context.js';
+import { prepareIngestUpload, type IngestUploadFlags } from './upload.js';
 import { EXIT } from './exit.js';
 
-interface IngestOptions {
+interface IngestOptions extends IngestUploadFlags {
   dest: string[];
   json?: boolean;
   wait: string;
+}
+
+/** `--no-wait` is about uploads; without its own name commander would take it as the negation of `--wait <seconds>`. */
+class NoUploadWaitOption extends Option {
+  override attributeName(): string {
+    return 'uploadWait';
+  }
 }
 
 export interface SourceContext {
@@ -49,14 +57,19 @@ export function ingestCommand(globals: () => GlobalOptions): Command {
     .addOption(new Option('-d, --dest <dir>', 'destination library (repeatable; adds to the configured destinations)').argParser((v: string, prev: string[] = []) => [...prev, v]).default([]))
     .option('--json', 'print one JSON summary object on stdout at the end')
     .option('--wait <seconds>', 'wait this long for a source or destination another Shuttle is working on', '0')
+    .option('--upload <s3url>', 'after local verification, upload the verified files to s3://bucket/prefix (default: upload.target)')
+    .addOption(new NoUploadWaitOption('--no-wait', 'with --upload: exit after local verification, files durably queued for `shuttle upload` or the daemon'))
+    .option('--upload-timeout <seconds>', 'with --upload: keep retrying an unreachable server this long, then exit 3 with the rest queued')
+    .option('--s3-provider <name>', 'with --upload: S3 flavour (aws, minio, ceph, swift, r2, b2, generic)')
     .addHelpText('after', `
 Exit codes: 0 every file verified at every destination; 1 some files failed; 2 usage or configuration error;
-3 incomplete (interrupted, or a source/destination is busy).`)
+3 incomplete (interrupted, or a source/destination is busy, or uploads still queued).`)
     .action(async (sources: string[], opts: IngestOptions) => {
       const ctx = commandContext(globals(), { destinations: opts.dest.map((p) => ({ path: resolve(p) })) });
       const waitSeconds = Number(opts.wait);
       if (!Number.isFinite(waitSeconds) || waitSeconds < 0) throw new ShuttleError('USAGE', `--wait: "${opts.wait}" is not a number of seconds`);
       const signal = signalOnTermination();
+      const upload = prepareIngestUpload(ctx, opts);
       const journal = Journal.open(ctx.stateDir);
       const bar = !opts.json && process.stderr.isTTY ? progressBar() : undefined;
       // With a progress bar on screen, routine log lines would tear it: only problems, unless asked.
@@ -77,6 +90,8 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
             verifyRetries: ctx.config.ingest.verifyRetries,
             changeRetries: ctx.config.ingest.changeRetries,
             station: ctx.config.station,
+            include: ctx.config.ingest.include,
+            exclude: ctx.config.ingest.exclude,
             lockWaitMs: waitSeconds * 1000,
             tool: { name: 'shuttle', version: VERSION },
           },
@@ -89,15 +104,19 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
         for (const src of opened) await src.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: src.uri }, 'closing the source failed'));
         journal.close();
       }
+      // Uploads (src/cli/upload.ts): queue this run's verified files, then upload them unless --no-wait.
+      const uploads = upload !== undefined && summary.status !== 'interrupted' ? await upload.run(signal, summary.fileIds) : undefined;
       // Peak memory is part of the contract (flat whatever the file size): log it for tests and benchmarks.
       ctx.logger.info({ summary, maxRssBytes: process.resourceUsage().maxRSS * 1024 }, 'ingest finished');
       if (opts.json) {
         const { files, bytes, copied, skipped, failed, destinations } = summary;
-        process.stdout.write(`${JSON.stringify({ files, bytes, copied, skipped, failed, destinations, status: summary.status, errors: summary.errors, renamed: summary.renamed })}\n`);
+        process.stdout.write(`${JSON.stringify({ files, bytes, copied, skipped, failed, destinations, status: summary.status, errors: summary.errors, renamed: summary.renamed, ...(uploads ? { upload: uploads } : {}) })}\n`);
       } else {
         process.stdout.write(humanSummary(summary));
+        if (uploads) process.stdout.write(`upload to ${uploads.target}: ${uploads.queued} queued, ${uploads.uploaded} uploaded and verified, ${uploads.failed} failed, ${uploads.pending} pending\n`);
       }
-      process.exitCode = summary.status === 'interrupted' ? EXIT.incomplete : summary.status === 'failed' ? EXIT.failed : EXIT.ok;
+      const local = summary.status === 'interrupted' ? EXIT.incomplete : summary.status === 'failed' ? EXIT.failed : EXIT.ok;
+      process.exitCode = local === EXIT.ok && uploads && upload ? upload.exitCode(uploads) : local;
     });
 }
 

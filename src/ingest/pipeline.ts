@@ -15,6 +15,7 @@ import { renderName, withCollisionSuffix } from './naming.js';
 import { groupItems, type ItemGroup } from './pairing.js';
 import { writeGeneration } from './manifest/index.js';
 import { crashPoint } from './crash-points.js';
+import { nameFilter } from './filter.js';
 import {
   checkCopy,
   createTempTarget,
@@ -41,6 +42,9 @@ export interface IngestSettings {
   verifyRetries: number;
   changeRetries: number;
   station: string;
+  /** Name patterns from the config: only matching files are ingested, excluded ones never. */
+  include?: readonly string[] | undefined;
+  exclude?: readonly string[] | undefined;
   /** How long to wait for a source or destination another Shuttle holds; 0 fails at once. */
   lockWaitMs: number;
   tool: { name: string; version: string };
@@ -62,6 +66,10 @@ export interface DestinationSummary {
 }
 
 export interface IngestSummary {
+  /** The journal's id of this run. */
+  ingestId: number;
+  /** Journal ids of the run's source files (verified, skipped or failed), for follow-up work such as uploads. */
+  fileIds: number[];
   files: number;
   bytes: number;
   copied: number;
@@ -118,11 +126,12 @@ const SOURCE_ALGORITHMS: readonly HashAlgorithm[] = ['sha256', 'xxh128'];
 export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
   const { journal, settings, logger, signal } = req;
   const summary: IngestSummary = {
-    files: 0, bytes: 0, copied: 0, skipped: 0, failed: 0, destinations: [], status: 'complete', errors: [], renamed: [], readback: { direct: 0, cached: 0 },
+    ingestId: 0, fileIds: [], files: 0, bytes: 0, copied: 0, skipped: 0, failed: 0, destinations: [], status: 'complete', errors: [], renamed: [], readback: { direct: 0, cached: 0 },
   };
   if (req.destinations.length === 0) throw new ShuttleError('USAGE', 'no destination: give --dest DIR or configure [[destinations]]');
   const locks: Lock[] = [];
   const ingestId = journal.startIngest(req.sources.map((s) => s.uri), req.destinations.map((d) => d.path));
+  summary.ingestId = ingestId;
   const dests: Dest[] = [];
   try {
     for (const spec of req.destinations) {
@@ -150,7 +159,8 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
     for (const l of locks.reverse()) l.release();
     if (signal.aborted) summary.status = 'interrupted';
     else if (summary.failed > 0 || summary.errors.length > 0) summary.status = 'failed';
-    journal.finishIngest(ingestId, summary.status, summary);
+    const { fileIds: _ids, ...recorded } = summary;
+    journal.finishIngest(ingestId, summary.status, recorded);
   }
   return summary;
 }
@@ -186,12 +196,19 @@ async function ingestSource(source: Source, dests: Dest[], req: IngestRequest, i
   locks.push(await acquireLock(sourceLockPath(identity.key), { owner: { command: 'ingest' }, wait: settings.lockWaitMs, signal }));
   const sourceId = journal.upsertSource(identity);
 
+  const wanted = nameFilter(settings);
   const items: SourceItem[] = [];
-  for await (const item of source.list(signal)) items.push(item);
+  let filtered = 0;
+  for await (const item of source.list(signal)) {
+    if (wanted(item.path)) items.push(item);
+    else filtered++;
+  }
+  if (filtered > 0) log.info({ filtered }, 'files left out by include/exclude');
   const groups = groupItems(items);
   const plan = journal.tx(() => planFiles(groups, dests, journal, sourceId));
   const todo = plan.filter((p) => p.wanted.length > 0);
   summary.files += plan.length;
+  for (const p of plan) summary.fileIds.push(p.file.id);
   summary.bytes += plan.reduce((n, p) => n + p.item.size, 0);
   summary.skipped += plan.length - todo.length;
   for (const d of dests) {

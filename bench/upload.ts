@@ -1,0 +1,122 @@
+// Upload benchmark: `shuttle upload` against Debian's `rclone copy` (s3 remote, provider Other), both
+// sending the same local library to the same throwaway Swift s3api server, measured in one run.
+// Run:  ./node_modules/.bin/node --import ./test/support/ts-resolve-hooks.mjs bench/upload.ts [MB]   (default 300)
+// As root the page cache is dropped before each timed run. Needs swift (see test/support/swift.ts) and rclone.
+// Shuttle does its full verification (Content-MD5 per request, SHA-256 of every byte read against the
+// journal, HEAD with size, ETag and stored hashes); rclone checks the MD5 of what it sent.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { startSwift } from '../test/support/swift.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const work = process.env['BENCH_DIR'] ?? join(root, '.tmp', 'bench-upload');
+const megabytes = Number(process.argv[2] ?? '300');
+const node = process.execPath;
+const main = join(root, 'dist', 'main.js');
+const CONCURRENCY = 4;
+
+function sh(cmd: string, env: NodeJS.ProcessEnv = process.env): void {
+  execFileSync('bash', ['-c', cmd], { stdio: ['ignore', 'ignore', 'inherit'], env });
+}
+
+function dropCaches(): boolean {
+  try {
+    sh('sync; echo 3 > /proc/sys/vm/drop_caches');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Seconds and peak RSS (MB, GNU time) of one cold run of a shell command. */
+function timed(label: string, cmd: string, env: NodeJS.ProcessEnv): { secs: number; rssMb: number } {
+  const cold = dropCaches();
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-f', '%M', 'bash', '-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'], env });
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.status !== 0) throw new Error(`${label} failed (${r.status}): ${r.stderr.slice(-3000)}`);
+  const rssKb = Number(r.stderr.trim().split('\n').at(-1));
+  process.stderr.write(`${label}: ${secs.toFixed(2)} s${cold ? '' : ' (page cache NOT dropped: run as root)'}\n`);
+  return { secs, rssMb: rssKb / 1024 };
+}
+
+if (!existsSync(main)) sh(`cd ${root} && npx tsc -p tsconfig.build.json`);
+rmSync(work, { recursive: true, force: true });
+mkdirSync(work, { recursive: true });
+const card = join(work, 'card');
+const lib = join(work, 'lib');
+const state = join(work, 'state');
+// 25 MB RAW + 8 MB JPEG per shot (plus sidecars): a mix of multipart and single-PUT objects for Shuttle.
+const shots = Math.max(1, Math.round((megabytes * 1e6) / 33e6));
+sh(`${node} ${main} sample ${card} --count ${shots} --raw-size 25000000 --jpeg-size 8000000 --seed 11`);
+
+const swift = await startSwift();
+try {
+  for (const b of ['bench-shuttle', 'bench-rclone']) await swift.createBucket(b);
+  const config = join(work, 'shuttle.toml');
+  writeFileSync(config, `station = "bench"\n[upload]\nprovider = "swift"\nconcurrency = ${CONCURRENCY}\n`);
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    AWS_ACCESS_KEY_ID: swift.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: swift.secretAccessKey,
+    AWS_REGION: swift.region,
+    AWS_ENDPOINT_URL_S3: swift.endpoint,
+  };
+  // Local verified copies to upload from, queued but not sent (not timed).
+  sh(`${node} ${main} --state ${state} --config ${config} --log-level warn ingest ${card} --dest ${lib} --upload s3://bench-shuttle/lib --no-wait --json > /dev/null`, env);
+
+  const shuttle = timed('shuttle upload', `${node} ${main} --state ${state} --config ${config} --log-level warn upload --json > /dev/null`, env);
+
+  // rclone reads AWS_CA_BUNDLE for plain-http endpoints too and then fails (LoadCustomCABundleError).
+  const rcloneEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    AWS_CA_BUNDLE: undefined,
+    RCLONE_CONFIG_BENCH_TYPE: 's3',
+    RCLONE_CONFIG_BENCH_PROVIDER: 'Other',
+    RCLONE_CONFIG_BENCH_ENDPOINT: swift.endpoint,
+    RCLONE_CONFIG_BENCH_ACCESS_KEY_ID: swift.accessKeyId,
+    RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY: swift.secretAccessKey,
+    RCLONE_CONFIG_BENCH_REGION: swift.region,
+    RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE: 'true',
+  };
+  delete rcloneEnv['AWS_CA_BUNDLE'];
+  const rclone = timed(
+    'rclone copy',
+    `rclone copy ${lib} bench:bench-rclone/lib --exclude '.shuttle/**' --exclude 'ascmhl/**' --transfers ${CONCURRENCY} --s3-upload-concurrency ${CONCURRENCY} --config /dev/null`,
+    rcloneEnv,
+  );
+
+  const admin = swift.adminClient();
+  const count = async (bucket: string): Promise<{ objects: number; bytes: number }> => {
+    let objects = 0;
+    let bytes = 0;
+    let token: string | undefined;
+    do {
+      const r = await admin.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
+      for (const o of r.Contents ?? []) {
+        objects++;
+        bytes += o.Size ?? 0;
+      }
+      token = r.NextContinuationToken;
+    } while (token !== undefined);
+    return { objects, bytes };
+  };
+  const [s, r] = [await count('bench-shuttle'), await count('bench-rclone')];
+  admin.destroy();
+  if (s.objects !== r.objects || s.bytes !== r.bytes) throw new Error(`the two uploads differ: shuttle ${JSON.stringify(s)}, rclone ${JSON.stringify(r)}`);
+
+  const table = [
+    ['comparison', 'shuttle s', 'rclone s', 'ratio', 'goal'],
+    [`upload ${s.objects} files, ${(s.bytes / 1e6).toFixed(0)} MB, ${CONCURRENCY} transfers`, shuttle.secs.toFixed(2), rclone.secs.toFixed(2), (shuttle.secs / rclone.secs).toFixed(2), '≤ 1.0'],
+  ];
+  const width = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+  process.stdout.write(`\nUpload benchmark to a local Swift s3api, cold cache per run\n`);
+  for (const row of table) process.stdout.write(`${row.map((c, i) => c.padEnd(width[i]!)).join('  ')}\n`);
+  process.stdout.write(`peak RSS: shuttle ${shuttle.rssMb.toFixed(0)} MB, rclone ${rclone.rssMb.toFixed(0)} MB\n`);
+} finally {
+  await swift.stop();
+  rmSync(work, { recursive: true, force: true });
+}

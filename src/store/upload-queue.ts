@@ -1,0 +1,482 @@
+import { posix } from 'node:path';
+import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
+import { ShuttleError } from '../errors.js';
+import { wallClockAt } from '../ingest/metadata.js';
+import { withCollisionSuffix } from '../ingest/naming.js';
+import { MAX_KEY_BYTES, renderKey } from '../upload/keys.js';
+import type { Journal } from './journal.js';
+
+/**
+ * The upload queue: one journal row per file and S3 target, so that what is still to upload survives
+ * crashes, reboots and days offline. A row is `queued` (due at `next_attempt_at`), `uploading` (claimed by
+ * the one process that holds the upload lock), `uploaded` (only after the object was verified) or `failed`
+ * (no intact local copy, or the key holds other content and cannot be renamed). The retention bookkeeping
+ * (which local copies were pruned after upload) lives here too, beside the rows it depends on.
+ */
+
+export type QueueState = 'queued' | 'uploading' | 'uploaded' | 'failed';
+
+export interface QueueRow {
+  id: number;
+  fileId: number;
+  bucket: string;
+  prefix: string;
+  key: string;
+  size: number;
+  sha256: string;
+  xxh128: string | null;
+  priority: number;
+  state: QueueState;
+  attempts: number;
+  /** Epoch ms. */
+  nextAttemptAt: number;
+  lastError: string | null;
+  lastErrorCode: string | null;
+  copyId: number | null;
+  etag: string | null;
+  enqueuedAt: string;
+  uploadedAt: string | null;
+}
+
+/** Where and how queued files are to be named in S3. */
+export interface QueueTarget {
+  bucket: string;
+  /** Without leading or trailing slash; '' for the bucket root. */
+  prefix: string;
+  keyTemplate: string;
+  station: string;
+  /** Zone whose calendar day names the folders ({YYYY-MM-DD}); the system's when absent. */
+  timeZone?: string | undefined;
+  /** Extensions, earliest first; '*' stands for the unlisted ones. */
+  priority: readonly string[];
+}
+
+export interface EnqueueResult {
+  /** The rows that stand for the given files (new, reset, or already there), in the order given. */
+  rowIds: number[];
+  added: number;
+  /** Rows already uploaded: nothing to do. */
+  alreadyUploaded: number;
+  /** Failed rows given another chance. */
+  reset: number;
+  /** Files whose content another row with the same key already carries. */
+  sharedContent: number;
+  /** Files with no verified copy to upload from. */
+  notVerified: number;
+}
+
+/** A verified local copy that may be read for an upload (of its own file, or of another with the same content). */
+export interface LocalCopy {
+  copyId: number;
+  fileId: number;
+  destId: number;
+  root: string;
+  markerId: string;
+  destPath: string;
+  size: number;
+}
+
+export interface QueueCounts {
+  queued: number;
+  uploading: number;
+  uploaded: number;
+  failed: number;
+}
+
+export interface QueueStats extends QueueCounts {
+  /** queued + uploading. */
+  depth: number;
+  bytesPending: number;
+  /** Bytes uploaded (verified) in the last `rateWindowMs`, per second. */
+  bytesPerSecond: number;
+  rateWindowMs: number;
+  nextAttemptAt: number | null;
+  lastError: { key: string; code: string | null; message: string; at: string | null; state: QueueState } | null;
+}
+
+export interface PruneCandidate {
+  copyId: number;
+  fileId: number;
+  destId: number;
+  root: string;
+  markerId: string;
+  destPath: string;
+  size: number;
+  /** When the copy was verified (ISO). */
+  verifiedAt: string;
+  queueId: number;
+  bucket: string;
+  key: string;
+}
+
+export interface ErrorNote {
+  code: string;
+  message: string;
+}
+
+interface RawRow {
+  id: number;
+  file_id: number;
+  bucket: string;
+  prefix: string;
+  key: string;
+  size: number;
+  sha256: string;
+  xxh128: string | null;
+  priority: number;
+  state: QueueState;
+  attempts: number;
+  next_attempt_at: number;
+  last_error: string | null;
+  last_error_code: string | null;
+  copy_id: number | null;
+  etag: string | null;
+  enqueued_at: string;
+  uploaded_at: string | null;
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+const RATE_WINDOW_MS = 10 * 60_000;
+
+function toRow(r: RawRow): QueueRow {
+  return {
+    id: r.id,
+    fileId: r.file_id,
+    bucket: r.bucket,
+    prefix: r.prefix,
+    key: r.key,
+    size: r.size,
+    sha256: r.sha256,
+    xxh128: r.xxh128,
+    priority: r.priority,
+    state: r.state,
+    attempts: r.attempts,
+    nextAttemptAt: r.next_attempt_at,
+    lastError: r.last_error,
+    lastErrorCode: r.last_error_code,
+    copyId: r.copy_id,
+    etag: r.etag,
+    enqueuedAt: r.enqueued_at,
+    uploadedAt: r.uploaded_at,
+  };
+}
+
+/** Rank of a file name in the configured order: its extension's position, or that of '*', or after them all. */
+export function priorityOf(name: string, order: readonly string[]): number {
+  const dot = name.lastIndexOf('.');
+  const ext = dot > 0 ? name.slice(dot + 1).toLowerCase() : '';
+  const at = ext === '' ? -1 : order.indexOf(ext);
+  if (at >= 0) return at;
+  const star = order.indexOf('*');
+  return star >= 0 ? star : order.length;
+}
+
+/**
+ * A date whose UTC fields are the wall clock of `epochMs` in `timeZone`: rendered with `utc: true`, the
+ * key's day is the photographer's day where the card was shot, whatever zone this machine runs in.
+ */
+function dayDate(epochMs: number, timeZone: string | undefined): Date {
+  const w = wallClockAt(epochMs, timeZone);
+  const d = new Date(0);
+  d.setUTCFullYear(w.year, w.month - 1, w.day);
+  d.setUTCHours(w.hour, w.minute, w.second, 0);
+  return d;
+}
+
+export class UploadQueue {
+  readonly #journal: Journal;
+  readonly #db: DatabaseSync;
+
+  constructor(journal: Journal) {
+    this.#journal = journal;
+    this.#db = journal.database;
+  }
+
+  #get<T>(sql: string, ...params: SQLInputValue[]): T | undefined {
+    return this.#db.prepare(sql).get(...params) as T | undefined;
+  }
+
+  #all<T>(sql: string, ...params: SQLInputValue[]): T[] {
+    return this.#db.prepare(sql).all(...params) as T[];
+  }
+
+  #run(sql: string, ...params: SQLInputValue[]): { changes: number; lastInsertRowid: number } {
+    const r = this.#db.prepare(sql).run(...params);
+    return { changes: Number(r.changes), lastInsertRowid: Number(r.lastInsertRowid) };
+  }
+
+  /** Every file with a verified copy anywhere. */
+  verifiedFiles(): number[] {
+    return this.#all<{ file_id: number }>(`SELECT DISTINCT file_id FROM copies WHERE state = 'verified' ORDER BY file_id`).map((r) => r.file_id);
+  }
+
+  /**
+   * Queues each file for `target`, once: a file already queued for this bucket and prefix keeps its row
+   * (made due now if queued, given another chance if failed). Keys come from the template; a key that
+   * another file's different content already claimed gets a collision suffix (`_1`, `_2`, …), while a
+   * key already carrying the same content is shared. One transaction for the lot.
+   */
+  enqueue(fileIds: readonly number[], target: QueueTarget, now = Date.now()): EnqueueResult {
+    const result: EnqueueResult = { rowIds: [], added: 0, alreadyUploaded: 0, reset: 0, sharedContent: 0, notVerified: 0 };
+    this.#journal.tx(() => {
+      for (const fileId of fileIds) {
+        const existing = this.#get<RawRow>('SELECT * FROM upload_queue WHERE file_id = ? AND bucket = ? AND prefix = ?', fileId, target.bucket, target.prefix);
+        if (existing !== undefined) {
+          result.rowIds.push(existing.id);
+          if (existing.state === 'uploaded') result.alreadyUploaded++;
+          else if (existing.state === 'failed') {
+            this.#run(
+              `UPDATE upload_queue SET state = 'queued', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?`,
+              now, iso(now), existing.id,
+            );
+            result.reset++;
+          } else if (existing.state === 'queued') {
+            this.#run('UPDATE upload_queue SET next_attempt_at = min(next_attempt_at, ?) WHERE id = ?', now, existing.id);
+          }
+          continue;
+        }
+        const copy = this.#get<{ dest_path: string; size: number; sha256: string; xxh128: string | null; mtime_ms: number }>(
+          `SELECT c.dest_path, c.size, c.sha256, c.xxh128, f.mtime_ms FROM copies c JOIN files f ON f.id = c.file_id
+           WHERE c.file_id = ? AND c.state = 'verified' AND c.dest_path IS NOT NULL AND c.sha256 IS NOT NULL AND c.size IS NOT NULL
+           ORDER BY c.dedup, c.dest_id LIMIT 1`,
+          fileId,
+        );
+        if (copy === undefined) {
+          result.notVerified++;
+          continue;
+        }
+        const name = posix.basename(copy.dest_path);
+        const baseKey = renderKey(
+          target.keyTemplate,
+          { station: target.station, name, path: copy.dest_path, date: dayDate(copy.mtime_ms, target.timeZone) },
+          { prefix: target.prefix, utc: true },
+        );
+        const placed = this.#freeKey(target.bucket, baseKey, copy.sha256, copy.size);
+        if (placed.sharedWith !== undefined) {
+          result.rowIds.push(placed.sharedWith);
+          result.sharedContent++;
+          continue;
+        }
+        const id = this.#run(
+          `INSERT INTO upload_queue (file_id, bucket, prefix, key, size, sha256, xxh128, priority, state, attempts, next_attempt_at, enqueued_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)`,
+          fileId, target.bucket, target.prefix, placed.key, copy.size, copy.sha256, copy.xxh128, priorityOf(name, target.priority), now, iso(now), iso(now),
+        ).lastInsertRowid;
+        result.rowIds.push(id);
+        result.added++;
+      }
+    });
+    return result;
+  }
+
+  /** `baseKey` or the first suffixed variant no other content holds; a row with this very content is shared. */
+  #freeKey(bucket: string, baseKey: string, sha256: string, size: number): { key: string; sharedWith?: number } {
+    for (let n = 0; n < 10_000; n++) {
+      const key = n === 0 ? baseKey : withCollisionSuffix(baseKey, n);
+      if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) break;
+      const taken = this.#get<{ id: number; sha256: string; size: number }>('SELECT id, sha256, size FROM upload_queue WHERE bucket = ? AND key = ?', bucket, key);
+      if (taken === undefined) return { key };
+      if (taken.sha256 === sha256 && taken.size === size) return { key, sharedWith: taken.id };
+    }
+    throw new ShuttleError('NAME_INVALID', `no free S3 key for ${baseKey} in bucket ${bucket}`, { context: { bucket, key: baseKey } });
+  }
+
+  /**
+   * Moves a row to the next free key, after the server showed that its key holds other content that
+   * Shuttle did not queue (another station, an older journal). Returns the new key.
+   */
+  rekey(id: number, now = Date.now()): string {
+    return this.#journal.tx(() => {
+      const row = this.#require(id);
+      for (let n = 1; n < 10_000; n++) {
+        const candidate = withCollisionSuffix(row.key, n);
+        if (Buffer.byteLength(candidate, 'utf8') > MAX_KEY_BYTES) break;
+        if (this.#get('SELECT id FROM upload_queue WHERE bucket = ? AND key = ?', row.bucket, candidate) !== undefined) continue;
+        this.#run(`UPDATE upload_queue SET key = ?, state = 'queued', next_attempt_at = ?, updated_at = ? WHERE id = ?`, candidate, now, iso(now), id);
+        return candidate;
+      }
+      throw new ShuttleError('NAME_INVALID', `no free S3 key for ${row.key} in bucket ${row.bucket}`, { context: { bucket: row.bucket, key: row.key } });
+    });
+  }
+
+  #require(id: number): RawRow {
+    const row = this.#get<RawRow>('SELECT * FROM upload_queue WHERE id = ?', id);
+    if (row === undefined) throw new ShuttleError('JOURNAL', `upload queue row ${id} does not exist`, { context: { id } });
+    return row;
+  }
+
+  get(id: number): QueueRow | undefined {
+    const r = this.#get<RawRow>('SELECT * FROM upload_queue WHERE id = ?', id);
+    return r === undefined ? undefined : toRow(r);
+  }
+
+  rows(ids: readonly number[]): QueueRow[] {
+    return ids.map((id) => this.get(id)).filter((r): r is QueueRow => r !== undefined);
+  }
+
+  /** Every row, in upload order (for status and tests). */
+  all(): QueueRow[] {
+    return this.#all<RawRow>('SELECT * FROM upload_queue ORDER BY priority, id').map(toRow);
+  }
+
+  /** A manual run ("try now"): every queued row is due at once, whatever its backoff said. */
+  retryNow(now = Date.now()): number {
+    return this.#run(`UPDATE upload_queue SET next_attempt_at = ? WHERE state = 'queued' AND next_attempt_at > ?`, now, now).changes;
+  }
+
+  /**
+   * Rows a dead process left claimed go back to the queue. Call only while holding the upload lock, which
+   * guarantees that no live process is uploading them; their multipart state resumes them.
+   */
+  recoverInterrupted(now = Date.now()): number {
+    return this.#run(`UPDATE upload_queue SET state = 'queued', next_attempt_at = min(next_attempt_at, ?), updated_at = ? WHERE state = 'uploading'`, now, iso(now)).changes;
+  }
+
+  /** Claims the first due row by priority, then age. */
+  claimNext(now = Date.now()): QueueRow | undefined {
+    return this.#journal.tx(() => {
+      const r = this.#get<RawRow>(
+        `SELECT * FROM upload_queue WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY priority, id LIMIT 1`,
+        now,
+      );
+      if (r === undefined) return undefined;
+      this.#run(`UPDATE upload_queue SET state = 'uploading', updated_at = ? WHERE id = ?`, iso(now), r.id);
+      return toRow({ ...r, state: 'uploading' });
+    });
+  }
+
+  /** Recorded only after uploadFile verified the object. */
+  markUploaded(id: number, done: { copyId: number | null; etag: string }, now = Date.now()): void {
+    this.#run(
+      `UPDATE upload_queue SET state = 'uploaded', copy_id = ?, etag = ?, uploaded_at = ?, updated_at = ?, last_error = NULL, last_error_code = NULL, last_error_at = NULL
+       WHERE id = ?`,
+      done.copyId, done.etag, iso(now), iso(now), id,
+    );
+  }
+
+  /** Back to the queue until `nextAttemptAt`, counting the attempt and keeping the error for status. */
+  defer(id: number, error: ErrorNote, nextAttemptAt: number, now = Date.now()): void {
+    this.#run(
+      `UPDATE upload_queue SET state = 'queued', attempts = attempts + 1, next_attempt_at = ?, last_error = ?, last_error_code = ?, last_error_at = ?, updated_at = ?
+       WHERE id = ?`,
+      nextAttemptAt, error.message, error.code, iso(now), iso(now), id,
+    );
+  }
+
+  /** Back to the queue, due now, without counting an attempt (the run was stopped, not the upload refused). */
+  release(id: number, now = Date.now()): void {
+    this.#run(`UPDATE upload_queue SET state = 'queued', next_attempt_at = min(next_attempt_at, ?), updated_at = ? WHERE id = ? AND state = 'uploading'`, now, iso(now), id);
+  }
+
+  markFailed(id: number, error: ErrorNote, now = Date.now()): void {
+    this.#run(
+      `UPDATE upload_queue SET state = 'failed', attempts = attempts + 1, last_error = ?, last_error_code = ?, last_error_at = ?, updated_at = ? WHERE id = ?`,
+      error.message, error.code, iso(now), iso(now), id,
+    );
+  }
+
+  /** When the earliest deferred row is due (epoch ms), if any row is queued. */
+  nextDueAt(): number | undefined {
+    return this.#get<{ t: number | null }>(`SELECT min(next_attempt_at) AS t FROM upload_queue WHERE state = 'queued'`)?.t ?? undefined;
+  }
+
+  /** Rows by state: all of them, or those with the given ids. */
+  counts(ids?: readonly number[]): QueueCounts {
+    const out: QueueCounts = { queued: 0, uploading: 0, uploaded: 0, failed: 0 };
+    if (ids === undefined) {
+      for (const r of this.#all<{ state: QueueState; n: number }>('SELECT state, count(*) AS n FROM upload_queue GROUP BY state')) out[r.state] += r.n;
+    } else {
+      for (const r of this.rows([...new Set(ids)])) out[r.state]++;
+    }
+    return out;
+  }
+
+  stats(now = Date.now()): QueueStats {
+    const counts = this.counts();
+    const pending = this.#get<{ b: number | null }>(`SELECT sum(size) AS b FROM upload_queue WHERE state IN ('queued', 'uploading')`)?.b ?? 0;
+    const recent = this.#get<{ b: number | null }>(`SELECT sum(size) AS b FROM upload_queue WHERE state = 'uploaded' AND uploaded_at >= ?`, iso(now - RATE_WINDOW_MS))?.b ?? 0;
+    const last = this.#get<{ key: string; last_error: string; last_error_code: string | null; last_error_at: string | null; state: QueueState }>(
+      `SELECT key, last_error, last_error_code, last_error_at, state FROM upload_queue WHERE last_error IS NOT NULL ORDER BY last_error_at DESC, id DESC LIMIT 1`,
+    );
+    return {
+      ...counts,
+      depth: counts.queued + counts.uploading,
+      bytesPending: pending,
+      bytesPerSecond: Math.round(recent / (RATE_WINDOW_MS / 1000)),
+      rateWindowMs: RATE_WINDOW_MS,
+      nextAttemptAt: this.nextDueAt() ?? null,
+      lastError: last === undefined ? null : { key: last.key, code: last.last_error_code, message: last.last_error, at: last.last_error_at, state: last.state },
+    };
+  }
+
+  /**
+   * Verified local copies holding this content: the file's own first (by destination), then other
+   * files' copies of the same bytes. Any of them can stand in for a copy that rotted.
+   */
+  localCopies(fileId: number, sha256: string, size: number): LocalCopy[] {
+    return this.#all<{ id: number; file_id: number; dest_id: number; root: string; marker_id: string; dest_path: string; size: number }>(
+      `SELECT c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size
+       FROM copies c JOIN destinations d ON d.id = c.dest_id
+       WHERE c.state = 'verified' AND c.dest_path IS NOT NULL AND c.sha256 = ? AND c.size = ?
+       ORDER BY c.file_id != ?, c.dedup, c.dest_id, c.id`,
+      sha256, size, fileId,
+    ).map((c) => ({ copyId: c.id, fileId: c.file_id, destId: c.dest_id, root: c.root, markerId: c.marker_id, destPath: c.dest_path, size: c.size }));
+  }
+
+  /** A copy whose bytes no longer match the journal stops counting as verified (an ingest may copy it again). */
+  markCopyDamaged(copyId: number, message: string, now = Date.now()): void {
+    this.#run(`UPDATE copies SET state = 'failed', error = ?, updated_at = ? WHERE id = ? AND state = 'verified'`, message, iso(now), copyId);
+  }
+
+  /**
+   * Local copies retention may remove: verified, their content verified in the cloud, not shared with
+   * another copy row (dedup), and not their file's last verified copy. Oldest first.
+   */
+  pruneCandidates(): PruneCandidate[] {
+    return this.#all<{
+      id: number; file_id: number; dest_id: number; root: string; marker_id: string; dest_path: string; size: number; updated_at: string; queue_id: number; bucket: string; key: string;
+    }>(
+      `SELECT c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size, c.updated_at,
+              min(q.id) AS queue_id, q.bucket, q.key
+       FROM copies c
+       JOIN destinations d ON d.id = c.dest_id
+       JOIN upload_queue q ON q.sha256 = c.sha256 AND q.size = c.size AND q.state = 'uploaded'
+       WHERE c.state = 'verified' AND c.dedup = 0 AND c.dest_path IS NOT NULL
+         AND EXISTS (SELECT 1 FROM copies o WHERE o.file_id = c.file_id AND o.state = 'verified' AND o.id != c.id)
+         AND NOT EXISTS (SELECT 1 FROM copies s WHERE s.dest_id = c.dest_id AND s.dest_path = c.dest_path AND s.id != c.id AND s.state = 'verified')
+       GROUP BY c.id
+       ORDER BY c.updated_at, c.id`,
+    ).map((r) => ({
+      copyId: r.id, fileId: r.file_id, destId: r.dest_id, root: r.root, markerId: r.marker_id, destPath: r.dest_path, size: r.size,
+      verifiedAt: r.updated_at, queueId: r.queue_id, bucket: r.bucket, key: r.key,
+    }));
+  }
+
+  /** The file's other verified copies (to confirm on disk that one survives a prune). */
+  otherVerifiedCopies(fileId: number, exceptCopyId: number): LocalCopy[] {
+    return this.#all<{ id: number; file_id: number; dest_id: number; root: string; marker_id: string; dest_path: string; size: number }>(
+      `SELECT c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size FROM copies c JOIN destinations d ON d.id = c.dest_id
+       WHERE c.file_id = ? AND c.state = 'verified' AND c.id != ? AND c.dest_path IS NOT NULL ORDER BY c.dest_id`,
+      fileId, exceptCopyId,
+    ).map((c) => ({ copyId: c.id, fileId: c.file_id, destId: c.dest_id, root: c.root, markerId: c.marker_id, destPath: c.dest_path, size: c.size }));
+  }
+
+  /**
+   * Records, before the file is deleted, that a copy is pruned. Re-checks in the same transaction that
+   * the copy is still verified and not its file's last verified copy; false means "do not delete".
+   */
+  recordPrune(c: Pick<PruneCandidate, 'copyId' | 'fileId' | 'destId' | 'destPath' | 'size' | 'queueId'>, reason: string, now = Date.now()): boolean {
+    return this.#journal.tx(() => {
+      const still = this.#get<{ n: number }>(`SELECT count(*) AS n FROM copies WHERE id = ? AND state = 'verified'`, c.copyId)?.n ?? 0;
+      const others = this.#get<{ n: number }>(`SELECT count(*) AS n FROM copies WHERE file_id = ? AND state = 'verified' AND id != ?`, c.fileId, c.copyId)?.n ?? 0;
+      if (still === 0 || others === 0) return false;
+      this.#run(`UPDATE copies SET state = 'pruned', updated_at = ? WHERE id = ?`, iso(now), c.copyId);
+      this.#run(
+        `INSERT INTO copy_prunes (copy_id, dest_id, dest_path, size, reason, queue_id, pruned_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(copy_id) DO UPDATE SET dest_path = excluded.dest_path, size = excluded.size, reason = excluded.reason, queue_id = excluded.queue_id, pruned_at = excluded.pruned_at`,
+        c.copyId, c.destId, c.destPath, c.size, reason, c.queueId, iso(now),
+      );
+      return true;
+    });
+  }
+}

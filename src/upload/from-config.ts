@@ -1,0 +1,99 @@
+import { join } from 'node:path';
+import { uploadSettings, type Config, type UploadConfig } from '../config/index.js';
+import { silentLogger, type Logger } from '../log.js';
+import type { Journal } from '../store/journal.js';
+import { UploadQueue, type QueueTarget } from '../store/upload-queue.js';
+import { createS3Client, describeS3ClientOptions } from './client.js';
+import { resolveCredentials } from './credentials.js';
+import { JournalUploadStateStore } from './journal-state.js';
+import { parseS3Url } from './keys.js';
+import type { ProviderName } from './provider.js';
+import { RateLimiter } from './rate-limit.js';
+import type { RetentionPolicy } from './retention.js';
+import { UploadWorker } from './worker.js';
+
+/**
+ * Uploads as the configuration describes them, for every front end (CLI commands, the daemon): the queue
+ * target of an s3:// URL, and a worker with its client, credentials, rate limit and journal-backed
+ * multipart state.
+ */
+
+/** One drainer per journal: the daemon, `shuttle upload` and `shuttle ingest --upload` take turns through it. */
+export function uploadLockPath(stateDir: string): string {
+  return join(stateDir, 'upload.lock');
+}
+
+type UploadContext = Pick<Config, 'station' | 'upload'> & { readonly ingest: Pick<Config['ingest'], 'timeZone'> };
+
+/** Where and how files are named for `url` (s3://bucket/prefix), with the config's template, station, zone and order. */
+export function queueTargetFor(config: UploadContext, url: string): QueueTarget {
+  const settings = uploadSettings(config);
+  const location = parseS3Url(url);
+  return {
+    bucket: location.bucket,
+    prefix: location.prefix,
+    keyTemplate: settings.keyTemplate,
+    station: config.station,
+    timeZone: config.ingest.timeZone,
+    priority: settings.priority,
+  };
+}
+
+export function rateLimiterFor(settings: UploadConfig): RateLimiter | undefined {
+  if (settings.bandwidth === undefined && settings.schedule.length === 0) return undefined;
+  return new RateLimiter({
+    bytesPerSecond: settings.bandwidth ?? null,
+    schedule: settings.schedule.map((w) => ({ from: w.from, to: w.to, bytesPerSecond: w.bandwidth ?? null, ...(w.days ? { days: w.days } : {}) })),
+  });
+}
+
+export function retentionPolicyFor(settings: UploadConfig): RetentionPolicy {
+  return { keepDays: settings.keepDays, keepFreeBytes: settings.keepFreeBytes };
+}
+
+export interface UploadRuntime {
+  queue: UploadQueue;
+  worker: UploadWorker;
+  settings: UploadConfig;
+  /** Releases the S3 client's sockets. */
+  close(): void;
+}
+
+export interface UploadRuntimeOptions {
+  config: UploadContext;
+  journal: Journal;
+  logger: Logger;
+  /** `--s3-provider`, over the config's. */
+  provider?: ProviderName | undefined;
+  env?: NodeJS.ProcessEnv;
+}
+
+export function createUploadRuntime(options: UploadRuntimeOptions): UploadRuntime {
+  const { config, journal, logger } = options;
+  const settings = uploadSettings(config);
+  const creds = resolveCredentials({ credentialsFile: settings.credentialsFile, env: options.env ?? process.env });
+  const { client, options: resolved } = createS3Client(
+    {
+      provider: options.provider ?? settings.provider,
+      endpoint: settings.endpoint,
+      region: settings.region,
+      credentials: creds.credentials,
+      // Every failed request is logged by the uploader with its facts; the SDK's own copies only add noise.
+      logger: logger.isLevelEnabled('debug') ? logger : silentLogger,
+    },
+    options.env ?? process.env,
+  );
+  logger.debug({ s3: describeS3ClientOptions(resolved), credentialSource: creds.origin }, 'S3 client ready');
+  const queue = new UploadQueue(journal);
+  const worker = new UploadWorker({
+    queue,
+    store: new JournalUploadStateStore(journal),
+    client,
+    provider: resolved.provider,
+    concurrency: settings.concurrency,
+    partSize: settings.partSize,
+    rateLimit: rateLimiterFor(settings),
+    logger,
+  });
+  return { queue, worker, settings, close: () => client.destroy() };
+}

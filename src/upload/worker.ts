@@ -1,0 +1,374 @@
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { ShuttleError, errnoCode, isShuttleError } from '../errors.js';
+import { readMarker } from '../ingest/destination.js';
+import type { Logger } from '../log.js';
+import { acquireLock, destinationLockPath } from '../store/lock.js';
+import type { LocalCopy, QueueRow, UploadQueue } from '../store/upload-queue.js';
+import type { ProviderName, ProviderProfile } from './provider.js';
+import type { RateLimiter } from './rate-limit.js';
+import { restoreCopy } from './repair.js';
+import type { RetryPolicy } from './retry.js';
+import { S3Target } from './s3-target.js';
+import type { UploadStateStore } from './state.js';
+import type { UploadTarget } from './target.js';
+import { uploadFile } from './uploader.js';
+
+/** How long a queued row waits after a failed attempt: doubling from `baseMs` up to `maxMs`, with jitter. */
+export interface QueueBackoff {
+  baseMs: number;
+  maxMs: number;
+}
+
+export const DEFAULT_QUEUE_BACKOFF: Readonly<QueueBackoff> = Object.freeze({ baseMs: 2_000, maxMs: 15 * 60_000 });
+
+/**
+ * Retries of one request inside one attempt: few and short, because the queue's own backoff takes over
+ * from there (an unreachable server should cost seconds per pass, not minutes).
+ */
+export const WORKER_REQUEST_RETRY: Readonly<Partial<RetryPolicy>> = Object.freeze({ maxAttempts: 4, baseDelayMs: 250, maxDelayMs: 4_000 });
+
+export interface UploadWorkerOptions {
+  queue: UploadQueue;
+  /** Multipart progress; the journal-backed store makes uploads resume across restarts. */
+  store: UploadStateStore;
+  client?: S3Client;
+  /** The target for a bucket; default an S3Target over `client`. */
+  targetFor?: (bucket: string) => UploadTarget;
+  provider: ProviderName | ProviderProfile;
+  /** Requests in flight at once, shared out between files and their parts. */
+  concurrency: number;
+  partSize: number;
+  rateLimit?: RateLimiter | undefined;
+  requestRetry?: Partial<RetryPolicy>;
+  backoff?: QueueBackoff;
+  logger: Logger;
+  /** Source of jitter in [0, 1). */
+  random?: () => number;
+}
+
+export interface DrainOptions {
+  signal?: AbortSignal | undefined;
+  /** Epoch ms: uploads still running then are stopped (their multipart state resumes them later). */
+  deadline?: number | undefined;
+  /** Wait for rows whose backoff has not run out (until the deadline); otherwise stop once nothing is due. */
+  waitForDeferred?: boolean;
+  /** Stops claiming rows once this returns true (e.g. "this ingest's files are done"). */
+  done?: () => boolean;
+}
+
+export type DrainStop = 'empty' | 'idle' | 'done' | 'deadline' | 'aborted';
+
+export interface DrainReport {
+  /** Objects uploaded and verified by this drain. */
+  uploaded: number;
+  /** Rows whose object already held the content (nothing sent). */
+  alreadyPresent: number;
+  failed: number;
+  /** Attempts that failed and were put back with backoff. */
+  deferred: number;
+  /** Rows moved to another key because theirs held different content. */
+  rekeyed: number;
+  /** Damaged local copies restored from an intact one. */
+  repaired: number;
+  /** Damaged local copies that could not be restored (no longer counted as verified). */
+  damaged: number;
+  bytesSent: number;
+  partsResumed: number;
+  stopped: DrainStop;
+  errors: Array<{ key: string; code: string; message: string; outcome: 'deferred' | 'failed' | 'damaged-copy' }>;
+}
+
+type Failure = 'local-damaged' | 'local-unavailable' | 'conflict' | 'permanent' | 'offline' | 'transient';
+
+const CREDENTIAL_CODES = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'ExpiredToken', 'InvalidToken', 'RequestTimeTooSkewed']);
+const PERMANENT_CODES = new Set(['USAGE', 'CONFIG_INVALID', 'NAME_INVALID', 'INTERNAL']);
+/** A local copy that cannot be read for these reasons is lost or damaged, not merely out of reach. */
+const LOST_ERRNOS = new Set(['ENOENT', 'EIO', 'EISDIR']);
+
+/**
+ * What a failed upload attempt means for its row. Local problems are about the copy read (another copy may
+ * do); "offline" covers no answer, server errors and refused credentials, which hold for every row alike,
+ * so the worker pauses the whole queue instead of trying each row in turn.
+ */
+export function classifyUploadFailure(error: unknown): Failure {
+  if (!isShuttleError(error)) return 'transient';
+  const ctx = error.context;
+  const localPath = typeof ctx['path'] === 'string';
+  if (error.code === 'UPLOAD_VERIFY' && localPath) return 'local-damaged';
+  if (error.code === 'SOURCE_UNREADABLE' && localPath) {
+    const errno = errnoCode(error.cause);
+    return errno !== undefined && LOST_ERRNOS.has(errno) ? 'local-damaged' : 'local-unavailable';
+  }
+  if (error.code === 'UPLOAD_FAILED' && typeof ctx['expectedSha256'] === 'string') return 'conflict';
+  if (PERMANENT_CODES.has(error.code)) return 'permanent';
+  if (error.code === 'UPLOAD_FAILED' || error.code === 'UPLOAD_VERIFY') {
+    const status = typeof ctx['status'] === 'number' ? ctx['status'] : undefined;
+    const s3Code = typeof ctx['s3Code'] === 'string' ? ctx['s3Code'] : undefined;
+    if (status === undefined && ctx['op'] !== undefined) return 'offline';
+    if (status !== undefined && (status >= 500 || status === 401 || status === 403)) return 'offline';
+    if (s3Code !== undefined && CREDENTIAL_CODES.has(s3Code)) return 'offline';
+  }
+  return 'transient';
+}
+
+function note(error: unknown): { code: string; message: string } {
+  if (isShuttleError(error)) return { code: error.code, message: error.message };
+  return { code: 'INTERNAL', message: error instanceof Error ? error.message : String(error) };
+}
+
+function logError(error: unknown): unknown {
+  return isShuttleError(error) ? error.toJSON() : String(error);
+}
+
+const MARKER_CACHE_MS = 10_000;
+/** A drain can run for days in the daemon: keep the latest errors only. */
+const MAX_REPORTED_ERRORS = 100;
+
+function noteError(report: DrainReport, entry: DrainReport['errors'][number]): void {
+  report.errors.push(entry);
+  if (report.errors.length > MAX_REPORTED_ERRORS) report.errors.shift();
+}
+
+/**
+ * Drains the upload queue: claims due rows by priority, uploads each from a verified local copy with
+ * uploadFile (which proves the object right before the row becomes `uploaded`), falls back to another
+ * copy when one has rotted and then restores the rotted one from it, and puts rows back with backoff
+ * when the server cannot be reached. One worker per journal at a time (the caller holds the upload lock).
+ */
+export class UploadWorker {
+  readonly #o: UploadWorkerOptions;
+  readonly #targets = new Map<string, UploadTarget>();
+  readonly #markers = new Map<string, { id: string | undefined; at: number }>();
+  #pausedUntil = 0;
+
+  constructor(options: UploadWorkerOptions) {
+    if (options.client === undefined && options.targetFor === undefined) throw new ShuttleError('USAGE', 'UploadWorker needs a client or targetFor');
+    this.#o = options;
+  }
+
+  /** Queue-level delay before attempt `attempts + 1`: "equal jitter", so a retry never comes at once. */
+  backoffMs(attempts: number): number {
+    const { baseMs, maxMs } = this.#o.backoff ?? DEFAULT_QUEUE_BACKOFF;
+    const ceiling = Math.min(maxMs, baseMs * 2 ** Math.max(0, Math.min(attempts, 30) - 1));
+    return Math.round(ceiling / 2 + (this.#o.random ?? Math.random)() * (ceiling / 2));
+  }
+
+  #target(bucket: string): UploadTarget {
+    let t = this.#targets.get(bucket);
+    if (t === undefined) {
+      t = this.#o.targetFor?.(bucket) ?? new S3Target(this.#o.client as S3Client, bucket);
+      this.#targets.set(bucket, t);
+    }
+    return t;
+  }
+
+  async drain(options: DrainOptions = {}): Promise<DrainReport> {
+    const report: DrainReport = {
+      uploaded: 0, alreadyPresent: 0, failed: 0, deferred: 0, rekeyed: 0, repaired: 0, damaged: 0, bytesSent: 0, partsResumed: 0, stopped: 'empty', errors: [],
+    };
+    const { queue, logger } = this.#o;
+    const concurrency = Math.max(1, this.#o.concurrency);
+    const stop = new AbortController();
+    const onAbort = (): void => stop.abort(options.signal?.reason);
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (options.signal?.aborted) onAbort();
+    const timer =
+      options.deadline === undefined
+        ? undefined
+        : setTimeout(() => stop.abort(new ShuttleError('ABORTED', 'upload time limit reached')), Math.max(0, options.deadline - Date.now()));
+    const running = new Map<number, Promise<void>>();
+    try {
+      for (;;) {
+        if (stop.signal.aborted) break;
+        const finished = options.done?.() === true;
+        const now = Date.now();
+        if (!finished && now >= this.#pausedUntil) {
+          while (running.size < concurrency) {
+            const row = queue.claimNext(now);
+            if (row === undefined) break;
+            // Parts per file: all slots for a file uploading alone, one each when many are due.
+            const sharing = Math.min(concurrency, running.size + 1 + queue.counts().queued);
+            const parts = Math.max(1, Math.floor(concurrency / Math.max(1, sharing)));
+            const task = this.#process(row, parts, stop.signal, report).catch((error: unknown) => {
+              logger.error({ err: logError(error), key: row.key }, 'upload worker error');
+              queue.release(row.id);
+            });
+            running.set(row.id, task);
+            void task.finally(() => running.delete(row.id));
+          }
+        }
+        if (running.size > 0) {
+          await Promise.race(running.values());
+          continue;
+        }
+        if (finished) {
+          report.stopped = 'done';
+          break;
+        }
+        const next = queue.nextDueAt();
+        if (next === undefined) {
+          report.stopped = 'empty';
+          break;
+        }
+        const wake = Math.max(next, this.#pausedUntil);
+        if (options.waitForDeferred !== true || (options.deadline !== undefined && wake >= options.deadline)) {
+          report.stopped = 'idle';
+          break;
+        }
+        try {
+          await sleep(Math.max(10, wake - Date.now()), undefined, { signal: stop.signal });
+        } catch {
+          break;
+        }
+      }
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
+      await Promise.allSettled(running.values());
+    }
+    if (stop.signal.aborted) report.stopped = options.signal?.aborted ? 'aborted' : 'deadline';
+    return report;
+  }
+
+  async #markerMatches(copy: LocalCopy): Promise<boolean> {
+    const cached = this.#markers.get(copy.root);
+    const now = Date.now();
+    let id = cached !== undefined && now - cached.at < MARKER_CACHE_MS ? cached.id : undefined;
+    if (id === undefined) {
+      id = await readMarker(copy.root).then((m) => m?.id, () => undefined);
+      this.#markers.set(copy.root, { id, at: now });
+    }
+    return id === copy.markerId;
+  }
+
+  async #process(row: QueueRow, partConcurrency: number, signal: AbortSignal, report: DrainReport): Promise<void> {
+    const { queue } = this.#o;
+    const log = this.#o.logger.child({ bucket: row.bucket, key: row.key, queueId: row.id });
+    // uploadFile names bucket and key itself.
+    const uploadLog = this.#o.logger.child({ queueId: row.id });
+    const candidates = queue.localCopies(row.fileId, row.sha256, row.size);
+    const damaged: Array<{ copy: LocalCopy; error: unknown }> = [];
+    let unavailable: unknown;
+    for (const copy of candidates) {
+      const path = join(copy.root, copy.destPath);
+      if (!(await this.#markerMatches(copy))) {
+        unavailable = new ShuttleError('DEST_MARKER_MISSING', `destination ${copy.root} is not mounted or is another disk; cannot read ${path}`, {
+          context: { destination: copy.root, path },
+        });
+        continue;
+      }
+      try {
+        const result = await uploadFile({
+          ...(this.#o.targetFor === undefined ? { client: this.#o.client as S3Client } : { target: this.#target(row.bucket) }),
+          provider: this.#o.provider,
+          bucket: row.bucket,
+          key: row.key,
+          path,
+          size: row.size,
+          expected: { sha256: row.sha256, xxh128: row.xxh128 ?? undefined },
+          store: this.#o.store,
+          signal,
+          rateLimit: this.#o.rateLimit,
+          partSize: this.#o.partSize,
+          concurrency: partConcurrency,
+          retry: this.#o.requestRetry ?? WORKER_REQUEST_RETRY,
+          logger: uploadLog,
+        });
+        queue.markUploaded(row.id, { copyId: copy.copyId, etag: result.etag });
+        if (result.outcome === 'already-present') report.alreadyPresent++;
+        else report.uploaded++;
+        report.bytesSent += result.bytesSent;
+        report.partsResumed += result.partsResumed;
+        for (const d of damaged) await this.#restore(d.copy, path, row, signal, report, log);
+        return;
+      } catch (error) {
+        if (signal.aborted) {
+          queue.release(row.id);
+          return;
+        }
+        const kind = classifyUploadFailure(error);
+        if (kind === 'local-damaged') {
+          log.error({ err: logError(error), path, copyId: copy.copyId }, 'local copy does not match the journal; trying another copy');
+          damaged.push({ copy, error });
+          continue;
+        }
+        if (kind === 'local-unavailable') {
+          log.warn({ err: logError(error), path }, 'local copy cannot be read; trying another copy');
+          unavailable = error;
+          continue;
+        }
+        this.#settleFailure(row, kind, error, report, log);
+        return;
+      }
+    }
+    for (const d of damaged) this.#damaged(d.copy, d.error, row, report, log);
+    if (unavailable !== undefined) {
+      // Some copy may come back (a drive plugged in again): wait for it rather than give up.
+      this.#settleFailure(row, 'transient', unavailable, report, log);
+      return;
+    }
+    const error =
+      damaged.length > 0
+        ? new ShuttleError('UPLOAD_VERIFY', `every local copy of ${row.key} is damaged (${damaged.length}); not uploading it`, {
+            context: { key: row.key, copies: damaged.map((d) => d.copy.copyId) },
+          })
+        : new ShuttleError('UPLOAD_FAILED', `no verified local copy of ${row.key} is left to upload from`, { context: { key: row.key, fileId: row.fileId } });
+    this.#settleFailure(row, 'permanent', error, report, log);
+  }
+
+  #settleFailure(row: QueueRow, kind: Failure, error: unknown, report: DrainReport, log: Logger): void {
+    const { queue } = this.#o;
+    const n = note(error);
+    if (kind === 'conflict') {
+      const key = queue.rekey(row.id);
+      report.rekeyed++;
+      log.warn({ err: logError(error), newKey: key }, 'the key holds other content; queued under another key');
+      return;
+    }
+    if (kind === 'permanent') {
+      queue.markFailed(row.id, n);
+      report.failed++;
+      noteError(report, { key: row.key, ...n, outcome: 'failed' });
+      log.error({ err: logError(error) }, 'upload failed');
+      return;
+    }
+    const delay = this.backoffMs(row.attempts + 1);
+    const due = Date.now() + delay;
+    queue.defer(row.id, n, due);
+    report.deferred++;
+    noteError(report, { key: row.key, ...n, outcome: 'deferred' });
+    if (kind === 'offline') this.#pausedUntil = Math.max(this.#pausedUntil, due);
+    log.warn({ err: logError(error), retryInMs: delay, attempts: row.attempts + 1, pausesQueue: kind === 'offline' }, 'upload deferred');
+  }
+
+  #damaged(copy: LocalCopy, error: unknown, row: QueueRow, report: DrainReport, log: Logger): void {
+    const message = `content no longer matches the journal (found while uploading ${row.key}): ${note(error).message}`;
+    this.#o.queue.markCopyDamaged(copy.copyId, message);
+    report.damaged++;
+    noteError(report, { key: row.key, code: note(error).code, message, outcome: 'damaged-copy' });
+    log.error({ copyId: copy.copyId, path: join(copy.root, copy.destPath) }, 'damaged local copy is no longer counted as verified');
+  }
+
+  /** Restores a damaged copy from the one just uploaded, under its destination's lock; else gives it up. */
+  async #restore(copy: LocalCopy, goodPath: string, row: QueueRow, signal: AbortSignal, report: DrainReport, log: Logger): Promise<void> {
+    const path = join(copy.root, copy.destPath);
+    let lock;
+    try {
+      lock = await acquireLock(destinationLockPath(copy.root), { owner: { command: `upload: restore ${copy.destPath}` }, wait: 0, signal });
+    } catch (error) {
+      this.#damaged(copy, error, row, report, log);
+      return;
+    }
+    try {
+      await restoreCopy(goodPath, path, { size: row.size, sha256: row.sha256 }, signal);
+      report.repaired++;
+      log.warn({ path, from: goodPath }, 'restored a damaged local copy from an intact one');
+    } catch (error) {
+      this.#damaged(copy, error, row, report, log);
+    } finally {
+      lock.release();
+    }
+  }
+}
