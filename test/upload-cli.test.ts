@@ -363,6 +363,12 @@ describe('retention', () => {
     }
     expect((await status()).copies).toMatchObject({ verified: 6, pruned: 6 });
 
+    // The same card again: pruned copies were verified and are safe in the cloud, so nothing is copied back.
+    const again = await ingest(['--dest', libA, '--dest', libB], s3Env(), cfg);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.json).toMatchObject({ copied: 0, skipped: 6 });
+    expect((await status()).copies).toMatchObject({ verified: 6, pruned: 6 });
+
     // A single library keeps everything: each copy there is its file's last.
     const lone = join(work.path, 'lone');
     const one = await runCli(['ingest', card, '--dest', lone, '--state', join(work.path, 'state-lone'), '--config', cfg, '--upload', `s3://${bucket}/lone`, '--json'], { env: s3Env() });

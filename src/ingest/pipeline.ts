@@ -280,7 +280,8 @@ function planFiles(groups: readonly ItemGroup[], dests: Dest[], journal: Journal
     seq++;
     for (const member of group.members) {
       const file = journal.fileFor(sourceId, member.item.path, member.item.size, member.item.mtimeMs);
-      const verified = new Set(journal.copiesOf(file.id).filter((c) => c.state === 'verified').map((c) => c.dest_id));
+      // A copy pruned by the retention policy was verified here and is safe in the cloud: not copied again.
+      const verified = new Set(journal.copiesOf(file.id).filter((c) => c.state === 'verified' || c.state === 'pruned').map((c) => c.dest_id));
       plan.push({ item: member.item, file, group, seq, wanted: dests.filter((d) => !verified.has(d.id)) });
     }
   }

@@ -6,7 +6,8 @@ import type { SourceIdentity } from '../device/source.js';
 import { MIGRATIONS } from './migrations.js';
 
 export type FileState = 'seen' | 'copying' | 'verified' | 'failed';
-export type CopyState = 'copying' | 'verified' | 'failed';
+/** `pruned`: verified here, uploaded and verified in the cloud, then removed locally by the retention policy. */
+export type CopyState = 'copying' | 'verified' | 'failed' | 'pruned';
 
 export interface CopyRow {
   id: number;
