@@ -12,6 +12,9 @@ APT_PACKAGES=(
   gphoto2           # reference PTP/IP client for the camera simulator
   libusb-1.0-0      # runtime library of the usb/node-hid bindings
   swift swift-proxy swift-account swift-container swift-object # real S3-compatible server (s3api)
+  systemd           # systemd-analyze verify/security on the units
+  qemu-system-x86 linux-image-amd64 busybox-static cpio kmod # QEMU guests with Debian's kernel (USB hardware in the loop)
+  debootstrap e2fsprogs udev # the systemd guest image for the installed-box suite
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -4,10 +4,13 @@ import { VERSION } from './version.js';
 import { envVariablesHelp } from './config/index.js';
 import { ingestCommand } from './cli/ingest.js';
 import { statusCommand } from './cli/status.js';
+import { runCommand } from './cli/run.js';
+import { requestCommand } from './cli/request.js';
 import { uploadCommand } from './cli/upload.js';
 import { verifyCommand } from './cli/verify.js';
 import { sampleCardCommand } from './cli/sample.js';
 import { simulateCameraCommand } from './cli/simulate-camera.js';
+import { doctorCommand } from './cli/doctor.js';
 import { EXIT, exitCodeForError } from './cli/exit.js';
 import type { GlobalOptions } from './cli/context.js';
 
@@ -28,7 +31,7 @@ const program = new Command('shuttle')
   .addHelpText('after', `\nEnvironment overrides:\n${envVariablesHelp()}`);
 
 const globals = (): GlobalOptions => program.opts<GlobalOptions>();
-for (const cmd of [ingestCommand(globals), verifyCommand(globals), statusCommand(globals), uploadCommand(globals), sampleCardCommand(), simulateCameraCommand()]) {
+for (const cmd of [ingestCommand(globals), verifyCommand(globals), statusCommand(globals), runCommand(globals), requestCommand(globals), uploadCommand(globals), doctorCommand(globals), sampleCardCommand(), simulateCameraCommand()]) {
   cmd.exitOverride();
   program.addCommand(cmd);
 }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# uninstall.sh [--prefix DIR] [--purge]: removes what scripts/install.sh installed.
+#
+# Stops and disables the service, removes the program (PREFIX, default /opt/shuttle), the
+# /usr/local/bin/shuttle link, the units and the udev rules, and reloads systemd and udev. Keeps the
+# configuration (/etc/shuttle), the journal and state (/var/lib/shuttle) and the `shuttle` user, so a
+# later install carries on where this one stopped; --purge removes those too. Destination libraries are
+# your photographs: they are never touched.
+#
+# DESTDIR=ROOT works below ROOT, as install.sh does, without touching the running system.
+set -euo pipefail
+
+prefix=/opt/shuttle
+purge=no
+while (($#)); do
+  case $1 in
+    --prefix) prefix=$2; shift 2 ;;
+    --purge) purge=yes; shift ;;
+    -h | --help) sed -n '2,11s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) echo "uninstall.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+destdir=${DESTDIR:-}
+destdir=${destdir%/}
+prefix=${prefix%/}
+say() { printf 'uninstall: %s\n' "$*" >&2; }
+if [ -z "$destdir" ] && [ "$(id -u)" -ne 0 ]; then say "run as root (sudo $0)"; exit 1; fi
+live() { [ -z "$destdir" ] && [ -d /run/systemd/system ]; }
+
+target=$destdir$prefix
+units=$destdir/etc/systemd/system
+rules=$destdir/etc/udev/rules.d
+
+# What was installed is named by the installed tree itself; fall back to the names this version ships.
+unit_names=$(cd "$target/systemd" 2>/dev/null && ls -- *.service 2>/dev/null || echo 'shuttle.service shuttle-card@.service')
+rule_names=$(cd "$target/udev" 2>/dev/null && ls -- *.rules 2>/dev/null || echo '70-shuttle-cameras.rules 70-shuttle-cards.rules')
+
+if live; then
+  systemctl disable --now shuttle.service >&2 || true
+  systemctl stop 'shuttle-card@*.service' >&2 || true
+fi
+
+for u in $unit_names; do rm -f "$units/$u"; done
+for r in $rule_names; do rm -f "$rules/$r"; done
+link=$destdir/usr/local/bin/shuttle
+if [ -L "$link" ] && [ "$(readlink "$link")" = "$prefix/bin/shuttle" ]; then rm -f "$link"; fi
+rm -rf "$target" "$target.new" "$target.old"
+say "removed $prefix, the units and the udev rules"
+
+if [ "$purge" = yes ]; then
+  rm -rf "$units/shuttle.service.d" "$destdir/etc/shuttle" "$destdir/var/lib/shuttle" "$destdir/var/lib/private/shuttle"
+  if [ -z "$destdir" ]; then
+    if getent passwd shuttle >/dev/null; then userdel shuttle; fi
+    if getent group shuttle >/dev/null; then groupdel shuttle; fi
+  else
+    for f in passwd shadow group gshadow; do
+      [ -f "$destdir/etc/$f" ] && sed -i '/^shuttle:/d' "$destdir/etc/$f"
+    done
+  fi
+  say "purged the configuration, the journal and the user shuttle"
+else
+  say "kept /etc/shuttle, /var/lib/shuttle (the journal) and the user shuttle; --purge removes them"
+fi
+
+if live; then
+  systemctl daemon-reload
+fi
+if [ -z "$destdir" ] && command -v udevadm >/dev/null && [ -S /run/udev/control ]; then
+  udevadm control --reload
+fi

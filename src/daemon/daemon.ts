@@ -1,0 +1,272 @@
+import { mkdir, realpath, stat } from 'node:fs/promises';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import type { Config } from '../config/index.js';
+import { FolderSource } from '../device/card/folder-source.js';
+import { ShuttleError, errnoCode } from '../errors.js';
+import type { Logger } from '../log.js';
+import { Journal } from '../store/journal.js';
+import { acquireLock, type Lock } from '../store/lock.js';
+import { VERSION } from '../version.js';
+import { ControlServer, type ControlHandlers } from './control.js';
+import { DeviceRegistry, pathJobKey, type DeviceWatcher } from './devices.js';
+import { HotFolderFeed } from './hotfolder-feed.js';
+import { destinationsFromConfig, ingestSettingsFromConfig, runIngestJob, type IngestEnvironment, type SourceOpener } from './ingest-job.js';
+import { JobScheduler, noSuchJob } from './jobs.js';
+import { MountWatcher } from './mounts.js';
+import { SystemdNotifier } from './notify.js';
+import { PROTOCOL_VERSION } from './protocol.js';
+import { serverSocketPath } from './socket-path.js';
+import type { DaemonStatus, JobKind, JobSnapshot } from './status.js';
+
+/**
+ * `shuttle run`, composed: journal, job scheduler, control socket, hot folders, device watchers and
+ * the systemd notifier. Start order makes the daemon usable before it says READY; stop order lets
+ * running jobs unwind (temp files removed, journal rows final) before the journal closes.
+ */
+
+export interface DaemonOptions {
+  config: Config;
+  stateDir: string;
+  logger: Logger;
+  env?: NodeJS.ProcessEnv | undefined;
+  /** Hot folders in addition to the configured ones. */
+  hotFolders?: readonly string[] | undefined;
+  /** Device watchers in addition to the built-in ones (the USB hotplug plugs in here). */
+  watchers?: readonly DeviceWatcher[] | undefined;
+  notifier?: SystemdNotifier | undefined;
+}
+
+/** Where the daemon's single-instance lock lives: one daemon per state dir (journal). */
+export function daemonLockPath(stateDir: string): string {
+  return join(stateDir, 'daemon.lock');
+}
+
+const URI = /^[a-z][a-z0-9+.-]*:/i;
+const STATUS_LINE_EVERY_MS = 1_000;
+const STATUS_LINE_PROGRESS_MS = 5_000;
+
+export class Daemon {
+  readonly socketPath: string;
+  readonly scheduler: JobScheduler;
+  readonly #opts: DaemonOptions;
+  readonly #log: Logger;
+  readonly #notifier: SystemdNotifier;
+  readonly #startedAt = new Date();
+  readonly #feeds: HotFolderFeed[] = [];
+  #env!: IngestEnvironment;
+  #lock: Lock | undefined;
+  #journal: Journal | undefined;
+  #server: ControlServer | undefined;
+  #devices!: DeviceRegistry;
+  #resources: string[] = [];
+  #stopping: Promise<void> | undefined;
+  #statusTimer: NodeJS.Timeout | undefined;
+  #resolveStopped!: () => void;
+  /** Resolves once the daemon has stopped, whoever stopped it. */
+  readonly stopped: Promise<void>;
+
+  private constructor(opts: DaemonOptions) {
+    this.#opts = opts;
+    this.#log = opts.logger;
+    this.#notifier = opts.notifier ?? new SystemdNotifier({ logger: opts.logger, env: opts.env });
+    this.socketPath = serverSocketPath(opts.config.daemon.controlSocket, opts.env ?? process.env);
+    this.scheduler = new JobScheduler({
+      logger: opts.logger,
+      maxRunning: opts.config.daemon.maxJobs,
+      onChange: () => this.#statusLineSoon(),
+    });
+    this.stopped = new Promise((r) => (this.#resolveStopped = r));
+  }
+
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const d = new Daemon(opts);
+    try {
+      await d.#start();
+    } catch (err) {
+      await d.#teardown();
+      d.#resolveStopped();
+      throw err;
+    }
+    return d;
+  }
+
+  async #start(): Promise<void> {
+    const { config, stateDir } = this.#opts;
+    const destinations = destinationsFromConfig(config);
+    if (destinations.length === 0) throw new ShuttleError('USAGE', 'no destination: configure [[destinations]] (or give --dest DIR)');
+    await mkdir(stateDir, { recursive: true, mode: 0o750 }).catch((cause: unknown) => {
+      throw new ShuttleError('JOURNAL', `cannot create state directory ${stateDir}: ${errnoCode(cause) ?? String(cause)}`, { cause, context: { stateDir } });
+    });
+    this.#lock = await acquireLock(daemonLockPath(stateDir), { owner: { command: `run (control socket ${this.socketPath})` } });
+    this.#journal = Journal.open(stateDir);
+    this.#env = { journal: this.#journal, destinations, settings: ingestSettingsFromConfig(config), stateDir, timeZone: config.ingest.timeZone };
+    this.#resources = destinations.map((d) => `destination ${d.path}`);
+    this.#devices = new DeviceRegistry({ scheduler: this.scheduler, env: this.#env, resources: this.#resources, logger: this.#log });
+
+    this.#server = await ControlServer.listen({ path: this.socketPath, handlers: this.#handlers(), logger: this.#log });
+
+    const d = config.daemon;
+    const folders = [...new Set([...d.hotFolders, ...(this.#opts.hotFolders ?? []).map((p) => resolve(p))])];
+    for (const root of folders) this.#refuseOverlap(root, 'hot folder');
+    for (const root of folders) {
+      const feed = new HotFolderFeed({
+        root, scheduler: this.scheduler, env: this.#env, settleMs: d.settleMs, batchMs: d.batchMs, retryMs: d.retryMs,
+        resources: this.#resources, logger: this.#log.child({ hotFolder: root }),
+      });
+      this.#feeds.push(feed);
+      await feed.start();
+    }
+    if (d.watchMounts.length) {
+      // A backup drive mounted under /media is a destination, not a card to ingest into itself.
+      const skip = (mountPoint: string): boolean => destinations.some((x) => overlaps(x.path, mountPoint));
+      await this.#devices.add(new MountWatcher({ roots: d.watchMounts, logger: this.#log, skip }));
+    }
+    for (const w of this.#opts.watchers ?? []) await this.#devices.add(w);
+
+    this.#log.info({
+      version: VERSION, socket: this.socketPath, stateDir, destinations: destinations.map((x) => x.path), hotFolders: folders,
+      watchers: this.#devices.watchers, maxJobs: d.maxJobs, systemd: this.#notifier.enabled, watchdogMs: this.#notifier.watchdogIntervalMs,
+    }, 'daemon started');
+    await this.#notifier.ready(this.#statusLine());
+    if (d.watchdog) this.#notifier.startWatchdog(() => this.#healthy());
+  }
+
+  /** Stops everything in order; resolves when done. Calling it again returns the same promise. */
+  stop(reason = 'stop requested'): Promise<void> {
+    this.#stopping ??= (async () => {
+      this.#log.info({ reason, activeJobs: this.scheduler.activeCount }, 'daemon stopping');
+      void this.#notifier.stopping(`stopping: ${reason}`);
+      await this.#teardown(reason);
+      this.#log.info({ uptimeSeconds: Math.round((Date.now() - this.#startedAt.getTime()) / 1000) }, 'daemon stopped');
+      await this.#notifier.flush();
+      this.#resolveStopped();
+    })();
+    return this.#stopping;
+  }
+
+  async #teardown(reason = 'the daemon is stopping'): Promise<void> {
+    clearTimeout(this.#statusTimer);
+    this.#notifier.stopWatchdog();
+    // No new work first, then let running jobs unwind, then close what they used.
+    await Promise.all(this.#feeds.map((f) => f.close().catch((err: unknown) => this.#log.warn({ err, hotFolder: f.root }, 'closing a hot folder failed'))));
+    await this.#devices?.close();
+    await this.scheduler.shutdown(reason);
+    // After the jobs, so that clients waiting on one get its final state before the socket goes.
+    await this.#server?.close();
+    this.#journal?.close();
+    this.#lock?.release();
+  }
+
+  status(): DaemonStatus {
+    const usage = process.resourceUsage();
+    const mem = process.memoryUsage();
+    return {
+      version: VERSION,
+      pid: process.pid,
+      startedAt: this.#startedAt.toISOString(),
+      uptimeSeconds: Math.round((Date.now() - this.#startedAt.getTime()) / 1000),
+      stateDir: this.#opts.stateDir,
+      controlSocket: this.socketPath,
+      destinations: this.#env?.destinations.map((d) => d.path) ?? [],
+      jobs: this.scheduler.snapshot(),
+      hotFolders: this.#feeds.map((f) => f.status()),
+      devices: this.#devices?.status() ?? [],
+      watchers: this.#devices?.watchers ?? [],
+      totals: this.scheduler.totals,
+      process: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, cpuSeconds: (usage.userCPUTime + usage.systemCPUTime) / 1e6 },
+    };
+  }
+
+  #handlers(): ControlHandlers {
+    return {
+      ping: () => ({ version: VERSION, protocol: PROTOCOL_VERSION, pid: process.pid }),
+      status: () => this.status(),
+      ingest: async ({ source }) => {
+        const { key, kind, label, open } = await this.#requestedSource(source);
+        return this.scheduler.submit({ key, kind, label, origin: 'request', resources: this.#resources, run: (ctx) => runIngestJob(this.#env, open, ctx) });
+      },
+      cancel: ({ job }) => {
+        const snap = this.scheduler.cancel(job, 'cancel');
+        if (!snap) throw noSuchJob(job);
+        return { job: snap };
+      },
+      wait: async ({ job }, { signal }) => ({ job: await this.scheduler.wait(job, signal) }),
+    };
+  }
+
+  /** A requested source: an absolute folder or mount point, or a source URI that openSource knows. */
+  async #requestedSource(source: string): Promise<{ key: string; kind: JobKind; label: string; open: SourceOpener }> {
+    if (URI.test(source) && !isAbsolute(source)) {
+      // Loaded on use: the CLI module brings the progress bar and the S3 client, which an idle daemon does not need.
+      const open: SourceOpener = async (ctx) => (await import('../cli/ingest.js')).openSource(source, ctx);
+      return { key: source, kind: 'camera', label: source, open };
+    }
+    if (!isAbsolute(source)) {
+      throw new ShuttleError('USAGE', `source "${source}" is not an absolute path (the daemon does not know the client's working directory)`, { context: { source, reason: 'bad-args' } });
+    }
+    let real: string;
+    try {
+      real = await realpath(source);
+      if (!(await stat(real)).isDirectory()) throw Object.assign(new Error('not a folder'), { code: 'ENOTDIR' });
+    } catch (cause) {
+      throw new ShuttleError('SOURCE_NOT_FOUND', `source ${source} is not a folder the daemon can read: ${errnoCode(cause) ?? String(cause)}`, { cause, context: { source } });
+    }
+    this.#refuseOverlap(real, 'source');
+    const mountRoot = real !== '/' && (await stat(real)).dev !== (await stat(dirname(real))).dev;
+    return { key: pathJobKey(real), kind: mountRoot ? 'card' : 'folder', label: real, open: async () => new FolderSource(real) };
+  }
+
+  /** A source inside a destination (or holding one) would ingest Shuttle's own copies, again and again. */
+  #refuseOverlap(path: string, what: string): void {
+    const dest = this.#env.destinations.find((x) => overlaps(x.path, path));
+    if (dest) {
+      throw new ShuttleError('USAGE', `${what} ${path} overlaps destination ${dest.path}: one must not be inside the other`, { context: { path, destination: dest.path, reason: 'bad-args' } });
+    }
+  }
+
+  #healthy(): boolean {
+    const db = this.#journal?.database;
+    if (!db?.isOpen) return false;
+    db.prepare('SELECT 1').get();
+    return true;
+  }
+
+  /** Refreshes STATUS= soon after a job changes state, and every few seconds while jobs are active (progress). */
+  #statusLineSoon(delay = STATUS_LINE_EVERY_MS): void {
+    if (this.#statusTimer || this.#stopping || !this.#notifier.enabled) return;
+    this.#statusTimer = setTimeout(() => {
+      this.#statusTimer = undefined;
+      if (this.#stopping) return;
+      void this.#notifier.status(this.#statusLine());
+      if (this.scheduler.activeCount > 0) this.#statusLineSoon(STATUS_LINE_PROGRESS_MS);
+    }, delay);
+    this.#statusTimer.unref();
+  }
+
+  /** The one-line STATUS= that `systemctl status shuttle` shows. */
+  #statusLine(): string {
+    const { active } = this.scheduler.snapshot();
+    const running = active.filter((j) => j.state === 'running');
+    const queued = active.length - running.length;
+    const parts: string[] = [];
+    if (running.length === 0 && queued === 0) parts.push('idle');
+    for (const j of running.slice(0, 2)) parts.push(describeRunning(j));
+    if (running.length > 2) parts.push(`${running.length - 2} more running`);
+    if (queued) parts.push(`${queued} queued`);
+    if (this.#feeds.length) parts.push(`${this.#feeds.length} hot folder${this.#feeds.length === 1 ? '' : 's'}`);
+    return parts.join('; ');
+  }
+}
+
+/** Whether one path is the other or inside it. */
+export function overlaps(a: string, b: string): boolean {
+  const within = (inner: string, outer: string): boolean => inner === outer || inner.startsWith(outer.endsWith('/') ? outer : `${outer}/`);
+  return within(a, b) || within(b, a);
+}
+
+function describeRunning(j: JobSnapshot): string {
+  const p = j.progress;
+  const files = p ? ` ${p.filesDone}/${p.filesTotal} files` : '';
+  const rate = j.rateBytesPerSec ? ` ${(j.rateBytesPerSec / 1e6).toFixed(1)} MB/s` : '';
+  return `job ${j.id} ${j.label}${files}${rate}`;
+}

@@ -1,0 +1,339 @@
+import { stat } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { join, relative, sep } from 'node:path';
+import type { Readable } from 'node:stream';
+import { watch, type FSWatcher } from 'chokidar';
+import type { Stats } from 'node:fs';
+import { FolderSource } from '../device/card/folder-source.js';
+import type { ItemState, OpenOptions, Source, SourceIdentity, SourceItem } from '../device/source.js';
+import { throwIfAborted } from '../errors.js';
+import type { Logger } from '../log.js';
+
+/**
+ * Hot folders: folders where cameras upload over FTP or Wi-Fi, or tethering software saves captures.
+ * A file is handed on only once it is complete, and each version of a file once.
+ *
+ * "Complete" means its size and mtime have not changed for `settleMs` (chokidar's change events restart
+ * the wait; a stat after the wait is the backstop for writers whose changes inotify misses). This is
+ * done here rather than with chokidar's awaitWriteFinish because that one does not apply to files found
+ * by the initial scan (a daemon started during an upload would ingest half a file) and looks at size
+ * only (a preallocated file keeps its size while it fills).
+ *
+ * Complete files are collected into batches: a batch is handed on after `batchMs` without a new
+ * complete file, or after `maxBatchWaitMs` whatever happens, so a steady stream still moves.
+ * Temp names that uploaders write before renaming (`.part`, `.tmp`, hidden files) are ignored; the
+ * rename makes the real name appear, which then settles like any new file.
+ *
+ * Log lines carry no folder name: the caller passes a child logger that has it.
+ */
+
+export interface HotFile {
+  /** '/'-separated path below the hot folder. */
+  rel: string;
+  size: number;
+  mtimeMs: number;
+}
+
+export interface HotFolderWatcherOptions {
+  root: string;
+  settleMs: number;
+  batchMs: number;
+  /** Upper bound on how long a complete file waits for its batch (default: max(10 × batchMs, 10 s)). */
+  maxBatchWaitMs?: number | undefined;
+  logger: Logger;
+  onBatch(files: HotFile[]): void;
+  /** Poll instead of inotify (network filesystems). */
+  usePolling?: boolean | undefined;
+  /** How often to check that the folder is (still) there (default 2 s). */
+  presenceCheckMs?: number | undefined;
+}
+
+/** Suffixes of files still being uploaded or downloaded under a temporary name. */
+const TEMP_SUFFIXES = ['.part', '.partial', '.tmp', '.temp', '.filepart', '.crdownload', '.download', '.upload', '.shuttle-tmp', '~'];
+/** Folders an OS puts into shared folders; never photographs. */
+const SYSTEM_NAMES = new Set(['System Volume Information', '$RECYCLE.BIN', 'lost+found', '@eaDir', '#recycle']);
+const STAT_CONCURRENCY = 32;
+const CHOKIDAR_SETTLE_MS = 500;
+/** Versions of handed-on files remembered per folder (about 100 bytes each). */
+const MAX_REMEMBERED = 200_000;
+
+/** Whether a path below a hot folder is never ingested: hidden or system entries anywhere in it, or a temp name. */
+export function isIgnoredHotPath(rel: string): boolean {
+  if (rel === '') return false;
+  const parts = rel.split('/');
+  if (parts.some((p) => p.startsWith('.') || SYSTEM_NAMES.has(p))) return true;
+  const name = parts[parts.length - 1]!.toLowerCase();
+  return TEMP_SUFFIXES.some((s) => name.endsWith(s));
+}
+
+interface Settling {
+  size: number;
+  mtimeMs: number;
+  since: number;
+}
+
+export class HotFolderWatcher {
+  readonly root: string;
+  readonly #opts: HotFolderWatcherOptions;
+  readonly #maxBatchWaitMs: number;
+  #watcher: FSWatcher | undefined;
+  /** Seen, not yet complete. */
+  readonly #settling = new Map<string, Settling>();
+  /** Complete, waiting for the batch to be handed on. */
+  readonly #pending = new Map<string, HotFile>();
+  /** The version of each file last handed on, so that a repeated event does not hand it on twice. */
+  readonly #delivered = new Map<string, string>();
+  #deliveredCount = 0;
+  #tick: NodeJS.Timeout | undefined;
+  #checking = false;
+  #batchTimer: NodeJS.Timeout | undefined;
+  #firstPendingAt = 0;
+  #closed = false;
+  #lastError: string | undefined;
+  #presence: NodeJS.Timeout | undefined;
+  #presenceCheck: Promise<void> | undefined;
+  #missingLogged = false;
+
+  constructor(opts: HotFolderWatcherOptions) {
+    this.root = opts.root;
+    this.#opts = opts;
+    this.#maxBatchWaitMs = opts.maxBatchWaitMs ?? Math.max(10 * opts.batchMs, 10_000);
+  }
+
+  /**
+   * Starts watching; resolves once the initial scan has been read (its files still have to settle).
+   * A folder that is missing (a share not mounted yet) is watched from when it appears, and one that
+   * disappears is watched again when it comes back; its files are then found by the new scan, and
+   * versions already handed on are not handed on again.
+   */
+  async start(): Promise<void> {
+    await this.#checkPresence();
+    this.#presence = setInterval(() => void this.#checkPresence(), this.#opts.presenceCheckMs ?? 2_000);
+    this.#presence.unref();
+  }
+
+  /** Stops watching. Files not yet handed on are dropped: the next start finds them again. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#presence);
+    clearInterval(this.#tick);
+    clearTimeout(this.#batchTimer);
+    this.#tick = undefined;
+    await this.#presenceCheck;
+    await this.#watcher?.close();
+  }
+
+  get status(): { watching: boolean; settling: number; waiting: number; delivered: number; error?: string | undefined } {
+    return { watching: this.#watcher !== undefined, settling: this.#settling.size, waiting: this.#pending.size, delivered: this.#deliveredCount, error: this.#lastError };
+  }
+
+  #checkPresence(): Promise<void> {
+    this.#presenceCheck ??= (async () => {
+      const exists = await stat(this.root).then((st) => st.isDirectory(), () => false);
+      if (this.#closed) return;
+      if (exists && !this.#watcher) await this.#watch();
+      else if (!exists && this.#watcher) await this.#unwatch();
+      else if (!exists && !this.#missingLogged) this.#opts.logger.warn('hot folder does not exist (yet); watching for it to appear');
+      this.#missingLogged = !exists;
+    })().finally(() => (this.#presenceCheck = undefined));
+    return this.#presenceCheck;
+  }
+
+  async #watch(): Promise<void> {
+    const watcher = watch(this.root, {
+      persistent: true,
+      ignoreInitial: false,
+      followSymlinks: false,
+      alwaysStat: true,
+      atomic: false,
+      ignorePermissionErrors: true,
+      usePolling: this.#opts.usePolling ?? false,
+      ignored: (path: string) => isIgnoredHotPath(this.#rel(path)),
+    });
+    this.#watcher = watcher;
+    watcher.on('add', (path, stats) => this.#seen(path, stats));
+    watcher.on('change', (path, stats) => this.#seen(path, stats));
+    watcher.on('unlink', (path) => this.#gone(this.#rel(path)));
+    watcher.on('unlinkDir', (path) => this.#goneDir(this.#rel(path)));
+    watcher.on('error', (err) => {
+      this.#lastError = err instanceof Error ? err.message : String(err);
+      this.#opts.logger.warn({ err }, 'hot folder watcher error');
+    });
+    await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
+    this.#lastError = undefined;
+    this.#opts.logger.info({ settling: this.#settling.size, settleMs: this.#opts.settleMs }, 'watching hot folder');
+  }
+
+  async #unwatch(): Promise<void> {
+    const w = this.#watcher;
+    this.#watcher = undefined;
+    this.#settling.clear();
+    this.#pending.clear();
+    this.#opts.logger.warn('hot folder disappeared (unmounted or removed); watching for it to come back');
+    // chokidar shares fs.watch handles between instances by path. Closed while it is still handling
+    // the folder's removal, it can leave that registry holding a dead handle, and the next watcher of
+    // the same path then hears nothing (1 in 20 quick remounts here). Let it finish first.
+    await sleep(CHOKIDAR_SETTLE_MS);
+    await w?.close();
+  }
+
+  /** Hands on the files waiting for their batch now (shutdown paths and tests). */
+  flush(): void {
+    clearTimeout(this.#batchTimer);
+    this.#batchTimer = undefined;
+    this.#firstPendingAt = 0;
+    if (this.#pending.size === 0 || this.#closed) return;
+    const batch = [...this.#pending.values()].sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+    this.#pending.clear();
+    for (const f of batch) {
+      this.#delivered.delete(f.rel); // re-inserted at the end: the map is oldest first
+      this.#delivered.set(f.rel, version(f));
+    }
+    // Bounded: a forgotten file that shows up again is handed on again, and the journal skips it.
+    for (const k of this.#delivered.keys()) {
+      if (this.#delivered.size <= MAX_REMEMBERED) break;
+      this.#delivered.delete(k);
+    }
+    this.#deliveredCount += batch.length;
+    this.#opts.logger.info({ files: batch.length }, 'hot folder batch ready');
+    this.#opts.onBatch(batch);
+  }
+
+  #rel(path: string): string {
+    return relative(this.root, path).split(sep).join('/');
+  }
+
+  #seen(path: string, stats: Stats | undefined): void {
+    if (this.#closed || !stats?.isFile()) return;
+    const rel = this.#rel(path);
+    if (rel.startsWith('..') || isIgnoredHotPath(rel)) return;
+    const now = Date.now();
+    const cur = this.#settling.get(rel);
+    const mtimeMs = Math.trunc(stats.mtimeMs);
+    if (cur && cur.size === stats.size && cur.mtimeMs === mtimeMs) return;
+    if (!cur && this.#delivered.get(rel) === version({ rel, size: stats.size, mtimeMs })) return;
+    // A newer version replaces one still waiting for its batch.
+    this.#pending.delete(rel);
+    this.#settling.set(rel, { size: stats.size, mtimeMs, since: now });
+    this.#startTicking();
+  }
+
+  // What was handed on stays remembered when it goes: a folder that is unmounted and mounted again
+  // reports every file gone and then new, and none of them is new work.
+  #gone(rel: string): void {
+    this.#settling.delete(rel);
+    this.#pending.delete(rel);
+  }
+
+  #goneDir(rel: string): void {
+    const prefix = rel === '' ? '' : `${rel}/`;
+    for (const map of [this.#settling, this.#pending]) {
+      for (const k of map.keys()) if (k.startsWith(prefix)) map.delete(k);
+    }
+  }
+
+  #startTicking(): void {
+    if (this.#tick) return;
+    const every = Math.min(500, Math.max(25, Math.floor(this.#opts.settleMs / 4)));
+    this.#tick = setInterval(() => void this.#check(), every);
+  }
+
+  /** Stats the files whose quiet time is over; unchanged ones are complete. */
+  async #check(): Promise<void> {
+    if (this.#checking || this.#closed) return;
+    this.#checking = true;
+    try {
+      const now = Date.now();
+      const due = [...this.#settling].filter(([, s]) => now - s.since >= this.#opts.settleMs);
+      for (let i = 0; i < due.length; i += STAT_CONCURRENCY) {
+        await Promise.all(due.slice(i, i + STAT_CONCURRENCY).map(([rel, s]) => this.#confirm(rel, s)));
+      }
+      if (this.#settling.size === 0) {
+        clearInterval(this.#tick);
+        this.#tick = undefined;
+      }
+    } finally {
+      this.#checking = false;
+    }
+  }
+
+  async #confirm(rel: string, seen: Settling): Promise<void> {
+    const st = await stat(join(this.root, rel)).catch(() => undefined);
+    if (this.#closed || this.#settling.get(rel) !== seen) return; // changed or gone meanwhile: its own event handles it
+    if (!st?.isFile()) {
+      this.#settling.delete(rel);
+      return;
+    }
+    const mtimeMs = Math.trunc(st.mtimeMs);
+    if (st.size !== seen.size || mtimeMs !== seen.mtimeMs) {
+      this.#settling.set(rel, { size: st.size, mtimeMs, since: Date.now() });
+      return;
+    }
+    this.#settling.delete(rel);
+    const file: HotFile = { rel, size: st.size, mtimeMs };
+    if (this.#delivered.get(rel) === version(file)) return;
+    this.#pending.set(rel, file);
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    const now = Date.now();
+    if (this.#firstPendingAt === 0) this.#firstPendingAt = now;
+    clearTimeout(this.#batchTimer);
+    const wait = Math.max(0, Math.min(this.#opts.batchMs, this.#firstPendingAt + this.#maxBatchWaitMs - now));
+    this.#batchTimer = setTimeout(() => this.flush(), wait);
+  }
+}
+
+function version(f: HotFile): string {
+  return `${f.size}:${f.mtimeMs}`;
+}
+
+/**
+ * The files of one hot-folder batch as a Source. Its identity is the folder's, so the journal keeps
+ * one history for the folder however many batches it comes in; it lists only the batch, stat'ing each
+ * file again so that the plan matches what is there now (a file deleted since is left out).
+ */
+export class HotFolderSource implements Source {
+  readonly uri: string;
+  readonly #folder: FolderSource;
+  readonly #files: readonly HotFile[];
+  /** Batch files gone before they were listed. */
+  readonly missing: string[] = [];
+
+  constructor(root: string, files: readonly HotFile[]) {
+    this.#folder = new FolderSource(root);
+    this.uri = this.#folder.uri;
+    this.#files = files;
+  }
+
+  identity(signal?: AbortSignal): Promise<SourceIdentity> {
+    throwIfAborted(signal);
+    return this.#folder.identity();
+  }
+
+  async *list(signal?: AbortSignal): AsyncIterable<SourceItem> {
+    for (const f of this.#files) {
+      throwIfAborted(signal);
+      const abs = join(this.#folder.root, f.rel);
+      const st = await stat(abs).catch(() => undefined);
+      if (!st?.isFile()) {
+        this.missing.push(f.rel);
+        continue;
+      }
+      yield { path: f.rel, size: st.size, mtimeMs: Math.trunc(st.mtimeMs), handle: abs };
+    }
+  }
+
+  open(item: SourceItem, options?: OpenOptions): Promise<Readable> {
+    return this.#folder.open(item, options);
+  }
+
+  stat(item: SourceItem): Promise<ItemState | undefined> {
+    return this.#folder.stat(item);
+  }
+
+  close(): Promise<void> {
+    return this.#folder.close();
+  }
+}

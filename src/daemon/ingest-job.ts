@@ -1,0 +1,78 @@
+import { resolve } from 'node:path';
+import type { Config } from '../config/index.js';
+import type { Source } from '../device/source.js';
+import { runIngest, type DestinationSpec, type IngestSettings, type IngestSummary } from '../ingest/pipeline.js';
+import type { Logger } from '../log.js';
+import type { Journal } from '../store/journal.js';
+import { VERSION } from '../version.js';
+import type { JobContext, JobOutcome } from './jobs.js';
+import type { JobResultFigures } from './status.js';
+
+/**
+ * What every daemon job shares: the journal, the destinations and the ingest settings, all resolved
+ * once from the config when the daemon starts.
+ */
+export interface IngestEnvironment {
+  journal: Journal;
+  destinations: DestinationSpec[];
+  settings: IngestSettings;
+  stateDir: string;
+  timeZone?: string | undefined;
+}
+
+/** Opens the job's source; it is closed by the job whatever happens. */
+export type SourceOpener = (ctx: { stateDir: string; timeZone?: string | undefined; logger: Logger; signal: AbortSignal }) => Promise<Source>;
+
+export function destinationsFromConfig(config: Config): DestinationSpec[] {
+  return config.destinations.map((d) => ({ path: resolve(d.path), requireVolumeUuid: d.requireVolumeUuid, minFreeBytes: d.minFreeBytes }));
+}
+
+/**
+ * The daemon's ingest settings. Locks are waited for until the job is cancelled: a CLI run working on
+ * the same card or destination makes the job wait for it instead of failing.
+ */
+export function ingestSettingsFromConfig(config: Config): IngestSettings {
+  return {
+    template: config.ingest.template,
+    manifestHashes: config.ingest.manifestHashes,
+    job: config.ingest.job,
+    timeZone: config.ingest.timeZone,
+    verifyRetries: config.ingest.verifyRetries,
+    changeRetries: config.ingest.changeRetries,
+    station: config.station,
+    lockWaitMs: Infinity,
+    tool: { name: 'shuttle', version: VERSION },
+  };
+}
+
+export function resultFigures(s: IngestSummary): JobResultFigures {
+  return {
+    status: s.status,
+    files: s.files,
+    copied: s.copied,
+    skipped: s.skipped,
+    failed: s.failed,
+    bytes: s.destinations.reduce((n, d) => n + d.bytes, 0),
+    errors: s.errors.slice(0, 20).map((e) => ({ code: e.code, message: e.message, path: e.path })),
+  };
+}
+
+/** One ingest of one source into every destination: the body of card, camera and hot-folder jobs. */
+export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, ctx: JobContext, onSummary?: (s: IngestSummary) => void): Promise<JobOutcome> {
+  const source = await open({ stateDir: env.stateDir, timeZone: env.timeZone, logger: ctx.logger, signal: ctx.signal });
+  try {
+    const summary = await runIngest({
+      sources: [source],
+      destinations: env.destinations,
+      journal: env.journal,
+      settings: env.settings,
+      logger: ctx.logger,
+      signal: ctx.signal,
+      onProgress: ctx.progress,
+    });
+    onSummary?.(summary);
+    return { status: summary.status, result: resultFigures(summary) };
+  } finally {
+    await source.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: source.uri }, 'closing the source failed'));
+  }
+}

@@ -1,0 +1,129 @@
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { FolderSource } from '../device/card/folder-source.js';
+import type { Logger } from '../log.js';
+import { pathJobKey, type AttachedDevice, type DeviceEvents, type DeviceWatcher } from './devices.js';
+
+/**
+ * Cards mounted by something else (a desktop automounter under /media, an fstab entry): every
+ * filesystem mounted strictly below one of the configured roots is a device while it is mounted.
+ * The mount table is polled: /proc/self/mountinfo signals changes through poll(2) priority events,
+ * which Node cannot wait for, and a read every second or two costs nothing measurable.
+ */
+
+export interface MountEntry {
+  /** major:minor of the filesystem's device. */
+  dev: string;
+  mountPoint: string;
+  fsType: string;
+  source: string;
+}
+
+/** Filesystems that are never a card. */
+const NOT_CARDS = new Set([
+  'autofs', 'tmpfs', 'ramfs', 'proc', 'sysfs', 'devtmpfs', 'devpts', 'overlay', 'squashfs', 'cgroup', 'cgroup2', 'nsfs',
+  'bpf', 'tracefs', 'debugfs', 'securityfs', 'pstore', 'mqueue', 'hugetlbfs', 'configfs', 'fusectl', 'binfmt_misc',
+  'fuse.gvfsd-fuse', 'fuse.portal', 'efivarfs', 'nfs', 'nfs4', 'cifs', 'smb3',
+]);
+
+/** `\040`-style octal escapes of mountinfo paths. */
+function unescapeMountPath(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Parses /proc/self/mountinfo (proc(5)); lines it cannot read are skipped. */
+export function parseMountinfo(text: string): MountEntry[] {
+  const out: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.split(' ');
+    const dash = fields.indexOf('-');
+    if (dash < 6 || fields.length < dash + 3) continue;
+    out.push({ dev: fields[2]!, mountPoint: unescapeMountPath(fields[4]!), fsType: fields[dash + 1]!, source: unescapeMountPath(fields[dash + 2]!) });
+  }
+  return out;
+}
+
+function below(path: string, root: string): boolean {
+  const r = root.endsWith('/') ? root : `${root}/`;
+  return path.startsWith(r) && path.length > r.length;
+}
+
+export interface MountWatcherOptions {
+  roots: readonly string[];
+  logger: Logger;
+  intervalMs?: number | undefined;
+  /** The mount table to read (tests give a file of their own). */
+  mountinfo?: string | undefined;
+  /** Mount points that are never devices (the daemon's destinations). */
+  skip?: ((mountPoint: string) => boolean) | undefined;
+}
+
+export class MountWatcher implements DeviceWatcher {
+  readonly name = 'mounts';
+  readonly #opts: MountWatcherOptions;
+  readonly #known = new Map<string, MountEntry>();
+  #timer: NodeJS.Timeout | undefined;
+  #events: DeviceEvents | undefined;
+  #reading: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(opts: MountWatcherOptions) {
+    this.#opts = opts;
+  }
+
+  async start(events: DeviceEvents): Promise<void> {
+    this.#events = events;
+    await this.poll();
+    this.#timer = setInterval(() => void this.poll(), this.#opts.intervalMs ?? 1_000);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    await this.#reading;
+  }
+
+  /** Reads the mount table once and reports what changed since the last read. */
+  poll(): Promise<void> {
+    this.#reading ??= this.#read().finally(() => (this.#reading = undefined));
+    return this.#reading;
+  }
+
+  async #read(): Promise<void> {
+    let text: string;
+    try {
+      text = await readFile(this.#opts.mountinfo ?? '/proc/self/mountinfo', 'utf8');
+    } catch (err) {
+      this.#opts.logger.warn({ err }, 'cannot read the mount table');
+      return;
+    }
+    if (this.#closed || !this.#events) return;
+    const now = new Map<string, MountEntry>();
+    for (const m of parseMountinfo(text)) {
+      if (NOT_CARDS.has(m.fsType) || !this.#opts.roots.some((r) => below(m.mountPoint, r)) || this.#opts.skip?.(m.mountPoint)) continue;
+      now.set(`mount:${m.dev}:${m.mountPoint}`, m);
+    }
+    for (const [id, m] of this.#known) {
+      if (!now.has(id)) {
+        this.#known.delete(id);
+        this.#events.detach(id, `${m.mountPoint} was unmounted`);
+      }
+    }
+    for (const [id, m] of now) {
+      if (this.#known.has(id)) continue;
+      this.#known.set(id, m);
+      this.#events.attach(mountedCard(id, m));
+    }
+  }
+}
+
+function mountedCard(id: string, m: MountEntry): AttachedDevice {
+  return {
+    id,
+    kind: 'card',
+    label: `${basename(m.mountPoint)} (${m.fsType} ${m.source})`,
+    uri: m.mountPoint,
+    jobKey: pathJobKey(m.mountPoint),
+    open: async () => new FolderSource(m.mountPoint),
+  };
+}

@@ -1,0 +1,79 @@
+import { ControlClient } from './control.js';
+import { clientSocketPaths } from './socket-path.js';
+import type { DaemonStatus, JobSnapshot } from './status.js';
+import { isShuttleError } from '../errors.js';
+
+/**
+ * `shuttle status` asks the running daemon first; when none answers it shows only what the journal
+ * knows, exactly as before there was a daemon.
+ */
+
+export interface DaemonQuery {
+  status?: DaemonStatus | undefined;
+  /** Why a daemon that seems to exist could not be asked (permissions), for a note on stderr. */
+  problem?: string | undefined;
+}
+
+export async function queryDaemonStatus(configuredSocket: string | undefined, env: NodeJS.ProcessEnv = process.env, timeoutMs = 2_000): Promise<DaemonQuery> {
+  let client: ControlClient;
+  try {
+    client = await ControlClient.connect(clientSocketPaths(configuredSocket, env), { timeoutMs });
+  } catch (err) {
+    const errno = isShuttleError(err) ? err.context['errno'] : undefined;
+    // No socket or nobody listening: no daemon, nothing to say. Anything else is worth a note.
+    if (errno === 'ENOENT' || errno === 'ECONNREFUSED') return {};
+    return { problem: err instanceof Error ? err.message : String(err) };
+  }
+  try {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    return { status: (await client.request('status', {}, { signal: timeout })) as DaemonStatus };
+  } catch (err) {
+    return { problem: err instanceof Error ? err.message : String(err) };
+  } finally {
+    client.close();
+  }
+}
+
+function mb(n: number): string {
+  return `${(n / 1e6).toFixed(1)} MB`;
+}
+
+function duration(seconds: number): string {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  return h ? `${h}h${String(m).padStart(2, '0')}m` : m ? `${m}m${String(s).padStart(2, '0')}s` : `${s}s`;
+}
+
+export function describeJobLine(j: JobSnapshot): string {
+  const head = `job ${j.id} ${j.state}: ${j.label}`;
+  if (j.state === 'queued') return `${head}${j.waitingFor ? ` — waiting for ${j.waitingFor}` : ''}`;
+  if (j.state === 'running') {
+    const p = j.progress;
+    if (!p) return `${head} — starting`;
+    const rate = j.rateBytesPerSec !== undefined ? `, ${mb(j.rateBytesPerSec)}/s` : '';
+    const eta = j.etaSeconds !== undefined ? `, ETA ${duration(j.etaSeconds)}` : '';
+    return `${head} — ${p.filesDone}/${p.filesTotal} files, ${mb(p.bytesDone)}/${mb(p.bytesTotal)}${rate}${eta}`;
+  }
+  const r = j.result;
+  const figures = r ? ` (${r.files} files, ${r.copied} copied, ${r.skipped} already done, ${r.failed} failed)` : '';
+  const why = j.error?.message ?? (j.state !== 'done' ? j.history[j.history.length - 1]?.reason : undefined);
+  return `${head}${figures}${j.finishedAt ? ` at ${j.finishedAt}` : ''}${why ? ` — ${why}` : ''}`;
+}
+
+/** The daemon's part of `shuttle status`, as lines. */
+export function formatDaemonStatus(s: DaemonStatus, recent = 5): string[] {
+  const lines = [`daemon: running (pid ${s.pid}, up ${duration(s.uptimeSeconds)}, ${mb(s.process.rssBytes)} RSS), socket ${s.controlSocket}, state ${s.stateDir}`];
+  if (s.jobs.active.length === 0) lines.push('jobs: none running');
+  for (const j of s.jobs.active) lines.push(describeJobLine(j));
+  for (const h of s.hotFolders) {
+    const parts = [h.watching ? 'watching' : 'not watching', `${h.waiting} waiting`, `${h.settling} being written`, `${h.delivered} handed to jobs`];
+    if (h.retryAt) parts.push(`retry at ${h.retryAt}`);
+    if (h.error) parts.push(`error: ${h.error}`);
+    lines.push(`hot folder ${h.path}: ${parts.join(', ')}`);
+  }
+  for (const d of s.devices) lines.push(`device ${d.label} (${d.kind}, ${d.watcher})${d.job ? ` → job ${d.job}` : ''}`);
+  for (const j of s.jobs.recent.slice(0, recent)) lines.push(describeJobLine(j));
+  lines.push(`since start: ${s.totals.jobs} jobs (${s.totals.failedJobs} failed), ${s.totals.filesCopied} files copied, ${mb(s.totals.bytesCopied)} written`);
+  return lines;
+}

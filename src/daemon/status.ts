@@ -1,0 +1,124 @@
+/**
+ * Live figures the daemon reports over the control socket (`shuttle status`): jobs with their progress
+ * and rates, hot folders, attached devices, and what the process itself costs.
+ */
+
+export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled' | 'interrupted';
+export type JobKind = 'card' | 'folder' | 'camera' | 'hotfolder';
+
+export const FINAL_STATES: ReadonlySet<JobState> = new Set(['done', 'failed', 'cancelled', 'interrupted']);
+
+export interface JobProgress {
+  filesTotal: number;
+  filesDone: number;
+  bytesTotal: number;
+  bytesDone: number;
+  current?: string | undefined;
+}
+
+export interface JobResultFigures {
+  status: 'complete' | 'failed' | 'interrupted';
+  files: number;
+  copied: number;
+  skipped: number;
+  failed: number;
+  bytes: number;
+  errors: Array<{ code: string; message: string; path?: string | undefined }>;
+}
+
+export interface JobSnapshot {
+  id: number;
+  /** What the job works on; two jobs with one key never run at once. */
+  key: string;
+  kind: JobKind;
+  label: string;
+  /** Who asked: `request`, `hotfolder`, `device:<watcher>`. */
+  origin: string;
+  state: JobState;
+  createdAt: string;
+  startedAt?: string | undefined;
+  finishedAt?: string | undefined;
+  /** Why a queued job has not started yet. */
+  waitingFor?: string | undefined;
+  progress?: JobProgress | undefined;
+  /** Bytes per second over the last few seconds; absent until there are two samples. */
+  rateBytesPerSec?: number | undefined;
+  etaSeconds?: number | undefined;
+  result?: JobResultFigures | undefined;
+  error?: { code: string; message: string } | undefined;
+  history: Array<{ state: JobState; at: string; reason?: string | undefined }>;
+}
+
+export interface HotFolderStatus {
+  path: string;
+  watching: boolean;
+  /** Files that are complete and wait for the next job. */
+  waiting: number;
+  /** Files seen but still being written. */
+  settling: number;
+  /** Files handed to jobs since the daemon started. */
+  delivered: number;
+  retryAt?: string | undefined;
+  error?: string | undefined;
+}
+
+export interface DeviceStatus {
+  id: string;
+  kind: 'camera' | 'card';
+  label: string;
+  uri: string;
+  watcher: string;
+  attachedAt: string;
+  job?: number | undefined;
+}
+
+export interface DaemonStatus {
+  version: string;
+  pid: number;
+  startedAt: string;
+  uptimeSeconds: number;
+  stateDir: string;
+  controlSocket: string;
+  destinations: string[];
+  jobs: { active: JobSnapshot[]; recent: JobSnapshot[] };
+  hotFolders: HotFolderStatus[];
+  devices: DeviceStatus[];
+  watchers: string[];
+  totals: { jobs: number; filesCopied: number; bytesCopied: number; failedJobs: number };
+  process: { rssBytes: number; heapUsedBytes: number; cpuSeconds: number };
+}
+
+/**
+ * Throughput over a sliding window. Samples are (time, cumulative bytes); the rate is the slope from
+ * the oldest sample in the window to now, so a stall shows as a falling rate instead of hiding in the
+ * average since start. Two samples are always kept, so that a slow source still has a rate.
+ */
+export class RateMeter {
+  #samples: Array<{ t: number; bytes: number }> = [];
+
+  constructor(
+    private readonly windowMs = 10_000,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  sample(bytes: number): void {
+    const t = this.now();
+    this.#samples.push({ t, bytes });
+    while (this.#samples.length > 2 && this.#samples[0]!.t < t - this.windowMs) this.#samples.shift();
+  }
+
+  /** Bytes per second, or undefined until two samples at least 100 ms apart exist. */
+  rate(): number | undefined {
+    const first = this.#samples[0];
+    const last = this.#samples[this.#samples.length - 1];
+    if (!first || !last || last.t - first.t < 100) return undefined;
+    // A sample taken now with no new bytes makes a stall visible at once.
+    const end = Math.max(last.t, this.now());
+    return Math.max(0, ((last.bytes - first.bytes) * 1000) / (end - first.t));
+  }
+}
+
+export function etaSeconds(progress: JobProgress | undefined, rate: number | undefined): number | undefined {
+  if (!progress || rate === undefined || rate <= 0) return undefined;
+  return Math.ceil(Math.max(0, progress.bytesTotal - progress.bytesDone) / rate);
+}

@@ -1,0 +1,305 @@
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { chmod, copyFile, cp, mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { runCli } from './support/cli.js';
+import { listTree } from './support/tree.js';
+import { bootBox, ensureBoxImage, type Box, type GuestRun } from './box/vm.js';
+
+/**
+ * End to end on a real systemd box: a Debian guest under QEMU with systemd as PID 1, udev, no Node and
+ * no npm. The artifact from scripts/build-dist.sh is installed by its own installer inside the guest;
+ * then USB card readers holding FAT32 cards (MBR partition, as cameras format them) are hot-plugged over
+ * QMP. Nothing is typed in the guest for an ingest: udev's rule starts shuttle-card@sda1.service, which
+ * mounts the card read-only, asks the daemon to ingest it and waits, then unmounts it and powers the
+ * reader off. A card pulled in the middle is stopped cleanly and finished when it comes back.
+ *
+ * Slow: the image build takes about 2 minutes the first time (cached in .tmp/box), a TCG boot 1–2
+ * minutes, the whole run 6–10 minutes. What the guest said stays in .tmp/box/last-out.
+ */
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+const PARTITION_START_SECTOR = 2048;
+const MINUTE = 60_000;
+
+let work: string;
+let artifactDir: string;
+let outDir: string;
+let box: Box;
+/** Hashes of every file on every card made so far: anything at a destination must be one of them. */
+const sourceHashes = new Set<string>();
+
+function sh(cmd: string, args: readonly string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
+
+async function sha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+interface Card {
+  tree: string;
+  image: string;
+  /** Content hashes of every file on the card. */
+  hashes: Set<string>;
+  imageHash: string;
+}
+
+/** A card as a camera formats it: an MBR with one FAT32 (LBA) partition from sector 2048, a sample shoot copied in. */
+async function makeCard(name: string, sizeMiB: number, sampleArgs: string[]): Promise<Card> {
+  const tree = join(work, `${name}-tree`);
+  const sample = await runCli(['sample', tree, ...sampleArgs]);
+  if (sample.code !== 0) throw new Error(`shuttle sample failed: ${sample.stderr}`);
+  const image = join(work, `${name}.img`);
+  const sectors = (sizeMiB * 1024 * 1024) / 512;
+  const fh = await open(image, 'w');
+  try {
+    await fh.truncate(sizeMiB * 1024 * 1024);
+    const mbr = Buffer.alloc(512);
+    mbr[446 + 4] = 0x0c; // FAT32, LBA
+    mbr.writeUInt32LE(PARTITION_START_SECTOR, 446 + 8);
+    mbr.writeUInt32LE(sectors - PARTITION_START_SECTOR, 446 + 12);
+    mbr.writeUInt16LE(0xaa55, 510);
+    await fh.write(mbr, 0, 512, 0);
+  } finally {
+    await fh.close();
+  }
+  const partitionKiB = ((sectors - PARTITION_START_SECTOR) * 512) / 1024;
+  sh('mkfs.vfat', ['-F', '32', '-n', 'EOS_DIGITAL', `--offset=${PARTITION_START_SECTOR}`, image, String(partitionKiB)]);
+  const top = sh('ls', ['-A', tree]).split('\n').filter(Boolean).map((n) => join(tree, n));
+  sh('mcopy', ['-s', '-i', `${image}@@${PARTITION_START_SECTOR * 512}`, ...top, '::/']);
+  const hashes = new Set([...(await listTree(tree)).values()].map((f) => f.sha256));
+  for (const h of hashes) sourceHashes.add(h);
+  return { tree, image, hashes, imageHash: await sha256(image) };
+}
+
+/** Shell helpers every guest script starts with. */
+const PRELUDE = String.raw`
+# count PATTERN: lines of Shuttle's units' journal matching the extended regex PATTERN
+count() { journalctl -o cat --no-pager -u shuttle.service -u 'shuttle-card@*' | grep -cE "$1"; }
+# await PATTERN N SECONDS: wait until count PATTERN reaches N
+await() { end=$(( $(date +%s) + $3 )); while [ "$(count "$1")" -lt "$2" ]; do [ "$(date +%s)" -ge "$end" ] && { echo "timed out waiting for $2 x $1"; return 1; }; sleep 0.5; done; }
+`;
+/** The card unit's end, however it ended. */
+const CARD_UNIT_ENDED = String.raw`shuttle-card@sda1\.service: (Deactivated successfully|Failed with result|Skipped due to)`;
+const JOB_RUNNING = String.raw`"state":"running".*"source":"/media/shuttle/sda1"`;
+
+async function guest(script: string, timeoutMs = 5 * MINUTE): Promise<GuestRun> {
+  return box.run(`${PRELUDE}\n${script}`, timeoutMs);
+}
+
+async function ok(script: string, timeoutMs?: number): Promise<string> {
+  const r = await guest(script, timeoutMs);
+  if (r.rc !== 0) throw new Error(`guest script failed (${r.rc}):\n${script}\n${r.output}`);
+  return r.output;
+}
+
+/** Destination files (not Shuttle's own folders) as hash → path, and any temp files left. */
+async function destination(): Promise<{ files: Map<string, string>; temps: string[] }> {
+  const out = await ok(`cd /srv/photos && find . -type f ! -path './.shuttle/*' ! -path './ascmhl/*' -exec sha256sum {} +`);
+  const files = new Map<string, string>();
+  const temps: string[] = [];
+  for (const line of out.trim().split('\n').filter(Boolean)) {
+    const [hash, path] = line.split(/\s+/, 2) as [string, string];
+    if (path.endsWith('.shuttle-tmp')) temps.push(path);
+    else files.set(hash, path);
+  }
+  return { files, temps };
+}
+
+async function plug(id: string, node: string): Promise<number> {
+  const at = Date.now() / 1000;
+  await box.qmp.execute('device_add', { driver: 'usb-storage', id, drive: node, removable: true });
+  return at;
+}
+
+async function unplug(id: string): Promise<void> {
+  await box.qmp.execute('device_del', { id });
+}
+
+beforeAll(async () => {
+  if (process.getuid?.() !== 0) throw new Error('the box test builds a debootstrap image and runs QEMU with 9p shares: run as root');
+  const image = ensureBoxImage();
+  await mkdir(join(REPO, '.tmp', 'box'), { recursive: true });
+  work = await mkdtemp(join(REPO, '.tmp', 'box', 'run-'));
+  artifactDir = join(work, 'artifact');
+  outDir = join(work, 'out');
+  await mkdir(artifactDir);
+  await mkdir(outDir);
+  await chmod(outDir, 0o777);
+  const built = sh(join(REPO, 'scripts/build-dist.sh'), ['--out', join(work, 'dist')]).trim().split('\n').pop()!;
+  await copyFile(built, join(artifactDir, built.split('/').pop()!));
+  // The installer as a user runs it: next to the downloaded tarball.
+  await copyFile(join(REPO, 'scripts/install.sh'), join(artifactDir, 'install.sh'));
+  box = await bootBox({ image, artifactDir, outDir });
+}, 15 * MINUTE);
+
+afterAll(async () => {
+  await box?.stop();
+  if (!work) return;
+  const keep = join(REPO, '.tmp', 'box', 'last-out');
+  await rm(keep, { recursive: true, force: true });
+  await cp(outDir, keep, { recursive: true, filter: (src) => !src.endsWith('.sock') && !src.endsWith('.img') });
+  await rm(work, { recursive: true, force: true });
+});
+
+describe.sequential('a box without Node, set up by the installer', () => {
+  test('installer-installs-the-tarball-and-leaves-the-daemon-for-after-configuration', async () => {
+    const out = await ok('bash /artifact/install.sh /artifact/shuttle-*.tar.gz', 5 * MINUTE);
+    expect(out).toContain('start it once a destination is set');
+    expect((await guest('command -v node npm')).rc).not.toBe(0);
+    expect(await ok('id shuttle; ls -l /usr/local/bin/shuttle; systemctl is-enabled shuttle.service')).toMatch(/shuttle[\s\S]*\/opt\/shuttle\/bin\/shuttle[\s\S]*enabled/);
+  }, 6 * MINUTE);
+
+  test('daemon-starts-under-the-hardened-unit-once-a-destination-is-set', async () => {
+    await ok(String.raw`
+mkdir -p /srv/photos && chown shuttle:shuttle /srv/photos
+cat > /etc/shuttle/config.toml <<'EOF'
+station = "box"
+log_level = "debug"
+[[destinations]]
+path = "/srv/photos"
+name = "primary"
+EOF
+systemctl restart shuttle.service`, 3 * MINUTE);
+    expect((await ok('systemctl is-active shuttle.service')).trim()).toBe('active');
+  }, 4 * MINUTE);
+
+  test('systemd-rates-the-running-daemon-unit-at-most-2.0-exposure', async () => {
+    const out = await ok('systemd-analyze security --no-pager shuttle.service');
+    const m = /Overall exposure level for shuttle\.service: (\d+\.\d+)/.exec(out);
+    expect(m, out).not.toBeNull();
+    expect(Number(m![1])).toBeLessThanOrEqual(2.0);
+    await writeFile(join(outDir, 'security.txt'), out);
+  });
+
+  test('doctor-finds-user-units-rules-daemon-and-state-in-order', async () => {
+    const r = await guest('/usr/local/bin/shuttle doctor --json', 3 * MINUTE);
+    const checks = (JSON.parse(r.output) as { checks: Array<{ id: string; status: string }> }).checks;
+    const status = Object.fromEntries(checks.map((c) => [c.id, c.status]));
+    expect(status, r.output).toMatchObject({ 'service-user': 'ok', units: 'ok', rules: 'ok', daemon: 'ok', 'state-dir': 'ok' });
+    expect(status['credentials-file']).toBeUndefined();
+    // The guest's small disk earns a low-space warning at most.
+    expect(status['destination:primary']).not.toBe('fail');
+  }, 4 * MINUTE);
+});
+
+describe.sequential('a card plugged in', () => {
+  let card: Card;
+  let pluggedAt: number;
+  let mountLine: string;
+  let journal: string;
+
+  beforeAll(async () => {
+    card = await makeCard('card1', 96, ['--count', '6', '--seed', '7']);
+    await box.qmp.execute('blockdev-add', { driver: 'raw', 'node-name': 'card1', file: { driver: 'file', filename: card.image } });
+    pluggedAt = await plug('reader1', 'card1');
+    // Record the mount while it exists, then wait for the card unit to end.
+    mountLine = await ok(String.raw`
+end=$(( $(date +%s) + 240 ))
+until findmnt -n -o SOURCE,FSTYPE,OPTIONS /media/shuttle/sda1; do [ "$(date +%s)" -ge "$end" ] && exit 1; sleep 0.2; done`, 5 * MINUTE);
+    await ok(`await '${CARD_UNIT_ENDED}' 1 300`, 6 * MINUTE);
+    journal = await ok(`journalctl -o short-unix --no-pager -u shuttle.service -u 'shuttle-card@*'`);
+    await writeFile(join(outDir, 'journal-card1.txt'), journal);
+  }, 12 * MINUTE);
+
+  test('is-mounted-read-only-by-the-card-unit-and-the-card-image-is-untouched', async () => {
+    const [source, fstype, options] = mountLine.trim().split(/\s+/);
+    expect([source, fstype]).toEqual(['/dev/sda1', 'vfat']);
+    expect(options!.split(',')).toEqual(expect.arrayContaining(['ro', 'nosuid', 'nodev', 'noexec']));
+    // A read-write vfat mount would at least have set the volume's dirty flag.
+    expect(await sha256(card.image)).toBe(card.imageHash);
+  });
+
+  test('is-ingested-by-the-daemon-without-a-command-every-file-at-the-destination', async () => {
+    expect(journal).toContain('shuttle-card@sda1.service: Deactivated successfully');
+    expect(journal).toMatch(/job \d+ done \(\/media\/shuttle\/sda1\)/);
+    const { files, temps } = await destination();
+    for (const h of card.hashes) expect(files.has(h), `a file of the card (sha256 ${h}) is missing at the destination`).toBe(true);
+    expect(temps).toEqual([]);
+  });
+
+  test('is-unmounted-and-its-reader-powered-off-afterwards', async () => {
+    expect(journal).toContain('unmounted /media/shuttle/sda1');
+    expect(journal).toMatch(/powered off \S+ \(\/dev\/sda\)/);
+    expect((await guest('findmnt /media/shuttle/sda1')).rc).not.toBe(0);
+    expect((await ok('ls /sys/block')).split(/\s+/)).not.toContain('sda');
+  });
+
+  test('plug-to-ingest-timings-are-recorded', async () => {
+    const kernel = await ok('journalctl -o short-unix --no-pager -k');
+    const t = (text: string, re: RegExp): number | undefined => {
+      const line = text.split('\n').find((l) => re.test(l));
+      return line ? Number(line.split(' ')[0]) : undefined;
+    };
+    const timings = {
+      pluggedAtHost: pluggedAt,
+      usbEnumerated: t(kernel, /usb \S+: new .*USB device number/),
+      diskAttached: t(kernel, /\[sda\] Attached SCSI/),
+      unitStarting: t(journal, /Starting .*shuttle-card@sda1/i),
+      mounted: t(journal, /shuttle-card sda1: mounted/),
+      jobRunning: t(journal, new RegExp(JOB_RUNNING)),
+      jobDone: t(journal, /"state":"done".*"source":"\/media\/shuttle\/sda1"/),
+      poweredOff: t(journal, /shuttle-card sda1: powered off/),
+    };
+    await writeFile(join(REPO, '.tmp', 'box', 'last-timings.json'), `${JSON.stringify(timings, null, 2)}\n`);
+    for (const [k, v] of Object.entries(timings)) expect(v, k).toBeDefined();
+    expect(timings.jobRunning! - timings.diskAttached!).toBeGreaterThan(0);
+  });
+});
+
+describe.sequential('a card pulled in the middle of its ingest', () => {
+  let card: Card;
+  let afterPull: { files: Map<string, string>; temps: string[] };
+  let journalAfterPull: string;
+
+  beforeAll(async () => {
+    // Big enough that the ingest under TCG lasts well beyond the moment it is pulled.
+    card = await makeCard('card2', 256, ['--count', '12', '--seed', '8', '--raw-size', '12MB']);
+    await unplug('reader1');
+    await box.qmp.execute('blockdev-add', { driver: 'raw', 'node-name': 'card2', file: { driver: 'file', filename: card.image } });
+    const ended = Number((await ok(`count '${CARD_UNIT_ENDED}'`)).trim());
+    const running = Number((await ok(`count '${JOB_RUNNING}'`)).trim());
+    await plug('reader2', 'card2');
+    await ok(`await '${JOB_RUNNING}' ${running + 1} 300`, 6 * MINUTE);
+    await sleep(3_000);
+    await unplug('reader2');
+    await ok(`await '${CARD_UNIT_ENDED}' ${ended + 1} 180`, 4 * MINUTE);
+    journalAfterPull = await ok(`journalctl -o cat --no-pager -u shuttle.service -u 'shuttle-card@*'`);
+    afterPull = await destination();
+    await writeFile(join(outDir, 'journal-pull.txt'), journalAfterPull);
+  }, 15 * MINUTE);
+
+  test('stops-the-card-unit-and-ends-the-job-without-done', () => {
+    const lastJob = [...journalAfterPull.matchAll(/job (\d+) (\w+) \(\/media\/shuttle\/sda1\)/g)].pop();
+    expect(lastJob?.[2], journalAfterPull.slice(-4000)).not.toBe('done');
+    expect(journalAfterPull).not.toMatch(/shuttle-card sda1: powered off[\s\S]*shuttle-card sda1: powered off/);
+  });
+
+  test('leaves-only-whole-files-at-final-names', () => {
+    for (const [hash, path] of afterPull.files) expect(sourceHashes.has(hash), `${path} matches no file of either card`).toBe(true);
+    // The pull really came in the middle: some of the card's files are not there yet.
+    const fromThisCard = [...afterPull.files.keys()].filter((h) => card.hashes.has(h));
+    expect(fromThisCard.length).toBeLessThan(card.hashes.size);
+  });
+
+  test('re-inserted-it-is-finished-and-nothing-is-left-half-written', async () => {
+    const ended = Number((await ok(`count '${CARD_UNIT_ENDED}'`)).trim());
+    await plug('reader3', 'card2');
+    await ok(`await '${CARD_UNIT_ENDED}' ${ended + 1} 480`, 9 * MINUTE);
+    const journal = await ok(`journalctl -o cat --no-pager -u shuttle.service -u 'shuttle-card@*'`);
+    await writeFile(join(outDir, 'journal-resume.txt'), journal);
+    expect([...journal.matchAll(/job (\d+) (\w+) \(\/media\/shuttle\/sda1\)/g)].pop()?.[2], journal.slice(-4000)).toBe('done');
+    const { files, temps } = await destination();
+    for (const h of card.hashes) expect(files.has(h), `a file of the card (sha256 ${h}) is missing after the resume`).toBe(true);
+    expect(temps).toEqual([]);
+  }, 10 * MINUTE);
+});

@@ -1,0 +1,245 @@
+import { spawn } from 'node:child_process';
+import { createConnection, type Socket } from 'node:net';
+import { lstat, mkdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { ControlClient, ControlServer, type ControlHandlers } from '../src/daemon/control.js';
+import { LineSplitter, MAX_REQUEST_BYTES, parseRequest } from '../src/daemon/protocol.js';
+import { ShuttleError, isShuttleError } from '../src/errors.js';
+import { captureLog } from './support/daemon-helpers.js';
+import { tempDir } from './support/tree.js';
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let server: ControlServer | undefined;
+let sockPath: string;
+/** Signals of `wait` handlers, to see them abort when their client leaves. */
+let waitSignals: AbortSignal[];
+
+beforeEach(async () => {
+  ({ path: dir, cleanup } = await tempDir('shuttle-ctl-'));
+  sockPath = join(dir, 'run', 'shuttle', 'control.sock');
+  waitSignals = [];
+});
+
+afterEach(async () => {
+  await server?.close();
+  server = undefined;
+  await cleanup();
+});
+
+function handlers(): ControlHandlers {
+  return {
+    ping: () => ({ pong: true }),
+    status: () => ({ jobs: [] }),
+    ingest: ({ source }) => ({ job: { id: 1, source }, created: true }),
+    cancel: ({ job }) => {
+      throw new ShuttleError('USAGE', `no job ${job}`, { context: { reason: 'no-such-job', job } });
+    },
+    wait: async ({ job }, { signal }) => {
+      waitSignals.push(signal);
+      await sleep(job * 10, undefined, { signal }).catch(() => {});
+      return { job: { id: job, state: 'done' } };
+    },
+  };
+}
+
+async function listen(path = sockPath): Promise<ControlServer> {
+  server = await ControlServer.listen({ path, handlers: handlers(), logger: captureLog().logger });
+  return server;
+}
+
+/** A raw client: sends bytes, collects answer lines; the protocol seen from outside. */
+async function raw(path = sockPath): Promise<{ socket: Socket; send: (s: string) => void; next: () => Promise<Record<string, unknown>>; closed: Promise<void> }> {
+  const socket = createConnection(path);
+  await new Promise((r, j) => socket.once('connect', r).once('error', j));
+  const lines: string[] = [];
+  const waiters: Array<() => void> = [];
+  const splitter = new LineSplitter(1 << 20);
+  socket.on('data', (c: Buffer) => {
+    lines.push(...splitter.push(c));
+    for (const w of waiters.splice(0)) w();
+  });
+  const closed = new Promise<void>((r) => socket.once('close', () => r()));
+  return {
+    socket,
+    send: (s) => socket.write(s),
+    next: async () => {
+      while (lines.length === 0) {
+        await Promise.race([new Promise<void>((r) => waiters.push(r)), closed.then(() => { throw new Error('closed without an answer'); })]);
+      }
+      return JSON.parse(lines.shift()!) as Record<string, unknown>;
+    },
+    closed,
+  };
+}
+
+describe('control socket', () => {
+  test('the-socket-is-0660-and-its-folder-0750-even-when-the-folder-existed-wider', async () => {
+    await mkdir(join(dir, 'run', 'shuttle'), { recursive: true, mode: 0o755 });
+    expect((await stat(join(dir, 'run', 'shuttle'))).mode & 0o777).toBe(0o755);
+    await listen();
+    expect((await lstat(sockPath)).isSocket()).toBe(true);
+    expect((await stat(sockPath)).mode & 0o777).toBe(0o660);
+    expect((await stat(join(dir, 'run', 'shuttle'))).mode & 0o777).toBe(0o750);
+  });
+
+  test('answers-a-versioned-request-with-its-id', async () => {
+    await listen();
+    const c = await raw();
+    c.send('{"v":1,"id":"a1","cmd":"ping"}\n');
+    expect(await c.next()).toEqual({ v: 1, id: 'a1', ok: true, result: { pong: true } });
+    c.socket.destroy();
+  });
+
+  test('bad-json-gets-a-clear-error-and-the-connection-stays-usable', async () => {
+    await listen();
+    const c = await raw();
+    c.send('{"v":1,"cmd":"ping"\n');
+    const r = await c.next();
+    expect(r).toMatchObject({ v: 1, id: null, ok: false, error: { code: 'USAGE', context: { reason: 'bad-json' } } });
+    expect((r['error'] as { message: string }).message).toMatch(/^request is not JSON/);
+    c.send('[1,2]\n');
+    expect(await c.next()).toMatchObject({ ok: false, error: { context: { reason: 'not-an-object' } } });
+    c.send('{"v":1,"id":2,"cmd":"ping"}\n');
+    expect(await c.next()).toMatchObject({ id: 2, ok: true });
+    c.socket.destroy();
+  });
+
+  test('an-unknown-command-is-refused-naming-the-known-ones', async () => {
+    await listen();
+    const c = await raw();
+    c.send('{"v":1,"id":3,"cmd":"format-card"}\n');
+    const r = await c.next();
+    expect(r).toMatchObject({ id: 3, ok: false, error: { code: 'USAGE', context: { reason: 'unknown-command', known: ['ping', 'status', 'ingest', 'cancel', 'wait'] } } });
+    expect((r['error'] as { message: string }).message).toBe('unknown command "format-card" (known: ping, status, ingest, cancel, wait)');
+    c.socket.destroy();
+  });
+
+  test('a-request-without-the-protocol-version-or-with-another-is-refused', async () => {
+    await listen();
+    const c = await raw();
+    c.send('{"id":4,"cmd":"ping"}\n');
+    expect(await c.next()).toMatchObject({ id: 4, ok: false, error: { context: { reason: 'bad-version', supported: [1] } } });
+    c.send('{"v":2,"id":5,"cmd":"ping"}\n');
+    const r = await c.next();
+    expect((r['error'] as { message: string }).message).toBe('protocol version 2 is not supported (this daemon speaks v1)');
+    c.socket.destroy();
+  });
+
+  test('bad-arguments-are-refused-with-what-is-wrong', async () => {
+    await listen();
+    const c = await raw();
+    c.send('{"v":1,"id":6,"cmd":"ingest","args":{}}\n');
+    expect(await c.next()).toMatchObject({ id: 6, ok: false, error: { context: { reason: 'bad-args', cmd: 'ingest' } } });
+    c.send('{"v":1,"id":7,"cmd":"cancel","args":{"job":"7","force":true}}\n');
+    const r = await c.next();
+    expect((r['error'] as { message: string }).message).toMatch(/^bad arguments for cancel: .*job.*; .*force/);
+    c.socket.destroy();
+  });
+
+  test('a-line-longer-than-the-limit-is-refused-and-the-connection-closed', async () => {
+    await listen();
+    const c = await raw();
+    // Sent in pieces with no newline: refused once it outgrows the limit, not after buffering it all.
+    const piece = `{"v":1,"cmd":"ingest","args":{"source":"${'x'.repeat(16 * 1024)}`;
+    for (let i = 0; i < 6 && !c.socket.destroyed; i++) c.send(piece);
+    const r = await c.next();
+    expect(r).toMatchObject({ ok: false, error: { code: 'USAGE', context: { reason: 'line-too-long', limit: MAX_REQUEST_BYTES } } });
+    await c.closed;
+  });
+
+  test('requests-on-one-connection-are-answered-as-they-finish-paired-by-id', async () => {
+    await listen();
+    const c = await raw();
+    c.send('{"v":1,"id":"slow","cmd":"wait","args":{"job":30}}\n{"v":1,"id":"fast","cmd":"ping"}\n');
+    expect((await c.next())['id']).toBe('fast');
+    expect((await c.next())['id']).toBe('slow');
+    c.socket.destroy();
+  });
+
+  test('a-client-that-disconnects-aborts-what-its-requests-wait-for', async () => {
+    await listen();
+    const c = await raw();
+    c.send('{"v":1,"id":1,"cmd":"wait","args":{"job":100000}}\n');
+    while (waitSignals.length === 0) await sleep(5);
+    c.socket.destroy();
+    await sleep(50);
+    expect(waitSignals[0]!.aborted).toBe(true);
+  });
+
+  test('the-client-turns-error-answers-into-ShuttleErrors-with-the-same-code', async () => {
+    await listen();
+    const client = await ControlClient.connect(sockPath);
+    try {
+      expect(await client.request('ingest', { source: '/media/card' })).toEqual({ job: { id: 1, source: '/media/card' }, created: true });
+      const err = await client.request('cancel', { job: 9 }).catch((e: unknown) => e);
+      expect(isShuttleError(err, 'USAGE')).toBe(true);
+      expect((err as ShuttleError).message).toBe('no job 9');
+      expect((err as ShuttleError).context['reason']).toBe('no-such-job');
+    } finally {
+      client.close();
+    }
+  });
+
+  test('the-client-says-clearly-when-no-daemon-answers', async () => {
+    const err = await ControlClient.connect(join(dir, 'nothing.sock')).catch((e: unknown) => e);
+    expect(isShuttleError(err, 'TRANSPORT')).toBe(true);
+    expect((err as Error).message).toMatch(/no Shuttle daemon answers at .*nothing\.sock \(ENOENT\); is shuttle\.service running\?/);
+  });
+
+  test('a-socket-left-by-a-dead-daemon-is-replaced-but-a-live-one-is-not', async () => {
+    // A socket file nobody listens on: what a daemon killed with SIGKILL leaves.
+    await mkdir(join(dir, 'run', 'shuttle'), { recursive: true });
+    const dead = spawn(process.execPath, ['-e', `require('node:net').createServer().listen(process.argv[1], () => console.log('up'))`, sockPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise((r) => dead.stdout!.once('data', r));
+    dead.kill('SIGKILL');
+    await new Promise((r) => dead.once('exit', r));
+    expect((await lstat(sockPath)).isSocket()).toBe(true);
+    await listen();
+    const client = await ControlClient.connect(sockPath);
+    expect(await client.request('ping', {})).toEqual({ pong: true });
+    client.close();
+    const second = await ControlServer.listen({ path: sockPath, handlers: handlers(), logger: captureLog().logger }).catch((e: unknown) => e);
+    expect(isShuttleError(second, 'LOCKED')).toBe(true);
+    expect((second as Error).message).toBe(`another Shuttle daemon answers at ${sockPath}`);
+  });
+
+  test('a-file-that-is-not-a-socket-is-never-replaced', async () => {
+    await mkdir(join(dir, 'run', 'shuttle'), { recursive: true });
+    await writeFile(sockPath, 'precious');
+    const err = await listen().catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/exists and is not a socket/);
+    expect((await lstat(sockPath)).isFile()).toBe(true);
+  });
+
+  test('a-socket-path-too-long-for-unix-sockets-is-refused-with-its-length', async () => {
+    const long = join(dir, 'x'.repeat(120), 'control.sock');
+    const err = await listen(long).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/longer than unix sockets allow \(107\)/);
+  });
+
+  test('closing-removes-the-socket-file', async () => {
+    const s = await listen();
+    await s.close();
+    server = undefined;
+    await expect(lstat(sockPath)).rejects.toThrow(/ENOENT/);
+  });
+});
+
+describe('request parsing', () => {
+  test('the-line-splitter-keeps-utf8-split-across-chunks-and-handles-many-lines-per-chunk', () => {
+    const sp = new LineSplitter(100);
+    const bytes = Buffer.from('{"a":"é"}\n{"b":1}\n{"c"');
+    expect(sp.push(bytes.subarray(0, 7))).toEqual([]);
+    expect(sp.push(bytes.subarray(7))).toEqual(['{"a":"é"}', '{"b":1}']);
+    expect(sp.push(Buffer.from(':2}\r\n'))).toEqual(['{"c":2}']);
+    expect(() => sp.push(Buffer.alloc(101, 0x41))).toThrow(/line longer than 100 bytes/);
+  });
+
+  test('a-valid-request-parses-to-its-command-and-typed-arguments', () => {
+    expect(parseRequest('{"v":1,"id":9,"cmd":"wait","args":{"job":3}}')).toEqual({ id: 9, cmd: 'wait', args: { job: 3 } });
+    expect(parseRequest('{"v":1,"cmd":"status"}')).toEqual({ id: null, cmd: 'status', args: {} });
+  });
+});

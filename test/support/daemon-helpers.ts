@@ -1,0 +1,77 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { pino } from 'pino';
+import type { Logger } from '../../src/log.js';
+
+export interface CapturedLog {
+  logger: Logger;
+  lines: Array<Record<string, unknown> & { msg?: string }>;
+}
+
+/** A real pino logger whose JSON lines are kept in memory, so tests can check what was logged. */
+export function captureLog(level = 'debug'): CapturedLog {
+  const lines: CapturedLog['lines'] = [];
+  const logger = pino({ level }, { write: (s: string) => void lines.push(JSON.parse(s) as CapturedLog['lines'][number]) });
+  return { logger, lines };
+}
+
+/**
+ * Writes `count` small files `IMG_0000.JPG`… into `dir` from a child process, as an FTP server or a
+ * tethering tool would. (Written from the test's own event loop, each write would wait for the
+ * watcher's work on the previous one, which measures the test, not the watcher.)
+ */
+export function writeBurst(dir: string, count: number, bytes = 32): Promise<void> {
+  const script = `
+    const { mkdirSync, writeFileSync } = require('node:fs');
+    const [dir, count, bytes] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
+    mkdirSync(dir, { recursive: true });
+    for (let i = 0; i < count; i++) {
+      const body = Buffer.alloc(bytes, 'x'); body.write(String(i));
+      writeFileSync(dir + '/IMG_' + String(i).padStart(4, '0') + '.JPG', body);
+    }`;
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ['-e', script, dir, String(count), String(bytes)], (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+/**
+ * What systemd's side of $NOTIFY_SOCKET does, for the parts Shuttle relies on: a unix datagram socket
+ * that receives sd_notify messages and closes the file descriptors of BARRIER=1 messages (which is how
+ * systemd-notify learns its message was processed). Node cannot receive unix datagrams, so this is a
+ * few lines of Python. Messages other than BARRIER=1 are collected in order.
+ */
+export async function notifyReceiver(path: string): Promise<{ messages: string[]; child: ChildProcess; path: string }> {
+  const script = `
+import socket, os, sys, array, json
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print("ready", flush=True)
+while True:
+    msg, anc, flags, addr = s.recvmsg(65536, socket.CMSG_SPACE(64 * 4))
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds = array.array("i")
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+            for fd in fds:
+                os.close(fd)
+    text = msg.decode()
+    if text != "BARRIER=1":
+        print(json.dumps(text), flush=True)
+`;
+  const child = spawn('python3', ['-c', script, path], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const messages: string[] = [];
+  let buf = '';
+  await new Promise<void>((resolve, reject) => {
+    child.once('error', reject);
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line === 'ready') resolve();
+        else messages.push(JSON.parse(line) as string);
+      }
+    });
+  });
+  return { messages, child, path };
+}
