@@ -2,15 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { ShuttleError, isShuttleError } from './errors.js';
 import { VERSION } from './version.js';
 import { envVariablesHelp } from './config/index.js';
-import { ingestCommand } from './cli/ingest.js';
-import { statusCommand } from './cli/status.js';
-import { runCommand } from './cli/run.js';
-import { requestCommand } from './cli/request.js';
-import { uploadCommand } from './cli/upload.js';
-import { verifyCommand } from './cli/verify.js';
-import { sampleCardCommand } from './cli/sample.js';
-import { simulateCameraCommand } from './cli/simulate-camera.js';
-import { doctorCommand } from './cli/doctor.js';
+import type { Command as CommandType } from 'commander';
 import { EXIT, exitCodeForError } from './cli/exit.js';
 import type { GlobalOptions } from './cli/context.js';
 
@@ -31,7 +23,22 @@ const program = new Command('shuttle')
   .addHelpText('after', `\nEnvironment overrides:\n${envVariablesHelp()}`);
 
 const globals = (): GlobalOptions => program.opts<GlobalOptions>();
-for (const cmd of [ingestCommand(globals), verifyCommand(globals), statusCommand(globals), runCommand(globals), requestCommand(globals), uploadCommand(globals), doctorCommand(globals), sampleCardCommand(), simulateCameraCommand()]) {
+const commands: Record<string, () => Promise<CommandType>> = {
+  ingest: async () => (await import('./cli/ingest.js')).ingestCommand(globals),
+  verify: async () => (await import('./cli/verify.js')).verifyCommand(globals),
+  status: async () => (await import('./cli/status.js')).statusCommand(globals),
+  run: async () => (await import('./cli/run.js')).runCommand(globals),
+  request: async () => (await import('./cli/request.js')).requestCommand(globals),
+  upload: async () => (await import('./cli/upload.js')).uploadCommand(globals),
+  doctor: async () => (await import('./cli/doctor.js')).doctorCommand(globals),
+  sample: async () => (await import('./cli/sample.js')).sampleCardCommand(),
+  'simulate-camera': async () => (await import('./cli/simulate-camera.js')).simulateCameraCommand(),
+};
+// Only the command being run is loaded: the daemon's memory and the start-up of `shuttle request` (run by
+// the card unit on every insert) pay for no other command. Help without a command loads them all.
+const named = process.argv.slice(2).find((a) => Object.hasOwn(commands, a));
+for (const name of named ? [named] : Object.keys(commands)) {
+  const cmd = await commands[name]!();
   cmd.exitOverride();
   program.addCommand(cmd);
 }

@@ -12,6 +12,7 @@ import { VERSION } from '../version.js';
 import { commandContext, signalOnTermination, type GlobalOptions } from './context.js';
 import { prepareIngestUpload, type IngestUploadFlags } from './upload.js';
 import { EXIT } from './exit.js';
+import { formatBytes } from './format.js';
 
 interface IngestOptions extends IngestUploadFlags {
   dest: string[];
@@ -128,13 +129,6 @@ function humanSummary(s: IngestSummary): string {
   return `${lines.join('\n')}\n`;
 }
 
-export function formatBytes(n: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
-  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
-}
 
 function progressBar(): { update: (p: Progress) => void; stop: () => void } {
   const started = Date.now();

@@ -7,7 +7,7 @@ import type { JobSnapshot } from '../daemon/status.js';
 import { ShuttleError } from '../errors.js';
 import type { GlobalOptions } from './context.js';
 import { EXIT } from './exit.js';
-import { formatBytes } from './ingest.js';
+import { formatBytes } from './format.js';
 
 interface RequestOptions {
   socket?: string;
