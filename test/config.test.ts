@@ -63,6 +63,7 @@ describe('loading', () => {
         changeRetries: 2,
       },
       destinations: [],
+      daemon: { hotFolders: [], settleMs: 2000, batchMs: 1000, retryMs: 60_000, watchMounts: [], maxJobs: 4, watchdog: true },
     } satisfies Config);
   });
 
@@ -250,6 +251,14 @@ describe('environment and overrides', () => {
       SHUTTLE_UPLOAD_PRIORITY: ['JPG,*,cr3', (c) => c.upload?.priority, ['jpg', '*', 'cr3']],
       SHUTTLE_UPLOAD_KEEP_DAYS: ['14', (c) => c.upload?.keepDays, 14],
       SHUTTLE_UPLOAD_KEEP_FREE_BYTES: ['1000000000', (c) => c.upload?.keepFreeBytes, 1000000000],
+      SHUTTLE_DAEMON_CONTROL_SOCKET: ['/run/x/control.sock', (c) => c.daemon.controlSocket, '/run/x/control.sock'],
+      SHUTTLE_DAEMON_HOT_FOLDERS: ['/srv/in:/srv/tether', (c) => c.daemon.hotFolders, ['/srv/in', '/srv/tether']],
+      SHUTTLE_DAEMON_SETTLE_MS: ['500', (c) => c.daemon.settleMs, 500],
+      SHUTTLE_DAEMON_BATCH_MS: ['0', (c) => c.daemon.batchMs, 0],
+      SHUTTLE_DAEMON_RETRY_MS: ['5000', (c) => c.daemon.retryMs, 5000],
+      SHUTTLE_DAEMON_WATCH_MOUNTS: ['/media:/mnt/cards', (c) => c.daemon.watchMounts, ['/media', '/mnt/cards']],
+      SHUTTLE_DAEMON_MAX_JOBS: ['2', (c) => c.daemon.maxJobs, 2],
+      SHUTTLE_DAEMON_WATCHDOG: ['false', (c) => c.daemon.watchdog, false],
     };
     const documented = configEnvVariables().filter((v) => v.key !== undefined).map((v) => v.name);
     expect(documented.sort()).toEqual(Object.keys(samples).sort());

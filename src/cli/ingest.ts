@@ -35,8 +35,9 @@ export interface SourceContext {
 }
 
 /**
- * Turns a SOURCE argument into a Source: `ptpip:HOST[:PORT]` (IPv6 in brackets) is a network camera,
- * anything else a folder or mounted card.
+ * Turns a SOURCE argument into a Source: `usb:` (the first attached camera), `usb:VID:PID` or
+ * `usb:BUS-PORT` is a USB camera, `ptpip:HOST[:PORT]` (IPv6 in brackets) a network camera, anything else
+ * a folder or mounted card.
  */
 export async function openSource(uri: string, ctx: SourceContext): Promise<Source> {
   const ptpip = /^ptpip:(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(uri);
@@ -45,8 +46,13 @@ export async function openSource(uri: string, ctx: SourceContext): Promise<Sourc
     if (port !== undefined && (port < 1 || port > 65535)) throw new ShuttleError('USAGE', `source ${uri}: "${ptpip[3]}" is not a TCP port`, { context: { source: uri } });
     return openPtpIpCameraSource({ host: (ptpip[1] ?? ptpip[2])!, port, stateDir: ctx.stateDir, timeZone: ctx.timeZone, logger: ctx.logger, signal: ctx.signal });
   }
-  if (/^(usb|mtp|ptpip):/.test(uri)) {
-    throw new ShuttleError('USAGE', `source ${uri}: USB cameras are not supported by this build yet (use ptpip:HOST[:PORT], or mount the card)`, { context: { source: uri } });
+  if (uri === 'usb:' || uri.startsWith('usb:')) {
+    // Loaded on use: folder-only runs never load the native libusb binding.
+    const { openUsbCameraSource } = await import('../device/usb-source.js');
+    return openUsbCameraSource(uri, { timeZone: ctx.timeZone, logger: ctx.logger, signal: ctx.signal });
+  }
+  if (/^(mtp|ptpip):/.test(uri)) {
+    throw new ShuttleError('USAGE', `source ${uri}: not a camera address (use usb:, usb:VID:PID, usb:BUS-PORT or ptpip:HOST[:PORT])`, { context: { source: uri } });
   }
   return new FolderSource(resolve(uri));
 }
@@ -54,7 +60,7 @@ export async function openSource(uri: string, ctx: SourceContext): Promise<Sourc
 export function ingestCommand(globals: () => GlobalOptions): Command {
   return new Command('ingest')
     .description('copy every file under each SOURCE into every destination, verified by read-back, journaled')
-    .argument('<source...>', 'folders or mounted cards, or network cameras as ptpip:HOST[:PORT]')
+    .argument('<source...>', 'folders or mounted cards; USB cameras as usb:, usb:VID:PID or usb:BUS-PORT; network cameras as ptpip:HOST[:PORT]')
     .addOption(new Option('-d, --dest <dir>', 'destination library (repeatable; adds to the configured destinations)').argParser((v: string, prev: string[] = []) => [...prev, v]).default([]))
     .option('--json', 'print one JSON summary object on stdout at the end')
     .option('--wait <seconds>', 'wait this long for a source or destination another Shuttle is working on', '0')

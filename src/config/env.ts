@@ -65,6 +65,10 @@ function bindingsUnder(node: ShapeNode, path: readonly string[], out: EnvBinding
       bindingsUnder(child, p, out);
     } else if (SCALAR_TYPES.has(child.type ?? '')) {
       out.push({ ...base, format: scalarFormat(child), parse: (raw) => parseScalar(child, raw) });
+    } else if (child.type === 'array' && child.items?.format === 'absolute-path') {
+      // Lists of paths are written like PATH: a comma is a legal character in a folder name.
+      const items = child.items;
+      out.push({ ...base, format: 'colon-separated paths', parse: (raw) => splitList(raw, ':').map((s) => parseScalar(items, s)) });
     } else if (child.type === 'array' && child.items !== undefined && SCALAR_TYPES.has(child.items.type ?? '')) {
       const items = child.items;
       out.push({ ...base, format: `comma-separated list${items.enum ? ` of: ${items.enum.map(String).join(', ')}` : ''}`, parse: (raw) => splitList(raw, ',').map((s) => parseScalar(items, s)) });

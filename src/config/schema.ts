@@ -62,8 +62,10 @@ function normalizeDir(p: string): string {
   return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n;
 }
 
+/** `format` tells the environment layer that a list of these is written like PATH (colon-separated). */
 const absolutePath = z
   .string()
+  .meta({ format: 'absolute-path' })
   .refine((p) => isAbsolute(p), { message: 'is not an absolute path' })
   .transform(normalizeDir);
 

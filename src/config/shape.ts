@@ -8,6 +8,7 @@ import { configSchema } from './schema.js';
  */
 export interface ShapeNode {
   type?: string;
+  format?: string;
   enum?: readonly unknown[];
   description?: string;
   properties?: Record<string, ShapeNode>;

@@ -3,6 +3,7 @@
  * says (and, for USB, vendor/product ids the USB layer adds later). The protocol layers read flags;
  * they never test for brands themselves.
  */
+import { VendorExtension } from './codes.js';
 import type { DeviceInfo } from './datasets.js';
 
 export interface PtpQuirks {
@@ -16,6 +17,12 @@ export interface PtpQuirks {
   partialObjectBlockSize: number;
   /** Inactivity timeout for ordinary operations in milliseconds (libgphoto2: 20 s). */
   operationTimeoutMs: number;
+  /**
+   * IANA zone the device writes ObjectInfo dates in when it adds no zone marker, if that is a property of
+   * the device rather than of its owner's clock (QEMU usb-mtp writes UTC). Undefined: the camera clock's
+   * zone from configuration applies.
+   */
+  objectDatesZone: string | undefined;
 }
 
 export const DEFAULT_QUIRKS: Readonly<PtpQuirks> = Object.freeze({
@@ -24,6 +31,7 @@ export const DEFAULT_QUIRKS: Readonly<PtpQuirks> = Object.freeze({
   avoidPartialObject: false,
   partialObjectBlockSize: 1024 * 1024,
   operationTimeoutMs: 20_000,
+  objectDatesZone: undefined,
 });
 
 interface QuirkRule {
@@ -40,13 +48,131 @@ const RULES: readonly QuirkRule[] = [
   { manufacturer: /fujifilm/i, quirks: { avoidPartialObject: true }, why: 'Fuji mishandles GetPartialObject in 1 MiB blocks (libgphoto2 #653)' },
 ];
 
+function matchingRules(info: Pick<DeviceInfo, 'manufacturer' | 'model'> | undefined): QuirkRule[] {
+  if (!info) return [];
+  return RULES.filter((rule) => rule.manufacturer.test(info.manufacturer) && (!rule.model || rule.model.test(info.model)));
+}
+
 /** Quirks for a device, from its DeviceInfo, with explicit overrides (configuration) applied last. */
 export function quirksFor(info: Pick<DeviceInfo, 'manufacturer' | 'model'> | undefined, overrides: Partial<PtpQuirks> = {}): PtpQuirks {
   const q: PtpQuirks = { ...DEFAULT_QUIRKS };
-  if (info) {
-    for (const rule of RULES) {
-      if (rule.manufacturer.test(info.manufacturer) && (!rule.model || rule.model.test(info.model))) Object.assign(q, rule.quirks);
-    }
-  }
+  for (const rule of matchingRules(info)) Object.assign(q, rule.quirks);
   return Object.assign(q, overrides);
+}
+
+// ---- USB: quirks keyed by vendor/product id, and the vendor behind an MTP-flavoured camera ----
+
+export interface UsbDeviceIds {
+  vendorId: number;
+  productId: number;
+}
+
+/** How the USB transport talks to a device below the PTP layer. */
+export interface UsbTransportQuirks {
+  /** The device answers the class request Get Device Status (0x67); it is polled after a cancel until the device is idle. */
+  deviceStatusRequest: boolean;
+  /** The device answers the class request Device Reset (0x66); without it, recovery is Cancel plus clear-halt. */
+  deviceResetRequest: boolean;
+}
+
+export const DEFAULT_USB_QUIRKS: Readonly<UsbTransportQuirks> = Object.freeze({
+  deviceStatusRequest: true,
+  deviceResetRequest: true,
+});
+
+export interface UsbQuirkRule {
+  /** What the device is, for listings and the generated udev rules. */
+  name: string;
+  vendorId: number;
+  /** Every product of the vendor when absent. */
+  productId?: number;
+  ptp?: Partial<PtpQuirks>;
+  usb?: Partial<UsbTransportQuirks>;
+  why: string;
+}
+
+/** Exported as data: scripts/gen-udev-rules.ts gives every USB id listed here to the service user. */
+export const USB_QUIRK_RULES: readonly UsbQuirkRule[] = [
+  {
+    name: 'QEMU usb-mtp',
+    vendorId: 0x46f4,
+    productId: 0x0004,
+    ptp: { objectDatesZone: 'UTC' },
+    usb: { deviceStatusRequest: false, deviceResetRequest: false },
+    why: 'QEMU usb-mtp answers only the Cancel class request and writes ObjectInfo dates in UTC without a zone marker (hw/usb/dev-mtp.c)',
+  },
+];
+
+/** Camera and phone makers by USB vendor id. */
+const USB_VENDORS: ReadonlyMap<number, string> = new Map([
+  [0x040a, 'Kodak'],
+  [0x04a9, 'Canon'],
+  [0x04b0, 'Nikon'],
+  [0x04cb, 'Fujifilm'],
+  [0x04da, 'Panasonic'],
+  [0x04e8, 'Samsung'],
+  [0x054c, 'Sony'],
+  [0x05ca, 'Ricoh'],
+  [0x07b4, 'Olympus'],
+  [0x07cf, 'Casio'],
+  [0x0a17, 'Pentax'],
+  [0x1003, 'Sigma'],
+  [0x18d1, 'Google'],
+  [0x1a98, 'Leica'],
+  [0x2672, 'GoPro'],
+  [0x46f4, 'QEMU'],
+]);
+
+/** PTP vendor extension ids that name a maker (6 is Microsoft's MTP, which many makers report). */
+const VENDOR_EXTENSIONS: ReadonlyMap<number, string> = new Map([
+  [VendorExtension.Nikon, 'Nikon'],
+  [VendorExtension.Canon, 'Canon'],
+  [VendorExtension.Fuji, 'Fujifilm'],
+  [VendorExtension.Sony, 'Sony'],
+]);
+
+/**
+ * The camera's maker. The vendor extension id names it, except that newer Canon and Nikon bodies (and
+ * most others) report 6, Microsoft's MTP: then the USB vendor id decides, as in libgphoto2.
+ */
+export function vendorOf(info: Pick<DeviceInfo, 'vendorExtensionId'> | undefined, usb?: UsbDeviceIds): string | undefined {
+  const ext = info ? VENDOR_EXTENSIONS.get(info.vendorExtensionId) : undefined;
+  return ext ?? (usb ? USB_VENDORS.get(usb.vendorId) : undefined);
+}
+
+function matchingUsbRules(usb: UsbDeviceIds | undefined): UsbQuirkRule[] {
+  if (!usb) return [];
+  return USB_QUIRK_RULES.filter((r) => r.vendorId === usb.vendorId && (r.productId === undefined || r.productId === usb.productId));
+}
+
+/** What the USB vendor/product id adds: PTP quirks (to pass as overrides below configuration) and transport quirks. */
+export function usbQuirksFor(usb: UsbDeviceIds): { ptp: Partial<PtpQuirks>; usb: UsbTransportQuirks } {
+  const ptp: Partial<PtpQuirks> = {};
+  const transport: UsbTransportQuirks = { ...DEFAULT_USB_QUIRKS };
+  for (const rule of matchingUsbRules(usb)) {
+    Object.assign(ptp, rule.ptp);
+    Object.assign(transport, rule.usb);
+  }
+  return { ptp, usb: transport };
+}
+
+export interface QuirkExplanation {
+  ptp: PtpQuirks;
+  usb: UsbTransportQuirks;
+  vendor: string | undefined;
+  /** Every rule that matched, with the settings it changes and why. */
+  applied: Array<{ settings: Record<string, unknown>; why: string }>;
+}
+
+/** Every quirk decision for a device and its reason (what `shuttle devices` shows). */
+export function explainQuirks(
+  info: (Pick<DeviceInfo, 'manufacturer' | 'model'> & Partial<Pick<DeviceInfo, 'vendorExtensionId'>>) | undefined,
+  usb?: UsbDeviceIds,
+): QuirkExplanation {
+  const applied: QuirkExplanation['applied'] = [];
+  const fromUsb = usb ? usbQuirksFor(usb) : { ptp: {}, usb: { ...DEFAULT_USB_QUIRKS } };
+  for (const rule of matchingRules(info)) applied.push({ settings: { ...rule.quirks }, why: rule.why });
+  for (const rule of matchingUsbRules(usb)) applied.push({ settings: { ...rule.ptp, ...rule.usb }, why: rule.why });
+  const vendor = vendorOf(info?.vendorExtensionId === undefined ? undefined : { vendorExtensionId: info.vendorExtensionId }, usb);
+  return { ptp: quirksFor(info, fromUsb.ptp), usb: fromUsb.usb, vendor, applied };
 }

@@ -1,0 +1,68 @@
+// USB camera benchmark: `shuttle ingest usb:` against `gphoto2 --get-all-files`, both inside the same QEMU
+// guest (TCG) on the same emulated usb-mtp camera (see test/hil/). Shuttle's time includes what gphoto2
+// does not do: hashing, read-back verification, journal and manifest.
+// Run:  ./node_modules/.bin/node bench/usb.ts [MiB]   (needs the packages test/hil names, and gphoto2; default 300 MiB)
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+// Node strips the types but does not map the sources' './x.js' imports to './x.ts': the project's hook does.
+await import(new URL('../test/support/ts-resolve-hooks.mjs', import.meta.url).href);
+const { makeSampleCard } = await import('../src/sample/index.js');
+const { hashTree, extractFromExt4, makeExt4Image } = await import('../test/hil/fixtures.js');
+const { GUEST_DIR, requireHilPackages, startGuest } = await import('../test/hil/vm.js');
+
+const mib = Number(process.argv[2] ?? '300');
+requireHilPackages([{ pkg: 'gphoto2', tool: 'gphoto2' }]);
+const work = await mkdtemp(join(tmpdir(), 'shuttle-bench-usb-'));
+try {
+  const card = join(work, 'card');
+  // 25 MB RAW + 8 MB JPEG per shot, like the folder benchmark, plus sidecars and a voice memo.
+  const shots = Math.max(1, Math.round((mib * 1024 * 1024) / 33e6));
+  await makeSampleCard(card, { count: shots, perFolder: Math.ceil(shots / 2), rawSize: 25_000_000, jpegSize: 8_000_000, seed: 7 });
+  const source = await hashTree(card); // also warms this machine's page cache, so both tools read it warm
+  const bytes = [...source.values()].reduce((n, f) => n + f.size, 0);
+  const disk = join(work, 'dest.img');
+  makeExt4Image(disk, Math.max(2 * bytes + 512 * 1024 * 1024, 1024 * 1024 * 1024));
+
+  const guest = await startGuest({
+    script: join(GUEST_DIR, 'bench-usb.sh'),
+    env: {},
+    workDir: join(work, 'vm'),
+    qemuArgs: ['-device', `usb-mtp,id=cam,bus=xhci.0,rootdir=${card},readonly=on,desc=Bench Card`, '-drive', `file=${disk},if=virtio,format=raw,cache=unsafe`],
+    timeoutMs: 30 * 60_000,
+  });
+  const end = await guest.exited;
+  const times = new Map<string, { secs: number; rc: number }>();
+  for (const m of guest.output.matchAll(/HIL:time (\S+) ([\d.]+) rc=(\d+)/g)) times.set(m[1]!, { secs: Number(m[2]), rc: Number(m[3]) });
+  const gphotoCount = Number(/HIL:count gphoto2 (\d+)/.exec(guest.output)?.[1] ?? 'NaN');
+  const shuttle = times.get('shuttle');
+  const gphoto = times.get('gphoto2');
+  const startup = times.get('node-startup');
+  if (end.timedOut || !shuttle || !gphoto || shuttle.rc !== 0 || gphoto.rc !== 0) {
+    throw new Error(`benchmark guest failed:\n${guest.output.slice(-4000)}`);
+  }
+  extractFromExt4(disk, '/logs', join(work, 'out'));
+  const summary = JSON.parse(readFileSync(join(work, 'out/logs/ingest.json'), 'utf8').trim()) as { files: number; copied: number; status: string };
+  // Split Shuttle's time at its first log line (the camera session is open): before it, node and the CLI
+  // loading under TCG, which costs tens of seconds here and a fraction of one on real hardware.
+  const startMs = Number(/HIL:clock shuttle-start (\d+)/.exec(guest.output)?.[1]);
+  const logTimes = readFileSync(join(work, 'out/logs/ingest.log'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { time: number; msg: string });
+  const opened = logTimes.find((l) => l.msg === 'PTP session open')?.time;
+  const startupSecs = opened !== undefined && Number.isFinite(startMs) ? (opened - startMs) / 1000 : NaN;
+  const mb = bytes / 1e6;
+  const rows = [
+    ['run', 'seconds', 'MB/s', 'files'],
+    ['gphoto2 --get-all-files', gphoto.secs.toFixed(1), (mb / gphoto.secs).toFixed(1), String(gphotoCount)],
+    ['shuttle ingest usb: (verified)', shuttle.secs.toFixed(1), (mb / shuttle.secs).toFixed(1), `${summary.copied} ${summary.status}`],
+    ['  of which start-up until the session is open', startupSecs.toFixed(1), '', ''],
+    ['  of which listing, copying, verifying', (shuttle.secs - startupSecs).toFixed(1), (mb / (shuttle.secs - startupSecs)).toFixed(1), ''],
+  ];
+  const width = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  process.stdout.write(`\nUSB camera benchmark: ${source.size} files, ${mb.toFixed(0)} MB, QEMU usb-mtp in a TCG guest\n`);
+  for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(width[i]!)).join('  ')}\n`);
+  process.stdout.write(`ratio shuttle / gphoto2: ${(shuttle.secs / gphoto.secs).toFixed(2)}; without Shuttle's start-up: ${((shuttle.secs - startupSecs) / gphoto.secs).toFixed(2)}  (\`node -e 0\` alone takes ${startup?.secs.toFixed(1)} s in this guest)\n`);
+} finally {
+  await rm(work, { recursive: true, force: true });
+}

@@ -1,0 +1,149 @@
+/**
+ * Cameras on USB as ingest sources: `usb:` (whatever camera is attached), `usb:VID:PID` or `usb:BUS-PORT`
+ * become PtpCameraSources over the libusb transport, with the quirks their USB ids call for. Also the
+ * listing behind `shuttle devices`.
+ */
+import { ShuttleError, isShuttleError } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { PtpCameraSource, type CameraSourceOptions } from './camera-source.js';
+import { PtpCamera } from './ptp/camera.js';
+import { explainQuirks, usbQuirksFor, type PtpQuirks, type QuirkExplanation } from './ptp/quirks.js';
+import type { SourceIdentity } from './source.js';
+import { findUsbCameras, hex4, parseUsbSelector, type FoundUsbCamera, type UsbCameraInfo } from './usb/discovery.js';
+import { openLibusbLink } from './usb/libusb.js';
+import { UsbPtpTransport } from './usb/transport.js';
+
+export { parseUsbSelector, type UsbCameraInfo, type UsbSelector } from './usb/discovery.js';
+
+export interface UsbCameraSourceOptions extends CameraSourceOptions {
+  /** Overrides on top of the quirks table (configuration). */
+  quirks?: Partial<PtpQuirks>;
+  signal?: AbortSignal;
+}
+
+/** A camera on USB. Its identity is the camera's (make, model, serial), whatever socket it is plugged into. */
+export class UsbCameraSource extends PtpCameraSource {
+  constructor(
+    camera: PtpCamera,
+    uri: string,
+    readonly usb: UsbCameraInfo,
+    opts: CameraSourceOptions = {},
+  ) {
+    super(camera, uri, opts);
+  }
+
+  override async identity(signal?: AbortSignal): Promise<SourceIdentity> {
+    const id = await super.identity(signal);
+    const details: Record<string, string | number> = {
+      ...id.details,
+      usbVendorId: hex4(this.usb.vendorId),
+      usbProductId: hex4(this.usb.productId),
+      usbLocation: this.usb.location,
+    };
+    return { ...id, details };
+  }
+}
+
+function contextOf(info: UsbCameraInfo): Record<string, unknown> {
+  return { usb: `${hex4(info.vendorId)}:${hex4(info.productId)}`, location: info.location };
+}
+
+/** Failures worth one more attempt after a reset: the device may be holding a dead client's transaction. */
+function worthRetrying(err: unknown): boolean {
+  return isShuttleError(err, 'PTP_TIMEOUT') || isShuttleError(err, 'PTP_PROTOCOL') || isShuttleError(err, 'TRANSPORT');
+}
+
+/** Opens a session with one found camera: claim, transport, OpenSession + DeviceInfo, with one reset-and-retry. */
+export async function openUsbCamera(found: FoundUsbCamera, opts: { logger?: Logger; quirks?: Partial<PtpQuirks>; signal?: AbortSignal } = {}): Promise<PtpCamera> {
+  const log = opts.logger ?? silentLogger;
+  const { info } = found;
+  const context = contextOf(info);
+  const quirks = usbQuirksFor({ vendorId: info.vendorId, productId: info.productId });
+  const attempt = async (resetFirst: boolean): Promise<PtpCamera> => {
+    const link = openLibusbLink(found.device, { interfaceNumber: info.interfaceNumber, logger: log, context });
+    const transport = new UsbPtpTransport(link, { quirks: quirks.usb, logger: log, context });
+    if (resetFirst) {
+      try {
+        await transport.reset(opts.signal);
+      } catch (err) {
+        await transport.close();
+        throw err;
+      }
+    }
+    // PtpCamera.open closes the transport when it fails.
+    return PtpCamera.open(transport, { logger: log, quirks: { ...quirks.ptp, ...opts.quirks }, signal: opts.signal });
+  };
+  try {
+    return await attempt(false);
+  } catch (err) {
+    if (opts.signal?.aborted || !worthRetrying(err)) throw err;
+    log.info({ ...context, err }, 'opening the camera failed; resetting it and trying once more');
+    return attempt(true);
+  }
+}
+
+function sourceFor(camera: PtpCamera, uri: string, info: UsbCameraInfo, opts: UsbCameraSourceOptions): UsbCameraSource {
+  // A device that writes its dates in a known zone (QEMU: UTC) overrides the configured camera clock zone.
+  const timeZone = camera.quirks.objectDatesZone ?? opts.timeZone;
+  return new UsbCameraSource(camera, uri, info, { logger: opts.logger, ...(timeZone ? { timeZone } : {}) });
+}
+
+function noCamera(selector: string): ShuttleError {
+  return new ShuttleError('SOURCE_NOT_FOUND', `no USB camera matches ${selector} (is it on, unlocked, and in PTP/MTP mode rather than mass storage?)`, { context: { source: selector } });
+}
+
+/**
+ * One USB camera as a Source: the first match of `selector` in bus/port order (for `usb:`, the first
+ * camera attached). Its uri is the selector as given. SOURCE_NOT_FOUND when nothing matches; USAGE for
+ * a malformed selector.
+ */
+export async function openUsbCameraSource(selector: string, opts: UsbCameraSourceOptions = {}): Promise<UsbCameraSource> {
+  const sel = parseUsbSelector(selector);
+  const found = await findUsbCameras(sel, { logger: opts.logger });
+  const first = found[0];
+  if (!first) throw noCamera(selector);
+  const camera = await openUsbCamera(first, opts);
+  return sourceFor(camera, selector, first.info, opts);
+}
+
+/**
+ * Every USB camera matching `selector` as a Source each (uri `usb:BUS-PORT`), for ingesting all attached
+ * cameras at once. If one fails to open, those already open are closed and the error is thrown.
+ */
+export async function openUsbCameraSources(selector: string, opts: UsbCameraSourceOptions = {}): Promise<UsbCameraSource[]> {
+  const sel = parseUsbSelector(selector);
+  const found = await findUsbCameras(sel, { logger: opts.logger });
+  if (found.length === 0) throw noCamera(selector);
+  const sources: UsbCameraSource[] = [];
+  try {
+    for (const f of found) {
+      const camera = await openUsbCamera(f, opts);
+      sources.push(sourceFor(camera, `usb:${f.info.location}`, f.info, opts));
+    }
+  } catch (err) {
+    for (const s of sources) await s.close().catch(() => undefined);
+    throw err;
+  }
+  return sources;
+}
+
+export interface UsbCameraListing extends UsbCameraInfo {
+  /** `usb:BUS-PORT`, ready to pass to `shuttle ingest`. */
+  selector: string;
+  /** Maker by vendor id (or the PTP vendor extension once a session is open). */
+  vendor: string | undefined;
+  quirks: QuirkExplanation['applied'];
+}
+
+/** Attached cameras with the quirks that would apply to them; no session is opened (strings come from USB descriptors). */
+export async function listUsbCameras(opts: { logger?: Logger; selector?: string } = {}): Promise<UsbCameraListing[]> {
+  const sel = parseUsbSelector(opts.selector ?? 'usb:');
+  const found = await findUsbCameras(sel, { logger: opts.logger });
+  return found.map(({ info }) => {
+    const explained = explainQuirks(info.manufacturer === undefined ? undefined : { manufacturer: info.manufacturer, model: info.product ?? '' }, {
+      vendorId: info.vendorId,
+      productId: info.productId,
+    });
+    return { ...info, selector: `usb:${info.location}`, vendor: explained.vendor, quirks: explained.applied };
+  });
+}
