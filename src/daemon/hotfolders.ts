@@ -1,5 +1,4 @@
-import { stat } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { watch, type FSWatcher } from 'chokidar';
@@ -53,7 +52,6 @@ const TEMP_SUFFIXES = ['.part', '.partial', '.tmp', '.temp', '.filepart', '.crdo
 /** Folders an OS puts into shared folders; never photographs. */
 const SYSTEM_NAMES = new Set(['System Volume Information', '$RECYCLE.BIN', 'lost+found', '@eaDir', '#recycle']);
 const STAT_CONCURRENCY = 32;
-const CHOKIDAR_SETTLE_MS = 500;
 /** Versions of handed-on files remembered per folder (about 100 bytes each). */
 const MAX_REMEMBERED = 200_000;
 
@@ -93,6 +91,8 @@ export class HotFolderWatcher {
   #presence: NodeJS.Timeout | undefined;
   #presenceCheck: Promise<void> | undefined;
   #missingLogged = false;
+  /** chokidar's initial scan is done and our own walk after it too. */
+  #ready = false;
 
   constructor(opts: HotFolderWatcherOptions) {
     this.root = opts.root;
@@ -101,8 +101,8 @@ export class HotFolderWatcher {
   }
 
   /**
-   * Starts watching; resolves once the initial scan has been read (its files still have to settle).
-   * A folder that is missing (a share not mounted yet) is watched from when it appears, and one that
+   * Starts watching; resolves once the initial scan has been read (its files still have to settle),
+   * or at once when the folder is not there. A folder that is missing (a share not mounted yet) is watched from when it appears, and one that
    * disappears is watched again when it comes back; its files are then found by the new scan, and
    * versions already handed on are not handed on again.
    */
@@ -124,7 +124,7 @@ export class HotFolderWatcher {
   }
 
   get status(): { watching: boolean; settling: number; waiting: number; delivered: number; error?: string | undefined } {
-    return { watching: this.#watcher !== undefined, settling: this.#settling.size, waiting: this.#pending.size, delivered: this.#deliveredCount, error: this.#lastError };
+    return { watching: this.#ready, settling: this.#settling.size, waiting: this.#pending.size, delivered: this.#deliveredCount, error: this.#lastError };
   }
 
   #checkPresence(): Promise<void> {
@@ -160,6 +160,9 @@ export class HotFolderWatcher {
       this.#opts.logger.warn({ err }, 'hot folder watcher error');
     });
     await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
+    await this.#reconcile(this.root);
+    if (this.#watcher !== watcher) return; // it went away meanwhile
+    this.#ready = true;
     this.#lastError = undefined;
     this.#opts.logger.info({ settling: this.#settling.size, settleMs: this.#opts.settleMs }, 'watching hot folder');
   }
@@ -169,12 +172,33 @@ export class HotFolderWatcher {
     this.#watcher = undefined;
     this.#settling.clear();
     this.#pending.clear();
+    this.#ready = false;
     this.#opts.logger.warn('hot folder disappeared (unmounted or removed); watching for it to come back');
-    // chokidar shares fs.watch handles between instances by path. Closed while it is still handling
-    // the folder's removal, it can leave that registry holding a dead handle, and the next watcher of
-    // the same path then hears nothing (1 in 20 quick remounts here). Let it finish first.
-    await sleep(CHOKIDAR_SETTLE_MS);
     await w?.close();
+  }
+
+  /**
+   * chokidar reads each folder before it starts watching it, so a file created in between is neither
+   * listed nor heard of (until something else changes in its folder). Once every watch is in place,
+   * one walk of our own finds such files; what chokidar did report is a no-op in #seen.
+   */
+  async #reconcile(dir: string): Promise<void> {
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch {
+      return; // gone or unreadable: chokidar reports what matters about it
+    }
+    for (const e of entries) {
+      if (this.#closed || !this.#watcher) return;
+      const abs = join(dir, e.name);
+      if (isIgnoredHotPath(this.#rel(abs))) continue;
+      if (e.isDirectory()) await this.#reconcile(abs);
+      else if (e.isFile()) {
+        const st = await stat(abs).catch(() => undefined);
+        if (st) this.#seen(abs, st);
+      }
+    }
   }
 
   /** Hands on the files waiting for their batch now (shutdown paths and tests). */

@@ -16,8 +16,9 @@ export function captureLog(level = 'debug'): CapturedLog {
 
 /**
  * Writes `count` small files `IMG_0000.JPG`… into `dir` from a child process, as an FTP server or a
- * tethering tool would. (Written from the test's own event loop, each write would wait for the
- * watcher's work on the previous one, which measures the test, not the watcher.)
+ * tethering tool would. (From the test's own event loop, each write would wait behind the rescan of
+ * the folder that chokidar starts for the previous one: one full rescan per file, which measures
+ * that interleaving rather than the watcher.)
  */
 export function writeBurst(dir: string, count: number, bytes = 32): Promise<void> {
   const script = `
