@@ -5,7 +5,8 @@ import { normalizeConfig } from '../src/config/index.js';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import type { Source, SourceIdentity, SourceItem } from '../src/device/source.js';
 import { DeviceRegistry, pathJobKey, type AttachedDevice, type DeviceEvents, type DeviceWatcher } from '../src/daemon/devices.js';
-import { destinationsFromConfig, ingestSettingsFromConfig, type IngestEnvironment } from '../src/daemon/ingest-job.js';
+import { DAEMON_LOCK_WAIT_MS, type IngestEnvironment } from '../src/daemon/ingest-job.js';
+import { destinationsFromConfig, ingestSettingsFromConfig } from '../src/ingest/settings.js';
 import { JobScheduler } from '../src/daemon/jobs.js';
 import { MountWatcher, parseMountinfo } from '../src/daemon/mounts.js';
 import { abortReason, isShuttleError } from '../src/errors.js';
@@ -124,7 +125,7 @@ describe('device registry', () => {
     const config = normalizeConfig({ destinations: [{ path: dest }] });
     const journal = Journal.open(join(dir, 'state'));
     const log = captureLog();
-    const env: IngestEnvironment = { journal, destinations: destinationsFromConfig(config), settings: ingestSettingsFromConfig(config), stateDir: join(dir, 'state') };
+    const env: IngestEnvironment = { journal, destinations: destinationsFromConfig(config), settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS), stateDir: join(dir, 'state') };
     const scheduler = new JobScheduler({ logger: log.logger });
     const registry = new DeviceRegistry({ scheduler, env, resources: [`destination ${dest}`], logger: log.logger });
     const watcher = new TestWatcher();

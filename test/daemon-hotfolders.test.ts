@@ -5,7 +5,8 @@ import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { normalizeConfig } from '../src/config/index.js';
 import { HotFolderFeed } from '../src/daemon/hotfolder-feed.js';
 import { HotFolderSource, HotFolderWatcher, isIgnoredHotPath, type HotFile } from '../src/daemon/hotfolders.js';
-import { destinationsFromConfig, ingestSettingsFromConfig } from '../src/daemon/ingest-job.js';
+import { DAEMON_LOCK_WAIT_MS } from '../src/daemon/ingest-job.js';
+import { destinationsFromConfig, ingestSettingsFromConfig } from '../src/ingest/settings.js';
 import { JobScheduler } from '../src/daemon/jobs.js';
 import { Journal } from '../src/store/journal.js';
 import { captureLog, writeBurst } from './support/daemon-helpers.js';
@@ -228,7 +229,7 @@ describe('hot folder feed', () => {
     const scheduler = new JobScheduler({ logger: log.logger });
     const feed = new HotFolderFeed({
       root: hot, scheduler, settleMs: 100, batchMs: 50, retryMs: 400, resources: [dest], logger: log.logger,
-      env: { journal, destinations: destinationsFromConfig(config), settings: ingestSettingsFromConfig(config), stateDir: join(root, 'state') },
+      env: { journal, destinations: destinationsFromConfig(config), settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS), stateDir: join(root, 'state') },
     });
     try {
       await feed.start();

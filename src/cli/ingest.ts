@@ -8,7 +8,7 @@ import { openPtpIpCameraSource } from '../device/camera-source.js';
 import type { Logger } from '../log.js';
 import { ShuttleError } from '../errors.js';
 import { runIngest, type IngestSummary, type Progress } from '../ingest/pipeline.js';
-import { VERSION } from '../version.js';
+import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { commandContext, signalOnTermination, type GlobalOptions } from './context.js';
 import { prepareIngestUpload, type IngestUploadFlags } from './upload.js';
 import { EXIT } from './exit.js';
@@ -87,21 +87,9 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
         for (const uri of sources) opened.push(await openSource(uri, { stateDir: ctx.stateDir, timeZone: ctx.config.ingest.timeZone, logger: ctx.logger, signal }));
         summary = await runIngest({
           sources: opened,
-          destinations: ctx.config.destinations.map((d) => ({ path: resolve(d.path), requireVolumeUuid: d.requireVolumeUuid, minFreeBytes: d.minFreeBytes })),
+          destinations: destinationsFromConfig(ctx.config),
+          settings: ingestSettingsFromConfig(ctx.config, waitSeconds * 1000),
           journal,
-          settings: {
-            template: ctx.config.ingest.template,
-            manifestHashes: ctx.config.ingest.manifestHashes,
-            job: ctx.config.ingest.job,
-            timeZone: ctx.config.ingest.timeZone,
-            verifyRetries: ctx.config.ingest.verifyRetries,
-            changeRetries: ctx.config.ingest.changeRetries,
-            station: ctx.config.station,
-            include: ctx.config.ingest.include,
-            exclude: ctx.config.ingest.exclude,
-            lockWaitMs: waitSeconds * 1000,
-            tool: { name: 'shuttle', version: VERSION },
-          },
           logger: ctx.logger,
           signal,
           ...(bar ? { onProgress: bar.update } : {}),

@@ -10,7 +10,8 @@ import { VERSION } from '../version.js';
 import { ControlServer, type ControlHandlers } from './control.js';
 import { DeviceRegistry, pathJobKey, type DeviceWatcher } from './devices.js';
 import { HotFolderFeed } from './hotfolder-feed.js';
-import { destinationsFromConfig, ingestSettingsFromConfig, runIngestJob, type IngestEnvironment, type SourceOpener } from './ingest-job.js';
+import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment, type SourceOpener } from './ingest-job.js';
+import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { JobScheduler, noSuchJob } from './jobs.js';
 import { MountWatcher } from './mounts.js';
 import { SystemdNotifier } from './notify.js';
@@ -99,7 +100,7 @@ export class Daemon {
     });
     this.#lock = await acquireLock(daemonLockPath(stateDir), { owner: { command: `run (control socket ${this.socketPath})` } });
     this.#journal = Journal.open(stateDir);
-    this.#env = { journal: this.#journal, destinations, settings: ingestSettingsFromConfig(config), stateDir, timeZone: config.ingest.timeZone };
+    this.#env = { journal: this.#journal, destinations, settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS), stateDir, timeZone: config.ingest.timeZone };
     this.#resources = destinations.map((d) => `destination ${d.path}`);
     this.#devices = new DeviceRegistry({ scheduler: this.scheduler, env: this.#env, resources: this.#resources, logger: this.#log });
 

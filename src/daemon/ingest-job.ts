@@ -1,10 +1,7 @@
-import { resolve } from 'node:path';
-import type { Config } from '../config/index.js';
 import type { Source } from '../device/source.js';
 import { runIngest, type DestinationSpec, type IngestSettings, type IngestSummary } from '../ingest/pipeline.js';
 import type { Logger } from '../log.js';
 import type { Journal } from '../store/journal.js';
-import { VERSION } from '../version.js';
 import type { JobContext, JobOutcome } from './jobs.js';
 import type { JobResultFigures } from './status.js';
 
@@ -23,27 +20,8 @@ export interface IngestEnvironment {
 /** Opens the job's source; it is closed by the job whatever happens. */
 export type SourceOpener = (ctx: { stateDir: string; timeZone?: string | undefined; logger: Logger; signal: AbortSignal }) => Promise<Source>;
 
-export function destinationsFromConfig(config: Config): DestinationSpec[] {
-  return config.destinations.map((d) => ({ path: resolve(d.path), requireVolumeUuid: d.requireVolumeUuid, minFreeBytes: d.minFreeBytes }));
-}
-
-/**
- * The daemon's ingest settings. Locks are waited for until the job is cancelled: a CLI run working on
- * the same card or destination makes the job wait for it instead of failing.
- */
-export function ingestSettingsFromConfig(config: Config): IngestSettings {
-  return {
-    template: config.ingest.template,
-    manifestHashes: config.ingest.manifestHashes,
-    job: config.ingest.job,
-    timeZone: config.ingest.timeZone,
-    verifyRetries: config.ingest.verifyRetries,
-    changeRetries: config.ingest.changeRetries,
-    station: config.station,
-    lockWaitMs: Infinity,
-    tool: { name: 'shuttle', version: VERSION },
-  };
-}
+/** The daemon waits for a CLI run working on the same card or destination, until the job is cancelled. */
+export const DAEMON_LOCK_WAIT_MS = Infinity;
 
 export function resultFigures(s: IngestSummary): JobResultFigures {
   return {
