@@ -62,19 +62,28 @@ const shuttle = (dests: string[], state: string) => `${node} ${main} --state ${s
 const d1 = join(work, 'd1');
 const d2 = join(work, 'd2');
 const st = join(work, 'state');
-const rows: Array<{ label: string; secs: number; rssMb: number }> = [];
-const run = (label: string, cmd: string) => {
-  clean(d1, d2, st);
-  const r = timed(label, cmd);
-  rows.push(r);
-  return r;
-};
-
-const cpSync = run('cp -r + sync', `cp -r ${src} ${d1} && sync`);
-const cpSha = run('cp -r + sha256sum both trees', `cp -r ${src} ${d1} && sync && ${srcFiles} -print0 | xargs -0 sha256sum > /dev/null && find ${d1} -type f -print0 | xargs -0 sha256sum > /dev/null`);
-const one = run('shuttle ingest, 1 destination', shuttle([d1], st));
-const twoCp = run('2 × (cp -r + sync)', `cp -r ${src} ${d1} && sync && cp -r ${src} ${d2} && sync`);
-const two = run('shuttle ingest, 2 destinations', shuttle([d1, d2], st));
+// This machine's disk is noisy: every command runs BENCH_RUNS times, interleaved, and the best run counts.
+const runs = Number(process.env.BENCH_RUNS ?? '2');
+const cases: Array<[string, string]> = [
+  ['cp -r + sync', `cp -r ${src} ${d1} && sync`],
+  ['cp -r + sha256sum both trees', `cp -r ${src} ${d1} && sync && ${srcFiles} -print0 | xargs -0 sha256sum > /dev/null && find ${d1} -type f -print0 | xargs -0 sha256sum > /dev/null`],
+  ['shuttle ingest, 1 destination', shuttle([d1], st)],
+  ['2 × (cp -r + sync)', `cp -r ${src} ${d1} && sync && cp -r ${src} ${d2} && sync`],
+  ['shuttle ingest, 2 destinations', shuttle([d1, d2], st)],
+];
+type Timed = { label: string; secs: number; rssMb: number };
+const best = new Map<string, Timed>();
+for (let i = 0; i < runs; i++) {
+  for (const [label, cmd] of cases) {
+    clean(d1, d2, st);
+    const r = timed(label, cmd);
+    const prev = best.get(label);
+    if (!prev || r.secs < prev.secs) best.set(label, { ...r, rssMb: Math.max(r.rssMb, prev?.rssMb ?? 0) });
+  }
+}
+const get = (label: string): Timed => best.get(label)!;
+const [cpSync, cpSha, one, twoCp, two] = [get(cases[0]![0]), get(cases[1]![0]), get(cases[2]![0]), get(cases[3]![0]), get(cases[4]![0])];
+const rows = [...best.values()];
 
 // Peak memory with a 4 GiB file (sparse on the source side: the copy is written in full).
 clean(big);
