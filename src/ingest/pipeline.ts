@@ -367,6 +367,7 @@ async function copyOnce(
           journal.setFileState(pf.file.id, 'failed', 'changed while read');
           pf.item = item;
           pf.file = journal.fileFor(sourceId, item.path, item.size, item.mtimeMs);
+          summary.fileIds.push(pf.file.id);
         }
         continue;
       }
