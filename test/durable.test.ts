@@ -4,14 +4,11 @@ import { open as openFd, closeSync } from 'node:fs';
 import { link, lstat, mkdir, mkdtemp, open, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
 import {
   TEMP_SUFFIX,
-  WriteSink,
   applyTestFault,
   ensureDir,
   finalNameOfTemp,
@@ -207,46 +204,6 @@ describe('removeStrayTemps', () => {
     expect(await removeStrayTemps(join(dir, 'no-such-root'))).toEqual([]);
     const err = await errorOf(removeStrayTemps(dir, AbortSignal.abort()));
     expect(isShuttleError(err, 'ABORTED')).toBe(true);
-  });
-});
-
-describe('WriteSink', () => {
-  it('fans one read out to several files at increasing offsets', async () => {
-    const chunks = [randomBytes(1000), randomBytes(70_000), randomBytes(1)];
-    const a = await openTemp(join(dir, 'sink', 'a.bin'));
-    const b = await openTemp(join(dir, 'sink', 'b.bin'));
-    const sinks = [new WriteSink(a.handle, a.path), new WriteSink(b.handle, b.path)];
-    for (const chunk of chunks) await Promise.all(sinks.map((s) => s.write(chunk)));
-    await a.handle.close();
-    await b.handle.close();
-    const expected = Buffer.concat(chunks);
-    expect(sinks.map((s) => s.position)).toEqual([expected.length, expected.length]);
-    expect(await readFile(a.path)).toEqual(expected);
-    expect(await readFile(b.path)).toEqual(expected);
-  });
-
-  it('resumes at a start offset and works as a stream.Writable in a pipeline', async () => {
-    const path = join(dir, 'sink', 'resume.bin');
-    await writeFile(path, 'HEAD-');
-    const handle = await open(path, 'r+');
-    await pipeline(Readable.from([Buffer.from('tail '), Buffer.from('end')]), new WriteSink(handle, path, 5).toWritable());
-    await handle.close();
-    expect(await readFile(path, 'utf8')).toBe('HEAD-tail end');
-  });
-
-  it('reports a full disk as DEST_NO_SPACE', async () => {
-    const small = join(dir, 'small-tmpfs');
-    await mkdir(small);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]);
-    try {
-      const t = await openTemp(join(small, 'big.bin'));
-      const sink = new WriteSink(t.handle, t.path);
-      const err = await errorOf(sink.write(randomBytes(2 * 1024 * 1024)));
-      await t.handle.close();
-      expect(isShuttleError(err, 'DEST_NO_SPACE')).toBe(true);
-    } finally {
-      execFileSync('umount', [small]);
-    }
   });
 });
 

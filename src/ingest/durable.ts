@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, fsync as fsyncFd, type Dirent } from 'node:fs';
 import { link, lstat, mkdir, open, opendir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { ShuttleError, abortReason, errnoCode, type ErrorCode } from '../errors.js';
 
@@ -308,59 +307,6 @@ async function entryKind(entry: Dirent, path: string): Promise<'file' | 'dir' | 
     }
   }
   return st.isFile() ? 'file' : st.isDirectory() ? 'dir' : 'other';
-}
-
-/**
- * Writes consecutive chunks to an open file at increasing offsets. `write` resolves when the chunk is
- * fully written, so awaiting it is the backpressure; one source read can be fanned out to several sinks
- * with `Promise.all(sinks.map((s) => s.write(chunk)))` before the chunk is reused.
- */
-export class WriteSink {
-  readonly #handle: FileHandle;
-  readonly #path: string;
-  #position: number;
-
-  constructor(handle: FileHandle, path: string, startOffset = 0) {
-    this.#handle = handle;
-    this.#path = path;
-    this.#position = startOffset;
-  }
-
-  /** Offset the next chunk goes to (= bytes in the file when writing started at 0). */
-  get position(): number {
-    return this.#position;
-  }
-
-  async write(chunk: Uint8Array, signal?: AbortSignal): Promise<void> {
-    let done = 0;
-    while (done < chunk.byteLength) {
-      if (signal?.aborted) throw abortReason(signal);
-      let written: number;
-      try {
-        ({ bytesWritten: written } = await this.#handle.write(chunk, done, chunk.byteLength - done, this.#position));
-      } catch (err) {
-        throw destinationError(err, 'write', this.#path);
-      }
-      if (written === 0) {
-        throw new ShuttleError('DEST_WRITE_FAILED', `write to ${this.#path} made no progress`, {
-          context: { path: this.#path, position: this.#position },
-        });
-      }
-      done += written;
-      this.#position += written;
-    }
-  }
-
-  /** A stream.Writable over this sink, for `pipeline()`. It does not close the file. */
-  toWritable(signal?: AbortSignal): Writable {
-    return new Writable({
-      highWaterMark: 4 * 1024 * 1024,
-      ...(signal ? { signal } : {}),
-      write: (chunk: Buffer, _encoding, callback) => {
-        this.write(chunk, signal).then(() => callback(), callback);
-      },
-    });
-  }
 }
 
 /** The final file name a temp name stands for (shortened if tempPathFor had to), or undefined. */

@@ -297,9 +297,4 @@ export class Journal {
     const bad = this.#all<{ id: number }>(`SELECT id FROM copies WHERE state = 'verified' AND (dest_path IS NULL OR sha256 IS NULL OR xxh128 IS NULL OR size IS NULL)`);
     return bad.map((b) => `copy ${b.id} is verified without path or hashes`);
   }
-
-  /** All verified copies at a destination (for tests and verification tooling). */
-  verifiedCopies(destId: number): CopyRow[] {
-    return this.#all<CopyRow>(`SELECT * FROM copies WHERE dest_id = ? AND state = 'verified' ORDER BY dest_path`, destId);
-  }
 }
