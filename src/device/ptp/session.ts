@@ -52,6 +52,28 @@ export interface PtpTransport {
   close(): Promise<void>;
 }
 
+/** The listeners of one source of PTP events; one that throws is logged and does not stop the others. */
+export class PtpEventListeners {
+  readonly #listeners = new Set<(e: PtpEvent) => void>();
+
+  constructor(private readonly log: Logger) {}
+
+  add(listener: (e: PtpEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  emit(e: PtpEvent): void {
+    for (const l of this.#listeners) {
+      try {
+        l(e);
+      } catch (err) {
+        this.log.warn({ err }, 'event listener failed');
+      }
+    }
+  }
+}
+
 export interface OperationRequest {
   code: number;
   params?: readonly number[];
@@ -189,7 +211,7 @@ export class PtpSession {
   private lastTransactionId: number;
   private readonly firstTransactionId: number;
   private currentSessionId = 0;
-  private readonly eventListeners = new Set<(e: PtpEvent) => void>();
+  private readonly eventListeners: PtpEventListeners;
   private readonly eventBacklog: number;
   private readonly unsubscribe: () => void;
 
@@ -202,9 +224,8 @@ export class PtpSession {
     this.eventBacklog = opts.eventBacklog ?? 1000;
     this.firstTransactionId = opts.firstTransactionId ?? 1;
     this.lastTransactionId = this.firstTransactionId - 1;
-    this.unsubscribe = transport.onEvent((e) => {
-      for (const l of this.eventListeners) l(e);
-    });
+    this.eventListeners = new PtpEventListeners(this.log);
+    this.unsubscribe = transport.onEvent((e) => this.eventListeners.emit(e));
   }
 
   get sessionId(): number {
@@ -403,8 +424,7 @@ export class PtpSession {
   }
 
   onEvent(listener: (e: PtpEvent) => void): () => void {
-    this.eventListeners.add(listener);
-    return () => this.eventListeners.delete(listener);
+    return this.eventListeners.add(listener);
   }
 
   /**

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { ShuttleError, abortReason, errnoCode, isShuttleError, throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { protocolError } from '../ptp/codec.js';
-import type { PtpCommand, PtpEvent, PtpIncoming, PtpTransport } from '../ptp/session.js';
+import { PtpEventListeners, type PtpCommand, type PtpEvent, type PtpIncoming, type PtpTransport } from '../ptp/session.js';
 import {
   DataPhaseInfo,
   InitFailReason,
@@ -204,7 +204,7 @@ export async function connectPtpIp(opts: PtpIpConnectOptions): Promise<PtpIpTran
 }
 
 export class PtpIpTransport implements PtpTransport {
-  private readonly listeners = new Set<(e: PtpEvent) => void>();
+  private readonly listeners: PtpEventListeners;
   private pendingEnd: PtpIncoming | undefined;
   private readonly probes = new Set<() => void>();
   private closed = false;
@@ -216,6 +216,7 @@ export class PtpIpTransport implements PtpTransport {
     private readonly log: Logger,
     private readonly context: Record<string, unknown>,
   ) {
+    this.listeners = new PtpEventListeners(log);
     // Losing either connection loses the camera.
     cmd.onClose(() => this.evt.close());
     evt.onClose(() => this.cmd.close());
@@ -232,20 +233,10 @@ export class PtpIpTransport implements PtpTransport {
       }
       if (part.kind !== 'packet') continue;
       const p = part.packet;
-      if (p.type === 'Event') this.emit({ code: p.code, transactionId: p.transactionId, params: p.params });
+      if (p.type === 'Event') this.listeners.emit({ code: p.code, transactionId: p.transactionId, params: p.params });
       else if (p.type === 'ProbeRequest') this.evt.write(encodeControlPacket({ type: 'ProbeResponse' })).catch(() => undefined);
       else if (p.type === 'ProbeResponse') this.resolveProbes();
       else this.log.debug({ ...this.context, packet: p.type }, 'ignoring unexpected packet on the event connection');
-    }
-  }
-
-  private emit(e: PtpEvent): void {
-    for (const l of this.listeners) {
-      try {
-        l(e);
-      } catch (err) {
-        this.log.warn({ err }, 'event listener failed');
-      }
     }
   }
 
@@ -317,7 +308,7 @@ export class PtpIpTransport implements PtpTransport {
           this.resolveProbes();
           continue;
         case 'Event':
-          this.emit({ code: p.code, transactionId: p.transactionId, params: p.params });
+          this.listeners.emit({ code: p.code, transactionId: p.transactionId, params: p.params });
           continue;
         case 'Cancel':
           this.log.debug({ ...this.context, transactionId: p.transactionId }, 'camera cancelled a transaction');
@@ -331,8 +322,7 @@ export class PtpIpTransport implements PtpTransport {
   }
 
   onEvent(listener: (event: PtpEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   async cancel(transactionId: number, signal?: AbortSignal): Promise<void> {

@@ -21,7 +21,7 @@ import {
 } from '../ptp/codec.js';
 import { OperationCode, ResponseCode, hex16 } from '../ptp/codes.js';
 import { DEFAULT_USB_QUIRKS, type UsbTransportQuirks } from '../ptp/quirks.js';
-import type { PtpCommand, PtpEvent, PtpIncoming, PtpTransport } from '../ptp/session.js';
+import { PtpEventListeners, type PtpCommand, type PtpEvent, type PtpIncoming, type PtpTransport } from '../ptp/session.js';
 import { UsbIoError, isUsbFailure, type UsbLink, type UsbPending } from './link.js';
 
 /** Still Image class requests (bRequest), sent to the interface. */
@@ -111,7 +111,7 @@ export class UsbPtpTransport implements PtpTransport {
   private readonly log: Logger;
   private readonly context: Record<string, unknown>;
   private readonly writeTimeoutMs: number;
-  private readonly listeners = new Set<(e: PtpEvent) => void>();
+  private readonly listeners: PtpEventListeners;
 
   /** Bytes received and not yet framed. */
   private rx: Buffer = EMPTY;
@@ -146,6 +146,7 @@ export class UsbPtpTransport implements PtpTransport {
   ) {
     this.quirks = { ...DEFAULT_USB_QUIRKS, ...opts.quirks };
     this.log = opts.logger ?? silentLogger;
+    this.listeners = new PtpEventListeners(this.log);
     this.context = opts.context ?? {};
     this.writeTimeoutMs = opts.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
     if (link.hasInterrupt) {
@@ -334,7 +335,7 @@ export class UsbPtpTransport implements PtpTransport {
         this.idleReadBytes = SMALL_READ_BYTES;
         this.ready.push({ kind: 'response', code: op.code, transactionId: op.transactionId, params: op.params });
       } else {
-        this.emit({ code: op.code, transactionId: op.transactionId, params: op.params });
+        this.listeners.emit({ code: op.code, transactionId: op.transactionId, params: op.params });
       }
     }
   }
@@ -422,7 +423,7 @@ export class UsbPtpTransport implements PtpTransport {
       const params: number[] = [];
       for (let off = 0; off + 4 <= body.length && params.length < MAX_OPERATION_PARAMS; off += 4) params.push(body.readUInt32LE(off));
       this.eventBytes = this.eventBytes.subarray(h.length);
-      this.emit({ code: h.code, transactionId: h.transactionId, params });
+      this.listeners.emit({ code: h.code, transactionId: h.transactionId, params });
     }
   }
 
@@ -434,19 +435,8 @@ export class UsbPtpTransport implements PtpTransport {
     this.log.warn({ ...this.context, err }, 'event polling stopped; camera events are no longer seen');
   }
 
-  private emit(e: PtpEvent): void {
-    for (const l of this.listeners) {
-      try {
-        l(e);
-      } catch (err) {
-        this.log.warn({ err }, 'event listener failed');
-      }
-    }
-  }
-
   onEvent(listener: (event: PtpEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    return this.listeners.add(listener);
   }
 
   // ---- cancel, reset, status ----
