@@ -318,7 +318,7 @@ interface WrittenFile {
 async function copyOnce(
   source: Source, pf: PlannedFile, live: Dest[], identity: SourceIdentity, groupFields: Map<string, GroupFields>,
   req: IngestRequest, ingestId: number, sourceId: number, summary: IngestSummary,
-): Promise<WrittenFile | undefined> {
+): Promise<WrittenFile> {
   const { journal, settings, signal } = req;
   const algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes])];
   for (let attempt = 0; ; attempt++) {
