@@ -64,8 +64,8 @@ async function trial(name: string, kill: { afterMs?: number; crashAt?: string })
   await rm(base, { recursive: true, force: true });
 }
 
-const points = ['temp-created', 'written', 'sealed', 'read-back', 'published', 'journaled', 'manifest'];
-test.each(points.flatMap((p) => [`${p}:1`, p === 'manifest' ? `${p}:2` : `${p}:7`]))('crash-at-%s-then-rerun-completes-exactly-once', async (crashAt) => {
+const points = ['temp-created', 'written', 'sealed', 'read-back', 'published', 'journaled', 'manifest', 'generation-written'];
+test.each(points.flatMap((p) => [`${p}:1`, p === 'manifest' || p === 'generation-written' ? `${p}:2` : `${p}:7`]))('crash-at-%s-then-rerun-completes-exactly-once', async (crashAt) => {
   await trial(`point-${crashAt.replace(':', '-')}`, { crashAt });
 }, 120_000);
 

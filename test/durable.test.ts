@@ -200,9 +200,19 @@ describe('removeStrayTemps', () => {
     expect((await lstat(join(root, '.folder.0123abcd.shuttle-tmp'))).isDirectory()).toBe(true);
   });
 
+  it('with recursive: false looks at the top folder only', async () => {
+    const root = join(dir, 'stray-flat');
+    await mkdir(join(root, 'sub'), { recursive: true });
+    const top = join(root, '.shuttle-probe.0123abcd.shuttle-tmp');
+    const nested = join(root, 'sub', '.B.CR3.deadbeef.shuttle-tmp');
+    for (const p of [top, nested]) await writeFile(p, 'x');
+    expect(await removeStrayTemps(root, { recursive: false })).toEqual([top]);
+    expect((await lstat(nested)).isFile()).toBe(true);
+  });
+
   it('returns nothing for a missing root and stops with ABORTED when aborted', async () => {
     expect(await removeStrayTemps(join(dir, 'no-such-root'))).toEqual([]);
-    const err = await errorOf(removeStrayTemps(dir, AbortSignal.abort()));
+    const err = await errorOf(removeStrayTemps(dir, { signal: AbortSignal.abort() }));
     expect(isShuttleError(err, 'ABORTED')).toBe(true);
   });
 });

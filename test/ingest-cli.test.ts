@@ -69,6 +69,18 @@ describe('ingest', () => {
     expect((await readFile(join(destA, '2026/2026-03-14/IMG_0001.JPG'))).equals(src1)).toBe(true);
   });
 
+  test('removes-probe-and-marker-temps-a-crash-left-but-not-temp-named-files-deeper-in-the-library', async () => {
+    await smallCard();
+    expect((await ingest()).code).toBe(0);
+    const leftovers = [join(destA, '.shuttle-probe.0123abcd.shuttle-tmp'), join(destA, '.shuttle', '.destination.json.deadbeef.shuttle-tmp')];
+    // Deeper folders are the user's library: Shuttle's own file temps there are tracked by the journal instead.
+    const deep = join(destA, '2026', '.IMG_0009.JPG.0badf00d.shuttle-tmp');
+    for (const p of [...leftovers, deep]) await writeFile(p, 'x');
+    const again = await ingest();
+    expect(again.code, again.stderr).toBe(0);
+    expect(await tempFilesUnder(destA)).toEqual([deep]);
+  });
+
   test('second-run-skips-every-known-file', async () => {
     await smallCard();
     expect((await ingest()).code).toBe(0);

@@ -4,7 +4,7 @@
  * temp creation, write, fsync, read-back, publish and journal) instead of hoping a random timer does.
  * Unset (always, outside tests) this is one string comparison.
  */
-export type CrashPoint = 'temp-created' | 'written' | 'sealed' | 'read-back' | 'published' | 'journaled' | 'manifest';
+export type CrashPoint = 'temp-created' | 'written' | 'sealed' | 'read-back' | 'published' | 'journaled' | 'manifest' | 'generation-written';
 
 const spec = process.env['SHUTTLE_TEST_CRASH_AT'];
 const [wanted, nth] = spec ? [spec.split(':')[0], Number(spec.split(':')[1] ?? '1')] : [undefined, 0];

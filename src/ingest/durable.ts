@@ -257,9 +257,11 @@ export async function replaceFileDurably(target: string, content: string): Promi
 /**
  * Deletes Shuttle temp files left under `root` by a crash, returning their paths. Call it only while
  * holding the destination's lock (a temp being written by a live Shuttle would otherwise be deleted).
- * Symbolic links are neither followed nor deleted; a missing root yields an empty list.
+ * Symbolic links are neither followed nor deleted; a missing root yields an empty list. With
+ * `recursive: false` only `root` itself is looked at (a library's top level, not its million files).
  */
-export async function removeStrayTemps(root: string, signal?: AbortSignal): Promise<string[]> {
+export async function removeStrayTemps(root: string, options: { signal?: AbortSignal; recursive?: boolean } = {}): Promise<string[]> {
+  const { signal, recursive = true } = options;
   const removed: string[] = [];
   const folders = [root];
   for (let folder = folders.pop(); folder !== undefined; folder = folders.pop()) {
@@ -277,7 +279,9 @@ export async function removeStrayTemps(root: string, signal?: AbortSignal): Prom
       for await (const entry of dir) {
         const path = join(folder, entry.name);
         const kind = await entryKind(entry, path);
-        if (kind === 'dir') folders.push(path);
+        if (kind === 'dir') {
+          if (recursive) folders.push(path);
+        }
         else if (kind === 'file' && isShuttleTempName(entry.name)) {
           if (signal?.aborted) throw abortReason(signal);
           try {

@@ -6,9 +6,9 @@ import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
 import type { Source, SourceIdentity, SourceItem } from '../device/source.js';
 import type { Journal, FileRow } from '../store/journal.js';
 import { acquireLock, destinationLockPath, sourceLockPath, type Lock } from '../store/lock.js';
-import { checkDestination, checkFreeSpace } from './destination.js';
+import { checkDestination, checkFreeSpace, MARKER_DIR } from './destination.js';
 import { MultiHasher, type HashAlgorithm, type HashSet } from './hashing.js';
-import { publishNoReplace } from './durable.js';
+import { publishNoReplace, removeStrayTemps } from './durable.js';
 import { readBack } from './readback.js';
 import { readCaptureMetadata, METADATA_HEAD_BYTES, type CaptureMetadata, type WallClock } from './metadata.js';
 import { renderName, withCollisionSuffix } from './naming.js';
@@ -184,6 +184,12 @@ async function openDestination(spec: DestinationSpec, journal: Journal, settings
     if (c.temp_path) await unlink(c.temp_path).catch(() => {});
     journal.clearStale(c.id);
     logger.info({ destination: spec.path, temp: c.temp_path }, 'removed temp file of an interrupted copy');
+  }
+  // Temps the journal never knew of: a write probe or a marker a crash left behind (never library files).
+  for (const folder of [spec.path, join(spec.path, MARKER_DIR)]) {
+    for (const temp of await removeStrayTemps(folder, { signal, recursive: false })) {
+      logger.info({ destination: spec.path, temp }, 'removed temp file of an interrupted check');
+    }
   }
   logger.info({ destination: spec.path, marker: checked.id, created: checked.created, free: checked.free }, 'destination ready');
   return dest;

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { errnoCode, ShuttleError, throwIfAborted } from '../../errors.js';
 import { C4Hasher, c4OfBytes } from './c4.js';
 import { chainDocument, decodeUtf8, readChain } from './chain.js';
-import { destinationError, fsyncDir, publishNoReplace, replaceFileDurably, tempPathFor, writeAll } from '../durable.js';
+import { crashPoint } from '../crash-points.js';
+import { destinationError, fsyncDir, publishNoReplace, removeStrayTemps, replaceFileDurably, tempPathFor, writeAll } from '../durable.js';
 import { GENERATION_TAIL, generationHead, hashElement } from './generation-xml.js';
 import { ascmhlDir, CHAIN_FILE_NAME, generationFileName, rootFolderName, sequenceOfFileName } from './naming.js';
 import { parseGeneration, type ChainLink } from './parse.js';
@@ -147,11 +148,15 @@ export function writeGeneration(
     const mhlDir = ascmhlDir(root);
     const creationDate = info.creationDate ?? new Date();
     await ensureDir(root, mhlDir);
+    // A crash while writing a generation or the chain leaves a temp here; every such window comes before the
+    // journal marks the files manifested, so the next write (the caller holds the destination lock) tidies it.
+    await removeStrayTemps(mhlDir, { signal, recursive: false });
     await planNumbering(mhlDir); // fail on a broken chain before writing anything
     const temp = tempPathFor(path.join(mhlDir, 'generation'));
     let linked = false;
     try {
       const c4 = await writeDocument(temp, entries, info, creationDate, signal);
+      crashPoint('generation-written');
       throwIfAborted(signal);
       // From the link on, the signal is no longer honoured: stopping between the link and the chain update
       // would leave work for the next writer's roll-forward for no gain, and the rest takes milliseconds.
