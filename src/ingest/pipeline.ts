@@ -481,6 +481,8 @@ async function finishFile(
     journal.setFileState(pf.file.id, outcome.failed ? 'failed' : 'verified', outcome.failed ? 'see copies' : undefined);
   });
   crashPoint('journaled');
+  // Per file, so only at debug: an operator following a card (or a test waiting for the first file) sees it.
+  log.debug({ path: pf.item.path, size: pf.item.size, state: outcome.failed ? 'failed' : 'verified' }, 'file journaled');
 }
 
 /**

@@ -95,6 +95,8 @@ export interface Box {
   console(): string;
   /** Runs a shell script in the guest as root; resolves when it has finished. */
   run(script: string, timeoutMs: number): Promise<GuestRun>;
+  /** Kills QEMU at once, as pulling the plug would: what the guest had not flushed is lost; the disk is kept. */
+  powerCut(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -124,14 +126,22 @@ export interface BootOptions {
   outDir: string;
   memoryMiB?: number;
   bootTimeoutMs?: number;
+  /** Boot the disk a previous boot left (after `powerCut`) instead of a fresh copy of the image. */
+  reuseDisk?: boolean;
 }
 
 export async function bootBox(opts: BootOptions): Promise<Box> {
+  // A previous boot's commands would run again: the agent numbers them from 0 on every boot.
+  for (const name of readdirSync(opts.outDir)) {
+    if (name === 'ready' || /^cmd-\d+\./.test(name)) await rm(join(opts.outDir, name), { force: true });
+  }
   await writeFile(join(opts.outDir, 'agent.sh'), AGENT);
   const disk = join(opts.outDir, 'run.img');
-  // A throwaway copy, holes kept: the image is 2 GB, mostly empty.
-  const cp = spawnSync('cp', ['--reflink=auto', '--sparse=always', join(opts.image, 'rootfs.img'), disk], { encoding: 'utf8' });
-  if (cp.status !== 0) throw new Error(`copying the box image failed: ${cp.stderr}`);
+  if (!opts.reuseDisk || !existsSync(disk)) {
+    // A throwaway copy, holes kept: the image is 2 GB, mostly empty.
+    const cp = spawnSync('cp', ['--reflink=auto', '--sparse=always', join(opts.image, 'rootfs.img'), disk], { encoding: 'utf8' });
+    if (cp.status !== 0) throw new Error(`copying the box image failed: ${cp.stderr}`);
+  }
   const qmpPath = join(opts.outDir, 'qmp.sock');
   let consoleText = '';
   const child: ChildProcess = spawn('qemu-system-x86_64', [
@@ -182,6 +192,13 @@ export async function bootBox(opts: BootOptions): Promise<Box> {
       }
       const output = await readFile(`${base}.out`, 'utf8').catch(() => '(no output)');
       throw new Error(`guest script ${n} did not finish within ${timeoutMs} ms:\n${script}\noutput so far:\n${output}\nconsole:\n${consoleText.slice(-3000)}`);
+    },
+    async powerCut() {
+      qmp.close();
+      if (child.exitCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
     },
     async stop() {
       qmp.close();
