@@ -15,6 +15,7 @@ APT_PACKAGES=(
   systemd           # systemd-analyze verify/security on the units
   qemu-system-x86 linux-image-amd64 busybox-static cpio kmod # QEMU guests with Debian's kernel (USB hardware in the loop)
   debootstrap e2fsprogs udev # the systemd guest image for the installed-box suite
+  avahi-daemon minissdpd # real mDNS and SSDP peers announcing a PTP/IP camera (discovery tests)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

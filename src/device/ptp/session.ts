@@ -428,6 +428,14 @@ export class PtpSession {
   }
 
   /**
+   * Delivers an event that did not come from the transport to this session's listeners, as if it had:
+   * vendor event polling (Canon EOS GetEvent, Nikon CheckEvent; see vendor-events.ts) feeds its events here.
+   */
+  dispatchEvent(e: PtpEvent): void {
+    this.eventListeners.emit(e);
+  }
+
+  /**
    * Starts buffering events now (up to the backlog; the oldest are dropped with a warning). Subscribe
    * before starting an operation whose events you wait for: they may arrive before its response.
    */

@@ -1,0 +1,315 @@
+/**
+ * PTP/IP cameras found on the local network: mDNS/DNS-SD `_ptp._tcp` (what libgphoto2's ptpip port
+ * browses; Nikon, Canon and others announce it, with the PTP/IP port in the SRV record) through
+ * bonjour-service, and SSDP (Canon and Sony Wi-Fi modes answer M-SEARCH; PTP/IP then runs on 15740).
+ *
+ * `PtpIpDiscoverer` keeps its sockets open for repeated scans (the daemon's watcher);
+ * `discoverPtpIpCameras` is one scan (the CLI).
+ */
+import Bonjour from 'bonjour-service';
+import { XMLParser } from 'fast-xml-parser';
+import { isIPv4 } from 'node:net';
+import { throwIfAborted } from '../../errors.js';
+import { silentLogger, type Logger } from '../../log.js';
+import { PTPIP_DEFAULT_PORT } from './packets.js';
+import { PTPIP_SSDP_TARGETS, ssdpSearch, type SsdpMessage } from './ssdp.js';
+
+export interface DiscoveredCamera {
+  /** `ptpip:HOST:PORT`: what `shuttle ingest` takes, and the camera's id while it is announced. */
+  uri: string;
+  host: string;
+  port: number;
+  /** The announced instance name (mDNS) or UPnP friendly name / server string (SSDP). */
+  name: string;
+  via: 'mdns' | 'ssdp';
+  /** A stable id the announcement carries: a TXT `guid`/`uuid` (mDNS) or the USN's uuid (SSDP). */
+  guid?: string;
+  model?: string;
+  manufacturer?: string;
+  /** mDNS TXT record, as announced. */
+  txt?: Record<string, string>;
+  /** SSDP search target / mDNS service type the camera answered. */
+  service: string;
+}
+
+export interface DiscoveryOptions {
+  /** Browse `_ptp._tcp` (default true). */
+  mdns?: boolean;
+  /** Send SSDP M-SEARCH (default true). */
+  ssdp?: boolean;
+  ssdpTargets?: readonly string[];
+  /** Fetch the UPnP description an SSDP answer points at, for friendly and model names (default true). */
+  ssdpDescriptions?: boolean;
+  logger?: Logger;
+}
+
+export interface ScanOptions {
+  /** How long to listen for answers. */
+  windowMs: number;
+  signal?: AbortSignal | undefined;
+}
+
+export const MDNS_SERVICE_TYPE = '_ptp._tcp';
+const MDNS_REQUERY_MS = 1000;
+
+/** What bonjour-service's browser reports for a resolved service (only the fields used). */
+interface MdnsService {
+  name: string;
+  fqdn: string;
+  host: string;
+  port: number;
+  addresses?: string[];
+  referer?: { address: string };
+  txt?: unknown;
+}
+
+interface MdnsSocket {
+  on(event: 'error' | 'warning', listener: (err: Error) => void): unknown;
+}
+
+interface MdnsBrowser {
+  on(event: 'up' | 'down', listener: (s: MdnsService) => void): unknown;
+  stop(): void;
+  update(): void;
+}
+
+function textRecord(txt: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (typeof txt !== 'object' || txt === null) return out;
+  for (const [k, v] of Object.entries(txt as Record<string, unknown>)) {
+    if (typeof v === 'string') out[k.toLowerCase()] = v;
+    else if (Buffer.isBuffer(v)) out[k.toLowerCase()] = v.toString('utf8');
+    else if (typeof v === 'boolean') out[k.toLowerCase()] = '';
+  }
+  return out;
+}
+
+function firstOf(rec: Record<string, string>, keys: readonly string[]): string | undefined {
+  for (const k of keys) {
+    const v = rec[k];
+    if (v !== undefined && v !== '') return v;
+  }
+  return undefined;
+}
+
+function uriOf(host: string, port: number): string {
+  return isIPv4(host) || !host.includes(':') ? `ptpip:${host}:${port}` : `ptpip:[${host}]:${port}`;
+}
+
+/**
+ * A resolved mDNS service as a camera. The host is an announced IPv4 address, else the address the
+ * answer came from: a `.local` name would need nss-mdns to resolve, which a box may not have.
+ */
+export function cameraFromMdns(s: MdnsService): DiscoveredCamera | undefined {
+  if (!Number.isInteger(s.port) || s.port < 1 || s.port > 65535) return undefined;
+  const v4 = (s.addresses ?? []).find((a) => isIPv4(a));
+  const host = v4 ?? s.referer?.address ?? (s.addresses ?? [])[0];
+  if (!host) return undefined;
+  const txt = textRecord(s.txt);
+  const cam: DiscoveredCamera = { uri: uriOf(host, s.port), host, port: s.port, name: s.name, via: 'mdns', txt, service: MDNS_SERVICE_TYPE };
+  const guid = firstOf(txt, ['guid', 'uuid', 'id']);
+  const model = firstOf(txt, ['model', 'md', 'product', 'ty']);
+  const manufacturer = firstOf(txt, ['manufacturer', 'mfg', 'vendor']);
+  if (guid) cam.guid = guid;
+  if (model) cam.model = model;
+  if (manufacturer) cam.manufacturer = manufacturer;
+  return cam;
+}
+
+/** An SSDP answer as a camera: the host from LOCATION (else the sender), PTP/IP's standard port. */
+export function cameraFromSsdp(m: SsdpMessage): DiscoveredCamera | undefined {
+  const st = m.headers['st'] ?? m.headers['nt'];
+  if (!st) return undefined;
+  let host = m.address;
+  const location = m.headers['location'];
+  if (location) {
+    try {
+      const h = new URL(location).hostname.replace(/^\[|\]$/g, '');
+      if (h) host = h;
+    } catch {
+      // A malformed LOCATION: the sender's address is as good.
+    }
+  }
+  const cam: DiscoveredCamera = {
+    uri: uriOf(host, PTPIP_DEFAULT_PORT),
+    host,
+    port: PTPIP_DEFAULT_PORT,
+    name: m.headers['server'] ?? st,
+    via: 'ssdp',
+    service: st,
+  };
+  const uuid = /uuid:([0-9a-zA-Z-]{1,64})/.exec(m.headers['usn'] ?? '');
+  if (uuid) cam.guid = uuid[1] as string;
+  if (/schemas-canon-com/i.test(st)) cam.manufacturer = 'Canon';
+  return cam;
+}
+
+const xml = new XMLParser({ ignoreAttributes: true, processEntities: false, parseTagValue: false });
+
+/** friendlyName, manufacturer and modelName from a UPnP device description (best effort, short timeout). */
+async function describe(location: string, signal: AbortSignal | undefined): Promise<{ name?: string; manufacturer?: string; model?: string }> {
+  const url = new URL(location);
+  if (url.protocol !== 'http:') return {};
+  const timeout = AbortSignal.timeout(1500);
+  const res = await fetch(url, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+  if (!res.ok) return {};
+  const text = (await res.text()).slice(0, 64 * 1024);
+  const doc = xml.parse(text) as { root?: { device?: Record<string, unknown> } };
+  const d = doc.root?.device ?? {};
+  const str = (v: unknown): string | undefined => (typeof v === 'string' && v.trim() !== '' ? v.trim().slice(0, 200) : undefined);
+  const out: { name?: string; manufacturer?: string; model?: string } = {};
+  const name = str(d['friendlyName']);
+  const manufacturer = str(d['manufacturer']);
+  const model = str(d['modelName']);
+  if (name) out.name = name;
+  if (manufacturer) out.manufacturer = manufacturer;
+  if (model) out.model = model;
+  return out;
+}
+
+export class PtpIpDiscoverer {
+  readonly #log: Logger;
+  readonly #opts: DiscoveryOptions;
+  #bonjour: Bonjour | undefined;
+  #mdns: unknown;
+  #watchBrowser: MdnsBrowser | undefined;
+  readonly #goodbyeListeners = new Set<(uri: string) => void>();
+  readonly #described = new Map<string, { name?: string; manufacturer?: string; model?: string }>();
+
+  constructor(opts: DiscoveryOptions = {}) {
+    this.#opts = opts;
+    this.#log = opts.logger ?? silentLogger;
+    if (opts.mdns !== false) {
+      this.#bonjour = new Bonjour({}, (err: unknown) => this.#log.debug({ err }, 'mDNS send failed'));
+      // bonjour-service does not expose its multicast-dns socket, whose 'error' (port 5353 unavailable)
+      // would otherwise be an uncaught exception.
+      const mdns = (this.#bonjour as unknown as { server?: { mdns?: MdnsSocket } }).server?.mdns;
+      if (!mdns) throw new Error('bonjour-service changed: no multicast-dns socket to listen for errors on');
+      mdns.on('error', (err) => this.#log.warn({ err }, 'mDNS unavailable; network cameras are found by SSDP only'));
+      mdns.on('warning', (err) => this.#log.debug({ err }, 'mDNS warning'));
+      this.#mdns = mdns;
+    }
+  }
+
+  /**
+   * Calls `listener` with the uri of an mDNS camera that said goodbye (a TTL-0 record: switched off, Wi-Fi
+   * mode left). Starts a long-lived browser on first use.
+   */
+  onGoodbye(listener: (uri: string) => void): () => void {
+    this.#goodbyeListeners.add(listener);
+    if (this.#bonjour && !this.#watchBrowser) {
+      this.#watchBrowser = this.#newBrowser();
+      this.#watchBrowser.on('down', (s) => {
+        const cam = cameraFromMdns(s);
+        if (!cam) return;
+        for (const l of this.#goodbyeListeners) l(cam.uri);
+      });
+    }
+    return () => this.#goodbyeListeners.delete(listener);
+  }
+
+  #newBrowser(): MdnsBrowser {
+    // A fresh browser queries now and reports every answer as 'up'; bonjour's long-lived browser reports a
+    // service once and never again, so presence is checked with a new one per scan.
+    return new Bonjour.Browser(this.#mdns, { type: 'ptp', protocol: 'tcp' }) as unknown as MdnsBrowser;
+  }
+
+  /** Listens for `windowMs` and returns every camera that answered, one entry per uri (mDNS preferred). */
+  async scan(opts: ScanOptions): Promise<DiscoveredCamera[]> {
+    throwIfAborted(opts.signal);
+    const found = new Map<string, DiscoveredCamera>();
+    const tasks: Promise<void>[] = [];
+    if (this.#bonjour) tasks.push(this.#scanMdns(opts, found));
+    if (this.#opts.ssdp !== false) tasks.push(this.#scanSsdp(opts, found));
+    await Promise.all(tasks);
+    throwIfAborted(opts.signal);
+    return [...found.values()].sort((a, b) => a.uri.localeCompare(b.uri));
+  }
+
+  async #scanMdns(opts: ScanOptions, found: Map<string, DiscoveredCamera>): Promise<void> {
+    const browser = this.#newBrowser();
+    browser.on('up', (s) => {
+      const cam = cameraFromMdns(s);
+      if (cam) found.set(cam.uri, cam);
+    });
+    // Responders answer a question about a record at most once a second (RFC 6762 §6; avahi does), so a
+    // query that lands just after someone else's goes unanswered: ask again each second of the window.
+    const requery = setInterval(() => browser.update(), MDNS_REQUERY_MS);
+    try {
+      await sleep(opts.windowMs, opts.signal);
+    } finally {
+      clearInterval(requery);
+      browser.stop();
+    }
+  }
+
+  async #scanSsdp(opts: ScanOptions, found: Map<string, DiscoveredCamera>): Promise<void> {
+    let answers: SsdpMessage[];
+    try {
+      answers = await ssdpSearch({ targets: this.#opts.ssdpTargets ?? PTPIP_SSDP_TARGETS, windowMs: opts.windowMs, signal: opts.signal, logger: this.#log });
+    } catch (err) {
+      if (opts.signal?.aborted) return;
+      this.#log.debug({ err }, 'SSDP search failed');
+      return;
+    }
+    const cams = new Map<string, { cam: DiscoveredCamera; location: string | undefined }>();
+    for (const m of answers) {
+      const cam = cameraFromSsdp(m);
+      if (cam && !cams.has(cam.uri)) cams.set(cam.uri, { cam, location: m.headers['location'] });
+    }
+    await Promise.all(
+      [...cams.values()].map(async ({ cam, location }) => {
+        if (location && this.#opts.ssdpDescriptions !== false) {
+          let d = this.#described.get(location);
+          if (!d) {
+            d = await describe(location, opts.signal).catch((err: unknown) => {
+              this.#log.debug({ err, location }, 'no UPnP description');
+              return {};
+            });
+            this.#described.set(location, d);
+          }
+          if (d.name) cam.name = d.name;
+          if (d.model) cam.model = d.model;
+          if (d.manufacturer) cam.manufacturer = d.manufacturer;
+        }
+        if (!found.has(cam.uri)) found.set(cam.uri, cam);
+      }),
+    );
+  }
+
+  async close(): Promise<void> {
+    this.#watchBrowser?.stop();
+    this.#goodbyeListeners.clear();
+    const b = this.#bonjour;
+    this.#bonjour = undefined;
+    if (b) await new Promise<void>((resolve) => b.destroy(() => resolve()));
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+export interface DiscoverOptions extends DiscoveryOptions {
+  signal?: AbortSignal;
+  /** How long to listen (default 2000 ms). */
+  timeoutMs?: number;
+}
+
+/** One scan of the local network for PTP/IP cameras (mDNS and SSDP together). */
+export async function discoverPtpIpCameras(opts: DiscoverOptions = {}): Promise<DiscoveredCamera[]> {
+  const d = new PtpIpDiscoverer(opts);
+  try {
+    return await d.scan({ windowMs: opts.timeoutMs ?? 2000, signal: opts.signal });
+  } finally {
+    await d.close();
+  }
+}
