@@ -5,7 +5,7 @@ hil_modules xhci_pci
 hil_mount_dest
 hil_wait_usb 46f4 0004 30 || hil_fail "the usb-mtp camera did not appear"
 hil_event ready
-hil_shuttle devices devices --json
+hil_shuttle devices devices --json --no-network
 # A zone away from UTC: usb-mtp writes its dates in UTC without saying so, and only the quirk for its USB
 # id keeps Shuttle from reading them in this zone.
 export TZ=Europe/Berlin
