@@ -142,6 +142,15 @@ describe('mDNS (avahi-daemon publishing _ptp._tcp)', () => {
     expect(contentMultiset(await listTree(dest, { skipShuttle: true }))).toEqual(contentMultiset(source));
   });
 
+  test('`shuttle ingest ptpip:` with no address ingests every camera that announces itself', async () => {
+    const dest = path.join(work.path, 'lib-any');
+    const ing = await ingestJson(['ptpip:', '--dest', dest, '--state', path.join(work.path, 'state-any')]);
+    expect(ing.code, ing.stderr).toBe(0);
+    const source = await listTree(path.join(work.path, 'card'));
+    expect(ing.summary).toMatchObject({ files: source.size, copied: source.size, failed: 0 });
+    expect(contentMultiset(await listTree(dest, { skipShuttle: true }))).toEqual(contentMultiset(source));
+  });
+
   test('`shuttle devices --no-network` does not look for network cameras', async () => {
     const started = Date.now();
     const r = await runCli(['devices', '--json', '--no-network']);

@@ -34,6 +34,30 @@ export interface SourceContext {
   signal: AbortSignal;
 }
 
+/** How long `ptpip:` listens for cameras announcing themselves before it gives up. */
+const DISCOVERY_WINDOW_MS = 2000;
+
+/**
+ * Turns a SOURCE argument into Sources: `ptpip:` alone is every network camera that announces itself
+ * (mDNS, SSDP) within a short window; every other form is one source (see `openSource`).
+ */
+export async function openSources(uri: string, ctx: SourceContext): Promise<Source[]> {
+  if (uri !== 'ptpip:') return [await openSource(uri, ctx)];
+  const { discoverPtpIpCameras } = await import('../device/ptpip/discovery.js');
+  const found = await discoverPtpIpCameras({ timeoutMs: DISCOVERY_WINDOW_MS, signal: ctx.signal, logger: ctx.logger });
+  if (found.length === 0) {
+    throw new ShuttleError('SOURCE_NOT_FOUND', 'no network camera announced itself (mDNS _ptp._tcp or SSDP) within 2 s; give its address as ptpip:HOST[:PORT]', { context: { source: uri } });
+  }
+  const sources: Source[] = [];
+  try {
+    for (const cam of found) sources.push(await openSource(cam.uri, ctx));
+  } catch (err) {
+    for (const s of sources) await s.close().catch(() => undefined);
+    throw err;
+  }
+  return sources;
+}
+
 /**
  * Turns a SOURCE argument into a Source: `usb:` (the first attached camera), `usb:VID:PID` or
  * `usb:BUS-PORT` is a USB camera, `ptpip:HOST[:PORT]` (IPv6 in brackets) a network camera, anything else
@@ -60,7 +84,7 @@ export async function openSource(uri: string, ctx: SourceContext): Promise<Sourc
 export function ingestCommand(globals: () => GlobalOptions): Command {
   return new Command('ingest')
     .description('copy every file under each SOURCE into every destination, verified by read-back, journaled')
-    .argument('<source...>', 'folders or mounted cards; USB cameras as usb:, usb:VID:PID or usb:BUS-PORT; network cameras as ptpip:HOST[:PORT]')
+    .argument('<source...>', 'folders or mounted cards; USB cameras as usb:, usb:VID:PID or usb:BUS-PORT; network cameras as ptpip:HOST[:PORT], or ptpip: for every one announcing itself')
     .addOption(new Option('-d, --dest <dir>', 'destination library (repeatable; adds to the configured destinations)').argParser((v: string, prev: string[] = []) => [...prev, v]).default([]))
     .option('--json', 'print one JSON summary object on stdout at the end')
     .option('--wait <seconds>', 'wait this long for a source or destination another Shuttle is working on', '0')
@@ -84,7 +108,7 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
       const opened: Source[] = [];
       let summary: IngestSummary;
       try {
-        for (const uri of sources) opened.push(await openSource(uri, { stateDir: ctx.stateDir, timeZone: ctx.config.ingest.timeZone, logger: ctx.logger, signal }));
+        for (const uri of sources) opened.push(...(await openSources(uri, { stateDir: ctx.stateDir, timeZone: ctx.config.ingest.timeZone, logger: ctx.logger, signal })));
         summary = await runIngest({
           sources: opened,
           destinations: destinationsFromConfig(ctx.config),
