@@ -63,7 +63,7 @@ describe('loading', () => {
         changeRetries: 2,
       },
       destinations: [],
-      daemon: { hotFolders: [], settleMs: 2000, batchMs: 1000, retryMs: 60_000, watchMounts: [], maxJobs: 4, watchdog: true },
+      daemon: { hotFolders: [], settleMs: 2000, batchMs: 1000, retryMs: 60_000, watchMounts: [], maxJobs: 4, watchdog: true, usbCameras: true, usbSettleMs: 400, usbPollMs: 0, networkCameras: false },
     } satisfies Config);
   });
 
@@ -259,6 +259,10 @@ describe('environment and overrides', () => {
       SHUTTLE_DAEMON_WATCH_MOUNTS: ['/media:/mnt/cards', (c) => c.daemon.watchMounts, ['/media', '/mnt/cards']],
       SHUTTLE_DAEMON_MAX_JOBS: ['2', (c) => c.daemon.maxJobs, 2],
       SHUTTLE_DAEMON_WATCHDOG: ['false', (c) => c.daemon.watchdog, false],
+      SHUTTLE_DAEMON_USB_CAMERAS: ['false', (c) => c.daemon.usbCameras, false],
+      SHUTTLE_DAEMON_USB_SETTLE_MS: ['1000', (c) => c.daemon.usbSettleMs, 1000],
+      SHUTTLE_DAEMON_USB_POLL_MS: ['250', (c) => c.daemon.usbPollMs, 250],
+      SHUTTLE_DAEMON_NETWORK_CAMERAS: ['true', (c) => c.daemon.networkCameras, true],
     };
     const documented = configEnvVariables().filter((v) => v.key !== undefined).map((v) => v.name);
     expect(documented.sort()).toEqual(Object.keys(samples).sort());

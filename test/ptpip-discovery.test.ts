@@ -19,6 +19,8 @@ import { discoverPtpIpCameras, cameraFromSsdp } from '../src/device/ptpip/discov
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import { parseSsdpMessage } from '../src/device/ptpip/ssdp.js';
 import { PtpIpWatcher } from '../src/daemon/ptpip-watcher.js';
+import { Daemon } from '../src/daemon/daemon.js';
+import { normalizeConfig } from '../src/config/index.js';
 import type { AttachedDevice } from '../src/daemon/devices.js';
 import { silentLogger } from '../src/log.js';
 import { makeSampleCard } from '../src/sample/index.js';
@@ -157,6 +159,27 @@ describe('mDNS (avahi-daemon publishing _ptp._tcp)', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).not.toHaveProperty('network');
     expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  test('a daemon with network_cameras on ingests the announced camera without a command', async () => {
+    const dest = path.join(work.path, 'lib-daemon');
+    await mkdir(path.join(work.path, 'daemon-run'), { recursive: true });
+    const config = normalizeConfig({
+      destinations: [{ path: dest }],
+      daemon: { control_socket: path.join(work.path, 'daemon-run', 'control.sock'), watchdog: false, usb_cameras: false, network_cameras: true },
+    });
+    const daemon = await Daemon.start({ config, stateDir: path.join(work.path, 'state-daemon'), logger: silentLogger, env: {} });
+    try {
+      expect(daemon.status().watchers).toEqual(['ptpip']);
+      const source = await listTree(path.join(work.path, 'card'));
+      const deadline = Date.now() + 30_000;
+      const done = () => daemon.status().jobs.recent.find((j) => j.key === `ptpip:${lan.address}:${sim.port}` && j.state === 'done');
+      while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(done(), JSON.stringify(daemon.status().jobs)).toBeDefined();
+      expect(contentMultiset(await listTree(dest, { skipShuttle: true }))).toEqual(contentMultiset(source));
+    } finally {
+      await daemon.stop();
+    }
   });
 
   test('the daemon watcher attaches the announced camera, opens it like ptpip: ingest, and detaches it when avahi says goodbye', async () => {

@@ -138,6 +138,10 @@ export const daemonSchema = table({
   watch_mounts: z.array(absolutePath).default([]).describe('ingest every filesystem mounted below these folders (e.g. /media) and cancel when it goes away'),
   max_jobs: z.int().min(1).max(64).default(4).describe('jobs running at once (jobs writing to the same destination still take turns)'),
   watchdog: z.boolean().default(true).describe('answer the systemd watchdog (WatchdogSec=) while the journal responds'),
+  usb_cameras: z.boolean().default(true).describe('ingest every USB camera (PTP/MTP) plugged in, and cancel its job when it is unplugged'),
+  usb_settle_ms: z.int().min(0).max(60_000).default(400).describe('a USB device is looked at once it has stayed plugged in this long (cameras re-enumerate while switching mode)'),
+  usb_poll_ms: z.int().min(0).max(60_000).default(0).describe('compare the USB device list this often instead of using hotplug events (0: events where the system has them)'),
+  network_cameras: z.boolean().default(false).describe('ingest every PTP/IP camera that announces itself on the local network (mDNS _ptp._tcp, SSDP); off by default: a studio network may carry cameras that are not yours'),
 });
 
 const MiB = 1024 * 1024;

@@ -12,12 +12,15 @@ import { DeviceRegistry, pathJobKey, type DeviceWatcher } from './devices.js';
 import { HotFolderFeed } from './hotfolder-feed.js';
 import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment, type SourceOpener } from './ingest-job.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
+import { uploadSettings } from '../config/index.js';
 import { JobScheduler, noSuchJob } from './jobs.js';
 import { MountWatcher } from './mounts.js';
 import { SystemdNotifier } from './notify.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 import { serverSocketPath } from './socket-path.js';
 import type { DaemonStatus, JobKind, JobSnapshot } from './status.js';
+import { DaemonUploader } from './uploads.js';
+import { UsbCameraWatcher } from './usb-cameras.js';
 
 /**
  * `shuttle run`, composed: journal, job scheduler, control socket, hot folders, device watchers and
@@ -35,6 +38,8 @@ export interface DaemonOptions {
   /** Device watchers in addition to the built-in ones (the USB hotplug plugs in here). */
   watchers?: readonly DeviceWatcher[] | undefined;
   notifier?: SystemdNotifier | undefined;
+  /** Builds the USB camera watcher when `[daemon] usb_cameras` is on (tests give one over a fake bus). */
+  usbWatcher?: ((logger: Logger) => DeviceWatcher) | undefined;
 }
 
 /** Where the daemon's single-instance lock lives: one daemon per state dir (journal). */
@@ -59,6 +64,7 @@ export class Daemon {
   #journal: Journal | undefined;
   #server: ControlServer | undefined;
   #devices!: DeviceRegistry;
+  #uploader: DaemonUploader | undefined;
   #resources: string[] = [];
   #stopping: Promise<void> | undefined;
   #statusTimer: NodeJS.Timeout | undefined;
@@ -100,7 +106,15 @@ export class Daemon {
     });
     this.#lock = await acquireLock(daemonLockPath(stateDir), { owner: { command: `run (control socket ${this.socketPath})` } });
     this.#journal = Journal.open(stateDir);
-    this.#env = { journal: this.#journal, destinations, settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS), stateDir, timeZone: config.ingest.timeZone };
+    const target = uploadSettings(config).target;
+    if (target !== undefined) {
+      this.#uploader = new DaemonUploader({ config, target, journal: this.#journal, stateDir, logger: this.#log, env: this.#opts.env });
+    }
+    const uploader = this.#uploader;
+    this.#env = {
+      journal: this.#journal, destinations, settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS), stateDir, timeZone: config.ingest.timeZone,
+      ...(uploader ? { afterIngest: (summary, logger) => uploader.enqueue(summary.fileIds, logger) } : {}),
+    };
     this.#resources = destinations.map((d) => `destination ${d.path}`);
     this.#devices = new DeviceRegistry({ scheduler: this.scheduler, env: this.#env, resources: this.#resources, logger: this.#log });
 
@@ -122,14 +136,37 @@ export class Daemon {
       const skip = (mountPoint: string): boolean => destinations.some((x) => overlaps(x.path, mountPoint));
       await this.#devices.add(new MountWatcher({ roots: d.watchMounts, logger: this.#log, skip }));
     }
+    if (d.usbCameras) await this.#startUsbWatcher();
+    if (d.networkCameras) {
+      // Loaded on use: the mDNS library is only needed when network cameras are watched.
+      const { PtpIpWatcher } = await import('./ptpip-watcher.js');
+      await this.#devices.add(new PtpIpWatcher({ logger: this.#log }));
+    }
     for (const w of this.#opts.watchers ?? []) await this.#devices.add(w);
+    this.#uploader?.start();
 
     this.#log.info({
       version: VERSION, socket: this.socketPath, stateDir, destinations: destinations.map((x) => x.path), hotFolders: folders,
-      watchers: this.#devices.watchers, maxJobs: d.maxJobs, systemd: this.#notifier.enabled, watchdogMs: this.#notifier.watchdogIntervalMs,
+      watchers: this.#devices.watchers, upload: this.#uploader ? target : undefined, maxJobs: d.maxJobs, systemd: this.#notifier.enabled, watchdogMs: this.#notifier.watchdogIntervalMs,
     }, 'daemon started');
     await this.#notifier.ready(this.#statusLine());
     if (d.watchdog) this.#notifier.startWatchdog(() => this.#healthy());
+  }
+
+  /**
+   * USB cameras by hotplug. A box without USB support (the native binding or libusb cannot load) still
+   * runs for cards and hot folders: that is logged, not fatal.
+   */
+  async #startUsbWatcher(): Promise<void> {
+    const d = this.#opts.config.daemon;
+    const watcher = this.#opts.usbWatcher?.(this.#log) ?? new UsbCameraWatcher({ logger: this.#log, settleMs: d.usbSettleMs, pollMs: d.usbPollMs });
+    try {
+      await this.#devices.add(watcher);
+    } catch (err) {
+      this.#log.warn({ err }, 'USB cameras are not watched: USB is unavailable here (set [daemon] usb_cameras = false to silence this)');
+      await watcher.close().catch(() => undefined);
+      this.#devices.forget(watcher);
+    }
   }
 
   /** Stops everything in order; resolves when done. Calling it again returns the same promise. */
@@ -149,9 +186,12 @@ export class Daemon {
     clearTimeout(this.#statusTimer);
     this.#notifier.stopWatchdog();
     // No new work first, then let running jobs unwind, then close what they used.
+    // The upload drain stops at once (rows in flight go back to the queue, multipart state kept).
+    const uploads = this.#uploader?.stop();
     await Promise.all(this.#feeds.map((f) => f.close().catch((err: unknown) => this.#log.warn({ err, hotFolder: f.root }, 'closing a hot folder failed'))));
     await this.#devices?.close();
     await this.scheduler.shutdown(reason);
+    await uploads;
     // After the jobs, so that clients waiting on one get its final state before the socket goes.
     await this.#server?.close();
     this.#journal?.close();
@@ -174,6 +214,7 @@ export class Daemon {
       devices: this.#devices?.status() ?? [],
       watchers: this.#devices?.watchers ?? [],
       totals: this.scheduler.totals,
+      ...(this.#uploader ? { uploads: this.#uploader.status() } : {}),
       process: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, cpuSeconds: (usage.userCPUTime + usage.systemCPUTime) / 1e6 },
     };
   }
@@ -254,6 +295,8 @@ export class Daemon {
     for (const j of running.slice(0, 2)) parts.push(describeRunning(j));
     if (running.length > 2) parts.push(`${running.length - 2} more running`);
     if (queued) parts.push(`${queued} queued`);
+    const up = this.#uploader?.status();
+    if (up && up.depth > 0) parts.push(`${up.depth} to upload${up.state === 'backing-off' ? ' (backing off)' : ''}`);
     if (this.#feeds.length) parts.push(`${this.#feeds.length} hot folder${this.#feeds.length === 1 ? '' : 's'}`);
     return parts.join('; ');
   }

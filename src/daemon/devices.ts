@@ -86,6 +86,12 @@ export class DeviceRegistry {
     await Promise.all(this.#watchers.map((w) => w.close().catch((err: unknown) => this.#opts.logger.warn({ err, watcher: w.name }, 'closing a device watcher failed'))));
   }
 
+  /** Drops a watcher whose start failed (it is closed by the caller), so status does not list it. */
+  forget(watcher: DeviceWatcher): void {
+    const i = this.#watchers.indexOf(watcher);
+    if (i >= 0) this.#watchers.splice(i, 1);
+  }
+
   get watchers(): string[] {
     return this.#watchers.map((w) => w.name);
   }

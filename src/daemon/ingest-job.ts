@@ -15,6 +15,12 @@ export interface IngestEnvironment {
   settings: IngestSettings;
   stateDir: string;
   timeZone?: string | undefined;
+  /**
+   * Follow-up work on every finished ingest, also an interrupted or failed one (its verified files count):
+   * the daemon queues them for upload here. Awaited before the job ends, so a finished job's files are
+   * durably queued; a failure is logged, never the job's.
+   */
+  afterIngest?: ((summary: IngestSummary, logger: Logger) => Promise<void>) | undefined;
 }
 
 /** Opens the job's source; it is closed by the job whatever happens. */
@@ -48,6 +54,9 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
       signal: ctx.signal,
       onProgress: ctx.progress,
     });
+    if (env.afterIngest) {
+      await env.afterIngest(summary, ctx.logger).catch((err: unknown) => ctx.logger.error({ err }, 'follow-up work after the ingest failed'));
+    }
     onSummary?.(summary);
     return { status: summary.status, result: resultFigures(summary) };
   } finally {

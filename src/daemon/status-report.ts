@@ -1,6 +1,6 @@
 import { ControlClient } from './control.js';
 import { clientSocketPaths } from './socket-path.js';
-import type { DaemonStatus, JobSnapshot } from './status.js';
+import type { DaemonStatus, DaemonUploadStatus, JobSnapshot } from './status.js';
 import { isShuttleError } from '../errors.js';
 
 /**
@@ -72,8 +72,23 @@ export function formatDaemonStatus(s: DaemonStatus, recent = 5): string[] {
     if (h.error) parts.push(`error: ${h.error}`);
     lines.push(`hot folder ${h.path}: ${parts.join(', ')}`);
   }
+  if (s.uploads) lines.push(...describeUploads(s.uploads));
   for (const d of s.devices) lines.push(`device ${d.label} (${d.kind}, ${d.watcher})${d.job ? ` → job ${d.job}` : ''}`);
   for (const j of s.jobs.recent.slice(0, recent)) lines.push(describeJobLine(j));
   lines.push(`since start: ${s.totals.jobs} jobs (${s.totals.failedJobs} failed), ${s.totals.filesCopied} files copied, ${mb(s.totals.bytesCopied)} written`);
+  return lines;
+}
+
+/** The uploader's lines: what it does now, what is left, and the latest error. */
+export function describeUploads(u: DaemonUploadStatus): string[] {
+  const doing =
+    u.state === 'backing-off' ? `backing off${u.retryAt ? ` until ${u.retryAt}` : ''}`
+      : u.state === 'waiting-for-lock' ? `waiting: ${u.lockHolder ?? 'another process uploads'}`
+        : u.state === 'failed' ? `not running: ${u.uploaderError?.message ?? 'failed'}`
+          : u.state;
+  const lines = [
+    `uploads to ${u.target}: ${doing} — ${u.depth} pending (${mb(u.bytesPending)}), ${u.failed} failed, ${mb(u.bytesPerSecond)}/s over ${u.rateWindowSeconds / 60} min; since start ${u.sinceStart.uploaded} uploaded (${mb(u.sinceStart.bytesSent)} sent)`,
+  ];
+  if (u.lastError) lines.push(`last upload error (${u.lastError.key}${u.lastError.at ? `, ${u.lastError.at}` : ''}): ${u.lastError.code ?? ''} ${u.lastError.message}`);
   return lines;
 }

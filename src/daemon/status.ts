@@ -72,6 +72,36 @@ export interface DeviceStatus {
   job?: number | undefined;
 }
 
+/** The daemon's background uploads (absent when no upload target is configured). */
+export interface DaemonUploadStatus {
+  /** The s3:// URL new files are queued for. */
+  target: string;
+  /**
+   * `uploading`: objects in flight; `backing-off`: files queued but the server refused or did not answer,
+   * waiting for the retry; `waiting-for-lock`: another process (`shuttle upload`) uploads; `failed`: the
+   * uploader itself could not run (see uploaderError); `idle`: nothing to do.
+   */
+  state: 'idle' | 'uploading' | 'backing-off' | 'waiting-for-lock' | 'failed' | 'stopped';
+  /** Files queued or uploading. */
+  depth: number;
+  queued: number;
+  uploading: number;
+  uploaded: number;
+  failed: number;
+  bytesPending: number;
+  /** Bytes verified in the cloud per second, over the last `rateWindowSeconds`. */
+  bytesPerSecond: number;
+  rateWindowSeconds: number;
+  /** When backing off: when the next queued file is due. */
+  retryAt?: string | undefined;
+  /** When waiting for the lock: who holds it. */
+  lockHolder?: string | undefined;
+  /** The latest error a queued or failed file had. */
+  lastError: { key: string; code: string | null; message: string; at: string | null; state: string } | null;
+  uploaderError?: { message: string; at: string } | undefined;
+  sinceStart: { uploaded: number; alreadyPresent: number; failed: number; deferred: number; bytesSent: number };
+}
+
 export interface DaemonStatus {
   version: string;
   pid: number;
@@ -85,6 +115,7 @@ export interface DaemonStatus {
   devices: DeviceStatus[];
   watchers: string[];
   totals: { jobs: number; filesCopied: number; bytesCopied: number; failedJobs: number };
+  uploads?: DaemonUploadStatus | undefined;
   process: { rssBytes: number; heapUsedBytes: number; cpuSeconds: number };
 }
 
