@@ -375,3 +375,56 @@ describe.sequential('a power cut in the middle of an ingest', () => {
     expect(verify.rc, verify.output).toBe(0);
   }, 15 * MINUTE);
 });
+
+describe.sequential('a camera plugged in over USB', () => {
+  let shoot: { tree: string; hashes: Set<string> };
+  let pluggedAt: number;
+  let journal: string;
+  const CAMERA_JOB_DONE = String.raw`"state":"done".*"origin":"device:usb"`;
+
+  beforeAll(async () => {
+    const tree = join(work, 'camera-tree');
+    const sample = await runCli(['sample', tree, '--count', '5', '--seed', '11']);
+    if (sample.code !== 0) throw new Error(`shuttle sample failed: ${sample.stderr}`);
+    shoot = { tree, hashes: new Set([...(await listTree(tree)).values()].map((f) => f.sha256)) };
+    for (const h of shoot.hashes) sourceHashes.add(h);
+    const done = Number((await ok(`count '${CAMERA_JOB_DONE}'`)).trim());
+    pluggedAt = Date.now() / 1000;
+    // QEMU's usb-mtp: a class 6/1/1 still-image device serving the folder, as a camera in PTP mode does.
+    await box.qmp.execute('device_add', { driver: 'usb-mtp', id: 'camera1', rootdir: tree, readonly: true, desc: 'Box Camera' });
+    await ok(`await '${CAMERA_JOB_DONE}' ${done + 1} 420`, 8 * MINUTE);
+    journal = await ok(`journalctl -b -o short-unix --no-pager -u shuttle.service`);
+    await writeFile(join(outDir, 'journal-camera.txt'), journal);
+  }, 10 * MINUTE);
+
+  test('is-ingested-by-the-daemon-without-a-command-every-file-at-the-destination', async () => {
+    expect(journal).toMatch(/"msg":"camera attached"/);
+    const out = await ok(`cd /srv/photos && find . -type f ! -path './.shuttle/*' ! -path './ascmhl/*' -exec sha256sum {} +`);
+    const there = new Set(out.trim().split('\n').filter(Boolean).map((l) => l.split(/\s+/)[0]));
+    for (const h of shoot.hashes) expect(there.has(h), `a file of the camera (sha256 ${h}) is missing at the destination`).toBe(true);
+    const verify = await guest('/usr/local/bin/shuttle verify /srv/photos --strict --json', 5 * MINUTE);
+    expect(verify.rc, verify.output).toBe(0);
+  });
+
+  test('unplugged-it-is-reported-gone-and-plug-to-first-file-timings-are-recorded', async () => {
+    await box.qmp.execute('device_del', { id: 'camera1' });
+    await ok(`await '"msg":"camera detached"' 1 60`, 2 * MINUTE);
+    const kernel = await ok('journalctl -b -o short-unix --no-pager -k');
+    const after = (text: string, re: RegExp): number | undefined => {
+      const line = text.split('\n').find((l) => re.test(l) && Number(l.split(' ')[0]) >= pluggedAt - 5);
+      return line ? Number(line.split(' ')[0]) : undefined;
+    };
+    const timings = {
+      pluggedAtHost: pluggedAt,
+      usbEnumerated: after(kernel, /usb \S+: new .*USB device number/),
+      cameraAttached: after(journal, /"msg":"camera attached"/),
+      sessionOpen: after(journal, /"msg":"PTP session open"/),
+      planReady: after(journal, /"msg":"plan ready"/),
+      firstFileJournaled: after(journal, /"msg":"file journaled"/),
+      jobDone: after(journal, new RegExp(CAMERA_JOB_DONE)),
+    };
+    await writeFile(join(REPO, '.tmp', 'box', 'last-camera-timings.json'), `${JSON.stringify(timings, null, 2)}\n`);
+    for (const [k, v] of Object.entries(timings)) expect(v, k).toBeDefined();
+    expect(timings.cameraAttached!).toBeGreaterThanOrEqual(timings.usbEnumerated!);
+  }, 3 * MINUTE);
+});
