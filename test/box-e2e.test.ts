@@ -84,7 +84,7 @@ async function makeCard(name: string, sizeMiB: number, sampleArgs: string[]): Pr
 /** Shell helpers every guest script starts with. */
 const PRELUDE = String.raw`
 # count PATTERN: lines of Shuttle's units' journal matching the extended regex PATTERN
-count() { journalctl -o cat --no-pager -u shuttle.service -u 'shuttle-card@*' | grep -cE "$1"; }
+count() { journalctl -o cat --no-pager -u shuttle.service -u 'shuttle-card@*' | grep -cE "$1" || true; }
 # await PATTERN N SECONDS: wait until count PATTERN reaches N
 await() { end=$(( $(date +%s) + $3 )); while [ "$(count "$1")" -lt "$2" ]; do [ "$(date +%s)" -ge "$end" ] && { echo "timed out waiting for $2 x $1"; return 1; }; sleep 0.5; done; }
 `;
