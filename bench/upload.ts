@@ -1,6 +1,7 @@
 // Upload benchmark: `shuttle upload` against Debian's `rclone copy` (s3 remote, provider Other), both
 // sending the same local library to the same throwaway Swift s3api server, measured in one run.
 // Run:  ./node_modules/.bin/node --import ./test/support/ts-resolve-hooks.mjs bench/upload.ts [MB]   (default 300)
+// Memory: the same command with rss [MiB] (default 4096): one file of that size, Shuttle only, peak RSS against the 250 MB goal.
 // As root the page cache is dropped before each timed run. Needs swift (see test/support/swift.ts) and rclone.
 // Shuttle does its full verification (Content-MD5 per request, SHA-256 of every byte read against the
 // journal, HEAD with size, ETag and stored hashes); rclone checks the MD5 of what it sent.
@@ -13,7 +14,9 @@ import { startSwift } from '../test/support/swift.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const work = process.env['BENCH_DIR'] ?? join(root, '.tmp', 'bench-upload');
-const megabytes = Number(process.argv[2] ?? '300');
+const rssMode = process.argv[2] === 'rss';
+const megabytes = Number(process.argv[rssMode ? 3 : 2] ?? (rssMode ? '4096' : '300'));
+const RSS_GOAL_MB = 250;
 const node = process.execPath;
 const main = join(root, 'dist', 'main.js');
 const CONCURRENCY = 4;
@@ -49,9 +52,15 @@ mkdirSync(work, { recursive: true });
 const card = join(work, 'card');
 const lib = join(work, 'lib');
 const state = join(work, 'state');
-// 25 MB RAW + 8 MB JPEG per shot (plus sidecars): a mix of multipart and single-PUT objects for Shuttle.
-const shots = Math.max(1, Math.round((megabytes * 1e6) / 33e6));
-sh(`${node} ${main} sample ${card} --count ${shots} --raw-size 25000000 --jpeg-size 8000000 --seed 11`);
+if (rssMode) {
+  // One clip of `megabytes` MiB: the biggest multipart upload, alone in the queue, so it gets every slot.
+  mkdirSync(join(card, 'DCIM', '100CANON'), { recursive: true });
+  sh(`head -c ${megabytes * 1024 * 1024} /dev/urandom > ${join(card, 'DCIM', '100CANON', 'MVI_0001.MP4')}`);
+} else {
+  // 25 MB RAW + 8 MB JPEG per shot (plus sidecars): files of one or two parts, as a card holds them.
+  const shots = Math.max(1, Math.round((megabytes * 1e6) / 33e6));
+  sh(`${node} ${main} sample ${card} --count ${shots} --raw-size 25000000 --jpeg-size 8000000 --seed 11`);
+}
 
 const swift = await startSwift();
 try {
@@ -69,53 +78,59 @@ try {
   sh(`${node} ${main} --state ${state} --config ${config} --log-level warn ingest ${card} --dest ${lib} --upload s3://bench-shuttle/lib --no-wait --json > /dev/null`, env);
 
   const shuttle = timed('shuttle upload', `${node} ${main} --state ${state} --config ${config} --log-level warn upload --json > /dev/null`, env);
+  if (rssMode) {
+    const mb = megabytes * 1.048576;
+    process.stdout.write(`\nUpload of one ${megabytes} MiB file to a local Swift s3api, cold cache\n`);
+    process.stdout.write(`shuttle ${shuttle.secs.toFixed(2)} s (${(mb / shuttle.secs).toFixed(0)} MB/s), peak RSS ${shuttle.rssMb.toFixed(0)} MB (goal ≤ ${RSS_GOAL_MB} MB)\n`);
+    process.exitCode = shuttle.rssMb <= RSS_GOAL_MB ? 0 : 1;
+  } else {
+    // rclone reads AWS_CA_BUNDLE for plain-http endpoints too and then fails (LoadCustomCABundleError).
+    const rcloneEnv: NodeJS.ProcessEnv = {
+      ...process.env,
+      AWS_CA_BUNDLE: undefined,
+      RCLONE_CONFIG_BENCH_TYPE: 's3',
+      RCLONE_CONFIG_BENCH_PROVIDER: 'Other',
+      RCLONE_CONFIG_BENCH_ENDPOINT: swift.endpoint,
+      RCLONE_CONFIG_BENCH_ACCESS_KEY_ID: swift.accessKeyId,
+      RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY: swift.secretAccessKey,
+      RCLONE_CONFIG_BENCH_REGION: swift.region,
+      RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE: 'true',
+    };
+    delete rcloneEnv['AWS_CA_BUNDLE'];
+    const rclone = timed(
+      'rclone copy',
+      `rclone copy ${lib} bench:bench-rclone/lib --exclude '.shuttle/**' --exclude 'ascmhl/**' --transfers ${CONCURRENCY} --s3-upload-concurrency ${CONCURRENCY} --config /dev/null`,
+      rcloneEnv,
+    );
 
-  // rclone reads AWS_CA_BUNDLE for plain-http endpoints too and then fails (LoadCustomCABundleError).
-  const rcloneEnv: NodeJS.ProcessEnv = {
-    ...process.env,
-    AWS_CA_BUNDLE: undefined,
-    RCLONE_CONFIG_BENCH_TYPE: 's3',
-    RCLONE_CONFIG_BENCH_PROVIDER: 'Other',
-    RCLONE_CONFIG_BENCH_ENDPOINT: swift.endpoint,
-    RCLONE_CONFIG_BENCH_ACCESS_KEY_ID: swift.accessKeyId,
-    RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY: swift.secretAccessKey,
-    RCLONE_CONFIG_BENCH_REGION: swift.region,
-    RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE: 'true',
-  };
-  delete rcloneEnv['AWS_CA_BUNDLE'];
-  const rclone = timed(
-    'rclone copy',
-    `rclone copy ${lib} bench:bench-rclone/lib --exclude '.shuttle/**' --exclude 'ascmhl/**' --transfers ${CONCURRENCY} --s3-upload-concurrency ${CONCURRENCY} --config /dev/null`,
-    rcloneEnv,
-  );
+    const admin = swift.adminClient();
+    const count = async (bucket: string): Promise<{ objects: number; bytes: number }> => {
+      let objects = 0;
+      let bytes = 0;
+      let token: string | undefined;
+      do {
+        const r = await admin.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
+        for (const o of r.Contents ?? []) {
+          objects++;
+          bytes += o.Size ?? 0;
+        }
+        token = r.NextContinuationToken;
+      } while (token !== undefined);
+      return { objects, bytes };
+    };
+    const [s, r] = [await count('bench-shuttle'), await count('bench-rclone')];
+    admin.destroy();
+    if (s.objects !== r.objects || s.bytes !== r.bytes) throw new Error(`the two uploads differ: shuttle ${JSON.stringify(s)}, rclone ${JSON.stringify(r)}`);
 
-  const admin = swift.adminClient();
-  const count = async (bucket: string): Promise<{ objects: number; bytes: number }> => {
-    let objects = 0;
-    let bytes = 0;
-    let token: string | undefined;
-    do {
-      const r = await admin.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
-      for (const o of r.Contents ?? []) {
-        objects++;
-        bytes += o.Size ?? 0;
-      }
-      token = r.NextContinuationToken;
-    } while (token !== undefined);
-    return { objects, bytes };
-  };
-  const [s, r] = [await count('bench-shuttle'), await count('bench-rclone')];
-  admin.destroy();
-  if (s.objects !== r.objects || s.bytes !== r.bytes) throw new Error(`the two uploads differ: shuttle ${JSON.stringify(s)}, rclone ${JSON.stringify(r)}`);
-
-  const table = [
-    ['comparison', 'shuttle s', 'rclone s', 'ratio', 'goal'],
-    [`upload ${s.objects} files, ${(s.bytes / 1e6).toFixed(0)} MB, ${CONCURRENCY} transfers`, shuttle.secs.toFixed(2), rclone.secs.toFixed(2), (shuttle.secs / rclone.secs).toFixed(2), '≤ 1.0'],
-  ];
-  const width = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-  process.stdout.write(`\nUpload benchmark to a local Swift s3api, cold cache per run\n`);
-  for (const row of table) process.stdout.write(`${row.map((c, i) => c.padEnd(width[i]!)).join('  ')}\n`);
-  process.stdout.write(`peak RSS: shuttle ${shuttle.rssMb.toFixed(0)} MB, rclone ${rclone.rssMb.toFixed(0)} MB\n`);
+    const table = [
+      ['comparison', 'shuttle s', 'rclone s', 'ratio', 'goal'],
+      [`upload ${s.objects} files, ${(s.bytes / 1e6).toFixed(0)} MB, ${CONCURRENCY} transfers`, shuttle.secs.toFixed(2), rclone.secs.toFixed(2), (shuttle.secs / rclone.secs).toFixed(2), '≤ 1.0'],
+    ];
+    const width = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+    process.stdout.write(`\nUpload benchmark to a local Swift s3api, cold cache per run\n`);
+    for (const row of table) process.stdout.write(`${row.map((c, i) => c.padEnd(width[i]!)).join('  ')}\n`);
+    process.stdout.write(`peak RSS: shuttle ${shuttle.rssMb.toFixed(0)} MB, rclone ${rclone.rssMb.toFixed(0)} MB\n`);
+  }
 } finally {
   await swift.stop();
   rmSync(work, { recursive: true, force: true });

@@ -144,6 +144,11 @@ export function createS3Client(options: S3ClientOptions = {}, env: NodeJS.Proces
     requestChecksumCalculation: resolved.provider.requestChecksumCalculation,
     responseChecksumValidation: resolved.provider.responseChecksumValidation,
     maxAttempts: 1,
+    // The SDK sends `Expect: 100-continue` with bodies of 2 MB and more, and sends each such request on a
+    // fresh socket that it closes afterwards (its own agent is bypassed): a TCP handshake and a waited-for
+    // interim answer per part. Content-MD5 already makes a server refuse a bad body, so the body goes at once
+    // over the kept-alive pool.
+    expectContinueHeader: false,
     requestHandler: { connectionTimeout: resolved.connectionTimeoutMs, socketTimeout: resolved.socketTimeoutMs },
     logger: sdkLogger(options.logger ?? silentLogger),
   };

@@ -16,6 +16,7 @@ export { RateLimiter, type RateLimitOptions, type RateWindow } from './rate-limi
 export { DEFAULT_KEY_TEMPLATE, renderKey, parseS3Url, sanitizeKeySegment, type KeyVars, type S3Location } from './keys.js';
 export { withRetry, DEFAULT_RETRY_POLICY, type RetryPolicy, type RetryOptions } from './retry.js';
 export { S3Target, isTransientS3Error } from './s3-target.js';
-export { retryingTarget, type UploadTarget, type PartBody, type RemoteObject, type RemotePart } from './target.js';
+export { RemoteListing, type FreshKey } from './remote-listing.js';
+export { retryingTarget, type UploadTarget, type PartBody, type PendingUpload, type RemoteObject, type RemotePart } from './target.js';
 export { choosePartSize, multipartEtag, S3_LIMITS, DEFAULT_PART_SIZE } from './multipart.js';
 export { META_SHA256, META_XXH128, type ExpectedContent } from './verify.js';

@@ -1,29 +1,48 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { ShuttleError, throwIfAborted } from '../errors.js';
 import { MultiHasher, type HashAlgorithm, type HashSet } from '../ingest/hashing.js';
-import { bodyStream, type RateLimiter } from './rate-limit.js';
+import type { RateLimiter } from './rate-limit.js';
 import type { PartBody } from './target.js';
 
-/** One part read from the file: its bytes (held until sent) and the MD5 they must arrive with. */
+/** One byte range of the file, hashed: the MD5 its request body must arrive with. */
 export interface ReadPart {
   readonly offset: number;
-  readonly data: Buffer;
+  readonly size: number;
   readonly md5: string;
 }
 
-const READ_CHUNK = 4 * 1024 * 1024;
+/** Bytes per read; one buffer of it per reader, reused, so that hashing a file allocates nothing more. */
+const READ_CHUNK = 2 * 1024 * 1024;
+/** Bytes per chunk of a request body: big enough for few writes, small enough to hold little per socket. */
+const SEND_CHUNK = 1024 * 1024;
+/** Under a rate limit, small slices keep the flow even. */
+const LIMITED_SEND_CHUNK = 64 * 1024;
+
+function readError(path: string, offset: number, cause: unknown): ShuttleError {
+  return new ShuttleError('SOURCE_UNREADABLE', `read error in ${path} at byte ${offset}`, { context: { path, offset }, cause });
+}
+
+function shortFile(path: string, at: number, expected: number): ShuttleError {
+  return new ShuttleError('UPLOAD_VERIFY', `local file ${path} ended at byte ${at}, expected ${expected} bytes`, {
+    context: { path, expected, actual: at },
+  });
+}
 
 /**
- * Reads a file front to back, one part at a time, feeding every byte to the whole-file hashers on the way:
- * the SHA-256 that decides whether the upload may complete covers exactly the bytes that were sent.
- * Memory is one part per `read` the caller still holds.
+ * Hashes a file front to back, one part (byte range) at a time: the whole-file hashers (whose SHA-256 must
+ * equal the journal's before anything is completed) and each part's MD5, which its request carries as
+ * Content-MD5. The part's bytes are not kept: its request body reads them again (see partBody), and the
+ * server recomputes the MD5 of what arrives and refuses the request when it differs, so the bytes stored are
+ * the bytes hashed here even if the file changed in between. Memory is one read buffer, whatever the part size.
  */
 export class PartReader {
   readonly #fh: FileHandle;
   readonly #path: string;
   readonly #size: number;
   readonly #hasher: MultiHasher;
+  readonly #buffer: Buffer;
   #offset = 0;
 
   private constructor(fh: FileHandle, path: string, size: number, hasher: MultiHasher) {
@@ -31,6 +50,7 @@ export class PartReader {
     this.#path = path;
     this.#size = size;
     this.#hasher = hasher;
+    this.#buffer = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, size)));
   }
 
   static async open(path: string, size: number, algorithms: readonly HashAlgorithm[]): Promise<PartReader> {
@@ -44,36 +64,36 @@ export class PartReader {
     return new PartReader(fh, path, size, hasher);
   }
 
+  get path(): string {
+    return this.#path;
+  }
+
   get offset(): number {
     return this.#offset;
   }
 
-  /** The next `length` bytes. A file shorter than the size the journal recorded is an UPLOAD_VERIFY failure. */
+  /** Hashes the next `length` bytes. A file shorter than the size the journal recorded is an UPLOAD_VERIFY failure. */
   async read(length: number, signal?: AbortSignal): Promise<ReadPart> {
     const offset = this.#offset;
-    const data = Buffer.allocUnsafe(length);
-    let filled = 0;
-    while (filled < length) {
+    const md5 = createHash('md5');
+    let done = 0;
+    while (done < length) {
       throwIfAborted(signal);
+      const want = Math.min(this.#buffer.byteLength, length - done);
       let bytesRead: number;
       try {
-        ({ bytesRead } = await this.#fh.read(data, filled, Math.min(READ_CHUNK, length - filled), offset + filled));
+        ({ bytesRead } = await this.#fh.read(this.#buffer, 0, want, offset + done));
       } catch (error) {
-        throw new ShuttleError('SOURCE_UNREADABLE', `read error in ${this.#path} at byte ${offset + filled}`, {
-          context: { path: this.#path, offset: offset + filled },
-          cause: error,
-        });
+        throw readError(this.#path, offset + done, error);
       }
-      if (bytesRead === 0) {
-        throw new ShuttleError('UPLOAD_VERIFY', `local file ${this.#path} ended at byte ${offset + filled}, expected ${this.#size} bytes`, {
-          context: { path: this.#path, expected: this.#size, actual: offset + filled },
-        });
-      }
-      this.#hasher.update(data.subarray(filled, filled + bytesRead));
-      filled += bytesRead;
+      if (bytesRead === 0) throw shortFile(this.#path, offset + done, this.#size);
+      const chunk = this.#buffer.subarray(0, bytesRead);
+      this.#hasher.update(chunk);
+      md5.update(chunk);
+      done += bytesRead;
     }
     this.#offset += length;
-    return { offset, data, md5: createHash('md5').update(data).digest('hex') };
+    return { offset, size: length, md5: md5.digest('hex') };
   }
 
   /** Digests of everything read so far. */
@@ -86,11 +106,46 @@ export class PartReader {
   }
 }
 
-/** A request body over a part's bytes, throttled by the limiter, reopenable for each attempt. */
-export function partBody(part: Pick<ReadPart, 'data' | 'md5'>, limiter: RateLimiter | undefined): PartBody {
+/**
+ * A request body over a part's byte range of the file, throttled by the limiter, reopenable for each attempt.
+ * A file that became unreadable or shorter fails the body (SOURCE_UNREADABLE, UPLOAD_VERIFY with the path),
+ * never sends fewer bytes than announced.
+ */
+export function partBody(path: string, part: ReadPart, limiter: RateLimiter | undefined): PartBody {
   return {
-    size: part.data.byteLength,
+    size: part.size,
     md5: part.md5,
-    open: (signal) => bodyStream(part.data, limiter, signal),
+    open: (signal) => Readable.from(rangeChunks(path, part, limiter, signal), { objectMode: false, highWaterMark: SEND_CHUNK }),
   };
+}
+
+async function* rangeChunks(path: string, part: ReadPart, limiter: RateLimiter | undefined, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (error) {
+    throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${path} for upload`, { context: { path }, cause: error });
+  }
+  const slice = limiter === undefined ? SEND_CHUNK : LIMITED_SEND_CHUNK;
+  try {
+    for (let done = 0; done < part.size; ) {
+      throwIfAborted(signal);
+      const position = part.offset + done;
+      // A fresh buffer per chunk: the socket may still hold the previous one.
+      const buffer = Buffer.allocUnsafe(Math.min(slice, part.size - done));
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await fh.read(buffer, 0, buffer.byteLength, position));
+      } catch (error) {
+        throw readError(path, position, error);
+      }
+      if (bytesRead === 0) throw shortFile(path, position, part.offset + part.size);
+      const chunk = buffer.subarray(0, bytesRead);
+      if (limiter !== undefined) await limiter.take(bytesRead, signal);
+      done += bytesRead;
+      yield chunk;
+    }
+  } finally {
+    await fh.close();
+  }
 }

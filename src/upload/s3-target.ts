@@ -5,13 +5,15 @@ import {
   DeleteObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListObjectsV2Command,
   ListPartsCommand,
   PutObjectCommand,
   UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import type { Readable } from 'node:stream';
 import { ShuttleError, abortReason, errnoCode, isShuttleError } from '../errors.js';
-import type { CallOptions, CompletedPartRef, PartBody, RemoteObject, RemotePart, UploadTarget } from './target.js';
+import type { CallOptions, CompletedPartRef, ListOptions, PartBody, PendingUpload, RemoteObject, RemotePart, UploadTarget } from './target.js';
 
 export const CONTENT_TYPE = 'application/octet-stream';
 
@@ -109,6 +111,32 @@ export class S3Target implements UploadTarget {
     }
   }
 
+  /**
+   * Sends a request with a streamed body. The HTTP client does not end a request whose body stream fails
+   * (it would wait for the missing bytes until the socket times out), so a body failure aborts the request
+   * and is what the call throws: a local read error then reads as one, not as a network failure.
+   */
+  async #sendWithBody<T>(body: PartBody, signal: AbortSignal | undefined, send: (stream: Readable, abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    const onAbort = (): void => controller.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();
+    let bodyError: unknown;
+    const stream = body.open(controller.signal);
+    stream.once('error', (error) => {
+      bodyError = error;
+      controller.abort(error);
+    });
+    try {
+      return await send(stream, controller.signal);
+    } catch (error) {
+      throw bodyError !== undefined && !signal?.aborted ? bodyError : error;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      stream.destroy();
+    }
+  }
+
   head(key: string, options?: CallOptions): Promise<RemoteObject | undefined> {
     return this.#call('HeadObject', key, options, async (abortSignal) => {
       try {
@@ -124,19 +152,19 @@ export class S3Target implements UploadTarget {
   }
 
   put(key: string, body: PartBody, metadata: Record<string, string>, options?: CallOptions): Promise<{ etag: string }> {
-    return this.#call('PutObject', key, options, async (abortSignal) => {
-      const r = await this.#client.send(
+    return this.#call('PutObject', key, options, async (signal) => {
+      const r = await this.#sendWithBody(body, signal, (stream, abortSignal) => this.#client.send(
         new PutObjectCommand({
           Bucket: this.bucket,
           Key: key,
-          Body: body.open(abortSignal),
+          Body: stream,
           ContentLength: body.size,
           ContentMD5: md5Base64(body.md5),
           ContentType: CONTENT_TYPE,
           Metadata: metadata,
         }),
         { abortSignal },
-      );
+      ));
       return { etag: r.ETag ?? '' };
     });
   }
@@ -153,19 +181,19 @@ export class S3Target implements UploadTarget {
   }
 
   uploadPart(key: string, uploadId: string, partNumber: number, body: PartBody, options?: CallOptions): Promise<{ etag: string }> {
-    return this.#call(`UploadPart ${partNumber}`, key, options, async (abortSignal) => {
-      const r = await this.#client.send(
+    return this.#call(`UploadPart ${partNumber}`, key, options, async (signal) => {
+      const r = await this.#sendWithBody(body, signal, (stream, abortSignal) => this.#client.send(
         new UploadPartCommand({
           Bucket: this.bucket,
           Key: key,
           UploadId: uploadId,
           PartNumber: partNumber,
-          Body: body.open(abortSignal),
+          Body: stream,
           ContentLength: body.size,
           ContentMD5: md5Base64(body.md5),
         }),
         { abortSignal },
-      );
+      ));
       if (r.ETag === undefined || r.ETag === '') throw new Error(`UploadPart ${partNumber} answered without an ETag`);
       return { etag: r.ETag };
     });
@@ -245,6 +273,46 @@ export class S3Target implements UploadTarget {
   deleteObject(key: string, options?: CallOptions): Promise<void> {
     return this.#call('DeleteObject', key, options, async (abortSignal) => {
       await this.#client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal });
+    });
+  }
+
+  listFolder(prefix: string, options?: ListOptions): Promise<string[] | undefined> {
+    return this.#call('ListObjectsV2', prefix, options, async (abortSignal) => {
+      const keys: string[] = [];
+      const limit = options?.limit ?? Infinity;
+      let token: string | undefined;
+      do {
+        const r = await this.#client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }),
+          { abortSignal },
+        );
+        for (const o of r.Contents ?? []) if (o.Key !== undefined) keys.push(o.Key);
+        if (keys.length > limit) return undefined;
+        token = r.IsTruncated === true ? r.NextContinuationToken : undefined;
+      } while (token !== undefined);
+      return keys;
+    });
+  }
+
+  listFolderUploads(prefix: string, options?: ListOptions): Promise<PendingUpload[] | undefined> {
+    return this.#call('ListMultipartUploads', prefix, options, async (abortSignal) => {
+      const uploads: PendingUpload[] = [];
+      const limit = options?.limit ?? Infinity;
+      let keyMarker: string | undefined;
+      let uploadIdMarker: string | undefined;
+      for (;;) {
+        const r = await this.#client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+          { abortSignal },
+        );
+        for (const u of r.Uploads ?? []) if (u.Key !== undefined && u.UploadId !== undefined) uploads.push({ key: u.Key, uploadId: u.UploadId });
+        if (uploads.length > limit) return undefined;
+        if (r.IsTruncated !== true) return uploads;
+        // A server that repeats its markers would loop for ever: the listing is then unknown.
+        if (r.NextKeyMarker === keyMarker && r.NextUploadIdMarker === uploadIdMarker) return undefined;
+        keyMarker = r.NextKeyMarker;
+        uploadIdMarker = r.NextUploadIdMarker;
+      }
     });
   }
 }

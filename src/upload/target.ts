@@ -28,6 +28,17 @@ export interface CallOptions {
   signal?: AbortSignal | undefined;
 }
 
+/** An unfinished multipart upload as a listing shows it. */
+export interface PendingUpload {
+  key: string;
+  uploadId: string;
+}
+
+export interface ListOptions extends CallOptions {
+  /** Give up (answer undefined) rather than read more than this many entries. */
+  limit?: number;
+}
+
 export interface CompletedPartRef {
   partNumber: number;
   etag: string;
@@ -53,6 +64,10 @@ export interface UploadTarget {
   /** Ids of the unfinished multipart uploads for exactly `key`. */
   listMultipartUploads(key: string, options?: CallOptions): Promise<string[]>;
   deleteObject(key: string, options?: CallOptions): Promise<void>;
+  /** Keys of the objects directly in the folder `prefix` (which ends with '/', or is ''); undefined past `limit`. */
+  listFolder(prefix: string, options?: ListOptions): Promise<string[] | undefined>;
+  /** Unfinished multipart uploads of keys directly in the folder `prefix`; undefined past `limit`. */
+  listFolderUploads(prefix: string, options?: ListOptions): Promise<PendingUpload[] | undefined>;
 }
 
 /**
@@ -72,5 +87,7 @@ export function retryingTarget(target: UploadTarget, retry: Omit<RetryOptions, '
     abortMultipart: (key, uploadId, o) => run(o, () => target.abortMultipart(key, uploadId, o)),
     listMultipartUploads: (key, o) => run(o, () => target.listMultipartUploads(key, o)),
     deleteObject: (key, o) => run(o, () => target.deleteObject(key, o)),
+    listFolder: (prefix, o) => run(o, () => target.listFolder(prefix, o)),
+    listFolderUploads: (prefix, o) => run(o, () => target.listFolderUploads(prefix, o)),
   };
 }

@@ -1,12 +1,12 @@
 import { stat } from 'node:fs/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { ShuttleError, abortReason, isShuttleError, throwIfAborted } from '../errors.js';
-import type { HashAlgorithm } from '../ingest/hashing.js';
 import { silentLogger, type Logger } from '../log.js';
 import { DEFAULT_MAX_PART_SIZE, DEFAULT_PART_SIZE, S3_LIMITS, choosePartSize, multipartEtag, normalizeEtag, partCount } from './multipart.js';
 import { PartReader, partBody } from './part-reader.js';
 import { PROVIDERS, isProviderName, type ProviderName, type ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
+import type { FreshKey, RemoteListing } from './remote-listing.js';
 import type { RetryPolicy } from './retry.js';
 import { S3Target, failureStatus } from './s3-target.js';
 import type { MultipartUploadState, PartRecord, UploadRef, UploadStateStore } from './state.js';
@@ -39,19 +39,28 @@ export interface UploadFileOptions {
   signal?: AbortSignal;
   rateLimit?: RateLimiter;
   onProgress?: (progress: UploadProgress) => void;
-  /** Files above this go multipart (default: the part size). */
+  /**
+   * Files above this go multipart (default: two parts' worth; a file of one or two parts is cheaper as one
+   * PUT than as Create, the parts and Complete, which on some servers also assembles a manifest).
+   */
   multipartThreshold?: number;
   partSize?: number;
   maxPartSize?: number;
-  /** Parts in flight at once, each held in memory (default 4). */
+  /** Parts in flight at once (default 4); part bodies are read from the file, not held in memory. */
   concurrency?: number;
   retry?: Partial<RetryPolicy>;
   /** Replace an object at `key` whose content differs (default: refuse, it may be another file of the same name). */
   overwrite?: boolean;
+  /**
+   * Listings of the bucket's key folders shared by the uploads of one run: a key its folder's listing shows
+   * free (and no upload state in `store`) is sent without a HEAD first and without listing its unfinished
+   * uploads; any other key is checked on the server as usual.
+   */
+  listing?: RemoteListing;
   logger?: Logger;
 }
 
-export type VerifiedBy = 'size' | 'etag' | 'sha256-metadata' | 'xxh128-metadata' | 'local-sha256' | 'local-xxh128';
+export type VerifiedBy = 'size' | 'etag' | 'sha256-metadata' | 'xxh128-metadata' | 'local-sha256';
 
 export interface UploadResult {
   bucket: string;
@@ -80,7 +89,14 @@ interface Context {
   expected: ExpectedContent;
   signal: AbortSignal | undefined;
   log: Logger;
-  algorithms: HashAlgorithm[];
+  /**
+   * What the bytes read must hash to: the journal's SHA-256 only. Its xxh128 goes into the object's
+   * metadata and the HEAD checks it there; hashing every byte a second time locally would add no
+   * assurance over SHA-256 and costs CPU that the upload needs (Content-MD5 and SHA-256 are required).
+   */
+  local: ExpectedContent;
+  /** Set when the key was free at listing time and is this call's: orphans were taken from the listing. */
+  fresh: FreshKey | undefined;
 }
 
 function resolveProfile(provider: UploadFileOptions['provider']): ProviderProfile {
@@ -106,9 +122,9 @@ function validate(opts: UploadFileOptions): ExpectedContent {
 
 /**
  * Uploads one local file to `s3://bucket/key` and returns only once the server's copy is verified:
- * each request carries Content-MD5, the file's SHA-256 (and xxh128 if given) as read now must equal the
- * journal's, and a HEAD afterwards must show the size, the locally computed ETag (where the provider's
- * ETags are MD5s) and the stored hashes. An object already holding this content is not uploaded again.
+ * each request carries Content-MD5, the file's SHA-256 as read now must equal the journal's, and a HEAD
+ * afterwards must show the size, the locally computed ETag (where the provider's ETags are MD5s) and the
+ * stored hashes (SHA-256, and xxh128 if given). An object already holding this content is not uploaded again.
  * Multipart progress is kept in `store`, so a later call after a crash or abort resumes where this one stopped.
  */
 export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult> {
@@ -132,12 +148,16 @@ export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult>
     expected,
     signal,
     log,
-    algorithms: expected.xxh128 === undefined ? ['sha256'] : ['sha256', 'xxh128'],
+    local: { size: expected.size, sha256: expected.sha256 },
+    fresh: undefined,
   };
 
   await checkLocalSize(opts.path, expected.size);
 
-  const existing = await target.head(opts.key, { signal });
+  // A key with upload state in the journal had an earlier attempt: the server is asked what it holds.
+  const listing = opts.listing?.bucket === opts.bucket ? opts.listing : undefined;
+  if (listing !== undefined && (await opts.store.load(ctx.ref)) === undefined) ctx.fresh = await listing.claimFresh(opts.key);
+  const existing = ctx.fresh !== undefined ? undefined : await target.head(opts.key, { signal });
   if (existing !== undefined) {
     if (holdsContent(existing, expected)) {
       log.info({ size: existing.size }, 'object already present with this content; not uploading');
@@ -166,7 +186,7 @@ export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult>
   }
 
   const partSize = opts.partSize ?? DEFAULT_PART_SIZE;
-  const threshold = opts.multipartThreshold ?? partSize;
+  const threshold = opts.multipartThreshold ?? 2 * partSize;
   const outcome = expected.size <= Math.min(threshold, S3_LIMITS.maxSinglePutSize) ? await putSingle(ctx) : await putMultipart(ctx);
 
   const remote = await target.head(opts.key, { signal });
@@ -178,7 +198,7 @@ export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult>
     throw error;
   }
   const verifiedBy: VerifiedBy[] = ['local-sha256', 'size', 'sha256-metadata'];
-  if (expected.xxh128 !== undefined) verifiedBy.push('local-xxh128', 'xxh128-metadata');
+  if (expected.xxh128 !== undefined) verifiedBy.push('xxh128-metadata');
   if (outcome.expectedEtag !== undefined) verifiedBy.push('etag');
   log.info({ size: expected.size, method: outcome.method, partsSent: outcome.partsSent, partsResumed: outcome.partsResumed }, 'upload verified');
   return {
@@ -221,17 +241,17 @@ interface Outcome {
 
 async function putSingle(ctx: Context): Promise<Outcome> {
   const { opts, target, signal, expected } = ctx;
-  const reader = await PartReader.open(opts.path, expected.size, ctx.algorithms);
+  const reader = await PartReader.open(opts.path, expected.size, ['sha256']);
   let part;
   try {
     part = await reader.read(expected.size, signal);
   } finally {
     await reader.close();
   }
-  // The whole file is in hand, so a rotted copy is caught before a single byte goes out.
-  verifyLocalDigests(opts.path, reader.digest(), expected, ctx.ref);
+  // The whole file is hashed before a byte goes out, so a rotted copy is never sent.
+  verifyLocalDigests(opts.path, reader.digest(), ctx.local, ctx.ref);
   await abandonStoredUpload(ctx, await opts.store.load(ctx.ref));
-  await target.put(opts.key, partBody(part, opts.rateLimit), contentMetadata(expected), { signal });
+  await target.put(opts.key, partBody(opts.path, part, opts.rateLimit), contentMetadata(expected), { signal });
   opts.onProgress?.({ bytesDone: expected.size, bytesTotal: expected.size, partsDone: 1, partsTotal: 1, bytesSent: expected.size });
   return {
     method: 'single',
@@ -251,9 +271,12 @@ async function abandonStoredUpload(ctx: Context, state: MultipartUploadState | u
   if (state.status !== 'aborted') await ctx.opts.store.setStatus(ctx.ref, state.uploadId, 'aborted');
 }
 
-/** Aborts every unfinished upload for the key except `keep`: leftovers of runs that crashed before recording their id. */
+/**
+ * Aborts every unfinished upload for the key except `keep`: leftovers of runs that crashed before recording
+ * their id. The ids come from the folder listing when the key was fresh in it, else from a listing of the key.
+ */
 async function abortOrphans(ctx: Context, keep: string | undefined): Promise<void> {
-  const ids = await ctx.target.listMultipartUploads(ctx.ref.key, { signal: ctx.signal });
+  const ids = ctx.fresh?.orphans ?? (await ctx.target.listMultipartUploads(ctx.ref.key, { signal: ctx.signal }));
   for (const id of ids) {
     if (id === keep) continue;
     ctx.log.info({ uploadId: id }, 'aborting an orphaned multipart upload');
@@ -271,6 +294,8 @@ async function settleAfterSuccess(ctx: Context, completedUploadId?: string): Pro
     const state = await ctx.opts.store.load(ctx.ref);
     const underWay = state !== undefined && state.uploadId !== completedUploadId && state.status === 'uploading';
     if (!underWay && completedUploadId === undefined) return;
+    // A fresh key had its orphans aborted before its upload was created, and no upload was under way.
+    if (!underWay && ctx.fresh !== undefined) return;
     if (underWay) {
       // Harmless if that upload did complete (a crash between Complete and recording it): the server then
       // answers NoSuchUpload, and the object, verified above, holds this very file.
@@ -342,14 +367,16 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
   const progress = (): void =>
     opts.onProgress?.({ bytesDone, bytesTotal: expected.size, partsDone: done.size, partsTotal: total, bytesSent });
 
-  const reader = await PartReader.open(opts.path, expected.size, ctx.algorithms);
+  const reader = await PartReader.open(opts.path, expected.size, ['sha256']);
   try {
     for (let n = 1; n <= total && failure === undefined; n++) {
-      while (inFlight.size >= concurrency) await Promise.race(inFlight);
-      if (failure !== undefined) break;
       throwIfAborted(signal);
+      // The next part is hashed while the slots are busy, so the disk and the network overlap even with
+      // one part in flight.
       const length = Math.min(partSize, expected.size - (n - 1) * partSize);
       const part = await reader.read(length, signal);
+      while (inFlight.size >= concurrency) await Promise.race(inFlight);
+      if (failure !== undefined) break;
       const mine = recorded.get(n);
       const theirs = serverParts.get(n);
 
@@ -375,7 +402,7 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
       }
 
       const task = (async () => {
-        const { etag } = await target.uploadPart(opts.key, uploadId, n, partBody(part, opts.rateLimit), { signal });
+        const { etag } = await target.uploadPart(opts.key, uploadId, n, partBody(opts.path, part, opts.rateLimit), { signal });
         if (profile.partEtagIsMd5 && normalizeEtag(etag) !== part.md5) {
           throw new ShuttleError('UPLOAD_VERIFY', `server stored part ${n} of s3://${opts.bucket}/${opts.key} with ETag ${normalizeEtag(etag)}, sent MD5 ${part.md5}`, {
             context: { bucket: opts.bucket, key: opts.key, partNumber: n, expected: part.md5, actual: normalizeEtag(etag) },
@@ -403,7 +430,7 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
   if (failure !== undefined) throw failure;
 
   try {
-    verifyLocalDigests(opts.path, reader.digest(), expected, ctx.ref);
+    verifyLocalDigests(opts.path, reader.digest(), ctx.local, ctx.ref);
   } catch (error) {
     // The parts hold bytes that are not the recorded file: never complete them.
     await target.abortMultipart(opts.key, uploadId, { signal }).catch((e: unknown) => log.error({ err: String(e) }, 'could not abort the upload'));

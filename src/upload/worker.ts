@@ -9,10 +9,11 @@ import type { LocalCopy, QueueRow, UploadQueue } from '../store/upload-queue.js'
 import type { ProviderName, ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
 import { restoreCopy } from './repair.js';
+import { RemoteListing } from './remote-listing.js';
 import type { RetryPolicy } from './retry.js';
 import { S3Target } from './s3-target.js';
 import type { UploadStateStore } from './state.js';
-import type { UploadTarget } from './target.js';
+import { retryingTarget, type UploadTarget } from './target.js';
 import { uploadFile } from './uploader.js';
 
 /** How long a queued row waits after a failed attempt: doubling from `baseMs` up to `maxMs`, with jitter. */
@@ -123,6 +124,12 @@ function logError(error: unknown): unknown {
 }
 
 const MARKER_CACHE_MS = 10_000;
+/**
+ * How long a folder listing stands in for per-file HEADs. Keys this worker writes are tracked by the
+ * listing itself; the age bound is for objects others write (a second box on the same bucket), and keeps
+ * a drain that runs for days from growing its listings without end.
+ */
+export const LISTING_MAX_AGE_MS = 2 * 60_000;
 /** A drain can run for days in the daemon: keep the latest errors only. */
 const MAX_REPORTED_ERRORS = 100;
 
@@ -141,6 +148,7 @@ export class UploadWorker {
   readonly #o: UploadWorkerOptions;
   readonly #targets = new Map<string, UploadTarget>();
   readonly #markers = new Map<string, { id: string | undefined; at: number }>();
+  #listings = new Map<string, RemoteListing>();
   #pausedUntil = 0;
 
   constructor(options: UploadWorkerOptions) {
@@ -179,6 +187,8 @@ export class UploadWorker {
         ? undefined
         : setTimeout(() => stop.abort(new ShuttleError('ABORTED', 'upload time limit reached')), Math.max(0, options.deadline - Date.now()));
     const running = new Map<number, Promise<void>>();
+    // Every drain looks at the server afresh.
+    this.#listings = new Map();
     try {
       for (;;) {
         if (stop.signal.aborted) break;
@@ -232,6 +242,16 @@ export class UploadWorker {
     return report;
   }
 
+  #listing(bucket: string, signal: AbortSignal): RemoteListing {
+    let listing = this.#listings.get(bucket);
+    if (listing === undefined || Date.now() - listing.createdAt > LISTING_MAX_AGE_MS) {
+      const target = retryingTarget(this.#target(bucket), this.#o.requestRetry ?? WORKER_REQUEST_RETRY);
+      listing = new RemoteListing(target, { signal, logger: this.#o.logger });
+      this.#listings.set(bucket, listing);
+    }
+    return listing;
+  }
+
   async #markerMatches(copy: LocalCopy): Promise<boolean> {
     const cached = this.#markers.get(copy.root);
     const now = Date.now();
@@ -261,7 +281,8 @@ export class UploadWorker {
       }
       try {
         const result = await uploadFile({
-          ...(this.#o.targetFor === undefined ? { client: this.#o.client as S3Client } : { target: this.#target(row.bucket) }),
+          target: this.#target(row.bucket),
+          listing: this.#listing(row.bucket, signal),
           provider: this.#o.provider,
           bucket: row.bucket,
           key: row.key,
