@@ -300,7 +300,7 @@ describe('USB cameras in the daemon', () => {
     const d = await startDaemon({}, (logger) => new UsbCameraWatcher({ logger, settleMs: SETTLE, bus: async () => bus, openCamera: async (uri) => { opened.push(uri); return new StuckCamera(uri); } }));
     try {
       const s = d.status();
-      expect(s.watchers).toEqual(['usb']);
+      expect(s.watchers).toEqual(['mounts', 'usb']);
       expect(s.devices).toMatchObject([{ id: 'usb:3-1', kind: 'camera', watcher: 'usb', uri: 'usb:3-1' }]);
       expect(s.jobs.active.map((j) => [j.key, j.origin])).toEqual([['usb:3-1', 'device:usb']]);
       while (opened.length === 0) await sleep(10);
@@ -317,7 +317,7 @@ describe('USB cameras in the daemon', () => {
       return new UsbCameraWatcher({ logger, bus: async () => new FakeBus() });
     });
     try {
-      expect(d.status().watchers).toEqual([]);
+      expect(d.status().watchers).toEqual(['mounts']);
       expect(built).toBe(0);
     } finally {
       await d.stop();
@@ -332,7 +332,7 @@ describe('USB cameras in the daemon', () => {
       },
     }));
     try {
-      expect(d.status().watchers).toEqual([]);
+      expect(d.status().watchers).toEqual(['mounts']);
       const warning = log.lines.find((l) => String(l.msg).startsWith('USB cameras are not watched'));
       expect(warning?.['err']).toMatchObject({ message: expect.stringContaining('libusb-1.0.so.0') });
     } finally {
@@ -383,7 +383,7 @@ describe('shuttle run with libusb', () => {
 
   test('the-daemon-watches-usb-through-libusb-by-default-and-still-stops-at-once-on-sigterm', async () => {
     const run = await runOnce({});
-    expect(run.watchers).toEqual(['usb']);
+    expect(run.watchers).toEqual(['mounts', 'usb']);
     // libusb's hotplug events where the system has them (this host: yes), else node-usb's polling.
     expect(run.logs.find((l) => l['msg'] === 'watching USB for cameras')).toMatchObject({ mode: expect.stringMatching(/^(libusb|polling)$/) });
     expect(run.code).toBe(0);
@@ -392,7 +392,7 @@ describe('shuttle run with libusb', () => {
 
   test('usb-cameras-false-in-the-environment-leaves-usb-alone', async () => {
     const run = await runOnce({ SHUTTLE_DAEMON_USB_CAMERAS: 'false' });
-    expect(run.watchers).toEqual([]);
+    expect(run.watchers).toEqual(['mounts']);
     expect(run.logs.some((l) => l['msg'] === 'watching USB for cameras')).toBe(false);
     expect(run.code).toBe(0);
   });

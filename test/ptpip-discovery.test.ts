@@ -170,7 +170,7 @@ describe('mDNS (avahi-daemon publishing _ptp._tcp)', () => {
     });
     const daemon = await Daemon.start({ config, stateDir: path.join(work.path, 'state-daemon'), logger: silentLogger, env: {} });
     try {
-      expect(daemon.status().watchers).toEqual(['ptpip']);
+      expect(daemon.status().watchers).toEqual(['mounts', 'ptpip']);
       const source = await listTree(path.join(work.path, 'card'));
       const deadline = Date.now() + 30_000;
       const done = () => daemon.status().jobs.recent.find((j) => j.key === `ptpip:${lan.address}:${sim.port}` && j.state === 'done');

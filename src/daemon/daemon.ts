@@ -14,13 +14,16 @@ import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment, type SourceO
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { uploadSettings } from '../config/index.js';
 import { JobScheduler, noSuchJob } from './jobs.js';
-import { MountWatcher } from './mounts.js';
+import { CARD_MOUNT_BASE, MountWatcher } from './mounts.js';
 import { SystemdNotifier } from './notify.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 import { serverSocketPath } from './socket-path.js';
 import type { DaemonStatus, JobKind, JobSnapshot } from './status.js';
 import { DaemonUploader } from './uploads.js';
 import { UsbCameraWatcher } from './usb-cameras.js';
+
+/** Reading the mount table costs microseconds; a card is picked up within this of being mounted. */
+const MOUNT_POLL_MS = 250;
 
 /**
  * `shuttle run`, composed: journal, job scheduler, control socket, hot folders, device watchers and
@@ -131,10 +134,11 @@ export class Daemon {
       this.#feeds.push(feed);
       await feed.start();
     }
-    if (d.watchMounts.length) {
+    {
       // A backup drive mounted under /media is a destination, not a card to ingest into itself.
       const skip = (mountPoint: string): boolean => destinations.some((x) => overlaps(x.path, mountPoint));
-      await this.#devices.add(new MountWatcher({ roots: d.watchMounts, logger: this.#log, skip }));
+      const roots = [...new Set([...d.watchMounts, CARD_MOUNT_BASE])];
+      await this.#devices.add(new MountWatcher({ roots, logger: this.#log, skip, intervalMs: MOUNT_POLL_MS }));
     }
     if (d.usbCameras) await this.#startUsbWatcher();
     if (d.networkCameras) {

@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
 import { FolderSource } from '../device/card/folder-source.js';
 import type { Logger } from '../log.js';
 import { pathJobKey, type AttachedDevice, type DeviceEvents, type DeviceWatcher } from './devices.js';
@@ -10,6 +9,13 @@ import { pathJobKey, type AttachedDevice, type DeviceEvents, type DeviceWatcher 
  * The mount table is polled: /proc/self/mountinfo signals changes through poll(2) priority events,
  * which Node cannot wait for, and a read every second or two costs nothing measurable.
  */
+
+/**
+ * Where shuttle-card@.service mounts cards (its CARD_MOUNT_BASE). The daemon always watches it: the job
+ * then starts as soon as the card is mounted, not once the unit's request client has started (seconds
+ * on a slow box); the client's request finds that job by its key and waits for it.
+ */
+export const CARD_MOUNT_BASE = '/media/shuttle';
 
 export interface MountEntry {
   /** major:minor of the filesystem's device. */
@@ -121,7 +127,8 @@ function mountedCard(id: string, m: MountEntry): AttachedDevice {
   return {
     id,
     kind: 'card',
-    label: `${basename(m.mountPoint)} (${m.fsType} ${m.source})`,
+    // The mount point, as a request for the same card would name it: logs and status read the same either way.
+    label: m.mountPoint,
     uri: m.mountPoint,
     jobKey: pathJobKey(m.mountPoint),
     open: async () => new FolderSource(m.mountPoint),
