@@ -1,9 +1,13 @@
 // USB camera benchmark: `shuttle ingest usb:` against `gphoto2 --get-all-files`, both inside the same QEMU
 // guest (TCG) on the same emulated usb-mtp camera (see test/hil/). Shuttle's time includes what gphoto2
 // does not do: hashing, read-back verification, journal and manifest.
+// A bare libusb read loop (bench/usb-bare-loop.ts) on the same device gives the bus limit; Shuttle's
+// throughput is reported as a fraction of it.
 // Run:  ./node_modules/.bin/node bench/usb.ts [MiB]   (needs the packages test/hil names, and gphoto2; default 300 MiB)
+// USB_BENCH_KEEP=DIR leaves the guest's logs in DIR; USB_BENCH_CPU_PROF=DIR also runs Shuttle with
+// --cpu-prof and debug logging (much slower under TCG) and leaves its profile there too.
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -28,22 +32,33 @@ try {
 
   const guest = await startGuest({
     script: join(GUEST_DIR, 'bench-usb.sh'),
-    env: {},
+    env: process.env['USB_BENCH_CPU_PROF'] ? { HIL_CPU_PROF: '1' } : {},
     workDir: join(work, 'vm'),
     qemuArgs: ['-device', `usb-mtp,id=cam,bus=xhci.0,rootdir=${card},readonly=on,desc=Bench Card`, '-drive', `file=${disk},if=virtio,format=raw,cache=unsafe`],
     timeoutMs: 30 * 60_000,
   });
   const end = await guest.exited;
+  extractFromExt4(disk, '/logs', join(work, 'out'));
+  const keep = process.env['USB_BENCH_CPU_PROF'] ?? process.env['USB_BENCH_KEEP'];
+  if (keep) await cp(join(work, 'out/logs'), keep, { recursive: true });
   const times = new Map<string, { secs: number; rc: number }>();
   for (const m of guest.output.matchAll(/HIL:time (\S+) ([\d.]+) rc=(\d+)/g)) times.set(m[1]!, { secs: Number(m[2]), rc: Number(m[3]) });
   const gphotoCount = Number(/HIL:count gphoto2 (\d+)/.exec(guest.output)?.[1] ?? 'NaN');
   const shuttle = times.get('shuttle');
   const gphoto = times.get('gphoto2');
   const startup = times.get('node-startup');
-  if (end.timedOut || !shuttle || !gphoto || shuttle.rc !== 0 || gphoto.rc !== 0) {
-    throw new Error(`benchmark guest failed:\n${guest.output.slice(-4000)}`);
+  const bare = times.get('bare-loop');
+  const bareRun = /HIL:bare-loop files=(\d+) bytes=(\d+) secs=([\d.]+)/.exec(guest.output);
+  if (end.timedOut || !shuttle || !gphoto || !bare || !bareRun || shuttle.rc !== 0 || gphoto.rc !== 0 || bare.rc !== 0) {
+    const tail = (name: string): string => {
+      try {
+        return `--- ${name} ---\n${readFileSync(join(work, 'out/logs', name), 'utf8').slice(-3000)}\n`;
+      } catch {
+        return '';
+      }
+    };
+    throw new Error(`benchmark guest failed:\n${guest.output.slice(-4000)}\n${tail('bare-loop.txt')}${tail('ingest.log')}`);
   }
-  extractFromExt4(disk, '/logs', join(work, 'out'));
   const summary = JSON.parse(readFileSync(join(work, 'out/logs/ingest.json'), 'utf8').trim()) as { files: number; copied: number; status: string };
   // Split Shuttle's time at its first log line (the camera session is open): before it, node and the CLI
   // loading under TCG, which costs tens of seconds here and a fraction of one on real hardware.
@@ -52,9 +67,13 @@ try {
   const opened = logTimes.find((l) => l.msg === 'PTP session open')?.time;
   const startupSecs = opened !== undefined && Number.isFinite(startMs) ? (opened - startMs) / 1000 : NaN;
   const mb = bytes / 1e6;
+  const [bareFiles, bareBytes, bareSecs] = [Number(bareRun[1]), Number(bareRun[2]), Number(bareRun[3])];
+  if (bareBytes !== bytes) throw new Error(`the bare loop read ${bareBytes} bytes, the card holds ${bytes}`);
   const rows = [
     ['run', 'seconds', 'MB/s', 'files'],
     ['gphoto2 --get-all-files', gphoto.secs.toFixed(1), (mb / gphoto.secs).toFixed(1), String(gphotoCount)],
+    ['bare libusb read loop (bus limit)', bare.secs.toFixed(1), (mb / bare.secs).toFixed(1), String(bareFiles)],
+    ['  of which listing and reading', bareSecs.toFixed(1), (mb / bareSecs).toFixed(1), ''],
     ['shuttle ingest usb: (verified)', shuttle.secs.toFixed(1), (mb / shuttle.secs).toFixed(1), `${summary.copied} ${summary.status}`],
     ['  of which start-up until the session is open', startupSecs.toFixed(1), '', ''],
     ['  of which listing, copying, verifying', (shuttle.secs - startupSecs).toFixed(1), (mb / (shuttle.secs - startupSecs)).toFixed(1), ''],
@@ -62,6 +81,11 @@ try {
   const width = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   process.stdout.write(`\nUSB camera benchmark: ${source.size} files, ${mb.toFixed(0)} MB, QEMU usb-mtp in a TCG guest\n`);
   for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(width[i]!)).join('  ')}\n`);
+  // Each side with and without its own node start-up (the bare loop's is the wall time minus its in-process time).
+  const workSecs = shuttle.secs - startupSecs;
+  process.stdout.write(`shuttle throughput / bare loop's: ${(bare.secs / shuttle.secs).toFixed(2)}; without either's start-up: ${(bareSecs / workSecs).toFixed(2)}\n`);
+  const rates = /HIL:cpu-rates (.*)/.exec(guest.output)?.[1];
+  if (rates) process.stdout.write(`this guest's CPU, MB/s on one thread: ${rates}\n`);
   process.stdout.write(`ratio shuttle / gphoto2: ${(shuttle.secs / gphoto.secs).toFixed(2)}; without Shuttle's start-up: ${((shuttle.secs - startupSecs) / gphoto.secs).toFixed(2)}  (\`node -e 0\` alone takes ${startup?.secs.toFixed(1)} s in this guest)\n`);
 } finally {
   await rm(work, { recursive: true, force: true });

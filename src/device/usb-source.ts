@@ -71,7 +71,9 @@ export async function openUsbCamera(found: FoundUsbCamera, opts: { logger?: Logg
       }
     }
     // PtpCamera.open closes the transport when it fails.
-    return PtpCamera.open(transport, { logger: log, quirks: { ...quirks.ptp, ...opts.quirks }, signal: opts.signal });
+    // One GetObject per file: its data streams in large bulk reads, where 1 MiB partial blocks cost a
+    // command and a response each (under emulation, several times the bus time of the block itself).
+    return PtpCamera.open(transport, { logger: log, quirks: { ...quirks.ptp, ...opts.quirks }, signal: opts.signal, wholeObjectDownloads: true });
   };
   try {
     return await attempt(false);

@@ -33,6 +33,12 @@ export interface CameraOpenOptions {
   quirks?: Partial<PtpQuirks>;
   signal?: AbortSignal;
   sessionId?: number;
+  /**
+   * Download whole objects with one GetObject even where GetPartialObject is offered (blocks are then
+   * only for resuming from an offset). Right where a transaction costs far more than streaming its data,
+   * as on USB: each 1 MiB block is a command, a data phase and a response, with the bus idle in between.
+   */
+  wholeObjectDownloads?: boolean;
 }
 
 export interface CameraIdentity {
@@ -65,6 +71,7 @@ export class PtpCamera {
     readonly session: PtpSession,
     info: DeviceInfo,
     log: Logger,
+    private readonly wholeObjectDownloads: boolean,
   ) {
     this.info = info;
     this.log = log;
@@ -80,7 +87,7 @@ export class PtpCamera {
       const info = decodeDeviceInfo(data);
       session.setQuirks(quirksFor(info, opts.quirks));
       log.info({ manufacturer: info.manufacturer, model: info.model, serial: info.serialNumber }, 'PTP session open');
-      return new PtpCamera(session, info, log);
+      return new PtpCamera(session, info, log, opts.wholeObjectDownloads ?? false);
     } catch (err) {
       await session.dispose().catch(() => undefined);
       throw err;
@@ -204,7 +211,8 @@ export class PtpCamera {
   /**
    * The object's bytes from `offset`, as a stream with backpressure: GetPartialObject in blocks when the
    * camera offers it (Android GetPartialObject64 past 4 GiB or when it is the only one), GetObject otherwise
-   * (a resume then reads and discards the bytes before `offset`).
+   * (a resume then reads and discards the bytes before `offset`) or when opened with wholeObjectDownloads
+   * and reading from the start.
    */
   download(handle: number, opts: DownloadOptions = {}): Readable {
     const signal = opts.signal;
@@ -235,7 +243,10 @@ export class PtpCamera {
     const partial32 = this.supports(OperationCode.GetPartialObject) && !q.avoidPartialObject;
     const partial64 = this.supports(OperationCode.AndroidGetPartialObject64) && !q.avoidPartialObject;
     const fits32 = size !== undefined && size <= 0xffffffff;
-    if (size !== undefined && (partial64 || (partial32 && fits32))) {
+    // From the start, one GetObject streams the object when the transport prefers it (objects ≥ 4 GiB
+    // keep their 64-bit partial reads, which do not depend on the device's unknown-length containers).
+    const whole = this.wholeObjectDownloads && offset === 0 && (size === undefined || fits32);
+    if (!whole && size !== undefined && (partial64 || (partial32 && fits32))) {
       let pos = offset;
       while (pos < size) {
         const want = Math.min(q.partialObjectBlockSize, size - pos);

@@ -73,6 +73,11 @@ class Channel {
 
   constructor(private readonly ep: InEndpoint | OutEndpoint) {}
 
+  /** No transfer of this channel is pending. */
+  get idle(): boolean {
+    return this.current === undefined;
+  }
+
   submit(buffer: Buffer, timeoutMs: number): UsbPending<number> {
     if (this.current) {
       return { done: Promise.reject(new UsbIoError('io', `a transfer is already active on endpoint 0x${this.ep.address.toString(16)}`)), cancel: () => undefined };
@@ -126,13 +131,22 @@ export interface LibusbLinkOptions {
   logger?: Logger;
 }
 
+/**
+ * Bulk IN transfers kept pending at once: the device fills the next while the host handles the last.
+ * Two, since usbfs caps the memory of all pending transfers (usbfs_memory_mb, 16 MiB by default) and a
+ * large read holds up to 4 MiB.
+ */
+const BULK_IN_QUEUE_DEPTH = 2;
+
 class LibusbLink implements UsbLink {
   readonly bulkInPacketSize: number;
+  readonly bulkInQueueDepth = BULK_IN_QUEUE_DEPTH;
   readonly bulkOutPacketSize: number;
   readonly hasInterrupt: boolean;
   private polling = false;
   private closed = false;
-  private readonly inChannel: Channel;
+  /** One channel per transfer that may be pending on the bulk IN endpoint. */
+  private readonly inChannels: Channel[];
   private readonly outChannel: Channel;
 
   constructor(
@@ -147,13 +161,15 @@ class LibusbLink implements UsbLink {
     this.bulkInPacketSize = Math.max(1, bulkInEp.descriptor.wMaxPacketSize & 0x7ff);
     this.bulkOutPacketSize = Math.max(1, bulkOutEp.descriptor.wMaxPacketSize & 0x7ff);
     this.hasInterrupt = interruptEp !== undefined;
-    this.inChannel = new Channel(bulkInEp);
+    this.inChannels = Array.from({ length: BULK_IN_QUEUE_DEPTH }, () => new Channel(bulkInEp));
     this.outChannel = new Channel(bulkOutEp);
   }
 
   bulkIn(length: number, timeoutMs: number): UsbPending<Buffer> {
     const buffer = Buffer.allocUnsafe(length);
-    const p = this.inChannel.submit(buffer, timeoutMs);
+    // A free channel; if none is free, the first one refuses (more reads than bulkInQueueDepth is a bug).
+    const channel = this.inChannels.find((c) => c.idle) ?? (this.inChannels[0] as Channel);
+    const p = channel.submit(buffer, timeoutMs);
     return { done: p.done.then((actual) => buffer.subarray(0, actual)), cancel: p.cancel };
   }
 
@@ -241,7 +257,7 @@ class LibusbLink implements UsbLink {
     } catch (err) {
       this.log.debug({ err }, 'closing the USB device failed');
     }
-    this.inChannel.dispose();
+    for (const c of this.inChannels) c.dispose();
     this.outChannel.dispose();
   }
 }

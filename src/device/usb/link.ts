@@ -51,6 +51,11 @@ export interface UsbLink {
   readonly bulkInPacketSize: number;
   readonly bulkOutPacketSize: number;
   /**
+   * How many bulk IN transfers may be pending at once (default 1). With more than one, they complete in
+   * the order they were submitted, as USB host controllers run an endpoint's transfers in order.
+   */
+  readonly bulkInQueueDepth?: number;
+  /**
    * One bulk IN transfer of at most `length` bytes (a multiple of bulkInPacketSize). Resolves with the
    * bytes received: fewer than `length` means the device ended the transfer with a short packet.
    * `timeoutMs` 0 waits forever.

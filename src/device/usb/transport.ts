@@ -29,8 +29,12 @@ export const StillImageRequest = { Cancel: 0x64, GetExtendedEventData: 0x65, Dev
 /** The code a Cancel request carries before the transaction id. */
 const CANCEL_REQUEST_CODE = 0x4001;
 
-/** Header plus a 1 MiB block (the camera layer's partial-object size) in one transfer; a multiple of every packet size. */
-export const LARGE_READ_BYTES = 1024 * 1024 + 1024;
+/**
+ * Reads of object data: 4 MiB, a multiple of every packet size. Under emulation each transfer costs a
+ * round trip through the guest's kernel and the emulated controller, so fewer and larger ones are faster;
+ * a header plus a 1 MiB partial-object block also fits one.
+ */
+export const LARGE_READ_BYTES = 4 * 1024 * 1024;
 /** First read of a dataset (DeviceInfo, ObjectInfo, handle lists): most fit; longer ones continue with reads sized to what is left. */
 export const DATASET_READ_BYTES = 16 * 1024;
 /** Enough for any response; a multiple of every packet size. */
@@ -122,10 +126,12 @@ export class UsbPtpTransport implements PtpTransport {
   private container: OpenContainer | undefined;
   private readonly ready: PtpIncoming[] = [];
   /**
-   * The bulk IN transfer in flight. A receive that is aborted leaves it running, so whatever the device
-   * sends next is not lost; the next receive picks it up.
+   * The bulk IN transfers in flight, oldest first (they complete in that order). A receive that is aborted
+   * leaves them running, so whatever the device sends next is not lost; the next receive picks it up.
+   * More than one is queued only inside a data container of known length, and never past its end, so a
+   * queued read can never take the response.
    */
-  private inflight: { pending: UsbPending<Buffer>; length: number } | undefined;
+  private readonly inflight: Array<{ pending: UsbPending<Buffer>; length: number }> = [];
   private stallRetried = false;
   /** Size of the next read when no container is open: depends on what the current transaction sends next. */
   private idleReadBytes = SMALL_READ_BYTES;
@@ -261,19 +267,38 @@ export class UsbPtpTransport implements PtpTransport {
     return roundUp(Math.max(this.idleReadBytes, mps), mps);
   }
 
+  /**
+   * Submits reads until the queue is as deep as the link allows, but past the first only for bytes the
+   * open container still owes beyond what is already asked for.
+   */
+  private queueReads(): void {
+    if (this.inflight.length === 0) {
+      const length = this.nextReadLength();
+      this.inflight.push({ pending: this.link.bulkIn(length, 0), length });
+    }
+    const c = this.container;
+    if (!c || c.remaining === undefined) return;
+    const depth = this.link.bulkInQueueDepth ?? 1;
+    const mps = this.link.bulkInPacketSize;
+    let asked = this.inflight.reduce((n, f) => n + f.length, 0);
+    while (this.inflight.length < depth && asked < c.remaining) {
+      const length = Math.min(roundUp(c.remaining - asked, mps), roundUp(LARGE_READ_BYTES, mps));
+      this.inflight.push({ pending: this.link.bulkIn(length, 0), length });
+      asked += length;
+    }
+  }
+
   private async read(signal: AbortSignal | undefined): Promise<{ bytes: Buffer; short: boolean }> {
     for (;;) {
-      if (!this.inflight) {
-        const length = this.nextReadLength();
-        this.inflight = { pending: this.link.bulkIn(length, 0), length };
-      }
-      const { pending, length } = this.inflight;
+      this.queueReads();
+      const { pending, length } = this.inflight[0] as { pending: UsbPending<Buffer>; length: number };
       let bytes: Buffer;
       try {
         bytes = await abortable(pending.done, signal);
       } catch (err) {
         if (signal?.aborted) throw abortReason(signal);
-        if (this.inflight?.pending === pending) this.inflight = undefined;
+        // The reads queued behind a failed one belong to the same failure: none of them is trusted.
+        await this.dropInflight();
         if (isUsbFailure(err, 'stall') && !this.stallRetried) {
           // libgphoto2: a stalled bulk IN is cleared and read once more.
           this.stallRetried = true;
@@ -283,7 +308,7 @@ export class UsbPtpTransport implements PtpTransport {
         }
         throw this.linkError(err, 'reading from the camera');
       }
-      if (this.inflight?.pending === pending) this.inflight = undefined;
+      if (this.inflight[0]?.pending === pending) this.inflight.shift();
       this.stallRetried = false;
       // A zero-length packet is the end marker of a container that filled its last packet: nothing to frame.
       if (bytes.length === 0) continue;
@@ -552,11 +577,10 @@ export class UsbPtpTransport implements PtpTransport {
   }
 
   private async dropInflight(): Promise<void> {
-    const f = this.inflight;
-    if (!f) return;
-    this.inflight = undefined;
-    f.pending.cancel();
-    await f.pending.done.catch(() => undefined);
+    const dropped = this.inflight.splice(0);
+    // Newest first, so that an older transfer never completes into a gap left by a cancelled newer one.
+    for (const f of dropped.reverse()) f.pending.cancel();
+    await Promise.all(dropped.map((f) => f.pending.done.catch(() => undefined)));
   }
 
   // ---- state and errors ----

@@ -1,5 +1,5 @@
 # Guest script for bench/usb.ts: the same usb-mtp camera downloaded by gphoto2 --get-all-files, then
-# ingested by Shuttle, each timed by the guest's clock. Prints "HIL:time NAME SECONDS rc=N" lines.
+# read by a bare libusb loop (bench/usb-bare-loop.ts), then ingested by Shuttle, each timed by the guest's clock. Prints "HIL:time NAME SECONDS rc=N" lines.
 . "$(dirname "$0")/common.sh"
 hil_setup
 hil_modules xhci_pci
@@ -20,7 +20,20 @@ t1=$(up)
 hil_event "time gphoto2 $(took "$t0" "$t1") rc=$rc"
 hil_event "count gphoto2 $(find /dest/gphoto -type f | wc -l)"
 
+# The bus limit: a bare libusb loop that lists and reads every object and keeps nothing.
+bench=$(dirname "$0")/../../../bench/usb-bare-loop.ts
+t0=$(up)
+# It imports the project's TypeScript codec, which needs more than type stripping.
+"$HIL_NODE" --experimental-transform-types "$bench" > /dest/logs/bare-loop.txt 2>&1
+rc=$?
+t1=$(up)
+hil_event "time bare-loop $(took "$t0" "$t1") rc=$rc"
+hil_event "$(grep '^cpu-rates' /dest/logs/bare-loop.txt)"
+hil_event "$(tail -n 1 /dest/logs/bare-loop.txt)"
+
 cd /run
+# HIL_CPU_PROF=1 (USB_BENCH_CPU_PROF on the host): a V8 CPU profile of Shuttle next to its logs.
+[ "${HIL_CPU_PROF:-}" = 1 ] && export NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/dest/logs" SHUTTLE_LOG_LEVEL=debug
 hil_event "clock shuttle-start $(date +%s%3N)"
 t0=$(up)
 hil_shuttle ingest --state /dest/state ingest usb: --dest /dest/lib --json
