@@ -10,7 +10,8 @@ import { ShuttleError } from '../errors.js';
 import { runIngest, type IngestSummary, type Progress } from '../ingest/pipeline.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { commandContext, signalOnTermination, type GlobalOptions } from './context.js';
-import { prepareIngestUpload, type IngestUploadFlags } from './upload.js';
+import type { IngestUploadFlags } from './upload.js';
+import { uploadSettings } from '../config/index.js';
 import { EXIT } from './exit.js';
 import { formatBytes } from './format.js';
 
@@ -100,7 +101,9 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
       const waitSeconds = Number(opts.wait);
       if (!Number.isFinite(waitSeconds) || waitSeconds < 0) throw new ShuttleError('USAGE', `--wait: "${opts.wait}" is not a number of seconds`);
       const signal = signalOnTermination();
-      const upload = prepareIngestUpload(ctx, opts);
+      // The upload code pulls in the AWS SDK (about a second of start-up on a small box): only when asked for.
+      const uploadAsked = opts.upload !== undefined || opts.uploadWait === false || opts.uploadTimeout !== undefined || opts.s3Provider !== undefined || uploadSettings(ctx.config).target !== undefined;
+      const upload = uploadAsked ? (await import('./upload.js')).prepareIngestUpload(ctx, opts) : undefined;
       const journal = Journal.open(ctx.stateDir);
       const bar = !opts.json && process.stderr.isTTY ? progressBar() : undefined;
       // With a progress bar on screen, routine log lines would tear it: only problems, unless asked.

@@ -152,7 +152,8 @@ export interface PtpIpCameraSourceOptions extends CameraSourceOptions {
 export async function openPtpIpCameraSource(opts: PtpIpCameraSourceOptions): Promise<PtpCameraSource> {
   const identity = await loadOrCreateInitiatorIdentity(opts.stateDir);
   const transport = await connectPtpIp({ host: opts.host, port: opts.port, identity, signal: opts.signal, logger: opts.logger });
-  const camera = await PtpCamera.open(transport, { logger: opts.logger, quirks: opts.quirks, signal: opts.signal });
+  // One GetObject per file: a 1 MiB partial block costs a round trip of command and response packets.
+  const camera = await PtpCamera.open(transport, { logger: opts.logger, quirks: opts.quirks, signal: opts.signal, wholeObjectDownloads: true });
   const uri = opts.port === undefined ? `ptpip:${opts.host}` : `ptpip:${opts.host}:${opts.port}`;
   return new PtpCameraSource(camera, uri, opts);
 }
