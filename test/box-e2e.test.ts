@@ -92,6 +92,14 @@ await() { end=$(( $(date +%s) + $3 )); while [ "$(count "$1")" -lt "$2" ]; do [ 
 const CARD_UNIT_ENDED = String.raw`shuttle-card@sda1\.service: (Deactivated successfully|Failed with result|Skipped due to)`;
 const JOB_RUNNING = String.raw`"state":"running".*"source":"/media/shuttle/sda1"`;
 
+/**
+ * How the daemon's last job on the card ended, from its own log: the job may have been started by its
+ * mount watcher or by the card unit's request, and a request client stopped with its unit prints nothing.
+ */
+function lastCardJobEnd(journal: string): string | undefined {
+  return [...journal.matchAll(/"source":"\/media\/shuttle\/sda1"[^\n]*"msg":"job (done|cancelled|failed)"/g)].pop()?.[1];
+}
+
 async function guest(script: string, timeoutMs = 5 * MINUTE): Promise<GuestRun> {
   return box.run(`${PRELUDE}\n${script}`, timeoutMs);
 }
@@ -279,8 +287,8 @@ describe.sequential('a card pulled in the middle of its ingest', () => {
   }, 15 * MINUTE);
 
   test('stops-the-card-unit-and-ends-the-job-without-done', () => {
-    const lastJob = [...journalAfterPull.matchAll(/job (\d+) (\w+) \(\/media\/shuttle\/sda1\)/g)].pop();
-    expect(lastJob?.[2], journalAfterPull.slice(-4000)).not.toBe('done');
+    // Cancelled by the unmount, or failed where the vanished files were reached first: never done.
+    expect(['cancelled', 'failed'], journalAfterPull.slice(-4000)).toContain(lastCardJobEnd(journalAfterPull));
     expect(journalAfterPull).not.toMatch(/shuttle-card sda1: powered off[\s\S]*shuttle-card sda1: powered off/);
   });
 
@@ -297,7 +305,7 @@ describe.sequential('a card pulled in the middle of its ingest', () => {
     await ok(`await '${CARD_UNIT_ENDED}' ${ended + 1} 480`, 9 * MINUTE);
     const journal = await ok(`journalctl -o cat --no-pager -u shuttle.service -u 'shuttle-card@*'`);
     await writeFile(join(outDir, 'journal-resume.txt'), journal);
-    expect([...journal.matchAll(/job (\d+) (\w+) \(\/media\/shuttle\/sda1\)/g)].pop()?.[2], journal.slice(-4000)).toBe('done');
+    expect(lastCardJobEnd(journal), journal.slice(-4000)).toBe('done');
     const { files, temps } = await destination();
     for (const h of card.hashes) expect(files.has(h), `a file of the card (sha256 ${h}) is missing after the resume`).toBe(true);
     expect(temps).toEqual([]);
@@ -365,7 +373,7 @@ describe.sequential('a power cut in the middle of an ingest', () => {
     await ok(`await '${CARD_UNIT_ENDED}' ${ended + 1} 480`, 9 * MINUTE);
     const journal = await ok(`journalctl -b -o cat --no-pager -u shuttle.service -u 'shuttle-card@*'`);
     await writeFile(join(outDir, 'journal-after-cut.txt'), journal);
-    expect([...journal.matchAll(/job (\d+) (\w+) \(\/media\/shuttle\/sda1\)/g)].pop()?.[2], journal.slice(-4000)).toBe('done');
+    expect(lastCardJobEnd(journal), journal.slice(-4000)).toBe('done');
     const files = await destinationByPath();
     const hashes = new Set(files.values());
     for (const h of card.hashes) expect(hashes.has(h), `a file of the card (sha256 ${h}) is missing after the cut`).toBe(true);
