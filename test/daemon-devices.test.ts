@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { beforeEach, describe, expect, test } from 'vitest';
 import { normalizeConfig } from '../src/config/index.js';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import type { Source, SourceIdentity, SourceItem } from '../src/device/source.js';
@@ -11,26 +11,13 @@ import { JobScheduler } from '../src/daemon/jobs.js';
 import { MountWatcher, parseMountinfo } from '../src/daemon/mounts.js';
 import { abortReason, isShuttleError } from '../src/errors.js';
 import { Journal } from '../src/store/journal.js';
-import { captureLog } from './support/daemon-helpers.js';
-import { listTree, tempDir } from './support/tree.js';
+import { captureLog, tempDirWithOwnLocks } from './support/daemon-helpers.js';
+import { listTree } from './support/tree.js';
 
+const testDir = tempDirWithOwnLocks('shuttle-dev-');
 let dir: string;
-let cleanup: () => Promise<void>;
-let savedLockDir: string | undefined;
-
-beforeAll(() => {
-  savedLockDir = process.env['SHUTTLE_LOCK_DIR'];
-});
-afterAll(() => {
-  if (savedLockDir === undefined) delete process.env['SHUTTLE_LOCK_DIR'];
-  else process.env['SHUTTLE_LOCK_DIR'] = savedLockDir;
-});
-beforeEach(async () => {
-  ({ path: dir, cleanup } = await tempDir('shuttle-dev-'));
-  process.env['SHUTTLE_LOCK_DIR'] = join(dir, 'locks');
-});
-afterEach(async () => {
-  await cleanup();
+beforeEach(() => {
+  dir = testDir();
 });
 
 /** A mountinfo line as the kernel writes it (spaces in paths as \040). */

@@ -1,13 +1,11 @@
-import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { ControlClient } from '../src/daemon/control.js';
 import type { DaemonStatus } from '../src/daemon/status.js';
 import { runCli, spawnCli, type CliResult } from './support/cli.js';
-import { notifyReceiver, writeBurst } from './support/daemon-helpers.js';
+import { killLeftoverDaemons, notifyReceiver, spawnDaemon, until, writeBurst, type RunningDaemon } from './support/daemon-helpers.js';
 import { bytes, writeBytes, writeJpeg } from './support/fixtures.js';
 import { contentMultiset, listTree, tempDir, tempFilesUnder } from './support/tree.js';
 
@@ -23,7 +21,7 @@ let dest: string;
 let state: string;
 let sock: string;
 let env: Record<string, string>;
-const daemons: Daemon[] = [];
+const daemons: RunningDaemon[] = [];
 
 beforeEach(async () => {
   ({ path: work, cleanup } = await tempDir('shuttle-e2e-'));
@@ -41,44 +39,17 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  for (const d of daemons.splice(0)) if (d.child.exitCode === null && d.child.signalCode === null) d.child.kill('SIGKILL');
+  killLeftoverDaemons(daemons);
   await cleanup();
 });
 
-interface Daemon {
-  child: ChildProcess;
-  logs: Array<Record<string, unknown> & { msg?: string }>;
-  stderr: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-async function startDaemon(extra: string[] = [], extraEnv: Record<string, string> = {}): Promise<Daemon> {
-  const child = spawnCli(['run', '--state', state, '--dest', dest, '--hot-folder', hot, '--log-level', 'info', ...extra], { env: { ...env, ...extraEnv } });
-  const logs: Daemon['logs'] = [];
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-    let nl: number;
-    while ((nl = out.indexOf('\n')) >= 0) {
-      logs.push(JSON.parse(out.slice(0, nl)) as Daemon['logs'][number]);
-      out = out.slice(nl + 1);
-    }
-  });
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('close', (code, signal) => r({ code, signal })));
-  const d: Daemon = { child, logs, stderr: () => err, exited };
+async function startDaemon(extra: string[] = [], extraEnv: Record<string, string> = {}): Promise<RunningDaemon> {
+  const d = await spawnDaemon(['--state', state, '--dest', dest, '--hot-folder', hot, '--log-level', 'info', ...extra], { ...env, ...extraEnv });
   daemons.push(d);
-  const started = Date.now();
-  while (!logs.some((l) => l.msg === 'daemon started')) {
-    if (child.exitCode !== null) throw new Error(`daemon exited ${child.exitCode}: ${err}`);
-    if (Date.now() - started > 20_000) throw new Error(`daemon did not start: ${err}`);
-    await sleep(20);
-  }
   return d;
 }
 
-async function stopDaemon(d: Daemon): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+async function stopDaemon(d: RunningDaemon): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   d.child.kill('SIGTERM');
   return d.exited;
 }
@@ -95,16 +66,6 @@ async function status(): Promise<StatusJson> {
   const r = await runCli(['status', '--json', '--state', state], { env });
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout) as StatusJson;
-}
-
-async function until<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000, everyMs = 100): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(v).slice(0, 2000)}`);
-    await sleep(everyMs);
-  }
 }
 
 const request = (args: string[]): Promise<CliResult> => runCli(['request', ...args], { env });

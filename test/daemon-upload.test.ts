@@ -4,7 +4,6 @@
  * fault-injecting proxy (server down, stalled parts), watched with `shuttle status --json`, stopped with
  * SIGTERM and killed with SIGKILL.
  */
-import type { ChildProcess } from 'node:child_process';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -14,7 +13,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } fr
 import type { DaemonStatus } from '../src/daemon/status.js';
 import { acquireLock } from '../src/store/lock.js';
 import { uploadLockPath } from '../src/upload/from-config.js';
-import { runCli, spawnCli } from './support/cli.js';
+import { runCli } from './support/cli.js';
+import { killLeftoverDaemons, spawnDaemon, until as waitUntil, type RunningDaemon } from './support/daemon-helpers.js';
 import { FaultProxy, isUploadPart } from './support/fault-proxy.js';
 import { startSwift, type SwiftServer } from './support/swift.js';
 import { tempDir } from './support/tree.js';
@@ -46,7 +46,7 @@ let state: string;
 let bucket: string;
 let configFile: string;
 let env: Record<string, string | undefined>;
-const daemons: Daemon[] = [];
+const daemons: RunningDaemon[] = [];
 
 beforeEach(async () => {
   ({ path: work, cleanup } = await tempDir('shuttle-daemon-upload-'));
@@ -78,41 +78,14 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
-  for (const d of daemons.splice(0)) if (d.child.exitCode === null && d.child.signalCode === null) d.child.kill('SIGKILL');
+  killLeftoverDaemons(daemons);
   proxy.clearRules();
   await cleanup();
 });
 
-interface Daemon {
-  child: ChildProcess;
-  logs: Array<Record<string, unknown> & { msg?: string }>;
-  stderr: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-async function startDaemon(): Promise<Daemon> {
-  const child = spawnCli(['run', '--config', configFile, '--state', state, '--dest', join(work, 'dest'), '--hot-folder', hot, '--log-level', 'info'], { env });
-  const logs: Daemon['logs'] = [];
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-    let nl: number;
-    while ((nl = out.indexOf('\n')) >= 0) {
-      logs.push(JSON.parse(out.slice(0, nl)) as Daemon['logs'][number]);
-      out = out.slice(nl + 1);
-    }
-  });
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('close', (code, signal) => r({ code, signal })));
-  const d: Daemon = { child, logs, stderr: () => err, exited };
+async function startDaemon(): Promise<RunningDaemon> {
+  const d = await spawnDaemon(['--config', configFile, '--state', state, '--dest', join(work, 'dest'), '--hot-folder', hot, '--log-level', 'info'], env);
   daemons.push(d);
-  const started = Date.now();
-  while (!logs.some((l) => l.msg === 'daemon started')) {
-    if (child.exitCode !== null) throw new Error(`daemon exited ${child.exitCode}: ${err}`);
-    if (Date.now() - started > 20_000) throw new Error(`daemon did not start: ${err}`);
-    await sleep(20);
-  }
   return d;
 }
 
@@ -128,15 +101,9 @@ async function status(): Promise<StatusJson> {
   return JSON.parse(r.stdout) as StatusJson;
 }
 
-async function until<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 60_000, everyMs = 150): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(v).slice(0, 3000)}`);
-    await sleep(everyMs);
-  }
-}
+/** Uploads under faults take their time: waits default to a minute, polled less often. */
+const until = <T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 60_000, everyMs = 150): Promise<T> =>
+  waitUntil(what, probe, ok, timeoutMs, everyMs);
 
 /** Writes files next to the hot folder and renames them in, as an FTP server finishing its uploads does. */
 async function drop(spec: Record<string, number>): Promise<Record<string, TestFile>> {

@@ -1,7 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { normalizeConfig } from '../src/config/index.js';
 import { Daemon } from '../src/daemon/daemon.js';
 import { DeviceRegistry, type AttachedDevice, type DeviceEvents } from '../src/daemon/devices.js';
@@ -14,8 +14,8 @@ import type { UsbHotplugBus, UsbPlugListener } from '../src/device/usb/hotplug.j
 import { ShuttleError, abortReason, isShuttleError } from '../src/errors.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../src/ingest/settings.js';
 import { Journal } from '../src/store/journal.js';
-import { spawnCli, runCli } from './support/cli.js';
-import { captureLog, type CapturedLog } from './support/daemon-helpers.js';
+import { runCli } from './support/cli.js';
+import { captureLog, spawnDaemon, tempDirWithOwnLocks, type CapturedLog } from './support/daemon-helpers.js';
 import { tempDir } from './support/tree.js';
 
 /**
@@ -230,22 +230,10 @@ class StuckCamera implements Source {
 }
 
 describe('USB cameras in the daemon', () => {
+  const testDir = tempDirWithOwnLocks('shuttle-usb-');
   let dir: string;
-  let cleanup: () => Promise<void>;
-  let savedLockDir: string | undefined;
-  beforeAll(() => {
-    savedLockDir = process.env['SHUTTLE_LOCK_DIR'];
-  });
-  afterAll(() => {
-    if (savedLockDir === undefined) delete process.env['SHUTTLE_LOCK_DIR'];
-    else process.env['SHUTTLE_LOCK_DIR'] = savedLockDir;
-  });
-  beforeEach(async () => {
-    ({ path: dir, cleanup } = await tempDir('shuttle-usb-'));
-    process.env['SHUTTLE_LOCK_DIR'] = join(dir, 'locks');
-  });
-  afterEach(async () => {
-    await cleanup();
+  beforeEach(() => {
+    dir = testDir();
   });
 
   test('unplugging-one-of-two-cameras-cancels-only-its-job', async () => {
@@ -354,30 +342,12 @@ describe('shuttle run with libusb', () => {
   /** Runs the daemon until it has started, asks its status, stops it with SIGTERM. */
   async function runOnce(extraEnv: Record<string, string>): Promise<{ logs: Array<Record<string, unknown>>; watchers: string[]; code: number | null; stopMs: number }> {
     const env = { SHUTTLE_DAEMON_CONTROL_SOCKET: join(dir, 'run', 'control.sock'), SHUTTLE_LOCK_DIR: join(dir, 'locks'), ...extraEnv };
-    const child = spawnCli(['run', '--state', join(dir, 'state'), '--dest', join(dir, 'dest'), '--log-level', 'info'], { env });
-    const logs: Array<Record<string, unknown>> = [];
-    let out = '';
-    let err = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      let nl: number;
-      while ((nl = out.indexOf('\n')) >= 0) {
-        logs.push(JSON.parse(out.slice(0, nl)) as Record<string, unknown>);
-        out = out.slice(nl + 1);
-      }
-    });
-    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
-    const started = Date.now();
-    while (!logs.some((l) => l['msg'] === 'daemon started')) {
-      if (child.exitCode !== null || Date.now() - started > 20_000) throw new Error(`daemon did not start: ${err}`);
-      await sleep(20);
-    }
+    const { child, logs, exited } = await spawnDaemon(['--state', join(dir, 'state'), '--dest', join(dir, 'dest'), '--log-level', 'info'], env);
     const r = await runCli(['status', '--json', '--state', join(dir, 'state')], { env });
     const watchers = (JSON.parse(r.stdout) as { daemon: { watchers: string[] } }).daemon.watchers;
     const t0 = Date.now();
     child.kill('SIGTERM');
-    const code = await exited;
+    const { code } = await exited;
     return { logs, watchers, code, stopMs: Date.now() - t0 };
   }
 

@@ -1,6 +1,10 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, beforeEach } from 'vitest';
 import type { Logger } from '../../src/log.js';
+import { spawnCli } from './cli.js';
+import { tempDir } from './tree.js';
 
 export interface CapturedLog {
   logger: Logger;
@@ -75,4 +79,81 @@ while True:
     });
   });
   return { messages, child, path };
+}
+
+/** `shuttle run` as a child process, its JSON log lines (stdout) parsed as they arrive. */
+export interface RunningDaemon {
+  child: ChildProcess;
+  logs: Array<Record<string, unknown> & { msg?: string }>;
+  stderr: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts `shuttle run ARGS` and resolves once it has logged "daemon started" (fails if it exits or takes 20 s). */
+export async function spawnDaemon(args: readonly string[], env: Record<string, string | undefined>): Promise<RunningDaemon> {
+  const child = spawnCli(['run', ...args], { env });
+  const logs: RunningDaemon['logs'] = [];
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    for (let nl = out.indexOf('\n'); nl >= 0; nl = out.indexOf('\n')) {
+      logs.push(JSON.parse(out.slice(0, nl)) as RunningDaemon['logs'][number]);
+      out = out.slice(nl + 1);
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('close', (code, signal) => r({ code, signal })));
+  const started = Date.now();
+  while (!logs.some((l) => l.msg === 'daemon started')) {
+    if (child.exitCode !== null) throw new Error(`daemon exited ${child.exitCode}: ${err}`);
+    if (Date.now() - started > 20_000) {
+      child.kill('SIGKILL');
+      throw new Error(`daemon did not start: ${err}`);
+    }
+    await sleep(20);
+  }
+  return { child, logs, stderr: () => err, exited };
+}
+
+/** Kills the daemons a failed test left running (and empties the list). */
+export function killLeftoverDaemons(daemons: RunningDaemon[]): void {
+  for (const d of daemons.splice(0)) if (d.child.exitCode === null && d.child.signalCode === null) d.child.kill('SIGKILL');
+}
+
+/** Asks `probe` every `everyMs` until `ok` holds; after `timeoutMs` fails naming `what` and the last value. */
+export async function until<T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (ok(v)) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(v).slice(0, 3000)}`);
+    await sleep(everyMs);
+  }
+}
+
+/**
+ * Registers hooks giving each test of the enclosing suite a fresh temp folder, with SHUTTLE_LOCK_DIR
+ * pointed inside it (in-process daemons and schedulers take their locks there), and restoring the
+ * variable after the suite. Returns the current test's folder.
+ */
+export function tempDirWithOwnLocks(prefix: string): () => string {
+  let dir = '';
+  let cleanup: (() => Promise<void>) | undefined;
+  let saved: string | undefined;
+  beforeAll(() => {
+    saved = process.env['SHUTTLE_LOCK_DIR'];
+  });
+  afterAll(() => {
+    if (saved === undefined) delete process.env['SHUTTLE_LOCK_DIR'];
+    else process.env['SHUTTLE_LOCK_DIR'] = saved;
+  });
+  beforeEach(async () => {
+    ({ path: dir, cleanup } = await tempDir(prefix));
+    process.env['SHUTTLE_LOCK_DIR'] = `${dir}/locks`;
+  });
+  afterEach(async () => {
+    await cleanup?.();
+  });
+  return () => dir;
 }
