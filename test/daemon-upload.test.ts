@@ -15,8 +15,9 @@ import { acquireLock } from '../src/store/lock.js';
 import { uploadLockPath } from '../src/upload/from-config.js';
 import { runCli } from './support/cli.js';
 import { killLeftoverDaemons, spawnDaemon, until as waitUntil, type RunningDaemon } from './support/daemon-helpers.js';
-import { FaultProxy, isUploadPart } from './support/fault-proxy.js';
-import { startSwift, type SwiftServer } from './support/swift.js';
+import { type FaultProxy, isUploadPart } from './support/fault-proxy.js';
+import type { SwiftServer } from './support/swift.js';
+import { startSwiftBehindProxy, stopSwiftBehindProxy } from './support/swift-behind-proxy.js';
 import { tempDir } from './support/tree.js';
 import { sha256OfObject, unfinishedUploads, writeTestFile, type TestFile } from './support/upload-fixtures.js';
 
@@ -28,14 +29,10 @@ let admin: S3Client;
 let bucketSeq = 0;
 
 beforeAll(async () => {
-  swift = await startSwift();
-  proxy = await FaultProxy.start(swift.port);
-  admin = swift.adminClient();
+  ({ swift, proxy, admin } = await startSwiftBehindProxy());
 });
 afterAll(async () => {
-  admin?.destroy();
-  await proxy?.stop();
-  await swift?.stop();
+  await stopSwiftBehindProxy({ swift, proxy, admin });
 });
 
 let work: string;

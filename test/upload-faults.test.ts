@@ -10,12 +10,12 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
-import { createS3Client } from '../src/upload/client.js';
 import { MiB } from '../src/upload/multipart.js';
 import { MemoryUploadStateStore } from '../src/upload/state.js';
 import { uploadFile, type UploadFileOptions } from '../src/upload/uploader.js';
-import { FaultProxy, isPutObject, isUploadPart, type ProxiedRequest } from './support/fault-proxy.js';
-import { startSwift, type SwiftServer } from './support/swift.js';
+import { type FaultProxy, isPutObject, isUploadPart, type ProxiedRequest } from './support/fault-proxy.js';
+import type { SwiftServer } from './support/swift.js';
+import { clientThroughProxy, startSwiftBehindProxy, stopSwiftBehindProxy } from './support/swift-behind-proxy.js';
 import { sha256OfObject, unfinishedUploads, writeTestFile, type TestFile } from './support/upload-fixtures.js';
 
 const BUCKET = 'shuttle-faults';
@@ -59,16 +59,10 @@ async function expectObject(key: string, f: TestFile): Promise<void> {
 }
 
 beforeAll(async () => {
-  swift = await startSwift();
+  const peers = await startSwiftBehindProxy();
+  ({ swift, proxy, admin } = peers);
   await swift.createBucket(BUCKET);
-  proxy = await FaultProxy.start(swift.port);
-  ({ client } = createS3Client({
-    provider: 'swift',
-    endpoint: proxy.endpoint,
-    credentials: { accessKeyId: swift.accessKeyId, secretAccessKey: swift.secretAccessKey },
-    socketTimeoutMs: SOCKET_TIMEOUT_MS,
-  }));
-  admin = swift.adminClient();
+  client = clientThroughProxy(peers, SOCKET_TIMEOUT_MS);
   dir = await mkdtemp(join(tmpdir(), 'shuttle-upload-faults-'));
   file = await writeTestFile(dir, 'clip.mov', 12 * MiB + 999);
   small = await writeTestFile(dir, 'still.jpg', 2 * MiB);
@@ -82,9 +76,7 @@ afterEach(() => {
 
 afterAll(async () => {
   client?.destroy();
-  admin?.destroy();
-  await proxy?.stop();
-  await swift?.stop();
+  await stopSwiftBehindProxy({ swift, proxy, admin });
   if (dir !== undefined) await rm(dir, { recursive: true, force: true });
 });
 

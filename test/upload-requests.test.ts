@@ -10,15 +10,15 @@ import { join } from 'node:path';
 import { CreateMultipartUploadCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
-import { createS3Client } from '../src/upload/client.js';
 import { MiB } from '../src/upload/multipart.js';
 import { PartReader, partBody } from '../src/upload/part-reader.js';
 import { RemoteListing } from '../src/upload/remote-listing.js';
 import { S3Target } from '../src/upload/s3-target.js';
 import { MemoryUploadStateStore } from '../src/upload/state.js';
 import { uploadFile, type UploadFileOptions } from '../src/upload/uploader.js';
-import { FaultProxy, isPutObject, type ProxiedRequest } from './support/fault-proxy.js';
-import { startSwift, type SwiftServer } from './support/swift.js';
+import { type FaultProxy, isPutObject, type ProxiedRequest } from './support/fault-proxy.js';
+import type { SwiftServer } from './support/swift.js';
+import { clientThroughProxy, startSwiftBehindProxy, stopSwiftBehindProxy } from './support/swift-behind-proxy.js';
 import { sha256OfObject, unfinishedUploads, writeTestFile, type TestFile } from './support/upload-fixtures.js';
 
 const BUCKET = 'shuttle-requests';
@@ -64,16 +64,10 @@ function listingFor(): RemoteListing {
 }
 
 beforeAll(async () => {
-  swift = await startSwift();
+  const peers = await startSwiftBehindProxy();
+  ({ swift, proxy, admin } = peers);
   await swift.createBucket(BUCKET);
-  proxy = await FaultProxy.start(swift.port);
-  ({ client } = createS3Client({
-    provider: 'swift',
-    endpoint: proxy.endpoint,
-    credentials: { accessKeyId: swift.accessKeyId, secretAccessKey: swift.secretAccessKey },
-    socketTimeoutMs: 5_000,
-  }));
-  admin = swift.adminClient();
+  client = clientThroughProxy(peers, 5_000);
   dir = await mkdtemp(join(tmpdir(), 'shuttle-upload-requests-'));
   small = await writeTestFile(dir, 'still.jpg', 2 * MiB + 3);
   big = await writeTestFile(dir, 'clip.mov', 12 * MiB + 999);
@@ -86,9 +80,7 @@ afterEach(() => {
 
 afterAll(async () => {
   client?.destroy();
-  admin?.destroy();
-  await proxy?.stop();
-  await swift?.stop();
+  await stopSwiftBehindProxy({ swift, proxy, admin });
   if (dir !== undefined) await rm(dir, { recursive: true, force: true });
 });
 
