@@ -13,8 +13,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { runCli, spawnCli, type CliResult } from './support/cli.js';
-import { FaultProxy } from './support/fault-proxy.js';
-import { startSwift, type SwiftServer } from './support/swift.js';
+import type { FaultProxy } from './support/fault-proxy.js';
+import type { SwiftServer } from './support/swift.js';
+import { startSwiftBehindProxy, stopSwiftBehindProxy } from './support/swift-behind-proxy.js';
 import { tempDir } from './support/tree.js';
 import { headOrUndefined, sha256OfObject, unfinishedUploads, writeTestFile, type TestFile } from './support/upload-fixtures.js';
 
@@ -71,14 +72,10 @@ let admin: S3Client;
 let bucketSeq = 0;
 
 beforeAll(async () => {
-  swift = await startSwift();
-  proxy = await FaultProxy.start(swift.port);
-  admin = swift.adminClient();
+  ({ swift, proxy, admin } = await startSwiftBehindProxy());
 });
 afterAll(async () => {
-  admin?.destroy();
-  await proxy?.stop();
-  await swift?.stop();
+  await stopSwiftBehindProxy({ swift, proxy, admin });
 });
 
 let work: { path: string; cleanup: () => Promise<void> };
@@ -276,7 +273,9 @@ describe('an unreachable server', () => {
     await gate.open();
     await gate.close();
     try {
-      const r = await ingest(['--dest', join(work.path, 'lib'), '--upload', `s3://${bucket}/down`, '--upload-timeout', '2'], s3Env(gate.endpoint));
+      // Time enough for a first attempt (and its recorded error) even on a loaded machine, where loading the
+      // S3 client alone has taken longer than 2 s and the run gave up before asking the server anything.
+      const r = await ingest(['--dest', join(work.path, 'lib'), '--upload', `s3://${bucket}/down`, '--upload-timeout', '10'], s3Env(gate.endpoint));
       expect(r.code, r.stderr).toBe(3);
       expect(r.json.status).toBe('complete');
       expect(r.json.upload).toMatchObject({ queued: 6, uploaded: 0, failed: 0, pending: 6 });
