@@ -7,7 +7,7 @@ import { describe, expect, test } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
 import { EventCode, OperationCode, ResponseCode, VendorExtension } from '../src/device/ptp/codes.js';
 import { encodeU32Array, type DeviceInfo } from '../src/device/ptp/datasets.js';
-import { PtpSession, type PtpCommand, type PtpEvent, type PtpIncoming, type PtpTransport } from '../src/device/ptp/session.js';
+import { PtpSession, type PtpCommand, type PtpEvent } from '../src/device/ptp/session.js';
 import {
   CanonEosEventCode,
   NIKON_SDRAM_OBJECT_HANDLE,
@@ -19,6 +19,7 @@ import {
   type CanonEosEvent,
 } from '../src/device/ptp/vendor-events-decode.js';
 import { CanonEosOperation, chooseEventStrategy, startVendorEvents } from '../src/device/ptp/vendor-events.js';
+import { ScriptedDevice } from './support/ptp-scripted-device.js';
 
 function onlyProtocolErrors(fn: () => unknown): void {
   try {
@@ -140,66 +141,24 @@ describe('Nikon CheckEvent data', () => {
 // ------------------------------------------------------------------------------------------------------
 // Session layer
 
-/** A camera behind an in-memory transport: answers each command from `answer` (data + OK, or a response code). */
-class FakeCamera implements PtpTransport {
-  readonly commands: PtpCommand[] = [];
-  private readonly queue: PtpIncoming[] = [];
-  private waiter: ((i: PtpIncoming) => void) | undefined;
-  private readonly listeners = new Set<(e: PtpEvent) => void>();
-
-  constructor(private readonly answer: (cmd: PtpCommand) => Buffer | number | undefined) {}
-
-  private push(i: PtpIncoming): void {
-    const w = this.waiter;
-    this.waiter = undefined;
-    if (w) w(i);
-    else this.queue.push(i);
-  }
-
-  interruptEvent(e: PtpEvent): void {
-    for (const l of this.listeners) l(e);
-  }
-
-  async sendCommand(cmd: PtpCommand): Promise<void> {
-    this.commands.push(cmd);
-    const a = this.answer(cmd);
+/**
+ * A camera behind an in-memory transport: answers each command from `answer`: a Buffer is sent as the
+ * data phase followed by OK, a number is the response code, undefined is a plain OK.
+ */
+function fakeCamera(answer: (cmd: PtpCommand) => Buffer | number | undefined): ScriptedDevice {
+  return new ScriptedDevice((cmd, dev) => {
+    const a = answer(cmd);
     const tid = cmd.transactionId;
     if (Buffer.isBuffer(a)) {
-      this.push({ kind: 'data-start', transactionId: tid, totalLength: a.length });
-      if (a.length > 0) this.push({ kind: 'data', transactionId: tid, bytes: a });
-      this.push({ kind: 'data-end', transactionId: tid });
+      dev.reply({ kind: 'data-start', transactionId: tid, totalLength: a.length });
+      if (a.length > 0) dev.reply({ kind: 'data', transactionId: tid, bytes: a });
+      dev.reply({ kind: 'data-end', transactionId: tid });
     }
-    this.push({ kind: 'response', code: typeof a === 'number' ? a : ResponseCode.OK, transactionId: tid, params: [] });
-  }
-
-  async sendData(): Promise<void> {}
-
-  receive(signal?: AbortSignal): Promise<PtpIncoming> {
-    const next = this.queue.shift();
-    if (next) return Promise.resolve(next);
-    return new Promise((resolve, reject) => {
-      const onAbort = (): void => reject(signal?.reason);
-      this.waiter = (i) => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve(i);
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
-  onEvent(listener: (e: PtpEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  async cancel(): Promise<void> {}
-  async reset(): Promise<void> {}
-  async close(): Promise<void> {}
-
-  codes(): number[] {
-    return this.commands.map((c) => c.code);
-  }
+    dev.reply({ kind: 'response', code: typeof a === 'number' ? a : ResponseCode.OK, transactionId: tid, params: [] });
+  });
 }
+
+const codesOf = (cam: ScriptedDevice): number[] => cam.commands.map((c) => c.code);
 
 function deviceInfo(over: Partial<DeviceInfo>): DeviceInfo {
   return {
@@ -253,14 +212,14 @@ describe('polling at the session layer', () => {
       encodeCanonEosEvents([{ kind: 'prop-changed', code: CanonEosEventCode.PropValueChanged, property: 0xd101 }]),
       encodeCanonEosEvents([]),
     ];
-    const cam = new FakeCamera((cmd) => (cmd.code === CanonEosOperation.GetEvent ? (batches.shift() ?? encodeCanonEosEvents([])) : undefined));
+    const cam = fakeCamera((cmd) => (cmd.code === CanonEosOperation.GetEvent ? (batches.shift() ?? encodeCanonEosEvents([])) : undefined));
     const session = new PtpSession(cam);
     await session.openSession();
     const seen: PtpEvent[] = [];
     session.onEvent((e) => seen.push(e));
     const poller = await startVendorEvents(session, canonInfo, { intervalMs: 10 });
     try {
-      expect(cam.codes().slice(0, 3)).toEqual([OperationCode.OpenSession, CanonEosOperation.SetRemoteMode, CanonEosOperation.SetEventMode]);
+      expect(codesOf(cam).slice(0, 3)).toEqual([OperationCode.OpenSession, CanonEosOperation.SetRemoteMode, CanonEosOperation.SetEventMode]);
       expect(cam.commands[1]?.params).toEqual([1]);
       expect(seen).toEqual([]);
       batches.push(
@@ -285,7 +244,7 @@ describe('polling at the session layer', () => {
 
   test('Nikon: an SDRAM capture (handle 0) arrives as ObjectAdded 0xFFFF0001 and CaptureComplete', async () => {
     const batches: Buffer[] = [encodeNikonEvents([{ code: NikonEventCode.ObjectAddedInSdram, param: 0 }, { code: NikonEventCode.CaptureCompleteRecInSdram, param: 0 }])];
-    const cam = new FakeCamera((cmd) => (cmd.code === OperationCode.NikonGetEvent ? (batches.shift() ?? encodeNikonEvents([])) : undefined));
+    const cam = fakeCamera((cmd) => (cmd.code === OperationCode.NikonGetEvent ? (batches.shift() ?? encodeNikonEvents([])) : undefined));
     const session = new PtpSession(cam);
     await session.openSession();
     const sub = session.subscribe();
@@ -300,23 +259,23 @@ describe('polling at the session layer', () => {
   });
 
   test('a camera with standard events is never polled, and its interrupt events still reach listeners', async () => {
-    const cam = new FakeCamera(() => undefined);
+    const cam = fakeCamera(() => undefined);
     const session = new PtpSession(cam);
     await session.openSession();
     const seen: PtpEvent[] = [];
     session.onEvent((e) => seen.push(e));
     const poller = await startVendorEvents(session, deviceInfo({}), { intervalMs: 5 });
     await new Promise((r) => setTimeout(r, 80));
-    cam.interruptEvent({ code: EventCode.ObjectAdded, transactionId: 0, params: [7] });
+    cam.event({ code: EventCode.ObjectAdded, transactionId: 0, params: [7] });
     await poller.stop();
     expect(poller.polling).toBe(false);
-    expect(cam.codes()).toEqual([OperationCode.OpenSession]);
+    expect(codesOf(cam)).toEqual([OperationCode.OpenSession]);
     expect(seen).toEqual([{ code: EventCode.ObjectAdded, transactionId: 0, params: [7] }]);
   });
 
   test('object-handle polling reports handles that appear and vanish after the baseline', async () => {
     let handles = [1, 2, 3];
-    const cam = new FakeCamera((cmd) => (cmd.code === OperationCode.GetObjectHandles ? encodeU32Array(handles) : undefined));
+    const cam = fakeCamera((cmd) => (cmd.code === OperationCode.GetObjectHandles ? encodeU32Array(handles) : undefined));
     const session = new PtpSession(cam);
     await session.openSession();
     const poller = await startVendorEvents(session, deviceInfo({ manufacturer: 'FUJIFILM', eventsSupported: [] }), { intervalMs: 10_000 });
@@ -334,7 +293,7 @@ describe('polling at the session layer', () => {
 
   test('a garbled batch is reported and polling goes on', async () => {
     const batches: Buffer[] = [encodeCanonEosEvents([])];
-    const cam = new FakeCamera((cmd) => (cmd.code === CanonEosOperation.GetEvent ? (batches.shift() ?? encodeCanonEosEvents([])) : undefined));
+    const cam = fakeCamera((cmd) => (cmd.code === CanonEosOperation.GetEvent ? (batches.shift() ?? encodeCanonEosEvents([])) : undefined));
     const session = new PtpSession(cam);
     await session.openSession();
     const seen: PtpEvent[] = [];
