@@ -110,13 +110,20 @@ async function ok(script: string, timeoutMs?: number): Promise<string> {
   return r.output;
 }
 
+/** Every file at the destination (Shuttle's own folders aside) as path → sha256, temp files included. */
+async function destinationFiles(): Promise<Map<string, string>> {
+  const out = await ok(`cd /srv/photos && find . -type f ! -path './.shuttle/*' ! -path './ascmhl/*' -exec sha256sum {} +`);
+  return new Map(out.trim().split('\n').filter(Boolean).map((l) => {
+    const [hash, path] = l.split(/\s+/, 2) as [string, string];
+    return [path.replace(/^\.\//, ''), hash];
+  }));
+}
+
 /** Destination files (not Shuttle's own folders) as hash → path, and any temp files left. */
 async function destination(): Promise<{ files: Map<string, string>; temps: string[] }> {
-  const out = await ok(`cd /srv/photos && find . -type f ! -path './.shuttle/*' ! -path './ascmhl/*' -exec sha256sum {} +`);
   const files = new Map<string, string>();
   const temps: string[] = [];
-  for (const line of out.trim().split('\n').filter(Boolean)) {
-    const [hash, path] = line.split(/\s+/, 2) as [string, string];
+  for (const [path, hash] of await destinationFiles()) {
     if (path.endsWith('.shuttle-tmp')) temps.push(path);
     else files.set(hash, path);
   }
@@ -318,15 +325,6 @@ describe.sequential('a power cut in the middle of an ingest', () => {
   let journaled: Array<{ path: string; sha256: string }>;
   let afterCut: Map<string, string>;
 
-  /** Every destination file (Shuttle's folders aside) as path → sha256. */
-  async function destinationByPath(): Promise<Map<string, string>> {
-    const out = await ok(`cd /srv/photos && find . -type f ! -path './.shuttle/*' ! -path './ascmhl/*' -exec sha256sum {} +`);
-    return new Map(out.trim().split('\n').filter(Boolean).map((l) => {
-      const [hash, path] = l.split(/\s+/, 2) as [string, string];
-      return [path.replace(/^\.\//, ''), hash];
-    }));
-  }
-
   beforeAll(async () => {
     card = await makeCard('card3', 256, ['--count', '12', '--seed', '9', '--raw-size', '12MB']);
     await unplug('reader3');
@@ -346,7 +344,7 @@ describe.sequential('a power cut in the middle of an ingest', () => {
     } finally {
       db.close();
     }
-    afterCut = await destinationByPath();
+    afterCut = await destinationFiles();
   }, 20 * MINUTE);
 
   test('every-copy-the-journal-holds-verified-is-intact-after-the-cut', () => {
@@ -374,7 +372,7 @@ describe.sequential('a power cut in the middle of an ingest', () => {
     const journal = await ok(`journalctl -b -o cat --no-pager -u shuttle.service -u 'shuttle-card@*'`);
     await writeFile(join(outDir, 'journal-after-cut.txt'), journal);
     expect(lastCardJobEnd(journal), journal.slice(-4000)).toBe('done');
-    const files = await destinationByPath();
+    const files = await destinationFiles();
     const hashes = new Set(files.values());
     for (const h of card.hashes) expect(hashes.has(h), `a file of the card (sha256 ${h}) is missing after the cut`).toBe(true);
     expect([...files.keys()].filter((p) => p.endsWith('.shuttle-tmp'))).toEqual([]);
@@ -407,8 +405,7 @@ describe.sequential('a camera plugged in over USB', () => {
 
   test('is-ingested-by-the-daemon-without-a-command-every-file-at-the-destination', async () => {
     expect(journal).toMatch(/"msg":"camera attached"/);
-    const out = await ok(`cd /srv/photos && find . -type f ! -path './.shuttle/*' ! -path './ascmhl/*' -exec sha256sum {} +`);
-    const there = new Set(out.trim().split('\n').filter(Boolean).map((l) => l.split(/\s+/)[0]));
+    const there = new Set((await destinationFiles()).values());
     for (const h of shoot.hashes) expect(there.has(h), `a file of the camera (sha256 ${h}) is missing at the destination`).toBe(true);
     const verify = await guest('/usr/local/bin/shuttle verify /srv/photos --strict --json', 5 * MINUTE);
     expect(verify.rc, verify.output).toBe(0);
