@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { cp, mkdir, mkdtemp, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -148,6 +148,19 @@ describe('install into a DESTDIR', () => {
     const summary = JSON.parse(r.stdout) as { status: string; failed: number; copied: number };
     expect(summary.failed).toBe(0);
     expect(summary.copied).toBeGreaterThan(0);
+  });
+
+  test('installed-launcher-keeps-compiled-code-in-the-service-cache-or-the-users-cache', async () => {
+    const shuttle = join(root, 'opt/shuttle/bin/shuttle');
+    const service = join(work, 'var-cache-shuttle');
+    const home = join(work, 'home');
+    await mkdir(service, { recursive: true });
+    await mkdir(home, { recursive: true });
+    ok(run(shuttle, ['--help'], { env: { CACHE_DIRECTORY: service, HOME: home } }), 'shuttle --help under systemd');
+    ok(run(shuttle, ['--help'], { env: { HOME: home } }), 'shuttle --help as a user');
+    const entries = async (dir: string): Promise<string[]> => (existsSync(dir) ? (await readdir(dir, { recursive: true })) : []);
+    expect((await entries(join(service, 'node-compile-cache'))).length).toBeGreaterThan(0);
+    expect((await entries(join(home, '.cache/shuttle/node-compile-cache'))).length).toBeGreaterThan(0);
   });
 
   test('a-second-install-upgrades-the-program-and-keeps-the-edited-config', async () => {

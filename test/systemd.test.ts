@@ -155,6 +155,8 @@ describe('units', () => {
     expect(d.get('StateDirectory')).toEqual(['shuttle']);
     expect(d.get('ConfigurationDirectory')).toEqual(['shuttle']);
     expect(d.get('RuntimeDirectory')).toEqual(['shuttle']);
+    // bin/shuttle.js keeps V8's compiled code there ($CACHE_DIRECTORY): without it, every start compiles anew.
+    expect(d.get('CacheDirectory')).toEqual(['shuttle']);
     // The name src/upload/credentials.ts looks for in $CREDENTIALS_DIRECTORY.
     expect(d.get('LoadCredential')).toEqual([`${SYSTEMD_CREDENTIAL_NAMES.file}:/etc/shuttle/aws-credentials`]);
     expect(d.get('DeviceAllow')).toEqual(['char-usb_device rw']);
