@@ -216,7 +216,9 @@ export class PtpCamera {
    */
   download(handle: number, opts: DownloadOptions = {}): Readable {
     const signal = opts.signal;
-    const readable = Readable.from(this.downloadChunks(handle, opts), { objectMode: false, highWaterMark: 1024 * 1024 });
+    // One chunk at a time (highWaterMark 0): with more buffered, a read() returns them concatenated into a
+    // fresh buffer. Read-ahead is the transport's job (its receive queue keeps the link busy meanwhile).
+    const readable = Readable.from(this.downloadChunks(handle, opts), { objectMode: false, highWaterMark: 0 });
     if (signal) {
       const onAbort = (): void => {
         readable.destroy(abortReason(signal));

@@ -3,13 +3,57 @@
  * Reading is pull-based: decoded parts wait in a queue, and the socket is paused while the queue holds more
  * than `highWaterMark` bytes, so a slow consumer slows the peer down instead of filling memory.
  */
-import type { Socket } from 'node:net';
+import type { OnReadOpts, Socket } from 'node:net';
 import { ShuttleError, abortReason, errnoCode, isShuttleError } from '../../errors.js';
 import { PacketDecoder, type PacketPart } from './packets.js';
+
+/** Room a slab must have left to take the next socket read; below it a new slab is started. */
+const SLAB_MIN_READ = 128 * 1024;
+const SLAB_SIZE = 2 * 1024 * 1024;
+
+/**
+ * Socket reads into large slabs (net.connect's `onread`) instead of Node's fresh 64 KiB buffer per read:
+ * one read takes whatever the kernel holds, up to the slab's free room, so an object streams in few large
+ * slices and a few allocations instead of thousands. Each read lands after the previous one in the slab and
+ * a slab is never written twice, so slices handed out stay valid for as long as anyone holds them.
+ */
+export class SlabReads {
+  private slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+  private used = 0;
+  private sink: ((chunk: Buffer) => void) | undefined;
+  private early: Buffer[] = [];
+
+  /** Pass as `onread` to net.connect / new net.Socket. */
+  readonly onread: OnReadOpts = {
+    buffer: () => {
+      if (this.slab.length - this.used < SLAB_MIN_READ) {
+        this.slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+        this.used = 0;
+      }
+      return this.slab.subarray(this.used);
+    },
+    // Never pauses by its return value: PacketSocket pauses the socket itself when its queue is full.
+    callback: (bytes: number, buf: Uint8Array) => {
+      const chunk = Buffer.from(buf.buffer, buf.byteOffset, bytes);
+      this.used += bytes;
+      if (this.sink) this.sink(chunk);
+      else this.early.push(chunk);
+      return true;
+    },
+  };
+
+  /** Where reads go; reads that arrived before (none in practice: reads start after connect) are replayed. */
+  attach(sink: (chunk: Buffer) => void): void {
+    this.sink = sink;
+    for (const c of this.early.splice(0)) sink(c);
+  }
+}
 
 export interface PacketSocketOptions {
   /** Named in errors: 'command', 'event'. */
   role: string;
+  /** The slab reader the socket was created with; without it the socket's 'data' events are read. */
+  reads?: SlabReads;
   maxControlLength?: number;
   highWaterMark?: number;
   /** Extra context for errors (host, port). */
@@ -44,7 +88,8 @@ export class PacketSocket {
     this.highWaterMark = opts.highWaterMark ?? 4 * 1024 * 1024;
     this.context = { connection: opts.role, ...opts.context };
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (opts.reads) opts.reads.attach((chunk) => this.onData(chunk));
+    else socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.fail(transportError(`PTP/IP ${opts.role} connection failed: ${err.message}`, this.context, err)));
     socket.on('end', () => {
       // A half-closed peer sends nothing more; close our side too.
@@ -137,26 +182,51 @@ export class PacketSocket {
     });
   }
 
-  /** Writes buffers as one unit; resolves when the socket can take more (drain), rejects if it closes or the signal aborts. */
-  write(buffers: Uint8Array | readonly Uint8Array[], signal?: AbortSignal): Promise<void> {
+  /**
+   * Writes buffers as one unit; resolves when the socket can take more (drain), rejects if it closes or the
+   * signal aborts. With `flushed`, resolves only once the kernel has taken every byte, so the caller may
+   * reuse the buffers at once (a sender reading a file into one recycled buffer).
+   */
+  write(buffers: Uint8Array | readonly Uint8Array[], signal?: AbortSignal, opts: { flushed?: boolean } = {}): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     if (signal?.aborted) return Promise.reject(abortReason(signal));
-    const list = buffers instanceof Uint8Array ? [buffers] : buffers;
+    const list = (buffers instanceof Uint8Array ? [buffers] : buffers).filter((b) => b.byteLength > 0);
     let ok = true;
+    let written = !opts.flushed;
+    let onWritten: (() => void) | undefined;
     this.socket.cork();
-    for (const b of list) if (b.byteLength > 0) ok = this.socket.write(b);
+    list.forEach((b, i) => {
+      const last = i === list.length - 1;
+      ok = opts.flushed && last
+        ? this.socket.write(b, (err) => {
+            // A failed write also closes the socket: onClose rejects.
+            if (err) return;
+            written = true;
+            onWritten?.();
+          })
+        : this.socket.write(b);
+    });
     this.socket.uncork();
-    if (ok) return Promise.resolve();
+    if (list.length === 0) written = true;
+    if (ok && written) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
+      let drained = ok;
       const cleanup = (): void => {
         this.socket.off('drain', onDrain);
         offClose();
         signal?.removeEventListener('abort', onAbort);
+        onWritten = undefined;
       };
-      const onDrain = (): void => {
+      const settle = (): void => {
+        if (!drained || !written) return;
         cleanup();
         resolve();
       };
+      const onDrain = (): void => {
+        drained = true;
+        settle();
+      };
+      onWritten = settle;
       const onAbort = (): void => {
         cleanup();
         reject(abortReason(signal as AbortSignal));
@@ -165,7 +235,7 @@ export class PacketSocket {
         cleanup();
         reject(e);
       });
-      this.socket.on('drain', onDrain);
+      if (!drained) this.socket.on('drain', onDrain);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
   }

@@ -36,6 +36,7 @@ export interface ResponderRequest {
 export type ResponderReply =
   | { code: number; params?: number[] }
   | { code: number; params?: number[]; data: Uint8Array }
+  /** A data-in phase streamed from `chunks`; each chunk is in the kernel before the next is pulled, so chunks may share one buffer. */
   | { code: number; params?: number[]; stream: { length: number; chunks: AsyncIterable<Uint8Array> } };
 
 export interface ResponderSession {
@@ -374,7 +375,8 @@ export class PtpIpResponder {
           off += piece.byteLength;
           if (sent + piece.byteLength > stream.length) throw new ShuttleError('SOURCE_CHANGED', `object grew past the ${stream.length} bytes announced`, { context: { transactionId: tid } });
           sent += piece.byteLength;
-          await cmd.write([encodeDataPacketHeader(sent === stream.length, tid, piece.byteLength), piece], signal);
+          // The stream may reuse the chunk's buffer once it is pulled again: the chunk's last piece is flushed first.
+          await cmd.write([encodeDataPacketHeader(sent === stream.length, tid, piece.byteLength), piece], signal, { flushed: off >= chunk.byteLength });
         }
       }
       if (sent !== stream.length) {

@@ -22,7 +22,7 @@ import {
   encodeDataPacketHeader,
   type ControlPacket,
 } from './packets.js';
-import { PacketSocket, transportError } from './packet-socket.js';
+import { PacketSocket, SlabReads, transportError } from './packet-socket.js';
 
 export interface InitiatorIdentity {
   guid: Uint8Array;
@@ -100,11 +100,11 @@ export interface ResponderIdentity {
 /** Largest payload put in one Data packet when sending. */
 const MAX_DATA_PACKET_PAYLOAD = 1024 * 1024;
 
-function openSocket(host: string, port: number, role: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<net.Socket> {
+function openSocket(host: string, port: number, role: string, timeoutMs: number, signal: AbortSignal | undefined, reads: SlabReads): Promise<net.Socket> {
   throwIfAborted(signal);
   const context = { host, port, connection: role };
   return new Promise<net.Socket>((resolve, reject) => {
-    const socket = net.connect({ host, port });
+    const socket = net.connect({ host, port, onread: reads.onread });
     const timer = setTimeout(() => {
       finish();
       socket.destroy();
@@ -163,7 +163,8 @@ export async function connectPtpIp(opts: PtpIpConnectOptions): Promise<PtpIpTran
   const hs = handshakeSignal(opts.handshakeTimeoutMs ?? 10_000, opts.signal, context);
   const log = opts.logger ?? silentLogger;
 
-  const cmd = new PacketSocket(await openSocket(opts.host, port, 'command', connectTimeoutMs, hs), { role: 'command', context });
+  const cmdReads = new SlabReads();
+  const cmd = new PacketSocket(await openSocket(opts.host, port, 'command', connectTimeoutMs, hs, cmdReads), { role: 'command', context, reads: cmdReads });
   let evt: PacketSocket | undefined;
   try {
     await cmd.write(encodeControlPacket({ type: 'InitCommandRequest', guid: opts.identity.guid, friendlyName: opts.identity.friendlyName, protocolVersion: PTPIP_VERSION }), hs);
@@ -180,15 +181,17 @@ export async function connectPtpIp(opts: PtpIpConnectOptions): Promise<PtpIpTran
 
     // Some cameras (Ricoh Theta) open the event port a moment after acknowledging: retry a refused connect twice.
     let evtSocket: net.Socket | undefined;
+    // A refused connect reads nothing, so one slab reader serves every attempt.
+    const evtReads = new SlabReads();
     for (let attempt = 0; !evtSocket; attempt++) {
       try {
-        evtSocket = await openSocket(opts.host, eventPort, 'event', connectTimeoutMs, hs);
+        evtSocket = await openSocket(opts.host, eventPort, 'event', connectTimeoutMs, hs, evtReads);
       } catch (err) {
         if (attempt >= 2 || !isShuttleError(err, 'TRANSPORT') || err.context['errno'] !== 'ECONNREFUSED') throw err;
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    evt = new PacketSocket(evtSocket, { role: 'event', context: { ...context, port: eventPort } });
+    evt = new PacketSocket(evtSocket, { role: 'event', context: { ...context, port: eventPort }, reads: evtReads });
     await evt.write(encodeControlPacket({ type: 'InitEventRequest', connectionNumber: responder.connectionNumber }), hs);
     const evAck = await nextControl(evt, hs, 'InitEventAck');
     if (evAck.type === 'InitFail') throw initFailError(evAck.reason, context);
