@@ -3,7 +3,10 @@
 // does not do: hashing, read-back verification, journal and manifest.
 // A bare libusb read loop (bench/usb-bare-loop.ts) on the same device gives the bus limit; Shuttle's
 // throughput is reported as a fraction of it.
-// Run:  ./node_modules/.bin/node bench/usb.ts [MiB]   (needs the packages test/hil names, and gphoto2; default 300 MiB)
+// Run:  ./node_modules/.bin/node bench/usb.ts [MiB] [large|small]   (needs the packages test/hil names, and
+// gphoto2; default 300 MiB of large files). `large`: 25 MB RAW + 8 MB JPEG per shot, where every tool is
+// near the bus limit; `small`: about 1 MB per file, like the issue's own measurement (35 files, 39 MB),
+// where per-file costs decide.
 // USB_BENCH_KEEP=DIR leaves the guest's logs in DIR; USB_BENCH_CPU_PROF=DIR also runs Shuttle with
 // --cpu-prof and debug logging (much slower under TCG) and leaves its profile there too.
 import { readFileSync } from 'node:fs';
@@ -18,13 +21,16 @@ const { hashTree, extractFromExt4, makeExt4Image } = await import('../test/hil/f
 const { GUEST_DIR, requireHilPackages, startGuest } = await import('../test/hil/vm.js');
 
 const mib = Number(process.argv[2] ?? '300');
+const mix = process.argv[3] ?? 'large';
+if (mix !== 'large' && mix !== 'small') throw new Error(`file mix must be large or small, not ${mix}`);
+const [rawSize, jpegSize] = mix === 'large' ? [25_000_000, 8_000_000] : [1_500_000, 500_000];
 requireHilPackages([{ pkg: 'gphoto2', tool: 'gphoto2' }]);
 const work = await mkdtemp(join(tmpdir(), 'shuttle-bench-usb-'));
 try {
   const card = join(work, 'card');
-  // 25 MB RAW + 8 MB JPEG per shot, like the folder benchmark, plus sidecars and a voice memo.
-  const shots = Math.max(1, Math.round((mib * 1024 * 1024) / 33e6));
-  await makeSampleCard(card, { count: shots, perFolder: Math.ceil(shots / 2), rawSize: 25_000_000, jpegSize: 8_000_000, seed: 7 });
+  // RAW + JPEG shots, plus sidecars and a voice memo.
+  const shots = Math.max(1, Math.round((mib * 1024 * 1024) / (rawSize + jpegSize)));
+  await makeSampleCard(card, { count: shots, perFolder: Math.ceil(shots / 2), rawSize, jpegSize, seed: 7 });
   const source = await hashTree(card); // also warms this machine's page cache, so both tools read it warm
   const bytes = [...source.values()].reduce((n, f) => n + f.size, 0);
   const disk = join(work, 'dest.img');
@@ -79,7 +85,7 @@ try {
     ['  of which listing, copying, verifying', (shuttle.secs - startupSecs).toFixed(1), (mb / (shuttle.secs - startupSecs)).toFixed(1), ''],
   ];
   const width = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  process.stdout.write(`\nUSB camera benchmark: ${source.size} files, ${mb.toFixed(0)} MB, QEMU usb-mtp in a TCG guest\n`);
+  process.stdout.write(`\nUSB camera benchmark: ${source.size} files, ${mb.toFixed(0)} MB, QEMU usb-mtp in a TCG guest (${mix} files)\n`);
   for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(width[i]!)).join('  ')}\n`);
   // Each side with and without its own node start-up (the bare loop's is the wall time minus its in-process time).
   const workSecs = shuttle.secs - startupSecs;
