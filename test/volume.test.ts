@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, realpath, rm, statfs } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, realpath, rm, statfs, symlink, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
+import { SYSTEM_FILES, isRemovableOrHotplug, type SystemFiles } from '../src/device/card/block-device.js';
 import { sourceIdentityForFolder, volumeOf } from '../src/device/card/volume.js';
 
 /**
@@ -144,14 +145,16 @@ describe('volumeOf', () => {
   test('without util-linux tools (a bare container) the mount still comes from /proc/self/mountinfo', async () => {
     const mnt = await exfatCard('EOS_DIGITAL');
     const withTools = await volumeOf(mnt);
+    // No udev either (its files would name the UUID without a tool): an empty stand-in for them.
+    const files = await udevFiles();
     const path = process.env['PATH'];
     process.env['PATH'] = await mkdtemp(join(work, 'empty-path-'));
     try {
-      const v = await volumeOf(mnt);
+      const v = await volumeOf(mnt, { files });
       expect(v).toMatchObject({ mountPoint: mnt, device: withTools.device, isMountRoot: true, capacityBytes: withTools.capacityBytes });
       expect(v.uuid).toBeUndefined();
       // Without a UUID a card cannot be told from another, so it is keyed as a folder.
-      expect((await sourceIdentityForFolder(mnt)).kind).toBe('folder');
+      expect((await sourceIdentityForFolder(mnt, { files })).kind).toBe('folder');
     } finally {
       process.env['PATH'] = path;
     }
@@ -234,5 +237,155 @@ describe('sourceIdentityForFolder', () => {
     expect(v).toMatchObject({ fsType: 'ext4', isMountRoot: true, removable: false, label: 'EOS_DIGITAL' });
     expect(v.uuid).toMatch(/^[0-9a-f-]{36}$/);
     expect((await sourceIdentityForFolder(mnt)).kind).toBe('folder');
+  });
+});
+
+/** A stand-in for udev's files around the real mount table and sysfs: empty folders the test fills. */
+async function udevFiles(): Promise<SystemFiles> {
+  const root = await mkdtemp(join(work, 'udev-'));
+  const files = { ...SYSTEM_FILES, udevData: join(root, 'data'), devDisk: join(root, 'disk') };
+  await mkdir(files.udevData, { recursive: true });
+  await mkdir(join(files.devDisk, 'by-uuid'), { recursive: true });
+  await mkdir(join(files.devDisk, 'by-label'), { recursive: true });
+  return files;
+}
+
+/** Runs `body` with no tools reachable, so anything it learns came from files, not from a child process. */
+async function withoutTools<T>(body: () => Promise<T>): Promise<T> {
+  const path = process.env['PATH'];
+  process.env['PATH'] = await mkdtemp(join(work, 'empty-path-'));
+  try {
+    return await body();
+  } finally {
+    process.env['PATH'] = path;
+  }
+}
+
+function devNumber(device: string): string {
+  return sh('stat', ['-L', '-c', '%Hr:%Lr', device]).trim();
+}
+
+describe('volumeOf from the kernel and udev files', () => {
+  test('a mount point with a space (escaped as \\040 in mountinfo) is found as written, tmpfs as its device', async () => {
+    need(process.getuid?.() === 0, 'mounting a tmpfs needs root');
+    const mnt = join(await realpath(work), 'tmp fs');
+    await mkdir(join(mnt, 'sub'), { recursive: true });
+    sh('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mnt]);
+    cleanups.push(() => sh('umount', [mnt]));
+    await mkdir(join(mnt, 'sub'));
+    expect(await volumeOf(mnt)).toMatchObject({ mountPoint: mnt, device: 'tmpfs', fsType: 'tmpfs', isMountRoot: true, removable: false, capacityBytes: 8 * 1024 * 1024 });
+    expect(await volumeOf(join(mnt, 'sub'))).toMatchObject({ mountPoint: mnt, isMountRoot: false });
+  });
+
+  test("udev's database record gives UUID, label and the real type under FUSE with no tool run", async () => {
+    const mnt = await exfatCard('EOS_DIGITAL');
+    const withTools = await volumeOf(mnt);
+    const files = await udevFiles();
+    // blkid -o udev prints the very properties udev's blkid builtin stores for the device.
+    const record = sh('blkid', ['-o', 'udev', withTools.device]).split('\n').filter(Boolean).map((l) => `E:${l}`).join('\n');
+    await writeFile(join(files.udevData, `b${devNumber(withTools.device)}`), `S:disk/by-uuid/${withTools.uuid}\nI:1\n${record}\nG:systemd\n`);
+    const v = await withoutTools(() => volumeOf(mnt, { files: files }));
+    expect(v).toEqual(withTools);
+    expect(v).toMatchObject({ fsType: 'exfat', label: 'EOS_DIGITAL', isMountRoot: true });
+  });
+
+  test('a label udev escaped (EOS\\x20DIGITAL) comes back with its space, from the record and from the links', async () => {
+    const mnt = await fat32Card('EOS DIGITAL');
+    const withTools = await volumeOf(mnt);
+    expect(withTools.label).toBe('EOS DIGITAL');
+
+    const fromRecord = await udevFiles();
+    await writeFile(
+      join(fromRecord.udevData, `b${devNumber(withTools.device)}`),
+      `E:ID_FS_LABEL=EOS_DIGITAL\nE:ID_FS_LABEL_ENC=EOS\\x20DIGITAL\nE:ID_FS_UUID=${withTools.uuid}\nE:ID_FS_UUID_ENC=${withTools.uuid}\nE:ID_FS_TYPE=vfat\n`,
+    );
+    expect(await withoutTools(() => volumeOf(mnt, { files: fromRecord }))).toMatchObject({ label: 'EOS DIGITAL', uuid: withTools.uuid, fsType: 'vfat' });
+
+    // A container may see udev's /dev/disk links but not its database: the links name UUID and label.
+    const fromLinks = await udevFiles();
+    const rel = relative(join(fromLinks.devDisk, 'by-uuid'), withTools.device);
+    await symlink(rel, join(fromLinks.devDisk, 'by-uuid', withTools.uuid ?? 'none'));
+    await symlink(rel, join(fromLinks.devDisk, 'by-label', 'EOS\\x20DIGITAL'));
+    await symlink('../../null', join(fromLinks.devDisk, 'by-label', 'OTHER'));
+    const v = await withoutTools(() => volumeOf(mnt, { files: fromLinks }));
+    expect(v).toMatchObject({ label: 'EOS DIGITAL', uuid: withTools.uuid, isMountRoot: true });
+  });
+
+  test("udev's links without its database leave the FUSE type and a missing label to lsblk and blkid, as before", async () => {
+    const mnt = await exfatCard('NIKON_Z');
+    const withTools = await volumeOf(mnt);
+    const files = await udevFiles();
+    await symlink(relative(join(files.devDisk, 'by-uuid'), withTools.device), join(files.devDisk, 'by-uuid', withTools.uuid ?? 'none'));
+    expect(await volumeOf(mnt, { files: files })).toEqual(withTools);
+  });
+
+  test('a UUID link without a label link leaves the label to blkid: the label link may belong to another card', async () => {
+    const mnt = await ext4Disk('EOS_DIGITAL');
+    const withTools = await volumeOf(mnt);
+    const files = await udevFiles();
+    await symlink(relative(join(files.devDisk, 'by-uuid'), withTools.device), join(files.devDisk, 'by-uuid', withTools.uuid ?? 'none'));
+    await symlink('../../null', join(files.devDisk, 'by-label', 'EOS_DIGITAL'));
+    expect(await volumeOf(mnt, { files: files })).toEqual(withTools);
+    expect(withTools.label).toBe('EOS_DIGITAL');
+  });
+
+  test('a record of another device, or one udev has not probed yet, is not taken for this one', async () => {
+    const mnt = await exfatCard('EOS_DIGITAL');
+    const withTools = await volumeOf(mnt);
+    const files = await udevFiles();
+    await writeFile(join(files.udevData, 'b7:99999'), 'E:ID_FS_UUID=AAAA-BBBB\nE:ID_FS_TYPE=vfat\n');
+    await writeFile(join(files.udevData, `b${devNumber(withTools.device)}`), 'E:SYSTEMD_READY=0\n');
+    expect(await volumeOf(mnt, { files: files })).toEqual(withTools);
+  });
+});
+
+describe('isRemovableOrHotplug', () => {
+  test("agrees with lsblk's RM or HOTPLUG for every block device on this host", async () => {
+    need(hasTool('lsblk'), 'lsblk missing (apt-get install util-linux)');
+    const names = await readdir('/sys/class/block');
+    expect(names.length).toBeGreaterThan(0);
+    let compared = 0;
+    for (const name of names) {
+      let out: string;
+      let devno: string;
+      try {
+        devno = readFileSync(`/sys/class/block/${name}/dev`, 'utf8');
+        out = sh('lsblk', ['-J', '-d', '-o', 'RM,HOTPLUG', `/dev/${name}`]);
+      } catch {
+        // A loop device another test detached (or never gave a node) while this one listed them.
+        continue;
+      }
+      const [major = 0, minor = 0] = devno.trim().split(':').map(Number);
+      const dev = (JSON.parse(out) as { blockdevices: { rm: boolean; hotplug: boolean }[] }).blockdevices[0];
+      expect({ name, removable: await isRemovableOrHotplug({ major, minor }) }).toEqual({ name, removable: dev !== undefined && (dev.rm || dev.hotplug) });
+      compared++;
+    }
+    expect(compared).toBeGreaterThan(0);
+  });
+
+  /** A sysfs tree shaped like a USB card reader's partition: devices/…/usb1/1-1/…/block/sdb/sdb1. */
+  async function readerTree(opts: { usb: boolean; diskRemovable: boolean }): Promise<SystemFiles> {
+    const sys = await mkdtemp(join(work, 'sys-'));
+    const usbDev = join(sys, 'devices/pci0000:00/0000:00:14.0/usb1/1-1');
+    const disk = join(usbDev, '1-1:1.0/host6/target6:0:0/6:0:0:0/block/sdb');
+    await mkdir(join(disk, 'sdb1'), { recursive: true });
+    await mkdir(join(sys, 'dev/block'), { recursive: true });
+    await mkdir(join(sys, 'bus/usb'), { recursive: true });
+    await mkdir(join(sys, 'class/block'), { recursive: true });
+    await writeFile(join(disk, 'removable'), opts.diskRemovable ? '1\n' : '0\n');
+    await writeFile(join(disk, 'sdb1', 'partition'), '1\n');
+    await symlink(relative(disk, join(sys, 'class/block')), join(disk, 'subsystem'));
+    if (opts.usb) await symlink(relative(usbDev, join(sys, 'bus/usb')), join(usbDev, 'subsystem'));
+    await symlink(relative(join(sys, 'dev/block'), join(disk, 'sdb1')), join(sys, 'dev/block/8:17'));
+    return { ...SYSTEM_FILES, sys };
+  }
+
+  test('a partition on a USB reader is hot-pluggable even when its disk is not marked removable', async () => {
+    expect(await isRemovableOrHotplug({ major: 8, minor: 17 }, await readerTree({ usb: true, diskRemovable: false }))).toBe(true);
+    expect(await isRemovableOrHotplug({ major: 8, minor: 17 }, await readerTree({ usb: false, diskRemovable: false }))).toBe(false);
+  });
+
+  test('a partition whose disk is marked removable is removable', async () => {
+    expect(await isRemovableOrHotplug({ major: 8, minor: 17 }, await readerTree({ usb: false, diskRemovable: true }))).toBe(true);
   });
 });

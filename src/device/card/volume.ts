@@ -1,15 +1,18 @@
 import { execFile } from 'node:child_process';
-import { readFile, realpath, stat, statfs } from 'node:fs/promises';
+import { realpath, stat, statfs } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename } from 'node:path';
 import { ShuttleError, abortReason, errnoCode, throwIfAborted } from '../../errors.js';
 import type { SourceIdentity } from '../source.js';
+import { SYSTEM_FILES, blockDeviceNumber, isRemovableOrHotplug, kernelDeviceName, udevFilesystemTags, type SystemFiles } from './block-device.js';
+import { mountHolding, type MountEntry } from './mountinfo.js';
 
 /**
- * Which filesystem holds a path, and what identifies it: util-linux's findmnt for the mount, lsblk and
- * blkid to fill in what findmnt could not read (it needs udev's database or root to probe), statfs for
- * the size. In containers these tools may be missing or know nothing; then /proc/self/mountinfo gives
- * the mount and the identity fields stay empty.
+ * Which filesystem holds a path, and what identifies it, from the kernel's and udev's own files:
+ * /proc/self/mountinfo for the mount, udev's database (or its /dev/disk links) for UUID, label and the
+ * real type under FUSE, sysfs for removable, statfs for the size. No child process in the common case:
+ * util-linux's lsblk and blkid run only when udev knows nothing of a block device (minimal containers,
+ * hosts without udev), and findmnt only when /proc/self/mountinfo cannot be read.
  */
 
 export interface VolumeInfo {
@@ -29,18 +32,16 @@ export interface VolumeInfo {
 
 export interface VolumeOptions {
   signal?: AbortSignal | undefined;
+  /** Where the mount table, udev's files and sysfs are read from: the system's unless a test or chroot says. */
+  files?: SystemFiles | undefined;
 }
 
 /** Filesystems cameras write; a mounted one of these with a UUID is a card even when the kernel does not call its device removable. */
 const CARD_FILESYSTEMS = new Set(['vfat', 'msdos', 'exfat']);
 const TOOL_TIMEOUT_MS = 5_000;
 
-interface MountEntry {
-  target: string;
-  source: string;
-  /** The folder of the filesystem mounted at target: '/' unless a bind mount or a btrfs subvolume. */
-  fsRoot: string;
-  fstype: string;
+/** A mount as findmnt reports it, with the UUID and label it may have read. */
+interface FoundMount extends MountEntry {
   uuid?: string | undefined;
   label?: string | undefined;
 }
@@ -73,45 +74,14 @@ function parseJson(out: string | undefined): Record<string, unknown> | undefined
   }
 }
 
-async function findmnt(path: string, signal: AbortSignal | undefined): Promise<MountEntry | undefined> {
+async function findmnt(path: string, signal: AbortSignal | undefined): Promise<FoundMount | undefined> {
   const json = parseJson(await run('findmnt', ['-J', '-b', '-T', path, '-o', 'TARGET,SOURCE,FSTYPE,UUID,LABEL,SIZE'], signal));
   const fs = (json?.['filesystems'] as Record<string, unknown>[] | undefined)?.[0];
   const target = text(fs?.['target']);
   if (fs === undefined || target === undefined) return undefined;
   // A bind mount or btrfs subvolume shows as `/dev/sda1[/sub]`.
   const [, source = '', fsRoot = '/'] = /^(.*?)(?:\[(.*)\])?$/.exec(text(fs['source']) ?? '') ?? [];
-  return { target, source, fsRoot, fstype: text(fs['fstype']) ?? '', uuid: text(fs['uuid']), label: text(fs['label']) };
-}
-
-/** `\040` and friends, as the kernel escapes mount points in mountinfo. */
-function unescapeMountinfo(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-}
-
-function contains(mountPoint: string, path: string): boolean {
-  return path === mountPoint || mountPoint === '/' || path.startsWith(`${mountPoint}/`);
-}
-
-/** The mount holding `path` per /proc/self/mountinfo: the longest mount point above it, the later one if stacked. */
-async function fromMountinfo(path: string): Promise<MountEntry | undefined> {
-  let best: MountEntry | undefined;
-  let table: string;
-  try {
-    table = await readFile('/proc/self/mountinfo', 'utf8');
-  } catch {
-    return undefined;
-  }
-  for (const line of table.split('\n')) {
-    const [left, right] = line.split(' - ');
-    if (left === undefined || right === undefined) continue;
-    const fields = left.split(' ');
-    const target = unescapeMountinfo(fields[4] ?? '');
-    const fsRoot = unescapeMountinfo(fields[3] ?? '/');
-    const [fstype = '', source = ''] = right.split(' ');
-    if (target === '' || !contains(target, path)) continue;
-    if (best === undefined || target.length >= best.target.length) best = { target, source: unescapeMountinfo(source), fsRoot, fstype };
-  }
-  return best;
+  return { target, source, fsRoot, fstype: text(fs['fstype']) ?? '', major: 0, minor: 0, uuid: text(fs['uuid']), label: text(fs['label']) };
 }
 
 interface DeviceFacts {
@@ -147,9 +117,51 @@ function notFound(path: string, err: unknown): ShuttleError {
   });
 }
 
+/** FUSE drivers (exfat-fuse as `fuseblk`, fusefat as `fuse.fusefat`) hide the real type behind their own. */
+function isFuse(t: string | undefined): boolean {
+  return t === 'fuse' || t === 'fuseblk' || (t?.startsWith('fuse.') ?? false);
+}
+
+interface DeviceIdentity extends DeviceFacts {
+  device: string;
+}
+
+/** Identity of the filesystem on the mount's source: udev's record when it has one, else what lsblk and blkid find. */
+async function identify(mount: FoundMount, files: SystemFiles, signal: AbortSignal | undefined): Promise<DeviceIdentity> {
+  let device = mount.source;
+  let { uuid, label, fstype } = mount;
+  if (!device.startsWith('/dev/')) return { device, uuid, label, fstype, removable: false };
+  // The kernel names the root filesystem's device `/dev/root` when it mounted it itself; findmnt shows the real node.
+  if (device === '/dev/root' && mount.major !== 0) device = (await kernelDeviceName(mount, files)) ?? device;
+  const devno = (await blockDeviceNumber(device)) ?? (mount.major !== 0 ? { major: mount.major, minor: mount.minor } : undefined);
+  const [sysRemovable, udev] =
+    devno === undefined ? [false, undefined] : await Promise.all([isRemovableOrHotplug(devno, files), udevFilesystemTags(device, devno, files)]);
+  let removable = sysRemovable;
+  uuid ??= udev?.uuid;
+  label ??= udev?.label;
+  if (isFuse(fstype) && udev?.fstype !== undefined) fstype = udev.fstype;
+  // udev's record is the whole answer; its links are when they name both UUID and label (a label-less filesystem
+  // and a label link taken by another card look the same from them, and blkid tells them apart).
+  const known = udev !== undefined && !isFuse(fstype) && (udev.complete || (uuid !== undefined && label !== undefined));
+  if (known) return { device, uuid, label, fstype, removable };
+  throwIfAborted(signal);
+  const fromLsblk = await lsblk(device, signal);
+  removable ||= fromLsblk.removable;
+  uuid ??= fromLsblk.uuid;
+  label ??= fromLsblk.label;
+  if (isFuse(fstype) && fromLsblk.fstype !== undefined) fstype = fromLsblk.fstype;
+  if (uuid === undefined || label === undefined || isFuse(fstype)) {
+    const probed = await blkid(device, signal);
+    uuid ??= probed.uuid;
+    label ??= probed.label;
+    if (isFuse(fstype) && probed.fstype !== undefined) fstype = probed.fstype;
+  }
+  return { device, uuid, label, fstype, removable };
+}
+
 /** The filesystem that holds `path`: mount point, device, type, UUID and label when known, and size. */
 export async function volumeOf(path: string, options: VolumeOptions = {}): Promise<VolumeInfo> {
-  const { signal } = options;
+  const { signal, files = SYSTEM_FILES } = options;
   throwIfAborted(signal);
   let real: string;
   try {
@@ -157,28 +169,12 @@ export async function volumeOf(path: string, options: VolumeOptions = {}): Promi
   } catch (err) {
     throw notFound(path, err);
   }
-  const mount = (await findmnt(real, signal)) ?? (await fromMountinfo(real));
+  const mount: FoundMount | undefined = (await mountHolding(real, files.mountinfo)) ?? (await findmnt(real, signal));
   if (mount === undefined) {
-    throw new ShuttleError('SOURCE_UNREADABLE', `${real}: cannot tell which filesystem holds it (no findmnt, no /proc/self/mountinfo)`, { context: { path: real } });
+    throw new ShuttleError('SOURCE_UNREADABLE', `${real}: cannot tell which filesystem holds it (no ${files.mountinfo}, no findmnt)`, { context: { path: real } });
   }
-  const device = mount.source;
-  let { uuid, label, fstype } = mount;
-  let removable = false;
-  // FUSE drivers (exfat-fuse as `fuseblk`, fusefat as `fuse.fusefat`) hide the real type: probe the device.
-  const isFuse = (t: string | undefined): boolean => t === 'fuse' || t === 'fuseblk' || (t?.startsWith('fuse.') ?? false);
-  if (device.startsWith('/dev/')) {
-    const fromLsblk = await lsblk(device, signal);
-    removable = fromLsblk.removable;
-    uuid ??= fromLsblk.uuid;
-    label ??= fromLsblk.label;
-    if (isFuse(fstype) && fromLsblk.fstype !== undefined) fstype = fromLsblk.fstype;
-    if (uuid === undefined || label === undefined || isFuse(fstype)) {
-      const probed = await blkid(device, signal);
-      uuid ??= probed.uuid;
-      label ??= probed.label;
-      if (isFuse(fstype) && probed.fstype !== undefined) fstype = probed.fstype;
-    }
-  }
+  throwIfAborted(signal);
+  const { device, uuid, label, fstype = '', removable } = await identify(mount, files, signal);
   let capacityBytes = 0;
   try {
     const s = await statfs(mount.target);
