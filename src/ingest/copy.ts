@@ -4,7 +4,8 @@ import { unlink } from 'node:fs/promises';
 import { ShuttleError, errnoCode, throwIfAborted } from '../errors.js';
 import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../io/direct.js';
 import type { Source, SourceItem } from '../device/source.js';
-import { MultiHasher, type HashAlgorithm, type HashSet } from './hashing.js';
+import type { HashAlgorithm, HashSet } from './hashing.js';
+import { IngestHasher } from './hash-worker-client.js';
 import { openTemp, fsyncFile, applyTestFault, destinationError, writeAll } from './durable.js';
 import { readBack } from './readback.js';
 
@@ -52,10 +53,21 @@ export const WRITE_AHEAD = 4;
 export const STAGE_BLOCK = 1024 * 1024;
 
 /**
- * Reads `chunks` once, hashing every chunk and staging it into aligned blocks that are written to every
- * live target. Writes to one target run in order, at most WRITE_AHEAD blocks behind the read, so the
- * slowest destination paces the read; a target that fails drops out with its error (its temp removed at
- * once, giving the space back to other destinations on the same volume) and the others carry on. `head`
+ * What fanOut hashes with: MultiHasher (in this thread), or WorkerHasher / IngestHasher (in the hash
+ * worker: a promise that resolves once the worker is done with the bytes).
+ */
+export interface BlockHasher {
+  update(data: Uint8Array): void | Promise<void>;
+}
+
+/**
+ * Reads `chunks` once, staging them into aligned blocks that are hashed and written to every live
+ * target. Blocks live in shared memory, so a WorkerHasher hashes them in its thread while this one reads
+ * on; a block is refilled only after its writes and its hash update have both ended. Hashing whole
+ * staged blocks in order gives the same digests as hashing the chunks. Writes to one target run in
+ * order, at most WRITE_AHEAD blocks behind the read, so the slowest destination paces the read; a target
+ * that fails drops out with its error (its temp removed at once, giving the space back to other
+ * destinations on the same volume) and the others carry on. `head`
  * holds chunks already read (for metadata) that are written first. Each chunk is copied out before the
  * next is pulled, so a source may reuse its buffer for the next one.
  */
@@ -63,13 +75,15 @@ export async function fanOut(
   chunks: AsyncIterable<Buffer>,
   head: readonly Buffer[],
   targets: readonly TempTarget[],
-  hasher: MultiHasher,
+  hasher: BlockHasher,
   signal?: AbortSignal,
 ): Promise<void> {
   const queues = targets.map(() => Promise.resolve());
+  // Hash updates not yet known to be over; the blocks go back to the pool only after them.
+  const hashing = new Set<Promise<unknown>>();
   const window: Array<Promise<unknown>> = [];
-  // One block filling, up to WRITE_AHEAD being written: block i is refilled only after its writes ended.
-  const ring = Array.from({ length: WRITE_AHEAD + 1 }, () => takeAlignedBlock(STAGE_BLOCK));
+  // One block filling, up to WRITE_AHEAD being written and hashed: block i is refilled only after both ended.
+  const ring = Array.from({ length: WRITE_AHEAD + 1 }, () => takeAlignedBlock(STAGE_BLOCK, { shared: true }));
   let slot = 0;
   let fill = 0;
   let offset = 0;
@@ -100,14 +114,19 @@ export async function fanOut(
     const data = ring[slot]!.subarray(0, fill);
     const at = offset;
     offset += fill;
-    window.push(Promise.all(targets.map((t, i) => (queues[i] = queues[i]!.then(() => writeTo(t, data, at))))));
+    const hashed = Promise.resolve(hasher.update(data));
+    hashing.add(hashed);
+    void hashed.then(() => hashing.delete(hashed), () => {});
+    const step = Promise.all([hashed, ...targets.map((t, i) => (queues[i] = queues[i]!.then(() => writeTo(t, data, at))))]);
+    // Awaited below in order; until then a failed hash must not count as an unhandled rejection.
+    step.catch(() => {});
+    window.push(step);
     slot = (slot + 1) % ring.length;
     fill = 0;
     if (window.length >= WRITE_AHEAD) await window.shift();
   };
   const take = async (chunk: Buffer): Promise<void> => {
     throwIfAborted(signal);
-    hasher.update(chunk);
     for (let off = 0; off < chunk.length; ) {
       const n = Math.min(chunk.length - off, STAGE_BLOCK - fill);
       chunk.copy(ring[slot]!, fill, off, off + n);
@@ -122,8 +141,9 @@ export async function fanOut(
     if (fill > 0) await dispatch();
     await Promise.all(window);
   } finally {
-    // No write may still be reading a block when it goes back to the pool.
+    // No write nor hash may still be reading a block when it goes back to the pool.
     await Promise.all(queues);
+    await Promise.allSettled(hashing);
     for (const b of ring) giveBackAlignedBlock(b);
   }
 }
@@ -179,13 +199,17 @@ export async function rewriteFromSource(
   algorithms: readonly HashAlgorithm[],
   signal?: AbortSignal,
 ): Promise<ReadResult> {
-  const hasher = await MultiHasher.create(algorithms);
-  const stream = await source.open(item, { recycle: 1, ...(signal ? { signal } : {}) });
+  const hasher = new IngestHasher(algorithms);
   try {
-    await fanOut(stream, [], [target], hasher, signal);
+    const stream = await source.open(item, { recycle: 1, ...(signal ? { signal } : {}) });
+    try {
+      await fanOut(stream, [], [target], hasher, signal);
+    } finally {
+      stream.destroy();
+    }
+    if (target.error) throw target.error;
+    return { size: hasher.bytes, hashes: await hasher.digest() };
   } finally {
-    stream.destroy();
+    hasher.dispose();
   }
-  if (target.error) throw target.error;
-  return { size: hasher.bytes, hashes: hasher.digest() };
 }

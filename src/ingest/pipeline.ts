@@ -7,7 +7,8 @@ import type { Source, SourceIdentity, SourceItem } from '../device/source.js';
 import type { Journal, FileRow } from '../store/journal.js';
 import { acquireLock, destinationLockPath, sourceLockPath, type Lock } from '../store/lock.js';
 import { checkDestination, checkFreeSpace, MARKER_DIR } from './destination.js';
-import { MultiHasher, type HashAlgorithm, type HashSet } from './hashing.js';
+import type { HashAlgorithm, HashSet } from './hashing.js';
+import { IngestHasher } from './hash-worker-client.js';
 import { publishNoReplace, removeStrayTemps } from './durable.js';
 import { readBack } from './readback.js';
 import { readCaptureMetadata, METADATA_HEAD_BYTES, type CaptureMetadata, type WallClock } from './metadata.js';
@@ -328,9 +329,10 @@ async function copyOnce(
   const { journal, settings, signal } = req;
   const algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes])];
   for (let attempt = 0; ; attempt++) {
-    const hasher = await MultiHasher.create(algorithms);
     // fanOut copies each chunk out before pulling the next, and readHead copies what it keeps.
     const stream = await source.open(pf.item, { signal, recycle: 1 });
+    // Hashed in the hash worker (bar small files): this thread only moves the bytes.
+    const hasher = new IngestHasher(algorithms);
     const iter = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const targets: WrittenTarget[] = [];
     try {
@@ -356,7 +358,7 @@ async function copyOnce(
         crashPoint('temp-created');
       }
       await fanOut({ [Symbol.asyncIterator]: () => iter }, head, targets.map((t) => t.target), hasher, signal);
-      const read: ReadResult = { size: hasher.bytes, hashes: hasher.digest() };
+      const read: ReadResult = { size: hasher.bytes, hashes: await hasher.digest() };
       crashPoint('written');
       const now = await source.stat(pf.item, signal);
       const changed = read.size !== pf.item.size || (now !== undefined && (now.size !== pf.item.size || now.mtimeMs !== pf.item.mtimeMs));
@@ -384,6 +386,7 @@ async function copyOnce(
       throw e;
     } finally {
       stream.destroy();
+      hasher.dispose();
     }
   }
 }

@@ -1,14 +1,16 @@
 import { constants as fsConstants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { ShuttleError, abortReason, errnoCode } from '../errors.js';
-import { MultiHasher, type HashAlgorithm, type HashSet } from './hashing.js';
+import type { HashAlgorithm, HashSet } from './hashing.js';
+import { IngestHasher } from './hash-worker-client.js';
 import { DIRECT_ALIGN, giveBackAlignedBlock, idleAlignedBlocks, openDirect, takeAlignedBlock } from '../io/direct.js';
 
 /**
  * Reads a freshly written file back from the device rather than from the page cache, hashing it as it
  * goes, so that a copy is called verified only when the bytes on the disk are right.
  *
- * Node has no fadvise, so the way past the cache is `O_DIRECT` (see src/io/direct.ts).
+ * Node has no fadvise, so the way past the cache is `O_DIRECT` (see src/io/direct.ts). The hashing runs
+ * in the hash worker (IngestHasher, bar small files) on the shared read blocks, so this thread only waits for the device.
  */
 
 /** Default size of one read. Large reads keep the device busy; two of them are in use per read-back. */
@@ -50,14 +52,14 @@ export async function readBack(
   }
   if (signal?.aborted) throw abortReason(signal);
 
-  const hasher = await MultiHasher.create(algorithms);
-  const blocks: [Buffer, Buffer] = [takeAlignedBlock(blockSize), takeAlignedBlock(blockSize)];
+  const hasher = new IngestHasher(algorithms);
+  const blocks: [Buffer, Buffer] = [takeAlignedBlock(blockSize, { shared: true }), takeAlignedBlock(blockSize, { shared: true })];
   try {
     const direct = await openDirectOrThrow(path);
     if (direct) {
       try {
         const size = await pump(direct, path, blocks, hasher, true, signal);
-        return { size, hashes: hasher.digest(), direct: true };
+        return { size, hashes: await hasher.digest(), direct: true };
       } catch (err) {
         // Some filesystems accept O_DIRECT at open and refuse it at the first read; nothing has been hashed then.
         if (!(err instanceof DirectRefused)) throw err;
@@ -68,12 +70,13 @@ export async function readBack(
     const buffered = await openOrThrow(path, fsConstants.O_RDONLY);
     try {
       const size = await pump(buffered, path, blocks, hasher, false, signal);
-      return { size, hashes: hasher.digest(), direct: false };
+      return { size, hashes: await hasher.digest(), direct: false };
     } finally {
       await buffered.close();
     }
   } finally {
-    // Only reached once no read is in flight (pump waits for its last one), so the blocks are free to reuse.
+    hasher.dispose();
+    // Only reached once no read nor hash is in flight (pump waits for both), so the blocks are free to reuse.
     giveBackAlignedBlock(blocks[0]);
     giveBackAlignedBlock(blocks[1]);
   }
@@ -108,14 +111,14 @@ function readError(err: unknown, path: string): ShuttleError {
 }
 
 /**
- * Reads the whole file into alternating blocks, hashing one while the kernel fills the other.
- * Never returns or throws while a read is still writing into a block.
+ * Reads the whole file into alternating blocks, hashing one (in the worker) while the kernel fills the
+ * other. Never returns or throws while a read is still writing into a block or a hash still reading one.
  */
 async function pump(
   handle: FileHandle,
   path: string,
   blocks: [Buffer, Buffer],
-  hasher: MultiHasher,
+  hasher: IngestHasher,
   direct: boolean,
   signal: AbortSignal | undefined,
 ): Promise<number> {
@@ -145,7 +148,7 @@ async function pump(
         which ^= 1;
         pending = readBlock(handle, blocks[which]!, position);
       }
-      hasher.update(current.subarray(0, n));
+      await hasher.update(current.subarray(0, n));
     }
     return position;
   } finally {

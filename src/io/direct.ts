@@ -20,31 +20,46 @@ export const MAX_IDLE_BLOCKS = 8;
 
 // The project's type libraries (es2023 + node) leave out WebAssembly; this is the one part used here.
 declare const WebAssembly: {
-  Memory: new (descriptor: { initial: number; maximum?: number }) => { readonly buffer: ArrayBuffer };
+  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => { readonly buffer: ArrayBuffer | SharedArrayBuffer };
 };
 
-const idleBlocks = new Map<number, Buffer[]>();
+/** Idle blocks by kind (shared or not) and size. */
+const idleBlocks = { private: new Map<number, Buffer[]>(), shared: new Map<number, Buffer[]>() };
+
+export interface AlignedBlockOptions {
+  /**
+   * Back the block with a SharedArrayBuffer (a shared WebAssembly.Memory), so a worker thread can read it
+   * without a copy (see WorkerHasher). Private by default: some APIs refuse views of shared memory.
+   */
+  shared?: boolean;
+}
 
 /** A page-aligned block of `size` bytes, from the pool when one is idle. */
-export function takeAlignedBlock(size: number): Buffer {
-  const idle = idleBlocks.get(size)?.pop();
+export function takeAlignedBlock(size: number, options: AlignedBlockOptions = {}): Buffer {
+  const shared = options.shared === true;
+  const idle = idleBlocks[shared ? 'shared' : 'private'].get(size)?.pop();
   if (idle) return idle;
   const pages = Math.ceil(size / WASM_PAGE);
-  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages });
-  // The view keeps the ArrayBuffer, and with it the mapping, alive; the memory never grows, so never detaches.
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared });
+  // The view keeps the buffer, and with it the mapping, alive; the memory never grows, so never detaches.
   return Buffer.from(memory.buffer, 0, size);
 }
 
 /** Returns a block to the pool; the caller must not touch it (nor have a transfer in flight into it) afterwards. */
 export function giveBackAlignedBlock(block: Buffer): void {
-  let list = idleBlocks.get(block.byteLength);
-  if (!list) idleBlocks.set(block.byteLength, (list = []));
+  const pool = idleBlocks[block.buffer instanceof SharedArrayBuffer ? 'shared' : 'private'];
+  let list = pool.get(block.byteLength);
+  if (!list) pool.set(block.byteLength, (list = []));
   if (list.length < MAX_IDLE_BLOCKS) list.push(block);
 }
 
-/** Idle aligned blocks held by this process, by block size (for tests and diagnostics). */
+/** Idle aligned blocks held by this process, by block size (shared and private together; for tests and diagnostics). */
 export function idleAlignedBlocks(): ReadonlyMap<number, number> {
-  return new Map([...idleBlocks].map(([size, list]) => [size, list.length]));
+  const counts = new Map<number, number>();
+  for (const pool of [idleBlocks.private, idleBlocks.shared]) {
+    for (const [size, list] of pool) counts.set(size, (counts.get(size) ?? 0) + list.length);
+  }
+  return counts;
 }
 
 /**
