@@ -45,7 +45,7 @@ function timed(label: string, cmd: string): { label: string; secs: number; rssMb
 }
 
 mkdirSync(work, { recursive: true });
-if (!existsSync(main)) sh(`cd ${root} && npx tsc -p tsconfig.build.json`);
+if (!existsSync(main)) sh(`${node} ${join(root, "scripts", "build.mjs")}`);
 if (!existsSync(join(src, '.complete'))) {
   clean(src);
   // 25 MB RAW + 8 MB JPEG per shot, plus XMP sidecars and a voice memo from the sample generator.

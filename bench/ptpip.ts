@@ -12,7 +12,7 @@ const work = join(process.env.BENCH_DIR ?? join(root, '.tmp', 'bench'), 'ptpip')
 const mb = Number(process.argv[2] ?? '400');
 const node = process.execPath;
 const main = join(root, 'dist', 'main.js');
-if (!existsSync(main)) execFileSync('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
+if (!existsSync(main)) execFileSync(node, [join(root, 'scripts', 'build.mjs')], { stdio: 'inherit' });
 
 rmSync(work, { recursive: true, force: true });
 const card = join(work, 'card');

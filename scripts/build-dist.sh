@@ -42,13 +42,13 @@ say() { printf 'build-dist: %s\n' "$*" >&2; }
 rm -rf "$stage" "$out/$name.tar.gz"
 mkdir -p "$stage"
 
-say "compiling"
-# Source maps would point at sources the artifact does not carry.
-if ! "$root/node_modules/.bin/tsc" -p "$root/tsconfig.build.json" --outDir "$stage/dist" --sourceMap false >"$out/tsc.log" 2>&1; then
+say "type checking and bundling"
+if ! "$root/node_modules/.bin/tsc" -p "$root/tsconfig.json" --noEmit >"$out/tsc.log" 2>&1; then
   cat "$out/tsc.log" >&2
-  say "the TypeScript build failed; no artifact"
+  say "the TypeScript sources do not type-check; no artifact"
   exit 1
 fi
+"$root/node_modules/node/bin/node" "$root/scripts/build.mjs" --outdir "$stage/dist" --no-sourcemap
 
 # Production dependencies, once per lockfile and machine type.
 lock_hash=$(sha256sum "$root/package-lock.json" | cut -c1-16)

@@ -1,7 +1,7 @@
 import { expect, test } from 'vitest';
 import fc from 'fast-check';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -197,18 +197,25 @@ test('an ingest hasher hashes small inputs on this thread and large ones in the 
   expect(await big.digest()).toEqual(await inThread(large.subarray(0, 2 * IN_THREAD_BELOW + 5), ALL));
 });
 
-test('a process that hashed in the worker exits by itself once idle (built program)', async () => {
-  // The built client, as the CLI loads it: it must find the worker's .js beside itself.
-  const client = new URL('../dist/ingest/hash-worker-client.js', import.meta.url).href;
-  const script = `const { WorkerHasher } = await import(${JSON.stringify(client)});
-const w = WorkerHasher.create(['sha256']);
-const b = new Uint8Array(new SharedArrayBuffer(3)); b.set([97, 98, 99]);
-await w.update(b);
-console.log(JSON.stringify(await w.digest()));`;
-  const node = fileURLToPath(new URL('../node_modules/.bin/node', import.meta.url));
-  const r = spawnSync(node, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 15_000 });
-  expect(r.error).toBeUndefined();
-  expect(r.stderr).toBe('');
-  expect(r.status).toBe(0);
-  expect(JSON.parse(r.stdout)).toEqual({ sha256: 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad' });
+test('the built program finds its hash worker and exits by itself once the worker is idle', async () => {
+  // dist/ is a bundle (scripts/build.mjs): the worker must be found beside the chunk that starts it.
+  const work = await mkdtemp(join(tmpdir(), 'shuttle-hash-worker-cli-'));
+  try {
+    const card = join(work, 'card', 'DCIM', '100TEST');
+    await mkdir(card, { recursive: true });
+    const data = Buffer.alloc(4 * IN_THREAD_BELOW, 7);
+    await writeFile(join(card, 'IMG_0001.JPG'), data);
+    const node = fileURLToPath(new URL('../node_modules/.bin/node', import.meta.url));
+    const main = fileURLToPath(new URL('../dist/main.js', import.meta.url));
+    const r = spawnSync(node, [main, '--state', join(work, 'state'), '--log-level', 'warn', 'ingest', join(work, 'card'), '--dest', join(work, 'lib'), '--json'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(r.error).toBeUndefined();
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ status: 'complete', copied: 1, failed: 0 });
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 });

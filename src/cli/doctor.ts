@@ -1,9 +1,8 @@
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { loadConfig, normalizeConfig, resolveStateDir, type Config } from '../config/index.js';
 import { isShuttleError } from '../errors.js';
-import { VERSION } from '../version.js';
+import { PROGRAM_ROOT, VERSION } from '../version.js';
 import { signalOnTermination, type GlobalOptions } from './context.js';
 import { runDoctorChecks, serviceStateDir, type CheckResult, type CheckStatus } from './doctor-checks.js';
 import { EXIT } from './exit.js';
@@ -59,7 +58,7 @@ export function doctorCommand(globals: () => GlobalOptions): Command {
       const checks = await runDoctorChecks({
         config,
         stateDir,
-        programRoot: fileURLToPath(new URL('../..', import.meta.url)).replace(/\/$/, ''),
+        programRoot: PROGRAM_ROOT,
         version: VERSION,
         signal: signalOnTermination(),
       });

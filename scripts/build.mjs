@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+// Builds dist/ from src/: the CLI as ES module bundles (one per command, shared code in chunks), so that
+// a command's start-up reads a few files instead of some 300 modules across node_modules. Measured on
+// the development host, `shuttle ingest --help` took 0.49 s as plain tsc output and 0.17 s bundled; in
+// the TCG test guest, where every file is read over 9p, resolving and loading modules was most of a
+// 20 s start. Type checking is tsc's job (`npm run typecheck`); esbuild only strips the types.
+// Run:  node scripts/build.mjs [--outdir DIR] [--no-sourcemap]   (default dist/ with source maps)
+import { build } from 'esbuild';
+import { rm } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const { values: opts } = parseArgs({ options: { outdir: { type: 'string' }, 'no-sourcemap': { type: 'boolean' } } });
+const outdir = resolve(opts.outdir ?? `${root}/dist`);
+
+// Left to Node at run time: native addons (and their prebuilt binaries), pino (its transports run in
+// worker threads it loads by file name) and the AWS SDK (loaded only when a command uploads).
+const external = ['usb', 'node-hid', 'sharp', '@node-rs/xxhash', 'pino', 'pino-pretty', 'thread-stream', '@aws-sdk/*', '@smithy/*'];
+
+await rm(outdir, { recursive: true, force: true });
+await build({
+  absWorkingDir: root,
+  // Worker threads are started by file name, next to the chunk that starts them: entries of their own.
+  entryPoints: ['src/main.ts', 'src/ingest/hash-worker.ts'],
+  entryNames: '[name]',
+  // Flat, beside main.js: code that finds files relative to itself (src/version.ts: ../package.json)
+  // sits one level below the program root both in src/ and here.
+  chunkNames: '[name]-[hash]',
+  outdir,
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node22',
+  external,
+  // The artifact (scripts/build-dist.sh) leaves them out: they point at sources it does not carry.
+  sourcemap: opts['no-sourcemap'] ? false : 'linked',
+  // Bundled CommonJS packages call require() for Node's own modules; an ES module has none of its own.
+  banner: { js: "import { createRequire as __shuttleRequire } from 'node:module'; const require = __shuttleRequire(import.meta.url);" },
+  logLevel: 'warning',
+});
