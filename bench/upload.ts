@@ -9,7 +9,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { startSwift } from '../test/support/swift.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -18,7 +18,10 @@ const rssMode = process.argv[2] === 'rss';
 const megabytes = Number(process.argv[rssMode ? 3 : 2] ?? (rssMode ? '4096' : '300'));
 const RSS_GOAL_MB = 250;
 const node = process.execPath;
-const main = join(root, 'dist', 'main.js');
+// BENCH_SHUTTLE_MAIN: a build of one's own (other builds of dist/ may be under way meanwhile).
+const main = process.env['BENCH_SHUTTLE_MAIN'] ?? join(root, 'dist', 'main.js');
+// BENCH_SHUTTLE_NODE_ARGS: extra node flags for the timed Shuttle run, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+const shuttleNodeArgs = process.env['BENCH_SHUTTLE_NODE_ARGS'] ?? '';
 const CONCURRENCY = 4;
 
 function sh(cmd: string, env: NodeJS.ProcessEnv = process.env): void {
@@ -34,19 +37,27 @@ function dropCaches(): boolean {
   }
 }
 
-/** Seconds and peak RSS (MB, GNU time) of one cold run of a shell command. */
-function timed(label: string, cmd: string, env: NodeJS.ProcessEnv): { secs: number; rssMb: number } {
-  const cold = dropCaches();
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', 'bash', '-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'], env });
-  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (r.status !== 0) throw new Error(`${label} failed (${r.status}): ${r.stderr.slice(-3000)}`);
-  const rssKb = Number(r.stderr.trim().split('\n').at(-1));
-  process.stderr.write(`${label}: ${secs.toFixed(2)} s${cold ? '' : ' (page cache NOT dropped: run as root)'}\n`);
-  return { secs, rssMb: rssKb / 1024 };
+interface Timing {
+  secs: number;
+  rssMb: number;
+  /** User and system CPU seconds of the command and its children (GNU time). */
+  userSecs: number;
+  sysSecs: number;
 }
 
-if (!existsSync(main)) sh(`cd ${root} && npx tsc -p tsconfig.build.json`);
+/** Seconds, CPU seconds and peak RSS (MB, GNU time) of one cold run of a shell command. */
+function timed(label: string, cmd: string, env: NodeJS.ProcessEnv): Timing {
+  const cold = dropCaches();
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', 'bash', '-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'], env });
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.status !== 0) throw new Error(`${label} failed (${r.status}): ${r.stderr.slice(-3000)}`);
+  const [rssKb, userSecs, sysSecs] = (r.stderr.trim().split('\n').at(-1) ?? '').split(' ').map(Number) as [number, number, number];
+  process.stderr.write(`${label}: ${secs.toFixed(2)} s, CPU ${userSecs.toFixed(2)} user + ${sysSecs.toFixed(2)} sys${cold ? '' : ' (page cache NOT dropped: run as root)'}\n`);
+  return { secs, rssMb: rssKb / 1024, userSecs, sysSecs };
+}
+
+if (!existsSync(main)) sh(`${node} ${join(root, "scripts", "build.mjs")}`);
 rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
 const card = join(work, 'card');
@@ -64,7 +75,15 @@ if (rssMode) {
 
 const swift = await startSwift();
 try {
-  for (const b of ['bench-shuttle', 'bench-rclone']) await swift.createBucket(b);
+  for (const b of ['bench-shuttle', 'bench-rclone', 'bench-warmup']) await swift.createBucket(b);
+  // A fresh Swift pays for lazy imports, connection set-up and cache fills on its first object PUTs and HEADs:
+  // done here, untimed, so that the side timed first does not pay them for both.
+  const warm = swift.adminClient();
+  const body = Buffer.alloc(4 * 1024 * 1024, 1);
+  await Promise.all([1, 2, 3, 4].map(async (i) => {
+    await warm.send(new PutObjectCommand({ Bucket: 'bench-warmup', Key: `warm/${i}.bin`, Body: body, ContentLength: body.length }));
+  }));
+  warm.destroy();
   const config = join(work, 'shuttle.toml');
   writeFileSync(config, `station = "bench"\n[upload]\nprovider = "swift"\nconcurrency = ${CONCURRENCY}\n`);
   const env: NodeJS.ProcessEnv = {
@@ -77,7 +96,7 @@ try {
   // Local verified copies to upload from, queued but not sent (not timed).
   sh(`${node} ${main} --state ${state} --config ${config} --log-level warn ingest ${card} --dest ${lib} --upload s3://bench-shuttle/lib --no-wait --json > /dev/null`, env);
 
-  const shuttle = timed('shuttle upload', `${node} ${main} --state ${state} --config ${config} --log-level warn upload --json > /dev/null`, env);
+  const shuttle = timed('shuttle upload', `${node} ${shuttleNodeArgs} ${main} --state ${state} --config ${config} --log-level warn upload --json > /dev/null`, env);
   if (rssMode) {
     const mb = megabytes * 1.048576;
     process.stdout.write(`\nUpload of one ${megabytes} MiB file to a local Swift s3api, cold cache\n`);
@@ -130,6 +149,8 @@ try {
     process.stdout.write(`\nUpload benchmark to a local Swift s3api, cold cache per run\n`);
     for (const row of table) process.stdout.write(`${row.map((c, i) => c.padEnd(width[i]!)).join('  ')}\n`);
     process.stdout.write(`peak RSS: shuttle ${shuttle.rssMb.toFixed(0)} MB, rclone ${rclone.rssMb.toFixed(0)} MB\n`);
+    const cpu = (t: Timing): string => `${(t.userSecs + t.sysSecs).toFixed(2)} s (${t.userSecs.toFixed(2)} user + ${t.sysSecs.toFixed(2)} sys)`;
+    process.stdout.write(`CPU: shuttle ${cpu(shuttle)}, rclone ${cpu(rclone)}\n`);
   }
 } finally {
   await swift.stop();

@@ -1,8 +1,9 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { ShuttleError, throwIfAborted } from '../errors.js';
-import { MultiHasher, type HashAlgorithm, type HashSet } from '../ingest/hashing.js';
+// Types only: the ingest hashers (WASM and native modules) would cost every upload run their load time.
+import type { HashSet } from '../ingest/hashing.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { PartBody } from './target.js';
 
@@ -31,8 +32,8 @@ function shortFile(path: string, at: number, expected: number): ShuttleError {
 }
 
 /**
- * Hashes a file front to back, one part (byte range) at a time: the whole-file hashers (whose SHA-256 must
- * equal the journal's before anything is completed) and each part's MD5, which its request carries as
+ * Hashes a file front to back, one part (byte range) at a time: the whole-file SHA-256 (which must equal
+ * the journal's before anything is completed) and each part's MD5, which its request carries as
  * Content-MD5. The part's bytes are not kept: its request body reads them again (see partBody), and the
  * server recomputes the MD5 of what arrives and refuses the request when it differs, so the bytes stored are
  * the bytes hashed here even if the file changed in between. Memory is one read buffer, whatever the part size.
@@ -41,27 +42,27 @@ export class PartReader {
   readonly #fh: FileHandle;
   readonly #path: string;
   readonly #size: number;
-  readonly #hasher: MultiHasher;
+  readonly #sha256: Hash;
   readonly #buffer: Buffer;
   #offset = 0;
 
-  private constructor(fh: FileHandle, path: string, size: number, hasher: MultiHasher) {
+  private constructor(fh: FileHandle, path: string, size: number) {
     this.#fh = fh;
     this.#path = path;
     this.#size = size;
-    this.#hasher = hasher;
+    this.#sha256 = createHash('sha256');
     this.#buffer = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, size)));
   }
 
-  static async open(path: string, size: number, algorithms: readonly HashAlgorithm[]): Promise<PartReader> {
-    const hasher = await MultiHasher.create(algorithms);
+  /** The whole-file digest is SHA-256, the one the journal's is compared with; `_algorithms` says so at the call. */
+  static async open(path: string, size: number, _algorithms: readonly 'sha256'[] = ['sha256']): Promise<PartReader> {
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');
     } catch (error) {
       throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${path} for upload`, { context: { path }, cause: error });
     }
-    return new PartReader(fh, path, size, hasher);
+    return new PartReader(fh, path, size);
   }
 
   get path(): string {
@@ -88,7 +89,7 @@ export class PartReader {
       }
       if (bytesRead === 0) throw shortFile(this.#path, offset + done, this.#size);
       const chunk = this.#buffer.subarray(0, bytesRead);
-      this.#hasher.update(chunk);
+      this.#sha256.update(chunk);
       md5.update(chunk);
       done += bytesRead;
     }
@@ -98,7 +99,7 @@ export class PartReader {
 
   /** Digests of everything read so far. */
   digest(): HashSet {
-    return this.#hasher.digest();
+    return { sha256: this.#sha256.copy().digest('hex') };
   }
 
   async close(): Promise<void> {

@@ -8,7 +8,6 @@ import { acquireLock, destinationLockPath } from '../store/lock.js';
 import type { LocalCopy, QueueRow, UploadQueue } from '../store/upload-queue.js';
 import type { ProviderName, ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
-import { restoreCopy } from './repair.js';
 import { RemoteListing } from './remote-listing.js';
 import type { RetryPolicy } from './retry.js';
 import { S3Target } from './s3-target.js';
@@ -383,6 +382,8 @@ export class UploadWorker {
       return;
     }
     try {
+      // Loaded on first need: repairs are rare, and their hashing and read-back modules cost every upload run start-up time.
+      const { restoreCopy } = await import('./repair.js');
       await restoreCopy(goodPath, path, { size: row.size, sha256: row.sha256 }, signal);
       report.repaired++;
       log.warn({ path, from: goodPath }, 'restored a damaged local copy from an intact one');

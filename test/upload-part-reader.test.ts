@@ -1,0 +1,105 @@
+/**
+ * The part reader hashes with node:crypto itself (not the ingest hashers): what it reports must be exactly
+ * MD5 per part and SHA-256 over the file, and a missing or shrunken file must fail the way the upload
+ * worker classifies (path, errno, UPLOAD_VERIFY for a short file).
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { errnoCode, isShuttleError } from '../src/errors.js';
+import { PartReader } from '../src/upload/part-reader.js';
+import { classifyUploadFailure } from '../src/upload/worker.js';
+
+const MiB = 1024 * 1024;
+let dir: string;
+
+async function randomFile(name: string, size: number, seed: number): Promise<string> {
+  const bytes = Buffer.alloc(Math.ceil(size / 4) * 4);
+  let x = seed;
+  for (let i = 0; i < bytes.length; i += 4) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    bytes.writeUInt32LE(x, i);
+  }
+  const path = join(dir, name);
+  await writeFile(path, bytes.subarray(0, size));
+  return path;
+}
+
+const hex = (alg: string, b: Buffer): string => createHash(alg).update(b).digest('hex');
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'shuttle-hash-pool-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('PartReader', () => {
+  it('reports each part’s MD5 and the whole file’s SHA-256 exactly as node:crypto computes them', async () => {
+    const path = await randomFile('parts.bin', 5 * MiB + 123, 1);
+    const bytes = await readFile(path);
+    const reader = await PartReader.open(path, bytes.length, ['sha256']);
+    const sizes = [2 * MiB, 3 * MiB - 7, 130];
+    const parts = [];
+    for (const size of sizes) parts.push(await reader.read(size));
+    const digests = await reader.digest();
+    await reader.close();
+    let offset = 0;
+    for (const [i, part] of parts.entries()) {
+      expect(part.offset).toBe(offset);
+      expect(part.md5).toBe(hex('md5', bytes.subarray(offset, offset + sizes[i]!)));
+      offset += sizes[i]!;
+    }
+    expect(digests.sha256).toBe(hex('sha256', bytes));
+  });
+
+  it('a missing file fails as SOURCE_UNREADABLE with its path and ENOENT, which marks the copy lost', async () => {
+    const path = join(dir, 'gone.bin');
+    const error = await PartReader.open(path, 10).catch((e: unknown) => e);
+    expect(isShuttleError(error) && error.code).toBe('SOURCE_UNREADABLE');
+    expect(isShuttleError(error) && error.context['path']).toBe(path);
+    expect(isShuttleError(error) && errnoCode(error.cause)).toBe('ENOENT');
+    expect(classifyUploadFailure(error)).toBe('local-damaged');
+  });
+
+  it('a file shorter than the journal says fails as UPLOAD_VERIFY at the byte where it ends', async () => {
+    const path = await randomFile('short.bin', 3 * MiB, 3);
+    await truncate(path, 2 * MiB);
+    const reader = await PartReader.open(path, 3 * MiB);
+    const error = await reader.read(3 * MiB).catch((e: unknown) => e);
+    await reader.close();
+    expect(isShuttleError(error) && error.code).toBe('UPLOAD_VERIFY');
+    expect(isShuttleError(error) && error.context).toMatchObject({ path, actual: 2 * MiB, expected: 3 * MiB });
+  });
+
+  it('an aborted read rejects with the abort reason and the reader can still be closed', async () => {
+    const path = await randomFile('abort.bin', 4 * MiB, 4);
+    const reader = await PartReader.open(path, 4 * MiB);
+    const controller = new AbortController();
+    const pending = reader.read(4 * MiB, controller.signal);
+    controller.abort();
+    const error = await pending.catch((e: unknown) => e);
+    expect(isShuttleError(error) && error.code).toBe('ABORTED');
+    await reader.close();
+  });
+});
+
+describe('upload start-up', () => {
+  it('loading the upload worker and its configuration does not load the ingest hashers (WASM, native xxhash)', () => {
+    const root = fileURLToPath(new URL('..', import.meta.url));
+    const script = `
+      import { registerHooks } from 'node:module';
+      const seen = [];
+      registerHooks({ load(url, context, next) { seen.push(url); return next(url, context); } });
+      await import(${JSON.stringify(pathToFileURL(join(root, 'src/upload/from-config.ts')).href)});
+      process.stdout.write(JSON.stringify(seen));`;
+    const out = execFileSync(process.execPath, ['--import', join(root, 'test/support/ts-resolve-hooks.mjs'), '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8' });
+    const loaded = JSON.parse(out) as string[];
+    expect(loaded.some((u) => u.endsWith('/src/upload/worker.ts'))).toBe(true);
+    expect(loaded.filter((u) => /\/ingest\/hashing\.ts$|hash-wasm|xxhash|\/upload\/repair\.ts$/.test(u))).toEqual([]);
+  });
+});
