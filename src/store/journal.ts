@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
 import type { SourceIdentity } from '../device/source.js';
 import { MIGRATIONS } from './migrations.js';
@@ -63,6 +63,9 @@ const now = (): string => new Date().toISOString();
 export class Journal {
   readonly path: string;
   readonly #db: DatabaseSync;
+  // Compiled once per connection: an ingest runs the same few statements for every file, and compiling
+  // SQL is most of their cost on a slow CPU.
+  readonly #statements = new Map<string, StatementSync>();
 
   private constructor(path: string, db: DatabaseSync) {
     this.path = path;
@@ -130,16 +133,22 @@ export class Journal {
     }
   }
 
+  #statement(sql: string): StatementSync {
+    let st = this.#statements.get(sql);
+    if (!st) this.#statements.set(sql, (st = this.#db.prepare(sql)));
+    return st;
+  }
+
   #get<T>(sql: string, ...params: SQLInputValue[]): T | undefined {
-    return this.#db.prepare(sql).get(...params) as T | undefined;
+    return this.#statement(sql).get(...params) as T | undefined;
   }
 
   #all<T>(sql: string, ...params: SQLInputValue[]): T[] {
-    return this.#db.prepare(sql).all(...params) as T[];
+    return this.#statement(sql).all(...params) as T[];
   }
 
   #run(sql: string, ...params: SQLInputValue[]): number {
-    return Number(this.#db.prepare(sql).run(...params).lastInsertRowid);
+    return Number(this.#statement(sql).run(...params).lastInsertRowid);
   }
 
   upsertSource(id: SourceIdentity): number {
