@@ -42,10 +42,11 @@ class HashThread {
     const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
     // It allocates little but messages: a small young generation saves ~6 MB of RSS (measured).
     this.worker = new Worker(workerUrl(), { execArgv, resourceLimits: { maxYoungGenerationSizeMb: 2 } });
-    this.worker.unref();
     this.worker.on('message', (reply: HashWorkerReply) => this.#settle(reply));
     this.worker.on('error', (err) => this.#die(err));
     this.worker.on('exit', (code) => this.#die(new Error(`hash worker exited with code ${code}`)));
+    // After the listeners: adding a 'message' listener refs the worker's port again.
+    this.worker.unref();
   }
 
   request(msg: HashWorkerRequest): Promise<HashWorkerReply> {
@@ -93,6 +94,14 @@ let nextJob = 1;
 
 function currentThread(): HashThread {
   return (thread ??= new HashThread());
+}
+
+/**
+ * Starts the worker now rather than at the first large file: booting a thread costs a second or more on a
+ * slow CPU, and an ingest can pay it while it lists the source. An idle worker keeps no process alive.
+ */
+export function startHashWorker(): void {
+  currentThread();
 }
 
 /**

@@ -8,7 +8,7 @@ import type { Journal, FileRow } from '../store/journal.js';
 import { acquireLock, destinationLockPath, sourceLockPath, type Lock } from '../store/lock.js';
 import { checkDestination, checkFreeSpace, MARKER_DIR } from './destination.js';
 import type { HashAlgorithm, HashSet } from './hashing.js';
-import { IngestHasher } from './hash-worker-client.js';
+import { IngestHasher, startHashWorker } from './hash-worker-client.js';
 import { publishNoReplace, removeStrayTemps } from './durable.js';
 import { readBack } from './readback.js';
 import { readCaptureMetadata, METADATA_HEAD_BYTES, type CaptureMetadata, type WallClock } from './metadata.js';
@@ -25,6 +25,7 @@ import {
   readHead,
   rewriteFromSource,
   sealTemp,
+  type ReadBackCheck,
   type ReadResult,
   type TempTarget,
 } from './copy.js';
@@ -133,6 +134,7 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
   const locks: Lock[] = [];
   const ingestId = journal.startIngest(req.sources.map((s) => s.uri), req.destinations.map((d) => d.path));
   summary.ingestId = ingestId;
+  startHashWorker();
   const dests: Dest[] = [];
   try {
     for (const spec of req.destinations) {
@@ -236,7 +238,10 @@ async function ingestSource(source: Source, dests: Dest[], req: IngestRequest, i
   const progress: Progress = { filesTotal: todo.length, filesDone: 0, bytesTotal: todo.reduce((n, p) => n + p.item.size, 0), bytesDone: 0 };
   req.onProgress?.(progress);
   const groupFields = new Map<string, GroupFields>();
-  const finishes = new SerialQueue(2);
+  // Written files wait here to be published, in order; their checks (fsync, read-back) already run.
+  const finishes = new SerialQueue(FILES_IN_FLIGHT);
+  const checking = new Set<Promise<unknown>>();
+  const readBacks = new Slots(READ_BACKS_AT_ONCE);
   const outcomes = new Map<PlannedFile, { failed: boolean; copied: boolean }>();
 
   try {
@@ -264,14 +269,24 @@ async function ingestSource(source: Source, dests: Dest[], req: IngestRequest, i
       }
       if (written) {
         const w = written;
-        await finishes.push(() => finishFile(source, w, req, ingestId, summary, outcome, log));
+        // Sealing and reading back start now, beside the next files' copies and checks: with small files
+        // the fsyncs and read-backs of several files overlap instead of queueing one file at a time.
+        const checked = checkWritten(w, readBacks, signal);
+        checking.add(checked);
+        void checked.finally(() => checking.delete(checked));
+        await finishes.push(async () => finishFile(source, w, await checked, req, ingestId, summary, outcome, log));
       }
       progress.filesDone++;
       progress.bytesDone += pf.item.size;
       req.onProgress?.(progress);
     }
   } finally {
-    await finishes.drain();
+    try {
+      await finishes.drain();
+    } finally {
+      // A check whose file was never published (the run stopped) still ends before the run does.
+      await Promise.allSettled(checking);
+    }
   }
   for (const o of outcomes.values()) {
     if (o.failed) summary.failed++;
@@ -414,13 +429,42 @@ async function decideGroupFields(
   return fields;
 }
 
+/** Files copied but not yet published at once; their checks overlap. */
+const FILES_IN_FLIGHT = 3;
+/** Read-backs at once: each holds two 4 MiB blocks. */
+const READ_BACKS_AT_ONCE = 2;
+
+/** What sealing and reading back one temp copy found: the check, or why there is none. */
+type TargetCheck = { check: ReadBackCheck; error?: undefined } | { check?: undefined; error: unknown };
+
 /**
- * Seals, reads back and publishes one file's temp copies. Runs behind the next file's copy (the
- * queue overlaps them) and one file at a time, so a group's members publish in order and share a
- * collision suffix.
+ * Seals every temp copy of a written file (fsync, times) and reads it back, all destinations at once.
+ * Runs as soon as the file is written, beside other files' checks; never rejects (failures are returned
+ * per target for finishFile, which publishes in order).
+ */
+async function checkWritten(w: WrittenFile, readBacks: Slots, signal: AbortSignal): Promise<TargetCheck[]> {
+  return Promise.all(
+    w.targets.map(async (t): Promise<TargetCheck> => {
+      try {
+        if (t.target.error) throw t.target.error;
+        await sealTemp(t.target, w.pf.item.mtimeMs);
+        crashPoint('sealed');
+        const check = await readBacks.run(() => checkCopy(t.target.tempPath, w.read, signal));
+        crashPoint('read-back');
+        return { check };
+      } catch (error) {
+        return { error };
+      }
+    }),
+  );
+}
+
+/**
+ * Publishes one file's checked temp copies (rewriting a copy whose read-back did not match). Runs one
+ * file at a time in copy order, so a group's members publish in order and share a collision suffix.
  */
 async function finishFile(
-  source: Source, w: WrittenFile, req: IngestRequest, ingestId: number, summary: IngestSummary, outcome: { failed: boolean; copied: boolean }, log: Logger,
+  source: Source, w: WrittenFile, checks: readonly TargetCheck[], req: IngestRequest, ingestId: number, summary: IngestSummary, outcome: { failed: boolean; copied: boolean }, log: Logger,
 ): Promise<void> {
   const { journal, settings, signal } = req;
   const { pf } = w;
@@ -428,14 +472,12 @@ async function finishFile(
   // Each copy's verified state, its group's naming and the file's state go to the journal in one
   // transaction: one fsync'd commit per file instead of several (a commit costs an fsync on the main thread).
   const records: Array<() => void> = [];
-  for (const t of w.targets) {
+  for (const [i, t] of w.targets.entries()) {
     const d = t.dest;
     try {
-      if (t.target.error) throw t.target.error;
-      await sealTemp(t.target, pf.item.mtimeMs);
-      crashPoint('sealed');
-      let check = await checkCopy(t.target.tempPath, w.read, signal);
-      crashPoint('read-back');
+      const checked = checks[i]!;
+      if (checked.check === undefined) throw checked.error;
+      let check = checked.check;
       for (let retry = 0; !check.ok && retry < settings.verifyRetries; retry++) {
         log.warn({ path: pf.item.path, destination: d.root, expected: w.read.hashes.xxh128, actual: check.actual.xxh128, retry }, 'read-back mismatch; writing again from the source');
         await discardTemp(t.target);
@@ -538,6 +580,26 @@ async function writeManifest(d: Dest, journal: Journal, settings: IngestSettings
 }
 
 /** Runs tasks one after another in the background, letting at most `depth` wait. */
+/** At most `size` tasks at once; the others wait their turn in order. */
+class Slots {
+  #free: number;
+  readonly #waiting: Array<() => void> = [];
+  constructor(size: number) {
+    this.#free = size;
+  }
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((r) => this.#waiting.push(r));
+    try {
+      return await task();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free++;
+    }
+  }
+}
+
 class SerialQueue {
   #tail: Promise<void> = Promise.resolve();
   #pending = 0;
