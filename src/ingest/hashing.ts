@@ -12,7 +12,8 @@ export type HashSet = Partial<Record<HashAlgorithm, string>>;
 
 export const DEFAULT_ALGORITHMS: readonly HashAlgorithm[] = ['sha256', 'xxh128'];
 
-interface Updater {
+/** One running hash: fed chunk by chunk, read once as hex. */
+export interface Updater {
   update(chunk: Uint8Array): void;
   digest(): string;
 }
@@ -22,7 +23,8 @@ function wasmUpdater(h: IHasher): Updater {
   return { update: (c) => void h.update(c), digest: () => h.digest('hex') };
 }
 
-async function makeUpdater(alg: HashAlgorithm): Promise<Updater> {
+/** A fresh hash state for `alg` (also what the hash worker runs, see hash-worker.ts). */
+export async function makeUpdater(alg: HashAlgorithm): Promise<Updater> {
   switch (alg) {
     case 'sha256': {
       const h = createHash('sha256');
