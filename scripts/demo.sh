@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+# Under a second: the program always matches the sources.
+npm run --silent build
 demo=${1:-.tmp/demo}
 rm -rf "$demo"
 npx shuttle sample "$demo/card"
