@@ -126,6 +126,16 @@ class Channel {
   }
 }
 
+/**
+ * A transfer may fail before anyone awaits it: a read queued behind another, or any submit once the
+ * device is gone (libusb refuses it at once). Its caller awaits it in turn and gets the error then; until
+ * that, the rejection must not count as unhandled, which would end the process.
+ */
+function settledLater<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
 export interface LibusbLinkOptions {
   interfaceNumber: number;
   logger?: Logger;
@@ -170,13 +180,13 @@ class LibusbLink implements UsbLink {
     // A free channel; if none is free, the first one refuses (more reads than bulkInQueueDepth is a bug).
     const channel = this.inChannels.find((c) => c.idle) ?? (this.inChannels[0] as Channel);
     const p = channel.submit(buffer, timeoutMs);
-    return { done: p.done.then((actual) => buffer.subarray(0, actual)), cancel: p.cancel };
+    return { done: settledLater(p.done.then((actual) => buffer.subarray(0, actual))), cancel: p.cancel };
   }
 
   bulkOut(data: Uint8Array, timeoutMs: number): UsbPending<void> {
     const buffer = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
     const p = this.outChannel.submit(buffer, timeoutMs);
-    return { done: p.done.then(() => undefined), cancel: p.cancel };
+    return { done: settledLater(p.done.then(() => undefined)), cancel: p.cancel };
   }
 
   private control(requestType: number, request: number, value: number, dataOrLength: Buffer | number, timeoutMs: number): Promise<Buffer | number | undefined> {
