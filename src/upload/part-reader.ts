@@ -54,8 +54,8 @@ export class PartReader {
     this.#buffer = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, size)));
   }
 
-  /** The whole-file digest is SHA-256, the one the journal's is compared with; `_algorithms` says so at the call. */
-  static async open(path: string, size: number, _algorithms: readonly 'sha256'[] = ['sha256']): Promise<PartReader> {
+  /** The whole-file digest is SHA-256: the hash the journal's is compared with. */
+  static async open(path: string, size: number): Promise<PartReader> {
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');

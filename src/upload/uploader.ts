@@ -241,7 +241,7 @@ interface Outcome {
 
 async function putSingle(ctx: Context): Promise<Outcome> {
   const { opts, target, signal, expected } = ctx;
-  const reader = await PartReader.open(opts.path, expected.size, ['sha256']);
+  const reader = await PartReader.open(opts.path, expected.size);
   let part;
   try {
     part = await reader.read(expected.size, signal);
@@ -367,7 +367,7 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
   const progress = (): void =>
     opts.onProgress?.({ bytesDone, bytesTotal: expected.size, partsDone: done.size, partsTotal: total, bytesSent });
 
-  const reader = await PartReader.open(opts.path, expected.size, ['sha256']);
+  const reader = await PartReader.open(opts.path, expected.size);
   try {
     for (let n = 1; n <= total && failure === undefined; n++) {
       throwIfAborted(signal);
