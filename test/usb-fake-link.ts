@@ -5,7 +5,9 @@
  * container; stalls and clear-halt; class requests; the interrupt pipe; unplugging.
  */
 import { ContainerType, decodeContainerHeader, decodeOperationContainer, encodeDataContainerHeader, encodeOperationContainer, type OperationContainer } from '../src/device/ptp/codec.js';
+import type { PtpIncoming } from '../src/device/ptp/session.js';
 import { UsbIoError, type EndpointRole, type UsbLink, type UsbPending } from '../src/device/usb/link.js';
+import type { UsbPtpTransport } from '../src/device/usb/transport.js';
 
 /**
  * How the device ends containers: `zlp` the standard (short packet, or a zero-length packet after a
@@ -303,5 +305,17 @@ export class FakePtpDevice implements UsbLink {
 
   async close(): Promise<void> {
     this.closed = true;
+  }
+}
+
+/** Receives one transaction's items up to its response; data items are concatenated into `data`. */
+export async function receiveUntilResponse(t: UsbPtpTransport): Promise<{ items: PtpIncoming[]; data: Buffer; response: PtpIncoming }> {
+  const items: PtpIncoming[] = [];
+  const chunks: Buffer[] = [];
+  for (;;) {
+    const item = await t.receive();
+    items.push(item);
+    if (item.kind === 'data') chunks.push(Buffer.from(item.bytes));
+    if (item.kind === 'response') return { items, data: Buffer.concat(chunks), response: item };
   }
 }

@@ -14,11 +14,11 @@ import { isShuttleError } from '../src/errors.js';
 import { ContainerType, encodeDataContainerHeader, encodeOperationContainer } from '../src/device/ptp/codec.js';
 import { OperationCode } from '../src/device/ptp/codes.js';
 import { PtpCamera } from '../src/device/ptp/camera.js';
-import type { PtpIncoming } from '../src/device/ptp/session.js';
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import { connectPtpIp, loadOrCreateInitiatorIdentity } from '../src/device/ptpip/transport.js';
 import { UsbIoError, type UsbLink, type UsbPending } from '../src/device/usb/link.js';
 import { LARGE_READ_BYTES, UsbPtpTransport } from '../src/device/usb/transport.js';
+import { receiveUntilResponse } from './usb-fake-link.js';
 
 const PACKET = 512;
 
@@ -129,24 +129,13 @@ function sendObject(link: QueueingLink, transactionId: number, payload: Buffer):
   link.send(response(transactionId));
 }
 
-async function receiveAll(t: UsbPtpTransport): Promise<{ items: PtpIncoming[]; data: Buffer }> {
-  const items: PtpIncoming[] = [];
-  const chunks: Buffer[] = [];
-  for (;;) {
-    const item = await t.receive();
-    items.push(item);
-    if (item.kind === 'data') chunks.push(Buffer.from(item.bytes));
-    if (item.kind === 'response') return { items, data: Buffer.concat(chunks) };
-  }
-}
-
 describe('bulk IN reads queued inside a data container', () => {
   test('object-data-arrives-whole-and-in-order-with-two-reads-pending-and-none-asked-past-the-container', async () => {
     const payload = randomBytes(3 * LARGE_READ_BYTES + 777); // not a packet multiple: the last packet is short
     const link = new QueueingLink(2, (code, tid, l) => sendObject(l, tid, payload));
     const t = new UsbPtpTransport(link);
     await t.sendCommand({ code: OperationCode.GetObject, transactionId: 1, params: [7], dataPhase: 'in' });
-    const r = await receiveAll(t);
+    const r = await receiveUntilResponse(t);
     expect(r.data.equals(payload)).toBe(true);
     expect(r.items.at(-1)).toMatchObject({ kind: 'response', transactionId: 1 });
     expect(link.maxPending).toBe(2);
@@ -162,7 +151,7 @@ describe('bulk IN reads queued inside a data container', () => {
     const link = new QueueingLink(1, (code, tid, l) => sendObject(l, tid, payload));
     const t = new UsbPtpTransport(link);
     await t.sendCommand({ code: OperationCode.GetObject, transactionId: 1, params: [7], dataPhase: 'in' });
-    expect((await receiveAll(t)).data.equals(payload)).toBe(true);
+    expect((await receiveUntilResponse(t)).data.equals(payload)).toBe(true);
     expect(link.maxPending).toBe(1);
   });
 

@@ -9,7 +9,7 @@ import { isShuttleError } from '../src/errors.js';
 import { ContainerType, encodeDataContainerHeader, encodeOperationContainer } from '../src/device/ptp/codec.js';
 import type { PtpCommand, PtpIncoming } from '../src/device/ptp/session.js';
 import { DATASET_READ_BYTES, LARGE_READ_BYTES, SMALL_READ_BYTES, StillImageRequest, UsbPtpTransport } from '../src/device/usb/transport.js';
-import { FakePtpDevice, patternBytes, type CommandHandler, type EndStyle } from './usb-fake-link.js';
+import { FakePtpDevice, patternBytes, receiveUntilResponse, type CommandHandler, type EndStyle } from './usb-fake-link.js';
 
 const GetObjectInfo = 0x1008;
 const GetObject = 0x1009;
@@ -21,17 +21,10 @@ function command(code: number, transactionId: number, dataPhase: PtpCommand['dat
   return { code, transactionId, params, dataPhase };
 }
 
-/** Receives until the response, returning every item; data items are concatenated into `data`. */
+/** Sends `cmd` and receives until the response. */
 async function transaction(t: UsbPtpTransport, cmd: PtpCommand): Promise<{ items: PtpIncoming[]; data: Buffer; response: PtpIncoming }> {
   await t.sendCommand(cmd);
-  const items: PtpIncoming[] = [];
-  const chunks: Buffer[] = [];
-  for (;;) {
-    const item = await t.receive();
-    items.push(item);
-    if (item.kind === 'data') chunks.push(Buffer.from(item.bytes));
-    if (item.kind === 'response') return { items, data: Buffer.concat(chunks), response: item };
-  }
+  return receiveUntilResponse(t);
 }
 
 const kinds = (items: PtpIncoming[]): string[] => items.map((i) => i.kind);
