@@ -16,7 +16,7 @@ import { uploadFile, type UploadFileOptions } from '../src/upload/uploader.js';
 import { type FaultProxy, isPutObject, isUploadPart, type ProxiedRequest } from './support/fault-proxy.js';
 import type { SwiftServer } from './support/swift.js';
 import { clientThroughProxy, startSwiftBehindProxy, stopSwiftBehindProxy } from './support/swift-behind-proxy.js';
-import { sha256OfObject, unfinishedUploads, writeTestFile, type TestFile } from './support/upload-fixtures.js';
+import { sha256OfObject, swiftUploadOptions, unfinishedUploads, writeTestFile, type TestFile } from './support/upload-fixtures.js';
 
 const BUCKET = 'shuttle-faults';
 const SOCKET_TIMEOUT_MS = 1_500;
@@ -33,21 +33,13 @@ let logLines: string[] = [];
 const logger = pino({ level: 'warn' }, { write: (line: string) => void logLines.push(line) });
 
 function options(f: TestFile, extra: Partial<UploadFileOptions> = {}): UploadFileOptions {
-  return {
-    client,
-    provider: 'swift',
-    bucket: BUCKET,
-    key: `faults/${++n}.bin`,
-    path: f.path,
-    size: f.size,
+  return swiftUploadOptions(client, BUCKET, f, `faults/${++n}.bin`, {
     expected: { sha256: f.sha256 },
-    store: new MemoryUploadStateStore(),
-    partSize: 5 * MiB,
     concurrency: 1,
     retry: { baseDelayMs: 20, maxDelayMs: 100, maxAttempts: 5 },
     logger,
     ...extra,
-  };
+  });
 }
 
 const partRequests = (part: number): ProxiedRequest[] => proxy.requests.filter((r) => isUploadPart(part)(r));

@@ -19,7 +19,7 @@ import { uploadFile, type UploadFileOptions } from '../src/upload/uploader.js';
 import { type FaultProxy, isPutObject, type ProxiedRequest } from './support/fault-proxy.js';
 import type { SwiftServer } from './support/swift.js';
 import { clientThroughProxy, startSwiftBehindProxy, stopSwiftBehindProxy } from './support/swift-behind-proxy.js';
-import { sha256OfObject, unfinishedUploads, writeTestFile, type TestFile } from './support/upload-fixtures.js';
+import { sha256OfObject, swiftUploadOptions, unfinishedUploads, writeTestFile, type TestFile } from './support/upload-fixtures.js';
 
 const BUCKET = 'shuttle-requests';
 let swift: SwiftServer;
@@ -34,20 +34,7 @@ let folderCounter = 0;
 const nextFolder = (): string => `station/2026/2026-04-0${++folderCounter}/`;
 
 function options(f: TestFile, key: string, extra: Partial<UploadFileOptions> = {}): UploadFileOptions {
-  return {
-    client,
-    provider: 'swift',
-    bucket: BUCKET,
-    key,
-    path: f.path,
-    size: f.size,
-    expected: { sha256: f.sha256, xxh128: f.xxh128 },
-    store: new MemoryUploadStateStore(),
-    partSize: 5 * MiB,
-    concurrency: 2,
-    retry: { baseDelayMs: 20, maxDelayMs: 100 },
-    ...extra,
-  };
+  return swiftUploadOptions(client, BUCKET, f, key, { concurrency: 2, retry: { baseDelayMs: 20, maxDelayMs: 100 }, ...extra });
 }
 
 const query = (r: ProxiedRequest): URLSearchParams => new URL(r.url, 'http://x').searchParams;

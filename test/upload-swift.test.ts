@@ -19,6 +19,7 @@ import {
   expectedMultipartEtag,
   headOrUndefined,
   sha256OfObject,
+  swiftUploadOptions,
   unfinishedUploads,
   writeTestFile,
   type TestFile,
@@ -36,19 +37,7 @@ let keyCounter = 0;
 const nextKey = (label: string) => `station/2026/2026-03-07/${label}-${++keyCounter}.bin`;
 
 function options(file: TestFile, key: string, extra: Partial<UploadFileOptions> = {}): UploadFileOptions {
-  return {
-    client,
-    provider: 'swift',
-    bucket: BUCKET,
-    key,
-    path: file.path,
-    size: file.size,
-    expected: { sha256: file.sha256, xxh128: file.xxh128 },
-    store: new MemoryUploadStateStore(),
-    partSize: 5 * MiB,
-    retry: { baseDelayMs: 20, maxDelayMs: 200 },
-    ...extra,
-  };
+  return swiftUploadOptions(client, BUCKET, file, key, { retry: { baseDelayMs: 20, maxDelayMs: 200 }, ...extra });
 }
 
 async function failureOf(p: Promise<unknown>): Promise<ShuttleError> {

@@ -5,6 +5,9 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { createXXHash128 } from 'hash-wasm';
+import { MiB } from '../../src/upload/multipart.js';
+import { MemoryUploadStateStore } from '../../src/upload/state.js';
+import type { UploadFileOptions } from '../../src/upload/uploader.js';
 
 export interface TestFile {
   path: string;
@@ -90,4 +93,23 @@ export function countUploadParts(client: S3Client): { parts: number[]; puts: num
     { step: 'initialize', name },
   );
   return seen;
+}
+
+/**
+ * uploadFile's options for `file` at `bucket/key` on the local Swift: its hashes as the journal would hold
+ * them, a fresh in-memory state store, 5 MiB parts; `extra` sets what a suite tunes (retry, concurrency).
+ */
+export function swiftUploadOptions(client: S3Client, bucket: string, file: TestFile, key: string, extra: Partial<UploadFileOptions> = {}): UploadFileOptions {
+  return {
+    client,
+    provider: 'swift',
+    bucket,
+    key,
+    path: file.path,
+    size: file.size,
+    expected: { sha256: file.sha256, xxh128: file.xxh128 },
+    store: new MemoryUploadStateStore(),
+    partSize: 5 * MiB,
+    ...extra,
+  };
 }
