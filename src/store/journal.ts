@@ -63,8 +63,8 @@ const now = (): string => new Date().toISOString();
 export class Journal {
   readonly path: string;
   readonly #db: DatabaseSync;
-  // Compiled once per connection: an ingest runs the same few statements for every file, and compiling
-  // SQL is most of their cost on a slow CPU.
+  // Compiled once per connection: an ingest or upload runs the same few statements for every file, and
+  // compiling SQL is most of their cost on a slow CPU.
   readonly #statements = new Map<string, StatementSync>();
 
   private constructor(path: string, db: DatabaseSync) {
@@ -91,7 +91,7 @@ export class Journal {
     return j;
   }
 
-  /** The connection, for stores that keep their own tables in the journal (the upload queue). */
+  /** The connection itself (health checks, tests); stores keeping tables here run SQL through statement(). */
   get database(): DatabaseSync {
     return this.#db;
   }
@@ -133,22 +133,23 @@ export class Journal {
     }
   }
 
-  #statement(sql: string): StatementSync {
+  /** `sql` compiled on this connection, once: for this class and the stores that keep tables here. */
+  statement(sql: string): StatementSync {
     let st = this.#statements.get(sql);
     if (!st) this.#statements.set(sql, (st = this.#db.prepare(sql)));
     return st;
   }
 
   #get<T>(sql: string, ...params: SQLInputValue[]): T | undefined {
-    return this.#statement(sql).get(...params) as T | undefined;
+    return this.statement(sql).get(...params) as T | undefined;
   }
 
   #all<T>(sql: string, ...params: SQLInputValue[]): T[] {
-    return this.#statement(sql).all(...params) as T[];
+    return this.statement(sql).all(...params) as T[];
   }
 
   #run(sql: string, ...params: SQLInputValue[]): number {
-    return Number(this.#statement(sql).run(...params).lastInsertRowid);
+    return Number(this.statement(sql).run(...params).lastInsertRowid);
   }
 
   upsertSource(id: SourceIdentity): number {

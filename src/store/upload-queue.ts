@@ -1,5 +1,5 @@
 import { posix } from 'node:path';
-import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
+import type { SQLInputValue } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
 import { wallClockAt } from '../ingest/metadata.js';
 import { withCollisionSuffix } from '../ingest/naming.js';
@@ -185,23 +185,21 @@ function dayDate(epochMs: number, timeZone: string | undefined): Date {
 
 export class UploadQueue {
   readonly #journal: Journal;
-  readonly #db: DatabaseSync;
 
   constructor(journal: Journal) {
     this.#journal = journal;
-    this.#db = journal.database;
   }
 
   #get<T>(sql: string, ...params: SQLInputValue[]): T | undefined {
-    return this.#db.prepare(sql).get(...params) as T | undefined;
+    return this.#journal.statement(sql).get(...params) as T | undefined;
   }
 
   #all<T>(sql: string, ...params: SQLInputValue[]): T[] {
-    return this.#db.prepare(sql).all(...params) as T[];
+    return this.#journal.statement(sql).all(...params) as T[];
   }
 
   #run(sql: string, ...params: SQLInputValue[]): { changes: number; lastInsertRowid: number } {
-    const r = this.#db.prepare(sql).run(...params);
+    const r = this.#journal.statement(sql).run(...params);
     return { changes: Number(r.changes), lastInsertRowid: Number(r.lastInsertRowid) };
   }
 

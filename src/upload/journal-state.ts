@@ -1,4 +1,3 @@
-import type { DatabaseSync } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
 import type { Journal } from '../store/journal.js';
 import type { MultipartUploadState, NewUploadState, PartRecord, UploadRef, UploadStateStore, UploadStatus } from './state.js';
@@ -28,15 +27,13 @@ interface PartRow {
  */
 export class JournalUploadStateStore implements UploadStateStore {
   readonly #journal: Journal;
-  readonly #db: DatabaseSync;
 
   constructor(journal: Journal) {
     this.#journal = journal;
-    this.#db = journal.database;
   }
 
   #current(ref: UploadRef): UploadRow | undefined {
-    return this.#db.prepare('SELECT * FROM upload_multipart WHERE bucket = ? AND key = ?').get(ref.bucket, ref.key) as UploadRow | undefined;
+    return this.#journal.statement('SELECT * FROM upload_multipart WHERE bucket = ? AND key = ?').get(ref.bucket, ref.key) as UploadRow | undefined;
   }
 
   #requireCurrent(ref: UploadRef, uploadId: string): UploadRow {
@@ -52,8 +49,8 @@ export class JournalUploadStateStore implements UploadStateStore {
   async load(ref: UploadRef): Promise<MultipartUploadState | undefined> {
     const row = this.#current(ref);
     if (row === undefined) return undefined;
-    const parts = this.#db
-      .prepare('SELECT part_number, size, md5, etag FROM upload_parts WHERE bucket = ? AND key = ? AND upload_id = ? ORDER BY part_number')
+    const parts = this.#journal
+      .statement('SELECT part_number, size, md5, etag FROM upload_parts WHERE bucket = ? AND key = ? AND upload_id = ? ORDER BY part_number')
       .all(ref.bucket, ref.key, row.upload_id) as unknown as PartRow[];
     return {
       bucket: row.bucket,
@@ -71,9 +68,9 @@ export class JournalUploadStateStore implements UploadStateStore {
     const now = new Date().toISOString();
     this.#journal.tx(() => {
       // Parts of any earlier upload of this key are meaningless once a new upload id takes its place.
-      this.#db.prepare('DELETE FROM upload_parts WHERE bucket = ? AND key = ?').run(state.bucket, state.key);
-      this.#db
-        .prepare(
+      this.#journal.statement('DELETE FROM upload_parts WHERE bucket = ? AND key = ?').run(state.bucket, state.key);
+      this.#journal
+        .statement(
           `INSERT INTO upload_multipart (bucket, key, upload_id, size, sha256, part_size, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'uploading', ?)
            ON CONFLICT(bucket, key) DO UPDATE SET upload_id = excluded.upload_id, size = excluded.size, sha256 = excluded.sha256,
              part_size = excluded.part_size, status = 'uploading', updated_at = excluded.updated_at`,
@@ -85,8 +82,8 @@ export class JournalUploadStateStore implements UploadStateStore {
   async recordPart(ref: UploadRef, uploadId: string, part: PartRecord): Promise<void> {
     this.#journal.tx(() => {
       this.#requireCurrent(ref, uploadId);
-      this.#db
-        .prepare(
+      this.#journal
+        .statement(
           `INSERT INTO upload_parts (bucket, key, upload_id, part_number, size, md5, etag) VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT(bucket, key, upload_id, part_number) DO UPDATE SET size = excluded.size, md5 = excluded.md5, etag = excluded.etag`,
         )
@@ -97,8 +94,8 @@ export class JournalUploadStateStore implements UploadStateStore {
   async setStatus(ref: UploadRef, uploadId: string, status: UploadStatus): Promise<void> {
     this.#journal.tx(() => {
       this.#requireCurrent(ref, uploadId);
-      this.#db
-        .prepare('UPDATE upload_multipart SET status = ?, updated_at = ? WHERE bucket = ? AND key = ?')
+      this.#journal
+        .statement('UPDATE upload_multipart SET status = ?, updated_at = ? WHERE bucket = ? AND key = ?')
         .run(status, new Date().toISOString(), ref.bucket, ref.key);
     });
   }
