@@ -226,7 +226,11 @@ describe('shuttle-card helper', () => {
 
   test('check-accepts-an-exfat-card-and-skips-one-listed-in-fstab', async () => {
     expect(helper('check', name()).status).toBe(0);
-    await writeFile(join(work, 'fstab'), 'LABEL=EOS_DIGITAL /srv/backup exfat defaults 0 0\n');
+    // By UUID: other suites running at the same time make EOS_DIGITAL cards too, and LABEL= would name
+    // whichever of them libblkid finds first.
+    const uuid = execFileSync('blkid', ['-p', '-o', 'value', '-s', 'UUID', loop], { encoding: 'utf8' }).trim();
+    expect(uuid).not.toBe('');
+    await writeFile(join(work, 'fstab'), `UUID=${uuid} /srv/backup exfat defaults 0 0\n`);
     try {
       const r = helper('check', name());
       expect(r.status).toBe(1);
