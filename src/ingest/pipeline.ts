@@ -17,6 +17,7 @@ import { groupItems, type ItemGroup } from './pairing.js';
 import { writeGeneration } from './manifest/index.js';
 import { crashPoint } from './crash-points.js';
 import { nameFilter } from './filter.js';
+import { Slots } from '../io/slots.js';
 import {
   checkCopy,
   createTempTarget,
@@ -449,7 +450,7 @@ async function checkWritten(w: WrittenFile, readBacks: Slots, signal: AbortSigna
         if (t.target.error) throw t.target.error;
         await sealTemp(t.target, w.pf.item.mtimeMs);
         crashPoint('sealed');
-        const check = await readBacks.run(() => checkCopy(t.target.tempPath, w.read, signal));
+        const check = await readBacks.run(() => checkCopy(t.target.tempPath, w.read, signal), signal);
         crashPoint('read-back');
         return { check };
       } catch (error) {
@@ -580,26 +581,6 @@ async function writeManifest(d: Dest, journal: Journal, settings: IngestSettings
 }
 
 /** Runs tasks one after another in the background, letting at most `depth` wait. */
-/** At most `size` tasks at once; the others wait their turn in order. */
-class Slots {
-  #free: number;
-  readonly #waiting: Array<() => void> = [];
-  constructor(size: number) {
-    this.#free = size;
-  }
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.#free > 0) this.#free--;
-    else await new Promise<void>((r) => this.#waiting.push(r));
-    try {
-      return await task();
-    } finally {
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#free++;
-    }
-  }
-}
-
 class SerialQueue {
   #tail: Promise<void> = Promise.resolve();
   #pending = 0;
