@@ -6,7 +6,7 @@
 // Shuttle does its full verification (Content-MD5 per request, SHA-256 of every byte read against the
 // journal, HEAD with size, ETag and stored hashes); rclone checks the MD5 of what it sent.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
@@ -37,24 +37,47 @@ function dropCaches(): boolean {
   }
 }
 
+/** CPU seconds used so far by the Swift servers (every process whose command is swift-*-server). */
+function serverCpuSecs(): number {
+  const ticksPerSec = 100;
+  let ticks = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      if (!name.startsWith('swift-')) continue;
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // the process ended while listed
+    }
+  }
+  return ticks / ticksPerSec;
+}
+
 interface Timing {
   secs: number;
   rssMb: number;
   /** User and system CPU seconds of the command and its children (GNU time). */
   userSecs: number;
   sysSecs: number;
+  /** CPU seconds the Swift servers spent during the run. */
+  serverSecs: number;
 }
 
 /** Seconds, CPU seconds and peak RSS (MB, GNU time) of one cold run of a shell command. */
 function timed(label: string, cmd: string, env: NodeJS.ProcessEnv): Timing {
   const cold = dropCaches();
+  const server0 = serverCpuSecs();
   const t0 = process.hrtime.bigint();
   const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', 'bash', '-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'], env });
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  const serverSecs = serverCpuSecs() - server0;
   if (r.status !== 0) throw new Error(`${label} failed (${r.status}): ${r.stderr.slice(-3000)}`);
   const [rssKb, userSecs, sysSecs] = (r.stderr.trim().split('\n').at(-1) ?? '').split(' ').map(Number) as [number, number, number];
   process.stderr.write(`${label}: ${secs.toFixed(2)} s, CPU ${userSecs.toFixed(2)} user + ${sysSecs.toFixed(2)} sys${cold ? '' : ' (page cache NOT dropped: run as root)'}\n`);
-  return { secs, rssMb: rssKb / 1024, userSecs, sysSecs };
+  return { secs, rssMb: rssKb / 1024, userSecs, sysSecs, serverSecs };
 }
 
 if (!existsSync(main)) sh(`${node} ${join(root, "scripts", "build.mjs")}`);
@@ -151,6 +174,7 @@ try {
     process.stdout.write(`peak RSS: shuttle ${shuttle.rssMb.toFixed(0)} MB, rclone ${rclone.rssMb.toFixed(0)} MB\n`);
     const cpu = (t: Timing): string => `${(t.userSecs + t.sysSecs).toFixed(2)} s (${t.userSecs.toFixed(2)} user + ${t.sysSecs.toFixed(2)} sys)`;
     process.stdout.write(`CPU: shuttle ${cpu(shuttle)}, rclone ${cpu(rclone)}\n`);
+    process.stdout.write(`Swift servers' CPU during the run: shuttle ${shuttle.serverSecs.toFixed(2)} s, rclone ${rclone.serverSecs.toFixed(2)} s\n`);
   }
 } finally {
   await swift.stop();
