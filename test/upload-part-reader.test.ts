@@ -1,6 +1,6 @@
 /**
- * The part reader hashes with node:crypto itself (not the ingest hashers): what it reports must be exactly
- * MD5 per part and SHA-256 over the file, and a missing or shrunken file must fail the way the upload
+ * The part reader hashes with node:crypto itself (the ingest hashers only for an xxh128 of the whole file):
+ * what it reports must be exactly MD5 (and, when asked, SHA-256) per part and SHA-256 or xxh128 over the file, and a missing or shrunken file must fail the way the upload
  * worker classifies (path, errno, UPLOAD_VERIFY for a short file).
  */
 import { execFileSync } from 'node:child_process';
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errnoCode, isShuttleError } from '../src/errors.js';
-import { PartReader } from '../src/upload/part-reader.js';
+import { PartReader, signedPart } from '../src/upload/part-reader.js';
 import { classifyUploadFailure } from '../src/upload/worker.js';
 
 const MiB = 1024 * 1024;
@@ -55,6 +55,31 @@ describe('PartReader', () => {
       offset += sizes[i]!;
     }
     expect(digests.sha256).toBe(hex('sha256', bytes));
+  });
+
+  it('with partSha256, also each part’s SHA-256; with whole xxh128, the file’s xxh128 as xxh128sum prints it', async () => {
+    const path = await randomFile('signed.bin', 6 * MiB + 5, 2);
+    const bytes = await readFile(path);
+    const reader = await PartReader.open(path, bytes.length, { whole: 'xxh128', partSha256: true });
+    const first = signedPart(await reader.read(5 * MiB));
+    const second = signedPart(await reader.read(MiB + 5));
+    const digests = reader.digest();
+    await reader.close();
+    expect(first.sha256).toBe(hex('sha256', bytes.subarray(0, 5 * MiB)));
+    expect(second.sha256).toBe(hex('sha256', bytes.subarray(5 * MiB)));
+    expect(second.md5).toBe(hex('md5', bytes.subarray(5 * MiB)));
+    const reference = execFileSync('xxh128sum', [path], { encoding: 'utf8' }).split(' ')[0];
+    expect(digests).toEqual({ xxh128: reference });
+    await expect(reader.read(1)).rejects.toMatchObject({ code: 'INTERNAL' });
+  });
+
+  it('a part read without its SHA-256 cannot be sent as a signed part', async () => {
+    const path = await randomFile('unsigned.bin', 10, 5);
+    const reader = await PartReader.open(path, 10);
+    const part = await reader.read(10);
+    await reader.close();
+    expect(part.sha256).toBeUndefined();
+    expect(() => signedPart(part)).toThrow(expect.objectContaining({ code: 'INTERNAL' }));
   });
 
   it('a missing file fails as SOURCE_UNREADABLE with its path and ENOENT, which marks the copy lost', async () => {

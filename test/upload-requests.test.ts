@@ -3,7 +3,8 @@
  * keys are checked by one listing per folder rather than a HEAD and a ListMultipartUploads per file, while
  * keys with a past (a retry, an object already there, upload state in the journal) are still asked about.
  */
-import { truncate } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile, truncate } from 'node:fs/promises';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +12,7 @@ import { CreateMultipartUploadCommand, type S3Client } from '@aws-sdk/client-s3'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
 import { MiB } from '../src/upload/multipart.js';
-import { PartReader, partBody } from '../src/upload/part-reader.js';
+import { PartReader, partBody, signedPart } from '../src/upload/part-reader.js';
 import { RemoteListing } from '../src/upload/remote-listing.js';
 import { S3Target } from '../src/upload/s3-target.js';
 import { MemoryUploadStateStore } from '../src/upload/state.js';
@@ -148,10 +149,31 @@ describe('requests per upload', () => {
     expect(await sha256OfObject(admin, BUCKET, key)).toEqual({ sha256: big.sha256, size: big.size });
   });
 
+  it('signs every body with its SHA-256 (x-amz-content-sha256), which the server checks, not UNSIGNED-PAYLOAD', async () => {
+    const folder = nextFolder();
+    const results = await Promise.all([uploadFile(options(small, `${folder}signed.jpg`)), uploadFile(options(big, `${folder}signed.mov`))]);
+    expect(results.map((r) => r.method)).toEqual(['single', 'multipart']);
+    // The whole file was checked locally with SHA-256 (one PUT) or with the cheaper xxh128 (parts, each SHA-256-signed).
+    expect(results[0]!.verifiedBy).toContain('local-sha256');
+    expect(results[1]!.verifiedBy).toContain('local-xxh128');
+    const single = proxy.requests.filter((r) => isWrite(r) && forKey(`${folder}signed.jpg`)(r));
+    expect(single.map((r) => r.headers['x-amz-content-sha256'])).toEqual([small.sha256]);
+    const parts = proxy.requests.filter((r) => isWrite(r) && forKey(`${folder}signed.mov`)(r));
+    const bytes = await readFile(big.path);
+    const partSize = 5 * MiB;
+    expect(parts).toHaveLength(Math.ceil(big.size / partSize));
+    for (const r of parts) {
+      const offset = (Number(query(r).get('partNumber')) - 1) * partSize;
+      const range = bytes.subarray(offset, offset + partSize);
+      expect(r.contentLength).toBe(range.length);
+      expect(r.headers['x-amz-content-sha256']).toBe(createHash('sha256').update(range).digest('hex'));
+    }
+  });
+
   it('a file cut short after it was hashed fails its request at once as a local problem, sending nothing short', async () => {
     const f = await writeTestFile(dir, 'shrinking.bin', 3 * MiB);
-    const reader = await PartReader.open(f.path, f.size);
-    const part = await reader.read(f.size);
+    const reader = await PartReader.open(f.path, f.size, { partSha256: true });
+    const part = signedPart(await reader.read(f.size));
     await reader.close();
     await truncate(f.path, 2 * MiB);
     const started = Date.now();

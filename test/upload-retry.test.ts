@@ -117,7 +117,7 @@ describe('retry decorator', () => {
         return { etag: '"x"' };
       },
     } as unknown as UploadTarget;
-    const body: PartBody = { size: data.length, md5: '00', open: () => Readable.from([data.subarray(0, 4), data.subarray(4)]) };
+    const body: PartBody = { size: data.length, md5: '00', sha256: '00', open: () => Readable.from([data.subarray(0, 4), data.subarray(4)]) };
     await retryingTarget(fake, fast).uploadPart('k', 'u', 1, body);
     expect(received).toEqual(['0123', '0123456789abcdef']);
   });

@@ -2,7 +2,9 @@
  * Conformance of the uploader against a real S3-compatible server: OpenStack Swift with s3api, started
  * per suite on free 127.0.0.1 ports (test/support/swift.ts).
  */
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AbortMultipartUploadCommand, CreateMultipartUploadCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -11,7 +13,9 @@ import { isShuttleError, type ShuttleError } from '../src/errors.js';
 import { createS3Client } from '../src/upload/client.js';
 import { MiB } from '../src/upload/multipart.js';
 import { RateLimiter } from '../src/upload/rate-limit.js';
+import { S3Target } from '../src/upload/s3-target.js';
 import { MemoryUploadStateStore } from '../src/upload/state.js';
+import type { PartBody } from '../src/upload/target.js';
 import { uploadFile, type UploadFileOptions } from '../src/upload/uploader.js';
 import { startSwift, type SwiftServer } from './support/swift.js';
 import {
@@ -81,6 +85,20 @@ describe('upload to a real S3 server (Swift s3api)', () => {
     expect(head?.ETag).toBe(`"${small.md5}"`);
     expect(head?.Metadata).toMatchObject({ sha256: small.sha256, xxh128: small.xxh128 });
     expect(await sha256OfObject(admin, BUCKET, key)).toEqual({ sha256: small.sha256, size: small.size });
+  });
+
+  it('the server refuses a body that does not hash to its signed SHA-256, even with a matching Content-MD5', async () => {
+    const target = new S3Target(client, BUCKET);
+    const bytes = Buffer.from('the bytes on the card');
+    const md5 = createHash('md5').update(bytes).digest('hex');
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const body = (signed: string): PartBody => ({ size: bytes.length, md5, sha256: signed, open: () => Readable.from([bytes]) });
+    const key = nextKey('signed');
+    const refused = await failureOf(target.put(key, body(createHash('sha256').update('other bytes').digest('hex')), {}));
+    expect(refused.context['status']).toBe(400);
+    expect(await headOrUndefined(admin, BUCKET, key)).toBeUndefined();
+    await target.put(key, body(sha256), {});
+    expect(await sha256OfObject(admin, BUCKET, key)).toEqual({ sha256, size: bytes.length });
   });
 
   it('uploads ~40 MiB in 5 MiB parts, and the server ETag is the md5-of-part-md5s computed locally', async () => {

@@ -52,6 +52,12 @@ describe('upload verification', () => {
     expect(x.context).toMatchObject({ algorithm: 'xxh128', expected: xxh, actual: '00'.repeat(16) });
   });
 
+  it('compares the hashes that were taken, needs the journal to have each, and at least one taken', () => {
+    expect(() => verifyLocalDigests('/p', { xxh128: xxh }, { size: 1, sha256: sha, xxh128: xxh }, where)).not.toThrow();
+    expect(failure(() => verifyLocalDigests('/p', { xxh128: xxh }, { size: 1, sha256: sha }, where)).code).toBe('UPLOAD_VERIFY');
+    expect(failure(() => verifyLocalDigests('/p', {}, { size: 1, sha256: sha, xxh128: xxh }, where)).code).toBe('INTERNAL');
+  });
+
   it('takes an existing object for this content only when size and stored SHA-256 match', () => {
     expect(holdsContent(good, { size: 10, sha256: sha.toUpperCase() })).toBe(true);
     expect(holdsContent(good, { size: 9, sha256: sha })).toBe(false);

@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { ShuttleError, throwIfAborted } from '../errors.js';
@@ -12,6 +12,38 @@ export interface ReadPart {
   readonly offset: number;
   readonly size: number;
   readonly md5: string;
+  /** The range's SHA-256, when the reader was asked for it (see PartReaderOptions). */
+  readonly sha256?: string;
+}
+
+/** A part whose request is signed with its payload's SHA-256. */
+export type SignedPart = ReadPart & { readonly sha256: string };
+
+/** The part, checked to carry the SHA-256 a reader opened with `partSha256` takes. */
+export function signedPart(part: ReadPart): SignedPart {
+  if (part.sha256 === undefined) throw new ShuttleError('INTERNAL', `part at byte ${part.offset} was read without its SHA-256`, { context: { offset: part.offset } });
+  return { ...part, sha256: part.sha256 };
+}
+
+export interface PartReaderOptions {
+  /**
+   * The whole-file hash compared with the journal's: `sha256` (the default), or `xxh128`, several times
+   * cheaper, when the parts are SHA-256-hashed anyway for their signatures and the journal has an xxh128.
+   */
+  whole?: 'sha256' | 'xxh128';
+  /** Also hash each part with SHA-256, the payload hash its request is signed with. */
+  partSha256?: boolean;
+}
+
+/** A running hash, fed chunk by chunk. */
+interface Running {
+  update(chunk: Uint8Array): void;
+  digest(): string;
+}
+
+function nodeHash(algorithm: 'md5' | 'sha256'): Running {
+  const h = createHash(algorithm);
+  return { update: (c) => void h.update(c), digest: () => h.digest('hex') };
 }
 
 /** Bytes per read; one buffer of it per reader, reused, so that hashing a file allocates nothing more. */
@@ -32,9 +64,9 @@ function shortFile(path: string, at: number, expected: number): ShuttleError {
 }
 
 /**
- * Hashes a file front to back, one part (byte range) at a time: the whole-file SHA-256 (which must equal
- * the journal's before anything is completed) and each part's MD5, which its request carries as
- * Content-MD5. The part's bytes are not kept: its request body reads them again (see partBody), and the
+ * Hashes a file front to back, one part (byte range) at a time: the whole-file hash (which must equal the
+ * journal's before anything is completed), each part's MD5, which its request carries as Content-MD5,
+ * and, when asked, each part's SHA-256, which its request is signed with. The part's bytes are not kept: its request body reads them again (see partBody), and the
  * server recomputes the MD5 of what arrives and refuses the request when it differs, so the bytes stored are
  * the bytes hashed here even if the file changed in between. Memory is one read buffer, whatever the part size.
  */
@@ -42,27 +74,33 @@ export class PartReader {
   readonly #fh: FileHandle;
   readonly #path: string;
   readonly #size: number;
-  readonly #sha256: Hash;
+  readonly #whole: Running;
+  readonly #wholeAlgorithm: 'sha256' | 'xxh128';
+  readonly #partSha256: boolean;
   readonly #buffer: Buffer;
   #offset = 0;
+  #wholeDigest: string | undefined;
 
-  private constructor(fh: FileHandle, path: string, size: number) {
+  private constructor(fh: FileHandle, path: string, size: number, whole: Running, options: PartReaderOptions) {
     this.#fh = fh;
     this.#path = path;
     this.#size = size;
-    this.#sha256 = createHash('sha256');
+    this.#whole = whole;
+    this.#wholeAlgorithm = options.whole ?? 'sha256';
+    this.#partSha256 = options.partSha256 ?? false;
     this.#buffer = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, size)));
   }
 
-  /** The whole-file digest is SHA-256: the hash the journal's is compared with. */
-  static async open(path: string, size: number): Promise<PartReader> {
+  static async open(path: string, size: number, options: PartReaderOptions = {}): Promise<PartReader> {
+    // xxh128 comes from the ingest hashers, loaded only here: most upload runs never need them.
+    const whole = options.whole === 'xxh128' ? await (await import('../ingest/hashing.js')).makeUpdater('xxh128') : nodeHash('sha256');
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');
     } catch (error) {
       throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${path} for upload`, { context: { path }, cause: error });
     }
-    return new PartReader(fh, path, size);
+    return new PartReader(fh, path, size, whole, options);
   }
 
   get path(): string {
@@ -75,8 +113,10 @@ export class PartReader {
 
   /** Hashes the next `length` bytes. A file shorter than the size the journal recorded is an UPLOAD_VERIFY failure. */
   async read(length: number, signal?: AbortSignal): Promise<ReadPart> {
+    if (this.#wholeDigest !== undefined) throw new ShuttleError('INTERNAL', `read of ${this.#path} after its digest was taken`, { context: { path: this.#path } });
     const offset = this.#offset;
-    const md5 = createHash('md5');
+    const md5 = nodeHash('md5');
+    const sha256 = this.#partSha256 ? nodeHash('sha256') : undefined;
     let done = 0;
     while (done < length) {
       throwIfAborted(signal);
@@ -89,17 +129,19 @@ export class PartReader {
       }
       if (bytesRead === 0) throw shortFile(this.#path, offset + done, this.#size);
       const chunk = this.#buffer.subarray(0, bytesRead);
-      this.#sha256.update(chunk);
+      this.#whole.update(chunk);
       md5.update(chunk);
+      sha256?.update(chunk);
       done += bytesRead;
     }
     this.#offset += length;
-    return { offset, size: length, md5: md5.digest('hex') };
+    return sha256 === undefined ? { offset, size: length, md5: md5.digest() } : { offset, size: length, md5: md5.digest(), sha256: sha256.digest() };
   }
 
-  /** Digests of everything read so far. */
+  /** The whole-file digest of everything read; the reader reads no more after it. */
   digest(): HashSet {
-    return { sha256: this.#sha256.copy().digest('hex') };
+    this.#wholeDigest ??= this.#whole.digest();
+    return { [this.#wholeAlgorithm]: this.#wholeDigest };
   }
 
   async close(): Promise<void> {
@@ -112,15 +154,16 @@ export class PartReader {
  * A file that became unreadable or shorter fails the body (SOURCE_UNREADABLE, UPLOAD_VERIFY with the path),
  * never sends fewer bytes than announced.
  */
-export function partBody(path: string, part: ReadPart, limiter: RateLimiter | undefined): PartBody {
+export function partBody(path: string, part: SignedPart, limiter: RateLimiter | undefined): PartBody {
   return {
     size: part.size,
     md5: part.md5,
+    sha256: part.sha256,
     open: (signal) => Readable.from(rangeChunks(path, part, limiter, signal), { objectMode: false, highWaterMark: SEND_CHUNK }),
   };
 }
 
-async function* rangeChunks(path: string, part: ReadPart, limiter: RateLimiter | undefined, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
+async function* rangeChunks(path: string, part: SignedPart, limiter: RateLimiter | undefined, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
   let fh: FileHandle;
   try {
     fh = await open(path, 'r');

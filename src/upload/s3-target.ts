@@ -91,6 +91,26 @@ function md5Base64(hex: string): string {
   return Buffer.from(hex, 'hex').toString('base64');
 }
 
+interface WithMiddleware {
+  middlewareStack: PutObjectCommand['middlewareStack'] | UploadPartCommand['middlewareStack'];
+}
+
+/**
+ * Signs the request with its body's SHA-256. For a streamed body the SDK cannot hash it up front and
+ * signs UNSIGNED-PAYLOAD; a hash already in the header is what its signer uses instead.
+ */
+function signPayload<C extends WithMiddleware>(command: C, sha256: string): C {
+  (command.middlewareStack as PutObjectCommand['middlewareStack']).add(
+    (next) => async (args) => {
+      const request = args.request as { headers?: Record<string, string> };
+      if (request.headers !== undefined) request.headers['x-amz-content-sha256'] = sha256;
+      return next(args);
+    },
+    { step: 'build', name: 'shuttleSignedPayload' },
+  );
+  return command;
+}
+
 /** UploadTarget over the AWS SDK client: one bucket, errors classified, no retries of its own. */
 export class S3Target implements UploadTarget {
   readonly bucket: string;
@@ -154,15 +174,18 @@ export class S3Target implements UploadTarget {
   put(key: string, body: PartBody, metadata: Record<string, string>, options?: CallOptions): Promise<{ etag: string }> {
     return this.#call('PutObject', key, options, async (signal) => {
       const r = await this.#sendWithBody(body, signal, (stream, abortSignal) => this.#client.send(
-        new PutObjectCommand({
-          Bucket: this.bucket,
-          Key: key,
-          Body: stream,
-          ContentLength: body.size,
-          ContentMD5: md5Base64(body.md5),
-          ContentType: CONTENT_TYPE,
-          Metadata: metadata,
-        }),
+        signPayload(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: key,
+            Body: stream,
+            ContentLength: body.size,
+            ContentMD5: md5Base64(body.md5),
+            ContentType: CONTENT_TYPE,
+            Metadata: metadata,
+          }),
+          body.sha256,
+        ),
         { abortSignal },
       ));
       return { etag: r.ETag ?? '' };
@@ -183,15 +206,18 @@ export class S3Target implements UploadTarget {
   uploadPart(key: string, uploadId: string, partNumber: number, body: PartBody, options?: CallOptions): Promise<{ etag: string }> {
     return this.#call(`UploadPart ${partNumber}`, key, options, async (signal) => {
       const r = await this.#sendWithBody(body, signal, (stream, abortSignal) => this.#client.send(
-        new UploadPartCommand({
-          Bucket: this.bucket,
-          Key: key,
-          UploadId: uploadId,
-          PartNumber: partNumber,
-          Body: stream,
-          ContentLength: body.size,
-          ContentMD5: md5Base64(body.md5),
-        }),
+        signPayload(
+          new UploadPartCommand({
+            Bucket: this.bucket,
+            Key: key,
+            UploadId: uploadId,
+            PartNumber: partNumber,
+            Body: stream,
+            ContentLength: body.size,
+            ContentMD5: md5Base64(body.md5),
+          }),
+          body.sha256,
+        ),
         { abortSignal },
       ));
       if (r.ETag === undefined || r.ETag === '') throw new Error(`UploadPart ${partNumber} answered without an ETag`);

@@ -21,6 +21,11 @@ export interface PartBody {
   readonly size: number;
   /** Hex MD5, sent as Content-MD5 so that the server rejects bytes damaged in transit. */
   readonly md5: string;
+  /**
+   * Hex SHA-256, the payload hash the request is signed with (`x-amz-content-sha256`): SigV4 servers
+   * refuse a body that does not hash to it, a check MD5 collisions cannot fool.
+   */
+  readonly sha256: string;
   open(signal?: AbortSignal): Readable;
 }
 

@@ -3,7 +3,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { ShuttleError, abortReason, isShuttleError, throwIfAborted } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { DEFAULT_MAX_PART_SIZE, DEFAULT_PART_SIZE, S3_LIMITS, choosePartSize, multipartEtag, normalizeEtag, partCount } from './multipart.js';
-import { PartReader, partBody } from './part-reader.js';
+import { PartReader, partBody, signedPart } from './part-reader.js';
 import { PROVIDERS, isProviderName, type ProviderName, type ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { FreshKey, RemoteListing } from './remote-listing.js';
@@ -60,7 +60,7 @@ export interface UploadFileOptions {
   logger?: Logger;
 }
 
-export type VerifiedBy = 'size' | 'etag' | 'sha256-metadata' | 'xxh128-metadata' | 'local-sha256';
+export type VerifiedBy = 'size' | 'etag' | 'sha256-metadata' | 'xxh128-metadata' | 'local-sha256' | 'local-xxh128';
 
 export interface UploadResult {
   bucket: string;
@@ -89,12 +89,6 @@ interface Context {
   expected: ExpectedContent;
   signal: AbortSignal | undefined;
   log: Logger;
-  /**
-   * What the bytes read must hash to: the journal's SHA-256 only. Its xxh128 goes into the object's
-   * metadata and the HEAD checks it there; hashing every byte a second time locally would add no
-   * assurance over SHA-256 and costs CPU that the upload needs (Content-MD5 and SHA-256 are required).
-   */
-  local: ExpectedContent;
   /** Set when the key was free at listing time and is this call's: orphans were taken from the listing. */
   fresh: FreshKey | undefined;
 }
@@ -148,7 +142,6 @@ export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult>
     expected,
     signal,
     log,
-    local: { size: expected.size, sha256: expected.sha256 },
     fresh: undefined,
   };
 
@@ -197,7 +190,7 @@ export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult>
     await target.deleteObject(opts.key, { signal }).catch((e: unknown) => log.error({ err: String(e) }, 'could not delete the unverified object'));
     throw error;
   }
-  const verifiedBy: VerifiedBy[] = ['local-sha256', 'size', 'sha256-metadata'];
+  const verifiedBy: VerifiedBy[] = [`local-${outcome.localHash}`, 'size', 'sha256-metadata'];
   if (expected.xxh128 !== undefined) verifiedBy.push('xxh128-metadata');
   if (outcome.expectedEtag !== undefined) verifiedBy.push('etag');
   log.info({ size: expected.size, method: outcome.method, partsSent: outcome.partsSent, partsResumed: outcome.partsResumed }, 'upload verified');
@@ -232,6 +225,8 @@ async function checkLocalSize(path: string, size: number): Promise<void> {
 
 interface Outcome {
   method: 'single' | 'multipart';
+  /** The hash of the local bytes that was compared with the journal's. */
+  localHash: 'sha256' | 'xxh128';
   expectedEtag: string | undefined;
   partsTotal: number;
   partsSent: number;
@@ -249,12 +244,14 @@ async function putSingle(ctx: Context): Promise<Outcome> {
     await reader.close();
   }
   // The whole file is hashed before a byte goes out, so a rotted copy is never sent.
-  verifyLocalDigests(opts.path, reader.digest(), ctx.local, ctx.ref);
+  verifyLocalDigests(opts.path, reader.digest(), expected, ctx.ref);
   await abandonStoredUpload(ctx, await opts.store.load(ctx.ref));
-  await target.put(opts.key, partBody(opts.path, part, opts.rateLimit), contentMetadata(expected), { signal });
+  // One part, the whole file: its payload hash is the file's SHA-256, just found equal to the journal's.
+  await target.put(opts.key, partBody(opts.path, { ...part, sha256: expected.sha256 }, opts.rateLimit), contentMetadata(expected), { signal });
   opts.onProgress?.({ bytesDone: expected.size, bytesTotal: expected.size, partsDone: 1, partsTotal: 1, bytesSent: expected.size });
   return {
     method: 'single',
+    localHash: 'sha256',
     expectedEtag: ctx.profile.singlePartEtagIsMd5 ? part.md5 : undefined,
     partsTotal: 1,
     partsSent: 1,
@@ -367,14 +364,17 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
   const progress = (): void =>
     opts.onProgress?.({ bytesDone, bytesTotal: expected.size, partsDone: done.size, partsTotal: total, bytesSent });
 
-  const reader = await PartReader.open(opts.path, expected.size);
+  // Each part is SHA-256-hashed for its signature anyway, so the whole file is checked with the cheaper
+  // xxh128 where the journal has one; the server checks each part against its SHA-256.
+  const localHash = expected.xxh128 !== undefined ? 'xxh128' : 'sha256';
+  const reader = await PartReader.open(opts.path, expected.size, { whole: localHash, partSha256: true });
   try {
     for (let n = 1; n <= total && failure === undefined; n++) {
       throwIfAborted(signal);
       // The next part is hashed while the slots are busy, so the disk and the network overlap even with
       // one part in flight.
       const length = Math.min(partSize, expected.size - (n - 1) * partSize);
-      const part = await reader.read(length, signal);
+      const part = signedPart(await reader.read(length, signal));
       while (inFlight.size >= concurrency) await Promise.race(inFlight);
       if (failure !== undefined) break;
       const mine = recorded.get(n);
@@ -430,7 +430,7 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
   if (failure !== undefined) throw failure;
 
   try {
-    verifyLocalDigests(opts.path, reader.digest(), ctx.local, ctx.ref);
+    verifyLocalDigests(opts.path, reader.digest(), expected, ctx.ref);
   } catch (error) {
     // The parts hold bytes that are not the recorded file: never complete them.
     await target.abortMultipart(opts.key, uploadId, { signal }).catch((e: unknown) => log.error({ err: String(e) }, 'could not abort the upload'));
@@ -444,6 +444,7 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
   await settleAfterSuccess(ctx, uploadId);
   return {
     method: 'multipart',
+    localHash,
     expectedEtag: profile.multipartEtagIsMd5OfParts ? multipartEtag(parts.map((p) => p.md5)) : undefined,
     partsTotal: total,
     partsSent,

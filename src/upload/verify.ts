@@ -32,17 +32,19 @@ interface Location {
 
 /**
  * The local bytes read for upload must be the bytes the journal recorded: otherwise the local copy rotted
- * or changed since ingest, and uploading it would spread the damage.
+ * or changed since ingest, and uploading it would spread the damage. Every hash taken of them is compared
+ * with the journal's; the journal must have each one, and at least one must have been taken.
  */
 export function verifyLocalDigests(path: string, actual: HashSet, expected: ExpectedContent, where: Location): void {
   const pairs: Array<[string, string | undefined, string | undefined]> = [
     ['sha256', expected.sha256, actual.sha256],
     ['xxh128', expected.xxh128, actual.xxh128],
   ];
-  for (const [alg, want, got] of pairs) {
-    if (want === undefined) continue;
-    if (got?.toLowerCase() !== want.toLowerCase()) {
-      throw new ShuttleError('UPLOAD_VERIFY', `local file ${path} no longer matches its ${alg}: expected ${want}, read ${got ?? '(none)'}; not uploading it to s3://${where.bucket}/${where.key}`, {
+  const taken = pairs.filter(([, , got]) => got !== undefined);
+  if (taken.length === 0) throw new ShuttleError('INTERNAL', `no hash of ${path} was taken to compare with the journal`, { context: { path } });
+  for (const [alg, want, got] of taken) {
+    if (want?.toLowerCase() !== got?.toLowerCase()) {
+      throw new ShuttleError('UPLOAD_VERIFY', `local file ${path} no longer matches its ${alg}: expected ${want ?? '(none in the journal)'}, read ${got}; not uploading it to s3://${where.bucket}/${where.key}`, {
         context: { path, algorithm: alg, expected: want, actual: got, bucket: where.bucket, key: where.key },
       });
     }
