@@ -248,6 +248,7 @@ describe('environment and overrides', () => {
       SHUTTLE_UPLOAD_CONCURRENCY: ['8', (c) => c.upload?.concurrency, 8],
       SHUTTLE_UPLOAD_PART_SIZE: ['8388608', (c) => c.upload?.partSize, 8388608],
       SHUTTLE_UPLOAD_BANDWIDTH: ['1000000', (c) => c.upload?.bandwidth, 1000000],
+      SHUTTLE_UPLOAD_CHECKSUM: ['crc64nvme', (c) => c.upload?.checksum, 'crc64nvme'],
       SHUTTLE_UPLOAD_PRIORITY: ['JPG,*,cr3', (c) => c.upload?.priority, ['jpg', '*', 'cr3']],
       SHUTTLE_UPLOAD_KEEP_DAYS: ['14', (c) => c.upload?.keepDays, 14],
       SHUTTLE_UPLOAD_KEEP_FREE_BYTES: ['1000000000', (c) => c.upload?.keepFreeBytes, 1000000000],

@@ -51,6 +51,12 @@ beforeAll(async () => {
       if (req.method === 'POST' && query.has('uploads')) {
         res.writeHead(200, { 'content-type': 'application/xml' });
         res.end(`<?xml version="1.0" encoding="UTF-8"?><InitiateMultipartUploadResult><Bucket>${BUCKET}</Bucket><Key>k</Key><UploadId>upload-1</UploadId></InitiateMultipartUploadResult>`);
+      } else if (req.method === 'POST' && query.has('uploadId')) {
+        res.writeHead(200, { 'content-type': 'application/xml' });
+        res.end(`<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUploadResult><Bucket>${BUCKET}</Bucket><Key>k</Key><ETag>"abc-1"</ETag></CompleteMultipartUploadResult>`);
+      } else if (req.method === 'HEAD') {
+        res.writeHead(200, { 'content-length': '3', etag: '"abc-1"', 'x-amz-checksum-crc64nvme': 'rosUhgp5mIg=', 'x-amz-checksum-type': 'FULL_OBJECT' });
+        res.end();
       } else if (req.method === 'PUT') {
         res.writeHead(200, { etag: `"${md5(body)}"` });
         res.end();
@@ -146,5 +152,42 @@ describe.each(cases)('requests of the $provider profile', ({ provider, region, v
     }
     // A body-less request is signed with the hash of nothing, as SigV4 prescribes.
     expect(create.headers['x-amz-content-sha256']).toBe(sha256(Buffer.alloc(0)));
+  });
+});
+
+describe('additional checksums on the aws profile', () => {
+  it('a full-object SHA-256 on a PUT, a part with its SHA-256, CRC-64/NVME announced at Create and given whole at Complete, and HEAD asks for them', async () => {
+    captured.length = 0;
+    const client = clientFor('aws', 'eu-central-1');
+    const target = new S3Target(client, BUCKET);
+    const sha = Buffer.from(sha256(bytes), 'hex').toString('base64');
+    let head;
+    try {
+      const body = await signedWholeFile();
+      await target.put('a.CR3', { ...body, checksum: { algorithm: 'sha256', value: sha } }, {});
+      const uploadId = await target.createMultipart('b.MP4', {}, { checksum: { algorithm: 'crc64nvme', type: 'FULL_OBJECT' } });
+      await target.uploadPart('b.MP4', uploadId, 1, { ...body, checksum: { algorithm: 'sha256', value: sha } });
+      await target.completeMultipart('b.MP4', uploadId, [{ partNumber: 1, etag: '"e1"', checksum: { algorithm: 'sha256', value: sha } }], {
+        checksum: { algorithm: 'crc64nvme', value: 'rosUhgp5mIg=' },
+      });
+      head = await target.head('b.MP4', { checksums: true });
+    } finally {
+      client.destroy();
+    }
+    const [put, create, part, complete, headRequest] = captured as [Captured, Captured, Captured, Captured, Captured];
+    expect(captured.map((r) => r.method)).toEqual(['PUT', 'POST', 'PUT', 'POST', 'HEAD']);
+    expect(put.headers['x-amz-checksum-sha256']).toBe(sha);
+    expect(create.headers).toMatchObject({ 'x-amz-checksum-algorithm': 'CRC64NVME', 'x-amz-checksum-type': 'FULL_OBJECT' });
+    expect(part.headers['x-amz-checksum-sha256']).toBe(sha);
+    expect(complete.headers).toMatchObject({ 'x-amz-checksum-crc64nvme': 'rosUhgp5mIg=', 'x-amz-checksum-type': 'FULL_OBJECT' });
+    expect(complete.body.toString()).toContain(`<ChecksumSHA256>${sha}</ChecksumSHA256>`);
+    expect(headRequest.headers['x-amz-checksum-mode']).toBe('ENABLED');
+    expect(head?.checksums).toEqual({ crc64nvme: 'rosUhgp5mIg=' });
+    for (const r of [put, part]) {
+      // A checksum given as a value goes as a plain header: never an aws-chunked body with a trailer.
+      expect(r.headers['content-encoding'] ?? '').not.toContain('aws-chunked');
+      expect(r.headers['x-amz-trailer']).toBeUndefined();
+      expect(r.body.equals(bytes)).toBe(true);
+    }
   });
 });

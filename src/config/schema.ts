@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { isAbsolute, normalize } from 'node:path';
 import * as z from 'zod';
 import { DEFAULT_KEY_TEMPLATE, parseS3Url, renderKey } from '../upload/keys.js';
+import { OBJECT_CHECKSUMS } from '../upload/checksum.js';
 import { PROVIDERS, type ProviderName } from '../upload/provider.js';
 
 /**
@@ -211,6 +212,8 @@ export const uploadSchema = table({
   concurrency: z.int().min(1).max(64).default(DEFAULT_UPLOAD_CONCURRENCY).describe('requests in flight at once (files and parts)'),
   part_size: z.int().min(5 * MiB).max(5 * 1024 * MiB).default(DEFAULT_UPLOAD_PART_SIZE)
     .describe('multipart part size in bytes (grown for files that would need more than 10,000 parts)'),
+  checksum: z.enum(OBJECT_CHECKSUMS).optional()
+    .describe('aws only: an S3 additional checksum stored with every object and checked after upload; sha256 (composite over the parts of a multipart upload) or crc64nvme (whole object)'),
   bandwidth: bandwidth.optional().describe('upload limit in bytes per second outside the schedule windows; 0 pauses; absent = unlimited'),
   schedule: z.array(uploadWindowSchema).default([]).describe('time-of-day windows with their own bandwidth'),
   priority: z.array(extensionRank).default([...DEFAULT_UPLOAD_PRIORITY])

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { uploadSettings, type Config, type UploadConfig } from '../config/index.js';
+import { ShuttleError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Journal } from '../store/journal.js';
 import { UploadQueue, type QueueTarget } from '../store/upload-queue.js';
@@ -84,6 +85,12 @@ export function createUploadRuntime(options: UploadRuntimeOptions): UploadRuntim
     options.env ?? process.env,
   );
   logger.debug({ s3: describeS3ClientOptions(resolved), credentialSource: creds.origin }, 'S3 client ready');
+  if (settings.checksum !== undefined && !resolved.provider.additionalChecksums) {
+    client.destroy();
+    throw new ShuttleError('CONFIG_INVALID', `upload.checksum = "${settings.checksum}" needs the aws provider; ${resolved.provider.name} does not take S3's additional checksums`, {
+      context: { provider: resolved.provider.name, checksum: settings.checksum },
+    });
+  }
   const queue = new UploadQueue(journal);
   const worker = new UploadWorker({
     queue,
@@ -92,6 +99,7 @@ export function createUploadRuntime(options: UploadRuntimeOptions): UploadRuntim
     provider: resolved.provider,
     concurrency: settings.concurrency,
     partSize: settings.partSize,
+    checksum: settings.checksum,
     rateLimit: rateLimiterFor(settings),
     logger,
   });

@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 import { ShuttleError, throwIfAborted } from '../errors.js';
 // Types only: the ingest hashers (WASM and native modules) would cost every upload run their load time.
 import type { HashSet } from '../ingest/hashing.js';
+import { crc64Nvme, type ChecksumValue, type Crc64Nvme } from './checksum.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { PartBody } from './target.js';
 
@@ -33,6 +34,8 @@ export interface PartReaderOptions {
   whole?: 'sha256' | 'xxh128';
   /** Also hash each part with SHA-256, the payload hash its request is signed with. */
   partSha256?: boolean;
+  /** Also take the whole file's CRC-64/NVME, a full-object checksum S3 can store (see checksum.ts). */
+  crc64nvme?: boolean;
 }
 
 /** A running hash, fed chunk by chunk. */
@@ -77,30 +80,33 @@ export class PartReader {
   readonly #whole: Running;
   readonly #wholeAlgorithm: 'sha256' | 'xxh128';
   readonly #partSha256: boolean;
+  readonly #crc: Crc64Nvme | undefined;
   readonly #buffer: Buffer;
   #offset = 0;
   #wholeDigest: string | undefined;
 
-  private constructor(fh: FileHandle, path: string, size: number, whole: Running, options: PartReaderOptions) {
+  private constructor(fh: FileHandle, path: string, size: number, whole: Running, crc: Crc64Nvme | undefined, options: PartReaderOptions) {
     this.#fh = fh;
     this.#path = path;
     this.#size = size;
     this.#whole = whole;
     this.#wholeAlgorithm = options.whole ?? 'sha256';
     this.#partSha256 = options.partSha256 ?? false;
+    this.#crc = crc;
     this.#buffer = Buffer.allocUnsafe(Math.max(1, Math.min(READ_CHUNK, size)));
   }
 
   static async open(path: string, size: number, options: PartReaderOptions = {}): Promise<PartReader> {
     // xxh128 comes from the ingest hashers, loaded only here: most upload runs never need them.
     const whole = options.whole === 'xxh128' ? await (await import('../ingest/hashing.js')).makeUpdater('xxh128') : nodeHash('sha256');
+    const crc = options.crc64nvme === true ? await crc64Nvme() : undefined;
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');
     } catch (error) {
       throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${path} for upload`, { context: { path }, cause: error });
     }
-    return new PartReader(fh, path, size, whole, options);
+    return new PartReader(fh, path, size, whole, crc, options);
   }
 
   get path(): string {
@@ -132,6 +138,7 @@ export class PartReader {
       this.#whole.update(chunk);
       md5.update(chunk);
       sha256?.update(chunk);
+      this.#crc?.update(chunk);
       done += bytesRead;
     }
     this.#offset += length;
@@ -144,6 +151,12 @@ export class PartReader {
     return { [this.#wholeAlgorithm]: this.#wholeDigest };
   }
 
+  /** Base64 CRC-64/NVME of everything read, for a reader opened with `crc64nvme`. */
+  async crc64nvme(): Promise<string> {
+    if (this.#crc === undefined) throw new ShuttleError('INTERNAL', `${this.#path} was read without its CRC-64/NVME`, { context: { path: this.#path } });
+    return this.#crc.digest();
+  }
+
   async close(): Promise<void> {
     await this.#fh.close();
   }
@@ -154,11 +167,12 @@ export class PartReader {
  * A file that became unreadable or shorter fails the body (SOURCE_UNREADABLE, UPLOAD_VERIFY with the path),
  * never sends fewer bytes than announced.
  */
-export function partBody(path: string, part: SignedPart, limiter: RateLimiter | undefined): PartBody {
+export function partBody(path: string, part: SignedPart, limiter: RateLimiter | undefined, checksum?: ChecksumValue): PartBody {
   return {
     size: part.size,
     md5: part.md5,
     sha256: part.sha256,
+    ...(checksum !== undefined ? { checksum } : {}),
     open: (signal) => Readable.from(rangeChunks(path, part, limiter, signal), { objectMode: false, highWaterMark: SEND_CHUNK }),
   };
 }

@@ -22,11 +22,17 @@ export interface ProviderProfile {
   readonly multipartEtagIsMd5OfParts: boolean;
   /** The ETag an UploadPart returns (and ListParts repeats) is the part's MD5: lets a resume adopt parts the server holds. */
   readonly partEtagIsMd5: boolean;
+  /**
+   * Takes S3's additional checksums (`x-amz-checksum-*`, see checksum.ts): checks them on arrival, stores
+   * them, returns them on HEAD. AWS only: the other servers reject them or store nothing.
+   */
+  readonly additionalChecksums: boolean;
   /** Region to sign with when neither the caller nor the environment names one. */
   readonly defaultRegion?: string;
 }
 
 const md5Etags = { singlePartEtagIsMd5: true, multipartEtagIsMd5OfParts: true, partEtagIsMd5: true } as const;
+const noAdditionalChecksums = { additionalChecksums: false } as const;
 const whenRequired = { requestChecksumCalculation: 'WHEN_REQUIRED', responseChecksumValidation: 'WHEN_REQUIRED' } as const;
 
 export const PROVIDERS: Readonly<Record<ProviderName, ProviderProfile>> = Object.freeze({
@@ -37,13 +43,14 @@ export const PROVIDERS: Readonly<Record<ProviderName, ProviderProfile>> = Object
     // AWS returns the checksums it stores, so validating them on reads costs nothing and can catch corruption.
     responseChecksumValidation: 'WHEN_SUPPORTED',
     ...md5Etags,
+    additionalChecksums: true,
   },
-  minio: { name: 'minio', forcePathStyle: true, ...whenRequired, ...md5Etags, defaultRegion: 'us-east-1' },
-  ceph: { name: 'ceph', forcePathStyle: true, ...whenRequired, ...md5Etags, defaultRegion: 'us-east-1' },
+  minio: { name: 'minio', forcePathStyle: true, ...whenRequired, ...md5Etags, ...noAdditionalChecksums, defaultRegion: 'us-east-1' },
+  ceph: { name: 'ceph', forcePathStyle: true, ...whenRequired, ...md5Etags, ...noAdditionalChecksums, defaultRegion: 'us-east-1' },
   // Checked against Swift 2.30 s3api: part ETags are MD5s, the multipart ETag is md5-of-part-md5s-N.
-  swift: { name: 'swift', forcePathStyle: true, ...whenRequired, ...md5Etags, defaultRegion: 'us-east-1' },
+  swift: { name: 'swift', forcePathStyle: true, ...whenRequired, ...md5Etags, ...noAdditionalChecksums, defaultRegion: 'us-east-1' },
   // R2 documents S3-style part and multipart ETags for uploads created after 2023-06-21.
-  r2: { name: 'r2', forcePathStyle: true, ...whenRequired, ...md5Etags, defaultRegion: 'auto' },
+  r2: { name: 'r2', forcePathStyle: true, ...whenRequired, ...md5Etags, ...noAdditionalChecksums, defaultRegion: 'auto' },
   // B2 documents MD5 ETags only for single-part objects; multipart objects are checked by stored metadata.
   b2: {
     name: 'b2',
@@ -52,6 +59,7 @@ export const PROVIDERS: Readonly<Record<ProviderName, ProviderProfile>> = Object
     singlePartEtagIsMd5: true,
     multipartEtagIsMd5OfParts: false,
     partEtagIsMd5: false,
+    ...noAdditionalChecksums,
     defaultRegion: 'us-east-1',
   },
   // Unknown server: trust no ETag format, verify by size and the metadata Shuttle stored.
@@ -62,6 +70,7 @@ export const PROVIDERS: Readonly<Record<ProviderName, ProviderProfile>> = Object
     singlePartEtagIsMd5: false,
     multipartEtagIsMd5OfParts: false,
     partEtagIsMd5: false,
+    ...noAdditionalChecksums,
     defaultRegion: 'us-east-1',
   },
 });

@@ -13,7 +13,20 @@ import {
 } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
 import { ShuttleError, abortReason, errnoCode, isShuttleError } from '../errors.js';
-import type { CallOptions, CompletedPartRef, ListOptions, PartBody, PendingUpload, RemoteObject, RemotePart, UploadTarget } from './target.js';
+import type { ChecksumValue, ObjectChecksum } from './checksum.js';
+import type {
+  CallOptions,
+  CompleteMultipartOptions,
+  CompletedPartRef,
+  CreateMultipartOptions,
+  HeadOptions,
+  ListOptions,
+  PartBody,
+  PendingUpload,
+  RemoteObject,
+  RemotePart,
+  UploadTarget,
+} from './target.js';
 
 export const CONTENT_TYPE = 'application/octet-stream';
 
@@ -91,6 +104,14 @@ function md5Base64(hex: string): string {
   return Buffer.from(hex, 'hex').toString('base64');
 }
 
+/** An additional checksum as the SDK's input member that sends it (`x-amz-checksum-*`). */
+function checksumInput(checksum: ChecksumValue | undefined): { ChecksumSHA256?: string; ChecksumCRC64NVME?: string } {
+  if (checksum === undefined) return {};
+  return checksum.algorithm === 'sha256' ? { ChecksumSHA256: checksum.value } : { ChecksumCRC64NVME: checksum.value };
+}
+
+const SDK_ALGORITHM = { sha256: 'SHA256', crc64nvme: 'CRC64NVME' } as const;
+
 interface WithMiddleware {
   middlewareStack: PutObjectCommand['middlewareStack'] | UploadPartCommand['middlewareStack'];
 }
@@ -157,13 +178,19 @@ export class S3Target implements UploadTarget {
     }
   }
 
-  head(key: string, options?: CallOptions): Promise<RemoteObject | undefined> {
+  head(key: string, options?: HeadOptions): Promise<RemoteObject | undefined> {
     return this.#call('HeadObject', key, options, async (abortSignal) => {
       try {
-        const r = await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal });
+        const r = await this.#client.send(
+          new HeadObjectCommand({ Bucket: this.bucket, Key: key, ...(options?.checksums === true ? { ChecksumMode: 'ENABLED' } : {}) }),
+          { abortSignal },
+        );
         const metadata: Record<string, string> = {};
         for (const [k, v] of Object.entries(r.Metadata ?? {})) metadata[k.toLowerCase()] = v;
-        return { size: r.ContentLength ?? 0, etag: r.ETag ?? '', metadata };
+        const checksums: Partial<Record<ObjectChecksum, string>> = {};
+        if (r.ChecksumSHA256 !== undefined) checksums.sha256 = r.ChecksumSHA256;
+        if (r.ChecksumCRC64NVME !== undefined) checksums.crc64nvme = r.ChecksumCRC64NVME;
+        return { size: r.ContentLength ?? 0, etag: r.ETag ?? '', metadata, checksums };
       } catch (error) {
         if (factsOf(error).status === 404) return undefined;
         throw error;
@@ -183,6 +210,7 @@ export class S3Target implements UploadTarget {
             ContentMD5: md5Base64(body.md5),
             ContentType: CONTENT_TYPE,
             Metadata: metadata,
+            ...checksumInput(body.checksum),
           }),
           body.sha256,
         ),
@@ -192,10 +220,17 @@ export class S3Target implements UploadTarget {
     });
   }
 
-  createMultipart(key: string, metadata: Record<string, string>, options?: CallOptions): Promise<string> {
+  createMultipart(key: string, metadata: Record<string, string>, options?: CreateMultipartOptions): Promise<string> {
     return this.#call('CreateMultipartUpload', key, options, async (abortSignal) => {
+      const checksum = options?.checksum;
       const r = await this.#client.send(
-        new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: CONTENT_TYPE, Metadata: metadata }),
+        new CreateMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: key,
+          ContentType: CONTENT_TYPE,
+          Metadata: metadata,
+          ...(checksum !== undefined ? { ChecksumAlgorithm: SDK_ALGORITHM[checksum.algorithm], ChecksumType: checksum.type } : {}),
+        }),
         { abortSignal },
       );
       if (r.UploadId === undefined || r.UploadId === '') throw new Error('CreateMultipartUpload answered without an UploadId');
@@ -215,6 +250,7 @@ export class S3Target implements UploadTarget {
             Body: stream,
             ContentLength: body.size,
             ContentMD5: md5Base64(body.md5),
+            ...checksumInput(body.checksum),
           }),
           body.sha256,
         ),
@@ -249,14 +285,15 @@ export class S3Target implements UploadTarget {
     });
   }
 
-  completeMultipart(key: string, uploadId: string, parts: readonly CompletedPartRef[], options?: CallOptions): Promise<{ etag: string }> {
+  completeMultipart(key: string, uploadId: string, parts: readonly CompletedPartRef[], options?: CompleteMultipartOptions): Promise<{ etag: string }> {
     return this.#call('CompleteMultipartUpload', key, options, async (abortSignal) => {
       const r = await this.#client.send(
         new CompleteMultipartUploadCommand({
           Bucket: this.bucket,
           Key: key,
           UploadId: uploadId,
-          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag, ...checksumInput(p.checksum) })) },
+          ...(options?.checksum !== undefined ? { ...checksumInput(options.checksum), ChecksumType: 'FULL_OBJECT' as const } : {}),
         }),
         { abortSignal },
       );

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { ChecksumType, ChecksumValue, ObjectChecksum } from './checksum.js';
 import { withRetry, type RetryOptions } from './retry.js';
 
 /** What HEAD tells about a stored object. */
@@ -8,6 +9,8 @@ export interface RemoteObject {
   etag: string;
   /** User metadata (`x-amz-meta-*`), names lowercased, without the prefix. */
   metadata: Readonly<Record<string, string>>;
+  /** Additional checksums the server stores (asked for with `checksums` on head), base64 as S3 sends them. */
+  checksums?: Partial<Record<ObjectChecksum, string>>;
 }
 
 export interface RemotePart {
@@ -26,11 +29,28 @@ export interface PartBody {
    * refuse a body that does not hash to it, a check MD5 collisions cannot fool.
    */
   readonly sha256: string;
+  /** An additional checksum of these bytes for the server to check and store (see checksum.ts). */
+  readonly checksum?: ChecksumValue;
   open(signal?: AbortSignal): Readable;
 }
 
 export interface CallOptions {
   signal?: AbortSignal | undefined;
+}
+
+export interface HeadOptions extends CallOptions {
+  /** Also ask for the additional checksums stored with the object. */
+  checksums?: boolean;
+}
+
+export interface CreateMultipartOptions extends CallOptions {
+  /** The additional checksum the object will carry, and whether it covers the whole object or the parts. */
+  checksum?: { algorithm: ObjectChecksum; type: ChecksumType };
+}
+
+export interface CompleteMultipartOptions extends CallOptions {
+  /** The whole object's checksum (FULL_OBJECT uploads), which the server checks against what it assembled. */
+  checksum?: ChecksumValue;
 }
 
 /** An unfinished multipart upload as a listing shows it. */
@@ -47,6 +67,8 @@ export interface ListOptions extends CallOptions {
 export interface CompletedPartRef {
   partNumber: number;
   etag: string;
+  /** The part's additional checksum (COMPOSITE uploads), as it was sent with the part. */
+  checksum?: ChecksumValue;
 }
 
 /**
@@ -57,13 +79,13 @@ export interface CompletedPartRef {
 export interface UploadTarget {
   readonly bucket: string;
   /** undefined when no object exists at `key`. */
-  head(key: string, options?: CallOptions): Promise<RemoteObject | undefined>;
+  head(key: string, options?: HeadOptions): Promise<RemoteObject | undefined>;
   put(key: string, body: PartBody, metadata: Record<string, string>, options?: CallOptions): Promise<{ etag: string }>;
-  createMultipart(key: string, metadata: Record<string, string>, options?: CallOptions): Promise<string>;
+  createMultipart(key: string, metadata: Record<string, string>, options?: CreateMultipartOptions): Promise<string>;
   uploadPart(key: string, uploadId: string, partNumber: number, body: PartBody, options?: CallOptions): Promise<{ etag: string }>;
   /** All parts the server holds for the upload; undefined when the upload no longer exists. */
   listParts(key: string, uploadId: string, options?: CallOptions): Promise<RemotePart[] | undefined>;
-  completeMultipart(key: string, uploadId: string, parts: readonly CompletedPartRef[], options?: CallOptions): Promise<{ etag: string }>;
+  completeMultipart(key: string, uploadId: string, parts: readonly CompletedPartRef[], options?: CompleteMultipartOptions): Promise<{ etag: string }>;
   /** Succeeds when the upload is already gone. */
   abortMultipart(key: string, uploadId: string, options?: CallOptions): Promise<void>;
   /** Ids of the unfinished multipart uploads for exactly `key`. */

@@ -10,7 +10,8 @@ import type { FreshKey, RemoteListing } from './remote-listing.js';
 import type { RetryPolicy } from './retry.js';
 import { S3Target, failureStatus } from './s3-target.js';
 import type { MultipartUploadState, PartRecord, UploadRef, UploadStateStore } from './state.js';
-import { retryingTarget, type RemotePart, type UploadTarget } from './target.js';
+import { retryingTarget, type CompletedPartRef, type RemotePart, type UploadTarget } from './target.js';
+import { compositeSha256, hexToBase64, type ChecksumValue, type ObjectChecksum } from './checksum.js';
 import { contentMetadata, holdsContent, verifyLocalDigests, verifyRemoteObject, type ExpectedContent } from './verify.js';
 
 export interface UploadProgress {
@@ -49,6 +50,11 @@ export interface UploadFileOptions {
   /** Parts in flight at once (default 4); part bodies are read from the file, not held in memory. */
   concurrency?: number;
   retry?: Partial<RetryPolicy>;
+  /**
+   * An additional checksum for the server to check and keep with the object (see checksum.ts), checked
+   * again by the HEAD after the upload; only for providers that take them (aws).
+   */
+  checksum?: ObjectChecksum | undefined;
   /** Replace an object at `key` whose content differs (default: refuse, it may be another file of the same name). */
   overwrite?: boolean;
   /**
@@ -60,7 +66,7 @@ export interface UploadFileOptions {
   logger?: Logger;
 }
 
-export type VerifiedBy = 'size' | 'etag' | 'sha256-metadata' | 'xxh128-metadata' | 'local-sha256' | 'local-xxh128';
+export type VerifiedBy = 'size' | 'etag' | 'sha256-metadata' | 'xxh128-metadata' | 'local-sha256' | 'local-xxh128' | 'checksum-sha256' | 'checksum-crc64nvme';
 
 export interface UploadResult {
   bucket: string;
@@ -134,10 +140,16 @@ export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult>
     onRetry: ({ attempt, delayMs, error }) =>
       log.warn({ attempt, delayMs, err: isShuttleError(error) ? error.toJSON() : String(error) }, 'S3 request failed; retrying'),
   });
+  const profile = resolveProfile(opts.provider);
+  if (opts.checksum !== undefined && !profile.additionalChecksums) {
+    throw new ShuttleError('CONFIG_INVALID', `the ${profile.name} provider does not take S3's additional checksums (upload.checksum = ${opts.checksum}); they are for aws`, {
+      context: { provider: profile.name, checksum: opts.checksum },
+    });
+  }
   const ctx: Context = {
     opts,
     target,
-    profile: resolveProfile(opts.provider),
+    profile,
     ref: { bucket: opts.bucket, key: opts.key },
     expected,
     signal,
@@ -182,9 +194,9 @@ export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult>
   const threshold = opts.multipartThreshold ?? 2 * partSize;
   const outcome = expected.size <= Math.min(threshold, S3_LIMITS.maxSinglePutSize) ? await putSingle(ctx) : await putMultipart(ctx);
 
-  const remote = await target.head(opts.key, { signal });
+  const remote = await target.head(opts.key, { signal, checksums: outcome.checksum !== undefined });
   try {
-    verifyRemoteObject(remote, { ...expected, etag: outcome.expectedEtag }, ctx.ref);
+    verifyRemoteObject(remote, { ...expected, etag: outcome.expectedEtag, checksum: outcome.checksum }, ctx.ref);
   } catch (error) {
     // A wrong object must not stay behind: a later run would take it for this content (its metadata matches).
     await target.deleteObject(opts.key, { signal }).catch((e: unknown) => log.error({ err: String(e) }, 'could not delete the unverified object'));
@@ -193,6 +205,7 @@ export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult>
   const verifiedBy: VerifiedBy[] = [`local-${outcome.localHash}`, 'size', 'sha256-metadata'];
   if (expected.xxh128 !== undefined) verifiedBy.push('xxh128-metadata');
   if (outcome.expectedEtag !== undefined) verifiedBy.push('etag');
+  if (outcome.checksum !== undefined) verifiedBy.push(`checksum-${outcome.checksum.algorithm}`);
   log.info({ size: expected.size, method: outcome.method, partsSent: outcome.partsSent, partsResumed: outcome.partsResumed }, 'upload verified');
   return {
     bucket: opts.bucket,
@@ -227,6 +240,8 @@ interface Outcome {
   method: 'single' | 'multipart';
   /** The hash of the local bytes that was compared with the journal's. */
   localHash: 'sha256' | 'xxh128';
+  /** The additional checksum the object must carry, as HEAD reports it. */
+  checksum: ChecksumValue | undefined;
   expectedEtag: string | undefined;
   partsTotal: number;
   partsSent: number;
@@ -236,10 +251,14 @@ interface Outcome {
 
 async function putSingle(ctx: Context): Promise<Outcome> {
   const { opts, target, signal, expected } = ctx;
-  const reader = await PartReader.open(opts.path, expected.size);
+  const reader = await PartReader.open(opts.path, expected.size, { crc64nvme: opts.checksum === 'crc64nvme' });
   let part;
+  let checksum: ChecksumValue | undefined;
   try {
     part = await reader.read(expected.size, signal);
+    if (opts.checksum !== undefined) {
+      checksum = { algorithm: opts.checksum, value: opts.checksum === 'sha256' ? hexToBase64(expected.sha256) : await reader.crc64nvme() };
+    }
   } finally {
     await reader.close();
   }
@@ -247,11 +266,12 @@ async function putSingle(ctx: Context): Promise<Outcome> {
   verifyLocalDigests(opts.path, reader.digest(), expected, ctx.ref);
   await abandonStoredUpload(ctx, await opts.store.load(ctx.ref));
   // One part, the whole file: its payload hash is the file's SHA-256, just found equal to the journal's.
-  await target.put(opts.key, partBody(opts.path, { ...part, sha256: expected.sha256 }, opts.rateLimit), contentMetadata(expected), { signal });
+  await target.put(opts.key, partBody(opts.path, { ...part, sha256: expected.sha256 }, opts.rateLimit, checksum), contentMetadata(expected), { signal });
   opts.onProgress?.({ bytesDone: expected.size, bytesTotal: expected.size, partsDone: 1, partsTotal: 1, bytesSent: expected.size });
   return {
     method: 'single',
     localHash: 'sha256',
+    checksum,
     expectedEtag: ctx.profile.singlePartEtagIsMd5 ? part.md5 : undefined,
     partsTotal: 1,
     partsSent: 1,
@@ -340,7 +360,8 @@ async function openMultipart(ctx: Context): Promise<Resumable> {
     log.warn({ err: isShuttleError(error) ? error.toJSON() : String(error) }, 'could not look for orphaned multipart uploads');
   }
   const partSize = choosePartSize(expected.size, { preferredPartSize: opts.partSize ?? DEFAULT_PART_SIZE, maxPartSize: opts.maxPartSize ?? DEFAULT_MAX_PART_SIZE });
-  const uploadId = await target.createMultipart(opts.key, contentMetadata(expected), { signal });
+  const checksum = opts.checksum === undefined ? undefined : { algorithm: opts.checksum, type: opts.checksum === 'sha256' ? ('COMPOSITE' as const) : ('FULL_OBJECT' as const) };
+  const uploadId = await target.createMultipart(opts.key, contentMetadata(expected), { signal, ...(checksum !== undefined ? { checksum } : {}) });
   const fresh = { bucket: opts.bucket, key: opts.key, uploadId, size: expected.size, sha256: expected.sha256, partSize };
   await opts.store.begin(fresh);
   log.info({ uploadId, partSize, parts: partCount(expected.size, partSize) }, 'started multipart upload');
@@ -367,7 +388,11 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
   // Each part is SHA-256-hashed for its signature anyway, so the whole file is checked with the cheaper
   // xxh128 where the journal has one; the server checks each part against its SHA-256.
   const localHash = expected.xxh128 !== undefined ? 'xxh128' : 'sha256';
-  const reader = await PartReader.open(opts.path, expected.size, { whole: localHash, partSha256: true });
+  const reader = await PartReader.open(opts.path, expected.size, { whole: localHash, partSha256: true, crc64nvme: opts.checksum === 'crc64nvme' });
+  // Every part's SHA-256, resumed ones included: a COMPOSITE SHA-256 names them all at completion.
+  const partSha256 = new Map<number, string>();
+  const partChecksum = (n: number): ChecksumValue | undefined =>
+    opts.checksum === 'sha256' ? { algorithm: 'sha256', value: hexToBase64(partSha256.get(n) as string) } : undefined;
   try {
     for (let n = 1; n <= total && failure === undefined; n++) {
       throwIfAborted(signal);
@@ -375,6 +400,7 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
       // one part in flight.
       const length = Math.min(partSize, expected.size - (n - 1) * partSize);
       const part = signedPart(await reader.read(length, signal));
+      partSha256.set(n, part.sha256);
       while (inFlight.size >= concurrency) await Promise.race(inFlight);
       if (failure !== undefined) break;
       const mine = recorded.get(n);
@@ -402,7 +428,7 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
       }
 
       const task = (async () => {
-        const { etag } = await target.uploadPart(opts.key, uploadId, n, partBody(opts.path, part, opts.rateLimit), { signal });
+        const { etag } = await target.uploadPart(opts.key, uploadId, n, partBody(opts.path, part, opts.rateLimit, partChecksum(n)), { signal });
         if (profile.partEtagIsMd5 && normalizeEtag(etag) !== part.md5) {
           throw new ShuttleError('UPLOAD_VERIFY', `server stored part ${n} of s3://${opts.bucket}/${opts.key} with ETag ${normalizeEtag(etag)}, sent MD5 ${part.md5}`, {
             context: { bucket: opts.bucket, key: opts.key, partNumber: n, expected: part.md5, actual: normalizeEtag(etag) },
@@ -439,12 +465,21 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
   }
 
   const parts = [...done.values()].sort((a, b) => a.partNumber - b.partNumber);
-  await complete(ctx, uploadId, parts);
+  let objectChecksum: ChecksumValue | undefined;
+  if (opts.checksum === 'crc64nvme') objectChecksum = { algorithm: 'crc64nvme', value: await reader.crc64nvme() };
+  if (opts.checksum === 'sha256') objectChecksum = { algorithm: 'sha256', value: compositeSha256(parts.map((p) => partSha256.get(p.partNumber) as string)) };
+  await complete(
+    ctx,
+    uploadId,
+    parts.map((p) => ({ partNumber: p.partNumber, etag: p.etag, ...withChecksum(partChecksum(p.partNumber)) })),
+    opts.checksum === 'crc64nvme' ? objectChecksum : undefined,
+  );
   await opts.store.setStatus(ctx.ref, uploadId, 'completed');
   await settleAfterSuccess(ctx, uploadId);
   return {
     method: 'multipart',
     localHash,
+    checksum: objectChecksum,
     expectedEtag: profile.multipartEtagIsMd5OfParts ? multipartEtag(parts.map((p) => p.md5)) : undefined,
     partsTotal: total,
     partsSent,
@@ -453,10 +488,15 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
   };
 }
 
-async function complete(ctx: Context, uploadId: string, parts: PartRecord[]): Promise<void> {
+/** `{ checksum }` when there is one: optional properties stay absent rather than undefined. */
+function withChecksum(checksum: ChecksumValue | undefined): { checksum?: ChecksumValue } {
+  return checksum === undefined ? {} : { checksum };
+}
+
+async function complete(ctx: Context, uploadId: string, parts: CompletedPartRef[], fullObject: ChecksumValue | undefined): Promise<void> {
   const { opts, target, signal, expected } = ctx;
   try {
-    await target.completeMultipart(opts.key, uploadId, parts, { signal });
+    await target.completeMultipart(opts.key, uploadId, parts, { signal, ...withChecksum(fullObject) });
   } catch (error) {
     if (failureStatus(error) !== 404) throw error;
     // AWS answers NoSuchUpload to a repeated Complete whose first answer was lost: the object may be there.

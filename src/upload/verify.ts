@@ -1,6 +1,7 @@
 import { ShuttleError } from '../errors.js';
 import type { HashSet } from '../ingest/hashing.js';
 import { normalizeEtag } from './multipart.js';
+import type { ChecksumValue } from './checksum.js';
 import type { RemoteObject } from './target.js';
 
 /** What the caller (the journal) knows about the file: the hashes taken when it was ingested. */
@@ -57,7 +58,7 @@ export function verifyLocalDigests(path: string, actual: HashSet, expected: Expe
  */
 export function verifyRemoteObject(
   remote: RemoteObject | undefined,
-  expected: ExpectedContent & { etag?: string | undefined },
+  expected: ExpectedContent & { etag?: string | undefined; checksum?: ChecksumValue | undefined },
   where: Location,
 ): void {
   const url = `s3://${where.bucket}/${where.key}`;
@@ -75,5 +76,10 @@ export function verifyRemoteObject(
   if (expected.xxh128 !== undefined) {
     const xxh = r.metadata[META_XXH128];
     if (xxh?.toLowerCase() !== expected.xxh128.toLowerCase()) fail(`x-amz-meta-${META_XXH128}`, expected.xxh128, xxh);
+  }
+  if (expected.checksum !== undefined) {
+    // Base64 is case-sensitive: compared as sent.
+    const stored = r.checksums?.[expected.checksum.algorithm];
+    if (stored !== expected.checksum.value) fail(`x-amz-checksum-${expected.checksum.algorithm}`, expected.checksum.value, stored);
   }
 }

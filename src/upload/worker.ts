@@ -6,6 +6,7 @@ import { readMarker } from '../ingest/destination.js';
 import type { Logger } from '../log.js';
 import { acquireLock, destinationLockPath } from '../store/lock.js';
 import type { LocalCopy, QueueRow, UploadQueue } from '../store/upload-queue.js';
+import type { ObjectChecksum } from './checksum.js';
 import type { ProviderName, ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
 import { RemoteListing } from './remote-listing.js';
@@ -40,6 +41,8 @@ export interface UploadWorkerOptions {
   /** Requests in flight at once, shared out between files and their parts. */
   concurrency: number;
   partSize: number;
+  /** An additional checksum for every object (see checksum.ts); the provider must take them. */
+  checksum?: ObjectChecksum | undefined;
   rateLimit?: RateLimiter | undefined;
   requestRetry?: Partial<RetryPolicy>;
   backoff?: QueueBackoff;
@@ -292,6 +295,7 @@ export class UploadWorker {
           signal,
           rateLimit: this.#o.rateLimit,
           partSize: this.#o.partSize,
+          checksum: this.#o.checksum,
           concurrency: partConcurrency,
           retry: this.#o.requestRetry ?? WORKER_REQUEST_RETRY,
           logger: uploadLog,
