@@ -3,8 +3,9 @@
 // Run:  ./node_modules/.bin/node --import ./test/support/ts-resolve-hooks.mjs bench/upload.ts [MB]   (default 300)
 // Memory: the same command with rss [MiB] (default 4096): one file of that size, Shuttle only, peak RSS against the 250 MB goal.
 // As root the page cache is dropped before each timed run. Needs swift (see test/support/swift.ts) and rclone.
-// Shuttle does its full verification (Content-MD5 per request, SHA-256 of every byte read against the
-// journal, HEAD with size, ETag and stored hashes); rclone checks the MD5 of what it sent.
+// Shuttle does its full verification (Content-MD5 and a signed payload SHA-256 per request, both checked by
+// Swift, the bytes read hashed against the journal, HEAD with size, ETag and stored hashes); rclone checks
+// the MD5 of what it sent.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -80,7 +80,7 @@ describe('upload to a real S3 server (Swift s3api)', () => {
     const key = nextKey('small');
     const result = await uploadFile(options(small, key));
     expect(result).toMatchObject({ outcome: 'uploaded', method: 'single', size: small.size, partsSent: 1 });
-    expect(result.verifiedBy).toEqual(expect.arrayContaining(['etag', 'size', 'sha256-metadata', 'xxh128-metadata', 'local-sha256']));
+    expect(result.verifiedBy).toEqual(expect.arrayContaining(['etag', 'size', 'sha256-metadata', 'xxh128-metadata', 'local-xxh128']));
     const head = await headOrUndefined(admin, BUCKET, key);
     expect(head?.ETag).toBe(`"${small.md5}"`);
     expect(head?.Metadata).toMatchObject({ sha256: small.sha256, xxh128: small.xxh128 });
