@@ -219,3 +219,23 @@ test('the built program finds its hash worker and exits by itself once the worke
     await rm(work, { recursive: true, force: true });
   }
 });
+
+test('reused WASM hashers start clean for every file and refuse use after their digest', async () => {
+  const { makeUpdater } = await import('../src/ingest/hashing.js');
+  const reference = (data: Buffer): string => spawnSync('xxhsum', ['-H2', '-'], { input: data, encoding: 'utf8' }).stdout.split(' ')[0]!;
+  const files = [Buffer.from('first file, longer than the second'), Buffer.from('second'), Buffer.alloc(0), Buffer.from('first file, longer than the second')];
+  const digests: string[] = [];
+  for (const data of files) {
+    const u = await makeUpdater('xxh128');
+    u.update(data);
+    digests.push(u.digest());
+    expect(() => u.update(data)).toThrow(/after its digest/);
+    expect(() => u.digest()).toThrow(/twice/);
+  }
+  expect(digests).toEqual(files.map(reference));
+  // Two at once never share a state.
+  const [a, b] = await Promise.all([makeUpdater('md5'), makeUpdater('md5')]);
+  a.update(Buffer.from('abc'));
+  b.update(Buffer.from('xyz'));
+  expect([a.digest(), b.digest()]).toEqual(['900150983cd24fb0d6963f7d28e17f72', 'd16fb36f0911f878998c136191af705e']);
+});

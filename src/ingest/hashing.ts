@@ -18,9 +18,34 @@ export interface Updater {
   digest(): string;
 }
 
-function wasmUpdater(h: IHasher): Updater {
+/**
+ * Idle WASM hashers by algorithm. Creating one instantiates a WebAssembly module, which cost more than
+ * hashing a small file (0.17 ms each here, one per algorithm per file); a digested hasher is reset and
+ * kept for the next file instead. Bounded: more than this at once come and go.
+ */
+const idleWasm = new Map<'xxh128' | 'md5', IHasher[]>();
+const MAX_IDLE_WASM = 8;
+
+async function wasmUpdater(alg: 'xxh128' | 'md5'): Promise<Updater> {
+  const h = idleWasm.get(alg)?.pop() ?? (alg === 'xxh128' ? await createXXHash128() : await createMD5());
   h.init();
-  return { update: (c) => void h.update(c), digest: () => h.digest('hex') };
+  let done = false;
+  return {
+    update: (c) => {
+      // After digest the hasher may already be hashing another file.
+      if (done) throw new Error(`${alg} updated after its digest`);
+      h.update(c);
+    },
+    digest: () => {
+      if (done) throw new Error(`${alg} digest taken twice`);
+      done = true;
+      const hex = h.digest('hex');
+      const idle = idleWasm.get(alg) ?? [];
+      if (idle.length < MAX_IDLE_WASM) idle.push(h);
+      idleWasm.set(alg, idle);
+      return hex;
+    },
+  };
 }
 
 /** A fresh hash state for `alg` (also what the hash worker runs, see hash-worker.ts). */
@@ -31,9 +56,8 @@ export async function makeUpdater(alg: HashAlgorithm): Promise<Updater> {
       return { update: (c) => void h.update(c), digest: () => h.digest('hex') };
     }
     case 'xxh128':
-      return wasmUpdater(await createXXHash128());
     case 'md5':
-      return wasmUpdater(await createMD5());
+      return wasmUpdater(alg);
     case 'xxh64': {
       const h = new Xxh64(0n);
       return { update: (c) => void h.update(c), digest: () => h.digest().toString(16).padStart(16, '0') };

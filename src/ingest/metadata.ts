@@ -317,14 +317,19 @@ function formatterFor(timeZone: string | undefined): Intl.DateTimeFormat {
   return f;
 }
 
+/** Zones found valid: the check builds a formatter, which costs more than the rest of naming a file. */
+const knownTimeZones = new Set<string>();
+
 /** True when `timeZone` is an IANA zone this runtime knows. */
 export function isValidTimeZone(timeZone: string): boolean {
+  if (knownTimeZones.has(timeZone)) return true;
   try {
     new Intl.DateTimeFormat('en-US', { timeZone });
-    return true;
   } catch {
     return false;
   }
+  knownTimeZones.add(timeZone);
+  return true;
 }
 
 function checkTimeZone(timeZone: string | undefined): void {
