@@ -144,6 +144,29 @@ describe('framing data phases across USB reads', () => {
   });
 });
 
+test('an-object-of-known-size-is-read-in-one-transfer-of-its-own-size-and-a-larger-one-than-expected-still-arrives-whole', async () => {
+  const sizes = new Map([[1, 500_000], [2, LARGE_READ_BYTES * 2], [3, 100_000]]);
+  const dev = new FakePtpDevice(serving((cmd) => patternBytes(0, sizes.get(cmd.params[0]!)!)));
+  const t = new UsbPtpTransport(dev);
+  const mps = dev.bulkInPacketSize;
+  const roundUp = (n: number): number => Math.ceil(n / mps) * mps;
+  // Expected as listed: one read of header + object, rounded to packets, instead of 4 MiB.
+  const small = await transaction(t, { ...command(GetObject, 1, 'in', [1]), expectedDataBytes: 500_000 });
+  expect(small.data.equals(patternBytes(0, 500_000))).toBe(true);
+  expect(dev.readLengths[0]).toBe(roundUp(12 + 500_000));
+  // Bigger than the hint (the object grew): the rest is read as the container header announces.
+  dev.readLengths.length = 0;
+  const grown = await transaction(t, { ...command(GetObject, 2, 'in', [3]), expectedDataBytes: 1000 });
+  expect(grown.data.equals(patternBytes(0, 100_000))).toBe(true);
+  expect(dev.readLengths.length).toBeGreaterThan(2);
+  expect(dev.readLengths[0]).toBe(DATASET_READ_BYTES);
+  // A large object is still read in large transfers.
+  dev.readLengths.length = 0;
+  const large = await transaction(t, { ...command(GetObject, 3, 'in', [2]), expectedDataBytes: LARGE_READ_BYTES * 2 });
+  expect(large.data.length).toBe(LARGE_READ_BYTES * 2);
+  expect(dev.readLengths[0]).toBe(LARGE_READ_BYTES);
+});
+
 describe('recovery', () => {
   test('after-a-cancel-leftovers-of-the-abandoned-transfer-are-dropped-and-the-next-transaction-is-framed', async () => {
     let first = true;

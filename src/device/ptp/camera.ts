@@ -256,7 +256,7 @@ export class PtpCamera {
         const params = use64 ? [handle, pos % 0x1_0000_0000, Math.floor(pos / 0x1_0000_0000), want] : [handle, pos, want];
         const code = use64 ? OperationCode.AndroidGetPartialObject64 : OperationCode.GetPartialObject;
         let got = 0;
-        for await (const chunk of this.transfer(code, params, signal)) {
+        for await (const chunk of this.transfer(code, params, signal, want)) {
           got += chunk.byteLength;
           yield chunk;
         }
@@ -270,7 +270,7 @@ export class PtpCamera {
     // One GetObject: the whole object streamed; bytes before the resume offset are read and dropped.
     let skip = offset;
     let total = 0;
-    for await (const chunk of this.transfer(OperationCode.GetObject, [handle], signal)) {
+    for await (const chunk of this.transfer(OperationCode.GetObject, [handle], signal, size)) {
       total += chunk.byteLength;
       if (skip >= chunk.byteLength) {
         skip -= chunk.byteLength;
@@ -285,8 +285,8 @@ export class PtpCamera {
   }
 
   /** The data-in phase of one operation as an iterable; leaving it early abandons the transaction. */
-  private async *transfer(code: number, params: number[], signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
-    const gen = this.session.exchange({ code, params, signal }, 'in');
+  private async *transfer(code: number, params: number[], signal: AbortSignal | undefined, expectedDataBytes?: number): AsyncGenerator<Uint8Array> {
+    const gen = this.session.exchange({ code, params, signal, expectedDataBytes }, 'in');
     let done = false;
     try {
       for (;;) {

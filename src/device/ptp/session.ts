@@ -17,6 +17,8 @@ export interface PtpCommand {
   params: readonly number[];
   /** PTP/IP announces it in the request; USB infers it. */
   dataPhase: DataPhase;
+  /** Payload bytes the caller expects in the data-in phase (an object's size), when it knows; only a hint. */
+  expectedDataBytes?: number;
 }
 
 /** What the device sends on the command/data channel, in order. Data arrives as slices; never a whole object. */
@@ -79,6 +81,8 @@ export interface OperationRequest {
   params?: readonly number[];
   /** Longest the device may stay silent during this operation; defaults to the session's. */
   timeoutMs?: number;
+  /** Payload bytes expected in the data-in phase, when known (see PtpCommand). */
+  expectedDataBytes?: number | undefined;
   signal?: AbortSignal | undefined;
 }
 
@@ -313,7 +317,9 @@ export class PtpSession {
     let completed = false;
     try {
       timer.arm();
-      await this.transport.sendCommand({ code: req.code, transactionId: tid, params: req.params ?? [], dataPhase: phase }, linkSignal);
+      const command: PtpCommand = { code: req.code, transactionId: tid, params: req.params ?? [], dataPhase: phase };
+      if (req.expectedDataBytes !== undefined) command.expectedDataBytes = req.expectedDataBytes;
+      await this.transport.sendCommand(command, linkSignal);
       if (phase === 'out') {
         if (!dataOut) throw new ShuttleError('INTERNAL', `${opName}: data-out phase without data`, { context });
         await this.transport.sendData(tid, req.code, dataOut.length, touching(dataOut.chunks, timer), linkSignal);

@@ -254,7 +254,12 @@ export class UsbPtpTransport implements PtpTransport {
 
   private firstReadFor(command: PtpCommand): number {
     if (command.dataPhase !== 'in') return SMALL_READ_BYTES;
-    return OBJECT_DATA_OPERATIONS.has(command.code) ? LARGE_READ_BYTES : DATASET_READ_BYTES;
+    if (!OBJECT_DATA_OPERATIONS.has(command.code)) return DATASET_READ_BYTES;
+    // An object of known size is asked for whole when smaller than a large read: under emulation the
+    // kernel's buffer for the unused rest of 4 MiB cost more than the transfer of a small file.
+    const expected = command.expectedDataBytes;
+    if (expected === undefined) return LARGE_READ_BYTES;
+    return Math.min(LARGE_READ_BYTES, Math.max(DATASET_READ_BYTES, CONTAINER_HEADER_LENGTH + expected));
   }
 
   private nextReadLength(): number {
