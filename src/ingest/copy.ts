@@ -177,18 +177,31 @@ export async function checkCopy(path: string, expected: ReadResult, signal?: Abo
   return { ok, direct: rb.direct, actual: { size: rb.size, xxh128: rb.hashes.xxh128 } };
 }
 
-/** Reads the head of a stream (at least `cap` bytes or all of it) without losing the rest; the head is copied. */
+/**
+ * Reads the head of a stream (at least `cap` bytes or all of it) without losing the rest. A chunk is
+ * copied only when another is pulled after it, since the pull lets the source reuse its buffer
+ * (OpenOptions.recycle); the last one stays the source's until the caller pulls again. Most files' first
+ * chunk covers the head, so nothing is copied (under emulation, copying into fresh memory was a
+ * noticeable part of a small file's cost).
+ */
 export async function readHead(iter: AsyncIterator<Buffer>, cap: number): Promise<{ head: Buffer[]; bytes: number; ended: boolean }> {
   const head: Buffer[] = [];
   let bytes = 0;
-  while (bytes < cap) {
+  for (;;) {
     const r = await iter.next();
     if (r.done) return { head, bytes, ended: true };
-    // A copy: the source may reuse its buffers (OpenOptions.recycle) while the head is still held.
-    head.push(Buffer.from(r.value));
     bytes += r.value.length;
+    if (bytes >= cap) {
+      head.push(r.value);
+      return { head, bytes, ended: false };
+    }
+    head.push(Buffer.from(r.value));
   }
-  return { head, bytes, ended: false };
+}
+
+/** The head as one buffer: the chunk itself when there is one (no copy). */
+export function joinHead(head: readonly Buffer[]): Buffer {
+  return head.length === 1 ? (head[0] as Buffer) : Buffer.concat(head);
 }
 
 /** A one-destination rewrite from a fresh read of the source, after a read-back mismatch. */

@@ -24,6 +24,7 @@ import {
   discardTemp,
   fanOut,
   readHead,
+  joinHead,
   rewriteFromSource,
   sealTemp,
   type ReadBackCheck,
@@ -353,7 +354,7 @@ async function copyOnce(
     const targets: WrittenTarget[] = [];
     try {
       const { head } = await readHead(iter, METADATA_HEAD_BYTES);
-      const fields = await decideGroupFields(pf, Buffer.concat(head), identity, groupFields, journal, sourceId, live[0]!.id, settings, req.logger);
+      const fields = await decideGroupFields(pf, joinHead(head), identity, groupFields, journal, sourceId, live[0]!.id, settings, req.logger);
       const rendered = renderName(settings.template, {
         name: posix.basename(pf.item.path), date: fields.local, make: fields.make, model: fields.model, serial: fields.serial, seq: pf.seq, job: settings.job,
       });
