@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { ShuttleError, throwIfAborted } from '../errors.js';
-// Types only: the ingest hashers (WASM and native modules) would cost every upload run their load time.
+// Types only: the ingest hashers (WASM and native modules) load on first need, in PartReader.open.
 import type { HashSet } from '../ingest/hashing.js';
 import { crc64Nvme, type ChecksumValue, type Crc64Nvme } from './checksum.js';
 import type { RateLimiter } from './rate-limit.js';
@@ -69,9 +69,10 @@ function shortFile(path: string, at: number, expected: number): ShuttleError {
 /**
  * Hashes a file front to back, one part (byte range) at a time: the whole-file hash (which must equal the
  * journal's before anything is completed), each part's MD5, which its request carries as Content-MD5,
- * and, when asked, each part's SHA-256, which its request is signed with. The part's bytes are not kept: its request body reads them again (see partBody), and the
- * server recomputes the MD5 of what arrives and refuses the request when it differs, so the bytes stored are
- * the bytes hashed here even if the file changed in between. Memory is one read buffer, whatever the part size.
+ * and, when asked, each part's SHA-256, which its request is signed with. The part's bytes are not kept:
+ * its request body reads them again (see partBody), and the server recomputes the hashes of what arrives
+ * and refuses the request when they differ, so the bytes stored are the bytes hashed here even if the file
+ * changed in between. Memory is one read buffer, whatever the part size.
  */
 export class PartReader {
   readonly #fh: FileHandle;
