@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import { createXXHash128, createMD5, type IHasher } from 'hash-wasm';
-import { Xxh64 } from '@node-rs/xxhash';
 
 /**
  * Hash algorithms Shuttle records. Names follow ASC MHL v2.0 (`xxh64`, `xxh128`, `md5`) plus `sha256`,
@@ -59,6 +58,9 @@ export async function makeUpdater(alg: HashAlgorithm): Promise<Updater> {
     case 'md5':
       return wasmUpdater(alg);
     case 'xxh64': {
+      // A native addon that only a manifest configured for xxh64 needs: loading it costs every start-up
+      // a dlopen and its loader's probing for the right binary (some 50 file lookups).
+      const { Xxh64 } = await import('@node-rs/xxhash');
       const h = new Xxh64(0n);
       return { update: (c) => void h.update(c), digest: () => h.digest().toString(16).padStart(16, '0') };
     }
