@@ -56,7 +56,7 @@ try {
   const bare = times.get('bare-loop');
   const bareRun = /HIL:bare-loop files=(\d+) bytes=(\d+) secs=([\d.]+)/.exec(guest.output);
   // The bare loop is a reference beside the comparison with gphoto2: when it fails (node-usb's legacy
-  // transfer API crashed with SIGSEGV in this guest in 4 of 9 runs on 2026-11-22, Shuttle's never), the rest is still
+  // transfer API crashed in this guest in 7 of 14 runs on 2026-11-22, Shuttle's never), the rest is still
   // reported, with its failure, and the run exits non-zero.
   const bareOk = bare !== undefined && bareRun !== null && bare.rc === 0;
   if (end.timedOut || !shuttle || !gphoto || shuttle.rc !== 0 || gphoto.rc !== 0) {
