@@ -15,11 +15,9 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const { values: opts } = parseArgs({ options: { outdir: { type: 'string' }, 'no-sourcemap': { type: 'boolean' } } });
 const outdir = resolve(opts.outdir ?? `${root}/dist`);
 
-// Left to Node at run time: native addons (and their prebuilt binaries), pino-pretty (required only at a
-// terminal, see src/log.ts) and the AWS SDK (loaded only when a command uploads). pino itself is bundled:
-// Shuttle starts none of its transport workers, and loading it from node_modules cost some 160 file
-// lookups per start, each a round trip over 9p in the test guest.
-const external = ['usb', 'node-hid', 'sharp', '@node-rs/xxhash', 'pino-pretty', '@aws-sdk/*', '@smithy/*'];
+// Left to Node at run time: native addons (and their prebuilt binaries), pino (its transports run in
+// worker threads it loads by file name) and the AWS SDK (loaded only when a command uploads).
+const external = ['usb', 'node-hid', 'sharp', '@node-rs/xxhash', 'pino', 'pino-pretty', 'thread-stream', '@aws-sdk/*', '@smithy/*'];
 
 await rm(outdir, { recursive: true, force: true });
 await build({

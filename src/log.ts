@@ -1,4 +1,3 @@
-import { createRequire } from 'node:module';
 import { pino, type Logger, type DestinationStream } from 'pino';
 
 export type { Logger };
@@ -31,11 +30,7 @@ export function createLogger(opts: LogOptions): Logger {
   const pretty = opts.pretty ?? false;
   const base = { level, redact: { paths: REDACT_PATHS, censor: '[redacted]' }, base: { pid: process.pid } };
   if (pretty) {
-    // In this thread rather than as a pino transport (a worker thread pino starts by file name): a person
-    // at a terminal gets no more lines than a thread can format, and pino can be bundled into dist/.
-    // Required only here, so that commands under systemd never load it.
-    const prettyStream = createRequire(import.meta.url)('pino-pretty') as (options: { destination: number; colorize: boolean; sync: boolean }) => DestinationStream;
-    return pino(base, prettyStream({ destination: opts.fd, colorize: true, sync: true }));
+    return pino(base, pino.transport({ target: 'pino-pretty', options: { destination: opts.fd, colorize: true } }) as DestinationStream);
   }
   return pino(base, pino.destination({ fd: opts.fd, sync: true }));
 }
