@@ -13,7 +13,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
 import { ShuttleError, abortReason, errnoCode, isShuttleError } from '../errors.js';
-import type { ChecksumValue, ObjectChecksum } from './checksum.js';
+import { hexToBase64, type ChecksumValue, type ObjectChecksum } from './checksum.js';
 import type {
   CallOptions,
   CompleteMultipartOptions,
@@ -98,10 +98,6 @@ export function failureStatus(error: unknown): number | undefined {
 
 export function failureS3Code(error: unknown): string | undefined {
   return isShuttleError(error) && typeof error.context['s3Code'] === 'string' ? error.context['s3Code'] : undefined;
-}
-
-function md5Base64(hex: string): string {
-  return Buffer.from(hex, 'hex').toString('base64');
 }
 
 /** An additional checksum as the SDK's input member that sends it (`x-amz-checksum-*`). */
@@ -207,7 +203,7 @@ export class S3Target implements UploadTarget {
             Key: key,
             Body: stream,
             ContentLength: body.size,
-            ContentMD5: md5Base64(body.md5),
+            ContentMD5: hexToBase64(body.md5),
             ContentType: CONTENT_TYPE,
             Metadata: metadata,
             ...checksumInput(body.checksum),
@@ -249,7 +245,7 @@ export class S3Target implements UploadTarget {
             PartNumber: partNumber,
             Body: stream,
             ContentLength: body.size,
-            ContentMD5: md5Base64(body.md5),
+            ContentMD5: hexToBase64(body.md5),
             ...checksumInput(body.checksum),
           }),
           body.sha256,
