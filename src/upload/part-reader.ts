@@ -3,7 +3,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { ShuttleError, throwIfAborted } from '../errors.js';
 // Types only: the ingest hashers (WASM and native modules) load on first need, in PartReader.open.
-import type { HashSet } from '../ingest/hashing.js';
+import type { HashSet, Updater } from '../ingest/hashing.js';
 import { crc64Nvme, type ChecksumValue, type Crc64Nvme } from './checksum.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { PartBody } from './target.js';
@@ -38,13 +38,7 @@ export interface PartReaderOptions {
   crc64nvme?: boolean;
 }
 
-/** A running hash, fed chunk by chunk. */
-interface Running {
-  update(chunk: Uint8Array): void;
-  digest(): string;
-}
-
-function nodeHash(algorithm: 'md5' | 'sha256'): Running {
+function nodeHash(algorithm: 'md5' | 'sha256'): Updater {
   const h = createHash(algorithm);
   return { update: (c) => void h.update(c), digest: () => h.digest('hex') };
 }
@@ -78,7 +72,7 @@ export class PartReader {
   readonly #fh: FileHandle;
   readonly #path: string;
   readonly #size: number;
-  readonly #whole: Running;
+  readonly #whole: Updater;
   readonly #wholeAlgorithm: 'sha256' | 'xxh128';
   readonly #partSha256: boolean;
   readonly #crc: Crc64Nvme | undefined;
@@ -86,7 +80,7 @@ export class PartReader {
   #offset = 0;
   #wholeDigest: string | undefined;
 
-  private constructor(fh: FileHandle, path: string, size: number, whole: Running, crc: Crc64Nvme | undefined, options: PartReaderOptions) {
+  private constructor(fh: FileHandle, path: string, size: number, whole: Updater, crc: Crc64Nvme | undefined, options: PartReaderOptions) {
     this.#fh = fh;
     this.#path = path;
     this.#size = size;
