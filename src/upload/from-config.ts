@@ -1,6 +1,5 @@
 import { join } from 'node:path';
 import { uploadSettings, type Config, type UploadConfig } from '../config/index.js';
-import { ShuttleError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { Journal } from '../store/journal.js';
 import { UploadQueue, type QueueTarget } from '../store/upload-queue.js';
@@ -8,7 +7,7 @@ import { createS3Client, describeS3ClientOptions } from './client.js';
 import { resolveCredentials } from './credentials.js';
 import { JournalUploadStateStore } from './journal-state.js';
 import { parseS3Url } from './keys.js';
-import type { ProviderName } from './provider.js';
+import { checkAdditionalChecksum, type ProviderName } from './provider.js';
 import { RateLimiter } from './rate-limit.js';
 import type { RetentionPolicy } from './retention.js';
 import { UploadWorker } from './worker.js';
@@ -85,11 +84,12 @@ export function createUploadRuntime(options: UploadRuntimeOptions): UploadRuntim
     options.env ?? process.env,
   );
   logger.debug({ s3: describeS3ClientOptions(resolved), credentialSource: creds.origin }, 'S3 client ready');
-  if (settings.checksum !== undefined && !resolved.provider.additionalChecksums) {
+  try {
+    // Here, not per file: the queue would mark every row failed for a setting.
+    checkAdditionalChecksum(resolved.provider, settings.checksum);
+  } catch (error) {
     client.destroy();
-    throw new ShuttleError('CONFIG_INVALID', `upload.checksum = "${settings.checksum}" needs the aws provider; ${resolved.provider.name} does not take S3's additional checksums`, {
-      context: { provider: resolved.provider.name, checksum: settings.checksum },
-    });
+    throw error;
   }
   const queue = new UploadQueue(journal);
   const worker = new UploadWorker({

@@ -2,6 +2,9 @@
  * What differs between S3 implementations, as data: addressing, which checksum features the SDK may use,
  * and which ETags are plain MD5s that Shuttle can recompute locally to verify an upload.
  */
+import { ShuttleError } from '../errors.js';
+import type { ObjectChecksum } from './checksum.js';
+
 export type ProviderName = 'aws' | 'minio' | 'ceph' | 'swift' | 'r2' | 'b2' | 'generic';
 
 export type ChecksumMode = 'WHEN_REQUIRED' | 'WHEN_SUPPORTED';
@@ -74,6 +77,14 @@ export const PROVIDERS: Readonly<Record<ProviderName, ProviderProfile>> = Object
     defaultRegion: 'us-east-1',
   },
 });
+
+/** An additional checksum (upload.checksum) only where the profile takes them: CONFIG_INVALID naming both otherwise. */
+export function checkAdditionalChecksum(profile: ProviderProfile, checksum: ObjectChecksum | undefined): void {
+  if (checksum === undefined || profile.additionalChecksums) return;
+  throw new ShuttleError('CONFIG_INVALID', `upload.checksum = "${checksum}" needs the aws provider; ${profile.name} does not take S3's additional checksums`, {
+    context: { provider: profile.name, checksum },
+  });
+}
 
 export function isProviderName(value: string): value is ProviderName {
   return Object.hasOwn(PROVIDERS, value);

@@ -4,7 +4,7 @@ import { ShuttleError, abortReason, isShuttleError, throwIfAborted } from '../er
 import { silentLogger, type Logger } from '../log.js';
 import { DEFAULT_MAX_PART_SIZE, DEFAULT_PART_SIZE, S3_LIMITS, choosePartSize, multipartEtag, normalizeEtag, partCount } from './multipart.js';
 import { PartReader, partBody, signedPart } from './part-reader.js';
-import { PROVIDERS, isProviderName, type ProviderName, type ProviderProfile } from './provider.js';
+import { PROVIDERS, checkAdditionalChecksum, isProviderName, type ProviderName, type ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { FreshKey, RemoteListing } from './remote-listing.js';
 import type { RetryPolicy } from './retry.js';
@@ -141,11 +141,7 @@ export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult>
       log.warn({ attempt, delayMs, err: isShuttleError(error) ? error.toJSON() : String(error) }, 'S3 request failed; retrying'),
   });
   const profile = resolveProfile(opts.provider);
-  if (opts.checksum !== undefined && !profile.additionalChecksums) {
-    throw new ShuttleError('CONFIG_INVALID', `the ${profile.name} provider does not take S3's additional checksums (upload.checksum = ${opts.checksum}); they are for aws`, {
-      context: { provider: profile.name, checksum: opts.checksum },
-    });
-  }
+  checkAdditionalChecksum(profile, opts.checksum);
   const ctx: Context = {
     opts,
     target,
