@@ -13,10 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ShuttleError, isShuttleError } from '../src/errors.js';
 import type { ObjectChecksum } from '../src/upload/checksum.js';
 import { MiB } from '../src/upload/multipart.js';
-import { MemoryUploadStateStore } from '../src/upload/state.js';
 import type { CompletedPartRef, CompleteMultipartOptions, CreateMultipartOptions, HeadOptions, PartBody, RemoteObject, UploadTarget } from '../src/upload/target.js';
 import { uploadFile, type UploadFileOptions } from '../src/upload/uploader.js';
-import { writeTestFile, type TestFile } from './support/upload-fixtures.js';
+import { fileUploadOptions, writeTestFile, type TestFile } from './support/upload-fixtures.js';
 
 /** CRC-64/NVME bit by bit (reflected polynomial 0x9a6c9329ac4bc9b5, init and xorout all ones), base64 big-endian. */
 function referenceCrc64Nvme(data: Uint8Array): string {
@@ -174,19 +173,7 @@ afterAll(async () => {
 });
 
 function options(target: UploadTarget, f: TestFile, checksum: ObjectChecksum | undefined, extra: Partial<UploadFileOptions> = {}): UploadFileOptions {
-  return {
-    target,
-    provider: 'aws',
-    bucket: target.bucket,
-    key: `shoot/${f.path.split('/').at(-1)}`,
-    path: f.path,
-    size: f.size,
-    expected: { sha256: f.sha256, xxh128: f.xxh128 },
-    store: new MemoryUploadStateStore(),
-    partSize: 5 * MiB,
-    checksum,
-    ...extra,
-  };
+  return fileUploadOptions(target.bucket, f, `shoot/${f.path.split('/').at(-1)}`, { target, provider: 'aws', checksum, ...extra });
 }
 
 describe('additional checksums through the uploader (aws profile)', () => {

@@ -96,13 +96,12 @@ export function countUploadParts(client: S3Client): { parts: number[]; puts: num
 }
 
 /**
- * uploadFile's options for `file` at `bucket/key` on the local Swift: its hashes as the journal would hold
- * them, a fresh in-memory state store, 5 MiB parts; `extra` sets what a suite tunes (retry, concurrency).
+ * uploadFile's options for `file` at `bucket/key`: its hashes as the journal would hold them, a fresh
+ * in-memory state store, 5 MiB parts; `extra` names the server (client or target, provider) and sets what
+ * a suite tunes (retry, concurrency).
  */
-export function swiftUploadOptions(client: S3Client, bucket: string, file: TestFile, key: string, extra: Partial<UploadFileOptions> = {}): UploadFileOptions {
+export function fileUploadOptions(bucket: string, file: TestFile, key: string, extra: Partial<UploadFileOptions> = {}): UploadFileOptions {
   return {
-    client,
-    provider: 'swift',
     bucket,
     key,
     path: file.path,
@@ -112,4 +111,9 @@ export function swiftUploadOptions(client: S3Client, bucket: string, file: TestF
     partSize: 5 * MiB,
     ...extra,
   };
+}
+
+/** fileUploadOptions on the local Swift through `client`. */
+export function swiftUploadOptions(client: S3Client, bucket: string, file: TestFile, key: string, extra: Partial<UploadFileOptions> = {}): UploadFileOptions {
+  return fileUploadOptions(bucket, file, key, { client, provider: 'swift', ...extra });
 }
