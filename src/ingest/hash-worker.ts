@@ -2,32 +2,29 @@ import { parentPort } from 'node:worker_threads';
 // The one relative import spelled with .ts: under the tests this worker runs from its source, where Node
 // strips types but does not map './x.js' to './x.ts'; the build (esbuild) resolves either. hashing.ts
 // imports only packages, so it loads the same way.
-import { makeUpdater, type HashAlgorithm, type Updater } from './hashing.ts';
+import { MultiHasher, type HashAlgorithm, type HashSet } from './hashing.ts';
 
 /**
- * The hashing thread behind WorkerHasher (hash-worker-client.ts), with hashing.ts's own hash states, so
- * its digests are MultiHasher's.
+ * The hashing thread behind WorkerHasher (hash-worker-client.ts): one MultiHasher (hashing.ts) per job,
+ * so its digests are exactly those of hashing in-thread.
  *
  * Messages are handled strictly in arrival order (one promise chain), so a job's updates reach its hash
  * states in the order they were posted, and an `open` that still awaits a wasm instance holds back the
  * updates behind it.
  */
 
-type Algorithm = HashAlgorithm;
-type State = Updater;
-
 export type HashWorkerRequest =
-  | { op: 'open'; job: number; algorithms: Algorithm[] }
+  | { op: 'open'; job: number; algorithms: HashAlgorithm[] }
   | { op: 'update'; job: number; buffer: SharedArrayBuffer; offset: number; length: number }
   | { op: 'digest'; job: number }
   | { op: 'drop'; job: number };
 
 export type HashWorkerReply =
   | { op: 'done'; job: number }
-  | { op: 'digest'; job: number; hashes: Partial<Record<Algorithm, string>> }
+  | { op: 'digest'; job: number; hashes: HashSet }
   | { op: 'failed'; job: number; message: string };
 
-const jobs = new Map<number, Array<[Algorithm, State]>>();
+const jobs = new Map<number, MultiHasher>();
 /** Jobs that failed here: their later messages are answered with the failure, never with a hash. */
 const failed = new Map<number, string>();
 
@@ -43,21 +40,17 @@ async function handle(msg: HashWorkerRequest): Promise<HashWorkerReply | undefin
     return { op: 'failed', job: msg.job, message: gone };
   }
   if (msg.op === 'open') {
-    const unique = [...new Set(msg.algorithms)];
-    jobs.set(msg.job, await Promise.all(unique.map(async (a) => [a, await makeUpdater(a)] as [Algorithm, State])));
+    jobs.set(msg.job, await MultiHasher.create(msg.algorithms));
     return { op: 'done', job: msg.job };
   }
-  const states = jobs.get(msg.job);
-  if (!states) throw new Error(`hash job ${msg.job} is not open`);
+  const hasher = jobs.get(msg.job);
+  if (!hasher) throw new Error(`hash job ${msg.job} is not open`);
   if (msg.op === 'update') {
-    const view = new Uint8Array(msg.buffer, msg.offset, msg.length);
-    for (const [, s] of states) s.update(view);
+    hasher.update(new Uint8Array(msg.buffer, msg.offset, msg.length));
     return { op: 'done', job: msg.job };
   }
   jobs.delete(msg.job);
-  const hashes: Partial<Record<Algorithm, string>> = {};
-  for (const [a, s] of states) hashes[a] = s.digest();
-  return { op: 'digest', job: msg.job, hashes };
+  return { op: 'digest', job: msg.job, hashes: hasher.digest() };
 }
 
 const port = parentPort;
