@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { isAbsolute, normalize } from 'node:path';
 import * as z from 'zod';
 import { DEFAULT_KEY_TEMPLATE, parseS3Url, renderKey } from '../upload/keys.js';
+import { isValidTimeZone } from '../time-zone.js';
 import { OBJECT_CHECKSUMS } from '../upload/checksum.js';
 import { PROVIDERS, type ProviderName } from '../upload/provider.js';
 
@@ -39,15 +40,6 @@ function table<Shape extends z.ZodRawShape>(shape: Shape) {
 
 // Refinement messages are predicates: the error reads `<key>: "<value>" <message>`.
 
-function isKnownTimeZone(name: string): boolean {
-  try {
-    new Intl.DateTimeFormat('en', { timeZone: name });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The canonical spelling, so `europe/berlin` and `Europe/Berlin` resolve to the same setting. */
 function canonicalTimeZone(name: string): string {
   return new Intl.DateTimeFormat('en', { timeZone: name }).resolvedOptions().timeZone;
@@ -70,7 +62,7 @@ const absolutePath = z
   .refine((p) => isAbsolute(p), { message: 'is not an absolute path' })
   .transform(normalizeDir);
 
-const timeZone = z.string().refine(isKnownTimeZone, { message: 'is not a known time zone' }).transform(canonicalTimeZone);
+const timeZone = z.string().refine(isValidTimeZone, { message: 'is not a known time zone' }).transform(canonicalTimeZone);
 
 function isRelativeTemplate(t: string): boolean {
   return t.length > 0 && !t.startsWith('/') && !t.split('/').includes('..');

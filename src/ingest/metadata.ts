@@ -1,5 +1,6 @@
 import exifr from 'exifr';
 import { ShuttleError } from '../errors.js';
+import { isValidTimeZone } from '../time-zone.js';
 
 /**
  * How many leading bytes of a file the pipeline buffers for readCaptureMetadata.
@@ -315,21 +316,6 @@ function formatterFor(timeZone: string | undefined): Intl.DateTimeFormat {
     formatters.set(key, f);
   }
   return f;
-}
-
-/** Zones found valid: the check builds a formatter, which costs more than the rest of naming a file. */
-const knownTimeZones = new Set<string>();
-
-/** True when `timeZone` is an IANA zone this runtime knows. */
-export function isValidTimeZone(timeZone: string): boolean {
-  if (knownTimeZones.has(timeZone)) return true;
-  try {
-    new Intl.DateTimeFormat('en-US', { timeZone });
-  } catch {
-    return false;
-  }
-  knownTimeZones.add(timeZone);
-  return true;
 }
 
 function checkTimeZone(timeZone: string | undefined): void {
