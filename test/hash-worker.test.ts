@@ -234,8 +234,8 @@ test('reused WASM hashers start clean for every file and refuse use after their 
   }
   expect(digests).toEqual(files.map(reference));
   // Two at once never share a state.
-  const [a, b] = await Promise.all([makeUpdater('md5'), makeUpdater('md5')]);
+  const [a, b] = await Promise.all([makeUpdater('xxh128'), makeUpdater('xxh128')]);
   a.update(Buffer.from('abc'));
   b.update(Buffer.from('xyz'));
-  expect([a.digest(), b.digest()]).toEqual(['900150983cd24fb0d6963f7d28e17f72', 'd16fb36f0911f878998c136191af705e']);
+  expect([a.digest(), b.digest()]).toEqual([reference(Buffer.from('abc')), reference(Buffer.from('xyz'))]);
 });
