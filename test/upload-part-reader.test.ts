@@ -9,9 +9,10 @@ import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errnoCode, isShuttleError } from '../src/errors.js';
-import { PartReader, signedPart } from '../src/upload/part-reader.js';
+import { PartReader, partBody, signedPart, type SendCheck } from '../src/upload/part-reader.js';
 import { classifyUploadFailure } from '../src/upload/worker.js';
 
 const MiB = 1024 * 1024;
@@ -110,6 +111,109 @@ describe('PartReader', () => {
     const error = await pending.catch((e: unknown) => e);
     expect(isShuttleError(error) && error.code).toBe('ABORTED');
     await reader.close();
+  });
+});
+
+/** A request stand-in: takes each chunk, keeps its bytes, and finishes writing it only after `delayMs`. */
+class SlowSink extends Writable {
+  readonly received: Buffer[] = [];
+  /** ArrayBuffers of the chunks being written now, and every one seen. */
+  readonly inFlight = new Set<ArrayBufferLike>();
+  readonly seen = new Set<ArrayBufferLike>();
+  maxInFlight = 0;
+
+  constructor(readonly delayMs: number) {
+    super({ highWaterMark: 1 });
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.inFlight.has(chunk.buffer)) {
+      callback(new Error('a buffer was handed out again while still being written'));
+      return;
+    }
+    this.inFlight.add(chunk.buffer);
+    this.seen.add(chunk.buffer);
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight.size);
+    this.received.push(Buffer.from(chunk));
+    setTimeout(() => {
+      this.inFlight.delete(chunk.buffer);
+      callback();
+    }, this.delayMs);
+  }
+}
+
+const finished = (w: Writable): Promise<void> => new Promise((resolve, reject) => w.once('finish', resolve).once('error', reject));
+
+describe('request bodies', () => {
+  const bodyOf = (path: string, offset: number, size: number, check?: SendCheck) =>
+    partBody(path, { offset, size, md5: '', sha256: '' }, undefined, undefined, check);
+
+  it('piped, as the HTTP client sends it: exactly the range, in a few buffers reused only once written out', async () => {
+    const path = await randomFile('piped.bin', 11 * MiB + 17, 6);
+    const bytes = await readFile(path);
+    const sink = new SlowSink(2);
+    const body = bodyOf(path, 3, bytes.length - 3).open();
+    body.pipe(sink);
+    await finished(sink);
+    body.destroy();
+    expect(Buffer.concat(sink.received).equals(bytes.subarray(3))).toBe(true);
+    // Twelve 1 MiB chunks through at most four buffers.
+    expect(sink.received.length).toBe(12);
+    expect(sink.seen.size).toBeLessThanOrEqual(4);
+    expect(sink.maxInFlight).toBeGreaterThanOrEqual(1);
+  });
+
+  it('read the ordinary way: the same bytes, each chunk its own buffer', async () => {
+    const path = await randomFile('read.bin', 3 * MiB + 1, 7);
+    const bytes = await readFile(path);
+    const chunks: Buffer[] = [];
+    for await (const chunk of bodyOf(path, MiB, 2 * MiB).open()) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).equals(bytes.subarray(MiB, 3 * MiB))).toBe(true);
+    expect(new Set(chunks.map((c) => c.buffer)).size).toBe(chunks.length);
+  });
+
+  it('a send check sees the digest of every byte before the last chunk goes out, and its failure withholds that chunk', async () => {
+    const path = await randomFile('checked.bin', 2 * MiB + 9, 8);
+    const bytes = await readFile(path);
+    const digests: unknown[] = [];
+    const passing = new SlowSink(0);
+    bodyOf(path, 0, bytes.length, { algorithm: 'sha256', verify: (d) => void digests.push(d) }).open().pipe(passing);
+    await finished(passing);
+    expect(digests).toEqual([{ sha256: hex('sha256', bytes) }]);
+
+    const failing = new SlowSink(0);
+    const body = bodyOf(path, 0, bytes.length, {
+      algorithm: 'xxh128',
+      verify: () => {
+        throw new Error('digest differs');
+      },
+    }).open();
+    const error = new Promise((resolve) => body.once('error', resolve));
+    body.pipe(failing);
+    expect(await error).toMatchObject({ message: 'digest differs' });
+    // The first two full chunks went out, the last one never did, and the request was not ended.
+    expect(Buffer.concat(failing.received).equals(bytes.subarray(0, 2 * MiB))).toBe(true);
+    expect(failing.writableEnded).toBe(false);
+  });
+
+  it('a body destroyed while piped hands the request no more chunks and does not end it', async () => {
+    const path = await randomFile('destroyed.bin', 8 * MiB, 9);
+    const sink = new SlowSink(20);
+    let handed = 0;
+    const write = sink.write.bind(sink) as (chunk: Buffer, callback: (error?: Error | null) => void) => boolean;
+    sink.write = ((chunk: Buffer, callback: (error?: Error | null) => void) => {
+      handed++;
+      return write(chunk, callback);
+    }) as typeof sink.write;
+    const body = bodyOf(path, 0, 8 * MiB).open();
+    body.pipe(sink);
+    await new Promise((r) => setTimeout(r, 30));
+    body.destroy();
+    const count = handed;
+    await new Promise((r) => setTimeout(r, 200));
+    expect(count).toBeLessThan(8);
+    expect(handed).toBe(count);
+    expect(sink.writableEnded).toBe(false);
   });
 });
 

@@ -4,7 +4,7 @@
  * keys with a past (a retry, an object already there, upload state in the journal) are still asked about.
  */
 import { createHash } from 'node:crypto';
-import { readFile, truncate } from 'node:fs/promises';
+import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,7 @@ import { RemoteListing } from '../src/upload/remote-listing.js';
 import { S3Target } from '../src/upload/s3-target.js';
 import { MemoryUploadStateStore } from '../src/upload/state.js';
 import { uploadFile, type UploadFileOptions } from '../src/upload/uploader.js';
+import { classifyUploadFailure } from '../src/upload/worker.js';
 import { type FaultProxy, isPutObject, type ProxiedRequest } from './support/fault-proxy.js';
 import type { SwiftServer } from './support/swift.js';
 import { clientThroughProxy, startSwiftBehindProxy, stopSwiftBehindProxy } from './support/swift-behind-proxy.js';
@@ -167,6 +168,41 @@ describe('requests per upload', () => {
       expect(r.contentLength).toBe(range.length);
       expect(r.headers['x-amz-content-sha256']).toBe(createHash('sha256').update(range).digest('hex'));
     }
+  });
+
+  it('with the MD5 taken at ingest, a single PUT carries the source’s hashes, and the server checks the bytes against them', async () => {
+    const folder = nextFolder();
+    const result = await uploadFile(options(small, `${folder}streamed.jpg`, { expected: { sha256: small.sha256, xxh128: small.xxh128, md5: small.md5 } }));
+    expect(result.method).toBe('single');
+    expect(result.verifiedBy).toEqual(expect.arrayContaining(['local-xxh128', 'etag', 'sha256-metadata']));
+    const puts = proxy.requests.filter((r) => isWrite(r) && forKey(`${folder}streamed.jpg`)(r));
+    expect(puts).toHaveLength(1);
+    expect(puts[0]!.headers['content-md5']).toBe(Buffer.from(small.md5, 'hex').toString('base64'));
+    expect(puts[0]!.headers['x-amz-content-sha256']).toBe(small.sha256);
+    expect(await sha256OfObject(admin, BUCKET, `${folder}streamed.jpg`)).toEqual({ sha256: small.sha256, size: small.size });
+
+    // A recorded MD5 the bytes do not have: the server refuses every attempt, and nothing is stored.
+    const wrongMd5 = createHash('md5').update('other bytes').digest('hex');
+    const refused = await uploadFile(options(small, `${folder}wrong-md5.jpg`, {
+      expected: { sha256: small.sha256, xxh128: small.xxh128, md5: wrongMd5 }, retry: { maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 20 },
+    })).catch((e: unknown) => e);
+    expect(isShuttleError(refused) && refused.context['s3Code']).toBe('BadDigest');
+    expect(await new S3Target(admin, BUCKET).head(`${folder}wrong-md5.jpg`)).toBeUndefined();
+  });
+
+  it('with the MD5 taken at ingest, a local copy that no longer matches is stopped before its last byte goes out', async () => {
+    const f = await writeTestFile(dir, 'rotted.jpg', 3 * MiB + 5);
+    const bytes = await readFile(f.path);
+    bytes[2 * MiB + 100]! ^= 0x01;
+    await writeFile(f.path, bytes);
+    const key = `${nextFolder()}rotted.jpg`;
+    const error = await uploadFile(options(f, key, { expected: { sha256: f.sha256, xxh128: f.xxh128, md5: f.md5 } })).catch((e: unknown) => e);
+    expect(isShuttleError(error) && error.code).toBe('UPLOAD_VERIFY');
+    expect(isShuttleError(error) && error.context).toMatchObject({ path: f.path, algorithm: 'xxh128', expected: f.xxh128 });
+    expect(classifyUploadFailure(error)).toBe('local-damaged');
+    // One attempt (a local problem is not retried), and no object.
+    expect(proxy.requests.filter((r) => isWrite(r) && forKey(key)(r))).toHaveLength(1);
+    expect(await new S3Target(admin, BUCKET).head(key)).toBeUndefined();
   });
 
   it('a file cut short after it was hashed fails its request at once as a local problem, sending nothing short', async () => {

@@ -115,7 +115,7 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
         summary = await runIngest({
           sources: opened,
           destinations: destinationsFromConfig(ctx.config),
-          settings: ingestSettingsFromConfig(ctx.config, waitSeconds * 1000),
+          settings: ingestSettingsFromConfig(ctx.config, waitSeconds * 1000, upload !== undefined),
           journal,
           logger: ctx.logger,
           signal,

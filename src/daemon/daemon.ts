@@ -115,7 +115,7 @@ export class Daemon {
     }
     const uploader = this.#uploader;
     this.#env = {
-      journal: this.#journal, destinations, settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS), stateDir, timeZone: config.ingest.timeZone,
+      journal: this.#journal, destinations, settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS, uploader !== undefined), stateDir, timeZone: config.ingest.timeZone,
       ...(uploader ? { afterIngest: (summary, logger) => uploader.enqueue(summary.fileIds, logger) } : {}),
     };
     this.#resources = destinations.map((d) => `destination ${d.path}`);

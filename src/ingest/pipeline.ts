@@ -52,6 +52,12 @@ export interface IngestSettings {
   /** How long to wait for a source or destination another Shuttle holds; 0 fails at once. */
   lockWaitMs: number;
   tool: { name: string; version: string };
+  /**
+   * The files go on to the cloud: also take each source file's MD5, while its bytes are hashed anyway.
+   * A single-request upload then sends it as Content-MD5 and reads the local copy once, without a
+   * hashing pass of its own, and the server checks the bytes it receives against the source's hash.
+   */
+  forUpload?: boolean;
 }
 
 export interface Progress {
@@ -344,7 +350,7 @@ async function copyOnce(
   req: IngestRequest, ingestId: number, sourceId: number, summary: IngestSummary,
 ): Promise<WrittenFile> {
   const { journal, settings, signal } = req;
-  const algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes])];
+  const algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes, ...(settings.forUpload === true ? (['md5'] as const) : [])])];
   for (let attempt = 0; ; attempt++) {
     // fanOut copies each chunk out before pulling the next, and readHead copies what it keeps.
     const stream = await source.open(pf.item, { signal, recycle: 1 });

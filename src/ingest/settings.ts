@@ -10,9 +10,10 @@ export function destinationsFromConfig(config: Config): DestinationSpec[] {
 
 /**
  * The pipeline's settings from the config, for the CLI and the daemon alike. `lockWaitMs` is theirs to
- * choose: the CLI fails fast (or waits `--wait`), the daemon waits until its job is cancelled.
+ * choose: the CLI fails fast (or waits `--wait`), the daemon waits until its job is cancelled; so is
+ * whether the files are queued for upload afterwards (`forUpload`).
  */
-export function ingestSettingsFromConfig(config: Config, lockWaitMs: number): IngestSettings {
+export function ingestSettingsFromConfig(config: Config, lockWaitMs: number, forUpload = false): IngestSettings {
   return {
     template: config.ingest.template,
     manifestHashes: config.ingest.manifestHashes,
@@ -25,5 +26,6 @@ export function ingestSettingsFromConfig(config: Config, lockWaitMs: number): In
     exclude: config.ingest.exclude,
     lockWaitMs,
     tool: { name: 'shuttle', version: VERSION },
+    forUpload,
   };
 }

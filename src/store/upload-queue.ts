@@ -74,6 +74,8 @@ export interface LocalCopy {
   markerId: string;
   destPath: string;
   size: number;
+  /** The MD5 taken at ingest, when the ingest knew the file would be uploaded (IngestSettings.forUpload). */
+  md5: string | undefined;
 }
 
 export interface QueueCounts {
@@ -412,13 +414,12 @@ export class UploadQueue {
    * files' copies of the same bytes. Any of them can stand in for a copy that rotted.
    */
   localCopies(fileId: number, sha256: string, size: number): LocalCopy[] {
-    return this.#all<{ id: number; file_id: number; dest_id: number; root: string; marker_id: string; dest_path: string; size: number }>(
-      `SELECT c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size
-       FROM copies c JOIN destinations d ON d.id = c.dest_id
+    return this.#all<LocalCopyRow>(
+      `SELECT ${LOCAL_COPY_COLUMNS} FROM copies c JOIN destinations d ON d.id = c.dest_id
        WHERE c.state = 'verified' AND c.dest_path IS NOT NULL AND c.sha256 = ? AND c.size = ?
        ORDER BY c.file_id != ?, c.dedup, c.dest_id, c.id`,
       sha256, size, fileId,
-    ).map((c) => ({ copyId: c.id, fileId: c.file_id, destId: c.dest_id, root: c.root, markerId: c.marker_id, destPath: c.dest_path, size: c.size }));
+    ).map(toLocalCopy);
   }
 
   /** A copy whose bytes no longer match the journal stops counting as verified (an ingest may copy it again). */
@@ -452,11 +453,11 @@ export class UploadQueue {
 
   /** The file's other verified copies (to confirm on disk that one survives a prune). */
   otherVerifiedCopies(fileId: number, exceptCopyId: number): LocalCopy[] {
-    return this.#all<{ id: number; file_id: number; dest_id: number; root: string; marker_id: string; dest_path: string; size: number }>(
-      `SELECT c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size FROM copies c JOIN destinations d ON d.id = c.dest_id
+    return this.#all<LocalCopyRow>(
+      `SELECT ${LOCAL_COPY_COLUMNS} FROM copies c JOIN destinations d ON d.id = c.dest_id
        WHERE c.file_id = ? AND c.state = 'verified' AND c.id != ? AND c.dest_path IS NOT NULL ORDER BY c.dest_id`,
       fileId, exceptCopyId,
-    ).map((c) => ({ copyId: c.id, fileId: c.file_id, destId: c.dest_id, root: c.root, markerId: c.marker_id, destPath: c.dest_path, size: c.size }));
+    ).map(toLocalCopy);
   }
 
   /**
@@ -477,4 +478,35 @@ export class UploadQueue {
       return true;
     });
   }
+}
+
+/** A LocalCopy's columns, from `copies c JOIN destinations d`. */
+const LOCAL_COPY_COLUMNS = 'c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size, c.hashes';
+
+interface LocalCopyRow {
+  id: number;
+  file_id: number;
+  dest_id: number;
+  root: string;
+  marker_id: string;
+  dest_path: string;
+  size: number;
+  hashes: string | null;
+}
+
+function toLocalCopy(c: LocalCopyRow): LocalCopy {
+  return { copyId: c.id, fileId: c.file_id, destId: c.dest_id, root: c.root, markerId: c.marker_id, destPath: c.dest_path, size: c.size, md5: recordedMd5(c.hashes) };
+}
+
+/** The MD5 among a copy's recorded hashes (a JSON object by algorithm), if one is there and well-formed. */
+function recordedMd5(hashes: string | null): string | undefined {
+  if (hashes === null) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(hashes);
+  } catch {
+    return undefined;
+  }
+  const md5 = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>)['md5'] : undefined;
+  return typeof md5 === 'string' && /^[0-9a-f]{32}$/i.test(md5) ? md5.toLowerCase() : undefined;
 }

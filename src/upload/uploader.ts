@@ -3,7 +3,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { ShuttleError, abortReason, isShuttleError, throwIfAborted } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { DEFAULT_MAX_PART_SIZE, DEFAULT_PART_SIZE, S3_LIMITS, choosePartSize, multipartEtag, normalizeEtag, partCount } from './multipart.js';
-import { PartReader, partBody, signedPart } from './part-reader.js';
+import { PartReader, partBody, signedPart, type SendCheck } from './part-reader.js';
 import { PROVIDERS, checkAdditionalChecksum, isProviderName, type ProviderName, type ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { FreshKey, RemoteListing } from './remote-listing.js';
@@ -33,9 +33,13 @@ export interface UploadFileOptions {
   bucket: string;
   key: string;
   path: string;
-  /** Size and hashes recorded at ingest; the upload completes only if the bytes read now match them. */
+  /**
+   * Size and hashes recorded at ingest; the upload completes only if the bytes read now match them. With
+   * the MD5, a single-request upload sends it as Content-MD5 and checks the local bytes as it sends them,
+   * instead of hashing the file in a pass of its own first.
+   */
   size: number;
-  expected: { sha256: string; xxh128?: string | undefined };
+  expected: { sha256: string; xxh128?: string | undefined; md5?: string | undefined };
   store: UploadStateStore;
   signal?: AbortSignal;
   rateLimit?: RateLimiter;
@@ -86,6 +90,7 @@ export interface UploadResult {
 
 const SHA256_HEX = /^[0-9a-f]{64}$/i;
 const XXH128_HEX = /^[0-9a-f]{32}$/i;
+const MD5_HEX = /^[0-9a-f]{32}$/i;
 
 interface Context {
   opts: UploadFileOptions;
@@ -117,7 +122,11 @@ function validate(opts: UploadFileOptions): ExpectedContent {
   if (xxh !== undefined && !XXH128_HEX.test(xxh)) {
     throw new ShuttleError('USAGE', `expected xxh128 ${JSON.stringify(xxh)} is not 32 hex digits`, { context: { xxh128: xxh } });
   }
-  return { size: opts.size, sha256: opts.expected.sha256.toLowerCase(), xxh128: xxh?.toLowerCase() };
+  const md5 = opts.expected.md5;
+  if (md5 !== undefined && !MD5_HEX.test(md5)) {
+    throw new ShuttleError('USAGE', `expected md5 ${JSON.stringify(md5)} is not 32 hex digits`, { context: { md5 } });
+  }
+  return { size: opts.size, sha256: opts.expected.sha256.toLowerCase(), xxh128: xxh?.toLowerCase(), md5: md5?.toLowerCase() };
 }
 
 /**
@@ -250,28 +259,39 @@ async function putSingle(ctx: Context): Promise<Outcome> {
   // xxh128 where the journal has one: several times cheaper than SHA-256, and the journal's SHA-256 goes
   // out as the signed payload hash, which the server checks against the bytes it receives.
   const localHash = expected.xxh128 !== undefined ? 'xxh128' : 'sha256';
-  const reader = await PartReader.open(opts.path, expected.size, { whole: localHash, crc64nvme: opts.checksum === 'crc64nvme' });
-  let part;
+  let md5: string;
+  let check: SendCheck | undefined;
   let checksum: ChecksumValue | undefined;
-  try {
-    part = await reader.read(expected.size, signal);
-    if (opts.checksum !== undefined) {
-      checksum = { algorithm: opts.checksum, value: opts.checksum === 'sha256' ? hexToBase64(expected.sha256) : await reader.crc64nvme() };
+  // A CRC-64/NVME goes in the request's headers, so it is taken before the body: in a pass of its own.
+  if (expected.md5 !== undefined && opts.checksum !== 'crc64nvme') {
+    // Every hash the request carries is the source's, as ingest took it: the server refuses bytes that
+    // differ from the source's, and the local check stops the body before its last chunk if they do.
+    md5 = expected.md5;
+    check = { algorithm: localHash, verify: (digest) => verifyLocalDigests(opts.path, digest, expected, ctx.ref) };
+    if (opts.checksum === 'sha256') checksum = { algorithm: 'sha256', value: hexToBase64(expected.sha256) };
+  } else {
+    const reader = await PartReader.open(opts.path, expected.size, { whole: localHash, crc64nvme: opts.checksum === 'crc64nvme' });
+    try {
+      md5 = (await reader.read(expected.size, signal)).md5;
+      if (opts.checksum !== undefined) {
+        checksum = { algorithm: opts.checksum, value: opts.checksum === 'sha256' ? hexToBase64(expected.sha256) : await reader.crc64nvme() };
+      }
+    } finally {
+      await reader.close();
     }
-  } finally {
-    await reader.close();
+    // The whole file is hashed before a byte goes out, so a rotted copy is never sent.
+    verifyLocalDigests(opts.path, reader.digest(), expected, ctx.ref);
   }
-  // The whole file is hashed before a byte goes out, so a rotted copy is never sent.
-  verifyLocalDigests(opts.path, reader.digest(), expected, ctx.ref);
   await abandonStoredUpload(ctx, await opts.store.load(ctx.ref));
   // One part, the whole file: its payload hash is the file's SHA-256 as the journal has it.
-  await target.put(opts.key, partBody(opts.path, { ...part, sha256: expected.sha256 }, opts.rateLimit, checksum), contentMetadata(expected), { signal });
+  const part = { offset: 0, size: expected.size, md5, sha256: expected.sha256 };
+  await target.put(opts.key, partBody(opts.path, part, opts.rateLimit, checksum, check), contentMetadata(expected), { signal });
   opts.onProgress?.({ bytesDone: expected.size, bytesTotal: expected.size, partsDone: 1, partsTotal: 1, bytesSent: expected.size });
   return {
     method: 'single',
     localHash,
     checksum,
-    expectedEtag: ctx.profile.singlePartEtagIsMd5 ? part.md5 : undefined,
+    expectedEtag: ctx.profile.singlePartEtagIsMd5 ? md5 : undefined,
     partsTotal: 1,
     partsSent: 1,
     partsResumed: 0,

@@ -9,6 +9,8 @@ export interface ExpectedContent {
   size: number;
   sha256: string;
   xxh128?: string | undefined;
+  /** Taken at ingest when the file was bound for upload (see IngestSettings.forUpload). */
+  md5?: string | undefined;
 }
 
 /** User metadata names (sent as `x-amz-meta-sha256`, `x-amz-meta-xxh128`). */

@@ -290,7 +290,7 @@ export class UploadWorker {
           key: row.key,
           path,
           size: row.size,
-          expected: { sha256: row.sha256, xxh128: row.xxh128 ?? undefined },
+          expected: { sha256: row.sha256, xxh128: row.xxh128 ?? undefined, md5: copy.md5 },
           store: this.#o.store,
           signal,
           rateLimit: this.#o.rateLimit,
