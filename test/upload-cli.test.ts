@@ -114,6 +114,17 @@ async function makeCard(spec: Record<string, number> = {
   }
 }
 
+/** The MD5 each verified copy's recorded hashes hold, by file name (null where none was taken). */
+function recordedMd5s(): Record<string, string | null> {
+  const journal = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  try {
+    const rows = journal.prepare(`SELECT dest_path, hashes FROM copies WHERE state = 'verified'`).all() as Array<{ dest_path: string; hashes: string }>;
+    return Object.fromEntries(rows.map((r) => [r.dest_path.split('/').pop()!, (JSON.parse(r.hashes) as { md5?: string }).md5 ?? null]));
+  } finally {
+    journal.close();
+  }
+}
+
 const keyOf = (prefix: string, name: string): string => `${prefix}/cart-test/2026/2026-03-14/${name}`;
 
 async function config(extra = '', name = 'shuttle.toml'): Promise<string> {
@@ -200,6 +211,14 @@ describe('shuttle ingest --upload', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.json.upload).toMatchObject({ target: `s3://${bucket}/run`, queued: 6, uploaded: 6, failed: 0, pending: 0 });
     await expectObjectsMatchCard('run');
+    // Bound for upload, the ingest took each file's MD5, which its single PUT sent as Content-MD5.
+    expect(recordedMd5s()).toEqual(Object.fromEntries(Object.entries(files).map(([name, f]) => [name, f.md5])));
+    const singlePuts = proxy.requests.filter((q) => q.method === 'PUT' && q.contentLength > 0 && !q.url.includes('partNumber='));
+    expect(singlePuts).toHaveLength(5);
+    for (const q of singlePuts) {
+      const name = decodeURIComponent(q.url.split('?')[0]!.split('/').pop()!);
+      expect(q.headers['content-md5']).toBe(Buffer.from(files[name]!.md5, 'hex').toString('base64'));
+    }
     expect(await unfinishedUploads(admin, bucket)).toEqual([]);
     expect((await status()).upload).toMatchObject({ depth: 0, uploaded: 6, failed: 0, bytesPending: 0 });
   });
@@ -228,6 +247,8 @@ describe('shuttle ingest --upload', () => {
   test('files-an-earlier-ingest-copied-without-upload-are-uploaded-by-the-next-ingest-with-upload', async () => {
     await makeCard();
     expect((await ingest(['--dest', join(work.path, 'lib')])).code).toBe(0);
+    // Not bound for upload: no MD5 taken, so the upload hashes each file itself before sending it.
+    expect(Object.values(recordedMd5s())).toEqual(Object.values(files).map(() => null));
     const r = await ingest(['--dest', join(work.path, 'lib'), '--upload', `s3://${bucket}/late`]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.json).toMatchObject({ copied: 0, skipped: 6 });
