@@ -57,7 +57,7 @@ describe('loading', () => {
         template: '{YYYY}/{YYYY-MM-DD}/{name}',
         manifestHashes: ['xxh128'],
         job: '',
-        timeZone: new Intl.DateTimeFormat().resolvedOptions().timeZone,
+        timeZone: undefined,
         exclude: [],
         verifyRetries: 2,
         changeRetries: 2,

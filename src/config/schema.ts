@@ -45,10 +45,6 @@ function canonicalTimeZone(name: string): string {
   return new Intl.DateTimeFormat('en', { timeZone: name }).resolvedOptions().timeZone;
 }
 
-export function systemTimeZone(): string {
-  return new Intl.DateTimeFormat().resolvedOptions().timeZone;
-}
-
 /** Removes a trailing separator so `/a/` and `/a` are one destination. */
 function normalizeDir(p: string): string {
   const n = normalize(p);
@@ -96,7 +92,8 @@ export const ingestSchema = table({
     .describe('where copies go below each destination, e.g. {YYYY}/{YYYY-MM-DD}/{name}'),
   manifest_hashes: manifestHashes.default(['xxh128']).describe(`hashes written to the ASC MHL manifest (${MANIFEST_HASHES.join(', ')})`),
   job: z.string().default('').describe('job or project name recorded with each ingest'),
-  time_zone: timeZone.default(systemTimeZone).describe('IANA time zone for camera clocks that carry no zone (default: this system\'s)'),
+  // Left unset rather than resolved to a name: the system's zone is read through Date's local time (see time-zone.ts).
+  time_zone: timeZone.optional().describe('IANA time zone for camera clocks that carry no zone (default: this system\'s, from TZ or /etc/localtime)'),
   include: z.array(namePattern).optional().describe('copy only files whose names match one of these patterns (e.g. *.cr3, jpg)'),
   exclude: z.array(namePattern).default([]).describe('never copy files whose names match one of these patterns'),
   verify_retries: retries.default(2).describe('copies retried after a failed read-back verification'),

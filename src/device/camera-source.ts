@@ -36,7 +36,7 @@ function isCameraHandle(h: unknown): h is CameraItemHandle {
 }
 
 export class PtpCameraSource implements Source {
-  private readonly timeZone: string;
+  private readonly timeZone: string | undefined;
   private readonly log: Logger;
 
   constructor(
@@ -44,7 +44,7 @@ export class PtpCameraSource implements Source {
     readonly uri: string,
     opts: CameraSourceOptions = {},
   ) {
-    this.timeZone = opts.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
+    this.timeZone = opts.timeZone;
     this.log = opts.logger ?? silentLogger;
   }
 

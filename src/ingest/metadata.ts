@@ -1,6 +1,6 @@
 import exifr from 'exifr';
 import { ShuttleError } from '../errors.js';
-import { isValidTimeZone } from '../time-zone.js';
+import { instantOf, isValidTimeZone, wallAsUtcMs, wallClockAt, zoneOffsetMs, type WallClock } from '../time-zone.js';
 
 /**
  * How many leading bytes of a file the pipeline buffers for readCaptureMetadata.
@@ -13,17 +13,6 @@ import { isValidTimeZone } from '../time-zone.js';
  */
 export const METADATA_HEAD_BYTES = 256 * 1024;
 
-/** Camera clock time as the camera showed it: what folder and file names are made from. */
-export interface WallClock {
-  year: number;
-  /** 1–12 */
-  month: number;
-  day: number;
-  hour: number;
-  minute: number;
-  second: number;
-  millisecond: number;
-}
 
 export interface CaptureMetadata {
   /** The capture instant. */
@@ -295,83 +284,12 @@ async function readCr3Tags(head: Buffer, warnings: string[]): Promise<Tags | und
 
 // ---- time zones ---------------------------------------------------------------------------------
 
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-function formatterFor(timeZone: string | undefined): Intl.DateTimeFormat {
-  // The system zone is looked up each time (cheap) so that a changed TZ is honoured, then cached by name.
-  const key = timeZone ?? new Intl.DateTimeFormat().resolvedOptions().timeZone;
-  let f = formatters.get(key);
-  if (f === undefined) {
-    f = new Intl.DateTimeFormat('en-US', {
-      timeZone: key,
-      hourCycle: 'h23',
-      year: 'numeric',
-      month: 'numeric',
-      day: 'numeric',
-      hour: 'numeric',
-      minute: 'numeric',
-      second: 'numeric',
-      era: 'short',
-    });
-    formatters.set(key, f);
-  }
-  return f;
-}
-
 function checkTimeZone(timeZone: string | undefined): void {
   if (timeZone !== undefined && !isValidTimeZone(timeZone)) {
     throw new ShuttleError('CONFIG_INVALID', `unknown time zone "${timeZone}" (expected an IANA name such as "Europe/Berlin")`, {
       context: { timeZone },
     });
   }
-}
-
-/** Wall clock of an instant in a zone (undefined = system zone). */
-export function wallClockAt(epochMs: number, timeZone?: string): WallClock {
-  const parts: Record<string, string> = {};
-  for (const p of formatterFor(timeZone).formatToParts(new Date(epochMs))) parts[p.type] = p.value;
-  const yearOfEra = Number(parts['year']);
-  const year = parts['era'] === 'BC' || parts['era'] === 'B' ? 1 - yearOfEra : yearOfEra;
-  return {
-    year,
-    month: Number(parts['month']),
-    day: Number(parts['day']),
-    hour: Number(parts['hour']),
-    minute: Number(parts['minute']),
-    second: Number(parts['second']),
-    millisecond: ((epochMs % 1000) + 1000) % 1000,
-  };
-}
-
-function wallAsUtcMs(w: WallClock): number {
-  const d = new Date(0);
-  d.setUTCFullYear(w.year, w.month - 1, w.day);
-  d.setUTCHours(w.hour, w.minute, w.second, w.millisecond);
-  return d.getTime();
-}
-
-function offsetMinutesAt(epochMs: number, timeZone: string | undefined): number {
-  const w = wallClockAt(Math.floor(epochMs / 1000) * 1000, timeZone);
-  return Math.round((wallAsUtcMs({ ...w, millisecond: 0 }) - Math.floor(epochMs / 1000) * 1000) / 60_000);
-}
-
-/**
- * The instant a wall-clock time names in a zone. When the clock was set back (the hour happens twice)
- * the earlier instant is taken; when it jumped forward (the time never happened) the offset before the
- * jump is used, which lands after the gap: the same choice as Temporal's 'compatible'.
- */
-export function instantOf(w: WallClock, timeZone?: string): { epochMs: number; offsetMinutes: number } {
-  const asUtc = wallAsUtcMs(w);
-  const day = 86_400_000;
-  const before = offsetMinutesAt(asUtc - day, timeZone);
-  const after = offsetMinutesAt(asUtc + day, timeZone);
-  const candidates: Array<{ epochMs: number; offsetMinutes: number }> = [];
-  for (const off of new Set([before, after, offsetMinutesAt(asUtc, timeZone)])) {
-    const t = asUtc - off * 60_000;
-    if (offsetMinutesAt(t, timeZone) === off) candidates.push({ epochMs: t, offsetMinutes: off });
-  }
-  candidates.sort((a, b) => a.epochMs - b.epochMs);
-  return candidates[0] ?? { epochMs: asUtc - before * 60_000, offsetMinutes: before };
 }
 
 // ---- the reader ---------------------------------------------------------------------------------
@@ -387,7 +305,7 @@ function fromMtime(mtimeMs: number, timeZone: string | undefined, warnings: stri
   return {
     capturedAt: new Date(ms),
     local: wallClockAt(ms, timeZone),
-    utcOffsetMinutes: offsetMinutesAt(ms, timeZone),
+    utcOffsetMinutes: Math.round(zoneOffsetMs(ms, timeZone) / 60_000),
     offsetSource: 'zone',
     dateSource: 'mtime',
     make: camera.make,

@@ -1,5 +1,6 @@
 import { ShuttleError } from '../errors.js';
-import type { CaptureMetadata, WallClock } from './metadata.js';
+import type { CaptureMetadata } from './metadata.js';
+import type { WallClock } from '../time-zone.js';
 import { baseName, splitShotName } from './pairing.js';
 
 /** Where a file lands when the user sets no template: year folder, day folder, camera's own name. */

@@ -5,6 +5,7 @@
  * the operation, the offset and what was expected.
  */
 import { ShuttleError } from '../../errors.js';
+import { instantOf, isValidTimeZone, zoneOffsetMs } from '../../time-zone.js';
 
 export function protocolError(operation: string, message: string, context: Record<string, unknown> = {}): ShuttleError {
   return new ShuttleError('PTP_PROTOCOL', `${operation}: ${message}`, { context: { operation, ...context } });
@@ -274,60 +275,30 @@ export function parsePtpDateParts(text: string): PtpDateParts {
   return { year, month, day, hour, minute, second, millisecond, offsetMinutes };
 }
 
-const zoneFormatters = new Map<string, Intl.DateTimeFormat>();
-
-function zoneFormatter(timeZone: string): Intl.DateTimeFormat {
-  let f = zoneFormatters.get(timeZone);
-  if (!f) {
-    try {
-      f = new Intl.DateTimeFormat('en-US', {
-        timeZone,
-        hourCycle: 'h23',
-        year: 'numeric',
-        month: 'numeric',
-        day: 'numeric',
-        hour: 'numeric',
-        minute: 'numeric',
-        second: 'numeric',
-      });
-    } catch (cause) {
-      throw new ShuttleError('CONFIG_INVALID', `unknown time zone ${JSON.stringify(timeZone)}`, { context: { timeZone }, cause });
-    }
-    zoneFormatters.set(timeZone, f);
+/** A zone only matters for dates without a marker: an unknown one fails there, as the configuration's fault. */
+function checkZone(timeZone: string | undefined): void {
+  if (timeZone !== undefined && !isValidTimeZone(timeZone)) {
+    throw new ShuttleError('CONFIG_INVALID', `unknown time zone ${JSON.stringify(timeZone)}`, { context: { timeZone } });
   }
-  return f;
-}
-
-/** Offset of `timeZone` from UTC at instant `epochMs`, in milliseconds (positive east of Greenwich). */
-export function zoneOffsetMs(epochMs: number, timeZone: string): number {
-  const parts = zoneFormatter(timeZone).formatToParts(new Date(epochMs));
-  const get = (type: string): number => Number(parts.find((p) => p.type === type)?.value ?? 0);
-  const wall = Date.UTC(get('year'), get('month') - 1, get('day'), get('hour'), get('minute'), get('second'));
-  return wall - (epochMs - (((epochMs % 1000) + 1000) % 1000));
-}
-
-function wallClockToEpoch(p: PtpDateParts, timeZone: string): number {
-  const wall = Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second, p.millisecond);
-  // Two passes settle on the offset in force at the resulting instant, also across a DST change.
-  const first = wall - zoneOffsetMs(wall, timeZone);
-  return wall - zoneOffsetMs(first, timeZone);
 }
 
 /**
  * Parses a PTP date to epoch milliseconds. A string without a zone marker is camera-local time and is
- * read in `timeZone` (IANA name): most cameras write local time, some (QEMU) write UTC without a `Z`.
+ * read in `timeZone` (IANA name; undefined = this system's): most cameras write local time, some (QEMU)
+ * write UTC without a `Z`. A local time a DST change repeats is read as the earlier instant.
  */
-export function parsePtpDate(text: string, timeZone: string): number {
+export function parsePtpDate(text: string, timeZone: string | undefined): number {
   const p = parsePtpDateParts(text);
   if (p.offsetMinutes !== undefined) {
     return Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second, p.millisecond) - p.offsetMinutes * 60_000;
   }
-  return wallClockToEpoch(p, timeZone);
+  checkZone(timeZone);
+  return instantOf(p, timeZone).epochMs;
 }
 
 export interface FormatDateOptions {
-  /** Zone whose wall clock is written. */
-  timeZone: string;
+  /** Zone whose wall clock is written (undefined = this system's). */
+  timeZone: string | undefined;
   /** 'none': local time without marker (what most cameras write); 'offset': with ±hhmm; 'Z' needs timeZone UTC. */
   zoneMarker?: 'none' | 'offset' | 'Z';
   /** Append `.s` tenths of a second. */
@@ -335,6 +306,7 @@ export interface FormatDateOptions {
 }
 
 export function formatPtpDate(epochMs: number, opts: FormatDateOptions): string {
+  if (opts.zoneMarker !== 'Z') checkZone(opts.timeZone);
   const offset = opts.zoneMarker === 'Z' ? 0 : zoneOffsetMs(epochMs, opts.timeZone);
   const d = new Date(epochMs + offset);
   const p2 = (n: number): string => String(n).padStart(2, '0');

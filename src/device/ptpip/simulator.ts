@@ -247,7 +247,7 @@ export class CameraSimulator {
     private readonly tree: ObjectTree,
     private readonly responder: PtpIpResponder,
     readonly deviceInfo: DeviceInfo,
-    private readonly timeZone: string,
+    private readonly timeZone: string | undefined,
   ) {
     this.log = opts.logger ?? silentLogger;
   }
@@ -301,7 +301,7 @@ export class CameraSimulator {
       deviceVersion: '1.0',
       serialNumber: serial,
     };
-    const timeZone = opts.timeZone ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
+    const timeZone = opts.timeZone;
     let sim: CameraSimulator | undefined;
     const responder = new PtpIpResponder({
       host: opts.host ?? '127.0.0.1',
