@@ -134,6 +134,28 @@ test('a killed worker fails its jobs with INTERNAL and never yields a hash; the 
   expect(await again.digest()).toEqual(await inThread(Buffer.from('abc'), ['sha256']));
 });
 
+test('md5 is hashed by a second worker beside the first, and the job fails if either dies', async () => {
+  const data = Buffer.alloc(3 * 1024 * 1024 + 7, 9);
+  const w = WorkerHasher.create(['sha256', 'md5', 'xxh128']);
+  await w.update(shared(data));
+  const [first, second] = [hashWorkerForTests(0), hashWorkerForTests(1)];
+  expect(first).toBeDefined();
+  expect(second).toBeDefined();
+  expect(second).not.toBe(first);
+  expect(await w.digest()).toEqual(await inThread(data, ['sha256', 'md5', 'xxh128']));
+
+  const doomed = WorkerHasher.create(['sha256', 'md5']);
+  await doomed.update(shared(data));
+  await second!.terminate();
+  await expect(doomed.digest()).rejects.toMatchObject({ code: 'INTERNAL' });
+  // The first lane's worker is untouched; a new md5 job gets a fresh second worker.
+  expect(hashWorkerForTests(0)).toBe(first);
+  const again = WorkerHasher.create(['md5']);
+  await again.update(shared(data));
+  expect(await again.digest()).toEqual(await inThread(data, ['md5']));
+  expect(hashWorkerForTests(1)).not.toBe(second);
+});
+
 test('a fanOut whose worker dies fails instead of finishing', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'shuttle-hw-'));
   try {

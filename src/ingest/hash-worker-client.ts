@@ -13,7 +13,11 @@ import type { HashWorkerReply, HashWorkerRequest } from './hash-worker.js';
  * no byte is copied between threads. The worker handles messages in order, so each job's updates are
  * hashed in the order posted; the caller may reuse a block once its update() has resolved.
  *
- * The worker starts on first use and is unref'd whenever nothing is pending, so a CLI process still
+ * MD5, the slowest of the hashes per byte where the CPU has SHA instructions and needed only when the
+ * files go on to an upload (see IngestSettings.forUpload), runs in a second worker beside the first, so
+ * that on two cores or more it adds no time to an ingest.
+ *
+ * Workers start on first use and are unref'd whenever nothing is pending, so a CLI process still
  * exits by itself. A worker that dies fails every pending and later call of the jobs it held with a
  * ShuttleError (INTERNAL): a job never yields a digest unless every one of its updates was hashed.
  */
@@ -32,12 +36,14 @@ interface Pending {
 /** One started worker; replaced by a fresh one after it dies. */
 class HashThread {
   readonly worker: Worker;
+  readonly lane: number;
   /** Per job, the replies still expected, in the order the requests were posted. */
   readonly #pending = new Map<number, Pending[]>();
   #outstanding = 0;
   dead: ShuttleError | undefined;
 
-  constructor() {
+  constructor(lane: number) {
+    this.lane = lane;
     // The worker inherits Node's flags (so --cpu-prof profiles it too), except one it refuses: --input-type.
     const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
     // It allocates little but messages: a small young generation saves ~6 MB of RSS (measured).
@@ -81,7 +87,7 @@ class HashThread {
   #die(cause: unknown): void {
     if (this.dead) return;
     this.dead = new ShuttleError('INTERNAL', `the hash worker stopped: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
-    if (thread === this) thread = undefined;
+    if (threads[this.lane] === this) threads[this.lane] = undefined;
     const waiting = [...this.#pending.values()].flat();
     this.#pending.clear();
     this.#outstanding = 0;
@@ -89,11 +95,22 @@ class HashThread {
   }
 }
 
-let thread: HashThread | undefined;
+/** By lane: 0 hashes everything but MD5, 1 hashes MD5. */
+const threads: Array<HashThread | undefined> = [undefined, undefined];
 let nextJob = 1;
 
-function currentThread(): HashThread {
-  return (thread ??= new HashThread());
+function currentThread(lane: number): HashThread {
+  return (threads[lane] ??= new HashThread(lane));
+}
+
+/** The algorithms of a job by the lane that hashes them. */
+function lanes(algorithms: readonly HashAlgorithm[]): Array<[number, HashAlgorithm[]]> {
+  const unique = [...new Set(algorithms)];
+  const rest = unique.filter((a) => a !== 'md5');
+  const out: Array<[number, HashAlgorithm[]]> = [];
+  if (rest.length > 0) out.push([0, rest]);
+  if (unique.includes('md5')) out.push([1, ['md5']]);
+  return out;
 }
 
 /**
@@ -101,7 +118,7 @@ function currentThread(): HashThread {
  * slow CPU, and an ingest can pay it while it lists the source. An idle worker keeps no process alive.
  */
 export function startHashWorker(): void {
-  currentThread();
+  currentThread(0);
 }
 
 /**
@@ -109,29 +126,30 @@ export function startHashWorker(): void {
  * MultiHasher's. Bytes must live in a SharedArrayBuffer (see takeAlignedBlock `shared`).
  */
 export class WorkerHasher {
-  readonly #thread: HashThread;
-  readonly #job: number;
-  readonly #opened: Promise<unknown>;
+  /** One job per lane the algorithms need (see lanes). */
+  readonly #jobs: Array<{ thread: HashThread; job: number }>;
   #bytes = 0;
   #closed = false;
   /** The first failure of this job: it sticks, so no later call can return a hash. */
   #error: Error | undefined;
 
-  private constructor(t: HashThread, job: number, algorithms: readonly HashAlgorithm[]) {
-    this.#thread = t;
-    this.#job = job;
-    this.#opened = this.#track(t.request({ op: 'open', job, algorithms: [...new Set(algorithms)] }));
-    // Not awaited by create(): the worker holds updates back until the open is done. Its failure is seen by the next call.
-    this.#opened.catch(() => {});
+  private constructor(algorithms: readonly HashAlgorithm[]) {
+    this.#jobs = lanes(algorithms).map(([lane, algs]) => {
+      const thread = currentThread(lane);
+      const job = nextJob++;
+      // Not awaited by create(): the worker holds updates back until the open is done. Its failure is seen by the next call.
+      this.#track(thread.request({ op: 'open', job, algorithms: algs })).catch(() => {});
+      return { thread, job };
+    });
   }
 
   static create(algorithms: readonly HashAlgorithm[]): WorkerHasher {
-    return new WorkerHasher(currentThread(), nextJob++, algorithms);
+    return new WorkerHasher(algorithms);
   }
 
   /**
    * Hashes `data` (a view of a SharedArrayBuffer) after every earlier update of this job. Resolves once
-   * the worker is done with it: until then the caller must not change those bytes.
+   * every worker is done with it: until then the caller must not change those bytes.
    */
   update(data: Uint8Array): Promise<void> {
     if (this.#closed) return Promise.reject(new ShuttleError('INTERNAL', 'update after digest or dispose of a hash job'));
@@ -141,8 +159,10 @@ export class WorkerHasher {
     }
     this.#bytes += data.byteLength;
     if (data.byteLength === 0) return Promise.resolve();
-    const msg: HashWorkerRequest = { op: 'update', job: this.#job, buffer: data.buffer, offset: data.byteOffset, length: data.byteLength };
-    return this.#track(this.#thread.request(msg)).then(() => undefined);
+    const buffer = data.buffer;
+    return Promise.all(
+      this.#jobs.map(({ thread, job }) => this.#track(thread.request({ op: 'update', job, buffer, offset: data.byteOffset, length: data.byteLength }))),
+    ).then(() => undefined);
   }
 
   /** Bytes passed to update() so far. */
@@ -155,16 +175,20 @@ export class WorkerHasher {
     if (this.#closed) throw new ShuttleError('INTERNAL', 'digest of a finished hash job');
     if (this.#error) throw this.#error;
     this.#closed = true;
-    const reply = await this.#track(this.#thread.request({ op: 'digest', job: this.#job }));
-    if (reply.op !== 'digest') throw new ShuttleError('INTERNAL', `hash worker answered a digest with ${reply.op}`);
-    return reply.hashes;
+    const replies = await Promise.all(this.#jobs.map(({ thread, job }) => this.#track(thread.request({ op: 'digest', job }))));
+    const hashes: HashSet = {};
+    for (const reply of replies) {
+      if (reply.op !== 'digest') throw new ShuttleError('INTERNAL', `hash worker answered a digest with ${reply.op}`);
+      Object.assign(hashes, reply.hashes);
+    }
+    return hashes;
   }
 
-  /** Ends the job without a digest (error paths); the worker forgets its state. Never throws. */
+  /** Ends the job without a digest (error paths); the workers forget its state. Never throws. */
   dispose(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#thread.post({ op: 'drop', job: this.#job });
+    for (const { thread, job } of this.#jobs) thread.post({ op: 'drop', job });
   }
 
   #track<T>(p: Promise<T>): Promise<T> {
@@ -221,7 +245,7 @@ export class IngestHasher {
   }
 }
 
-/** Test hook: the hash worker if one is running, to terminate it and watch the jobs fail. */
-export function hashWorkerForTests(): Worker | undefined {
-  return thread?.worker;
+/** Test hook: a lane's hash worker if one is running, to terminate it and watch the jobs fail. */
+export function hashWorkerForTests(lane = 0): Worker | undefined {
+  return threads[lane]?.worker;
 }
