@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, realpath, rm, statfs, symlink, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
@@ -327,6 +327,25 @@ describe('volumeOf from the kernel and udev files', () => {
     await symlink('../../null', join(files.devDisk, 'by-label', 'EOS_DIGITAL'));
     expect(await volumeOf(mnt, { files: files })).toEqual(withTools);
     expect(withTools.label).toBe('EOS_DIGITAL');
+  });
+
+  test("a record of the media the device held before (another diskseq) is not taken: the device itself is probed", async () => {
+    const mnt = await fat32Card('EOS_DIGITAL');
+    const withTools = await volumeOf(mnt);
+    const devno = devNumber(withTools.device);
+    const seqFile = `/sys/dev/block/${devno}/diskseq`;
+    need(existsSync(seqFile), `${seqFile} missing (Linux 5.15 or later numbers the media in a disk)`);
+    const seq = readFileSync(seqFile, 'utf8').trim();
+    const files = await udevFiles();
+    const record = (diskseq: string): string => `S:disk/by-diskseq/${diskseq}\nE:ID_FS_UUID=AAAA-BBBB\nE:ID_FS_UUID_ENC=AAAA-BBBB\nE:ID_FS_LABEL=OLD_CARD\nE:ID_FS_TYPE=vfat\n`;
+    // The same media: the record stands (and is all that is read).
+    await writeFile(join(files.udevData, `b${devno}`), record(seq));
+    expect(await withoutTools(() => volumeOf(mnt, { files }))).toMatchObject({ uuid: 'AAAA-BBBB', label: 'OLD_CARD' });
+    // Earlier media, by the record's link or its DISKSEQ property: what the card holds now.
+    await writeFile(join(files.udevData, `b${devno}`), record(String(Number(seq) - 1)));
+    expect(await volumeOf(mnt, { files })).toMatchObject({ uuid: withTools.uuid, label: 'EOS_DIGITAL', fsType: 'vfat' });
+    await writeFile(join(files.udevData, `b${devno}`), `E:DISKSEQ=${Number(seq) + 7}\nE:ID_FS_UUID=AAAA-BBBB\nE:ID_FS_TYPE=vfat\n`);
+    expect(await volumeOf(mnt, { files })).toMatchObject({ uuid: withTools.uuid, label: 'EOS_DIGITAL' });
   });
 
   test('a record of another device, or one udev has not probed yet, is not taken for this one', async () => {

@@ -89,8 +89,8 @@ export interface UploadResult {
 }
 
 const SHA256_HEX = /^[0-9a-f]{64}$/i;
-const XXH128_HEX = /^[0-9a-f]{32}$/i;
-const MD5_HEX = /^[0-9a-f]{32}$/i;
+/** xxh128 and MD5 alike. */
+const HEX_128 = /^[0-9a-f]{32}$/i;
 
 interface Context {
   opts: UploadFileOptions;
@@ -119,11 +119,11 @@ function validate(opts: UploadFileOptions): ExpectedContent {
     throw new ShuttleError('USAGE', `expected sha256 ${JSON.stringify(opts.expected.sha256)} is not 64 hex digits`, { context: { sha256: opts.expected.sha256 } });
   }
   const xxh = opts.expected.xxh128;
-  if (xxh !== undefined && !XXH128_HEX.test(xxh)) {
+  if (xxh !== undefined && !HEX_128.test(xxh)) {
     throw new ShuttleError('USAGE', `expected xxh128 ${JSON.stringify(xxh)} is not 32 hex digits`, { context: { xxh128: xxh } });
   }
   const md5 = opts.expected.md5;
-  if (md5 !== undefined && !MD5_HEX.test(md5)) {
+  if (md5 !== undefined && !HEX_128.test(md5)) {
     throw new ShuttleError('USAGE', `expected md5 ${JSON.stringify(md5)} is not 32 hex digits`, { context: { md5 } });
   }
   return { size: opts.size, sha256: opts.expected.sha256.toLowerCase(), xxh128: xxh?.toLowerCase(), md5: md5?.toLowerCase() };

@@ -82,8 +82,34 @@ function nonEmpty(v: string | undefined): string | undefined {
   return v === undefined || v === '' ? undefined : v;
 }
 
-/** udev's database record of the device, if udev probed a filesystem on it. */
-async function fromUdevDatabase(dev: DeviceNumber, files: SystemFiles): Promise<UdevTags | undefined> {
+/**
+ * The kernel's sequence number for the media now in the disk (Linux 5.15 and later): a loop device gets a
+ * new one each time an image is attached, a reader each time a card goes in. For a partition, its disk's.
+ */
+async function currentDiskSeq(dev: DeviceNumber, files: SystemFiles): Promise<string | undefined> {
+  let node: string;
+  try {
+    node = await realpath(join(files.sys, 'dev', 'block', `${dev.major}:${dev.minor}`));
+  } catch {
+    return undefined;
+  }
+  for (const file of [join(node, 'diskseq'), join(dirname(node), 'diskseq')]) {
+    try {
+      const seq = (await readFile(file, 'utf8')).trim();
+      if (/^\d+$/.test(seq)) return seq;
+    } catch {
+      // no diskseq at this level (a partition keeps it on its disk; older kernels have none)
+    }
+  }
+  return undefined;
+}
+
+/**
+ * udev's database record of the device, if udev probed a filesystem on it; 'stale' when the record is of
+ * media the device held before (its diskseq is not the kernel's), which happens where udev does not
+ * process events (containers) or has not yet: its UUID would name another card.
+ */
+async function fromUdevDatabase(dev: DeviceNumber, files: SystemFiles): Promise<UdevTags | 'stale' | undefined> {
   let record: string;
   try {
     record = await readFile(join(files.udevData, `b${dev.major}:${dev.minor}`), 'utf8');
@@ -91,10 +117,17 @@ async function fromUdevDatabase(dev: DeviceNumber, files: SystemFiles): Promise<
     return undefined;
   }
   const props = new Map<string, string>();
+  let recordedSeq: string | undefined;
   for (const line of record.split('\n')) {
+    if (line.startsWith('S:disk/by-diskseq/')) recordedSeq = line.slice('S:disk/by-diskseq/'.length);
     if (!line.startsWith('E:')) continue;
     const eq = line.indexOf('=');
     if (eq > 2) props.set(line.slice(2, eq), line.slice(eq + 1));
+  }
+  recordedSeq = props.get('DISKSEQ') ?? recordedSeq;
+  if (recordedSeq !== undefined) {
+    const current = await currentDiskSeq(dev, files);
+    if (current !== undefined && current !== recordedSeq) return 'stale';
   }
   const encoded = (key: string): string | undefined => {
     const enc = props.get(`${key}_ENC`);
@@ -142,8 +175,12 @@ async function fromDiskLinks(device: string, files: SystemFiles): Promise<UdevTa
   return { uuid, label, complete: false };
 }
 
-/** UUID, label and type of the filesystem on a block device as udev recorded them; undefined when udev knows nothing of it. */
-export async function udevFilesystemTags(device: string, dev: DeviceNumber, files: SystemFiles = SYSTEM_FILES): Promise<UdevTags | undefined> {
+/**
+ * UUID, label and type of the filesystem on a block device as udev recorded them; undefined when udev
+ * knows nothing of it, 'stale' when what it knows is of the media the device held before.
+ */
+export async function udevFilesystemTags(device: string, dev: DeviceNumber, files: SystemFiles = SYSTEM_FILES): Promise<UdevTags | 'stale' | undefined> {
+  // udev keeps its /dev/disk links from the same events as its record: stale together.
   return (await fromUdevDatabase(dev, files)) ?? (await fromDiskLinks(device, files));
 }
 

@@ -98,9 +98,12 @@ async function lsblk(device: string, signal: AbortSignal | undefined): Promise<D
   return { uuid: text(dev['uuid']), label: text(dev['label']), fstype: text(dev['fstype']), removable: flag(dev['rm']) || flag(dev['hotplug']) };
 }
 
-/** blkid's export format: KEY=value lines, with shell-style backslash escapes in values. */
-async function blkid(device: string, signal: AbortSignal | undefined): Promise<Omit<DeviceFacts, 'removable'>> {
-  const out = await run('blkid', ['-o', 'export', '-s', 'UUID', '-s', 'LABEL', '-s', 'TYPE', device], signal);
+/**
+ * blkid's export format: KEY=value lines, with shell-style backslash escapes in values. `probe` reads the
+ * device itself rather than blkid's cache (which needs read access to the device).
+ */
+async function blkid(device: string, signal: AbortSignal | undefined, probe = false): Promise<Omit<DeviceFacts, 'removable'>> {
+  const out = await run('blkid', [...(probe ? ['-p'] : []), '-o', 'export', '-s', 'UUID', '-s', 'LABEL', '-s', 'TYPE', device], signal);
   const facts: Record<string, string> = {};
   for (const line of (out ?? '').split('\n')) {
     const eq = line.indexOf('=');
@@ -134,9 +137,15 @@ async function identify(mount: FoundMount, files: SystemFiles, signal: AbortSign
   // The kernel names the root filesystem's device `/dev/root` when it mounted it itself; findmnt shows the real node.
   if (device === '/dev/root' && mount.major !== 0) device = (await kernelDeviceName(mount, files)) ?? device;
   const devno = (await blockDeviceNumber(device)) ?? (mount.major !== 0 ? { major: mount.major, minor: mount.minor } : undefined);
-  const [sysRemovable, udev] =
+  const [sysRemovable, udevAnswer] =
     devno === undefined ? [false, undefined] : await Promise.all([isRemovableOrHotplug(devno, files), udevFilesystemTags(device, devno, files)]);
   let removable = sysRemovable;
+  if (udevAnswer === 'stale') {
+    // lsblk reads the same outdated record: only the device itself tells what it holds now.
+    const probed = await blkid(device, signal, true);
+    return { device, uuid: uuid ?? probed.uuid, label: label ?? probed.label, fstype: isFuse(fstype) ? (probed.fstype ?? fstype) : fstype, removable };
+  }
+  const udev = udevAnswer;
   uuid ??= udev?.uuid;
   label ??= udev?.label;
   if (isFuse(fstype) && udev?.fstype !== undefined) fstype = udev.fstype;
