@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Writable } from 'node:stream';
+import { constants as fsConstants } from 'node:fs';
+import { openDirect } from '../src/io/direct.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errnoCode, isShuttleError } from '../src/errors.js';
 import { PartReader, partBody, signedPart, type SendCheck } from '../src/upload/part-reader.js';
@@ -161,6 +163,30 @@ describe('request bodies', () => {
     expect(sink.received.length).toBe(12);
     expect(sink.seen.size).toBeLessThanOrEqual(4);
     expect(sink.maxInFlight).toBeGreaterThanOrEqual(1);
+  });
+
+  it('piped, a range at an aligned offset is read past the page cache; read the ordinary way, through it', async () => {
+    const path = await randomFile('direct.bin', 6 * MiB + 5, 10);
+    const bytes = await readFile(path);
+    const resident = (): number => Number(execFileSync('fincore', ['-b', '-n', '-o', 'RES', path], { encoding: 'utf8' }).trim());
+    const evict = (): void => {
+      execFileSync('dd', [`of=${path}`, 'oflag=nocache', 'conv=notrunc,fdatasync', 'count=0', 'status=none']);
+      execFileSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']);
+    };
+    const fh = await openDirect(path, fsConstants.O_RDONLY);
+    if (fh === undefined) throw new Error(`cannot run this test here: ${dir} does not take O_DIRECT`);
+    await fh.close();
+    evict();
+    expect(resident()).toBe(0);
+    const sink = new SlowSink(0);
+    bodyOf(path, MiB, bytes.length - MiB).open().pipe(sink);
+    await finished(sink);
+    expect(Buffer.concat(sink.received).equals(bytes.subarray(MiB))).toBe(true);
+    expect(resident()).toBe(0);
+    const chunks: Buffer[] = [];
+    for await (const chunk of bodyOf(path, MiB, bytes.length - MiB).open()) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).equals(bytes.subarray(MiB))).toBe(true);
+    expect(resident()).toBeGreaterThan(0);
   });
 
   it('read the ordinary way: the same bytes, each chunk its own buffer', async () => {

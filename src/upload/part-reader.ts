@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { ShuttleError, throwIfAborted } from '../errors.js';
+import { constants as fsConstants } from 'node:fs';
+import { ShuttleError, errnoCode, throwIfAborted } from '../errors.js';
+import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../io/direct.js';
 // Types only: the ingest hashers (WASM and native modules) load on first need, in PartReader.open.
 import type { HashSet, Updater } from '../ingest/hashing.js';
 import { crc64Nvme, type ChecksumValue, type Crc64Nvme } from './checksum.js';
@@ -196,10 +198,12 @@ interface RangeSpec {
 const SEND_BUFFERS = 4;
 
 /**
- * The byte range as a stream. Piped (which is how the HTTP client sends a body) it reads into a few
- * buffers of its own, each reused once the request has written it out: fresh buffers per chunk cost
- * the upload about a tenth of its CPU in allocation, page faults and garbage collection (measured,
- * bench/upload.ts). Read any other way, every chunk is a fresh buffer, since the reader may keep it.
+ * The byte range as a stream. Piped (which is how the HTTP client sends a body) it reads with O_DIRECT
+ * into a few page-aligned blocks of its own, each reused once the request has written it out: fresh
+ * buffers per chunk cost the upload about a tenth of its CPU in allocation, page faults and garbage
+ * collection, and reading through the page cache as much again in kernel time (measured, bench/upload.ts;
+ * see src/io/direct.ts). Read any other way, every chunk is a fresh buffer, since the reader may keep it,
+ * read through the cache.
  */
 class RangeBody extends Readable {
   readonly #spec: RangeSpec;
@@ -212,7 +216,7 @@ class RangeBody extends Readable {
   }
 
   override _read(): void {
-    this.#chunks ??= rangeChunks(this.#spec, async (size) => Buffer.allocUnsafe(size));
+    this.#chunks ??= rangeChunks(this.#spec, async (size) => Buffer.allocUnsafe(size), false);
     this.#chunks.next().then(
       (r) => void this.push(r.done === true ? null : r.value),
       (error: unknown) => this.destroy(error instanceof Error ? error : new Error(String(error))),
@@ -229,7 +233,7 @@ class RangeBody extends Readable {
 
   async #pump(destination: NodeJS.WritableStream, pool: SendBuffers, end: boolean): Promise<void> {
     try {
-      for await (const chunk of rangeChunks(this.#spec, (size) => pool.take(size))) {
+      for await (const chunk of rangeChunks(this.#spec, () => pool.take(), true)) {
         if (this.destroyed) return;
         // Back to the pool only once written out; a failed write may still hold it, so it is dropped.
         destination.write(chunk, (error) => (error ? undefined : pool.give(chunk)));
@@ -249,19 +253,16 @@ class RangeBody extends Readable {
   }
 }
 
-/** Buffers of finished bodies, for the next ones: a run of uploads allocates a handful in all. */
-const idleSendBuffers: ArrayBuffer[] = [];
-const MAX_IDLE_SEND_BUFFERS = 16;
-
 /**
- * A body's few fixed-size buffers, handed out and given back; `take` waits while all are out, which also
- * holds back a body whose socket is slow, and fails once the pool is closed (its body destroyed). Buffers
- * given back before the close go on to later bodies; one still out at the close is never reused.
+ * A body's few page-aligned blocks (SEND_CHUNK bytes), handed out and given back; `take` waits while all
+ * are out, which also holds back a body whose socket is slow, and fails once the pool is closed (its body
+ * destroyed). Blocks given back before the close go on to later bodies (see giveBackAlignedBlock); one
+ * still out at the close is never reused.
  */
 class SendBuffers {
   readonly #limit: number;
-  readonly #free: ArrayBuffer[] = [];
-  readonly #waiting: Array<{ resolve(b: ArrayBuffer): void; reject(e: Error): void }> = [];
+  readonly #free: Buffer[] = [];
+  readonly #waiting: Array<{ resolve(b: Buffer): void; reject(e: Error): void }> = [];
   #made = 0;
   #closed = false;
 
@@ -269,33 +270,38 @@ class SendBuffers {
     this.#limit = limit;
   }
 
-  async take(size: number): Promise<Buffer> {
+  async take(): Promise<Buffer> {
     if (this.#closed) throw new ShuttleError('ABORTED', 'request body closed');
-    let raw = this.#free.pop();
-    if (raw === undefined && this.#made < this.#limit) {
+    let block = this.#free.pop();
+    if (block === undefined && this.#made < this.#limit) {
       this.#made++;
-      raw = idleSendBuffers.pop() ?? new ArrayBuffer(SEND_CHUNK);
+      block = takeAlignedBlock(SEND_CHUNK);
     }
-    raw ??= await new Promise<ArrayBuffer>((resolve, reject) => this.#waiting.push({ resolve, reject }));
-    return Buffer.from(raw, 0, Math.min(size, raw.byteLength));
+    return block ?? (await new Promise<Buffer>((resolve, reject) => this.#waiting.push({ resolve, reject })));
   }
 
+  /** Gives back the block a chunk (a view from its start) was read into. */
   give(chunk: Buffer): void {
-    const raw = chunk.buffer as ArrayBuffer;
+    const block = Buffer.from(chunk.buffer, 0, SEND_CHUNK);
     const waiter = this.#waiting.shift();
-    if (waiter !== undefined) waiter.resolve(raw);
-    else if (!this.#closed) this.#free.push(raw);
+    if (waiter !== undefined) waiter.resolve(block);
+    else if (!this.#closed) this.#free.push(block);
   }
 
   close(): void {
     this.#closed = true;
-    for (const raw of this.#free.splice(0)) if (idleSendBuffers.length < MAX_IDLE_SEND_BUFFERS) idleSendBuffers.push(raw);
+    for (const block of this.#free.splice(0)) giveBackAlignedBlock(block);
     for (const w of this.#waiting.splice(0)) w.reject(new ShuttleError('ABORTED', 'request body closed'));
   }
 }
 
-/** The range's bytes in chunks read into buffers from `buffer` (at most SEND_CHUNK each), checked and throttled. */
-async function* rangeChunks(spec: RangeSpec, buffer: (size: number) => Promise<Buffer>): AsyncGenerator<Buffer> {
+/**
+ * The range's bytes in chunks (at most SEND_CHUNK each) read into buffers from `buffer`, checked and
+ * throttled. With `direct`, reads bypass the page cache where the filesystem allows: the buffers are then
+ * page-aligned blocks of SEND_CHUNK bytes, every read starts at an aligned offset (parts start at whole
+ * MiB) and asks for whole pages, so the last one may read past the range; only the range is sent.
+ */
+async function* rangeChunks(spec: RangeSpec, buffer: (size: number) => Promise<Buffer>, direct: boolean): AsyncGenerator<Buffer> {
   const { path, offset, size, limiter, check, signal } = spec;
   // The send check's hasher: xxh128 comes from the ingest hashers, loaded only here.
   const hasher = check === undefined ? undefined : check.algorithm === 'xxh128' ? await (await import('../ingest/hashing.js')).makeUpdater('xxh128') : nodeHash('sha256');
@@ -304,26 +310,63 @@ async function* rangeChunks(spec: RangeSpec, buffer: (size: number) => Promise<B
     verify();
     return;
   }
+  const openBuffered = async (): Promise<FileHandle> => {
+    try {
+      return await open(path, 'r');
+    } catch (error) {
+      throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${path} for upload`, { context: { path }, cause: error });
+    }
+  };
   let fh: FileHandle;
-  try {
-    fh = await open(path, 'r');
-  } catch (error) {
-    throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${path} for upload`, { context: { path }, cause: error });
+  let isDirect = false;
+  if (direct && offset % DIRECT_ALIGN === 0) {
+    const handle = await openDirect(path, fsConstants.O_RDONLY).catch((error: unknown) => {
+      throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${path} for upload`, { context: { path }, cause: error });
+    });
+    if (handle !== undefined) {
+      fh = handle;
+      isDirect = true;
+    } else {
+      fh = await openBuffered();
+    }
+  } else {
+    fh = await openBuffered();
   }
   const slice = limiter === undefined ? SEND_CHUNK : LIMITED_SEND_CHUNK;
   try {
     for (let done = 0; done < size; ) {
       throwIfAborted(signal);
       const position = offset + done;
-      const target = await buffer(Math.min(slice, size - done));
+      const want = Math.min(slice, size - done);
+      const target = await buffer(want);
       let bytesRead: number;
       try {
-        ({ bytesRead } = await fh.read(target, 0, target.byteLength, position));
+        // A short read mid-range (never seen under O_DIRECT but at the end of the file) would leave the
+        // next offset unaligned: the rest is read through the cache.
+        if (isDirect && position % DIRECT_ALIGN !== 0) {
+          await fh.close();
+          fh = await openBuffered();
+          isDirect = false;
+        }
+        const length = isDirect ? Math.ceil(want / DIRECT_ALIGN) * DIRECT_ALIGN : want;
+        ({ bytesRead } = await fh.read(target, 0, length, position));
       } catch (error) {
-        throw readError(path, position, error);
+        // Some filesystems accept O_DIRECT at open and refuse the first transfer: read through the cache.
+        if (isDirect && done === 0 && errnoCode(error) === 'EINVAL') {
+          await fh.close();
+          fh = await openBuffered();
+          isDirect = false;
+          try {
+            ({ bytesRead } = await fh.read(target, 0, want, position));
+          } catch (again) {
+            throw readError(path, position, again);
+          }
+        } else {
+          throw readError(path, position, error);
+        }
       }
       if (bytesRead === 0) throw shortFile(path, position, offset + size);
-      const chunk = target.subarray(0, bytesRead);
+      const chunk = target.subarray(0, Math.min(bytesRead, want));
       hasher?.update(chunk);
       done += bytesRead;
       // The last chunk goes out only if everything read hashes as the check expects.
