@@ -98,7 +98,7 @@ async function signedWholeFile(): Promise<ReturnType<typeof partBody>> {
   const reader = await PartReader.open(file, bytes.length, { partSha256: true });
   const part = signedPart(await reader.read(bytes.length));
   await reader.close();
-  return partBody(file, part, undefined);
+  return partBody(file, part);
 }
 
 const cases: Array<{ provider: ProviderName; region: string; virtualHosted: boolean; explicitRegion?: string }> = [

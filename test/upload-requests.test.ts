@@ -212,7 +212,7 @@ describe('requests per upload', () => {
     await reader.close();
     await truncate(f.path, 2 * MiB);
     const started = Date.now();
-    const error = await new S3Target(client, BUCKET).put(`${nextFolder()}short.bin`, partBody(f.path, part, undefined), {}).catch((e: unknown) => e);
+    const error = await new S3Target(client, BUCKET).put(`${nextFolder()}short.bin`, partBody(f.path, part), {}).catch((e: unknown) => e);
     expect(isShuttleError(error) && error.code).toBe('UPLOAD_VERIFY');
     expect(isShuttleError(error) && error.context['path']).toBe(f.path);
     // Well before the 5 s socket timeout that a request left waiting for its missing bytes would need.

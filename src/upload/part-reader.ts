@@ -170,18 +170,33 @@ export interface SendCheck {
   verify(digest: HashSet): void;
 }
 
+export interface PartBodyOptions {
+  /** Throttles the sending. */
+  limiter?: RateLimiter | undefined;
+  /** An additional checksum of the range, for the server to check and store. */
+  checksum?: ChecksumValue | undefined;
+  /** Checks the bytes as they are read for sending (see SendCheck). */
+  check?: SendCheck | undefined;
+  /**
+   * Read past the page cache: for a range read once, to send (with `check`). A range a PartReader has
+   * just hashed is in the cache, and reading it from there spares the disk a second read.
+   */
+  uncached?: boolean;
+}
+
 /**
  * A request body over a part's byte range of the file, throttled by the limiter, reopenable for each attempt.
  * A file that became unreadable or shorter fails the body (SOURCE_UNREADABLE, UPLOAD_VERIFY with the path),
  * never sends fewer bytes than announced; so does a failed `check`.
  */
-export function partBody(path: string, part: SignedPart, limiter: RateLimiter | undefined, checksum?: ChecksumValue, check?: SendCheck): PartBody {
+export function partBody(path: string, part: SignedPart, options: PartBodyOptions = {}): PartBody {
+  const { limiter, checksum, check, uncached = false } = options;
   return {
     size: part.size,
     md5: part.md5,
     sha256: part.sha256,
     ...(checksum !== undefined ? { checksum } : {}),
-    open: (signal) => new RangeBody({ path, offset: part.offset, size: part.size, limiter, check, signal }),
+    open: (signal) => new RangeBody({ path, offset: part.offset, size: part.size, limiter, check, uncached, signal }),
   };
 }
 
@@ -191,6 +206,7 @@ interface RangeSpec {
   size: number;
   limiter: RateLimiter | undefined;
   check: SendCheck | undefined;
+  uncached: boolean;
   signal: AbortSignal | undefined;
 }
 
@@ -198,12 +214,12 @@ interface RangeSpec {
 const SEND_BUFFERS = 4;
 
 /**
- * The byte range as a stream. Piped (which is how the HTTP client sends a body) it reads with O_DIRECT
- * into a few page-aligned blocks of its own, each reused once the request has written it out: fresh
- * buffers per chunk cost the upload about a tenth of its CPU in allocation, page faults and garbage
- * collection, and reading through the page cache as much again in kernel time (measured, bench/upload.ts;
- * see src/io/direct.ts). Read any other way, every chunk is a fresh buffer, since the reader may keep it,
- * read through the cache.
+ * The byte range as a stream. Piped (which is how the HTTP client sends a body) it reads into a few
+ * page-aligned blocks of its own, each reused once the request has written it out, and for an
+ * `uncached` range with O_DIRECT: fresh buffers per chunk cost the upload about a tenth of its CPU in
+ * allocation, page faults and garbage collection, and reading through the page cache as much again in
+ * kernel time (measured, bench/upload.ts; see src/io/direct.ts). Read any other way, every chunk is a
+ * fresh buffer, since the reader may keep it, read through the cache.
  */
 class RangeBody extends Readable {
   readonly #spec: RangeSpec;
@@ -233,7 +249,7 @@ class RangeBody extends Readable {
 
   async #pump(destination: NodeJS.WritableStream, pool: SendBuffers, end: boolean): Promise<void> {
     try {
-      for await (const chunk of rangeChunks(this.#spec, () => pool.take(), true)) {
+      for await (const chunk of rangeChunks(this.#spec, () => pool.take(), this.#spec.uncached)) {
         if (this.destroyed) return;
         // Back to the pool only once written out; a failed write may still hold it, so it is dropped.
         destination.write(chunk, (error) => (error ? undefined : pool.give(chunk)));

@@ -285,7 +285,9 @@ async function putSingle(ctx: Context): Promise<Outcome> {
   await abandonStoredUpload(ctx, await opts.store.load(ctx.ref));
   // One part, the whole file: its payload hash is the file's SHA-256 as the journal has it.
   const part = { offset: 0, size: expected.size, md5, sha256: expected.sha256 };
-  await target.put(opts.key, partBody(opts.path, part, opts.rateLimit, checksum, check), contentMetadata(expected), { signal });
+  // Read once, to send, when nothing hashed it just before: past the page cache.
+  const body = partBody(opts.path, part, { limiter: opts.rateLimit, checksum, check, uncached: check !== undefined });
+  await target.put(opts.key, body, contentMetadata(expected), { signal });
   opts.onProgress?.({ bytesDone: expected.size, bytesTotal: expected.size, partsDone: 1, partsTotal: 1, bytesSent: expected.size });
   return {
     method: 'single',
@@ -447,7 +449,7 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
       }
 
       const task = (async () => {
-        const { etag } = await target.uploadPart(opts.key, uploadId, n, partBody(opts.path, part, opts.rateLimit, partChecksum(n)), { signal });
+        const { etag } = await target.uploadPart(opts.key, uploadId, n, partBody(opts.path, part, { limiter: opts.rateLimit, checksum: partChecksum(n) }), { signal });
         if (profile.partEtagIsMd5 && normalizeEtag(etag) !== part.md5) {
           throw new ShuttleError('UPLOAD_VERIFY', `server stored part ${n} of s3://${opts.bucket}/${opts.key} with ETag ${normalizeEtag(etag)}, sent MD5 ${part.md5}`, {
             context: { bucket: opts.bucket, key: opts.key, partNumber: n, expected: part.md5, actual: normalizeEtag(etag) },
