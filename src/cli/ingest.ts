@@ -8,6 +8,7 @@ import { openPtpIpCameraSource } from '../device/camera-source.js';
 import type { Logger } from '../log.js';
 import { ShuttleError } from '../errors.js';
 import { runIngest, type IngestSummary, type Progress } from '../ingest/pipeline.js';
+import { startHashWorker } from '../ingest/hash-worker-client.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { commandContext, signalOnTermination, type GlobalOptions } from './context.js';
 import type { IngestUploadFlags } from './upload.js';
@@ -101,6 +102,9 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
       const waitSeconds = Number(opts.wait);
       if (!Number.isFinite(waitSeconds) || waitSeconds < 0) throw new ShuttleError('USAGE', `--wait: "${opts.wait}" is not a number of seconds`);
       const signal = signalOnTermination();
+      // Booting the hash thread takes a second or more on a slow CPU: it boots on the other core while this
+      // one loads the USB library and opens the camera's session.
+      startHashWorker();
       // The upload code pulls in the AWS SDK (about a second of start-up on a small box): only when asked for.
       const uploadAsked = opts.upload !== undefined || opts.uploadWait === false || opts.uploadTimeout !== undefined || opts.s3Provider !== undefined || uploadSettings(ctx.config).target !== undefined;
       const upload = uploadAsked ? (await import('./upload.js')).prepareIngestUpload(ctx, opts) : undefined;
