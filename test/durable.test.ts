@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { open as openFd, closeSync } from 'node:fs';
-import { link, lstat, mkdir, mkdtemp, open, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdir, mkdtemp, open, readFile, readdir, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -208,6 +208,19 @@ describe('removeStrayTemps', () => {
     for (const p of [top, nested]) await writeFile(p, 'x');
     expect(await removeStrayTemps(root, { recursive: false })).toEqual([top]);
     expect((await lstat(nested)).isFile()).toBe(true);
+  });
+
+  it('with olderThanMs leaves temps modified since then: another writer may still be writing them', async () => {
+    const root = join(dir, 'stray-age');
+    await mkdir(root, { recursive: true });
+    const old = join(root, '.A.JPG.0123abcd.shuttle-tmp');
+    const fresh = join(root, '.B.JPG.89abcdef.shuttle-tmp');
+    for (const p of [old, fresh]) await writeFile(p, 'x');
+    const since = Date.now() - 60_000;
+    await utimes(old, new Date(since - 1000), new Date(since - 1000));
+    await utimes(fresh, new Date(since + 1000), new Date(since + 1000));
+    expect(await removeStrayTemps(root, { recursive: false, olderThanMs: since })).toEqual([old]);
+    expect((await lstat(fresh)).isFile()).toBe(true);
   });
 
   it('returns nothing for a missing root and stops with ABORTED when aborted', async () => {

@@ -254,14 +254,30 @@ export async function replaceFileDurably(target: string, content: string): Promi
   await fsyncDir(dirname(target));
 }
 
+export interface StrayTempOptions {
+  signal?: AbortSignal | undefined;
+  /** Default true; false looks at `root` itself only (a library's day folder, not its million files). */
+  recursive?: boolean;
+  /** Leave temps modified at or after this time (epoch ms): another writer's, still being written. */
+  olderThanMs?: number;
+}
+
+/** False when the file is gone or was modified at or after `ms`. */
+async function modifiedBefore(path: string, ms: number): Promise<boolean> {
+  try {
+    return (await lstat(path)).mtimeMs < ms;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Deletes Shuttle temp files left under `root` by a crash, returning their paths. Call it only while
  * holding the destination's lock (a temp being written by a live Shuttle would otherwise be deleted).
- * Symbolic links are neither followed nor deleted; a missing root yields an empty list. With
- * `recursive: false` only `root` itself is looked at (a library's top level, not its million files).
+ * Symbolic links are neither followed nor deleted; a missing root yields an empty list.
  */
-export async function removeStrayTemps(root: string, options: { signal?: AbortSignal; recursive?: boolean } = {}): Promise<string[]> {
-  const { signal, recursive = true } = options;
+export async function removeStrayTemps(root: string, options: StrayTempOptions = {}): Promise<string[]> {
+  const { signal, recursive = true, olderThanMs } = options;
   const removed: string[] = [];
   const folders = [root];
   for (let folder = folders.pop(); folder !== undefined; folder = folders.pop()) {
@@ -284,6 +300,7 @@ export async function removeStrayTemps(root: string, options: { signal?: AbortSi
         }
         else if (kind === 'file' && isShuttleTempName(entry.name)) {
           if (signal?.aborted) throw abortReason(signal);
+          if (olderThanMs !== undefined && !(await modifiedBefore(path, olderThanMs))) continue;
           try {
             await unlink(path);
             removed.push(path);

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { basename, join, posix } from 'node:path';
+import { basename, dirname, join, posix } from 'node:path';
 import { mkdir, stat, unlink } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
@@ -109,6 +109,10 @@ interface Dest {
   id: number;
   dead?: ShuttleError;
   summary: DestinationSummary;
+  /** When this run took the destination's lock: temps older than that are no writer's any more. */
+  lockedAtMs: number;
+  /** Folders swept of stray temps in this run (see sweepFolder), each once, before its first temp. */
+  swept: Map<string, Promise<void>>;
 }
 
 interface PlannedFile {
@@ -153,7 +157,7 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
         // Busy means "come back later" for the whole run; any other refusal (not mounted, swapped, not
         // writable) fails that destination only, so the card still lands on the others.
         if (isShuttleError(e, 'LOCKED') || signal.aborted) throw e;
-        const d: Dest = { spec, root: spec.path, id: -1, summary: { path: spec.path, verified: 0, failed: 0, bytes: 0 } };
+        const d: Dest = { spec, root: spec.path, id: -1, summary: { path: spec.path, verified: 0, failed: 0, bytes: 0 }, lockedAtMs: 0, swept: new Map() };
         killDestination(d, e, summary, logger);
         dests.push(d);
       }
@@ -189,8 +193,9 @@ async function openDestination(spec: DestinationSpec, journal: Journal, settings
     station: settings.station,
   });
   locks.push(await acquireLock(destinationLockPath(spec.path), { owner: { command: 'ingest' }, wait: settings.lockWaitMs, signal }));
+  const lockedAtMs = Date.now();
   const id = journal.upsertDestination(checked.id, spec.path, checked.volumeUuid);
-  const dest: Dest = { spec, root: spec.path, id, summary: { path: spec.path, verified: 0, failed: 0, bytes: 0 } };
+  const dest: Dest = { spec, root: spec.path, id, summary: { path: spec.path, verified: 0, failed: 0, bytes: 0 }, lockedAtMs, swept: new Map() };
   // A crash leaves copies marked in flight; their temp files were never published, so remove them.
   for (const c of journal.staleCopies(id)) {
     if (c.temp_path) await unlink(c.temp_path).catch(() => {});
@@ -205,6 +210,31 @@ async function openDestination(spec: DestinationSpec, journal: Journal, settings
   }
   logger.info({ destination: spec.path, marker: checked.id, created: checked.created, free: checked.free }, 'destination ready');
   return dest;
+}
+
+/**
+ * Removes stray temps from the folder a temp is about to be written to, once per run and before this
+ * run's first temp there. A power cut can leave a temp behind whose journal row (markCopying, committed
+ * without an fsync) was lost; the folder it was in is the one the same file, copied again, writes to.
+ * Temps modified since the lock was taken are left alone: they are another writer's (a repair).
+ */
+function sweepFolder(d: Dest, finalPath: string, signal: AbortSignal, log: Logger): Promise<void> {
+  const folder = dirname(finalPath);
+  let sweep = d.swept.get(folder);
+  if (sweep === undefined) {
+    sweep = removeStrayTemps(folder, { signal, recursive: false, olderThanMs: d.lockedAtMs }).then(
+      (removed) => {
+        for (const temp of removed) log.info({ destination: d.root, temp }, 'removed temp file of an interrupted copy');
+      },
+      (err: unknown) => {
+        if (signal.aborted) throw abortReason(signal);
+        // Left for a later run: a stray temp is litter, not a loss, and writing there may still work.
+        log.warn({ destination: d.root, folder, err }, 'could not sweep the folder of stray temp files');
+      },
+    );
+    d.swept.set(folder, sweep);
+  }
+  return sweep;
 }
 
 async function ingestSource(source: Source, dests: Dest[], req: IngestRequest, ingestId: number, summary: IngestSummary, locks: Lock[]): Promise<void> {
@@ -373,7 +403,9 @@ async function copyOnce(
       }
       for (const d of live) {
         const groupKey = pf.group.key;
-        const target = await createTempTarget(join(d.root, rendered.path), (temp) => journal.markCopying(pf.file.id, d.id, temp, ingestId)).catch((e: unknown) => {
+        const finalPath = join(d.root, rendered.path);
+        await sweepFolder(d, finalPath, signal, req.logger);
+        const target = await createTempTarget(finalPath, (temp) => journal.markCopying(pf.file.id, d.id, temp, ingestId)).catch((e: unknown) => {
           killDestination(d, e, summary, req.logger);
           return undefined;
         });

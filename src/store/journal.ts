@@ -133,6 +133,21 @@ export class Journal {
     }
   }
 
+  /**
+   * Runs fn in a transaction whose commit does not wait for the disk (synchronous=NORMAL: in WAL mode
+   * durable against a crash of the process, not of the machine, until the next FULL commit syncs the
+   * log). Inside an outer transaction it joins that one, durable as it is.
+   */
+  #undurable<T>(fn: () => T): T {
+    if (this.#db.isTransaction) return fn();
+    this.statement('PRAGMA synchronous = NORMAL').run();
+    try {
+      return this.tx(fn);
+    } finally {
+      this.statement('PRAGMA synchronous = FULL').run();
+    }
+  }
+
   /** `sql` compiled on this connection, once: for this class and the stores that keep tables here. */
   statement(sql: string): StatementSync {
     let st = this.#statements.get(sql);
@@ -202,10 +217,15 @@ export class Journal {
     return this.#all<CopyRow>('SELECT * FROM copies WHERE file_id = ?', fileId);
   }
 
-  /** Recorded before the temp file exists, so that a crash leaves a trace of what to clean. */
+  /**
+   * Recorded before the temp file exists, so that a crash leaves a trace of what to clean. Committed
+   * without waiting for the disk (an fsync per file cost 0.6 s per 1000 files here): the process dying
+   * loses nothing of it, and a power cut at worst a temp no row names, which the next ingest writing to
+   * that folder sweeps (see removeStrayTemps). The file's next durable commit makes it durable too.
+   */
   markCopying(fileId: number, destId: number, tempPath: string, ingestId: number): void {
     const t = now();
-    this.tx(() => {
+    this.#undurable(() => {
       this.#run(
         `INSERT INTO copies (file_id, dest_id, state, temp_path, ingest_id, updated_at) VALUES (?, ?, 'copying', ?, ?, ?)
          ON CONFLICT(file_id, dest_id) DO UPDATE SET state = 'copying', temp_path = excluded.temp_path, error = NULL, ingest_id = excluded.ingest_id, updated_at = excluded.updated_at`,
