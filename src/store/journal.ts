@@ -57,8 +57,8 @@ const now = (): string => new Date().toISOString();
 
 /**
  * The durable record of what Shuttle knows: SQLite in WAL mode with synchronous=FULL, so that every
- * committed transition survives a power cut. All writes are small transactions; a state is only
- * recorded after the fact it claims is durable on disk.
+ * committed transition survives a power cut (bar markCopying's, which only names a temp to clean up).
+ * All writes are small transactions; a state is only recorded after the fact it claims is durable on disk.
  */
 export class Journal {
   readonly path: string;
