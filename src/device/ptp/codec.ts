@@ -5,7 +5,7 @@
  * the operation, the offset and what was expected.
  */
 import { ShuttleError } from '../../errors.js';
-import { instantOf, isValidTimeZone, zoneOffsetMs } from '../../time-zone.js';
+import { instantOf, isValidTimeZone, zoneOffsetMs, type WallClock } from '../../time-zone.js';
 
 export function protocolError(operation: string, message: string, context: Record<string, unknown> = {}): ShuttleError {
   return new ShuttleError('PTP_PROTOCOL', `${operation}: ${message}`, { context: { operation, ...context } });
@@ -234,15 +234,8 @@ export function encodePtpString(s: string): Buffer {
 // ---------------------------------------------------------------------------------------------------------
 // Dates
 
-export interface PtpDateParts {
-  year: number;
-  month: number;
-  day: number;
-  hour: number;
-  minute: number;
-  second: number;
-  /** Fraction of a second in milliseconds (from `.s`, tenths or more digits). */
-  millisecond: number;
+/** A PTP date's wall clock (its millisecond from `.s`, tenths or more digits) and zone marker. */
+export interface PtpDateParts extends WallClock {
   /** Offset east of UTC in minutes when the string carries `Z` or `±hhmm`; undefined = camera-local time. */
   offsetMinutes: number | undefined;
 }
