@@ -93,6 +93,8 @@ export class HotFolderWatcher {
   #missingLogged = false;
   /** chokidar's initial scan is done and our own walk after it too. */
   #ready = false;
+  /** Walks of folders that appeared since (see #watch's addDir), still to run. */
+  readonly #walksDue = new Set<NodeJS.Timeout>();
 
   constructor(opts: HotFolderWatcherOptions) {
     this.root = opts.root;
@@ -118,6 +120,8 @@ export class HotFolderWatcher {
     clearInterval(this.#presence);
     clearInterval(this.#tick);
     clearTimeout(this.#batchTimer);
+    for (const t of this.#walksDue) clearTimeout(t);
+    this.#walksDue.clear();
     this.#tick = undefined;
     await this.#presenceCheck;
     await this.#watcher?.close();
@@ -155,6 +159,18 @@ export class HotFolderWatcher {
     watcher.on('change', (path, stats) => this.#seen(path, stats));
     watcher.on('unlink', (path) => this.#gone(this.#rel(path)));
     watcher.on('unlinkDir', (path) => this.#goneDir(this.#rel(path)));
+    // A folder made while watching has the same gap as the initial scan (see #reconcile): a file moved in
+    // right after it is made can land between chokidar's read of the folder and its watch. One walk once
+    // the watch is surely in place (a settle time later) finds it.
+    watcher.on('addDir', (path) => {
+      if (!this.#ready) return;
+      const walk = setTimeout(() => {
+        this.#walksDue.delete(walk);
+        void this.#reconcile(path);
+      }, Math.max(100, this.#opts.settleMs));
+      walk.unref();
+      this.#walksDue.add(walk);
+    });
     watcher.on('error', (err) => {
       this.#lastError = err instanceof Error ? err.message : String(err);
       this.#opts.logger.warn({ err }, 'hot folder watcher error');
