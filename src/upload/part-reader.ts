@@ -52,6 +52,10 @@ const SEND_CHUNK = 1024 * 1024;
 /** Under a rate limit, small slices keep the flow even. */
 const LIMITED_SEND_CHUNK = 64 * 1024;
 
+function openError(path: string, cause: unknown): ShuttleError {
+  return new ShuttleError('SOURCE_UNREADABLE', `cannot open ${path} for upload`, { context: { path }, cause });
+}
+
 function readError(path: string, offset: number, cause: unknown): ShuttleError {
   return new ShuttleError('SOURCE_UNREADABLE', `read error in ${path} at byte ${offset}`, { context: { path, offset }, cause });
 }
@@ -101,7 +105,7 @@ export class PartReader {
     try {
       fh = await open(path, 'r');
     } catch (error) {
-      throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${path} for upload`, { context: { path }, cause: error });
+      throw openError(path, error);
     }
     return new PartReader(fh, path, size, whole, crc, options);
   }
@@ -326,28 +330,36 @@ async function* rangeChunks(spec: RangeSpec, buffer: (size: number) => Promise<B
     verify();
     return;
   }
-  const openBuffered = async (): Promise<FileHandle> => {
+  const openCached = (): Promise<FileHandle> =>
+    open(path, 'r').catch((error: unknown) => {
+      throw openError(path, error);
+    });
+  // Direct reads where asked and the range starts aligned; through the cache otherwise, or from the first
+  // read that cannot be direct on.
+  const directHandle = direct && offset % DIRECT_ALIGN === 0 ? await openDirect(path, fsConstants.O_RDONLY).catch((error: unknown) => {
+    throw openError(path, error);
+  }) : undefined;
+  let isDirect = directHandle !== undefined;
+  let fh = directHandle ?? (await openCached());
+  const readThroughCache = async (): Promise<void> => {
+    await fh.close();
+    fh = await openCached();
+    isDirect = false;
+  };
+  /** Bytes read into `target` at `position`: whole pages under O_DIRECT, else just `want`. */
+  const readAt = async (target: Buffer, want: number, position: number): Promise<number> => {
+    // A short read mid-range (never seen under O_DIRECT but at the end of the file) would leave the next
+    // offset unaligned: the rest is read through the cache.
+    if (isDirect && position % DIRECT_ALIGN !== 0) await readThroughCache();
     try {
-      return await open(path, 'r');
+      return (await fh.read(target, 0, isDirect ? Math.ceil(want / DIRECT_ALIGN) * DIRECT_ALIGN : want, position)).bytesRead;
     } catch (error) {
-      throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${path} for upload`, { context: { path }, cause: error });
+      // Some filesystems accept O_DIRECT at open and refuse the first transfer.
+      if (!(isDirect && position === offset && errnoCode(error) === 'EINVAL')) throw readError(path, position, error);
+      await readThroughCache();
+      return readAt(target, want, position);
     }
   };
-  let fh: FileHandle;
-  let isDirect = false;
-  if (direct && offset % DIRECT_ALIGN === 0) {
-    const handle = await openDirect(path, fsConstants.O_RDONLY).catch((error: unknown) => {
-      throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${path} for upload`, { context: { path }, cause: error });
-    });
-    if (handle !== undefined) {
-      fh = handle;
-      isDirect = true;
-    } else {
-      fh = await openBuffered();
-    }
-  } else {
-    fh = await openBuffered();
-  }
   const slice = limiter === undefined ? SEND_CHUNK : LIMITED_SEND_CHUNK;
   try {
     for (let done = 0; done < size; ) {
@@ -355,32 +367,7 @@ async function* rangeChunks(spec: RangeSpec, buffer: (size: number) => Promise<B
       const position = offset + done;
       const want = Math.min(slice, size - done);
       const target = await buffer(want);
-      let bytesRead: number;
-      try {
-        // A short read mid-range (never seen under O_DIRECT but at the end of the file) would leave the
-        // next offset unaligned: the rest is read through the cache.
-        if (isDirect && position % DIRECT_ALIGN !== 0) {
-          await fh.close();
-          fh = await openBuffered();
-          isDirect = false;
-        }
-        const length = isDirect ? Math.ceil(want / DIRECT_ALIGN) * DIRECT_ALIGN : want;
-        ({ bytesRead } = await fh.read(target, 0, length, position));
-      } catch (error) {
-        // Some filesystems accept O_DIRECT at open and refuse the first transfer: read through the cache.
-        if (isDirect && done === 0 && errnoCode(error) === 'EINVAL') {
-          await fh.close();
-          fh = await openBuffered();
-          isDirect = false;
-          try {
-            ({ bytesRead } = await fh.read(target, 0, want, position));
-          } catch (again) {
-            throw readError(path, position, again);
-          }
-        } else {
-          throw readError(path, position, error);
-        }
-      }
+      const bytesRead = await readAt(target, want, position);
       if (bytesRead === 0) throw shortFile(path, position, offset + size);
       const chunk = target.subarray(0, Math.min(bytesRead, want));
       hasher?.update(chunk);
