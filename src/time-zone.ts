@@ -19,6 +19,8 @@ export interface WallClock {
   millisecond: number;
 }
 
+import { ShuttleError } from './errors.js';
+
 /** Zones found valid: the check builds a formatter, which costs more than the rest of naming a file. */
 const knownTimeZones = new Set<string>();
 
@@ -32,6 +34,15 @@ export function isValidTimeZone(timeZone: string): boolean {
   }
   knownTimeZones.add(timeZone);
   return true;
+}
+
+/** A zone a setting names (undefined = this system's) that this runtime does not know: CONFIG_INVALID. */
+export function checkTimeZone(timeZone: string | undefined): void {
+  if (timeZone !== undefined && !isValidTimeZone(timeZone)) {
+    throw new ShuttleError('CONFIG_INVALID', `unknown time zone "${timeZone}" (expected an IANA name such as "Europe/Berlin")`, {
+      context: { timeZone },
+    });
+  }
 }
 
 const UTC_NAMES = new Set(['utc', 'etc/utc', 'gmt', 'etc/gmt', 'etc/universal', 'universal', 'etc/zulu', 'zulu', 'etc/gmt0', 'gmt0', 'etc/uct', 'uct']);

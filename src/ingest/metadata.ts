@@ -1,6 +1,6 @@
 import exifr from 'exifr';
 import { ShuttleError } from '../errors.js';
-import { instantOf, isValidTimeZone, wallAsUtcMs, wallClockAt, zoneOffsetMs, type WallClock } from '../time-zone.js';
+import { checkTimeZone, instantOf, wallAsUtcMs, wallClockAt, zoneOffsetMs, type WallClock } from '../time-zone.js';
 
 /**
  * How many leading bytes of a file the pipeline buffers for readCaptureMetadata.
@@ -12,7 +12,6 @@ import { instantOf, isValidTimeZone, wallAsUtcMs, wallClockAt, zoneOffsetMs, typ
  * metadata stored past it (some HEIF files keep EXIF at the end) falls back to the file time, with a warning.
  */
 export const METADATA_HEAD_BYTES = 256 * 1024;
-
 
 export interface CaptureMetadata {
   /** The capture instant. */
@@ -280,16 +279,6 @@ async function readCr3Tags(head: Buffer, warnings: string[]): Promise<Tags | und
   const b = exif === undefined ? undefined : await readTags(exif, EXIF_AS_IFD0_OPTIONS, warnings);
   // Each reader picks only its own block's tags, so merging cannot mix them up.
   return a === undefined && b === undefined ? undefined : { ...a, ...b };
-}
-
-// ---- time zones ---------------------------------------------------------------------------------
-
-function checkTimeZone(timeZone: string | undefined): void {
-  if (timeZone !== undefined && !isValidTimeZone(timeZone)) {
-    throw new ShuttleError('CONFIG_INVALID', `unknown time zone "${timeZone}" (expected an IANA name such as "Europe/Berlin")`, {
-      context: { timeZone },
-    });
-  }
 }
 
 // ---- the reader ---------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
  * the operation, the offset and what was expected.
  */
 import { ShuttleError } from '../../errors.js';
-import { instantOf, isValidTimeZone, zoneOffsetMs, type WallClock } from '../../time-zone.js';
+import { checkTimeZone, instantOf, zoneOffsetMs, type WallClock } from '../../time-zone.js';
 
 export function protocolError(operation: string, message: string, context: Record<string, unknown> = {}): ShuttleError {
   return new ShuttleError('PTP_PROTOCOL', `${operation}: ${message}`, { context: { operation, ...context } });
@@ -268,13 +268,6 @@ export function parsePtpDateParts(text: string): PtpDateParts {
   return { year, month, day, hour, minute, second, millisecond, offsetMinutes };
 }
 
-/** A zone only matters for dates without a marker: an unknown one fails there, as the configuration's fault. */
-function checkZone(timeZone: string | undefined): void {
-  if (timeZone !== undefined && !isValidTimeZone(timeZone)) {
-    throw new ShuttleError('CONFIG_INVALID', `unknown time zone ${JSON.stringify(timeZone)}`, { context: { timeZone } });
-  }
-}
-
 /**
  * Parses a PTP date to epoch milliseconds. A string without a zone marker is camera-local time and is
  * read in `timeZone` (IANA name; undefined = this system's): most cameras write local time, some (QEMU)
@@ -285,7 +278,7 @@ export function parsePtpDate(text: string, timeZone: string | undefined): number
   if (p.offsetMinutes !== undefined) {
     return Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second, p.millisecond) - p.offsetMinutes * 60_000;
   }
-  checkZone(timeZone);
+  checkTimeZone(timeZone);
   return instantOf(p, timeZone).epochMs;
 }
 
@@ -299,7 +292,7 @@ export interface FormatDateOptions {
 }
 
 export function formatPtpDate(epochMs: number, opts: FormatDateOptions): string {
-  if (opts.zoneMarker !== 'Z') checkZone(opts.timeZone);
+  if (opts.zoneMarker !== 'Z') checkTimeZone(opts.timeZone);
   const offset = opts.zoneMarker === 'Z' ? 0 : zoneOffsetMs(epochMs, opts.timeZone);
   const d = new Date(epochMs + offset);
   const p2 = (n: number): string => String(n).padStart(2, '0');
