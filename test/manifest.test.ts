@@ -8,6 +8,7 @@ import {
   c4FromSha512,
   c4OfBytes,
   CHAIN_FILE_NAME,
+  compileIgnore,
   parseChain,
   parseGeneration,
   readHistory,
@@ -108,7 +109,7 @@ describe('writeGeneration and readHistory', () => {
 
     const doc = parseGeneration(await fs.readFile(written.file, 'utf8'), written.file);
     expect(doc.process).toBe('transfer');
-    expect(doc.ignore).toEqual(['.shuttle', '*.shuttle-tmp']);
+    expect(doc.ignore).toEqual(['.DS_Store', 'ascmhl', 'ascmhl/', '.shuttle', '*.shuttle-tmp']);
     expect(doc.creator.hostname).toBe('ingest-station.local');
     expect(doc.creator.tool).toEqual({ name: 'shuttle', version: '0.1.0' });
     expect(doc.creator.authors).toEqual([{ name: 'Liz & Ben', email: 'dit@example.com', role: 'DIT' }]);
@@ -186,6 +187,62 @@ describe('writeGeneration and readHistory', () => {
     for (const l of links) expect(l.c4).toBe(independentC4(await fs.readFile(path.join(dir, l.path))));
   });
 
+  it('every-generation-lists-the-reference-tools-defaults-keeps-earlier-patterns-and-covers-the-bookkeeping', async () => {
+    // ascmhl ignores .DS_Store, ascmhl and ascmhl/ only while a generation lists no pattern; one that lists any
+    // replaces them, and without them `ascmhl diff` reported the manifests themselves as new files.
+    const first = await writeGeneration(root, [entry('A/1.MOV', 1)], INFO);
+    const second = await writeGeneration(root, [entry('A/2.MOV', 2)], { ...INFO, ignore: ['*.tmp', '.shuttle'] });
+    const firstIgnore = parseGeneration(await fs.readFile(first.file, 'utf8'), first.file).ignore;
+    const secondIgnore = parseGeneration(await fs.readFile(second.file, 'utf8'), second.file).ignore;
+    expect(firstIgnore).toEqual(['.DS_Store', 'ascmhl', 'ascmhl/', '.shuttle', '*.shuttle-tmp']);
+    expect(secondIgnore).toEqual([...firstIgnore, '*.tmp']); // nothing dropped, nothing twice
+
+    // ascmhl matches each pattern against the file's absolute path (pathspec drops the leading '/'), so a
+    // pattern with an inner '/' would be anchored at the file-system root and never match in a destination.
+    for (const p of firstIgnore) expect(p.replace(/\/$/, ''), p).not.toContain('/');
+    const matches = compileIgnore(firstIgnore);
+    const asTheToolSeesIt = (rel: string): string => `${root.slice(1)}/${rel}`;
+    const bookkeeping = [
+      'ascmhl',
+      path.relative(root, first.file),
+      `ascmhl/${CHAIN_FILE_NAME}`,
+      'ascmhl/.ascmhl_chain.xml.0123abcd.shuttle-tmp',
+      '.shuttle',
+      '.shuttle/lock',
+      '.shuttle/destination.json',
+      'A/.2.MOV.89abcdef.shuttle-tmp',
+      'A/.DS_Store',
+    ];
+    for (const rel of bookkeeping) expect(matches(asTheToolSeesIt(rel), false), rel).toBe(true);
+    for (const rel of ['A/1.MOV', 'A/2.MOV', 'ascmhl.MOV', 'shuttle/x']) expect(matches(asTheToolSeesIt(rel), false), rel).toBe(false);
+  });
+
+  it('ignore-patterns-match-what-the-reference-tool-matches', () => {
+    // What pathspec 0.11's gitwildmatch (ascmhl's matcher) returned for each pattern over PATHS, run by hand.
+    const PATHS = [
+      '.DS_Store', 'sub/.DS_Store', 'ascmhl', 'ascmhl/0001_A_2024-01-01_000000Z.mhl', 'ascmhl/ascmhl_chain.xml', 'sub/ascmhl/x.mhl',
+      '.shuttle', '.shuttle/lock', 'sub/.shuttle/lock', '2024/.IMG.CR2.0123abcd.shuttle-tmp', 'a.tmp', 'd/a.tmp', 'cache', 'cache/x',
+      'd/cache/x', 'top', 'top/f', 'd/top', 'a/b', 'a/q/r/b', 'a/b/c', 'x', 'd/x', 'd/x/f', 'Cache/f', 'cache.txt',
+    ];
+    const observed: Record<string, string[]> = {
+      '.DS_Store': ['.DS_Store', 'sub/.DS_Store'],
+      ascmhl: ['ascmhl', 'ascmhl/0001_A_2024-01-01_000000Z.mhl', 'ascmhl/ascmhl_chain.xml', 'sub/ascmhl/x.mhl'],
+      'ascmhl/': ['ascmhl/0001_A_2024-01-01_000000Z.mhl', 'ascmhl/ascmhl_chain.xml', 'sub/ascmhl/x.mhl'],
+      '.shuttle': ['.shuttle', '.shuttle/lock', 'sub/.shuttle/lock'],
+      '*.shuttle-tmp': ['2024/.IMG.CR2.0123abcd.shuttle-tmp'],
+      '*.tmp': ['a.tmp', 'd/a.tmp'],
+      'cache/': ['cache/x', 'd/cache/x'],
+      '/top': ['top', 'top/f'],
+      'a/**/b': ['a/b', 'a/q/r/b', 'a/b/c'],
+      '**/x': ['cache/x', 'd/cache/x', 'x', 'd/x', 'd/x/f'],
+      '[Cc]ache': ['cache', 'cache/x', 'd/cache/x', 'Cache/f'],
+    };
+    for (const [pattern, expected] of Object.entries(observed)) {
+      const matches = compileIgnore([pattern]);
+      expect(PATHS.filter((p) => matches(p, false)), pattern).toEqual(expected);
+    }
+  });
+
   it('tampered-generation-is-reported-as-manifest-invalid-naming-file-and-both-c4-values', async () => {
     const w = await writeGeneration(root, [entry('x', 1)], INFO);
     const xml = await fs.readFile(w.file, 'utf8');
@@ -232,6 +289,10 @@ describe('writeGeneration and readHistory', () => {
     const w = await writeGeneration(root, [entry('x', 1)], INFO);
     await fs.rm(w.file);
     await expectManifestInvalid(readHistory(root), path.basename(w.file));
+    // The next generation inherits its ignore patterns, and ascmhl refuses such a history too.
+    const before = await fs.readdir(path.join(root, 'ascmhl'));
+    await expectManifestInvalid(writeGeneration(root, [entry('y', 2)], INFO), path.basename(w.file));
+    expect(await fs.readdir(path.join(root, 'ascmhl'))).toEqual(before);
   });
 
   it('no-ascmhl-folder-is-an-empty-history-and-reading-creates-nothing', async () => {

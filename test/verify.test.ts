@@ -6,8 +6,10 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MultiHasher, type HashAlgorithm, type HashSet } from '../src/ingest/hashing.js';
-import { parseGeneration, readHistory, writeGeneration, type CreatorInfo, type ManifestEntry } from '../src/ingest/manifest/index.js';
-import { verifyDestination, type VerifyProgress } from '../src/ingest/verify.js';
+import { c4OfBytes, parseChain, parseGeneration, readHistory, writeGeneration, type CreatorInfo, type ManifestEntry } from '../src/ingest/manifest/index.js';
+import { verifyDestination, type VerifyProgress, type VerifyReport } from '../src/ingest/verify.js';
+import { ingestJson, runCli } from './support/cli.js';
+import { bytes, writeBytes } from './support/fixtures.js';
 
 const run = promisify(execFile);
 const CREATOR: CreatorInfo = { tool: { name: 'shuttle', version: '0.1.0' }, hostname: 'verify-host' };
@@ -119,9 +121,9 @@ describe('verifyDestination', () => {
     await put('sub/.DS_Store', 'finder');
     await put('sub/cache.xmp-backup/x', 'ignored folder');
     await put('sub/.shuttle/not-root', 'only the root .shuttle is Shuttle’s');
-    await put('sub/ascmhl/nested', 'only the root ascmhl is ours');
+    await put('sub/ascmhl/nested', 'a nested ascmhl folder is a child history, which ascmhl/ in every generation ignores');
     const report = await verifyDestination(root, { creator: CREATOR, strict: true });
-    expect(report.unlisted).toEqual(['sub/.shuttle/not-root', 'sub/ascmhl/nested']);
+    expect(report.unlisted).toEqual(['sub/.shuttle/not-root']);
   });
 
   it('without-record-nothing-under-the-destination-changes', async () => {
@@ -149,7 +151,7 @@ describe('verifyDestination', () => {
     expect(report.recorded?.sequence).toBe(2);
     const doc = parseGeneration(await fs.readFile(report.recorded!.file, 'utf8'), report.recorded!.file);
     expect(doc.process).toBe('in-place');
-    expect(doc.ignore).toEqual(['.DS_Store', '*.xmp-backup/']);
+    expect(doc.ignore).toEqual(['.DS_Store', 'ascmhl', 'ascmhl/', '*.xmp-backup/']);
     expect(doc.creator.hostname).toBe('verify-host');
     expect(doc.creator.authors).toEqual([{ name: 'Loader' }]);
     const byPath = new Map(doc.files.map((f) => [f.path, f]));
@@ -248,5 +250,137 @@ describe('verifyDestination', () => {
     const file = path.join(root, 'ascmhl', gen!);
     await fs.writeFile(file, (await fs.readFile(file, 'utf8')).replace('a.txt', 'b.txt'));
     await expect(verifyDestination(root, { creator: CREATOR })).rejects.toMatchObject({ code: 'MANIFEST_INVALID' });
+  });
+
+  it('a-generation-listing-no-pattern-ignores-what-the-reference-tool-ignores-by-default', async () => {
+    await put('a.txt', 'a');
+    await put('.DS_Store', 'finder');
+    await put('sub/.DS_Store', 'finder');
+    const xxh = (await hashOf('a.txt', ['xxh128'])).xxh128!;
+    const name = '0001_x_2024-01-01_000000Z.mhl';
+    const xml = `<?xml version="1.0" encoding="UTF-8"?>
+<hashlist version="2.0" xmlns="urn:ASC:MHL:v2.0">
+  <creatorinfo><creationdate>2024-01-01T00:00:00+00:00</creationdate><hostname>h</hostname><tool version="1">other</tool></creatorinfo>
+  <processinfo><process>in-place</process></processinfo>
+  <hashes><hash><path size="1">a.txt</path><xxh128 action="original">${xxh}</xxh128></hash></hashes>
+</hashlist>
+`;
+    await put(`ascmhl/${name}`, xml);
+    await put('ascmhl/ascmhl_chain.xml', `<ascmhldirectory xmlns="urn:ASC:MHL:DIRECTORY:v2.0"><hashlist sequencenr="1"><path>${name}</path><c4>${c4OfBytes(Buffer.from(xml))}</c4></hashlist></ascmhldirectory>`);
+    const report = await verifyDestination(root, { creator: CREATOR, strict: true });
+    expect(report).toMatchObject({ ok: true, verified: ['a.txt'], unlisted: [] });
+  });
+});
+
+/**
+ * One generation as ascmhl 1.2 (`ascmhl create . -i '*.tmp' --author_name Liz --location 'Stage 5'`, run in a
+ * UTC+2 zone) writes it, typed from what it printed: local offsets, whole seconds in creationdate and
+ * lastmodificationdate, microseconds in hashdate, files in post order with a directoryhash after each folder's
+ * files, a roothash, no size on an empty file, its default ignore patterns before the `-i` one.
+ */
+const REFERENCE_GENERATION_NAME = '0001_A002R2EC_2024-05-17_093040Z.mhl';
+const REFERENCE_GENERATION = `<?xml version="1.0" encoding="UTF-8"?>
+<hashlist version="2.0" xmlns="urn:ASC:MHL:v2.0">
+  <creatorinfo>
+    <creationdate>2024-05-17T11:30:40+02:00</creationdate>
+    <hostname>dit-cart</hostname>
+    <tool version="1.2">ascmhl</tool>
+    <author>Liz</author>
+    <location>Stage 5</location>
+  </creatorinfo>
+  <processinfo>
+    <process>in-place</process>
+    <roothash>
+      <content>
+        <xxh128 hashdate="2024-05-17T11:30:40.501300+02:00">897236c6494d424d0c6206454583707d</xxh128>
+      </content>
+      <structure>
+        <xxh128 hashdate="2024-05-17T11:30:40.501300+02:00">dfb41bd0dccdcedb2c49f81482625355</xxh128>
+      </structure>
+    </roothash>
+    <ignore>
+      <pattern>.DS_Store</pattern>
+      <pattern>ascmhl</pattern>
+      <pattern>ascmhl/</pattern>
+      <pattern>*.tmp</pattern>
+    </ignore>
+  </processinfo>
+  <hashes>
+    <hash>
+      <path size="15" lastmodificationdate="2024-05-17T11:30:12+02:00">Sound/A002S001.WAV</path>
+      <xxh128 action="original" hashdate="2024-05-17T11:30:40.501104+02:00">3abc20f938f455f2a7c68e70b8d2c8a2</xxh128>
+    </hash>
+    <directoryhash>
+      <path lastmodificationdate="2024-05-17T11:30:12+02:00">Sound</path>
+      <content>
+        <xxh128 hashdate="2024-05-17T11:30:40.501155+02:00">87b27dfe5858db9dddaed75a0fc63254</xxh128>
+      </content>
+      <structure>
+        <xxh128 hashdate="2024-05-17T11:30:40.501155+02:00">b54fec1906c68f0d199cb71a48afc3fd</xxh128>
+      </structure>
+    </directoryhash>
+    <hash>
+      <path size="9" lastmodificationdate="2024-05-17T11:30:12+02:00">A002C001.MOV</path>
+      <xxh128 action="original" hashdate="2024-05-17T11:30:40.501215+02:00">c5bdbe40608e8c88efbddf94b6eb16e6</xxh128>
+    </hash>
+    <hash>
+      <path lastmodificationdate="2024-05-17T11:30:12+02:00">notes.txt</path>
+      <xxh128 action="original" hashdate="2024-05-17T11:30:40.501268+02:00">99aa06d3014798d86001c324468d497f</xxh128>
+    </hash>
+  </hashes>
+</hashlist>
+`;
+/** What ascmhl's own C4 routine (ascmhl.hasher.hash_file(..., 'c4')) gave for REFERENCE_GENERATION's bytes. */
+const REFERENCE_GENERATION_C4 = 'c434dVpgYUSovduRynNtGPTPFeDK8dp7sHBmFma55eh2mNcLqa15qUr55T5HCgYra1o938PwUcTzrFQuwyksYYQMkz';
+const REFERENCE_CHAIN_ENTRY = `  <hashlist sequencenr="1">
+    <path>${REFERENCE_GENERATION_NAME}</path>
+    <c4>${REFERENCE_GENERATION_C4}</c4>
+  </hashlist>
+`;
+const REFERENCE_CHAIN = `<?xml version="1.0" encoding="UTF-8"?>
+<ascmhldirectory xmlns="urn:ASC:MHL:DIRECTORY:v2.0">
+${REFERENCE_CHAIN_ENTRY}</ascmhldirectory>
+`;
+
+describe('a history the reference tool started', () => {
+  it('is-continued-by-the-next-ingest-and-verified-with-its-ignore-patterns-kept', async () => {
+    const dest = path.join(root, 'A002R2EC');
+    // The files ascmhl hashed (its xxh128 values above are theirs: lowercase, canonical byte order) and one it ignored.
+    await writeBytes(path.join(dest, 'A002C001.MOV'), 'clip one\n');
+    await writeBytes(path.join(dest, 'Sound/A002S001.WAV'), 'take two sound\n');
+    await writeBytes(path.join(dest, 'notes.txt'), '');
+    await writeBytes(path.join(dest, 'scratch.tmp'), 'scratch\n');
+    await writeBytes(path.join(dest, 'ascmhl', REFERENCE_GENERATION_NAME), REFERENCE_GENERATION);
+    await writeBytes(path.join(dest, 'ascmhl/ascmhl_chain.xml'), REFERENCE_CHAIN);
+    expect(c4OfBytes(Buffer.from(REFERENCE_GENERATION))).toBe(REFERENCE_GENERATION_C4);
+
+    const card = path.join(root, 'card');
+    await writeBytes(path.join(card, 'DCIM/100CANON/IMG_0001.CR2'), bytes(70_000, 3), new Date('2024-05-17T10:00:00Z'));
+    const r = await ingestJson([card, '--dest', dest, '--state', path.join(root, 'state')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.summary).toMatchObject({ copied: 1, failed: 0, status: 'complete' });
+
+    // The chain keeps ascmhl's entry byte for byte and adds ours, numbered on, with the C4 of our file.
+    const chainFile = path.join(dest, 'ascmhl/ascmhl_chain.xml');
+    const chainXml = await fs.readFile(chainFile, 'utf8');
+    expect(chainXml).toContain(REFERENCE_CHAIN_ENTRY);
+    const links = parseChain(chainXml, chainFile);
+    expect(links.map((l) => l.sequence)).toEqual([1, 2]);
+    expect(links[0]).toEqual({ sequence: 1, path: REFERENCE_GENERATION_NAME, c4: REFERENCE_GENERATION_C4 });
+    expect(links[1]!.path).toMatch(/^0002_A002R2EC_\d{4}-\d{2}-\d{2}_\d{6}Z\.mhl$/);
+    const ours = await fs.readFile(path.join(dest, 'ascmhl', links[1]!.path));
+    expect(links[1]!.c4).toBe(c4OfBytes(ours));
+    expect(await fs.readFile(path.join(dest, 'ascmhl', REFERENCE_GENERATION_NAME), 'utf8')).toBe(REFERENCE_GENERATION);
+
+    const gen = parseGeneration(ours.toString('utf8'), links[1]!.path);
+    expect(gen.process).toBe('transfer');
+    expect(gen.ignore).toEqual(['.DS_Store', 'ascmhl', 'ascmhl/', '*.tmp', '.shuttle', '*.shuttle-tmp']);
+    expect(gen.files).toHaveLength(1);
+
+    const v = await runCli(['verify', '--json', '--strict', dest]);
+    expect(v.code, v.stderr).toBe(0);
+    const report = JSON.parse(v.stdout) as VerifyReport;
+    expect(report).toMatchObject({ ok: true, generations: 2, unlisted: [], missing: [], mismatched: [], unverifiable: [] });
+    expect(report.verified).toEqual(['A002C001.MOV', 'Sound/A002S001.WAV', gen.files[0]!.path, 'notes.txt'].sort());
   });
 });

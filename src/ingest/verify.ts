@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode, isShuttleError, throwIfAborted } from '../errors.js';
 import { MultiHasher, type HashSet } from './hashing.js';
-import { compileIgnore, type IgnoreMatcher } from './manifest/ignore.js';
+import { compileIgnore, effectiveIgnore, type IgnoreMatcher } from './manifest/ignore.js';
 import { ASCMHL_FOLDER } from './manifest/naming.js';
 import { TEMP_SUFFIX } from './durable.js';
 import { readHistory } from './manifest/read.js';
@@ -245,7 +245,7 @@ export async function verifyDestination(destRoot: string, opts: VerifyOptions): 
   }
 
   const listed = new Set(known.map((k) => k.path));
-  const ignored = compileIgnore(latestGeneration?.ignore ?? []);
+  const ignored = compileIgnore(effectiveIgnore(latestGeneration?.ignore ?? []));
   report.unlisted = (await listPresent(root, ignored, signal, report.unverifiable)).filter((p) => !listed.has(p)).sort(byCodeUnit);
 
   report.counts.verified = report.verified.length;
@@ -264,7 +264,7 @@ export async function verifyDestination(destRoot: string, opts: VerifyOptions): 
     const written = await writeGeneration(
       root,
       toRecord,
-      { ...opts.creator, process: 'in-place', ignore: latestGeneration?.ignore ?? [], creationDate: startedAt },
+      { ...opts.creator, process: 'in-place', creationDate: startedAt }, // the ignore patterns carry over
       signal,
     );
     report.recorded = { sequence: written.sequence, file: written.file, c4: written.c4 };

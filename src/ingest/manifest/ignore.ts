@@ -2,8 +2,29 @@
  * The part of gitignore-style ("gitwildmatch") patterns that ASC MHL ignore lists use in practice:
  * `*`, `?`, `**`, `[...]`, a leading or inner '/' anchoring to the root, a trailing '/' for folders only,
  * `\` escapes. Negation (`!`) cannot be honoured by a plain matcher and such patterns are skipped.
+ * As in gitwildmatch, a pattern that matches a folder also covers everything beneath it.
  */
 export type IgnoreMatcher = (relPath: string, isDir: boolean) => boolean;
+
+/**
+ * The reference tool (ascmhl) ignores these when a generation lists no patterns, but a generation that
+ * lists any replaces them; so each generation Shuttle writes lists them, or `ascmhl diff` would report the
+ * manifests themselves as new files.
+ */
+export const ASCMHL_DEFAULT_IGNORE: readonly string[] = ['.DS_Store', 'ascmhl', 'ascmhl/'];
+
+/** The patterns in force for a generation that lists `listed`: the reference tool's defaults if it lists none. */
+export function effectiveIgnore(listed: readonly string[]): readonly string[] {
+  return listed.length > 0 ? listed : ASCMHL_DEFAULT_IGNORE;
+}
+
+/**
+ * The list a new generation records: the previous generation's patterns in force (the reference tool never
+ * drops a pattern), the defaults, then `added`, each once, in that order.
+ */
+export function continuedIgnore(previous: readonly string[] | undefined, added: readonly string[]): string[] {
+  return [...new Set([...effectiveIgnore(previous ?? []), ...ASCMHL_DEFAULT_IGNORE, ...added])];
+}
 
 interface Rule {
   re: RegExp;
@@ -72,5 +93,12 @@ export function compileIgnore(patterns: readonly string[]): IgnoreMatcher {
       // A malformed bracket expression matches nothing rather than breaking verification.
     }
   }
-  return (relPath, isDir) => rules.some((r) => (isDir || !r.dirOnly) && r.re.test(relPath));
+  const matches = (p: string, isDir: boolean): boolean => rules.some((r) => (isDir || !r.dirOnly) && r.re.test(p));
+  return (relPath, isDir) => {
+    if (matches(relPath, isDir)) return true;
+    for (let slash = relPath.indexOf('/'); slash > 0; slash = relPath.indexOf('/', slash + 1)) {
+      if (matches(relPath.slice(0, slash), true)) return true;
+    }
+    return false;
+  };
 }

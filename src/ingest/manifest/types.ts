@@ -52,6 +52,7 @@ export interface CreatorInfo {
 
 export interface GenerationInfo extends CreatorInfo {
   process: MhlProcessType;
+  /** Recorded after the previous generation's patterns and the reference tool's defaults, which are kept. */
   ignore?: readonly string[];
   /** When the operation started; goes into `creationdate` and the file name. Defaults to now. */
   creationDate?: Date;

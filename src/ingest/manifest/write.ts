@@ -7,6 +7,7 @@ import { chainDocument, decodeUtf8, readChain } from './chain.js';
 import { crashPoint } from '../crash-points.js';
 import { destinationError, fsyncDir, publishNoReplace, removeStrayTemps, replaceFileDurably, tempPathFor, writeAll } from '../durable.js';
 import { GENERATION_TAIL, generationHead, hashElement } from './generation-xml.js';
+import { continuedIgnore } from './ignore.js';
 import { ascmhlDir, CHAIN_FILE_NAME, generationFileName, rootFolderName, sequenceOfFileName } from './naming.js';
 import { parseGeneration, type ChainLink } from './parse.js';
 import type { GenerationInfo, ManifestEntry, WrittenGeneration } from './types.js';
@@ -70,6 +71,20 @@ async function planNumbering(mhlDir: string): Promise<NumberingPlan> {
     links.push({ sequence: o.seq, path: o.name, c4: c4OfBytes(bytes) });
   }
   return { links, next: links.length + 1 };
+}
+
+/** The ignore patterns of the newest generation in the chain; undefined when there is none. */
+async function previousIgnore(mhlDir: string, last: ChainLink | undefined): Promise<string[] | undefined> {
+  if (last === undefined) return undefined;
+  const file = path.join(mhlDir, last.path);
+  let bytes: Buffer;
+  try {
+    bytes = await fs.readFile(file);
+  } catch (err) {
+    const reason = errnoCode(err) === 'ENOENT' ? 'listed in the chain but missing' : `cannot read: ${(err as Error).message}`;
+    throw new ShuttleError('MANIFEST_INVALID', `${file}: ${reason}`, { context: { file, sequence: last.sequence }, cause: err });
+  }
+  return parseGeneration(decodeUtf8(bytes, file), file).ignore;
 }
 
 async function ensureDir(destRoot: string, mhlDir: string): Promise<void> {
@@ -151,11 +166,14 @@ export function writeGeneration(
     // A crash while writing a generation or the chain leaves a temp here; every such window comes before the
     // journal marks the files manifested, so the next write (the caller holds the destination lock) tidies it.
     await removeStrayTemps(mhlDir, { signal, recursive: false });
-    await planNumbering(mhlDir); // fail on a broken chain before writing anything
+    // Fails on a broken chain before writing anything. The caller's destination lock keeps the newest
+    // generation from changing before ours is linked, so its ignore patterns can be read here.
+    const first = await planNumbering(mhlDir);
+    const ignore = continuedIgnore(await previousIgnore(mhlDir, first.links.at(-1)), info.ignore ?? []);
     const temp = tempPathFor(path.join(mhlDir, 'generation'));
     let linked = false;
     try {
-      const c4 = await writeDocument(temp, entries, info, creationDate, signal);
+      const c4 = await writeDocument(temp, entries, { ...info, ignore }, creationDate, signal);
       crashPoint('generation-written');
       throwIfAborted(signal);
       // From the link on, the signal is no longer honoured: stopping between the link and the chain update
