@@ -270,6 +270,23 @@ describe('verifyDestination', () => {
     const report = await verifyDestination(root, { creator: CREATOR, strict: true });
     expect(report).toMatchObject({ ok: true, verified: ['a.txt'], unlisted: [] });
   });
+
+  it('records-another-tool-made-of-the-manifests-or-shuttle-folder-are-not-checked', async () => {
+    // ascmhl hashed ascmhl/ (and .shuttle/ when listed nowhere) while Shuttle's generations lacked its defaults;
+    // the chain changes with every generation, so such a record would fail verification for ever.
+    await put('a.txt', 'a');
+    await seal(['a.txt']);
+    await put('.shuttle/lock', '4242');
+    const recorded = ['ascmhl/ascmhl_chain.xml', '.shuttle/lock'];
+    const entries: ManifestEntry[] = [];
+    for (const rel of recorded) entries.push({ path: rel, size: (await fs.stat(path.join(root, rel))).size, lastModified: new Date(), hashes: await hashOf(rel, ['xxh128']), action: 'original', hashDate: new Date() });
+    await writeGeneration(root, entries, { tool: { name: 'ascmhl', version: '1.2' }, hostname: 'h', process: 'in-place' });
+    await put('.shuttle/lock', '4343');
+    const report = await verifyDestination(root, { creator: CREATOR, strict: true });
+    expect(report.mismatched).toEqual([]);
+    expect(report.verified).toEqual(['a.txt']);
+    expect(report.ok).toBe(true);
+  });
 });
 
 /**

@@ -88,6 +88,12 @@ export interface VerifyReport {
   finishedAt: string;
 }
 
+/** The manifest folder and Shuttle's marker folder at the root, and what they hold. */
+function isBookkeeping(relPath: string): boolean {
+  const first = relPath.split('/', 1)[0];
+  return first === ASCMHL_FOLDER || first === SHUTTLE_FOLDER;
+}
+
 function byCodeUnit(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
@@ -145,9 +151,8 @@ async function listPresent(
       return;
     }
     for (const e of entries) {
-      if (rel === '' && (e.name === ASCMHL_FOLDER || e.name === SHUTTLE_FOLDER)) continue;
-      if (e.name.endsWith(TEMP_SUFFIX)) continue;
       const p = rel === '' ? e.name : `${rel}/${e.name}`;
+      if (isBookkeeping(p) || e.name.endsWith(TEMP_SUFFIX)) continue;
       const isDir = e.isDirectory();
       if (ignored(p, isDir)) continue;
       if (isDir) await walk(p);
@@ -170,7 +175,9 @@ export async function verifyDestination(destRoot: string, opts: VerifyOptions): 
   const startedAt = new Date();
   const history = await readHistory(destRoot, signal);
   const root = history.root;
-  const known = [...history.files.values()].sort((a, b) => byCodeUnit(a.path, b.path));
+  // Another tool may have recorded the manifests or Shuttle's folder (ascmhl does when a generation's ignore
+  // list lacks its defaults); they change by design and are never library files, so they are not checked.
+  const known = [...history.files.values()].filter((k) => !isBookkeeping(k.path)).sort((a, b) => byCodeUnit(a.path, b.path));
   const latestGeneration = history.generations.at(-1);
 
   const report: VerifyReport = {
