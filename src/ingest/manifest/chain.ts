@@ -18,6 +18,17 @@ export async function readChain(mhlDir: string): Promise<ChainLink[] | undefined
   return parseChain(decodeUtf8(bytes, file), file);
 }
 
+/** The bytes of a generation the chain lists; MANIFEST_INVALID naming it when it is gone or unreadable. */
+export async function readListedGeneration(mhlDir: string, link: ChainLink): Promise<Buffer> {
+  const file = path.join(mhlDir, link.path);
+  try {
+    return await fs.readFile(file);
+  } catch (err) {
+    const reason = errnoCode(err) === 'ENOENT' ? 'listed in the chain but missing' : `cannot read: ${(err as Error).message}`;
+    throw new ShuttleError('MANIFEST_INVALID', `${file}: ${reason}`, { context: { file, sequence: link.sequence }, cause: err });
+  }
+}
+
 export function decodeUtf8(bytes: Uint8Array, file: string): string {
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);

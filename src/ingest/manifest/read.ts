@@ -3,7 +3,7 @@ import path from 'node:path';
 import { errnoCode, ShuttleError, throwIfAborted } from '../../errors.js';
 import type { HashSet } from '../hashing.js';
 import { c4OfBytes } from './c4.js';
-import { decodeUtf8, readChain } from './chain.js';
+import { decodeUtf8, readChain, readListedGeneration } from './chain.js';
 import { ascmhlDir, CHAIN_FILE_NAME, sequenceOfFileName } from './naming.js';
 import { parseGeneration } from './parse.js';
 import { isMhlAlgorithm, type GenerationSummary, type History, type KnownFile, type MhlHashFormat, type RecordedFile } from './types.js';
@@ -65,13 +65,7 @@ export async function readHistory(destRoot: string, signal?: AbortSignal): Promi
   for (const link of chain) {
     throwIfAborted(signal);
     const file = path.join(mhlDir, link.path);
-    let bytes: Buffer;
-    try {
-      bytes = await fs.readFile(file);
-    } catch (err) {
-      const reason = errnoCode(err) === 'ENOENT' ? 'listed in the chain but missing' : `cannot read: ${(err as Error).message}`;
-      throw new ShuttleError('MANIFEST_INVALID', `${file}: ${reason}`, { context: { file, sequence: link.sequence }, cause: err });
-    }
+    const bytes = await readListedGeneration(mhlDir, link);
     const actual = c4OfBytes(bytes);
     if (actual !== link.c4) {
       throw new ShuttleError('MANIFEST_INVALID', `${file}: C4 ${actual} does not match ${link.c4} recorded in the chain; the generation was altered`, {

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { errnoCode, ShuttleError, throwIfAborted } from '../../errors.js';
 import { C4Hasher, c4OfBytes } from './c4.js';
-import { chainDocument, decodeUtf8, readChain } from './chain.js';
+import { chainDocument, decodeUtf8, readChain, readListedGeneration } from './chain.js';
 import { crashPoint } from '../crash-points.js';
 import { destinationError, fsyncDir, publishNoReplace, removeStrayTemps, replaceFileDurably, tempPathFor, writeAll } from '../durable.js';
 import { GENERATION_TAIL, generationHead, hashElement } from './generation-xml.js';
@@ -77,14 +77,7 @@ async function planNumbering(mhlDir: string): Promise<NumberingPlan> {
 async function previousIgnore(mhlDir: string, last: ChainLink | undefined): Promise<string[] | undefined> {
   if (last === undefined) return undefined;
   const file = path.join(mhlDir, last.path);
-  let bytes: Buffer;
-  try {
-    bytes = await fs.readFile(file);
-  } catch (err) {
-    const reason = errnoCode(err) === 'ENOENT' ? 'listed in the chain but missing' : `cannot read: ${(err as Error).message}`;
-    throw new ShuttleError('MANIFEST_INVALID', `${file}: ${reason}`, { context: { file, sequence: last.sequence }, cause: err });
-  }
-  return parseGeneration(decodeUtf8(bytes, file), file).ignore;
+  return parseGeneration(decodeUtf8(await readListedGeneration(mhlDir, last), file), file).ignore;
 }
 
 async function ensureDir(destRoot: string, mhlDir: string): Promise<void> {
