@@ -4,7 +4,7 @@ import { chmod, chown, mkdir, rename, rm, symlink, writeFile } from 'node:fs/pro
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { FolderSource } from '../src/device/card/folder-source.js';
+import { FolderSource, displayName } from '../src/device/card/folder-source.js';
 import type { SourceEntry, SourceFault, SourceItem } from '../src/device/source.js';
 import { isShuttleError } from '../src/errors.js';
 import { ingestJson, runCli, type CliResult } from './support/cli.js';
@@ -142,6 +142,16 @@ describe('names that are not UTF-8', () => {
     const again = await ingestJson([src, '--dest', dest, '--state', state]);
     expect(again.code, again.stderr).toBe(0);
     expect(again.summary).toMatchObject({ files: 3, copied: 0, alreadyVerified: 3 });
+  });
+
+  test('the-shown-name-escapes-exactly-the-bytes-outside-valid-utf8-sequences-and-percent', () => {
+    const b = (...x: Array<number | string>): Buffer => Buffer.concat(x.map((v) => (typeof v === 'string' ? Buffer.from(v) : Buffer.from([v]))));
+    expect(displayName(b('Caf\u00e9 100%.JPG'))).toBeUndefined();
+    expect(displayName(b('Caf', 0xe9, ' 100%.JPG'))).toBe('Caf%E9 100%25.JPG');
+    // Overlong form, UTF-16 surrogate, a sequence cut short: each byte shown; valid neighbours kept.
+    expect(displayName(b(0xc0, 0x80, '\u00e9'))).toBe('%C0%80\u00e9');
+    expect(displayName(b(0xed, 0xa0, 0x80))).toBe('%ED%A0%80');
+    expect(displayName(b('x', 0xe2, 0x82))).toBe('x%E2%82');
   });
 
   test('a-name-that-would-read-like-another-in-its-folder-fails-instead-of-standing-for-both', async () => {

@@ -134,13 +134,20 @@ export function displayName(bytes: Buffer): string | undefined {
   return out;
 }
 
-/** Why an entry that is neither a folder nor a regular file is left out. */
-function kindOf(e: { isSymbolicLink(): boolean; isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean }): string {
-  if (e.isSymbolicLink()) return 'symbolic link (not followed)';
-  if (e.isFIFO()) return 'FIFO (never opened)';
-  if (e.isSocket()) return 'socket (never opened)';
-  if (e.isBlockDevice() || e.isCharacterDevice()) return 'device (never opened)';
-  return 'not a regular file';
+type Kind = { isSymbolicLink(): boolean; isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean };
+
+/** What an entry that is neither a folder nor a regular file is. */
+function kindOf(e: Kind): string {
+  if (e.isSymbolicLink()) return 'symbolic link';
+  if (e.isFIFO()) return 'FIFO';
+  if (e.isSocket()) return 'socket';
+  if (e.isBlockDevice() || e.isCharacterDevice()) return 'device';
+  return 'special file';
+}
+
+/** Why such an entry is left out of the listing. */
+function skipReason(e: Kind): string {
+  return e.isSymbolicLink() ? 'symbolic link (not followed)' : `${kindOf(e)} (never opened)`;
 }
 
 interface Folder {
@@ -234,9 +241,9 @@ export class FolderSource implements Source {
           continue;
         }
         if (st.isFile()) yield { path: rel, size: st.size, mtimeMs: Math.trunc(st.mtimeMs), handle: abs, ...this.#pathBytes(abs, escaped) };
-        else yield { path: rel, skipped: kindOf(st) };
+        else yield { path: rel, skipped: skipReason(st) };
       } else {
-        yield { path: rel, skipped: kindOf(e.d) };
+        yield { path: rel, skipped: skipReason(e.d) };
       }
     }
   }
