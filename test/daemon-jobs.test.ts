@@ -55,7 +55,7 @@ describe('job scheduler', () => {
     expect(created).toBe(true);
     await tick();
     expect(s.get(job.id)?.state).toBe('running');
-    body.finish({ status: 'complete', result: { status: 'complete', files: 3, copied: 3, skipped: 0, failed: 0, bytes: 300, errors: [] } });
+    body.finish({ status: 'complete', result: { status: 'complete', files: 3, copied: 3, alreadyVerified: 0, failed: 0, bytes: 300, errors: [], skipped: [] } });
     const final = await s.wait(job.id);
     expect(final.state).toBe('done');
     expect(final.history.map((h) => h.state)).toEqual(['queued', 'running', 'done']);
@@ -186,7 +186,7 @@ describe('job scheduler', () => {
     const a = new Steered();
     const { job } = s.submit(a.spec('card-a'));
     await tick();
-    a.finish({ status: 'failed', result: { status: 'failed', files: 2, copied: 1, skipped: 0, failed: 1, bytes: 10, errors: [{ code: 'SOURCE_UNREADABLE', message: 'reading IMG_2.CR3 failed: EIO' }] } });
+    a.finish({ status: 'failed', result: { status: 'failed', files: 2, copied: 1, alreadyVerified: 0, skipped: [], failed: 1, bytes: 10, errors: [{ code: 'SOURCE_UNREADABLE', message: 'reading IMG_2.CR3 failed: EIO' }] } });
     const f = await s.wait(job.id);
     expect(f.state).toBe('failed');
     expect(f.history.at(-1)?.reason).toBe('reading IMG_2.CR3 failed: EIO');

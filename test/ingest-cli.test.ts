@@ -41,7 +41,7 @@ describe('ingest', () => {
     await smallCard();
     const r = await ingestJson([src, '--dest', destA, '--dest', destB, '--state', state]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.summary).toMatchObject({ files: 6, copied: 6, skipped: 0, failed: 0, status: 'complete' });
+    expect(r.summary).toMatchObject({ files: 6, copied: 6, alreadyVerified: 0, skipped: [], failed: 0, status: 'complete' });
     const source = await listTree(src);
     expect(r.summary.bytes).toBe([...source.values()].reduce((n, f) => n + f.size, 0));
     for (const d of [destA, destB]) {
@@ -86,7 +86,7 @@ describe('ingest', () => {
     expect((await ingest()).code).toBe(0);
     const again = await ingest();
     expect(again.code).toBe(0);
-    expect(again.summary).toMatchObject({ files: 6, copied: 0, skipped: 6, failed: 0 });
+    expect(again.summary).toMatchObject({ files: 6, copied: 0, alreadyVerified: 6, failed: 0 });
     expect(again.summary.destinations[0]).toMatchObject({ verified: 6, bytes: 0 });
   });
 

@@ -31,7 +31,7 @@ test('ingest-from-a-ptpip-camera-verifies-every-file-and-skips-them-next-time', 
   // Object handles change between sessions; the plan keys on camera identity + path + size + time.
   const again = await ingestJson(args);
   expect(again.code, again.stderr).toBe(0);
-  expect(again.summary).toMatchObject({ files: source.size, copied: 0, skipped: source.size });
+  expect(again.summary).toMatchObject({ files: source.size, copied: 0, alreadyVerified: source.size });
 });
 
 test('an-unreachable-camera-is-a-clear-error', async () => {

@@ -261,6 +261,21 @@ describe('shuttle-card helper', () => {
     expect(existsSync(loop)).toBe(true);
   });
 
+  test('release-after-an-ingest-that-did-not-complete-unmounts-and-never-powers-the-card-off', () => {
+    // `shuttle request ingest --wait` exits 1 when a file or folder failed, 3 when interrupted.
+    const mnt = join(work, 'media', name());
+    for (const [result, status] of [['exit-code', '1'], ['exit-code', '3'], ['signal', '15']] as const) {
+      const m = helper('mount', name());
+      expect(m.status, m.stderr).toBe(0);
+      const r = run('sh', [HELPER, 'release', name()], { ...env(), SERVICE_RESULT: result, EXIT_STATUS: status });
+      expect(r.status, r.stderr).toBe(0);
+      expect(run('findmnt', [mnt]).status).not.toBe(0);
+      expect(r.stderr).toContain(`ingest did not finish (${result}, exit ${status}); card left powered`);
+      // power_off was never entered: it would have said why it could not power a loop device off.
+      expect(r.stderr).not.toMatch(/not on a USB device|powered off|nothing to power off|not powering off/);
+    }
+  });
+
   test('release-without-a-mount-does-nothing', () => {
     const r = helper('release', name());
     expect(r).toMatchObject({ status: 0, stderr: '' });

@@ -251,7 +251,7 @@ describe('shuttle ingest --upload', () => {
     expect(Object.values(recordedMd5s())).toEqual(Object.values(files).map(() => null));
     const r = await ingest(['--dest', join(work.path, 'lib'), '--upload', `s3://${bucket}/late`]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.json).toMatchObject({ copied: 0, skipped: 6 });
+    expect(r.json).toMatchObject({ copied: 0, alreadyVerified: 6 });
     expect(r.json.upload).toMatchObject({ queued: 6, uploaded: 6, pending: 0 });
   });
 
@@ -386,7 +386,7 @@ describe('retention', () => {
     // The same card again: pruned copies were verified and are safe in the cloud, so nothing is copied back.
     const again = await ingest(['--dest', libA, '--dest', libB], s3Env(), cfg);
     expect(again.code, again.stderr).toBe(0);
-    expect(again.json).toMatchObject({ copied: 0, skipped: 6 });
+    expect(again.json).toMatchObject({ copied: 0, alreadyVerified: 6 });
     expect((await status()).copies).toMatchObject({ verified: 6, pruned: 6 });
 
     // A single library keeps everything: each copy there is its file's last.

@@ -135,8 +135,8 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
       // Peak memory is part of the contract (flat whatever the file size): log it for tests and benchmarks.
       ctx.logger.info({ summary, maxRssBytes: process.resourceUsage().maxRSS * 1024 }, 'ingest finished');
       if (opts.json) {
-        const { files, bytes, copied, skipped, failed, destinations } = summary;
-        process.stdout.write(`${JSON.stringify({ files, bytes, copied, skipped, failed, destinations, status: summary.status, errors: summary.errors, renamed: summary.renamed, ...(uploads ? { upload: uploads } : {}) })}\n`);
+        const { files, bytes, copied, alreadyVerified, failed, destinations, skipped } = summary;
+        process.stdout.write(`${JSON.stringify({ files, bytes, copied, alreadyVerified, failed, destinations, status: summary.status, errors: summary.errors, renamed: summary.renamed, skipped, ...(uploads ? { upload: uploads } : {}) })}\n`);
       } else {
         process.stdout.write(humanSummary(summary));
         if (uploads) process.stdout.write(`upload to ${uploads.target}: ${uploads.queued} queued, ${uploads.uploaded} uploaded and verified, ${uploads.failed} failed, ${uploads.pending} pending\n`);
@@ -147,10 +147,12 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
 }
 
 function humanSummary(s: IngestSummary): string {
-  const lines = [`${s.files} files (${formatBytes(s.bytes)}): ${s.copied} copied, ${s.skipped} already done, ${s.failed} failed — ${s.status}`];
+  const lines = [`${s.files} files (${formatBytes(s.bytes)}): ${s.copied} copied, ${s.alreadyVerified} already done, ${s.failed} failed — ${s.status}`];
   for (const d of s.destinations) lines.push(`  ${d.path}: ${d.verified} verified, ${d.failed} failed, ${formatBytes(d.bytes)} written`);
   for (const e of s.errors.slice(0, 20)) lines.push(`  error ${e.code}: ${e.message}`);
   if (s.errors.length > 20) lines.push(`  … and ${s.errors.length - 20} more errors (see the log)`);
+  for (const k of s.skipped.slice(0, 20)) lines.push(`  skipped ${k.path}: ${k.reason}`);
+  if (s.skipped.length > 20) lines.push(`  … and ${s.skipped.length - 20} more skipped (see the log)`);
   return `${lines.join('\n')}\n`;
 }
 

@@ -36,7 +36,7 @@ function exitCodeFor(job: JobSnapshot): number {
 
 export function describeJob(job: JobSnapshot): string {
   const r = job.result;
-  const figures = r ? `: ${r.files} files, ${r.copied} copied, ${r.skipped} already done, ${r.failed} failed, ${formatBytes(r.bytes)} written` : '';
+  const figures = r ? `: ${r.files} files, ${r.copied} copied, ${r.alreadyVerified} already done, ${r.failed} failed, ${formatBytes(r.bytes)} written` : '';
   const why = job.history[job.history.length - 1]?.reason;
   return `job ${job.id} ${job.state} (${job.label})${figures}${why && job.state !== 'done' ? ` — ${why}` : ''}`;
 }

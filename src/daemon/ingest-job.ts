@@ -34,10 +34,11 @@ export function resultFigures(s: IngestSummary): JobResultFigures {
     status: s.status,
     files: s.files,
     copied: s.copied,
-    skipped: s.skipped,
+    alreadyVerified: s.alreadyVerified,
     failed: s.failed,
     bytes: s.destinations.reduce((n, d) => n + d.bytes, 0),
     errors: s.errors.slice(0, 20).map((e) => ({ code: e.code, message: e.message, path: e.path })),
+    skipped: s.skipped.slice(0, 20),
   };
 }
 

@@ -290,7 +290,7 @@ export class JobScheduler {
     job.history.push(reason === undefined ? { state, at: iso() } : { state, at: iso(), reason });
     const fields: Record<string, unknown> = { state, kind: job.spec.kind, source: job.spec.label, origin: job.spec.origin };
     if (reason !== undefined) fields['reason'] = reason;
-    if (job.result) fields['result'] = { status: job.result.status, files: job.result.files, copied: job.result.copied, skipped: job.result.skipped, failed: job.result.failed, bytes: job.result.bytes };
+    if (job.result) fields['result'] = { status: job.result.status, files: job.result.files, copied: job.result.copied, alreadyVerified: job.result.alreadyVerified, skipped: job.result.skipped.length, failed: job.result.failed, bytes: job.result.bytes };
     if (job.startedAt && FINAL_STATES.has(state)) fields['durationMs'] = Date.now() - Date.parse(job.startedAt);
     const level = state === 'failed' ? 'warn' : 'info';
     job.logger[level](fields, `job ${state}`);

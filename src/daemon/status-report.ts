@@ -56,7 +56,7 @@ export function describeJobLine(j: JobSnapshot): string {
     return `${head} — ${p.filesDone}/${p.filesTotal} files, ${mb(p.bytesDone)}/${mb(p.bytesTotal)}${rate}${eta}`;
   }
   const r = j.result;
-  const figures = r ? ` (${r.files} files, ${r.copied} copied, ${r.skipped} already done, ${r.failed} failed)` : '';
+  const figures = r ? ` (${r.files} files, ${r.copied} copied, ${r.alreadyVerified} already done, ${r.failed} failed)` : '';
   const why = j.error?.message ?? (j.state !== 'done' ? j.history[j.history.length - 1]?.reason : undefined);
   return `${head}${figures}${j.finishedAt ? ` at ${j.finishedAt}` : ''}${why ? ` — ${why}` : ''}`;
 }

@@ -20,10 +20,13 @@ export interface JobResultFigures {
   status: 'complete' | 'failed' | 'interrupted';
   files: number;
   copied: number;
-  skipped: number;
+  /** Verified by an earlier run, not copied again. */
+  alreadyVerified: number;
   failed: number;
   bytes: number;
   errors: Array<{ code: string; message: string; path?: string | undefined }>;
+  /** Source entries left out and never opened, with why (the first 20, like errors). */
+  skipped: Array<{ path: string; reason: string }>;
 }
 
 export interface JobSnapshot {

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { ShuttleError } from '../errors.js';
 
 /**
  * What every source of files (a folder or mounted card, a camera over USB or PTP/IP) offers the ingest
@@ -21,7 +22,41 @@ export interface SourceItem {
   readonly mtimeMs: number;
   /** Source-specific locator (absolute path on disk, PTP object handle + storage). */
   readonly handle?: unknown;
+  /**
+   * The path's bytes as the source has them, when they are not valid UTF-8 (a FAT card written by
+   * another system): `path` then shows each invalid byte as `%XX` and each `%` as `%25` (see
+   * folder-source.ts displayName), and the journal keeps these bytes.
+   */
+  readonly pathBytes?: Buffer;
 }
+
+/**
+ * An entry the listing found but cannot hand over as a file: an unreadable folder, a file it cannot
+ * stat. The ingest counts it as a failed file (journal, errors, log); it is never dropped quietly.
+ */
+export interface SourceFault {
+  readonly path: string;
+  readonly pathBytes?: Buffer;
+  readonly error: ShuttleError;
+}
+
+/**
+ * An entry left out on purpose and never opened (a symlink, FIFO, socket or device; a system folder),
+ * with why. Named in the ingest's summary and log; not a failure.
+ */
+export interface SourceSkip {
+  readonly path: string;
+  readonly skipped: string;
+}
+
+/**
+ * What a listing yields. Sources that find nothing but files (cameras) yield SourceItems only; a folder
+ * reports every other entry as a fault or a skip, so that nothing on a source goes unnamed.
+ */
+export type SourceEntry = SourceItem | SourceFault | SourceSkip;
+
+export const isSourceFault = (e: SourceEntry): e is SourceFault => 'error' in e;
+export const isSourceSkip = (e: SourceEntry): e is SourceSkip => 'skipped' in e;
 
 export interface OpenOptions {
   offset?: number;
@@ -45,7 +80,7 @@ export interface Source {
   /** How the user named it (`/media/card`, `usb:04a9:3294`, `ptpip:10.0.0.5`). */
   readonly uri: string;
   identity(signal?: AbortSignal): Promise<SourceIdentity>;
-  list(signal?: AbortSignal): AsyncIterable<SourceItem>;
+  list(signal?: AbortSignal): AsyncIterable<SourceEntry>;
   open(item: SourceItem, options?: OpenOptions): Promise<Readable>;
   /** Current size/mtime, to detect a file that changed while it was read. Undefined when the source cannot tell. */
   stat(item: SourceItem, signal?: AbortSignal): Promise<ItemState | undefined>;

@@ -1,9 +1,10 @@
 import { hostname } from 'node:os';
 import { basename, dirname, join, posix } from 'node:path';
 import { mkdir, stat, unlink } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
-import type { Source, SourceIdentity, SourceItem } from '../device/source.js';
+import { isSourceFault, isSourceSkip, type ItemState, type Source, type SourceFault, type SourceIdentity, type SourceItem } from '../device/source.js';
 import type { Journal, FileRow } from '../store/journal.js';
 import { acquireLock, destinationLockPath, sourceLockPath, type Lock } from '../store/lock.js';
 import { checkDestination, checkFreeSpace, MARKER_DIR } from './destination.js';
@@ -84,7 +85,14 @@ export interface IngestSummary {
   files: number;
   bytes: number;
   copied: number;
-  skipped: number;
+  /** Files verified at every destination by an earlier run, so not copied again. */
+  alreadyVerified: number;
+  /**
+   * Source entries left out and never opened, each with why: symlinks, FIFOs, sockets, devices, system
+   * folders, files the config's include/exclude leaves out. Not failures.
+   */
+  skipped: Array<{ path: string; reason: string }>;
+  /** Source files that failed, and paths the source could not read (folders it could not list). */
   failed: number;
   destinations: DestinationSummary[];
   status: 'complete' | 'failed' | 'interrupted';
@@ -141,7 +149,7 @@ const SOURCE_ALGORITHMS: readonly HashAlgorithm[] = ['sha256', 'xxh128'];
 export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
   const { journal, settings, logger, signal } = req;
   const summary: IngestSummary = {
-    ingestId: 0, fileIds: [], files: 0, bytes: 0, copied: 0, skipped: 0, failed: 0, destinations: [], status: 'complete', errors: [], renamed: [], readback: { direct: 0, cached: 0 },
+    ingestId: 0, fileIds: [], files: 0, bytes: 0, copied: 0, alreadyVerified: 0, skipped: [], failed: 0, destinations: [], status: 'complete', errors: [], renamed: [], readback: { direct: 0, cached: 0 },
   };
   if (req.destinations.length === 0) throw new ShuttleError('USAGE', 'no destination: give --dest DIR or configure [[destinations]]');
   const locks: Lock[] = [];
@@ -246,19 +254,32 @@ async function ingestSource(source: Source, dests: Dest[], req: IngestRequest, i
 
   const wanted = nameFilter(settings);
   const items: SourceItem[] = [];
-  let filtered = 0;
-  for await (const item of source.list(signal)) {
-    if (wanted(item.path)) items.push(item);
-    else filtered++;
+  // Nothing listed is dropped unnamed: what cannot be read fails, what is left out is named as skipped.
+  const faults: SourceFault[] = [];
+  const skipped: Array<{ path: string; reason: string }> = [];
+  for await (const entry of source.list(signal)) {
+    if (isSourceFault(entry)) faults.push(entry);
+    else if (isSourceSkip(entry)) skipped.push({ path: entry.path, reason: entry.skipped });
+    else if (wanted(entry.path)) items.push(entry);
+    else skipped.push({ path: entry.path, reason: 'excluded by include/exclude' });
   }
-  if (filtered > 0) log.info({ filtered }, 'files left out by include/exclude');
+  summary.skipped.push(...skipped);
+  if (skipped.length > 0) log.info({ skipped }, 'source entries left out');
+  journal.tx(() => {
+    for (const f of faults) journal.recordUnreadable(sourceId, f.path, f.error.message, f.pathBytes);
+  });
+  for (const f of faults) {
+    summary.failed++;
+    recordError(summary, f.error, { path: f.path });
+    log.warn({ err: f.error, path: f.path }, 'could not read from the source');
+  }
   const groups = groupItems(items);
   const plan = journal.tx(() => planFiles(groups, dests, journal, sourceId));
   const todo = plan.filter((p) => p.wanted.length > 0);
   summary.files += plan.length;
   for (const p of plan) summary.fileIds.push(p.file.id);
   summary.bytes += plan.reduce((n, p) => n + p.item.size, 0);
-  summary.skipped += plan.length - todo.length;
+  summary.alreadyVerified += plan.length - todo.length;
   for (const d of dests) {
     d.summary.verified += plan.filter((p) => !p.wanted.includes(d) && !d.dead).length;
   }
@@ -340,7 +361,7 @@ function planFiles(groups: readonly ItemGroup[], dests: Dest[], journal: Journal
   for (const group of groups) {
     seq++;
     for (const member of group.members) {
-      const file = journal.fileFor(sourceId, member.item.path, member.item.size, member.item.mtimeMs);
+      const file = journal.fileFor(sourceId, member.item.path, member.item.size, member.item.mtimeMs, member.item.pathBytes);
       // A copy pruned by the retention policy was verified here and is safe in the cloud: not copied again.
       const verified = new Set(journal.copiesOf(file.id).filter((c) => c.state === 'verified' || c.state === 'pruned').map((c) => c.dest_id));
       plan.push({ item: member.item, file, group, seq, wanted: dests.filter((d) => !verified.has(d.id)) });
@@ -382,9 +403,28 @@ async function copyOnce(
 ): Promise<WrittenFile> {
   const { journal, settings, signal } = req;
   const algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes, ...(settings.forUpload === true ? (['md5'] as const) : [])])];
+  let reported = false;
+  /** The file changed under the plan: the next attempt reads the version there now, under its own journal row. */
+  const follow = (now: ItemState | undefined, why: string): void => {
+    if (!now) return;
+    const item = { ...pf.item, size: now.size, mtimeMs: now.mtimeMs };
+    journal.setFileState(pf.file.id, 'failed', why);
+    pf.item = item;
+    pf.file = journal.fileFor(sourceId, item.path, item.size, item.mtimeMs, item.pathBytes);
+    summary.fileIds.push(pf.file.id);
+  };
   for (let attempt = 0; ; attempt++) {
-    // fanOut copies each chunk out before pulling the next, and readHead copies what it keeps.
-    const stream = await source.open(pf.item, { signal, recycle: 1 });
+    let stream: Readable;
+    try {
+      // fanOut copies each chunk out before pulling the next, and readHead copies what it keeps.
+      stream = await source.open(pf.item, { signal, recycle: 1 });
+    } catch (e) {
+      // Not the file listed any more (another size or time, or now a link or a FIFO, never followed).
+      if (!isShuttleError(e, 'SOURCE_CHANGED') || attempt >= settings.changeRetries) throw e;
+      req.logger.warn({ path: pf.item.path, attempt, err: e }, 'source file changed since it was listed; trying again');
+      follow(await source.stat(pf.item, signal), 'changed since listed');
+      continue;
+    }
     // Hashed in the hash worker (bar small files): this thread only moves the bytes.
     const hasher = new IngestHasher(algorithms);
     const iter = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
@@ -395,7 +435,13 @@ async function copyOnce(
       const rendered = renderName(settings.template, {
         name: posix.basename(pf.item.path), date: fields.local, make: fields.make, model: fields.model, serial: fields.serial, seq: pf.seq, job: settings.job,
       });
-      if (attempt === 0) {
+      if (!reported) {
+        reported = true;
+        if (pf.item.pathBytes) {
+          const r = { from: pf.item.pathBytes.toString('utf8'), to: pf.item.path, reason: 'not-utf8' };
+          summary.renamed.push(r);
+          req.logger.info({ path: pf.item.path, from: r.from, to: r.to, reason: r.reason }, 'name sanitized');
+        }
         for (const r of rendered.renamed) {
           summary.renamed.push(r);
           req.logger.info({ path: pf.item.path, from: r.from, to: r.to, reason: r.reason }, 'name sanitized');
@@ -426,13 +472,7 @@ async function copyOnce(
           });
         }
         req.logger.warn({ path: pf.item.path, attempt }, 'source file changed while read; reading again');
-        if (now) {
-          const item = { ...pf.item, size: now.size, mtimeMs: now.mtimeMs };
-          journal.setFileState(pf.file.id, 'failed', 'changed while read');
-          pf.item = item;
-          pf.file = journal.fileFor(sourceId, item.path, item.size, item.mtimeMs);
-          summary.fileIds.push(pf.file.id);
-        }
+        follow(now, 'changed while read');
         continue;
       }
       if (targets.length === 0) throw new ShuttleError('DEST_WRITE_FAILED', `no destination could take ${pf.item.path}`, { context: { path: pf.item.path } });

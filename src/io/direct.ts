@@ -67,7 +67,7 @@ export function idleAlignedBlocks(): ReadonlyMap<number, number> {
  * direct I/O (EINVAL at open). Some filesystems accept the flag and refuse the first transfer instead:
  * callers treat EINVAL on their first transfer the same way.
  */
-export async function openDirect(path: string, flags: number): Promise<FileHandle | undefined> {
+export async function openDirect(path: string | Buffer, flags: number): Promise<FileHandle | undefined> {
   const oDirect = fsConstants.O_DIRECT;
   if (oDirect === undefined || oDirect === 0) return undefined;
   try {

@@ -34,6 +34,8 @@ export interface FileRow {
   sha256: string | null;
   xxh128: string | null;
   state: FileState;
+  /** The source's bytes of a path that is not valid UTF-8; null when rel_path is the path. */
+  path_bytes: Uint8Array | null;
 }
 
 export interface DestinationRow {
@@ -54,6 +56,9 @@ export interface VerifiedCopy {
 }
 
 const now = (): string => new Date().toISOString();
+
+/** The size of a files row for a path whose size could not be read (see recordUnreadable). */
+export const UNREADABLE_SIZE = -1;
 
 /**
  * The durable record of what Shuttle knows: SQLite in WAL mode with synchronous=FULL, so that every
@@ -203,14 +208,32 @@ export class Journal {
     this.#run('UPDATE ingests SET finished_at = ?, status = ?, summary = ? WHERE id = ?', now(), status, JSON.stringify(summary), id);
   }
 
-  /** Finds or creates the row for one version of a source file (path + size + mtime). */
-  fileFor(sourceId: number, relPath: string, size: number, mtimeMs: number): FileRow {
+  /**
+   * Finds or creates the row for one version of a source file (path + size + mtime). `pathBytes`: the
+   * path as the source has it when that is not valid UTF-8 (`relPath` is then its escaped form, which
+   * is the same on every listing, so the key still finds the row).
+   */
+  fileFor(sourceId: number, relPath: string, size: number, mtimeMs: number, pathBytes?: Uint8Array): FileRow {
     const mt = Math.trunc(mtimeMs);
     const existing = this.#get<FileRow>('SELECT * FROM files WHERE source_id = ? AND rel_path = ? AND size = ? AND mtime_ms = ?', sourceId, relPath, size, mt);
     if (existing) return existing;
     const t = now();
-    const id = this.#run('INSERT INTO files (source_id, rel_path, size, mtime_ms, state, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)', sourceId, relPath, size, mt, 'seen', t, t);
+    const id = this.#run(
+      'INSERT INTO files (source_id, rel_path, size, mtime_ms, state, first_seen, updated_at, path_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      sourceId, relPath, size, mt, 'seen', t, t, pathBytes ?? null,
+    );
     return this.#get<FileRow>('SELECT * FROM files WHERE id = ?', id)!;
+  }
+
+  /**
+   * Records a path the source listed but could not read (a folder it could not list, a file it could not
+   * stat) as a failed file, so that `status` counts it. Size and time are unknown: one row per path,
+   * with size -1, which no file version has.
+   */
+  recordUnreadable(sourceId: number, relPath: string, error: string, pathBytes?: Uint8Array): FileRow {
+    const row = this.fileFor(sourceId, relPath, UNREADABLE_SIZE, 0, pathBytes);
+    this.setFileState(row.id, 'failed', error);
+    return { ...row, state: 'failed' };
   }
 
   copiesOf(fileId: number): CopyRow[] {

@@ -148,4 +148,8 @@ export const MIGRATIONS: readonly string[] = [
     pruned_at TEXT NOT NULL
   );
   `,
+  // 3: the original bytes of a source path that is not valid UTF-8 (rel_path then shows them escaped).
+  `
+  ALTER TABLE files ADD COLUMN path_bytes BLOB;
+  `,
 ];

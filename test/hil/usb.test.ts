@@ -21,7 +21,7 @@ const suiteStart = Date.now();
 interface Summary {
   files: number;
   copied: number;
-  skipped: number;
+  alreadyVerified: number;
   failed: number;
   status: string;
   destinations: Array<{ verified: number; failed: number }>;
@@ -177,7 +177,7 @@ test('a-camera-unplugged-mid-transfer-and-plugged-back-resumes-without-re-downlo
     expect(run1.errors.some((e) => e.code === 'DEVICE_GONE'), JSON.stringify(run1.errors.slice(0, 3))).toBe(true);
     notes.push(`unplug: run 1 verified ${verified1} of ${source.size} files before the camera vanished (${run1.errors.length} errors, first: ${run1.errors[0]?.code} ${run1.errors[0]?.message})`);
     // Run 2 copied only what run 1 had not verified.
-    expect(run2, JSON.stringify(run2.errors.slice(0, 5))).toMatchObject({ files: source.size, status: 'complete', failed: 0, skipped: verified1, copied: source.size - verified1 });
+    expect(run2, JSON.stringify(run2.errors.slice(0, 5))).toMatchObject({ files: source.size, status: 'complete', failed: 0, alreadyVerified: verified1, copied: source.size - verified1 });
     expect(guest.output).toMatch(/HIL:result run2 rc=0/);
     // The journal agrees: what run 1 verified was never copied again; every copy is verified now.
     const journal = readJournal(join(out, 'state'));

@@ -55,10 +55,11 @@ export interface IngestJson {
   files: number;
   bytes: number;
   copied: number;
-  skipped: number;
+  alreadyVerified: number;
   failed: number;
   destinations: Array<{ path: string; verified: number; failed: number; bytes: number }>;
   status: string;
   errors: Array<{ code: string; message: string; path?: string; destination?: string }>;
   renamed: Array<{ from: string; to: string; reason: string }>;
+  skipped: Array<{ path: string; reason: string }>;
 }

@@ -1,9 +1,10 @@
-import { constants as fsConstants } from 'node:fs';
-import { open as openFile, opendir, stat, type FileHandle } from 'node:fs/promises';
+import { isUtf8 } from 'node:buffer';
+import { constants as fsConstants, type Dirent, type Stats } from 'node:fs';
+import { lstat, open as openFile, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { ShuttleError, errnoCode, throwIfAborted } from '../../errors.js';
-import type { ItemState, OpenOptions, Source, SourceIdentity, SourceItem } from '../source.js';
+import type { ItemState, OpenOptions, Source, SourceEntry, SourceIdentity, SourceItem } from '../source.js';
 import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../../io/direct.js';
 import { sourceIdentityForFolder } from './volume.js';
 
@@ -28,7 +29,10 @@ class FileChunks extends Readable {
   constructor(
     private handle: FileHandle,
     direct: boolean,
+    /** For messages. */
     private readonly path: string,
+    /** Opens the same file again, checked to be the same file (for the fall-back from O_DIRECT). */
+    private readonly reopen: () => Promise<FileHandle>,
     private readonly start: number,
     private readonly chunkSize: number,
     /** 0: a fresh buffer per chunk; else OpenOptions.recycle. */
@@ -78,9 +82,13 @@ class FileChunks extends Readable {
   async #reopenBuffered(): Promise<void> {
     try {
       await this.handle.close();
-      this.handle = await openFile(this.path, 'r');
+      this.handle = await this.reopen();
       this._read();
     } catch (cause) {
+      if (cause instanceof ShuttleError) {
+        this.destroy(cause);
+        return;
+      }
       this.destroy(new ShuttleError('SOURCE_UNREADABLE', `cannot open ${this.path}: ${errnoCode(cause) ?? String(cause)}`, { cause, context: { path: this.path } }));
     }
   }
@@ -97,19 +105,75 @@ class FileChunks extends Readable {
   }
 }
 
+/** Never follow a link, never wait on a FIFO: a listed file swapped for either is a changed file. */
+const SAFE_OPEN = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK;
+
 /**
- * A mounted card, a hot folder or any folder. Symlinks are not followed (a card has none; in a folder
- * they could lead outside it or loop).
+ * How a name that is not valid UTF-8 is shown: each byte outside a valid UTF-8 sequence as `%XX`, and
+ * `%` itself as `%25`, so that the shown name maps back to the bytes. Undefined for a valid name (shown
+ * as it is). Two entries of one folder can still show alike (`a%FF` written by one system, `a\xFF` by
+ * another): the listing fails the second rather than let one stand for both.
+ */
+export function displayName(bytes: Buffer): string | undefined {
+  if (isUtf8(bytes)) return undefined;
+  let out = '';
+  let i = 0;
+  while (i < bytes.length) {
+    const b = bytes[i]!;
+    const len = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    const seq = len > 0 ? bytes.subarray(i, i + len) : undefined;
+    if (seq !== undefined && seq.length === len && isUtf8(seq)) {
+      const text = seq.toString('utf8');
+      out += text === '%' ? '%25' : text;
+      i += len;
+    } else {
+      out += `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+      i++;
+    }
+  }
+  return out;
+}
+
+type Kind = { isSymbolicLink(): boolean; isFIFO(): boolean; isSocket(): boolean; isBlockDevice(): boolean; isCharacterDevice(): boolean };
+
+/** What an entry that is neither a folder nor a regular file is. */
+function kindOf(e: Kind): string {
+  if (e.isSymbolicLink()) return 'symbolic link';
+  if (e.isFIFO()) return 'FIFO';
+  if (e.isSocket()) return 'socket';
+  if (e.isBlockDevice() || e.isCharacterDevice()) return 'device';
+  return 'special file';
+}
+
+/** Why such an entry is left out of the listing. */
+function skipReason(e: Kind): string {
+  return e.isSymbolicLink() ? 'symbolic link (not followed)' : `${kindOf(e)} (never opened)`;
+}
+
+interface Folder {
+  /** Absolute path as the filesystem has it. */
+  abs: Buffer;
+  /** Relative, '/'-separated, as shown (see displayName); '' for the root. */
+  rel: string;
+  /** Some part of the path is not valid UTF-8. */
+  escaped: boolean;
+}
+
+/**
+ * A mounted card, a hot folder or any folder. Symlinks, FIFOs, sockets and devices are never opened or
+ * followed (a card has none; in a folder they could lead outside it, loop or block): the listing names
+ * each as skipped. A folder it cannot list and a file it cannot stat are faults, which fail the ingest.
+ * Names are read as bytes, so a name that is not valid UTF-8 is still listed and opened.
  */
 export class FolderSource implements Source {
   readonly uri: string;
   readonly root: string;
-  /** Entries left out of the listing, with why, for the run's report. */
-  readonly skipped: Array<{ path: string; reason: string }> = [];
+  readonly #rootBytes: Buffer;
 
   constructor(root: string) {
     this.uri = root;
     this.root = resolve(root);
+    this.#rootBytes = Buffer.from(this.root);
   }
 
   async identity(): Promise<SourceIdentity> {
@@ -123,70 +187,130 @@ export class FolderSource implements Source {
     return sourceIdentityForFolder(this.root);
   }
 
-  async *list(signal?: AbortSignal): AsyncIterable<SourceItem> {
-    yield* this.#walk('', signal);
+  async *list(signal?: AbortSignal): AsyncIterable<SourceEntry> {
+    yield* this.#walk({ abs: this.#rootBytes, rel: '', escaped: false }, signal);
   }
 
-  async *#walk(rel: string, signal?: AbortSignal): AsyncIterable<SourceItem> {
+  /** The path's bytes relative to the root, kept only when they are not what `path` says. */
+  #pathBytes(abs: Buffer, escaped: boolean): { pathBytes?: Buffer } {
+    return escaped ? { pathBytes: Buffer.from(abs.subarray(this.#rootBytes.length + 1)) } : {};
+  }
+
+  async *#walk(folder: Folder, signal?: AbortSignal): AsyncIterable<SourceEntry> {
     throwIfAborted(signal);
-    const abs = rel === '' ? this.root : join(this.root, rel);
-    let names: Array<{ name: string; dir: boolean; file: boolean }>;
+    let dirents: Array<Dirent<Buffer>>;
     try {
-      const dir = await opendir(abs);
-      names = [];
-      for await (const d of dir) names.push({ name: d.name, dir: d.isDirectory(), file: d.isFile() });
+      dirents = await readdir(folder.abs, { encoding: 'buffer', withFileTypes: true });
     } catch (cause) {
-      if (rel === '') throw new ShuttleError('SOURCE_UNREADABLE', `cannot list ${abs}: ${errnoCode(cause) ?? cause}`, { cause, context: { path: abs } });
-      this.skipped.push({ path: rel, reason: `unreadable folder (${errnoCode(cause) ?? 'error'})` });
+      const shown = folder.rel === '' ? this.root : join(this.root, folder.rel);
+      const error = new ShuttleError('SOURCE_UNREADABLE', `cannot list folder ${shown}: ${errnoCode(cause) ?? String(cause)}`, { cause, context: { path: shown } });
+      if (folder.rel === '') throw error;
+      yield { path: folder.rel, error, ...this.#pathBytes(folder.abs, folder.escaped) };
       return;
     }
+    const entries = dirents.map((d) => {
+      const shown = displayName(d.name);
+      return { d, name: shown ?? d.name.toString('utf8'), escaped: shown !== undefined };
+    });
     // Sorted so that plans, sequence numbers and collision suffixes are the same on every run.
-    names.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    for (const e of names) {
-      const childRel = rel === '' ? e.name : `${rel}/${e.name}`;
-      if (e.dir) {
-        if (rel === '' && SYSTEM_DIRS.has(e.name)) continue;
-        yield* this.#walk(childRel, signal);
-      } else if (e.file) {
-        try {
-          const st = await stat(join(this.root, childRel));
-          yield { path: childRel, size: st.size, mtimeMs: Math.trunc(st.mtimeMs), handle: join(this.root, childRel) };
-        } catch (cause) {
-          this.skipped.push({ path: childRel, reason: `cannot stat (${errnoCode(cause) ?? 'error'})` });
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const [i, e] of entries.entries()) {
+      const rel = folder.rel === '' ? e.name : `${folder.rel}/${e.name}`;
+      const abs = Buffer.concat([folder.abs, SLASH, e.d.name]);
+      const escaped = folder.escaped || e.escaped;
+      const twin = entries[i - 1]?.name === e.name || entries[i + 1]?.name === e.name;
+      if (twin && e.escaped) {
+        const error = new ShuttleError('NAME_INVALID', `${join(this.root, rel)}: its name is not valid UTF-8 and reads like another entry's name in the same folder`, { context: { path: rel } });
+        yield { path: rel, error, ...this.#pathBytes(abs, escaped) };
+        continue;
+      }
+      if (e.d.isDirectory()) {
+        if (folder.rel === '' && SYSTEM_DIRS.has(e.name)) {
+          yield { path: rel, skipped: 'system folder' };
+          continue;
         }
+        yield* this.#walk({ abs, rel, escaped }, signal);
+      } else if (e.d.isFile()) {
+        // lstat, not stat: a file swapped for a link since the folder was read is not followed.
+        let st: Stats;
+        try {
+          st = await lstat(abs);
+        } catch (cause) {
+          const error = new ShuttleError('SOURCE_UNREADABLE', `cannot stat ${join(this.root, rel)}: ${errnoCode(cause) ?? String(cause)}`, { cause, context: { path: rel } });
+          yield { path: rel, error, ...this.#pathBytes(abs, escaped) };
+          continue;
+        }
+        if (st.isFile()) yield { path: rel, size: st.size, mtimeMs: Math.trunc(st.mtimeMs), handle: abs, ...this.#pathBytes(abs, escaped) };
+        else yield { path: rel, skipped: skipReason(st) };
       } else {
-        this.skipped.push({ path: childRel, reason: 'not a regular file (symlink, device or socket)' });
+        yield { path: rel, skipped: skipReason(e.d) };
       }
     }
   }
 
+  /** Where a listed item is: the bytes the listing found (names need not be UTF-8), else root + path. */
+  #locator(item: SourceItem): string | Buffer {
+    return Buffer.isBuffer(item.handle) ? item.handle : join(this.root, item.path);
+  }
+
   async open(item: SourceItem, options: OpenOptions = {}): Promise<Readable> {
     throwIfAborted(options.signal);
-    const abs = join(this.root, item.path);
+    const at = this.#locator(item);
+    const shown = join(this.root, item.path);
     const chunkSize = options.chunkSize ?? READ_CHUNK;
     const offset = options.offset ?? 0;
     const recycle = options.recycle ?? 0;
     const canDirect = recycle > 0 && offset % DIRECT_ALIGN === 0 && chunkSize % DIRECT_ALIGN === 0;
     let handle: FileHandle | undefined;
     try {
-      handle = canDirect ? await openDirect(abs, fsConstants.O_RDONLY) : undefined;
+      handle = canDirect ? await openDirect(at, SAFE_OPEN) : undefined;
       const direct = handle !== undefined;
-      handle ??= await openFile(abs, 'r');
-      return new FileChunks(handle, direct, abs, offset, chunkSize, recycle, options.signal);
+      handle ??= await openFile(at, SAFE_OPEN);
+      const st = await handle.stat();
+      checkListed(st, item, shown);
+      const reopen = async (): Promise<FileHandle> => {
+        const again = await openFile(at, SAFE_OPEN);
+        const now = await again.stat().catch(async (e: unknown) => { await again.close().catch(() => {}); throw e; });
+        if (now.dev !== st.dev || now.ino !== st.ino) {
+          await again.close().catch(() => {});
+          throw new ShuttleError('SOURCE_CHANGED', `${shown} was replaced while it was read`, { context: { path: item.path } });
+        }
+        return again;
+      };
+      return new FileChunks(handle, direct, shown, reopen, offset, chunkSize, recycle, options.signal);
     } catch (cause) {
       await handle?.close().catch(() => {});
-      throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${abs}: ${errnoCode(cause) ?? (cause as Error).message}`, { cause, context: { path: abs } });
+      if (cause instanceof ShuttleError) throw cause;
+      if (errnoCode(cause) === 'ELOOP') {
+        throw new ShuttleError('SOURCE_CHANGED', `${shown} is now a symbolic link; not followed`, { cause, context: { path: item.path } });
+      }
+      throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${shown}: ${errnoCode(cause) ?? (cause as Error).message}`, { cause, context: { path: shown } });
     }
   }
 
   async stat(item: SourceItem): Promise<ItemState | undefined> {
     try {
-      const st = await stat(join(this.root, item.path));
-      return { size: st.size, mtimeMs: Math.trunc(st.mtimeMs) };
+      const st = await lstat(this.#locator(item));
+      return st.isFile() ? { size: st.size, mtimeMs: Math.trunc(st.mtimeMs) } : undefined;
     } catch {
       return undefined;
     }
   }
 
   async close(): Promise<void> {}
+}
+
+const SLASH = Buffer.from('/');
+
+/** The opened file must be the one listed: a regular file of the listed size and time. */
+function checkListed(st: Stats, item: SourceItem, shown: string): void {
+  if (!st.isFile()) {
+    throw new ShuttleError('SOURCE_CHANGED', `${shown} is now a ${kindOf(st)}, not the file listed; not read`, { context: { path: item.path } });
+  }
+  const mtimeMs = Math.trunc(st.mtimeMs);
+  if (st.size !== item.size || mtimeMs !== item.mtimeMs) {
+    throw new ShuttleError('SOURCE_CHANGED', `${shown} changed since it was listed (size ${item.size} → ${st.size}, mtime ${item.mtimeMs} → ${mtimeMs})`, {
+      context: { path: item.path, planned: item.size, now: st.size },
+    });
+  }
 }
