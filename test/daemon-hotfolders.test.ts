@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { appendFile, mkdir, open, rename, rm, unlink, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, open, rename, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
@@ -10,6 +11,7 @@ import { DAEMON_LOCK_WAIT_MS } from '../src/daemon/ingest-job.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../src/ingest/settings.js';
 import { JobScheduler } from '../src/daemon/jobs.js';
 import { Journal } from '../src/store/journal.js';
+import { isSourceSkip, type SourceItem } from '../src/device/source.js';
 import { captureLog, writeBurst } from './support/daemon-helpers.js';
 import { tempDir } from './support/tree.js';
 
@@ -206,6 +208,19 @@ describe('hot folder watcher', () => {
     expect(delivered()).toEqual(['one.jpg', 'two.jpg']);
   });
 
+  test('a-symbolic-link-dropped-in-is-handed-on-as-the-link-not-its-target-for-the-listing-to-name', async () => {
+    const outside = await mkdtemp(join(tmpdir(), 'shuttle-outside-'));
+    await writeFile(join(outside, 'secret.jpg'), 'a file outside the hot folder');
+    await startWatcher({ settleMs: 100 });
+    await symlink(join(outside, 'secret.jpg'), join(root, 'link.jpg'));
+    await writeFile(join(root, 'IMG_0001.JPG'), 'A');
+    await until(() => delivered().length === 2, 5_000, 'both entries');
+    const link = batches.flatMap((b) => b.files).find((f) => f.rel === 'link.jpg');
+    // The link's own size (its target's path), not the 29 bytes of the file it points to.
+    expect(link?.size).toBe(join(outside, 'secret.jpg').length);
+    await rm(outside, { recursive: true });
+  });
+
   test('hidden-system-and-temp-paths-are-ignored', () => {
     for (const p of ['.DS_Store', '.shuttle/lock', 'a/.thumbs/x.jpg', 'x.JPG.part', 'x.jpg.crdownload', 'x.tmp', 'x~', '@eaDir/a.jpg', 'System Volume Information/a']) {
       expect(isIgnoredHotPath(p), p).toBe(true);
@@ -215,19 +230,28 @@ describe('hot folder watcher', () => {
 });
 
 describe('hot folder source', () => {
-  test('lists-only-the-batch-files-as-they-are-now-and-leaves-out-files-gone-since', async () => {
+  test('lists-only-the-batch-files-as-they-are-now-and-names-files-gone-since-and-links-as-skipped', async () => {
     await writeFile(join(root, 'a.jpg'), 'AAAA');
     await writeFile(join(root, 'b.jpg'), 'BB');
     await writeFile(join(root, 'not-in-batch.jpg'), 'C');
+    const outside = await mkdtemp(join(tmpdir(), 'shuttle-outside-'));
+    await writeFile(join(outside, 'secret.jpg'), 'SECRET');
+    await symlink(join(outside, 'secret.jpg'), join(root, 'link.jpg'));
     const src = new HotFolderSource(root, [
       { rel: 'a.jpg', size: 1, mtimeMs: 0 },
       { rel: 'b.jpg', size: 2, mtimeMs: 0 },
+      { rel: 'link.jpg', size: 6, mtimeMs: 0 },
     ]);
     await rm(join(root, 'b.jpg'));
-    const items = [];
-    for await (const it of src.list()) items.push(it);
+    const entries = [];
+    for await (const it of src.list()) entries.push(it);
+    const items = entries.filter((e): e is SourceItem => 'size' in e);
     expect(items.map((i) => [i.path, i.size])).toEqual([['a.jpg', 4]]);
-    expect(src.missing).toEqual(['b.jpg']);
+    expect(entries.filter(isSourceSkip)).toEqual([
+      { path: 'b.jpg', skipped: 'gone before it was read' },
+      { path: 'link.jpg', skipped: 'symbolic link (not followed)' },
+    ]);
+    await rm(outside, { recursive: true });
     const chunks: Buffer[] = [];
     for await (const c of await src.open(items[0]!)) chunks.push(c as Buffer);
     expect(Buffer.concat(chunks).toString()).toBe('AAAA');

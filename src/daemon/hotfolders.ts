@@ -1,10 +1,10 @@
-import { readdir, stat } from 'node:fs/promises';
+import { lstat, readdir, stat } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Stats } from 'node:fs';
-import { FolderSource } from '../device/card/folder-source.js';
-import type { ItemState, OpenOptions, Source, SourceIdentity, SourceItem } from '../device/source.js';
+import { FolderSource, skipReason } from '../device/card/folder-source.js';
+import type { ItemState, OpenOptions, Source, SourceEntry, SourceIdentity, SourceItem } from '../device/source.js';
 import { throwIfAborted } from '../errors.js';
 import type { Logger } from '../log.js';
 
@@ -210,8 +210,9 @@ export class HotFolderWatcher {
       const abs = join(dir, e.name);
       if (isIgnoredHotPath(this.#rel(abs))) continue;
       if (e.isDirectory()) await this.#reconcile(abs);
-      else if (e.isFile()) {
-        const st = await stat(abs).catch(() => undefined);
+      else {
+        // Not only regular files: a link or FIFO goes on to the batch too, where the listing names it as skipped.
+        const st = await lstat(abs).catch(() => undefined);
         if (st) this.#seen(abs, st);
       }
     }
@@ -244,7 +245,7 @@ export class HotFolderWatcher {
   }
 
   #seen(path: string, stats: Stats | undefined): void {
-    if (this.#closed || !stats?.isFile()) return;
+    if (this.#closed || stats === undefined || stats.isDirectory()) return;
     const rel = this.#rel(path);
     if (rel.startsWith('..') || isIgnoredHotPath(rel)) return;
     const now = Date.now();
@@ -298,9 +299,10 @@ export class HotFolderWatcher {
   }
 
   async #confirm(rel: string, seen: Settling): Promise<void> {
-    const st = await stat(join(this.root, rel)).catch(() => undefined);
+    // lstat: a symbolic link is never followed; it is handed on like a file and named as skipped by the listing.
+    const st = await lstat(join(this.root, rel)).catch(() => undefined);
     if (this.#closed || this.#settling.get(rel) !== seen) return; // changed or gone meanwhile: its own event handles it
-    if (!st?.isFile()) {
+    if (st === undefined || st.isDirectory()) {
       this.#settling.delete(rel);
       return;
     }
@@ -338,9 +340,6 @@ export class HotFolderSource implements Source {
   readonly uri: string;
   readonly #folder: FolderSource;
   readonly #files: readonly HotFile[];
-  /** Batch files gone before they were listed. */
-  readonly missing: string[] = [];
-
   constructor(root: string, files: readonly HotFile[]) {
     this.#folder = new FolderSource(root);
     this.uri = this.#folder.uri;
@@ -352,16 +351,14 @@ export class HotFolderSource implements Source {
     return this.#folder.identity();
   }
 
-  async *list(signal?: AbortSignal): AsyncIterable<SourceItem> {
+  async *list(signal?: AbortSignal): AsyncIterable<SourceEntry> {
     for (const f of this.#files) {
       throwIfAborted(signal);
       const abs = join(this.#folder.root, f.rel);
-      const st = await stat(abs).catch(() => undefined);
-      if (!st?.isFile()) {
-        this.missing.push(f.rel);
-        continue;
-      }
-      yield { path: f.rel, size: st.size, mtimeMs: Math.trunc(st.mtimeMs), handle: abs };
+      const st = await lstat(abs).catch(() => undefined);
+      if (st === undefined) yield { path: f.rel, skipped: 'gone before it was read' };
+      else if (!st.isFile()) yield { path: f.rel, skipped: skipReason(st) };
+      else yield { path: f.rel, size: st.size, mtimeMs: Math.trunc(st.mtimeMs), handle: abs };
     }
   }
 

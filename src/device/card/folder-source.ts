@@ -146,7 +146,7 @@ function kindOf(e: Kind): string {
 }
 
 /** Why such an entry is left out of the listing. */
-function skipReason(e: Kind): string {
+export function skipReason(e: Kind): string {
   return e.isSymbolicLink() ? 'symbolic link (not followed)' : `${kindOf(e)} (never opened)`;
 }
 
