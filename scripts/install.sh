@@ -5,7 +5,8 @@
 # this script sits in (run from an unpacked artifact: sudo ./scripts/install.sh). Needs root; needs no
 # npm, compiler or system Node (the artifact carries its runtime). It
 #   - creates the system user and group `shuttle` (systemd-sysusers, else useradd),
-#   - installs the program under PREFIX (default /opt/shuttle) and links /usr/local/bin/shuttle,
+#   - installs the program under PREFIX (default /opt/shuttle: a new or empty folder, or an earlier
+#     install, never one holding other things) and links /usr/local/bin/shuttle,
 #   - installs the systemd units in /etc/systemd/system and the udev rules in /etc/udev/rules.d,
 #   - writes /etc/shuttle/config.toml (every line commented), /etc/shuttle/aws-credentials (S3 keys)
 #     and /etc/shuttle/card.env (card unit settings) unless they exist: yours are never overwritten,
@@ -23,7 +24,7 @@ while (($#)); do
   case $1 in
     --prefix) prefix=$2; shift 2 ;;
     --no-start) start=no; shift ;;
-    -h | --help) sed -n '2,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,20s/^# \{0,1\}//p' "$0"; exit 0 ;;
     -*) echo "install.sh: unknown option $1" >&2; exit 2 ;;
     *) artifact=$1; shift ;;
   esac
@@ -35,7 +36,25 @@ die() { say "$*"; exit 1; }
 
 case $prefix in /*) ;; *) die "--prefix must be an absolute path" ;; esac
 prefix=${prefix%/}
+# The prefix goes into unit files, where quotes, backslashes, $ and % mean something to systemd.
+case $prefix in
+  '' | *[!A-Za-z0-9/._@+,:=~\ \&-]* | */../* | */.. | */./* | */.) die "--prefix '$prefix' is not a folder Shuttle can be installed in (a new or empty folder like /opt/shuttle; letters, digits, spaces and / . _ - + @ , : = ~ & only)" ;;
+esac
 if [ -z "$destdir" ] && [ "$(id -u)" -ne 0 ]; then die "run as root (sudo $0)"; fi
+
+target=$destdir$prefix
+# The program's folder is replaced whole, so it must be Shuttle's (an earlier install) or new or empty:
+# never /usr/local or a folder some other software keeps its files in. The same for the .new and .old
+# folders an interrupted install may have left beside it.
+shuttle_tree() { [ -f "$1/.shuttle-artifact" ]; }
+replaceable() {
+  if [ ! -e "$1" ] && [ ! -L "$1" ]; then return 0; fi
+  if shuttle_tree "$1"; then return 0; fi
+  [ -d "$1" ] && [ ! -L "$1" ] && [ -z "$(ls -A "$1")" ]
+}
+for dir in "$target" "$target.new" "$target.old"; do
+  replaceable "$dir" || die "$dir holds something other than a Shuttle install; refusing to replace it (choose a new or empty folder for --prefix, e.g. /opt/shuttle)"
+done
 
 # The artifact: a tarball to unpack, a folder, or the one this script belongs to.
 cleanup=
@@ -57,7 +76,6 @@ case "$(sed -n 's/^arch=//p' "$artifact/.shuttle-artifact")/$machine" in
 esac
 
 root=${destdir:-/}
-target=$destdir$prefix
 units=$destdir/etc/systemd/system
 rules=$destdir/etc/udev/rules.d
 etc=$destdir/etc/shuttle
@@ -89,8 +107,22 @@ ln -sfn "$prefix/bin/shuttle" "$destdir/usr/local/bin/shuttle"
 say "systemd units: $units"
 mkdir -p "$units"
 for unit in "$target"/systemd/*.service; do
-  # The units name /opt/shuttle; another prefix is written into the installed copies.
-  sed "s|/opt/shuttle/|$prefix/|g" "$unit" > "$units/$(basename "$unit")"
+  # The units name /opt/shuttle; another prefix is written into the installed copies: quoted on Exec
+  # lines when it has spaces (systemd splits commands there), with spaces as %20 in the Documentation URL
+  # (%% there: systemd expands specifiers in it). awk's index/substr take the prefix literally, & included.
+  PREFIX=$prefix awk '
+    BEGIN { old = "/opt/shuttle/"; p = ENVIRON["PREFIX"]; quote = index(p, " ") > 0; url = p; gsub(/ /, "%%20", url) }
+    {
+      line = $0; out = ""; exec = line ~ /^Exec[A-Za-z]*=/; doc = line ~ /^Documentation=/
+      while ((i = index(line, old)) > 0) {
+        out = out substr(line, 1, i - 1); rest = substr(line, i + length(old))
+        if (exec && quote) {
+          j = index(rest, " "); if (j == 0) j = length(rest) + 1
+          out = out "\"" p "/" substr(rest, 1, j - 1) "\""; line = substr(rest, j)
+        } else { out = out (doc ? url : p) "/"; line = rest }
+      }
+      print out line
+    }' "$unit" > "$units/$(basename "$unit")"
   chmod 0644 "$units/$(basename "$unit")"
 done
 

@@ -10,6 +10,8 @@ export type ErrorCode =
   | 'SOURCE_UNREADABLE'
   | 'SOURCE_CHANGED'
   | 'SOURCE_NOT_FOUND'
+  /** A source went past a bound on its listing (objects, folder depth, listed entries): broken or hostile. */
+  | 'SOURCE_LIMIT'
   | 'DEST_NOT_WRITABLE'
   | 'DEST_MARKER_MISSING'
   | 'DEST_MARKER_MISMATCH'

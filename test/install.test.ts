@@ -204,6 +204,97 @@ describe('installer arguments', () => {
     expect(existsSync(join(root, 'srv/apps/shuttle/bin/shuttle'))).toBe(true);
   });
 
+  test.each([['/usr/local'], ['/opt/vendor']])('a-prefix-of-%s-holding-other-things-is-refused-and-left-as-it-was', async (prefix) => {
+    const root = join(work, `root-refused-${prefix.replaceAll('/', '-')}`);
+    await mkdir(join(root, prefix, 'bin'), { recursive: true });
+    await writeFile(join(root, prefix, 'bin', 'other-tool'), 'theirs');
+    const r = install(root, '--prefix', prefix);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`${join(root, prefix)} holds something other than a Shuttle install`);
+    expect(await readFile(join(root, prefix, 'bin', 'other-tool'), 'utf8')).toBe('theirs');
+    expect(await readdir(join(root, prefix))).toEqual(['bin']);
+    expect(existsSync(join(root, 'etc/systemd'))).toBe(false);
+  });
+
+  test('an-interrupted-installs-leftover-beside-the-prefix-is-replaced-only-if-it-is-shuttles', async () => {
+    const root = join(work, 'root-sibling');
+    // Another vendor's folder happens to be named like our .old.
+    await mkdir(join(root, 'opt/shuttle.old'), { recursive: true });
+    await writeFile(join(root, 'opt/shuttle.old/data'), 'theirs');
+    const r = install(root);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('shuttle.old holds something other than a Shuttle install');
+    expect(await readFile(join(root, 'opt/shuttle.old/data'), 'utf8')).toBe('theirs');
+  });
+
+  test('uninstall-refuses-a-prefix-that-is-not-a-shuttle-install-before-removing-anything', async () => {
+    const root = join(work, 'root-uninstall-refused');
+    ok(install(root), 'install.sh');
+    await mkdir(join(root, 'opt/vendor'), { recursive: true });
+    await writeFile(join(root, 'opt/vendor/data'), 'theirs');
+    for (const prefix of ['/opt/vendor', '/']) {
+      const r = uninstall(root, '--prefix', prefix);
+      expect(r.status, prefix).toBe(1);
+      expect(r.stderr).toContain('is not a Shuttle install');
+    }
+    expect(await readFile(join(root, 'opt/vendor/data'), 'utf8')).toBe('theirs');
+    // The real install is untouched too: the refusal came before the units and rules went.
+    expect(existsSync(join(root, 'etc/systemd/system/shuttle.service'))).toBe(true);
+    expect(existsSync(join(root, 'opt/shuttle/dist/main.js'))).toBe(true);
+  });
+
+  test('a-prefix-with-spaces-and-an-ampersand-installs-verifies-runs-and-uninstalls', async () => {
+    const root = join(work, 'root-spaces');
+    const prefix = '/srv/my apps & co/shuttle';
+    ok(install(root, '--prefix', prefix), 'install.sh --prefix with spaces');
+    const unit = await readFile(join(root, 'etc/systemd/system/shuttle.service'), 'utf8');
+    expect(unit).toContain(`ExecStart="${prefix}/bin/shuttle" --config /etc/shuttle/config.toml run`);
+    expect(unit).toContain('Documentation=file:/srv/my%%20apps%%20&%%20co/shuttle/README.md');
+    const card = await readFile(join(root, 'etc/systemd/system/shuttle-card@.service'), 'utf8');
+    expect(card).toContain(`ExecStartPre=+"${prefix}/lib/shuttle-card" mount %I`);
+    expect(card).not.toContain('/opt/shuttle/');
+    expect(await readlink(join(root, 'usr/local/bin/shuttle'))).toBe(`${prefix}/bin/shuttle`);
+    // systemd reads the quoted paths as the installed programs (verify checks that each Exec= path exists).
+    await cp('/usr/lib/systemd/system', join(root, 'usr/lib/systemd/system'), { recursive: true, verbatimSymlinks: true });
+    const v = run('systemd-analyze', ['verify', `--root=${root}`, 'shuttle.service', 'shuttle-card@sdb1.service']);
+    expect({ status: v.status, messages: v.stderr.trim() }).toEqual({ status: 0, messages: '' });
+    expect(ok(run(join(root, prefix, 'bin/shuttle'), ['--version']), 'shuttle --version').stdout.trim()).toBe(VERSION);
+
+    ok(uninstall(root, '--prefix', prefix), 'uninstall.sh --prefix with spaces');
+    expect(existsSync(join(root, prefix))).toBe(false);
+    expect(existsSync(join(root, 'usr/local/bin/shuttle'))).toBe(false);
+    expect(existsSync(join(root, 'etc/systemd/system/shuttle.service'))).toBe(false);
+    expect(existsSync(join(root, 'srv/my apps & co'))).toBe(true);
+  });
+
+  test('purge-also-removes-the-cache-the-drop-ins-and-the-runtime-folders-but-not-a-mounted-card', async () => {
+    const root = join(work, 'root-purge');
+    ok(install(root), 'install.sh');
+    const made = [
+      'var/cache/shuttle/node-compile-cache/v8',
+      'etc/systemd/system/shuttle.service.d/override.conf',
+      'etc/systemd/system/shuttle-card@.service.d/override.conf',
+      'etc/systemd/system/shuttle-card@sdb1.service.d/override.conf',
+      'run/shuttle/locks/a.lock',
+      'run/shuttle-card/sdb1',
+    ];
+    for (const f of made) {
+      await mkdir(join(root, f, '..'), { recursive: true });
+      await writeFile(join(root, f), '');
+    }
+    // A mount point left empty, and one that still holds a card's files.
+    await mkdir(join(root, 'media/shuttle/sdb1'), { recursive: true });
+    await mkdir(join(root, 'media/shuttle/sdc1/DCIM'), { recursive: true });
+    await mkdir(join(root, 'etc/systemd/system/other.service.d'), { recursive: true });
+    const r = ok(uninstall(root, '--purge'), 'uninstall.sh --purge');
+    for (const gone of ['var/cache/shuttle', 'etc/systemd/system/shuttle.service.d', 'etc/systemd/system/shuttle-card@.service.d', 'etc/systemd/system/shuttle-card@sdb1.service.d', 'run/shuttle', 'run/shuttle-card', 'media/shuttle/sdb1']) {
+      expect(existsSync(join(root, gone)), gone).toBe(false);
+    }
+    expect(existsSync(join(root, 'media/shuttle/sdc1/DCIM'))).toBe(true);
+    expect(r.stderr).toContain('media/shuttle/sdc1: a card is still mounted there');
+    expect(existsSync(join(root, 'etc/systemd/system/other.service.d'))).toBe(true);
+  });
+
   test('refuses-a-folder-that-is-not-a-shuttle-build', () => {
     const r = run(join(REPO, 'scripts/install.sh'), [REPO], { env: { DESTDIR: join(work, 'root-refused') } });
     expect(r.status).toBe(1);

@@ -163,6 +163,8 @@ describe('units', () => {
     expect(d.get('ExecStart')?.[0]).toMatch(/ run$/);
     // V8 needs writable executable memory: this setting kills the daemon at start.
     expect(d.get('MemoryDenyWriteExecute') ?? []).not.toContain('yes');
+    // A backstop against a runaway daemon: a share of the machine, so small boxes and large ones both fit.
+    expect(d.get('MemoryMax')).toEqual([expect.stringMatching(/^\d+%$/)]);
   });
 
   test('card-unit-is-bound-to-its-device-and-asks-the-daemon-to-ingest-the-mount', async () => {
@@ -174,6 +176,7 @@ describe('units', () => {
     // Mount, unmount and power-off are the only privileged steps.
     const privileged = [...(d.get('ExecCondition') ?? []), ...(d.get('ExecStartPre') ?? []), ...(d.get('ExecStopPost') ?? [])];
     expect(privileged.every((c) => c.startsWith('+/opt/shuttle/lib/shuttle-card '))).toBe(true);
+    expect(d.get('MemoryMax')).toEqual([expect.stringMatching(/^\d+[KMG]$/)]);
   });
 });
 

@@ -9,6 +9,7 @@ import { PtpCamera } from './ptp/camera.js';
 import { parsePtpDate } from './ptp/codec.js';
 import { ResponseCode, hex32 } from './ptp/codes.js';
 import type { ObjectInfo } from './ptp/datasets.js';
+import { ListingBudget, type ListingLimits } from './ptp/listing-budget.js';
 import type { PtpQuirks } from './ptp/quirks.js';
 import { responseCodeOf } from './ptp/session.js';
 import { connectPtpIp, loadOrCreateInitiatorIdentity } from './ptpip/transport.js';
@@ -23,6 +24,8 @@ export interface CameraItemHandle {
 export interface CameraSourceOptions {
   /** IANA zone of the camera's clock: ObjectInfo dates without a zone marker are read in it. Default: this host's zone. */
   timeZone?: string;
+  /** Bounds on a listing, against a device that lists without end (defaults: DEFAULT_LISTING_LIMITS). */
+  listingLimits?: Partial<ListingLimits>;
   logger?: Logger;
 }
 
@@ -38,6 +41,7 @@ function isCameraHandle(h: unknown): h is CameraItemHandle {
 export class PtpCameraSource implements Source {
   private readonly timeZone: string | undefined;
   private readonly log: Logger;
+  private readonly listingLimits: Partial<ListingLimits>;
 
   constructor(
     readonly camera: PtpCamera,
@@ -46,6 +50,7 @@ export class PtpCameraSource implements Source {
   ) {
     this.timeZone = opts.timeZone;
     this.log = opts.logger ?? silentLogger;
+    this.listingLimits = opts.listingLimits ?? {};
   }
 
   async identity(signal?: AbortSignal): Promise<SourceIdentity> {
@@ -73,8 +78,9 @@ export class PtpCameraSource implements Source {
   }
 
   /** Storage folder names: the description the camera gives, else the id; made unique when two slots share one. */
-  private async storageNames(signal?: AbortSignal): Promise<Map<number, string>> {
+  private async storageNames(budget: ListingBudget, signal?: AbortSignal): Promise<Map<number, string>> {
     const ids = await this.camera.storageIds(signal);
+    budget.entriesListed(ids.length);
     const names = new Map<number, string>();
     const seen = new Map<string, number>();
     for (const id of ids) {
@@ -92,10 +98,12 @@ export class PtpCameraSource implements Source {
     return names;
   }
 
+  /** Files as the camera's walk finds them, within the listing limits (SOURCE_LIMIT past them). */
   async *list(signal?: AbortSignal): AsyncIterable<SourceItem> {
-    const names = await this.storageNames(signal);
+    const budget = new ListingBudget(this.listingLimits, { uri: this.uri });
+    const names = await this.storageNames(budget, signal);
     for (const [storageId, storageName] of names) {
-      for await (const obj of this.camera.walk(storageId, signal)) {
+      for await (const obj of this.camera.walk(storageId, signal, budget)) {
         const size = await this.camera.objectSize(obj.handle, obj.info, signal);
         const handle: CameraItemHandle = { storageId, objectHandle: obj.handle };
         yield { path: [storageName, ...obj.path].join('/'), size: size ?? obj.info.compressedSize, mtimeMs: this.mtimeOf(obj.info), handle };

@@ -87,7 +87,7 @@ export async function openUsbCamera(found: FoundUsbCamera, opts: { logger?: Logg
 function sourceFor(camera: PtpCamera, uri: string, info: UsbCameraInfo, opts: UsbCameraSourceOptions): UsbCameraSource {
   // A device that writes its dates in a known zone (QEMU: UTC) overrides the configured camera clock zone.
   const timeZone = camera.quirks.objectDatesZone ?? opts.timeZone;
-  return new UsbCameraSource(camera, uri, info, { logger: opts.logger, ...(timeZone ? { timeZone } : {}) });
+  return new UsbCameraSource(camera, uri, info, { logger: opts.logger, ...(timeZone ? { timeZone } : {}), ...(opts.listingLimits ? { listingLimits: opts.listingLimits } : {}) });
 }
 
 function noCamera(selector: string): ShuttleError {

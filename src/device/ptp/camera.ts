@@ -18,6 +18,7 @@ import {
   type ObjectInfo,
   type StorageInfo,
 } from './datasets.js';
+import { ListingBudget } from './listing-budget.js';
 import { quirksFor, type PtpQuirks } from './quirks.js';
 import { PtpSession, responseCodeOf, type PtpTransport } from './session.js';
 
@@ -147,11 +148,12 @@ export class PtpCamera {
   }
 
   /**
-   * Every file of a storage, depth first. Folders are walked one by one (GetObjectHandles on each
-   * association): some devices return only the root level for a whole-storage query, others return
-   * everything; handles seen twice are skipped either way, and paths come from each object's parent chain.
+   * Every file of a storage, depth first, handed on as it is found. Folders are walked one by one
+   * (GetObjectHandles on each association): some devices return only the root level for a whole-storage
+   * query, others return everything; handles seen twice are skipped either way, and paths come from each
+   * object's parent chain. `budget` bounds the walk (shared by the walks of one camera's storages).
    */
-  async *walk(storageId: number, signal?: AbortSignal): AsyncGenerator<CameraObject> {
+  async *walk(storageId: number, signal?: AbortSignal, budget = new ListingBudget()): AsyncGenerator<CameraObject> {
     const infos = new Map<number, ObjectInfo>();
     const folderPaths = new Map<number, string[]>();
     const visited = new Set<number>();
@@ -168,42 +170,52 @@ export class PtpCamera {
       if (handle === 0 || handle === storageId || handle === ROOT_OBJECTS) return [];
       const known = folderPaths.get(handle);
       if (known) return known;
-      if (depth > 64) throw protocolError('walk objects', `folder chain deeper than 64 at handle ${hex32(handle)}`, { handle });
+      // A parent chain that loops reads as folders without end.
+      budget.folderDepth(depth + 1, `handle ${hex32(handle)}`);
       const i = await info(handle);
       const parent = i.parentObject === handle ? 0 : i.parentObject;
       const p = [...(await folderPath(parent, depth + 1)), i.filename];
       folderPaths.set(handle, p);
       return p;
     };
+    const list = async (parent: number): Promise<number[]> => {
+      const handles = await this.objectHandles(storageId, parent, signal);
+      budget.entriesListed(handles.length);
+      return handles;
+    };
 
     let roots: number[];
     try {
-      roots = await this.objectHandles(storageId, ROOT_OBJECTS, signal);
+      roots = await list(ROOT_OBJECTS);
     } catch (err) {
       const code = responseCodeOf(err);
       if (code !== ResponseCode.ParameterNotSupported && code !== ResponseCode.InvalidParameter && code !== ResponseCode.InvalidObjectHandle) throw err;
       this.log.debug({ storageId }, 'root-level listing refused; listing the whole storage');
-      roots = await this.objectHandles(storageId, 0, signal);
+      roots = await list(0);
     }
-    const stack: number[][] = [roots];
+    // Each level is read by index: shifting a list of many thousand handles one by one costs quadratic time.
+    const stack: Array<{ handles: number[]; next: number }> = [{ handles: roots, next: 0 }];
     while (stack.length > 0) {
-      const level = stack[stack.length - 1] as number[];
-      const handle = level.shift();
-      if (handle === undefined) {
+      const level = stack[stack.length - 1] as { handles: number[]; next: number };
+      if (level.next >= level.handles.length) {
         stack.pop();
         continue;
       }
+      const handle = level.handles[level.next++] as number;
       throwIfAborted(signal);
       if (visited.has(handle)) continue;
       visited.add(handle);
       const i = await info(handle);
       infos.delete(handle);
+      const parent = i.parentObject === handle ? 0 : i.parentObject;
       if (i.objectFormat === ObjectFormat.Association) {
-        folderPaths.set(handle, [...(await folderPath(i.parentObject === handle ? 0 : i.parentObject)), i.filename]);
-        stack.push(await this.objectHandles(storageId, handle, signal));
+        const p = [...(await folderPath(parent)), i.filename];
+        budget.folderDepth(p.length, p.join('/'));
+        folderPaths.set(handle, p);
+        stack.push({ handles: await list(handle), next: 0 });
         continue;
       }
-      const parent = i.parentObject === handle ? 0 : i.parentObject;
+      budget.objectListed();
       yield { storageId, handle, info: i, path: [...(await folderPath(parent)), i.filename] };
     }
   }
@@ -284,9 +296,12 @@ export class PtpCamera {
     }
   }
 
-  /** The data-in phase of one operation as an iterable; leaving it early abandons the transaction. */
+  /**
+   * The data-in phase of one operation as an iterable; leaving it early abandons the transaction. The
+   * device may send no more than `expectedDataBytes` when that is known: more fails at once.
+   */
   private async *transfer(code: number, params: number[], signal: AbortSignal | undefined, expectedDataBytes?: number): AsyncGenerator<Uint8Array> {
-    const gen = this.session.exchange({ code, params, signal, expectedDataBytes }, 'in');
+    const gen = this.session.exchange({ code, params, signal, expectedDataBytes, maxDataBytes: expectedDataBytes }, 'in');
     let done = false;
     try {
       for (;;) {

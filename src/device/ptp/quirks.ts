@@ -18,6 +18,13 @@ export interface PtpQuirks {
   /** Inactivity timeout for ordinary operations in milliseconds (libgphoto2: 20 s). */
   operationTimeoutMs: number;
   /**
+   * Slowest a data-in phase may deliver, in bytes per second over `dataRateWindowMs` of waiting for the
+   * device (time the reader spends on a chunk does not count); 0 turns the floor off. A device that
+   * trickles a byte now and then is never silent long enough for the inactivity timeout.
+   */
+  minDataRate: number;
+  dataRateWindowMs: number;
+  /**
    * IANA zone the device writes ObjectInfo dates in when it adds no zone marker, if that is a property of
    * the device rather than of its owner's clock (QEMU usb-mtp writes UTC). Undefined: the camera clock's
    * zone from configuration applies.
@@ -31,6 +38,9 @@ export const DEFAULT_QUIRKS: Readonly<PtpQuirks> = Object.freeze({
   avoidPartialObject: false,
   partialObjectBlockSize: 1024 * 1024,
   operationTimeoutMs: 20_000,
+  // Far below a camera on a weak Wi-Fi link; a trickle slower than this would hold a 30 MB RAW for half an hour.
+  minDataRate: 16 * 1024,
+  dataRateWindowMs: 30_000,
   objectDatesZone: undefined,
 });
 

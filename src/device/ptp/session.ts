@@ -83,6 +83,11 @@ export interface OperationRequest {
   timeoutMs?: number;
   /** Payload bytes expected in the data-in phase, when known (see PtpCommand). */
   expectedDataBytes?: number | undefined;
+  /**
+   * Most payload bytes the data-in phase may have (an object's size from ObjectInfo, a partial read's
+   * length): a device announcing or sending more fails the operation at once, before the excess is passed on.
+   */
+  maxDataBytes?: number | undefined;
   signal?: AbortSignal | undefined;
 }
 
@@ -175,20 +180,36 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T
   });
 }
 
+/** A data-in phase slower than `minBytes` per `windowMs` of waiting fails (see PtpQuirks.minDataRate). */
+interface RateFloor {
+  windowMs: number;
+  minBytes: number;
+}
+
 /**
- * Aborts its signal when the device has been silent for `ms`; paused while the consumer holds a chunk.
- * Re-arming per chunk only moves a deadline: the one timer pending checks it when it fires and sleeps on
- * for what is left, instead of a clearTimeout + setTimeout per chunk.
+ * Aborts its signal when the device has been silent for `ms`, or, while measuring a data-in phase, when it
+ * delivered less than the floor over a window of waiting. Paused while the consumer holds a chunk: only
+ * time spent waiting for the device counts. Re-arming per chunk only moves a deadline: the one timer
+ * pending checks it when it fires and sleeps on for what is left, instead of a clearTimeout + setTimeout
+ * per chunk.
  */
-class InactivityTimer {
+class DeviceWatch {
   private readonly controller = new AbortController();
   private timer: NodeJS.Timeout | undefined;
   private deadline = 0;
   private running = false;
+  /** Start of the waiting not yet added to `waited`. */
+  private since = 0;
+  private measuring = false;
+  /** Waiting time and bytes of the current floor window. */
+  private waited = 0;
+  private bytes = 0;
 
   constructor(
     private readonly ms: number,
-    private readonly makeError: () => ShuttleError,
+    private readonly floor: RateFloor | undefined,
+    private readonly silentError: () => ShuttleError,
+    private readonly slowError: (bytes: number, waitedMs: number) => ShuttleError,
   ) {}
 
   get signal(): AbortSignal {
@@ -197,20 +218,66 @@ class InactivityTimer {
 
   arm(): void {
     if (this.controller.signal.aborted) return;
-    this.running = true;
-    this.deadline = Date.now() + this.ms;
-    this.timer ??= setTimeout(() => this.check(), this.ms);
+    const now = Date.now();
+    if (!this.running) {
+      this.running = true;
+      this.since = now;
+    }
+    this.deadline = now + this.ms;
+    if (!this.timer) this.schedule(now);
+  }
+
+  /** Starts (or stops) holding the device's data to the floor; a new window begins. */
+  measure(on: boolean): void {
+    if (!this.floor || this.measuring === on) return;
+    const now = Date.now();
+    this.measuring = on;
+    this.waited = 0;
+    this.bytes = 0;
+    this.since = now;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.running) this.schedule(now);
+  }
+
+  received(bytes: number): void {
+    this.bytes += bytes;
+  }
+
+  private schedule(now: number): void {
+    let at = this.deadline;
+    if (this.measuring && this.floor) at = Math.min(at, this.since + this.floor.windowMs - this.waited);
+    this.timer = setTimeout(() => this.check(), Math.max(0, at - now));
   }
 
   private check(): void {
     this.timer = undefined;
     if (!this.running) return;
-    const left = this.deadline - Date.now();
-    if (left > 0) this.timer = setTimeout(() => this.check(), left);
-    else this.controller.abort(this.makeError());
+    const now = Date.now();
+    if (now >= this.deadline) {
+      this.controller.abort(this.silentError());
+      return;
+    }
+    this.account(now);
+    if (!this.controller.signal.aborted) this.schedule(now);
+  }
+
+  /** Adds the waiting since the last call to the window, and judges the window once it is full. */
+  private account(now: number): void {
+    if (!this.measuring || !this.floor) return;
+    this.waited += now - this.since;
+    this.since = now;
+    if (this.waited < this.floor.windowMs) return;
+    if (this.bytes < this.floor.minBytes) {
+      this.controller.abort(this.slowError(this.bytes, this.waited));
+      return;
+    }
+    this.waited = 0;
+    this.bytes = 0;
   }
 
   pause(): void {
+    if (this.running) this.account(Date.now());
     this.running = false;
   }
 
@@ -240,7 +307,7 @@ function linkSignals(a: AbortSignal | undefined, b: AbortSignal): { signal: Abor
   };
 }
 
-async function* touching(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, timer: InactivityTimer): AsyncGenerator<Uint8Array> {
+async function* touching(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, timer: DeviceWatch): AsyncGenerator<Uint8Array> {
   for await (const c of chunks) {
     timer.arm();
     yield c;
@@ -307,10 +374,20 @@ export class PtpSession {
     const opName = operationName(req.code);
     const tid = req.code === OperationCode.OpenSession ? 0 : this.allocateTransactionId();
     const timeoutMs = req.timeoutMs ?? this.quirks.operationTimeoutMs;
+    const max = req.maxDataBytes;
     const context = { operation: opName, operationCode: hex16(req.code), transactionId: tid };
-    const timer = new InactivityTimer(
+    const rate = this.quirks.minDataRate;
+    const windowMs = this.quirks.dataRateWindowMs;
+    const floor = phase === 'in' && rate > 0 ? { windowMs, minBytes: Math.ceil((rate * windowMs) / 1000) } : undefined;
+    const timer = new DeviceWatch(
       timeoutMs,
+      floor,
       () => new ShuttleError('PTP_TIMEOUT', `${opName}: the device sent nothing for ${timeoutMs} ms`, { context: { ...context, timeoutMs }, retryable: true }),
+      (bytes, waitedMs) =>
+        new ShuttleError('PTP_TIMEOUT', `${opName}: the device sent only ${bytes} bytes in ${(waitedMs / 1000).toFixed(1)} s, slower than the floor of ${rate} bytes/s; transfer abandoned`, {
+          context: { ...context, bytes, waitedMs, minDataRate: rate },
+          retryable: true,
+        }),
     );
     const link = linkSignals(signal, timer.signal);
     const linkSignal = link.signal;
@@ -353,6 +430,14 @@ export class PtpSession {
         }
         if (item.kind === 'data-start') {
           announced = item.totalLength;
+          if (max !== undefined && announced !== undefined && announced > max) {
+            throw protocolError(opName, `device announced ${announced} bytes, more than the ${max} asked for`, { ...context, expected: max, actual: announced });
+          }
+          timer.measure(true);
+          continue;
+        }
+        if (item.kind === 'data-end') {
+          timer.measure(false);
           continue;
         }
         if (item.kind === 'data') {
@@ -360,7 +445,12 @@ export class PtpSession {
           if (announced !== undefined && received > announced) {
             throw protocolError(opName, `device sent ${received} bytes, more than the ${announced} it announced`, { ...context, expected: announced, actual: received });
           }
+          if (max !== undefined && received > max) {
+            throw protocolError(opName, `device sent more than the ${max} bytes asked for`, { ...context, expected: max, actual: received });
+          }
+          timer.received(item.bytes.byteLength);
           timer.pause();
+          if (timer.signal.aborted) throw timer.signal.reason as ShuttleError;
           yield item.bytes;
           throwIfAborted(signal);
           timer.arm();
@@ -392,19 +482,15 @@ export class PtpSession {
     }
   }
 
-  /** An operation whose data-in phase is a dataset: read whole, refusing more than `maxBytes`. */
+  /** An operation whose data-in phase is a dataset: read whole, refusing more than `maxBytes` (as it is announced or arrives). */
   async runDataIn(req: OperationRequest, maxBytes = DEFAULT_DATASET_LIMIT): Promise<{ response: PtpResponse; data: Buffer }> {
     const chunks: Uint8Array[] = [];
     let total = 0;
-    const gen = this.exchange(req, 'in');
+    const gen = this.exchange({ ...req, maxDataBytes: Math.min(maxBytes, req.maxDataBytes ?? maxBytes) }, 'in');
     for (;;) {
       const r = await gen.next();
       if (r.done) return { response: r.value, data: Buffer.concat(chunks, total) };
       total += r.value.byteLength;
-      if (total > maxBytes) {
-        await gen.return(undefined as never).catch(() => undefined);
-        throw protocolError(operationName(req.code), `dataset exceeds ${maxBytes} bytes`, { expected: `≤ ${maxBytes}`, actual: total });
-      }
       chunks.push(Buffer.from(r.value));
     }
   }

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { copyFile, mkdir, open, readdir, realpath, rename, stat, statfs, unlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { watch, type FSWatcher } from 'chokidar';
 import { ShuttleError, errnoCode } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
@@ -53,7 +54,21 @@ export interface SimulatorOptions {
   associationZeroMeans?: 'all' | 'root';
   /** Watch the folder and announce new files with ObjectAdded. Default true. */
   watch?: boolean;
+  /** Test-only: behave like a broken or hostile camera. */
+  misbehave?: SimulatorMisbehaviour;
   logger?: Logger;
+}
+
+/** What a broken or hostile camera does, for tests of the initiator's bounds. */
+export interface SimulatorMisbehaviour {
+  /** Only these objects (paths relative to the served folder) misbehave in their data; default: every object. */
+  paths?: readonly string[];
+  /** GetObject and the partial reads announce and send this many bytes more than the object has (or than asked for). */
+  overrunBytes?: number;
+  /** Object data goes out `bytes` at a time, `intervalMs` apart. */
+  trickle?: { bytes: number; intervalMs: number };
+  /** Every GetObjectHandles answer lists its handles this many times over. */
+  repeatHandles?: number;
 }
 
 interface SimObject {
@@ -233,6 +248,31 @@ async function* fileChunks(file: string, start: number, length: number, signal: 
   }
 }
 
+/** `length` zero bytes, made as they are pulled. */
+async function* junk(length: number, signal: AbortSignal, sent: (n: number) => void): AsyncGenerator<Uint8Array> {
+  const buf = Buffer.alloc(Math.min(READ_CHUNK, length));
+  for (let left = length; left > 0 && !signal.aborted; ) {
+    const n = Math.min(buf.length, left);
+    left -= n;
+    sent(n);
+    yield buf.subarray(0, n);
+  }
+}
+
+/** `chunks` re-cut into pieces of `bytes`, `intervalMs` apart; ends early when the signal aborts. */
+async function* trickled(chunks: AsyncIterable<Uint8Array>, bytes: number, intervalMs: number, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+  for await (const chunk of chunks) {
+    for (let off = 0; off < chunk.byteLength; off += bytes) {
+      try {
+        await sleep(intervalMs, undefined, { signal });
+      } catch {
+        return;
+      }
+      yield chunk.subarray(off, off + bytes);
+    }
+  }
+}
+
 export class CameraSimulator {
   private readonly log: Logger;
   private readonly sessions = new Set<ResponderSession>();
@@ -241,6 +281,7 @@ export class CameraSimulator {
   private captureCounter = 0;
   private captureQueue: Promise<void> = Promise.resolve();
   private readonly served = new Map<number, number>();
+  private junkSent = 0;
 
   private constructor(
     private readonly opts: SimulatorOptions,
@@ -428,6 +469,11 @@ export class CameraSimulator {
     return objs.sort((a, b) => a.handle - b.handle);
   }
 
+  /** Bytes sent past objects' ends (SimulatorMisbehaviour.overrunBytes), for tests that the initiator cut them off. */
+  get overrunBytesSent(): number {
+    return this.junkSent;
+  }
+
   /** How many times an operation was requested since start (for tests and diagnostics). */
   operationCount(code: number): number {
     return this.served.get(code) ?? 0;
@@ -466,7 +512,10 @@ export class CameraSimulator {
       }
       case OperationCode.GetObjectHandles: {
         const objs = this.selectObjects(p1, p2, p3);
-        return Array.isArray(objs) ? { code: ResponseCode.OK, data: encodeU32Array(objs.map((o) => o.handle)) } : objs;
+        if (!Array.isArray(objs)) return objs;
+        const handles = objs.map((o) => o.handle);
+        const repeat = this.opts.misbehave?.repeatHandles ?? 1;
+        return { code: ResponseCode.OK, data: encodeU32Array(Array.from({ length: repeat }, () => handles).flat()) };
       }
       case OperationCode.GetObjectInfo: {
         const o = this.tree.get(p1);
@@ -531,10 +580,23 @@ export class CameraSimulator {
     o.size = size;
     if (offset > size) return { code: ResponseCode.InvalidParameter };
     const length = Math.min(maxBytes, size - offset);
+    const bad = this.opts.misbehave;
+    if (!bad || (bad.paths && !bad.paths.includes(o.rel))) {
+      return { code: ResponseCode.OK, params: partial ? [length] : [], stream: { length, chunks: fileChunks(file, offset, length, req.signal) } };
+    }
+    const extra = bad.overrunBytes ?? 0;
+    const junkSent = (n: number): void => {
+      this.junkSent += n;
+    };
+    const chunks = async function* (): AsyncGenerator<Uint8Array> {
+      yield* fileChunks(file, offset, length, req.signal);
+      yield* junk(extra, req.signal, junkSent);
+    };
+    const t = bad.trickle;
     return {
       code: ResponseCode.OK,
       params: partial ? [length] : [],
-      stream: { length, chunks: fileChunks(file, offset, length, req.signal) },
+      stream: { length: length + extra, chunks: t ? trickled(chunks(), t.bytes, t.intervalMs, req.signal) : chunks() },
     };
   }
 
