@@ -192,7 +192,10 @@ describe('path sanitizing', () => {
     expect(sanitizePath('ascmhl/x.mhl').path).toBe('_ascmhl/x.mhl');
     expect(sanitizePath('ASCMHL').path).toBe('_ASCMHL');
     expect(sanitizePath('.shuttle/journal').path).toBe('_.shuttle/journal');
-    expect(sanitizePath('2024/ascmhl').path).toBe('2024/ascmhl');
+    // The ASC MHL reference tool ignores these names at any depth and reads a nested ascmhl/ as a child history.
+    expect(sanitizePath('2024/ascmhl').path).toBe('2024/_ascmhl');
+    expect(sanitizePath('2024/ascmhl/0001_x.mhl').path).toBe('2024/_ascmhl/0001_x.mhl');
+    expect(sanitizePath('a/.Shuttle/b').path).toBe('a/_.Shuttle/b');
     expect(sanitizePath('2024/IMG_0001.JPG.shuttle-tmp').path).toBe('2024/IMG_0001.JPG.shuttle-tmp_');
     expect(sanitizePath('x.SHUTTLE-TMP/y').path).toBe('x.SHUTTLE-TMP_/y');
     expect(reasons(sanitizePath('ascmhl/x'))).toEqual(['reserved-name']);

@@ -231,12 +231,16 @@ export function sanitizeSegment(segment: string): RenderedName {
   return { path: s, renamed };
 }
 
-const RESERVED_FIRST_SEGMENTS = new Set(['ascmhl', '.shuttle']);
+/**
+ * Never a folder or file name at any depth: the ASC MHL reference tool ignores these names wherever they
+ * are (its patterns are unanchored) and takes a nested `ascmhl` folder for a child history.
+ */
+const RESERVED_SEGMENTS = new Set(['ascmhl', '.shuttle']);
 
 /**
  * Makes a relative destination path safe: no absolute path, no empty, '.' or '..' segments, every
- * segment passed through sanitizeSegment, and the first segment never Shuttle's manifest folder
- * (`ascmhl`) or state folder (`.shuttle`). Throws NAME_INVALID only when the path exceeds
+ * segment passed through sanitizeSegment, and no segment named like the manifest folder (`ascmhl`) or
+ * Shuttle's state folder (`.shuttle`). Throws NAME_INVALID only when the path exceeds
  * MAX_PATH_BYTES, which no single file name can cause.
  */
 export function sanitizePath(relPath: string): RenderedName {
@@ -270,11 +274,11 @@ export function sanitizePath(relPath: string): RenderedName {
     renamed.push({ from: relPath, to: '_', reason: 'empty-path' });
     segments.push('_');
   }
-  const first = segments[0]!;
-  if (RESERVED_FIRST_SEGMENTS.has(first.toLowerCase())) {
-    const to = `_${first}`;
-    renamed.push({ from: first, to, reason: 'reserved-name' });
-    segments[0] = to;
+  for (const [i, seg] of segments.entries()) {
+    if (!RESERVED_SEGMENTS.has(seg.toLowerCase())) continue;
+    const to = `_${seg}`;
+    renamed.push({ from: seg, to, reason: 'reserved-name' });
+    segments[i] = to;
   }
   const path = segments.join('/');
   if (utf8Bytes(path) > MAX_PATH_BYTES) {
