@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { unitWithPrefix } from '../src/cli/doctor-checks.js';
 
 /**
  * The artifact and its installer, for real: scripts/build-dist.sh builds the tarball (production
@@ -253,6 +254,10 @@ describe('installer arguments', () => {
     const card = await readFile(join(root, 'etc/systemd/system/shuttle-card@.service'), 'utf8');
     expect(card).toContain(`ExecStartPre=+"${prefix}/lib/shuttle-card" mount %I`);
     expect(card).not.toContain('/opt/shuttle/');
+    // shuttle doctor compares the installed units with what the installer writes for its prefix.
+    for (const [name, text] of [['shuttle.service', unit], ['shuttle-card@.service', card]] as const) {
+      expect(unitWithPrefix(await readFile(join(REPO, 'systemd', name), 'utf8'), prefix), name).toBe(text);
+    }
     expect(await readlink(join(root, 'usr/local/bin/shuttle'))).toBe(`${prefix}/bin/shuttle`);
     // systemd reads the quoted paths as the installed programs (verify checks that each Exec= path exists).
     await cp('/usr/lib/systemd/system', join(root, 'usr/lib/systemd/system'), { recursive: true, verbatimSymlinks: true });

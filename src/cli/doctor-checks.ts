@@ -151,13 +151,29 @@ async function installedCopies(sys: System, dirs: readonly string[], names: read
   return found;
 }
 
+/**
+ * A unit as scripts/install.sh writes it for another prefix than /opt/shuttle: a prefix with spaces is
+ * quoted on Exec lines (systemd splits commands there) and has its spaces as %%20 in Documentation URLs.
+ */
+export function unitWithPrefix(text: string, prefix: string): string {
+  const quote = prefix.includes(' ');
+  return text
+    .split('\n')
+    .map((line) => {
+      if (quote && /^Exec[A-Za-z]*=/.test(line)) return line.replace(/\/opt\/shuttle\/(\S*)/g, (_m, rest: string) => `"${prefix}/${rest}"`);
+      const p = line.startsWith('Documentation=') ? prefix.replaceAll(' ', '%%20') : prefix;
+      return line.replaceAll('/opt/shuttle/', `${p}/`);
+    })
+    .join('\n');
+}
+
 async function checkInstalled(sys: System, opts: DoctorOptions, what: 'units' | 'rules'): Promise<CheckResult> {
   const units = what === 'units';
   const names = units ? UNIT_NAMES : RULE_NAMES;
   const reference = async (name: string): Promise<string | undefined> => {
     const text = await readFile(join(opts.programRoot, units ? 'systemd' : 'udev', name), 'utf8').catch(() => undefined);
     // The installer writes its prefix into the units; this tree is that prefix when it is installed.
-    return units && text !== undefined ? text.replaceAll('/opt/shuttle/', `${opts.programRoot.replace(/\/$/, '')}/`) : text;
+    return units && text !== undefined ? unitWithPrefix(text, opts.programRoot.replace(/\/$/, '')) : text;
   };
   const copies = await installedCopies(sys, units ? UNIT_DIRS : RULE_DIRS, names, reference);
   const missing = copies.filter((c) => c.path === undefined).map((c) => c.name);
