@@ -20,7 +20,9 @@ import { discoverPtpIpCameras, cameraFromMdns, cameraFromSsdp, type DiscoveredCa
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import { MAX_DESCRIPTION_BYTES, fetchDeviceDescription, parseSsdpMessage, ssdpSearch } from '../src/device/ptpip/ssdp.js';
 import { PtpIpWatcher, networkCameraFilter } from '../src/daemon/ptpip-watcher.js';
+import { ControlClient } from '../src/daemon/control.js';
 import { Daemon } from '../src/daemon/daemon.js';
+import type { JobSnapshot } from '../src/daemon/status.js';
 import { normalizeConfig } from '../src/config/index.js';
 import type { AttachedDevice } from '../src/daemon/devices.js';
 import { silentLogger } from '../src/log.js';
@@ -178,6 +180,16 @@ describe('mDNS (avahi-daemon publishing _ptp._tcp)', () => {
       while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       expect(done(), JSON.stringify(daemon.status().jobs)).toBeDefined();
       expect(contentMultiset(await listTree(dest, { skipShuttle: true }))).toEqual(contentMultiset(source));
+      // A discovered camera may also be asked for by its address; an address nobody announced may not.
+      const client = await ControlClient.connect(daemon.socketPath);
+      try {
+        const { job } = (await client.request('ingest', { source: `ptpip:${lan.address}` })) as { job: JobSnapshot };
+        expect(job.key).toBe(`ptpip:${lan.address}:${sim.port}`);
+        expect(((await client.request('wait', { job: job.id })) as { job: JobSnapshot }).job).toMatchObject({ state: 'done', result: { copied: 0 } });
+        await expect(client.request('ingest', { source: 'ptpip:192.0.2.99' })).rejects.toMatchObject({ code: 'USAGE', context: { rule: 'known-network-camera' } });
+      } finally {
+        client.close();
+      }
     } finally {
       await daemon.stop();
     }
