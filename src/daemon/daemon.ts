@@ -9,7 +9,7 @@ import { VERSION } from '../version.js';
 import { ControlServer, type ControlHandlers } from './control.js';
 import { DeviceRegistry, type DeviceWatcher } from './devices.js';
 import { HotFolderFeed } from './hotfolder-feed.js';
-import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment, type SourceOpener } from './ingest-job.js';
+import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment } from './ingest-job.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { uploadSettings } from '../config/index.js';
 import { JobScheduler, noSuchJob } from './jobs.js';
@@ -17,9 +17,9 @@ import { CARD_MOUNT_BASE, MountWatcher } from './mounts.js';
 import { SystemdNotifier } from './notify.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 import type { PtpIpWatcher } from './ptpip-watcher.js';
-import { resolveRequestedSource, type AllowedRoot, type RequestedSource } from './request-source.js';
+import { resolveRequestedSource, within, type AllowedRoot, type RequestedSource } from './request-source.js';
 import { serverSocketPath } from './socket-path.js';
-import type { DaemonStatus, JobKind, JobSnapshot } from './status.js';
+import type { DaemonStatus, JobSnapshot } from './status.js';
 import { DaemonUploader } from './uploads.js';
 import { UsbCameraWatcher } from './usb-cameras.js';
 
@@ -316,7 +316,6 @@ export class Daemon {
 
 /** Whether one path is the other or inside it. */
 export function overlaps(a: string, b: string): boolean {
-  const within = (inner: string, outer: string): boolean => inner === outer || inner.startsWith(outer.endsWith('/') ? outer : `${outer}/`);
   return within(a, b) || within(b, a);
 }
 

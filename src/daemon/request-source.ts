@@ -52,7 +52,7 @@ export interface RequestSourceOptions {
 
 export type SourceRule = 'path-or-camera' | 'allowed-folders' | 'attached-usb-camera' | 'known-network-camera';
 
-export function refused(source: string, rule: SourceRule, why: string, context: Record<string, unknown> = {}): ShuttleError {
+function refused(source: string, rule: SourceRule, why: string, context: Record<string, unknown> = {}): ShuttleError {
   return new ShuttleError('USAGE', `source ${JSON.stringify(source)} refused: ${why}`, { context: { source, reason: 'source-not-allowed', rule, ...context } });
 }
 
