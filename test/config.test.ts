@@ -63,7 +63,7 @@ describe('loading', () => {
         changeRetries: 2,
       },
       destinations: [],
-      daemon: { hotFolders: [], settleMs: 2000, batchMs: 1000, retryMs: 60_000, watchMounts: [], maxJobs: 4, watchdog: true, usbCameras: true, usbSettleMs: 400, usbPollMs: 0, networkCameras: false },
+      daemon: { hotFolders: [], settleMs: 2000, batchMs: 1000, retryMs: 60_000, watchMounts: [], maxJobs: 4, watchdog: true, usbCameras: true, usbSettleMs: 400, usbPollMs: 0, networkCameras: false, allowedSources: [] },
     } satisfies Config);
   });
 
@@ -130,6 +130,17 @@ describe('rejecting bad values', () => {
     const err = failure(() => loadConfig({ file, env: {} }));
     expect(err.message).toContain('ingest.verify_retries: "2" is not an integer');
     expect(err.message).toContain('ingest.manifest_hashes: "xxh128" is not a list');
+  });
+
+  test('network_cameras is true, false or a list of serials and addresses, in the file and the environment', async () => {
+    const file = await configFile('[daemon]\nnetwork_cameras = ["0011223344556677", "192.168.1.50", "[fe80::1]:15740"]\n');
+    expect(loadConfig({ file, env: {} }).daemon.networkCameras).toEqual(['0011223344556677', '192.168.1.50', '[fe80::1]:15740']);
+    expect(loadConfig({ env: { SHUTTLE_DAEMON_NETWORK_CAMERAS: 'AB12, 10.0.0.7:15740' } }).daemon.networkCameras).toEqual(['AB12', '10.0.0.7:15740']);
+    expect(loadConfig({ env: { SHUTTLE_DAEMON_NETWORK_CAMERAS: 'off' } }).daemon.networkCameras).toBe(false);
+    const wrong = await configFile('[daemon]\nnetwork_cameras = "yes"\n');
+    expect(failure(() => loadConfig({ file: wrong, env: {} })).message).toContain('daemon.network_cameras: "yes" is not true, false or a list');
+    const empty = await configFile('[daemon]\nnetwork_cameras = []\n');
+    expect(failure(() => loadConfig({ file: empty, env: {} })).message).toContain('daemon.network_cameras: [] is empty');
   });
 
   test('every problem is reported, one line each, the first in the context', async () => {
@@ -264,6 +275,7 @@ describe('environment and overrides', () => {
       SHUTTLE_DAEMON_USB_SETTLE_MS: ['1000', (c) => c.daemon.usbSettleMs, 1000],
       SHUTTLE_DAEMON_USB_POLL_MS: ['250', (c) => c.daemon.usbPollMs, 250],
       SHUTTLE_DAEMON_NETWORK_CAMERAS: ['true', (c) => c.daemon.networkCameras, true],
+      SHUTTLE_DAEMON_ALLOWED_SOURCES: ['/srv/ingest:/mnt/x', (c) => c.daemon.allowedSources, ['/srv/ingest', '/mnt/x']],
     };
     const documented = configEnvVariables().filter((v) => v.key !== undefined).map((v) => v.name);
     expect(documented.sort()).toEqual(Object.keys(samples).sort());

@@ -1,12 +1,14 @@
 import { spawn } from 'node:child_process';
 import { createConnection, type Socket } from 'node:net';
-import { lstat, mkdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { ControlClient, ControlServer, type ControlHandlers } from '../src/daemon/control.js';
 import { LineSplitter, MAX_REQUEST_BYTES, parseRequest } from '../src/daemon/protocol.js';
 import { ShuttleError, isShuttleError } from '../src/errors.js';
+import { pino } from 'pino';
+import type { Logger } from '../src/log.js';
 import { captureLog } from './support/daemon-helpers.js';
 import { tempDir } from './support/tree.js';
 
@@ -225,6 +227,167 @@ describe('control socket', () => {
     await s.close();
     server = undefined;
     await expect(lstat(sockPath)).rejects.toThrow(/ENOENT/);
+  });
+});
+
+/** A logger that can be waited on: `when(msg, match)` resolves with the first line (past or future) that fits. */
+function watchedLog(): { logger: Logger; when: (msg: string, match?: (l: Record<string, unknown>) => boolean) => Promise<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const waiters: Array<{ fits: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
+  const logger = pino({ level: 'debug' }, {
+    write: (text: string) => {
+      const line = JSON.parse(text) as Record<string, unknown>;
+      lines.push(line);
+      for (const w of waiters.filter((x) => x.fits(line))) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
+      }
+    },
+  });
+  return {
+    logger,
+    when: (msg, match = () => true) => {
+      const fits = (l: Record<string, unknown>): boolean => l['msg'] === msg && match(l);
+      const seen = lines.find(fits);
+      return seen ? Promise.resolve(seen) : new Promise((resolve) => waiters.push({ fits, resolve }));
+    },
+  };
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+describe('flow control', () => {
+  test('a-client-sending-past-the-in-flight-cap-is-backpressured-the-daemon-stops-reading-until-a-request-finishes', async () => {
+    const log = watchedLog();
+    const gate = deferred();
+    let started = 0;
+    const fourth = deferred();
+    server = await ControlServer.listen({
+      path: sockPath, logger: log.logger, maxInFlight: 4,
+      handlers: {
+        ...handlers(),
+        wait: async ({ job }) => {
+          if (++started === 4) fourth.resolve();
+          await gate.promise;
+          return { job: { id: job, state: 'done' } };
+        },
+      },
+    });
+    const c = await raw();
+    const total = 20_000;
+    c.send(Array.from({ length: total }, (_, i) => `{"v":1,"id":${i},"cmd":"wait","args":{"job":1}}\n`).join(''));
+    await fourth.promise;
+    const paused = await log.when('control connection paused');
+    expect(paused).toMatchObject({ reason: 'in-flight', inFlight: 4 });
+    // A round trip on another connection: the daemon goes on serving, and starts nothing more of the first.
+    const other = await ControlClient.connect(sockPath);
+    expect(await other.request('ping', {})).toEqual({ pong: true });
+    other.close();
+    expect(started).toBe(4);
+    // What the daemon does not read stays with the client: its socket is still writing.
+    expect(c.socket.writableLength).toBeGreaterThan(0);
+    gate.resolve();
+    const ids = new Set<unknown>();
+    for (let i = 0; i < total; i++) ids.add((await c.next())['id']);
+    expect(ids.size).toBe(total);
+    expect(started).toBe(total);
+    c.socket.destroy();
+  });
+
+  test('a-client-that-does-not-read-its-answers-is-backpressured-rather-than-its-answers-queued-without-bound', async () => {
+    const log = watchedLog();
+    let answered = 0;
+    server = await ControlServer.listen({ path: sockPath, logger: log.logger, handlers: { ...handlers(), ping: () => ({ pong: ++answered }) } });
+    const socket = createConnection(sockPath);
+    await new Promise((r, j) => socket.once('connect', r).once('error', j));
+    socket.pause();
+    const total = 100_000;
+    socket.write(Array.from({ length: total }, (_, i) => `{"v":1,"id":${i},"cmd":"ping"}\n`).join(''));
+    await log.when('control connection paused', (l) => l['reason'] === 'unread-answers');
+    expect(answered).toBeLessThan(total);
+    // Reading the answers lets the daemon go on: every request is answered once.
+    const splitter = new LineSplitter(1 << 20);
+    let got = 0;
+    await new Promise<void>((resolve) => {
+      socket.on('data', (chunk: Buffer) => {
+        got += splitter.push(chunk).length;
+        if (got === total) resolve();
+      });
+      socket.resume();
+    });
+    expect(answered).toBe(total);
+    socket.destroy();
+  });
+
+  test('an-idle-connection-is-closed-after-the-timeout-but-one-waiting-for-an-answer-is-not', async () => {
+    const gate = deferred();
+    server = await ControlServer.listen({
+      path: sockPath, logger: captureLog().logger, idleTimeoutMs: 200,
+      handlers: { ...handlers(), wait: async ({ job }) => { await gate.promise; return { job: { id: job, state: 'done' } }; } },
+    });
+    const busy = await raw();
+    busy.send('{"v":1,"id":"w","cmd":"wait","args":{"job":5}}\n');
+    const idle = await raw();
+    await idle.closed;
+    expect(await idle.next()).toMatchObject({ id: null, ok: false, error: { code: 'USAGE', context: { reason: 'idle-timeout', idleMs: 200 } } });
+    // Connected before the idle one, so its timer ran out first: the request in flight kept it open.
+    expect(busy.socket.destroyed).toBe(false);
+    gate.resolve();
+    expect(await busy.next()).toMatchObject({ id: 'w', ok: true });
+    await busy.closed;
+  });
+});
+
+describe('peer credentials', () => {
+  test('every-request-is-logged-with-the-pid-and-uid-of-the-process-that-sent-it', async () => {
+    const log = captureLog();
+    server = await ControlServer.listen({ path: sockPath, handlers: handlers(), logger: log.logger });
+    const script = `const s = require('node:net').createConnection(process.argv[1], () => s.write('{"v":1,"id":1,"cmd":"ingest","args":{"source":"/media/card"}}\\n{"v":1,"id":2,"cmd":"status"}\\n'));
+      let n = 0; s.on('data', (d) => { n += String(d).split('\\n').length - 1; if (n >= 2) s.end(); });`;
+    const child = spawn(process.execPath, ['-e', script, sockPath], { stdio: 'inherit' });
+    await new Promise((r) => child.once('exit', r));
+    const requests = log.lines.filter((l) => l.msg === 'control request');
+    expect(requests.map((l) => l['cmd'])).toEqual(['ingest', 'status']);
+    for (const l of requests) expect(l['peer']).toMatchObject({ pid: child.pid, uid: process.getuid!(), gid: process.getgid!(), inode: expect.any(Number) as unknown });
+    expect(requests[0]).toMatchObject({ level: 30, args: { source: '/media/card' } });
+  });
+});
+
+describe('socket folder trust', () => {
+  test('the-client-refuses-a-socket-in-a-folder-others-can-write-or-that-another-user-made-where-anyone-can', async () => {
+    const open = join(dir, 'open');
+    await mkdir(open);
+    await chown(open, 65534, 65534);
+    await chmod(open, 0o777);
+    server = await ControlServer.listen({ path: join(open, 'control.sock'), handlers: handlers(), logger: captureLog().logger });
+    const err = await ControlClient.connect(join(open, 'control.sock')).catch((e: unknown) => e);
+    expect(isShuttleError(err, 'USAGE'), String(err)).toBe(true);
+    expect((err as ShuttleError).message).toContain(`its folder ${open} is writable by every user`);
+    expect((err as ShuttleError).context).toMatchObject({ reason: 'untrusted-socket-folder', owner: 65534, mode: '777' });
+    await server.close();
+
+    // /tmp/shuttle-0 made by someone else: the folder is tidy, but anyone could have made it.
+    const tmp = join(dir, 'tmp');
+    await mkdir(join(tmp, 'shuttle-0'), { recursive: true });
+    await chmod(tmp, 0o1777);
+    await chown(join(tmp, 'shuttle-0'), 65534, 65534);
+    server = await ControlServer.listen({ path: join(tmp, 'shuttle-0', 'control.sock'), handlers: handlers(), logger: captureLog().logger });
+    const planted = await ControlClient.connect(join(tmp, 'shuttle-0', 'control.sock')).catch((e: unknown) => e);
+    expect((planted as Error).message).toContain(`belongs to uid 65534 and sits in ${tmp}, where others can make folders`);
+    await server.close();
+
+    // The service user's folder that root made for it (systemd's RuntimeDirectory in /run) is trusted.
+    const run = join(dir, 'run', 'shuttle');
+    await mkdir(run, { recursive: true, mode: 0o750 });
+    await chown(run, 65534, 65534);
+    server = await ControlServer.listen({ path: join(run, 'control.sock'), handlers: handlers(), logger: captureLog().logger });
+    const client = await ControlClient.connect(join(run, 'control.sock'));
+    expect(await client.request('ping', {})).toEqual({ pong: true });
+    client.close();
   });
 });
 

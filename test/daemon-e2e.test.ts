@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { ControlClient } from '../src/daemon/control.js';
 import type { DaemonStatus } from '../src/daemon/status.js';
@@ -35,6 +35,8 @@ beforeEach(async () => {
     SHUTTLE_LOCK_DIR: join(work, 'locks'),
     SHUTTLE_DAEMON_SETTLE_MS: '200',
     SHUTTLE_DAEMON_BATCH_MS: '100',
+    // The cards these tests ask for live in the work folder.
+    SHUTTLE_DAEMON_ALLOWED_SOURCES: work,
   };
 });
 
@@ -119,6 +121,13 @@ describe('shuttle run', () => {
     const missing = await request(['ingest', join(work, 'no-such-card')]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/is not a folder the daemon can read: ENOENT/);
+    const beyond = await request(['ingest', join(work, '..')]);
+    expect(beyond.code).toBe(2);
+    expect(beyond.stderr).toMatch(/refused: the daemon ingests only folders that are, or are inside, .*\[daemon\] allowed_sources/);
+    // The client takes anything but usb: and ptpip: for a path below its working directory, made absolute.
+    const climb = await request(['ingest', 'x:/../..']);
+    expect(climb.code).toBe(2);
+    expect(climb.stderr).toContain(`source "${resolve('x:/../..')}" refused: the daemon ingests only folders that are, or are inside,`);
     const own = await request(['ingest', join(dest, '2026')]);
     expect(own.code).toBe(2);
     expect(own.stderr).toContain(`overlaps destination ${dest}`);

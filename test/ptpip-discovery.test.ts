@@ -10,16 +10,19 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import net, { type AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { openPtpIpCameraSource } from '../src/device/camera-source.js';
-import { discoverPtpIpCameras, cameraFromSsdp } from '../src/device/ptpip/discovery.js';
+import { discoverPtpIpCameras, cameraFromMdns, cameraFromSsdp, type DiscoveredCamera } from '../src/device/ptpip/discovery.js';
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
-import { parseSsdpMessage } from '../src/device/ptpip/ssdp.js';
-import { PtpIpWatcher } from '../src/daemon/ptpip-watcher.js';
+import { MAX_DESCRIPTION_BYTES, fetchDeviceDescription, parseSsdpMessage, ssdpSearch } from '../src/device/ptpip/ssdp.js';
+import { PtpIpWatcher, networkCameraFilter } from '../src/daemon/ptpip-watcher.js';
+import { ControlClient } from '../src/daemon/control.js';
 import { Daemon } from '../src/daemon/daemon.js';
+import type { JobSnapshot } from '../src/daemon/status.js';
 import { normalizeConfig } from '../src/config/index.js';
 import type { AttachedDevice } from '../src/daemon/devices.js';
 import { silentLogger } from '../src/log.js';
@@ -177,6 +180,16 @@ describe('mDNS (avahi-daemon publishing _ptp._tcp)', () => {
       while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       expect(done(), JSON.stringify(daemon.status().jobs)).toBeDefined();
       expect(contentMultiset(await listTree(dest, { skipShuttle: true }))).toEqual(contentMultiset(source));
+      // A discovered camera may also be asked for by its address; an address nobody announced may not.
+      const client = await ControlClient.connect(daemon.socketPath);
+      try {
+        const { job } = (await client.request('ingest', { source: `ptpip:${lan.address}` })) as { job: JobSnapshot };
+        expect(job.key).toBe(`ptpip:${lan.address}:${sim.port}`);
+        expect(((await client.request('wait', { job: job.id })) as { job: JobSnapshot }).job).toMatchObject({ state: 'done', result: { copied: 0 } });
+        await expect(client.request('ingest', { source: 'ptpip:192.0.2.99' })).rejects.toMatchObject({ code: 'USAGE', context: { rule: 'known-network-camera' } });
+      } finally {
+        client.close();
+      }
     } finally {
       await daemon.stop();
     }
@@ -285,14 +298,101 @@ describe('SSDP (minissdpd answering M-SEARCH)', () => {
       service: 'urn:microsoft-com:service:MtpNullService:1',
     });
   });
+
+  test('a LOCATION on another host than the answering one is neither connected to nor fetched from', async () => {
+    // A description server on loopback: the answer comes from the LAN address, its LOCATION points here.
+    const hits: string[] = [];
+    const elsewhere = await httpServer('127.0.0.1', (req, res) => {
+      hits.push(req.url ?? '');
+      res.end('<root><device><friendlyName>Elsewhere</friendlyName></device></root>');
+    });
+    try {
+      const usn = '00000000-0002-0010-8000-0123456789ab';
+      const { port } = elsewhere.address() as AddressInfo;
+      await submitToMinissdpd(sock(), 'urn:microsoft-com:service:MtpNullService:1', `uuid:${usn}::urn:microsoft-com:service:MtpNullService:1`, 'Pointer/1.0', `http://127.0.0.1:${port}/desc.xml`);
+      // minissdpd does answer with that LOCATION, from its own address...
+      const answers = await ssdpSearch({ windowMs: 1000 });
+      expect(answers.find((m) => m.headers['usn']?.includes(usn)), `answers: ${JSON.stringify(answers)}\nminissdpd:\n${log}`).toMatchObject({ address: lan.address, headers: { location: `http://127.0.0.1:${port}/desc.xml` } });
+      // ...and discovery puts every camera at that address (one camera, as both services answer from it) and asks loopback nothing.
+      const found = await discoverPtpIpCameras({ timeoutMs: 1500, mdns: false });
+      expect(found.length, JSON.stringify(found)).toBeGreaterThan(0);
+      expect(found.map((c) => c.uri)).toEqual([`ptpip:${lan.address}:15740`]);
+      expect(hits).toEqual([]);
+    } finally {
+      await new Promise((r) => elsewhere.close(r));
+    }
+  });
 });
 
+/** An HTTP server on `host`, port 0. */
+async function httpServer(host: string, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<Server> {
+  const server = createServer(handler);
+  await new Promise<void>((r) => server.listen(0, host, () => r()));
+  return server;
+}
+
 describe('SSDP messages', () => {
-  test('an answer is parsed with lower-cased headers; a Canon target names the maker', () => {
+  test('an answer is parsed with lower-cased headers; the camera is at the sender, not where LOCATION points; a Canon target names the maker', () => {
     const text = 'HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nLOCATION: http://10.0.0.7:49152/upnp/CameraDevDesc.xml\r\nST: urn:schemas-canon-com:service:ICPO-SmartPhoneEOSSystemService:1\r\nUSN: uuid:AAAA-BBBB::urn:schemas-canon-com:service:ICPO-SmartPhoneEOSSystemService:1\r\n\r\n';
     const m = parseSsdpMessage(Buffer.from(text), '10.0.0.9');
     expect(m?.headers['location']).toBe('http://10.0.0.7:49152/upnp/CameraDevDesc.xml');
-    expect(cameraFromSsdp(m!)).toMatchObject({ host: '10.0.0.7', port: 15740, guid: 'AAAA-BBBB', manufacturer: 'Canon', via: 'ssdp' });
+    expect(cameraFromSsdp(m!)).toMatchObject({ host: '10.0.0.9', uri: 'ptpip:10.0.0.9:15740', port: 15740, guid: 'AAAA-BBBB', manufacturer: 'Canon', via: 'ssdp' });
+  });
+
+  test('an mDNS camera is at the address that answered, whatever address its records name', () => {
+    const service = { name: 'Cam', fqdn: 'Cam._ptp._tcp.local', host: 'elsewhere.local', port: 15740, addresses: ['10.9.9.9'], referer: { address: '10.0.0.7' }, txt: { guid: 'AB12' } };
+    expect(cameraFromMdns(service)).toMatchObject({ host: '10.0.0.7', uri: 'ptpip:10.0.0.7:15740', guid: 'AB12' });
+    expect(cameraFromMdns({ ...service, referer: undefined } as never)).toBeUndefined();
+  });
+
+  test('an oversized UPnP description is cut off at the limit and its connection closed', async () => {
+    let sent = 0;
+    let closed!: () => void;
+    const connectionClosed = new Promise<void>((r) => (closed = r));
+    // Without a Content-Length: only reading tells how long it is. 64 MiB, written as fast as it is read.
+    const server = await httpServer('127.0.0.1', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/xml' });
+      const chunk = Buffer.alloc(64 * 1024, 'x');
+      const pump = (): void => {
+        while (sent < 64 * 1024 * 1024) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      res.socket!.once('close', () => closed());
+      res.write('<root><device><friendlyName>');
+      pump();
+    });
+    try {
+      const { port } = server.address() as AddressInfo;
+      const err = await fetchDeviceDescription(`http://127.0.0.1:${port}/desc.xml`, '127.0.0.1').then(() => undefined, (e: unknown) => e);
+      expect(String(err)).toContain(`longer than ${MAX_DESCRIPTION_BYTES} bytes`);
+      await connectionClosed;
+      // What the kernel's socket buffers took besides: far from the whole body.
+      expect(sent).toBeLessThan(8 * 1024 * 1024);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  test('a description is fetched only from the answering address, and a declared oversized one not at all', async () => {
+    const hits: string[] = [];
+    const server = await httpServer('127.0.0.1', (req, res) => {
+      hits.push(req.url ?? '');
+      if (req.url === '/big.xml') res.writeHead(200, { 'content-length': String(MAX_DESCRIPTION_BYTES + 1) });
+      res.end('<root><device><friendlyName>EOS R6</friendlyName><modelName>Canon EOS R6</modelName></device></root>'.padEnd(req.url === '/big.xml' ? MAX_DESCRIPTION_BYTES + 1 : 0));
+    });
+    try {
+      const { port } = server.address() as AddressInfo;
+      await expect(fetchDeviceDescription(`http://127.0.0.1:${port}/desc.xml`, '10.0.0.9')).rejects.toThrow(/not at the answering address 10\.0\.0\.9/);
+      expect(hits).toEqual([]);
+      await expect(fetchDeviceDescription(`http://127.0.0.1:${port}/big.xml`, '127.0.0.1')).rejects.toThrow(`${MAX_DESCRIPTION_BYTES + 1} bytes, more than ${MAX_DESCRIPTION_BYTES}`);
+      expect(await fetchDeviceDescription(`http://127.0.0.1:${port}/desc.xml`, '127.0.0.1')).toEqual({ name: 'EOS R6', model: 'Canon EOS R6' });
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 
   test('garbage, oversized datagrams and hostile header names are ignored, never thrown', () => {
@@ -302,5 +402,31 @@ describe('SSDP messages', () => {
     expect(m!.headers['__proto__']).toBe('x');
     expect(({} as Record<string, unknown>)['x']).toBeUndefined();
     expect(cameraFromSsdp(m!)).toMatchObject({ host: '1.2.3.4' });
+  });
+});
+
+describe('network_cameras allowlist', () => {
+  const cam = (host: string, guid: string | undefined, port = 15740): DiscoveredCamera => ({
+    uri: `ptpip:${host}:${port}`, host, port, name: `camera at ${host}`, via: 'mdns', service: '_ptp._tcp', ...(guid ? { guid } : {}),
+  });
+
+  test('the watcher attaches only cameras whose serial or address the list names', async () => {
+    const announced = [cam('10.0.0.5', '0011223344556677'), cam('10.0.0.6', 'ffff0000'), cam('10.0.0.7', undefined, 15741), cam('10.0.0.8', 'dead')];
+    const attached: string[] = [];
+    const watcher = new PtpIpWatcher({
+      logger: silentLogger,
+      intervalMs: 3_600_000,
+      accept: networkCameraFilter(['0011223344556677', '10.0.0.6', '10.0.0.7:15741', '10.0.0.8:15740x']),
+      discoverer: { scan: async () => announced, onGoodbye: () => () => undefined, close: async () => undefined },
+    });
+    await watcher.start({ attach: (d) => attached.push(d.id), detach: () => undefined });
+    try {
+      expect(attached).toEqual(['ptpip:10.0.0.5:15740', 'ptpip:10.0.0.6:15740', 'ptpip:10.0.0.7:15741']);
+      expect(watcher.cameras.map((c) => c.host)).toEqual(['10.0.0.5', '10.0.0.6', '10.0.0.7']);
+    } finally {
+      await watcher.close();
+    }
+    expect(networkCameraFilter(true)(cam('10.0.0.8', 'dead'))).toBe(true);
+    expect(networkCameraFilter(false)(cam('10.0.0.5', '0011223344556677'))).toBe(false);
   });
 });

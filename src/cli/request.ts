@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { isAbsolute, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { loadConfig } from '../config/index.js';
 import { ControlClient } from '../daemon/control.js';
 import { clientSocketPaths } from '../daemon/socket-path.js';
@@ -23,9 +23,12 @@ function connect(globals: GlobalOptions, opts: RequestOptions): Promise<ControlC
   return ControlClient.connect(clientSocketPaths(configured, process.env));
 }
 
-/** A path is made absolute here: the daemon does not know this shell's working directory. */
+/**
+ * A camera (`usb:…`, `ptpip:…`) goes as written; anything else is a path, made absolute here since the
+ * daemon does not know this shell's working directory (`x:/card` is the folder `x:` below it).
+ */
 function sourceArgument(source: string): string {
-  return /^[a-z][a-z0-9+.-]*:/i.test(source) && !isAbsolute(source) ? source : resolve(source);
+  return /^(usb|ptpip):/i.test(source) ? source : resolve(source);
 }
 
 function exitCodeFor(job: JobSnapshot): number {
@@ -54,8 +57,8 @@ export function requestCommand(globals: () => GlobalOptions): Command {
     .option('--json', 'print the job as one JSON object');
 
   const ingest = new Command('ingest')
-    .description('ingest a mounted card or folder (PATH) or a camera (ptpip:HOST[:PORT]) with the daemon')
-    .argument('<source>', 'a mounted card or folder, or a source URI')
+    .description('ingest a mounted card or folder (PATH) or a camera (usb:…, ptpip:HOST[:PORT]) with the daemon')
+    .argument('<source>', 'a card or folder inside the card mount base, [daemon] watch_mounts, hot_folders or allowed_sources; a USB camera attached now; a network camera the daemon discovered or [daemon] network_cameras lists')
     .option('--wait', 'wait until the job has finished; exit 0 done, 1 failed, 3 cancelled or interrupted')
     .action(async (source: string, sub: { wait?: boolean }) => {
       const opts = request.opts<RequestOptions>();

@@ -63,6 +63,11 @@ function bindingsUnder(node: ShapeNode, path: readonly string[], out: EnvBinding
     const base = { name: ENV_PREFIX + p.join('_').toUpperCase(), key: p.join('.'), path: p, description: child.description ?? '' };
     if (child.type === 'object') {
       bindingsUnder(child, p, out);
+    } else if (child.format === 'boolean-or-list') {
+      out.push({ ...base, format: 'true, false or comma-separated list', parse: (raw) => {
+        const flag = parseScalar({ type: 'boolean' }, raw);
+        return typeof flag === 'boolean' ? flag : splitList(raw, ',');
+      } });
     } else if (SCALAR_TYPES.has(child.type ?? '')) {
       out.push({ ...base, format: scalarFormat(child), parse: (raw) => parseScalar(child, raw) });
     } else if (child.type === 'array' && child.items?.format === 'absolute-path') {

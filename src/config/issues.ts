@@ -37,10 +37,12 @@ const TYPE_WORDS: Record<string, string> = {
   boolean: 'true or false',
   array: 'a list',
   object: 'a table',
+  'boolean-or-list': 'true, false or a list',
 };
 
 function expectedWords(path: readonly PropertyKey[], fallback: string): string {
-  const type = shapeAt(path)?.type ?? fallback;
+  const node = shapeAt(path);
+  const type = node?.type ?? node?.format ?? fallback;
   return TYPE_WORDS[type] ?? type;
 }
 
@@ -54,6 +56,8 @@ function problemOf(issue: z.core.$ZodIssue): string {
   switch (issue.code) {
     case 'invalid_type':
       return issue.input === undefined ? 'is required' : `${v} is not ${expectedWords(issue.path, issue.expected)}`;
+    case 'invalid_union':
+      return `${v} is not ${expectedWords(issue.path, 'one of the accepted forms')}`;
     case 'invalid_value':
       return `${v} is not one of ${issue.values.map((x) => quote(x)).join(', ')}`;
     case 'too_small':

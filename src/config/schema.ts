@@ -115,6 +115,15 @@ const destinations = z.array(destinationSchema).superRefine((list, ctx) => {
   });
 });
 
+/** An entry of `[daemon] network_cameras`: a camera's announced serial (guid/uuid) or its address, HOST or HOST:PORT. */
+const networkCameraEntry = z
+  .string()
+  .refine((e) => /^[\w.:[\]%-]{1,253}$/.test(e.trim()), { message: 'is not a camera serial or address' })
+  .transform((e) => e.trim());
+
+/** `true` (every camera), `false` (none) or an allowlist; written in the environment as true/false or a comma-separated list. */
+const networkCameras = z.union([z.boolean(), z.array(networkCameraEntry).min(1)]).meta({ format: 'boolean-or-list' });
+
 /**
  * `shuttle run`. Durations are in milliseconds. Destinations are the `[[destinations]]`; the control
  * socket's default depends on where the daemon runs (see src/daemon/socket-path.ts), so it has none here.
@@ -131,7 +140,10 @@ export const daemonSchema = table({
   usb_cameras: z.boolean().default(true).describe('ingest every USB camera (PTP/MTP) plugged in, and cancel its job when it is unplugged'),
   usb_settle_ms: z.int().min(0).max(60_000).default(400).describe('a USB device is looked at once it has stayed plugged in this long (cameras re-enumerate while switching mode)'),
   usb_poll_ms: z.int().min(0).max(60_000).default(0).describe('compare the USB device list this often instead of using hotplug events (0: events where the system has them)'),
-  network_cameras: z.boolean().default(false).describe('ingest every PTP/IP camera that announces itself on the local network (mDNS _ptp._tcp, SSDP); off by default: a studio network may carry cameras that are not yours'),
+  network_cameras: networkCameras.default(false)
+    .describe('ingest PTP/IP cameras that announce themselves on the local network (mDNS _ptp._tcp, SSDP): true for every one, or a list of serials (announced guid/uuid) and addresses; off by default: a studio network may carry cameras that are not yours'),
+  allowed_sources: z.array(absolutePath).default([])
+    .describe('folders a `shuttle request ingest` may name besides cards under the mount base, watch_mounts and hot_folders (the path is resolved with realpath and must be one of these or below one)'),
 });
 
 const MiB = 1024 * 1024;

@@ -18,17 +18,27 @@ import {
   type CommandName,
   type RequestId,
 } from './protocol.js';
-import { MAX_SOCKET_PATH_BYTES } from './socket-path.js';
+import { socketPeer, type Peer } from './peer.js';
+import { MAX_SOCKET_PATH_BYTES, checkSocketDirectory } from './socket-path.js';
 
 /**
  * The unix control socket: how `shuttle status`, `shuttle request` and udev-started units talk to the
  * daemon (protocol in protocol.ts). Access is by file permissions, as a unix socket has no other: the
  * socket is 0660 and its folder 0750, so the service user and its group may connect and nobody else.
+ * Every request is logged with the peer's pid and uid where the kernel tells them (peer.ts). A client
+ * connects only to a socket in a folder it can trust (socket-path.ts, `checkSocketDirectory`).
  */
 
 export const SOCKET_MODE = 0o660;
 export const SOCKET_DIR_MODE = 0o750;
 const DEFAULT_MAX_CONNECTIONS = 64;
+/**
+ * Requests one connection may have in flight. Past it the daemon stops reading that connection until one
+ * finishes, so a client that sends without end fills its own socket buffer, not the daemon's memory.
+ */
+export const DEFAULT_MAX_IN_FLIGHT = 16;
+/** A connection with nothing in flight that says nothing for this long is closed. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 const PROBE_TIMEOUT_MS = 1_000;
 
 export interface RequestContext {
@@ -45,6 +55,23 @@ export interface ControlServerOptions {
   handlers: ControlHandlers;
   logger: Logger;
   maxConnections?: number | undefined;
+  /** Requests in flight per connection before the daemon stops reading it (default 16). */
+  maxInFlight?: number | undefined;
+  /** Closes a connection idle this long: nothing in flight, nothing said (default 60 s). */
+  idleTimeoutMs?: number | undefined;
+}
+
+/** One client connection: what it has in flight and what it sent that waits for a slot. */
+interface Connection {
+  socket: Socket;
+  ac: AbortController;
+  inFlight: number;
+  /** Request lines read but not started: at most what one read brought in, as reading pauses at once. */
+  pending: string[];
+  /** Looked up at the first request, for the log. */
+  peer?: Promise<Peer>;
+  /** Why reading is paused, if it is. */
+  pausedFor?: 'in-flight' | 'unread-answers' | undefined;
 }
 
 function checkPathLength(path: string): void {
@@ -150,8 +177,8 @@ export class ControlServer {
       socket.end(encodeError(null, err));
       return;
     }
-    const ac = new AbortController();
-    this.#connections.set(socket, ac);
+    const conn: Connection = { socket, ac: new AbortController(), inFlight: 0, pending: [] };
+    this.#connections.set(socket, conn.ac);
     const splitter = new LineSplitter(MAX_REQUEST_BYTES);
     socket.on('data', (chunk: Buffer) => {
       let lines: string[];
@@ -164,28 +191,71 @@ export class ControlServer {
         socket.removeAllListeners('data');
         return;
       }
-      for (const line of lines) void this.#handle(socket, line, ac.signal);
+      conn.pending.push(...lines);
+      this.#pump(conn);
+    });
+    socket.on('drain', () => this.#pump(conn));
+    const idleMs = this.#idleMs;
+    socket.setTimeout(idleMs);
+    socket.on('timeout', () => {
+      // A `wait` may rightly take hours; the timer starts again once nothing is in flight (see #pump).
+      if (conn.inFlight > 0) return;
+      this.#opts.logger.debug({ idleMs }, 'closing an idle control connection');
+      socket.end(encodeError(null, protocolError('idle-timeout', `closed after ${idleMs} ms without a request`, { idleMs })));
+      socket.destroySoon();
     });
     socket.on('error', () => {}); // a client that goes away mid-answer is its own business
     socket.on('close', () => {
-      ac.abort(new ShuttleError('ABORTED', 'the client disconnected'));
+      conn.ac.abort(new ShuttleError('ABORTED', 'the client disconnected'));
       this.#connections.delete(socket);
     });
   }
 
-  async #handle(socket: Socket, line: string, signal: AbortSignal): Promise<void> {
+  get #idleMs(): number {
+    return this.#opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+  }
+
+  /**
+   * Starts pending requests while there is room, and reads from the client only while it has room for
+   * more and reads its answers: otherwise the socket is paused, and the client's writes back up.
+   */
+  #pump(conn: Connection): void {
+    const max = Math.max(1, this.#opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT);
+    while (conn.pending.length > 0 && conn.inFlight < max && !conn.socket.writableNeedDrain) {
+      const line = conn.pending.shift()!;
+      conn.inFlight++;
+      void this.#handle(conn, line).finally(() => {
+        if (--conn.inFlight === 0 && !conn.socket.destroyed) conn.socket.setTimeout(this.#idleMs);
+        this.#pump(conn);
+      });
+    }
+    const reason = conn.socket.writableNeedDrain ? 'unread-answers' : conn.inFlight >= max || conn.pending.length > 0 ? 'in-flight' : undefined;
+    if (reason !== undefined && reason !== conn.pausedFor) {
+      this.#opts.logger.debug({ reason, inFlight: conn.inFlight, pending: conn.pending.length }, 'control connection paused');
+    }
+    conn.pausedFor = reason;
+    if (reason !== undefined && !conn.socket.isPaused()) conn.socket.pause();
+    else if (reason === undefined && conn.socket.isPaused() && !conn.socket.destroyed) conn.socket.resume();
+  }
+
+  async #handle(conn: Connection, line: string): Promise<void> {
+    const { socket, ac: { signal } } = conn;
     let id: RequestId = null;
     let reply: string;
+    conn.peer ??= socketPeer(socket);
+    const peer = await conn.peer;
     try {
       const req = parseRequest(line);
       id = req.id;
-      this.#opts.logger.debug({ cmd: req.cmd, id }, 'control request');
+      // Requests that change something are worth a line at info; status polls are not.
+      const level = req.cmd === 'ingest' || req.cmd === 'cancel' ? 'info' : 'debug';
+      this.#opts.logger[level]({ cmd: req.cmd, id, args: req.args, peer }, 'control request');
       const handler = this.#opts.handlers[req.cmd] as (args: unknown, ctx: RequestContext) => unknown;
       reply = encodeResult(id, await handler(req.args, { signal }));
     } catch (err) {
       if (isShuttleError(err) && err.context['id'] !== undefined) id = err.context['id'] as RequestId;
-      if (isShuttleError(err, 'USAGE')) this.#opts.logger.info({ reason: err.context['reason'], message: err.message }, 'control request refused');
-      else if (!signal.aborted) this.#opts.logger.warn({ err }, 'control request failed');
+      if (isShuttleError(err, 'USAGE')) this.#opts.logger.info({ reason: err.context['reason'], rule: err.context['rule'], message: err.message, peer }, 'control request refused');
+      else if (!signal.aborted) this.#opts.logger.warn({ err, peer }, 'control request failed');
       reply = encodeError(id, err);
     }
     if (!socket.destroyed && socket.writable) socket.write(reply);
@@ -252,8 +322,9 @@ export class ControlClient {
     throw last;
   }
 
-  static #connectOne(path: string, opts: ConnectOptions): Promise<ControlClient> {
+  static async #connectOne(path: string, opts: ConnectOptions): Promise<ControlClient> {
     checkPathLength(path);
+    await checkSocketDirectory(path);
     return new Promise((resolve, reject) => {
       const socket = createConnection(path);
       const timer = setTimeout(() => {

@@ -1,24 +1,25 @@
-import { mkdir, realpath, stat } from 'node:fs/promises';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import type { Config } from '../config/index.js';
-import { FolderSource } from '../device/card/folder-source.js';
 import { ShuttleError, errnoCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Journal } from '../store/journal.js';
 import { acquireLock, type Lock } from '../store/lock.js';
 import { VERSION } from '../version.js';
 import { ControlServer, type ControlHandlers } from './control.js';
-import { DeviceRegistry, pathJobKey, type DeviceWatcher } from './devices.js';
+import { DeviceRegistry, type DeviceWatcher } from './devices.js';
 import { HotFolderFeed } from './hotfolder-feed.js';
-import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment, type SourceOpener } from './ingest-job.js';
+import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment } from './ingest-job.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { uploadSettings } from '../config/index.js';
 import { JobScheduler, noSuchJob } from './jobs.js';
 import { CARD_MOUNT_BASE, MountWatcher } from './mounts.js';
 import { SystemdNotifier } from './notify.js';
 import { PROTOCOL_VERSION } from './protocol.js';
+import type { PtpIpWatcher } from './ptpip-watcher.js';
+import { resolveRequestedSource, within, type AllowedRoot, type RequestedSource } from './request-source.js';
 import { serverSocketPath } from './socket-path.js';
-import type { DaemonStatus, JobKind, JobSnapshot } from './status.js';
+import type { DaemonStatus, JobSnapshot } from './status.js';
 import { DaemonUploader } from './uploads.js';
 import { UsbCameraWatcher } from './usb-cameras.js';
 
@@ -42,7 +43,7 @@ export interface DaemonOptions {
   watchers?: readonly DeviceWatcher[] | undefined;
   notifier?: SystemdNotifier | undefined;
   /** Builds the USB camera watcher when `[daemon] usb_cameras` is on (tests give one over a fake bus). */
-  usbWatcher?: ((logger: Logger) => DeviceWatcher) | undefined;
+  usbWatcher?: ((logger: Logger) => UsbCameraWatcher) | undefined;
 }
 
 /** Where the daemon's single-instance lock lives: one daemon per state dir (journal). */
@@ -50,7 +51,6 @@ export function daemonLockPath(stateDir: string): string {
   return join(stateDir, 'daemon.lock');
 }
 
-const URI = /^[a-z][a-z0-9+.-]*:/i;
 const STATUS_LINE_EVERY_MS = 1_000;
 const STATUS_LINE_PROGRESS_MS = 5_000;
 
@@ -62,6 +62,8 @@ export class Daemon {
   readonly #notifier: SystemdNotifier;
   readonly #startedAt = new Date();
   readonly #feeds: HotFolderFeed[] = [];
+  #usbWatcher: UsbCameraWatcher | undefined;
+  #ptpipWatcher: PtpIpWatcher | undefined;
   #env!: IngestEnvironment;
   #lock: Lock | undefined;
   #journal: Journal | undefined;
@@ -141,10 +143,11 @@ export class Daemon {
       await this.#devices.add(new MountWatcher({ roots, logger: this.#log, skip, intervalMs: MOUNT_POLL_MS }));
     }
     if (d.usbCameras) await this.#startUsbWatcher();
-    if (d.networkCameras) {
+    if (d.networkCameras !== false) {
       // Loaded on use: the mDNS library is only needed when network cameras are watched.
-      const { PtpIpWatcher } = await import('./ptpip-watcher.js');
-      await this.#devices.add(new PtpIpWatcher({ logger: this.#log }));
+      const { PtpIpWatcher, networkCameraFilter } = await import('./ptpip-watcher.js');
+      this.#ptpipWatcher = new PtpIpWatcher({ logger: this.#log, accept: networkCameraFilter(d.networkCameras) });
+      await this.#devices.add(this.#ptpipWatcher);
     }
     for (const w of this.#opts.watchers ?? []) await this.#devices.add(w);
     this.#uploader?.start();
@@ -166,6 +169,7 @@ export class Daemon {
     const watcher = this.#opts.usbWatcher?.(this.#log) ?? new UsbCameraWatcher({ logger: this.#log, settleMs: d.usbSettleMs, pollMs: d.usbPollMs });
     try {
       await this.#devices.add(watcher);
+      this.#usbWatcher = watcher;
     } catch (err) {
       this.#log.warn({ err }, 'USB cameras are not watched: USB is unavailable here (set [daemon] usb_cameras = false to silence this)');
       await watcher.close().catch(() => undefined);
@@ -240,26 +244,30 @@ export class Daemon {
     };
   }
 
-  /** A requested source: an absolute folder or mount point, or a source URI that openSource knows. */
-  async #requestedSource(source: string): Promise<{ key: string; kind: JobKind; label: string; open: SourceOpener }> {
-    if (URI.test(source) && !isAbsolute(source)) {
-      // Loaded on use: the CLI module brings the progress bar and the S3 client, which an idle daemon does not need.
-      const open: SourceOpener = async (ctx) => (await import('../cli/ingest.js')).openSource(source, ctx);
-      return { key: source, kind: 'camera', label: source, open };
-    }
-    if (!isAbsolute(source)) {
-      throw new ShuttleError('USAGE', `source "${source}" is not an absolute path (the daemon does not know the client's working directory)`, { context: { source, reason: 'bad-args' } });
-    }
-    let real: string;
-    try {
-      real = await realpath(source);
-      if (!(await stat(real)).isDirectory()) throw Object.assign(new Error('not a folder'), { code: 'ENOTDIR' });
-    } catch (cause) {
-      throw new ShuttleError('SOURCE_NOT_FOUND', `source ${source} is not a folder the daemon can read: ${errnoCode(cause) ?? String(cause)}`, { cause, context: { source } });
-    }
-    this.#refuseOverlap(real, 'source');
-    const mountRoot = real !== '/' && (await stat(real)).dev !== (await stat(dirname(real))).dev;
-    return { key: pathJobKey(real), kind: mountRoot ? 'card' : 'folder', label: real, open: async () => new FolderSource(real) };
+  /** A requested source, if the configuration allows it (see request-source.ts). */
+  async #requestedSource(source: string): Promise<RequestedSource> {
+    const d = this.#opts.config.daemon;
+    const roots: AllowedRoot[] = [
+      { path: CARD_MOUNT_BASE, setting: `the card mount base ${CARD_MOUNT_BASE}` },
+      ...d.watchMounts.map((path) => ({ path, setting: '[daemon] watch_mounts' })),
+      ...this.#feeds.map((f) => ({ path: f.root, setting: '[daemon] hot_folders' })),
+      ...d.allowedSources.map((path) => ({ path, setting: '[daemon] allowed_sources' })),
+    ];
+    const requested = await resolveRequestedSource(source, {
+      roots,
+      usbCameras: async () => {
+        if (this.#usbWatcher) return this.#usbWatcher.attached;
+        // Not watching USB (usb_cameras off, or it failed to start): look at the bus now.
+        const { findUsbCameras } = await import('../device/usb/discovery.js');
+        return (await findUsbCameras(undefined, { logger: this.#log })).map((c) => c.info);
+      },
+      networkCameras: () => this.#ptpipWatcher?.cameras ?? [],
+      networkAddresses: typeof d.networkCameras === 'boolean' ? [] : d.networkCameras,
+      openUsb: (selector) => async (ctx) => (await import('../device/usb-source.js')).openUsbCameraSource(selector, { timeZone: ctx.timeZone, logger: ctx.logger, signal: ctx.signal }),
+      openPtpIp: (host, port) => async (ctx) => (await import('../device/camera-source.js')).openPtpIpCameraSource({ host, port, stateDir: ctx.stateDir, timeZone: ctx.timeZone, logger: ctx.logger, signal: ctx.signal }),
+    });
+    if (requested.kind !== 'camera') this.#refuseOverlap(requested.label, 'source');
+    return requested;
   }
 
   /** A source inside a destination (or holding one) would ingest Shuttle's own copies, again and again. */
@@ -308,7 +316,6 @@ export class Daemon {
 
 /** Whether one path is the other or inside it. */
 export function overlaps(a: string, b: string): boolean {
-  const within = (inner: string, outer: string): boolean => inner === outer || inner.startsWith(outer.endsWith('/') ? outer : `${outer}/`);
   return within(a, b) || within(b, a);
 }
 

@@ -27,6 +27,7 @@ export type ProtocolProblem =
   | 'bad-args'
   | 'line-too-long'
   | 'too-many-connections'
+  | 'idle-timeout'
   | 'shutting-down';
 
 export type RequestId = string | number | null;

@@ -2,6 +2,7 @@ import { openPtpIpCameraSource } from '../device/camera-source.js';
 import { PtpIpDiscoverer, type DiscoveredCamera, type DiscoveryOptions } from '../device/ptpip/discovery.js';
 import type { Logger } from '../log.js';
 import type { AttachedDevice, DeviceEvents, DeviceWatcher } from './devices.js';
+import { cameraListed } from './request-source.js';
 
 /**
  * Network cameras for the daemon: scans the local network for PTP/IP cameras (mDNS `_ptp._tcp`, SSDP)
@@ -19,9 +20,13 @@ export interface PtpIpWatcherOptions {
   missedScans?: number | undefined;
   /** Which discovery protocols to use (default both), and their options. */
   discovery?: DiscoveryOptions | undefined;
-  /** Only these cameras become devices (e.g. by guid or host from the config); default all. */
+  /** Only these cameras become devices (the `network_cameras` allowlist, see `networkCameraFilter`); default all. */
   accept?: ((camera: DiscoveredCamera) => boolean) | undefined;
+  /** The discoverer to scan with (tests give a fake); default mDNS and SSDP with `discovery`. */
+  discoverer?: Pick<PtpIpDiscoverer, 'scan' | 'onGoodbye' | 'close'> | undefined;
 }
+
+const MAX_IGNORED_REMEMBERED = 256;
 
 interface Known {
   camera: DiscoveredCamera;
@@ -32,7 +37,9 @@ export class PtpIpWatcher implements DeviceWatcher {
   readonly name = 'ptpip';
   readonly #opts: PtpIpWatcherOptions;
   readonly #known = new Map<string, Known>();
-  #discoverer: PtpIpDiscoverer | undefined;
+  /** Cameras refused by `accept`, so that each is logged once (forgotten past a bound: anyone can announce many). */
+  readonly #ignored = new Set<string>();
+  #discoverer: Pick<PtpIpDiscoverer, 'scan' | 'onGoodbye' | 'close'> | undefined;
   #events: DeviceEvents | undefined;
   #timer: NodeJS.Timeout | undefined;
   #scanning: Promise<void> | undefined;
@@ -45,7 +52,7 @@ export class PtpIpWatcher implements DeviceWatcher {
 
   async start(events: DeviceEvents): Promise<void> {
     this.#events = events;
-    this.#discoverer = new PtpIpDiscoverer({ ...this.#opts.discovery, logger: this.#opts.logger });
+    this.#discoverer = this.#opts.discoverer ?? new PtpIpDiscoverer({ ...this.#opts.discovery, logger: this.#opts.logger });
     this.#offGoodbye = this.#discoverer.onGoodbye((uri) => this.#gone(uri, 'the camera said goodbye on mDNS'));
     await this.scan();
     this.#timer = setInterval(() => void this.scan(), this.#opts.intervalMs ?? 10_000);
@@ -79,7 +86,14 @@ export class PtpIpWatcher implements DeviceWatcher {
     if (this.#stop.signal.aborted || !this.#events) return;
     const seen = new Set<string>();
     for (const cam of cameras) {
-      if (this.#opts.accept && !this.#opts.accept(cam)) continue;
+      if (this.#opts.accept && !this.#opts.accept(cam)) {
+        if (!this.#ignored.has(cam.uri)) {
+          this.#opts.logger.info({ camera: cam.uri, guid: cam.guid, name: cam.name, via: cam.via }, 'network camera not in [daemon] network_cameras; ignored');
+          if (this.#ignored.size >= MAX_IGNORED_REMEMBERED) this.#ignored.clear();
+          this.#ignored.add(cam.uri);
+        }
+        continue;
+      }
       seen.add(cam.uri);
       const k = this.#known.get(cam.uri);
       if (k) {
@@ -98,10 +112,21 @@ export class PtpIpWatcher implements DeviceWatcher {
     }
   }
 
+  /** The cameras attached now (announced and admitted). */
+  get cameras(): DiscoveredCamera[] {
+    return [...this.#known.values()].map((k) => k.camera);
+  }
+
   #gone(uri: string, reason: string): void {
     if (!this.#known.delete(uri)) return;
     this.#events?.detach(uri, reason);
   }
+}
+
+/** `[daemon] network_cameras` as a filter: true admits every camera, a list those it names (see `cameraListed`). */
+export function networkCameraFilter(setting: boolean | readonly string[]): (camera: DiscoveredCamera) => boolean {
+  if (typeof setting === 'boolean') return () => setting;
+  return (camera) => cameraListed(setting, camera);
 }
 
 /** A discovered camera as a daemon device; opening it connects the way `shuttle ingest ptpip:HOST:PORT` does. */

@@ -1,6 +1,8 @@
 import { accessSync, constants as fsConstants, existsSync } from 'node:fs';
+import { realpath, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { ShuttleError, errnoCode } from '../errors.js';
 
 /**
  * Where the control socket lives. The daemon and its clients resolve it the same way from the same
@@ -12,6 +14,12 @@ import { dirname, join } from 'node:path';
  *   3. /run/shuttle/control.sock
  *   4. $XDG_RUNTIME_DIR/shuttle/control.sock (a daemon run by a user, for trying things out)
  *   5. <tmpdir>/shuttle-<uid>/control.sock
+ *
+ * A client connects only to a socket whose folder (symlinks resolved) nobody else could have put there:
+ * the folder is writable by no one but its owner, and its owner is root, the calling user, or a user
+ * root gave it to (the folder's parent is root's and writable by root alone, as /run is for systemd's
+ * RuntimeDirectory). Otherwise anyone could pre-create, say, /tmp/shuttle-0 and answer a root client
+ * with made-up job results.
  */
 
 export const SOCKET_NAME = 'control.sock';
@@ -57,4 +65,25 @@ export function clientSocketPaths(configured: string | undefined, env: NodeJS.Pr
   const candidates = socketCandidates(configured, env);
   const present = candidates.filter((p) => existsSync(p));
   return present.length ? present : candidates.slice(0, 1);
+}
+
+/** Refuses (USAGE) a socket whose folder another user could have made or could swap the socket in; see above. */
+export async function checkSocketDirectory(socketPath: string, uid: number | undefined = process.getuid?.()): Promise<void> {
+  let dir: string;
+  try {
+    dir = await realpath(dirname(socketPath));
+  } catch (cause) {
+    // Nothing to trust or distrust: connecting reports the missing socket.
+    if (errnoCode(cause) === 'ENOENT') return;
+    throw cause;
+  }
+  const st = await stat(dir);
+  const refuse = (why: string): ShuttleError => new ShuttleError('USAGE',
+    `not connecting to the control socket ${socketPath}: its folder ${dir} ${why}; a client trusts a socket only in a folder that is writable by its owner alone and owned by root, by the calling user, or by a user root gave it to (in a folder of root's writable by root alone), as /run/shuttle is`,
+    { context: { socket: socketPath, folder: dir, owner: st.uid, mode: (st.mode & 0o7777).toString(8), reason: 'untrusted-socket-folder' } });
+  if ((st.mode & 0o022) !== 0) throw refuse(`is writable by ${(st.mode & 0o002) !== 0 ? 'every user' : 'its group'}`);
+  if (st.uid === 0 || st.uid === uid) return;
+  const parent = await stat(dirname(dir));
+  if (parent.uid === 0 && (parent.mode & 0o022) === 0) return;
+  throw refuse(`belongs to uid ${st.uid} and sits in ${dirname(dir)}, where others can make folders`);
 }

@@ -5,14 +5,17 @@
  *
  * `PtpIpDiscoverer` keeps its sockets open for repeated scans (the daemon's watcher);
  * `discoverPtpIpCameras` is one scan (the CLI).
+ *
+ * A camera's address is always the address its announcement came from. An mDNS record or an SSDP
+ * LOCATION naming another address is not followed: anyone on the network can announce, and a record
+ * pointing elsewhere would make Shuttle connect to (or fetch from) a host that never announced anything.
  */
 import Bonjour from 'bonjour-service';
-import { XMLParser } from 'fast-xml-parser';
-import { isIPv4 } from 'node:net';
 import { throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
+import { ptpipUri } from './address.js';
 import { PTPIP_DEFAULT_PORT } from './packets.js';
-import { PTPIP_SSDP_TARGETS, ssdpSearch, type SsdpMessage } from './ssdp.js';
+import { PTPIP_SSDP_TARGETS, fetchDeviceDescription, locationHost, ssdpSearch, type DeviceDescription, type SsdpMessage } from './ssdp.js';
 
 export interface DiscoveredCamera {
   /** `ptpip:HOST:PORT`: what `shuttle ingest` takes, and the camera's id while it is announced. */
@@ -38,7 +41,11 @@ export interface DiscoveryOptions {
   /** Send SSDP M-SEARCH (default true). */
   ssdp?: boolean;
   ssdpTargets?: readonly string[];
-  /** Fetch the UPnP description an SSDP answer points at, for friendly and model names (default true). */
+  /**
+   * Fetch the UPnP description an SSDP answer points at, for friendly and model names (default true): only
+   * from the answer's sender, at most `MAX_DESCRIPTIONS_PER_SCAN` new ones per scan, each at most
+   * `MAX_DESCRIPTION_BYTES` (see ssdp.ts).
+   */
   ssdpDescriptions?: boolean;
   logger?: Logger;
 }
@@ -51,6 +58,10 @@ export interface ScanOptions {
 
 export const MDNS_SERVICE_TYPE = '_ptp._tcp';
 const MDNS_REQUERY_MS = 1000;
+/** Descriptions fetched in one scan: a flood of SSDP answers must not become a flood of HTTP requests. */
+export const MAX_DESCRIPTIONS_PER_SCAN = 8;
+/** Descriptions remembered across scans (those of cameras still answering are kept first). */
+const MAX_CACHED_DESCRIPTIONS = 32;
 
 /** What bonjour-service's browser reports for a resolved service (only the fields used). */
 interface MdnsService {
@@ -58,7 +69,6 @@ interface MdnsService {
   fqdn: string;
   host: string;
   port: number;
-  addresses?: string[];
   referer?: { address: string };
   txt?: unknown;
 }
@@ -92,21 +102,16 @@ function firstOf(rec: Record<string, string>, keys: readonly string[]): string |
   return undefined;
 }
 
-function uriOf(host: string, port: number): string {
-  return isIPv4(host) || !host.includes(':') ? `ptpip:${host}:${port}` : `ptpip:[${host}]:${port}`;
-}
-
 /**
- * A resolved mDNS service as a camera. The host is an announced IPv4 address, else the address the
- * answer came from: a `.local` name would need nss-mdns to resolve, which a box may not have.
+ * A resolved mDNS service as a camera at the address the answer came from. The A/AAAA records it carries
+ * are not followed: a record may name any address, the sender is the one that spoke.
  */
 export function cameraFromMdns(s: MdnsService): DiscoveredCamera | undefined {
   if (!Number.isInteger(s.port) || s.port < 1 || s.port > 65535) return undefined;
-  const v4 = (s.addresses ?? []).find((a) => isIPv4(a));
-  const host = v4 ?? s.referer?.address ?? (s.addresses ?? [])[0];
+  const host = s.referer?.address;
   if (!host) return undefined;
   const txt = textRecord(s.txt);
-  const cam: DiscoveredCamera = { uri: uriOf(host, s.port), host, port: s.port, name: s.name, via: 'mdns', txt, service: MDNS_SERVICE_TYPE };
+  const cam: DiscoveredCamera = { uri: ptpipUri(host, s.port), host, port: s.port, name: s.name, via: 'mdns', txt, service: MDNS_SERVICE_TYPE };
   const guid = firstOf(txt, ['guid', 'uuid', 'id']);
   const model = firstOf(txt, ['model', 'md', 'product', 'ty']);
   const manufacturer = firstOf(txt, ['manufacturer', 'mfg', 'vendor']);
@@ -116,22 +121,13 @@ export function cameraFromMdns(s: MdnsService): DiscoveredCamera | undefined {
   return cam;
 }
 
-/** An SSDP answer as a camera: the host from LOCATION (else the sender), PTP/IP's standard port. */
+/** An SSDP answer as a camera at the address the answer came from, on PTP/IP's standard port (LOCATION is not followed). */
 export function cameraFromSsdp(m: SsdpMessage): DiscoveredCamera | undefined {
   const st = m.headers['st'] ?? m.headers['nt'];
   if (!st) return undefined;
-  let host = m.address;
-  const location = m.headers['location'];
-  if (location) {
-    try {
-      const h = new URL(location).hostname.replace(/^\[|\]$/g, '');
-      if (h) host = h;
-    } catch {
-      // A malformed LOCATION: the sender's address is as good.
-    }
-  }
+  const host = m.address;
   const cam: DiscoveredCamera = {
-    uri: uriOf(host, PTPIP_DEFAULT_PORT),
+    uri: ptpipUri(host, PTPIP_DEFAULT_PORT),
     host,
     port: PTPIP_DEFAULT_PORT,
     name: m.headers['server'] ?? st,
@@ -144,29 +140,6 @@ export function cameraFromSsdp(m: SsdpMessage): DiscoveredCamera | undefined {
   return cam;
 }
 
-const xml = new XMLParser({ ignoreAttributes: true, processEntities: false, parseTagValue: false });
-
-/** friendlyName, manufacturer and modelName from a UPnP device description (best effort, short timeout). */
-async function describe(location: string, signal: AbortSignal | undefined): Promise<{ name?: string; manufacturer?: string; model?: string }> {
-  const url = new URL(location);
-  if (url.protocol !== 'http:') return {};
-  const timeout = AbortSignal.timeout(1500);
-  const res = await fetch(url, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
-  if (!res.ok) return {};
-  const text = (await res.text()).slice(0, 64 * 1024);
-  const doc = xml.parse(text) as { root?: { device?: Record<string, unknown> } };
-  const d = doc.root?.device ?? {};
-  const str = (v: unknown): string | undefined => (typeof v === 'string' && v.trim() !== '' ? v.trim().slice(0, 200) : undefined);
-  const out: { name?: string; manufacturer?: string; model?: string } = {};
-  const name = str(d['friendlyName']);
-  const manufacturer = str(d['manufacturer']);
-  const model = str(d['modelName']);
-  if (name) out.name = name;
-  if (manufacturer) out.manufacturer = manufacturer;
-  if (model) out.model = model;
-  return out;
-}
-
 export class PtpIpDiscoverer {
   readonly #log: Logger;
   readonly #opts: DiscoveryOptions;
@@ -174,7 +147,8 @@ export class PtpIpDiscoverer {
   #mdns: unknown;
   #watchBrowser: MdnsBrowser | undefined;
   readonly #goodbyeListeners = new Set<(uri: string) => void>();
-  readonly #described = new Map<string, { name?: string; manufacturer?: string; model?: string }>();
+  /** UPnP descriptions by LOCATION, so that a camera answering every scan is asked once. */
+  readonly #described = new Map<string, DeviceDescription>();
 
   constructor(opts: DiscoveryOptions = {}) {
     this.#opts = opts;
@@ -255,26 +229,46 @@ export class PtpIpDiscoverer {
     const cams = new Map<string, { cam: DiscoveredCamera; location: string | undefined }>();
     for (const m of answers) {
       const cam = cameraFromSsdp(m);
-      if (cam && !cams.has(cam.uri)) cams.set(cam.uri, { cam, location: m.headers['location'] });
+      if (!cam || cams.has(cam.uri)) continue;
+      const location = m.headers['location'];
+      if (location !== undefined && locationHost(location) !== m.address) {
+        this.#log.debug({ sender: m.address, location }, 'SSDP answer points at another host; its description is not fetched');
+        cams.set(cam.uri, { cam, location: undefined });
+      } else {
+        cams.set(cam.uri, { cam, location });
+      }
     }
+    const describe = this.#opts.ssdpDescriptions !== false;
+    const toFetch = describe ? [...cams.values()].filter((c) => c.location !== undefined && !this.#described.has(c.location)).slice(0, MAX_DESCRIPTIONS_PER_SCAN) : [];
     await Promise.all(
-      [...cams.values()].map(async ({ cam, location }) => {
-        if (location && this.#opts.ssdpDescriptions !== false) {
-          let d = this.#described.get(location);
-          if (!d) {
-            d = await describe(location, opts.signal).catch((err: unknown) => {
-              this.#log.debug({ err, location }, 'no UPnP description');
-              return {};
-            });
-            this.#described.set(location, d);
-          }
-          if (d.name) cam.name = d.name;
-          if (d.model) cam.model = d.model;
-          if (d.manufacturer) cam.manufacturer = d.manufacturer;
-        }
-        if (!found.has(cam.uri)) found.set(cam.uri, cam);
+      toFetch.map(async ({ cam, location }) => {
+        const d = await fetchDeviceDescription(location!, cam.host, { signal: opts.signal }).catch((err: unknown) => {
+          this.#log.debug({ err, location }, 'no UPnP description');
+          return {};
+        });
+        this.#described.set(location!, d);
       }),
     );
+    const seen = new Set<string>();
+    for (const { cam, location } of cams.values()) {
+      const d = location === undefined ? undefined : this.#described.get(location);
+      if (location !== undefined) seen.add(location);
+      if (d?.name) cam.name = d.name;
+      if (d?.model) cam.model = d.model;
+      if (d?.manufacturer) cam.manufacturer = d.manufacturer;
+      if (!found.has(cam.uri)) found.set(cam.uri, cam);
+    }
+    this.#pruneDescriptions(seen);
+  }
+
+  /** Forgets descriptions of cameras that did not answer this scan once the cache is full, then the oldest. */
+  #pruneDescriptions(seen: ReadonlySet<string>): void {
+    for (const keepSeen of [true, false]) {
+      for (const location of this.#described.keys()) {
+        if (this.#described.size <= MAX_CACHED_DESCRIPTIONS) return;
+        if (!keepSeen || !seen.has(location)) this.#described.delete(location);
+      }
+    }
   }
 
   async close(): Promise<void> {

@@ -9,7 +9,8 @@
  * case PTP/IP itself then runs on TCP 15740 at the answering address.
  */
 import dgram from 'node:dgram';
-import { abortReason, throwIfAborted } from '../../errors.js';
+import { XMLParser } from 'fast-xml-parser';
+import { ShuttleError, abortReason, throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 
 export const SSDP_ADDRESS = '239.255.255.250';
@@ -31,6 +32,11 @@ export interface SsdpMessage {
 
 /** Largest datagram looked at; SSDP messages are a few hundred bytes. */
 const MAX_MESSAGE = 8192;
+/** Answers kept from one search: anyone on the network can answer, as often as they like. */
+export const MAX_ANSWERS = 256;
+/** Largest UPnP device description read; a camera's is a few kilobytes. */
+export const MAX_DESCRIPTION_BYTES = 64 * 1024;
+const DESCRIPTION_TIMEOUT_MS = 1500;
 
 /** Parses an SSDP datagram; undefined for anything that is not one (never throws: the network is hostile). */
 export function parseSsdpMessage(bytes: Uint8Array, address: string): SsdpMessage | undefined {
@@ -105,7 +111,7 @@ export async function ssdpSearch(opts: SsdpSearchOptions): Promise<SsdpMessage[]
     });
     socket.on('message', (msg, rinfo) => {
       const m = parseSsdpMessage(msg, rinfo.address);
-      if (m && m.kind !== 'search') found.push(m);
+      if (m && m.kind !== 'search' && found.length < MAX_ANSWERS) found.push(m);
     });
     const send = (): void => {
       for (const t of targets) socket.send(encodeMSearch(t, mx), dest.port, dest.address, (err) => err && log.debug({ err, target: t }, 'M-SEARCH not sent'));
@@ -121,4 +127,72 @@ export async function ssdpSearch(opts: SsdpSearchOptions): Promise<SsdpMessage[]
       timer = setTimeout(() => finish(), opts.windowMs);
     });
   });
+}
+
+/** The host a LOCATION URL names (IPv6 without brackets); undefined for one that does not parse. */
+export function locationHost(location: string): string | undefined {
+  try {
+    return new URL(location).hostname.replace(/^\[|\]$/g, '') || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface DeviceDescription {
+  name?: string;
+  manufacturer?: string;
+  model?: string;
+}
+
+const xml = new XMLParser({ ignoreAttributes: true, processEntities: false, parseTagValue: false });
+
+/**
+ * friendlyName, manufacturer and modelName from the UPnP device description at `location`, fetched only
+ * when it is plain http at `sender` (the address the SSDP answer came from), without following redirects,
+ * and read no further than `maxBytes`: a larger body is cut off (the connection closed) and refused.
+ */
+export async function fetchDeviceDescription(
+  location: string,
+  sender: string,
+  opts: { signal?: AbortSignal | undefined; maxBytes?: number | undefined; timeoutMs?: number | undefined } = {},
+): Promise<DeviceDescription> {
+  const url = new URL(location);
+  const refuse = (why: string): ShuttleError => new ShuttleError('TRANSPORT', `UPnP description ${location} not read: ${why}`, { context: { location, sender } });
+  if (url.protocol !== 'http:') throw refuse('not plain http');
+  if (locationHost(location) !== sender) throw refuse(`it is not at the answering address ${sender}`);
+  const max = opts.maxBytes ?? MAX_DESCRIPTION_BYTES;
+  const stop = new AbortController();
+  const timeout = AbortSignal.timeout(opts.timeoutMs ?? DESCRIPTION_TIMEOUT_MS);
+  const signal = AbortSignal.any([stop.signal, timeout, ...(opts.signal ? [opts.signal] : [])]);
+  try {
+    const res = await fetch(url, { signal, redirect: 'error' });
+    if (!res.ok || !res.body) throw refuse(`HTTP ${res.status}`);
+    const declared = Number(res.headers.get('content-length') ?? NaN);
+    if (declared > max) throw refuse(`it is ${declared} bytes, more than ${max}`);
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for await (const chunk of res.body) {
+      size += chunk.byteLength;
+      if (size > max) throw refuse(`it is longer than ${max} bytes`);
+      chunks.push(chunk);
+    }
+    return parseDeviceDescription(Buffer.concat(chunks).toString('utf8'));
+  } finally {
+    // Closes the connection of a body left unread (refused, or cut off at the limit).
+    stop.abort();
+  }
+}
+
+function parseDeviceDescription(text: string): DeviceDescription {
+  const doc = xml.parse(text) as { root?: { device?: Record<string, unknown> } };
+  const d = doc.root?.device ?? {};
+  const str = (v: unknown): string | undefined => (typeof v === 'string' && v.trim() !== '' ? v.trim().slice(0, 200) : undefined);
+  const out: DeviceDescription = {};
+  const name = str(d['friendlyName']);
+  const manufacturer = str(d['manufacturer']);
+  const model = str(d['modelName']);
+  if (name) out.name = name;
+  if (manufacturer) out.manufacturer = manufacturer;
+  if (model) out.model = model;
+  return out;
 }
