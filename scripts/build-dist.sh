@@ -48,7 +48,7 @@ if ! "$root/node_modules/.bin/tsc" -p "$root/tsconfig.json" --noEmit >"$out/tsc.
   say "the TypeScript sources do not type-check; no artifact"
   exit 1
 fi
-"$root/node_modules/node/bin/node" "$root/scripts/build.mjs" --outdir "$stage/dist" --no-sourcemap
+"$root/node_modules/node/bin/node" "$root/scripts/build.mjs" --outdir "$stage/dist" --no-sourcemap --release
 
 # Production dependencies, once per lockfile and machine type.
 lock_hash=$(sha256sum "$root/package-lock.json" | cut -c1-16)

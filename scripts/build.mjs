@@ -4,7 +4,10 @@
 // the development host, `shuttle ingest --help` took 0.49 s as plain tsc output and 0.17 s bundled; in
 // the TCG test guest, where every file is read over 9p, resolving and loading modules was most of a
 // 20 s start. Type checking is tsc's job (`npm run typecheck`); esbuild only strips the types.
-// Run:  node scripts/build.mjs [--outdir DIR] [--no-sourcemap]   (default dist/ with source maps)
+// Run:  node scripts/build.mjs [--outdir DIR] [--no-sourcemap] [--release]   (default dist/ with source maps)
+// --release (scripts/build-dist.sh) leaves out the test hooks: SHUTTLE_TEST_HOOKS is defined false, so
+// the crash points and injected faults are dead code that the syntax pass removes, names and all. The
+// tests' build (test/support/global-setup.ts, npm's prepare) keeps them; otherwise the two are the same.
 import { build } from 'esbuild';
 import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -12,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const { values: opts } = parseArgs({ options: { outdir: { type: 'string' }, 'no-sourcemap': { type: 'boolean' } } });
+const { values: opts } = parseArgs({ options: { outdir: { type: 'string' }, 'no-sourcemap': { type: 'boolean' }, release: { type: 'boolean' } } });
 const outdir = resolve(opts.outdir ?? `${root}/dist`);
 
 // Left to Node at run time: native addons (and their prebuilt binaries), pino (its transports run in
@@ -35,6 +38,9 @@ await build({
   platform: 'node',
   target: 'node22',
   external,
+  define: { SHUTTLE_TEST_HOOKS: opts.release ? 'false' : 'true' },
+  // Folds constants and drops dead code (the hooks above); names and layout stay as written.
+  minifySyntax: true,
   // The artifact (scripts/build-dist.sh) leaves them out: they point at sources it does not carry.
   sourcemap: opts['no-sourcemap'] ? false : 'linked',
   // Bundled CommonJS packages call require() for Node's own modules; an ES module has none of its own.

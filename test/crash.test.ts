@@ -1,9 +1,12 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
+import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
+import { CRASH_POINTS } from '../src/ingest/crash-points.js';
 import { ingestJson, runCli, spawnCli } from './support/cli.js';
 import { bytes, writeBytes, writeJpeg } from './support/fixtures.js';
+import { crashPointCalls } from './support/test-hooks.js';
 import { contentMultiset, listTree, tempDir, tempFilesUnder } from './support/tree.js';
 
 /**
@@ -37,16 +40,57 @@ afterAll(async () => {
   await work.cleanup();
 });
 
-async function trial(name: string, kill: { afterMs?: number; crashAt?: string; loseUnsynced?: boolean }): Promise<void> {
+/**
+ * Where a kill found the run: before the journal knew of it, mid-run (its ingest started and not
+ * finished: work remained), after it had finished, or not at all (the run ended on its own first).
+ */
+type Kill = 'before-start' | 'mid-run' | 'after-finish' | 'missed';
+
+/** The last ingest the journal holds, finished or not (none before the journal knew of the run). */
+function lastIngest(state: string): { finished: boolean } | undefined {
+  if (!existsSync(join(state, 'journal.sqlite'))) return undefined;
+  const db = new DatabaseSync(join(state, 'journal.sqlite'));
+  try {
+    // Killed while the journal was being made: no tables yet.
+    if (db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ingests'`).get() === undefined) return undefined;
+    const row = db.prepare('SELECT finished_at FROM ingests ORDER BY id DESC LIMIT 1').get() as { finished_at: string | null } | undefined;
+    return row === undefined ? undefined : { finished: row.finished_at !== null };
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * One run of `shuttle ingest` killed with SIGKILL (at a crash point, or by a timer), then, if the kill
+ * landed, a rerun that must complete exactly once. A run that ended on its own is no trial: nothing
+ * more is checked.
+ */
+async function trial(name: string, kill: { afterMs?: number; crashAt?: string; loseUnsynced?: boolean }): Promise<Kill> {
   const base = join(work.path, name);
   const dests = [join(base, 'a'), join(base, 'b')];
   const state = join(base, 'state');
   await mkdir(base, { recursive: true });
   const args = ['ingest', src, '--dest', dests[0]!, '--dest', dests[1]!, '--state', state, '--json'];
   const child = spawnCli(args, kill.crashAt ? { env: { SHUTTLE_TEST_CRASH_AT: kill.crashAt } } : {});
+  let stderr = '';
+  child.stdout!.resume();
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const timer = kill.afterMs !== undefined ? setTimeout(() => child.kill('SIGKILL'), kill.afterMs) : undefined;
-  await new Promise((res) => child.on('close', res));
+  const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.on('close', (code, signal) => res({ code, signal })));
   clearTimeout(timer);
+  if (kill.crashAt !== undefined) {
+    // The crash point fired (it says so before it kills): not some other death, nor a run that never got there.
+    expect(exit.signal, `${name}: ${stderr}`).toBe('SIGKILL');
+    expect(stderr, name).toContain(`crash point ${kill.crashAt} reached`);
+  }
+  if (exit.signal !== 'SIGKILL') {
+    expect(exit.code, `${name}: ${stderr}`).toBe(0);
+    await rm(base, { recursive: true, force: true });
+    return 'missed';
+  }
+  const ingest = lastIngest(state);
+  const result: Kill = ingest === undefined ? 'before-start' : ingest.finished ? 'after-finish' : 'mid-run';
+  if (kill.crashAt !== undefined) expect(result, name).toBe('mid-run');
   if (kill.loseUnsynced === true) {
     // A power cut, not a kill: the journal loses what was committed without an fsync (the rows naming
     // temps being written), while the temps themselves may survive on the disk.
@@ -74,10 +118,16 @@ async function trial(name: string, kill: { afterMs?: number; crashAt?: string; l
   expect(s.problems, name).toEqual([]);
   expect(s.copies['verified'], name).toBe(sourceTree.size * 2);
   await rm(base, { recursive: true, force: true });
+  return result;
 }
 
-const points = ['temp-created', 'written', 'sealed', 'read-back', 'published', 'journaled', 'manifest', 'generation-written'];
-test.each(points.flatMap((p) => [`${p}:1`, p === 'manifest' || p === 'generation-written' ? `${p}:2` : `${p}:7`]))('crash-at-%s-then-rerun-completes-exactly-once', async (crashAt) => {
+test('the-crash-points-tested-are-exactly-those-the-code-calls', async () => {
+  const calls = await crashPointCalls();
+  expect([...calls.keys()].sort()).toEqual([...CRASH_POINTS].sort());
+});
+
+// The n-th time: the first file, a later one (while other files are in flight), the second destination.
+test.each(CRASH_POINTS.flatMap((p) => [`${p}:1`, p === 'manifest' || p === 'generation-written' ? `${p}:2` : `${p}:7`]))('crash-at-%s-then-rerun-completes-exactly-once', async (crashAt) => {
   await trial(`point-${crashAt.replace(':', '-')}`, { crashAt });
 }, 120_000);
 
@@ -85,8 +135,16 @@ test.each(['temp-created:1', 'written:7'])('a-power-cut-at-%s-that-loses-the-uns
   await trial(`power-${crashAt.replace(':', '-')}`, { crashAt, loseUnsynced: true });
 }, 120_000);
 
-test('thirty-random-sigkills-then-rerun-completes-exactly-once', async () => {
+test('thirty-random-sigkills-mid-run-then-rerun-completes-exactly-once', async () => {
+  const wanted = 30;
   let seed = 12345;
   const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-  for (let i = 0; i < 30; i++) await trial(`random-${i}`, { afterMs: Math.floor(rand() * fullRunMs * 1.5) });
-}, 900_000);
+  const outcomes: Record<Kill, number> = { 'before-start': 0, 'mid-run': 0, 'after-finish': 0, missed: 0 };
+  for (let i = 0; outcomes['mid-run'] < wanted; i++) {
+    expect(i, `only ${outcomes['mid-run']} of ${i} random kills landed mid-run: ${JSON.stringify(outcomes)}`).toBeLessThan(3 * wanted);
+    // Start-up is part of fullRunMs; kills there (and any after the run finished) are not counted.
+    outcomes[await trial(`random-${i}`, { afterMs: Math.floor(rand() * fullRunMs) })]++;
+  }
+  expect(outcomes['mid-run']).toBe(wanted);
+  console.info(`random kills: ${JSON.stringify(outcomes)}`);
+}, 1_500_000);

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { unitWithPrefix } from '../src/cli/doctor-checks.js';
+import { hookTraces } from './support/test-hooks.js';
 
 /**
  * The artifact and its installer, for real: scripts/build-dist.sh builds the tarball (production
@@ -107,6 +108,11 @@ describe('install into a DESTDIR', () => {
       expect(await readFile(join(root, 'etc/udev/rules.d', rules), 'utf8')).toBe(await readFile(join(REPO, 'udev', rules), 'utf8'));
     }
     expect(await mode(join(root, 'opt/shuttle/lib/shuttle-card'))).toBe('755');
+  });
+
+  test('the-installed-program-has-none-of-the-test-hooks', async () => {
+    // build-dist.sh builds with --release (see test/release-build.test.ts for what that leaves out).
+    expect(await hookTraces(join(root, 'opt/shuttle/dist'))).toEqual([]);
   });
 
   test('writes-a-fully-commented-config-readable-by-the-service-group-only', async () => {

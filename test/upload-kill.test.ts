@@ -1,16 +1,18 @@
 /**
  * kill -9 at random points of multipart uploads to a real S3 server, restarting each time: the object
  * must end up complete and correct, no part may be sent again once its completion was durably recorded,
- * and no unfinished multipart upload may be left on the server.
+ * and no unfinished multipart upload may be left on the server. The multipart state lives in the journal,
+ * as the product keeps it (JournalUploadStateStore).
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { MiB } from '../src/upload/multipart.js';
-import { FileUploadStateStore } from '../src/upload/state.js';
+import { Journal } from '../src/store/journal.js';
+import { JournalUploadStateStore } from '../src/upload/journal-state.js';
 import { startSwift, type SwiftServer } from './support/swift.js';
 import type { KillChildConfig } from './support/upload-kill-child.js';
 import { expectedMultipartEtag, headOrUndefined, sha256OfObject, unfinishedUploads, writeTestFile, type TestFile } from './support/upload-fixtures.js';
@@ -107,7 +109,9 @@ function runChild(cfg: KillChildConfig, plan: KillPlan): Promise<RunOutcome> {
 describe('uploads killed with SIGKILL and restarted', () => {
   it(`survive ${KILLS_WANTED}+ kills mid-upload: object correct, no recorded part re-sent, no orphaned uploads`, { timeout: 170_000 }, async () => {
     const stateDir = join(dir, 'state');
-    const store = new FileUploadStateStore(stateDir);
+    const journal = Journal.open(stateDir);
+    onTestFinished(() => journal.close());
+    const store = new JournalUploadStateStore(journal);
     const expectedEtag = `"${await expectedMultipartEtag(file.path, PART_SIZE)}"`;
     let kills = 0;
     let runs = 0;

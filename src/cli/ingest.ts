@@ -132,6 +132,10 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
       }
       // Uploads (src/cli/upload.ts): queue this run's verified files, then upload them unless --no-wait.
       const uploads = upload !== undefined && summary.status !== 'interrupted' ? await upload.run(signal, summary.fileIds) : undefined;
+      if (uploads?.queueError) {
+        summary.errors.push(uploads.queueError);
+        summary.status = 'failed';
+      }
       // Peak memory is part of the contract (flat whatever the file size): log it for tests and benchmarks.
       ctx.logger.info({ summary, maxRssBytes: process.resourceUsage().maxRSS * 1024 }, 'ingest finished');
       if (opts.json) {

@@ -4,7 +4,7 @@ import { uploadSettings } from '../config/index.js';
 import { ShuttleError, isShuttleError } from '../errors.js';
 import { Journal } from '../store/journal.js';
 import { acquireLock } from '../store/lock.js';
-import { UploadQueue, type QueueCounts } from '../store/upload-queue.js';
+import { UploadQueue, type EnqueueResult, type QueueCounts } from '../store/upload-queue.js';
 import { createUploadRuntime, queueTargetFor, retentionPolicyFor, uploadLockPath } from '../upload/from-config.js';
 import { PROVIDERS, isProviderName, type ProviderName } from '../upload/provider.js';
 import { applyRetention, type RetentionReport } from '../upload/retention.js';
@@ -88,6 +88,8 @@ export interface IngestUploadSummary {
   /** Still queued (or interrupted): a later `shuttle upload` or the daemon finishes them. */
   pending: number;
   errors: Array<{ key: string; code: string; message: string }>;
+  /** The run's files could not be queued (nothing was uploaded): the ingest fails with this error. */
+  queueError?: { code: string; message: string };
 }
 
 export interface IngestUpload {
@@ -122,7 +124,15 @@ export function prepareIngestUpload(ctx: CommandContext, flags: IngestUploadFlag
       const own = Journal.open(ctx.stateDir);
       try {
         const queue = new UploadQueue(own);
-        const enqueued = queue.enqueue(fileIds, target);
+        let enqueued: EnqueueResult;
+        try {
+          enqueued = queue.enqueue(fileIds, target);
+        } catch (error) {
+          // Returned, not thrown: the summary of the copies made still gets printed, with this error in it.
+          ctx.logger.error({ err: error, target: where }, 'files not queued for upload');
+          const code = isShuttleError(error) ? error.code : 'INTERNAL';
+          return { target: where, queued: 0, uploaded: 0, failed: 0, pending: 0, errors: [], queueError: { code, message: error instanceof Error ? error.message : String(error) } };
+        }
         const ids = [...new Set(enqueued.rowIds)];
         ctx.logger.info({ target: where, files: fileIds.length, added: enqueued.added, alreadyUploaded: enqueued.alreadyUploaded }, 'files queued for upload');
         const open = (): boolean => {
@@ -153,6 +163,7 @@ export function prepareIngestUpload(ctx: CommandContext, flags: IngestUploadFlag
       }
     },
     exitCode(summary) {
+      if (summary.queueError !== undefined) return EXIT.failed;
       if (!wait) return EXIT.ok;
       if (summary.failed > 0) return EXIT.failed;
       return summary.pending > 0 ? EXIT.incomplete : EXIT.ok;

@@ -1,4 +1,5 @@
 import type { Source } from '../device/source.js';
+import { isShuttleError } from '../errors.js';
 import { runIngest, type DestinationSpec, type IngestSettings, type IngestSummary } from '../ingest/pipeline.js';
 import type { Logger } from '../log.js';
 import type { Journal } from '../store/journal.js';
@@ -18,7 +19,8 @@ export interface IngestEnvironment {
   /**
    * Follow-up work on every finished ingest, also an interrupted or failed one (its verified files count):
    * the daemon queues them for upload here. Awaited before the job ends, so a finished job's files are
-   * durably queued; a failure is logged, never the job's.
+   * durably queued; a failure fails the job (files verified here but never queued would otherwise not
+   * reach the cloud without anyone being told).
    */
   afterIngest?: ((summary: IngestSummary, logger: Logger) => Promise<void>) | undefined;
 }
@@ -56,7 +58,13 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
       onProgress: ctx.progress,
     });
     if (env.afterIngest) {
-      await env.afterIngest(summary, ctx.logger).catch((err: unknown) => ctx.logger.error({ err }, 'follow-up work after the ingest failed'));
+      try {
+        await env.afterIngest(summary, ctx.logger);
+      } catch (err) {
+        ctx.logger.error({ err }, 'follow-up work after the ingest failed');
+        summary.errors.push({ code: isShuttleError(err) ? err.code : 'INTERNAL', message: err instanceof Error ? err.message : String(err) });
+        if (summary.status === 'complete') summary.status = 'failed';
+      }
     }
     onSummary?.(summary);
     return { status: summary.status, result: resultFigures(summary) };

@@ -1,12 +1,13 @@
 import { constants as fsConstants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { unlink } from 'node:fs/promises';
-import { ShuttleError, errnoCode, throwIfAborted } from '../errors.js';
+import { lstat, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { ShuttleError, abortReason, errnoCode, throwIfAborted } from '../errors.js';
 import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../io/direct.js';
 import type { Source, SourceItem } from '../device/source.js';
 import type { HashAlgorithm, HashSet } from './hashing.js';
 import { IngestHasher } from './hash-worker-client.js';
-import { openTemp, fsyncFile, applyTestFault, destinationError, writeAll } from './durable.js';
+import { openTemp, fsyncDir, fsyncFile, applyTestFault, destinationError, writeAll } from './durable.js';
 import { readBack } from './readback.js';
 
 /**
@@ -175,6 +176,27 @@ export async function checkCopy(path: string, expected: ReadResult, signal?: Abo
   const rb = await readBack(path, ['xxh128'], signal ? { signal } : {});
   const ok = rb.size === expected.size && rb.hashes.xxh128 !== undefined && rb.hashes.xxh128 === expected.hashes.xxh128;
   return { ok, direct: rb.direct, actual: { size: rb.size, xxh128: rb.hashes.xxh128 } };
+}
+
+/**
+ * Whether a file already at the destination (an earlier copy of the same content, or what an interrupted
+ * run published at the target name) may stand for this copy: it must be a regular file whose bytes, read
+ * back past the page cache like a fresh copy's, match the source read. A match is then fsync'd with its
+ * folder, since the run that made it may have died before its name was durable. A file that cannot be
+ * read is not adopted (it is someone else's to sort out); failing to sync one that matched is an error.
+ */
+export async function adoptExisting(path: string, expected: ReadResult, signal?: AbortSignal): Promise<ReadBackCheck | undefined> {
+  let check: ReadBackCheck | undefined;
+  try {
+    // Not a link's target: the copy must be the file at this name, not wherever a link leads.
+    if ((await lstat(path)).isFile()) check = await checkCopy(path, expected, signal);
+  } catch {
+    if (signal?.aborted) throw abortReason(signal);
+  }
+  if (check === undefined || !check.ok) return check;
+  await fsyncFile(path);
+  await fsyncDir(dirname(path));
+  return check;
 }
 
 /**

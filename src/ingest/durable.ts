@@ -348,10 +348,17 @@ let flippedOnce = false;
  * Several faults may be listed, separated by commas. The byte at offset floor(size / 2) is XORed with
  * 0xff and the file fsync'd again, so the bytes on disk differ from those hashed while copying but the
  * size does not. The copy pipeline calls this after fsync and before read-back, where only read-back can
- * catch the damage. Empty files have no byte to flip. Returns whether a byte was flipped.
+ * catch the damage. Empty files have no byte to flip. Resolves to whether a byte was flipped. The
+ * release build (SHUTTLE_TEST_HOOKS false) has none of this: the function is empty there, and esbuild
+ * drops it and its call.
  */
-export async function applyTestFault(tempPath: string): Promise<boolean> {
-  const spec = process.env.SHUTTLE_TEST_FAULT;
+export function applyTestFault(tempPath: string): Promise<boolean> | undefined {
+  if (typeof SHUTTLE_TEST_HOOKS === 'undefined' || SHUTTLE_TEST_HOOKS) return flipByteOnRequest(tempPath);
+  return undefined;
+}
+
+async function flipByteOnRequest(tempPath: string): Promise<boolean> {
+  const spec = process.env['SHUTTLE_TEST_FAULT'];
   if (!spec) return false;
   const finalName = finalNameOfTemp(basename(tempPath));
   const faults = spec.split(',').map((s) => s.trim());

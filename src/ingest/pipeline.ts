@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { basename, dirname, join, posix } from 'node:path';
-import { mkdir, stat, unlink } from 'node:fs/promises';
+import { mkdir, unlink } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
@@ -11,7 +11,6 @@ import { checkDestination, checkFreeSpace, MARKER_DIR } from './destination.js';
 import type { HashAlgorithm, HashSet } from './hashing.js';
 import { IngestHasher, startHashWorker } from './hash-worker-client.js';
 import { publishNoReplace, removeStrayTemps } from './durable.js';
-import { readBack } from './readback.js';
 import { readCaptureMetadata, METADATA_HEAD_BYTES, type CaptureMetadata } from './metadata.js';
 import type { WallClock } from '../time-zone.js';
 import { renderName, withCollisionSuffix } from './naming.js';
@@ -21,6 +20,7 @@ import { crashPoint } from './crash-points.js';
 import { nameFilter } from './filter.js';
 import { Slots } from '../io/slots.js';
 import {
+  adoptExisting,
   checkCopy,
   createTempTarget,
   discardTemp,
@@ -576,7 +576,7 @@ async function finishFile(
           context: { path: pf.item.path, destination: d.root, expected: w.read.hashes.xxh128, actual: check.actual.xxh128 },
         });
       }
-      const placed = await place(t, w, journal, log);
+      const placed = await place(t, w, journal, log, signal);
       crashPoint('published');
       const direct = check.direct;
       records.push(() => {
@@ -614,18 +614,21 @@ async function finishFile(
 /**
  * Moves a verified temp copy to its final name, never replacing a file. Identical content already at
  * the destination (by the journal's content index, or found at the target name) is kept and the temp
- * dropped; a different file at the name pushes this group to the next collision suffix.
+ * dropped, but only once that file was read back and matched the source and was fsync'd (adoptExisting):
+ * the journal says what was there, not what is there now. A different file at the name pushes this group
+ * to the next collision suffix.
  */
-async function place(t: WrittenTarget, w: WrittenFile, journal: Journal, log: Logger): Promise<{ rel: string; dedup: boolean; suffix?: number }> {
+async function place(t: WrittenTarget, w: WrittenFile, journal: Journal, log: Logger, signal: AbortSignal): Promise<{ rel: string; dedup: boolean; suffix?: number }> {
   const d = t.dest;
   const same = journal.findContent(d.id, w.read.hashes.xxh128!, w.read.hashes.sha256!, w.read.size);
   if (same?.dest_path) {
-    const st = await stat(join(d.root, same.dest_path)).catch(() => undefined);
-    if (st?.size === w.read.size) {
+    const existing = await adoptExisting(join(d.root, same.dest_path), w.read, signal);
+    if (existing?.ok) {
       await discardTemp(t.target);
       log.info({ path: w.pf.item.path, existing: same.dest_path, destination: d.root }, 'identical content already at destination');
       return { rel: same.dest_path, dedup: true };
     }
+    log.warn({ path: w.pf.item.path, existing: same.dest_path, destination: d.root, actual: existing?.actual }, 'a verified copy of the same content no longer matches it; storing this one anew');
   }
   const stored = journal.groupName(w.sourceId, t.groupKey, d.id);
   let suffix = stored?.suffix ?? 0;
@@ -635,8 +638,7 @@ async function place(t: WrittenTarget, w: WrittenFile, journal: Journal, log: Lo
     const r = await publishNoReplace(t.target.tempPath, final);
     if (r === 'published') return { rel, dedup: false, suffix };
     // Something is already there: ours from an interrupted run (same bytes), or another file.
-    const existing = await readBack(final, ['xxh128']).catch(() => undefined);
-    if (existing && existing.size === w.read.size && existing.hashes.xxh128 === w.read.hashes.xxh128) {
+    if ((await adoptExisting(final, w.read, signal))?.ok) {
       await discardTemp(t.target);
       return { rel, dedup: false, suffix };
     }

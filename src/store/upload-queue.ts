@@ -217,6 +217,17 @@ export class UploadQueue {
    * key already carrying the same content is shared. One transaction for the lot.
    */
   enqueue(fileIds: readonly number[], target: QueueTarget, now = Date.now()): EnqueueResult {
+    try {
+      return this.#enqueue(fileIds, target, now);
+    } catch (cause) {
+      const where = `s3://${target.bucket}${target.prefix === '' ? '' : `/${target.prefix}`}`;
+      throw new ShuttleError('JOURNAL', `could not queue ${fileIds.length} files for upload to ${where}: ${cause instanceof Error ? cause.message : String(cause)}`, {
+        cause, context: { bucket: target.bucket, prefix: target.prefix, files: fileIds.length },
+      });
+    }
+  }
+
+  #enqueue(fileIds: readonly number[], target: QueueTarget, now: number): EnqueueResult {
     const result: EnqueueResult = { rowIds: [], added: 0, alreadyUploaded: 0, reset: 0, sharedContent: 0, notVerified: 0 };
     this.#journal.tx(() => {
       for (const fileId of fileIds) {

@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 
 /**
  * The CLI tests run the built program, as users do: build it once before any test (scripts/build.mjs,
- * the same build the artifact ships). Type errors are the typecheck step's business (scripts/test.sh
+ * the same build the artifact ships, bar the test hooks that its --release leaves out). Type errors are the typecheck step's business (scripts/test.sh
  * runs it first); the build only strips types, so tests go on.
  */
 export default function setup(): void {

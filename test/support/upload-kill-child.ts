@@ -1,6 +1,6 @@
 /**
- * Child process for the kill -9 test (test/upload-kill.test.ts): one uploadFile() with the file-backed
- * state store. It reports every step on stdout (one line each, written synchronously so the parent can
+ * Child process for the kill -9 test (test/upload-kill.test.ts): one uploadFile() with the multipart
+ * state in the journal, as `shuttle upload` and the daemon keep it (JournalUploadStateStore). It reports every step on stdout (one line each, written synchronously so the parent can
  * kill right after a given step), and appends "<uploadId> <partNumber>" to `sendLog` before each
  * UploadPart request leaves, so that the parent can prove no recorded part was sent again.
  *
@@ -9,7 +9,9 @@
 import { appendFileSync, writeSync } from 'node:fs';
 import { createS3Client } from '../../src/upload/client.js';
 import { RateLimiter } from '../../src/upload/rate-limit.js';
-import { FileUploadStateStore, type NewUploadState, type PartRecord, type UploadRef, type UploadStatus } from '../../src/upload/state.js';
+import { Journal } from '../../src/store/journal.js';
+import { JournalUploadStateStore } from '../../src/upload/journal-state.js';
+import type { NewUploadState, PartRecord, UploadRef, UploadStatus } from '../../src/upload/state.js';
 import { uploadFile } from '../../src/upload/uploader.js';
 
 export interface KillChildConfig {
@@ -49,7 +51,7 @@ client.middlewareStack.add(
   { step: 'initialize', name: 'killTestEvents' },
 );
 
-class ReportingStore extends FileUploadStateStore {
+class ReportingStore extends JournalUploadStateStore {
   override async begin(state: NewUploadState): Promise<void> {
     await super.begin(state);
     emit(`begin ${state.uploadId}`);
@@ -64,6 +66,7 @@ class ReportingStore extends FileUploadStateStore {
   }
 }
 
+const journal = Journal.open(cfg.stateDir);
 const result = await uploadFile({
   client,
   provider: 'swift',
@@ -72,7 +75,7 @@ const result = await uploadFile({
   path: cfg.path,
   size: cfg.size,
   expected: { sha256: cfg.sha256 },
-  store: new ReportingStore(cfg.stateDir),
+  store: new ReportingStore(journal),
   partSize: cfg.partSize,
   concurrency: cfg.concurrency,
   retry: { baseDelayMs: 20, maxDelayMs: 200 },
@@ -80,3 +83,4 @@ const result = await uploadFile({
 });
 emit(`result ${JSON.stringify(result)}`);
 client.destroy();
+journal.close();

@@ -1,0 +1,74 @@
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { execFile, spawn } from 'node:child_process';
+import { copyFile, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { CRASH_POINTS } from '../src/ingest/crash-points.js';
+import { runCli, type CliResult } from './support/cli.js';
+import { bytes, writeBytes } from './support/fixtures.js';
+import { hookMarkers, hookTraces } from './support/test-hooks.js';
+import { listTree, contentMultiset, tempDir } from './support/tree.js';
+
+/**
+ * The release build (scripts/build.mjs --release, which scripts/build-dist.sh runs) leaves the test
+ * hooks out: no trace of them in its code, and their variables do nothing to it. The build the tests
+ * run (dist/) keeps them, which is what makes the comparison mean something.
+ */
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+let work: { path: string; cleanup: () => Promise<void> };
+let release: string;
+
+beforeAll(async () => {
+  work = await tempDir('shuttle-release-');
+  // Laid out as an installed tree: dist/ beside package.json (the version) and node_modules (externals).
+  release = join(work.path, 'dist');
+  await promisify(execFile)(process.execPath, [join(REPO, 'scripts/build.mjs'), '--release', '--no-sourcemap', '--outdir', release]);
+  await copyFile(join(REPO, 'package.json'), join(work.path, 'package.json'));
+  await symlink(join(REPO, 'node_modules'), join(work.path, 'node_modules'));
+}, 120_000);
+afterAll(async () => {
+  await work?.cleanup();
+});
+
+function run(main: string, args: string[], env: Record<string, string>): Promise<CliResult> {
+  const child = spawn(process.execPath, [main, ...args], { env: { ...process.env, TZ: 'UTC', SHUTTLE_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
+
+test('the-release-build-holds-no-trace-of-the-test-hooks-that-the-tests-build-has', async () => {
+  const markers = await hookMarkers();
+  // Most crash points have names nothing else uses, so their absence is checked by name.
+  expect(markers.filter((m) => m.startsWith('"')).length).toBeGreaterThanOrEqual(CRASH_POINTS.length - 2);
+  expect(await hookTraces(release)).toEqual([]);
+  const inTestBuild = await hookTraces(join(REPO, 'dist'));
+  for (const m of markers) expect(inTestBuild.some((t) => t.startsWith(`${m} in `)), `${m} in dist/`).toBe(true);
+});
+
+test('the-hook-variables-do-nothing-to-the-release-build', async () => {
+  const card = join(work.path, 'card');
+  for (let i = 1; i <= 3; i++) await writeBytes(join(card, `IMG_000${i}.CR2`), bytes(200_000, i), new Date('2026-04-01T10:00:00Z'));
+  const args = (name: string) => ['ingest', card, '--dest', join(work.path, name, 'lib'), '--state', join(work.path, name, 'state'), '--json'];
+
+  // In the tests' build each variable does what it says.
+  const crashed = await runCli(args('test-crash'), { env: { SHUTTLE_TEST_CRASH_AT: 'temp-created:1' } });
+  expect(crashed.signal, crashed.stderr).toBe('SIGKILL');
+  expect(crashed.stderr).toContain('crash point temp-created:1 reached');
+  const flipped = await runCli(args('test-fault'), { env: { SHUTTLE_TEST_FAULT: 'flip-byte' } });
+  expect(flipped.code, flipped.stderr).toBe(1);
+  expect(flipped.stdout).toContain('VERIFY_MISMATCH');
+
+  const r = await run(join(release, 'main.js'), args('release'), { SHUTTLE_TEST_CRASH_AT: 'temp-created:1', SHUTTLE_TEST_FAULT: 'flip-byte' });
+  expect(r.signal, r.stderr).toBe(null);
+  expect(r.code, r.stderr).toBe(0);
+  expect(JSON.parse(r.stdout)).toMatchObject({ files: 3, copied: 3, failed: 0, status: 'complete' });
+  expect(r.stderr).not.toMatch(/mismatch|crash point/);
+  expect(contentMultiset(await listTree(join(work.path, 'release', 'lib'), { skipShuttle: true }))).toEqual(contentMultiset(await listTree(card)));
+});
