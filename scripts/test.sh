@@ -16,6 +16,8 @@ APT_PACKAGES=(
   qemu-system-x86 linux-image-amd64 busybox-static cpio kmod # QEMU guests with Debian's kernel (USB hardware in the loop)
   debootstrap e2fsprogs udev # the systemd guest image for the installed-box suite
   avahi-daemon minissdpd # real mDNS and SSDP peers announcing a PTP/IP camera (discovery tests)
+  strace            # observes the fsyncs and O_DIRECT opens of an adopted copy (publish tests)
+  iproute2          # ss: the control socket's peer (pid, uid) is found through sock_diag
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
