@@ -221,17 +221,16 @@ describe('capture metadata from a head buffer', () => {
     expect(m.warnings.length).toBeGreaterThan(0);
   });
 
-  test('sidecars-and-unknown-files-fall-back-to-mtime-quickly-and-quietly', async () => {
+  // How fast: bench/steps.ts.
+  test('sidecars-and-unknown-files-fall-back-to-mtime-quietly', async () => {
     const xmp = xmpSidecar({ ...camera, dateTimeOriginal: '2024:05:06 07:08:09' }, 3);
     const wav = Buffer.concat([wavHeader(1000), Buffer.alloc(1000)]);
-    const t = performance.now();
     for (const head of [xmp, wav, Buffer.from('hello'), Buffer.alloc(0), Prng.from(1, 'x').bytes(METADATA_HEAD_BYTES)]) {
       const m = await readCaptureMetadata(head, FALLBACK, { timeZone: 'Europe/Paris' });
       expectMtimeFallback(m);
       expect(m.warnings).toEqual([]);
       expect(m.local).toEqual({ year: 2021, month: 7, day: 1, hour: 14, minute: 0, second: 0, millisecond: 0 });
     }
-    expect(performance.now() - t).toBeLessThan(500);
   });
 
   test('a-jpeg-thumbnail-thm-with-exif-gives-its-capture-date', async () => {

@@ -82,18 +82,16 @@ describe('pairing', () => {
     expect(a).toEqual([['A/IMG_1.JPG', 'A/IMG_1.CR2'], ['A/IMG_2.NEF', 'A/IMG_2.XMP'], ['B/IMG_1.JPG'], ['B/IMG_2.JPG']]);
   });
 
-  test('ten-thousand-items-group-in-well-under-a-second', () => {
+  // How fast: bench/steps.ts.
+  test('ten-thousand-items-group-into-their-shots', () => {
     const items: SourceItem[] = [];
     for (let i = 0; i < 2500; i++) {
       const dir = `DCIM/${100 + Math.floor(i / 999)}CANON`;
       const stem = `IMG_${String((i % 999) + 1).padStart(4, '0')}`;
       for (const ext of ['.JPG', '.CR2', '.XMP', '.CR2.xmp']) items.push(item(`${dir}/${stem}${ext}`));
     }
-    const t = performance.now();
     const groups = groupItems(items.reverse());
-    const ms = performance.now() - t;
     expect(groups).toHaveLength(2500);
     expect(groups.every((g) => g.members.length === 4 && g.members[0]!.role === 'image')).toBe(true);
-    expect(ms).toBeLessThan(500);
   });
 });

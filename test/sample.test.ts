@@ -140,14 +140,12 @@ describe('sample card', () => {
     }
   });
 
-  test('big-files-are-written-exactly-to-size-in-seconds', async () => {
-    const t = performance.now();
+  // How fast: bench/steps.ts.
+  test('big-files-are-written-exactly-to-size', async () => {
     const card = await makeSampleCard(work.path, { count: 2, rawSize: 40 * 1024 * 1024 + 3, jpegSize: 8_000_001, sidecars: false, voiceMemo: false });
-    const seconds = (performance.now() - t) / 1000;
     const total = card.files.reduce((s, f) => s + f.size, 0);
     expect(total).toBe(2 * (40 * 1024 * 1024 + 3) + 2 * 8_000_001 + card.files.find((f) => f.path === 'MISC/AUTPRINT.MRK')!.size);
-    // ~97 MB, about half a second here; the 2 GiB benchmark card takes about 4 s.
-    expect(seconds).toBeLessThan(10);
+    for (const f of card.files) expect((await stat(join(work.path, f.path))).size, f.path).toBe(f.size);
   });
 
   test('bad-options-are-usage-errors', async () => {

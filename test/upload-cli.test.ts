@@ -320,10 +320,17 @@ describe('an unreachable server', () => {
     await gate.open();
     await gate.close();
     try {
-      const run = runCli(['ingest', card, '--dest', join(work.path, 'lib'), '--state', join(work.path, 'state'), '--config', await config(), '--upload', `s3://${bucket}/flaky`, '--upload-timeout', '60', '--json'], { env: s3Env(gate.endpoint) });
-      await sleep(3_000);
+      const child = spawnCli(['ingest', card, '--dest', join(work.path, 'lib'), '--state', join(work.path, 'state'), '--config', await config(), '--upload', `s3://${bucket}/flaky`, '--upload-timeout', '60', '--json'], { env: s3Env(gate.endpoint) });
+      let stdout = '';
+      let stderr = '';
+      child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+      // The gate opens once the upload has met it closed and put the files off (its warning says so).
+      const refused = new Promise<void>((resolve) => child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()).includes('upload deferred') && resolve()));
+      const closed = new Promise<CliResult>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+      await Promise.race([refused, closed]);
+      expect(stderr).toContain('ECONNREFUSED');
       await gate.open();
-      const r = await run;
+      const r = await closed;
       expect(r.code, r.stderr).toBe(0);
       expect(jsonOf<IngestUploadJson>(r).upload).toMatchObject({ uploaded: 2, pending: 0 });
       await expectObjectsMatchCard('flaky');

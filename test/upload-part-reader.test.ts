@@ -233,14 +233,17 @@ describe('request bodies', () => {
     const path = await randomFile('destroyed.bin', 8 * MiB, 9);
     const sink = new SlowSink(20);
     let handed = 0;
+    let firstHanded: () => void = () => {};
+    const flowing = new Promise<void>((resolve) => (firstHanded = resolve));
     const write = sink.write.bind(sink) as (chunk: Buffer, callback: (error?: Error | null) => void) => boolean;
     sink.write = ((chunk: Buffer, callback: (error?: Error | null) => void) => {
       handed++;
+      firstHanded();
       return write(chunk, callback);
     }) as typeof sink.write;
     const body = bodyOf(path, 0, 8 * MiB).open();
     body.pipe(sink);
-    await new Promise((r) => setTimeout(r, 30));
+    await flowing;
     body.destroy();
     const count = handed;
     await new Promise((r) => setTimeout(r, 200));

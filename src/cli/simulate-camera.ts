@@ -43,8 +43,8 @@ export function simulateCameraCommand(): Command {
         process.exitCode = 1;
         return;
       }
-      process.stdout.write(`${JSON.stringify({ host: sim.host, port: sim.port })}\n`);
-      await new Promise<void>((resolve) => {
+      // Listening for the stop signals before the address is printed: whoever read it may stop us at once.
+      const stopped = new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {
           logger.info({ signal: sig }, 'stopping camera simulator');
           process.off('SIGINT', stop);
@@ -54,6 +54,8 @@ export function simulateCameraCommand(): Command {
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
       });
+      process.stdout.write(`${JSON.stringify({ host: sim.host, port: sim.port })}\n`);
+      await stopped;
       await sim.stop();
     });
 }

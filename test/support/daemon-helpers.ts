@@ -89,29 +89,38 @@ export interface RunningDaemon {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts `shuttle run ARGS` and resolves once it has logged "daemon started" (fails if it exits or takes 20 s). */
+/** Starts `shuttle run ARGS` and resolves when it logs "daemon started" (fails if it exits first or takes 20 s). */
 export async function spawnDaemon(args: readonly string[], env: Record<string, string | undefined>): Promise<RunningDaemon> {
   const child = spawnCli(['run', ...args], { env });
   const logs: RunningDaemon['logs'] = [];
   let out = '';
   let err = '';
+  let onStarted: () => void = () => {};
+  const started = new Promise<void>((resolve) => (onStarted = resolve));
   child.stdout!.on('data', (d: Buffer) => {
     out += d.toString();
     for (let nl = out.indexOf('\n'); nl >= 0; nl = out.indexOf('\n')) {
-      logs.push(JSON.parse(out.slice(0, nl)) as RunningDaemon['logs'][number]);
+      const line = JSON.parse(out.slice(0, nl)) as RunningDaemon['logs'][number];
+      logs.push(line);
+      if (line.msg === 'daemon started') onStarted();
       out = out.slice(nl + 1);
     }
   });
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('close', (code, signal) => r({ code, signal })));
-  const started = Date.now();
-  while (!logs.some((l) => l.msg === 'daemon started')) {
-    if (child.exitCode !== null) throw new Error(`daemon exited ${child.exitCode}: ${err}`);
-    if (Date.now() - started > 20_000) {
+  let timer: NodeJS.Timeout | undefined;
+  const gaveUp = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
       child.kill('SIGKILL');
-      throw new Error(`daemon did not start: ${err}`);
-    }
-    await sleep(20);
+      reject(new Error(`daemon did not start within 20 s: ${err}`));
+    }, 20_000);
+  });
+  const ended = exited.then(({ code, signal }) => Promise.reject(new Error(`daemon exited ${code ?? signal} before it started: ${err}`)));
+  try {
+    // The race handles every rejection, also those of the losers (`ended` rejects when a started daemon stops).
+    await Promise.race([started, gaveUp, ended]);
+  } finally {
+    clearTimeout(timer);
   }
   return { child, logs, stderr: () => err, exited };
 }

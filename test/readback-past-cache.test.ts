@@ -1,0 +1,191 @@
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
+import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest';
+import { FolderSource } from '../src/device/card/folder-source.js';
+import { runIngest, type IngestSettings } from '../src/ingest/pipeline.js';
+import { readBack } from '../src/ingest/readback.js';
+import { giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../src/io/direct.js';
+import { Journal } from '../src/store/journal.js';
+import { captureLog } from './support/daemon-helpers.js';
+import { bytes, writeBytes } from './support/fixtures.js';
+import { tempDir } from './support/tree.js';
+
+/**
+ * Read-back must read the disk, not the page cache: a copy whose cached pages are right while the disk
+ * holds something else must not be called verified. These tests change a byte on the device beneath a
+ * cached page (through the loop device of an ext4 image, at the file's physical offset, so the file's
+ * cache keeps the old byte), check that an ordinary read still sees the old byte, and that read-back
+ * sees the new one; and, with fincore, that read-back does not pull a copy into the cache.
+ *
+ * The copy pipeline's fault hook (applyTestFault, called after the temp is fsync'd and before read-back)
+ * is replaced here with that fault; the SHUTTLE_TEST_FAULT one writes through the cache, where any read
+ * would see it.
+ */
+const hook = vi.hoisted(() => ({ afterSeal: undefined as ((tempPath: string) => Promise<boolean>) | undefined }));
+vi.mock('../src/ingest/durable.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../src/ingest/durable.js')>();
+  return { ...real, applyTestFault: async (tempPath: string) => (hook.afterSeal ? hook.afterSeal(tempPath) : false) };
+});
+
+const PAGE = 4096;
+const settings: IngestSettings = {
+  template: '{name}', manifestHashes: ['xxh128'], job: '', timeZone: 'UTC', verifyRetries: 2, changeRetries: 2,
+  station: 'test', lockWaitMs: 0, tool: { name: 'shuttle', version: 'test' },
+};
+
+let work: { path: string; cleanup: () => Promise<void> };
+let mnt: string;
+let device: string;
+
+beforeAll(async () => {
+  work = await tempDir('shuttle-readback-disk-');
+  const img = join(work.path, 'ext4.img');
+  mnt = join(work.path, 'mnt');
+  await mkdir(mnt);
+  execFileSync('truncate', ['-s', '128M', img]);
+  execFileSync('mkfs.ext4', ['-q', '-b', String(PAGE), img]);
+  execFileSync('mount', ['-o', 'loop', img, mnt]);
+  device = execFileSync('findmnt', ['-n', '-o', 'SOURCE', mnt], { encoding: 'utf8' }).trim();
+  expect(device).toMatch(/^\/dev\/loop\d+$/);
+});
+
+afterAll(async () => {
+  execFileSync('umount', [mnt]);
+  await work.cleanup();
+});
+
+afterEach(() => {
+  hook.afterSeal = undefined;
+});
+
+/** Bytes of `path` held in the page cache (fincore). */
+function resident(path: string): number {
+  return Number(execFileSync('fincore', ['-b', '-n', '-o', 'RES', path], { encoding: 'utf8' }).trim());
+}
+
+/** Writes `path` back and drops its pages from the cache (POSIX_FADV_DONTNEED, as dd's nocache flags ask). */
+function evict(path: string): void {
+  execFileSync('dd', [`of=${path}`, 'oflag=nocache', 'conv=notrunc,fdatasync', 'count=0', 'status=none']);
+  execFileSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0', 'status=none']);
+}
+
+/** Where byte `offset` of `path` lies on the filesystem's device (filefrag's extent map, in bytes). */
+function physicalOffset(path: string, offset: number): number {
+  const out = execFileSync('filefrag', ['-e', '-b1', path], { encoding: 'utf8' });
+  for (const [, lStart, lEnd, pStart] of out.matchAll(/^\s*\d+:\s+(\d+)\.\.\s*(\d+):\s+(\d+)\.\.\s*\d+:/gm)) {
+    if (Number(lStart) <= offset && offset <= Number(lEnd)) return Number(pStart) + offset - Number(lStart);
+  }
+  throw new Error(`no extent of ${path} holds offset ${offset}:\n${out}`);
+}
+
+/** Reads one byte of `file` (a path on the mount, or the device) with O_DIRECT: what the disk holds. */
+async function byteOnDisk(file: string, offset: number, change?: (b: number) => number): Promise<number> {
+  const fh = await openDirect(file, change ? fsConstants.O_RDWR : fsConstants.O_RDONLY);
+  if (!fh) throw new Error(`${file} does not take O_DIRECT`);
+  const block = takeAlignedBlock(PAGE);
+  try {
+    const base = offset - (offset % PAGE);
+    expect((await fh.read(block, 0, PAGE, base)).bytesRead).toBeGreaterThan(offset - base);
+    const was = block[offset - base]!;
+    if (change) {
+      block[offset - base] = change(was);
+      await fh.write(block, 0, PAGE, base);
+      await fh.sync();
+    }
+    return was;
+  } finally {
+    giveBackAlignedBlock(block);
+    await fh.close();
+  }
+}
+
+/**
+ * Flips byte `offset` of `path` on the device only, with the file's pages in the cache, and checks the
+ * fault is what it should be: an ordinary read still sees `expected`, the disk its complement.
+ */
+async function flipBeneathTheCache(path: string, offset: number, expected: number): Promise<void> {
+  const size = (await readFile(path)).length;
+  expect(resident(path)).toBe(Math.ceil(size / PAGE) * PAGE);
+  await byteOnDisk(device, physicalOffset(path, offset), (b) => b ^ 0xff);
+  expect((await readFile(path))[offset]).toBe(expected);
+  expect(await byteOnDisk(path, offset)).toBe(expected ^ 0xff);
+}
+
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+describe('readBack on an ext4 loop image', () => {
+  test('sees-a-byte-changed-on-the-disk-beneath-a-cached-page-that-an-ordinary-read-does-not-see', async () => {
+    const path = join(mnt, 'cached.bin');
+    const original = randomBytes(5 * 1024 * 1024 + 3);
+    await writeFile(path, original);
+    const fh = await open(path, 'r');
+    await fh.sync();
+    await fh.close();
+    const at = 2_500_001;
+    await flipBeneathTheCache(path, at, original[at]!);
+    const onDisk = Buffer.from(original);
+    onDisk[at] = onDisk[at]! ^ 0xff;
+    const rb = await readBack(path, ['sha256']);
+    expect(rb).toEqual({ size: original.length, hashes: { sha256: sha256(onDisk) }, direct: true });
+  });
+});
+
+describe('ingest read-back on an ext4 loop image', () => {
+  const ingest = async (name: string): Promise<{ summary: Awaited<ReturnType<typeof runIngest>>; logs: ReturnType<typeof captureLog>['lines']; src: string; dest: string }> => {
+    const src = join(work.path, `${name}-card`);
+    const dest = join(mnt, `${name}-lib`);
+    for (let i = 0; i < 3; i++) await writeBytes(join(src, `f${i}.bin`), bytes(3_000_000 + i * 4099, i), new Date('2026-04-01T10:00:00Z'));
+    const journal = Journal.open(join(work.path, `${name}-state`));
+    const { logger, lines } = captureLog('warn');
+    try {
+      const summary = await runIngest({ sources: [new FolderSource(src)], destinations: [{ path: dest }], journal, settings, logger, signal: new AbortController().signal });
+      return { summary, logs: lines, src, dest };
+    } finally {
+      journal.close();
+    }
+  };
+
+  test('a-byte-flipped-on-the-disk-beneath-the-cached-copy-is-caught-and-the-copy-written-again', async () => {
+    const flipped: string[] = [];
+    let claimed = false;
+    hook.afterSeal = async (tempPath) => {
+      // Copies are sealed concurrently: the first one claims the fault before anything is awaited.
+      if (claimed) return false;
+      claimed = true;
+      const copy = await readFile(tempPath);
+      const at = Math.floor(copy.length / 2);
+      await flipBeneathTheCache(tempPath, at, copy[at]!);
+      flipped.push(tempPath);
+      return true;
+    };
+    const { summary, logs, src, dest } = await ingest('flip');
+    expect(flipped).toHaveLength(1);
+    expect(summary, JSON.stringify(summary.errors)).toMatchObject({ status: 'complete', copied: 3, failed: 0, readback: { direct: 3, cached: 0 } });
+    expect(logs.filter((l) => /read-back mismatch/.test(l.msg ?? ''))).toHaveLength(1);
+    // What the disk holds now, read past the cache by another program, is the source.
+    for (let i = 0; i < 3; i++) {
+      const onDisk = execFileSync('bash', ['-o', 'pipefail', '-c', 'dd if="$1" iflag=direct bs=1M status=none | sha256sum', 'bash', join(dest, `f${i}.bin`)], { encoding: 'utf8' });
+      expect(onDisk.split(/\s+/)[0]).toBe(sha256(await readFile(join(src, `f${i}.bin`))));
+    }
+  });
+
+  test('read-back-leaves-an-evicted-copy-out-of-the-page-cache', async () => {
+    const evicted: string[] = [];
+    hook.afterSeal = async (tempPath) => {
+      evict(tempPath);
+      expect(resident(tempPath)).toBe(0);
+      evicted.push(tempPath);
+      return false;
+    };
+    const { summary, dest } = await ingest('evict');
+    expect(evicted).toHaveLength(3);
+    expect(summary).toMatchObject({ status: 'complete', copied: 3, failed: 0, readback: { direct: 3, cached: 0 } });
+    for (let i = 0; i < 3; i++) expect(resident(join(dest, `f${i}.bin`))).toBe(0);
+    // fincore does see pages an ordinary read brings in.
+    await readFile(join(dest, 'f0.bin'));
+    expect(resident(join(dest, 'f0.bin'))).toBeGreaterThan(0);
+  });
+});
