@@ -282,7 +282,8 @@ describe('the card unit', () => {
     // The fault here is one root meets too (the daemon runs as root in tests): two names that read alike.
     await writeBytes(join(src, 'DCIM/100CANON/X%FF.JPG'), bytes(100, 1));
     await writeFile(Buffer.concat([Buffer.from(`${src}/DCIM/100CANON/X`), Buffer.from([0xff]), Buffer.from('.JPG')]), bytes(100, 2));
-    const env = { SHUTTLE_DAEMON_CONTROL_SOCKET: join(work.path, 'run/control.sock'), SHUTTLE_LOCK_DIR: join(work.path, 'locks') };
+    // The daemon ingests only folders its config allows.
+    const env = { SHUTTLE_DAEMON_CONTROL_SOCKET: join(work.path, 'run/control.sock'), SHUTTLE_LOCK_DIR: join(work.path, 'locks'), SHUTTLE_DAEMON_ALLOWED_SOURCES: src };
     const d = await spawnDaemon(['--state', state, '--dest', dest, '--log-level', 'info'], env);
     daemons.push(d);
     const r = await runCli(['request', 'ingest', src, '--wait'], { env });
