@@ -19,7 +19,7 @@ import {
   publishNoReplace,
   removeStrayTemps,
   tempPathFor,
-} from '../src/ingest/durable.js';
+} from '../src/io/durable.js';
 import { readBack } from '../src/ingest/readback.js';
 
 let dir: string;

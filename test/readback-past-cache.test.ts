@@ -25,8 +25,8 @@ import { tempDir } from './support/tree.js';
  * would see it.
  */
 const hook = vi.hoisted(() => ({ afterSeal: undefined as ((tempPath: string) => Promise<boolean>) | undefined }));
-vi.mock('../src/ingest/durable.js', async (importOriginal) => {
-  const real = await importOriginal<typeof import('../src/ingest/durable.js')>();
+vi.mock('../src/io/durable.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../src/io/durable.js')>();
   return { ...real, applyTestFault: async (tempPath: string) => (hook.afterSeal ? hook.afterSeal(tempPath) : false) };
 });
 

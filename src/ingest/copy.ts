@@ -7,7 +7,7 @@ import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from
 import type { Source, SourceItem } from '../device/source.js';
 import type { HashAlgorithm, HashSet } from './hashing.js';
 import { IngestHasher } from './hash-worker-client.js';
-import { openTemp, fsyncDir, fsyncFile, applyTestFault, destinationError, writeAll } from './durable.js';
+import { openTemp, fsyncDir, fsyncFile, applyTestFault, destinationError, writeAll } from '../io/durable.js';
 import { readBack } from './readback.js';
 
 /**

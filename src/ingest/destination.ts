@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { ShuttleError, errnoCode, throwIfAborted, type ErrorCode } from '../errors.js';
 import { volumeOf, type VolumeInfo } from '../device/card/volume.js';
-import { fsyncDir, publishNoReplace, tempPathFor, writeNewFile } from './durable.js';
+import { fsyncDir, publishNoReplace, tempPathFor, writeNewFile } from '../io/durable.js';
 
 /**
  * A destination is recognised by a marker file it carries, `<dest>/.shuttle/destination.json`, whose

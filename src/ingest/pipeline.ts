@@ -10,7 +10,7 @@ import { acquireLock, destinationLockPath, sourceLockPath, type Lock } from '../
 import { checkDestination, checkFreeSpace, MARKER_DIR } from './destination.js';
 import type { HashAlgorithm, HashSet } from './hashing.js';
 import { IngestHasher, startHashWorker } from './hash-worker-client.js';
-import { publishNoReplace, removeStrayTemps } from './durable.js';
+import { publishNoReplace, removeStrayTemps } from '../io/durable.js';
 import { readCaptureMetadata, METADATA_HEAD_BYTES, type CaptureMetadata } from './metadata.js';
 import type { WallClock } from '../time-zone.js';
 import { renderName, withCollisionSuffix } from './naming.js';

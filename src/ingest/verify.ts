@@ -5,7 +5,7 @@ import { errnoCode, isShuttleError, throwIfAborted } from '../errors.js';
 import { MultiHasher, type HashSet } from './hashing.js';
 import { compileIgnore, effectiveIgnore, type IgnoreMatcher } from './manifest/ignore.js';
 import { ASCMHL_FOLDER } from './manifest/naming.js';
-import { TEMP_SUFFIX } from './durable.js';
+import { TEMP_SUFFIX } from '../io/durable.js';
 import { readHistory } from './manifest/read.js';
 import { MHL_ALGORITHMS, type CreatorInfo, type KnownFile, type ManifestEntry, type MhlAlgorithm } from './manifest/types.js';
 import { writeGeneration } from './manifest/write.js';

@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { rename, stat, unlink, utimes } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ShuttleError, abortReason, throwIfAborted } from '../errors.js';
-import { fsyncDir, openTemp, writeAll } from '../ingest/durable.js';
+import { fsyncDir, openTemp, writeAll } from '../io/durable.js';
 import { MultiHasher } from '../ingest/hashing.js';
 import { readBack } from '../ingest/readback.js';
 
