@@ -20,7 +20,7 @@ import {
   removeStrayTemps,
   tempPathFor,
 } from '../src/io/durable.js';
-import { readBack } from '../src/ingest/readback.js';
+import { readBack } from '../src/io/readback.js';
 
 let dir: string;
 beforeAll(async () => {

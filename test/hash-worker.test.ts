@@ -9,7 +9,7 @@ import { MultiHasher, type HashAlgorithm } from '../src/ingest/hashing.js';
 import { IN_THREAD_BELOW, IngestHasher, WorkerHasher, hashWorkerForTests } from '../src/ingest/hash-worker-client.js';
 import { giveBackAlignedBlock, takeAlignedBlock } from '../src/io/direct.js';
 import { createTempTarget, discardTemp, fanOut, STAGE_BLOCK } from '../src/ingest/copy.js';
-import { readBack } from '../src/ingest/readback.js';
+import { readBack } from '../src/io/readback.js';
 
 const ALL: HashAlgorithm[] = ['sha256', 'xxh128', 'xxh64', 'md5'];
 

@@ -8,7 +8,7 @@ import type { Source, SourceItem } from '../device/source.js';
 import type { HashAlgorithm, HashSet } from './hashing.js';
 import { IngestHasher } from './hash-worker-client.js';
 import { openTemp, fsyncDir, fsyncFile, applyTestFault, destinationError, writeAll } from '../io/durable.js';
-import { readBack } from './readback.js';
+import { readBack } from '../io/readback.js';
 
 /**
  * One destination's share of a single-read copy: a temp file written at increasing offsets. Whole blocks

@@ -4,7 +4,7 @@ import { dirname } from 'node:path';
 import { ShuttleError, abortReason, throwIfAborted } from '../errors.js';
 import { fsyncDir, openTemp, writeAll } from '../io/durable.js';
 import { MultiHasher } from '../ingest/hashing.js';
-import { readBack } from '../ingest/readback.js';
+import { readBack } from '../io/readback.js';
 
 export interface ExpectedBytes {
   size: number;
