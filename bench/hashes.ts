@@ -31,7 +31,7 @@ registerHooks({
     }
   },
 });
-const { MultiHasher } = await import('../src/ingest/hashing.js');
+const { MultiHasher } = await import('../src/io/hashing.js');
 const { readBack } = await import('../src/io/readback.js');
 
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 1024) * 1024 * 1024;

@@ -8,7 +8,7 @@ import { isSourceFault, isSourceSkip, type ItemState, type Source, type SourceFa
 import type { Journal, FileRow } from '../store/journal.js';
 import { acquireLock, destinationLockPath, sourceLockPath, type Lock } from '../store/lock.js';
 import { checkDestination, checkFreeSpace, MARKER_DIR } from './destination.js';
-import type { HashAlgorithm, HashSet } from './hashing.js';
+import type { HashAlgorithm, HashSet } from '../io/hashing.js';
 import { IngestHasher, startHashWorker } from './hash-worker-client.js';
 import { publishNoReplace, removeStrayTemps } from '../io/durable.js';
 import { readCaptureMetadata, METADATA_HEAD_BYTES, type CaptureMetadata } from './metadata.js';

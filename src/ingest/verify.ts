@@ -2,7 +2,7 @@ import type { Dirent } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode, isShuttleError, throwIfAborted } from '../errors.js';
-import { MultiHasher, type HashSet } from './hashing.js';
+import { MultiHasher, type HashSet } from '../io/hashing.js';
 import { compileIgnore, effectiveIgnore, type IgnoreMatcher } from './manifest/ignore.js';
 import { ASCMHL_FOLDER } from './manifest/naming.js';
 import { TEMP_SUFFIX } from '../io/durable.js';

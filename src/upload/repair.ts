@@ -3,7 +3,7 @@ import { rename, stat, unlink, utimes } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ShuttleError, abortReason, throwIfAborted } from '../errors.js';
 import { fsyncDir, openTemp, writeAll } from '../io/durable.js';
-import { MultiHasher } from '../ingest/hashing.js';
+import { MultiHasher } from '../io/hashing.js';
 import { readBack } from '../io/readback.js';
 
 export interface ExpectedBytes {
