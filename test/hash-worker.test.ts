@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MultiHasher, type HashAlgorithm } from '../src/io/hashing.js';
-import { IN_THREAD_BELOW, IngestHasher, WorkerHasher, hashWorkerForTests } from '../src/ingest/hash-worker-client.js';
+import { IN_THREAD_BELOW, IngestHasher, WorkerHasher, hashWorkerForTests } from '../src/io/hash-worker-client.js';
 import { giveBackAlignedBlock, takeAlignedBlock } from '../src/io/direct.js';
 import { createTempTarget, discardTemp, fanOut, STAGE_BLOCK } from '../src/ingest/copy.js';
 import { readBack } from '../src/io/readback.js';

@@ -6,7 +6,7 @@ import { ShuttleError, abortReason, errnoCode, throwIfAborted } from '../errors.
 import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../io/direct.js';
 import type { Source, SourceItem } from '../device/source.js';
 import type { HashAlgorithm, HashSet } from '../io/hashing.js';
-import { IngestHasher } from './hash-worker-client.js';
+import { IngestHasher } from '../io/hash-worker-client.js';
 import { openTemp, fsyncDir, fsyncFile, applyTestFault, destinationError, writeAll } from '../io/durable.js';
 import { readBack } from '../io/readback.js';
 

@@ -9,7 +9,7 @@ import type { Journal, FileRow } from '../store/journal.js';
 import { acquireLock, destinationLockPath, sourceLockPath, type Lock } from '../store/lock.js';
 import { checkDestination, checkFreeSpace, MARKER_DIR } from './destination.js';
 import type { HashAlgorithm, HashSet } from '../io/hashing.js';
-import { IngestHasher, startHashWorker } from './hash-worker-client.js';
+import { IngestHasher, startHashWorker } from '../io/hash-worker-client.js';
 import { publishNoReplace, removeStrayTemps } from '../io/durable.js';
 import { readCaptureMetadata, METADATA_HEAD_BYTES, type CaptureMetadata } from './metadata.js';
 import type { WallClock } from '../time-zone.js';

@@ -2,7 +2,7 @@ import { constants as fsConstants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { ShuttleError, abortReason, errnoCode } from '../errors.js';
 import type { HashAlgorithm, HashSet } from './hashing.js';
-import { IngestHasher } from '../ingest/hash-worker-client.js';
+import { IngestHasher } from './hash-worker-client.js';
 import { DIRECT_ALIGN, giveBackAlignedBlock, idleAlignedBlocks, openDirect, takeAlignedBlock } from './direct.js';
 
 /**

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { ShuttleError } from '../errors.js';
-import { MultiHasher, type HashAlgorithm, type HashSet } from '../io/hashing.js';
+import { MultiHasher, type HashAlgorithm, type HashSet } from './hashing.js';
 import type { HashWorkerReply, HashWorkerRequest } from './hash-worker.js';
 
 /**
