@@ -2,7 +2,7 @@ import { stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { errnoCode, isShuttleError, throwIfAborted } from '../errors.js';
 import { fsyncDir } from '../io/durable.js';
-import { freeBytes as statFreeBytes, readMarker } from '../ingest/destination.js';
+import { freeBytes as statFreeBytes, readMarker } from '../io/local-destination.js';
 import type { Logger } from '../log.js';
 import { acquireLock, destinationLockPath, type Lock } from '../store/lock.js';
 import type { PruneCandidate, UploadQueue } from '../store/upload-queue.js';

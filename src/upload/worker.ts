@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { ShuttleError, errnoCode, isShuttleError } from '../errors.js';
-import { readMarker } from '../ingest/destination.js';
+import { readMarker } from '../io/local-destination.js';
 import type { Logger } from '../log.js';
 import { acquireLock, destinationLockPath } from '../store/lock.js';
 import type { LocalCopy, QueueRow, UploadQueue } from '../store/upload-queue.js';
