@@ -2,7 +2,7 @@ import { posix } from 'node:path';
 import type { SQLInputValue } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
 import { wallClockAt } from '../time-zone.js';
-import { withCollisionSuffix } from '../ingest/naming.js';
+import { withCollisionSuffix } from '../shot-names.js';
 import { MAX_KEY_BYTES, renderKey } from '../upload/keys.js';
 import type { Journal } from './journal.js';
 
