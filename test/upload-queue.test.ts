@@ -17,6 +17,7 @@ import { Journal } from '../src/store/journal.js';
 import { UploadQueue, priorityOf, type QueueTarget } from '../src/store/upload-queue.js';
 import { credentialsFromDirectory, credentialsFromFile, resolveCredentials } from '../src/upload/credentials.js';
 import { JournalUploadStateStore } from '../src/upload/journal-state.js';
+import { queueTarget } from '../src/upload/keys.js';
 import { applyRetention } from '../src/upload/retention.js';
 import { UploadWorker, classifyUploadFailure } from '../src/upload/worker.js';
 import { tempDir } from './support/tree.js';
@@ -40,7 +41,7 @@ afterEach(async () => {
 });
 
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
-const TARGET: QueueTarget = { bucket: 'photos', prefix: 'shoots', keyTemplate: '{station}/{YYYY}/{YYYY-MM-DD}/{name}', station: 'cart-1', timeZone: 'Europe/Berlin', priority: ['jpg', 'xmp', '*'] };
+const TARGET: QueueTarget = queueTarget({ bucket: 'photos', prefix: 'shoots', keyTemplate: '{station}/{YYYY}/{YYYY-MM-DD}/{name}', station: 'cart-1', timeZone: 'Europe/Berlin', priority: ['jpg', 'xmp', '*'] });
 
 interface Dest {
   id: number;

@@ -1,9 +1,6 @@
 import { posix } from 'node:path';
 import type { SQLInputValue } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
-import { wallClockAt } from '../time-zone.js';
-import { withCollisionSuffix } from '../shot-names.js';
-import { MAX_KEY_BYTES, renderKey } from '../upload/keys.js';
 import type { Journal } from './journal.js';
 
 /**
@@ -38,15 +35,20 @@ export interface QueueRow {
   uploadedAt: string | null;
 }
 
-/** Where and how queued files are to be named in S3. */
+/** The n-th alternative (n >= 1) to a taken key; undefined when there is none. */
+export type KeyAlternative = (key: string, n: number) => string | undefined;
+
+/**
+ * Where queued files go in S3 and how they are named. The queue stores keys but does not make them:
+ * upload/keys.ts does (queueTarget there builds this from the config's template).
+ */
 export interface QueueTarget {
   bucket: string;
   /** Without leading or trailing slash; '' for the bucket root. */
   prefix: string;
-  keyTemplate: string;
-  station: string;
-  /** Zone whose calendar day names the folders ({YYYY-MM-DD}); the system's when absent. */
-  timeZone?: string | undefined;
+  /** The key for a verified copy at `destPath` (relative to its destination) of a file modified at `mtimeMs`. */
+  keyFor(copy: { destPath: string; mtimeMs: number }): string;
+  alternativeKey: KeyAlternative;
   /** Extensions, earliest first; '*' stands for the unlisted ones. */
   priority: readonly string[];
 }
@@ -173,18 +175,6 @@ export function priorityOf(name: string, order: readonly string[]): number {
   return star >= 0 ? star : order.length;
 }
 
-/**
- * A date whose UTC fields are the wall clock of `epochMs` in `timeZone`: rendered with `utc: true`, the
- * key's day is the photographer's day where the card was shot, whatever zone this machine runs in.
- */
-function dayDate(epochMs: number, timeZone: string | undefined): Date {
-  const w = wallClockAt(epochMs, timeZone);
-  const d = new Date(0);
-  d.setUTCFullYear(w.year, w.month - 1, w.day);
-  d.setUTCHours(w.hour, w.minute, w.second, 0);
-  return d;
-}
-
 export class UploadQueue {
   readonly #journal: Journal;
 
@@ -212,7 +202,7 @@ export class UploadQueue {
 
   /**
    * Queues each file for `target`, once: a file already queued for this bucket and prefix keeps its row
-   * (made due now if queued, given another chance if failed). Keys come from the template; a key that
+   * (made due now if queued, given another chance if failed). Keys come from the target; a key that
    * another file's different content already claimed gets a collision suffix (`_1`, `_2`, …), while a
    * key already carrying the same content is shared. One transaction for the lot.
    */
@@ -257,12 +247,8 @@ export class UploadQueue {
           continue;
         }
         const name = posix.basename(copy.dest_path);
-        const baseKey = renderKey(
-          target.keyTemplate,
-          { station: target.station, name, path: copy.dest_path, date: dayDate(copy.mtime_ms, target.timeZone) },
-          { prefix: target.prefix, utc: true },
-        );
-        const placed = this.#freeKey(target.bucket, baseKey, copy.sha256, copy.size);
+        const baseKey = target.keyFor({ destPath: copy.dest_path, mtimeMs: copy.mtime_ms });
+        const placed = this.#freeKey(target.bucket, baseKey, target.alternativeKey, copy.sha256, copy.size);
         if (placed.sharedWith !== undefined) {
           result.rowIds.push(placed.sharedWith);
           result.sharedContent++;
@@ -281,10 +267,10 @@ export class UploadQueue {
   }
 
   /** `baseKey` or the first suffixed variant no other content holds; a row with this very content is shared. */
-  #freeKey(bucket: string, baseKey: string, sha256: string, size: number): { key: string; sharedWith?: number } {
+  #freeKey(bucket: string, baseKey: string, alternativeKey: KeyAlternative, sha256: string, size: number): { key: string; sharedWith?: number } {
     for (let n = 0; n < 10_000; n++) {
-      const key = n === 0 ? baseKey : withCollisionSuffix(baseKey, n);
-      if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) break;
+      const key = n === 0 ? baseKey : alternativeKey(baseKey, n);
+      if (key === undefined) break;
       const taken = this.#get<{ id: number; sha256: string; size: number }>('SELECT id, sha256, size FROM upload_queue WHERE bucket = ? AND key = ?', bucket, key);
       if (taken === undefined) return { key };
       if (taken.sha256 === sha256 && taken.size === size) return { key, sharedWith: taken.id };
@@ -296,12 +282,12 @@ export class UploadQueue {
    * Moves a row to the next free key, after the server showed that its key holds other content that
    * Shuttle did not queue (another station, an older journal). Returns the new key.
    */
-  rekey(id: number, now = Date.now()): string {
+  rekey(id: number, alternativeKey: KeyAlternative, now = Date.now()): string {
     return this.#journal.tx(() => {
       const row = this.#require(id);
       for (let n = 1; n < 10_000; n++) {
-        const candidate = withCollisionSuffix(row.key, n);
-        if (Buffer.byteLength(candidate, 'utf8') > MAX_KEY_BYTES) break;
+        const candidate = alternativeKey(row.key, n);
+        if (candidate === undefined) break;
         if (this.#get('SELECT id FROM upload_queue WHERE bucket = ? AND key = ?', row.bucket, candidate) !== undefined) continue;
         this.#run(`UPDATE upload_queue SET key = ?, state = 'queued', next_attempt_at = ?, updated_at = ? WHERE id = ?`, candidate, now, iso(now), id);
         return candidate;

@@ -9,6 +9,7 @@ import type { LocalCopy, QueueRow, UploadQueue } from '../store/upload-queue.js'
 import type { ObjectChecksum } from './checksum.js';
 import type { ProviderName, ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
+import { keyAlternative } from './keys.js';
 import { RemoteListing } from './remote-listing.js';
 import type { RetryPolicy } from './retry.js';
 import { S3Target } from './s3-target.js';
@@ -346,7 +347,7 @@ export class UploadWorker {
     const { queue } = this.#o;
     const n = note(error);
     if (kind === 'conflict') {
-      const key = queue.rekey(row.id);
+      const key = queue.rekey(row.id, keyAlternative);
       report.rekeyed++;
       log.warn({ err: logError(error), newKey: key }, 'the key holds other content; queued under another key');
       return;
