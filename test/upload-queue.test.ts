@@ -14,6 +14,7 @@ import { ShuttleError, isShuttleError } from '../src/errors.js';
 import { checkDestination } from '../src/ingest/destination.js';
 import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
+import { RetentionStore } from '../src/store/retention.js';
 import { UploadQueue, priorityOf, type QueueTarget } from '../src/store/upload-queue.js';
 import { credentialsFromDirectory, credentialsFromFile, resolveCredentials } from '../src/upload/credentials.js';
 import { JournalUploadStateStore } from '../src/upload/journal-state.js';
@@ -243,7 +244,7 @@ describe('retention', () => {
     uploadAll();
     queue.enqueue([pending], TARGET);
 
-    const report = await applyRetention({ queue, policy: { keepDays: 0 }, logger: silentLogger });
+    const report = await applyRetention({ records: new RetentionStore(journal), policy: { keepDays: 0 }, logger: silentLogger });
     expect(report.pruned.map((p) => p.path)).toEqual([join(a.root, '2026/A.JPG')]);
     expect(existsSync(join(a.root, '2026/A.JPG'))).toBe(false);
     for (const kept of [join(b.root, '2026/A.JPG'), join(a.root, '2026/B.JPG'), join(a.root, '2026/C.JPG'), join(b.root, '2026/C.JPG')]) expect(existsSync(kept)).toBe(true);
@@ -251,7 +252,7 @@ describe('retention', () => {
     const recorded = journal.database.prepare('SELECT dest_path, reason FROM copy_prunes').all();
     expect(recorded).toEqual([{ dest_path: '2026/A.JPG', reason: 'age' }]);
     // A second pass finds nothing more: the surviving copy is the last one.
-    expect((await applyRetention({ queue, policy: { keepDays: 0 }, logger: silentLogger })).pruned).toEqual([]);
+    expect((await applyRetention({ records: new RetentionStore(journal), policy: { keepDays: 0 }, logger: silentLogger })).pruned).toEqual([]);
   });
 
   test('keeps-a-copy-whose-twin-is-missing-on-disk-though-the-journal-calls-it-verified', async () => {
@@ -262,7 +263,7 @@ describe('retention', () => {
     uploadAll();
     await writeFile(join(b.root, '2026/A.JPG'), 'short');
     // a's copy is the only intact one, so it stays; b's (damaged) copy may go, since a's survives.
-    const report = await applyRetention({ queue, policy: { keepDays: 0 }, logger: silentLogger });
+    const report = await applyRetention({ records: new RetentionStore(journal), policy: { keepDays: 0 }, logger: silentLogger });
     expect(report.pruned.map((p) => p.path)).toEqual([join(b.root, '2026/A.JPG')]);
     expect(await readFile(join(a.root, '2026/A.JPG'), 'utf8')).toBe('twin gone');
   });
@@ -279,7 +280,7 @@ describe('retention', () => {
     uploadAll();
     const onA = ['OLD.JPG', 'MID.JPG', 'NEW.JPG'].map((n) => join(a.root, '2026', n));
     const report = await applyRetention({
-      queue,
+      records: new RetentionStore(journal),
       policy: { keepFreeBytes: 1150 },
       logger: silentLogger,
       // A disk with 1000 bytes free on `a` (b is roomy); every copy removed from `a` gives its 100 bytes back.
@@ -300,7 +301,7 @@ describe('retention', () => {
     const markerFile = join(a.root, '.shuttle', 'destination.json');
     const marker = JSON.parse(await readFile(markerFile, 'utf8')) as Record<string, unknown>;
     await writeFile(markerFile, JSON.stringify({ ...marker, id: 'someone-else' }));
-    const report = await applyRetention({ queue, policy: { keepDays: 0 }, logger: silentLogger });
+    const report = await applyRetention({ records: new RetentionStore(journal), policy: { keepDays: 0 }, logger: silentLogger });
     expect(report.skippedDestinations.map((s) => s.path)).toEqual([a.root]);
     // Nothing on `a` is touched, and b's copy stays too: its twin on `a` cannot be vouched for.
     expect(report.pruned).toEqual([]);
@@ -312,7 +313,7 @@ describe('retention', () => {
     const b = await destination('b');
     queue.enqueue([await verifiedFile('A.JPG', 'keep me', [a, b])], TARGET);
     uploadAll();
-    expect((await applyRetention({ queue, policy: {}, logger: silentLogger })).pruned).toEqual([]);
+    expect((await applyRetention({ records: new RetentionStore(journal), policy: {}, logger: silentLogger })).pruned).toEqual([]);
   });
 });
 

@@ -7,8 +7,8 @@ import type { Journal } from './journal.js';
  * The upload queue: one journal row per file and S3 target, so that what is still to upload survives
  * crashes, reboots and days offline. A row is `queued` (due at `next_attempt_at`), `uploading` (claimed by
  * the one process that holds the upload lock), `uploaded` (only after the object was verified) or `failed`
- * (no intact local copy, or the key holds other content and cannot be renamed). The retention bookkeeping
- * (which local copies were pruned after upload) lives here too, beside the rows it depends on.
+ * (no intact local copy, or the key holds other content and cannot be renamed). Which local copies were
+ * pruned after upload is store/retention.ts's.
  */
 
 export type QueueState = 'queued' | 'uploading' | 'uploaded' | 'failed';
@@ -96,21 +96,6 @@ export interface QueueStats extends QueueCounts {
   rateWindowMs: number;
   nextAttemptAt: number | null;
   lastError: { key: string; code: string | null; message: string; at: string | null; state: QueueState } | null;
-}
-
-export interface PruneCandidate {
-  copyId: number;
-  fileId: number;
-  destId: number;
-  root: string;
-  markerId: string;
-  destPath: string;
-  size: number;
-  /** When the copy was verified (ISO). */
-  verifiedAt: string;
-  queueId: number;
-  bucket: string;
-  key: string;
 }
 
 export interface ErrorNote {
@@ -423,64 +408,12 @@ export class UploadQueue {
   markCopyDamaged(copyId: number, message: string, now = Date.now()): void {
     this.#run(`UPDATE copies SET state = 'failed', error = ?, updated_at = ? WHERE id = ? AND state = 'verified'`, message, iso(now), copyId);
   }
-
-  /**
-   * Local copies retention may remove: verified, their content verified in the cloud, not shared with
-   * another copy row (dedup), and not their file's last verified copy. Oldest first.
-   */
-  pruneCandidates(): PruneCandidate[] {
-    return this.#all<{
-      id: number; file_id: number; dest_id: number; root: string; marker_id: string; dest_path: string; size: number; updated_at: string; queue_id: number; bucket: string; key: string;
-    }>(
-      `SELECT c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size, c.updated_at,
-              min(q.id) AS queue_id, q.bucket, q.key
-       FROM copies c
-       JOIN destinations d ON d.id = c.dest_id
-       JOIN upload_queue q ON q.sha256 = c.sha256 AND q.size = c.size AND q.state = 'uploaded'
-       WHERE c.state = 'verified' AND c.dedup = 0 AND c.dest_path IS NOT NULL
-         AND EXISTS (SELECT 1 FROM copies o WHERE o.file_id = c.file_id AND o.state = 'verified' AND o.id != c.id)
-         AND NOT EXISTS (SELECT 1 FROM copies s WHERE s.dest_id = c.dest_id AND s.dest_path = c.dest_path AND s.id != c.id AND s.state = 'verified')
-       GROUP BY c.id
-       ORDER BY c.updated_at, c.id`,
-    ).map((r) => ({
-      copyId: r.id, fileId: r.file_id, destId: r.dest_id, root: r.root, markerId: r.marker_id, destPath: r.dest_path, size: r.size,
-      verifiedAt: r.updated_at, queueId: r.queue_id, bucket: r.bucket, key: r.key,
-    }));
-  }
-
-  /** The file's other verified copies (to confirm on disk that one survives a prune). */
-  otherVerifiedCopies(fileId: number, exceptCopyId: number): LocalCopy[] {
-    return this.#all<LocalCopyRow>(
-      `SELECT ${LOCAL_COPY_COLUMNS} FROM copies c JOIN destinations d ON d.id = c.dest_id
-       WHERE c.file_id = ? AND c.state = 'verified' AND c.id != ? AND c.dest_path IS NOT NULL ORDER BY c.dest_id`,
-      fileId, exceptCopyId,
-    ).map(toLocalCopy);
-  }
-
-  /**
-   * Records, before the file is deleted, that a copy is pruned. Re-checks in the same transaction that
-   * the copy is still verified and not its file's last verified copy; false means "do not delete".
-   */
-  recordPrune(c: Pick<PruneCandidate, 'copyId' | 'fileId' | 'destId' | 'destPath' | 'size' | 'queueId'>, reason: string, now = Date.now()): boolean {
-    return this.#journal.tx(() => {
-      const still = this.#get<{ n: number }>(`SELECT count(*) AS n FROM copies WHERE id = ? AND state = 'verified'`, c.copyId)?.n ?? 0;
-      const others = this.#get<{ n: number }>(`SELECT count(*) AS n FROM copies WHERE file_id = ? AND state = 'verified' AND id != ?`, c.fileId, c.copyId)?.n ?? 0;
-      if (still === 0 || others === 0) return false;
-      this.#run(`UPDATE copies SET state = 'pruned', updated_at = ? WHERE id = ?`, iso(now), c.copyId);
-      this.#run(
-        `INSERT INTO copy_prunes (copy_id, dest_id, dest_path, size, reason, queue_id, pruned_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT(copy_id) DO UPDATE SET dest_path = excluded.dest_path, size = excluded.size, reason = excluded.reason, queue_id = excluded.queue_id, pruned_at = excluded.pruned_at`,
-        c.copyId, c.destId, c.destPath, c.size, reason, c.queueId, iso(now),
-      );
-      return true;
-    });
-  }
 }
 
 /** A LocalCopy's columns, from `copies c JOIN destinations d`. */
-const LOCAL_COPY_COLUMNS = 'c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size, c.hashes';
+export const LOCAL_COPY_COLUMNS = 'c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size, c.hashes';
 
-interface LocalCopyRow {
+export interface LocalCopyRow {
   id: number;
   file_id: number;
   dest_id: number;
@@ -491,7 +424,7 @@ interface LocalCopyRow {
   hashes: string | null;
 }
 
-function toLocalCopy(c: LocalCopyRow): LocalCopy {
+export function toLocalCopy(c: LocalCopyRow): LocalCopy {
   return { copyId: c.id, fileId: c.file_id, destId: c.dest_id, root: c.root, markerId: c.marker_id, destPath: c.dest_path, size: c.size, md5: recordedMd5(c.hashes) };
 }
 
