@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { loadConfig, normalizeConfig, uploadSettings } from '../src/config/index.js';
 import { ShuttleError, isShuttleError } from '../src/errors.js';
@@ -40,6 +41,16 @@ afterEach(async () => {
   journal.close();
   await work.cleanup();
 });
+
+/** The test's own connection to the journal's file, for what no store reads or writes. */
+function onJournalFile<T>(fn: (db: DatabaseSync) => T): T {
+  const db = new DatabaseSync(journal.path);
+  try {
+    return fn(db);
+  } finally {
+    db.close();
+  }
+}
 
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 const TARGET: QueueTarget = queueTarget({ bucket: 'photos', prefix: 'shoots', keyTemplate: '{station}/{YYYY}/{YYYY-MM-DD}/{name}', station: 'cart-1', timeZone: 'Europe/Berlin', priority: ['jpg', 'xmp', '*'] });
@@ -249,7 +260,7 @@ describe('retention', () => {
     expect(existsSync(join(a.root, '2026/A.JPG'))).toBe(false);
     for (const kept of [join(b.root, '2026/A.JPG'), join(a.root, '2026/B.JPG'), join(a.root, '2026/C.JPG'), join(b.root, '2026/C.JPG')]) expect(existsSync(kept)).toBe(true);
     expect(journal.copiesOf(both).map((c) => [c.dest_id, c.state])).toEqual([[a.id, 'pruned'], [b.id, 'verified']]);
-    const recorded = journal.database.prepare('SELECT dest_path, reason FROM copy_prunes').all();
+    const recorded = onJournalFile((db) => db.prepare('SELECT dest_path, reason FROM copy_prunes').all());
     expect(recorded).toEqual([{ dest_path: '2026/A.JPG', reason: 'age' }]);
     // A second pass finds nothing more: the surviving copy is the last one.
     expect((await applyRetention({ records: new RetentionStore(journal), policy: { keepDays: 0 }, logger: silentLogger })).pruned).toEqual([]);
@@ -274,7 +285,8 @@ describe('retention', () => {
     const files = [];
     for (const [i, name] of ['OLD.JPG', 'MID.JPG', 'NEW.JPG'].entries()) {
       files.push(await verifiedFile(name, `${name} content`.padEnd(100, '.'), [a, b]));
-      journal.database.prepare('UPDATE copies SET updated_at = ? WHERE file_id = ?').run(`2026-03-1${i}T00:00:00.000Z`, files[i]!);
+      const fileId = files[i]!;
+      onJournalFile((db) => db.prepare('UPDATE copies SET updated_at = ? WHERE file_id = ?').run(`2026-03-1${i}T00:00:00.000Z`, fileId));
     }
     queue.enqueue(files, TARGET);
     uploadAll();

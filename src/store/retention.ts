@@ -1,5 +1,5 @@
 import type { SQLInputValue } from 'node:sqlite';
-import type { Journal } from './journal.js';
+import { journalStatement, type Journal } from './journal.js';
 import { LOCAL_COPY_COLUMNS, toLocalCopy, type LocalCopy, type LocalCopyRow } from './upload-queue.js';
 
 /**
@@ -32,15 +32,15 @@ export class RetentionStore {
   }
 
   #get<T>(sql: string, ...params: SQLInputValue[]): T | undefined {
-    return this.#journal.statement(sql).get(...params) as T | undefined;
+    return journalStatement(this.#journal, sql).get(...params) as T | undefined;
   }
 
   #all<T>(sql: string, ...params: SQLInputValue[]): T[] {
-    return this.#journal.statement(sql).all(...params) as T[];
+    return journalStatement(this.#journal, sql).all(...params) as T[];
   }
 
   #run(sql: string, ...params: SQLInputValue[]): void {
-    this.#journal.statement(sql).run(...params);
+    journalStatement(this.#journal, sql).run(...params);
   }
 
   /**

@@ -1,7 +1,7 @@
 import { posix } from 'node:path';
 import type { SQLInputValue } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
-import type { Journal } from './journal.js';
+import { journalStatement, type Journal } from './journal.js';
 
 /**
  * The upload queue: one journal row per file and S3 target, so that what is still to upload survives
@@ -168,15 +168,15 @@ export class UploadQueue {
   }
 
   #get<T>(sql: string, ...params: SQLInputValue[]): T | undefined {
-    return this.#journal.statement(sql).get(...params) as T | undefined;
+    return journalStatement(this.#journal, sql).get(...params) as T | undefined;
   }
 
   #all<T>(sql: string, ...params: SQLInputValue[]): T[] {
-    return this.#journal.statement(sql).all(...params) as T[];
+    return journalStatement(this.#journal, sql).all(...params) as T[];
   }
 
   #run(sql: string, ...params: SQLInputValue[]): { changes: number; lastInsertRowid: number } {
-    const r = this.#journal.statement(sql).run(...params);
+    const r = journalStatement(this.#journal, sql).run(...params);
     return { changes: Number(r.changes), lastInsertRowid: Number(r.lastInsertRowid) };
   }
 
