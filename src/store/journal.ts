@@ -2,7 +2,6 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
-import type { SourceIdentity } from '../device/source.js';
 import { MIGRATIONS } from './migrations.js';
 
 export type FileState = 'seen' | 'copying' | 'verified' | 'failed';
@@ -36,6 +35,15 @@ export interface FileRow {
   state: FileState;
   /** The source's bytes of a path that is not valid UTF-8; null when rel_path is the path. */
   path_bytes: Uint8Array | null;
+}
+
+/** What the journal keeps of a source: a device's SourceIdentity (src/device/source.ts) is one. */
+export interface SourceRecord {
+  kind: string;
+  /** Stable across sessions and mounts; the row's identity. */
+  key: string;
+  label: string;
+  details: Readonly<Record<string, string | number>>;
 }
 
 export interface DestinationRow {
@@ -195,7 +203,7 @@ export class Journal {
     return Number(this.#statement(sql).run(...params).lastInsertRowid);
   }
 
-  upsertSource(id: SourceIdentity): number {
+  upsertSource(id: SourceRecord): number {
     const t = now();
     this.#run(
       `INSERT INTO sources (key, kind, label, details, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)
