@@ -27,6 +27,12 @@ test('a-new-journal-runs-every-migration-in-wal-mode-with-full-sync', () => {
   expect(synchronous).toBe(2);
 });
 
+test('an-open-journal-answers-the-health-check-and-a-closed-one-does-not', () => {
+  expect(journal.answers()).toBe(true);
+  journal.close();
+  expect(journal.answers()).toBe(false);
+});
+
 test('reopening-keeps-the-data-and-runs-no-migration-twice', () => {
   const id = journal.upsertSource(source);
   journal.close();
