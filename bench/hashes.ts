@@ -31,8 +31,8 @@ registerHooks({
     }
   },
 });
-const { MultiHasher } = await import('../src/ingest/hashing.js');
-const { readBack } = await import('../src/ingest/readback.js');
+const { MultiHasher } = await import('../src/io/hashing.js');
+const { readBack } = await import('../src/io/readback.js');
 
 const SIZE = Number(process.env.BENCH_SIZE_MIB ?? 1024) * 1024 * 1024;
 const RUNS = Number(process.env.BENCH_RUNS ?? 2);

@@ -1,7 +1,7 @@
 import { expect, test } from 'vitest';
 import type { FileHandle } from 'node:fs/promises';
 import { fanOut, STAGE_BLOCK, WRITE_AHEAD, type TempTarget } from '../src/ingest/copy.js';
-import { MultiHasher } from '../src/ingest/hashing.js';
+import { MultiHasher } from '../src/io/hashing.js';
 
 /**
  * Unit test of the fan-out alone: targets are fakes of a FileHandle whose writes complete when the test

@@ -4,7 +4,8 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { ShuttleError } from '../src/errors.js';
-import { checkDestination, checkFreeSpace, freeBytes, markerPath, readMarker } from '../src/ingest/destination.js';
+import { checkDestination, checkFreeSpace } from '../src/ingest/destination.js';
+import { freeBytes, markerPath, readMarker } from '../src/io/local-destination.js';
 
 let dir: string;
 let cleanups: (() => void)[] = [];

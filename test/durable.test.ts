@@ -19,8 +19,8 @@ import {
   publishNoReplace,
   removeStrayTemps,
   tempPathFor,
-} from '../src/ingest/durable.js';
-import { readBack } from '../src/ingest/readback.js';
+} from '../src/io/durable.js';
+import { readBack } from '../src/io/readback.js';
 
 let dir: string;
 beforeAll(async () => {

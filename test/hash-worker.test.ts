@@ -5,11 +5,11 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MultiHasher, type HashAlgorithm } from '../src/ingest/hashing.js';
-import { IN_THREAD_BELOW, IngestHasher, WorkerHasher, hashWorkerForTests } from '../src/ingest/hash-worker-client.js';
+import { MultiHasher, type HashAlgorithm } from '../src/io/hashing.js';
+import { IN_THREAD_BELOW, IngestHasher, WorkerHasher, hashWorkerForTests } from '../src/io/hash-worker-client.js';
 import { giveBackAlignedBlock, takeAlignedBlock } from '../src/io/direct.js';
 import { createTempTarget, discardTemp, fanOut, STAGE_BLOCK } from '../src/ingest/copy.js';
-import { readBack } from '../src/ingest/readback.js';
+import { readBack } from '../src/io/readback.js';
 
 const ALL: HashAlgorithm[] = ['sha256', 'xxh128', 'xxh64', 'md5'];
 
@@ -243,7 +243,7 @@ test('the built program finds its hash worker and exits by itself once the worke
 });
 
 test('reused WASM hashers start clean for every file and refuse use after their digest', async () => {
-  const { makeUpdater } = await import('../src/ingest/hashing.js');
+  const { makeUpdater } = await import('../src/io/hashing.js');
   const reference = (data: Buffer): string => spawnSync('xxhsum', ['-H2', '-'], { input: data, encoding: 'utf8' }).stdout.split(' ')[0]!;
   const files = [Buffer.from('first file, longer than the second'), Buffer.from('second'), Buffer.alloc(0), Buffer.from('first file, longer than the second')];
   const digests: string[] = [];

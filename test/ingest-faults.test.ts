@@ -2,6 +2,7 @@ import { afterEach, beforeEach, expect, test } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { appendFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import type { Readable } from 'node:stream';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import type { OpenOptions, SourceItem } from '../src/device/source.js';
@@ -148,7 +149,9 @@ test('filesystems-without-direct-io-are-read-and-written-through-the-cache-and-s
   mounts.push(dest);
   const journal = Journal.open(join(work.path, 'state'));
   const summary = await runIngest({ sources: [new FolderSource(src)], destinations: [{ path: dest }], journal, settings, logger: silentLogger, signal: new AbortController().signal });
-  const readbacks = journal.database.prepare(`SELECT readback FROM copies WHERE state = 'verified'`).all() as Array<{ readback: string }>;
+  const db = new DatabaseSync(journal.path, { readOnly: true });
+  const readbacks = db.prepare(`SELECT readback FROM copies WHERE state = 'verified'`).all() as Array<{ readback: string }>;
+  db.close();
   journal.close();
   expect(summary, JSON.stringify(summary.errors)).toMatchObject({ status: 'complete', copied: 3, failed: 0 });
   expect(summary.readback).toEqual({ direct: 0, cached: 3 });

@@ -22,9 +22,15 @@ const copy = { destPath: '2026/2026-01-01/IMG_0001.JPG', size: 10, sha256: 'a'.r
 
 test('a-new-journal-runs-every-migration-in-wal-mode-with-full-sync', () => {
   expect(journal.schemaVersion).toBe(MIGRATIONS.length);
-  const db = journal.database;
-  expect((db.prepare('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode).toBe('wal');
-  expect((db.prepare('PRAGMA synchronous').get() as { synchronous: number }).synchronous).toBe(2);
+  const { journalMode, synchronous } = journal.durability();
+  expect(journalMode).toBe('wal');
+  expect(synchronous).toBe(2);
+});
+
+test('an-open-journal-answers-the-health-check-and-a-closed-one-does-not', () => {
+  expect(journal.answers()).toBe(true);
+  journal.close();
+  expect(journal.answers()).toBe(false);
 });
 
 test('reopening-keeps-the-data-and-runs-no-migration-twice', () => {

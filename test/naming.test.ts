@@ -3,15 +3,13 @@ import { describe, expect, test } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
 import {
   DEFAULT_NAME_TEMPLATE,
-  MAX_PATH_BYTES,
-  MAX_SEGMENT_BYTES,
   nameFieldsFrom,
   renderName,
   sanitizePath,
   sanitizeSegment,
-  withCollisionSuffix,
   type NameFields,
 } from '../src/ingest/naming.js';
+import { MAX_PATH_BYTES, MAX_SEGMENT_BYTES, withCollisionSuffix } from '../src/shot-names.js';
 import { readCaptureMetadata } from '../src/ingest/metadata.js';
 
 const date = { year: 2024, month: 5, day: 6, hour: 7, minute: 8, second: 9, millisecond: 0 };

@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import type { SourceItem } from '../src/device/source.js';
-import { groupItems, priority, roleOf, splitShotName } from '../src/ingest/pairing.js';
+import { groupItems, priority, roleOf } from '../src/ingest/pairing.js';
+import { splitShotName } from '../src/shot-names.js';
 
 const item = (path: string, size = 1): SourceItem => ({ path, size, mtimeMs: 0 });
 const paths = (g: { members: readonly { item: SourceItem }[] }): string[] => g.members.map((m) => m.item.path);

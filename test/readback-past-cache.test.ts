@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import { runIngest, type IngestSettings } from '../src/ingest/pipeline.js';
-import { readBack } from '../src/ingest/readback.js';
+import { readBack } from '../src/io/readback.js';
 import { giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../src/io/direct.js';
 import { Journal } from '../src/store/journal.js';
 import { captureLog } from './support/daemon-helpers.js';
@@ -25,8 +25,8 @@ import { tempDir } from './support/tree.js';
  * would see it.
  */
 const hook = vi.hoisted(() => ({ afterSeal: undefined as ((tempPath: string) => Promise<boolean>) | undefined }));
-vi.mock('../src/ingest/durable.js', async (importOriginal) => {
-  const real = await importOriginal<typeof import('../src/ingest/durable.js')>();
+vi.mock('../src/io/durable.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../src/io/durable.js')>();
   return { ...real, applyTestFault: async (tempPath: string) => (hook.afterSeal ? hook.afterSeal(tempPath) : false) };
 });
 

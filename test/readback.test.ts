@@ -5,7 +5,7 @@ import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
-import { idleReadBackBlocks, readBack } from '../src/ingest/readback.js';
+import { idleReadBackBlocks, readBack } from '../src/io/readback.js';
 import { MAX_IDLE_BLOCKS } from '../src/io/direct.js';
 
 const ALL = ['sha256', 'xxh128', 'xxh64', 'md5'] as const;

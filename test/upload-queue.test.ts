@@ -8,15 +8,18 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { loadConfig, normalizeConfig, uploadSettings } from '../src/config/index.js';
 import { ShuttleError, isShuttleError } from '../src/errors.js';
 import { checkDestination } from '../src/ingest/destination.js';
 import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
+import { RetentionStore } from '../src/store/retention.js';
 import { UploadQueue, priorityOf, type QueueTarget } from '../src/store/upload-queue.js';
 import { credentialsFromDirectory, credentialsFromFile, resolveCredentials } from '../src/upload/credentials.js';
 import { JournalUploadStateStore } from '../src/upload/journal-state.js';
+import { queueTarget } from '../src/upload/keys.js';
 import { applyRetention } from '../src/upload/retention.js';
 import { UploadWorker, classifyUploadFailure } from '../src/upload/worker.js';
 import { tempDir } from './support/tree.js';
@@ -39,8 +42,18 @@ afterEach(async () => {
   await work.cleanup();
 });
 
+/** The test's own connection to the journal's file, for what no store reads or writes. */
+function onJournalFile<T>(fn: (db: DatabaseSync) => T): T {
+  const db = new DatabaseSync(journal.path);
+  try {
+    return fn(db);
+  } finally {
+    db.close();
+  }
+}
+
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
-const TARGET: QueueTarget = { bucket: 'photos', prefix: 'shoots', keyTemplate: '{station}/{YYYY}/{YYYY-MM-DD}/{name}', station: 'cart-1', timeZone: 'Europe/Berlin', priority: ['jpg', 'xmp', '*'] };
+const TARGET: QueueTarget = queueTarget({ bucket: 'photos', prefix: 'shoots', keyTemplate: '{station}/{YYYY}/{YYYY-MM-DD}/{name}', station: 'cart-1', timeZone: 'Europe/Berlin', priority: ['jpg', 'xmp', '*'] });
 
 interface Dest {
   id: number;
@@ -242,15 +255,15 @@ describe('retention', () => {
     uploadAll();
     queue.enqueue([pending], TARGET);
 
-    const report = await applyRetention({ queue, policy: { keepDays: 0 }, logger: silentLogger });
+    const report = await applyRetention({ records: new RetentionStore(journal), policy: { keepDays: 0 }, logger: silentLogger });
     expect(report.pruned.map((p) => p.path)).toEqual([join(a.root, '2026/A.JPG')]);
     expect(existsSync(join(a.root, '2026/A.JPG'))).toBe(false);
     for (const kept of [join(b.root, '2026/A.JPG'), join(a.root, '2026/B.JPG'), join(a.root, '2026/C.JPG'), join(b.root, '2026/C.JPG')]) expect(existsSync(kept)).toBe(true);
     expect(journal.copiesOf(both).map((c) => [c.dest_id, c.state])).toEqual([[a.id, 'pruned'], [b.id, 'verified']]);
-    const recorded = journal.database.prepare('SELECT dest_path, reason FROM copy_prunes').all();
+    const recorded = onJournalFile((db) => db.prepare('SELECT dest_path, reason FROM copy_prunes').all());
     expect(recorded).toEqual([{ dest_path: '2026/A.JPG', reason: 'age' }]);
     // A second pass finds nothing more: the surviving copy is the last one.
-    expect((await applyRetention({ queue, policy: { keepDays: 0 }, logger: silentLogger })).pruned).toEqual([]);
+    expect((await applyRetention({ records: new RetentionStore(journal), policy: { keepDays: 0 }, logger: silentLogger })).pruned).toEqual([]);
   });
 
   test('keeps-a-copy-whose-twin-is-missing-on-disk-though-the-journal-calls-it-verified', async () => {
@@ -261,7 +274,7 @@ describe('retention', () => {
     uploadAll();
     await writeFile(join(b.root, '2026/A.JPG'), 'short');
     // a's copy is the only intact one, so it stays; b's (damaged) copy may go, since a's survives.
-    const report = await applyRetention({ queue, policy: { keepDays: 0 }, logger: silentLogger });
+    const report = await applyRetention({ records: new RetentionStore(journal), policy: { keepDays: 0 }, logger: silentLogger });
     expect(report.pruned.map((p) => p.path)).toEqual([join(b.root, '2026/A.JPG')]);
     expect(await readFile(join(a.root, '2026/A.JPG'), 'utf8')).toBe('twin gone');
   });
@@ -272,13 +285,14 @@ describe('retention', () => {
     const files = [];
     for (const [i, name] of ['OLD.JPG', 'MID.JPG', 'NEW.JPG'].entries()) {
       files.push(await verifiedFile(name, `${name} content`.padEnd(100, '.'), [a, b]));
-      journal.database.prepare('UPDATE copies SET updated_at = ? WHERE file_id = ?').run(`2026-03-1${i}T00:00:00.000Z`, files[i]!);
+      const fileId = files[i]!;
+      onJournalFile((db) => db.prepare('UPDATE copies SET updated_at = ? WHERE file_id = ?').run(`2026-03-1${i}T00:00:00.000Z`, fileId));
     }
     queue.enqueue(files, TARGET);
     uploadAll();
     const onA = ['OLD.JPG', 'MID.JPG', 'NEW.JPG'].map((n) => join(a.root, '2026', n));
     const report = await applyRetention({
-      queue,
+      records: new RetentionStore(journal),
       policy: { keepFreeBytes: 1150 },
       logger: silentLogger,
       // A disk with 1000 bytes free on `a` (b is roomy); every copy removed from `a` gives its 100 bytes back.
@@ -299,7 +313,7 @@ describe('retention', () => {
     const markerFile = join(a.root, '.shuttle', 'destination.json');
     const marker = JSON.parse(await readFile(markerFile, 'utf8')) as Record<string, unknown>;
     await writeFile(markerFile, JSON.stringify({ ...marker, id: 'someone-else' }));
-    const report = await applyRetention({ queue, policy: { keepDays: 0 }, logger: silentLogger });
+    const report = await applyRetention({ records: new RetentionStore(journal), policy: { keepDays: 0 }, logger: silentLogger });
     expect(report.skippedDestinations.map((s) => s.path)).toEqual([a.root]);
     // Nothing on `a` is touched, and b's copy stays too: its twin on `a` cannot be vouched for.
     expect(report.pruned).toEqual([]);
@@ -311,7 +325,7 @@ describe('retention', () => {
     const b = await destination('b');
     queue.enqueue([await verifiedFile('A.JPG', 'keep me', [a, b])], TARGET);
     uploadAll();
-    expect((await applyRetention({ queue, policy: {}, logger: silentLogger })).pruned).toEqual([]);
+    expect((await applyRetention({ records: new RetentionStore(journal), policy: {}, logger: silentLogger })).pruned).toEqual([]);
   });
 });
 

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { MultiHasher, type HashAlgorithm, type HashSet } from '../src/ingest/hashing.js';
+import { MultiHasher, type HashAlgorithm, type HashSet } from '../src/io/hashing.js';
 import { c4OfBytes, parseChain, parseGeneration, readHistory, writeGeneration, type CreatorInfo, type ManifestEntry } from '../src/ingest/manifest/index.js';
 import { verifyDestination, type VerifyProgress, type VerifyReport } from '../src/ingest/verify.js';
 import { ingestJson, runCli } from './support/cli.js';

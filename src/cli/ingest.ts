@@ -8,7 +8,7 @@ import { openPtpIpCameraSource } from '../device/camera-source.js';
 import type { Logger } from '../log.js';
 import { ShuttleError } from '../errors.js';
 import { runIngest, type IngestSummary, type Progress } from '../ingest/pipeline.js';
-import { startHashWorker } from '../ingest/hash-worker-client.js';
+import { startHashWorker } from '../io/hash-worker-client.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { commandContext, signalOnTermination, type GlobalOptions } from './context.js';
 import type { IngestUploadFlags } from './upload.js';

@@ -4,6 +4,7 @@ import { uploadSettings } from '../config/index.js';
 import { ShuttleError, isShuttleError } from '../errors.js';
 import { Journal } from '../store/journal.js';
 import { acquireLock } from '../store/lock.js';
+import { RetentionStore } from '../store/retention.js';
 import { UploadQueue, type EnqueueResult, type QueueCounts } from '../store/upload-queue.js';
 import { createUploadRuntime, queueTargetFor, retentionPolicyFor, uploadLockPath } from '../upload/from-config.js';
 import { PROVIDERS, isProviderName, type ProviderName } from '../upload/provider.js';
@@ -62,7 +63,7 @@ async function drainQueue(req: DrainRequest): Promise<DrainOutcome> {
     ctx.logger.info({ ...report, errors: report.errors.length }, 'upload queue drained');
     const retention = signal.aborted
       ? { pruned: [], bytesFreed: 0, skippedDestinations: [] }
-      : await applyRetention({ queue, policy: retentionPolicyFor(runtime.settings), logger: ctx.logger, signal });
+      : await applyRetention({ records: new RetentionStore(journal), policy: retentionPolicyFor(runtime.settings), logger: ctx.logger, signal });
     return { report, retention };
   } finally {
     runtime.close();

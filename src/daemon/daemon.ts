@@ -279,10 +279,7 @@ export class Daemon {
   }
 
   #healthy(): boolean {
-    const db = this.#journal?.database;
-    if (!db?.isOpen) return false;
-    db.prepare('SELECT 1').get();
-    return true;
+    return this.#journal?.answers() ?? false;
   }
 
   /** Refreshes STATUS= soon after a job changes state, and every few seconds while jobs are active (progress). */

@@ -4,6 +4,7 @@ import { isShuttleError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Journal } from '../store/journal.js';
 import { acquireLock, type Lock } from '../store/lock.js';
+import { RetentionStore } from '../store/retention.js';
 import { UploadQueue, type QueueTarget } from '../store/upload-queue.js';
 import type { UploadRuntime } from '../upload/from-config.js';
 import type { DrainReport } from '../upload/worker.js';
@@ -192,7 +193,7 @@ export class DaemonUploader {
       } while (stopped === 'aborted' && !signal.aborted);
       if (stopped === 'empty' && !signal.aborted) {
         const { applyRetention } = await import('../upload/retention.js');
-        const retention = await applyRetention({ queue: this.#queue, policy: m.retentionPolicyFor(this.#runtime.settings), logger: this.#log, signal });
+        const retention = await applyRetention({ records: new RetentionStore(this.#o.journal), policy: m.retentionPolicyFor(this.#runtime.settings), logger: this.#log, signal });
         if (retention.pruned.length > 0) this.#log.info({ pruned: retention.pruned.length, bytesFreed: retention.bytesFreed }, 'local copies removed by the retention policy');
       }
     } finally {

@@ -5,10 +5,10 @@ import { dirname } from 'node:path';
 import { ShuttleError, abortReason, errnoCode, throwIfAborted } from '../errors.js';
 import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../io/direct.js';
 import type { Source, SourceItem } from '../device/source.js';
-import type { HashAlgorithm, HashSet } from './hashing.js';
-import { IngestHasher } from './hash-worker-client.js';
-import { openTemp, fsyncDir, fsyncFile, applyTestFault, destinationError, writeAll } from './durable.js';
-import { readBack } from './readback.js';
+import type { HashAlgorithm, HashSet } from '../io/hashing.js';
+import { IngestHasher } from '../io/hash-worker-client.js';
+import { openTemp, fsyncDir, fsyncFile, applyTestFault, destinationError, writeAll } from '../io/durable.js';
+import { readBack } from '../io/readback.js';
 
 /**
  * One destination's share of a single-read copy: a temp file written at increasing offsets. Whole blocks

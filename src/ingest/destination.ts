@@ -1,26 +1,25 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, stat, statfs, unlink } from 'node:fs/promises';
+import { stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { ShuttleError, errnoCode, throwIfAborted, type ErrorCode } from '../errors.js';
 import { volumeOf, type VolumeInfo } from '../device/card/volume.js';
-import { fsyncDir, publishNoReplace, tempPathFor, writeNewFile } from './durable.js';
+import { tempPathFor, writeNewFile } from '../io/durable.js';
+import {
+  MARKER_DIR,
+  MARKER_FILE,
+  createMarker,
+  destinationFailure,
+  freeBytes,
+  markerPath,
+  readMarker,
+  type DestinationMarker,
+} from '../io/local-destination.js';
 
 /**
- * A destination is recognised by a marker file it carries, `<dest>/.shuttle/destination.json`, whose
- * random id the journal remembers. So an empty mount point (drive not mounted) or a swapped drive is
- * refused instead of written to, and a required volume UUID pins the destination to one filesystem.
+ * Whether ingest may write to a destination: the marker it carries (src/io/local-destination.ts) is the
+ * one the journal expects, the volume the one the config requires, and a real write succeeds.
  */
-
-export const MARKER_DIR = '.shuttle';
-export const MARKER_FILE = 'destination.json';
-
-export interface DestinationMarker {
-  id: string;
-  createdAt: string;
-  volumeUuid?: string;
-  station: string;
-}
 
 export interface CheckDestinationOptions {
   /** The marker id the journal recorded for this path; absent for a destination never used before. */
@@ -44,64 +43,6 @@ export interface CheckedDestination {
   free: number;
 }
 
-export function markerPath(root: string): string {
-  return join(root, MARKER_DIR, MARKER_FILE);
-}
-
-function fail(code: ErrorCode, path: string, message: string, context: Record<string, unknown> = {}, cause?: unknown): ShuttleError {
-  return new ShuttleError(code, `destination ${path}: ${message}`, { context: { path, ...context }, cause });
-}
-
-/** The marker at `root`, undefined when there is none. A marker that cannot be parsed is refused. */
-export async function readMarker(root: string): Promise<DestinationMarker | undefined> {
-  const file = markerPath(root);
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    const errno = errnoCode(err);
-    if (errno === 'ENOENT') return undefined;
-    throw fail('DEST_NOT_WRITABLE', root, `cannot read its marker ${file} (${errno ?? String(err)})`, { marker: file, errno }, err);
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    parsed = undefined;
-  }
-  const m = parsed as Partial<DestinationMarker> | undefined;
-  if (m === null || typeof m !== 'object' || typeof m.id !== 'string' || m.id === '') {
-    throw fail('DEST_MARKER_MISMATCH', root, `its marker ${file} is not a Shuttle destination marker: ${JSON.stringify(text.slice(0, 80))}`, { marker: file });
-  }
-  const marker: DestinationMarker = { id: m.id, createdAt: String(m.createdAt ?? ''), station: String(m.station ?? '') };
-  if (typeof m.volumeUuid === 'string') marker.volumeUuid = m.volumeUuid;
-  return marker;
-}
-
-/**
- * Publishes the marker without ever replacing one: temp file, fsync, hard link to the final name (which
- * fails if another process got there first; then its marker is the one), fsync the folder. FAT and
- * exFAT have no hard links; there it checks and renames.
- */
-async function createMarker(root: string, marker: DestinationMarker): Promise<{ marker: DestinationMarker; created: boolean }> {
-  const dir = join(root, MARKER_DIR);
-  try {
-    await mkdir(dir);
-    await fsyncDir(root);
-  } catch (err) {
-    if (errnoCode(err) !== 'EEXIST') throw err;
-  }
-  const final = join(dir, MARKER_FILE);
-  const temp = tempPathFor(final);
-  await writeNewFile(temp, `${JSON.stringify(marker, null, 2)}\n`);
-  try {
-    if ((await publishNoReplace(temp, final)) === 'exists') return { marker: (await readMarker(root)) ?? marker, created: false };
-  } finally {
-    await unlink(temp).catch(() => {});
-  }
-  return { marker, created: true };
-}
-
 /** Writes, fsyncs and removes a small file: only a real write proves a destination writable (read-only mounts, root vs mode bits, full disks). */
 async function probeWritable(root: string): Promise<void> {
   // A temp name, so that a crash between write and unlink leaves a file every later run knows to ignore.
@@ -111,7 +52,7 @@ async function probeWritable(root: string): Promise<void> {
   } catch (err) {
     const errno = errnoCode(err);
     const code: ErrorCode = errno === 'ENOSPC' || errno === 'EDQUOT' ? 'DEST_NO_SPACE' : 'DEST_NOT_WRITABLE';
-    throw fail(code, root, `cannot write to it (${errno ?? String(err)})`, { errno }, err);
+    throw destinationFailure(code, root, `cannot write to it (${errno ?? String(err)})`, { errno }, err);
   } finally {
     await unlink(probe).catch(() => {});
   }
@@ -136,14 +77,14 @@ export async function checkDestination(path: string, options: CheckDestinationOp
   const { expectedId, requireVolumeUuid, create, signal } = options;
   throwIfAborted(signal);
   try {
-    if (!(await stat(path)).isDirectory()) throw fail('DEST_NOT_WRITABLE', path, 'is not a folder');
+    if (!(await stat(path)).isDirectory()) throw destinationFailure('DEST_NOT_WRITABLE', path, 'is not a folder');
   } catch (err) {
     if (err instanceof ShuttleError) throw err;
     const errno = errnoCode(err);
     if (expectedId !== undefined && errno === 'ENOENT') {
-      throw fail('DEST_MARKER_MISSING', path, `does not exist, but the journal knows it as destination ${expectedId}; is its drive mounted?`, { expectedId, errno }, err);
+      throw destinationFailure('DEST_MARKER_MISSING', path, `does not exist, but the journal knows it as destination ${expectedId}; is its drive mounted?`, { expectedId, errno }, err);
     }
-    throw fail('DEST_NOT_WRITABLE', path, `cannot use it (${errno ?? String(err)})`, { errno }, err);
+    throw destinationFailure('DEST_NOT_WRITABLE', path, `cannot use it (${errno ?? String(err)})`, { errno }, err);
   }
 
   const volume = await volumeOf(path, { signal }).catch((err: unknown) => {
@@ -151,7 +92,7 @@ export async function checkDestination(path: string, options: CheckDestinationOp
     return undefined; // identity unknown: only a required UUID makes that fatal, below
   });
   if (requireVolumeUuid !== undefined && !sameUuid(volume?.uuid, requireVolumeUuid)) {
-    throw fail('DEST_VOLUME_MISMATCH', path, `is on ${describeVolume(volume)}, but the config requires volume ${requireVolumeUuid}`, {
+    throw destinationFailure('DEST_VOLUME_MISMATCH', path, `is on ${describeVolume(volume)}, but the config requires volume ${requireVolumeUuid}`, {
       expected: requireVolumeUuid,
       actual: volume?.uuid,
       device: volume?.device,
@@ -162,21 +103,21 @@ export async function checkDestination(path: string, options: CheckDestinationOp
   let marker = await readMarker(path);
   if (expectedId !== undefined) {
     if (marker === undefined) {
-      throw fail('DEST_MARKER_MISSING', path, `has no marker ${MARKER_DIR}/${MARKER_FILE}, but the journal knows it as destination ${expectedId}; is its drive mounted?`, {
+      throw destinationFailure('DEST_MARKER_MISSING', path, `has no marker ${MARKER_DIR}/${MARKER_FILE}, but the journal knows it as destination ${expectedId}; is its drive mounted?`, {
         expectedId,
         actualId: undefined,
         marker: markerPath(path),
       });
     }
     if (marker.id !== expectedId) {
-      throw fail('DEST_MARKER_MISMATCH', path, `carries marker ${marker.id}, but the journal knows it as destination ${expectedId}; was the drive swapped?`, {
+      throw destinationFailure('DEST_MARKER_MISMATCH', path, `carries marker ${marker.id}, but the journal knows it as destination ${expectedId}; was the drive swapped?`, {
         expectedId,
         actualId: marker.id,
         marker: markerPath(path),
       });
     }
   } else if (marker === undefined && !create) {
-    throw fail('DEST_MARKER_MISSING', path, `has no marker ${MARKER_DIR}/${MARKER_FILE} and creating one was not asked for`, { marker: markerPath(path) });
+    throw destinationFailure('DEST_MARKER_MISSING', path, `has no marker ${MARKER_DIR}/${MARKER_FILE} and creating one was not asked for`, { marker: markerPath(path) });
   }
 
   throwIfAborted(signal);
@@ -190,25 +131,13 @@ export async function checkDestination(path: string, options: CheckDestinationOp
       ({ marker, created } = await createMarker(path, fresh));
     } catch (err) {
       if (err instanceof ShuttleError) throw err;
-      throw fail('DEST_NOT_WRITABLE', path, `cannot create its marker (${errnoCode(err) ?? String(err)})`, { errno: errnoCode(err) }, err);
+      throw destinationFailure('DEST_NOT_WRITABLE', path, `cannot create its marker (${errnoCode(err) ?? String(err)})`, { errno: errnoCode(err) }, err);
     }
   }
 
   const result: CheckedDestination = { id: marker.id, created, free: await freeBytes(path) };
   if (volume?.uuid !== undefined) result.volumeUuid = volume.uuid;
   return result;
-}
-
-/** Bytes available to an unprivileged writer on the filesystem holding `path`. */
-/** Bytes free for unprivileged writers; Infinity where the filesystem keeps no count (ramfs, some FUSE report 0 blocks in all). */
-export async function freeBytes(path: string): Promise<number> {
-  try {
-    const s = await statfs(path);
-    if (Number(s.blocks) === 0) return Number.POSITIVE_INFINITY;
-    return Number(s.bavail) * Number(s.bsize);
-  } catch (err) {
-    throw fail('DEST_NOT_WRITABLE', path, `cannot read its free space (${errnoCode(err) ?? String(err)})`, { errno: errnoCode(err) }, err);
-  }
 }
 
 function bytes(n: number): string {
@@ -230,7 +159,7 @@ export async function checkFreeSpace(path: string, neededBytes: number, minFreeB
   const available = await freeBytes(path);
   if (available - neededBytes < minFreeBytes) {
     const keep = minFreeBytes > 0 ? ` and ${bytes(minFreeBytes)} kept free` : '';
-    throw fail('DEST_NO_SPACE', path, `needs ${bytes(neededBytes)}${keep}, but only ${bytes(available)} is available`, {
+    throw destinationFailure('DEST_NO_SPACE', path, `needs ${bytes(neededBytes)}${keep}, but only ${bytes(available)} is available`, {
       neededBytes,
       minFreeBytes,
       availableBytes: available,

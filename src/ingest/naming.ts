@@ -1,15 +1,12 @@
 import { ShuttleError } from '../errors.js';
 import type { CaptureMetadata } from './metadata.js';
 import type { WallClock } from '../time-zone.js';
-import { baseName, splitShotName } from './pairing.js';
+import { baseName } from './pairing.js';
+import { MAX_PATH_BYTES, MAX_SEGMENT_BYTES, splitShotName, truncateUtf8, utf8Bytes } from '../shot-names.js';
 
 /** Where a file lands when the user sets no template: year folder, day folder, camera's own name. */
 export const DEFAULT_NAME_TEMPLATE = '{YYYY}/{YYYY-MM-DD}/{name}';
 
-/** Longest file or folder name in bytes (ext4, XFS, btrfs; exFAT's 255 UTF-16 units is never tighter). */
-export const MAX_SEGMENT_BYTES = 255;
-/** Longest relative path in bytes (Linux PATH_MAX). */
-export const MAX_PATH_BYTES = 4096;
 /** An extension longer than this is not worth keeping whole when a name must be shortened. */
 const MAX_KEPT_EXT_BYTES = 32;
 
@@ -160,21 +157,6 @@ export function renderName(template: string, fields: NameFields): RenderedName {
   return { path: clean.path, renamed: [...renamed, ...clean.renamed] };
 }
 
-const utf8Bytes = (s: string): number => Buffer.byteLength(s, 'utf8');
-
-/** Longest prefix of `s` within `maxBytes` of UTF-8, never splitting a code point. */
-function truncateUtf8(s: string, maxBytes: number): string {
-  let bytes = 0;
-  let end = 0;
-  for (const cp of s) {
-    const n = utf8Bytes(cp);
-    if (bytes + n > maxBytes) break;
-    bytes += n;
-    end += cp.length;
-  }
-  return s.slice(0, end);
-}
-
 /** Shortens a name to `maxBytes`, keeping its extension (shot extension like `.CR2.xmp` included). */
 function shortenKeepingExt(name: string, maxBytes: number): string {
   const { stem, ext } = splitShotName(name);
@@ -287,22 +269,4 @@ export function sanitizePath(relPath: string): RenderedName {
     });
   }
   return { path, renamed };
-}
-
-/**
- * The n-th alternative name for a taken destination: `DCIM/IMG_0001.JPG`, 1 → `DCIM/IMG_0001_1.JPG`.
- * The suffix goes before the shot extension (`IMG_0001_1.CR2.xmp`), so a shot's files keep matching
- * stems. The name is shortened if needed to stay within the segment and path limits.
- */
-export function withCollisionSuffix(relPath: string, n: number): string {
-  if (!Number.isSafeInteger(n) || n < 1) {
-    throw new ShuttleError('INTERNAL', `collision suffix must be an integer >= 1, got ${n}`, { context: { relPath, n } });
-  }
-  const slash = relPath.lastIndexOf('/');
-  const dir = relPath.slice(0, slash + 1);
-  const { stem, ext } = splitShotName(relPath.slice(slash + 1));
-  const suffix = `_${n}`;
-  const budget = Math.min(MAX_SEGMENT_BYTES, MAX_PATH_BYTES - utf8Bytes(dir)) - utf8Bytes(suffix) - utf8Bytes(ext);
-  const keptStem = budget >= utf8Bytes(stem) ? stem : truncateUtf8(stem, Math.max(0, budget));
-  return `${dir}${keptStem}${suffix}${ext}`;
 }

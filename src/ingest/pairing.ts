@@ -1,15 +1,5 @@
 import type { SourceItem } from '../device/source.js';
-
-/**
- * What a file is to the photographer. Files of one shot (JPEG + RAW + sidecars, or a clip + its THM)
- * share a folder and a stem, and travel together: the same destination name, the same collision suffix.
- */
-export type Role = 'image' | 'raw' | 'video' | 'sidecar' | 'other';
-
-const IMAGE_EXTS = new Set(['jpg', 'jpeg', 'heic', 'heif', 'hif', 'png', 'tif', 'tiff']);
-const RAW_EXTS = new Set(['cr2', 'cr3', 'nef', 'nrw', 'arw', 'sr2', 'raf', 'orf', 'rw2', 'dng', 'pef', 'srw', '3fr', 'iiq', 'rwl', 'x3f']);
-const VIDEO_EXTS = new Set(['mp4', 'mov', 'mxf', 'avi', 'mts', 'm2ts']);
-const SIDECAR_EXTS = new Set(['xmp', 'thm', 'wav']);
+import { roleOfExt, splitShotName, type Role } from '../shot-names.js';
 
 /**
  * Order inside a group and across a plan: previews first (they show up in the library soonest and carry
@@ -17,36 +7,9 @@ const SIDECAR_EXTS = new Set(['xmp', 'thm', 'wav']);
  */
 const ROLE_RANK: Readonly<Record<Role, number>> = { image: 0, raw: 1, video: 2, other: 3, sidecar: 4 };
 
-function roleOfExt(ext: string): Role | undefined {
-  if (IMAGE_EXTS.has(ext)) return 'image';
-  if (RAW_EXTS.has(ext)) return 'raw';
-  if (VIDEO_EXTS.has(ext)) return 'video';
-  if (SIDECAR_EXTS.has(ext)) return 'sidecar';
-  return undefined;
-}
-
 /** Last '/'-separated segment of a source path. */
 export function baseName(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);
-}
-
-/**
- * Splits a file name into the part a shot's files share and the extension that tells them apart.
- * `IMG_0001.CR2.xmp` (a sidecar named after one member) keeps `.CR2.xmp` as its extension so that it
- * pairs with `IMG_0001.JPG`; `.hidden` has no extension. The extension keeps its leading dot.
- */
-export function splitShotName(fileName: string): { stem: string; ext: string } {
-  const last = fileName.lastIndexOf('.');
-  if (last <= 0) return { stem: fileName, ext: '' };
-  const outer = fileName.slice(last + 1).toLowerCase();
-  if (SIDECAR_EXTS.has(outer)) {
-    const inner = fileName.lastIndexOf('.', last - 1);
-    if (inner > 0) {
-      const innerRole = roleOfExt(fileName.slice(inner + 1, last).toLowerCase());
-      if (innerRole !== undefined && innerRole !== 'sidecar') return { stem: fileName.slice(0, inner), ext: fileName.slice(inner) };
-    }
-  }
-  return { stem: fileName.slice(0, last), ext: fileName.slice(last) };
 }
 
 /** The role a file plays, from its name alone (listing never reads content). */

@@ -2,7 +2,6 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
-import type { SourceIdentity } from '../device/source.js';
 import { MIGRATIONS } from './migrations.js';
 
 export type FileState = 'seen' | 'copying' | 'verified' | 'failed';
@@ -38,6 +37,15 @@ export interface FileRow {
   path_bytes: Uint8Array | null;
 }
 
+/** What the journal keeps of a source: a device's SourceIdentity (src/device/source.ts) is one. */
+export interface SourceRecord {
+  kind: string;
+  /** Stable across sessions and mounts; the row's identity. */
+  key: string;
+  label: string;
+  details: Readonly<Record<string, string | number>>;
+}
+
 export interface DestinationRow {
   id: number;
   marker_id: string;
@@ -60,6 +68,16 @@ const now = (): string => new Date().toISOString();
 /** The size of a files row for a path whose size could not be read (see recordUnreadable). */
 export const UNREADABLE_SIZE = -1;
 
+let statementOf: (journal: Journal, sql: string) => StatementSync;
+
+/**
+ * `sql` compiled once on the journal's connection: for the stores in src/store that keep tables in the
+ * journal (the upload queue, multipart uploads, retention). Only src/store imports it: nothing else runs SQL.
+ */
+export function journalStatement(journal: Journal, sql: string): StatementSync {
+  return statementOf(journal, sql);
+}
+
 /**
  * The durable record of what Shuttle knows: SQLite in WAL mode with synchronous=FULL, so that every
  * committed transition survives a power cut (bar markCopying's, which only names a temp to clean up).
@@ -71,6 +89,10 @@ export class Journal {
   // Compiled once per connection: an ingest or upload runs the same few statements for every file, and
   // compiling SQL is most of their cost on a slow CPU.
   readonly #statements = new Map<string, StatementSync>();
+
+  static {
+    statementOf = (journal, sql) => journal.#statement(sql);
+  }
 
   private constructor(path: string, db: DatabaseSync) {
     this.path = path;
@@ -96,9 +118,18 @@ export class Journal {
     return j;
   }
 
-  /** The connection itself (health checks, tests); stores keeping tables here run SQL through statement(). */
-  get database(): DatabaseSync {
-    return this.#db;
+  /** Whether the connection is open and answers a query (the daemon's health check). */
+  answers(): boolean {
+    if (!this.#db.isOpen) return false;
+    this.#statement('SELECT 1').get();
+    return true;
+  }
+
+  /** The connection's journal mode and synchronous level, which every durability claim rests on. */
+  durability(): { journalMode: string; synchronous: number } {
+    const mode = this.#db.prepare('PRAGMA journal_mode').get() as { journal_mode: string };
+    const sync = this.#db.prepare('PRAGMA synchronous').get() as { synchronous: number };
+    return { journalMode: mode.journal_mode, synchronous: sync.synchronous };
   }
 
   close(): void {
@@ -145,34 +176,34 @@ export class Journal {
    */
   #undurable<T>(fn: () => T): T {
     if (this.#db.isTransaction) return fn();
-    this.statement('PRAGMA synchronous = NORMAL').run();
+    this.#statement('PRAGMA synchronous = NORMAL').run();
     try {
       return this.tx(fn);
     } finally {
-      this.statement('PRAGMA synchronous = FULL').run();
+      this.#statement('PRAGMA synchronous = FULL').run();
     }
   }
 
-  /** `sql` compiled on this connection, once: for this class and the stores that keep tables here. */
-  statement(sql: string): StatementSync {
+  /** `sql` compiled on this connection, once (see journalStatement for the other stores). */
+  #statement(sql: string): StatementSync {
     let st = this.#statements.get(sql);
     if (!st) this.#statements.set(sql, (st = this.#db.prepare(sql)));
     return st;
   }
 
   #get<T>(sql: string, ...params: SQLInputValue[]): T | undefined {
-    return this.statement(sql).get(...params) as T | undefined;
+    return this.#statement(sql).get(...params) as T | undefined;
   }
 
   #all<T>(sql: string, ...params: SQLInputValue[]): T[] {
-    return this.statement(sql).all(...params) as T[];
+    return this.#statement(sql).all(...params) as T[];
   }
 
   #run(sql: string, ...params: SQLInputValue[]): number {
-    return Number(this.statement(sql).run(...params).lastInsertRowid);
+    return Number(this.#statement(sql).run(...params).lastInsertRowid);
   }
 
-  upsertSource(id: SourceIdentity): number {
+  upsertSource(id: SourceRecord): number {
     const t = now();
     this.#run(
       `INSERT INTO sources (key, kind, label, details, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)

@@ -1,17 +1,14 @@
 import { posix } from 'node:path';
 import type { SQLInputValue } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
-import { wallClockAt } from '../time-zone.js';
-import { withCollisionSuffix } from '../ingest/naming.js';
-import { MAX_KEY_BYTES, renderKey } from '../upload/keys.js';
-import type { Journal } from './journal.js';
+import { journalStatement, type Journal } from './journal.js';
 
 /**
  * The upload queue: one journal row per file and S3 target, so that what is still to upload survives
  * crashes, reboots and days offline. A row is `queued` (due at `next_attempt_at`), `uploading` (claimed by
  * the one process that holds the upload lock), `uploaded` (only after the object was verified) or `failed`
- * (no intact local copy, or the key holds other content and cannot be renamed). The retention bookkeeping
- * (which local copies were pruned after upload) lives here too, beside the rows it depends on.
+ * (no intact local copy, or the key holds other content and cannot be renamed). Which local copies were
+ * pruned after upload is store/retention.ts's.
  */
 
 export type QueueState = 'queued' | 'uploading' | 'uploaded' | 'failed';
@@ -38,15 +35,20 @@ export interface QueueRow {
   uploadedAt: string | null;
 }
 
-/** Where and how queued files are to be named in S3. */
+/** The n-th alternative (n >= 1) to a taken key; undefined when there is none. */
+export type KeyAlternative = (key: string, n: number) => string | undefined;
+
+/**
+ * Where queued files go in S3 and how they are named. The queue stores keys but does not make them:
+ * upload/keys.ts does (queueTarget there builds this from the config's template).
+ */
 export interface QueueTarget {
   bucket: string;
   /** Without leading or trailing slash; '' for the bucket root. */
   prefix: string;
-  keyTemplate: string;
-  station: string;
-  /** Zone whose calendar day names the folders ({YYYY-MM-DD}); the system's when absent. */
-  timeZone?: string | undefined;
+  /** The key for a verified copy at `destPath` (relative to its destination) of a file modified at `mtimeMs`. */
+  keyFor(copy: { destPath: string; mtimeMs: number }): string;
+  alternativeKey: KeyAlternative;
   /** Extensions, earliest first; '*' stands for the unlisted ones. */
   priority: readonly string[];
 }
@@ -94,21 +96,6 @@ export interface QueueStats extends QueueCounts {
   rateWindowMs: number;
   nextAttemptAt: number | null;
   lastError: { key: string; code: string | null; message: string; at: string | null; state: QueueState } | null;
-}
-
-export interface PruneCandidate {
-  copyId: number;
-  fileId: number;
-  destId: number;
-  root: string;
-  markerId: string;
-  destPath: string;
-  size: number;
-  /** When the copy was verified (ISO). */
-  verifiedAt: string;
-  queueId: number;
-  bucket: string;
-  key: string;
 }
 
 export interface ErrorNote {
@@ -173,18 +160,6 @@ export function priorityOf(name: string, order: readonly string[]): number {
   return star >= 0 ? star : order.length;
 }
 
-/**
- * A date whose UTC fields are the wall clock of `epochMs` in `timeZone`: rendered with `utc: true`, the
- * key's day is the photographer's day where the card was shot, whatever zone this machine runs in.
- */
-function dayDate(epochMs: number, timeZone: string | undefined): Date {
-  const w = wallClockAt(epochMs, timeZone);
-  const d = new Date(0);
-  d.setUTCFullYear(w.year, w.month - 1, w.day);
-  d.setUTCHours(w.hour, w.minute, w.second, 0);
-  return d;
-}
-
 export class UploadQueue {
   readonly #journal: Journal;
 
@@ -193,15 +168,15 @@ export class UploadQueue {
   }
 
   #get<T>(sql: string, ...params: SQLInputValue[]): T | undefined {
-    return this.#journal.statement(sql).get(...params) as T | undefined;
+    return journalStatement(this.#journal, sql).get(...params) as T | undefined;
   }
 
   #all<T>(sql: string, ...params: SQLInputValue[]): T[] {
-    return this.#journal.statement(sql).all(...params) as T[];
+    return journalStatement(this.#journal, sql).all(...params) as T[];
   }
 
   #run(sql: string, ...params: SQLInputValue[]): { changes: number; lastInsertRowid: number } {
-    const r = this.#journal.statement(sql).run(...params);
+    const r = journalStatement(this.#journal, sql).run(...params);
     return { changes: Number(r.changes), lastInsertRowid: Number(r.lastInsertRowid) };
   }
 
@@ -212,7 +187,7 @@ export class UploadQueue {
 
   /**
    * Queues each file for `target`, once: a file already queued for this bucket and prefix keeps its row
-   * (made due now if queued, given another chance if failed). Keys come from the template; a key that
+   * (made due now if queued, given another chance if failed). Keys come from the target; a key that
    * another file's different content already claimed gets a collision suffix (`_1`, `_2`, …), while a
    * key already carrying the same content is shared. One transaction for the lot.
    */
@@ -257,12 +232,8 @@ export class UploadQueue {
           continue;
         }
         const name = posix.basename(copy.dest_path);
-        const baseKey = renderKey(
-          target.keyTemplate,
-          { station: target.station, name, path: copy.dest_path, date: dayDate(copy.mtime_ms, target.timeZone) },
-          { prefix: target.prefix, utc: true },
-        );
-        const placed = this.#freeKey(target.bucket, baseKey, copy.sha256, copy.size);
+        const baseKey = target.keyFor({ destPath: copy.dest_path, mtimeMs: copy.mtime_ms });
+        const placed = this.#freeKey(target.bucket, baseKey, target.alternativeKey, copy.sha256, copy.size);
         if (placed.sharedWith !== undefined) {
           result.rowIds.push(placed.sharedWith);
           result.sharedContent++;
@@ -281,10 +252,10 @@ export class UploadQueue {
   }
 
   /** `baseKey` or the first suffixed variant no other content holds; a row with this very content is shared. */
-  #freeKey(bucket: string, baseKey: string, sha256: string, size: number): { key: string; sharedWith?: number } {
+  #freeKey(bucket: string, baseKey: string, alternativeKey: KeyAlternative, sha256: string, size: number): { key: string; sharedWith?: number } {
     for (let n = 0; n < 10_000; n++) {
-      const key = n === 0 ? baseKey : withCollisionSuffix(baseKey, n);
-      if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) break;
+      const key = n === 0 ? baseKey : alternativeKey(baseKey, n);
+      if (key === undefined) break;
       const taken = this.#get<{ id: number; sha256: string; size: number }>('SELECT id, sha256, size FROM upload_queue WHERE bucket = ? AND key = ?', bucket, key);
       if (taken === undefined) return { key };
       if (taken.sha256 === sha256 && taken.size === size) return { key, sharedWith: taken.id };
@@ -296,12 +267,12 @@ export class UploadQueue {
    * Moves a row to the next free key, after the server showed that its key holds other content that
    * Shuttle did not queue (another station, an older journal). Returns the new key.
    */
-  rekey(id: number, now = Date.now()): string {
+  rekey(id: number, alternativeKey: KeyAlternative, now = Date.now()): string {
     return this.#journal.tx(() => {
       const row = this.#require(id);
       for (let n = 1; n < 10_000; n++) {
-        const candidate = withCollisionSuffix(row.key, n);
-        if (Buffer.byteLength(candidate, 'utf8') > MAX_KEY_BYTES) break;
+        const candidate = alternativeKey(row.key, n);
+        if (candidate === undefined) break;
         if (this.#get('SELECT id FROM upload_queue WHERE bucket = ? AND key = ?', row.bucket, candidate) !== undefined) continue;
         this.#run(`UPDATE upload_queue SET key = ?, state = 'queued', next_attempt_at = ?, updated_at = ? WHERE id = ?`, candidate, now, iso(now), id);
         return candidate;
@@ -437,64 +408,12 @@ export class UploadQueue {
   markCopyDamaged(copyId: number, message: string, now = Date.now()): void {
     this.#run(`UPDATE copies SET state = 'failed', error = ?, updated_at = ? WHERE id = ? AND state = 'verified'`, message, iso(now), copyId);
   }
-
-  /**
-   * Local copies retention may remove: verified, their content verified in the cloud, not shared with
-   * another copy row (dedup), and not their file's last verified copy. Oldest first.
-   */
-  pruneCandidates(): PruneCandidate[] {
-    return this.#all<{
-      id: number; file_id: number; dest_id: number; root: string; marker_id: string; dest_path: string; size: number; updated_at: string; queue_id: number; bucket: string; key: string;
-    }>(
-      `SELECT c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size, c.updated_at,
-              min(q.id) AS queue_id, q.bucket, q.key
-       FROM copies c
-       JOIN destinations d ON d.id = c.dest_id
-       JOIN upload_queue q ON q.sha256 = c.sha256 AND q.size = c.size AND q.state = 'uploaded'
-       WHERE c.state = 'verified' AND c.dedup = 0 AND c.dest_path IS NOT NULL
-         AND EXISTS (SELECT 1 FROM copies o WHERE o.file_id = c.file_id AND o.state = 'verified' AND o.id != c.id)
-         AND NOT EXISTS (SELECT 1 FROM copies s WHERE s.dest_id = c.dest_id AND s.dest_path = c.dest_path AND s.id != c.id AND s.state = 'verified')
-       GROUP BY c.id
-       ORDER BY c.updated_at, c.id`,
-    ).map((r) => ({
-      copyId: r.id, fileId: r.file_id, destId: r.dest_id, root: r.root, markerId: r.marker_id, destPath: r.dest_path, size: r.size,
-      verifiedAt: r.updated_at, queueId: r.queue_id, bucket: r.bucket, key: r.key,
-    }));
-  }
-
-  /** The file's other verified copies (to confirm on disk that one survives a prune). */
-  otherVerifiedCopies(fileId: number, exceptCopyId: number): LocalCopy[] {
-    return this.#all<LocalCopyRow>(
-      `SELECT ${LOCAL_COPY_COLUMNS} FROM copies c JOIN destinations d ON d.id = c.dest_id
-       WHERE c.file_id = ? AND c.state = 'verified' AND c.id != ? AND c.dest_path IS NOT NULL ORDER BY c.dest_id`,
-      fileId, exceptCopyId,
-    ).map(toLocalCopy);
-  }
-
-  /**
-   * Records, before the file is deleted, that a copy is pruned. Re-checks in the same transaction that
-   * the copy is still verified and not its file's last verified copy; false means "do not delete".
-   */
-  recordPrune(c: Pick<PruneCandidate, 'copyId' | 'fileId' | 'destId' | 'destPath' | 'size' | 'queueId'>, reason: string, now = Date.now()): boolean {
-    return this.#journal.tx(() => {
-      const still = this.#get<{ n: number }>(`SELECT count(*) AS n FROM copies WHERE id = ? AND state = 'verified'`, c.copyId)?.n ?? 0;
-      const others = this.#get<{ n: number }>(`SELECT count(*) AS n FROM copies WHERE file_id = ? AND state = 'verified' AND id != ?`, c.fileId, c.copyId)?.n ?? 0;
-      if (still === 0 || others === 0) return false;
-      this.#run(`UPDATE copies SET state = 'pruned', updated_at = ? WHERE id = ?`, iso(now), c.copyId);
-      this.#run(
-        `INSERT INTO copy_prunes (copy_id, dest_id, dest_path, size, reason, queue_id, pruned_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT(copy_id) DO UPDATE SET dest_path = excluded.dest_path, size = excluded.size, reason = excluded.reason, queue_id = excluded.queue_id, pruned_at = excluded.pruned_at`,
-        c.copyId, c.destId, c.destPath, c.size, reason, c.queueId, iso(now),
-      );
-      return true;
-    });
-  }
 }
 
 /** A LocalCopy's columns, from `copies c JOIN destinations d`. */
-const LOCAL_COPY_COLUMNS = 'c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size, c.hashes';
+export const LOCAL_COPY_COLUMNS = 'c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size, c.hashes';
 
-interface LocalCopyRow {
+export interface LocalCopyRow {
   id: number;
   file_id: number;
   dest_id: number;
@@ -505,7 +424,7 @@ interface LocalCopyRow {
   hashes: string | null;
 }
 
-function toLocalCopy(c: LocalCopyRow): LocalCopy {
+export function toLocalCopy(c: LocalCopyRow): LocalCopy {
   return { copyId: c.id, fileId: c.file_id, destId: c.dest_id, root: c.root, markerId: c.marker_id, destPath: c.dest_path, size: c.size, md5: recordedMd5(c.hashes) };
 }
 

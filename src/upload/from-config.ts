@@ -6,7 +6,7 @@ import { UploadQueue, type QueueTarget } from '../store/upload-queue.js';
 import { createS3Client, describeS3ClientOptions } from './client.js';
 import { resolveCredentials } from './credentials.js';
 import { JournalUploadStateStore } from './journal-state.js';
-import { parseS3Url } from './keys.js';
+import { parseS3Url, queueTarget } from './keys.js';
 import { checkAdditionalChecksum, type ProviderName } from './provider.js';
 import { RateLimiter } from './rate-limit.js';
 import type { RetentionPolicy } from './retention.js';
@@ -29,14 +29,14 @@ type UploadContext = Pick<Config, 'station' | 'upload'> & { readonly ingest: Pic
 export function queueTargetFor(config: UploadContext, url: string): QueueTarget {
   const settings = uploadSettings(config);
   const location = parseS3Url(url);
-  return {
+  return queueTarget({
     bucket: location.bucket,
     prefix: location.prefix,
     keyTemplate: settings.keyTemplate,
     station: config.station,
     timeZone: config.ingest.timeZone,
     priority: settings.priority,
-  };
+  });
 }
 
 export function rateLimiterFor(settings: UploadConfig): RateLimiter | undefined {

@@ -1,23 +1,7 @@
 import { ShuttleError } from '../errors.js';
 import type { Journal } from '../store/journal.js';
+import { MultipartUploads, type MultipartRow } from '../store/multipart-uploads.js';
 import type { MultipartUploadState, NewUploadState, PartRecord, UploadRef, UploadStateStore, UploadStatus } from './state.js';
-
-interface UploadRow {
-  bucket: string;
-  key: string;
-  upload_id: string;
-  size: number;
-  sha256: string;
-  part_size: number;
-  status: UploadStatus;
-}
-
-interface PartRow {
-  part_number: number;
-  size: number;
-  md5: string;
-  etag: string;
-}
 
 /**
  * Multipart state in the journal's own tables (upload_multipart, upload_parts). Every change is one SQLite
@@ -27,17 +11,15 @@ interface PartRow {
  */
 export class JournalUploadStateStore implements UploadStateStore {
   readonly #journal: Journal;
+  readonly #table: MultipartUploads;
 
   constructor(journal: Journal) {
     this.#journal = journal;
+    this.#table = new MultipartUploads(journal);
   }
 
-  #current(ref: UploadRef): UploadRow | undefined {
-    return this.#journal.statement('SELECT * FROM upload_multipart WHERE bucket = ? AND key = ?').get(ref.bucket, ref.key) as UploadRow | undefined;
-  }
-
-  #requireCurrent(ref: UploadRef, uploadId: string): UploadRow {
-    const row = this.#current(ref);
+  #requireCurrent(ref: UploadRef, uploadId: string): MultipartRow {
+    const row = this.#table.current(ref.bucket, ref.key);
     if (row === undefined || row.upload_id !== uploadId) {
       throw new ShuttleError('JOURNAL', `upload state for s3://${ref.bucket}/${ref.key} no longer refers to upload ${uploadId}`, {
         context: { bucket: ref.bucket, key: ref.key, uploadId, current: row?.upload_id },
@@ -47,11 +29,9 @@ export class JournalUploadStateStore implements UploadStateStore {
   }
 
   async load(ref: UploadRef): Promise<MultipartUploadState | undefined> {
-    const row = this.#current(ref);
+    const row = this.#table.current(ref.bucket, ref.key);
     if (row === undefined) return undefined;
-    const parts = this.#journal
-      .statement('SELECT part_number, size, md5, etag FROM upload_parts WHERE bucket = ? AND key = ? AND upload_id = ? ORDER BY part_number')
-      .all(ref.bucket, ref.key, row.upload_id) as unknown as PartRow[];
+    const parts = this.#table.parts(ref.bucket, ref.key, row.upload_id);
     return {
       bucket: row.bucket,
       key: row.key,
@@ -59,44 +39,29 @@ export class JournalUploadStateStore implements UploadStateStore {
       size: row.size,
       sha256: row.sha256,
       partSize: row.part_size,
-      status: row.status,
+      status: row.status as UploadStatus,
       parts: parts.map((p) => ({ partNumber: p.part_number, size: p.size, md5: p.md5, etag: p.etag })),
     };
   }
 
   async begin(state: NewUploadState): Promise<void> {
-    const now = new Date().toISOString();
-    this.#journal.tx(() => {
-      // Parts of any earlier upload of this key are meaningless once a new upload id takes its place.
-      this.#journal.statement('DELETE FROM upload_parts WHERE bucket = ? AND key = ?').run(state.bucket, state.key);
-      this.#journal
-        .statement(
-          `INSERT INTO upload_multipart (bucket, key, upload_id, size, sha256, part_size, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'uploading', ?)
-           ON CONFLICT(bucket, key) DO UPDATE SET upload_id = excluded.upload_id, size = excluded.size, sha256 = excluded.sha256,
-             part_size = excluded.part_size, status = 'uploading', updated_at = excluded.updated_at`,
-        )
-        .run(state.bucket, state.key, state.uploadId, state.size, state.sha256, state.partSize, now);
-    });
+    this.#table.begin(
+      { bucket: state.bucket, key: state.key, upload_id: state.uploadId, size: state.size, sha256: state.sha256, part_size: state.partSize },
+      new Date().toISOString(),
+    );
   }
 
   async recordPart(ref: UploadRef, uploadId: string, part: PartRecord): Promise<void> {
     this.#journal.tx(() => {
       this.#requireCurrent(ref, uploadId);
-      this.#journal
-        .statement(
-          `INSERT INTO upload_parts (bucket, key, upload_id, part_number, size, md5, etag) VALUES (?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT(bucket, key, upload_id, part_number) DO UPDATE SET size = excluded.size, md5 = excluded.md5, etag = excluded.etag`,
-        )
-        .run(ref.bucket, ref.key, uploadId, part.partNumber, part.size, part.md5, part.etag);
+      this.#table.recordPart(ref.bucket, ref.key, uploadId, { part_number: part.partNumber, size: part.size, md5: part.md5, etag: part.etag });
     });
   }
 
   async setStatus(ref: UploadRef, uploadId: string, status: UploadStatus): Promise<void> {
     this.#journal.tx(() => {
       this.#requireCurrent(ref, uploadId);
-      this.#journal
-        .statement('UPDATE upload_multipart SET status = ?, updated_at = ? WHERE bucket = ? AND key = ?')
-        .run(status, new Date().toISOString(), ref.bucket, ref.key);
+      this.#table.setStatus(ref.bucket, ref.key, status, new Date().toISOString());
     });
   }
 }

@@ -1,4 +1,8 @@
+import { posix } from 'node:path';
 import { ShuttleError } from '../errors.js';
+import { withCollisionSuffix } from '../shot-names.js';
+import type { QueueTarget } from '../store/upload-queue.js';
+import { wallClockAt } from '../time-zone.js';
 
 /** Where uploads land unless configured otherwise: one folder per station and shooting day. */
 export const DEFAULT_KEY_TEMPLATE = '{station}/{YYYY}/{YYYY-MM-DD}/{name}';
@@ -119,6 +123,49 @@ export function renderKey(template: string, vars: KeyVars, options: RenderKeyOpt
   }
   const prefix = (options.prefix ?? '').replace(/^\/+|\/+$/g, '');
   return validateKey(prefix === '' ? body : `${prefix}/${body}`, template);
+}
+
+/** The n-th alternative to a taken key (`a/IMG_0001_1.JPG`), or undefined when it would be over S3's limit. */
+export function keyAlternative(key: string, n: number): string | undefined {
+  const candidate = withCollisionSuffix(key, n);
+  return Buffer.byteLength(candidate, 'utf8') > MAX_KEY_BYTES ? undefined : candidate;
+}
+
+/**
+ * A date whose UTC fields are the wall clock of `epochMs` in `timeZone`: rendered with `utc: true`, the
+ * key's day is the photographer's day where the card was shot, whatever zone this machine runs in.
+ */
+function dayDate(epochMs: number, timeZone: string | undefined): Date {
+  const w = wallClockAt(epochMs, timeZone);
+  const d = new Date(0);
+  d.setUTCFullYear(w.year, w.month - 1, w.day);
+  d.setUTCHours(w.hour, w.minute, w.second, 0);
+  return d;
+}
+
+export interface QueueTargetOptions {
+  bucket: string;
+  /** Without leading or trailing slash; '' for the bucket root. */
+  prefix: string;
+  keyTemplate: string;
+  station: string;
+  /** Zone whose calendar day names the folders ({YYYY-MM-DD}); the system's when absent. */
+  timeZone?: string | undefined;
+  /** Extensions, earliest first; '*' stands for the unlisted ones. */
+  priority: readonly string[];
+}
+
+/** The upload queue's target for one bucket and prefix, naming each copy's object by the key template. */
+export function queueTarget(options: QueueTargetOptions): QueueTarget {
+  const { bucket, prefix, keyTemplate, station, timeZone, priority } = options;
+  return {
+    bucket,
+    prefix,
+    keyFor: (copy) =>
+      renderKey(keyTemplate, { station, name: posix.basename(copy.destPath), path: copy.destPath, date: dayDate(copy.mtimeMs, timeZone) }, { prefix, utc: true }),
+    alternativeKey: keyAlternative,
+    priority,
+  };
 }
 
 // Lenient on purpose (S3-compatible servers accept more than AWS's DNS-style names), strict on what

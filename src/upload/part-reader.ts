@@ -5,7 +5,7 @@ import { constants as fsConstants } from 'node:fs';
 import { ShuttleError, errnoCode, throwIfAborted } from '../errors.js';
 import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../io/direct.js';
 // Types only: the ingest hashers (WASM and native modules) load on first need, in PartReader.open.
-import type { HashSet, Updater } from '../ingest/hashing.js';
+import type { HashSet, Updater } from '../io/hashing.js';
 import { crc64Nvme, type ChecksumValue, type Crc64Nvme } from './checksum.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { PartBody } from './target.js';
@@ -99,7 +99,7 @@ export class PartReader {
 
   static async open(path: string, size: number, options: PartReaderOptions = {}): Promise<PartReader> {
     // xxh128 comes from the ingest hashers, loaded only here: most upload runs never need them.
-    const whole = options.whole === 'xxh128' ? await (await import('../ingest/hashing.js')).makeUpdater('xxh128') : nodeHash('sha256');
+    const whole = options.whole === 'xxh128' ? await (await import('../io/hashing.js')).makeUpdater('xxh128') : nodeHash('sha256');
     const crc = options.crc64nvme === true ? await crc64Nvme() : undefined;
     let fh: FileHandle;
     try {
@@ -324,7 +324,7 @@ class SendBuffers {
 async function* rangeChunks(spec: RangeSpec, buffer: (size: number) => Promise<Buffer>, direct: boolean): AsyncGenerator<Buffer> {
   const { path, offset, size, limiter, check, signal } = spec;
   // The send check's hasher: xxh128 comes from the ingest hashers, loaded only here.
-  const hasher = check === undefined ? undefined : check.algorithm === 'xxh128' ? await (await import('../ingest/hashing.js')).makeUpdater('xxh128') : nodeHash('sha256');
+  const hasher = check === undefined ? undefined : check.algorithm === 'xxh128' ? await (await import('../io/hashing.js')).makeUpdater('xxh128') : nodeHash('sha256');
   const verify = (): void => check?.verify({ [check.algorithm]: hasher!.digest() });
   if (size === 0) {
     verify();

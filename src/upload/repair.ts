@@ -2,9 +2,9 @@ import { createReadStream } from 'node:fs';
 import { rename, stat, unlink, utimes } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ShuttleError, abortReason, throwIfAborted } from '../errors.js';
-import { fsyncDir, openTemp, writeAll } from '../ingest/durable.js';
-import { MultiHasher } from '../ingest/hashing.js';
-import { readBack } from '../ingest/readback.js';
+import { fsyncDir, openTemp, writeAll } from '../io/durable.js';
+import { MultiHasher } from '../io/hashing.js';
+import { readBack } from '../io/readback.js';
 
 export interface ExpectedBytes {
   size: number;

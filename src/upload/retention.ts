@@ -1,11 +1,11 @@
 import { stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { errnoCode, isShuttleError, throwIfAborted } from '../errors.js';
-import { fsyncDir } from '../ingest/durable.js';
-import { freeBytes as statFreeBytes, readMarker } from '../ingest/destination.js';
+import { fsyncDir } from '../io/durable.js';
+import { freeBytes as statFreeBytes, readMarker } from '../io/local-destination.js';
 import type { Logger } from '../log.js';
 import { acquireLock, destinationLockPath, type Lock } from '../store/lock.js';
-import type { PruneCandidate, UploadQueue } from '../store/upload-queue.js';
+import type { PruneCandidate, RetentionStore } from '../store/retention.js';
 
 /** When local copies of uploaded files may go. Neither set: nothing is ever removed. */
 export interface RetentionPolicy {
@@ -31,7 +31,7 @@ export interface RetentionReport {
 }
 
 export interface RetentionOptions {
-  queue: UploadQueue;
+  records: RetentionStore;
   policy: RetentionPolicy;
   logger: Logger;
   signal?: AbortSignal | undefined;
@@ -59,14 +59,14 @@ async function sizeOnDisk(path: string): Promise<number | undefined> {
  * and only when its marker shows it is the disk the journal knows.
  */
 export async function applyRetention(options: RetentionOptions): Promise<RetentionReport> {
-  const { queue, policy, logger, signal } = options;
+  const { records, policy, logger, signal } = options;
   const report: RetentionReport = { pruned: [], bytesFreed: 0, skippedDestinations: [] };
   if (policy.keepDays === undefined && policy.keepFreeBytes === undefined) return report;
   const now = options.now ?? Date.now();
   const free = options.freeBytes ?? statFreeBytes;
 
   const byDestination = new Map<string, PruneCandidate[]>();
-  for (const c of queue.pruneCandidates()) {
+  for (const c of records.pruneCandidates()) {
     const list = byDestination.get(c.root) ?? [];
     list.push(c);
     byDestination.set(c.root, list);
@@ -94,10 +94,10 @@ export async function applyRetention(options: RetentionOptions): Promise<Retenti
         const old = policy.keepDays !== undefined && now - Date.parse(c.verifiedAt) >= policy.keepDays * DAY_MS;
         const tight = policy.keepFreeBytes !== undefined && available < policy.keepFreeBytes;
         if (!old && !tight) continue;
-        if (!(await anotherCopySurvives(queue, c))) continue;
+        if (!(await anotherCopySurvives(records, c))) continue;
         const path = join(root, c.destPath);
         const reason = old ? 'age' : 'free-space';
-        if (!queue.recordPrune(c, reason, now)) continue;
+        if (!records.recordPrune(c, reason, now)) continue;
         try {
           await unlink(path);
         } catch (error) {
@@ -121,8 +121,8 @@ export async function applyRetention(options: RetentionOptions): Promise<Retenti
 }
 
 /** Another verified copy of the file, on its own disk (marker matches) with the right size. */
-async function anotherCopySurvives(queue: UploadQueue, c: PruneCandidate): Promise<boolean> {
-  for (const other of queue.otherVerifiedCopies(c.fileId, c.copyId)) {
+async function anotherCopySurvives(records: RetentionStore, c: PruneCandidate): Promise<boolean> {
+  for (const other of records.otherVerifiedCopies(c.fileId, c.copyId)) {
     const marker = await readMarker(other.root).catch(() => undefined);
     if (marker?.id !== other.markerId) continue;
     if ((await sizeOnDisk(join(other.root, other.destPath))) === other.size) return true;

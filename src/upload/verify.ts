@@ -1,5 +1,5 @@
 import { ShuttleError } from '../errors.js';
-import type { HashSet } from '../ingest/hashing.js';
+import type { HashSet } from '../io/hashing.js';
 import { normalizeEtag } from './multipart.js';
 import type { ChecksumValue } from './checksum.js';
 import type { RemoteObject } from './target.js';

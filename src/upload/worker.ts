@@ -2,13 +2,14 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { ShuttleError, errnoCode, isShuttleError } from '../errors.js';
-import { readMarker } from '../ingest/destination.js';
+import { readMarker } from '../io/local-destination.js';
 import type { Logger } from '../log.js';
 import { acquireLock, destinationLockPath } from '../store/lock.js';
 import type { LocalCopy, QueueRow, UploadQueue } from '../store/upload-queue.js';
 import type { ObjectChecksum } from './checksum.js';
 import type { ProviderName, ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
+import { keyAlternative } from './keys.js';
 import { RemoteListing } from './remote-listing.js';
 import type { RetryPolicy } from './retry.js';
 import { S3Target } from './s3-target.js';
@@ -346,7 +347,7 @@ export class UploadWorker {
     const { queue } = this.#o;
     const n = note(error);
     if (kind === 'conflict') {
-      const key = queue.rekey(row.id);
+      const key = queue.rekey(row.id, keyAlternative);
       report.rekeyed++;
       log.warn({ err: logError(error), newKey: key }, 'the key holds other content; queued under another key');
       return;

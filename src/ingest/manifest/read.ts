@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode, ShuttleError, throwIfAborted } from '../../errors.js';
-import type { HashSet } from '../hashing.js';
+import type { HashSet } from '../../io/hashing.js';
 import { c4OfBytes } from './c4.js';
 import { decodeUtf8, readChain, readListedGeneration } from './chain.js';
 import { ascmhlDir, CHAIN_FILE_NAME, sequenceOfFileName } from './naming.js';

@@ -1,4 +1,4 @@
-import type { HashAlgorithm, HashSet } from '../hashing.js';
+import type { HashAlgorithm, HashSet } from '../../io/hashing.js';
 
 export type MhlAction = 'original' | 'verified' | 'failed';
 export type MhlProcessType = 'transfer' | 'in-place' | 'flatten';

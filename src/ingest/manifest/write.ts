@@ -5,7 +5,7 @@ import { errnoCode, ShuttleError, throwIfAborted } from '../../errors.js';
 import { C4Hasher, c4OfBytes } from './c4.js';
 import { chainDocument, decodeUtf8, readChain, readListedGeneration } from './chain.js';
 import { crashPoint } from '../crash-points.js';
-import { destinationError, fsyncDir, publishNoReplace, removeStrayTemps, replaceFileDurably, tempPathFor, writeAll } from '../durable.js';
+import { destinationError, fsyncDir, publishNoReplace, removeStrayTemps, replaceFileDurably, tempPathFor, writeAll } from '../../io/durable.js';
 import { GENERATION_TAIL, generationHead, hashElement } from './generation-xml.js';
 import { continuedIgnore } from './ignore.js';
 import { ascmhlDir, CHAIN_FILE_NAME, generationFileName, rootFolderName, sequenceOfFileName } from './naming.js';

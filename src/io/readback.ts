@@ -3,7 +3,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { ShuttleError, abortReason, errnoCode } from '../errors.js';
 import type { HashAlgorithm, HashSet } from './hashing.js';
 import { IngestHasher } from './hash-worker-client.js';
-import { DIRECT_ALIGN, giveBackAlignedBlock, idleAlignedBlocks, openDirect, takeAlignedBlock } from '../io/direct.js';
+import { DIRECT_ALIGN, giveBackAlignedBlock, idleAlignedBlocks, openDirect, takeAlignedBlock } from './direct.js';
 
 /**
  * Reads a freshly written file back from the device rather than from the page cache, hashing it as it
