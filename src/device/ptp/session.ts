@@ -3,6 +3,7 @@
  * and skip 0, data phases streamed in both directions, stale replies discarded, an inactivity timeout and
  * an AbortSignal on every operation, and non-OK responses turned into ShuttleError('PTP_RESPONSE').
  */
+import { Mutex, linkSignals } from '../../async.js';
 import { ShuttleError, abortReason, isShuttleError, throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { protocolError } from './codec.js';
@@ -142,44 +143,6 @@ export function responseCodeOf(err: unknown): number | undefined {
   return typeof code === 'number' ? code : undefined;
 }
 
-class Mutex {
-  private tail: Promise<void> = Promise.resolve();
-
-  async acquire(signal: AbortSignal | undefined): Promise<() => void> {
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const previous = this.tail;
-    this.tail = previous.then(() => mine);
-    try {
-      await abortable(previous, signal);
-    } catch (err) {
-      // Give our place in the queue back as soon as the holder before us is done.
-      void previous.then(release);
-      throw err;
-    }
-    return release;
-  }
-}
-
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(abortReason(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortReason(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
-}
-
 /** A data-in phase slower than `minBytes` per `windowMs` of waiting fails (see PtpQuirks.minDataRate). */
 interface RateFloor {
   windowMs: number;
@@ -286,25 +249,6 @@ class DeviceWatch {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
   }
-}
-
-/** A signal that aborts when `a` or `b` does, released by `dispose` (AbortSignal.any costs more per transaction). */
-function linkSignals(a: AbortSignal | undefined, b: AbortSignal): { signal: AbortSignal; dispose: () => void } {
-  if (!a) return { signal: b, dispose: () => undefined };
-  const controller = new AbortController();
-  const onA = (): void => controller.abort(a.reason);
-  const onB = (): void => controller.abort(b.reason);
-  if (a.aborted) onA();
-  else if (b.aborted) onB();
-  a.addEventListener('abort', onA, { once: true });
-  b.addEventListener('abort', onB, { once: true });
-  return {
-    signal: controller.signal,
-    dispose: () => {
-      a.removeEventListener('abort', onA);
-      b.removeEventListener('abort', onB);
-    },
-  };
 }
 
 async function* touching(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, timer: DeviceWatch): AsyncGenerator<Uint8Array> {

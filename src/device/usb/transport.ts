@@ -5,6 +5,7 @@
  * never send), so a read may end inside a container, exactly at its end, or run into the next one; data
  * is passed on in the slices it arrives in, and a new read is issued only when the session asks for more.
  */
+import { abortable, sleep } from '../../async.js';
 import { ShuttleError, abortReason, throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import {
@@ -82,33 +83,6 @@ interface OpenContainer {
 function roundUp(n: number, multiple: number): number {
   return Math.ceil(n / multiple) * multiple;
 }
-
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, onAbort?: () => void): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) {
-    onAbort?.();
-    return Promise.reject(abortReason(signal));
-  }
-  return new Promise<T>((resolve, reject) => {
-    const abort = (): void => {
-      onAbort?.();
-      reject(abortReason(signal));
-    };
-    signal.addEventListener('abort', abort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', abort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', abort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class UsbPtpTransport implements PtpTransport {
   private readonly quirks: UsbTransportQuirks;
