@@ -7,7 +7,7 @@
 import { describe, expect, test } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
 import { ContainerType, encodeDataContainerHeader, encodeOperationContainer } from '../src/device/ptp/codec.js';
-import type { PtpCommand, PtpIncoming } from '../src/device/ptp/session.js';
+import type { PtpCommand, PtpIncoming } from '../src/device/ptp/transport.js';
 import { DATASET_READ_BYTES, LARGE_READ_BYTES, SMALL_READ_BYTES, StillImageRequest, UsbPtpTransport } from '../src/device/usb/transport.js';
 import { FakePtpDevice, patternBytes, receiveUntilResponse, type CommandHandler, type EndStyle } from './usb-fake-link.js';
 

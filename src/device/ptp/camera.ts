@@ -20,7 +20,8 @@ import {
 } from './datasets.js';
 import { ListingBudget } from './listing-budget.js';
 import { quirksFor, type PtpQuirks } from './quirks.js';
-import { PtpSession, responseCodeOf, type PtpTransport } from './session.js';
+import { PtpSession, responseCodeOf } from './session.js';
+import type { PtpTransport } from './transport.js';
 
 /** MTP GetObjectPropValue and the ObjectSize property: the real size when ObjectInfo says 0xFFFFFFFF (≥ 4 GiB). */
 const MTP_GET_OBJECT_PROP_VALUE = 0x9803;

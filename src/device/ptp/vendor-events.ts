@@ -12,7 +12,8 @@ import { silentLogger, type Logger } from '../../log.js';
 import { ALL_STORAGES, EventCode, OperationCode, hex16 } from './codes.js';
 import { decodeU32Array, type DeviceInfo } from './datasets.js';
 import { vendorOf, type UsbDeviceIds } from './quirks.js';
-import { responseCodeOf, type PtpEvent, type PtpSession } from './session.js';
+import { responseCodeOf, type PtpSession } from './session.js';
+import type { PtpEvent } from './transport.js';
 import {
   decodeCanonEosEvents,
   decodeNikonEvents,

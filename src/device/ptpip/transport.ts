@@ -12,7 +12,7 @@ import { sleep } from '../../async.js';
 import { ShuttleError, abortReason, errnoCode, isShuttleError, throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { protocolError } from '../ptp/codec.js';
-import { PtpEventListeners, type PtpCommand, type PtpEvent, type PtpIncoming, type PtpTransport } from '../ptp/session.js';
+import { PtpEventListeners, type PtpCommand, type PtpEvent, type PtpIncoming, type PtpTransport } from '../ptp/transport.js';
 import {
   DataPhaseInfo,
   InitFailReason,

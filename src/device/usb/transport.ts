@@ -22,7 +22,7 @@ import {
 } from '../ptp/codec.js';
 import { OperationCode, ResponseCode, hex16 } from '../ptp/codes.js';
 import { DEFAULT_USB_QUIRKS, type UsbTransportQuirks } from '../ptp/quirks.js';
-import { PtpEventListeners, type PtpCommand, type PtpEvent, type PtpIncoming, type PtpTransport } from '../ptp/session.js';
+import { PtpEventListeners, type PtpCommand, type PtpEvent, type PtpIncoming, type PtpTransport } from '../ptp/transport.js';
 import { UsbIoError, isUsbFailure, type UsbLink, type UsbPending } from './link.js';
 
 /** Still Image class requests (bRequest), sent to the interface. */
