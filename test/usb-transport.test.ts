@@ -142,6 +142,14 @@ describe('framing data phases across USB reads', () => {
     // Each response is a transfer of its own, read small.
     expect(dev.readLengths).toEqual([DATASET_READ_BYTES, SMALL_READ_BYTES, LARGE_READ_BYTES, SMALL_READ_BYTES, SMALL_READ_BYTES]);
   });
+
+  test('the-response-after-an-empty-data-container-is-read-small-like-after-any-other', async () => {
+    const dev = new FakePtpDevice(serving(() => Buffer.alloc(0)));
+    const t = new UsbPtpTransport(dev);
+    const r = await transaction(t, command(GetObject, 1, 'in', [4]));
+    expect(kinds(r.items)).toEqual(['data-start', 'data-end', 'response']);
+    expect(dev.readLengths).toEqual([LARGE_READ_BYTES, SMALL_READ_BYTES]);
+  });
 });
 
 test('an-object-of-known-size-is-read-in-one-transfer-of-its-own-size-and-a-larger-one-than-expected-still-arrives-whole', async () => {
