@@ -344,7 +344,7 @@ export class PtpCamera {
           if (info.objectFormat === ObjectFormat.Association) continue;
           added = { storageId: info.storageId, handle, info, path: [...(await this.pathOf(info.parentObject, signal)), info.filename] };
         } else if (e.code === EventCode.StoreFull) {
-          throw new ShuttleError('PTP_RESPONSE', 'the card ran full during capture', { context: { event: 'StoreFull' } });
+          throw new ShuttleError('PTP_RESPONSE', 'the card ran full during capture', { context: { operation: 'InitiateCapture', event: 'StoreFull' } });
         }
         // A camera that does not list CaptureComplete among its events is done once the new object is announced.
         if (added && !complete && !this.info.eventsSupported.includes(EventCode.CaptureComplete)) complete = true;

@@ -4,10 +4,10 @@
  * datasets). Pure: no I/O, no timers. Every malformed input throws ShuttleError('PTP_PROTOCOL') naming
  * the operation, the offset and what was expected.
  */
-import { ShuttleError } from '../../errors.js';
+import { ShuttleError, type ErrorContexts } from '../../errors.js';
 import { checkTimeZone, instantOf, zoneOffsetMs, type WallClock } from '../../time-zone.js';
 
-export function protocolError(operation: string, message: string, context: Record<string, unknown> = {}): ShuttleError {
+export function protocolError(operation: string, message: string, context: Omit<ErrorContexts['PTP_PROTOCOL'], 'operation'> & Record<string, unknown> = {}): ShuttleError<'PTP_PROTOCOL'> {
   return new ShuttleError('PTP_PROTOCOL', `${operation}: ${message}`, { context: { operation, ...context } });
 }
 

@@ -72,9 +72,7 @@ export function responseError(operation: number, response: PtpResponse): Shuttle
 
 /** The PTP response code a PTP_RESPONSE error carries, if any. */
 export function responseCodeOf(err: unknown): number | undefined {
-  if (!isShuttleError(err, 'PTP_RESPONSE')) return undefined;
-  const code = err.context['responseCode'];
-  return typeof code === 'number' ? code : undefined;
+  return isShuttleError(err, 'PTP_RESPONSE') ? err.context.responseCode : undefined;
 }
 
 /** A data-in phase slower than `minBytes` per `windowMs` of waiting fails (see PtpQuirks.minDataRate). */

@@ -188,7 +188,7 @@ export async function connectPtpIp(opts: PtpIpConnectOptions): Promise<PtpIpTran
       try {
         evtSocket = await openSocket(opts.host, eventPort, 'event', connectTimeoutMs, hs, evtReads);
       } catch (err) {
-        if (attempt >= 2 || !isShuttleError(err, 'TRANSPORT') || err.context['errno'] !== 'ECONNREFUSED') throw err;
+        if (attempt >= 2 || !isShuttleError(err, 'TRANSPORT') || err.context.errno !== 'ECONNREFUSED') throw err;
         await sleep(100);
       }
     }
