@@ -2,14 +2,15 @@
 // camera, with nothing else in the way. One bulk transfer at a time: GetObjectHandles per folder,
 // GetObjectInfo per object, GetObject read in 4 MiB bulk transfers and thrown away (no hashing, no
 // writing). A reference measurement run inside the guest next to Shuttle, not product code: it uses the
-// `usb` package directly and the project's pure PTP codec for containers.
+// `usb` package directly, the project's pure PTP codec and its pure USB container framing.
 // Run (as root, camera attached):  node bench/usb-bare-loop.ts
 // Prints "cpu-rates sha256=MB/s xxh128=MB/s copy=MB/s" (what this CPU hashes and copies per second,
 // measured after the loop), then "bare-loop files=N bytes=N secs=S" (secs from the device open to the last byte).
 import type { InEndpoint, OutEndpoint } from 'usb';
 
 await import(new URL('../test/support/ts-resolve-hooks.mjs', import.meta.url).href);
-const { ContainerDecoder, ContainerType, encodeOperationContainer } = await import('../src/device/ptp/codec.js');
+const { ContainerType, encodeOperationContainer } = await import('../src/device/ptp/codec.js');
+const { UsbContainerFramer } = await import('../src/device/usb/framing.js');
 const { OperationCode, ObjectFormat, ROOT_OBJECTS } = await import('../src/device/ptp/codes.js');
 const { decodeObjectInfo, decodeStorageIds, decodeU32Array } = await import('../src/device/ptp/datasets.js');
 const { getDeviceList } = await import('usb');
@@ -38,11 +39,13 @@ let tid = 0;
 async function transaction(code: number, params: number[], readBytes: number, onData: (bytes: Uint8Array) => void): Promise<number> {
   const transactionId = code === OperationCode.OpenSession ? 0 : ++tid;
   await write(encodeOperationContainer({ type: ContainerType.Command, code, transactionId, params }));
-  const decoder = new ContainerDecoder();
+  const framer = new UsbContainerFramer();
   for (;;) {
-    for (const part of decoder.push(await read(readBytes))) {
-      if (part.kind === 'data') onData(part.bytes);
-      else if (part.kind === 'operation' && part.container.type === ContainerType.Response) return part.container.code;
+    const bytes = await read(readBytes);
+    framer.push(bytes, bytes.length < readBytes);
+    for (let f = framer.next(); f; f = framer.next()) {
+      if (f.kind === 'data') onData(f.bytes);
+      else if (f.kind === 'response') return f.code;
     }
   }
 }

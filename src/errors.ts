@@ -33,22 +33,81 @@ export type ErrorCode =
   | 'UPLOAD_VERIFY'
   | 'INTERNAL';
 
-export interface ErrorOptions {
-  context?: Record<string, unknown>;
+/**
+ * The facts named in the context of the codes typed so far, with their types. Keys beyond these are still
+ * allowed (device ids, host and port, paths), so a code is typed here without touching every throw site;
+ * a required field must be given wherever the code is thrown.
+ */
+export interface ErrorContexts {
+  PTP_PROTOCOL: {
+    /** The operation, dataset or stage being decoded. */
+    operation: string;
+    offset?: number;
+    expected?: unknown;
+    actual?: unknown;
+    transactionId?: number;
+    /** Bytes dropped with a container that could not be framed. */
+    dropped?: number;
+  };
+  PTP_RESPONSE: {
+    operation: string;
+    operationCode?: string;
+    response?: string;
+    /** The response code the device answered with; absent when no response was involved (a capture that ran the card full). */
+    responseCode?: number;
+    transactionId?: number;
+    params?: number[];
+  };
+  PTP_TIMEOUT: {
+    operation?: string;
+    operationCode?: string;
+    transactionId?: number;
+    timeoutMs?: number;
+    /** A data phase below its rate floor: bytes received over `waitedMs` of waiting, against `minDataRate` bytes/s. */
+    bytes?: number;
+    waitedMs?: number;
+    minDataRate?: number;
+    usbError?: string;
+    errno?: string | number;
+  };
+  DEVICE_GONE: {
+    usbError?: string;
+    errno?: string | number;
+  };
+  TRANSPORT: {
+    usbError?: string;
+    /** errno of the failed call: a Node system error code (ECONNREFUSED) or a libusb error number. */
+    errno?: string | number;
+    host?: string;
+    port?: number;
+    /** Which PTP/IP connection: command or event. */
+    connection?: string;
+    initFailReason?: number;
+  };
+}
+
+/** What `context` holds for `code`: its typed facts, and any others. */
+export type ErrorContext<C extends ErrorCode> = (C extends keyof ErrorContexts ? ErrorContexts[C] : unknown) & Record<string, unknown>;
+
+export interface ErrorOptions<C extends ErrorCode = ErrorCode> {
+  context?: ErrorContext<C>;
   cause?: unknown;
   retryable?: boolean;
 }
 
-export class ShuttleError extends Error {
+/** A code whose context has required facts takes options with that context. */
+type OptionsArgs<C extends ErrorCode> = Record<string, never> extends ErrorContext<C> ? [options?: ErrorOptions<C>] : [options: ErrorOptions<C> & { context: ErrorContext<C> }];
+
+export class ShuttleError<C extends ErrorCode = ErrorCode> extends Error {
   override readonly name = 'ShuttleError';
-  readonly code: ErrorCode;
-  readonly context: Readonly<Record<string, unknown>>;
+  readonly code: C;
+  readonly context: Readonly<ErrorContext<C>>;
   readonly retryable: boolean;
 
-  constructor(code: ErrorCode, message: string, options: ErrorOptions = {}) {
+  constructor(code: C, message: string, ...[options = {}]: OptionsArgs<C>) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
-    this.context = Object.freeze({ ...(options.context ?? {}) });
+    this.context = Object.freeze({ ...options.context }) as ErrorContext<C>;
     this.retryable = options.retryable ?? false;
   }
 
@@ -57,7 +116,7 @@ export class ShuttleError extends Error {
   }
 }
 
-export function isShuttleError(err: unknown, code?: ErrorCode): err is ShuttleError {
+export function isShuttleError<C extends ErrorCode = ErrorCode>(err: unknown, code?: C): err is ShuttleError<C> {
   return err instanceof ShuttleError && (code === undefined || err.code === code);
 }
 

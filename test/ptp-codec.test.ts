@@ -1,19 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { ShuttleError, isShuttleError } from '../src/errors.js';
-import {
-  ContainerDecoder,
-  ContainerType,
-  PtpReader,
-  PtpWriter,
-  encodeDataContainerHeader,
-  encodeOperationContainer,
-  encodePtpString,
-  formatPtpDate,
-  parsePtpDate,
-  type ContainerPart,
-  type OperationContainer,
-} from '../src/device/ptp/codec.js';
+import { PtpReader, PtpWriter, encodePtpString, formatPtpDate, parsePtpDate } from '../src/device/ptp/codec.js';
 import {
   decodeDeviceInfo,
   decodeObjectInfo,
@@ -47,19 +35,6 @@ function onlyProtocolErrors(fn: () => unknown): void {
   } catch (err) {
     if (!isShuttleError(err, 'PTP_PROTOCOL')) throw err;
   }
-}
-
-/** Cuts `bytes` at the given fractions into chunks. */
-function split(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
-  const points = [...new Set(cuts.map((c) => Math.floor(c * bytes.byteLength)))].sort((a, b) => a - b);
-  const out: Uint8Array[] = [];
-  let prev = 0;
-  for (const p of points) {
-    out.push(bytes.subarray(prev, p));
-    prev = p;
-  }
-  out.push(bytes.subarray(prev));
-  return out;
 }
 
 /** No lone UTF-16 surrogates (they cannot survive any UTF-16 decoder). */
@@ -165,108 +140,6 @@ describe('dates', () => {
         else expect([0, 3_600_000, -3_600_000, 1_800_000, -1_800_000]).toContain(back - s);
       }),
     );
-  });
-});
-
-const operationContainer: fc.Arbitrary<OperationContainer> = fc.record({
-  type: fc.constantFrom(ContainerType.Command, ContainerType.Response, ContainerType.Event),
-  code: u16,
-  transactionId: u32,
-  params: fc.array(u32, { maxLength: 5 }),
-});
-
-type Expected = { op: OperationContainer } | { code: number; tid: number; payload: Uint8Array };
-
-function encodeAll(items: Expected[]): Buffer {
-  return Buffer.concat(items.map((i) => ('op' in i ? encodeOperationContainer(i.op) : Buffer.concat([encodeDataContainerHeader(i.code, i.tid, i.payload.byteLength), i.payload]))));
-}
-
-function collect(parts: ContainerPart[]): Expected[] {
-  const out: Expected[] = [];
-  let current: { code: number; tid: number; chunks: Uint8Array[] } | undefined;
-  for (const p of parts) {
-    if (p.kind === 'operation') out.push({ op: p.container });
-    else if (p.kind === 'data-start') current = { code: p.code, tid: p.transactionId, chunks: [] };
-    else if (p.kind === 'data') current?.chunks.push(Uint8Array.from(p.bytes));
-    else if (current) {
-      out.push({ code: current.code, tid: current.tid, payload: Buffer.concat(current.chunks) });
-      current = undefined;
-    }
-  }
-  return out;
-}
-
-describe('container stream decoder', () => {
-  const item: fc.Arbitrary<Expected> = fc.oneof(
-    operationContainer.map((op) => ({ op })),
-    fc.record({ code: u16, tid: u32, payload: fc.uint8Array({ maxLength: 300 }) }),
-  );
-
-  test('yields the same containers whatever the chunk boundaries', () => {
-    fc.assert(
-      fc.property(fc.array(item, { maxLength: 8 }), fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 20 }), (items, cuts) => {
-        const dec = new ContainerDecoder();
-        const parts = split(encodeAll(items), cuts).flatMap((c) => dec.push(c));
-        dec.end();
-        expect(collect(parts).map((e) => ('op' in e ? e : { ...e, payload: Buffer.from(e.payload) }))).toEqual(
-          items.map((e) => ('op' in e ? e : { ...e, payload: Buffer.from(e.payload) })),
-        );
-      }),
-    );
-  });
-
-  test('arbitrary bytes in arbitrary chunks only ever raise PTP_PROTOCOL, and buffer at most one header', () => {
-    fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 400 }), fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 10 }), (bytes, cuts) => {
-        const dec = new ContainerDecoder();
-        onlyProtocolErrors(() => {
-          for (const c of split(bytes, cuts)) {
-            for (const p of dec.push(c)) if (p.kind === 'data') expect(p.bytes.byteLength).toBeLessThanOrEqual(c.byteLength);
-            expect((dec as unknown as { pending: Buffer }).pending.length).toBeLessThanOrEqual(32);
-          }
-          dec.end();
-        });
-      }),
-    );
-  });
-
-  test('a data container declaring 4 GiB streams its payload without allocating it', () => {
-    const dec = new ContainerDecoder();
-    const header = encodeDataContainerHeader(0x1009, 7, 0xffffffff - 13);
-    const parts = dec.push(header);
-    expect(parts).toEqual([{ kind: 'data-start', code: 0x1009, transactionId: 7, payloadLength: 0xffffffff - 13 }]);
-    const before = process.memoryUsage().arrayBuffers;
-    const chunk = Buffer.alloc(1024 * 1024, 0xab);
-    let seen = 0;
-    for (let i = 0; i < 64; i++) for (const p of dec.push(chunk)) if (p.kind === 'data') seen += p.bytes.byteLength;
-    expect(seen).toBe(64 * 1024 * 1024);
-    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(16 * 1024 * 1024);
-    protocolFailure(() => dec.end());
-  });
-
-  test('the unknown-length marker and oversized operation containers are refused', () => {
-    const unknown = Buffer.alloc(12);
-    unknown.writeUInt32LE(0xffffffff, 0);
-    unknown.writeUInt16LE(ContainerType.Data, 4);
-    expect(protocolFailure(() => new ContainerDecoder().push(unknown)).message).toContain('unknown length');
-
-    const bigResponse = Buffer.alloc(12);
-    bigResponse.writeUInt32LE(0xfffffff0, 0);
-    bigResponse.writeUInt16LE(ContainerType.Response, 4);
-    const err = protocolFailure(() => new ContainerDecoder().push(bigResponse));
-    expect(err.context['actual']).toBe(0xfffffff0);
-
-    const short = Buffer.alloc(12);
-    short.writeUInt32LE(8, 0);
-    short.writeUInt16LE(ContainerType.Event, 4);
-    protocolFailure(() => new ContainerDecoder().push(short));
-  });
-
-  test('a response whose length is not 12 + 4·n is refused', () => {
-    const b = Buffer.alloc(14);
-    b.writeUInt32LE(14, 0);
-    b.writeUInt16LE(ContainerType.Response, 4);
-    protocolFailure(() => new ContainerDecoder().push(b));
   });
 });
 

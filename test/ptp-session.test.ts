@@ -5,7 +5,8 @@
 import { describe, expect, test } from 'vitest';
 import { ShuttleError, isShuttleError } from '../src/errors.js';
 import { OperationCode, ResponseCode } from '../src/device/ptp/codes.js';
-import { PtpSession, nextTransactionId, responseCodeOf, type PtpCommand } from '../src/device/ptp/session.js';
+import { PtpSession, nextTransactionId, responseCodeOf } from '../src/device/ptp/session.js';
+import type { PtpCommand } from '../src/device/ptp/transport.js';
 import { ScriptedDevice, type Script } from './support/ptp-scripted-device.js';
 
 const okToAll: Script = (cmd, dev) => dev.ok(cmd);

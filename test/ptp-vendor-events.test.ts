@@ -7,7 +7,8 @@ import { describe, expect, test } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
 import { EventCode, OperationCode, ResponseCode, VendorExtension } from '../src/device/ptp/codes.js';
 import { encodeU32Array, type DeviceInfo } from '../src/device/ptp/datasets.js';
-import { PtpSession, type PtpCommand, type PtpEvent } from '../src/device/ptp/session.js';
+import { PtpSession } from '../src/device/ptp/session.js';
+import type { PtpCommand, PtpEvent } from '../src/device/ptp/transport.js';
 import {
   CanonEosEventCode,
   NIKON_SDRAM_OBJECT_HANDLE,

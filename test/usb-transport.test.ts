@@ -7,7 +7,7 @@
 import { describe, expect, test } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
 import { ContainerType, encodeDataContainerHeader, encodeOperationContainer } from '../src/device/ptp/codec.js';
-import type { PtpCommand, PtpIncoming } from '../src/device/ptp/session.js';
+import type { PtpCommand, PtpIncoming } from '../src/device/ptp/transport.js';
 import { DATASET_READ_BYTES, LARGE_READ_BYTES, SMALL_READ_BYTES, StillImageRequest, UsbPtpTransport } from '../src/device/usb/transport.js';
 import { FakePtpDevice, patternBytes, receiveUntilResponse, type CommandHandler, type EndStyle } from './usb-fake-link.js';
 
@@ -141,6 +141,14 @@ describe('framing data phases across USB reads', () => {
     await transaction(t, command(CloseSession, 3, 'none'));
     // Each response is a transfer of its own, read small.
     expect(dev.readLengths).toEqual([DATASET_READ_BYTES, SMALL_READ_BYTES, LARGE_READ_BYTES, SMALL_READ_BYTES, SMALL_READ_BYTES]);
+  });
+
+  test('the-response-after-an-empty-data-container-is-read-small-like-after-any-other', async () => {
+    const dev = new FakePtpDevice(serving(() => Buffer.alloc(0)));
+    const t = new UsbPtpTransport(dev);
+    const r = await transaction(t, command(GetObject, 1, 'in', [4]));
+    expect(kinds(r.items)).toEqual(['data-start', 'data-end', 'response']);
+    expect(dev.readLengths).toEqual([LARGE_READ_BYTES, SMALL_READ_BYTES]);
   });
 });
 

@@ -4,7 +4,7 @@
  */
 import { ShuttleError } from '../../src/errors.js';
 import { ResponseCode } from '../../src/device/ptp/codes.js';
-import type { PtpCommand, PtpEvent, PtpIncoming, PtpTransport } from '../../src/device/ptp/session.js';
+import type { PtpCommand, PtpEvent, PtpIncoming, PtpTransport } from '../../src/device/ptp/transport.js';
 
 export type Script = (cmd: PtpCommand, dev: ScriptedDevice) => void;
 

@@ -20,7 +20,8 @@ import {
 } from './datasets.js';
 import { ListingBudget } from './listing-budget.js';
 import { quirksFor, type PtpQuirks } from './quirks.js';
-import { PtpSession, responseCodeOf, type PtpTransport } from './session.js';
+import { PtpSession, responseCodeOf } from './session.js';
+import type { PtpTransport } from './transport.js';
 
 /** MTP GetObjectPropValue and the ObjectSize property: the real size when ObjectInfo says 0xFFFFFFFF (≥ 4 GiB). */
 const MTP_GET_OBJECT_PROP_VALUE = 0x9803;
@@ -343,7 +344,7 @@ export class PtpCamera {
           if (info.objectFormat === ObjectFormat.Association) continue;
           added = { storageId: info.storageId, handle, info, path: [...(await this.pathOf(info.parentObject, signal)), info.filename] };
         } else if (e.code === EventCode.StoreFull) {
-          throw new ShuttleError('PTP_RESPONSE', 'the card ran full during capture', { context: { event: 'StoreFull' } });
+          throw new ShuttleError('PTP_RESPONSE', 'the card ran full during capture', { context: { operation: 'InitiateCapture', event: 'StoreFull' } });
         }
         // A camera that does not list CaptureComplete among its events is done once the new object is announced.
         if (added && !complete && !this.info.eventsSupported.includes(EventCode.CaptureComplete)) complete = true;

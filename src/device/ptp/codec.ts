@@ -4,10 +4,10 @@
  * datasets). Pure: no I/O, no timers. Every malformed input throws ShuttleError('PTP_PROTOCOL') naming
  * the operation, the offset and what was expected.
  */
-import { ShuttleError } from '../../errors.js';
+import { ShuttleError, type ErrorContexts } from '../../errors.js';
 import { checkTimeZone, instantOf, zoneOffsetMs, type WallClock } from '../../time-zone.js';
 
-export function protocolError(operation: string, message: string, context: Record<string, unknown> = {}): ShuttleError {
+export function protocolError(operation: string, message: string, context: Omit<ErrorContexts['PTP_PROTOCOL'], 'operation'> & Record<string, unknown> = {}): ShuttleError<'PTP_PROTOCOL'> {
   return new ShuttleError('PTP_PROTOCOL', `${operation}: ${message}`, { context: { operation, ...context } });
 }
 
@@ -389,121 +389,4 @@ export function decodeOperationContainer(bytes: Uint8Array): OperationContainer 
   const params: number[] = [];
   for (let i = 0; i < n; i++) params.push(r.u32(`param ${i + 1}`));
   return { type: h.type, code: h.code, transactionId: h.transactionId, params };
-}
-
-/** What the incremental decoder yields: whole small containers, and data containers as a header, payload slices and an end. */
-export type ContainerPart =
-  | { kind: 'operation'; container: OperationContainer }
-  | { kind: 'data-start'; code: number; transactionId: number; payloadLength: number }
-  | { kind: 'data'; bytes: Uint8Array }
-  | { kind: 'data-end' };
-
-export interface ContainerDecoderOptions {
-  /** Longest command/response/event container accepted (they are buffered whole). Default 12 + 4·5. */
-  maxOperationLength?: number;
-  /** Longest data payload accepted; payloads are never buffered, only counted. Default 0xFFFFFFFE - 12. */
-  maxDataPayload?: number;
-}
-
-/**
- * Turns a byte stream cut at arbitrary points into containers. Only a header or a small operation
- * container is ever buffered; data payloads pass through as slices of the input, so memory stays bounded
- * by the chunk size whatever length a container declares. The unknown-length marker is refused: only a
- * USB transport, which sees packet boundaries, can delimit such a container.
- */
-export class ContainerDecoder {
-  private readonly maxOperationLength: number;
-  private readonly maxDataPayload: number;
-  private pending = Buffer.alloc(0);
-  private dataLeft = -1;
-  private offset = 0;
-
-  constructor(opts: ContainerDecoderOptions = {}) {
-    this.maxOperationLength = opts.maxOperationLength ?? CONTAINER_HEADER_LENGTH + 4 * MAX_OPERATION_PARAMS;
-    this.maxDataPayload = opts.maxDataPayload ?? UNKNOWN_DATA_LENGTH - 1 - CONTAINER_HEADER_LENGTH;
-  }
-
-  /** True between containers: the stream may end here. */
-  get idle(): boolean {
-    return this.dataLeft < 0 && this.pending.length === 0;
-  }
-
-  push(chunk: Uint8Array): ContainerPart[] {
-    const out: ContainerPart[] = [];
-    let pos = 0;
-    while (pos < chunk.byteLength) {
-      if (this.dataLeft >= 0) {
-        const n = Math.min(this.dataLeft, chunk.byteLength - pos);
-        out.push({ kind: 'data', bytes: chunk.subarray(pos, pos + n) });
-        pos += n;
-        this.offset += n;
-        this.dataLeft -= n;
-        if (this.dataLeft === 0) {
-          out.push({ kind: 'data-end' });
-          this.dataLeft = -1;
-        }
-        continue;
-      }
-      const want = this.pending.length < CONTAINER_HEADER_LENGTH ? CONTAINER_HEADER_LENGTH : this.pending.readUInt32LE(0);
-      const take = Math.min(want - this.pending.length, chunk.byteLength - pos);
-      this.pending = Buffer.concat([this.pending, chunk.subarray(pos, pos + take)]);
-      pos += take;
-      if (this.pending.length < want) break;
-      if (want === CONTAINER_HEADER_LENGTH) {
-        const h = decodeContainerHeader(this.pending);
-        this.checkHeader(h);
-        if (h.type === ContainerType.Data) {
-          const payloadLength = h.length - CONTAINER_HEADER_LENGTH;
-          out.push({ kind: 'data-start', code: h.code, transactionId: h.transactionId, payloadLength });
-          this.offset += CONTAINER_HEADER_LENGTH;
-          this.pending = Buffer.alloc(0);
-          if (payloadLength === 0) out.push({ kind: 'data-end' });
-          else this.dataLeft = payloadLength;
-          continue;
-        }
-        if (h.length > CONTAINER_HEADER_LENGTH) continue;
-      }
-      out.push({ kind: 'operation', container: decodeOperationContainer(this.pending) });
-      this.offset += this.pending.length;
-      this.pending = Buffer.alloc(0);
-    }
-    return out;
-  }
-
-  private checkHeader(h: ContainerHeader): void {
-    const where = { offset: this.offset };
-    if (h.type < ContainerType.Command || h.type > ContainerType.Event) {
-      throw protocolError('decode stream', `container type ${h.type} at stream offset ${this.offset} is not 1..4`, { ...where, expected: 'type 1..4', actual: h.type });
-    }
-    if (h.length < CONTAINER_HEADER_LENGTH) {
-      throw protocolError('decode stream', `container length ${h.length} at stream offset ${this.offset} is shorter than its header`, { ...where, expected: '≥ 12', actual: h.length });
-    }
-    if (h.type === ContainerType.Data) {
-      if (h.length === UNKNOWN_DATA_LENGTH) {
-        throw protocolError('decode stream', `data container at stream offset ${this.offset} has unknown length; only a packet-aware transport can delimit it`, {
-          ...where,
-          actual: h.length,
-        });
-      }
-      if (h.length - CONTAINER_HEADER_LENGTH > this.maxDataPayload) {
-        throw protocolError('decode stream', `data container of ${h.length} bytes exceeds the limit of ${this.maxDataPayload}`, { ...where, actual: h.length, expected: this.maxDataPayload });
-      }
-    } else if (h.length > this.maxOperationLength) {
-      throw protocolError('decode stream', `container of ${h.length} bytes at stream offset ${this.offset} exceeds ${this.maxOperationLength}`, {
-        ...where,
-        expected: `≤ ${this.maxOperationLength}`,
-        actual: h.length,
-      });
-    }
-  }
-
-  /** Call at end of stream: throws if it ended inside a container. */
-  end(): void {
-    if (!this.idle) {
-      throw protocolError('decode stream', `stream ended inside a container at offset ${this.offset}`, {
-        offset: this.offset,
-        expected: this.dataLeft >= 0 ? `${this.dataLeft} more data bytes` : 'rest of container',
-      });
-    }
-  }
 }

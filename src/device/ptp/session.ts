@@ -3,78 +3,13 @@
  * and skip 0, data phases streamed in both directions, stale replies discarded, an inactivity timeout and
  * an AbortSignal on every operation, and non-OK responses turned into ShuttleError('PTP_RESPONSE').
  */
+import { Mutex, linkSignals } from '../../async.js';
 import { ShuttleError, abortReason, isShuttleError, throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { protocolError } from './codec.js';
 import { OperationCode, ResponseCode, hex16, operationName, responseName } from './codes.js';
 import { DEFAULT_QUIRKS, type PtpQuirks } from './quirks.js';
-
-export type DataPhase = 'none' | 'in' | 'out';
-
-export interface PtpCommand {
-  code: number;
-  transactionId: number;
-  params: readonly number[];
-  /** PTP/IP announces it in the request; USB infers it. */
-  dataPhase: DataPhase;
-  /** Payload bytes the caller expects in the data-in phase (an object's size), when it knows; only a hint. */
-  expectedDataBytes?: number;
-}
-
-/** What the device sends on the command/data channel, in order. Data arrives as slices; never a whole object. */
-export type PtpIncoming =
-  | { kind: 'data-start'; transactionId: number; code?: number; /** Payload bytes announced, undefined when unknown. */ totalLength: number | undefined }
-  | { kind: 'data'; transactionId: number; bytes: Uint8Array }
-  | { kind: 'data-end'; transactionId: number }
-  | { kind: 'response'; code: number; transactionId: number; params: number[] };
-
-export interface PtpEvent {
-  code: number;
-  transactionId: number;
-  params: number[];
-}
-
-/**
- * What a session needs from a transport. `receive` is pull-based: a transport must stop reading from the
- * device (pause the socket, stop submitting bulk transfers) while unreceived data piles up, which is what
- * gives data-in phases backpressure end to end. A receive aborted by its signal must not lose the item that
- * arrives afterwards. Failures of the link reject with TRANSPORT or DEVICE_GONE.
- */
-export interface PtpTransport {
-  sendCommand(command: PtpCommand, signal?: AbortSignal): Promise<void>;
-  /** Data-out phase of `totalLength` bytes, pulled from `chunks` as the link accepts them. */
-  sendData(transactionId: number, code: number, totalLength: number, chunks: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<void>;
-  receive(signal?: AbortSignal): Promise<PtpIncoming>;
-  /** Events from the device (interrupt pipe, PTP/IP event connection). Returns an unsubscribe function. */
-  onEvent(listener: (event: PtpEvent) => void): () => void;
-  /** Asks the device to abandon a transaction (USB class request 0x64, PTP/IP Cancel packet). Best effort. */
-  cancel(transactionId: number, signal?: AbortSignal): Promise<void>;
-  /** Returns the device to an idle state after a failure (USB Device Reset 0x66; PTP/IP has none). */
-  reset(signal?: AbortSignal): Promise<void>;
-  close(): Promise<void>;
-}
-
-/** The listeners of one source of PTP events; one that throws is logged and does not stop the others. */
-export class PtpEventListeners {
-  readonly #listeners = new Set<(e: PtpEvent) => void>();
-
-  constructor(private readonly log: Logger) {}
-
-  add(listener: (e: PtpEvent) => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
-  }
-
-  emit(e: PtpEvent): void {
-    for (const l of this.#listeners) {
-      try {
-        l(e);
-      } catch (err) {
-        this.log.warn({ err }, 'event listener failed');
-      }
-    }
-  }
-}
+import { PtpEventListeners, type DataPhase, type PtpCommand, type PtpEvent, type PtpTransport } from './transport.js';
 
 export interface OperationRequest {
   code: number;
@@ -137,47 +72,7 @@ export function responseError(operation: number, response: PtpResponse): Shuttle
 
 /** The PTP response code a PTP_RESPONSE error carries, if any. */
 export function responseCodeOf(err: unknown): number | undefined {
-  if (!isShuttleError(err, 'PTP_RESPONSE')) return undefined;
-  const code = err.context['responseCode'];
-  return typeof code === 'number' ? code : undefined;
-}
-
-class Mutex {
-  private tail: Promise<void> = Promise.resolve();
-
-  async acquire(signal: AbortSignal | undefined): Promise<() => void> {
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const previous = this.tail;
-    this.tail = previous.then(() => mine);
-    try {
-      await abortable(previous, signal);
-    } catch (err) {
-      // Give our place in the queue back as soon as the holder before us is done.
-      void previous.then(release);
-      throw err;
-    }
-    return release;
-  }
-}
-
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) return Promise.reject(abortReason(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortReason(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
+  return isShuttleError(err, 'PTP_RESPONSE') ? err.context.responseCode : undefined;
 }
 
 /** A data-in phase slower than `minBytes` per `windowMs` of waiting fails (see PtpQuirks.minDataRate). */
@@ -286,25 +181,6 @@ class DeviceWatch {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
   }
-}
-
-/** A signal that aborts when `a` or `b` does, released by `dispose` (AbortSignal.any costs more per transaction). */
-function linkSignals(a: AbortSignal | undefined, b: AbortSignal): { signal: AbortSignal; dispose: () => void } {
-  if (!a) return { signal: b, dispose: () => undefined };
-  const controller = new AbortController();
-  const onA = (): void => controller.abort(a.reason);
-  const onB = (): void => controller.abort(b.reason);
-  if (a.aborted) onA();
-  else if (b.aborted) onB();
-  a.addEventListener('abort', onA, { once: true });
-  b.addEventListener('abort', onB, { once: true });
-  return {
-    signal: controller.signal,
-    dispose: () => {
-      a.removeEventListener('abort', onA);
-      b.removeEventListener('abort', onB);
-    },
-  };
 }
 
 async function* touching(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, timer: DeviceWatch): AsyncGenerator<Uint8Array> {

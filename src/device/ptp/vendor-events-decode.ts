@@ -13,7 +13,7 @@
  */
 import { PtpReader, PtpWriter, protocolError } from './codec.js';
 import { EventCode } from './codes.js';
-import type { PtpEvent } from './session.js';
+import type { PtpEvent } from './transport.js';
 
 export const CanonEosEventCode = {
   ObjectAddedEx: 0xc181,

@@ -6,12 +6,14 @@
  * session's own event listeners, so whoever listens to `session.onEvent` (capture, tethering) gets new
  * shots the same way from every camera. Cameras with standard interrupt events are never polled.
  */
+import { sleep } from '../../async.js';
 import { isShuttleError, throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { ALL_STORAGES, EventCode, OperationCode, hex16 } from './codes.js';
 import { decodeU32Array, type DeviceInfo } from './datasets.js';
 import { vendorOf, type UsbDeviceIds } from './quirks.js';
-import { responseCodeOf, type PtpEvent, type PtpSession } from './session.js';
+import { responseCodeOf, type PtpSession } from './session.js';
+import type { PtpEvent } from './transport.js';
 import {
   decodeCanonEosEvents,
   decodeNikonEvents,
@@ -199,22 +201,9 @@ export class VendorEventPoller {
       backToBack = delivered > 0 ? backToBack + 1 : 0;
       if (backToBack > 0 && backToBack < MAX_BACK_TO_BACK) continue;
       backToBack = 0;
-      await pause(this.#intervalMs, signal);
+      await sleep(this.#intervalMs, signal);
     }
   }
-}
-
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 /** Chooses the strategy for `info` and starts it; stop the returned poller before closing the session. */

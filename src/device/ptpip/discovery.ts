@@ -11,6 +11,7 @@
  * pointing elsewhere would make Shuttle connect to (or fetch from) a host that never announced anything.
  */
 import Bonjour from 'bonjour-service';
+import { sleep } from '../../async.js';
 import { throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { ptpipUri } from './address.js';
@@ -278,18 +279,6 @@ export class PtpIpDiscoverer {
     this.#bonjour = undefined;
     if (b) await new Promise<void>((resolve) => b.destroy(() => resolve()));
   }
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }
 
 export interface DiscoverOptions extends DiscoveryOptions {

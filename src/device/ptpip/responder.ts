@@ -133,7 +133,7 @@ export class PtpIpResponder {
     sock
       .next(firstPacket)
       .then((part) => {
-        if (part.kind !== 'packet') throw new ShuttleError('PTP_PROTOCOL', 'data before the PTP/IP handshake', { context: peer });
+        if (part.kind !== 'packet') throw new ShuttleError('PTP_PROTOCOL', 'data before the PTP/IP handshake', { context: { operation: 'PTP/IP handshake', ...peer } });
         this.onFirstPacket(sock, part.packet, peer);
       })
       .catch((err: unknown) => {
@@ -348,7 +348,7 @@ export class PtpIpResponder {
           await cmd.write(encodeControlPacket({ type: 'ProbeResponse' }));
           continue;
         }
-        throw new ShuttleError('PTP_PROTOCOL', 'initiator sent a packet during a data-in phase', { context: { transactionId: tid } });
+        throw new ShuttleError('PTP_PROTOCOL', 'initiator sent a packet during a data-in phase', { context: { operation: 'PTP/IP data-in phase', transactionId: tid } });
       }
     })().catch((err: unknown) => {
       // A protocol violation or a dead link: stop sending; the command loop then ends the session.
@@ -411,7 +411,7 @@ class DataOutReader implements AsyncIterable<Uint8Array> {
     while (!this.done) {
       const part = await this.cmd.next(this.signal);
       if (part.kind !== 'payload' || part.transactionId !== this.tid) {
-        throw new ShuttleError('PTP_PROTOCOL', `expected Data/EndData for transaction ${this.tid}`, { context: { transactionId: this.tid } });
+        throw new ShuttleError('PTP_PROTOCOL', `expected Data/EndData for transaction ${this.tid}`, { context: { operation: 'PTP/IP data-out phase', transactionId: this.tid } });
       }
       if (part.final && part.packetEnd) this.done = true;
       if (part.bytes.byteLength > 0) return { done: false, value: part.bytes };

@@ -8,10 +8,11 @@ import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
+import { sleep } from '../../async.js';
 import { ShuttleError, abortReason, errnoCode, isShuttleError, throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { protocolError } from '../ptp/codec.js';
-import { PtpEventListeners, type PtpCommand, type PtpEvent, type PtpIncoming, type PtpTransport } from '../ptp/session.js';
+import { PtpEventListeners, type PtpCommand, type PtpEvent, type PtpIncoming, type PtpTransport } from '../ptp/transport.js';
 import {
   DataPhaseInfo,
   InitFailReason,
@@ -187,8 +188,8 @@ export async function connectPtpIp(opts: PtpIpConnectOptions): Promise<PtpIpTran
       try {
         evtSocket = await openSocket(opts.host, eventPort, 'event', connectTimeoutMs, hs, evtReads);
       } catch (err) {
-        if (attempt >= 2 || !isShuttleError(err, 'TRANSPORT') || err.context['errno'] !== 'ECONNREFUSED') throw err;
-        await new Promise((r) => setTimeout(r, 100));
+        if (attempt >= 2 || !isShuttleError(err, 'TRANSPORT') || err.context.errno !== 'ECONNREFUSED') throw err;
+        await sleep(100);
       }
     }
     evt = new PacketSocket(evtSocket, { role: 'event', context: { ...context, port: eventPort }, reads: evtReads });

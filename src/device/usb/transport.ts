@@ -1,27 +1,23 @@
 /**
  * PTP over USB (the Still Image class, PIMA 15740 annex D): generic containers on the bulk pipes, events
- * on the interrupt pipe, class requests for cancel, reset and status. Framing follows the packet rules:
- * a container ends with a short packet (or a zero-length one on a packet boundary, which some devices
- * never send), so a read may end inside a container, exactly at its end, or run into the next one; data
- * is passed on in the slices it arrives in, and a new read is issued only when the session asks for more.
+ * on the interrupt pipe, class requests for cancel, reset and status. Transfers are framed into containers
+ * by ./framing.ts; a new read is issued only when the session asks for more.
  */
+import { abortable, sleep } from '../../async.js';
 import { ShuttleError, abortReason, throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import {
   CONTAINER_HEADER_LENGTH,
   ContainerType,
   MAX_OPERATION_PARAMS,
-  UNKNOWN_DATA_LENGTH,
   decodeContainerHeader,
-  decodeOperationContainer,
   encodeDataContainerHeader,
   encodeOperationContainer,
-  protocolError,
-  type ContainerHeader,
 } from '../ptp/codec.js';
 import { OperationCode, ResponseCode, hex16 } from '../ptp/codes.js';
 import { DEFAULT_USB_QUIRKS, type UsbTransportQuirks } from '../ptp/quirks.js';
-import { PtpEventListeners, type PtpCommand, type PtpEvent, type PtpIncoming, type PtpTransport } from '../ptp/session.js';
+import { PtpEventListeners, type PtpCommand, type PtpEvent, type PtpIncoming, type PtpTransport } from '../ptp/transport.js';
+import { UsbContainerFramer } from './framing.js';
 import { UsbIoError, isUsbFailure, type UsbLink, type UsbPending } from './link.js';
 
 /** Still Image class requests (bRequest), sent to the interface. */
@@ -54,7 +50,6 @@ const OBJECT_DATA_OPERATIONS: ReadonlySet<number> = new Set([
 ]);
 /** Largest single bulk OUT transfer of a data phase; a multiple of every packet size, so only the last one can be short. */
 export const WRITE_BLOCK_BYTES = 1024 * 1024;
-const LONGEST_OPERATION_CONTAINER = CONTAINER_HEADER_LENGTH + 4 * MAX_OPERATION_PARAMS;
 const LONGEST_EVENT_BYTES = 64 * 1024;
 const CONTROL_TIMEOUT_MS = 5_000;
 const DEFAULT_WRITE_TIMEOUT_MS = 20_000;
@@ -72,43 +67,9 @@ export interface UsbTransportOptions {
   writeTimeoutMs?: number;
 }
 
-interface OpenContainer {
-  transactionId: number;
-  code: number;
-  /** Payload bytes still to come; undefined when the device announced an unknown length (> 4 GiB). */
-  remaining: number | undefined;
-}
-
 function roundUp(n: number, multiple: number): number {
   return Math.ceil(n / multiple) * multiple;
 }
-
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, onAbort?: () => void): Promise<T> {
-  if (!signal) return p;
-  if (signal.aborted) {
-    onAbort?.();
-    return Promise.reject(abortReason(signal));
-  }
-  return new Promise<T>((resolve, reject) => {
-    const abort = (): void => {
-      onAbort?.();
-      reject(abortReason(signal));
-    };
-    signal.addEventListener('abort', abort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', abort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', abort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class UsbPtpTransport implements PtpTransport {
   private readonly quirks: UsbTransportQuirks;
@@ -117,13 +78,7 @@ export class UsbPtpTransport implements PtpTransport {
   private readonly writeTimeoutMs: number;
   private readonly listeners: PtpEventListeners;
 
-  /** Bytes received and not yet framed. */
-  private rx: Buffer = EMPTY;
-  /** The transfer that delivered rx's last byte ended short (the device closed the container there). */
-  private rxShort = false;
-  /** rx begins where a transfer began (nothing of that transfer was framed yet). */
-  private rxFresh = false;
-  private container: OpenContainer | undefined;
+  private readonly framer: UsbContainerFramer;
   private readonly ready: PtpIncoming[] = [];
   /**
    * The bulk IN transfers in flight, oldest first (they complete in that order). A receive that is aborted
@@ -135,8 +90,6 @@ export class UsbPtpTransport implements PtpTransport {
   private stallRetried = false;
   /** Size of the next read when no container is open: depends on what the current transaction sends next. */
   private idleReadBytes = SMALL_READ_BYTES;
-  /** After a cancel, reset or framing error: drop transfers until one starts with a plausible container. */
-  private resync = true;
   private lastTransactionId = 0;
   /** Cancel and reset run one at a time, and the next command waits for them. */
   private recovery: Promise<void> = Promise.resolve();
@@ -154,6 +107,8 @@ export class UsbPtpTransport implements PtpTransport {
     this.log = opts.logger ?? silentLogger;
     this.listeners = new PtpEventListeners(this.log);
     this.context = opts.context ?? {};
+    // At open, a client that died mid-transfer may have left the rest of it on the pipe.
+    this.framer = new UsbContainerFramer({ context: this.context, resynchronising: true });
     this.writeTimeoutMs = opts.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
     if (link.hasInterrupt) {
       link.startInterrupt(
@@ -246,9 +201,7 @@ export class UsbPtpTransport implements PtpTransport {
       if (this.ready.length > 0) continue;
       this.assertUsable();
       const { bytes, short } = await this.read(signal);
-      this.rxFresh = this.rx.length === 0;
-      this.rx = this.rx.length === 0 ? bytes : Buffer.concat([this.rx, bytes]);
-      this.rxShort = short;
+      this.framer.push(bytes, short);
     }
   }
 
@@ -264,7 +217,7 @@ export class UsbPtpTransport implements PtpTransport {
 
   private nextReadLength(): number {
     const mps = this.link.bulkInPacketSize;
-    const c = this.container;
+    const c = this.framer.openContainer;
     if (c) {
       if (c.remaining === undefined) return roundUp(LARGE_READ_BYTES, mps);
       return Math.min(Math.max(roundUp(c.remaining, mps), mps), roundUp(LARGE_READ_BYTES, mps));
@@ -281,7 +234,7 @@ export class UsbPtpTransport implements PtpTransport {
       const length = this.nextReadLength();
       this.inflight.push({ pending: this.link.bulkIn(length, 0), length });
     }
-    const c = this.container;
+    const c = this.framer.openContainer;
     if (!c || c.remaining === undefined) return;
     const depth = this.link.bulkInQueueDepth ?? 1;
     const mps = this.link.bulkInPacketSize;
@@ -315,125 +268,21 @@ export class UsbPtpTransport implements PtpTransport {
       }
       if (this.inflight[0]?.pending === pending) this.inflight.shift();
       this.stallRetried = false;
-      // A zero-length packet is the end marker of a container that filled its last packet: nothing to frame.
-      if (bytes.length === 0) continue;
       return { bytes, short: bytes.length < length || bytes.length % this.link.bulkInPacketSize !== 0 };
     }
   }
 
-  /** Turns received bytes into session items. Leaves an incomplete header or response in rx for the next read. */
+  /** Takes what the received transfers frame: session items are queued, events go to the listeners. */
   private frame(): void {
-    while (this.rx.length > 0) {
-      const c = this.container;
-      if (c) {
-        this.frameData(c);
-        continue;
-      }
-      const need = this.rx.length >= CONTAINER_HEADER_LENGTH ? this.rx.readUInt32LE(0) : CONTAINER_HEADER_LENGTH;
-      if (this.rx.length < CONTAINER_HEADER_LENGTH) {
-        if (this.rxShort) this.badFraming(`transfer ended inside a container header (${this.rx.length} bytes)`);
-        return;
-      }
-      const h = decodeContainerHeader(this.rx, 'USB container');
-      const problem = this.implausible(h);
-      if (problem) {
-        this.badFraming(problem);
-        continue;
-      }
-      this.resync = false;
-      if (h.type === ContainerType.Data) {
-        const total = h.length === UNKNOWN_DATA_LENGTH ? undefined : h.length - CONTAINER_HEADER_LENGTH;
-        this.ready.push({ kind: 'data-start', transactionId: h.transactionId, code: h.code, totalLength: total });
-        this.rx = this.rx.subarray(CONTAINER_HEADER_LENGTH);
-        this.rxFresh = false;
-        if (total === 0) this.ready.push({ kind: 'data-end', transactionId: h.transactionId });
-        else {
-          this.container = { transactionId: h.transactionId, code: h.code, remaining: total };
-          // An unknown-length container whose first transfer was already short has ended.
-          if (total === undefined && this.rx.length === 0 && this.rxShort) this.endContainer();
-        }
-        continue;
-      }
-      if (this.rx.length < need) {
-        if (this.rxShort) this.badFraming(`transfer ended inside a ${need}-byte container`);
-        return;
-      }
-      const op = decodeOperationContainer(this.rx.subarray(0, need));
-      this.rx = this.rx.subarray(need);
-      this.rxFresh = false;
-      if (op.type === ContainerType.Response) {
-        this.idleReadBytes = SMALL_READ_BYTES;
-        this.ready.push({ kind: 'response', code: op.code, transactionId: op.transactionId, params: op.params });
-      } else {
-        this.listeners.emit({ code: op.code, transactionId: op.transactionId, params: op.params });
+    for (let f = this.framer.next(); f; f = this.framer.next()) {
+      if (f.kind === 'event') this.listeners.emit(f.event);
+      else if (f.kind === 'discarded') this.log.debug({ ...this.context, dropped: f.bytes, problem: f.problem }, 'dropping leftover bytes while resynchronising');
+      else {
+        // Once a data phase or a transaction has ended, the device sends a response next (a command sizes its own reads).
+        if (f.kind === 'data-end' || f.kind === 'response') this.idleReadBytes = SMALL_READ_BYTES;
+        this.ready.push(f);
       }
     }
-  }
-
-  private frameData(c: OpenContainer): void {
-    if (c.remaining === undefined) {
-      // Without a length, the container ends with a short transfer. A device that ended it exactly on a
-      // packet boundary and sent no zero-length packet goes straight on to the response: a short fresh
-      // transfer that is exactly a response to this transaction ends the data instead of joining it.
-      if (this.rxFresh && this.rxShort && this.looksLikeResponse(this.rx, c.transactionId)) {
-        this.endContainer();
-        return;
-      }
-      const bytes = this.rx;
-      this.rx = EMPTY;
-      this.ready.push({ kind: 'data', transactionId: c.transactionId, bytes });
-      if (this.rxShort) this.endContainer();
-      return;
-    }
-    const n = Math.min(c.remaining, this.rx.length);
-    this.ready.push({ kind: 'data', transactionId: c.transactionId, bytes: this.rx.subarray(0, n) });
-    this.rx = this.rx.subarray(n);
-    this.rxFresh = false;
-    c.remaining -= n;
-    if (c.remaining === 0) this.endContainer();
-  }
-
-  private endContainer(): void {
-    const c = this.container;
-    if (!c) return;
-    this.container = undefined;
-    this.idleReadBytes = SMALL_READ_BYTES;
-    this.ready.push({ kind: 'data-end', transactionId: c.transactionId });
-  }
-
-  private looksLikeResponse(bytes: Buffer, transactionId: number): boolean {
-    if (bytes.length < CONTAINER_HEADER_LENGTH || bytes.length > LONGEST_OPERATION_CONTAINER) return false;
-    const h = decodeContainerHeader(bytes);
-    return h.type === ContainerType.Response && h.length === bytes.length && h.transactionId === transactionId && (h.length - CONTAINER_HEADER_LENGTH) % 4 === 0;
-  }
-
-  /** Why a header cannot start a container from the device, or undefined if it can. */
-  private implausible(h: ContainerHeader): string | undefined {
-    if (h.type === ContainerType.Data) return h.length < CONTAINER_HEADER_LENGTH ? `data container length ${h.length} is shorter than its header` : undefined;
-    if (h.type === ContainerType.Response || h.type === ContainerType.Event) {
-      if (h.length < CONTAINER_HEADER_LENGTH || h.length > LONGEST_OPERATION_CONTAINER || (h.length - CONTAINER_HEADER_LENGTH) % 4 !== 0) {
-        return `container of type ${h.type} with length ${h.length}`;
-      }
-      return undefined;
-    }
-    return `container type ${h.type} (length ${h.length}) is not data, response or event`;
-  }
-
-  /**
-   * Bytes that cannot be framed. While resynchronising (after a cancel or reset, or at open after a client
-   * died mid-transfer) they are leftovers of an abandoned transaction and are dropped; otherwise the
-   * stream is out of step, which fails the operation and starts a resynchronisation.
-   */
-  private badFraming(problem: string): void {
-    const dropped = this.rx.length;
-    this.rx = EMPTY;
-    this.rxFresh = false;
-    if (this.resync) {
-      this.log.debug({ ...this.context, dropped, problem }, 'dropping leftover bytes while resynchronising');
-      return;
-    }
-    this.resync = true;
-    throw protocolError('USB receive', problem, { ...this.context, dropped });
   }
 
   // ---- events ----
@@ -573,12 +422,9 @@ export class UsbPtpTransport implements PtpTransport {
   }
 
   private discardFraming(): void {
-    this.rx = EMPTY;
-    this.rxFresh = false;
-    this.container = undefined;
+    this.framer.restart();
     this.ready.length = 0;
     this.idleReadBytes = SMALL_READ_BYTES;
-    this.resync = true;
   }
 
   private async dropInflight(): Promise<void> {

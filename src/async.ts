@@ -1,0 +1,92 @@
+/**
+ * Waiting with an AbortSignal: the small helpers every layer shares (promises that give up on abort, an
+ * abortable pause, a queue of one, signals linked cheaply). Aborts reject with the signal's reason as a
+ * ShuttleError, and every listener added is removed again.
+ */
+import { abortReason } from './errors.js';
+
+/**
+ * `p`, or a rejection with the abort reason as soon as `signal` aborts; `p` itself runs on. `onAbort` runs
+ * when the signal wins (or had already aborted), to cancel the work behind `p`.
+ */
+export function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, onAbort?: () => void): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) {
+    onAbort?.();
+    return Promise.reject(abortReason(signal));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const abort = (): void => {
+      onAbort?.();
+      reject(abortReason(signal));
+    };
+    signal.addEventListener('abort', abort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', abort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', abort);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
+
+/** Waits `ms`, or less when `signal` aborts (at once if it already has). Never rejects: the caller looks at its signal. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** One holder at a time, in arrival order; a waiter whose signal aborts leaves the queue. */
+export class Mutex {
+  private tail: Promise<void> = Promise.resolve();
+
+  /** Resolves with the release function once every earlier holder has released. */
+  async acquire(signal: AbortSignal | undefined): Promise<() => void> {
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const previous = this.tail;
+    this.tail = previous.then(() => mine);
+    try {
+      await abortable(previous, signal);
+    } catch (err) {
+      // Give our place in the queue back as soon as the holder before us is done.
+      void previous.then(release);
+      throw err;
+    }
+    return release;
+  }
+}
+
+/**
+ * A signal that aborts when `a` or `b` does (with that one's reason), released by `dispose`: for links made
+ * once per transaction, where AbortSignal.any costs more.
+ */
+export function linkSignals(a: AbortSignal | undefined, b: AbortSignal): { signal: AbortSignal; dispose: () => void } {
+  if (!a) return { signal: b, dispose: () => undefined };
+  const controller = new AbortController();
+  const onA = (): void => controller.abort(a.reason);
+  const onB = (): void => controller.abort(b.reason);
+  if (a.aborted) onA();
+  else if (b.aborted) onB();
+  a.addEventListener('abort', onA, { once: true });
+  b.addEventListener('abort', onB, { once: true });
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      a.removeEventListener('abort', onA);
+      b.removeEventListener('abort', onB);
+    },
+  };
+}

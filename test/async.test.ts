@@ -1,0 +1,106 @@
+/**
+ * The shared waiting helpers: abortable promises, the abortable pause, the mutex and linked signals. Each
+ * is used on every PTP transaction, so a listener left behind or a queue place never given back would
+ * show up as a leak or a hang far from its cause.
+ */
+import { describe, expect, test } from 'vitest';
+import { Mutex, abortable, linkSignals, sleep } from '../src/async.js';
+import { ShuttleError } from '../src/errors.js';
+
+/** Counts the abort listeners on a signal (EventTarget keeps no count of its own). */
+function counted(signal: AbortSignal): { readonly listeners: number } {
+  let n = 0;
+  const add = signal.addEventListener.bind(signal);
+  const remove = signal.removeEventListener.bind(signal);
+  signal.addEventListener = ((...args: Parameters<typeof add>) => {
+    n++;
+    add(...args);
+  }) as typeof signal.addEventListener;
+  signal.removeEventListener = ((...args: Parameters<typeof remove>) => {
+    n--;
+    remove(...args);
+  }) as typeof signal.removeEventListener;
+  return {
+    get listeners() {
+      return n;
+    },
+  };
+}
+
+describe('abortable', () => {
+  test('a-settled-promise-removes-its-abort-listener', async () => {
+    const ac = new AbortController();
+    const c = counted(ac.signal);
+    await expect(abortable(Promise.resolve(7), ac.signal)).resolves.toBe(7);
+    await expect(abortable(Promise.reject(new Error('boom')), ac.signal)).rejects.toThrow('boom');
+    expect(c.listeners).toBe(0);
+  });
+
+  test('an-abort-rejects-with-the-reason-as-a-shuttle-error-and-runs-the-cancel-hook', async () => {
+    const ac = new AbortController();
+    let cancelled = 0;
+    const p = abortable(new Promise<never>(() => undefined), ac.signal, () => cancelled++);
+    ac.abort(new ShuttleError('DEVICE_GONE', 'unplugged'));
+    await expect(p).rejects.toMatchObject({ code: 'DEVICE_GONE' });
+    expect(cancelled).toBe(1);
+    // Already aborted: the hook runs too, and nothing waits.
+    await expect(abortable(Promise.resolve(1), ac.signal, () => cancelled++)).rejects.toMatchObject({ code: 'DEVICE_GONE' });
+    expect(cancelled).toBe(2);
+  });
+});
+
+describe('sleep', () => {
+  test('an-abort-ends-the-pause-at-once-and-an-aborted-signal-does-not-pause-at-all', async () => {
+    const ac = new AbortController();
+    const c = counted(ac.signal);
+    const started = Date.now();
+    const p = sleep(60_000, ac.signal);
+    ac.abort();
+    await p;
+    await sleep(60_000, ac.signal);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(c.listeners).toBe(0);
+  });
+});
+
+describe('Mutex', () => {
+  test('holders-run-one-at-a-time-in-order-and-an-aborted-waiter-gives-its-place-back', async () => {
+    const m = new Mutex();
+    const order: string[] = [];
+    const releaseA = await m.acquire(undefined);
+    const ac = new AbortController();
+    const b = m.acquire(ac.signal);
+    const c = m.acquire(undefined).then((release) => {
+      order.push('c');
+      return release;
+    });
+    ac.abort();
+    await expect(b).rejects.toMatchObject({ code: 'ABORTED' });
+    order.push('a');
+    releaseA();
+    (await c)();
+    expect(order).toEqual(['a', 'c']);
+    // Nothing is left holding the lock.
+    (await m.acquire(undefined))();
+  });
+});
+
+describe('linkSignals', () => {
+  test('the-link-aborts-with-the-reason-of-whichever-side-aborts-and-dispose-removes-both-listeners', () => {
+    const a = new AbortController();
+    const b = new AbortController();
+    const ca = counted(a.signal);
+    const cb = counted(b.signal);
+    const link = linkSignals(a.signal, b.signal);
+    b.abort('timer');
+    expect(link.signal.aborted).toBe(true);
+    expect(link.signal.reason).toBe('timer');
+    link.dispose();
+    expect(ca.listeners).toBe(0);
+    expect(cb.listeners).toBe(0);
+
+    const first = new AbortController();
+    first.abort('first');
+    expect(linkSignals(first.signal, new AbortController().signal).signal.reason).toBe('first');
+  });
+});
