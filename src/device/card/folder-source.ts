@@ -3,7 +3,7 @@ import { constants as fsConstants, type Dirent, type Stats } from 'node:fs';
 import { lstat, open as openFile, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { ShuttleError, errnoCode, throwIfAborted } from '../../errors.js';
+import { ShuttleError, abortReason, errnoCode, throwIfAborted } from '../../errors.js';
 import type { ItemState, OpenOptions, Source, SourceEntry, SourceIdentity, SourceItem } from '../source.js';
 import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../../io/direct.js';
 import { sourceIdentityForFolder } from './volume.js';
@@ -39,9 +39,21 @@ class FileChunks extends Readable {
     private readonly recycle: number,
     signal?: AbortSignal,
   ) {
-    super({ highWaterMark: chunkSize, ...(signal ? { signal } : {}) });
+    super({ highWaterMark: chunkSize });
     this.#position = start;
     this.#direct = direct;
+    // Not Readable's own `signal` option: that ends the stream with Node's AbortError, and a source's
+    // stream ends with the abort reason (a ShuttleError), as a camera download does.
+    if (signal === undefined) return;
+    if (signal.aborted) {
+      this.destroy(abortReason(signal));
+      return;
+    }
+    const onAbort = (): void => {
+      this.destroy(abortReason(signal));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    this.once('close', () => signal.removeEventListener('abort', onAbort));
   }
 
   #buffer(): Buffer {
