@@ -238,18 +238,11 @@ describe('upload.checksum in the config', () => {
     try {
       const env = { AWS_ACCESS_KEY_ID: 'a', AWS_SECRET_ACCESS_KEY: 'b' };
       const config = loadConfig({ env: { SHUTTLE_UPLOAD_CHECKSUM: 'sha256', SHUTTLE_UPLOAD_PROVIDER: 'swift', SHUTTLE_UPLOAD_ENDPOINT: 'http://127.0.0.1:1' } });
-      const error = (() => {
-        try {
-          createUploadRuntime({ config, journal, logger: silentLogger, env }).close();
-        } catch (e) {
-          return e;
-        }
-        return undefined;
-      })();
+      const error = await createUploadRuntime({ config, journal, logger: silentLogger, env }).then((r) => r.close(), (e: unknown) => e);
       expect(isShuttleError(error) && error.code).toBe('CONFIG_INVALID');
       expect(String((error as Error).message)).toMatch(/sha256.*swift/);
       const aws = loadConfig({ env: { SHUTTLE_UPLOAD_CHECKSUM: 'crc64nvme', SHUTTLE_UPLOAD_PROVIDER: 'aws', SHUTTLE_UPLOAD_REGION: 'eu-west-1' } });
-      createUploadRuntime({ config: aws, journal, logger: silentLogger, env }).close();
+      (await createUploadRuntime({ config: aws, journal, logger: silentLogger, env })).close();
     } finally {
       journal.close();
     }

@@ -335,34 +335,49 @@ describe('credentials', () => {
   test('a-credentials-file-gives-the-profiles-keys-and-errors-never-quote-them', async () => {
     const file = join(work.path, 'creds');
     await writeFile(file, `# shuttle\n[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = ${SECRET}\n\n[field]\naws_access_key_id=AKIDFIELD\naws_secret_access_key=${SECRET}2\naws_session_token = tok\n`);
-    expect(credentialsFromFile(file)).toEqual({ accessKeyId: 'AKIDDEFAULT', secretAccessKey: SECRET });
-    expect(resolveCredentials({ credentialsFile: file, env: { AWS_PROFILE: 'field' } })).toEqual({
+    expect(await credentialsFromFile(file)).toEqual({ accessKeyId: 'AKIDDEFAULT', secretAccessKey: SECRET });
+    expect(await resolveCredentials({ credentialsFile: file, env: { AWS_PROFILE: 'field' } })).toEqual({
       credentials: { accessKeyId: 'AKIDFIELD', secretAccessKey: `${SECRET}2`, sessionToken: 'tok' },
       origin: `credentials file ${file}`,
     });
     await writeFile(file, `[default]\naws_access_key_id = AKIDONLY\nsecret = ${SECRET}\n`);
-    const err = (() => {
-      try {
-        credentialsFromFile(file);
-      } catch (e) {
-        return e as ShuttleError;
-      }
-      return undefined;
-    })();
+    const err = await credentialsFromFile(file).then(() => undefined, (e: unknown) => e as ShuttleError);
     expect(err?.code).toBe('CONFIG_INVALID');
     expect(JSON.stringify(err?.toJSON())).not.toContain(SECRET);
     expect(JSON.stringify(err?.toJSON())).not.toContain('AKIDONLY');
   });
 
+  test('a-credentials-file-is-read-alone-and-gives-only-keys-that-do-not-expire', async () => {
+    const file = join(work.path, 'creds');
+    const home = join(work.path, 'home');
+    await mkdir(join(home, '.aws'), { recursive: true });
+    // The service user's own AWS config has keys for the profile; the credentials file does not.
+    await writeFile(join(home, '.aws', 'config'), `[profile field]\naws_access_key_id = AKIDHOME\naws_secret_access_key = ${SECRET}\n`);
+    await writeFile(file, `[profile pf]\naws_access_key_id = AKIDPF\naws_secret_access_key = ${SECRET}\n\n[process]\ncredential_process = echo '{"Version":1,"AccessKeyId":"AKIDTEMP","SecretAccessKey":"${SECRET}","Expiration":"2099-01-01T00:00:00Z"}'\n`);
+    const savedHome = process.env['HOME'];
+    process.env['HOME'] = home;
+    try {
+      expect(await credentialsFromFile(file, 'pf')).toEqual({ accessKeyId: 'AKIDPF', secretAccessKey: SECRET });
+      const notHome = await credentialsFromFile(file, 'field').then(() => undefined, (e: unknown) => e);
+      expect(isShuttleError(notHome, 'CONFIG_INVALID')).toBe(true);
+      const temporary = await credentialsFromFile(file, 'process').then(() => undefined, (e: unknown) => e as ShuttleError);
+      expect(temporary?.code).toBe('CONFIG_INVALID');
+      expect(temporary?.message).toContain('gives temporary credentials');
+      expect(JSON.stringify(temporary?.toJSON())).not.toContain(SECRET);
+    } finally {
+      process.env['HOME'] = savedHome;
+    }
+  });
+
   test('the-systemd-credentials-directory-is-used-when-the-config-names-no-file', async () => {
     const dir = join(work.path, 'creds.d');
     await mkdir(dir);
-    expect(resolveCredentials({ env: { CREDENTIALS_DIRECTORY: dir } })).toEqual({ credentials: undefined, origin: 'aws-sdk default chain' });
+    expect(await resolveCredentials({ env: { CREDENTIALS_DIRECTORY: dir } })).toEqual({ credentials: undefined, origin: 'aws-sdk default chain' });
     await writeFile(join(dir, 'aws_access_key_id'), 'AKIDSYSTEMD\n');
     await writeFile(join(dir, 'aws_secret_access_key'), `${SECRET}\n`);
-    expect(resolveCredentials({ env: { CREDENTIALS_DIRECTORY: dir } }).credentials).toEqual({ accessKeyId: 'AKIDSYSTEMD', secretAccessKey: SECRET });
+    expect((await resolveCredentials({ env: { CREDENTIALS_DIRECTORY: dir } })).credentials).toEqual({ accessKeyId: 'AKIDSYSTEMD', secretAccessKey: SECRET });
     await writeFile(join(dir, 'aws_credentials'), `[default]\naws_access_key_id=AKIDINI\naws_secret_access_key=${SECRET}\n`);
-    expect(credentialsFromDirectory(dir)).toEqual({ accessKeyId: 'AKIDINI', secretAccessKey: SECRET });
+    expect(await credentialsFromDirectory(dir)).toEqual({ accessKeyId: 'AKIDINI', secretAccessKey: SECRET });
   });
 });
 

@@ -1,9 +1,30 @@
 import { randomBytes } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
-import { RateLimiter, bodyStream } from '../src/upload/rate-limit.js';
+import { partBody } from '../src/upload/part-reader.js';
+import { RateLimiter } from '../src/upload/rate-limit.js';
 
 const MiB = 1024 * 1024;
+
+let dir: string;
+let files = 0;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'shuttle-rate-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** `data` as an upload sends it: the request body over a part of a file, throttled by the limiter. */
+async function bodyStream(data: Uint8Array, limiter: RateLimiter | undefined, signal?: AbortSignal): Promise<Readable> {
+  const path = join(dir, `part-${files++}`);
+  await writeFile(path, data);
+  return partBody(path, { offset: 0, size: data.byteLength, md5: '', sha256: '' }, { limiter }).open(signal);
+}
 
 async function drain(stream: NodeJS.ReadableStream): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -21,7 +42,7 @@ describe('bandwidth limit', () => {
     const data = randomBytes(1.5 * MiB);
     const limiter = new RateLimiter({ bytesPerSecond: 2 * MiB });
     const started = performance.now();
-    const out = await drain(bodyStream(data, limiter));
+    const out = await drain(await bodyStream(data, limiter));
     const seconds = (performance.now() - started) / 1000;
     expect(out.equals(data)).toBe(true);
     // 1.5 MiB minus the 0.5 MiB burst at 2 MiB/s is 0.5 s.
@@ -32,14 +53,15 @@ describe('bandwidth limit', () => {
   it('shares one budget between bodies sent at the same time', async () => {
     const limiter = new RateLimiter({ bytesPerSecond: 4 * MiB, burstSeconds: 0.05 });
     const started = performance.now();
-    await Promise.all([drain(bodyStream(randomBytes(MiB), limiter)), drain(bodyStream(randomBytes(MiB), limiter))]);
+    const [a, b] = await Promise.all([bodyStream(randomBytes(MiB), limiter), bodyStream(randomBytes(MiB), limiter)]);
+    await Promise.all([drain(a), drain(b)]);
     expect((performance.now() - started) / 1000).toBeGreaterThan(0.4);
   });
 
   it('does not slow an unlimited body', async () => {
     const limiter = new RateLimiter({ bytesPerSecond: null });
     const started = performance.now();
-    const out = await drain(bodyStream(randomBytes(64 * MiB), limiter));
+    const out = await drain(await bodyStream(randomBytes(64 * MiB), limiter));
     expect(out.length).toBe(64 * MiB);
     expect(performance.now() - started).toBeLessThan(5000);
   });
@@ -70,7 +92,7 @@ describe('bandwidth limit', () => {
     const received: Buffer[] = [];
     let failure: unknown;
     try {
-      for await (const c of bodyStream(randomBytes(MiB), limiter, controller.signal)) received.push(c as Buffer);
+      for await (const c of await bodyStream(randomBytes(MiB), limiter, controller.signal)) received.push(c as Buffer);
     } catch (error) {
       failure = error;
     }

@@ -1,25 +1,30 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
-import { FileUploadStateStore, MemoryUploadStateStore, type UploadStateStore } from '../src/upload/state.js';
+import { Journal } from '../src/store/journal.js';
+import { JournalUploadStateStore } from '../src/upload/journal-state.js';
+import { MemoryUploadStateStore, type UploadStateStore } from '../src/upload/state.js';
 
 const ref = { bucket: 'photos', key: 'studio/2026/2026-03-07/IMG_0001.CR3' };
 const fresh = { ...ref, uploadId: 'u1', size: 40 * 1024 * 1024, sha256: 'a'.repeat(64), partSize: 5 * 1024 * 1024 };
 const part = (n: number) => ({ partNumber: n, size: 5 * 1024 * 1024, md5: n.toString(16).padStart(32, '0'), etag: `"${n}"` });
 
 let dir: string;
+let journal: Journal | undefined;
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'shuttle-upload-state-'));
 });
 afterEach(async () => {
+  journal?.close();
+  journal = undefined;
   await rm(dir, { recursive: true, force: true });
 });
 
 const stores: Array<[string, () => UploadStateStore]> = [
   ['memory', () => new MemoryUploadStateStore()],
-  ['file', () => new FileUploadStateStore(dir)],
+  ['journal', () => new JournalUploadStateStore((journal ??= Journal.open(dir)))],
 ];
 
 describe.each(stores)('%s upload state store', (_name, make) => {
@@ -82,34 +87,5 @@ describe.each(stores)('%s upload state store', (_name, make) => {
     const loaded = await store.load(ref);
     (loaded?.parts as unknown as Array<{ etag: string }>)[0]!.etag = 'tampered';
     expect((await store.load(ref))?.parts[0]?.etag).toBe('"1"');
-  });
-});
-
-describe('file upload state store', () => {
-  it('survives a restart: a new instance reads what the old one recorded', async () => {
-    const before = new FileUploadStateStore(dir);
-    await before.begin(fresh);
-    await before.recordPart(ref, 'u1', part(1));
-    const after = new FileUploadStateStore(dir);
-    expect(await after.load(ref)).toEqual({ ...fresh, status: 'uploading', parts: [part(1)] });
-  });
-
-  it('leaves no temporary files behind', async () => {
-    const store = new FileUploadStateStore(dir);
-    await store.begin(fresh);
-    await Promise.all([1, 2, 3].map((n) => store.recordPart(ref, 'u1', part(n))));
-    expect(await readdir(dir)).toEqual([store.pathFor(ref).slice(dir.length + 1)]);
-  });
-
-  it('reports a corrupt state file as a journal error instead of guessing', async () => {
-    const store = new FileUploadStateStore(dir);
-    await writeFile(store.pathFor(ref), '{"bucket": "photos", "key": ');
-    let code: string | undefined;
-    try {
-      await store.load(ref);
-    } catch (error) {
-      code = isShuttleError(error) ? error.code : 'other';
-    }
-    expect(code).toBe('JOURNAL');
   });
 });

@@ -509,7 +509,7 @@ async function checkS3(sys: System, opts: DoctorOptions): Promise<CheckResult[]>
   const credentialsFile = up.credentialsFile ?? (unitInstalled && readable ? serviceCreds : undefined);
   let creds;
   try {
-    creds = resolveCredentials({ credentialsFile, env: opts.env ?? process.env });
+    creds = await resolveCredentials({ credentialsFile, env: opts.env ?? process.env });
   } catch (err) {
     results.push(fail('s3', `credentials: ${(err as Error).message}`, `put aws_access_key_id and aws_secret_access_key under [default] in ${credentialsFile ?? SERVICE_CREDENTIALS_FILE}`));
     return results;

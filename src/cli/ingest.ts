@@ -2,10 +2,8 @@ import { Command, Option } from 'commander';
 import { resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import { Journal } from '../store/journal.js';
-import { FolderSource } from '../device/card/folder-source.js';
+import { openSources } from '../device/detect.js';
 import type { Source } from '../device/source.js';
-import { openPtpIpCameraSource } from '../device/camera-source.js';
-import type { Logger } from '../log.js';
 import { ShuttleError } from '../errors.js';
 import { runIngest, type IngestSummary, type Progress } from '../ingest/pipeline.js';
 import { startHashWorker } from '../io/hash-worker-client.js';
@@ -27,60 +25,6 @@ class NoUploadWaitOption extends Option {
   override attributeName(): string {
     return 'uploadWait';
   }
-}
-
-export interface SourceContext {
-  stateDir: string;
-  timeZone?: string | undefined;
-  logger: Logger;
-  signal: AbortSignal;
-}
-
-/** How long `ptpip:` listens for cameras announcing themselves before it gives up. */
-const DISCOVERY_WINDOW_MS = 2000;
-
-/**
- * Turns a SOURCE argument into Sources: `ptpip:` alone is every network camera that announces itself
- * (mDNS, SSDP) within a short window; every other form is one source (see `openSource`).
- */
-export async function openSources(uri: string, ctx: SourceContext): Promise<Source[]> {
-  if (uri !== 'ptpip:') return [await openSource(uri, ctx)];
-  const { discoverPtpIpCameras } = await import('../device/ptpip/discovery.js');
-  const found = await discoverPtpIpCameras({ timeoutMs: DISCOVERY_WINDOW_MS, signal: ctx.signal, logger: ctx.logger });
-  if (found.length === 0) {
-    throw new ShuttleError('SOURCE_NOT_FOUND', 'no network camera announced itself (mDNS _ptp._tcp or SSDP) within 2 s; give its address as ptpip:HOST[:PORT]', { context: { source: uri } });
-  }
-  const sources: Source[] = [];
-  try {
-    for (const cam of found) sources.push(await openSource(cam.uri, ctx));
-  } catch (err) {
-    for (const s of sources) await s.close().catch(() => undefined);
-    throw err;
-  }
-  return sources;
-}
-
-/**
- * Turns a SOURCE argument into a Source: `usb:` (the first attached camera), `usb:VID:PID` or
- * `usb:BUS-PORT` is a USB camera, `ptpip:HOST[:PORT]` (IPv6 in brackets) a network camera, anything else
- * a folder or mounted card.
- */
-export async function openSource(uri: string, ctx: SourceContext): Promise<Source> {
-  const ptpip = /^ptpip:(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(uri);
-  if (ptpip) {
-    const port = ptpip[3] === undefined ? undefined : Number(ptpip[3]);
-    if (port !== undefined && (port < 1 || port > 65535)) throw new ShuttleError('USAGE', `source ${uri}: "${ptpip[3]}" is not a TCP port`, { context: { source: uri } });
-    return openPtpIpCameraSource({ host: (ptpip[1] ?? ptpip[2])!, port, stateDir: ctx.stateDir, timeZone: ctx.timeZone, logger: ctx.logger, signal: ctx.signal });
-  }
-  if (uri === 'usb:' || uri.startsWith('usb:')) {
-    // Loaded on use: folder-only runs never load the native libusb binding.
-    const { openUsbCameraSource } = await import('../device/usb-source.js');
-    return openUsbCameraSource(uri, { timeZone: ctx.timeZone, logger: ctx.logger, signal: ctx.signal });
-  }
-  if (/^(mtp|ptpip):/.test(uri)) {
-    throw new ShuttleError('USAGE', `source ${uri}: not a camera address (use usb:, usb:VID:PID, usb:BUS-PORT or ptpip:HOST[:PORT])`, { context: { source: uri } });
-  }
-  return new FolderSource(resolve(uri));
 }
 
 export function ingestCommand(globals: () => GlobalOptions): Command {

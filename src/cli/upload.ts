@@ -47,7 +47,7 @@ interface DrainOutcome {
 /** Drains the queue under the upload lock the caller holds, then applies the retention policy. */
 async function drainQueue(req: DrainRequest): Promise<DrainOutcome> {
   const { ctx, journal, signal } = req;
-  const runtime = createUploadRuntime({ config: ctx.config, journal, logger: ctx.logger, provider: req.provider });
+  const runtime = await createUploadRuntime({ config: ctx.config, journal, logger: ctx.logger, provider: req.provider });
   try {
     const { queue, worker } = runtime;
     const recovered = queue.recoverInterrupted();

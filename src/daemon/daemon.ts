@@ -263,8 +263,6 @@ export class Daemon {
       },
       networkCameras: () => this.#ptpipWatcher?.cameras ?? [],
       networkAddresses: typeof d.networkCameras === 'boolean' ? [] : d.networkCameras,
-      openUsb: (selector) => async (ctx) => (await import('../device/usb-source.js')).openUsbCameraSource(selector, { timeZone: ctx.timeZone, logger: ctx.logger, signal: ctx.signal }),
-      openPtpIp: (host, port) => async (ctx) => (await import('../device/camera-source.js')).openPtpIpCameraSource({ host, port, stateDir: ctx.stateDir, timeZone: ctx.timeZone, logger: ctx.logger, signal: ctx.signal }),
     });
     if (requested.kind !== 'camera') this.#refuseOverlap(requested.label, 'source');
     return requested;

@@ -1,5 +1,6 @@
 import type { Logger } from '../log.js';
-import { runIngestJob, type IngestEnvironment, type SourceOpener } from './ingest-job.js';
+import type { SourceOpener } from '../device/detect.js';
+import { runIngestJob, type IngestEnvironment } from './ingest-job.js';
 import type { JobScheduler } from './jobs.js';
 import type { DeviceStatus } from './status.js';
 

@@ -1,6 +1,7 @@
 import type { IngestSummary } from '../ingest/pipeline.js';
 import type { Logger } from '../log.js';
-import { HotFolderSource, HotFolderWatcher, type HotFile } from './hotfolders.js';
+import { hotFolderBatchOpener } from '../device/detect.js';
+import { HotFolderWatcher, type HotFile } from './hotfolders.js';
 import { runIngestJob, type IngestEnvironment } from './ingest-job.js';
 import type { JobScheduler } from './jobs.js';
 import type { HotFolderStatus, JobSnapshot } from './status.js';
@@ -79,7 +80,7 @@ export class HotFolderFeed {
     const batch = [...this.#waiting.values()];
     this.#waiting.clear();
     let summary: IngestSummary | undefined;
-    const source = new HotFolderSource(this.root, batch);
+    const open = hotFolderBatchOpener(this.root, batch);
     let submitted: { job: JobSnapshot; created: boolean };
     try {
       submitted = this.#opts.scheduler.submit({
@@ -88,7 +89,7 @@ export class HotFolderFeed {
         label: `${this.root} (${batch.length} file${batch.length === 1 ? '' : 's'})`,
         origin: 'hotfolder',
         resources: this.#opts.resources,
-        run: (ctx) => runIngestJob(this.#opts.env, async () => source, ctx, (s) => (summary = s)),
+        run: (ctx) => runIngestJob(this.#opts.env, open, ctx, (s) => (summary = s)),
       });
     } catch (err) {
       this.#opts.logger.warn({ err }, 'hot folder batch not submitted');

@@ -1,4 +1,4 @@
-import type { Source } from '../device/source.js';
+import type { SourceOpener } from '../device/detect.js';
 import { isShuttleError } from '../errors.js';
 import { runIngest, type DestinationSpec, type IngestSettings, type IngestSummary } from '../ingest/pipeline.js';
 import type { Logger } from '../log.js';
@@ -24,9 +24,6 @@ export interface IngestEnvironment {
    */
   afterIngest?: ((summary: IngestSummary, logger: Logger) => Promise<void>) | undefined;
 }
-
-/** Opens the job's source; it is closed by the job whatever happens. */
-export type SourceOpener = (ctx: { stateDir: string; timeZone?: string | undefined; logger: Logger; signal: AbortSignal }) => Promise<Source>;
 
 /** The daemon waits for a CLI run working on the same card or destination, until the job is cancelled. */
 export const DAEMON_LOCK_WAIT_MS = Infinity;

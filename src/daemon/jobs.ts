@@ -138,12 +138,6 @@ export class JobScheduler {
     return job ? this.#snapshot(job) : undefined;
   }
 
-  /** The queued or running job with this key. */
-  activeByKey(key: string): JobSnapshot | undefined {
-    const job = this.#active.find((j) => j.spec.key === key);
-    return job ? this.#snapshot(job) : undefined;
-  }
-
   /** Resolves with the job's final snapshot; rejects when the id is unknown. */
   wait(id: number, signal?: AbortSignal): Promise<JobSnapshot> {
     const job = this.#jobs.get(id);

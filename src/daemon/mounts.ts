@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { FolderSource } from '../device/card/folder-source.js';
+import { folderOpener } from '../device/detect.js';
 import type { Logger } from '../log.js';
 import { pathJobKey, type AttachedDevice, type DeviceEvents, type DeviceWatcher } from './devices.js';
 
@@ -131,6 +131,6 @@ function mountedCard(id: string, m: MountEntry): AttachedDevice {
     label: m.mountPoint,
     uri: m.mountPoint,
     jobKey: pathJobKey(m.mountPoint),
-    open: async () => new FolderSource(m.mountPoint),
+    open: folderOpener(m.mountPoint),
   };
 }

@@ -1,4 +1,4 @@
-import { openPtpIpCameraSource } from '../device/camera-source.js';
+import { ptpipCameraOpener } from '../device/detect.js';
 import { PtpIpDiscoverer, type DiscoveredCamera, type DiscoveryOptions } from '../device/ptpip/discovery.js';
 import type { Logger } from '../log.js';
 import type { AttachedDevice, DeviceEvents, DeviceWatcher } from './devices.js';
@@ -138,6 +138,6 @@ export function networkCamera(cam: DiscoveredCamera): AttachedDevice {
     label: `${label} (${cam.host}, ${cam.via})`,
     uri: cam.uri,
     jobKey: cam.uri,
-    open: (ctx) => openPtpIpCameraSource({ host: cam.host, port: cam.port, stateDir: ctx.stateDir, timeZone: ctx.timeZone, logger: ctx.logger, signal: ctx.signal }),
+    open: ptpipCameraOpener(cam.host, cam.port),
   };
 }

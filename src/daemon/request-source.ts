@@ -1,13 +1,12 @@
 import { realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, normalize } from 'node:path';
-import { FolderSource } from '../device/card/folder-source.js';
+import { cameraScheme, folderOpener, ptpipCameraOpener, usbCameraOpener, type SourceOpener } from '../device/detect.js';
 import { parsePtpIpUri, ptpipUri } from '../device/ptpip/address.js';
 import type { DiscoveredCamera } from '../device/ptpip/discovery.js';
 import { PTPIP_DEFAULT_PORT } from '../device/ptpip/packets.js';
 import { hex4, matchesSelector, parseUsbSelector, type UsbCameraInfo } from '../device/usb/discovery.js';
 import { ShuttleError, errnoCode } from '../errors.js';
 import { pathJobKey } from './devices.js';
-import type { SourceOpener } from './ingest-job.js';
 import type { JobKind } from './status.js';
 
 /**
@@ -44,10 +43,6 @@ export interface RequestSourceOptions {
   networkCameras: () => readonly DiscoveredCamera[];
   /** The `network_cameras` allowlist (its addresses admit a camera not discovered); empty when it is true or false. */
   networkAddresses: readonly string[];
-  /** Opens a USB camera by selector (`usb:BUS-PORT`). */
-  openUsb: (selector: string) => SourceOpener;
-  /** Opens a network camera. */
-  openPtpIp: (host: string, port: number) => SourceOpener;
 }
 
 export type SourceRule = 'path-or-camera' | 'allowed-folders' | 'attached-usb-camera' | 'known-network-camera';
@@ -62,8 +57,9 @@ export function within(path: string, root: string): boolean {
 }
 
 export async function resolveRequestedSource(source: string, opts: RequestSourceOptions): Promise<RequestedSource> {
-  if (/^usb:/i.test(source)) return usbSource(source, opts);
-  if (/^ptpip:/i.test(source)) return networkSource(source, opts);
+  const scheme = cameraScheme(source);
+  if (scheme === 'usb') return usbSource(source, opts);
+  if (scheme === 'ptpip') return networkSource(source, opts);
   if (!isAbsolute(source)) {
     throw refused(source, 'path-or-camera', 'a request names an absolute folder, a USB camera (usb:, usb:VID:PID, usb:BUS-PORT) or a network camera (ptpip:HOST[:PORT]); the daemon does not know the client\'s working directory');
   }
@@ -98,7 +94,7 @@ async function folderSource(source: string, roots: readonly AllowedRoot[]): Prom
     throw new ShuttleError('SOURCE_NOT_FOUND', `source ${source} is not a folder the daemon can read: ENOTDIR`, { context: { source } });
   }
   const mountRoot = real !== '/' && st.dev !== (await stat(dirname(real))).dev;
-  return { key: pathJobKey(real), kind: mountRoot ? 'card' : 'folder', label: real, open: async () => new FolderSource(real) };
+  return { key: pathJobKey(real), kind: mountRoot ? 'card' : 'folder', label: real, open: folderOpener(real) };
 }
 
 async function usbSource(source: string, opts: RequestSourceOptions): Promise<RequestedSource> {
@@ -108,7 +104,7 @@ async function usbSource(source: string, opts: RequestSourceOptions): Promise<Re
   // By its port, as the USB watcher names it: a request for a camera the watcher already ingests joins that job.
   const uri = `usb:${match.location}`;
   const name = [match.manufacturer, match.product].filter(Boolean).join(' ') || `USB camera ${hex4(match.vendorId)}:${hex4(match.productId)}`;
-  return { key: uri, kind: 'camera', label: `${name} (${uri})`, open: opts.openUsb(uri) };
+  return { key: uri, kind: 'camera', label: `${name} (${uri})`, open: usbCameraOpener(uri) };
 }
 
 /**
@@ -128,11 +124,11 @@ function networkSource(source: string, opts: RequestSourceOptions): RequestedSou
   const cam = opts.networkCameras().find((c) => c.host === addr.host && (addr.port === undefined || c.port === addr.port));
   if (cam) {
     const label = [cam.manufacturer, cam.model].filter(Boolean).join(' ') || cam.name;
-    return { key: cam.uri, kind: 'camera', label: `${label} (${cam.host}, ${cam.via})`, open: opts.openPtpIp(cam.host, cam.port) };
+    return { key: cam.uri, kind: 'camera', label: `${label} (${cam.host}, ${cam.via})`, open: ptpipCameraOpener(cam.host, cam.port) };
   }
   if (cameraListed(opts.networkAddresses, { host: addr.host, port })) {
     const uri = ptpipUri(addr.host, port);
-    return { key: uri, kind: 'camera', label: uri, open: opts.openPtpIp(addr.host, port) };
+    return { key: uri, kind: 'camera', label: uri, open: ptpipCameraOpener(addr.host, port) };
   }
   throw refused(source, 'known-network-camera', 'the daemon connects only to network cameras it discovered (with [daemon] network_cameras on) or whose address [daemon] network_cameras lists');
 }

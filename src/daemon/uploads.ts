@@ -168,7 +168,7 @@ export class DaemonUploader {
     const lock = await this.#lock(m.uploadLockPath(this.#o.stateDir), signal);
     if (!lock) return;
     try {
-      this.#runtime ??= m.createUploadRuntime({ config: this.#o.config, journal: this.#o.journal, logger: this.#log, ...(this.#o.env ? { env: this.#o.env } : {}) });
+      this.#runtime ??= await m.createUploadRuntime({ config: this.#o.config, journal: this.#o.journal, logger: this.#log, ...(this.#o.env ? { env: this.#o.env } : {}) });
       const recovered = this.#queue.recoverInterrupted();
       if (recovered > 0) this.#log.info({ rows: recovered }, 'uploads interrupted by an earlier run are queued again');
       let stopped: DrainReport['stopped'];

@@ -1,9 +1,9 @@
+import { usbCameraOpener, type OpenContext } from '../device/detect.js';
 import type { Source } from '../device/source.js';
 import { hex4, type UsbCameraInfo } from '../device/usb/discovery.js';
 import type { UsbHotplugBus, UsbPlugEvent } from '../device/usb/hotplug.js';
 import type { Logger } from '../log.js';
 import type { AttachedDevice, DeviceEvents, DeviceWatcher } from './devices.js';
-import type { SourceOpener } from './ingest-job.js';
 
 /**
  * USB cameras for the daemon: a camera plugged in becomes an attached device (one ingest job), a camera
@@ -23,7 +23,7 @@ export interface UsbCameraWatcherOptions {
   /** The bus (tests give a fake); default node-usb, loaded on start. */
   bus?: () => Promise<UsbHotplugBus>;
   /** Opens the camera at `usb:BUS-PORT` for its job; default the libusb camera source. */
-  openCamera?: (uri: string, ctx: Parameters<SourceOpener>[0]) => Promise<Source>;
+  openCamera?: (uri: string, ctx: OpenContext) => Promise<Source>;
 }
 
 /** What the logs say about a camera: the fields the box tests and a person reading journalctl look for. */
@@ -37,11 +37,6 @@ function described(info: UsbCameraInfo): Record<string, unknown> {
     product: info.product,
     problem: info.problem,
   };
-}
-
-async function openLibusbCamera(uri: string, ctx: Parameters<SourceOpener>[0]): Promise<Source> {
-  const { openUsbCameraSource } = await import('../device/usb-source.js');
-  return openUsbCameraSource(uri, { timeZone: ctx.timeZone, logger: ctx.logger, signal: ctx.signal });
 }
 
 export class UsbCameraWatcher implements DeviceWatcher {
@@ -142,14 +137,14 @@ export class UsbCameraWatcher implements DeviceWatcher {
     const uri = `usb:${info.location}`;
     const name = [info.manufacturer, info.product].filter(Boolean).join(' ') || `USB camera ${hex4(info.vendorId)}:${hex4(info.productId)}`;
     this.#log.info({ ...described(info), present }, 'camera attached');
-    const open = this.#opts.openCamera ?? openLibusbCamera;
+    const openCamera = this.#opts.openCamera;
     const device: AttachedDevice = {
       id: uri,
       kind: 'camera',
       label: `${name} (${uri})`,
       uri,
       jobKey: uri,
-      open: (ctx) => open(uri, ctx),
+      open: openCamera ? (ctx) => openCamera(uri, ctx) : usbCameraOpener(uri),
     };
     this.#events?.attach(device);
   }

@@ -108,27 +108,6 @@ export async function openUsbCameraSource(selector: string, opts: UsbCameraSourc
   return sourceFor(camera, selector, first.info, opts);
 }
 
-/**
- * Every USB camera matching `selector` as a Source each (uri `usb:BUS-PORT`), for ingesting all attached
- * cameras at once. If one fails to open, those already open are closed and the error is thrown.
- */
-export async function openUsbCameraSources(selector: string, opts: UsbCameraSourceOptions = {}): Promise<UsbCameraSource[]> {
-  const sel = parseUsbSelector(selector);
-  const found = await findUsbCameras(sel, { logger: opts.logger });
-  if (found.length === 0) throw noCamera(selector);
-  const sources: UsbCameraSource[] = [];
-  try {
-    for (const f of found) {
-      const camera = await openUsbCamera(f, opts);
-      sources.push(sourceFor(camera, `usb:${f.info.location}`, f.info, opts));
-    }
-  } catch (err) {
-    for (const s of sources) await s.close().catch(() => undefined);
-    throw err;
-  }
-  return sources;
-}
-
 export interface UsbCameraListing extends UsbCameraInfo {
   /** `usb:BUS-PORT`, ready to pass to `shuttle ingest`. */
   selector: string;

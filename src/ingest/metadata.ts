@@ -1,5 +1,4 @@
 import exifr from 'exifr';
-import { ShuttleError } from '../errors.js';
 import { checkTimeZone, instantOf, wallAsUtcMs, wallClockAt, zoneOffsetMs, type WallClock } from '../time-zone.js';
 
 /**

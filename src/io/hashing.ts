@@ -9,8 +9,6 @@ import { createXXHash128, type IHasher } from 'hash-wasm';
 export type HashAlgorithm = 'sha256' | 'xxh128' | 'xxh64' | 'md5';
 export type HashSet = Partial<Record<HashAlgorithm, string>>;
 
-export const DEFAULT_ALGORITHMS: readonly HashAlgorithm[] = ['sha256', 'xxh128'];
-
 /** One running hash: fed chunk by chunk, read once as hex. */
 export interface Updater {
   update(chunk: Uint8Array): void;
@@ -98,9 +96,4 @@ export class MultiHasher {
     for (const [a, u] of this.#updaters) out[a] = u.digest();
     return out;
   }
-}
-
-/** Names of the algorithms two hash sets share, in a stable order. */
-export function commonAlgorithms(a: HashSet, b: HashSet): HashAlgorithm[] {
-  return (['sha256', 'xxh128', 'xxh64', 'md5'] as const).filter((k) => a[k] !== undefined && b[k] !== undefined);
 }

@@ -38,11 +38,6 @@ export class Prng {
     return result;
   }
 
-  /** Integer in [0, n). */
-  below(n: number): number {
-    return Math.floor((this.nextU32() / 0x1_0000_0000) * n);
-  }
-
   /** Fills `buf` with pseudo-random bytes (fast path through a 32-bit view when aligned). */
   fill(buf: Uint8Array): void {
     let i = 0;

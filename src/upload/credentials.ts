@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fromIni } from '@aws-sdk/credential-provider-ini';
 import { ShuttleError, errnoCode } from '../errors.js';
 import type { S3Credentials } from './client.js';
 
@@ -25,28 +26,6 @@ export const SYSTEMD_CREDENTIAL_NAMES = {
   file: 'aws_credentials',
 } as const;
 
-/** `[section]` → key → value, for the AWS shared-credentials format (INI; `#` and `;` start comments). */
-export function parseIni(text: string): Map<string, Map<string, string>> {
-  const sections = new Map<string, Map<string, string>>();
-  let current = new Map<string, string>();
-  sections.set('', current);
-  for (const raw of text.split(/\r?\n/)) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
-    const header = /^\[\s*(?:profile\s+)?([^\]]+?)\s*\]$/.exec(line);
-    if (header !== null) {
-      const name = header[1] as string;
-      current = sections.get(name) ?? new Map<string, string>();
-      sections.set(name, current);
-      continue;
-    }
-    const eq = line.indexOf('=');
-    if (eq <= 0) continue;
-    current.set(line.slice(0, eq).trim().toLowerCase(), line.slice(eq + 1).trim());
-  }
-  return sections;
-}
-
 function readSecret(path: string, what: string): string | undefined {
   try {
     return readFileSync(path, 'utf8');
@@ -56,32 +35,35 @@ function readSecret(path: string, what: string): string | undefined {
   }
 }
 
-function fromSection(section: Map<string, string> | undefined): S3Credentials | undefined {
-  const accessKeyId = section?.get('aws_access_key_id');
-  const secretAccessKey = section?.get('aws_secret_access_key');
-  if (accessKeyId === undefined || accessKeyId === '' || secretAccessKey === undefined || secretAccessKey === '') return undefined;
-  const sessionToken = section?.get('aws_session_token');
+/**
+ * Keys from an AWS-style credentials file, read by the SDK's own INI provider: the `profile` section
+ * (default `default`). The file serves as the config file too, so that `[profile NAME]` headers count and
+ * the service user's ~/.aws/config adds nothing to what it says.
+ */
+export async function credentialsFromFile(path: string, profile = 'default'): Promise<S3Credentials> {
+  // The SDK reports a missing or unreadable file as a profile without keys: look first, to say which it is.
+  if (readSecret(path, 'S3 credentials file') === undefined) {
+    throw new ShuttleError('CONFIG_UNREADABLE', `S3 credentials file ${path} does not exist`, { context: { path, errno: 'ENOENT' } });
+  }
+  const found = await fromIni({ filepath: path, configFilepath: path, profile, ignoreCache: true })().catch((cause: unknown) => {
+    // The SDK's message names the profile, never a key.
+    throw new ShuttleError('CONFIG_INVALID', `S3 credentials file ${path} has no aws_access_key_id and aws_secret_access_key for profile "${profile}"`, {
+      context: { path, profile },
+      cause,
+    });
+  });
+  if (found.expiration !== undefined) {
+    // A role, SSO or process profile: the keys would expire in a running daemon with nobody to renew them.
+    throw new ShuttleError('CONFIG_INVALID', `S3 credentials file ${path}: profile "${profile}" gives temporary credentials; put static keys there, or leave credentials_file out so that the AWS SDK's chain renews them`, {
+      context: { path, profile },
+    });
+  }
+  const { accessKeyId, secretAccessKey, sessionToken } = found;
   return sessionToken === undefined || sessionToken === '' ? { accessKeyId, secretAccessKey } : { accessKeyId, secretAccessKey, sessionToken };
 }
 
-/** Keys from an AWS-style credentials file: the `profile` section (default `default`), or bare keys at the top. */
-export function credentialsFromFile(path: string, profile = 'default'): S3Credentials {
-  const text = readSecret(path, 'S3 credentials file');
-  if (text === undefined) {
-    throw new ShuttleError('CONFIG_UNREADABLE', `S3 credentials file ${path} does not exist`, { context: { path, errno: 'ENOENT' } });
-  }
-  const sections = parseIni(text);
-  const found = fromSection(sections.get(profile)) ?? fromSection(sections.get(''));
-  if (found === undefined) {
-    throw new ShuttleError('CONFIG_INVALID', `S3 credentials file ${path} has no aws_access_key_id and aws_secret_access_key for profile "${profile}"`, {
-      context: { path, profile, sections: [...sections.keys()].filter((s) => s !== '') },
-    });
-  }
-  return found;
-}
-
 /** Keys from systemd's credentials directory, if it holds any. */
-export function credentialsFromDirectory(dir: string, profile = 'default'): S3Credentials | undefined {
+export async function credentialsFromDirectory(dir: string, profile = 'default'): Promise<S3Credentials | undefined> {
   const names = SYSTEMD_CREDENTIAL_NAMES;
   const file = join(dir, names.file);
   if (readSecret(file, 'systemd credential') !== undefined) return credentialsFromFile(file, profile);
@@ -95,15 +77,15 @@ export function credentialsFromDirectory(dir: string, profile = 'default'): S3Cr
   return sessionToken ? { accessKeyId, secretAccessKey, sessionToken } : { accessKeyId, secretAccessKey };
 }
 
-export function resolveCredentials(options: { credentialsFile?: string | undefined; env?: NodeJS.ProcessEnv }): CredentialSource {
+export async function resolveCredentials(options: { credentialsFile?: string | undefined; env?: NodeJS.ProcessEnv }): Promise<CredentialSource> {
   const env = options.env ?? process.env;
   const profile = env['AWS_PROFILE']?.trim() || 'default';
   if (options.credentialsFile !== undefined) {
-    return { credentials: credentialsFromFile(options.credentialsFile, profile), origin: `credentials file ${options.credentialsFile}` };
+    return { credentials: await credentialsFromFile(options.credentialsFile, profile), origin: `credentials file ${options.credentialsFile}` };
   }
   const dir = env['CREDENTIALS_DIRECTORY'];
   if (dir !== undefined && dir !== '') {
-    const found = credentialsFromDirectory(dir, profile);
+    const found = await credentialsFromDirectory(dir, profile);
     if (found !== undefined) return { credentials: found, origin: `systemd credentials in ${dir}` };
   }
   return { credentials: undefined, origin: 'aws-sdk default chain' };

@@ -68,10 +68,10 @@ export interface UploadRuntimeOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-export function createUploadRuntime(options: UploadRuntimeOptions): UploadRuntime {
+export async function createUploadRuntime(options: UploadRuntimeOptions): Promise<UploadRuntime> {
   const { config, journal, logger } = options;
   const settings = uploadSettings(config);
-  const creds = resolveCredentials({ credentialsFile: settings.credentialsFile, env: options.env ?? process.env });
+  const creds = await resolveCredentials({ credentialsFile: settings.credentialsFile, env: options.env ?? process.env });
   const { client, options: resolved } = createS3Client(
     {
       provider: options.provider ?? settings.provider,

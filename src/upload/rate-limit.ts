@@ -1,4 +1,3 @@
-import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ShuttleError, abortReason, throwIfAborted } from '../errors.js';
 
@@ -123,20 +122,4 @@ export class RateLimiter {
       }
     }
   }
-}
-
-/**
- * A fresh stream over `data`, in slices that each wait for the limiter: this is the request body of one
- * attempt, so a retry simply asks for another one.
- */
-export function bodyStream(data: Uint8Array, limiter: RateLimiter | undefined, signal?: AbortSignal): Readable {
-  const slice = limiter === undefined ? 1024 * 1024 : MIN_BURST_BYTES;
-  async function* slices(): AsyncGenerator<Uint8Array> {
-    for (let offset = 0; offset < data.byteLength; offset += slice) {
-      const chunk = data.subarray(offset, Math.min(data.byteLength, offset + slice));
-      if (limiter !== undefined) await limiter.take(chunk.byteLength, signal);
-      yield chunk;
-    }
-  }
-  return Readable.from(slices(), { objectMode: false, highWaterMark: slice });
 }

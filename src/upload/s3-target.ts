@@ -96,10 +96,6 @@ export function failureStatus(error: unknown): number | undefined {
   return isShuttleError(error) && typeof error.context['status'] === 'number' ? error.context['status'] : undefined;
 }
 
-export function failureS3Code(error: unknown): string | undefined {
-  return isShuttleError(error) && typeof error.context['s3Code'] === 'string' ? error.context['s3Code'] : undefined;
-}
-
 /** An additional checksum as the SDK's input member that sends it (`x-amz-checksum-*`). */
 function checksumInput(checksum: ChecksumValue | undefined): { ChecksumSHA256?: string; ChecksumCRC64NVME?: string } {
   if (checksum === undefined) return {};

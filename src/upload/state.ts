@@ -1,13 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { z } from 'zod';
-import { ShuttleError, errnoCode } from '../errors.js';
+import { ShuttleError } from '../errors.js';
 
 /**
  * What must survive a crash for a multipart upload to resume without re-sending what the server already
- * has. Kept small so that the journal (SQLite) can back it; the two implementations here serve unit tests
- * (memory) and the crash tests (a JSON file per upload, replaced atomically).
+ * has. Kept small so that the journal (SQLite) backs it (journal-state.ts); the one here, in memory, serves
+ * the tests.
  */
 export type UploadStatus = 'uploading' | 'completed' | 'aborted';
 
@@ -92,119 +88,5 @@ export class MemoryUploadStateStore implements UploadStateStore {
   async setStatus(ref: UploadRef, uploadId: string, status: UploadStatus): Promise<void> {
     const current = requireCurrent(this.#states.get(refName(ref)), ref, uploadId);
     this.#states.set(refName(ref), { ...current, status });
-  }
-}
-
-const stateSchema = z.object({
-  bucket: z.string(),
-  key: z.string(),
-  uploadId: z.string().min(1),
-  size: z.number().int().nonnegative(),
-  sha256: z.string(),
-  partSize: z.number().int().positive(),
-  status: z.enum(['uploading', 'completed', 'aborted']),
-  parts: z.array(
-    z.object({ partNumber: z.number().int().min(1).max(10_000), size: z.number().int().nonnegative(), md5: z.string(), etag: z.string() }),
-  ),
-});
-
-/**
- * One JSON file per upload in `dir`, each change written to a temp file, fsync'd, renamed over the old
- * one and the directory fsync'd: after a crash the file holds either the old or the new state, never a mix.
- */
-export class FileUploadStateStore implements UploadStateStore {
-  readonly #dir: string;
-  /** Writes to one file are serialised, so concurrent part completions cannot lose each other. */
-  readonly #queues = new Map<string, Promise<unknown>>();
-
-  constructor(dir: string) {
-    this.#dir = dir;
-  }
-
-  /** The file holding `ref`'s state (tests read it to see what was durable at a crash). */
-  pathFor(ref: UploadRef): string {
-    const name = createHash('sha256').update(`${ref.bucket}\u0000${ref.key}`).digest('hex').slice(0, 32);
-    return join(this.#dir, `${name}.json`);
-  }
-
-  async load(ref: UploadRef): Promise<MultipartUploadState | undefined> {
-    await this.#queues.get(this.pathFor(ref))?.catch(() => undefined);
-    return this.#read(ref);
-  }
-
-  begin(state: NewUploadState): Promise<void> {
-    return this.#update(state, () => ({ ...state, status: 'uploading', parts: [] }));
-  }
-
-  recordPart(ref: UploadRef, uploadId: string, part: PartRecord): Promise<void> {
-    return this.#update(ref, (current) => withPart(requireCurrent(current, ref, uploadId), part));
-  }
-
-  setStatus(ref: UploadRef, uploadId: string, status: UploadStatus): Promise<void> {
-    return this.#update(ref, (current) => ({ ...requireCurrent(current, ref, uploadId), status }));
-  }
-
-  async #read(ref: UploadRef): Promise<MultipartUploadState | undefined> {
-    const path = this.pathFor(ref);
-    let text: string;
-    try {
-      text = await readFile(path, 'utf8');
-    } catch (error) {
-      if (errnoCode(error) === 'ENOENT') return undefined;
-      throw new ShuttleError('JOURNAL', `cannot read upload state ${path}`, { context: { path }, cause: error });
-    }
-    let parsed: MultipartUploadState;
-    try {
-      parsed = stateSchema.parse(JSON.parse(text));
-    } catch (error) {
-      throw new ShuttleError('JOURNAL', `upload state ${path} is corrupt`, { context: { path }, cause: error });
-    }
-    if (parsed.bucket !== ref.bucket || parsed.key !== ref.key) {
-      throw new ShuttleError('JOURNAL', `upload state ${path} belongs to s3://${parsed.bucket}/${parsed.key}, not ${refName(ref)}`, {
-        context: { path },
-      });
-    }
-    return parsed;
-  }
-
-  #update(ref: UploadRef, change: (current: MultipartUploadState | undefined) => MultipartUploadState): Promise<void> {
-    const path = this.pathFor(ref);
-    const previous = this.#queues.get(path) ?? Promise.resolve();
-    const next = previous
-      .catch(() => undefined)
-      .then(async () => {
-        const updated = change(await this.#read(ref));
-        await this.#writeAtomically(path, JSON.stringify(updated));
-      });
-    this.#queues.set(path, next);
-    const cleanup = (): void => {
-      if (this.#queues.get(path) === next) this.#queues.delete(path);
-    };
-    next.then(cleanup, cleanup);
-    return next;
-  }
-
-  async #writeAtomically(path: string, text: string): Promise<void> {
-    await mkdir(this.#dir, { recursive: true });
-    const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-    try {
-      const fh = await open(temp, 'wx', 0o600);
-      try {
-        await fh.writeFile(text, 'utf8');
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(temp, path);
-      const dir = await open(this.#dir, 'r');
-      try {
-        await dir.sync();
-      } finally {
-        await dir.close();
-      }
-    } catch (error) {
-      await rm(temp, { force: true });
-      throw new ShuttleError('JOURNAL', `cannot write upload state ${path}`, { context: { path }, cause: error });
-    }
   }
 }

@@ -66,7 +66,7 @@ export interface DownloadOptions {
 }
 
 export class PtpCamera {
-  private info: DeviceInfo;
+  private readonly info: DeviceInfo;
   private readonly log: Logger;
 
   private constructor(
@@ -111,12 +111,6 @@ export class PtpCamera {
 
   supports(operation: number): boolean {
     return this.info.operationsSupported.includes(operation);
-  }
-
-  async refreshDeviceInfo(signal?: AbortSignal): Promise<DeviceInfo> {
-    const { data } = await this.session.runDataIn({ code: OperationCode.GetDeviceInfo, signal });
-    this.info = decodeDeviceInfo(data);
-    return this.info;
   }
 
   /** Storage ids with media present (ids whose low 16 bits are 0 are empty slots). */

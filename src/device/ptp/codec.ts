@@ -311,7 +311,6 @@ export function formatPtpDate(epochMs: number, opts: FormatDateOptions): string 
 // Generic containers (USB framing)
 
 export const ContainerType = { Command: 1, Data: 2, Response: 3, Event: 4 } as const;
-export type ContainerTypeCode = (typeof ContainerType)[keyof typeof ContainerType];
 
 export const CONTAINER_HEADER_LENGTH = 12;
 export const MAX_OPERATION_PARAMS = 5;

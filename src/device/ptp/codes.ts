@@ -148,8 +148,6 @@ function invert(table: Readonly<Record<string, number>>): Map<number, string> {
 
 const operationNames = invert(OperationCode);
 const responseNames = invert(ResponseCode);
-const eventNames = invert(EventCode);
-const formatNames = invert(ObjectFormat);
 
 export function hex16(code: number): string {
   return `0x${code.toString(16).padStart(4, '0')}`;
@@ -165,12 +163,4 @@ export function operationName(code: number): string {
 
 export function responseName(code: number): string {
   return responseNames.get(code) ?? `Response_${hex16(code)}`;
-}
-
-export function eventName(code: number): string {
-  return eventNames.get(code) ?? `Event_${hex16(code)}`;
-}
-
-export function objectFormatName(code: number): string {
-  return formatNames.get(code) ?? `Format_${hex16(code)}`;
 }

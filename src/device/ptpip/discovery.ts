@@ -1,7 +1,7 @@
 /**
  * PTP/IP cameras found on the local network: mDNS/DNS-SD `_ptp._tcp` (what libgphoto2's ptpip port
  * browses; Nikon, Canon and others announce it, with the PTP/IP port in the SRV record) through
- * bonjour-service, and SSDP (Canon and Sony Wi-Fi modes answer M-SEARCH; PTP/IP then runs on 15740).
+ * multicast-dns (mdns.ts), and SSDP (Canon and Sony Wi-Fi modes answer M-SEARCH; PTP/IP then runs on 15740).
  *
  * `PtpIpDiscoverer` keeps its sockets open for repeated scans (the daemon's watcher);
  * `discoverPtpIpCameras` is one scan (the CLI).
@@ -10,11 +10,11 @@
  * LOCATION naming another address is not followed: anyone on the network can announce, and a record
  * pointing elsewhere would make Shuttle connect to (or fetch from) a host that never announced anything.
  */
-import Bonjour from 'bonjour-service';
 import { sleep } from '../../async.js';
 import { throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { ptpipUri } from './address.js';
+import { MdnsBrowser, type MdnsService } from './mdns.js';
 import { PTPIP_DEFAULT_PORT } from './packets.js';
 import { PTPIP_SSDP_TARGETS, fetchDeviceDescription, locationHost, ssdpSearch, type DeviceDescription, type SsdpMessage } from './ssdp.js';
 
@@ -59,30 +59,12 @@ export interface ScanOptions {
 
 export const MDNS_SERVICE_TYPE = '_ptp._tcp';
 const MDNS_REQUERY_MS = 1000;
+/** Announced services remembered for their goodbyes (anyone can announce many: forgotten past this). */
+const MAX_REMEMBERED_SERVICES = 256;
 /** Descriptions fetched in one scan: a flood of SSDP answers must not become a flood of HTTP requests. */
 export const MAX_DESCRIPTIONS_PER_SCAN = 8;
 /** Descriptions remembered across scans (those of cameras still answering are kept first). */
 const MAX_CACHED_DESCRIPTIONS = 32;
-
-/** What bonjour-service's browser reports for a resolved service (only the fields used). */
-interface MdnsService {
-  name: string;
-  fqdn: string;
-  host: string;
-  port: number;
-  referer?: { address: string };
-  txt?: unknown;
-}
-
-interface MdnsSocket {
-  on(event: 'error' | 'warning', listener: (err: Error) => void): unknown;
-}
-
-interface MdnsBrowser {
-  on(event: 'up' | 'down', listener: (s: MdnsService) => void): unknown;
-  stop(): void;
-  update(): void;
-}
 
 function textRecord(txt: unknown): Record<string, string> {
   const out: Record<string, string> = {};
@@ -144,9 +126,10 @@ export function cameraFromSsdp(m: SsdpMessage): DiscoveredCamera | undefined {
 export class PtpIpDiscoverer {
   readonly #log: Logger;
   readonly #opts: DiscoveryOptions;
-  #bonjour: Bonjour | undefined;
-  #mdns: unknown;
-  #watchBrowser: MdnsBrowser | undefined;
+  #mdns: MdnsBrowser | undefined;
+  /** Services announced since goodbyes were first listened for, by lower-case fqdn: a goodbye need not carry the port. */
+  readonly #announced = new Map<string, MdnsService>();
+  #offAnnounced: (() => void) | undefined;
   readonly #goodbyeListeners = new Set<(uri: string) => void>();
   /** UPnP descriptions by LOCATION, so that a camera answering every scan is asked once. */
   readonly #described = new Map<string, DeviceDescription>();
@@ -154,39 +137,33 @@ export class PtpIpDiscoverer {
   constructor(opts: DiscoveryOptions = {}) {
     this.#opts = opts;
     this.#log = opts.logger ?? silentLogger;
-    if (opts.mdns !== false) {
-      this.#bonjour = new Bonjour({}, (err: unknown) => this.#log.debug({ err }, 'mDNS send failed'));
-      // bonjour-service does not expose its multicast-dns socket, whose 'error' (port 5353 unavailable)
-      // would otherwise be an uncaught exception.
-      const mdns = (this.#bonjour as unknown as { server?: { mdns?: MdnsSocket } }).server?.mdns;
-      if (!mdns) throw new Error('bonjour-service changed: no multicast-dns socket to listen for errors on');
-      mdns.on('error', (err) => this.#log.warn({ err }, 'mDNS unavailable; network cameras are found by SSDP only'));
-      mdns.on('warning', (err) => this.#log.debug({ err }, 'mDNS warning'));
-      this.#mdns = mdns;
-    }
+    if (opts.mdns !== false) this.#mdns = new MdnsBrowser({ type: `${MDNS_SERVICE_TYPE}.local`, logger: this.#log });
   }
 
   /**
    * Calls `listener` with the uri of an mDNS camera that said goodbye (a TTL-0 record: switched off, Wi-Fi
-   * mode left). Starts a long-lived browser on first use.
+   * mode left), from the address that announced it.
    */
   onGoodbye(listener: (uri: string) => void): () => void {
     this.#goodbyeListeners.add(listener);
-    if (this.#bonjour && !this.#watchBrowser) {
-      this.#watchBrowser = this.#newBrowser();
-      this.#watchBrowser.on('down', (s) => {
-        const cam = cameraFromMdns(s);
-        if (!cam) return;
-        for (const l of this.#goodbyeListeners) l(cam.uri);
+    if (this.#mdns && !this.#offAnnounced) {
+      this.#offAnnounced = this.#mdns.listen(({ up, goodbye }) => {
+        for (const s of up) {
+          const key = s.fqdn.toLowerCase();
+          this.#announced.delete(key);
+          if (this.#announced.size >= MAX_REMEMBERED_SERVICES) this.#announced.delete(this.#announced.keys().next().value!);
+          this.#announced.set(key, s);
+        }
+        for (const s of goodbye) {
+          const known = this.#announced.get(s.fqdn.toLowerCase());
+          if (!known || known.referer?.address !== s.referer?.address) continue;
+          this.#announced.delete(s.fqdn.toLowerCase());
+          const cam = cameraFromMdns(known);
+          if (cam) for (const l of this.#goodbyeListeners) l(cam.uri);
+        }
       });
     }
     return () => this.#goodbyeListeners.delete(listener);
-  }
-
-  #newBrowser(): MdnsBrowser {
-    // A fresh browser queries now and reports every answer as 'up'; bonjour's long-lived browser reports a
-    // service once and never again, so presence is checked with a new one per scan.
-    return new Bonjour.Browser(this.#mdns, { type: 'ptp', protocol: 'tcp' }) as unknown as MdnsBrowser;
   }
 
   /** Listens for `windowMs` and returns every camera that answered, one entry per uri (mDNS preferred). */
@@ -194,27 +171,30 @@ export class PtpIpDiscoverer {
     throwIfAborted(opts.signal);
     const found = new Map<string, DiscoveredCamera>();
     const tasks: Promise<void>[] = [];
-    if (this.#bonjour) tasks.push(this.#scanMdns(opts, found));
+    if (this.#mdns) tasks.push(this.#scanMdns(this.#mdns, opts, found));
     if (this.#opts.ssdp !== false) tasks.push(this.#scanSsdp(opts, found));
     await Promise.all(tasks);
     throwIfAborted(opts.signal);
     return [...found.values()].sort((a, b) => a.uri.localeCompare(b.uri));
   }
 
-  async #scanMdns(opts: ScanOptions, found: Map<string, DiscoveredCamera>): Promise<void> {
-    const browser = this.#newBrowser();
-    browser.on('up', (s) => {
-      const cam = cameraFromMdns(s);
-      if (cam) found.set(cam.uri, cam);
+  async #scanMdns(mdns: MdnsBrowser, opts: ScanOptions, found: Map<string, DiscoveredCamera>): Promise<void> {
+    const off = mdns.listen(({ up }) => {
+      for (const s of up) {
+        const cam = cameraFromMdns(s);
+        if (cam) found.set(cam.uri, cam);
+      }
     });
+    const query = (): void => mdns.query((err) => err && this.#log.debug({ err }, 'mDNS send failed'));
+    query();
     // Responders answer a question about a record at most once a second (RFC 6762 §6; avahi does), so a
     // query that lands just after someone else's goes unanswered: ask again each second of the window.
-    const requery = setInterval(() => browser.update(), MDNS_REQUERY_MS);
+    const requery = setInterval(query, MDNS_REQUERY_MS);
     try {
       await sleep(opts.windowMs, opts.signal);
     } finally {
       clearInterval(requery);
-      browser.stop();
+      off();
     }
   }
 
@@ -273,11 +253,12 @@ export class PtpIpDiscoverer {
   }
 
   async close(): Promise<void> {
-    this.#watchBrowser?.stop();
+    this.#offAnnounced?.();
     this.#goodbyeListeners.clear();
-    const b = this.#bonjour;
-    this.#bonjour = undefined;
-    if (b) await new Promise<void>((resolve) => b.destroy(() => resolve()));
+    this.#announced.clear();
+    const mdns = this.#mdns;
+    this.#mdns = undefined;
+    await mdns?.close();
   }
 }
 

@@ -9,7 +9,7 @@
  */
 import type { Device } from 'usb';
 import { silentLogger, type Logger } from '../../log.js';
-import { findUsbCameras, hex4, type UsbCameraInfo } from './discovery.js';
+import { findUsbCameras, type UsbCameraInfo } from './discovery.js';
 import { loadUsb } from './libusb.js';
 
 /** Any USB device that appeared or went, as far as the bus tells without opening it. */
@@ -56,10 +56,6 @@ function plugEvent(device: Device): UsbPlugEvent {
 function parseLocation(location: string): { busNumber: number; portPath: string } | undefined {
   const m = /^(\d+)-([\d.]*)$/.exec(location);
   return m ? { busNumber: Number(m[1]), portPath: m[2] as string } : undefined;
-}
-
-export function describePlug(e: UsbPlugEvent): string {
-  return `${hex4(e.vendorId)}:${hex4(e.productId)} at ${e.location}`;
 }
 
 /**
