@@ -1,11 +1,10 @@
 /**
  * The UploadStateStore contract (test/support/upload-state-suite.ts) run against every implementation:
- * the journal's tables (what the product uses), a JSON file per upload, and memory.
+ * the journal's tables (what the product uses) and memory.
  */
-import { join } from 'node:path';
 import { Journal } from '../src/store/journal.js';
 import { JournalUploadStateStore } from '../src/upload/journal-state.js';
-import { FileUploadStateStore, MemoryUploadStateStore } from '../src/upload/state.js';
+import { MemoryUploadStateStore } from '../src/upload/state.js';
 import { describeUploadStateConformance } from './support/upload-state-suite.js';
 
 describeUploadStateConformance('journal', {
@@ -13,13 +12,6 @@ describeUploadStateConformance('journal', {
   async open(dir) {
     const journal = Journal.open(dir);
     return { store: new JournalUploadStateStore(journal), close: async () => journal.close() };
-  },
-});
-
-describeUploadStateConformance('file', {
-  durable: true,
-  async open(dir) {
-    return { store: new FileUploadStateStore(join(dir, 'uploads')), close: async () => {} };
   },
 });
 
