@@ -37,4 +37,5 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 npm run --silent typecheck
+npm run --silent lint
 npm test -- "$@"
