@@ -1,16 +1,15 @@
 import { hostname } from 'node:os';
-import { basename, dirname, join, posix } from 'node:path';
-import { mkdir, unlink } from 'node:fs/promises';
+import { basename, join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
 import { isSourceFault, isSourceSkip, type ItemState, type Source, type SourceFault, type SourceIdentity, type SourceItem } from '../device/source.js';
 import type { Journal, FileRow } from '../store/journal.js';
-import { acquireLock, destinationLockPath, sourceLockPath, type Lock } from '../store/lock.js';
-import { checkDestination, checkFreeSpace, MARKER_DIR } from './destination.js';
+import { sourceLockPath } from '../store/lock.js';
+import { checkFreeSpace } from './destination.js';
 import type { HashAlgorithm, HashSet } from './hashing.js';
 import { IngestHasher, startHashWorker } from './hash-worker-client.js';
-import { publishNoReplace, removeStrayTemps } from './durable.js';
+import { publishNoReplace } from './durable.js';
 import { readCaptureMetadata, METADATA_HEAD_BYTES, type CaptureMetadata } from './metadata.js';
 import type { WallClock } from '../time-zone.js';
 import { renderName, withCollisionSuffix } from './naming.js';
@@ -34,101 +33,17 @@ import {
   type TempTarget,
 } from './copy.js';
 
-export interface DestinationSpec {
-  path: string;
-  requireVolumeUuid?: string | undefined;
-  minFreeBytes?: number | undefined;
-}
+import { IngestRun, type IngestRequest, type IngestSettings, type IngestSummary, type Progress } from './run.js';
+import { RunDestination } from './run-destination.js';
 
-export interface IngestSettings {
-  template: string;
-  manifestHashes: readonly HashAlgorithm[];
-  job: string;
-  timeZone?: string | undefined;
-  verifyRetries: number;
-  changeRetries: number;
-  station: string;
-  /** Name patterns from the config: only matching files are ingested, excluded ones never. */
-  include?: readonly string[] | undefined;
-  exclude?: readonly string[] | undefined;
-  /** How long to wait for a source or destination another Shuttle holds; 0 fails at once. */
-  lockWaitMs: number;
-  tool: { name: string; version: string };
-  /**
-   * The files go on to the cloud: also take each source file's MD5, while its bytes are hashed anyway.
-   * A single-request upload then sends it as Content-MD5 and reads the local copy once, without a
-   * hashing pass of its own, and the server checks the bytes it receives against the source's hash.
-   */
-  forUpload?: boolean;
-}
-
-export interface Progress {
-  filesTotal: number;
-  filesDone: number;
-  bytesTotal: number;
-  bytesDone: number;
-  current?: string;
-}
-
-export interface DestinationSummary {
-  path: string;
-  verified: number;
-  failed: number;
-  bytes: number;
-}
-
-export interface IngestSummary {
-  /** The journal's id of this run. */
-  ingestId: number;
-  /** Journal ids of the run's source files (verified, skipped or failed), for follow-up work such as uploads. */
-  fileIds: number[];
-  files: number;
-  bytes: number;
-  copied: number;
-  /** Files verified at every destination by an earlier run, so not copied again. */
-  alreadyVerified: number;
-  /**
-   * Source entries left out and never opened, each with why: symlinks, FIFOs, sockets, devices, system
-   * folders, files the config's include/exclude leaves out. Not failures.
-   */
-  skipped: Array<{ path: string; reason: string }>;
-  /** Source files that failed, and paths the source could not read (folders it could not list). */
-  failed: number;
-  destinations: DestinationSummary[];
-  status: 'complete' | 'failed' | 'interrupted';
-  errors: Array<{ path?: string; destination?: string; code: string; message: string }>;
-  renamed: Array<{ from: string; to: string; reason: string }>;
-  readback: { direct: number; cached: number };
-}
-
-export interface IngestRequest {
-  sources: Source[];
-  destinations: DestinationSpec[];
-  journal: Journal;
-  settings: IngestSettings;
-  logger: Logger;
-  signal: AbortSignal;
-  onProgress?: (p: Progress) => void;
-}
-
-interface Dest {
-  spec: DestinationSpec;
-  root: string;
-  id: number;
-  dead?: ShuttleError;
-  summary: DestinationSummary;
-  /** When this run took the destination's lock: temps older than that are no writer's any more. */
-  lockedAtMs: number;
-  /** Folders swept of stray temps in this run (see sweepFolder), each once, before its first temp. */
-  swept: Map<string, Promise<void>>;
-}
+export type { DestinationSpec, DestinationSummary, IngestRequest, IngestSettings, IngestSummary, Progress } from './run.js';
 
 interface PlannedFile {
   item: SourceItem;
   file: FileRow;
   group: ItemGroup;
   seq: number;
-  wanted: Dest[];
+  wanted: RunDestination[];
 }
 
 /** Name fields a whole RAW+JPEG group shares, decided once from its best member. */
@@ -147,109 +62,42 @@ const SOURCE_ALGORITHMS: readonly HashAlgorithm[] = ['sha256', 'xxh128'];
  * read feeds the hashers and every destination that still needs it.
  */
 export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
-  const { journal, settings, logger, signal } = req;
-  const summary: IngestSummary = {
-    ingestId: 0, fileIds: [], files: 0, bytes: 0, copied: 0, alreadyVerified: 0, skipped: [], failed: 0, destinations: [], status: 'complete', errors: [], renamed: [], readback: { direct: 0, cached: 0 },
-  };
   if (req.destinations.length === 0) throw new ShuttleError('USAGE', 'no destination: give --dest DIR or configure [[destinations]]');
-  const locks: Lock[] = [];
-  const ingestId = journal.startIngest(req.sources.map((s) => s.uri), req.destinations.map((d) => d.path));
-  summary.ingestId = ingestId;
+  const run = new IngestRun(req);
+  const { signal, summary } = run;
   startHashWorker();
-  const dests: Dest[] = [];
   try {
     for (const spec of req.destinations) {
       try {
-        dests.push(await openDestination(spec, journal, settings, locks, signal, logger));
+        run.destinations.push(await RunDestination.open(spec, run));
       } catch (e) {
         // Busy means "come back later" for the whole run; any other refusal (not mounted, swapped, not
         // writable) fails that destination only, so the card still lands on the others.
         if (isShuttleError(e, 'LOCKED') || signal.aborted) throw e;
-        const d: Dest = { spec, root: spec.path, id: -1, summary: { path: spec.path, verified: 0, failed: 0, bytes: 0 }, lockedAtMs: 0, swept: new Map() };
-        killDestination(d, e, summary, logger);
-        dests.push(d);
+        const d = new RunDestination(spec, -1, 0);
+        run.killDestination(d, e);
+        run.destinations.push(d);
       }
     }
-    for (const d of dests) summary.destinations.push(d.summary);
+    for (const d of run.destinations) summary.destinations.push(d.summary);
     for (const source of req.sources) {
       if (signal.aborted) break;
-      await ingestSource(source, dests, req, ingestId, summary, locks);
+      await ingestSource(run, source);
     }
   } catch (err) {
-    if (signal.aborted) summary.status = 'interrupted';
-    else throw err;
+    if (!signal.aborted) throw err;
   } finally {
-    for (const d of dests.filter((x) => x.id >= 0)) await writeManifest(d, journal, settings, logger).catch((e: unknown) => recordError(summary, e, { destination: d.root }));
-    for (const l of locks.reverse()) l.release();
-    if (signal.aborted) summary.status = 'interrupted';
-    else if (summary.failed > 0 || summary.errors.length > 0) summary.status = 'failed';
-    const { fileIds: _ids, ...recorded } = summary;
-    journal.finishIngest(ingestId, summary.status, recorded);
+    for (const d of run.destinations.filter((x) => x.id >= 0)) await writeManifest(run, d).catch((e: unknown) => run.recordError(e, { destination: d.root }));
+    run.finish();
   }
   return summary;
 }
 
-async function openDestination(spec: DestinationSpec, journal: Journal, settings: IngestSettings, locks: Lock[], signal: AbortSignal, logger: Logger): Promise<Dest> {
-  const known = journal.destinationByPath(spec.path);
-  // A new destination may be a folder still to make; a known one must already be there (else it is an
-  // unmounted drive, and making the folder would write onto the wrong disk).
-  if (known === undefined) await mkdir(spec.path, { recursive: true }).catch(() => {});
-  const checked = await checkDestination(spec.path, {
-    expectedId: known?.marker_id,
-    requireVolumeUuid: spec.requireVolumeUuid,
-    create: known === undefined,
-    station: settings.station,
-  });
-  locks.push(await acquireLock(destinationLockPath(spec.path), { owner: { command: 'ingest' }, wait: settings.lockWaitMs, signal }));
-  const lockedAtMs = Date.now();
-  const id = journal.upsertDestination(checked.id, spec.path, checked.volumeUuid);
-  const dest: Dest = { spec, root: spec.path, id, summary: { path: spec.path, verified: 0, failed: 0, bytes: 0 }, lockedAtMs, swept: new Map() };
-  // A crash leaves copies marked in flight; their temp files were never published, so remove them.
-  for (const c of journal.staleCopies(id)) {
-    if (c.temp_path) await unlink(c.temp_path).catch(() => {});
-    journal.clearStale(c.id);
-    logger.info({ destination: spec.path, temp: c.temp_path }, 'removed temp file of an interrupted copy');
-  }
-  // Temps the journal never knew of: a write probe or a marker a crash left behind (never library files).
-  for (const folder of [spec.path, join(spec.path, MARKER_DIR)]) {
-    for (const temp of await removeStrayTemps(folder, { signal, recursive: false })) {
-      logger.info({ destination: spec.path, temp }, 'removed temp file of an interrupted check');
-    }
-  }
-  logger.info({ destination: spec.path, marker: checked.id, created: checked.created, free: checked.free }, 'destination ready');
-  return dest;
-}
-
-/**
- * Removes stray temps from the folder a temp is about to be written to, once per run and before this
- * run's first temp there. A power cut can leave a temp behind whose journal row (markCopying, committed
- * without an fsync) was lost; the folder it was in is the one the same file, copied again, writes to.
- * Temps modified since the lock was taken are left alone: they are another writer's (a repair).
- */
-function sweepFolder(d: Dest, finalPath: string, signal: AbortSignal, log: Logger): Promise<void> {
-  const folder = dirname(finalPath);
-  let sweep = d.swept.get(folder);
-  if (sweep === undefined) {
-    sweep = removeStrayTemps(folder, { signal, recursive: false, olderThanMs: d.lockedAtMs }).then(
-      (removed) => {
-        for (const temp of removed) log.info({ destination: d.root, temp }, 'removed temp file of an interrupted copy');
-      },
-      (err: unknown) => {
-        if (signal.aborted) throw abortReason(signal);
-        // Left for a later run: a stray temp is litter, not a loss, and writing there may still work.
-        log.warn({ destination: d.root, folder, err }, 'could not sweep the folder of stray temp files');
-      },
-    );
-    d.swept.set(folder, sweep);
-  }
-  return sweep;
-}
-
-async function ingestSource(source: Source, dests: Dest[], req: IngestRequest, ingestId: number, summary: IngestSummary, locks: Lock[]): Promise<void> {
-  const { journal, settings, signal } = req;
+async function ingestSource(run: IngestRun, source: Source): Promise<void> {
+  const { journal, settings, signal, summary, ingestId, destinations: dests, request: req } = run;
   const identity = await source.identity(signal);
-  const log = req.logger.child({ source: source.uri, sourceKey: identity.key });
-  locks.push(await acquireLock(sourceLockPath(identity.key), { owner: { command: 'ingest' }, wait: settings.lockWaitMs, signal }));
+  const log = run.logger.child({ source: source.uri, sourceKey: identity.key });
+  await run.lock(sourceLockPath(identity.key));
   const sourceId = journal.upsertSource(identity);
 
   const wanted = nameFilter(settings);
@@ -270,7 +118,7 @@ async function ingestSource(source: Source, dests: Dest[], req: IngestRequest, i
   });
   for (const f of faults) {
     summary.failed++;
-    recordError(summary, f.error, { path: f.path });
+    run.recordError(f.error, { path: f.path });
     log.warn({ err: f.error, path: f.path }, 'could not read from the source');
   }
   const groups = groupItems(items);
@@ -291,7 +139,7 @@ async function ingestSource(source: Source, dests: Dest[], req: IngestRequest, i
     try {
       await checkFreeSpace(d.root, needed, d.spec.minFreeBytes ?? 0);
     } catch (e) {
-      killDestination(d, e, summary, log);
+      run.killDestination(d, e, log);
     }
   }
 
@@ -318,13 +166,13 @@ async function ingestSource(source: Source, dests: Dest[], req: IngestRequest, i
       }
       let written: WrittenFile | undefined;
       try {
-        written = await copyOnce(source, pf, live, identity, groupFields, req, ingestId, sourceId, summary);
+        written = await copyOnce(run, source, pf, live, identity, groupFields, sourceId);
       } catch (e) {
         if (signal.aborted) throw abortReason(signal);
         outcome.failed = true;
         for (const d of live) { d.summary.failed++; journal.markCopyFailed(pf.file.id, d.id, String((e as Error).message), ingestId); }
         journal.setFileState(pf.file.id, 'failed', (e as Error).message);
-        recordError(summary, e, { path: pf.item.path });
+        run.recordError(e, { path: pf.item.path });
         log.warn({ err: e, path: pf.item.path }, 'file failed');
       }
       if (written) {
@@ -334,7 +182,7 @@ async function ingestSource(source: Source, dests: Dest[], req: IngestRequest, i
         const checked = checkWritten(w, readBacks, signal);
         checking.add(checked);
         void checked.finally(() => checking.delete(checked));
-        await finishes.push(async () => finishFile(source, w, await checked, req, ingestId, summary, outcome, log));
+        await finishes.push(async () => finishFile(run, source, w, await checked, outcome, log));
       }
       progress.filesDone++;
       progress.bytesDone += pf.item.size;
@@ -355,7 +203,7 @@ async function ingestSource(source: Source, dests: Dest[], req: IngestRequest, i
   if (signal.aborted) throw abortReason(signal);
 }
 
-function planFiles(groups: readonly ItemGroup[], dests: Dest[], journal: Journal, sourceId: number): PlannedFile[] {
+function planFiles(groups: readonly ItemGroup[], dests: RunDestination[], journal: Journal, sourceId: number): PlannedFile[] {
   const plan: PlannedFile[] = [];
   let seq = 0;
   for (const group of groups) {
@@ -370,19 +218,8 @@ function planFiles(groups: readonly ItemGroup[], dests: Dest[], journal: Journal
   return plan;
 }
 
-function killDestination(d: Dest, e: unknown, summary: IngestSummary, log: Logger): void {
-  d.dead = isShuttleError(e) ? e : new ShuttleError('DEST_WRITE_FAILED', String(e), { cause: e });
-  recordError(summary, d.dead, { destination: d.root });
-  log.error({ err: d.dead, destination: d.root }, 'destination failed; other destinations continue');
-}
-
-function recordError(summary: IngestSummary, e: unknown, where: { path?: string; destination?: string }): void {
-  const code = isShuttleError(e) ? e.code : 'INTERNAL';
-  summary.errors.push({ ...where, code, message: e instanceof Error ? e.message : String(e) });
-}
-
 interface WrittenTarget {
-  dest: Dest;
+  dest: RunDestination;
   target: TempTarget;
   baseRel: string;
   groupKey: string;
@@ -398,10 +235,9 @@ interface WrittenFile {
 
 /** Reads one source file once into a temp file at every live destination. Retries if the file changes under the read. */
 async function copyOnce(
-  source: Source, pf: PlannedFile, live: Dest[], identity: SourceIdentity, groupFields: Map<string, GroupFields>,
-  req: IngestRequest, ingestId: number, sourceId: number, summary: IngestSummary,
+  run: IngestRun, source: Source, pf: PlannedFile, live: RunDestination[], identity: SourceIdentity, groupFields: Map<string, GroupFields>, sourceId: number,
 ): Promise<WrittenFile> {
-  const { journal, settings, signal } = req;
+  const { journal, settings, signal, summary, ingestId, logger } = run;
   const algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes, ...(settings.forUpload === true ? (['md5'] as const) : [])])];
   let reported = false;
   /** The file changed under the plan: the next attempt reads the version there now, under its own journal row. */
@@ -421,7 +257,7 @@ async function copyOnce(
     } catch (e) {
       // Not the file listed any more (another size or time, or now a link or a FIFO, never followed).
       if (!isShuttleError(e, 'SOURCE_CHANGED') || attempt >= settings.changeRetries) throw e;
-      req.logger.warn({ path: pf.item.path, attempt, err: e }, 'source file changed since it was listed; trying again');
+      logger.warn({ path: pf.item.path, attempt, err: e }, 'source file changed since it was listed; trying again');
       follow(await source.stat(pf.item, signal), 'changed since listed');
       continue;
     }
@@ -431,7 +267,7 @@ async function copyOnce(
     const targets: WrittenTarget[] = [];
     try {
       const { head } = await readHead(iter, METADATA_HEAD_BYTES);
-      const fields = await decideGroupFields(pf, joinHead(head), identity, groupFields, journal, sourceId, live[0]!.id, settings, req.logger);
+      const fields = await decideGroupFields(pf, joinHead(head), identity, groupFields, journal, sourceId, live[0]!.id, settings, logger);
       const rendered = renderName(settings.template, {
         name: posix.basename(pf.item.path), date: fields.local, make: fields.make, model: fields.model, serial: fields.serial, seq: pf.seq, job: settings.job,
       });
@@ -440,19 +276,19 @@ async function copyOnce(
         if (pf.item.pathBytes) {
           const r = { from: pf.item.pathBytes.toString('utf8'), to: pf.item.path, reason: 'not-utf8' };
           summary.renamed.push(r);
-          req.logger.info({ path: pf.item.path, from: r.from, to: r.to, reason: r.reason }, 'name sanitized');
+          logger.info({ path: pf.item.path, from: r.from, to: r.to, reason: r.reason }, 'name sanitized');
         }
         for (const r of rendered.renamed) {
           summary.renamed.push(r);
-          req.logger.info({ path: pf.item.path, from: r.from, to: r.to, reason: r.reason }, 'name sanitized');
+          logger.info({ path: pf.item.path, from: r.from, to: r.to, reason: r.reason }, 'name sanitized');
         }
       }
       for (const d of live) {
         const groupKey = pf.group.key;
         const finalPath = join(d.root, rendered.path);
-        await sweepFolder(d, finalPath, signal, req.logger);
+        await d.sweepFolder(finalPath, run);
         const target = await createTempTarget(finalPath, (temp) => journal.markCopying(pf.file.id, d.id, temp, ingestId)).catch((e: unknown) => {
-          killDestination(d, e, summary, req.logger);
+          run.killDestination(d, e);
           return undefined;
         });
         if (!target) continue;
@@ -471,7 +307,7 @@ async function copyOnce(
             context: { path: pf.item.path, planned: pf.item.size, read: read.size, now: now?.size },
           });
         }
-        req.logger.warn({ path: pf.item.path, attempt }, 'source file changed while read; reading again');
+        logger.warn({ path: pf.item.path, attempt }, 'source file changed while read; reading again');
         follow(now, 'changed while read');
         continue;
       }
@@ -545,9 +381,9 @@ async function checkWritten(w: WrittenFile, readBacks: Slots, signal: AbortSigna
  * file at a time in copy order, so a group's members publish in order and share a collision suffix.
  */
 async function finishFile(
-  source: Source, w: WrittenFile, checks: readonly TargetCheck[], req: IngestRequest, ingestId: number, summary: IngestSummary, outcome: { failed: boolean; copied: boolean }, log: Logger,
+  run: IngestRun, source: Source, w: WrittenFile, checks: readonly TargetCheck[], outcome: { failed: boolean; copied: boolean }, log: Logger,
 ): Promise<void> {
-  const { journal, settings, signal } = req;
+  const { journal, settings, signal, summary, ingestId } = run;
   const { pf } = w;
   let anyFailed = false;
   // Each copy's verified state, its group's naming and the file's state go to the journal in one
@@ -595,9 +431,9 @@ async function finishFile(
       anyFailed = true;
       d.summary.failed++;
       journal.markCopyFailed(pf.file.id, d.id, (e as Error).message, ingestId);
-      recordError(summary, e, { path: pf.item.path, destination: d.root });
+      run.recordError(e, { path: pf.item.path, destination: d.root });
       log.warn({ err: e, path: pf.item.path, destination: d.root }, 'copy failed');
-      if (isShuttleError(e, 'DEST_NO_SPACE') || isShuttleError(e, 'DEST_NOT_WRITABLE')) killDestination(d, e, summary, log);
+      if (isShuttleError(e, 'DEST_NO_SPACE') || isShuttleError(e, 'DEST_NOT_WRITABLE')) run.killDestination(d, e, log);
     }
   }
   outcome.failed ||= anyFailed;
@@ -646,7 +482,8 @@ async function place(t: WrittenTarget, w: WrittenFile, journal: Journal, log: Lo
   throw new ShuttleError('DEST_WRITE_FAILED', `no free name for ${t.baseRel} at ${d.root}`, { context: { path: t.baseRel } });
 }
 
-async function writeManifest(d: Dest, journal: Journal, settings: IngestSettings, logger: Logger): Promise<void> {
+async function writeManifest(run: IngestRun, d: RunDestination): Promise<void> {
+  const { journal, settings, logger } = run;
   const rows = journal.unmanifested(d.id);
   if (rows.length === 0) return;
   crashPoint('manifest');
