@@ -2,17 +2,14 @@ import { hostname } from 'node:os';
 import { basename } from 'node:path';
 import type { Logger } from '../log.js';
 import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
-import { isSourceFault, isSourceSkip, type Source, type SourceFault, type SourceItem } from '../device/source.js';
+import type { Source } from '../device/source.js';
 import { sourceLockPath } from '../store/lock.js';
-import { checkFreeSpace } from './destination.js';
 import type { HashSet } from './hashing.js';
 import { startHashWorker } from './hash-worker-client.js';
-import { groupItems } from './pairing.js';
 import { writeGeneration } from './manifest/index.js';
 import { crashPoint } from './crash-points.js';
-import { nameFilter } from './filter.js';
 import { Slots } from '../io/slots.js';
-import { planFiles } from './plan.js';
+import { SourcePlanner, type PlannedFile } from './plan.js';
 import { SourceReader, type WrittenFile } from './source-read.js';
 import { IngestRun, type IngestRequest, type IngestSummary, type Progress } from './run.js';
 import { RunDestination } from './run-destination.js';
@@ -20,8 +17,8 @@ import { RunDestination } from './run-destination.js';
 export type { DestinationSpec, DestinationSummary, IngestRequest, IngestSettings, IngestSummary, Progress } from './run.js';
 
 /**
- * check destinations → list → plan → copy → manifest. Every file is read once from its source; the
- * read feeds the hashers and every destination that still needs it.
+ * check destinations → for each source: list, plan and copy as the listing goes → manifest. Every file
+ * is read once from its source; the read feeds the hashers and every destination that still needs it.
  */
 export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
   if (req.destinations.length === 0) throw new ShuttleError('USAGE', 'no destination: give --dest DIR or configure [[destinations]]');
@@ -56,99 +53,62 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
 }
 
 async function ingestSource(run: IngestRun, source: Source): Promise<void> {
-  const { journal, settings, signal, summary, ingestId, destinations: dests, request: req } = run;
+  const { journal, signal, summary, ingestId, request: req } = run;
   const identity = await source.identity(signal);
   const log = run.logger.child({ source: source.uri, sourceKey: identity.key });
   await run.lock(sourceLockPath(identity.key));
   const sourceId = journal.upsertSource(identity);
-
-  const wanted = nameFilter(settings);
-  const items: SourceItem[] = [];
-  // Nothing listed is dropped unnamed: what cannot be read fails, what is left out is named as skipped.
-  const faults: SourceFault[] = [];
-  const skipped: Array<{ path: string; reason: string }> = [];
-  for await (const entry of source.list(signal)) {
-    if (isSourceFault(entry)) faults.push(entry);
-    else if (isSourceSkip(entry)) skipped.push({ path: entry.path, reason: entry.skipped });
-    else if (wanted(entry.path)) items.push(entry);
-    else skipped.push({ path: entry.path, reason: 'excluded by include/exclude' });
-  }
-  summary.skipped.push(...skipped);
-  if (skipped.length > 0) log.info({ skipped }, 'source entries left out');
-  journal.tx(() => {
-    for (const f of faults) journal.recordUnreadable(sourceId, f.path, f.error.message, f.pathBytes);
-  });
-  for (const f of faults) {
-    summary.failed++;
-    run.recordError(f.error, { path: f.path });
-    log.warn({ err: f.error, path: f.path }, 'could not read from the source');
-  }
-  const groups = groupItems(items);
-  const plan = journal.tx(() => planFiles(groups, dests, journal, sourceId));
-  const todo = plan.filter((p) => p.wanted.length > 0);
-  summary.files += plan.length;
-  for (const p of plan) summary.fileIds.push(p.file.id);
-  summary.bytes += plan.reduce((n, p) => n + p.item.size, 0);
-  summary.alreadyVerified += plan.length - todo.length;
-  for (const d of dests) {
-    d.summary.verified += plan.filter((p) => !p.wanted.includes(d) && !d.dead).length;
-  }
-  log.info({ files: plan.length, toCopy: todo.length, identity: identity.label }, 'plan ready');
-
-  for (const d of dests) {
-    if (d.dead) continue;
-    const needed = todo.filter((p) => p.wanted.includes(d)).reduce((n, p) => n + p.item.size, 0);
-    try {
-      await checkFreeSpace(d.root, needed, d.spec.minFreeBytes ?? 0);
-    } catch (e) {
-      run.killDestination(d, e, log);
-    }
-  }
-
-  const progress: Progress = { filesTotal: todo.length, filesDone: 0, bytesTotal: todo.reduce((n, p) => n + p.item.size, 0), bytesDone: 0 };
-  req.onProgress?.(progress);
+  const planner = new SourcePlanner(run, source, identity, sourceId, log);
   const reader = new SourceReader(run, source, identity, sourceId, log);
+  // The totals grow window by window as the listing goes (see Progress).
+  const progress: Progress = { filesTotal: 0, filesDone: 0, bytesTotal: 0, bytesDone: 0 };
   // Written files wait here to be published, in order; their checks (fsync, read-back) already run.
   const finishes = new SerialQueue(FILES_IN_FLIGHT);
   const checking = new Set<Promise<unknown>>();
   const readBacks = new Slots(READ_BACKS_AT_ONCE);
-  const outcomes: Array<{ failed: boolean; copied: boolean }> = [];
+  /** A file's outcome is final: count it, and its bytes are no longer pending at the destinations it was planned for. */
+  const settle = (pf: PlannedFile, plannedSize: number, failed: boolean): void => {
+    if (failed) summary.failed++; else summary.copied++;
+    for (const d of pf.wanted) d.pendingBytes -= plannedSize;
+  };
 
   try {
-    for (const pf of todo) {
-      if (signal.aborted) break;
-      progress.current = pf.item.path;
-      const live = pf.wanted.filter((d) => !d.dead);
-      const outcome = { failed: live.length < pf.wanted.length, copied: false };
-      outcomes.push(outcome);
-      for (const d of pf.wanted) if (d.dead) d.summary.failed++;
-      if (live.length === 0) {
-        journal.setFileState(pf.file.id, 'failed', 'no live destination');
-        continue;
-      }
-      let written: WrittenFile | undefined;
-      try {
-        written = await reader.copy(pf, live);
-      } catch (e) {
-        if (signal.aborted) throw abortReason(signal);
-        outcome.failed = true;
-        for (const d of live) { d.summary.failed++; journal.markCopyFailed(pf.file.id, d.id, String((e as Error).message), ingestId); }
-        journal.setFileState(pf.file.id, 'failed', (e as Error).message);
-        run.recordError(e, { path: pf.item.path });
-        log.warn({ err: e, path: pf.item.path }, 'file failed');
-      }
-      if (written) {
-        const w = written;
-        // Sealing and reading back start now, beside the next files' copies and checks: with small files
-        // the fsyncs and read-backs of several files overlap instead of queueing one file at a time.
-        const checked = Promise.all(w.writers.map((writer) => writer.startCheck(w.read, readBacks)));
-        checking.add(checked);
-        void checked.finally(() => checking.delete(checked));
-        await finishes.push(() => finishFile(run, source, w, outcome, log));
-      }
-      progress.filesDone++;
-      progress.bytesDone += pf.item.size;
+    listing: for await (const todo of planner.windows()) {
+      progress.filesTotal += todo.length;
+      progress.bytesTotal += todo.reduce((n, p) => n + p.item.size, 0);
       req.onProgress?.(progress);
+      for (const pf of todo) {
+        if (signal.aborted) break listing;
+        progress.current = pf.item.path;
+        const plannedSize = pf.item.size;
+        const live = pf.wanted.filter((d) => !d.dead);
+        for (const d of pf.wanted) if (d.dead) d.summary.failed++;
+        if (live.length === 0) {
+          journal.setFileState(pf.file.id, 'failed', 'no live destination');
+          settle(pf, plannedSize, true);
+        } else {
+          try {
+            const w = await reader.copy(pf, live);
+            // Sealing and reading back start now, beside the next files' copies and checks: with small files
+            // the fsyncs and read-backs of several files overlap instead of queueing one file at a time.
+            const checked = Promise.all(w.writers.map((writer) => writer.startCheck(w.read, readBacks)));
+            checking.add(checked);
+            void checked.finally(() => checking.delete(checked));
+            const failed = live.length < pf.wanted.length;
+            await finishes.push(async () => settle(pf, plannedSize, await finishFile(run, source, w, failed, log)));
+          } catch (e) {
+            if (signal.aborted) throw abortReason(signal);
+            for (const d of live) { d.summary.failed++; journal.markCopyFailed(pf.file.id, d.id, String((e as Error).message), ingestId); }
+            journal.setFileState(pf.file.id, 'failed', (e as Error).message);
+            run.recordError(e, { path: pf.item.path });
+            log.warn({ err: e, path: pf.item.path }, 'file failed');
+            settle(pf, plannedSize, true);
+          }
+        }
+        progress.filesDone++;
+        progress.bytesDone += pf.item.size;
+        req.onProgress?.(progress);
+      }
     }
   } finally {
     try {
@@ -157,10 +117,6 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
       // A check whose file was never published (the run stopped) still ends before the run does.
       await Promise.allSettled(checking);
     }
-  }
-  for (const o of outcomes) {
-    if (o.failed) summary.failed++;
-    else if (o.copied) summary.copied++;
   }
   if (signal.aborted) throw abortReason(signal);
 }
@@ -171,10 +127,11 @@ const FILES_IN_FLIGHT = 3;
 const READ_BACKS_AT_ONCE = 2;
 
 /**
- * Publishes one file's checked copies and records them. Runs one file at a time in copy order, so a
+ * Publishes one file's checked copies and records them; returns whether the file failed (also when a
+ * destination it needed was ended before its copy began). Runs one file at a time in copy order, so a
  * group's members publish in order and share a collision suffix.
  */
-async function finishFile(run: IngestRun, source: Source, w: WrittenFile, outcome: { failed: boolean; copied: boolean }, log: Logger): Promise<void> {
+async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failedBefore: boolean, log: Logger): Promise<boolean> {
   const { journal, summary, ingestId } = run;
   const { pf, read } = w;
   let anyFailed = false;
@@ -204,15 +161,15 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, outcom
     d.summary.verified++;
     if (!done.dedup) d.summary.bytes += read.size;
   }
-  outcome.failed ||= anyFailed;
-  outcome.copied = !outcome.failed;
+  const failed = failedBefore || anyFailed;
   journal.tx(() => {
     for (const r of records) r();
-    journal.setFileState(pf.file.id, outcome.failed ? 'failed' : 'verified', outcome.failed ? 'see copies' : undefined);
+    journal.setFileState(pf.file.id, failed ? 'failed' : 'verified', failed ? 'see copies' : undefined);
   });
   crashPoint('journaled');
   // Per file, so only at debug: an operator following a card (or a test waiting for the first file) sees it.
-  log.debug({ path: pf.item.path, size: pf.item.size, state: outcome.failed ? 'failed' : 'verified' }, 'file journaled');
+  log.debug({ path: pf.item.path, size: pf.item.size, state: failed ? 'failed' : 'verified' }, 'file journaled');
+  return failed;
 }
 
 async function writeManifest(run: IngestRun, d: RunDestination): Promise<void> {
