@@ -94,7 +94,10 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
             const checked = Promise.all(w.writers.map((writer) => writer.startCheck(w.read, readBacks)));
             checking.add(checked);
             void checked.finally(() => checking.delete(checked));
-            const failed = live.length < pf.wanted.length;
+            // A destination ended while this file was read (its temp could not be made) failed it there too.
+            const refused = live.filter((d) => !w.writers.some((writer) => writer.dest === d));
+            for (const d of refused) { d.summary.failed++; journal.markCopyFailed(pf.file.id, d.id, d.dead?.message ?? 'destination ended', ingestId); }
+            const failed = live.length < pf.wanted.length || refused.length > 0;
             await finishes.push(async () => settle(pf, plannedSize, await finishFile(run, source, w, failed, log)));
           } catch (e) {
             if (signal.aborted) throw abortReason(signal);

@@ -105,6 +105,7 @@ export class SourceReader {
         }
         const of = { fileId: pf.file.id, item: pf.item, sourceId: this.sourceId, groupKey: pf.group.key };
         for (const d of live) {
+          if (d.dead) continue;
           const opened = await DestinationWriter.open(run, d, rendered.path, of, this.log);
           if (opened instanceof DestinationWriter) writers.push(opened);
           else run.killDestination(d, opened.error);
