@@ -79,6 +79,31 @@ test('not-enough-free-space-refuses-the-destination-before-copying', async () =>
   expect((await listTree(small, { skipShuttle: true })).size).toBe(0);
 });
 
+test('a-destination-where-no-temp-can-be-made-is-ended-and-each-file-counts-as-failed-there', async () => {
+  const src = join(work.path, 'card');
+  for (let i = 0; i < 3; i++) await writeBytes(join(src, `f${i}.bin`), bytes(100_000, i), new Date('2026-04-01T10:00:00Z'));
+  const blocked = join(work.path, 'blocked');
+  const disk = join(work.path, 'disk');
+  // A file where the template's year folder goes: the first file's temp cannot be made there.
+  await writeBytes(join(blocked, '2026'), 'in the way');
+  const journal = Journal.open(join(work.path, 'state'));
+  const summary = await runIngest({ sources: [new FolderSource(src)], destinations: [{ path: blocked }, { path: disk }], journal, settings, logger: silentLogger, signal: new AbortController().signal });
+  journal.close();
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  const states = db.prepare('SELECT rel_path, state FROM files ORDER BY rel_path').all();
+  db.close();
+  expect(summary.errors.map((e) => [e.code, e.destination])).toEqual([['DEST_NOT_WRITABLE', blocked]]);
+  expect(summary.destinations).toEqual([
+    expect.objectContaining({ path: blocked, verified: 0, failed: 3 }),
+    expect.objectContaining({ path: disk, verified: 3, failed: 0 }),
+  ]);
+  // No file is done while one of its destinations lacks it.
+  expect(summary).toMatchObject({ status: 'failed', copied: 0, failed: 3 });
+  expect(states).toEqual(['f0.bin', 'f1.bin', 'f2.bin'].map((rel_path) => ({ rel_path, state: 'failed' })));
+  expect(contentMultiset(await listTree(disk, { skipShuttle: true }))).toEqual(contentMultiset(await listTree(src)));
+  expect(await tempFilesUnder(blocked)).toEqual([]);
+});
+
 /** A real folder whose file grows while the first read of it is under way (a camera still writing). */
 class GrowingFolder extends FolderSource {
   grown = 0;

@@ -116,7 +116,8 @@ function progressBar(): { update: (p: Progress) => void; stop: () => void } {
     update: (p) => {
       const secs = Math.max((Date.now() - started) / 1000, 0.001);
       const payload = { files: `${p.filesDone}/${p.filesTotal}`, sizeDone: formatBytes(p.bytesDone), sizeTotal: formatBytes(p.bytesTotal), rate: `${(p.bytesDone / secs / 1e6).toFixed(1)} MB/s` };
-      if (!startedBar) { bar.start(Math.max(p.bytesTotal, 1), p.bytesDone, payload); startedBar = true; } else bar.update(p.bytesDone, payload);
+      // The total grows while the source is still being listed: the bar is of the bytes known so far.
+      if (!startedBar) { bar.start(Math.max(p.bytesTotal, 1), p.bytesDone, payload); startedBar = true; } else { bar.setTotal(Math.max(p.bytesTotal, 1)); bar.update(p.bytesDone, payload); }
     },
     stop: () => { if (startedBar) bar.stop(); },
   };

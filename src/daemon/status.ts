@@ -152,6 +152,7 @@ export class RateMeter {
   }
 }
 
+/** Of the work known so far: a source still being listed (a tethered camera, a hot folder) may add more. */
 export function etaSeconds(progress: JobProgress | undefined, rate: number | undefined): number | undefined {
   if (!progress || rate === undefined || rate <= 0) return undefined;
   return Math.ceil(Math.max(0, progress.bytesTotal - progress.bytesDone) / rate);

@@ -1,0 +1,200 @@
+import { join } from 'node:path';
+import type { Logger } from '../log.js';
+import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
+import type { Source, SourceItem } from '../device/source.js';
+import type { Slots } from '../io/slots.js';
+import { crashPoint } from './crash-points.js';
+import type { HashAlgorithm } from '../io/hashing.js';
+import { publishNoReplace } from '../io/durable.js';
+import { withCollisionSuffix } from '../shot-names.js';
+import { adoptExisting, checkCopy, createTempTarget, discardTemp, rewriteFromSource, sealTemp, type ReadBackCheck, type ReadResult, type TempTarget } from './copy.js';
+import type { IngestRun } from './run.js';
+import type { RunDestination } from './run-destination.js';
+
+/** Why a copy failed, and whether its destination takes no more copies in this run. */
+export interface CopyFailure {
+  ok: false;
+  error: unknown;
+  endsDestination: boolean;
+}
+
+/** Where a verified copy stands: its path under the destination, and how it got there. */
+export interface Placed {
+  ok: true;
+  rel: string;
+  /** An identical file already there stands for the copy. */
+  dedup: boolean;
+  /** The group's collision suffix, when this copy decided it. */
+  suffix?: number;
+  /** Read back past the page cache (false: the filesystem refused O_DIRECT). */
+  direct: boolean;
+}
+
+/** The source file a copy is of. */
+export interface CopyOf {
+  fileId: number;
+  item: SourceItem;
+  sourceId: number;
+  /** Its shot's group: the members share a collision suffix. */
+  groupKey: string;
+}
+
+/**
+ * A rewrite after a read-back mismatch reads the source again: sha256 tells whether the source read the
+ * same, xxh128 is what the read-back compares.
+ */
+const REWRITE_ALGORITHMS: readonly HashAlgorithm[] = ['sha256', 'xxh128'];
+
+type Checked = { check: ReadBackCheck; error?: undefined } | { check?: undefined; error: unknown };
+
+/**
+ * Which failures end a destination for the rest of the run, decided here where they arise (as restic's
+ * local backend marks a full or forbidden disk permanent in Save itself): a temp that cannot be created
+ * (the disk or the folder tree refuses new files), a full disk, a read-only or forbidden one. Any other
+ * failure (a write error, a read-back that does not match) is this copy's alone.
+ */
+function failure(error: unknown, step: 'create' | 'finish'): CopyFailure {
+  return { ok: false, error, endsDestination: step === 'create' || isShuttleError(error, 'DEST_NO_SPACE') || isShuttleError(error, 'DEST_NOT_WRITABLE') };
+}
+
+/**
+ * One copy of one source file at one destination, for its whole life: a temp file beside the final name
+ * (recorded in the journal before it exists), written by the fan-out of the single source read, sealed
+ * (fsync, times), read back past the page cache and compared, written again from the source while it
+ * does not match, and published under its final name without ever replacing a file. It never leaves a
+ * temp behind, and reports its failures as values, each with whether the destination takes no more.
+ */
+export class DestinationWriter {
+  #target: TempTarget;
+  #checked: Promise<Checked> | undefined;
+
+  private constructor(
+    private readonly run: IngestRun,
+    readonly dest: RunDestination,
+    /** The final name under the destination, before any collision suffix. */
+    readonly baseRel: string,
+    readonly of: CopyOf,
+    private readonly log: Logger,
+    target: TempTarget,
+  ) {
+    this.#target = target;
+  }
+
+  /** Creates the temp file, first sweeping its folder of what crashes left. Throws only when the run is aborted. */
+  static async open(run: IngestRun, dest: RunDestination, baseRel: string, of: CopyOf, log: Logger): Promise<DestinationWriter | CopyFailure> {
+    const finalPath = join(dest.root, baseRel);
+    await dest.sweepFolder(finalPath, run);
+    try {
+      const target = await createTempTarget(finalPath, (temp) => run.journal.markCopying(of.fileId, dest.id, temp, run.ingestId));
+      crashPoint('temp-created');
+      return new DestinationWriter(run, dest, baseRel, of, log, target);
+    } catch (e) {
+      return failure(e, 'create');
+    }
+  }
+
+  /** What the fan-out writes into. */
+  get target(): TempTarget {
+    return this.#target;
+  }
+
+  /**
+   * Seals the written temp and reads it back, started as soon as the file is written so that the fsyncs
+   * and read-backs of several files overlap; `finish` takes the outcome. Never rejects.
+   */
+  startCheck(read: ReadResult, readBacks: Slots): Promise<unknown> {
+    const { signal } = this.run;
+    this.#checked = (async (): Promise<Checked> => {
+      try {
+        if (this.#target.error) throw this.#target.error;
+        await sealTemp(this.#target, this.of.item.mtimeMs);
+        crashPoint('sealed');
+        const check = await readBacks.run(() => checkCopy(this.#target.tempPath, read, signal), signal);
+        crashPoint('read-back');
+        return { check };
+      } catch (error) {
+        return { error };
+      }
+    })();
+    return this.#checked;
+  }
+
+  /**
+   * Takes the check's outcome, writes the copy again from the source while it does not match (up to
+   * verifyRetries times), then publishes it. Throws only when the run is aborted.
+   */
+  async finish(source: Source, read: ReadResult): Promise<Placed | CopyFailure> {
+    const { settings, journal, signal, ingestId } = this.run;
+    const { item } = this.of;
+    try {
+      if (this.#checked === undefined) throw new ShuttleError('INTERNAL', `copy of ${item.path} finished before it was checked`);
+      const checked = await this.#checked;
+      if (checked.check === undefined) throw checked.error;
+      let check = checked.check;
+      for (let retry = 0; !check.ok && retry < settings.verifyRetries; retry++) {
+        this.log.warn({ path: item.path, destination: this.dest.root, expected: read.hashes.xxh128, actual: check.actual.xxh128, retry }, 'read-back mismatch; writing again from the source');
+        await discardTemp(this.#target);
+        this.#target = await createTempTarget(join(this.dest.root, this.baseRel), (temp) => journal.markCopying(this.of.fileId, this.dest.id, temp, ingestId));
+        const reread = await rewriteFromSource(source, item, this.#target, REWRITE_ALGORITHMS, signal);
+        if (reread.hashes.sha256 !== read.hashes.sha256) {
+          throw new ShuttleError('SOURCE_CHANGED', `${item.path} read differently the second time (sha256 ${read.hashes.sha256} then ${reread.hashes.sha256})`, { context: { path: item.path } });
+        }
+        await sealTemp(this.#target, item.mtimeMs);
+        check = await checkCopy(this.#target.tempPath, read, signal);
+      }
+      if (!check.ok) {
+        throw new ShuttleError('VERIFY_MISMATCH', `copy of ${item.path} at ${this.dest.root} does not match the source: size ${read.size} vs ${check.actual.size}, xxh128 ${read.hashes.xxh128} vs ${check.actual.xxh128}`, {
+          context: { path: item.path, destination: this.dest.root, expected: read.hashes.xxh128, actual: check.actual.xxh128 },
+        });
+      }
+      const placed = await this.#place(read);
+      crashPoint('published');
+      return { ok: true, ...placed, direct: check.direct };
+    } catch (e) {
+      await this.discard();
+      if (signal.aborted) throw abortReason(signal);
+      return failure(e, 'finish');
+    }
+  }
+
+  /** Closes and removes the temp file; never throws. */
+  discard(): Promise<void> {
+    return discardTemp(this.#target);
+  }
+
+  /**
+   * Moves the verified temp copy to its final name, never replacing a file. Identical content already at
+   * the destination (by the journal's content index, or found at the target name) is kept and the temp
+   * dropped, but only once that file was read back and matched the source and was fsync'd (adoptExisting):
+   * the journal says what was there, not what is there now. A different file at the name pushes this group
+   * to the next collision suffix.
+   */
+  async #place(read: ReadResult): Promise<{ rel: string; dedup: boolean; suffix?: number }> {
+    const { journal, signal } = this.run;
+    const d = this.dest;
+    const same = journal.findContent(d.id, read.hashes.xxh128!, read.hashes.sha256!, read.size);
+    if (same?.dest_path) {
+      const existing = await adoptExisting(join(d.root, same.dest_path), read, signal);
+      if (existing?.ok) {
+        await this.discard();
+        this.log.info({ path: this.of.item.path, existing: same.dest_path, destination: d.root }, 'identical content already at destination');
+        return { rel: same.dest_path, dedup: true };
+      }
+      this.log.warn({ path: this.of.item.path, existing: same.dest_path, destination: d.root, actual: existing?.actual }, 'a verified copy of the same content no longer matches it; storing this one anew');
+    }
+    const stored = journal.groupName(this.of.sourceId, this.of.groupKey, d.id);
+    let suffix = stored?.suffix ?? 0;
+    for (let guard = 0; guard < 10_000; guard++, suffix++) {
+      const rel = suffix === 0 ? this.baseRel : withCollisionSuffix(this.baseRel, suffix);
+      const final = join(d.root, rel);
+      const r = await publishNoReplace(this.#target.tempPath, final);
+      if (r === 'published') return { rel, dedup: false, suffix };
+      // Something is already there: ours from an interrupted run (same bytes), or another file.
+      if ((await adoptExisting(final, read, signal))?.ok) {
+        await this.discard();
+        return { rel, dedup: false, suffix };
+      }
+    }
+    throw new ShuttleError('DEST_WRITE_FAILED', `no free name for ${this.baseRel} at ${d.root}`, { context: { path: this.baseRel } });
+  }
+}

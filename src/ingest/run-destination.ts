@@ -1,0 +1,90 @@
+import { mkdir, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { abortReason, type ShuttleError } from '../errors.js';
+import { destinationLockPath } from '../store/lock.js';
+import { checkDestination } from './destination.js';
+import { MARKER_DIR } from '../io/local-destination.js';
+import { removeStrayTemps } from '../io/durable.js';
+import type { DestinationSpec, DestinationSummary, IngestRun } from './run.js';
+
+/** A destination as one run holds it: recognised, locked, swept of what crashes left, and its tally. */
+export class RunDestination {
+  /** Set once the destination takes no more copies in this run. */
+  dead?: ShuttleError;
+  readonly summary: DestinationSummary;
+  /** Bytes of files planned for this destination and not finished yet (see the plan's free-space check). */
+  pendingBytes = 0;
+  /** Folders swept of stray temps in this run (see sweepFolder), each once, before its first temp. */
+  readonly #swept = new Map<string, Promise<void>>();
+
+  constructor(
+    readonly spec: DestinationSpec,
+    /** The journal's id; -1 for a destination refused at opening. */
+    readonly id: number,
+    /** When this run took the destination's lock: temps older than that are no writer's any more. */
+    readonly lockedAtMs: number,
+  ) {
+    this.summary = { path: spec.path, verified: 0, failed: 0, bytes: 0 };
+  }
+
+  get root(): string {
+    return this.spec.path;
+  }
+
+  /** Checks the destination's marker, takes its lock and removes the temps of interrupted runs. */
+  static async open(spec: DestinationSpec, run: IngestRun): Promise<RunDestination> {
+    const { journal, settings, signal, logger } = run;
+    const known = journal.destinationByPath(spec.path);
+    // A new destination may be a folder still to make; a known one must already be there (else it is an
+    // unmounted drive, and making the folder would write onto the wrong disk).
+    if (known === undefined) await mkdir(spec.path, { recursive: true }).catch(() => {});
+    const checked = await checkDestination(spec.path, {
+      expectedId: known?.marker_id,
+      requireVolumeUuid: spec.requireVolumeUuid,
+      create: known === undefined,
+      station: settings.station,
+    });
+    await run.lock(destinationLockPath(spec.path));
+    const dest = new RunDestination(spec, journal.upsertDestination(checked.id, spec.path, checked.volumeUuid), Date.now());
+    // A crash leaves copies marked in flight; their temp files were never published, so remove them.
+    for (const c of journal.staleCopies(dest.id)) {
+      if (c.temp_path) await unlink(c.temp_path).catch(() => {});
+      journal.clearStale(c.id);
+      logger.info({ destination: spec.path, temp: c.temp_path }, 'removed temp file of an interrupted copy');
+    }
+    // Temps the journal never knew of: a write probe or a marker a crash left behind (never library files).
+    for (const folder of [spec.path, join(spec.path, MARKER_DIR)]) {
+      for (const temp of await removeStrayTemps(folder, { signal, recursive: false })) {
+        logger.info({ destination: spec.path, temp }, 'removed temp file of an interrupted check');
+      }
+    }
+    logger.info({ destination: spec.path, marker: checked.id, created: checked.created, free: checked.free }, 'destination ready');
+    return dest;
+  }
+
+  /**
+   * Removes stray temps from the folder a temp is about to be written to, once per run and before this
+   * run's first temp there. A power cut can leave a temp behind whose journal row (markCopying, committed
+   * without an fsync) was lost; the folder it was in is the one the same file, copied again, writes to.
+   * Temps modified since the lock was taken are left alone: they are another writer's (a repair).
+   */
+  sweepFolder(finalPath: string, run: IngestRun): Promise<void> {
+    const { signal, logger } = run;
+    const folder = dirname(finalPath);
+    let sweep = this.#swept.get(folder);
+    if (sweep === undefined) {
+      sweep = removeStrayTemps(folder, { signal, recursive: false, olderThanMs: this.lockedAtMs }).then(
+        (removed) => {
+          for (const temp of removed) logger.info({ destination: this.root, temp }, 'removed temp file of an interrupted copy');
+        },
+        (err: unknown) => {
+          if (signal.aborted) throw abortReason(signal);
+          // Left for a later run: a stray temp is litter, not a loss, and writing there may still work.
+          logger.warn({ destination: this.root, folder, err }, 'could not sweep the folder of stray temp files');
+        },
+      );
+      this.#swept.set(folder, sweep);
+    }
+    return sweep;
+  }
+}

@@ -1,0 +1,167 @@
+import { posix } from 'node:path';
+import type { Readable } from 'node:stream';
+import type { Logger } from '../log.js';
+import { ShuttleError, isShuttleError } from '../errors.js';
+import type { ItemState, Source, SourceIdentity } from '../device/source.js';
+import type { WallClock } from '../time-zone.js';
+import type { HashAlgorithm } from '../io/hashing.js';
+import { IngestHasher } from '../io/hash-worker-client.js';
+import { readCaptureMetadata, METADATA_HEAD_BYTES } from './metadata.js';
+import { renderName } from './naming.js';
+import { crashPoint } from './crash-points.js';
+import { fanOut, readHead, joinHead, type ReadResult } from './copy.js';
+import { DestinationWriter } from './destination-writer.js';
+import type { PlannedFile } from './plan.js';
+import type { IngestRun } from './run.js';
+import type { RunDestination } from './run-destination.js';
+
+/** Name fields a whole RAW+JPEG group shares, decided once from its best member. */
+export interface GroupFields {
+  /** Capture time on the camera's clock, which names folders. */
+  local: WallClock;
+  make?: string | undefined;
+  model?: string | undefined;
+  serial?: string | undefined;
+}
+
+/** A source file read once into a temp file at every live destination. */
+export interface WrittenFile {
+  pf: PlannedFile;
+  read: ReadResult;
+  writers: DestinationWriter[];
+  fields: GroupFields;
+}
+
+const SOURCE_ALGORITHMS: readonly HashAlgorithm[] = ['sha256', 'xxh128'];
+
+/**
+ * Groups whose name fields are kept at hand: a group's members come close together in a listing, and
+ * the journal has the fields of every group published before.
+ */
+const RECENT_GROUPS = 256;
+
+/** Reads one source's files, each once, into every destination that needs them. */
+export class SourceReader {
+  readonly #fields = new Map<string, GroupFields>();
+  readonly #algorithms: readonly HashAlgorithm[];
+
+  constructor(
+    private readonly run: IngestRun,
+    readonly source: Source,
+    private readonly identity: SourceIdentity,
+    readonly sourceId: number,
+    private readonly log: Logger,
+  ) {
+    const { settings } = run;
+    this.#algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes, ...(settings.forUpload === true ? (['md5'] as const) : [])])];
+  }
+
+  /**
+   * Reads one source file once into a temp file at every live destination, its bytes hashed on the way.
+   * Reads again if the file changes under the read. A destination that cannot take the file's temp is ended.
+   */
+  async copy(pf: PlannedFile, live: RunDestination[]): Promise<WrittenFile> {
+    const { run, source } = this;
+    const { journal, settings, signal, summary, logger } = run;
+    let reported = false;
+    /** The file changed under the plan: the next attempt reads the version there now, under its own journal row. */
+    const follow = (now: ItemState | undefined, why: string): void => {
+      if (!now) return;
+      const item = { ...pf.item, size: now.size, mtimeMs: now.mtimeMs };
+      journal.setFileState(pf.file.id, 'failed', why);
+      pf.item = item;
+      pf.file = journal.fileFor(this.sourceId, item.path, item.size, item.mtimeMs, item.pathBytes);
+      summary.fileIds.push(pf.file.id);
+    };
+    for (let attempt = 0; ; attempt++) {
+      let stream: Readable;
+      try {
+        // fanOut copies each chunk out before pulling the next, and readHead copies what it keeps.
+        stream = await source.open(pf.item, { signal, recycle: 1 });
+      } catch (e) {
+        // Not the file listed any more (another size or time, or now a link or a FIFO, never followed).
+        if (!isShuttleError(e, 'SOURCE_CHANGED') || attempt >= settings.changeRetries) throw e;
+        logger.warn({ path: pf.item.path, attempt, err: e }, 'source file changed since it was listed; trying again');
+        follow(await source.stat(pf.item, signal), 'changed since listed');
+        continue;
+      }
+      // Hashed in the hash worker (bar small files): this thread only moves the bytes.
+      const hasher = new IngestHasher(this.#algorithms);
+      const iter = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+      const writers: DestinationWriter[] = [];
+      try {
+        const { head } = await readHead(iter, METADATA_HEAD_BYTES);
+        const fields = await this.#groupFields(pf, joinHead(head), live[0]!.id);
+        const rendered = renderName(settings.template, {
+          name: posix.basename(pf.item.path), date: fields.local, make: fields.make, model: fields.model, serial: fields.serial, seq: pf.seq, job: settings.job,
+        });
+        if (!reported) {
+          reported = true;
+          const renamed = [...(pf.item.pathBytes ? [{ from: pf.item.pathBytes.toString('utf8'), to: pf.item.path, reason: 'not-utf8' }] : []), ...rendered.renamed];
+          for (const r of renamed) {
+            summary.renamed.push(r);
+            logger.info({ path: pf.item.path, from: r.from, to: r.to, reason: r.reason }, 'name sanitized');
+          }
+        }
+        const of = { fileId: pf.file.id, item: pf.item, sourceId: this.sourceId, groupKey: pf.group.key };
+        for (const d of live) {
+          if (d.dead) continue;
+          const opened = await DestinationWriter.open(run, d, rendered.path, of, this.log);
+          if (opened instanceof DestinationWriter) writers.push(opened);
+          else run.killDestination(d, opened.error);
+        }
+        await fanOut({ [Symbol.asyncIterator]: () => iter }, head, writers.map((w) => w.target), hasher, signal);
+        const read: ReadResult = { size: hasher.bytes, hashes: await hasher.digest() };
+        crashPoint('written');
+        const now = await source.stat(pf.item, signal);
+        const changed = read.size !== pf.item.size || (now !== undefined && (now.size !== pf.item.size || now.mtimeMs !== pf.item.mtimeMs));
+        if (changed) {
+          await Promise.all(writers.splice(0).map((w) => w.discard()));
+          if (attempt >= settings.changeRetries) {
+            throw new ShuttleError('SOURCE_CHANGED', `${pf.item.path} changed while it was read (planned ${pf.item.size} bytes, read ${read.size}, now ${now?.size ?? 'gone'})`, {
+              context: { path: pf.item.path, planned: pf.item.size, read: read.size, now: now?.size },
+            });
+          }
+          logger.warn({ path: pf.item.path, attempt }, 'source file changed while read; reading again');
+          follow(now, 'changed while read');
+          continue;
+        }
+        if (writers.length === 0) throw new ShuttleError('DEST_WRITE_FAILED', `no destination could take ${pf.item.path}`, { context: { path: pf.item.path } });
+        return { pf, read, writers, fields };
+      } catch (e) {
+        await Promise.all(writers.map((w) => w.discard()));
+        throw e;
+      } finally {
+        stream.destroy();
+        hasher.dispose();
+      }
+    }
+  }
+
+  /** The group's name fields: decided by its first member read (the best one: JPEG before RAW), or stored by an earlier run. */
+  async #groupFields(pf: PlannedFile, head: Buffer, destId: number): Promise<GroupFields> {
+    const { journal, settings } = this.run;
+    const key = pf.group.key;
+    const cached = this.#fields.get(key);
+    if (cached) return cached;
+    const stored = journal.groupName(this.sourceId, key, destId);
+    let fields: GroupFields;
+    if (stored) {
+      fields = JSON.parse(stored.fields) as GroupFields;
+    } else {
+      const md = await readCaptureMetadata(head, { mtimeMs: pf.item.mtimeMs }, { timeZone: settings.timeZone });
+      if (md.warnings.length) this.run.logger.info({ path: pf.item.path, warnings: md.warnings, dateSource: md.dateSource }, 'metadata problems; name falls back');
+      const { details } = this.identity;
+      fields = {
+        local: md.local,
+        make: md.make ?? (details['manufacturer'] as string | undefined),
+        model: md.model ?? (details['model'] as string | undefined),
+        serial: md.serial ?? (details['serial'] as string | undefined),
+      };
+    }
+    this.#fields.set(key, fields);
+    // A never-ending listing (a tethered camera) must not grow this without bound.
+    if (this.#fields.size > RECENT_GROUPS) this.#fields.delete(this.#fields.keys().next().value!);
+    return fields;
+  }
+}
