@@ -175,15 +175,11 @@ try {
   if (ramfsMounted) {
     copyFileSync(file, join(ramfs, 'data.bin'));
     for (const algorithms of [['sha256', 'xxh128'], ['xxh64']] as const) {
-      await add(
-        `readBack ${algorithms.join('+')} buffered`,
-        'ramfs',
-        async () => {
-          const r = await readBack(join(ramfs, 'data.bin'), algorithms);
-          if (r.direct) throw new Error('ramfs unexpectedly accepted O_DIRECT');
-          return Object.values(r.hashes).join(' ');
-        },
-      );
+      await add(`readBack ${algorithms.join('+')} buffered`, 'ramfs', async () => {
+        const r = await readBack(join(ramfs, 'data.bin'), algorithms);
+        if (r.direct) throw new Error('ramfs unexpectedly accepted O_DIRECT');
+        return Object.values(r.hashes).join(' ');
+      });
     }
   }
   for (const algorithms of [['sha256', 'xxh128'], ['xxh64']] as const) {
@@ -217,15 +213,7 @@ try {
   const header = ['what', 'reads from', 's', 'MB/s', 'speed ratio', 'relative to', 'digest agrees'];
   const lines = rows.map((r) => {
     const ref = r.reference ? byName.get(r.reference) : undefined;
-    return [
-      r.name,
-      r.from,
-      r.seconds.toFixed(2),
-      mbps(r.seconds).toFixed(0),
-      ref ? `${(ref.seconds / r.seconds).toFixed(2)}x` : '',
-      ref ? ref.name : '',
-      agree(r),
-    ];
+    return [r.name, r.from, r.seconds.toFixed(2), mbps(r.seconds).toFixed(0), ref ? `${(ref.seconds / r.seconds).toFixed(2)}x` : '', ref ? ref.name : '', agree(r)];
   });
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   for (const l of [header, widths.map((w) => '-'.repeat(w)), ...lines]) {

@@ -45,7 +45,7 @@ function timed(label: string, cmd: string): { label: string; secs: number; rssMb
 }
 
 mkdirSync(work, { recursive: true });
-if (!existsSync(main)) sh(`${node} ${join(root, "scripts", "build.mjs")}`);
+if (!existsSync(main)) sh(`${node} ${join(root, 'scripts', 'build.mjs')}`);
 if (!existsSync(join(src, '.complete'))) {
   clean(src);
   // 25 MB RAW + 8 MB JPEG per shot, plus XMP sidecars and a voice memo from the sample generator.
@@ -57,7 +57,8 @@ if (!existsSync(join(src, '.complete'))) {
   sh(`touch ${src}/.complete`);
 }
 const srcFiles = `find ${src} -type f ! -name .complete`;
-const shuttle = (dests: string[], state: string) => `${node} ${main} --state ${state} --log-level warn ingest ${src} ${dests.map((d) => `--dest ${d}`).join(' ')} --json > /dev/null`;
+const shuttle = (dests: string[], state: string) =>
+  `${node} ${main} --state ${state} --log-level warn ingest ${src} ${dests.map((d) => `--dest ${d}`).join(' ')} --json > /dev/null`;
 
 const d1 = join(work, 'd1');
 const d2 = join(work, 'd2');
@@ -66,7 +67,10 @@ const st = join(work, 'state');
 const runs = Number(process.env.BENCH_RUNS ?? '2');
 const cases: Array<[string, string]> = [
   ['cp -r + sync', `cp -r ${src} ${d1} && sync`],
-  ['cp -r + sha256sum both trees', `cp -r ${src} ${d1} && sync && ${srcFiles} -print0 | xargs -0 sha256sum > /dev/null && find ${d1} -type f -print0 | xargs -0 sha256sum > /dev/null`],
+  [
+    'cp -r + sha256sum both trees',
+    `cp -r ${src} ${d1} && sync && ${srcFiles} -print0 | xargs -0 sha256sum > /dev/null && find ${d1} -type f -print0 | xargs -0 sha256sum > /dev/null`,
+  ],
   ['shuttle ingest, 1 destination', shuttle([d1], st)],
   ['2 × (cp -r + sync)', `cp -r ${src} ${d1} && sync && cp -r ${src} ${d2} && sync`],
   ['shuttle ingest, 2 destinations', shuttle([d1, d2], st)],

@@ -11,7 +11,18 @@ import net from 'node:net';
 const host = process.argv[2] ?? '127.0.0.1';
 const port = Number(process.argv[3] ?? '15740');
 
-const T = { InitCommandRequest: 1, InitCommandAck: 2, InitEventRequest: 3, InitEventAck: 4, InitFail: 5, OperationRequest: 6, OperationResponse: 7, StartData: 9, Data: 10, EndData: 12 };
+const T = {
+  InitCommandRequest: 1,
+  InitCommandAck: 2,
+  InitEventRequest: 3,
+  InitEventAck: 4,
+  InitFail: 5,
+  OperationRequest: 6,
+  OperationResponse: 7,
+  StartData: 9,
+  Data: 10,
+  EndData: 12,
+};
 const Op = { OpenSession: 0x1002, CloseSession: 0x1003, GetStorageIDs: 0x1004, GetObjectHandles: 0x1007, GetObjectInfo: 0x1008, GetObject: 0x1009 };
 const OK = 0x2001;
 const ASSOCIATION = 0x3001;

@@ -17,7 +17,9 @@ if (!existsSync(main)) execFileSync(node, [join(root, 'scripts', 'build.mjs')], 
 rmSync(work, { recursive: true, force: true });
 const card = join(work, 'card');
 // 8 MB RAW + 2 MB JPEG per shot, and sidecars.
-execFileSync(node, [main, 'sample', card, '--count', String(Math.max(1, Math.round(mb / 10))), '--raw-size', '8000000', '--jpeg-size', '2000000', '--seed', '5'], { stdio: 'ignore' });
+execFileSync(node, [main, 'sample', card, '--count', String(Math.max(1, Math.round(mb / 10))), '--raw-size', '8000000', '--jpeg-size', '2000000', '--seed', '5'], {
+  stdio: 'ignore',
+});
 
 async function withSimulator<T>(dir: string, fn: (port: number) => T): Promise<T> {
   const sim = spawn(node, [main, '--log-level', 'warn', 'simulate-camera', '--dir', dir, '--port', '0', '--host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -53,9 +55,21 @@ const { bare, gp, sh } = await withSimulator(card, (port) => {
   const gpOut = join(work, 'gphoto2-out');
   mkdirSync(gpOut, { recursive: true });
   const gp = timed('gphoto2 --get-all-files', 'gphoto2', ['--port', `ptpip:127.0.0.1:${port}:${port}`, '--camera', 'PTP/IP Camera', '--get-all-files', '--filename', '%n_%f.%C'], {
-    cwd: gpOut, env: { PATH: process.env.PATH, HOME: home, LANG: 'C.UTF-8' },
+    cwd: gpOut,
+    env: { PATH: process.env.PATH, HOME: home, LANG: 'C.UTF-8' },
   });
-  const sh = timed('shuttle ingest ptpip:', node, [main, '--state', join(work, 'state'), '--log-level', 'warn', 'ingest', `ptpip:127.0.0.1:${port}`, '--dest', join(work, 'lib'), '--json']);
+  const sh = timed('shuttle ingest ptpip:', node, [
+    main,
+    '--state',
+    join(work, 'state'),
+    '--log-level',
+    'warn',
+    'ingest',
+    `ptpip:127.0.0.1:${port}`,
+    '--dest',
+    join(work, 'lib'),
+    '--json',
+  ]);
   return { bare, gp, sh };
 });
 
@@ -66,7 +80,18 @@ const fd = openSync(join(big, 'DCIM', '100SHUTL', 'MVI_0001.MOV'), 'w');
 ftruncateSync(fd, 1024 ** 3 + 4321);
 closeSync(fd);
 const huge = await withSimulator(big, (port) =>
-  timed('shuttle ingest ptpip: 1 GiB object', node, [main, '--state', join(work, 'state-big'), '--log-level', 'warn', 'ingest', `ptpip:127.0.0.1:${port}`, '--dest', join(work, 'lib-big'), '--json']),
+  timed('shuttle ingest ptpip: 1 GiB object', node, [
+    main,
+    '--state',
+    join(work, 'state-big'),
+    '--log-level',
+    'warn',
+    'ingest',
+    `ptpip:127.0.0.1:${port}`,
+    '--dest',
+    join(work, 'lib-big'),
+    '--json',
+  ]),
 );
 rmSync(work, { recursive: true, force: true });
 
@@ -76,5 +101,7 @@ process.stdout.write(`\nPTP/IP benchmark, ${mb} MB from the simulator on loopbac
 process.stdout.write(`bare loop ${bare.secs.toFixed(2)} s   gphoto2 --get-all-files ${gp.secs.toFixed(2)} s   shuttle ingest ptpip: ${sh.secs.toFixed(2)} s\n`);
 process.stdout.write(`shuttle/gphoto2 ${(sh.secs / gp.secs).toFixed(2)} (goal ≤ 0.4)   gphoto2/bare ${(gp.secs / bare.secs).toFixed(2)}   `);
 // Same bytes, so throughput relative to the link is the inverse time ratio.
-process.stdout.write(`shuttle throughput ${((100 * bare.secs) / sh.secs).toFixed(0)} % of the bare loop's (${(mbMoved / sh.secs).toFixed(0)} vs ${(mbMoved / bare.secs).toFixed(0)} MB/s)\n`);
+process.stdout.write(
+  `shuttle throughput ${((100 * bare.secs) / sh.secs).toFixed(0)} % of the bare loop's (${(mbMoved / sh.secs).toFixed(0)} vs ${(mbMoved / bare.secs).toFixed(0)} MB/s)\n`,
+);
 process.stdout.write(`peak RSS: shuttle ${sh.rssMb.toFixed(0)} MB, with a 1 GiB object ${huge.rssMb.toFixed(0)} MB; gphoto2 ${gp.rssMb.toFixed(0)} MB\n`);

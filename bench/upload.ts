@@ -81,7 +81,7 @@ function timed(label: string, cmd: string, env: NodeJS.ProcessEnv): Timing {
   return { secs, rssMb: rssKb / 1024, userSecs, sysSecs, serverSecs };
 }
 
-if (!existsSync(main)) sh(`${node} ${join(root, "scripts", "build.mjs")}`);
+if (!existsSync(main)) sh(`${node} ${join(root, 'scripts', 'build.mjs')}`);
 rmSync(work, { recursive: true, force: true });
 mkdirSync(work, { recursive: true });
 const card = join(work, 'card');
@@ -104,9 +104,11 @@ try {
   // done here, untimed, so that the side timed first does not pay them for both.
   const warm = swift.adminClient();
   const body = Buffer.alloc(4 * 1024 * 1024, 1);
-  await Promise.all([1, 2, 3, 4].map(async (i) => {
-    await warm.send(new PutObjectCommand({ Bucket: 'bench-warmup', Key: `warm/${i}.bin`, Body: body, ContentLength: body.length }));
-  }));
+  await Promise.all(
+    [1, 2, 3, 4].map(async (i) => {
+      await warm.send(new PutObjectCommand({ Bucket: 'bench-warmup', Key: `warm/${i}.bin`, Body: body, ContentLength: body.length }));
+    }),
+  );
   warm.destroy();
   const config = join(work, 'shuttle.toml');
   writeFileSync(config, `station = "bench"\n[upload]\nprovider = "swift"\nconcurrency = ${CONCURRENCY}\n`);
@@ -167,7 +169,13 @@ try {
 
     const table = [
       ['comparison', 'shuttle s', 'rclone s', 'ratio', 'goal'],
-      [`upload ${s.objects} files, ${(s.bytes / 1e6).toFixed(0)} MB, ${CONCURRENCY} transfers`, shuttle.secs.toFixed(2), rclone.secs.toFixed(2), (shuttle.secs / rclone.secs).toFixed(2), '≤ 1.0'],
+      [
+        `upload ${s.objects} files, ${(s.bytes / 1e6).toFixed(0)} MB, ${CONCURRENCY} transfers`,
+        shuttle.secs.toFixed(2),
+        rclone.secs.toFixed(2),
+        (shuttle.secs / rclone.secs).toFixed(2),
+        '≤ 1.0',
+      ],
     ];
     const width = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
     process.stdout.write(`\nUpload benchmark to a local Swift s3api, cold cache per run\n`);

@@ -73,7 +73,10 @@ try {
   // Split Shuttle's time at its first log line (the camera session is open): before it, node and the CLI
   // loading under TCG, which costs tens of seconds here and a fraction of one on real hardware.
   const startMs = Number(/HIL:clock shuttle-start (\d+)/.exec(guest.output)?.[1]);
-  const logTimes = readFileSync(join(work, 'out/logs/ingest.log'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { time: number; msg: string });
+  const logTimes = readFileSync(join(work, 'out/logs/ingest.log'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { time: number; msg: string });
   const opened = logTimes.find((l) => l.msg === 'PTP session open')?.time;
   const startupSecs = opened !== undefined && Number.isFinite(startMs) ? (opened - startMs) / 1000 : NaN;
   const mb = bytes / 1e6;
@@ -102,7 +105,11 @@ try {
   } else {
     let detail = 'no output';
     try {
-      detail = readFileSync(join(work, 'out/logs', 'bare-loop.txt'), 'utf8').trim().split('\n').at(-1) ?? detail;
+      detail =
+        readFileSync(join(work, 'out/logs', 'bare-loop.txt'), 'utf8')
+          .trim()
+          .split('\n')
+          .at(-1) ?? detail;
     } catch {
       // the guest wrote no log
     }
@@ -111,7 +118,9 @@ try {
   }
   const rates = /HIL:cpu-rates (.*)/.exec(guest.output)?.[1];
   if (rates) process.stdout.write(`this guest's CPU, MB/s on one thread: ${rates}\n`);
-  process.stdout.write(`ratio shuttle / gphoto2: ${(shuttle.secs / gphoto.secs).toFixed(2)}; without Shuttle's start-up: ${((shuttle.secs - startupSecs) / gphoto.secs).toFixed(2)}  (\`node -e 0\` alone takes ${startup?.secs.toFixed(1)} s in this guest)\n`);
+  process.stdout.write(
+    `ratio shuttle / gphoto2: ${(shuttle.secs / gphoto.secs).toFixed(2)}; without Shuttle's start-up: ${((shuttle.secs - startupSecs) / gphoto.secs).toFixed(2)}  (\`node -e 0\` alone takes ${startup?.secs.toFixed(1)} s in this guest)\n`,
+  );
 } finally {
   await rm(work, { recursive: true, force: true });
 }

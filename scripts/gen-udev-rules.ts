@@ -61,9 +61,7 @@ const hex4 = (n: number): string => n.toString(16).padStart(4, '0');
 
 /** The match part of an id's rule, as it appears in the rules file. */
 export function usbIdMatch(id: Pick<UsbId, 'vendorId' | 'productId'>): string {
-  return id.productId === undefined
-    ? `ATTR{idVendor}=="${hex4(id.vendorId)}"`
-    : `ATTR{idVendor}=="${hex4(id.vendorId)}", ATTR{idProduct}=="${hex4(id.productId)}"`;
+  return id.productId === undefined ? `ATTR{idVendor}=="${hex4(id.vendorId)}"` : `ATTR{idVendor}=="${hex4(id.vendorId)}", ATTR{idProduct}=="${hex4(id.productId)}"`;
 }
 
 const GRANT = `GROUP="${SERVICE_GROUP}", MODE="0660", TAG+="uaccess", ENV{SHUTTLE_CAMERA}="1"`;
@@ -114,7 +112,7 @@ export function renderCameraRules(ids: readonly UsbId[]): string {
     '# Any device with a PTP still-image interface (class 06, subclass 01, protocol 01): cameras, and',
     '# phones in PTP mode.',
     `ENV{ID_USB_INTERFACES}=="*:060101:*", ${GRANT}`,
-    '# MTP devices (phones, some cameras) as libmtp\'s hwdb and mtp-probe identify them.',
+    "# MTP devices (phones, some cameras) as libmtp's hwdb and mtp-probe identify them.",
     `ENV{ID_MTP_DEVICE}=="1", ${GRANT}`,
     '',
     '# Devices in the PTP quirks table.',

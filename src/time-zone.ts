@@ -94,7 +94,15 @@ export function zoneOffsetMs(epochMs: number, timeZone: string | undefined): num
   for (const p of formatterFor(timeZone).formatToParts(new Date(whole))) parts[p.type] = p.value;
   const yearOfEra = Number(parts['year']);
   const year = parts['era'] === 'BC' || parts['era'] === 'B' ? 1 - yearOfEra : yearOfEra;
-  const wall = { year, month: Number(parts['month']), day: Number(parts['day']), hour: Number(parts['hour']), minute: Number(parts['minute']), second: Number(parts['second']), millisecond: 0 };
+  const wall = {
+    year,
+    month: Number(parts['month']),
+    day: Number(parts['day']),
+    hour: Number(parts['hour']),
+    minute: Number(parts['minute']),
+    second: Number(parts['second']),
+    millisecond: 0,
+  };
   return wallAsUtcMs(wall) - whole;
 }
 

@@ -74,7 +74,10 @@ async function makeCard(name: string, sizeMiB: number, sampleArgs: string[]): Pr
   }
   const partitionKiB = ((sectors - PARTITION_START_SECTOR) * 512) / 1024;
   sh('mkfs.vfat', ['-F', '32', '-n', 'EOS_DIGITAL', `--offset=${PARTITION_START_SECTOR}`, image, String(partitionKiB)]);
-  const top = sh('ls', ['-A', tree]).split('\n').filter(Boolean).map((n) => join(tree, n));
+  const top = sh('ls', ['-A', tree])
+    .split('\n')
+    .filter(Boolean)
+    .map((n) => join(tree, n));
   sh('mcopy', ['-s', '-i', `${image}@@${PARTITION_START_SECTOR * 512}`, ...top, '::/']);
   const hashes = new Set([...(await listTree(tree)).values()].map((f) => f.sha256));
   for (const h of hashes) sourceHashes.add(h);
@@ -113,10 +116,16 @@ async function ok(script: string, timeoutMs?: number): Promise<string> {
 /** Every file at the destination (Shuttle's own folders aside) as path → sha256, temp files included. */
 async function destinationFiles(): Promise<Map<string, string>> {
   const out = await ok(`cd /srv/photos && find . -type f ! -path './.shuttle/*' ! -path './ascmhl/*' -exec sha256sum {} +`);
-  return new Map(out.trim().split('\n').filter(Boolean).map((l) => {
-    const [hash, path] = l.split(/\s+/, 2) as [string, string];
-    return [path.replace(/^\.\//, ''), hash];
-  }));
+  return new Map(
+    out
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => {
+        const [hash, path] = l.split(/\s+/, 2) as [string, string];
+        return [path.replace(/^\.\//, ''), hash];
+      }),
+  );
 }
 
 /** Destination files (not Shuttle's own folders) as hash → path, and any temp files left. */
@@ -150,7 +159,10 @@ beforeAll(async () => {
   await mkdir(artifactDir);
   await mkdir(outDir);
   await chmod(outDir, 0o777);
-  const built = sh(join(REPO, 'scripts/build-dist.sh'), ['--out', join(work, 'dist')]).trim().split('\n').pop()!;
+  const built = sh(join(REPO, 'scripts/build-dist.sh'), ['--out', join(work, 'dist')])
+    .trim()
+    .split('\n')
+    .pop()!;
   await copyFile(built, join(artifactDir, built.split('/').pop()!));
   // The installer as a user runs it: next to the downloaded tarball.
   await copyFile(join(REPO, 'scripts/install.sh'), join(artifactDir, 'install.sh'));
@@ -167,15 +179,22 @@ afterAll(async () => {
 });
 
 describe.sequential('a box without Node, set up by the installer', () => {
-  test('installer-installs-the-tarball-and-leaves-the-daemon-for-after-configuration', async () => {
-    const out = await ok('bash /artifact/install.sh /artifact/shuttle-*.tar.gz', 5 * MINUTE);
-    expect(out).toContain('start it once a destination is set');
-    expect((await guest('command -v node npm')).rc).not.toBe(0);
-    expect(await ok('id shuttle; ls -l /usr/local/bin/shuttle; systemctl is-enabled shuttle.service')).toMatch(/shuttle[\s\S]*\/opt\/shuttle\/bin\/shuttle[\s\S]*enabled/);
-  }, 6 * MINUTE);
+  test(
+    'installer-installs-the-tarball-and-leaves-the-daemon-for-after-configuration',
+    async () => {
+      const out = await ok('bash /artifact/install.sh /artifact/shuttle-*.tar.gz', 5 * MINUTE);
+      expect(out).toContain('start it once a destination is set');
+      expect((await guest('command -v node npm')).rc).not.toBe(0);
+      expect(await ok('id shuttle; ls -l /usr/local/bin/shuttle; systemctl is-enabled shuttle.service')).toMatch(/shuttle[\s\S]*\/opt\/shuttle\/bin\/shuttle[\s\S]*enabled/);
+    },
+    6 * MINUTE,
+  );
 
-  test('daemon-starts-under-the-hardened-unit-once-a-destination-is-set', async () => {
-    await ok(String.raw`
+  test(
+    'daemon-starts-under-the-hardened-unit-once-a-destination-is-set',
+    async () => {
+      await ok(
+        String.raw`
 mkdir -p /srv/photos && chown shuttle:shuttle /srv/photos
 cat > /etc/shuttle/config.toml <<'EOF'
 station = "box"
@@ -184,9 +203,13 @@ log_level = "debug"
 path = "/srv/photos"
 name = "primary"
 EOF
-systemctl restart shuttle.service`, 3 * MINUTE);
-    expect((await ok('systemctl is-active shuttle.service')).trim()).toBe('active');
-  }, 4 * MINUTE);
+systemctl restart shuttle.service`,
+        3 * MINUTE,
+      );
+      expect((await ok('systemctl is-active shuttle.service')).trim()).toBe('active');
+    },
+    4 * MINUTE,
+  );
 
   test('systemd-rates-the-running-daemon-unit-at-most-2.0-exposure', async () => {
     const out = await ok('systemd-analyze security --no-pager shuttle.service');
@@ -196,15 +219,19 @@ systemctl restart shuttle.service`, 3 * MINUTE);
     await writeFile(join(outDir, 'security.txt'), out);
   });
 
-  test('doctor-finds-user-units-rules-daemon-and-state-in-order', async () => {
-    const r = await guest('/usr/local/bin/shuttle doctor --json', 3 * MINUTE);
-    const checks = (JSON.parse(r.output) as { checks: Array<{ id: string; status: string }> }).checks;
-    const status = Object.fromEntries(checks.map((c) => [c.id, c.status]));
-    expect(status, r.output).toMatchObject({ 'service-user': 'ok', units: 'ok', rules: 'ok', daemon: 'ok', 'state-dir': 'ok' });
-    expect(status['credentials-file']).toBeUndefined();
-    // The guest's small disk earns a low-space warning at most.
-    expect(status['destination:primary']).not.toBe('fail');
-  }, 4 * MINUTE);
+  test(
+    'doctor-finds-user-units-rules-daemon-and-state-in-order',
+    async () => {
+      const r = await guest('/usr/local/bin/shuttle doctor --json', 3 * MINUTE);
+      const checks = (JSON.parse(r.output) as { checks: Array<{ id: string; status: string }> }).checks;
+      const status = Object.fromEntries(checks.map((c) => [c.id, c.status]));
+      expect(status, r.output).toMatchObject({ 'service-user': 'ok', units: 'ok', rules: 'ok', daemon: 'ok', 'state-dir': 'ok' });
+      expect(status['credentials-file']).toBeUndefined();
+      // The guest's small disk earns a low-space warning at most.
+      expect(status['destination:primary']).not.toBe('fail');
+    },
+    4 * MINUTE,
+  );
 });
 
 describe.sequential('a card plugged in', () => {
@@ -218,9 +245,12 @@ describe.sequential('a card plugged in', () => {
     await box.qmp.execute('blockdev-add', { driver: 'raw', 'node-name': 'card1', file: { driver: 'file', filename: card.image } });
     pluggedAt = await plug('reader1', 'card1');
     // Record the mount while it exists, then wait for the card unit to end.
-    mountLine = await ok(String.raw`
+    mountLine = await ok(
+      String.raw`
 end=$(( $(date +%s) + 240 ))
-until findmnt -n -o SOURCE,FSTYPE,OPTIONS /media/shuttle/sda1; do [ "$(date +%s)" -ge "$end" ] && exit 1; sleep 0.2; done`, 5 * MINUTE);
+until findmnt -n -o SOURCE,FSTYPE,OPTIONS /media/shuttle/sda1; do [ "$(date +%s)" -ge "$end" ] && exit 1; sleep 0.2; done`,
+      5 * MINUTE,
+    );
     await ok(`await '${CARD_UNIT_ENDED}' 1 300`, 6 * MINUTE);
     journal = await ok(`journalctl -o short-unix --no-pager -u shuttle.service -u 'shuttle-card@*'`);
     await writeFile(join(outDir, 'journal-card1.txt'), journal);
@@ -306,17 +336,21 @@ describe.sequential('a card pulled in the middle of its ingest', () => {
     expect(fromThisCard.length).toBeLessThan(card.hashes.size);
   });
 
-  test('re-inserted-it-is-finished-and-nothing-is-left-half-written', async () => {
-    const ended = Number((await ok(`count '${CARD_UNIT_ENDED}'`)).trim());
-    await plug('reader3', 'card2');
-    await ok(`await '${CARD_UNIT_ENDED}' ${ended + 1} 480`, 9 * MINUTE);
-    const journal = await ok(`journalctl -o cat --no-pager -u shuttle.service -u 'shuttle-card@*'`);
-    await writeFile(join(outDir, 'journal-resume.txt'), journal);
-    expect(lastCardJobEnd(journal), journal.slice(-4000)).toBe('done');
-    const { files, temps } = await destination();
-    for (const h of card.hashes) expect(files.has(h), `a file of the card (sha256 ${h}) is missing after the resume`).toBe(true);
-    expect(temps).toEqual([]);
-  }, 10 * MINUTE);
+  test(
+    're-inserted-it-is-finished-and-nothing-is-left-half-written',
+    async () => {
+      const ended = Number((await ok(`count '${CARD_UNIT_ENDED}'`)).trim());
+      await plug('reader3', 'card2');
+      await ok(`await '${CARD_UNIT_ENDED}' ${ended + 1} 480`, 9 * MINUTE);
+      const journal = await ok(`journalctl -o cat --no-pager -u shuttle.service -u 'shuttle-card@*'`);
+      await writeFile(join(outDir, 'journal-resume.txt'), journal);
+      expect(lastCardJobEnd(journal), journal.slice(-4000)).toBe('done');
+      const { files, temps } = await destination();
+      for (const h of card.hashes) expect(files.has(h), `a file of the card (sha256 ${h}) is missing after the resume`).toBe(true);
+      expect(temps).toEqual([]);
+    },
+    10 * MINUTE,
+  );
 });
 
 describe.sequential('a power cut in the middle of an ingest', () => {
@@ -340,7 +374,9 @@ describe.sequential('a power cut in the middle of an ingest', () => {
     const { DatabaseSync } = await import('node:sqlite');
     const db = new DatabaseSync(join(outDir, 'journal-after-cut', 'journal.sqlite'));
     try {
-      journaled = db.prepare(`SELECT c.dest_path AS path, c.sha256 AS sha256 FROM copies c JOIN destinations d ON d.id = c.dest_id WHERE c.state = 'verified' AND d.path = '/srv/photos'`).all() as typeof journaled;
+      journaled = db
+        .prepare(`SELECT c.dest_path AS path, c.sha256 AS sha256 FROM copies c JOIN destinations d ON d.id = c.dest_id WHERE c.state = 'verified' AND d.path = '/srv/photos'`)
+        .all() as typeof journaled;
     } finally {
       db.close();
     }
@@ -362,24 +398,30 @@ describe.sequential('a power cut in the middle of an ingest', () => {
     }
   });
 
-  test('the-journal-opens-consistent-and-the-ingest-completes-when-the-card-comes-back', async () => {
-    const status = JSON.parse(await ok('systemctl start shuttle.service && runuser -u shuttle -- /usr/local/bin/shuttle status --json --state /var/lib/shuttle')) as { problems: string[] };
-    expect(status.problems).toEqual([]);
-    const ended = Number((await ok(`count '${CARD_UNIT_ENDED}'`)).trim());
-    await box.qmp.execute('blockdev-add', { driver: 'raw', 'node-name': 'card3', file: { driver: 'file', filename: card.image } });
-    await plug('reader5', 'card3');
-    await ok(`await '${CARD_UNIT_ENDED}' ${ended + 1} 480`, 9 * MINUTE);
-    const journal = await ok(`journalctl -b -o cat --no-pager -u shuttle.service -u 'shuttle-card@*'`);
-    await writeFile(join(outDir, 'journal-after-cut.txt'), journal);
-    expect(lastCardJobEnd(journal), journal.slice(-4000)).toBe('done');
-    const files = await destinationFiles();
-    const hashes = new Set(files.values());
-    for (const h of card.hashes) expect(hashes.has(h), `a file of the card (sha256 ${h}) is missing after the cut`).toBe(true);
-    expect([...files.keys()].filter((p) => p.endsWith('.shuttle-tmp'))).toEqual([]);
-    // Every file the journal holds verified is in a manifest and matches it.
-    const verify = await guest('/usr/local/bin/shuttle verify /srv/photos --strict --json', 5 * MINUTE);
-    expect(verify.rc, verify.output).toBe(0);
-  }, 15 * MINUTE);
+  test(
+    'the-journal-opens-consistent-and-the-ingest-completes-when-the-card-comes-back',
+    async () => {
+      const status = JSON.parse(await ok('systemctl start shuttle.service && runuser -u shuttle -- /usr/local/bin/shuttle status --json --state /var/lib/shuttle')) as {
+        problems: string[];
+      };
+      expect(status.problems).toEqual([]);
+      const ended = Number((await ok(`count '${CARD_UNIT_ENDED}'`)).trim());
+      await box.qmp.execute('blockdev-add', { driver: 'raw', 'node-name': 'card3', file: { driver: 'file', filename: card.image } });
+      await plug('reader5', 'card3');
+      await ok(`await '${CARD_UNIT_ENDED}' ${ended + 1} 480`, 9 * MINUTE);
+      const journal = await ok(`journalctl -b -o cat --no-pager -u shuttle.service -u 'shuttle-card@*'`);
+      await writeFile(join(outDir, 'journal-after-cut.txt'), journal);
+      expect(lastCardJobEnd(journal), journal.slice(-4000)).toBe('done');
+      const files = await destinationFiles();
+      const hashes = new Set(files.values());
+      for (const h of card.hashes) expect(hashes.has(h), `a file of the card (sha256 ${h}) is missing after the cut`).toBe(true);
+      expect([...files.keys()].filter((p) => p.endsWith('.shuttle-tmp'))).toEqual([]);
+      // Every file the journal holds verified is in a manifest and matches it.
+      const verify = await guest('/usr/local/bin/shuttle verify /srv/photos --strict --json', 5 * MINUTE);
+      expect(verify.rc, verify.output).toBe(0);
+    },
+    15 * MINUTE,
+  );
 });
 
 describe.sequential('a camera plugged in over USB', () => {
@@ -411,25 +453,29 @@ describe.sequential('a camera plugged in over USB', () => {
     expect(verify.rc, verify.output).toBe(0);
   });
 
-  test('unplugged-it-is-reported-gone-and-plug-to-first-file-timings-are-recorded', async () => {
-    await box.qmp.execute('device_del', { id: 'camera1' });
-    await ok(`await '"msg":"camera detached"' 1 60`, 2 * MINUTE);
-    const kernel = await ok('journalctl -b -o short-unix --no-pager -k');
-    const after = (text: string, re: RegExp): number | undefined => {
-      const line = text.split('\n').find((l) => re.test(l) && Number(l.split(' ')[0]) >= pluggedAt - 5);
-      return line ? Number(line.split(' ')[0]) : undefined;
-    };
-    const timings = {
-      pluggedAtHost: pluggedAt,
-      usbEnumerated: after(kernel, /usb \S+: new .*USB device number/),
-      cameraAttached: after(journal, /"msg":"camera attached"/),
-      sessionOpen: after(journal, /"msg":"PTP session open"/),
-      planReady: after(journal, /"msg":"plan ready"/),
-      firstFileJournaled: after(journal, /"msg":"file journaled"/),
-      jobDone: after(journal, new RegExp(CAMERA_JOB_DONE)),
-    };
-    await writeFile(join(REPO, '.tmp', 'box', 'last-camera-timings.json'), `${JSON.stringify(timings, null, 2)}\n`);
-    for (const [k, v] of Object.entries(timings)) expect(v, k).toBeDefined();
-    expect(timings.cameraAttached!).toBeGreaterThanOrEqual(timings.usbEnumerated!);
-  }, 3 * MINUTE);
+  test(
+    'unplugged-it-is-reported-gone-and-plug-to-first-file-timings-are-recorded',
+    async () => {
+      await box.qmp.execute('device_del', { id: 'camera1' });
+      await ok(`await '"msg":"camera detached"' 1 60`, 2 * MINUTE);
+      const kernel = await ok('journalctl -b -o short-unix --no-pager -k');
+      const after = (text: string, re: RegExp): number | undefined => {
+        const line = text.split('\n').find((l) => re.test(l) && Number(l.split(' ')[0]) >= pluggedAt - 5);
+        return line ? Number(line.split(' ')[0]) : undefined;
+      };
+      const timings = {
+        pluggedAtHost: pluggedAt,
+        usbEnumerated: after(kernel, /usb \S+: new .*USB device number/),
+        cameraAttached: after(journal, /"msg":"camera attached"/),
+        sessionOpen: after(journal, /"msg":"PTP session open"/),
+        planReady: after(journal, /"msg":"plan ready"/),
+        firstFileJournaled: after(journal, /"msg":"file journaled"/),
+        jobDone: after(journal, new RegExp(CAMERA_JOB_DONE)),
+      };
+      await writeFile(join(REPO, '.tmp', 'box', 'last-camera-timings.json'), `${JSON.stringify(timings, null, 2)}\n`);
+      for (const [k, v] of Object.entries(timings)) expect(v, k).toBeDefined();
+      expect(timings.cameraAttached!).toBeGreaterThanOrEqual(timings.usbEnumerated!);
+    },
+    3 * MINUTE,
+  );
 });

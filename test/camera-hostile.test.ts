@@ -221,8 +221,15 @@ describe('a camera that trickles', () => {
     const sim = await simulator({ trickle, paths: ['DCIM/100TEST/SLOW.CR3'] });
     const src = await source(sim, { quirks: floor });
     const settings: IngestSettings = {
-      template: '{name}', manifestHashes: ['xxh128'], job: '', timeZone: 'UTC', verifyRetries: 2, changeRetries: 2,
-      station: 'test', lockWaitMs: 0, tool: { name: 'shuttle', version: 'test' },
+      template: '{name}',
+      manifestHashes: ['xxh128'],
+      job: '',
+      timeZone: 'UTC',
+      verifyRetries: 2,
+      changeRetries: 2,
+      station: 'test',
+      lockWaitMs: 0,
+      tool: { name: 'shuttle', version: 'test' },
     };
     const dests = [path.join(work.path, 'one'), path.join(work.path, 'two')];
     const run = async (): Promise<Awaited<ReturnType<typeof runIngest>>> => {

@@ -3,15 +3,7 @@ import { homedir, hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { ShuttleError } from '../src/errors.js';
-import {
-  configEnvVariables,
-  envVariablesHelp,
-  loadConfig,
-  normalizeConfig,
-  resolveStateDir,
-  unknownEnvVariables,
-  type Config,
-} from '../src/config/index.js';
+import { configEnvVariables, envVariablesHelp, loadConfig, normalizeConfig, resolveStateDir, unknownEnvVariables, type Config } from '../src/config/index.js';
 
 const EXAMPLE = join(import.meta.dirname, '..', 'config', 'shuttle.example.toml');
 
@@ -63,7 +55,20 @@ describe('loading', () => {
         changeRetries: 2,
       },
       destinations: [],
-      daemon: { hotFolders: [], settleMs: 2000, batchMs: 1000, retryMs: 60_000, watchMounts: [], maxJobs: 4, watchdog: true, usbCameras: true, usbSettleMs: 400, usbPollMs: 0, networkCameras: false, allowedSources: [] },
+      daemon: {
+        hotFolders: [],
+        settleMs: 2000,
+        batchMs: 1000,
+        retryMs: 60_000,
+        watchMounts: [],
+        maxJobs: 4,
+        watchdog: true,
+        usbCameras: true,
+        usbSettleMs: 400,
+        usbPollMs: 0,
+        networkCameras: false,
+        allowedSources: [],
+      },
     } satisfies Config);
   });
 
@@ -163,9 +168,7 @@ describe('rejecting bad values', () => {
   });
 
   test('a template that would escape the destination is rejected', () => {
-    expect(failure(() => normalizeConfig({ ingest: { template: '{YYYY}/../{name}' } })).message).toContain(
-      'ingest.template: "{YYYY}/../{name}" is not a relative path template',
-    );
+    expect(failure(() => normalizeConfig({ ingest: { template: '{YYYY}/../{name}' } })).message).toContain('ingest.template: "{YYYY}/../{name}" is not a relative path template');
     expect(failure(() => normalizeConfig({ ingest: { template: '/abs/{name}' } })).code).toBe('CONFIG_INVALID');
   });
 
@@ -277,7 +280,9 @@ describe('environment and overrides', () => {
       SHUTTLE_DAEMON_NETWORK_CAMERAS: ['true', (c) => c.daemon.networkCameras, true],
       SHUTTLE_DAEMON_ALLOWED_SOURCES: ['/srv/ingest:/mnt/x', (c) => c.daemon.allowedSources, ['/srv/ingest', '/mnt/x']],
     };
-    const documented = configEnvVariables().filter((v) => v.key !== undefined).map((v) => v.name);
+    const documented = configEnvVariables()
+      .filter((v) => v.key !== undefined)
+      .map((v) => v.name);
     expect(documented.sort()).toEqual(Object.keys(samples).sort());
     for (const [name, [raw, read, expected]] of Object.entries(samples)) {
       expect(read(loadConfig({ env: { [name]: raw } })), name).toEqual(expected);
@@ -292,9 +297,7 @@ describe('environment and overrides', () => {
   });
 
   test('misspelt SHUTTLE_ variables are reported as unknown', () => {
-    expect(unknownEnvVariables({ SHUTTLE_INGEST_TIMEZONE: 'UTC', SHUTTLE_STATION: 'a', SHUTTLE_LOCK_DIR: '/x', PATH: '/bin' })).toEqual([
-      'SHUTTLE_INGEST_TIMEZONE',
-    ]);
+    expect(unknownEnvVariables({ SHUTTLE_INGEST_TIMEZONE: 'UTC', SHUTTLE_STATION: 'a', SHUTTLE_LOCK_DIR: '/x', PATH: '/bin' })).toEqual(['SHUTTLE_INGEST_TIMEZONE']);
   });
 });
 

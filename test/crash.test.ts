@@ -127,18 +127,26 @@ test('the-crash-points-tested-are-exactly-those-the-code-calls', async () => {
 });
 
 // The n-th time: the first file, a later one (while other files are in flight), the second destination.
-test.each(CRASH_POINTS.flatMap((p) => [`${p}:1`, p === 'manifest' || p === 'generation-written' ? `${p}:2` : `${p}:7`]))('crash-at-%s-then-rerun-completes-exactly-once', async (crashAt) => {
-  await trial(`point-${crashAt.replace(':', '-')}`, { crashAt });
-}, 120_000);
+test.each(CRASH_POINTS.flatMap((p) => [`${p}:1`, p === 'manifest' || p === 'generation-written' ? `${p}:2` : `${p}:7`]))(
+  'crash-at-%s-then-rerun-completes-exactly-once',
+  async (crashAt) => {
+    await trial(`point-${crashAt.replace(':', '-')}`, { crashAt });
+  },
+  120_000,
+);
 
-test.each(['temp-created:1', 'written:7'])('a-power-cut-at-%s-that-loses-the-unsynced-temp-rows-leaves-no-temp-after-the-rerun', async (crashAt) => {
-  await trial(`power-${crashAt.replace(':', '-')}`, { crashAt, loseUnsynced: true });
-}, 120_000);
+test.each(['temp-created:1', 'written:7'])(
+  'a-power-cut-at-%s-that-loses-the-unsynced-temp-rows-leaves-no-temp-after-the-rerun',
+  async (crashAt) => {
+    await trial(`power-${crashAt.replace(':', '-')}`, { crashAt, loseUnsynced: true });
+  },
+  120_000,
+);
 
 test('thirty-random-sigkills-mid-run-then-rerun-completes-exactly-once', async () => {
   const wanted = 30;
   let seed = 12345;
-  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   const outcomes: Record<Kill, number> = { 'before-start': 0, 'mid-run': 0, 'after-finish': 0, missed: 0 };
   for (let i = 0; outcomes['mid-run'] < wanted; i++) {
     expect(i, `only ${outcomes['mid-run']} of ${i} random kills landed mid-run: ${JSON.stringify(outcomes)}`).toBeLessThan(3 * wanted);

@@ -69,7 +69,12 @@ async function raw(path = sockPath): Promise<{ socket: Socket; send: (s: string)
     send: (s) => socket.write(s),
     next: async () => {
       while (lines.length === 0) {
-        await Promise.race([new Promise<void>((r) => waiters.push(r)), closed.then(() => { throw new Error('closed without an answer'); })]);
+        await Promise.race([
+          new Promise<void>((r) => waiters.push(r)),
+          closed.then(() => {
+            throw new Error('closed without an answer');
+          }),
+        ]);
       }
       return JSON.parse(lines.shift()!) as Record<string, unknown>;
     },
@@ -194,7 +199,9 @@ describe('control socket', () => {
   test('a-socket-left-by-a-dead-daemon-is-replaced-but-a-live-one-is-not', async () => {
     // A socket file nobody listens on: what a daemon killed with SIGKILL leaves.
     await mkdir(join(dir, 'run', 'shuttle'), { recursive: true });
-    const dead = spawn(process.execPath, ['-e', `require('node:net').createServer().listen(process.argv[1], () => console.log('up'))`, sockPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const dead = spawn(process.execPath, ['-e', `require('node:net').createServer().listen(process.argv[1], () => console.log('up'))`, sockPath], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     await new Promise((r) => dead.stdout!.once('data', r));
     dead.kill('SIGKILL');
     await new Promise((r) => dead.once('exit', r));
@@ -234,16 +241,19 @@ describe('control socket', () => {
 function watchedLog(): { logger: Logger; when: (msg: string, match?: (l: Record<string, unknown>) => boolean) => Promise<Record<string, unknown>> } {
   const lines: Array<Record<string, unknown>> = [];
   const waiters: Array<{ fits: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }> = [];
-  const logger = pino({ level: 'debug' }, {
-    write: (text: string) => {
-      const line = JSON.parse(text) as Record<string, unknown>;
-      lines.push(line);
-      for (const w of waiters.filter((x) => x.fits(line))) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(line);
-      }
+  const logger = pino(
+    { level: 'debug' },
+    {
+      write: (text: string) => {
+        const line = JSON.parse(text) as Record<string, unknown>;
+        lines.push(line);
+        for (const w of waiters.filter((x) => x.fits(line))) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
+      },
     },
-  });
+  );
   return {
     logger,
     when: (msg, match = () => true) => {
@@ -267,7 +277,9 @@ describe('flow control', () => {
     let started = 0;
     const fourth = deferred();
     server = await ControlServer.listen({
-      path: sockPath, logger: log.logger, maxInFlight: 4,
+      path: sockPath,
+      logger: log.logger,
+      maxInFlight: 4,
       handlers: {
         ...handlers(),
         wait: async ({ job }) => {
@@ -326,8 +338,16 @@ describe('flow control', () => {
   test('an-idle-connection-is-closed-after-the-timeout-but-one-waiting-for-an-answer-is-not', async () => {
     const gate = deferred();
     server = await ControlServer.listen({
-      path: sockPath, logger: captureLog().logger, idleTimeoutMs: 200,
-      handlers: { ...handlers(), wait: async ({ job }) => { await gate.promise; return { job: { id: job, state: 'done' } }; } },
+      path: sockPath,
+      logger: captureLog().logger,
+      idleTimeoutMs: 200,
+      handlers: {
+        ...handlers(),
+        wait: async ({ job }) => {
+          await gate.promise;
+          return { job: { id: job, state: 'done' } };
+        },
+      },
     });
     const busy = await raw();
     busy.send('{"v":1,"id":"w","cmd":"wait","args":{"job":5}}\n');

@@ -53,7 +53,13 @@ describe('mount table', () => {
     const attached: AttachedDevice[] = [];
     // The backup drive is a destination: never a device to ingest.
     const w = new MountWatcher({ roots: [media], logger: captureLog().logger, mountinfo, intervalMs: 60_000, skip: (m) => m === backup });
-    await w.start({ attach: (d) => { attached.push(d); events.push(`attach ${d.id}`); }, detach: (id) => events.push(`detach ${id}`) });
+    await w.start({
+      attach: (d) => {
+        attached.push(d);
+        events.push(`attach ${d.id}`);
+      },
+      detach: (id) => events.push(`detach ${id}`),
+    });
     // Only the card: not the root itself, not a tmpfs below it, not the destination.
     expect(events).toEqual([`attach mount:8:17:${card}`]);
     expect(attached[0]).toMatchObject({ kind: 'card', uri: card, jobKey: pathJobKey(card) });
@@ -112,7 +118,12 @@ describe('device registry', () => {
     const config = normalizeConfig({ destinations: [{ path: dest }] });
     const journal = Journal.open(join(dir, 'state'));
     const log = captureLog();
-    const env: IngestEnvironment = { journal, destinations: destinationsFromConfig(config), settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS), stateDir: join(dir, 'state') };
+    const env: IngestEnvironment = {
+      journal,
+      destinations: destinationsFromConfig(config),
+      settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS),
+      stateDir: join(dir, 'state'),
+    };
     const scheduler = new JobScheduler({ logger: log.logger });
     const registry = new DeviceRegistry({ scheduler, env, resources: [`destination ${dest}`], logger: log.logger });
     const watcher = new TestWatcher();

@@ -145,8 +145,13 @@ describe('shuttle run', () => {
     const reqExit = new Promise<number | null>((r) => req.on('close', (code) => r(code)));
     const client = await ControlClient.connect(sock);
     try {
-      const running = await until('the card job to be copying', async () => (await client.request('status', {})) as DaemonStatus,
-        (v) => (v.jobs.active.find((j) => j.origin === 'request')?.progress?.filesDone ?? 0) >= 3, 30_000, 10);
+      const running = await until(
+        'the card job to be copying',
+        async () => (await client.request('status', {})) as DaemonStatus,
+        (v) => (v.jobs.active.find((j) => j.origin === 'request')?.progress?.filesDone ?? 0) >= 3,
+        30_000,
+        10,
+      );
       const job = running.jobs.active.find((j) => j.origin === 'request')!;
       req.kill('SIGTERM');
       expect(await reqExit).toBe(3);
@@ -155,7 +160,11 @@ describe('shuttle run', () => {
       expect(after.jobs.recent.find((j) => j.id === job.id)?.state).toBe('cancelled');
       // The daemon and its hot folder carry on.
       await writeJpeg(join(hot, 'IMG_0001.JPG'), { seed: 1 });
-      await until('the hot folder job', async () => (await client.request('status', {})) as DaemonStatus, (v) => v.jobs.recent.some((j) => j.kind === 'hotfolder' && j.state === 'done'));
+      await until(
+        'the hot folder job',
+        async () => (await client.request('status', {})) as DaemonStatus,
+        (v) => v.jobs.recent.some((j) => j.kind === 'hotfolder' && j.state === 'done'),
+      );
     } finally {
       client.close();
     }
@@ -171,10 +180,16 @@ describe('shuttle run', () => {
     const client = await ControlClient.connect(sock);
     let p;
     try {
-      const running = await until('a job part way through', async () => (await client.request('status', {})) as DaemonStatus, (v) => {
-        const pr = v.jobs.active[0]?.progress;
-        return pr !== undefined && pr.filesDone >= 8;
-      }, 30_000, 10);
+      const running = await until(
+        'a job part way through',
+        async () => (await client.request('status', {})) as DaemonStatus,
+        (v) => {
+          const pr = v.jobs.active[0]?.progress;
+          return pr !== undefined && pr.filesDone >= 8;
+        },
+        30_000,
+        10,
+      );
       p = running.jobs.active[0]!.progress!;
     } finally {
       client.close();
@@ -212,7 +227,12 @@ describe('shuttle run', () => {
     const receiver = await notifyReceiver(join(work, 'notify.sock'));
     try {
       const d = await startDaemon([], { NOTIFY_SOCKET: receiver.path });
-      const ready = await until('READY=1', async () => receiver.messages, (m) => m.some((x) => x.includes('READY=1')), 10_000);
+      const ready = await until(
+        'READY=1',
+        async () => receiver.messages,
+        (m) => m.some((x) => x.includes('READY=1')),
+        10_000,
+      );
       expect(ready.find((x) => x.includes('READY=1'))).toContain(`MAINPID=${d.child.pid}`);
       // READY means the control socket already answers.
       expect((await status()).daemon?.pid).toBe(d.child.pid);

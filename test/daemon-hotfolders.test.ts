@@ -190,7 +190,11 @@ describe('hot folder watcher', () => {
   test('a-folder-that-appears-later-or-goes-away-and-comes-back-is-watched-and-nothing-is-handed-on-twice', async () => {
     const late = join(root, 'share');
     watcher = new HotFolderWatcher({
-      root: late, settleMs: 100, batchMs: 50, presenceCheckMs: 100, logger: captureLog().logger,
+      root: late,
+      settleMs: 100,
+      batchMs: 50,
+      presenceCheckMs: 100,
+      logger: captureLog().logger,
       onBatch: (files) => batches.push({ at: Date.now(), files }),
     });
     await watcher.start();
@@ -274,7 +278,13 @@ describe('hot folder feed', () => {
     const log = captureLog();
     const scheduler = new JobScheduler({ logger: log.logger });
     const feed = new HotFolderFeed({
-      root: hot, scheduler, settleMs: 100, batchMs: 50, retryMs: 400, resources: [dest], logger: log.logger,
+      root: hot,
+      scheduler,
+      settleMs: 100,
+      batchMs: 50,
+      retryMs: 400,
+      resources: [dest],
+      logger: log.logger,
       env: { journal, destinations: destinationsFromConfig(config), settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS), stateDir: join(root, 'state') },
     });
     try {

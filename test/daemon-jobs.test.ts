@@ -17,7 +17,11 @@ class Steered {
 
   spec(key: string, resources: string[] = [], extra: Partial<JobSpec> = {}): JobSpec {
     return {
-      key, kind: 'folder', label: key, origin: 'test', resources,
+      key,
+      kind: 'folder',
+      label: key,
+      origin: 'test',
+      resources,
       run: (ctx) => {
         this.ctx = ctx;
         this.started = true;
@@ -190,7 +194,19 @@ describe('job scheduler', () => {
     const a = new Steered();
     const { job } = s.submit(a.spec('card-a'));
     await tick();
-    a.finish({ status: 'failed', result: { status: 'failed', files: 2, copied: 1, alreadyVerified: 0, skipped: [], failed: 1, bytes: 10, errors: [{ code: 'SOURCE_UNREADABLE', message: 'reading IMG_2.CR3 failed: EIO' }] } });
+    a.finish({
+      status: 'failed',
+      result: {
+        status: 'failed',
+        files: 2,
+        copied: 1,
+        alreadyVerified: 0,
+        skipped: [],
+        failed: 1,
+        bytes: 10,
+        errors: [{ code: 'SOURCE_UNREADABLE', message: 'reading IMG_2.CR3 failed: EIO' }],
+      },
+    });
     const f = await s.wait(job.id);
     expect(f.state).toBe('failed');
     expect(f.history.at(-1)?.reason).toBe('reading IMG_2.CR3 failed: EIO');
@@ -201,15 +217,17 @@ describe('job scheduler', () => {
     const a = new Steered();
     const b = new Steered();
     let unwound = false;
-    const ja = s.submit(a.spec('card-a', [], {
-      run: async (ctx) => {
-        a.started = true;
-        await new Promise((r) => ctx.signal.addEventListener('abort', r, { once: true }));
-        await sleep(50); // removing temp files, finishing the journal
-        unwound = true;
-        return { status: 'interrupted' };
-      },
-    })).job;
+    const ja = s.submit(
+      a.spec('card-a', [], {
+        run: async (ctx) => {
+          a.started = true;
+          await new Promise((r) => ctx.signal.addEventListener('abort', r, { once: true }));
+          await sleep(50); // removing temp files, finishing the journal
+          unwound = true;
+          return { status: 'interrupted' };
+        },
+      }),
+    ).job;
     const jb = s.submit(b.spec('card-b')).job;
     await tick();
     await s.shutdown('SIGTERM');

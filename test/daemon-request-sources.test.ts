@@ -63,7 +63,10 @@ async function ingest(source: string): Promise<{ job: JobSnapshot; created: bool
 }
 
 async function refusal(source: string): Promise<ShuttleError> {
-  const err = await ingest(source).then(() => undefined, (e: unknown) => e);
+  const err = await ingest(source).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   if (!isShuttleError(err)) throw new Error(`expected ${source} to be refused, got ${JSON.stringify(err)}`);
   return err;
 }
@@ -136,19 +139,33 @@ function busWith(info: UsbCameraInfo): UsbHotplugBus {
 
 describe('cameras', () => {
   const r6: UsbCameraInfo = {
-    vendorId: 0x04a9, productId: 0x32d4, busNumber: 1, deviceAddress: 7, portPath: '4', location: '1-4',
-    interfaceNumber: 0, protocol: 'ptp', manufacturer: 'Canon Inc.', product: 'Canon EOS R6',
+    vendorId: 0x04a9,
+    productId: 0x32d4,
+    busNumber: 1,
+    deviceAddress: 7,
+    portPath: '4',
+    location: '1-4',
+    interfaceNumber: 0,
+    protocol: 'ptp',
+    manufacturer: 'Canon Inc.',
+    product: 'Canon EOS R6',
   };
 
   test('a-usb-selector-that-matches-no-attached-camera-is-refused-and-one-that-does-joins-its-job', async () => {
     const opened: string[] = [];
-    await start({ usb_cameras: true }, (logger) => new UsbCameraWatcher({
-      logger, settleMs: 0, bus: async () => busWith(r6),
-      openCamera: async (uri) => {
-        opened.push(uri);
-        throw new ShuttleError('DEVICE_GONE', 'the fake camera has no storage');
-      },
-    }));
+    await start(
+      { usb_cameras: true },
+      (logger) =>
+        new UsbCameraWatcher({
+          logger,
+          settleMs: 0,
+          bus: async () => busWith(r6),
+          openCamera: async (uri) => {
+            opened.push(uri);
+            throw new ShuttleError('DEVICE_GONE', 'the fake camera has no storage');
+          },
+        }),
+    );
     for (const sel of ['usb:1-9', 'usb:04a9:ffff']) {
       const err = await refusal(sel);
       expect(err.context).toMatchObject({ reason: 'source-not-allowed', rule: 'attached-usb-camera', source: sel });
@@ -170,7 +187,9 @@ describe('cameras', () => {
         const err = await refusal(source);
         expect(err.context, source).toMatchObject({ reason: 'source-not-allowed', rule: 'known-network-camera' });
       }
-      expect((await refusal('ptpip:10.1.2.3')).message).toContain('the daemon connects only to network cameras it discovered (with [daemon] network_cameras on) or whose address [daemon] network_cameras lists');
+      expect((await refusal('ptpip:10.1.2.3')).message).toContain(
+        'the daemon connects only to network cameras it discovered (with [daemon] network_cameras on) or whose address [daemon] network_cameras lists',
+      );
       const { job } = await ingest(`ptpip:127.0.0.1:${sim.port}`);
       expect(job).toMatchObject({ key: `ptpip:127.0.0.1:${sim.port}`, kind: 'camera' });
       const done = (await client!.request('wait', { job: job.id })) as { job: JobSnapshot };

@@ -99,8 +99,7 @@ async function status(): Promise<StatusJson> {
 }
 
 /** Uploads under faults take their time: waits default to a minute, polled less often. */
-const until = <T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 60_000, everyMs = 150): Promise<T> =>
-  waitUntil(what, probe, ok, timeoutMs, everyMs);
+const until = <T>(what: string, probe: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 60_000, everyMs = 150): Promise<T> => waitUntil(what, probe, ok, timeoutMs, everyMs);
 
 /** Writes files next to the hot folder and renames them in, as an FTP server finishing its uploads does. */
 async function drop(spec: Record<string, number>): Promise<Record<string, TestFile>> {
@@ -119,7 +118,12 @@ async function objectsByName(): Promise<Record<string, { key: string; sha256: st
 }
 
 function expected(files: Record<string, TestFile>): Record<string, { key: string; sha256: string; size: number }> {
-  return Object.fromEntries(Object.entries(files).map(([name, f]) => [name, { key: expect.stringMatching(new RegExp(`^daemon/cart-test/\\d{4}/\\d{4}-\\d{2}-\\d{2}/${name}$`)) as unknown as string, sha256: f.sha256, size: f.size }]));
+  return Object.fromEntries(
+    Object.entries(files).map(([name, f]) => [
+      name,
+      { key: expect.stringMatching(new RegExp(`^daemon/cart-test/\\d{4}/\\d{4}-\\d{2}-\\d{2}/${name}$`)) as unknown as string, sha256: f.sha256, size: f.size },
+    ]),
+  );
 }
 
 describe('shuttle run uploads', () => {
@@ -130,8 +134,11 @@ describe('shuttle run uploads', () => {
     const files = await drop({ 'IMG_0001.JPG': 300_000, 'IMG_0002.JPG': 310_000, 'IMG_0002.CR3': 3 * MiB + 17, 'MVI_0003.MP4': 12 * MiB + 5 });
     const total = Object.values(files).reduce((n, f) => n + f.size, 0);
 
-    const offline = await until('the uploader backing off with all four files queued', status, (s) =>
-      s.copies['verified'] === 4 && s.daemon?.uploads?.state === 'backing-off' && s.daemon.uploads.depth === 4 && s.daemon.uploads.lastError !== null);
+    const offline = await until(
+      'the uploader backing off with all four files queued',
+      status,
+      (s) => s.copies['verified'] === 4 && s.daemon?.uploads?.state === 'backing-off' && s.daemon.uploads.depth === 4 && s.daemon.uploads.lastError !== null,
+    );
     const up = offline.daemon!.uploads!;
     expect(up).toMatchObject({ target: `s3://${bucket}/daemon`, depth: 4, bytesPending: total, uploaded: 0, failed: 0 });
     expect(up.lastError?.message).toMatch(/503|ServiceUnavailable|unavailable/i);
@@ -144,10 +151,16 @@ describe('shuttle run uploads', () => {
     // The server comes back: the queue drains by itself.
     proxy.clearRules();
     const depths: number[] = [];
-    const done = await until('the queue drained', status, (s) => {
-      depths.push(s.daemon!.uploads!.depth);
-      return s.daemon!.uploads!.depth === 0 && s.daemon!.uploads!.uploaded === 4;
-    }, 90_000, 100);
+    const done = await until(
+      'the queue drained',
+      status,
+      (s) => {
+        depths.push(s.daemon!.uploads!.depth);
+        return s.daemon!.uploads!.depth === 0 && s.daemon!.uploads!.uploaded === 4;
+      },
+      90_000,
+      100,
+    );
     expect(depths[0]).toBeGreaterThan(0);
     expect(done.daemon!.uploads).toMatchObject({ state: 'idle', depth: 0, bytesPending: 0, failed: 0, sinceStart: { uploaded: 4, failed: 0 } });
     expect(done.daemon!.uploads!.sinceStart.bytesSent).toBeGreaterThanOrEqual(total);
@@ -165,7 +178,11 @@ describe('shuttle run uploads', () => {
     proxy.inject({ match: isUploadPart(2), fault: { kind: 'stall', afterBodyBytes: 1000 }, times: 1_000 });
     let d = await startDaemon();
     const files = await drop({ 'MVI_0001.MP4': 12 * MiB + 5 });
-    await until('part 2 in flight', async () => proxy.requests.filter((r) => isUploadPart(2)(r)).length, (n) => n > 0);
+    await until(
+      'part 2 in flight',
+      async () => proxy.requests.filter((r) => isUploadPart(2)(r)).length,
+      (n) => n > 0,
+    );
     const busy = await status();
     expect(busy.daemon!.uploads).toMatchObject({ state: 'uploading', uploading: 1, depth: 1 });
 
@@ -196,7 +213,11 @@ describe('shuttle run uploads', () => {
     proxy.inject({ match: isUploadPart(2), fault: { kind: 'stall', afterBodyBytes: 1000 }, times: 1_000 });
     let d = await startDaemon();
     const files = await drop({ 'MVI_0002.MP4': 11 * MiB });
-    await until('part 2 in flight', async () => proxy.requests.filter((r) => isUploadPart(2)(r)).length, (n) => n > 0);
+    await until(
+      'part 2 in flight',
+      async () => proxy.requests.filter((r) => isUploadPart(2)(r)).length,
+      (n) => n > 0,
+    );
     d.child.kill('SIGKILL');
     await d.exited;
     expect((await status()).upload).toMatchObject({ depth: 1, uploading: 1 });
@@ -247,9 +268,19 @@ describe('shuttle run uploads', () => {
       }
     };
     // From the second failure on, its next try is at least 2 s away.
-    const [stuck] = await until('the refused file deferred twice', async () => rows(), (r) => r[0]?.attempts === 2 && r[0].state === 'queued');
+    const [stuck] = await until(
+      'the refused file deferred twice',
+      async () => rows(),
+      (r) => r[0]?.attempts === 2 && r[0].state === 'queued',
+    );
     const files = await drop({ 'IMG_0101.JPG': 120_000 });
-    const [, fresh] = await until('the new file uploaded', async () => rows(), (r) => r[1]?.state === 'uploaded', 30_000, 50);
+    const [, fresh] = await until(
+      'the new file uploaded',
+      async () => rows(),
+      (r) => r[1]?.state === 'uploaded',
+      30_000,
+      50,
+    );
     expect(Date.parse(fresh!.uploaded_at!)).toBeLessThan(stuck!.next_attempt_at);
     expect(rows()[0]).toMatchObject({ state: 'queued', attempts: 2 });
     expect(await objectsByName()).toEqual(expected(files));

@@ -27,8 +27,17 @@ import { tempDir } from './support/tree.js';
 function camera(location: string, overrides: Partial<UsbCameraInfo> = {}): UsbCameraInfo {
   const [bus, port] = location.split('-') as [string, string];
   return {
-    vendorId: 0x04a9, productId: 0x32d4, busNumber: Number(bus), deviceAddress: 7, portPath: port, location,
-    interfaceNumber: 0, protocol: 'ptp', manufacturer: 'Canon Inc.', product: 'Canon EOS R6', ...overrides,
+    vendorId: 0x04a9,
+    productId: 0x32d4,
+    busNumber: Number(bus),
+    deviceAddress: 7,
+    portPath: port,
+    location,
+    interfaceNumber: 0,
+    protocol: 'ptp',
+    manufacturer: 'Canon Inc.',
+    product: 'Canon EOS R6',
+    ...overrides,
   };
 }
 
@@ -240,7 +249,12 @@ describe('USB cameras in the daemon', () => {
     const dest = join(dir, 'dest');
     const config = normalizeConfig({ destinations: [{ path: dest }], daemon: { max_jobs: 4 } });
     const journal = Journal.open(join(dir, 'state'));
-    const env: IngestEnvironment = { journal, destinations: destinationsFromConfig(config), settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS), stateDir: join(dir, 'state') };
+    const env: IngestEnvironment = {
+      journal,
+      destinations: destinationsFromConfig(config),
+      settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS),
+      stateDir: join(dir, 'state'),
+    };
     const scheduler = new JobScheduler({ logger: log.logger, maxRunning: 4 });
     const registry = new DeviceRegistry({ scheduler, env, resources: [], logger: log.logger });
     const bus = new FakeBus();
@@ -285,7 +299,19 @@ describe('USB cameras in the daemon', () => {
     const bus = new FakeBus();
     bus.plugged.set('3-1', { vendorId: 0x04a9, productId: 0x32d4, camera: camera('3-1') });
     const opened: string[] = [];
-    const d = await startDaemon({}, (logger) => new UsbCameraWatcher({ logger, settleMs: SETTLE, bus: async () => bus, openCamera: async (uri) => { opened.push(uri); return new StuckCamera(uri); } }));
+    const d = await startDaemon(
+      {},
+      (logger) =>
+        new UsbCameraWatcher({
+          logger,
+          settleMs: SETTLE,
+          bus: async () => bus,
+          openCamera: async (uri) => {
+            opened.push(uri);
+            return new StuckCamera(uri);
+          },
+        }),
+    );
     try {
       const s = d.status();
       expect(s.watchers).toEqual(['mounts', 'usb']);
@@ -313,12 +339,16 @@ describe('USB cameras in the daemon', () => {
   });
 
   test('a-box-without-usb-support-still-runs-the-daemon-and-says-why-cameras-are-not-watched', async () => {
-    const d = await startDaemon({}, (logger) => new UsbCameraWatcher({
-      logger,
-      bus: async () => {
-        throw new ShuttleError('TRANSPORT', 'USB support is unavailable: libusb-1.0.so.0: cannot open shared object file');
-      },
-    }));
+    const d = await startDaemon(
+      {},
+      (logger) =>
+        new UsbCameraWatcher({
+          logger,
+          bus: async () => {
+            throw new ShuttleError('TRANSPORT', 'USB support is unavailable: libusb-1.0.so.0: cannot open shared object file');
+          },
+        }),
+    );
     try {
       expect(d.status().watchers).toEqual(['mounts']);
       const warning = log.lines.find((l) => String(l.msg).startsWith('USB cameras are not watched'));

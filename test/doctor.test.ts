@@ -330,7 +330,11 @@ describe('command', () => {
     expect(out.ok).toBe(false);
     expect(r.code).toBe(1);
     expect(out.checks.find((c) => c.id === `destination:${join(work, 'nowhere')}`)?.status).toBe('fail');
-    for (const id of ['units', 'rules', 'daemon', 'desktop', 'clock', 's3']) expect(out.checks.some((c) => c.id === id), id).toBe(true);
+    for (const id of ['units', 'rules', 'daemon', 'desktop', 'clock', 's3'])
+      expect(
+        out.checks.some((c) => c.id === id),
+        id,
+      ).toBe(true);
   });
 
   test('a-broken-config-is-a-failed-check-and-the-rest-still-runs', async () => {

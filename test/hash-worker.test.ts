@@ -213,7 +213,11 @@ test('an ingest hasher hashes small inputs on this thread and large ones in the 
   for (let i = 0; i < large.length; i++) large[i] = i % 253;
   const big = new IngestHasher(ALL);
   // Overlapping updates, as fanOut posts them: whole blocks, then a short last one.
-  await Promise.all([big.update(large.subarray(0, IN_THREAD_BELOW)), big.update(large.subarray(IN_THREAD_BELOW, 2 * IN_THREAD_BELOW)), big.update(large.subarray(2 * IN_THREAD_BELOW, 2 * IN_THREAD_BELOW + 5))]);
+  await Promise.all([
+    big.update(large.subarray(0, IN_THREAD_BELOW)),
+    big.update(large.subarray(IN_THREAD_BELOW, 2 * IN_THREAD_BELOW)),
+    big.update(large.subarray(2 * IN_THREAD_BELOW, 2 * IN_THREAD_BELOW + 5)),
+  ]);
   expect(hashWorkerForTests()).toBeDefined();
   expect(big.bytes).toBe(2 * IN_THREAD_BELOW + 5);
   expect(await big.digest()).toEqual(await inThread(large.subarray(0, 2 * IN_THREAD_BELOW + 5), ALL));

@@ -49,7 +49,10 @@ describe('ingest', () => {
       expect(contentMultiset(tree)).toEqual(contentMultiset(source));
       expect(await tempFilesUnder(d)).toEqual([]);
     }
-    expect(r.summary.destinations.map((d) => [d.verified, d.failed])).toEqual([[6, 0], [6, 0]]);
+    expect(r.summary.destinations.map((d) => [d.verified, d.failed])).toEqual([
+      [6, 0],
+      [6, 0],
+    ]);
   });
 
   test('names-files-by-capture-date-and-keeps-raw-jpeg-pairs-together', async () => {

@@ -13,8 +13,15 @@ import { bytes, writeBytes } from './support/fixtures.js';
 import { contentMultiset, listTree, tempDir, tempFilesUnder } from './support/tree.js';
 
 const settings: IngestSettings = {
-  template: '{YYYY}/{YYYY-MM-DD}/{name}', manifestHashes: ['xxh128'], job: '', timeZone: 'UTC', verifyRetries: 2, changeRetries: 2,
-  station: 'test', lockWaitMs: 0, tool: { name: 'shuttle', version: 'test' },
+  template: '{YYYY}/{YYYY-MM-DD}/{name}',
+  manifestHashes: ['xxh128'],
+  job: '',
+  timeZone: 'UTC',
+  verifyRetries: 2,
+  changeRetries: 2,
+  station: 'test',
+  lockWaitMs: 0,
+  tool: { name: 'shuttle', version: 'test' },
 };
 
 let work: { path: string; cleanup: () => Promise<void> };
@@ -42,14 +49,22 @@ test('disk-full-on-one-destination-fails-it-cleanly-while-the-other-finishes', a
   const journal = Journal.open(join(work.path, 'state'));
   let filled = false;
   const summary = await runIngest({
-    sources: [new FolderSource(src)], destinations: [{ path: small }, { path: disk }], journal, settings, logger: silentLogger,
+    sources: [new FolderSource(src)],
+    destinations: [{ path: small }, { path: disk }],
+    journal,
+    settings,
+    logger: silentLogger,
     signal: new AbortController().signal,
     // After the plan passed the free-space check, something else fills the small disk.
     onProgress: (p) => {
       if (!filled && p.filesDone === 2) {
         filled = true;
         // dd stops with "No space left", which is the point.
-        try { execFileSync('dd', ['if=/dev/zero', `of=${join(small, 'filler')}`, 'bs=1M', 'count=16'], { stdio: 'ignore' }); } catch { /* full */ }
+        try {
+          execFileSync('dd', ['if=/dev/zero', `of=${join(small, 'filler')}`, 'bs=1M', 'count=16'], { stdio: 'ignore' });
+        } catch {
+          /* full */
+        }
       }
     },
   });
@@ -71,7 +86,14 @@ test('not-enough-free-space-refuses-the-destination-before-copying', async () =>
   for (let i = 0; i < 4; i++) await writeBytes(join(src, `f${i}.bin`), bytes(3_000_000, i), new Date('2026-04-01T10:00:00Z'));
   const small = await tmpfs(join(work.path, 'small'), '8m');
   const journal = Journal.open(join(work.path, 'state'));
-  const summary = await runIngest({ sources: [new FolderSource(src)], destinations: [{ path: small }], journal, settings, logger: silentLogger, signal: new AbortController().signal });
+  const summary = await runIngest({
+    sources: [new FolderSource(src)],
+    destinations: [{ path: small }],
+    journal,
+    settings,
+    logger: silentLogger,
+    signal: new AbortController().signal,
+  });
   journal.close();
   expect(summary.status).toBe('failed');
   expect(summary.errors[0]?.code).toBe('DEST_NO_SPACE');
@@ -87,16 +109,20 @@ test('a-destination-where-no-temp-can-be-made-is-ended-and-each-file-counts-as-f
   // A file where the template's year folder goes: the first file's temp cannot be made there.
   await writeBytes(join(blocked, '2026'), 'in the way');
   const journal = Journal.open(join(work.path, 'state'));
-  const summary = await runIngest({ sources: [new FolderSource(src)], destinations: [{ path: blocked }, { path: disk }], journal, settings, logger: silentLogger, signal: new AbortController().signal });
+  const summary = await runIngest({
+    sources: [new FolderSource(src)],
+    destinations: [{ path: blocked }, { path: disk }],
+    journal,
+    settings,
+    logger: silentLogger,
+    signal: new AbortController().signal,
+  });
   journal.close();
   const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
   const states = db.prepare('SELECT rel_path, state FROM files ORDER BY rel_path').all();
   db.close();
   expect(summary.errors.map((e) => [e.code, e.destination])).toEqual([['DEST_NOT_WRITABLE', blocked]]);
-  expect(summary.destinations).toEqual([
-    expect.objectContaining({ path: blocked, verified: 0, failed: 3 }),
-    expect.objectContaining({ path: disk, verified: 3, failed: 0 }),
-  ]);
+  expect(summary.destinations).toEqual([expect.objectContaining({ path: blocked, verified: 0, failed: 3 }), expect.objectContaining({ path: disk, verified: 3, failed: 0 })]);
   // No file is done while one of its destinations lacks it.
   expect(summary).toMatchObject({ status: 'failed', copied: 0, failed: 3 });
   expect(states).toEqual(['f0.bin', 'f1.bin', 'f2.bin'].map((rel_path) => ({ rel_path, state: 'failed' })));
@@ -115,7 +141,12 @@ class GrowingFolder extends FolderSource {
     }
     return s;
   }
-  constructor(root: string, private readonly limit: number) { super(root); }
+  constructor(
+    root: string,
+    private readonly limit: number,
+  ) {
+    super(root);
+  }
 }
 
 test('a-file-that-changes-while-read-is-read-again', async () => {
@@ -138,7 +169,14 @@ test('a-file-that-keeps-changing-fails-alone-with-source-changed', async () => {
   await writeBytes(join(src, 'steady.bin'), bytes(1000, 2));
   const dest = join(work.path, 'dest');
   const journal = Journal.open(join(work.path, 'state'));
-  const summary = await runIngest({ sources: [new GrowingFolder(src, 100)], destinations: [{ path: dest }], journal, settings, logger: silentLogger, signal: new AbortController().signal });
+  const summary = await runIngest({
+    sources: [new GrowingFolder(src, 100)],
+    destinations: [{ path: dest }],
+    journal,
+    settings,
+    logger: silentLogger,
+    signal: new AbortController().signal,
+  });
   journal.close();
   expect(summary.failed).toBe(1);
   expect(summary.copied).toBe(1);
@@ -153,8 +191,15 @@ test('an-abort-stops-the-run-as-interrupted-and-leaves-no-temp-file', async () =
   const journal = Journal.open(join(work.path, 'state'));
   const ac = new AbortController();
   const summary = await runIngest({
-    sources: [new FolderSource(src)], destinations: [{ path: dest }], journal, settings, logger: silentLogger, signal: ac.signal,
-    onProgress: (p) => { if (p.filesDone === 3) ac.abort(new Error('test stop')); },
+    sources: [new FolderSource(src)],
+    destinations: [{ path: dest }],
+    journal,
+    settings,
+    logger: silentLogger,
+    signal: ac.signal,
+    onProgress: (p) => {
+      if (p.filesDone === 3) ac.abort(new Error('test stop'));
+    },
   });
   journal.close();
   expect(summary.status).toBe('interrupted');
@@ -173,7 +218,14 @@ test('filesystems-without-direct-io-are-read-and-written-through-the-cache-and-s
   execFileSync('mount', ['-t', 'ramfs', 'ramfs', dest]);
   mounts.push(dest);
   const journal = Journal.open(join(work.path, 'state'));
-  const summary = await runIngest({ sources: [new FolderSource(src)], destinations: [{ path: dest }], journal, settings, logger: silentLogger, signal: new AbortController().signal });
+  const summary = await runIngest({
+    sources: [new FolderSource(src)],
+    destinations: [{ path: dest }],
+    journal,
+    settings,
+    logger: silentLogger,
+    signal: new AbortController().signal,
+  });
   const db = new DatabaseSync(journal.path, { readOnly: true });
   const readbacks = db.prepare(`SELECT readback FROM copies WHERE state = 'verified'`).all() as Array<{ readback: string }>;
   db.close();

@@ -112,7 +112,10 @@ test('a-file-over-4-gib-is-copied-and-verified', async () => {
   const r = await ingestJson([card, '--dest', dest, '--state', join(work.path, 'state')], { timeoutMs: 900_000, env: { SHUTTLE_LOG_LEVEL: 'info' } });
   expect(r.code, r.stderr).toBe(0);
   expect(r.summary.destinations[0]).toMatchObject({ verified: 1, bytes: size });
-  const finished = r.stderr.split('\n').filter((l) => l.includes('ingest finished')).map((l) => JSON.parse(l) as { maxRssBytes: number });
+  const finished = r.stderr
+    .split('\n')
+    .filter((l) => l.includes('ingest finished'))
+    .map((l) => JSON.parse(l) as { maxRssBytes: number });
   expect(finished).toHaveLength(1);
   expect(finished[0]!.maxRssBytes).toBeLessThan(200 * 1024 * 1024);
   const year = String(new Date().getUTCFullYear());

@@ -50,7 +50,10 @@ async function asNobody(): Promise<void> {
 
 /** The CLI's JSON log lines on stderr. */
 function logLines(r: CliResult): Array<Record<string, unknown>> {
-  return r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  return r.stderr
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 interface FileRowSeen {
@@ -102,7 +105,9 @@ describe('what the source cannot read fails the ingest, named', () => {
     expect(r.code, r.stderr).toBe(1);
     expect(r.summary).toMatchObject({ status: 'failed', copied: 2, failed: 2 });
     expect(r.summary.errors.map((e) => e.path).sort()).toEqual(['DCIM/102CANON/A.JPG', 'DCIM/102CANON/B.JPG']);
-    const failed = journalFiles().filter((f) => f.state === 'failed').map((f) => f.rel_path);
+    const failed = journalFiles()
+      .filter((f) => f.state === 'failed')
+      .map((f) => f.rel_path);
     expect(failed).toEqual(['DCIM/102CANON/A.JPG', 'DCIM/102CANON/B.JPG']);
   });
 
@@ -227,7 +232,10 @@ describe('FolderSource.open', () => {
   }
   async function openError(source: FolderSource, item: SourceItem, recycle: number): Promise<unknown> {
     return source.open(item, { recycle }).then(
-      (s) => { s.destroy(); return undefined; },
+      (s) => {
+        s.destroy();
+        return undefined;
+      },
       (e: unknown) => e,
     );
   }
@@ -293,4 +301,3 @@ describe('the card unit', () => {
     expect(await d.exited).toEqual({ code: 0, signal: null });
   });
 });
-

@@ -21,8 +21,15 @@ import { contentMultiset, listTree, tempDir, tempFilesUnder } from './support/tr
  * while it does.
  */
 const settings: IngestSettings = {
-  template: '{seq}/{name}', manifestHashes: ['xxh128'], job: '', timeZone: 'UTC', verifyRetries: 2, changeRetries: 2,
-  station: 'test', lockWaitMs: 0, tool: { name: 'shuttle', version: 'test' },
+  template: '{seq}/{name}',
+  manifestHashes: ['xxh128'],
+  job: '',
+  timeZone: 'UTC',
+  verifyRetries: 2,
+  changeRetries: 2,
+  station: 'test',
+  lockWaitMs: 0,
+  tool: { name: 'shuttle', version: 'test' },
 };
 
 let work: { path: string; cleanup: () => Promise<void> };
@@ -44,7 +51,10 @@ class TetheredCamera implements Source {
   #allowed = 0;
   listing = false;
 
-  constructor(root: string, private readonly shots: string[][]) {
+  constructor(
+    root: string,
+    private readonly shots: string[][],
+  ) {
     this.#folder = new FolderSource(root);
     this.uri = this.#folder.uri;
   }
@@ -94,13 +104,16 @@ class TetheredCamera implements Source {
 function watchedLogger(): { logger: Logger; journaled: (path: string) => Promise<void> } {
   const lines = new EventEmitter();
   const seen: Array<Record<string, unknown>> = [];
-  const logger = pino({ level: 'debug' }, {
-    write: (s: string) => {
-      const line = JSON.parse(s) as Record<string, unknown>;
-      seen.push(line);
-      lines.emit('line', line);
+  const logger = pino(
+    { level: 'debug' },
+    {
+      write: (s: string) => {
+        const line = JSON.parse(s) as Record<string, unknown>;
+        seen.push(line);
+        lines.emit('line', line);
+      },
     },
-  });
+  );
   const isJournaled = (path: string) => (l: Record<string, unknown>) => l['msg'] === 'file journaled' && l['path'] === path && l['state'] === 'verified';
   const journaled = async (path: string): Promise<void> => {
     if (seen.some(isJournaled(path))) return;
@@ -119,7 +132,10 @@ function watchedLogger(): { logger: Logger; journaled: (path: string) => Promise
 
 test('a-listing-that-never-ends-has-each-file-verified-while-it-is-open-and-an-abort-ends-the-run-interrupted-with-every-verified-file-journaled', async () => {
   const src = join(work.path, 'camera');
-  const shots = [['IMG_0001.CR2', 'IMG_0001.JPG'], ['IMG_0002.CR2', 'IMG_0002.JPG']];
+  const shots = [
+    ['IMG_0001.CR2', 'IMG_0001.JPG'],
+    ['IMG_0002.CR2', 'IMG_0002.JPG'],
+  ];
   for (const [i, path] of shots.flat().entries()) await writeBytes(join(src, path), bytes(300_000 + i * 1000, i));
   const camera = new TetheredCamera(src, shots);
   const dest = join(work.path, 'dest');
@@ -128,12 +144,18 @@ test('a-listing-that-never-ends-has-each-file-verified-while-it-is-open-and-an-a
   const ac = new AbortController();
   const totals: number[] = [];
   const run = runIngest({
-    sources: [camera], destinations: [{ path: dest }], journal, settings, logger, signal: ac.signal,
+    sources: [camera],
+    destinations: [{ path: dest }],
+    journal,
+    settings,
+    logger,
+    signal: ac.signal,
     onProgress: (p: Progress) => totals.push(p.filesTotal),
   });
   // A reader of its own on the journal's file (the journal keeps its SQL to itself).
   const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
-  const fileStates = () => Object.fromEntries((db.prepare('SELECT rel_path, state FROM files').all() as Array<{ rel_path: string; state: string }>).map((r) => [r.rel_path, r.state]));
+  const fileStates = () =>
+    Object.fromEntries((db.prepare('SELECT rel_path, state FROM files').all() as Array<{ rel_path: string; state: string }>).map((r) => [r.rel_path, r.state]));
 
   camera.shoot();
   await Promise.all(shots[0]!.map((p) => journaled(p)));

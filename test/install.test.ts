@@ -48,7 +48,11 @@ async function mode(path: string): Promise<string> {
 
 function passwdEntry(root: string): string | undefined {
   const file = join(root, 'etc/passwd');
-  return existsSync(file) ? readFileSync(file, 'utf8').split('\n').find((l) => l.startsWith('shuttle:')) : undefined;
+  return existsSync(file)
+    ? readFileSync(file, 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('shuttle:'))
+    : undefined;
 }
 
 beforeAll(async () => {
@@ -64,11 +68,27 @@ afterAll(async () => {
 describe('artifact', () => {
   test('tarball-holds-program-production-dependencies-runtime-units-rules-and-installer', () => {
     expect(tarball).toMatch(new RegExp(`shuttle-${VERSION.replace(/\./g, '\\.')}-linux-(x64|arm64)\\.tar\\.gz$`));
-    const entries = new Set(ok(run('tar', ['-tzf', tarball]), 'tar').stdout.split('\n').map((e) => e.replace(/^[^/]+\//, '')));
+    const entries = new Set(
+      ok(run('tar', ['-tzf', tarball]), 'tar')
+        .stdout.split('\n')
+        .map((e) => e.replace(/^[^/]+\//, '')),
+    );
     for (const e of [
-      'bin/shuttle', 'bin/shuttle.js', 'dist/main.js', 'package.json', 'node_modules/node/bin/node', 'node_modules/commander/package.json',
-      'lib/shuttle-card', 'systemd/shuttle.service', 'systemd/shuttle-card@.service', 'udev/70-shuttle-cameras.rules',
-      'udev/70-shuttle-cards.rules', 'config/shuttle.example.toml', 'scripts/install.sh', 'scripts/uninstall.sh', '.shuttle-artifact',
+      'bin/shuttle',
+      'bin/shuttle.js',
+      'dist/main.js',
+      'package.json',
+      'node_modules/node/bin/node',
+      'node_modules/commander/package.json',
+      'lib/shuttle-card',
+      'systemd/shuttle.service',
+      'systemd/shuttle-card@.service',
+      'udev/70-shuttle-cameras.rules',
+      'udev/70-shuttle-cards.rules',
+      'config/shuttle.example.toml',
+      'scripts/install.sh',
+      'scripts/uninstall.sh',
+      '.shuttle-artifact',
     ]) {
       expect(entries.has(e), e).toBe(true);
     }
@@ -165,7 +185,7 @@ describe('install into a DESTDIR', () => {
     await mkdir(home, { recursive: true });
     ok(run(shuttle, ['--help'], { env: { CACHE_DIRECTORY: service, HOME: home } }), 'shuttle --help under systemd');
     ok(run(shuttle, ['--help'], { env: { HOME: home } }), 'shuttle --help as a user');
-    const entries = async (dir: string): Promise<string[]> => (existsSync(dir) ? (await readdir(dir, { recursive: true })) : []);
+    const entries = async (dir: string): Promise<string[]> => (existsSync(dir) ? await readdir(dir, { recursive: true }) : []);
     expect((await entries(join(service, 'node-compile-cache'))).length).toBeGreaterThan(0);
     expect((await entries(join(home, '.cache/shuttle/node-compile-cache'))).length).toBeGreaterThan(0);
   });
@@ -184,7 +204,14 @@ describe('install into a DESTDIR', () => {
     await mkdir(join(root, 'var/lib/shuttle'), { recursive: true });
     await writeFile(join(root, 'var/lib/shuttle/journal.sqlite'), 'journal');
     ok(uninstall(root), 'uninstall.sh');
-    for (const gone of ['opt/shuttle', 'usr/local/bin/shuttle', 'etc/systemd/system/shuttle.service', 'etc/systemd/system/shuttle-card@.service', 'etc/udev/rules.d/70-shuttle-cameras.rules', 'etc/udev/rules.d/70-shuttle-cards.rules']) {
+    for (const gone of [
+      'opt/shuttle',
+      'usr/local/bin/shuttle',
+      'etc/systemd/system/shuttle.service',
+      'etc/systemd/system/shuttle-card@.service',
+      'etc/udev/rules.d/70-shuttle-cameras.rules',
+      'etc/udev/rules.d/70-shuttle-cards.rules',
+    ]) {
       expect(existsSync(join(root, gone)), gone).toBe(false);
     }
     expect(existsSync(join(root, 'etc/shuttle/config.toml'))).toBe(true);
@@ -261,7 +288,10 @@ describe('installer arguments', () => {
     expect(card).toContain(`ExecStartPre=+"${prefix}/lib/shuttle-card" mount %I`);
     expect(card).not.toContain('/opt/shuttle/');
     // shuttle doctor compares the installed units with what the installer writes for its prefix.
-    for (const [name, text] of [['shuttle.service', unit], ['shuttle-card@.service', card]] as const) {
+    for (const [name, text] of [
+      ['shuttle.service', unit],
+      ['shuttle-card@.service', card],
+    ] as const) {
       expect(unitWithPrefix(await readFile(join(REPO, 'systemd', name), 'utf8'), prefix), name).toBe(text);
     }
     expect(await readlink(join(root, 'usr/local/bin/shuttle'))).toBe(`${prefix}/bin/shuttle`);
@@ -298,7 +328,15 @@ describe('installer arguments', () => {
     await mkdir(join(root, 'media/shuttle/sdc1/DCIM'), { recursive: true });
     await mkdir(join(root, 'etc/systemd/system/other.service.d'), { recursive: true });
     const r = ok(uninstall(root, '--purge'), 'uninstall.sh --purge');
-    for (const gone of ['var/cache/shuttle', 'etc/systemd/system/shuttle.service.d', 'etc/systemd/system/shuttle-card@.service.d', 'etc/systemd/system/shuttle-card@sdb1.service.d', 'run/shuttle', 'run/shuttle-card', 'media/shuttle/sdb1']) {
+    for (const gone of [
+      'var/cache/shuttle',
+      'etc/systemd/system/shuttle.service.d',
+      'etc/systemd/system/shuttle-card@.service.d',
+      'etc/systemd/system/shuttle-card@sdb1.service.d',
+      'run/shuttle',
+      'run/shuttle-card',
+      'media/shuttle/sdb1',
+    ]) {
       expect(existsSync(join(root, gone)), gone).toBe(false);
     }
     expect(existsSync(join(root, 'media/shuttle/sdc1/DCIM'))).toBe(true);

@@ -18,7 +18,15 @@ afterEach(async () => {
 });
 
 const source = { kind: 'card' as const, key: 'card:AAAA-BBBB:EOS_DIGITAL:64000000000', label: 'EOS_DIGITAL', details: {} };
-const copy = { destPath: '2026/2026-01-01/IMG_0001.JPG', size: 10, sha256: 'a'.repeat(64), xxh128: 'b'.repeat(32), hashes: { sha256: 'a'.repeat(64), xxh128: 'b'.repeat(32) }, readback: 'direct' as const, dedup: false };
+const copy = {
+  destPath: '2026/2026-01-01/IMG_0001.JPG',
+  size: 10,
+  sha256: 'a'.repeat(64),
+  xxh128: 'b'.repeat(32),
+  hashes: { sha256: 'a'.repeat(64), xxh128: 'b'.repeat(32) },
+  readback: 'direct' as const,
+  dedup: false,
+};
 
 test('a-new-journal-runs-every-migration-in-wal-mode-with-full-sync', () => {
   expect(journal.schemaVersion).toBe(MIGRATIONS.length);

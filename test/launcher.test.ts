@@ -104,10 +104,7 @@ function launch(args: string[], env: Record<string, string> = {}, ownGroup = fal
     if (seen) return Promise.resolve(seen);
     return new Promise<Line>((resolve, reject) => {
       waiting.push({ match, resolve });
-      closed.then(
-        (c) => reject(new Error(`launcher ended (${JSON.stringify(c)}) before the expected line; stderr:\n${err}`)),
-        reject,
-      );
+      closed.then((c) => reject(new Error(`launcher ended (${JSON.stringify(c)}) before the expected line; stderr:\n${err}`)), reject);
     });
   };
   const l: Launched = { launcher, lines, stderr: () => err, line, closed };
@@ -140,7 +137,9 @@ if not select.select([fd], [], [], float(sys.argv[2]))[0]:
     sys.exit(3)
 `;
   return new Promise((resolve, reject) => {
-    execFile('python3', ['-c', script, String(pid), String(timeoutMs / 1000)], (err) => (err ? reject(new Error(`process ${pid} still runs after ${timeoutMs} ms`, { cause: err })) : resolve()));
+    execFile('python3', ['-c', script, String(pid), String(timeoutMs / 1000)], (err) =>
+      err ? reject(new Error(`process ${pid} still runs after ${timeoutMs} ms`, { cause: err })) : resolve(),
+    );
   });
 }
 
@@ -178,7 +177,10 @@ describe('shuttle run under the launcher', () => {
   };
   const expectCleanStop = async (l: Launched, pid: number, signal: NodeJS.Signals): Promise<void> => {
     expect(l.lines.find((x) => x.msg === 'daemon stopping')?.['reason'], l.stderr()).toBe(`received ${signal}`);
-    expect(l.lines.find((x) => x.msg === 'daemon stopped'), l.stderr()).toBeDefined();
+    expect(
+      l.lines.find((x) => x.msg === 'daemon stopped'),
+      l.stderr(),
+    ).toBeDefined();
     expect(alive(pid)).toBe(false);
     expect(existsSync(sock)).toBe(false);
   };

@@ -188,7 +188,7 @@ describe('lock paths', () => {
     await rm(holderFilePath(p), { force: true });
   });
 
-  test('a destination lock is in the destination\'s .shuttle folder, created on first use', async () => {
+  test("a destination lock is in the destination's .shuttle folder, created on first use", async () => {
     const path = destinationLockPath(dir);
     expect(path).toBe(join(dir, '.shuttle', 'lock'));
     await take(path, 'ingest');

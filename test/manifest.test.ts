@@ -80,9 +80,7 @@ function independentC4(data: Uint8Array): string {
 describe('C4 IDs', () => {
   it('c4-of-known-input-equals-reference-implementation-value', () => {
     // ascmitc/mhl tests/test_hasher.py: hash_data(b"media-hash-list", "c4")
-    expect(c4OfBytes(Buffer.from('media-hash-list'))).toBe(
-      'c456LycWwpMMS7VDZEKvYv2L1uJS6s4qAFnaJdnQiy5JVbBFZMA8aLDS6SPaJjLqxXH4qZdnbuktopMt9frtC2qL1R',
-    );
+    expect(c4OfBytes(Buffer.from('media-hash-list'))).toBe('c456LycWwpMMS7VDZEKvYv2L1uJS6s4qAFnaJdnQiy5JVbBFZMA8aLDS6SPaJjLqxXH4qZdnbuktopMt9frtC2qL1R');
   });
 
   it('c4-pads-small-digests-to-90-characters-with-the-alphabet-zero', () => {
@@ -220,9 +218,32 @@ describe('writeGeneration and readHistory', () => {
   it('ignore-patterns-match-what-the-reference-tool-matches', () => {
     // What pathspec 0.11's gitwildmatch (ascmhl's matcher) returned for each pattern over PATHS, run by hand.
     const PATHS = [
-      '.DS_Store', 'sub/.DS_Store', 'ascmhl', 'ascmhl/0001_A_2024-01-01_000000Z.mhl', 'ascmhl/ascmhl_chain.xml', 'sub/ascmhl/x.mhl',
-      '.shuttle', '.shuttle/lock', 'sub/.shuttle/lock', '2024/.IMG.CR2.0123abcd.shuttle-tmp', 'a.tmp', 'd/a.tmp', 'cache', 'cache/x',
-      'd/cache/x', 'top', 'top/f', 'd/top', 'a/b', 'a/q/r/b', 'a/b/c', 'x', 'd/x', 'd/x/f', 'Cache/f', 'cache.txt',
+      '.DS_Store',
+      'sub/.DS_Store',
+      'ascmhl',
+      'ascmhl/0001_A_2024-01-01_000000Z.mhl',
+      'ascmhl/ascmhl_chain.xml',
+      'sub/ascmhl/x.mhl',
+      '.shuttle',
+      '.shuttle/lock',
+      'sub/.shuttle/lock',
+      '2024/.IMG.CR2.0123abcd.shuttle-tmp',
+      'a.tmp',
+      'd/a.tmp',
+      'cache',
+      'cache/x',
+      'd/cache/x',
+      'top',
+      'top/f',
+      'd/top',
+      'a/b',
+      'a/q/r/b',
+      'a/b/c',
+      'x',
+      'd/x',
+      'd/x/f',
+      'Cache/f',
+      'cache.txt',
     ];
     const observed: Record<string, string[]> = {
       '.DS_Store': ['.DS_Store', 'sub/.DS_Store'],
@@ -239,7 +260,10 @@ describe('writeGeneration and readHistory', () => {
     };
     for (const [pattern, expected] of Object.entries(observed)) {
       const matches = compileIgnore([pattern]);
-      expect(PATHS.filter((p) => matches(p, false)), pattern).toEqual(expected);
+      expect(
+        PATHS.filter((p) => matches(p, false)),
+        pattern,
+      ).toEqual(expected);
     }
   });
 
@@ -447,7 +471,8 @@ describe('writeGeneration and readHistory', () => {
   });
 
   it('generation-documents-missing-required-parts-are-manifest-invalid', () => {
-    const head = '<hashlist version="2.0" xmlns="urn:ASC:MHL:v2.0"><creatorinfo><creationdate>2020-01-01T00:00:00Z</creationdate><hostname>h</hostname><tool>t</tool></creatorinfo><processinfo><process>transfer</process></processinfo>';
+    const head =
+      '<hashlist version="2.0" xmlns="urn:ASC:MHL:v2.0"><creatorinfo><creationdate>2020-01-01T00:00:00Z</creationdate><hostname>h</hostname><tool>t</tool></creatorinfo><processinfo><process>transfer</process></processinfo>';
     const cases = [
       '<hashlist version="1.0"/>',
       '<mhl/>',

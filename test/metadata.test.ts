@@ -22,8 +22,7 @@ async function jpeg(ifd0: Record<string, string>, ifd2: Record<string, string>):
     .toBuffer();
 }
 
-const tiffWith = (exif: Parameters<typeof buildTiff>[1], ifd0 = [asciiEntry(0x010f, 'Canon'), asciiEntry(0x0110, 'Canon EOS R5')]): Buffer =>
-  buildTiff(ifd0, exif);
+const tiffWith = (exif: Parameters<typeof buildTiff>[1], ifd0 = [asciiEntry(0x010f, 'Canon'), asciiEntry(0x0110, 'Canon EOS R5')]): Buffer => buildTiff(ifd0, exif);
 
 function expectMtimeFallback(m: CaptureMetadata): void {
   expect(m.dateSource).toBe('mtime');
@@ -251,7 +250,14 @@ describe('capture metadata from a head buffer', () => {
   });
 
   test('arbitrary-bytes-never-throw', async () => {
-    const prefixes = [Buffer.alloc(0), Buffer.from([0xff, 0xd8, 0xff, 0xe1]), Buffer.from('II*\0'), Buffer.from('MM\0*'), Buffer.from('\0\0\0\x18ftypheic'), Buffer.from('\0\0\0\x18ftypcrx ')];
+    const prefixes = [
+      Buffer.alloc(0),
+      Buffer.from([0xff, 0xd8, 0xff, 0xe1]),
+      Buffer.from('II*\0'),
+      Buffer.from('MM\0*'),
+      Buffer.from('\0\0\0\x18ftypheic'),
+      Buffer.from('\0\0\0\x18ftypcrx '),
+    ];
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...prefixes), fc.uint8Array({ maxLength: 2048 }), async (prefix, body) => {
         const m = await readCaptureMetadata(Buffer.concat([prefix, body]), FALLBACK, { timeZone: 'UTC' });
@@ -290,7 +296,10 @@ describe('capture metadata from a head buffer', () => {
   test('the-recommended-head-size-covers-sharp-made-jpeg-and-tiff-exif-with-room-to-spare', async () => {
     const exif = { ...camera, dateTimeOriginal: '2024:05:06 07:08:09', offsetTimeOriginal: '+02:00' };
     const files = {
-      jpeg: await jpeg({ Make: camera.make, Model: camera.model }, { DateTimeOriginal: exif.dateTimeOriginal, OffsetTimeOriginal: '+02:00', BodySerialNumber: camera.serial, LensModel: camera.lens }),
+      jpeg: await jpeg(
+        { Make: camera.make, Model: camera.model },
+        { DateTimeOriginal: exif.dateTimeOriginal, OffsetTimeOriginal: '+02:00', BodySerialNumber: camera.serial, LensModel: camera.lens },
+      ),
       tiff: await rawTiffHead(Prng.from(1, 'h'), exif),
     };
     for (const [kind, buf] of Object.entries(files)) {

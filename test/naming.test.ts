@@ -1,14 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
-import {
-  DEFAULT_NAME_TEMPLATE,
-  nameFieldsFrom,
-  renderName,
-  sanitizePath,
-  sanitizeSegment,
-  type NameFields,
-} from '../src/ingest/naming.js';
+import { DEFAULT_NAME_TEMPLATE, nameFieldsFrom, renderName, sanitizePath, sanitizeSegment, type NameFields } from '../src/ingest/naming.js';
 import { MAX_PATH_BYTES, MAX_SEGMENT_BYTES, withCollisionSuffix } from '../src/shot-names.js';
 import { readCaptureMetadata } from '../src/ingest/metadata.js';
 
@@ -226,7 +219,28 @@ describe('path sanitizing', () => {
   });
 
   test('sanitized-paths-are-safe-and-sanitizing-them-again-changes-nothing', () => {
-    const chars = fc.constantFrom('a', 'Z', '.', ' ', '/', '\\', ':', '*', '\u0000', '\u001f', '\u007f', 'é', 'e\u0301', '日', '😀', '\ud800', '..', 'ascmhl', '.shuttle-tmp', 'CON');
+    const chars = fc.constantFrom(
+      'a',
+      'Z',
+      '.',
+      ' ',
+      '/',
+      '\\',
+      ':',
+      '*',
+      '\u0000',
+      '\u001f',
+      '\u007f',
+      'é',
+      'e\u0301',
+      '日',
+      '😀',
+      '\ud800',
+      '..',
+      'ascmhl',
+      '.shuttle-tmp',
+      'CON',
+    );
     fc.assert(
       fc.property(fc.array(chars, { maxLength: 400 }), (parts) => {
         const input = parts.join('');

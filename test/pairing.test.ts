@@ -36,12 +36,7 @@ describe('pairing', () => {
   });
 
   test('repeated-names-in-different-folders-stay-separate-groups', () => {
-    const groups = groupItems([
-      item('DCIM/101CANON/IMG_0001.JPG'),
-      item('DCIM/100CANON/IMG_0001.JPG'),
-      item('DCIM/100CANON/IMG_0001.CR2'),
-      item('DCIM/101CANON/IMG_0001.CR2'),
-    ]);
+    const groups = groupItems([item('DCIM/101CANON/IMG_0001.JPG'), item('DCIM/100CANON/IMG_0001.JPG'), item('DCIM/100CANON/IMG_0001.CR2'), item('DCIM/101CANON/IMG_0001.CR2')]);
     expect(groups.map((g) => g.key)).toEqual(['DCIM/100CANON/img_0001', 'DCIM/101CANON/img_0001']);
     expect(paths(groups[0]!)).toEqual(['DCIM/100CANON/IMG_0001.JPG', 'DCIM/100CANON/IMG_0001.CR2']);
     expect(paths(groups[1]!)).toEqual(['DCIM/101CANON/IMG_0001.JPG', 'DCIM/101CANON/IMG_0001.CR2']);

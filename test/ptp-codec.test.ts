@@ -131,14 +131,19 @@ describe('dates', () => {
   test('format then parse gives back the instant (to the second) in any zone', () => {
     const zones = ['UTC', 'Europe/Berlin', 'America/Los_Angeles', 'Asia/Kolkata', 'Australia/Lord_Howe'];
     fc.assert(
-      fc.property(fc.integer({ min: Date.UTC(1990, 0, 1), max: Date.UTC(2090, 0, 1) }), fc.constantFrom(...zones), fc.constantFrom('none', 'offset' as const), (t, zone, marker) => {
-        const s = Math.floor(t / 1000) * 1000;
-        const text = formatPtpDate(s, { timeZone: zone, zoneMarker: marker });
-        const back = parsePtpDate(text, zone);
-        if (marker === 'offset') expect(back).toBe(s);
-        // Local time is ambiguous for the hour a DST change repeats; it is then one of the two instants.
-        else expect([0, 3_600_000, -3_600_000, 1_800_000, -1_800_000]).toContain(back - s);
-      }),
+      fc.property(
+        fc.integer({ min: Date.UTC(1990, 0, 1), max: Date.UTC(2090, 0, 1) }),
+        fc.constantFrom(...zones),
+        fc.constantFrom('none', 'offset' as const),
+        (t, zone, marker) => {
+          const s = Math.floor(t / 1000) * 1000;
+          const text = formatPtpDate(s, { timeZone: zone, zoneMarker: marker });
+          const back = parsePtpDate(text, zone);
+          if (marker === 'offset') expect(back).toBe(s);
+          // Local time is ambiguous for the hour a DST change repeats; it is then one of the two instants.
+          else expect([0, 3_600_000, -3_600_000, 1_800_000, -1_800_000]).toContain(back - s);
+        },
+      ),
     );
   });
 });
@@ -244,9 +249,20 @@ describe('datasets', () => {
 
   test('DeviceInfo without the trailing strings still decodes (they are optional in practice)', () => {
     const full = encodeDeviceInfo({
-      standardVersion: 100, vendorExtensionId: 6, vendorExtensionVersion: 100, vendorExtensionDesc: 'microsoft.com: 1.0', functionalMode: 0,
-      operationsSupported: [0x1001], eventsSupported: [], devicePropertiesSupported: [], captureFormats: [], imageFormats: [],
-      manufacturer: 'Acme', model: '', deviceVersion: '', serialNumber: '',
+      standardVersion: 100,
+      vendorExtensionId: 6,
+      vendorExtensionVersion: 100,
+      vendorExtensionDesc: 'microsoft.com: 1.0',
+      functionalMode: 0,
+      operationsSupported: [0x1001],
+      eventsSupported: [],
+      devicePropertiesSupported: [],
+      captureFormats: [],
+      imageFormats: [],
+      manufacturer: 'Acme',
+      model: '',
+      deviceVersion: '',
+      serialNumber: '',
     });
     const info = decodeDeviceInfo(full.subarray(0, full.length - 3));
     expect(info.manufacturer).toBe('Acme');
@@ -260,9 +276,25 @@ describe('datasets', () => {
 
   test('a 64-bit ObjectCompressedSize (Samsung) is read when the quirk asks for detection', () => {
     const o: ObjectInfo = {
-      storageId: 0x10001, objectFormat: 0x3801, protectionStatus: 0, compressedSize: 0, thumbFormat: 0, thumbCompressedSize: 0,
-      thumbPixWidth: 0, thumbPixHeight: 0, imagePixWidth: 0, imagePixHeight: 0, imageBitDepth: 0, parentObject: 0,
-      associationType: 0, associationDesc: 0, sequenceNumber: 0, filename: 'BIG.MP4', captureDate: '', modificationDate: '', keywords: '',
+      storageId: 0x10001,
+      objectFormat: 0x3801,
+      protectionStatus: 0,
+      compressedSize: 0,
+      thumbFormat: 0,
+      thumbCompressedSize: 0,
+      thumbPixWidth: 0,
+      thumbPixHeight: 0,
+      imagePixWidth: 0,
+      imagePixHeight: 0,
+      imageBitDepth: 0,
+      parentObject: 0,
+      associationType: 0,
+      associationDesc: 0,
+      sequenceNumber: 0,
+      filename: 'BIG.MP4',
+      captureDate: '',
+      modificationDate: '',
+      keywords: '',
     };
     const normal = encodeObjectInfo(o);
     const size = 5_000_000_000;

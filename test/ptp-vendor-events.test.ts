@@ -38,12 +38,20 @@ const canonEvent: fc.Arbitrary<CanonEosEvent> = fc.oneof(
   fc.record({
     kind: fc.constant('object-added' as const),
     code: fc.constantFrom(CanonEosEventCode.ObjectAddedEx, CanonEosEventCode.ObjectAddedEx64),
-    handle: u32, storageId: u32, format: u16, size: u32, parent: u32, filename,
+    handle: u32,
+    storageId: u32,
+    format: u16,
+    size: u32,
+    parent: u32,
+    filename,
   }),
   fc.record({
     kind: fc.constant('object-transfer' as const),
     code: fc.constantFrom(CanonEosEventCode.RequestObjectTransfer, CanonEosEventCode.RequestObjectTransfer64),
-    handle: u32, format: u16, size: u32, filename,
+    handle: u32,
+    format: u16,
+    size: u32,
+    filename,
   }),
   fc.record({ kind: fc.constant('prop-changed' as const), code: fc.constant(CanonEosEventCode.PropValueChanged), property: u32 }),
   fc.record({ kind: fc.constant('other' as const), code: fc.constantFrom(0xc18b, 0xc18a, 0xc1a5), length: fc.integer({ min: 8, max: 64 }) }),
@@ -163,15 +171,29 @@ const codesOf = (cam: ScriptedDevice): number[] => cam.commands.map((c) => c.cod
 
 function deviceInfo(over: Partial<DeviceInfo>): DeviceInfo {
   return {
-    standardVersion: 100, vendorExtensionId: 6, vendorExtensionVersion: 100, vendorExtensionDesc: '', functionalMode: 0,
+    standardVersion: 100,
+    vendorExtensionId: 6,
+    vendorExtensionVersion: 100,
+    vendorExtensionDesc: '',
+    functionalMode: 0,
     operationsSupported: [OperationCode.GetDeviceInfo, OperationCode.OpenSession, OperationCode.GetObjectHandles, OperationCode.GetObjectInfo, OperationCode.GetObject],
-    eventsSupported: [EventCode.ObjectAdded, EventCode.CaptureComplete], devicePropertiesSupported: [], captureFormats: [], imageFormats: [],
-    manufacturer: 'Generic', model: 'Cam', deviceVersion: '1', serialNumber: 'S1', ...over,
+    eventsSupported: [EventCode.ObjectAdded, EventCode.CaptureComplete],
+    devicePropertiesSupported: [],
+    captureFormats: [],
+    imageFormats: [],
+    manufacturer: 'Generic',
+    model: 'Cam',
+    deviceVersion: '1',
+    serialNumber: 'S1',
+    ...over,
   };
 }
 
 const canonInfo = deviceInfo({
-  vendorExtensionId: VendorExtension.Canon, manufacturer: 'Canon Inc.', model: 'Canon EOS R6', eventsSupported: [],
+  vendorExtensionId: VendorExtension.Canon,
+  manufacturer: 'Canon Inc.',
+  model: 'Canon EOS R6',
+  eventsSupported: [],
   operationsSupported: [OperationCode.GetObjectHandles, CanonEosOperation.SetRemoteMode, CanonEosOperation.SetEventMode, CanonEosOperation.GetEvent],
 });
 const nikonInfo = deviceInfo({ manufacturer: 'Nikon Corporation', model: 'Z 6', operationsSupported: [OperationCode.NikonGetEvent, OperationCode.GetObjectHandles] });
@@ -209,10 +231,7 @@ describe('choosing where events come from', () => {
 
 describe('polling at the session layer', () => {
   test('Canon EOS: remote and event mode, the state dump drained silently, then a new shot reaches session listeners as ObjectAdded', async () => {
-    const batches: Buffer[] = [
-      encodeCanonEosEvents([{ kind: 'prop-changed', code: CanonEosEventCode.PropValueChanged, property: 0xd101 }]),
-      encodeCanonEosEvents([]),
-    ];
+    const batches: Buffer[] = [encodeCanonEosEvents([{ kind: 'prop-changed', code: CanonEosEventCode.PropValueChanged, property: 0xd101 }]), encodeCanonEosEvents([])];
     const cam = fakeCamera((cmd) => (cmd.code === CanonEosOperation.GetEvent ? (batches.shift() ?? encodeCanonEosEvents([])) : undefined));
     const session = new PtpSession(cam);
     await session.openSession();
@@ -244,7 +263,12 @@ describe('polling at the session layer', () => {
   });
 
   test('Nikon: an SDRAM capture (handle 0) arrives as ObjectAdded 0xFFFF0001 and CaptureComplete', async () => {
-    const batches: Buffer[] = [encodeNikonEvents([{ code: NikonEventCode.ObjectAddedInSdram, param: 0 }, { code: NikonEventCode.CaptureCompleteRecInSdram, param: 0 }])];
+    const batches: Buffer[] = [
+      encodeNikonEvents([
+        { code: NikonEventCode.ObjectAddedInSdram, param: 0 },
+        { code: NikonEventCode.CaptureCompleteRecInSdram, param: 0 },
+      ]),
+    ];
     const cam = fakeCamera((cmd) => (cmd.code === OperationCode.NikonGetEvent ? (batches.shift() ?? encodeNikonEvents([])) : undefined));
     const session = new PtpSession(cam);
     await session.openSession();
@@ -302,7 +326,9 @@ describe('polling at the session layer', () => {
     const poller = await startVendorEvents(session, canonInfo, { intervalMs: 5 });
     try {
       batches.push(Buffer.from([0xff, 0xff, 0, 0, 0x81, 0xc1, 0, 0, 0]));
-      batches.push(encodeCanonEosEvents([{ kind: 'object-added', code: CanonEosEventCode.ObjectAddedEx64, handle: 5, storageId: 1, format: 0x3801, size: 1, parent: 0, filename: 'A.JPG' }]));
+      batches.push(
+        encodeCanonEosEvents([{ kind: 'object-added', code: CanonEosEventCode.ObjectAddedEx64, handle: 5, storageId: 1, format: 0x3801, size: 1, parent: 0, filename: 'A.JPG' }]),
+      );
       expect(await waitFor(() => seen[0])).toEqual({ code: EventCode.ObjectAdded, transactionId: 0, params: [5] });
     } finally {
       await poller.stop();

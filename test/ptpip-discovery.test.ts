@@ -84,8 +84,18 @@ beforeAll(async () => {
   await writeFile(
     conf,
     [
-      '[server]', `host-name=shuttle-test-${process.pid}`, 'use-ipv4=yes', 'use-ipv6=no', `allow-interfaces=${lan.name}`, 'enable-dbus=no',
-      '[wide-area]', 'enable-wide-area=no', '[publish]', 'publish-hinfo=no', 'publish-workstation=no', '',
+      '[server]',
+      `host-name=shuttle-test-${process.pid}`,
+      'use-ipv4=yes',
+      'use-ipv6=no',
+      `allow-interfaces=${lan.name}`,
+      'enable-dbus=no',
+      '[wide-area]',
+      'enable-wide-area=no',
+      '[publish]',
+      'publish-hinfo=no',
+      'publish-workstation=no',
+      '',
     ].join('\n'),
   );
   const script = `mount --bind "$1" /etc/avahi/services && mount --bind "$2" /run/avahi-daemon && exec avahi-daemon --no-drop-root --no-chroot --no-rlimits -f "$3"`;
@@ -309,10 +319,19 @@ describe('SSDP (minissdpd answering M-SEARCH)', () => {
     try {
       const usn = '00000000-0002-0010-8000-0123456789ab';
       const { port } = elsewhere.address() as AddressInfo;
-      await submitToMinissdpd(sock(), 'urn:microsoft-com:service:MtpNullService:1', `uuid:${usn}::urn:microsoft-com:service:MtpNullService:1`, 'Pointer/1.0', `http://127.0.0.1:${port}/desc.xml`);
+      await submitToMinissdpd(
+        sock(),
+        'urn:microsoft-com:service:MtpNullService:1',
+        `uuid:${usn}::urn:microsoft-com:service:MtpNullService:1`,
+        'Pointer/1.0',
+        `http://127.0.0.1:${port}/desc.xml`,
+      );
       // minissdpd does answer with that LOCATION, from its own address...
       const answers = await ssdpSearch({ windowMs: 1000 });
-      expect(answers.find((m) => m.headers['usn']?.includes(usn)), `answers: ${JSON.stringify(answers)}\nminissdpd:\n${log}`).toMatchObject({ address: lan.address, headers: { location: `http://127.0.0.1:${port}/desc.xml` } });
+      expect(
+        answers.find((m) => m.headers['usn']?.includes(usn)),
+        `answers: ${JSON.stringify(answers)}\nminissdpd:\n${log}`,
+      ).toMatchObject({ address: lan.address, headers: { location: `http://127.0.0.1:${port}/desc.xml` } });
       // ...and discovery puts every camera at that address (one camera, as both services answer from it) and asks loopback nothing.
       const found = await discoverPtpIpCameras({ timeoutMs: 1500, mdns: false });
       expect(found.length, JSON.stringify(found)).toBeGreaterThan(0);
@@ -333,14 +352,23 @@ async function httpServer(host: string, handler: (req: IncomingMessage, res: Ser
 
 describe('SSDP messages', () => {
   test('an answer is parsed with lower-cased headers; the camera is at the sender, not where LOCATION points; a Canon target names the maker', () => {
-    const text = 'HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nLOCATION: http://10.0.0.7:49152/upnp/CameraDevDesc.xml\r\nST: urn:schemas-canon-com:service:ICPO-SmartPhoneEOSSystemService:1\r\nUSN: uuid:AAAA-BBBB::urn:schemas-canon-com:service:ICPO-SmartPhoneEOSSystemService:1\r\n\r\n';
+    const text =
+      'HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\nLOCATION: http://10.0.0.7:49152/upnp/CameraDevDesc.xml\r\nST: urn:schemas-canon-com:service:ICPO-SmartPhoneEOSSystemService:1\r\nUSN: uuid:AAAA-BBBB::urn:schemas-canon-com:service:ICPO-SmartPhoneEOSSystemService:1\r\n\r\n';
     const m = parseSsdpMessage(Buffer.from(text), '10.0.0.9');
     expect(m?.headers['location']).toBe('http://10.0.0.7:49152/upnp/CameraDevDesc.xml');
     expect(cameraFromSsdp(m!)).toMatchObject({ host: '10.0.0.9', uri: 'ptpip:10.0.0.9:15740', port: 15740, guid: 'AAAA-BBBB', manufacturer: 'Canon', via: 'ssdp' });
   });
 
   test('an mDNS camera is at the address that answered, whatever address its records name', () => {
-    const service = { name: 'Cam', fqdn: 'Cam._ptp._tcp.local', host: 'elsewhere.local', port: 15740, addresses: ['10.9.9.9'], referer: { address: '10.0.0.7' }, txt: { guid: 'AB12' } };
+    const service = {
+      name: 'Cam',
+      fqdn: 'Cam._ptp._tcp.local',
+      host: 'elsewhere.local',
+      port: 15740,
+      addresses: ['10.9.9.9'],
+      referer: { address: '10.0.0.7' },
+      txt: { guid: 'AB12' },
+    };
     expect(cameraFromMdns(service)).toMatchObject({ host: '10.0.0.7', uri: 'ptpip:10.0.0.7:15740', guid: 'AB12' });
     expect(cameraFromMdns({ ...service, referer: undefined } as never)).toBeUndefined();
   });
@@ -366,7 +394,10 @@ describe('SSDP messages', () => {
     });
     try {
       const { port } = server.address() as AddressInfo;
-      const err = await fetchDeviceDescription(`http://127.0.0.1:${port}/desc.xml`, '127.0.0.1').then(() => undefined, (e: unknown) => e);
+      const err = await fetchDeviceDescription(`http://127.0.0.1:${port}/desc.xml`, '127.0.0.1').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(String(err)).toContain(`longer than ${MAX_DESCRIPTION_BYTES} bytes`);
       await connectionClosed;
       // What the kernel's socket buffers took besides: far from the whole body.
@@ -382,13 +413,17 @@ describe('SSDP messages', () => {
     const server = await httpServer('127.0.0.1', (req, res) => {
       hits.push(req.url ?? '');
       if (req.url === '/big.xml') res.writeHead(200, { 'content-length': String(MAX_DESCRIPTION_BYTES + 1) });
-      res.end('<root><device><friendlyName>EOS R6</friendlyName><modelName>Canon EOS R6</modelName></device></root>'.padEnd(req.url === '/big.xml' ? MAX_DESCRIPTION_BYTES + 1 : 0));
+      res.end(
+        '<root><device><friendlyName>EOS R6</friendlyName><modelName>Canon EOS R6</modelName></device></root>'.padEnd(req.url === '/big.xml' ? MAX_DESCRIPTION_BYTES + 1 : 0),
+      );
     });
     try {
       const { port } = server.address() as AddressInfo;
       await expect(fetchDeviceDescription(`http://127.0.0.1:${port}/desc.xml`, '10.0.0.9')).rejects.toThrow(/not at the answering address 10\.0\.0\.9/);
       expect(hits).toEqual([]);
-      await expect(fetchDeviceDescription(`http://127.0.0.1:${port}/big.xml`, '127.0.0.1')).rejects.toThrow(`${MAX_DESCRIPTION_BYTES + 1} bytes, more than ${MAX_DESCRIPTION_BYTES}`);
+      await expect(fetchDeviceDescription(`http://127.0.0.1:${port}/big.xml`, '127.0.0.1')).rejects.toThrow(
+        `${MAX_DESCRIPTION_BYTES + 1} bytes, more than ${MAX_DESCRIPTION_BYTES}`,
+      );
       expect(await fetchDeviceDescription(`http://127.0.0.1:${port}/desc.xml`, '127.0.0.1')).toEqual({ name: 'EOS R6', model: 'Canon EOS R6' });
     } finally {
       await new Promise((r) => server.close(r));
@@ -407,7 +442,13 @@ describe('SSDP messages', () => {
 
 describe('network_cameras allowlist', () => {
   const cam = (host: string, guid: string | undefined, port = 15740): DiscoveredCamera => ({
-    uri: `ptpip:${host}:${port}`, host, port, name: `camera at ${host}`, via: 'mdns', service: '_ptp._tcp', ...(guid ? { guid } : {}),
+    uri: `ptpip:${host}:${port}`,
+    host,
+    port,
+    name: `camera at ${host}`,
+    via: 'mdns',
+    service: '_ptp._tcp',
+    ...(guid ? { guid } : {}),
   });
 
   test('the watcher attaches only cameras whose serial or address the list names', async () => {

@@ -40,7 +40,9 @@ const item: fc.Arbitrary<Item> = fc.oneof(
 );
 
 function encode(items: Item[]): Buffer {
-  return Buffer.concat(items.map((i) => ('packet' in i ? encodeControlPacket(i.packet) : Buffer.concat([encodeDataPacketHeader(i.final, i.tid, i.payload.byteLength), i.payload]))));
+  return Buffer.concat(
+    items.map((i) => ('packet' in i ? encodeControlPacket(i.packet) : Buffer.concat([encodeDataPacketHeader(i.final, i.tid, i.payload.byteLength), i.payload]))),
+  );
 }
 
 function reassemble(parts: PacketPart[]): Item[] {

@@ -56,7 +56,10 @@ function copyRows(): Array<{ rel_path: string; dest_path: string; state: string;
 /** `shuttle ingest` under strace, logging the fsyncs and opens with the paths of their fds. */
 async function ingestTraced(args: string[], traceLog: string): Promise<CliResult> {
   const env = { ...process.env, TZ: 'UTC', SHUTTLE_LOG_LEVEL: 'warn' };
-  const child = spawn('strace', ['-f', '-qq', '-y', '-e', 'trace=fsync,fdatasync,openat', '-o', traceLog, process.execPath, MAIN, 'ingest', ...args, '--json'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('strace', ['-f', '-qq', '-y', '-e', 'trace=fsync,fdatasync,openat', '-o', traceLog, process.execPath, MAIN, 'ingest', ...args, '--json'], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -88,7 +91,11 @@ test('a-verified-copy-changed-on-disk-is-not-taken-for-a-new-copy-of-the-same-co
   expect(second.stderr).toMatch(/no longer matches/);
   expect((await readFile(join(dest, DAY, 'one_1.bin'))).equals(data)).toBe(true);
   expect((await readFile(damaged)).equals(damagedBytes)).toBe(true);
-  expect(copyRows().filter((r) => r.rel_path === 'one.bin').map((r) => [r.dest_path, r.state, r.dedup])).toEqual([
+  expect(
+    copyRows()
+      .filter((r) => r.rel_path === 'one.bin')
+      .map((r) => [r.dest_path, r.state, r.dedup]),
+  ).toEqual([
     [`${DAY}/one.bin`, 'verified', 0],
     [`${DAY}/one_1.bin`, 'verified', 0],
   ]);

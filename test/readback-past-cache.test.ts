@@ -32,8 +32,15 @@ vi.mock('../src/io/durable.js', async (importOriginal) => {
 
 const PAGE = 4096;
 const settings: IngestSettings = {
-  template: '{name}', manifestHashes: ['xxh128'], job: '', timeZone: 'UTC', verifyRetries: 2, changeRetries: 2,
-  station: 'test', lockWaitMs: 0, tool: { name: 'shuttle', version: 'test' },
+  template: '{name}',
+  manifestHashes: ['xxh128'],
+  job: '',
+  timeZone: 'UTC',
+  verifyRetries: 2,
+  changeRetries: 2,
+  station: 'test',
+  lockWaitMs: 0,
+  tool: { name: 'shuttle', version: 'test' },
 };
 
 let work: { path: string; cleanup: () => Promise<void> };

@@ -49,7 +49,11 @@ test('the-release-build-holds-no-trace-of-the-test-hooks-that-the-tests-build-ha
   expect(markers.filter((m) => m.startsWith('"')).length).toBeGreaterThanOrEqual(CRASH_POINTS.length - 2);
   expect(await hookTraces(release)).toEqual([]);
   const inTestBuild = await hookTraces(join(REPO, 'dist'));
-  for (const m of markers) expect(inTestBuild.some((t) => t.startsWith(`${m} in `)), `${m} in dist/`).toBe(true);
+  for (const m of markers)
+    expect(
+      inTestBuild.some((t) => t.startsWith(`${m} in `)),
+      `${m} in dist/`,
+    ).toBe(true);
 });
 
 test('the-hook-variables-do-nothing-to-the-release-build', async () => {

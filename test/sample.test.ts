@@ -61,7 +61,12 @@ describe('sample card', () => {
   test('reported-sha256-and-sizes-match-sha256sum-and-stat', async () => {
     const card = await makeSampleCard(work.path, { count: 3, rawSize: 300_000, jpegSize: 50_000, unicodeNames: true, emptyFile: true });
     const { stdout } = await run('sha256sum', ['--', ...card.files.map((f) => f.path)], { cwd: work.path, maxBuffer: 1 << 24 });
-    const fromTool = new Map(stdout.trim().split('\n').map((l) => [l.slice(66), l.slice(0, 64)] as const));
+    const fromTool = new Map(
+      stdout
+        .trim()
+        .split('\n')
+        .map((l) => [l.slice(66), l.slice(0, 64)] as const),
+    );
     for (const f of card.files) {
       expect(fromTool.get(f.path), f.path).toBe(f.sha256);
       expect((await stat(join(work.path, f.path))).size, f.path).toBe(f.size);
@@ -177,7 +182,11 @@ describe('sample content generator', () => {
 describe('shuttle sample command', () => {
   const program = (out: string[]) => {
     const p = new Command('shuttle').exitOverride();
-    p.addCommand(sampleCardCommand((t) => out.push(t)).exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} }));
+    p.addCommand(
+      sampleCardCommand((t) => out.push(t))
+        .exitOverride()
+        .configureOutput({ writeErr: () => {}, writeOut: () => {} }),
+    );
     return p;
   };
 
@@ -191,7 +200,9 @@ describe('shuttle sample command', () => {
   });
 
   test('sample-command-rejects-a-bad-size', async () => {
-    const err = await program([]).parseAsync(['sample', work.path, '--raw-size', 'huge'], { from: 'user' }).catch((e: unknown) => e);
+    const err = await program([])
+      .parseAsync(['sample', work.path, '--raw-size', 'huge'], { from: 'user' })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CommanderError);
     expect((err as CommanderError).code).toBe('commander.invalidArgument');
     expect(await readdir(work.path)).toEqual([]);

@@ -57,15 +57,10 @@ function gphoto2(args: string[], cwd: string): Promise<Run> {
   const port = sim?.port ?? 0;
   const fullArgs = ['--port', `ptpip:127.0.0.1:${port}:${port}`, '--camera', 'PTP/IP Camera', ...args];
   return new Promise((resolve, reject) => {
-    execFile(
-      'gphoto2',
-      fullArgs,
-      { cwd, timeout: 60_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: home, LANG: 'C.UTF-8', TZ: ZONE } },
-      (err, stdout, stderr) => {
-        if (err) reject(new Error(`gphoto2 ${fullArgs.join(' ')} failed: ${err.message}\n${stdout}\n${stderr}`));
-        else resolve({ stdout, stderr });
-      },
-    );
+    execFile('gphoto2', fullArgs, { cwd, timeout: 60_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: home, LANG: 'C.UTF-8', TZ: ZONE } }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`gphoto2 ${fullArgs.join(' ')} failed: ${err.message}\n${stdout}\n${stderr}`));
+      else resolve({ stdout, stderr });
+    });
   });
 }
 
@@ -78,7 +73,9 @@ async function filesUnder(dir: string): Promise<string[]> {
 }
 
 async function sha256File(file: string): Promise<string> {
-  return createHash('sha256').update(await readFile(file)).digest('hex');
+  return createHash('sha256')
+    .update(await readFile(file))
+    .digest('hex');
 }
 
 /** `gphoto2 -L` output as folder/name → listed mtime (epoch seconds). */

@@ -65,7 +65,9 @@ function hasTool(tool: string): boolean {
   return ['/usr/sbin', '/usr/bin', '/sbin', '/bin'].some((d) => existsSync(join(d, tool)));
 }
 
-const kernelExfat = readFileSync('/proc/filesystems', 'utf8').split('\n').some((l) => l.trim().split(/\s+/).pop() === 'exfat');
+const kernelExfat = readFileSync('/proc/filesystems', 'utf8')
+  .split('\n')
+  .some((l) => l.trim().split(/\s+/).pop() === 'exfat');
 
 describeSourceConformance('card', {
   kind: 'card',
@@ -178,7 +180,10 @@ async function settledBatch(root: string, expected: number): Promise<HotFile[]> 
       // A bound on a failure, not a wait for success: the batch normally comes within a second.
       const timer = setTimeout(() => reject(new Error(`the hot folder watcher handed on ${seen.size} of ${expected} files within 20 s: ${[...seen.keys()].join(', ')}`)), 20_000);
       watcher = new HotFolderWatcher({
-        root, settleMs: 100, batchMs: 20, logger: silentLogger,
+        root,
+        settleMs: 100,
+        batchMs: 20,
+        logger: silentLogger,
         onBatch: (batch) => {
           for (const f of batch) seen.set(f.rel, f);
           if (seen.size >= expected) {

@@ -33,7 +33,10 @@ describe('source names', () => {
   test('a-malformed-usb-selector-is-a-usage-error', async () => {
     const work = await tempDir();
     try {
-      const err = await openSource('usb:04a9', ctx(work.path)).then(() => undefined, (e: unknown) => e);
+      const err = await openSource('usb:04a9', ctx(work.path)).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(isShuttleError(err, 'USAGE')).toBe(true);
     } finally {
       await work.cleanup();

@@ -267,7 +267,11 @@ describe('shuttle-card helper', () => {
   test('release-after-an-ingest-that-did-not-complete-unmounts-and-never-powers-the-card-off', () => {
     // `shuttle request ingest --wait` exits 1 when a file or folder failed, 3 when interrupted.
     const mnt = join(work, 'media', name());
-    for (const [result, status] of [['exit-code', '1'], ['exit-code', '3'], ['signal', '15']] as const) {
+    for (const [result, status] of [
+      ['exit-code', '1'],
+      ['exit-code', '3'],
+      ['signal', '15'],
+    ] as const) {
       const m = helper('mount', name());
       expect(m.status, m.stderr).toBe(0);
       const r = run('sh', [HELPER, 'release', name()], { ...env(), SERVICE_RESULT: result, EXIT_STATUS: status });

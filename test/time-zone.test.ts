@@ -22,8 +22,18 @@ function inZone<T>(tz: string, fn: () => T): T {
 
 describe('time zones', () => {
   test('the-system-zone-gives-what-the-same-zone-by-name-gives-across-dst-changes', () => {
-    const instants = [Date.UTC(2024, 2, 31, 0, 59, 59), Date.UTC(2024, 2, 31, 1, 0, 0), Date.UTC(2024, 9, 27, 0, 30), Date.UTC(2024, 9, 27, 1, 30), Date.UTC(1999, 11, 31, 23, 59), 0];
-    const walls = [{ year: 2024, month: 3, day: 31, hour: 2, minute: 30, second: 0, millisecond: 0 }, { year: 2024, month: 10, day: 27, hour: 2, minute: 30, second: 0, millisecond: 0 }];
+    const instants = [
+      Date.UTC(2024, 2, 31, 0, 59, 59),
+      Date.UTC(2024, 2, 31, 1, 0, 0),
+      Date.UTC(2024, 9, 27, 0, 30),
+      Date.UTC(2024, 9, 27, 1, 30),
+      Date.UTC(1999, 11, 31, 23, 59),
+      0,
+    ];
+    const walls = [
+      { year: 2024, month: 3, day: 31, hour: 2, minute: 30, second: 0, millisecond: 0 },
+      { year: 2024, month: 10, day: 27, hour: 2, minute: 30, second: 0, millisecond: 0 },
+    ];
     for (const zone of ['Europe/Berlin', 'America/St_Johns', 'Australia/Lord_Howe', 'UTC']) {
       const system = inZone(zone, () => ({
         walls: instants.map((t) => wallClockAt(t)),

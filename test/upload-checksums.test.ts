@@ -199,7 +199,10 @@ describe('additional checksums through the uploader (aws profile)', () => {
     const one = await uploadFile(options(target, small, 'crc64nvme'));
     const many = await uploadFile(options(target, big, 'crc64nvme'));
     expect(many.method).toBe('multipart');
-    for (const [r, f] of [[one, small], [many, big]] as const) {
+    for (const [r, f] of [
+      [one, small],
+      [many, big],
+    ] as const) {
       expect(r.verifiedBy).toContain('checksum-crc64nvme');
       expect(target.objects.get(r.key)?.checksums).toEqual({ crc64nvme: referenceCrc64Nvme(target.objects.get(r.key)!.data) });
       expect(hex('sha256', target.objects.get(r.key)!.data)).toBe(f.sha256);
@@ -238,7 +241,10 @@ describe('upload.checksum in the config', () => {
     try {
       const env = { AWS_ACCESS_KEY_ID: 'a', AWS_SECRET_ACCESS_KEY: 'b' };
       const config = loadConfig({ env: { SHUTTLE_UPLOAD_CHECKSUM: 'sha256', SHUTTLE_UPLOAD_PROVIDER: 'swift', SHUTTLE_UPLOAD_ENDPOINT: 'http://127.0.0.1:1' } });
-      const error = await createUploadRuntime({ config, journal, logger: silentLogger, env }).then((r) => r.close(), (e: unknown) => e);
+      const error = await createUploadRuntime({ config, journal, logger: silentLogger, env }).then(
+        (r) => r.close(),
+        (e: unknown) => e,
+      );
       expect(isShuttleError(error) && error.code).toBe('CONFIG_INVALID');
       expect(String((error as Error).message)).toMatch(/sha256.*swift/);
       const aws = loadConfig({ env: { SHUTTLE_UPLOAD_CHECKSUM: 'crc64nvme', SHUTTLE_UPLOAD_PROVIDER: 'aws', SHUTTLE_UPLOAD_REGION: 'eu-west-1' } });

@@ -97,14 +97,16 @@ afterEach(async () => {
 });
 
 /** A card of RAW+JPEG pairs, a sidecar and a clip big enough for a multipart upload (5 MiB parts). */
-async function makeCard(spec: Record<string, number> = {
-  'DCIM/100CANON/IMG_0001.CR3': 3 * MiB + 17,
-  'DCIM/100CANON/IMG_0001.JPG': 300_000,
-  'DCIM/100CANON/IMG_0001.XMP': 2_000,
-  'DCIM/100CANON/IMG_0002.CR3': 3 * MiB + 99,
-  'DCIM/100CANON/IMG_0002.JPG': 310_000,
-  'DCIM/100CANON/MVI_0003.MP4': 12 * MiB + 5,
-}): Promise<void> {
+async function makeCard(
+  spec: Record<string, number> = {
+    'DCIM/100CANON/IMG_0001.CR3': 3 * MiB + 17,
+    'DCIM/100CANON/IMG_0001.JPG': 300_000,
+    'DCIM/100CANON/IMG_0001.XMP': 2_000,
+    'DCIM/100CANON/IMG_0002.CR3': 3 * MiB + 99,
+    'DCIM/100CANON/IMG_0002.JPG': 310_000,
+    'DCIM/100CANON/MVI_0003.MP4': 12 * MiB + 5,
+  },
+): Promise<void> {
   for (const [rel, size] of Object.entries(spec)) {
     const dir = join(card, rel.slice(0, rel.lastIndexOf('/')));
     await mkdir(dir, { recursive: true });
@@ -194,7 +196,10 @@ async function expectObjectsMatchCard(prefix: string, names = Object.keys(files)
   }
 }
 
-const sha256File = async (path: string): Promise<string> => createHash('sha256').update(await readFile(path)).digest('hex');
+const sha256File = async (path: string): Promise<string> =>
+  createHash('sha256')
+    .update(await readFile(path))
+    .digest('hex');
 
 async function flipByte(path: string, offset: number): Promise<void> {
   const data = await readFile(path);
@@ -320,7 +325,24 @@ describe('an unreachable server', () => {
     await gate.open();
     await gate.close();
     try {
-      const child = spawnCli(['ingest', card, '--dest', join(work.path, 'lib'), '--state', join(work.path, 'state'), '--config', await config(), '--upload', `s3://${bucket}/flaky`, '--upload-timeout', '60', '--json'], { env: s3Env(gate.endpoint) });
+      const child = spawnCli(
+        [
+          'ingest',
+          card,
+          '--dest',
+          join(work.path, 'lib'),
+          '--state',
+          join(work.path, 'state'),
+          '--config',
+          await config(),
+          '--upload',
+          `s3://${bucket}/flaky`,
+          '--upload-timeout',
+          '60',
+          '--json',
+        ],
+        { env: s3Env(gate.endpoint) },
+      );
       let stdout = '';
       let stderr = '';
       child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -398,7 +420,9 @@ describe('retention', () => {
 
     // A single library keeps everything: each copy there is its file's last.
     const lone = join(work.path, 'lone');
-    const one = await runCli(['ingest', card, '--dest', lone, '--state', join(work.path, 'state-lone'), '--config', cfg, '--upload', `s3://${bucket}/lone`, '--json'], { env: s3Env() });
+    const one = await runCli(['ingest', card, '--dest', lone, '--state', join(work.path, 'state-lone'), '--config', cfg, '--upload', `s3://${bucket}/lone`, '--json'], {
+      env: s3Env(),
+    });
     expect(one.code, one.stderr).toBe(0);
     for (const name of Object.keys(files)) expect(existsSync(join(lone, '2026/2026-03-14', name)), name).toBe(true);
   });
@@ -411,14 +435,34 @@ describe('credentials', () => {
     await writeFile(credFile, `[default]\naws_access_key_id = ${swift.accessKeyId}\naws_secret_access_key = ${swift.secretAccessKey}\n`);
     const noKeys = { ...s3Env(), AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined, SHUTTLE_LOG_LEVEL: 'trace' };
     const cfg = await config(`credentials_file = "${credFile}"`, 'creds.toml');
-    const r = await runCli(['ingest', card, '--dest', join(work.path, 'lib'), '--state', join(work.path, 'state'), '--config', cfg, '--upload', `s3://${bucket}/creds`, '--no-wait', '--json', '--log-level', 'trace'], { env: noKeys });
+    const r = await runCli(
+      [
+        'ingest',
+        card,
+        '--dest',
+        join(work.path, 'lib'),
+        '--state',
+        join(work.path, 'state'),
+        '--config',
+        cfg,
+        '--upload',
+        `s3://${bucket}/creds`,
+        '--no-wait',
+        '--json',
+        '--log-level',
+        'trace',
+      ],
+      { env: noKeys },
+    );
     expect(r.code, r.stderr).toBe(0);
 
     const dir = join(work.path, 'credentials.d');
     await mkdir(dir);
     await writeFile(join(dir, 'aws_access_key_id'), swift.accessKeyId);
     await writeFile(join(dir, 'aws_secret_access_key'), swift.secretAccessKey);
-    const u = await runCli(['upload', '--state', join(work.path, 'state'), '--config', await config(), '--json', '--log-level', 'trace'], { env: { ...noKeys, CREDENTIALS_DIRECTORY: dir } });
+    const u = await runCli(['upload', '--state', join(work.path, 'state'), '--config', await config(), '--json', '--log-level', 'trace'], {
+      env: { ...noKeys, CREDENTIALS_DIRECTORY: dir },
+    });
     expect(u.code, u.stderr).toBe(0);
     expect(jsonOf<UploadJson>(u)).toMatchObject({ uploaded: 2 });
     await expectObjectsMatchCard('creds');
@@ -430,8 +474,26 @@ describe('credentials', () => {
 
     // Without any keys the server refuses: the files stay queued (exit 3), nothing is marked uploaded.
     await writeFile(join(work.path, 'card/DCIM/100CANON/IMG_0009.JPG'), 'late');
-    await runCli(['ingest', card, '--dest', join(work.path, 'lib'), '--state', join(work.path, 'state'), '--config', await config(), '--upload', `s3://${bucket}/creds`, '--no-wait', '--json'], { env: noKeys });
-    const denied = await runCli(['upload', '--state', join(work.path, 'state'), '--config', await config(), '--json'], { env: { ...noKeys, AWS_ACCESS_KEY_ID: 'nobody', AWS_SECRET_ACCESS_KEY: 'wrong' } });
+    await runCli(
+      [
+        'ingest',
+        card,
+        '--dest',
+        join(work.path, 'lib'),
+        '--state',
+        join(work.path, 'state'),
+        '--config',
+        await config(),
+        '--upload',
+        `s3://${bucket}/creds`,
+        '--no-wait',
+        '--json',
+      ],
+      { env: noKeys },
+    );
+    const denied = await runCli(['upload', '--state', join(work.path, 'state'), '--config', await config(), '--json'], {
+      env: { ...noKeys, AWS_ACCESS_KEY_ID: 'nobody', AWS_SECRET_ACCESS_KEY: 'wrong' },
+    });
     expect(denied.code, denied.stderr).toBe(3);
     expect(jsonOf<UploadJson>(denied).queue).toMatchObject({ queued: 1, uploaded: 2 });
   });

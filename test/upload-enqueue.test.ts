@@ -42,7 +42,9 @@ test('ingest-with-upload-exits-1-naming-the-error-when-its-files-cannot-be-queue
   expect(r.code, r.stderr).toBe(1);
   // The copies were made and say so; the run failed because the upload was not queued.
   expect(r.summary).toMatchObject({ files: 1, copied: 1, failed: 0, status: 'failed' });
-  expect(r.summary.errors).toEqual([{ code: 'JOURNAL', message: expect.stringMatching(/^could not queue 1 files for upload to s3:\/\/bucket\/cart: .*upload queue refused \(test\)/) as unknown as string }]);
+  expect(r.summary.errors).toEqual([
+    { code: 'JOURNAL', message: expect.stringMatching(/^could not queue 1 files for upload to s3:\/\/bucket\/cart: .*upload queue refused \(test\)/) as unknown as string },
+  ]);
 });
 
 test('a-daemon-job-fails-naming-the-error-when-its-files-cannot-be-queued-for-upload', async () => {
@@ -62,13 +64,24 @@ test('a-daemon-job-fails-naming-the-error-when-its-files-cannot-be-queued-for-up
   const d = await spawnDaemon(['--config', config, '--state', state, '--dest', dest, '--hot-folder', hot, '--log-level', 'info'], env);
   daemons.push(d);
   await rename(join(staging, 'IMG_0001.JPG'), join(hot, 'IMG_0001.JPG'));
-  const finished = (await until('the job to finish', async () => d.logs, (logs) => logs.some((l) => l.msg === 'job done' || l.msg === 'job failed'))).find(
-    (l) => l.msg === 'job done' || l.msg === 'job failed',
-  );
-  expect(finished).toMatchObject({ msg: 'job failed', reason: expect.stringMatching(/^could not queue 1 files for upload to s3:\/\/bucket\/daemon: .*upload queue refused/) as unknown as string });
+  const finished = (
+    await until(
+      'the job to finish',
+      async () => d.logs,
+      (logs) => logs.some((l) => l.msg === 'job done' || l.msg === 'job failed'),
+    )
+  ).find((l) => l.msg === 'job done' || l.msg === 'job failed');
+  expect(finished).toMatchObject({
+    msg: 'job failed',
+    reason: expect.stringMatching(/^could not queue 1 files for upload to s3:\/\/bucket\/daemon: .*upload queue refused/) as unknown as string,
+  });
   const status = await runCli(['status', '--json', '--state', state, '--config', config], { env });
   expect(status.code, status.stderr).toBe(0);
-  const job = (JSON.parse(status.stdout) as { daemon: { jobs: { recent: Array<{ state: string; result: { status: string; copied: number; errors: Array<{ code: string; message: string }> } }> } } }).daemon.jobs.recent[0];
+  const job = (
+    JSON.parse(status.stdout) as {
+      daemon: { jobs: { recent: Array<{ state: string; result: { status: string; copied: number; errors: Array<{ code: string; message: string }> } }> } };
+    }
+  ).daemon.jobs.recent[0];
   expect(job).toMatchObject({ state: 'failed', result: { status: 'failed', copied: 1 } });
   expect(job?.result.errors.map((e) => e.code)).toEqual(['JOURNAL']);
   d.child.kill('SIGTERM');

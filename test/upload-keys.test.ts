@@ -69,7 +69,10 @@ describe('S3 key templates', () => {
     expect(parseS3Url('s3://bucket')).toEqual({ bucket: 'bucket', prefix: '' });
     expect(parseS3Url('S3://my.bucket-1/a/b')).toEqual({ bucket: 'my.bucket-1', prefix: 'a/b' });
     for (const bad of ['bucket/prefix', 's3://', 's3://ab', 's3://-bucket/x', 's3://bucket/a/../b', 'https://bucket/x']) {
-      expect(codeOf(() => parseS3Url(bad)), bad).toBe('CONFIG_INVALID');
+      expect(
+        codeOf(() => parseS3Url(bad)),
+        bad,
+      ).toBe('CONFIG_INVALID');
     }
   });
 

@@ -147,8 +147,7 @@ class SlowSink extends Writable {
 const finished = (w: Writable): Promise<void> => new Promise((resolve, reject) => w.once('finish', resolve).once('error', reject));
 
 describe('request bodies', () => {
-  const bodyOf = (path: string, offset: number, size: number, check?: SendCheck) =>
-    partBody(path, { offset, size, md5: '', sha256: '' }, { check, uncached: true });
+  const bodyOf = (path: string, offset: number, size: number, check?: SendCheck) => partBody(path, { offset, size, md5: '', sha256: '' }, { check, uncached: true });
 
   it('piped, as the HTTP client sends it: exactly the range, in a few buffers reused only once written out', async () => {
     const path = await randomFile('piped.bin', 11 * MiB + 17, 6);
@@ -179,7 +178,9 @@ describe('request bodies', () => {
     evict();
     expect(resident()).toBe(0);
     const sink = new SlowSink(0);
-    bodyOf(path, MiB, bytes.length - MiB).open().pipe(sink);
+    bodyOf(path, MiB, bytes.length - MiB)
+      .open()
+      .pipe(sink);
     await finished(sink);
     expect(Buffer.concat(sink.received).equals(bytes.subarray(MiB))).toBe(true);
     expect(resident()).toBe(0);
@@ -190,7 +191,9 @@ describe('request bodies', () => {
     // Not `uncached` (a part a PartReader just hashed): piped, it is read from the cache.
     evict();
     const cachedSink = new SlowSink(0);
-    partBody(path, { offset: MiB, size: bytes.length - MiB, md5: '', sha256: '' }).open().pipe(cachedSink);
+    partBody(path, { offset: MiB, size: bytes.length - MiB, md5: '', sha256: '' })
+      .open()
+      .pipe(cachedSink);
     await finished(cachedSink);
     expect(Buffer.concat(cachedSink.received).equals(bytes.subarray(MiB))).toBe(true);
     expect(resident()).toBeGreaterThan(0);
@@ -210,7 +213,9 @@ describe('request bodies', () => {
     const bytes = await readFile(path);
     const digests: unknown[] = [];
     const passing = new SlowSink(0);
-    bodyOf(path, 0, bytes.length, { algorithm: 'sha256', verify: (d) => void digests.push(d) }).open().pipe(passing);
+    bodyOf(path, 0, bytes.length, { algorithm: 'sha256', verify: (d) => void digests.push(d) })
+      .open()
+      .pipe(passing);
     await finished(passing);
     expect(digests).toEqual([{ sha256: hex('sha256', bytes) }]);
 

@@ -50,7 +50,9 @@ beforeAll(async () => {
       const query = new URL(req.url ?? '/', 'http://x').searchParams;
       if (req.method === 'POST' && query.has('uploads')) {
         res.writeHead(200, { 'content-type': 'application/xml' });
-        res.end(`<?xml version="1.0" encoding="UTF-8"?><InitiateMultipartUploadResult><Bucket>${BUCKET}</Bucket><Key>k</Key><UploadId>upload-1</UploadId></InitiateMultipartUploadResult>`);
+        res.end(
+          `<?xml version="1.0" encoding="UTF-8"?><InitiateMultipartUploadResult><Bucket>${BUCKET}</Bucket><Key>k</Key><UploadId>upload-1</UploadId></InitiateMultipartUploadResult>`,
+        );
       } else if (req.method === 'POST' && query.has('uploadId')) {
         res.writeHead(200, { 'content-type': 'application/xml' });
         res.end(`<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUploadResult><Bucket>${BUCKET}</Bucket><Key>k</Key><ETag>"abc-1"</ETag></CompleteMultipartUploadResult>`);
@@ -81,7 +83,10 @@ afterAll(async () => {
 
 /** A client as Shuttle makes it for `provider`, whose connections go to the listener whatever the host. */
 function clientFor(provider: ProviderName, region?: string): S3Client {
-  const { client } = createS3Client({ provider, endpoint: `http://${ENDPOINT_HOST}`, credentials: { accessKeyId: KEY_ID, secretAccessKey: SECRET }, ...(region !== undefined ? { region } : {}) }, {});
+  const { client } = createS3Client(
+    { provider, endpoint: `http://${ENDPOINT_HOST}`, credentials: { accessKeyId: KEY_ID, secretAccessKey: SECRET }, ...(region !== undefined ? { region } : {}) },
+    {},
+  );
   client.middlewareStack.add(
     (next) => async (args) => {
       const request = args.request as { hostname: string; port?: number };
@@ -140,7 +145,11 @@ describe.each(cases)('requests of the $provider profile', ({ provider, region, v
       expect(JSON.stringify(r.headers)).not.toContain(SECRET);
       // The streaming checksum framing Swift, Ceph, R2 and B2 reject or store verbatim.
       expect(r.headers['content-encoding'] ?? '').not.toContain('aws-chunked');
-      expect(Object.keys(r.headers).filter((h) => h.startsWith('x-amz-checksum-') || h === 'x-amz-trailer' || h === 'x-amz-decoded-content-length' || h === 'x-amz-sdk-checksum-algorithm')).toEqual([]);
+      expect(
+        Object.keys(r.headers).filter(
+          (h) => h.startsWith('x-amz-checksum-') || h === 'x-amz-trailer' || h === 'x-amz-decoded-content-length' || h === 'x-amz-sdk-checksum-algorithm',
+        ),
+      ).toEqual([]);
       expect(r.headers.expect).toBeUndefined();
     }
     for (const r of [put, part]) {

@@ -53,7 +53,14 @@ function onJournalFile<T>(fn: (db: DatabaseSync) => T): T {
 }
 
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
-const TARGET: QueueTarget = queueTarget({ bucket: 'photos', prefix: 'shoots', keyTemplate: '{station}/{YYYY}/{YYYY-MM-DD}/{name}', station: 'cart-1', timeZone: 'Europe/Berlin', priority: ['jpg', 'xmp', '*'] });
+const TARGET: QueueTarget = queueTarget({
+  bucket: 'photos',
+  prefix: 'shoots',
+  keyTemplate: '{station}/{YYYY}/{YYYY-MM-DD}/{name}',
+  station: 'cart-1',
+  timeZone: 'Europe/Berlin',
+  priority: ['jpg', 'xmp', '*'],
+});
 
 interface Dest {
   id: number;
@@ -116,7 +123,10 @@ describe('multipart state in the journal', () => {
     await store.begin({ ...fresh, uploadId: 'u2' });
     expect(await store.load(ref)).toEqual({ ...fresh, uploadId: 'u2', status: 'uploading', parts: [] });
     for (const write of [() => store.recordPart(ref, 'u1', part(1)), () => store.setStatus(ref, 'u1', 'aborted')]) {
-      const err = await write().then(() => undefined, (e: unknown) => e);
+      const err = await write().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(isShuttleError(err, 'JOURNAL')).toBe(true);
     }
   });
@@ -216,13 +226,27 @@ describe('claiming and backoff', () => {
 
   test('priority-follows-the-extension-order-with-star-for-the-rest', () => {
     const order = ['jpg', 'heic', '*', 'cr3'];
-    expect([priorityOf('A.JPG', order), priorityOf('a.heic', order), priorityOf('clip.MP4', order), priorityOf('A.CR3', order), priorityOf('README', order)]).toEqual([0, 1, 2, 3, 2]);
+    expect([priorityOf('A.JPG', order), priorityOf('a.heic', order), priorityOf('clip.MP4', order), priorityOf('A.CR3', order), priorityOf('README', order)]).toEqual([
+      0, 1, 2, 3, 2,
+    ]);
     expect(priorityOf('clip.mp4', ['jpg'])).toBe(1);
   });
 
   test('queue-level-backoff-doubles-with-jitter-and-is-capped', () => {
     const worker = (random: number) =>
-      new UploadWorker({ queue, store: new JournalUploadStateStore(journal), targetFor: () => { throw new Error('unused'); }, provider: 'swift', concurrency: 1, partSize: 5 * 1024 * 1024, logger: silentLogger, backoff: { baseMs: 1000, maxMs: 10_000 }, random: () => random });
+      new UploadWorker({
+        queue,
+        store: new JournalUploadStateStore(journal),
+        targetFor: () => {
+          throw new Error('unused');
+        },
+        provider: 'swift',
+        concurrency: 1,
+        partSize: 5 * 1024 * 1024,
+        logger: silentLogger,
+        backoff: { baseMs: 1000, maxMs: 10_000 },
+        random: () => random,
+      });
     expect([1, 2, 3, 4, 5, 9].map((n) => worker(0).backoffMs(n))).toEqual([500, 1000, 2000, 4000, 5000, 5000]);
     expect([1, 2, 3, 4, 5, 9].map((n) => worker(0.999999).backoffMs(n))).toEqual([1000, 2000, 4000, 8000, 10_000, 10_000]);
   });
@@ -233,8 +257,12 @@ describe('classifying upload failures', () => {
   test('local-damage-conflicts-an-unreachable-server-and-refused-keys-are-told-apart', () => {
     expect(classifyUploadFailure(new ShuttleError('UPLOAD_VERIFY', 'x', { context: { path: '/d/a.jpg', bucket: 'b', key: 'k' } }))).toBe('local-damaged');
     expect(classifyUploadFailure(new ShuttleError('UPLOAD_VERIFY', 'x', { context: { bucket: 'b', key: 'k', field: 'size' } }))).toBe('transient');
-    expect(classifyUploadFailure(new ShuttleError('SOURCE_UNREADABLE', 'x', { context: { path: '/d/a' }, cause: Object.assign(new Error('gone'), { code: 'ENOENT' }) }))).toBe('local-damaged');
-    expect(classifyUploadFailure(new ShuttleError('SOURCE_UNREADABLE', 'x', { context: { path: '/d/a' }, cause: Object.assign(new Error('no'), { code: 'EACCES' }) }))).toBe('local-unavailable');
+    expect(classifyUploadFailure(new ShuttleError('SOURCE_UNREADABLE', 'x', { context: { path: '/d/a' }, cause: Object.assign(new Error('gone'), { code: 'ENOENT' }) }))).toBe(
+      'local-damaged',
+    );
+    expect(classifyUploadFailure(new ShuttleError('SOURCE_UNREADABLE', 'x', { context: { path: '/d/a' }, cause: Object.assign(new Error('no'), { code: 'EACCES' }) }))).toBe(
+      'local-unavailable',
+    );
     expect(classifyUploadFailure(new ShuttleError('UPLOAD_FAILED', 'x', { context: { bucket: 'b', key: 'k', expectedSha256: 'a' } }))).toBe('conflict');
     expect(classifyUploadFailure(s3({ errno: 'ECONNREFUSED' }))).toBe('offline');
     expect(classifyUploadFailure(s3({ status: 503 }))).toBe('offline');
@@ -259,7 +287,10 @@ describe('retention', () => {
     expect(report.pruned.map((p) => p.path)).toEqual([join(a.root, '2026/A.JPG')]);
     expect(existsSync(join(a.root, '2026/A.JPG'))).toBe(false);
     for (const kept of [join(b.root, '2026/A.JPG'), join(a.root, '2026/B.JPG'), join(a.root, '2026/C.JPG'), join(b.root, '2026/C.JPG')]) expect(existsSync(kept)).toBe(true);
-    expect(journal.copiesOf(both).map((c) => [c.dest_id, c.state])).toEqual([[a.id, 'pruned'], [b.id, 'verified']]);
+    expect(journal.copiesOf(both).map((c) => [c.dest_id, c.state])).toEqual([
+      [a.id, 'pruned'],
+      [b.id, 'verified'],
+    ]);
     const recorded = onJournalFile((db) => db.prepare('SELECT dest_path, reason FROM copy_prunes').all());
     expect(recorded).toEqual([{ dest_path: '2026/A.JPG', reason: 'age' }]);
     // A second pass finds nothing more: the surviving copy is the last one.
@@ -334,14 +365,20 @@ describe('credentials', () => {
 
   test('a-credentials-file-gives-the-profiles-keys-and-errors-never-quote-them', async () => {
     const file = join(work.path, 'creds');
-    await writeFile(file, `# shuttle\n[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = ${SECRET}\n\n[field]\naws_access_key_id=AKIDFIELD\naws_secret_access_key=${SECRET}2\naws_session_token = tok\n`);
+    await writeFile(
+      file,
+      `# shuttle\n[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = ${SECRET}\n\n[field]\naws_access_key_id=AKIDFIELD\naws_secret_access_key=${SECRET}2\naws_session_token = tok\n`,
+    );
     expect(await credentialsFromFile(file)).toEqual({ accessKeyId: 'AKIDDEFAULT', secretAccessKey: SECRET });
     expect(await resolveCredentials({ credentialsFile: file, env: { AWS_PROFILE: 'field' } })).toEqual({
       credentials: { accessKeyId: 'AKIDFIELD', secretAccessKey: `${SECRET}2`, sessionToken: 'tok' },
       origin: `credentials file ${file}`,
     });
     await writeFile(file, `[default]\naws_access_key_id = AKIDONLY\nsecret = ${SECRET}\n`);
-    const err = await credentialsFromFile(file).then(() => undefined, (e: unknown) => e as ShuttleError);
+    const err = await credentialsFromFile(file).then(
+      () => undefined,
+      (e: unknown) => e as ShuttleError,
+    );
     expect(err?.code).toBe('CONFIG_INVALID');
     expect(JSON.stringify(err?.toJSON())).not.toContain(SECRET);
     expect(JSON.stringify(err?.toJSON())).not.toContain('AKIDONLY');
@@ -353,14 +390,23 @@ describe('credentials', () => {
     await mkdir(join(home, '.aws'), { recursive: true });
     // The service user's own AWS config has keys for the profile; the credentials file does not.
     await writeFile(join(home, '.aws', 'config'), `[profile field]\naws_access_key_id = AKIDHOME\naws_secret_access_key = ${SECRET}\n`);
-    await writeFile(file, `[profile pf]\naws_access_key_id = AKIDPF\naws_secret_access_key = ${SECRET}\n\n[process]\ncredential_process = echo '{"Version":1,"AccessKeyId":"AKIDTEMP","SecretAccessKey":"${SECRET}","Expiration":"2099-01-01T00:00:00Z"}'\n`);
+    await writeFile(
+      file,
+      `[profile pf]\naws_access_key_id = AKIDPF\naws_secret_access_key = ${SECRET}\n\n[process]\ncredential_process = echo '{"Version":1,"AccessKeyId":"AKIDTEMP","SecretAccessKey":"${SECRET}","Expiration":"2099-01-01T00:00:00Z"}'\n`,
+    );
     const savedHome = process.env['HOME'];
     process.env['HOME'] = home;
     try {
       expect(await credentialsFromFile(file, 'pf')).toEqual({ accessKeyId: 'AKIDPF', secretAccessKey: SECRET });
-      const notHome = await credentialsFromFile(file, 'field').then(() => undefined, (e: unknown) => e);
+      const notHome = await credentialsFromFile(file, 'field').then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(isShuttleError(notHome, 'CONFIG_INVALID')).toBe(true);
-      const temporary = await credentialsFromFile(file, 'process').then(() => undefined, (e: unknown) => e as ShuttleError);
+      const temporary = await credentialsFromFile(file, 'process').then(
+        () => undefined,
+        (e: unknown) => e as ShuttleError,
+      );
       expect(temporary?.code).toBe('CONFIG_INVALID');
       expect(temporary?.message).toContain('gives temporary credentials');
       expect(JSON.stringify(temporary?.toJSON())).not.toContain(SECRET);
@@ -390,8 +436,16 @@ describe('the [upload] config section', () => {
     );
     const up = uploadSettings(loadConfig({ file, env: {} }));
     expect(up).toMatchObject({
-      target: 's3://photos/shoots', provider: 'swift', endpoint: 'http://127.0.0.1:8080', concurrency: 2, partSize: 8 * 1024 * 1024, bandwidth: 1_000_000,
-      priority: ['jpg', '*', 'cr3'], keepDays: 14, keepFreeBytes: 1_000_000_000, keyTemplate: '{station}/{YYYY}/{YYYY-MM-DD}/{name}',
+      target: 's3://photos/shoots',
+      provider: 'swift',
+      endpoint: 'http://127.0.0.1:8080',
+      concurrency: 2,
+      partSize: 8 * 1024 * 1024,
+      bandwidth: 1_000_000,
+      priority: ['jpg', '*', 'cr3'],
+      keepDays: 14,
+      keepFreeBytes: 1_000_000_000,
+      keyTemplate: '{station}/{YYYY}/{YYYY-MM-DD}/{name}',
       schedule: [{ from: '09:00', to: '18:00', bandwidth: 0, days: [1, 2, 3, 4, 5] }],
     });
     expect(uploadSettings(loadConfig({ env: {} }))).toMatchObject({ concurrency: 4, partSize: 16 * 1024 * 1024, schedule: [], priority: expect.arrayContaining(['jpg', '*']) });

@@ -46,7 +46,10 @@ const isListUploads = (r: ProxiedRequest): boolean => r.method === 'GET' && quer
 const isListObjects = (r: ProxiedRequest): boolean => r.method === 'GET' && query(r).get('list-type') === '2';
 /** The first request that writes the object's bytes: a PUT of the object or of one of its parts. */
 const isWrite = (r: ProxiedRequest): boolean => r.method === 'PUT' && r.contentLength > 0;
-const forKey = (key: string) => (r: ProxiedRequest): boolean => pathOf(r) === `/${BUCKET}/${key}`;
+const forKey =
+  (key: string) =>
+  (r: ProxiedRequest): boolean =>
+    pathOf(r) === `/${BUCKET}/${key}`;
 
 function listingFor(): RemoteListing {
   return new RemoteListing(new S3Target(client, BUCKET));
@@ -183,9 +186,12 @@ describe('requests per upload', () => {
 
     // A recorded MD5 the bytes do not have: the server refuses every attempt, and nothing is stored.
     const wrongMd5 = createHash('md5').update('other bytes').digest('hex');
-    const refused = await uploadFile(options(small, `${folder}wrong-md5.jpg`, {
-      expected: { sha256: small.sha256, xxh128: small.xxh128, md5: wrongMd5 }, retry: { maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 20 },
-    })).catch((e: unknown) => e);
+    const refused = await uploadFile(
+      options(small, `${folder}wrong-md5.jpg`, {
+        expected: { sha256: small.sha256, xxh128: small.xxh128, md5: wrongMd5 },
+        retry: { maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 20 },
+      }),
+    ).catch((e: unknown) => e);
     expect(isShuttleError(refused) && refused.context['s3Code']).toBe('BadDigest');
     expect(await new S3Target(admin, BUCKET).head(`${folder}wrong-md5.jpg`)).toBeUndefined();
   });

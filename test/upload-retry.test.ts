@@ -21,14 +21,11 @@ async function caught(p: Promise<unknown>): Promise<unknown> {
 describe('retry decorator', () => {
   it('retries retryable failures until the operation succeeds', async () => {
     const attempts: number[] = [];
-    const result = await withRetry(
-      async (attempt) => {
-        attempts.push(attempt);
-        if (attempt < 3) throw transient();
-        return 'ok';
-      },
-      fast,
-    );
+    const result = await withRetry(async (attempt) => {
+      attempts.push(attempt);
+      if (attempt < 3) throw transient();
+      return 'ok';
+    }, fast);
     expect(result).toBe('ok');
     expect(attempts).toEqual([1, 2, 3]);
   });
@@ -124,8 +121,7 @@ describe('retry decorator', () => {
 });
 
 describe('S3 failure classification', () => {
-  const sdkError = (status: number, code: string): Error =>
-    Object.assign(new Error(code), { name: code, Code: code, $metadata: { httpStatusCode: status } });
+  const sdkError = (status: number, code: string): Error => Object.assign(new Error(code), { name: code, Code: code, $metadata: { httpStatusCode: status } });
 
   it.each([
     [500, 'InternalError', true],

@@ -258,10 +258,13 @@ describe('upload to a real S3 server (Swift s3api)', () => {
   });
 
   it('reads endpoint, region and keys from the standard AWS environment variables', async () => {
-    const { client: envClient, options: resolved } = createS3Client({ provider: 'swift' }, {
-      AWS_ENDPOINT_URL_S3: swift.endpoint,
-      AWS_REGION: 'us-east-1',
-    });
+    const { client: envClient, options: resolved } = createS3Client(
+      { provider: 'swift' },
+      {
+        AWS_ENDPOINT_URL_S3: swift.endpoint,
+        AWS_REGION: 'us-east-1',
+      },
+    );
     // Keys come from the SDK's default chain, which reads process.env itself.
     const saved = { id: process.env['AWS_ACCESS_KEY_ID'], secret: process.env['AWS_SECRET_ACCESS_KEY'] };
     process.env['AWS_ACCESS_KEY_ID'] = swift.accessKeyId;

@@ -4,7 +4,14 @@
  * depends on: bulk IN reads that end at a short packet or a zero-length packet, or run on into the next
  * container; stalls and clear-halt; class requests; the interrupt pipe; unplugging.
  */
-import { ContainerType, decodeContainerHeader, decodeOperationContainer, encodeDataContainerHeader, encodeOperationContainer, type OperationContainer } from '../src/device/ptp/codec.js';
+import {
+  ContainerType,
+  decodeContainerHeader,
+  decodeOperationContainer,
+  encodeDataContainerHeader,
+  encodeOperationContainer,
+  type OperationContainer,
+} from '../src/device/ptp/codec.js';
 import type { PtpIncoming } from '../src/device/ptp/transport.js';
 import { UsbIoError, type EndpointRole, type UsbLink, type UsbPending } from '../src/device/usb/link.js';
 import type { UsbPtpTransport } from '../src/device/usb/transport.js';

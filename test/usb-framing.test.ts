@@ -61,9 +61,7 @@ function payload(mps: number): fc.Arbitrary<Uint8Array> {
 function lookalike(transactionId: number, mps: number): fc.Arbitrary<Uint8Array> {
   const response = (tid: number): fc.Arbitrary<Buffer> =>
     fc.record({ code: u16, params }).map((r) => encodeOperationContainer({ type: ContainerType.Response, transactionId: tid, ...r }));
-  const tail = fc
-    .tuple(fc.integer({ min: 1, max: 3 }), response((transactionId + 1) >>> 0))
-    .map(([packets, r]) => Buffer.concat([Buffer.alloc(packets * mps - 12, 0x77), r]));
+  const tail = fc.tuple(fc.integer({ min: 1, max: 3 }), response((transactionId + 1) >>> 0)).map(([packets, r]) => Buffer.concat([Buffer.alloc(packets * mps - 12, 0x77), r]));
   return fc.oneof(response(transactionId), tail);
 }
 
@@ -72,7 +70,12 @@ function dataSpec(mps: number, transactionId: number): fc.Arbitrary<DataSpec> {
   // full last packet and lets the read run on into the response cannot be framed by anyone.
   return fc.oneof(
     fc.record({ code: u16, payload: payload(mps), unknownLength: fc.constant(false), ending: fc.constantFrom<Ending>('zlp', 'none', 'transfer-end') }),
-    fc.record({ code: u16, payload: fc.oneof(payload(mps), lookalike(transactionId, mps)), unknownLength: fc.constant(true), ending: fc.constantFrom<Ending>('zlp', 'transfer-end') }),
+    fc.record({
+      code: u16,
+      payload: fc.oneof(payload(mps), lookalike(transactionId, mps)),
+      unknownLength: fc.constant(true),
+      ending: fc.constantFrom<Ending>('zlp', 'transfer-end'),
+    }),
   );
 }
 

@@ -43,7 +43,10 @@ describe('framing data phases across USB reads', () => {
     test(`a-container-filling-its-last-packet-is-framed-whole-when-the-device-ends-it-${endStyle}`, async () => {
       // 12 + 500 = 512 bytes: exactly one full packet, the case where devices differ.
       const payload = patternBytes(0, 500);
-      const dev = new FakePtpDevice(serving((cmd) => (cmd.code === CloseSession ? undefined : payload)), { endStyle });
+      const dev = new FakePtpDevice(
+        serving((cmd) => (cmd.code === CloseSession ? undefined : payload)),
+        { endStyle },
+      );
       const t = new UsbPtpTransport(dev);
       const r = await transaction(t, command(GetObjectInfo, 1));
       expect(kinds(r.items)).toEqual(['data-start', 'data', 'data-end', 'response']);
@@ -58,7 +61,10 @@ describe('framing data phases across USB reads', () => {
 
   test('a-response-that-arrives-in-the-same-read-as-the-end-of-the-data-becomes-its-own-item', async () => {
     const payload = patternBytes(7, 1012); // 1024-byte container: two full packets, then the response runs on
-    const dev = new FakePtpDevice(serving(() => payload), { endStyle: 'no-zlp' });
+    const dev = new FakePtpDevice(
+      serving(() => payload),
+      { endStyle: 'no-zlp' },
+    );
     const t = new UsbPtpTransport(dev);
     const r = await transaction(t, command(GetObjectInfo, 1));
     expect(kinds(r.items)).toEqual(['data-start', 'data', 'data-end', 'response']);
@@ -153,7 +159,11 @@ describe('framing data phases across USB reads', () => {
 });
 
 test('an-object-of-known-size-is-read-in-one-transfer-of-its-own-size-and-a-larger-one-than-expected-still-arrives-whole', async () => {
-  const sizes = new Map([[1, 500_000], [2, LARGE_READ_BYTES * 2], [3, 100_000]]);
+  const sizes = new Map([
+    [1, 500_000],
+    [2, LARGE_READ_BYTES * 2],
+    [3, 100_000],
+  ]);
   const dev = new FakePtpDevice(serving((cmd) => patternBytes(0, sizes.get(cmd.params[0]!)!)));
   const t = new UsbPtpTransport(dev);
   const mps = dev.bulkInPacketSize;
@@ -254,12 +264,7 @@ describe('recovery', () => {
     dev.stallNextOut = true;
     await transaction(t, command(CloseSession, 2, 'none'));
     // First time: reset refused, cancel instead, status refused. Second time neither refused request is tried again.
-    expect(dev.classRequests.map((c) => c.request)).toEqual([
-      StillImageRequest.DeviceReset,
-      StillImageRequest.Cancel,
-      StillImageRequest.GetDeviceStatus,
-      StillImageRequest.Cancel,
-    ]);
+    expect(dev.classRequests.map((c) => c.request)).toEqual([StillImageRequest.DeviceReset, StillImageRequest.Cancel, StillImageRequest.GetDeviceStatus, StillImageRequest.Cancel]);
   });
 
   test('quirks-that-say-a-device-lacks-reset-and-status-requests-keep-them-off-the-wire', async () => {

@@ -156,7 +156,10 @@ describe('verifyDestination', () => {
     expect(doc.creator.authors).toEqual([{ name: 'Loader' }]);
     const byPath = new Map(doc.files.map((f) => [f.path, f]));
     expect([...byPath.keys()].sort()).toEqual(['bad.bin', 'good.bin']); // a missing file has no hash to record
-    expect(byPath.get('good.bin')!.hashes.map((h) => [h.format, h.action])).toEqual([['md5', 'verified'], ['xxh64', 'verified']]);
+    expect(byPath.get('good.bin')!.hashes.map((h) => [h.format, h.action])).toEqual([
+      ['md5', 'verified'],
+      ['xxh64', 'verified'],
+    ]);
     const bad = byPath.get('bad.bin')!;
     expect(bad.hashes.map((h) => h.action)).toEqual(['failed', 'failed']);
     expect(bad.hashes.find((h) => h.format === 'xxh64')!.value).toBe((await hashOf('bad.bin', ['xxh64'])).xxh64);
@@ -216,13 +219,13 @@ describe('verifyDestination', () => {
   });
 
   it('progress-reports-files-and-bytes-up-to-the-totals', async () => {
-    await put('a.bin', randomBytes(70 * 1024 * 1024 / 64)); // ~1.1 MiB
+    await put('a.bin', randomBytes((70 * 1024 * 1024) / 64)); // ~1.1 MiB
     await put('b.bin', 'bb');
     await seal(['a.bin', 'b.bin']);
     const seen: VerifyProgress[] = [];
     await verifyDestination(root, { creator: CREATOR, onProgress: (p) => seen.push(p) });
     const last = seen.at(-1)!;
-    expect(last).toEqual({ files: 2, bytes: 70 * 1024 * 1024 / 64 + 2, totalFiles: 2, totalBytes: 70 * 1024 * 1024 / 64 + 2 });
+    expect(last).toEqual({ files: 2, bytes: (70 * 1024 * 1024) / 64 + 2, totalFiles: 2, totalBytes: (70 * 1024 * 1024) / 64 + 2 });
     expect(seen.map((p) => p.files)).toEqual([...seen.map((p) => p.files)].sort((x, y) => x - y));
   });
 
@@ -266,7 +269,10 @@ describe('verifyDestination', () => {
 </hashlist>
 `;
     await put(`ascmhl/${name}`, xml);
-    await put('ascmhl/ascmhl_chain.xml', `<ascmhldirectory xmlns="urn:ASC:MHL:DIRECTORY:v2.0"><hashlist sequencenr="1"><path>${name}</path><c4>${c4OfBytes(Buffer.from(xml))}</c4></hashlist></ascmhldirectory>`);
+    await put(
+      'ascmhl/ascmhl_chain.xml',
+      `<ascmhldirectory xmlns="urn:ASC:MHL:DIRECTORY:v2.0"><hashlist sequencenr="1"><path>${name}</path><c4>${c4OfBytes(Buffer.from(xml))}</c4></hashlist></ascmhldirectory>`,
+    );
     const report = await verifyDestination(root, { creator: CREATOR, strict: true });
     expect(report).toMatchObject({ ok: true, verified: ['a.txt'], unlisted: [] });
   });
@@ -279,7 +285,15 @@ describe('verifyDestination', () => {
     await put('.shuttle/lock', '4242');
     const recorded = ['ascmhl/ascmhl_chain.xml', '.shuttle/lock'];
     const entries: ManifestEntry[] = [];
-    for (const rel of recorded) entries.push({ path: rel, size: (await fs.stat(path.join(root, rel))).size, lastModified: new Date(), hashes: await hashOf(rel, ['xxh128']), action: 'original', hashDate: new Date() });
+    for (const rel of recorded)
+      entries.push({
+        path: rel,
+        size: (await fs.stat(path.join(root, rel))).size,
+        lastModified: new Date(),
+        hashes: await hashOf(rel, ['xxh128']),
+        action: 'original',
+        hashDate: new Date(),
+      });
     await writeGeneration(root, entries, { tool: { name: 'ascmhl', version: '1.2' }, hostname: 'h', process: 'in-place' });
     await put('.shuttle/lock', '4343');
     const report = await verifyDestination(root, { creator: CREATOR, strict: true });

@@ -40,7 +40,9 @@ function need(condition: boolean, message: string): void {
 }
 
 function kernelFilesystems(): string[] {
-  return readFileSync('/proc/filesystems', 'utf8').split('\n').map((l) => l.trim().split(/\s+/).pop() ?? '');
+  return readFileSync('/proc/filesystems', 'utf8')
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/).pop() ?? '');
 }
 
 function hasTool(tool: string): boolean {
@@ -282,7 +284,11 @@ describe('volumeOf from the kernel and udev files', () => {
     const withTools = await volumeOf(mnt);
     const files = await udevFiles();
     // blkid -o udev prints the very properties udev's blkid builtin stores for the device.
-    const record = sh('blkid', ['-o', 'udev', withTools.device]).split('\n').filter(Boolean).map((l) => `E:${l}`).join('\n');
+    const record = sh('blkid', ['-o', 'udev', withTools.device])
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => `E:${l}`)
+      .join('\n');
     await writeFile(join(files.udevData, `b${devNumber(withTools.device)}`), `S:disk/by-uuid/${withTools.uuid}\nI:1\n${record}\nG:systemd\n`);
     const v = await withoutTools(() => volumeOf(mnt, { files: files }));
     expect(v).toEqual(withTools);
@@ -329,7 +335,7 @@ describe('volumeOf from the kernel and udev files', () => {
     expect(withTools.label).toBe('EOS_DIGITAL');
   });
 
-  test("a record of the media the device held before (another diskseq) is not taken: the device itself is probed", async () => {
+  test('a record of the media the device held before (another diskseq) is not taken: the device itself is probed', async () => {
     const mnt = await fat32Card('EOS_DIGITAL');
     const withTools = await volumeOf(mnt);
     const devno = devNumber(withTools.device);

@@ -88,7 +88,9 @@ function parseMs(value: string): number {
 
 export function devicesCommand(globals: () => GlobalOptions): Command {
   return new Command('devices')
-    .description('list attached USB cameras (PTP and MTP) with the selector to ingest them by and the quirks Shuttle applies, and PTP/IP cameras announcing themselves on the network (mDNS, SSDP)')
+    .description(
+      'list attached USB cameras (PTP and MTP) with the selector to ingest them by and the quirks Shuttle applies, and PTP/IP cameras announcing themselves on the network (mDNS, SSDP)',
+    )
     .option('--json', 'print one JSON object on stdout')
     .option('--no-network', 'do not look for network (PTP/IP) cameras')
     .option('--network-timeout <ms>', 'how long to listen for network cameras', parseMs, 1500)

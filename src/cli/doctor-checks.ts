@@ -182,7 +182,8 @@ async function checkInstalled(sys: System, opts: DoctorOptions, what: 'units' | 
   if (missing.length > 0) return fail(what, `missing: ${missing.join(', ')}`, install);
   const stale = copies.filter((c) => !c.current).map((c) => c.path!);
   const where = copies.map((c) => c.path!).join(', ');
-  if (stale.length > 0) return warn(what, `installed, but not this version's (${opts.version}): ${stale.join(', ')}`, `reinstall this version: sudo ${opts.programRoot}/scripts/install.sh`);
+  if (stale.length > 0)
+    return warn(what, `installed, but not this version's (${opts.version}): ${stale.join(', ')}`, `reinstall this version: sudo ${opts.programRoot}/scripts/install.sh`);
   return ok(what, `installed: ${where}`);
 }
 
@@ -207,7 +208,10 @@ async function checkDaemon(opts: DoctorOptions): Promise<CheckResult> {
     return warn('daemon', `no daemon answers (${paths.join(', ')})`, 'start it: sudo systemctl enable --now shuttle (logs: journalctl -u shuttle)');
   }
   try {
-    const pong = (await client.request('ping', {}, { signal: AbortSignal.any([AbortSignal.timeout(opts.timeoutMs ?? 3_000), ...(opts.signal ? [opts.signal] : [])]) })) as { version?: string; pid?: number };
+    const pong = (await client.request('ping', {}, { signal: AbortSignal.any([AbortSignal.timeout(opts.timeoutMs ?? 3_000), ...(opts.signal ? [opts.signal] : [])]) })) as {
+      version?: string;
+      pid?: number;
+    };
     if (pong.version !== undefined && pong.version !== opts.version) {
       return warn('daemon', `running (pid ${pong.pid}) version ${pong.version}, but this is ${opts.version}`, 'restart it after an upgrade: sudo systemctl restart shuttle');
     }
@@ -310,12 +314,20 @@ async function checkCameras(sys: System, user: Principal): Promise<CheckResult[]
     const name = `${c.ids}${c.props.get('ID_MODEL') ? ` ${c.props.get('ID_VENDOR') ?? ''} ${c.props.get('ID_MODEL')}`.replace(/_/g, ' ') : ''} at ${c.node}`;
     if (!permits(c.stat, user, 'rw')) {
       const rulesApplied = c.props.get('SHUTTLE_CAMERA') === '1';
-      return fail(id, `${name}: ${user.name} cannot open it (${describeOwner(c.stat)})`, rulesApplied
-        ? `the rules matched but the node is not writable by group ${SERVICE_USER}: another rule after 70-shuttle-cameras.rules changes it (udevadm test ${c.node})`
-        : `install the udev rules (sudo ./scripts/install.sh), then re-plug the camera or run: sudo udevadm trigger --action=change --subsystem-match=usb`);
+      return fail(
+        id,
+        `${name}: ${user.name} cannot open it (${describeOwner(c.stat)})`,
+        rulesApplied
+          ? `the rules matched but the node is not writable by group ${SERVICE_USER}: another rule after 70-shuttle-cameras.rules changes it (udevadm test ${c.node})`
+          : `install the udev rules (sudo ./scripts/install.sh), then re-plug the camera or run: sudo udevadm trigger --action=change --subsystem-match=usb`,
+      );
     }
     if (c.props.size > 0 && c.props.get('SHUTTLE_CAMERA') !== '1') {
-      return warn(id, `${name}: usable, but Shuttle's udev rules did not match it`, 'if it is a camera Shuttle should ingest, add its USB id to the PTP quirks table and regenerate the rules');
+      return warn(
+        id,
+        `${name}: usable, but Shuttle's udev rules did not match it`,
+        'if it is a camera Shuttle should ingest, add its USB id to the PTP quirks table and regenerate the rules',
+      );
     }
     return ok(id, `${name}: ${user.name} can open it`);
   });
@@ -333,7 +345,8 @@ const GVFS_FIX =
   'as each desktop user: systemctl --user mask --now gvfs-gphoto2-volume-monitor.service gvfs-mtp-volume-monitor.service; ' +
   'or for everyone: sudo chmod -x /usr/libexec/gvfs-gphoto2-volume-monitor /usr/libexec/gvfsd-gphoto2 /usr/libexec/gvfs-mtp-volume-monitor /usr/libexec/gvfsd-mtp; ' +
   'on a box without a desktop: sudo apt-get remove gvfs-backends';
-const KDE_FIX = 'in KDE System Settings › Removable Storage, turn off automatic mounting and actions for cameras and phones, or close the Device Notifier prompt before plugging in; kio_mtp/kio_camera workers exit when their Dolphin windows close';
+const KDE_FIX =
+  'in KDE System Settings › Removable Storage, turn off automatic mounting and actions for cameras and phones, or close the Device Notifier prompt before plugging in; kio_mtp/kio_camera workers exit when their Dolphin windows close';
 
 const GRABBERS: readonly Grabber[] = [
   { match: /(^|\/)gvfs-gphoto2-volume-monitor$/, what: 'GNOME gvfs gphoto2 volume monitor', fix: GVFS_FIX },
@@ -380,7 +393,13 @@ async function sandboxWritablePaths(sys: System): Promise<string[] | undefined> 
     if (!m) continue;
     // An empty assignment resets the list, as systemd reads it.
     if (m[1]!.trim() === '') paths = [];
-    else paths.push(...m[1]!.trim().split(/\s+/).map((p) => p.replace(/^[-+]+/, '')));
+    else
+      paths.push(
+        ...m[1]!
+          .trim()
+          .split(/\s+/)
+          .map((p) => p.replace(/^[-+]+/, '')),
+      );
   }
   return paths;
 }
@@ -397,7 +416,13 @@ async function checkStateDir(sys: System, opts: DoctorOptions, user: Principal):
   } catch {
     if (dir === SERVICE_STATE_DIR) return ok('state-dir', `${dir} does not exist yet; systemd creates it for the service (StateDirectory=)`);
     let parent = dirname(dir);
-    while (!(await stat(parent).then(() => true, () => false))) parent = dirname(parent);
+    while (
+      !(await stat(parent).then(
+        () => true,
+        () => false,
+      ))
+    )
+      parent = dirname(parent);
     if (permits(await stat(parent), user, 'wx') && (await reachable(join(parent, 'x'), user))) return ok('state-dir', `${dir} does not exist yet; it is made at first use`);
     return fail('state-dir', `${dir} does not exist and ${user.name} cannot create it`, `sudo install -d -o ${SERVICE_USER} -g ${SERVICE_USER} -m 0750 ${dir}`);
   }
@@ -407,7 +432,11 @@ async function checkStateDir(sys: System, opts: DoctorOptions, user: Principal):
   }
   const writable = await sandboxWritablePaths(sys);
   if (writable !== undefined && dir !== SERVICE_STATE_DIR && !writable.some((p) => under(dir, p))) {
-    return fail('state-dir', `${dir} is outside what the service's sandbox may write (${[SERVICE_STATE_DIR, ...writable].join(', ')})`, `sudo systemctl edit shuttle, and add:\n[Service]\nReadWritePaths=${dir}`);
+    return fail(
+      'state-dir',
+      `${dir} is outside what the service's sandbox may write (${[SERVICE_STATE_DIR, ...writable].join(', ')})`,
+      `sudo systemctl edit shuttle, and add:\n[Service]\nReadWritePaths=${dir}`,
+    );
   }
   return ok('state-dir', `${dir} is writable by ${user.name}`);
 }
@@ -419,7 +448,13 @@ function formatGiB(bytes: number): string {
 async function checkDestinations(sys: System, opts: DoctorOptions, user: Principal): Promise<CheckResult[]> {
   const list = opts.config.destinations;
   if (list.length === 0) {
-    return [warn('destinations', 'no destinations configured: the daemon has nowhere to copy to', 'add [[destinations]] tables with a path to /etc/shuttle/config.toml, then: sudo systemctl restart shuttle')];
+    return [
+      warn(
+        'destinations',
+        'no destinations configured: the daemon has nowhere to copy to',
+        'add [[destinations]] tables with a path to /etc/shuttle/config.toml, then: sudo systemctl restart shuttle',
+      ),
+    ];
   }
   const writable = await sandboxWritablePaths(sys);
   const results: CheckResult[] = [];
@@ -433,11 +468,23 @@ async function checkDestinations(sys: System, opts: DoctorOptions, user: Princip
       continue;
     }
     if (!permits(st, user, 'rwx') || !(await reachable(d.path, user))) {
-      results.push(fail(id, `${d.path} is not writable by ${user.name} (${describeOwner(st)})`, `sudo chown ${SERVICE_USER}:${SERVICE_USER} ${d.path} (or give group ${SERVICE_USER} write access)`));
+      results.push(
+        fail(
+          id,
+          `${d.path} is not writable by ${user.name} (${describeOwner(st)})`,
+          `sudo chown ${SERVICE_USER}:${SERVICE_USER} ${d.path} (or give group ${SERVICE_USER} write access)`,
+        ),
+      );
       continue;
     }
     if (writable !== undefined && !writable.some((p) => under(d.path, p))) {
-      results.push(fail(id, `${d.path} is outside what the service's sandbox may write (${writable.join(', ') || 'nothing'})`, `sudo systemctl edit shuttle, and add:\n[Service]\nReadWritePaths=${d.path}`));
+      results.push(
+        fail(
+          id,
+          `${d.path} is outside what the service's sandbox may write (${writable.join(', ') || 'nothing'})`,
+          `sudo systemctl edit shuttle, and add:\n[Service]\nReadWritePaths=${d.path}`,
+        ),
+      );
       continue;
     }
     const fs = await statfs(d.path);
@@ -466,15 +513,25 @@ function run(cmd: string, args: readonly string[], timeoutMs: number): Promise<s
 async function checkClock(sys: System, opts: DoctorOptions): Promise<CheckResult> {
   const now = (opts.now ?? (() => new Date()))();
   // The clock cannot be earlier than the day this program was built.
-  const built = await stat(join(opts.programRoot, 'package.json')).then((s) => s.mtime).catch(() => undefined);
+  const built = await stat(join(opts.programRoot, 'package.json'))
+    .then((s) => s.mtime)
+    .catch(() => undefined);
   if (built !== undefined && now.getTime() < built.getTime() - 24 * 3600_000) {
-    return fail('clock', `the clock says ${now.toISOString()}, before this program was built (${built.toISOString().slice(0, 10)})`, 'set the time (sudo timedatectl set-time ...) and enable NTP: sudo timedatectl set-ntp true; without a network, fit an RTC battery');
+    return fail(
+      'clock',
+      `the clock says ${now.toISOString()}, before this program was built (${built.toISOString().slice(0, 10)})`,
+      'set the time (sudo timedatectl set-time ...) and enable NTP: sudo timedatectl set-ntp true; without a network, fit an RTC battery',
+    );
   }
   const synced = sys.root === '/' ? await run('timedatectl', ['show', '-p', 'NTPSynchronized', '--value'], 3_000) : undefined;
   const marker = (await sys.text('/run/systemd/timesync/synchronized')) !== undefined;
   if (synced === 'yes' || marker) return ok('clock', `${now.toISOString()}, synchronised by NTP`);
   if (synced === 'no') {
-    return warn('clock', `${now.toISOString()}, not synchronised: capture dates in names and S3 signatures rely on it`, 'sudo timedatectl set-ntp true (needs a network); S3 refuses requests from a clock more than 15 minutes off');
+    return warn(
+      'clock',
+      `${now.toISOString()}, not synchronised: capture dates in names and S3 signatures rely on it`,
+      'sudo timedatectl set-ntp true (needs a network); S3 refuses requests from a clock more than 15 minutes off',
+    );
   }
   return ok('clock', `${now.toISOString()} (synchronisation state unknown here)`);
 }
@@ -494,9 +551,18 @@ async function checkS3(sys: System, opts: DoctorOptions): Promise<CheckResult[]>
   const results: CheckResult[] = [];
   const unitInstalled = (await sys.find(UNIT_DIRS, 'shuttle.service')) !== undefined;
   const serviceCreds = sys.path(SERVICE_CREDENTIALS_FILE);
-  const credsPresent = await access(serviceCreds, fsConstants.F_OK).then(() => true, () => false);
+  const credsPresent = await access(serviceCreds, fsConstants.F_OK).then(
+    () => true,
+    () => false,
+  );
   if (unitInstalled && !credsPresent) {
-    results.push(fail('credentials-file', `${SERVICE_CREDENTIALS_FILE} is missing: shuttle.service loads it (LoadCredential=) and does not start without it`, `sudo install -m 0600 /dev/null ${SERVICE_CREDENTIALS_FILE} (then put S3 keys in it if you upload)`));
+    results.push(
+      fail(
+        'credentials-file',
+        `${SERVICE_CREDENTIALS_FILE} is missing: shuttle.service loads it (LoadCredential=) and does not start without it`,
+        `sudo install -m 0600 /dev/null ${SERVICE_CREDENTIALS_FILE} (then put S3 keys in it if you upload)`,
+      ),
+    );
   }
   const up = opts.config.upload;
   if (up?.target === undefined) {
@@ -505,17 +571,25 @@ async function checkS3(sys: System, opts: DoctorOptions): Promise<CheckResult[]>
   }
   const { bucket } = parseS3Url(up.target);
   // What the service would use: the configured file, else the file systemd hands it (readable by root here).
-  const readable = await access(serviceCreds, fsConstants.R_OK).then(() => true, () => false);
+  const readable = await access(serviceCreds, fsConstants.R_OK).then(
+    () => true,
+    () => false,
+  );
   const credentialsFile = up.credentialsFile ?? (unitInstalled && readable ? serviceCreds : undefined);
   let creds;
   try {
     creds = await resolveCredentials({ credentialsFile, env: opts.env ?? process.env });
   } catch (err) {
-    results.push(fail('s3', `credentials: ${(err as Error).message}`, `put aws_access_key_id and aws_secret_access_key under [default] in ${credentialsFile ?? SERVICE_CREDENTIALS_FILE}`));
+    results.push(
+      fail('s3', `credentials: ${(err as Error).message}`, `put aws_access_key_id and aws_secret_access_key under [default] in ${credentialsFile ?? SERVICE_CREDENTIALS_FILE}`),
+    );
     return results;
   }
   const timeoutMs = opts.timeoutMs ?? 10_000;
-  const { client, options } = createS3Client({ provider: up.provider, endpoint: up.endpoint, region: up.region, credentials: creds.credentials, connectionTimeoutMs: timeoutMs, socketTimeoutMs: timeoutMs }, opts.env ?? process.env);
+  const { client, options } = createS3Client(
+    { provider: up.provider, endpoint: up.endpoint, region: up.region, credentials: creds.credentials, connectionTimeoutMs: timeoutMs, socketTimeoutMs: timeoutMs },
+    opts.env ?? process.env,
+  );
   const endpoint = options.endpoint ?? `https://s3.${options.region ?? 'us-east-1'}.amazonaws.com`;
   const signal = AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(opts.signal ? [opts.signal] : [])]);
   const skew = await clockSkewMs(endpoint, opts.now ?? (() => new Date()), signal);
@@ -528,14 +602,26 @@ async function checkS3(sys: System, opts: DoctorOptions): Promise<CheckResult[]>
     const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number }; message?: string };
     const status = e.$metadata?.httpStatusCode;
     if (status === 403 || e.name === 'InvalidAccessKeyId' || e.name === 'SignatureDoesNotMatch') {
-      results.push(fail('s3', `bucket ${bucket} at ${endpoint}: access denied (HTTP ${status ?? '?'}, credentials from ${creds.origin})${skewNote}`, `check the keys in ${credentialsFile ?? 'the AWS credentials'} and that they may list and write the bucket${skewNote ? '; fix the clock' : ''}`));
+      results.push(
+        fail(
+          's3',
+          `bucket ${bucket} at ${endpoint}: access denied (HTTP ${status ?? '?'}, credentials from ${creds.origin})${skewNote}`,
+          `check the keys in ${credentialsFile ?? 'the AWS credentials'} and that they may list and write the bucket${skewNote ? '; fix the clock' : ''}`,
+        ),
+      );
     } else if (status === 404 || e.name === 'NotFound' || e.name === 'NoSuchBucket') {
       results.push(fail('s3', `bucket ${bucket} does not exist at ${endpoint}`, 'create it, or fix target in [upload]'));
     } else if (status !== undefined) {
       results.push(fail('s3', `bucket ${bucket} at ${endpoint}: HTTP ${status} (${e.name ?? 'error'})`, 'check endpoint, region and provider in [upload]'));
     } else {
       const why = errnoCode(err) ?? e.code ?? e.name ?? 'no answer';
-      results.push(fail('s3', `${endpoint} is unreachable (${why}: ${e.message ?? ''})`.replace(/: \)$/, ')'), 'check the network and the endpoint in [upload]; uploads wait in the queue meanwhile'));
+      results.push(
+        fail(
+          's3',
+          `${endpoint} is unreachable (${why}: ${e.message ?? ''})`.replace(/: \)$/, ')'),
+          'check the network and the endpoint in [upload]; uploads wait in the queue meanwhile',
+        ),
+      );
     }
   } finally {
     client.destroy();

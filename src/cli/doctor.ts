@@ -39,7 +39,9 @@ function configForDoctor(file: string | undefined): { config: Config; problem?: 
         id: 'config',
         status: 'fail',
         detail: `${path ?? 'config'}: ${message}`,
-        fix: unreadable ? 'run doctor as root (sudo shuttle doctor): the config is readable by root and the service only' : `fix ${path ?? 'the config'}, then: sudo systemctl restart shuttle`,
+        fix: unreadable
+          ? 'run doctor as root (sudo shuttle doctor): the config is readable by root and the service only'
+          : `fix ${path ?? 'the config'}, then: sudo systemctl restart shuttle`,
       },
     };
   }

@@ -30,17 +30,27 @@ class NoUploadWaitOption extends Option {
 export function ingestCommand(globals: () => GlobalOptions): Command {
   return new Command('ingest')
     .description('copy every file under each SOURCE into every destination, verified by read-back, journaled')
-    .argument('<source...>', 'folders or mounted cards; USB cameras as usb:, usb:VID:PID or usb:BUS-PORT; network cameras as ptpip:HOST[:PORT], or ptpip: for every one announcing itself')
-    .addOption(new Option('-d, --dest <dir>', 'destination library (repeatable; adds to the configured destinations)').argParser((v: string, prev: string[] = []) => [...prev, v]).default([]))
+    .argument(
+      '<source...>',
+      'folders or mounted cards; USB cameras as usb:, usb:VID:PID or usb:BUS-PORT; network cameras as ptpip:HOST[:PORT], or ptpip: for every one announcing itself',
+    )
+    .addOption(
+      new Option('-d, --dest <dir>', 'destination library (repeatable; adds to the configured destinations)')
+        .argParser((v: string, prev: string[] = []) => [...prev, v])
+        .default([]),
+    )
     .option('--json', 'print one JSON summary object on stdout at the end')
     .option('--wait <seconds>', 'wait this long for a source or destination another Shuttle is working on', '0')
     .option('--upload <s3url>', 'after local verification, upload the verified files to s3://bucket/prefix (default: upload.target)')
     .addOption(new NoUploadWaitOption('--no-wait', 'with --upload: exit after local verification, files durably queued for `shuttle upload` or the daemon'))
     .option('--upload-timeout <seconds>', 'with --upload: keep retrying an unreachable server this long, then exit 3 with the rest queued')
     .option('--s3-provider <name>', 'with --upload: S3 flavour (aws, minio, ceph, swift, r2, b2, generic)')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Exit codes: 0 every file verified at every destination; 1 some files failed; 2 usage or configuration error;
-3 incomplete (interrupted, or a source/destination is busy, or uploads still queued).`)
+3 incomplete (interrupted, or a source/destination is busy, or uploads still queued).`,
+    )
     .action(async (sources: string[], opts: IngestOptions) => {
       const ctx = commandContext(globals(), { destinations: opts.dest.map((p) => ({ path: resolve(p) })) });
       const waitSeconds = Number(opts.wait);
@@ -50,7 +60,12 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
       // one loads the USB library and opens the camera's session.
       startHashWorker();
       // The upload code pulls in the AWS SDK (about a second of start-up on a small box): only when asked for.
-      const uploadAsked = opts.upload !== undefined || opts.uploadWait === false || opts.uploadTimeout !== undefined || opts.s3Provider !== undefined || uploadSettings(ctx.config).target !== undefined;
+      const uploadAsked =
+        opts.upload !== undefined ||
+        opts.uploadWait === false ||
+        opts.uploadTimeout !== undefined ||
+        opts.s3Provider !== undefined ||
+        uploadSettings(ctx.config).target !== undefined;
       const upload = uploadAsked ? (await import('./upload.js')).prepareIngestUpload(ctx, opts) : undefined;
       const journal = Journal.open(ctx.stateDir);
       const bar = !opts.json && process.stderr.isTTY ? progressBar() : undefined;
@@ -84,10 +99,15 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
       ctx.logger.info({ summary, maxRssBytes: process.resourceUsage().maxRSS * 1024 }, 'ingest finished');
       if (opts.json) {
         const { files, bytes, copied, alreadyVerified, failed, destinations, skipped } = summary;
-        process.stdout.write(`${JSON.stringify({ files, bytes, copied, alreadyVerified, failed, destinations, status: summary.status, errors: summary.errors, renamed: summary.renamed, skipped, ...(uploads ? { upload: uploads } : {}) })}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ files, bytes, copied, alreadyVerified, failed, destinations, status: summary.status, errors: summary.errors, renamed: summary.renamed, skipped, ...(uploads ? { upload: uploads } : {}) })}\n`,
+        );
       } else {
         process.stdout.write(humanSummary(summary));
-        if (uploads) process.stdout.write(`upload to ${uploads.target}: ${uploads.queued} queued, ${uploads.uploaded} uploaded and verified, ${uploads.failed} failed, ${uploads.pending} pending\n`);
+        if (uploads)
+          process.stdout.write(
+            `upload to ${uploads.target}: ${uploads.queued} queued, ${uploads.uploaded} uploaded and verified, ${uploads.failed} failed, ${uploads.pending} pending\n`,
+          );
       }
       const local = summary.status === 'interrupted' ? EXIT.incomplete : summary.status === 'failed' ? EXIT.failed : EXIT.ok;
       process.exitCode = local === EXIT.ok && uploads && upload ? upload.exitCode(uploads) : local;
@@ -104,7 +124,6 @@ function humanSummary(s: IngestSummary): string {
   return `${lines.join('\n')}\n`;
 }
 
-
 function progressBar(): { update: (p: Progress) => void; stop: () => void } {
   const started = Date.now();
   const bar = new cliProgress.SingleBar(
@@ -115,10 +134,23 @@ function progressBar(): { update: (p: Progress) => void; stop: () => void } {
   return {
     update: (p) => {
       const secs = Math.max((Date.now() - started) / 1000, 0.001);
-      const payload = { files: `${p.filesDone}/${p.filesTotal}`, sizeDone: formatBytes(p.bytesDone), sizeTotal: formatBytes(p.bytesTotal), rate: `${(p.bytesDone / secs / 1e6).toFixed(1)} MB/s` };
+      const payload = {
+        files: `${p.filesDone}/${p.filesTotal}`,
+        sizeDone: formatBytes(p.bytesDone),
+        sizeTotal: formatBytes(p.bytesTotal),
+        rate: `${(p.bytesDone / secs / 1e6).toFixed(1)} MB/s`,
+      };
       // The total grows while the source is still being listed: the bar is of the bytes known so far.
-      if (!startedBar) { bar.start(Math.max(p.bytesTotal, 1), p.bytesDone, payload); startedBar = true; } else { bar.setTotal(Math.max(p.bytesTotal, 1)); bar.update(p.bytesDone, payload); }
+      if (!startedBar) {
+        bar.start(Math.max(p.bytesTotal, 1), p.bytesDone, payload);
+        startedBar = true;
+      } else {
+        bar.setTotal(Math.max(p.bytesTotal, 1));
+        bar.update(p.bytesDone, payload);
+      }
     },
-    stop: () => { if (startedBar) bar.stop(); },
+    stop: () => {
+      if (startedBar) bar.stop();
+    },
   };
 }

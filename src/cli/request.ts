@@ -58,7 +58,10 @@ export function requestCommand(globals: () => GlobalOptions): Command {
 
   const ingest = new Command('ingest')
     .description('ingest a mounted card or folder (PATH) or a camera (usb:…, ptpip:HOST[:PORT]) with the daemon')
-    .argument('<source>', 'a card or folder inside the card mount base, [daemon] watch_mounts, hot_folders or allowed_sources; a USB camera attached now; a network camera the daemon discovered or [daemon] network_cameras lists')
+    .argument(
+      '<source>',
+      'a card or folder inside the card mount base, [daemon] watch_mounts, hot_folders or allowed_sources; a USB camera attached now; a network camera the daemon discovered or [daemon] network_cameras lists',
+    )
     .option('--wait', 'wait until the job has finished; exit 0 done, 1 failed, 3 cancelled or interrupted')
     .action(async (source: string, sub: { wait?: boolean }) => {
       const opts = request.opts<RequestOptions>();

@@ -26,9 +26,12 @@ export function runCommand(globals: () => GlobalOptions): Command {
     .addOption(new Option('-d, --dest <dir>', 'destination library (repeatable; adds to the configured destinations)').argParser(repeatable).default([]))
     .addOption(new Option('--hot-folder <dir>', 'watch this folder (repeatable; adds to [daemon] hot_folders)').argParser(repeatable).default([]))
     .option('--socket <path>', 'control socket (else [daemon] control_socket, $RUNTIME_DIRECTORY/control.sock, /run/shuttle/control.sock)')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Under systemd use Type=notify with NotifyAccess=all (sd_notify is sent by systemd-notify, a child process).
-Exit codes: 0 stopped cleanly; 1 failed; 2 usage or configuration error; 3 another daemon holds the state dir or socket.`)
+Exit codes: 0 stopped cleanly; 1 failed; 2 usage or configuration error; 3 another daemon holds the state dir or socket.`,
+    )
     .action(async (opts: RunOptions) => {
       const g = globals();
       const config = loadConfig({

@@ -27,13 +27,38 @@ export function statusCommand(globals: () => GlobalOptions): Command {
       try {
         const counts = journal.stateCounts();
         const ingests = journal.lastIngests(Math.max(1, Number(opts.last) || 5)).map((i) => ({
-          id: i.id, startedAt: i.started_at, finishedAt: i.finished_at, status: i.status,
-          sources: JSON.parse(i.sources) as string[], destinations: JSON.parse(i.destinations) as string[],
+          id: i.id,
+          startedAt: i.started_at,
+          finishedAt: i.finished_at,
+          status: i.status,
+          sources: JSON.parse(i.sources) as string[],
+          destinations: JSON.parse(i.destinations) as string[],
           summary: i.summary ? (JSON.parse(i.summary) as Record<string, unknown>) : null,
         }));
         const q = new UploadQueue(journal).stats();
-        const upload = { depth: q.depth, queued: q.queued, uploading: q.uploading, uploaded: q.uploaded, failed: q.failed, bytesPending: q.bytesPending, bytesPerSecond: q.bytesPerSecond, nextAttemptAt: q.nextAttemptAt === null ? null : new Date(q.nextAttemptAt).toISOString(), lastError: q.lastError };
-        const out = { stateDir: ctx.stateDir, journal: true, schema: journal.schemaVersion, files: counts.files, copies: counts.copies, destinations: journal.destinations(), ingests, upload, problems: journal.inconsistencies(), ...live };
+        const upload = {
+          depth: q.depth,
+          queued: q.queued,
+          uploading: q.uploading,
+          uploaded: q.uploaded,
+          failed: q.failed,
+          bytesPending: q.bytesPending,
+          bytesPerSecond: q.bytesPerSecond,
+          nextAttemptAt: q.nextAttemptAt === null ? null : new Date(q.nextAttemptAt).toISOString(),
+          lastError: q.lastError,
+        };
+        const out = {
+          stateDir: ctx.stateDir,
+          journal: true,
+          schema: journal.schemaVersion,
+          files: counts.files,
+          copies: counts.copies,
+          destinations: journal.destinations(),
+          ingests,
+          upload,
+          problems: journal.inconsistencies(),
+          ...live,
+        };
         if (opts.json) {
           process.stdout.write(`${JSON.stringify(out)}\n`);
           return;
@@ -42,9 +67,13 @@ export function statusCommand(globals: () => GlobalOptions): Command {
         for (const d of out.destinations) lines.push(`destination ${d.path} (marker ${d.marker_id})`);
         for (const i of ingests) {
           const s = i.summary as { files?: number; copied?: number; failed?: number } | null;
-          lines.push(`ingest #${i.id} ${i.startedAt} ${i.status}: ${i.sources.join(', ')} → ${i.destinations.join(', ')}${s ? ` (${s.files} files, ${s.copied} copied, ${s.failed} failed)` : ''}`);
+          lines.push(
+            `ingest #${i.id} ${i.startedAt} ${i.status}: ${i.sources.join(', ')} → ${i.destinations.join(', ')}${s ? ` (${s.files} files, ${s.copied} copied, ${s.failed} failed)` : ''}`,
+          );
         }
-        lines.push(`upload queue: ${upload.depth} pending (${upload.bytesPending} bytes), ${upload.failed} failed, ${upload.uploaded} uploaded; ${upload.bytesPerSecond} bytes/s over the last 10 min`);
+        lines.push(
+          `upload queue: ${upload.depth} pending (${upload.bytesPending} bytes), ${upload.failed} failed, ${upload.uploaded} uploaded; ${upload.bytesPerSecond} bytes/s over the last 10 min`,
+        );
         if (upload.lastError) lines.push(`last upload error (${upload.lastError.key}, ${upload.lastError.at ?? '?'}): ${upload.lastError.code ?? ''} ${upload.lastError.message}`);
         for (const p of out.problems) lines.push(`problem: ${p}`);
         process.stdout.write(`${lines.join('\n')}\n`);

@@ -132,7 +132,15 @@ export function prepareIngestUpload(ctx: CommandContext, flags: IngestUploadFlag
           // Returned, not thrown: the summary of the copies made still gets printed, with this error in it.
           ctx.logger.error({ err: error, target: where }, 'files not queued for upload');
           const code = isShuttleError(error) ? error.code : 'INTERNAL';
-          return { target: where, queued: 0, uploaded: 0, failed: 0, pending: 0, errors: [], queueError: { code, message: error instanceof Error ? error.message : String(error) } };
+          return {
+            target: where,
+            queued: 0,
+            uploaded: 0,
+            failed: 0,
+            pending: 0,
+            errors: [],
+            queueError: { code, message: error instanceof Error ? error.message : String(error) },
+          };
         }
         const ids = [...new Set(enqueued.rowIds)];
         ctx.logger.info({ target: where, files: fileIds.length, added: enqueued.added, alreadyUploaded: enqueued.alreadyUploaded }, 'files queued for upload');
@@ -148,7 +156,7 @@ export function prepareIngestUpload(ctx: CommandContext, flags: IngestUploadFlag
             throw error;
           });
           if (lock === undefined) {
-            ctx.logger.info({ target: where }, 'another process is uploading; waiting for it to upload this run\'s files');
+            ctx.logger.info({ target: where }, "another process is uploading; waiting for it to upload this run's files");
             await waitForRows(queue, ids, deadline, signal);
           } else {
             try {
@@ -212,9 +220,12 @@ export function uploadCommand(globals: () => GlobalOptions): Command {
     .option('--s3-provider <name>', `S3 flavour: ${Object.keys(PROVIDERS).join(', ')} (default: upload.provider, else guessed from the endpoint)`)
     .option('--enqueue-all', 'first queue every verified file the journal knows that is not queued for the target yet')
     .option('--target <s3url>', 'target for --enqueue-all (default: upload.target)')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Exit codes: 0 the queue is empty (everything uploaded and verified); 1 some uploads failed (no intact local copy);
-2 usage or configuration error; 3 uploads remain queued (server unreachable, time limit, or another process uploads).`)
+2 usage or configuration error; 3 uploads remain queued (server unreachable, time limit, or another process uploads).`,
+    )
     .action(async (opts: UploadCommandOptions) => {
       const ctx = commandContext(globals());
       const provider = providerFlag(opts.s3Provider);
@@ -266,9 +277,18 @@ Exit codes: 0 the queue is empty (everything uploaded and verified); 1 some uplo
     });
 }
 
-function humanSummary(
-  o: { uploaded: number; alreadyPresent: number; failed: number; deferred: number; repaired: number; damaged: number; bytesSent: number; queue: QueueCounts & { bytesPending: number }; retention: { pruned: number; bytesFreed: number }; errors: DrainReport['errors'] },
-): string {
+function humanSummary(o: {
+  uploaded: number;
+  alreadyPresent: number;
+  failed: number;
+  deferred: number;
+  repaired: number;
+  damaged: number;
+  bytesSent: number;
+  queue: QueueCounts & { bytesPending: number };
+  retention: { pruned: number; bytesFreed: number };
+  errors: DrainReport['errors'];
+}): string {
   const lines = [
     `uploaded ${o.uploaded} (${o.bytesSent} bytes sent), ${o.alreadyPresent} already there, ${o.failed} failed, ${o.deferred} retried later`,
     `queue: ${o.queue.queued + o.queue.uploading} pending (${o.queue.bytesPending} bytes), ${o.queue.failed} failed, ${o.queue.uploaded} uploaded in all`,

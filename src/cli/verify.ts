@@ -40,7 +40,9 @@ export function verifyCommand(globals: () => GlobalOptions): Command {
 
 function humanReport(root: string, r: VerifyReport): string {
   const c = r.counts;
-  const lines = [`${root}: ${c.verified} verified, ${c.missing} missing, ${c.mismatched} mismatched, ${c.unverifiable} unreadable, ${c.unlisted} unlisted — ${r.ok ? 'OK' : 'FAILED'}`];
+  const lines = [
+    `${root}: ${c.verified} verified, ${c.missing} missing, ${c.mismatched} mismatched, ${c.unverifiable} unreadable, ${c.unlisted} unlisted — ${r.ok ? 'OK' : 'FAILED'}`,
+  ];
   for (const p of r.missing.slice(0, 50)) lines.push(`  missing: ${p}`);
   for (const m of r.mismatched.slice(0, 50)) lines.push(`  mismatched: ${JSON.stringify(m)}`);
   for (const u of r.unverifiable.slice(0, 50)) lines.push(`  unreadable: ${JSON.stringify(u)}`);

@@ -25,7 +25,11 @@ interface EnvBinding extends EnvVariable {
 
 /** Variables read elsewhere (state dir and lock resolution), documented with the config ones. */
 const OTHER_VARIABLES: readonly EnvVariable[] = [
-  { name: 'SHUTTLE_LOCK_DIR', format: 'path', description: 'folder for source locks shared by the daemon and CLI (default: /run/shuttle/locks if writable, else a folder in the temp dir)' },
+  {
+    name: 'SHUTTLE_LOCK_DIR',
+    format: 'path',
+    description: 'folder for source locks shared by the daemon and CLI (default: /run/shuttle/locks if writable, else a folder in the temp dir)',
+  },
   { name: 'STATE_DIRECTORY', format: 'colon-separated paths', description: 'set by systemd (StateDirectory=); the first path is the state dir unless configured otherwise' },
   { name: 'XDG_STATE_HOME', format: 'path', description: 'the state dir is $XDG_STATE_HOME/shuttle when nothing else sets it (default: ~/.local/state/shuttle)' },
 ];
@@ -54,7 +58,10 @@ function scalarFormat(node: ShapeNode): string {
 const SCALAR_TYPES = new Set(['string', 'integer', 'number', 'boolean']);
 
 function splitList(raw: string, separator: string): string[] {
-  return raw.split(separator).map((s) => s.trim()).filter((s) => s !== '');
+  return raw
+    .split(separator)
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 }
 
 function bindingsUnder(node: ShapeNode, path: readonly string[], out: EnvBinding[]): void {
@@ -64,10 +71,14 @@ function bindingsUnder(node: ShapeNode, path: readonly string[], out: EnvBinding
     if (child.type === 'object') {
       bindingsUnder(child, p, out);
     } else if (child.format === 'boolean-or-list') {
-      out.push({ ...base, format: 'true, false or comma-separated list', parse: (raw) => {
-        const flag = parseScalar({ type: 'boolean' }, raw);
-        return typeof flag === 'boolean' ? flag : splitList(raw, ',');
-      } });
+      out.push({
+        ...base,
+        format: 'true, false or comma-separated list',
+        parse: (raw) => {
+          const flag = parseScalar({ type: 'boolean' }, raw);
+          return typeof flag === 'boolean' ? flag : splitList(raw, ',');
+        },
+      });
     } else if (SCALAR_TYPES.has(child.type ?? '')) {
       out.push({ ...base, format: scalarFormat(child), parse: (raw) => parseScalar(child, raw) });
     } else if (child.type === 'array' && child.items?.format === 'absolute-path') {
@@ -76,7 +87,11 @@ function bindingsUnder(node: ShapeNode, path: readonly string[], out: EnvBinding
       out.push({ ...base, format: 'colon-separated paths', parse: (raw) => splitList(raw, ':').map((s) => parseScalar(items, s)) });
     } else if (child.type === 'array' && child.items !== undefined && SCALAR_TYPES.has(child.items.type ?? '')) {
       const items = child.items;
-      out.push({ ...base, format: `comma-separated list${items.enum ? ` of: ${items.enum.map(String).join(', ')}` : ''}`, parse: (raw) => splitList(raw, ',').map((s) => parseScalar(items, s)) });
+      out.push({
+        ...base,
+        format: `comma-separated list${items.enum ? ` of: ${items.enum.map(String).join(', ')}` : ''}`,
+        parse: (raw) => splitList(raw, ',').map((s) => parseScalar(items, s)),
+      });
     } else if (child.type === 'array' && child.items?.type === 'object' && child.items.required?.includes('path')) {
       // A list of tables keyed by path (destinations): the variable lists the paths, other keys keep defaults.
       out.push({ ...base, format: 'colon-separated paths', parse: (raw) => splitList(raw, ':').map((s) => ({ path: s })) });
@@ -97,10 +112,7 @@ function bindings(): readonly EnvBinding[] {
 
 /** Every environment variable Shuttle reads, with its format and meaning, for the README and `--help`. */
 export function configEnvVariables(): EnvVariable[] {
-  return [
-    ...bindings().map(({ name, key, format, description }) => ({ name, key, format, description })),
-    ...OTHER_VARIABLES.map((v) => ({ ...v })),
-  ];
+  return [...bindings().map(({ name, key, format, description }) => ({ name, key, format, description })), ...OTHER_VARIABLES.map((v) => ({ ...v }))];
 }
 
 /** The variables as indented help text, one per line: name, format, meaning. */
@@ -113,7 +125,9 @@ export function envVariablesHelp(indent = '  '): string {
 /** `SHUTTLE_*` variables that are set but mean nothing to Shuttle (typos); the caller may warn about them. */
 export function unknownEnvVariables(env: NodeJS.ProcessEnv): string[] {
   const known = new Set(configEnvVariables().map((v) => v.name));
-  return Object.keys(env).filter((name) => name.startsWith(ENV_PREFIX) && !known.has(name)).sort();
+  return Object.keys(env)
+    .filter((name) => name.startsWith(ENV_PREFIX) && !known.has(name))
+    .sort();
 }
 
 export interface EnvOverrides {

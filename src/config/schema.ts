@@ -93,7 +93,7 @@ export const ingestSchema = table({
   manifest_hashes: manifestHashes.default(['xxh128']).describe(`hashes written to the ASC MHL manifest (${MANIFEST_HASHES.join(', ')})`),
   job: z.string().default('').describe('job or project name recorded with each ingest'),
   // Left unset rather than resolved to a name: the system's zone is read through Date's local time (see time-zone.ts).
-  time_zone: timeZone.optional().describe('IANA time zone for camera clocks that carry no zone (default: this system\'s, from TZ or /etc/localtime)'),
+  time_zone: timeZone.optional().describe("IANA time zone for camera clocks that carry no zone (default: this system's, from TZ or /etc/localtime)"),
   include: z.array(namePattern).optional().describe('copy only files whose names match one of these patterns (e.g. *.cr3, jpg)'),
   exclude: z.array(namePattern).default([]).describe('never copy files whose names match one of these patterns'),
   verify_retries: retries.default(2).describe('copies retried after a failed read-back verification'),
@@ -140,10 +140,17 @@ export const daemonSchema = table({
   usb_cameras: z.boolean().default(true).describe('ingest every USB camera (PTP/MTP) plugged in, and cancel its job when it is unplugged'),
   usb_settle_ms: z.int().min(0).max(60_000).default(400).describe('a USB device is looked at once it has stayed plugged in this long (cameras re-enumerate while switching mode)'),
   usb_poll_ms: z.int().min(0).max(60_000).default(0).describe('compare the USB device list this often instead of using hotplug events (0: events where the system has them)'),
-  network_cameras: networkCameras.default(false)
-    .describe('ingest PTP/IP cameras that announce themselves on the local network (mDNS _ptp._tcp, SSDP): true for every one, or a list of serials (announced guid/uuid) and addresses; off by default: a studio network may carry cameras that are not yours'),
-  allowed_sources: z.array(absolutePath).default([])
-    .describe('folders a `shuttle request ingest` may name besides cards under the mount base, watch_mounts and hot_folders (the path is resolved with realpath and must be one of these or below one)'),
+  network_cameras: networkCameras
+    .default(false)
+    .describe(
+      'ingest PTP/IP cameras that announce themselves on the local network (mDNS _ptp._tcp, SSDP): true for every one, or a list of serials (announced guid/uuid) and addresses; off by default: a studio network may carry cameras that are not yours',
+    ),
+  allowed_sources: z
+    .array(absolutePath)
+    .default([])
+    .describe(
+      'folders a `shuttle request ingest` may name besides cards under the mount base, watch_mounts and hot_folders (the path is resolved with realpath and must be one of these or below one)',
+    ),
 });
 
 const MiB = 1024 * 1024;
@@ -199,36 +206,60 @@ export const uploadWindowSchema = table({
 
 /** `[upload]`: S3 target, credentials, throughput, order and local retention (see src/upload). */
 export const uploadSchema = table({
-  target: z.string().refine(isS3Url, { message: 'is not of the form s3://bucket/prefix' }).optional()
+  target: z
+    .string()
+    .refine(isS3Url, { message: 'is not of the form s3://bucket/prefix' })
+    .optional()
     .describe('where files go, s3://bucket/prefix; ingest uploads to it when set (or given with --upload)'),
-  provider: z.enum(Object.keys(PROVIDERS) as ProviderName[]).optional()
+  provider: z
+    .enum(Object.keys(PROVIDERS) as ProviderName[])
+    .optional()
     .describe(`S3 flavour: ${Object.keys(PROVIDERS).join(', ')} (default: guessed from the endpoint)`),
-  endpoint: z.string().refine(isHttpUrl, { message: 'is not an http(s) URL' }).optional()
-    .describe('S3 endpoint URL (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS)'),
-  region: z.string().min(1).optional().describe('region to sign for (default: $AWS_REGION, the AWS config files, or the provider\'s)'),
-  credentials_file: absolutePath.optional()
+  endpoint: z.string().refine(isHttpUrl, { message: 'is not an http(s) URL' }).optional().describe('S3 endpoint URL (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS)'),
+  region: z.string().min(1).optional().describe("region to sign for (default: $AWS_REGION, the AWS config files, or the provider's)"),
+  credentials_file: absolutePath
+    .optional()
     .describe('AWS-style credentials file ([default] aws_access_key_id, aws_secret_access_key); default: $CREDENTIALS_DIRECTORY, then the AWS SDK chain'),
-  key_template: z.string().refine(isKeyTemplate, { message: 'is not a valid S3 key template' }).default(DEFAULT_KEY_TEMPLATE)
+  key_template: z
+    .string()
+    .refine(isKeyTemplate, { message: 'is not a valid S3 key template' })
+    .default(DEFAULT_KEY_TEMPLATE)
     .describe('object key below the prefix; tokens {station} {name} {path} {YYYY} {MM} {DD} {YYYY-MM-DD} {hh} {mm} {ss}'),
   concurrency: z.int().min(1).max(64).default(DEFAULT_UPLOAD_CONCURRENCY).describe('requests in flight at once (files and parts)'),
-  part_size: z.int().min(5 * MiB).max(5 * 1024 * MiB).default(DEFAULT_UPLOAD_PART_SIZE)
+  part_size: z
+    .int()
+    .min(5 * MiB)
+    .max(5 * 1024 * MiB)
+    .default(DEFAULT_UPLOAD_PART_SIZE)
     .describe('multipart part size in bytes (grown for files that would need more than 10,000 parts)'),
-  checksum: z.enum(OBJECT_CHECKSUMS).optional()
-    .describe('aws only: an S3 additional checksum stored with every object and checked after upload; sha256 (composite over the parts of a multipart upload) or crc64nvme (whole object)'),
+  checksum: z
+    .enum(OBJECT_CHECKSUMS)
+    .optional()
+    .describe(
+      'aws only: an S3 additional checksum stored with every object and checked after upload; sha256 (composite over the parts of a multipart upload) or crc64nvme (whole object)',
+    ),
   bandwidth: bandwidth.optional().describe('upload limit in bytes per second outside the schedule windows; 0 pauses; absent = unlimited'),
   schedule: z.array(uploadWindowSchema).default([]).describe('time-of-day windows with their own bandwidth'),
-  priority: z.array(extensionRank).default([...DEFAULT_UPLOAD_PRIORITY])
+  priority: z
+    .array(extensionRank)
+    .default([...DEFAULT_UPLOAD_PRIORITY])
     .describe('upload order by extension, earliest first; "*" stands for every extension not listed (else they go last)'),
   keep_days: z.number().min(0).optional().describe('after upload, local copies older than this many days may be removed (never the last one)'),
-  keep_free_bytes: z.int().min(0).optional()
-    .describe('after upload, remove the oldest uploaded local copies while a destination has less than this free (never the last one)'),
+  keep_free_bytes: z.int().min(0).optional().describe('after upload, remove the oldest uploaded local copies while a destination has less than this free (never the last one)'),
 });
 
 /** Later sections (`upload`, `daemon`, `cameras`) are one line each here: `name: table({...}).prefault({})`. */
 export const configSchema = table({
-  station: z.string().min(1).default(() => hostname()).describe('name of this station in manifests and logs (default: the hostname)'),
+  station: z
+    .string()
+    .min(1)
+    .default(() => hostname())
+    .describe('name of this station in manifests and logs (default: the hostname)'),
   state_dir: absolutePath.optional().describe('where the journal and state live'),
-  log_level: z.enum(LOG_LEVELS).default('info').describe(`log level (${LOG_LEVELS.join(', ')})`),
+  log_level: z
+    .enum(LOG_LEVELS)
+    .default('info')
+    .describe(`log level (${LOG_LEVELS.join(', ')})`),
   ingest: ingestSchema.prefault({}),
   destinations: destinations.default([]).describe('destination libraries; every file is copied to each'),
   // Optional rather than prefaulted: a config without [upload] resolves without it (see uploadSettings).
@@ -236,11 +267,7 @@ export const configSchema = table({
   daemon: daemonSchema.prefault({}),
 });
 
-type DeepReadonly<T> = T extends readonly (infer U)[]
-  ? readonly DeepReadonly<U>[]
-  : T extends object
-    ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
-    : T;
+type DeepReadonly<T> = T extends readonly (infer U)[] ? readonly DeepReadonly<U>[] : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;
 
 /** What a config file, the environment or a caller may give: every key optional, snake_case. */
 export type ConfigInput = z.input<typeof configSchema>;

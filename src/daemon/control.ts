@@ -76,7 +76,9 @@ interface Connection {
 
 function checkPathLength(path: string): void {
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
-    throw new ShuttleError('USAGE', `control socket path is ${Buffer.byteLength(path)} bytes, longer than unix sockets allow (${MAX_SOCKET_PATH_BYTES}): ${path}`, { context: { path } });
+    throw new ShuttleError('USAGE', `control socket path is ${Buffer.byteLength(path)} bytes, longer than unix sockets allow (${MAX_SOCKET_PATH_BYTES}): ${path}`, {
+      context: { path },
+    });
   }
 }
 
@@ -103,7 +105,10 @@ async function prepare(path: string, logger: Logger): Promise<void> {
   checkPathLength(path);
   const dir = dirname(path);
   const made = await mkdir(dir, { recursive: true, mode: SOCKET_DIR_MODE }).catch((cause: unknown) => {
-    throw new ShuttleError('USAGE', `cannot create the control socket folder ${dir}: ${errnoCode(cause) ?? String(cause)} (set [daemon] control_socket)`, { cause, context: { path: dir } });
+    throw new ShuttleError('USAGE', `cannot create the control socket folder ${dir}: ${errnoCode(cause) ?? String(cause)} (set [daemon] control_socket)`, {
+      cause,
+      context: { path: dir },
+    });
   });
   const st = await stat(dir);
   const runtime = process.env['RUNTIME_DIRECTORY']?.split(':');
@@ -144,7 +149,9 @@ export class ControlServer {
     const cs = new ControlServer(opts.path, server, opts);
     server.on('connection', (s) => cs.#accept(s));
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (cause: Error) => reject(new ShuttleError('USAGE', `cannot listen on ${opts.path}: ${errnoCode(cause) ?? cause.message}`, { cause, context: { path: opts.path } })));
+      server.once('error', (cause: Error) =>
+        reject(new ShuttleError('USAGE', `cannot listen on ${opts.path}: ${errnoCode(cause) ?? cause.message}`, { cause, context: { path: opts.path } })),
+      );
       server.listen(opts.path, () => resolve());
     });
     // The folder is 0750 already, so the moment between bind and chmod exposes nothing.
@@ -239,7 +246,10 @@ export class ControlServer {
   }
 
   async #handle(conn: Connection, line: string): Promise<void> {
-    const { socket, ac: { signal } } = conn;
+    const {
+      socket,
+      ac: { signal },
+    } = conn;
     let id: RequestId = null;
     let reply: string;
     conn.peer ??= socketPeer(socket);
@@ -269,9 +279,10 @@ export interface ConnectOptions {
 
 function unreachable(path: string, cause: unknown): ShuttleError {
   const errno = errnoCode(cause);
-  const why = errno === 'EACCES' || errno === 'EPERM'
-    ? `not allowed to talk to the Shuttle daemon at ${path} (${errno}): run as the service user or a member of its group`
-    : `no Shuttle daemon answers at ${path} (${errno ?? String(cause)}); is shuttle.service running?`;
+  const why =
+    errno === 'EACCES' || errno === 'EPERM'
+      ? `not allowed to talk to the Shuttle daemon at ${path} (${errno}): run as the service user or a member of its group`
+      : `no Shuttle daemon answers at ${path} (${errno ?? String(cause)}); is shuttle.service running?`;
   return new ShuttleError('TRANSPORT', why, { cause, context: { socket: path, errno }, retryable: errno !== 'EACCES' && errno !== 'EPERM' });
 }
 
@@ -303,7 +314,9 @@ export class ControlClient {
       }
       for (const line of lines) this.#answer(line);
     });
-    socket.on('error', (err) => this.#fail(new ShuttleError('TRANSPORT', `connection to the daemon at ${path} failed: ${errnoCode(err) ?? err.message}`, { cause: err, context: { socket: path } })));
+    socket.on('error', (err) =>
+      this.#fail(new ShuttleError('TRANSPORT', `connection to the daemon at ${path} failed: ${errnoCode(err) ?? err.message}`, { cause: err, context: { socket: path } })),
+    );
     socket.on('close', () => this.#fail(new ShuttleError('TRANSPORT', `the daemon at ${path} closed the connection`, { context: { socket: path } })));
   }
 
@@ -363,8 +376,14 @@ export class ControlClient {
       signal?.addEventListener('abort', onAbort, { once: true });
       const cleanup = (): void => signal?.removeEventListener('abort', onAbort);
       this.#waiting.set(id, {
-        resolve: (v) => { cleanup(); resolve(v); },
-        reject: (e) => { cleanup(); reject(e); },
+        resolve: (v) => {
+          cleanup();
+          resolve(v);
+        },
+        reject: (e) => {
+          cleanup();
+          reject(e);
+        },
       });
       this.#socket.write(encodeRequest(id, cmd, args));
     });

@@ -117,7 +117,11 @@ export class Daemon {
     }
     const uploader = this.#uploader;
     this.#env = {
-      journal: this.#journal, destinations, settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS, uploader !== undefined), stateDir, timeZone: config.ingest.timeZone,
+      journal: this.#journal,
+      destinations,
+      settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS, uploader !== undefined),
+      stateDir,
+      timeZone: config.ingest.timeZone,
       ...(uploader ? { afterIngest: (summary, logger) => uploader.enqueue(summary.fileIds, logger) } : {}),
     };
     this.#resources = destinations.map((d) => `destination ${d.path}`);
@@ -130,8 +134,14 @@ export class Daemon {
     for (const root of folders) this.#refuseOverlap(root, 'hot folder');
     for (const root of folders) {
       const feed = new HotFolderFeed({
-        root, scheduler: this.scheduler, env: this.#env, settleMs: d.settleMs, batchMs: d.batchMs, retryMs: d.retryMs,
-        resources: this.#resources, logger: this.#log.child({ hotFolder: root }),
+        root,
+        scheduler: this.scheduler,
+        env: this.#env,
+        settleMs: d.settleMs,
+        batchMs: d.batchMs,
+        retryMs: d.retryMs,
+        resources: this.#resources,
+        logger: this.#log.child({ hotFolder: root }),
       });
       this.#feeds.push(feed);
       await feed.start();
@@ -152,10 +162,21 @@ export class Daemon {
     for (const w of this.#opts.watchers ?? []) await this.#devices.add(w);
     this.#uploader?.start();
 
-    this.#log.info({
-      version: VERSION, socket: this.socketPath, stateDir, destinations: destinations.map((x) => x.path), hotFolders: folders,
-      watchers: this.#devices.watchers, upload: this.#uploader ? target : undefined, maxJobs: d.maxJobs, systemd: this.#notifier.enabled, watchdogMs: this.#notifier.watchdogIntervalMs,
-    }, 'daemon started');
+    this.#log.info(
+      {
+        version: VERSION,
+        socket: this.socketPath,
+        stateDir,
+        destinations: destinations.map((x) => x.path),
+        hotFolders: folders,
+        watchers: this.#devices.watchers,
+        upload: this.#uploader ? target : undefined,
+        maxJobs: d.maxJobs,
+        systemd: this.#notifier.enabled,
+        watchdogMs: this.#notifier.watchdogIntervalMs,
+      },
+      'daemon started',
+    );
     await this.#notifier.ready(this.#statusLine());
     if (d.watchdog) this.#notifier.startWatchdog(() => this.#healthy());
   }
@@ -272,7 +293,9 @@ export class Daemon {
   #refuseOverlap(path: string, what: string): void {
     const dest = this.#env.destinations.find((x) => overlaps(x.path, path));
     if (dest) {
-      throw new ShuttleError('USAGE', `${what} ${path} overlaps destination ${dest.path}: one must not be inside the other`, { context: { path, destination: dest.path, reason: 'bad-args' } });
+      throw new ShuttleError('USAGE', `${what} ${path} overlaps destination ${dest.path}: one must not be inside the other`, {
+        context: { path, destination: dest.path, reason: 'bad-args' },
+      });
     }
   }
 

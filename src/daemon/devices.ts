@@ -99,7 +99,13 @@ export class DeviceRegistry {
 
   status(): DeviceStatus[] {
     return [...this.#attached.values()].map((a) => ({
-      id: a.device.id, kind: a.device.kind, label: a.device.label, uri: a.device.uri, watcher: a.watcher, attachedAt: a.attachedAt, job: a.job,
+      id: a.device.id,
+      kind: a.device.kind,
+      label: a.device.label,
+      uri: a.device.uri,
+      watcher: a.watcher,
+      attachedAt: a.attachedAt,
+      job: a.job,
     }));
   }
 

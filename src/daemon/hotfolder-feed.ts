@@ -42,7 +42,10 @@ export class HotFolderFeed {
     this.root = opts.root;
     this.#opts = opts;
     this.#watcher = new HotFolderWatcher({
-      root: opts.root, settleMs: opts.settleMs, batchMs: opts.batchMs, logger: opts.logger,
+      root: opts.root,
+      settleMs: opts.settleMs,
+      batchMs: opts.batchMs,
+      logger: opts.logger,
       onBatch: (files) => this.#add(files),
     });
   }

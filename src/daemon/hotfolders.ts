@@ -125,7 +125,10 @@ export class HotFolderWatcher {
 
   #checkPresence(): Promise<void> {
     this.#presenceCheck ??= (async () => {
-      const exists = await stat(this.root).then((st) => st.isDirectory(), () => false);
+      const exists = await stat(this.root).then(
+        (st) => st.isDirectory(),
+        () => false,
+      );
       if (this.#closed) return;
       if (exists && !this.#watcher) await this.#watch();
       else if (!exists && this.#watcher) await this.#unwatch();
@@ -156,10 +159,13 @@ export class HotFolderWatcher {
     // the watch is surely in place (a settle time later) finds it.
     watcher.on('addDir', (path) => {
       if (!this.#ready) return;
-      const walk = setTimeout(() => {
-        this.#walksDue.delete(walk);
-        void this.#reconcile(path);
-      }, Math.max(100, this.#opts.settleMs));
+      const walk = setTimeout(
+        () => {
+          this.#walksDue.delete(walk);
+          void this.#reconcile(path);
+        },
+        Math.max(100, this.#opts.settleMs),
+      );
       walk.unref();
       this.#walksDue.add(walk);
     });

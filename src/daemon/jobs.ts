@@ -105,9 +105,16 @@ export class JobScheduler {
     let settle!: (s: JobSnapshot) => void;
     const done = new Promise<JobSnapshot>((r) => (settle = r));
     const job: Job = {
-      id, spec, state: 'queued', ac: new AbortController(),
+      id,
+      spec,
+      state: 'queued',
+      ac: new AbortController(),
       logger: this.#logger.child({ job: id, jobKey: spec.key }),
-      createdAt: iso(), meter: new RateMeter(), history: [], done, settle,
+      createdAt: iso(),
+      meter: new RateMeter(),
+      history: [],
+      done,
+      settle,
     };
     this.#jobs.set(id, job);
     this.#active.push(job);
@@ -180,9 +187,10 @@ export class JobScheduler {
     if (FINAL_STATES.has(job.state) || job.ac.signal.aborted) return;
     job.stopKind = kind;
     const text = reason ?? (kind === 'detach' ? 'device went away' : kind === 'shutdown' ? 'the daemon is stopping' : 'cancelled on request');
-    const err = kind === 'detach'
-      ? new ShuttleError('DEVICE_GONE', text, { context: { job: job.id, key: job.spec.key } })
-      : new ShuttleError('ABORTED', text, { context: { job: job.id, key: job.spec.key, by: kind } });
+    const err =
+      kind === 'detach'
+        ? new ShuttleError('DEVICE_GONE', text, { context: { job: job.id, key: job.spec.key } })
+        : new ShuttleError('ABORTED', text, { context: { job: job.id, key: job.spec.key, by: kind } });
     job.logger.info({ state: job.state, stop: kind, reason: text }, 'stopping job');
     job.ac.abort(err);
     if (job.state === 'queued') this.#finish(job, kind === 'shutdown' ? 'interrupted' : 'cancelled', text);
@@ -284,7 +292,16 @@ export class JobScheduler {
     job.history.push(reason === undefined ? { state, at: iso() } : { state, at: iso(), reason });
     const fields: Record<string, unknown> = { state, kind: job.spec.kind, source: job.spec.label, origin: job.spec.origin };
     if (reason !== undefined) fields['reason'] = reason;
-    if (job.result) fields['result'] = { status: job.result.status, files: job.result.files, copied: job.result.copied, alreadyVerified: job.result.alreadyVerified, skipped: job.result.skipped.length, failed: job.result.failed, bytes: job.result.bytes };
+    if (job.result)
+      fields['result'] = {
+        status: job.result.status,
+        files: job.result.files,
+        copied: job.result.copied,
+        alreadyVerified: job.result.alreadyVerified,
+        skipped: job.result.skipped.length,
+        failed: job.result.failed,
+        bytes: job.result.bytes,
+      };
     if (job.startedAt && FINAL_STATES.has(state)) fields['durationMs'] = Date.now() - Date.parse(job.startedAt);
     const level = state === 'failed' ? 'warn' : 'info';
     job.logger[level](fields, `job ${state}`);

@@ -27,9 +27,35 @@ export interface MountEntry {
 
 /** Filesystems that are never a card. */
 const NOT_CARDS = new Set([
-  'autofs', 'tmpfs', 'ramfs', 'proc', 'sysfs', 'devtmpfs', 'devpts', 'overlay', 'squashfs', 'cgroup', 'cgroup2', 'nsfs',
-  'bpf', 'tracefs', 'debugfs', 'securityfs', 'pstore', 'mqueue', 'hugetlbfs', 'configfs', 'fusectl', 'binfmt_misc',
-  'fuse.gvfsd-fuse', 'fuse.portal', 'efivarfs', 'nfs', 'nfs4', 'cifs', 'smb3',
+  'autofs',
+  'tmpfs',
+  'ramfs',
+  'proc',
+  'sysfs',
+  'devtmpfs',
+  'devpts',
+  'overlay',
+  'squashfs',
+  'cgroup',
+  'cgroup2',
+  'nsfs',
+  'bpf',
+  'tracefs',
+  'debugfs',
+  'securityfs',
+  'pstore',
+  'mqueue',
+  'hugetlbfs',
+  'configfs',
+  'fusectl',
+  'binfmt_misc',
+  'fuse.gvfsd-fuse',
+  'fuse.portal',
+  'efivarfs',
+  'nfs',
+  'nfs4',
+  'cifs',
+  'smb3',
 ]);
 
 /** `\040`-style octal escapes of mountinfo paths. */

@@ -36,7 +36,9 @@ async function inodeOf(socket: Socket): Promise<number | undefined> {
 
 function runSs(): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile('ss', ['-xpnH'], { timeout: SS_TIMEOUT_MS, maxBuffer: SS_MAX_OUTPUT, env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' } }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
+    execFile('ss', ['-xpnH'], { timeout: SS_TIMEOUT_MS, maxBuffer: SS_MAX_OUTPUT, env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin' } }, (err, stdout) =>
+      err ? reject(err) : resolve(stdout),
+    );
   });
 }
 

@@ -38,9 +38,7 @@ export interface WireError {
   context?: Record<string, unknown>;
 }
 
-export type ControlResponse =
-  | { v: typeof PROTOCOL_VERSION; id: RequestId; ok: true; result: unknown }
-  | { v: typeof PROTOCOL_VERSION; id: RequestId; ok: false; error: WireError };
+export type ControlResponse = { v: typeof PROTOCOL_VERSION; id: RequestId; ok: true; result: unknown } | { v: typeof PROTOCOL_VERSION; id: RequestId; ok: false; error: WireError };
 
 /** Arguments of every command; strict, so a misspelt argument is an error rather than ignored. */
 export const COMMAND_ARGS = {
@@ -91,7 +89,8 @@ export function parseRequest(line: string): ParsedRequest {
   const id = requestId(req['id']);
   if (req['v'] !== PROTOCOL_VERSION) {
     throw protocolError('bad-version', `protocol version ${JSON.stringify(req['v'] ?? null)} is not supported (this daemon speaks v${PROTOCOL_VERSION})`, {
-      id, supported: [PROTOCOL_VERSION],
+      id,
+      supported: [PROTOCOL_VERSION],
     });
   }
   const cmd = req['cmd'];

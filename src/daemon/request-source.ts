@@ -61,7 +61,11 @@ export async function resolveRequestedSource(source: string, opts: RequestSource
   if (scheme === 'usb') return usbSource(source, opts);
   if (scheme === 'ptpip') return networkSource(source, opts);
   if (!isAbsolute(source)) {
-    throw refused(source, 'path-or-camera', 'a request names an absolute folder, a USB camera (usb:, usb:VID:PID, usb:BUS-PORT) or a network camera (ptpip:HOST[:PORT]); the daemon does not know the client\'s working directory');
+    throw refused(
+      source,
+      'path-or-camera',
+      "a request names an absolute folder, a USB camera (usb:, usb:VID:PID, usb:BUS-PORT) or a network camera (ptpip:HOST[:PORT]); the daemon does not know the client's working directory",
+    );
   }
   return folderSource(source, opts.roots);
 }
@@ -130,5 +134,9 @@ function networkSource(source: string, opts: RequestSourceOptions): RequestedSou
     const uri = ptpipUri(addr.host, port);
     return { key: uri, kind: 'camera', label: uri, open: ptpipCameraOpener(addr.host, port) };
   }
-  throw refused(source, 'known-network-camera', 'the daemon connects only to network cameras it discovered (with [daemon] network_cameras on) or whose address [daemon] network_cameras lists');
+  throw refused(
+    source,
+    'known-network-camera',
+    'the daemon connects only to network cameras it discovered (with [daemon] network_cameras on) or whose address [daemon] network_cameras lists',
+  );
 }

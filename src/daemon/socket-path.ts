@@ -78,9 +78,12 @@ export async function checkSocketDirectory(socketPath: string, uid: number | und
     throw cause;
   }
   const st = await stat(dir);
-  const refuse = (why: string): ShuttleError => new ShuttleError('USAGE',
-    `not connecting to the control socket ${socketPath}: its folder ${dir} ${why}; a client trusts a socket only in a folder that is writable by its owner alone and owned by root, by the calling user, or by a user root gave it to (in a folder of root's writable by root alone), as /run/shuttle is`,
-    { context: { socket: socketPath, folder: dir, owner: st.uid, mode: (st.mode & 0o7777).toString(8), reason: 'untrusted-socket-folder' } });
+  const refuse = (why: string): ShuttleError =>
+    new ShuttleError(
+      'USAGE',
+      `not connecting to the control socket ${socketPath}: its folder ${dir} ${why}; a client trusts a socket only in a folder that is writable by its owner alone and owned by root, by the calling user, or by a user root gave it to (in a folder of root's writable by root alone), as /run/shuttle is`,
+      { context: { socket: socketPath, folder: dir, owner: st.uid, mode: (st.mode & 0o7777).toString(8), reason: 'untrusted-socket-folder' } },
+    );
   if ((st.mode & 0o022) !== 0) throw refuse(`is writable by ${(st.mode & 0o002) !== 0 ? 'every user' : 'its group'}`);
   if (st.uid === 0 || st.uid === uid) return;
   const parent = await stat(dirname(dir));

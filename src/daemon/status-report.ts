@@ -82,9 +82,12 @@ export function formatDaemonStatus(s: DaemonStatus, recent = 5): string[] {
 /** The uploader's lines: what it does now, what is left, and the latest error. */
 export function describeUploads(u: DaemonUploadStatus): string[] {
   const doing =
-    u.state === 'backing-off' ? `backing off${u.retryAt ? ` until ${u.retryAt}` : ''}`
-      : u.state === 'waiting-for-lock' ? `waiting: ${u.lockHolder ?? 'another process uploads'}`
-        : u.state === 'failed' ? `not running: ${u.uploaderError?.message ?? 'failed'}`
+    u.state === 'backing-off'
+      ? `backing off${u.retryAt ? ` until ${u.retryAt}` : ''}`
+      : u.state === 'waiting-for-lock'
+        ? `waiting: ${u.lockHolder ?? 'another process uploads'}`
+        : u.state === 'failed'
+          ? `not running: ${u.uploaderError?.message ?? 'failed'}`
           : u.state;
   const lines = [
     `uploads to ${u.target}: ${doing} — ${u.depth} pending (${mb(u.bytesPending)}), ${u.failed} failed, ${mb(u.bytesPerSecond)}/s over ${u.rateWindowSeconds / 60} min; since start ${u.sinceStart.uploaded} uploaded (${mb(u.sinceStart.bytesSent)} sent)`,

@@ -103,7 +103,7 @@ export class UsbCameraWatcher implements DeviceWatcher {
     const generation = this.#bump(e.location);
     if (this.#reported.has(e.location)) {
       // Attached again without a detach between: the same camera still, its job goes on.
-      this.#log.debug({ location: e.location }, 'USB device at an attached camera\'s port enumerated again');
+      this.#log.debug({ location: e.location }, "USB device at an attached camera's port enumerated again");
       return;
     }
     clearTimeout(this.#settling.get(e.location));

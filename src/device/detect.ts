@@ -61,7 +61,9 @@ export function ptpipCameraOpener(host: string, port?: number): SourceOpener {
 }
 
 function notACameraAddress(name: string): ShuttleError {
-  return new ShuttleError('USAGE', `source ${name}: not a camera address (use usb:, usb:VID:PID, usb:BUS-PORT or ptpip:HOST[:PORT], a port from 1 to 65535)`, { context: { source: name } });
+  return new ShuttleError('USAGE', `source ${name}: not a camera address (use usb:, usb:VID:PID, usb:BUS-PORT or ptpip:HOST[:PORT], a port from 1 to 65535)`, {
+    context: { source: name },
+  });
 }
 
 /**
@@ -93,7 +95,9 @@ export async function openSources(name: string, ctx: OpenContext): Promise<Sourc
   const { discoverPtpIpCameras } = await import('./ptpip/discovery.js');
   const found = await discoverPtpIpCameras({ timeoutMs: DISCOVERY_WINDOW_MS, signal: ctx.signal, logger: ctx.logger });
   if (found.length === 0) {
-    throw new ShuttleError('SOURCE_NOT_FOUND', 'no network camera announced itself (mDNS _ptp._tcp or SSDP) within 2 s; give its address as ptpip:HOST[:PORT]', { context: { source: name } });
+    throw new ShuttleError('SOURCE_NOT_FOUND', 'no network camera announced itself (mDNS _ptp._tcp or SSDP) within 2 s; give its address as ptpip:HOST[:PORT]', {
+      context: { source: name },
+    });
   }
   const sources: Source[] = [];
   try {

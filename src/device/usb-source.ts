@@ -91,7 +91,9 @@ function sourceFor(camera: PtpCamera, uri: string, info: UsbCameraInfo, opts: Us
 }
 
 function noCamera(selector: string): ShuttleError {
-  return new ShuttleError('SOURCE_NOT_FOUND', `no USB camera matches ${selector} (is it on, unlocked, and in PTP/MTP mode rather than mass storage?)`, { context: { source: selector } });
+  return new ShuttleError('SOURCE_NOT_FOUND', `no USB camera matches ${selector} (is it on, unlocked, and in PTP/MTP mode rather than mass storage?)`, {
+    context: { source: selector },
+  });
 }
 
 /**

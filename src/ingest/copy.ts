@@ -72,13 +72,7 @@ export interface BlockHasher {
  * holds chunks already read (for metadata) that are written first. Each chunk is copied out before the
  * next is pulled, so a source may reuse its buffer for the next one.
  */
-export async function fanOut(
-  chunks: AsyncIterable<Buffer>,
-  head: readonly Buffer[],
-  targets: readonly TempTarget[],
-  hasher: BlockHasher,
-  signal?: AbortSignal,
-): Promise<void> {
+export async function fanOut(chunks: AsyncIterable<Buffer>, head: readonly Buffer[], targets: readonly TempTarget[], hasher: BlockHasher, signal?: AbortSignal): Promise<void> {
   const queues = targets.map(() => Promise.resolve());
   // Hash updates not yet known to be over; the blocks go back to the pool only after them.
   const hashing = new Set<Promise<unknown>>();
@@ -117,7 +111,10 @@ export async function fanOut(
     offset += fill;
     const hashed = Promise.resolve(hasher.update(data));
     hashing.add(hashed);
-    void hashed.then(() => hashing.delete(hashed), () => {});
+    void hashed.then(
+      () => hashing.delete(hashed),
+      () => {},
+    );
     const step = Promise.all([hashed, ...targets.map((t, i) => (queues[i] = queues[i]!.then(() => writeTo(t, data, at))))]);
     // Awaited below in order; until then a failed hash must not count as an unhandled rejection.
     step.catch(() => {});
@@ -227,13 +224,7 @@ export function joinHead(head: readonly Buffer[]): Buffer {
 }
 
 /** A one-destination rewrite from a fresh read of the source, after a read-back mismatch. */
-export async function rewriteFromSource(
-  source: Source,
-  item: SourceItem,
-  target: TempTarget,
-  algorithms: readonly HashAlgorithm[],
-  signal?: AbortSignal,
-): Promise<ReadResult> {
+export async function rewriteFromSource(source: Source, item: SourceItem, target: TempTarget, algorithms: readonly HashAlgorithm[], signal?: AbortSignal): Promise<ReadResult> {
   const hasher = new IngestHasher(algorithms);
   try {
     const stream = await source.open(item, { recycle: 1, ...(signal ? { signal } : {}) });

@@ -132,20 +132,29 @@ export class DestinationWriter {
       if (checked.check === undefined) throw checked.error;
       let check = checked.check;
       for (let retry = 0; !check.ok && retry < settings.verifyRetries; retry++) {
-        this.log.warn({ path: item.path, destination: this.dest.root, expected: read.hashes.xxh128, actual: check.actual.xxh128, retry }, 'read-back mismatch; writing again from the source');
+        this.log.warn(
+          { path: item.path, destination: this.dest.root, expected: read.hashes.xxh128, actual: check.actual.xxh128, retry },
+          'read-back mismatch; writing again from the source',
+        );
         await discardTemp(this.#target);
         this.#target = await createTempTarget(join(this.dest.root, this.baseRel), (temp) => journal.markCopying(this.of.fileId, this.dest.id, temp, ingestId));
         const reread = await rewriteFromSource(source, item, this.#target, REWRITE_ALGORITHMS, signal);
         if (reread.hashes.sha256 !== read.hashes.sha256) {
-          throw new ShuttleError('SOURCE_CHANGED', `${item.path} read differently the second time (sha256 ${read.hashes.sha256} then ${reread.hashes.sha256})`, { context: { path: item.path } });
+          throw new ShuttleError('SOURCE_CHANGED', `${item.path} read differently the second time (sha256 ${read.hashes.sha256} then ${reread.hashes.sha256})`, {
+            context: { path: item.path },
+          });
         }
         await sealTemp(this.#target, item.mtimeMs);
         check = await checkCopy(this.#target.tempPath, read, signal);
       }
       if (!check.ok) {
-        throw new ShuttleError('VERIFY_MISMATCH', `copy of ${item.path} at ${this.dest.root} does not match the source: size ${read.size} vs ${check.actual.size}, xxh128 ${read.hashes.xxh128} vs ${check.actual.xxh128}`, {
-          context: { path: item.path, destination: this.dest.root, expected: read.hashes.xxh128, actual: check.actual.xxh128 },
-        });
+        throw new ShuttleError(
+          'VERIFY_MISMATCH',
+          `copy of ${item.path} at ${this.dest.root} does not match the source: size ${read.size} vs ${check.actual.size}, xxh128 ${read.hashes.xxh128} vs ${check.actual.xxh128}`,
+          {
+            context: { path: item.path, destination: this.dest.root, expected: read.hashes.xxh128, actual: check.actual.xxh128 },
+          },
+        );
       }
       const placed = await this.#place(read);
       crashPoint('published');
@@ -180,7 +189,10 @@ export class DestinationWriter {
         this.log.info({ path: this.of.item.path, existing: same.dest_path, destination: d.root }, 'identical content already at destination');
         return { rel: same.dest_path, dedup: true };
       }
-      this.log.warn({ path: this.of.item.path, existing: same.dest_path, destination: d.root, actual: existing?.actual }, 'a verified copy of the same content no longer matches it; storing this one anew');
+      this.log.warn(
+        { path: this.of.item.path, existing: same.dest_path, destination: d.root, actual: existing?.actual },
+        'a verified copy of the same content no longer matches it; storing this one anew',
+      );
     }
     const stored = journal.groupName(this.of.sourceId, this.of.groupKey, d.id);
     let suffix = stored?.suffix ?? 0;

@@ -5,16 +5,7 @@ import { join } from 'node:path';
 import { ShuttleError, errnoCode, throwIfAborted, type ErrorCode } from '../errors.js';
 import { volumeOf, type VolumeInfo } from '../device/card/volume.js';
 import { tempPathFor, writeNewFile } from '../io/durable.js';
-import {
-  MARKER_DIR,
-  MARKER_FILE,
-  createMarker,
-  destinationFailure,
-  freeBytes,
-  markerPath,
-  readMarker,
-  type DestinationMarker,
-} from '../io/local-destination.js';
+import { MARKER_DIR, MARKER_FILE, createMarker, destinationFailure, freeBytes, markerPath, readMarker, type DestinationMarker } from '../io/local-destination.js';
 
 /**
  * Whether ingest may write to a destination: the marker it carries (src/io/local-destination.ts) is the
@@ -82,7 +73,13 @@ export async function checkDestination(path: string, options: CheckDestinationOp
     if (err instanceof ShuttleError) throw err;
     const errno = errnoCode(err);
     if (expectedId !== undefined && errno === 'ENOENT') {
-      throw destinationFailure('DEST_MARKER_MISSING', path, `does not exist, but the journal knows it as destination ${expectedId}; is its drive mounted?`, { expectedId, errno }, err);
+      throw destinationFailure(
+        'DEST_MARKER_MISSING',
+        path,
+        `does not exist, but the journal knows it as destination ${expectedId}; is its drive mounted?`,
+        { expectedId, errno },
+        err,
+      );
     }
     throw destinationFailure('DEST_NOT_WRITABLE', path, `cannot use it (${errno ?? String(err)})`, { errno }, err);
   }
@@ -103,11 +100,16 @@ export async function checkDestination(path: string, options: CheckDestinationOp
   let marker = await readMarker(path);
   if (expectedId !== undefined) {
     if (marker === undefined) {
-      throw destinationFailure('DEST_MARKER_MISSING', path, `has no marker ${MARKER_DIR}/${MARKER_FILE}, but the journal knows it as destination ${expectedId}; is its drive mounted?`, {
-        expectedId,
-        actualId: undefined,
-        marker: markerPath(path),
-      });
+      throw destinationFailure(
+        'DEST_MARKER_MISSING',
+        path,
+        `has no marker ${MARKER_DIR}/${MARKER_FILE}, but the journal knows it as destination ${expectedId}; is its drive mounted?`,
+        {
+          expectedId,
+          actualId: undefined,
+          marker: markerPath(path),
+        },
+      );
     }
     if (marker.id !== expectedId) {
       throw destinationFailure('DEST_MARKER_MISMATCH', path, `carries marker ${marker.id}, but the journal knows it as destination ${expectedId}; was the drive swapped?`, {

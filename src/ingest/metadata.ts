@@ -158,7 +158,10 @@ function cleanString(tags: Tags, tag: number, label: string, warnings: string[])
     return undefined;
   }
   // eslint-disable-next-line no-control-regex
-  let s = v.replace(/[\u0000-\u001f\u007f]+/g, ' ').replace(/\s+/g, ' ').trim();
+  let s = v
+    .replace(/[\u0000-\u001f\u007f]+/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim();
   if (s === '') return undefined;
   const chars = [...s];
   if (chars.length > MAX_STRING_LENGTH) {
@@ -346,8 +349,7 @@ export async function readCaptureMetadata(head: Buffer, fallback: { mtimeMs: num
     if (rawOffset !== undefined && exifOffset === undefined) {
       warnings.push(`${c.label} offset ${JSON.stringify(String(rawOffset).slice(0, 20))} is malformed; using the time zone`);
     }
-    const { epochMs, offsetMinutes } =
-      exifOffset !== undefined ? { epochMs: wallAsUtcMs(local) - exifOffset * 60_000, offsetMinutes: exifOffset } : instantOf(local, timeZone);
+    const { epochMs, offsetMinutes } = exifOffset !== undefined ? { epochMs: wallAsUtcMs(local) - exifOffset * 60_000, offsetMinutes: exifOffset } : instantOf(local, timeZone);
     return {
       capturedAt: new Date(epochMs),
       local,

@@ -68,7 +68,8 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
   const readBacks = new Slots(READ_BACKS_AT_ONCE);
   /** A file's outcome is final: count it, and its bytes are no longer pending at the destinations it was planned for. */
   const settle = (pf: PlannedFile, plannedSize: number, failed: boolean): void => {
-    if (failed) summary.failed++; else summary.copied++;
+    if (failed) summary.failed++;
+    else summary.copied++;
     for (const d of pf.wanted) d.pendingBytes -= plannedSize;
   };
 
@@ -96,12 +97,18 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
             void checked.finally(() => checking.delete(checked));
             // A destination ended while this file was read (its temp could not be made) failed it there too.
             const refused = live.filter((d) => !w.writers.some((writer) => writer.dest === d));
-            for (const d of refused) { d.summary.failed++; journal.markCopyFailed(pf.file.id, d.id, d.dead?.message ?? 'destination ended', ingestId); }
+            for (const d of refused) {
+              d.summary.failed++;
+              journal.markCopyFailed(pf.file.id, d.id, d.dead?.message ?? 'destination ended', ingestId);
+            }
             const failed = live.length < pf.wanted.length || refused.length > 0;
             await finishes.push(async () => settle(pf, plannedSize, await finishFile(run, source, w, failed, log)));
           } catch (e) {
             if (signal.aborted) throw abortReason(signal);
-            for (const d of live) { d.summary.failed++; journal.markCopyFailed(pf.file.id, d.id, String((e as Error).message), ingestId); }
+            for (const d of live) {
+              d.summary.failed++;
+              journal.markCopyFailed(pf.file.id, d.id, String((e as Error).message), ingestId);
+            }
             journal.setFileState(pf.file.id, 'failed', (e as Error).message);
             run.recordError(e, { path: pf.item.path });
             log.warn({ err: e, path: pf.item.path }, 'file failed');
@@ -155,12 +162,23 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
     }
     records.push(() => {
       if (done.suffix !== undefined) journal.setGroupName(writer.of.sourceId, writer.of.groupKey, d.id, JSON.stringify(w.fields), done.suffix);
-      journal.markVerified(pf.file.id, d.id, {
-        destPath: done.rel, size: read.size, sha256: read.hashes.sha256!, xxh128: read.hashes.xxh128!, hashes: read.hashes as Record<string, string>,
-        readback: done.dedup ? 'existing' : done.direct ? 'direct' : 'cached', dedup: done.dedup,
-      }, ingestId);
+      journal.markVerified(
+        pf.file.id,
+        d.id,
+        {
+          destPath: done.rel,
+          size: read.size,
+          sha256: read.hashes.sha256!,
+          xxh128: read.hashes.xxh128!,
+          hashes: read.hashes as Record<string, string>,
+          readback: done.dedup ? 'existing' : done.direct ? 'direct' : 'cached',
+          dedup: done.dedup,
+        },
+        ingestId,
+      );
     });
-    if (done.direct) summary.readback.direct++; else summary.readback.cached++;
+    if (done.direct) summary.readback.direct++;
+    else summary.readback.cached++;
     d.summary.verified++;
     if (!done.dedup) d.summary.bytes += read.size;
   }
@@ -188,7 +206,10 @@ async function writeManifest(run: IngestRun, d: RunDestination): Promise<void> {
     return { path: r.dest_path!, size: r.size!, lastModified: new Date(r.mtime_ms), hashes, action: 'original' as const, hashDate: new Date() };
   });
   const gen = await writeGeneration(d.root, entries, { tool: settings.tool, hostname: hostname(), process: 'transfer', ignore: ['.shuttle', '*.shuttle-tmp'] });
-  journal.markManifested(rows.map((r) => r.id), gen.sequence);
+  journal.markManifested(
+    rows.map((r) => r.id),
+    gen.sequence,
+  );
   logger.info({ destination: d.root, generation: gen.sequence, files: rows.length, manifest: basename(gen.file) }, 'manifest written');
 }
 
@@ -201,7 +222,14 @@ class SerialQueue {
   async push(task: () => Promise<void>): Promise<void> {
     if (this.#error) throw this.#error;
     this.#pending++;
-    this.#tail = this.#tail.then(task).catch((e: unknown) => { this.#error ??= e; }).finally(() => { this.#pending--; });
+    this.#tail = this.#tail
+      .then(task)
+      .catch((e: unknown) => {
+        this.#error ??= e;
+      })
+      .finally(() => {
+        this.#pending--;
+      });
     while (this.#pending > this.depth) await Promise.race([this.#tail, new Promise((r) => setTimeout(r, 5))]);
     if (this.#error) throw this.#error;
   }
@@ -210,4 +238,3 @@ class SerialQueue {
     if (this.#error) throw this.#error;
   }
 }
-

@@ -95,7 +95,12 @@ export async function* groupWindows(
     } else {
       // A pull still waits on the source (a camera that has not taken another picture): the source ends
       // it on the run's signal; the listing is closed once it returns.
-      pending.then(() => listing.return?.(), () => undefined).catch(() => undefined);
+      pending
+        .then(
+          () => listing.return?.(),
+          () => undefined,
+        )
+        .catch(() => undefined);
     }
   }
 }
@@ -183,7 +188,12 @@ export class SourcePlanner {
     return group.members.map(({ item }) => {
       const file = journal.fileFor(this.sourceId, item.path, item.size, item.mtimeMs, item.pathBytes);
       // A copy pruned by the retention policy was verified here and is safe in the cloud: not copied again.
-      const verified = new Set(journal.copiesOf(file.id).filter((c) => c.state === 'verified' || c.state === 'pruned').map((c) => c.dest_id));
+      const verified = new Set(
+        journal
+          .copiesOf(file.id)
+          .filter((c) => c.state === 'verified' || c.state === 'pruned')
+          .map((c) => c.dest_id),
+      );
       return { item, file, group, seq, wanted: destinations.filter((d) => !verified.has(d.id)) };
     });
   }

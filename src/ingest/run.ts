@@ -104,9 +104,24 @@ export class IngestRun {
 
   constructor(readonly request: IngestRequest) {
     ({ journal: this.journal, settings: this.settings, logger: this.logger, signal: this.signal } = request);
-    this.ingestId = this.journal.startIngest(request.sources.map((s) => s.uri), request.destinations.map((d) => d.path));
+    this.ingestId = this.journal.startIngest(
+      request.sources.map((s) => s.uri),
+      request.destinations.map((d) => d.path),
+    );
     this.summary = {
-      ingestId: this.ingestId, fileIds: [], files: 0, bytes: 0, copied: 0, alreadyVerified: 0, skipped: [], failed: 0, destinations: [], status: 'complete', errors: [], renamed: [], readback: { direct: 0, cached: 0 },
+      ingestId: this.ingestId,
+      fileIds: [],
+      files: 0,
+      bytes: 0,
+      copied: 0,
+      alreadyVerified: 0,
+      skipped: [],
+      failed: 0,
+      destinations: [],
+      status: 'complete',
+      errors: [],
+      renamed: [],
+      readback: { direct: 0, cached: 0 },
     };
   }
 

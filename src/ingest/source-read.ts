@@ -93,7 +93,13 @@ export class SourceReader {
         const { head } = await readHead(iter, METADATA_HEAD_BYTES);
         const fields = await this.#groupFields(pf, joinHead(head), live[0]!.id);
         const rendered = renderName(settings.template, {
-          name: posix.basename(pf.item.path), date: fields.local, make: fields.make, model: fields.model, serial: fields.serial, seq: pf.seq, job: settings.job,
+          name: posix.basename(pf.item.path),
+          date: fields.local,
+          make: fields.make,
+          model: fields.model,
+          serial: fields.serial,
+          seq: pf.seq,
+          job: settings.job,
         });
         if (!reported) {
           reported = true;
@@ -110,7 +116,13 @@ export class SourceReader {
           if (opened instanceof DestinationWriter) writers.push(opened);
           else run.killDestination(d, opened.error);
         }
-        await fanOut({ [Symbol.asyncIterator]: () => iter }, head, writers.map((w) => w.target), hasher, signal);
+        await fanOut(
+          { [Symbol.asyncIterator]: () => iter },
+          head,
+          writers.map((w) => w.target),
+          hasher,
+          signal,
+        );
         const read: ReadResult = { size: hasher.bytes, hashes: await hasher.digest() };
         crashPoint('written');
         const now = await source.stat(pf.item, signal);

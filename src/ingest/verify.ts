@@ -106,13 +106,7 @@ interface HashedFile {
 
 class NotAFile extends Error {}
 
-async function hashFile(
-  file: string,
-  algorithms: readonly MhlAlgorithm[],
-  buf: Buffer,
-  signal: AbortSignal | undefined,
-  onChunk: (n: number) => void,
-): Promise<HashedFile> {
+async function hashFile(file: string, algorithms: readonly MhlAlgorithm[], buf: Buffer, signal: AbortSignal | undefined, onChunk: (n: number) => void): Promise<HashedFile> {
   const fd = await fs.open(file, 'r');
   try {
     const st = await fd.stat();
@@ -132,12 +126,7 @@ async function hashFile(
 }
 
 /** Relative paths ('/'-separated) of every non-folder entry under root that is not Shuttle's own or ignored. */
-async function listPresent(
-  root: string,
-  ignored: IgnoreMatcher,
-  signal: AbortSignal | undefined,
-  unreadable: UnverifiableFile[],
-): Promise<string[]> {
+async function listPresent(root: string, ignored: IgnoreMatcher, signal: AbortSignal | undefined, unreadable: UnverifiableFile[]): Promise<string[]> {
   const out: string[] = [];
   const walk = async (rel: string): Promise<void> => {
     throwIfAborted(signal);
@@ -261,11 +250,7 @@ export async function verifyDestination(destRoot: string, opts: VerifyOptions): 
   report.counts.unlisted = report.unlisted.length;
   report.counts.unverifiable = report.unverifiable.length;
   report.counts.bytes = progress.bytes;
-  report.ok =
-    report.missing.length === 0 &&
-    report.mismatched.length === 0 &&
-    report.unverifiable.length === 0 &&
-    (!report.strict || report.unlisted.length === 0);
+  report.ok = report.missing.length === 0 && report.mismatched.length === 0 && report.unverifiable.length === 0 && (!report.strict || report.unlisted.length === 0);
 
   if (opts.record && toRecord.length > 0) {
     const written = await writeGeneration(

@@ -297,8 +297,7 @@ export async function removeStrayTemps(root: string, options: StrayTempOptions =
         const kind = await entryKind(entry, path);
         if (kind === 'dir') {
           if (recursive) folders.push(path);
-        }
-        else if (kind === 'file' && isShuttleTempName(entry.name)) {
+        } else if (kind === 'file' && isShuttleTempName(entry.name)) {
           if (signal?.aborted) throw abortReason(signal);
           if (olderThanMs !== undefined && !(await modifiedBefore(path, olderThanMs))) continue;
           try {

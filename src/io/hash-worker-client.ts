@@ -160,9 +160,9 @@ export class WorkerHasher {
     this.#bytes += data.byteLength;
     if (data.byteLength === 0) return Promise.resolve();
     const buffer = data.buffer;
-    return Promise.all(
-      this.#jobs.map(({ thread, job }) => this.#track(thread.request({ op: 'update', job, buffer, offset: data.byteOffset, length: data.byteLength }))),
-    ).then(() => undefined);
+    return Promise.all(this.#jobs.map(({ thread, job }) => this.#track(thread.request({ op: 'update', job, buffer, offset: data.byteOffset, length: data.byteLength })))).then(
+      () => undefined,
+    );
   }
 
   /** Bytes passed to update() so far. */
@@ -241,7 +241,10 @@ export class IngestHasher {
 
   /** Frees the worker's state for this input if it had any (error paths). Never throws. */
   dispose(): void {
-    void this.#chosen?.then((h) => (h instanceof WorkerHasher ? h.dispose() : undefined), () => {});
+    void this.#chosen?.then(
+      (h) => (h instanceof WorkerHasher ? h.dispose() : undefined),
+      () => {},
+    );
   }
 }
 

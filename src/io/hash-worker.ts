@@ -19,10 +19,7 @@ export type HashWorkerRequest =
   | { op: 'digest'; job: number }
   | { op: 'drop'; job: number };
 
-export type HashWorkerReply =
-  | { op: 'done'; job: number }
-  | { op: 'digest'; job: number; hashes: HashSet }
-  | { op: 'failed'; job: number; message: string };
+export type HashWorkerReply = { op: 'done'; job: number } | { op: 'digest'; job: number; hashes: HashSet } | { op: 'failed'; job: number; message: string };
 
 const jobs = new Map<number, MultiHasher>();
 /** Jobs that failed here: their later messages are answered with the failure, never with a hash. */

@@ -38,11 +38,7 @@ export const idleReadBackBlocks = idleAlignedBlocks;
  * filesystem allows. Holds at most two blocks: one being filled by the kernel while the other is hashed.
  * The size is what the reads returned; the caller compares it with what it wrote.
  */
-export async function readBack(
-  path: string,
-  algorithms: readonly HashAlgorithm[],
-  options: ReadBackOptions = {},
-): Promise<ReadBackResult> {
+export async function readBack(path: string, algorithms: readonly HashAlgorithm[], options: ReadBackOptions = {}): Promise<ReadBackResult> {
   const { signal } = options;
   const blockSize = options.blockSize ?? DEFAULT_READBACK_BLOCK;
   if (!Number.isSafeInteger(blockSize) || blockSize <= 0 || blockSize % DIRECT_ALIGN !== 0) {
@@ -114,14 +110,7 @@ function readError(err: unknown, path: string): ShuttleError {
  * Reads the whole file into alternating blocks, hashing one (in the worker) while the kernel fills the
  * other. Never returns or throws while a read is still writing into a block or a hash still reading one.
  */
-async function pump(
-  handle: FileHandle,
-  path: string,
-  blocks: [Buffer, Buffer],
-  hasher: IngestHasher,
-  direct: boolean,
-  signal: AbortSignal | undefined,
-): Promise<number> {
+async function pump(handle: FileHandle, path: string, blocks: [Buffer, Buffer], hasher: IngestHasher, direct: boolean, signal: AbortSignal | undefined): Promise<number> {
   const blockSize = blocks[0].byteLength;
   let position = 0;
   let which = 0;

@@ -208,7 +208,12 @@ export class Journal {
     this.#run(
       `INSERT INTO sources (key, kind, label, details, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT(key) DO UPDATE SET label = excluded.label, details = excluded.details, last_seen = excluded.last_seen`,
-      id.key, id.kind, id.label, JSON.stringify(id.details), t, t,
+      id.key,
+      id.kind,
+      id.label,
+      JSON.stringify(id.details),
+      t,
+      t,
     );
     return this.#get<{ id: number }>('SELECT id FROM sources WHERE key = ?', id.key)!.id;
   }
@@ -226,13 +231,22 @@ export class Journal {
     this.#run(
       `INSERT INTO destinations (marker_id, path, volume_uuid, created_at) VALUES (?, ?, ?, ?)
        ON CONFLICT(marker_id) DO UPDATE SET path = excluded.path, volume_uuid = COALESCE(excluded.volume_uuid, volume_uuid)`,
-      markerId, path, volumeUuid ?? null, now(),
+      markerId,
+      path,
+      volumeUuid ?? null,
+      now(),
     );
     return this.destinationByMarker(markerId)!.id;
   }
 
   startIngest(sources: string[], destinations: string[]): number {
-    return this.#run('INSERT INTO ingests (started_at, status, sources, destinations) VALUES (?, ?, ?, ?)', now(), 'running', JSON.stringify(sources), JSON.stringify(destinations));
+    return this.#run(
+      'INSERT INTO ingests (started_at, status, sources, destinations) VALUES (?, ?, ?, ?)',
+      now(),
+      'running',
+      JSON.stringify(sources),
+      JSON.stringify(destinations),
+    );
   }
 
   finishIngest(id: number, status: string, summary: unknown): void {
@@ -251,7 +265,14 @@ export class Journal {
     const t = now();
     const id = this.#run(
       'INSERT INTO files (source_id, rel_path, size, mtime_ms, state, first_seen, updated_at, path_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-      sourceId, relPath, size, mt, 'seen', t, t, pathBytes ?? null,
+      sourceId,
+      relPath,
+      size,
+      mt,
+      'seen',
+      t,
+      t,
+      pathBytes ?? null,
     );
     return this.#get<FileRow>('SELECT * FROM files WHERE id = ?', id)!;
   }
@@ -283,7 +304,11 @@ export class Journal {
       this.#run(
         `INSERT INTO copies (file_id, dest_id, state, temp_path, ingest_id, updated_at) VALUES (?, ?, 'copying', ?, ?, ?)
          ON CONFLICT(file_id, dest_id) DO UPDATE SET state = 'copying', temp_path = excluded.temp_path, error = NULL, ingest_id = excluded.ingest_id, updated_at = excluded.updated_at`,
-        fileId, destId, tempPath, ingestId, t,
+        fileId,
+        destId,
+        tempPath,
+        ingestId,
+        t,
       );
       this.#run(`UPDATE files SET state = 'copying', updated_at = ? WHERE id = ? AND state != 'verified'`, t, fileId);
     });
@@ -298,7 +323,17 @@ export class Journal {
          ON CONFLICT(file_id, dest_id) DO UPDATE SET state = 'verified', dest_path = excluded.dest_path, temp_path = NULL,
            size = excluded.size, sha256 = excluded.sha256, xxh128 = excluded.xxh128, hashes = excluded.hashes, readback = excluded.readback,
            dedup = excluded.dedup, error = NULL, manifest_seq = NULL, ingest_id = excluded.ingest_id, updated_at = excluded.updated_at`,
-        fileId, destId, c.destPath, c.size, c.sha256, c.xxh128, JSON.stringify(c.hashes), c.readback, c.dedup ? 1 : 0, ingestId, t,
+        fileId,
+        destId,
+        c.destPath,
+        c.size,
+        c.sha256,
+        c.xxh128,
+        JSON.stringify(c.hashes),
+        c.readback,
+        c.dedup ? 1 : 0,
+        ingestId,
+        t,
       );
       this.#run('UPDATE files SET sha256 = ?, xxh128 = ?, updated_at = ? WHERE id = ?', c.sha256, c.xxh128, t, fileId);
     });
@@ -308,7 +343,11 @@ export class Journal {
     this.#run(
       `INSERT INTO copies (file_id, dest_id, state, error, ingest_id, updated_at) VALUES (?, ?, 'failed', ?, ?, ?)
        ON CONFLICT(file_id, dest_id) DO UPDATE SET state = 'failed', temp_path = NULL, error = excluded.error, ingest_id = excluded.ingest_id, updated_at = excluded.updated_at`,
-      fileId, destId, error, ingestId, now(),
+      fileId,
+      destId,
+      error,
+      ingestId,
+      now(),
     );
   }
 
@@ -321,7 +360,10 @@ export class Journal {
   findContent(destId: number, xxh128: string, sha256: string, size: number): CopyRow | undefined {
     return this.#get<CopyRow>(
       `SELECT * FROM copies WHERE dest_id = ? AND xxh128 = ? AND sha256 = ? AND size = ? AND state = 'verified' AND dest_path IS NOT NULL LIMIT 1`,
-      destId, xxh128, sha256, size,
+      destId,
+      xxh128,
+      sha256,
+      size,
     );
   }
 
@@ -333,7 +375,11 @@ export class Journal {
     this.#run(
       `INSERT INTO group_names (source_id, group_key, dest_id, fields, suffix) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT(source_id, group_key, dest_id) DO UPDATE SET fields = excluded.fields, suffix = excluded.suffix`,
-      sourceId, groupKey, destId, fields, suffix,
+      sourceId,
+      groupKey,
+      destId,
+      fields,
+      suffix,
     );
   }
 

@@ -40,8 +40,11 @@ export class MultipartUploads {
   }
 
   parts(bucket: string, key: string, uploadId: string): MultipartPartRow[] {
-    return this.#statement('SELECT part_number, size, md5, etag FROM upload_parts WHERE bucket = ? AND key = ? AND upload_id = ? ORDER BY part_number')
-      .all(bucket, key, uploadId) as unknown as MultipartPartRow[];
+    return this.#statement('SELECT part_number, size, md5, etag FROM upload_parts WHERE bucket = ? AND key = ? AND upload_id = ? ORDER BY part_number').all(
+      bucket,
+      key,
+      uploadId,
+    ) as unknown as MultipartPartRow[];
   }
 
   /** Makes `row` the key's upload, dropping the parts of any earlier one. */

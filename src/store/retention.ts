@@ -49,7 +49,17 @@ export class RetentionStore {
    */
   pruneCandidates(): PruneCandidate[] {
     return this.#all<{
-      id: number; file_id: number; dest_id: number; root: string; marker_id: string; dest_path: string; size: number; updated_at: string; queue_id: number; bucket: string; key: string;
+      id: number;
+      file_id: number;
+      dest_id: number;
+      root: string;
+      marker_id: string;
+      dest_path: string;
+      size: number;
+      updated_at: string;
+      queue_id: number;
+      bucket: string;
+      key: string;
     }>(
       `SELECT c.id, c.file_id, c.dest_id, d.path AS root, d.marker_id, c.dest_path, c.size, c.updated_at,
               min(q.id) AS queue_id, q.bucket, q.key
@@ -62,8 +72,17 @@ export class RetentionStore {
        GROUP BY c.id
        ORDER BY c.updated_at, c.id`,
     ).map((r) => ({
-      copyId: r.id, fileId: r.file_id, destId: r.dest_id, root: r.root, markerId: r.marker_id, destPath: r.dest_path, size: r.size,
-      verifiedAt: r.updated_at, queueId: r.queue_id, bucket: r.bucket, key: r.key,
+      copyId: r.id,
+      fileId: r.file_id,
+      destId: r.dest_id,
+      root: r.root,
+      markerId: r.marker_id,
+      destPath: r.dest_path,
+      size: r.size,
+      verifiedAt: r.updated_at,
+      queueId: r.queue_id,
+      bucket: r.bucket,
+      key: r.key,
     }));
   }
 
@@ -72,7 +91,8 @@ export class RetentionStore {
     return this.#all<LocalCopyRow>(
       `SELECT ${LOCAL_COPY_COLUMNS} FROM copies c JOIN destinations d ON d.id = c.dest_id
        WHERE c.file_id = ? AND c.state = 'verified' AND c.id != ? AND c.dest_path IS NOT NULL ORDER BY c.dest_id`,
-      fileId, exceptCopyId,
+      fileId,
+      exceptCopyId,
     ).map(toLocalCopy);
   }
 
@@ -89,7 +109,13 @@ export class RetentionStore {
       this.#run(
         `INSERT INTO copy_prunes (copy_id, dest_id, dest_path, size, reason, queue_id, pruned_at) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(copy_id) DO UPDATE SET dest_path = excluded.dest_path, size = excluded.size, reason = excluded.reason, queue_id = excluded.queue_id, pruned_at = excluded.pruned_at`,
-        c.copyId, c.destId, c.destPath, c.size, reason, c.queueId, iso(now),
+        c.copyId,
+        c.destId,
+        c.destPath,
+        c.size,
+        reason,
+        c.queueId,
+        iso(now),
       );
       return true;
     });

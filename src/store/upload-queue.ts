@@ -197,7 +197,8 @@ export class UploadQueue {
     } catch (cause) {
       const where = `s3://${target.bucket}${target.prefix === '' ? '' : `/${target.prefix}`}`;
       throw new ShuttleError('JOURNAL', `could not queue ${fileIds.length} files for upload to ${where}: ${cause instanceof Error ? cause.message : String(cause)}`, {
-        cause, context: { bucket: target.bucket, prefix: target.prefix, files: fileIds.length },
+        cause,
+        context: { bucket: target.bucket, prefix: target.prefix, files: fileIds.length },
       });
     }
   }
@@ -211,10 +212,7 @@ export class UploadQueue {
           result.rowIds.push(existing.id);
           if (existing.state === 'uploaded') result.alreadyUploaded++;
           else if (existing.state === 'failed') {
-            this.#run(
-              `UPDATE upload_queue SET state = 'queued', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?`,
-              now, iso(now), existing.id,
-            );
+            this.#run(`UPDATE upload_queue SET state = 'queued', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?`, now, iso(now), existing.id);
             result.reset++;
           } else if (existing.state === 'queued') {
             this.#run('UPDATE upload_queue SET next_attempt_at = min(next_attempt_at, ?) WHERE id = ?', now, existing.id);
@@ -242,7 +240,17 @@ export class UploadQueue {
         const id = this.#run(
           `INSERT INTO upload_queue (file_id, bucket, prefix, key, size, sha256, xxh128, priority, state, attempts, next_attempt_at, enqueued_at, updated_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)`,
-          fileId, target.bucket, target.prefix, placed.key, copy.size, copy.sha256, copy.xxh128, priorityOf(name, target.priority), now, iso(now), iso(now),
+          fileId,
+          target.bucket,
+          target.prefix,
+          placed.key,
+          copy.size,
+          copy.sha256,
+          copy.xxh128,
+          priorityOf(name, target.priority),
+          now,
+          iso(now),
+          iso(now),
         ).lastInsertRowid;
         result.rowIds.push(id);
         result.added++;
@@ -317,10 +325,7 @@ export class UploadQueue {
   /** Claims the first due row by priority, then age. */
   claimNext(now = Date.now()): QueueRow | undefined {
     return this.#journal.tx(() => {
-      const r = this.#get<RawRow>(
-        `SELECT * FROM upload_queue WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY priority, id LIMIT 1`,
-        now,
-      );
+      const r = this.#get<RawRow>(`SELECT * FROM upload_queue WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY priority, id LIMIT 1`, now);
       if (r === undefined) return undefined;
       this.#run(`UPDATE upload_queue SET state = 'uploading', updated_at = ? WHERE id = ?`, iso(now), r.id);
       return toRow({ ...r, state: 'uploading' });
@@ -332,7 +337,11 @@ export class UploadQueue {
     this.#run(
       `UPDATE upload_queue SET state = 'uploaded', copy_id = ?, etag = ?, uploaded_at = ?, updated_at = ?, last_error = NULL, last_error_code = NULL, last_error_at = NULL
        WHERE id = ?`,
-      done.copyId, done.etag, iso(now), iso(now), id,
+      done.copyId,
+      done.etag,
+      iso(now),
+      iso(now),
+      id,
     );
   }
 
@@ -341,7 +350,12 @@ export class UploadQueue {
     this.#run(
       `UPDATE upload_queue SET state = 'queued', attempts = attempts + 1, next_attempt_at = ?, last_error = ?, last_error_code = ?, last_error_at = ?, updated_at = ?
        WHERE id = ?`,
-      nextAttemptAt, error.message, error.code, iso(now), iso(now), id,
+      nextAttemptAt,
+      error.message,
+      error.code,
+      iso(now),
+      iso(now),
+      id,
     );
   }
 
@@ -353,7 +367,11 @@ export class UploadQueue {
   markFailed(id: number, error: ErrorNote, now = Date.now()): void {
     this.#run(
       `UPDATE upload_queue SET state = 'failed', attempts = attempts + 1, last_error = ?, last_error_code = ?, last_error_at = ?, updated_at = ? WHERE id = ?`,
-      error.message, error.code, iso(now), iso(now), id,
+      error.message,
+      error.code,
+      iso(now),
+      iso(now),
+      id,
     );
   }
 
@@ -400,7 +418,9 @@ export class UploadQueue {
       `SELECT ${LOCAL_COPY_COLUMNS} FROM copies c JOIN destinations d ON d.id = c.dest_id
        WHERE c.state = 'verified' AND c.dest_path IS NOT NULL AND c.sha256 = ? AND c.size = ?
        ORDER BY c.file_id != ?, c.dedup, c.dest_id, c.id`,
-      sha256, size, fileId,
+      sha256,
+      size,
+      fileId,
     ).map(toLocalCopy);
   }
 

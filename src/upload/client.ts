@@ -62,9 +62,7 @@ function resolveProvider(choice: S3ClientOptions['provider'], endpoint: string |
 /** Merges explicit options over the environment, the way the SDK itself would read it, plus the provider's defaults. */
 export function resolveS3ClientOptions(options: S3ClientOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedS3ClientOptions {
   const ignoreEnvEndpoints = nonEmpty(env['AWS_IGNORE_CONFIGURED_ENDPOINT_URLS'])?.toLowerCase() === 'true';
-  const endpoint =
-    nonEmpty(options.endpoint) ??
-    (ignoreEnvEndpoints ? undefined : (nonEmpty(env['AWS_ENDPOINT_URL_S3']) ?? nonEmpty(env['AWS_ENDPOINT_URL'])));
+  const endpoint = nonEmpty(options.endpoint) ?? (ignoreEnvEndpoints ? undefined : (nonEmpty(env['AWS_ENDPOINT_URL_S3']) ?? nonEmpty(env['AWS_ENDPOINT_URL'])));
   if (endpoint !== undefined) {
     let url: URL;
     try {

@@ -54,9 +54,13 @@ export async function credentialsFromFile(path: string, profile = 'default'): Pr
   });
   if (found.expiration !== undefined) {
     // A role, SSO or process profile: the keys would expire in a running daemon with nobody to renew them.
-    throw new ShuttleError('CONFIG_INVALID', `S3 credentials file ${path}: profile "${profile}" gives temporary credentials; put static keys there, or leave credentials_file out so that the AWS SDK's chain renews them`, {
-      context: { path, profile },
-    });
+    throw new ShuttleError(
+      'CONFIG_INVALID',
+      `S3 credentials file ${path}: profile "${profile}" gives temporary credentials; put static keys there, or leave credentials_file out so that the AWS SDK's chain renews them`,
+      {
+        context: { path, profile },
+      },
+    );
   }
   const { accessKeyId, secretAccessKey, sessionToken } = found;
   return sessionToken === undefined || sessionToken === '' ? { accessKeyId, secretAccessKey } : { accessKeyId, secretAccessKey, sessionToken };

@@ -161,8 +161,7 @@ export function queueTarget(options: QueueTargetOptions): QueueTarget {
   return {
     bucket,
     prefix,
-    keyFor: (copy) =>
-      renderKey(keyTemplate, { station, name: posix.basename(copy.destPath), path: copy.destPath, date: dayDate(copy.mtimeMs, timeZone) }, { prefix, utc: true }),
+    keyFor: (copy) => renderKey(keyTemplate, { station, name: posix.basename(copy.destPath), path: copy.destPath, date: dayDate(copy.mtimeMs, timeZone) }, { prefix, utc: true }),
     alternativeKey: keyAlternative,
     priority,
   };

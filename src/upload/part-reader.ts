@@ -336,9 +336,12 @@ async function* rangeChunks(spec: RangeSpec, buffer: (size: number) => Promise<B
     });
   // Direct reads where asked and the range starts aligned; through the cache otherwise, or from the first
   // read that cannot be direct on.
-  const directHandle = direct && offset % DIRECT_ALIGN === 0 ? await openDirect(path, fsConstants.O_RDONLY).catch((error: unknown) => {
-    throw openError(path, error);
-  }) : undefined;
+  const directHandle =
+    direct && offset % DIRECT_ALIGN === 0
+      ? await openDirect(path, fsConstants.O_RDONLY).catch((error: unknown) => {
+          throw openError(path, error);
+        })
+      : undefined;
   let isDirect = directHandle !== undefined;
   let fh = directHandle ?? (await openCached());
   const readThroughCache = async (): Promise<void> => {

@@ -38,9 +38,13 @@ export async function restoreCopy(goodPath: string, damagedPath: string, expecte
     }
     const written = hasher.digest().sha256;
     if (hasher.bytes !== expected.size || written !== expected.sha256) {
-      throw new ShuttleError('UPLOAD_VERIFY', `${goodPath} read as ${hasher.bytes} bytes with sha256 ${written}, expected ${expected.size} bytes with ${expected.sha256}; not restoring ${damagedPath} from it`, {
-        context: { path: goodPath, expected: expected.sha256, actual: written },
-      });
+      throw new ShuttleError(
+        'UPLOAD_VERIFY',
+        `${goodPath} read as ${hasher.bytes} bytes with sha256 ${written}, expected ${expected.size} bytes with ${expected.sha256}; not restoring ${damagedPath} from it`,
+        {
+          context: { path: goodPath, expected: expected.sha256, actual: written },
+        },
+      );
     }
     const back = await readBack(temp.path, ['sha256'], signal === undefined ? {} : { signal });
     if (back.size !== expected.size || back.hashes.sha256 !== expected.sha256) {

@@ -173,10 +173,9 @@ export class S3Target implements UploadTarget {
   head(key: string, options?: HeadOptions): Promise<RemoteObject | undefined> {
     return this.#call('HeadObject', key, options, async (abortSignal) => {
       try {
-        const r = await this.#client.send(
-          new HeadObjectCommand({ Bucket: this.bucket, Key: key, ...(options?.checksums === true ? { ChecksumMode: 'ENABLED' } : {}) }),
-          { abortSignal },
-        );
+        const r = await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, ...(options?.checksums === true ? { ChecksumMode: 'ENABLED' } : {}) }), {
+          abortSignal,
+        });
         const metadata: Record<string, string> = {};
         for (const [k, v] of Object.entries(r.Metadata ?? {})) metadata[k.toLowerCase()] = v;
         const checksums: Partial<Record<ObjectChecksum, string>> = {};
@@ -192,22 +191,24 @@ export class S3Target implements UploadTarget {
 
   put(key: string, body: PartBody, metadata: Record<string, string>, options?: CallOptions): Promise<{ etag: string }> {
     return this.#call('PutObject', key, options, async (signal) => {
-      const r = await this.#sendWithBody(body, signal, (stream, abortSignal) => this.#client.send(
-        signPayload(
-          new PutObjectCommand({
-            Bucket: this.bucket,
-            Key: key,
-            Body: stream,
-            ContentLength: body.size,
-            ContentMD5: hexToBase64(body.md5),
-            ContentType: CONTENT_TYPE,
-            Metadata: metadata,
-            ...checksumInput(body.checksum),
-          }),
-          body.sha256,
+      const r = await this.#sendWithBody(body, signal, (stream, abortSignal) =>
+        this.#client.send(
+          signPayload(
+            new PutObjectCommand({
+              Bucket: this.bucket,
+              Key: key,
+              Body: stream,
+              ContentLength: body.size,
+              ContentMD5: hexToBase64(body.md5),
+              ContentType: CONTENT_TYPE,
+              Metadata: metadata,
+              ...checksumInput(body.checksum),
+            }),
+            body.sha256,
+          ),
+          { abortSignal },
         ),
-        { abortSignal },
-      ));
+      );
       return { etag: r.ETag ?? '' };
     });
   }
@@ -232,22 +233,24 @@ export class S3Target implements UploadTarget {
 
   uploadPart(key: string, uploadId: string, partNumber: number, body: PartBody, options?: CallOptions): Promise<{ etag: string }> {
     return this.#call(`UploadPart ${partNumber}`, key, options, async (signal) => {
-      const r = await this.#sendWithBody(body, signal, (stream, abortSignal) => this.#client.send(
-        signPayload(
-          new UploadPartCommand({
-            Bucket: this.bucket,
-            Key: key,
-            UploadId: uploadId,
-            PartNumber: partNumber,
-            Body: stream,
-            ContentLength: body.size,
-            ContentMD5: hexToBase64(body.md5),
-            ...checksumInput(body.checksum),
-          }),
-          body.sha256,
+      const r = await this.#sendWithBody(body, signal, (stream, abortSignal) =>
+        this.#client.send(
+          signPayload(
+            new UploadPartCommand({
+              Bucket: this.bucket,
+              Key: key,
+              UploadId: uploadId,
+              PartNumber: partNumber,
+              Body: stream,
+              ContentLength: body.size,
+              ContentMD5: hexToBase64(body.md5),
+              ...checksumInput(body.checksum),
+            }),
+            body.sha256,
+          ),
+          { abortSignal },
         ),
-        { abortSignal },
-      ));
+      );
       if (r.ETag === undefined || r.ETag === '') throw new Error(`UploadPart ${partNumber} answered without an ETag`);
       return { etag: r.ETag };
     });
@@ -259,10 +262,7 @@ export class S3Target implements UploadTarget {
       let marker: string | undefined;
       try {
         for (;;) {
-          const r = await this.#client.send(
-            new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }),
-            { abortSignal },
-          );
+          const r = await this.#client.send(new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }), { abortSignal });
           for (const p of r.Parts ?? []) {
             if (p.PartNumber !== undefined) parts.push({ partNumber: p.PartNumber, size: p.Size ?? 0, etag: p.ETag ?? '' });
           }
@@ -311,10 +311,9 @@ export class S3Target implements UploadTarget {
       let keyMarker: string | undefined;
       let uploadIdMarker: string | undefined;
       for (;;) {
-        const r = await this.#client.send(
-          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
-          { abortSignal },
-        );
+        const r = await this.#client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: key, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }), {
+          abortSignal,
+        });
         for (const u of r.Uploads ?? []) if (u.Key === key && u.UploadId !== undefined) ids.push(u.UploadId);
         if (r.IsTruncated !== true) break;
         if (r.NextKeyMarker === keyMarker && r.NextUploadIdMarker === uploadIdMarker) break;
@@ -337,10 +336,7 @@ export class S3Target implements UploadTarget {
       const limit = options?.limit ?? Infinity;
       let token: string | undefined;
       do {
-        const r = await this.#client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }),
-          { abortSignal },
-        );
+        const r = await this.#client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', ContinuationToken: token }), { abortSignal });
         for (const o of r.Contents ?? []) if (o.Key !== undefined) keys.push(o.Key);
         if (keys.length > limit) return undefined;
         token = r.IsTruncated === true ? r.NextContinuationToken : undefined;

@@ -146,8 +146,7 @@ export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult>
   if (base.bucket !== opts.bucket) throw new ShuttleError('USAGE', `target is for bucket ${base.bucket}, not ${opts.bucket}`);
   const target = retryingTarget(base, {
     ...opts.retry,
-    onRetry: ({ attempt, delayMs, error }) =>
-      log.warn({ attempt, delayMs, err: isShuttleError(error) ? error.toJSON() : String(error) }, 'S3 request failed; retrying'),
+    onRetry: ({ attempt, delayMs, error }) => log.warn({ attempt, delayMs, err: isShuttleError(error) ? error.toJSON() : String(error) }, 'S3 request failed; retrying'),
   });
   const profile = resolveProfile(opts.provider);
   checkAdditionalChecksum(profile, opts.checksum);
@@ -403,8 +402,7 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
   let partsResumed = 0;
   let bytesSent = 0;
   let bytesDone = 0;
-  const progress = (): void =>
-    opts.onProgress?.({ bytesDone, bytesTotal: expected.size, partsDone: done.size, partsTotal: total, bytesSent });
+  const progress = (): void => opts.onProgress?.({ bytesDone, bytesTotal: expected.size, partsDone: done.size, partsTotal: total, bytesSent });
 
   // Each part is SHA-256-hashed for its signature anyway, so the whole file is checked with the cheaper
   // xxh128 where the journal has one; the server checks each part against its SHA-256.
@@ -445,7 +443,10 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
         continue;
       }
       if (mine !== undefined) {
-        log.warn({ partNumber: n, recordedMd5: mine.md5, localMd5: part.md5, onServer: theirs !== undefined }, 'recorded part is missing on the server or differs; sending it again');
+        log.warn(
+          { partNumber: n, recordedMd5: mine.md5, localMd5: part.md5, onServer: theirs !== undefined },
+          'recorded part is missing on the server or differs; sending it again',
+        );
       }
 
       const task = (async () => {

@@ -47,9 +47,13 @@ export function verifyLocalDigests(path: string, actual: HashSet, expected: Expe
   if (taken.length === 0) throw new ShuttleError('INTERNAL', `no hash of ${path} was taken to compare with the journal`, { context: { path } });
   for (const [alg, want, got] of taken) {
     if (want?.toLowerCase() !== got?.toLowerCase()) {
-      throw new ShuttleError('UPLOAD_VERIFY', `local file ${path} no longer matches its ${alg}: expected ${want ?? '(none in the journal)'}, read ${got}; not uploading it to s3://${where.bucket}/${where.key}`, {
-        context: { path, algorithm: alg, expected: want, actual: got, bucket: where.bucket, key: where.key },
-      });
+      throw new ShuttleError(
+        'UPLOAD_VERIFY',
+        `local file ${path} no longer matches its ${alg}: expected ${want ?? '(none in the journal)'}, read ${got}; not uploading it to s3://${where.bucket}/${where.key}`,
+        {
+          context: { path, algorithm: alg, expected: want, actual: got, bucket: where.bucket, key: where.key },
+        },
+      );
     }
   }
 }

@@ -177,7 +177,17 @@ export class UploadWorker {
 
   async drain(options: DrainOptions = {}): Promise<DrainReport> {
     const report: DrainReport = {
-      uploaded: 0, alreadyPresent: 0, failed: 0, deferred: 0, rekeyed: 0, repaired: 0, damaged: 0, bytesSent: 0, partsResumed: 0, stopped: 'empty', errors: [],
+      uploaded: 0,
+      alreadyPresent: 0,
+      failed: 0,
+      deferred: 0,
+      rekeyed: 0,
+      repaired: 0,
+      damaged: 0,
+      bytesSent: 0,
+      partsResumed: 0,
+      stopped: 'empty',
+      errors: [],
     };
     const { queue, logger } = this.#o;
     const concurrency = Math.max(1, this.#o.concurrency);
@@ -260,7 +270,10 @@ export class UploadWorker {
     const now = Date.now();
     let id = cached !== undefined && now - cached.at < MARKER_CACHE_MS ? cached.id : undefined;
     if (id === undefined) {
-      id = await readMarker(copy.root).then((m) => m?.id, () => undefined);
+      id = await readMarker(copy.root).then(
+        (m) => m?.id,
+        () => undefined,
+      );
       this.#markers.set(copy.root, { id, at: now });
     }
     return id === copy.markerId;

@@ -144,16 +144,36 @@ export async function bootBox(opts: BootOptions): Promise<Box> {
   }
   const qmpPath = join(opts.outDir, 'qmp.sock');
   let consoleText = '';
-  const child: ChildProcess = spawn('qemu-system-x86_64', [
-    '-accel', 'tcg', '-m', String(opts.memoryMiB ?? 2048), '-smp', '2', '-nographic', '-no-reboot',
-    '-kernel', join(opts.image, 'vmlinuz'), '-initrd', join(opts.image, 'initrd.img'),
-    '-append', 'root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0',
-    '-drive', `file=${disk},format=raw,if=virtio`,
-    '-virtfs', `local,path=${opts.artifactDir},mount_tag=artifact,security_model=none,readonly=on,multidevs=remap`,
-    '-virtfs', `local,path=${opts.outDir},mount_tag=out,security_model=none,multidevs=remap`,
-    '-device', 'qemu-xhci,id=xhci',
-    '-qmp', `unix:${qmpPath},server=on,wait=off`,
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(
+    'qemu-system-x86_64',
+    [
+      '-accel',
+      'tcg',
+      '-m',
+      String(opts.memoryMiB ?? 2048),
+      '-smp',
+      '2',
+      '-nographic',
+      '-no-reboot',
+      '-kernel',
+      join(opts.image, 'vmlinuz'),
+      '-initrd',
+      join(opts.image, 'initrd.img'),
+      '-append',
+      'root=/dev/vda rw console=ttyS0 quiet systemd.show_status=0',
+      '-drive',
+      `file=${disk},format=raw,if=virtio`,
+      '-virtfs',
+      `local,path=${opts.artifactDir},mount_tag=artifact,security_model=none,readonly=on,multidevs=remap`,
+      '-virtfs',
+      `local,path=${opts.outDir},mount_tag=out,security_model=none,multidevs=remap`,
+      '-device',
+      'qemu-xhci,id=xhci',
+      '-qmp',
+      `unix:${qmpPath},server=on,wait=off`,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   child.stdout!.on('data', (d: Buffer) => (consoleText += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (consoleText += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -210,4 +230,3 @@ export async function bootBox(opts: BootOptions): Promise<Box> {
     },
   };
 }
-

@@ -127,7 +127,11 @@ export function readJournal(stateDir: string): JournalFacts {
     }));
     const verifiedByIngest = new Map<number, string[]>();
     const otherCopies = new Map<string, number>();
-    const rows = db.prepare('SELECT c.state, c.ingest_id, f.rel_path FROM copies c JOIN files f ON f.id = c.file_id').all() as Array<{ state: string; ingest_id: number; rel_path: string }>;
+    const rows = db.prepare('SELECT c.state, c.ingest_id, f.rel_path FROM copies c JOIN files f ON f.id = c.file_id').all() as Array<{
+      state: string;
+      ingest_id: number;
+      rel_path: string;
+    }>;
     for (const r of rows) {
       if (r.state === 'verified') verifiedByIngest.set(r.ingest_id, [...(verifiedByIngest.get(r.ingest_id) ?? []), r.rel_path]);
       else otherCopies.set(r.state, (otherCopies.get(r.state) ?? 0) + 1);

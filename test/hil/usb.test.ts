@@ -38,7 +38,9 @@ beforeAll(() => {
 
 afterAll(() => {
   const lines = timings.map(([name, ms]) => `  ${(ms / 1000).toFixed(1).padStart(6)} s  ${name}`);
-  process.stdout.write(`hardware-in-the-loop timings:\n${lines.join('\n')}\n  ${((Date.now() - suiteStart) / 1000).toFixed(1).padStart(6)} s  whole suite\n${notes.map((n) => `  ${n}\n`).join('')}`);
+  process.stdout.write(
+    `hardware-in-the-loop timings:\n${lines.join('\n')}\n  ${((Date.now() - suiteStart) / 1000).toFixed(1).padStart(6)} s  whole suite\n${notes.map((n) => `  ${n}\n`).join('')}`,
+  );
 });
 
 /** Records how long each phase of a test took, for the timings printed at the end. */
@@ -71,7 +73,10 @@ async function summaryOf(logs: string, name: string): Promise<Summary> {
 
 async function expectSameBytes(lib: string, source: Map<string, TreeFile>): Promise<void> {
   const dest = await hashTree(lib, { skip: isShuttleMeta });
-  expect([...dest.keys()].filter((k) => k.endsWith('.shuttle-tmp')), 'temp files left behind').toEqual([]);
+  expect(
+    [...dest.keys()].filter((k) => k.endsWith('.shuttle-tmp')),
+    'temp files left behind',
+  ).toEqual([]);
   expect(dest.size).toBe(source.size);
   expect(contents(dest)).toEqual(contents(source));
 }
@@ -174,10 +179,21 @@ test('a-camera-unplugged-mid-transfer-and-plugged-back-resumes-without-re-downlo
     expect(run1.status).not.toBe('complete');
     expect(verified1).toBeGreaterThan(0);
     expect(verified1).toBeLessThan(source.size);
-    expect(run1.errors.some((e) => e.code === 'DEVICE_GONE'), JSON.stringify(run1.errors.slice(0, 3))).toBe(true);
-    notes.push(`unplug: run 1 verified ${verified1} of ${source.size} files before the camera vanished (${run1.errors.length} errors, first: ${run1.errors[0]?.code} ${run1.errors[0]?.message})`);
+    expect(
+      run1.errors.some((e) => e.code === 'DEVICE_GONE'),
+      JSON.stringify(run1.errors.slice(0, 3)),
+    ).toBe(true);
+    notes.push(
+      `unplug: run 1 verified ${verified1} of ${source.size} files before the camera vanished (${run1.errors.length} errors, first: ${run1.errors[0]?.code} ${run1.errors[0]?.message})`,
+    );
     // Run 2 copied only what run 1 had not verified.
-    expect(run2, JSON.stringify(run2.errors.slice(0, 5))).toMatchObject({ files: source.size, status: 'complete', failed: 0, alreadyVerified: verified1, copied: source.size - verified1 });
+    expect(run2, JSON.stringify(run2.errors.slice(0, 5))).toMatchObject({
+      files: source.size,
+      status: 'complete',
+      failed: 0,
+      alreadyVerified: verified1,
+      copied: source.size - verified1,
+    });
     expect(guest.output).toMatch(/HIL:result run2 rc=0/);
     // The journal agrees: what run 1 verified was never copied again; every copy is verified now.
     const journal = readJournal(join(out, 'state'));
@@ -209,9 +225,12 @@ test('a-fat32-card-in-a-usb-card-reader-is-ingested-as-a-card-identified-by-its-
       env: {},
       workDir: join(work.path, 'vm'),
       qemuArgs: [
-        '-drive', `if=none,id=card,file=${card},format=raw,readonly=on`,
-        '-device', 'usb-storage,bus=xhci.0,drive=card,removable=on',
-        '-drive', `file=${disk},if=virtio,format=raw,cache=unsafe`,
+        '-drive',
+        `if=none,id=card,file=${card},format=raw,readonly=on`,
+        '-device',
+        'usb-storage,bus=xhci.0,drive=card,removable=on',
+        '-drive',
+        `file=${disk},if=virtio,format=raw,cache=unsafe`,
       ],
       timeoutMs: 240_000,
     });

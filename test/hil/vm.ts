@@ -48,7 +48,9 @@ export function requireHilPackages(extra: Array<{ pkg: string; tool: string }> =
   const missing = REQUIREMENTS.filter((r) => !r.present()).map((r) => r.pkg);
   for (const e of extra) if (!onPath(e.tool)) missing.push(e.pkg);
   if (missing.length > 0) {
-    throw new Error(`the hardware-in-the-loop suite needs Debian packages that are missing: ${[...new Set(missing)].join(' ')} (apt-get install -y ${[...new Set(missing)].join(' ')})`);
+    throw new Error(
+      `the hardware-in-the-loop suite needs Debian packages that are missing: ${[...new Set(missing)].join(' ')} (apt-get install -y ${[...new Set(missing)].join(' ')})`,
+    );
   }
   if (!existsSync(GUEST_NODE)) throw new Error(`no project Node runtime at ${GUEST_NODE} (npm ci)`);
   if (!existsSync(SHUTTLE_MAIN)) throw new Error(`no built CLI at ${SHUTTLE_MAIN} (npm run build)`);
@@ -79,7 +81,11 @@ export function ensureGuestImage(): GuestImage {
   // Compile what the guest will load (CLI, USB layer, ingest pipeline) into the cache; cheap when warm.
   const warm = spawnSync(
     GUEST_NODE,
-    ['--input-type=module', '-e', `await import(${JSON.stringify(SHUTTLE_MAIN.replace(/main\.js$/, 'cli/ingest.js'))}); await import(${JSON.stringify(SHUTTLE_MAIN.replace(/main\.js$/, 'device/usb-source.js'))}).catch(() => {});`],
+    [
+      '--input-type=module',
+      '-e',
+      `await import(${JSON.stringify(SHUTTLE_MAIN.replace(/main\.js$/, 'cli/ingest.js'))}); await import(${JSON.stringify(SHUTTLE_MAIN.replace(/main\.js$/, 'device/usb-source.js'))}).catch(() => {});`,
+    ],
     { env: { ...process.env, NODE_COMPILE_CACHE: compileCache }, stdio: 'ignore', timeout: 60_000 },
   );
   void warm;
@@ -126,21 +132,41 @@ export async function startGuest(opts: GuestOptions): Promise<RunningGuest> {
     HIL_LIB: join(GUEST_DIR, 'common.sh'),
     ...opts.env,
   };
-  await writeFile(envFile, Object.entries(env).map(([k, v]) => `${k}='${v.replace(/'/g, `'\\''`)}'\n`).join(''));
+  await writeFile(
+    envFile,
+    Object.entries(env)
+      .map(([k, v]) => `${k}='${v.replace(/'/g, `'\\''`)}'\n`)
+      .join(''),
+  );
   const qmpPath = join(opts.workDir, 'qmp.sock');
   const args = [
-    '-accel', 'tcg',
-    '-cpu', 'max',
-    '-m', String(opts.memoryMb ?? 2048),
-    '-smp', '2',
-    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    '-serial', 'stdio',
-    '-kernel', img.kernel,
-    '-initrd', img.initramfs,
-    '-append', `console=ttyS0 quiet loglevel=3 panic=-1 hil.script=${opts.script} hil.env=${envFile}`,
-    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
-    '-qmp', `unix:${qmpPath},server=on,wait=off`,
-    '-device', 'qemu-xhci,id=xhci',
+    '-accel',
+    'tcg',
+    '-cpu',
+    'max',
+    '-m',
+    String(opts.memoryMb ?? 2048),
+    '-smp',
+    '2',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-serial',
+    'stdio',
+    '-kernel',
+    img.kernel,
+    '-initrd',
+    img.initramfs,
+    '-append',
+    `console=ttyS0 quiet loglevel=3 panic=-1 hil.script=${opts.script} hil.env=${envFile}`,
+    '-virtfs',
+    'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+    '-qmp',
+    `unix:${qmpPath},server=on,wait=off`,
+    '-device',
+    'qemu-xhci,id=xhci',
     ...opts.qemuArgs,
   ];
   const child: ChildProcess = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -162,7 +188,12 @@ export async function startGuest(opts: GuestOptions): Promise<RunningGuest> {
     pending += text;
     let nl: number;
     while ((nl = pending.indexOf('\n')) >= 0) {
-      onLine(pending.slice(0, nl).replace(/\r$/, '').replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, ''));
+      onLine(
+        pending
+          .slice(0, nl)
+          .replace(/\r$/, '')
+          .replace(/\x1b\[[0-9;?]*[a-zA-Z]/g, ''),
+      );
       pending = pending.slice(nl + 1);
     }
   };
@@ -189,7 +220,13 @@ export async function startGuest(opts: GuestOptions): Promise<RunningGuest> {
     waitForLine(pattern, timeoutMs) {
       for (const line of output.split('\n')) if (pattern.test(line.replace(/\r$/, ''))) return Promise.resolve(line);
       return new Promise<string>((resolve, reject) => {
-        const w = { pattern, resolve: (l: string) => { clearTimeout(t); resolve(l); } };
+        const w = {
+          pattern,
+          resolve: (l: string) => {
+            clearTimeout(t);
+            resolve(l);
+          },
+        };
         const t = setTimeout(() => {
           watchers.delete(w);
           reject(new Error(`guest printed nothing matching ${pattern} within ${timeoutMs} ms`));
@@ -290,7 +327,13 @@ export class Qmp {
     const i = this.events.findIndex((e) => e['event'] === name);
     if (i >= 0) return Promise.resolve(this.events.splice(i, 1)[0] as Record<string, unknown>);
     return new Promise((resolve, reject) => {
-      const w = { name, resolve: (e: Record<string, unknown>) => { clearTimeout(t); resolve(e); } };
+      const w = {
+        name,
+        resolve: (e: Record<string, unknown>) => {
+          clearTimeout(t);
+          resolve(e);
+        },
+      };
       const t = setTimeout(() => {
         this.eventWaiters.delete(w);
         reject(new Error(`no QMP ${name} event within ${timeoutMs} ms`));

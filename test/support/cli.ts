@@ -22,7 +22,10 @@ export function spawnCli(args: string[], opts: CliOptions = {}): ChildProcess {
   const env: Record<string, string | undefined> = { ...process.env, TZ: 'UTC', SHUTTLE_LOG_LEVEL: 'warn', ...opts.env };
   for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
   if (opts.asUser) {
-    return spawn('setpriv', [`--reuid=${opts.asUser.uid}`, `--regid=${opts.asUser.gid}`, '--clear-groups', process.execPath, MAIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    return spawn('setpriv', [`--reuid=${opts.asUser.uid}`, `--regid=${opts.asUser.gid}`, '--clear-groups', process.execPath, MAIN, ...args], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
   }
   return spawn(process.execPath, [MAIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
 }

@@ -152,9 +152,7 @@ export class FaultProxy {
       const code = f.code ?? (f.status === 503 ? 'ServiceUnavailable' : 'InternalError');
       const xml = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>injected by the test fault proxy</Message></Error>`;
       responsesFlow = false;
-      client.end(
-        `HTTP/1.1 ${f.status} Injected\r\nContent-Type: application/xml\r\nContent-Length: ${Buffer.byteLength(xml)}\r\nConnection: close\r\n\r\n${xml}`,
-      );
+      client.end(`HTTP/1.1 ${f.status} Injected\r\nContent-Type: application/xml\r\nContent-Length: ${Buffer.byteLength(xml)}\r\nConnection: close\r\n\r\n${xml}`);
       upstream.destroy();
       dead = true;
     };

@@ -66,11 +66,15 @@ export function missingSwiftBinaries(): string[] {
 async function freePorts(count: number): Promise<number[]> {
   // Hold every listener until all are open, so the kernel cannot hand out the same port twice.
   const servers = await Promise.all(
-    Array.from({ length: count }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-      const s = createServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => resolve(s));
-    })),
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+          const s = createServer();
+          s.once('error', reject);
+          s.listen(0, '127.0.0.1', () => resolve(s));
+        }),
+    ),
   );
   const ports = servers.map((s) => (s.address() as AddressInfo).port);
   await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
@@ -164,10 +168,7 @@ export async function startSwift(options: StartSwiftOptions = {}): Promise<Swift
 
   try {
     await writeFile(join(etc, 'swift.conf'), await readFile(join(TEMPLATES, 'swift.conf'), 'utf8'));
-    await execFileAsync(swiftPython(), [
-      join(TEMPLATES, 'build-rings.py'),
-      ...STORAGE.map((service, i) => `${join(etc, service)}:${storagePorts[i] as number}`),
-    ]);
+    await execFileAsync(swiftPython(), [join(TEMPLATES, 'build-rings.py'), ...STORAGE.map((service, i) => `${join(etc, service)}:${storagePorts[i] as number}`)]);
     for (const [i, service] of STORAGE.entries()) {
       await writeFile(
         join(etc, `${service}-server.conf`),
@@ -258,7 +259,12 @@ export async function startSwift(options: StartSwiftOptions = {}): Promise<Swift
     };
   } catch (error) {
     const logText = await Promise.all(
-      [...STORAGE, 'proxy'].map((s) => readFile(join(logDir, `${s}.log`), 'utf8').then((t) => `--- ${s} ---\n${t.slice(-2000)}`, () => '')),
+      [...STORAGE, 'proxy'].map((s) =>
+        readFile(join(logDir, `${s}.log`), 'utf8').then(
+          (t) => `--- ${s} ---\n${t.slice(-2000)}`,
+          () => '',
+        ),
+      ),
     );
     await stopAll();
     await rm(dir, { recursive: true, force: true });

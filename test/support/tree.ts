@@ -18,7 +18,13 @@ export async function listTree(root: string, opts: { skipShuttle?: boolean } = {
       const rel = relative(root, abs).split('\\').join('/');
       if (opts.skipShuttle && (rel === '.shuttle' || rel === 'ascmhl')) continue;
       if (e.isDirectory()) await walk(abs);
-      else if (e.isFile()) out.set(rel, { size: (await stat(abs)).size, sha256: createHash('sha256').update(await readFile(abs)).digest('hex') });
+      else if (e.isFile())
+        out.set(rel, {
+          size: (await stat(abs)).size,
+          sha256: createHash('sha256')
+            .update(await readFile(abs))
+            .digest('hex'),
+        });
     }
   };
   await walk(root);

@@ -48,7 +48,12 @@ export async function writeTestFile(dir: string, name: string, size: number, see
 export async function expectedMultipartEtag(path: string, partSize: number): Promise<string> {
   const data = await readFile(path);
   const md5s: Buffer[] = [];
-  for (let off = 0; off < data.length; off += partSize) md5s.push(createHash('md5').update(data.subarray(off, off + partSize)).digest());
+  for (let off = 0; off < data.length; off += partSize)
+    md5s.push(
+      createHash('md5')
+        .update(data.subarray(off, off + partSize))
+        .digest(),
+    );
   return `${createHash('md5').update(Buffer.concat(md5s)).digest('hex')}-${md5s.length}`;
 }
 

@@ -4,7 +4,17 @@
  * the operations a PTP camera source uses and nothing else.
  */
 import { formatPtpDate } from '../../src/device/ptp/codec.js';
-import { AccessCapability, AssociationType, FilesystemType, ObjectFormat, OperationCode, ProtectionStatus, ROOT_OBJECTS, ResponseCode, StorageType } from '../../src/device/ptp/codes.js';
+import {
+  AccessCapability,
+  AssociationType,
+  FilesystemType,
+  ObjectFormat,
+  OperationCode,
+  ProtectionStatus,
+  ROOT_OBJECTS,
+  ResponseCode,
+  StorageType,
+} from '../../src/device/ptp/codes.js';
 import { encodeDeviceInfo, encodeObjectInfo, encodeStorageInfo, encodeU32Array, type DeviceInfo } from '../../src/device/ptp/datasets.js';
 import type { CommandHandler } from '../usb-fake-link.js';
 
@@ -64,8 +74,15 @@ export function fakeCameraHandler(files: readonly FakeCameraFile[], opts: FakeCa
     vendorExtensionDesc: '',
     functionalMode: 0,
     operationsSupported: [
-      OperationCode.GetDeviceInfo, OperationCode.OpenSession, OperationCode.CloseSession, OperationCode.GetStorageIDs, OperationCode.GetStorageInfo,
-      OperationCode.GetObjectHandles, OperationCode.GetObjectInfo, OperationCode.GetObject, OperationCode.GetPartialObject,
+      OperationCode.GetDeviceInfo,
+      OperationCode.OpenSession,
+      OperationCode.CloseSession,
+      OperationCode.GetStorageIDs,
+      OperationCode.GetStorageInfo,
+      OperationCode.GetObjectHandles,
+      OperationCode.GetObjectInfo,
+      OperationCode.GetObject,
+      OperationCode.GetPartialObject,
     ],
     eventsSupported: [],
     devicePropertiesSupported: [],
@@ -95,8 +112,14 @@ export function fakeCameraHandler(files: readonly FakeCameraFile[], opts: FakeCa
       case OperationCode.GetStorageInfo:
         return reply(
           encodeStorageInfo({
-            storageType: StorageType.RemovableRAM, filesystemType: FilesystemType.GenericHierarchical, accessCapability: AccessCapability.ReadOnlyWithDeletion,
-            maxCapacity: 1n << 34n, freeSpaceInBytes: 1n << 33n, freeSpaceInImages: 1000, storageDescription: opts.storageDescription ?? 'SD', volumeLabel: '',
+            storageType: StorageType.RemovableRAM,
+            filesystemType: FilesystemType.GenericHierarchical,
+            accessCapability: AccessCapability.ReadOnlyWithDeletion,
+            maxCapacity: 1n << 34n,
+            freeSpaceInBytes: 1n << 33n,
+            freeSpaceInImages: 1000,
+            storageDescription: opts.storageDescription ?? 'SD',
+            volumeLabel: '',
           }),
         );
       case OperationCode.GetObjectHandles: {
@@ -109,11 +132,25 @@ export function fakeCameraHandler(files: readonly FakeCameraFile[], opts: FakeCa
         const date = object.file ? formatPtpDate(object.file.mtimeMs, { timeZone: 'UTC', zoneMarker: 'Z', tenths: true }) : '';
         return reply(
           encodeObjectInfo({
-            storageId: FAKE_STORAGE_ID, objectFormat: object.file ? ObjectFormat.Undefined : ObjectFormat.Association, protectionStatus: ProtectionStatus.ReadOnly,
-            compressedSize: object.file?.content.length ?? 0, thumbFormat: 0, thumbCompressedSize: 0, thumbPixWidth: 0, thumbPixHeight: 0,
-            imagePixWidth: 0, imagePixHeight: 0, imageBitDepth: 0, parentObject: object.parent,
-            associationType: object.file ? AssociationType.Undefined : AssociationType.GenericFolder, associationDesc: 0, sequenceNumber: 0,
-            filename: object.name, captureDate: date, modificationDate: date, keywords: '',
+            storageId: FAKE_STORAGE_ID,
+            objectFormat: object.file ? ObjectFormat.Undefined : ObjectFormat.Association,
+            protectionStatus: ProtectionStatus.ReadOnly,
+            compressedSize: object.file?.content.length ?? 0,
+            thumbFormat: 0,
+            thumbCompressedSize: 0,
+            thumbPixWidth: 0,
+            thumbPixHeight: 0,
+            imagePixWidth: 0,
+            imagePixHeight: 0,
+            imageBitDepth: 0,
+            parentObject: object.parent,
+            associationType: object.file ? AssociationType.Undefined : AssociationType.GenericFolder,
+            associationDesc: 0,
+            sequenceNumber: 0,
+            filename: object.name,
+            captureDate: date,
+            modificationDate: date,
+            keywords: '',
           }),
         );
       }

@@ -13,7 +13,6 @@ const SYSTEM_DIRS = new Set(['System Volume Information', '$RECYCLE.BIN', '.Tras
 
 export const READ_CHUNK = 1024 * 1024;
 
-
 /**
  * Streams a file in fixed-size chunks from an offset. With `recycle`, chunks are views of a small ring
  * of page-aligned buffers (see OpenOptions.recycle) and the file is read with O_DIRECT where the
@@ -86,7 +85,12 @@ class FileChunks extends Readable {
           void this.#reopenBuffered();
           return;
         }
-        this.destroy(new ShuttleError('SOURCE_UNREADABLE', `reading ${this.path} failed: ${errnoCode(cause) ?? String(cause)}`, { cause, context: { path: this.path, offset: this.#position } }));
+        this.destroy(
+          new ShuttleError('SOURCE_UNREADABLE', `reading ${this.path} failed: ${errnoCode(cause) ?? String(cause)}`, {
+            cause,
+            context: { path: this.path, offset: this.#position },
+          }),
+        );
       },
     );
   }
@@ -111,8 +115,14 @@ class FileChunks extends Readable {
       this.#ring = [];
     };
     this.handle.close().then(
-      () => { release(); cb(err); },
-      () => { release(); cb(err); },
+      () => {
+        release();
+        cb(err);
+      },
+      () => {
+        release();
+        cb(err);
+      },
     );
   }
 }
@@ -232,7 +242,9 @@ export class FolderSource implements Source {
       const escaped = folder.escaped || e.escaped;
       const twin = entries[i - 1]?.name === e.name || entries[i + 1]?.name === e.name;
       if (twin && e.escaped) {
-        const error = new ShuttleError('NAME_INVALID', `${join(this.root, rel)}: its name is not valid UTF-8 and reads like another entry's name in the same folder`, { context: { path: rel } });
+        const error = new ShuttleError('NAME_INVALID', `${join(this.root, rel)}: its name is not valid UTF-8 and reads like another entry's name in the same folder`, {
+          context: { path: rel },
+        });
         yield { path: rel, error, ...this.#pathBytes(abs, escaped) };
         continue;
       }
@@ -282,7 +294,10 @@ export class FolderSource implements Source {
       checkListed(st, item, shown);
       const reopen = async (): Promise<FileHandle> => {
         const again = await openFile(at, SAFE_OPEN);
-        const now = await again.stat().catch(async (e: unknown) => { await again.close().catch(() => {}); throw e; });
+        const now = await again.stat().catch(async (e: unknown) => {
+          await again.close().catch(() => {});
+          throw e;
+        });
         if (now.dev !== st.dev || now.ino !== st.ino) {
           await again.close().catch(() => {});
           throw new ShuttleError('SOURCE_CHANGED', `${shown} was replaced while it was read`, { context: { path: item.path } });

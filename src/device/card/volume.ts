@@ -137,8 +137,7 @@ async function identify(mount: FoundMount, files: SystemFiles, signal: AbortSign
   // The kernel names the root filesystem's device `/dev/root` when it mounted it itself; findmnt shows the real node.
   if (device === '/dev/root' && mount.major !== 0) device = (await kernelDeviceName(mount, files)) ?? device;
   const devno = (await blockDeviceNumber(device)) ?? (mount.major !== 0 ? { major: mount.major, minor: mount.minor } : undefined);
-  const [sysRemovable, udevAnswer] =
-    devno === undefined ? [false, undefined] : await Promise.all([isRemovableOrHotplug(devno, files), udevFilesystemTags(device, devno, files)]);
+  const [sysRemovable, udevAnswer] = devno === undefined ? [false, undefined] : await Promise.all([isRemovableOrHotplug(devno, files), udevFilesystemTags(device, devno, files)]);
   let removable = sysRemovable;
   if (udevAnswer === 'stale') {
     // lsblk reads the same outdated record: only the device itself tells what it holds now.

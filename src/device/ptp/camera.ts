@@ -321,7 +321,9 @@ export class PtpCamera {
     const { signal } = opts;
     const timeoutMs = opts.timeoutMs ?? CAPTURE_TIMEOUT_MS;
     if (!this.supports(OperationCode.InitiateCapture)) {
-      throw new ShuttleError('PTP_RESPONSE', `${this.info.model} does not offer InitiateCapture`, { context: { operation: 'InitiateCapture', responseCode: ResponseCode.OperationNotSupported } });
+      throw new ShuttleError('PTP_RESPONSE', `${this.info.model} does not offer InitiateCapture`, {
+        context: { operation: 'InitiateCapture', responseCode: ResponseCode.OperationNotSupported },
+      });
     }
     const events = this.session.subscribe();
     try {

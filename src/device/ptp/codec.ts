@@ -7,7 +7,11 @@
 import { ShuttleError, type ErrorContexts } from '../../errors.js';
 import { checkTimeZone, instantOf, zoneOffsetMs, type WallClock } from '../../time-zone.js';
 
-export function protocolError(operation: string, message: string, context: Omit<ErrorContexts['PTP_PROTOCOL'], 'operation'> & Record<string, unknown> = {}): ShuttleError<'PTP_PROTOCOL'> {
+export function protocolError(
+  operation: string,
+  message: string,
+  context: Omit<ErrorContexts['PTP_PROTOCOL'], 'operation'> & Record<string, unknown> = {},
+): ShuttleError<'PTP_PROTOCOL'> {
   return new ShuttleError('PTP_PROTOCOL', `${operation}: ${message}`, { context: { operation, ...context } });
 }
 

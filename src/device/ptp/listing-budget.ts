@@ -42,7 +42,11 @@ export class ListingBudget {
     this.entries += n;
     const max = this.limits.maxListedEntries;
     if (this.entries > max) {
-      throw this.exceeded(`the camera listed more than ${max} entries (objects, folders and repeats); a camera that lists without end is broken`, { limit: 'maxListedEntries', max, listed: this.entries });
+      throw this.exceeded(`the camera listed more than ${max} entries (objects, folders and repeats); a camera that lists without end is broken`, {
+        limit: 'maxListedEntries',
+        max,
+        listed: this.entries,
+      });
     }
   }
 

@@ -260,10 +260,14 @@ export class PtpSession {
       floor,
       () => new ShuttleError('PTP_TIMEOUT', `${opName}: the device sent nothing for ${timeoutMs} ms`, { context: { ...context, timeoutMs }, retryable: true }),
       (bytes, waitedMs) =>
-        new ShuttleError('PTP_TIMEOUT', `${opName}: the device sent only ${bytes} bytes in ${(waitedMs / 1000).toFixed(1)} s, slower than the floor of ${rate} bytes/s; transfer abandoned`, {
-          context: { ...context, bytes, waitedMs, minDataRate: rate },
-          retryable: true,
-        }),
+        new ShuttleError(
+          'PTP_TIMEOUT',
+          `${opName}: the device sent only ${bytes} bytes in ${(waitedMs / 1000).toFixed(1)} s, slower than the floor of ${rate} bytes/s; transfer abandoned`,
+          {
+            context: { ...context, bytes, waitedMs, minDataRate: rate },
+            retryable: true,
+          },
+        ),
     );
     const link = linkSignals(signal, timer.signal);
     const linkSignal = link.signal;

@@ -19,7 +19,7 @@ export interface PtpCommand {
 
 /** What the device sends on the command/data channel, in order. Data arrives as slices; never a whole object. */
 export type PtpIncoming =
-  | { kind: 'data-start'; transactionId: number; code?: number; /** Payload bytes announced, undefined when unknown. */ totalLength: number | undefined }
+  | { kind: 'data-start'; transactionId: number; code?: number /** Payload bytes announced, undefined when unknown. */; totalLength: number | undefined }
   | { kind: 'data'; transactionId: number; bytes: Uint8Array }
   | { kind: 'data-end'; transactionId: number }
   | { kind: 'response'; code: number; transactionId: number; params: number[] };

@@ -68,7 +68,16 @@ function decodeRecord(rec: Uint8Array, code: number): CanonEosEvent {
       const o = code === CanonEosEventCode.ObjectAddedEx ? OA : OA64;
       // libgphoto2 wants at least one name byte; a record without one is not usable.
       if (rec.byteLength < o.name + 1) break;
-      return { kind: 'object-added', code, handle: u32(o.handle), storageId: u32(o.storage), format: u16(o.format), size: u32(o.size), parent: u32(o.parent), filename: cString(rec, o.name) };
+      return {
+        kind: 'object-added',
+        code,
+        handle: u32(o.handle),
+        storageId: u32(o.storage),
+        format: u16(o.format),
+        size: u32(o.size),
+        parent: u32(o.parent),
+        filename: cString(rec, o.name),
+      };
     }
     case CanonEosEventCode.RequestObjectTransfer:
     case CanonEosEventCode.RequestObjectTransfer64:
@@ -135,7 +144,9 @@ export function encodeCanonEosEvents(events: readonly CanonEosEvent[]): Buffer {
       rec.bytes(Buffer.alloc(Math.max(0, e.length - RECORD_HEADER)));
     }
     const payload = rec.toBuffer();
-    w.u32(RECORD_HEADER + payload.length).u32(e.code).bytes(payload);
+    w.u32(RECORD_HEADER + payload.length)
+      .u32(e.code)
+      .bytes(payload);
   }
   w.u32(RECORD_HEADER).u32(0);
   return w.toBuffer();

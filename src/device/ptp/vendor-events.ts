@@ -14,14 +14,7 @@ import { decodeU32Array, type DeviceInfo } from './datasets.js';
 import { vendorOf, type UsbDeviceIds } from './quirks.js';
 import { responseCodeOf, type PtpSession } from './session.js';
 import type { PtpEvent } from './transport.js';
-import {
-  decodeCanonEosEvents,
-  decodeNikonEvents,
-  standardEventOfCanon,
-  standardEventOfNikon,
-  type CanonEosEvent,
-  type NikonEvent,
-} from './vendor-events-decode.js';
+import { decodeCanonEosEvents, decodeNikonEvents, standardEventOfCanon, standardEventOfNikon, type CanonEosEvent, type NikonEvent } from './vendor-events-decode.js';
 
 export const CanonEosOperation = {
   SetRemoteMode: 0x9114,

@@ -197,14 +197,15 @@ export class PacketSocket {
     this.socket.cork();
     list.forEach((b, i) => {
       const last = i === list.length - 1;
-      ok = opts.flushed && last
-        ? this.socket.write(b, (err) => {
-            // A failed write also closes the socket: onClose rejects.
-            if (err) return;
-            written = true;
-            onWritten?.();
-          })
-        : this.socket.write(b);
+      ok =
+        opts.flushed && last
+          ? this.socket.write(b, (err) => {
+              // A failed write also closes the socket: onClose rejects.
+              if (err) return;
+              written = true;
+              onWritten?.();
+            })
+          : this.socket.write(b);
     });
     this.socket.uncork();
     if (list.length === 0) written = true;

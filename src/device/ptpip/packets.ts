@@ -354,7 +354,8 @@ export class PacketDecoder {
       throw protocolError('decode PTP/IP', `unknown packet type ${type} at stream offset ${this.offset}`, { ...where, expected: 'type 1..14', actual: type });
     }
     if (type === PacketType.Data || type === PacketType.EndData) {
-      if (length < 12) throw protocolError('decode PTP/IP', `data packet length ${length} at stream offset ${this.offset} is shorter than its 12-byte header`, { ...where, actual: length });
+      if (length < 12)
+        throw protocolError('decode PTP/IP', `data packet length ${length} at stream offset ${this.offset} is shorter than its 12-byte header`, { ...where, actual: length });
       return;
     }
     if (length < PTPIP_HEADER_LENGTH || length > this.maxControlLength) {

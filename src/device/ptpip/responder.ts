@@ -10,15 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { ShuttleError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { ResponseCode, hex16, operationName } from '../ptp/codes.js';
-import {
-  DataPhaseInfo,
-  InitFailReason,
-  PTPIP_VERSION,
-  UNKNOWN_TOTAL_LENGTH,
-  encodeControlPacket,
-  encodeDataPacketHeader,
-  type ControlPacket,
-} from './packets.js';
+import { DataPhaseInfo, InitFailReason, PTPIP_VERSION, UNKNOWN_TOTAL_LENGTH, encodeControlPacket, encodeDataPacketHeader, type ControlPacket } from './packets.js';
 import { PacketSocket } from './packet-socket.js';
 
 export interface ResponderRequest {
@@ -98,7 +90,12 @@ export class PtpIpResponder {
   listen(): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void =>
-        reject(new ShuttleError('TRANSPORT', `cannot listen on ${this.opts.host ?? '127.0.0.1'}:${this.opts.port ?? 15740}: ${err.message}`, { cause: err, context: { host: this.opts.host, port: this.opts.port } }));
+        reject(
+          new ShuttleError('TRANSPORT', `cannot listen on ${this.opts.host ?? '127.0.0.1'}:${this.opts.port ?? 15740}: ${err.message}`, {
+            cause: err,
+            context: { host: this.opts.host, port: this.opts.port },
+          }),
+        );
       this.server.once('error', onError);
       this.server.listen(this.opts.port ?? 15740, this.opts.host ?? '127.0.0.1', () => {
         this.server.off('error', onError);
@@ -373,7 +370,8 @@ export class PtpIpResponder {
           if (cancelled()) return false;
           const piece = chunk.subarray(off, off + MAX_DATA_PACKET_PAYLOAD);
           off += piece.byteLength;
-          if (sent + piece.byteLength > stream.length) throw new ShuttleError('SOURCE_CHANGED', `object grew past the ${stream.length} bytes announced`, { context: { transactionId: tid } });
+          if (sent + piece.byteLength > stream.length)
+            throw new ShuttleError('SOURCE_CHANGED', `object grew past the ${stream.length} bytes announced`, { context: { transactionId: tid } });
           sent += piece.byteLength;
           // The stream may reuse the chunk's buffer once it is pulled again: the chunk's last piece is flushed first.
           await cmd.write([encodeDataPacketHeader(sent === stream.length, tid, piece.byteLength), piece], signal, { flushed: off >= chunk.byteLength });

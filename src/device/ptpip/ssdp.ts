@@ -64,10 +64,7 @@ export function parseSsdpMessage(bytes: Uint8Array, address: string): SsdpMessag
 }
 
 export function encodeMSearch(target: string, mxSeconds: number): Buffer {
-  return Buffer.from(
-    ['M-SEARCH * HTTP/1.1', `HOST: ${SSDP_ADDRESS}:${SSDP_PORT}`, 'MAN: "ssdp:discover"', `MX: ${mxSeconds}`, `ST: ${target}`, '', ''].join('\r\n'),
-    'latin1',
-  );
+  return Buffer.from(['M-SEARCH * HTTP/1.1', `HOST: ${SSDP_ADDRESS}:${SSDP_PORT}`, 'MAN: "ssdp:discover"', `MX: ${mxSeconds}`, `ST: ${target}`, '', ''].join('\r\n'), 'latin1');
 }
 
 export interface SsdpSearchOptions {

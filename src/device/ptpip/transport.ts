@@ -144,7 +144,8 @@ async function nextControl(sock: PacketSocket, signal: AbortSignal, what: string
 }
 
 function initFailError(reason: number, context: Record<string, unknown>): ShuttleError {
-  const why = reason === InitFailReason.Busy ? 'busy (another initiator is connected)' : reason === InitFailReason.Rejected ? 'rejected this initiator' : `refused (reason ${reason})`;
+  const why =
+    reason === InitFailReason.Busy ? 'busy (another initiator is connected)' : reason === InitFailReason.Rejected ? 'rejected this initiator' : `refused (reason ${reason})`;
   return new ShuttleError('TRANSPORT', `camera ${why}`, { context: { ...context, initFailReason: reason }, retryable: reason === InitFailReason.Busy });
 }
 
@@ -171,7 +172,8 @@ export async function connectPtpIp(opts: PtpIpConnectOptions): Promise<PtpIpTran
     await cmd.write(encodeControlPacket({ type: 'InitCommandRequest', guid: opts.identity.guid, friendlyName: opts.identity.friendlyName, protocolVersion: PTPIP_VERSION }), hs);
     const ack = await nextControl(cmd, hs, 'InitCommandAck');
     if (ack.type === 'InitFail') throw initFailError(ack.reason, context);
-    if (ack.type !== 'InitCommandAck') throw protocolError('PTP/IP handshake', `expected InitCommandAck, got ${ack.type}`, { ...context, expected: 'InitCommandAck', actual: ack.type });
+    if (ack.type !== 'InitCommandAck')
+      throw protocolError('PTP/IP handshake', `expected InitCommandAck, got ${ack.type}`, { ...context, expected: 'InitCommandAck', actual: ack.type });
     const responder: ResponderIdentity = {
       connectionNumber: ack.connectionNumber,
       guid: ack.guid,
@@ -196,7 +198,8 @@ export async function connectPtpIp(opts: PtpIpConnectOptions): Promise<PtpIpTran
     await evt.write(encodeControlPacket({ type: 'InitEventRequest', connectionNumber: responder.connectionNumber }), hs);
     const evAck = await nextControl(evt, hs, 'InitEventAck');
     if (evAck.type === 'InitFail') throw initFailError(evAck.reason, context);
-    if (evAck.type !== 'InitEventAck') throw protocolError('PTP/IP handshake', `expected InitEventAck, got ${evAck.type}`, { ...context, expected: 'InitEventAck', actual: evAck.type });
+    if (evAck.type !== 'InitEventAck')
+      throw protocolError('PTP/IP handshake', `expected InitEventAck, got ${evAck.type}`, { ...context, expected: 'InitEventAck', actual: evAck.type });
     return new PtpIpTransport(cmd, evt, responder, log, context);
   } catch (err) {
     cmd.close();

@@ -28,10 +28,7 @@ export interface UsbCameraInfo {
   problem?: string;
 }
 
-export type UsbSelector =
-  | { kind: 'any' }
-  | { kind: 'ids'; vendorId: number; productId: number }
-  | { kind: 'location'; busNumber: number; portPath: string };
+export type UsbSelector = { kind: 'any' } | { kind: 'ids'; vendorId: number; productId: number } | { kind: 'location'; busNumber: number; portPath: string };
 
 const STILL_IMAGE_CLASS = 0x06;
 const VENDOR_SPECIFIC_CLASS = 0xff;
@@ -128,7 +125,10 @@ function candidatesOf(device: Device): Candidate[] {
     }
     if (d.bInterfaceClass === VENDOR_SPECIFIC_CLASS && d.bNumEndpoints === 3) {
       // MTP's shape: bulk in, bulk out, interrupt in.
-      const types = d.endpoints.map((e) => `${e.bmAttributes & 0x03}${e.bEndpointAddress & 0x80 ? 'i' : 'o'}`).sort().join(',');
+      const types = d.endpoints
+        .map((e) => `${e.bmAttributes & 0x03}${e.bEndpointAddress & 0x80 ? 'i' : 'o'}`)
+        .sort()
+        .join(',');
       if (types === '2i,2o,3i') out.push({ device, interfaceNumber: d.bInterfaceNumber, protocol: 'mtp', confirm: true, interfaceString: d.iInterface });
     }
   }

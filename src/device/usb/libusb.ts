@@ -16,7 +16,9 @@ let loaded: Promise<UsbModule> | undefined;
 export function loadUsb(): Promise<UsbModule> {
   loaded ??= import('usb').catch((cause: unknown) => {
     loaded = undefined;
-    throw new ShuttleError('TRANSPORT', `USB support is unavailable: ${cause instanceof Error ? cause.message : String(cause)} (the usb binding needs libudev1 and libusb-1.0-0)`, { cause });
+    throw new ShuttleError('TRANSPORT', `USB support is unavailable: ${cause instanceof Error ? cause.message : String(cause)} (the usb binding needs libudev1 and libusb-1.0-0)`, {
+      cause,
+    });
   });
   return loaded;
 }
@@ -251,10 +253,7 @@ class LibusbLink implements UsbLink {
       this.polling = false;
       await withTimeout(new Promise<void>((resolve) => ep.stopPoll(() => resolve())), CLOSE_STEP_TIMEOUT_MS);
     }
-    await withTimeout(
-      new Promise<void>((resolve, reject) => this.iface.release(true, (err) => (err ? reject(err) : resolve()))),
-      CLOSE_STEP_TIMEOUT_MS,
-    ).catch(() => undefined);
+    await withTimeout(new Promise<void>((resolve, reject) => this.iface.release(true, (err) => (err ? reject(err) : resolve()))), CLOSE_STEP_TIMEOUT_MS).catch(() => undefined);
     if (this.detachedKernelDriver) {
       try {
         this.iface.attachKernelDriver();
@@ -295,7 +294,10 @@ function openError(err: unknown, context: Record<string, unknown>, doing: string
         : e.failure === 'gone'
           ? ': the camera was disconnected'
           : '';
-  return new ShuttleError(e.failure === 'gone' ? 'DEVICE_GONE' : 'TRANSPORT', `${doing} failed (${e.message})${hint}`, { context: { ...context, usbError: e.failure, errno: e.errno }, cause: err });
+  return new ShuttleError(e.failure === 'gone' ? 'DEVICE_GONE' : 'TRANSPORT', `${doing} failed (${e.message})${hint}`, {
+    context: { ...context, usbError: e.failure, errno: e.errno },
+    cause: err,
+  });
 }
 
 /** Opens the device and claims the PTP interface. The device must come from node-usb's device list. */

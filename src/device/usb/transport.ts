@@ -6,14 +6,7 @@
 import { abortable, sleep } from '../../async.js';
 import { ShuttleError, abortReason, throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
-import {
-  CONTAINER_HEADER_LENGTH,
-  ContainerType,
-  MAX_OPERATION_PARAMS,
-  decodeContainerHeader,
-  encodeDataContainerHeader,
-  encodeOperationContainer,
-} from '../ptp/codec.js';
+import { CONTAINER_HEADER_LENGTH, ContainerType, MAX_OPERATION_PARAMS, decodeContainerHeader, encodeDataContainerHeader, encodeOperationContainer } from '../ptp/codec.js';
 import { OperationCode, ResponseCode, hex16 } from '../ptp/codes.js';
 import { DEFAULT_USB_QUIRKS, type UsbTransportQuirks } from '../ptp/quirks.js';
 import { PtpEventListeners, type PtpCommand, type PtpEvent, type PtpIncoming, type PtpTransport } from '../ptp/transport.js';
@@ -156,7 +149,9 @@ export class UsbPtpTransport implements PtpTransport {
       for await (const chunk of chunks) {
         sent += chunk.byteLength;
         if (sent > totalLength) {
-          throw new ShuttleError('INTERNAL', `data-out source yields more than the ${totalLength} bytes announced`, { context: { ...this.context, code: hex16(code), transactionId } });
+          throw new ShuttleError('INTERNAL', `data-out source yields more than the ${totalLength} bytes announced`, {
+            context: { ...this.context, code: hex16(code), transactionId },
+          });
         }
         pending = pending.length === 0 ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) : Buffer.concat([pending, chunk]);
         // Only whole blocks go out before the end: a short transfer would end the container early.

@@ -64,12 +64,7 @@ export function hashElement(entry: ManifestEntry): string {
   if (hashes === '') {
     throw new ShuttleError('INTERNAL', `"${entry.path}" has no hash an MHL can hold (md5, xxh128 or xxh64)`, { context: { ...ctx, algorithms: Object.keys(entry.hashes) } });
   }
-  return (
-    `    <hash>\n` +
-    `      <path size="${entry.size}" lastmodificationdate="${modified}">${escapeXml(entry.path)}</path>\n` +
-    hashes +
-    `    </hash>\n`
-  );
+  return `    <hash>\n` + `      <path size="${entry.size}" lastmodificationdate="${modified}">${escapeXml(entry.path)}</path>\n` + hashes + `    </hash>\n`;
 }
 
 /** Everything before the first `<hash>`. */

@@ -21,10 +21,7 @@ export function rootFolderName(destRoot: string): string {
 /** `YYYY-MM-DD_HHMMSSZ` in UTC, as the spec's file naming convention wants. */
 export function fileNameTimestamp(date: Date): string {
   const p = (n: number, w = 2): string => String(n).padStart(w, '0');
-  return (
-    `${p(date.getUTCFullYear(), 4)}-${p(date.getUTCMonth() + 1)}-${p(date.getUTCDate())}_` +
-    `${p(date.getUTCHours())}${p(date.getUTCMinutes())}${p(date.getUTCSeconds())}Z`
-  );
+  return `${p(date.getUTCFullYear(), 4)}-${p(date.getUTCMonth() + 1)}-${p(date.getUTCDate())}_` + `${p(date.getUTCHours())}${p(date.getUTCMinutes())}${p(date.getUTCSeconds())}Z`;
 }
 
 export function generationFileName(sequence: number, folderName: string, date: Date): string {

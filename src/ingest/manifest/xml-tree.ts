@@ -90,9 +90,7 @@ export function parseXmlDocument(xml: string, file: string): XmlElement {
   } catch (err) {
     throw invalid(file, `malformed XML: ${(err as Error).message}`, {}, err);
   }
-  const roots = (Array.isArray(nodes) ? (nodes as OrderedNode[]) : [])
-    .map((n) => toElement(n, file))
-    .filter((e): e is XmlElement => e !== undefined);
+  const roots = (Array.isArray(nodes) ? (nodes as OrderedNode[]) : []).map((n) => toElement(n, file)).filter((e): e is XmlElement => e !== undefined);
   if (roots.length !== 1) throw invalid(file, `expected one root element, found ${roots.length}`);
   return roots[0]!;
 }
