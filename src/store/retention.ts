@@ -1,5 +1,5 @@
-import type { SQLInputValue } from 'node:sqlite';
-import { journalStatement, type Journal } from './journal.js';
+import type { Journal } from './journal.js';
+import { JournalTables } from './journal-tables.js';
 import { LOCAL_COPY_COLUMNS, toLocalCopy, type LocalCopy, type LocalCopyRow } from './upload-queue.js';
 
 /**
@@ -24,31 +24,13 @@ export interface PruneCandidate {
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
-export class RetentionStore {
-  readonly #journal: Journal;
-
-  constructor(journal: Journal) {
-    this.#journal = journal;
-  }
-
-  #get<T>(sql: string, ...params: SQLInputValue[]): T | undefined {
-    return journalStatement(this.#journal, sql).get(...params) as T | undefined;
-  }
-
-  #all<T>(sql: string, ...params: SQLInputValue[]): T[] {
-    return journalStatement(this.#journal, sql).all(...params) as T[];
-  }
-
-  #run(sql: string, ...params: SQLInputValue[]): void {
-    journalStatement(this.#journal, sql).run(...params);
-  }
-
+export class RetentionStore extends JournalTables {
   /**
    * Local copies retention may remove: verified, their content verified in the cloud, not shared with
    * another copy row (dedup), and not their file's last verified copy. Oldest first.
    */
   pruneCandidates(): PruneCandidate[] {
-    return this.#all<{
+    return this.selectAll<{
       id: number;
       file_id: number;
       dest_id: number;
@@ -88,7 +70,7 @@ export class RetentionStore {
 
   /** The file's other verified copies (to confirm on disk that one survives a prune). */
   otherVerifiedCopies(fileId: number, exceptCopyId: number): LocalCopy[] {
-    return this.#all<LocalCopyRow>(
+    return this.selectAll<LocalCopyRow>(
       `SELECT ${LOCAL_COPY_COLUMNS} FROM copies c JOIN destinations d ON d.id = c.dest_id
        WHERE c.file_id = ? AND c.state = 'verified' AND c.id != ? AND c.dest_path IS NOT NULL ORDER BY c.dest_id`,
       fileId,
@@ -101,12 +83,12 @@ export class RetentionStore {
    * the copy is still verified and not its file's last verified copy; false means "do not delete".
    */
   recordPrune(c: Pick<PruneCandidate, 'copyId' | 'fileId' | 'destId' | 'destPath' | 'size' | 'queueId'>, reason: string, now = Date.now()): boolean {
-    return this.#journal.tx(() => {
-      const still = this.#get<{ n: number }>(`SELECT count(*) AS n FROM copies WHERE id = ? AND state = 'verified'`, c.copyId)?.n ?? 0;
-      const others = this.#get<{ n: number }>(`SELECT count(*) AS n FROM copies WHERE file_id = ? AND state = 'verified' AND id != ?`, c.fileId, c.copyId)?.n ?? 0;
+    return this.journal.tx(() => {
+      const still = this.selectOne<{ n: number }>(`SELECT count(*) AS n FROM copies WHERE id = ? AND state = 'verified'`, c.copyId)?.n ?? 0;
+      const others = this.selectOne<{ n: number }>(`SELECT count(*) AS n FROM copies WHERE file_id = ? AND state = 'verified' AND id != ?`, c.fileId, c.copyId)?.n ?? 0;
       if (still === 0 || others === 0) return false;
-      this.#run(`UPDATE copies SET state = 'pruned', updated_at = ? WHERE id = ?`, iso(now), c.copyId);
-      this.#run(
+      this.exec(`UPDATE copies SET state = 'pruned', updated_at = ? WHERE id = ?`, iso(now), c.copyId);
+      this.exec(
         `INSERT INTO copy_prunes (copy_id, dest_id, dest_path, size, reason, queue_id, pruned_at) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(copy_id) DO UPDATE SET dest_path = excluded.dest_path, size = excluded.size, reason = excluded.reason, queue_id = excluded.queue_id, pruned_at = excluded.pruned_at`,
         c.copyId,

@@ -1,7 +1,7 @@
 import { posix } from 'node:path';
-import type { SQLInputValue } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
-import { journalStatement, type Journal } from './journal.js';
+import type { Journal } from './journal.js';
+import { JournalTables } from './journal-tables.js';
 
 /**
  * The upload queue: one journal row per file and S3 target, so that what is still to upload survives
@@ -160,29 +160,10 @@ export function priorityOf(name: string, order: readonly string[]): number {
   return star >= 0 ? star : order.length;
 }
 
-export class UploadQueue {
-  readonly #journal: Journal;
-
-  constructor(journal: Journal) {
-    this.#journal = journal;
-  }
-
-  #get<T>(sql: string, ...params: SQLInputValue[]): T | undefined {
-    return journalStatement(this.#journal, sql).get(...params) as T | undefined;
-  }
-
-  #all<T>(sql: string, ...params: SQLInputValue[]): T[] {
-    return journalStatement(this.#journal, sql).all(...params) as T[];
-  }
-
-  #run(sql: string, ...params: SQLInputValue[]): { changes: number; lastInsertRowid: number } {
-    const r = journalStatement(this.#journal, sql).run(...params);
-    return { changes: Number(r.changes), lastInsertRowid: Number(r.lastInsertRowid) };
-  }
-
+export class UploadQueue extends JournalTables {
   /** Every file with a verified copy anywhere. */
   verifiedFiles(): number[] {
-    return this.#all<{ file_id: number }>(`SELECT DISTINCT file_id FROM copies WHERE state = 'verified' ORDER BY file_id`).map((r) => r.file_id);
+    return this.selectAll<{ file_id: number }>(`SELECT DISTINCT file_id FROM copies WHERE state = 'verified' ORDER BY file_id`).map((r) => r.file_id);
   }
 
   /**
@@ -205,21 +186,21 @@ export class UploadQueue {
 
   #enqueue(fileIds: readonly number[], target: QueueTarget, now: number): EnqueueResult {
     const result: EnqueueResult = { rowIds: [], added: 0, alreadyUploaded: 0, reset: 0, sharedContent: 0, notVerified: 0 };
-    this.#journal.tx(() => {
+    this.journal.tx(() => {
       for (const fileId of fileIds) {
-        const existing = this.#get<RawRow>('SELECT * FROM upload_queue WHERE file_id = ? AND bucket = ? AND prefix = ?', fileId, target.bucket, target.prefix);
+        const existing = this.selectOne<RawRow>('SELECT * FROM upload_queue WHERE file_id = ? AND bucket = ? AND prefix = ?', fileId, target.bucket, target.prefix);
         if (existing !== undefined) {
           result.rowIds.push(existing.id);
           if (existing.state === 'uploaded') result.alreadyUploaded++;
           else if (existing.state === 'failed') {
-            this.#run(`UPDATE upload_queue SET state = 'queued', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?`, now, iso(now), existing.id);
+            this.exec(`UPDATE upload_queue SET state = 'queued', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?`, now, iso(now), existing.id);
             result.reset++;
           } else if (existing.state === 'queued') {
-            this.#run('UPDATE upload_queue SET next_attempt_at = min(next_attempt_at, ?) WHERE id = ?', now, existing.id);
+            this.exec('UPDATE upload_queue SET next_attempt_at = min(next_attempt_at, ?) WHERE id = ?', now, existing.id);
           }
           continue;
         }
-        const copy = this.#get<{ dest_path: string; size: number; sha256: string; xxh128: string | null; mtime_ms: number }>(
+        const copy = this.selectOne<{ dest_path: string; size: number; sha256: string; xxh128: string | null; mtime_ms: number }>(
           `SELECT c.dest_path, c.size, c.sha256, c.xxh128, f.mtime_ms FROM copies c JOIN files f ON f.id = c.file_id
            WHERE c.file_id = ? AND c.state = 'verified' AND c.dest_path IS NOT NULL AND c.sha256 IS NOT NULL AND c.size IS NOT NULL
            ORDER BY c.dedup, c.dest_id LIMIT 1`,
@@ -237,7 +218,7 @@ export class UploadQueue {
           result.sharedContent++;
           continue;
         }
-        const id = this.#run(
+        const id = this.exec(
           `INSERT INTO upload_queue (file_id, bucket, prefix, key, size, sha256, xxh128, priority, state, attempts, next_attempt_at, enqueued_at, updated_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)`,
           fileId,
@@ -264,7 +245,7 @@ export class UploadQueue {
     for (let n = 0; n < 10_000; n++) {
       const key = n === 0 ? baseKey : alternativeKey(baseKey, n);
       if (key === undefined) break;
-      const taken = this.#get<{ id: number; sha256: string; size: number }>('SELECT id, sha256, size FROM upload_queue WHERE bucket = ? AND key = ?', bucket, key);
+      const taken = this.selectOne<{ id: number; sha256: string; size: number }>('SELECT id, sha256, size FROM upload_queue WHERE bucket = ? AND key = ?', bucket, key);
       if (taken === undefined) return { key };
       if (taken.sha256 === sha256 && taken.size === size) return { key, sharedWith: taken.id };
     }
@@ -276,13 +257,13 @@ export class UploadQueue {
    * Shuttle did not queue (another station, an older journal). Returns the new key.
    */
   rekey(id: number, alternativeKey: KeyAlternative, now = Date.now()): string {
-    return this.#journal.tx(() => {
+    return this.journal.tx(() => {
       const row = this.#require(id);
       for (let n = 1; n < 10_000; n++) {
         const candidate = alternativeKey(row.key, n);
         if (candidate === undefined) break;
-        if (this.#get('SELECT id FROM upload_queue WHERE bucket = ? AND key = ?', row.bucket, candidate) !== undefined) continue;
-        this.#run(`UPDATE upload_queue SET key = ?, state = 'queued', next_attempt_at = ?, updated_at = ? WHERE id = ?`, candidate, now, iso(now), id);
+        if (this.selectOne('SELECT id FROM upload_queue WHERE bucket = ? AND key = ?', row.bucket, candidate) !== undefined) continue;
+        this.exec(`UPDATE upload_queue SET key = ?, state = 'queued', next_attempt_at = ?, updated_at = ? WHERE id = ?`, candidate, now, iso(now), id);
         return candidate;
       }
       throw new ShuttleError('NAME_INVALID', `no free S3 key for ${row.key} in bucket ${row.bucket}`, { context: { bucket: row.bucket, key: row.key } });
@@ -290,13 +271,13 @@ export class UploadQueue {
   }
 
   #require(id: number): RawRow {
-    const row = this.#get<RawRow>('SELECT * FROM upload_queue WHERE id = ?', id);
+    const row = this.selectOne<RawRow>('SELECT * FROM upload_queue WHERE id = ?', id);
     if (row === undefined) throw new ShuttleError('JOURNAL', `upload queue row ${id} does not exist`, { context: { id } });
     return row;
   }
 
   get(id: number): QueueRow | undefined {
-    const r = this.#get<RawRow>('SELECT * FROM upload_queue WHERE id = ?', id);
+    const r = this.selectOne<RawRow>('SELECT * FROM upload_queue WHERE id = ?', id);
     return r === undefined ? undefined : toRow(r);
   }
 
@@ -306,12 +287,12 @@ export class UploadQueue {
 
   /** Every row, in upload order (for status and tests). */
   all(): QueueRow[] {
-    return this.#all<RawRow>('SELECT * FROM upload_queue ORDER BY priority, id').map(toRow);
+    return this.selectAll<RawRow>('SELECT * FROM upload_queue ORDER BY priority, id').map(toRow);
   }
 
   /** A manual run ("try now"): every queued row is due at once, whatever its backoff said. */
   retryNow(now = Date.now()): number {
-    return this.#run(`UPDATE upload_queue SET next_attempt_at = ? WHERE state = 'queued' AND next_attempt_at > ?`, now, now).changes;
+    return this.exec(`UPDATE upload_queue SET next_attempt_at = ? WHERE state = 'queued' AND next_attempt_at > ?`, now, now).changes;
   }
 
   /**
@@ -319,22 +300,22 @@ export class UploadQueue {
    * guarantees that no live process is uploading them; their multipart state resumes them.
    */
   recoverInterrupted(now = Date.now()): number {
-    return this.#run(`UPDATE upload_queue SET state = 'queued', next_attempt_at = min(next_attempt_at, ?), updated_at = ? WHERE state = 'uploading'`, now, iso(now)).changes;
+    return this.exec(`UPDATE upload_queue SET state = 'queued', next_attempt_at = min(next_attempt_at, ?), updated_at = ? WHERE state = 'uploading'`, now, iso(now)).changes;
   }
 
   /** Claims the first due row by priority, then age. */
   claimNext(now = Date.now()): QueueRow | undefined {
-    return this.#journal.tx(() => {
-      const r = this.#get<RawRow>(`SELECT * FROM upload_queue WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY priority, id LIMIT 1`, now);
+    return this.journal.tx(() => {
+      const r = this.selectOne<RawRow>(`SELECT * FROM upload_queue WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY priority, id LIMIT 1`, now);
       if (r === undefined) return undefined;
-      this.#run(`UPDATE upload_queue SET state = 'uploading', updated_at = ? WHERE id = ?`, iso(now), r.id);
+      this.exec(`UPDATE upload_queue SET state = 'uploading', updated_at = ? WHERE id = ?`, iso(now), r.id);
       return toRow({ ...r, state: 'uploading' });
     });
   }
 
   /** Recorded only after uploadFile verified the object. */
   markUploaded(id: number, done: { copyId: number | null; etag: string }, now = Date.now()): void {
-    this.#run(
+    this.exec(
       `UPDATE upload_queue SET state = 'uploaded', copy_id = ?, etag = ?, uploaded_at = ?, updated_at = ?, last_error = NULL, last_error_code = NULL, last_error_at = NULL
        WHERE id = ?`,
       done.copyId,
@@ -347,7 +328,7 @@ export class UploadQueue {
 
   /** Back to the queue until `nextAttemptAt`, counting the attempt and keeping the error for status. */
   defer(id: number, error: ErrorNote, nextAttemptAt: number, now = Date.now()): void {
-    this.#run(
+    this.exec(
       `UPDATE upload_queue SET state = 'queued', attempts = attempts + 1, next_attempt_at = ?, last_error = ?, last_error_code = ?, last_error_at = ?, updated_at = ?
        WHERE id = ?`,
       nextAttemptAt,
@@ -361,11 +342,11 @@ export class UploadQueue {
 
   /** Back to the queue, due now, without counting an attempt (the run was stopped, not the upload refused). */
   release(id: number, now = Date.now()): void {
-    this.#run(`UPDATE upload_queue SET state = 'queued', next_attempt_at = min(next_attempt_at, ?), updated_at = ? WHERE id = ? AND state = 'uploading'`, now, iso(now), id);
+    this.exec(`UPDATE upload_queue SET state = 'queued', next_attempt_at = min(next_attempt_at, ?), updated_at = ? WHERE id = ? AND state = 'uploading'`, now, iso(now), id);
   }
 
   markFailed(id: number, error: ErrorNote, now = Date.now()): void {
-    this.#run(
+    this.exec(
       `UPDATE upload_queue SET state = 'failed', attempts = attempts + 1, last_error = ?, last_error_code = ?, last_error_at = ?, updated_at = ? WHERE id = ?`,
       error.message,
       error.code,
@@ -377,14 +358,14 @@ export class UploadQueue {
 
   /** When the earliest deferred row is due (epoch ms), if any row is queued. */
   nextDueAt(): number | undefined {
-    return this.#get<{ t: number | null }>(`SELECT min(next_attempt_at) AS t FROM upload_queue WHERE state = 'queued'`)?.t ?? undefined;
+    return this.selectOne<{ t: number | null }>(`SELECT min(next_attempt_at) AS t FROM upload_queue WHERE state = 'queued'`)?.t ?? undefined;
   }
 
   /** Rows by state: all of them, or those with the given ids. */
   counts(ids?: readonly number[]): QueueCounts {
     const out: QueueCounts = { queued: 0, uploading: 0, uploaded: 0, failed: 0 };
     if (ids === undefined) {
-      for (const r of this.#all<{ state: QueueState; n: number }>('SELECT state, count(*) AS n FROM upload_queue GROUP BY state')) out[r.state] += r.n;
+      for (const r of this.selectAll<{ state: QueueState; n: number }>('SELECT state, count(*) AS n FROM upload_queue GROUP BY state')) out[r.state] += r.n;
     } else {
       for (const r of this.rows([...new Set(ids)])) out[r.state]++;
     }
@@ -393,9 +374,9 @@ export class UploadQueue {
 
   stats(now = Date.now()): QueueStats {
     const counts = this.counts();
-    const pending = this.#get<{ b: number | null }>(`SELECT sum(size) AS b FROM upload_queue WHERE state IN ('queued', 'uploading')`)?.b ?? 0;
-    const recent = this.#get<{ b: number | null }>(`SELECT sum(size) AS b FROM upload_queue WHERE state = 'uploaded' AND uploaded_at >= ?`, iso(now - RATE_WINDOW_MS))?.b ?? 0;
-    const last = this.#get<{ key: string; last_error: string; last_error_code: string | null; last_error_at: string | null; state: QueueState }>(
+    const pending = this.selectOne<{ b: number | null }>(`SELECT sum(size) AS b FROM upload_queue WHERE state IN ('queued', 'uploading')`)?.b ?? 0;
+    const recent = this.selectOne<{ b: number | null }>(`SELECT sum(size) AS b FROM upload_queue WHERE state = 'uploaded' AND uploaded_at >= ?`, iso(now - RATE_WINDOW_MS))?.b ?? 0;
+    const last = this.selectOne<{ key: string; last_error: string; last_error_code: string | null; last_error_at: string | null; state: QueueState }>(
       `SELECT key, last_error, last_error_code, last_error_at, state FROM upload_queue WHERE last_error IS NOT NULL ORDER BY last_error_at DESC, id DESC LIMIT 1`,
     );
     return {
@@ -414,7 +395,7 @@ export class UploadQueue {
    * files' copies of the same bytes. Any of them can stand in for a copy that rotted.
    */
   localCopies(fileId: number, sha256: string, size: number): LocalCopy[] {
-    return this.#all<LocalCopyRow>(
+    return this.selectAll<LocalCopyRow>(
       `SELECT ${LOCAL_COPY_COLUMNS} FROM copies c JOIN destinations d ON d.id = c.dest_id
        WHERE c.state = 'verified' AND c.dest_path IS NOT NULL AND c.sha256 = ? AND c.size = ?
        ORDER BY c.file_id != ?, c.dedup, c.dest_id, c.id`,
@@ -426,7 +407,7 @@ export class UploadQueue {
 
   /** A copy whose bytes no longer match the journal stops counting as verified (an ingest may copy it again). */
   markCopyDamaged(copyId: number, message: string, now = Date.now()): void {
-    this.#run(`UPDATE copies SET state = 'failed', error = ?, updated_at = ? WHERE id = ? AND state = 'verified'`, message, iso(now), copyId);
+    this.exec(`UPDATE copies SET state = 'failed', error = ?, updated_at = ? WHERE id = ? AND state = 'verified'`, message, iso(now), copyId);
   }
 }
 
