@@ -171,12 +171,15 @@ test('sigterm-finishes-the-shots-in-flight-and-exits-0-with-no-temp-files', asyn
   const t = tether();
   await t.waitFor('ready');
   const burst = new Map<string, Buffer>();
-  for (let i = 1; i <= 10; i++) burst.set(`IMG_${String(i).padStart(4, '0')}.JPG`, await shot(`IMG_${i}`));
+  for (let i = 1; i <= 20; i++) burst.set(`IMG_${String(i).padStart(4, '0')}.JPG`, await shot(`IMG_${i}`));
   await drop(burst);
   await t.waitFor('verified');
+  const atSignal = t.events.filter((e) => e.event === 'verified').length;
   const { code, stopped } = await t.stop();
   expect(code, t.stderr()).toBe(0);
   const verified = t.events.filter((e) => e.event === 'verified');
+  // The signal came with shots still in flight, and those were finished after it.
+  expect(verified.length).toBeGreaterThan(atSignal);
   // Every shot the session took on was finished and reported; none half-done.
   expect(stopped).toMatchObject({ copied: verified.length, failed: 0, status: 'complete' });
   await expectCopies(verified, burst, 1);
