@@ -19,6 +19,7 @@ import { listTree, tempDir, tempFilesUnder } from './support/tree.js';
 const LONG_EDGE = 48;
 let work: { path: string; cleanup: () => Promise<void> };
 let sim: CameraSimulator;
+let simStopped = false;
 let card: string;
 let dest: string;
 let state: string;
@@ -34,7 +35,8 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  await sim?.stop();
+  if (!simStopped) await sim?.stop();
+  simStopped = false;
   await work.cleanup();
 });
 
@@ -100,7 +102,7 @@ function tether(...args: string[]) {
     if (!stopped) throw new Error(`no stopped event; stderr:\n${stderr}`);
     return { code, stopped };
   };
-  return { events, waitFor, stop, stderr: () => stderr };
+  return { events, waitFor, stop, exited, stderr: () => stderr };
 }
 
 /** Every verified event's copies hold the shot's bytes exactly. */
@@ -219,4 +221,22 @@ test('with-all-the-shots-already-on-the-card-come-first-and-a-restart-copies-non
   expect(second.events.filter((e) => e.event === 'verified')).toHaveLength(1);
   const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'));
   expect(library).toHaveLength(5);
+});
+
+test('a-camera-that-goes-away-ends-the-session-with-exit-1-and-keeps-what-was-verified', async () => {
+  await startCamera();
+  const t = tether();
+  await t.waitFor('ready');
+  const one = new Map([['IMG_0001.JPG', await shot('IMG_0001.JPG')]]);
+  await drop(one);
+  const [v] = await t.waitFor('verified');
+  // Switched off: its connections close and no event will ever say so.
+  await sim.stop();
+  simStopped = true;
+  const code = await t.exited;
+  expect(code, t.stderr()).toBe(1);
+  expect(t.stderr()).toMatch(/stopped answering/);
+  expect(t.events.at(-1)).toMatchObject({ event: 'stopped', status: 'failed', error: { code: 'DEVICE_GONE' } });
+  await expectCopies([v!], one, 1);
+  expect(await tempFilesUnder(dest)).toEqual([]);
 });

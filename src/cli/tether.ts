@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { basename, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { uploadSettings } from '../config/index.js';
+import { isShuttleError } from '../errors.js';
 import { openTetheredCamera } from '../device/tethered-source.js';
 import { runIngest, type FileOutcome, type IngestSummary } from '../ingest/pipeline.js';
 import { hasPreview, previewPathFor, writePreview } from '../ingest/preview.js';
@@ -130,6 +131,11 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
           signal: abort,
           onFile,
         });
+      } catch (err) {
+        // The camera went away (or the run could not go on): the shots verified so far stay verified.
+        const code = isShuttleError(err) ? err.code : 'INTERNAL';
+        if (opts.json) print({ event: 'stopped', status: 'failed', error: { code, message: (err as Error).message } }, '');
+        throw err;
       } finally {
         await Promise.allSettled(previews);
         await source.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: source.uri }, 'closing the camera failed'));

@@ -4,11 +4,12 @@
  */
 import type { Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
-import { ShuttleError } from '../errors.js';
+import { ShuttleError, isShuttleError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { PtpCameraSource } from './camera-source.js';
 import { cameraScheme, openSource, type OpenContext } from './detect.js';
 import { EventCode } from './ptp/codes.js';
+import { responseCodeOf } from './ptp/session.js';
 import { startVendorEvents } from './ptp/vendor-events.js';
 import type { UsbCameraSource } from './usb-source.js';
 import type { ItemState, OpenOptions, Source, SourceEntry, SourceIdentity, SourceItem } from './source.js';
@@ -20,8 +21,16 @@ export interface TetherOptions {
   stop: AbortSignal;
   /** Called once new shots are being watched for (before the existing files are listed). */
   onWatching?: () => void;
+  /** Quiet time after which the camera is asked whether it is still there (default 3 s). */
+  livenessMs?: number;
   logger?: Logger;
 }
+
+/**
+ * A session that only listens would not notice a camera switched off or a network gone: events simply
+ * stop. After this much quiet a cheap operation checks that the camera still answers.
+ */
+const LIVENESS_MS = 3000;
 
 /**
  * New shots come from one place: the session's ObjectAdded events. Cameras that announce objects on their
@@ -81,10 +90,12 @@ export class TetheredCameraSource implements Source {
       for (;;) {
         let e: Awaited<ReturnType<typeof events.next>>;
         try {
-          e = await events.next(stop);
+          e = await events.next(stop, this.opts.livenessMs ?? LIVENESS_MS);
         } catch (err) {
           if (stop.aborted) return;
-          throw err;
+          if (!isShuttleError(err, 'PTP_TIMEOUT')) throw err;
+          await this.#checkAlive(signal);
+          continue;
         }
         const handle = e.params[0];
         if (e.code !== EventCode.ObjectAdded || handle === undefined || named.has(handle)) continue;
@@ -99,6 +110,16 @@ export class TetheredCameraSource implements Source {
     } finally {
       events.close();
       await poller.stop();
+    }
+  }
+
+  /** DEVICE_GONE unless the camera answers GetStorageIDs (any response, even busy, will do). */
+  async #checkAlive(signal: AbortSignal | undefined): Promise<void> {
+    try {
+      await this.camera.camera.storageIds(signal);
+    } catch (err) {
+      if (responseCodeOf(err) !== undefined || signal?.aborted) return;
+      throw new ShuttleError('DEVICE_GONE', `${this.uri}: the camera stopped answering; tethering ended`, { context: { source: this.uri }, cause: err });
     }
   }
 
