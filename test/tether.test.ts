@@ -3,6 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
+import { DatabaseSync } from 'node:sqlite';
 import sharp from 'sharp';
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import { DEFAULT_SAMPLE_CAMERA } from '../src/sample/index.js';
@@ -64,6 +65,8 @@ interface TetherEvent {
   alreadyVerified?: number;
   failed?: number;
   status?: string;
+  queued?: boolean;
+  upload?: { queued: number; pending: number };
 }
 
 /** A running `shuttle tether --json`: its events as they come, and a wait for the next ones that match. */
@@ -239,4 +242,26 @@ test('a-camera-that-goes-away-ends-the-session-with-exit-1-and-keeps-what-was-ve
   expect(t.events.at(-1)).toMatchObject({ event: 'stopped', status: 'failed', error: { code: 'DEVICE_GONE' } });
   await expectCopies([v!], one, 1);
   expect(await tempFilesUnder(dest)).toEqual([]);
+});
+
+test('with-upload-each-shot-is-queued-as-soon-as-it-is-verified', async () => {
+  await startCamera();
+  // No server behind the target: --no-wait leaves the shots queued for `shuttle upload` or the daemon.
+  const t = tether('--upload', 's3://studio/tether', '--no-wait');
+  await t.waitFor('ready');
+  const one = new Map([['IMG_0001.JPG', await shot('IMG_0001.JPG')]]);
+  await drop(one);
+  const [v] = await t.waitFor('verified');
+  expect(v!.queued).toBe(true);
+  // In the queue while the session still runs, not only once it ends.
+  const db = new DatabaseSync(join(state, 'journal.sqlite'), { readOnly: true });
+  try {
+    const rows = db.prepare('SELECT q.bucket, q.state, c.dest_path FROM upload_queue q JOIN copies c ON c.file_id = q.file_id').all();
+    expect(rows).toEqual([{ bucket: 'studio', state: 'queued', dest_path: relative(dest, v!.files![0]!) }]);
+  } finally {
+    db.close();
+  }
+  const { code, stopped } = await t.stop();
+  expect(code, t.stderr()).toBe(0);
+  expect(stopped).toMatchObject({ copied: 1, status: 'complete', upload: { queued: 1, pending: 1 } });
 });

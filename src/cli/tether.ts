@@ -11,6 +11,7 @@ import { startHashWorker } from '../io/hash-worker-client.js';
 import { Journal } from '../store/journal.js';
 import { commandContext, type GlobalOptions } from './context.js';
 import { EXIT } from './exit.js';
+import { NoUploadWaitOption } from './ingest.js';
 import type { IngestUploadFlags } from './upload.js';
 
 interface TetherOptions extends IngestUploadFlags {
@@ -49,7 +50,8 @@ export function tetherCommand(globals: () => GlobalOptions): Command {
     )
     .option('--all', 'first copy what is on the camera already (else only shots taken from now on)')
     .option('--json', 'print one JSON object per line on stdout: ready, then verified or failed per shot, then stopped')
-    .option('--upload <s3url>', 'when the session ends, upload its verified files to s3://bucket/prefix (default: upload.target)')
+    .option('--upload <s3url>', 'queue each verified shot for upload to s3://bucket/prefix (default: upload.target), uploaded when the session ends')
+    .addOption(new NoUploadWaitOption('--no-wait', 'with --upload: exit when the session ends, its shots durably queued for `shuttle upload` or the daemon'))
     .option('--upload-timeout <seconds>', 'with --upload: keep retrying an unreachable server this long, then exit 3 with the rest queued')
     .option('--s3-provider <name>', 'with --upload: S3 flavour (aws, minio, ceph, swift, r2, b2, generic)')
     .addHelpText(
@@ -63,7 +65,12 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
       const ctx = commandContext(globals(), { destinations: opts.dest.map((p) => ({ path: resolve(p) })) });
       const { stop, abort } = tetherSignals();
       startHashWorker();
-      const uploadAsked = opts.upload !== undefined || opts.uploadTimeout !== undefined || opts.s3Provider !== undefined || uploadSettings(ctx.config).target !== undefined;
+      const uploadAsked =
+        opts.upload !== undefined ||
+        opts.uploadWait === false ||
+        opts.uploadTimeout !== undefined ||
+        opts.s3Provider !== undefined ||
+        uploadSettings(ctx.config).target !== undefined;
       const upload = uploadAsked ? (await import('./upload.js')).prepareIngestUpload(ctx, opts) : undefined;
       const longEdge = ctx.config.tether.previewLongEdge;
       const print = (line: Record<string, unknown>, human: string): void => {
@@ -97,6 +104,17 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
           print({ event: 'failed', name: f.path }, `${basename(f.path)}: FAILED (see the log)`);
           return;
         }
+        // Queued as it lands, so that the daemon or `shuttle upload` finds it even if this session dies.
+        let queued: boolean | undefined;
+        if (upload) {
+          try {
+            upload.queue(journal, [f.fileId]);
+            queued = true;
+          } catch (err) {
+            queued = false;
+            ctx.logger.error({ err, path: f.path }, 'shot not queued for upload');
+          }
+        }
         const first = f.copies[0];
         const job = (async () => {
           let preview: string | null = null;
@@ -114,7 +132,7 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
           const files = f.copies.map((c) => join(c.root, c.rel));
           const took = ms === null ? '' : ` in ${(ms.verified / 1000).toFixed(1)} s`;
           print(
-            { event: 'verified', name: f.path, files, preview, ms },
+            { event: 'verified', name: f.path, files, preview, ms, ...(queued === undefined ? {} : { queued }) },
             `${basename(f.path)}: verified at ${files.length} destination(s)${took}${preview ? ', preview ready' : ''}`,
           );
         })();

@@ -91,6 +91,8 @@ export interface IngestRequest {
 }
 
 export interface FileOutcome {
+  /** The file's row in the journal. */
+  fileId: number;
   /** The source's path of the file. */
   path: string;
   state: 'verified' | 'failed';
