@@ -41,8 +41,8 @@ afterEach(async () => {
   await work.cleanup();
 });
 
-const startCamera = async (): Promise<void> => {
-  sim = await CameraSimulator.start({ dir: card, port: 0, timeZone: 'UTC' });
+const startCamera = async (opts: { objectAddedEvents?: boolean } = {}): Promise<void> => {
+  sim = await CameraSimulator.start({ dir: card, port: 0, timeZone: 'UTC', ...opts });
 };
 
 /** A real JPEG with camera EXIF (96×64), different for every name. */
@@ -264,4 +264,20 @@ test('with-upload-each-shot-is-queued-as-soon-as-it-is-verified', async () => {
   const { code, stopped } = await t.stop();
   expect(code, t.stderr()).toBe(0);
   expect(stopped).toMatchObject({ copied: 1, status: 'complete', upload: { queued: 1, pending: 1 } });
+});
+
+test('a-camera-without-objectadded-events-is-polled-for-new-shots', async () => {
+  // As Fuji bodies: no ObjectAdded on the event channel; new shots show up only in GetObjectHandles.
+  await startCamera({ objectAddedEvents: false });
+  const t = tether();
+  await t.waitFor('ready');
+  const shots = new Map<string, Buffer>();
+  for (const name of ['DSCF0001.JPG', 'DSCF0002.JPG', 'DSCF0003.JPG']) shots.set(name, await shot(name));
+  await drop(shots);
+  const verified = await t.waitFor('verified', 3);
+  await expectCopies(verified, shots, 1);
+  for (const e of verified) expect(e.ms!.verified).toBeGreaterThanOrEqual(0);
+  const { code, stopped } = await t.stop();
+  expect(code, t.stderr()).toBe(0);
+  expect(stopped).toMatchObject({ copied: 3, failed: 0, status: 'complete' });
 });
