@@ -9,7 +9,7 @@ import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import { DEFAULT_SAMPLE_CAMERA } from '../src/sample/index.js';
 import { jpegWithExif, rawTiffHead } from '../src/sample/content.js';
 import { Prng } from '../src/sample/prng.js';
-import { spawnCli } from './support/cli.js';
+import { runCli, spawnCli } from './support/cli.js';
 import { listTree, tempDir, tempFilesUnder } from './support/tree.js';
 
 /**
@@ -280,4 +280,12 @@ test('a-camera-without-objectadded-events-is-polled-for-new-shots', async () => 
   const { code, stopped } = await t.stop();
   expect(code, t.stderr()).toBe(0);
   expect(stopped).toMatchObject({ copied: 3, failed: 0, status: 'complete' });
+});
+
+test('tether-names-one-camera-a-folder-or-ptpip-alone-is-a-usage-error', async () => {
+  for (const name of [card, 'ptpip:']) {
+    const r = await runCli(['tether', name, '--dest', dest, '--state', state]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/name one camera/);
+  }
 });

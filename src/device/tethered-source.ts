@@ -76,15 +76,12 @@ export class TetheredCameraSource implements Source {
       this.#log.info({ source: this.uri, eventStrategy: poller.strategy.kind }, 'watching for new shots');
       this.opts.onWatching?.();
       if (this.opts.existing) {
-        try {
-          for await (const e of this.camera.list(stop)) {
-            named.add((e.handle as { objectHandle: number }).objectHandle);
-            yield e;
-          }
-        } catch (err) {
-          // Stopped while the card was listed: the files named so far still finish.
-          if (stop.aborted && !signal?.aborted) return;
-          throw err;
+        // Stopped between two files, never inside a transaction (the session goes on serving the copies):
+        // the files named so far still finish.
+        for await (const e of this.camera.list(signal)) {
+          if (stop.aborted) return;
+          named.add((e.handle as { objectHandle: number }).objectHandle);
+          yield e;
         }
       }
       for (;;) {
