@@ -49,6 +49,33 @@ const startCamera = async (opts: { objectAddedEvents?: boolean } = {}): Promise<
 const shot = (name: string): Promise<Buffer> =>
   jpegWithExif(Prng.from(13, name), { ...DEFAULT_SAMPLE_CAMERA, dateTimeOriginal: '2026:03:14 09:26:53', offsetTimeOriginal: '+00:00' });
 
+/** A TIFF-based RAW stand-in whose IFD1 holds a JPEG thumbnail, where CR2, ARW and others keep one. */
+function rawWithThumbnail(jpeg: Buffer): Buffer {
+  const head = Buffer.alloc(56);
+  head.write('II', 0);
+  head.writeUInt16LE(42, 2);
+  head.writeUInt32LE(8, 4);
+  // IFD0: ImageWidth only, then IFD1 at 26.
+  head.writeUInt16LE(1, 8);
+  head.writeUInt16LE(0x0100, 10);
+  head.writeUInt16LE(3, 12);
+  head.writeUInt32LE(1, 14);
+  head.writeUInt32LE(96, 18);
+  head.writeUInt32LE(26, 22);
+  // IFD1: JPEGInterchangeFormat (offset 56) and its length.
+  head.writeUInt16LE(2, 26);
+  head.writeUInt16LE(0x0201, 28);
+  head.writeUInt16LE(4, 30);
+  head.writeUInt32LE(1, 32);
+  head.writeUInt32LE(56, 36);
+  head.writeUInt16LE(0x0202, 40);
+  head.writeUInt16LE(4, 42);
+  head.writeUInt32LE(1, 44);
+  head.writeUInt32LE(jpeg.length, 48);
+  head.writeUInt32LE(0, 52);
+  return Buffer.concat([head, jpeg]);
+}
+
 /** Puts files on the card the way a camera finishes them: written elsewhere, then renamed in whole. */
 async function drop(files: Map<string, Buffer>): Promise<void> {
   for (const [name, data] of files) await writeFile(join(work.path, 'incoming', name), data);
@@ -135,18 +162,33 @@ test('each-new-shot-is-verified-at-every-destination-with-a-preview-in-the-state
   expect(Math.max(meta.width, meta.height)).toBe(LONG_EDGE);
   expect(v!.ms!.verified).toBeGreaterThanOrEqual(0);
   expect(v!.ms!.preview).toBeGreaterThanOrEqual(v!.ms!.verified);
-  // A RAW without an embedded preview read: verified, no preview.
+  // A RAW without an embedded thumbnail: verified, no preview.
   const raw = new Map([['IMG_0002.CR2', await rawTiffHead(Prng.from(13, 'IMG_0002.CR2'), { ...DEFAULT_SAMPLE_CAMERA, dateTimeOriginal: '2026:03:14 09:27:00' })]]);
   await drop(raw);
   const [, r] = await t.waitFor('verified', 2);
   await expectCopies([r!], raw, 2);
   expect(r!.preview).toBeNull();
+  // A RAW with a JPEG thumbnail in IFD1, beside its JPEG: its own preview, not over the JPEG's.
+  const pair = new Map([
+    ['IMG_0003.CR2', rawWithThumbnail(await shot('thumbnail'))],
+    ['IMG_0003.JPG', await shot('IMG_0003.JPG')],
+  ]);
+  await drop(pair);
+  const three = (await t.waitFor('verified', 4)).slice(2);
+  await expectCopies(three, pair, 2);
+  const previews = new Set(three.map((e) => e.preview));
+  expect(previews.size).toBe(2);
+  for (const p of previews) {
+    expect(relative(state, p!).startsWith('previews/')).toBe(true);
+    const m = await sharp(p!).metadata();
+    expect([m.format, Math.max(m.width, m.height)]).toEqual(['jpeg', LONG_EDGE]);
+  }
   const { code, stopped } = await t.stop();
   expect(code, t.stderr()).toBe(0);
   // What was on the card before the session is left alone without --all.
-  expect(stopped).toMatchObject({ copied: 2, failed: 0, status: 'complete' });
+  expect(stopped).toMatchObject({ copied: 4, failed: 0, status: 'complete' });
   expect(t.events.some((e) => e.name?.endsWith('OLD_0001.JPG'))).toBe(false);
-  for (const lib of [dest, dest2]) expect([...(await listTree(lib, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'))).toHaveLength(2);
+  for (const lib of [dest, dest2]) expect([...(await listTree(lib, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'))).toHaveLength(4);
 });
 
 test('a-burst-of-20-shots-loses-nothing-and-copies-nothing-twice', async () => {

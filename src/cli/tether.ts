@@ -5,7 +5,7 @@ import { uploadSettings } from '../config/index.js';
 import { isShuttleError } from '../errors.js';
 import { openTetheredCamera } from '../device/tethered-source.js';
 import { runIngest, type FileOutcome, type IngestSummary } from '../ingest/pipeline.js';
-import { hasPreview, previewPathFor, writePreview } from '../ingest/preview.js';
+import { previewPathFor, writePreview } from '../ingest/preview.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { startHashWorker } from '../io/hash-worker-client.js';
 import { Journal } from '../store/journal.js';
@@ -57,7 +57,7 @@ export function tetherCommand(globals: () => GlobalOptions): Command {
     .addHelpText(
       'after',
       `
-Previews of JPEG shots go to <state>/previews (long edge: [tether] preview_long_edge). SIGINT/SIGTERM ends
+Previews of JPEG shots (and of RAWs with an embedded JPEG thumbnail) go to <state>/previews (long edge: [tether] preview_long_edge). SIGINT/SIGTERM ends
 the session once the shots in flight are verified. Exit codes: 0 every shot verified at every destination;
 1 some failed; 2 usage or configuration error; 3 incomplete (interrupted, busy, or uploads still queued).`,
     )
@@ -118,11 +118,10 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
         const first = f.copies[0];
         const job = (async () => {
           let preview: string | null = null;
-          if (first && hasPreview(f.path)) {
+          if (first) {
             const target = previewPathFor(ctx.stateDir, first.rel);
             try {
-              await writePreview(join(first.root, first.rel), target, longEdge);
-              preview = target;
+              if (await writePreview(join(first.root, first.rel), target, longEdge)) preview = target;
             } catch (err) {
               ctx.logger.warn({ err, path: f.path }, 'no preview');
             }
