@@ -69,6 +69,7 @@ describe('loading', () => {
         networkCameras: false,
         allowedSources: [],
       },
+      tether: { previewLongEdge: 1600 },
     } satisfies Config);
   });
 
@@ -244,6 +245,7 @@ describe('environment and overrides', () => {
       SHUTTLE_STATION: ['box-7', (c) => c.station, 'box-7'],
       SHUTTLE_STATE_DIR: ['/var/lib/x', (c) => c.stateDir, '/var/lib/x'],
       SHUTTLE_LOG_LEVEL: ['trace', (c) => c.logLevel, 'trace'],
+      SHUTTLE_TETHER_PREVIEW_LONG_EDGE: ['800', (c) => c.tether.previewLongEdge, 800],
       SHUTTLE_INGEST_TEMPLATE: ['{YYYY}/{name}', (c) => c.ingest.template, '{YYYY}/{name}'],
       SHUTTLE_INGEST_MANIFEST_HASHES: ['md5,xxh64', (c) => c.ingest.manifestHashes, ['md5', 'xxh64']],
       SHUTTLE_INGEST_JOB: ['Spring', (c) => c.ingest.job, 'Spring'],

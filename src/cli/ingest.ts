@@ -21,7 +21,7 @@ interface IngestOptions extends IngestUploadFlags {
 }
 
 /** `--no-wait` is about uploads; without its own name commander would take it as the negation of `--wait <seconds>`. */
-class NoUploadWaitOption extends Option {
+export class NoUploadWaitOption extends Option {
   override attributeName(): string {
     return 'uploadWait';
   }

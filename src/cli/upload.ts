@@ -96,6 +96,8 @@ export interface IngestUploadSummary {
 export interface IngestUpload {
   /** Queues the run's verified files (also those an earlier run copied) and, unless --no-wait, uploads them. */
   run(signal: AbortSignal, fileIds: readonly number[]): Promise<IngestUploadSummary>;
+  /** Queues verified files now, in `journal` (JOURNAL when they cannot be queued); `run` later finds them queued. */
+  queue(journal: Journal, fileIds: readonly number[]): EnqueueResult;
   /** Exit code the uploads call for (EXIT.ok when nothing is owed). */
   exitCode(summary: IngestUploadSummary): number;
 }
@@ -170,6 +172,9 @@ export function prepareIngestUpload(ctx: CommandContext, flags: IngestUploadFlag
       } finally {
         own.close();
       }
+    },
+    queue(journal, fileIds) {
+      return new UploadQueue(journal).enqueue(fileIds, target);
     },
     exitCode(summary) {
       if (summary.queueError !== undefined) return EXIT.failed;

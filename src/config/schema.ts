@@ -248,6 +248,10 @@ export const uploadSchema = table({
   keep_free_bytes: z.int().min(0).optional().describe('after upload, remove the oldest uploaded local copies while a destination has less than this free (never the last one)'),
 });
 
+const tetherSchema = table({
+  preview_long_edge: z.int().min(16).max(16384).default(1600).describe('`shuttle tether`: longer side in pixels of the preview made of each JPEG shot (never enlarged)'),
+});
+
 /** Later sections (`upload`, `daemon`, `cameras`) are one line each here: `name: table({...}).prefault({})`. */
 export const configSchema = table({
   station: z
@@ -265,6 +269,7 @@ export const configSchema = table({
   // Optional rather than prefaulted: a config without [upload] resolves without it (see uploadSettings).
   upload: uploadSchema.optional(),
   daemon: daemonSchema.prefault({}),
+  tether: tetherSchema.prefault({}),
 });
 
 type DeepReadonly<T> = T extends readonly (infer U)[] ? readonly DeepReadonly<U>[] : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;

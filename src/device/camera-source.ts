@@ -7,7 +7,7 @@ import { ShuttleError, throwIfAborted } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { PtpCamera } from './ptp/camera.js';
 import { parsePtpDate } from './ptp/codec.js';
-import { ResponseCode, hex32 } from './ptp/codes.js';
+import { ObjectFormat, ResponseCode, hex32 } from './ptp/codes.js';
 import type { ObjectInfo } from './ptp/datasets.js';
 import { ListingBudget, type ListingLimits } from './ptp/listing-budget.js';
 import type { PtpQuirks } from './ptp/quirks.js';
@@ -42,6 +42,8 @@ export class PtpCameraSource implements Source {
   private readonly timeZone: string | undefined;
   private readonly log: Logger;
   private readonly listingLimits: Partial<ListingLimits>;
+  /** Storage folder names by id, from the last listing (new objects are named as the listing named their storage). */
+  private storageNamesById: Map<number, string> | undefined;
 
   constructor(
     readonly camera: PtpCamera,
@@ -95,6 +97,7 @@ export class PtpCameraSource implements Source {
       names.set(id, name);
     }
     for (const [id, name] of names) if ((seen.get(name) ?? 0) > 1) names.set(id, `${name} ${hex32(id)}`);
+    this.storageNamesById = names;
     return names;
   }
 
@@ -109,6 +112,23 @@ export class PtpCameraSource implements Source {
         yield { path: [storageName, ...obj.path].join('/'), size: size ?? obj.info.compressedSize, mtimeMs: this.mtimeOf(obj.info), handle };
       }
     }
+  }
+
+  /**
+   * The item for one object the camera announced (ObjectAdded), named as a listing names it; undefined
+   * for a folder.
+   */
+  async itemOf(objectHandle: number, signal?: AbortSignal): Promise<SourceItem | undefined> {
+    const info = await this.camera.objectInfo(objectHandle, signal);
+    if (info.objectFormat === ObjectFormat.Association) return undefined;
+    let names = this.storageNamesById;
+    if (!names?.has(info.storageId)) names = await this.storageNames(new ListingBudget(this.listingLimits, { uri: this.uri }), signal);
+    const storageName = names.get(info.storageId) ?? hex32(info.storageId);
+    const parent = info.parentObject === objectHandle ? 0 : info.parentObject;
+    const folders = parent === info.storageId ? [] : await this.camera.pathOf(parent, signal);
+    const size = await this.camera.objectSize(objectHandle, info, signal);
+    const handle: CameraItemHandle = { storageId: info.storageId, objectHandle };
+    return { path: [storageName, ...folders, info.filename].join('/'), size: size ?? info.compressedSize, mtimeMs: this.mtimeOf(info), handle };
   }
 
   private handleOf(item: SourceItem): CameraItemHandle {

@@ -14,7 +14,7 @@ import { SourceReader, type WrittenFile } from './source-read.js';
 import { IngestRun, type IngestRequest, type IngestSummary, type Progress } from './run.js';
 import { RunDestination } from './run-destination.js';
 
-export type { DestinationSpec, DestinationSummary, IngestRequest, IngestSettings, IngestSummary, Progress } from './run.js';
+export type { DestinationSpec, DestinationSummary, FileOutcome, IngestRequest, IngestSettings, IngestSummary, Progress } from './run.js';
 
 /**
  * check destinations → for each source: list, plan and copy as the listing goes → manifest. Every file
@@ -87,6 +87,7 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
         if (live.length === 0) {
           journal.setFileState(pf.file.id, 'failed', 'no live destination');
           settle(pf, plannedSize, true);
+          req.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: 'failed', copies: [] });
         } else {
           try {
             const w = await reader.copy(pf, live);
@@ -113,6 +114,7 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
             run.recordError(e, { path: pf.item.path });
             log.warn({ err: e, path: pf.item.path }, 'file failed');
             settle(pf, plannedSize, true);
+            req.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: 'failed', copies: [] });
           }
         }
         progress.filesDone++;
@@ -148,6 +150,7 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
   // Each copy's verified state, its group's naming and the file's state go to the journal in one
   // transaction: one fsync'd commit per file instead of several (a commit costs an fsync on the main thread).
   const records: Array<() => void> = [];
+  const copies: Array<{ root: string; rel: string }> = [];
   for (const writer of w.writers) {
     const d = writer.dest;
     const done = await writer.finish(source, read);
@@ -177,6 +180,7 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
         ingestId,
       );
     });
+    copies.push({ root: d.root, rel: done.rel });
     if (done.direct) summary.readback.direct++;
     else summary.readback.cached++;
     d.summary.verified++;
@@ -188,6 +192,7 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
     journal.setFileState(pf.file.id, failed ? 'failed' : 'verified', failed ? 'see copies' : undefined);
   });
   crashPoint('journaled');
+  run.request.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: failed ? 'failed' : 'verified', copies });
   // Per file, so only at debug: an operator following a card (or a test waiting for the first file) sees it.
   log.debug({ path: pf.item.path, size: pf.item.size, state: failed ? 'failed' : 'verified' }, 'file journaled');
   return failed;

@@ -86,6 +86,18 @@ export interface IngestRequest {
   logger: Logger;
   signal: AbortSignal;
   onProgress?: (p: Progress) => void;
+  /** Each file copied in this run, once its outcome is journaled (files already verified earlier are not reported). */
+  onFile?: (f: FileOutcome) => void;
+}
+
+export interface FileOutcome {
+  /** The file's row in the journal. */
+  fileId: number;
+  /** The source's path of the file. */
+  path: string;
+  state: 'verified' | 'failed';
+  /** Its verified copies: each destination's root and the path below it. */
+  copies: Array<{ root: string; rel: string }>;
 }
 
 /**

@@ -54,6 +54,8 @@ export interface SimulatorOptions {
   associationZeroMeans?: 'all' | 'root';
   /** Watch the folder and announce new files with ObjectAdded. Default true. */
   watch?: boolean;
+  /** Announce new files with ObjectAdded (default true); false is a camera that must be polled, as Fuji bodies are. */
+  objectAddedEvents?: boolean;
   /** Test-only: behave like a broken or hostile camera. */
   misbehave?: SimulatorMisbehaviour;
   logger?: Logger;
@@ -333,7 +335,7 @@ export class CameraSimulator {
       vendorExtensionDesc: 'microsoft.com: 1.0',
       functionalMode: 0,
       operationsSupported: operations,
-      eventsSupported: [EventCode.ObjectAdded, EventCode.ObjectRemoved, EventCode.ObjectInfoChanged, EventCode.CaptureComplete],
+      eventsSupported: [...(opts.objectAddedEvents === false ? [] : [EventCode.ObjectAdded]), EventCode.ObjectRemoved, EventCode.ObjectInfoChanged, EventCode.CaptureComplete],
       devicePropertiesSupported: [],
       captureFormats: opts.pool !== undefined ? [ObjectFormat.ExifJpeg] : [],
       imageFormats: [...new Set(Object.values(FORMAT_BY_EXTENSION))].concat(ObjectFormat.Undefined, ObjectFormat.Association),
@@ -397,7 +399,7 @@ export class CameraSimulator {
       const info = st ?? { size: 0, mtimeMs: Date.now(), isDirectory: () => false };
       for (const o of this.tree.add(rel, info)) {
         this.log.info({ handle: o.handle, path: o.rel }, 'object added');
-        this.broadcast(EventCode.ObjectAdded, [o.handle]);
+        if (this.opts.objectAddedEvents !== false) this.broadcast(EventCode.ObjectAdded, [o.handle]);
       }
     };
     watcher.on('add', added);

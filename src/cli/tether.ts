@@ -1,0 +1,175 @@
+import { Command, Option } from 'commander';
+import { basename, join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { uploadSettings } from '../config/index.js';
+import { isShuttleError } from '../errors.js';
+import { openTetheredCamera } from '../device/tethered-source.js';
+import { runIngest, type FileOutcome, type IngestSummary } from '../ingest/pipeline.js';
+import { previewPathFor, writePreview } from '../ingest/preview.js';
+import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
+import { startHashWorker } from '../io/hash-worker-client.js';
+import { Journal } from '../store/journal.js';
+import { commandContext, type GlobalOptions } from './context.js';
+import { EXIT } from './exit.js';
+import { NoUploadWaitOption } from './ingest.js';
+import type { IngestUploadFlags } from './upload.js';
+
+interface TetherOptions extends IngestUploadFlags {
+  dest: string[];
+  json?: boolean;
+  all?: boolean;
+}
+
+/**
+ * Signals of a tethering session: the first SIGINT/SIGTERM stops watching for shots (those in flight
+ * finish), a second aborts them, a third exits at once.
+ */
+function tetherSignals(): { stop: AbortSignal; abort: AbortSignal } {
+  const stop = new AbortController();
+  const abort = new AbortController();
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (abort.signal.aborted) process.exit(130);
+    if (stop.signal.aborted) abort.abort(new Error(`received ${sig} again`));
+    else stop.abort(new Error(`received ${sig}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return { stop: stop.signal, abort: abort.signal };
+}
+
+const round = (ms: number): number => Math.round(ms);
+
+export function tetherCommand(globals: () => GlobalOptions): Command {
+  return new Command('tether')
+    .description('keep a camera session open and copy every new shot, verified, into every destination as it is taken')
+    .argument('<source>', 'the camera: usb:, usb:VID:PID, usb:BUS-PORT or ptpip:HOST[:PORT]')
+    .addOption(
+      new Option('-d, --dest <dir>', 'destination library (repeatable; adds to the configured destinations)')
+        .argParser((v: string, prev: string[] = []) => [...prev, v])
+        .default([]),
+    )
+    .option('--all', 'first copy what is on the camera already (else only shots taken from now on)')
+    .option('--json', 'print one JSON object per line on stdout: ready, then verified or failed per shot, then stopped')
+    .option('--upload <s3url>', 'queue each verified shot for upload to s3://bucket/prefix (default: upload.target), uploaded when the session ends')
+    .addOption(new NoUploadWaitOption('--no-wait', 'with --upload: exit when the session ends, its shots durably queued for `shuttle upload` or the daemon'))
+    .option('--upload-timeout <seconds>', 'with --upload: keep retrying an unreachable server this long, then exit 3 with the rest queued')
+    .option('--s3-provider <name>', 'with --upload: S3 flavour (aws, minio, ceph, swift, r2, b2, generic)')
+    .addHelpText(
+      'after',
+      `
+Previews of JPEG shots (and of RAWs with an embedded JPEG thumbnail) go to <state>/previews (long edge: [tether] preview_long_edge). SIGINT/SIGTERM ends
+the session once the shots in flight are verified. Exit codes: 0 every shot verified at every destination;
+1 some failed; 2 usage or configuration error; 3 incomplete (interrupted, busy, or uploads still queued).`,
+    )
+    .action(async (name: string, opts: TetherOptions) => {
+      const ctx = commandContext(globals(), { destinations: opts.dest.map((p) => ({ path: resolve(p) })) });
+      const { stop, abort } = tetherSignals();
+      startHashWorker();
+      const uploadAsked =
+        opts.upload !== undefined ||
+        opts.uploadWait === false ||
+        opts.uploadTimeout !== undefined ||
+        opts.s3Provider !== undefined ||
+        uploadSettings(ctx.config).target !== undefined;
+      const upload = uploadAsked ? (await import('./upload.js')).prepareIngestUpload(ctx, opts) : undefined;
+      const longEdge = ctx.config.tether.previewLongEdge;
+      const print = (line: Record<string, unknown>, human: string): void => {
+        process.stdout.write(opts.json ? `${JSON.stringify(line)}\n` : `${human}\n`);
+      };
+      const journal = Journal.open(ctx.stateDir);
+      const previews = new Set<Promise<void>>();
+      let summary: IngestSummary;
+      const source = await openTetheredCamera(
+        name,
+        { stateDir: ctx.stateDir, timeZone: ctx.config.ingest.timeZone, logger: ctx.logger, signal: abort },
+        {
+          existing: opts.all === true,
+          stop,
+          logger: ctx.logger,
+          onWatching: () => {
+            const id = source.camera.camera.identity();
+            const camera = `${id.manufacturer} ${id.model}`.trim();
+            const destinations = destinationsFromConfig(ctx.config).map((d) => d.path);
+            print({ event: 'ready', source: source.uri, camera, destinations, all: opts.all === true }, `tethered to ${camera} (${source.uri}); waiting for shots`);
+          },
+        },
+      ).catch((err: unknown) => {
+        journal.close();
+        throw err;
+      });
+      const onFile = (f: FileOutcome): void => {
+        const verifiedAt = performance.now();
+        const announced = source.announcedAt(f.path);
+        if (f.state === 'failed') {
+          print({ event: 'failed', name: f.path }, `${basename(f.path)}: FAILED (see the log)`);
+          return;
+        }
+        // Queued as it lands, so that the daemon or `shuttle upload` finds it even if this session dies.
+        let queued: boolean | undefined;
+        if (upload) {
+          try {
+            upload.queue(journal, [f.fileId]);
+            queued = true;
+          } catch (err) {
+            queued = false;
+            ctx.logger.error({ err, path: f.path }, 'shot not queued for upload');
+          }
+        }
+        const first = f.copies[0];
+        const job = (async () => {
+          let preview: string | null = null;
+          if (first) {
+            const target = previewPathFor(ctx.stateDir, first.rel);
+            try {
+              if (await writePreview(join(first.root, first.rel), target, longEdge)) preview = target;
+            } catch (err) {
+              ctx.logger.warn({ err, path: f.path }, 'no preview');
+            }
+          }
+          const previewAt = performance.now();
+          const ms = announced === undefined ? null : { verified: round(verifiedAt - announced), preview: preview === null ? null : round(previewAt - announced) };
+          const files = f.copies.map((c) => join(c.root, c.rel));
+          const took = ms === null ? '' : ` in ${(ms.verified / 1000).toFixed(1)} s`;
+          print(
+            { event: 'verified', name: f.path, files, preview, ms, ...(queued === undefined ? {} : { queued }) },
+            `${basename(f.path)}: verified at ${files.length} destination(s)${took}${preview ? ', preview ready' : ''}`,
+          );
+        })();
+        previews.add(job);
+        void job.finally(() => previews.delete(job));
+      };
+      try {
+        summary = await runIngest({
+          sources: [source],
+          destinations: destinationsFromConfig(ctx.config),
+          settings: ingestSettingsFromConfig(ctx.config, 0, upload !== undefined),
+          journal,
+          logger: ctx.logger,
+          signal: abort,
+          onFile,
+        });
+      } catch (err) {
+        // The camera went away (or the run could not go on): the shots verified so far stay verified.
+        const code = isShuttleError(err) ? err.code : 'INTERNAL';
+        if (opts.json) print({ event: 'stopped', status: 'failed', error: { code, message: (err as Error).message } }, '');
+        throw err;
+      } finally {
+        await Promise.allSettled(previews);
+        await source.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: source.uri }, 'closing the camera failed'));
+        journal.close();
+      }
+      const uploads = upload !== undefined && summary.status !== 'interrupted' ? await upload.run(abort, summary.fileIds) : undefined;
+      if (uploads?.queueError) {
+        summary.errors.push(uploads.queueError);
+        summary.status = 'failed';
+      }
+      ctx.logger.info({ summary }, 'tethering ended');
+      const { copied, alreadyVerified, failed, status, errors } = summary;
+      print(
+        { event: 'stopped', copied, alreadyVerified, failed, status, errors, ...(uploads ? { upload: uploads } : {}) },
+        `session ended: ${copied} shots copied, ${failed} failed — ${status}`,
+      );
+      const local = status === 'interrupted' ? EXIT.incomplete : status === 'failed' ? EXIT.failed : EXIT.ok;
+      process.exitCode = local === EXIT.ok && uploads && upload ? upload.exitCode(uploads) : local;
+    });
+}

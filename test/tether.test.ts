@@ -1,0 +1,333 @@
+import { afterEach, beforeEach, expect, test } from 'vitest';
+import type { ChildProcess } from 'node:child_process';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { createInterface } from 'node:readline';
+import { DatabaseSync } from 'node:sqlite';
+import sharp from 'sharp';
+import { CameraSimulator } from '../src/device/ptpip/simulator.js';
+import { DEFAULT_SAMPLE_CAMERA } from '../src/sample/index.js';
+import { jpegWithExif, rawTiffHead } from '../src/sample/content.js';
+import { Prng } from '../src/sample/prng.js';
+import { runCli, spawnCli } from './support/cli.js';
+import { listTree, tempDir, tempFilesUnder } from './support/tree.js';
+
+/**
+ * `shuttle tether` against the PTP/IP simulator, which announces every file that appears in its folder
+ * with ObjectAdded as a camera announces a shot: each shot copied, verified and previewed while the
+ * session stays open.
+ */
+const LONG_EDGE = 48;
+let work: { path: string; cleanup: () => Promise<void> };
+let sim: CameraSimulator;
+let simStopped = false;
+let card: string;
+let dest: string;
+let state: string;
+const children: ChildProcess[] = [];
+
+beforeEach(async () => {
+  work = await tempDir('shuttle-tether-');
+  card = join(work.path, 'card');
+  dest = join(work.path, 'lib');
+  state = join(work.path, 'state');
+  await mkdir(join(card, 'DCIM', '100CANON'), { recursive: true });
+  await mkdir(join(work.path, 'incoming'));
+});
+afterEach(async () => {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  if (!simStopped) await sim?.stop();
+  simStopped = false;
+  await work.cleanup();
+});
+
+const startCamera = async (opts: { objectAddedEvents?: boolean } = {}): Promise<void> => {
+  sim = await CameraSimulator.start({ dir: card, port: 0, timeZone: 'UTC', ...opts });
+};
+
+/** A real JPEG with camera EXIF (96×64), different for every name. */
+const shot = (name: string): Promise<Buffer> =>
+  jpegWithExif(Prng.from(13, name), { ...DEFAULT_SAMPLE_CAMERA, dateTimeOriginal: '2026:03:14 09:26:53', offsetTimeOriginal: '+00:00' });
+
+/** A TIFF-based RAW stand-in whose IFD1 holds a JPEG thumbnail, where CR2, ARW and others keep one. */
+function rawWithThumbnail(jpeg: Buffer): Buffer {
+  const head = Buffer.alloc(56);
+  head.write('II', 0);
+  head.writeUInt16LE(42, 2);
+  head.writeUInt32LE(8, 4);
+  // IFD0: ImageWidth only, then IFD1 at 26.
+  head.writeUInt16LE(1, 8);
+  head.writeUInt16LE(0x0100, 10);
+  head.writeUInt16LE(3, 12);
+  head.writeUInt32LE(1, 14);
+  head.writeUInt32LE(96, 18);
+  head.writeUInt32LE(26, 22);
+  // IFD1: JPEGInterchangeFormat (offset 56) and its length.
+  head.writeUInt16LE(2, 26);
+  head.writeUInt16LE(0x0201, 28);
+  head.writeUInt16LE(4, 30);
+  head.writeUInt32LE(1, 32);
+  head.writeUInt32LE(56, 36);
+  head.writeUInt16LE(0x0202, 40);
+  head.writeUInt16LE(4, 42);
+  head.writeUInt32LE(1, 44);
+  head.writeUInt32LE(jpeg.length, 48);
+  head.writeUInt32LE(0, 52);
+  return Buffer.concat([head, jpeg]);
+}
+
+/** Puts files on the card the way a camera finishes them: written elsewhere, then renamed in whole. */
+async function drop(files: Map<string, Buffer>): Promise<void> {
+  for (const [name, data] of files) await writeFile(join(work.path, 'incoming', name), data);
+  await Promise.all([...files.keys()].map((name) => rename(join(work.path, 'incoming', name), join(card, 'DCIM', '100CANON', name))));
+}
+
+interface TetherEvent {
+  event: string;
+  name?: string;
+  files?: string[];
+  preview?: string | null;
+  ms?: { verified: number; preview: number | null } | null;
+  copied?: number;
+  alreadyVerified?: number;
+  failed?: number;
+  status?: string;
+  queued?: boolean;
+  upload?: { queued: number; pending: number };
+}
+
+/** A running `shuttle tether --json`: its events as they come, and a wait for the next ones that match. */
+function tether(...args: string[]) {
+  const child = spawnCli(['tether', `ptpip:127.0.0.1:${sim.port}`, '--dest', dest, '--state', state, '--json', ...args], {
+    env: { SHUTTLE_TETHER_PREVIEW_LONG_EDGE: String(LONG_EDGE) },
+  });
+  children.push(child);
+  const events: TetherEvent[] = [];
+  const waiters: Array<() => void> = [];
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    events.push(JSON.parse(line) as TetherEvent);
+    for (const w of waiters.splice(0)) w();
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  let closed = false;
+  void exited.then(() => {
+    closed = true;
+    for (const w of waiters.splice(0)) w();
+  });
+  /** Resolves once `count` events of this kind have arrived; fails if the process ends first. */
+  const waitFor = async (kind: string, count = 1): Promise<TetherEvent[]> => {
+    for (;;) {
+      const got = events.filter((e) => e.event === kind);
+      if (got.length >= count) return got;
+      if (closed) throw new Error(`tether ended before ${count} ${kind} event(s); got ${JSON.stringify(events)}\nstderr:\n${stderr}`);
+      await new Promise<void>((r) => waiters.push(r));
+    }
+  };
+  const stop = async (): Promise<{ code: number | null; stopped: TetherEvent }> => {
+    child.kill('SIGTERM');
+    const code = await exited;
+    const stopped = events.find((e) => e.event === 'stopped');
+    if (!stopped) throw new Error(`no stopped event; stderr:\n${stderr}`);
+    return { code, stopped };
+  };
+  return { events, waitFor, stop, exited, stderr: () => stderr };
+}
+
+/** Every verified event's copies hold the shot's bytes exactly. */
+async function expectCopies(verified: TetherEvent[], dropped: Map<string, Buffer>, destinations: number): Promise<void> {
+  for (const e of verified) {
+    const name = e.name!.split('/').pop()!;
+    expect(e.files).toHaveLength(destinations);
+    for (const f of e.files!) expect((await readFile(f)).equals(dropped.get(name)!), f).toBe(true);
+  }
+}
+
+test('each-new-shot-is-verified-at-every-destination-with-a-preview-in-the-state-folder', async () => {
+  await writeFile(join(card, 'DCIM', '100CANON', 'OLD_0001.JPG'), await shot('OLD_0001.JPG'));
+  await startCamera();
+  const dest2 = join(work.path, 'lib2');
+  const t = tether('--dest', dest2);
+  await t.waitFor('ready');
+  const jpeg = new Map([['IMG_0001.JPG', await shot('IMG_0001.JPG')]]);
+  await drop(jpeg);
+  const [v] = await t.waitFor('verified');
+  await expectCopies([v!], jpeg, 2);
+  expect(v!.files!.map((f) => relative(work.path, f).split('/')[0]).sort()).toEqual(['lib', 'lib2']);
+  // The preview: a JPEG scaled to the configured long edge, under the state folder, never in a library.
+  expect(relative(state, v!.preview!).startsWith('previews/')).toBe(true);
+  const meta = await sharp(v!.preview!).metadata();
+  expect(meta.format).toBe('jpeg');
+  expect(Math.max(meta.width, meta.height)).toBe(LONG_EDGE);
+  expect(v!.ms!.verified).toBeGreaterThanOrEqual(0);
+  expect(v!.ms!.preview).toBeGreaterThanOrEqual(v!.ms!.verified);
+  // A RAW without an embedded thumbnail: verified, no preview.
+  const raw = new Map([['IMG_0002.CR2', await rawTiffHead(Prng.from(13, 'IMG_0002.CR2'), { ...DEFAULT_SAMPLE_CAMERA, dateTimeOriginal: '2026:03:14 09:27:00' })]]);
+  await drop(raw);
+  const [, r] = await t.waitFor('verified', 2);
+  await expectCopies([r!], raw, 2);
+  expect(r!.preview).toBeNull();
+  // A RAW with a JPEG thumbnail in IFD1, beside its JPEG: its own preview, not over the JPEG's.
+  const pair = new Map([
+    ['IMG_0003.CR2', rawWithThumbnail(await shot('thumbnail'))],
+    ['IMG_0003.JPG', await shot('IMG_0003.JPG')],
+  ]);
+  await drop(pair);
+  const three = (await t.waitFor('verified', 4)).slice(2);
+  await expectCopies(three, pair, 2);
+  const previews = new Set(three.map((e) => e.preview));
+  expect(previews.size).toBe(2);
+  for (const p of previews) {
+    expect(relative(state, p!).startsWith('previews/')).toBe(true);
+    const m = await sharp(p!).metadata();
+    expect([m.format, Math.max(m.width, m.height)]).toEqual(['jpeg', LONG_EDGE]);
+  }
+  const { code, stopped } = await t.stop();
+  expect(code, t.stderr()).toBe(0);
+  // What was on the card before the session is left alone without --all.
+  expect(stopped).toMatchObject({ copied: 4, failed: 0, status: 'complete' });
+  expect(t.events.some((e) => e.name?.endsWith('OLD_0001.JPG'))).toBe(false);
+  for (const lib of [dest, dest2]) expect([...(await listTree(lib, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'))).toHaveLength(4);
+});
+
+test('a-burst-of-20-shots-loses-nothing-and-copies-nothing-twice', async () => {
+  await startCamera();
+  const t = tether();
+  await t.waitFor('ready');
+  const burst = new Map<string, Buffer>();
+  for (let i = 1; i <= 20; i++) {
+    const name = `IMG_${String(i).padStart(4, '0')}.JPG`;
+    burst.set(name, await shot(name));
+  }
+  await drop(burst);
+  const verified = await t.waitFor('verified', 20);
+  expect(new Set(verified.map((e) => e.name!.split('/').pop())).size).toBe(20);
+  await expectCopies(verified, burst, 1);
+  for (const e of verified) expect(Math.max((await sharp(e.preview!).metadata()).width, (await sharp(e.preview!).metadata()).height)).toBe(LONG_EDGE);
+  const { code, stopped } = await t.stop();
+  expect(code, t.stderr()).toBe(0);
+  expect(stopped).toMatchObject({ copied: 20, failed: 0, status: 'complete' });
+  expect(t.events.filter((e) => e.event === 'verified')).toHaveLength(20);
+  const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'));
+  expect(library).toHaveLength(20);
+});
+
+test('sigterm-finishes-the-shots-in-flight-and-exits-0-with-no-temp-files', async () => {
+  await startCamera();
+  const t = tether();
+  await t.waitFor('ready');
+  const burst = new Map<string, Buffer>();
+  for (let i = 1; i <= 20; i++) burst.set(`IMG_${String(i).padStart(4, '0')}.JPG`, await shot(`IMG_${i}`));
+  await drop(burst);
+  await t.waitFor('verified');
+  const atSignal = t.events.filter((e) => e.event === 'verified').length;
+  const { code, stopped } = await t.stop();
+  expect(code, t.stderr()).toBe(0);
+  const verified = t.events.filter((e) => e.event === 'verified');
+  // The signal came with shots still in flight, and those were finished after it.
+  expect(verified.length).toBeGreaterThan(atSignal);
+  // Every shot the session took on was finished and reported; none half-done.
+  expect(stopped).toMatchObject({ copied: verified.length, failed: 0, status: 'complete' });
+  await expectCopies(verified, burst, 1);
+  expect(await tempFilesUnder(dest)).toEqual([]);
+  expect(await tempFilesUnder(state)).toEqual([]);
+});
+
+test('with-all-the-shots-already-on-the-card-come-first-and-a-restart-copies-none-twice', async () => {
+  const before = new Map<string, Buffer>();
+  for (const name of ['IMG_0001.JPG', 'IMG_0002.JPG', 'IMG_0003.JPG']) {
+    before.set(name, await shot(name));
+    await writeFile(join(card, 'DCIM', '100CANON', name), before.get(name)!);
+  }
+  await startCamera();
+  const first = tether('--all');
+  const existing = await first.waitFor('verified', 3);
+  await expectCopies(existing, before, 1);
+  // Listed, not announced: no event to measure from.
+  for (const e of existing) expect(e.ms).toBeNull();
+  const later = new Map([['IMG_0004.JPG', await shot('IMG_0004.JPG')]]);
+  await drop(later);
+  await first.waitFor('verified', 4);
+  const a = await first.stop();
+  expect(a.code, first.stderr()).toBe(0);
+  expect(a.stopped).toMatchObject({ copied: 4, alreadyVerified: 0 });
+
+  // Again with --all: the journal knows the four; only the new shot is read from the camera.
+  const second = tether('--all');
+  await second.waitFor('ready');
+  const newer = new Map([['IMG_0005.JPG', await shot('IMG_0005.JPG')]]);
+  await drop(newer);
+  const [v] = await second.waitFor('verified');
+  expect(v!.name).toMatch(/IMG_0005\.JPG$/);
+  const b = await second.stop();
+  expect(b.code, second.stderr()).toBe(0);
+  expect(b.stopped).toMatchObject({ copied: 1, alreadyVerified: 4, failed: 0 });
+  expect(second.events.filter((e) => e.event === 'verified')).toHaveLength(1);
+  const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'));
+  expect(library).toHaveLength(5);
+});
+
+test('a-camera-that-goes-away-ends-the-session-with-exit-1-and-keeps-what-was-verified', async () => {
+  await startCamera();
+  const t = tether();
+  await t.waitFor('ready');
+  const one = new Map([['IMG_0001.JPG', await shot('IMG_0001.JPG')]]);
+  await drop(one);
+  const [v] = await t.waitFor('verified');
+  // Switched off: its connections close and no event will ever say so.
+  await sim.stop();
+  simStopped = true;
+  const code = await t.exited;
+  expect(code, t.stderr()).toBe(1);
+  expect(t.stderr()).toMatch(/stopped answering/);
+  expect(t.events.at(-1)).toMatchObject({ event: 'stopped', status: 'failed', error: { code: 'DEVICE_GONE' } });
+  await expectCopies([v!], one, 1);
+  expect(await tempFilesUnder(dest)).toEqual([]);
+});
+
+test('with-upload-each-shot-is-queued-as-soon-as-it-is-verified', async () => {
+  await startCamera();
+  // No server behind the target: --no-wait leaves the shots queued for `shuttle upload` or the daemon.
+  const t = tether('--upload', 's3://studio/tether', '--no-wait');
+  await t.waitFor('ready');
+  const one = new Map([['IMG_0001.JPG', await shot('IMG_0001.JPG')]]);
+  await drop(one);
+  const [v] = await t.waitFor('verified');
+  expect(v!.queued).toBe(true);
+  // In the queue while the session still runs, not only once it ends.
+  const db = new DatabaseSync(join(state, 'journal.sqlite'), { readOnly: true });
+  try {
+    const rows = db.prepare('SELECT q.bucket, q.state, c.dest_path FROM upload_queue q JOIN copies c ON c.file_id = q.file_id').all();
+    expect(rows).toEqual([{ bucket: 'studio', state: 'queued', dest_path: relative(dest, v!.files![0]!) }]);
+  } finally {
+    db.close();
+  }
+  const { code, stopped } = await t.stop();
+  expect(code, t.stderr()).toBe(0);
+  expect(stopped).toMatchObject({ copied: 1, status: 'complete', upload: { queued: 1, pending: 1 } });
+});
+
+test('a-camera-without-objectadded-events-is-polled-for-new-shots', async () => {
+  // As Fuji bodies: no ObjectAdded on the event channel; new shots show up only in GetObjectHandles.
+  await startCamera({ objectAddedEvents: false });
+  const t = tether();
+  await t.waitFor('ready');
+  const shots = new Map<string, Buffer>();
+  for (const name of ['DSCF0001.JPG', 'DSCF0002.JPG', 'DSCF0003.JPG']) shots.set(name, await shot(name));
+  await drop(shots);
+  const verified = await t.waitFor('verified', 3);
+  await expectCopies(verified, shots, 1);
+  for (const e of verified) expect(e.ms!.verified).toBeGreaterThanOrEqual(0);
+  const { code, stopped } = await t.stop();
+  expect(code, t.stderr()).toBe(0);
+  expect(stopped).toMatchObject({ copied: 3, failed: 0, status: 'complete' });
+});
+
+test('tether-names-one-camera-a-folder-or-ptpip-alone-is-a-usage-error', async () => {
+  for (const name of [card, 'ptpip:']) {
+    const r = await runCli(['tether', name, '--dest', dest, '--state', state]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/name one camera/);
+  }
+});
