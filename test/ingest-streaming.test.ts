@@ -6,9 +6,9 @@ import type { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import { isSourceFault, isSourceSkip, type ItemState, type OpenOptions, type Source, type SourceEntry, type SourceIdentity, type SourceItem } from '../src/device/source.js';
-import { abortReason } from '../src/errors.js';
+import { ShuttleError, abortReason } from '../src/errors.js';
 import { Journal } from '../src/store/journal.js';
-import type { Logger } from '../src/log.js';
+import { silentLogger, type Logger } from '../src/log.js';
 import { runIngest, type IngestSettings, type Progress } from '../src/ingest/pipeline.js';
 import { groupWindows } from '../src/ingest/plan.js';
 import type { ItemGroup } from '../src/ingest/pairing.js';
@@ -239,4 +239,46 @@ test('a-window-ends-when-the-folder-changes-and-when-the-listing-pauses', async 
   gate.emit('more');
   expect(paths(await windows.next())).toEqual(['DCIM/101CANON/IMG_0002.JPG']);
   expect((await windows.next()).done).toBe(true);
+});
+
+/** A camera unplugged while it still lists: it names some files, then its listing fails. */
+class UnpluggedWhileListing extends FolderSource {
+  constructor(
+    root: string,
+    private readonly before: number,
+  ) {
+    super(root);
+  }
+
+  override async *list(signal?: AbortSignal): AsyncIterable<SourceEntry> {
+    let named = 0;
+    for await (const e of super.list(signal)) {
+      if (named++ === this.before) throw new ShuttleError('DEVICE_GONE', 'the camera was disconnected');
+      yield e;
+    }
+  }
+}
+
+test('a-listing-that-breaks-off-fails-the-run-naming-the-source-and-what-it-named-is-still-verified', async () => {
+  const src = join(work.path, 'card');
+  for (let i = 1; i <= 5; i++) await writeBytes(join(src, `IMG_000${i}.JPG`), bytes(2000 + i, i));
+  const dest = join(work.path, 'dest');
+  const journal = Journal.open(join(work.path, 'state'));
+  const source = new UnpluggedWhileListing(src, 3);
+  const other = join(work.path, 'other');
+  await writeBytes(join(other, 'DSC_0001.JPG'), bytes(3000, 9));
+  const summary = await runIngest({
+    sources: [source, new FolderSource(other)],
+    destinations: [{ path: dest }],
+    journal,
+    settings,
+    logger: silentLogger,
+    signal: new AbortController().signal,
+  });
+  journal.close();
+  expect(summary.status).toBe('failed');
+  expect(summary.errors).toEqual([{ source: src, code: 'DEVICE_GONE', message: 'the camera was disconnected' }]);
+  // The three files named before the camera went, and the next source's file, are verified.
+  expect(summary).toMatchObject({ copied: 4, failed: 0 });
+  expect((await listTree(dest, { skipShuttle: true })).size).toBe(4);
 });

@@ -74,7 +74,7 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
   };
 
   try {
-    listing: for await (const todo of planner.windows()) {
+    listing: for await (const todo of listedWindows(run, planner, source, log)) {
       progress.filesTotal += todo.length;
       progress.bytesTotal += todo.reduce((n, p) => n + p.item.size, 0);
       req.onProgress?.(progress);
@@ -131,6 +131,22 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
     }
   }
   if (signal.aborted) throw abortReason(signal);
+}
+
+/**
+ * The planner's windows until the source's listing ends or breaks off. A listing that breaks off (a camera
+ * unplugged, a bound passed) fails the run with the source named, but the files it had named still finish
+ * and the other sources are still read: the files are listed as they are copied, so a listing error is no
+ * longer one that comes before any copy.
+ */
+async function* listedWindows(run: IngestRun, planner: SourcePlanner, source: Source, log: Logger): AsyncIterable<PlannedFile[]> {
+  try {
+    yield* planner.windows();
+  } catch (e) {
+    if (run.signal.aborted) throw e;
+    run.recordError(e, { source: source.uri });
+    log.error({ err: e }, 'the listing of the source broke off; what it named is still copied');
+  }
 }
 
 /** Files copied but not yet published at once; their checks overlap. */

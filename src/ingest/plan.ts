@@ -70,7 +70,15 @@ export async function* groupWindows(
   try {
     for (;;) {
       pending ??= listing.next();
-      const r = window.length === 0 ? await pending : await within(pending, delayMs);
+      let r: Awaited<typeof pending> | typeof IDLE;
+      try {
+        r = window.length === 0 ? await pending : await within(pending, delayMs);
+      } catch (e) {
+        // The listing broke off (a camera unplugged): what it named before is still handed out.
+        pending = undefined;
+        if (window.length > 0) yield groupItems(window.splice(0));
+        throw e;
+      }
       if (r === IDLE) {
         yield groupItems(window.splice(0));
         continue;

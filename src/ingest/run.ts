@@ -73,7 +73,8 @@ export interface IngestSummary {
   failed: number;
   destinations: DestinationSummary[];
   status: 'complete' | 'failed' | 'interrupted';
-  errors: Array<{ path?: string; destination?: string; code: string; message: string }>;
+  /** `source` names a source whose listing broke off (the files it had named still finished). */
+  errors: Array<{ path?: string; destination?: string; source?: string; code: string; message: string }>;
   renamed: Array<{ from: string; to: string; reason: string }>;
   readback: { direct: number; cached: number };
 }
@@ -142,7 +143,7 @@ export class IngestRun {
     this.#locks.push(await acquireLock(path, { owner: { command: 'ingest' }, wait: this.settings.lockWaitMs, signal: this.signal }));
   }
 
-  recordError(e: unknown, where: { path?: string; destination?: string }): void {
+  recordError(e: unknown, where: { path?: string; destination?: string; source?: string }): void {
     const code = isShuttleError(e) ? e.code : 'INTERNAL';
     this.summary.errors.push({ ...where, code, message: e instanceof Error ? e.message : String(e) });
   }
