@@ -20,6 +20,7 @@ import { connectPtpIp, loadOrCreateInitiatorIdentity } from '../src/device/ptpip
 import type { SourceItem } from '../src/device/source.js';
 import { UsbPtpTransport } from '../src/device/usb/transport.js';
 import { runIngest, type IngestSettings } from '../src/ingest/pipeline.js';
+import { ingestSettings } from './support/fixtures.js';
 import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
 import { listTree, tempDir, tempFilesUnder } from './support/tree.js';
@@ -220,17 +221,7 @@ describe('a camera that trickles', () => {
     await fill('DCIM/100TEST/B.JPG', 120_000);
     const sim = await simulator({ trickle, paths: ['DCIM/100TEST/SLOW.CR3'] });
     const src = await source(sim, { quirks: floor });
-    const settings: IngestSettings = {
-      template: '{name}',
-      manifestHashes: ['xxh128'],
-      job: '',
-      timeZone: 'UTC',
-      verifyRetries: 2,
-      changeRetries: 2,
-      station: 'test',
-      lockWaitMs: 0,
-      tool: { name: 'shuttle', version: 'test' },
-    };
+    const settings: IngestSettings = ingestSettings('{name}');
     const dests = [path.join(work.path, 'one'), path.join(work.path, 'two')];
     const run = async (): Promise<Awaited<ReturnType<typeof runIngest>>> => {
       const journal = Journal.open(path.join(work.path, 'state'));

@@ -9,20 +9,10 @@ import type { OpenOptions, SourceItem } from '../src/device/source.js';
 import { Journal } from '../src/store/journal.js';
 import { runIngest, type IngestSettings } from '../src/ingest/pipeline.js';
 import { silentLogger } from '../src/log.js';
-import { bytes, writeBytes } from './support/fixtures.js';
+import { bytes, ingestSettings, writeBytes } from './support/fixtures.js';
 import { contentMultiset, listTree, tempDir, tempFilesUnder } from './support/tree.js';
 
-const settings: IngestSettings = {
-  template: '{YYYY}/{YYYY-MM-DD}/{name}',
-  manifestHashes: ['xxh128'],
-  job: '',
-  timeZone: 'UTC',
-  verifyRetries: 2,
-  changeRetries: 2,
-  station: 'test',
-  lockWaitMs: 0,
-  tool: { name: 'shuttle', version: 'test' },
-};
+const settings: IngestSettings = ingestSettings('{YYYY}/{YYYY-MM-DD}/{name}');
 
 let work: { path: string; cleanup: () => Promise<void> };
 const mounts: string[] = [];

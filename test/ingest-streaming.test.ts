@@ -12,7 +12,7 @@ import { silentLogger, type Logger } from '../src/log.js';
 import { runIngest, type IngestSettings, type Progress } from '../src/ingest/pipeline.js';
 import { groupWindows } from '../src/ingest/plan.js';
 import type { ItemGroup } from '../src/ingest/pairing.js';
-import { bytes, writeBytes } from './support/fixtures.js';
+import { bytes, ingestSettings, writeBytes } from './support/fixtures.js';
 import { contentMultiset, listTree, tempDir, tempFilesUnder } from './support/tree.js';
 
 /**
@@ -20,17 +20,7 @@ import { contentMultiset, listTree, tempDir, tempFilesUnder } from './support/tr
  * camera or a hot folder lists for as long as it is attached, and each file must be copied and verified
  * while it does.
  */
-const settings: IngestSettings = {
-  template: '{seq}/{name}',
-  manifestHashes: ['xxh128'],
-  job: '',
-  timeZone: 'UTC',
-  verifyRetries: 2,
-  changeRetries: 2,
-  station: 'test',
-  lockWaitMs: 0,
-  tool: { name: 'shuttle', version: 'test' },
-};
+const settings: IngestSettings = ingestSettings('{seq}/{name}');
 
 let work: { path: string; cleanup: () => Promise<void> };
 beforeEach(async () => {

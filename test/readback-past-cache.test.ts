@@ -10,7 +10,7 @@ import { readBack } from '../src/io/readback.js';
 import { giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../src/io/direct.js';
 import { Journal } from '../src/store/journal.js';
 import { captureLog } from './support/daemon-helpers.js';
-import { bytes, writeBytes } from './support/fixtures.js';
+import { bytes, ingestSettings, writeBytes } from './support/fixtures.js';
 import { tempDir } from './support/tree.js';
 
 /**
@@ -31,17 +31,7 @@ vi.mock('../src/io/durable.js', async (importOriginal) => {
 });
 
 const PAGE = 4096;
-const settings: IngestSettings = {
-  template: '{name}',
-  manifestHashes: ['xxh128'],
-  job: '',
-  timeZone: 'UTC',
-  verifyRetries: 2,
-  changeRetries: 2,
-  station: 'test',
-  lockWaitMs: 0,
-  tool: { name: 'shuttle', version: 'test' },
-};
+const settings: IngestSettings = ingestSettings('{name}');
 
 let work: { path: string; cleanup: () => Promise<void> };
 let mnt: string;

@@ -1,6 +1,7 @@
 import { mkdir, writeFile, utimes } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import sharp from 'sharp';
+import type { IngestSettings } from '../../src/ingest/pipeline.js';
 
 /** A small real JPEG whose EXIF says when and with what it was shot. */
 export async function writeJpeg(path: string, exif: { date?: string; model?: string; serial?: string; seed?: number } = {}): Promise<Buffer> {
@@ -36,4 +37,19 @@ export function bytes(size: number, seed: number): Buffer {
   }
   for (let i = size - (size % 4); i < size; i++) b[i] = seed & 0xff;
   return b;
+}
+
+/** Ingest settings for runIngest in tests: UTC, xxh128 manifests, no lock wait; `template` names the copies. */
+export function ingestSettings(template: string): IngestSettings {
+  return {
+    template,
+    manifestHashes: ['xxh128'],
+    job: '',
+    timeZone: 'UTC',
+    verifyRetries: 2,
+    changeRetries: 2,
+    station: 'test',
+    lockWaitMs: 0,
+    tool: { name: 'shuttle', version: 'test' },
+  };
 }
