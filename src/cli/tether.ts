@@ -165,8 +165,20 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
       }
       ctx.logger.info({ summary }, 'tethering ended');
       const { copied, alreadyVerified, failed, status, errors } = summary;
+      // The camera went away (or its listing broke off otherwise): the session ended for that reason.
+      const ended = errors.find((e) => e.source !== undefined);
+      if (ended) process.stderr.write(`shuttle: ${ended.message}\n`);
       print(
-        { event: 'stopped', copied, alreadyVerified, failed, status, errors, ...(uploads ? { upload: uploads } : {}) },
+        {
+          event: 'stopped',
+          copied,
+          alreadyVerified,
+          failed,
+          status,
+          errors,
+          ...(ended ? { error: { code: ended.code, message: ended.message } } : {}),
+          ...(uploads ? { upload: uploads } : {}),
+        },
         `session ended: ${copied} shots copied, ${failed} failed — ${status}`,
       );
       const local = status === 'interrupted' ? EXIT.incomplete : status === 'failed' ? EXIT.failed : EXIT.ok;
