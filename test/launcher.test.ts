@@ -5,14 +5,15 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import { tempDir } from './support/tree.js';
 
 /**
  * bin/shuttle.js started by a Node too old for Shuttle re-runs itself under the bundled runtime. The
  * launcher must then stand in for that child: a signal sent to the launcher's pid (by a supervisor,
  * `timeout`, a test harness) reaches the child, the launcher ends as the child did, and killing the
- * launcher outright leaves no Shuttle behind. Covered for `shuttle run` and `shuttle simulate-camera`,
- * the long-running commands there are (`shuttle tether` does not exist yet).
+ * launcher outright leaves no Shuttle behind. Covered for the long-running commands: `shuttle run`,
+ * `shuttle tether` and `shuttle simulate-camera`.
  *
  * The launcher runs under the system node (v20 on the test machine), and SHUTTLE_LAUNCHER_REEXEC=1 makes
  * it take the re-exec path even where the system node is new enough; each test checks the command really
@@ -289,5 +290,39 @@ describe('shuttle simulate-camera under the launcher', () => {
     expect(l.lines.find((x) => x.msg === 'stopping camera simulator')?.['signal']).toBe('SIGTERM');
     expect(alive(pid)).toBe(false);
     expect(await answers(port)).toBe(false);
+  });
+});
+
+describe('shuttle tether under the launcher', () => {
+  let sim: CameraSimulator | undefined;
+  afterEach(async () => {
+    await sim?.stop();
+    sim = undefined;
+  });
+
+  const startTether = async (): Promise<{ l: Launched; pid: number }> => {
+    const card = join(work, 'card');
+    await mkdir(card, { recursive: true });
+    sim = await CameraSimulator.start({ dir: card, port: 0, timeZone: 'UTC' });
+    const l = launch(['--log-level', 'info', 'tether', `ptpip:127.0.0.1:${sim.port}`, '--dest', join(work, 'lib'), '--state', join(work, 'state'), '--json']);
+    await l.line((x) => x['event'] === 'ready');
+    const pid = await childPid(l, (x) => x.msg === 'watching for new shots');
+    return { l, pid };
+  };
+
+  test('sigterm-to-the-launcher-ends-the-session-cleanly-and-the-launcher-exits-0', async () => {
+    const { l, pid } = await startTether();
+    process.kill(l.launcher.pid!, 'SIGTERM');
+    expect(await l.closed).toEqual({ code: 0, signal: null });
+    expect(l.lines.find((x) => x['event'] === 'stopped')).toMatchObject({ status: 'complete' });
+    expect(alive(pid)).toBe(false);
+  });
+
+  test('sigkill-of-the-launcher-makes-the-session-end-on-its-own', async () => {
+    const { l, pid } = await startTether();
+    process.kill(l.launcher.pid!, 'SIGKILL');
+    expect(await l.closed).toEqual({ code: null, signal: 'SIGKILL' });
+    await ended(pid);
+    expect(alive(pid)).toBe(false);
   });
 });
