@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { open, readFile, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { MAIN, ingestJson, runCli, type CliResult } from './support/cli.js';
+import { MAIN, collect, ingestJson, runCli, type CliResult } from './support/cli.js';
 import { bytes, writeBytes } from './support/fixtures.js';
 import { listTree, tempDir, tempFilesUnder } from './support/tree.js';
 
@@ -60,15 +60,8 @@ async function ingestTraced(args: string[], traceLog: string): Promise<CliResult
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    // A missing strace fails the test here, loudly.
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
+  // A missing strace rejects here, loudly.
+  return collect(child);
 }
 
 test('a-verified-copy-changed-on-disk-is-not-taken-for-a-new-copy-of-the-same-content', async () => {

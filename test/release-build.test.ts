@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CRASH_POINTS } from '../src/ingest/crash-points.js';
-import { runCli, type CliResult } from './support/cli.js';
+import { collect, runCli, type CliResult } from './support/cli.js';
 import { bytes, writeBytes } from './support/fixtures.js';
 import { hookMarkers, hookTraces } from './support/test-hooks.js';
 import { listTree, contentMultiset, tempDir } from './support/tree.js';
@@ -32,15 +32,7 @@ afterAll(async () => {
 });
 
 function run(main: string, args: string[], env: Record<string, string>): Promise<CliResult> {
-  const child = spawn(process.execPath, [main, ...args], { env: { ...process.env, TZ: 'UTC', SHUTTLE_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
+  return collect(spawn(process.execPath, [main, ...args], { env: { ...process.env, TZ: 'UTC', SHUTTLE_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] }));
 }
 
 test('the-release-build-holds-no-trace-of-the-test-hooks-that-the-tests-build-has', async () => {

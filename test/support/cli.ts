@@ -31,14 +31,24 @@ export function spawnCli(args: string[], opts: CliOptions = {}): ChildProcess {
 }
 
 export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
-  const child = spawnCli(args, opts);
+  return collect(spawnCli(args, opts), opts.timeoutMs);
+}
+
+/**
+ * A started child's output and end: stdout and stderr piped, killed after `timeoutMs`. A child that cannot
+ * start (a missing program) rejects, loudly.
+ */
+export function collect(child: ChildProcess, timeoutMs = 120_000): Promise<CliResult> {
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
   return new Promise((resolve, reject) => {
-    child.on('error', reject);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr });
