@@ -7,14 +7,8 @@ import { LOCAL_COPY_COLUMNS, toLocalCopy, type LocalCopy, type LocalCopyRow } fr
  * removed now that their content is verified in the cloud, and the record of those that were.
  */
 
-export interface PruneCandidate {
-  copyId: number;
-  fileId: number;
-  destId: number;
-  root: string;
-  markerId: string;
-  destPath: string;
-  size: number;
+/** A verified local copy (as the upload queue reads one) that retention may remove. */
+export interface PruneCandidate extends Omit<LocalCopy, 'md5'> {
   /** When the copy was verified (ISO). */
   verifiedAt: string;
   queueId: number;
