@@ -8,6 +8,7 @@ import { acquireLock, type Lock } from '../store/lock.js';
 import { VERSION } from '../version.js';
 import { ControlServer, type ControlHandlers } from './control.js';
 import { DeviceRegistry, type DeviceWatcher } from './devices.js';
+import { EventHub } from './events.js';
 import { HotFolderFeed } from './hotfolder-feed.js';
 import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment } from './ingest-job.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
@@ -19,6 +20,7 @@ import { PROTOCOL_VERSION } from './protocol.js';
 import type { PtpIpWatcher } from './ptpip-watcher.js';
 import { resolveRequestedSource, within, type AllowedRoot, type RequestedSource } from './request-source.js';
 import { serverSocketPath } from './socket-path.js';
+import { StationStateTracker } from './station-state.js';
 import type { DaemonStatus, JobSnapshot } from './status.js';
 import { DaemonUploader } from './uploads.js';
 import { UsbCameraWatcher } from './usb-cameras.js';
@@ -57,6 +59,9 @@ const STATUS_LINE_PROGRESS_MS = 5_000;
 export class Daemon {
   readonly socketPath: string;
   readonly scheduler: JobScheduler;
+  /** Everything that happens, in order: the API's event stream, MQTT, the status light and notifications listen here. */
+  readonly events: EventHub;
+  readonly station: StationStateTracker;
   readonly #opts: DaemonOptions;
   readonly #log: Logger;
   readonly #notifier: SystemdNotifier;
@@ -82,11 +87,21 @@ export class Daemon {
     this.#log = opts.logger;
     this.#notifier = opts.notifier ?? new SystemdNotifier({ logger: opts.logger, env: opts.env });
     this.socketPath = serverSocketPath(opts.config.daemon.controlSocket, opts.env ?? process.env);
+    this.events = new EventHub({ onListenerError: (err, e) => this.#log.warn({ err, event: e.type }, 'an event listener failed') });
     this.scheduler = new JobScheduler({
       logger: opts.logger,
       maxRunning: opts.config.daemon.maxJobs,
-      onChange: () => this.#statusLineSoon(),
+      onChange: (job) => {
+        this.#statusLineSoon();
+        this.#publishJob(job);
+      },
+      onProgress: (id, snapshot) => this.events.progress(id, snapshot),
     });
+    this.station = new StationStateTracker(this.events, () => ({
+      devices: this.#devices?.status() ?? [],
+      jobs: this.scheduler.snapshot(),
+      uploadsPending: this.#uploader?.status().depth ?? 0,
+    }));
     this.stopped = new Promise((r) => (this.#resolveStopped = r));
   }
 
@@ -113,7 +128,15 @@ export class Daemon {
     this.#journal = Journal.open(stateDir);
     const target = uploadSettings(config).target;
     if (target !== undefined) {
-      this.#uploader = new DaemonUploader({ config, target, journal: this.#journal, stateDir, logger: this.#log, env: this.#opts.env });
+      this.#uploader = new DaemonUploader({
+        config,
+        target,
+        journal: this.#journal,
+        stateDir,
+        logger: this.#log,
+        env: this.#opts.env,
+        onUploaded: (u) => this.events.publish({ type: 'file.uploaded', ...u }),
+      });
     }
     const uploader = this.#uploader;
     this.#env = {
@@ -123,9 +146,24 @@ export class Daemon {
       stateDir,
       timeZone: config.ingest.timeZone,
       ...(uploader ? { afterIngest: (summary, logger) => uploader.enqueue(summary.fileIds, logger) } : {}),
+      onFile: (job, source, f) =>
+        this.events.publish({
+          type: f.state === 'verified' ? 'file.verified' : 'file.failed',
+          job,
+          source,
+          path: f.path,
+          fileId: f.fileId,
+          copies: f.copies.map((c) => join(c.root, c.rel)),
+        }),
     };
     this.#resources = destinations.map((d) => `destination ${d.path}`);
-    this.#devices = new DeviceRegistry({ scheduler: this.scheduler, env: this.#env, resources: this.#resources, logger: this.#log });
+    this.#devices = new DeviceRegistry({
+      scheduler: this.scheduler,
+      env: this.#env,
+      resources: this.#resources,
+      logger: this.#log,
+      onChange: (change, device, reason) => this.events.publish({ type: change === 'connected' ? 'device.connected' : 'device.gone', device, reason }),
+    });
 
     this.#server = await ControlServer.listen({ path: this.socketPath, handlers: this.#handlers(), logger: this.#log });
 
@@ -223,8 +261,21 @@ export class Daemon {
     await uploads;
     // After the jobs, so that clients waiting on one get its final state before the socket goes.
     await this.#server?.close();
+    this.station.close();
+    this.events.close();
     this.#journal?.close();
     this.#lock?.release();
+  }
+
+  /** A job's state change as events: its new state, and the errors a finished job reports. */
+  #publishJob(job: JobSnapshot): void {
+    if (job.state === 'queued') this.events.publish({ type: 'job.queued', job });
+    else if (job.state === 'running') this.events.publish({ type: 'job.started', job });
+    else {
+      for (const e of job.result?.errors ?? []) this.events.publish({ type: 'error', code: e.code, message: e.message, job: job.id, path: e.path });
+      if (job.error) this.events.publish({ type: 'error', code: job.error.code, message: job.error.message, job: job.id });
+      this.events.publish({ type: 'job.finished', job });
+    }
   }
 
   status(): DaemonStatus {

@@ -58,6 +58,8 @@ export interface DeviceRegistryOptions {
   env: IngestEnvironment;
   resources: readonly string[];
   logger: Logger;
+  /** Called after a device was attached (with its job, if one started) and after it went away. */
+  onChange?: ((change: 'connected' | 'gone', device: DeviceStatus, reason?: string) => void) | undefined;
 }
 
 export class DeviceRegistry {
@@ -98,15 +100,7 @@ export class DeviceRegistry {
   }
 
   status(): DeviceStatus[] {
-    return [...this.#attached.values()].map((a) => ({
-      id: a.device.id,
-      kind: a.device.kind,
-      label: a.device.label,
-      uri: a.device.uri,
-      watcher: a.watcher,
-      attachedAt: a.attachedAt,
-      job: a.job,
-    }));
+    return [...this.#attached.values()].map(describe);
   }
 
   #attach(watcher: string, device: AttachedDevice): void {
@@ -131,6 +125,7 @@ export class DeviceRegistry {
     } catch (err) {
       log.warn({ err }, 'no job for the attached device');
     }
+    this.#opts.onChange?.('connected', describe(entry));
   }
 
   #detach(watcher: string, id: string, reason?: string): void {
@@ -139,5 +134,10 @@ export class DeviceRegistry {
     this.#attached.delete(id);
     this.#opts.logger.info({ device: id, watcher, reason }, 'device detached');
     this.#opts.scheduler.cancelKey(entry.device.jobKey, 'detach', reason ?? `${entry.device.label} went away`);
+    this.#opts.onChange?.('gone', describe(entry), reason);
   }
+}
+
+function describe(a: Attached): DeviceStatus {
+  return { id: a.device.id, kind: a.device.kind, label: a.device.label, uri: a.device.uri, watcher: a.watcher, attachedAt: a.attachedAt, job: a.job };
 }

@@ -1,6 +1,6 @@
 import type { SourceOpener } from '../device/detect.js';
 import { isShuttleError } from '../errors.js';
-import { runIngest, type DestinationSpec, type IngestSettings, type IngestSummary } from '../ingest/pipeline.js';
+import { runIngest, type DestinationSpec, type FileOutcome, type IngestSettings, type IngestSummary } from '../ingest/pipeline.js';
 import type { Logger } from '../log.js';
 import type { Journal } from '../store/journal.js';
 import type { JobContext, JobOutcome } from './jobs.js';
@@ -23,6 +23,8 @@ export interface IngestEnvironment {
    * reach the cloud without anyone being told).
    */
   afterIngest?: ((summary: IngestSummary, logger: Logger) => Promise<void>) | undefined;
+  /** Each file a job copied, once journaled (the daemon's event stream). */
+  onFile?: ((job: number, source: string, file: FileOutcome) => void) | undefined;
 }
 
 /** The daemon waits for a CLI run working on the same card or destination, until the job is cancelled. */
@@ -53,6 +55,7 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
       logger: ctx.logger,
       signal: ctx.signal,
       onProgress: ctx.progress,
+      ...(env.onFile ? { onFile: (f: FileOutcome) => env.onFile?.(ctx.id, source.uri, f) } : {}),
     });
     if (env.afterIngest) {
       try {

@@ -46,6 +46,8 @@ export interface SchedulerOptions {
   keepFinished?: number | undefined;
   /** Called after every state change (the daemon refreshes its systemd STATUS line). */
   onChange?: ((job: JobSnapshot) => void) | undefined;
+  /** Called on every progress report of a running job; `snapshot` gives its figures at the time it is called. */
+  onProgress?: ((id: number, snapshot: () => JobSnapshot) => void) | undefined;
 }
 
 /** Why a job was stopped; decides whether it ends `cancelled` (someone meant it) or `interrupted` (shutdown). */
@@ -78,6 +80,7 @@ export class JobScheduler {
   readonly #maxRunning: number;
   readonly #keepFinished: number;
   readonly #onChange: ((job: JobSnapshot) => void) | undefined;
+  readonly #onProgress: SchedulerOptions['onProgress'];
   readonly #jobs = new Map<number, Job>();
   /** Queued and running jobs, in submission order. */
   readonly #active: Job[] = [];
@@ -91,6 +94,7 @@ export class JobScheduler {
     this.#maxRunning = Math.max(1, opts.maxRunning ?? 4);
     this.#keepFinished = Math.max(0, opts.keepFinished ?? 50);
     this.#onChange = opts.onChange;
+    this.#onProgress = opts.onProgress;
   }
 
   /** Queues the work, or returns the queued or running job that already has this key. */
@@ -230,6 +234,7 @@ export class JobScheduler {
       progress: (p) => {
         job.progress = { ...p };
         job.meter.sample(p.bytesDone);
+        this.#onProgress?.(job.id, () => this.#snapshot(job));
       },
     };
     // Started on the next turn so that submit() returns (and callers log) before the work logs anything.

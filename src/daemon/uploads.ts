@@ -7,7 +7,7 @@ import { acquireLock, type Lock } from '../store/lock.js';
 import { RetentionStore } from '../store/retention.js';
 import { UploadQueue, type QueueTarget } from '../store/upload-queue.js';
 import type { UploadRuntime } from '../upload/from-config.js';
-import type { DrainReport } from '../upload/worker.js';
+import type { DrainOptions, DrainReport } from '../upload/worker.js';
 import type { DaemonUploadStatus } from './status.js';
 
 /**
@@ -35,6 +35,7 @@ export interface DaemonUploaderOptions {
   stateDir: string;
   logger: Logger;
   env?: NodeJS.ProcessEnv | undefined;
+  onUploaded?: DrainOptions['onUploaded'];
 }
 
 interface SinceStart {
@@ -181,7 +182,7 @@ export class DaemonUploader {
         this.#log.info(this.#queue.counts(), 'upload drain started');
         let report: DrainReport;
         try {
-          report = await this.#runtime.worker.drain({ signal: drain.signal, waitForDeferred: true });
+          report = await this.#runtime.worker.drain({ signal: drain.signal, waitForDeferred: true, onUploaded: this.#o.onUploaded });
         } finally {
           this.#drain = undefined;
           signal.removeEventListener('abort', onStop);

@@ -60,6 +60,16 @@ export interface DrainOptions {
   waitForDeferred?: boolean;
   /** Stops claiming rows once this returns true (e.g. "this ingest's files are done"). */
   done?: () => boolean;
+  /** Each row whose object was verified in the bucket (uploaded now, or already there). */
+  onUploaded?: ((u: UploadedFile) => void) | undefined;
+}
+
+export interface UploadedFile {
+  fileId: number;
+  bucket: string;
+  key: string;
+  bytes: number;
+  outcome: 'uploaded' | 'already-present';
 }
 
 export type DrainStop = 'empty' | 'idle' | 'done' | 'deadline' | 'aborted';
@@ -214,7 +224,7 @@ export class UploadWorker {
             // Parts per file: all slots for a file uploading alone, one each when many are due.
             const sharing = Math.min(concurrency, running.size + 1 + queue.counts().queued);
             const parts = Math.max(1, Math.floor(concurrency / Math.max(1, sharing)));
-            const task = this.#process(row, parts, stop.signal, report).catch((error: unknown) => {
+            const task = this.#process(row, parts, stop.signal, report, options.onUploaded).catch((error: unknown) => {
               logger.error({ err: logError(error), key: row.key }, 'upload worker error');
               queue.release(row.id);
             });
@@ -279,7 +289,7 @@ export class UploadWorker {
     return id === copy.markerId;
   }
 
-  async #process(row: QueueRow, partConcurrency: number, signal: AbortSignal, report: DrainReport): Promise<void> {
+  async #process(row: QueueRow, partConcurrency: number, signal: AbortSignal, report: DrainReport, onUploaded: DrainOptions['onUploaded']): Promise<void> {
     const { queue } = this.#o;
     const log = this.#o.logger.child({ bucket: row.bucket, key: row.key, queueId: row.id });
     // uploadFile names bucket and key itself.
@@ -317,6 +327,7 @@ export class UploadWorker {
         queue.markUploaded(row.id, { copyId: copy.copyId, etag: result.etag });
         if (result.outcome === 'already-present') report.alreadyPresent++;
         else report.uploaded++;
+        onUploaded?.({ fileId: row.fileId, bucket: row.bucket, key: row.key, bytes: row.size, outcome: result.outcome });
         report.bytesSent += result.bytesSent;
         report.partsResumed += result.partsResumed;
         for (const d of damaged) await this.#restore(d.copy, path, row, signal, report, log);

@@ -1,0 +1,82 @@
+import type { EventHub, StationState } from './events.js';
+import { FINAL_STATES, type DeviceStatus, type JobSnapshot } from './status.js';
+
+/**
+ * The one station state a crew reads from across the room (status light, dashboard, `shuttle status`),
+ * derived from the jobs, the attached devices and the upload queue. A device is "safe to pull" only when
+ * its own job finished with every file verified; anything that failed asks for attention until the
+ * device is taken out, so a crew never pulls a card on a light that hides a failure.
+ */
+
+export type DeviceState = 'waiting' | 'ingesting' | 'safe-to-pull' | 'attention';
+
+export interface StationInputs {
+  devices: readonly DeviceStatus[];
+  /** Queued and running jobs, and recently finished ones (newest first). */
+  jobs: { active: readonly JobSnapshot[]; recent: readonly JobSnapshot[] };
+  /** Files waiting for upload or uploading. */
+  uploadsPending: number;
+}
+
+export interface StationView {
+  state: StationState;
+  reason: string;
+  devices: Array<{ id: string; label: string; state: DeviceState; job?: number | undefined }>;
+}
+
+export function deviceState(device: DeviceStatus, jobs: StationInputs['jobs']): DeviceState {
+  if (device.job === undefined) return 'waiting';
+  const job = jobs.active.find((j) => j.id === device.job) ?? jobs.recent.find((j) => j.id === device.job);
+  if (!job) return 'waiting';
+  if (!FINAL_STATES.has(job.state)) return 'ingesting';
+  return job.state === 'done' && job.result?.status === 'complete' && job.result.failed === 0 ? 'safe-to-pull' : 'attention';
+}
+
+export function deriveStationState(inputs: StationInputs): StationView {
+  const devices = inputs.devices.map((d) => ({ id: d.id, label: d.label, state: deviceState(d, inputs.jobs), job: d.job }));
+  const named = (s: DeviceState): string =>
+    devices
+      .filter((d) => d.state === s)
+      .map((d) => d.label)
+      .join(', ');
+  if (devices.some((d) => d.state === 'attention')) return { state: 'attention', reason: `failed: ${named('attention')}`, devices };
+  // A job is reported finished while the scheduler still lists it as active: go by its state.
+  const active = inputs.jobs.active.filter((j) => !FINAL_STATES.has(j.state));
+  const running = active.filter((j) => j.state === 'running');
+  if (active.length > 0) return { state: 'ingesting', reason: `${running.length} running, ${active.length - running.length} queued`, devices };
+  if (devices.some((d) => d.state === 'safe-to-pull')) return { state: 'safe-to-pull', reason: `verified: ${named('safe-to-pull')}`, devices };
+  if (inputs.uploadsPending > 0) return { state: 'uploading', reason: `${inputs.uploadsPending} files to upload`, devices };
+  return { state: 'idle', reason: devices.length ? `waiting: ${named('waiting')}` : 'no device', devices };
+}
+
+/** Publishes `station.state` on the hub whenever the derived state changes. */
+export class StationStateTracker {
+  #last: StationView | undefined;
+  readonly #unsubscribe: () => void;
+
+  constructor(
+    private readonly hub: EventHub,
+    private readonly inputs: () => StationInputs,
+  ) {
+    this.#unsubscribe = hub.subscribe((e) => {
+      if (e.type !== 'station.state' && e.type !== 'job.progress') this.refresh();
+    });
+  }
+
+  get view(): StationView {
+    return this.#last ?? this.refresh();
+  }
+
+  /** Recomputes the state; publishes it when the state (not merely its reason) changed. */
+  refresh(): StationView {
+    const view = deriveStationState(this.inputs());
+    const changed = this.#last?.state !== view.state;
+    this.#last = view;
+    if (changed) this.hub.publish({ type: 'station.state', state: view.state, reason: view.reason });
+    return view;
+  }
+
+  close(): void {
+    this.#unsubscribe();
+  }
+}

@@ -1,0 +1,185 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { normalizeConfig } from '../src/config/index.js';
+import { FolderSource } from '../src/device/card/folder-source.js';
+import type { Source, SourceIdentity, SourceItem } from '../src/device/source.js';
+import { Daemon } from '../src/daemon/daemon.js';
+import { pathJobKey, type DeviceEvents, type DeviceWatcher } from '../src/daemon/devices.js';
+import { EventHub, type StationEvent, type StationEventType } from '../src/daemon/events.js';
+import type { JobSnapshot } from '../src/daemon/status.js';
+import { ShuttleError } from '../src/errors.js';
+import { captureLog } from './support/daemon-helpers.js';
+import { writeJpeg } from './support/fixtures.js';
+import { tempDir } from './support/tree.js';
+
+const job = (id: number, bytesDone: number): JobSnapshot =>
+  ({
+    id,
+    key: `k${id}`,
+    kind: 'card',
+    label: 'card',
+    origin: 'test',
+    state: 'running',
+    createdAt: '',
+    history: [],
+    progress: { filesTotal: 1, filesDone: 0, bytesTotal: 100, bytesDone },
+  }) as JobSnapshot;
+
+/** Resolves with the first event the predicate accepts, from now on. */
+function nextEvent(hub: EventHub, accept: (e: StationEvent) => boolean): Promise<StationEvent> {
+  return new Promise((resolve) => {
+    const off = hub.subscribe((e) => {
+      if (!accept(e)) return;
+      off();
+      resolve(e);
+    });
+  });
+}
+
+describe('event hub', () => {
+  test('events-are-numbered-and-a-reconnecting-client-gets-what-came-after-its-last-id', () => {
+    const hub = new EventHub({ capacity: 3 });
+    const seen: number[] = [];
+    hub.subscribe((e) => seen.push(e.id));
+    for (let i = 0; i < 5; i++) hub.publish({ type: 'error', code: 'SOURCE_UNREADABLE', message: `e${i}` });
+    expect(seen).toEqual([1, 2, 3, 4, 5]);
+    expect(hub.since(3)?.map((e) => e.id)).toEqual([4, 5]);
+    expect(hub.since(5)).toEqual([]);
+    // Event 2 is no longer kept: the client must reload, not silently miss it.
+    expect(hub.since(1)).toBeUndefined();
+    // An id from before a restart (ids start again from 1) is not answered with a partial replay either.
+    expect(hub.since(99)).toBeUndefined();
+  });
+
+  test('progress-is-published-at-most-once-per-interval-per-job-with-the-newest-figures', async () => {
+    const hub = new EventHub({ progressMs: 100 });
+    const progress: Array<[number, number]> = [];
+    hub.subscribe((e) => {
+      if (e.type === 'job.progress') progress.push([e.job.id, e.job.progress?.bytesDone ?? -1]);
+    });
+    let taken = 0;
+    for (let b = 1; b <= 50; b++) {
+      hub.progress(1, () => {
+        taken++;
+        return job(1, b);
+      });
+    }
+    hub.progress(2, () => job(2, 7));
+    // The first report of each job goes out at once; the rest wait for the job's next slot.
+    expect(progress).toEqual([
+      [1, 1],
+      [2, 7],
+    ]);
+    const next = await nextEvent(hub, (e) => e.type === 'job.progress');
+    expect(next.type === 'job.progress' && next.job.progress?.bytesDone).toBe(50);
+    // Snapshots are taken only for what is published.
+    expect(taken).toBe(2);
+    hub.close();
+  });
+});
+
+class TestWatcher implements DeviceWatcher {
+  readonly name = 'test';
+  events!: DeviceEvents;
+  async start(events: DeviceEvents): Promise<void> {
+    this.events = events;
+  }
+  async close(): Promise<void> {}
+}
+
+/** A card whose one file cannot be read. */
+class BrokenCard implements Source {
+  readonly uri = '/media/shuttle/BROKEN';
+  async identity(): Promise<SourceIdentity> {
+    return { kind: 'card', key: 'card:broken', label: 'BROKEN', details: {} };
+  }
+  async *list(): AsyncIterable<SourceItem> {
+    yield { path: 'DCIM/IMG_0001.JPG', size: 10, mtimeMs: Date.now() };
+  }
+  async open(): Promise<Readable> {
+    throw new ShuttleError('SOURCE_UNREADABLE', 'read error on the card (test)');
+  }
+  async stat(): Promise<undefined> {
+    return undefined;
+  }
+  async close(): Promise<void> {}
+}
+
+describe('daemon events', () => {
+  let work: string;
+  let cleanup: () => Promise<void>;
+  let daemon: Daemon | undefined;
+  beforeEach(async () => {
+    ({ path: work, cleanup } = await tempDir('shuttle-events-'));
+  });
+  afterEach(async () => {
+    await daemon?.stop();
+    daemon = undefined;
+    await cleanup();
+  });
+
+  async function start(watcher: TestWatcher): Promise<Daemon> {
+    const config = normalizeConfig({
+      destinations: [{ path: join(work, 'dest') }],
+      daemon: { control_socket: join(work, 'control.sock'), watchdog: false, usb_cameras: false, network_cameras: false },
+    });
+    daemon = await Daemon.start({ config, stateDir: join(work, 'state'), logger: captureLog().logger, env: {}, watchers: [watcher] });
+    return daemon;
+  }
+
+  test('a-card-goes-from-connected-through-its-verified-files-to-safe-to-pull-and-back-to-idle-when-pulled', async () => {
+    const card = join(work, 'card');
+    const a = await writeJpeg(join(card, 'DCIM', 'IMG_0001.JPG'), { seed: 1 });
+    const b = await writeJpeg(join(card, 'DCIM', 'IMG_0002.JPG'), { seed: 2 });
+    const watcher = new TestWatcher();
+    const d = await start(watcher);
+    const events: StationEvent[] = [];
+    d.events.subscribe((e) => events.push(e));
+    const safe = nextEvent(d.events, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
+    watcher.events.attach({ id: 'mount:8:17', kind: 'card', label: 'EOS_DIGITAL', uri: card, jobKey: pathJobKey(card), open: async () => new FolderSource(card) });
+    await safe;
+    const types = events.map((e) => e.type).filter((t) => t !== 'job.progress');
+    expect(types).toEqual<StationEventType[]>([
+      'job.queued',
+      'station.state', // ingesting
+      'job.started',
+      'device.connected',
+      'file.verified',
+      'file.verified',
+      'job.finished',
+      'station.state', // safe to pull
+    ]);
+    // Every listener sees every event in the order of its id, also those published from inside a listener.
+    expect(events.map((e) => e.id)).toEqual(events.map((_, i) => events[0]!.id + i));
+    const verified = events.flatMap((e) => (e.type === 'file.verified' ? [e] : []));
+    expect(verified.map((e) => e.path).sort()).toEqual(['DCIM/IMG_0001.JPG', 'DCIM/IMG_0002.JPG']);
+    // Each event names copies that exist and hold the card's bytes.
+    for (const e of verified) {
+      expect(e.copies).toHaveLength(1);
+      expect(await readFile(e.copies[0]!)).toEqual(e.path.endsWith('1.JPG') ? a : b);
+    }
+    expect(d.station.view.devices).toEqual([{ id: 'mount:8:17', label: 'EOS_DIGITAL', state: 'safe-to-pull', job: expect.any(Number) }]);
+
+    const idle = nextEvent(d.events, (e) => e.type === 'station.state');
+    watcher.events.detach('mount:8:17', 'card removed');
+    expect(await idle).toMatchObject({ type: 'station.state', state: 'idle' });
+    expect(events.at(-2)).toMatchObject({ type: 'device.gone', reason: 'card removed', device: { id: 'mount:8:17' } });
+  });
+
+  test('a-card-with-a-file-that-failed-asks-for-attention-and-never-shows-safe-to-pull', async () => {
+    const watcher = new TestWatcher();
+    const d = await start(watcher);
+    const events: StationEvent[] = [];
+    d.events.subscribe((e) => events.push(e));
+    const finished = nextEvent(d.events, (e) => e.type === 'job.finished');
+    watcher.events.attach({ id: 'mount:8:33', kind: 'card', label: 'BROKEN', uri: '/media/shuttle/BROKEN', jobKey: 'broken', open: async () => new BrokenCard() });
+    await finished;
+    expect(events.find((e) => e.type === 'file.failed')).toMatchObject({ path: 'DCIM/IMG_0001.JPG', copies: [] });
+    expect(events.find((e) => e.type === 'error')).toMatchObject({ code: 'SOURCE_UNREADABLE', path: 'DCIM/IMG_0001.JPG' });
+    const states = events.filter((e) => e.type === 'station.state').map((e) => e.state);
+    expect(states).toEqual(['ingesting', 'attention']);
+    expect(d.station.view.state).toBe('attention');
+  });
+});
