@@ -36,6 +36,8 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+# The sd_notify addon (binding.gyp): npm ci builds it; a checkout whose node_modules came otherwise may lack it.
+[ -f build/Release/sd_notify.node ] || npm run --silent install
 npm run --silent typecheck
 npm run --silent lint
 npm test -- "$@"
