@@ -48,6 +48,19 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** What `within` gives when its promise has not settled in time. */
+export const TIMED_OUT: unique symbol = Symbol('timed out');
+
+/** `p`, or TIMED_OUT if it has not settled within `ms`; `p` itself runs on. The timer goes as soon as either wins. */
+export async function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<typeof TIMED_OUT>((resolve) => (timer = setTimeout(resolve, ms, TIMED_OUT)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** One holder at a time, in arrival order; a waiter whose signal aborts leaves the queue. */
 export class Mutex {
   private tail: Promise<void> = Promise.resolve();

@@ -3,8 +3,8 @@
  * is used on every PTP transaction, so a listener left behind or a queue place never given back would
  * show up as a leak or a hang far from its cause.
  */
-import { describe, expect, test } from 'vitest';
-import { Mutex, abortable, linkSignals, sleep } from '../src/async.js';
+import { describe, expect, test, vi } from 'vitest';
+import { Mutex, TIMED_OUT, abortable, linkSignals, sleep, within } from '../src/async.js';
 import { ShuttleError } from '../src/errors.js';
 
 /** Counts the abort listeners on a signal (EventTarget keeps no count of its own). */
@@ -60,6 +60,24 @@ describe('sleep', () => {
     await sleep(60_000, ac.signal);
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(c.listeners).toBe(0);
+  });
+});
+
+describe('within', () => {
+  test('the-promise-wins-when-it-settles-in-time-and-its-timer-goes-with-it', async () => {
+    vi.useFakeTimers();
+    try {
+      const won = within(Promise.resolve(7), 60_000);
+      await expect(won).resolves.toBe(7);
+      await expect(within(Promise.reject(new Error('boom')), 60_000)).rejects.toThrow('boom');
+      expect(vi.getTimerCount()).toBe(0);
+      const never = within(new Promise<never>(() => {}), 2_000);
+      await vi.advanceTimersByTimeAsync(2_000);
+      await expect(never).resolves.toBe(TIMED_OUT);
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 
