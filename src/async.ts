@@ -83,6 +83,40 @@ export class Mutex {
 }
 
 /**
+ * Runs tasks one after another in the background, letting at most `depth` of them wait unfinished: push()
+ * returns once the task that frees a place has ended. The first task to fail stops the queue: its error
+ * is thrown by that push or a later one, and by drain().
+ */
+export class SerialQueue {
+  #tail: Promise<void> = Promise.resolve();
+  /** The end of each task not yet over, oldest first (they end in this order). */
+  readonly #unfinished: Array<Promise<void>> = [];
+  #error: unknown;
+  constructor(private readonly depth: number) {}
+
+  async push(task: () => Promise<void>): Promise<void> {
+    if (this.#error) throw this.#error;
+    const ended = this.#tail
+      .then(task)
+      .catch((e: unknown) => {
+        this.#error ??= e;
+      })
+      .finally(() => {
+        void this.#unfinished.shift();
+      });
+    this.#tail = ended;
+    this.#unfinished.push(ended);
+    while (this.#unfinished.length > this.depth) await this.#unfinished[0];
+    if (this.#error) throw this.#error;
+  }
+
+  async drain(): Promise<void> {
+    await this.#tail;
+    if (this.#error) throw this.#error;
+  }
+}
+
+/**
  * A signal that aborts when `a` or `b` does (with that one's reason), released by `dispose`: for links made
  * once per transaction, where AbortSignal.any costs more.
  */
