@@ -96,12 +96,17 @@ install -m 0644 "$root"/udev/*.rules "$stage/udev/"
 install -m 0644 "$root/config/shuttle.example.toml" "$stage/config/"
 install -m 0755 "$root/scripts/install.sh" "$root/scripts/uninstall.sh" "$stage/scripts/"
 install -m 0644 "$root/README.md" "$stage/"
+# The sd_notify addon (binding.gyp), built by npm ci in this checkout: the unit's NotifyAccess=main needs it.
+addon=build/Release/sd_notify.node
+[ -f "$root/$addon" ] || { say "$addon is missing: run npm ci (or npx node-gyp rebuild) first"; exit 1; }
+install -D -m 0755 "$root/$addon" "$stage/$addon"
 node_version=$("$stage/node_modules/node/bin/node" --version)
 printf 'name=%s\nversion=%s\narch=linux-%s\nnode=%s\n' "$name" "$version" "$arch" "$node_version" > "$stage/.shuttle-artifact"
 
 # The artifact must run on its own runtime before it is shipped.
 got=$("$stage/bin/shuttle" --version)
 [ "$got" = "$version" ] || { say "the assembled tree does not run: 'shuttle --version' printed '$got'"; exit 1; }
+"$stage/node_modules/node/bin/node" -e 'process.dlopen({ exports: {} }, process.argv[1])' "$stage/$addon" || { say "$addon does not load in the bundled runtime"; exit 1; }
 
 if [ "$tarball" = yes ]; then
   say "packing $name.tar.gz"

@@ -18,6 +18,7 @@ APT_PACKAGES=(
   avahi-daemon minissdpd # real mDNS and SSDP peers announcing a PTP/IP camera (discovery tests)
   strace            # observes the fsyncs and O_DIRECT opens of an adopted copy (publish tests)
   iproute2          # ss: the control socket's peer (pid, uid) is found through sock_diag
+  make g++ python3  # node-gyp, which npm ci runs to build the sd_notify addon (binding.gyp)
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -36,6 +37,8 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+# The sd_notify addon (binding.gyp): npm ci builds it; a checkout whose node_modules came otherwise may lack it.
+[ -f build/Release/sd_notify.node ] || npm run --silent install
 npm run --silent typecheck
 npm run --silent lint
 npm test -- "$@"

@@ -48,6 +48,19 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** What `within` gives when its promise has not settled in time. */
+export const TIMED_OUT: unique symbol = Symbol('timed out');
+
+/** `p`, or TIMED_OUT if it has not settled within `ms`; `p` itself runs on. The timer goes as soon as either wins. */
+export async function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<typeof TIMED_OUT>((resolve) => (timer = setTimeout(resolve, ms, TIMED_OUT)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** One holder at a time, in arrival order; a waiter whose signal aborts leaves the queue. */
 export class Mutex {
   private tail: Promise<void> = Promise.resolve();
@@ -66,6 +79,40 @@ export class Mutex {
       throw err;
     }
     return release;
+  }
+}
+
+/**
+ * Runs tasks one after another in the background, letting at most `depth` of them wait unfinished: push()
+ * returns once the task that frees a place has ended. The first task to fail stops the queue: its error
+ * is thrown by that push or a later one, and by drain().
+ */
+export class SerialQueue {
+  #tail: Promise<void> = Promise.resolve();
+  /** The end of each task not yet over, oldest first (they end in this order). */
+  readonly #unfinished: Array<Promise<void>> = [];
+  #error: unknown;
+  constructor(private readonly depth: number) {}
+
+  async push(task: () => Promise<void>): Promise<void> {
+    if (this.#error) throw this.#error;
+    const ended = this.#tail
+      .then(task)
+      .catch((e: unknown) => {
+        this.#error ??= e;
+      })
+      .finally(() => {
+        void this.#unfinished.shift();
+      });
+    this.#tail = ended;
+    this.#unfinished.push(ended);
+    while (this.#unfinished.length > this.depth) await this.#unfinished[0];
+    if (this.#error) throw this.#error;
+  }
+
+  async drain(): Promise<void> {
+    await this.#tail;
+    if (this.#error) throw this.#error;
   }
 }
 

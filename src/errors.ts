@@ -39,6 +39,79 @@ export type ErrorCode =
  * a required field must be given wherever the code is thrown.
  */
 export interface ErrorContexts {
+  SOURCE_UNREADABLE: {
+    /** The file or folder on the source (or the local copy an upload reads). */
+    path: string;
+    offset?: number;
+    errno?: string;
+  };
+  DEST_NOT_WRITABLE: DestinationContext;
+  DEST_NO_SPACE: DestinationContext & {
+    neededBytes?: number;
+    minFreeBytes?: number;
+    availableBytes?: number;
+  };
+  /** A write, sync or publish that failed: the file or folder, or the rename's two ends. */
+  DEST_WRITE_FAILED: Partial<DestinationContext> & {
+    from?: string;
+    to?: string;
+  };
+  DEST_MARKER_MISSING: Partial<DestinationContext> & {
+    /** The destination's root, when `path` is a file below it. */
+    destination?: string;
+    /** Where the marker was looked for. */
+    marker?: string;
+  };
+  DEST_MARKER_MISMATCH: DestinationContext & { expectedId?: string };
+  DEST_VOLUME_MISMATCH: DestinationContext;
+  VERIFY_MISMATCH: {
+    /** The file on the source. */
+    path: string;
+    /** The destination's root. */
+    destination: string;
+    /** The xxh128 read from the source, and read back from the copy. */
+    expected: string | undefined;
+    actual: string | undefined;
+  };
+  LOCKED: {
+    /** The lock file or the control socket. */
+    path: string;
+    /** What the holder said it is doing (store/lock.ts). */
+    holder?: unknown;
+    waitedMs?: number;
+  };
+  MANIFEST_INVALID: {
+    /** The manifest file (generation or chain). */
+    file: string;
+    sequence?: number;
+    expected?: unknown;
+    actual?: unknown;
+  };
+  UPLOAD_FAILED: {
+    /** The S3 call that failed. */
+    op?: string;
+    bucket?: string;
+    key?: string;
+    /** HTTP status and S3 error code of the answer; absent when none came. */
+    status?: number | undefined;
+    s3Code?: string | undefined;
+    errno?: string | undefined;
+    uploadId?: string;
+    /** Set when the key already holds other content (a conflict, not a failure to retry). */
+    expectedSha256?: string;
+  };
+  UPLOAD_VERIFY: {
+    /** The local copy, when that is what does not match (else the object or part does). */
+    path?: string;
+    bucket?: string;
+    key?: string;
+    partNumber?: number;
+    /** What was compared: a hash algorithm, or a field of the stored object. */
+    algorithm?: string;
+    field?: string;
+    expected?: unknown;
+    actual?: unknown;
+  };
   PTP_PROTOCOL: {
     /** The operation, dataset or stage being decoded. */
     operation: string;
@@ -84,6 +157,13 @@ export interface ErrorContexts {
     connection?: string;
     initFailReason?: number;
   };
+}
+
+/** A destination's failures name the destination (or the file in it) and, for a failed call, which one and its errno. */
+interface DestinationContext {
+  path: string;
+  op?: string;
+  errno?: string | undefined;
 }
 
 /** What `context` holds for `code`: its typed facts, and any others. */

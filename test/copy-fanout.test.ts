@@ -34,7 +34,7 @@ test('the-slowest-destination-paces-the-read', async () => {
     // A short tail, as files end: staged and written as a last partial block.
     yield Buffer.alloc(100, 99);
   }
-  await fanOut(source(), [], targets, await MultiHasher.create(['xxh128']));
+  await fanOut(source(), [], targets, await MultiHasher.create(['xxh128']), new AbortController().signal);
   expect(slowLog.map((w) => w.at)).toEqual(Array.from({ length: 21 }, (_, i) => i * STAGE_BLOCK));
   expect(slowLog.at(-1)!.len).toBe(100);
   expect(fastLog).toHaveLength(21);
@@ -50,7 +50,7 @@ test('small-chunks-are-staged-into-whole-blocks', async () => {
     for (let i = 0; i < 3000; i++) yield Buffer.alloc(1000, i % 251);
   }
   const hasher = await MultiHasher.create(['sha256']);
-  await fanOut(source(), [Buffer.from('head')], [t], hasher);
+  await fanOut(source(), [Buffer.from('head')], [t], hasher, new AbortController().signal);
   const whole = Math.floor(3_000_004 / STAGE_BLOCK);
   expect(log.map((w) => w.len)).toEqual([...Array<number>(whole).fill(STAGE_BLOCK), 3_000_004 - whole * STAGE_BLOCK]);
   expect(t.written).toBe(3_000_004);
@@ -74,7 +74,7 @@ test('a-failing-destination-drops-out-and-the-others-finish', async () => {
   async function* source(): AsyncIterable<Buffer> {
     for (let i = 0; i < 10; i++) yield Buffer.alloc(STAGE_BLOCK, i);
   }
-  await fanOut(source(), [], [bad, ok], await MultiHasher.create(['xxh128']));
+  await fanOut(source(), [], [bad, ok], await MultiHasher.create(['xxh128']), new AbortController().signal);
   expect(bad.error?.code).toBe('DEST_NO_SPACE');
   expect(writes).toBe(3);
   expect(ok.written).toBe(10 * STAGE_BLOCK);

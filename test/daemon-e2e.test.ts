@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { ControlClient } from '../src/daemon/control.js';
 import type { DaemonStatus } from '../src/daemon/status.js';
-import { runCli, spawnCli, type CliResult } from './support/cli.js';
+import { collect, MAIN, runCli, spawnCli, type CliResult } from './support/cli.js';
 import { killLeftoverDaemons, notifyReceiver, spawnDaemon, until, writeBurst, type RunningDaemon } from './support/daemon-helpers.js';
 import { bytes, writeBytes, writeJpeg } from './support/fixtures.js';
 import { contentMultiset, listTree, tempDir, tempFilesUnder } from './support/tree.js';
@@ -233,11 +234,57 @@ describe('shuttle run', () => {
         (m) => m.some((x) => x.includes('READY=1')),
         10_000,
       );
-      expect(ready.find((x) => x.includes('READY=1'))).toContain(`MAINPID=${d.child.pid}`);
+      // Sent by the daemon itself, as NotifyAccess=main requires (the kernel's word on the sender).
+      expect(receiver.senders[ready.findIndex((x) => x.includes('READY=1'))]).toBe(d.child.pid);
       // READY means the control socket already answers.
       expect((await status()).daemon?.pid).toBe(d.child.pid);
       expect(await stopDaemon(d)).toEqual({ code: 0, signal: null });
       expect(receiver.messages.some((x) => x.includes('STOPPING=1'))).toBe(true);
+    } finally {
+      receiver.child.kill();
+    }
+  });
+
+  test('watchdog-pings-are-datagrams-from-the-daemon-itself-and-start-no-process', async () => {
+    const receiver = await notifyReceiver(join(work, 'notify.sock'));
+    const trace = join(work, 'execve.trace');
+    try {
+      const child = spawn(
+        'strace',
+        ['-f', '-qq', '-e', 'trace=execve', '-o', trace, process.execPath, MAIN, 'run', '--state', state, '--dest', dest, '--hot-folder', hot, '--log-level', 'info'],
+        {
+          env: { ...process.env, TZ: 'UTC', ...env, NOTIFY_SOCKET: receiver.path, WATCHDOG_USEC: '100000' },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      // A missing strace rejects here, loudly.
+      const result = collect(child, 60_000);
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      // strace's child is the daemon; its log names its pid.
+      const started = await until(
+        'daemon started',
+        async () => out.split('\n').find((l) => l.includes('"daemon started"')),
+        (l) => l !== undefined,
+        30_000,
+        20,
+      );
+      const daemonPid = (JSON.parse(started!) as { pid: number }).pid;
+      const pings = (): number => receiver.messages.filter((m) => m.split('\n').includes('WATCHDOG=1')).length;
+      await until(
+        '10 watchdog pings',
+        async () => pings(),
+        (n) => n >= 10,
+        30_000,
+        20,
+      );
+      process.kill(daemonPid, 'SIGTERM');
+      const r = await result;
+      expect(r.code, r.stderr).toBe(0);
+      expect(new Set(receiver.senders)).toEqual(new Set([daemonPid]));
+      // The only program started is the daemon's own runtime: no systemd-notify per ping.
+      const execs = (await readFile(trace, 'utf8')).split('\n').flatMap((l) => /execve\("([^"]+)"/.exec(l)?.[1] ?? []);
+      expect(execs).toEqual([process.execPath]);
     } finally {
       receiver.child.kill();
     }

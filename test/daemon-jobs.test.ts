@@ -73,6 +73,24 @@ describe('job scheduler', () => {
     expect(s.totals).toMatchObject({ jobs: 1, filesCopied: 3, bytesCopied: 300, failedJobs: 0 });
   });
 
+  test('a-waiter-whose-signal-aborts-stops-waiting-with-the-reason-while-the-job-runs-on', async () => {
+    const { s } = scheduler();
+    const body = new Steered();
+    const { job } = s.submit(body.spec('card-a'));
+    await tick();
+    const client = new AbortController();
+    const waiting = s.wait(job.id, client.signal);
+    const gone = new ShuttleError('ABORTED', 'the client disconnected');
+    client.abort(gone);
+    await expect(waiting).rejects.toBe(gone);
+    await expect(s.wait(job.id, client.signal)).rejects.toBe(gone);
+    expect(body.ctx!.signal.aborted).toBe(false);
+    expect(s.get(job.id)?.state).toBe('running');
+    body.finish();
+    const other = new AbortController();
+    expect((await s.wait(job.id, other.signal)).state).toBe('done');
+  });
+
   test('a-source-already-queued-or-running-is-not-started-twice', async () => {
     const { s } = scheduler();
     const first = new Steered();

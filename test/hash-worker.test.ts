@@ -63,7 +63,7 @@ test('fanOut with a worker hasher gives the in-thread hashes for sizes off the b
       }
       const target = await createTempTarget(join(dir, `f${size}`));
       const w = WorkerHasher.create(['sha256', 'xxh128']);
-      await fanOut(chunks(), [], [target], w);
+      await fanOut(chunks(), [], [target], w, new AbortController().signal);
       expect(await w.digest()).toEqual(await inThread(data, ['sha256', 'xxh128']));
       expect(target.written).toBe(size);
       await target.direct?.close();
@@ -169,7 +169,7 @@ test('a fanOut whose worker dies fails instead of finishing', async () => {
         yield Buffer.alloc(STAGE_BLOCK, i);
       }
     }
-    await expect(fanOut(chunks(), [], [target], w)).rejects.toMatchObject({ code: 'INTERNAL' });
+    await expect(fanOut(chunks(), [], [target], w, new AbortController().signal)).rejects.toMatchObject({ code: 'INTERNAL' });
     await expect(w.digest()).rejects.toMatchObject({ code: 'INTERNAL' });
     await discardTemp(target);
   } finally {

@@ -79,6 +79,7 @@ describe('artifact', () => {
       'dist/main.js',
       'package.json',
       'node_modules/node/bin/node',
+      'build/Release/sd_notify.node',
       'node_modules/commander/package.json',
       'lib/shuttle-card',
       'systemd/shuttle.service',

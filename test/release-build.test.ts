@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CRASH_POINTS } from '../src/ingest/crash-points.js';
 import { collect, runCli, type CliResult } from './support/cli.js';
+import { notifyReceiver, until } from './support/daemon-helpers.js';
 import { bytes, writeBytes } from './support/fixtures.js';
 import { hookMarkers, hookTraces } from './support/test-hooks.js';
 import { listTree, contentMultiset, tempDir } from './support/tree.js';
@@ -26,6 +27,8 @@ beforeAll(async () => {
   await promisify(execFile)(process.execPath, [join(REPO, 'scripts/build.mjs'), '--release', '--no-sourcemap', '--outdir', release]);
   await copyFile(join(REPO, 'package.json'), join(work.path, 'package.json'));
   await symlink(join(REPO, 'node_modules'), join(work.path, 'node_modules'));
+  // The sd_notify addon, where scripts/build-dist.sh puts it beside dist/.
+  await symlink(join(REPO, 'build'), join(work.path, 'build'));
 }, 120_000);
 afterAll(async () => {
   await work?.cleanup();
@@ -67,4 +70,36 @@ test('the-hook-variables-do-nothing-to-the-release-build', async () => {
   expect(JSON.parse(r.stdout)).toMatchObject({ files: 3, copied: 3, failed: 0, status: 'complete' });
   expect(r.stderr).not.toMatch(/mismatch|crash point/);
   expect(contentMultiset(await listTree(join(work.path, 'release', 'lib'), { skipShuttle: true }))).toEqual(contentMultiset(await listTree(card)));
+});
+
+test('the-release-build-finds-the-sd-notify-addon-and-says-ready-from-its-own-pid', async () => {
+  const receiver = await notifyReceiver(join(work.path, 'notify.sock'));
+  try {
+    const daemon = join(work.path, 'daemon');
+    const child = spawn(
+      process.execPath,
+      [join(release, 'main.js'), 'run', '--state', join(daemon, 'state'), '--dest', join(daemon, 'lib'), '--socket', join(daemon, 'control.sock')],
+      {
+        env: { ...process.env, TZ: 'UTC', SHUTTLE_LOG_LEVEL: 'warn', SHUTTLE_LOCK_DIR: join(daemon, 'locks'), NOTIFY_SOCKET: receiver.path },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    const result = collect(child, 60_000);
+    await until(
+      'READY=1',
+      async () => receiver.messages,
+      (m) => m.some((x) => x.split('\n').includes('READY=1')),
+      30_000,
+      20,
+    );
+    child.kill('SIGTERM');
+    const r = await result;
+    expect(r.code, r.stderr).toBe(0);
+    // Through the addon: the datagram came from the daemon itself, and nothing says the addon is missing.
+    expect(receiver.senders[receiver.messages.findIndex((x) => x.split('\n').includes('READY=1'))]).toBe(child.pid);
+    expect(receiver.messages.some((x) => x.includes('MAINPID='))).toBe(false);
+    expect(r.stdout + r.stderr).not.toMatch(/addon did not load/);
+  } finally {
+    receiver.child.kill();
+  }
 });

@@ -148,8 +148,12 @@ describe('units', () => {
   test('daemon-unit-has-what-the-daemon-relies-on', async () => {
     const d = directives(await readFile(join(SYSTEMD_DIR, 'shuttle.service'), 'utf8'));
     expect(d.get('Type')).toEqual(['notify']);
-    // systemd-notify runs as a child of the daemon: only NotifyAccess=all lets its messages count.
-    expect(d.get('NotifyAccess')).toEqual(['all']);
+    // The daemon sends sd_notify from its own process (src/daemon/notify.ts): nothing else may speak for it.
+    expect(d.get('NotifyAccess')).toEqual(['main']);
+    // ... and that process is the main PID: bin/shuttle (scripts/shuttle.sh) execs the bundled runtime,
+    // under which bin/shuttle.js starts the daemon in place instead of re-executing it as a child.
+    expect(d.get('ExecStart')?.[0]).toMatch(/^\/opt\/shuttle\/bin\/shuttle /);
+    expect(await readFile(join(REPO, 'scripts/shuttle.sh'), 'utf8')).toMatch(/^exec "\$root\/node_modules\/node\/bin\/node" "\$root\/bin\/shuttle\.js" "\$@"$/m);
     expect(d.get('WatchdogSec')).toHaveLength(1);
     expect(d.get('User')).toEqual(['shuttle']);
     expect(d.get('StateDirectory')).toEqual(['shuttle']);

@@ -29,7 +29,9 @@ export function runCommand(globals: () => GlobalOptions): Command {
     .addHelpText(
       'after',
       `
-Under systemd use Type=notify with NotifyAccess=all (sd_notify is sent by systemd-notify, a child process).
+Under systemd use Type=notify; the daemon sends sd_notify from its own process, so NotifyAccess=main
+(the default) will do when ExecStart= runs it on Node >= 22.13 (bin/shuttle does); NotifyAccess=all when
+an older node's launcher re-executes it as a child, or when the sd_notify addon is not built.
 Exit codes: 0 stopped cleanly; 1 failed; 2 usage or configuration error; 3 another daemon holds the state dir or socket.`,
     )
     .action(async (opts: RunOptions) => {

@@ -1,3 +1,4 @@
+import { abortable } from '../async.js';
 import { ShuttleError, isShuttleError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { FINAL_STATES, RateMeter, etaSeconds, type JobKind, type JobProgress, type JobResultFigures, type JobSnapshot, type JobState } from './status.js';
@@ -149,20 +150,11 @@ export class JobScheduler {
     return job ? this.#snapshot(job) : undefined;
   }
 
-  /** Resolves with the job's final snapshot; rejects when the id is unknown. */
+  /** Resolves with the job's final snapshot; rejects when the id is unknown, or with the abort reason when `signal` aborts first. */
   wait(id: number, signal?: AbortSignal): Promise<JobSnapshot> {
     const job = this.#jobs.get(id);
     if (!job) return Promise.reject(noSuchJob(id));
-    if (!signal) return job.done;
-    return new Promise((resolve, reject) => {
-      const onAbort = (): void => reject(new ShuttleError('ABORTED', `stopped waiting for job ${id}`, { cause: signal.reason }));
-      if (signal.aborted) return onAbort();
-      signal.addEventListener('abort', onAbort, { once: true });
-      job.done.then((s) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(s);
-      }, reject);
-    });
+    return abortable(job.done, signal);
   }
 
   snapshot(): { active: JobSnapshot[]; recent: JobSnapshot[] } {

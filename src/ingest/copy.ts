@@ -72,7 +72,7 @@ export interface BlockHasher {
  * holds chunks already read (for metadata) that are written first. Each chunk is copied out before the
  * next is pulled, so a source may reuse its buffer for the next one.
  */
-export async function fanOut(chunks: AsyncIterable<Buffer>, head: readonly Buffer[], targets: readonly TempTarget[], hasher: BlockHasher, signal?: AbortSignal): Promise<void> {
+export async function fanOut(chunks: AsyncIterable<Buffer>, head: readonly Buffer[], targets: readonly TempTarget[], hasher: BlockHasher, signal: AbortSignal): Promise<void> {
   const queues = targets.map(() => Promise.resolve());
   // Hash updates not yet known to be over; the blocks go back to the pool only after them.
   const hashing = new Set<Promise<unknown>>();
@@ -169,8 +169,8 @@ export interface ReadBackCheck {
 }
 
 /** Reads a written copy back past the page cache and compares size and xxh128 with the source read. */
-export async function checkCopy(path: string, expected: ReadResult, signal?: AbortSignal): Promise<ReadBackCheck> {
-  const rb = await readBack(path, ['xxh128'], signal ? { signal } : {});
+export async function checkCopy(path: string, expected: ReadResult, signal: AbortSignal): Promise<ReadBackCheck> {
+  const rb = await readBack(path, ['xxh128'], { signal });
   const ok = rb.size === expected.size && rb.hashes.xxh128 !== undefined && rb.hashes.xxh128 === expected.hashes.xxh128;
   return { ok, direct: rb.direct, actual: { size: rb.size, xxh128: rb.hashes.xxh128 } };
 }
@@ -182,13 +182,13 @@ export async function checkCopy(path: string, expected: ReadResult, signal?: Abo
  * folder, since the run that made it may have died before its name was durable. A file that cannot be
  * read is not adopted (it is someone else's to sort out); failing to sync one that matched is an error.
  */
-export async function adoptExisting(path: string, expected: ReadResult, signal?: AbortSignal): Promise<ReadBackCheck | undefined> {
+export async function adoptExisting(path: string, expected: ReadResult, signal: AbortSignal): Promise<ReadBackCheck | undefined> {
   let check: ReadBackCheck | undefined;
   try {
     // Not a link's target: the copy must be the file at this name, not wherever a link leads.
     if ((await lstat(path)).isFile()) check = await checkCopy(path, expected, signal);
   } catch {
-    if (signal?.aborted) throw abortReason(signal);
+    if (signal.aborted) throw abortReason(signal);
   }
   if (check === undefined || !check.ok) return check;
   await fsyncFile(path);
@@ -224,10 +224,10 @@ export function joinHead(head: readonly Buffer[]): Buffer {
 }
 
 /** A one-destination rewrite from a fresh read of the source, after a read-back mismatch. */
-export async function rewriteFromSource(source: Source, item: SourceItem, target: TempTarget, algorithms: readonly HashAlgorithm[], signal?: AbortSignal): Promise<ReadResult> {
+export async function rewriteFromSource(source: Source, item: SourceItem, target: TempTarget, algorithms: readonly HashAlgorithm[], signal: AbortSignal): Promise<ReadResult> {
   const hasher = new IngestHasher(algorithms);
   try {
-    const stream = await source.open(item, { recycle: 1, ...(signal ? { signal } : {}) });
+    const stream = await source.open(item, { recycle: 1, signal });
     try {
       await fanOut(stream, [], [target], hasher, signal);
     } finally {

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { basename } from 'node:path';
+import { SerialQueue } from '../async.js';
 import type { Logger } from '../log.js';
 import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
 import type { Source } from '../device/source.js';
@@ -232,30 +233,4 @@ async function writeManifest(run: IngestRun, d: RunDestination): Promise<void> {
     gen.sequence,
   );
   logger.info({ destination: d.root, generation: gen.sequence, files: rows.length, manifest: basename(gen.file) }, 'manifest written');
-}
-
-/** Runs tasks one after another in the background, letting at most `depth` wait. */
-class SerialQueue {
-  #tail: Promise<void> = Promise.resolve();
-  #pending = 0;
-  #error: unknown;
-  constructor(private readonly depth: number) {}
-  async push(task: () => Promise<void>): Promise<void> {
-    if (this.#error) throw this.#error;
-    this.#pending++;
-    this.#tail = this.#tail
-      .then(task)
-      .catch((e: unknown) => {
-        this.#error ??= e;
-      })
-      .finally(() => {
-        this.#pending--;
-      });
-    while (this.#pending > this.depth) await Promise.race([this.#tail, new Promise((r) => setTimeout(r, 5))]);
-    if (this.#error) throw this.#error;
-  }
-  async drain(): Promise<void> {
-    await this.#tail;
-    if (this.#error) throw this.#error;
-  }
 }

@@ -1,3 +1,4 @@
+import { TIMED_OUT, within } from '../async.js';
 import type { Logger } from '../log.js';
 import { isSourceFault, isSourceSkip, type Source, type SourceIdentity, type SourceItem } from '../device/source.js';
 import type { FileRow } from '../store/journal.js';
@@ -34,21 +35,9 @@ export const GROUPING_DELAY_MS = 500;
 /** Groups kept at hand, for a shot whose members a window boundary split: see groupWindows. */
 const RECENT_GROUPS = 256;
 
-const IDLE = Symbol('idle');
-
 function dirOf(path: string): string {
   const slash = path.lastIndexOf('/');
   return slash < 0 ? '' : path.slice(0, slash);
-}
-
-/** `p`, or IDLE if it has not settled within `ms`. */
-async function within<T>(p: Promise<T>, ms: number): Promise<T | typeof IDLE> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<typeof IDLE>((resolve) => (timer = setTimeout(resolve, ms, IDLE)))]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /**
@@ -70,7 +59,7 @@ export async function* groupWindows(
   try {
     for (;;) {
       pending ??= listing.next();
-      let r: Awaited<typeof pending> | typeof IDLE;
+      let r: Awaited<typeof pending> | typeof TIMED_OUT;
       try {
         r = window.length === 0 ? await pending : await within(pending, delayMs);
       } catch (e) {
@@ -79,7 +68,7 @@ export async function* groupWindows(
         if (window.length > 0) yield groupItems(window.splice(0));
         throw e;
       }
-      if (r === IDLE) {
+      if (r === TIMED_OUT) {
         yield groupItems(window.splice(0));
         continue;
       }

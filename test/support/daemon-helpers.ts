@@ -40,33 +40,42 @@ export function writeBurst(dir: string, count: number, bytes = 32): Promise<void
 
 /**
  * What systemd's side of $NOTIFY_SOCKET does, for the parts Shuttle relies on: a unix datagram socket
- * that receives sd_notify messages and closes the file descriptors of BARRIER=1 messages (which is how
- * systemd-notify learns its message was processed). Node cannot receive unix datagrams, so this is a
- * few lines of Python. Messages other than BARRIER=1 are collected in order.
+ * that receives sd_notify messages with the sender's credentials (SO_PASSCRED, which is what
+ * NotifyAccess=main checks the main PID against) and closes the file descriptors of BARRIER=1 messages
+ * (which is how systemd-notify learns its message was processed). Node cannot receive unix datagrams,
+ * so this is a few lines of Python. Messages other than BARRIER=1 are collected in order, and with
+ * each the pid of the process that sent it.
  */
-export async function notifyReceiver(path: string): Promise<{ messages: string[]; child: ChildProcess; path: string }> {
+export async function notifyReceiver(path: string): Promise<{ messages: string[]; senders: number[]; child: ChildProcess; path: string }> {
   const script = `
-import socket, os, sys, array, json
+import socket, os, sys, array, json, struct
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
+s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+# "@name" is a socket in the abstract namespace, as in $NOTIFY_SOCKET.
+s.bind("\\0" + sys.argv[1][1:] if sys.argv[1].startswith("@") else sys.argv[1])
 print("ready", flush=True)
 while True:
-    msg, anc, flags, addr = s.recvmsg(65536, socket.CMSG_SPACE(64 * 4))
+    msg, anc, flags, addr = s.recvmsg(65536, socket.CMSG_SPACE(64 * 4) + socket.CMSG_SPACE(struct.calcsize("iII")))
+    pid = None
     for level, kind, data in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds = array.array("i")
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
             for fd in fds:
                 os.close(fd)
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            pid = struct.unpack("iII", data)[0]
     text = msg.decode()
     if text != "BARRIER=1":
-        print(json.dumps(text), flush=True)
+        print(json.dumps([text, pid]), flush=True)
 `;
   const child = spawn('python3', ['-c', script, path], { stdio: ['ignore', 'pipe', 'inherit'] });
   const messages: string[] = [];
+  const senders: number[] = [];
   let buf = '';
   await new Promise<void>((resolve, reject) => {
     child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`the notify receiver exited with ${code}`)));
     child.stdout!.on('data', (d: Buffer) => {
       buf += d.toString();
       let nl: number;
@@ -74,11 +83,15 @@ while True:
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         if (line === 'ready') resolve();
-        else messages.push(JSON.parse(line) as string);
+        else {
+          const [text, pid] = JSON.parse(line) as [string, number];
+          messages.push(text);
+          senders.push(pid);
+        }
       }
     });
   });
-  return { messages, child, path };
+  return { messages, senders, child, path };
 }
 
 /** `shuttle run` as a child process, its JSON log lines (stdout) parsed as they arrive. */

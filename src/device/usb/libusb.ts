@@ -4,6 +4,7 @@
  * on first use, so commands that never touch USB do not need its native binding.
  */
 import type { Device, InEndpoint, Interface, OutEndpoint, Transfer } from 'usb';
+import { within } from '../../async.js';
 import { ShuttleError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { UsbIoError, type EndpointRole, type UsbFailure, type UsbLink, type UsbPending } from './link.js';
@@ -44,20 +45,12 @@ const CLASS_INTERFACE_OUT = 0x21;
 const CLASS_INTERFACE_IN = 0xa1;
 const CLOSE_STEP_TIMEOUT_MS = 2_000;
 
-function withTimeout(p: Promise<void>, ms: number): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    p.then(
-      () => {
-        clearTimeout(t);
-        resolve();
-      },
-      () => {
-        clearTimeout(t);
-        resolve();
-      },
-    );
-  });
+/** Waits for one step of closing, at most CLOSE_STEP_TIMEOUT_MS: a device that never answers must not hold up the rest; a step that fails is as good as done. */
+async function closeStep(p: Promise<void>): Promise<void> {
+  await within(
+    p.catch(() => undefined),
+    CLOSE_STEP_TIMEOUT_MS,
+  );
 }
 
 /**
@@ -251,9 +244,9 @@ class LibusbLink implements UsbLink {
     const ep = this.interruptEp;
     if (ep && this.polling && ep.pollActive) {
       this.polling = false;
-      await withTimeout(new Promise<void>((resolve) => ep.stopPoll(() => resolve())), CLOSE_STEP_TIMEOUT_MS);
+      await closeStep(new Promise<void>((resolve) => ep.stopPoll(() => resolve())));
     }
-    await withTimeout(new Promise<void>((resolve, reject) => this.iface.release(true, (err) => (err ? reject(err) : resolve()))), CLOSE_STEP_TIMEOUT_MS).catch(() => undefined);
+    await closeStep(new Promise<void>((resolve, reject) => this.iface.release(true, (err) => (err ? reject(err) : resolve()))));
     if (this.detachedKernelDriver) {
       try {
         this.iface.attachKernelDriver();

@@ -1,0 +1,13 @@
+# The one native piece Shuttle builds itself: sd_notify over $NOTIFY_SOCKET (native/sd_notify.c).
+# npm runs `node-gyp rebuild` for a package with this file at install time; the addon uses Node-API
+# only, so the headers it is compiled against need not be those of the runtime that loads it.
+{
+  "targets": [
+    {
+      "target_name": "sd_notify",
+      "sources": ["native/sd_notify.c"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-Wall", "-Wextra"]
+    }
+  ]
+}
