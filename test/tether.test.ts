@@ -41,7 +41,7 @@ afterEach(async () => {
   await work.cleanup();
 });
 
-const startCamera = async (opts: { objectAddedEvents?: boolean } = {}): Promise<void> => {
+const startCamera = async (opts: { vendor?: 'generic' | 'canon' | 'nikon' | 'fuji' } = {}): Promise<void> => {
   sim = await CameraSimulator.start({ dir: card, port: 0, timeZone: 'UTC', ...opts });
 };
 
@@ -310,7 +310,7 @@ test('with-upload-each-shot-is-queued-as-soon-as-it-is-verified', async () => {
 
 test('a-camera-without-objectadded-events-is-polled-for-new-shots', async () => {
   // As Fuji bodies: no ObjectAdded on the event channel; new shots show up only in GetObjectHandles.
-  await startCamera({ objectAddedEvents: false });
+  await startCamera({ vendor: 'fuji' });
   const t = tether();
   await t.waitFor('ready');
   const shots = new Map<string, Buffer>();
