@@ -142,7 +142,7 @@ export class SourcePlanner {
   async *windows(): AsyncGenerator<PlannedFile[]> {
     const { journal } = this.run;
     let planned = false;
-    for await (const groups of groupWindows(this.#items())) {
+    for await (const groups of groupWindows(this.#items(), { delayMs: this.source.groupingDelayMs ?? GROUPING_DELAY_MS })) {
       const plan = journal.tx(() => groups.flatMap((g) => this.#plan(g)));
       const todo = this.#account(plan);
       await this.#checkSpace();
