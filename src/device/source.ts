@@ -82,7 +82,7 @@ export interface Source {
   /**
    * How long the plan waits for the listing's next item before copying a shot's files as they are
    * (default: the plan's GROUPING_DELAY_MS). A tethered camera, whose listing names each shot as it is
-   * taken, keeps it short.
+   * taken, keeps it short; the plan then also hands on a RAW+JPEG pair as soon as both are listed.
    */
   readonly groupingDelayMs?: number;
   identity(signal?: AbortSignal): Promise<SourceIdentity>;

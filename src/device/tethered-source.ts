@@ -38,10 +38,10 @@ const LIVENESS_MS = 3000;
 
 /**
  * How long the plan waits for a shot's next file before copying what it has: a camera announces a
- * RAW+JPEG pair's two files back to back, so they still travel as one shot, while a single file waits
- * no longer than this for company.
+ * RAW+JPEG pair's two files back to back, so they still travel as one shot (a pair is planned as soon as
+ * both are in), while a single file waits no longer than this for company.
  */
-export const TETHER_GROUPING_MS = 40;
+export const TETHER_GROUPING_MS = 100;
 
 /** Longest a capture may take from the shutter operation to the new object's announcement. */
 const TRIGGER_TIMEOUT_MS = 30_000;
