@@ -26,6 +26,7 @@ const globals = (): GlobalOptions => program.opts<GlobalOptions>();
 const commands: Record<string, () => Promise<CommandType>> = {
   ingest: async () => (await import('./cli/ingest.js')).ingestCommand(globals),
   tether: async () => (await import('./cli/tether.js')).tetherCommand(globals),
+  capture: async () => (await import('./cli/capture.js')).captureCommand(globals),
   verify: async () => (await import('./cli/verify.js')).verifyCommand(globals),
   status: async () => (await import('./cli/status.js')).statusCommand(globals),
   run: async () => (await import('./cli/run.js')).runCommand(globals),

@@ -137,3 +137,28 @@ test('gphoto2 --capture-image-and-download gets the pool image and deletes it fr
   expect(await readdir(path.join(card, 'DCIM', '100SHUTL'))).toEqual([]);
   expect(await filesUnder(card)).toContain('DCIM/100TEST/IMG_0001.JPG');
 });
+
+/**
+ * The Canon EOS and Nikon personalities as libgphoto2 drives those makers' cameras: EOS through
+ * RemoteRelease and its GetEvent queue (RequestObjectTransfer, then TransferComplete), Nikon through
+ * InitiateCaptureRecInSdram and CheckEvent (ObjectAddedInSDRAM on the virtual handle, then DelImageSDRAM).
+ */
+for (const [vendor, release] of [
+  ['canon', 0x9117],
+  ['nikon', 0x90c3],
+] as const) {
+  test(`gphoto2 --capture-image-and-download fetches a ${vendor} capture held in camera memory and frees it`, async () => {
+    await sim?.stop();
+    sim = await CameraSimulator.start({ dir: card, pool, port: 0, timeZone: ZONE, vendor, captureTarget: 'host' });
+    const out = path.join(work, 'capture');
+    await mkdir(out);
+    const { stdout } = await gphoto2(['--capture-image-and-download'], out);
+    expect(stdout).toContain('New file is in location /capt0000.jpg on the camera');
+    expect(await readdir(out)).toEqual(['capt0000.jpg']);
+    expect(await sha256File(path.join(out, 'capt0000.jpg'))).toBe(await sha256File(path.join(pool, 'shot.jpg')));
+    // Freed in camera memory: EOS by TransferComplete; libgphoto2 frees a Nikon SDRAM image by DeleteObject.
+    expect(sim.operationCount(release) + sim.operationCount(0x100b)).toBeGreaterThanOrEqual(1);
+    // Never on the card.
+    expect(await filesUnder(card)).not.toContain(expect.stringMatching(/100SHUTL/));
+  });
+}

@@ -5,7 +5,8 @@ import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 import { DatabaseSync } from 'node:sqlite';
 import sharp from 'sharp';
-import { CameraSimulator } from '../src/device/ptpip/simulator.js';
+import { CameraSimulator, type SimulatorOptions } from '../src/device/ptpip/simulator.js';
+import type { SimulatorVendor } from '../src/device/ptpip/personality.js';
 import { DEFAULT_SAMPLE_CAMERA } from '../src/sample/index.js';
 import { jpegWithExif, rawTiffHead } from '../src/sample/content.js';
 import { Prng } from '../src/sample/prng.js';
@@ -41,7 +42,7 @@ afterEach(async () => {
   await work.cleanup();
 });
 
-const startCamera = async (opts: { objectAddedEvents?: boolean } = {}): Promise<void> => {
+const startCamera = async (opts: Partial<SimulatorOptions> = {}): Promise<void> => {
   sim = await CameraSimulator.start({ dir: card, port: 0, timeZone: 'UTC', ...opts });
 };
 
@@ -98,7 +99,7 @@ interface TetherEvent {
 
 /** A running `shuttle tether --json`: its events as they come, and a wait for the next ones that match. */
 function tether(...args: string[]) {
-  const child = spawnCli(['tether', `ptpip:127.0.0.1:${sim.port}`, '--dest', dest, '--state', state, '--json', ...args], {
+  const child = spawnCli(['tether', `ptpip:127.0.0.1:${sim.port}`, '--dest', dest, '--state', state, '--socket', join(state, 'tether.sock'), '--json', ...args], {
     env: { SHUTTLE_TETHER_PREVIEW_LONG_EDGE: String(LONG_EDGE) },
   });
   children.push(child);
@@ -310,7 +311,7 @@ test('with-upload-each-shot-is-queued-as-soon-as-it-is-verified', async () => {
 
 test('a-camera-without-objectadded-events-is-polled-for-new-shots', async () => {
   // As Fuji bodies: no ObjectAdded on the event channel; new shots show up only in GetObjectHandles.
-  await startCamera({ objectAddedEvents: false });
+  await startCamera({ vendor: 'fuji' });
   const t = tether();
   await t.waitFor('ready');
   const shots = new Map<string, Buffer>();
@@ -331,3 +332,85 @@ test('tether-names-one-camera-a-folder-or-ptpip-alone-is-a-usage-error', async (
     expect(r.stderr).toMatch(/name one camera/);
   }
 });
+
+/**
+ * Each maker's camera as the simulator plays it on the wire: Canon EOS and Nikon only through their
+ * polled event queues (their captures held in camera memory for the host), Fujifilm with no events at
+ * all. Shots taken on the body and fired with `shuttle capture` all arrive verified with previews, a
+ * burst at 10 frames per second loses none, and a camera that went away and came back is not read twice.
+ */
+const PERSONALITIES: Array<{ vendor: SimulatorVendor; captureTarget: 'card' | 'host' }> = [
+  { vendor: 'generic', captureTarget: 'card' },
+  { vendor: 'canon', captureTarget: 'host' },
+  { vendor: 'nikon', captureTarget: 'host' },
+  { vendor: 'fuji', captureTarget: 'card' },
+];
+
+for (const { vendor, captureTarget } of PERSONALITIES) {
+  test(`${vendor}-body-shots-captures-and-a-burst-are-all-verified-and-a-camera-back-after-a-drop-is-not-read-twice`, async () => {
+    const pool = join(work.path, 'pool');
+    await mkdir(pool);
+    const pooled = new Map([['POOL_A.JPG', await shot('POOL_A.JPG')]]);
+    await writeFile(join(pool, 'POOL_A.JPG'), pooled.get('POOL_A.JPG')!);
+    await startCamera({ vendor, pool, captureTarget });
+    const port = sim.port;
+    const t = tether('--capture-target', captureTarget);
+    await t.waitFor('ready');
+
+    // A RAW+JPEG pair taken on the body: both arrive, verified, each with its preview.
+    const pair = new Map([
+      ['IMG_0001.CR2', rawWithThumbnail(await shot('thumb'))],
+      ['IMG_0001.JPG', await shot('IMG_0001.JPG')],
+    ]);
+    await drop(pair);
+    const two = await t.waitFor('verified', 2);
+    await expectCopies(two, pair, 1);
+    expect(two.map((e) => e.name!.split('/').pop()).sort()).toEqual(['IMG_0001.CR2', 'IMG_0001.JPG']);
+    for (const e of two) expect(Math.max((await sharp(e.preview!).metadata()).width, (await sharp(e.preview!).metadata()).height)).toBe(LONG_EDGE);
+
+    // Fired from another process: the answer is the shot's verified line, its copy the pool image.
+    for (let i = 1; i <= 2; i++) {
+      const r = await runCli(['capture', '--socket', join(state, 'tether.sock'), '--json', '--state', state]);
+      expect(r.code, r.stderr).toBe(0);
+      const line = JSON.parse(r.stdout) as TetherEvent;
+      expect(line.event).toBe('verified');
+      if (captureTarget === 'host') expect(line.name).toMatch(/^camera-memory\//);
+      for (const f of line.files!) expect((await readFile(f)).equals(pooled.get('POOL_A.JPG')!)).toBe(true);
+      expect((await sharp(line.preview!).metadata()).format).toBe('jpeg');
+      await t.waitFor('verified', 2 + i);
+    }
+    if (captureTarget === 'host') {
+      // Freed in the camera once verified: nothing left in its memory.
+      expect(sim.operationCount(vendor === 'canon' ? 0x9117 : 0x90c3)).toBe(2);
+    }
+
+    // A burst of 10 frames per second: every frame verified once.
+    const burst = new Map<string, Buffer>();
+    for (let i = 2; i <= 11; i++) burst.set(`IMG_${String(i).padStart(4, '0')}.JPG`, await shot(`IMG_${i}`));
+    for (const [name, data] of burst) {
+      await drop(new Map([[name, data]]));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const all = await t.waitFor('verified', 14);
+    await expectCopies(all.slice(4), burst, 1);
+    expect(new Set(all.map((e) => e.name)).size).toBe(14);
+
+    // The camera drops off: the session ends (DEVICE_GONE); a new session once it is back reads nothing twice.
+    await sim.stop();
+    simStopped = true;
+    expect(await t.exited, t.stderr()).toBe(1);
+    await startCamera({ vendor, pool, captureTarget, port });
+    simStopped = false;
+    const again = tether('--all', '--capture-target', captureTarget);
+    await again.waitFor('ready');
+    const later = new Map([['IMG_0012.JPG', await shot('IMG_0012.JPG')]]);
+    await drop(later);
+    const [v] = await again.waitFor('verified');
+    expect(v!.name).toMatch(/IMG_0012\.JPG$/);
+    const { code, stopped } = await again.stop();
+    expect(code, again.stderr()).toBe(0);
+    // The card's files (pair, burst, captures to the card) are known to the journal; only the new one is copied.
+    const onCard = 2 + 10 + (captureTarget === 'card' ? 2 : 0);
+    expect(stopped).toMatchObject({ copied: 1, alreadyVerified: onCard, failed: 0 });
+  });
+}

@@ -1,6 +1,7 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { isShuttleError } from '../errors.js';
 import { createLogger } from '../log.js';
+import { SIMULATOR_VENDORS, type CaptureTarget, type SimulatorVendor } from '../device/ptpip/personality.js';
 import type { CameraSimulator } from '../device/ptpip/simulator.js';
 
 function parsePort(value: string): number {
@@ -19,43 +20,56 @@ export function simulateCameraCommand(): Command {
     .requiredOption('--dir <dir>', 'folder served as the camera card')
     .option('--port <port>', 'TCP port (0 picks a free one)', parsePort, 15740)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
-    .option('--pool <dir>', 'images that InitiateCapture "shoots", in name order')
+    .option('--pool <dir>', 'images that a capture "shoots", in name order')
+    .addOption(
+      new Option('--vendor <maker>', 'whose camera to play: generic (interrupt events), canon (EOS GetEvent polling), nikon (CheckEvent polling, SDRAM capture), fuji (no events)')
+        .choices(SIMULATOR_VENDORS)
+        .default('generic'),
+    )
+    .addOption(new Option('--capture-target <where>', 'where a capture goes: the card, or camera memory only (host)').choices(['card', 'host']).default('card'))
     .option('--serial <serial>', 'serial number (default: derived from the folder)')
     .option('--time-zone <zone>', 'IANA zone of the simulated camera clock (default: this host)')
-    .action(async (opts: { dir: string; port: number; host: string; pool?: string; serial?: string; timeZone?: string }, cmd: Command) => {
-      // --log-level is the program's global option.
-      const level = cmd.parent?.opts<{ logLevel?: string }>().logLevel;
-      const logger = createLogger(level === undefined ? { fd: 2 } : { fd: 2, level });
-      let sim: CameraSimulator;
-      try {
-        const { CameraSimulator } = await import('../device/ptpip/simulator.js');
-        sim = await CameraSimulator.start({
-          dir: opts.dir,
-          port: opts.port,
-          host: opts.host,
-          pool: opts.pool,
-          serialNumber: opts.serial,
-          timeZone: opts.timeZone,
-          logger,
+    .action(
+      async (
+        opts: { dir: string; port: number; host: string; pool?: string; serial?: string; timeZone?: string; vendor: SimulatorVendor; captureTarget: CaptureTarget },
+        cmd: Command,
+      ) => {
+        // --log-level is the program's global option.
+        const level = cmd.parent?.opts<{ logLevel?: string }>().logLevel;
+        const logger = createLogger(level === undefined ? { fd: 2 } : { fd: 2, level });
+        let sim: CameraSimulator;
+        try {
+          const { CameraSimulator } = await import('../device/ptpip/simulator.js');
+          sim = await CameraSimulator.start({
+            dir: opts.dir,
+            port: opts.port,
+            host: opts.host,
+            pool: opts.pool,
+            serialNumber: opts.serial,
+            timeZone: opts.timeZone,
+            vendor: opts.vendor,
+            captureTarget: opts.captureTarget,
+            logger,
+          });
+        } catch (err) {
+          logger.error({ err: isShuttleError(err) ? err.toJSON() : err }, 'camera simulator could not start');
+          process.exitCode = 1;
+          return;
+        }
+        // Listening for the stop signals before the address is printed: whoever read it may stop us at once.
+        const stopped = new Promise<void>((resolve) => {
+          const stop = (sig: NodeJS.Signals): void => {
+            logger.info({ signal: sig }, 'stopping camera simulator');
+            process.off('SIGINT', stop);
+            process.off('SIGTERM', stop);
+            resolve();
+          };
+          process.on('SIGINT', stop);
+          process.on('SIGTERM', stop);
         });
-      } catch (err) {
-        logger.error({ err: isShuttleError(err) ? err.toJSON() : err }, 'camera simulator could not start');
-        process.exitCode = 1;
-        return;
-      }
-      // Listening for the stop signals before the address is printed: whoever read it may stop us at once.
-      const stopped = new Promise<void>((resolve) => {
-        const stop = (sig: NodeJS.Signals): void => {
-          logger.info({ signal: sig }, 'stopping camera simulator');
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          resolve();
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
-      process.stdout.write(`${JSON.stringify({ host: sim.host, port: sim.port })}\n`);
-      await stopped;
-      await sim.stop();
-    });
+        process.stdout.write(`${JSON.stringify({ host: sim.host, port: sim.port })}\n`);
+        await stopped;
+        await sim.stop();
+      },
+    );
 }

@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { basename, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { uploadSettings } from '../config/index.js';
-import { isShuttleError } from '../errors.js';
+import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
 import { openTetheredCamera } from '../device/tethered-source.js';
 import { runIngest, type FileOutcome, type IngestSummary } from '../ingest/pipeline.js';
 import { previewPathFor, writePreview } from '../ingest/preview.js';
@@ -12,12 +12,67 @@ import { Journal } from '../store/journal.js';
 import { commandContext, type GlobalOptions } from './context.js';
 import { EXIT } from './exit.js';
 import { NoUploadWaitOption } from './ingest.js';
+import { defaultTetherSocket, serveTetherControl, type TetherControl } from './tether-control.js';
 import type { IngestUploadFlags } from './upload.js';
 
 interface TetherOptions extends IngestUploadFlags {
   dest: string[];
   json?: boolean;
   all?: boolean;
+  socket?: string;
+  captureTarget: 'card' | 'host';
+}
+
+/** One verified shot as the session reports it (stdout with --json, and the answer to `shuttle capture`). */
+export interface VerifiedLine {
+  event: 'verified';
+  name: string;
+  files: string[];
+  preview: string | null;
+  ms: { verified: number; preview: number | null } | null;
+  queued?: boolean;
+}
+
+/**
+ * Who waits for which shot to be verified: `requestCapture` learns the new shot's path from the camera
+ * and waits here for its line (kept a short while, should the shot be done first).
+ */
+class ShotWaiters {
+  readonly #waiting = new Map<string, Array<{ resolve: (l: VerifiedLine) => void; reject: (e: unknown) => void }>>();
+  readonly #done = new Map<string, VerifiedLine | ShuttleError>();
+
+  settle(path: string, outcome: VerifiedLine | ShuttleError): void {
+    this.#done.set(path, outcome);
+    if (this.#done.size > 64) this.#done.delete(this.#done.keys().next().value as string);
+    for (const w of this.#waiting.get(path) ?? []) outcome instanceof ShuttleError ? w.reject(outcome) : w.resolve(outcome);
+    this.#waiting.delete(path);
+  }
+
+  wait(path: string, signal: AbortSignal): Promise<VerifiedLine> {
+    const done = this.#done.get(path);
+    if (done) return done instanceof ShuttleError ? Promise.reject(done) : Promise.resolve(done);
+    return new Promise((resolve, reject) => {
+      const list = this.#waiting.get(path) ?? [];
+      this.#waiting.set(path, list);
+      const w = {
+        resolve: (l: VerifiedLine) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(l);
+        },
+        reject: (e: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      };
+      const onAbort = (): void => {
+        list.splice(list.indexOf(w), 1);
+        reject(abortReason(signal));
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      list.push(w);
+    });
+  }
 }
 
 /**
@@ -50,6 +105,12 @@ export function tetherCommand(globals: () => GlobalOptions): Command {
     )
     .option('--all', 'first copy what is on the camera already (else only shots taken from now on)')
     .option('--json', 'print one JSON object per line on stdout: ready, then verified or failed per shot, then stopped')
+    .option('--socket <path>', 'control socket for `shuttle capture` (default: $XDG_RUNTIME_DIR/shuttle/tether.sock, else tether.sock in the state folder)')
+    .addOption(
+      new Option('--capture-target <where>', 'where `shuttle capture` has the camera put the image: its card, or its memory (host) to be fetched at once')
+        .choices(['card', 'host'])
+        .default('card'),
+    )
     .option('--upload <s3url>', 'queue each verified shot for upload to s3://bucket/prefix (default: upload.target), uploaded when the session ends')
     .addOption(new NoUploadWaitOption('--no-wait', 'with --upload: exit when the session ends, its shots durably queued for `shuttle upload` or the daemon'))
     .option('--upload-timeout <seconds>', 'with --upload: keep retrying an unreachable server this long, then exit 3 with the rest queued')
@@ -78,6 +139,8 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
       };
       const journal = Journal.open(ctx.stateDir);
       const previews = new Set<Promise<void>>();
+      const waiters = new ShotWaiters();
+      let control: TetherControl | undefined;
       let summary: IngestSummary;
       const source = await openTetheredCamera(
         name,
@@ -86,24 +149,45 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
           existing: opts.all === true,
           stop,
           logger: ctx.logger,
+          captureTarget: opts.captureTarget,
           onWatching: () => {
             const id = source.camera.camera.identity();
             const camera = `${id.manufacturer} ${id.model}`.trim();
             const destinations = destinationsFromConfig(ctx.config).map((d) => d.path);
-            print({ event: 'ready', source: source.uri, camera, destinations, all: opts.all === true }, `tethered to ${camera} (${source.uri}); waiting for shots`);
+            const socket = control?.path ?? null;
+            print({ event: 'ready', source: source.uri, camera, destinations, all: opts.all === true, socket }, `tethered to ${camera} (${source.uri}); waiting for shots`);
           },
         },
       ).catch((err: unknown) => {
         journal.close();
         throw err;
       });
+      /**
+       * Fires the camera and resolves with the new shot's verified line: what `shuttle capture` and a foot
+       * pedal call. The session owns it; it works while the session watches for shots.
+       */
+      const requestCapture = async (signal: AbortSignal): Promise<VerifiedLine> => {
+        const both = AbortSignal.any([signal, stop]);
+        const path = await source.trigger(both);
+        return waiters.wait(path, both);
+      };
+      try {
+        control = await serveTetherControl({ path: opts.socket ?? defaultTetherSocket(ctx.stateDir), capture: requestCapture, logger: ctx.logger });
+      } catch (err) {
+        await source.close().catch(() => undefined);
+        journal.close();
+        throw err;
+      }
       const onFile = (f: FileOutcome): void => {
         const verifiedAt = performance.now();
         const announced = source.announcedAt(f.path);
         if (f.state === 'failed') {
+          waiters.settle(f.path, new ShuttleError('DEST_WRITE_FAILED', `${f.path} was not verified at every destination (see the log)`, { context: { path: f.path } }));
           print({ event: 'failed', name: f.path }, `${basename(f.path)}: FAILED (see the log)`);
           return;
         }
+        // A shot the camera keeps in memory for us is safe here now: the camera may free it.
+        source.release(f.path).catch((err: unknown) => ctx.logger.warn({ err, path: f.path }, 'the camera did not free a shot it held in memory'));
         // Queued as it lands, so that the daemon or `shuttle upload` finds it even if this session dies.
         let queued: boolean | undefined;
         if (upload) {
@@ -130,10 +214,9 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
           const ms = announced === undefined ? null : { verified: round(verifiedAt - announced), preview: preview === null ? null : round(previewAt - announced) };
           const files = f.copies.map((c) => join(c.root, c.rel));
           const took = ms === null ? '' : ` in ${(ms.verified / 1000).toFixed(1)} s`;
-          print(
-            { event: 'verified', name: f.path, files, preview, ms, ...(queued === undefined ? {} : { queued }) },
-            `${basename(f.path)}: verified at ${files.length} destination(s)${took}${preview ? ', preview ready' : ''}`,
-          );
+          const line: VerifiedLine = { event: 'verified', name: f.path, files, preview, ms, ...(queued === undefined ? {} : { queued }) };
+          print({ ...line }, `${basename(f.path)}: verified at ${files.length} destination(s)${took}${preview ? ', preview ready' : ''}`);
+          waiters.settle(f.path, line);
         })();
         previews.add(job);
         void job.finally(() => previews.delete(job));
@@ -154,6 +237,7 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
         if (opts.json) print({ event: 'stopped', status: 'failed', error: { code, message: (err as Error).message } }, '');
         throw err;
       } finally {
+        await control.close().catch((e: unknown) => ctx.logger.warn({ err: e }, 'closing the control socket failed'));
         await Promise.allSettled(previews);
         await source.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: source.uri }, 'closing the camera failed'));
         journal.close();

@@ -15,6 +15,9 @@ import { responseCodeOf } from './ptp/session.js';
 import { connectPtpIp, loadOrCreateInitiatorIdentity } from './ptpip/transport.js';
 import type { ItemState, OpenOptions, Source, SourceIdentity, SourceItem } from './source.js';
 
+/** The folder name of objects the camera holds in memory only (capture target host). */
+export const CAMERA_MEMORY = 'camera-memory';
+
 /** What a camera item's `handle` holds. */
 export interface CameraItemHandle {
   storageId: number;
@@ -122,8 +125,9 @@ export class PtpCameraSource implements Source {
     const info = await this.camera.objectInfo(objectHandle, signal);
     if (info.objectFormat === ObjectFormat.Association) return undefined;
     let names = this.storageNamesById;
-    if (!names?.has(info.storageId)) names = await this.storageNames(new ListingBudget(this.listingLimits, { uri: this.uri }), signal);
-    const storageName = names.get(info.storageId) ?? hex32(info.storageId);
+    // Storage 0: a capture held in camera memory (capture target host), on no card.
+    if (info.storageId !== 0 && !names?.has(info.storageId)) names = await this.storageNames(new ListingBudget(this.listingLimits, { uri: this.uri }), signal);
+    const storageName = info.storageId === 0 ? CAMERA_MEMORY : (names?.get(info.storageId) ?? hex32(info.storageId));
     const parent = info.parentObject === objectHandle ? 0 : info.parentObject;
     const folders = parent === info.storageId ? [] : await this.camera.pathOf(parent, signal);
     const size = await this.camera.objectSize(objectHandle, info, signal);

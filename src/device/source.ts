@@ -79,6 +79,12 @@ export interface ItemState {
 export interface Source {
   /** How the user named it (`/media/card`, `usb:04a9:3294`, `ptpip:10.0.0.5`). */
   readonly uri: string;
+  /**
+   * How long the plan waits for the listing's next item before copying a shot's files as they are
+   * (default: the plan's GROUPING_DELAY_MS). A tethered camera, whose listing names each shot as it is
+   * taken, keeps it short; the plan then also hands on a RAW+JPEG pair as soon as both are listed.
+   */
+  readonly groupingDelayMs?: number;
   identity(signal?: AbortSignal): Promise<SourceIdentity>;
   list(signal?: AbortSignal): AsyncIterable<SourceEntry>;
   open(item: SourceItem, options?: OpenOptions): Promise<Readable>;

@@ -8,9 +8,11 @@ import { ShuttleError, isShuttleError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { PtpCameraSource } from './camera-source.js';
 import { cameraScheme, openSource, type OpenContext } from './detect.js';
-import { EventCode } from './ptp/codes.js';
+import { EventCode, OperationCode } from './ptp/codes.js';
 import { responseCodeOf } from './ptp/session.js';
-import { startVendorEvents } from './ptp/vendor-events.js';
+import { CanonEosOperation, startVendorEvents, type EventStrategy } from './ptp/vendor-events.js';
+import { NIKON_SDRAM_OBJECT_HANDLE } from './ptp/vendor-events-decode.js';
+import type { CameraItemHandle } from './camera-source.js';
 import type { UsbCameraSource } from './usb-source.js';
 import type { ItemState, OpenOptions, Source, SourceEntry, SourceIdentity, SourceItem } from './source.js';
 
@@ -23,6 +25,8 @@ export interface TetherOptions {
   onWatching?: () => void;
   /** Quiet time after which the camera is asked whether it is still there (default 3 s). */
   livenessMs?: number;
+  /** Where `trigger` asks the camera to put the image: its card (default) or its memory, for the host to fetch at once. */
+  captureTarget?: 'card' | 'host';
   logger?: Logger;
 }
 
@@ -31,6 +35,32 @@ export interface TetherOptions {
  * stop. After this much quiet a cheap operation checks that the camera still answers.
  */
 const LIVENESS_MS = 3000;
+
+/**
+ * How long the plan waits for a shot's next file before copying what it has: a camera announces a
+ * RAW+JPEG pair's two files back to back, so they still travel as one shot (a pair is planned as soon as
+ * both are in), while a single file waits no longer than this for company.
+ */
+export const TETHER_GROUPING_MS = 100;
+
+/** Longest a capture may take from the shutter operation to the new object's announcement. */
+const TRIGGER_TIMEOUT_MS = 30_000;
+
+/** Vendor operations that fire the shutter (libgphoto2 ptp.h). */
+const CanonEosRemoteRelease = 0x910f;
+const NikonOperation = { InitiateCaptureRecInSdram: 0x90c0, DelImageSdram: 0x90c3, AfCaptureSdram: 0x90cb } as const;
+
+/** The operation that fires the camera, with its parameters, for the camera's event strategy and the capture target. */
+export function captureOperation(strategy: EventStrategy, supported: readonly number[], target: 'card' | 'host'): { code: number; params: number[] } | undefined {
+  const has = (code: number): boolean => supported.includes(code);
+  if (strategy.kind === 'canon-eos' && has(CanonEosRemoteRelease)) return { code: CanonEosRemoteRelease, params: [] };
+  if (strategy.kind === 'nikon' && target === 'host') {
+    if (has(NikonOperation.InitiateCaptureRecInSdram)) return { code: NikonOperation.InitiateCaptureRecInSdram, params: [0xffffffff] };
+    if (has(NikonOperation.AfCaptureSdram)) return { code: NikonOperation.AfCaptureSdram, params: [] };
+  }
+  if (has(OperationCode.InitiateCapture)) return { code: OperationCode.InitiateCapture, params: [0, 0] };
+  return undefined;
+}
 
 /**
  * New shots come from one place: the session's ObjectAdded events. Cameras that announce objects on their
@@ -42,6 +72,14 @@ export class TetheredCameraSource implements Source {
   readonly #log: Logger;
   /** When the camera announced each new item (performance.now()), by path. */
   readonly #announcedAt = new Map<string, number>();
+  /** Object handles already named, so that an object announced twice is copied once. */
+  readonly #named = new Set<number>();
+  /** Captures waiting for the camera to announce their image, oldest first. */
+  readonly #captures: Array<(path: string) => void> = [];
+  /** Shots held in camera memory (capture target host) until `release`, by path. */
+  readonly #inMemory = new Map<string, CameraItemHandle>();
+  #strategy: EventStrategy | undefined;
+  readonly groupingDelayMs = TETHER_GROUPING_MS;
 
   constructor(
     readonly camera: PtpCameraSource,
@@ -71,7 +109,8 @@ export class TetheredCameraSource implements Source {
       signal,
       ...(usb ? { usb: { vendorId: usb.vendorId, productId: usb.productId } } : {}),
     });
-    const named = new Set<number>();
+    const named = this.#named;
+    this.#strategy = poller.strategy;
     try {
       this.#log.info({ source: this.uri, eventStrategy: poller.strategy.kind }, 'watching for new shots');
       this.opts.onWatching?.();
@@ -95,19 +134,86 @@ export class TetheredCameraSource implements Source {
           continue;
         }
         const handle = e.params[0];
-        if (e.code !== EventCode.ObjectAdded || handle === undefined || named.has(handle)) continue;
+        // RequestObjectTransfer: a capture the camera holds in memory for the host (Canon EOS, capture target host).
+        if ((e.code !== EventCode.ObjectAdded && e.code !== EventCode.RequestObjectTransfer) || handle === undefined || named.has(handle)) continue;
         named.add(handle);
         const at = performance.now();
         const item = await this.camera.itemOf(handle, signal);
         if (!item) continue;
         this.#announcedAt.set(item.path, at);
+        const h = item.handle as CameraItemHandle;
+        if (h.storageId === 0) this.#inMemory.set(item.path, h);
         this.#log.debug({ path: item.path, handle }, 'new shot');
+        this.#captures.shift()?.(item.path);
         yield item;
       }
     } finally {
       events.close();
       await poller.stop();
     }
+  }
+
+  /**
+   * Fires the camera (InitiateCapture, or the maker's own operation) and resolves with the source path of
+   * the new shot's first file once the camera has announced it; the listing hands that file to the ingest
+   * as any other new shot. Only while the listing runs.
+   */
+  async trigger(signal?: AbortSignal): Promise<string> {
+    const strategy = this.#strategy;
+    if (!strategy) throw new ShuttleError('USAGE', `${this.uri}: the tethering session is not watching for shots yet`, { context: { source: this.uri } });
+    const info = this.camera.camera.deviceInfo;
+    const op = captureOperation(strategy, info.operationsSupported, this.opts.captureTarget ?? 'card');
+    if (!op) {
+      throw new ShuttleError('PTP_RESPONSE', `${info.model} cannot be fired remotely (no InitiateCapture nor a vendor capture operation)`, {
+        context: { operation: 'InitiateCapture', responseCode: 0x2005, source: this.uri },
+      });
+    }
+    const stop = signal ? AbortSignal.any([signal, AbortSignal.timeout(TRIGGER_TIMEOUT_MS)]) : AbortSignal.timeout(TRIGGER_TIMEOUT_MS);
+    let resolve!: (path: string) => void;
+    const announced = new Promise<string>((r) => (resolve = r));
+    // Waiting before the operation is sent: a camera may announce the image before it answers.
+    this.#captures.push(resolve);
+    try {
+      await this.camera.camera.session.run({ code: op.code, params: op.params, signal: stop });
+      return await new Promise<string>((res, rej) => {
+        const onAbort = (): void =>
+          rej(
+            stop.reason instanceof DOMException && stop.reason.name === 'TimeoutError'
+              ? new ShuttleError('PTP_TIMEOUT', `${this.uri}: no new shot within ${TRIGGER_TIMEOUT_MS} ms of the capture`, {
+                  context: { timeoutMs: TRIGGER_TIMEOUT_MS },
+                  retryable: true,
+                })
+              : stop.reason,
+          );
+        if (stop.aborted) return onAbort();
+        stop.addEventListener('abort', onAbort, { once: true });
+        void announced.then((p) => {
+          stop.removeEventListener('abort', onAbort);
+          res(p);
+        });
+      });
+    } finally {
+      const i = this.#captures.indexOf(resolve);
+      if (i >= 0) this.#captures.splice(i, 1);
+    }
+  }
+
+  /**
+   * Tells the camera that a shot held in its memory (capture target host) is safe here, so it frees it:
+   * Canon EOS TransferComplete, Nikon DelImageSDRAM (its one virtual handle is then free for the next
+   * capture). Nothing for a file on the card.
+   */
+  async release(path: string, signal?: AbortSignal): Promise<void> {
+    const h = this.#inMemory.get(path);
+    if (!h) return;
+    this.#inMemory.delete(path);
+    const { objectHandle } = h;
+    const kind = this.#strategy?.kind;
+    const code = kind === 'canon-eos' ? CanonEosOperation.TransferComplete : kind === 'nikon' ? NikonOperation.DelImageSdram : undefined;
+    if (code === undefined) return;
+    await this.camera.camera.session.run({ code, params: [objectHandle], signal });
+    // The handle may name the next capture now (Nikon's virtual SDRAM handle always does).
+    if (objectHandle === NIKON_SDRAM_OBJECT_HANDLE || kind === 'canon-eos') this.#named.delete(objectHandle);
   }
 
   /** DEVICE_GONE unless the camera answers GetStorageIDs (any response, even busy, will do). */

@@ -50,7 +50,7 @@ function dirOf(path: string): string {
  */
 export async function* groupWindows(
   items: AsyncIterable<SourceItem>,
-  { maxItems = WINDOW_ITEMS, delayMs = GROUPING_DELAY_MS }: { maxItems?: number; delayMs?: number } = {},
+  { maxItems = WINDOW_ITEMS, delayMs = GROUPING_DELAY_MS, pairsComplete = false }: { maxItems?: number; delayMs?: number; pairsComplete?: boolean } = {},
 ): AsyncGenerator<ItemGroup[]> {
   const listing = items[Symbol.asyncIterator]();
   // The pull under way: kept across a window handed out early, so that no item is lost or pulled twice.
@@ -77,6 +77,11 @@ export async function* groupWindows(
       const item = r.value;
       if (window.length > 0 && dirOf(item.path) !== dirOf(window[0]!.path)) yield groupItems(window.splice(0));
       window.push(item);
+      // A live source's shot is complete once its RAW and its JPEG are both here: nothing more to wait for.
+      if (pairsComplete && groupItems(window).every((g) => g.members.some((m) => m.role === 'raw') && g.members.some((m) => m.role === 'image'))) {
+        yield groupItems(window.splice(0));
+        continue;
+      }
       if (window.length >= maxItems) {
         const groups = groupItems(window);
         const open = groups.findIndex((g) => g.members.some((m) => m.item === item));
@@ -131,7 +136,8 @@ export class SourcePlanner {
   async *windows(): AsyncGenerator<PlannedFile[]> {
     const { journal } = this.run;
     let planned = false;
-    for await (const groups of groupWindows(this.#items())) {
+    const live = this.source.groupingDelayMs !== undefined;
+    for await (const groups of groupWindows(this.#items(), { delayMs: this.source.groupingDelayMs ?? GROUPING_DELAY_MS, pairsComplete: live })) {
       const plan = journal.tx(() => groups.flatMap((g) => this.#plan(g)));
       const todo = this.#account(plan);
       await this.#checkSpace();

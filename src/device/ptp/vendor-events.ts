@@ -50,8 +50,13 @@ export function chooseEventStrategy(info: DeviceInfo, usb?: UsbDeviceIds): Event
 export type VendorEvent = { vendor: 'canon-eos'; event: CanonEosEvent } | { vendor: 'nikon'; event: NikonEvent };
 
 export interface VendorEventOptions {
-  /** Time between polls when the last one found nothing (default 300 ms, libgphoto2's Canon check). */
-  intervalMs?: number;
+  /**
+   * Pause after a poll that found nothing: it starts at the first value and grows by a step per empty
+   * poll up to the second, and starts again from the first once something was found. Default: 50→200 ms
+   * for the Canon and Nikon event queues (libgphoto2 waits the same), 100→1000 ms for the handle list,
+   * whose every poll lists the whole card. One number: always that pause.
+   */
+  intervalMs?: number | readonly [number, number];
   /** Longest one poll may take (default 5 s). */
   pollTimeoutMs?: number;
   logger?: Logger;
@@ -68,7 +73,7 @@ export class VendorEventPoller {
   readonly strategy: EventStrategy;
   readonly #session: PtpSession;
   readonly #log: Logger;
-  readonly #intervalMs: number;
+  readonly #intervalMs: readonly [number, number];
   readonly #pollTimeoutMs: number;
   readonly #stop = new AbortController();
   readonly #vendorListeners = new Set<(e: VendorEvent) => void>();
@@ -79,7 +84,8 @@ export class VendorEventPoller {
     this.#session = session;
     this.strategy = opts.strategy ?? chooseEventStrategy(info, opts.usb);
     this.#log = (opts.logger ?? silentLogger).child({ eventStrategy: this.strategy.kind });
-    this.#intervalMs = opts.intervalMs ?? 300;
+    const interval = opts.intervalMs ?? (this.strategy.kind === 'object-handles' ? [100, 1000] : [50, 200]);
+    this.#intervalMs = typeof interval === 'number' ? [interval, interval] : interval;
     this.#pollTimeoutMs = opts.pollTimeoutMs ?? 5000;
   }
 
@@ -177,6 +183,9 @@ export class VendorEventPoller {
 
   async #run(): Promise<void> {
     const signal = this.#stop.signal;
+    const [first, longest] = this.#intervalMs;
+    const step = Math.max(1, Math.round((longest - first) / 4));
+    let pause = first;
     let backToBack = 0;
     while (!signal.aborted) {
       let delivered = 0;
@@ -188,13 +197,18 @@ export class VendorEventPoller {
           this.#log.warn({ err }, 'event polling stopped');
           return;
         }
-        // A bad batch or a busy camera: report it and keep polling.
+        // A bad batch or a busy camera: report it and keep polling, slowly.
         this.#log.warn({ err }, 'event poll failed');
+        pause = longest;
       }
       backToBack = delivered > 0 ? backToBack + 1 : 0;
-      if (backToBack > 0 && backToBack < MAX_BACK_TO_BACK) continue;
+      if (backToBack > 0 && backToBack < MAX_BACK_TO_BACK) {
+        pause = first;
+        continue;
+      }
       backToBack = 0;
-      await sleep(this.#intervalMs, signal);
+      await sleep(pause, signal);
+      pause = Math.min(longest, pause + step);
     }
   }
 }

@@ -4,7 +4,7 @@
  * write-protected; only images this simulator "captured" (copied in from a pool folder) can be deleted.
  */
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, open, readdir, realpath, rename, stat, statfs, unlink } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, readdir, realpath, rename, stat, statfs, unlink } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,7 +16,6 @@ import {
   ALL_STORAGES,
   AccessCapability,
   AssociationType,
-  EventCode,
   FilesystemType,
   ObjectFormat,
   OperationCode,
@@ -27,6 +26,17 @@ import {
   VendorExtension,
 } from '../ptp/codes.js';
 import { encodeDeviceInfo, encodeObjectInfo, encodeStorageInfo, encodeU32Array, type DeviceInfo } from '../ptp/datasets.js';
+import { CanonEosOperation } from '../ptp/vendor-events.js';
+import {
+  CanonEosSimOperation,
+  NikonOperation,
+  personalityOf,
+  type BodyEvent,
+  type CaptureTarget,
+  type EventOutlet,
+  type Personality,
+  type SimulatorVendor,
+} from './personality.js';
 import { PtpIpResponder, type OperationHandler, type ResponderReply, type ResponderRequest, type ResponderSession } from './responder.js';
 
 export const SIMULATOR_STORAGE_ID = 0x00010001;
@@ -52,10 +62,12 @@ export interface SimulatorOptions {
   offerPartialObject64?: boolean;
   /** What GetObjectHandles with association 0 returns: 'all' objects (PTP standard) or the 'root' level only (QEMU usb-mtp). */
   associationZeroMeans?: 'all' | 'root';
-  /** Watch the folder and announce new files with ObjectAdded. Default true. */
+  /** Watch the folder and announce new files as the camera's maker does (see personality.ts). Default true. */
   watch?: boolean;
-  /** Announce new files with ObjectAdded (default true); false is a camera that must be polled, as Fuji bodies are. */
-  objectAddedEvents?: boolean;
+  /** Whose camera this is on the wire: how it announces new objects and which vendor operations it offers. Default generic. */
+  vendor?: SimulatorVendor;
+  /** Where a capture puts the image: the card (default) or camera memory only, for the host to fetch at once. */
+  captureTarget?: CaptureTarget;
   /** Test-only: behave like a broken or hostile camera. */
   misbehave?: SimulatorMisbehaviour;
   logger?: Logger;
@@ -84,6 +96,15 @@ interface SimObject {
   mtimeMs: number;
   format: number;
   protection: number;
+}
+
+/** An image captured into camera memory (capture target host): served until the host releases it. */
+interface MemoryObject {
+  handle: number;
+  name: string;
+  data: Buffer;
+  format: number;
+  mtimeMs: number;
 }
 
 const FORMAT_BY_EXTENSION: Readonly<Record<string, number>> = {
@@ -277,7 +298,11 @@ async function* trickled(chunks: AsyncIterable<Uint8Array>, bytes: number, inter
 
 export class CameraSimulator {
   private readonly log: Logger;
-  private readonly sessions = new Set<ResponderSession>();
+  private readonly outlets = new Map<ResponderSession, EventOutlet>();
+  private readonly memory = new Map<number, MemoryObject>();
+  /** Nikon: captures waiting for the one virtual SDRAM handle to be released. */
+  private readonly memoryBacklog: MemoryObject[] = [];
+  private memoryCounter = 0;
   private watcher: FSWatcher | undefined;
   private poolIndex = 0;
   private captureCounter = 0;
@@ -291,6 +316,7 @@ export class CameraSimulator {
     private readonly responder: PtpIpResponder,
     readonly deviceInfo: DeviceInfo,
     private readonly timeZone: string | undefined,
+    private readonly personality: Personality,
   ) {
     this.log = opts.logger ?? silentLogger;
   }
@@ -327,7 +353,8 @@ export class CameraSimulator {
     if (opts.offerPartialObject ?? true) operations.push(OperationCode.GetPartialObject);
     if (opts.pool !== undefined) operations.push(OperationCode.InitiateCapture);
     if (opts.offerPartialObject64 ?? true) operations.push(OperationCode.AndroidGetPartialObject64);
-    const deviceInfo: DeviceInfo = {
+    const personality = personalityOf(opts.vendor ?? 'generic');
+    const generic: DeviceInfo = {
       standardVersion: 100,
       // MTP, as current Canon, Nikon and Sony bodies report: it also makes libgphoto2 download every format, RAW included.
       vendorExtensionId: VendorExtension.Microsoft,
@@ -335,7 +362,7 @@ export class CameraSimulator {
       vendorExtensionDesc: 'microsoft.com: 1.0',
       functionalMode: 0,
       operationsSupported: operations,
-      eventsSupported: [...(opts.objectAddedEvents === false ? [] : [EventCode.ObjectAdded]), EventCode.ObjectRemoved, EventCode.ObjectInfoChanged, EventCode.CaptureComplete],
+      eventsSupported: [],
       devicePropertiesSupported: [],
       captureFormats: opts.pool !== undefined ? [ObjectFormat.ExifJpeg] : [],
       imageFormats: [...new Set(Object.values(FORMAT_BY_EXTENSION))].concat(ObjectFormat.Undefined, ObjectFormat.Association),
@@ -344,6 +371,9 @@ export class CameraSimulator {
       deviceVersion: '1.0',
       serialNumber: serial,
     };
+    const vendorInfo = personality.deviceInfo(generic, opts.pool !== undefined);
+    // A name given explicitly wins over the personality's.
+    const deviceInfo: DeviceInfo = { ...vendorInfo, manufacturer: opts.manufacturer ?? vendorInfo.manufacturer, model: opts.model ?? vendorInfo.model };
     const timeZone = opts.timeZone;
     let sim: CameraSimulator | undefined;
     const responder = new PtpIpResponder({
@@ -353,7 +383,7 @@ export class CameraSimulator {
       logger: opts.logger,
       connect: (session) => (sim as CameraSimulator).connect(session),
     });
-    sim = new CameraSimulator(opts, tree, responder, deviceInfo, timeZone);
+    sim = new CameraSimulator(opts, tree, responder, deviceInfo, timeZone, personality);
     if (opts.watch ?? true) await sim.startWatching();
     try {
       await responder.listen();
@@ -361,7 +391,7 @@ export class CameraSimulator {
       await sim.watcher?.close();
       throw err;
     }
-    sim.log.info({ dir: root, serial, ...responder.address(), objects: tree.all().length }, 'camera simulator listening');
+    sim.log.info({ dir: root, serial, vendor: personality.vendor, ...responder.address(), objects: tree.all().length }, 'camera simulator listening');
     return sim;
   }
 
@@ -379,8 +409,13 @@ export class CameraSimulator {
     await this.captureQueue;
   }
 
-  private broadcast(code: number, params: number[], transactionId = 0xffffffff): void {
-    for (const s of this.sessions) s.sendEvent(code, transactionId, params);
+  /** Tells every connected initiator, the way this maker's camera would (see personality.ts). */
+  private announce(e: BodyEvent): void {
+    for (const outlet of this.outlets.values()) outlet.announce(e);
+  }
+
+  private objectAdded(o: SimObject): BodyEvent {
+    return { kind: 'object-added', handle: o.handle, storageId: SIMULATOR_STORAGE_ID, format: o.format, size: o.size, parent: o.parent, filename: o.name };
   }
 
   private async startWatching(): Promise<void> {
@@ -399,7 +434,7 @@ export class CameraSimulator {
       const info = st ?? { size: 0, mtimeMs: Date.now(), isDirectory: () => false };
       for (const o of this.tree.add(rel, info)) {
         this.log.info({ handle: o.handle, path: o.rel }, 'object added');
-        if (this.opts.objectAddedEvents !== false) this.broadcast(EventCode.ObjectAdded, [o.handle]);
+        this.announce(this.objectAdded(o));
       }
     };
     watcher.on('add', added);
@@ -409,12 +444,12 @@ export class CameraSimulator {
       if (!o || !st) return;
       o.size = st.size;
       o.mtimeMs = st.mtimeMs;
-      this.broadcast(EventCode.ObjectInfoChanged, [o.handle]);
+      this.announce({ kind: 'object-changed', handle: o.handle });
     });
     const removed = (p: string): void => {
       for (const o of this.tree.remove(relOf(p))) {
         this.log.info({ handle: o.handle, path: o.rel }, 'object removed');
-        this.broadcast(EventCode.ObjectRemoved, [o.handle]);
+        this.announce({ kind: 'object-removed', handle: o.handle });
       }
     };
     watcher.on('unlink', removed);
@@ -425,7 +460,10 @@ export class CameraSimulator {
   }
 
   private connect(session: ResponderSession): OperationHandler {
-    this.sessions.add(session);
+    this.outlets.set(
+      session,
+      this.personality.outlet((code, tid, params) => session.sendEvent(code, tid, params)),
+    );
     let sessionId = 0;
     const withoutSession = new Set<number>([OperationCode.GetDeviceInfo, OperationCode.OpenSession]);
     return {
@@ -441,10 +479,10 @@ export class CameraSimulator {
           sessionId = 0;
           return { code: ResponseCode.OK };
         }
-        return this.operation(req);
+        return this.operation(req, session);
       },
       close: () => {
-        this.sessions.delete(session);
+        this.outlets.delete(session);
       },
     };
   }
@@ -481,7 +519,7 @@ export class CameraSimulator {
     return this.served.get(code) ?? 0;
   }
 
-  private async operation(req: ResponderRequest): Promise<ResponderReply> {
+  private async operation(req: ResponderRequest, session: ResponderSession): Promise<ResponderReply> {
     this.served.set(req.code, (this.served.get(req.code) ?? 0) + 1);
     const [p1 = 0, p2 = 0, p3 = 0, p4 = 0] = req.params;
     switch (req.code) {
@@ -520,6 +558,8 @@ export class CameraSimulator {
         return { code: ResponseCode.OK, data: encodeU32Array(Array.from({ length: repeat }, () => handles).flat()) };
       }
       case OperationCode.GetObjectInfo: {
+        const m = this.memory.get(p1);
+        if (m) return { code: ResponseCode.OK, data: this.memoryObjectInfo(m) };
         const o = this.tree.get(p1);
         if (!o) return { code: ResponseCode.InvalidObjectHandle };
         const date = formatPtpDate(o.mtimeMs, { timeZone: this.timeZone });
@@ -557,17 +597,55 @@ export class CameraSimulator {
         if (!(this.opts.offerPartialObject64 ?? true)) return { code: ResponseCode.OperationNotSupported };
         return this.sendObject(req, p1, p3 * 0x1_0000_0000 + p2, p4, true);
       case OperationCode.GetThumb:
-        return this.tree.get(p1) ? { code: ResponseCode.NoThumbnailPresent } : { code: ResponseCode.InvalidObjectHandle };
+        return this.tree.get(p1) || this.memory.has(p1) ? { code: ResponseCode.NoThumbnailPresent } : { code: ResponseCode.InvalidObjectHandle };
       case OperationCode.DeleteObject:
         return this.deleteObject(p1);
       case OperationCode.InitiateCapture:
-        return this.initiateCapture(req, p1);
+        return this.initiateCapture(req, p1, this.opts.captureTarget ?? 'card');
+      default:
+        return this.vendorOperation(req, session);
+    }
+  }
+
+  /** The personality's own operations; anything it does not offer is OperationNotSupported. */
+  private vendorOperation(req: ResponderRequest, session: ResponderSession): ResponderReply {
+    const code = req.code;
+    if (!this.deviceInfo.operationsSupported.includes(code)) return { code: ResponseCode.OperationNotSupported };
+    const [p1 = 0] = req.params;
+    if (this.personality.captureOperations.includes(code)) {
+      const r = this.initiateCapture(req, 0, this.personality.captureTargetOf(code, this.opts.captureTarget ?? 'card'));
+      // EOS RemoteRelease answers with a result code in its first parameter: 0 is "released".
+      return code === CanonEosSimOperation.RemoteRelease && r.code === ResponseCode.OK ? { code: r.code, params: [0] } : r;
+    }
+    switch (code) {
+      case CanonEosOperation.GetEvent:
+      case NikonOperation.GetEvent:
+        return { code: ResponseCode.OK, data: this.outlets.get(session)?.drain?.() ?? new Uint8Array(0) };
+      case CanonEosOperation.SetRemoteMode:
+      case CanonEosOperation.SetEventMode:
+      case CanonEosOperation.KeepDeviceOn:
+      case NikonOperation.DeviceReady:
+        return { code: ResponseCode.OK };
+      case CanonEosSimOperation.GetStorageIds:
+        return { code: ResponseCode.OK, data: encodeU32Array([SIMULATOR_STORAGE_ID]) };
+      case CanonEosSimOperation.GetStorageInfo:
+        // libgphoto2 reads and discards it; the content is the camera's own layout.
+        return this.checkStorage(p1, false) ?? { code: ResponseCode.OK, data: new Uint8Array(8) };
+      case CanonEosOperation.TransferComplete:
+      case NikonOperation.DelImageSdram:
+        return this.releaseMemoryObject(p1);
       default:
         return { code: ResponseCode.OperationNotSupported };
     }
   }
 
   private async sendObject(req: ResponderRequest, handle: number, offset: number, maxBytes: number, partial: boolean): Promise<ResponderReply> {
+    const m = this.memory.get(handle);
+    if (m) {
+      if (offset > m.data.length) return { code: ResponseCode.InvalidParameter };
+      const data = m.data.subarray(offset, offset + Math.min(maxBytes, m.data.length - offset));
+      return { code: ResponseCode.OK, params: partial ? [data.length] : [], data };
+    }
     const o = this.tree.get(handle);
     if (!o) return { code: ResponseCode.InvalidObjectHandle };
     if (o.folder) return { code: ResponseCode.InvalidObjectHandle };
@@ -603,6 +681,7 @@ export class CameraSimulator {
   }
 
   private async deleteObject(handle: number): Promise<ResponderReply> {
+    if (this.memory.has(handle)) return this.releaseMemoryObject(handle);
     const o = this.tree.get(handle);
     if (!o) return { code: ResponseCode.InvalidObjectHandle };
     if (o.folder || o.protection !== ProtectionStatus.None) return { code: ResponseCode.ObjectWriteProtected };
@@ -628,7 +707,7 @@ export class CameraSimulator {
     return path.join(pool, name);
   }
 
-  private initiateCapture(req: ResponderRequest, storage: number): ResponderReply {
+  private initiateCapture(req: ResponderRequest, storage: number, target: CaptureTarget): ResponderReply {
     if (this.opts.pool === undefined) return { code: ResponseCode.OperationNotSupported };
     if (storage !== 0) {
       const bad = this.checkStorage(storage, false);
@@ -636,36 +715,114 @@ export class CameraSimulator {
     }
     // The camera acknowledges at once and reports the new image by events, as real ones do.
     const tid = req.transactionId;
-    this.captureQueue = this.captureQueue.then(() => this.capture(tid)).catch((err: unknown) => this.log.error({ err }, 'capture failed'));
+    this.captureQueue = this.captureQueue
+      .then(() => (target === 'host' && this.personality.memoryHandle ? this.captureToMemory(tid) : this.capture(tid)))
+      .catch((err: unknown) => this.log.error({ err }, 'capture failed'));
     return { code: ResponseCode.OK };
   }
 
-  /** Copies the next pool image into DCIM/100SHUTL, then emits ObjectAdded and CaptureComplete. */
+  /** The next free `PREFIX_NNNN.EXT` name for a capture from `source`. */
+  private async captureName(source: string, taken: (name: string) => Promise<boolean>): Promise<string> {
+    const ext = path.extname(source).toUpperCase() || '.JPG';
+    const prefix = { generic: 'CAP_', canon: 'IMG_', nikon: 'DSC_', fuji: 'DSCF' }[this.personality.vendor];
+    for (;;) {
+      this.captureCounter += 1;
+      const name = `${prefix}${String(this.captureCounter).padStart(4, '0')}${ext}`;
+      if (!(await taken(name))) return name;
+    }
+  }
+
+  /** Copies the next pool image into DCIM/100SHUTL, then announces it and the end of the capture. */
   private async capture(transactionId: number): Promise<void> {
     const source = await this.nextPoolImage();
     if (!source) {
       this.log.warn({ pool: this.opts.pool }, 'capture pool is empty');
-      this.broadcast(EventCode.CaptureComplete, [], transactionId);
+      this.announce({ kind: 'capture-complete', transactionId });
       return;
     }
     const folderRel = 'DCIM/100SHUTL';
     const folderAbs = path.join(this.tree.root, 'DCIM', '100SHUTL');
     await mkdir(folderAbs, { recursive: true });
-    const ext = path.extname(source).toUpperCase() || '.JPG';
-    let name: string;
-    for (;;) {
-      this.captureCounter += 1;
-      name = `CAP_${String(this.captureCounter).padStart(4, '0')}${ext}`;
-      if (!this.tree.byPath(`${folderRel}/${name}`) && !(await stat(path.join(folderAbs, name)).catch(() => undefined))) break;
-    }
+    const name = await this.captureName(
+      source,
+      async (n) => this.tree.byPath(`${folderRel}/${n}`) !== undefined || (await stat(path.join(folderAbs, n)).catch(() => undefined)) !== undefined,
+    );
     const tmp = path.join(folderAbs, `.${name}.capture`);
     await copyFile(source, tmp);
     await rename(tmp, path.join(folderAbs, name));
     const st = await stat(path.join(folderAbs, name));
     const folderStat = await stat(folderAbs);
     const created = [...this.tree.add(folderRel, folderStat), ...this.tree.add(`${folderRel}/${name}`, st, ProtectionStatus.None)];
-    for (const o of created) this.broadcast(EventCode.ObjectAdded, [o.handle], transactionId);
+    for (const o of created) this.announce(this.objectAdded(o));
     this.log.info({ path: `${folderRel}/${name}`, from: source }, 'captured');
-    this.broadcast(EventCode.CaptureComplete, [], transactionId);
+    this.announce({ kind: 'capture-complete', transactionId });
+  }
+
+  /**
+   * Capture target host: the image exists only in camera memory until the host releases it (EOS
+   * TransferComplete, Nikon DelImageSDRAM or DeleteObject). A Nikon body has one virtual handle for it,
+   * so a second capture waits until the first is released.
+   */
+  private async captureToMemory(transactionId: number): Promise<void> {
+    const source = await this.nextPoolImage();
+    if (!source) {
+      this.log.warn({ pool: this.opts.pool }, 'capture pool is empty');
+      this.announce({ kind: 'capture-complete', transactionId });
+      return;
+    }
+    const inUse = (n: string): boolean => [...this.memory.values(), ...this.memoryBacklog].some((m) => m.name === n);
+    const name = await this.captureName(source, async (n) => inUse(n));
+    const handleOf = this.personality.memoryHandle as (n: number) => number;
+    const m: MemoryObject = { handle: handleOf(++this.memoryCounter), name, data: await readFile(source), format: formatForName(name), mtimeMs: Date.now() };
+    this.log.info({ handle: m.handle, name, from: source }, 'captured into camera memory');
+    if (this.memory.has(m.handle)) {
+      this.memoryBacklog.push(m);
+      return;
+    }
+    this.exposeMemoryObject(m);
+    this.announce({ kind: 'capture-complete', transactionId });
+  }
+
+  private exposeMemoryObject(m: MemoryObject): void {
+    this.memory.set(m.handle, m);
+    this.announce({ kind: 'in-memory', handle: m.handle, format: m.format, size: m.data.length, filename: m.name });
+  }
+
+  private releaseMemoryObject(handle: number): ResponderReply {
+    if (!this.memory.delete(handle)) return { code: ResponseCode.InvalidObjectHandle };
+    this.log.info({ handle }, 'memory object released by the initiator');
+    const next = this.memoryBacklog.findIndex((m) => m.handle === handle);
+    if (next >= 0) {
+      const [m] = this.memoryBacklog.splice(next, 1);
+      this.exposeMemoryObject(m as MemoryObject);
+      this.announce({ kind: 'capture-complete', transactionId: 0 });
+    }
+    return { code: ResponseCode.OK };
+  }
+
+  /** ObjectInfo of a memory object: no storage and no parent, as Nikon and Canon report them. */
+  private memoryObjectInfo(m: MemoryObject): Uint8Array {
+    const date = formatPtpDate(m.mtimeMs, { timeZone: this.timeZone });
+    return encodeObjectInfo({
+      storageId: 0,
+      objectFormat: m.format,
+      protectionStatus: ProtectionStatus.None,
+      compressedSize: m.data.length,
+      thumbFormat: 0,
+      thumbCompressedSize: 0,
+      thumbPixWidth: 0,
+      thumbPixHeight: 0,
+      imagePixWidth: 0,
+      imagePixHeight: 0,
+      imageBitDepth: 0,
+      parentObject: 0,
+      associationType: AssociationType.Undefined,
+      associationDesc: 0,
+      sequenceNumber: 0,
+      filename: m.name,
+      captureDate: date,
+      modificationDate: date,
+      keywords: '',
+    });
   }
 }
