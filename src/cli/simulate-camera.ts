@@ -22,7 +22,8 @@ export function simulateCameraCommand(): Command {
     .option('--pool <dir>', 'images that InitiateCapture "shoots", in name order')
     .option('--serial <serial>', 'serial number (default: derived from the folder)')
     .option('--time-zone <zone>', 'IANA zone of the simulated camera clock (default: this host)')
-    .action(async (opts: { dir: string; port: number; host: string; pool?: string; serial?: string; timeZone?: string }, cmd: Command) => {
+    .option('--deletable', "let initiators delete the folder's files (DeleteObject), as from a camera's card; default: write-protected")
+    .action(async (opts: { dir: string; port: number; host: string; pool?: string; serial?: string; timeZone?: string; deletable?: boolean }, cmd: Command) => {
       // --log-level is the program's global option.
       const level = cmd.parent?.opts<{ logLevel?: string }>().logLevel;
       const logger = createLogger(level === undefined ? { fd: 2 } : { fd: 2, level });
@@ -34,6 +35,7 @@ export function simulateCameraCommand(): Command {
           port: opts.port,
           host: opts.host,
           pool: opts.pool,
+          deletable: opts.deletable === true,
           serialNumber: opts.serial,
           timeZone: opts.timeZone,
           logger,
