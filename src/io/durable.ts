@@ -379,7 +379,8 @@ async function flipMiddleByte(path: string | Buffer, keepTimes: boolean): Promis
     await handle.read(byte, 0, 1, offset);
     byte[0] = byte[0]! ^ 0xff;
     await handle.write(byte, 0, 1, offset);
-    if (keepTimes) await handle.utimes(st.atime, st.mtime);
+    // In seconds with their fraction: the Dates of Stats are rounded to the millisecond, which can move the time.
+    if (keepTimes) await handle.utimes(st.atimeMs / 1000, st.mtimeMs / 1000);
     await handle.sync();
     return true;
   } finally {
