@@ -11,6 +11,12 @@ import { runIngest } from '../src/ingest/pipeline.js';
 import { wipeSource } from '../src/ingest/wipe.js';
 import { Journal } from '../src/store/journal.js';
 import { silentLogger } from '../src/log.js';
+import { normalizeConfig } from '../src/config/index.js';
+import { DeviceRegistry, pathJobKey, type DeviceEvents } from '../src/daemon/devices.js';
+import { DAEMON_LOCK_WAIT_MS, type IngestEnvironment } from '../src/daemon/ingest-job.js';
+import { JobScheduler } from '../src/daemon/jobs.js';
+import { wipePolicies } from '../src/daemon/wipe-policy.js';
+import { destinationsFromConfig, ingestSettingsFromConfig } from '../src/ingest/settings.js';
 import { ingestJson, runCli } from './support/cli.js';
 import { bytes, ingestSettings, writeBytes, writeJpeg } from './support/fixtures.js';
 import { contentMultiset, listTree, tempDir } from './support/tree.js';
@@ -307,5 +313,72 @@ describe('shuttle ingest --wipe on a camera (PTP/IP simulator)', () => {
     expect(r.summary.errors.some((e) => e.path === 'SD/DCIM/101CANON/IMG_0003.CR3')).toBe(true);
     expect((r.summary as WipeJson).wipe?.[0]?.reason).toMatchObject({ why: 'ingest-incomplete' });
     expect(await listTree(card)).toEqual(before);
+  });
+});
+
+describe('the daemon', () => {
+  /** Attaches `card` as a card device to a registry whose environment has the config's wipe policies; returns the job's end. */
+  async function cardJob(configInput: Parameters<typeof normalizeConfig>[0]) {
+    const config = normalizeConfig({ ...configInput, destinations: [{ path: destA }, { path: destB }] });
+    const journal = Journal.open(state);
+    const env: IngestEnvironment = {
+      journal,
+      destinations: destinationsFromConfig(config),
+      settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS),
+      stateDir: state,
+      wipe: wipePolicies(config),
+    };
+    const scheduler = new JobScheduler({ logger: silentLogger });
+    const registry = new DeviceRegistry({ scheduler, env, resources: [], logger: silentLogger });
+    let events: DeviceEvents | undefined;
+    await registry.add({ name: 'test', start: async (e) => void (events = e), close: async () => {} });
+    try {
+      events!.attach({ id: 'mount:8:17', kind: 'card', label: 'card', uri: card, jobKey: pathJobKey(card), open: async () => new FolderSource(card) });
+      return await scheduler.wait(registry.status()[0]!.job!);
+    } finally {
+      await registry.close();
+      await scheduler.shutdown('test over');
+      journal.close();
+    }
+  }
+
+  test('a-card-job-follows-cards-wipe-and-reports-the-files-it-deleted', async () => {
+    await makeCard();
+    const done = await cardJob({ cards: { wipe: 'after-local' } });
+    expect(done.state).toBe('done');
+    expect(done.result).toMatchObject({ status: 'complete', files: 4, copied: 4, wiped: 4 });
+    expect(await filesUnder(card)).toEqual([]);
+    expect(wipeRows().map((w) => w.state)).toEqual(['deleted', 'deleted', 'deleted', 'deleted']);
+  });
+
+  test('a-card-job-keeps-its-files-when-only-cameras-are-wiped', async () => {
+    await makeCard();
+    const done = await cardJob({ cameras: { wipe: 'after-local' } });
+    expect(done.state).toBe('done');
+    expect(done.result).toMatchObject({ copied: 4 });
+    expect(done.result?.wiped).toBeUndefined();
+    expect(await filesUnder(card)).toHaveLength(4);
+  });
+
+  test('a-card-job-whose-wipe-is-refused-fails-with-the-reason', async () => {
+    await makeCard();
+    const view = join(work.path, 'ro-card');
+    await mkdir(view);
+    execFileSync('mount', ['--bind', card, view]);
+    mounts.push(view);
+    execFileSync('mount', ['-o', 'remount,bind,ro', view]);
+    card = view;
+    const done = await cardJob({ cards: { wipe: 'after-local' } });
+    expect(done.result).toMatchObject({ status: 'failed', copied: 4, wiped: 0 });
+    expect(done.result?.errors).toEqual([expect.objectContaining({ code: 'SOURCE_DELETE_FAILED', message: expect.stringContaining('nothing wiped') })]);
+    expect(await filesUnder(view)).toHaveLength(4);
+  });
+
+  test('after-cloud-without-an-upload-target-is-refused-when-the-daemon-starts', () => {
+    expect(() => wipePolicies(normalizeConfig({ cards: { wipe: 'after-cloud' } }))).toThrow(/after-cloud.*needs \[upload\] target/);
+    expect(wipePolicies(normalizeConfig({ cards: { wipe: 'after-cloud' }, upload: { target: 's3://bucket/shoots' } }))).toMatchObject({
+      cards: 'after-cloud',
+      cloud: { bucket: 'bucket', prefix: 'shoots' },
+    });
   });
 });

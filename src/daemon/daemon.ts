@@ -22,6 +22,7 @@ import { serverSocketPath } from './socket-path.js';
 import type { DaemonStatus, JobSnapshot } from './status.js';
 import { DaemonUploader } from './uploads.js';
 import { UsbCameraWatcher } from './usb-cameras.js';
+import { wipePolicies } from './wipe-policy.js';
 
 /** Reading the mount table costs microseconds; a card is picked up within this of being mounted. */
 const MOUNT_POLL_MS = 250;
@@ -123,6 +124,7 @@ export class Daemon {
       stateDir,
       timeZone: config.ingest.timeZone,
       ...(uploader ? { afterIngest: (summary, logger) => uploader.enqueue(summary.fileIds, logger) } : {}),
+      wipe: wipePolicies(config),
     };
     this.#resources = destinations.map((d) => `destination ${d.path}`);
     this.#devices = new DeviceRegistry({ scheduler: this.scheduler, env: this.#env, resources: this.#resources, logger: this.#log });
@@ -254,7 +256,7 @@ export class Daemon {
       status: () => this.status(),
       ingest: async ({ source }) => {
         const { key, kind, label, open } = await this.#requestedSource(source);
-        return this.scheduler.submit({ key, kind, label, origin: 'request', resources: this.#resources, run: (ctx) => runIngestJob(this.#env, open, ctx) });
+        return this.scheduler.submit({ key, kind, label, origin: 'request', resources: this.#resources, run: (ctx) => runIngestJob(this.#env, open, ctx, { kind }) });
       },
       cancel: ({ job }) => {
         const snap = this.scheduler.cancel(job, 'cancel');

@@ -8,6 +8,7 @@ import type { FileRow, Journal } from '../store/journal.js';
 import { WipeStore, type CloudState } from '../store/wipes.js';
 import { checkCopy, fanOut } from './copy.js';
 import type { IngestSummary } from './run.js';
+import type { WipePolicy } from '../config/index.js';
 
 /**
  * Verified-then-wipe: after an ingest, delete from the source exactly the files that run ingested, and
@@ -26,8 +27,7 @@ import type { IngestSummary } from './run.js';
  * writes DONE_MARK_NAME at the source's root instead of deleting anything.
  */
 
-export const WIPE_POLICIES = ['never', 'after-local', 'after-cloud', 'mark-done'] as const;
-export type WipePolicy = (typeof WIPE_POLICIES)[number];
+export { WIPE_POLICIES, type WipePolicy } from '../config/index.js';
 
 /** Why a wipe did not (fully) happen: `why` is stable for scripts, `message` for people. */
 export interface WipeReason {
