@@ -58,7 +58,14 @@ async function makeCard(): Promise<void> {
 
 interface WipeJson {
   wiped: number;
-  wipe?: Array<{ policy: string; wiped: number; checked: number; secondRead: { direct: number; cached: number }; marked?: string; reason?: { code: string; why: string; message: string; path?: string } }>;
+  wipe?: Array<{
+    policy: string;
+    wiped: number;
+    checked: number;
+    secondRead: { direct: number; cached: number };
+    marked?: string;
+    reason?: { code: string; why: string; message: string; path?: string };
+  }>;
 }
 
 function wipeRows(): Array<{ rel_path: string; state: string; second_read: string; policy: string }> {
@@ -98,9 +105,7 @@ describe('shuttle ingest --wipe on a card', () => {
     expect(await filesUnder(card)).toEqual([]);
     expect((await readdir(join(card, 'DCIM'))).sort()).toEqual(['100CANON', '101CANON']);
     for (const d of [destA, destB]) expect(contentMultiset(await listTree(d, { skipShuttle: true }))).toEqual(contentMultiset(before));
-    expect(wipeRows()).toEqual(
-      [...before.keys()].sort().map((rel_path) => ({ rel_path, state: 'deleted', second_read: 'direct', policy: 'after-local' })),
-    );
+    expect(wipeRows()).toEqual([...before.keys()].sort().map((rel_path) => ({ rel_path, state: 'deleted', second_read: 'direct', policy: 'after-local' })));
 
     const again = await ingestJson([card, '--dest', destA, '--dest', destB, '--state', state, '--wipe']);
     expect(again.code, again.stderr).toBe(0);

@@ -62,7 +62,10 @@ export function ingestCommand(globals: () => GlobalOptions): Command {
     .addOption(new NoUploadWaitOption('--no-wait', 'with --upload: exit after local verification, files durably queued for `shuttle upload` or the daemon'))
     .option('--upload-timeout <seconds>', 'with --upload: keep retrying an unreachable server this long, then exit 3 with the rest queued')
     .option('--s3-provider <name>', 'with --upload: S3 flavour (aws, minio, ceph, swift, r2, b2, generic)')
-    .option('--wipe', 'then delete the ingested files from each source (card, folder, camera), only if every file verified at every destination and a second read of the source matched the first; any failure deletes nothing')
+    .option(
+      '--wipe',
+      'then delete the ingested files from each source (card, folder, camera), only if every file verified at every destination and a second read of the source matched the first; any failure deletes nothing',
+    )
     .option('--wipe-after-cloud', 'as --wipe, and only once every file is also verified in the cloud (needs an upload; waits for it)')
     .option('--mark-done', `as --wipe, but instead of deleting write ${DONE_MARK_NAME} at the source's root listing what was verified`)
     .addHelpText(

@@ -34,7 +34,9 @@ export function wipePolicies(config: Config): WipePolicies {
   return {
     cards: cards.wipe,
     cameras: cameras.wipe,
-    ...(needsCloud && loc ? { cloud: { bucket: loc.bucket, prefix: loc.prefix }, waitForCloud: (_state, signal) => sleep(CLOUD_POLL_MS, undefined, { signal }).catch(() => undefined) } : {}),
+    ...(needsCloud && loc
+      ? { cloud: { bucket: loc.bucket, prefix: loc.prefix }, waitForCloud: (_state, signal) => sleep(CLOUD_POLL_MS, undefined, { signal }).catch(() => undefined) }
+      : {}),
   };
 }
 

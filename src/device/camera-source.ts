@@ -164,7 +164,11 @@ export class PtpCameraSource implements Source {
 
   /** Deleting from the camera's card (a wipe): see CameraRemoval. */
   get removal(): SourceRemoval {
-    return (this.#removal ??= new CameraRemoval(this, (item) => this.handleOf(item), (info) => this.mtimeOf(info)));
+    return (this.#removal ??= new CameraRemoval(
+      this,
+      (item) => this.handleOf(item),
+      (info) => this.mtimeOf(info),
+    ));
   }
 
   #removal: CameraRemoval | undefined;

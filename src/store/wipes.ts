@@ -50,7 +50,11 @@ export class WipeStore extends JournalTables {
 
   /** The rows of `fileIds` that belong to the source, in path order. */
   filesOf(sourceId: number, fileIds: readonly number[]): FileRow[] {
-    return this.selectAll<FileRow>('SELECT * FROM files WHERE source_id = ? AND id IN (SELECT value FROM json_each(?)) ORDER BY rel_path, id', sourceId, JSON.stringify([...new Set(fileIds)]));
+    return this.selectAll<FileRow>(
+      'SELECT * FROM files WHERE source_id = ? AND id IN (SELECT value FROM json_each(?)) ORDER BY rel_path, id',
+      sourceId,
+      JSON.stringify([...new Set(fileIds)]),
+    );
   }
 
   copiesOf(fileId: number): WipeCopy[] {

@@ -4,7 +4,17 @@ import { access, lstat, open as openFile, readdir, stat, unlink, type FileHandle
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { ShuttleError, abortReason, errnoCode, throwIfAborted } from '../../errors.js';
-import { DONE_MARK_NAME, type ItemState, type OpenOptions, type Reread, type Source, type SourceEntry, type SourceIdentity, type SourceItem, type SourceRemoval } from '../source.js';
+import {
+  DONE_MARK_NAME,
+  type ItemState,
+  type OpenOptions,
+  type Reread,
+  type Source,
+  type SourceEntry,
+  type SourceIdentity,
+  type SourceItem,
+  type SourceRemoval,
+} from '../source.js';
 import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../../io/direct.js';
 import { applySourceTestFault, replaceFileDurably } from '../../io/durable.js';
 import { sourceIdentityForFolder } from './volume.js';
@@ -330,7 +340,11 @@ export class FolderSource implements Source {
 
   /** Deleting from the folder (a card's wipe): see FolderRemoval. */
   get removal(): SourceRemoval {
-    return (this.#removal ??= new FolderRemoval(this, (item) => this.#locator(item), (item, options) => this.#openChecked(item, options)));
+    return (this.#removal ??= new FolderRemoval(
+      this,
+      (item) => this.#locator(item),
+      (item, options) => this.#openChecked(item, options),
+    ));
   }
 
   #removal: FolderRemoval | undefined;
