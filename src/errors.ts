@@ -12,6 +12,10 @@ export type ErrorCode =
   | 'SOURCE_NOT_FOUND'
   /** A source went past a bound on its listing (objects, folder depth, listed entries): broken or hostile. */
   | 'SOURCE_LIMIT'
+  /** A wipe was asked for and its gate stayed closed: nothing was deleted from the source (the reason says why). */
+  | 'WIPE_REFUSED'
+  /** Deleting a verified file from its source failed (a pulled card, a read-only mount, a protected object). */
+  | 'SOURCE_DELETE_FAILED'
   | 'DEST_NOT_WRITABLE'
   | 'DEST_MARKER_MISSING'
   | 'DEST_MARKER_MISMATCH'

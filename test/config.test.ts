@@ -70,6 +70,8 @@ describe('loading', () => {
         allowedSources: [],
       },
       tether: { previewLongEdge: 1600 },
+      cards: { wipe: 'never' },
+      cameras: { wipe: 'never' },
     } satisfies Config);
   });
 
@@ -246,6 +248,8 @@ describe('environment and overrides', () => {
       SHUTTLE_STATE_DIR: ['/var/lib/x', (c) => c.stateDir, '/var/lib/x'],
       SHUTTLE_LOG_LEVEL: ['trace', (c) => c.logLevel, 'trace'],
       SHUTTLE_TETHER_PREVIEW_LONG_EDGE: ['800', (c) => c.tether.previewLongEdge, 800],
+      SHUTTLE_CARDS_WIPE: ['mark-done', (c) => c.cards.wipe, 'mark-done'],
+      SHUTTLE_CAMERAS_WIPE: ['after-cloud', (c) => c.cameras.wipe, 'after-cloud'],
       SHUTTLE_INGEST_TEMPLATE: ['{YYYY}/{name}', (c) => c.ingest.template, '{YYYY}/{name}'],
       SHUTTLE_INGEST_MANIFEST_HASHES: ['md5,xxh64', (c) => c.ingest.manifestHashes, ['md5', 'xxh64']],
       SHUTTLE_INGEST_JOB: ['Spring', (c) => c.ingest.job, 'Spring'],

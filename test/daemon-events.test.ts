@@ -99,7 +99,7 @@ class BrokenCard implements Source {
     yield { path: 'DCIM/IMG_0001.JPG', size: 10, mtimeMs: Date.now() };
   }
   async open(): Promise<Readable> {
-    throw new ShuttleError('SOURCE_UNREADABLE', 'read error on the card (test)');
+    throw new ShuttleError('SOURCE_UNREADABLE', 'read error on the card (test)', { context: { path: 'DCIM/IMG_0001.JPG' } });
   }
   async stat(): Promise<undefined> {
     return undefined;

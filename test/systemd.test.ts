@@ -287,6 +287,48 @@ describe('shuttle-card helper', () => {
     }
   });
 
+  test('mount-is-read-write-only-when-the-config-wipes-cards-and-read-only-when-the-policy-cannot-be-read', async () => {
+    // The helper asks `shuttle config get cards.wipe`: here the built CLI, under the test's Node.
+    const bin = join(work, 'shuttle');
+    await writeFile(bin, `#!/bin/sh\nexec "${process.execPath}" "${join(REPO, 'dist/main.js')}" "$@"\n`);
+    await chmod(bin, 0o755);
+    // A writable card of its own (the suite's loop device is read-only, which mount would keep ro).
+    const img = join(work, 'rw-card.img');
+    execFileSync('truncate', ['-s', '40M', img]);
+    execFileSync('mkfs.exfat', ['-L', 'EOS_DIGITAL', img], { stdio: 'ignore' });
+    const rwLoop = execFileSync('losetup', ['-f', '--show', img], { encoding: 'utf8' }).trim();
+    const card = rwLoop.replace('/dev/', '');
+    const mnt = join(work, 'media', card);
+    const cases: Array<[string, string | undefined, string]> = [
+      ['after-local', '[cards]\nwipe = "after-local"\n', 'rw'],
+      ['mark-done', '[cards]\nwipe = "mark-done"\n', 'rw'],
+      ['never', '[cards]\nwipe = "never"\n', 'ro'],
+      ['cameras only', '[cameras]\nwipe = "after-local"\n', 'ro'],
+      ['unreadable config', undefined, 'ro'],
+    ];
+    try {
+      for (const [what, toml, access] of cases) {
+        const config = join(work, `config-${access}-${what.replace(/ /g, '-')}.toml`);
+        if (toml !== undefined) await writeFile(config, toml);
+        const m = run('sh', [HELPER, 'mount', card], { ...env(), SHUTTLE_BIN: bin, SHUTTLE_CONFIG: config });
+        try {
+          expect(m.status, `${what}: ${m.stderr}`).toBe(0);
+          const options = run('findmnt', ['-n', '-o', 'OPTIONS', mnt]).stdout.trim().split(',');
+          expect(options[0], what).toBe(access);
+          expect(options, what).toEqual(expect.arrayContaining(['nosuid', 'nodev']));
+          if (toml === undefined) expect(m.stderr).toContain('could not read [cards] wipe');
+          if (access === 'rw') expect(m.stderr).toContain('read-write (cards are wiped after verification');
+        } finally {
+          const r = run('sh', [HELPER, 'release', card], env());
+          expect(r.status, r.stderr).toBe(0);
+        }
+      }
+    } finally {
+      spawnSync('umount', ['-l', mnt]);
+      spawnSync('losetup', ['-d', rwLoop]);
+    }
+  });
+
   test('release-without-a-mount-does-nothing', () => {
     const r = helper('release', name());
     expect(r).toMatchObject({ status: 0, stderr: '' });

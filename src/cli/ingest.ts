@@ -9,7 +9,9 @@ import { runIngest, type IngestSummary, type Progress } from '../ingest/pipeline
 import { startHashWorker } from '../io/hash-worker-client.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { commandContext, signalOnTermination, type GlobalOptions } from './context.js';
-import type { IngestUploadFlags } from './upload.js';
+import type { IngestUpload, IngestUploadFlags, IngestUploadSummary } from './upload.js';
+import { describeWipe, wipeError, wipeSource, type WipePolicy, type WipeReport } from '../ingest/wipe.js';
+import { DONE_MARK_NAME } from '../device/source.js';
 import { uploadSettings } from '../config/index.js';
 import { EXIT } from './exit.js';
 import { formatBytes } from './format.js';
@@ -18,6 +20,21 @@ interface IngestOptions extends IngestUploadFlags {
   dest: string[];
   json?: boolean;
   wait: string;
+  wipe?: boolean;
+  wipeAfterCloud?: boolean;
+  markDone?: boolean;
+}
+
+/** The wipe the flags ask for; USAGE for flags that contradict each other or the upload settings. */
+function wipePolicyOf(opts: IngestOptions, upload: IngestUpload | undefined): Exclude<WipePolicy, 'never'> | undefined {
+  const asked = [opts.wipe && '--wipe', opts.wipeAfterCloud && '--wipe-after-cloud', opts.markDone && '--mark-done'].filter((f): f is string => typeof f === 'string');
+  if (asked.length > 1) throw new ShuttleError('USAGE', `${asked.join(' and ')}: give one of them`);
+  if (opts.wipeAfterCloud) {
+    if (upload === undefined) throw new ShuttleError('USAGE', '--wipe-after-cloud needs an upload: --upload s3://bucket/prefix or [upload] target in the config');
+    if (!upload.waits) throw new ShuttleError('USAGE', '--wipe-after-cloud waits for the uploads to be verified: it cannot be combined with --no-wait');
+    return 'after-cloud';
+  }
+  return opts.wipe ? 'after-local' : opts.markDone ? 'mark-done' : undefined;
 }
 
 /** `--no-wait` is about uploads; without its own name commander would take it as the negation of `--wait <seconds>`. */
@@ -45,11 +62,18 @@ export function ingestCommand(globals: () => GlobalOptions): Command {
     .addOption(new NoUploadWaitOption('--no-wait', 'with --upload: exit after local verification, files durably queued for `shuttle upload` or the daemon'))
     .option('--upload-timeout <seconds>', 'with --upload: keep retrying an unreachable server this long, then exit 3 with the rest queued')
     .option('--s3-provider <name>', 'with --upload: S3 flavour (aws, minio, ceph, swift, r2, b2, generic)')
+    .option(
+      '--wipe',
+      'then delete the ingested files from each source (card, folder, camera), only if every file verified at every destination and a second read of the source matched the first; any failure deletes nothing',
+    )
+    .option('--wipe-after-cloud', 'as --wipe, and only once every file is also verified in the cloud (needs an upload; waits for it)')
+    .option('--mark-done', `as --wipe, but instead of deleting write ${DONE_MARK_NAME} at the source's root listing what was verified`)
     .addHelpText(
       'after',
       `
-Exit codes: 0 every file verified at every destination; 1 some files failed; 2 usage or configuration error;
-3 incomplete (interrupted, or a source/destination is busy, or uploads still queued).`,
+Exit codes: 0 every file verified at every destination (and wiped, if asked); 1 some files failed, or a wipe
+was refused or failed; 2 usage or configuration error; 3 incomplete (interrupted, or a source/destination is
+busy, or uploads still queued).`,
     )
     .action(async (sources: string[], opts: IngestOptions) => {
       const ctx = commandContext(globals(), { destinations: opts.dest.map((p) => ({ path: resolve(p) })) });
@@ -67,12 +91,15 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
         opts.s3Provider !== undefined ||
         uploadSettings(ctx.config).target !== undefined;
       const upload = uploadAsked ? (await import('./upload.js')).prepareIngestUpload(ctx, opts) : undefined;
+      const wipePolicy = wipePolicyOf(opts, upload);
       const journal = Journal.open(ctx.stateDir);
       const bar = !opts.json && process.stderr.isTTY ? progressBar() : undefined;
       // With a progress bar on screen, routine log lines would tear it: only problems, unless asked.
       if (bar && globals().logLevel === undefined && process.env['SHUTTLE_LOG_LEVEL'] === undefined) ctx.logger.level = 'warn';
       const opened: Source[] = [];
       let summary: IngestSummary;
+      let uploads: IngestUploadSummary | undefined;
+      const wipes: WipeReport[] = [];
       try {
         for (const uri of sources) opened.push(...(await openSources(uri, { stateDir: ctx.stateDir, timeZone: ctx.config.ingest.timeZone, logger: ctx.logger, signal })));
         summary = await runIngest({
@@ -84,34 +111,61 @@ Exit codes: 0 every file verified at every destination; 1 some files failed; 2 u
           signal,
           ...(bar ? { onProgress: bar.update } : {}),
         });
+        bar?.stop();
+        // Uploads (src/cli/upload.ts): queue this run's verified files, then upload them unless --no-wait.
+        uploads = upload !== undefined && summary.status !== 'interrupted' ? await upload.run(signal, summary.fileIds) : undefined;
+        if (uploads?.queueError) {
+          summary.errors.push(uploads.queueError);
+          summary.status = 'failed';
+        }
+        // The sources stay open for their wipe (src/ingest/wipe.ts), which is decided after the uploads.
+        if (wipePolicy !== undefined) {
+          for (const src of opened) {
+            const cloud = wipePolicy === 'after-cloud' ? upload?.target : undefined;
+            wipes.push(await wipeSource({ source: src, policy: wipePolicy, summary, journal, logger: ctx.logger, signal, cloud, station: ctx.config.station }));
+          }
+          noteWipes(summary, wipes);
+        }
       } finally {
         bar?.stop();
         for (const src of opened) await src.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: src.uri }, 'closing the source failed'));
         journal.close();
-      }
-      // Uploads (src/cli/upload.ts): queue this run's verified files, then upload them unless --no-wait.
-      const uploads = upload !== undefined && summary.status !== 'interrupted' ? await upload.run(signal, summary.fileIds) : undefined;
-      if (uploads?.queueError) {
-        summary.errors.push(uploads.queueError);
-        summary.status = 'failed';
       }
       // Peak memory is part of the contract (flat whatever the file size): log it for tests and benchmarks.
       ctx.logger.info({ summary, maxRssBytes: process.resourceUsage().maxRSS * 1024 }, 'ingest finished');
       if (opts.json) {
         const { files, bytes, copied, alreadyVerified, failed, destinations, skipped } = summary;
         process.stdout.write(
-          `${JSON.stringify({ files, bytes, copied, alreadyVerified, failed, destinations, status: summary.status, errors: summary.errors, renamed: summary.renamed, skipped, ...(uploads ? { upload: uploads } : {}) })}\n`,
+          `${JSON.stringify({ files, bytes, copied, alreadyVerified, failed, destinations, status: summary.status, errors: summary.errors, renamed: summary.renamed, skipped, wiped: wipes.reduce((n, w) => n + w.wiped, 0), ...(wipePolicy ? { wipe: wipes } : {}), ...(uploads ? { upload: uploads } : {}) })}\n`,
         );
       } else {
         process.stdout.write(humanSummary(summary));
+        for (const w of wipes) process.stdout.write(`${describeWipe(w)}\n`);
         if (uploads)
           process.stdout.write(
             `upload to ${uploads.target}: ${uploads.queued} queued, ${uploads.uploaded} uploaded and verified, ${uploads.failed} failed, ${uploads.pending} pending\n`,
           );
       }
       const local = summary.status === 'interrupted' ? EXIT.incomplete : summary.status === 'failed' ? EXIT.failed : EXIT.ok;
-      process.exitCode = local === EXIT.ok && uploads && upload ? upload.exitCode(uploads) : local;
+      const afterUploads = local === EXIT.ok && uploads && upload ? upload.exitCode(uploads) : local;
+      // A wipe still waiting for the cloud is incomplete, not failed.
+      process.exitCode = afterUploads === EXIT.ok && wipes.some((w) => w.reason !== undefined) ? EXIT.incomplete : afterUploads;
     });
+}
+
+/**
+ * A wipe that did not happen after a complete ingest fails the run (named in its errors), except one
+ * still waiting for the cloud, which leaves it incomplete. After a failed ingest the ingest's own errors
+ * already say why nothing was wiped.
+ */
+function noteWipes(summary: IngestSummary, wipes: readonly WipeReport[]): void {
+  if (summary.status !== 'complete') return;
+  for (const w of wipes) {
+    const e = wipeError(w);
+    if (e === undefined || w.reason?.why === 'cloud-pending') continue;
+    summary.errors.push({ source: w.source, ...(w.reason?.path ? { path: w.reason.path } : {}), code: e.code, message: e.message });
+    summary.status = 'failed';
+  }
 }
 
 function humanSummary(s: IngestSummary): string {

@@ -29,9 +29,10 @@ export function simulateCameraCommand(): Command {
     .addOption(new Option('--capture-target <where>', 'where a capture goes: the card, or camera memory only (host)').choices(['card', 'host']).default('card'))
     .option('--serial <serial>', 'serial number (default: derived from the folder)')
     .option('--time-zone <zone>', 'IANA zone of the simulated camera clock (default: this host)')
+    .option('--deletable', "let initiators delete the folder's files (DeleteObject), as from a camera's card; default: write-protected")
     .action(
       async (
-        opts: { dir: string; port: number; host: string; pool?: string; serial?: string; timeZone?: string; vendor: SimulatorVendor; captureTarget: CaptureTarget },
+        opts: { dir: string; port: number; host: string; pool?: string; serial?: string; timeZone?: string; vendor: SimulatorVendor; captureTarget: CaptureTarget; deletable?: boolean },
         cmd: Command,
       ) => {
         // --log-level is the program's global option.
@@ -45,6 +46,7 @@ export function simulateCameraCommand(): Command {
             port: opts.port,
             host: opts.host,
             pool: opts.pool,
+            deletable: opts.deletable === true,
             serialNumber: opts.serial,
             timeZone: opts.timeZone,
             vendor: opts.vendor,

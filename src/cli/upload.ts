@@ -94,6 +94,10 @@ export interface IngestUploadSummary {
 }
 
 export interface IngestUpload {
+  /** Where this run's files go (for the after-cloud wipe gate). */
+  readonly target: { bucket: string; prefix: string };
+  /** Whether the run waits for its uploads (no --no-wait). */
+  readonly waits: boolean;
   /** Queues the run's verified files (also those an earlier run copied) and, unless --no-wait, uploads them. */
   run(signal: AbortSignal, fileIds: readonly number[]): Promise<IngestUploadSummary>;
   /** Queues verified files now, in `journal` (JOURNAL when they cannot be queued); `run` later finds them queued. */
@@ -123,6 +127,8 @@ export function prepareIngestUpload(ctx: CommandContext, flags: IngestUploadFlag
   const where = `s3://${target.bucket}${target.prefix === '' ? '' : `/${target.prefix}`}`;
 
   return {
+    target: { bucket: target.bucket, prefix: target.prefix },
+    waits: wait,
     async run(signal, fileIds) {
       const own = Journal.open(ctx.stateDir);
       try {

@@ -12,5 +12,7 @@ export {
   type LogLevel,
   type ManifestHash,
   type UploadConfig,
+  type WipePolicy,
+  WIPE_POLICIES,
   uploadSettings,
 } from './schema.js';

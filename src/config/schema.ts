@@ -248,6 +248,33 @@ export const uploadSchema = table({
   keep_free_bytes: z.int().min(0).optional().describe('after upload, remove the oldest uploaded local copies while a destination has less than this free (never the last one)'),
 });
 
+/**
+ * What happens to a card's (or camera's) files once they are verified: kept (never), deleted once every
+ * destination holds them verified and a second read of the source matched (after-local), the same and
+ * verified in the cloud too (after-cloud), or kept with a list of what was verified written at the card's
+ * root (mark-done, for crews who format in the camera). See src/ingest/wipe.ts.
+ */
+export const WIPE_POLICIES = ['never', 'after-local', 'after-cloud', 'mark-done'] as const;
+export type WipePolicy = (typeof WIPE_POLICIES)[number];
+
+/** `[cards]`: memory cards in readers, ingested by the daemon (the card unit or watch_mounts). */
+export const cardsSchema = table({
+  wipe: z
+    .enum(WIPE_POLICIES)
+    .default('never')
+    .describe(
+      'after ingest: never (keep every file), after-local (delete the ingested files once every destination verified them and a second read of the card matched), after-cloud (and once verified in the cloud), mark-done (write SHUTTLE-DONE.txt at the card root instead of deleting); anything but never mounts cards read-write',
+    ),
+});
+
+/** `[cameras]`: USB and network cameras ingested by the daemon. A camera cannot be marked done (PTP writes no files here). */
+export const camerasSchema = table({
+  wipe: z
+    .enum(['never', 'after-local', 'after-cloud'])
+    .default('never')
+    .describe('after ingest: never, after-local or after-cloud, as for [cards] (files are deleted with PTP DeleteObject)'),
+});
+
 const tetherSchema = table({
   preview_long_edge: z.int().min(16).max(16384).default(1600).describe('`shuttle tether`: longer side in pixels of the preview made of each JPEG shot (never enlarged)'),
 });
@@ -270,6 +297,8 @@ export const configSchema = table({
   upload: uploadSchema.optional(),
   daemon: daemonSchema.prefault({}),
   tether: tetherSchema.prefault({}),
+  cards: cardsSchema.prefault({}),
+  cameras: camerasSchema.prefault({}),
 });
 
 type DeepReadonly<T> = T extends readonly (infer U)[] ? readonly DeepReadonly<U>[] : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;

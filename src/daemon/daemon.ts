@@ -24,6 +24,7 @@ import { StationStateTracker } from './station-state.js';
 import type { DaemonStatus, JobSnapshot } from './status.js';
 import { DaemonUploader } from './uploads.js';
 import { UsbCameraWatcher } from './usb-cameras.js';
+import { wipePolicies } from './wipe-policy.js';
 
 /** Reading the mount table costs microseconds; a card is picked up within this of being mounted. */
 const MOUNT_POLL_MS = 250;
@@ -155,6 +156,7 @@ export class Daemon {
           fileId: f.fileId,
           copies: f.copies.map((c) => join(c.root, c.rel)),
         }),
+      wipe: wipePolicies(config),
     };
     this.#resources = destinations.map((d) => `destination ${d.path}`);
     this.#devices = new DeviceRegistry({
@@ -305,7 +307,7 @@ export class Daemon {
       status: () => this.status(),
       ingest: async ({ source }) => {
         const { key, kind, label, open } = await this.#requestedSource(source);
-        return this.scheduler.submit({ key, kind, label, origin: 'request', resources: this.#resources, run: (ctx) => runIngestJob(this.#env, open, ctx) });
+        return this.scheduler.submit({ key, kind, label, origin: 'request', resources: this.#resources, run: (ctx) => runIngestJob(this.#env, open, ctx, { kind }) });
       },
       cancel: ({ job }) => {
         const snap = this.scheduler.cancel(job, 'cancel');

@@ -119,7 +119,7 @@ export class DeviceRegistry {
         label: device.label,
         origin: `device:${watcher}`,
         resources: this.#opts.resources,
-        run: (ctx) => runIngestJob(this.#opts.env, device.open, ctx),
+        run: (ctx) => runIngestJob(this.#opts.env, device.open, ctx, { kind: device.kind }),
       });
       entry.job = job.id;
     } catch (err) {

@@ -92,7 +92,7 @@ export class HotFolderFeed {
         label: `${this.root} (${batch.length} file${batch.length === 1 ? '' : 's'})`,
         origin: 'hotfolder',
         resources: this.#opts.resources,
-        run: (ctx) => runIngestJob(this.#opts.env, open, ctx, (s) => (summary = s)),
+        run: (ctx) => runIngestJob(this.#opts.env, open, ctx, { onSummary: (s) => (summary = s) }),
       });
     } catch (err) {
       this.#opts.logger.warn({ err }, 'hot folder batch not submitted');

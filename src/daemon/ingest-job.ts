@@ -4,7 +4,10 @@ import { runIngest, type DestinationSpec, type FileOutcome, type IngestSettings,
 import type { Logger } from '../log.js';
 import type { Journal } from '../store/journal.js';
 import type { JobContext, JobOutcome } from './jobs.js';
-import type { JobResultFigures } from './status.js';
+import type { JobKind, JobResultFigures } from './status.js';
+import type { Source } from '../device/source.js';
+import { wipeError, wipeSource } from '../ingest/wipe.js';
+import { policyFor, type WipePolicies } from './wipe-policy.js';
 
 /**
  * What every daemon job shares: the journal, the destinations and the ingest settings, all resolved
@@ -25,12 +28,20 @@ export interface IngestEnvironment {
   afterIngest?: ((summary: IngestSummary, logger: Logger) => Promise<void>) | undefined;
   /** Each file a job copied, once journaled (the daemon's event stream). */
   onFile?: ((job: number, source: string, file: FileOutcome) => void) | undefined;
+  /** What card and camera jobs do with their source's files once verified (see wipe-policy.ts). */
+  wipe?: WipePolicies | undefined;
+}
+
+export interface IngestJobOptions {
+  /** The job's kind: card and camera jobs follow their wipe policy. */
+  kind?: JobKind | undefined;
+  onSummary?: ((s: IngestSummary) => void) | undefined;
 }
 
 /** The daemon waits for a CLI run working on the same card or destination, until the job is cancelled. */
 export const DAEMON_LOCK_WAIT_MS = Infinity;
 
-export function resultFigures(s: IngestSummary): JobResultFigures {
+export function resultFigures(s: IngestSummary, wiped?: number): JobResultFigures {
   return {
     status: s.status,
     files: s.files,
@@ -40,11 +51,12 @@ export function resultFigures(s: IngestSummary): JobResultFigures {
     bytes: s.destinations.reduce((n, d) => n + d.bytes, 0),
     errors: s.errors.slice(0, 20).map((e) => ({ code: e.code, message: e.message, path: e.path })),
     skipped: s.skipped.slice(0, 20),
+    ...(wiped === undefined ? {} : { wiped }),
   };
 }
 
 /** One ingest of one source into every destination: the body of card, camera and hot-folder jobs. */
-export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, ctx: JobContext, onSummary?: (s: IngestSummary) => void): Promise<JobOutcome> {
+export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, ctx: JobContext, opts: IngestJobOptions = {}): Promise<JobOutcome> {
   const source = await open({ stateDir: env.stateDir, timeZone: env.timeZone, logger: ctx.logger, signal: ctx.signal });
   try {
     const summary = await runIngest({
@@ -66,9 +78,37 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
         if (summary.status === 'complete') summary.status = 'failed';
       }
     }
-    onSummary?.(summary);
-    return { status: summary.status, result: resultFigures(summary) };
+    const wiped = await applyWipePolicy(env, source, summary, ctx, opts.kind);
+    opts.onSummary?.(summary);
+    return { status: summary.status, result: resultFigures(summary, wiped) };
   } finally {
     await source.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: source.uri }, 'closing the source failed'));
   }
+}
+
+/**
+ * The job's wipe policy, after the ingest and its uploads were queued (after-cloud waits here for the
+ * uploader to verify them). A wipe that did not happen after a complete ingest fails the job, named in
+ * its errors: the card must not look done. Returns the files deleted, or undefined without a policy.
+ */
+async function applyWipePolicy(env: IngestEnvironment, source: Source, summary: IngestSummary, ctx: JobContext, kind: JobKind | undefined): Promise<number | undefined> {
+  const policy = policyFor(env.wipe, kind);
+  if (policy === 'never' || summary.status === 'interrupted') return undefined;
+  const report = await wipeSource({
+    source,
+    policy,
+    summary,
+    journal: env.journal,
+    logger: ctx.logger,
+    signal: ctx.signal,
+    cloud: env.wipe?.cloud,
+    waitForCloud: env.wipe?.waitForCloud,
+    station: env.settings.station,
+  });
+  const error = wipeError(report);
+  if (error !== undefined && summary.status === 'complete') {
+    summary.errors.push({ source: source.uri, ...(report.reason?.path ? { path: report.reason.path } : {}), code: error.code, message: error.message });
+    summary.status = report.reason?.why === 'interrupted' ? 'interrupted' : 'failed';
+  }
+  return report.wiped;
 }

@@ -27,6 +27,8 @@ export interface JobResultFigures {
   errors: Array<{ code: string; message: string; path?: string | undefined }>;
   /** Source entries left out and never opened, with why (the first 20, like errors). */
   skipped: Array<{ path: string; reason: string }>;
+  /** Files deleted from the source by its wipe policy (absent without one). */
+  wiped?: number | undefined;
 }
 
 export interface JobSnapshot {

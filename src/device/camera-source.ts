@@ -7,13 +7,13 @@ import { ShuttleError, throwIfAborted } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { PtpCamera } from './ptp/camera.js';
 import { parsePtpDate } from './ptp/codec.js';
-import { ObjectFormat, ResponseCode, hex32 } from './ptp/codes.js';
+import { ObjectFormat, OperationCode, ProtectionStatus, ResponseCode, hex32 } from './ptp/codes.js';
 import type { ObjectInfo } from './ptp/datasets.js';
 import { ListingBudget, type ListingLimits } from './ptp/listing-budget.js';
 import type { PtpQuirks } from './ptp/quirks.js';
 import { responseCodeOf } from './ptp/session.js';
 import { connectPtpIp, loadOrCreateInitiatorIdentity } from './ptpip/transport.js';
-import type { ItemState, OpenOptions, Source, SourceIdentity, SourceItem } from './source.js';
+import type { ItemState, OpenOptions, Reread, Source, SourceIdentity, SourceItem, SourceRemoval } from './source.js';
 
 /** The folder name of objects the camera holds in memory only (capture target host). */
 export const CAMERA_MEMORY = 'camera-memory';
@@ -166,8 +166,91 @@ export class PtpCameraSource implements Source {
     return { size, mtimeMs: this.mtimeOf(info) };
   }
 
+  /** Deleting from the camera's card (a wipe): see CameraRemoval. */
+  get removal(): SourceRemoval {
+    return (this.#removal ??= new CameraRemoval(
+      this,
+      (item) => this.handleOf(item),
+      (info) => this.mtimeOf(info),
+    ));
+  }
+
+  #removal: CameraRemoval | undefined;
+
   async close(): Promise<void> {
     await this.camera.close();
+  }
+}
+
+/**
+ * A camera's side of a wipe. The second read is a fresh GetObject of the object (the camera's card, no
+ * page cache of this host between), after its ObjectInfo was checked to still be the item listed; the
+ * deletion checks the ObjectInfo again (name, size, time, not protected) and sends DeleteObject for that
+ * handle only. Folders are never deleted: listings hold files only.
+ */
+class CameraRemoval implements SourceRemoval {
+  /** The name each reread object had, by handle: the deletion must find the same object there. */
+  readonly #read = new Map<number, string>();
+
+  constructor(
+    private readonly source: PtpCameraSource,
+    private readonly handleOf: (item: SourceItem) => CameraItemHandle,
+    private readonly mtimeOf: (info: ObjectInfo) => number,
+  ) {}
+
+  async ready(): Promise<void> {
+    if (!this.source.camera.supports(OperationCode.DeleteObject)) {
+      throw new ShuttleError('SOURCE_DELETE_FAILED', `cannot delete from ${this.source.uri}: the camera does not offer DeleteObject`, { context: { source: this.source.uri } });
+    }
+  }
+
+  /** The object's ObjectInfo, checked to be the item listed (same name, size and time). */
+  async #checked(item: SourceItem, signal?: AbortSignal): Promise<{ h: CameraItemHandle; info: ObjectInfo }> {
+    const h = this.handleOf(item);
+    let info: ObjectInfo;
+    try {
+      info = await this.source.camera.objectInfo(h.objectHandle, signal);
+    } catch (cause) {
+      if (responseCodeOf(cause) === undefined) throw cause;
+      throw new ShuttleError('SOURCE_CHANGED', `${item.path} is no longer on the camera`, { cause, context: { path: item.path, handle: h.objectHandle } });
+    }
+    const size = await this.source.camera.objectSize(h.objectHandle, info, signal);
+    const name = item.path.slice(item.path.lastIndexOf('/') + 1);
+    if (info.filename !== name || size !== item.size || this.mtimeOf(info) !== item.mtimeMs) {
+      throw new ShuttleError('SOURCE_CHANGED', `${item.path} on the camera is no longer the object listed`, { context: { path: item.path, handle: h.objectHandle } });
+    }
+    return { h, info };
+  }
+
+  async reread(item: SourceItem, signal?: AbortSignal): Promise<Reread> {
+    const { h, info } = await this.#checked(item, signal);
+    this.#read.set(h.objectHandle, info.filename);
+    const size = item.size === 0xffffffff ? undefined : item.size;
+    return { stream: this.source.camera.download(h.objectHandle, { size, signal }), direct: () => true };
+  }
+
+  async remove(item: SourceItem, signal?: AbortSignal): Promise<void> {
+    const refuse = (why: string, cause?: unknown): ShuttleError =>
+      new ShuttleError('SOURCE_DELETE_FAILED', `${item.path} not deleted from ${this.source.uri}: ${why}`, {
+        ...(cause === undefined ? {} : { cause }),
+        context: { path: item.path, source: this.source.uri },
+      });
+    const h = this.handleOf(item);
+    if (!this.#read.has(h.objectHandle)) throw refuse('it was not read a second time');
+    let info: ObjectInfo;
+    try {
+      ({ info } = await this.#checked(item, signal));
+    } catch (cause) {
+      throw refuse(cause instanceof Error ? cause.message : String(cause), cause);
+    }
+    if (info.protectionStatus !== ProtectionStatus.None) throw refuse('it is protected on the camera');
+    try {
+      await this.source.camera.deleteObject(h.objectHandle, signal);
+    } catch (cause) {
+      const code = responseCodeOf(cause);
+      throw refuse(code === ResponseCode.ObjectWriteProtected ? 'the camera says it is write-protected' : cause instanceof Error ? cause.message : String(cause), cause);
+    }
+    this.#read.delete(h.objectHandle);
   }
 }
 

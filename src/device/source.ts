@@ -76,6 +76,44 @@ export interface ItemState {
   mtimeMs: number;
 }
 
+/**
+ * The file the "mark-done" wipe policy writes at a card's root, listing what was verified, for crews who
+ * format cards in the camera. Listings leave it out (it is Shuttle's, not the camera's).
+ */
+export const DONE_MARK_NAME = 'SHUTTLE-DONE.txt';
+
+/** The read that gates an item's deletion (see SourceRemoval.reread). */
+export interface Reread {
+  readonly stream: Readable;
+  /**
+   * Whether every byte came from the medium rather than from this host's page cache: a folder read
+   * with O_DIRECT, a camera's GetObject. Known once the stream has ended.
+   */
+  direct(): boolean;
+}
+
+/**
+ * What a source that can delete its files offers (a card or folder, a camera; never a hot folder): the
+ * second, independent read of an item and its deletion. Nothing here decides whether to delete: that
+ * is the wipe gate's (src/ingest/wipe.ts).
+ */
+export interface SourceRemoval {
+  /** Throws (SOURCE_DELETE_FAILED) when the source cannot delete at all, e.g. a card mounted read-only. */
+  ready(signal?: AbortSignal): Promise<void>;
+  /**
+   * Opens the item again for the read that gates its deletion: past this host's page cache, and from a
+   * fresh open of the file (or a fresh GetObject) that is checked to be the item listed.
+   */
+  reread(item: SourceItem, signal?: AbortSignal): Promise<Reread>;
+  /**
+   * Deletes the item, only if it is still the file the last `reread` of it read (same identity, size and
+   * time); never follows a link; never removes a folder. SOURCE_DELETE_FAILED otherwise.
+   */
+  remove(item: SourceItem, signal?: AbortSignal): Promise<void>;
+  /** Writes (replaces) a small text file at the source's root; undefined where the source cannot (a camera). */
+  writeRootFile?(name: string, text: string, signal?: AbortSignal): Promise<void>;
+}
+
 export interface Source {
   /** How the user named it (`/media/card`, `usb:04a9:3294`, `ptpip:10.0.0.5`). */
   readonly uri: string;
@@ -90,5 +128,7 @@ export interface Source {
   open(item: SourceItem, options?: OpenOptions): Promise<Readable>;
   /** Current size/mtime, to detect a file that changed while it was read. Undefined when the source cannot tell. */
   stat(item: SourceItem, signal?: AbortSignal): Promise<ItemState | undefined>;
+  /** Present on sources that can delete what they listed (see SourceRemoval). */
+  readonly removal?: SourceRemoval;
   close(): Promise<void>;
 }

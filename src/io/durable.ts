@@ -365,18 +365,43 @@ async function flipByteOnRequest(tempPath: string): Promise<boolean> {
   const wanted = once || faults.some((f) => f === 'flip-byte' || (finalName !== undefined && f === `flip-byte:${finalName}`));
   if (!wanted) return false;
   if (once) flippedOnce = true;
-  const handle = await open(tempPath, 'r+');
+  return flipMiddleByte(tempPath, false);
+}
+
+/** XORs the byte at floor(size / 2) with 0xff and fsyncs; with `keepTimes` the file's times are put back. */
+async function flipMiddleByte(path: string | Buffer, keepTimes: boolean): Promise<boolean> {
+  const handle = await open(path, 'r+');
   try {
-    const { size } = await handle.stat();
-    if (size === 0) return false;
-    const offset = Math.floor(size / 2);
+    const st = await handle.stat();
+    if (st.size === 0) return false;
+    const offset = Math.floor(st.size / 2);
     const byte = Buffer.alloc(1);
     await handle.read(byte, 0, 1, offset);
     byte[0] = byte[0]! ^ 0xff;
     await handle.write(byte, 0, 1, offset);
+    // In seconds with their fraction: the Dates of Stats are rounded to the millisecond, which can move the time.
+    if (keepTimes) await handle.utimes(st.atimeMs / 1000, st.mtimeMs / 1000);
     await handle.sync();
     return true;
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Test-only: SHUTTLE_TEST_FAULT=change-source:NAME changes the source file named NAME (its last path
+ * part) right before the read that gates its deletion (see SourceRemoval.reread): one byte flipped, size
+ * and times kept, so that only the second read's hash can tell. Resolves to whether it changed the file.
+ * Empty in the release build, like applyTestFault.
+ */
+export function applySourceTestFault(path: string | Buffer, name: string): Promise<boolean> | undefined {
+  if (typeof SHUTTLE_TEST_HOOKS === 'undefined' || SHUTTLE_TEST_HOOKS) return changeSourceOnRequest(path, name);
+  return undefined;
+}
+
+async function changeSourceOnRequest(path: string | Buffer, name: string): Promise<boolean> {
+  const spec = process.env['SHUTTLE_TEST_FAULT'];
+  if (!spec) return false;
+  const wanted = spec.split(',').some((f) => f.trim() === `change-source:${basename(name)}`);
+  return wanted ? flipMiddleByte(path, true) : false;
 }

@@ -152,4 +152,23 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE files ADD COLUMN path_bytes BLOB;
   `,
+  // 4: deletions from sources after verification (the wipe policies), one row per attempt.
+  `
+  CREATE TABLE source_wipes (
+    id INTEGER PRIMARY KEY,
+    file_id INTEGER NOT NULL REFERENCES files(id),
+    ingest_id INTEGER REFERENCES ingests(id),
+    policy TEXT NOT NULL,
+    -- How the second read of the source read the file: 'direct' (past the page cache) or 'cached'.
+    second_read TEXT NOT NULL,
+    -- The hash both reads of the source agreed on.
+    xxh128 TEXT NOT NULL,
+    -- deleting | deleted | failed
+    state TEXT NOT NULL,
+    error TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT
+  );
+  CREATE INDEX source_wipes_file ON source_wipes (file_id);
+  `,
 ];

@@ -75,4 +75,6 @@ export interface IngestJson {
   errors: Array<{ code: string; message: string; path?: string; destination?: string }>;
   renamed: Array<{ from: string; to: string; reason: string }>;
   skipped: Array<{ path: string; reason: string }>;
+  /** Files deleted from the sources (--wipe). */
+  wiped: number;
 }

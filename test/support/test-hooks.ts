@@ -35,7 +35,7 @@ export async function crashPointCalls(): Promise<Map<string, string[]>> {
 export async function hookMarkers(): Promise<string[]> {
   const others = (await sources()).filter((s) => !s.path.endsWith('crash-points.ts')).map((s) => s.text.replace(CALL, ''));
   const crashOnly = CRASH_POINTS.filter((n) => !others.some((t) => t.includes(`'${n}'`) || t.includes(`"${n}"`)));
-  return ['SHUTTLE_TEST_FAULT', 'SHUTTLE_TEST_CRASH_AT', 'crashPoint', 'applyTestFault', 'flip-byte', ...crashOnly.map((n) => `"${n}"`)];
+  return ['SHUTTLE_TEST_FAULT', 'SHUTTLE_TEST_CRASH_AT', 'crashPoint', 'applyTestFault', 'flip-byte', 'applySourceTestFault', 'change-source', ...crashOnly.map((n) => `"${n}"`)];
 }
 
 /** Which hook markers the .js files of a built program hold, as `marker in file`. */

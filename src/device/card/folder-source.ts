@@ -1,11 +1,22 @@
 import { isUtf8 } from 'node:buffer';
 import { constants as fsConstants, type Dirent, type Stats } from 'node:fs';
-import { lstat, open as openFile, readdir, stat, type FileHandle } from 'node:fs/promises';
+import { access, lstat, open as openFile, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { ShuttleError, abortReason, errnoCode, throwIfAborted } from '../../errors.js';
-import type { ItemState, OpenOptions, Source, SourceEntry, SourceIdentity, SourceItem } from '../source.js';
+import {
+  DONE_MARK_NAME,
+  type ItemState,
+  type OpenOptions,
+  type Reread,
+  type Source,
+  type SourceEntry,
+  type SourceIdentity,
+  type SourceItem,
+  type SourceRemoval,
+} from '../source.js';
 import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../../io/direct.js';
+import { applySourceTestFault, replaceFileDurably } from '../../io/durable.js';
 import { sourceIdentityForFolder } from './volume.js';
 
 /** Folders an OS puts on cards and disks: never photographs, often unreadable. */
@@ -53,6 +64,11 @@ class FileChunks extends Readable {
     };
     signal.addEventListener('abort', onAbort, { once: true });
     this.once('close', () => signal.removeEventListener('abort', onAbort));
+  }
+
+  /** Whether every read so far went past the page cache (O_DIRECT). */
+  get direct(): boolean {
+    return this.#direct;
   }
 
   #buffer(): Buffer {
@@ -254,6 +270,8 @@ export class FolderSource implements Source {
           continue;
         }
         yield* this.#walk({ abs, rel, escaped }, signal);
+      } else if (e.d.isFile() && folder.rel === '' && e.name === DONE_MARK_NAME) {
+        yield { path: rel, skipped: "Shuttle's mark of a verified card" };
       } else if (e.d.isFile()) {
         // lstat, not stat: a file swapped for a link since the folder was read is not followed.
         let st: Stats;
@@ -278,6 +296,11 @@ export class FolderSource implements Source {
   }
 
   async open(item: SourceItem, options: OpenOptions = {}): Promise<Readable> {
+    return (await this.#openChecked(item, options)).chunks;
+  }
+
+  /** Opens the listed file (never a link, never a FIFO), checked to be the file listed. */
+  async #openChecked(item: SourceItem, options: OpenOptions): Promise<{ chunks: FileChunks; st: Stats }> {
     throwIfAborted(options.signal);
     const at = this.#locator(item);
     const shown = join(this.root, item.path);
@@ -304,7 +327,7 @@ export class FolderSource implements Source {
         }
         return again;
       };
-      return new FileChunks(handle, direct, shown, reopen, offset, chunkSize, recycle, options.signal);
+      return { chunks: new FileChunks(handle, direct, shown, reopen, offset, chunkSize, recycle, options.signal), st };
     } catch (cause) {
       await handle?.close().catch(() => {});
       if (cause instanceof ShuttleError) throw cause;
@@ -314,6 +337,17 @@ export class FolderSource implements Source {
       throw new ShuttleError('SOURCE_UNREADABLE', `cannot open ${shown}: ${errnoCode(cause) ?? (cause as Error).message}`, { cause, context: { path: shown } });
     }
   }
+
+  /** Deleting from the folder (a card's wipe): see FolderRemoval. */
+  get removal(): SourceRemoval {
+    return (this.#removal ??= new FolderRemoval(
+      this,
+      (item) => this.#locator(item),
+      (item, options) => this.#openChecked(item, options),
+    ));
+  }
+
+  #removal: FolderRemoval | undefined;
 
   async stat(item: SourceItem): Promise<ItemState | undefined> {
     try {
@@ -328,6 +362,82 @@ export class FolderSource implements Source {
 }
 
 const SLASH = Buffer.from('/');
+
+/** The identity of the file a second read read, which its deletion must find again. */
+interface ReadIdentity {
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeMs: number;
+}
+
+/**
+ * A folder's side of a wipe. The second read opens the file afresh with O_DIRECT (past the page cache)
+ * and records which file (device and inode) it read; `remove` opens the same path again with O_NOFOLLOW,
+ * checks that it is still that file at the listed size and time, and only then unlinks that path. Only
+ * files are ever removed, never a folder.
+ */
+class FolderRemoval implements SourceRemoval {
+  readonly #read = new Map<string, ReadIdentity>();
+
+  constructor(
+    private readonly folder: FolderSource,
+    private readonly locate: (item: SourceItem) => string | Buffer,
+    private readonly openChecked: (item: SourceItem, options: OpenOptions) => Promise<{ chunks: FileChunks; st: Stats }>,
+  ) {}
+
+  async ready(): Promise<void> {
+    const root = this.folder.root;
+    try {
+      await access(root, fsConstants.W_OK);
+    } catch (cause) {
+      const errno = errnoCode(cause);
+      const why = errno === 'EROFS' ? 'it is mounted read-only' : `it is not writable (${errno ?? String(cause)})`;
+      throw new ShuttleError('SOURCE_DELETE_FAILED', `cannot delete from ${root}: ${why}`, { cause, context: { source: root, errno } });
+    }
+  }
+
+  async reread(item: SourceItem, signal?: AbortSignal): Promise<Reread> {
+    await applySourceTestFault(this.locate(item), item.path);
+    const { chunks, st } = await this.openChecked(item, { recycle: 1, ...(signal ? { signal } : {}) });
+    this.#read.set(item.path, { dev: st.dev, ino: st.ino, size: st.size, mtimeMs: Math.trunc(st.mtimeMs) });
+    return { stream: chunks, direct: () => chunks.direct };
+  }
+
+  async remove(item: SourceItem, signal?: AbortSignal): Promise<void> {
+    throwIfAborted(signal);
+    const at = this.locate(item);
+    const shown = join(this.folder.root, item.path);
+    const read = this.#read.get(item.path);
+    const refuse = (why: string, cause?: unknown): ShuttleError =>
+      new ShuttleError('SOURCE_DELETE_FAILED', `${shown} not deleted: ${why}`, { ...(cause === undefined ? {} : { cause }), context: { path: item.path } });
+    if (read === undefined) throw refuse('it was not read a second time');
+    let handle: FileHandle | undefined;
+    try {
+      handle = await openFile(at, SAFE_OPEN);
+      const st = await handle.stat();
+      const same = st.isFile() && st.dev === read.dev && st.ino === read.ino && st.size === item.size && Math.trunc(st.mtimeMs) === item.mtimeMs;
+      if (!same) throw refuse('it is no longer the file that was read and verified');
+      await unlink(at);
+      this.#read.delete(item.path);
+    } catch (cause) {
+      if (cause instanceof ShuttleError) throw cause;
+      throw refuse(errnoCode(cause) === 'ELOOP' ? 'it is now a symbolic link' : (errnoCode(cause) ?? String(cause)), cause);
+    } finally {
+      await handle?.close().catch(() => {});
+    }
+  }
+
+  async writeRootFile(name: string, text: string): Promise<void> {
+    if (name.includes('/') || name.startsWith('.')) throw new ShuttleError('INTERNAL', `not a plain file name: ${name}`);
+    const target = join(this.folder.root, name);
+    try {
+      await replaceFileDurably(target, text);
+    } catch (cause) {
+      throw new ShuttleError('SOURCE_DELETE_FAILED', `cannot write ${target}: ${(cause as Error).message}`, { cause, context: { path: target } });
+    }
+  }
+}
 
 /** The opened file must be the one listed: a regular file of the listed size and time. */
 function checkListed(st: Stats, item: SourceItem, shown: string): void {

@@ -313,6 +313,19 @@ export class PtpCamera {
   }
 
   /**
+   * DeleteObject on one object (a file: the format parameter 0 deletes only the object named). A
+   * protected object or a read-only storage answers with its response code (PTP_RESPONSE).
+   */
+  async deleteObject(handle: number, signal?: AbortSignal): Promise<void> {
+    if (!this.supports(OperationCode.DeleteObject)) {
+      throw new ShuttleError('PTP_RESPONSE', `${this.info.model} does not offer DeleteObject`, {
+        context: { operation: 'DeleteObject', responseCode: ResponseCode.OperationNotSupported },
+      });
+    }
+    await this.session.run({ code: OperationCode.DeleteObject, params: [handle, 0], signal });
+  }
+
+  /**
    * Generic capture: InitiateCapture, then ObjectAdded (folders ignored) and CaptureComplete in either
    * order (Nikon 1 reverses them). Returns the new object. Cameras that report captures otherwise (Canon
    * EOS, Nikon, Sony) need their vendor module.

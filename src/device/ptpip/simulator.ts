@@ -1,7 +1,9 @@
 /**
  * A PTP/IP camera serving a folder tree as one storage: what Shuttle's tests, demos and `shuttle
  * simulate-camera` talk to instead of a real camera. Files are never modified: served objects are
- * write-protected; only images this simulator "captured" (copied in from a pool folder) can be deleted.
+ * write-protected unless it is started with `deletable` (then DeleteObject removes the file from the
+ * folder, as a camera removes it from its card); images this simulator "captured" (copied in from a pool
+ * folder) can always be deleted.
  */
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, open, readFile, readdir, realpath, rename, stat, statfs, unlink } from 'node:fs/promises';
@@ -62,6 +64,8 @@ export interface SimulatorOptions {
   offerPartialObject64?: boolean;
   /** What GetObjectHandles with association 0 returns: 'all' objects (PTP standard) or the 'root' level only (QEMU usb-mtp). */
   associationZeroMeans?: 'all' | 'root';
+  /** Served files may be deleted (DeleteObject unlinks them from the folder), as on a camera's card. Default false: write-protected. */
+  deletable?: boolean;
   /** Watch the folder and announce new files as the camera's maker does (see personality.ts). Default true. */
   watch?: boolean;
   /** Whose camera this is on the wire: how it announces new objects and which vendor operations it offers. Default generic. */
@@ -147,7 +151,11 @@ class ObjectTree {
   private readonly byParent = new Map<number, Set<SimObject>>();
   private nextHandle = 1;
 
-  constructor(readonly root: string) {}
+  constructor(
+    readonly root: string,
+    /** The protection of files found in the folder (captured ones are never protected). */
+    private readonly served: number = ProtectionStatus.ReadOnly,
+  ) {}
 
   get(handle: number): SimObject | undefined {
     return this.byHandle.get(handle);
@@ -188,7 +196,7 @@ class ObjectTree {
   }
 
   /** Adds `rel` (and any missing parent folders); returns the objects created, parents first. */
-  add(rel: string, st: Pick<Stats, 'size' | 'mtimeMs'> & { isDirectory(): boolean }, protection: number = ProtectionStatus.ReadOnly): SimObject[] {
+  add(rel: string, st: Pick<Stats, 'size' | 'mtimeMs'> & { isDirectory(): boolean }, protection: number = this.served): SimObject[] {
     const created: SimObject[] = [];
     const parts = rel.split('/');
     let parent = 0;
@@ -334,7 +342,7 @@ export class CameraSimulator {
       const st = await stat(opts.pool).catch(() => undefined);
       if (!st?.isDirectory()) throw new ShuttleError('SOURCE_NOT_FOUND', `capture pool ${opts.pool} is not a directory`, { context: { path: opts.pool } });
     }
-    const tree = new ObjectTree(root);
+    const tree = new ObjectTree(root, opts.deletable === true ? ProtectionStatus.None : ProtectionStatus.ReadOnly);
     await tree.scan();
     const serial = opts.serialNumber ?? createHash('sha256').update(root).digest('hex').slice(0, 12).toUpperCase();
     const operations: number[] = [
