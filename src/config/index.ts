@@ -12,5 +12,7 @@ export {
   type LogLevel,
   type ManifestHash,
   type UploadConfig,
+  type PedalConfig,
+  type StatusLightConfig,
   uploadSettings,
 } from './schema.js';
