@@ -33,6 +33,7 @@ const commands: Record<string, () => Promise<CommandType>> = {
   upload: async () => (await import('./cli/upload.js')).uploadCommand(globals),
   doctor: async () => (await import('./cli/doctor.js')).doctorCommand(globals),
   devices: async () => (await import('./cli/devices.js')).devicesCommand(globals),
+  hid: async () => (await import('./cli/hid.js')).hidCommand(globals),
   sample: async () => (await import('./cli/sample.js')).sampleCardCommand(),
   'simulate-camera': async () => (await import('./cli/simulate-camera.js')).simulateCameraCommand(),
 };
