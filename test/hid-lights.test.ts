@@ -8,8 +8,7 @@ import type { HidReport } from '../src/device/hid/reports.js';
 import { LIGHT_DRIVERS } from '../src/hid-vocabulary.js';
 
 const hex = (reports: HidReport[]): string[] => reports.map((r) => `${r.kind} ${Buffer.from(r.bytes).toString('hex')}`);
-const show = (driver: keyof typeof LIGHT_DRIVER_TABLE, state: StationState, lit = true): string[] =>
-  hex(LIGHT_DRIVER_TABLE[driver].show(STATE_SIGNALS[state], lit));
+const show = (driver: keyof typeof LIGHT_DRIVER_TABLE, state: StationState, lit = true): string[] => hex(LIGHT_DRIVER_TABLE[driver].show(STATE_SIGNALS[state], lit));
 
 test('every configurable driver name has a driver, and every state a signal', () => {
   expect(Object.keys(LIGHT_DRIVER_TABLE).sort()).toEqual([...LIGHT_DRIVERS].sort());

@@ -153,7 +153,8 @@ function lightCommand(globals: () => GlobalOptions): Command {
         serialNumber: opts.serial ?? configured?.serial,
         logger: ctx.logger,
         onWrite: (report, device) => {
-          if (opts.json) process.stdout.write(`${JSON.stringify({ event: 'write', kind: report.kind, bytes: Buffer.from(report.bytes).toString('hex'), path: device.path ?? null })}\n`);
+          if (opts.json)
+            process.stdout.write(`${JSON.stringify({ event: 'write', kind: report.kind, bytes: Buffer.from(report.bytes).toString('hex'), path: device.path ?? null })}\n`);
         },
       });
       await light.setState(state);
