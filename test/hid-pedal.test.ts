@@ -125,6 +125,30 @@ describe('PedalWatcher', () => {
     expect(hid.opened.every((c) => c.closed)).toBe(true);
   });
 
+  test('a pedal unplugged and plugged back between two polls is opened again (its failed read makes the monitor look again)', async () => {
+    const hid = new FakeHid();
+    hid.plug(QEMU_KEYBOARD);
+    const monitor = new HidMonitor(hid);
+    const watcher = new PedalWatcher({ bindings: pedalBindings([{ device: 'keyboard', key: 'b', action: 'capture' }]), backend: hid, monitor });
+    try {
+      const opened = hid.nextOpen(QEMU_KEYBOARD.path);
+      await watcher.start();
+      await monitor.poll();
+      const conn = await opened;
+      hid.unplug(QEMU_KEYBOARD.path);
+      hid.plug(QEMU_KEYBOARD);
+      await conn.whenClosed;
+      const reopened = hid.nextOpen(QEMU_KEYBOARD.path);
+      await monitor.poll();
+      const conn2 = await reopened;
+      const press = nextPress(watcher);
+      conn2.push(report(B_DOWN));
+      expect((await press).action).toBe('capture');
+    } finally {
+      await watcher.close();
+    }
+  }, 5000);
+
   test('"keyboard" opens every keyboard interface and only those; a key not bound fires nothing', async () => {
     const hid = new FakeHid();
     hid.plug(QEMU_KEYBOARD);

@@ -77,6 +77,14 @@ export class HidMonitor {
     return () => this.listeners.delete(listener);
   }
 
+  /**
+   * Forgets a device so that the next poll reports it attached again if it is still (or again) listed:
+   * for a user whose device failed, since an unplug and replug between two polls never shows as a detach.
+   */
+  forget(path: string): void {
+    this.known.delete(path);
+  }
+
   /** Polls now and then every pollMs until stop(); resolves after the first poll. */
   start(): Promise<void> {
     this.running = true;

@@ -148,6 +148,7 @@ export class PedalWatcher {
       (err: unknown) => {
         // Unplugged (or broken): closed now, opened again when the monitor sees it return.
         this.log.info({ err, device: describeHid(d) }, 'pedal gone');
+        this.monitor.forget(path);
         void this.release(pedal);
       },
     );

@@ -179,6 +179,8 @@ export class StatusLight {
         this.opts.onWrite?.(r, light.device);
       }
     } catch (err) {
+      // Looked for again on the next poll: a replug between two polls is never seen as an unplug.
+      if (light.device.path !== undefined) this.monitor.forget(light.device.path);
       await this.drop(light, 'status light gone', err);
     }
   }
