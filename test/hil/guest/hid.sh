@@ -8,7 +8,8 @@ export SHUTTLE_LOG_LEVEL=info
 
 # Forwards each line of FILE (appended to while a command runs) as "HIL:out NAME LINE".
 hil_forward() {
-  tail -n +1 -F "$2" 2>/dev/null | while IFS= read -r line; do echo "HIL:out $1 $line"; done &
+  # printf, not echo: the shell's echo turns the backslash-n inside a JSON string into a line break.
+  tail -n +1 -F "$2" 2>/dev/null | while IFS= read -r line; do printf "HIL:out %s %s\n" "$1" "$line"; done &
 }
 
 cat > /run/pedals.toml <<'TOML'
