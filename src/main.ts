@@ -35,6 +35,7 @@ const commands: Record<string, () => Promise<CommandType>> = {
   doctor: async () => (await import('./cli/doctor.js')).doctorCommand(globals),
   devices: async () => (await import('./cli/devices.js')).devicesCommand(globals),
   config: async () => (await import('./cli/config.js')).configCommand(globals),
+  hid: async () => (await import('./cli/hid.js')).hidCommand(globals),
   sample: async () => (await import('./cli/sample.js')).sampleCardCommand(),
   'simulate-camera': async () => (await import('./cli/simulate-camera.js')).simulateCameraCommand(),
 };

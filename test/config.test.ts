@@ -285,6 +285,9 @@ describe('environment and overrides', () => {
       SHUTTLE_DAEMON_USB_POLL_MS: ['250', (c) => c.daemon.usbPollMs, 250],
       SHUTTLE_DAEMON_NETWORK_CAMERAS: ['true', (c) => c.daemon.networkCameras, true],
       SHUTTLE_DAEMON_ALLOWED_SOURCES: ['/srv/ingest:/mnt/x', (c) => c.daemon.allowedSources, ['/srv/ingest', '/mnt/x']],
+      SHUTTLE_STATUS_LIGHT_DRIVER: ['busylight', (c) => c.statusLight?.driver, 'busylight'],
+      SHUTTLE_STATUS_LIGHT_PATH: ['/dev/hidraw3', (c) => c.statusLight?.path, '/dev/hidraw3'],
+      SHUTTLE_STATUS_LIGHT_SERIAL: ['3a1b2c3d', (c) => c.statusLight?.serial, '3a1b2c3d'],
     };
     const documented = configEnvVariables()
       .filter((v) => v.key !== undefined)

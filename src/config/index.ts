@@ -14,5 +14,7 @@ export {
   type UploadConfig,
   type WipePolicy,
   WIPE_POLICIES,
+  type PedalConfig,
+  type StatusLightConfig,
   uploadSettings,
 } from './schema.js';

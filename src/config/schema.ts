@@ -5,6 +5,7 @@ import { DEFAULT_KEY_TEMPLATE, parseS3Url, renderKey } from '../upload/keys.js';
 import { isValidTimeZone } from '../time-zone.js';
 import { OBJECT_CHECKSUMS } from '../upload/checksum.js';
 import { PROVIDERS, type ProviderName } from '../upload/provider.js';
+import { KEY_NAMES, LIGHT_DRIVERS, PEDAL_ACTIONS } from '../hid-vocabulary.js';
 
 /**
  * The one description of Shuttle's configuration. Keys are snake_case as written in TOML, in `SHUTTLE_*`
@@ -279,6 +280,34 @@ const tetherSchema = table({
   preview_long_edge: z.int().min(16).max(16384).default(1600).describe('`shuttle tether`: longer side in pixels of the preview made of each JPEG shot (never enlarged)'),
 });
 
+/** `[[pedals]]`: a key on a USB foot pedal, button box or keyboard (HID) and what pressing it asks for. */
+export const pedalSchema = table({
+  device: z
+    .string()
+    .refine((d) => /^\s*([0-9a-f]{4}:[0-9a-f]{4}|keyboard)\s*$/i.test(d), { message: 'is not a pedal device (VID:PID in hex like "0627:0001", or "keyboard")' })
+    .transform((d) => d.trim().toLowerCase())
+    .describe('the pedal: its USB VID:PID in hex (see `shuttle hid list`), or "keyboard" for any device that enumerates as a keyboard'),
+  key: z
+    .string()
+    .refine((k) => KEY_NAMES.includes(k.trim().toLowerCase()), { message: 'is not a key name (like "b", "space", "enter", "pageup", "f5", "f13", "leftshift")' })
+    .transform((k) => k.trim().toLowerCase())
+    .describe('the key the pedal sends, by name: a–z, 0–9, space, enter, pageup, pagedown, f1–f24, leftshift…'),
+  action: z
+    .enum(PEDAL_ACTIONS)
+    .default('capture')
+    .describe(`what a press asks for (${PEDAL_ACTIONS.join(', ')}); \`capture\` fires the tethered camera`),
+});
+
+/** `[status_light]`: a USB light showing the station state (idle, busy, safe to pull, attention). */
+export const statusLightSchema = table({
+  driver: z
+    .enum(['auto', ...LIGHT_DRIVERS])
+    .default('auto')
+    .describe(`which kind of light: auto (the first known one plugged in), ${LIGHT_DRIVERS.join(', ')}`),
+  path: absolutePath.optional().describe('only the light at this HID device path (e.g. /dev/hidraw3)'),
+  serial: z.string().min(1).optional().describe('only the light with this USB serial number'),
+});
+
 /** Later sections (`upload`, `daemon`, `cameras`) are one line each here: `name: table({...}).prefault({})`. */
 export const configSchema = table({
   station: z
@@ -299,6 +328,9 @@ export const configSchema = table({
   tether: tetherSchema.prefault({}),
   cards: cardsSchema.prefault({}),
   cameras: camerasSchema.prefault({}),
+  // Optional like [upload]: a station without pedals or a light resolves without these keys.
+  pedals: z.array(pedalSchema).optional().describe('foot pedals and buttons (HID): device, key and action'),
+  status_light: statusLightSchema.optional(),
 });
 
 type DeepReadonly<T> = T extends readonly (infer U)[] ? readonly DeepReadonly<U>[] : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;
@@ -310,6 +342,8 @@ export type Config = DeepReadonly<z.output<typeof configSchema>>;
 export type IngestConfig = Config['ingest'];
 export type DestinationConfig = Config['destinations'][number];
 export type UploadConfig = NonNullable<Config['upload']>;
+export type PedalConfig = NonNullable<Config['pedals']>[number];
+export type StatusLightConfig = NonNullable<Config['statusLight']>;
 
 /** The [upload] section with every default applied, also when the config has none. */
 export function uploadSettings(config: Pick<Config, 'upload'>): UploadConfig {
