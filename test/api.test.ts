@@ -2,7 +2,6 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import type { StationEvent } from '../src/daemon/events.js';
 import { type ApiDaemon, events, nextEvent, rawRequest, startApiDaemon } from './support/api-daemon.js';
 import { runCli } from './support/cli.js';
 import { until } from './support/daemon-helpers.js';
@@ -145,7 +144,9 @@ describe('api', () => {
     try {
       const started = nextEvent(daemon.events, (e) => e.type === 'job.started');
       watcher.card('card-2', card);
-      const job = ((await started) as Extract<StationEvent, { type: 'job.started' }>).job;
+      const e = await started;
+      if (e.type !== 'job.started') throw new Error(`not a job event: ${e.type}`);
+      const job = e.job;
       const eject = await json(`${url}/api/v1/devices/card-2/eject`, { method: 'POST' });
       expect(eject).toMatchObject({ status: 409, body: { error: { code: 'LOCKED', message: expect.stringContaining(`job ${job.id} is still`) } } });
       doc.matches('/api/v1/devices/{id}/eject', 'post', 409, eject.body);
