@@ -2,6 +2,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { formatDaemonStatus } from '../src/daemon/status-report.js';
 import { type ApiDaemon, events, nextEvent, rawRequest, startApiDaemon } from './support/api-daemon.js';
 import { runCli } from './support/cli.js';
 import { until } from './support/daemon-helpers.js';
@@ -127,8 +128,13 @@ describe('api', () => {
     const capture = await json(`${url}/api/v1/capture`, { method: 'POST' });
     expect(capture.status).toBe(501);
     doc.matches('/api/v1/capture', 'post', 501, capture.body);
-    // The control socket's status shows the same station view.
-    expect(daemon.status().station).toEqual({ state: 'safe-to-pull', reason: expect.any(String), devices: [expect.objectContaining({ id: 'card-1', state: 'safe-to-pull' })] });
+    // The control socket's status (`shuttle status`) shows the same station view.
+    const status = daemon.status();
+    expect(status.station).toEqual({ state: 'safe-to-pull', reason: expect.any(String), devices: [expect.objectContaining({ id: 'card-1', state: 'safe-to-pull' })] });
+    const lines = formatDaemonStatus(status);
+    expect(lines).toContain(`station: safe-to-pull — ${status.station!.reason}`);
+    expect(lines).toContain(`dashboard and API: ${url}`);
+    expect(lines.find((l) => l.startsWith('device card-1'))).toMatch(/: safe-to-pull$/);
   });
 
   test('a-running-job-can-be-cancelled-and-its-card-is-not-ejected-while-it-runs', async () => {
