@@ -344,6 +344,27 @@ describe('api', () => {
   });
 });
 
+describe('api token', () => {
+  test('the-token-comes-from-the-config-a-file-or-the-systemd-credential-and-a-short-one-is-refused', async () => {
+    const { resolveApiToken } = await import('../src/daemon/http/auth.js');
+    const file = join(work, 'token');
+    await writeFile(file, `${TOKEN}\n`);
+    expect(await resolveApiToken({ token: TOKEN }, {})).toEqual({ token: TOKEN, origin: 'config' });
+    expect(await resolveApiToken({ tokenFile: file }, {})).toEqual({ token: TOKEN, origin: `file ${file}` });
+    expect(await resolveApiToken({}, {})).toBeUndefined();
+    // systemd's LoadCredential=api_token:… lands in $CREDENTIALS_DIRECTORY; a directory without it means no token.
+    const creds = join(work, 'credentials');
+    await mkdir(creds);
+    expect(await resolveApiToken({}, { CREDENTIALS_DIRECTORY: creds })).toBeUndefined();
+    await writeFile(join(creds, 'api_token'), TOKEN);
+    expect(await resolveApiToken({}, { CREDENTIALS_DIRECTORY: creds })).toEqual({ token: TOKEN, origin: 'systemd credential' });
+    await writeFile(file, 'short\n');
+    const err = await resolveApiToken({ tokenFile: file }, {}).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'CONFIG_INVALID', message: `the API token in ${file} is shorter than 16 characters` });
+    await expect(resolveApiToken({ tokenFile: join(work, 'missing') }, {})).rejects.toMatchObject({ code: 'CONFIG_UNREADABLE' });
+  });
+});
+
 describe('api listen', () => {
   test('listening-beyond-loopback-without-a-token-is-refused-at-start-with-exit-2', async () => {
     const config = join(work, 'config.toml');
