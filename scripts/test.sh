@@ -19,6 +19,7 @@ APT_PACKAGES=(
   strace            # observes the fsyncs and O_DIRECT opens of an adopted copy (publish tests)
   iproute2          # ss: the control socket's peer (pid, uid) is found through sock_diag
   make g++ python3  # node-gyp, which npm ci runs to build the sd_notify addon (binding.gyp)
+  prometheus        # promtool check metrics: the daemon's /metrics as Prometheus reads it
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -72,6 +72,7 @@ describe('loading', () => {
       tether: { previewLongEdge: 1600 },
       cards: { wipe: 'never' },
       cameras: { wipe: 'never' },
+      api: {},
     } satisfies Config);
   });
 
@@ -250,6 +251,9 @@ describe('environment and overrides', () => {
       SHUTTLE_TETHER_PREVIEW_LONG_EDGE: ['800', (c) => c.tether.previewLongEdge, 800],
       SHUTTLE_CARDS_WIPE: ['mark-done', (c) => c.cards.wipe, 'mark-done'],
       SHUTTLE_CAMERAS_WIPE: ['after-cloud', (c) => c.cameras.wipe, 'after-cloud'],
+      SHUTTLE_API_LISTEN: ['[::1]:8650', (c) => c.api.listen, '[::1]:8650'],
+      SHUTTLE_API_TOKEN: ['a-token-of-16-or-more', (c) => c.api.token, 'a-token-of-16-or-more'],
+      SHUTTLE_API_TOKEN_FILE: ['/etc/shuttle/api-token', (c) => c.api.tokenFile, '/etc/shuttle/api-token'],
       SHUTTLE_INGEST_TEMPLATE: ['{YYYY}/{name}', (c) => c.ingest.template, '{YYYY}/{name}'],
       SHUTTLE_INGEST_MANIFEST_HASHES: ['md5,xxh64', (c) => c.ingest.manifestHashes, ['md5', 'xxh64']],
       SHUTTLE_INGEST_JOB: ['Spring', (c) => c.ingest.job, 'Spring'],

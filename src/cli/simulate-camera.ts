@@ -32,7 +32,17 @@ export function simulateCameraCommand(): Command {
     .option('--deletable', "let initiators delete the folder's files (DeleteObject), as from a camera's card; default: write-protected")
     .action(
       async (
-        opts: { dir: string; port: number; host: string; pool?: string; serial?: string; timeZone?: string; vendor: SimulatorVendor; captureTarget: CaptureTarget; deletable?: boolean },
+        opts: {
+          dir: string;
+          port: number;
+          host: string;
+          pool?: string;
+          serial?: string;
+          timeZone?: string;
+          vendor: SimulatorVendor;
+          captureTarget: CaptureTarget;
+          deletable?: boolean;
+        },
         cmd: Command,
       ) => {
         // --log-level is the program's global option.

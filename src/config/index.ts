@@ -16,5 +16,7 @@ export {
   WIPE_POLICIES,
   type PedalConfig,
   type StatusLightConfig,
+  type ApiConfig,
+  parseListen,
   uploadSettings,
 } from './schema.js';
