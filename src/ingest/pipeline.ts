@@ -219,7 +219,7 @@ async function writeManifest(run: IngestRun, d: RunDestination): Promise<void> {
   const { journal, settings, logger } = run;
   const rows = journal.unmanifested(d.id);
   if (rows.length === 0) return;
-  crashPoint('manifest');
+  crashPoint('manifest-start');
   const mhlAlgs = settings.manifestHashes.filter((a) => a !== 'sha256');
   const entries = rows.map((r) => {
     const all = JSON.parse(r.hashes ?? '{}') as HashSet;
