@@ -96,6 +96,8 @@ install -m 0644 "$root"/udev/*.rules "$stage/udev/"
 install -m 0644 "$root/config/shuttle.example.toml" "$stage/config/"
 install -m 0755 "$root/scripts/install.sh" "$root/scripts/uninstall.sh" "$stage/scripts/"
 install -m 0644 "$root/README.md" "$stage/"
+# The dashboard's static files (the daemon serves them at /; Preact and htm come from node_modules).
+cp -a "$root/web" "$stage/web"
 node_version=$("$stage/node_modules/node/bin/node" --version)
 printf 'name=%s\nversion=%s\narch=linux-%s\nnode=%s\n' "$name" "$version" "$arch" "$node_version" > "$stage/.shuttle-artifact"
 
