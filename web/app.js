@@ -85,12 +85,25 @@ function App() {
     }
   }, [loadPage]);
 
+  // At once when nothing was fetched lately (a state change shows without delay), then at most once per
+  // REFRESH_MS while events keep coming.
   const refresh = useCallback((parts) => {
     for (const part of parts) {
-      timers.current[part] ??= setTimeout(() => {
-        delete timers.current[part];
+      const t = timers.current[part];
+      if (t) {
+        t.dirty = true;
+        continue;
+      }
+      const run = () => {
+        const entry = { dirty: false };
+        entry.timer = setTimeout(() => {
+          delete timers.current[part];
+          if (entry.dirty) refresh([part]);
+        }, REFRESH_MS);
+        timers.current[part] = entry;
         fetchers[part](dispatch).catch(() => undefined);
-      }, REFRESH_MS);
+      };
+      run();
     }
   }, []);
 
@@ -123,7 +136,7 @@ function App() {
     return () => {
       clearTimeout(retry);
       close?.();
-      for (const t of Object.values(timers.current)) clearTimeout(t);
+      for (const t of Object.values(timers.current)) clearTimeout(t.timer);
     };
   }, [loadAll, refresh]);
 

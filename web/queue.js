@@ -22,7 +22,7 @@ export function Uploads({ station, uploads, dispatch }) {
     </header>
     <p class="upload-summary" role="status">
       <strong class=${`upload-state ${paused || state === 'failed' || state === 'backing-off' ? 'warn' : ''}`}>${state}</strong>
-      · ${depth} ${depth === 1 ? 'file' : 'files'} waiting${summary?.bytes !== undefined ? ` · ${bytes(summary.bytes)}` : ''}${summary?.failed ? ` · ${summary.failed} failed` : ''}
+      ${` · ${depth} ${depth === 1 ? 'file' : 'files'} waiting${summary?.bytes !== undefined ? ` · ${bytes(summary.bytes)}` : ''}${summary?.failed ? ` · ${summary.failed} failed` : ''}`}
       ${summary?.target ? html`<span class="muted"> → ${summary.target}</span>` : null}
     </p>
     ${
