@@ -8,7 +8,7 @@
 #   - installs the program under PREFIX (default /opt/shuttle: a new or empty folder, or an earlier
 #     install, never one holding other things) and links /usr/local/bin/shuttle,
 #   - installs the systemd units in /etc/systemd/system and the udev rules in /etc/udev/rules.d,
-#   - writes /etc/shuttle/config.toml (every line commented), /etc/shuttle/aws-credentials (S3 keys)
+#   - writes /etc/shuttle/config.toml (every line commented but [api] listen on 127.0.0.1:8650), /etc/shuttle/aws-credentials (S3 keys)
 #     and /etc/shuttle/card.env (card unit settings) unless they exist: yours are never overwritten,
 #   - reloads systemd and udev, and enables and starts shuttle.service (not with --no-start).
 # Running it again upgrades in place and restarts the service.
@@ -140,10 +140,12 @@ if [ ! -e "$etc/config.toml" ]; then
   fresh_config=yes
   # The example, every setting commented out: the daemon has no destination until you set one.
   sed -E 's/^([[:space:]]*[^#[:space:]])/# \1/' "$target/config/shuttle.example.toml" > "$etc/config.toml.new"
+  # But the dashboard and API, for this machine only (no token is needed on loopback).
+  printf '\n# Set by the installer: the dashboard at http://127.0.0.1:8650/ (see [api] above).\n[api]\nlisten = "127.0.0.1:8650"\n' >> "$etc/config.toml.new"
   chmod 0640 "$etc/config.toml.new"
   chgrp "$gid" "$etc/config.toml.new"
   mv "$etc/config.toml.new" "$etc/config.toml"
-  say "wrote $etc/config.toml (all commented: set your destinations there)"
+  say "wrote $etc/config.toml (all commented but the dashboard on 127.0.0.1:8650: set your destinations there)"
 fi
 if [ ! -e "$etc/aws-credentials" ]; then
   (

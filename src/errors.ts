@@ -31,6 +31,10 @@ export type ErrorCode =
   | 'TRANSPORT'
   | 'UPLOAD_FAILED'
   | 'UPLOAD_VERIFY'
+  /** A card could not be unmounted or powered off. */
+  | 'EJECT_FAILED'
+  /** An HTTP API request without a valid token, or an action from another site. */
+  | 'AUTH'
   | 'INTERNAL';
 
 /**

@@ -23,6 +23,11 @@ export const REDACT_PATHS = [
   'authorization',
   '*.authorization',
   'headers.authorization',
+  // The HTTP API's token and session cookie (src/daemon/http).
+  'token',
+  '*.token',
+  'cookie',
+  'headers.cookie',
 ];
 
 export function createLogger(opts: LogOptions): Logger {

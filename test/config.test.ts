@@ -70,6 +70,7 @@ describe('loading', () => {
         allowedSources: [],
       },
       tether: { previewLongEdge: 1600 },
+      api: {},
     } satisfies Config);
   });
 

@@ -12,5 +12,7 @@ export {
   type LogLevel,
   type ManifestHash,
   type UploadConfig,
+  type ApiConfig,
+  parseListen,
   uploadSettings,
 } from './schema.js';

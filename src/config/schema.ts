@@ -248,6 +248,34 @@ export const uploadSchema = table({
   keep_free_bytes: z.int().min(0).optional().describe('after upload, remove the oldest uploaded local copies while a destination has less than this free (never the last one)'),
 });
 
+/** `HOST:PORT` (an IPv6 host in brackets): where the HTTP API listens; port 0 picks a free one. */
+export function parseListen(value: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9a-fA-F:.%\w-]+)\]|([\w.-]+)):(\d{1,5})$/.exec(value.trim());
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  return port <= 65535 ? { host: (m[1] ?? m[2])!, port } : undefined;
+}
+
+/** `[api]`: the daemon's HTTP API, live events, metrics and dashboard (src/daemon/http). */
+export const apiSchema = table({
+  listen: z
+    .string()
+    .refine((v) => parseListen(v) !== undefined, { message: 'is not HOST:PORT (an IPv6 address in brackets)' })
+    .optional()
+    .describe('HTTP API, dashboard and /metrics on HOST:PORT (e.g. 127.0.0.1:8650); off when absent; beyond loopback only with a token'),
+  token: z
+    .string()
+    .superRefine((t, ctx) => {
+      // The issue names the key, never the value: a token must not reach an error message or a log.
+      if (t.trim().length < 16) ctx.addIssue({ code: 'custom', message: 'is shorter than 16 characters', input: '(hidden)' });
+    })
+    .optional()
+    .describe('the API token (at least 16 characters): every request then needs it (bearer header, or the login cookie)'),
+  token_file: absolutePath.optional().describe('a file holding the API token (default: $CREDENTIALS_DIRECTORY/api_token when systemd provides one)'),
+}).superRefine((a, ctx) => {
+  if (a.token !== undefined && a.tokenFile !== undefined) ctx.addIssue({ code: 'custom', path: ['token_file'], message: 'is set as well as token; keep one', input: a.tokenFile });
+});
+
 const tetherSchema = table({
   preview_long_edge: z.int().min(16).max(16384).default(1600).describe('`shuttle tether`: longer side in pixels of the preview made of each JPEG shot (never enlarged)'),
 });
@@ -270,6 +298,7 @@ export const configSchema = table({
   upload: uploadSchema.optional(),
   daemon: daemonSchema.prefault({}),
   tether: tetherSchema.prefault({}),
+  api: apiSchema.prefault({}),
 });
 
 type DeepReadonly<T> = T extends readonly (infer U)[] ? readonly DeepReadonly<U>[] : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;
@@ -281,6 +310,7 @@ export type Config = DeepReadonly<z.output<typeof configSchema>>;
 export type IngestConfig = Config['ingest'];
 export type DestinationConfig = Config['destinations'][number];
 export type UploadConfig = NonNullable<Config['upload']>;
+export type ApiConfig = Config['api'];
 
 /** The [upload] section with every default applied, also when the config has none. */
 export function uploadSettings(config: Pick<Config, 'upload'>): UploadConfig {

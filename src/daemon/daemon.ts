@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Config } from '../config/index.js';
 import { ShuttleError, errnoCode } from '../errors.js';
@@ -12,9 +12,14 @@ import { EventHub } from './events.js';
 import { HotFolderFeed } from './hotfolder-feed.js';
 import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment } from './ingest-job.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
-import { uploadSettings } from '../config/index.js';
+import { parseListen, uploadSettings } from '../config/index.js';
+import { FileList } from '../store/file-list.js';
+import type { EjectResult } from '../device/card/eject.js';
+import type { ApiServer } from './http/server.js';
+import type { StationMetrics } from './metrics.js';
+import type { PreviewMaker } from './previews.js';
 import { JobScheduler, noSuchJob } from './jobs.js';
-import { CARD_MOUNT_BASE, MountWatcher } from './mounts.js';
+import { CARD_MOUNT_BASE, MountWatcher, parseMountinfo } from './mounts.js';
 import { SystemdNotifier } from './notify.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 import type { PtpIpWatcher } from './ptpip-watcher.js';
@@ -46,6 +51,8 @@ export interface DaemonOptions {
   notifier?: SystemdNotifier | undefined;
   /** Builds the USB camera watcher when `[daemon] usb_cameras` is on (tests give one over a fake bus). */
   usbWatcher?: ((logger: Logger) => UsbCameraWatcher) | undefined;
+  /** The HTTP API's event-stream keep-alive interval and client buffer bound (tests make them small). */
+  api?: { heartbeatMs?: number | undefined; sseMaxBufferBytes?: number | undefined } | undefined;
 }
 
 /** Where the daemon's single-instance lock lives: one daemon per state dir (journal). */
@@ -75,6 +82,9 @@ export class Daemon {
   #server: ControlServer | undefined;
   #devices!: DeviceRegistry;
   #uploader: DaemonUploader | undefined;
+  #api: ApiServer | undefined;
+  #metrics: StationMetrics | undefined;
+  #previews: PreviewMaker | undefined;
   #resources: string[] = [];
   #stopping: Promise<void> | undefined;
   #statusTimer: NodeJS.Timeout | undefined;
@@ -121,6 +131,8 @@ export class Daemon {
     const { config, stateDir } = this.#opts;
     const destinations = destinationsFromConfig(config);
     if (destinations.length === 0) throw new ShuttleError('USAGE', 'no destination: configure [[destinations]] (or give --dest DIR)');
+    // Before anything is started: an API open to the network without a token is a configuration error.
+    const api = config.api.listen === undefined ? undefined : await this.#apiSettings(config.api.listen);
     await mkdir(stateDir, { recursive: true, mode: 0o750 }).catch((cause: unknown) => {
       throw new ShuttleError('JOURNAL', `cannot create state directory ${stateDir}: ${errnoCode(cause) ?? String(cause)}`, { cause, context: { stateDir } });
     });
@@ -146,15 +158,19 @@ export class Daemon {
       stateDir,
       timeZone: config.ingest.timeZone,
       ...(uploader ? { afterIngest: (summary, logger) => uploader.enqueue(summary.fileIds, logger) } : {}),
-      onFile: (job, source, f) =>
+      onFile: (job, source, f) => {
         this.events.publish({
           type: f.state === 'verified' ? 'file.verified' : 'file.failed',
           job,
           source,
           path: f.path,
           fileId: f.fileId,
+          size: f.size,
+          mtimeMs: f.mtimeMs,
           copies: f.copies.map((c) => join(c.root, c.rel)),
-        }),
+        });
+        this.#previews?.add(job, f);
+      },
     };
     this.#resources = destinations.map((d) => `destination ${d.path}`);
     this.#devices = new DeviceRegistry({
@@ -166,6 +182,8 @@ export class Daemon {
     });
 
     this.#server = await ControlServer.listen({ path: this.socketPath, handlers: this.#handlers(), logger: this.#log });
+    // Before the hot folders and watchers, so that metrics count their first files.
+    if (api) await this.#startApi(api);
 
     const d = config.daemon;
     const folders = [...new Set([...d.hotFolders, ...(this.#opts.hotFolders ?? []).map((p) => resolve(p))])];
@@ -209,6 +227,7 @@ export class Daemon {
         hotFolders: folders,
         watchers: this.#devices.watchers,
         upload: this.#uploader ? target : undefined,
+        api: this.#api?.url,
         maxJobs: d.maxJobs,
         systemd: this.#notifier.enabled,
         watchdogMs: this.#notifier.watchdogIntervalMs,
@@ -261,6 +280,9 @@ export class Daemon {
     await uploads;
     // After the jobs, so that clients waiting on one get its final state before the socket goes.
     await this.#server?.close();
+    await this.#previews?.close();
+    await this.#api?.close().catch((err: unknown) => this.#log.warn({ err }, 'closing the HTTP API failed'));
+    this.#metrics?.close();
     this.station.close();
     this.events.close();
     this.#journal?.close();
@@ -295,8 +317,80 @@ export class Daemon {
       watchers: this.#devices?.watchers ?? [],
       totals: this.scheduler.totals,
       ...(this.#uploader ? { uploads: this.#uploader.status() } : {}),
+      station: this.station.view,
+      ...(this.#api ? { api: { url: this.#api.url } } : {}),
       process: { rssBytes: mem.rss, heapUsedBytes: mem.heapUsed, cpuSeconds: (usage.userCPUTime + usage.systemCPUTime) / 1e6 },
     };
+  }
+
+  /** Where the API listens and its token; refuses a listen beyond loopback without one (exit 2). */
+  async #apiSettings(listen: string): Promise<{ host: string; port: number; token: string | undefined }> {
+    const { host, port } = parseListen(listen)!;
+    const { resolveApiToken, refuseOpenListen } = await import('./http/auth.js');
+    const found = await resolveApiToken(this.#opts.config.api, this.#opts.env ?? process.env);
+    refuseOpenListen(host, found?.token);
+    if (found) this.#log.info({ from: found.origin }, 'HTTP API token loaded');
+    return { host, port, token: found?.token };
+  }
+
+  /** The HTTP API, its metrics and the previews its dashboard shows (loaded only when configured). */
+  async #startApi(api: { host: string; port: number; token: string | undefined }): Promise<void> {
+    const [{ ApiServer }, { StationMetrics }, { PreviewMaker }] = await Promise.all([import('./http/server.js'), import('./metrics.js'), import('./previews.js')]);
+    const config = this.#opts.config;
+    this.#metrics = new StationMetrics(this.events, {
+      version: VERSION,
+      uploadQueue: () => {
+        const u = this.#uploader?.status();
+        return u && { files: u.depth, bytes: u.bytesPending };
+      },
+      devices: () => {
+        const d = this.#devices?.status() ?? [];
+        return { card: d.filter((x) => x.kind === 'card').length, camera: d.filter((x) => x.kind === 'camera').length };
+      },
+    });
+    this.#previews = new PreviewMaker({ stateDir: this.#opts.stateDir, longEdge: config.tether.previewLongEdge, hub: this.events, logger: this.#log });
+    const uploader = this.#uploader;
+    this.#api = await ApiServer.start({
+      host: api.host,
+      port: api.port,
+      token: api.token,
+      logger: this.#log,
+      heartbeatMs: this.#opts.api?.heartbeatMs,
+      sseMaxBufferBytes: this.#opts.api?.sseMaxBufferBytes,
+      backend: {
+        name: config.station,
+        version: VERSION,
+        startedAt: this.#startedAt.toISOString(),
+        stateDir: this.#opts.stateDir,
+        events: this.events,
+        metrics: this.#metrics,
+        files: new FileList(this.#journal!),
+        view: () => this.station.view,
+        devices: () => this.#devices.status(),
+        jobs: () => this.scheduler.snapshot(),
+        job: (id) => this.scheduler.get(id),
+        cancel: (id) => this.scheduler.cancel(id, 'cancel', 'cancelled from the API'),
+        destinations: () => this.#env.destinations.map((d) => d.path),
+        uploads: uploader,
+        eject: (id) => this.#eject(id),
+      },
+    });
+  }
+
+  /** Unmounts a card and powers it off, unless its job is still queued or running. */
+  async #eject(deviceId: string): Promise<EjectResult> {
+    const { httpError } = await import('./http/errors.js');
+    const device = this.#devices.status().find((d) => d.id === deviceId);
+    if (!device) throw httpError(404, `no device ${deviceId} is attached`);
+    if (device.kind !== 'card') throw httpError(409, `${device.label} is a camera: switch it off or unplug it`);
+    const job = device.job === undefined ? undefined : this.scheduler.get(device.job);
+    if (job && (job.state === 'queued' || job.state === 'running')) {
+      throw httpError(409, `job ${job.id} is still ${job.state} on ${device.label}: cancel it first, or wait for it`, 'LOCKED', { job: job.id });
+    }
+    const mount = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).find((m) => m.mountPoint === device.uri);
+    if (!mount) throw httpError(404, `${device.uri} is no longer mounted`);
+    const { ejectCard } = await import('../device/card/eject.js');
+    return ejectCard({ mountPoint: mount.mountPoint, dev: mount.dev, logger: this.#log.child({ device: deviceId }) });
   }
 
   #handlers(): ControlHandlers {

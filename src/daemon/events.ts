@@ -19,6 +19,9 @@ export interface FileEventBody {
   /** The file's path on the source. */
   path: string;
   fileId: number;
+  /** Bytes, and the modification time on the source (epoch ms: when the shot was taken, for a camera's file). */
+  size: number;
+  mtimeMs: number;
   /** The verified copies' absolute paths (empty for a failed file). */
   copies: string[];
   /** A preview of the shot under the state directory, when one was made. */
@@ -28,7 +31,8 @@ export interface FileEventBody {
 export type StationEventBody =
   | { type: 'job.queued' | 'job.started' | 'job.progress' | 'job.finished'; job: JobSnapshot }
   | ({ type: 'file.verified' | 'file.failed' } & FileEventBody)
-  | { type: 'preview.ready'; job: number; path: string; preview: string }
+  /** A verified file's preview was made: `preview` under the state directory, served at `url` by the API. */
+  | { type: 'preview.ready'; job: number; fileId: number; path: string; preview: string; url: string }
   | { type: 'file.uploaded'; fileId: number; bucket: string; key: string; bytes: number; outcome: 'uploaded' | 'already-present' }
   | { type: 'device.connected' | 'device.gone'; device: DeviceStatus; reason?: string | undefined }
   | { type: 'error'; code: string; message: string; job?: number | undefined; path?: string | undefined }

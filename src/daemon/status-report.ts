@@ -64,6 +64,9 @@ export function describeJobLine(j: JobSnapshot): string {
 /** The daemon's part of `shuttle status`, as lines. */
 export function formatDaemonStatus(s: DaemonStatus, recent = 5): string[] {
   const lines = [`daemon: running (pid ${s.pid}, up ${duration(s.uptimeSeconds)}, ${mb(s.process.rssBytes)} RSS), socket ${s.controlSocket}, state ${s.stateDir}`];
+  // Older daemons (before the station view) answer without it.
+  if (s.station) lines.push(`station: ${s.station.state} — ${s.station.reason}`);
+  if (s.api) lines.push(`dashboard and API: ${s.api.url}`);
   if (s.jobs.active.length === 0) lines.push('jobs: none running');
   for (const j of s.jobs.active) lines.push(describeJobLine(j));
   for (const h of s.hotFolders) {
@@ -73,7 +76,10 @@ export function formatDaemonStatus(s: DaemonStatus, recent = 5): string[] {
     lines.push(`hot folder ${h.path}: ${parts.join(', ')}`);
   }
   if (s.uploads) lines.push(...describeUploads(s.uploads));
-  for (const d of s.devices) lines.push(`device ${d.label} (${d.kind}, ${d.watcher})${d.job ? ` → job ${d.job}` : ''}`);
+  for (const d of s.devices) {
+    const state = s.station?.devices.find((v) => v.id === d.id)?.state;
+    lines.push(`device ${d.label} (${d.kind}, ${d.watcher})${d.job ? ` → job ${d.job}` : ''}${state ? `: ${state}` : ''}`);
+  }
   for (const j of s.jobs.recent.slice(0, recent)) lines.push(describeJobLine(j));
   lines.push(`since start: ${s.totals.jobs} jobs (${s.totals.failedJobs} failed), ${s.totals.filesCopied} files copied, ${mb(s.totals.bytesCopied)} written`);
   return lines;

@@ -1,3 +1,5 @@
+import type { StationView } from './station-state.js';
+
 /**
  * Live figures the daemon reports over the control socket (`shuttle status`): jobs with their progress
  * and rates, hot folders, attached devices, and what the process itself costs.
@@ -82,9 +84,10 @@ export interface DaemonUploadStatus {
   /**
    * `uploading`: objects in flight; `backing-off`: files queued but the server refused or did not answer,
    * waiting for the retry; `waiting-for-lock`: another process (`shuttle upload`) uploads; `failed`: the
-   * uploader itself could not run (see uploaderError); `idle`: nothing to do.
+   * uploader itself could not run (see uploaderError); `paused`: paused by the operator (API); `idle`:
+   * nothing to do.
    */
-  state: 'idle' | 'uploading' | 'backing-off' | 'waiting-for-lock' | 'failed' | 'stopped';
+  state: 'idle' | 'uploading' | 'backing-off' | 'waiting-for-lock' | 'failed' | 'paused' | 'stopped';
   /** Files queued or uploading. */
   depth: number;
   queued: number;
@@ -119,6 +122,10 @@ export interface DaemonStatus {
   watchers: string[];
   totals: { jobs: number; filesCopied: number; bytesCopied: number; failedJobs: number };
   uploads?: DaemonUploadStatus | undefined;
+  /** The station's one state (daemon.station): what the status light, the dashboard and the API show. */
+  station?: StationView | undefined;
+  /** The HTTP API's address, when `[api] listen` is set (with port 0: the port it got). */
+  api?: { url: string } | undefined;
   process: { rssBytes: number; heapUsedBytes: number; cpuSeconds: number };
 }
 

@@ -61,6 +61,8 @@ export class DaemonUploader {
   #waitingForLock: string | undefined;
   #failure: { message: string; at: string } | undefined;
   #stopped = false;
+  /** Paused by the operator (the API): no row is claimed until resumed; uploads in flight finish. */
+  #paused = false;
 
   constructor(opts: DaemonUploaderOptions) {
     this.#o = opts;
@@ -91,8 +93,44 @@ export class DaemonUploader {
   kick(): void {
     if (this.#stopped) return;
     this.#pending = true;
+    if (this.#paused) return;
     if (this.#drain && this.#queue.counts().uploading === 0) this.#drain.abort('new files queued');
     this.#loop ??= this.#run().finally(() => (this.#loop = undefined));
+  }
+
+  /**
+   * Stops claiming rows until resume(): uploads in flight finish (a pause is no reason to throw away a
+   * half-sent file), the rest stays queued, durably, as before. Not kept across a restart.
+   */
+  pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#log.info(this.#queue.counts(), 'uploads paused');
+    // A drain that only waits out a backoff would claim again when it wakes: end it now.
+    if (this.#drain && this.#queue.counts().uploading === 0) this.#drain.abort('uploads paused');
+  }
+
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#log.info(this.#queue.counts(), 'uploads resumed');
+    this.kick();
+  }
+
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /** Moves a file's queued rows in the upload order (lower first); how many rows changed. */
+  setPriority(fileId: number, priority: number): number {
+    const changed = this.#queue.setPriority(fileId, priority);
+    if (changed > 0) this.#log.info({ fileId, priority }, 'upload priority changed');
+    return changed;
+  }
+
+  /** What is still to upload, in the order it will go (uploading, queued by priority, then failed). */
+  pending(limit: number): ReturnType<UploadQueue['pending']> {
+    return this.#queue.pending(limit);
   }
 
   async stop(): Promise<void> {
@@ -108,15 +146,17 @@ export class DaemonUploader {
     const draining = this.#drain !== undefined;
     const state: DaemonUploadStatus['state'] = this.#stopped
       ? 'stopped'
-      : this.#waitingForLock !== undefined
-        ? 'waiting-for-lock'
-        : draining && s.uploading > 0
-          ? 'uploading'
-          : draining && s.depth > 0
-            ? 'backing-off'
-            : this.#failure !== undefined && s.depth > 0
-              ? 'failed'
-              : 'idle';
+      : this.#paused && s.uploading === 0
+        ? 'paused'
+        : this.#waitingForLock !== undefined
+          ? 'waiting-for-lock'
+          : draining && s.uploading > 0
+            ? 'uploading'
+            : draining && s.depth > 0
+              ? 'backing-off'
+              : this.#failure !== undefined && s.depth > 0
+                ? 'failed'
+                : 'idle';
     return {
       target: this.#o.target,
       state,
@@ -148,7 +188,7 @@ export class DaemonUploader {
 
   async #run(): Promise<void> {
     const signal = this.#stop.signal;
-    while (this.#pending && !signal.aborted) {
+    while (this.#pending && !signal.aborted && !this.#paused) {
       this.#pending = false;
       try {
         await this.#pass(signal);
@@ -182,7 +222,7 @@ export class DaemonUploader {
         this.#log.info(this.#queue.counts(), 'upload drain started');
         let report: DrainReport;
         try {
-          report = await this.#runtime.worker.drain({ signal: drain.signal, waitForDeferred: true, onUploaded: this.#o.onUploaded });
+          report = await this.#runtime.worker.drain({ signal: drain.signal, waitForDeferred: true, done: () => this.#paused, onUploaded: this.#o.onUploaded });
         } finally {
           this.#drain = undefined;
           signal.removeEventListener('abort', onStop);
@@ -191,7 +231,7 @@ export class DaemonUploader {
         stopped = report.stopped;
         this.#log.info({ ...report, errors: report.errors.length, queue: this.#queue.stats().depth }, 'upload drain ended');
         // Aborted without the daemon stopping: new files came while the drain only waited; start over.
-      } while (stopped === 'aborted' && !signal.aborted);
+      } while (stopped === 'aborted' && !signal.aborted && !this.#paused);
       if (stopped === 'empty' && !signal.aborted) {
         const { applyRetention } = await import('../upload/retention.js');
         const retention = await applyRetention({ records: new RetentionStore(this.#o.journal), policy: m.retentionPolicyFor(this.#runtime.settings), logger: this.#log, signal });

@@ -87,7 +87,7 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
         if (live.length === 0) {
           journal.setFileState(pf.file.id, 'failed', 'no live destination');
           settle(pf, plannedSize, true);
-          req.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: 'failed', copies: [] });
+          req.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: 'failed', size: pf.item.size, mtimeMs: pf.item.mtimeMs, copies: [] });
         } else {
           try {
             const w = await reader.copy(pf, live);
@@ -114,7 +114,7 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
             run.recordError(e, { path: pf.item.path });
             log.warn({ err: e, path: pf.item.path }, 'file failed');
             settle(pf, plannedSize, true);
-            req.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: 'failed', copies: [] });
+            req.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: 'failed', size: pf.item.size, mtimeMs: pf.item.mtimeMs, copies: [] });
           }
         }
         progress.filesDone++;
@@ -208,7 +208,7 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
     journal.setFileState(pf.file.id, failed ? 'failed' : 'verified', failed ? 'see copies' : undefined);
   });
   crashPoint('journaled');
-  run.request.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: failed ? 'failed' : 'verified', copies });
+  run.request.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: failed ? 'failed' : 'verified', size: pf.item.size, mtimeMs: pf.item.mtimeMs, copies });
   // Per file, so only at debug: an operator following a card (or a test waiting for the first file) sees it.
   log.debug({ path: pf.item.path, size: pf.item.size, state: failed ? 'failed' : 'verified' }, 'file journaled');
   return failed;

@@ -97,6 +97,9 @@ export interface FileOutcome {
   /** The source's path of the file. */
   path: string;
   state: 'verified' | 'failed';
+  /** Its size and modification time on the source (for byte counts and shot-to-verified times). */
+  size: number;
+  mtimeMs: number;
   /** Its verified copies: each destination's root and the path below it. */
   copies: Array<{ root: string; rel: string }>;
 }

@@ -290,6 +290,26 @@ export class UploadQueue extends JournalTables {
     return this.selectAll<RawRow>('SELECT * FROM upload_queue ORDER BY priority, id').map(toRow);
   }
 
+  /**
+   * What is still to do, as the queue will take it: rows uploading first, then queued ones by priority
+   * and age, then failed ones (for the API's queue view).
+   */
+  pending(limit: number): QueueRow[] {
+    return this.selectAll<RawRow>(
+      `SELECT * FROM upload_queue WHERE state != 'uploaded'
+       ORDER BY CASE state WHEN 'uploading' THEN 0 WHEN 'queued' THEN 1 ELSE 2 END, priority, id LIMIT ?`,
+      limit,
+    ).map(toRow);
+  }
+
+  /**
+   * Moves a file's queued rows in the upload order (lower goes first); rows already uploading, uploaded or
+   * failed keep theirs. Returns how many rows changed.
+   */
+  setPriority(fileId: number, priority: number, now = Date.now()): number {
+    return this.exec(`UPDATE upload_queue SET priority = ?, updated_at = ? WHERE file_id = ? AND state = 'queued'`, priority, iso(now), fileId).changes;
+  }
+
   /** A manual run ("try now"): every queued row is due at once, whatever its backoff said. */
   retryNow(now = Date.now()): number {
     return this.exec(`UPDATE upload_queue SET next_attempt_at = ? WHERE state = 'queued' AND next_attempt_at > ?`, now, now).changes;

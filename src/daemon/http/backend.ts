@@ -1,0 +1,37 @@
+import type { EjectResult } from '../../device/card/eject.js';
+import type { FileList } from '../../store/file-list.js';
+import type { EventHub } from '../events.js';
+import type { StationMetrics } from '../metrics.js';
+import type { StationView } from '../station-state.js';
+import type { DaemonUploadStatus, DeviceStatus, JobSnapshot } from '../status.js';
+import type { QueueRow } from '../../store/upload-queue.js';
+
+/** What the HTTP API reads and asks of the daemon; daemon.ts provides it. */
+export interface ApiBackend {
+  name: string;
+  version: string;
+  startedAt: string;
+  stateDir: string;
+  events: EventHub;
+  metrics: StationMetrics;
+  files: FileList;
+  /** The station's one state (daemon.station.view). */
+  view(): StationView;
+  devices(): DeviceStatus[];
+  jobs(): { active: JobSnapshot[]; recent: JobSnapshot[] };
+  job(id: number): JobSnapshot | undefined;
+  cancel(id: number): JobSnapshot | undefined;
+  destinations(): string[];
+  /** Undefined without an upload target. */
+  uploads: UploadControl | undefined;
+  eject(deviceId: string): Promise<EjectResult>;
+}
+
+export interface UploadControl {
+  status(): DaemonUploadStatus;
+  readonly paused: boolean;
+  pause(): void;
+  resume(): void;
+  setPriority(fileId: number, priority: number): number;
+  pending(limit: number): QueueRow[];
+}

@@ -1,0 +1,92 @@
+import type { ServerResponse } from 'node:http';
+import type { Logger } from '../../log.js';
+import type { EventHub, StationEvent, StationEventType } from '../events.js';
+
+/**
+ * The event hub as Server-Sent Events, for any number of clients. One subscription to the hub for all
+ * of them; each event is serialised once and written to every client's socket without waiting: a client
+ * that does not read (a phone gone to sleep, a stalled proxy) only grows its own socket buffer, and once
+ * that passes a bound the client is cut off. It then reconnects with Last-Event-ID and gets what it
+ * missed from the hub's replay, or `event: reset` (reload everything) when the hub no longer has it.
+ * Ingest never waits for a client.
+ */
+
+export interface SseClient {
+  raw: ServerResponse;
+  /** Event types it wants; all when undefined. */
+  types: ReadonlySet<string> | undefined;
+}
+
+export const DEFAULT_MAX_BUFFER_BYTES = 1024 * 1024;
+
+export function frame(e: StationEvent, json = JSON.stringify(e)): string {
+  return `id: ${e.id}\nevent: ${e.type}\ndata: ${json}\n\n`;
+}
+
+export class EventStream {
+  readonly #clients = new Set<SseClient>();
+  readonly #unsubscribe: () => void;
+  #dropped = 0;
+
+  constructor(
+    private readonly hub: EventHub,
+    private readonly o: { logger: Logger; maxBufferBytes?: number | undefined },
+  ) {
+    this.#unsubscribe = hub.subscribe((e) => this.#broadcast(e));
+  }
+
+  get clients(): number {
+    return this.#clients.size;
+  }
+
+  /** Clients cut off for not reading. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /**
+   * Starts streaming to a client whose SSE headers were sent: the events after `lastId` first (or a
+   * reset when they are gone), then every new one. Replay and subscription happen in one synchronous
+   * step, so no event falls between them.
+   */
+  attach(raw: ServerResponse, lastId: number | undefined, types: ReadonlySet<StationEventType> | undefined): void {
+    const client: SseClient = { raw, types };
+    if (lastId !== undefined) {
+      const missed = this.hub.since(lastId);
+      if (missed === undefined) {
+        raw.write(
+          `event: reset\ndata: ${JSON.stringify({ lastId: this.hub.lastId, reason: 'the events after your last one are no longer kept (or the daemon restarted): reload the state' })}\n\n`,
+        );
+      } else {
+        for (const e of missed) if (!types || types.has(e.type)) raw.write(frame(e));
+      }
+    }
+    this.#clients.add(client);
+    raw.once('close', () => this.#clients.delete(client));
+  }
+
+  /** Ends every stream (the server is closing). */
+  close(): void {
+    this.#unsubscribe();
+    for (const c of this.#clients) c.raw.end();
+    this.#clients.clear();
+  }
+
+  #broadcast(e: StationEvent): void {
+    if (this.#clients.size === 0) return;
+    let text: string | undefined;
+    const max = this.o.maxBufferBytes ?? DEFAULT_MAX_BUFFER_BYTES;
+    for (const c of this.#clients) {
+      if (c.types && !c.types.has(e.type)) continue;
+      if (c.raw.writableLength > max) {
+        this.#clients.delete(c);
+        this.#dropped++;
+        this.o.logger.warn({ buffered: c.raw.writableLength, lastEvent: e.id }, 'event stream client is not reading; cut off (it reconnects and replays)');
+        c.raw.destroy();
+        continue;
+      }
+      text ??= frame(e);
+      c.raw.write(text);
+    }
+  }
+}

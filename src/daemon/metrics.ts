@@ -1,0 +1,159 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { EventHub, StationEvent } from './events.js';
+
+/**
+ * Prometheus metrics of one daemon, as a view of its event hub (counters move with the events, gauges
+ * read the live figures when scraped). A registry of its own, not prom-client's global one: two daemons
+ * in one process (the tests) must not count into each other. Disk space and temperatures are
+ * node_exporter's, not repeated here.
+ */
+
+export interface MetricsInputs {
+  version: string;
+  /** Files and bytes queued or uploading; undefined without an upload target. */
+  uploadQueue: () => { files: number; bytes: number } | undefined;
+  /** Attached devices by kind. */
+  devices: () => { card: number; camera: number };
+}
+
+/** Which check a verification failure came from, by the error's code. */
+const VERIFY_STAGES: Readonly<Record<string, string>> = {
+  SOURCE_CHANGED: 'source',
+  VERIFY_MISMATCH: 'destination',
+  UPLOAD_VERIFY: 'cloud',
+};
+
+/** Verified times kept for the verified-to-uploaded histogram; the oldest are forgotten beyond this. */
+const MAX_PENDING_UPLOADS = 100_000;
+/** Cameras remembered as gone (for reconnects); beyond this the oldest are forgotten. */
+const MAX_GONE_CAMERAS = 1_000;
+
+export class StationMetrics {
+  readonly registry = new Registry();
+  readonly #filesVerified: Counter;
+  readonly #bytesVerified: Counter;
+  readonly #verifyFailures: Counter<'stage'>;
+  readonly #filesUploaded: Counter;
+  readonly #bytesUploaded: Counter;
+  readonly #reconnects: Counter;
+  readonly #shotToVerified: Histogram;
+  readonly #verifiedToUploaded: Histogram;
+  /** Verification time (epoch ms) by file id, until the file is uploaded. */
+  readonly #verifiedAt = new Map<number, number>();
+  readonly #goneCameras = new Set<string>();
+  readonly #unsubscribe: () => void;
+
+  constructor(hub: EventHub, inputs: MetricsInputs) {
+    const registers = [this.registry];
+    new Gauge({ name: 'shuttle_build_info', help: 'Shuttle version and Node.js version; always 1', labelNames: ['version', 'node'], registers }).set(
+      { version: inputs.version, node: process.versions.node },
+      1,
+    );
+    this.#filesVerified = new Counter({ name: 'shuttle_files_verified_total', help: 'Files verified at every destination', registers });
+    this.#bytesVerified = new Counter({ name: 'shuttle_bytes_verified_total', help: 'Bytes of the files verified at every destination', registers });
+    this.#verifyFailures = new Counter({
+      name: 'shuttle_verify_failures_total',
+      help: 'Verification failures by stage: source (changed while read), destination (read-back differs), cloud (object differs)',
+      labelNames: ['stage'],
+      registers,
+    });
+    for (const stage of new Set(Object.values(VERIFY_STAGES))) this.#verifyFailures.inc({ stage }, 0);
+    this.#filesUploaded = new Counter({ name: 'shuttle_files_uploaded_total', help: 'Files uploaded and verified in the cloud', registers });
+    this.#bytesUploaded = new Counter({ name: 'shuttle_bytes_uploaded_total', help: 'Bytes of the files uploaded and verified in the cloud', registers });
+    new Gauge({
+      name: 'shuttle_upload_queue_files',
+      help: 'Files queued or uploading',
+      registers,
+      collect() {
+        this.set(inputs.uploadQueue()?.files ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'shuttle_upload_queue_bytes',
+      help: 'Bytes of the files queued or uploading',
+      registers,
+      collect() {
+        this.set(inputs.uploadQueue()?.bytes ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'shuttle_devices_connected',
+      help: 'Cards and cameras attached',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const d = inputs.devices();
+        this.set({ kind: 'card' }, d.card);
+        this.set({ kind: 'camera' }, d.camera);
+      },
+    });
+    this.#reconnects = new Counter({ name: 'shuttle_camera_reconnects_total', help: 'Cameras that came back after going away', registers });
+    this.#shotToVerified = new Histogram({
+      name: 'shuttle_shot_to_verified_seconds',
+      help: "Seconds from a file's modification time on its source (the shot) to its verification at every destination",
+      buckets: [0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600, 21_600, 86_400],
+      registers,
+    });
+    this.#verifiedToUploaded = new Histogram({
+      name: 'shuttle_verified_to_uploaded_seconds',
+      help: 'Seconds from a file verified locally to its upload verified in the cloud (files verified since the daemon started)',
+      buckets: [1, 5, 10, 30, 60, 300, 900, 3600, 21_600, 86_400],
+      registers,
+    });
+    this.#unsubscribe = hub.subscribe((e) => this.#count(e));
+  }
+
+  /** The exposition text for /metrics. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  close(): void {
+    this.#unsubscribe();
+  }
+
+  #count(e: StationEvent): void {
+    const at = Date.parse(e.at);
+    switch (e.type) {
+      case 'file.verified':
+        this.#filesVerified.inc();
+        this.#bytesVerified.inc(e.size);
+        // A clock set wrong on the camera gives shots "in the future": no sample rather than a negative one.
+        if (at >= e.mtimeMs) this.#shotToVerified.observe((at - e.mtimeMs) / 1000);
+        this.#verifiedAt.set(e.fileId, at);
+        if (this.#verifiedAt.size > MAX_PENDING_UPLOADS) this.#verifiedAt.delete(this.#verifiedAt.keys().next().value!);
+        break;
+      case 'file.uploaded': {
+        if (e.outcome !== 'uploaded') break;
+        this.#filesUploaded.inc();
+        this.#bytesUploaded.inc(e.bytes);
+        const verified = this.#verifiedAt.get(e.fileId);
+        if (verified !== undefined) {
+          this.#verifiedAt.delete(e.fileId);
+          this.#verifiedToUploaded.observe(Math.max(0, at - verified) / 1000);
+        }
+        break;
+      }
+      case 'error': {
+        const stage = VERIFY_STAGES[e.code];
+        if (stage !== undefined) this.#verifyFailures.inc({ stage });
+        break;
+      }
+      case 'device.connected':
+        if (e.device.kind === 'camera' && this.#goneCameras.delete(e.device.id)) this.#reconnects.inc();
+        break;
+      case 'device.gone':
+        if (e.device.kind === 'camera') {
+          this.#goneCameras.add(e.device.id);
+          if (this.#goneCameras.size > MAX_GONE_CAMERAS) this.#goneCameras.delete(this.#goneCameras.values().next().value!);
+        }
+        break;
+      default:
+        break;
+    }
+  }
+}

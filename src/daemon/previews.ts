@@ -1,0 +1,66 @@
+import { join } from 'node:path';
+import { previewPathFor, writePreview } from '../ingest/preview.js';
+import type { FileOutcome } from '../ingest/pipeline.js';
+import type { Logger } from '../log.js';
+import type { EventHub } from './events.js';
+
+/**
+ * Previews of the daemon's verified shots for the dashboard's contact sheet, made the way `shuttle tether`
+ * makes them (src/ingest/preview.ts: from the verified copy at a destination, never a second read of the
+ * source, under the state folder). One at a time, behind the ingest: a preview is a nicety and must not
+ * take the CPU the copies and their hashes need; when shots arrive faster than previews are made, the
+ * oldest waiting ones are dropped (the newest matter on a contact sheet).
+ */
+
+/** The API's address of a file's preview. */
+export function previewUrl(fileId: number): string {
+  return `/api/v1/files/${fileId}/preview`;
+}
+
+const MAX_WAITING = 500;
+
+interface Wanted {
+  job: number;
+  file: FileOutcome;
+}
+
+export class PreviewMaker {
+  readonly #waiting: Wanted[] = [];
+  #running: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(private readonly o: { stateDir: string; longEdge: number; hub: EventHub; logger: Logger }) {}
+
+  /** Queues a verified file; its `preview.ready` event follows once the preview is written. */
+  add(job: number, file: FileOutcome): void {
+    if (this.#closed || file.state !== 'verified' || file.copies.length === 0) return;
+    this.#waiting.push({ job, file });
+    if (this.#waiting.length > MAX_WAITING) {
+      const dropped = this.#waiting.shift()!;
+      this.o.logger.debug({ path: dropped.file.path }, 'preview skipped: too many waiting');
+    }
+    this.#running ??= this.#drain().finally(() => (this.#running = undefined));
+  }
+
+  /** Stops after the preview being made; the waiting ones are dropped. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#waiting.length = 0;
+    await this.#running;
+  }
+
+  async #drain(): Promise<void> {
+    for (let w = this.#waiting.shift(); w !== undefined && !this.#closed; w = this.#waiting.shift()) {
+      const first = w.file.copies[0]!;
+      const target = previewPathFor(this.o.stateDir, first.rel);
+      try {
+        if (!(await writePreview(join(first.root, first.rel), target, this.o.longEdge))) continue;
+      } catch (err) {
+        this.o.logger.warn({ err, path: w.file.path }, 'no preview');
+        continue;
+      }
+      if (this.#closed) return;
+      this.o.hub.publish({ type: 'preview.ready', job: w.job, fileId: w.file.fileId, path: w.file.path, preview: target, url: previewUrl(w.file.fileId) });
+    }
+  }
+}
