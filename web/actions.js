@@ -5,12 +5,14 @@ import { useState } from 'preact/hooks';
 import { post } from './api.js';
 import { html } from './html.js';
 
-export function ActionButton({ path, body, label, title, done, dispatch, disabled, kind = '' }) {
+/** `onDone(answer)`: for an answer that changes what the page shows and that no event reports. */
+export function ActionButton({ path, body, label, title, done, dispatch, onDone, disabled, kind = '' }) {
   const [busy, setBusy] = useState(false);
   const run = async () => {
     setBusy(true);
     try {
-      await post(path, body);
+      const answer = await post(path, body);
+      onDone?.(answer);
       dispatch({ type: 'notice', notice: { ok: true, text: done } });
     } catch (err) {
       if (err.status !== 401) dispatch({ type: 'notice', notice: { ok: false, text: `${label}: ${err.message}${err.code ? ` (${err.code})` : ''}` } });

@@ -23,7 +23,7 @@ const fetchers = {
   station: (dispatch) => get('station').then((station) => dispatch({ type: 'station', station })),
   jobs: (dispatch) => get('jobs').then((jobs) => dispatch({ type: 'jobs', jobs })),
   uploads: (dispatch) => optional(get('uploads?limit=20')).then((uploads) => dispatch({ type: 'uploads', uploads })),
-  errors: (dispatch) => optional(get('errors')).then((r) => dispatch({ type: 'errors', errors: Array.isArray(r) ? r : (r?.items ?? []) })),
+  errors: (dispatch) => optional(get('errors')).then((r) => dispatch({ type: 'errors', errors: r?.items ?? [] })),
 };
 
 function filesPath(before) {

@@ -45,8 +45,9 @@ function withJob(jobs, job) {
   return next;
 }
 
-/** A shot as the contact sheet keeps it, from an item of /api/v1/files or a file event. */
+/** A shot as the contact sheet keeps it, from an item of /api/v1/files. */
 export function shotFromItem(item) {
+  const uploaded = (item.cloud ?? []).find((c) => c.state === 'uploaded');
   return {
     fileId: item.fileId,
     job: item.job,
@@ -54,9 +55,9 @@ export function shotFromItem(item) {
     path: item.path,
     size: item.size,
     state: item.state,
-    copies: item.copies ?? [],
-    preview: item.preview,
-    uploaded: item.uploaded,
+    copies: (item.copies ?? []).filter((c) => c.state === 'verified' && c.path).map((c) => `${c.destination}/${c.path}`),
+    preview: item.preview ? previewUrl(item.fileId) : undefined,
+    uploaded: uploaded ? { key: uploaded.key, at: uploaded.uploadedAt } : undefined,
   };
 }
 
@@ -66,6 +67,7 @@ function shotFromEvent(e) {
     job: e.job,
     source: e.source,
     path: e.path,
+    size: e.size,
     state: e.type === 'file.verified' ? 'verified' : 'failed',
     copies: e.copies,
     preview: e.preview ? previewUrl(e.fileId, e.id) : undefined,
@@ -93,6 +95,16 @@ function mapShots(sheet, match, change) {
   return hit ? { ...sheet, items } : sheet;
 }
 
+/** A failed shot on the sheet shows why, from the error event naming its job and path. */
+function failShot(sheet, e) {
+  if (e.path === undefined) return sheet;
+  return mapShots(
+    sheet,
+    (s) => s.state === 'failed' && s.job === e.job && s.path === e.path,
+    () => ({ error: `${e.code}: ${e.message}` }),
+  );
+}
+
 export function reduce(state, action) {
   switch (action.type) {
     case 'station':
@@ -104,8 +116,21 @@ export function reduce(state, action) {
     }
     case 'uploads':
       return { ...state, uploads: action.uploads };
+    case 'uploads-paused': {
+      // Pausing publishes no event: the answer to the button says what the uploader does now.
+      const change = { paused: action.paused, state: action.state };
+      const station = state.station?.uploads ? { ...state.station, uploads: { ...state.station.uploads, ...change } } : state.station;
+      return { ...state, station, uploads: state.uploads ? { ...state.uploads, ...change } : state.uploads };
+    }
     case 'errors':
-      return { ...state, errors: action.errors.slice(0, ERRORS_KEPT) };
+      // The API lists them oldest first, with the failed files; the page shows the newest first.
+      return {
+        ...state,
+        errors: action.errors
+          .filter((e) => e.type === 'error')
+          .reverse()
+          .slice(0, ERRORS_KEPT),
+      };
     case 'conn':
       return { ...state, conn: action.conn };
     case 'notice':
@@ -142,7 +167,7 @@ export function applyEvent(state, e) {
         ...state,
         sheet: mapShots(
           state.sheet,
-          (s) => s.job === e.job && (s.path === e.path || s.copies.includes(e.path)),
+          (s) => s.fileId === e.fileId,
           (s) => ({ preview: previewUrl(s.fileId, e.id) }),
         ),
       };
@@ -156,7 +181,7 @@ export function applyEvent(state, e) {
         ),
       };
     case 'error':
-      return { ...state, errors: [e, ...state.errors].slice(0, ERRORS_KEPT) };
+      return { ...state, errors: [e, ...state.errors].slice(0, ERRORS_KEPT), sheet: failShot(state.sheet, e) };
     case 'station.state':
       return state.station ? { ...state, station: { ...state.station, state: e.state, reason: e.reason } } : state;
     default:

@@ -5,10 +5,11 @@ import { bytes, timeOfDay } from './format.js';
 import { html } from './html.js';
 
 export function Uploads({ station, uploads, dispatch }) {
+  const onDone = (r) => dispatch({ type: 'uploads-paused', paused: r.paused, state: r.state });
   const summary = station?.uploads;
   if (!summary && !uploads) return null;
-  const state = uploads?.state ?? summary?.state ?? 'idle';
-  const paused = state === 'paused';
+  const paused = uploads?.paused ?? summary?.paused ?? false;
+  const state = paused ? 'paused' : (uploads?.state ?? summary?.state ?? 'idle');
   const depth = uploads?.depth ?? summary?.depth ?? 0;
   const items = uploads?.items ?? [];
   return html`<section class="uploads" aria-labelledby="uploads-h">
@@ -16,8 +17,8 @@ export function Uploads({ station, uploads, dispatch }) {
       <h2 id="uploads-h">Uploads</h2>
       ${
         paused
-          ? html`<${ActionButton} path="uploads/resume" label="Resume uploads" done="Uploads resumed" dispatch=${dispatch} />`
-          : html`<${ActionButton} path="uploads/pause" label="Pause uploads" done="Uploads paused" dispatch=${dispatch} />`
+          ? html`<${ActionButton} path="uploads/resume" label="Resume uploads" done="Uploads resumed" dispatch=${dispatch} onDone=${onDone} />`
+          : html`<${ActionButton} path="uploads/pause" label="Pause uploads" done="Uploads paused" dispatch=${dispatch} onDone=${onDone} />`
       }
     </header>
     <p class="upload-summary" role="status">
@@ -32,10 +33,10 @@ export function Uploads({ station, uploads, dispatch }) {
           (u) => html`<li key=${u.fileId} class=${u.lastError ? 'has-error' : ''}>
             <span class="name" title=${u.key}>${u.key}</span>
             <span class="muted">${u.state}${u.attempts ? ` · try ${u.attempts}` : ''}</span>
-            ${u.lastError ? html`<span class="bad">${u.lastError}</span>` : null}
+            ${u.lastError ? html`<span class="bad">${typeof u.lastError === 'string' ? u.lastError : u.lastError.message}</span>` : null}
             ${
               u.state === 'queued' &&
-              html`<${ActionButton} path=${`uploads/${u.fileId}/priority`} body=${{ priority: 0 }} label="Send next" done=${`${u.key} goes next`} kind="small" dispatch=${dispatch} />`
+              html`<${ActionButton} path=${`uploads/${u.fileId}/priority`} body=${{ priority: -1 }} label="Send next" done=${`${u.key} goes next`} kind="small" dispatch=${dispatch} />`
             }
           </li>`,
         )}

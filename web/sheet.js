@@ -19,7 +19,7 @@ function Shot({ shot }) {
       }
       <figcaption>
         <span class="name" title=${shot.path}>${name}</span>
-        <span class=${`badge ${failed ? 'bad' : 'good'}`} title=${shot.copies.join('\n')}>${failed ? 'FAILED' : shot.uploaded ? '✓ ☁' : '✓'}<span class="sr-only">${status}</span></span>
+        <span class=${`badge ${failed ? 'bad' : 'good'}`} title=${failed ? (shot.error ?? 'not copied') : shot.copies.join('\n')}>${failed ? 'FAILED' : shot.uploaded ? '✓ ☁' : '✓'}<span class="sr-only">${status}</span></span>
       </figcaption>
       ${shot.size !== undefined || shot.at ? html`<small class="muted">${[shot.size !== undefined ? bytes(shot.size) : '', timeOfDay(shot.at)].filter(Boolean).join(' · ')}</small>` : null}
     </figure>
