@@ -1,5 +1,5 @@
 import { copyFile, mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { normalizeConfig } from '../src/config/index.js';
@@ -74,7 +74,9 @@ describe('dashboard', () => {
     expect(pageErrors).toEqual([]);
   });
 
-  async function start(opts: { watcher?: TestWatcher; api?: Record<string, unknown>; upload?: Record<string, unknown>; env?: NodeJS.ProcessEnv } = {}): Promise<{ d: Daemon; url: string }> {
+  async function start(
+    opts: { watcher?: TestWatcher; api?: Record<string, unknown>; upload?: Record<string, unknown>; env?: NodeJS.ProcessEnv } = {},
+  ): Promise<{ d: Daemon; url: string }> {
     const config = normalizeConfig({
       destinations: [{ path: join(work, 'dest') }],
       daemon: { control_socket: join(work, 'control.sock'), watchdog: false, usb_cameras: false, network_cameras: false },
@@ -85,8 +87,18 @@ describe('dashboard', () => {
     return { d: daemon, url: apiUrl(daemon) };
   }
 
+  /** An upload queue whose server never answers: enough to pause and resume, nothing leaves the machine. */
+  function uploadsNowhere(): { upload: Record<string, unknown>; env: NodeJS.ProcessEnv } {
+    const none = join(work, 'none');
+    return {
+      upload: { target: 's3://bucket/shots', endpoint: 'http://127.0.0.1:9' },
+      env: { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'us-east-1', AWS_CONFIG_FILE: none, AWS_SHARED_CREDENTIALS_FILE: none },
+    };
+  }
+
   async function open(url: string, viewport = { width: 1280, height: 900 }): Promise<Page> {
-    const context = await browser.newContext({ viewport });
+    // Reduced motion: the progress bars are not caught halfway through their animation in a screenshot.
+    const context = await browser.newContext({ viewport, reducedMotion: 'reduce' });
     page = await context.newPage();
     page.on('pageerror', (e) => pageErrors.push(String(e)));
     await page.goto(url);
@@ -123,7 +135,9 @@ describe('dashboard', () => {
       const shot = p.locator(`li.shot[data-file-id="${fileId}"]`);
       await shot.waitFor();
       // The preview itself, decoded: not a placeholder.
-      await expect.poll(() => shot.locator('img').evaluate((img: { complete: boolean; naturalWidth: number }) => img.complete && img.naturalWidth > 0), { timeout: 10_000 }).toBe(true);
+      await expect
+        .poll(() => shot.locator('img').evaluate((img: { complete: boolean; naturalWidth: number }) => img.complete && img.naturalWidth > 0), { timeout: 10_000 })
+        .toBe(true);
       await expect.poll(() => filesBar.getAttribute('aria-valuetext'), { timeout: 10_000 }).toMatch(new RegExp(`^${i} of 4`));
       seen.push(Number(await filesBar.getAttribute('aria-valuenow')));
       await expect.poll(() => p.getByRole('heading', { level: 1 }).textContent()).toMatch(new RegExp(`^Copying \\d+% — ${i} of 4 files`));
@@ -131,6 +145,10 @@ describe('dashboard', () => {
     expect(seen).toEqual([...seen].sort((a, b) => a - b));
     expect(seen[2]).toBeGreaterThan(seen[0]!);
     await p.screenshot({ path: join(SHOTS, 'copying.png'), fullPage: true });
+    if (process.env.SHUTTLE_UPDATE_SCREENSHOT === '1') {
+      await mkdir(dirname(README_SHOT), { recursive: true });
+      await copyFile(join(SHOTS, 'copying.png'), README_SHOT);
+    }
 
     const safe = nextEvent(d, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
     card.release(1);
@@ -139,10 +157,6 @@ describe('dashboard', () => {
     await device.getByText('SAFE TO PULL', { exact: true }).waitFor();
     await expect.poll(() => p.locator('li.shot').count()).toBe(4);
     await p.screenshot({ path: join(SHOTS, 'safe-to-pull.png'), fullPage: true });
-    if (process.env.SHUTTLE_UPDATE_SCREENSHOT === '1') {
-      await mkdir(join(process.cwd(), 'docs'), { recursive: true });
-      await copyFile(join(SHOTS, 'safe-to-pull.png'), README_SHOT);
-    }
 
     // On a phone: one column, nothing wider than the screen, the state still in large type, buttons big enough to tap.
     await p.setViewportSize(PHONE);
@@ -187,11 +201,7 @@ describe('dashboard', () => {
   });
 
   test('pause-and-resume-uploads-from-the-page', async () => {
-    // Nothing answers at this endpoint: the queue only has to exist, not to reach a cloud.
-    const { d, url } = await start({
-      upload: { target: 's3://bucket/shots', endpoint: 'http://127.0.0.1:9' },
-      env: { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'us-east-1', AWS_CONFIG_FILE: join(work, 'none'), AWS_SHARED_CREDENTIALS_FILE: join(work, 'none') },
-    });
+    const { d, url } = await start(uploadsNowhere());
     const p = await open(url);
     await p.getByRole('button', { name: 'Pause uploads' }).click();
     await p.getByRole('button', { name: 'Resume uploads' }).waitFor();
@@ -207,8 +217,7 @@ describe('dashboard', () => {
     const token = 'dashboard-test-token-0123456789';
     const { d, url } = await start({
       api: { token },
-      upload: { target: 's3://bucket/shots', endpoint: 'http://127.0.0.1:9' },
-      env: { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'us-east-1', AWS_CONFIG_FILE: join(work, 'none'), AWS_SHARED_CREDENTIALS_FILE: join(work, 'none') },
+      ...uploadsNowhere(),
     });
     const p = await open(url);
     expect(new URL(p.url()).pathname).toBe('/login');
