@@ -18,6 +18,7 @@ APT_PACKAGES=(
   avahi-daemon minissdpd # real mDNS and SSDP peers announcing a PTP/IP camera (discovery tests)
   strace            # observes the fsyncs and O_DIRECT opens of an adopted copy (publish tests)
   iproute2          # ss: the control socket's peer (pid, uid) is found through sock_diag
+  prometheus        # promtool check metrics: the daemon's /metrics as Prometheus reads it
   chromium          # headless browser for the dashboard's tests (driven by playwright-core)
 )
 missing=()

@@ -1,0 +1,155 @@
+import { request } from 'node:http';
+import { connect } from 'node:net';
+import { setImmediate as tick } from 'node:timers/promises';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import type { StationEvent } from '../src/daemon/events.js';
+import { type ApiDaemon, startApiDaemon } from './support/api-daemon.js';
+import { tempDir } from './support/tree.js';
+
+/** The event stream (SSE) of the HTTP API: replay after a reconnect, reset when the gap is lost, slow clients. */
+
+interface Frame {
+  id?: string;
+  event?: string;
+  data?: string;
+}
+
+/** An SSE client that collects frames as they come. */
+class SseClient {
+  readonly frames: Frame[] = [];
+  readonly #req;
+  #buffer = '';
+  #waiters: Array<() => void> = [];
+
+  constructor(url: string, headers: Record<string, string> = {}) {
+    this.#req = request(url, { headers: { accept: 'text/event-stream', ...headers } }, (res) => {
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        this.#buffer += chunk;
+        for (let i = this.#buffer.indexOf('\n\n'); i >= 0; i = this.#buffer.indexOf('\n\n')) {
+          const block = this.#buffer.slice(0, i);
+          this.#buffer = this.#buffer.slice(i + 2);
+          const f: Frame = {};
+          for (const line of block.split('\n')) {
+            const m = /^(id|event|data): (.*)$/.exec(line);
+            if (m) f[m[1] as keyof Frame] = m[2];
+          }
+          if (f.data !== undefined || f.event !== undefined) this.frames.push(f);
+        }
+        for (const w of this.#waiters.splice(0)) w();
+      });
+    });
+    this.#req.end();
+  }
+
+  /** Resolves once `count` frames have come. */
+  async waitFor(count: number): Promise<Frame[]> {
+    while (this.frames.length < count) await new Promise<void>((r) => this.#waiters.push(r));
+    return this.frames.slice(0, count);
+  }
+
+  close(): void {
+    this.#req.destroy();
+  }
+}
+
+let work: string;
+let cleanup: () => Promise<void>;
+let d: ApiDaemon | undefined;
+beforeEach(async () => {
+  ({ path: work, cleanup } = await tempDir('shuttle-sse-'));
+});
+afterEach(async () => {
+  await d?.daemon.stop();
+  d = undefined;
+  await cleanup();
+});
+
+const error = (n: number, message = `e${n}`) => ({ type: 'error' as const, code: 'SOURCE_UNREADABLE', message });
+
+describe('api events', () => {
+  test('a-client-that-reconnects-with-last-event-id-gets-exactly-the-events-it-missed-then-the-new-ones', async () => {
+    d = await startApiDaemon(work);
+    const { daemon, url } = d;
+    const hub = daemon.events;
+    const all: StationEvent[] = [];
+    hub.subscribe((e) => all.push(e));
+    const { eventId } = (await (await fetch(`${url}/api/v1/station`)).json()) as { eventId: number };
+
+    const first = new SseClient(`${url}/api/v1/events?lastEventId=${eventId}`);
+    for (let i = 0; i < 3; i++) hub.publish(error(i));
+    const seen = await first.waitFor(3);
+    expect(seen.map((f) => f.event)).toEqual(['error', 'error', 'error']);
+    expect(seen.map((f) => JSON.parse(f.data!) as StationEvent)).toEqual(all.slice(0, 3));
+    first.close();
+
+    const lastSeen = Number(seen[2]!.id);
+    for (let i = 3; i < 7; i++) hub.publish(error(i));
+    const missed = all.filter((e) => e.id > lastSeen);
+    expect(missed).toHaveLength(4);
+    const again = new SseClient(`${url}/api/v1/events`, { 'last-event-id': String(lastSeen) });
+    const replayed = await again.waitFor(4);
+    expect(replayed.map((f) => Number(f.id))).toEqual(missed.map((e) => e.id));
+    expect(replayed.map((f) => JSON.parse(f.data!) as StationEvent)).toEqual(missed);
+    hub.publish(error(7));
+    const live = (await again.waitFor(5))[4]!;
+    expect(JSON.parse(live.data!)).toEqual(all.at(-1));
+    // Nothing twice, nothing extra.
+    expect(again.frames).toHaveLength(5);
+    again.close();
+
+    // A filter by type.
+    const filtered = new SseClient(`${url}/api/v1/events?types=file.uploaded&lastEventId=${hub.lastId}`);
+    hub.publish(error(8));
+    hub.publish({ type: 'file.uploaded', fileId: 1, bucket: 'b', key: 'k', bytes: 1, outcome: 'uploaded' });
+    expect((await filtered.waitFor(1)).map((f) => f.event)).toEqual(['file.uploaded']);
+    filtered.close();
+  });
+
+  test('a-client-whose-missed-events-are-no-longer-kept-or-from-before-a-restart-gets-a-reset', async () => {
+    d = await startApiDaemon(work);
+    const { daemon, url } = d;
+    const stale = daemon.events.lastId;
+    for (let i = 0; i < 2100; i++) daemon.events.publish(error(i));
+    for (const last of [stale, daemon.events.lastId + 50]) {
+      const c = new SseClient(`${url}/api/v1/events`, { 'last-event-id': String(last) });
+      const [f] = await c.waitFor(1);
+      expect(f!.event).toBe('reset');
+      expect(JSON.parse(f!.data!)).toMatchObject({ lastId: daemon.events.lastId });
+      daemon.events.publish(error(-1));
+      expect(JSON.parse((await c.waitFor(2))[1]!.data!)).toMatchObject({ message: 'e-1' });
+      c.close();
+    }
+  });
+
+  test('a-client-that-stops-reading-is-cut-off-while-the-others-and-the-hub-go-on', async () => {
+    d = await startApiDaemon(work);
+    const { daemon, url, log } = d;
+    const { port } = new URL(url);
+    const stalled = connect(Number(port), '127.0.0.1');
+    await new Promise<void>((r) => stalled.once('connect', () => r()));
+    stalled.write(`GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: text/event-stream\r\n\r\n`);
+    // Reads the headers, then nothing more.
+    await new Promise<void>((r) => stalled.once('data', () => r()));
+    stalled.pause();
+    const closed = new Promise<void>((r) => stalled.once('close', () => r()));
+    const reader = new SseClient(`${url}/api/v1/events?lastEventId=${daemon.events.lastId}`);
+
+    const big = 'x'.repeat(16 * 1024);
+    let published = 0;
+    const cutOff = () => log.lines.some((l) => l.msg?.includes('event stream client is not reading'));
+    // Until the daemon gives up on it; the socket buffers of the loopback take some megabytes first.
+    while (!cutOff() && published < 4000) {
+      for (let i = 0; i < 50; i++) daemon.events.publish(error(published++, big));
+      await tick();
+    }
+    expect(cutOff()).toBe(true);
+    expect(published).toBeLessThan(4000);
+    stalled.resume();
+    await closed;
+    // The reading client got every event, in order.
+    const frames = await reader.waitFor(published);
+    expect(frames.map((f) => (JSON.parse(f.data!) as { message: string }).message.length)).toEqual(Array(published).fill(big.length));
+    reader.close();
+  });
+});

@@ -1,0 +1,308 @@
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { type ApiDaemon, events, nextEvent, rawRequest, startApiDaemon } from './support/api-daemon.js';
+import { runCli } from './support/cli.js';
+import { until } from './support/daemon-helpers.js';
+import { writeJpeg } from './support/fixtures.js';
+import { tempDir } from './support/tree.js';
+
+/**
+ * The daemon's HTTP API against a running daemon on a port of its own: what it shows as cards are
+ * ingested, who may use it, how it refuses bad requests, and that its OpenAPI document describes what
+ * it answers.
+ */
+
+const TOKEN = 'test-token-0123456789abcdef';
+
+type Doc = { openapi: string; paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema: unknown }> }> }>> };
+
+/** Checks responses against the schemas the server's own OpenAPI document gives for them. */
+class DocumentCheck {
+  readonly #ajv = new Ajv2020({ strict: false, allErrors: true });
+  constructor(readonly doc: Doc) {
+    this.#ajv.addSchema(doc as object, 'openapi');
+  }
+
+  /** Throws unless `body` matches the document's schema for this route, method and status. */
+  matches(route: string, method: string, status: number, body: unknown): void {
+    const response = this.doc.paths[route]?.[method]?.responses[String(status)];
+    expect(response, `${method.toUpperCase()} ${route} ${status} is in the document`).toBeDefined();
+    const pointer = ['paths', route, method, 'responses', String(status), 'content', 'application/json', 'schema'].map((p) => p.replace(/~/g, '~0').replace(/\//g, '~1')).join('/');
+    const validate = this.#ajv.compile({ $ref: `openapi#/${pointer}` });
+    expect(validate(body), `${method.toUpperCase()} ${route} ${status}: ${JSON.stringify(validate.errors)}`).toBe(true);
+  }
+}
+
+async function json(url: string, init?: RequestInit): Promise<{ status: number; body: unknown }> {
+  const r = await fetch(url, init);
+  return { status: r.status, body: await r.json() };
+}
+
+let work: string;
+let cleanup: () => Promise<void>;
+let d: ApiDaemon | undefined;
+beforeEach(async () => {
+  ({ path: work, cleanup } = await tempDir('shuttle-api-'));
+});
+afterEach(async () => {
+  await d?.daemon.stop();
+  d = undefined;
+  await cleanup();
+});
+
+describe('api', () => {
+  test('a-card-ingest-shows-in-station-jobs-files-and-previews-and-every-answer-matches-the-openapi-document', async () => {
+    d = await startApiDaemon(work);
+    const { daemon, url, watcher } = d;
+    const doc = new DocumentCheck((await json(`${url}/api/v1/openapi.json`)).body as Doc);
+    expect(doc.doc.openapi).toBe('3.1.0');
+
+    const before = await json(`${url}/api/v1/station`);
+    expect(before.body).toMatchObject({ state: 'idle', devices: [], destinations: [{ path: join(work, 'dest') }] });
+    doc.matches('/api/v1/station', 'get', 200, before.body);
+
+    const card = join(work, 'card');
+    const a = await writeJpeg(join(card, 'DCIM', 'IMG_0001.JPG'), { seed: 1 });
+    const b = await writeJpeg(join(card, 'DCIM', 'IMG_0002.JPG'), { seed: 2 });
+    const safe = nextEvent(daemon.events, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
+    const previews = events(daemon.events, (e) => e.type === 'preview.ready', 2);
+    watcher.card('card-1', card);
+    await safe;
+
+    const station = await json(`${url}/api/v1/station`);
+    doc.matches('/api/v1/station', 'get', 200, station.body);
+    expect(station.body).toMatchObject({ state: 'safe-to-pull', devices: [{ id: 'card-1', kind: 'card', state: 'safe-to-pull', job: expect.any(Number) }] });
+    const free = (station.body as { destinations: Array<{ freeBytes: number; totalBytes: number }> }).destinations[0]!;
+    expect(free.freeBytes).toBeGreaterThan(0);
+    expect(free.totalBytes).toBeGreaterThanOrEqual(free.freeBytes);
+
+    const jobs = await json(`${url}/api/v1/jobs`);
+    doc.matches('/api/v1/jobs', 'get', 200, jobs.body);
+    const job = (jobs.body as { recent: Array<Record<string, unknown>> }).recent[0]!;
+    expect(job).toMatchObject({
+      state: 'done',
+      label: 'card-1',
+      progress: { filesTotal: 2, filesDone: 2, filesLeft: 0, bytesTotal: a.length + b.length, bytesDone: a.length + b.length, bytesLeft: 0 },
+    });
+    const one = await json(`${url}/api/v1/jobs/${String(job['id'])}`);
+    doc.matches('/api/v1/jobs/{id}', 'get', 200, one.body);
+
+    await previews;
+    const files = await json(`${url}/api/v1/files?limit=1`);
+    doc.matches('/api/v1/files', 'get', 200, files.body);
+    const page1 = files.body as {
+      items: Array<{ fileId: number; path: string; state: string; copies: Array<{ path: string; state: string }>; preview?: string; job?: number }>;
+      next?: number;
+    };
+    expect(page1.items).toHaveLength(1);
+    expect(page1.next).toBe(page1.items[0]!.fileId);
+    const page2 = (await json(`${url}/api/v1/files?limit=1&before=${page1.next}`)).body as typeof page1;
+    expect(page2.next).toBeUndefined();
+    const both = [...page1.items, ...page2.items];
+    expect(both.map((f) => f.path)).toEqual(['DCIM/IMG_0002.JPG', 'DCIM/IMG_0001.JPG']);
+    for (const f of both) {
+      expect(f).toMatchObject({ state: 'verified', job: job['id'], preview: `/api/v1/files/${f.fileId}/preview` });
+      expect(f.copies).toEqual([{ destination: join(work, 'dest'), path: expect.stringMatching(/IMG_000[12]\.JPG$/), state: 'verified' }]);
+      expect(await readFile(f.copies[0]!.path)).toEqual(f.path.endsWith('1.JPG') ? a : b);
+      const img = await fetch(`${url}${f.preview!}`);
+      expect(img.status).toBe(200);
+      expect(img.headers.get('content-type')).toBe('image/jpeg');
+      // A JPEG of its own, not the copy served back.
+      const bytes = Buffer.from(await img.arrayBuffer());
+      expect(bytes.subarray(0, 2)).toEqual(Buffer.from([0xff, 0xd8]));
+    }
+    const single = await json(`${url}/api/v1/files/${both[0]!.fileId}`);
+    doc.matches('/api/v1/files/{fileId}', 'get', 200, single.body);
+
+    const errors = await json(`${url}/api/v1/errors`);
+    doc.matches('/api/v1/errors', 'get', 200, errors.body);
+    expect(errors.body).toEqual({ items: [] });
+
+    // Its job finished: the card may be ejected now, but this one is a folder, not a mount.
+    const eject = await json(`${url}/api/v1/devices/card-1/eject`, { method: 'POST' });
+    expect(eject).toMatchObject({ status: 404, body: { error: { code: 'USAGE', message: expect.stringContaining('no longer mounted') } } });
+    doc.matches('/api/v1/devices/{id}/eject', 'post', 404, eject.body);
+    const capture = await json(`${url}/api/v1/capture`, { method: 'POST' });
+    expect(capture.status).toBe(501);
+    doc.matches('/api/v1/capture', 'post', 501, capture.body);
+    // The control socket's status shows the same station view.
+    expect(daemon.status().station).toEqual({ state: 'safe-to-pull', reason: expect.any(String), devices: [expect.objectContaining({ id: 'card-1', state: 'safe-to-pull' })] });
+  });
+
+  test('a-running-job-can-be-cancelled-and-its-card-is-not-ejected-while-it-runs', async () => {
+    d = await startApiDaemon(work);
+    const { daemon, url, watcher } = d;
+    const doc = new DocumentCheck((await json(`${url}/api/v1/openapi.json`)).body as Doc);
+    const card = join(work, 'card');
+    for (let i = 0; i < 3; i++) await writeJpeg(join(card, `IMG_000${i}.JPG`), { seed: i });
+    // The job waits for the destination's lock, held here as a CLI ingest would: it stays queued.
+    const { acquireLock, destinationLockPath } = await import('../src/store/lock.js');
+    await mkdir(join(work, 'dest'), { recursive: true });
+    const lock = await acquireLock(destinationLockPath(join(work, 'dest')), { owner: { command: 'test' } });
+    try {
+      const started = nextEvent(daemon.events, (e) => e.type === 'job.started');
+      watcher.card('card-2', card);
+      const e = await started;
+      if (e.type !== 'job.started') throw new Error(`not a job event: ${e.type}`);
+      const job = e.job;
+      const eject = await json(`${url}/api/v1/devices/card-2/eject`, { method: 'POST' });
+      expect(eject).toMatchObject({ status: 409, body: { error: { code: 'LOCKED', message: expect.stringContaining(`job ${job.id} is still`) } } });
+      doc.matches('/api/v1/devices/{id}/eject', 'post', 409, eject.body);
+      const finished = nextEvent(daemon.events, (e) => e.type === 'job.finished');
+      const cancel = await json(`${url}/api/v1/jobs/${job.id}/cancel`, { method: 'POST' });
+      expect(cancel.status).toBe(200);
+      doc.matches('/api/v1/jobs/{id}/cancel', 'post', 200, cancel.body);
+      expect(await finished).toMatchObject({ job: { id: job.id, state: 'cancelled' } });
+    } finally {
+      lock.release();
+    }
+  });
+
+  test('bad-requests-get-4xx-with-a-shuttle-error-code-and-message', async () => {
+    d = await startApiDaemon(work);
+    const { url } = d;
+    const doc = new DocumentCheck((await json(`${url}/api/v1/openapi.json`)).body as Doc);
+    const cases: Array<[string, RequestInit | undefined, number, string, string]> = [
+      ['/api/v1/jobs/abc', undefined, 400, '/api/v1/jobs/{id}', 'get'],
+      ['/api/v1/jobs/0', undefined, 400, '/api/v1/jobs/{id}', 'get'],
+      ['/api/v1/jobs/77', undefined, 404, '/api/v1/jobs/{id}', 'get'],
+      ['/api/v1/files?limit=100000', undefined, 400, '/api/v1/files', 'get'],
+      ['/api/v1/files?before=-3', undefined, 400, '/api/v1/files', 'get'],
+      ['/api/v1/jobs/77/cancel', { method: 'POST' }, 404, '/api/v1/jobs/{id}/cancel', 'post'],
+      ['/api/v1/uploads', undefined, 404, '/api/v1/uploads', 'get'],
+      [
+        '/api/v1/uploads/1/priority',
+        { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"priority":"soon"}' },
+        400,
+        '/api/v1/uploads/{fileId}/priority',
+        'post',
+      ],
+      ['/api/v1/uploads/1/priority', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{not json' }, 400, '/api/v1/uploads/{fileId}/priority', 'post'],
+      ['/api/v1/devices/nothing-here/eject', { method: 'POST' }, 404, '/api/v1/devices/{id}/eject', 'post'],
+    ];
+    for (const [path, init, status, route, method] of cases) {
+      const r = await json(`${url}${path}`, init);
+      expect({ path, status: r.status }).toEqual({ path, status });
+      expect(r.body).toEqual({ error: { code: 'USAGE', message: expect.any(String) } });
+      doc.matches(route, method, status, r.body);
+    }
+    expect(await json(`${url}/api/v1/nothing`)).toEqual({ status: 404, body: { error: { code: 'USAGE', message: 'no such resource: GET /api/v1/nothing' } } });
+  });
+
+  test('with-a-token-every-request-needs-it-and-cookie-actions-need-the-csrf-header-and-the-same-origin', async () => {
+    d = await startApiDaemon(work, { token: TOKEN });
+    const { url, log } = d;
+    const doc = new DocumentCheck((await json(`${url}/api/v1/openapi.json`, { headers: { authorization: `Bearer ${TOKEN}` } })).body as Doc);
+    const station = `${url}/api/v1/station`;
+    const missing = await json(station);
+    expect(missing).toMatchObject({ status: 401, body: { error: { code: 'AUTH' } } });
+    doc.matches('/api/v1/station', 'get', 401, missing.body);
+    expect(await json(station, { headers: { authorization: 'Bearer wrong-token-0123456789' } })).toMatchObject({
+      status: 401,
+      body: { error: { code: 'AUTH', message: 'wrong API token' } },
+    });
+    expect((await fetch(`${url}/metrics`)).status).toBe(401);
+    expect((await fetch(`${url}/api/v1/events`)).status).toBe(401);
+    expect((await json(station, { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(200);
+    // A browser without a session is sent to the login form.
+    const page = await fetch(`${url}/`, { headers: { accept: 'text/html' }, redirect: 'manual' });
+    expect(page.status).toBe(303);
+    expect(page.headers.get('location')).toBe('/login?next=%2F');
+    expect(await (await fetch(`${url}/login`)).text()).toContain('name="token"');
+
+    const badLogin = await json(`${url}/api/v1/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: 'not-the-token-at-all' }),
+    });
+    expect(badLogin).toMatchObject({ status: 401, body: { error: { code: 'AUTH' } } });
+    // The login form's own post: cookies, then the dashboard.
+    const form = await fetch(`${url}/api/v1/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `token=${TOKEN}`,
+      redirect: 'manual',
+    });
+    expect(form.status).toBe(303);
+    expect(form.headers.get('location')).toBe('/');
+    const cookies = form.headers.getSetCookie();
+    const session = cookies.find((c) => c.startsWith('shuttle_session='))!;
+    const csrf = cookies.find((c) => c.startsWith('shuttle_csrf='))!;
+    expect(session).toMatch(/HttpOnly/i);
+    expect(session).toMatch(/SameSite=Strict/i);
+    expect(session).not.toContain(TOKEN);
+    const csrfValue = csrf.split(';')[0]!.split('=')[1]!;
+    const cookie = `${session.split(';')[0]}; ${csrf.split(';')[0]}`;
+    const host = new URL(url).host;
+    expect((await rawRequest(station, { headers: { cookie } })).status).toBe(200);
+
+    const cancel = `${url}/api/v1/jobs/5/cancel`;
+    const noHeader = await rawRequest(cancel, { method: 'POST', headers: { cookie, origin: url } });
+    expect(noHeader.status).toBe(403);
+    expect(JSON.parse(noHeader.body)).toMatchObject({ error: { code: 'AUTH', message: expect.stringContaining('x-shuttle-csrf') } });
+    expect((await rawRequest(cancel, { method: 'POST', headers: { cookie, origin: url, 'x-shuttle-csrf': 'guessed' } })).status).toBe(403);
+    const foreign = await rawRequest(cancel, { method: 'POST', headers: { cookie, origin: 'https://evil.example', 'x-shuttle-csrf': csrfValue } });
+    expect(foreign.status).toBe(403);
+    expect(JSON.parse(foreign.body)).toMatchObject({ error: { code: 'AUTH', message: expect.stringContaining('another origin') } });
+    expect((await rawRequest(cancel, { method: 'POST', headers: { cookie, 'sec-fetch-site': 'cross-site', 'x-shuttle-csrf': csrfValue } })).status).toBe(403);
+    // All three right: past the guard, to the route (no job 5).
+    const through = await rawRequest(cancel, { method: 'POST', headers: { cookie, origin: `http://${host}`, 'x-shuttle-csrf': csrfValue } });
+    expect(through.status).toBe(404);
+    // A bearer token is no cookie a foreign page could ride on: no CSRF header needed.
+    expect((await rawRequest(cancel, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(404);
+
+    // The token appears in no log line.
+    expect(log.lines.length).toBeGreaterThan(0);
+    expect(log.lines.map((l) => JSON.stringify(l)).filter((l) => l.includes(TOKEN))).toEqual([]);
+  });
+
+  test('without-a-token-actions-from-another-origin-and-requests-for-another-host-are-refused', async () => {
+    d = await startApiDaemon(work);
+    const { url } = d;
+    const cancel = `${url}/api/v1/jobs/5/cancel`;
+    expect((await rawRequest(cancel, { method: 'POST' })).status).toBe(404);
+    const foreign = await rawRequest(cancel, { method: 'POST', headers: { origin: 'http://evil.example' } });
+    expect(foreign.status).toBe(403);
+    expect(JSON.parse(foreign.body)).toMatchObject({ error: { code: 'AUTH' } });
+    // A name of someone else's pointed at 127.0.0.1 (DNS rebinding) reads nothing.
+    const rebound = await rawRequest(`${url}/api/v1/station`, { headers: { host: `evil.example:${new URL(url).port}` } });
+    expect(rebound.status).toBe(403);
+  });
+});
+
+describe('api listen', () => {
+  test('listening-beyond-loopback-without-a-token-is-refused-at-start-with-exit-2', async () => {
+    const config = join(work, 'config.toml');
+    const sock = join(work, 'control.sock');
+    await writeFile(config, `[daemon]\ncontrol_socket = "${sock}"\nusb_cameras = false\nwatchdog = false\n[api]\nlisten = "0.0.0.0:0"\n`);
+    const r = await runCli(['--config', config, '--state', join(work, 'state'), 'run', '--dest', join(work, 'dest')], { env: { SHUTTLE_LOG_LEVEL: 'warn' } });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('is reachable beyond this machine, and no token is set');
+    // Nothing was started: no control socket was left behind.
+    await expect(readFile(sock)).rejects.toThrow(/ENOENT/);
+
+    // With a token (from a file) it starts, and says where it listens.
+    await writeFile(join(work, 'token'), `${TOKEN}\n`);
+    await writeFile(config, `[daemon]\ncontrol_socket = "${sock}"\nusb_cameras = false\nwatchdog = false\n[api]\nlisten = "0.0.0.0:0"\ntoken_file = "${join(work, 'token')}"\n`);
+    const { spawnCli } = await import('./support/cli.js');
+    const child = spawnCli(['--config', config, '--state', join(work, 'state'), 'run', '--dest', join(work, 'dest')], { env: { SHUTTLE_LOG_LEVEL: 'info' } });
+    let out = '';
+    child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      const line = await until(
+        'the API listening line',
+        async () => out.split('\n').find((l) => l.includes('HTTP API listening')),
+        (l) => l !== undefined,
+      );
+      const apiUrl = (JSON.parse(line!) as { url: string }).url.replace('0.0.0.0', '127.0.0.1');
+      expect((await fetch(`${apiUrl}/api/v1/station`)).status).toBe(401);
+      expect((await fetch(`${apiUrl}/api/v1/station`, { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(200);
+      expect(out).not.toContain(TOKEN);
+    } finally {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    }
+  });
+});

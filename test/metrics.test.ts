@@ -1,0 +1,86 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { type ApiDaemon, nextEvent, startApiDaemon } from './support/api-daemon.js';
+import { writeJpeg } from './support/fixtures.js';
+import { tempDir } from './support/tree.js';
+
+/** /metrics: valid by Prometheus' own checker (promtool, Debian's prometheus package), and moving with the ingest. */
+
+/** `promtool check metrics` on the text; a missing promtool fails the test (scripts/test.sh installs it). */
+function promtool(text: string): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    child.on('error', (err) => reject(new Error(`promtool is needed (apt-get install prometheus): ${err.message}`)));
+    child.on('close', (code) => resolve({ code, output }));
+    child.stdin.end(text);
+  });
+}
+
+/** The value of one sample, by its name and labels as written (`name{a="b"}`). */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+let work: string;
+let cleanup: () => Promise<void>;
+let d: ApiDaemon | undefined;
+beforeEach(async () => {
+  ({ path: work, cleanup } = await tempDir('shuttle-metrics-'));
+});
+afterEach(async () => {
+  await d?.daemon.stop();
+  d = undefined;
+  await cleanup();
+});
+
+describe('metrics', () => {
+  test('metrics-pass-promtool-and-their-counters-move-as-a-card-is-ingested-and-a-camera-comes-back', async () => {
+    d = await startApiDaemon(work);
+    const { daemon, url, watcher } = d;
+    const scrape = async (): Promise<string> => {
+      const r = await fetch(`${url}/metrics`);
+      expect(r.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+      return r.text();
+    };
+    const before = await scrape();
+    expect(await promtool(before)).toEqual({ code: 0, output: '' });
+    expect(sample(before, 'shuttle_files_verified_total')).toBe(0);
+    expect(sample(before, 'shuttle_verify_failures_total{stage="destination"}')).toBe(0);
+    expect(before).toMatch(/^shuttle_build_info\{version="[^"]+",node="[^"]+"\} 1$/m);
+
+    const card = join(work, 'card');
+    const shots = [await writeJpeg(join(card, 'IMG_0001.JPG'), { seed: 1 }), await writeJpeg(join(card, 'IMG_0002.JPG'), { seed: 2 })];
+    const safe = nextEvent(daemon.events, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
+    watcher.card('card-1', card);
+    await safe;
+    const after = await scrape();
+    expect(await promtool(after)).toEqual({ code: 0, output: '' });
+    expect(sample(after, 'shuttle_files_verified_total')).toBe(2);
+    expect(sample(after, 'shuttle_bytes_verified_total')).toBe(shots[0]!.length + shots[1]!.length);
+    expect(sample(after, 'shuttle_shot_to_verified_seconds_count')).toBe(2);
+    expect(sample(after, 'shuttle_devices_connected{kind="card"}')).toBe(1);
+    expect(sample(after, 'shuttle_upload_queue_files')).toBe(0);
+
+    // A camera that goes away and comes back is one reconnect.
+    const cam = join(work, 'camera');
+    await writeJpeg(join(cam, 'IMG_0100.JPG'), { seed: 3 });
+    let finished = nextEvent(daemon.events, (e) => e.type === 'job.finished');
+    watcher.card('usb:1-2', cam, 'camera');
+    await finished;
+    expect(sample(await scrape(), 'shuttle_camera_reconnects_total')).toBe(0);
+    watcher.events.detach('usb:1-2', 'unplugged');
+    finished = nextEvent(daemon.events, (e) => e.type === 'job.finished');
+    watcher.card('usb:1-2', cam, 'camera');
+    await finished;
+    const last = await scrape();
+    expect(sample(last, 'shuttle_camera_reconnects_total')).toBe(1);
+    expect(sample(last, 'shuttle_devices_connected{kind="camera"}')).toBe(1);
+    expect(sample(last, 'shuttle_files_verified_total')).toBe(3);
+    expect(await promtool(last)).toEqual({ code: 0, output: '' });
+  });
+});
