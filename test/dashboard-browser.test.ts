@@ -2,12 +2,11 @@ import { copyFile, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { normalizeConfig } from '../src/config/index.js';
-import { Daemon } from '../src/daemon/daemon.js';
-import { pathJobKey, type DeviceEvents, type DeviceWatcher } from '../src/daemon/devices.js';
-import type { StationEvent } from '../src/daemon/events.js';
+import type { ConfigInput } from '../src/config/index.js';
+import type { Daemon } from '../src/daemon/daemon.js';
+import { pathJobKey } from '../src/daemon/devices.js';
+import { nextEvent, startApiDaemon, type TestWatcher } from './support/api-daemon.js';
 import { launchChromium, PHONE } from './support/browser.js';
-import { captureLog } from './support/daemon-helpers.js';
 import { writeJpeg } from './support/fixtures.js';
 import { GatedCard } from './support/gated-card.js';
 import { seedVerifiedShots } from './support/journal-seed.js';
@@ -24,25 +23,6 @@ const SHOTS = join(process.cwd(), 'test-results', 'dashboard');
 const README_SHOT = join(process.cwd(), 'docs', 'dashboard.png');
 /** Shots per page of the contact sheet (web/model.js PAGE). */
 const PAGE = 60;
-
-class TestWatcher implements DeviceWatcher {
-  readonly name = 'test';
-  events!: DeviceEvents;
-  async start(events: DeviceEvents): Promise<void> {
-    this.events = events;
-  }
-  async close(): Promise<void> {}
-}
-
-function nextEvent(d: Daemon, accept: (e: StationEvent) => boolean): Promise<StationEvent> {
-  return new Promise((resolve) => {
-    const off = d.events.subscribe((e) => {
-      if (!accept(e)) return;
-      off();
-      resolve(e);
-    });
-  });
-}
 
 let browser: Browser;
 beforeAll(async () => {
@@ -74,26 +54,25 @@ describe('dashboard', () => {
     expect(pageErrors).toEqual([]);
   });
 
-  async function start(
-    opts: { watcher?: TestWatcher; api?: Record<string, unknown>; upload?: Record<string, unknown>; env?: NodeJS.ProcessEnv } = {},
-  ): Promise<{ d: Daemon; url: string }> {
-    const config = normalizeConfig({
-      destinations: [{ path: join(work, 'dest') }],
-      daemon: { control_socket: join(work, 'control.sock'), watchdog: false, usb_cameras: false, network_cameras: false },
-      api: { listen: '127.0.0.1:0', ...opts.api },
-      ...(opts.upload ? { upload: opts.upload } : {}),
-    });
-    daemon = await Daemon.start({ config, stateDir: join(work, 'state'), logger: captureLog('warn').logger, env: opts.env ?? {}, watchers: opts.watcher ? [opts.watcher] : [] });
-    return { d: daemon, url: apiUrl(daemon) };
-  }
-
-  /** An upload queue whose server never answers: enough to pause and resume, nothing leaves the machine. */
-  function uploadsNowhere(): { upload: Record<string, unknown>; env: NodeJS.ProcessEnv } {
+  async function start(opts: { api?: ConfigInput['api']; uploads?: boolean } = {}): Promise<{ d: Daemon; url: string; watcher: TestWatcher }> {
     const none = join(work, 'none');
-    return {
-      upload: { target: 's3://bucket/shots', endpoint: 'http://127.0.0.1:9' },
-      env: { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'us-east-1', AWS_CONFIG_FILE: none, AWS_SHARED_CREDENTIALS_FILE: none },
-    };
+    // An upload queue whose server never answers: enough to pause and resume, nothing leaves the machine.
+    const started = opts.uploads
+      ? await startApiDaemon(
+          work,
+          opts.api,
+          { upload: { target: 's3://bucket/shots', endpoint: 'http://127.0.0.1:9' } },
+          {
+            AWS_ACCESS_KEY_ID: 'test',
+            AWS_SECRET_ACCESS_KEY: 'test-secret',
+            AWS_REGION: 'us-east-1',
+            AWS_CONFIG_FILE: none,
+            AWS_SHARED_CREDENTIALS_FILE: none,
+          },
+        )
+      : await startApiDaemon(work, opts.api);
+    daemon = started.daemon;
+    return { d: started.daemon, url: `${started.url}/`, watcher: started.watcher };
   }
 
   async function open(url: string, viewport = { width: 1280, height: 900 }): Promise<Page> {
@@ -112,13 +91,12 @@ describe('dashboard', () => {
   }
 
   test('a-card-s-shots-appear-on-the-contact-sheet-as-they-verify-progress-moves-and-it-shows-safe-to-pull', async () => {
-    const watcher = new TestWatcher();
-    const { d, url } = await start({ watcher });
+    const { d, url, watcher } = await start();
     const p = await open(url);
     await p.getByRole('heading', { level: 1, name: 'Waiting for card' }).waitFor();
 
     const { root, card } = await cardWith(4, 'EOS_DIGITAL');
-    const started = nextEvent(d, (e) => e.type === 'job.started');
+    const started = nextEvent(d.events, (e) => e.type === 'job.started');
     watcher.events.attach({ id: 'mount:8:17', kind: 'card', label: 'EOS_DIGITAL', uri: root, jobKey: pathJobKey(root), open: async () => card });
     await started;
     const device = p.locator('article[data-device="mount:8:17"]');
@@ -128,7 +106,7 @@ describe('dashboard', () => {
     // One file at a time: the sheet gains that shot and the bar moves, each step seen in the page.
     const seen: number[] = [];
     for (let i = 1; i <= 3; i++) {
-      const verified = nextEvent(d, (e) => e.type === 'file.verified');
+      const verified = nextEvent(d.events, (e) => e.type === 'file.verified');
       card.release(1);
       const e = await verified;
       const fileId = e.type === 'file.verified' ? e.fileId : -1;
@@ -150,7 +128,7 @@ describe('dashboard', () => {
       await copyFile(join(SHOTS, 'copying.png'), README_SHOT);
     }
 
-    const safe = nextEvent(d, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
+    const safe = nextEvent(d.events, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
     card.release(1);
     await safe;
     await p.getByRole('heading', { level: 1, name: 'SAFE TO PULL' }).waitFor();
@@ -175,10 +153,9 @@ describe('dashboard', () => {
   });
 
   test('cancel-on-the-page-stops-a-running-job-and-the-card-does-not-show-safe-to-pull', async () => {
-    const watcher = new TestWatcher();
-    const { d, url } = await start({ watcher });
+    const { d, url, watcher } = await start();
     const { root, card } = await cardWith(3, 'LONG_CARD');
-    const started = nextEvent(d, (e) => e.type === 'job.started');
+    const started = nextEvent(d.events, (e) => e.type === 'job.started');
     watcher.events.attach({ id: 'mount:8:33', kind: 'card', label: 'LONG_CARD', uri: root, jobKey: pathJobKey(root), open: async () => card });
     const job = await started;
     const jobId = job.type === 'job.started' ? job.job.id : -1;
@@ -187,7 +164,7 @@ describe('dashboard', () => {
     // Eject waits until the copy is over.
     await expect.poll(() => device.getByRole('button', { name: 'Eject' }).isDisabled()).toBe(true);
 
-    const finished = nextEvent(d, (e) => e.type === 'job.finished');
+    const finished = nextEvent(d.events, (e) => e.type === 'job.finished');
     await device.getByRole('button', { name: 'Cancel' }).click();
     const end = await finished;
     expect(end.type === 'job.finished' && end.job).toMatchObject({ id: jobId, state: 'cancelled' });
@@ -201,7 +178,7 @@ describe('dashboard', () => {
   });
 
   test('pause-and-resume-uploads-from-the-page', async () => {
-    const { d, url } = await start(uploadsNowhere());
+    const { d, url } = await start({ uploads: true });
     const p = await open(url);
     await p.getByRole('button', { name: 'Pause uploads' }).click();
     await p.getByRole('button', { name: 'Resume uploads' }).waitFor();
@@ -217,7 +194,7 @@ describe('dashboard', () => {
     const token = 'dashboard-test-token-0123456789';
     const { d, url } = await start({
       api: { token },
-      ...uploadsNowhere(),
+      uploads: true,
     });
     const p = await open(url);
     expect(new URL(p.url()).pathname).toBe('/login');
@@ -256,9 +233,3 @@ describe('dashboard', () => {
     await p.screenshot({ path: join(SHOTS, 'five-thousand.png') });
   });
 });
-
-function apiUrl(d: Daemon): string {
-  const url = d.status().api?.url;
-  if (url === undefined) throw new Error('the daemon started without its HTTP API');
-  return `${url}/`;
-}
