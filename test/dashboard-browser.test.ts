@@ -1,4 +1,4 @@
-import { copyFile, mkdir } from 'node:fs/promises';
+import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
@@ -175,6 +175,38 @@ describe('dashboard', () => {
     await device.getByText('ATTENTION — do not pull').waitFor();
     expect(await p.getByText('SAFE TO PULL').count()).toBe(0);
     await p.screenshot({ path: join(SHOTS, 'cancelled.png'), fullPage: true });
+  });
+
+  test('a-file-the-card-cannot-give-shows-in-errors-and-on-the-sheet-and-the-card-asks-for-attention', async () => {
+    const { d, url, watcher } = await start();
+    const { root, card } = await cardWith(2, 'BAD_CARD');
+    const p = await open(url);
+    const started = nextEvent(d.events, (e) => e.type === 'job.started');
+    watcher.events.attach({ id: 'mount:8:49', kind: 'card', label: 'BAD_CARD', uri: root, jobKey: pathJobKey(root), open: async () => card });
+    await started;
+    // Listed, then gone before it was read: the copy of that file fails.
+    await card.listed(2);
+    await rm(join(root, 'DCIM', '100CANON', 'IMG_0002.JPG'));
+    const failed = nextEvent(d.events, (e) => e.type === 'file.failed');
+    const finished = nextEvent(d.events, (e) => e.type === 'job.finished');
+    card.release(2);
+    const f = await failed;
+    await finished;
+    expect(f).toMatchObject({ path: 'DCIM/100CANON/IMG_0002.JPG' });
+    const errors = d.events.recent(undefined, new Set(['error']));
+    expect(errors.length).toBeGreaterThan(0);
+    await p.getByRole('heading', { level: 1, name: /^ATTENTION/ }).waitFor();
+    await p.locator('article[data-device="mount:8:49"]').getByText('ATTENTION — do not pull').waitFor();
+    await p
+      .locator(`li.shot.failed[data-file-id="${f.type === 'file.failed' ? f.fileId : -1}"]`)
+      .getByText('FAILED')
+      .waitFor();
+    await p
+      .locator('.error-list')
+      .getByText(errors[0]!.type === 'error' ? errors[0]!.code : '?')
+      .first()
+      .waitFor();
+    await p.screenshot({ path: join(SHOTS, 'attention.png'), fullPage: true });
   });
 
   test('pause-and-resume-uploads-from-the-page', async () => {

@@ -13,6 +13,8 @@ export class GatedCard implements Source {
   readonly #label: string;
   #permits = 0;
   #waiters: Array<() => void> = [];
+  #listed = 0;
+  readonly #listWaiters = new Set<{ n: number; resolve: () => void }>();
   /** Opens that ended because the job's signal aborted while they waited. */
   aborted = 0;
 
@@ -26,8 +28,27 @@ export class GatedCard implements Source {
     return { kind: 'card', key: `card:test:${this.#label}`, label: this.#label, details: {} };
   }
 
-  list(signal?: AbortSignal): AsyncIterable<SourceEntry> {
-    return this.#inner.list(signal);
+  async *list(signal?: AbortSignal): AsyncIterable<SourceEntry> {
+    for await (const entry of this.#inner.list(signal)) {
+      yield entry;
+      this.#listed++;
+      for (const w of [...this.#listWaiters]) if (this.#listed >= w.n) w.resolve();
+    }
+  }
+
+  /** Resolves once the listing handed over `n` entries. */
+  listed(n: number): Promise<void> {
+    if (this.#listed >= n) return Promise.resolve();
+    return new Promise((resolve) => {
+      const w = {
+        n,
+        resolve: () => {
+          this.#listWaiters.delete(w);
+          resolve();
+        },
+      };
+      this.#listWaiters.add(w);
+    });
   }
 
   /** Lets `n` more files open. */
