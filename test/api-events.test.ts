@@ -122,6 +122,22 @@ describe('api events', () => {
     }
   });
 
+  test('an-idle-stream-gets-keep-alive-comments', async () => {
+    d = await startApiDaemon(work, {}, {}, {}, 50);
+    const res = await new Promise<import('node:http').IncomingMessage>((resolve) => request(`${d!.url}/api/v1/events`, (r) => resolve(r)).end());
+    expect(res.headers['content-type']).toBe('text/event-stream');
+    let text = '';
+    res.setEncoding('utf8');
+    await new Promise<void>((resolve) =>
+      res.on('data', (c: string) => {
+        text += c;
+        if (text.includes(': heartbeat\n\n')) resolve();
+      }),
+    );
+    expect(text.startsWith('retry: 2000\n\n')).toBe(true);
+    res.destroy();
+  });
+
   test('a-client-that-stops-reading-is-cut-off-while-the-others-and-the-hub-go-on', async () => {
     d = await startApiDaemon(work);
     const { daemon, url, log } = d;

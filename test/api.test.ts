@@ -2,6 +2,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { formatDaemonStatus } from '../src/daemon/status-report.js';
 import { type ApiDaemon, events, nextEvent, rawRequest, startApiDaemon } from './support/api-daemon.js';
 import { runCli } from './support/cli.js';
 import { until } from './support/daemon-helpers.js';
@@ -127,8 +128,13 @@ describe('api', () => {
     const capture = await json(`${url}/api/v1/capture`, { method: 'POST' });
     expect(capture.status).toBe(501);
     doc.matches('/api/v1/capture', 'post', 501, capture.body);
-    // The control socket's status shows the same station view.
-    expect(daemon.status().station).toEqual({ state: 'safe-to-pull', reason: expect.any(String), devices: [expect.objectContaining({ id: 'card-1', state: 'safe-to-pull' })] });
+    // The control socket's status (`shuttle status`) shows the same station view.
+    const status = daemon.status();
+    expect(status.station).toEqual({ state: 'safe-to-pull', reason: expect.any(String), devices: [expect.objectContaining({ id: 'card-1', state: 'safe-to-pull' })] });
+    const lines = formatDaemonStatus(status);
+    expect(lines).toContain(`station: safe-to-pull — ${status.station!.reason}`);
+    expect(lines).toContain(`dashboard and API: ${url}`);
+    expect(lines.find((l) => l.startsWith('device card-1'))).toMatch(/: safe-to-pull$/);
   });
 
   test('a-running-job-can-be-cancelled-and-its-card-is-not-ejected-while-it-runs', async () => {
@@ -158,6 +164,72 @@ describe('api', () => {
     } finally {
       lock.release();
     }
+  });
+
+  test('the-upload-queue-is-listed-reprioritised-paused-without-claiming-new-files-and-resumed', async () => {
+    // The cloud is unreachable (nothing listens on port 9): files stay queued, the uploader backs off.
+    const env = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'us-east-1' };
+    d = await startApiDaemon(work, {}, { upload: { target: 's3://bucket/daemon', endpoint: 'http://127.0.0.1:9', provider: 'minio' } }, env);
+    const { daemon, url, watcher, log } = d;
+    const doc = new DocumentCheck((await json(`${url}/api/v1/openapi.json`)).body as Doc);
+    const ingest = async (name: string, files: string[]): Promise<void> => {
+      const card = join(work, name);
+      for (const [i, f] of files.entries()) await writeJpeg(join(card, f), { seed: i + 10 * name.length });
+      const finished = nextEvent(daemon.events, (e) => e.type === 'job.finished');
+      watcher.card(name, card);
+      await finished;
+    };
+    await ingest('card-a', ['IMG_0001.JPG', 'IMG_0002.JPG', 'IMG_0003.JPG']);
+    type Uploads = { state: string; paused: boolean; depth: number; items: Array<{ fileId: number; key: string; state: string; priority: number; attempts: number }> };
+    const uploads = async (): Promise<Uploads> => {
+      const r = await json(`${url}/api/v1/uploads`);
+      doc.matches('/api/v1/uploads', 'get', 200, r.body);
+      return r.body as Uploads;
+    };
+    expect((await uploads()).depth).toBe(3);
+
+    const pause = await json(`${url}/api/v1/uploads/pause`, { method: 'POST' });
+    doc.matches('/api/v1/uploads/pause', 'post', 200, pause.body);
+    expect(pause.body).toMatchObject({ paused: true });
+    const pausedAt = log.lines.findIndex((l) => l.msg === 'uploads paused');
+    expect(pausedAt).toBeGreaterThanOrEqual(0);
+    // What was in flight finishes (here: fails against the dead endpoint), then the drain ends.
+    await until(
+      'the drain to end after the pause',
+      async () => log.lines.slice(pausedAt).some((l) => l.msg === 'upload drain ended'),
+      (v) => v,
+    );
+    const paused = await uploads();
+    expect(paused).toMatchObject({ state: 'paused', paused: true });
+    expect(paused.items.map((i) => i.state)).toEqual(['queued', 'queued', 'queued']);
+
+    // Reprioritise: the last one goes first.
+    const last = paused.items[2]!;
+    const moved = await json(`${url}/api/v1/uploads/${last.fileId}/priority`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"priority":-5}' });
+    doc.matches('/api/v1/uploads/{fileId}/priority', 'post', 200, moved.body);
+    expect(moved.body).toEqual({ fileId: last.fileId, changed: 1 });
+    const reordered = await uploads();
+    expect(reordered.items.map((i) => i.fileId)).toEqual([last.fileId, paused.items[0]!.fileId, paused.items[1]!.fileId]);
+    expect(reordered.items[0]!.priority).toBe(-5);
+
+    // Paused, new files are queued but not claimed.
+    await ingest('card-bb', ['IMG_0004.JPG']);
+    const more = await uploads();
+    expect(more).toMatchObject({ state: 'paused', depth: 4 });
+    const fresh = more.items.find((i) => i.key.endsWith('IMG_0004.JPG'))!;
+    expect(fresh).toMatchObject({ state: 'queued', attempts: 0 });
+    expect(log.lines.slice(pausedAt).filter((l) => l.msg === 'upload drain started')).toEqual([]);
+
+    const resume = await json(`${url}/api/v1/uploads/resume`, { method: 'POST' });
+    doc.matches('/api/v1/uploads/resume', 'post', 200, resume.body);
+    expect(resume.body).toMatchObject({ paused: false });
+    await until(
+      'a drain after the resume',
+      async () => log.lines.slice(pausedAt).some((l) => l.msg === 'upload drain started'),
+      (v) => v,
+    );
+    const station = (await json(`${url}/api/v1/station`)).body as { uploads: { paused: boolean; depth: number }; network: { cloud: string } };
+    expect(station.uploads).toMatchObject({ paused: false, depth: 4 });
   });
 
   test('bad-requests-get-4xx-with-a-shuttle-error-code-and-message', async () => {
@@ -269,6 +341,27 @@ describe('api', () => {
     // A name of someone else's pointed at 127.0.0.1 (DNS rebinding) reads nothing.
     const rebound = await rawRequest(`${url}/api/v1/station`, { headers: { host: `evil.example:${new URL(url).port}` } });
     expect(rebound.status).toBe(403);
+  });
+});
+
+describe('api token', () => {
+  test('the-token-comes-from-the-config-a-file-or-the-systemd-credential-and-a-short-one-is-refused', async () => {
+    const { resolveApiToken } = await import('../src/daemon/http/auth.js');
+    const file = join(work, 'token');
+    await writeFile(file, `${TOKEN}\n`);
+    expect(await resolveApiToken({ token: TOKEN }, {})).toEqual({ token: TOKEN, origin: 'config' });
+    expect(await resolveApiToken({ tokenFile: file }, {})).toEqual({ token: TOKEN, origin: `file ${file}` });
+    expect(await resolveApiToken({}, {})).toBeUndefined();
+    // systemd's LoadCredential=api_token:… lands in $CREDENTIALS_DIRECTORY; a directory without it means no token.
+    const creds = join(work, 'credentials');
+    await mkdir(creds);
+    expect(await resolveApiToken({}, { CREDENTIALS_DIRECTORY: creds })).toBeUndefined();
+    await writeFile(join(creds, 'api_token'), TOKEN);
+    expect(await resolveApiToken({}, { CREDENTIALS_DIRECTORY: creds })).toEqual({ token: TOKEN, origin: 'systemd credential' });
+    await writeFile(file, 'short\n');
+    const err = await resolveApiToken({ tokenFile: file }, {}).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'CONFIG_INVALID', message: `the API token in ${file} is shorter than 16 characters` });
+    await expect(resolveApiToken({ tokenFile: join(work, 'missing') }, {})).rejects.toMatchObject({ code: 'CONFIG_UNREADABLE' });
   });
 });
 

@@ -29,7 +29,13 @@ export interface ApiDaemon {
 }
 
 /** A daemon with the HTTP API on 127.0.0.1, a port of its own (0), and a test watcher. */
-export async function startApiDaemon(work: string, api: ConfigInput['api'] = {}, extra: Partial<ConfigInput> = {}, env: NodeJS.ProcessEnv = {}): Promise<ApiDaemon> {
+export async function startApiDaemon(
+  work: string,
+  api: ConfigInput['api'] = {},
+  extra: Partial<ConfigInput> = {},
+  env: NodeJS.ProcessEnv = {},
+  heartbeatMs?: number,
+): Promise<ApiDaemon> {
   const config = normalizeConfig({
     destinations: [{ path: join(work, 'dest') }],
     daemon: { control_socket: join(work, 'control.sock'), watchdog: false, usb_cameras: false, network_cameras: false },
@@ -38,7 +44,7 @@ export async function startApiDaemon(work: string, api: ConfigInput['api'] = {},
   });
   const watcher = new TestWatcher();
   const log = captureLog();
-  const daemon = await Daemon.start({ config, stateDir: join(work, 'state'), logger: log.logger, env, watchers: [watcher], api: { sseMaxBufferBytes: 64 * 1024 } });
+  const daemon = await Daemon.start({ config, stateDir: join(work, 'state'), logger: log.logger, env, watchers: [watcher], api: { sseMaxBufferBytes: 64 * 1024, heartbeatMs } });
   const url = daemon.status().api?.url;
   if (url === undefined) throw new Error('the daemon reports no API address');
   return { daemon, url, watcher, log };
