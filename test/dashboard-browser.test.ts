@@ -135,6 +135,12 @@ describe('dashboard', () => {
     await device.getByText('SAFE TO PULL', { exact: true }).waitFor();
     await expect.poll(() => p.locator('li.shot').count()).toBe(4);
     await p.screenshot({ path: join(SHOTS, 'safe-to-pull.png'), fullPage: true });
+    // Eject reaches the daemon, and its refusal is shown: the card folder here is no mount point to release.
+    await device.getByRole('button', { name: 'Eject' }).click();
+    await p
+      .getByRole('status')
+      .filter({ hasText: `Eject: ${root} is no longer mounted` })
+      .waitFor();
 
     // On a phone: one column, nothing wider than the screen, the state still in large type, buttons big enough to tap.
     await p.setViewportSize(PHONE);
