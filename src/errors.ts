@@ -31,6 +31,8 @@ export type ErrorCode =
   | 'TRANSPORT'
   | 'UPLOAD_FAILED'
   | 'UPLOAD_VERIFY'
+  /** A notification (webhook, ntfy, email) or an MQTT publish could not be delivered. */
+  | 'NOTIFY_FAILED'
   | 'INTERNAL';
 
 /**

@@ -13,4 +13,9 @@ export {
   type ManifestHash,
   type UploadConfig,
   uploadSettings,
+  ALERT_KINDS,
+  type AlertKind,
+  type EventsConfig,
+  type NotifyConfig,
 } from './schema.js';
+export { resolveSecret, type SecretSpec } from './secrets.js';
