@@ -1,4 +1,5 @@
 import type { SourceOpener } from '../device/detect.js';
+import type { SourceIdentity } from '../device/source.js';
 import { isShuttleError } from '../errors.js';
 import { runIngest, type DestinationSpec, type FileOutcome, type IngestSettings, type IngestSummary } from '../ingest/pipeline.js';
 import type { Logger } from '../log.js';
@@ -25,6 +26,24 @@ export interface IngestEnvironment {
   afterIngest?: ((summary: IngestSummary, logger: Logger) => Promise<void>) | undefined;
   /** Each file a job copied, once journaled (the daemon's event stream). */
   onFile?: ((job: number, source: string, file: FileOutcome) => void) | undefined;
+  /**
+   * Every ingest that ended with a summary, after afterIngest (its files are queued for upload by then):
+   * the daemon writes the per-card report here. Awaited, so the report is on the destinations before the
+   * job ends; a failure is logged and never changes the job's outcome.
+   */
+  onFinished?: ((done: FinishedIngest, logger: Logger) => Promise<void>) | undefined;
+}
+
+/** One finished ingest of a job, for its report. */
+export interface FinishedIngest {
+  job: number;
+  /** The source as the job named it (`/media/shuttle/EOS_DIGITAL`, `usb:04a9:3294`). */
+  source: string;
+  /** Undefined when the source could no longer tell (a card pulled before the end). */
+  identity: SourceIdentity | undefined;
+  summary: IngestSummary;
+  startedAt: Date;
+  finishedAt: Date;
 }
 
 /** The daemon waits for a CLI run working on the same card or destination, until the job is cancelled. */
@@ -46,6 +65,7 @@ export function resultFigures(s: IngestSummary): JobResultFigures {
 /** One ingest of one source into every destination: the body of card, camera and hot-folder jobs. */
 export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, ctx: JobContext, onSummary?: (s: IngestSummary) => void): Promise<JobOutcome> {
   const source = await open({ stateDir: env.stateDir, timeZone: env.timeZone, logger: ctx.logger, signal: ctx.signal });
+  const startedAt = new Date();
   try {
     const summary = await runIngest({
       sources: [source],
@@ -65,6 +85,11 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
         summary.errors.push({ code: isShuttleError(err) ? err.code : 'INTERNAL', message: err instanceof Error ? err.message : String(err) });
         if (summary.status === 'complete') summary.status = 'failed';
       }
+    }
+    if (env.onFinished) {
+      const identity = await source.identity().catch(() => undefined);
+      const done = { job: ctx.id, source: source.uri, identity, summary, startedAt, finishedAt: new Date() };
+      await env.onFinished(done, ctx.logger).catch((err: unknown) => ctx.logger.warn({ err }, 'the report of the ingest could not be made'));
     }
     onSummary?.(summary);
     return { status: summary.status, result: resultFigures(summary) };
