@@ -18,6 +18,8 @@ APT_PACKAGES=(
   avahi-daemon minissdpd # real mDNS and SSDP peers announcing a PTP/IP camera (discovery tests)
   strace            # observes the fsyncs and O_DIRECT opens of an adopted copy (publish tests)
   iproute2          # ss: the control socket's peer (pid, uid) is found through sock_diag
+  mosquitto mosquitto-clients # real MQTT broker and mosquitto_sub as the witness of the daemon's events
+  python3-aiosmtpd  # real SMTP server receiving the daemon's notification mails
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -20,6 +20,7 @@ import { PROTOCOL_VERSION } from './protocol.js';
 import type { PtpIpWatcher } from './ptpip-watcher.js';
 import { resolveRequestedSource, within, type AllowedRoot, type RequestedSource } from './request-source.js';
 import { serverSocketPath } from './socket-path.js';
+import { Sinks } from './sinks/index.js';
 import { StationStateTracker } from './station-state.js';
 import type { DaemonStatus, JobSnapshot } from './status.js';
 import { DaemonUploader } from './uploads.js';
@@ -75,6 +76,7 @@ export class Daemon {
   #server: ControlServer | undefined;
   #devices!: DeviceRegistry;
   #uploader: DaemonUploader | undefined;
+  #sinks: Sinks | undefined;
   #resources: string[] = [];
   #stopping: Promise<void> | undefined;
   #statusTimer: NodeJS.Timeout | undefined;
@@ -139,6 +141,20 @@ export class Daemon {
       });
     }
     const uploader = this.#uploader;
+    const env = this.#opts.env ?? process.env;
+    const jobKind = (id: number): JobSnapshot['kind'] | undefined => this.scheduler.get(id)?.kind;
+    const sinks = Sinks.start({
+      config,
+      hub: this.events,
+      station: this.station,
+      status: () => this.status(),
+      jobKind,
+      journal: this.#journal,
+      destinations,
+      logger: this.#log,
+      env,
+    });
+    this.#sinks = sinks;
     this.#env = {
       journal: this.#journal,
       destinations,
@@ -155,6 +171,7 @@ export class Daemon {
           fileId: f.fileId,
           copies: f.copies.map((c) => join(c.root, c.rel)),
         }),
+      onFinished: (done, logger) => sinks.report(done, logger),
     };
     this.#resources = destinations.map((d) => `destination ${d.path}`);
     this.#devices = new DeviceRegistry({
@@ -259,6 +276,8 @@ export class Daemon {
     await this.#devices?.close();
     await this.scheduler.shutdown(reason);
     await uploads;
+    // After the jobs, so that their last events are published and notified.
+    await this.#sinks?.close();
     // After the jobs, so that clients waiting on one get its final state before the socket goes.
     await this.#server?.close();
     this.station.close();
