@@ -217,6 +217,33 @@ describe('notifications and the card report', () => {
     expect(given('email').at(-1)).toMatchObject({ level: 50, attempt: 3, error: { message: expect.stringContaining('ECONNREFUSED') } });
   });
 
+  test('files-waiting-for-upload-with-the-cloud-out-of-reach-are-notified-once-it-has-lasted', async () => {
+    const hook = await receiver();
+    const [closedPort] = (await freePorts(1)) as [number];
+    const creds = join(work, 's3-credentials');
+    await writeFile(creds, '[default]\naws_access_key_id = AKIDTEST\naws_secret_access_key = not-a-real-secret-key\n');
+    const watcher = new TestWatcher();
+    const input = config(
+      { webhook: { url: hook.url, secret: SECRET }, on: ['done', 'cloud-unreachable'], cloud_unreachable_minutes: 0.1, check_ms: 100 },
+      { upload: { target: 's3://bucket/shoots', endpoint: `http://127.0.0.1:${closedPort}`, region: 'us-east-1', provider: 'generic', credentials_file: creds } },
+    );
+    const { d } = await start(input, watcher);
+    const finished = nextEvent(d, (e) => e.type === 'job.finished');
+    await attachCard(watcher, 'EOS_DIGITAL');
+    // The job queues its files for upload before it ends.
+    const queuedBy = Date.parse((await finished).at);
+    const reqs = await hook.requests.until('cloud unreachable', (rs) => rs.some((r) => bodyOf(r).kind === 'cloud-unreachable'));
+    const cloud = reqs.find((r) => bodyOf(r).kind === 'cloud-unreachable')!;
+    expectSigned(cloud);
+    // Not at the first failed attempt (about 2 s in): only once no upload had succeeded for cloud_unreachable_minutes (6 s).
+    expect(cloud.at - queuedBy).toBeGreaterThanOrEqual(6_000);
+    expect(bodyOf(cloud)).toMatchObject({ details: { target: 's3://bucket/shoots', state: 'backing-off', depth: 2 } });
+    // The card itself is done: its report says where its files stand in the cloud.
+    const done = reqs.find((r) => bodyOf(r).kind === 'done');
+    expect(done && bodyOf(done).reports[0]!.cloud).toMatchObject({ target: 's3://bucket/shoots', state: expect.stringContaining('queued for upload') });
+    expect(d.status().uploads).toMatchObject({ state: 'backing-off', depth: 2 });
+  });
+
   test('a-destination-low-on-space-is-notified-at-job-start-once-per-repeat-interval', async () => {
     const hook = await receiver();
     const watcher = new TestWatcher();
