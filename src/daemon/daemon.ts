@@ -15,6 +15,7 @@ import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/sett
 import { parseListen, uploadSettings } from '../config/index.js';
 import { FileList } from '../store/file-list.js';
 import type { EjectResult } from '../device/card/eject.js';
+import type { HidBackend } from '../device/hid/index.js';
 import type { ApiServer } from './http/server.js';
 import type { StationMetrics } from './metrics.js';
 import type { PreviewMaker } from './previews.js';
@@ -25,6 +26,7 @@ import { PROTOCOL_VERSION } from './protocol.js';
 import type { PtpIpWatcher } from './ptpip-watcher.js';
 import { resolveRequestedSource, within, type AllowedRoot, type RequestedSource } from './request-source.js';
 import { serverSocketPath } from './socket-path.js';
+import { StationHid } from './station-hid.js';
 import { StationStateTracker } from './station-state.js';
 import type { DaemonStatus, JobSnapshot } from './status.js';
 import { DaemonUploader } from './uploads.js';
@@ -54,6 +56,8 @@ export interface DaemonOptions {
   usbWatcher?: ((logger: Logger) => UsbCameraWatcher) | undefined;
   /** The HTTP API's event-stream keep-alive interval and client buffer bound (tests make them small). */
   api?: { heartbeatMs?: number | undefined; sseMaxBufferBytes?: number | undefined } | undefined;
+  /** The HID devices' backend and poll interval (tests give a fake node-hid). */
+  hid?: { backend?: HidBackend | undefined; pollMs?: number | undefined } | undefined;
 }
 
 /** Where the daemon's single-instance lock lives: one daemon per state dir (journal). */
@@ -86,6 +90,7 @@ export class Daemon {
   #api: ApiServer | undefined;
   #metrics: StationMetrics | undefined;
   #previews: PreviewMaker | undefined;
+  #hid: StationHid | undefined;
   #resources: string[] = [];
   #stopping: Promise<void> | undefined;
   #statusTimer: NodeJS.Timeout | undefined;
@@ -106,7 +111,7 @@ export class Daemon {
         this.#statusLineSoon();
         this.#publishJob(job);
       },
-      onProgress: (id, snapshot) => this.events.progress(id, snapshot),
+      onProgress: (id, snapshot, phaseChanged) => this.events.progress(id, snapshot, phaseChanged),
     });
     this.station = new StationStateTracker(this.events, () => ({
       devices: this.#devices?.status() ?? [],
@@ -219,6 +224,14 @@ export class Daemon {
     }
     for (const w of this.#opts.watchers ?? []) await this.#devices.add(w);
     this.#uploader?.start();
+    this.#hid = await StationHid.start({
+      config,
+      hub: this.events,
+      state: () => this.station.view.state,
+      logger: this.#log,
+      backend: this.#opts.hid?.backend,
+      pollMs: this.#opts.hid?.pollMs,
+    });
 
     this.#log.info(
       {
@@ -283,6 +296,8 @@ export class Daemon {
     // After the jobs, so that clients waiting on one get its final state before the socket goes.
     await this.#server?.close();
     await this.#previews?.close();
+    // After the jobs: the light's last state is what they ended in, then it goes dark.
+    await this.#hid?.close();
     await this.#api?.close().catch((err: unknown) => this.#log.warn({ err }, 'closing the HTTP API failed'));
     this.#metrics?.close();
     this.station.close();

@@ -4,7 +4,7 @@ import { runIngest, type DestinationSpec, type FileOutcome, type IngestSettings,
 import type { Logger } from '../log.js';
 import type { Journal } from '../store/journal.js';
 import type { JobContext, JobOutcome } from './jobs.js';
-import type { JobKind, JobResultFigures } from './status.js';
+import type { JobKind, JobProgress, JobResultFigures } from './status.js';
 import type { Source } from '../device/source.js';
 import { wipeError, wipeSource } from '../ingest/wipe.js';
 import { policyFor, type WipePolicies } from './wipe-policy.js';
@@ -58,6 +58,11 @@ export function resultFigures(s: IngestSummary, wiped?: number): JobResultFigure
 /** One ingest of one source into every destination: the body of card, camera and hot-folder jobs. */
 export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, ctx: JobContext, opts: IngestJobOptions = {}): Promise<JobOutcome> {
   const source = await open({ stateDir: env.stateDir, timeZone: env.timeZone, logger: ctx.logger, signal: ctx.signal });
+  let progress: JobProgress = { filesTotal: 0, filesDone: 0, bytesTotal: 0, bytesDone: 0 };
+  const report = (p: JobProgress): void => {
+    progress = { ...p };
+    ctx.progress(p);
+  };
   try {
     const summary = await runIngest({
       sources: [source],
@@ -66,7 +71,7 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
       settings: env.settings,
       logger: ctx.logger,
       signal: ctx.signal,
-      onProgress: ctx.progress,
+      onProgress: report,
       ...(env.onFile ? { onFile: (f: FileOutcome) => env.onFile?.(ctx.id, source.uri, f) } : {}),
     });
     if (env.afterIngest) {
@@ -78,7 +83,7 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
         if (summary.status === 'complete') summary.status = 'failed';
       }
     }
-    const wiped = await applyWipePolicy(env, source, summary, ctx, opts.kind);
+    const wiped = await applyWipePolicy(env, source, summary, ctx, opts.kind, () => report({ ...progress, current: undefined, phase: 'verifying' }));
     opts.onSummary?.(summary);
     return { status: summary.status, result: resultFigures(summary, wiped) };
   } finally {
@@ -91,7 +96,14 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
  * uploader to verify them). A wipe that did not happen after a complete ingest fails the job, named in
  * its errors: the card must not look done. Returns the files deleted, or undefined without a policy.
  */
-async function applyWipePolicy(env: IngestEnvironment, source: Source, summary: IngestSummary, ctx: JobContext, kind: JobKind | undefined): Promise<number | undefined> {
+async function applyWipePolicy(
+  env: IngestEnvironment,
+  source: Source,
+  summary: IngestSummary,
+  ctx: JobContext,
+  kind: JobKind | undefined,
+  onSecondRead: () => void,
+): Promise<number | undefined> {
   const policy = policyFor(env.wipe, kind);
   if (policy === 'never' || summary.status === 'interrupted') return undefined;
   const report = await wipeSource({
@@ -104,6 +116,7 @@ async function applyWipePolicy(env: IngestEnvironment, source: Source, summary: 
     cloud: env.wipe?.cloud,
     waitForCloud: env.wipe?.waitForCloud,
     station: env.settings.station,
+    onSecondRead,
   });
   const error = wipeError(report);
   if (error !== undefined && summary.status === 'complete') {

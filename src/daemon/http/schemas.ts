@@ -41,6 +41,7 @@ export const jobSnapshot = z
         bytesDone: int,
         bytesLeft: int,
         current: z.string().optional().describe('the file being copied'),
+        phase: z.enum(['verifying']).optional().describe('verifying: the wipe policy is reading the source a second time'),
       })
       .optional(),
     rateBytesPerSec: z.number().min(0).optional(),
