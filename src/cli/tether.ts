@@ -13,6 +13,7 @@ import { commandContext, type GlobalOptions } from './context.js';
 import { EXIT } from './exit.js';
 import { NoUploadWaitOption } from './ingest.js';
 import { defaultTetherSocket, serveTetherControl, type TetherControl } from './tether-control.js';
+import { startTetherPedals } from './tether-pedals.js';
 import type { IngestUploadFlags } from './upload.js';
 
 interface TetherOptions extends IngestUploadFlags {
@@ -171,9 +172,12 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
         const path = await source.trigger(both);
         return waiters.wait(path, both);
       };
+      let pedals: Awaited<ReturnType<typeof startTetherPedals>>;
       try {
         control = await serveTetherControl({ path: opts.socket ?? defaultTetherSocket(ctx.stateDir), capture: requestCapture, logger: ctx.logger });
+        pedals = await startTetherPedals({ pedals: ctx.config.pedals, capture: requestCapture, print, logger: ctx.logger });
       } catch (err) {
+        await control?.close().catch(() => undefined);
         await source.close().catch(() => undefined);
         journal.close();
         throw err;
@@ -237,6 +241,7 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
         if (opts.json) print({ event: 'stopped', status: 'failed', error: { code, message: (err as Error).message } }, '');
         throw err;
       } finally {
+        await pedals?.close().catch((e: unknown) => ctx.logger.warn({ err: e }, 'closing the pedals failed'));
         await control.close().catch((e: unknown) => ctx.logger.warn({ err: e }, 'closing the control socket failed'));
         await Promise.allSettled(previews);
         await source.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: source.uri }, 'closing the camera failed'));
