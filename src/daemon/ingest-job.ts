@@ -26,8 +26,13 @@ export interface IngestEnvironment {
    * reach the cloud without anyone being told).
    */
   afterIngest?: ((summary: IngestSummary, logger: Logger) => Promise<void>) | undefined;
-  /** Each file a job copied, once journaled (the daemon's event stream). */
-  onFile?: ((job: number, source: string, file: FileOutcome) => void) | undefined;
+  /** Queues files for upload at once (a tethering session's shots, one by one); undefined without an upload target. */
+  queueUpload?: ((fileIds: readonly number[], logger: Logger) => Promise<void>) | undefined;
+  /**
+   * Each file a job copied, once journaled (the daemon's event stream); returns the preview being made of
+   * it, if one is (its path, or undefined when none could be made).
+   */
+  onFile?: ((job: number, source: string, file: FileOutcome) => Promise<string | undefined> | undefined) | undefined;
   /** What card and camera jobs do with their source's files once verified (see wipe-policy.ts). */
   wipe?: WipePolicies | undefined;
 }
@@ -72,7 +77,7 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
       logger: ctx.logger,
       signal: ctx.signal,
       onProgress: report,
-      ...(env.onFile ? { onFile: (f: FileOutcome) => env.onFile?.(ctx.id, source.uri, f) } : {}),
+      ...(env.onFile ? { onFile: (f: FileOutcome) => void env.onFile?.(ctx.id, source.uri, f) } : {}),
     });
     if (env.afterIngest) {
       try {
