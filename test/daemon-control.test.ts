@@ -120,7 +120,11 @@ describe('control socket', () => {
     const c = await raw();
     c.send('{"v":1,"id":3,"cmd":"format-card"}\n');
     const r = await c.next();
-    expect(r).toMatchObject({ id: 3, ok: false, error: { code: 'USAGE', context: { reason: 'unknown-command', known: ['ping', 'status', 'ingest', 'cancel', 'wait', 'capture'] } } });
+    expect(r).toMatchObject({
+      id: 3,
+      ok: false,
+      error: { code: 'USAGE', context: { reason: 'unknown-command', known: ['ping', 'status', 'ingest', 'cancel', 'wait', 'capture'] } },
+    });
     expect((r['error'] as { message: string }).message).toBe('unknown command "format-card" (known: ping, status, ingest, cancel, wait, capture)');
     c.socket.destroy();
   });
