@@ -137,3 +137,35 @@ export function linkSignals(a: AbortSignal | undefined, b: AbortSignal): { signa
     },
   };
 }
+
+/**
+ * Outcomes by key, and who waits for them: a caller learns a key (a shot's path from the camera) and
+ * waits for its outcome, which may already be in (the newest `keep` are kept a while for that).
+ */
+export class KeyedOutcomes<T> {
+  readonly #waiting = new Map<string, Array<{ resolve: (v: T) => void; reject: (e: unknown) => void }>>();
+  readonly #done = new Map<string, { value: T } | { error: Error }>();
+
+  constructor(private readonly keep = 64) {}
+
+  settle(key: string, outcome: { value: T } | { error: Error }): void {
+    this.#done.set(key, outcome);
+    if (this.#done.size > this.keep) this.#done.delete(this.#done.keys().next().value as string);
+    for (const w of this.#waiting.get(key) ?? []) 'error' in outcome ? w.reject(outcome.error) : w.resolve(outcome.value);
+    this.#waiting.delete(key);
+  }
+
+  wait(key: string, signal: AbortSignal): Promise<T> {
+    const done = this.#done.get(key);
+    if (done) return 'error' in done ? Promise.reject(done.error) : Promise.resolve(done.value);
+    const list = this.#waiting.get(key) ?? [];
+    this.#waiting.set(key, list);
+    let entry!: { resolve: (v: T) => void; reject: (e: unknown) => void };
+    const outcome = new Promise<T>((resolve, reject) => (entry = { resolve, reject }));
+    list.push(entry);
+    return abortable(outcome, signal, () => {
+      const i = list.indexOf(entry);
+      if (i >= 0) list.splice(i, 1);
+    });
+  }
+}

@@ -126,8 +126,9 @@ describe('api', () => {
     expect(eject).toMatchObject({ status: 404, body: { error: { code: 'USAGE', message: expect.stringContaining('no longer mounted') } } });
     doc.matches('/api/v1/devices/{id}/eject', 'post', 404, eject.body);
     const capture = await json(`${url}/api/v1/capture`, { method: 'POST' });
-    expect(capture.status).toBe(501);
-    doc.matches('/api/v1/capture', 'post', 501, capture.body);
+    // No camera is tethered (the daemon has no [tether] cameras): a conflict, not a fault.
+    expect(capture).toMatchObject({ status: 409, body: { error: { code: 'SOURCE_NOT_FOUND', message: expect.stringContaining('no camera is tethered') } } });
+    doc.matches('/api/v1/capture', 'post', 409, capture.body);
     // The control socket's status (`shuttle status`) shows the same station view.
     const status = daemon.status();
     expect(status.station).toEqual({ state: 'safe-to-pull', reason: expect.any(String), devices: [expect.objectContaining({ id: 'card-1', state: 'safe-to-pull' })] });

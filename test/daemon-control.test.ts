@@ -44,6 +44,7 @@ function handlers(): ControlHandlers {
       await sleep(job * 10, undefined, { signal }).catch(() => {});
       return { job: { id: job, state: 'done' } };
     },
+    capture: () => ({ event: 'verified' }),
   };
 }
 
@@ -119,8 +120,12 @@ describe('control socket', () => {
     const c = await raw();
     c.send('{"v":1,"id":3,"cmd":"format-card"}\n');
     const r = await c.next();
-    expect(r).toMatchObject({ id: 3, ok: false, error: { code: 'USAGE', context: { reason: 'unknown-command', known: ['ping', 'status', 'ingest', 'cancel', 'wait'] } } });
-    expect((r['error'] as { message: string }).message).toBe('unknown command "format-card" (known: ping, status, ingest, cancel, wait)');
+    expect(r).toMatchObject({
+      id: 3,
+      ok: false,
+      error: { code: 'USAGE', context: { reason: 'unknown-command', known: ['ping', 'status', 'ingest', 'cancel', 'wait', 'capture'] } },
+    });
+    expect((r['error'] as { message: string }).message).toBe('unknown command "format-card" (known: ping, status, ingest, cancel, wait, capture)');
     c.socket.destroy();
   });
 

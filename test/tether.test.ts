@@ -325,6 +325,29 @@ test('a-camera-without-objectadded-events-is-polled-for-new-shots', async () => 
   expect(stopped).toMatchObject({ copied: 3, failed: 0, status: 'complete' });
 });
 
+test('tether-with-a-pedal-configured-but-none-plugged-in-says-so-and-shuttle-capture-still-fires', async () => {
+  const pool = join(work.path, 'pool');
+  await mkdir(pool);
+  await writeFile(join(pool, 'POOL_A.JPG'), await shot('POOL_A.JPG'));
+  await startCamera({ pool });
+  const config = join(work.path, 'shuttle.toml');
+  await writeFile(config, '[[pedals]]\ndevice = "0627:0001"\nkey = "b"\naction = "capture"\n');
+  const t = tether('--config', config, '--log-level', 'info');
+  await t.waitFor('ready');
+  const capture = await runCli(['capture', '--socket', join(state, 'tether.sock'), '--json', '--state', state]);
+  expect(capture.code, capture.stderr).toBe(0);
+  expect(JSON.parse(capture.stdout)).toMatchObject({ event: 'verified' });
+  const { code } = await t.stop();
+  expect(code, t.stderr()).toBe(0);
+  // The pedal was looked for (node-hid lists no such device here), and its absence ended nothing.
+  const log = t
+    .stderr()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { msg?: string });
+  expect(log.map((l) => l.msg)).toContain('no pedal connected yet: waiting for one');
+});
+
 test('tether-names-one-camera-a-folder-or-ptpip-alone-is-a-usage-error', async () => {
   for (const name of [card, 'ptpip:']) {
     const r = await runCli(['tether', name, '--dest', dest, '--state', state]);

@@ -124,7 +124,7 @@ export async function requestCapture(path: string, signal?: AbortSignal): Promis
       reject(
         new ShuttleError('TRANSPORT', `no tethering session answers at ${path} (${errnoCode(cause) ?? cause.message}); is shuttle tether running?`, {
           cause,
-          context: { socket: path },
+          context: { socket: path, reason: 'no-session' },
         }),
       ),
     );

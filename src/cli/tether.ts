@@ -2,7 +2,8 @@ import { Command, Option } from 'commander';
 import { basename, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { uploadSettings } from '../config/index.js';
-import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
+import { KeyedOutcomes } from '../async.js';
+import { ShuttleError, isShuttleError } from '../errors.js';
 import { openTetheredCamera } from '../device/tethered-source.js';
 import { runIngest, type FileOutcome, type IngestSummary } from '../ingest/pipeline.js';
 import { previewPathFor, writePreview } from '../ingest/preview.js';
@@ -13,6 +14,7 @@ import { commandContext, type GlobalOptions } from './context.js';
 import { EXIT } from './exit.js';
 import { NoUploadWaitOption } from './ingest.js';
 import { defaultTetherSocket, serveTetherControl, type TetherControl } from './tether-control.js';
+import { startTetherPedals } from './tether-pedals.js';
 import type { IngestUploadFlags } from './upload.js';
 
 interface TetherOptions extends IngestUploadFlags {
@@ -31,48 +33,6 @@ export interface VerifiedLine {
   preview: string | null;
   ms: { verified: number; preview: number | null } | null;
   queued?: boolean;
-}
-
-/**
- * Who waits for which shot to be verified: `requestCapture` learns the new shot's path from the camera
- * and waits here for its line (kept a short while, should the shot be done first).
- */
-class ShotWaiters {
-  readonly #waiting = new Map<string, Array<{ resolve: (l: VerifiedLine) => void; reject: (e: unknown) => void }>>();
-  readonly #done = new Map<string, VerifiedLine | ShuttleError>();
-
-  settle(path: string, outcome: VerifiedLine | ShuttleError): void {
-    this.#done.set(path, outcome);
-    if (this.#done.size > 64) this.#done.delete(this.#done.keys().next().value as string);
-    for (const w of this.#waiting.get(path) ?? []) outcome instanceof ShuttleError ? w.reject(outcome) : w.resolve(outcome);
-    this.#waiting.delete(path);
-  }
-
-  wait(path: string, signal: AbortSignal): Promise<VerifiedLine> {
-    const done = this.#done.get(path);
-    if (done) return done instanceof ShuttleError ? Promise.reject(done) : Promise.resolve(done);
-    return new Promise((resolve, reject) => {
-      const list = this.#waiting.get(path) ?? [];
-      this.#waiting.set(path, list);
-      const w = {
-        resolve: (l: VerifiedLine) => {
-          signal.removeEventListener('abort', onAbort);
-          resolve(l);
-        },
-        reject: (e: unknown) => {
-          signal.removeEventListener('abort', onAbort);
-          reject(e);
-        },
-      };
-      const onAbort = (): void => {
-        list.splice(list.indexOf(w), 1);
-        reject(abortReason(signal));
-      };
-      if (signal.aborted) return onAbort();
-      signal.addEventListener('abort', onAbort, { once: true });
-      list.push(w);
-    });
-  }
 }
 
 /**
@@ -139,7 +99,7 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
       };
       const journal = Journal.open(ctx.stateDir);
       const previews = new Set<Promise<void>>();
-      const waiters = new ShotWaiters();
+      const waiters = new KeyedOutcomes<VerifiedLine>();
       let control: TetherControl | undefined;
       let summary: IngestSummary;
       const source = await openTetheredCamera(
@@ -171,9 +131,12 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
         const path = await source.trigger(both);
         return waiters.wait(path, both);
       };
+      let pedals: Awaited<ReturnType<typeof startTetherPedals>>;
       try {
         control = await serveTetherControl({ path: opts.socket ?? defaultTetherSocket(ctx.stateDir), capture: requestCapture, logger: ctx.logger });
+        pedals = await startTetherPedals({ pedals: ctx.config.pedals, capture: requestCapture, print, logger: ctx.logger });
       } catch (err) {
+        await control?.close().catch(() => undefined);
         await source.close().catch(() => undefined);
         journal.close();
         throw err;
@@ -182,7 +145,7 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
         const verifiedAt = performance.now();
         const announced = source.announcedAt(f.path);
         if (f.state === 'failed') {
-          waiters.settle(f.path, new ShuttleError('DEST_WRITE_FAILED', `${f.path} was not verified at every destination (see the log)`, { context: { path: f.path } }));
+          waiters.settle(f.path, { error: new ShuttleError('DEST_WRITE_FAILED', `${f.path} was not verified at every destination (see the log)`, { context: { path: f.path } }) });
           print({ event: 'failed', name: f.path }, `${basename(f.path)}: FAILED (see the log)`);
           return;
         }
@@ -216,7 +179,7 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
           const took = ms === null ? '' : ` in ${(ms.verified / 1000).toFixed(1)} s`;
           const line: VerifiedLine = { event: 'verified', name: f.path, files, preview, ms, ...(queued === undefined ? {} : { queued }) };
           print({ ...line }, `${basename(f.path)}: verified at ${files.length} destination(s)${took}${preview ? ', preview ready' : ''}`);
-          waiters.settle(f.path, line);
+          waiters.settle(f.path, { value: line });
         })();
         previews.add(job);
         void job.finally(() => previews.delete(job));
@@ -237,6 +200,7 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
         if (opts.json) print({ event: 'stopped', status: 'failed', error: { code, message: (err as Error).message } }, '');
         throw err;
       } finally {
+        await pedals?.close().catch((e: unknown) => ctx.logger.warn({ err: e }, 'closing the pedals failed'));
         await control.close().catch((e: unknown) => ctx.logger.warn({ err: e }, 'closing the control socket failed'));
         await Promise.allSettled(previews);
         await source.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: source.uri }, 'closing the camera failed'));

@@ -6,6 +6,7 @@ import { isValidTimeZone } from '../time-zone.js';
 import { OBJECT_CHECKSUMS } from '../upload/checksum.js';
 import { PROVIDERS, type ProviderName } from '../upload/provider.js';
 import { KEY_NAMES, LIGHT_DRIVERS, PEDAL_ACTIONS } from '../hid-vocabulary.js';
+import { parseCameraSelector } from '../camera-names.js';
 
 /**
  * The one description of Shuttle's configuration. Keys are snake_case as written in TOML, in `SHUTTLE_*`
@@ -392,9 +393,33 @@ export const notifySchema = table({
   retries: z.int().min(0).max(10).default(3).describe('a notification that could not be delivered is tried again this many times'),
   retry_ms: z.int().min(100).max(3_600_000).default(2_000).describe('wait before the first retry of a notification, doubled for each further one'),
 });
+const cameraSelector = z
+  .string()
+  .refine(
+    (t) => {
+      try {
+        parseCameraSelector(t);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    { message: 'is not a camera selector (usb:, usb:VID:PID, usb:VID:*, usb:BUS-PORT, ptpip:, ptpip:HOST[:PORT] or serial:SERIAL)' },
+  )
+  .transform((t) => t.trim());
 
 const tetherSchema = table({
   preview_long_edge: z.int().min(16).max(16384).default(1600).describe('`shuttle tether`: longer side in pixels of the preview made of each JPEG shot (never enlarged)'),
+  cameras: z
+    .array(cameraSelector)
+    .default([])
+    .describe(
+      'the daemon keeps these cameras in a tethering session while attached (every new shot verified and previewed, `shuttle capture` and pedals fire them) instead of a one-off ingest: usb:, usb:VID:PID, usb:VID:*, usb:BUS-PORT, ptpip:, ptpip:HOST[:PORT], serial:SERIAL',
+    ),
+  capture_target: z
+    .enum(['card', 'host'])
+    .default('card')
+    .describe("the daemon's tethered cameras: where a capture puts the image, the camera's card or its memory (fetched at once)"),
 });
 
 /** `[[pedals]]`: a key on a USB foot pedal, button box or keyboard (HID) and what pressing it asks for. */

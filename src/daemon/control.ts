@@ -258,7 +258,7 @@ export class ControlServer {
       const req = parseRequest(line);
       id = req.id;
       // Requests that change something are worth a line at info; status polls are not.
-      const level = req.cmd === 'ingest' || req.cmd === 'cancel' ? 'info' : 'debug';
+      const level = req.cmd === 'ingest' || req.cmd === 'cancel' || req.cmd === 'capture' ? 'info' : 'debug';
       this.#opts.logger[level]({ cmd: req.cmd, id, args: req.args, peer }, 'control request');
       const handler = this.#opts.handlers[req.cmd] as (args: unknown, ctx: RequestContext) => unknown;
       reply = encodeResult(id, await handler(req.args, { signal }));

@@ -15,9 +15,11 @@ import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/sett
 import { parseListen, uploadSettings } from '../config/index.js';
 import { FileList } from '../store/file-list.js';
 import type { EjectResult } from '../device/card/eject.js';
+import type { HidBackend } from '../device/hid/index.js';
 import type { ApiServer } from './http/server.js';
 import type { StationMetrics } from './metrics.js';
 import type { PreviewMaker } from './previews.js';
+import type { CapturedShot, TetherSessions } from './tether-sessions.js';
 import { JobScheduler, noSuchJob } from './jobs.js';
 import { CARD_MOUNT_BASE, MountWatcher, parseMountinfo } from './mounts.js';
 import { SystemdNotifier } from './notify.js';
@@ -26,6 +28,7 @@ import type { PtpIpWatcher } from './ptpip-watcher.js';
 import { resolveRequestedSource, within, type AllowedRoot, type RequestedSource } from './request-source.js';
 import { serverSocketPath } from './socket-path.js';
 import { Sinks } from './sinks/index.js';
+import { StationHid } from './station-hid.js';
 import { StationStateTracker } from './station-state.js';
 import type { DaemonStatus, JobSnapshot } from './status.js';
 import { DaemonUploader } from './uploads.js';
@@ -55,6 +58,8 @@ export interface DaemonOptions {
   usbWatcher?: ((logger: Logger) => UsbCameraWatcher) | undefined;
   /** The HTTP API's event-stream keep-alive interval and client buffer bound (tests make them small). */
   api?: { heartbeatMs?: number | undefined; sseMaxBufferBytes?: number | undefined } | undefined;
+  /** The HID devices' backend and poll interval (tests give a fake node-hid). */
+  hid?: { backend?: HidBackend | undefined; pollMs?: number | undefined } | undefined;
 }
 
 /** Where the daemon's single-instance lock lives: one daemon per state dir (journal). */
@@ -88,6 +93,8 @@ export class Daemon {
   #metrics: StationMetrics | undefined;
   #previews: PreviewMaker | undefined;
   #sinks: Sinks | undefined;
+  #hid: StationHid | undefined;
+  #tether: TetherSessions | undefined;
   #resources: string[] = [];
   #stopping: Promise<void> | undefined;
   #statusTimer: NodeJS.Timeout | undefined;
@@ -108,7 +115,7 @@ export class Daemon {
         this.#statusLineSoon();
         this.#publishJob(job);
       },
-      onProgress: (id, snapshot) => this.events.progress(id, snapshot),
+      onProgress: (id, snapshot, phaseChanged) => this.events.progress(id, snapshot, phaseChanged),
     });
     this.station = new StationStateTracker(this.events, () => ({
       devices: this.#devices?.status() ?? [],
@@ -174,7 +181,7 @@ export class Daemon {
       settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS, uploader !== undefined),
       stateDir,
       timeZone: config.ingest.timeZone,
-      ...(uploader ? { afterIngest: (summary, logger) => uploader.enqueue(summary.fileIds, logger) } : {}),
+      ...(uploader ? { afterIngest: (summary, logger) => uploader.enqueue(summary.fileIds, logger), queueUpload: (ids, logger) => uploader.enqueue(ids, logger) } : {}),
       onFile: (job, source, f) => {
         this.events.publish({
           type: f.state === 'verified' ? 'file.verified' : 'file.failed',
@@ -186,17 +193,26 @@ export class Daemon {
           mtimeMs: f.mtimeMs,
           copies: f.copies.map((c) => join(c.root, c.rel)),
         });
-        this.#previews?.add(job, f);
+        return this.#previews?.add(job, f);
       },
       wipe: wipePolicies(config),
       onFinished: (done, logger) => sinks.report(done, logger),
     };
     this.#resources = destinations.map((d) => `destination ${d.path}`);
+    if (api !== undefined || config.tether.cameras.length > 0) {
+      const { PreviewMaker } = await import('./previews.js');
+      this.#previews = new PreviewMaker({ stateDir, longEdge: config.tether.previewLongEdge, hub: this.events, logger: this.#log });
+    }
+    if (config.tether.cameras.length > 0) {
+      const { TetherSessions } = await import('./tether-sessions.js');
+      this.#tether = new TetherSessions({ env: this.#env, cameras: config.tether.cameras, captureTarget: config.tether.captureTarget, logger: this.#log });
+    }
     this.#devices = new DeviceRegistry({
       scheduler: this.scheduler,
       env: this.#env,
       resources: this.#resources,
       logger: this.#log,
+      sessionFor: (device) => this.#tether?.runnerFor(device),
       onChange: (change, device, reason) => this.events.publish({ type: change === 'connected' ? 'device.connected' : 'device.gone', device, reason }),
     });
 
@@ -236,6 +252,15 @@ export class Daemon {
     }
     for (const w of this.#opts.watchers ?? []) await this.#devices.add(w);
     this.#uploader?.start();
+    this.#hid = await StationHid.start({
+      config,
+      capture: (signal) => this.#capture(signal),
+      hub: this.events,
+      state: () => this.station.view.state,
+      logger: this.#log,
+      backend: this.#opts.hid?.backend,
+      pollMs: this.#opts.hid?.pollMs,
+    });
 
     this.#log.info(
       {
@@ -302,6 +327,8 @@ export class Daemon {
     // After the jobs, so that clients waiting on one get its final state before the socket goes.
     await this.#server?.close();
     await this.#previews?.close();
+    // After the jobs: the light's last state is what they ended in, then it goes dark.
+    await this.#hid?.close();
     await this.#api?.close().catch((err: unknown) => this.#log.warn({ err }, 'closing the HTTP API failed'));
     this.#metrics?.close();
     this.station.close();
@@ -356,7 +383,7 @@ export class Daemon {
 
   /** The HTTP API, its metrics and the previews its dashboard shows (loaded only when configured). */
   async #startApi(api: { host: string; port: number; token: string | undefined }): Promise<void> {
-    const [{ ApiServer }, { StationMetrics }, { PreviewMaker }] = await Promise.all([import('./http/server.js'), import('./metrics.js'), import('./previews.js')]);
+    const [{ ApiServer }, { StationMetrics }] = await Promise.all([import('./http/server.js'), import('./metrics.js')]);
     const config = this.#opts.config;
     this.#metrics = new StationMetrics(this.events, {
       version: VERSION,
@@ -369,7 +396,6 @@ export class Daemon {
         return { card: d.filter((x) => x.kind === 'card').length, camera: d.filter((x) => x.kind === 'camera').length };
       },
     });
-    this.#previews = new PreviewMaker({ stateDir: this.#opts.stateDir, longEdge: config.tether.previewLongEdge, hub: this.events, logger: this.#log });
     const uploader = this.#uploader;
     this.#api = await ApiServer.start({
       host: api.host,
@@ -394,6 +420,7 @@ export class Daemon {
         destinations: () => this.#env.destinations.map((d) => d.path),
         uploads: uploader,
         eject: (id) => this.#eject(id),
+        capture: (signal) => this.#capture(signal),
       },
     });
   }
@@ -428,7 +455,18 @@ export class Daemon {
         return { job: snap };
       },
       wait: async ({ job }, { signal }) => ({ job: await this.scheduler.wait(job, signal) }),
+      capture: ({ camera }, { signal }) => this.#capture(signal, camera),
     };
+  }
+
+  /** Fires a tethered camera; SOURCE_NOT_FOUND (HTTP 409) when none is in session or tether mode is off. */
+  async #capture(signal: AbortSignal, camera?: string): Promise<CapturedShot> {
+    if (!this.#tether) {
+      throw new ShuttleError('SOURCE_NOT_FOUND', 'no camera is tethered: the daemon keeps cameras in session only when [tether] cameras names them (or use shuttle tether)', {
+        context: { http: 409 },
+      });
+    }
+    return this.#tether.capture(signal, camera);
   }
 
   /** A requested source, if the configuration allows it (see request-source.ts). */

@@ -1,7 +1,8 @@
 import type { Logger } from '../log.js';
+import type { CameraFacts } from '../camera-names.js';
 import type { SourceOpener } from '../device/detect.js';
 import { runIngestJob, type IngestEnvironment } from './ingest-job.js';
-import type { JobScheduler } from './jobs.js';
+import type { JobContext, JobOutcome, JobScheduler } from './jobs.js';
 import type { DeviceStatus } from './status.js';
 
 /**
@@ -23,6 +24,8 @@ export interface AttachedDevice {
    */
   jobKey: string;
   open: SourceOpener;
+  /** A camera's ids and address, for `[tether] cameras` to match. */
+  camera?: CameraFacts | undefined;
 }
 
 export interface DeviceEvents {
@@ -58,6 +61,8 @@ export interface DeviceRegistryOptions {
   env: IngestEnvironment;
   resources: readonly string[];
   logger: Logger;
+  /** The job body for a device that is not ingested once (a camera kept in a tethering session). */
+  sessionFor?: ((device: AttachedDevice) => ((ctx: JobContext) => Promise<JobOutcome>) | undefined) | undefined;
   /** Called after a device was attached (with its job, if one started) and after it went away. */
   onChange?: ((change: 'connected' | 'gone', device: DeviceStatus, reason?: string) => void) | undefined;
 }
@@ -113,13 +118,16 @@ export class DeviceRegistry {
     this.#attached.set(device.id, entry);
     log.info({ kind: device.kind, label: device.label, uri: device.uri }, 'device attached');
     try {
+      const session = this.#opts.sessionFor?.(device);
       const { job } = this.#opts.scheduler.submit({
         key: device.jobKey,
         kind: device.kind,
         label: device.label,
-        origin: `device:${watcher}`,
+        origin: session ? `tether:${watcher}` : `device:${watcher}`,
+        // A session holds its destinations' locks while the camera stays (one run, as with `shuttle
+        // tether`): other jobs on them wait in the queue, saying for which job, not on a lock file.
         resources: this.#opts.resources,
-        run: (ctx) => runIngestJob(this.#opts.env, device.open, ctx, { kind: device.kind }),
+        run: session ?? ((ctx) => runIngestJob(this.#opts.env, device.open, ctx, { kind: device.kind })),
       });
       entry.job = job.id;
     } catch (err) {

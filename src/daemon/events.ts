@@ -118,13 +118,15 @@ export class EventHub {
   /**
    * A job's progress, throttled per job: published now if its last one is old enough, else at its next
    * slot with the figures of that moment. The snapshot is taken only when published: progress is reported
-   * far more often than anyone needs to see it.
+   * far more often than anyone needs to see it. `urgent` publishes at once (a job entering a new phase, which
+   * changes the station's state).
    */
-  progress(jobId: number, snapshot: () => JobSnapshot): void {
+  progress(jobId: number, snapshot: () => JobSnapshot, urgent = false): void {
     if (this.#closed) return;
     const last = this.#lastProgressAt.get(jobId) ?? -Infinity;
     const now = performance.now();
-    if (now - last >= this.#progressMs && !this.#pendingProgress.has(jobId)) {
+    if (urgent || (now - last >= this.#progressMs && !this.#pendingProgress.has(jobId))) {
+      this.#pendingProgress.delete(jobId);
       this.#lastProgressAt.set(jobId, now);
       this.publish({ type: 'job.progress', job: snapshot() });
       return;

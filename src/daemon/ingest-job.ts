@@ -5,7 +5,7 @@ import { runIngest, type DestinationSpec, type FileOutcome, type IngestSettings,
 import type { Logger } from '../log.js';
 import type { Journal } from '../store/journal.js';
 import type { JobContext, JobOutcome } from './jobs.js';
-import type { JobKind, JobResultFigures } from './status.js';
+import type { JobKind, JobProgress, JobResultFigures } from './status.js';
 import type { Source } from '../device/source.js';
 import { wipeError, wipeSource, type WipeReport } from '../ingest/wipe.js';
 import { policyFor, type WipePolicies } from './wipe-policy.js';
@@ -27,8 +27,13 @@ export interface IngestEnvironment {
    * reach the cloud without anyone being told).
    */
   afterIngest?: ((summary: IngestSummary, logger: Logger) => Promise<void>) | undefined;
-  /** Each file a job copied, once journaled (the daemon's event stream). */
-  onFile?: ((job: number, source: string, file: FileOutcome) => void) | undefined;
+  /** Queues files for upload at once (a tethering session's shots, one by one); undefined without an upload target. */
+  queueUpload?: ((fileIds: readonly number[], logger: Logger) => Promise<void>) | undefined;
+  /**
+   * Each file a job copied, once journaled (the daemon's event stream); returns the preview being made of
+   * it, if one is (its path, or undefined when none could be made).
+   */
+  onFile?: ((job: number, source: string, file: FileOutcome) => Promise<string | undefined> | undefined) | undefined;
   /** What card and camera jobs do with their source's files once verified (see wipe-policy.ts). */
   wipe?: WipePolicies | undefined;
   /**
@@ -80,6 +85,11 @@ export function resultFigures(s: IngestSummary, wiped?: number): JobResultFigure
 export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, ctx: JobContext, opts: IngestJobOptions = {}): Promise<JobOutcome> {
   const source = await open({ stateDir: env.stateDir, timeZone: env.timeZone, logger: ctx.logger, signal: ctx.signal });
   const startedAt = new Date();
+  let progress: JobProgress = { filesTotal: 0, filesDone: 0, bytesTotal: 0, bytesDone: 0 };
+  const report = (p: JobProgress): void => {
+    progress = { ...p };
+    ctx.progress(p);
+  };
   try {
     const summary = await runIngest({
       sources: [source],
@@ -88,8 +98,8 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
       settings: env.settings,
       logger: ctx.logger,
       signal: ctx.signal,
-      onProgress: ctx.progress,
-      ...(env.onFile ? { onFile: (f: FileOutcome) => env.onFile?.(ctx.id, source.uri, f) } : {}),
+      onProgress: report,
+      ...(env.onFile ? { onFile: (f: FileOutcome) => void env.onFile?.(ctx.id, source.uri, f) } : {}),
     });
     if (env.afterIngest) {
       try {
@@ -100,7 +110,7 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
         if (summary.status === 'complete') summary.status = 'failed';
       }
     }
-    const wipe = await applyWipePolicy(env, source, summary, ctx, opts.kind);
+    const wipe = await applyWipePolicy(env, source, summary, ctx, opts.kind, () => report({ ...progress, current: undefined, phase: 'verifying' }));
     if (env.onFinished) {
       const identity = await source.identity().catch(() => undefined);
       const done = { job: ctx.id, source: source.uri, identity, summary, wipe, startedAt, finishedAt: new Date() };
@@ -118,7 +128,14 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
  * uploader to verify them). A wipe that did not happen after a complete ingest fails the job, named in
  * its errors: the card must not look done. Returns the files deleted, or undefined without a policy.
  */
-async function applyWipePolicy(env: IngestEnvironment, source: Source, summary: IngestSummary, ctx: JobContext, kind: JobKind | undefined): Promise<WipeReport | undefined> {
+async function applyWipePolicy(
+  env: IngestEnvironment,
+  source: Source,
+  summary: IngestSummary,
+  ctx: JobContext,
+  kind: JobKind | undefined,
+  onSecondRead: () => void,
+): Promise<WipeReport | undefined> {
   const policy = policyFor(env.wipe, kind);
   if (policy === 'never' || summary.status === 'interrupted') return undefined;
   const report = await wipeSource({
@@ -131,6 +148,7 @@ async function applyWipePolicy(env: IngestEnvironment, source: Source, summary: 
     cloud: env.wipe?.cloud,
     waitForCloud: env.wipe?.waitForCloud,
     station: env.settings.station,
+    onSecondRead,
   });
   const error = wipeError(report);
   if (error !== undefined && summary.status === 'complete') {

@@ -47,8 +47,11 @@ export interface SchedulerOptions {
   keepFinished?: number | undefined;
   /** Called after every state change (the daemon refreshes its systemd STATUS line). */
   onChange?: ((job: JobSnapshot) => void) | undefined;
-  /** Called on every progress report of a running job; `snapshot` gives its figures at the time it is called. */
-  onProgress?: ((id: number, snapshot: () => JobSnapshot) => void) | undefined;
+  /**
+   * Called on every progress report of a running job; `snapshot` gives its figures at the time it is
+   * called. `phaseChanged` when the job entered or left a phase (which must not wait for a throttle).
+   */
+  onProgress?: ((id: number, snapshot: () => JobSnapshot, phaseChanged: boolean) => void) | undefined;
 }
 
 /** Why a job was stopped; decides whether it ends `cancelled` (someone meant it) or `interrupted` (shutdown). */
@@ -224,9 +227,10 @@ export class JobScheduler {
       signal: job.ac.signal,
       logger: job.logger,
       progress: (p) => {
+        const phaseChanged = job.progress?.phase !== p.phase;
         job.progress = { ...p };
         job.meter.sample(p.bytesDone);
-        this.#onProgress?.(job.id, () => this.#snapshot(job));
+        this.#onProgress?.(job.id, () => this.#snapshot(job), phaseChanged);
       },
     };
     // Started on the next turn so that submit() returns (and callers log) before the work logs anything.

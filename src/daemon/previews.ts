@@ -22,6 +22,7 @@ const MAX_WAITING = 500;
 interface Wanted {
   job: number;
   file: FileOutcome;
+  done: (preview: string | undefined) => void;
 }
 
 export class PreviewMaker {
@@ -31,21 +32,28 @@ export class PreviewMaker {
 
   constructor(private readonly o: { stateDir: string; longEdge: number; hub: EventHub; logger: Logger }) {}
 
-  /** Queues a verified file; its `preview.ready` event follows once the preview is written. */
-  add(job: number, file: FileOutcome): void {
-    if (this.#closed || file.state !== 'verified' || file.copies.length === 0) return;
-    this.#waiting.push({ job, file });
+  /**
+   * Queues a verified file; its `preview.ready` event follows once the preview is written. Resolves with
+   * the preview's path, or undefined when none is made (not an image, dropped, closed).
+   */
+  add(job: number, file: FileOutcome): Promise<string | undefined> {
+    if (this.#closed || file.state !== 'verified' || file.copies.length === 0) return Promise.resolve(undefined);
+    let done!: (preview: string | undefined) => void;
+    const made = new Promise<string | undefined>((resolve) => (done = resolve));
+    this.#waiting.push({ job, file, done });
     if (this.#waiting.length > MAX_WAITING) {
       const dropped = this.#waiting.shift()!;
       this.o.logger.debug({ path: dropped.file.path }, 'preview skipped: too many waiting');
+      dropped.done(undefined);
     }
     this.#running ??= this.#drain().finally(() => (this.#running = undefined));
+    return made;
   }
 
   /** Stops after the preview being made; the waiting ones are dropped. */
   async close(): Promise<void> {
     this.#closed = true;
-    this.#waiting.length = 0;
+    for (const w of this.#waiting.splice(0)) w.done(undefined);
     await this.#running;
   }
 
@@ -53,14 +61,15 @@ export class PreviewMaker {
     for (let w = this.#waiting.shift(); w !== undefined && !this.#closed; w = this.#waiting.shift()) {
       const first = w.file.copies[0]!;
       const target = previewPathFor(this.o.stateDir, first.rel);
+      let made = false;
       try {
-        if (!(await writePreview(join(first.root, first.rel), target, this.o.longEdge))) continue;
+        made = await writePreview(join(first.root, first.rel), target, this.o.longEdge);
       } catch (err) {
         this.o.logger.warn({ err, path: w.file.path }, 'no preview');
-        continue;
       }
-      if (this.#closed) return;
-      this.o.hub.publish({ type: 'preview.ready', job: w.job, fileId: w.file.fileId, path: w.file.path, preview: target, url: previewUrl(w.file.fileId) });
+      if (made && !this.#closed)
+        this.o.hub.publish({ type: 'preview.ready', job: w.job, fileId: w.file.fileId, path: w.file.path, preview: target, url: previewUrl(w.file.fileId) });
+      w.done(made ? target : undefined);
     }
   }
 }

@@ -49,6 +49,8 @@ export const COMMAND_ARGS = {
   cancel: z.strictObject({ job: z.int().min(1) }),
   /** Answers when the job has finished (any final state). */
   wait: z.strictObject({ job: z.int().min(1) }),
+  /** Fires a tethered camera (`camera`: its device id; else the first tethered); answers with the verified shot. */
+  capture: z.strictObject({ camera: z.string().min(1).max(4096).optional() }),
 } as const;
 
 export type CommandName = keyof typeof COMMAND_ARGS;

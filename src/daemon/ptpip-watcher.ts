@@ -139,5 +139,6 @@ export function networkCamera(cam: DiscoveredCamera): AttachedDevice {
     uri: cam.uri,
     jobKey: cam.uri,
     open: ptpipCameraOpener(cam.host, cam.port),
+    camera: { transport: 'ptpip', host: cam.host, port: cam.port, serial: cam.guid },
   };
 }

@@ -43,6 +43,10 @@ export function deriveStationState(inputs: StationInputs): StationView {
   // A job is reported finished while the scheduler still lists it as active: go by its state.
   const active = inputs.jobs.active.filter((j) => !FINAL_STATES.has(j.state));
   const running = active.filter((j) => j.state === 'running');
+  // Verifying only when nothing is copying any more: a crew reads it as "almost done", not as "busy".
+  if (active.length > 0 && active.every((j) => j.progress?.phase === 'verifying')) {
+    return { state: 'verifying', reason: `second read of ${active.map((j) => j.label).join(', ')}`, devices };
+  }
   if (active.length > 0) return { state: 'ingesting', reason: `${running.length} running, ${active.length - running.length} queued`, devices };
   if (devices.some((d) => d.state === 'safe-to-pull')) return { state: 'safe-to-pull', reason: `verified: ${named('safe-to-pull')}`, devices };
   if (inputs.uploadsPending > 0) return { state: 'uploading', reason: `${inputs.uploadsPending} files to upload`, devices };
@@ -58,8 +62,9 @@ export class StationStateTracker {
     private readonly hub: EventHub,
     private readonly inputs: () => StationInputs,
   ) {
+    // Progress too: a job entering its second read turns the station to verifying.
     this.#unsubscribe = hub.subscribe((e) => {
-      if (e.type !== 'station.state' && e.type !== 'job.progress') this.refresh();
+      if (e.type !== 'station.state') this.refresh();
     });
   }
 

@@ -16,6 +16,8 @@ export interface JobProgress {
   bytesTotal: number;
   bytesDone: number;
   current?: string | undefined;
+  /** `verifying` while a wipe reads the source a second time (the station shows it: not yet safe to pull). */
+  phase?: 'verifying' | undefined;
 }
 
 export interface JobResultFigures {

@@ -145,6 +145,7 @@ export class UsbCameraWatcher implements DeviceWatcher {
       uri,
       jobKey: uri,
       open: openCamera ? (ctx) => openCamera(uri, ctx) : usbCameraOpener(uri),
+      camera: { transport: 'usb', vendorId: info.vendorId, productId: info.productId, location: info.location, serial: info.serialNumber },
     };
     this.#events?.attach(device);
   }

@@ -69,6 +69,8 @@ export interface WipeRequest {
   waitForCloud?: ((state: CloudState, signal: AbortSignal) => Promise<void>) | undefined;
   /** For the mark-done file. */
   station: string;
+  /** Called once as the second read of the source begins (the daemon's station shows "verifying"). */
+  onSecondRead?: (() => void) | undefined;
 }
 
 class Refused extends Error {
@@ -205,6 +207,7 @@ async function gate(req: WipeRequest, store: WipeStore, report: WipeReport, log:
   }
 
   // The second read of the source, file by file; the first difference closes the gate.
+  if (candidates.length > 0) req.onSecondRead?.();
   for (const c of candidates) {
     if (signal.aborted) throw abortReason(signal);
     const read = await secondRead(req.source.removal!, c.item, signal).catch((e: unknown) => {

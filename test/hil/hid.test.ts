@@ -6,6 +6,7 @@
  */
 import { join } from 'node:path';
 import { beforeAll, expect, test } from 'vitest';
+import { writeJpeg } from '../support/fixtures.js';
 import { tempDir } from '../support/tree.js';
 import { GUEST_DIR, ensureGuestImage, requireHilPackages, startGuest, type RunningGuest } from './vm.js';
 
@@ -70,11 +71,21 @@ class Lines {
   }
 }
 
-test('hid-in-the-guest-a-usb-keyboard-pedal-plugged-in-later-fires-capture-once-per-press-survives-an-unplug-and-light-reports-reach-hidraw', async () => {
+test('hid-in-the-guest-a-usb-keyboard-pedal-plugged-in-later-fires-capture-once-per-press-survives-an-unplug-light-reports-reach-hidraw-and-a-press-shoots-in-a-tether-session', async () => {
   const work = await tempDir('shuttle-hil-hid-');
   const lines = new Lines();
   try {
-    const guest = await startGuest({ script: join(GUEST_DIR, 'hid.sh'), env: {}, workDir: join(work.path, 'vm'), qemuArgs: [], timeoutMs: 420_000, onLine: (l) => lines.add(l) });
+    // The image the simulated camera "shoots" on a capture, read by the guest through the shared root.
+    const pool = join(work.path, 'pool');
+    await writeJpeg(join(pool, 'POOL_A.JPG'), { seed: 5 });
+    const guest = await startGuest({
+      script: join(GUEST_DIR, 'hid.sh'),
+      env: { HIL_POOL: pool },
+      workDir: join(work.path, 'vm'),
+      qemuArgs: [],
+      timeoutMs: 720_000,
+      onLine: (l) => lines.add(l),
+    });
     const keyboard = { driver: 'usb-kbd', id: 'pedal', bus: 'xhci.0' };
     // send-key presses and releases; with -display none no console is bound, so events go to the active keyboard.
     const press = async (qmp: Awaited<ReturnType<RunningGuest['qmp']>>, key: string): Promise<void> => {
@@ -98,6 +109,11 @@ test('hid-in-the-guest-a-usb-keyboard-pedal-plugged-in-later-fires-capture-once-
       await lines.nth(/HIL:out pedal-log .*"msg":"pedal connected"/, 2, 60_000, guest);
       await press(qmp, 'b');
       await lines.nth(/HIL:result pedal rc=/, 1, 60_000, guest);
+
+      // The tethering session: once it is ready (its pedal open), one press of b fires the camera.
+      await lines.nth(/HIL:out tether \{"event":"ready"/, 1, 400_000, guest);
+      await press(qmp, 'b');
+      await lines.nth(/HIL:result tether rc=/, 1, 300_000, guest);
       qmp.close();
     } catch (err) {
       guest.kill();
@@ -136,7 +152,19 @@ test('hid-in-the-guest-a-usb-keyboard-pedal-plugged-in-later-fires-capture-once-
     expect(writes.at(-1)).toEqual({ event: 'write', kind: 'output', bytes: '0001ff000000000000', path: '/dev/hidraw0' });
     expect(light).toContainEqual({ event: 'shown', state: 'safe-to-pull', driver: 'luxafor', path: '/dev/hidraw0' });
     expect(light.at(-1)).toEqual({ event: 'off' });
+
+    // The press in the session: a capture by pedal, then the shot it fired verified, byte for byte the pool's image.
+    expect(
+      lines.all.some((l) => /HIL:result tether rc=0/.test(l)),
+      guest.output.slice(-4000),
+    ).toBe(true);
+    const tether = lines.json('tether');
+    expect(tether.filter((e) => e['event'] === 'capture')).toEqual([{ event: 'capture', by: 'pedal', key: 'b', device: '0627:0001' }]);
+    const shots = tether.filter((e) => e['event'] === 'verified');
+    expect(shots).toHaveLength(1);
+    expect(tether.at(-1)).toMatchObject({ event: 'stopped', copied: 1, failed: 0, status: 'complete' });
+    expect(lines.all.some((l) => l.includes('HIL:result shot same'))).toBe(true);
   } finally {
     await work.cleanup();
   }
-}, 480_000);
+}, 780_000);

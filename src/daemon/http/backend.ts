@@ -1,6 +1,7 @@
 import type { EjectResult } from '../../device/card/eject.js';
 import type { FileList } from '../../store/file-list.js';
 import type { EventHub } from '../events.js';
+import type { CapturedShot } from '../tether-sessions.js';
 import type { StationMetrics } from '../metrics.js';
 import type { StationView } from '../station-state.js';
 import type { DaemonUploadStatus, DeviceStatus, JobSnapshot } from '../status.js';
@@ -25,6 +26,8 @@ export interface ApiBackend {
   /** Undefined without an upload target. */
   uploads: UploadControl | undefined;
   eject(deviceId: string): Promise<EjectResult>;
+  /** Fires the tethered camera and resolves with the verified shot; SOURCE_NOT_FOUND (409) when none is tethered. */
+  capture(signal: AbortSignal): Promise<CapturedShot>;
 }
 
 export interface UploadControl {

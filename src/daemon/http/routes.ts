@@ -193,9 +193,29 @@ export function registerRoutes(app: ZodApp, ctx: { backend: ApiBackend; auth: Ap
     async (req) => ({ device: req.params.id, ...(await b.eject(req.params.id)) }),
   );
 
-  app.post('/api/v1/capture', { schema: { summary: 'Takes a shot on a tethered camera (none yet: 501)', response: { 501: s.errorBody, ...errors } } }, async () => {
-    throw httpError(501, 'no tethered camera: the daemon does not hold a camera session (use shuttle tether)');
-  });
+  app.post(
+    '/api/v1/capture',
+    {
+      schema: {
+        summary: 'Fires the tethered camera and answers once the new shot is verified (409 when no camera is tethered)',
+        response: { 200: s.capturedShot, 409: s.errorBody, 500: s.errorBody, ...errors },
+      },
+    },
+    async (_req, reply) => {
+      // A client that goes away stops waiting (the shot itself is still copied and verified).
+      const gone = new AbortController();
+      const onClose = (): void => {
+        if (!reply.raw.writableFinished) gone.abort(httpError(499, 'the client went away'));
+      };
+      reply.raw.once('close', onClose);
+      try {
+        const shot = await b.capture(gone.signal);
+        return { ...shot, previewUrl: shot.preview === null ? null : previewUrl(shot.fileId) };
+      } finally {
+        reply.raw.off('close', onClose);
+      }
+    },
+  );
 
   app.get(
     '/api/v1/events',

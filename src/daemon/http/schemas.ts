@@ -41,6 +41,7 @@ export const jobSnapshot = z
         bytesDone: int,
         bytesLeft: int,
         current: z.string().optional().describe('the file being copied'),
+        phase: z.enum(['verifying']).optional().describe('verifying: the wipe policy is reading the source a second time'),
       })
       .optional(),
     rateBytesPerSec: z.number().min(0).optional(),
@@ -195,6 +196,20 @@ export const ejectResult = z.object({
   poweredOff: z.boolean(),
   note: z.string().optional().describe('why it was not powered off'),
 });
+
+export const capturedShot = z
+  .object({
+    event: z.literal('verified'),
+    name: z.string().describe("the shot's path on the camera"),
+    files: z.array(z.string()).describe('its verified copies'),
+    preview: z.string().nullable().describe('its preview under the state folder, when one was made'),
+    previewUrl: z.string().nullable().describe('URL of its preview, when one was made'),
+    ms: z.object({ verified: int, preview: int.nullable() }).nullable().describe("milliseconds from the camera's new-object event to verified, and to the preview"),
+    job: int.describe('the tethering session'),
+    fileId: int,
+    camera: z.string().describe("the tethered camera's device id"),
+  })
+  .meta({ id: 'CapturedShot' });
 
 export const loginBody = z.object({ token: z.string().min(1).max(4096) });
 

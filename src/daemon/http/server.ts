@@ -61,8 +61,7 @@ export class ApiServer {
     app.setErrorHandler((err: FastifyError | ShuttleError, req, reply) => {
       const { status, body } = errorResponse(err);
       if (status === 401 && wantsHtml(req)) return reply.redirect(`/login?next=${encodeURIComponent(req.url)}`, 303);
-      // 501 (capture without a tethered camera) is an answer, not a fault.
-      if (status >= 500 && status !== 501) log.error({ err, method: req.method, url: req.url.split('?')[0] }, 'API request failed');
+      if (status >= 500) log.error({ err, method: req.method, url: req.url.split('?')[0] }, 'API request failed');
       else log.debug({ code: body.error.code, status, method: req.method, url: req.url.split('?')[0] }, 'API request refused');
       return reply.code(status).send(body);
     });

@@ -12,6 +12,16 @@ hil_forward() {
   tail -n +1 -F "$2" 2>/dev/null | while IFS= read -r line; do printf "HIL:out %s %s\n" "$1" "$line"; done &
 }
 
+# Waits up to $3 seconds (by the clock: under TCG a loop's own cost is far from nothing) for FILE ($1) to
+# hold a line matching $2.
+hil_wait_grep() {
+  end=$(($(date +%s) + $3))
+  while ! grep -q "$2" "$1" 2>/dev/null; do
+    [ "$(date +%s)" -ge "$end" ] && return 1
+    sleep 0.2
+  done
+}
+
 cat > /run/pedals.toml <<'TOML'
 [[pedals]]
 device = "keyboard"
@@ -45,5 +55,29 @@ hil_forward light /run/light.json
 echo "HIL:result light rc=$?"
 sleep 1
 cat /run/light.log
+
+# 3. The keyboard as the pedal of a tethering session: the camera simulator (its capture pool is the host's
+#    $HIL_POOL) on loopback, `shuttle tether` with the [[pedals]] above. The host presses b once the session
+#    is ready; the shot that press fired must arrive verified, byte for byte the pool's image. Then SIGTERM.
+ip link set lo up || hil_fail "no loopback"
+mkdir -p /run/card/DCIM/100CANON /run/lib
+"$HIL_NODE" "$HIL_SHUTTLE" simulate-camera --dir /run/card --pool "$HIL_POOL" --port 0 --time-zone UTC > /run/sim.out 2> /run/sim.log &
+sim=$!
+hil_wait_grep /run/sim.out '"port"' 180 || { cat /run/sim.log; hil_fail "the camera simulator did not start"; }
+port=$(sed -n 's/.*"port":\([0-9]*\).*/\1/p' /run/sim.out)
+: > /run/tether.json
+: > /run/tether.log
+hil_forward tether /run/tether.json
+hil_forward tether-log /run/tether.log
+"$HIL_NODE" "$HIL_SHUTTLE" --config /run/pedals.toml tether "ptpip:127.0.0.1:$port" --dest /run/lib --state /run/tstate --json > /run/tether.json 2> /run/tether.log &
+tether=$!
+hil_wait_grep /run/tether.json '"event":"verified"' 180 || echo "HIL:tether no shot verified within 180 s"
+kill -TERM "$tether"
+wait "$tether"
+echo "HIL:result tether rc=$?"
+kill -TERM "$sim"
+wait "$sim"
+copy=$(find /run/lib -name '*.JPG' | head -n 1)
+if [ -n "$copy" ] && cmp -s "$copy" "$HIL_POOL/POOL_A.JPG"; then echo "HIL:result shot same"; else echo "HIL:result shot differs ($copy)"; fi
 hil_event "done"
 hil_poweroff
