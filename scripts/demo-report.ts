@@ -30,6 +30,12 @@ interface Job {
 interface Station {
   uploads?: { target: string; state: string; depth: number; failed: number };
 }
+interface UploadQueue {
+  state: string;
+  paused: boolean;
+  depth: number;
+  items: Array<{ key: string; lastError?: string }>;
+}
 interface FileItem {
   fileId: number;
   job?: number;
@@ -105,18 +111,21 @@ async function main(): Promise<void> {
   console.log(`job ${job.id} done in ${seconds.toFixed(1)} s: ${job.label}`);
 
   // Every verified file is queued for upload before the job ends, so an empty queue now means all went.
+  // The S3 server is on this machine and answering: an upload error is a fault, not a network blip.
   const uploads = await until(
     'the uploads',
     async () => {
       const u = (await get<Station>('/api/v1/station')).uploads;
       if (u === undefined) throw new DemoFailure('the daemon has no upload target');
+      const q = await get<UploadQueue>('/api/v1/uploads?limit=100');
+      const err = q.items.find((i) => i.lastError !== undefined);
+      if (err) throw new DemoFailure(`upload of ${err.key} failed: ${err.lastError}`);
       if (u.state === 'failed' || u.failed > 0) throw new DemoFailure(`uploads ${u.state}, ${u.failed} failed (see the daemon's log)`);
       return u.depth === 0 ? u : undefined;
     },
     async () => {
-      const q = await get<{ state: string; depth: number; items: Array<{ key: string; lastError?: string }> }>('/api/v1/uploads?limit=3');
-      const err = q.items.find((i) => i.lastError !== undefined);
-      return `uploads ${q.state}, ${q.depth} pending${err ? `; ${err.key}: ${err.lastError}` : ''}`;
+      const q = await get<UploadQueue>('/api/v1/uploads?limit=1');
+      return `uploads ${q.state}${q.paused ? ' (paused)' : ''}, ${q.depth} pending`;
     },
   );
 

@@ -77,12 +77,22 @@ describe('scripts/demo.sh --once', () => {
     expect(await log('camera')).toMatch(/"signal":"SIGTERM","msg":"stopping camera simulator"/);
   });
 
-  test('fails-loudly-when-the-uploads-cannot-reach-the-bucket-and-still-stops-everything', async () => {
+  test('fails-at-the-first-upload-error-naming-it-and-still-stops-everything', async () => {
     // The daemon's environment overrides its config: uploads go to a port where nothing answers.
-    const r = await demo(8, { SHUTTLE_UPLOAD_ENDPOINT: 'http://127.0.0.1:9' });
+    const r = await demo(40, { SHUTTLE_UPLOAD_ENDPOINT: 'http://127.0.0.1:9' });
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(1);
     expect(r.stdout).toMatch(/^job 1 done in /m);
-    expect(r.stderr).toMatch(new RegExp(`^demo: timed out waiting for the uploads: uploads backing-off, ${SAMPLE_FILES} pending; shots/demo/\\S+: .+`, 'm'));
+    expect(r.stderr).toMatch(/^demo: upload of shots\/demo\/\S+ failed: .*ECONNREFUSED/m);
+    expect(r.stdout).not.toContain('demo: done');
+    expect(await leftovers()).toEqual([]);
+    expect(await log('daemon')).toMatch(/"msg":"daemon stopped"/);
+  });
+
+  test('gives-up-loudly-at-its-timeout-and-still-stops-everything', async () => {
+    // Bandwidth 0 pauses the uploads: nothing fails, nothing moves.
+    const r = await demo(8, { SHUTTLE_UPLOAD_BANDWIDTH: '0' });
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(1);
+    expect(r.stderr).toMatch(/^demo: timed out waiting for (job 1|the uploads): /m);
     expect(r.stdout).not.toContain('demo: done');
     expect(await leftovers()).toEqual([]);
     expect(await log('daemon')).toMatch(/"msg":"daemon stopped"/);
