@@ -100,6 +100,8 @@ install -m 0644 "$root/README.md" "$stage/"
 addon=build/Release/sd_notify.node
 [ -f "$root/$addon" ] || { say "$addon is missing: run npm ci (or npx node-gyp rebuild) first"; exit 1; }
 install -D -m 0755 "$root/$addon" "$stage/$addon"
+# The dashboard's static files (the daemon serves them at /; Preact and htm come from node_modules).
+cp -a "$root/web" "$stage/web"
 node_version=$("$stage/node_modules/node/bin/node" --version)
 printf 'name=%s\nversion=%s\narch=linux-%s\nnode=%s\n' "$name" "$version" "$arch" "$node_version" > "$stage/.shuttle-artifact"
 

@@ -20,6 +20,9 @@ APT_PACKAGES=(
   iproute2          # ss: the control socket's peer (pid, uid) is found through sock_diag
   make g++ python3  # node-gyp, which npm ci runs to build the sd_notify addon (binding.gyp)
   prometheus        # promtool check metrics: the daemon's /metrics as Prometheus reads it
+  chromium          # headless browser for the dashboard's tests (driven by playwright-core)
+  mosquitto mosquitto-clients # real MQTT broker and mosquitto_sub as the witness of the daemon's events
+  python3-aiosmtpd  # real SMTP server receiving the daemon's notification mails
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

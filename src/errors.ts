@@ -39,6 +39,8 @@ export type ErrorCode =
   | 'EJECT_FAILED'
   /** An HTTP API request without a valid token, or an action from another site. */
   | 'AUTH'
+  /** A notification (webhook, ntfy, email) or an MQTT publish could not be delivered. */
+  | 'NOTIFY_FAILED'
   | 'INTERNAL';
 
 /**

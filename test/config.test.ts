@@ -244,7 +244,8 @@ describe('environment and overrides', () => {
 
   test('every documented config variable sets its key', () => {
     // One valid value per variable; a key added to the schema without a line here fails this test.
-    const samples: Record<string, [string, (c: Config) => unknown, unknown]> = {
+    // A key of a table with required keys (a webhook's url) is set beside those (the fourth element).
+    const samples: Record<string, [string, (c: Config) => unknown, unknown, Record<string, string>?]> = {
       SHUTTLE_STATION: ['box-7', (c) => c.station, 'box-7'],
       SHUTTLE_STATE_DIR: ['/var/lib/x', (c) => c.stateDir, '/var/lib/x'],
       SHUTTLE_LOG_LEVEL: ['trace', (c) => c.logLevel, 'trace'],
@@ -292,13 +293,48 @@ describe('environment and overrides', () => {
       SHUTTLE_STATUS_LIGHT_DRIVER: ['busylight', (c) => c.statusLight?.driver, 'busylight'],
       SHUTTLE_STATUS_LIGHT_PATH: ['/dev/hidraw3', (c) => c.statusLight?.path, '/dev/hidraw3'],
       SHUTTLE_STATUS_LIGHT_SERIAL: ['3a1b2c3d', (c) => c.statusLight?.serial, '3a1b2c3d'],
+      SHUTTLE_EVENTS_MQTT: ['mqtt://broker:1883/studio', (c) => c.events?.mqtt, 'mqtt://broker:1883/studio'],
+      SHUTTLE_EVENTS_MQTT_USERNAME: ['cart', (c) => c.events?.mqttUsername, 'cart'],
+      SHUTTLE_EVENTS_MQTT_PASSWORD: ['pw', (c) => c.events?.mqttPassword, 'pw'],
+      SHUTTLE_EVENTS_MQTT_PASSWORD_FILE: ['/etc/shuttle/mqtt', (c) => c.events?.mqttPasswordFile, '/etc/shuttle/mqtt'],
+      SHUTTLE_EVENTS_MQTT_PROGRESS_MS: ['1000', (c) => c.events?.mqttProgressMs, 1000],
+      SHUTTLE_EVENTS_MQTT_QUEUE: ['50', (c) => c.events?.mqttQueue, 50],
+      SHUTTLE_NOTIFY_ON: ['failed,disk-low', (c) => c.notify?.on, ['failed', 'disk-low']],
+      SHUTTLE_NOTIFY_WINDOW_MS: ['0', (c) => c.notify?.windowMs, 0],
+      SHUTTLE_NOTIFY_REPEAT_MS: ['60000', (c) => c.notify?.repeatMs, 60000],
+      SHUTTLE_NOTIFY_DISK_LOW_BYTES: ['5000', (c) => c.notify?.diskLowBytes, 5000],
+      SHUTTLE_NOTIFY_CLOUD_UNREACHABLE_MINUTES: ['2.5', (c) => c.notify?.cloudUnreachableMinutes, 2.5],
+      SHUTTLE_NOTIFY_CHECK_MS: ['1000', (c) => c.notify?.checkMs, 1000],
+      SHUTTLE_NOTIFY_RETRIES: ['1', (c) => c.notify?.retries, 1],
+      SHUTTLE_NOTIFY_RETRY_MS: ['500', (c) => c.notify?.retryMs, 500],
+      SHUTTLE_NOTIFY_WEBHOOK_URL: ['https://h/x', (c) => c.notify?.webhook?.url, 'https://h/x'],
+      SHUTTLE_NOTIFY_WEBHOOK_SECRET: ['s', (c) => c.notify?.webhook?.secret, 's', { SHUTTLE_NOTIFY_WEBHOOK_URL: 'https://h/x' }],
+      SHUTTLE_NOTIFY_WEBHOOK_SECRET_FILE: ['/etc/s', (c) => c.notify?.webhook?.secretFile, '/etc/s', { SHUTTLE_NOTIFY_WEBHOOK_URL: 'https://h/x' }],
+      SHUTTLE_NOTIFY_NTFY_URL: ['https://ntfy.sh/t', (c) => c.notify?.ntfy?.url, 'https://ntfy.sh/t'],
+      SHUTTLE_NOTIFY_NTFY_TOKEN: ['tk', (c) => c.notify?.ntfy?.token, 'tk', { SHUTTLE_NOTIFY_NTFY_URL: 'https://ntfy.sh/t' }],
+      SHUTTLE_NOTIFY_NTFY_TOKEN_FILE: ['/etc/t', (c) => c.notify?.ntfy?.tokenFile, '/etc/t', { SHUTTLE_NOTIFY_NTFY_URL: 'https://ntfy.sh/t' }],
+      ...Object.fromEntries(
+        (
+          [
+            ['SMTP', 'smtp://mail:25', (c: Config) => c.notify?.email?.smtp, 'smtp://mail:25'],
+            ['FROM', 'a@b.c', (c: Config) => c.notify?.email?.from, 'a@b.c'],
+            ['TO', 'x@y.z,u@v.w', (c: Config) => c.notify?.email?.to, ['x@y.z', 'u@v.w']],
+            ['USERNAME', 'cart', (c: Config) => c.notify?.email?.username, 'cart'],
+            ['PASSWORD', 'pw', (c: Config) => c.notify?.email?.password, 'pw'],
+            ['PASSWORD_FILE', '/etc/p', (c: Config) => c.notify?.email?.passwordFile, '/etc/p'],
+          ] as const
+        ).map(([k, raw, read, expected]) => [
+          `SHUTTLE_NOTIFY_EMAIL_${k}`,
+          [raw, read, expected, { SHUTTLE_NOTIFY_EMAIL_SMTP: 'smtp://mail:25', SHUTTLE_NOTIFY_EMAIL_FROM: 'a@b.c', SHUTTLE_NOTIFY_EMAIL_TO: 'x@y.z,u@v.w' }],
+        ]),
+      ),
     };
     const documented = configEnvVariables()
       .filter((v) => v.key !== undefined)
       .map((v) => v.name);
     expect(documented.sort()).toEqual(Object.keys(samples).sort());
-    for (const [name, [raw, read, expected]] of Object.entries(samples)) {
-      expect(read(loadConfig({ env: { [name]: raw } })), name).toEqual(expected);
+    for (const [name, [raw, read, expected, beside]] of Object.entries(samples)) {
+      expect(read(loadConfig({ env: { ...beside, [name]: raw } })), name).toEqual(expected);
     }
   });
 

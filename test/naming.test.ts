@@ -198,6 +198,13 @@ describe('path sanitizing', () => {
     expect(renderName('{make}/{name}', fields({ make: '.shuttle' })).path).toBe('_.shuttle/IMG_0001.JPG');
   });
 
+  test('a-template-cannot-write-into-the-reports-folder-at-the-root-but-may-use-the-name-below-it', () => {
+    expect(renderName('shuttle-reports/{name}', fields()).path).toBe('_shuttle-reports/IMG_0001.JPG');
+    expect(renderName('{name}', fields({ name: 'Shuttle-Reports' })).path).toBe('_Shuttle-Reports');
+    expect(reasons(sanitizePath('shuttle-reports/x'))).toEqual(['reserved-name']);
+    expect(sanitizePath('2024/shuttle-reports/x').path).toBe('2024/shuttle-reports/x');
+  });
+
   test('windows-device-names-are-prefixed', () => {
     expect(sanitizeSegment('CON.JPG').path).toBe('_CON.JPG');
     expect(sanitizeSegment('lpt1').path).toBe('_lpt1');

@@ -405,7 +405,7 @@ describe('a history the reference tool started', () => {
 
     const gen = parseGeneration(ours.toString('utf8'), links[1]!.path);
     expect(gen.process).toBe('transfer');
-    expect(gen.ignore).toEqual(['.DS_Store', 'ascmhl', 'ascmhl/', '*.tmp', '.shuttle', '*.shuttle-tmp']);
+    expect(gen.ignore).toEqual(['.DS_Store', 'ascmhl', 'ascmhl/', '*.tmp', '.shuttle', '*.shuttle-tmp', '/shuttle-reports/']);
     expect(gen.files).toHaveLength(1);
 
     const v = await runCli(['verify', '--json', '--strict', dest]);

@@ -19,4 +19,9 @@ export {
   type ApiConfig,
   parseListen,
   uploadSettings,
+  ALERT_KINDS,
+  type AlertKind,
+  type EventsConfig,
+  type NotifyConfig,
 } from './schema.js';
+export { resolveSecret, type SecretSpec } from './secrets.js';

@@ -51,6 +51,31 @@ function knownKeys(path: readonly PropertyKey[]): string {
   return keys.length > 0 ? ` (known keys: ${keys.join(', ')})` : '';
 }
 
+const REDACTED = '[redacted]';
+/** Keys whose values are secrets even where the schema does not know them (a misspelt `pasword`). */
+const SECRET_KEY = /pass|pasw|pwd|secret|token/i;
+
+/** A URL as it may be shown: its password masked. Undefined when it does not parse (then nothing of it is shown). */
+export function maskUrlPassword(url: string): string | undefined {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return undefined;
+  }
+}
+
+/** The value at `path` as an error may quote it: secrets never, URLs without their password. */
+export function redactedInput(path: readonly PropertyKey[], value: unknown): unknown {
+  if (value === undefined) return value;
+  const format = shapeAt(path)?.format;
+  const last = path[path.length - 1];
+  if (format === 'secret' || (typeof last === 'string' && SECRET_KEY.test(last))) return REDACTED;
+  if (format === 'credential-url') return typeof value === 'string' ? (maskUrlPassword(value) ?? REDACTED) : REDACTED;
+  return value;
+}
+
 function problemOf(issue: z.core.$ZodIssue): string {
   const v = quote(issue.input);
   switch (issue.code) {
@@ -83,11 +108,12 @@ export function problemsOf(error: z.ZodError): ConfigProblem[] {
       const holder = issue.input !== null && typeof issue.input === 'object' ? (issue.input as Record<string, unknown>) : {};
       for (const k of issue.keys) {
         const path = [...issue.path, k];
-        out.push({ path, key: keyPath(path), value: holder[k], problem: `unknown key "${k}"${knownKeys(issue.path)}` });
+        out.push({ path, key: keyPath(path), value: redactedInput(path, holder[k]), problem: `unknown key "${k}"${knownKeys(issue.path)}` });
       }
       continue;
     }
-    out.push({ path: issue.path, key: keyPath(issue.path), value: issue.input, problem: problemOf(issue) });
+    const input = redactedInput(issue.path, issue.input);
+    out.push({ path: issue.path, key: keyPath(issue.path), value: input, problem: problemOf({ ...issue, input } as z.core.$ZodIssue) });
   }
   return out;
 }

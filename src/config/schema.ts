@@ -304,6 +304,95 @@ export const apiSchema = table({
   if (a.token !== undefined && a.tokenFile !== undefined) ctx.addIssue({ code: 'custom', path: ['token_file'], message: 'is set as well as token; keep one', input: a.tokenFile });
 });
 
+/**
+ * A secret: its value never appears in an error message or a log line (see issues.ts). `format` tells
+ * the error wording to redact it; a URL that may carry a password is shown with the password masked.
+ */
+const secret = z.string().min(1).meta({ format: 'secret' });
+
+function urlWithProtocol(protocols: readonly string[]): (url: string) => boolean {
+  return (url) => {
+    try {
+      const u = new URL(url);
+      return protocols.includes(u.protocol) && u.hostname !== '';
+    } catch {
+      return false;
+    }
+  };
+}
+
+/** `mqtt://[user[:password]@]host[:port]/prefix`; the path (default `shuttle`) prefixes every topic. */
+const mqttUrl = z
+  .string()
+  .meta({ format: 'credential-url' })
+  .refine(urlWithProtocol(['mqtt:', 'mqtts:']), { message: 'is not an MQTT URL like mqtt://host:1883/prefix (or mqtts://)' });
+
+const credentialHttpUrl = z
+  .string()
+  .meta({ format: 'credential-url' })
+  .refine(urlWithProtocol(['http:', 'https:']), { message: 'is not an http(s) URL' });
+
+/** `[events]`: the daemon's events to other systems (the HTTP API serves them itself). */
+export const eventsSchema = table({
+  mqtt: mqttUrl.optional().describe('publish every event and a retained station state to this MQTT broker: mqtt://[user:password@]host[:port]/prefix (mqtts:// for TLS)'),
+  mqtt_username: z.string().min(1).optional().describe('MQTT user name (instead of one in the URL)'),
+  mqtt_password: secret.optional().describe('MQTT password (instead of one in the URL); never logged'),
+  mqtt_password_file: absolutePath.optional().describe('file holding the MQTT password (default: $CREDENTIALS_DIRECTORY/mqtt_password when present)'),
+  mqtt_progress_ms: z.int().min(250).max(3_600_000).default(5_000).describe("a job's progress is published to MQTT at most this often"),
+  mqtt_queue: z.int().min(1).max(1_000_000).default(1_000).describe('events kept while the broker is unreachable (the oldest are dropped first)'),
+});
+
+export const ALERT_KINDS = ['done', 'failed', 'disk-low', 'cloud-unreachable'] as const;
+export type AlertKind = (typeof ALERT_KINDS)[number];
+
+const webhookSchema = table({
+  url: credentialHttpUrl.describe('receives each notification as a JSON POST'),
+  secret: secret.optional().describe('signs each body with HMAC-SHA256 (X-Shuttle-Signature over "<timestamp>.<body>"); never logged'),
+  secret_file: absolutePath.optional().describe('file holding the webhook secret (default: $CREDENTIALS_DIRECTORY/webhook_secret when present)'),
+});
+
+const ntfySchema = table({
+  url: credentialHttpUrl.describe('ntfy topic URL, e.g. https://ntfy.sh/my-station'),
+  token: secret.optional().describe('ntfy access token (Authorization: Bearer); never logged'),
+  token_file: absolutePath.optional().describe('file holding the ntfy token (default: $CREDENTIALS_DIRECTORY/ntfy_token when present)'),
+});
+
+const emailSchema = table({
+  smtp: z
+    .string()
+    .meta({ format: 'credential-url' })
+    .refine(urlWithProtocol(['smtp:', 'smtps:']), { message: 'is not an SMTP URL like smtp://host:587 (or smtps://host:465)' })
+    .describe('SMTP server, smtp://[user:password@]host[:port] (STARTTLS when offered) or smtps:// (TLS)'),
+  from: z.string().min(3).describe('sender address'),
+  to: z.array(z.string().min(3)).min(1).describe('recipient addresses'),
+  username: z.string().min(1).optional().describe('SMTP user name (instead of one in the URL)'),
+  password: secret.optional().describe('SMTP password; never logged'),
+  password_file: absolutePath.optional().describe('file holding the SMTP password (default: $CREDENTIALS_DIRECTORY/smtp_password when present)'),
+});
+
+/** `[notify]`: messages to people when a card is done or something needs them (see src/daemon/sinks/alerts). */
+export const notifySchema = table({
+  on: z
+    .array(z.enum(ALERT_KINDS))
+    .default([...ALERT_KINDS])
+    .describe(`what is notified: ${ALERT_KINDS.join(', ')}`),
+  webhook: webhookSchema.optional(),
+  ntfy: ntfySchema.optional(),
+  email: emailSchema.optional(),
+  window_ms: z
+    .int()
+    .min(0)
+    .max(86_400_000)
+    .default(60_000)
+    .describe('jobs that end within this of the last done or failed message are reported together in one message at its end'),
+  repeat_ms: z.int().min(0).max(604_800_000).default(3_600_000).describe('"disk low" and "cloud unreachable" are repeated at most this often'),
+  disk_low_bytes: z.int().min(0).default(10_000_000_000).describe('a destination with less free space than this is "disk low"'),
+  cloud_unreachable_minutes: z.number().min(0).default(30).describe('files waiting for upload with no upload succeeding for this long is "cloud unreachable"'),
+  check_ms: z.int().min(100).max(86_400_000).default(60_000).describe('free space and the upload queue are checked this often (and free space at every job start)'),
+  retries: z.int().min(0).max(10).default(3).describe('a notification that could not be delivered is tried again this many times'),
+  retry_ms: z.int().min(100).max(3_600_000).default(2_000).describe('wait before the first retry of a notification, doubled for each further one'),
+});
+
 const tetherSchema = table({
   preview_long_edge: z.int().min(16).max(16384).default(1600).describe('`shuttle tether`: longer side in pixels of the preview made of each JPEG shot (never enlarged)'),
 });
@@ -360,6 +449,9 @@ export const configSchema = table({
   pedals: z.array(pedalSchema).optional().describe('foot pedals and buttons (HID): device, key and action'),
   status_light: statusLightSchema.optional(),
   api: apiSchema.prefault({}),
+  // Optional rather than prefaulted: without [events] or [notify] nothing is published or sent.
+  events: eventsSchema.optional(),
+  notify: notifySchema.optional(),
 });
 
 type DeepReadonly<T> = T extends readonly (infer U)[] ? readonly DeepReadonly<U>[] : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T;
@@ -374,6 +466,8 @@ export type UploadConfig = NonNullable<Config['upload']>;
 export type PedalConfig = NonNullable<Config['pedals']>[number];
 export type StatusLightConfig = NonNullable<Config['statusLight']>;
 export type ApiConfig = Config['api'];
+export type EventsConfig = NonNullable<Config['events']>;
+export type NotifyConfig = NonNullable<Config['notify']>;
 
 /** The [upload] section with every default applied, also when the config has none. */
 export function uploadSettings(config: Pick<Config, 'upload'>): UploadConfig {

@@ -25,6 +25,7 @@ import { PROTOCOL_VERSION } from './protocol.js';
 import type { PtpIpWatcher } from './ptpip-watcher.js';
 import { resolveRequestedSource, within, type AllowedRoot, type RequestedSource } from './request-source.js';
 import { serverSocketPath } from './socket-path.js';
+import { Sinks } from './sinks/index.js';
 import { StationStateTracker } from './station-state.js';
 import type { DaemonStatus, JobSnapshot } from './status.js';
 import { DaemonUploader } from './uploads.js';
@@ -86,6 +87,7 @@ export class Daemon {
   #api: ApiServer | undefined;
   #metrics: StationMetrics | undefined;
   #previews: PreviewMaker | undefined;
+  #sinks: Sinks | undefined;
   #resources: string[] = [];
   #stopping: Promise<void> | undefined;
   #statusTimer: NodeJS.Timeout | undefined;
@@ -152,6 +154,20 @@ export class Daemon {
       });
     }
     const uploader = this.#uploader;
+    const env = this.#opts.env ?? process.env;
+    const jobKind = (id: number): JobSnapshot['kind'] | undefined => this.scheduler.get(id)?.kind;
+    const sinks = Sinks.start({
+      config,
+      hub: this.events,
+      station: this.station,
+      status: () => this.status(),
+      jobKind,
+      journal: this.#journal,
+      destinations,
+      logger: this.#log,
+      env,
+    });
+    this.#sinks = sinks;
     this.#env = {
       journal: this.#journal,
       destinations,
@@ -173,6 +189,7 @@ export class Daemon {
         this.#previews?.add(job, f);
       },
       wipe: wipePolicies(config),
+      onFinished: (done, logger) => sinks.report(done, logger),
     };
     this.#resources = destinations.map((d) => `destination ${d.path}`);
     this.#devices = new DeviceRegistry({
@@ -280,6 +297,8 @@ export class Daemon {
     await this.#devices?.close();
     await this.scheduler.shutdown(reason);
     await uploads;
+    // After the jobs, so that their last events are published and notified.
+    await this.#sinks?.close();
     // After the jobs, so that clients waiting on one get its final state before the socket goes.
     await this.#server?.close();
     await this.#previews?.close();

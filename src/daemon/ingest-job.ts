@@ -1,4 +1,5 @@
 import type { SourceOpener } from '../device/detect.js';
+import type { SourceIdentity } from '../device/source.js';
 import { isShuttleError } from '../errors.js';
 import { runIngest, type DestinationSpec, type FileOutcome, type IngestSettings, type IngestSummary } from '../ingest/pipeline.js';
 import type { Logger } from '../log.js';
@@ -6,7 +7,7 @@ import type { Journal } from '../store/journal.js';
 import type { JobContext, JobOutcome } from './jobs.js';
 import type { JobKind, JobResultFigures } from './status.js';
 import type { Source } from '../device/source.js';
-import { wipeError, wipeSource } from '../ingest/wipe.js';
+import { wipeError, wipeSource, type WipeReport } from '../ingest/wipe.js';
 import { policyFor, type WipePolicies } from './wipe-policy.js';
 
 /**
@@ -30,12 +31,32 @@ export interface IngestEnvironment {
   onFile?: ((job: number, source: string, file: FileOutcome) => void) | undefined;
   /** What card and camera jobs do with their source's files once verified (see wipe-policy.ts). */
   wipe?: WipePolicies | undefined;
+  /**
+   * Every ingest that ended with a summary, after afterIngest (its files are queued for upload by then):
+   * the daemon writes the per-card report here. Awaited, so the report is on the destinations before the
+   * job ends; a failure is logged and never changes the job's outcome.
+   */
+  onFinished?: ((done: FinishedIngest, logger: Logger) => Promise<void>) | undefined;
 }
 
 export interface IngestJobOptions {
   /** The job's kind: card and camera jobs follow their wipe policy. */
   kind?: JobKind | undefined;
   onSummary?: ((s: IngestSummary) => void) | undefined;
+}
+
+/** One finished ingest of a job, for its report. */
+export interface FinishedIngest {
+  job: number;
+  /** The source as the job named it (`/media/shuttle/EOS_DIGITAL`, `usb:04a9:3294`). */
+  source: string;
+  /** Undefined when the source could no longer tell (a card pulled before the end). */
+  identity: SourceIdentity | undefined;
+  summary: IngestSummary;
+  /** What the source's wipe policy did (second read, deletions); undefined when none applies. */
+  wipe: WipeReport | undefined;
+  startedAt: Date;
+  finishedAt: Date;
 }
 
 /** The daemon waits for a CLI run working on the same card or destination, until the job is cancelled. */
@@ -58,6 +79,7 @@ export function resultFigures(s: IngestSummary, wiped?: number): JobResultFigure
 /** One ingest of one source into every destination: the body of card, camera and hot-folder jobs. */
 export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, ctx: JobContext, opts: IngestJobOptions = {}): Promise<JobOutcome> {
   const source = await open({ stateDir: env.stateDir, timeZone: env.timeZone, logger: ctx.logger, signal: ctx.signal });
+  const startedAt = new Date();
   try {
     const summary = await runIngest({
       sources: [source],
@@ -78,9 +100,14 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
         if (summary.status === 'complete') summary.status = 'failed';
       }
     }
-    const wiped = await applyWipePolicy(env, source, summary, ctx, opts.kind);
+    const wipe = await applyWipePolicy(env, source, summary, ctx, opts.kind);
+    if (env.onFinished) {
+      const identity = await source.identity().catch(() => undefined);
+      const done = { job: ctx.id, source: source.uri, identity, summary, wipe, startedAt, finishedAt: new Date() };
+      await env.onFinished(done, ctx.logger).catch((err: unknown) => ctx.logger.warn({ err }, 'the report of the ingest could not be made'));
+    }
     opts.onSummary?.(summary);
-    return { status: summary.status, result: resultFigures(summary, wiped) };
+    return { status: summary.status, result: resultFigures(summary, wipe?.wiped) };
   } finally {
     await source.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: source.uri }, 'closing the source failed'));
   }
@@ -91,7 +118,7 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
  * uploader to verify them). A wipe that did not happen after a complete ingest fails the job, named in
  * its errors: the card must not look done. Returns the files deleted, or undefined without a policy.
  */
-async function applyWipePolicy(env: IngestEnvironment, source: Source, summary: IngestSummary, ctx: JobContext, kind: JobKind | undefined): Promise<number | undefined> {
+async function applyWipePolicy(env: IngestEnvironment, source: Source, summary: IngestSummary, ctx: JobContext, kind: JobKind | undefined): Promise<WipeReport | undefined> {
   const policy = policyFor(env.wipe, kind);
   if (policy === 'never' || summary.status === 'interrupted') return undefined;
   const report = await wipeSource({
@@ -110,5 +137,5 @@ async function applyWipePolicy(env: IngestEnvironment, source: Source, summary: 
     summary.errors.push({ source: source.uri, ...(report.reason?.path ? { path: report.reason.path } : {}), code: error.code, message: error.message });
     summary.status = report.reason?.why === 'interrupted' ? 'interrupted' : 'failed';
   }
-  return report.wiped;
+  return report;
 }

@@ -220,9 +220,15 @@ export function sanitizeSegment(segment: string): RenderedName {
 const RESERVED_SEGMENTS = new Set(['ascmhl', '.shuttle']);
 
 /**
+ * The folder at a destination's root where the daemon keeps its per-card reports (src/daemon/card-report.ts).
+ * Reserved at the root only, so that no template puts a copy there; manifests ignore it.
+ */
+export const REPORTS_FOLDER = 'shuttle-reports';
+
+/**
  * Makes a relative destination path safe: no absolute path, no empty, '.' or '..' segments, every
- * segment passed through sanitizeSegment, and no segment named like the manifest folder (`ascmhl`) or
- * Shuttle's state folder (`.shuttle`). Throws NAME_INVALID only when the path exceeds
+ * segment passed through sanitizeSegment, no segment named like the manifest folder (`ascmhl`) or
+ * Shuttle's state folder (`.shuttle`), and no first segment named like the reports folder. Throws NAME_INVALID only when the path exceeds
  * MAX_PATH_BYTES, which no single file name can cause.
  */
 export function sanitizePath(relPath: string): RenderedName {
@@ -257,7 +263,7 @@ export function sanitizePath(relPath: string): RenderedName {
     segments.push('_');
   }
   for (const [i, seg] of segments.entries()) {
-    if (!RESERVED_SEGMENTS.has(seg.toLowerCase())) continue;
+    if (!RESERVED_SEGMENTS.has(seg.toLowerCase()) && !(i === 0 && seg.toLowerCase() === REPORTS_FOLDER)) continue;
     const to = `_${seg}`;
     renamed.push({ from: seg, to, reason: 'reserved-name' });
     segments[i] = to;

@@ -8,6 +8,7 @@ import { sourceLockPath } from '../store/lock.js';
 import type { HashSet } from '../io/hashing.js';
 import { startHashWorker } from '../io/hash-worker-client.js';
 import { writeGeneration } from './manifest/index.js';
+import { REPORTS_FOLDER } from './naming.js';
 import { crashPoint } from './crash-points.js';
 import { Slots } from '../io/slots.js';
 import { SourcePlanner, type PlannedFile } from './plan.js';
@@ -219,7 +220,7 @@ async function writeManifest(run: IngestRun, d: RunDestination): Promise<void> {
   const { journal, settings, logger } = run;
   const rows = journal.unmanifested(d.id);
   if (rows.length === 0) return;
-  crashPoint('manifest');
+  crashPoint('manifest-start');
   const mhlAlgs = settings.manifestHashes.filter((a) => a !== 'sha256');
   const entries = rows.map((r) => {
     const all = JSON.parse(r.hashes ?? '{}') as HashSet;
@@ -227,7 +228,12 @@ async function writeManifest(run: IngestRun, d: RunDestination): Promise<void> {
     for (const a of mhlAlgs) if (all[a]) hashes[a] = all[a];
     return { path: r.dest_path!, size: r.size!, lastModified: new Date(r.mtime_ms), hashes, action: 'original' as const, hashDate: new Date() };
   });
-  const gen = await writeGeneration(d.root, entries, { tool: settings.tool, hostname: hostname(), process: 'transfer', ignore: ['.shuttle', '*.shuttle-tmp'] });
+  const gen = await writeGeneration(d.root, entries, {
+    tool: settings.tool,
+    hostname: hostname(),
+    process: 'transfer',
+    ignore: ['.shuttle', '*.shuttle-tmp', `/${REPORTS_FOLDER}/`],
+  });
   journal.markManifested(
     rows.map((r) => r.id),
     gen.sequence,

@@ -7,12 +7,13 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants, openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, connect, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { freePorts } from './ports.js';
 import { CreateBucketCommand, ListBucketsCommand, S3Client } from '@aws-sdk/client-s3';
 
 const execFileAsync = promisify(execFile);
@@ -61,24 +62,6 @@ function swiftPython(): string {
 
 export function missingSwiftBinaries(): string[] {
   return BINARIES.filter((b) => which(b) === undefined);
-}
-
-async function freePorts(count: number): Promise<number[]> {
-  // Hold every listener until all are open, so the kernel cannot hand out the same port twice.
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-          const s = createServer();
-          s.once('error', reject);
-          s.listen(0, '127.0.0.1', () => resolve(s));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-  return ports;
 }
 
 async function render(template: string, vars: Record<string, string>): Promise<string> {

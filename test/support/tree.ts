@@ -16,7 +16,7 @@ export async function listTree(root: string, opts: { skipShuttle?: boolean } = {
     for (const e of await readdir(dir, { withFileTypes: true })) {
       const abs = join(dir, e.name);
       const rel = relative(root, abs).split('\\').join('/');
-      if (opts.skipShuttle && (rel === '.shuttle' || rel === 'ascmhl')) continue;
+      if (opts.skipShuttle && (rel === '.shuttle' || rel === 'ascmhl' || rel === 'shuttle-reports')) continue;
       if (e.isDirectory()) await walk(abs);
       else if (e.isFile())
         out.set(rel, {
