@@ -5,14 +5,14 @@
  * like the library's copy, and the bucket must hold nothing else. Exit 0 when all is well, 1 (saying
  * what is wrong) otherwise, including when the deadline passes.
  *
- *   node scripts/demo-report.ts --api URL --job ID --s3 ENDPOINT --bucket NAME --timeout SECONDS
+ *   node --import ./test/support/ts-resolve-hooks.mjs scripts/demo-report.ts --api URL --job ID --s3 ENDPOINT --bucket NAME --timeout SECONDS
  */
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { Readable } from 'node:stream';
-import { formatBytes } from '../src/cli/format.ts';
+import { formatBytes } from '../src/bytes.js';
 
 /** How often the API is asked while the job runs; the dashboard itself gets live events instead. */
 const POLL_MS = 200;

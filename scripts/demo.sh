@@ -155,7 +155,7 @@ echo "dashboard: $api/   (ingesting the camera at $camera: job $job)"
 
 # Waits for the job and the uploads through the daemon's API, prints what happened, and checks every
 # object in the bucket against the library by SHA-256, asking s3rver itself.
-"$node" scripts/demo-report.ts --api "$api" --job "$job" --s3 "$s3" --bucket "$bucket" --timeout $((deadline - SECONDS))
+"$node" --import ./test/support/ts-resolve-hooks.mjs scripts/demo-report.ts --api "$api" --job "$job" --s3 "$s3" --bucket "$bucket" --timeout $((deadline - SECONDS))
 
 if ((once)); then
   stop || fail "not every process stopped cleanly"
