@@ -126,7 +126,7 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
 /**
  * The job's wipe policy, after the ingest and its uploads were queued (after-cloud waits here for the
  * uploader to verify them). A wipe that did not happen after a complete ingest fails the job, named in
- * its errors: the card must not look done. Returns the files deleted, or undefined without a policy.
+ * its errors: the card must not look done. Returns what the wipe did, or undefined without a policy.
  */
 async function applyWipePolicy(
   env: IngestEnvironment,
