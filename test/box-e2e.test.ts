@@ -115,7 +115,7 @@ async function ok(script: string, timeoutMs?: number): Promise<string> {
 
 /** Every file at the destination (Shuttle's own folders aside) as path → sha256, temp files included. */
 async function destinationFiles(): Promise<Map<string, string>> {
-  const out = await ok(`cd /srv/photos && find . -type f ! -path './.shuttle/*' ! -path './ascmhl/*' -exec sha256sum {} +`);
+  const out = await ok(`cd /srv/photos && find . -type f ! -path './.shuttle/*' ! -path './ascmhl/*' ! -path './shuttle-reports/*' -exec sha256sum {} +`);
   return new Map(
     out
       .trim()

@@ -228,15 +228,17 @@ describe('notifications and the card report', () => {
       { upload: { target: 's3://bucket/shoots', endpoint: `http://127.0.0.1:${closedPort}`, region: 'us-east-1', provider: 'generic', credentials_file: creds } },
     );
     const { d } = await start(input, watcher);
+    const started = nextEvent(d, (e) => e.type === 'job.started');
     const finished = nextEvent(d, (e) => e.type === 'job.finished');
     await attachCard(watcher, 'EOS_DIGITAL');
-    // The job queues its files for upload before it ends.
-    const queuedBy = Date.parse((await finished).at);
+    // The job queues its files for upload after it starts and before it ends: the clock starts in between.
+    const queuedAfter = Date.parse((await started).at);
+    await finished;
     const reqs = await hook.requests.until('cloud unreachable', (rs) => rs.some((r) => bodyOf(r).kind === 'cloud-unreachable'));
     const cloud = reqs.find((r) => bodyOf(r).kind === 'cloud-unreachable')!;
     expectSigned(cloud);
     // Not at the first failed attempt (about 2 s in): only once no upload had succeeded for cloud_unreachable_minutes (6 s).
-    expect(cloud.at - queuedBy).toBeGreaterThanOrEqual(6_000);
+    expect(cloud.at - queuedAfter).toBeGreaterThanOrEqual(6_000);
     expect(bodyOf(cloud)).toMatchObject({ details: { target: 's3://bucket/shoots', state: 'backing-off', depth: 2 } });
     // The card itself is done: its report says where its files stand in the cloud.
     const done = reqs.find((r) => bodyOf(r).kind === 'done');
