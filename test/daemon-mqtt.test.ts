@@ -91,10 +91,11 @@ describe('MQTT', () => {
 
     const base = `${PREFIX}/${STATION}`;
     const isSafeState = (m: MqttMessage): boolean => m.topic === `${base}/state` && payload(m)['state'] === 'safe-to-pull';
-    const seen = await witness.messages.until(
-      'the safe-to-pull state and every event',
-      (ms) => ms.some(isSafeState) && ms.filter((m) => m.topic.includes('/events/')).length >= notProgress.length,
-    );
+    // Waits for each of the hub's events by id: a count would also be met by progress messages.
+    const seen = await witness.messages.until('the safe-to-pull state and every event', (ms) => {
+      const got = new Set(ms.filter((m) => m.topic.startsWith(`${base}/events/`)).map((m) => payload(m)['id']));
+      return ms.some(isSafeState) && notProgress.every((e) => got.has(e.id));
+    });
     const events = seen.filter((m) => m.topic.startsWith(`${base}/events/`)).map(payload);
     // Every event of the hub arrived in order (progress thinned out), each as the hub has it, on the topic of its type.
     const ids = events.map((e) => e['id'] as number);
