@@ -1,6 +1,5 @@
 import { Command, Option } from 'commander';
 import { resolve } from 'node:path';
-import cliProgress from 'cli-progress';
 import { Journal } from '../store/journal.js';
 import { openSources } from '../device/detect.js';
 import type { Source } from '../device/source.js';
@@ -93,7 +92,7 @@ busy, or uploads still queued).`,
       const upload = uploadAsked ? (await import('./upload.js')).prepareIngestUpload(ctx, opts) : undefined;
       const wipePolicy = wipePolicyOf(opts, upload);
       const journal = Journal.open(ctx.stateDir);
-      const bar = !opts.json && process.stderr.isTTY ? progressBar() : undefined;
+      const bar = !opts.json && process.stderr.isTTY ? await progressBar() : undefined;
       // With a progress bar on screen, routine log lines would tear it: only problems, unless asked.
       if (bar && globals().logLevel === undefined && process.env['SHUTTLE_LOG_LEVEL'] === undefined) ctx.logger.level = 'warn';
       const opened: Source[] = [];
@@ -178,7 +177,9 @@ function humanSummary(s: IngestSummary): string {
   return `${lines.join('\n')}\n`;
 }
 
-function progressBar(): { update: (p: Progress) => void; stop: () => void } {
+/** Loaded only for a terminal: a scripted or daemon-run ingest starts without it. */
+async function progressBar(): Promise<{ update: (p: Progress) => void; stop: () => void }> {
+  const { default: cliProgress } = await import('cli-progress');
   const started = Date.now();
   const bar = new cliProgress.SingleBar(
     { stream: process.stderr, format: '{bar} {percentage}% | {files} files | {sizeDone}/{sizeTotal} | {rate} | ETA {eta_formatted}', etaBuffer: 50, hideCursor: true },
