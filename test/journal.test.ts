@@ -1,3 +1,4 @@
+import { mkdirSync } from 'node:fs';
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -62,6 +63,33 @@ test('a-journal-from-a-newer-shuttle-is-refused', () => {
   }
   expect(isShuttleError(err, 'JOURNAL')).toBe(true);
   journal = Journal.open(join(work.path, 'other'));
+});
+
+test('an-old-journal-is-upgraded-in-one-step-and-a-failing-upgrade-leaves-it-as-it-was', () => {
+  const at = (dir: string, steps: number): void => {
+    const db = new DatabaseSync(join(work.path, dir, 'journal.sqlite'));
+    for (let v = 0; v < steps; v++) db.exec(MIGRATIONS[v]!);
+    db.exec(`PRAGMA user_version = ${steps}`);
+    db.close();
+  };
+  mkdirSync(join(work.path, 'old'));
+  at('old', 1);
+  const old = Journal.open(join(work.path, 'old'));
+  expect(old.schemaVersion).toBe(MIGRATIONS.length);
+  old.close();
+
+  // The last step cannot run (its table is already there): the steps before it may not stay applied either.
+  mkdirSync(join(work.path, 'stuck'));
+  at('stuck', 2);
+  const db = new DatabaseSync(join(work.path, 'stuck', 'journal.sqlite'));
+  db.exec('CREATE TABLE source_wipes (x INTEGER)');
+  db.close();
+  expect(() => Journal.open(join(work.path, 'stuck'))).toThrow();
+  const after = new DatabaseSync(join(work.path, 'stuck', 'journal.sqlite'), { readOnly: true });
+  const version = (after.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
+  const added = (after.prepare(`SELECT name FROM pragma_table_info('files') WHERE name = 'path_bytes'`).all() as unknown[]).length;
+  after.close();
+  expect([version, added]).toEqual([2, 0]);
 });
 
 test('a-file-version-is-keyed-by-source-path-size-and-mtime', () => {

@@ -143,12 +143,13 @@ export class Journal {
         context: { path: this.path, version: current },
       });
     }
-    for (let v = current; v < MIGRATIONS.length; v++) {
-      this.tx(() => {
-        this.#db.exec(MIGRATIONS[v]!);
-        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
-      });
-    }
+    if (current === MIGRATIONS.length) return;
+    // One transaction for every step: one commit (one fsync) for a new journal instead of one per step,
+    // and an upgrade is all or nothing.
+    this.tx(() => {
+      for (let v = current; v < MIGRATIONS.length; v++) this.#db.exec(MIGRATIONS[v]!);
+      this.#db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
+    });
   }
 
   get schemaVersion(): number {
