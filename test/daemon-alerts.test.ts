@@ -7,27 +7,16 @@ import type { CardReport } from '../src/daemon/card-report.js';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import { Daemon } from '../src/daemon/daemon.js';
 import { pathJobKey } from '../src/daemon/devices.js';
-import type { StationEvent } from '../src/daemon/events.js';
 import { captureLog, until } from './support/daemon-helpers.js';
 import { writeJpeg } from './support/fixtures.js';
-import { startHttpReceiver, startSmtpServer, TestWatcher, type HttpReceiver, type ReceivedRequest, type SmtpServer } from './support/notify-peers.js';
+import { startHttpReceiver, startSmtpServer, type HttpReceiver, type ReceivedRequest, type SmtpServer } from './support/notify-peers.js';
 import { freePorts } from './support/ports.js';
+import { nextEvent, TestWatcher } from './support/test-watcher.js';
 import { tempDir } from './support/tree.js';
 
 const SECRET = 'hook-Secret-0815';
 const TOKEN = 'tk_ntfy-Token-42';
 const STATION = 'cart-3';
-
-/** Resolves with the first event the predicate accepts, from now on. */
-function nextEvent(d: Daemon, accept: (e: StationEvent) => boolean): Promise<StationEvent> {
-  return new Promise((resolve) => {
-    const off = d.events.subscribe((e) => {
-      if (!accept(e)) return;
-      off();
-      resolve(e);
-    });
-  });
-}
 
 /** The webhook's signature, computed here from the raw body as a receiver would. */
 function expectSigned(r: ReceivedRequest): void {
@@ -107,7 +96,7 @@ describe('notifications and the card report', () => {
       watcher,
       { CREDENTIALS_DIRECTORY: creds },
     );
-    const finished = nextEvent(d, (e) => e.type === 'job.finished');
+    const finished = nextEvent(d.events, (e) => e.type === 'job.finished');
     await attachCard(watcher, 'EOS_DIGITAL');
     expect(await finished).toMatchObject({ job: { state: 'done' } });
 
@@ -198,7 +187,7 @@ describe('notifications and the card report', () => {
       config({ webhook: { url: hook.url }, email: { smtp: `smtp://127.0.0.1:${closedPort}`, from: 'a@example.net', to: ['b@example.net'] }, retries: 2 }),
       watcher,
     );
-    const safe = nextEvent(d, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
+    const safe = nextEvent(d.events, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
     await attachCard(watcher, 'EOS_DIGITAL');
     await safe;
     expect(d.scheduler.snapshot().recent[0]).toMatchObject({ state: 'done', result: { status: 'complete', failed: 0 } });
@@ -228,8 +217,8 @@ describe('notifications and the card report', () => {
       { upload: { target: 's3://bucket/shoots', endpoint: `http://127.0.0.1:${closedPort}`, region: 'us-east-1', provider: 'generic', credentials_file: creds } },
     );
     const { d } = await start(input, watcher);
-    const started = nextEvent(d, (e) => e.type === 'job.started');
-    const finished = nextEvent(d, (e) => e.type === 'job.finished');
+    const started = nextEvent(d.events, (e) => e.type === 'job.started');
+    const finished = nextEvent(d.events, (e) => e.type === 'job.finished');
     await attachCard(watcher, 'EOS_DIGITAL');
     // The job queues its files for upload after it starts and before it ends: the clock starts in between.
     const queuedAfter = Date.parse((await started).at);
@@ -253,7 +242,7 @@ describe('notifications and the card report', () => {
     for (const dest of ['dest-a', 'dest-b']) await mkdir(join(work, dest));
     const { d } = await start(config({ webhook: { url: hook.url, secret: SECRET }, on: ['disk-low'], disk_low_bytes: 1e15 }), watcher);
     for (const name of ['CARD_A', 'CARD_B']) {
-      const done = nextEvent(d, (e) => e.type === 'job.finished');
+      const done = nextEvent(d.events, (e) => e.type === 'job.finished');
       await attachCard(watcher, name);
       await done;
     }

@@ -6,12 +6,13 @@ import { normalizeConfig } from '../src/config/index.js';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import type { Source, SourceIdentity, SourceItem } from '../src/device/source.js';
 import { Daemon } from '../src/daemon/daemon.js';
-import { pathJobKey, type DeviceEvents, type DeviceWatcher } from '../src/daemon/devices.js';
+import { pathJobKey } from '../src/daemon/devices.js';
 import { EventHub, type StationEvent, type StationEventType } from '../src/daemon/events.js';
 import type { JobSnapshot } from '../src/daemon/status.js';
 import { ShuttleError } from '../src/errors.js';
 import { captureLog } from './support/daemon-helpers.js';
 import { writeJpeg } from './support/fixtures.js';
+import { nextEvent, TestWatcher } from './support/test-watcher.js';
 import { tempDir } from './support/tree.js';
 
 const job = (id: number, bytesDone: number): JobSnapshot =>
@@ -26,17 +27,6 @@ const job = (id: number, bytesDone: number): JobSnapshot =>
     history: [],
     progress: { filesTotal: 1, filesDone: 0, bytesTotal: 100, bytesDone },
   }) as JobSnapshot;
-
-/** Resolves with the first event the predicate accepts, from now on. */
-function nextEvent(hub: EventHub, accept: (e: StationEvent) => boolean): Promise<StationEvent> {
-  return new Promise((resolve) => {
-    const off = hub.subscribe((e) => {
-      if (!accept(e)) return;
-      off();
-      resolve(e);
-    });
-  });
-}
 
 describe('event hub', () => {
   test('events-are-numbered-and-a-reconnecting-client-gets-what-came-after-its-last-id', () => {
@@ -79,15 +69,6 @@ describe('event hub', () => {
     hub.close();
   });
 });
-
-class TestWatcher implements DeviceWatcher {
-  readonly name = 'test';
-  events!: DeviceEvents;
-  async start(events: DeviceEvents): Promise<void> {
-    this.events = events;
-  }
-  async close(): Promise<void> {}
-}
 
 /** A card whose one file cannot be read. */
 class BrokenCard implements Source {

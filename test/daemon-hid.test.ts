@@ -9,36 +9,17 @@ import { normalizeConfig, type ConfigInput } from '../src/config/index.js';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import { LIGHT_DRIVER_TABLE, STATE_SIGNALS, type HidBackend } from '../src/device/hid/index.js';
 import { Daemon } from '../src/daemon/daemon.js';
-import { pathJobKey, type DeviceEvents, type DeviceWatcher } from '../src/daemon/devices.js';
-import type { StationEvent } from '../src/daemon/events.js';
+import { pathJobKey } from '../src/daemon/devices.js';
 import { ShuttleError } from '../src/errors.js';
 import { captureLog, type CapturedLog } from './support/daemon-helpers.js';
 import { FakeHid } from './support/fake-hid.js';
 import { writeJpeg } from './support/fixtures.js';
+import { nextEvent, TestWatcher } from './support/test-watcher.js';
 import { tempDir } from './support/tree.js';
 
 const BUSYLIGHT = { vendorId: 0x27bb, productId: 0x3bcd, path: '/dev/hidraw4', product: 'Busylight Omega', interface: 0 };
 const busylight = LIGHT_DRIVER_TABLE.busylight;
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
-
-class TestWatcher implements DeviceWatcher {
-  readonly name = 'test';
-  events!: DeviceEvents;
-  async start(events: DeviceEvents): Promise<void> {
-    this.events = events;
-  }
-  async close(): Promise<void> {}
-}
-
-function nextEvent(d: Daemon, accept: (e: StationEvent) => boolean): Promise<StationEvent> {
-  return new Promise((resolve) => {
-    const off = d.events.subscribe((e) => {
-      if (!accept(e)) return;
-      off();
-      resolve(e);
-    });
-  });
-}
 
 describe('daemon status light', () => {
   let work: string;
@@ -75,7 +56,7 @@ describe('daemon status light', () => {
     const d = await start(hid, watcher);
     const conn = hid.connection(BUSYLIGHT.path);
 
-    const safe = nextEvent(d, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
+    const safe = nextEvent(d.events, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
     watcher.events.attach({ id: 'mount:8:17', kind: 'card', label: 'EOS_DIGITAL', uri: card, jobKey: pathJobKey(card), open: async () => new FolderSource(card) });
     await safe;
     // setState writes through the light's one write queue: stopping waits for it, and then turns it off.
@@ -106,7 +87,7 @@ describe('daemon status light', () => {
     d.events.subscribe((e) => {
       if (e.type === 'station.state') states.push(e.state);
     });
-    const finished = nextEvent(d, (e) => e.type === 'job.finished');
+    const finished = nextEvent(d.events, (e) => e.type === 'job.finished');
     watcher.events.attach({ id: 'mount:8:17', kind: 'card', label: 'EOS_DIGITAL', uri: card, jobKey: pathJobKey(card), open: async () => new FolderSource(card) });
     const job = await finished;
     expect(job.type === 'job.finished' && job.job.result).toMatchObject({ status: 'complete', wiped: 2 });
@@ -129,7 +110,7 @@ describe('daemon status light', () => {
     await writeJpeg(join(card, 'DCIM', 'IMG_0001.JPG'), { seed: 1 });
     const watcher = new TestWatcher();
     const d = await start(broken, watcher);
-    const safe = nextEvent(d, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
+    const safe = nextEvent(d.events, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
     watcher.events.attach({ id: 'mount:8:17', kind: 'card', label: 'EOS_DIGITAL', uri: card, jobKey: pathJobKey(card), open: async () => new FolderSource(card) });
     await safe;
     expect(log.lines.some((l) => l.msg === 'listing HID devices failed')).toBe(true);

@@ -5,23 +5,12 @@ import { normalizeConfig, type ConfigInput } from '../src/config/index.js';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import { Daemon } from '../src/daemon/daemon.js';
 import { pathJobKey } from '../src/daemon/devices.js';
-import type { StationEvent } from '../src/daemon/events.js';
 import { captureLog, killLeftoverDaemons, spawnDaemon, type RunningDaemon } from './support/daemon-helpers.js';
 import { writeJpeg } from './support/fixtures.js';
-import { startMosquitto, subscribe, TestWatcher, type Broker, type MqttMessage, type Subscriber } from './support/notify-peers.js';
+import { startMosquitto, subscribe, type Broker, type MqttMessage, type Subscriber } from './support/notify-peers.js';
 import { freePorts } from './support/ports.js';
+import { nextEvent, TestWatcher } from './support/test-watcher.js';
 import { tempDir } from './support/tree.js';
-
-/** Resolves with the first event the predicate accepts, from now on. */
-function nextEvent(d: Daemon, accept: (e: StationEvent) => boolean): Promise<StationEvent> {
-  return new Promise((resolve) => {
-    const off = d.events.subscribe((e) => {
-      if (!accept(e)) return;
-      off();
-      resolve(e);
-    });
-  });
-}
 
 const PREFIX = 'shuttle-test';
 const STATION = 'cart-7';
@@ -83,7 +72,7 @@ describe('MQTT', () => {
     const witness = await sub(b, `${PREFIX}/#`);
     const watcher = new TestWatcher();
     const { d, logs } = await startDaemon(configInput(b.port, b), watcher);
-    const safe = nextEvent(d, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
+    const safe = nextEvent(d.events, (e) => e.type === 'station.state' && e.state === 'safe-to-pull');
     await attachCard(watcher, 'EOS_DIGITAL', 2);
     await safe;
     const hubEvents = d.events.since(0)!;
@@ -163,7 +152,7 @@ describe('MQTT', () => {
     const queue = 4;
     const watcher = new TestWatcher();
     const { d, logs } = await startDaemon(configInput(port, { user: 'station', password: 'mqtt-Secret-4711' }, { mqtt_queue: queue }), watcher);
-    const finished = nextEvent(d, (e) => e.type === 'job.finished');
+    const finished = nextEvent(d.events, (e) => e.type === 'job.finished');
     await attachCard(watcher, 'CARD_B', 3);
     // The broker is not there: the card is ingested all the same.
     expect(await finished).toMatchObject({ job: { state: 'done' } });

@@ -1,25 +1,11 @@
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { normalizeConfig, type ConfigInput } from '../../src/config/index.js';
-import { FolderSource } from '../../src/device/card/folder-source.js';
 import { Daemon } from '../../src/daemon/daemon.js';
-import { pathJobKey, type DeviceEvents, type DeviceWatcher } from '../../src/daemon/devices.js';
-import type { EventHub, StationEvent } from '../../src/daemon/events.js';
 import { captureLog, type CapturedLog } from './daemon-helpers.js';
+import { TestWatcher } from './test-watcher.js';
 
-/** A device watcher the test drives: attach and detach cards (folders) and cameras by hand. */
-export class TestWatcher implements DeviceWatcher {
-  readonly name = 'test';
-  events!: DeviceEvents;
-  async start(events: DeviceEvents): Promise<void> {
-    this.events = events;
-  }
-  async close(): Promise<void> {}
-
-  card(id: string, folder: string, kind: 'card' | 'camera' = 'card'): void {
-    this.events.attach({ id, kind, label: id, uri: folder, jobKey: pathJobKey(folder), open: async () => new FolderSource(folder) });
-  }
-}
+export { events, nextEvent, TestWatcher } from './test-watcher.js';
 
 export interface ApiDaemon {
   daemon: Daemon;
@@ -48,32 +34,6 @@ export async function startApiDaemon(
   const url = daemon.status().api?.url;
   if (url === undefined) throw new Error('the daemon reports no API address');
   return { daemon, url, watcher, log };
-}
-
-/** Resolves with the first event the predicate accepts, from now on. */
-export function nextEvent(hub: EventHub, accept: (e: StationEvent) => boolean): Promise<StationEvent> {
-  return new Promise((resolve) => {
-    const off = hub.subscribe((e) => {
-      if (!accept(e)) return;
-      off();
-      resolve(e);
-    });
-  });
-}
-
-/** Resolves once `count` events the predicate accepts were published, from now on. */
-export function events(hub: EventHub, accept: (e: StationEvent) => boolean, count: number): Promise<StationEvent[]> {
-  const seen: StationEvent[] = [];
-  return new Promise((resolve) => {
-    const off = hub.subscribe((e) => {
-      if (!accept(e)) return;
-      seen.push(e);
-      if (seen.length === count) {
-        off();
-        resolve(seen);
-      }
-    });
-  });
 }
 
 /**

@@ -3,7 +3,6 @@ import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { DeviceEvents, DeviceWatcher } from '../../src/daemon/devices.js';
 import { freePorts } from './ports.js';
 
 /**
@@ -11,16 +10,6 @@ import { freePorts } from './ports.js';
  * server, Debian's mosquitto as the MQTT broker with mosquitto_sub as the witness. A missing program
  * fails the test that needs it, naming the package.
  */
-
-/** A device watcher the test drives by hand: attach and detach cards as a mount watcher would. */
-export class TestWatcher implements DeviceWatcher {
-  readonly name = 'test';
-  events!: DeviceEvents;
-  async start(events: DeviceEvents): Promise<void> {
-    this.events = events;
-  }
-  async close(): Promise<void> {}
-}
 
 /** Resolves when `accept` holds for the list, checked whenever `changed` is called. */
 export class Waiters<T> {
