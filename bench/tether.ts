@@ -187,7 +187,30 @@ async function gphoto2Session(n: number): Promise<{ times: ShotTimes[] }> {
       // Not there yet.
     }
   });
-  const written = (file: string, name: string): Promise<number> => new Promise((done) => want.set(name, { size: statSync(file).size, done }));
+  // fs.watch may coalesce gphoto2's temp-file events with the rename; a 10 ms check is the fallback.
+  const written = (file: string, name: string): Promise<number> =>
+    new Promise((done, fail) => {
+      const size = statSync(file).size;
+      const poll = setInterval(() => {
+        try {
+          if (statSync(join(out, name)).size === size) finish(Date.now());
+        } catch {
+          // Not there yet.
+        }
+      }, 10);
+      const timeout = setTimeout(() => {
+        clearInterval(poll);
+        want.delete(name);
+        fail(new Error(`gphoto2 did not write ${name} within 30 s; it said: ${said.slice(-500)}`));
+      }, 30_000);
+      const finish = (at: number): void => {
+        clearInterval(poll);
+        clearTimeout(timeout);
+        want.delete(name);
+        done(at);
+      };
+      want.set(name, { size, done: finish });
+    });
   // Line-buffered, so that its "Waiting … for events" arrives when it is printed.
   const proc = spawn(
     'stdbuf',
@@ -195,13 +218,14 @@ async function gphoto2Session(n: number): Promise<{ times: ShotTimes[] }> {
     { cwd: out, env: { PATH: process.env.PATH, HOME: home, LANG: 'C.UTF-8' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   // gphoto2 says nothing when it starts waiting; it is listening once it opened the session and the simulator logged it.
+  let said = '';
+  proc.stderr!.on('data', (d: Buffer) => (said += d.toString()));
   await new Promise<void>((resolve, reject) => {
-    let seen = '';
     proc.stdout!.on('data', (d: Buffer) => {
-      seen += d.toString();
-      if (/Waiting .*for events/i.test(seen)) resolve();
+      said += d.toString();
+      if (/Waiting .*for events/i.test(said)) resolve();
     });
-    proc.on('exit', (c) => reject(new Error(`gphoto2 exited ${c}: ${seen}`)));
+    proc.on('exit', (c) => reject(new Error(`gphoto2 exited ${c}: ${said}`)));
   });
   const times: ShotTimes[] = [];
   for (let i = 0; i < shots.length; i++) {
