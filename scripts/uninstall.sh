@@ -45,7 +45,7 @@ done
 
 # What was installed is named by the installed tree itself; fall back to the names this version ships.
 unit_names=$(cd "$target/systemd" 2>/dev/null && ls -- *.service 2>/dev/null || echo 'shuttle.service shuttle-card@.service')
-rule_names=$(cd "$target/udev" 2>/dev/null && ls -- *.rules 2>/dev/null || echo '70-shuttle-cameras.rules 70-shuttle-cards.rules')
+rule_names=$(cd "$target/udev" 2>/dev/null && ls -- *.rules 2>/dev/null || echo '70-shuttle-cameras.rules 70-shuttle-cards.rules 70-shuttle-lights.rules')
 
 if live; then
   systemctl disable --now shuttle.service >&2 || true

@@ -86,6 +86,7 @@ describe('artifact', () => {
       'systemd/shuttle-card@.service',
       'udev/70-shuttle-cameras.rules',
       'udev/70-shuttle-cards.rules',
+      'udev/70-shuttle-lights.rules',
       'config/shuttle.example.toml',
       'scripts/install.sh',
       'scripts/uninstall.sh',
@@ -125,7 +126,7 @@ describe('install into a DESTDIR', () => {
       expect(await readFile(join(root, 'etc/systemd/system', unit), 'utf8')).toBe(await readFile(join(REPO, 'systemd', unit), 'utf8'));
       expect(await mode(join(root, 'etc/systemd/system', unit))).toBe('644');
     }
-    for (const rules of ['70-shuttle-cameras.rules', '70-shuttle-cards.rules']) {
+    for (const rules of ['70-shuttle-cameras.rules', '70-shuttle-cards.rules', '70-shuttle-lights.rules']) {
       expect(await readFile(join(root, 'etc/udev/rules.d', rules), 'utf8')).toBe(await readFile(join(REPO, 'udev', rules), 'utf8'));
     }
     expect(await mode(join(root, 'opt/shuttle/lib/shuttle-card'))).toBe('755');
@@ -213,6 +214,7 @@ describe('install into a DESTDIR', () => {
       'etc/systemd/system/shuttle-card@.service',
       'etc/udev/rules.d/70-shuttle-cameras.rules',
       'etc/udev/rules.d/70-shuttle-cards.rules',
+      'etc/udev/rules.d/70-shuttle-lights.rules',
     ]) {
       expect(existsSync(join(root, gone)), gone).toBe(false);
     }

@@ -163,7 +163,8 @@ describe('units', () => {
     expect(d.get('CacheDirectory')).toEqual(['shuttle']);
     // The name src/upload/credentials.ts looks for in $CREDENTIALS_DIRECTORY.
     expect(d.get('LoadCredential')).toEqual([`${SYSTEMD_CREDENTIAL_NAMES.file}:/etc/shuttle/aws-credentials`]);
-    expect(d.get('DeviceAllow')).toEqual(['char-usb_device rw']);
+    // Cameras through libusb, and the status lights' hidraw nodes (which udev gives the shuttle group).
+    expect(d.get('DeviceAllow')).toEqual(['char-usb_device rw', 'char-hidraw rw']);
     expect(d.get('ExecStart')?.[0]).toMatch(/ run$/);
     // V8 needs writable executable memory: this setting kills the daemon at start.
     expect(d.get('MemoryDenyWriteExecute') ?? []).not.toContain('yes');

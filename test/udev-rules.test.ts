@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { LIGHT_DRIVER_TABLE } from '../src/device/hid/lights.js';
 import { CAMERA_RULES_FILE, generateCameraRules, renderCameraRules, usbIdMatch, usbIdsFromQuirks, type UsbId } from '../scripts/gen-udev-rules.js';
 
 /**
@@ -117,6 +118,20 @@ describe('card rules', () => {
   });
 });
 
+describe('status light rules', () => {
+  test('every-light-in-the-driver-table-has-its-hidraw-node-given-to-the-service-group-and-nothing-else-does', async () => {
+    const text = await readFile(join(UDEV_DIR, '70-shuttle-lights.rules'), 'utf8');
+    expect(text).toMatch(/^SUBSYSTEM!="hidraw", GOTO="shuttle_lights_end"$/m);
+    const granted = [...text.matchAll(/^ATTRS\{idVendor\}=="([0-9a-f]{4})", ATTRS\{idProduct\}=="([0-9a-f]{4})", GROUP="shuttle", MODE="0660"$/gm)].map((m) => `${m[1]}:${m[2]}`);
+    const hex = (n: number): string => n.toString(16).padStart(4, '0');
+    const lights = Object.values(LIGHT_DRIVER_TABLE).flatMap((d) => d.ids.map((id) => `${hex(id.vendorId)}:${hex(id.productId)}`));
+    // Exactly the lights: a hidraw node of any other device (a keyboard) would let the daemon read what is typed.
+    expect([...granted].sort()).toEqual([...lights].sort());
+    expect(text.split('\n').filter((l) => /GROUP=|MODE=/.test(l) && !l.startsWith('#') && !l.startsWith('ATTRS{idVendor}'))).toEqual([]);
+    expect(text).not.toMatch(/RUN\+?=/);
+  });
+});
+
 describe('udev parses the rules', () => {
   let rulesDir: string;
   beforeAll(async () => {
@@ -147,9 +162,9 @@ describe('udev parses the rules', () => {
     return output.split('\n').filter((l) => l.includes(`${file}:`) && !/Unknown group 'shuttle'/.test(l));
   }
 
-  test('udev-reads-both-rules-files-without-a-complaint', () => {
+  test('udev-reads-every-rules-file-without-a-complaint', () => {
     const out = udevadmTest(rulesDir);
-    for (const f of ['70-shuttle-cameras.rules', '70-shuttle-cards.rules']) {
+    for (const f of ['70-shuttle-cameras.rules', '70-shuttle-cards.rules', '70-shuttle-lights.rules']) {
       expect(out).toContain(`Reading rules file: /etc/udev/rules.d/${f}`);
       expect(complaints(out, f)).toEqual([]);
     }
