@@ -7,7 +7,7 @@ import { ShuttleError } from '../errors.js';
 import { runIngest, type IngestSummary, type Progress } from '../ingest/pipeline.js';
 import { startHashWorker } from '../io/hash-worker-client.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
-import { commandContext, signalOnTermination, type GlobalOptions } from './context.js';
+import { commandContext, signalOnTermination, type CommandContext, type GlobalOptions } from './context.js';
 import type { IngestUpload, IngestUploadFlags, IngestUploadSummary } from './upload.js';
 import { describeWipe, wipeError, wipeSource, type WipePolicy, type WipeReport } from '../ingest/wipe.js';
 import { DONE_MARK_NAME } from '../device/source.js';
@@ -82,14 +82,7 @@ busy, or uploads still queued).`,
       // Booting the hash thread takes a second or more on a slow CPU: it boots on the other core while this
       // one loads the USB library and opens the camera's session.
       startHashWorker();
-      // The upload code pulls in the AWS SDK (about a second of start-up on a small box): only when asked for.
-      const uploadAsked =
-        opts.upload !== undefined ||
-        opts.uploadWait === false ||
-        opts.uploadTimeout !== undefined ||
-        opts.s3Provider !== undefined ||
-        uploadSettings(ctx.config).target !== undefined;
-      const upload = uploadAsked ? (await import('./upload.js')).prepareIngestUpload(ctx, opts) : undefined;
+      const upload = await uploadIfAsked(ctx, opts);
       const wipePolicy = wipePolicyOf(opts, upload);
       const journal = Journal.open(ctx.stateDir);
       const bar = !opts.json && process.stderr.isTTY ? await progressBar() : undefined;
@@ -208,4 +201,18 @@ async function progressBar(): Promise<{ update: (p: Progress) => void; stop: () 
       if (startedBar) bar.stop();
     },
   };
+}
+
+/**
+ * The run's upload, when a flag or the config asks for one. The upload code pulls in the AWS SDK (about a
+ * second of start-up on a small box), so it is loaded only then.
+ */
+export async function uploadIfAsked(ctx: CommandContext, flags: IngestUploadFlags): Promise<IngestUpload | undefined> {
+  const asked =
+    flags.upload !== undefined ||
+    flags.uploadWait === false ||
+    flags.uploadTimeout !== undefined ||
+    flags.s3Provider !== undefined ||
+    uploadSettings(ctx.config).target !== undefined;
+  return asked ? (await import('./upload.js')).prepareIngestUpload(ctx, flags) : undefined;
 }

@@ -1,7 +1,6 @@
 import { Command, Option } from 'commander';
 import { basename, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { uploadSettings } from '../config/index.js';
 import { KeyedOutcomes } from '../async.js';
 import { ShuttleError, isShuttleError } from '../errors.js';
 import { openTetheredCamera } from '../device/tethered-source.js';
@@ -12,7 +11,7 @@ import { startHashWorker } from '../io/hash-worker-client.js';
 import { Journal } from '../store/journal.js';
 import { commandContext, type GlobalOptions } from './context.js';
 import { EXIT } from './exit.js';
-import { NoUploadWaitOption } from './ingest.js';
+import { NoUploadWaitOption, uploadIfAsked } from './ingest.js';
 import { defaultTetherSocket, serveTetherControl, type TetherControl } from './tether-control.js';
 import { startTetherPedals } from './tether-pedals.js';
 import type { IngestUploadFlags } from './upload.js';
@@ -86,13 +85,7 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
       const ctx = commandContext(globals(), { destinations: opts.dest.map((p) => ({ path: resolve(p) })) });
       const { stop, abort } = tetherSignals();
       startHashWorker();
-      const uploadAsked =
-        opts.upload !== undefined ||
-        opts.uploadWait === false ||
-        opts.uploadTimeout !== undefined ||
-        opts.s3Provider !== undefined ||
-        uploadSettings(ctx.config).target !== undefined;
-      const upload = uploadAsked ? (await import('./upload.js')).prepareIngestUpload(ctx, opts) : undefined;
+      const upload = await uploadIfAsked(ctx, opts);
       const longEdge = ctx.config.tether.previewLongEdge;
       const print = (line: Record<string, unknown>, human: string): void => {
         process.stdout.write(opts.json ? `${JSON.stringify(line)}\n` : `${human}\n`);
