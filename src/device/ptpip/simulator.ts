@@ -27,7 +27,7 @@ import {
   StorageType,
   VendorExtension,
 } from '../ptp/codes.js';
-import { encodeDeviceInfo, encodeObjectInfo, encodeStorageInfo, encodeU32Array, type DeviceInfo } from '../ptp/datasets.js';
+import { encodeDeviceInfo, encodeObjectInfo, encodeStorageInfo, encodeU32Array, type DeviceInfo, type ObjectInfo } from '../ptp/datasets.js';
 import { CanonEosOperation } from '../ptp/vendor-events.js';
 import {
   CanonEosSimOperation,
@@ -570,29 +570,17 @@ export class CameraSimulator {
         if (m) return { code: ResponseCode.OK, data: this.memoryObjectInfo(m) };
         const o = this.tree.get(p1);
         if (!o) return { code: ResponseCode.InvalidObjectHandle };
-        const date = formatPtpDate(o.mtimeMs, { timeZone: this.timeZone });
         return {
           code: ResponseCode.OK,
-          data: encodeObjectInfo({
+          data: this.objectInfo({
             storageId: SIMULATOR_STORAGE_ID,
             objectFormat: o.format,
             protectionStatus: o.protection,
             compressedSize: Math.min(o.size, 0xffffffff),
-            thumbFormat: 0,
-            thumbCompressedSize: 0,
-            thumbPixWidth: 0,
-            thumbPixHeight: 0,
-            imagePixWidth: 0,
-            imagePixHeight: 0,
-            imageBitDepth: 0,
             parentObject: o.parent,
             associationType: o.folder ? AssociationType.GenericFolder : AssociationType.Undefined,
-            associationDesc: 0,
-            sequenceNumber: 0,
             filename: o.name,
-            captureDate: date,
-            modificationDate: date,
-            keywords: '',
+            mtimeMs: o.mtimeMs,
           }),
         };
       }
@@ -810,12 +798,26 @@ export class CameraSimulator {
 
   /** ObjectInfo of a memory object: no storage and no parent, as Nikon and Canon report them. */
   private memoryObjectInfo(m: MemoryObject): Uint8Array {
-    const date = formatPtpDate(m.mtimeMs, { timeZone: this.timeZone });
-    return encodeObjectInfo({
+    return this.objectInfo({
       storageId: 0,
       objectFormat: m.format,
       protectionStatus: ProtectionStatus.None,
       compressedSize: m.data.length,
+      parentObject: 0,
+      associationType: AssociationType.Undefined,
+      filename: m.name,
+      mtimeMs: m.mtimeMs,
+    });
+  }
+
+  /** An ObjectInfo as this camera writes every one: no thumbnail or image facts, dated in the camera's zone. */
+  private objectInfo(
+    o: Pick<ObjectInfo, 'storageId' | 'objectFormat' | 'protectionStatus' | 'compressedSize' | 'parentObject' | 'associationType' | 'filename'> & { mtimeMs: number },
+  ): Uint8Array {
+    const { mtimeMs, ...fields } = o;
+    const date = formatPtpDate(mtimeMs, { timeZone: this.timeZone });
+    return encodeObjectInfo({
+      ...fields,
       thumbFormat: 0,
       thumbCompressedSize: 0,
       thumbPixWidth: 0,
@@ -823,11 +825,8 @@ export class CameraSimulator {
       imagePixWidth: 0,
       imagePixHeight: 0,
       imageBitDepth: 0,
-      parentObject: 0,
-      associationType: AssociationType.Undefined,
       associationDesc: 0,
       sequenceNumber: 0,
-      filename: m.name,
       captureDate: date,
       modificationDate: date,
       keywords: '',
