@@ -96,9 +96,21 @@ describe('bandwidth limit', () => {
     } catch (error) {
       failure = error;
     }
-    // The initial burst may pass; nothing beyond it.
-    expect(Buffer.concat(received).length).toBeLessThanOrEqual(64 * 1024);
+    expect(Buffer.concat(received).length).toBe(0);
     expect(isShuttleError(failure, 'ABORTED')).toBe(true);
+  });
+
+  it('lets no small file through a pause, not even the first', async () => {
+    const limiter = new RateLimiter({ bytesPerSecond: 0 });
+    const controller = new AbortController();
+    const sent: number[] = [];
+    const sends = Array.from({ length: 5 }, async () => {
+      for await (const c of await bodyStream(randomBytes(1000), limiter, controller.signal)) sent.push((c as Buffer).length);
+    });
+    setTimeout(() => controller.abort(), 150);
+    const results = await Promise.allSettled(sends);
+    expect(sent).toEqual([]);
+    expect(results.every((r) => r.status === 'rejected' && isShuttleError(r.reason, 'ABORTED'))).toBe(true);
   });
 
   it('rejects malformed schedules', () => {

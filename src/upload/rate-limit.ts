@@ -107,7 +107,8 @@ export class RateLimiter {
       const capacity = this.#capacity(rate);
       this.#tokens = Math.min(capacity, this.#tokens + elapsed * rate);
       const need = Math.min(bytes, capacity);
-      if (this.#tokens >= need) {
+      // A pause is a pause: the bucket's floor must not let a first burst (or a small file) through.
+      if (rate > 0 && this.#tokens >= need) {
         this.#tokens -= bytes;
         return;
       }
