@@ -215,9 +215,9 @@ const sony: Personality = {
   vendor: 'sony',
   deviceInfo: (base, canCapture) => ({
     ...base,
-    // Over PTP/IP a Sony body reports MTP with this manufacturer (libgphoto2 library.c).
-    vendorExtensionId: VendorExtension.Microsoft,
-    vendorExtensionDesc: 'microsoft.com: 1.0; sony.net: 1.0',
+    // Sony's own extension id, as its bodies report on USB (some report MTP with this manufacturer instead).
+    vendorExtensionId: VendorExtension.Sony,
+    vendorExtensionDesc: 'sony.net: 1.0',
     manufacturer: 'Sony Corporation',
     model: 'ILCE-Shuttle Simulator',
     operationsSupported: [

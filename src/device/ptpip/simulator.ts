@@ -45,8 +45,9 @@ import { PtpIpResponder, type OperationHandler, type ResponderReply, type Respon
 
 export const SIMULATOR_STORAGE_ID = 0x00010001;
 
-/** The standard FocusMode property, which a Sony body reports among its own. */
+/** The standard FocusMode and CompressionSetting properties, which a Sony body reports among its own. */
 const SONY_FOCUS_MODE = 0x500a;
+const SONY_COMPRESSION_SETTING = 0x5004;
 
 export interface SimulatorOptions {
   /** Folder served as the camera's storage. */
@@ -688,6 +689,8 @@ export class CameraSimulator {
             { code: SonyProperty.PriorityMode, dataType: SonyDataType.INT8, value: 1 },
             // Manual focus, so that a libgphoto2 capture does not hold the button waiting for focus.
             { code: SONY_FOCUS_MODE, dataType: SonyDataType.UINT16, value: 1 },
+            // JPEG only; libgphoto2 (2.5.30) reads it before every capture.
+            { code: SONY_COMPRESSION_SETTING, dataType: SonyDataType.UINT8, value: 0x02 },
           ]),
         };
       case SonyOperation.SetExtDevicePropValue:
