@@ -49,6 +49,8 @@ describe('loading', () => {
         template: '{YYYY}/{YYYY-MM-DD}/{name}',
         manifestHashes: ['xxh128'],
         job: '',
+        client: '',
+        session: '',
         timeZone: undefined,
         exclude: [],
         verifyRetries: 2,

@@ -1,10 +1,10 @@
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import { runCli } from './support/cli.js';
-import { expectCopies, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
+import { shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
 import { listTree, tempDir } from './support/tree.js';
 
 /**
@@ -32,8 +32,12 @@ test('two-nikon-sdram-captures-with-one-name-one-size-and-one-second-both-arrive
   const state = join(work.path, 'state');
   await mkdir(card);
   await mkdir(pool);
-  const image = await shotJpeg('POOL_A.JPG');
-  await writeFile(join(pool, 'POOL_A.JPG'), image);
+  // Two different images of one size (a JPEG decodes with bytes after its end), as two frames of one scene.
+  const [a, b] = [await shotJpeg('POOL_A.JPG'), await shotJpeg('POOL_B.JPG')];
+  const size = Math.max(a.length, b.length);
+  const images = [a, b].map((j) => Buffer.concat([j, Buffer.alloc(size - j.length)]));
+  await writeFile(join(pool, 'POOL_A.JPG'), images[0]!);
+  await writeFile(join(pool, 'POOL_B.JPG'), images[1]!);
   sim = await CameraSimulator.start({ dir: card, pool, port: 0, timeZone: 'UTC', vendor: 'nikon', captureTarget: 'host', reuseMemoryName: true });
   const socket = join(state, 'tether.sock');
   const t = startTether(children, [`ptpip:127.0.0.1:${sim.port}`, '--dest', dest, '--state', state, '--socket', socket, '--capture-target', 'host']);
@@ -43,14 +47,16 @@ test('two-nikon-sdram-captures-with-one-name-one-size-and-one-second-both-arrive
   const fired = await Promise.all([0, 1].map(() => runCli(['capture', '--socket', socket, '--json', '--state', state])));
   for (const r of fired) expect(r.code, r.stderr).toBe(0);
   const lines = fired.map((r) => JSON.parse(r.stdout) as TetherEvent);
-  expect(lines.map((l) => l.name).sort()).toEqual(['camera-memory/2/DSC_0001.JPG', 'camera-memory/DSC_0001.JPG']);
   const verified = await t.waitFor('verified', 2);
-  await expectCopies(verified, new Map([['DSC_0001.JPG', image]]), 1);
+  const copied = await Promise.all(verified.map((e) => readFile(e.files![0]!)));
+  expect(copied.map((c) => images.findIndex((i) => i.equals(c))).sort()).toEqual([0, 1]);
+  // The second use of the name went into a numbered folder of camera memory: another journal row.
+  expect(lines.map((l) => l.name).sort()).toEqual(['camera-memory/2/DSC_0001.JPG', 'camera-memory/DSC_0001.JPG']);
   const { code, stopped } = await t.stop();
   expect(code, t.stderr()).toBe(0);
   expect(stopped).toMatchObject({ copied: 2, alreadyVerified: 0, failed: 0 });
   const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'));
-  expect(library).toHaveLength(2);
+  expect(library.sort()).toEqual(['2026/2026-03-14/DSC_0001.JPG', '2026/2026-03-14/DSC_0001_1.JPG']);
   // Both released in the camera once verified.
   expect(sim.operationCount(0x90c3)).toBe(2);
 });
