@@ -132,6 +132,9 @@ export class VendorEventPoller {
       this.#handles = new Set(await this.#allHandles(signal));
     } else if (this.strategy.kind === 'sony') {
       await sonyConnect(this.#session, signal);
+      // Some bodies ignore the shutter for a while after the connect; nothing is announced before it would work.
+      const warmUp = this.#session.quirks.captureWarmUpMs;
+      if (warmUp > 0) await sleep(warmUp, signal);
       // The body's own "something changed" cuts the pause short: a shot is fetched without waiting for the next poll.
       this.#offSonyEvents = this.#session.onEvent((e) => {
         if (e.code === SonyEventCode.DevicePropChanged && e.params[0] === SonyProperty.ObjectInMemory) this.#wake?.abort();

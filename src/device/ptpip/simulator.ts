@@ -98,6 +98,8 @@ export interface SimulatorMisbehaviour {
   trickle?: { bytes: number; intervalMs: number };
   /** Every GetObjectHandles answer lists its handles this many times over. */
   repeatHandles?: number;
+  /** Never send CaptureComplete, although DeviceInfo lists it (Leica Q3 and SL3). */
+  withholdCaptureComplete?: boolean;
 }
 
 interface SimObject {
@@ -430,6 +432,7 @@ export class CameraSimulator {
 
   /** Tells every connected initiator, the way this maker's camera would (see personality.ts). */
   private announce(e: BodyEvent): void {
+    if (e.kind === 'capture-complete' && this.opts.misbehave?.withholdCaptureComplete === true) return;
     for (const outlet of this.outlets.values()) outlet.announce(e);
   }
 
