@@ -4,7 +4,11 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { CameraSimulator, type SimulatorOptions } from '../src/device/ptpip/simulator.js';
+import { OperationCode, VendorExtension } from '../src/device/ptp/codes.js';
+import type { DeviceInfo } from '../src/device/ptp/datasets.js';
 import { SonyOperation } from '../src/device/ptp/sony.js';
+import { chooseEventStrategy } from '../src/device/ptp/vendor-events.js';
+import { captureOperation } from '../src/device/tethered-source.js';
 import { runCli } from './support/cli.js';
 import { expectCopies, rawWithThumbnail, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
 import { listTree, tempDir } from './support/tree.js';
@@ -157,4 +161,31 @@ test('sony-shots-taken-between-sessions-wait-in-memory-and-a-restarted-session-c
   expect(names).not.toContain('camera-memory/DSC00001.JPG');
   const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'));
   expect(library).toHaveLength(4);
+});
+
+test('a-sony-body-outside-pc-remote-mode-is-tethered-from-its-card-and-cannot-be-fired', () => {
+  const info: DeviceInfo = {
+    standardVersion: 100,
+    vendorExtensionId: VendorExtension.Sony,
+    vendorExtensionVersion: 100,
+    vendorExtensionDesc: 'sony.net: 1.0',
+    functionalMode: 0,
+    operationsSupported: [OperationCode.GetObjectHandles, OperationCode.GetObjectInfo, OperationCode.GetObject],
+    eventsSupported: [],
+    devicePropertiesSupported: [],
+    captureFormats: [],
+    imageFormats: [],
+    manufacturer: 'Sony Corporation',
+    model: 'ILCE-7M3',
+    deviceVersion: '1.0',
+    serialNumber: '1',
+  };
+  // Mass storage or MTP mode: no SDIOConnect, so new shots are found by listing the card again.
+  const strategy = chooseEventStrategy(info);
+  expect(strategy).toEqual({ kind: 'object-handles' });
+  expect(captureOperation(strategy, info.operationsSupported, 'card')).toBeUndefined();
+  // PC Remote mode: the SDIO operations are there.
+  const remote = { ...info, operationsSupported: [...info.operationsSupported, SonyOperation.SdioConnect, SonyOperation.GetAllDevicePropData, SonyOperation.ControlDevice] };
+  expect(chooseEventStrategy(remote)).toEqual({ kind: 'sony' });
+  expect(captureOperation({ kind: 'sony' }, remote.operationsSupported, 'card')).toEqual({ code: SonyOperation.ControlDevice, params: [] });
 });

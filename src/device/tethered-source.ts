@@ -170,7 +170,9 @@ export class TetheredCameraSource implements Source {
     const info = this.camera.camera.deviceInfo;
     const op = captureOperation(strategy, info.operationsSupported, this.opts.captureTarget ?? 'card');
     if (!op) {
-      throw new ShuttleError('PTP_RESPONSE', `${info.model} cannot be fired remotely (no InitiateCapture nor a vendor capture operation)`, {
+      // A Sony body offers its shutter only in PC Remote mode; in mass-storage or MTP mode it is tethered from its card.
+      const hint = /sony/i.test(info.manufacturer) ? `; set the camera's USB connection to "PC Remote"` : '';
+      throw new ShuttleError('PTP_RESPONSE', `${info.model} cannot be fired remotely (no InitiateCapture nor a vendor capture operation)${hint}`, {
         context: { operation: 'InitiateCapture', responseCode: 0x2005, source: this.uri },
       });
     }
