@@ -1,6 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, test } from 'vitest';
+import { openPtpIpCameraSource } from '../src/device/camera-source.js';
 import { PtpCamera } from '../src/device/ptp/camera.js';
 import { PtpWriter } from '../src/device/ptp/codec.js';
 import { EventCode } from '../src/device/ptp/codes.js';
@@ -19,6 +20,7 @@ import { VendorEventPoller } from '../src/device/ptp/vendor-events.js';
 import type { PtpEvent } from '../src/device/ptp/transport.js';
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import { connectPtpIp, loadOrCreateInitiatorIdentity } from '../src/device/ptpip/transport.js';
+import { TetheredCameraSource } from '../src/device/tethered-source.js';
 import { tempDir } from './support/tree.js';
 
 /** Sony's SDIO data as Shuttle reads it, and the poller that watches a Sony body's memory. */
@@ -101,4 +103,30 @@ test('the-body-signalling-objectinmemory-changed-ends-the-pause-between-polls', 
   await writeFile(join(card, 'DSC00001.JPG'), Buffer.alloc(1000, 7));
   await arrived;
   expect(added[0]!.params).toEqual([SONY_MEMORY_OBJECT_HANDLE]);
+}, 20_000);
+
+test('a-stale-announcement-of-the-empty-memory-handle-does-not-end-the-session', async () => {
+  const card = join(work.path, 'card');
+  await mkdir(card);
+  const sim = await CameraSimulator.start({ dir: card, port: 0, vendor: 'sony' });
+  cleanups.push(() => sim.stop());
+  const camera = await openPtpIpCameraSource({ host: '127.0.0.1', port: sim.port, stateDir: join(work.path, 'state') });
+  const stop = new AbortController();
+  let watching: () => void = () => undefined;
+  const ready = new Promise<void>((r) => (watching = r));
+  const tethered = new TetheredCameraSource(camera, { existing: false, stop: stop.signal, onWatching: () => watching() });
+  cleanups.push(() => tethered.close());
+  const listing = tethered.list()[Symbol.asyncIterator]();
+  cleanups.push(async () => {
+    stop.abort();
+    await listing.return?.();
+  });
+  const first = listing.next();
+  await ready;
+  // As a poll that counted a shot just before it was read would announce it: the handle is empty now.
+  camera.camera.session.dispatchEvent({ code: EventCode.ObjectAdded, transactionId: 0, params: [SONY_MEMORY_OBJECT_HANDLE] });
+  await writeFile(join(card, 'DSC00002.JPG'), Buffer.alloc(1000, 7));
+  const r = await first;
+  expect(r.done).toBe(false);
+  expect((r.value as { path: string }).path).toBe('camera-memory/DSC00002.JPG');
 }, 20_000);

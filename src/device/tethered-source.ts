@@ -143,7 +143,13 @@ export class TetheredCameraSource implements Source {
         if ((e.code !== EventCode.ObjectAdded && e.code !== EventCode.RequestObjectTransfer) || handle === undefined || named.has(handle)) continue;
         named.add(handle);
         const at = performance.now();
-        const listed = await this.camera.itemOf(handle, signal);
+        const listed = await this.camera.itemOf(handle, signal).catch((err: unknown) => {
+          // Sony's memory handle announced by a poll that ran before its last shot was read: nothing there
+          // now, and the handle names the next shot when there is one.
+          if (handle !== SONY_MEMORY_OBJECT_HANDLE || responseCodeOf(err) !== 0x2009) throw err;
+          named.delete(handle);
+          return undefined;
+        });
         if (!listed) continue;
         const item = (listed.handle as CameraItemHandle).storageId === 0 ? { ...listed, path: this.#memoryPath(listed) } : listed;
         this.#announcedAt.set(item.path, at);
