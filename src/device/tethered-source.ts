@@ -8,7 +8,7 @@ import { ShuttleError, isShuttleError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { PtpCameraSource } from './camera-source.js';
 import { cameraScheme, openSource, type OpenContext } from './detect.js';
-import { EventCode, OperationCode } from './ptp/codes.js';
+import { EventCode, OperationCode, ResponseCode } from './ptp/codes.js';
 import { responseCodeOf } from './ptp/session.js';
 import { CanonEosOperation, startVendorEvents, type EventStrategy } from './ptp/vendor-events.js';
 import { NIKON_SDRAM_OBJECT_HANDLE } from './ptp/vendor-events-decode.js';
@@ -146,7 +146,7 @@ export class TetheredCameraSource implements Source {
         const listed = await this.camera.itemOf(handle, signal).catch((err: unknown) => {
           // Sony's memory handle announced by a poll that ran before its last shot was read: nothing there
           // now, and the handle names the next shot when there is one.
-          if (handle !== SONY_MEMORY_OBJECT_HANDLE || responseCodeOf(err) !== 0x2009) throw err;
+          if (handle !== SONY_MEMORY_OBJECT_HANDLE || responseCodeOf(err) !== ResponseCode.InvalidObjectHandle) throw err;
           named.delete(handle);
           return undefined;
         });
