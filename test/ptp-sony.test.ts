@@ -20,6 +20,7 @@ import { VendorEventPoller } from '../src/device/ptp/vendor-events.js';
 import type { PtpEvent } from '../src/device/ptp/transport.js';
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import { connectPtpIp, loadOrCreateInitiatorIdentity } from '../src/device/ptpip/transport.js';
+import type { SourceItem } from '../src/device/source.js';
 import { TetheredCameraSource } from '../src/device/tethered-source.js';
 import { tempDir } from './support/tree.js';
 
@@ -129,4 +130,32 @@ test('a-stale-announcement-of-the-empty-memory-handle-does-not-end-the-session',
   const r = await first;
   expect(r.done).toBe(false);
   expect((r.value as { path: string }).path).toBe('camera-memory/DSC00002.JPG');
+}, 20_000);
+
+test('the-next-shot-in-sony-memory-is-named-once-the-last-was-read-whatever-became-of-its-copy', async () => {
+  const card = join(work.path, 'card');
+  await mkdir(card);
+  const sim = await CameraSimulator.start({ dir: card, port: 0, vendor: 'sony' });
+  cleanups.push(() => sim.stop());
+  const camera = await openPtpIpCameraSource({ host: '127.0.0.1', port: sim.port, stateDir: join(work.path, 'state') });
+  const stop = new AbortController();
+  const tethered = new TetheredCameraSource(camera, { existing: false, stop: stop.signal });
+  cleanups.push(() => tethered.close());
+  const listing = tethered.list()[Symbol.asyncIterator]();
+  cleanups.push(async () => {
+    stop.abort();
+    await listing.return?.();
+  });
+  const first = listing.next();
+  await writeFile(join(card, 'DSC00001.JPG'), Buffer.alloc(1000, 1));
+  await writeFile(join(card, 'DSC00002.JPG'), Buffer.alloc(2000, 2));
+  const one = (await first).value as SourceItem;
+  expect(one.path).toBe('camera-memory/DSC00001.JPG');
+  // Read to its end (as a copy does), never released (as when the copy failed at its destination).
+  const bytes: Buffer[] = [];
+  for await (const chunk of await tethered.open(one)) bytes.push(chunk as Buffer);
+  expect(Buffer.concat(bytes).equals(Buffer.alloc(1000, 1))).toBe(true);
+  const two = (await listing.next()).value as SourceItem;
+  expect(two.path).toBe('camera-memory/DSC00002.JPG');
+  expect(two.size).toBe(2000);
 }, 20_000);

@@ -81,6 +81,8 @@ export class TetheredCameraSource implements Source {
   readonly #captures: Array<(path: string) => void> = [];
   /** Shots held in camera memory (capture target host) until `release`, by path. */
   readonly #inMemory = new Map<string, CameraItemHandle>();
+  /** The Sony shot named last (path, size, time), which its memory handle keeps naming until it is read. */
+  #sonyLast: string | undefined;
   /** How often each camera-memory name was used this session. */
   readonly #memoryNames = new Map<string, number>();
   #strategy: EventStrategy | undefined;
@@ -141,16 +143,22 @@ export class TetheredCameraSource implements Source {
         const handle = e.params[0];
         // RequestObjectTransfer: a capture the camera holds in memory for the host (Canon EOS, capture target host).
         if ((e.code !== EventCode.ObjectAdded && e.code !== EventCode.RequestObjectTransfer) || handle === undefined || named.has(handle)) continue;
-        named.add(handle);
+        // Sony's memory handle names each waiting shot in turn, the next as soon as one was read: a shot
+        // there is new when it is not the one named last (not the handle, which is announced on every poll).
+        const sony = handle === SONY_MEMORY_OBJECT_HANDLE;
+        if (!sony) named.add(handle);
         const at = performance.now();
         const listed = await this.camera.itemOf(handle, signal).catch((err: unknown) => {
-          // Sony's memory handle announced by a poll that ran before its last shot was read: nothing there
-          // now, and the handle names the next shot when there is one.
-          if (handle !== SONY_MEMORY_OBJECT_HANDLE || responseCodeOf(err) !== ResponseCode.InvalidObjectHandle) throw err;
-          named.delete(handle);
+          // Announced by a poll that ran just before the last shot was read: nothing there now.
+          if (!sony || responseCodeOf(err) !== ResponseCode.InvalidObjectHandle) throw err;
           return undefined;
         });
         if (!listed) continue;
+        if (sony) {
+          const key = `${listed.path}\u0000${listed.size}\u0000${listed.mtimeMs}`;
+          if (key === this.#sonyLast) continue;
+          this.#sonyLast = key;
+        }
         const item = (listed.handle as CameraItemHandle).storageId === 0 ? { ...listed, path: this.#memoryPath(listed) } : listed;
         this.#announcedAt.set(item.path, at);
         const h = item.handle as CameraItemHandle;
@@ -227,8 +235,8 @@ export class TetheredCameraSource implements Source {
     const code = kind === 'canon-eos' ? CanonEosOperation.TransferComplete : kind === 'nikon' ? NikonOperation.DelImageSdram : undefined;
     // A Sony body dropped the shot when it was read to its end; nothing to send.
     if (code !== undefined) await this.camera.camera.session.run({ code, params: [objectHandle], signal });
-    // The handle may name the next capture now (Nikon's and Sony's virtual handles always do).
-    if (objectHandle === NIKON_SDRAM_OBJECT_HANDLE || objectHandle === SONY_MEMORY_OBJECT_HANDLE || kind === 'canon-eos') this.#named.delete(objectHandle);
+    // The handle may name the next capture now (Nikon's virtual SDRAM handle always does).
+    if (objectHandle === NIKON_SDRAM_OBJECT_HANDLE || kind === 'canon-eos') this.#named.delete(objectHandle);
   }
 
   /**
