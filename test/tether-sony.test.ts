@@ -189,3 +189,22 @@ test('a-sony-body-outside-pc-remote-mode-is-tethered-from-its-card-and-cannot-be
   expect(chooseEventStrategy(remote)).toEqual({ kind: 'sony' });
   expect(captureOperation({ kind: 'sony' }, remote.operationsSupported, 'card')).toEqual({ code: SonyOperation.ControlDevice, params: [] });
 });
+
+test('sony-raw-and-jpeg-fetched-one-after-the-other-share-one-shot-number', async () => {
+  await startCamera();
+  const config = join(work.path, 'shuttle.toml');
+  await writeFile(config, '[ingest]\ntemplate = "{session}/{shot}_{name}"\n');
+  const t = tether('--config', config, '--session', 'day-1');
+  await t.waitFor('ready');
+  const pair = new Map([
+    ['DSC09001.ARW', rawWithThumbnail(await shotJpeg('thumb'))],
+    ['DSC09001.JPG', await shotJpeg('DSC09001.JPG')],
+  ]);
+  await shootOnBody(pair);
+  await expectCopies(await t.waitFor('verified', 2), pair, 1);
+  await shootOnBody(new Map([['DSC09002.JPG', await shotJpeg('DSC09002.JPG')]]));
+  await t.waitFor('verified', 3);
+  expect((await t.stop()).code, t.stderr()).toBe(0);
+  const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/')).sort();
+  expect(library).toEqual(['day-1/0001_DSC09001.ARW', 'day-1/0001_DSC09001.JPG', 'day-1/0002_DSC09002.JPG']);
+});
