@@ -233,8 +233,9 @@ export class TetheredCameraSource implements Source {
     const { objectHandle } = h;
     const kind = this.#strategy?.kind;
     const code = kind === 'canon-eos' ? CanonEosOperation.TransferComplete : kind === 'nikon' ? NikonOperation.DelImageSdram : undefined;
-    // A Sony body dropped the shot when it was read to its end; nothing to send.
-    if (code !== undefined) await this.camera.camera.session.run({ code, params: [objectHandle], signal });
+    // A Sony body dropped the shot when it was read to its end: nothing to send.
+    if (code === undefined) return;
+    await this.camera.camera.session.run({ code, params: [objectHandle], signal });
     // The handle may name the next capture now (Nikon's virtual SDRAM handle always does).
     if (objectHandle === NIKON_SDRAM_OBJECT_HANDLE || kind === 'canon-eos') this.#named.delete(objectHandle);
   }

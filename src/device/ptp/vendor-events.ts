@@ -179,8 +179,8 @@ export class VendorEventPoller {
         break;
       }
       case 'sony': {
-        // While shots wait, the one at the virtual handle is announced on every poll: the tethered source
-        // names it once, and again after it was fetched, when the handle holds the next shot.
+        // While shots wait, the handle is announced on every poll: it names each waiting shot in turn, and
+        // the tethered source names each shot it finds there once.
         const value = await sonyObjectInMemory(this.#session, signal, this.#pollTimeoutMs);
         if (value !== this.#inMemory) this.#fresh++;
         this.#inMemory = value;
