@@ -233,6 +233,43 @@ describe('api', () => {
     expect(station.uploads).toMatchObject({ paused: false, depth: 4 });
   });
 
+  test('paused-uploads-stay-paused-across-a-daemon-restart-until-resumed', async () => {
+    const env = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'us-east-1' };
+    const extra = { upload: { target: 's3://bucket/daemon', endpoint: 'http://127.0.0.1:9', provider: 'minio' as const } };
+    const ingest = async (api: ApiDaemon, name: string): Promise<void> => {
+      const card = join(work, name);
+      await writeJpeg(join(card, 'IMG_0001.JPG'), { seed: name.length });
+      const finished = nextEvent(api.daemon.events, (e) => e.type === 'job.finished');
+      api.watcher.card(name, card);
+      await finished;
+    };
+    d = await startApiDaemon(work, {}, extra, env);
+    await ingest(d, 'card-a');
+    expect((await json(`${d.url}/api/v1/uploads/pause`, { method: 'POST' })).body).toMatchObject({ paused: true });
+    await d.daemon.stop();
+
+    d = await startApiDaemon(work, {}, extra, env);
+    const { url, log } = d;
+    // Paused from the start: the file queued before the restart is not claimed.
+    expect(log.lines.find((l) => l.msg?.startsWith('uploader started'))).toMatchObject({ paused: true, queued: 1 });
+    expect((await json(`${url}/api/v1/station`)).body).toMatchObject({ uploads: { paused: true, state: 'paused', depth: 1 } });
+    await ingest(d, 'card-bb');
+    expect((await json(`${url}/api/v1/uploads`)).body).toMatchObject({ paused: true, state: 'paused', depth: 2 });
+    expect(log.lines.filter((l) => l.msg === 'upload drain started')).toEqual([]);
+
+    expect((await json(`${url}/api/v1/uploads/resume`, { method: 'POST' })).body).toMatchObject({ paused: false });
+    await until(
+      'a drain after the resume',
+      async () => log.lines.some((l) => l.msg === 'upload drain started'),
+      (v) => v,
+    );
+    // Resumed is kept too: the next start drains at once.
+    await d.daemon.stop();
+    d = await startApiDaemon(work, {}, extra, env);
+    expect(d.log.lines.find((l) => l.msg?.startsWith('uploader started'))).toMatchObject({ paused: false, queued: 2 });
+    expect((await json(`${d.url}/api/v1/station`)).body).toMatchObject({ uploads: { paused: false } });
+  });
+
   test('bad-requests-get-4xx-with-a-shuttle-error-code-and-message', async () => {
     d = await startApiDaemon(work);
     const { url } = d;

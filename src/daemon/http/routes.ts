@@ -153,17 +153,17 @@ export function registerRoutes(app: ZodApp, ctx: { backend: ApiBackend; auth: Ap
 
   app.post(
     '/api/v1/uploads/pause',
-    { schema: { summary: 'Stops claiming files for upload (those in flight finish); not kept across a restart', response: { 200: s.pausedResult, ...errors } } },
+    { schema: { summary: 'Stops claiming files for upload (those in flight finish) until resumed, also across restarts', response: { 200: s.pausedResult, ...errors } } },
     async () => {
       const u = requireUploads();
-      u.pause();
+      await u.pause();
       return { paused: u.paused, state: u.status().state };
     },
   );
 
   app.post('/api/v1/uploads/resume', { schema: { response: { 200: s.pausedResult, ...errors } } }, async () => {
     const u = requireUploads();
-    u.resume();
+    await u.resume();
     return { paused: u.paused, state: u.status().state };
   });
 
