@@ -385,6 +385,7 @@ export class Daemon {
   async #startApi(api: { host: string; port: number; token: string | undefined }): Promise<void> {
     const [{ ApiServer }, { StationMetrics }] = await Promise.all([import('./http/server.js'), import('./metrics.js')]);
     const config = this.#opts.config;
+    const files = new FileList(this.#journal!);
     this.#metrics = new StationMetrics(this.events, {
       version: VERSION,
       uploadQueue: () => {
@@ -395,6 +396,7 @@ export class Daemon {
         const d = this.#devices?.status() ?? [];
         return { card: d.filter((x) => x.kind === 'card').length, camera: d.filter((x) => x.kind === 'camera').length };
       },
+      verifiedAt: (fileId) => files.verifiedAt(fileId),
     });
     const uploader = this.#uploader;
     this.#api = await ApiServer.start({
@@ -411,7 +413,7 @@ export class Daemon {
         stateDir: this.#opts.stateDir,
         events: this.events,
         metrics: this.#metrics,
-        files: new FileList(this.#journal!),
+        files,
         view: () => this.station.view,
         devices: () => this.#devices.status(),
         jobs: () => this.scheduler.snapshot(),

@@ -54,7 +54,8 @@ export const jobSnapshot = z
         alreadyVerified: int,
         failed: int,
         bytes: int,
-        errors: z.array(z.object({ code: z.string(), message: z.string(), path: z.string().optional() })),
+        errors: z.array(z.object({ code: z.string(), message: z.string(), path: z.string().optional() })).describe('the first 20 errors'),
+        errorCounts: z.record(z.string(), int).optional().describe('every error of the job, counted by code'),
         skipped: z.array(z.object({ path: z.string(), reason: z.string() })),
       })
       .optional(),
