@@ -144,8 +144,13 @@ export const fileItem = z
       )
       .describe('its upload rows: one per S3 target it was queued for'),
     preview: z.string().optional().describe('URL of its preview, when one was made'),
+    thumbnail: z.string().optional().describe('URL of the small version of its preview (for tiles), when a preview was made'),
   })
   .meta({ id: 'File' });
+
+export const previewQuery = z.object({
+  size: z.enum(['full', 'thumb']).default('full').describe('thumb: the small version (long edge 320 pixels) for tiles'),
+});
 
 export const filesQuery = z.object({
   limit: z.coerce.number().int().min(1).max(500).default(50),
