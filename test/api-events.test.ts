@@ -1,9 +1,12 @@
-import { request } from 'node:http';
+import { EventEmitter } from 'node:events';
+import { request, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { setImmediate as tick } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import type { StationEvent } from '../src/daemon/events.js';
+import { EventHub, type StationEvent } from '../src/daemon/events.js';
+import { EventStream } from '../src/daemon/http/sse.js';
 import { type ApiDaemon, startApiDaemon } from './support/api-daemon.js';
+import { captureLog } from './support/daemon-helpers.js';
 import { tempDir } from './support/tree.js';
 
 /** The event stream (SSE) of the HTTP API: replay after a reconnect, reset when the gap is lost, slow clients. */
@@ -167,5 +170,45 @@ describe('api events', () => {
     const frames = await reader.waitFor(published);
     expect(frames.map((f) => (JSON.parse(f.data!) as { message: string }).message.length)).toEqual(Array(published).fill(big.length));
     reader.close();
+  });
+
+  test('a-burst-of-events-reaches-each-client-in-one-write-and-a-reconnect-replays-it-in-one-write', async () => {
+    /** A client's response: what the stream writes to it, write by write. */
+    class Response extends EventEmitter {
+      readonly writes: string[] = [];
+      writableLength = 0;
+      write(text: string): boolean {
+        this.writes.push(text);
+        return true;
+      }
+      end(): void {}
+      destroy(): void {}
+    }
+    const ids = (text: string): number[] => [...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+    const hub = new EventHub();
+    const stream = new EventStream(hub, { logger: captureLog().logger });
+    try {
+      const clients = [new Response(), new Response(), new Response()];
+      for (const c of clients) stream.attach(c as unknown as ServerResponse, undefined, undefined);
+      for (let i = 1; i <= 100; i++) hub.publish(error(i));
+      await tick();
+      for (const c of clients) {
+        expect(c.writes).toHaveLength(1);
+        expect(ids(c.writes[0]!)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+      }
+      // A client back after event 40 gets the 60 it missed in one write, then the next burst in one more.
+      const back = new Response();
+      stream.attach(back as unknown as ServerResponse, 40, undefined);
+      expect(back.writes).toHaveLength(1);
+      expect(ids(back.writes[0]!)).toEqual(Array.from({ length: 60 }, (_, i) => i + 41));
+      for (let i = 101; i <= 110; i++) hub.publish(error(i));
+      await tick();
+      expect(back.writes).toHaveLength(2);
+      expect(ids(back.writes[1]!)).toEqual(Array.from({ length: 10 }, (_, i) => i + 101));
+      expect(clients[0]!.writes).toHaveLength(2);
+    } finally {
+      stream.close();
+      hub.close();
+    }
   });
 });

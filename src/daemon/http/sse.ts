@@ -4,7 +4,9 @@ import type { EventHub, StationEvent, StationEventType } from '../events.js';
 
 /**
  * The event hub as Server-Sent Events, for any number of clients. One subscription to the hub for all
- * of them; each event is serialised once and written to every client's socket without waiting: a client
+ * of them; each event is serialised once, and the events of one turn of the event loop go to each client
+ * in one socket write (a burst of verified files is one write per client, not one per event and
+ * client), without waiting: a client
  * that does not read (a phone gone to sleep, a stalled proxy) only grows its own socket buffer, and once
  * that passes a bound the client is cut off. It then reconnects with Last-Event-ID and gets what it
  * missed from the hub's replay, or `event: reset` (reload everything) when the hub no longer has it.
@@ -15,6 +17,8 @@ export interface SseClient {
   raw: ServerResponse;
   /** Event types it wants; all when undefined. */
   types: ReadonlySet<string> | undefined;
+  /** Frames for its next write. */
+  pending: string[];
 }
 
 export const DEFAULT_MAX_BUFFER_BYTES = 1024 * 1024;
@@ -27,6 +31,7 @@ export class EventStream {
   readonly #clients = new Set<SseClient>();
   readonly #unsubscribe: () => void;
   #dropped = 0;
+  #flush: NodeJS.Immediate | undefined;
 
   constructor(
     private readonly hub: EventHub,
@@ -50,7 +55,7 @@ export class EventStream {
    * step, so no event falls between them.
    */
   attach(raw: ServerResponse, lastId: number | undefined, types: ReadonlySet<StationEventType> | undefined): void {
-    const client: SseClient = { raw, types };
+    const client: SseClient = { raw, types, pending: [] };
     if (lastId !== undefined) {
       const missed = this.hub.since(lastId);
       if (missed === undefined) {
@@ -58,16 +63,19 @@ export class EventStream {
           `event: reset\ndata: ${JSON.stringify({ lastId: this.hub.lastId, reason: 'the events after your last one are no longer kept (or the daemon restarted): reload the state' })}\n\n`,
         );
       } else {
-        for (const e of missed) if (!types || types.has(e.type)) raw.write(frame(e));
+        const replay = missed.filter((e) => !types || types.has(e.type)).map((e) => frame(e));
+        if (replay.length > 0) raw.write(replay.join(''));
       }
     }
     this.#clients.add(client);
     raw.once('close', () => this.#clients.delete(client));
   }
 
-  /** Ends every stream (the server is closing). */
+  /** Ends every stream (the server is closing), after what is pending for it. */
   close(): void {
     this.#unsubscribe();
+    clearImmediate(this.#flush);
+    this.#writePending();
     for (const c of this.#clients) c.raw.end();
     this.#clients.clear();
   }
@@ -75,18 +83,29 @@ export class EventStream {
   #broadcast(e: StationEvent): void {
     if (this.#clients.size === 0) return;
     let text: string | undefined;
-    const max = this.o.maxBufferBytes ?? DEFAULT_MAX_BUFFER_BYTES;
     for (const c of this.#clients) {
       if (c.types && !c.types.has(e.type)) continue;
+      text ??= frame(e);
+      c.pending.push(text);
+    }
+    if (text !== undefined) this.#flush ??= setImmediate(() => this.#writePending());
+  }
+
+  #writePending(): void {
+    this.#flush = undefined;
+    const max = this.o.maxBufferBytes ?? DEFAULT_MAX_BUFFER_BYTES;
+    for (const c of this.#clients) {
+      if (c.pending.length === 0) continue;
+      const frames = c.pending.join('');
+      c.pending = [];
       if (c.raw.writableLength > max) {
         this.#clients.delete(c);
         this.#dropped++;
-        this.o.logger.warn({ buffered: c.raw.writableLength, lastEvent: e.id }, 'event stream client is not reading; cut off (it reconnects and replays)');
+        this.o.logger.warn({ buffered: c.raw.writableLength }, 'event stream client is not reading; cut off (it reconnects and replays)');
         c.raw.destroy();
         continue;
       }
-      text ??= frame(e);
-      c.raw.write(text);
+      c.raw.write(frames);
     }
   }
 }
