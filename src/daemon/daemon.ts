@@ -199,7 +199,8 @@ export class Daemon {
       onFinished: (done, logger) => sinks.report(done, logger),
     };
     this.#resources = destinations.map((d) => `destination ${d.path}`);
-    if (api !== undefined || config.tether.cameras.length > 0) {
+    const previews = config.previews.make;
+    if (previews === 'always' || (previews === 'auto' && (api !== undefined || config.tether.cameras.length > 0))) {
       const { PreviewMaker } = await import('./previews.js');
       this.#previews = new PreviewMaker({ stateDir, longEdge: config.tether.previewLongEdge, hub: this.events, logger: this.#log });
     }
