@@ -2,9 +2,9 @@ import { EventEmitter } from 'node:events';
 import { request, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { setImmediate as tick } from 'node:timers/promises';
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { EventHub, type StationEvent } from '../src/daemon/events.js';
-import { EventStream } from '../src/daemon/http/sse.js';
+import { EventStream, FLUSH_MS } from '../src/daemon/http/sse.js';
 import { type ApiDaemon, startApiDaemon } from './support/api-daemon.js';
 import { captureLog } from './support/daemon-helpers.js';
 import { tempDir } from './support/tree.js';
@@ -172,7 +172,7 @@ describe('api events', () => {
     reader.close();
   });
 
-  test('a-burst-of-events-reaches-each-client-in-one-write-and-a-reconnect-replays-it-in-one-write', async () => {
+  test('events-close-together-reach-each-client-in-one-write-and-a-reconnect-replays-in-one-write', async () => {
     /** A client's response: what the stream writes to it, write by write. */
     class Response extends EventEmitter {
       readonly writes: string[] = [];
@@ -185,30 +185,36 @@ describe('api events', () => {
       destroy(): void {}
     }
     const ids = (text: string): number[] => [...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+    const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'clearImmediate', 'performance'] });
     const hub = new EventHub();
     const stream = new EventStream(hub, { logger: captureLog().logger });
     try {
       const clients = [new Response(), new Response(), new Response()];
       for (const c of clients) stream.attach(c as unknown as ServerResponse, undefined, undefined);
-      for (let i = 1; i <= 100; i++) hub.publish(error(i));
-      await tick();
-      for (const c of clients) {
-        expect(c.writes).toHaveLength(1);
-        expect(ids(c.writes[0]!)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+      // The first event after a quiet spell goes out at once.
+      hub.publish(error(1));
+      vi.advanceTimersByTime(0);
+      for (const c of clients) expect(c.writes.map(ids)).toEqual([[1]]);
+      // Then an event per millisecond (a file verified after another): one write per window, not per event.
+      for (let i = 2; i <= 41; i++) {
+        hub.publish(error(i));
+        vi.advanceTimersByTime(1);
       }
-      // A client back after event 40 gets the 60 it missed in one write, then the next burst in one more.
+      vi.advanceTimersByTime(FLUSH_MS);
+      for (const c of clients) expect(c.writes.map(ids)).toEqual([[1], range(2, 41)]);
+      // A client back after event 10 gets the 31 it missed in one write, then what follows with the others.
       const back = new Response();
-      stream.attach(back as unknown as ServerResponse, 40, undefined);
-      expect(back.writes).toHaveLength(1);
-      expect(ids(back.writes[0]!)).toEqual(Array.from({ length: 60 }, (_, i) => i + 41));
-      for (let i = 101; i <= 110; i++) hub.publish(error(i));
-      await tick();
-      expect(back.writes).toHaveLength(2);
-      expect(ids(back.writes[1]!)).toEqual(Array.from({ length: 10 }, (_, i) => i + 101));
-      expect(clients[0]!.writes).toHaveLength(2);
+      stream.attach(back as unknown as ServerResponse, 10, undefined);
+      expect(back.writes.map(ids)).toEqual([range(11, 41)]);
+      for (let i = 42; i <= 141; i++) hub.publish(error(i));
+      vi.advanceTimersByTime(FLUSH_MS);
+      expect(back.writes.map(ids)).toEqual([range(11, 41), range(42, 141)]);
+      expect(clients[0]!.writes.at(-1)).toBe(back.writes[1]);
     } finally {
       stream.close();
       hub.close();
+      vi.useRealTimers();
     }
   });
 });
