@@ -83,10 +83,11 @@ export class PreviewMaker {
       let made = false;
       try {
         made = await writePreview(join(first.root, first.rel), target, this.o.longEdge);
-        if (made) await writeThumbnail(this.o.stateDir, target);
       } catch (err) {
         this.o.logger.warn({ err, path: w.file.path }, 'no preview');
       }
+      // Without one, the API makes the thumbnail when it is first asked for.
+      if (made) await writeThumbnail(this.o.stateDir, target).catch((err: unknown) => this.o.logger.warn({ err, path: w.file.path }, 'no thumbnail'));
       if (made && !this.#closed)
         this.o.hub.publish({ type: 'preview.ready', job: w.job, fileId: w.file.fileId, path: w.file.path, preview: target, url: previewUrl(w.file.fileId) });
       w.done(made ? target : undefined);

@@ -276,12 +276,14 @@ export function registerRoutes(app: ZodApp, ctx: { backend: ApiBackend; auth: Ap
   }
 
   /**
-   * The thumbnail of a preview; made now when missing (a preview from before thumbnails, or one whose
-   * thumbnail failed), else the preview itself rather than nothing.
+   * The thumbnail of a preview; made now when missing or older than the preview (a preview from before
+   * thumbnails, one `shuttle tether` made again, one whose thumbnail failed), else the preview itself
+   * rather than nothing.
    */
   async function thumbnailOf(preview: string): Promise<string> {
     const thumb = thumbnailPathFor(b.stateDir, preview);
-    if (await isFile(thumb)) return thumb;
+    const [t, p] = await Promise.all([stat(thumb).catch(() => undefined), stat(preview).catch(() => undefined)]);
+    if (t?.isFile() && (p === undefined || t.mtimeMs >= p.mtimeMs)) return thumb;
     let making = makingThumbs.get(thumb);
     if (making === undefined) {
       making = writeThumbnail(b.stateDir, preview).finally(() => makingThumbs.delete(thumb));
