@@ -16,6 +16,8 @@ function Shot({ shot, onOpen }) {
       ${
         shot.preview && !broken
           ? html`<a class="shot-open" href=${shot.preview} title=${`${name}: full preview`} onClick=${(ev) => {
+              // A modified click opens the preview in a tab of its own, as a link does.
+              if (ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.altKey) return;
               ev.preventDefault();
               onOpen(shot);
             }}><img src=${shot.thumb ?? shot.preview} alt=${name} loading="lazy" decoding="async" width="160" height="120" onError=${() => setBroken(true)} /></a>`
