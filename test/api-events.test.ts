@@ -1,9 +1,12 @@
-import { request } from 'node:http';
+import { EventEmitter } from 'node:events';
+import { request, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { setImmediate as tick } from 'node:timers/promises';
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import type { StationEvent } from '../src/daemon/events.js';
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
+import { EventHub, type StationEvent } from '../src/daemon/events.js';
+import { EventStream, FLUSH_MS } from '../src/daemon/http/sse.js';
 import { type ApiDaemon, startApiDaemon } from './support/api-daemon.js';
+import { captureLog } from './support/daemon-helpers.js';
 import { tempDir } from './support/tree.js';
 
 /** The event stream (SSE) of the HTTP API: replay after a reconnect, reset when the gap is lost, slow clients. */
@@ -167,5 +170,51 @@ describe('api events', () => {
     const frames = await reader.waitFor(published);
     expect(frames.map((f) => (JSON.parse(f.data!) as { message: string }).message.length)).toEqual(Array(published).fill(big.length));
     reader.close();
+  });
+
+  test('events-close-together-reach-each-client-in-one-write-and-a-reconnect-replays-in-one-write', async () => {
+    /** A client's response: what the stream writes to it, write by write. */
+    class Response extends EventEmitter {
+      readonly writes: string[] = [];
+      writableLength = 0;
+      write(text: string): boolean {
+        this.writes.push(text);
+        return true;
+      }
+      end(): void {}
+      destroy(): void {}
+    }
+    const ids = (text: string): number[] => [...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+    const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'clearImmediate', 'performance'] });
+    const hub = new EventHub();
+    const stream = new EventStream(hub, { logger: captureLog().logger });
+    try {
+      const clients = [new Response(), new Response(), new Response()];
+      for (const c of clients) stream.attach(c as unknown as ServerResponse, undefined, undefined);
+      // The first event after a quiet spell goes out at once.
+      hub.publish(error(1));
+      vi.advanceTimersByTime(0);
+      for (const c of clients) expect(c.writes.map(ids)).toEqual([[1]]);
+      // Then an event per millisecond (a file verified after another): one write per window, not per event.
+      for (let i = 2; i <= 41; i++) {
+        hub.publish(error(i));
+        vi.advanceTimersByTime(1);
+      }
+      vi.advanceTimersByTime(FLUSH_MS);
+      for (const c of clients) expect(c.writes.map(ids)).toEqual([[1], range(2, 41)]);
+      // A client back after event 10 gets the 31 it missed in one write, then what follows with the others.
+      const back = new Response();
+      stream.attach(back as unknown as ServerResponse, 10, undefined);
+      expect(back.writes.map(ids)).toEqual([range(11, 41)]);
+      for (let i = 42; i <= 141; i++) hub.publish(error(i));
+      vi.advanceTimersByTime(FLUSH_MS);
+      expect(back.writes.map(ids)).toEqual([range(11, 41), range(42, 141)]);
+      expect(clients[0]!.writes.at(-1)).toBe(back.writes[1]);
+    } finally {
+      stream.close();
+      hub.close();
+      vi.useRealTimers();
+    }
   });
 });

@@ -1,12 +1,14 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
+import sharp from 'sharp';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { formatDaemonStatus } from '../src/daemon/status-report.js';
 import { type ApiDaemon, events, nextEvent, rawRequest, startApiDaemon } from './support/api-daemon.js';
 import { runCli } from './support/cli.js';
 import { until } from './support/daemon-helpers.js';
 import { writeJpeg } from './support/fixtures.js';
+import { seedVerifiedShots } from './support/journal-seed.js';
 import { tempDir } from './support/tree.js';
 
 /**
@@ -138,6 +140,43 @@ describe('api', () => {
     expect(lines.find((l) => l.startsWith('device card-1'))).toMatch(/: safe-to-pull$/);
   });
 
+  test('a-preview-has-a-thumbnail-for-tiles-made-with-it-or-on-first-request-for-an-older-preview', async () => {
+    const state = join(work, 'state');
+    // An earlier session's shot whose preview has no thumbnail yet.
+    const { fileIds } = await seedVerifiedShots(state, 1, { destination: join(work, 'earlier') });
+    d = await startApiDaemon(work);
+    const { daemon, url, watcher } = d;
+    const shot = join(work, 'card', 'DCIM', 'IMG_0001.JPG');
+    await mkdir(dirname(shot), { recursive: true });
+    await sharp({ create: { width: 2400, height: 1600, channels: 3, background: { r: 30, g: 60, b: 90 } } })
+      .jpeg()
+      .toFile(shot);
+    const ready = nextEvent(daemon.events, (e) => e.type === 'preview.ready');
+    watcher.card('card-1', join(work, 'card'));
+    const e = await ready;
+    if (e.type !== 'preview.ready') throw new Error('unreachable');
+    // Made with the preview, before it was announced: under the state directory, beside the previews.
+    const thumbPath = join(state, 'thumbnails', e.preview.slice(join(state, 'previews').length + 1));
+    expect(await sharp(thumbPath).metadata()).toMatchObject({ format: 'jpeg', width: 320, height: 213 });
+    const item = (await json(`${url}/api/v1/files/${e.fileId}`)).body;
+    expect(item).toMatchObject({ preview: `/api/v1/files/${e.fileId}/preview`, thumbnail: `/api/v1/files/${e.fileId}/preview?size=thumb` });
+    const size = async (path: string): Promise<{ width?: number | undefined; type: string | null }> => {
+      const r = await fetch(`${url}${path}`);
+      expect(r.status).toBe(200);
+      return { width: (await sharp(Buffer.from(await r.arrayBuffer())).metadata()).width, type: r.headers.get('content-type') };
+    };
+    expect(await size(`/api/v1/files/${e.fileId}/preview?size=thumb`)).toEqual({ width: 320, type: 'image/jpeg' });
+    expect(await size(`/api/v1/files/${e.fileId}/preview`)).toEqual({ width: 1600, type: 'image/jpeg' });
+
+    // The seeded preview (160 pixels) gets its thumbnail on the first request (never enlarged).
+    const old = fileIds[0]!;
+    const oldThumb = join(state, 'thumbnails', '2026', '03', '14', 'IMG_00000.jpg');
+    await expect(stat(oldThumb)).rejects.toThrow(/ENOENT/);
+    expect(await size(`/api/v1/files/${old}/preview?size=thumb`)).toEqual({ width: 160, type: 'image/jpeg' });
+    expect((await stat(oldThumb)).isFile()).toBe(true);
+    expect((await json(`${url}/api/v1/files/${old}/preview?size=huge`)).status).toBe(400);
+  });
+
   test('a-running-job-can-be-cancelled-and-its-card-is-not-ejected-while-it-runs', async () => {
     d = await startApiDaemon(work);
     const { daemon, url, watcher } = d;
@@ -231,6 +270,43 @@ describe('api', () => {
     );
     const station = (await json(`${url}/api/v1/station`)).body as { uploads: { paused: boolean; depth: number }; network: { cloud: string } };
     expect(station.uploads).toMatchObject({ paused: false, depth: 4 });
+  });
+
+  test('paused-uploads-stay-paused-across-a-daemon-restart-until-resumed', async () => {
+    const env = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'us-east-1' };
+    const extra = { upload: { target: 's3://bucket/daemon', endpoint: 'http://127.0.0.1:9', provider: 'minio' as const } };
+    const ingest = async (api: ApiDaemon, name: string): Promise<void> => {
+      const card = join(work, name);
+      await writeJpeg(join(card, 'IMG_0001.JPG'), { seed: name.length });
+      const finished = nextEvent(api.daemon.events, (e) => e.type === 'job.finished');
+      api.watcher.card(name, card);
+      await finished;
+    };
+    d = await startApiDaemon(work, {}, extra, env);
+    await ingest(d, 'card-a');
+    expect((await json(`${d.url}/api/v1/uploads/pause`, { method: 'POST' })).body).toMatchObject({ paused: true });
+    await d.daemon.stop();
+
+    d = await startApiDaemon(work, {}, extra, env);
+    const { url, log } = d;
+    // Paused from the start: the file queued before the restart is not claimed.
+    expect(log.lines.find((l) => l.msg?.startsWith('uploader started'))).toMatchObject({ paused: true, queued: 1 });
+    expect((await json(`${url}/api/v1/station`)).body).toMatchObject({ uploads: { paused: true, state: 'paused', depth: 1 } });
+    await ingest(d, 'card-bb');
+    expect((await json(`${url}/api/v1/uploads`)).body).toMatchObject({ paused: true, state: 'paused', depth: 2 });
+    expect(log.lines.filter((l) => l.msg === 'upload drain started')).toEqual([]);
+
+    expect((await json(`${url}/api/v1/uploads/resume`, { method: 'POST' })).body).toMatchObject({ paused: false });
+    await until(
+      'a drain after the resume',
+      async () => log.lines.some((l) => l.msg === 'upload drain started'),
+      (v) => v,
+    );
+    // Resumed is kept too: the next start drains at once.
+    await d.daemon.stop();
+    d = await startApiDaemon(work, {}, extra, env);
+    expect(d.log.lines.find((l) => l.msg?.startsWith('uploader started'))).toMatchObject({ paused: false, queued: 2 });
+    expect((await json(`${d.url}/api/v1/station`)).body).toMatchObject({ uploads: { paused: false } });
   });
 
   test('bad-requests-get-4xx-with-a-shuttle-error-code-and-message', async () => {

@@ -75,6 +75,7 @@ describe('loading', () => {
       cards: { wipe: 'never' },
       cameras: { wipe: 'never' },
       api: {},
+      previews: { make: 'auto' },
     } satisfies Config);
   });
 
@@ -259,6 +260,7 @@ describe('environment and overrides', () => {
       SHUTTLE_API_LISTEN: ['[::1]:8650', (c) => c.api.listen, '[::1]:8650'],
       SHUTTLE_API_TOKEN: ['a-token-of-16-or-more', (c) => c.api.token, 'a-token-of-16-or-more'],
       SHUTTLE_API_TOKEN_FILE: ['/etc/shuttle/api-token', (c) => c.api.tokenFile, '/etc/shuttle/api-token'],
+      SHUTTLE_PREVIEWS_MAKE: ['always', (c) => c.previews.make, 'always'],
       SHUTTLE_INGEST_TEMPLATE: ['{YYYY}/{name}', (c) => c.ingest.template, '{YYYY}/{name}'],
       SHUTTLE_INGEST_MANIFEST_HASHES: ['md5,xxh64', (c) => c.ingest.manifestHashes, ['md5', 'xxh64']],
       SHUTTLE_INGEST_JOB: ['Spring', (c) => c.ingest.job, 'Spring'],

@@ -1,8 +1,8 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { normalizeConfig } from '../src/config/index.js';
+import { normalizeConfig, type ConfigInput } from '../src/config/index.js';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import type { Source, SourceIdentity, SourceItem } from '../src/device/source.js';
 import { Daemon } from '../src/daemon/daemon.js';
@@ -101,10 +101,11 @@ describe('daemon events', () => {
     await cleanup();
   });
 
-  async function start(watcher: TestWatcher): Promise<Daemon> {
+  async function start(watcher: TestWatcher, extra: Partial<ConfigInput> = {}): Promise<Daemon> {
     const config = normalizeConfig({
       destinations: [{ path: join(work, 'dest') }],
       daemon: { control_socket: join(work, 'control.sock'), watchdog: false, usb_cameras: false, network_cameras: false },
+      ...extra,
     });
     daemon = await Daemon.start({ config, stateDir: join(work, 'state'), logger: captureLog().logger, env: {}, watchers: [watcher] });
     return daemon;
@@ -147,6 +148,29 @@ describe('daemon events', () => {
     watcher.events.detach('mount:8:17', 'card removed');
     expect(await idle).toMatchObject({ type: 'station.state', state: 'idle' });
     expect(events.at(-2)).toMatchObject({ type: 'device.gone', reason: 'card removed', device: { id: 'mount:8:17' } });
+  });
+
+  test('previews-are-made-without-the-api-when-the-config-says-always', async () => {
+    const card = join(work, 'card');
+    await writeJpeg(join(card, 'DCIM', 'IMG_0001.JPG'), { seed: 1 });
+    await writeJpeg(join(card, 'DCIM', 'IMG_0002.JPG'), { seed: 2 });
+    const watcher = new TestWatcher();
+    const d = await start(watcher, { previews: { make: 'always' } });
+    expect(d.status().api).toBeUndefined();
+    const ready: StationEvent[] = [];
+    d.events.subscribe((e) => {
+      if (e.type === 'preview.ready') ready.push(e);
+    });
+    const second = nextEvent(d.events, (e) => e.type === 'preview.ready' && ready.length === 2);
+    watcher.card('mount:8:17', card);
+    await second;
+    const state = join(work, 'state');
+    for (const e of ready) {
+      if (e.type !== 'preview.ready') continue;
+      expect(e.preview.startsWith(join(state, 'previews'))).toBe(true);
+      expect((await stat(e.preview)).isFile()).toBe(true);
+      expect((await stat(join(state, 'thumbnails', e.preview.slice(join(state, 'previews').length + 1)))).isFile()).toBe(true);
+    }
   });
 
   test('a-card-with-a-file-that-failed-asks-for-attention-and-never-shows-safe-to-pull', async () => {

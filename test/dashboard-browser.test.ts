@@ -1,6 +1,7 @@
 import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
+import sharp from 'sharp';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import type { ConfigInput } from '../src/config/index.js';
 import type { Daemon } from '../src/daemon/daemon.js';
@@ -39,10 +40,13 @@ describe('dashboard', () => {
   let daemon: Daemon | undefined;
   let page: Page | undefined;
   const pageErrors: string[] = [];
+  /** Paths (with query) of the API requests the page made. */
+  const apiRequests: string[] = [];
 
   beforeEach(async () => {
     ({ path: work, cleanup } = await tempDir('shuttle-dashboard-'));
     pageErrors.length = 0;
+    apiRequests.length = 0;
   });
   afterEach(async () => {
     await page?.context().close();
@@ -80,6 +84,10 @@ describe('dashboard', () => {
     const context = await browser.newContext({ viewport, reducedMotion: 'reduce' });
     page = await context.newPage();
     page.on('pageerror', (e) => pageErrors.push(String(e)));
+    page.on('request', (r) => {
+      const u = new URL(r.url());
+      if (u.pathname.startsWith('/api/')) apiRequests.push(u.pathname + u.search);
+    });
     await page.goto(url);
     return page;
   }
@@ -135,6 +143,9 @@ describe('dashboard', () => {
     await device.getByText('SAFE TO PULL', { exact: true }).waitFor();
     await expect.poll(() => p.locator('li.shot').count()).toBe(4);
     await p.screenshot({ path: join(SHOTS, 'safe-to-pull.png'), fullPage: true });
+    // No upload target: the page never asked for an upload queue, however many events came.
+    expect(apiRequests.filter((r) => r.startsWith('/api/v1/station')).length).toBeGreaterThan(1);
+    expect(apiRequests.filter((r) => r.startsWith('/api/v1/uploads'))).toEqual([]);
     // Eject reaches the daemon, and its refusal is shown: the card folder here is no mount point to release.
     await device.getByRole('button', { name: 'Eject' }).click();
     await p
@@ -156,6 +167,39 @@ describe('dashboard', () => {
     expect(layout.buttonHeights.length).toBeGreaterThan(0);
     for (const h of layout.buttonHeights) expect(h).toBeGreaterThanOrEqual(36);
     await p.screenshot({ path: join(SHOTS, 'phone.png') });
+  });
+
+  test('a-tile-loads-the-small-thumbnail-and-a-click-shows-the-full-preview', async () => {
+    const { d, url, watcher } = await start();
+    const p = await open(url);
+    await p.getByRole('heading', { level: 1, name: 'Waiting for card' }).waitFor();
+    const root = join(work, 'BIG_CARD');
+    const shot = join(root, 'DCIM', '100CANON', 'IMG_0001.JPG');
+    await mkdir(dirname(shot), { recursive: true });
+    await sharp({ create: { width: 3000, height: 2000, channels: 3, background: { r: 200, g: 120, b: 40 } } })
+      .jpeg({ quality: 80 })
+      .toFile(shot);
+    const ready = nextEvent(d.events, (e) => e.type === 'preview.ready');
+    watcher.card('mount:8:65', root);
+    const e = await ready;
+    const fileId = e.type === 'preview.ready' ? e.fileId : -1;
+    const img = p.locator(`li.shot[data-file-id="${fileId}"] img`);
+    const natural = (): Promise<number> => img.evaluate((i: { complete: boolean; naturalWidth: number }) => (i.complete ? i.naturalWidth : 0));
+    await expect.poll(natural, { timeout: 10_000 }).toBeGreaterThan(0);
+    // The tile's image is the thumbnail (long edge 320), not the 1600-pixel preview.
+    expect(await natural()).toBe(320);
+    expect(await img.getAttribute('src')).toContain('size=thumb');
+    const thumbs = apiRequests.filter((r) => r.startsWith(`/api/v1/files/${fileId}/preview`));
+    expect(thumbs.length).toBeGreaterThan(0);
+    expect(thumbs.every((r) => r.includes('size=thumb'))).toBe(true);
+
+    await img.click();
+    const viewer = p.getByRole('dialog');
+    const full = viewer.locator('img');
+    await expect.poll(() => full.evaluate((i: { complete: boolean; naturalWidth: number }) => (i.complete ? i.naturalWidth : 0)), { timeout: 10_000 }).toBe(1600);
+    await p.screenshot({ path: join(SHOTS, 'preview.png') });
+    await p.keyboard.press('Escape');
+    await expect.poll(() => viewer.count()).toBe(0);
   });
 
   test('cancel-on-the-page-stops-a-running-job-and-the-card-does-not-show-safe-to-pull', async () => {
@@ -220,6 +264,8 @@ describe('dashboard', () => {
     const p = await open(url);
     await p.getByRole('button', { name: 'Pause uploads' }).click();
     await p.getByRole('button', { name: 'Resume uploads' }).waitFor();
+    // With a target the page reads the queue.
+    expect(apiRequests.filter((r) => r.startsWith('/api/v1/uploads?')).length).toBeGreaterThan(0);
     // The daemon's own uploader is paused, not only the page's button.
     expect(d.status().uploads?.state).toBe('paused');
     await p.getByText('paused', { exact: true }).waitFor();

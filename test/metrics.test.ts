@@ -1,8 +1,13 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { EventHub } from '../src/daemon/events.js';
+import { StationMetrics } from '../src/daemon/metrics.js';
+import { FileList } from '../src/store/file-list.js';
+import { Journal } from '../src/store/journal.js';
 import { type ApiDaemon, nextEvent, startApiDaemon } from './support/api-daemon.js';
 import { writeJpeg } from './support/fixtures.js';
+import { seedVerifiedShots } from './support/journal-seed.js';
 import { tempDir } from './support/tree.js';
 
 /** /metrics: valid by Prometheus' own checker (promtool, Debian's prometheus package), and moving with the ingest. */
@@ -82,5 +87,49 @@ describe('metrics', () => {
     expect(sample(last, 'shuttle_devices_connected{kind="camera"}')).toBe(1);
     expect(sample(last, 'shuttle_files_verified_total')).toBe(3);
     expect(await promtool(last)).toEqual({ code: 0, output: '' });
+  });
+
+  test('every-verify-failure-of-a-job-is-counted-not-only-the-first-twenty-it-lists', async () => {
+    // Every copy's read-back differs (a byte flipped after the write): 25 files fail verification.
+    const before = process.env['SHUTTLE_TEST_FAULT'];
+    process.env['SHUTTLE_TEST_FAULT'] = 'flip-byte';
+    try {
+      d = await startApiDaemon(work, {}, { ingest: { verify_retries: 0 } });
+      const card = join(work, 'card');
+      for (let i = 1; i <= 25; i++) await writeJpeg(join(card, `IMG_${String(i).padStart(4, '0')}.JPG`), { seed: i });
+      const finished = nextEvent(d.daemon.events, (e) => e.type === 'job.finished');
+      d.watcher.card('card-1', card);
+      const end = await finished;
+      // The fault really happened, to every file; the job itself lists only 20 errors.
+      expect(end.type === 'job.finished' && end.job.result).toMatchObject({ failed: 25, errorCounts: { VERIFY_MISMATCH: 25 } });
+      expect(end.type === 'job.finished' && end.job.result?.errors.length).toBe(20);
+      const text = await (await fetch(`${d.url}/metrics`)).text();
+      expect(sample(text, 'shuttle_verify_failures_total{stage="destination"}')).toBe(25);
+      expect(sample(text, 'shuttle_files_verified_total')).toBe(0);
+    } finally {
+      if (before === undefined) delete process.env['SHUTTLE_TEST_FAULT'];
+      else process.env['SHUTTLE_TEST_FAULT'] = before;
+    }
+  });
+
+  test('an-upload-of-a-file-verified-before-the-daemon-started-is-timed-from-its-verification-in-the-journal', async () => {
+    const state = join(work, 'state');
+    const { fileIds } = await seedVerifiedShots(state, 2, { destination: join(work, 'earlier') });
+    const journal = Journal.open(state);
+    const hub = new EventHub();
+    const files = new FileList(journal);
+    const metrics = new StationMetrics(hub, { version: 'test', uploadQueue: () => undefined, devices: () => ({ card: 0, camera: 0 }), verifiedAt: (id) => files.verifiedAt(id) });
+    try {
+      const verifiedAt = files.verifiedAt(fileIds[0]!)!;
+      expect(verifiedAt).toBeGreaterThan(Date.now() - 60_000);
+      const e = hub.publish({ type: 'file.uploaded', fileId: fileIds[0]!, bucket: 'b', key: 'k', bytes: 1000, outcome: 'uploaded' });
+      const text = await metrics.text();
+      expect(sample(text, 'shuttle_verified_to_uploaded_seconds_count')).toBe(1);
+      expect(sample(text, 'shuttle_verified_to_uploaded_seconds_sum')).toBeCloseTo((Date.parse(e.at) - verifiedAt) / 1000, 3);
+    } finally {
+      metrics.close();
+      hub.close();
+      journal.close();
+    }
   });
 });

@@ -60,6 +60,8 @@ export async function request(path, { method = 'GET', body, signal } = {}) {
 export const get = (path, signal) => request(path, { signal });
 export const post = (path, body) => request(path, { method: 'POST', body });
 
-export function previewUrl(fileId, version) {
-  return `${API}files/${encodeURIComponent(fileId)}/preview${version ? `?v=${version}` : ''}`;
+/** A file's preview, or with `thumb` its thumbnail (small, for tiles); `version` makes a remade one load again. */
+export function previewUrl(fileId, version, thumb = false) {
+  const query = [thumb ? 'size=thumb' : '', version ? `v=${version}` : ''].filter(Boolean).join('&');
+  return `${API}files/${encodeURIComponent(fileId)}/preview${query ? `?${query}` : ''}`;
 }

@@ -19,10 +19,21 @@ const RECONNECT_MS = 2000;
 
 const optional = (p) => p.catch((err) => (err.status === 404 ? undefined : Promise.reject(err)));
 
+/**
+ * Each part of the state and how to fetch it. `known.uploads` is whether the station has an upload target
+ * (its `uploads`): without one there is no queue to ask for.
+ */
 const fetchers = {
-  station: (dispatch) => get('station').then((station) => dispatch({ type: 'station', station })),
+  station: (dispatch, known) =>
+    get('station').then((station) => {
+      known.uploads = station.uploads !== undefined;
+      dispatch({ type: 'station', station });
+    }),
   jobs: (dispatch) => get('jobs').then((jobs) => dispatch({ type: 'jobs', jobs })),
-  uploads: (dispatch) => optional(get('uploads?limit=20')).then((uploads) => dispatch({ type: 'uploads', uploads })),
+  uploads: (dispatch, known) =>
+    known.uploads
+      ? optional(get('uploads?limit=20')).then((uploads) => dispatch({ type: 'uploads', uploads }))
+      : Promise.resolve(dispatch({ type: 'uploads', uploads: undefined })),
   errors: (dispatch) => optional(get('errors')).then((r) => dispatch({ type: 'errors', errors: r?.items ?? [] })),
 };
 
@@ -58,6 +69,7 @@ function App() {
   const loading = useRef(false);
   const held = useRef([]);
   const timers = useRef({});
+  const known = useRef({ uploads: false });
 
   const loadPage = useCallback((cursor, back) => {
     dispatch({ type: 'sheet-loading' });
@@ -74,7 +86,13 @@ function App() {
   const loadAll = useCallback(async () => {
     loading.current = true;
     try {
-      await Promise.all([...Object.values(fetchers).map((f) => f(dispatch)), loadPage(undefined, [])]);
+      // The upload queue after the station, which says whether there is one.
+      const { station, uploads, ...rest } = fetchers;
+      await Promise.all([
+        station(dispatch, known.current).then(() => uploads(dispatch, known.current)),
+        ...Object.values(rest).map((f) => f(dispatch, known.current)),
+        loadPage(undefined, []),
+      ]);
     } catch (err) {
       if (err.status !== 401) dispatch({ type: 'notice', notice: { ok: false, text: `Loading: ${err.message}` } });
     } finally {
@@ -101,7 +119,7 @@ function App() {
           if (entry.dirty) refresh([part]);
         }, REFRESH_MS);
         timers.current[part] = entry;
-        fetchers[part](dispatch).catch(() => undefined);
+        fetchers[part](dispatch, known.current).catch(() => undefined);
       };
       run();
     }

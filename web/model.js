@@ -57,6 +57,7 @@ export function shotFromItem(item) {
     state: item.state,
     copies: (item.copies ?? []).filter((c) => c.state === 'verified' && c.path).map((c) => `${c.destination}/${c.path}`),
     preview: item.preview ? previewUrl(item.fileId) : undefined,
+    thumb: item.preview ? previewUrl(item.fileId, undefined, true) : undefined,
     uploaded: uploaded ? { key: uploaded.key, at: uploaded.uploadedAt } : undefined,
   };
 }
@@ -71,6 +72,7 @@ function shotFromEvent(e) {
     state: e.type === 'file.verified' ? 'verified' : 'failed',
     copies: e.copies,
     preview: e.preview ? previewUrl(e.fileId, e.id) : undefined,
+    thumb: e.preview ? previewUrl(e.fileId, e.id, true) : undefined,
     at: e.at,
   };
 }
@@ -168,7 +170,7 @@ export function applyEvent(state, e) {
         sheet: mapShots(
           state.sheet,
           (s) => s.fileId === e.fileId,
-          (s) => ({ preview: previewUrl(s.fileId, e.id) }),
+          (s) => ({ preview: previewUrl(s.fileId, e.id), thumb: previewUrl(s.fileId, e.id, true) }),
         ),
       };
     case 'file.uploaded':

@@ -279,6 +279,14 @@ export const camerasSchema = table({
     .describe('after ingest: never, after-local or after-cloud, as for [cards] (files are deleted with PTP DeleteObject)'),
 });
 
+/** `[previews]`: whether the daemon makes previews of verified shots (for the dashboard, under the state directory). */
+export const previewsSchema = table({
+  make: z
+    .enum(['auto', 'always', 'never'])
+    .default('auto')
+    .describe("the daemon's previews of verified shots and their thumbnails: auto (when something shows them: [api] listen or [tether] cameras is set), always, or never"),
+});
+
 /** `HOST:PORT` (an IPv6 host in brackets): where the HTTP API listens; port 0 picks a free one. */
 export function parseListen(value: string): { host: string; port: number } | undefined {
   const m = /^(?:\[([0-9a-fA-F:.%\w-]+)\]|([\w.-]+)):(\d{1,5})$/.exec(value.trim());
@@ -476,6 +484,7 @@ export const configSchema = table({
   pedals: z.array(pedalSchema).optional().describe('foot pedals and buttons (HID): device, key and action'),
   status_light: statusLightSchema.optional(),
   api: apiSchema.prefault({}),
+  previews: previewsSchema.prefault({}),
   // Optional rather than prefaulted: without [events] or [notify] nothing is published or sent.
   events: eventsSchema.optional(),
   notify: notifySchema.optional(),

@@ -199,7 +199,8 @@ export class Daemon {
       onFinished: (done, logger) => sinks.report(done, logger),
     };
     this.#resources = destinations.map((d) => `destination ${d.path}`);
-    if (api !== undefined || config.tether.cameras.length > 0) {
+    const previews = config.previews.make;
+    if (previews === 'always' || (previews === 'auto' && (api !== undefined || config.tether.cameras.length > 0))) {
       const { PreviewMaker } = await import('./previews.js');
       this.#previews = new PreviewMaker({ stateDir, longEdge: config.tether.previewLongEdge, hub: this.events, logger: this.#log });
     }
@@ -385,6 +386,7 @@ export class Daemon {
   async #startApi(api: { host: string; port: number; token: string | undefined }): Promise<void> {
     const [{ ApiServer }, { StationMetrics }] = await Promise.all([import('./http/server.js'), import('./metrics.js')]);
     const config = this.#opts.config;
+    const files = new FileList(this.#journal!);
     this.#metrics = new StationMetrics(this.events, {
       version: VERSION,
       uploadQueue: () => {
@@ -395,6 +397,7 @@ export class Daemon {
         const d = this.#devices?.status() ?? [];
         return { card: d.filter((x) => x.kind === 'card').length, camera: d.filter((x) => x.kind === 'camera').length };
       },
+      verifiedAt: (fileId) => files.verifiedAt(fileId),
     });
     const uploader = this.#uploader;
     this.#api = await ApiServer.start({
@@ -411,7 +414,7 @@ export class Daemon {
         stateDir: this.#opts.stateDir,
         events: this.events,
         metrics: this.#metrics,
-        files: new FileList(this.#journal!),
+        files,
         view: () => this.station.view,
         devices: () => this.#devices.status(),
         jobs: () => this.scheduler.snapshot(),

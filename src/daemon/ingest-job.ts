@@ -76,9 +76,16 @@ export function resultFigures(s: IngestSummary, wiped?: number): JobResultFigure
     failed: s.failed,
     bytes: s.destinations.reduce((n, d) => n + d.bytes, 0),
     errors: s.errors.slice(0, 20).map((e) => ({ code: e.code, message: e.message, path: e.path })),
+    errorCounts: countByCode(s.errors),
     skipped: s.skipped.slice(0, 20),
     ...(wiped === undefined ? {} : { wiped }),
   };
+}
+
+function countByCode(errors: readonly { code: string }[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const e of errors) counts[e.code] = (counts[e.code] ?? 0) + 1;
+  return counts;
 }
 
 /** One ingest of one source into every destination: the body of card, camera and hot-folder jobs. */

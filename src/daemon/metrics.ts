@@ -14,6 +14,11 @@ export interface MetricsInputs {
   uploadQueue: () => { files: number; bytes: number } | undefined;
   /** Attached devices by kind. */
   devices: () => { card: number; camera: number };
+  /**
+   * When a file was verified at every destination (epoch ms), from the journal: an upload of a file
+   * verified before the daemon started counts too.
+   */
+  verifiedAt: (fileId: number) => number | undefined;
 }
 
 /** Which check a verification failure came from, by the error's code. */
@@ -23,8 +28,6 @@ const VERIFY_STAGES: Readonly<Record<string, string>> = {
   UPLOAD_VERIFY: 'cloud',
 };
 
-/** Verified times kept for the verified-to-uploaded histogram; the oldest are forgotten beyond this. */
-const MAX_PENDING_UPLOADS = 100_000;
 /** Cameras remembered as gone (for reconnects); beyond this the oldest are forgotten. */
 const MAX_GONE_CAMERAS = 1_000;
 
@@ -38,12 +41,12 @@ export class StationMetrics {
   readonly #reconnects: Counter;
   readonly #shotToVerified: Histogram;
   readonly #verifiedToUploaded: Histogram;
-  /** Verification time (epoch ms) by file id, until the file is uploaded. */
-  readonly #verifiedAt = new Map<number, number>();
+  readonly #inputs: MetricsInputs;
   readonly #goneCameras = new Set<string>();
   readonly #unsubscribe: () => void;
 
   constructor(hub: EventHub, inputs: MetricsInputs) {
+    this.#inputs = inputs;
     const registers = [this.registry];
     new Gauge({ name: 'shuttle_build_info', help: 'Shuttle version and Node.js version; always 1', labelNames: ['version', 'node'], registers }).set(
       { version: inputs.version, node: process.versions.node },
@@ -96,7 +99,7 @@ export class StationMetrics {
     });
     this.#verifiedToUploaded = new Histogram({
       name: 'shuttle_verified_to_uploaded_seconds',
-      help: 'Seconds from a file verified locally to its upload verified in the cloud (files verified since the daemon started)',
+      help: 'Seconds from a file verified locally to its upload verified in the cloud',
       buckets: [1, 5, 10, 30, 60, 300, 900, 3600, 21_600, 86_400],
       registers,
     });
@@ -124,23 +127,23 @@ export class StationMetrics {
         this.#bytesVerified.inc(e.size);
         // A clock set wrong on the camera gives shots "in the future": no sample rather than a negative one.
         if (at >= e.mtimeMs) this.#shotToVerified.observe((at - e.mtimeMs) / 1000);
-        this.#verifiedAt.set(e.fileId, at);
-        if (this.#verifiedAt.size > MAX_PENDING_UPLOADS) this.#verifiedAt.delete(this.#verifiedAt.keys().next().value!);
         break;
       case 'file.uploaded': {
         if (e.outcome !== 'uploaded') break;
         this.#filesUploaded.inc();
         this.#bytesUploaded.inc(e.bytes);
-        const verified = this.#verifiedAt.get(e.fileId);
-        if (verified !== undefined) {
-          this.#verifiedAt.delete(e.fileId);
-          this.#verifiedToUploaded.observe(Math.max(0, at - verified) / 1000);
-        }
+        const verified = this.#inputs.verifiedAt(e.fileId);
+        if (verified !== undefined) this.#verifiedToUploaded.observe(Math.max(0, at - verified) / 1000);
         break;
       }
-      case 'error': {
-        const stage = VERIFY_STAGES[e.code];
-        if (stage !== undefined) this.#verifyFailures.inc({ stage });
+      case 'job.finished': {
+        // From the job's counts by code: its `error` events name only its first 20 errors.
+        const counts: Record<string, number> = { ...e.job.result?.errorCounts };
+        if (e.job.error) counts[e.job.error.code] = (counts[e.job.error.code] ?? 0) + 1;
+        for (const [code, n] of Object.entries(counts)) {
+          const stage = VERIFY_STAGES[code];
+          if (stage !== undefined) this.#verifyFailures.inc({ stage }, n);
+        }
         break;
       }
       case 'device.connected':

@@ -1,4 +1,4 @@
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { previewPathFor, writePreview } from '../ingest/preview.js';
 import type { FileOutcome } from '../ingest/pipeline.js';
 import type { Logger } from '../log.js';
@@ -9,12 +9,31 @@ import type { EventHub } from './events.js';
  * makes them (src/ingest/preview.ts: from the verified copy at a destination, never a second read of the
  * source, under the state folder). One at a time, behind the ingest: a preview is a nicety and must not
  * take the CPU the copies and their hashes need; when shots arrive faster than previews are made, the
- * oldest waiting ones are dropped (the newest matter on a contact sheet).
+ * oldest waiting ones are dropped (the newest matter on a contact sheet). Each preview gets a thumbnail
+ * too, for the sheet's tiles: a page of 60 tiles must not load 60 full-size previews.
  */
 
-/** The API's address of a file's preview. */
-export function previewUrl(fileId: number): string {
-  return `/api/v1/files/${fileId}/preview`;
+/** The API's address of a file's preview; `thumb` for the small one. */
+export function previewUrl(fileId: number, size: 'full' | 'thumb' = 'full'): string {
+  return `/api/v1/files/${fileId}/preview${size === 'thumb' ? '?size=thumb' : ''}`;
+}
+
+/**
+ * Longer side of a thumbnail: a tile is about 160 CSS pixels wide, twice that for a screen with two
+ * device pixels to one CSS pixel (phones, most laptops).
+ */
+export const THUMB_LONG_EDGE = 320;
+
+/** Where the thumbnail of a preview goes: the same path below `<stateDir>/thumbnails` as the preview's below `previews`. */
+export function thumbnailPathFor(stateDir: string, preview: string): string {
+  return join(stateDir, 'thumbnails', relative(join(stateDir, 'previews'), preview));
+}
+
+/** Makes the thumbnail of a preview (scaled from the preview, not from the shot: a small image to decode). */
+export async function writeThumbnail(stateDir: string, preview: string): Promise<string> {
+  const target = thumbnailPathFor(stateDir, preview);
+  await writePreview(preview, target, THUMB_LONG_EDGE);
+  return target;
 }
 
 const MAX_WAITING = 500;
@@ -67,6 +86,8 @@ export class PreviewMaker {
       } catch (err) {
         this.o.logger.warn({ err, path: w.file.path }, 'no preview');
       }
+      // Without one, the API makes the thumbnail when it is first asked for.
+      if (made) await writeThumbnail(this.o.stateDir, target).catch((err: unknown) => this.o.logger.warn({ err, path: w.file.path }, 'no thumbnail'));
       if (made && !this.#closed)
         this.o.hub.publish({ type: 'preview.ready', job: w.job, fileId: w.file.fileId, path: w.file.path, preview: target, url: previewUrl(w.file.fileId) });
       w.done(made ? target : undefined);

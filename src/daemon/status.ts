@@ -28,7 +28,10 @@ export interface JobResultFigures {
   alreadyVerified: number;
   failed: number;
   bytes: number;
+  /** The first 20 errors. */
   errors: Array<{ code: string; message: string; path?: string | undefined }>;
+  /** Every error of the job, counted by code (the metrics count them all, not only the first 20). */
+  errorCounts?: Record<string, number> | undefined;
   /** Source entries left out and never opened, with why (the first 20, like errors). */
   skipped: Array<{ path: string; reason: string }>;
   /** Files deleted from the source by its wipe policy (absent without one). */

@@ -1,6 +1,10 @@
+import { existsSync } from 'node:fs';
+import { unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../config/index.js';
-import { isShuttleError } from '../errors.js';
+import { errnoCode, isShuttleError } from '../errors.js';
+import { fsyncDir, replaceFileDurably } from '../io/durable.js';
 import type { Logger } from '../log.js';
 import type { Journal } from '../store/journal.js';
 import { acquireLock, type Lock } from '../store/lock.js';
@@ -25,6 +29,14 @@ type FromConfig = typeof import('../upload/from-config.js');
 
 /** Wait before trying again after the uploader itself failed (bad credentials file, journal error). */
 const FAILURE_RETRY_MS = 30_000;
+
+/**
+ * Present while the operator has paused uploads: a pause is kept across restarts (a station paused to
+ * keep a metered link free must not start sending when it reboots).
+ */
+export function uploadsPausedPath(stateDir: string): string {
+  return join(stateDir, 'uploads-paused.json');
+}
 
 export interface DaemonUploaderOptions {
   config: Pick<Config, 'station' | 'upload' | 'ingest'>;
@@ -62,18 +74,21 @@ export class DaemonUploader {
   #failure: { message: string; at: string } | undefined;
   #stopped = false;
   /** Paused by the operator (the API): no row is claimed until resumed; uploads in flight finish. */
-  #paused = false;
+  #paused: boolean;
+  /** The pause written to (or removed from) the state directory, one change after the other. */
+  #saved: Promise<void> = Promise.resolve();
 
   constructor(opts: DaemonUploaderOptions) {
     this.#o = opts;
     this.#log = opts.logger.child({ uploader: opts.target });
     this.#queue = new UploadQueue(opts.journal);
+    this.#paused = existsSync(uploadsPausedPath(opts.stateDir));
   }
 
   /** Starts draining what earlier runs left queued (or interrupted); a queue with nothing due costs nothing. */
   start(): void {
     const { depth } = this.#queue.stats();
-    this.#log.info({ target: this.#o.target, queued: depth }, 'uploader started');
+    this.#log.info({ target: this.#o.target, queued: depth, paused: this.#paused }, this.#paused ? 'uploader started, paused (resume from the API)' : 'uploader started');
     if (depth > 0) this.kick();
   }
 
@@ -100,21 +115,47 @@ export class DaemonUploader {
 
   /**
    * Stops claiming rows until resume(): uploads in flight finish (a pause is no reason to throw away a
-   * half-sent file), the rest stays queued, durably, as before. Not kept across a restart.
+   * half-sent file), the rest stays queued, durably, as before. Kept across restarts: resolves once the
+   * pause is on disk.
    */
-  pause(): void {
-    if (this.#paused) return;
-    this.#paused = true;
-    this.#log.info(this.#queue.counts(), 'uploads paused');
-    // A drain that only waits out a backoff would claim again when it wakes: end it now.
-    if (this.#drain && this.#queue.counts().uploading === 0) this.#drain.abort('uploads paused');
+  pause(): Promise<void> {
+    if (!this.#paused) {
+      this.#paused = true;
+      this.#log.info(this.#queue.counts(), 'uploads paused');
+      // A drain that only waits out a backoff would claim again when it wakes: end it now.
+      if (this.#drain && this.#queue.counts().uploading === 0) this.#drain.abort('uploads paused');
+    }
+    return this.#save();
   }
 
-  resume(): void {
-    if (!this.#paused) return;
-    this.#paused = false;
-    this.#log.info(this.#queue.counts(), 'uploads resumed');
-    this.kick();
+  resume(): Promise<void> {
+    if (this.#paused) {
+      this.#paused = false;
+      this.#log.info(this.#queue.counts(), 'uploads resumed');
+      this.kick();
+    }
+    return this.#save();
+  }
+
+  /** Writes the pause as it is now, after any earlier write: quick pause/resume presses end in the last one. */
+  #save(): Promise<void> {
+    const path = uploadsPausedPath(this.#o.stateDir);
+    const write = async (): Promise<void> => {
+      if (this.#paused) {
+        await replaceFileDurably(path, `${JSON.stringify({ pausedAt: new Date().toISOString() })}\n`);
+        return;
+      }
+      try {
+        await unlink(path);
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') return;
+        throw err;
+      }
+      await fsyncDir(dirname(path));
+    };
+    const saved = this.#saved.then(write);
+    this.#saved = saved.catch(() => undefined);
+    return saved;
   }
 
   get paused(): boolean {

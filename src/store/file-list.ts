@@ -82,6 +82,12 @@ export class FileList extends JournalTables {
       ?.dest_path;
   }
 
+  /** When the file was last verified at every destination it has a verified copy at (epoch ms); undefined when at none. */
+  verifiedAt(fileId: number): number | undefined {
+    const at = this.selectOne<{ at: string | null }>(`SELECT MAX(updated_at) AS at FROM copies WHERE file_id = ? AND state = 'verified'`, fileId)?.at;
+    return at === null || at === undefined ? undefined : Date.parse(at);
+  }
+
   #describe(r: FileJoinRow): ListedFile {
     const copies = this.selectAll<{ root: string; dest_path: string | null; state: CopyState; error: string | null }>(
       'SELECT d.path AS root, c.dest_path, c.state, c.error FROM copies c JOIN destinations d ON d.id = c.dest_id WHERE c.file_id = ? ORDER BY c.dest_id',

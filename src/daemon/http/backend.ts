@@ -33,8 +33,9 @@ export interface ApiBackend {
 export interface UploadControl {
   status(): DaemonUploadStatus;
   readonly paused: boolean;
-  pause(): void;
-  resume(): void;
+  /** Resolve once the change is on disk (a pause is kept across restarts). */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
   setPriority(fileId: number, priority: number): number;
   pending(limit: number): QueueRow[];
 }

@@ -8,7 +8,7 @@ import * as z from 'zod';
 import { previewPathFor } from '../../ingest/preview.js';
 import type { ListedFile } from '../../store/file-list.js';
 import type { StationEventType } from '../events.js';
-import { previewUrl } from '../previews.js';
+import { previewUrl, thumbnailPathFor, writeThumbnail } from '../previews.js';
 import type { DaemonUploadStatus, JobSnapshot } from '../status.js';
 import { setLoginCookies, type ApiAuth } from './auth.js';
 import type { ApiBackend } from './backend.js';
@@ -116,13 +116,20 @@ export function registerRoutes(app: ZodApp, ctx: { backend: ApiBackend; auth: Ap
     return fileView(f);
   });
 
-  app.get('/api/v1/files/:fileId/preview', { schema: { summary: "The file's preview (image/jpeg)", params: s.fileParams } }, async (req, reply) => {
-    const f = b.files.get(req.params.fileId);
-    const path = f === undefined ? undefined : await previewOf(f);
-    if (path === undefined) throw httpError(404, `no preview of file ${req.params.fileId}`);
-    // Made once per verified copy: it changes only when the same name is verified again.
-    return reply.type('image/jpeg').header('cache-control', 'private, max-age=300').send(createReadStream(path));
-  });
+  // Thumbnails being made on request, by path: a page asking twice at once makes one.
+  const makingThumbs = new Map<string, Promise<string>>();
+  app.get(
+    '/api/v1/files/:fileId/preview',
+    { schema: { summary: "The file's preview (image/jpeg), or with size=thumb its thumbnail", params: s.fileParams, querystring: s.previewQuery } },
+    async (req, reply) => {
+      const f = b.files.get(req.params.fileId);
+      const preview = f === undefined ? undefined : await previewOf(f);
+      if (preview === undefined) throw httpError(404, `no preview of file ${req.params.fileId}`);
+      const path = req.query.size === 'thumb' ? await thumbnailOf(preview) : preview;
+      // Made once per verified copy: it changes only when the same name is verified again.
+      return reply.type('image/jpeg').header('cache-control', 'private, max-age=300').send(createReadStream(path));
+    },
+  );
 
   app.get(
     '/api/v1/uploads',
@@ -153,17 +160,17 @@ export function registerRoutes(app: ZodApp, ctx: { backend: ApiBackend; auth: Ap
 
   app.post(
     '/api/v1/uploads/pause',
-    { schema: { summary: 'Stops claiming files for upload (those in flight finish); not kept across a restart', response: { 200: s.pausedResult, ...errors } } },
+    { schema: { summary: 'Stops claiming files for upload (those in flight finish) until resumed, also across restarts', response: { 200: s.pausedResult, ...errors } } },
     async () => {
       const u = requireUploads();
-      u.pause();
+      await u.pause();
       return { paused: u.paused, state: u.status().state };
     },
   );
 
   app.post('/api/v1/uploads/resume', { schema: { response: { 200: s.pausedResult, ...errors } } }, async () => {
     const u = requireUploads();
-    u.resume();
+    await u.resume();
     return { paused: u.paused, state: u.status().state };
   });
 
@@ -268,17 +275,31 @@ export function registerRoutes(app: ZodApp, ctx: { backend: ApiBackend; auth: Ap
     return b.uploads;
   }
 
+  /**
+   * The thumbnail of a preview; made now when missing or older than the preview (a preview from before
+   * thumbnails, one `shuttle tether` made again, one whose thumbnail failed), else the preview itself
+   * rather than nothing.
+   */
+  async function thumbnailOf(preview: string): Promise<string> {
+    const thumb = thumbnailPathFor(b.stateDir, preview);
+    const [t, p] = await Promise.all([stat(thumb).catch(() => undefined), stat(preview).catch(() => undefined)]);
+    if (t?.isFile() && (p === undefined || t.mtimeMs >= p.mtimeMs)) return thumb;
+    let making = makingThumbs.get(thumb);
+    if (making === undefined) {
+      making = writeThumbnail(b.stateDir, preview).finally(() => makingThumbs.delete(thumb));
+      makingThumbs.set(thumb, making);
+    }
+    return making.catch((err: unknown) => {
+      app.log.warn({ err, preview }, 'no thumbnail; serving the preview');
+      return preview;
+    });
+  }
+
   async function previewOf(f: ListedFile): Promise<string | undefined> {
     for (const c of f.copies) {
       if (c.state !== 'verified' || c.rel === undefined) continue;
       const path = previewPathFor(b.stateDir, c.rel);
-      if (
-        await stat(path).then(
-          (st) => st.isFile(),
-          () => false,
-        )
-      )
-        return path;
+      if (await isFile(path)) return path;
     }
     return undefined;
   }
@@ -304,9 +325,16 @@ export function registerRoutes(app: ZodApp, ctx: { backend: ApiBackend; auth: Ap
         ...(u.uploadedAt ? { uploadedAt: u.uploadedAt } : {}),
         ...(u.lastError ? { lastError: u.lastError } : {}),
       })),
-      ...(preview === undefined ? {} : { preview: previewUrl(f.fileId) }),
+      ...(preview === undefined ? {} : { preview: previewUrl(f.fileId), thumbnail: previewUrl(f.fileId, 'thumb') }),
     };
   }
+}
+
+function isFile(path: string): Promise<boolean> {
+  return stat(path).then(
+    (st) => st.isFile(),
+    () => false,
+  );
 }
 
 /** A job with what is left of it (the dashboard's "files and bytes remaining"). */

@@ -54,7 +54,8 @@ export const jobSnapshot = z
         alreadyVerified: int,
         failed: int,
         bytes: int,
-        errors: z.array(z.object({ code: z.string(), message: z.string(), path: z.string().optional() })),
+        errors: z.array(z.object({ code: z.string(), message: z.string(), path: z.string().optional() })).describe('the first 20 errors'),
+        errorCounts: z.record(z.string(), int).optional().describe('every error of the job, counted by code'),
         skipped: z.array(z.object({ path: z.string(), reason: z.string() })),
       })
       .optional(),
@@ -143,8 +144,13 @@ export const fileItem = z
       )
       .describe('its upload rows: one per S3 target it was queued for'),
     preview: z.string().optional().describe('URL of its preview, when one was made'),
+    thumbnail: z.string().optional().describe('URL of the small version of its preview (for tiles), when a preview was made'),
   })
   .meta({ id: 'File' });
+
+export const previewQuery = z.object({
+  size: z.enum(['full', 'thumb']).default('full').describe('thumb: the small version (long edge 320 pixels) for tiles'),
+});
 
 export const filesQuery = z.object({
   limit: z.coerce.number().int().min(1).max(500).default(50),
