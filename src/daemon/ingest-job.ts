@@ -7,7 +7,7 @@ import type { Journal } from '../store/journal.js';
 import type { JobContext, JobOutcome } from './jobs.js';
 import type { JobKind, JobProgress, JobResultFigures } from './status.js';
 import type { Source } from '../device/source.js';
-import { wipeError, wipeSource, type WipeReport } from '../ingest/wipe.js';
+import { OverlappedSecondReads, wipeError, wipeSource, type WipeReport } from '../ingest/wipe.js';
 import { policyFor, type WipePolicies } from './wipe-policy.js';
 
 /**
@@ -90,6 +90,8 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
     progress = { ...p };
     ctx.progress(p);
   };
+  // With a wipe policy, each file's second read runs during the ingest, once it is verified (see wipe.ts).
+  const secondReads = policyFor(env.wipe, opts.kind) === 'never' ? undefined : new OverlappedSecondReads(source, ctx.signal);
   try {
     const summary = await runIngest({
       sources: [source],
@@ -99,7 +101,14 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
       logger: ctx.logger,
       signal: ctx.signal,
       onProgress: report,
-      ...(env.onFile ? { onFile: (f: FileOutcome) => void env.onFile?.(ctx.id, source.uri, f) } : {}),
+      ...(env.onFile || secondReads
+        ? {
+            onFile: (f: FileOutcome) => {
+              secondReads?.fileDone(f);
+              void env.onFile?.(ctx.id, source.uri, f);
+            },
+          }
+        : {}),
     });
     if (env.afterIngest) {
       try {
@@ -110,7 +119,7 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
         if (summary.status === 'complete') summary.status = 'failed';
       }
     }
-    const wipe = await applyWipePolicy(env, source, summary, ctx, opts.kind, () => report({ ...progress, current: undefined, phase: 'verifying' }));
+    const wipe = await applyWipePolicy(env, source, summary, ctx, opts.kind, secondReads, () => report({ ...progress, current: undefined, phase: 'verifying' }));
     if (env.onFinished) {
       const identity = await source.identity().catch(() => undefined);
       const done = { job: ctx.id, source: source.uri, identity, summary, wipe, startedAt, finishedAt: new Date() };
@@ -119,6 +128,7 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
     opts.onSummary?.(summary);
     return { status: summary.status, result: resultFigures(summary, wipe?.wiped) };
   } finally {
+    await secondReads?.close();
     await source.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: source.uri }, 'closing the source failed'));
   }
 }
@@ -134,6 +144,7 @@ async function applyWipePolicy(
   summary: IngestSummary,
   ctx: JobContext,
   kind: JobKind | undefined,
+  secondReads: OverlappedSecondReads | undefined,
   onSecondRead: () => void,
 ): Promise<WipeReport | undefined> {
   const policy = policyFor(env.wipe, kind);
@@ -149,6 +160,7 @@ async function applyWipePolicy(
     waitForCloud: env.wipe?.waitForCloud,
     station: env.settings.station,
     onSecondRead,
+    secondReads,
   });
   const error = wipeError(report);
   if (error !== undefined && summary.status === 'complete') {

@@ -210,7 +210,16 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
     journal.setFileState(pf.file.id, failed ? 'failed' : 'verified', failed ? 'see copies' : undefined);
   });
   crashPoint('journaled');
-  run.request.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: failed ? 'failed' : 'verified', size: pf.item.size, mtimeMs: pf.item.mtimeMs, copies });
+  run.request.onFile?.({
+    fileId: pf.file.id,
+    path: pf.item.path,
+    state: failed ? 'failed' : 'verified',
+    size: pf.item.size,
+    mtimeMs: pf.item.mtimeMs,
+    copies,
+    source,
+    item: pf.item,
+  });
   // Per file, so only at debug: an operator following a card (or a test waiting for the first file) sees it.
   log.debug({ path: pf.item.path, size: pf.item.size, state: failed ? 'failed' : 'verified' }, 'file journaled');
   return failed;
