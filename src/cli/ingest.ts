@@ -104,6 +104,7 @@ busy, or uploads still queued).`,
           journal,
           logger: ctx.logger,
           signal,
+          refuseWhatCannotFit: true,
           ...(bar ? { onProgress: bar.update } : {}),
           ...(secondReads.size > 0 ? { onFile: (f) => f.source && secondReads.get(f.source)?.fileDone(f) } : {}),
         });

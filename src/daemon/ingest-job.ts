@@ -101,6 +101,8 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
       logger: ctx.logger,
       signal: ctx.signal,
       onProgress: report,
+      // A card or a camera's card that cannot fit is refused before its first copy (hot folders never end).
+      refuseWhatCannotFit: opts.kind === 'card' || opts.kind === 'camera',
       ...(env.onFile || secondReads
         ? {
             onFile: (f: FileOutcome) => {

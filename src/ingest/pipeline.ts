@@ -15,6 +15,7 @@ import { SourcePlanner, type PlannedFile } from './plan.js';
 import { SourceReader, type WrittenFile } from './source-read.js';
 import { IngestRun, type IngestRequest, type IngestSummary, type Progress } from './run.js';
 import { RunDestination } from './run-destination.js';
+import { planFits } from './preflight.js';
 
 export type { DestinationSpec, DestinationSummary, FileOutcome, IngestRequest, IngestSettings, IngestSummary, Progress } from './run.js';
 
@@ -41,6 +42,7 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
       }
     }
     for (const d of run.destinations) summary.destinations.push(d.summary);
+    if (req.refuseWhatCannotFit && !(await planFits(run))) return summary;
     for (const source of req.sources) {
       if (signal.aborted) break;
       await ingestSource(run, source);

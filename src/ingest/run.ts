@@ -87,6 +87,11 @@ export interface IngestRequest {
   logger: Logger;
   signal: AbortSignal;
   onProgress?: (p: Progress) => void;
+  /**
+   * Before the first copy, refuse the whole run when the sources' files do not fit a destination (see
+   * preflight.ts): for a card, rather than copy it to some destinations and stop part-way at another.
+   */
+  refuseWhatCannotFit?: boolean | undefined;
   /** Each file copied in this run, once its outcome is journaled (files already verified earlier are not reported). */
   onFile?: (f: FileOutcome) => void;
 }
