@@ -45,7 +45,7 @@ export interface IngestEnvironment {
 }
 
 export interface IngestJobOptions {
-  /** The job's kind: card and camera jobs follow their wipe policy. */
+  /** The job's kind: card and camera jobs follow their wipe policy; without one (a hot folder's batch) nothing is refused up front. */
   kind?: JobKind | undefined;
   onSummary?: ((s: IngestSummary) => void) | undefined;
 }
@@ -101,8 +101,9 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
       logger: ctx.logger,
       signal: ctx.signal,
       onProgress: report,
-      // A card or a camera's card that cannot fit is refused before its first copy (hot folders never end).
-      refuseWhatCannotFit: opts.kind === 'card' || opts.kind === 'camera',
+      // A card, camera or requested folder that cannot fit is refused before its first copy; a hot folder's
+      // batch (no kind) is not: more comes all the time, and the plan checks each window as it goes.
+      refuseWhatCannotFit: opts.kind !== undefined,
       ...(env.onFile || secondReads
         ? {
             onFile: (f: FileOutcome) => {
