@@ -22,10 +22,12 @@ const before = process.env.BENCH_BEFORE;
 // The file --mark-done leaves at the card's root (DONE_MARK_NAME), removed before every run.
 const doneMark = join(src, 'SHUTTLE-DONE.txt');
 
-const shuttle = (program: string) => `${node} ${program} --state ${st} --log-level warn ingest ${src} --dest ${d1} --dest ${d2} --mark-done --json > /dev/null`;
+const shuttle = (program: string, gate = '--mark-done') => `${node} ${program} --state ${st} --log-level warn ingest ${src} --dest ${d1} --dest ${d2} ${gate} --json > /dev/null`;
 const cases: Array<[string, string]> = [
   ['cp -r to both + sync', `cp -r ${src} ${d1} && cp -r ${src} ${d2} && sync`],
   ['shuttle, safe to pull', shuttle(main)],
+  // What the gate (the second read, mostly) adds to the ingest itself.
+  ['shuttle, copies verified, no gate', shuttle(main, '')],
   ...(before ? ([['shuttle (before), safe to pull', shuttle(before)]] as Array<[string, string]>) : []),
 ];
 const got = medians(cases, runs, () => {
