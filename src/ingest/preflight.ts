@@ -59,7 +59,7 @@ export async function planFits(run: IngestRun): Promise<boolean> {
   }
   for (const e of refusals) {
     run.recordError(e, { destination: e.context.path });
-    logger.error({ err: e, files }, e.message);
+    logger.error({ code: e.code, destination: e.context.path, neededBytes: e.context.neededBytes, availableBytes: e.context.availableBytes, files }, e.message);
   }
   return false;
 }
