@@ -450,6 +450,13 @@ export const statusLightSchema = table({
   serial: z.string().min(1).optional().describe('only the light with this USB serial number'),
 });
 
+/** `[sound]`: WAV files played (with ALSA's aplay) when a card is safe to pull and when a job failed. */
+export const soundSchema = table({
+  done: absolutePath.optional().describe('WAV file played when a card or camera job verified every file'),
+  failed: absolutePath.optional().describe('WAV file played when a job failed (a card refused, a file not verified)'),
+  device: z.string().min(1).default('default').describe('ALSA device to play on (aplay -D), e.g. default, plughw:0,0'),
+});
+
 /** Later sections (`upload`, `daemon`, `cameras`) are one line each here: `name: table({...}).prefault({})`. */
 export const configSchema = table({
   station: z
@@ -473,6 +480,7 @@ export const configSchema = table({
   // Optional like [upload]: a station without pedals or a light resolves without these keys.
   pedals: z.array(pedalSchema).optional().describe('foot pedals and buttons (HID): device, key and action'),
   status_light: statusLightSchema.optional(),
+  sound: soundSchema.optional(),
   api: apiSchema.prefault({}),
   // Optional rather than prefaulted: without [events] or [notify] nothing is published or sent.
   events: eventsSchema.optional(),
@@ -490,6 +498,7 @@ export type DestinationConfig = Config['destinations'][number];
 export type UploadConfig = NonNullable<Config['upload']>;
 export type PedalConfig = NonNullable<Config['pedals']>[number];
 export type StatusLightConfig = NonNullable<Config['statusLight']>;
+export type SoundConfig = NonNullable<Config['sound']>;
 export type ApiConfig = Config['api'];
 export type EventsConfig = NonNullable<Config['events']>;
 export type NotifyConfig = NonNullable<Config['notify']>;
