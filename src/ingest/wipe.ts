@@ -288,11 +288,13 @@ export class OverlappedSecondReads {
 
   /** For IngestRequest.onFile: queues the second read of a file of this source once it is verified. */
   readonly fileDone = (f: FileOutcome): void => {
-    if (f.source !== this.source || this.#signal.aborted) return;
+    if (this.#signal.aborted) return;
+    // Any file of the run failing (of any source: not all outcomes name theirs) fails the run's gate.
     if (f.state === 'failed') {
       this.#stop.abort(new ShuttleError('WIPE_REFUSED', `${f.path} failed: no second reads are needed`));
       return;
     }
+    if (f.source !== this.source) return;
     const removal = this.source.removal;
     const item = f.item;
     if (removal === undefined || item === undefined) return;
