@@ -1,61 +1,13 @@
 // Ingest benchmark: `shuttle ingest` against what a careful user does by hand, measured in one run.
 // Run as root (drops the page cache before each run):  sudo ./node_modules/.bin/node bench/ingest.ts [GiB]
 // Prints a table of times, ratios against the reference commands, and Shuttle's peak RSS.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync, ftruncateSync, rmSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { clean, main, medians, node, printTable, sampleTree, timed, work, type Timed } from './common.ts';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
-const work = process.env.BENCH_DIR ?? join(root, '.tmp', 'bench');
 const gib = Number(process.argv[2] ?? '2');
-const node = process.execPath;
-const main = join(root, 'dist', 'main.js');
-const src = join(work, `src-${gib}g`);
+const src = sampleTree(gib);
 const big = join(work, 'big');
-
-function sh(cmd: string): void {
-  execFileSync('bash', ['-c', cmd], { stdio: ['ignore', 'ignore', 'inherit'] });
-}
-
-function dropCaches(): boolean {
-  try {
-    sh('sync; echo 3 > /proc/sys/vm/drop_caches');
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function clean(...dirs: string[]): void {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-  sh('sync');
-}
-
-/** Seconds for one cold run of a shell command, with its peak RSS in MB (GNU time). */
-function timed(label: string, cmd: string): { label: string; secs: number; rssMb: number } {
-  const cold = dropCaches();
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', 'bash', '-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
-  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (r.status !== 0) throw new Error(`${label} failed (${r.status}): ${r.stderr}`);
-  const rssKb = Number(r.stderr.trim().split('\n').at(-1));
-  process.stderr.write(`${label}: ${secs.toFixed(2)} s${cold ? '' : ' (page cache NOT dropped: run as root)'}\n`);
-  return { label, secs, rssMb: rssKb / 1024 };
-}
-
-mkdirSync(work, { recursive: true });
-if (!existsSync(main)) sh(`${node} ${join(root, 'scripts', 'build.mjs')}`);
-if (!existsSync(join(src, '.complete'))) {
-  clean(src);
-  // 25 MB RAW + 8 MB JPEG per shot, plus XMP sidecars and a voice memo from the sample generator.
-  const shots = Math.max(1, Math.round((gib * 1024 ** 3) / 33e6));
-  sh(`${node} ${main} sample ${src} --count ${shots} --raw-size 25000000 --jpeg-size 8000000 --seed 7 && touch ${src}/.complete`);
-  rmSync(join(src, '.complete'));
-  sh(`touch ${join(src, '..', `src-${gib}g.complete`)}`);
-  mkdirSync(src, { recursive: true });
-  sh(`touch ${src}/.complete`);
-}
 const srcFiles = `find ${src} -type f ! -name .complete`;
 const shuttle = (dests: string[], state: string, program = main) =>
   `${node} ${program} --state ${state} --log-level warn ingest ${src} ${dests.map((d) => `--dest ${d}`).join(' ')} --json > /dev/null`;
@@ -84,19 +36,7 @@ const cases: Array<[string, string]> = [
       ] as Array<[string, string]>)
     : []),
 ];
-type Timed = { label: string; secs: number; rssMb: number };
-const all = new Map<string, Timed[]>();
-for (let i = 0; i < runs; i++) {
-  for (const [label, cmd] of cases) {
-    clean(d1, d2, st);
-    all.set(label, [...(all.get(label) ?? []), timed(label, cmd)]);
-  }
-}
-const best = new Map<string, Timed>();
-for (const [label, xs] of all) {
-  const sorted = [...xs].sort((a, b) => a.secs - b.secs);
-  best.set(label, { ...sorted[(sorted.length - 1) >> 1]!, rssMb: Math.max(...xs.map((x) => x.rssMb)) });
-}
+const best = medians(cases, runs, () => clean(d1, d2, st));
 const get = (label: string): Timed => best.get(label)!;
 const [cpSync, cpSha, one, twoCp, two] = [get(cases[0]![0]), get(cases[1]![0]), get(cases[2]![0]), get(cases[3]![0]), get(cases[4]![0])];
 const rows = [...best.values()];
@@ -127,7 +67,6 @@ if (before) {
     ['before: 2 dests vs 2 × cp -r + sync', b2.secs.toFixed(2), twoCp.secs.toFixed(2), ratio(b2.secs, twoCp.secs), ''],
   );
 }
-const width = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
 process.stdout.write(`\nIngest benchmark, ${gib} GiB tree (25 MB RAW + 8 MB JPEG + sidecars), cold cache per run, median of ${runs} interleaved runs\n`);
-for (const r of table) process.stdout.write(`${r.map((c, i) => c.padEnd(width[i]!)).join('  ')}\n`);
+printTable(table);
 process.stdout.write(`peak RSS: shuttle 1 dest ${one.rssMb.toFixed(0)} MB, 2 dests ${two.rssMb.toFixed(0)} MB, 4 GiB file ${huge.rssMb.toFixed(0)} MB (goal ≤ 200 MB)\n`);

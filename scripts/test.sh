@@ -23,6 +23,7 @@ APT_PACKAGES=(
   chromium          # headless browser for the dashboard's tests (driven by playwright-core)
   mosquitto mosquitto-clients # real MQTT broker and mosquitto_sub as the witness of the daemon's events
   python3-aiosmtpd  # real SMTP server receiving the daemon's notification mails
+  alsa-utils        # aplay: the station's done and failed sounds, played to ALSA's null device in the tests
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { once } from 'node:events';
 import { execFileSync } from 'node:child_process';
 import { chmod, chown, mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
@@ -270,6 +271,40 @@ describe('FolderSource.open', () => {
     const e = await openError(source, item, 1);
     expect(isShuttleError(e, 'SOURCE_CHANGED'), String(e)).toBe(true);
     expect((e as Error).message).toMatch(/size 200000 → 1000/);
+  });
+
+  test('the-last-chunk-of-a-recycled-read-stays-the-readers-after-the-file-ended-while-another-file-is-read', async () => {
+    // What the ingest's head read does (readHead): it keeps a small file's only chunk, a view of the
+    // stream's buffer, and pulls no further. Another read (a wipe's overlapped second read) must not be
+    // handed that buffer when the first file's stream reaches its end.
+    const other = 'DCIM/100CANON/IMG_0001.CR3';
+    await writeBytes(join(src, other), bytes(200_000, 9));
+    const { source, item } = await listed(file);
+    const otherItem = (await collect(source)).filter(isItem).find((e) => e.path === other)!;
+    const first = await source.open(item, { recycle: 1 });
+    // The stream has read to the file's end (it reads ahead of the consumer): 'readable' then says so, or
+    // 'end' where the stream ends itself.
+    const atEnd = new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (first.readableEnded || (first as unknown as { _readableState: { ended: boolean } })._readableState.ended) resolve();
+      };
+      first.on('readable', check);
+      first.on('end', check);
+    });
+    const iter = first[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const held = (await iter.next()).value as Buffer;
+    expect(held.length).toBe(200_000);
+    const expected = Buffer.from(held);
+    await atEnd;
+    // Where the stream ends itself at the end, it gives its buffers back once its file is closed.
+    if (first.readableEnded && !first.closed) await once(first, 'close');
+    const second = await source.open(otherItem, { recycle: 1 });
+    let n = 0;
+    for await (const chunk of second) n += (chunk as Buffer).length;
+    second.destroy();
+    expect(n).toBe(200_000);
+    expect(held.equals(expected)).toBe(true);
+    first.destroy();
   });
 
   test('the-listed-file-opens-and-reads-whole', async () => {

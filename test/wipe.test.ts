@@ -8,7 +8,9 @@ import { DatabaseSync } from 'node:sqlite';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import { runIngest } from '../src/ingest/pipeline.js';
-import { wipeSource } from '../src/ingest/wipe.js';
+import { OverlappedSecondReads, wipeSource } from '../src/ingest/wipe.js';
+import type { OpenOptions, SourceItem } from '../src/device/source.js';
+import { TIMED_OUT, within } from '../src/async.js';
 import { Journal } from '../src/store/journal.js';
 import { silentLogger } from '../src/log.js';
 import { normalizeConfig } from '../src/config/index.js';
@@ -62,7 +64,7 @@ interface WipeJson {
     policy: string;
     wiped: number;
     checked: number;
-    secondRead: { direct: number; cached: number };
+    secondRead: { direct: number; cached: number; overlapped: number };
     marked?: string;
     reason?: { code: string; why: string; message: string; path?: string };
   }>;
@@ -100,7 +102,7 @@ describe('shuttle ingest --wipe on a card', () => {
     expect(r.code, r.stderr).toBe(0);
     const s = r.summary as typeof r.summary & WipeJson;
     expect(s).toMatchObject({ files: 4, copied: 4, failed: 0, status: 'complete', wiped: 4 });
-    expect(s.wipe).toEqual([expect.objectContaining({ policy: 'after-local', wiped: 4, checked: 4, secondRead: { direct: 4, cached: 0 } })]);
+    expect(s.wipe).toEqual([expect.objectContaining({ policy: 'after-local', wiped: 4, checked: 4, secondRead: { direct: 4, cached: 0, overlapped: 4 } })]);
     // Files gone, the camera's folder structure kept.
     expect(await filesUnder(card)).toEqual([]);
     expect((await readdir(join(card, 'DCIM'))).sort()).toEqual(['100CANON', '101CANON']);
@@ -160,6 +162,69 @@ describe('shuttle ingest --wipe on a card', () => {
     expect(await filesUnder(card)).toEqual([...before.keys()].sort());
     expect(wipeRows()).toEqual([]);
   });
+
+  test('the-second-read-runs-while-later-files-still-copy-and-still-catches-a-card-changed-between-the-reads', async () => {
+    await makeCard();
+    const before = await listTree(card);
+    const original = await readFile(join(card, 'DCIM/100CANON/IMG_0002.JPG'));
+    const events: string[] = [];
+    let secondReadOf0002!: () => void;
+    const secondReadStarted = new Promise<void>((resolve) => (secondReadOf0002 = resolve));
+    // The card's last file is copied only once IMG_0002.JPG was read a second time: that read can only
+    // be the overlapped one (the gate's own reads start after the ingest ended).
+    class HeldCard extends FolderSource {
+      override async open(item: SourceItem, options?: OpenOptions) {
+        if (item.path === 'DCIM/101CANON/IMG_0003.CR3') {
+          const waited = await within(secondReadStarted, 15_000);
+          events.push(waited === TIMED_OUT ? 'last file opened without a second read before it' : 'last file opened');
+        }
+        return super.open(item, options);
+      }
+    }
+    const source = new HeldCard(card);
+    const removal = source.removal;
+    const reread = removal.reread.bind(removal);
+    removal.reread = async (item, signal) => {
+      const read = await reread(item, signal);
+      events.push(`second read of ${item.path}`);
+      if (item.path === 'DCIM/100CANON/IMG_0002.JPG') secondReadOf0002();
+      return read;
+    };
+    const journal = Journal.open(state);
+    const signal = new AbortController().signal;
+    const reads = new OverlappedSecondReads(source, signal);
+    process.env['SHUTTLE_TEST_FAULT'] = 'change-source:IMG_0002.JPG';
+    try {
+      const summary = await runIngest({
+        sources: [source],
+        destinations: [{ path: destA }, { path: destB }],
+        journal,
+        settings: ingestSettings('{YYYY}/{YYYY-MM-DD}/{name}'),
+        logger: silentLogger,
+        signal,
+        onFile: reads.fileDone,
+      });
+      events.push('ingest ended');
+      // The copies were made from the first read and verified: the ingest itself succeeded.
+      expect(summary).toMatchObject({ copied: 4, failed: 0, status: 'complete' });
+      const report = await wipeSource({ source, policy: 'after-local', summary, journal, logger: silentLogger, signal, station: 'test', secondReads: reads });
+      expect(report).toMatchObject({ wiped: 0, reason: { code: 'VERIFY_MISMATCH', why: 'second-read-differs', path: 'DCIM/100CANON/IMG_0002.JPG' } });
+    } finally {
+      delete process.env['SHUTTLE_TEST_FAULT'];
+      await reads.close();
+      journal.close();
+    }
+    expect(events.indexOf('second read of DCIM/100CANON/IMG_0002.JPG')).toBeLessThan(events.indexOf('last file opened'));
+    // The gate took the overlapped reads instead of reading any file again.
+    const secondReads = events.filter((e) => e.startsWith('second read of'));
+    expect(new Set(secondReads).size).toBe(secondReads.length);
+    // The fault really changed the card between the two reads (same size, other bytes), and every file stays.
+    const changed = await readFile(join(card, 'DCIM/100CANON/IMG_0002.JPG'));
+    expect(changed.length).toBe(original.length);
+    expect(changed.equals(original)).toBe(false);
+    expect(await filesUnder(card)).toEqual([...before.keys()].sort());
+    expect(wipeRows()).toEqual([]);
+  }, 60_000);
 
   test('a-card-mounted-read-only-is-not-touched-and-the-summary-says-why', async () => {
     await makeCard();
@@ -294,7 +359,7 @@ describe('shuttle ingest --wipe on a camera (PTP/IP simulator)', () => {
     const r = await ingestJson([`ptpip:127.0.0.1:${sim.port}`, '--config', cfg, '--dest', destA, '--dest', destB, '--state', state, '--wipe']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.summary).toMatchObject({ files: 4, copied: 4, failed: 0, wiped: 4 });
-    expect((r.summary as WipeJson).wipe?.[0]).toMatchObject({ wiped: 4, secondRead: { direct: 4, cached: 0 } });
+    expect((r.summary as WipeJson).wipe?.[0]).toMatchObject({ wiped: 4, secondRead: { direct: 4, cached: 0, overlapped: 4 } });
     // DeleteObject removed the files from the simulated card's folder; the excluded one and the folders stay.
     expect(await filesUnder(card)).toEqual(['DCIM/100CANON/IMG_0004.MOV']);
     expect((await readdir(join(card, 'DCIM'))).sort()).toEqual(['100CANON', '101CANON']);

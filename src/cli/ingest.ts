@@ -9,7 +9,7 @@ import { startHashWorker } from '../io/hash-worker-client.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { commandContext, signalOnTermination, type CommandContext, type GlobalOptions } from './context.js';
 import type { IngestUpload, IngestUploadFlags, IngestUploadSummary } from './upload.js';
-import { describeWipe, wipeError, wipeSource, type WipePolicy, type WipeReport } from '../ingest/wipe.js';
+import { OverlappedSecondReads, describeWipe, wipeError, wipeSource, type WipePolicy, type WipeReport } from '../ingest/wipe.js';
 import { DONE_MARK_NAME } from '../device/source.js';
 import { uploadSettings } from '../config/index.js';
 import { EXIT } from './exit.js';
@@ -92,8 +92,11 @@ busy, or uploads still queued).`,
       let summary: IngestSummary;
       let uploads: IngestUploadSummary | undefined;
       const wipes: WipeReport[] = [];
+      const secondReads = new Map<Source, OverlappedSecondReads>();
       try {
         for (const uri of sources) opened.push(...(await openSources(uri, { stateDir: ctx.stateDir, timeZone: ctx.config.ingest.timeZone, logger: ctx.logger, signal })));
+        // A wipe's second read of each file runs during the ingest, once the file is verified (see wipe.ts).
+        if (wipePolicy !== undefined) for (const src of opened) secondReads.set(src, new OverlappedSecondReads(src, signal));
         summary = await runIngest({
           sources: opened,
           destinations: destinationsFromConfig(ctx.config),
@@ -101,7 +104,9 @@ busy, or uploads still queued).`,
           journal,
           logger: ctx.logger,
           signal,
+          refuseWhatCannotFit: true,
           ...(bar ? { onProgress: bar.update } : {}),
+          ...(secondReads.size > 0 ? { onFile: (f) => f.source && secondReads.get(f.source)?.fileDone(f) } : {}),
         });
         bar?.stop();
         // Uploads (src/cli/upload.ts): queue this run's verified files, then upload them unless --no-wait.
@@ -114,12 +119,25 @@ busy, or uploads still queued).`,
         if (wipePolicy !== undefined) {
           for (const src of opened) {
             const cloud = wipePolicy === 'after-cloud' ? upload?.target : undefined;
-            wipes.push(await wipeSource({ source: src, policy: wipePolicy, summary, journal, logger: ctx.logger, signal, cloud, station: ctx.config.station }));
+            wipes.push(
+              await wipeSource({
+                source: src,
+                policy: wipePolicy,
+                summary,
+                journal,
+                logger: ctx.logger,
+                signal,
+                cloud,
+                station: ctx.config.station,
+                secondReads: secondReads.get(src),
+              }),
+            );
           }
           noteWipes(summary, wipes);
         }
       } finally {
         bar?.stop();
+        for (const reads of secondReads.values()) await reads.close();
         for (const src of opened) await src.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: src.uri }, 'closing the source failed'));
         journal.close();
       }

@@ -16,6 +16,7 @@ export {
   WIPE_POLICIES,
   type PedalConfig,
   type StatusLightConfig,
+  type SoundConfig,
   type ApiConfig,
   parseListen,
   uploadSettings,

@@ -460,6 +460,13 @@ export const statusLightSchema = table({
   serial: z.string().min(1).optional().describe('only the light with this USB serial number'),
 });
 
+/** `[sound]`: WAV files played (with ALSA's aplay) when a card is safe to pull and when a job failed. */
+export const soundSchema = table({
+  done: absolutePath.optional().describe('WAV file played when a card or camera job verified every file'),
+  failed: absolutePath.optional().describe('WAV file played when a job failed (a card refused, a file not verified)'),
+  device: z.string().min(1).default('default').describe('ALSA device to play on (aplay -D), e.g. default, plughw:0,0'),
+});
+
 /** Later sections (`upload`, `daemon`, `cameras`) are one line each here: `name: table({...}).prefault({})`. */
 export const configSchema = table({
   station: z
@@ -483,6 +490,7 @@ export const configSchema = table({
   // Optional like [upload]: a station without pedals or a light resolves without these keys.
   pedals: z.array(pedalSchema).optional().describe('foot pedals and buttons (HID): device, key and action'),
   status_light: statusLightSchema.optional(),
+  sound: soundSchema.optional(),
   api: apiSchema.prefault({}),
   previews: previewsSchema.prefault({}),
   // Optional rather than prefaulted: without [events] or [notify] nothing is published or sent.
@@ -501,6 +509,7 @@ export type DestinationConfig = Config['destinations'][number];
 export type UploadConfig = NonNullable<Config['upload']>;
 export type PedalConfig = NonNullable<Config['pedals']>[number];
 export type StatusLightConfig = NonNullable<Config['statusLight']>;
+export type SoundConfig = NonNullable<Config['sound']>;
 export type ApiConfig = Config['api'];
 export type EventsConfig = NonNullable<Config['events']>;
 export type NotifyConfig = NonNullable<Config['notify']>;

@@ -202,7 +202,9 @@ export function reportHeadline(r: CardReport): string {
   const f = r.files;
   if (r.status === 'complete') return `${r.source.label}: ${f.listed} files verified (${formatBytes(f.bytes)}), safe to pull`;
   if (r.status === 'interrupted') return `${r.source.label}: interrupted after ${f.copied} of ${f.listed} files; not safe to pull`;
-  return `${r.source.label}: FAILED, ${f.failed} failed, ${r.errors.length} errors; not safe to pull`;
+  // The first error is the one a crew acts on (a refusal before copying is the only one then).
+  const first = r.errors[0] === undefined ? '' : `: ${r.errors[0].message}`;
+  return `${r.source.label}: FAILED, ${f.failed} failed, ${r.errors.length} errors; not safe to pull${first}`;
 }
 
 /** The report as plain text, for the file on each destination and the body of a mail. */

@@ -7,7 +7,7 @@ import type { Journal } from '../store/journal.js';
 import type { JobContext, JobOutcome } from './jobs.js';
 import type { JobKind, JobProgress, JobResultFigures } from './status.js';
 import type { Source } from '../device/source.js';
-import { wipeError, wipeSource, type WipeReport } from '../ingest/wipe.js';
+import { OverlappedSecondReads, wipeError, wipeSource, type WipeReport } from '../ingest/wipe.js';
 import { policyFor, type WipePolicies } from './wipe-policy.js';
 
 /**
@@ -45,7 +45,7 @@ export interface IngestEnvironment {
 }
 
 export interface IngestJobOptions {
-  /** The job's kind: card and camera jobs follow their wipe policy. */
+  /** The job's kind: card and camera jobs follow their wipe policy; without one (a hot folder's batch) nothing is refused up front. */
   kind?: JobKind | undefined;
   onSummary?: ((s: IngestSummary) => void) | undefined;
 }
@@ -97,6 +97,8 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
     progress = { ...p };
     ctx.progress(p);
   };
+  // With a wipe policy, each file's second read runs during the ingest, once it is verified (see wipe.ts).
+  const secondReads = policyFor(env.wipe, opts.kind) === 'never' ? undefined : new OverlappedSecondReads(source, ctx.signal);
   try {
     const summary = await runIngest({
       sources: [source],
@@ -106,7 +108,17 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
       logger: ctx.logger,
       signal: ctx.signal,
       onProgress: report,
-      ...(env.onFile ? { onFile: (f: FileOutcome) => void env.onFile?.(ctx.id, source.uri, f) } : {}),
+      // A card, camera or requested folder that cannot fit is refused before its first copy; a hot folder's
+      // batch (no kind) is not: more comes all the time, and the plan checks each window as it goes.
+      refuseWhatCannotFit: opts.kind !== undefined,
+      ...(env.onFile || secondReads
+        ? {
+            onFile: (f: FileOutcome) => {
+              secondReads?.fileDone(f);
+              void env.onFile?.(ctx.id, source.uri, f);
+            },
+          }
+        : {}),
     });
     if (env.afterIngest) {
       try {
@@ -117,7 +129,7 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
         if (summary.status === 'complete') summary.status = 'failed';
       }
     }
-    const wipe = await applyWipePolicy(env, source, summary, ctx, opts.kind, () => report({ ...progress, current: undefined, phase: 'verifying' }));
+    const wipe = await applyWipePolicy(env, source, summary, ctx, opts.kind, secondReads, () => report({ ...progress, current: undefined, phase: 'verifying' }));
     if (env.onFinished) {
       const identity = await source.identity().catch(() => undefined);
       const done = { job: ctx.id, source: source.uri, identity, summary, wipe, startedAt, finishedAt: new Date() };
@@ -126,6 +138,7 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
     opts.onSummary?.(summary);
     return { status: summary.status, result: resultFigures(summary, wipe?.wiped) };
   } finally {
+    await secondReads?.close();
     await source.close().catch((e: unknown) => ctx.logger.warn({ err: e, source: source.uri }, 'closing the source failed'));
   }
 }
@@ -141,6 +154,7 @@ async function applyWipePolicy(
   summary: IngestSummary,
   ctx: JobContext,
   kind: JobKind | undefined,
+  secondReads: OverlappedSecondReads | undefined,
   onSecondRead: () => void,
 ): Promise<WipeReport | undefined> {
   const policy = policyFor(env.wipe, kind);
@@ -156,6 +170,7 @@ async function applyWipePolicy(
     waitForCloud: env.wipe?.waitForCloud,
     station: env.settings.station,
     onSecondRead,
+    secondReads,
   });
   const error = wipeError(report);
   if (error !== undefined && summary.status === 'complete') {

@@ -8,7 +8,8 @@ import { FINAL_STATES, type DeviceStatus, type JobSnapshot } from './status.js';
  * device is taken out, so a crew never pulls a card on a light that hides a failure.
  */
 
-export type DeviceState = 'waiting' | 'ingesting' | 'safe-to-pull' | 'attention';
+/** `queued`: the device's job waits for another job on the same card or destination (see jobs.ts). */
+export type DeviceState = 'waiting' | 'queued' | 'ingesting' | 'safe-to-pull' | 'attention';
 
 export interface StationInputs {
   devices: readonly DeviceStatus[];
@@ -28,18 +29,27 @@ export function deviceState(device: DeviceStatus, jobs: StationInputs['jobs']): 
   if (device.job === undefined) return 'waiting';
   const job = jobs.active.find((j) => j.id === device.job) ?? jobs.recent.find((j) => j.id === device.job);
   if (!job) return 'waiting';
+  if (job.state === 'queued') return 'queued';
   if (!FINAL_STATES.has(job.state)) return 'ingesting';
   return job.state === 'done' && job.result?.status === 'complete' && job.result.failed === 0 ? 'safe-to-pull' : 'attention';
 }
 
 export function deriveStationState(inputs: StationInputs): StationView {
   const devices = inputs.devices.map((d) => ({ id: d.id, label: d.label, state: deviceState(d, inputs.jobs), job: d.job }));
+  const jobOf = (id: number | undefined): JobSnapshot | undefined => inputs.jobs.active.find((j) => j.id === id) ?? inputs.jobs.recent.find((j) => j.id === id);
+  // What went wrong, read from across the room: the job's first error ("refused: does not fit: …").
+  const why = (d: (typeof devices)[number]): string => {
+    const job = jobOf(d.job);
+    const first = job?.result?.errors[0]?.message ?? job?.error?.message;
+    return first === undefined ? d.label : `${d.label} (${first})`;
+  };
   const named = (s: DeviceState): string =>
     devices
       .filter((d) => d.state === s)
       .map((d) => d.label)
       .join(', ');
-  if (devices.some((d) => d.state === 'attention')) return { state: 'attention', reason: `failed: ${named('attention')}`, devices };
+  const attention = devices.filter((d) => d.state === 'attention');
+  if (attention.length > 0) return { state: 'attention', reason: `failed: ${attention.map(why).join(', ')}`, devices };
   // A job is reported finished while the scheduler still lists it as active: go by its state.
   const active = inputs.jobs.active.filter((j) => !FINAL_STATES.has(j.state));
   const running = active.filter((j) => j.state === 'running');

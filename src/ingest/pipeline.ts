@@ -15,6 +15,7 @@ import { SourcePlanner, type PlannedFile } from './plan.js';
 import { SourceReader, type WrittenFile } from './source-read.js';
 import { IngestRun, type IngestRequest, type IngestSummary, type Progress } from './run.js';
 import { RunDestination } from './run-destination.js';
+import { planFits } from './preflight.js';
 
 export type { DestinationSpec, DestinationSummary, FileOutcome, IngestRequest, IngestSettings, IngestSummary, Progress } from './run.js';
 
@@ -41,6 +42,7 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
       }
     }
     for (const d of run.destinations) summary.destinations.push(d.summary);
+    if (req.refuseWhatCannotFit && !(await planFits(run))) return summary;
     for (const source of req.sources) {
       if (signal.aborted) break;
       await ingestSource(run, source);
@@ -210,7 +212,16 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
     journal.setFileState(pf.file.id, failed ? 'failed' : 'verified', failed ? 'see copies' : undefined);
   });
   crashPoint('journaled');
-  run.request.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: failed ? 'failed' : 'verified', size: pf.item.size, mtimeMs: pf.item.mtimeMs, copies });
+  run.request.onFile?.({
+    fileId: pf.file.id,
+    path: pf.item.path,
+    state: failed ? 'failed' : 'verified',
+    size: pf.item.size,
+    mtimeMs: pf.item.mtimeMs,
+    copies,
+    source,
+    item: pf.item,
+  });
   // Per file, so only at debug: an operator following a card (or a test waiting for the first file) sees it.
   log.debug({ path: pf.item.path, size: pf.item.size, state: failed ? 'failed' : 'verified' }, 'file journaled');
   return failed;

@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
 import { ShuttleError, isShuttleError } from '../errors.js';
-import type { Source } from '../device/source.js';
+import type { Source, SourceItem } from '../device/source.js';
 import type { Journal } from '../store/journal.js';
 import { acquireLock, type Lock } from '../store/lock.js';
 import type { HashAlgorithm } from '../io/hashing.js';
@@ -90,6 +90,11 @@ export interface IngestRequest {
   logger: Logger;
   signal: AbortSignal;
   onProgress?: (p: Progress) => void;
+  /**
+   * Before the first copy, refuse the whole run when the sources' files do not fit a destination (see
+   * preflight.ts): for a card, rather than copy it to some destinations and stop part-way at another.
+   */
+  refuseWhatCannotFit?: boolean | undefined;
   /** Each file copied in this run, once its outcome is journaled (files already verified earlier are not reported). */
   onFile?: (f: FileOutcome) => void;
 }
@@ -105,6 +110,9 @@ export interface FileOutcome {
   mtimeMs: number;
   /** Its verified copies: each destination's root and the path below it. */
   copies: Array<{ root: string; rel: string }>;
+  /** The source and its item, for work that reads the file again (a wipe's second read); set once copied. */
+  source?: Source | undefined;
+  item?: SourceItem | undefined;
 }
 
 /**

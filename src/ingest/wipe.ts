@@ -7,7 +7,7 @@ import { IngestHasher } from '../io/hash-worker-client.js';
 import type { FileRow, Journal } from '../store/journal.js';
 import { WipeStore, type CloudState } from '../store/wipes.js';
 import { checkCopy, fanOut } from './copy.js';
-import type { IngestSummary } from './run.js';
+import type { FileOutcome, IngestSummary } from './run.js';
 import type { WipePolicy } from '../config/index.js';
 
 /**
@@ -19,7 +19,8 @@ import type { WipePolicy } from '../config/index.js';
  *   for the files it copied, again now for the files an earlier run copied);
  * - with "after-cloud", the file's bytes are verified at the S3 target;
  * - a second, independent read of the source, past the page cache (a fresh GetObject on a camera),
- *   gives the size and hash the first read recorded.
+ *   gives the size and hash the first read recorded. It may have run during the ingest, as soon as the
+ *   file's copies were verified (OverlappedSecondReads); the gate waits for it either way.
  *
  * One file failing any check keeps every file on the source. Files the run left out (excluded, skipped)
  * or never listed are never touched: the candidates are the run's own journal rows, matched against a
@@ -44,8 +45,11 @@ export interface WipeReport {
   wiped: number;
   /** Files that passed the gate. */
   checked: number;
-  /** How the second reads read: past the page cache, or (where the filesystem refused O_DIRECT) maybe not. */
-  secondRead: { direct: number; cached: number };
+  /**
+   * How the second reads read: past the page cache, or (where the filesystem refused O_DIRECT) maybe not;
+   * `overlapped` of them ran while the ingest still copied later files.
+   */
+  secondRead: { direct: number; cached: number; overlapped: number };
   /** mark-done: the file written at the source's root. */
   marked?: string;
   /** Why nothing, or not everything, was deleted; absent when the gate opened and every deletion succeeded. */
@@ -71,6 +75,8 @@ export interface WipeRequest {
   station: string;
   /** Called once as the second read of the source begins (the daemon's station shows "verifying"). */
   onSecondRead?: (() => void) | undefined;
+  /** Second reads started during the ingest (see OverlappedSecondReads); the gate reads any other file itself. */
+  secondReads?: OverlappedSecondReads | undefined;
 }
 
 class Refused extends Error {
@@ -94,7 +100,7 @@ interface Candidate {
 export async function wipeSource(req: WipeRequest): Promise<WipeReport> {
   const { source, policy, signal } = req;
   const log = req.logger.child({ source: source.uri, wipe: policy });
-  const report: WipeReport = { source: source.uri, policy, wiped: 0, checked: 0, secondRead: { direct: 0, cached: 0 } };
+  const report: WipeReport = { source: source.uri, policy, wiped: 0, checked: 0, secondRead: { direct: 0, cached: 0, overlapped: 0 } };
   const store = new WipeStore(req.journal);
   let candidates: Candidate[];
   try {
@@ -206,11 +212,17 @@ async function gate(req: WipeRequest, store: WipeStore, report: WipeReport, log:
     }
   }
 
-  // The second read of the source, file by file; the first difference closes the gate.
+  // The second read of the source, file by file (those read during the ingest are only waited for); the
+  // first difference closes the gate.
   if (candidates.length > 0) req.onSecondRead?.();
   for (const c of candidates) {
     if (signal.aborted) throw abortReason(signal);
-    const read = await secondRead(req.source.removal!, c.item, signal).catch((e: unknown) => {
+    let overlapped = false;
+    const read = await (async () => {
+      const early = await req.secondReads?.take(c.item);
+      overlapped = early !== undefined;
+      return early ?? (await secondRead(req.source.removal!, c.item, signal));
+    })().catch((e: unknown) => {
       if (signal.aborted) throw abortReason(signal);
       throw refuse('source-changed', `second read of ${c.item.path} failed: ${e instanceof Error ? e.message : String(e)}`, c.item.path);
     });
@@ -224,6 +236,7 @@ async function gate(req: WipeRequest, store: WipeStore, report: WipeReport, log:
     }
     c.secondRead = read.direct ? 'direct' : 'cached';
     report.secondRead[c.secondRead]++;
+    if (overlapped) report.secondRead.overlapped++;
   }
   if (report.secondRead.cached > 0) log.warn({ cached: report.secondRead.cached }, 'the filesystem refused O_DIRECT: some second reads may have come from the page cache');
   return candidates;
@@ -244,7 +257,86 @@ async function cloudGate(req: WipeRequest, store: WipeStore, files: FileRow[], l
   }
 }
 
-async function secondRead(removal: SourceRemoval, item: SourceItem, signal: AbortSignal): Promise<{ size: number; xxh128: string | undefined; direct: boolean }> {
+interface SecondRead {
+  size: number;
+  xxh128: string | undefined;
+  direct: boolean;
+}
+
+/**
+ * A wipe's second reads, started while the ingest still runs: each file's as soon as the ingest reports
+ * it verified at every destination (IngestRequest.onFile), so that the source is read again while later
+ * files still copy and read back instead of after the whole run. The read is the gate's own (a fresh
+ * open past the page cache, or a fresh GetObject), only earlier; one at a time, so it holds one read's
+ * staging blocks at most. The gate takes a read only for the same version of the file (path, size,
+ * time) and still decides on every file before the first deletion. A failed file ends the early reads:
+ * the gate will refuse the whole source anyway.
+ */
+export class OverlappedSecondReads {
+  readonly #reads = new Map<string, Promise<SecondRead>>();
+  readonly #stop = new AbortController();
+  readonly #signal: AbortSignal;
+  #tail: Promise<unknown> = Promise.resolve();
+  #ready: Promise<boolean> | undefined;
+
+  constructor(
+    private readonly source: Source,
+    signal: AbortSignal,
+  ) {
+    this.#signal = AbortSignal.any([signal, this.#stop.signal]);
+  }
+
+  /** For IngestRequest.onFile: queues the second read of a file of this source once it is verified. */
+  readonly fileDone = (f: FileOutcome): void => {
+    if (this.#signal.aborted) return;
+    // Any file of the run failing (of any source: not all outcomes name theirs) fails the run's gate.
+    if (f.state === 'failed') {
+      this.#stop.abort(new ShuttleError('WIPE_REFUSED', `${f.path} failed: no second reads are needed`));
+      return;
+    }
+    if (f.source !== this.source) return;
+    const removal = this.source.removal;
+    const item = f.item;
+    if (removal === undefined || item === undefined) return;
+    // A source that cannot delete (a card mounted read-only) is refused by the gate: nothing to read early.
+    const ready = (this.#ready ??= removal.ready(this.#signal).then(
+      () => true,
+      () => false,
+    ));
+    const read = this.#tail.then(async () => {
+      if (!(await ready)) throw new ShuttleError('WIPE_REFUSED', `${this.source.uri} cannot be deleted from`);
+      return secondRead(removal, item, this.#signal);
+    });
+    // Its outcome is for the gate, which may never ask (a run that failed later): never unhandled here.
+    read.catch(() => {});
+    this.#tail = read.catch(() => {});
+    this.#reads.set(fileKey(item.path, item.size, item.mtimeMs), read);
+  };
+
+  /**
+   * The second read of this version of the item, once done; undefined when none was started or it was
+   * stopped before it could tell (the gate then reads the file itself). Each read is handed out once.
+   */
+  async take(item: SourceItem): Promise<SecondRead | undefined> {
+    const key = fileKey(item.path, item.size, item.mtimeMs);
+    const read = this.#reads.get(key);
+    this.#reads.delete(key);
+    try {
+      return await read;
+    } catch (e) {
+      if (this.#stop.signal.aborted || isShuttleError(e, 'WIPE_REFUSED')) return undefined;
+      throw e;
+    }
+  }
+
+  /** Stops the reads not yet done and waits for the one under way (before the source is closed). */
+  async close(): Promise<void> {
+    this.#stop.abort(new ShuttleError('ABORTED', 'second reads no longer needed'));
+    await this.#tail;
+  }
+}
+
+async function secondRead(removal: SourceRemoval, item: SourceItem, signal: AbortSignal): Promise<SecondRead> {
   const hasher = new IngestHasher(['xxh128']);
   const read = await removal.reread(item, signal);
   try {

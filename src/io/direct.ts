@@ -15,8 +15,12 @@ import { errnoCode } from '../errors.js';
 /** File offsets and lengths of direct transfers are multiples of this (covers 512- and 4096-byte sectors). */
 export const DIRECT_ALIGN = 4096;
 const WASM_PAGE = 64 * 1024;
-/** Idle blocks kept per size for reuse; more than that go back to the garbage collector. */
-export const MAX_IDLE_BLOCKS = 8;
+/**
+ * Idle blocks kept per size for reuse; more than that go back to the garbage collector, which frees shared
+ * ones late (the hash worker holds views of them too). Two reads at once (a file being copied and a wipe's
+ * second read) each hold a staging ring of WRITE_AHEAD + 1 blocks: both rings stay in the pool.
+ */
+export const MAX_IDLE_BLOCKS = 12;
 
 // The project's type libraries (es2023 + node) leave out WebAssembly; this is the one part used here.
 declare const WebAssembly: {

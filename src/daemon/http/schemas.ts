@@ -82,7 +82,7 @@ export const station = z
         kind: z.enum(['camera', 'card']),
         label: z.string(),
         uri: z.string(),
-        state: z.enum(['waiting', 'ingesting', 'safe-to-pull', 'attention']),
+        state: z.enum(['waiting', 'queued', 'ingesting', 'safe-to-pull', 'attention']),
         job: int.optional(),
         attachedAt: iso,
       }),

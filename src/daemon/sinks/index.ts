@@ -10,6 +10,7 @@ import type { DaemonStatus, JobKind } from '../status.js';
 import { AlertCenter } from './alerts/alerts.js';
 import { emailChannel, ntfyChannel, webhookChannel, type AlertChannel } from './alerts/channels.js';
 import { MqttSink } from './mqtt.js';
+import { SoundSink } from './sound.js';
 
 /**
  * What the daemon tells the outside world beyond its own API: MQTT, notifications, and the per-card
@@ -67,11 +68,13 @@ export class Sinks {
   readonly #o: SinksOptions;
   readonly mqtt: MqttSink | undefined;
   readonly alerts: AlertCenter | undefined;
+  readonly sound: SoundSink | undefined;
 
-  private constructor(o: SinksOptions, mqtt: MqttSink | undefined, alerts: AlertCenter | undefined) {
+  private constructor(o: SinksOptions, mqtt: MqttSink | undefined, alerts: AlertCenter | undefined, sound: SoundSink | undefined) {
     this.#o = o;
     this.mqtt = mqtt;
     this.alerts = alerts;
+    this.sound = sound;
   }
 
   static start(o: SinksOptions): Sinks {
@@ -105,9 +108,10 @@ export class Sinks {
         logger: o.logger,
       });
     }
+    const sound = o.config.sound ? SoundSink.start(o.config.sound, o.hub, o.logger) : undefined;
     mqtt?.start();
     alerts?.start();
-    return new Sinks(o, mqtt, alerts);
+    return new Sinks(o, mqtt, alerts, sound);
   }
 
   /** Writes a finished card or camera ingest's report to its destinations and hands it to the notifications. */
@@ -130,6 +134,6 @@ export class Sinks {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.mqtt?.close(), this.alerts?.close()]);
+    await Promise.all([this.mqtt?.close(), this.alerts?.close(), this.sound?.close()]);
   }
 }

@@ -49,7 +49,10 @@ class FileChunks extends Readable {
     private readonly recycle: number,
     signal?: AbortSignal,
   ) {
-    super({ highWaterMark: chunkSize });
+    // Not destroyed at its end: the consumer may still hold the last chunk (OpenOptions.recycle), whose
+    // buffer would go back to the pool with the ring, for another file's read to overwrite. The file is
+    // closed at its end; the ring is given back when the consumer destroys the stream.
+    super({ highWaterMark: chunkSize, autoDestroy: false });
     this.#position = start;
     this.#direct = direct;
     // Not Readable's own `signal` option: that ends the stream with Node's AbortError, and a source's
@@ -81,14 +84,14 @@ class FileChunks extends Readable {
   override _read(): void {
     // A direct read that ended off the alignment grid was the end of the file.
     if (this.#direct && this.#position % DIRECT_ALIGN !== 0) {
-      this.push(null);
+      this.#end();
       return;
     }
     const buf = this.#buffer();
     this.handle.read(buf, 0, buf.length, this.#position).then(
       ({ bytesRead }) => {
         if (bytesRead === 0) {
-          this.push(null);
+          this.#end();
           return;
         }
         this.#position += bytesRead;
@@ -108,6 +111,14 @@ class FileChunks extends Readable {
           }),
         );
       },
+    );
+  }
+
+  #end(): void {
+    this.handle.close().then(
+      () => this.push(null),
+      (cause: unknown) =>
+        this.destroy(new ShuttleError('SOURCE_UNREADABLE', `closing ${this.path} failed: ${errnoCode(cause) ?? String(cause)}`, { cause, context: { path: this.path } })),
     );
   }
 
