@@ -96,6 +96,8 @@ export function deviceStateText(state) {
       return 'SAFE TO PULL';
     case 'ingesting':
       return 'Copying — do not pull';
+    case 'queued':
+      return 'Queued — do not pull';
     case 'attention':
       return 'ATTENTION — do not pull';
     default:
