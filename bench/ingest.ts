@@ -32,16 +32,16 @@ function clean(...dirs: string[]): void {
   sh('sync');
 }
 
-/** Seconds for one cold run of a shell command, with its peak RSS in MB (GNU time). */
-function timed(label: string, cmd: string): { label: string; secs: number; rssMb: number } {
+/** Seconds for one cold run of a shell command, with its peak RSS in MB and its CPU seconds (GNU time). */
+function timed(label: string, cmd: string): { label: string; secs: number; rssMb: number; cpuSecs: number } {
   const cold = dropCaches();
   const t0 = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', 'bash', '-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
+  const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', 'bash', '-c', cmd], { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   if (r.status !== 0) throw new Error(`${label} failed (${r.status}): ${r.stderr}`);
-  const rssKb = Number(r.stderr.trim().split('\n').at(-1));
+  const [rssKb, user, system] = r.stderr.trim().split('\n').at(-1)!.split(' ').map(Number);
   process.stderr.write(`${label}: ${secs.toFixed(2)} s${cold ? '' : ' (page cache NOT dropped: run as root)'}\n`);
-  return { label, secs, rssMb: rssKb / 1024 };
+  return { label, secs, rssMb: rssKb! / 1024, cpuSecs: user! + system! };
 }
 
 mkdirSync(work, { recursive: true });
@@ -57,8 +57,10 @@ if (!existsSync(join(src, '.complete'))) {
   sh(`touch ${src}/.complete`);
 }
 const srcFiles = `find ${src} -type f ! -name .complete`;
+// The installed command (bin/shuttle.js) keeps V8's compiled code between runs; run directly, each build
+// gets the same cache the launcher would give it.
 const shuttle = (dests: string[], state: string, program = main) =>
-  `${node} ${program} --state ${state} --log-level warn ingest ${src} ${dests.map((d) => `--dest ${d}`).join(' ')} --json > /dev/null`;
+  `NODE_COMPILE_CACHE=${join(work, 'compile-cache', program.replace(/\W/g, '_'))} ${node} ${program} --state ${state} --log-level warn ingest ${src} ${dests.map((d) => `--dest ${d}`).join(' ')} --json > /dev/null`;
 // BENCH_BEFORE=path/to/main.js: an earlier build measured in the same rounds (see bench/ptpip.ts).
 const before = process.env.BENCH_BEFORE;
 
@@ -84,7 +86,7 @@ const cases: Array<[string, string]> = [
       ] as Array<[string, string]>)
     : []),
 ];
-type Timed = { label: string; secs: number; rssMb: number };
+type Timed = { label: string; secs: number; rssMb: number; cpuSecs: number };
 const all = new Map<string, Timed[]>();
 for (let i = 0; i < runs; i++) {
   for (const [label, cmd] of cases) {
@@ -95,7 +97,8 @@ for (let i = 0; i < runs; i++) {
 const best = new Map<string, Timed>();
 for (const [label, xs] of all) {
   const sorted = [...xs].sort((a, b) => a.secs - b.secs);
-  best.set(label, { ...sorted[(sorted.length - 1) >> 1]!, rssMb: Math.max(...xs.map((x) => x.rssMb)) });
+  const cpu = xs.map((x) => x.cpuSecs).sort((a, b) => a - b);
+  best.set(label, { ...sorted[(sorted.length - 1) >> 1]!, rssMb: Math.max(...xs.map((x) => x.rssMb)), cpuSecs: cpu[(cpu.length - 1) >> 1]! });
 }
 const get = (label: string): Timed => best.get(label)!;
 const [cpSync, cpSha, one, twoCp, two] = [get(cases[0]![0]), get(cases[1]![0]), get(cases[2]![0]), get(cases[3]![0]), get(cases[4]![0])];
@@ -130,4 +133,6 @@ if (before) {
 const width = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
 process.stdout.write(`\nIngest benchmark, ${gib} GiB tree (25 MB RAW + 8 MB JPEG + sidecars), cold cache per run, median of ${runs} interleaved runs\n`);
 for (const r of table) process.stdout.write(`${r.map((c, i) => c.padEnd(width[i]!)).join('  ')}\n`);
+// CPU time (user + system) is steadier than wall time when other work shares the machine.
+process.stdout.write(`CPU (median): ${rows.map((r) => `${r.label} ${r.cpuSecs.toFixed(2)} s`).join(', ')}\n`);
 process.stdout.write(`peak RSS: shuttle 1 dest ${one.rssMb.toFixed(0)} MB, 2 dests ${two.rssMb.toFixed(0)} MB, 4 GiB file ${huge.rssMb.toFixed(0)} MB (goal ≤ 200 MB)\n`);
