@@ -50,8 +50,8 @@ export async function discardTemp(t: TempTarget): Promise<void> {
  * blocks overlaps the writes of earlier ones.
  */
 export const WRITE_AHEAD = 4;
-/** The unit of writing: whole aligned blocks, so destinations can take them with O_DIRECT (each write a request to the device: larger ones cost less per byte). */
-export const STAGE_BLOCK = 2 * 1024 * 1024;
+/** The unit of writing: whole aligned blocks, so destinations can take them with O_DIRECT. */
+export const STAGE_BLOCK = 1024 * 1024;
 
 /**
  * What fanOut hashes with: MultiHasher (in this thread), or WorkerHasher / IngestHasher (in the hash
