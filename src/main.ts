@@ -20,7 +20,8 @@ const program = new Command('shuttle')
   .option('--log-level <level>', 'trace, debug, info, warn, error, fatal')
   .showHelpAfterError()
   .exitOverride()
-  .addHelpText('after', `\nEnvironment overrides:\n${envVariablesHelp()}`);
+  // Made only when help is shown: listing the variables walks the whole config schema.
+  .addHelpText('after', () => `\nEnvironment overrides:\n${envVariablesHelp()}`);
 
 const globals = (): GlobalOptions => program.opts<GlobalOptions>();
 const commands: Record<string, () => Promise<CommandType>> = {

@@ -287,6 +287,43 @@ describe('download', () => {
     });
   }
 
+  test('a reader that promises recycle: 1 gets every byte from a few reused slabs, and the chunk it still holds is never overwritten', async () => {
+    await fill(path.join(card, 'DCIM', '100TEST', 'MVI_0002.MOV'), 24 * 1024 * 1024 + 7);
+    const original = await readFile(path.join(card, 'DCIM', '100TEST', 'MVI_0002.MOV'));
+    const sim = await simulator();
+    const src = await source(sim);
+    const item = (await collect(src.list())).find((i) => i.path.endsWith('MVI_0002.MOV'));
+    const iter = (await src.open(item as NonNullable<typeof item>, { recycle: 1 }))[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    let held: { bytes: Buffer; copy: Buffer } | undefined;
+    const slabs = new Set<ArrayBufferLike>();
+    let at = 0;
+    for (;;) {
+      const r = await iter.next();
+      // The chunk pulled before this one was ours until this pull: it must still read as it arrived.
+      if (held) expect(held.bytes.equals(held.copy)).toBe(true);
+      if (r.done) break;
+      expect(r.value.equals(original.subarray(at, at + r.value.length))).toBe(true);
+      at += r.value.length;
+      slabs.add(r.value.buffer);
+      held = { bytes: r.value, copy: Buffer.from(r.value) };
+      // Hold it across a turn of the event loop, in which the transport reads on.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(at).toBe(original.length);
+    // 24 MiB in 2 MiB slabs: some 12 without reuse.
+    expect(slabs.size).toBeLessThanOrEqual(8);
+  });
+
+  test('a reader that promises nothing may keep every chunk: none is overwritten', async () => {
+    await fill(path.join(card, 'DCIM', '100TEST', 'MVI_0002.MOV'), 24 * 1024 * 1024 + 7);
+    const original = await readFile(path.join(card, 'DCIM', '100TEST', 'MVI_0002.MOV'));
+    const sim = await simulator();
+    const src = await source(sim);
+    const item = (await collect(src.list())).find((i) => i.path.endsWith('MVI_0002.MOV'));
+    const chunks = await collect((await src.open(item as NonNullable<typeof item>)) as AsyncIterable<Buffer>);
+    expect(Buffer.concat(chunks).equals(original)).toBe(true);
+  });
+
   test('a resume offset past the end is refused', async () => {
     const sim = await simulator();
     const src = await source(sim);

@@ -139,6 +139,8 @@ export interface EnvOverrides {
 
 export function envOverrides(env: NodeJS.ProcessEnv): EnvOverrides {
   const input: Record<string, unknown> = {};
+  // Most runs set none: the bindings walk the whole config schema, which costs start-up time for nothing.
+  if (!Object.keys(env).some((name) => name.startsWith(ENV_PREFIX))) return { input, variableFor: () => undefined };
   const used: EnvBinding[] = [];
   for (const b of bindings()) {
     const raw = env[b.name];

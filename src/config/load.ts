@@ -50,7 +50,7 @@ function configError(problems: readonly ConfigProblem[], originOf: (p: ConfigPro
 }
 
 function validate(input: unknown, originOf: (p: ConfigProblem) => Origin): void {
-  const result = configSchema.safeParse(input, { reportInput: true });
+  const result = configSchema.safeParse(input, { reportInput: true, jitless: true });
   if (!result.success) throw configError(problemsOf(result.error), originOf);
 }
 
@@ -68,7 +68,7 @@ function deepFreeze<T>(value: T): T {
  * the frozen camelCase `Config`. Throws CONFIG_INVALID naming the key path and quoting the value.
  */
 export function normalizeConfig(input: ConfigInput, where = 'input'): Config {
-  const result = configSchema.safeParse(input ?? {}, { reportInput: true });
+  const result = configSchema.safeParse(input ?? {}, { reportInput: true, jitless: true });
   if (!result.success) throw configError(problemsOf(result.error), () => ({ where }));
   return deepFreeze(result.data) as Config;
 }

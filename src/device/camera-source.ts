@@ -147,7 +147,7 @@ export class PtpCameraSource implements Source {
     throwIfAborted(options.signal);
     // 0xFFFFFFFF is ObjectInfo's "4 GiB or more" when the real size was not available: let the camera layer find out.
     const size = item.size === 0xffffffff ? undefined : item.size;
-    return this.camera.download(h.objectHandle, { offset: options.offset ?? 0, size, signal: options.signal });
+    return this.camera.download(h.objectHandle, { offset: options.offset ?? 0, size, signal: options.signal, recycle: options.recycle });
   }
 
   async stat(item: SourceItem, signal?: AbortSignal): Promise<ItemState | undefined> {

@@ -126,9 +126,10 @@ export class SourceReader {
           hasher,
           signal,
         );
-        const read: ReadResult = { size: hasher.bytes, hashes: await hasher.digest() };
+        // The source is asked again (a round trip to a camera) while the hash worker finishes the digest.
+        const [hashes, now] = await Promise.all([hasher.digest(), source.stat(pf.item, signal)]);
+        const read: ReadResult = { size: hasher.bytes, hashes };
         crashPoint('written');
-        const now = await source.stat(pf.item, signal);
         const changed = read.size !== pf.item.size || (now !== undefined && (now.size !== pf.item.size || now.mtimeMs !== pf.item.mtimeMs));
         if (changed) {
           await Promise.all(writers.splice(0).map((w) => w.discard()));

@@ -20,7 +20,7 @@ import {
 } from './datasets.js';
 import { ListingBudget } from './listing-budget.js';
 import { quirksFor, type PtpQuirks } from './quirks.js';
-import { PtpSession, responseCodeOf } from './session.js';
+import { PtpSession, SliceLeases, responseCodeOf } from './session.js';
 import type { PtpTransport } from './transport.js';
 
 /** MTP GetObjectPropValue and the ObjectSize property: the real size when ObjectInfo says 0xFFFFFFFF (≥ 4 GiB). */
@@ -63,6 +63,8 @@ export interface DownloadOptions {
   /** Object size if known (from a listing); saves a GetObjectInfo. */
   size?: number;
   signal?: AbortSignal;
+  /** The reader's promise of OpenOptions.recycle: the transport may then reuse the memory of chunks read past. */
+  recycle?: number | undefined;
 }
 
 export class PtpCamera {
@@ -225,7 +227,10 @@ export class PtpCamera {
     const signal = opts.signal;
     // One chunk at a time (highWaterMark 0): with more buffered, a read() returns them concatenated into a
     // fresh buffer. Read-ahead is the transport's job (its receive queue keeps the link busy meanwhile).
-    const readable = Readable.from(this.downloadChunks(handle, opts), { objectMode: false, highWaterMark: 0 });
+    const slices = opts.recycle ? new SliceLeases(opts.recycle) : undefined;
+    const readable = Readable.from(this.downloadChunks(handle, opts, slices), { objectMode: false, highWaterMark: 0 });
+    // 'end' comes once the reader has pulled past the last chunk: by its promise it is done with them all.
+    if (slices) readable.once('end', () => slices.releaseAll());
     if (signal) {
       const onAbort = (): void => {
         readable.destroy(abortReason(signal));
@@ -236,7 +241,7 @@ export class PtpCamera {
     return readable;
   }
 
-  private async *downloadChunks(handle: number, opts: DownloadOptions): AsyncGenerator<Uint8Array> {
+  private async *downloadChunks(handle: number, opts: DownloadOptions, slices: SliceLeases | undefined): AsyncGenerator<Uint8Array> {
     const signal = opts.signal;
     const offset = opts.offset ?? 0;
     throwIfAborted(signal);
@@ -263,7 +268,7 @@ export class PtpCamera {
         const params = use64 ? [handle, pos % 0x1_0000_0000, Math.floor(pos / 0x1_0000_0000), want] : [handle, pos, want];
         const code = use64 ? OperationCode.AndroidGetPartialObject64 : OperationCode.GetPartialObject;
         let got = 0;
-        for await (const chunk of this.transfer(code, params, signal, want)) {
+        for await (const chunk of this.transfer(code, params, signal, want, slices)) {
           got += chunk.byteLength;
           yield chunk;
         }
@@ -277,7 +282,7 @@ export class PtpCamera {
     // One GetObject: the whole object streamed; bytes before the resume offset are read and dropped.
     let skip = offset;
     let total = 0;
-    for await (const chunk of this.transfer(OperationCode.GetObject, [handle], signal, size)) {
+    for await (const chunk of this.transfer(OperationCode.GetObject, [handle], signal, size, slices)) {
       total += chunk.byteLength;
       if (skip >= chunk.byteLength) {
         skip -= chunk.byteLength;
@@ -295,8 +300,8 @@ export class PtpCamera {
    * The data-in phase of one operation as an iterable; leaving it early abandons the transaction. The
    * device may send no more than `expectedDataBytes` when that is known: more fails at once.
    */
-  private async *transfer(code: number, params: number[], signal: AbortSignal | undefined, expectedDataBytes?: number): AsyncGenerator<Uint8Array> {
-    const gen = this.session.exchange({ code, params, signal, expectedDataBytes, maxDataBytes: expectedDataBytes }, 'in');
+  private async *transfer(code: number, params: number[], signal: AbortSignal | undefined, expectedDataBytes?: number, slices?: SliceLeases): AsyncGenerator<Uint8Array> {
+    const gen = this.session.exchange({ code, params, signal, expectedDataBytes, maxDataBytes: expectedDataBytes, slices }, 'in');
     let done = false;
     try {
       for (;;) {

@@ -24,6 +24,34 @@ export interface OperationRequest {
    */
   maxDataBytes?: number | undefined;
   signal?: AbortSignal | undefined;
+  /**
+   * Where the data-in slices a transport lends (PtpIncoming.release) go once yielded: given back as the
+   * consumer pulls on. Without it a slice is the consumer's to keep.
+   */
+  slices?: SliceLeases | undefined;
+}
+
+/**
+ * Gives slices back to their transport as the consumer of a data-in phase pulls on. The consumer promises
+ * to be done with each slice before it has pulled `keep` more (OpenOptions.recycle); one more is kept than
+ * that, for a stream between that reads one slice ahead of its reader. The last ones are given back only by
+ * `releaseAll`, when the reader has seen the end: a reader that stops early keeps them (their memory is then
+ * never reused).
+ */
+export class SliceLeases {
+  readonly #held: Array<() => void> = [];
+
+  constructor(private readonly keep: number) {}
+
+  /** A slice was yielded and the consumer has pulled again. */
+  pulledPast(release: () => void): void {
+    this.#held.push(release);
+    while (this.#held.length > this.keep) this.#held.shift()!();
+  }
+
+  releaseAll(): void {
+    for (const r of this.#held.splice(0)) r();
+  }
 }
 
 export interface PtpResponse {
@@ -290,6 +318,7 @@ export class PtpSession {
         const verdict = this.classify(item.transactionId, tid, req.code);
         if (verdict === 'stale') {
           this.log.debug({ ...context, stale: item.transactionId, kind: item.kind }, 'discarding reply to an earlier transaction');
+          if (item.kind === 'data') item.release?.();
           continue;
         }
         if (verdict === 'foreign') {
@@ -306,6 +335,7 @@ export class PtpSession {
         }
         if (phase !== 'in') {
           this.log.debug({ ...context, kind: item.kind }, 'discarding data the operation does not expect');
+          if (item.kind === 'data') item.release?.();
           continue;
         }
         if (item.kind === 'data-start') {
@@ -332,6 +362,7 @@ export class PtpSession {
           timer.pause();
           if (timer.signal.aborted) throw timer.signal.reason as ShuttleError;
           yield item.bytes;
+          if (item.release) req.slices?.pulledPast(item.release);
           throwIfAborted(signal);
           timer.arm();
         }
@@ -366,7 +397,9 @@ export class PtpSession {
   async runDataIn(req: OperationRequest, maxBytes = DEFAULT_DATASET_LIMIT): Promise<{ response: PtpResponse; data: Buffer }> {
     const chunks: Uint8Array[] = [];
     let total = 0;
-    const gen = this.exchange({ ...req, maxDataBytes: Math.min(maxBytes, req.maxDataBytes ?? maxBytes) }, 'in');
+    // Each slice is copied before the next is pulled, so it goes back to the transport at once.
+    const slices = new SliceLeases(0);
+    const gen = this.exchange({ ...req, maxDataBytes: Math.min(maxBytes, req.maxDataBytes ?? maxBytes), slices }, 'in');
     for (;;) {
       const r = await gen.next();
       if (r.done) return { response: r.value, data: Buffer.concat(chunks, total) };

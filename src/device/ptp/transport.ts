@@ -20,7 +20,16 @@ export interface PtpCommand {
 /** What the device sends on the command/data channel, in order. Data arrives as slices; never a whole object. */
 export type PtpIncoming =
   | { kind: 'data-start'; transactionId: number; code?: number /** Payload bytes announced, undefined when unknown. */; totalLength: number | undefined }
-  | { kind: 'data'; transactionId: number; bytes: Uint8Array }
+  | {
+      kind: 'data';
+      transactionId: number;
+      bytes: Uint8Array;
+      /**
+       * Gives the slice's memory back to the transport, which may then read later data into it (PTP/IP's
+       * slabs); absent when the slice is the receiver's to keep. Call it only once nothing reads the bytes.
+       */
+      release?: () => void;
+    }
   | { kind: 'data-end'; transactionId: number }
   | { kind: 'response'; code: number; transactionId: number; params: number[] };
 

@@ -7,37 +7,71 @@ import type { OnReadOpts, Socket } from 'node:net';
 import { ShuttleError, abortReason, errnoCode, isShuttleError } from '../../errors.js';
 import { PacketDecoder, type PacketPart } from './packets.js';
 
-/** Room a slab must have left to take the next socket read; below it a new slab is started. */
+/** Room a slab must have left to take the next socket read; below it the next slab is started. */
 const SLAB_MIN_READ = 128 * 1024;
 const SLAB_SIZE = 2 * 1024 * 1024;
+/** Slabs kept for reuse once given back; more are left to the garbage collector. */
+const SLABS_KEPT = 6;
+
+interface Slab {
+  readonly bytes: Buffer;
+  /** Slices of it lent out (see SlabReads.lend) and not yet given back. */
+  lent: number;
+  /** Filled: no read lands in it again until it is reused from the start. */
+  full: boolean;
+}
 
 /**
  * Socket reads into large slabs (net.connect's `onread`) instead of Node's fresh 64 KiB buffer per read:
  * one read takes whatever the kernel holds, up to the slab's free room, so an object streams in few large
- * slices and a few allocations instead of thousands. Each read lands after the previous one in the slab and
- * a slab is never written twice, so slices handed out stay valid for as long as anyone holds them.
+ * slices. Each read lands after the previous one in the slab. A filled slab is read into again only once
+ * every slice lent from it has been given back (`lend`): a consumer that copies its slices and says so lets
+ * a stream run on a few slabs instead of a fresh 2 MiB allocation per 2 MiB received (whose garbage
+ * collection and first-touch page faults cost more than the copy). A slice never given back keeps its slab
+ * out of reuse for good, so slices handed out without a lease stay valid for as long as anyone holds them.
  */
 export class SlabReads {
-  private slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+  private slab: Slab;
   private used = 0;
+  private readonly free: Slab[] = [];
+  private readonly slabOf = new WeakMap<ArrayBufferLike, Slab>();
   private sink: ((chunk: Buffer) => void) | undefined;
   private early: Buffer[] = [];
+  /** Slabs allocated so far (for tests: reuse shows as a count that stops growing). */
+  allocated = 0;
+
+  constructor() {
+    this.slab = this.newSlab();
+  }
+
+  private newSlab(): Slab {
+    const slab: Slab = { bytes: Buffer.allocUnsafeSlow(SLAB_SIZE), lent: 0, full: false };
+    this.slabOf.set(slab.bytes.buffer, slab);
+    this.allocated++;
+    return slab;
+  }
 
   /** Pass as `onread` to net.connect / new net.Socket. */
   readonly onread: OnReadOpts = {
     buffer: () => {
-      if (this.slab.length - this.used < SLAB_MIN_READ) {
-        this.slab = Buffer.allocUnsafeSlow(SLAB_SIZE);
+      if (this.slab.bytes.length - this.used < SLAB_MIN_READ) {
+        const done = this.slab;
+        done.full = true;
+        if (done.lent === 0) this.reuse(done);
+        const next = this.free.pop() ?? this.newSlab();
+        next.full = false;
+        this.slab = next;
         this.used = 0;
       }
-      return this.slab.subarray(this.used);
+      return this.slab.bytes.subarray(this.used);
     },
     // Never pauses by its return value: PacketSocket pauses the socket itself when its queue is full.
     callback: (bytes: number, buf: Uint8Array) => {
       const chunk = Buffer.from(buf.buffer, buf.byteOffset, bytes);
       this.used += bytes;
+      // Before attach nothing takes a lease, so those bytes must not stay in a slab that may be reused.
       if (this.sink) this.sink(chunk);
-      else this.early.push(chunk);
+      else this.early.push(Buffer.from(chunk));
       return true;
     },
   };
@@ -46,6 +80,28 @@ export class SlabReads {
   attach(sink: (chunk: Buffer) => void): void {
     this.sink = sink;
     for (const c of this.early.splice(0)) sink(c);
+  }
+
+  /**
+   * Lends a slice of a read: its slab is not read into again until the returned function has been called
+   * (once is enough; later calls do nothing) for it and for every other slice lent from that slab. Undefined
+   * for bytes that are not in one of these slabs.
+   */
+  lend(bytes: Uint8Array): (() => void) | undefined {
+    const slab = this.slabOf.get(bytes.buffer);
+    if (!slab) return undefined;
+    slab.lent++;
+    let given = false;
+    return () => {
+      if (given) return;
+      given = true;
+      slab.lent--;
+      if (slab.lent === 0 && slab.full) this.reuse(slab);
+    };
+  }
+
+  private reuse(slab: Slab): void {
+    if (this.free.length < SLABS_KEPT && !this.free.includes(slab)) this.free.push(slab);
   }
 }
 
@@ -117,7 +173,14 @@ export class PacketSocket {
       this.socket.destroy();
       return;
     }
-    for (const p of parts) this.deliver(p);
+    for (const p of parts) {
+      // Lent until the consumer gives it back: the slab under it is not read into again before.
+      if (p.kind === 'payload' && p.bytes.byteLength > 0 && this.opts.reads) {
+        const release = this.opts.reads.lend(p.bytes);
+        if (release) p.release = release;
+      }
+      this.deliver(p);
+    }
     if (this.queuedBytes > this.highWaterMark && !this.socket.isPaused()) this.socket.pause();
   }
 

@@ -162,6 +162,8 @@ export type PacketPart =
       bytes: Uint8Array;
       /** The last slice of this packet (possibly empty for an empty packet). */
       packetEnd: boolean;
+      /** Gives the slice's memory back for later reads (see SlabReads.lend); absent when it is the holder's to keep. */
+      release?: () => void;
     };
 
 export interface PacketDecoderOptions {

@@ -297,7 +297,7 @@ export class PtpIpTransport implements PtpTransport {
         const end: PtpIncoming | undefined = part.final && part.packetEnd ? { kind: 'data-end', transactionId: part.transactionId } : undefined;
         if (part.bytes.byteLength > 0) {
           this.pendingEnd = end;
-          return { kind: 'data', transactionId: part.transactionId, bytes: part.bytes };
+          return { kind: 'data', transactionId: part.transactionId, bytes: part.bytes, ...(part.release ? { release: part.release } : {}) };
         }
         if (end) return end;
         continue;
