@@ -16,7 +16,7 @@ import { SourceReader, type WrittenFile } from './source-read.js';
 import { IngestRun, type IngestRequest, type IngestSummary, type Progress } from './run.js';
 import { RunDestination } from './run-destination.js';
 
-export type { DestinationSpec, DestinationSummary, FileOutcome, IngestRequest, IngestSettings, IngestSummary, Progress } from './run.js';
+export type { DestinationSpec, DestinationSummary, FileOutcome, FileReading, IngestRequest, IngestSettings, IngestSummary, Progress, ReadTap } from './run.js';
 
 /**
  * check destinations → for each source: list, plan and copy as the listing goes → manifest. Every file
