@@ -116,8 +116,7 @@ function searchTiff(read: ByteSource, size: number, end: number, little: boolean
     const compression = value(TAG_COMPRESSION);
     // A JPEG strip is a preview when it is an old-style JPEG that is not CR2's lossless raw, or a DNG
     // JPEG marked as a reduced-resolution image.
-    const stripIsPreview =
-      (compression === COMPRESSION_OLD_JPEG && !tags.has(TAG_CR2_SLICE)) || (compression === COMPRESSION_JPEG && value(TAG_NEW_SUBFILE_TYPE) === 1);
+    const stripIsPreview = (compression === COMPRESSION_OLD_JPEG && !tags.has(TAG_CR2_SLICE)) || (compression === COMPRESSION_JPEG && value(TAG_NEW_SUBFILE_TYPE) === 1);
     const stripAt = value(TAG_STRIP_OFFSETS);
     const stripLength = value(TAG_STRIP_BYTE_COUNTS);
     if (stripIsPreview && stripAt !== undefined && stripLength !== undefined) consider(stripAt, stripLength);
@@ -182,4 +181,21 @@ function searchBoxes(read: ByteSource, size: number, end: number): PreviewSearch
 }
 
 /** The RAW formats whose previews findEmbeddedPreview knows (by extension, lower case, no dot). */
-export const EMBEDDED_PREVIEW_FORMATS: ReadonlySet<string> = new Set(['cr2', 'cr3', 'nef', 'nrw', 'arw', 'srf', 'sr2', 'dng', 'pef', 'srw', 'erf', '3fr', 'iiq', 'rw2', 'tif', 'tiff']);
+export const EMBEDDED_PREVIEW_FORMATS: ReadonlySet<string> = new Set([
+  'cr2',
+  'cr3',
+  'nef',
+  'nrw',
+  'arw',
+  'srf',
+  'sr2',
+  'dng',
+  'pef',
+  'srw',
+  'erf',
+  '3fr',
+  'iiq',
+  'rw2',
+  'tif',
+  'tiff',
+]);
