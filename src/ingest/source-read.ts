@@ -15,7 +15,7 @@ import type { PlannedFile } from './plan.js';
 import type { IngestRun, ReadTap } from './run.js';
 import type { RunDestination } from './run-destination.js';
 
-/** The source's chunks, each shown to `tap` as it is pulled. */
+/** The source's chunks, each shown to `tap` as it is pulled; ending early ends the source's iteration as before. */
 function tapped(iter: AsyncIterator<Buffer>, tap: ReadTap): AsyncIterator<Buffer> {
   return {
     next: async () => {
@@ -23,6 +23,7 @@ function tapped(iter: AsyncIterator<Buffer>, tap: ReadTap): AsyncIterator<Buffer
       if (r.done !== true) tap.chunk(r.value);
       return r;
     },
+    return: async (value?: unknown) => (await iter.return?.(value)) ?? { done: true, value: undefined },
   };
 }
 
