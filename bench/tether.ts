@@ -286,23 +286,25 @@ async function gphoto2Session(n: number, vendor: string): Promise<Session> {
     proc.on('exit', (c) => reject(new Error(`gphoto2 exited ${c}: ${said}`)));
   });
   const times: ShotTimes[] = [];
-  for (let i = 0; i < shots.length; i++) {
-    const name = names(i);
-    const [j, r] = [written(shots[i]!.jpeg, name.jpeg), written(shots[i]!.raw, name.raw)];
-    shoot(card, i);
-    const [jAt, rAt] = await Promise.all([j, r]);
-    const simJ = sim.added.get(name.jpeg);
-    const simR = sim.added.get(name.raw);
-    if (simJ === undefined || simR === undefined) throw new Error('the simulator did not report ObjectAdded');
-    times.push({ first: Math.min(jAt, rAt) - Math.min(simJ, simR), raw: rAt - simR, jpeg: jAt - simJ });
+  try {
+    for (let i = 0; i < shots.length; i++) {
+      const name = names(i);
+      const [j, r] = [written(shots[i]!.jpeg, name.jpeg), written(shots[i]!.raw, name.raw)];
+      shoot(card, i);
+      const [jAt, rAt] = await Promise.all([j, r]);
+      const simJ = sim.added.get(name.jpeg);
+      const simR = sim.added.get(name.raw);
+      if (simJ === undefined || simR === undefined) throw new Error('the simulator did not report ObjectAdded');
+      times.push({ first: Math.min(jAt, rAt) - Math.min(simJ, simR), raw: rAt - simR, jpeg: jAt - simJ });
+    }
+    return { times, cpuMs: cpuOf(proc.pid!) };
+  } finally {
+    watcher.close();
+    await stop(proc, 'SIGINT');
+    await stop(sim.proc);
+    rmSync(out, { recursive: true, force: true });
+    rmSync(card, { recursive: true, force: true });
   }
-  watcher.close();
-  const cpuMs = cpuOf(proc.pid!);
-  await stop(proc, 'SIGINT');
-  await stop(sim.proc);
-  rmSync(out, { recursive: true, force: true });
-  rmSync(card, { recursive: true, force: true });
-  return { times, cpuMs };
 }
 
 const median = (xs: number[]): number => {
@@ -318,6 +320,7 @@ let n = 0;
 for (const vendor of vendors) {
   const sh: Session[] = [];
   const gp: Session[] = [];
+  let gphoto2Failed: string | undefined;
   for (let i = 0; i < 2 * sessionsPerTool; i++, n++) {
     // Sessions in the order shuttle, gphoto2, gphoto2, shuttle, … so that drift in the machine's load falls on both alike.
     if (i % 4 === 0 || i % 4 === 3) {
@@ -326,8 +329,16 @@ for (const vendor of vendors) {
       process.stderr.write(
         `${vendor} session ${i + 1}/${2 * sessionsPerTool} shuttle: preview median ${f(median(r.times.map((t) => t.first)))}, RAW verified median ${f(median(r.times.map((t) => t.raw)))}\n`,
       );
-    } else {
-      const r = await gphoto2Session(n, vendor);
+    } else if (gphoto2Failed === undefined) {
+      let r: Session;
+      try {
+        r = await gphoto2Session(n, vendor);
+      } catch (e) {
+        // This personality is not one gphoto2 downloads from: Shuttle's figures stand alone.
+        gphoto2Failed = (e as Error).message.split('\n')[0]!;
+        process.stderr.write(`${vendor}: gphoto2 failed: ${gphoto2Failed}\n`);
+        continue;
+      }
       gp.push(r);
       process.stderr.write(
         `${vendor} session ${i + 1}/${2 * sessionsPerTool} gphoto2: first file median ${f(median(r.times.map((t) => t.first)))}, RAW written median ${f(median(r.times.map((t) => t.raw)))}\n`,
@@ -351,6 +362,12 @@ for (const vendor of vendors) {
     'Shuttle JPEG verified',
     s.map((t) => t.jpeg),
   );
+  if (g.length === 0) {
+    out += `\ngphoto2 --wait-event-and-download did not download from this personality: ${gphoto2Failed}\n`;
+    out += `CPU per shot (start-up included): Shuttle ${cpu(sh, s.length)}; peak RSS of shuttle tether ${Math.max(...sh.map((r) => r.rssMb ?? 0)).toFixed(0)} MB\n`;
+    process.stdout.write(out);
+    continue;
+  }
   out += row(
     'gphoto2 first file written',
     g.map((t) => t.first),
