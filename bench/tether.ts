@@ -4,6 +4,7 @@
 // the simulator's card, sessions of the two tools alternating.
 //   ./node_modules/.bin/node bench/tether.ts [shots per tool and personality = 100] [--sessions N per tool = 2]
 //     [--vendors generic,canon,nikon,fuji] [--raw-mb 25] [--jpeg-mb 8] [--padded-jpeg]
+// BENCH_SHUTTLE=path/to/dist/main.js times another build of Shuttle (an earlier one, for a before/after).
 // The JPEGs are real 6000×4000 pictures of about --jpeg-mb (a preview decodes one as a camera's); --padded-jpeg
 // takes the sample card's instead (a 96×64 picture padded to the size, nearly free to decode). Shots are added
 // only once the previous one is complete, so each figure is one shot's latency, not a queue's.
@@ -159,9 +160,13 @@ async function shuttleSession(n: number, vendor: string): Promise<Session> {
   mkdirSync(join(card, 'DCIM', '100CANON'), { recursive: true });
   const sim = await startSimulator(card, vendor);
   const dest = join(work, `lib-${n}`);
-  const proc = spawn(node, [main, '--state', join(work, `state-${n}`), '--log-level', 'warn', 'tether', `ptpip:127.0.0.1:${sim.port}`, '--dest', dest, '--json'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const proc = spawn(
+    node,
+    [process.env.BENCH_SHUTTLE ?? main, '--state', join(work, `state-${n}`), '--log-level', 'warn', 'tether', `ptpip:127.0.0.1:${sim.port}`, '--dest', dest, '--json'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   type Line = { event: string; name: string; preview: string | null; ms: { verified: number; preview: number | null } | null };
@@ -194,18 +199,24 @@ async function shuttleSession(n: number, vendor: string): Promise<Session> {
     const shot = names(i);
     shoot(card, i);
     const [j, r] = await Promise.all([line('verified', shot.jpeg), line('verified', shot.raw)]);
-    // The pair's preview is announced once, under the JPEG's name (or the RAW's, were the JPEG to give none).
-    const preview = seen.get(`preview ${shot.jpeg}`) ?? seen.get(`preview ${shot.raw}`);
-    if (preview === undefined) throw new Error(`no preview event for ${shot.jpeg}`);
-    /** When a verified line's file was verified: the line waits for its preview, Shuttle's own clock says how long. */
-    const verifiedAt = (x: { at: number; v: Line }): number => {
+    /** When a verified line's file was verified or previewed: the line waits for its preview, Shuttle's own clock says how long. */
+    const lineAt = (x: { at: number; v: Line }, what: 'verified' | 'preview'): number | undefined => {
       const ms = x.v.ms;
-      return ms === null ? x.at : x.at - Math.max(ms.verified, ms.preview ?? 0) + ms.verified;
+      if (ms === null) return what === 'verified' ? x.at : undefined;
+      const value = what === 'verified' ? ms.verified : ms.preview;
+      return value === null ? undefined : x.at - Math.max(ms.verified, ms.preview ?? 0) + value;
     };
+    const verifiedAt = (x: { at: number; v: Line }): number => lineAt(x, 'verified')!;
+    // The pair's preview is announced once, under the JPEG's name (or the RAW's, were the JPEG to give none);
+    // a build without preview events (BENCH_SHUTTLE) gives it in the verified lines.
+    const previewAt =
+      (seen.get(`preview ${shot.jpeg}`) ?? seen.get(`preview ${shot.raw}`))?.at ??
+      Math.min(...[lineAt(j, 'preview'), lineAt(r, 'preview')].filter((x): x is number => x !== undefined));
+    if (!Number.isFinite(previewAt)) throw new Error(`no preview for ${shot.jpeg}`);
     const simJ = sim.added.get(shot.jpeg);
     const simR = sim.added.get(shot.raw);
     if (simJ === undefined || simR === undefined) throw new Error('the simulator did not report ObjectAdded');
-    times.push({ first: preview.at - Math.min(simJ, simR), raw: verifiedAt(r) - simR, jpeg: verifiedAt(j) - simJ });
+    times.push({ first: previewAt - Math.min(simJ, simR), raw: verifiedAt(r) - simR, jpeg: verifiedAt(j) - simJ });
   }
   // The kernel's high-water mark of its resident set, read before it is asked to stop.
   const rssMb = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1]) / 1024;
