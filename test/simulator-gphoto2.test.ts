@@ -162,3 +162,39 @@ for (const [vendor, release] of [
     expect(await filesUnder(card)).not.toContain(expect.stringMatching(/100SHUTL/));
   });
 }
+
+/**
+ * The Sony personality as libgphoto2 drives a Sony body in PC Remote mode over PTP/IP: SDIOConnect and
+ * GetExtDeviceInfo at connect, the shutter through SetControlDeviceB, and the shot read at the virtual
+ * handle 0xFFFFC001 once GetAllDevicePropData counts it in ObjectInMemory; read to its end, it leaves the
+ * camera's memory.
+ */
+test('gphoto2 --capture-image-and-download fires a sony body and reads the shot from its memory', async () => {
+  await sim?.stop();
+  sim = await CameraSimulator.start({ dir: card, pool, port: 0, timeZone: ZONE, vendor: 'sony' });
+  const out = path.join(work, 'capture');
+  await mkdir(out);
+  const { stdout } = await gphoto2(['--capture-image-and-download'], out);
+  expect(stdout).toContain('New file is in location /capt0000.jpg on the camera');
+  expect(await readdir(out)).toEqual(['capt0000.jpg']);
+  expect(await sha256File(path.join(out, 'capt0000.jpg'))).toBe(await sha256File(path.join(pool, 'shot.jpg')));
+  expect(sim.operationCount(0x9201)).toBe(3);
+  expect(sim.operationCount(0x9207)).toBeGreaterThanOrEqual(2);
+  expect(sim.objectsInMemory).toBe(0);
+});
+
+test('gphoto2 --wait-event-and-download gets a shot taken on a sony body from its memory', async () => {
+  await sim?.stop();
+  sim = await CameraSimulator.start({ dir: card, pool, port: 0, timeZone: ZONE, vendor: 'sony' });
+  const out = path.join(work, 'wait');
+  await mkdir(out);
+  const waiting = gphoto2(['--wait-event-and-download=6s'], out);
+  // Pressed on the body once gphoto2 polls the camera's properties, that is once it is connected.
+  await expect.poll(() => sim!.operationCount(0x9209), { timeout: 30_000 }).toBeGreaterThan(0);
+  const body = randomBytes(50_000);
+  await writeFile(path.join(card, 'DCIM', '100TEST', 'DSC01234.JPG'), body);
+  const { stdout } = await waiting;
+  expect(stdout).toContain('Saving file as capt0000.jpg');
+  expect((await readFile(path.join(out, 'capt0000.jpg'))).equals(body)).toBe(true);
+  expect(sim.objectsInMemory).toBe(0);
+});

@@ -22,7 +22,10 @@ export function simulateCameraCommand(): Command {
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--pool <dir>', 'images that a capture "shoots", in name order')
     .addOption(
-      new Option('--vendor <maker>', 'whose camera to play: generic (interrupt events), canon (EOS GetEvent polling), nikon (CheckEvent polling, SDRAM capture), fuji (no events)')
+      new Option(
+        '--vendor <maker>',
+        'whose camera to play: generic (interrupt events), canon (EOS GetEvent polling), nikon (CheckEvent polling, SDRAM capture), sony (PC Remote: shots through camera memory, counted by a property), fuji (no events)',
+      )
         .choices(SIMULATOR_VENDORS)
         .default('generic'),
     )
@@ -30,6 +33,7 @@ export function simulateCameraCommand(): Command {
     .option('--serial <serial>', 'serial number (default: derived from the folder)')
     .option('--time-zone <zone>', 'IANA zone of the simulated camera clock (default: this host)')
     .option('--deletable', "let initiators delete the folder's files (DeleteObject), as from a camera's card; default: write-protected")
+    .option('--reuse-memory-name', 'give every capture into camera memory the same file name, as Nikon bodies do (default: numbered)')
     .action(
       async (
         opts: {
@@ -42,6 +46,7 @@ export function simulateCameraCommand(): Command {
           vendor: SimulatorVendor;
           captureTarget: CaptureTarget;
           deletable?: boolean;
+          reuseMemoryName?: boolean;
         },
         cmd: Command,
       ) => {
@@ -61,6 +66,7 @@ export function simulateCameraCommand(): Command {
             timeZone: opts.timeZone,
             vendor: opts.vendor,
             captureTarget: opts.captureTarget,
+            reuseMemoryName: opts.reuseMemoryName === true,
             logger,
           });
         } catch (err) {

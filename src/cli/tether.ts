@@ -23,6 +23,8 @@ interface TetherOptions extends IngestUploadFlags {
   all?: boolean;
   socket?: string;
   captureTarget: 'card' | 'host';
+  client?: string;
+  session?: string;
 }
 
 /** One verified shot as the session reports it (stdout with --json, and the answer to `shuttle capture`). */
@@ -87,6 +89,8 @@ export function tetherCommand(globals: () => GlobalOptions): Command {
         .choices(['card', 'host'])
         .default('card'),
     )
+    .option('--client <name>', 'who the shoot is for: {client} in the name template (default: ingest.client)')
+    .option('--session <name>', 'this session of the shoot: {session} in the name template; {shot} counts per job, client and session (default: ingest.session)')
     .option('--upload <s3url>', 'queue each verified shot for upload to s3://bucket/prefix (default: upload.target), uploaded when the session ends')
     .addOption(new NoUploadWaitOption('--no-wait', 'with --upload: exit when the session ends, its shots durably queued for `shuttle upload` or the daemon'))
     .option('--upload-timeout <seconds>', 'with --upload: keep retrying an unreachable server this long, then exit 3 with the rest queued')
@@ -244,7 +248,11 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
         summary = await runIngest({
           sources: [source],
           destinations: destinationsFromConfig(ctx.config),
-          settings: ingestSettingsFromConfig(ctx.config, 0, upload !== undefined),
+          settings: {
+            ...ingestSettingsFromConfig(ctx.config, 0, upload !== undefined),
+            ...(opts.client === undefined ? {} : { client: opts.client }),
+            ...(opts.session === undefined ? {} : { session: opts.session }),
+          },
           journal,
           logger: ctx.logger,
           signal: abort,

@@ -94,6 +94,8 @@ export const ingestSchema = table({
     .describe('where copies go below each destination, e.g. {YYYY}/{YYYY-MM-DD}/{name}'),
   manifest_hashes: manifestHashes.default(['xxh128']).describe(`hashes written to the ASC MHL manifest (${MANIFEST_HASHES.join(', ')})`),
   job: z.string().default('').describe('job or project name recorded with each ingest'),
+  client: z.string().default('').describe('who the shoot is for, as {client} in the name template (`shuttle tether --client`)'),
+  session: z.string().default('').describe('the session of the shoot, as {session} in the name template (`shuttle tether --session`); {shot} counts per job, client and session'),
   // Left unset rather than resolved to a name: the system's zone is read through Date's local time (see time-zone.ts).
   time_zone: timeZone.optional().describe("IANA time zone for camera clocks that carry no zone (default: this system's, from TZ or /etc/localtime)"),
   include: z.array(namePattern).optional().describe('copy only files whose names match one of these patterns (e.g. *.cr3, jpg)'),

@@ -8,10 +8,11 @@ import { ShuttleError, isShuttleError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { PtpCameraSource } from './camera-source.js';
 import { cameraScheme, openSource, type OpenContext } from './detect.js';
-import { EventCode, OperationCode } from './ptp/codes.js';
+import { EventCode, OperationCode, ResponseCode } from './ptp/codes.js';
 import { responseCodeOf } from './ptp/session.js';
 import { CanonEosOperation, startVendorEvents, type EventStrategy } from './ptp/vendor-events.js';
 import { NIKON_SDRAM_OBJECT_HANDLE } from './ptp/vendor-events-decode.js';
+import { SONY_MEMORY_OBJECT_HANDLE, SonyOperation, sonyRelease } from './ptp/sony.js';
 import type { CameraItemHandle } from './camera-source.js';
 import type { UsbCameraSource } from './usb-source.js';
 import type { ItemState, OpenOptions, Source, SourceEntry, SourceIdentity, SourceItem } from './source.js';
@@ -54,6 +55,8 @@ const NikonOperation = { InitiateCaptureRecInSdram: 0x90c0, DelImageSdram: 0x90c
 export function captureOperation(strategy: EventStrategy, supported: readonly number[], target: 'card' | 'host'): { code: number; params: number[] } | undefined {
   const has = (code: number): boolean => supported.includes(code);
   if (strategy.kind === 'canon-eos' && has(CanonEosRemoteRelease)) return { code: CanonEosRemoteRelease, params: [] };
+  // Sony presses its shutter buttons in several operations (sonyRelease); a body that does not offer them cannot be fired.
+  if (strategy.kind === 'sony') return has(SonyOperation.ControlDevice) ? { code: SonyOperation.ControlDevice, params: [] } : undefined;
   if (strategy.kind === 'nikon' && target === 'host') {
     if (has(NikonOperation.InitiateCaptureRecInSdram)) return { code: NikonOperation.InitiateCaptureRecInSdram, params: [0xffffffff] };
     if (has(NikonOperation.AfCaptureSdram)) return { code: NikonOperation.AfCaptureSdram, params: [] };
@@ -78,6 +81,10 @@ export class TetheredCameraSource implements Source {
   readonly #captures: Array<(path: string) => void> = [];
   /** Shots held in camera memory (capture target host) until `release`, by path. */
   readonly #inMemory = new Map<string, CameraItemHandle>();
+  /** The Sony shot named last (path, size, time), which its memory handle keeps naming until it is read. */
+  #sonyLast: string | undefined;
+  /** How often each camera-memory name was used this session. */
+  readonly #memoryNames = new Map<string, number>();
   #strategy: EventStrategy | undefined;
   readonly groupingDelayMs = TETHER_GROUPING_MS;
 
@@ -136,10 +143,23 @@ export class TetheredCameraSource implements Source {
         const handle = e.params[0];
         // RequestObjectTransfer: a capture the camera holds in memory for the host (Canon EOS, capture target host).
         if ((e.code !== EventCode.ObjectAdded && e.code !== EventCode.RequestObjectTransfer) || handle === undefined || named.has(handle)) continue;
-        named.add(handle);
+        // Sony's memory handle names each waiting shot in turn, the next as soon as one was read: a shot
+        // there is new when it is not the one named last (not the handle, which is announced on every poll).
+        const sony = handle === SONY_MEMORY_OBJECT_HANDLE;
+        if (!sony) named.add(handle);
         const at = performance.now();
-        const item = await this.camera.itemOf(handle, signal);
-        if (!item) continue;
+        const listed = await this.camera.itemOf(handle, signal).catch((err: unknown) => {
+          // Announced by a poll that ran just before the last shot was read: nothing there now.
+          if (!sony || responseCodeOf(err) !== ResponseCode.InvalidObjectHandle) throw err;
+          return undefined;
+        });
+        if (!listed) continue;
+        if (sony) {
+          const key = `${listed.path}\u0000${listed.size}\u0000${listed.mtimeMs}`;
+          if (key === this.#sonyLast) continue;
+          this.#sonyLast = key;
+        }
+        const item = (listed.handle as CameraItemHandle).storageId === 0 ? { ...listed, path: this.#memoryPath(listed) } : listed;
         this.#announcedAt.set(item.path, at);
         const h = item.handle as CameraItemHandle;
         if (h.storageId === 0) this.#inMemory.set(item.path, h);
@@ -164,7 +184,9 @@ export class TetheredCameraSource implements Source {
     const info = this.camera.camera.deviceInfo;
     const op = captureOperation(strategy, info.operationsSupported, this.opts.captureTarget ?? 'card');
     if (!op) {
-      throw new ShuttleError('PTP_RESPONSE', `${info.model} cannot be fired remotely (no InitiateCapture nor a vendor capture operation)`, {
+      // A Sony body offers its shutter only in PC Remote mode; in mass-storage or MTP mode it is tethered from its card.
+      const hint = /sony/i.test(info.manufacturer) ? `; set the camera's USB connection to "PC Remote"` : '';
+      throw new ShuttleError('PTP_RESPONSE', `${info.model} cannot be fired remotely (no InitiateCapture nor a vendor capture operation)${hint}`, {
         context: { operation: 'InitiateCapture', responseCode: 0x2005, source: this.uri },
       });
     }
@@ -174,7 +196,8 @@ export class TetheredCameraSource implements Source {
     // Waiting before the operation is sent: a camera may announce the image before it answers.
     this.#captures.push(resolve);
     try {
-      await this.camera.camera.session.run({ code: op.code, params: op.params, signal: stop });
+      if (strategy.kind === 'sony') await sonyRelease(this.camera.camera.session, stop);
+      else await this.camera.camera.session.run({ code: op.code, params: op.params, signal: stop });
       return await new Promise<string>((res, rej) => {
         const onAbort = (): void =>
           rej(
@@ -210,10 +233,25 @@ export class TetheredCameraSource implements Source {
     const { objectHandle } = h;
     const kind = this.#strategy?.kind;
     const code = kind === 'canon-eos' ? CanonEosOperation.TransferComplete : kind === 'nikon' ? NikonOperation.DelImageSdram : undefined;
+    // A Sony body dropped the shot when it was read to its end: nothing to send.
     if (code === undefined) return;
     await this.camera.camera.session.run({ code, params: [objectHandle], signal });
     // The handle may name the next capture now (Nikon's virtual SDRAM handle always does).
     if (objectHandle === NIKON_SDRAM_OBJECT_HANDLE || kind === 'canon-eos') this.#named.delete(objectHandle);
+  }
+
+  /**
+   * The path of a shot in camera memory. Nikon bodies give every SDRAM capture the same name, so two
+   * captures of one size within a second would be one journal row (path, size, time) and the second would
+   * pass for copied: from the second use of a name in this session on, the shot goes into a numbered
+   * folder (`camera-memory/2/DSC_0001.JPG`). A pair's RAW and JPEG count the same, so they stay together.
+   */
+  #memoryPath(item: SourceItem): string {
+    const n = (this.#memoryNames.get(item.path) ?? 0) + 1;
+    this.#memoryNames.set(item.path, n);
+    if (n === 1) return item.path;
+    const slash = item.path.lastIndexOf('/');
+    return `${item.path.slice(0, slash + 1)}${n}/${item.path.slice(slash + 1)}`;
   }
 
   /** DEVICE_GONE unless the camera answers GetStorageIDs (any response, even busy, will do). */
@@ -231,6 +269,10 @@ export class TetheredCameraSource implements Source {
   }
 
   stat(item: SourceItem, signal?: AbortSignal): Promise<ItemState | undefined> {
+    // A Sony shot left the body's memory once read, and its handle now names the next one: what was
+    // listed stands (an object in memory does not change).
+    const h = this.#inMemory.get(item.path);
+    if (h?.objectHandle === SONY_MEMORY_OBJECT_HANDLE) return Promise.resolve({ size: item.size, mtimeMs: item.mtimeMs });
     return this.camera.stat(item, signal);
   }
 

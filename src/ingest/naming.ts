@@ -40,7 +40,26 @@ export interface RenderedName {
   renamed: Rename[];
 }
 
-export const NAME_TOKENS = ['YYYY', 'MM', 'DD', 'YYYY-MM-DD', 'hh', 'mm', 'ss', 'make', 'model', 'serial', 'seq', 'name', 'stem', 'ext', 'job'] as const;
+export const NAME_TOKENS = [
+  'YYYY',
+  'MM',
+  'DD',
+  'YYYY-MM-DD',
+  'hh',
+  'mm',
+  'ss',
+  'make',
+  'model',
+  'serial',
+  'seq',
+  'shot',
+  'name',
+  'stem',
+  'ext',
+  'job',
+  'client',
+  'session',
+] as const;
 export type NameToken = (typeof NAME_TOKENS)[number];
 const TOKEN_SET: ReadonlySet<string> = new Set(NAME_TOKENS);
 
@@ -54,7 +73,16 @@ export interface NameFields {
   serial?: string | undefined;
   /** A number is zero-padded to 4 digits. */
   seq?: number | string | undefined;
+  /** The shot's number in its shoot (job, client, session), kept in the journal across runs; zero-padded to 4 digits. */
+  shot?: number | undefined;
   job?: string | undefined;
+  client?: string | undefined;
+  session?: string | undefined;
+}
+
+/** Whether a template names the shoot's shot number, which then has to be taken from the journal. */
+export function templateUsesShot(template: string): boolean {
+  return parseTemplate(template).some((p) => 'token' in p && p.token === 'shot');
 }
 
 /** Rendered for a token whose value is not known (a JPEG without Make, a job without a name). */
@@ -119,6 +147,8 @@ function tokenValue(token: NameToken, f: NameFields): string | undefined {
       return f.serial;
     case 'seq':
       return typeof f.seq === 'number' ? pad(f.seq, 4) : f.seq;
+    case 'shot':
+      return f.shot === undefined ? undefined : pad(f.shot, 4);
     case 'name':
       return name;
     case 'stem': {
@@ -131,6 +161,10 @@ function tokenValue(token: NameToken, f: NameFields): string | undefined {
     }
     case 'job':
       return f.job;
+    case 'client':
+      return f.client;
+    case 'session':
+      return f.session;
   }
 }
 

@@ -4,6 +4,7 @@ import { isSourceFault, isSourceSkip, type Source, type SourceIdentity, type Sou
 import type { FileRow } from '../store/journal.js';
 import { checkFreeSpace } from './destination.js';
 import { nameFilter } from './filter.js';
+import { templateUsesShot } from './naming.js';
 import { groupItems, type ItemGroup } from './pairing.js';
 import type { IngestRun } from './run.js';
 import type { RunDestination } from './run-destination.js';
@@ -15,6 +16,8 @@ export interface PlannedFile {
   group: ItemGroup;
   /** The shot's number in the source's order, for the `{seq}` of the name template. */
   seq: number;
+  /** The shot's number in its shoot, kept in the journal (`{shot}`); only when the template names it. */
+  shot?: number | undefined;
   wanted: RunDestination[];
 }
 
@@ -114,6 +117,8 @@ export async function* groupWindows(
  */
 export class SourcePlanner {
   #seq = 0;
+  /** The shoot that `{shot}` counts in (job, client, session), when the template names it. */
+  readonly #shoot: string | undefined;
   /** Shot numbers of recent groups, so that a split shot's later members keep their shot's number. */
   readonly #seqOf = new Map<string, number>();
   #files = 0;
@@ -125,7 +130,10 @@ export class SourcePlanner {
     private readonly identity: SourceIdentity,
     private readonly sourceId: number,
     private readonly log: Logger,
-  ) {}
+  ) {
+    const { template, job, client, session } = run.settings;
+    this.#shoot = templateUsesShot(template) ? JSON.stringify([job, client ?? '', session ?? '']) : undefined;
+  }
 
   /**
    * The files to copy (those some live destination lacks), one window at a time. Before a window is
@@ -188,6 +196,8 @@ export class SourcePlanner {
       this.#seqOf.set(group.key, seq);
       if (this.#seqOf.size > RECENT_GROUPS) this.#seqOf.delete(this.#seqOf.keys().next().value!);
     }
+    // In the same transaction as the files' rows: a shot numbered is a shot planned.
+    const shot = this.#shoot === undefined ? undefined : journal.shotNumber(this.#shoot, this.sourceId, group.key);
     return group.members.map(({ item }) => {
       const file = journal.fileFor(this.sourceId, item.path, item.size, item.mtimeMs, item.pathBytes);
       // A copy pruned by the retention policy was verified here and is safe in the cloud: not copied again.
@@ -197,7 +207,7 @@ export class SourcePlanner {
           .filter((c) => c.state === 'verified' || c.state === 'pruned')
           .map((c) => c.dest_id),
       );
-      return { item, file, group, seq, wanted: destinations.filter((d) => !verified.has(d.id)) };
+      return { item, file, group, seq, shot, wanted: destinations.filter((d) => !verified.has(d.id)) };
     });
   }
 

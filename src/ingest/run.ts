@@ -16,6 +16,9 @@ export interface IngestSettings {
   template: string;
   manifestHashes: readonly HashAlgorithm[];
   job: string;
+  /** Who the shoot is for and which session of it, for `{client}` and `{session}`; with the job they scope `{shot}`. */
+  client?: string | undefined;
+  session?: string | undefined;
   timeZone?: string | undefined;
   verifyRetries: number;
   changeRetries: number;

@@ -18,6 +18,8 @@ export function ingestSettingsFromConfig(config: Config, lockWaitMs: number, for
     template: config.ingest.template,
     manifestHashes: config.ingest.manifestHashes,
     job: config.ingest.job,
+    client: config.ingest.client,
+    session: config.ingest.session,
     timeZone: config.ingest.timeZone,
     verifyRetries: config.ingest.verifyRetries,
     changeRetries: config.ingest.changeRetries,

@@ -112,7 +112,10 @@ export class SourceReader {
           model: fields.model,
           serial: fields.serial,
           seq: pf.seq,
+          shot: pf.shot,
           job: settings.job,
+          client: settings.client,
+          session: settings.session,
         });
         if (!reported) {
           reported = true;

@@ -279,6 +279,19 @@ export class Journal {
   }
 
   /**
+   * The number of one shot (a source's group of files, by its key) in a shoot: the number it was given
+   * before, else the shoot's next one. Call inside a transaction with the files' rows.
+   */
+  shotNumber(shoot: string, sourceId: number, groupKey: string): number {
+    const known = this.#get<{ number: number }>('SELECT number FROM shot_numbers WHERE shoot = ? AND source_id = ? AND group_key = ?', shoot, sourceId, groupKey);
+    if (known) return known.number;
+    const last = this.#get<{ n: number | null }>('SELECT MAX(number) AS n FROM shot_numbers WHERE shoot = ?', shoot);
+    const number = (last?.n ?? 0) + 1;
+    this.#run('INSERT INTO shot_numbers (shoot, source_id, group_key, number) VALUES (?, ?, ?, ?)', shoot, sourceId, groupKey, number);
+    return number;
+  }
+
+  /**
    * Records a path the source listed but could not read (a folder it could not list, a file it could not
    * stat) as a failed file, so that `status` counts it. Size and time are unknown: one row per path,
    * with size -1, which no file version has.

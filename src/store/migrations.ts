@@ -171,4 +171,16 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX source_wipes_file ON source_wipes (file_id);
   `,
+  // 5: the shoot's shot numbers ({shot} in the name template): one per shot of a source, shared by its
+  // files (RAW, JPEG, sidecars), counted per shoot (job, client and session) across runs.
+  `
+  CREATE TABLE shot_numbers (
+    shoot TEXT NOT NULL,
+    source_id INTEGER NOT NULL REFERENCES sources(id),
+    group_key TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    PRIMARY KEY (shoot, source_id, group_key)
+  );
+  CREATE UNIQUE INDEX shot_numbers_number ON shot_numbers (shoot, number);
+  `,
 ];

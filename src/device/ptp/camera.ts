@@ -355,8 +355,8 @@ export class PtpCamera {
         } else if (e.code === EventCode.StoreFull) {
           throw new ShuttleError('PTP_RESPONSE', 'the card ran full during capture', { context: { operation: 'InitiateCapture', event: 'StoreFull' } });
         }
-        // A camera that does not list CaptureComplete among its events is done once the new object is announced.
-        if (added && !complete && !this.info.eventsSupported.includes(EventCode.CaptureComplete)) complete = true;
+        // A camera that does not list CaptureComplete among its events, or is known not to send it, is done once the new object is announced.
+        if (added && !complete && (this.quirks.noCaptureComplete || !this.info.eventsSupported.includes(EventCode.CaptureComplete))) complete = true;
       }
       return added;
     } catch (err) {

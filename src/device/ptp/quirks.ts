@@ -30,6 +30,10 @@ export interface PtpQuirks {
    * zone from configuration applies.
    */
   objectDatesZone: string | undefined;
+  /** A capture ends with the new object's announcement: the device never sends CaptureComplete although it may list it. */
+  noCaptureComplete: boolean;
+  /** Time after the remote-mode connect before the body can be fired, in milliseconds (0: at once). */
+  captureWarmUpMs: number;
 }
 
 export const DEFAULT_QUIRKS: Readonly<PtpQuirks> = Object.freeze({
@@ -42,6 +46,8 @@ export const DEFAULT_QUIRKS: Readonly<PtpQuirks> = Object.freeze({
   minDataRate: 16 * 1024,
   dataRateWindowMs: 30_000,
   objectDatesZone: undefined,
+  noCaptureComplete: false,
+  captureWarmUpMs: 0,
 });
 
 interface QuirkRule {
@@ -56,6 +62,23 @@ const RULES: readonly QuirkRule[] = [
   { manufacturer: /leica/i, quirks: { acceptZeroTransactionId: true }, why: 'Leica answers CloseSession with transaction id 0 (libgphoto2 ptp.c)' },
   { manufacturer: /samsung/i, quirks: { detectObjectSize64: true }, why: 'Samsung Galaxy emits a 64-bit ObjectCompressedSize (libgphoto2 ptp-pack.c)' },
   { manufacturer: /fujifilm/i, quirks: { avoidPartialObject: true }, why: 'Fuji mishandles GetPartialObject in 1 MiB blocks (libgphoto2 #653)' },
+  {
+    manufacturer: /leica/i,
+    model: /\b(Q3|SL3)\b/i,
+    quirks: { noCaptureComplete: true },
+    why: 'Leica Q3 and SL3 announce the new image but send no CaptureComplete (libgphoto2 device table; gphoto2 #601, libgphoto2 #1203)',
+  },
+  {
+    manufacturer: /sony/i,
+    quirks: { avoidPartialObject: true },
+    why: 'a Sony body in PC Remote mode serves each shot once at its memory handle, and libgphoto2 reads it with one GetObject (library.c)',
+  },
+  {
+    manufacturer: /sony/i,
+    model: /^(ZV-E10|ZV-1|DSC-RX100M7|ILCE-7RM4A?|DSC-RX0M2|ILCE-7M3|ILCE-7SM3|ILCE-7M4|ILCE-7M5|ILCE-9M2|ILCE-1|ILCE-7C)$/,
+    quirks: { captureWarmUpMs: 3000 },
+    why: 'these Sony bodies cannot be fired for about 3 s after the remote-mode connect (libgphoto2 camera_sony_capture)',
+  },
 ];
 
 function matchingRules(info: Pick<DeviceInfo, 'manufacturer' | 'model'> | undefined): QuirkRule[] {

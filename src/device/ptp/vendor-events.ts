@@ -1,7 +1,9 @@
 /**
  * Where a camera's "new shot" events come from, per camera, and the polling for those that do not send
  * them: Canon EOS (GetEvent 0x9116), Nikon (CheckEvent 0x90C7), and cameras that announce no ObjectAdded
- * at all (Fujifilm: libgphoto2 diffs the object handles). Polled events are turned into the standard ones
+ * at all (Fujifilm: libgphoto2 diffs the object handles), and Sony bodies in PC Remote mode (the
+ * objects-in-memory property, read with GetAllDevicePropData 0x9209, and polled again at once when the
+ * body signals a change with its DevicePropChanged 0xC203). Polled events are turned into the standard ones
  * (ObjectAdded, CaptureComplete, RequestObjectTransfer, DevicePropChanged) and delivered through the
  * session's own event listeners, so whoever listens to `session.onEvent` (capture, tethering) gets new
  * shots the same way from every camera. Cameras with standard interrupt events are never polled.
@@ -14,6 +16,7 @@ import { decodeU32Array, type DeviceInfo } from './datasets.js';
 import { vendorOf, type UsbDeviceIds } from './quirks.js';
 import { responseCodeOf, type PtpSession } from './session.js';
 import type { PtpEvent } from './transport.js';
+import { SONY_MEMORY_OBJECT_HANDLE, SonyEventCode, SonyOperation, SonyProperty, objectsInMemory, sonyConnect, sonyObjectInMemory } from './sony.js';
 import { decodeCanonEosEvents, decodeNikonEvents, standardEventOfCanon, standardEventOfNikon, type CanonEosEvent, type NikonEvent } from './vendor-events-decode.js';
 
 export const CanonEosOperation = {
@@ -29,6 +32,8 @@ export type EventStrategy =
   | { kind: 'interrupt' }
   | { kind: 'canon-eos' }
   | { kind: 'nikon' }
+  /** Sony in PC Remote mode: shots wait in the body's memory, counted by a property. */
+  | { kind: 'sony' }
   /** No ObjectAdded from the camera: GetObjectHandles is compared between polls. */
   | { kind: 'object-handles' };
 
@@ -42,6 +47,8 @@ export function chooseEventStrategy(info: DeviceInfo, usb?: UsbDeviceIds): Event
   const ops = new Set(info.operationsSupported);
   if (/canon/i.test(maker) && ops.has(CanonEosOperation.GetEvent)) return { kind: 'canon-eos' };
   if (/nikon/i.test(maker) && ops.has(OperationCode.NikonGetEvent)) return { kind: 'nikon' };
+  // Without SDIOConnect the body is not in PC Remote mode (mass storage or MTP): its card is all there is.
+  if (/sony/i.test(maker) && ops.has(SonyOperation.SdioConnect) && ops.has(SonyOperation.GetAllDevicePropData)) return { kind: 'sony' };
   if (!info.eventsSupported.includes(EventCode.ObjectAdded) && ops.has(OperationCode.GetObjectHandles)) return { kind: 'object-handles' };
   return { kind: 'interrupt' };
 }
@@ -79,6 +86,12 @@ export class VendorEventPoller {
   readonly #vendorListeners = new Set<(e: VendorEvent) => void>();
   #loop: Promise<void> | undefined;
   #handles: Set<number> | undefined;
+  /** Sony: the last ObjectInMemory value, and the pause between polls, which the body's change event ends. */
+  #inMemory = 0;
+  #wake: AbortController | undefined;
+  #offSonyEvents: (() => void) | undefined;
+  /** What the last poll found that the one before had not (the back-off starts again from its shortest pause). */
+  #fresh = 0;
 
   constructor(session: PtpSession, info: DeviceInfo, opts: VendorEventOptions = {}) {
     this.#session = session;
@@ -102,7 +115,8 @@ export class VendorEventPoller {
    * Prepares the camera and starts polling in the background (nothing for interrupt cameras). Canon EOS:
    * remote mode and event mode on, then the first GetEvents, which dump the camera's whole state, are
    * drained without being delivered (they are not new shots). Object handles: the first listing is the
-   * baseline.
+   * baseline. Sony: the SDIO connect sequence; shots already waiting in memory are delivered (nobody
+   * else will fetch them).
    */
   async start(signal?: AbortSignal): Promise<void> {
     if (!this.polling || this.#loop) return;
@@ -116,6 +130,15 @@ export class VendorEventPoller {
       for (let i = 0; i < 50 && (await this.#canonBatch(signal)).length > 0; i++);
     } else if (this.strategy.kind === 'object-handles') {
       this.#handles = new Set(await this.#allHandles(signal));
+    } else if (this.strategy.kind === 'sony') {
+      await sonyConnect(this.#session, signal);
+      // Some bodies ignore the shutter for a while after the connect; nothing is announced before it would work.
+      const warmUp = this.#session.quirks.captureWarmUpMs;
+      if (warmUp > 0) await sleep(warmUp, signal);
+      // The body's own "something changed" cuts the pause short: a shot is fetched without waiting for the next poll.
+      this.#offSonyEvents = this.#session.onEvent((e) => {
+        if (e.code === SonyEventCode.DevicePropChanged && e.params[0] === SonyProperty.ObjectInMemory) this.#wake?.abort();
+      });
     }
     this.#loop = this.#run();
   }
@@ -123,6 +146,7 @@ export class VendorEventPoller {
   /** Stops polling; resolves once no poll is running. */
   async stop(): Promise<void> {
     this.#stop.abort();
+    this.#offSonyEvents?.();
     await this.#loop;
   }
 
@@ -154,9 +178,20 @@ export class VendorEventPoller {
         this.#handles = current;
         break;
       }
+      case 'sony': {
+        // While shots wait, the handle is announced on every poll: it names each waiting shot in turn, and
+        // the tethered source names each shot it finds there once.
+        const value = await sonyObjectInMemory(this.#session, signal, this.#pollTimeoutMs);
+        if (value !== this.#inMemory) this.#fresh++;
+        this.#inMemory = value;
+        if (objectsInMemory(value) > 0) out.push({ code: EventCode.ObjectAdded, transactionId: 0, params: [SONY_MEMORY_OBJECT_HANDLE] });
+        for (const e of out) this.#session.dispatchEvent(e);
+        return out;
+      }
       case 'interrupt':
         break;
     }
+    this.#fresh += out.length;
     for (const e of out) this.#session.dispatchEvent(e);
     return out;
   }
@@ -190,7 +225,9 @@ export class VendorEventPoller {
     while (!signal.aborted) {
       let delivered = 0;
       try {
-        delivered = (await this.pollOnce(signal)).length;
+        this.#fresh = 0;
+        await this.pollOnce(signal);
+        delivered = this.#fresh;
       } catch (err) {
         if (signal.aborted) return;
         if (isShuttleError(err, 'TRANSPORT') || isShuttleError(err, 'DEVICE_GONE') || responseCodeOf(err) === 0x2005) {
@@ -207,8 +244,9 @@ export class VendorEventPoller {
         continue;
       }
       backToBack = 0;
-      await sleep(pause, signal);
-      pause = Math.min(longest, pause + step);
+      const wake = (this.#wake = new AbortController());
+      await sleep(pause, AbortSignal.any([signal, wake.signal]));
+      pause = wake.signal.aborted ? first : Math.min(longest, pause + step);
     }
   }
 }

@@ -1,16 +1,18 @@
 /**
  * How the simulated camera behaves on the wire for one maker, as far as a PTP initiator can tell: what
  * DeviceInfo says, which vendor operations exist, and how new objects are announced (interrupt events,
- * a Canon EOS or Nikon event queue the initiator polls, or nothing at all, as on Fujifilm bodies). The
+ * a Canon EOS or Nikon event queue the initiator polls, a Sony property the initiator reads, or nothing
+ * at all, as on Fujifilm bodies). The
  * device model (./simulator.ts) says what happened; the personality's outlet turns that into what that
  * maker's camera would send. Wire facts come from libgphoto2's camlibs/ptp2 (ptp.h, library.c).
  */
-import { EventCode, VendorExtension } from '../ptp/codes.js';
+import { EventCode, OperationCode, VendorExtension } from '../ptp/codes.js';
 import type { DeviceInfo } from '../ptp/datasets.js';
 import { CanonEosEventCode, NIKON_SDRAM_OBJECT_HANDLE, NikonEventCode, encodeCanonEosEvents, encodeNikonEvents, type CanonEosEvent } from '../ptp/vendor-events-decode.js';
 import { CanonEosOperation } from '../ptp/vendor-events.js';
+import { SONY_MEMORY_OBJECT_HANDLE, SonyEventCode, SonyOperation, SonyProperty } from '../ptp/sony.js';
 
-export const SIMULATOR_VENDORS = ['generic', 'canon', 'nikon', 'fuji'] as const;
+export const SIMULATOR_VENDORS = ['generic', 'canon', 'nikon', 'sony', 'fuji'] as const;
 export type SimulatorVendor = (typeof SIMULATOR_VENDORS)[number];
 
 /** Where a captured image goes: onto the card, or only into the camera's memory for the host to fetch at once. */
@@ -42,6 +44,8 @@ export type BodyEvent =
   | { kind: 'object-changed'; handle: number }
   /** A captured image held in camera memory only (capture target host). */
   | { kind: 'in-memory'; handle: number; format: number; size: number; filename: string }
+  /** How many captures the camera's memory holds now (exposed and waiting). */
+  | { kind: 'memory-changed'; count: number }
   | { kind: 'capture-complete'; transactionId: number };
 
 /** One initiator's view of the body's events. */
@@ -61,8 +65,13 @@ export interface Personality {
   readonly captureOperations: readonly number[];
   /** Where a vendor capture operation puts the image (Nikon's SDRAM operations always go to memory). */
   captureTargetOf(code: number, configured: CaptureTarget): CaptureTarget;
-  /** Handle for the next in-memory object (Nikon reuses one virtual handle; EOS numbers them). */
+  /** Handle for the next in-memory object (Nikon and Sony reuse one virtual handle; EOS numbers them). */
   readonly memoryHandle: ((n: number) => number) | undefined;
+  /**
+   * Sony in PC Remote mode: the card is not offered to the host, every shot (fired by the host or with
+   * the body's own button) goes to memory, and an object leaves memory once it was read to its end.
+   */
+  readonly pcRemote?: boolean;
 }
 
 /** Standard interrupt events: ObjectAdded, ObjectRemoved, ObjectInfoChanged, CaptureComplete. */
@@ -197,6 +206,42 @@ const nikon: Personality = {
   memoryHandle: () => NIKON_SDRAM_OBJECT_HANDLE,
 };
 
+/**
+ * Sony in PC Remote mode: the SDIO operations, shots counted by the ObjectInMemory property (read with
+ * GetAllDevicePropData; the body signals a change with its DevicePropChanged 0xC203) and fetched one after
+ * another at one virtual handle, and the shutter fired through SetControlDeviceB.
+ */
+const sony: Personality = {
+  vendor: 'sony',
+  deviceInfo: (base, canCapture) => ({
+    ...base,
+    // Sony's own extension id, as its bodies report on USB (some report MTP with this manufacturer instead).
+    vendorExtensionId: VendorExtension.Sony,
+    vendorExtensionDesc: 'sony.net: 1.0',
+    manufacturer: 'Sony Corporation',
+    model: 'ILCE-Shuttle Simulator',
+    operationsSupported: [
+      ...base.operationsSupported.filter((code) => code !== OperationCode.InitiateCapture),
+      SonyOperation.SdioConnect,
+      SonyOperation.GetExtDeviceInfo,
+      SonyOperation.SetExtDevicePropValue,
+      SonyOperation.GetAllDevicePropData,
+      ...(canCapture ? [SonyOperation.ControlDevice] : []),
+    ],
+    eventsSupported: [],
+  }),
+  outlet: (send) => ({
+    announce(e) {
+      if (e.kind === 'in-memory') send(SonyEventCode.ObjectAdded, 0, [e.handle]);
+      else if (e.kind === 'memory-changed') send(SonyEventCode.DevicePropChanged, 0, [SonyProperty.ObjectInMemory]);
+    },
+  }),
+  captureOperations: [SonyOperation.ControlDevice],
+  captureTargetOf: () => 'host',
+  memoryHandle: () => SONY_MEMORY_OBJECT_HANDLE,
+  pcRemote: true,
+};
+
 /** Fujifilm: no object events at all; an initiator finds new shots only by listing the handles again. */
 const fuji: Personality = {
   vendor: 'fuji',
@@ -216,7 +261,7 @@ const fuji: Personality = {
   memoryHandle: undefined,
 };
 
-const PERSONALITIES: Readonly<Record<SimulatorVendor, Personality>> = { generic, canon, nikon, fuji };
+const PERSONALITIES: Readonly<Record<SimulatorVendor, Personality>> = { generic, canon, nikon, sony, fuji };
 
 export function personalityOf(vendor: SimulatorVendor): Personality {
   return PERSONALITIES[vendor];

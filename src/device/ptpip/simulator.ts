@@ -29,6 +29,8 @@ import {
 } from '../ptp/codes.js';
 import { encodeDeviceInfo, encodeObjectInfo, encodeStorageInfo, encodeU32Array, type DeviceInfo, type ObjectInfo } from '../ptp/datasets.js';
 import { CanonEosOperation } from '../ptp/vendor-events.js';
+import { PtpReader } from '../ptp/codec.js';
+import { SONY_PROTOCOL_VERSION, SonyDataType, SonyEventCode, SonyOperation, SonyProperty, encodeSonyExtDeviceInfo, encodeSonyProps, objectInMemoryValue } from '../ptp/sony.js';
 import {
   CanonEosSimOperation,
   NikonOperation,
@@ -42,6 +44,10 @@ import {
 import { PtpIpResponder, type OperationHandler, type ResponderReply, type ResponderRequest, type ResponderSession } from './responder.js';
 
 export const SIMULATOR_STORAGE_ID = 0x00010001;
+
+/** The standard FocusMode and CompressionSetting properties, which a Sony body reports among its own. */
+const SONY_FOCUS_MODE = 0x500a;
+const SONY_COMPRESSION_SETTING = 0x5004;
 
 export interface SimulatorOptions {
   /** Folder served as the camera's storage. */
@@ -72,6 +78,11 @@ export interface SimulatorOptions {
   vendor?: SimulatorVendor;
   /** Where a capture puts the image: the card (default) or camera memory only, for the host to fetch at once. */
   captureTarget?: CaptureTarget;
+  /**
+   * Every capture into memory gets the same file name (the first of the series), as Nikon bodies name
+   * their SDRAM image; by default the simulator numbers them.
+   */
+  reuseMemoryName?: boolean;
   /** Test-only: behave like a broken or hostile camera. */
   misbehave?: SimulatorMisbehaviour;
   logger?: Logger;
@@ -87,6 +98,8 @@ export interface SimulatorMisbehaviour {
   trickle?: { bytes: number; intervalMs: number };
   /** Every GetObjectHandles answer lists its handles this many times over. */
   repeatHandles?: number;
+  /** Never send CaptureComplete, although DeviceInfo lists it (Leica Q3 and SL3). */
+  withholdCaptureComplete?: boolean;
 }
 
 interface SimObject {
@@ -419,6 +432,7 @@ export class CameraSimulator {
 
   /** Tells every connected initiator, the way this maker's camera would (see personality.ts). */
   private announce(e: BodyEvent): void {
+    if (e.kind === 'capture-complete' && this.opts.misbehave?.withholdCaptureComplete === true) return;
     for (const outlet of this.outlets.values()) outlet.announce(e);
   }
 
@@ -443,6 +457,7 @@ export class CameraSimulator {
       for (const o of this.tree.add(rel, info)) {
         this.log.info({ handle: o.handle, path: o.rel }, 'object added');
         this.announce(this.objectAdded(o));
+        if (this.personality.pcRemote && !o.folder) this.captureQueue = this.captureQueue.then(() => this.bodyShot(o));
       }
     };
     watcher.on('add', added);
@@ -522,6 +537,11 @@ export class CameraSimulator {
     return this.junkSent;
   }
 
+  /** Captures held in camera memory, exposed or waiting for the virtual handle (for tests). */
+  get objectsInMemory(): number {
+    return this.memory.size + this.memoryBacklog.length;
+  }
+
   /** How many times an operation was requested since start (for tests and diagnostics). */
   operationCount(code: number): number {
     return this.served.get(code) ?? 0;
@@ -534,7 +554,8 @@ export class CameraSimulator {
       case OperationCode.GetDeviceInfo:
         return { code: ResponseCode.OK, data: encodeDeviceInfo(this.deviceInfo) };
       case OperationCode.GetStorageIDs:
-        return { code: ResponseCode.OK, data: encodeU32Array([SIMULATOR_STORAGE_ID]) };
+        // A Sony body in PC Remote mode keeps its card to itself: shots reach the host through memory only.
+        return { code: ResponseCode.OK, data: encodeU32Array(this.personality.pcRemote ? [] : [SIMULATOR_STORAGE_ID]) };
       case OperationCode.GetStorageInfo: {
         const bad = this.checkStorage(p1, false);
         if (bad) return bad;
@@ -604,10 +625,11 @@ export class CameraSimulator {
   }
 
   /** The personality's own operations; anything it does not offer is OperationNotSupported. */
-  private vendorOperation(req: ResponderRequest, session: ResponderSession): ResponderReply {
+  private async vendorOperation(req: ResponderRequest, session: ResponderSession): Promise<ResponderReply> {
     const code = req.code;
     if (!this.deviceInfo.operationsSupported.includes(code)) return { code: ResponseCode.OperationNotSupported };
     const [p1 = 0] = req.params;
+    if (this.personality.vendor === 'sony') return this.sonyOperation(req);
     if (this.personality.captureOperations.includes(code)) {
       const r = this.initiateCapture(req, 0, this.personality.captureTargetOf(code, this.opts.captureTarget ?? 'card'));
       // EOS RemoteRelease answers with a result code in its first parameter: 0 is "released".
@@ -635,11 +657,68 @@ export class CameraSimulator {
     }
   }
 
+  /**
+   * Sony's SDIO operations. The shutter fires when the full-press button goes down (SetControlDeviceB
+   * 0xD2C2 with 2); the other buttons and the priority mode are accepted and have no effect here.
+   */
+  private async sonyOperation(req: ResponderRequest): Promise<ResponderReply> {
+    const [p1 = 0] = req.params;
+    switch (req.code) {
+      case SonyOperation.SdioConnect:
+        // Each phase answers with 8 bytes of zeros (libgphoto2 reads and drops them).
+        return p1 >= 1 && p1 <= 3 ? { code: ResponseCode.OK, data: new Uint8Array(8) } : { code: ResponseCode.InvalidParameter };
+      case SonyOperation.GetExtDeviceInfo:
+        return {
+          code: ResponseCode.OK,
+          data: encodeSonyExtDeviceInfo({
+            version: SONY_PROTOCOL_VERSION,
+            properties: [
+              SonyProperty.ObjectInMemory,
+              SonyProperty.FocusFound,
+              SonyProperty.PriorityMode,
+              SonyEventCode.ObjectAdded,
+              SonyEventCode.ObjectRemoved,
+              SonyEventCode.DevicePropChanged,
+            ],
+            controls: [SonyProperty.ShutterHalfRelease, SonyProperty.ShutterRelease],
+          }),
+        };
+      case SonyOperation.GetAllDevicePropData:
+        return {
+          code: ResponseCode.OK,
+          data: encodeSonyProps([
+            { code: SonyProperty.ObjectInMemory, dataType: SonyDataType.UINT16, value: objectInMemoryValue(this.memory.size + this.memoryBacklog.length) },
+            { code: SonyProperty.FocusFound, dataType: SonyDataType.UINT8, value: 1 },
+            { code: SonyProperty.PriorityMode, dataType: SonyDataType.INT8, value: 1 },
+            // Manual focus, so that a libgphoto2 capture does not hold the button waiting for focus.
+            { code: SONY_FOCUS_MODE, dataType: SonyDataType.UINT16, value: 1 },
+            // JPEG only; libgphoto2 (2.5.30) reads it before every capture.
+            { code: SONY_COMPRESSION_SETTING, dataType: SonyDataType.UINT8, value: 0x02 },
+          ]),
+        };
+      case SonyOperation.SetExtDevicePropValue:
+        return { code: ResponseCode.OK };
+      case SonyOperation.ControlDevice: {
+        const chunks: Uint8Array[] = [];
+        for await (const c of req.dataOut ?? []) chunks.push(c);
+        const data = Buffer.concat(chunks);
+        if (data.length < 2) return { code: ResponseCode.InvalidParameter };
+        const pressed = new PtpReader(data, 'SetControlDeviceB').u16('value') === 2;
+        if (p1 === SonyProperty.ShutterRelease && pressed) return this.initiateCapture(req, 0, 'host');
+        return { code: ResponseCode.OK };
+      }
+      default:
+        return { code: ResponseCode.OperationNotSupported };
+    }
+  }
+
   private async sendObject(req: ResponderRequest, handle: number, offset: number, maxBytes: number, partial: boolean): Promise<ResponderReply> {
     const m = this.memory.get(handle);
     if (m) {
       if (offset > m.data.length) return { code: ResponseCode.InvalidParameter };
       const data = m.data.subarray(offset, offset + Math.min(maxBytes, m.data.length - offset));
+      // A Sony body drops a shot from memory once it was read to its end; the handle then serves the next one.
+      if (this.personality.pcRemote && offset + data.length === m.data.length) this.releaseMemoryObject(handle);
       return { code: ResponseCode.OK, params: partial ? [data.length] : [], data };
     }
     const o = this.tree.get(handle);
@@ -717,10 +796,11 @@ export class CameraSimulator {
     return { code: ResponseCode.OK };
   }
 
-  /** The next free `PREFIX_NNNN.EXT` name for a capture from `source`. */
-  private async captureName(source: string, taken: (name: string) => Promise<boolean>): Promise<string> {
+  /** The next free `PREFIX_NNNN.EXT` name for a capture from `source` (with reuseMemoryName, always the first). */
+  private async captureName(source: string, taken: (name: string) => Promise<boolean>, reuse = false): Promise<string> {
     const ext = path.extname(source).toUpperCase() || '.JPG';
-    const prefix = { generic: 'CAP_', canon: 'IMG_', nikon: 'DSC_', fuji: 'DSCF' }[this.personality.vendor];
+    const prefix = { generic: 'CAP_', canon: 'IMG_', nikon: 'DSC_', sony: 'DSC0', fuji: 'DSCF' }[this.personality.vendor];
+    if (reuse) return `${prefix}0001${ext}`;
     for (;;) {
       this.captureCounter += 1;
       const name = `${prefix}${String(this.captureCounter).padStart(4, '0')}${ext}`;
@@ -767,25 +847,44 @@ export class CameraSimulator {
       return;
     }
     const inUse = (n: string): boolean => [...this.memory.values(), ...this.memoryBacklog].some((m) => m.name === n);
-    const name = await this.captureName(source, async (n) => inUse(n));
+    const name = await this.captureName(source, async (n) => inUse(n), this.opts.reuseMemoryName === true);
+    this.toMemory(name, await readFile(source), Date.now(), transactionId);
+    this.log.info({ name, from: source }, 'captured into camera memory');
+  }
+
+  /** A new image in camera memory: exposed at once, or queued behind the one that holds the virtual handle. */
+  private toMemory(name: string, data: Buffer, mtimeMs: number, transactionId: number): void {
     const handleOf = this.personality.memoryHandle as (n: number) => number;
-    const m: MemoryObject = { handle: handleOf(++this.memoryCounter), name, data: await readFile(source), format: formatForName(name), mtimeMs: Date.now() };
-    this.log.info({ handle: m.handle, name, from: source }, 'captured into camera memory');
+    const m: MemoryObject = { handle: handleOf(++this.memoryCounter), name, data, format: formatForName(name), mtimeMs };
     if (this.memory.has(m.handle)) {
       this.memoryBacklog.push(m);
+      this.announce({ kind: 'memory-changed', count: this.memory.size + this.memoryBacklog.length });
       return;
     }
     this.exposeMemoryObject(m);
     this.announce({ kind: 'capture-complete', transactionId });
   }
 
+  /** PC Remote: a file appearing in the folder is a shot taken with the body's own button, which goes to the host through memory. */
+  private async bodyShot(o: SimObject): Promise<void> {
+    try {
+      const data = await readFile(this.tree.absolute(o));
+      this.toMemory(o.name, data, o.mtimeMs, 0);
+      this.log.info({ path: o.rel }, 'shot taken on the body went to camera memory');
+    } catch (err) {
+      this.log.warn({ err, path: o.rel }, 'shot taken on the body could not be read');
+    }
+  }
+
   private exposeMemoryObject(m: MemoryObject): void {
     this.memory.set(m.handle, m);
     this.announce({ kind: 'in-memory', handle: m.handle, format: m.format, size: m.data.length, filename: m.name });
+    this.announce({ kind: 'memory-changed', count: this.memory.size + this.memoryBacklog.length });
   }
 
   private releaseMemoryObject(handle: number): ResponderReply {
     if (!this.memory.delete(handle)) return { code: ResponseCode.InvalidObjectHandle };
+    if (this.memoryBacklog.every((b) => b.handle !== handle)) this.announce({ kind: 'memory-changed', count: this.memory.size + this.memoryBacklog.length });
     this.log.info({ handle }, 'memory object released by the initiator');
     const next = this.memoryBacklog.findIndex((m) => m.handle === handle);
     if (next >= 0) {
