@@ -4,10 +4,10 @@
  * as the file streams from the camera (PreviewBytes), else from the verified copy at a destination
  * (writePreview): never a second read of the camera.
  */
-import { open, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, rename, unlink, writeFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
 import sharp from 'sharp';
-import { ensureDir, tempPathFor, writeNewFile } from '../io/durable.js';
+import { tempPathFor } from '../io/durable.js';
 import { EMBEDDED_PREVIEW_FORMATS, findEmbeddedPreview, type ByteRange } from './embedded-preview.js';
 
 const JPEG = /^\.(jpe?g)$/i;
@@ -131,8 +131,8 @@ const FIRST_HOLD = 1024 * 1024;
 
 /**
  * Writes a JPEG of `input` (a JPEG file's path, or JPEG bytes) turned upright (EXIF orientation) and
- * scaled to fit `longEdge` on its longer side (never enlarged) at `target`, replacing an older one. Tuned
- * for speed: the decoder scales down while it decodes (shrink-on-load), and the output skips the
+ * scaled to fit `longEdge` on its longer side (never enlarged) at `target`, replacing an older one
+ * (readers see the old or the new file whole, never part of one). Tuned for speed: the decoder scales down while it decodes (shrink-on-load), and the output skips the
  * second pass that optimising its Huffman tables would take.
  */
 export async function renderPreview(input: string | Buffer, target: string, longEdge: number): Promise<void> {
@@ -141,10 +141,12 @@ export async function renderPreview(input: string | Buffer, target: string, long
     .resize({ width: longEdge, height: longEdge, fit: 'inside', withoutEnlargement: true, fastShrinkOnLoad: true })
     .jpeg({ quality: 80, optimiseCoding: false })
     .toBuffer();
-  await ensureDir(dirname(target));
+  // Not synced: a preview can always be made again, and an fsync here would wait on the copies' own
+  // writes (one journal commit for the filesystem) just when the photographer waits for the picture.
+  await mkdir(dirname(target), { recursive: true });
   const temp = tempPathFor(target);
   try {
-    await writeNewFile(temp, data);
+    await writeFile(temp, data, { flag: 'wx' });
     await rename(temp, target);
   } catch (err) {
     await unlink(temp).catch(() => undefined);
