@@ -82,7 +82,7 @@ export function tetherCommand(globals: () => GlobalOptions): Command {
         .default([]),
     )
     .option('--all', 'first copy what is on the camera already (else only shots taken from now on)')
-    .option('--json', 'print one JSON object per line on stdout: ready, then verified or failed per shot, then stopped')
+    .option('--json', 'print one JSON object per line on stdout: ready, then per shot preview (as soon as it is made) and verified or failed, then stopped')
     .option('--socket <path>', 'control socket for `shuttle capture` (default: $XDG_RUNTIME_DIR/shuttle/tether.sock, else tether.sock in the state folder)')
     .addOption(
       new Option('--capture-target <where>', 'where `shuttle capture` has the camera put the image: its card, or its memory (host) to be fetched at once')
@@ -98,7 +98,7 @@ export function tetherCommand(globals: () => GlobalOptions): Command {
     .addHelpText(
       'after',
       `
-Previews of JPEG shots (and of RAWs with an embedded JPEG thumbnail) go to <state>/previews (long edge: [tether] preview_long_edge). SIGINT/SIGTERM ends
+Previews of JPEG shots (and of RAWs with an embedded JPEG preview; a RAW+JPEG pair shows its JPEG's) go to <state>/previews (long edge: [tether] preview_long_edge), made from the bytes as they arrive. SIGINT/SIGTERM ends
 the session once the shots in flight are verified. Exit codes: 0 every shot verified at every destination;
 1 some failed; 2 usage or configuration error; 3 incomplete (interrupted, busy, or uploads still queued).`,
     )
