@@ -1,21 +1,39 @@
-// Tethering latency: from the simulated camera's ObjectAdded to (a) Shuttle's preview of the shot, (b) Shuttle's
-// verified RAW, and (c) `gphoto2 --wait-event-and-download` having written the same file (no verification),
-// RAW+JPEG shots dropped one at a time into the simulator's card, sessions of the two tools alternating.
-//   ./node_modules/.bin/node bench/tether.ts [shots per session = 25] [sessions = 8] [RAW MB = 25] [JPEG MB = 8]
-// Each tool gets sessions/2 sessions. Shots are added only once the previous one is complete, so each figure
-// is one shot's latency, not a queue's.
+// Tethering latency per camera personality: from the simulated camera's ObjectAdded to (a) Shuttle's preview of
+// the shot (its `preview` event), (b) Shuttle's verified RAW and JPEG, and (c) `gphoto2 --wait-event-and-download`
+// having written the shot's first file and its RAW (no verification), RAW+JPEG shots dropped one at a time into
+// the simulator's card, sessions of the two tools alternating.
+//   ./node_modules/.bin/node bench/tether.ts [shots per tool and personality = 100] [--sessions N per tool = 2]
+//     [--vendors generic,canon,nikon,fuji] [--raw-mb 25] [--jpeg-mb 8] [--padded-jpeg]
+// BENCH_SHUTTLE=path/to/dist/main.js times another build of Shuttle (an earlier one, for a before/after).
+// The JPEGs are real 6000×4000 pictures of about --jpeg-mb (a preview decodes one as a camera's); --padded-jpeg
+// takes the sample card's instead (a 96×64 picture padded to the size, nearly free to decode). Shots are added
+// only once the previous one is complete, so each figure is one shot's latency, not a queue's.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, watch } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import sharp from 'sharp';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const work = join(process.env.BENCH_DIR ?? join(root, '.tmp', 'bench'), 'tether');
-const perSession = Number(process.argv[2] ?? '25');
-const sessions = Math.max(2, Number(process.argv[3] ?? '8'));
-const rawMb = Number(process.argv[4] ?? '25');
-const jpegMb = Number(process.argv[5] ?? '8');
+const { values: opt, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    sessions: { type: 'string', default: '2' },
+    vendors: { type: 'string', default: 'generic,canon,nikon,fuji' },
+    'raw-mb': { type: 'string', default: '25' },
+    'jpeg-mb': { type: 'string', default: '8' },
+    'padded-jpeg': { type: 'boolean', default: false },
+  },
+});
+const shotsPerTool = Number(positionals[0] ?? '100');
+const sessionsPerTool = Math.max(1, Number(opt.sessions));
+const perSession = Math.ceil(shotsPerTool / sessionsPerTool);
+const vendors = opt.vendors.split(',');
+const rawMb = Number(opt['raw-mb']);
+const jpegMb = Number(opt['jpeg-mb']);
 const node = process.execPath;
 const main = join(root, 'dist', 'main.js');
 if (!existsSync(main)) execFileSync(node, [join(root, 'scripts', 'build.mjs')], { stdio: 'inherit' });
@@ -36,6 +54,27 @@ for (const folder of readdirSync(join(pool, 'DCIM'))) {
 }
 shots.splice(perSession);
 
+if (!opt['padded-jpeg']) {
+  // One real picture, made to weigh about jpegMb, then one copy per shot with its own bytes after the end
+  // of the image (decoders stop there), so that no two shots' JPEGs are the same file.
+  const noise = await sharp({ create: { width: 1500, height: 1000, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 60 } } })
+    .png()
+    .toBuffer();
+  let quality = 90;
+  let picture = await sharp(noise).resize(6000, 4000).jpeg({ quality }).toBuffer();
+  while (picture.length > jpegMb * 1_000_000 * 1.15 && quality > 50) {
+    quality -= 5;
+    picture = await sharp(noise).resize(6000, 4000).jpeg({ quality }).toBuffer();
+  }
+  for (const [i, shot] of shots.entries()) {
+    const tail = Buffer.alloc(16);
+    tail.write(`shot ${i}`, 'latin1');
+    rmSync(shot.jpeg);
+    writeFileSync(shot.jpeg, Buffer.concat([picture, tail]));
+  }
+  process.stderr.write(`JPEG: a real 6000×4000 picture of ${(picture.length / 1e6).toFixed(1)} MB\n`);
+}
+
 interface Sim {
   port: number;
   /** Epoch ms of the simulator's ObjectAdded, by file name. */
@@ -43,8 +82,10 @@ interface Sim {
   proc: ChildProcess;
 }
 
-async function startSimulator(card: string): Promise<Sim> {
-  const proc = spawn(node, [main, '--log-level', 'info', 'simulate-camera', '--dir', card, '--port', '0', '--host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function startSimulator(card: string, vendor: string): Promise<Sim> {
+  const proc = spawn(node, [main, '--log-level', 'info', 'simulate-camera', '--vendor', vendor, '--dir', card, '--port', '0', '--host', '127.0.0.1'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const added = new Map<string, number>();
   const port = await new Promise<number>((resolve, reject) => {
     // Its address on stdout, its log (with each ObjectAdded and the time it was sent) on stderr.
@@ -64,7 +105,12 @@ async function startSimulator(card: string): Promise<Sim> {
 function stop(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
-    proc.once('close', () => resolve());
+    // A tool that does not end within 10 s of the signal is killed: the next session must start.
+    const kill = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+    proc.once('close', () => {
+      clearTimeout(kill);
+      resolve();
+    });
     proc.kill(signal);
   });
 }
@@ -88,27 +134,45 @@ function shoot(card: string, i: number): void {
 }
 
 interface ShotTimes {
-  /** ms from ObjectAdded of the shot's first file to its first preview (Shuttle only). */
-  preview?: number;
+  /** ms from the shot's first ObjectAdded to its first preview (Shuttle) or its first file written (gphoto2). */
+  first: number;
   /** ms from the RAW's ObjectAdded to the RAW verified (Shuttle) or written (gphoto2). */
   raw: number;
   /** ms from the JPEG's ObjectAdded to the JPEG verified or written. */
   jpeg: number;
 }
 
-async function shuttleSession(n: number): Promise<{ times: ShotTimes[]; rssMb: number }> {
+interface Session {
+  times: ShotTimes[];
+  /** CPU time (user + system) of the tool's process over the session, start-up included. */
+  cpuMs: number;
+  rssMb?: number;
+}
+
+/** user + system CPU of a running process, in ms. */
+function cpuOf(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+}
+
+async function shuttleSession(n: number, vendor: string): Promise<Session> {
   const card = join(work, `card-${n}`);
   mkdirSync(join(card, 'DCIM', '100CANON'), { recursive: true });
-  const sim = await startSimulator(card);
+  const sim = await startSimulator(card, vendor);
   const dest = join(work, `lib-${n}`);
-  const proc = spawn(node, [main, '--state', join(work, `state-${n}`), '--log-level', 'warn', 'tether', `ptpip:127.0.0.1:${sim.port}`, '--dest', dest, '--json'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const proc = spawn(
+    node,
+    [process.env.BENCH_SHUTTLE ?? main, '--state', join(work, `state-${n}`), '--log-level', 'warn', 'tether', `ptpip:127.0.0.1:${sim.port}`, '--dest', dest, '--json'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  type Verified = { event: string; name: string; preview: string | null; ms: { verified: number; preview: number | null } | null };
-  const waiting = new Map<string, (v: { at: number; v: Verified }) => void>();
-  const early = new Map<string, { at: number; v: Verified }>();
+  type Line = { event: string; name: string; preview: string | null; ms: { verified: number; preview: number | null } | null };
+  /** Lines by event and file name, with when they arrived (epoch ms). */
+  const seen = new Map<string, { at: number; v: Line }>();
+  const waiting = new Map<string, (v: { at: number; v: Line }) => void>();
   let ready!: () => void;
   const isReady = new Promise<void>((resolve, reject) => {
     ready = resolve;
@@ -116,57 +180,58 @@ async function shuttleSession(n: number): Promise<{ times: ShotTimes[]; rssMb: n
   });
   createInterface({ input: proc.stdout! }).on('line', (line) => {
     const at = Date.now();
-    const v = JSON.parse(line) as Verified;
+    const v = JSON.parse(line) as Line;
     if (v.event === 'ready') ready();
     if (v.event === 'failed') throw new Error(`shuttle: ${v.name} failed`);
-    if (v.event !== 'verified') return;
-    const name = basename(v.name);
-    const w = waiting.get(name);
-    if (w) w({ at, v });
-    else early.set(name, { at, v });
+    if (v.event !== 'verified' && v.event !== 'preview') return;
+    const key = `${v.event} ${basename(v.name)}`;
+    seen.set(key, { at, v });
+    waiting.get(key)?.({ at, v });
   });
-  const verifiedLine = (name: string): Promise<{ at: number; v: Verified }> => {
-    const e = early.get(name);
-    return e ? Promise.resolve(e) : new Promise((r) => waiting.set(name, r));
+  const line = (event: string, name: string): Promise<{ at: number; v: Line }> => {
+    const key = `${event} ${name}`;
+    const e = seen.get(key);
+    return e ? Promise.resolve(e) : new Promise((r) => waiting.set(key, r));
   };
   await isReady;
   const times: ShotTimes[] = [];
   for (let i = 0; i < shots.length; i++) {
     const shot = names(i);
     shoot(card, i);
-    const [j, r] = await Promise.all([verifiedLine(shot.jpeg), verifiedLine(shot.raw)]);
-    const rel = (x: { at: number; v: Verified }, what: 'verified' | 'preview'): number | undefined => {
+    const [j, r] = await Promise.all([line('verified', shot.jpeg), line('verified', shot.raw)]);
+    /** When a verified line's file was verified or previewed: the line waits for its preview, Shuttle's own clock says how long. */
+    const lineAt = (x: { at: number; v: Line }, what: 'verified' | 'preview'): number | undefined => {
       const ms = x.v.ms;
-      if (!ms) return undefined;
+      if (ms === null) return what === 'verified' ? x.at : undefined;
       const value = what === 'verified' ? ms.verified : ms.preview;
-      if (value === null) return undefined;
-      // The line is printed once both are known; Shuttle's own clock places each relative to the event it received.
-      const eventAt = x.at - Math.max(ms.verified, ms.preview ?? 0);
-      return eventAt + value;
+      return value === null ? undefined : x.at - Math.max(ms.verified, ms.preview ?? 0) + value;
     };
+    const verifiedAt = (x: { at: number; v: Line }): number => lineAt(x, 'verified')!;
+    // The pair's preview is announced once, under the JPEG's name (or the RAW's, were the JPEG to give none);
+    // a build without preview events (BENCH_SHUTTLE) gives it in the verified lines.
+    const previewAt =
+      (seen.get(`preview ${shot.jpeg}`) ?? seen.get(`preview ${shot.raw}`))?.at ??
+      Math.min(...[lineAt(j, 'preview'), lineAt(r, 'preview')].filter((x): x is number => x !== undefined));
+    if (!Number.isFinite(previewAt)) throw new Error(`no preview for ${shot.jpeg}`);
     const simJ = sim.added.get(shot.jpeg);
     const simR = sim.added.get(shot.raw);
     if (simJ === undefined || simR === undefined) throw new Error('the simulator did not report ObjectAdded');
-    const previews = [rel(j, 'preview'), rel(r, 'preview')].filter((x): x is number => x !== undefined);
-    times.push({
-      raw: (rel(r, 'verified') ?? r.at) - simR,
-      jpeg: (rel(j, 'verified') ?? j.at) - simJ,
-      ...(previews.length ? { preview: Math.min(...previews) - Math.min(simJ, simR) } : {}),
-    });
+    times.push({ first: previewAt - Math.min(simJ, simR), raw: verifiedAt(r) - simR, jpeg: verifiedAt(j) - simJ });
   }
   // The kernel's high-water mark of its resident set, read before it is asked to stop.
   const rssMb = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${proc.pid}/status`, 'utf8'))?.[1]) / 1024;
+  const cpuMs = cpuOf(proc.pid!);
   await stop(proc);
   await stop(sim.proc);
   rmSync(dest, { recursive: true, force: true });
   rmSync(card, { recursive: true, force: true });
-  return { times, rssMb };
+  return { times, cpuMs, rssMb };
 }
 
-async function gphoto2Session(n: number): Promise<{ times: ShotTimes[] }> {
+async function gphoto2Session(n: number, vendor: string): Promise<Session> {
   const card = join(work, `card-${n}`);
   mkdirSync(join(card, 'DCIM', '100CANON'), { recursive: true });
-  const sim = await startSimulator(card);
+  const sim = await startSimulator(card, vendor);
   const out = join(work, `gp-${n}`);
   const home = join(work, 'home');
   mkdirSync(out, { recursive: true });
@@ -221,29 +286,36 @@ async function gphoto2Session(n: number): Promise<{ times: ShotTimes[] }> {
   let said = '';
   proc.stderr!.on('data', (d: Buffer) => (said += d.toString()));
   await new Promise<void>((resolve, reject) => {
+    const timeout = setTimeout(() => reject(new Error(`gphoto2 was not waiting for events within 30 s; it said: ${said.slice(-500)}`)), 30_000);
     proc.stdout!.on('data', (d: Buffer) => {
       said += d.toString();
-      if (/Waiting .*for events/i.test(said)) resolve();
+      if (/Waiting .*for events/i.test(said)) {
+        clearTimeout(timeout);
+        resolve();
+      }
     });
     proc.on('exit', (c) => reject(new Error(`gphoto2 exited ${c}: ${said}`)));
   });
   const times: ShotTimes[] = [];
-  for (let i = 0; i < shots.length; i++) {
-    const name = names(i);
-    const [j, r] = [written(shots[i]!.jpeg, name.jpeg), written(shots[i]!.raw, name.raw)];
-    shoot(card, i);
-    const [jAt, rAt] = await Promise.all([j, r]);
-    const simJ = sim.added.get(name.jpeg);
-    const simR = sim.added.get(name.raw);
-    if (simJ === undefined || simR === undefined) throw new Error('the simulator did not report ObjectAdded');
-    times.push({ raw: rAt - simR, jpeg: jAt - simJ });
+  try {
+    for (let i = 0; i < shots.length; i++) {
+      const name = names(i);
+      const [j, r] = [written(shots[i]!.jpeg, name.jpeg), written(shots[i]!.raw, name.raw)];
+      shoot(card, i);
+      const [jAt, rAt] = await Promise.all([j, r]);
+      const simJ = sim.added.get(name.jpeg);
+      const simR = sim.added.get(name.raw);
+      if (simJ === undefined || simR === undefined) throw new Error('the simulator did not report ObjectAdded');
+      times.push({ first: Math.min(jAt, rAt) - Math.min(simJ, simR), raw: rAt - simR, jpeg: jAt - simJ });
+    }
+    return { times, cpuMs: cpuOf(proc.pid!) };
+  } finally {
+    watcher.close();
+    await stop(proc, 'SIGINT');
+    await stop(sim.proc);
+    rmSync(out, { recursive: true, force: true });
+    rmSync(card, { recursive: true, force: true });
   }
-  watcher.close();
-  await stop(proc, 'SIGINT');
-  await stop(sim.proc);
-  rmSync(out, { recursive: true, force: true });
-  rmSync(card, { recursive: true, force: true });
-  return { times };
 }
 
 const median = (xs: number[]): number => {
@@ -252,37 +324,72 @@ const median = (xs: number[]): number => {
 };
 const p95 = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil(xs.length * 0.95) - 1)]!;
 
-const sh: ShotTimes[] = [];
-const gp: ShotTimes[] = [];
-let rss = 0;
-for (let i = 0; i < sessions; i++) {
-  // Sessions in the order shuttle, gphoto2, gphoto2, shuttle, … so that drift in the machine's load falls on both alike.
-  if (i % 4 === 0 || i % 4 === 3) {
-    const r = await shuttleSession(i);
-    sh.push(...r.times);
-    rss = Math.max(rss, r.rssMb);
-    process.stderr.write(`session ${i + 1}/${sessions} shuttle: RAW verified median ${median(r.times.map((t) => t.raw)).toFixed(0)} ms\n`);
-  } else {
-    const r = await gphoto2Session(i);
-    gp.push(...r.times);
-    process.stderr.write(`session ${i + 1}/${sessions} gphoto2: RAW written median ${median(r.times.map((t) => t.raw)).toFixed(0)} ms\n`);
+const f = (x: number): string => `${x.toFixed(0)} ms`;
+const ratio = (a: number, b: number): string => (a / b).toFixed(2);
+const row = (label: string, xs: number[]): string => `| ${label} | ${f(median(xs))} | ${f(p95(xs))} |\n`;
+let n = 0;
+for (const vendor of vendors) {
+  const sh: Session[] = [];
+  const gp: Session[] = [];
+  let gphoto2Failed: string | undefined;
+  for (let i = 0; i < 2 * sessionsPerTool; i++, n++) {
+    // Sessions in the order shuttle, gphoto2, gphoto2, shuttle, … so that drift in the machine's load falls on both alike.
+    if (i % 4 === 0 || i % 4 === 3) {
+      const r = await shuttleSession(n, vendor);
+      sh.push(r);
+      process.stderr.write(
+        `${vendor} session ${i + 1}/${2 * sessionsPerTool} shuttle: preview median ${f(median(r.times.map((t) => t.first)))}, RAW verified median ${f(median(r.times.map((t) => t.raw)))}\n`,
+      );
+    } else if (gphoto2Failed === undefined) {
+      let r: Session;
+      try {
+        r = await gphoto2Session(n, vendor);
+      } catch (e) {
+        // This personality is not one gphoto2 downloads from: Shuttle's figures stand alone.
+        gphoto2Failed = (e as Error).message.split('\n')[0]!;
+        process.stderr.write(`${vendor}: gphoto2 failed: ${gphoto2Failed}\n`);
+        continue;
+      }
+      gp.push(r);
+      process.stderr.write(
+        `${vendor} session ${i + 1}/${2 * sessionsPerTool} gphoto2: first file median ${f(median(r.times.map((t) => t.first)))}, RAW written median ${f(median(r.times.map((t) => t.raw)))}\n`,
+      );
+    }
   }
+  const s = sh.flatMap((r) => r.times);
+  const g = gp.flatMap((r) => r.times);
+  const cpu = (rs: Session[], count: number): string => `${(rs.reduce((a, r) => a + r.cpuMs, 0) / count).toFixed(0)} ms`;
+  let out = `\n### ${vendor}: ${s.length} + ${g.length} shots of a ${rawMb} MB RAW + ${opt['padded-jpeg'] ? `${jpegMb} MB padded JPEG` : `real ${jpegMb} MB JPEG`} over PTP/IP on loopback\n\n`;
+  out += `| from ObjectAdded | median | p95 |\n|---|---|---|\n`;
+  out += row(
+    'Shuttle preview ready',
+    s.map((t) => t.first),
+  );
+  out += row(
+    'Shuttle RAW verified',
+    s.map((t) => t.raw),
+  );
+  out += row(
+    'Shuttle JPEG verified',
+    s.map((t) => t.jpeg),
+  );
+  if (g.length === 0) {
+    out += `\ngphoto2 --wait-event-and-download did not download from this personality: ${gphoto2Failed}\n`;
+    out += `CPU per shot (start-up included): Shuttle ${cpu(sh, s.length)}; peak RSS of shuttle tether ${Math.max(...sh.map((r) => r.rssMb ?? 0)).toFixed(0)} MB\n`;
+    process.stdout.write(out);
+    continue;
+  }
+  out += row(
+    'gphoto2 first file written',
+    g.map((t) => t.first),
+  );
+  out += row(
+    'gphoto2 RAW written (unverified)',
+    g.map((t) => t.raw),
+  );
+  out += `\npreview / gphoto2 first file: median ${ratio(median(s.map((t) => t.first)), median(g.map((t) => t.first)))} (goal ≤ 0.5); `;
+  out += `RAW verified / gphoto2 RAW: median ${ratio(median(s.map((t) => t.raw)), median(g.map((t) => t.raw)))}, p95 ${ratio(p95(s.map((t) => t.raw)), p95(g.map((t) => t.raw)))} (goal ≤ 1.0, median ≤ 300 ms); `;
+  out += `CPU per shot (start-up included): Shuttle ${cpu(sh, s.length)}, gphoto2 ${cpu(gp, g.length)}; peak RSS of shuttle tether ${Math.max(...sh.map((r) => r.rssMb ?? 0)).toFixed(0)} MB\n`;
+  process.stdout.write(out);
 }
 rmSync(work, { recursive: true, force: true });
-
-const previews = sh.flatMap((t) => (t.preview === undefined ? [] : [t.preview]));
-const gpFirst = gp.map((t) => Math.min(t.raw, t.jpeg));
-const f = (x: number): string => `${x.toFixed(0)} ms`;
-process.stdout.write(`\nTethering over PTP/IP on loopback, ${sh.length} + ${gp.length} shots of a ${rawMb} MB RAW + ${jpegMb} MB JPEG, generic camera\n`);
-process.stdout.write(`from ObjectAdded            median     p95\n`);
-process.stdout.write(`shuttle preview ready    ${f(median(previews)).padStart(8)} ${f(p95(previews)).padStart(8)}   (${previews.length} of ${sh.length} shots)\n`);
-process.stdout.write(`shuttle RAW verified     ${f(median(sh.map((t) => t.raw))).padStart(8)} ${f(p95(sh.map((t) => t.raw))).padStart(8)}\n`);
-process.stdout.write(`shuttle JPEG verified    ${f(median(sh.map((t) => t.jpeg))).padStart(8)} ${f(p95(sh.map((t) => t.jpeg))).padStart(8)}\n`);
-process.stdout.write(`gphoto2 first file       ${f(median(gpFirst)).padStart(8)} ${f(p95(gpFirst)).padStart(8)}\n`);
-process.stdout.write(`gphoto2 RAW written      ${f(median(gp.map((t) => t.raw))).padStart(8)} ${f(p95(gp.map((t) => t.raw))).padStart(8)}\n`);
-const ratio = (a: number, b: number): string => (a / b).toFixed(2);
-process.stdout.write(`preview / gphoto2 first file: ${ratio(median(previews), median(gpFirst))} (goal ≤ 0.5)\n`);
-process.stdout.write(
-  `RAW verified / gphoto2 RAW written: median ${ratio(median(sh.map((t) => t.raw)), median(gp.map((t) => t.raw)))}, p95 ${ratio(p95(sh.map((t) => t.raw)), p95(gp.map((t) => t.raw)))} (goal ≤ 1.0; median ≤ 300 ms)\n`,
-);
-process.stdout.write(`peak RSS of shuttle tether: ${rss.toFixed(0)} MB (goal ≤ 200)\n`);

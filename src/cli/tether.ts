@@ -4,8 +4,9 @@ import { performance } from 'node:perf_hooks';
 import { KeyedOutcomes } from '../async.js';
 import { ShuttleError, isShuttleError } from '../errors.js';
 import { openTetheredCamera } from '../device/tethered-source.js';
-import { runIngest, type FileOutcome, type IngestSummary } from '../ingest/pipeline.js';
-import { previewPathFor, writePreview } from '../ingest/preview.js';
+import { runIngest, type FileOutcome, type FileReading, type IngestSummary, type ReadTap } from '../ingest/pipeline.js';
+import { PreviewBytes, previewPathFor, renderPreview, writePreview } from '../ingest/preview.js';
+import { roleOf } from '../ingest/pairing.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { startHashWorker } from '../io/hash-worker-client.js';
 import { Journal } from '../store/journal.js';
@@ -54,6 +55,22 @@ function tetherSignals(): { stop: AbortSignal; abort: AbortSignal } {
 }
 
 const round = (ms: number): number => Math.round(ms);
+const JPEG_NAME = /\.jpe?g$/i;
+/** Previews kept at hand by source path: those of the last files read, for their verified lines and the RAWs of pairs. */
+const KEPT_PREVIEWS = 64;
+
+/** Sets a key of a map that keeps only the KEPT_PREVIEWS newest. */
+function remember<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > KEPT_PREVIEWS) map.delete(map.keys().next().value!);
+}
+
+/** A preview written under the state folder, and when (performance.now()). */
+interface MadePreview {
+  path: string;
+  at: number;
+}
 
 export function tetherCommand(globals: () => GlobalOptions): Command {
   return new Command('tether')
@@ -65,7 +82,7 @@ export function tetherCommand(globals: () => GlobalOptions): Command {
         .default([]),
     )
     .option('--all', 'first copy what is on the camera already (else only shots taken from now on)')
-    .option('--json', 'print one JSON object per line on stdout: ready, then verified or failed per shot, then stopped')
+    .option('--json', 'print one JSON object per line on stdout: ready, then per shot preview (as soon as it is made) and verified or failed, then stopped')
     .option('--socket <path>', 'control socket for `shuttle capture` (default: $XDG_RUNTIME_DIR/shuttle/tether.sock, else tether.sock in the state folder)')
     .addOption(
       new Option('--capture-target <where>', 'where `shuttle capture` has the camera put the image: its card, or its memory (host) to be fetched at once')
@@ -81,7 +98,7 @@ export function tetherCommand(globals: () => GlobalOptions): Command {
     .addHelpText(
       'after',
       `
-Previews of JPEG shots (and of RAWs with an embedded JPEG thumbnail) go to <state>/previews (long edge: [tether] preview_long_edge). SIGINT/SIGTERM ends
+Previews of JPEG shots (and of RAWs with an embedded JPEG preview; a RAW+JPEG pair shows its JPEG's) go to <state>/previews (long edge: [tether] preview_long_edge), made from the bytes as they arrive. SIGINT/SIGTERM ends
 the session once the shots in flight are verified. Exit codes: 0 every shot verified at every destination;
 1 some failed; 2 usage or configuration error; 3 incomplete (interrupted, busy, or uploads still queued).`,
     )
@@ -96,6 +113,43 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
       };
       const journal = Journal.open(ctx.stateDir);
       const previews = new Set<Promise<void>>();
+      /**
+       * Previews made of the bytes as they stream, by source path: made (path and when), null when those
+       * bytes would not decode, undefined when the verified copy must be the source. A RAW whose shot has a
+       * JPEG takes the JPEG's preview, as shown for the JPEG's verified line (the JPEG is read and verified
+       * first), instead of one of its own.
+       */
+      const streamed = new Map<string, Promise<MadePreview | null | undefined>>();
+      const shown = new Map<string, Promise<MadePreview | undefined>>();
+      const pairs = new Map<string, string>();
+      const onRead = (r: FileReading): ReadTap | undefined => {
+        const jpeg = roleOf(r.path) === 'raw' ? r.shot.find((p) => JPEG_NAME.test(p)) : undefined;
+        if (jpeg !== undefined && (streamed.has(jpeg) || shown.has(jpeg))) {
+          pairs.set(r.path, jpeg);
+          return undefined;
+        }
+        const bytes = PreviewBytes.forFile(r.path, r.size);
+        if (bytes === undefined) return undefined;
+        const target = previewPathFor(ctx.stateDir, r.rel);
+        const made = bytes.jpeg.then(async (jpeg): Promise<MadePreview | null | undefined> => {
+          if (jpeg === undefined) return undefined;
+          try {
+            await renderPreview(jpeg, target, longEdge);
+          } catch (err) {
+            ctx.logger.warn({ err, path: r.path }, 'no preview: the JPEG read from the camera does not decode');
+            return null;
+          }
+          return announcePreview(r.path, target);
+        });
+        remember(streamed, r.path, made);
+        return bytes;
+      };
+      const announcePreview = (path: string, target: string): MadePreview => {
+        const made = { path: target, at: performance.now() };
+        const announced = source.announcedAt(path);
+        if (opts.json) print({ event: 'preview', name: path, preview: target, ms: announced === undefined ? null : round(made.at - announced) }, '');
+        return made;
+      };
       const waiters = new KeyedOutcomes<VerifiedLine>();
       let control: TetherControl | undefined;
       let summary: IngestSummary;
@@ -160,18 +214,27 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
           }
         }
         const first = f.copies[0];
+        const fromStream = streamed.get(f.path);
+        const pair = pairs.get(f.path);
+        pairs.delete(f.path);
+        const fromPair = pair === undefined ? undefined : shown.get(pair);
+        let shownNow!: (made: MadePreview | undefined) => void;
+        remember(shown, f.path, new Promise((resolve) => (shownNow = resolve)));
         const job = (async () => {
-          let preview: string | null = null;
-          if (first) {
+          let made = await (fromPair ?? fromStream);
+          if (made === undefined && first) {
+            // The stream could not give it (beyond the cap, or not an image it knows): the verified copy can.
             const target = previewPathFor(ctx.stateDir, first.rel);
             try {
-              if (await writePreview(join(first.root, first.rel), target, longEdge)) preview = target;
+              if (await writePreview(join(first.root, first.rel), target, longEdge)) made = announcePreview(f.path, target);
             } catch (err) {
               ctx.logger.warn({ err, path: f.path }, 'no preview');
             }
           }
-          const previewAt = performance.now();
-          const ms = announced === undefined ? null : { verified: round(verifiedAt - announced), preview: preview === null ? null : round(previewAt - announced) };
+          shownNow(made ?? undefined);
+          const preview = made?.path ?? null;
+          const previewAt = made?.at;
+          const ms = announced === undefined ? null : { verified: round(verifiedAt - announced), preview: previewAt === undefined ? null : round(previewAt - announced) };
           const files = f.copies.map((c) => join(c.root, c.rel));
           const took = ms === null ? '' : ` in ${(ms.verified / 1000).toFixed(1)} s`;
           const line: VerifiedLine = { event: 'verified', name: f.path, files, preview, ms, ...(queued === undefined ? {} : { queued }) };
@@ -194,6 +257,7 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
           logger: ctx.logger,
           signal: abort,
           onFile,
+          onRead,
         });
       } catch (err) {
         // The camera went away (or the run could not go on): the shots verified so far stay verified.

@@ -17,7 +17,7 @@ import { IngestRun, type IngestRequest, type IngestSummary, type Progress } from
 import { RunDestination } from './run-destination.js';
 import { planFits } from './preflight.js';
 
-export type { DestinationSpec, DestinationSummary, FileOutcome, IngestRequest, IngestSettings, IngestSummary, Progress } from './run.js';
+export type { DestinationSpec, DestinationSummary, FileOutcome, FileReading, IngestRequest, IngestSettings, IngestSummary, Progress, ReadTap } from './run.js';
 
 /**
  * check destinations → for each source: list, plan and copy as the listing goes → manifest. Every file

@@ -1,17 +1,30 @@
 /**
- * Previews of tethered shots: a small JPEG per shot for the photographer's screen, made from the verified
- * copy at a destination (never a second read of the camera) and kept in the state folder, out of the
- * library, since it can always be made again.
+ * Previews of tethered shots: a small JPEG per shot for the photographer's screen, kept in the state
+ * folder, out of the library, since it can always be made again. Made from the bytes already in memory
+ * as the file streams from the camera (PreviewBytes), else from the verified copy at a destination
+ * (writePreview): never a second read of the camera.
  */
-import { rename, unlink } from 'node:fs/promises';
+import { mkdir, open, rename, unlink, writeFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
-import exifr from 'exifr';
 import sharp from 'sharp';
-import { ensureDir, tempPathFor, writeNewFile } from '../io/durable.js';
+import { tempPathFor } from '../io/durable.js';
+import { EMBEDDED_PREVIEW_FORMATS, findEmbeddedPreview, type ByteRange } from './embedded-preview.js';
 
 const JPEG = /^\.(jpe?g)$/i;
-/** TIFF-based RAW formats: a JPEG thumbnail in their IFD1 is what exifr can take out. */
-const TIFF_RAW = /^\.(cr2|nef|nrw|arw|srf|sr2|dng|orf|pef|srw|erf|3fr|iiq|tiff?)$/i;
+
+/**
+ * Bytes one file's preview may hold in memory while the file streams: a JPEG up to this size is kept
+ * whole, a RAW's first bytes up to this much are searched for its embedded preview. Beyond it the
+ * preview is made from the verified copy instead.
+ */
+export const PREVIEW_HOLD_BYTES = 24 * 1024 * 1024;
+
+/** What a file's preview is made of: the JPEG itself, a RAW's embedded JPEG, or nothing. */
+function previewKind(name: string): 'jpeg' | 'raw' | undefined {
+  const ext = extname(name);
+  if (JPEG.test(ext)) return 'jpeg';
+  return EMBEDDED_PREVIEW_FORMATS.has(ext.slice(1).toLowerCase()) ? 'raw' : undefined;
+}
 
 /**
  * Where the preview of a copy at `rel` below a library goes: the same path below `<stateDir>/previews`,
@@ -26,28 +39,161 @@ export function previewPathFor(stateDir: string, rel: string): string {
 }
 
 /**
- * Writes a JPEG of `source` turned upright (EXIF orientation) and scaled to fit `longEdge` on its longer
- * side (never enlarged) at `target`, replacing an older one. A JPEG is scaled itself; a TIFF-based RAW
- * gives the JPEG thumbnail it embeds (IFD1), if any. False when there is nothing to make a preview of.
+ * The JPEG a preview is made of, gathered from a file's bytes as they are read from its source (each
+ * chunk copied, since the source may reuse its buffer). A JPEG is held whole; a RAW's first bytes are
+ * held only until its embedded preview has arrived, which is handed out then, before the rest of the
+ * file. `jpeg` resolves with those bytes, or with undefined when the stream cannot give them (the file
+ * or its preview lies beyond `maxBytes`, the RAW has none, the read ended early): the verified copy is
+ * then the preview's source. Never more than `maxBytes` are held.
  */
-export async function writePreview(source: string, target: string, longEdge: number): Promise<boolean> {
-  const ext = extname(source);
-  let input: string | Buffer | undefined;
-  if (JPEG.test(ext)) input = source;
-  else if (TIFF_RAW.test(ext)) {
-    const embedded = await exifr.thumbnail(source);
-    input = embedded === undefined ? undefined : Buffer.from(embedded);
+export class PreviewBytes {
+  readonly jpeg: Promise<Buffer | undefined>;
+  #resolve!: (jpeg: Buffer | undefined) => void;
+  #buf: Buffer | undefined;
+  #have = 0;
+  /** A RAW's search runs again once this many bytes are here. */
+  #waitFor = 0;
+  readonly #limit: number;
+
+  /** A collector for a file of this name and size, or undefined when its kind has no preview to take. */
+  static forFile(name: string, size: number, maxBytes: number = PREVIEW_HOLD_BYTES): PreviewBytes | undefined {
+    const kind = previewKind(name);
+    return kind === undefined ? undefined : new PreviewBytes(kind, size, maxBytes);
   }
-  if (input === undefined) return false;
-  const data = await sharp(input).rotate().resize({ width: longEdge, height: longEdge, fit: 'inside', withoutEnlargement: true }).jpeg({ quality: 85 }).toBuffer();
-  await ensureDir(dirname(target));
+
+  private constructor(
+    private readonly kind: 'jpeg' | 'raw',
+    private readonly size: number,
+    maxBytes: number,
+  ) {
+    this.jpeg = new Promise((resolve) => (this.#resolve = resolve));
+    this.#limit = Math.min(size, maxBytes);
+    if (kind === 'jpeg' && size > maxBytes) this.#settle(undefined);
+    else this.#buf = Buffer.allocUnsafe(kind === 'jpeg' ? size : Math.min(this.#limit, FIRST_HOLD));
+  }
+
+  /** Bytes held now. */
+  get held(): number {
+    return this.#buf?.length ?? 0;
+  }
+
+  /** The next bytes of the file. */
+  chunk(data: Buffer): void {
+    const buf = this.#buf;
+    if (buf === undefined) return;
+    const take = Math.min(data.length, this.#limit - this.#have);
+    if (this.kind === 'jpeg' && take < data.length) return this.#settle(undefined);
+    if (take <= 0) return;
+    let into = buf;
+    if (this.#have + take > buf.length) {
+      into = Buffer.allocUnsafe(Math.min(this.#limit, Math.max(buf.length * 2, this.#have + take)));
+      buf.copy(into, 0, 0, this.#have);
+      this.#buf = into;
+    }
+    data.copy(into, this.#have, 0, take);
+    this.#have += take;
+    if (this.kind === 'raw' && this.#have >= this.#waitFor) this.#search();
+  }
+
+  /** The read is over: complete, or broken off with `error`. */
+  end(error?: unknown): void {
+    if (this.#buf === undefined) return;
+    if (this.kind === 'jpeg' && error === undefined && this.#have === this.size) {
+      const whole = this.#buf;
+      this.#buf = undefined;
+      this.#resolve(whole);
+      return;
+    }
+    this.#settle(undefined);
+  }
+
+  #search(): void {
+    const buf = this.#buf!;
+    const have = this.#have;
+    const r = findEmbeddedPreview((offset, length) => (offset + length <= have ? buf.subarray(offset, offset + length) : undefined), this.size, this.#limit);
+    if ('none' in r) return this.#settle(undefined);
+    const wanted: ByteRange = 'found' in r ? r.found : r.need;
+    if (wanted.offset + wanted.length > have) {
+      this.#waitFor = wanted.offset + wanted.length;
+      return;
+    }
+    if ('found' in r) this.#settle(Buffer.from(buf.subarray(r.found.offset, r.found.offset + r.found.length)));
+  }
+
+  #settle(jpeg: Buffer | undefined): void {
+    this.#buf = undefined;
+    this.#resolve(jpeg);
+  }
+}
+
+/** A RAW's first bytes held at once; more as they are needed, up to the cap. */
+const FIRST_HOLD = 1024 * 1024;
+
+/**
+ * Writes a JPEG of `input` (a JPEG file's path, or JPEG bytes) turned upright (EXIF orientation) and
+ * scaled to fit `longEdge` on its longer side (never enlarged) at `target`, replacing an older one
+ * (readers see the old or the new file whole, never part of one). Tuned for speed: the decoder scales down while it decodes (shrink-on-load), and the output skips the
+ * second pass that optimising its Huffman tables would take.
+ */
+export async function renderPreview(input: string | Buffer, target: string, longEdge: number): Promise<void> {
+  const data = await sharp(input, { sequentialRead: true })
+    .rotate()
+    .resize({ width: longEdge, height: longEdge, fit: 'inside', withoutEnlargement: true, fastShrinkOnLoad: true })
+    .jpeg({ quality: 80, optimiseCoding: false })
+    .toBuffer();
+  // Not synced: a preview can always be made again, and an fsync here would wait on the copies' own
+  // writes (one journal commit for the filesystem) just when the photographer waits for the picture.
+  await mkdir(dirname(target), { recursive: true });
   const temp = tempPathFor(target);
   try {
-    await writeNewFile(temp, data);
+    await writeFile(temp, data, { flag: 'wx' });
     await rename(temp, target);
   } catch (err) {
     await unlink(temp).catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * Writes the preview of the file at `source` (a verified copy) at `target`: a JPEG is scaled itself; a
+ * RAW gives the largest JPEG it embeds, read alone from the file. False when there is nothing to make a
+ * preview of.
+ */
+export async function writePreview(source: string, target: string, longEdge: number): Promise<boolean> {
+  const kind = previewKind(source);
+  if (kind === undefined) return false;
+  const input = kind === 'jpeg' ? source : await embeddedPreviewOf(source);
+  if (input === undefined) return false;
+  await renderPreview(input, target, longEdge);
   return true;
+}
+
+/** Reads of a RAW's structure are at least this long, so that a few reads find its preview. */
+const STRUCTURE_READ = 64 * 1024;
+
+/** The JPEG a RAW file embeds (its largest), read without reading the rest of the file. */
+async function embeddedPreviewOf(path: string): Promise<Buffer | undefined> {
+  const fh = await open(path, 'r');
+  try {
+    const { size } = await fh.stat();
+    const loaded: Array<{ offset: number; data: Buffer }> = [];
+    const load = async (offset: number, length: number): Promise<Buffer> => {
+      const data = Buffer.allocUnsafe(length);
+      const { bytesRead } = await fh.read(data, 0, length, offset);
+      return data.subarray(0, bytesRead);
+    };
+    const read = (offset: number, length: number): Buffer | undefined => {
+      const hit = loaded.find((l) => l.offset <= offset && offset + length <= l.offset + l.data.length);
+      return hit?.data.subarray(offset - hit.offset, offset - hit.offset + length);
+    };
+    for (let reads = 0; reads < 64; reads++) {
+      const r = findEmbeddedPreview(read, size);
+      if ('none' in r) return undefined;
+      if ('found' in r) return await load(r.found.offset, r.found.length);
+      loaded.push({ offset: r.need.offset, data: await load(r.need.offset, Math.min(size - r.need.offset, Math.max(r.need.length, STRUCTURE_READ))) });
+    }
+    return undefined;
+  } finally {
+    await fh.close();
+  }
 }

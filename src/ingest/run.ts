@@ -97,6 +97,28 @@ export interface IngestRequest {
   refuseWhatCannotFit?: boolean | undefined;
   /** Each file copied in this run, once its outcome is journaled (files already verified earlier are not reported). */
   onFile?: (f: FileOutcome) => void;
+  /**
+   * Each file as its read from the source begins (again, if it is read again): a tap returned here sees
+   * its bytes as they stream, for work that need not wait for the copies' verification (previews),
+   * without a second read of the source.
+   */
+  onRead?: (f: FileReading) => ReadTap | undefined;
+}
+
+export interface FileReading {
+  path: string;
+  size: number;
+  /** Its path below the destinations (before a collision suffix, which is decided once it is verified). */
+  rel: string;
+  /** The source paths of its shot's files (a RAW+JPEG pair, sidecars), this one included. */
+  shot: readonly string[];
+}
+
+/** Sees one read of a file: its chunks in order (each only during the call: copy what is kept), then its end. */
+export interface ReadTap {
+  chunk(data: Buffer): void;
+  /** Every byte was read (no error), or the read broke off. Called once. */
+  end(error?: unknown): void;
 }
 
 export interface FileOutcome {

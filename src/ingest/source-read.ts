@@ -12,8 +12,20 @@ import { crashPoint } from './crash-points.js';
 import { fanOut, readHead, joinHead, type ReadResult } from './copy.js';
 import { DestinationWriter } from './destination-writer.js';
 import type { PlannedFile } from './plan.js';
-import type { IngestRun } from './run.js';
+import type { IngestRun, ReadTap } from './run.js';
 import type { RunDestination } from './run-destination.js';
+
+/** The source's chunks, each shown to `tap` as it is pulled; ending early ends the source's iteration as before. */
+function tapped(iter: AsyncIterator<Buffer>, tap: ReadTap): AsyncIterator<Buffer> {
+  return {
+    next: async () => {
+      const r = await iter.next();
+      if (r.done !== true) tap.chunk(r.value);
+      return r;
+    },
+    return: async (value?: unknown) => (await iter.return?.(value)) ?? { done: true, value: undefined },
+  };
+}
 
 /** Name fields a whole RAW+JPEG group shares, decided once from its best member. */
 export interface GroupFields {
@@ -89,6 +101,7 @@ export class SourceReader {
       const hasher = new IngestHasher(this.#algorithms);
       const iter = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
       const writers: DestinationWriter[] = [];
+      let tap: ReadTap | undefined;
       try {
         const { head } = await readHead(iter, METADATA_HEAD_BYTES);
         const fields = await this.#groupFields(pf, joinHead(head), live[0]!.id);
@@ -112,6 +125,8 @@ export class SourceReader {
             logger.info({ path: pf.item.path, from: r.from, to: r.to, reason: r.reason }, 'name sanitized');
           }
         }
+        tap = run.request.onRead?.({ path: pf.item.path, size: pf.item.size, rel: rendered.path, shot: pf.group.members.map((m) => m.item.path) });
+        for (const c of head) tap?.chunk(c);
         const of = { fileId: pf.file.id, item: pf.item, sourceId: this.sourceId, groupKey: pf.group.key };
         for (const d of live) {
           if (d.dead) continue;
@@ -120,12 +135,15 @@ export class SourceReader {
           else run.killDestination(d, opened.error);
         }
         await fanOut(
-          { [Symbol.asyncIterator]: () => iter },
+          { [Symbol.asyncIterator]: () => (tap === undefined ? iter : tapped(iter, tap)) },
           head,
           writers.map((w) => w.target),
           hasher,
           signal,
         );
+        // Before the hashes and the stat: a preview made of the bytes need not wait for them.
+        tap?.end();
+        tap = undefined;
         // The source is asked again (a round trip to a camera) while the hash worker finishes the digest.
         const [hashes, now] = await Promise.all([hasher.digest(), source.stat(pf.item, signal)]);
         const read: ReadResult = { size: hasher.bytes, hashes };
@@ -145,6 +163,7 @@ export class SourceReader {
         if (writers.length === 0) throw new ShuttleError('DEST_WRITE_FAILED', `no destination could take ${pf.item.path}`, { context: { path: pf.item.path } });
         return { pf, read, writers, fields };
       } catch (e) {
+        tap?.end(e);
         await Promise.all(writers.map((w) => w.discard()));
         throw e;
       } finally {

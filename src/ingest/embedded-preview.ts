@@ -1,0 +1,201 @@
+/**
+ * Where a RAW file keeps the JPEG preview the camera embedded in it, found from the file's structure
+ * alone, so that the preview can be taken from the first bytes read (as they stream from a camera) or
+ * from a few small reads of a file, never the whole RAW. TIFF-based RAWs (CR2, NEF, ARW, DNG, PEF, SRW,
+ * …) keep it in an IFD, as a JPEG (JPEGInterchangeFormat and its length) or as a single JPEG-compressed
+ * strip; CR3 (ISO base media) keeps a 1620×1080 JPEG in the PRVW box of a uuid box before its media data.
+ */
+
+/** A span of the file's bytes. */
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+/**
+ * The file's bytes at `offset`, `length` of them, if they are at hand: undefined while they are not (not
+ * read yet, or not loaded). A range past the file's end is never asked for.
+ */
+export type ByteSource = (offset: number, length: number) => Buffer | undefined;
+
+/**
+ * `found`: the largest embedded JPEG, which ends within the limit. `need`: bytes to have before it can be
+ * told (they end within the limit). `none`: no embedded JPEG within the limit; `beyond` when a part of
+ * the file's structure or a JPEG lay past the limit, so that reading further could still find one.
+ */
+export type PreviewSearch = { found: ByteRange } | { need: ByteRange } | { none: { beyond: boolean } };
+
+const TAG_NEW_SUBFILE_TYPE = 0x00fe;
+const TAG_COMPRESSION = 0x0103;
+const TAG_STRIP_OFFSETS = 0x0111;
+const TAG_STRIP_BYTE_COUNTS = 0x0117;
+const TAG_SUB_IFDS = 0x014a;
+const TAG_JPEG_OFFSET = 0x0201;
+const TAG_JPEG_LENGTH = 0x0202;
+/** Panasonic's RW2 keeps its preview JPEG as the value of this tag. */
+const TAG_JPG_FROM_RAW = 0x002e;
+/** CR2's raw image: a JPEG-compressed strip too, but lossless (not for a preview). */
+const TAG_CR2_SLICE = 0xc640;
+
+const COMPRESSION_OLD_JPEG = 6;
+const COMPRESSION_JPEG = 7;
+
+/** A file with more IFDs or entries than these is not a camera's: the search stops there. */
+const MAX_IFDS = 32;
+const MAX_ENTRIES = 1024;
+
+const CR3_PREVIEW_UUID = Buffer.from('eaf42b5e1c984b88b9fbb7dc406e4d16', 'hex');
+
+/** Looks for the embedded JPEG preview of a RAW of `size` bytes, reading through `read` at most up to `limit`. */
+export function findEmbeddedPreview(read: ByteSource, size: number, limit: number = size): PreviewSearch {
+  const end = Math.min(size, limit);
+  if (size < 12) return { none: { beyond: false } };
+  if (end < 12) return { none: { beyond: true } };
+  const head = read(0, 12);
+  if (head === undefined) return { need: { offset: 0, length: 12 } };
+  if (head.toString('latin1', 4, 8) === 'ftyp') return searchBoxes(read, size, end);
+  const order = head.toString('latin1', 0, 2);
+  if (order !== 'II' && order !== 'MM') return { none: { beyond: false } };
+  return searchTiff(read, size, end, order === 'II');
+}
+
+/** Walks the IFD chain from IFD0, with SubIFDs, and keeps the largest JPEG named by any of them. */
+function searchTiff(read: ByteSource, size: number, end: number, little: boolean): PreviewSearch {
+  const u16 = (b: Buffer, at: number): number => (little ? b.readUInt16LE(at) : b.readUInt16BE(at));
+  const u32 = (b: Buffer, at: number): number => (little ? b.readUInt32LE(at) : b.readUInt32BE(at));
+  const queue = [u32(read(0, 8)!, 4)];
+  const seen = new Set<number>();
+  let best: ByteRange | undefined;
+  let beyond = false;
+  /** The largest JPEG past the limit: a smaller one within it (a thumbnail) does not stand in for it. */
+  let largestBeyond = 0;
+  /** A JPEG to consider: kept if it lies inside the file, within the limit, and is the largest so far. */
+  const consider = (offset: number, length: number): void => {
+    if (length < 4 || offset <= 0 || offset + length > size) return;
+    if (offset + length > end) {
+      beyond = true;
+      largestBeyond = Math.max(largestBeyond, length);
+    } else if (best === undefined || length > best.length) best = { offset, length };
+  };
+  while (queue.length > 0 && seen.size < MAX_IFDS) {
+    const at = queue.shift()!;
+    if (at === 0 || seen.has(at) || at + 2 > size) continue;
+    seen.add(at);
+    if (at + 2 > end) {
+      beyond = true;
+      continue;
+    }
+    const countBytes = read(at, 2);
+    if (countBytes === undefined) return { need: { offset: at, length: 2 } };
+    const count = u16(countBytes, 0);
+    if (count === 0 || count > MAX_ENTRIES) continue;
+    const length = 2 + 12 * count + 4;
+    if (at + length > size) continue;
+    if (at + length > end) {
+      beyond = true;
+      continue;
+    }
+    const ifd = read(at, length);
+    if (ifd === undefined) return { need: { offset: at, length } };
+    const tags = new Map<number, { type: number; count: number; field: number }>();
+    for (let i = 0; i < count; i++) {
+      const e = 2 + 12 * i;
+      tags.set(u16(ifd, e), { type: u16(ifd, e + 2), count: u32(ifd, e + 4), field: e + 8 });
+    }
+    /** The first value of a SHORT or LONG tag (inline when it fits in the entry's four bytes). */
+    const value = (tag: number): number | undefined => {
+      const t = tags.get(tag);
+      if (t === undefined || t.count !== 1) return undefined;
+      if (t.type === 3) return u16(ifd, t.field);
+      if (t.type === 4 || t.type === 13) return u32(ifd, t.field);
+      return undefined;
+    };
+    const jpegAt = value(TAG_JPEG_OFFSET);
+    const jpegLength = value(TAG_JPEG_LENGTH);
+    if (jpegAt !== undefined && jpegLength !== undefined) consider(jpegAt, jpegLength);
+    const compression = value(TAG_COMPRESSION);
+    // A JPEG strip is a preview when it is an old-style JPEG that is not CR2's lossless raw, or a DNG
+    // JPEG marked as a reduced-resolution image.
+    const stripIsPreview = (compression === COMPRESSION_OLD_JPEG && !tags.has(TAG_CR2_SLICE)) || (compression === COMPRESSION_JPEG && value(TAG_NEW_SUBFILE_TYPE) === 1);
+    const stripAt = value(TAG_STRIP_OFFSETS);
+    const stripLength = value(TAG_STRIP_BYTE_COUNTS);
+    if (stripIsPreview && stripAt !== undefined && stripLength !== undefined) consider(stripAt, stripLength);
+    const rw2 = tags.get(TAG_JPG_FROM_RAW);
+    if (rw2 !== undefined && rw2.type === 7 && rw2.count > 4) consider(u32(ifd, rw2.field), rw2.count);
+    const subs = tags.get(TAG_SUB_IFDS);
+    if (subs !== undefined && (subs.type === 4 || subs.type === 13) && subs.count > 0 && subs.count <= MAX_IFDS) {
+      if (subs.count === 1) queue.push(u32(ifd, subs.field));
+      else {
+        const listAt = u32(ifd, subs.field);
+        const listLength = 4 * subs.count;
+        if (listAt + listLength > size) {
+          // A broken pointer: the other IFDs may still hold a preview.
+        } else if (listAt + listLength > end) beyond = true;
+        else {
+          const list = read(listAt, listLength);
+          if (list === undefined) return { need: { offset: listAt, length: listLength } };
+          for (let i = 0; i < subs.count; i++) queue.push(u32(list, 4 * i));
+        }
+      }
+    }
+    queue.push(u32(ifd, length - 4));
+  }
+  return best !== undefined && best.length >= largestBeyond ? { found: best } : { none: { beyond } };
+}
+
+/** Walks the top-level boxes of a CR3 up to its media data, for the preview box's JPEG. */
+function searchBoxes(read: ByteSource, size: number, end: number): PreviewSearch {
+  let at = 0;
+  for (let boxes = 0; at + 8 <= size && boxes < MAX_IFDS; boxes++) {
+    if (at + 8 > end) return { none: { beyond: true } };
+    const header = read(at, 8);
+    if (header === undefined) return { need: { offset: at, length: 8 } };
+    const type = header.toString('latin1', 4, 8);
+    let boxSize = header.readUInt32BE(0);
+    if (boxSize === 1) {
+      if (at + 16 > end) return { none: { beyond: true } };
+      const large = read(at + 8, 8);
+      if (large === undefined) return { need: { offset: at + 8, length: 8 } };
+      boxSize = Number(large.readBigUInt64BE(0));
+    } else if (boxSize === 0) boxSize = size - at;
+    if (boxSize < 8 || type === 'mdat') break;
+    if (type === 'uuid') {
+      // The uuid, eight bytes Canon leaves unexplained, then the PRVW box: its size, 'PRVW', eight bytes,
+      // width, height, one short, the JPEG's length and the JPEG.
+      const want = 8 + 16 + 8 + 24;
+      if (boxSize >= want) {
+        if (at + want > end) return { none: { beyond: true } };
+        const head = read(at, want);
+        if (head === undefined) return { need: { offset: at, length: want } };
+        if (head.subarray(8, 24).equals(CR3_PREVIEW_UUID) && head.toString('latin1', 36, 40) === 'PRVW') {
+          const length = head.readUInt32BE(52);
+          const offset = at + want;
+          if (length < 4 || offset + length > at + boxSize || offset + length > size) return { none: { beyond: false } };
+          return offset + length > end ? { none: { beyond: true } } : { found: { offset, length } };
+        }
+      }
+    }
+    at += boxSize;
+  }
+  return { none: { beyond: false } };
+}
+
+/** The RAW formats whose previews findEmbeddedPreview knows (by extension, lower case, no dot). */
+export const EMBEDDED_PREVIEW_FORMATS: ReadonlySet<string> = new Set([
+  'cr2',
+  'cr3',
+  'nef',
+  'nrw',
+  'arw',
+  'srf',
+  'sr2',
+  'dng',
+  'pef',
+  'srw',
+  'erf',
+  '3fr',
+  'iiq',
+  'rw2',
+  'tif',
+  'tiff',
+]);

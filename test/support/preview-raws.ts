@@ -1,0 +1,67 @@
+import sharp from 'sharp';
+import { bytes } from './fixtures.js';
+
+/** A real JPEG of `width`×`height` in one colour (which tells previews apart). */
+export function solidJpeg(width: number, height: number, r: number, g = 0, b = 0): Promise<Buffer> {
+  return sharp({ create: { width, height, channels: 3, background: { r, g, b } } })
+    .jpeg({ quality: 90 })
+    .toBuffer();
+}
+
+/**
+ * A TIFF-based RAW stand-in shaped as a CR2 is: IFD0 names a JPEG-compressed strip (the large preview,
+ * placed at `previewAt`), IFD1 a JPEG thumbnail right after the IFDs; the rest is pseudo-random "sensor"
+ * bytes up to `size`.
+ */
+export function tiffRaw(o: { preview: Buffer; thumbnail?: Buffer; previewAt?: number; size?: number; seed?: number }): Buffer {
+  const thumb = o.thumbnail ?? Buffer.alloc(0);
+  const ifd0 = 8;
+  const ifd1 = ifd0 + 2 + 3 * 12 + 4;
+  const thumbAt = ifd1 + 2 + 2 * 12 + 4;
+  const previewAt = Math.max(o.previewAt ?? thumbAt + thumb.length, thumbAt + thumb.length);
+  const size = Math.max(o.size ?? previewAt + o.preview.length, previewAt + o.preview.length);
+  const out = bytes(size, o.seed ?? 7);
+  out.write('II', 0, 'latin1');
+  out.writeUInt16LE(42, 2);
+  out.writeUInt32LE(ifd0, 4);
+  const entry = (at: number, tag: number, type: number, value: number): void => {
+    out.writeUInt16LE(tag, at);
+    out.writeUInt16LE(type, at + 2);
+    out.writeUInt32LE(1, at + 4);
+    out.writeUInt32LE(0, at + 8);
+    if (type === 3) out.writeUInt16LE(value, at + 8);
+    else out.writeUInt32LE(value, at + 8);
+  };
+  out.writeUInt16LE(3, ifd0);
+  entry(ifd0 + 2, 0x0103, 3, 6);
+  entry(ifd0 + 14, 0x0111, 4, previewAt);
+  entry(ifd0 + 26, 0x0117, 4, o.preview.length);
+  out.writeUInt32LE(thumb.length > 0 ? ifd1 : 0, ifd0 + 38);
+  out.writeUInt16LE(2, ifd1);
+  entry(ifd1 + 2, 0x0201, 4, thumbAt);
+  entry(ifd1 + 14, 0x0202, 4, thumb.length);
+  out.writeUInt32LE(0, ifd1 + 26);
+  thumb.copy(out, thumbAt);
+  o.preview.copy(out, previewAt);
+  return out;
+}
+
+function box(type: string, ...payload: Buffer[]): Buffer {
+  const body = Buffer.concat(payload);
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(8 + body.length, 0);
+  head.write(type, 4, 'latin1');
+  return Buffer.concat([head, body]);
+}
+
+/** A CR3 stand-in: ftyp, an empty moov, the preview uuid box with its PRVW JPEG, then `mdatBytes` of media data. */
+export function cr3Raw(preview: Buffer, mdatBytes: number): Buffer {
+  const prvwHead = Buffer.alloc(16);
+  prvwHead.writeUInt16BE(1, 4);
+  prvwHead.writeUInt16BE(1620, 6);
+  prvwHead.writeUInt16BE(1080, 8);
+  prvwHead.writeUInt16BE(1, 10);
+  prvwHead.writeUInt32BE(preview.length, 12);
+  const uuid = box('uuid', Buffer.from('eaf42b5e1c984b88b9fbb7dc406e4d16', 'hex'), Buffer.alloc(8), box('PRVW', prvwHead, preview));
+  return Buffer.concat([box('ftyp', Buffer.from('crx \u0000\u0000\u0000\u0001crx isom', 'latin1')), box('moov'), uuid, box('mdat', bytes(mdatBytes, 3))]);
+}
