@@ -69,7 +69,7 @@ describe('loading', () => {
         networkCameras: false,
         allowedSources: [],
       },
-      tether: { previewLongEdge: 1600, cameras: [], captureTarget: 'card' },
+      tether: { previewLongEdge: 1600, cameras: [], captureTarget: 'card', reconnectTimeout: 120 },
       cards: { wipe: 'never' },
       cameras: { wipe: 'never' },
       api: {},
