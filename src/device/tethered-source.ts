@@ -190,7 +190,8 @@ export class TetheredCameraSource implements Source {
 
   async *list(signal?: AbortSignal): AsyncIterable<SourceEntry> {
     const stop = signal ? AbortSignal.any([signal, this.opts.stop]) : this.opts.stop;
-    for (let first = true; ; first = false) {
+    let watching = false;
+    for (;;) {
       const gen = this.#generation;
       const camera = this.#camera;
       const lost = this.#lost.signal;
@@ -207,7 +208,10 @@ export class TetheredCameraSource implements Source {
           ...(usb ? { usb: { vendorId: usb.vendorId, productId: usb.productId } } : {}),
         });
         this.#strategy = poller.strategy;
-        if (first) {
+        if (!watching) {
+          // Once per tethering session, not per camera session: a listing of existing files cut off by a drop
+          // goes on through the files found at the reopen.
+          watching = true;
           this.#log.info({ source: this.uri, eventStrategy: poller.strategy.kind }, 'watching for new shots');
           this.opts.onWatching?.();
           if (this.opts.existing) {
