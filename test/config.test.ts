@@ -252,6 +252,7 @@ describe('environment and overrides', () => {
       SHUTTLE_TETHER_PREVIEW_LONG_EDGE: ['800', (c) => c.tether.previewLongEdge, 800],
       SHUTTLE_TETHER_CAMERAS: ['usb:04a9:*,ptpip:10.0.0.5:15740', (c) => c.tether.cameras, ['usb:04a9:*', 'ptpip:10.0.0.5:15740']],
       SHUTTLE_TETHER_CAPTURE_TARGET: ['host', (c) => c.tether.captureTarget, 'host'],
+      SHUTTLE_TETHER_RECONNECT_TIMEOUT: ['2.5', (c) => c.tether.reconnectTimeout, 2.5],
       SHUTTLE_CARDS_WIPE: ['mark-done', (c) => c.cards.wipe, 'mark-done'],
       SHUTTLE_CAMERAS_WIPE: ['after-cloud', (c) => c.cameras.wipe, 'after-cloud'],
       SHUTTLE_API_LISTEN: ['[::1]:8650', (c) => c.api.listen, '[::1]:8650'],
