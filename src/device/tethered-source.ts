@@ -294,6 +294,7 @@ export class TetheredCameraSource implements Source {
     try {
       for await (const e of camera.list(signal)) keys.add(fileKey(e));
       this.#baseline = keys;
+      this.#log.debug({ files: keys.size }, 'listed the files on the camera at the start');
     } catch (err) {
       this.#log.debug({ err }, 'the listing of what the camera held at the start broke off; after a reopen, every file not named yet is copied');
     }
