@@ -10,7 +10,7 @@ import type { FoundUsbCamera, UsbCameraInfo } from '../src/device/usb/discovery.
 import { usbDeviceHolders } from '../src/device/usb/holders.js';
 import { UsbPtpTransport } from '../src/device/usb/transport.js';
 import { gvfsWarnings } from '../src/cli/tether.js';
-import { UsbCameraSource, isSameUsbCamera, reopenUsbCamera, type UsbReopenSteps } from '../src/device/usb-source.js';
+import { UsbCameraSource, reopenUsbCamera, usbMatchRank, type UsbReopenSteps } from '../src/device/usb-source.js';
 import { ShuttleError, isShuttleError } from '../src/errors.js';
 import { fakeCameraHandler, type FakeCameraFile } from './support/usb-fake-camera.js';
 import { tempDir } from './support/tree.js';
@@ -60,18 +60,19 @@ function scripted(busScans: FoundUsbCamera[][], opens: Array<(f: FoundUsbCamera)
 }
 
 describe('reopenUsbCamera', () => {
-  test('the-same-camera-is-known-by-its-serial-in-any-socket-else-by-its-socket', () => {
-    expect(isSameUsbCamera(at(4, '2', 'A1'), at(9, '3', 'A1'))).toBe(true);
-    expect(isSameUsbCamera(at(4, '2', 'A1'), at(9, '2', 'B2'))).toBe(false);
-    expect(isSameUsbCamera(at(4, '2'), at(9, '2'))).toBe(true);
-    expect(isSameUsbCamera(at(4, '2'), at(9, '3'))).toBe(false);
-    expect(isSameUsbCamera(at(4, '2', 'A1'), { ...at(9, '2', 'A1'), productId: 0x32d5 })).toBe(false);
+  test('the-camera-is-looked-for-by-its-serial-in-any-socket-then-in-its-socket-then-by-its-ids', () => {
+    expect(usbMatchRank(at(4, '2', 'A1'), at(9, '3', 'A1'))).toBe(3);
+    expect(usbMatchRank(at(4, '2', 'A1'), at(9, '2', 'B2'))).toBe(2);
+    expect(usbMatchRank(at(4, '2'), at(9, '2'))).toBe(2);
+    // QEMU's USB serial names the port: the same camera elsewhere may have another; its PTP identity decides.
+    expect(usbMatchRank(at(4, '2', 'A1'), at(9, '3', 'B2'))).toBe(1);
+    expect(usbMatchRank(at(4, '2', 'A1'), { ...at(9, '2', 'A1'), productId: 0x32d5 })).toBe(0);
   });
 
   test('a-camera-that-re-enumerated-is-found-at-its-new-address-and-opened-without-a-reset', async () => {
     const { camera } = await openFake([file('DCIM/100CANON/IMG_0001.CR2', 1)]);
-    // Another camera on the bus first; ours came back under a new address in another socket.
-    const { steps, calls } = scripted([[found(at(5, '1', 'OTHER')), found(at(12, '4', 'EOS123'))]], [async () => camera]);
+    // Another camera of the same model first, in the socket ours was in; ours came back under a new address in another socket.
+    const { steps, calls } = scripted([[found(at(5, '2', 'OTHER')), found(at(12, '4', 'EOS123'))]], [async () => camera]);
     const got = await reopenUsbCamera(at(7, '2', 'EOS123'), steps);
     expect(got.camera).toBe(camera);
     expect(got.info.deviceAddress).toBe(12);
@@ -112,7 +113,7 @@ describe('reopenUsbCamera', () => {
     await expect(reopenUsbCamera(at(7, '2'), steps)).rejects.toBe(busy);
     expect(calls).toEqual(['find', 'open 12']);
 
-    const none = scripted([[found(at(12, '2', 'SOMEONE-ELSE'))]], []);
+    const none = scripted([[found({ ...at(12, '2', 'EOS123'), productId: 0x32d5 })]], []);
     const err = await reopenUsbCamera(at(7, '2', 'EOS123'), none.steps).catch((e: unknown) => e);
     expect(isShuttleError(err, 'DEVICE_GONE')).toBe(true);
     expect((err as Error).message).toMatch(/serial EOS123, last at 1-2\) is not on the bus/);

@@ -113,24 +113,31 @@ export interface UsbReopenSteps {
 }
 
 /**
- * Whether `now` is the camera that was `was`, after it re-enumerated (a new device address, perhaps another
- * socket): the same USB serial when both have one, else the same ids in the same socket.
+ * How likely `now` is the camera that was `was`, after it re-enumerated (a new device address, perhaps
+ * another socket): 3 the same USB serial, 2 the same socket, 1 the same ids elsewhere, 0 other ids. Only a
+ * hint: some devices' USB serial names their port (QEMU's), so the PTP identity (make, model, serial) of the
+ * camera opened decides (see TetheredCameraSource).
  */
-export function isSameUsbCamera(was: UsbCameraInfo, now: UsbCameraInfo): boolean {
-  if (now.vendorId !== was.vendorId || now.productId !== was.productId) return false;
-  if (was.serialNumber !== undefined && now.serialNumber !== undefined) return now.serialNumber === was.serialNumber;
-  return now.location === was.location;
+export function usbMatchRank(was: UsbCameraInfo, now: UsbCameraInfo): number {
+  if (now.vendorId !== was.vendorId || now.productId !== was.productId) return 0;
+  if (was.serialNumber !== undefined && now.serialNumber === was.serialNumber) return 3;
+  return now.location === was.location ? 2 : 1;
 }
 
 /**
- * Opens the camera that was `was` again, once it is back on the bus: found by serial (or socket), opened,
+ * Opens the camera that was `was` again, once it is back on the bus: found by serial (or socket, or ids), opened,
  * and if that fails, its USB port reset and opened once more. DEVICE_GONE while it is not on the bus; a
  * claim refused busy or for permissions is not reset (that would pull the camera from under whoever has it).
  */
 export async function reopenUsbCamera(was: UsbCameraInfo, steps: UsbReopenSteps, logger?: Logger): Promise<{ camera: PtpCamera; info: UsbCameraInfo }> {
   const log = logger ?? silentLogger;
   const find = async (): Promise<FoundUsbCamera> => {
-    const found = (await steps.find()).find((f) => isSameUsbCamera(was, f.info));
+    let found: FoundUsbCamera | undefined;
+    let best = 0;
+    for (const f of await steps.find()) {
+      const rank = usbMatchRank(was, f.info);
+      if (rank > best) [found, best] = [f, rank];
+    }
     if (found) return found;
     const serial = was.serialNumber === undefined ? '' : `, serial ${was.serialNumber}`;
     throw new ShuttleError('DEVICE_GONE', `the camera (${hex4(was.vendorId)}:${hex4(was.productId)}${serial}, last at ${was.location}) is not on the bus`, {
