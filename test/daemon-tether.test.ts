@@ -75,7 +75,7 @@ describe('daemon tether mode', () => {
     const config = normalizeConfig({
       destinations: [{ path: dest }],
       daemon: { control_socket: socket, watchdog: false, usb_cameras: false, network_cameras: false },
-      tether: { cameras: [`ptpip:127.0.0.1:${sim.port}`], preview_long_edge: 48 },
+      tether: { cameras: [`ptpip:127.0.0.1:${sim.port}`], preview_long_edge: 48, reconnect_timeout: 1 },
       pedals: [{ device: 'keyboard', key: 'b', action: 'capture' }],
       api: { listen: '127.0.0.1:0' },
     });
@@ -138,7 +138,7 @@ describe('daemon tether mode', () => {
       expect(await readFile(pedalShot.copies[0]!)).toEqual(pooled[2]);
       expect(log.lines).toContainEqual(expect.objectContaining({ msg: 'capture requested', by: 'pedal' }));
 
-      // The camera is switched off: the session's job ends, done, with every shot verified.
+      // The camera is switched off and stays off past the reconnect timeout: the session's job ends, done, with every shot verified.
       const finished = nextEvent(daemon.events, (e) => e.type === 'job.finished' && e.job.id === jobId);
       await sim.stop();
       simRunning = false;

@@ -341,7 +341,8 @@ interface Grabber {
   fix: string;
 }
 
-const GVFS_FIX =
+/** How to stop GNOME's gvfs from opening cameras (also what `shuttle tether` says when gvfs holds one). */
+export const GVFS_FIX =
   'as each desktop user: systemctl --user mask --now gvfs-gphoto2-volume-monitor.service gvfs-mtp-volume-monitor.service; ' +
   'or for everyone: sudo chmod -x /usr/libexec/gvfs-gphoto2-volume-monitor /usr/libexec/gvfsd-gphoto2 /usr/libexec/gvfs-mtp-volume-monitor /usr/libexec/gvfsd-mtp; ' +
   'on a box without a desktop: sudo apt-get remove gvfs-backends';

@@ -6,6 +6,8 @@ export const EXIT = {
   failed: 1,
   usage: 2,
   incomplete: 3,
+  /** `shuttle tether`: the camera went away and did not come back within the reconnect timeout. */
+  cameraGone: 4,
 } as const;
 
 export function exitCodeForError(err: unknown): number {

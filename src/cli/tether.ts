@@ -3,7 +3,8 @@ import { basename, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { KeyedOutcomes } from '../async.js';
 import { ShuttleError, isShuttleError } from '../errors.js';
-import { openTetheredCamera } from '../device/tethered-source.js';
+import { openTetheredCamera, type Reconnected } from '../device/tethered-source.js';
+import { isGvfs, type DeviceHolder } from '../device/usb/holders.js';
 import { runIngest, type FileOutcome, type FileReading, type IngestSummary, type ReadTap } from '../ingest/pipeline.js';
 import { PreviewBytes, previewPathFor, renderPreview, writePreview } from '../ingest/preview.js';
 import { roleOf } from '../ingest/pairing.js';
@@ -11,6 +12,7 @@ import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/sett
 import { startHashWorker } from '../io/hash-worker-client.js';
 import { Journal } from '../store/journal.js';
 import { commandContext, type GlobalOptions } from './context.js';
+import { GVFS_FIX } from './doctor-checks.js';
 import { EXIT } from './exit.js';
 import { NoUploadWaitOption, uploadIfAsked } from './ingest.js';
 import { defaultTetherSocket, serveTetherControl, type TetherControl } from './tether-control.js';
@@ -25,6 +27,7 @@ interface TetherOptions extends IngestUploadFlags {
   captureTarget: 'card' | 'host';
   client?: string;
   session?: string;
+  reconnectTimeout?: number;
 }
 
 /** One verified shot as the session reports it (stdout with --json, and the answer to `shuttle capture`). */
@@ -72,6 +75,31 @@ interface MadePreview {
   at: number;
 }
 
+/** The gvfs processes a claim refused "busy" names as holding the camera (see usb-source.ts). */
+function gvfsHolders(err: unknown): DeviceHolder[] {
+  const heldBy = isShuttleError(err) ? (err.context as { heldBy?: DeviceHolder[] } | undefined)?.heldBy : undefined;
+  return (heldBy ?? []).filter((h) => isGvfs(h.name));
+}
+
+/** A warning line for each gvfs process holding the camera, the first time it is seen. */
+export function gvfsWarnings(print: (line: Record<string, unknown>, human: string) => void): (err: unknown) => void {
+  const told = new Set<number>();
+  return (err) => {
+    for (const h of gvfsHolders(err)) {
+      if (told.has(h.pid)) continue;
+      told.add(h.pid);
+      const message = `${h.name} (pid ${h.pid}) holds the camera, so Shuttle cannot claim it`;
+      print({ event: 'warning', code: 'CAMERA_HELD', process: h.name, pid: h.pid, message, fix: GVFS_FIX }, `warning: ${message}; ${GVFS_FIX}`);
+    }
+  };
+}
+
+const parseSeconds = (v: string): number => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new ShuttleError('USAGE', `--reconnect-timeout: ${v} is not a number of seconds`);
+  return n;
+};
+
 export function tetherCommand(globals: () => GlobalOptions): Command {
   return new Command('tether')
     .description('keep a camera session open and copy every new shot, verified, into every destination as it is taken')
@@ -91,6 +119,7 @@ export function tetherCommand(globals: () => GlobalOptions): Command {
     )
     .option('--client <name>', 'who the shoot is for: {client} in the name template (default: ingest.client)')
     .option('--session <name>', 'this session of the shoot: {session} in the name template; {shot} counts per job, client and session (default: ingest.session)')
+    .option('--reconnect-timeout <seconds>', 'how long a camera that dropped is tried again before the session ends (default: [tether] reconnect_timeout, 120)', parseSeconds)
     .option('--upload <s3url>', 'queue each verified shot for upload to s3://bucket/prefix (default: upload.target), uploaded when the session ends')
     .addOption(new NoUploadWaitOption('--no-wait', 'with --upload: exit when the session ends, its shots durably queued for `shuttle upload` or the daemon'))
     .option('--upload-timeout <seconds>', 'with --upload: keep retrying an unreachable server this long, then exit 3 with the rest queued')
@@ -100,7 +129,9 @@ export function tetherCommand(globals: () => GlobalOptions): Command {
       `
 Previews of JPEG shots (and of RAWs with an embedded JPEG preview; a RAW+JPEG pair shows its JPEG's) go to <state>/previews (long edge: [tether] preview_long_edge), made from the bytes as they arrive. SIGINT/SIGTERM ends
 the session once the shots in flight are verified. Exit codes: 0 every shot verified at every destination;
-1 some failed; 2 usage or configuration error; 3 incomplete (interrupted, busy, or uploads still queued).`,
+1 some failed; 2 usage or configuration error; 3 incomplete (interrupted, busy, or uploads still queued);
+4 the camera went away and did not come back within --reconnect-timeout (a camera that drops is opened
+again by itself until then: shots taken meanwhile are copied once it is back, a file cut off is read on).`,
     )
     .action(async (name: string, opts: TetherOptions) => {
       const ctx = commandContext(globals(), { destinations: opts.dest.map((p) => ({ path: resolve(p) })) });
@@ -111,6 +142,8 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
       const print = (line: Record<string, unknown>, human: string): void => {
         process.stdout.write(opts.json ? `${JSON.stringify(line)}\n` : `${human}\n`);
       };
+      const warnHeld = gvfsWarnings(print);
+      const reconnectMs = (opts.reconnectTimeout ?? ctx.config.tether.reconnectTimeout) * 1000;
       const journal = Journal.open(ctx.stateDir);
       const previews = new Set<Promise<void>>();
       /**
@@ -161,6 +194,18 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
           stop,
           logger: ctx.logger,
           captureTarget: opts.captureTarget,
+          reopen: { timeoutMs: reconnectMs },
+          onDropped: (cause: unknown) => {
+            const message = cause instanceof Error ? cause.message : String(cause);
+            print({ event: 'dropped', source: name, message }, `camera dropped (${message}); opening it again for up to ${Math.round(reconnectMs / 1000)} s`);
+          },
+          onReopenFailed: warnHeld,
+          onReconnected: (r: Reconnected) => {
+            print(
+              { event: 'reconnected', source: r.source, attempts: r.attempts, downMs: r.downMs, reconnects: r.reconnects, found: r.found },
+              `camera back after ${(r.downMs / 1000).toFixed(1)} s (${r.attempts} attempt(s))${r.found > 0 ? `; ${r.found} shot(s) taken meanwhile follow` : ''}`,
+            );
+          },
           onWatching: () => {
             const id = source.camera.camera.identity();
             const camera = `${id.manufacturer} ${id.model}`.trim();
@@ -170,6 +215,7 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
           },
         },
       ).catch((err: unknown) => {
+        warnHeld(err);
         journal.close();
         throw err;
       });
@@ -294,7 +340,8 @@ the session once the shots in flight are verified. Exit codes: 0 every shot veri
         },
         `session ended: ${copied} shots copied, ${failed} failed — ${status}`,
       );
-      const local = status === 'interrupted' ? EXIT.incomplete : status === 'failed' ? EXIT.failed : EXIT.ok;
+      const gone = ended?.code === 'DEVICE_GONE';
+      const local = status === 'interrupted' ? EXIT.incomplete : gone ? EXIT.cameraGone : status === 'failed' ? EXIT.failed : EXIT.ok;
       process.exitCode = local === EXIT.ok && uploads && upload ? upload.exitCode(uploads) : local;
     });
 }

@@ -430,6 +430,12 @@ const tetherSchema = table({
     .enum(['card', 'host'])
     .default('card')
     .describe("the daemon's tethered cameras: where a capture puts the image, the camera's card or its memory (fetched at once)"),
+  reconnect_timeout: z
+    .number()
+    .min(0)
+    .max(86_400)
+    .default(120)
+    .describe('seconds a tethered camera that dropped (off the bus or the network) is tried again before its session ends'),
 });
 
 /** `[[pedals]]`: a key on a USB foot pedal, button box or keyboard (HID) and what pressing it asks for. */

@@ -206,7 +206,14 @@ export class Daemon {
     }
     if (config.tether.cameras.length > 0) {
       const { TetherSessions } = await import('./tether-sessions.js');
-      this.#tether = new TetherSessions({ env: this.#env, cameras: config.tether.cameras, captureTarget: config.tether.captureTarget, logger: this.#log });
+      this.#tether = new TetherSessions({
+        env: this.#env,
+        cameras: config.tether.cameras,
+        captureTarget: config.tether.captureTarget,
+        reconnectTimeoutMs: config.tether.reconnectTimeout * 1000,
+        onReconnect: () => this.#metrics?.cameraReconnected(),
+        logger: this.#log,
+      });
     }
     this.#devices = new DeviceRegistry({
       scheduler: this.scheduler,

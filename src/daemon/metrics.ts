@@ -119,6 +119,11 @@ export class StationMetrics {
     this.#unsubscribe();
   }
 
+  /** A tethered camera that dropped was opened again within its session (no device.gone/connected pair tells it). */
+  cameraReconnected(): void {
+    this.#reconnects.inc();
+  }
+
   #count(e: StationEvent): void {
     const at = Date.parse(e.at);
     switch (e.type) {

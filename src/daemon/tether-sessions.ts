@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { KeyedOutcomes } from '../async.js';
 import { matchesCamera, parseCameraSelector, type CameraSelector } from '../camera-names.js';
 import { PtpCameraSource } from '../device/camera-source.js';
-import { TetheredCameraSource } from '../device/tethered-source.js';
+import { TetheredCameraSource, reopenerFor, type Reconnected } from '../device/tethered-source.js';
 import { ShuttleError } from '../errors.js';
 import { runIngest, type FileOutcome } from '../ingest/pipeline.js';
 import type { Logger } from '../log.js';
@@ -48,6 +48,10 @@ export interface TetherSessionsOptions {
   /** `[tether] cameras`. */
   cameras: readonly string[];
   captureTarget: 'card' | 'host';
+  /** How long a camera that dropped is tried again before its session ends (`[tether] reconnect_timeout`). */
+  reconnectTimeoutMs?: number;
+  /** A tethered camera dropped and was opened again (the metrics count it). */
+  onReconnect?: (camera: string, info: Reconnected) => void;
   logger: Logger;
 }
 
@@ -99,7 +103,20 @@ export class TetherSessions {
     }
     // What is on the camera is ingested too (the journal skips what is known): a tethered camera is never
     // a reason to leave a shot behind.
-    const source = new TetheredCameraSource(opened, { existing: true, stop: ctx.signal, logger: log, captureTarget: this.#o.captureTarget });
+    // A camera that drops is opened again within the session (the journal keeps what was verified either
+    // way): a network camera at its address, a USB camera found again on the bus.
+    const open = reopenerFor(opened, (signal) => device.open({ stateDir: env.stateDir, timeZone: env.timeZone, logger: log, signal: AbortSignal.any([ctx.signal, signal]) }), {
+      timeZone: env.timeZone,
+      logger: log,
+    });
+    const source = new TetheredCameraSource(opened, {
+      existing: true,
+      stop: ctx.signal,
+      logger: log,
+      captureTarget: this.#o.captureTarget,
+      reopen: { open, ...(this.#o.reconnectTimeoutMs === undefined ? {} : { timeoutMs: this.#o.reconnectTimeoutMs }) },
+      onReconnected: (info) => this.#o.onReconnect?.(device.id, info),
+    });
     const session: Session = { job: ctx.id, device, source, shots: new KeyedOutcomes(), signal: ctx.signal };
     this.#sessions.set(ctx.id, session);
     const followUps = new Set<Promise<void>>();

@@ -2,15 +2,16 @@
  * A camera on a tether as a Source whose listing lasts as long as the session: it names each new shot as
  * the camera announces it, so the ingest copies and verifies shots while the photographer works.
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
-import { ShuttleError, isShuttleError } from '../errors.js';
+import { abortable, sleep, within } from '../async.js';
+import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { PtpCameraSource } from './camera-source.js';
+import { PtpCameraSource, cameraKey } from './camera-source.js';
 import { cameraScheme, openSource, type OpenContext } from './detect.js';
 import { EventCode, OperationCode, ResponseCode } from './ptp/codes.js';
 import { responseCodeOf } from './ptp/session.js';
-import { CanonEosOperation, startVendorEvents, type EventStrategy } from './ptp/vendor-events.js';
+import { CanonEosOperation, startVendorEvents, type EventStrategy, type VendorEventPoller } from './ptp/vendor-events.js';
 import { NIKON_SDRAM_OBJECT_HANDLE } from './ptp/vendor-events-decode.js';
 import { SONY_MEMORY_OBJECT_HANDLE, SonyOperation, sonyRelease } from './ptp/sony.js';
 import type { CameraItemHandle } from './camera-source.js';
@@ -28,6 +29,13 @@ export interface TetherOptions {
   livenessMs?: number;
   /** Where `trigger` asks the camera to put the image: its card (default) or its memory, for the host to fetch at once. */
   captureTarget?: 'card' | 'host';
+  /** Reopening a camera that drops; without it a drop ends the listing with DEVICE_GONE. */
+  reopen?: ReopenOptions;
+  /** The camera dropped; it is being opened again. */
+  onDropped?: (cause: unknown) => void;
+  onReconnected?: (info: Reconnected) => void;
+  /** An attempt to open the camera again failed (it is tried again until the time runs out). */
+  onReopenFailed?: (err: unknown, attempt: number) => void;
   logger?: Logger;
 }
 
@@ -65,18 +73,79 @@ export function captureOperation(strategy: EventStrategy, supported: readonly nu
   return undefined;
 }
 
+/** What a session does when its camera drops off the bus or the network. */
+export interface ReopenOptions {
+  /** Opens the camera again; what answers is checked to be the same body (make, model, serial). */
+  open: (signal: AbortSignal) => Promise<PtpCameraSource>;
+  /** How long to keep trying before the session ends with DEVICE_GONE (default RECONNECT_TIMEOUT_MS). */
+  timeoutMs?: number;
+  /** The first pause between two attempts; each pause doubles, up to RECONNECT_MAX_DELAY_MS. */
+  firstDelayMs?: number;
+}
+
+/** A camera that dropped and was opened again. */
+export interface Reconnected {
+  source: string;
+  /** Attempts it took, the successful one included. */
+  attempts: number;
+  /** From the drop being noticed to the camera answering again. */
+  downMs: number;
+  /** Reconnects of this session so far. */
+  reconnects: number;
+  /** Files found on the camera when it came back that the session had not named yet (shots taken meanwhile). */
+  found: number;
+}
+
+/** Default of ReopenOptions.timeoutMs: a battery swap or a cable reseated fits in it. */
+export const RECONNECT_TIMEOUT_MS = 120_000;
+const RECONNECT_FIRST_DELAY_MS = 250;
+const RECONNECT_MAX_DELAY_MS = 5000;
+/** A dead link's transport gets this long to close before the camera is opened again. */
+const CLOSE_GRACE_MS = 2000;
+/** Reads of one file resumed after drops before the file fails: a file that breaks the link each time is not read for ever. */
+const MAX_RESUMES = 5;
+
+/** Failures that mean the link to the camera is gone or wedged (not a refusal of one operation): worth reopening the camera. */
+export function isLinkLoss(err: unknown): boolean {
+  return isShuttleError(err, 'DEVICE_GONE') || isShuttleError(err, 'TRANSPORT') || isShuttleError(err, 'PTP_TIMEOUT');
+}
+
+/** The same file across sessions: a camera may number its objects differently once reopened. */
+function fileKey(item: SourceItem): string {
+  return `${item.path}\0${item.size}\0${item.mtimeMs}`;
+}
+
+function keyOf(camera: PtpCameraSource): string {
+  const id = camera.camera.identity();
+  return cameraKey(id.manufacturer, id.model, id.serialNumber);
+}
+
 /**
  * New shots come from one place: the session's ObjectAdded events. Cameras that announce objects on their
  * event channel send them; for the others (Canon EOS, Nikon, bodies without ObjectAdded) the vendor event
- * poller turns what it polls into the same events. An object is named once, however often it is announced.
+ * poller turns what it polls into the same events. A file is named once, however often it is announced.
+ *
+ * With `reopen`, a camera that drops (off the bus, off the network, stopped answering) is opened again with
+ * back-off until it answers or the time runs out: the listing goes on with the files the camera holds that
+ * the session had not named (shots taken meanwhile), a file being read when it dropped is read on from where
+ * it broke off once the camera is back (the same object: same path, size and time), and the ingest never
+ * sees the drop. Object handles are only good for one session, so items are found again by path.
  */
 export class TetheredCameraSource implements Source {
   readonly uri: string;
   readonly #log: Logger;
   /** When the camera announced each new item (performance.now()), by path. */
   readonly #announcedAt = new Map<string, number>();
-  /** Object handles already named, so that an object announced twice is copied once. */
-  readonly #named = new Set<number>();
+  /** Object handles of this camera session already named, so that an object announced twice is copied once. */
+  #named = new Set<number>();
+  /** Files named in this tethering session (fileKey), across reconnects. */
+  readonly #seen = new Set<string>();
+  /** Where each file named (or found at a reopen) is in the current camera session, by path. */
+  #handles = new Map<string, CameraItemHandle>();
+  /** Without `existing`: the files on the camera when the session began, once listed; they are not new shots after a reopen either. */
+  #baseline: Set<string> | undefined;
+  /** Files found on the camera at a reopen that the session has not named, in listing order. */
+  #pending: SourceItem[] = [];
   /** Captures waiting for the camera to announce their image, oldest first. */
   readonly #captures: Array<(path: string) => void> = [];
   /** Shots held in camera memory (capture target host) until `release`, by path. */
@@ -86,14 +155,35 @@ export class TetheredCameraSource implements Source {
   /** How often each camera-memory name was used this session. */
   readonly #memoryNames = new Map<string, number>();
   #strategy: EventStrategy | undefined;
+  #camera: PtpCameraSource;
+  /** Counts camera sessions: what was learnt in one (handles) is stale in the next. */
+  #generation = 0;
+  /** Aborted when this camera session is found dropped, so that the listing stops waiting for its events. */
+  #lost = new AbortController();
+  #recovering: Promise<void> | undefined;
+  /** Set once the camera did not come back in time: the tethering session is over. */
+  #gone: ShuttleError | undefined;
+  #reconnects = 0;
+  readonly #closed = new AbortController();
   readonly groupingDelayMs = TETHER_GROUPING_MS;
 
   constructor(
-    readonly camera: PtpCameraSource,
+    camera: PtpCameraSource,
     private readonly opts: TetherOptions,
   ) {
+    this.#camera = camera;
     this.uri = camera.uri;
     this.#log = opts.logger ?? silentLogger;
+  }
+
+  /** The camera session now (another one after a reconnect). */
+  get camera(): PtpCameraSource {
+    return this.#camera;
+  }
+
+  /** Times the camera was reopened in this session. */
+  get reconnects(): number {
+    return this.#reconnects;
   }
 
   /** performance.now() of the camera's new-object event for this path; undefined for a file listed as existing. */
@@ -102,75 +192,251 @@ export class TetheredCameraSource implements Source {
   }
 
   identity(signal?: AbortSignal): Promise<SourceIdentity> {
-    return this.camera.identity(signal);
+    return this.#onCamera(signal, (camera) => camera.identity(signal));
   }
 
   async *list(signal?: AbortSignal): AsyncIterable<SourceEntry> {
-    const session = this.camera.camera.session;
     const stop = signal ? AbortSignal.any([signal, this.opts.stop]) : this.opts.stop;
-    // Subscribed before the existing files are listed: a shot taken meanwhile waits in the subscription.
-    const events = session.subscribe();
-    const usb = 'usb' in this.camera ? (this.camera as UsbCameraSource).usb : undefined;
-    const poller = await startVendorEvents(session, this.camera.camera.deviceInfo, {
-      logger: this.#log,
-      signal,
-      ...(usb ? { usb: { vendorId: usb.vendorId, productId: usb.productId } } : {}),
-    });
-    const named = this.#named;
-    this.#strategy = poller.strategy;
-    try {
-      this.#log.info({ source: this.uri, eventStrategy: poller.strategy.kind }, 'watching for new shots');
-      this.opts.onWatching?.();
-      if (this.opts.existing) {
-        // Stopped between two files, never inside a transaction (the session goes on serving the copies):
-        // the files named so far still finish.
-        for await (const e of this.camera.list(signal)) {
+    let watching = false;
+    for (;;) {
+      const gen = this.#generation;
+      const camera = this.#camera;
+      const lost = this.#lost.signal;
+      const session = camera.camera.session;
+      // Subscribed before the existing files are listed: a shot taken meanwhile waits in the subscription.
+      const events = session.subscribe();
+      let poller: VendorEventPoller | undefined;
+      let dropped: unknown;
+      try {
+        const usb = 'usb' in camera ? (camera as UsbCameraSource).usb : undefined;
+        poller = await startVendorEvents(session, camera.camera.deviceInfo, {
+          logger: this.#log,
+          signal,
+          ...(usb ? { usb: { vendorId: usb.vendorId, productId: usb.productId } } : {}),
+        });
+        this.#strategy = poller.strategy;
+        if (!watching) {
+          // Once per tethering session, not per camera session: a listing of existing files cut off by a drop
+          // goes on through the files found at the reopen.
+          watching = true;
+          this.#log.info({ source: this.uri, eventStrategy: poller.strategy.kind }, 'watching for new shots');
+          this.opts.onWatching?.();
+          if (this.opts.existing) {
+            // Stopped between two files, never inside a transaction (the session goes on serving the copies):
+            // the files named so far still finish.
+            for await (const e of camera.list(signal)) {
+              if (stop.aborted) return;
+              if (!this.#remember(e)) continue;
+              this.#named.add((e.handle as CameraItemHandle).objectHandle);
+              yield e;
+            }
+          } else if (this.opts.reopen) {
+            void this.#takeBaseline(camera, signal);
+          }
+        }
+        // Files the camera held when it was reopened that the session had not named: shots taken while it was away.
+        while (this.#pending.length > 0 && gen === this.#generation) {
           if (stop.aborted) return;
-          named.add((e.handle as { objectHandle: number }).objectHandle);
+          const e = this.#pending.shift()!;
+          if (!this.#remember(e)) continue;
+          this.#named.add((e.handle as CameraItemHandle).objectHandle);
+          this.#log.debug({ path: e.path }, 'shot found on the camera after it came back');
           yield e;
         }
-      }
-      for (;;) {
-        let e: Awaited<ReturnType<typeof events.next>>;
-        try {
-          e = await events.next(stop, this.opts.livenessMs ?? LIVENESS_MS);
-        } catch (err) {
-          if (stop.aborted) return;
-          if (!isShuttleError(err, 'PTP_TIMEOUT')) throw err;
-          await this.#checkAlive(signal);
-          continue;
+        const wait = AbortSignal.any([stop, lost]);
+        for (;;) {
+          let e: Awaited<ReturnType<typeof events.next>>;
+          try {
+            e = await events.next(wait, this.opts.livenessMs ?? LIVENESS_MS);
+          } catch (err) {
+            if (stop.aborted) return;
+            if (lost.aborted) throw lost.reason;
+            if (!isShuttleError(err, 'PTP_TIMEOUT')) throw err;
+            await this.#checkAlive(camera, signal);
+            continue;
+          }
+          const handle = e.params[0];
+          // RequestObjectTransfer: a capture the camera holds in memory for the host (Canon EOS, capture target host).
+          if ((e.code !== EventCode.ObjectAdded && e.code !== EventCode.RequestObjectTransfer) || handle === undefined || this.#named.has(handle)) continue;
+          // Sony's memory handle names each waiting shot in turn, the next as soon as one was read: a shot
+          // there is new when it is not the one named last (not the handle, which is announced on every poll).
+          const sony = handle === SONY_MEMORY_OBJECT_HANDLE;
+          if (!sony) this.#named.add(handle);
+          const at = performance.now();
+          const listed = await camera.itemOf(handle, signal).catch((err: unknown) => {
+            // Announced by a poll that ran just before the last shot was read: nothing there now.
+            if (!sony || responseCodeOf(err) !== ResponseCode.InvalidObjectHandle) throw err;
+            return undefined;
+          });
+          if (!listed) continue;
+          if (sony) {
+            const key = `${listed.path}\u0000${listed.size}\u0000${listed.mtimeMs}`;
+            if (key === this.#sonyLast) continue;
+            this.#sonyLast = key;
+          }
+          // Numbered before it is remembered: a Nikon SDRAM shot that reuses a name is a new shot.
+          const item = (listed.handle as CameraItemHandle).storageId === 0 ? { ...listed, path: this.#memoryPath(listed) } : listed;
+          if (!this.#remember(item)) continue;
+          this.#announcedAt.set(item.path, at);
+          const h = item.handle as CameraItemHandle;
+          if (h.storageId === 0) this.#inMemory.set(item.path, h);
+          this.#log.debug({ path: item.path, handle }, 'new shot');
+          this.#captures.shift()?.(item.path);
+          yield item;
         }
-        const handle = e.params[0];
-        // RequestObjectTransfer: a capture the camera holds in memory for the host (Canon EOS, capture target host).
-        if ((e.code !== EventCode.ObjectAdded && e.code !== EventCode.RequestObjectTransfer) || handle === undefined || named.has(handle)) continue;
-        // Sony's memory handle names each waiting shot in turn, the next as soon as one was read: a shot
-        // there is new when it is not the one named last (not the handle, which is announced on every poll).
-        const sony = handle === SONY_MEMORY_OBJECT_HANDLE;
-        if (!sony) named.add(handle);
-        const at = performance.now();
-        const listed = await this.camera.itemOf(handle, signal).catch((err: unknown) => {
-          // Announced by a poll that ran just before the last shot was read: nothing there now.
-          if (!sony || responseCodeOf(err) !== ResponseCode.InvalidObjectHandle) throw err;
-          return undefined;
-        });
-        if (!listed) continue;
-        if (sony) {
-          const key = `${listed.path}\u0000${listed.size}\u0000${listed.mtimeMs}`;
-          if (key === this.#sonyLast) continue;
-          this.#sonyLast = key;
-        }
-        const item = (listed.handle as CameraItemHandle).storageId === 0 ? { ...listed, path: this.#memoryPath(listed) } : listed;
-        this.#announcedAt.set(item.path, at);
-        const h = item.handle as CameraItemHandle;
-        if (h.storageId === 0) this.#inMemory.set(item.path, h);
-        this.#log.debug({ path: item.path, handle }, 'new shot');
-        this.#captures.shift()?.(item.path);
-        yield item;
+      } catch (err) {
+        if (stop.aborted) return;
+        if (!this.opts.reopen || !isLinkLoss(err)) throw err;
+        dropped = err;
+      } finally {
+        events.close();
+        await poller?.stop().catch((err: unknown) => this.#log.debug({ err }, 'stopping the event poller failed'));
       }
-    } finally {
-      events.close();
-      await poller.stop();
+      try {
+        await this.#recover(gen, dropped, stop);
+      } catch (err) {
+        if (stop.aborted) return;
+        throw err;
+      }
     }
+  }
+
+  /** Notes a file as named in this session; false when it already was (announced twice, or found again at a reopen). */
+  #remember(item: SourceItem): boolean {
+    const key = fileKey(item);
+    if (this.#seen.has(key)) return false;
+    this.#seen.add(key);
+    this.#handles.set(item.path, item.handle as CameraItemHandle);
+    return true;
+  }
+
+  /** Lists what is on the camera as the session begins, so that a reopen can tell the shots taken meanwhile from those. */
+  async #takeBaseline(camera: PtpCameraSource, signal: AbortSignal | undefined): Promise<void> {
+    const keys = new Set<string>();
+    try {
+      for await (const e of camera.list(signal)) keys.add(fileKey(e));
+      this.#baseline = keys;
+      this.#log.debug({ files: keys.size }, 'listed the files on the camera at the start');
+    } catch (err) {
+      this.#log.debug({ err }, 'the listing of what the camera held at the start broke off; after a reopen, every file not named yet is copied');
+    }
+  }
+
+  /** `item` as the current camera session knows it (its handle there). */
+  #current(item: SourceItem): SourceItem {
+    const h = this.#handles.get(item.path);
+    return h === undefined || h === item.handle ? item : { ...item, handle: h };
+  }
+
+  /** `work` against the camera; once more against the reopened camera when the link was lost meanwhile. */
+  async #onCamera<T>(signal: AbortSignal | undefined, work: (camera: PtpCameraSource) => Promise<T>): Promise<T> {
+    for (;;) {
+      const gen = this.#generation;
+      try {
+        return await work(this.#camera);
+      } catch (err) {
+        if (!this.opts.reopen || !isLinkLoss(err) || signal?.aborted) throw err;
+        await this.#recover(gen, err, signal);
+      }
+    }
+  }
+
+  /**
+   * Waits for the camera of session `gen` to be back, reopening it if nobody is yet. Resolves at once when
+   * it was already reopened since; rejects with DEVICE_GONE when it did not come back in time.
+   */
+  async #recover(gen: number, cause: unknown, signal: AbortSignal | undefined): Promise<void> {
+    if (this.#gone) throw this.#gone;
+    if (gen !== this.#generation) return;
+    if (this.#recovering === undefined) {
+      this.#lost.abort(new ShuttleError('DEVICE_GONE', `${this.uri}: the camera dropped`, { context: { source: this.uri }, cause }));
+      const recovering = this.#reconnect(cause).finally(() => {
+        if (this.#recovering === recovering) this.#recovering = undefined;
+      });
+      recovering.catch(() => undefined);
+      this.#recovering = recovering;
+    }
+    await abortable(this.#recovering, signal);
+  }
+
+  async #reconnect(cause: unknown): Promise<void> {
+    const reopen = this.opts.reopen!;
+    const timeoutMs = reopen.timeoutMs ?? RECONNECT_TIMEOUT_MS;
+    const started = Date.now();
+    const old = this.#camera;
+    const want = keyOf(old);
+    this.#log.warn({ source: this.uri, err: cause, timeoutMs }, 'the camera dropped; opening it again');
+    this.opts.onDropped?.(cause);
+    // The dead link is let go first: a USB camera's interface stays claimed while its handle is open.
+    await within(
+      old.camera.session.transport.close().catch(() => undefined),
+      CLOSE_GRACE_MS,
+    );
+    void old.close().catch(() => undefined);
+    let delay = reopen.firstDelayMs ?? RECONNECT_FIRST_DELAY_MS;
+    for (let attempt = 1; ; attempt++) {
+      const left = Math.max(1, started + timeoutMs - Date.now());
+      const signal = AbortSignal.any([this.#closed.signal, AbortSignal.timeout(left)]);
+      try {
+        const camera = await reopen.open(signal);
+        let found: { handles: Map<string, CameraItemHandle>; pending: SourceItem[] };
+        try {
+          if (keyOf(camera) !== want) {
+            const id = camera.camera.identity();
+            throw new ShuttleError('DEVICE_GONE', `${this.uri}: another camera answered (${id.manufacturer} ${id.model}, serial ${id.serialNumber})`, {
+              context: { source: this.uri },
+            });
+          }
+          found = await this.#relist(camera, signal);
+        } catch (err) {
+          await camera.close().catch(() => undefined);
+          throw err;
+        }
+        this.#camera = camera;
+        this.#generation++;
+        this.#lost = new AbortController();
+        this.#named = new Set();
+        this.#handles = found.handles;
+        this.#pending = found.pending;
+        this.#reconnects++;
+        const info: Reconnected = { source: this.uri, attempts: attempt, downMs: Date.now() - started, reconnects: this.#reconnects, found: found.pending.length };
+        this.#log.info(info, 'camera reconnected');
+        this.opts.onReconnected?.(info);
+        return;
+      } catch (err) {
+        if (this.#closed.signal.aborted) throw abortReason(this.#closed.signal);
+        this.#log.debug({ err, attempt }, 'opening the camera again failed');
+        this.opts.onReopenFailed?.(err, attempt);
+        if (Date.now() + delay >= started + timeoutMs) {
+          const seconds = Math.round(timeoutMs / 1000);
+          this.#gone = new ShuttleError(
+            'DEVICE_GONE',
+            `${this.uri}: the camera went away and did not come back within ${seconds} s (${attempt} attempts to open it again); tethering ended`,
+            {
+              context: { source: this.uri, attempts: attempt, waitedMs: Date.now() - started },
+              cause: err,
+            },
+          );
+          throw this.#gone;
+        }
+        await sleep(delay, this.#closed.signal);
+        delay = Math.min(delay * 2, RECONNECT_MAX_DELAY_MS);
+      }
+    }
+  }
+
+  /** Where every file is in the reopened camera's session, and which of them the session has not named yet. */
+  async #relist(camera: PtpCameraSource, signal: AbortSignal): Promise<{ handles: Map<string, CameraItemHandle>; pending: SourceItem[] }> {
+    const handles = new Map<string, CameraItemHandle>();
+    const pending: SourceItem[] = [];
+    // Without --all and before the first listing finished, nothing tells old files from new: they are copied (never left behind).
+    const old = this.opts.existing ? undefined : this.#baseline;
+    for await (const e of camera.list(signal)) {
+      handles.set(e.path, e.handle as CameraItemHandle);
+      const key = fileKey(e);
+      if (!this.#seen.has(key) && !old?.has(key)) pending.push(e);
+    }
+    return { handles, pending };
   }
 
   /**
@@ -181,7 +447,8 @@ export class TetheredCameraSource implements Source {
   async trigger(signal?: AbortSignal): Promise<string> {
     const strategy = this.#strategy;
     if (!strategy) throw new ShuttleError('USAGE', `${this.uri}: the tethering session is not watching for shots yet`, { context: { source: this.uri } });
-    const info = this.camera.camera.deviceInfo;
+    const camera = this.#camera.camera;
+    const info = camera.deviceInfo;
     const op = captureOperation(strategy, info.operationsSupported, this.opts.captureTarget ?? 'card');
     if (!op) {
       // A Sony body offers its shutter only in PC Remote mode; in mass-storage or MTP mode it is tethered from its card.
@@ -196,8 +463,8 @@ export class TetheredCameraSource implements Source {
     // Waiting before the operation is sent: a camera may announce the image before it answers.
     this.#captures.push(resolve);
     try {
-      if (strategy.kind === 'sony') await sonyRelease(this.camera.camera.session, stop);
-      else await this.camera.camera.session.run({ code: op.code, params: op.params, signal: stop });
+      if (strategy.kind === 'sony') await sonyRelease(camera.session, stop);
+      else await camera.session.run({ code: op.code, params: op.params, signal: stop });
       return await new Promise<string>((res, rej) => {
         const onAbort = (): void =>
           rej(
@@ -235,8 +502,8 @@ export class TetheredCameraSource implements Source {
     const code = kind === 'canon-eos' ? CanonEosOperation.TransferComplete : kind === 'nikon' ? NikonOperation.DelImageSdram : undefined;
     // A Sony body dropped the shot when it was read to its end: nothing to send.
     if (code === undefined) return;
-    await this.camera.camera.session.run({ code, params: [objectHandle], signal });
-    // The handle may name the next capture now (Nikon's virtual SDRAM handle always does).
+    await this.#camera.camera.session.run({ code, params: [objectHandle], signal });
+    // The handle may name the next capture now (Nikon's virtual SDRAM handle always does), and so may the file name.
     if (objectHandle === NIKON_SDRAM_OBJECT_HANDLE || kind === 'canon-eos') this.#named.delete(objectHandle);
   }
 
@@ -255,17 +522,57 @@ export class TetheredCameraSource implements Source {
   }
 
   /** DEVICE_GONE unless the camera answers GetStorageIDs (any response, even busy, will do). */
-  async #checkAlive(signal: AbortSignal | undefined): Promise<void> {
+  async #checkAlive(camera: PtpCameraSource, signal: AbortSignal | undefined): Promise<void> {
     try {
-      await this.camera.camera.storageIds(signal);
+      await camera.camera.storageIds(signal);
     } catch (err) {
       if (responseCodeOf(err) !== undefined || signal?.aborted) return;
-      throw new ShuttleError('DEVICE_GONE', `${this.uri}: the camera stopped answering; tethering ended`, { context: { source: this.uri }, cause: err });
+      const ended = this.opts.reopen ? '' : '; tethering ended';
+      throw new ShuttleError('DEVICE_GONE', `${this.uri}: the camera stopped answering${ended}`, { context: { source: this.uri }, cause: err });
     }
   }
 
-  open(item: SourceItem, options?: OpenOptions): Promise<Readable> {
-    return this.camera.open(item, options);
+  async open(item: SourceItem, options: OpenOptions = {}): Promise<Readable> {
+    if (!this.opts.reopen) return this.#camera.open(item, options);
+    return Readable.from(this.#read(item, options), { objectMode: false, highWaterMark: 0 });
+  }
+
+  /** The file's bytes; a drop part-way waits for the camera to be back and reads on from the byte it broke off at. */
+  async *#read(item: SourceItem, options: OpenOptions): AsyncGenerator<Uint8Array> {
+    let offset = options.offset ?? 0;
+    for (let resumes = 0; ; resumes++) {
+      const gen = this.#generation;
+      const camera = this.#camera;
+      let stream: Readable | undefined;
+      try {
+        if (resumes > 0) await this.#checkSame(camera, item, options.signal);
+        stream = await camera.open(this.#current(item), { ...options, offset });
+        for await (const chunk of stream as AsyncIterable<Uint8Array>) {
+          offset += chunk.length;
+          yield chunk;
+        }
+        return;
+      } catch (err) {
+        if (!isLinkLoss(err) || options.signal?.aborted || resumes >= MAX_RESUMES) throw err;
+        this.#log.warn({ path: item.path, offset, err }, 'the camera dropped while a file was read; reading on from there once it is back');
+        await this.#recover(gen, err, options.signal);
+      } finally {
+        stream?.destroy();
+      }
+    }
+  }
+
+  /** Before a read resumes in a new camera session: the path must still be the object that was being read. */
+  async #checkSame(camera: PtpCameraSource, item: SourceItem, signal: AbortSignal | undefined): Promise<void> {
+    if (!this.#handles.has(item.path)) {
+      throw new ShuttleError('SOURCE_NOT_FOUND', `${item.path} was not on the camera when it came back`, { context: { path: item.path, source: this.uri } });
+    }
+    const now = await camera.stat(this.#current(item), signal);
+    if (now !== undefined && (now.size !== item.size || now.mtimeMs !== item.mtimeMs)) {
+      throw new ShuttleError('SOURCE_CHANGED', `${item.path} is another file on the camera since it came back`, {
+        context: { path: item.path, planned: item.size, now: now.size },
+      });
+    }
   }
 
   stat(item: SourceItem, signal?: AbortSignal): Promise<ItemState | undefined> {
@@ -273,16 +580,45 @@ export class TetheredCameraSource implements Source {
     // listed stands (an object in memory does not change).
     const h = this.#inMemory.get(item.path);
     if (h?.objectHandle === SONY_MEMORY_OBJECT_HANDLE) return Promise.resolve({ size: item.size, mtimeMs: item.mtimeMs });
-    return this.camera.stat(item, signal);
+    return this.#onCamera(signal, (camera) => camera.stat(this.#current(item), signal));
   }
 
-  close(): Promise<void> {
-    return this.camera.close();
+  async close(): Promise<void> {
+    this.#closed.abort(new ShuttleError('ABORTED', `${this.uri}: the tethering session was closed`));
+    await this.#recovering?.catch(() => undefined);
+    await this.#camera.close();
   }
 }
 
-/** Opens the camera `name` (usb:…, ptpip:HOST[:PORT]) for tethering; USAGE for a folder or `ptpip:` alone. */
-export async function openTetheredCamera(name: string, ctx: OpenContext, opts: TetherOptions): Promise<TetheredCameraSource> {
+/**
+ * How to open `camera` again once it dropped: a USB camera is looked for on the bus again (it re-enumerates
+ * under a new address; see reopenUsbCameraSource), any other through `openAgain` (a network camera at its
+ * address).
+ */
+export function reopenerFor(camera: PtpCameraSource, openAgain: (signal: AbortSignal) => Promise<Source>, ctx: Pick<OpenContext, 'timeZone' | 'logger'>): ReopenOptions['open'] {
+  if ('usb' in camera) {
+    return async (signal) => {
+      const { reopenUsbCameraSource } = await import('./usb-source.js');
+      return reopenUsbCameraSource(camera as UsbCameraSource, { signal, logger: ctx.logger, ...(ctx.timeZone ? { timeZone: ctx.timeZone } : {}) });
+    };
+  }
+  return async (signal) => {
+    const source = await openAgain(signal);
+    if (source instanceof PtpCameraSource) return source;
+    await source.close().catch(() => undefined);
+    throw new ShuttleError('DEVICE_GONE', `${camera.uri} is no longer a camera`, { context: { source: camera.uri } });
+  };
+}
+
+/**
+ * Opens the camera `name` (usb:…, ptpip:HOST[:PORT]) for tethering; USAGE for a folder or `ptpip:` alone.
+ * With `reopen`, a camera that drops is opened again by itself (see TetheredCameraSource).
+ */
+export async function openTetheredCamera(
+  name: string,
+  ctx: OpenContext,
+  opts: Omit<TetherOptions, 'reopen'> & { reopen?: Omit<ReopenOptions, 'open'> },
+): Promise<TetheredCameraSource> {
   if (!cameraScheme(name) || name.toLowerCase() === 'ptpip:') {
     throw new ShuttleError('USAGE', `tether ${name}: name one camera (usb:, usb:VID:PID, usb:BUS-PORT or ptpip:HOST[:PORT])`, { context: { source: name } });
   }
@@ -291,5 +627,8 @@ export async function openTetheredCamera(name: string, ctx: OpenContext, opts: T
     await source.close().catch(() => undefined);
     throw new ShuttleError('USAGE', `tether ${name}: not a camera`, { context: { source: name } });
   }
-  return new TetheredCameraSource(source, opts);
+  const { reopen, ...rest } = opts;
+  if (!reopen) return new TetheredCameraSource(source, rest);
+  const open = reopenerFor(source, (signal) => openSource(name, { ...ctx, signal: AbortSignal.any([ctx.signal, signal]) }), ctx);
+  return new TetheredCameraSource(source, { ...rest, reopen: { ...reopen, open } });
 }

@@ -10,6 +10,7 @@ import { PtpCamera } from './ptp/camera.js';
 import { explainQuirks, usbQuirksFor, type PtpQuirks, type QuirkExplanation } from './ptp/quirks.js';
 import type { SourceIdentity } from './source.js';
 import { findUsbCameras, hex4, parseUsbSelector, type FoundUsbCamera, type UsbCameraInfo } from './usb/discovery.js';
+import { usbDeviceHolders } from './usb/holders.js';
 import { openLibusbLink } from './usb/libusb.js';
 import { UsbPtpTransport } from './usb/transport.js';
 
@@ -53,6 +54,23 @@ function worthRetrying(err: unknown): boolean {
   return isShuttleError(err, 'PTP_TIMEOUT') || isShuttleError(err, 'PTP_PROTOCOL') || isShuttleError(err, 'TRANSPORT');
 }
 
+/** How libusb failed (`busy`, `access`, `gone`…), when it did. */
+function usbFailureOf(err: unknown): string | undefined {
+  return isShuttleError(err) ? (err.context as { usbError?: string } | undefined)?.usbError : undefined;
+}
+
+/**
+ * A claim refused "busy" names the processes that hold the device (gvfsd-gphoto2, gvfsd-mtp, gphoto2…) in
+ * its message and as `heldBy` in its context; any other error is returned as it is.
+ */
+async function namingHolders(err: unknown, info: UsbCameraInfo): Promise<unknown> {
+  if (usbFailureOf(err) !== 'busy') return err;
+  const holders = await usbDeviceHolders(info.busNumber, info.deviceAddress);
+  if (holders.length === 0) return err;
+  const names = holders.map((h) => `${h.name} (pid ${h.pid})`).join(', ');
+  return new ShuttleError('TRANSPORT', `${(err as Error).message} [held by ${names}]`, { context: { ...(err as ShuttleError).context, heldBy: holders }, cause: err });
+}
+
 /** Opens a session with one found camera: claim, transport, OpenSession + DeviceInfo, with one reset-and-retry. */
 export async function openUsbCamera(found: FoundUsbCamera, opts: { logger?: Logger; quirks?: Partial<PtpQuirks>; signal?: AbortSignal } = {}): Promise<PtpCamera> {
   const log = opts.logger ?? silentLogger;
@@ -78,10 +96,99 @@ export async function openUsbCamera(found: FoundUsbCamera, opts: { logger?: Logg
   try {
     return await attempt(false);
   } catch (err) {
-    if (opts.signal?.aborted || !worthRetrying(err)) throw err;
+    if (opts.signal?.aborted || !worthRetrying(err) || usbFailureOf(err) === 'busy') throw await namingHolders(err, info);
     log.info({ ...context, err }, 'opening the camera failed; resetting it and trying once more');
     return attempt(true);
   }
+}
+
+/** What reopening a USB camera does, step by step (tests script them). */
+export interface UsbReopenSteps {
+  /** The cameras on the bus now. */
+  find(): Promise<FoundUsbCamera[]>;
+  /** A session with one of them (see openUsbCamera). */
+  open(found: FoundUsbCamera): Promise<PtpCamera>;
+  /** A reset of the device's USB port (libusb_reset_device), for a camera the drop left wedged. */
+  reset(found: FoundUsbCamera): Promise<void>;
+}
+
+/**
+ * How likely `now` is the camera that was `was`, after it re-enumerated (a new device address, perhaps
+ * another socket): 3 the same USB serial, 2 the same socket, 1 the same ids elsewhere, 0 other ids. Only a
+ * hint: some devices' USB serial names their port (QEMU's), so the PTP identity (make, model, serial) of the
+ * camera opened decides (see TetheredCameraSource).
+ */
+export function usbMatchRank(was: UsbCameraInfo, now: UsbCameraInfo): number {
+  if (now.vendorId !== was.vendorId || now.productId !== was.productId) return 0;
+  if (was.serialNumber !== undefined && now.serialNumber === was.serialNumber) return 3;
+  return now.location === was.location ? 2 : 1;
+}
+
+/**
+ * Opens the camera that was `was` again, once it is back on the bus: found by serial (or socket, or ids), opened,
+ * and if that fails, its USB port reset and opened once more. DEVICE_GONE while it is not on the bus; a
+ * claim refused busy or for permissions is not reset (that would pull the camera from under whoever has it).
+ */
+export async function reopenUsbCamera(was: UsbCameraInfo, steps: UsbReopenSteps, logger?: Logger): Promise<{ camera: PtpCamera; info: UsbCameraInfo }> {
+  const log = logger ?? silentLogger;
+  const find = async (): Promise<FoundUsbCamera> => {
+    let found: FoundUsbCamera | undefined;
+    let best = 0;
+    for (const f of await steps.find()) {
+      const rank = usbMatchRank(was, f.info);
+      if (rank > best) [found, best] = [f, rank];
+    }
+    if (found) return found;
+    const serial = was.serialNumber === undefined ? '' : `, serial ${was.serialNumber}`;
+    throw new ShuttleError('DEVICE_GONE', `the camera (${hex4(was.vendorId)}:${hex4(was.productId)}${serial}, last at ${was.location}) is not on the bus`, {
+      context: contextOf(was),
+    });
+  };
+  const found = await find();
+  try {
+    return { camera: await steps.open(found), info: found.info };
+  } catch (err) {
+    const failure = usbFailureOf(err);
+    if (failure === 'busy' || failure === 'access' || !(worthRetrying(err) || isShuttleError(err, 'DEVICE_GONE'))) throw err;
+    log.info({ ...contextOf(found.info), err }, 'opening the camera again failed; resetting its USB port and trying once more');
+    await steps.reset(found);
+    // A reset may re-enumerate the device under a new address.
+    const again = await find();
+    return { camera: await steps.open(again), info: again.info };
+  }
+}
+
+/** libusb_reset_device on a device from node-usb's list (it must be open for that). */
+function resetUsbPort(found: FoundUsbCamera): Promise<void> {
+  const { device } = found;
+  return new Promise((resolve, reject) => {
+    try {
+      device.open(false);
+    } catch (err) {
+      reject(new ShuttleError('DEVICE_GONE', `resetting the camera's USB port failed: ${(err as Error).message}`, { context: contextOf(found.info), cause: err }));
+      return;
+    }
+    device.reset((err) => {
+      try {
+        device.close();
+      } catch {
+        // A device that re-enumerated after the reset has no handle left to close.
+      }
+      if (err) reject(new ShuttleError('DEVICE_GONE', `resetting the camera's USB port failed: ${err.message}`, { context: contextOf(found.info), cause: err }));
+      else resolve();
+    });
+  });
+}
+
+/** `previous` opened again after it dropped (see reopenUsbCamera), as a source with the same uri. */
+export async function reopenUsbCameraSource(previous: UsbCameraSource, opts: UsbCameraSourceOptions = {}): Promise<UsbCameraSource> {
+  const steps: UsbReopenSteps = {
+    find: () => findUsbCameras({ kind: 'any' }, { logger: opts.logger }),
+    open: (found) => openUsbCamera(found, opts),
+    reset: resetUsbPort,
+  };
+  const { camera, info } = await reopenUsbCamera(previous.usb, steps, opts.logger);
+  return sourceFor(camera, previous.uri, info, opts);
 }
 
 function sourceFor(camera: PtpCamera, uri: string, info: UsbCameraInfo, opts: UsbCameraSourceOptions): UsbCameraSource {
