@@ -307,6 +307,31 @@ describe('FolderSource.open', () => {
     first.destroy();
   });
 
+  test('a-job-cancelled-after-a-recycled-read-ended-but-before-its-reader-let-go-raises-no-unhandled-error', async () => {
+    // The ingest reads a file to its end, then hashes and syncs before it destroys the stream: a cancel in
+    // that window aborts the stream's signal while nobody listens for its errors any more.
+    const { source, item } = await listed(file);
+    const cancel = new AbortController();
+    const s = await source.open(item, { recycle: 1, signal: cancel.signal });
+    let n = 0;
+    for await (const chunk of s) n += (chunk as Buffer).length;
+    expect(n).toBe(200_000);
+    expect(s.listenerCount('error')).toBe(0);
+    const errors: unknown[] = [];
+    const onUncaught = (err: unknown): void => {
+      errors.push(err);
+    };
+    process.on('uncaughtException', onUncaught);
+    try {
+      cancel.abort(new Error('cancelled on request'));
+      if (!s.closed) await once(s, 'close');
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+    expect(s.destroyed).toBe(true);
+    expect(errors).toEqual([]);
+  });
+
   test('the-listed-file-opens-and-reads-whole', async () => {
     const { source, item } = await listed(file);
     const s = await source.open(item);

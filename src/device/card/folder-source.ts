@@ -63,7 +63,9 @@ class FileChunks extends Readable {
       return;
     }
     const onAbort = (): void => {
-      this.destroy(abortReason(signal));
+      // A stream read to its end has nothing left to fail, and its reader may have stopped listening for
+      // errors (it is still hashing or syncing): an error now would be an unhandled 'error' event.
+      this.destroy(this.readableEnded ? undefined : abortReason(signal));
     };
     signal.addEventListener('abort', onAbort, { once: true });
     this.once('close', () => signal.removeEventListener('abort', onAbort));
