@@ -1,15 +1,20 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { normalizeConfig, type ConfigInput } from '../src/config/index.js';
 import { Daemon } from '../src/daemon/daemon.js';
+import { FolderSource } from '../src/device/card/folder-source.js';
+import type { SourceEntry } from '../src/device/source.js';
+import { runIngest } from '../src/ingest/pipeline.js';
+import { silentLogger } from '../src/log.js';
+import { Journal } from '../src/store/journal.js';
 import { pathJobKey } from '../src/daemon/devices.js';
 import { formatDaemonStatus } from '../src/daemon/status-report.js';
 import { ingestJson } from './support/cli.js';
 import { captureLog } from './support/daemon-helpers.js';
-import { bytes, writeBytes } from './support/fixtures.js';
+import { bytes, ingestSettings, writeBytes } from './support/fixtures.js';
 import { GatedCard } from './support/gated-card.js';
 import { startHttpReceiver } from './support/notify-peers.js';
 import { nextEvent, TestWatcher } from './support/test-watcher.js';
@@ -122,6 +127,45 @@ describe('shuttle ingest: refuse to start what cannot fit', () => {
     const copied = await ingestJson([src, '--config', cfg, '--state', state]);
     expect(copied.code, copied.stderr).toBe(0);
     expect(copied.summary).toMatchObject({ copied: 2, status: 'complete' });
+  });
+});
+
+describe('the space check and the run share one listing', () => {
+  test('the-source-is-listed-once-and-a-file-gone-after-the-check-is-a-named-failure-not-a-file-never-seen', async () => {
+    const src = await card('card', 3);
+    const dest = join(work.path, 'dest');
+    let listings = 0;
+    let removed = false;
+    class CountingCard extends FolderSource {
+      override async *list(signal?: AbortSignal): AsyncIterable<SourceEntry> {
+        listings++;
+        yield* super.list(signal);
+        // After the space check summed the card, one of its files goes (a card reader's glitch, a pull).
+        if (!removed) {
+          removed = true;
+          await rm(join(src, 'DCIM/100CANON/IMG_1001.CR3'));
+        }
+      }
+    }
+    const journal = Journal.open(join(work.path, 'state'));
+    try {
+      const summary = await runIngest({
+        sources: [new CountingCard(src)],
+        destinations: [{ path: dest }],
+        journal,
+        settings: ingestSettings('{name}'),
+        logger: silentLogger,
+        signal: new AbortController().signal,
+        refuseWhatCannotFit: true,
+      });
+      expect(removed).toBe(true);
+      expect(listings).toBe(1);
+      expect(summary.copied).toBe(2);
+      expect(summary.failed).toBe(1);
+      expect(summary.errors.map((e) => e.path)).toContain('DCIM/100CANON/IMG_1001.CR3');
+    } finally {
+      journal.close();
+    }
   });
 });
 

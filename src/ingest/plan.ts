@@ -165,8 +165,10 @@ export class SourcePlanner {
     const tellSkipped = (): void => {
       if (skipped.length > 0) log.info({ skipped: skipped.splice(0) }, 'source entries left out');
     };
+    const listed = run.listings.get(this.source);
+    run.listings.delete(this.source);
     try {
-      for await (const entry of this.source.list(signal)) {
+      for await (const entry of listed ?? this.source.list(signal)) {
         if (isSourceFault(entry)) {
           journal.recordUnreadable(this.sourceId, entry.path, entry.error.message, entry.pathBytes);
           summary.failed++;

@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { isSourceFault, isSourceSkip, type Source } from '../device/source.js';
+import { isSourceFault, isSourceSkip, type Source, type SourceEntry } from '../device/source.js';
 import { ShuttleError, abortReason } from '../errors.js';
 import { formatBytes } from '../bytes.js';
 import { freeBytes } from '../io/local-destination.js';
@@ -74,12 +74,17 @@ async function sumSources(run: IngestRun, live: readonly RunDestination[]): Prom
   for (const source of run.request.sources) {
     if (source.groupingDelayMs !== undefined) continue;
     const key = (await source.identity(signal)).key;
+    const entries: SourceEntry[] = [];
     for await (const entry of source.list(signal)) {
+      entries.push(entry);
       if (isSourceFault(entry) || isSourceSkip(entry) || !wanted(entry.path)) continue;
       files++;
       const done = store.doneAt(key, entry.path, entry.size, entry.mtimeMs);
       for (const d of live) if (!done.has(d.id)) needs.set(d, needs.get(d)! + entry.size);
     }
+    // The run plans from this listing instead of walking the source again (a camera's listing is a
+    // round trip per object): a file gone since is then a failed copy, named, not a file never seen.
+    if (!signal.aborted) run.listings.set(source, entries);
   }
   if (signal.aborted) throw abortReason(signal);
   return { files, needs };

@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
 import { ShuttleError, isShuttleError } from '../errors.js';
-import type { Source, SourceItem } from '../device/source.js';
+import type { Source, SourceEntry, SourceItem } from '../device/source.js';
 import type { Journal } from '../store/journal.js';
 import { acquireLock, type Lock } from '../store/lock.js';
 import type { HashAlgorithm } from '../io/hashing.js';
@@ -149,6 +149,8 @@ export class IngestRun {
   readonly summary: IngestSummary;
   readonly ingestId: number;
   readonly destinations: RunDestination[] = [];
+  /** Listings already taken before the run planned (the space check's), each used once instead of listing again. */
+  readonly listings = new Map<Source, SourceEntry[]>();
   readonly #locks: Lock[] = [];
 
   constructor(readonly request: IngestRequest) {
