@@ -7,7 +7,8 @@
 #   - creates the system user and group `shuttle` (systemd-sysusers, else useradd),
 #   - installs the program under PREFIX (default /opt/shuttle: a new or empty folder, or an earlier
 #     install, never one holding other things) and links /usr/local/bin/shuttle,
-#   - installs the systemd units in /etc/systemd/system and the udev rules in /etc/udev/rules.d,
+#   - installs the systemd units in /etc/systemd/system, the udev rules in /etc/udev/rules.d and the
+#     polkit rule that lets the daemon start the card eject unit in /etc/polkit-1/rules.d,
 #   - writes /etc/shuttle/config.toml (every line commented but [api] listen on 127.0.0.1:8650), /etc/shuttle/aws-credentials (S3 keys)
 #     and /etc/shuttle/card.env (card unit settings) unless they exist: yours are never overwritten,
 #   - reloads systemd and udev, and enables and starts shuttle.service (not with --no-start).
@@ -78,6 +79,7 @@ esac
 root=${destdir:-/}
 units=$destdir/etc/systemd/system
 rules=$destdir/etc/udev/rules.d
+polkit_rules=$destdir/etc/polkit-1/rules.d
 etc=$destdir/etc/shuttle
 
 say "service user and group: shuttle"
@@ -129,6 +131,14 @@ done
 say "udev rules: $rules"
 mkdir -p "$rules"
 install -m 0644 "$target"/udev/*.rules "$rules/"
+
+say "polkit rule: $polkit_rules"
+# The dashboard's Eject: the daemon may start shuttle-eject@NAME.service and no other unit. polkitd
+# reads the folder again by itself when a rule appears.
+mkdir -p "$polkit_rules"
+install -m 0644 "$target"/polkit/*.rules "$polkit_rules/"
+[ -n "$destdir" ] || command -v pkaction >/dev/null || [ -x /usr/lib/polkit-1/polkitd ] ||
+  say "polkitd is not installed: Eject from the dashboard needs it (apt-get install polkitd)"
 
 say "configuration: $etc"
 # By number, from the group file of the root being installed to (DESTDIR's, not this machine's).

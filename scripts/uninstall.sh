@@ -2,7 +2,7 @@
 # uninstall.sh [--prefix DIR] [--purge]: removes what scripts/install.sh installed.
 #
 # Stops and disables the service, removes the program (PREFIX, default /opt/shuttle), the
-# /usr/local/bin/shuttle link, the units and the udev rules, and reloads systemd and udev. Keeps the
+# /usr/local/bin/shuttle link, the units, the udev rules and the polkit rule, and reloads systemd and udev. Keeps the
 # configuration (/etc/shuttle), the journal and state (/var/lib/shuttle) and the `shuttle` user, so a
 # later install carries on where this one stopped; --purge removes those too, with the cache
 # (/var/cache/shuttle), the units' drop-ins (systemctl edit) and the runtime folders (/run/shuttle,
@@ -33,6 +33,7 @@ live() { [ -z "$destdir" ] && [ -d /run/systemd/system ]; }
 target=$destdir$prefix
 units=$destdir/etc/systemd/system
 rules=$destdir/etc/udev/rules.d
+polkit_rules=$destdir/etc/polkit-1/rules.d
 
 # Only Shuttle's own folders are removed: a PREFIX naming /usr/local or another program's folder is
 # refused before anything is touched.
@@ -44,8 +45,9 @@ for dir in "$target" "$target.new" "$target.old"; do
 done
 
 # What was installed is named by the installed tree itself; fall back to the names this version ships.
-unit_names=$(cd "$target/systemd" 2>/dev/null && ls -- *.service 2>/dev/null || echo 'shuttle.service shuttle-card@.service')
+unit_names=$(cd "$target/systemd" 2>/dev/null && ls -- *.service 2>/dev/null || echo 'shuttle.service shuttle-card@.service shuttle-eject@.service')
 rule_names=$(cd "$target/udev" 2>/dev/null && ls -- *.rules 2>/dev/null || echo '70-shuttle-cameras.rules 70-shuttle-cards.rules 70-shuttle-lights.rules')
+polkit_names=$(cd "$target/polkit" 2>/dev/null && ls -- *.rules 2>/dev/null || echo '50-shuttle.rules')
 
 if live; then
   systemctl disable --now shuttle.service >&2 || true
@@ -54,10 +56,11 @@ fi
 
 for u in $unit_names; do rm -f "$units/$u"; done
 for r in $rule_names; do rm -f "$rules/$r"; done
+for r in $polkit_names; do rm -f "$polkit_rules/$r"; done
 link=$destdir/usr/local/bin/shuttle
 if [ -L "$link" ] && [ "$(readlink "$link")" = "$prefix/bin/shuttle" ]; then rm -f "$link"; fi
 rm -rf "$target" "$target.new" "$target.old"
-say "removed $prefix, the units and the udev rules"
+say "removed $prefix, the units, the udev rules and the polkit rule"
 
 if [ "$purge" = yes ]; then
   # Drop-ins of the daemon, of the card template and of single cards (shuttle-card@sdb1.service.d).

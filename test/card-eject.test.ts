@@ -1,9 +1,9 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { parseMountinfo } from '../src/daemon/mounts.js';
-import { ejectCard } from '../src/device/card/eject.js';
+import { ejectCard, ejectThroughSystemd } from '../src/device/card/eject.js';
 import { isShuttleError } from '../src/errors.js';
 import { captureLog } from './support/daemon-helpers.js';
 import { tempDir } from './support/tree.js';
@@ -103,6 +103,59 @@ describe('card eject', () => {
     const err = await ejectCard({ mountPoint: join(work, 'nothing'), dev: '0:0', logger: captureLog().logger, sysRoot: join(work, 'no-sys') }).catch((e: unknown) => e);
     expect(isShuttleError(err, 'EJECT_FAILED')).toBe(true);
     expect((err as Error).message).toContain(`cannot unmount ${join(work, 'nothing')}`);
+  });
+});
+
+/**
+ * The installed daemon's eject: no privileges of its own, it has systemd start the eject unit (a
+ * oneshot: `systemctl start` returns once it ran) and reads the outcome from the mount table and sysfs.
+ */
+describe('card eject through systemd', () => {
+  const mounted = '36 25 8:17 / /media/shuttle/sdb1 rw,nosuid shared:1 - vfat /dev/sdb1 rw\n';
+
+  test('starts-the-eject-unit-of-the-card-and-reports-it-unmounted-and-powered-off', async () => {
+    const sys = await fakeSys();
+    const calls: string[][] = [];
+    const r = await ejectThroughSystemd({
+      mountPoint: '/media/shuttle/sdb1',
+      dev: '8:17',
+      logger: captureLog().logger,
+      sysRoot: sys,
+      mountinfo: async () => '',
+      // What the unit's power-off does to sysfs: the disk and its partition go.
+      systemctl: async (args) => {
+        calls.push(args);
+        await rm(join(sys, 'class', 'block', 'sdb1'));
+      },
+    });
+    expect(calls).toEqual([['start', '--no-ask-password', 'shuttle-eject@sdb1.service']]);
+    expect(r).toEqual({ unmounted: true, poweredOff: true });
+  });
+
+  test('a-card-the-unit-left-powered-is-reported-so-and-one-still-mounted-is-an-error', async () => {
+    const sys = await fakeSys();
+    const opts = { mountPoint: '/media/shuttle/sdb1', dev: '8:17', logger: captureLog().logger, sysRoot: sys, systemctl: async () => undefined };
+    expect(await ejectThroughSystemd({ ...opts, mountinfo: async () => '' })).toEqual({
+      unmounted: true,
+      poweredOff: false,
+      note: 'not powered off (journalctl -u shuttle-eject@sdb1.service says why)',
+    });
+    const err = await ejectThroughSystemd({ ...opts, mountinfo: async () => mounted }).catch((e: unknown) => e);
+    expect(isShuttleError(err, 'EJECT_FAILED')).toBe(true);
+    expect((err as Error).message).toContain('/media/shuttle/sdb1 is still mounted');
+  });
+
+  test('a-refusal-by-polkit-names-the-rule-and-no-unit-is-asked-for-a-mount-not-named-after-its-device', async () => {
+    const sys = await fakeSys();
+    const denied = Object.assign(new Error('Command failed'), { stderr: 'Failed to start shuttle-eject@sdb1.service: Access denied\n' });
+    const opts = { dev: '8:17', logger: captureLog().logger, sysRoot: sys, mountinfo: async () => mounted };
+    const err = await ejectThroughSystemd({ ...opts, mountPoint: '/media/shuttle/sdb1', systemctl: async () => Promise.reject(denied) }).catch((e: unknown) => e);
+    expect(isShuttleError(err, 'EJECT_FAILED')).toBe(true);
+    expect((err as Error).message).toContain('50-shuttle.rules');
+    const calls: string[][] = [];
+    const other = await ejectThroughSystemd({ ...opts, mountPoint: '/media/shuttle/holiday', systemctl: async (a) => void calls.push(a) }).catch((e: unknown) => e);
+    expect(isShuttleError(other, 'EJECT_FAILED')).toBe(true);
+    expect(calls).toEqual([]);
   });
 });
 

@@ -84,6 +84,8 @@ describe('artifact', () => {
       'lib/shuttle-card',
       'systemd/shuttle.service',
       'systemd/shuttle-card@.service',
+      'systemd/shuttle-eject@.service',
+      'polkit/50-shuttle.rules',
       'udev/70-shuttle-cameras.rules',
       'udev/70-shuttle-cards.rules',
       'udev/70-shuttle-lights.rules',
@@ -122,13 +124,15 @@ describe('install into a DESTDIR', () => {
   test('puts-program-link-units-and-rules-where-systemd-and-udev-read-them', async () => {
     expect(existsSync(join(root, 'opt/shuttle/dist/main.js'))).toBe(true);
     expect(await readlink(join(root, 'usr/local/bin/shuttle'))).toBe('/opt/shuttle/bin/shuttle');
-    for (const unit of ['shuttle.service', 'shuttle-card@.service']) {
+    for (const unit of ['shuttle.service', 'shuttle-card@.service', 'shuttle-eject@.service']) {
       expect(await readFile(join(root, 'etc/systemd/system', unit), 'utf8')).toBe(await readFile(join(REPO, 'systemd', unit), 'utf8'));
       expect(await mode(join(root, 'etc/systemd/system', unit))).toBe('644');
     }
     for (const rules of ['70-shuttle-cameras.rules', '70-shuttle-cards.rules', '70-shuttle-lights.rules']) {
       expect(await readFile(join(root, 'etc/udev/rules.d', rules), 'utf8')).toBe(await readFile(join(REPO, 'udev', rules), 'utf8'));
     }
+    expect(await readFile(join(root, 'etc/polkit-1/rules.d/50-shuttle.rules'), 'utf8')).toBe(await readFile(join(REPO, 'polkit/50-shuttle.rules'), 'utf8'));
+    expect(await mode(join(root, 'etc/polkit-1/rules.d/50-shuttle.rules'))).toBe('644');
     expect(await mode(join(root, 'opt/shuttle/lib/shuttle-card'))).toBe('755');
   });
 
@@ -155,7 +159,7 @@ describe('install into a DESTDIR', () => {
 
   test('installed-units-verify-against-the-installed-tree', async () => {
     await cp('/usr/lib/systemd/system', join(root, 'usr/lib/systemd/system'), { recursive: true, verbatimSymlinks: true });
-    const r = run('systemd-analyze', ['verify', `--root=${root}`, 'shuttle.service', 'shuttle-card@sdb1.service']);
+    const r = run('systemd-analyze', ['verify', `--root=${root}`, 'shuttle.service', 'shuttle-card@sdb1.service', 'shuttle-eject@sdb1.service']);
     expect({ status: r.status, messages: r.stderr.trim() }).toEqual({ status: 0, messages: '' });
   });
 
@@ -212,6 +216,8 @@ describe('install into a DESTDIR', () => {
       'usr/local/bin/shuttle',
       'etc/systemd/system/shuttle.service',
       'etc/systemd/system/shuttle-card@.service',
+      'etc/systemd/system/shuttle-eject@.service',
+      'etc/polkit-1/rules.d/50-shuttle.rules',
       'etc/udev/rules.d/70-shuttle-cameras.rules',
       'etc/udev/rules.d/70-shuttle-cards.rules',
       'etc/udev/rules.d/70-shuttle-lights.rules',

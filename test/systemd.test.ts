@@ -103,8 +103,8 @@ afterAll(async () => {
 });
 
 describe('units', () => {
-  test('ships-the-daemon-unit-and-the-card-template', async () => {
-    expect(await unitFiles()).toEqual(['shuttle-card@.service', 'shuttle.service']);
+  test('ships-the-daemon-unit-and-the-card-and-eject-templates', async () => {
+    expect(await unitFiles()).toEqual(['shuttle-card@.service', 'shuttle-eject@.service', 'shuttle.service']);
   });
 
   test('systemd-analyze-verify-finds-nothing-to-say-about-any-unit', async () => {
@@ -126,7 +126,7 @@ describe('units', () => {
     }
   });
 
-  test.each([['shuttle.service'], ['shuttle-card@sdb1.service']])('%s-is-rated-at-most-2.0-exposure-offline', (unit) => {
+  test.each([['shuttle.service'], ['shuttle-card@sdb1.service'], ['shuttle-eject@sdb1.service']])('%s-is-rated-at-most-2.0-exposure-offline', (unit) => {
     const r = run('systemd-analyze', ['security', '--offline=true', `--threshold=${EXPOSURE_THRESHOLD}`, `--root=${root}`, unit]);
     const exposure = exposureOf(r.stdout, unit);
     expect(r.status, r.stdout + r.stderr).toBe(0);
@@ -267,6 +267,21 @@ describe('shuttle-card helper', () => {
     // A loop device hangs off no USB port: nothing is powered off, and it says so.
     expect(r.stderr).toContain('not on a USB device');
     expect(existsSync(loop)).toBe(true);
+  });
+
+  test('eject-unmounts-a-card-mounted-at-the-base-goes-on-to-power-it-off-and-refuses-when-nothing-is-there', () => {
+    const mnt = join(work, 'media', name());
+    const m = helper('mount', name());
+    expect(m.status, m.stderr).toBe(0);
+    const r = helper('eject', name());
+    expect(r.status, r.stderr).toBe(0);
+    expect(run('findmnt', [mnt]).status).not.toBe(0);
+    expect(existsSync(join(work, 'state', name()))).toBe(false);
+    // power_off was entered, and refused the loop device as it refuses anything not on USB.
+    expect(r.stderr).toContain('not on a USB device');
+    const again = helper('eject', name());
+    expect(again.status).toBe(2);
+    expect(again.stderr).toContain('nothing to eject');
   });
 
   test('release-after-an-ingest-that-did-not-complete-unmounts-and-never-powers-the-card-off', () => {

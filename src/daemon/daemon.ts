@@ -447,8 +447,10 @@ export class Daemon {
     }
     const mount = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).find((m) => m.mountPoint === device.uri);
     if (!mount) throw httpError(404, `${device.uri} is no longer mounted`);
-    const { ejectCard } = await import('../device/card/eject.js');
-    return ejectCard({ mountPoint: mount.mountPoint, dev: mount.dev, logger: this.#log.child({ device: deviceId }) });
+    const { ejectCard, ejectThroughSystemd, mayEjectDirectly } = await import('../device/card/eject.js');
+    const how = { mountPoint: mount.mountPoint, dev: mount.dev, logger: this.#log.child({ device: deviceId }) };
+    // The installed daemon has no privilege to unmount or power off: systemd's eject unit does it.
+    return mayEjectDirectly() ? ejectCard(how) : ejectThroughSystemd(how);
   }
 
   #handlers(): ControlHandlers {

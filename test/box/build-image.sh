@@ -24,18 +24,33 @@ stage=$(mktemp -d "${out%/}.stage.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 r=$stage/root
 mirror=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-debootstrap --variant=minbase --include=systemd,systemd-sysv,udev,kmod,util-linux,mount,procps \
+debootstrap --variant=minbase --include=systemd,systemd-sysv,udev,kmod,util-linux,mount,procps,adduser,dbus,curl,inotify-tools \
   bookworm "$r" ${mirror:+"$mirror"} > "$stage/debootstrap.log" 2>&1 || { tail -n 30 "$stage/debootstrap.log" >&2; exit 1; }
+# polkitd's set-up fails inside debootstrap's own configuration pass: installed afterwards, in the chroot.
+chroot "$r" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends polkitd > "$stage/polkitd.log" 2>&1 || { tail -n 30 "$stage/polkitd.log" >&2; exit 1; }
+chroot "$r" apt-get clean
 mkdir -p "$r/lib/modules"
 cp -a "/lib/modules/$kver" "$r/lib/modules/"
 chroot "$r" passwd -d root > /dev/null
 echo shuttle-box > "$r/etc/hostname"
 mkdir -p "$r/artifact" "$r/out"
+# Mounted on first use, after the 9p modules are loaded: mounted at boot, a share whose virtio device
+# was not probed yet failed the boot into emergency mode.
 cat > "$r/etc/fstab" <<'EOF'
-artifact /artifact 9p trans=virtio,version=9p2000.L,ro,msize=524288 0 0
-out /out 9p trans=virtio,version=9p2000.L,msize=524288 0 0
+artifact /artifact 9p trans=virtio,version=9p2000.L,ro,msize=524288,x-systemd.automount,x-systemd.requires=systemd-modules-load.service 0 0
+out /out 9p trans=virtio,version=9p2000.L,msize=524288,x-systemd.automount,x-systemd.requires=systemd-modules-load.service 0 0
 EOF
 printf '9p\n9pnet_virtio\nxhci_pci\n' > "$r/etc/modules-load.d/box.conf"
+# QEMU's user network (slirp): a fixed address, the host's loopback reached as 10.0.2.2.
+mkdir -p "$r/etc/systemd/network"
+cat > "$r/etc/systemd/network/10-box.network" <<'EOF'
+[Match]
+Type=ether
+[Network]
+Address=10.0.2.15/24
+Gateway=10.0.2.2
+EOF
+ln -sf /lib/systemd/system/systemd-networkd.service "$r/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
 cat > "$r/etc/systemd/system/box-agent.service" <<'EOF'
 [Unit]
 Description=End-to-end test agent (/out/agent.sh)

@@ -149,6 +149,10 @@ export async function bootBox(opts: BootOptions): Promise<Box> {
     [
       '-accel',
       'tcg',
+      // The CPU the guest sees: TCG's default (qemu64) lacks SSE4.2, and sharp's libvips (loaded by the
+      // daemon when the API is on, for previews) then dies with SIGILL at start.
+      '-cpu',
+      'max',
       '-m',
       String(opts.memoryMiB ?? 2048),
       '-smp',
@@ -169,6 +173,9 @@ export async function bootBox(opts: BootOptions): Promise<Box> {
       `local,path=${opts.outDir},mount_tag=out,security_model=none,multidevs=remap`,
       '-device',
       'qemu-xhci,id=xhci',
+      // User networking: the guest reaches servers the test starts on the host's loopback at 10.0.2.2.
+      '-nic',
+      'user,model=virtio-net-pci',
       '-qmp',
       `unix:${qmpPath},server=on,wait=off`,
     ],

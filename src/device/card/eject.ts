@@ -10,7 +10,10 @@ import type { Logger } from '../../log.js';
  * pulled, with the same guards as systemd/shuttle-card's `release` (which does this after a card unit's
  * ingest): no power-off while another filesystem of the disk is mounted, nor for a disk that is not on
  * USB, nor for a multi-slot reader (removing it would take the other slots with it).
- * Needs the privilege to unmount and to write to sysfs: root, or a daemon given it.
+ * Needs the privilege to unmount and to write to sysfs: root. The installed daemon has neither, and
+ * keeps it so: `ejectThroughSystemd` asks systemd to start shuttle-eject@NAME.service, whose root step
+ * (systemd/shuttle-card eject) does the same with the same guards; a polkit rule the installer ships
+ * lets the shuttle user start that unit and no other.
  */
 
 export interface EjectOptions {
@@ -38,6 +41,11 @@ export interface EjectResult {
 
 const exec = promisify(execFile);
 
+/** Whether this process may unmount and power off by itself (ejectCard), or must ask systemd (ejectThroughSystemd). */
+export function mayEjectDirectly(): boolean {
+  return process.getuid?.() === 0;
+}
+
 async function umount(mountPoint: string): Promise<void> {
   await exec('umount', [mountPoint], { timeout: 30_000 });
 }
@@ -57,6 +65,60 @@ export async function ejectCard(o: EjectOptions): Promise<EjectResult> {
   const off = await powerOff(sys, part, o.mounts ?? (() => readFile('/proc/self/mounts', 'utf8')));
   o.logger.info({ device: part, ...off }, off.poweredOff ? 'card powered off' : 'card not powered off');
   return { unmounted: true, ...off };
+}
+
+export interface SystemdEjectOptions extends Pick<EjectOptions, 'mountPoint' | 'dev' | 'logger' | 'sysRoot'> {
+  /** The mount table after the eject unit ran (tests give their own). */
+  mountinfo?: (() => Promise<string>) | undefined;
+  /** Runs systemctl with these arguments (tests may replace it). */
+  systemctl?: ((args: string[]) => Promise<void>) | undefined;
+}
+
+/** The unit the daemon starts for an eject; the polkit rule allows the shuttle user exactly these. */
+export function ejectUnit(name: string): string {
+  return `shuttle-eject@${name}.service`;
+}
+
+async function systemctl(args: string[]): Promise<void> {
+  await exec('systemctl', args, { timeout: 90_000 });
+}
+
+/**
+ * The eject of the installed daemon: systemd runs shuttle-eject@NAME.service (a oneshot, so `systemctl
+ * start` returns when it has finished), which stops the card's unit or unmounts, then powers the reader
+ * off. Only cards mounted by their kernel name below the mount base qualify (that is all the unit acts
+ * on). What happened is read back from the mount table and sysfs, which the daemon can read.
+ */
+export async function ejectThroughSystemd(o: SystemdEjectOptions): Promise<EjectResult> {
+  const sys = o.sysRoot ?? '/sys';
+  const part = await blockName(sys, o.dev);
+  if (part === undefined || basename(o.mountPoint) !== part) {
+    throw new ShuttleError(
+      'EJECT_FAILED',
+      `cannot eject ${o.mountPoint}: only cards the card unit mounts (at their kernel name, like /media/shuttle/sdb1) are ejected through systemd`,
+      {
+        context: { path: o.mountPoint },
+      },
+    );
+  }
+  const unit = ejectUnit(part);
+  try {
+    await (o.systemctl ?? systemctl)(['start', '--no-ask-password', unit]);
+  } catch (cause) {
+    const stderr = cause instanceof Error && 'stderr' in cause ? String((cause as { stderr: unknown }).stderr).trim() : '';
+    const denied = /access denied|interactive authentication required/i.test(stderr);
+    const why = denied ? 'not allowed: is polkitd installed and /etc/polkit-1/rules.d/50-shuttle.rules in place (the installer puts it there)?' : stderr || String(cause);
+    throw new ShuttleError('EJECT_FAILED', `cannot eject ${o.mountPoint}: systemctl start ${unit}: ${why}`, { cause, context: { path: o.mountPoint } });
+  }
+  const table = await (o.mountinfo ?? (() => readFile('/proc/self/mountinfo', 'utf8')))();
+  if (table.split('\n').some((l) => l.split(' ')[4] === o.mountPoint)) {
+    throw new ShuttleError('EJECT_FAILED', `${unit} ran, but ${o.mountPoint} is still mounted (journalctl -u ${unit} says why)`, { context: { path: o.mountPoint } });
+  }
+  o.logger.info({ mountPoint: o.mountPoint, dev: o.dev, unit }, 'card unmounted');
+  const poweredOff = !(await exists(join(sys, 'class', 'block', part)));
+  const result: EjectResult = poweredOff ? { unmounted: true, poweredOff } : { unmounted: true, poweredOff, note: `not powered off (journalctl -u ${unit} says why)` };
+  o.logger.info({ device: part, ...result }, poweredOff ? 'card powered off' : 'card not powered off');
+  return result;
 }
 
 /** The kernel's name of the block device major:minor (`sdb1`), if sysfs knows it. */
