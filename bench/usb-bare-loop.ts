@@ -1,63 +1,48 @@
 // The bus limit for bench/usb.ts: the least a PTP-over-USB reader can do to list and read every object of a
-// camera, with nothing else in the way. One bulk transfer at a time: GetObjectHandles per folder,
-// GetObjectInfo per object, GetObject read in 4 MiB bulk transfers and thrown away (no hashing, no
-// writing). A reference measurement run inside the guest next to Shuttle, not product code: it uses the
-// `usb` package directly, the project's pure PTP codec and its pure USB container framing.
-// Run (as root, camera attached):  node bench/usb-bare-loop.ts
+// camera, with nothing else in the way. GetObjectHandles per folder, GetObjectInfo per object, GetObject
+// read and thrown away (no hashing, no writing). A reference measurement run inside the guest next to
+// Shuttle, not product code. It drives Shuttle's own USB transfer path (the libusb link and the PTP-over-USB
+// transport: reused libusb transfers, 4 MiB reads, two pending inside a data phase) without the session,
+// the camera layer or the ingest pipeline: node-usb's per-call `endpoint.transfer` crashed the guest's node
+// with SIGSEGV in about half the runs, Shuttle's path never did, and the limit is then the one Shuttle's
+// own transport could reach.
+// Run (as root, camera attached):  node --experimental-transform-types bench/usb-bare-loop.ts
 // Prints "cpu-rates sha256=MB/s xxh128=MB/s copy=MB/s" (what this CPU hashes and copies per second,
 // measured after the loop), then "bare-loop files=N bytes=N secs=S" (secs from the device open to the last byte).
-import type { InEndpoint, OutEndpoint } from 'usb';
-
 await import(new URL('../test/support/ts-resolve-hooks.mjs', import.meta.url).href);
-const { ContainerType, encodeOperationContainer } = await import('../src/device/ptp/codec.js');
-const { UsbContainerFramer } = await import('../src/device/usb/framing.js');
 const { OperationCode, ObjectFormat, ROOT_OBJECTS } = await import('../src/device/ptp/codes.js');
 const { decodeObjectInfo, decodeStorageIds, decodeU32Array } = await import('../src/device/ptp/datasets.js');
-const { getDeviceList } = await import('usb');
+const { usbQuirksFor } = await import('../src/device/ptp/quirks.js');
+const { findUsbCameras } = await import('../src/device/usb/discovery.js');
+const { openLibusbLink } = await import('../src/device/usb/libusb.js');
+const { UsbPtpTransport } = await import('../src/device/usb/transport.js');
 
-const OBJECT_READ_BYTES = 4 * 1024 * 1024;
-const DATASET_READ_BYTES = 16 * 1024;
-
-const device = getDeviceList().find((d) => d.configDescriptor?.interfaces.some((alts) => alts[0]?.bInterfaceClass === 6));
-if (!device) throw new Error('no Still Image class device on the bus');
+const found = (await findUsbCameras())[0];
+if (!found) throw new Error('no Still Image class device on the bus');
 const started = performance.now();
-device.open();
-const ifaceNumber = device.configDescriptor!.interfaces.findIndex((alts) => alts[0]?.bInterfaceClass === 6);
-const iface = device.interface(ifaceNumber);
-if (iface.isKernelDriverActive()) iface.detachKernelDriver();
-iface.claim();
-const bulkIn = iface.endpoints.find((e) => e.direction === 'in' && e.transferType === 2) as InEndpoint;
-const bulkOut = iface.endpoints.find((e) => e.direction === 'out' && e.transferType === 2) as OutEndpoint;
-bulkIn.timeout = 10_000;
-bulkOut.timeout = 10_000;
-
-const write = (bytes: Buffer): Promise<void> => new Promise((resolve, reject) => bulkOut.transfer(bytes, (err) => (err ? reject(err) : resolve())));
-const read = (length: number): Promise<Buffer> => new Promise((resolve, reject) => bulkIn.transfer(length, (err, data) => (err ? reject(err) : resolve(data ?? Buffer.alloc(0)))));
+const link = openLibusbLink(found.device, { interfaceNumber: found.info.interfaceNumber });
+const transport = new UsbPtpTransport(link, { quirks: usbQuirksFor({ vendorId: found.info.vendorId, productId: found.info.productId }).usb });
 
 let tid = 0;
 /** One transaction; data slices go to `onData`; resolves with the response code. */
-async function transaction(code: number, params: number[], readBytes: number, onData: (bytes: Uint8Array) => void): Promise<number> {
+async function transaction(code: number, params: number[], dataIn: boolean, onData: (bytes: Uint8Array) => void, expectedDataBytes?: number): Promise<number> {
   const transactionId = code === OperationCode.OpenSession ? 0 : ++tid;
-  await write(encodeOperationContainer({ type: ContainerType.Command, code, transactionId, params }));
-  const framer = new UsbContainerFramer();
+  await transport.sendCommand({ code, transactionId, params, dataPhase: dataIn ? 'in' : 'none', ...(expectedDataBytes === undefined ? {} : { expectedDataBytes }) });
   for (;;) {
-    const bytes = await read(readBytes);
-    framer.push(bytes, bytes.length < readBytes);
-    for (let f = framer.next(); f; f = framer.next()) {
-      if (f.kind === 'data') onData(f.bytes);
-      else if (f.kind === 'response') return f.code;
-    }
+    const item = await transport.receive();
+    if (item.kind === 'data') onData(item.bytes);
+    else if (item.kind === 'response') return item.code;
   }
 }
 
 async function dataset(code: number, params: number[]): Promise<Buffer> {
   const parts: Uint8Array[] = [];
-  const rc = await transaction(code, params, DATASET_READ_BYTES, (b) => parts.push(Buffer.from(b)));
+  const rc = await transaction(code, params, true, (b) => parts.push(Buffer.from(b)));
   if (rc !== 0x2001) throw new Error(`operation 0x${code.toString(16)} answered 0x${rc.toString(16)}`);
   return Buffer.concat(parts);
 }
 
-await transaction(OperationCode.OpenSession, [1], DATASET_READ_BYTES, () => undefined);
+await transaction(OperationCode.OpenSession, [1], false, () => undefined);
 let files = 0;
 let bytes = 0;
 for (const storage of decodeStorageIds(await dataset(OperationCode.GetStorageIDs, []))) {
@@ -71,7 +56,7 @@ for (const storage of decodeStorageIds(await dataset(OperationCode.GetStorageIDs
         continue;
       }
       let got = 0;
-      const rc = await transaction(OperationCode.GetObject, [handle], OBJECT_READ_BYTES, (b) => (got += b.byteLength));
+      const rc = await transaction(OperationCode.GetObject, [handle], true, (b) => (got += b.byteLength), info.compressedSize);
       if (rc !== 0x2001 || got !== info.compressedSize) throw new Error(`GetObject ${info.filename}: response 0x${rc.toString(16)}, ${got} of ${info.compressedSize} bytes`);
       files += 1;
       bytes += got;
@@ -79,9 +64,8 @@ for (const storage of decodeStorageIds(await dataset(OperationCode.GetStorageIDs
   }
 }
 const secs = (performance.now() - started) / 1000;
-await transaction(OperationCode.CloseSession, [], DATASET_READ_BYTES, () => undefined);
-await new Promise<void>((resolve) => iface.release(true, () => resolve()));
-device.close();
+await transaction(OperationCode.CloseSession, [], false, () => undefined);
+await transport.close();
 
 // What the same CPU does per byte besides reading: the hashes Shuttle computes on every chunk (SHA-256
 // by node:crypto, xxh128 by hash-wasm, the latter again on read-back) and one copy of it.

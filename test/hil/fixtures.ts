@@ -143,3 +143,135 @@ export function readJournal(stateDir: string): JournalFacts {
     db.close();
   }
 }
+
+/** A line a guest helper stamped with the guest's clock: "HIL:stamp NAME EPOCH_MS TEXT" (test/hil/guest/stamp.mjs). */
+export interface Stamp {
+  name: string;
+  /** The guest's Date.now() when the line was stamped. */
+  guestMs: number;
+  text: string;
+  /** This machine's Date.now() when the console line arrived. */
+  hostMs: number;
+}
+
+/**
+ * Console lines of a guest as they arrive (pass `add` as the guest's onLine): stamped lines by name, and
+ * waits for the n-th line matching a pattern that end early, with the console, when the guest exits.
+ */
+export class GuestLines {
+  readonly all: string[] = [];
+  readonly stamps: Stamp[] = [];
+  /** The guest's real-time and monotonic clocks, and this machine's clock when the line arrived, from "HIL:clock MS MONO" lines. */
+  readonly clocks: Array<{ guestMs: number; monoMs: number; hostMs: number }> = [];
+  private readonly waiters = new Set<{ pattern: RegExp; n: number; resolve: () => void }>();
+  private readonly probes = new Set<() => void>();
+
+  add(line: string): void {
+    const hostMs = Date.now();
+    this.all.push(line);
+    const s = /HIL:stamp (\S+) (\d+) (.*)$/.exec(line);
+    if (s) this.stamps.push({ name: s[1]!, guestMs: Number(s[2]), text: s[3]!, hostMs });
+    const c = /HIL:clock (\d+) ([\d.]+)$/.exec(line);
+    if (c) this.clocks.push({ guestMs: Number(c[1]), monoMs: Number(c[2]), hostMs });
+    for (const w of this.waiters) {
+      if (this.count(w.pattern) >= w.n) {
+        this.waiters.delete(w);
+        w.resolve();
+      }
+    }
+    for (const p of this.probes) p();
+  }
+
+  /**
+   * Resolves with what `probe` returns once it returns something, asked again after every line; rejects
+   * after `timeoutMs` or when the guest exits first.
+   */
+  until<T>(probe: () => T | undefined, why: string, timeoutMs: number, exited: Promise<unknown>): Promise<T> {
+    const now = probe();
+    if (now !== undefined) return Promise.resolve(now);
+    return new Promise((resolve, reject) => {
+      const finish = (err?: Error, value?: T): void => {
+        this.probes.delete(check);
+        clearTimeout(t);
+        if (err) reject(err);
+        else resolve(value as T);
+      };
+      const check = (): void => {
+        const v = probe();
+        if (v !== undefined) finish(undefined, v);
+      };
+      const fail = (reason: string): void => finish(new Error(`${why}: ${reason}\n--- console ---\n${this.all.slice(-60).join('\n')}`));
+      const t = setTimeout(() => fail(`nothing within ${timeoutMs} ms`), timeoutMs);
+      this.probes.add(check);
+      void exited.then(() => {
+        if (this.probes.has(check)) fail('the guest exited');
+      });
+    });
+  }
+
+  count(pattern: RegExp): number {
+    return this.all.filter((l) => pattern.test(l)).length;
+  }
+
+  /** Resolves once `n` lines matched `pattern`; rejects after `timeoutMs` or when the guest exits first. */
+  nth(pattern: RegExp, n: number, timeoutMs: number, exited: Promise<unknown>): Promise<void> {
+    if (this.count(pattern) >= n) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const fail = (why: string): void => {
+        this.waiters.delete(w);
+        reject(new Error(`${why}: waiting for line ${n} matching ${pattern}\n--- console ---\n${this.all.slice(-80).join('\n')}`));
+      };
+      const t = setTimeout(() => fail(`nothing within ${timeoutMs} ms`), timeoutMs);
+      const w = {
+        pattern,
+        n,
+        resolve: () => {
+          clearTimeout(t);
+          resolve();
+        },
+      };
+      this.waiters.add(w);
+      void exited.then(() => {
+        if (this.waiters.has(w)) {
+          clearTimeout(t);
+          fail('the guest exited');
+        }
+      });
+    });
+  }
+
+  /** The JSON objects stamped under `name` (the lines a command printed, forwarded by stamp.mjs). */
+  json(name: string): Array<Record<string, unknown> & { guestMs: number }> {
+    return this.stamps.filter((s) => s.name === name && s.text.startsWith('{')).map((s) => ({ ...(JSON.parse(s.text) as Record<string, unknown>), guestMs: s.guestMs }));
+  }
+
+  /**
+   * This machine's clock minus the guest's, from the "HIL:clock" lines: the smallest difference seen, since
+   * a line can only arrive after it was stamped (its delay on the serial console is what remains).
+   */
+  clockOffsetMs(): number {
+    if (this.clocks.length === 0) throw new Error('the guest printed no HIL:clock lines');
+    return Math.min(...this.clocks.map((c) => c.hostMs - c.guestMs));
+  }
+
+  /** The guest's real-time clock minus its monotonic clock (both read in the same instant by stamp.mjs). */
+  monotonicOffsetMs(): number {
+    const c = this.clocks[0];
+    if (!c) throw new Error('the guest printed no HIL:clock lines');
+    return c.guestMs - c.monoMs;
+  }
+}
+
+/**
+ * ObjectAdded events (0x4002) the device sent on an interrupt IN endpoint, from usbmon's text log (0u):
+ * the object handle and usbmon's timestamp (µs of the guest's monotonic clock modulo 4096 s, which is the
+ * monotonic clock itself in a guest up for less than that).
+ */
+export function objectAddedInUsbmon(text: string): Array<{ handle: number; usbmonUs: number }> {
+  const out: Array<{ handle: number; usbmonUs: number }> = [];
+  // "TAG TIMESTAMP C Ii:BUS:DEV:EP STATUS:INTERVAL LENGTH = WORDS": an event container is 16 bytes,
+  // length 0x10, type 4, code 0x4002, transaction 0, then the handle, each word as the bytes come.
+  const re = /^\S+ (\d+) C Ii:\d+:\d+:\d+ \S+ 16 = 10000000 04000240 00000000 ([0-9a-f]{8})/gm;
+  for (const m of text.matchAll(re)) out.push({ handle: Buffer.from(m[2]!, 'hex').readUInt32LE(0), usbmonUs: Number(m[1]) });
+  return out;
+}
