@@ -600,7 +600,8 @@ until curl -sf ${API}/station > /dev/null; do sleep 0.2; done`,
 async function stationNow(): Promise<{ status: StationSeen; api: StationSeen }> {
   const out = await ok(`runuser -u shuttle -- /usr/local/bin/shuttle status --json --state /var/lib/shuttle; echo '@@'; curl -sf ${API}/station`);
   const [status, api] = out.split('@@\n') as [string, string];
-  const daemon = (JSON.parse(status) as { daemon?: { station?: { state: string; devices: Array<{ id: string; state: string }> }; devices: Array<{ id: string; uri: string }> } }).daemon;
+  const daemon = (JSON.parse(status) as { daemon?: { station?: { state: string; devices: Array<{ id: string; state: string }> }; devices: Array<{ id: string; uri: string }> } })
+    .daemon;
   if (!daemon?.station) throw new Error(`shuttle status --json shows no station:\n${status}`);
   // status names the devices' paths in its device list, and their states in the station view.
   const devices = daemon.station.devices.map((d) => ({ ...d, uri: daemon.devices.find((x) => x.id === d.id)?.uri ?? '' }));
