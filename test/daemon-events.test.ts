@@ -111,7 +111,7 @@ describe('daemon events', () => {
     return daemon;
   }
 
-  test('a-card-goes-from-connected-through-its-verified-files-to-safe-to-pull-and-back-to-idle-when-pulled', async () => {
+  test('a-card-goes-from-connected-through-its-verified-files-to-safe-to-pull-and-stays-so-after-its-reader-is-powered-off-until-the-next-card', async () => {
     const card = join(work, 'card');
     const a = await writeJpeg(join(card, 'DCIM', 'IMG_0001.JPG'), { seed: 1 });
     const b = await writeJpeg(join(card, 'DCIM', 'IMG_0002.JPG'), { seed: 2 });
@@ -144,10 +144,17 @@ describe('daemon events', () => {
     }
     expect(d.station.view.devices).toEqual([{ id: 'mount:8:17', label: 'EOS_DIGITAL', state: 'safe-to-pull', job: expect.any(Number) }]);
 
-    const idle = nextEvent(d.events, (e) => e.type === 'station.state');
+    // The card unit unmounts and powers the reader off: the card leaves the device list while it still
+    // sits in the reader, and the light the crew walks up to must still say what its job earned.
     watcher.events.detach('mount:8:17', 'card removed');
-    expect(await idle).toMatchObject({ type: 'station.state', state: 'idle' });
-    expect(events.at(-2)).toMatchObject({ type: 'device.gone', reason: 'card removed', device: { id: 'mount:8:17' } });
+    expect(events.at(-1)).toMatchObject({ type: 'device.gone', reason: 'card removed', device: { id: 'mount:8:17' } });
+    expect(d.station.view).toMatchObject({ state: 'safe-to-pull', reason: 'verified: EOS_DIGITAL (gone)', devices: [] });
+    // The next card is the next thing the station shows.
+    const next = nextEvent(d.events, (e) => e.type === 'station.state');
+    const other = join(work, 'other');
+    await writeJpeg(join(other, 'DCIM', 'IMG_0003.JPG'), { seed: 3 });
+    watcher.events.attach({ id: 'mount:8:33', kind: 'card', label: 'OTHER', uri: other, jobKey: pathJobKey(other), open: async () => new FolderSource(other) });
+    expect(await next).toMatchObject({ type: 'station.state', state: 'ingesting' });
   });
 
   test('previews-are-made-without-the-api-when-the-config-says-always', async () => {
@@ -186,5 +193,14 @@ describe('daemon events', () => {
     const states = events.filter((e) => e.type === 'station.state').map((e) => e.state);
     expect(states).toEqual(['ingesting', 'attention']);
     expect(d.station.view.state).toBe('attention');
+    // Powered off or pulled, a failed card keeps the station asking for attention until the next device.
+    watcher.events.detach('mount:8:33', 'card removed');
+    expect(d.station.view).toMatchObject({ state: 'attention', devices: [] });
+    expect(d.station.view.reason).toMatch(/^failed: BROKEN \(gone\)/);
+    const next = nextEvent(d.events, (e) => e.type === 'station.state');
+    const card = join(work, 'next');
+    await writeJpeg(join(card, 'DCIM', 'IMG_0001.JPG'), { seed: 4 });
+    watcher.card('mount:8:49', card);
+    expect(await next).toMatchObject({ state: 'ingesting' });
   });
 });

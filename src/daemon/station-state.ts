@@ -6,6 +6,11 @@ import { FINAL_STATES, type DeviceStatus, type JobSnapshot } from './status.js';
  * derived from the jobs, the attached devices and the upload queue. A device is "safe to pull" only when
  * its own job finished with every file verified; anything that failed asks for attention until the
  * device is taken out, so a crew never pulls a card on a light that hides a failure.
+ *
+ * A card's own unit unmounts and powers the reader off once its job is done, and the card then leaves
+ * the device list while it still sits in the reader: the state its job earned (safe to pull, or
+ * attention) stays the station's until the next device is connected, so the light a crew walks up to
+ * still says it, instead of going back to idle a moment after turning green.
  */
 
 /** `queued`: the device's job waits for another job on the same card or destination (see jobs.ts). */
@@ -17,6 +22,8 @@ export interface StationInputs {
   jobs: { active: readonly JobSnapshot[]; recent: readonly JobSnapshot[] };
   /** Files waiting for upload or uploading. */
   uploadsPending: number;
+  /** Devices gone since the last device was connected, whose jobs' outcomes the station still shows. */
+  departed?: readonly DeviceStatus[] | undefined;
 }
 
 export interface StationView {
@@ -48,7 +55,11 @@ export function deriveStationState(inputs: StationInputs): StationView {
       .filter((d) => d.state === s)
       .map((d) => d.label)
       .join(', ');
-  const attention = devices.filter((d) => d.state === 'attention');
+  // Only final outcomes of departed devices count; one still being worked on speaks through its job.
+  const departed = (inputs.departed ?? [])
+    .map((d) => ({ id: d.id, label: `${d.label} (gone)`, state: deviceState(d, inputs.jobs), job: d.job }))
+    .filter((d) => d.state === 'safe-to-pull' || d.state === 'attention');
+  const attention = [...devices, ...departed].filter((d) => d.state === 'attention');
   if (attention.length > 0) return { state: 'attention', reason: `failed: ${attention.map(why).join(', ')}`, devices };
   // A job is reported finished while the scheduler still lists it as active: go by its state.
   const active = inputs.jobs.active.filter((j) => !FINAL_STATES.has(j.state));
@@ -58,7 +69,8 @@ export function deriveStationState(inputs: StationInputs): StationView {
     return { state: 'verifying', reason: `second read of ${active.map((j) => j.label).join(', ')}`, devices };
   }
   if (active.length > 0) return { state: 'ingesting', reason: `${running.length} running, ${active.length - running.length} queued`, devices };
-  if (devices.some((d) => d.state === 'safe-to-pull')) return { state: 'safe-to-pull', reason: `verified: ${named('safe-to-pull')}`, devices };
+  const safe = [...devices, ...departed].filter((d) => d.state === 'safe-to-pull');
+  if (safe.length > 0) return { state: 'safe-to-pull', reason: `verified: ${safe.map((d) => d.label).join(', ')}`, devices };
   if (inputs.uploadsPending > 0) return { state: 'uploading', reason: `${inputs.uploadsPending} files to upload`, devices };
   return { state: 'idle', reason: devices.length ? `waiting: ${named('waiting')}` : 'no device', devices };
 }
@@ -67,6 +79,8 @@ export function deriveStationState(inputs: StationInputs): StationView {
 export class StationStateTracker {
   #last: StationView | undefined;
   readonly #unsubscribe: () => void;
+  /** Devices gone since a device was last connected (see the note at the top). */
+  #departed: DeviceStatus[] = [];
 
   constructor(
     private readonly hub: EventHub,
@@ -74,6 +88,8 @@ export class StationStateTracker {
   ) {
     // Progress too: a job entering its second read turns the station to verifying.
     this.#unsubscribe = hub.subscribe((e) => {
+      if (e.type === 'device.connected') this.#departed = [];
+      else if (e.type === 'device.gone' && e.device.job !== undefined) this.#departed = [...this.#departed.filter((d) => d.id !== e.device.id), e.device];
       if (e.type !== 'station.state') this.refresh();
     });
   }
@@ -84,7 +100,7 @@ export class StationStateTracker {
 
   /** Recomputes the state; publishes it when the state (not merely its reason) changed. */
   refresh(): StationView {
-    const view = deriveStationState(this.inputs());
+    const view = deriveStationState({ ...this.inputs(), departed: this.#departed });
     const changed = this.#last?.state !== view.state;
     this.#last = view;
     if (changed) this.hub.publish({ type: 'station.state', state: view.state, reason: view.reason });
