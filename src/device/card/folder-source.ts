@@ -53,6 +53,11 @@ class FileChunks extends Readable {
     // buffer would go back to the pool with the ring, for another file's read to overwrite. The file is
     // closed at its end; the ring is given back when the consumer destroys the stream.
     super({ highWaterMark: chunkSize, autoDestroy: false });
+    // Not destroyed at its end, a stream outlives its reader's interest: read to its end, or left by a
+    // reader that stopped on an error of its own and is still discarding its copies, until that reader
+    // destroys it. An abort meanwhile raises an error nobody listens for, which would end the process; a
+    // reader that still reads has its own listener and gets it as before.
+    this.on('error', () => undefined);
     this.#position = start;
     this.#direct = direct;
     // Not Readable's own `signal` option: that ends the stream with Node's AbortError, and a source's
@@ -63,9 +68,7 @@ class FileChunks extends Readable {
       return;
     }
     const onAbort = (): void => {
-      // A stream read to its end has nothing left to fail, and its reader may have stopped listening for
-      // errors (it is still hashing or syncing): an error now would be an unhandled 'error' event.
-      this.destroy(this.readableEnded ? undefined : abortReason(signal));
+      this.destroy(abortReason(signal));
     };
     signal.addEventListener('abort', onAbort, { once: true });
     this.once('close', () => signal.removeEventListener('abort', onAbort));
