@@ -158,6 +158,7 @@ export class Daemon {
         logger: this.#log,
         env: this.#opts.env,
         onUploaded: (u) => this.events.publish({ type: 'file.uploaded', ...u }),
+        onError: ({ code, message, ...upload }) => this.events.publish({ type: 'error', code, message, upload }),
       });
     }
     const uploader = this.#uploader;

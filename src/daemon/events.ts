@@ -1,3 +1,4 @@
+import type { UploadFailure } from '../upload/worker.js';
 import type { DeviceStatus, JobSnapshot } from './status.js';
 
 /**
@@ -28,6 +29,9 @@ export interface FileEventBody {
   preview?: string | undefined;
 }
 
+/** Which upload failed, and how: `deferred` rows are tried again, `failed` ones wait for the operator. */
+export type UploadErrorBody = Omit<UploadFailure, 'code' | 'message'>;
+
 export type StationEventBody =
   | { type: 'job.queued' | 'job.started' | 'job.progress' | 'job.finished'; job: JobSnapshot }
   | ({ type: 'file.verified' | 'file.failed' } & FileEventBody)
@@ -35,7 +39,8 @@ export type StationEventBody =
   | { type: 'preview.ready'; job: number; fileId: number; path: string; preview: string; url: string }
   | { type: 'file.uploaded'; fileId: number; bucket: string; key: string; bytes: number; outcome: 'uploaded' | 'already-present' }
   | { type: 'device.connected' | 'device.gone'; device: DeviceStatus; reason?: string | undefined }
-  | { type: 'error'; code: string; message: string; job?: number | undefined; path?: string | undefined }
+  /** A job's error (`job`, and `path` on its source), or an upload's (`upload`). */
+  | { type: 'error'; code: string; message: string; job?: number | undefined; path?: string | undefined; upload?: UploadErrorBody | undefined }
   | { type: 'station.state'; state: StationState; reason: string };
 
 export type StationEventType = StationEventBody['type'];

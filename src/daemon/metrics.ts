@@ -151,6 +151,10 @@ export class StationMetrics {
         }
         break;
       }
+      case 'error':
+        // Each attempt whose object the server got wrong; a job's errors are counted when it finishes.
+        if (e.upload?.cloudMismatch === true) this.#verifyFailures.inc({ stage: 'cloud' });
+        break;
       case 'device.connected':
         if (e.device.kind === 'camera' && this.#goneCameras.delete(e.device.id)) this.#reconnects.inc();
         break;

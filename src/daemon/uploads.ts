@@ -11,7 +11,7 @@ import { acquireLock, type Lock } from '../store/lock.js';
 import { RetentionStore } from '../store/retention.js';
 import { UploadQueue, type QueueTarget } from '../store/upload-queue.js';
 import type { UploadRuntime } from '../upload/from-config.js';
-import type { DrainOptions, DrainReport } from '../upload/worker.js';
+import type { DrainOptions, DrainReport, UploadFailure } from '../upload/worker.js';
 import type { DaemonUploadStatus } from './status.js';
 
 /**
@@ -48,6 +48,12 @@ export interface DaemonUploaderOptions {
   logger: Logger;
   env?: NodeJS.ProcessEnv | undefined;
   onUploaded?: DrainOptions['onUploaded'];
+  /**
+   * An upload failure the operator must hear of: the cloud's object did not match, a local copy was found
+   * damaged, or a file failed for good. Not every deferral: a server out of reach for a day would bury
+   * everything else under them.
+   */
+  onError?: ((f: UploadFailure) => void) | undefined;
 }
 
 interface SinceStart {
@@ -263,7 +269,15 @@ export class DaemonUploader {
         this.#log.info(this.#queue.counts(), 'upload drain started');
         let report: DrainReport;
         try {
-          report = await this.#runtime.worker.drain({ signal: drain.signal, waitForDeferred: true, done: () => this.#paused, onUploaded: this.#o.onUploaded });
+          report = await this.#runtime.worker.drain({
+            signal: drain.signal,
+            waitForDeferred: true,
+            done: () => this.#paused,
+            onUploaded: this.#o.onUploaded,
+            onFailure: (f) => {
+              if (f.cloudMismatch || f.outcome !== 'deferred') this.#o.onError?.(f);
+            },
+          });
         } finally {
           this.#drain = undefined;
           signal.removeEventListener('abort', onStop);

@@ -62,6 +62,8 @@ export interface DrainOptions {
   done?: () => boolean;
   /** Each row whose object was verified in the bucket (uploaded now, or already there). */
   onUploaded?: ((u: UploadedFile) => void) | undefined;
+  /** Each failed attempt, as it happens: the report keeps only the latest errors. */
+  onFailure?: ((f: UploadFailure) => void) | undefined;
 }
 
 export interface UploadedFile {
@@ -70,6 +72,17 @@ export interface UploadedFile {
   key: string;
   bytes: number;
   outcome: 'uploaded' | 'already-present';
+}
+
+export interface UploadFailure {
+  fileId: number;
+  bucket: string;
+  key: string;
+  code: string;
+  message: string;
+  outcome: DrainReport['errors'][number]['outcome'];
+  /** The object the server holds (or its part) did not match what was sent: the cloud's verification failed. */
+  cloudMismatch: boolean;
 }
 
 export type DrainStop = 'empty' | 'idle' | 'done' | 'deadline' | 'aborted';
@@ -224,7 +237,7 @@ export class UploadWorker {
             // Parts per file: all slots for a file uploading alone, one each when many are due.
             const sharing = Math.min(concurrency, running.size + 1 + queue.counts().queued);
             const parts = Math.max(1, Math.floor(concurrency / Math.max(1, sharing)));
-            const task = this.#process(row, parts, stop.signal, report, options.onUploaded).catch((error: unknown) => {
+            const task = this.#process(row, parts, stop.signal, report, options).catch((error: unknown) => {
               logger.error({ err: logError(error), key: row.key }, 'upload worker error');
               queue.release(row.id);
             });
@@ -289,8 +302,9 @@ export class UploadWorker {
     return id === copy.markerId;
   }
 
-  async #process(row: QueueRow, partConcurrency: number, signal: AbortSignal, report: DrainReport, onUploaded: DrainOptions['onUploaded']): Promise<void> {
+  async #process(row: QueueRow, partConcurrency: number, signal: AbortSignal, report: DrainReport, options: DrainOptions): Promise<void> {
     const { queue } = this.#o;
+    const { onUploaded, onFailure } = options;
     const log = this.#o.logger.child({ bucket: row.bucket, key: row.key, queueId: row.id });
     // uploadFile names bucket and key itself.
     const uploadLog = this.#o.logger.child({ queueId: row.id });
@@ -330,7 +344,7 @@ export class UploadWorker {
         onUploaded?.({ fileId: row.fileId, bucket: row.bucket, key: row.key, bytes: row.size, outcome: result.outcome });
         report.bytesSent += result.bytesSent;
         report.partsResumed += result.partsResumed;
-        for (const d of damaged) await this.#restore(d.copy, path, row, signal, report, log);
+        for (const d of damaged) await this.#restore(d.copy, path, row, signal, report, log, onFailure);
         return;
       } catch (error) {
         if (signal.aborted) {
@@ -348,14 +362,15 @@ export class UploadWorker {
           unavailable = error;
           continue;
         }
-        this.#settleFailure(row, kind, error, report, log);
+        // Local mismatches were taken care of above: an UPLOAD_VERIFY here is about what the server holds.
+        this.#settleFailure(row, kind, error, report, log, onFailure, isShuttleError(error, 'UPLOAD_VERIFY'));
         return;
       }
     }
-    for (const d of damaged) this.#damaged(d.copy, d.error, row, report, log);
+    for (const d of damaged) this.#damaged(d.copy, d.error, row, report, log, onFailure);
     if (unavailable !== undefined) {
       // Some copy may come back (a drive plugged in again): wait for it rather than give up.
-      this.#settleFailure(row, 'transient', unavailable, report, log);
+      this.#settleFailure(row, 'transient', unavailable, report, log, onFailure, false);
       return;
     }
     const error =
@@ -364,10 +379,10 @@ export class UploadWorker {
             context: { key: row.key, copies: damaged.map((d) => d.copy.copyId) },
           })
         : new ShuttleError('UPLOAD_FAILED', `no verified local copy of ${row.key} is left to upload from`, { context: { key: row.key, fileId: row.fileId } });
-    this.#settleFailure(row, 'permanent', error, report, log);
+    this.#settleFailure(row, 'permanent', error, report, log, onFailure, false);
   }
 
-  #settleFailure(row: QueueRow, kind: Failure, error: unknown, report: DrainReport, log: Logger): void {
+  #settleFailure(row: QueueRow, kind: Failure, error: unknown, report: DrainReport, log: Logger, onFailure: DrainOptions['onFailure'], cloudMismatch: boolean): void {
     const { queue } = this.#o;
     const n = note(error);
     if (kind === 'conflict') {
@@ -380,6 +395,7 @@ export class UploadWorker {
       queue.markFailed(row.id, n);
       report.failed++;
       noteError(report, { key: row.key, ...n, outcome: 'failed' });
+      onFailure?.({ fileId: row.fileId, bucket: row.bucket, key: row.key, ...n, outcome: 'failed', cloudMismatch });
       log.error({ err: logError(error) }, 'upload failed');
       return;
     }
@@ -388,26 +404,28 @@ export class UploadWorker {
     queue.defer(row.id, n, due);
     report.deferred++;
     noteError(report, { key: row.key, ...n, outcome: 'deferred' });
+    onFailure?.({ fileId: row.fileId, bucket: row.bucket, key: row.key, ...n, outcome: 'deferred', cloudMismatch });
     if (kind === 'offline') this.#pausedUntil = Math.max(this.#pausedUntil, due);
     log.warn({ err: logError(error), retryInMs: delay, attempts: row.attempts + 1, pausesQueue: kind === 'offline' }, 'upload deferred');
   }
 
-  #damaged(copy: LocalCopy, error: unknown, row: QueueRow, report: DrainReport, log: Logger): void {
+  #damaged(copy: LocalCopy, error: unknown, row: QueueRow, report: DrainReport, log: Logger, onFailure: DrainOptions['onFailure']): void {
     const message = `content no longer matches the journal (found while uploading ${row.key}): ${note(error).message}`;
     this.#o.queue.markCopyDamaged(copy.copyId, message);
     report.damaged++;
     noteError(report, { key: row.key, code: note(error).code, message, outcome: 'damaged-copy' });
+    onFailure?.({ fileId: row.fileId, bucket: row.bucket, key: row.key, code: note(error).code, message, outcome: 'damaged-copy', cloudMismatch: false });
     log.error({ copyId: copy.copyId, path: join(copy.root, copy.destPath) }, 'damaged local copy is no longer counted as verified');
   }
 
   /** Restores a damaged copy from the one just uploaded, under its destination's lock; else gives it up. */
-  async #restore(copy: LocalCopy, goodPath: string, row: QueueRow, signal: AbortSignal, report: DrainReport, log: Logger): Promise<void> {
+  async #restore(copy: LocalCopy, goodPath: string, row: QueueRow, signal: AbortSignal, report: DrainReport, log: Logger, onFailure: DrainOptions['onFailure']): Promise<void> {
     const path = join(copy.root, copy.destPath);
     let lock;
     try {
       lock = await acquireLock(destinationLockPath(copy.root), { owner: { command: `upload: restore ${copy.destPath}` }, wait: 0, signal });
     } catch (error) {
-      this.#damaged(copy, error, row, report, log);
+      this.#damaged(copy, error, row, report, log, onFailure);
       return;
     }
     try {
@@ -417,7 +435,7 @@ export class UploadWorker {
       report.repaired++;
       log.warn({ path, from: goodPath }, 'restored a damaged local copy from an intact one');
     } catch (error) {
-      this.#damaged(copy, error, row, report, log);
+      this.#damaged(copy, error, row, report, log, onFailure);
     } finally {
       lock.release();
     }
