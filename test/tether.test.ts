@@ -2,15 +2,15 @@ import { afterEach, beforeEach, expect, test } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { createInterface } from 'node:readline';
 import { DatabaseSync } from 'node:sqlite';
 import sharp from 'sharp';
 import { CameraSimulator, type SimulatorOptions } from '../src/device/ptpip/simulator.js';
 import type { SimulatorVendor } from '../src/device/ptpip/personality.js';
 import { DEFAULT_SAMPLE_CAMERA } from '../src/sample/index.js';
-import { jpegWithExif, rawTiffHead } from '../src/sample/content.js';
+import { rawTiffHead } from '../src/sample/content.js';
 import { Prng } from '../src/sample/prng.js';
-import { runCli, spawnCli } from './support/cli.js';
+import { runCli } from './support/cli.js';
+import { expectCopies, rawWithThumbnail, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
 import { listTree, tempDir, tempFilesUnder } from './support/tree.js';
 
 /**
@@ -46,36 +46,7 @@ const startCamera = async (opts: Partial<SimulatorOptions> = {}): Promise<void> 
   sim = await CameraSimulator.start({ dir: card, port: 0, timeZone: 'UTC', ...opts });
 };
 
-/** A real JPEG with camera EXIF (96×64), different for every name. */
-const shot = (name: string): Promise<Buffer> =>
-  jpegWithExif(Prng.from(13, name), { ...DEFAULT_SAMPLE_CAMERA, dateTimeOriginal: '2026:03:14 09:26:53', offsetTimeOriginal: '+00:00' });
-
-/** A TIFF-based RAW stand-in whose IFD1 holds a JPEG thumbnail, where CR2, ARW and others keep one. */
-function rawWithThumbnail(jpeg: Buffer): Buffer {
-  const head = Buffer.alloc(56);
-  head.write('II', 0);
-  head.writeUInt16LE(42, 2);
-  head.writeUInt32LE(8, 4);
-  // IFD0: ImageWidth only, then IFD1 at 26.
-  head.writeUInt16LE(1, 8);
-  head.writeUInt16LE(0x0100, 10);
-  head.writeUInt16LE(3, 12);
-  head.writeUInt32LE(1, 14);
-  head.writeUInt32LE(96, 18);
-  head.writeUInt32LE(26, 22);
-  // IFD1: JPEGInterchangeFormat (offset 56) and its length.
-  head.writeUInt16LE(2, 26);
-  head.writeUInt16LE(0x0201, 28);
-  head.writeUInt16LE(4, 30);
-  head.writeUInt32LE(1, 32);
-  head.writeUInt32LE(56, 36);
-  head.writeUInt16LE(0x0202, 40);
-  head.writeUInt16LE(4, 42);
-  head.writeUInt32LE(1, 44);
-  head.writeUInt32LE(jpeg.length, 48);
-  head.writeUInt32LE(0, 52);
-  return Buffer.concat([head, jpeg]);
-}
+const shot = shotJpeg;
 
 /** Puts files on the card the way a camera finishes them: written elsewhere, then renamed in whole. */
 async function drop(files: Map<string, Buffer>): Promise<void> {
@@ -83,67 +54,11 @@ async function drop(files: Map<string, Buffer>): Promise<void> {
   await Promise.all([...files.keys()].map((name) => rename(join(work.path, 'incoming', name), join(card, 'DCIM', '100CANON', name))));
 }
 
-interface TetherEvent {
-  event: string;
-  name?: string;
-  files?: string[];
-  preview?: string | null;
-  ms?: { verified: number; preview: number | null } | null;
-  copied?: number;
-  alreadyVerified?: number;
-  failed?: number;
-  status?: string;
-  queued?: boolean;
-  upload?: { queued: number; pending: number };
-}
-
-/** A running `shuttle tether --json`: its events as they come, and a wait for the next ones that match. */
-function tether(...args: string[]) {
-  const child = spawnCli(['tether', `ptpip:127.0.0.1:${sim.port}`, '--dest', dest, '--state', state, '--socket', join(state, 'tether.sock'), '--json', ...args], {
-    env: { SHUTTLE_TETHER_PREVIEW_LONG_EDGE: String(LONG_EDGE) },
+/** A running `shuttle tether --json` against the simulator: its events as they come, and a wait for the next ones that match. */
+const tether = (...args: string[]) =>
+  startTether(children, [`ptpip:127.0.0.1:${sim.port}`, '--dest', dest, '--state', state, '--socket', join(state, 'tether.sock'), ...args], {
+    SHUTTLE_TETHER_PREVIEW_LONG_EDGE: String(LONG_EDGE),
   });
-  children.push(child);
-  const events: TetherEvent[] = [];
-  const waiters: Array<() => void> = [];
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    events.push(JSON.parse(line) as TetherEvent);
-    for (const w of waiters.splice(0)) w();
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
-  let closed = false;
-  void exited.then(() => {
-    closed = true;
-    for (const w of waiters.splice(0)) w();
-  });
-  /** Resolves once `count` events of this kind have arrived; fails if the process ends first. */
-  const waitFor = async (kind: string, count = 1): Promise<TetherEvent[]> => {
-    for (;;) {
-      const got = events.filter((e) => e.event === kind);
-      if (got.length >= count) return got;
-      if (closed) throw new Error(`tether ended before ${count} ${kind} event(s); got ${JSON.stringify(events)}\nstderr:\n${stderr}`);
-      await new Promise<void>((r) => waiters.push(r));
-    }
-  };
-  const stop = async (): Promise<{ code: number | null; stopped: TetherEvent }> => {
-    child.kill('SIGTERM');
-    const code = await exited;
-    const stopped = events.find((e) => e.event === 'stopped');
-    if (!stopped) throw new Error(`no stopped event; stderr:\n${stderr}`);
-    return { code, stopped };
-  };
-  return { events, waitFor, stop, exited, stderr: () => stderr };
-}
-
-/** Every verified event's copies hold the shot's bytes exactly. */
-async function expectCopies(verified: TetherEvent[], dropped: Map<string, Buffer>, destinations: number): Promise<void> {
-  for (const e of verified) {
-    const name = e.name!.split('/').pop()!;
-    expect(e.files).toHaveLength(destinations);
-    for (const f of e.files!) expect((await readFile(f)).equals(dropped.get(name)!), f).toBe(true);
-  }
-}
 
 test('each-new-shot-is-verified-at-every-destination-with-a-preview-in-the-state-folder', async () => {
   await writeFile(join(card, 'DCIM', '100CANON', 'OLD_0001.JPG'), await shot('OLD_0001.JPG'));

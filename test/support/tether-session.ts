@@ -18,6 +18,8 @@ export interface TetherEvent {
   alreadyVerified?: number;
   failed?: number;
   status?: string;
+  queued?: boolean;
+  upload?: { queued: number; pending: number };
 }
 
 /** A real JPEG with camera EXIF (96×64), different for every name. */
