@@ -31,8 +31,11 @@ interface Line {
 test('usb-mtp-unplugged-and-plugged-back-mid-session-is-reopened-and-every-shot-is-verified-once', async () => {
   const work = await tempDir('shuttle-hil-tether-reopen-');
   try {
+    // Shots go to the card's top folder: usb-mtp announces no new objects, and the handle list that is
+    // compared between polls instead is, on usb-mtp, the top folder's only (its GetObjectHandles with
+    // association 0 lists the root level).
     const card = join(work.path, 'card');
-    const folder = join(card, 'DCIM', '100QEMU');
+    const folder = card;
     await mkdir(folder, { recursive: true });
     await mkdir(join(work.path, 'incoming'));
     // On the card before the session: not copied (no --all), and never mistaken for a shot after the replug.
