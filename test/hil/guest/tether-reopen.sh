@@ -15,11 +15,14 @@ forward() {
 }
 
 hil_wait_usb 46f4 0004 30 || hil_fail "the usb-mtp camera did not appear"
+# udevd runs, as on a box: without it the session's libusb keeps listing the unplugged camera and never
+# lists it plugged back.
+hil_udevd
 : > /dest/logs/tether.json
 : > /dest/logs/tether.log
 forward tether /dest/logs/tether.json
 forward tether-log /dest/logs/tether.log
-"$HIL_NODE" "$HIL_SHUTTLE" --state /dest/state tether usb: --dest /dest/lib --json --reconnect-timeout 180 > /dest/logs/tether.json 2> /dest/logs/tether.log &
+"$HIL_NODE" "$HIL_SHUTTLE" --state /dest/state tether usb: --dest /dest/lib --json --reconnect-timeout 60 > /dest/logs/tether.json 2> /dest/logs/tether.log &
 tether=$!
 end=$(($(date +%s) + 420))
 while [ "$(grep -c '"event":"verified"' /dest/logs/tether.json)" -lt 3 ]; do
