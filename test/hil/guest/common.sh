@@ -32,6 +32,17 @@ hil_modules() {
   for m in "$@"; do modprobe "$m" || hil_fail "modprobe $m"; done
 }
 
+# Starts this machine's udevd, as every box runs one: node-usb's libusb is built with udev, and a process
+# learns of a device plugged in after it started only from udevd's events (the kernel's own uevents do not
+# reach libusb's monitor), so a session that must see a camera come back needs udevd.
+hil_udevd() {
+  udevd=/lib/systemd/systemd-udevd
+  [ -x "$udevd" ] || hil_fail "no $udevd (apt-get install -y udev)"
+  "$udevd" --daemon || hil_fail "systemd-udevd did not start"
+  udevadm trigger --action=add --subsystem-match=usb || hil_fail "udevadm trigger"
+  udevadm settle --timeout=60 || hil_fail "udevadm settle"
+}
+
 # Waits up to $2 seconds for a file or device node to exist.
 hil_wait_path() {
   i=0
