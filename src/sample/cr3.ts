@@ -3,7 +3,8 @@ import { asciiEntry, buildTiff, exifEntriesFor, type TiffExif } from './tiff.js'
 /** Canon's metadata container id inside moov (public CR3 format descriptions). */
 const CANON_UUID = Buffer.from('85c0b687820f11e08111f4ce462b6a48', 'hex');
 
-function box(type: string, ...payload: Buffer[]): Buffer {
+/** An ISO base media box: its size, its four-letter type, then the payload. */
+export function box(type: string, ...payload: Buffer[]): Buffer {
   const body = Buffer.concat(payload);
   const head = Buffer.alloc(8);
   head.writeUInt32BE(8 + body.length, 0);

@@ -1,4 +1,5 @@
 import sharp from 'sharp';
+import { box } from '../../src/sample/cr3.js';
 import { bytes } from './fixtures.js';
 
 /** A real JPEG of `width`×`height` in one colour (which tells previews apart). */
@@ -44,14 +45,6 @@ export function tiffRaw(o: { preview: Buffer; thumbnail?: Buffer; previewAt?: nu
   thumb.copy(out, thumbAt);
   o.preview.copy(out, previewAt);
   return out;
-}
-
-function box(type: string, ...payload: Buffer[]): Buffer {
-  const body = Buffer.concat(payload);
-  const head = Buffer.alloc(8);
-  head.writeUInt32BE(8 + body.length, 0);
-  head.write(type, 4, 'latin1');
-  return Buffer.concat([head, body]);
 }
 
 /** A CR3 stand-in: ftyp, an empty moov, the preview uuid box with its PRVW JPEG, then `mdatBytes` of media data. */
