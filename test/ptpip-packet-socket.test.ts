@@ -117,25 +117,33 @@ test('a slice still held is never overwritten, while the slices given back aroun
   const packets = Array.from({ length: 64 }, (_, i) => pattern(700_000 + i * 100, i));
   sendData(server, packets);
 
-  // Every fifth slice is held to the end, uncopied; the others are copied and given back at once.
+  // Three slices, spread over the stream (its first, and the first after 15 MB and after 30 MB), are
+  // held to the end uncopied; every other slice is copied and given back at once. Which slices those are
+  // depends on how the kernel cut the reads, not on the slab layout, so the test does not either.
+  const total = packets.reduce((sum, p) => sum + p.length, 0);
+  const holdAt = [0, 15_000_000, 30_000_000];
   const held: Array<{ bytes: Uint8Array; copy: Buffer }> = [];
   const copied: Buffer[] = [];
-  let n = 0;
+  let seen = 0;
   for (;;) {
     const part = await sock.next();
     if (part.kind !== 'payload') throw new Error('expected payload');
     copied.push(Buffer.from(part.bytes));
-    if (n++ % 5 === 0) held.push({ bytes: part.bytes, copy: Buffer.from(part.bytes) });
-    else part.release?.();
+    if (held.length < holdAt.length && seen >= (holdAt[held.length] ?? Number.POSITIVE_INFINITY)) {
+      held.push({ bytes: part.bytes, copy: Buffer.from(part.bytes) });
+    } else part.release?.();
+    seen += part.bytes.byteLength;
     if (part.final && part.packetEnd) break;
   }
   expect(Buffer.concat(copied).equals(Buffer.concat(packets))).toBe(true);
-  expect(held.length).toBeGreaterThan(3);
+  expect(held).toHaveLength(3);
   for (const h of held) expect(Buffer.from(h.bytes).equals(h.copy)).toBe(true);
-  // Slabs holding a kept slice stay out of reuse; the rest were reused (fewer slabs than slices' slabs otherwise).
-  const heldSlabs = new Set(held.map((h) => h.bytes.buffer)).size;
-  expect(reads.allocated).toBeGreaterThanOrEqual(heldSlabs);
-  expect(reads.allocated).toBeLessThan(22);
+  // The slabs holding a kept slice stayed out of reuse, the rest were reused: the reader got by on the
+  // pinned slabs plus the same working set as when everything is given back (the test above), far
+  // fewer than the 2 MiB slabs the stream would take without reuse.
+  const withoutReuse = Math.ceil(total / (2 * 1024 * 1024));
+  expect(reads.allocated).toBeLessThanOrEqual(held.length + 8);
+  expect(reads.allocated).toBeLessThan(withoutReuse / 2);
 });
 
 test('giving a slice back twice counts once', async () => {
