@@ -2,12 +2,12 @@
  * A camera on a tether as a Source whose listing lasts as long as the session: it names each new shot as
  * the camera announces it, so the ingest copies and verifies shots while the photographer works.
  */
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { performance } from 'node:perf_hooks';
-import { abortable, sleep, within } from '../async.js';
-import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
+import { ShuttleError, isShuttleError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { PtpCameraSource, cameraKey } from './camera-source.js';
+import { PtpCameraSource } from './camera-source.js';
+import { ReopeningCamera, isLinkLoss, reopenerFor, type ReopenOptions, type Reconnected } from './camera-reopen.js';
 import { cameraScheme, openSource, type OpenContext } from './detect.js';
 import { EventCode, OperationCode, ResponseCode } from './ptp/codes.js';
 import { responseCodeOf } from './ptp/session.js';
@@ -17,6 +17,9 @@ import { SONY_MEMORY_OBJECT_HANDLE, SonyOperation, sonyRelease } from './ptp/son
 import type { CameraItemHandle } from './camera-source.js';
 import type { UsbCameraSource } from './usb-source.js';
 import type { ItemState, OpenOptions, Source, SourceEntry, SourceIdentity, SourceItem } from './source.js';
+
+// A session's options name these; its callers take them from here with the session.
+export { reopenerFor, type ReopenOptions, type Reconnected };
 
 export interface TetherOptions {
   /** List what is on the camera already before the new shots. */
@@ -73,51 +76,9 @@ export function captureOperation(strategy: EventStrategy, supported: readonly nu
   return undefined;
 }
 
-/** What a session does when its camera drops off the bus or the network. */
-export interface ReopenOptions {
-  /** Opens the camera again; what answers is checked to be the same body (make, model, serial). */
-  open: (signal: AbortSignal) => Promise<PtpCameraSource>;
-  /** How long to keep trying before the session ends with DEVICE_GONE (default RECONNECT_TIMEOUT_MS). */
-  timeoutMs?: number;
-  /** The first pause between two attempts; each pause doubles, up to RECONNECT_MAX_DELAY_MS. */
-  firstDelayMs?: number;
-}
-
-/** A camera that dropped and was opened again. */
-export interface Reconnected {
-  source: string;
-  /** Attempts it took, the successful one included. */
-  attempts: number;
-  /** From the drop being noticed to the camera answering again. */
-  downMs: number;
-  /** Reconnects of this session so far. */
-  reconnects: number;
-  /** Files found on the camera when it came back that the session had not named yet (shots taken meanwhile). */
-  found: number;
-}
-
-/** Default of ReopenOptions.timeoutMs: a battery swap or a cable reseated fits in it. */
-export const RECONNECT_TIMEOUT_MS = 120_000;
-const RECONNECT_FIRST_DELAY_MS = 250;
-const RECONNECT_MAX_DELAY_MS = 5000;
-/** A dead link's transport gets this long to close before the camera is opened again. */
-const CLOSE_GRACE_MS = 2000;
-/** Reads of one file resumed after drops before the file fails: a file that breaks the link each time is not read for ever. */
-const MAX_RESUMES = 5;
-
-/** Failures that mean the link to the camera is gone or wedged (not a refusal of one operation): worth reopening the camera. */
-export function isLinkLoss(err: unknown): boolean {
-  return isShuttleError(err, 'DEVICE_GONE') || isShuttleError(err, 'TRANSPORT') || isShuttleError(err, 'PTP_TIMEOUT');
-}
-
 /** The same file across sessions: a camera may number its objects differently once reopened. */
 function fileKey(item: SourceItem): string {
   return `${item.path}\0${item.size}\0${item.mtimeMs}`;
-}
-
-function keyOf(camera: PtpCameraSource): string {
-  const id = camera.camera.identity();
-  return cameraKey(id.manufacturer, id.model, id.serialNumber);
 }
 
 /**
@@ -125,11 +86,10 @@ function keyOf(camera: PtpCameraSource): string {
  * event channel send them; for the others (Canon EOS, Nikon, bodies without ObjectAdded) the vendor event
  * poller turns what it polls into the same events. A file is named once, however often it is announced.
  *
- * With `reopen`, a camera that drops (off the bus, off the network, stopped answering) is opened again with
- * back-off until it answers or the time runs out: the listing goes on with the files the camera holds that
- * the session had not named (shots taken meanwhile), a file being read when it dropped is read on from where
- * it broke off once the camera is back (the same object: same path, size and time), and the ingest never
- * sees the drop. Object handles are only good for one session, so items are found again by path.
+ * With `reopen`, a camera that drops (off the bus, off the network, stopped answering) is opened again
+ * (camera-reopen.ts): the listing goes on with the files the camera holds that the session had not named
+ * (shots taken meanwhile), a file being read when it dropped is read on from where it broke off, and the
+ * ingest never sees the drop.
  */
 export class TetheredCameraSource implements Source {
   readonly uri: string;
@@ -140,8 +100,6 @@ export class TetheredCameraSource implements Source {
   #named = new Set<number>();
   /** Files named in this tethering session (fileKey), across reconnects. */
   readonly #seen = new Set<string>();
-  /** Where each file named (or found at a reopen) is in the current camera session, by path. */
-  #handles = new Map<string, CameraItemHandle>();
   /** Without `existing`: the files on the camera when the session began, once listed; they are not new shots after a reopen either. */
   #baseline: Set<string> | undefined;
   /** Files found on the camera at a reopen that the session has not named, in listing order. */
@@ -155,35 +113,38 @@ export class TetheredCameraSource implements Source {
   /** How often each camera-memory name was used this session. */
   readonly #memoryNames = new Map<string, number>();
   #strategy: EventStrategy | undefined;
-  #camera: PtpCameraSource;
-  /** Counts camera sessions: what was learnt in one (handles) is stale in the next. */
-  #generation = 0;
-  /** Aborted when this camera session is found dropped, so that the listing stops waiting for its events. */
-  #lost = new AbortController();
-  #recovering: Promise<void> | undefined;
-  /** Set once the camera did not come back in time: the tethering session is over. */
-  #gone: ShuttleError | undefined;
-  #reconnects = 0;
-  readonly #closed = new AbortController();
+  /** The camera session now, opened again when it drops (with `reopen`). */
+  readonly #link: ReopeningCamera;
   readonly groupingDelayMs = TETHER_GROUPING_MS;
 
   constructor(
     camera: PtpCameraSource,
     private readonly opts: TetherOptions,
   ) {
-    this.#camera = camera;
     this.uri = camera.uri;
     this.#log = opts.logger ?? silentLogger;
+    this.#link = new ReopeningCamera(camera, {
+      reopen: opts.reopen,
+      logger: this.#log,
+      isNew: (item) => this.#unnamed(item),
+      onReopened: (found) => {
+        this.#named = new Set();
+        this.#pending = found;
+      },
+      onDropped: opts.onDropped,
+      onReconnected: opts.onReconnected,
+      onReopenFailed: opts.onReopenFailed,
+    });
   }
 
   /** The camera session now (another one after a reconnect). */
   get camera(): PtpCameraSource {
-    return this.#camera;
+    return this.#link.camera;
   }
 
   /** Times the camera was reopened in this session. */
   get reconnects(): number {
-    return this.#reconnects;
+    return this.#link.reconnects;
   }
 
   /** performance.now() of the camera's new-object event for this path; undefined for a file listed as existing. */
@@ -192,16 +153,16 @@ export class TetheredCameraSource implements Source {
   }
 
   identity(signal?: AbortSignal): Promise<SourceIdentity> {
-    return this.#onCamera(signal, (camera) => camera.identity(signal));
+    return this.#link.run(signal, (camera) => camera.identity(signal));
   }
 
   async *list(signal?: AbortSignal): AsyncIterable<SourceEntry> {
     const stop = signal ? AbortSignal.any([signal, this.opts.stop]) : this.opts.stop;
     let watching = false;
     for (;;) {
-      const gen = this.#generation;
-      const camera = this.#camera;
-      const lost = this.#lost.signal;
+      const gen = this.#link.generation;
+      const camera = this.#link.camera;
+      const lost = this.#link.lost;
       const session = camera.camera.session;
       // Subscribed before the existing files are listed: a shot taken meanwhile waits in the subscription.
       const events = session.subscribe();
@@ -235,7 +196,7 @@ export class TetheredCameraSource implements Source {
           }
         }
         // Files the camera held when it was reopened that the session had not named: shots taken while it was away.
-        while (this.#pending.length > 0 && gen === this.#generation) {
+        while (this.#pending.length > 0 && gen === this.#link.generation) {
           if (stop.aborted) return;
           const e = this.#pending.shift()!;
           if (!this.#remember(e)) continue;
@@ -293,7 +254,7 @@ export class TetheredCameraSource implements Source {
         await poller?.stop().catch((err: unknown) => this.#log.debug({ err }, 'stopping the event poller failed'));
       }
       try {
-        await this.#recover(gen, dropped, stop);
+        await this.#link.recover(gen, dropped, stop);
       } catch (err) {
         if (stop.aborted) return;
         throw err;
@@ -306,8 +267,18 @@ export class TetheredCameraSource implements Source {
     const key = fileKey(item);
     if (this.#seen.has(key)) return false;
     this.#seen.add(key);
-    this.#handles.set(item.path, item.handle as CameraItemHandle);
+    this.#link.remember(item);
     return true;
+  }
+
+  /**
+   * Whether a file the reopened camera holds is one the session has not named. Without --all and before the
+   * first listing finished, nothing tells old files from new: they are copied (never left behind).
+   */
+  #unnamed(item: SourceItem): boolean {
+    const key = fileKey(item);
+    if (this.#seen.has(key)) return false;
+    return this.opts.existing || !this.#baseline?.has(key);
   }
 
   /** Lists what is on the camera as the session begins, so that a reopen can tell the shots taken meanwhile from those. */
@@ -322,123 +293,6 @@ export class TetheredCameraSource implements Source {
     }
   }
 
-  /** `item` as the current camera session knows it (its handle there). */
-  #current(item: SourceItem): SourceItem {
-    const h = this.#handles.get(item.path);
-    return h === undefined || h === item.handle ? item : { ...item, handle: h };
-  }
-
-  /** `work` against the camera; once more against the reopened camera when the link was lost meanwhile. */
-  async #onCamera<T>(signal: AbortSignal | undefined, work: (camera: PtpCameraSource) => Promise<T>): Promise<T> {
-    for (;;) {
-      const gen = this.#generation;
-      try {
-        return await work(this.#camera);
-      } catch (err) {
-        if (!this.opts.reopen || !isLinkLoss(err) || signal?.aborted) throw err;
-        await this.#recover(gen, err, signal);
-      }
-    }
-  }
-
-  /**
-   * Waits for the camera of session `gen` to be back, reopening it if nobody is yet. Resolves at once when
-   * it was already reopened since; rejects with DEVICE_GONE when it did not come back in time.
-   */
-  async #recover(gen: number, cause: unknown, signal: AbortSignal | undefined): Promise<void> {
-    if (this.#gone) throw this.#gone;
-    if (gen !== this.#generation) return;
-    if (this.#recovering === undefined) {
-      this.#lost.abort(new ShuttleError('DEVICE_GONE', `${this.uri}: the camera dropped`, { context: { source: this.uri }, cause }));
-      const recovering = this.#reconnect(cause).finally(() => {
-        if (this.#recovering === recovering) this.#recovering = undefined;
-      });
-      recovering.catch(() => undefined);
-      this.#recovering = recovering;
-    }
-    await abortable(this.#recovering, signal);
-  }
-
-  async #reconnect(cause: unknown): Promise<void> {
-    const reopen = this.opts.reopen!;
-    const timeoutMs = reopen.timeoutMs ?? RECONNECT_TIMEOUT_MS;
-    const started = Date.now();
-    const old = this.#camera;
-    const want = keyOf(old);
-    this.#log.warn({ source: this.uri, err: cause, timeoutMs }, 'the camera dropped; opening it again');
-    this.opts.onDropped?.(cause);
-    // The dead link is let go first: a USB camera's interface stays claimed while its handle is open.
-    await within(
-      old.camera.session.transport.close().catch(() => undefined),
-      CLOSE_GRACE_MS,
-    );
-    void old.close().catch(() => undefined);
-    let delay = reopen.firstDelayMs ?? RECONNECT_FIRST_DELAY_MS;
-    for (let attempt = 1; ; attempt++) {
-      const left = Math.max(1, started + timeoutMs - Date.now());
-      const signal = AbortSignal.any([this.#closed.signal, AbortSignal.timeout(left)]);
-      try {
-        const camera = await reopen.open(signal);
-        let found: { handles: Map<string, CameraItemHandle>; pending: SourceItem[] };
-        try {
-          if (keyOf(camera) !== want) {
-            const id = camera.camera.identity();
-            throw new ShuttleError('DEVICE_GONE', `${this.uri}: another camera answered (${id.manufacturer} ${id.model}, serial ${id.serialNumber})`, {
-              context: { source: this.uri },
-            });
-          }
-          found = await this.#relist(camera, signal);
-        } catch (err) {
-          await camera.close().catch(() => undefined);
-          throw err;
-        }
-        this.#camera = camera;
-        this.#generation++;
-        this.#lost = new AbortController();
-        this.#named = new Set();
-        this.#handles = found.handles;
-        this.#pending = found.pending;
-        this.#reconnects++;
-        const info: Reconnected = { source: this.uri, attempts: attempt, downMs: Date.now() - started, reconnects: this.#reconnects, found: found.pending.length };
-        this.#log.info(info, 'camera reconnected');
-        this.opts.onReconnected?.(info);
-        return;
-      } catch (err) {
-        if (this.#closed.signal.aborted) throw abortReason(this.#closed.signal);
-        this.#log.debug({ err, attempt }, 'opening the camera again failed');
-        this.opts.onReopenFailed?.(err, attempt);
-        if (Date.now() + delay >= started + timeoutMs) {
-          const seconds = Math.round(timeoutMs / 1000);
-          this.#gone = new ShuttleError(
-            'DEVICE_GONE',
-            `${this.uri}: the camera went away and did not come back within ${seconds} s (${attempt} attempts to open it again); tethering ended`,
-            {
-              context: { source: this.uri, attempts: attempt, waitedMs: Date.now() - started },
-              cause: err,
-            },
-          );
-          throw this.#gone;
-        }
-        await sleep(delay, this.#closed.signal);
-        delay = Math.min(delay * 2, RECONNECT_MAX_DELAY_MS);
-      }
-    }
-  }
-
-  /** Where every file is in the reopened camera's session, and which of them the session has not named yet. */
-  async #relist(camera: PtpCameraSource, signal: AbortSignal): Promise<{ handles: Map<string, CameraItemHandle>; pending: SourceItem[] }> {
-    const handles = new Map<string, CameraItemHandle>();
-    const pending: SourceItem[] = [];
-    // Without --all and before the first listing finished, nothing tells old files from new: they are copied (never left behind).
-    const old = this.opts.existing ? undefined : this.#baseline;
-    for await (const e of camera.list(signal)) {
-      handles.set(e.path, e.handle as CameraItemHandle);
-      const key = fileKey(e);
-      if (!this.#seen.has(key) && !old?.has(key)) pending.push(e);
-    }
-    return { handles, pending };
-  }
-
   /**
    * Fires the camera (InitiateCapture, or the maker's own operation) and resolves with the source path of
    * the new shot's first file once the camera has announced it; the listing hands that file to the ingest
@@ -447,7 +301,7 @@ export class TetheredCameraSource implements Source {
   async trigger(signal?: AbortSignal): Promise<string> {
     const strategy = this.#strategy;
     if (!strategy) throw new ShuttleError('USAGE', `${this.uri}: the tethering session is not watching for shots yet`, { context: { source: this.uri } });
-    const camera = this.#camera.camera;
+    const camera = this.#link.camera.camera;
     const info = camera.deviceInfo;
     const op = captureOperation(strategy, info.operationsSupported, this.opts.captureTarget ?? 'card');
     if (!op) {
@@ -502,7 +356,7 @@ export class TetheredCameraSource implements Source {
     const code = kind === 'canon-eos' ? CanonEosOperation.TransferComplete : kind === 'nikon' ? NikonOperation.DelImageSdram : undefined;
     // A Sony body dropped the shot when it was read to its end: nothing to send.
     if (code === undefined) return;
-    await this.#camera.camera.session.run({ code, params: [objectHandle], signal });
+    await this.#link.camera.camera.session.run({ code, params: [objectHandle], signal });
     // The handle may name the next capture now (Nikon's virtual SDRAM handle always does), and so may the file name.
     if (objectHandle === NIKON_SDRAM_OBJECT_HANDLE || kind === 'canon-eos') this.#named.delete(objectHandle);
   }
@@ -527,52 +381,13 @@ export class TetheredCameraSource implements Source {
       await camera.camera.storageIds(signal);
     } catch (err) {
       if (responseCodeOf(err) !== undefined || signal?.aborted) return;
-      const ended = this.opts.reopen ? '' : '; tethering ended';
+      const ended = this.#link.reopens ? '' : '; tethering ended';
       throw new ShuttleError('DEVICE_GONE', `${this.uri}: the camera stopped answering${ended}`, { context: { source: this.uri }, cause: err });
     }
   }
 
-  async open(item: SourceItem, options: OpenOptions = {}): Promise<Readable> {
-    if (!this.opts.reopen) return this.#camera.open(item, options);
-    return Readable.from(this.#read(item, options), { objectMode: false, highWaterMark: 0 });
-  }
-
-  /** The file's bytes; a drop part-way waits for the camera to be back and reads on from the byte it broke off at. */
-  async *#read(item: SourceItem, options: OpenOptions): AsyncGenerator<Uint8Array> {
-    let offset = options.offset ?? 0;
-    for (let resumes = 0; ; resumes++) {
-      const gen = this.#generation;
-      const camera = this.#camera;
-      let stream: Readable | undefined;
-      try {
-        if (resumes > 0) await this.#checkSame(camera, item, options.signal);
-        stream = await camera.open(this.#current(item), { ...options, offset });
-        for await (const chunk of stream as AsyncIterable<Uint8Array>) {
-          offset += chunk.length;
-          yield chunk;
-        }
-        return;
-      } catch (err) {
-        if (!isLinkLoss(err) || options.signal?.aborted || resumes >= MAX_RESUMES) throw err;
-        this.#log.warn({ path: item.path, offset, err }, 'the camera dropped while a file was read; reading on from there once it is back');
-        await this.#recover(gen, err, options.signal);
-      } finally {
-        stream?.destroy();
-      }
-    }
-  }
-
-  /** Before a read resumes in a new camera session: the path must still be the object that was being read. */
-  async #checkSame(camera: PtpCameraSource, item: SourceItem, signal: AbortSignal | undefined): Promise<void> {
-    if (!this.#handles.has(item.path)) {
-      throw new ShuttleError('SOURCE_NOT_FOUND', `${item.path} was not on the camera when it came back`, { context: { path: item.path, source: this.uri } });
-    }
-    const now = await camera.stat(this.#current(item), signal);
-    if (now !== undefined && (now.size !== item.size || now.mtimeMs !== item.mtimeMs)) {
-      throw new ShuttleError('SOURCE_CHANGED', `${item.path} is another file on the camera since it came back`, {
-        context: { path: item.path, planned: item.size, now: now.size },
-      });
-    }
+  open(item: SourceItem, options: OpenOptions = {}): Promise<Readable> {
+    return this.#link.open(item, options);
   }
 
   stat(item: SourceItem, signal?: AbortSignal): Promise<ItemState | undefined> {
@@ -580,34 +395,12 @@ export class TetheredCameraSource implements Source {
     // listed stands (an object in memory does not change).
     const h = this.#inMemory.get(item.path);
     if (h?.objectHandle === SONY_MEMORY_OBJECT_HANDLE) return Promise.resolve({ size: item.size, mtimeMs: item.mtimeMs });
-    return this.#onCamera(signal, (camera) => camera.stat(this.#current(item), signal));
+    return this.#link.run(signal, (camera) => camera.stat(this.#link.current(item), signal));
   }
 
-  async close(): Promise<void> {
-    this.#closed.abort(new ShuttleError('ABORTED', `${this.uri}: the tethering session was closed`));
-    await this.#recovering?.catch(() => undefined);
-    await this.#camera.close();
+  close(): Promise<void> {
+    return this.#link.close();
   }
-}
-
-/**
- * How to open `camera` again once it dropped: a USB camera is looked for on the bus again (it re-enumerates
- * under a new address; see reopenUsbCameraSource), any other through `openAgain` (a network camera at its
- * address).
- */
-export function reopenerFor(camera: PtpCameraSource, openAgain: (signal: AbortSignal) => Promise<Source>, ctx: Pick<OpenContext, 'timeZone' | 'logger'>): ReopenOptions['open'] {
-  if ('usb' in camera) {
-    return async (signal) => {
-      const { reopenUsbCameraSource } = await import('./usb-source.js');
-      return reopenUsbCameraSource(camera as UsbCameraSource, { signal, logger: ctx.logger, ...(ctx.timeZone ? { timeZone: ctx.timeZone } : {}) });
-    };
-  }
-  return async (signal) => {
-    const source = await openAgain(signal);
-    if (source instanceof PtpCameraSource) return source;
-    await source.close().catch(() => undefined);
-    throw new ShuttleError('DEVICE_GONE', `${camera.uri} is no longer a camera`, { context: { source: camera.uri } });
-  };
 }
 
 /**
