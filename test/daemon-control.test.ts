@@ -4,6 +4,7 @@ import { chmod, chown, lstat, mkdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { serveTetherControl, type TetherControl } from '../src/cli/tether-control.js';
 import { ControlClient, ControlServer, type ControlHandlers } from '../src/daemon/control.js';
 import { LineSplitter, MAX_REQUEST_BYTES, parseRequest } from '../src/daemon/protocol.js';
 import { ShuttleError, isShuttleError } from '../src/errors.js';
@@ -413,6 +414,58 @@ describe('socket folder trust', () => {
     const client = await ControlClient.connect(join(run, 'control.sock'));
     expect(await client.request('ping', {})).toEqual({ pong: true });
     client.close();
+  });
+});
+
+describe('tether control socket', () => {
+  // `shuttle tether` serves its socket with the same server: the same envelope and limits, `capture` only, the photographer's alone.
+  let tether: TetherControl | undefined;
+  afterEach(async () => {
+    await tether?.close();
+    tether = undefined;
+  });
+
+  test('the-tether-socket-answers-capture-refuses-other-commands-naming-capture-and-is-the-photographers-alone', async () => {
+    const path = join(dir, 'tether', 'tether.sock');
+    tether = await serveTetherControl({ path, capture: () => Promise.resolve({ event: 'verified', name: 'IMG_0001.JPG' }), logger: captureLog().logger });
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    expect((await stat(join(dir, 'tether'))).mode & 0o777).toBe(0o700);
+    const c = await raw(path);
+    c.send('{"v":1,"id":1,"cmd":"capture","args":{}}\n');
+    expect(await c.next()).toEqual({ v: 1, id: 1, ok: true, result: { event: 'verified', name: 'IMG_0001.JPG' } });
+    // A daemon command is not this socket's.
+    c.send('{"v":1,"id":2,"cmd":"status"}\n');
+    expect(await c.next()).toMatchObject({
+      id: 2,
+      ok: false,
+      error: { code: 'USAGE', message: 'unknown command "status" (known: capture)', context: { reason: 'unknown-command', known: ['capture'] } },
+    });
+    c.socket.destroy();
+  });
+
+  test('the-tether-socket-takes-no-more-clients-than-the-daemons-and-refuses-the-next-one-with-a-reason', async () => {
+    const path = join(dir, 'tether.sock');
+    // The first 64 captures wait for their clients to leave, so those connections stay open; a later one is answered at once.
+    let captures = 0;
+    let holding!: () => void;
+    const held64 = new Promise<void>((r) => (holding = r));
+    tether = await serveTetherControl({
+      path,
+      capture: (signal) => {
+        if (++captures > 64) return Promise.resolve({ event: 'verified' });
+        if (captures === 64) holding();
+        return new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
+      },
+      logger: captureLog().logger,
+    });
+    const held = await Promise.all(Array.from({ length: 64 }, () => raw(path)));
+    for (const c of held) c.send('{"v":1,"id":1,"cmd":"capture"}\n');
+    await held64;
+    const extra = await raw(path);
+    extra.send('{"v":1,"id":2,"cmd":"capture"}\n');
+    expect(await extra.next()).toMatchObject({ id: null, ok: false, error: { code: 'USAGE', context: { reason: 'too-many-connections', limit: 64 } } });
+    // Refused, the connection is closed by the server: it does not hold the server's close up.
+    await extra.closed;
   });
 });
 

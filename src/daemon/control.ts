@@ -4,6 +4,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { ShuttleError, abortReason, errnoCode, isShuttleError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
+  COMMANDS,
   LineSplitter,
   MAX_REQUEST_BYTES,
   MAX_RESPONSE_BYTES,
@@ -27,6 +28,9 @@ import { MAX_SOCKET_PATH_BYTES, checkSocketDirectory } from './socket-path.js';
  * socket is 0660 and its folder 0750, so the service user and its group may connect and nobody else.
  * Every request is logged with the peer's pid and uid where the kernel tells them (peer.ts). A client
  * connects only to a socket in a folder it can trust (socket-path.ts, `checkSocketDirectory`).
+ *
+ * `shuttle tether` serves its own socket (cli/tether-control.ts) with this server too: a socket mode, a
+ * folder of its own, and the commands it knows.
  */
 
 export const SOCKET_MODE = 0o660;
@@ -40,6 +44,7 @@ export const DEFAULT_MAX_IN_FLIGHT = 16;
 /** A connection with nothing in flight that says nothing for this long is closed. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 const PROBE_TIMEOUT_MS = 1_000;
+const DAEMON_NAME = 'Shuttle daemon';
 
 export interface RequestContext {
   /** Aborts when the client disconnects or the server closes. */
@@ -52,8 +57,15 @@ export type ControlHandlers = {
 
 export interface ControlServerOptions {
   path: string;
-  handlers: ControlHandlers;
+  /** The commands this socket answers; any other is refused as unknown. */
+  handlers: Partial<ControlHandlers>;
   logger: Logger;
+  /** What answers at the socket, for messages (default "Shuttle daemon"). */
+  serverName?: string | undefined;
+  /** The socket file's mode (default 0660). */
+  socketMode?: number | undefined;
+  /** Makes the socket's folder ready (default: the daemon's, prepareDaemonFolder). */
+  prepareFolder?: ((dir: string, logger: Logger) => Promise<void>) | undefined;
   maxConnections?: number | undefined;
   /** Requests in flight per connection before the daemon stops reading it (default 16). */
   maxInFlight?: number | undefined;
@@ -97,13 +109,11 @@ function probe(path: string): Promise<boolean> {
 }
 
 /**
- * Makes the socket's folder (0750) and clears a socket left by a daemon that died. A folder the daemon
- * did not make is tightened only when it is evidently Shuttle's own (systemd's RuntimeDirectory, or named
- * shuttle*): chmod on a configured path's parent such as /run would lock everyone else out.
+ * Makes the daemon's socket folder (0750). A folder the daemon did not make is tightened only when it is
+ * evidently Shuttle's own (systemd's RuntimeDirectory, or named shuttle*): chmod on a configured path's
+ * parent such as /run would lock everyone else out.
  */
-async function prepare(path: string, logger: Logger): Promise<void> {
-  checkPathLength(path);
-  const dir = dirname(path);
+async function prepareDaemonFolder(dir: string, logger: Logger): Promise<void> {
   const made = await mkdir(dir, { recursive: true, mode: SOCKET_DIR_MODE }).catch((cause: unknown) => {
     throw new ShuttleError('USAGE', `cannot create the control socket folder ${dir}: ${errnoCode(cause) ?? String(cause)} (set [daemon] control_socket)`, {
       cause,
@@ -118,16 +128,20 @@ async function prepare(path: string, logger: Logger): Promise<void> {
   } else if (!ours && (st.mode & 0o007) !== 0) {
     logger.warn({ folder: dir, mode: (st.mode & 0o7777).toString(8) }, 'the control socket folder is open to every user; the socket itself is 0660');
   }
+}
+
+/** Clears a socket left at `path` by a server that died; LOCKED when one still answers there. */
+async function clearStaleSocket(path: string, serverName: string, logger: Logger): Promise<void> {
   const existing = await lstat(path).catch(() => undefined);
   if (!existing) return;
   if (!existing.isSocket()) {
     throw new ShuttleError('USAGE', `${path} exists and is not a socket; not replacing it`, { context: { path } });
   }
   if (await probe(path)) {
-    throw new ShuttleError('LOCKED', `another Shuttle daemon answers at ${path}`, { context: { path } });
+    throw new ShuttleError('LOCKED', `another ${serverName} answers at ${path}`, { context: { path } });
   }
   await unlink(path);
-  logger.info({ socket: path }, 'removed the control socket of a daemon that did not stop cleanly');
+  logger.info({ socket: path }, `removed the control socket of a ${serverName} that did not stop cleanly`);
 }
 
 export class ControlServer {
@@ -135,16 +149,21 @@ export class ControlServer {
   readonly #server: Server;
   readonly #opts: ControlServerOptions;
   readonly #connections = new Map<Socket, AbortController>();
+  /** The commands with a handler, in the protocol's order. */
+  readonly #known: CommandName[];
   #closing = false;
 
   private constructor(path: string, server: Server, opts: ControlServerOptions) {
     this.path = path;
     this.#server = server;
     this.#opts = opts;
+    this.#known = COMMANDS.filter((c) => opts.handlers[c] !== undefined);
   }
 
   static async listen(opts: ControlServerOptions): Promise<ControlServer> {
-    await prepare(opts.path, opts.logger);
+    checkPathLength(opts.path);
+    await (opts.prepareFolder ?? prepareDaemonFolder)(dirname(opts.path), opts.logger);
+    await clearStaleSocket(opts.path, opts.serverName ?? DAEMON_NAME, opts.logger);
     const server = createServer({ allowHalfOpen: false });
     const cs = new ControlServer(opts.path, server, opts);
     server.on('connection', (s) => cs.#accept(s));
@@ -154,8 +173,8 @@ export class ControlServer {
       );
       server.listen(opts.path, () => resolve());
     });
-    // The folder is 0750 already, so the moment between bind and chmod exposes nothing.
-    await chmod(opts.path, SOCKET_MODE);
+    // The folder is closed already (0750, or the caller's), so the moment between bind and chmod exposes nothing.
+    await chmod(opts.path, opts.socketMode ?? SOCKET_MODE);
     server.on('error', (err) => opts.logger.error({ err, socket: opts.path }, 'control socket error'));
     opts.logger.info({ socket: opts.path }, 'control socket listening');
     return cs;
@@ -167,7 +186,7 @@ export class ControlServer {
     this.#closing = true;
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     for (const [socket, ac] of this.#connections) {
-      ac.abort(new ShuttleError('ABORTED', 'the daemon is stopping'));
+      ac.abort(new ShuttleError('ABORTED', `the ${this.#name} is stopping`));
       socket.end();
       setTimeout(() => socket.destroy(), 200).unref();
     }
@@ -179,9 +198,11 @@ export class ControlServer {
     const max = this.#opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     if (this.#closing || this.#connections.size >= max) {
       const err = this.#closing
-        ? protocolError('shutting-down', 'the daemon is stopping')
-        : protocolError('too-many-connections', `the daemon already has ${max} clients`, { limit: max });
+        ? protocolError('shutting-down', `the ${this.#name} is stopping`)
+        : protocolError('too-many-connections', `the ${this.#name} already has ${max} clients`, { limit: max });
       socket.end(encodeError(null, err));
+      // Nothing reads this socket, so it would never see the client's end and would hold close() up.
+      socket.destroySoon();
       return;
     }
     const conn: Connection = { socket, ac: new AbortController(), inFlight: 0, pending: [] };
@@ -216,6 +237,10 @@ export class ControlServer {
       conn.ac.abort(new ShuttleError('ABORTED', 'the client disconnected'));
       this.#connections.delete(socket);
     });
+  }
+
+  get #name(): string {
+    return this.#opts.serverName ?? DAEMON_NAME;
   }
 
   get #idleMs(): number {
@@ -255,7 +280,7 @@ export class ControlServer {
     conn.peer ??= socketPeer(socket);
     const peer = await conn.peer;
     try {
-      const req = parseRequest(line);
+      const req = parseRequest(line, this.#known);
       id = req.id;
       // Requests that change something are worth a line at info; status polls are not.
       const level = req.cmd === 'ingest' || req.cmd === 'cancel' || req.cmd === 'capture' ? 'info' : 'debug';

@@ -76,8 +76,11 @@ function requestId(value: unknown): RequestId {
   return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value)) ? value : null;
 }
 
-/** Parses one request line; throws a USAGE ShuttleError (with the request's id when it had one) that the server sends back. */
-export function parseRequest(line: string): ParsedRequest {
+/**
+ * Parses one request line; throws a USAGE ShuttleError (with the request's id when it had one) that the server
+ * sends back. `known`: the commands this server answers (a tethering session's socket knows capture only).
+ */
+export function parseRequest(line: string, known: readonly CommandName[] = COMMANDS): ParsedRequest {
   let raw: unknown;
   try {
     raw = JSON.parse(line);
@@ -96,8 +99,8 @@ export function parseRequest(line: string): ParsedRequest {
     });
   }
   const cmd = req['cmd'];
-  if (typeof cmd !== 'string' || !isCommand(cmd)) {
-    throw protocolError('unknown-command', `unknown command ${JSON.stringify(cmd ?? null)} (known: ${COMMANDS.join(', ')})`, { id, known: COMMANDS });
+  if (typeof cmd !== 'string' || !isCommand(cmd) || !known.includes(cmd)) {
+    throw protocolError('unknown-command', `unknown command ${JSON.stringify(cmd ?? null)} (known: ${known.join(', ')})`, { id, known });
   }
   const parsed = COMMAND_ARGS[cmd].safeParse(req['args'] ?? {});
   if (!parsed.success) {
