@@ -1,15 +1,16 @@
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { watch } from 'node:fs';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import { DEFAULT_SAMPLE_CAMERA } from '../src/sample/index.js';
-import { jpegWithExif, rawTiffHead } from '../src/sample/content.js';
+import { rawTiffHead } from '../src/sample/content.js';
 import { Prng } from '../src/sample/prng.js';
 import { spawnCli } from './support/cli.js';
-import { listTree, tempDir, tempFilesUnder } from './support/tree.js';
+import { expectCopies, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
+import { libraryFiles, tempDir, tempFilesUnder } from './support/tree.js';
 
 /**
  * A tethered camera that drops mid-session is opened again by itself: `shuttle tether --json` keeps running
@@ -38,9 +39,6 @@ afterEach(async () => {
   await work.cleanup();
 });
 
-const shot = (name: string): Promise<Buffer> =>
-  jpegWithExif(Prng.from(17, name), { ...DEFAULT_SAMPLE_CAMERA, dateTimeOriginal: '2026:03:14 09:26:53', offsetTimeOriginal: '+00:00' });
-
 /** Puts files on the card the way a camera finishes them: written elsewhere, then renamed in whole. */
 async function drop(files: Map<string, Buffer>): Promise<void> {
   for (const [name, data] of files) await writeFile(join(work.path, 'incoming', name), data);
@@ -49,62 +47,8 @@ async function drop(files: Map<string, Buffer>): Promise<void> {
 
 async function shots(...names: string[]): Promise<Map<string, Buffer>> {
   const m = new Map<string, Buffer>();
-  for (const n of names) m.set(n, await shot(n));
+  for (const n of names) m.set(n, await shotJpeg(n));
   return m;
-}
-
-interface Line {
-  event: string;
-  name?: string;
-  files?: string[];
-  attempts?: number;
-  found?: number;
-  reconnects?: number;
-  copied?: number;
-  failed?: number;
-  status?: string;
-  error?: { code: string; message: string };
-}
-
-/** Output lines of a child as they come, and a wait for the next ones that match. */
-function follow(child: ChildProcess) {
-  children.push(child);
-  const lines: Line[] = [];
-  const waiters: Array<() => void> = [];
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr += d.toString();
-    for (const w of waiters.splice(0)) w();
-  });
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    lines.push(JSON.parse(line) as Line);
-    for (const w of waiters.splice(0)) w();
-  });
-  let closed = false;
-  const exited = new Promise<number | null>((resolve) =>
-    child.on('close', (code) => {
-      closed = true;
-      for (const w of waiters.splice(0)) w();
-      resolve(code);
-    }),
-  );
-  /** Resolves once `count` lines of this event have arrived; fails if the process ends first. */
-  const waitFor = async (event: string, count = 1): Promise<Line[]> => {
-    for (;;) {
-      const got = lines.filter((e) => e.event === event);
-      if (got.length >= count) return got;
-      if (closed) throw new Error(`ended before ${count} ${event} line(s); got ${JSON.stringify(lines)}\nstderr:\n${stderr}`);
-      await new Promise<void>((r) => waiters.push(r));
-    }
-  };
-  /** Resolves once stderr matches. */
-  const waitForLog = async (re: RegExp): Promise<void> => {
-    while (!re.test(stderr)) {
-      if (closed) throw new Error(`ended before its log matched ${re}; stderr:\n${stderr}`);
-      await new Promise<void>((r) => waiters.push(r));
-    }
-  };
-  return { child, lines, waitFor, waitForLog, exited, stderr: () => stderr };
 }
 
 /** `shuttle simulate-camera` in a process of its own (port 0: a free one), once it listens. */
@@ -122,20 +66,15 @@ async function simulatorProcess(port = 0): Promise<{ child: ChildProcess; port: 
 }
 
 function tether(port: number, ...args: string[]) {
-  return follow(spawnCli(['tether', `ptpip:127.0.0.1:${port}`, '--dest', dest, '--state', state, '--socket', join(state, 'tether.sock'), '--json', ...args]));
+  return startTether(children, [`ptpip:127.0.0.1:${port}`, '--dest', dest, '--state', state, '--socket', join(state, 'tether.sock'), ...args]);
 }
 
 /** Every verified line's copies hold the shot's bytes exactly, and each shot was verified exactly once. */
-async function expectOnceEach(verified: Line[], dropped: Map<string, Buffer>): Promise<void> {
+async function expectOnceEach(verified: TetherEvent[], dropped: Map<string, Buffer>): Promise<void> {
   const names = verified.map((e) => e.name!.split('/').pop()!);
   expect(names.sort()).toEqual([...dropped.keys()].sort());
-  for (const e of verified) {
-    const name = e.name!.split('/').pop()!;
-    expect(e.files).toHaveLength(1);
-    for (const f of e.files!) expect((await readFile(f)).equals(dropped.get(name)!), f).toBe(true);
-  }
-  const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'));
-  expect(library).toHaveLength(dropped.size);
+  await expectCopies(verified, dropped, 1);
+  expect(await libraryFiles(dest)).toHaveLength(dropped.size);
 }
 
 test('the-simulator-killed-and-restarted-on-its-port-mid-session-every-shot-before-while-away-and-after-is-verified-once', async () => {
@@ -166,8 +105,8 @@ test('the-simulator-killed-and-restarted-on-its-port-mid-session-every-shot-befo
   t.child.kill('SIGTERM');
   const code = await t.exited;
   expect(code, t.stderr()).toBe(0);
-  expect(t.lines.at(-1)).toMatchObject({ event: 'stopped', copied: 5, failed: 0, status: 'complete' });
-  expect(t.lines.filter((e) => e.event === 'verified')).toHaveLength(5);
+  expect(t.events.at(-1)).toMatchObject({ event: 'stopped', copied: 5, failed: 0, status: 'complete' });
+  expect(t.events.filter((e) => e.event === 'verified')).toHaveLength(5);
   await expectOnceEach(verified, new Map([...before, ...away, ...after]));
   expect(await tempFilesUnder(dest)).toEqual([]);
 });
@@ -210,7 +149,7 @@ test('a-file-cut-off-by-the-drop-is-not-reported-until-it-is-read-whole-from-the
   await slow.stop();
   sims.splice(sims.indexOf(slow), 1);
   await t.waitFor('dropped');
-  expect(t.lines.some((e) => e.event === 'verified')).toBe(false);
+  expect(t.events.some((e) => e.event === 'verified')).toBe(false);
   const again = await CameraSimulator.start({ dir: card, port, timeZone: 'UTC' });
   sims.push(again);
   await t.waitFor('reconnected');
@@ -226,7 +165,7 @@ test('a-file-cut-off-by-the-drop-is-not-reported-until-it-is-read-whole-from-the
   expect(offset).toBeLessThan(big.length);
   t.child.kill('SIGTERM');
   expect(await t.exited, t.stderr()).toBe(0);
-  expect(t.lines.at(-1)).toMatchObject({ event: 'stopped', copied: 1, failed: 0, status: 'complete' });
+  expect(t.events.at(-1)).toMatchObject({ event: 'stopped', copied: 1, failed: 0, status: 'complete' });
   await expectOnceEach([v!], file);
 });
 
@@ -243,7 +182,7 @@ test('a-camera-that-does-not-come-back-within-the-reconnect-timeout-ends-the-ses
   await t.waitFor('dropped');
   expect(await t.exited, t.stderr()).toBe(4);
   expect(t.stderr()).toMatch(/did not come back within 1 s/);
-  expect(t.lines.at(-1)).toMatchObject({ event: 'stopped', status: 'failed', error: { code: 'DEVICE_GONE' } });
+  expect(t.events.at(-1)).toMatchObject({ event: 'stopped', status: 'failed', error: { code: 'DEVICE_GONE' } });
   await expectOnceEach([v!], one);
   expect(await tempFilesUnder(dest)).toEqual([]);
 });

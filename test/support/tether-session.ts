@@ -20,6 +20,11 @@ export interface TetherEvent {
   status?: string;
   queued?: boolean;
   upload?: { queued: number; pending: number };
+  /** reconnected: attempts it took, files found on the camera, reconnects so far. */
+  attempts?: number;
+  found?: number;
+  reconnects?: number;
+  error?: { code: string; message: string };
 }
 
 /** A real JPEG with camera EXIF (96×64), different for every name. */
@@ -58,7 +63,10 @@ export function startTether(children: ChildProcess[], args: string[], env: Recor
   const events: TetherEvent[] = [];
   const waiters: Array<() => void> = [];
   let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+    for (const w of waiters.splice(0)) w();
+  });
   createInterface({ input: child.stdout! }).on('line', (line) => {
     events.push(JSON.parse(line) as TetherEvent);
     for (const w of waiters.splice(0)) w();
@@ -78,6 +86,13 @@ export function startTether(children: ChildProcess[], args: string[], env: Recor
       await new Promise<void>((r) => waiters.push(r));
     }
   };
+  /** Resolves once the log on stderr matches; fails if the process ends first. */
+  const waitForLog = async (re: RegExp): Promise<void> => {
+    while (!re.test(stderr)) {
+      if (closed) throw new Error(`tether ended before its log matched ${re}; stderr:\n${stderr}`);
+      await new Promise<void>((r) => waiters.push(r));
+    }
+  };
   const stop = async (): Promise<{ code: number | null; stopped: TetherEvent }> => {
     child.kill('SIGTERM');
     const code = await exited;
@@ -85,7 +100,7 @@ export function startTether(children: ChildProcess[], args: string[], env: Recor
     if (!stopped) throw new Error(`no stopped event; stderr:\n${stderr}`);
     return { code, stopped };
   };
-  return { events, waitFor, stop, exited, stderr: () => stderr };
+  return { child, events, waitFor, waitForLog, stop, exited, stderr: () => stderr };
 }
 
 /** Every verified event's copies hold the shot's bytes exactly (looked up by the file's name). */

@@ -31,6 +31,11 @@ export async function listTree(root: string, opts: { skipShuttle?: boolean } = {
   return out;
 }
 
+/** The files an ingest put in a library: every file under root but Shuttle's own (.shuttle, ascmhl, shuttle-reports). */
+export async function libraryFiles(root: string): Promise<string[]> {
+  return [...(await listTree(root, { skipShuttle: true })).keys()];
+}
+
 /** Content hashes as a multiset, to compare a source tree with a renamed destination tree. */
 export function contentMultiset(tree: Map<string, { sha256: string }>): string[] {
   return [...tree.values()].map((v) => v.sha256).sort();
