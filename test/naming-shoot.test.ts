@@ -7,7 +7,7 @@ import { renderName, templateUsesShot, type NameFields } from '../src/ingest/nam
 import { Journal } from '../src/store/journal.js';
 import { ingestJson } from './support/cli.js';
 import { rawWithThumbnail, shotJpeg, startTether } from './support/tether-session.js';
-import { listTree, tempDir } from './support/tree.js';
+import { libraryFiles, tempDir } from './support/tree.js';
 
 /**
  * Naming for shoots: `{job}`, `{client}`, `{session}` and `{shot}`, a number that a shot's files (RAW,
@@ -76,7 +76,7 @@ test('ingest-gives-raw-and-jpeg-one-shot-number-and-a-second-run-goes-on-countin
   const args = [card, '--dest', dest, '--state', state, '--config', config];
   const first = await ingestJson(args);
   expect(first.code, first.stderr).toBe(0);
-  const names = async (): Promise<string[]> => [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/')).sort();
+  const names = async (): Promise<string[]> => (await libraryFiles(dest)).sort();
   expect(await names()).toEqual(['acme/day-1/acme_0001.JPG', 'acme/day-1/acme_0001.NEF', 'acme/day-1/acme_0002.JPG']);
   // A new run (Shuttle restarted) with the next card: the shoot goes on from 3.
   await rm(card, { recursive: true });
@@ -137,7 +137,7 @@ test('tether-client-and-session-flags-name-the-shots-and-a-restarted-session-con
     const [v] = await second.waitFor('verified');
     expect(v!.files![0]).toBe(join(dest, '.._acme', 'day-1', '0002_IMG_0002.JPG'));
     expect((await second.stop()).code, second.stderr()).toBe(0);
-    const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/')).sort();
+    const library = (await libraryFiles(dest)).sort();
     expect(library).toEqual(['.._acme/day-1/0001_IMG_0001.CR2', '.._acme/day-1/0001_IMG_0001.JPG', '.._acme/day-1/0002_IMG_0002.JPG']);
   } finally {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
