@@ -46,7 +46,7 @@ async function put(path: string, content: string | Buffer, mode = 0o644): Promis
 async function installedSystem(): Promise<void> {
   await put('etc/passwd', `root:x:0:0:root:/root:/bin/bash\nshuttle:x:${SHUTTLE_UID}:${SHUTTLE_GID}:Shuttle:/var/lib/shuttle:/usr/sbin/nologin\n`);
   await put('etc/group', `root:x:0:\nshuttle:x:${SHUTTLE_GID}:\nphotos:x:64200:shuttle\n`);
-  for (const unit of ['shuttle.service', 'shuttle-card@.service']) {
+  for (const unit of ['shuttle.service', 'shuttle-card@.service', 'shuttle-eject@.service']) {
     const text = (await readFile(join(REPO, 'systemd', unit), 'utf8')).replaceAll('/opt/shuttle/', `${REPO.replace(/\/$/, '')}/`);
     await put(`etc/systemd/system/${unit}`, text);
   }
@@ -54,6 +54,8 @@ async function installedSystem(): Promise<void> {
     await mkdir(join(root, 'etc/udev/rules.d'), { recursive: true });
     await copyFile(join(REPO, 'udev', rules), join(root, 'etc/udev/rules.d', rules));
   }
+  await put('etc/polkit-1/rules.d/50-shuttle.rules', await readFile(join(REPO, 'polkit', '50-shuttle.rules')));
+  await put('usr/lib/polkit-1/polkitd', '', 0o755);
   await put('etc/shuttle/aws-credentials', '# none\n', 0o600);
 }
 
@@ -111,6 +113,65 @@ describe('install checks', () => {
     const units = byId(await runDoctorChecks(options()), 'units');
     expect(units.status).toBe('warn');
     expect(units.detail).toContain('/etc/systemd/system/shuttle.service');
+  });
+
+  test('the-eject-unit-and-polkit-rule-missing-are-a-warning-to-install-and-installed-with-polkitd-pass', async () => {
+    const bare = byId(await runDoctorChecks(options()), 'eject');
+    expect(bare.status).toBe('warn');
+    expect(bare.detail).toContain('missing: shuttle-eject@.service, 50-shuttle.rules');
+    expect(bare.detail).toContain('/etc/polkit-1/rules.d');
+    expect(bare.fix).toContain('install.sh');
+    await installedSystem();
+    expect(byId(await runDoctorChecks(options()), 'eject')).toMatchObject({ status: 'ok', detail: expect.stringContaining('/etc/polkit-1/rules.d/50-shuttle.rules') });
+  });
+
+  test('an-eject-rule-of-another-version-or-no-polkitd-to-read-it-is-a-warning', async () => {
+    await installedSystem();
+    await put('etc/polkit-1/rules.d/50-shuttle.rules', '// an older rule\n');
+    expect(byId(await runDoctorChecks(options()), 'eject')).toMatchObject({
+      status: 'warn',
+      detail: expect.stringContaining('/etc/polkit-1/rules.d/50-shuttle.rules'),
+      fix: expect.stringContaining('reinstall this version'),
+    });
+    await put('etc/polkit-1/rules.d/50-shuttle.rules', await readFile(join(REPO, 'polkit', '50-shuttle.rules')));
+    await rm(join(root, 'usr/lib/polkit-1/polkitd'));
+    expect(byId(await runDoctorChecks(options()), 'eject')).toMatchObject({
+      status: 'warn',
+      detail: expect.stringContaining('polkitd is not'),
+      fix: 'sudo apt-get install polkitd',
+    });
+  });
+
+  test('no-udevd-running-fails-because-nothing-starts-on-plug-in-and-a-running-one-passes', async () => {
+    await put('proc/300/cmdline', '/usr/bin/bash\0-l\0');
+    expect(byId(await runDoctorChecks(options()), 'udevd')).toMatchObject({
+      status: 'fail',
+      detail: expect.stringContaining('plugged in'),
+      fix: expect.stringContaining('systemctl enable --now systemd-udevd'),
+    });
+    await put('proc/412/cmdline', '/usr/lib/systemd/systemd-udevd\0');
+    expect(byId(await runDoctorChecks(options()), 'udevd')).toMatchObject({ status: 'ok', detail: expect.stringContaining('pid 412') });
+  });
+
+  test('a-cpu-without-sse4-2-fails-when-sharp-loads-at-start-and-warns-otherwise', async () => {
+    // QEMU's default CPU (qemu64): no SSE4.2.
+    const qemu64 =
+      'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: QEMU Virtual CPU version 2.5+\nflags\t\t: fpu de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 syscall nx lm nopl cpuid pni cx16 hypervisor lahf_lm svm\n\n';
+    await put('proc/cpuinfo', qemu64);
+    const withApi = byId(await runDoctorChecks(options({ api: { listen: '127.0.0.1:8650' } })), 'cpu');
+    expect(withApi.status).toBe('fail');
+    expect(withApi.detail).toContain('[api] listen set');
+    expect(withApi.detail).toContain('does not start');
+    expect(withApi.fix).toContain('-cpu host');
+    const previews = byId(await runDoctorChecks(options({ previews: { make: 'always' } })), 'cpu');
+    expect(previews).toMatchObject({ status: 'fail', detail: expect.stringContaining('[previews] make = "always"') });
+    const neither = byId(await runDoctorChecks(options()), 'cpu');
+    expect(neither.status).toBe('warn');
+    expect(neither.detail).toContain('lacks SSE4.2');
+    await put('proc/cpuinfo', qemu64.replace('cx16', 'cx16 sse4_1 sse4_2 popcnt'));
+    expect(byId(await runDoctorChecks(options({ api: { listen: '127.0.0.1:8650' } })), 'cpu').status).toBe('ok');
+    await put('proc/cpuinfo', 'processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n');
+    expect(byId(await runDoctorChecks(options({ api: { listen: '127.0.0.1:8650' } })), 'cpu').status).toBe('ok');
   });
 
   test('a-missing-credentials-file-fails-because-the-service-would-not-start', async () => {
@@ -330,7 +391,7 @@ describe('command', () => {
     expect(out.ok).toBe(false);
     expect(r.code).toBe(1);
     expect(out.checks.find((c) => c.id === `destination:${join(work, 'nowhere')}`)?.status).toBe('fail');
-    for (const id of ['units', 'rules', 'daemon', 'desktop', 'clock', 's3'])
+    for (const id of ['units', 'rules', 'eject', 'udevd', 'cpu', 'daemon', 'desktop', 'clock', 's3'])
       expect(
         out.checks.some((c) => c.id === id),
         id,

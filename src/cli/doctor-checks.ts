@@ -50,6 +50,12 @@ export const UNIT_NAMES = ['shuttle.service', 'shuttle-card@.service'] as const;
 export const RULE_NAMES = ['70-shuttle-cameras.rules', '70-shuttle-cards.rules'] as const;
 const UNIT_DIRS = ['/etc/systemd/system', '/usr/local/lib/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system'];
 const RULE_DIRS = ['/etc/udev/rules.d', '/usr/local/lib/udev/rules.d', '/usr/lib/udev/rules.d', '/lib/udev/rules.d'];
+/** The dashboard's Eject: the unit the daemon starts, and the polkit rule that lets it. */
+export const EJECT_UNIT = 'shuttle-eject@.service';
+export const POLKIT_RULE = '50-shuttle.rules';
+const POLKIT_DIRS = ['/etc/polkit-1/rules.d', '/usr/share/polkit-1/rules.d'];
+/** Where distributions put polkitd, and pkaction, which comes with it. */
+const POLKITD_FILES = ['/usr/lib/polkit-1/polkitd', '/usr/libexec/polkitd', '/usr/libexec/polkit-1/polkitd', '/usr/bin/pkaction'];
 /** StateDirectory=shuttle of shuttle.service. */
 export const SERVICE_STATE_DIR = '/var/lib/shuttle';
 /** The file shuttle.service loads as a credential; the service does not start without it. */
@@ -110,6 +116,13 @@ async function serviceUser(sys: System): Promise<Principal | undefined> {
   return { name: SERVICE_USER, uid: Number(uid), gids: [...gids] };
 }
 
+function exists(path: string): Promise<boolean> {
+  return access(path, fsConstants.F_OK).then(
+    () => true,
+    () => false,
+  );
+}
+
 function currentUser(): Principal {
   return { name: 'this user', uid: process.getuid?.() ?? -1, gids: process.getgroups?.() ?? [] };
 }
@@ -167,17 +180,23 @@ export function unitWithPrefix(text: string, prefix: string): string {
     .join('\n');
 }
 
+/** This version's copy of a file the installer installs, as the installer writes it. */
+function shippedCopy(opts: DoctorOptions, folder: 'systemd' | 'udev' | 'polkit'): (name: string) => Promise<string | undefined> {
+  return async (name) => {
+    const text = await readFile(join(opts.programRoot, folder, name), 'utf8').catch(() => undefined);
+    // The installer writes its prefix into the units; this tree is that prefix when it is installed.
+    return folder === 'systemd' && text !== undefined ? unitWithPrefix(text, opts.programRoot.replace(/\/$/, '')) : text;
+  };
+}
+
+const INSTALL_FIX = 'install Shuttle with its installer: sudo ./scripts/install.sh (from the unpacked release)';
+
 async function checkInstalled(sys: System, opts: DoctorOptions, what: 'units' | 'rules'): Promise<CheckResult> {
   const units = what === 'units';
   const names = units ? UNIT_NAMES : RULE_NAMES;
-  const reference = async (name: string): Promise<string | undefined> => {
-    const text = await readFile(join(opts.programRoot, units ? 'systemd' : 'udev', name), 'utf8').catch(() => undefined);
-    // The installer writes its prefix into the units; this tree is that prefix when it is installed.
-    return units && text !== undefined ? unitWithPrefix(text, opts.programRoot.replace(/\/$/, '')) : text;
-  };
-  const copies = await installedCopies(sys, units ? UNIT_DIRS : RULE_DIRS, names, reference);
+  const copies = await installedCopies(sys, units ? UNIT_DIRS : RULE_DIRS, names, shippedCopy(opts, units ? 'systemd' : 'udev'));
   const missing = copies.filter((c) => c.path === undefined).map((c) => c.name);
-  const install = 'install Shuttle with its installer: sudo ./scripts/install.sh (from the unpacked release)';
+  const install = INSTALL_FIX;
   if (missing.length === names.length) return fail(what, `no Shuttle ${what} installed (looked in ${(units ? UNIT_DIRS : RULE_DIRS).join(', ')})`, install);
   if (missing.length > 0) return fail(what, `missing: ${missing.join(', ')}`, install);
   const stale = copies.filter((c) => !c.current).map((c) => c.path!);
@@ -185,6 +204,29 @@ async function checkInstalled(sys: System, opts: DoctorOptions, what: 'units' | 
   if (stale.length > 0)
     return warn(what, `installed, but not this version's (${opts.version}): ${stale.join(', ')}`, `reinstall this version: sudo ${opts.programRoot}/scripts/install.sh`);
   return ok(what, `installed: ${where}`);
+}
+
+/**
+ * The dashboard's Eject: the daemon, unprivileged, starts shuttle-eject@NAME.service, which polkit allows
+ * through the installer's rule only. Without any of the three the daemon runs, but Eject is refused.
+ */
+async function checkEject(sys: System, opts: DoctorOptions): Promise<CheckResult> {
+  const [unit] = await installedCopies(sys, UNIT_DIRS, [EJECT_UNIT], shippedCopy(opts, 'systemd'));
+  const [rule] = await installedCopies(sys, POLKIT_DIRS, [POLKIT_RULE], shippedCopy(opts, 'polkit'));
+  const copies = [unit!, rule!];
+  const missing = copies.filter((c) => c.path === undefined).map((c) => c.name);
+  if (missing.length > 0) {
+    const looked = [...(unit!.path === undefined ? UNIT_DIRS : []), ...(rule!.path === undefined ? POLKIT_DIRS : [])].join(', ');
+    return warn('eject', `missing: ${missing.join(', ')} (looked in ${looked}): the dashboard's Eject cannot unmount and power off a card`, INSTALL_FIX);
+  }
+  const stale = copies.filter((c) => !c.current).map((c) => c.path!);
+  if (stale.length > 0)
+    return warn('eject', `installed, but not this version's (${opts.version}): ${stale.join(', ')}`, `reinstall this version: sudo ${opts.programRoot}/scripts/install.sh`);
+  const where = `${unit!.path}, ${rule!.path}`;
+  let polkitd = false;
+  for (const f of POLKITD_FILES) polkitd ||= await exists(sys.path(f));
+  if (!polkitd) return warn('eject', `${where} installed, but polkitd is not: nothing lets the daemon start the eject unit, so Eject is refused`, 'sudo apt-get install polkitd');
+  return ok('eject', `installed: ${where}`);
 }
 
 function checkServiceUser(user: Principal | undefined): CheckResult {
@@ -357,24 +399,77 @@ const GRABBERS: readonly Grabber[] = [
   { match: /(^|\/)(kio_mtp|kio_camera)(\.so)?$|kioworker.*(kio_mtp|kio_camera)|(^|\/)kiod[56]$/, what: 'KDE Solid/KIO device worker', fix: KDE_FIX },
 ];
 
-async function checkDesktopGrabbers(sys: System): Promise<CheckResult> {
-  const seen = new Map<string, { pids: number[]; fix: string }>();
+interface Process {
+  pid: number;
+  argv: string[];
+}
+
+/** The processes running, with their command lines (kernel threads, which have none, left out). */
+async function processes(sys: System): Promise<Process[]> {
+  const out: Process[] = [];
   for (const entry of await readdir(sys.path('/proc')).catch(() => [] as string[])) {
     if (!/^\d+$/.test(entry)) continue;
     const cmdline = await sys.text(`/proc/${entry}/cmdline`);
-    if (!cmdline) continue;
-    const argv = cmdline.split('\0').filter(Boolean);
+    if (cmdline) out.push({ pid: Number(entry), argv: cmdline.split('\0').filter(Boolean) });
+  }
+  return out;
+}
+
+function checkDesktopGrabbers(procs: readonly Process[]): CheckResult {
+  const seen = new Map<string, { pids: number[]; fix: string }>();
+  for (const { pid, argv } of procs) {
     const exe = argv[0] ?? '';
     const g = GRABBERS.find((x) => x.match.test(exe) || (x.what.startsWith('KDE') && argv.some((a) => /kio_(mtp|camera)/.test(a))));
     if (g === undefined) continue;
     const s = seen.get(g.what) ?? { pids: [], fix: g.fix };
-    s.pids.push(Number(entry));
+    s.pids.push(pid);
     seen.set(g.what, s);
   }
   if (seen.size === 0) return ok('desktop', 'no GNOME gvfs or KDE Solid process that grabs cameras is running');
   const found = [...seen].map(([what, s]) => `${what} (pid ${s.pids.join(', ')})`).join('; ');
   const fixes = [...new Set([...seen.values()].map((s) => s.fix))].join(' — ');
   return warn('desktop', `${found}: it opens cameras as they are plugged in, and then Shuttle cannot claim them ("device busy")`, fixes);
+}
+
+// ---- udev, CPU ----
+
+/** udevd runs the rules that start an ingest when a card or camera is plugged in; without it nothing starts. */
+function checkUdevd(procs: readonly Process[]): CheckResult {
+  const pids = procs.filter((p) => /(^|\/)(systemd-)?udevd$/.test(p.argv[0] ?? '')).map((p) => p.pid);
+  if (pids.length > 0) return ok('udevd', `systemd-udevd is running (pid ${pids.join(', ')})`);
+  return fail(
+    'udevd',
+    "systemd-udevd is not running: Shuttle's udev rules are what start an ingest when a card or camera is plugged in, and a camera plugged in after Shuttle started is never seen",
+    'sudo systemctl enable --now systemd-udevd; where none can run (a container), start each ingest by hand: shuttle ingest SOURCE',
+  );
+}
+
+/**
+ * sharp's prebuilt libvips for x86-64 needs SSE4.2. With [api] listen set (the dashboard's thumbnails) or
+ * previews made, the daemon loads sharp at start and dies on a CPU without it (QEMU's default CPU is one).
+ */
+async function checkCpu(sys: System, opts: DoctorOptions): Promise<CheckResult> {
+  const cpuinfo = await sys.text('/proc/cpuinfo');
+  if (cpuinfo === undefined) return ok('cpu', 'no /proc/cpuinfo to read; not checked');
+  // x86 lists "flags"; other architectures (ARM's "Features") have nothing sharp asks for here.
+  const flags = /^flags\s*:(.*)$/m.exec(cpuinfo)?.[1]?.trim().split(/\s+/);
+  if (flags === undefined) return ok('cpu', 'not an x86 CPU: no SSE4.2 to check for sharp');
+  if (flags.includes('sse4_2')) return ok('cpu', 'x86-64 with SSE4.2, which sharp (previews, thumbnails) needs');
+  const { api, previews, tether } = opts.config;
+  const atStart =
+    api.listen !== undefined
+      ? '[api] listen set'
+      : previews.make === 'always'
+        ? '[previews] make = "always"'
+        : previews.make === 'auto' && tether.cameras.length > 0
+          ? '[tether] cameras set'
+          : undefined;
+  const lacks = "this CPU lacks SSE4.2, which sharp (previews, the dashboard's thumbnails) needs on x86-64";
+  const fix = "run Shuttle on a CPU with SSE4.2 (x86-64-v2: Intel since 2008, AMD since 2011); in a virtual machine, give it the host's CPU model (QEMU: -cpu host or -cpu max)";
+  if (atStart !== undefined) {
+    return fail('cpu', `${lacks}: with ${atStart} the daemon loads sharp at start, and does not start`, `${fix}; or leave [api] listen unset and set [previews] make = "never"`);
+  }
+  return warn('cpu', `${lacks}: the daemon starts as configured, but not with [api] or previews, and shuttle tether does not run`, fix);
 }
 
 // ---- state, destinations, sandbox ----
@@ -552,10 +647,7 @@ async function checkS3(sys: System, opts: DoctorOptions): Promise<CheckResult[]>
   const results: CheckResult[] = [];
   const unitInstalled = (await sys.find(UNIT_DIRS, 'shuttle.service')) !== undefined;
   const serviceCreds = sys.path(SERVICE_CREDENTIALS_FILE);
-  const credsPresent = await access(serviceCreds, fsConstants.F_OK).then(
-    () => true,
-    () => false,
-  );
+  const credsPresent = await exists(serviceCreds);
   if (unitInstalled && !credsPresent) {
     results.push(
       fail(
@@ -632,19 +724,23 @@ async function checkS3(sys: System, opts: DoctorOptions): Promise<CheckResult[]>
 
 // ---- all of them ----
 
-/** Every check, in the order a person fixes things: install, service, devices, storage, time, cloud. */
+/** Every check, in the order a person fixes things: install, system, service, devices, storage, time, cloud. */
 export async function runDoctorChecks(opts: DoctorOptions): Promise<CheckResult[]> {
   const sys = new System(opts.root ?? '/');
   const service = await serviceUser(sys);
   // Judged for the service user; for whoever runs doctor when there is none.
   const user = service ?? currentUser();
+  const procs = await processes(sys);
   return [
     checkServiceUser(service),
     await checkInstalled(sys, opts, 'units'),
     await checkInstalled(sys, opts, 'rules'),
+    await checkEject(sys, opts),
+    checkUdevd(procs),
+    await checkCpu(sys, opts),
     await checkDaemon(opts),
     ...(await checkCameras(sys, user)),
-    await checkDesktopGrabbers(sys),
+    checkDesktopGrabbers(procs),
     await checkStateDir(sys, opts, user),
     ...(await checkDestinations(sys, opts, user)),
     await checkClock(sys, opts),

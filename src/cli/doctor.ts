@@ -50,7 +50,9 @@ function configForDoctor(file: string | undefined): { config: Config; problem?: 
 /** `shuttle doctor [--json]`: what keeps Shuttle from working on this machine, and what to do about it. */
 export function doctorCommand(globals: () => GlobalOptions): Command {
   return new Command('doctor')
-    .description('check what keeps Shuttle from working here: camera permissions, desktop services grabbing cameras, installed rules and units, state and destinations, clock, S3')
+    .description(
+      'check what keeps Shuttle from working here: installed units and rules, eject unit and polkit rule, udevd, the CPU, camera permissions, desktop services grabbing cameras, state and destinations, clock, S3',
+    )
     .option('--json', 'print one JSON object on stdout: {"ok","checks":[{"id","status","detail","fix"}]}')
     .action(async (opts: { json?: boolean }) => {
       const g = globals();
