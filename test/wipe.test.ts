@@ -339,6 +339,41 @@ describe('the gate in process', () => {
   }, 60_000);
 });
 
+describe('a card pulled right after its wipe', () => {
+  test('holds-none-of-the-files-the-journal-records-as-deleted', async () => {
+    // ext2 on a loop device: like a camera's FAT card, no journal, so an unlink is only in this host's
+    // buffers until the folder is synced; a copy of the image taken at once is the card as pulled.
+    const image = join(work.path, 'card.img');
+    const pulled = join(work.path, 'pulled.img');
+    const pulledAt = join(work.path, 'pulled');
+    await mkdir(pulledAt);
+    execFileSync('truncate', ['-s', '32M', image]);
+    execFileSync('mkfs.ext2', ['-q', image]);
+    execFileSync('mount', ['-o', 'loop', image, card]);
+    mounts.push(card);
+    await makeCard();
+    execFileSync('sync', ['-f', card]);
+    const journal = Journal.open(state);
+    const source = new FolderSource(card);
+    try {
+      const signal = new AbortController().signal;
+      const summary = await runIngest({ sources: [source], destinations: [{ path: destA }], journal, settings: ingestSettings('{name}'), logger: silentLogger, signal });
+      const report = await wipeSource({ source, policy: 'after-local', summary, journal, logger: silentLogger, signal, station: 'test' });
+      expect(report).toMatchObject({ wiped: 4, checked: 4 });
+      expect(report.reason).toBeUndefined();
+      execFileSync('cp', [image, pulled]);
+    } finally {
+      journal.close();
+    }
+    expect(await filesUnder(card)).toEqual([]);
+    execFileSync('mount', ['-o', 'loop,ro', pulled, pulledAt]);
+    mounts.push(pulledAt);
+    const deleted = wipeRows().filter((w) => w.state === 'deleted').map((w) => w.rel_path);
+    expect(deleted).toHaveLength(4);
+    expect((await filesUnder(pulledAt)).filter((f) => deleted.includes(f))).toEqual([]);
+  }, 60_000);
+});
+
 describe('shuttle ingest --wipe on a camera (PTP/IP simulator)', () => {
   let sim: CameraSimulator | undefined;
   afterEach(async () => {
