@@ -368,7 +368,9 @@ describe('a card pulled right after its wipe', () => {
     expect(await filesUnder(card)).toEqual([]);
     execFileSync('mount', ['-o', 'loop,ro', pulled, pulledAt]);
     mounts.push(pulledAt);
-    const deleted = wipeRows().filter((w) => w.state === 'deleted').map((w) => w.rel_path);
+    const deleted = wipeRows()
+      .filter((w) => w.state === 'deleted')
+      .map((w) => w.rel_path);
     expect(deleted).toHaveLength(4);
     expect((await filesUnder(pulledAt)).filter((f) => deleted.includes(f))).toEqual([]);
   }, 60_000);
