@@ -96,6 +96,8 @@ export class Daemon {
   #hid: StationHid | undefined;
   #tether: TetherSessions | undefined;
   #resources: string[] = [];
+  /** Why a job is about to be cancelled by its card unit (an eject that gives up the card's wipe). */
+  readonly #cancelReasons = new Map<number, string>();
   #stopping: Promise<void> | undefined;
   #statusTimer: NodeJS.Timeout | undefined;
   #resolveStopped!: () => void;
@@ -436,22 +438,51 @@ export class Daemon {
     });
   }
 
-  /** Unmounts a card and powers it off, unless its job is still queued or running. */
+  /**
+   * Unmounts a card and powers it off, unless its job still copies or reads it. A job that only waits for
+   * the cloud (after-cloud: every local copy verified) is stopped first: the card keeps every file, its
+   * wipe is given up and said so in the job's errors, its report, the log and the job's events, and the
+   * uploads go on from the local copies.
+   */
   async #eject(deviceId: string): Promise<EjectResult> {
     const { httpError } = await import('./http/errors.js');
     const device = this.#devices.status().find((d) => d.id === deviceId);
     if (!device) throw httpError(404, `no device ${deviceId} is attached`);
     if (device.kind !== 'card') throw httpError(409, `${device.label} is a camera: switch it off or unplug it`);
     const job = device.job === undefined ? undefined : this.scheduler.get(device.job);
+    let forfeit: string | undefined;
     if (job && (job.state === 'queued' || job.state === 'running')) {
-      throw httpError(409, `job ${job.id} is still ${job.state} on ${device.label}: cancel it first, or wait for it`, 'LOCKED', { job: job.id });
+      if (job.progress?.phase !== 'waiting-for-cloud') {
+        throw httpError(409, `job ${job.id} is still ${job.state} on ${device.label}: cancel it first, or wait for it`, 'LOCKED', { job: job.id });
+      }
+      forfeit = `${device.label} ejected while its wipe waited for the cloud: the wipe is given up, every file stays on the card (the uploads go on from the verified local copies)`;
     }
     const mount = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).find((m) => m.mountPoint === device.uri);
     if (!mount) throw httpError(404, `${device.uri} is no longer mounted`);
     const { ejectCard, ejectThroughSystemd, mayEjectDirectly } = await import('../device/card/eject.js');
     const how = { mountPoint: mount.mountPoint, dev: mount.dev, logger: this.#log.child({ device: deviceId }) };
-    // The installed daemon has no privilege to unmount or power off: systemd's eject unit does it.
-    return mayEjectDirectly() ? ejectCard(how) : ejectThroughSystemd(how);
+    if (job && forfeit !== undefined) this.#log.warn({ device: deviceId, job: job.id }, forfeit);
+    if (mayEjectDirectly()) {
+      if (job && forfeit !== undefined) {
+        this.scheduler.cancel(job.id, 'cancel', forfeit);
+        await this.scheduler.wait(job.id);
+      }
+      return ejectCard(how);
+    }
+    // The installed daemon has no privilege to unmount or power off: systemd's eject unit does it. It stops
+    // the card's unit first, whose `request ingest --wait` then cancels the job: with the eject's reason,
+    // and while the unit still runs (cancelled here first, the unit could release the card before the eject
+    // unit looks, and the card would be left powered).
+    if (job && forfeit !== undefined) this.#cancelReasons.set(job.id, forfeit);
+    try {
+      return await ejectThroughSystemd(how);
+    } finally {
+      if (job && forfeit !== undefined) {
+        this.#cancelReasons.delete(job.id);
+        // A card mounted without a card unit: nothing else stops the job.
+        this.scheduler.cancel(job.id, 'cancel', forfeit);
+      }
+    }
   }
 
   #handlers(): ControlHandlers {
@@ -463,7 +494,7 @@ export class Daemon {
         return this.scheduler.submit({ key, kind, label, origin: 'request', resources: this.#resources, run: (ctx) => runIngestJob(this.#env, open, ctx, { kind }) });
       },
       cancel: ({ job }) => {
-        const snap = this.scheduler.cancel(job, 'cancel');
+        const snap = this.scheduler.cancel(job, 'cancel', this.#cancelReasons.get(job));
         if (!snap) throw noSuchJob(job);
         return { job: snap };
       },
