@@ -320,6 +320,11 @@ describe('api', () => {
     await ingest(d, 'card-a');
     expect((await json(`${d.url}/api/v1/uploads/pause`, { method: 'POST' })).body).toMatchObject({ paused: true });
     await d.daemon.stop();
+    // With no daemon running, `shuttle status` shows the pause the next start will keep.
+    const stopped = await runCli(['status', '--json', '--state', join(work, 'state')]);
+    expect(stopped.code, stopped.stderr).toBe(0);
+    expect(JSON.parse(stopped.stdout)).toMatchObject({ upload: { depth: 1, paused: true, pausedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) } });
+    expect((await runCli(['status', '--state', join(work, 'state')])).stdout).toMatch(/^uploads paused since \S+: the daemon starts paused/m);
 
     d = await startApiDaemon(work, {}, extra, env);
     const { url, log } = d;
@@ -338,6 +343,7 @@ describe('api', () => {
     );
     // Resumed is kept too: the next start drains at once.
     await d.daemon.stop();
+    expect(JSON.parse((await runCli(['status', '--json', '--state', join(work, 'state')])).stdout)).toMatchObject({ upload: { paused: false, pausedAt: null } });
     d = await startApiDaemon(work, {}, extra, env);
     expect(d.log.lines.find((l) => l.msg?.startsWith('uploader started'))).toMatchObject({ paused: false, queued: 2 });
     expect((await json(`${d.url}/api/v1/station`)).body).toMatchObject({ uploads: { paused: false } });
