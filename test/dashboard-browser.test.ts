@@ -274,6 +274,24 @@ describe('dashboard', () => {
     expect(d.status().uploads?.state).not.toBe('paused');
   });
 
+  test('an-upload-error-event-makes-the-page-read-the-upload-queue-again', async () => {
+    const { d, url } = await start({ uploads: true });
+    const p = await open(url);
+    await p.getByText('live', { exact: true }).waitFor();
+    const reads = (): number => apiRequests.filter((r) => r.startsWith('/api/v1/uploads?')).length;
+    await expect.poll(reads).toBeGreaterThan(0);
+    const before = reads();
+    // What the uploader publishes when a file fails for good (here without a server to fail against).
+    d.events.publish({
+      type: 'error',
+      code: 'UPLOAD_VERIFY',
+      message: 'every local copy of shots/IMG_0001.JPG is damaged (1); not uploading it',
+      upload: { fileId: 1, bucket: 'bucket', key: 'shots/IMG_0001.JPG', outcome: 'failed', cloudMismatch: false },
+    });
+    await p.locator('.error-list').getByText('UPLOAD_VERIFY').first().waitFor();
+    await expect.poll(reads).toBe(before + 1);
+  });
+
   test('with-a-token-the-page-sends-the-browser-to-the-login-form-and-its-buttons-work-after-login', async () => {
     const token = 'dashboard-test-token-0123456789';
     const { d, url } = await start({
