@@ -8,7 +8,7 @@ import { acquireLock, type Lock } from '../store/lock.js';
 import { VERSION } from '../version.js';
 import { ControlServer, type ControlHandlers } from './control.js';
 import { DeviceRegistry, type DeviceWatcher } from './devices.js';
-import { EventHub } from './events.js';
+import { EventHub, type StationEventBody } from './events.js';
 import { HotFolderFeed } from './hotfolder-feed.js';
 import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment } from './ingest-job.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
@@ -353,7 +353,7 @@ export class Daemon {
     if (job.state === 'queued') this.events.publish({ type: 'job.queued', job });
     else if (job.state === 'running') this.events.publish({ type: 'job.started', job });
     else {
-      for (const e of job.result?.errors ?? []) this.events.publish({ type: 'error', code: e.code, message: e.message, job: job.id, path: e.path });
+      for (const e of jobErrorEvents(job)) this.events.publish(e);
       if (job.error) this.events.publish({ type: 'error', code: job.error.code, message: job.error.message, job: job.id });
       this.events.publish({ type: 'job.finished', job });
     }
@@ -590,4 +590,36 @@ function describeRunning(j: JobSnapshot): string {
   const files = p ? ` ${p.filesDone}/${p.filesTotal} files` : '';
   const rate = j.rateBytesPerSec ? ` ${(j.rateBytesPerSec / 1e6).toFixed(1)} MB/s` : '';
   return `job ${j.id} ${j.label}${files}${rate}`;
+}
+
+/**
+ * A finished job's errors as events: those its result lists (the first 20), each saying how many the job
+ * had in all, then, when it had more, one saying how many were left out and of which codes. Not all of
+ * them: a card of thousands of failed files would flood the event history every client replays.
+ */
+export function jobErrorEvents(job: JobSnapshot): StationEventBody[] {
+  const listed = job.result?.errors ?? [];
+  const counts = job.result?.errorCounts ?? {};
+  const total = Math.max(
+    listed.length,
+    Object.values(counts).reduce((n, c) => n + c, 0),
+  );
+  const events: StationEventBody[] = listed.map((e) => ({ type: 'error', code: e.code, message: e.message, job: job.id, path: e.path, jobErrors: total }));
+  const omitted = total - listed.length;
+  if (omitted <= 0) return events;
+  const omittedByCode: Record<string, number> = { ...counts };
+  for (const e of listed) omittedByCode[e.code] = (omittedByCode[e.code] ?? 0) - 1;
+  for (const [code, n] of Object.entries(omittedByCode)) if (n <= 0) delete omittedByCode[code];
+  const byCode = Object.entries(omittedByCode).sort((a, b) => b[1] - a[1]);
+  events.push({
+    type: 'error',
+    // The code most of the left-out errors have, so that a list by code shows them where they belong.
+    code: byCode[0]?.[0] ?? listed.at(-1)?.code ?? 'INTERNAL',
+    message: `job ${job.id} (${job.label}) had ${total} errors; ${omitted} more not listed here (${byCode.map(([c, n]) => `${c} ${n}`).join(', ')}): its report names each`,
+    job: job.id,
+    jobErrors: total,
+    omitted,
+    omittedByCode,
+  });
+  return events;
 }
