@@ -1,3 +1,4 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
@@ -58,14 +59,14 @@ describe('dashboard', () => {
     expect(pageErrors).toEqual([]);
   });
 
-  async function start(opts: { api?: ConfigInput['api']; uploads?: boolean } = {}): Promise<{ d: Daemon; url: string; watcher: TestWatcher }> {
+  async function start(opts: { api?: ConfigInput['api']; uploads?: boolean; extra?: Partial<ConfigInput> } = {}): Promise<{ d: Daemon; url: string; watcher: TestWatcher }> {
     const none = join(work, 'none');
     // An upload queue whose server never answers: enough to pause and resume, nothing leaves the machine.
     const started = opts.uploads
       ? await startApiDaemon(
           work,
           opts.api,
-          { upload: { target: 's3://bucket/shots', endpoint: 'http://127.0.0.1:9' } },
+          { ...opts.extra, upload: { target: 's3://bucket/shots', endpoint: 'http://127.0.0.1:9' } },
           {
             AWS_ACCESS_KEY_ID: 'test',
             AWS_SECRET_ACCESS_KEY: 'test-secret',
@@ -290,6 +291,31 @@ describe('dashboard', () => {
     });
     await p.locator('.error-list').getByText('UPLOAD_VERIFY').first().waitFor();
     await expect.poll(reads).toBe(before + 1);
+  });
+
+  test('a-card-whose-job-only-waits-for-the-cloud-can-be-ejected-from-the-page', async () => {
+    const { d, url, watcher } = await start({ uploads: true, extra: { cards: { wipe: 'after-cloud' } } });
+    // A mount of its own, for the eject to unmount; the cloud never answers, so the wipe waits for it.
+    const root = join(work, 'CLOUD_CARD');
+    await mkdir(root);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', root]);
+    try {
+      await writeJpeg(join(root, 'DCIM', '100CANON', 'IMG_0001.JPG'), { seed: 5 });
+      const p = await open(url);
+      const waiting = nextEvent(d.events, (e) => e.type === 'job.progress' && e.job.progress?.phase === 'waiting-for-cloud');
+      watcher.card('CLOUD_CARD', root);
+      await waiting;
+      const eject = p.locator('article[data-device="CLOUD_CARD"]').getByRole('button', { name: 'Eject' });
+      await expect.poll(() => eject.isEnabled()).toBe(true);
+      expect(await eject.getAttribute('title')).toMatch(/it will not be wiped/);
+      const finished = nextEvent(d.events, (e) => e.type === 'job.finished');
+      await eject.click();
+      await p.getByText('Ejected CLOUD_CARD').waitFor();
+      expect(await finished).toMatchObject({ job: { state: 'cancelled', result: { wiped: 0 } } });
+      expect(spawnSync('mountpoint', ['-q', root]).status).not.toBe(0);
+    } finally {
+      spawnSync('umount', [root]);
+    }
   });
 
   test('with-a-token-the-page-sends-the-browser-to-the-login-form-and-its-buttons-work-after-login', async () => {
