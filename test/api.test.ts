@@ -224,6 +224,9 @@ describe('api', () => {
       const e = await waiting;
       if (e.type !== 'job.progress') throw new Error(`not a job event: ${e.type}`);
       expect(e.job).toMatchObject({ state: 'running', progress: { filesDone: 3 } });
+      expect(formatDaemonStatus(daemon.status())).toContain(
+        `job ${e.job.id} running: card-3 — 3 files verified here; waiting for the cloud before wiping (an eject now gives the wipe up)`,
+      );
       doc.matches('/api/v1/jobs/{id}', 'get', 200, (await json(`${url}/api/v1/jobs/${e.job.id}`)).body);
       const finished = nextEvent(daemon.events, (x) => x.type === 'job.finished');
       const eject = await json(`${url}/api/v1/devices/card-3/eject`, { method: 'POST' });

@@ -53,6 +53,7 @@ export function describeJobLine(j: JobSnapshot): string {
   if (j.state === 'running') {
     const p = j.progress;
     if (!p) return `${head} — starting`;
+    if (p.phase === 'waiting-for-cloud') return `${head} — ${p.filesTotal} files verified here; waiting for the cloud before wiping (an eject now gives the wipe up)`;
     const rate = j.rateBytesPerSec !== undefined ? `, ${mb(j.rateBytesPerSec)}/s` : '';
     const eta = j.etaSeconds !== undefined ? `, ETA ${duration(j.etaSeconds)}` : '';
     return `${head} — ${p.filesDone}/${p.filesTotal} files, ${mb(p.bytesDone)}/${mb(p.bytesTotal)}${rate}${eta}`;
