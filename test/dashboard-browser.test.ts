@@ -305,7 +305,9 @@ describe('dashboard', () => {
       const waiting = nextEvent(d.events, (e) => e.type === 'job.progress' && e.job.progress?.phase === 'waiting-for-cloud');
       watcher.card('CLOUD_CARD', root);
       await waiting;
-      const eject = p.locator('article[data-device="CLOUD_CARD"]').getByRole('button', { name: 'Eject' });
+      const device = p.locator('article[data-device="CLOUD_CARD"]');
+      await device.getByText('Verified here — waiting for the cloud to wipe it').waitFor();
+      const eject = device.getByRole('button', { name: 'Eject' });
       await expect.poll(() => eject.isEnabled()).toBe(true);
       expect(await eject.getAttribute('title')).toMatch(/it will not be wiped/);
       const finished = nextEvent(d.events, (e) => e.type === 'job.finished');

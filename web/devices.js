@@ -67,7 +67,7 @@ function DeviceCard({ device, job, dispatch }) {
       <h3>${device.label}</h3>
       <span class="kind">${device.kind === 'camera' ? 'Camera' : 'Card'}</span>
     </header>
-    <p class="device-state" role="status">${deviceStateText(device.state)}</p>
+    <p class="device-state" role="status">${cloudOnly ? 'Verified here — waiting for the cloud to wipe it' : deviceStateText(device.state)}</p>
     <${JobBody} job=${job} dispatch=${dispatch} />
     ${
       device.kind === 'card' &&
