@@ -461,9 +461,9 @@ export class Daemon {
     if (!mount) throw httpError(404, `${device.uri} is no longer mounted`);
     const { ejectCard, ejectThroughSystemd, mayEjectDirectly } = await import('../device/card/eject.js');
     const how = { mountPoint: mount.mountPoint, dev: mount.dev, logger: this.#log.child({ device: deviceId }) };
-    if (job && forfeit !== undefined) this.#log.warn({ device: deviceId, job: job.id }, forfeit);
     if (mayEjectDirectly()) {
       if (job && forfeit !== undefined) {
+        this.#log.warn({ device: deviceId, job: job.id }, forfeit);
         this.scheduler.cancel(job.id, 'cancel', forfeit);
         await this.scheduler.wait(job.id);
       }
@@ -473,15 +473,17 @@ export class Daemon {
     // the card's unit first, whose `request ingest --wait` then cancels the job: with the eject's reason,
     // and while the unit still runs (cancelled here first, the unit could release the card before the eject
     // unit looks, and the card would be left powered).
-    if (job && forfeit !== undefined) this.#cancelReasons.set(job.id, forfeit);
+    if (job === undefined || forfeit === undefined) return ejectThroughSystemd(how);
+    this.#cancelReasons.set(job.id, forfeit);
     try {
-      return await ejectThroughSystemd(how);
+      const ejected = await ejectThroughSystemd(how);
+      this.#log.warn({ device: deviceId, job: job.id }, forfeit);
+      // A card mounted without a card unit: nothing else stopped the job. One the eject failed for keeps
+      // waiting for the cloud, its wipe still to come.
+      this.scheduler.cancel(job.id, 'cancel', forfeit);
+      return ejected;
     } finally {
-      if (job && forfeit !== undefined) {
-        this.#cancelReasons.delete(job.id);
-        // A card mounted without a card unit: nothing else stops the job.
-        this.scheduler.cancel(job.id, 'cancel', forfeit);
-      }
+      this.#cancelReasons.delete(job.id);
     }
   }
 
