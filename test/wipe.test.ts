@@ -17,7 +17,8 @@ import { normalizeConfig } from '../src/config/index.js';
 import { DeviceRegistry, pathJobKey, type DeviceEvents } from '../src/daemon/devices.js';
 import { DAEMON_LOCK_WAIT_MS, type IngestEnvironment } from '../src/daemon/ingest-job.js';
 import { JobScheduler } from '../src/daemon/jobs.js';
-import { wipePolicies } from '../src/daemon/wipe-policy.js';
+import { wipePolicies, type WipePolicies } from '../src/daemon/wipe-policy.js';
+import type { JobSnapshot } from '../src/daemon/status.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../src/ingest/settings.js';
 import { ingestJson, runCli } from './support/cli.js';
 import { bytes, ingestSettings, writeBytes, writeJpeg } from './support/fixtures.js';
@@ -501,17 +502,21 @@ describe('shuttle ingest --wipe on a camera (PTP/IP simulator)', () => {
 
 describe('the daemon', () => {
   /** Attaches `card` as a card device to a registry whose environment has the config's wipe policies; returns the job's end. */
-  async function cardJob(configInput: Parameters<typeof normalizeConfig>[0]) {
+  async function cardJob(
+    configInput: Parameters<typeof normalizeConfig>[0],
+    opts: { wipe?: (stop: (reason: string) => void) => WipePolicies; onProgress?: (job: JobSnapshot) => void } = {},
+  ) {
     const config = normalizeConfig({ ...configInput, destinations: [{ path: destA }, { path: destB }] });
     const journal = Journal.open(state);
+    const scheduler = new JobScheduler({ logger: silentLogger, onProgress: (_id, snapshot) => opts.onProgress?.(snapshot()) });
+    const stop = (reason: string): void => void scheduler.cancelKey(pathJobKey(card), 'cancel', reason);
     const env: IngestEnvironment = {
       journal,
       destinations: destinationsFromConfig(config),
       settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS),
       stateDir: state,
-      wipe: wipePolicies(config),
+      wipe: opts.wipe?.(stop) ?? wipePolicies(config),
     };
-    const scheduler = new JobScheduler({ logger: silentLogger });
     const registry = new DeviceRegistry({ scheduler, env, resources: [], logger: silentLogger });
     let events: DeviceEvents | undefined;
     await registry.add({ name: 'test', start: async (e) => void (events = e), close: async () => {} });
@@ -555,6 +560,33 @@ describe('the daemon', () => {
     expect(done.result).toMatchObject({ status: 'failed', copied: 4, wiped: 0 });
     expect(done.result?.errors).toEqual([expect.objectContaining({ code: 'SOURCE_DELETE_FAILED', message: expect.stringContaining('nothing wiped') })]);
     expect(await filesUnder(view)).toHaveLength(4);
+  });
+
+  test('a-card-job-waiting-for-the-cloud-enters-that-phase-once-however-often-it-looks-at-the-queue', async () => {
+    await makeCard();
+    let looks = 0;
+    const phases: string[] = [];
+    const done = await cardJob(
+      { cards: { wipe: 'after-cloud' } },
+      {
+        // No upload queue here: every look finds the files pending; the fifth gives up.
+        wipe: (stop) => ({
+          cards: 'after-cloud',
+          cameras: 'never',
+          cloud: { bucket: 'bucket', prefix: 'shots' },
+          waitForCloud: async () => {
+            if (++looks === 5) stop('test over');
+          },
+        }),
+        onProgress: (job) => {
+          if (job.progress?.phase !== undefined) phases.push(job.progress.phase);
+        },
+      },
+    );
+    expect(looks).toBe(5);
+    expect(phases).toEqual(['waiting-for-cloud']);
+    expect(done).toMatchObject({ state: 'cancelled', result: { copied: 4, wiped: 0 } });
+    expect(await filesUnder(card)).toHaveLength(4);
   });
 
   test('after-cloud-without-an-upload-target-is-refused-when-the-daemon-starts', () => {

@@ -161,6 +161,7 @@ async function applyWipePolicy(
 ): Promise<WipeReport | undefined> {
   const policy = policyFor(env.wipe, kind);
   if (policy === 'never' || summary.status === 'interrupted') return undefined;
+  let waiting = false;
   const report = await wipeSource({
     source,
     policy,
@@ -173,7 +174,9 @@ async function applyWipePolicy(
       ? {}
       : {
           waitForCloud: (state: unknown, signal: AbortSignal) => {
-            onWaitForCloud();
+            // Once: each look at the queue would otherwise be another progress event, for hours perhaps.
+            if (!waiting) onWaitForCloud();
+            waiting = true;
             return env.wipe!.waitForCloud!(state, signal);
           },
         }),
