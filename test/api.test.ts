@@ -1,3 +1,4 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
@@ -206,6 +207,42 @@ describe('api', () => {
     }
   });
 
+  test('a-card-whose-job-only-waits-for-the-cloud-is-ejected-giving-up-its-wipe-and-saying-so', async () => {
+    // after-cloud with the cloud unreachable (nothing listens on port 9): every local copy verifies and
+    // the job then waits for the uploads. The card is a mount of its own, so that eject unmounts it.
+    const env = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'us-east-1' };
+    d = await startApiDaemon(work, {}, { cards: { wipe: 'after-cloud' }, upload: { target: 's3://bucket/daemon', endpoint: 'http://127.0.0.1:9', provider: 'minio' } }, env);
+    const { daemon, url, watcher, log } = d;
+    const doc = new DocumentCheck((await json(`${url}/api/v1/openapi.json`)).body as Doc);
+    const card = join(work, 'card');
+    await mkdir(card);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', card]);
+    try {
+      for (let i = 0; i < 3; i++) await writeJpeg(join(card, `IMG_000${i}.JPG`), { seed: i });
+      const waiting = nextEvent(daemon.events, (e) => e.type === 'job.progress' && e.job.progress?.phase === 'waiting-for-cloud');
+      watcher.card('card-3', card);
+      const e = await waiting;
+      if (e.type !== 'job.progress') throw new Error(`not a job event: ${e.type}`);
+      expect(e.job).toMatchObject({ state: 'running', progress: { filesDone: 3 } });
+      expect(formatDaemonStatus(daemon.status())).toContain(
+        `job ${e.job.id} running: card-3 — 3 files verified here; waiting for the cloud before wiping (an eject now gives the wipe up)`,
+      );
+      doc.matches('/api/v1/jobs/{id}', 'get', 200, (await json(`${url}/api/v1/jobs/${e.job.id}`)).body);
+      const finished = nextEvent(daemon.events, (x) => x.type === 'job.finished');
+      const eject = await json(`${url}/api/v1/devices/card-3/eject`, { method: 'POST' });
+      expect(eject).toMatchObject({ status: 200, body: { device: 'card-3', unmounted: true } });
+      doc.matches('/api/v1/devices/{id}/eject', 'post', 200, eject.body);
+      expect(execFileSync('findmnt', ['-n', '-o', 'TARGET'], { encoding: 'utf8' }).split('\n')).not.toContain(card);
+      const given = expect.stringContaining('card-3 ejected while its wipe waited for the cloud: the wipe is given up, every file stays on the card');
+      expect(await finished).toMatchObject({ job: { id: e.job.id, state: 'cancelled', result: { wiped: 0, errors: [{ code: 'ABORTED', message: given }] } } });
+      expect(log.lines.some((l) => Number(l['level']) === 40 && typeof l.msg === 'string' && l.msg.includes('card-3 ejected while its wipe waited for the cloud'))).toBe(true);
+      // The uploads are still queued, from the local copies.
+      expect((await json(`${url}/api/v1/uploads`)).body).toMatchObject({ depth: 3 });
+    } finally {
+      spawnSync('umount', [card]);
+    }
+  });
+
   test('the-upload-queue-is-listed-reprioritised-paused-without-claiming-new-files-and-resumed', async () => {
     // The cloud is unreachable (nothing listens on port 9): files stay queued, the uploader backs off.
     const env = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'us-east-1' };
@@ -286,6 +323,11 @@ describe('api', () => {
     await ingest(d, 'card-a');
     expect((await json(`${d.url}/api/v1/uploads/pause`, { method: 'POST' })).body).toMatchObject({ paused: true });
     await d.daemon.stop();
+    // With no daemon running, `shuttle status` shows the pause the next start will keep.
+    const stopped = await runCli(['status', '--json', '--state', join(work, 'state')]);
+    expect(stopped.code, stopped.stderr).toBe(0);
+    expect(JSON.parse(stopped.stdout)).toMatchObject({ upload: { depth: 1, paused: true, pausedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) } });
+    expect((await runCli(['status', '--state', join(work, 'state')])).stdout).toMatch(/^uploads paused since \S+: the daemon starts paused/m);
 
     d = await startApiDaemon(work, {}, extra, env);
     const { url, log } = d;
@@ -304,6 +346,7 @@ describe('api', () => {
     );
     // Resumed is kept too: the next start drains at once.
     await d.daemon.stop();
+    expect(JSON.parse((await runCli(['status', '--json', '--state', join(work, 'state')])).stdout)).toMatchObject({ upload: { paused: false, pausedAt: null } });
     d = await startApiDaemon(work, {}, extra, env);
     expect(d.log.lines.find((l) => l.msg?.startsWith('uploader started'))).toMatchObject({ paused: false, queued: 2 });
     expect((await json(`${d.url}/api/v1/station`)).body).toMatchObject({ uploads: { paused: false } });

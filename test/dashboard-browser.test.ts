@@ -1,3 +1,4 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
@@ -58,14 +59,14 @@ describe('dashboard', () => {
     expect(pageErrors).toEqual([]);
   });
 
-  async function start(opts: { api?: ConfigInput['api']; uploads?: boolean } = {}): Promise<{ d: Daemon; url: string; watcher: TestWatcher }> {
+  async function start(opts: { api?: ConfigInput['api']; uploads?: boolean; extra?: Partial<ConfigInput> } = {}): Promise<{ d: Daemon; url: string; watcher: TestWatcher }> {
     const none = join(work, 'none');
     // An upload queue whose server never answers: enough to pause and resume, nothing leaves the machine.
     const started = opts.uploads
       ? await startApiDaemon(
           work,
           opts.api,
-          { upload: { target: 's3://bucket/shots', endpoint: 'http://127.0.0.1:9' } },
+          { ...opts.extra, upload: { target: 's3://bucket/shots', endpoint: 'http://127.0.0.1:9' } },
           {
             AWS_ACCESS_KEY_ID: 'test',
             AWS_SECRET_ACCESS_KEY: 'test-secret',
@@ -272,6 +273,51 @@ describe('dashboard', () => {
     await p.getByRole('button', { name: 'Resume uploads' }).click();
     await p.getByRole('button', { name: 'Pause uploads' }).waitFor();
     expect(d.status().uploads?.state).not.toBe('paused');
+  });
+
+  test('an-upload-error-event-makes-the-page-read-the-upload-queue-again', async () => {
+    const { d, url } = await start({ uploads: true });
+    const p = await open(url);
+    await p.getByText('live', { exact: true }).waitFor();
+    const reads = (): number => apiRequests.filter((r) => r.startsWith('/api/v1/uploads?')).length;
+    await expect.poll(reads).toBeGreaterThan(0);
+    const before = reads();
+    // What the uploader publishes when a file fails for good (here without a server to fail against).
+    d.events.publish({
+      type: 'error',
+      code: 'UPLOAD_VERIFY',
+      message: 'every local copy of shots/IMG_0001.JPG is damaged (1); not uploading it',
+      upload: { fileId: 1, bucket: 'bucket', key: 'shots/IMG_0001.JPG', outcome: 'failed', cloudMismatch: false },
+    });
+    await p.locator('.error-list').getByText('UPLOAD_VERIFY').first().waitFor();
+    await expect.poll(reads).toBe(before + 1);
+  });
+
+  test('a-card-whose-job-only-waits-for-the-cloud-can-be-ejected-from-the-page', async () => {
+    const { d, url, watcher } = await start({ uploads: true, extra: { cards: { wipe: 'after-cloud' } } });
+    // A mount of its own, for the eject to unmount; the cloud never answers, so the wipe waits for it.
+    const root = join(work, 'CLOUD_CARD');
+    await mkdir(root);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', root]);
+    try {
+      await writeJpeg(join(root, 'DCIM', '100CANON', 'IMG_0001.JPG'), { seed: 5 });
+      const p = await open(url);
+      const waiting = nextEvent(d.events, (e) => e.type === 'job.progress' && e.job.progress?.phase === 'waiting-for-cloud');
+      watcher.card('CLOUD_CARD', root);
+      await waiting;
+      const device = p.locator('article[data-device="CLOUD_CARD"]');
+      await device.getByText('Verified here — waiting for the cloud to wipe it').waitFor();
+      const eject = device.getByRole('button', { name: 'Eject' });
+      await expect.poll(() => eject.isEnabled()).toBe(true);
+      expect(await eject.getAttribute('title')).toMatch(/it will not be wiped/);
+      const finished = nextEvent(d.events, (e) => e.type === 'job.finished');
+      await eject.click();
+      await p.getByText('Ejected CLOUD_CARD').waitFor();
+      expect(await finished).toMatchObject({ job: { state: 'cancelled', result: { wiped: 0 } } });
+      expect(spawnSync('mountpoint', ['-q', root]).status).not.toBe(0);
+    } finally {
+      spawnSync('umount', [root]);
+    }
   });
 
   test('with-a-token-the-page-sends-the-browser-to-the-login-form-and-its-buttons-work-after-login', async () => {

@@ -5,7 +5,7 @@
  * More files fail than a drain's report lists (it keeps the latest 100): every one still counts.
  */
 import { createHash } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
@@ -121,5 +121,42 @@ describe('cloud verification failures', () => {
     const key = last.type === 'file.uploaded' ? last.key : '';
     const shot = shots.get(key.split('/').at(-1)!)!;
     expect(await sha256OfObject(admin, bucket, key)).toEqual({ sha256: createHash('sha256').update(shot).digest('hex'), size: shot.length });
+  });
+
+  test('a-local-copy-the-upload-finds-damaged-is-an-error-event-and-counted-under-stage-destination', { timeout: 60_000 }, async () => {
+    const bucket = `metrics-damaged-${process.pid}`;
+    await swift.createBucket(bucket);
+    const credentials = join(work, 'aws-credentials');
+    await writeFile(credentials, `[default]\naws_access_key_id = ${swift.accessKeyId}\naws_secret_access_key = ${swift.secretAccessKey}\n`, { mode: 0o600 });
+    // Paused from the start (the pause the daemon keeps in its state folder), so that the copy can be
+    // damaged after it verified and before the upload reads it.
+    await mkdir(join(work, 'state'), { recursive: true });
+    await writeFile(join(work, 'state', 'uploads-paused.json'), `${JSON.stringify({ pausedAt: new Date().toISOString() })}\n`);
+    const env = { AWS_REGION: swift.region, AWS_ENDPOINT_URL_S3: proxy.endpoint };
+    d = await startApiDaemon(work, {}, { upload: { target: `s3://${bucket}/damaged`, provider: 'swift', credentials_file: credentials } }, env);
+    const { daemon, url, watcher } = d;
+    const card = join(work, 'card');
+    await writeJpeg(join(card, 'IMG_0001.JPG'), { seed: 1 });
+    const finished = events(daemon.events, (e) => e.type === 'job.finished', 1);
+    watcher.card('card-1', card);
+    expect((await finished)[0]).toMatchObject({ job: { state: 'done', result: { copied: 1 } } });
+
+    // One byte of the verified copy flipped, its size and time kept.
+    const dest = join(work, 'dest');
+    const copy = (await readdir(dest, { recursive: true })).find((p) => p.endsWith('IMG_0001.JPG'))!;
+    const handle = await open(join(dest, copy), 'r+');
+    const byte = Buffer.alloc(1);
+    await handle.read(byte, 0, 1, 1000);
+    byte[0] = byte[0]! ^ 0xff;
+    await handle.write(byte, 0, 1, 1000);
+    await handle.close();
+
+    const damaged = events(daemon.events, (e) => e.type === 'error' && e.upload?.outcome === 'damaged-copy', 1);
+    expect((await fetch(`${url}/api/v1/uploads/resume`, { method: 'POST' })).status).toBe(200);
+    expect((await damaged)[0]).toMatchObject({ type: 'error', code: 'UPLOAD_VERIFY', upload: { bucket, outcome: 'damaged-copy', cloudMismatch: false } });
+    const text = await (await fetch(`${url}/metrics`)).text();
+    expect(sample(text, 'shuttle_verify_failures_total{stage="destination"}')).toBe(1);
+    expect(sample(text, 'shuttle_verify_failures_total{stage="cloud"}')).toBe(0);
+    expect(sample(text, 'shuttle_files_uploaded_total')).toBe(0);
   });
 });

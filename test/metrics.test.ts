@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { EventHub } from '../src/daemon/events.js';
+import { EventHub, type StationEvent } from '../src/daemon/events.js';
 import { StationMetrics } from '../src/daemon/metrics.js';
 import { FileList } from '../src/store/file-list.js';
 import { Journal } from '../src/store/journal.js';
@@ -89,7 +89,7 @@ describe('metrics', () => {
     expect(await promtool(last)).toEqual({ code: 0, output: '' });
   });
 
-  test('every-verify-failure-of-a-job-is-counted-not-only-the-first-twenty-it-lists', async () => {
+  test('every-verify-failure-of-a-job-is-counted-not-only-the-first-twenty-it-lists-and-its-error-events-say-how-many-were-left-out', async () => {
     // Every copy's read-back differs (a byte flipped after the write): 25 files fail verification.
     const before = process.env['SHUTTLE_TEST_FAULT'];
     process.env['SHUTTLE_TEST_FAULT'] = 'flip-byte';
@@ -98,6 +98,10 @@ describe('metrics', () => {
       const card = join(work, 'card');
       for (let i = 1; i <= 25; i++) await writeJpeg(join(card, `IMG_${String(i).padStart(4, '0')}.JPG`), { seed: i });
       const finished = nextEvent(d.daemon.events, (e) => e.type === 'job.finished');
+      const errors: StationEvent[] = [];
+      d.daemon.events.subscribe((e) => {
+        if (e.type === 'error') errors.push(e);
+      });
       d.watcher.card('card-1', card);
       const end = await finished;
       // The fault really happened, to every file; the job itself lists only 20 errors.
@@ -106,6 +110,11 @@ describe('metrics', () => {
       const text = await (await fetch(`${d.url}/metrics`)).text();
       expect(sample(text, 'shuttle_verify_failures_total{stage="destination"}')).toBe(25);
       expect(sample(text, 'shuttle_files_verified_total')).toBe(0);
+      // Its error events: the 20 it lists, each with the job's total, and one naming the 5 left out.
+      expect(errors).toHaveLength(21);
+      for (const e of errors.slice(0, 20)) expect(e).toMatchObject({ code: 'VERIFY_MISMATCH', jobErrors: 25, path: expect.stringMatching(/^IMG_\d{4}\.JPG$/) });
+      expect(errors[20]).toMatchObject({ code: 'VERIFY_MISMATCH', jobErrors: 25, omitted: 5, omittedByCode: { VERIFY_MISMATCH: 5 } });
+      expect(errors[20]?.type === 'error' && errors[20].message).toMatch(/had 25 errors; 5 more not listed here \(VERIFY_MISMATCH 5\)/);
     } finally {
       if (before === undefined) delete process.env['SHUTTLE_TEST_FAULT'];
       else process.env['SHUTTLE_TEST_FAULT'] = before;

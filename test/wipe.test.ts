@@ -17,7 +17,8 @@ import { normalizeConfig } from '../src/config/index.js';
 import { DeviceRegistry, pathJobKey, type DeviceEvents } from '../src/daemon/devices.js';
 import { DAEMON_LOCK_WAIT_MS, type IngestEnvironment } from '../src/daemon/ingest-job.js';
 import { JobScheduler } from '../src/daemon/jobs.js';
-import { wipePolicies } from '../src/daemon/wipe-policy.js';
+import { wipePolicies, type WipePolicies } from '../src/daemon/wipe-policy.js';
+import type { JobSnapshot } from '../src/daemon/status.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../src/ingest/settings.js';
 import { ingestJson, runCli } from './support/cli.js';
 import { bytes, ingestSettings, writeBytes, writeJpeg } from './support/fixtures.js';
@@ -73,7 +74,7 @@ interface WipeJson {
 function wipeRows(): Array<{ rel_path: string; state: string; second_read: string; policy: string }> {
   const db = new DatabaseSync(join(state, 'journal.sqlite'), { readOnly: true });
   try {
-    return db.prepare('SELECT f.rel_path, w.state, w.second_read, w.policy FROM source_wipes w JOIN files f ON f.id = w.file_id ORDER BY f.rel_path').all() as Array<{
+    return db.prepare('SELECT f.rel_path, w.state, w.second_read, w.policy FROM source_wipes w JOIN files f ON f.id = w.file_id ORDER BY f.rel_path, w.id').all() as Array<{
       rel_path: string;
       state: string;
       second_read: string;
@@ -339,6 +340,119 @@ describe('the gate in process', () => {
   }, 60_000);
 });
 
+describe('a card pulled during or right after its wipe', () => {
+  /**
+   * ext2 on a loop device: like a camera's FAT card, no journal, so an unlink is only in this host's
+   * buffers until the folder is synced; a copy of the image taken at once is the card as pulled.
+   */
+  async function loopCard(): Promise<string> {
+    const image = join(work.path, 'card.img');
+    execFileSync('truncate', ['-s', '32M', image]);
+    execFileSync('mkfs.ext2', ['-q', image]);
+    execFileSync('mount', ['-o', 'loop', image, card]);
+    mounts.push(card);
+    await makeCard();
+    execFileSync('sync', ['-f', card]);
+    return image;
+  }
+
+  /** Mounts the image of the card as pulled at `at`. */
+  async function insert(image: string, at: string, ro = false): Promise<void> {
+    await mkdir(at, { recursive: true });
+    execFileSync('mount', ['-o', ro ? 'loop,ro' : 'loop', image, at]);
+    mounts.push(at);
+  }
+
+  test('holds-none-of-the-files-the-journal-records-as-deleted', async () => {
+    const image = await loopCard();
+    const pulled = join(work.path, 'pulled.img');
+    const journal = Journal.open(state);
+    const source = new FolderSource(card);
+    try {
+      const signal = new AbortController().signal;
+      const summary = await runIngest({ sources: [source], destinations: [{ path: destA }], journal, settings: ingestSettings('{name}'), logger: silentLogger, signal });
+      const report = await wipeSource({ source, policy: 'after-local', summary, journal, logger: silentLogger, signal, station: 'test' });
+      expect(report).toMatchObject({ wiped: 4, checked: 4 });
+      expect(report.reason).toBeUndefined();
+      execFileSync('cp', [image, pulled]);
+    } finally {
+      journal.close();
+    }
+    expect(await filesUnder(card)).toEqual([]);
+    const pulledAt = join(work.path, 'pulled');
+    await insert(pulled, pulledAt, true);
+    const deleted = wipeRows()
+      .filter((w) => w.state === 'deleted')
+      .map((w) => w.rel_path);
+    expect(deleted).toHaveLength(4);
+    expect((await filesUnder(pulledAt)).filter((f) => deleted.includes(f))).toEqual([]);
+  }, 60_000);
+
+  test('mid-wipe-the-deletions-that-did-not-last-are-not-journaled-as-done-and-on-re-insert-are-read-again-and-deleted', async () => {
+    const image = await loopCard();
+    const pulled = join(work.path, 'pulled.img');
+    // The card leaves after two deletions, before anything synced them: its image is copied as it is
+    // then, and the mount goes away under the wipe.
+    class PulledMidWipe extends FolderSource {
+      removed = 0;
+      override get removal() {
+        const inner = super.removal!;
+        return {
+          ready: (signal?: AbortSignal) => inner.ready(signal),
+          reread: (item: SourceItem, signal?: AbortSignal) => inner.reread(item, signal),
+          remove: async (item: SourceItem, signal?: AbortSignal) => {
+            if (this.removed === 2) {
+              execFileSync('cp', [image, pulled]);
+              execFileSync('umount', ['-l', card]);
+              mounts.splice(mounts.indexOf(card), 1);
+            }
+            await inner.remove(item, signal);
+            this.removed++;
+          },
+        };
+      }
+    }
+    const signal = new AbortController().signal;
+    let journal = Journal.open(state);
+    try {
+      const source = new PulledMidWipe(card);
+      const summary = await runIngest({ sources: [source], destinations: [{ path: destA }], journal, settings: ingestSettings('{name}'), logger: silentLogger, signal });
+      const report = await wipeSource({ source, policy: 'after-local', summary, journal, logger: silentLogger, signal, station: 'test' });
+      // Two unlinks happened, neither was made durable: none counts as wiped.
+      expect(source.removed).toBe(2);
+      expect(report).toMatchObject({ wiped: 0, checked: 4, reason: { why: 'delete-failed' } });
+    } finally {
+      journal.close();
+    }
+    const first = wipeRows();
+    expect(first.map((w) => w.state)).toEqual(['failed', 'failed', 'failed']);
+    const db = new DatabaseSync(join(state, 'journal.sqlite'), { readOnly: true });
+    const errors = (db.prepare('SELECT error FROM source_wipes ORDER BY id').all() as Array<{ error: string }>).map((r) => r.error);
+    db.close();
+    expect(errors.slice(0, 2)).toEqual([
+      expect.stringMatching(/could not be synced.*the file may come back/),
+      expect.stringMatching(/could not be synced.*the file may come back/),
+    ]);
+    expect(errors[2]).toMatch(/not deleted/);
+
+    // Re-inserted: every file is there again, is read a second time and deleted, and only now journaled so.
+    await insert(pulled, card);
+    expect(await filesUnder(card)).toHaveLength(4);
+    journal = Journal.open(state);
+    try {
+      const source = new FolderSource(card);
+      const summary = await runIngest({ sources: [source], destinations: [{ path: destA }], journal, settings: ingestSettings('{name}'), logger: silentLogger, signal });
+      const report = await wipeSource({ source, policy: 'after-local', summary, journal, logger: silentLogger, signal, station: 'test' });
+      expect(report).toMatchObject({ wiped: 4, checked: 4, secondRead: { direct: 4 } });
+    } finally {
+      journal.close();
+    }
+    expect(await filesUnder(card)).toEqual([]);
+    const deleted = wipeRows().filter((w) => w.state === 'deleted');
+    expect(deleted.map((w) => w.rel_path).sort()).toEqual(['DCIM/100CANON/IMG_0001.CR3', 'DCIM/100CANON/IMG_0001.JPG', 'DCIM/100CANON/IMG_0002.JPG', 'DCIM/101CANON/IMG_0003.CR3']);
+  }, 60_000);
+});
+
 describe('shuttle ingest --wipe on a camera (PTP/IP simulator)', () => {
   let sim: CameraSimulator | undefined;
   afterEach(async () => {
@@ -388,17 +502,21 @@ describe('shuttle ingest --wipe on a camera (PTP/IP simulator)', () => {
 
 describe('the daemon', () => {
   /** Attaches `card` as a card device to a registry whose environment has the config's wipe policies; returns the job's end. */
-  async function cardJob(configInput: Parameters<typeof normalizeConfig>[0]) {
+  async function cardJob(
+    configInput: Parameters<typeof normalizeConfig>[0],
+    opts: { wipe?: (stop: (reason: string) => void) => WipePolicies; onProgress?: (job: JobSnapshot) => void } = {},
+  ) {
     const config = normalizeConfig({ ...configInput, destinations: [{ path: destA }, { path: destB }] });
     const journal = Journal.open(state);
+    const scheduler = new JobScheduler({ logger: silentLogger, onProgress: (_id, snapshot) => opts.onProgress?.(snapshot()) });
+    const stop = (reason: string): void => void scheduler.cancelKey(pathJobKey(card), 'cancel', reason);
     const env: IngestEnvironment = {
       journal,
       destinations: destinationsFromConfig(config),
       settings: ingestSettingsFromConfig(config, DAEMON_LOCK_WAIT_MS),
       stateDir: state,
-      wipe: wipePolicies(config),
+      wipe: opts.wipe?.(stop) ?? wipePolicies(config),
     };
-    const scheduler = new JobScheduler({ logger: silentLogger });
     const registry = new DeviceRegistry({ scheduler, env, resources: [], logger: silentLogger });
     let events: DeviceEvents | undefined;
     await registry.add({ name: 'test', start: async (e) => void (events = e), close: async () => {} });
@@ -442,6 +560,33 @@ describe('the daemon', () => {
     expect(done.result).toMatchObject({ status: 'failed', copied: 4, wiped: 0 });
     expect(done.result?.errors).toEqual([expect.objectContaining({ code: 'SOURCE_DELETE_FAILED', message: expect.stringContaining('nothing wiped') })]);
     expect(await filesUnder(view)).toHaveLength(4);
+  });
+
+  test('a-card-job-waiting-for-the-cloud-enters-that-phase-once-however-often-it-looks-at-the-queue', async () => {
+    await makeCard();
+    let looks = 0;
+    const phases: string[] = [];
+    const done = await cardJob(
+      { cards: { wipe: 'after-cloud' } },
+      {
+        // No upload queue here: every look finds the files pending; the fifth gives up.
+        wipe: (stop) => ({
+          cards: 'after-cloud',
+          cameras: 'never',
+          cloud: { bucket: 'bucket', prefix: 'shots' },
+          waitForCloud: async () => {
+            if (++looks === 5) stop('test over');
+          },
+        }),
+        onProgress: (job) => {
+          if (job.progress?.phase !== undefined) phases.push(job.progress.phase);
+        },
+      },
+    );
+    expect(looks).toBe(5);
+    expect(phases).toEqual(['waiting-for-cloud']);
+    expect(done).toMatchObject({ state: 'cancelled', result: { copied: 4, wiped: 0 } });
+    expect(await filesUnder(card)).toHaveLength(4);
   });
 
   test('after-cloud-without-an-upload-target-is-refused-when-the-daemon-starts', () => {

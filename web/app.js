@@ -82,27 +82,6 @@ function App() {
     );
   }, []);
 
-  // Everything at once; events that arrive meanwhile wait and are applied after, in order.
-  const loadAll = useCallback(async () => {
-    loading.current = true;
-    try {
-      // The upload queue after the station, which says whether there is one.
-      const { station, uploads, ...rest } = fetchers;
-      await Promise.all([
-        station(dispatch, known.current).then(() => uploads(dispatch, known.current)),
-        ...Object.values(rest).map((f) => f(dispatch, known.current)),
-        loadPage(undefined, []),
-      ]);
-    } catch (err) {
-      if (err.status !== 401) dispatch({ type: 'notice', notice: { ok: false, text: `Loading: ${err.message}` } });
-    } finally {
-      loading.current = false;
-      const events = held.current;
-      held.current = [];
-      if (events.length) dispatch({ type: 'events', events });
-    }
-  }, [loadPage]);
-
   // At once when nothing was fetched lately (a state change shows without delay), then at most once per
   // REFRESH_MS while events keep coming.
   const refresh = useCallback((parts) => {
@@ -124,6 +103,31 @@ function App() {
       run();
     }
   }, []);
+
+  // Everything at once; events that arrive meanwhile wait and are applied after, in order.
+  const loadAll = useCallback(async () => {
+    loading.current = true;
+    try {
+      // The upload queue after the station, which says whether there is one.
+      const { station, uploads, ...rest } = fetchers;
+      await Promise.all([
+        station(dispatch, known.current).then(() => uploads(dispatch, known.current)),
+        ...Object.values(rest).map((f) => f(dispatch, known.current)),
+        loadPage(undefined, []),
+      ]);
+    } catch (err) {
+      if (err.status !== 401) dispatch({ type: 'notice', notice: { ok: false, text: `Loading: ${err.message}` } });
+    } finally {
+      loading.current = false;
+      const events = held.current;
+      held.current = [];
+      if (events.length) {
+        dispatch({ type: 'events', events });
+        // What they changed may have been read before they happened.
+        refresh(staleAfter(events));
+      }
+    }
+  }, [loadPage, refresh]);
 
   useEffect(() => {
     let close;

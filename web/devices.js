@@ -60,21 +60,29 @@ function JobBody({ job, dispatch }) {
 
 function DeviceCard({ device, job, dispatch }) {
   const running = job !== undefined && !isFinal(job);
+  // Every copy here is verified and the wipe only waits for the uploads: ejecting gives the wipe up.
+  const cloudOnly = running && job.progress?.phase === 'waiting-for-cloud';
   return html`<article class=${`card state-${device.state}`} aria-label=${`${device.kind} ${device.label}`} data-device=${device.id}>
     <header>
       <h3>${device.label}</h3>
       <span class="kind">${device.kind === 'camera' ? 'Camera' : 'Card'}</span>
     </header>
-    <p class="device-state" role="status">${deviceStateText(device.state)}</p>
+    <p class="device-state" role="status">${cloudOnly ? 'Verified here — waiting for the cloud to wipe it' : deviceStateText(device.state)}</p>
     <${JobBody} job=${job} dispatch=${dispatch} />
     ${
       device.kind === 'card' &&
       html`<${ActionButton}
         path=${`devices/${encodeURIComponent(device.id)}/eject`}
         label="Eject"
-        title=${running ? 'Cancel or finish the copy first' : `Unmount ${device.label} and power it off`}
+        title=${
+          cloudOnly
+            ? `Unmount ${device.label} and power it off now: its copies here are verified, it will not be wiped`
+            : running
+              ? 'Cancel or finish the copy first'
+              : `Unmount ${device.label} and power it off`
+        }
         done=${`Ejected ${device.label}`}
-        disabled=${running}
+        disabled=${running && !cloudOnly}
         dispatch=${dispatch}
       />`
     }

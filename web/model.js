@@ -198,6 +198,11 @@ export function staleAfter(events) {
     if (e.type === 'job.progress' || e.type === 'preview.ready') continue;
     if (e.type.startsWith('device.') || e.type.startsWith('job.') || e.type === 'station.state') stale.add('station');
     if (e.type === 'file.uploaded' || e.type === 'file.verified' || e.type.startsWith('upload')) stale.add('uploads');
+    // An upload that failed for good or found a local copy damaged changed the queue and its counts.
+    if (e.type === 'error' && e.upload) {
+      stale.add('uploads');
+      stale.add('station');
+    }
   }
   return stale;
 }

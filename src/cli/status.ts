@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Journal } from '../store/journal.js';
 import { UploadQueue } from '../store/upload-queue.js';
-import { formatDaemonStatus, queryDaemonStatus } from '../daemon/status-report.js';
+import { formatDaemonStatus, queryDaemonStatus, storedUploadPause } from '../daemon/status-report.js';
 import { commandContext, type GlobalOptions } from './context.js';
 
 export function statusCommand(globals: () => GlobalOptions): Command {
@@ -36,7 +36,10 @@ export function statusCommand(globals: () => GlobalOptions): Command {
           summary: i.summary ? (JSON.parse(i.summary) as Record<string, unknown>) : null,
         }));
         const q = new UploadQueue(journal).stats();
+        const pause = storedUploadPause(ctx.stateDir);
         const upload = {
+          paused: pause !== undefined,
+          pausedAt: pause?.pausedAt ?? null,
           depth: q.depth,
           queued: q.queued,
           uploading: q.uploading,
@@ -74,6 +77,9 @@ export function statusCommand(globals: () => GlobalOptions): Command {
         lines.push(
           `upload queue: ${upload.depth} pending (${upload.bytesPending} bytes), ${upload.failed} failed, ${upload.uploaded} uploaded; ${upload.bytesPerSecond} bytes/s over the last 10 min`,
         );
+        // The running daemon's lines say it already; without one the stored pause is all there is.
+        if (pause !== undefined && !daemon.status)
+          lines.push(`uploads paused${pause.pausedAt ? ` since ${pause.pausedAt}` : ''}: the daemon starts paused (resume from the dashboard or POST /api/v1/uploads/resume)`);
         if (upload.lastError) lines.push(`last upload error (${upload.lastError.key}, ${upload.lastError.at ?? '?'}): ${upload.lastError.code ?? ''} ${upload.lastError.message}`);
         for (const p of out.problems) lines.push(`problem: ${p}`);
         process.stdout.write(`${lines.join('\n')}\n`);

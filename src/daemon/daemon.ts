@@ -8,7 +8,7 @@ import { acquireLock, type Lock } from '../store/lock.js';
 import { VERSION } from '../version.js';
 import { ControlServer, type ControlHandlers } from './control.js';
 import { DeviceRegistry, type DeviceWatcher } from './devices.js';
-import { EventHub } from './events.js';
+import { EventHub, type StationEventBody } from './events.js';
 import { HotFolderFeed } from './hotfolder-feed.js';
 import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment } from './ingest-job.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
@@ -96,6 +96,8 @@ export class Daemon {
   #hid: StationHid | undefined;
   #tether: TetherSessions | undefined;
   #resources: string[] = [];
+  /** Why a job is about to be cancelled by its card unit (an eject that gives up the card's wipe). */
+  readonly #cancelReasons = new Map<number, string>();
   #stopping: Promise<void> | undefined;
   #statusTimer: NodeJS.Timeout | undefined;
   #resolveStopped!: () => void;
@@ -351,7 +353,7 @@ export class Daemon {
     if (job.state === 'queued') this.events.publish({ type: 'job.queued', job });
     else if (job.state === 'running') this.events.publish({ type: 'job.started', job });
     else {
-      for (const e of job.result?.errors ?? []) this.events.publish({ type: 'error', code: e.code, message: e.message, job: job.id, path: e.path });
+      for (const e of jobErrorEvents(job)) this.events.publish(e);
       if (job.error) this.events.publish({ type: 'error', code: job.error.code, message: job.error.message, job: job.id });
       this.events.publish({ type: 'job.finished', job });
     }
@@ -436,22 +438,53 @@ export class Daemon {
     });
   }
 
-  /** Unmounts a card and powers it off, unless its job is still queued or running. */
+  /**
+   * Unmounts a card and powers it off, unless its job still copies or reads it. A job that only waits for
+   * the cloud (after-cloud: every local copy verified) is stopped first: the card keeps every file, its
+   * wipe is given up and said so in the job's errors, its report, the log and the job's events, and the
+   * uploads go on from the local copies.
+   */
   async #eject(deviceId: string): Promise<EjectResult> {
     const { httpError } = await import('./http/errors.js');
     const device = this.#devices.status().find((d) => d.id === deviceId);
     if (!device) throw httpError(404, `no device ${deviceId} is attached`);
     if (device.kind !== 'card') throw httpError(409, `${device.label} is a camera: switch it off or unplug it`);
     const job = device.job === undefined ? undefined : this.scheduler.get(device.job);
+    let forfeit: string | undefined;
     if (job && (job.state === 'queued' || job.state === 'running')) {
-      throw httpError(409, `job ${job.id} is still ${job.state} on ${device.label}: cancel it first, or wait for it`, 'LOCKED', { job: job.id });
+      if (job.progress?.phase !== 'waiting-for-cloud') {
+        throw httpError(409, `job ${job.id} is still ${job.state} on ${device.label}: cancel it first, or wait for it`, 'LOCKED', { job: job.id });
+      }
+      forfeit = `${device.label} ejected while its wipe waited for the cloud: the wipe is given up, every file stays on the card (the uploads go on from the verified local copies)`;
     }
     const mount = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).find((m) => m.mountPoint === device.uri);
     if (!mount) throw httpError(404, `${device.uri} is no longer mounted`);
     const { ejectCard, ejectThroughSystemd, mayEjectDirectly } = await import('../device/card/eject.js');
     const how = { mountPoint: mount.mountPoint, dev: mount.dev, logger: this.#log.child({ device: deviceId }) };
-    // The installed daemon has no privilege to unmount or power off: systemd's eject unit does it.
-    return mayEjectDirectly() ? ejectCard(how) : ejectThroughSystemd(how);
+    if (mayEjectDirectly()) {
+      if (job && forfeit !== undefined) {
+        this.#log.warn({ device: deviceId, job: job.id }, forfeit);
+        this.scheduler.cancel(job.id, 'cancel', forfeit);
+        await this.scheduler.wait(job.id);
+      }
+      return ejectCard(how);
+    }
+    // The installed daemon has no privilege to unmount or power off: systemd's eject unit does it. It stops
+    // the card's unit first, whose `request ingest --wait` then cancels the job: with the eject's reason,
+    // and while the unit still runs (cancelled here first, the unit could release the card before the eject
+    // unit looks, and the card would be left powered).
+    if (job === undefined || forfeit === undefined) return ejectThroughSystemd(how);
+    this.#cancelReasons.set(job.id, forfeit);
+    try {
+      const ejected = await ejectThroughSystemd(how);
+      this.#log.warn({ device: deviceId, job: job.id }, forfeit);
+      // A card mounted without a card unit: nothing else stopped the job. One the eject failed for keeps
+      // waiting for the cloud, its wipe still to come.
+      this.scheduler.cancel(job.id, 'cancel', forfeit);
+      return ejected;
+    } finally {
+      this.#cancelReasons.delete(job.id);
+    }
   }
 
   #handlers(): ControlHandlers {
@@ -463,7 +496,7 @@ export class Daemon {
         return this.scheduler.submit({ key, kind, label, origin: 'request', resources: this.#resources, run: (ctx) => runIngestJob(this.#env, open, ctx, { kind }) });
       },
       cancel: ({ job }) => {
-        const snap = this.scheduler.cancel(job, 'cancel');
+        const snap = this.scheduler.cancel(job, 'cancel', this.#cancelReasons.get(job));
         if (!snap) throw noSuchJob(job);
         return { job: snap };
       },
@@ -559,4 +592,36 @@ function describeRunning(j: JobSnapshot): string {
   const files = p ? ` ${p.filesDone}/${p.filesTotal} files` : '';
   const rate = j.rateBytesPerSec ? ` ${(j.rateBytesPerSec / 1e6).toFixed(1)} MB/s` : '';
   return `job ${j.id} ${j.label}${files}${rate}`;
+}
+
+/**
+ * A finished job's errors as events: those its result lists (the first 20), each saying how many the job
+ * had in all, then, when it had more, one saying how many were left out and of which codes. Not all of
+ * them: a card of thousands of failed files would flood the event history every client replays.
+ */
+export function jobErrorEvents(job: JobSnapshot): StationEventBody[] {
+  const listed = job.result?.errors ?? [];
+  const counts = job.result?.errorCounts ?? {};
+  const total = Math.max(
+    listed.length,
+    Object.values(counts).reduce((n, c) => n + c, 0),
+  );
+  const events: StationEventBody[] = listed.map((e) => ({ type: 'error', code: e.code, message: e.message, job: job.id, path: e.path, jobErrors: total }));
+  const omitted = total - listed.length;
+  if (omitted <= 0) return events;
+  const omittedByCode: Record<string, number> = { ...counts };
+  for (const e of listed) omittedByCode[e.code] = (omittedByCode[e.code] ?? 0) - 1;
+  for (const [code, n] of Object.entries(omittedByCode)) if (n <= 0) delete omittedByCode[code];
+  const byCode = Object.entries(omittedByCode).sort((a, b) => b[1] - a[1]);
+  events.push({
+    type: 'error',
+    // The code most of the left-out errors have, so that a list by code shows them where they belong.
+    code: byCode[0]?.[0] ?? listed.at(-1)?.code ?? 'INTERNAL',
+    message: `job ${job.id} (${job.label}) had ${total} errors; ${omitted} more not listed here (${byCode.map(([c, n]) => `${c} ${n}`).join(', ')}): its report names each`,
+    job: job.id,
+    jobErrors: total,
+    omitted,
+    omittedByCode,
+  });
+  return events;
 }

@@ -39,8 +39,22 @@ export type StationEventBody =
   | { type: 'preview.ready'; job: number; fileId: number; path: string; preview: string; url: string }
   | { type: 'file.uploaded'; fileId: number; bucket: string; key: string; bytes: number; outcome: 'uploaded' | 'already-present' }
   | { type: 'device.connected' | 'device.gone'; device: DeviceStatus; reason?: string | undefined }
-  /** A job's error (`job`, and `path` on its source), or an upload's (`upload`). */
-  | { type: 'error'; code: string; message: string; job?: number | undefined; path?: string | undefined; upload?: UploadErrorBody | undefined }
+  /**
+   * A job's error (`job`, and `path` on its source), or an upload's (`upload`). A job's errors are listed
+   * up to its result's first 20, each with `jobErrors`, how many it had in all; when there were more, one
+   * last event says how many were left out (`omitted`, by code in `omittedByCode`): its report names each.
+   */
+  | {
+      type: 'error';
+      code: string;
+      message: string;
+      job?: number | undefined;
+      path?: string | undefined;
+      upload?: UploadErrorBody | undefined;
+      jobErrors?: number | undefined;
+      omitted?: number | undefined;
+      omittedByCode?: Record<string, number> | undefined;
+    }
   | { type: 'station.state'; state: StationState; reason: string };
 
 export type StationEventType = StationEventBody['type'];

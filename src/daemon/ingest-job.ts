@@ -129,7 +129,8 @@ export async function runIngestJob(env: IngestEnvironment, open: SourceOpener, c
         if (summary.status === 'complete') summary.status = 'failed';
       }
     }
-    const wipe = await applyWipePolicy(env, source, summary, ctx, opts.kind, secondReads, () => report({ ...progress, current: undefined, phase: 'verifying' }));
+    const phase = (p: JobProgress['phase']) => () => report({ ...progress, current: undefined, phase: p });
+    const wipe = await applyWipePolicy(env, source, summary, ctx, opts.kind, secondReads, phase('verifying'), phase('waiting-for-cloud'));
     if (env.onFinished) {
       const identity = await source.identity().catch(() => undefined);
       const done = { job: ctx.id, source: source.uri, identity, summary, wipe, startedAt, finishedAt: new Date() };
@@ -156,9 +157,11 @@ async function applyWipePolicy(
   kind: JobKind | undefined,
   secondReads: OverlappedSecondReads | undefined,
   onSecondRead: () => void,
+  onWaitForCloud: () => void,
 ): Promise<WipeReport | undefined> {
   const policy = policyFor(env.wipe, kind);
   if (policy === 'never' || summary.status === 'interrupted') return undefined;
+  let waiting = false;
   const report = await wipeSource({
     source,
     policy,
@@ -167,7 +170,16 @@ async function applyWipePolicy(
     logger: ctx.logger,
     signal: ctx.signal,
     cloud: env.wipe?.cloud,
-    waitForCloud: env.wipe?.waitForCloud,
+    ...(env.wipe?.waitForCloud === undefined
+      ? {}
+      : {
+          waitForCloud: (state: unknown, signal: AbortSignal) => {
+            // Once: each look at the queue would otherwise be another progress event, for hours perhaps.
+            if (!waiting) onWaitForCloud();
+            waiting = true;
+            return env.wipe!.waitForCloud!(state, signal);
+          },
+        }),
     station: env.settings.station,
     onSecondRead,
     secondReads,

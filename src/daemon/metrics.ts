@@ -56,7 +56,7 @@ export class StationMetrics {
     this.#bytesVerified = new Counter({ name: 'shuttle_bytes_verified_total', help: 'Bytes of the files verified at every destination', registers });
     this.#verifyFailures = new Counter({
       name: 'shuttle_verify_failures_total',
-      help: 'Verification failures by stage: source (changed while read), destination (read-back differs), cloud (object differs)',
+      help: 'Verification failures by stage: source (changed while read), destination (read-back differs, or a copy found damaged at upload), cloud (object differs)',
       labelNames: ['stage'],
       registers,
     });
@@ -152,8 +152,11 @@ export class StationMetrics {
         break;
       }
       case 'error':
-        // Each attempt whose object the server got wrong; a job's errors are counted when it finishes.
+        // Each attempt whose object the server got wrong, and each local copy an upload found no longer
+        // matching what was verified (a destination's verification failing late); a job's errors are
+        // counted when it finishes.
         if (e.upload?.cloudMismatch === true) this.#verifyFailures.inc({ stage: 'cloud' });
+        else if (e.upload?.outcome === 'damaged-copy') this.#verifyFailures.inc({ stage: 'destination' });
         break;
       case 'device.connected':
         if (e.device.kind === 'camera' && this.#goneCameras.delete(e.device.id)) this.#reconnects.inc();

@@ -1,7 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { ControlClient } from './control.js';
 import { clientSocketPaths } from './socket-path.js';
 import type { DaemonStatus, DaemonUploadStatus, JobSnapshot } from './status.js';
-import { isShuttleError } from '../errors.js';
+import { errnoCode, isShuttleError } from '../errors.js';
+import { uploadsPausedPath } from './uploads.js';
 
 /**
  * `shuttle status` asks the running daemon first; when none answers it shows only what the journal
@@ -51,6 +53,7 @@ export function describeJobLine(j: JobSnapshot): string {
   if (j.state === 'running') {
     const p = j.progress;
     if (!p) return `${head} — starting`;
+    if (p.phase === 'waiting-for-cloud') return `${head} — ${p.filesTotal} files verified here; waiting for the cloud before wiping (an eject now gives the wipe up)`;
     const rate = j.rateBytesPerSec !== undefined ? `, ${mb(j.rateBytesPerSec)}/s` : '';
     const eta = j.etaSeconds !== undefined ? `, ETA ${duration(j.etaSeconds)}` : '';
     return `${head} — ${p.filesDone}/${p.filesTotal} files, ${mb(p.bytesDone)}/${mb(p.bytesTotal)}${rate}${eta}`;
@@ -100,4 +103,25 @@ export function describeUploads(u: DaemonUploadStatus): string[] {
   ];
   if (u.lastError) lines.push(`last upload error (${u.lastError.key}${u.lastError.at ? `, ${u.lastError.at}` : ''}): ${u.lastError.code ?? ''} ${u.lastError.message}`);
   return lines;
+}
+
+/**
+ * The upload pause the daemon keeps in the state folder (uploadsPausedPath), for `shuttle status` when no
+ * daemon answers: a paused station must not look as if it would upload once started. `pausedAt` is null
+ * when the file cannot be read as the daemon writes it (it is still paused: the file alone says so).
+ */
+export function storedUploadPause(stateDir: string): { pausedAt: string | null } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(uploadsPausedPath(stateDir), 'utf8');
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    return { pausedAt: null };
+  }
+  try {
+    const at = (JSON.parse(text) as { pausedAt?: unknown }).pausedAt;
+    return { pausedAt: typeof at === 'string' ? at : null };
+  } catch {
+    return { pausedAt: null };
+  }
 }

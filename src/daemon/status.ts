@@ -16,8 +16,12 @@ export interface JobProgress {
   bytesTotal: number;
   bytesDone: number;
   current?: string | undefined;
-  /** `verifying` while a wipe reads the source a second time (the station shows it: not yet safe to pull). */
-  phase?: 'verifying' | undefined;
+  /**
+   * `verifying` while a wipe reads the source a second time (the station shows it: not yet safe to pull);
+   * `waiting-for-cloud` while an after-cloud wipe only waits for the uploads (every local copy is verified:
+   * the card may be ejected, which gives up its wipe).
+   */
+  phase?: 'verifying' | 'waiting-for-cloud' | undefined;
 }
 
 export interface JobResultFigures {

@@ -41,7 +41,12 @@ export const jobSnapshot = z
         bytesDone: int,
         bytesLeft: int,
         current: z.string().optional().describe('the file being copied'),
-        phase: z.enum(['verifying']).optional().describe('verifying: the wipe policy is reading the source a second time'),
+        phase: z
+          .enum(['verifying', 'waiting-for-cloud'])
+          .optional()
+          .describe(
+            'verifying: the wipe policy is reading the source a second time; waiting-for-cloud: every local copy is verified and the wipe waits for the uploads (the card may be ejected, giving up its wipe)',
+          ),
       })
       .optional(),
     rateBytesPerSec: z.number().min(0).optional(),
