@@ -409,6 +409,7 @@ describe('a card pulled during or right after its wipe', () => {
             await inner.remove(item, signal);
             this.removed++;
           },
+          settleRemovals: (items: readonly SourceItem[], signal?: AbortSignal) => inner.settleRemovals!(items, signal),
         };
       }
     }

@@ -110,6 +110,12 @@ export interface SourceRemoval {
    * time); never follows a link; never removes a folder. SOURCE_DELETE_FAILED otherwise.
    */
   remove(item: SourceItem, signal?: AbortSignal): Promise<void>;
+  /**
+   * Makes the removals of `items` (each removed by `remove`) durable: a card's folders synced, since a
+   * card pulled before that can bring an unlinked file back. Absent where a removal is durable once
+   * `remove` returns (a camera's DeleteObject).
+   */
+  settleRemovals?(items: readonly SourceItem[], signal?: AbortSignal): Promise<void>;
   /** Writes (replaces) a small text file at the source's root; undefined where the source cannot (a camera). */
   writeRootFile?(name: string, text: string, signal?: AbortSignal): Promise<void>;
 }

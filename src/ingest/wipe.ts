@@ -1,9 +1,7 @@
-import { constants as fsConstants } from 'node:fs';
-import { lstat, open } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from '../log.js';
-import { ShuttleError, abortReason, errnoCode, isShuttleError, type ErrorCode } from '../errors.js';
-import { FolderSource } from '../device/card/folder-source.js';
+import { ShuttleError, abortReason, isShuttleError, type ErrorCode } from '../errors.js';
 import { DONE_MARK_NAME, isSourceFault, isSourceSkip, type Source, type SourceItem, type SourceRemoval } from '../device/source.js';
 import { IngestHasher } from '../io/hash-worker-client.js';
 import type { FileRow, Journal } from '../store/journal.js';
@@ -98,6 +96,9 @@ interface Candidate {
   secondRead?: 'direct' | 'cached';
 }
 
+/** Deletions made durable together (a card's folders synced once per batch) before the journal says so. */
+const SETTLE_BATCH = 64;
+
 /** Applies the policy to one source after its ingest; never throws (the report says what happened and why). */
 export async function wipeSource(req: WipeRequest): Promise<WipeReport> {
   const { source, policy, signal } = req;
@@ -126,11 +127,12 @@ export async function wipeSource(req: WipeRequest): Promise<WipeReport> {
     return report;
   }
   // Recorded as deleted only once the deletion is durable: a card pulled before its folder was synced
-  // can bring an unlinked file back, and the journal must not say it was gone.
-  for (const batch of byFolder(source, candidates)) {
+  // can bring an unlinked file back, and the journal must not say it was gone. Deletions are settled in
+  // batches, so that a long wipe records its progress as it goes.
+  for (let at = 0; at < candidates.length; at += SETTLE_BATCH) {
     const removed: Array<{ id: number; c: Candidate }> = [];
     let failure: unknown;
-    for (const c of batch.candidates) {
+    for (const c of candidates.slice(at, at + SETTLE_BATCH)) {
       const id = store.begin(c.row.id, req.summary.ingestId, policy, c.secondRead!, c.row.xxh128!);
       try {
         await removal.remove(c.item, signal);
@@ -142,13 +144,13 @@ export async function wipeSource(req: WipeRequest): Promise<WipeReport> {
       }
     }
     try {
-      if (removed.length > 0 && batch.folder !== undefined) await syncFolder(batch.folder);
+      if (removed.length > 0) await removal.settleRemovals?.(removed.map((r) => r.c.item));
       for (const r of removed) store.deleted(r.id);
       report.wiped += removed.length;
     } catch (e) {
-      const why = `deleted, but the card's folder could not be synced (${e instanceof Error ? e.message : String(e)}): the file may come back`;
+      const why = `deleted, but not made durable (${e instanceof Error ? e.message : String(e)}): the file may come back`;
       for (const r of removed) store.failed(r.id, why);
-      failure ??= new ShuttleError('SOURCE_DELETE_FAILED', `${batch.shown}: ${why}`, { cause: e, context: { source: source.uri } });
+      failure ??= e;
     }
     if (failure !== undefined) {
       // The rest stays for the next run (a card pulled now loses nothing: every file is verified).
@@ -159,45 +161,6 @@ export async function wipeSource(req: WipeRequest): Promise<WipeReport> {
   }
   log.info({ wiped: report.wiped, secondRead: report.secondRead }, 'verified files deleted from the source');
   return report;
-}
-
-/** Candidates grouped by the folder on this host that holds them (undefined: not a folder source). */
-function byFolder(source: Source, candidates: Candidate[]): Array<{ folder: string | Buffer | undefined; shown: string; candidates: Candidate[] }> {
-  const groups = new Map<string, { folder: string | Buffer | undefined; shown: string; candidates: Candidate[] }>();
-  for (const c of candidates) {
-    const at = source instanceof FolderSource ? folderOf(source, c.item) : undefined;
-    const key = at === undefined ? '' : Buffer.from(at).toString('latin1');
-    let group = groups.get(key);
-    if (group === undefined) {
-      const shown = source instanceof FolderSource ? join(source.root, posix.dirname(c.item.path)) : source.uri;
-      groups.set(key, (group = { folder: at, shown, candidates: [] }));
-    }
-    group.candidates.push(c);
-  }
-  return [...groups.values()];
-}
-
-/**
- * The folder a listed file of a folder source is in: the listing's own bytes where it kept them (names
- * need not be UTF-8), else the root and the path. A camera has no folder here to sync: its deletion is
- * what DeleteObject answered.
- */
-function folderOf(source: FolderSource, item: SourceItem): string | Buffer {
-  if (Buffer.isBuffer(item.handle)) return item.handle.subarray(0, item.handle.lastIndexOf(0x2f));
-  return join(source.root, posix.dirname(item.path));
-}
-
-/** fsync(2) of a folder, which makes the unlinks in it durable; a filesystem that cannot sync folders leaves nothing to do. */
-async function syncFolder(folder: string | Buffer): Promise<void> {
-  const handle = await open(folder, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  try {
-    await handle.sync();
-  } catch (e) {
-    const errno = errnoCode(e);
-    if (errno !== 'EINVAL' && errno !== 'ENOTSUP' && errno !== 'EOPNOTSUPP') throw e;
-  } finally {
-    await handle.close();
-  }
 }
 
 function reasonOf(e: unknown, signal: AbortSignal, why: WipeReason['why'] = 'cannot-delete'): WipeReason {

@@ -150,12 +150,12 @@ export async function fsyncFile(file: number | FileHandle | string): Promise<voi
  * fsync a folder, making the entries created, renamed or removed in it durable. Returns false where the
  * filesystem does not support syncing a folder (EINVAL/ENOTSUP), which leaves nothing more to be done.
  */
-export async function fsyncDir(path: string): Promise<boolean> {
+export async function fsyncDir(path: string | Buffer): Promise<boolean> {
   let handle: FileHandle;
   try {
     handle = await open(path, fsConstants.O_RDONLY | (fsConstants.O_DIRECTORY ?? 0));
   } catch (err) {
-    throw destinationError(err, 'open folder', path);
+    throw destinationError(err, 'open folder', String(path));
   }
   try {
     await handle.sync();
@@ -163,7 +163,7 @@ export async function fsyncDir(path: string): Promise<boolean> {
   } catch (err) {
     const errno = errnoCode(err);
     if (errno === 'EINVAL' || errno === 'ENOTSUP' || errno === 'EOPNOTSUPP') return false;
-    throw destinationError(err, 'fsync folder', path);
+    throw destinationError(err, 'fsync folder', String(path));
   } finally {
     await handle.close();
   }

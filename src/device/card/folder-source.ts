@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { constants as fsConstants, type Dirent, type Stats } from 'node:fs';
 import { access, lstat, open as openFile, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { ShuttleError, abortReason, errnoCode, throwIfAborted } from '../../errors.js';
 import {
@@ -16,7 +16,7 @@ import {
   type SourceRemoval,
 } from '../source.js';
 import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../../io/direct.js';
-import { applySourceTestFault, replaceFileDurably } from '../../io/durable.js';
+import { applySourceTestFault, fsyncDir, replaceFileDurably } from '../../io/durable.js';
 import { sourceIdentityForFolder } from './volume.js';
 
 /** Folders an OS puts on cards and disks: never photographs, often unreadable. */
@@ -441,6 +441,27 @@ class FolderRemoval implements SourceRemoval {
       throw refuse(errnoCode(cause) === 'ELOOP' ? 'it is now a symbolic link' : (errnoCode(cause) ?? String(cause)), cause);
     } finally {
       await handle?.close().catch(() => {});
+    }
+  }
+
+  async settleRemovals(items: readonly SourceItem[], signal?: AbortSignal): Promise<void> {
+    const folders = new Map<string, string | Buffer>();
+    for (const item of items) {
+      const at = this.locate(item);
+      const folder = typeof at === 'string' ? dirname(at) : at.subarray(0, at.lastIndexOf(0x2f));
+      folders.set(Buffer.from(folder).toString('latin1'), folder);
+    }
+    for (const folder of folders.values()) {
+      throwIfAborted(signal);
+      try {
+        await fsyncDir(folder);
+      } catch (cause) {
+        const shown = String(folder);
+        throw new ShuttleError('SOURCE_DELETE_FAILED', `${shown}: files deleted, but the folder could not be synced: they may come back`, {
+          cause,
+          context: { path: shown },
+        });
+      }
     }
   }
 
