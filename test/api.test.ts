@@ -236,8 +236,9 @@ describe('api', () => {
       const given = expect.stringContaining('card-3 ejected while its wipe waited for the cloud: the wipe is given up, every file stays on the card');
       expect(await finished).toMatchObject({ job: { id: e.job.id, state: 'cancelled', result: { wiped: 0, errors: [{ code: 'ABORTED', message: given }] } } });
       expect(log.lines.some((l) => Number(l['level']) === 40 && typeof l.msg === 'string' && l.msg.includes('card-3 ejected while its wipe waited for the cloud'))).toBe(true);
-      // The uploads are still queued, from the local copies.
+      // The uploads are still queued, from the local copies; the crew pulled a card whose every file is verified here.
       expect((await json(`${url}/api/v1/uploads`)).body).toMatchObject({ depth: 3 });
+      expect(daemon.status().station).toMatchObject({ state: 'safe-to-pull' });
     } finally {
       spawnSync('umount', [card]);
     }

@@ -5,7 +5,8 @@ import { FINAL_STATES, type DeviceStatus, type JobSnapshot } from './status.js';
  * The one station state a crew reads from across the room (status light, dashboard, `shuttle status`),
  * derived from the jobs, the attached devices and the upload queue. A device is "safe to pull" only when
  * its own job finished with every file verified; anything that failed asks for attention until the
- * device is taken out, so a crew never pulls a card on a light that hides a failure.
+ * device is taken out, so a crew never pulls a card on a light that hides a failure. A card ejected while
+ * its job only waited for the cloud (its wipe given up) is safe to pull too.
  *
  * A card's own unit unmounts and powers the reader off once its job is done, and the card then leaves
  * the device list while it still sits in the reader: the state its job earned (safe to pull, or
@@ -38,7 +39,11 @@ export function deviceState(device: DeviceStatus, jobs: StationInputs['jobs']): 
   if (!job) return 'waiting';
   if (job.state === 'queued') return 'queued';
   if (!FINAL_STATES.has(job.state)) return 'ingesting';
-  return job.state === 'done' && job.result?.status === 'complete' && job.result.failed === 0 ? 'safe-to-pull' : 'attention';
+  if (job.state === 'done' && job.result?.status === 'complete' && job.result.failed === 0) return 'safe-to-pull';
+  // Ejected while only its wipe waited for the cloud: every file verified here and still on the card, the
+  // card unmounted by the crew's own hand; nothing about it needs a look.
+  if (job.state === 'cancelled' && job.progress?.phase === 'waiting-for-cloud' && job.result?.failed === 0) return 'safe-to-pull';
+  return 'attention';
 }
 
 export function deriveStationState(inputs: StationInputs): StationView {
