@@ -77,6 +77,44 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
     for (const d of pf.wanted) d.pendingBytes -= plannedSize;
   };
 
+  /** One file's copy: checks started, then queued to be published. Runs for one file at a time, in listing order. */
+  const settleCopy = async (pf: PlannedFile, live: RunDestination[], copying: Promise<WrittenFile>): Promise<void> => {
+    const plannedSize = pf.item.size;
+    try {
+      const w = await copying;
+      // Sealing and reading back start now, beside the next files' copies and checks: with small files
+      // the fsyncs and read-backs of several files overlap instead of queueing one file at a time.
+      const checked = Promise.all(w.writers.map((writer) => writer.startCheck(w.read, readBacks)));
+      checking.add(checked);
+      void checked.finally(() => checking.delete(checked));
+      // A destination ended while this file was read (its temp could not be made) failed it there too.
+      const refused = live.filter((d) => !w.writers.some((writer) => writer.dest === d));
+      for (const d of refused) {
+        d.summary.failed++;
+        journal.markCopyFailed(pf.file.id, d.id, d.dead?.message ?? 'destination ended', ingestId);
+      }
+      const failed = live.length < pf.wanted.length || refused.length > 0;
+      await finishes.push(async () => settle(pf, plannedSize, await finishFile(run, source, w, failed, log)));
+    } catch (e) {
+      if (signal.aborted) throw abortReason(signal);
+      for (const d of live) {
+        d.summary.failed++;
+        journal.markCopyFailed(pf.file.id, d.id, String((e as Error).message), ingestId);
+      }
+      journal.setFileState(pf.file.id, 'failed', (e as Error).message);
+      run.recordError(e, { path: pf.item.path });
+      log.warn({ err: e, path: pf.item.path }, 'file failed');
+      settle(pf, plannedSize, true);
+      req.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: 'failed', size: pf.item.size, mtimeMs: pf.item.mtimeMs, copies: [] });
+    }
+    progress.filesDone++;
+    progress.bytesDone += pf.item.size;
+    req.onProgress?.(progress);
+  };
+  // The newest copy's settling, chained after every earlier one's. A file's read begins as soon as the source
+  // has sent the previous file's last byte, while that one's writes, digest and stat finish (a camera's link
+  // and session are otherwise idle for that time); at most two copies run at once.
+  let newest: Promise<void> = Promise.resolve();
   try {
     listing: for await (const todo of listedWindows(run, planner, source, log)) {
       progress.filesTotal += todo.length;
@@ -85,49 +123,43 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
       for (const pf of todo) {
         if (signal.aborted) break listing;
         progress.current = pf.item.path;
-        const plannedSize = pf.item.size;
         const live = pf.wanted.filter((d) => !d.dead);
         for (const d of pf.wanted) if (d.dead) d.summary.failed++;
         if (live.length === 0) {
           journal.setFileState(pf.file.id, 'failed', 'no live destination');
-          settle(pf, plannedSize, true);
+          settle(pf, pf.item.size, true);
           req.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: 'failed', size: pf.item.size, mtimeMs: pf.item.mtimeMs, copies: [] });
-        } else {
-          try {
-            const w = await reader.copy(pf, live);
-            // Sealing and reading back start now, beside the next files' copies and checks: with small files
-            // the fsyncs and read-backs of several files overlap instead of queueing one file at a time.
-            const checked = Promise.all(w.writers.map((writer) => writer.startCheck(w.read, readBacks)));
-            checking.add(checked);
-            void checked.finally(() => checking.delete(checked));
-            // A destination ended while this file was read (its temp could not be made) failed it there too.
-            const refused = live.filter((d) => !w.writers.some((writer) => writer.dest === d));
-            for (const d of refused) {
-              d.summary.failed++;
-              journal.markCopyFailed(pf.file.id, d.id, d.dead?.message ?? 'destination ended', ingestId);
-            }
-            const failed = live.length < pf.wanted.length || refused.length > 0;
-            await finishes.push(async () => settle(pf, plannedSize, await finishFile(run, source, w, failed, log)));
-          } catch (e) {
-            if (signal.aborted) throw abortReason(signal);
-            for (const d of live) {
-              d.summary.failed++;
-              journal.markCopyFailed(pf.file.id, d.id, String((e as Error).message), ingestId);
-            }
-            journal.setFileState(pf.file.id, 'failed', (e as Error).message);
-            run.recordError(e, { path: pf.item.path });
-            log.warn({ err: e, path: pf.item.path }, 'file failed');
-            settle(pf, plannedSize, true);
-            req.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: 'failed', size: pf.item.size, mtimeMs: pf.item.mtimeMs, copies: [] });
-          }
+          progress.filesDone++;
+          progress.bytesDone += pf.item.size;
+          req.onProgress?.(progress);
+          continue;
         }
-        progress.filesDone++;
-        progress.bytesDone += pf.item.size;
-        req.onProgress?.(progress);
+        let sourceFree!: () => void;
+        const sourceDone = new Promise<void>((resolve) => (sourceFree = resolve));
+        const copying = reader.copy(pf, live, sourceFree);
+        const over = copying.then(
+          () => undefined,
+          () => undefined,
+        );
+        const previous = newest;
+        // Settled in listing order, whichever copy ends first; if an earlier one stops the run, this one's temps go.
+        newest = previous.then(
+          () => settleCopy(pf, live, copying),
+          async (e: unknown) => {
+            const w = await copying.catch(() => undefined);
+            await Promise.all(w?.writers.map((writer) => writer.discard()) ?? []);
+            throw e;
+          },
+        );
+        newest.catch(() => {});
+        await Promise.race([sourceDone, over]);
+        await previous;
       }
     }
+    await newest;
   } finally {
     try {
+      await newest.catch(() => {});
       await finishes.drain();
     } finally {
       // A check whose file was never published (the run stopped) still ends before the run does.
