@@ -94,7 +94,17 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
         journal.markCopyFailed(pf.file.id, d.id, d.dead?.message ?? 'destination ended', ingestId);
       }
       const failed = live.length < pf.wanted.length || refused.length > 0;
-      await finishes.push(async () => settle(pf, plannedSize, await finishFile(run, source, w, failed, log)));
+      await finishes.push(async () => {
+        if (unsynced) throw unsynced;
+        const report = await finishFile(run, source, w, failed, log);
+        // Reported in order, each once the journal's log holding its record is on disk: the sync runs in the
+        // thread pool while the next files publish, and one sync serves the records committed meanwhile.
+        const durable = journal.synced();
+        reported = Promise.all([reported, durable]).then(() => settle(pf, plannedSize, report()));
+        reported.catch((e: unknown) => {
+          unsynced ??= e;
+        });
+      });
     } catch (e) {
       if (signal.aborted) throw abortReason(signal);
       for (const d of live) {
@@ -111,6 +121,9 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
     progress.bytesDone += pf.item.size;
     req.onProgress?.(progress);
   };
+  // Files published and journaled, reported once their records are durable; the first sync that failed.
+  let reported: Promise<unknown> = Promise.resolve();
+  let unsynced: unknown;
   // The newest copy's settling, chained after every earlier one's. A file's read begins as soon as the source
   // has sent the previous file's last byte, while that one's writes, digest and stat finish (a camera's link
   // and session are otherwise idle for that time); at most two copies run at once.
@@ -161,6 +174,7 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
     try {
       await newest.catch(() => {});
       await finishes.drain();
+      await reported;
     } finally {
       // A check whose file was never published (the run stopped) still ends before the run does.
       await Promise.allSettled(checking);
@@ -191,16 +205,17 @@ const FILES_IN_FLIGHT = 3;
 const READ_BACKS_AT_ONCE = 2;
 
 /**
- * Publishes one file's checked copies and records them; returns whether the file failed (also when a
- * destination it needed was ended before its copy began). Runs one file at a time in copy order, so a
- * group's members publish in order and share a collision suffix.
+ * Publishes one file's checked copies and commits their records; returns its report, to be made once the
+ * records are durable (Journal.synced), which says whether the file failed (also when a destination it
+ * needed was ended before its copy began). Runs one file at a time in copy order, so a group's members
+ * publish in order and share a collision suffix.
  */
-async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failedBefore: boolean, log: Logger): Promise<boolean> {
+async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failedBefore: boolean, log: Logger): Promise<() => boolean> {
   const { journal, summary, ingestId } = run;
   const { pf, read } = w;
   let anyFailed = false;
   // Each copy's verified state, its group's naming and the file's state go to the journal in one
-  // transaction: one fsync'd commit per file instead of several (a commit costs an fsync on the main thread).
+  // transaction, committed without an fsync on this thread (the caller waits for Journal.synced).
   const records: Array<() => void> = [];
   const copies: Array<{ root: string; rel: string }> = [];
   for (const writer of w.writers) {
@@ -239,24 +254,26 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
     if (!done.dedup) d.summary.bytes += read.size;
   }
   const failed = failedBefore || anyFailed;
-  journal.tx(() => {
+  journal.txUnsynced(() => {
     for (const r of records) r();
     journal.setFileState(pf.file.id, failed ? 'failed' : 'verified', failed ? 'see copies' : undefined);
   });
-  crashPoint('journaled');
-  run.request.onFile?.({
-    fileId: pf.file.id,
-    path: pf.item.path,
-    state: failed ? 'failed' : 'verified',
-    size: pf.item.size,
-    mtimeMs: pf.item.mtimeMs,
-    copies,
-    source,
-    item: pf.item,
-  });
-  // Per file, so only at debug: an operator following a card (or a test waiting for the first file) sees it.
-  log.debug({ path: pf.item.path, size: pf.item.size, state: failed ? 'failed' : 'verified' }, 'file journaled');
-  return failed;
+  return () => {
+    crashPoint('journaled');
+    run.request.onFile?.({
+      fileId: pf.file.id,
+      path: pf.item.path,
+      state: failed ? 'failed' : 'verified',
+      size: pf.item.size,
+      mtimeMs: pf.item.mtimeMs,
+      copies,
+      source,
+      item: pf.item,
+    });
+    // Per file, so only at debug: an operator following a card (or a test waiting for the first file) sees it.
+    log.debug({ path: pf.item.path, size: pf.item.size, state: failed ? 'failed' : 'verified' }, 'file journaled');
+    return failed;
+  };
 }
 
 async function writeManifest(run: IngestRun, d: RunDestination): Promise<void> {
