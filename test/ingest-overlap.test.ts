@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { pino } from 'pino';
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import type { ItemState, OpenOptions, Source, SourceEntry, SourceIdentity, SourceItem } from '../src/device/source.js';
@@ -93,3 +94,40 @@ test('the-next-file-is-opened-once-the-source-has-sent-the-last-byte-of-the-one-
   expect(contentMultiset(tree)).toEqual(contentMultiset(await listTree(src)));
   expect(await tempFilesUnder(dest)).toEqual([]);
 }, 20_000);
+
+test('a-camera-is-listed-while-the-destinations-are-checked-and-the-run-plans-from-that-one-listing', async () => {
+  const src = join(work.path, 'card');
+  const names = ['IMG_0001.CR2', 'IMG_0001.JPG'];
+  for (const [i, name] of names.entries()) await writeBytes(join(src, name), bytes(100_000 + i, i + 1));
+  const logged: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void logged.push((JSON.parse(line) as { msg: string }).msg) });
+  const folder = new FolderSource(src);
+  const listedWhen: string[][] = [];
+  const source: Source = {
+    uri: folder.uri,
+    identity: () => folder.identity(),
+    list: (signal) => {
+      // What the run had done when the listing began.
+      listedWhen.push([...logged]);
+      return folder.list(signal);
+    },
+    open: (item, options) => folder.open(item, options),
+    stat: (item) => folder.stat(item),
+    close: () => folder.close(),
+  };
+  const journal = Journal.open(join(work.path, 'state'));
+  const summary = await runIngest({
+    sources: [source],
+    destinations: [{ path: join(work.path, 'dest') }],
+    journal,
+    settings: ingestSettings('{name}'),
+    logger,
+    signal: new AbortController().signal,
+    refuseWhatCannotFit: true,
+  });
+  journal.close();
+  expect(summary).toMatchObject({ files: 2, copied: 2, failed: 0, errors: [] });
+  // Listed once, before the destination was ready (its check ran meanwhile).
+  expect(listedWhen).toEqual([[]]);
+  expect(logged).toContain('destination ready');
+});

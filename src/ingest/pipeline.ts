@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { basename } from 'node:path';
-import { SerialQueue } from '../async.js';
+import { SerialQueue, linkSignals } from '../async.js';
 import type { Logger } from '../log.js';
 import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
 import type { Source } from '../device/source.js';
@@ -15,7 +15,7 @@ import { SourcePlanner, type PlannedFile } from './plan.js';
 import { SourceReader, type WrittenFile } from './source-read.js';
 import { IngestRun, type IngestRequest, type IngestSummary, type Progress } from './run.js';
 import { RunDestination } from './run-destination.js';
-import { planFits } from './preflight.js';
+import { listAhead, planFits } from './preflight.js';
 
 export type { DestinationSpec, DestinationSummary, FileOutcome, FileReading, IngestRequest, IngestSettings, IngestSummary, Progress, ReadTap } from './run.js';
 
@@ -28,6 +28,10 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
   const run = new IngestRun(req);
   const { signal, summary } = run;
   startHashWorker();
+  // Ended when the run ends before planning from the listings (a destination refused).
+  const unlisted = new AbortController();
+  const listing = linkSignals(signal, unlisted.signal);
+  const ahead = req.refuseWhatCannotFit ? listAhead(run, listing.signal) : undefined;
   try {
     for (const spec of req.destinations) {
       try {
@@ -42,7 +46,7 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
       }
     }
     for (const d of run.destinations) summary.destinations.push(d.summary);
-    if (req.refuseWhatCannotFit && !(await planFits(run))) return summary;
+    if (ahead && !(await planFits(run, ahead))) return summary;
     for (const source of req.sources) {
       if (signal.aborted) break;
       await ingestSource(run, source);
@@ -50,6 +54,10 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
   } catch (err) {
     if (!signal.aborted) throw err;
   } finally {
+    // A listing the run did not get to use (a destination refused) ends before the source is closed.
+    unlisted.abort();
+    if (ahead) await Promise.allSettled(ahead.values());
+    listing.dispose();
     for (const d of run.destinations.filter((x) => x.id >= 0)) await writeManifest(run, d).catch((e: unknown) => run.recordError(e, { destination: d.root }));
     run.finish();
   }
