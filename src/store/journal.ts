@@ -269,7 +269,16 @@ export class Journal {
     return Number(this.#statement(sql).run(...params).lastInsertRowid);
   }
 
+  /**
+   * The source's row. Like the run's own rows (startIngest, finishIngest), committed without an fsync on
+   * this thread: nothing is reported on the strength of it, and the next durable commit (a file's, see
+   * synced) or the checkpoint of close() puts it on disk with everything before it.
+   */
   upsertSource(id: SourceRecord): number {
+    return this.#undurable(() => this.#upsertSource(id));
+  }
+
+  #upsertSource(id: SourceRecord): number {
     const t = now();
     this.#run(
       `INSERT INTO sources (key, kind, label, details, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)
@@ -305,18 +314,16 @@ export class Journal {
     return this.destinationByMarker(markerId)!.id;
   }
 
+  /** The run's row, committed without an fsync on this thread (see upsertSource). */
   startIngest(sources: string[], destinations: string[]): number {
-    return this.#run(
-      'INSERT INTO ingests (started_at, status, sources, destinations) VALUES (?, ?, ?, ?)',
-      now(),
-      'running',
-      JSON.stringify(sources),
-      JSON.stringify(destinations),
+    return this.#undurable(() =>
+      this.#run('INSERT INTO ingests (started_at, status, sources, destinations) VALUES (?, ?, ?, ?)', now(), 'running', JSON.stringify(sources), JSON.stringify(destinations)),
     );
   }
 
+  /** The run's outcome, committed without an fsync on this thread (see upsertSource): its files' records are durable already. */
   finishIngest(id: number, status: string, summary: unknown): void {
-    this.#run('UPDATE ingests SET finished_at = ?, status = ?, summary = ? WHERE id = ?', now(), status, JSON.stringify(summary), id);
+    this.#undurable(() => this.#run('UPDATE ingests SET finished_at = ?, status = ?, summary = ? WHERE id = ?', now(), status, JSON.stringify(summary), id));
   }
 
   /**
