@@ -12,7 +12,7 @@ import type { ObjectInfo } from './ptp/datasets.js';
 import { ListingBudget, type ListingLimits } from './ptp/listing-budget.js';
 import type { PtpQuirks } from './ptp/quirks.js';
 import { responseCodeOf } from './ptp/session.js';
-import { connectPtpIp, loadOrCreateInitiatorIdentity } from './ptpip/transport.js';
+import { connectPtpIp, initiatorIdentity } from './ptpip/transport.js';
 import type { ItemState, OpenOptions, Reread, Source, SourceIdentity, SourceItem, SourceRemoval } from './source.js';
 
 /** The folder name of objects the camera holds in memory only (capture target host). */
@@ -265,10 +265,23 @@ export interface PtpIpCameraSourceOptions extends CameraSourceOptions {
 
 /** Connects to a PTP/IP camera, opens a session and wraps it as a Source (uri `ptpip:host[:port]`). */
 export async function openPtpIpCameraSource(opts: PtpIpCameraSourceOptions): Promise<PtpCameraSource> {
-  const identity = await loadOrCreateInitiatorIdentity(opts.stateDir);
-  const transport = await connectPtpIp({ host: opts.host, port: opts.port, identity, signal: opts.signal, logger: opts.logger });
-  // One GetObject per file: a 1 MiB partial block costs a round trip of command and response packets.
-  const camera = await PtpCamera.open(transport, { logger: opts.logger, quirks: opts.quirks, signal: opts.signal, wholeObjectDownloads: true });
+  // A new identity is synced to disk while the camera is connected and its session opened.
+  const { identity, saved } = await initiatorIdentity(opts.stateDir);
+  let camera: PtpCamera;
+  try {
+    const transport = await connectPtpIp({ host: opts.host, port: opts.port, identity, signal: opts.signal, logger: opts.logger });
+    // One GetObject per file: a 1 MiB partial block costs a round trip of command and response packets.
+    camera = await PtpCamera.open(transport, { logger: opts.logger, quirks: opts.quirks, signal: opts.signal, wholeObjectDownloads: true });
+  } catch (e) {
+    await saved.catch(() => {});
+    throw e;
+  }
+  try {
+    await saved;
+  } catch (e) {
+    await camera.close().catch(() => {});
+    throw e;
+  }
   const uri = opts.port === undefined ? `ptpip:${opts.host}` : `ptpip:${opts.host}:${opts.port}`;
   return new PtpCameraSource(camera, uri, opts);
 }

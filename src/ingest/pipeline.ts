@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { basename } from 'node:path';
-import { SerialQueue } from '../async.js';
+import { SerialQueue, linkSignals } from '../async.js';
 import type { Logger } from '../log.js';
 import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
 import type { Source } from '../device/source.js';
@@ -15,7 +15,7 @@ import { SourcePlanner, type PlannedFile } from './plan.js';
 import { SourceReader, type WrittenFile } from './source-read.js';
 import { IngestRun, type IngestRequest, type IngestSummary, type Progress } from './run.js';
 import { RunDestination } from './run-destination.js';
-import { planFits } from './preflight.js';
+import { listAhead, planFits } from './preflight.js';
 
 export type { DestinationSpec, DestinationSummary, FileOutcome, FileReading, IngestRequest, IngestSettings, IngestSummary, Progress, ReadTap } from './run.js';
 
@@ -28,6 +28,10 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
   const run = new IngestRun(req);
   const { signal, summary } = run;
   startHashWorker();
+  // Ended when the run ends before planning from the listings (a destination refused).
+  const unlisted = new AbortController();
+  const listing = linkSignals(signal, unlisted.signal);
+  const ahead = req.refuseWhatCannotFit ? listAhead(run, listing.signal) : undefined;
   try {
     for (const spec of req.destinations) {
       try {
@@ -42,7 +46,7 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
       }
     }
     for (const d of run.destinations) summary.destinations.push(d.summary);
-    if (req.refuseWhatCannotFit && !(await planFits(run))) return summary;
+    if (ahead && !(await planFits(run, ahead))) return summary;
     for (const source of req.sources) {
       if (signal.aborted) break;
       await ingestSource(run, source);
@@ -50,6 +54,10 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
   } catch (err) {
     if (!signal.aborted) throw err;
   } finally {
+    // A listing the run did not get to use (a destination refused) ends before the source is closed.
+    unlisted.abort();
+    if (ahead) await Promise.allSettled(ahead.values());
+    listing.dispose();
     for (const d of run.destinations.filter((x) => x.id >= 0)) await writeManifest(run, d).catch((e: unknown) => run.recordError(e, { destination: d.root }));
     run.finish();
   }
@@ -77,6 +85,57 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
     for (const d of pf.wanted) d.pendingBytes -= plannedSize;
   };
 
+  /** One file's copy: checks started, then queued to be published. Runs for one file at a time, in listing order. */
+  const settleCopy = async (pf: PlannedFile, live: RunDestination[], copying: Promise<WrittenFile>): Promise<void> => {
+    const plannedSize = pf.item.size;
+    try {
+      const w = await copying;
+      // Sealing and reading back start now, beside the next files' copies and checks: with small files
+      // the fsyncs and read-backs of several files overlap instead of queueing one file at a time.
+      const checked = Promise.all(w.writers.map((writer) => writer.startCheck(w.read, readBacks)));
+      checking.add(checked);
+      void checked.finally(() => checking.delete(checked));
+      // A destination ended while this file was read (its temp could not be made) failed it there too.
+      const refused = live.filter((d) => !w.writers.some((writer) => writer.dest === d));
+      for (const d of refused) {
+        d.summary.failed++;
+        journal.markCopyFailed(pf.file.id, d.id, d.dead?.message ?? 'destination ended', ingestId);
+      }
+      const failed = live.length < pf.wanted.length || refused.length > 0;
+      await finishes.push(async () => {
+        if (unsynced) throw unsynced;
+        const report = await finishFile(run, source, w, failed, log);
+        // Reported in order, each once the journal's log holding its record is on disk: the sync runs in the
+        // thread pool while the next files publish, and one sync serves the records committed meanwhile.
+        const durable = journal.synced();
+        reported = Promise.all([reported, durable]).then(() => settle(pf, plannedSize, report()));
+        reported.catch((e: unknown) => {
+          unsynced ??= e;
+        });
+      });
+    } catch (e) {
+      if (signal.aborted) throw abortReason(signal);
+      for (const d of live) {
+        d.summary.failed++;
+        journal.markCopyFailed(pf.file.id, d.id, String((e as Error).message), ingestId);
+      }
+      journal.setFileState(pf.file.id, 'failed', (e as Error).message);
+      run.recordError(e, { path: pf.item.path });
+      log.warn({ err: e, path: pf.item.path }, 'file failed');
+      settle(pf, plannedSize, true);
+      req.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: 'failed', size: pf.item.size, mtimeMs: pf.item.mtimeMs, copies: [] });
+    }
+    progress.filesDone++;
+    progress.bytesDone += pf.item.size;
+    req.onProgress?.(progress);
+  };
+  // Files published and journaled, reported once their records are durable; the first sync that failed.
+  let reported: Promise<unknown> = Promise.resolve();
+  let unsynced: unknown;
+  // The newest copy's settling, chained after every earlier one's. A file's read begins as soon as the source
+  // has sent the previous file's last byte, while that one's writes, digest and stat finish (a camera's link
+  // and session are otherwise idle for that time); at most two copies run at once.
+  let newest: Promise<void> = Promise.resolve();
   try {
     listing: for await (const todo of listedWindows(run, planner, source, log)) {
       progress.filesTotal += todo.length;
@@ -85,50 +144,45 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
       for (const pf of todo) {
         if (signal.aborted) break listing;
         progress.current = pf.item.path;
-        const plannedSize = pf.item.size;
         const live = pf.wanted.filter((d) => !d.dead);
         for (const d of pf.wanted) if (d.dead) d.summary.failed++;
         if (live.length === 0) {
           journal.setFileState(pf.file.id, 'failed', 'no live destination');
-          settle(pf, plannedSize, true);
+          settle(pf, pf.item.size, true);
           req.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: 'failed', size: pf.item.size, mtimeMs: pf.item.mtimeMs, copies: [] });
-        } else {
-          try {
-            const w = await reader.copy(pf, live);
-            // Sealing and reading back start now, beside the next files' copies and checks: with small files
-            // the fsyncs and read-backs of several files overlap instead of queueing one file at a time.
-            const checked = Promise.all(w.writers.map((writer) => writer.startCheck(w.read, readBacks)));
-            checking.add(checked);
-            void checked.finally(() => checking.delete(checked));
-            // A destination ended while this file was read (its temp could not be made) failed it there too.
-            const refused = live.filter((d) => !w.writers.some((writer) => writer.dest === d));
-            for (const d of refused) {
-              d.summary.failed++;
-              journal.markCopyFailed(pf.file.id, d.id, d.dead?.message ?? 'destination ended', ingestId);
-            }
-            const failed = live.length < pf.wanted.length || refused.length > 0;
-            await finishes.push(async () => settle(pf, plannedSize, await finishFile(run, source, w, failed, log)));
-          } catch (e) {
-            if (signal.aborted) throw abortReason(signal);
-            for (const d of live) {
-              d.summary.failed++;
-              journal.markCopyFailed(pf.file.id, d.id, String((e as Error).message), ingestId);
-            }
-            journal.setFileState(pf.file.id, 'failed', (e as Error).message);
-            run.recordError(e, { path: pf.item.path });
-            log.warn({ err: e, path: pf.item.path }, 'file failed');
-            settle(pf, plannedSize, true);
-            req.onFile?.({ fileId: pf.file.id, path: pf.item.path, state: 'failed', size: pf.item.size, mtimeMs: pf.item.mtimeMs, copies: [] });
-          }
+          progress.filesDone++;
+          progress.bytesDone += pf.item.size;
+          req.onProgress?.(progress);
+          continue;
         }
-        progress.filesDone++;
-        progress.bytesDone += pf.item.size;
-        req.onProgress?.(progress);
+        let sourceFree!: () => void;
+        const sourceDone = new Promise<void>((resolve) => (sourceFree = resolve));
+        const copying = reader.copy(pf, live, sourceFree);
+        const over = copying.then(
+          () => undefined,
+          () => undefined,
+        );
+        const previous = newest;
+        // Settled in listing order, whichever copy ends first; if an earlier one stops the run, this one's temps go.
+        newest = previous.then(
+          () => settleCopy(pf, live, copying),
+          async (e: unknown) => {
+            const w = await copying.catch(() => undefined);
+            await Promise.all(w?.writers.map((writer) => writer.discard()) ?? []);
+            throw e;
+          },
+        );
+        newest.catch(() => {});
+        await Promise.race([sourceDone, over]);
+        await previous;
       }
     }
+    await newest;
   } finally {
     try {
+      await newest.catch(() => {});
       await finishes.drain();
+      await reported;
     } finally {
       // A check whose file was never published (the run stopped) still ends before the run does.
       await Promise.allSettled(checking);
@@ -159,16 +213,17 @@ const FILES_IN_FLIGHT = 3;
 const READ_BACKS_AT_ONCE = 2;
 
 /**
- * Publishes one file's checked copies and records them; returns whether the file failed (also when a
- * destination it needed was ended before its copy began). Runs one file at a time in copy order, so a
- * group's members publish in order and share a collision suffix.
+ * Publishes one file's checked copies and commits their records; returns its report, to be made once the
+ * records are durable (Journal.synced), which says whether the file failed (also when a destination it
+ * needed was ended before its copy began). Runs one file at a time in copy order, so a group's members
+ * publish in order and share a collision suffix.
  */
-async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failedBefore: boolean, log: Logger): Promise<boolean> {
+async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failedBefore: boolean, log: Logger): Promise<() => boolean> {
   const { journal, summary, ingestId } = run;
   const { pf, read } = w;
   let anyFailed = false;
   // Each copy's verified state, its group's naming and the file's state go to the journal in one
-  // transaction: one fsync'd commit per file instead of several (a commit costs an fsync on the main thread).
+  // transaction, committed without an fsync on this thread (the caller waits for Journal.synced).
   const records: Array<() => void> = [];
   const copies: Array<{ root: string; rel: string }> = [];
   for (const writer of w.writers) {
@@ -207,24 +262,26 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
     if (!done.dedup) d.summary.bytes += read.size;
   }
   const failed = failedBefore || anyFailed;
-  journal.tx(() => {
+  journal.txUnsynced(() => {
     for (const r of records) r();
     journal.setFileState(pf.file.id, failed ? 'failed' : 'verified', failed ? 'see copies' : undefined);
   });
-  crashPoint('journaled');
-  run.request.onFile?.({
-    fileId: pf.file.id,
-    path: pf.item.path,
-    state: failed ? 'failed' : 'verified',
-    size: pf.item.size,
-    mtimeMs: pf.item.mtimeMs,
-    copies,
-    source,
-    item: pf.item,
-  });
-  // Per file, so only at debug: an operator following a card (or a test waiting for the first file) sees it.
-  log.debug({ path: pf.item.path, size: pf.item.size, state: failed ? 'failed' : 'verified' }, 'file journaled');
-  return failed;
+  return () => {
+    crashPoint('journaled');
+    run.request.onFile?.({
+      fileId: pf.file.id,
+      path: pf.item.path,
+      state: failed ? 'failed' : 'verified',
+      size: pf.item.size,
+      mtimeMs: pf.item.mtimeMs,
+      copies,
+      source,
+      item: pf.item,
+    });
+    // Per file, so only at debug: an operator following a card (or a test waiting for the first file) sees it.
+    log.debug({ path: pf.item.path, size: pf.item.size, state: failed ? 'failed' : 'verified' }, 'file journaled');
+    return failed;
+  };
 }
 
 async function writeManifest(run: IngestRun, d: RunDestination): Promise<void> {

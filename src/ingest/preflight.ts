@@ -19,12 +19,12 @@ import type { RunDestination } from './run-destination.js';
  * is never summed: its listing does not end. The plan still checks each window as it goes, for what
  * this estimate cannot know (another writer filling the disk meanwhile).
  */
-export async function planFits(run: IngestRun): Promise<boolean> {
+export async function planFits(run: IngestRun, ahead?: ListedAhead): Promise<boolean> {
   const { signal, logger } = run;
   const live = run.destinations.filter((d) => !d.dead);
   let sum: { files: number; needs: Map<RunDestination, number> };
   try {
-    sum = await sumSources(run, live);
+    sum = await sumSources(run, live, ahead);
   } catch (err) {
     if (signal.aborted) throw abortReason(signal);
     // The run itself meets the same listing and reports what is wrong with it; the plan checks space as it goes.
@@ -64,8 +64,33 @@ export async function planFits(run: IngestRun): Promise<boolean> {
   return false;
 }
 
+/** The whole listings of the sources whose listing ends, as they were taken by listAhead. */
+export type ListedAhead = ReadonlyMap<Source, Promise<SourceEntry[]>>;
+
+/**
+ * Starts listing every source whose listing ends, for planFits: a camera's listing is a round trip per
+ * object, which can run while the destinations are checked. Await every promise before the run ends.
+ */
+export function listAhead(run: IngestRun, signal: AbortSignal): ListedAhead {
+  const ahead = new Map<Source, Promise<SourceEntry[]>>();
+  for (const source of run.request.sources) {
+    if (source.groupingDelayMs !== undefined) continue;
+    const listed = listAll(source, signal);
+    // Its error is planFits' to report, if the run gets that far.
+    listed.catch(() => {});
+    ahead.set(source, listed);
+  }
+  return ahead;
+}
+
+async function listAll(source: Source, signal: AbortSignal): Promise<SourceEntry[]> {
+  const entries: SourceEntry[] = [];
+  for await (const entry of source.list(signal)) entries.push(entry);
+  return entries;
+}
+
 /** Per live destination, the bytes of the sources' files it does not hold verified yet. */
-async function sumSources(run: IngestRun, live: readonly RunDestination[]): Promise<{ files: number; needs: Map<RunDestination, number> }> {
+async function sumSources(run: IngestRun, live: readonly RunDestination[], ahead: ListedAhead | undefined): Promise<{ files: number; needs: Map<RunDestination, number> }> {
   const { signal } = run;
   const needs = new Map<RunDestination, number>(live.map((d) => [d, 0]));
   const store = new PlanSpaceStore(run.journal);
@@ -74,9 +99,8 @@ async function sumSources(run: IngestRun, live: readonly RunDestination[]): Prom
   for (const source of run.request.sources) {
     if (source.groupingDelayMs !== undefined) continue;
     const key = (await source.identity(signal)).key;
-    const entries: SourceEntry[] = [];
-    for await (const entry of source.list(signal)) {
-      entries.push(entry);
+    const entries = await (ahead?.get(source) ?? listAll(source, signal));
+    for (const entry of entries) {
       if (isSourceFault(entry) || isSourceSkip(entry) || !wanted(entry.path)) continue;
       files++;
       const done = store.doneAt(key, entry.path, entry.size, entry.mtimeMs);

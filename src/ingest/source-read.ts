@@ -27,6 +27,18 @@ function tapped(iter: AsyncIterator<Buffer>, tap: ReadTap): AsyncIterator<Buffer
   };
 }
 
+/** The source's chunks; `ended` is called once when the source says there are no more. */
+function endingWith(iter: AsyncIterator<Buffer>, ended: () => void): AsyncIterator<Buffer> {
+  return {
+    next: async () => {
+      const r = await iter.next();
+      if (r.done === true) ended();
+      return r;
+    },
+    return: async (value?: unknown) => (await iter.return?.(value)) ?? { done: true, value: undefined },
+  };
+}
+
 /** Name fields a whole RAW+JPEG group shares, decided once from its best member. */
 export interface GroupFields {
   /** Capture time on the camera's clock, which names folders. */
@@ -71,8 +83,10 @@ export class SourceReader {
   /**
    * Reads one source file once into a temp file at every live destination, its bytes hashed on the way.
    * Reads again if the file changes under the read. A destination that cannot take the file's temp is ended.
+   * `sourceDone` is called (once) when the source has sent the file's last byte and been asked whether it
+   * changed: the source is free for the next file while this one's writes and digest finish.
    */
-  async copy(pf: PlannedFile, live: RunDestination[]): Promise<WrittenFile> {
+  async copy(pf: PlannedFile, live: RunDestination[], sourceDone?: () => void): Promise<WrittenFile> {
     const { run, source } = this;
     const { journal, settings, signal, summary, logger } = run;
     let reported = false;
@@ -102,6 +116,16 @@ export class SourceReader {
       const iter = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
       const writers: DestinationWriter[] = [];
       let tap: ReadTap | undefined;
+      // Asked as soon as the last byte is in (a camera answers it before the next file's GetObject).
+      let stat: Promise<ItemState | undefined> | undefined;
+      const ended = (): Promise<ItemState | undefined> => {
+        if (stat) return stat;
+        stat = source.stat(pf.item, signal);
+        stat.catch(() => {});
+        sourceDone?.();
+        sourceDone = undefined;
+        return stat;
+      };
       try {
         const { head } = await readHead(iter, METADATA_HEAD_BYTES);
         const fields = await this.#groupFields(pf, joinHead(head), live[0]!.id);
@@ -135,7 +159,7 @@ export class SourceReader {
           else run.killDestination(d, opened.error);
         }
         await fanOut(
-          { [Symbol.asyncIterator]: () => (tap === undefined ? iter : tapped(iter, tap)) },
+          { [Symbol.asyncIterator]: () => endingWith(tap === undefined ? iter : tapped(iter, tap), () => void ended()) },
           head,
           writers.map((w) => w.target),
           hasher,
@@ -144,8 +168,8 @@ export class SourceReader {
         // Before the hashes and the stat: a preview made of the bytes need not wait for them.
         tap?.end();
         tap = undefined;
-        // The source is asked again (a round trip to a camera) while the hash worker finishes the digest.
-        const [hashes, now] = await Promise.all([hasher.digest(), source.stat(pf.item, signal)]);
+        // The source was asked again (a round trip to a camera) while the writes and the digest finished.
+        const [hashes, now] = await Promise.all([hasher.digest(), ended()]);
         const read: ReadResult = { size: hasher.bytes, hashes };
         crashPoint('written');
         const changed = read.size !== pf.item.size || (now !== undefined && (now.size !== pf.item.size || now.mtimeMs !== pf.item.mtimeMs));

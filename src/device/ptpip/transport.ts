@@ -42,6 +42,16 @@ function guidHex(guid: Uint8Array): string {
  * not silently replaced, because replacing it would unpair every camera.
  */
 export async function loadOrCreateInitiatorIdentity(stateDir: string, opts: { friendlyName?: string } = {}): Promise<InitiatorIdentity> {
+  const { identity, saved } = await initiatorIdentity(stateDir, opts);
+  await saved;
+  return identity;
+}
+
+/**
+ * As loadOrCreateInitiatorIdentity, but a new identity is handed out while it is still being written:
+ * `saved` settles once it is on disk (or could not be), so a first connection need not wait for the sync.
+ */
+export async function initiatorIdentity(stateDir: string, opts: { friendlyName?: string } = {}): Promise<{ identity: InitiatorIdentity; saved: Promise<void> }> {
   const file = path.join(stateDir, INITIATOR_IDENTITY_FILE);
   let text: string | undefined;
   try {
@@ -60,23 +70,27 @@ export async function loadOrCreateInitiatorIdentity(stateDir: string, opts: { fr
     if (typeof rec.guid !== 'string' || !/^[0-9a-f]{32}$/i.test(rec.guid) || typeof rec.friendlyName !== 'string' || rec.friendlyName.length === 0) {
       throw new ShuttleError('CONFIG_INVALID', `${file} does not hold a 32-hex-digit guid and a friendlyName`, { context: { path: file, value: text.slice(0, 200) } });
     }
-    return { guid: Uint8Array.from(Buffer.from(rec.guid, 'hex')), friendlyName: rec.friendlyName };
+    return { identity: { guid: Uint8Array.from(Buffer.from(rec.guid, 'hex')), friendlyName: rec.friendlyName }, saved: Promise.resolve() };
   }
   const identity: InitiatorIdentity = {
     guid: Uint8Array.from(randomBytes(16)),
     friendlyName: (opts.friendlyName ?? `Shuttle ${hostname()}`).slice(0, 39),
   };
-  await mkdir(stateDir, { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  const handle = await open(tmp, 'w', 0o600);
-  try {
-    await handle.writeFile(`${JSON.stringify({ guid: guidHex(identity.guid), friendlyName: identity.friendlyName }, null, 2)}\n`);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(tmp, file);
-  return identity;
+  const saved = (async () => {
+    await mkdir(stateDir, { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    const handle = await open(tmp, 'w', 0o600);
+    try {
+      await handle.writeFile(`${JSON.stringify({ guid: guidHex(identity.guid), friendlyName: identity.friendlyName }, null, 2)}\n`);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(tmp, file);
+  })();
+  // Its failure is the awaiter's to report.
+  saved.catch(() => {});
+  return { identity, saved };
 }
 
 export interface PtpIpConnectOptions {

@@ -1,0 +1,68 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, expect, test } from 'vitest';
+import { MAIN } from './support/cli.js';
+import { bytes, writeBytes } from './support/fixtures.js';
+import { tempDir } from './support/tree.js';
+
+/**
+ * An fsync of the journal on the main thread stalls every read and write of the run: the per-file records
+ * are synced from the thread pool (Journal.synced), and the run's own rows ride along with them. Watched
+ * with strace: which thread syncs the journal's write-ahead log, how often.
+ */
+let work: { path: string; cleanup: () => Promise<void> };
+beforeEach(async () => {
+  work = await tempDir('shuttle-journal-thread-');
+});
+afterEach(async () => {
+  await work.cleanup();
+});
+
+/** Syncs of the journal's log in one `shuttle ingest` of `files` files: on the main thread, and on others. */
+async function logSyncs(files: number): Promise<{ main: number; others: number }> {
+  const base = join(work.path, String(files));
+  for (let i = 0; i < files; i++) await writeBytes(join(base, 'card', 'DCIM', `IMG_${String(i + 1).padStart(4, '0')}.JPG`), bytes(100_000 + i, i + 1));
+  const trace = join(base, 'strace.txt');
+  const args = [
+    '-f',
+    '-y',
+    '-qq',
+    '-e',
+    'trace=fsync,fdatasync',
+    '-o',
+    trace,
+    process.execPath,
+    MAIN,
+    'ingest',
+    join(base, 'card'),
+    '--dest',
+    join(base, 'dest'),
+    '--state',
+    join(base, 'state'),
+    '--json',
+  ];
+  const r = spawnSync('strace', args, { encoding: 'utf8', env: { ...process.env, TZ: 'UTC', SHUTTLE_LOG_LEVEL: 'warn' } });
+  expect(r.status, r.stderr).toBe(0);
+  expect((JSON.parse(r.stdout) as { copied: number }).copied).toBe(files);
+  const lines = (await readFile(trace, 'utf8')).split('\n').filter((l) => /^\d+ /.test(l));
+  // Node's main thread is the process's first: the lowest id among those traced.
+  const main = Math.min(...lines.map((l) => Number(l.slice(0, l.indexOf(' ')))));
+  const wal = lines.filter((l) => l.includes('journal.sqlite-wal>') && !l.includes('resumed>'));
+  const onMain = wal.filter((l) => Number(l.slice(0, l.indexOf(' '))) === main).length;
+  return { main: onMain, others: wal.length - onMain };
+}
+
+test('the-main-thread-syncs-the-journal-log-as-often-for-twelve-files-as-for-two-not-for-the-run-rows-and-each-file-record-is-synced-in-the-thread-pool', async () => {
+  // A missing strace fails here, loudly.
+  execFileSync('strace', ['-V']);
+  const two = await logSyncs(2);
+  const twelve = await logSyncs(12);
+  expect(twelve.main).toBe(two.main);
+  // What is left on the main thread: the new journal's schema, the destination's row, the plan's window,
+  // the manifest's marks and the checkpoint of close(); the run's and the source's rows add none.
+  expect(two.main).toBeLessThanOrEqual(6);
+  expect(twelve.others).toBeGreaterThanOrEqual(1);
+  expect(twelve.others).toBeLessThanOrEqual(12);
+  console.info(`journal log syncs, main thread / thread pool: 2 files ${two.main} / ${two.others}, 12 files ${twelve.main} / ${twelve.others}`);
+}, 60_000);

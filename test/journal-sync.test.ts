@@ -1,0 +1,106 @@
+import type { FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import { FolderSource } from '../src/device/card/folder-source.js';
+import { runIngest } from '../src/ingest/pipeline.js';
+import { silentLogger } from '../src/log.js';
+import { Journal } from '../src/store/journal.js';
+import { bytes, ingestSettings, writeBytes } from './support/fixtures.js';
+import { tempDir } from './support/tree.js';
+
+/**
+ * The journal's per-file records are committed without an fsync on the main thread; the write-ahead log is
+ * synced from the thread pool, one sync for the commits made before it began, and a file is reported only
+ * after such a sync. The syncs of every `…-wal` file opened through node:fs/promises are watched here.
+ */
+const wal = vi.hoisted(() => ({
+  /** Called as a sync of a log begins; what it returns is called once that sync has ended. */
+  onSync: undefined as undefined | ((path: string) => () => void),
+}));
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const fs = await importOriginal<typeof import('node:fs/promises')>();
+  const open = async (...args: Parameters<typeof fs.open>): Promise<FileHandle> => {
+    const handle = await fs.open(...args);
+    const path = String(args[0]);
+    if (path.endsWith('-wal')) {
+      const sync = handle.sync.bind(handle);
+      handle.sync = async () => {
+        const ended = wal.onSync?.(path);
+        await sync();
+        ended?.();
+      };
+    }
+    return handle;
+  };
+  return { ...fs, open, default: { ...fs, open } };
+});
+
+let work: { path: string; cleanup: () => Promise<void> };
+beforeEach(async () => {
+  work = await tempDir('shuttle-journal-sync-');
+});
+afterEach(async () => {
+  wal.onSync = undefined;
+  await work.cleanup();
+});
+
+test('synced-resolves-after-a-log-sync-that-began-after-the-call-and-one-sync-serves-every-call-made-while-another-ran', async () => {
+  const journal = Journal.open(join(work.path, 'state'));
+  const events: string[] = [];
+  let n = 0;
+  wal.onSync = (path) => {
+    const i = ++n;
+    expect(path).toBe(`${journal.path}-wal`);
+    events.push(`sync ${i} begins`);
+    return () => events.push(`sync ${i} ends`);
+  };
+  journal.txUnsynced(() => journal.upsertSource({ kind: 'card', key: 'card:A', label: 'A', details: {} }));
+  const first = journal.synced().then(() => events.push('first durable'));
+  // Committed while the first sync may already be under way: both wait for the next one, which they share.
+  journal.txUnsynced(() => journal.upsertSource({ kind: 'card', key: 'card:B', label: 'B', details: {} }));
+  const second = journal.synced();
+  journal.txUnsynced(() => journal.upsertSource({ kind: 'card', key: 'card:C', label: 'C', details: {} }));
+  const third = journal.synced();
+  expect(third).toBe(second);
+  await Promise.all([first, second.then(() => events.push('second and third durable'))]);
+  journal.close();
+  expect(events).toEqual(['sync 1 begins', 'sync 1 ends', 'first durable', 'sync 2 begins', 'sync 2 ends', 'second and third durable']);
+});
+
+test('an-ingest-reports-each-file-only-after-a-log-sync-that-began-once-its-verified-record-was-committed', async () => {
+  const src = join(work.path, 'card');
+  const names = Array.from({ length: 6 }, (_, i) => `IMG_000${i + 1}.JPG`);
+  for (const [i, name] of names.entries()) await writeBytes(join(src, name), bytes(200_000 + i * 1000, i + 1));
+  const journal = Journal.open(join(work.path, 'state'));
+  // A reader of its own on the journal's file sees what each sync covers as the sync begins.
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  const verifiedNow = (): string[] => (db.prepare(`SELECT rel_path FROM files WHERE state = 'verified'`).all() as Array<{ rel_path: string }>).map((r) => r.rel_path);
+  const durable = new Set<string>();
+  let syncs = 0;
+  wal.onSync = () => {
+    syncs++;
+    const covered = verifiedNow();
+    return () => {
+      for (const p of covered) durable.add(p);
+    };
+  };
+  const reported: string[] = [];
+  const summary = await runIngest({
+    sources: [new FolderSource(src)],
+    destinations: [{ path: join(work.path, 'dest') }],
+    journal,
+    settings: ingestSettings('{name}'),
+    logger: silentLogger,
+    signal: new AbortController().signal,
+    onFile: (f) => {
+      expect(durable.has(f.path), `${f.path} reported before its record was synced`).toBe(true);
+      reported.push(f.path);
+    },
+  });
+  db.close();
+  journal.close();
+  expect(summary).toMatchObject({ files: 6, copied: 6, failed: 0, errors: [] });
+  expect(reported).toEqual(names);
+  expect(syncs).toBeGreaterThan(0);
+});
