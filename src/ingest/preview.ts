@@ -20,7 +20,7 @@ const JPEG = /^\.(jpe?g)$/i;
 export const PREVIEW_HOLD_BYTES = 24 * 1024 * 1024;
 
 /** What a file's preview is made of: the JPEG itself, a RAW's embedded JPEG, or nothing. */
-function previewKind(name: string): 'jpeg' | 'raw' | undefined {
+export function previewKind(name: string): 'jpeg' | 'raw' | undefined {
   const ext = extname(name);
   if (JPEG.test(ext)) return 'jpeg';
   return EMBEDDED_PREVIEW_FORMATS.has(ext.slice(1).toLowerCase()) ? 'raw' : undefined;

@@ -1,0 +1,150 @@
+/**
+ * Previews of a tethering session's shots, made from the bytes as they stream from the camera, for
+ * `shuttle tether` and the daemon's tether sessions alike. A shot shows one preview, the first its files
+ * can give: a RAW's embedded JPEG when the RAW has one within its first bytes (a smaller picture than
+ * the shot's own JPEG, so decoded in a fraction of the time), else the JPEG's. A file the stream gave
+ * nothing for gets its preview from the verified copy, never from a second read of the camera.
+ */
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '../log.js';
+import type { FileOutcome, FileReading, ReadTap } from './pipeline.js';
+import { PreviewBytes, previewKind, previewPathFor, renderPreview, writePreview } from './preview.js';
+
+/** A preview written under the state folder, and when (performance.now()). */
+export interface MadePreview {
+  path: string;
+  at: number;
+}
+
+export interface TetherPreviewsOptions {
+  stateDir: string;
+  longEdge: number;
+  logger: Logger;
+  /** A shot's preview was written, made of the file at `name` (a source path): once per shot. */
+  onPreview?: (name: string, made: MadePreview) => void;
+}
+
+interface Shot {
+  made: MadePreview | undefined;
+  /** Renders run one after the other: a second one starts only if the first gave nothing. */
+  rendering: Promise<void>;
+  /** A JPEG's bytes kept back while a RAW of the shot may still give its embedded preview. */
+  held: { path: string; rel: string; jpeg: Buffer } | undefined;
+  /** The shot's RAWs whose streams have not told yet whether they embed a preview. */
+  rawsOpen: Set<string>;
+  /** By member: resolves once its stream's bytes were dealt with (rendered, held or found empty). */
+  streamed: Map<string, Promise<void>>;
+}
+
+/** Shots kept at hand, by each of their files' source paths: the last ones read, for their verified files. */
+const KEPT_PATHS = 64;
+
+export class TetherPreviews {
+  readonly #o: TetherPreviewsOptions;
+  readonly #shots = new Map<string, Shot>();
+
+  constructor(o: TetherPreviewsOptions) {
+    this.#o = o;
+  }
+
+  /** The pipeline's onRead: a tap that keeps the bytes a preview is made of, for a file that can have one. */
+  readonly onRead = (r: FileReading): ReadTap | undefined => {
+    const shot = this.#shotOf(r);
+    const bytes = PreviewBytes.forFile(r.path, r.size);
+    if (bytes === undefined) return undefined;
+    shot.streamed.set(
+      r.path,
+      bytes.jpeg.then((jpeg) => this.#offer(shot, r, jpeg)),
+    );
+    return bytes;
+  };
+
+  /**
+   * The preview to show with a file now verified (or failed): its shot's, once the streams that could
+   * give it have; else one made from the verified copy. Undefined when there is none.
+   */
+  async forFile(f: FileOutcome): Promise<MadePreview | undefined> {
+    const shot = this.#shots.get(f.path);
+    if (f.state === 'failed') {
+      if (shot?.held?.path === f.path) shot.held = undefined;
+      return undefined;
+    }
+    if (shot) {
+      await shot.streamed.get(f.path);
+      // Verified before the shot's RAW has told: the JPEG waits no longer.
+      this.#release(shot, true);
+      await shot.rendering;
+      if (shot.made) return shot.made;
+    }
+    const first = f.copies[0];
+    if (first === undefined) return undefined;
+    const target = previewPathFor(this.#o.stateDir, first.rel);
+    try {
+      if (!(await writePreview(join(first.root, first.rel), target, this.#o.longEdge))) return undefined;
+    } catch (err) {
+      this.#o.logger.warn({ err, path: f.path }, 'no preview');
+      return undefined;
+    }
+    const made = { path: target, at: performance.now() };
+    if (shot && shot.made === undefined) shot.made = made;
+    this.#o.onPreview?.(f.path, made);
+    return made;
+  }
+
+  #shotOf(r: FileReading): Shot {
+    const known = this.#shots.get(r.path);
+    if (known) return known;
+    const shot: Shot = {
+      made: undefined,
+      rendering: Promise.resolve(),
+      held: undefined,
+      rawsOpen: new Set(r.shot.filter((p) => p !== r.path && previewKind(p) === 'raw')),
+      streamed: new Map(),
+    };
+    for (const p of r.shot) {
+      this.#shots.delete(p);
+      this.#shots.set(p, shot);
+    }
+    while (this.#shots.size > KEPT_PATHS) this.#shots.delete(this.#shots.keys().next().value!);
+    return shot;
+  }
+
+  /** One file's stream has given its JPEG (or nothing): render it, keep it back, or let a held one go. */
+  async #offer(shot: Shot, r: FileReading, jpeg: Buffer | undefined): Promise<void> {
+    const kind = previewKind(r.path);
+    shot.rawsOpen.delete(r.path);
+    if (jpeg === undefined || shot.made !== undefined) return this.#release(shot);
+    if (kind === 'jpeg' && shot.rawsOpen.size > 0) {
+      // The shot's RAW is read next and its embedded preview is near its start: it is decoded sooner.
+      shot.held = { path: r.path, rel: r.rel, jpeg };
+      return;
+    }
+    this.#render(shot, r.path, r.rel, jpeg);
+    await shot.rendering;
+    this.#release(shot);
+  }
+
+  /** Renders a held JPEG once no RAW can give the shot's preview first (or, `now`, at once); drops it once the shot has one. */
+  #release(shot: Shot, now = false): void {
+    const held = shot.held;
+    if (held === undefined || (shot.rawsOpen.size > 0 && shot.made === undefined && !now)) return;
+    shot.held = undefined;
+    if (shot.made === undefined) this.#render(shot, held.path, held.rel, held.jpeg);
+  }
+
+  #render(shot: Shot, path: string, rel: string, jpeg: Buffer): void {
+    shot.rendering = shot.rendering.then(async () => {
+      if (shot.made !== undefined) return;
+      const target = previewPathFor(this.#o.stateDir, rel);
+      try {
+        await renderPreview(jpeg, target, this.#o.longEdge);
+      } catch (err) {
+        this.#o.logger.warn({ err, path }, 'no preview: the JPEG read from the camera does not decode');
+        return;
+      }
+      shot.made = { path: target, at: performance.now() };
+      this.#o.onPreview?.(path, shot.made);
+    });
+  }
+}
