@@ -7,6 +7,7 @@
  */
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import sharp from 'sharp';
 import type { Logger } from '../log.js';
 import type { FileOutcome, FileReading, ReadTap } from './pipeline.js';
 import { PreviewBytes, previewKind, previewPathFor, renderPreview, writePreview } from './preview.js';
@@ -25,12 +26,23 @@ export interface TetherPreviewsOptions {
   onPreview?: (name: string, made: MadePreview) => void;
 }
 
+interface Candidate {
+  /** The source path of the file it came from. */
+  path: string;
+  rel: string;
+  jpeg: Buffer;
+}
+
 interface Shot {
   made: MadePreview | undefined;
   /** Renders run one after the other: a second one starts only if the first gave nothing. */
   rendering: Promise<void>;
   /** A JPEG's bytes kept back while a RAW of the shot may still give its embedded preview. */
-  held: { path: string; rel: string; jpeg: Buffer } | undefined;
+  held: Candidate | undefined;
+  /** A RAW's embedded JPEG smaller than the preview's size, kept in case the shot's JPEG gives none. */
+  spare: Candidate | undefined;
+  /** The shot has a JPEG of its own. */
+  hasJpeg: boolean;
   /** The shot's RAWs whose streams have not told yet whether they embed a preview. */
   rawsOpen: Set<string>;
   /** By member: resolves once its stream's bytes were dealt with (rendered, held or found empty). */
@@ -99,6 +111,8 @@ export class TetherPreviews {
       made: undefined,
       rendering: Promise.resolve(),
       held: undefined,
+      spare: undefined,
+      hasJpeg: r.shot.some((p) => previewKind(p) === 'jpeg'),
       rawsOpen: new Set(r.shot.filter((p) => p !== r.path && previewKind(p) === 'raw')),
       streamed: new Map(),
     };
@@ -113,16 +127,33 @@ export class TetherPreviews {
   /** One file's stream has given its JPEG (or nothing): render it, keep it back, or let a held one go. */
   async #offer(shot: Shot, r: FileReading, jpeg: Buffer | undefined): Promise<void> {
     const kind = previewKind(r.path);
+    const candidate = jpeg === undefined ? undefined : { path: r.path, rel: r.rel, jpeg };
+    if (kind === 'raw' && candidate !== undefined && shot.hasJpeg && !(await this.#fills(candidate.jpeg))) {
+      // A thumbnail does not stand in for the shot's own JPEG: kept only in case that one gives none.
+      shot.spare = candidate;
+      shot.rawsOpen.delete(r.path);
+      return this.#release(shot);
+    }
     shot.rawsOpen.delete(r.path);
-    if (jpeg === undefined || shot.made !== undefined) return this.#release(shot);
+    if (candidate === undefined || shot.made !== undefined) return this.#release(shot);
     if (kind === 'jpeg' && shot.rawsOpen.size > 0) {
       // The shot's RAW is read next and its embedded preview is near its start: it is decoded sooner.
-      shot.held = { path: r.path, rel: r.rel, jpeg };
+      shot.held = candidate;
       return;
     }
-    this.#render(shot, r.path, r.rel, jpeg);
+    this.#render(shot, candidate);
     await shot.rendering;
     this.#release(shot);
+  }
+
+  /** Whether an embedded JPEG is as large as the preview (its header says). */
+  async #fills(jpeg: Buffer): Promise<boolean> {
+    try {
+      const { width, height } = await sharp(jpeg).metadata();
+      return Math.max(width, height) >= this.#o.longEdge;
+    } catch {
+      return false;
+    }
   }
 
   /** Renders a held JPEG once no RAW can give the shot's preview first (or, `now`, at once); drops it once the shot has one. */
@@ -130,21 +161,23 @@ export class TetherPreviews {
     const held = shot.held;
     if (held === undefined || (shot.rawsOpen.size > 0 && shot.made === undefined && !now)) return;
     shot.held = undefined;
-    if (shot.made === undefined) this.#render(shot, held.path, held.rel, held.jpeg);
+    if (shot.made === undefined) this.#render(shot, held);
   }
 
-  #render(shot: Shot, path: string, rel: string, jpeg: Buffer): void {
+  #render(shot: Shot, c: Candidate): void {
     shot.rendering = shot.rendering.then(async () => {
-      if (shot.made !== undefined) return;
-      const target = previewPathFor(this.#o.stateDir, rel);
-      try {
-        await renderPreview(jpeg, target, this.#o.longEdge);
-      } catch (err) {
-        this.#o.logger.warn({ err, path }, 'no preview: the JPEG read from the camera does not decode');
-        return;
+      for (let next: Candidate | undefined = c; next !== undefined && shot.made === undefined; next = shot.spare) {
+        if (next === shot.spare) shot.spare = undefined;
+        const target = previewPathFor(this.#o.stateDir, next.rel);
+        try {
+          await renderPreview(next.jpeg, target, this.#o.longEdge);
+        } catch (err) {
+          this.#o.logger.warn({ err, path: next.path }, 'no preview: the JPEG read from the camera does not decode');
+          continue;
+        }
+        shot.made = { path: target, at: performance.now() };
+        this.#o.onPreview?.(next.path, shot.made);
       }
-      shot.made = { path: target, at: performance.now() };
-      this.#o.onPreview?.(path, shot.made);
     });
   }
 }
