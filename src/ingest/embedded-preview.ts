@@ -19,13 +19,16 @@ export interface ByteRange {
 export type ByteSource = (offset: number, length: number) => Buffer | undefined;
 
 /**
- * `found`: the largest embedded JPEG, which ends within the limit. `need`: bytes to have before it can be
- * told (they end within the limit). `none`: no embedded JPEG within the limit; `beyond` when a part of
- * the file's structure or a JPEG lay past the limit, so that reading further could still find one.
+ * `found`: the largest embedded JPEG, which ends within the limit, and the RAW's EXIF orientation (1–8)
+ * when its IFD0 gives one (the camera leaves the embedded JPEG as the sensor saw it). `need`: bytes to
+ * have before it can be told (they end within the limit). `none`: no embedded JPEG within the limit;
+ * `beyond` when a part of the file's structure or a JPEG lay past the limit, so that reading further
+ * could still find one.
  */
-export type PreviewSearch = { found: ByteRange } | { need: ByteRange } | { none: { beyond: boolean } };
+export type PreviewSearch = { found: ByteRange; orientation?: number } | { need: ByteRange } | { none: { beyond: boolean } };
 
 const TAG_NEW_SUBFILE_TYPE = 0x00fe;
+const TAG_ORIENTATION = 0x0112;
 const TAG_COMPRESSION = 0x0103;
 const TAG_STRIP_OFFSETS = 0x0111;
 const TAG_STRIP_BYTE_COUNTS = 0x0117;
@@ -63,7 +66,9 @@ export function findEmbeddedPreview(read: ByteSource, size: number, limit: numbe
 function searchTiff(read: ByteSource, size: number, end: number, little: boolean): PreviewSearch {
   const u16 = (b: Buffer, at: number): number => (little ? b.readUInt16LE(at) : b.readUInt16BE(at));
   const u32 = (b: Buffer, at: number): number => (little ? b.readUInt32LE(at) : b.readUInt32BE(at));
-  const queue = [u32(read(0, 8)!, 4)];
+  const ifd0 = u32(read(0, 8)!, 4);
+  const queue = [ifd0];
+  let orientation: number | undefined;
   const seen = new Set<number>();
   let best: ByteRange | undefined;
   let beyond = false;
@@ -110,6 +115,10 @@ function searchTiff(read: ByteSource, size: number, end: number, little: boolean
       if (t.type === 4 || t.type === 13) return u32(ifd, t.field);
       return undefined;
     };
+    if (at === ifd0) {
+      const o = value(TAG_ORIENTATION);
+      if (o !== undefined && o >= 1 && o <= 8) orientation = o;
+    }
     const jpegAt = value(TAG_JPEG_OFFSET);
     const jpegLength = value(TAG_JPEG_LENGTH);
     if (jpegAt !== undefined && jpegLength !== undefined) consider(jpegAt, jpegLength);
@@ -140,7 +149,8 @@ function searchTiff(read: ByteSource, size: number, end: number, little: boolean
     }
     queue.push(u32(ifd, length - 4));
   }
-  return best !== undefined && best.length >= largestBeyond ? { found: best } : { none: { beyond } };
+  if (best === undefined || best.length < largestBeyond) return { none: { beyond } };
+  return orientation === undefined ? { found: best } : { found: best, orientation };
 }
 
 /** Walks the top-level boxes of a CR3 up to its media data, for the preview box's JPEG. */

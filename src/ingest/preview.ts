@@ -48,6 +48,8 @@ export function previewPathFor(stateDir: string, rel: string): string {
  */
 export class PreviewBytes {
   readonly jpeg: Promise<Buffer | undefined>;
+  /** A RAW's EXIF orientation, once its embedded JPEG is found (see findEmbeddedPreview). */
+  orientation: number | undefined;
   #resolve!: (jpeg: Buffer | undefined) => void;
   #buf: Buffer | undefined;
   #have = 0;
@@ -117,7 +119,10 @@ export class PreviewBytes {
       this.#waitFor = wanted.offset + wanted.length;
       return;
     }
-    if ('found' in r) this.#settle(Buffer.from(buf.subarray(r.found.offset, r.found.offset + r.found.length)));
+    if ('found' in r) {
+      this.orientation = r.orientation;
+      this.#settle(Buffer.from(buf.subarray(r.found.offset, r.found.offset + r.found.length)));
+    }
   }
 
   #settle(jpeg: Buffer | undefined): void {
@@ -130,14 +135,37 @@ export class PreviewBytes {
 const FIRST_HOLD = 1024 * 1024;
 
 /**
- * Writes a JPEG of `input` (a JPEG file's path, or JPEG bytes) turned upright (EXIF orientation) and
- * scaled to fit `longEdge` on its longer side (never enlarged) at `target`, replacing an older one
- * (readers see the old or the new file whole, never part of one). Tuned for speed: the decoder scales down while it decodes (shrink-on-load), and the output skips the
- * second pass that optimising its Huffman tables would take.
+ * What turns a picture stored as EXIF orientation 2–8 says upright, in the order sharp applies them
+ * (mirror first, then rotate clockwise).
  */
-export async function renderPreview(input: string | Buffer, target: string, longEdge: number): Promise<void> {
-  const data = await sharp(input, { sequentialRead: true })
-    .rotate()
+const UPRIGHT: Readonly<Record<number, { flop?: true; flip?: true; rotate?: number }>> = {
+  2: { flop: true },
+  3: { rotate: 180 },
+  4: { flip: true },
+  5: { flop: true, rotate: 270 },
+  6: { rotate: 90 },
+  7: { flop: true, rotate: 90 },
+  8: { rotate: 270 },
+};
+
+/**
+ * Writes a JPEG of `input` (a JPEG file's path, or JPEG bytes) turned upright and scaled to fit
+ * `longEdge` on its longer side (never enlarged) at `target`, replacing an older one (readers see the old
+ * or the new file whole, never part of one). Upright by `orientation` when given (a RAW's, for the JPEG
+ * it embeds), else by the JPEG's own EXIF orientation. Tuned for speed: the decoder scales down while it
+ * decodes (shrink-on-load), and the output skips the second pass that optimising its Huffman tables
+ * would take.
+ */
+export async function renderPreview(input: string | Buffer, target: string, longEdge: number, orientation?: number): Promise<void> {
+  const turn = orientation === undefined ? undefined : UPRIGHT[orientation];
+  let img = sharp(input, { sequentialRead: true });
+  if (orientation === undefined) img = img.rotate();
+  else if (turn !== undefined)
+    img = img
+      .flop(turn.flop === true)
+      .flip(turn.flip === true)
+      .rotate(turn.rotate ?? 0);
+  const data = await img
     .resize({ width: longEdge, height: longEdge, fit: 'inside', withoutEnlargement: true, fastShrinkOnLoad: true })
     .jpeg({ quality: 80, optimiseCoding: false })
     .toBuffer();
@@ -162,17 +190,21 @@ export async function renderPreview(input: string | Buffer, target: string, long
 export async function writePreview(source: string, target: string, longEdge: number): Promise<boolean> {
   const kind = previewKind(source);
   if (kind === undefined) return false;
-  const input = kind === 'jpeg' ? source : await embeddedPreviewOf(source);
-  if (input === undefined) return false;
-  await renderPreview(input, target, longEdge);
+  if (kind === 'jpeg') {
+    await renderPreview(source, target, longEdge);
+    return true;
+  }
+  const embedded = await embeddedPreviewOf(source);
+  if (embedded === undefined) return false;
+  await renderPreview(embedded.jpeg, target, longEdge, embedded.orientation);
   return true;
 }
 
 /** Reads of a RAW's structure are at least this long, so that a few reads find its preview. */
 const STRUCTURE_READ = 64 * 1024;
 
-/** The JPEG a RAW file embeds (its largest), read without reading the rest of the file. */
-async function embeddedPreviewOf(path: string): Promise<Buffer | undefined> {
+/** The JPEG a RAW file embeds (its largest) and the RAW's orientation, read without reading the rest of the file. */
+async function embeddedPreviewOf(path: string): Promise<{ jpeg: Buffer; orientation: number | undefined } | undefined> {
   const fh = await open(path, 'r');
   try {
     const { size } = await fh.stat();
@@ -189,7 +221,7 @@ async function embeddedPreviewOf(path: string): Promise<Buffer | undefined> {
     for (let reads = 0; reads < 64; reads++) {
       const r = findEmbeddedPreview(read, size);
       if ('none' in r) return undefined;
-      if ('found' in r) return await load(r.found.offset, r.found.length);
+      if ('found' in r) return { jpeg: await load(r.found.offset, r.found.length), orientation: r.orientation };
       loaded.push({ offset: r.need.offset, data: await load(r.need.offset, Math.min(size - r.need.offset, Math.max(r.need.length, STRUCTURE_READ))) });
     }
     return undefined;

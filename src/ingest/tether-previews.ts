@@ -31,6 +31,8 @@ interface Candidate {
   path: string;
   rel: string;
   jpeg: Buffer;
+  /** The RAW's orientation, for a JPEG it embeds. */
+  orientation: number | undefined;
 }
 
 interface Shot {
@@ -67,7 +69,7 @@ export class TetherPreviews {
     if (bytes === undefined) return undefined;
     shot.streamed.set(
       r.path,
-      bytes.jpeg.then((jpeg) => this.#offer(shot, r, jpeg)),
+      bytes.jpeg.then((jpeg) => this.#offer(shot, r, jpeg, bytes.orientation)),
     );
     return bytes;
   };
@@ -125,9 +127,9 @@ export class TetherPreviews {
   }
 
   /** One file's stream has given its JPEG (or nothing): render it, keep it back, or let a held one go. */
-  async #offer(shot: Shot, r: FileReading, jpeg: Buffer | undefined): Promise<void> {
+  async #offer(shot: Shot, r: FileReading, jpeg: Buffer | undefined, orientation: number | undefined): Promise<void> {
     const kind = previewKind(r.path);
-    const candidate = jpeg === undefined ? undefined : { path: r.path, rel: r.rel, jpeg };
+    const candidate = jpeg === undefined ? undefined : { path: r.path, rel: r.rel, jpeg, orientation };
     if (kind === 'raw' && candidate !== undefined && shot.hasJpeg && !(await this.#fills(candidate.jpeg))) {
       // A thumbnail does not stand in for the shot's own JPEG: kept only in case that one gives none.
       shot.spare = candidate;
@@ -170,7 +172,7 @@ export class TetherPreviews {
         if (next === shot.spare) shot.spare = undefined;
         const target = previewPathFor(this.#o.stateDir, next.rel);
         try {
-          await renderPreview(next.jpeg, target, this.#o.longEdge);
+          await renderPreview(next.jpeg, target, this.#o.longEdge, next.orientation);
         } catch (err) {
           this.#o.logger.warn({ err, path: next.path }, 'no preview: the JPEG read from the camera does not decode');
           continue;

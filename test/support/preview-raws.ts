@@ -11,13 +11,14 @@ export function solidJpeg(width: number, height: number, r: number, g = 0, b = 0
 
 /**
  * A TIFF-based RAW stand-in shaped as a CR2 is: IFD0 names a JPEG-compressed strip (the large preview,
- * placed at `previewAt`), IFD1 a JPEG thumbnail right after the IFDs; the rest is pseudo-random "sensor"
- * bytes up to `size`.
+ * placed at `previewAt`) and, if given, the EXIF orientation; IFD1 a JPEG thumbnail right after the
+ * IFDs; the rest is pseudo-random "sensor" bytes up to `size`.
  */
-export function tiffRaw(o: { preview: Buffer; thumbnail?: Buffer; previewAt?: number; size?: number; seed?: number }): Buffer {
+export function tiffRaw(o: { preview: Buffer; thumbnail?: Buffer; previewAt?: number; size?: number; seed?: number; orientation?: number }): Buffer {
   const thumb = o.thumbnail ?? Buffer.alloc(0);
   const ifd0 = 8;
-  const ifd1 = ifd0 + 2 + 3 * 12 + 4;
+  const ifd0Entries = o.orientation === undefined ? 3 : 4;
+  const ifd1 = ifd0 + 2 + ifd0Entries * 12 + 4;
   const thumbAt = ifd1 + 2 + 2 * 12 + 4;
   const previewAt = Math.max(o.previewAt ?? thumbAt + thumb.length, thumbAt + thumb.length);
   const size = Math.max(o.size ?? previewAt + o.preview.length, previewAt + o.preview.length);
@@ -33,11 +34,12 @@ export function tiffRaw(o: { preview: Buffer; thumbnail?: Buffer; previewAt?: nu
     if (type === 3) out.writeUInt16LE(value, at + 8);
     else out.writeUInt32LE(value, at + 8);
   };
-  out.writeUInt16LE(3, ifd0);
+  out.writeUInt16LE(ifd0Entries, ifd0);
   entry(ifd0 + 2, 0x0103, 3, 6);
   entry(ifd0 + 14, 0x0111, 4, previewAt);
-  entry(ifd0 + 26, 0x0117, 4, o.preview.length);
-  out.writeUInt32LE(thumb.length > 0 ? ifd1 : 0, ifd0 + 38);
+  if (o.orientation !== undefined) entry(ifd0 + 26, 0x0112, 3, o.orientation);
+  entry(ifd0 + 2 + (ifd0Entries - 1) * 12, 0x0117, 4, o.preview.length);
+  out.writeUInt32LE(thumb.length > 0 ? ifd1 : 0, ifd0 + 2 + ifd0Entries * 12);
   out.writeUInt16LE(2, ifd1);
   entry(ifd1 + 2, 0x0201, 4, thumbAt);
   entry(ifd1 + 14, 0x0202, 4, thumb.length);
