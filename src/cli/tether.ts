@@ -109,7 +109,7 @@ export function tetherCommand(globals: () => GlobalOptions): Command {
     .addHelpText(
       'after',
       `
-Previews of JPEG shots (and of RAWs with an embedded JPEG preview; a RAW+JPEG pair shows its JPEG's) go to <state>/previews (long edge: [tether] preview_long_edge), made from the bytes as they arrive. SIGINT/SIGTERM ends
+Previews of JPEG shots (and of RAWs with an embedded JPEG preview; a RAW+JPEG pair shows its RAW's when that is at least the preview's size, else its JPEG's) go to <state>/previews (long edge: [tether] preview_long_edge), made from the bytes as they arrive. SIGINT/SIGTERM ends
 the session once the shots in flight are verified. Exit codes: 0 every shot verified at every destination;
 1 some failed; 2 usage or configuration error; 3 incomplete (interrupted, busy, or uploads still queued);
 4 the camera went away and did not come back within --reconnect-timeout (a camera that drops is opened
