@@ -190,6 +190,36 @@ function searchBoxes(read: ByteSource, size: number, end: number): PreviewSearch
   return { none: { beyond: false } };
 }
 
+/**
+ * A JPEG's width and height from its frame header, found by walking its segments (an EXIF thumbnail
+ * inside APP1 is skipped with its segment): no decoding. Undefined when the bytes are not a JPEG's.
+ */
+export function jpegSize(jpeg: Buffer): { width: number; height: number } | undefined {
+  if (jpeg.length < 4 || jpeg[0] !== 0xff || jpeg[1] !== 0xd8) return undefined;
+  let at = 2;
+  while (at + 4 <= jpeg.length) {
+    if (jpeg[at] !== 0xff) return undefined;
+    const marker = jpeg[at + 1]!;
+    if (marker === 0xff) {
+      at += 1;
+      continue;
+    }
+    // Markers without a length: TEM, RSTn.
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      at += 2;
+      continue;
+    }
+    if (marker === 0xd9 || marker === 0xda) return undefined;
+    // SOF0–SOF15, except DHT (C4), JPG (C8) and DAC (CC).
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      if (at + 9 > jpeg.length) return undefined;
+      return { height: jpeg.readUInt16BE(at + 5), width: jpeg.readUInt16BE(at + 7) };
+    }
+    at += 2 + jpeg.readUInt16BE(at + 2);
+  }
+  return undefined;
+}
+
 /** The RAW formats whose previews findEmbeddedPreview knows (by extension, lower case, no dot). */
 export const EMBEDDED_PREVIEW_FORMATS: ReadonlySet<string> = new Set([
   'cr2',

@@ -7,8 +7,8 @@
  */
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import sharp from 'sharp';
 import type { Logger } from '../log.js';
+import { jpegSize } from './embedded-preview.js';
 import type { FileOutcome, FileReading, ReadTap } from './pipeline.js';
 import { PreviewBytes, previewKind, previewPathFor, renderPreview, writePreview } from './preview.js';
 
@@ -130,7 +130,7 @@ export class TetherPreviews {
   async #offer(shot: Shot, r: FileReading, jpeg: Buffer | undefined, orientation: number | undefined): Promise<void> {
     const kind = previewKind(r.path);
     const candidate = jpeg === undefined ? undefined : { path: r.path, rel: r.rel, jpeg, orientation };
-    if (kind === 'raw' && candidate !== undefined && shot.hasJpeg && !(await this.#fills(candidate.jpeg))) {
+    if (kind === 'raw' && candidate !== undefined && shot.hasJpeg && !this.#fills(candidate.jpeg)) {
       // A thumbnail does not stand in for the shot's own JPEG: kept only in case that one gives none.
       shot.spare = candidate;
       shot.rawsOpen.delete(r.path);
@@ -148,14 +148,10 @@ export class TetherPreviews {
     this.#release(shot);
   }
 
-  /** Whether an embedded JPEG is as large as the preview (its header says). */
-  async #fills(jpeg: Buffer): Promise<boolean> {
-    try {
-      const { width, height } = await sharp(jpeg).metadata();
-      return Math.max(width, height) >= this.#o.longEdge;
-    } catch {
-      return false;
-    }
+  /** Whether an embedded JPEG is as large as the preview (its frame header says). */
+  #fills(jpeg: Buffer): boolean {
+    const size = jpegSize(jpeg);
+    return size !== undefined && Math.max(size.width, size.height) >= this.#o.longEdge;
   }
 
   /** Renders a held JPEG once no RAW can give the shot's preview first (or, `now`, at once); drops it once the shot has one. */
