@@ -6,7 +6,7 @@ import type { FileOutcome } from '../src/ingest/pipeline.js';
 import { renderPreview, writePreview } from '../src/ingest/preview.js';
 import { TetherPreviews } from '../src/ingest/tether-previews.js';
 import { silentLogger } from '../src/log.js';
-import { tiffRaw } from './support/preview-raws.js';
+import { cr3Raw, tiffRaw } from './support/preview-raws.js';
 import { tempDir } from './support/tree.js';
 
 /**
@@ -51,24 +51,29 @@ test('each-exif-orientation-given-for-a-raws-embedded-jpeg-turns-it-as-a-jpegs-o
   }
 });
 
-test('a-raw-shot-upright-on-its-side-gives-an-upright-preview-from-the-stream-and-from-the-verified-copy', async () => {
-  // Orientation 6: the camera was turned a quarter clockwise; the preview must be portrait, red at top right.
-  const raw = tiffRaw({ preview: await marked(), orientation: 6, size: 2_000_000 });
-  const expected = { width: 43, height: 64, red: [false, true, false, false] };
+test.each([
+  // Orientation 6 (turned a quarter clockwise): portrait, red at top right.
+  ['CR2', async () => tiffRaw({ preview: await marked(), orientation: 6, size: 2_000_000 }), [false, true, false, false]],
+  // A CR3 keeps it in its moov's CMT1; orientation 8 (a quarter anticlockwise): red at bottom left.
+  ['CR3', async () => cr3Raw(await marked(), 2_000_000, 8), [false, false, true, false]],
+] as const)('a-%s-shot-upright-on-its-side-gives-an-upright-preview-from-the-stream-and-from-the-verified-copy', async (ext, make, red) => {
+  const raw = await make();
+  const expected = { width: 43, height: 64, red: [...red] };
 
-  const path = join(work.path, 'IMG_0001.CR2');
+  const path = join(work.path, `IMG_0001.${ext}`);
   await writeFile(path, raw);
   const fromCopy = join(work.path, 'copy.jpg');
   expect(await writePreview(path, fromCopy, 64)).toBe(true);
   expect(await facing(fromCopy)).toEqual(expected);
 
   const previews = new TetherPreviews({ stateDir: join(work.path, 'state'), longEdge: 64, logger: silentLogger });
-  const tap = previews.onRead({ path: '/DCIM/100CANON/IMG_0001.CR2', size: raw.length, rel: 'IMG_0001.CR2', shot: ['/DCIM/100CANON/IMG_0001.CR2'] })!;
+  const source = `/DCIM/100CANON/IMG_0001.${ext}`;
+  const tap = previews.onRead({ path: source, size: raw.length, rel: `IMG_0001.${ext}`, shot: [source] })!;
   for (let at = 0; at < raw.length; at += 64 * 1024) tap.chunk(raw.subarray(at, at + 64 * 1024));
   tap.end();
   // No verified copy to fall back on: the preview can only be the streamed one.
-  const outcome = { fileId: 1, path: '/DCIM/100CANON/IMG_0001.CR2', state: 'verified', size: raw.length, mtimeMs: 0, copies: [] } as unknown as FileOutcome;
+  const outcome = { fileId: 1, path: source, state: 'verified', size: raw.length, mtimeMs: 0, copies: [] } as unknown as FileOutcome;
   const made = await previews.forFile(outcome);
-  expect(made?.path).toBe(join(work.path, 'state', 'previews', 'IMG_0001.CR2.jpg'));
+  expect(made?.path).toBe(join(work.path, 'state', 'previews', `IMG_0001.${ext}.jpg`));
   expect(await facing(made!.path)).toEqual(expected);
 });

@@ -6,6 +6,8 @@
  * strip; CR3 (ISO base media) keeps a 1620×1080 JPEG in the PRVW box of a uuid box before its media data.
  */
 
+import { canonCr3Tiffs } from './metadata.js';
+
 /** A span of the file's bytes. */
 export interface ByteRange {
   offset: number;
@@ -20,7 +22,7 @@ export type ByteSource = (offset: number, length: number) => Buffer | undefined;
 
 /**
  * `found`: the largest embedded JPEG, which ends within the limit, and the RAW's EXIF orientation (1–8)
- * when its IFD0 gives one (the camera leaves the embedded JPEG as the sensor saw it). `need`: bytes to
+ * when its IFD0 (a CR3's CMT1) gives one: the camera leaves the embedded JPEG as the sensor saw it. `need`: bytes to
  * have before it can be told (they end within the limit). `none`: no embedded JPEG within the limit;
  * `beyond` when a part of the file's structure or a JPEG lay past the limit, so that reading further
  * could still find one.
@@ -153,9 +155,31 @@ function searchTiff(read: ByteSource, size: number, end: number, little: boolean
   return orientation === undefined ? { found: best } : { found: best, orientation };
 }
 
-/** Walks the top-level boxes of a CR3 up to its media data, for the preview box's JPEG. */
+/** A moov box larger than this is not a camera's: its orientation is not looked for. */
+const MAX_MOOV = 1024 * 1024;
+
+/** The orientation (1–8) in IFD0 of a TIFF structure (CR3's CMT1), if it has one. */
+function tiffOrientation(tiff: Buffer): number | undefined {
+  if (tiff.length < 8) return undefined;
+  const order = tiff.toString('latin1', 0, 2);
+  if (order !== 'II' && order !== 'MM') return undefined;
+  const little = order === 'II';
+  const u16 = (at: number): number => (little ? tiff.readUInt16LE(at) : tiff.readUInt16BE(at));
+  const ifd0 = little ? tiff.readUInt32LE(4) : tiff.readUInt32BE(4);
+  if (ifd0 + 2 > tiff.length) return undefined;
+  const count = Math.min(u16(ifd0), MAX_ENTRIES);
+  for (let i = 0, e = ifd0 + 2; i < count && e + 12 <= tiff.length; i++, e += 12) {
+    if (u16(e) !== TAG_ORIENTATION || u16(e + 2) !== 3) continue;
+    const o = u16(e + 8);
+    return o >= 1 && o <= 8 ? o : undefined;
+  }
+  return undefined;
+}
+
+/** Walks the top-level boxes of a CR3 up to its media data, for the preview box's JPEG (and the orientation in its moov's CMT1). */
 function searchBoxes(read: ByteSource, size: number, end: number): PreviewSearch {
   let at = 0;
+  let orientation: number | undefined;
   for (let boxes = 0; at + 8 <= size && boxes < MAX_IFDS; boxes++) {
     if (at + 8 > end) return { none: { beyond: true } };
     const header = read(at, 8);
@@ -169,6 +193,12 @@ function searchBoxes(read: ByteSource, size: number, end: number): PreviewSearch
       boxSize = Number(large.readBigUInt64BE(0));
     } else if (boxSize === 0) boxSize = size - at;
     if (boxSize < 8 || type === 'mdat') break;
+    if (type === 'moov' && boxSize <= MAX_MOOV && at + boxSize <= end) {
+      const moov = read(at, boxSize);
+      if (moov === undefined) return { need: { offset: at, length: boxSize } };
+      const { ifd0 } = canonCr3Tiffs(moov);
+      orientation = ifd0 === undefined ? undefined : tiffOrientation(ifd0);
+    }
     if (type === 'uuid') {
       // The uuid, eight bytes Canon leaves unexplained, then the PRVW box: its size, 'PRVW', eight bytes,
       // width, height, one short, the JPEG's length and the JPEG.
@@ -181,7 +211,8 @@ function searchBoxes(read: ByteSource, size: number, end: number): PreviewSearch
           const length = head.readUInt32BE(52);
           const offset = at + want;
           if (length < 4 || offset + length > at + boxSize || offset + length > size) return { none: { beyond: false } };
-          return offset + length > end ? { none: { beyond: true } } : { found: { offset, length } };
+          if (offset + length > end) return { none: { beyond: true } };
+          return orientation === undefined ? { found: { offset, length } } : { found: { offset, length }, orientation };
         }
       }
     }

@@ -1,5 +1,6 @@
 import sharp from 'sharp';
 import { box } from '../../src/sample/cr3.js';
+import { buildTiff } from '../../src/sample/tiff.js';
 import { bytes } from './fixtures.js';
 
 /** A real JPEG of `width`×`height` in one colour (which tells previews apart). */
@@ -49,8 +50,11 @@ export function tiffRaw(o: { preview: Buffer; thumbnail?: Buffer; previewAt?: nu
   return out;
 }
 
-/** A CR3 stand-in: ftyp, an empty moov, the preview uuid box with its PRVW JPEG, then `mdatBytes` of media data. */
-export function cr3Raw(preview: Buffer, mdatBytes: number): Buffer {
+/**
+ * A CR3 stand-in: ftyp, a moov (empty, or with Canon's uuid box whose CMT1 gives `orientation`), the
+ * preview uuid box with its PRVW JPEG, then `mdatBytes` of media data.
+ */
+export function cr3Raw(preview: Buffer, mdatBytes: number, orientation?: number): Buffer {
   const prvwHead = Buffer.alloc(16);
   prvwHead.writeUInt16BE(1, 4);
   prvwHead.writeUInt16BE(1620, 6);
@@ -58,5 +62,9 @@ export function cr3Raw(preview: Buffer, mdatBytes: number): Buffer {
   prvwHead.writeUInt16BE(1, 10);
   prvwHead.writeUInt32BE(preview.length, 12);
   const uuid = box('uuid', Buffer.from('eaf42b5e1c984b88b9fbb7dc406e4d16', 'hex'), Buffer.alloc(8), box('PRVW', prvwHead, preview));
-  return Buffer.concat([box('ftyp', Buffer.from('crx \u0000\u0000\u0000\u0001crx isom', 'latin1')), box('moov'), uuid, box('mdat', bytes(mdatBytes, 3))]);
+  const value = Buffer.alloc(2);
+  value.writeUInt16LE(orientation ?? 1);
+  const cmt1 = buildTiff([{ tag: 0x0112, type: 3, count: 1, data: value }]);
+  const moov = orientation === undefined ? box('moov') : box('moov', box('uuid', Buffer.from('85c0b687820f11e08111f4ce462b6a48', 'hex'), box('CMT1', cmt1)));
+  return Buffer.concat([box('ftyp', Buffer.from('crx \u0000\u0000\u0000\u0001crx isom', 'latin1')), moov, uuid, box('mdat', bytes(mdatBytes, 3))]);
 }
