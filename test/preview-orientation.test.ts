@@ -6,7 +6,7 @@ import type { FileOutcome } from '../src/ingest/pipeline.js';
 import { renderPreview, writePreview } from '../src/ingest/preview.js';
 import { TetherPreviews } from '../src/ingest/tether-previews.js';
 import { silentLogger } from '../src/log.js';
-import { cr3Raw, tiffRaw } from './support/preview-raws.js';
+import { cr3Raw, jpegWithMpf, solidJpeg, tiffRaw } from './support/preview-raws.js';
 import { tempDir } from './support/tree.js';
 
 /**
@@ -76,4 +76,36 @@ test.each([
   const made = await previews.forFile(outcome);
   expect(made?.path).toBe(join(work.path, 'state', 'previews', `IMG_0001.${ext}.jpg`));
   expect(await facing(made!.path)).toEqual(expected);
+});
+
+test('a-jpeg-carrying-a-screen-sized-mpf-preview-gives-its-preview-from-that-when-it-fills-the-long-edge-else-from-itself', async () => {
+  // Main image red 200, its MPF preview red 50, turned by the main image's EXIF orientation (6).
+  const main = await sharp(await solidJpeg(600, 400, 200))
+    .withMetadata({ orientation: 6 })
+    .jpeg()
+    .toBuffer();
+  const jpeg = jpegWithMpf(main, await solidJpeg(120, 80, 50));
+  const path = join(work.path, 'DSC_0001.JPG');
+  await writeFile(path, jpeg);
+  const look = async (p: string): Promise<{ width: number; height: number; red: number }> => {
+    const meta = await sharp(p).metadata();
+    return { width: meta.width, height: meta.height, red: Math.round((await sharp(p).stats()).channels[0]!.mean) };
+  };
+  for (const [longEdge, red] of [
+    [64, 50],
+    [200, 200],
+  ] as const) {
+    const fromCopy = join(work.path, `copy-${longEdge}.jpg`);
+    expect(await writePreview(path, fromCopy, longEdge)).toBe(true);
+    const expected = { width: Math.round((longEdge * 2) / 3), height: longEdge, red: expect.closeTo(red, -1) };
+    expect(await look(fromCopy), `long edge ${longEdge}`).toMatchObject(expected);
+
+    const previews = new TetherPreviews({ stateDir: join(work.path, `state-${longEdge}`), longEdge, logger: silentLogger });
+    const source = '/DCIM/100MSDCF/DSC_0001.JPG';
+    const tap = previews.onRead({ path: source, size: jpeg.length, rel: 'DSC_0001.JPG', shot: [source] })!;
+    tap.chunk(jpeg);
+    tap.end();
+    const made = await previews.forFile({ fileId: 1, path: source, state: 'verified', size: jpeg.length, mtimeMs: 0, copies: [] } as unknown as FileOutcome);
+    expect(await look(made!.path), `long edge ${longEdge}, streamed`).toMatchObject(expected);
+  }
 });

@@ -31,6 +31,8 @@ export type PreviewSearch = { found: ByteRange; orientation?: number } | { need:
 
 const TAG_NEW_SUBFILE_TYPE = 0x00fe;
 const TAG_ORIENTATION = 0x0112;
+/** MPF's list of the file's images. */
+const TAG_MP_ENTRY = 0xb002;
 const TAG_COMPRESSION = 0x0103;
 const TAG_STRIP_OFFSETS = 0x0111;
 const TAG_STRIP_BYTE_COUNTS = 0x0117;
@@ -222,14 +224,14 @@ function searchBoxes(read: ByteSource, size: number, end: number): PreviewSearch
 }
 
 /**
- * A JPEG's width and height from its frame header, found by walking its segments (an EXIF thumbnail
- * inside APP1 is skipped with its segment): no decoding. Undefined when the bytes are not a JPEG's.
+ * The segments of a JPEG before its image data, in order: each marker with its payload's span. Stops at
+ * the frame's scan (or at bytes that are not a JPEG's).
  */
-export function jpegSize(jpeg: Buffer): { width: number; height: number } | undefined {
-  if (jpeg.length < 4 || jpeg[0] !== 0xff || jpeg[1] !== 0xd8) return undefined;
+function* jpegSegments(jpeg: Buffer): Generator<{ marker: number; body: number; end: number }> {
+  if (jpeg.length < 4 || jpeg[0] !== 0xff || jpeg[1] !== 0xd8) return;
   let at = 2;
   while (at + 4 <= jpeg.length) {
-    if (jpeg[at] !== 0xff) return undefined;
+    if (jpeg[at] !== 0xff) return;
     const marker = jpeg[at + 1]!;
     if (marker === 0xff) {
       at += 1;
@@ -240,13 +242,71 @@ export function jpegSize(jpeg: Buffer): { width: number; height: number } | unde
       at += 2;
       continue;
     }
-    if (marker === 0xd9 || marker === 0xda) return undefined;
-    // SOF0–SOF15, except DHT (C4), JPG (C8) and DAC (CC).
-    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
-      if (at + 9 > jpeg.length) return undefined;
-      return { height: jpeg.readUInt16BE(at + 5), width: jpeg.readUInt16BE(at + 7) };
+    if (marker === 0xd9 || marker === 0xda) return;
+    const end = Math.min(jpeg.length, at + 2 + jpeg.readUInt16BE(at + 2));
+    yield { marker, body: at + 4, end };
+    at = end;
+  }
+}
+
+/**
+ * The other images a camera's JPEG carries in its MPF segment (CIPA DC-007: Sony, Nikon, Fujifilm and
+ * others append a screen-sized preview after the main image), within the file. A preview made of one
+ * of them decodes a fraction of the pixels of the main image.
+ */
+export function mpfImages(jpeg: Buffer): ByteRange[] {
+  for (const seg of jpegSegments(jpeg)) {
+    if (seg.marker !== 0xe2 || seg.end - seg.body < 16 || jpeg.toString('latin1', seg.body, seg.body + 4) !== 'MPF\u0000') continue;
+    const base = seg.body + 4;
+    const tiff = jpeg.subarray(base, seg.end);
+    const order = tiff.toString('latin1', 0, 2);
+    if (order !== 'II' && order !== 'MM') return [];
+    const little = order === 'II';
+    const u16 = (at: number): number => (little ? tiff.readUInt16LE(at) : tiff.readUInt16BE(at));
+    const u32 = (at: number): number => (little ? tiff.readUInt32LE(at) : tiff.readUInt32BE(at));
+    const ifd = u32(4);
+    if (ifd + 2 > tiff.length) return [];
+    const count = Math.min(u16(ifd), MAX_ENTRIES);
+    for (let i = 0, e = ifd + 2; i < count && e + 12 <= tiff.length; i++, e += 12) {
+      if (u16(e) !== TAG_MP_ENTRY) continue;
+      const bytes = u32(e + 4);
+      const list = u32(e + 8);
+      if (bytes % 16 !== 0 || list + bytes > tiff.length) return [];
+      const images: ByteRange[] = [];
+      // The first entry is the main image itself (offset 0); the others' offsets count from the MPF header.
+      for (let at = list + 16; at < list + bytes; at += 16) {
+        const length = u32(at + 4);
+        const offset = base + u32(at + 8);
+        if (u32(at + 8) > 0 && length >= 4 && offset + length <= jpeg.length) images.push({ offset, length });
+      }
+      return images;
     }
-    at += 2 + jpeg.readUInt16BE(at + 2);
+    return [];
+  }
+  return [];
+}
+
+/** A JPEG's EXIF orientation (1–8), from its APP1 segment, if it gives one. */
+export function jpegOrientation(jpeg: Buffer): number | undefined {
+  for (const seg of jpegSegments(jpeg)) {
+    if (seg.marker === 0xe1 && seg.end - seg.body > 6 && jpeg.toString('latin1', seg.body, seg.body + 6) === 'Exif\u0000\u0000')
+      return tiffOrientation(jpeg.subarray(seg.body + 6, seg.end));
+  }
+  return undefined;
+}
+
+/**
+ * A JPEG's width and height from its frame header, found by walking its segments (an EXIF thumbnail
+ * inside APP1 is skipped with its segment): no decoding. Undefined when the bytes are not a JPEG's.
+ */
+export function jpegSize(jpeg: Buffer): { width: number; height: number } | undefined {
+  for (const seg of jpegSegments(jpeg)) {
+    // SOF0–SOF15, except DHT (C4), JPG (C8) and DAC (CC).
+    const m = seg.marker;
+    if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) {
+      if (seg.body + 5 > seg.end) return undefined;
+      return { height: jpeg.readUInt16BE(seg.body + 1), width: jpeg.readUInt16BE(seg.body + 3) };
+    }
   }
   return undefined;
 }

@@ -4,11 +4,11 @@
  * as the file streams from the camera (PreviewBytes), else from the verified copy at a destination
  * (writePreview): never a second read of the camera.
  */
-import { mkdir, open, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
 import sharp from 'sharp';
 import { tempPathFor } from '../io/durable.js';
-import { EMBEDDED_PREVIEW_FORMATS, findEmbeddedPreview, type ByteRange } from './embedded-preview.js';
+import { EMBEDDED_PREVIEW_FORMATS, findEmbeddedPreview, jpegOrientation, jpegSize, mpfImages, type ByteRange } from './embedded-preview.js';
 
 const JPEG = /^\.(jpe?g)$/i;
 
@@ -183,7 +183,27 @@ export async function renderPreview(input: string | Buffer, target: string, long
 }
 
 /**
- * Writes the preview of the file at `source` (a verified copy) at `target`: a JPEG is scaled itself; a
+ * What a JPEG's preview is made of: the smallest of the pictures it carries (itself, and the previews in
+ * its MPF segment) that still fills `longEdge`, with the orientation to turn it by (the main image's
+ * EXIF speaks for the previews appended to it; undefined: the picture's own).
+ */
+export function jpegPreviewSource(jpeg: Buffer, longEdge: number): { jpeg: Buffer; orientation: number | undefined } {
+  const main = jpegSize(jpeg);
+  let best: Buffer | undefined;
+  let bestPixels = main === undefined ? 0 : main.width * main.height;
+  for (const r of mpfImages(jpeg)) {
+    const picture = jpeg.subarray(r.offset, r.offset + r.length);
+    const size = jpegSize(picture);
+    if (size === undefined || Math.max(size.width, size.height) < longEdge || size.width * size.height >= bestPixels) continue;
+    best = picture;
+    bestPixels = size.width * size.height;
+  }
+  return best === undefined ? { jpeg, orientation: undefined } : { jpeg: best, orientation: jpegOrientation(jpeg) ?? 1 };
+}
+
+/**
+ * Writes the preview of the file at `source` (a verified copy) at `target`: a JPEG is scaled itself (or
+ * the screen-sized preview it carries, see jpegPreviewSource); a
  * RAW gives the largest JPEG it embeds, read alone from the file. False when there is nothing to make a
  * preview of.
  */
@@ -191,7 +211,8 @@ export async function writePreview(source: string, target: string, longEdge: num
   const kind = previewKind(source);
   if (kind === undefined) return false;
   if (kind === 'jpeg') {
-    await renderPreview(source, target, longEdge);
+    const picture = jpegPreviewSource(await readFile(source), longEdge);
+    await renderPreview(picture.jpeg, target, longEdge, picture.orientation);
     return true;
   }
   const embedded = await embeddedPreviewOf(source);

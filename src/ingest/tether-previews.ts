@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from '../log.js';
 import { jpegSize } from './embedded-preview.js';
 import type { FileOutcome, FileReading, ReadTap } from './pipeline.js';
-import { PreviewBytes, previewKind, previewPathFor, renderPreview, writePreview } from './preview.js';
+import { jpegPreviewSource, PreviewBytes, previewKind, previewPathFor, renderPreview, writePreview } from './preview.js';
 
 /** A preview written under the state folder, and when (performance.now()). */
 export interface MadePreview {
@@ -129,7 +129,8 @@ export class TetherPreviews {
   /** One file's stream has given its JPEG (or nothing): render it, keep it back, or let a held one go. */
   async #offer(shot: Shot, r: FileReading, jpeg: Buffer | undefined, orientation: number | undefined): Promise<void> {
     const kind = previewKind(r.path);
-    const candidate = jpeg === undefined ? undefined : { path: r.path, rel: r.rel, jpeg, orientation };
+    const picture = jpeg !== undefined && kind === 'jpeg' ? jpegPreviewSource(jpeg, this.#o.longEdge) : { jpeg, orientation };
+    const candidate = picture.jpeg === undefined ? undefined : { path: r.path, rel: r.rel, jpeg: picture.jpeg, orientation: picture.orientation };
     if (kind === 'raw' && candidate !== undefined && shot.hasJpeg && !this.#fills(candidate.jpeg)) {
       // A thumbnail does not stand in for the shot's own JPEG: kept only in case that one gives none.
       shot.spare = candidate;

@@ -68,3 +68,42 @@ export function cr3Raw(preview: Buffer, mdatBytes: number, orientation?: number)
   const moov = orientation === undefined ? box('moov') : box('moov', box('uuid', Buffer.from('85c0b687820f11e08111f4ce462b6a48', 'hex'), box('CMT1', cmt1)));
   return Buffer.concat([box('ftyp', Buffer.from('crx \u0000\u0000\u0000\u0001crx isom', 'latin1')), moov, uuid, box('mdat', bytes(mdatBytes, 3))]);
 }
+
+/**
+ * A camera JPEG that carries a screen-sized preview the way Sony, Nikon and Fujifilm bodies write one:
+ * an APP2 MPF segment right after SOI listing the main image and `preview`, appended after the main
+ * image's end.
+ */
+export function jpegWithMpf(main: Buffer, preview: Buffer): Buffer {
+  const tiffLength = 8 + 2 + 3 * 12 + 4 + 32;
+  const segmentLength = 2 + 4 + tiffLength;
+  // The MPF header starts after SOI, the segment's marker and length, and 'MPF\0'.
+  const headerAt = 2 + 4 + 4;
+  const mainLength = main.length + 2 + segmentLength;
+  const tiff = Buffer.alloc(tiffLength);
+  tiff.write('II', 0, 'latin1');
+  tiff.writeUInt16LE(42, 2);
+  tiff.writeUInt32LE(8, 4);
+  tiff.writeUInt16LE(3, 8);
+  const entry = (at: number, tag: number, type: number, count: number, value: number | Buffer): void => {
+    tiff.writeUInt16LE(tag, at);
+    tiff.writeUInt16LE(type, at + 2);
+    tiff.writeUInt32LE(count, at + 4);
+    if (Buffer.isBuffer(value)) value.copy(tiff, at + 8);
+    else tiff.writeUInt32LE(value, at + 8);
+  };
+  const entriesAt = 8 + 2 + 3 * 12 + 4;
+  entry(10, 0xb000, 7, 4, Buffer.from('0100', 'latin1'));
+  entry(22, 0xb001, 4, 1, 2);
+  entry(34, 0xb002, 7, 32, entriesAt);
+  tiff.writeUInt32LE(0x030000, entriesAt);
+  tiff.writeUInt32LE(mainLength, entriesAt + 4);
+  tiff.writeUInt32LE(0, entriesAt + 8);
+  tiff.writeUInt32LE(0x010001, entriesAt + 16);
+  tiff.writeUInt32LE(preview.length, entriesAt + 20);
+  tiff.writeUInt32LE(mainLength - headerAt, entriesAt + 24);
+  const segment = Buffer.alloc(4);
+  segment.writeUInt16BE(0xffe2, 0);
+  segment.writeUInt16BE(segmentLength, 2);
+  return Buffer.concat([main.subarray(0, 2), segment, Buffer.from('MPF\u0000', 'latin1'), tiff, main.subarray(2), preview]);
+}
