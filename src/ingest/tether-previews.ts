@@ -86,7 +86,9 @@ export class TetherPreviews {
     }
     if (shot) {
       await shot.streamed.get(f.path);
-      // Verified before the shot's RAW has told: the JPEG waits no longer.
+      // A RAW of the shot being read tells soon (its embedded preview is near its start); one not being
+      // read yet may never be (already copied): the JPEG waits for no more than the first.
+      await Promise.all([...shot.rawsOpen].map((p) => shot.streamed.get(p)));
       this.#release(shot, true);
       await shot.rendering;
       if (shot.made) return shot.made;
