@@ -3,10 +3,12 @@
 // having written the shot's first file and its RAW (no verification), RAW+JPEG shots dropped one at a time into
 // the simulator's card, sessions of the two tools alternating.
 //   ./node_modules/.bin/node bench/tether.ts [shots per tool and personality = 100] [--sessions N per tool = 2]
-//     [--vendors generic,canon,nikon,fuji] [--raw-mb 25] [--jpeg-mb 8] [--padded-jpeg]
+//     [--vendors generic,canon,nikon,fuji] [--raw-mb 25] [--jpeg-mb 8] [--padded-jpeg] [--bare-raw]
 // BENCH_SHUTTLE=path/to/dist/main.js times another build of Shuttle (an earlier one, for a before/after).
 // The JPEGs are real 6000×4000 pictures of about --jpeg-mb (a preview decodes one as a camera's); --padded-jpeg
-// takes the sample card's instead (a 96×64 picture padded to the size, nearly free to decode). Shots are added
+// takes the sample card's instead (a 96×64 picture padded to the size, nearly free to decode). The RAWs are CR3s
+// shaped as a Canon body writes them: metadata, then the 1620×1080 JPEG preview of the same picture in its PRVW
+// box, then the sensor data; --bare-raw takes the sample card's CR2 instead (no embedded preview). Shots are added
 // only once the previous one is complete, so each figure is one shot's latency, not a queue's.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
@@ -26,6 +28,7 @@ const { values: opt, positionals } = parseArgs({
     'raw-mb': { type: 'string', default: '25' },
     'jpeg-mb': { type: 'string', default: '8' },
     'padded-jpeg': { type: 'boolean', default: false },
+    'bare-raw': { type: 'boolean', default: false },
   },
 });
 const shotsPerTool = Number(positionals[0] ?? '100');
@@ -34,6 +37,7 @@ const perSession = Math.ceil(shotsPerTool / sessionsPerTool);
 const vendors = opt.vendors.split(',');
 const rawMb = Number(opt['raw-mb']);
 const jpegMb = Number(opt['jpeg-mb']);
+const rawExt = opt['bare-raw'] ? 'CR2' : 'CR3';
 const node = process.execPath;
 const main = join(root, 'dist', 'main.js');
 if (!existsSync(main)) execFileSync(node, [join(root, 'scripts', 'build.mjs')], { stdio: 'inherit' });
@@ -73,6 +77,44 @@ if (!opt['padded-jpeg']) {
     writeFileSync(shot.jpeg, Buffer.concat([picture, tail]));
   }
   process.stderr.write(`JPEG: a real 6000×4000 picture of ${(picture.length / 1e6).toFixed(1)} MB\n`);
+}
+if (!opt['bare-raw']) {
+  // The picture the RAWs embed: the JPEG's (or the sample card's, padded) at Canon's PRVW size.
+  const preview = await sharp(readFileSync(shots[0]!.jpeg)).resize(1620, 1080, { fit: 'fill' }).jpeg({ quality: 85 }).toBuffer();
+  for (const shot of shots) {
+    const sensor = readFileSync(shot.raw);
+    const cr3 = cr3WithPreview(preview, sensor);
+    rmSync(shot.raw);
+    shot.raw = shot.raw.replace(/\.CR2$/, '.CR3');
+    writeFileSync(shot.raw, cr3);
+  }
+  process.stderr.write(`RAW: a CR3 of ${(rawMb).toFixed(0)} MB embedding a 1620×1080 preview of ${(preview.length / 1e6).toFixed(2)} MB\n`);
+}
+
+/**
+ * A CR3 as Canon lays it out: ftyp, moov (metadata, left empty here), the uuid box whose PRVW box holds the
+ * preview, then mdat with the sensor data; as long as `sensor`. (src/sample/cr3.ts builds the metadata part
+ * for the sample card; plain node cannot import src/ here.)
+ */
+function cr3WithPreview(preview: Buffer, sensor: Buffer): Buffer {
+  const box = (type: string, ...payload: Buffer[]): Buffer => {
+    const head = Buffer.alloc(8);
+    head.writeUInt32BE(8 + payload.reduce((n, b) => n + b.length, 0), 0);
+    head.write(type, 4, 'latin1');
+    return Buffer.concat([head, ...payload]);
+  };
+  const prvwHead = Buffer.alloc(16);
+  prvwHead.writeUInt16BE(1, 4);
+  prvwHead.writeUInt16BE(1620, 6);
+  prvwHead.writeUInt16BE(1080, 8);
+  prvwHead.writeUInt16BE(1, 10);
+  prvwHead.writeUInt32BE(preview.length, 12);
+  const head = Buffer.concat([
+    box('ftyp', Buffer.from('crx \u0000\u0000\u0000\u0001crx isom', 'latin1')),
+    box('moov'),
+    box('uuid', Buffer.from('eaf42b5e1c984b88b9fbb7dc406e4d16', 'hex'), Buffer.alloc(8), box('PRVW', prvwHead, preview)),
+  ]);
+  return Buffer.concat([head, box('mdat', sensor.subarray(Math.min(sensor.length, head.length + 8)))]);
 }
 
 interface Sim {
@@ -116,7 +158,7 @@ function stop(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<v
 }
 
 /** The names shot `i` gets on the card (the sample card repeats names across its folders). */
-const names = (i: number): { raw: string; jpeg: string } => ({ raw: `IMG_${String(i + 1).padStart(4, '0')}.CR2`, jpeg: `IMG_${String(i + 1).padStart(4, '0')}.JPG` });
+const names = (i: number): { raw: string; jpeg: string } => ({ raw: `IMG_${String(i + 1).padStart(4, '0')}.${rawExt}`, jpeg: `IMG_${String(i + 1).padStart(4, '0')}.JPG` });
 
 /** Puts shot `i` on the "card" the way a camera's file appears: linked aside, then renamed in (sizes known at once). */
 function shoot(card: string, i: number): void {
@@ -359,7 +401,7 @@ for (const vendor of vendors) {
   const s = sh.flatMap((r) => r.times);
   const g = gp.flatMap((r) => r.times);
   const cpu = (rs: Session[], count: number): string => `${(rs.reduce((a, r) => a + r.cpuMs, 0) / count).toFixed(0)} ms`;
-  let out = `\n### ${vendor}: ${s.length} + ${g.length} shots of a ${rawMb} MB RAW + ${opt['padded-jpeg'] ? `${jpegMb} MB padded JPEG` : `real ${jpegMb} MB JPEG`} over PTP/IP on loopback\n\n`;
+  let out = `\n### ${vendor}: ${s.length} + ${g.length} shots of a ${rawMb} MB ${opt['bare-raw'] ? 'RAW without a preview' : 'CR3 with its preview'} + ${opt['padded-jpeg'] ? `${jpegMb} MB padded JPEG` : `real ${jpegMb} MB JPEG`} over PTP/IP on loopback\n\n`;
   out += `| from ObjectAdded | median | p95 |\n|---|---|---|\n`;
   out += row(
     'Shuttle preview ready',

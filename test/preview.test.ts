@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import sharp from 'sharp';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import type { OpenOptions, SourceItem } from '../src/device/source.js';
-import { findEmbeddedPreview } from '../src/ingest/embedded-preview.js';
+import { findEmbeddedPreview, jpegSize } from '../src/ingest/embedded-preview.js';
 import { runIngest, type FileOutcome } from '../src/ingest/pipeline.js';
 import { PREVIEW_HOLD_BYTES, PreviewBytes, writePreview } from '../src/ingest/preview.js';
 import { silentLogger } from '../src/log.js';
@@ -232,3 +232,16 @@ class HeldBackSource extends FolderSource {
     );
   }
 }
+
+test('a-jpegs-size-is-read-from-its-frame-header-past-an-exif-segment-and-garbage-has-none', async () => {
+  expect(jpegSize(await solidJpeg(320, 200, 90))).toEqual({ width: 320, height: 200 });
+  // EXIF (APP1) comes before the frame header: skipped whole.
+  const withExif = await sharp(await solidJpeg(120, 500, 10))
+    .withMetadata({ orientation: 6 })
+    .jpeg()
+    .toBuffer();
+  expect(withExif.indexOf('Exif')).toBeGreaterThan(0);
+  expect(jpegSize(withExif)).toEqual({ width: 120, height: 500 });
+  expect(jpegSize(Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xdb]), Buffer.alloc(4000, 0x5a)]))).toBeUndefined();
+  expect(jpegSize(Buffer.from('not a jpeg'))).toBeUndefined();
+});

@@ -10,6 +10,7 @@ import { DEFAULT_SAMPLE_CAMERA } from '../src/sample/index.js';
 import { rawTiffHead } from '../src/sample/content.js';
 import { Prng } from '../src/sample/prng.js';
 import { runCli } from './support/cli.js';
+import { solidJpeg } from './support/preview-raws.js';
 import { expectCopies, rawWithThumbnail, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
 import { listTree, tempDir, tempFilesUnder } from './support/tree.js';
 
@@ -85,9 +86,10 @@ test('each-new-shot-is-verified-at-every-destination-with-a-preview-in-the-state
   const [, r] = await t.waitFor('verified', 2);
   await expectCopies([r!], raw, 2);
   expect(r!.preview).toBeNull();
-  // A RAW with a JPEG thumbnail in IFD1, beside its JPEG: the pair shows the JPEG's preview.
+  // A RAW whose only embedded JPEG is a thumbnail smaller than the preview, beside its JPEG: the pair
+  // shows the JPEG's preview.
   const pair = new Map([
-    ['IMG_0003.CR2', rawWithThumbnail(await shot('thumbnail'))],
+    ['IMG_0003.CR2', rawWithThumbnail(await solidJpeg(40, 27, 10))],
     ['IMG_0003.JPG', await shot('IMG_0003.JPG')],
   ]);
   await drop(pair);

@@ -6,9 +6,8 @@ import { ShuttleError, isShuttleError } from '../errors.js';
 import { openTetheredCamera, type Reconnected } from '../device/tethered-source.js';
 import { isGvfs, type DeviceHolder } from '../device/usb/holders.js';
 import { runIngest, type FileOutcome, type FileReading, type IngestSummary, type ReadTap } from '../ingest/pipeline.js';
-import { PreviewBytes, previewPathFor, renderPreview, writePreview } from '../ingest/preview.js';
-import { roleOf } from '../ingest/pairing.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
+import { TetherPreviews } from '../ingest/tether-previews.js';
 import { startHashWorker } from '../io/hash-worker-client.js';
 import { Journal } from '../store/journal.js';
 import { commandContext, type GlobalOptions } from './context.js';
@@ -58,23 +57,6 @@ function tetherSignals(): { stop: AbortSignal; abort: AbortSignal } {
 }
 
 const round = (ms: number): number => Math.round(ms);
-const JPEG_NAME = /\.jpe?g$/i;
-/** Previews kept at hand by source path: those of the last files read, for their verified lines and the RAWs of pairs. */
-const KEPT_PREVIEWS = 64;
-
-/** Sets a key of a map that keeps only the KEPT_PREVIEWS newest. */
-function remember<V>(map: Map<string, V>, key: string, value: V): void {
-  map.delete(key);
-  map.set(key, value);
-  if (map.size > KEPT_PREVIEWS) map.delete(map.keys().next().value!);
-}
-
-/** A preview written under the state folder, and when (performance.now()). */
-interface MadePreview {
-  path: string;
-  at: number;
-}
-
 /** The gvfs processes a claim refused "busy" names as holding the camera (see usb-source.ts). */
 function gvfsHolders(err: unknown): DeviceHolder[] {
   const heldBy = isShuttleError(err) ? (err.context as { heldBy?: DeviceHolder[] } | undefined)?.heldBy : undefined;
@@ -127,7 +109,7 @@ export function tetherCommand(globals: () => GlobalOptions): Command {
     .addHelpText(
       'after',
       `
-Previews of JPEG shots (and of RAWs with an embedded JPEG preview; a RAW+JPEG pair shows its JPEG's) go to <state>/previews (long edge: [tether] preview_long_edge), made from the bytes as they arrive. SIGINT/SIGTERM ends
+Previews of JPEG shots (and of RAWs with an embedded JPEG preview; a RAW+JPEG pair shows its RAW's when that is at least the preview's size, else its JPEG's) go to <state>/previews (long edge: [tether] preview_long_edge), made from the bytes as they arrive. SIGINT/SIGTERM ends
 the session once the shots in flight are verified. Exit codes: 0 every shot verified at every destination;
 1 some failed; 2 usage or configuration error; 3 incomplete (interrupted, busy, or uploads still queued);
 4 the camera went away and did not come back within --reconnect-timeout (a camera that drops is opened
@@ -146,43 +128,15 @@ again by itself until then: shots taken meanwhile are copied once it is back, a 
       const reconnectMs = (opts.reconnectTimeout ?? ctx.config.tether.reconnectTimeout) * 1000;
       const journal = Journal.open(ctx.stateDir);
       const previews = new Set<Promise<void>>();
-      /**
-       * Previews made of the bytes as they stream, by source path: made (path and when), null when those
-       * bytes would not decode, undefined when the verified copy must be the source. A RAW whose shot has a
-       * JPEG takes the JPEG's preview, as shown for the JPEG's verified line (the JPEG is read and verified
-       * first), instead of one of its own.
-       */
-      const streamed = new Map<string, Promise<MadePreview | null | undefined>>();
-      const shown = new Map<string, Promise<MadePreview | undefined>>();
-      const pairs = new Map<string, string>();
-      const onRead = (r: FileReading): ReadTap | undefined => {
-        const jpeg = roleOf(r.path) === 'raw' ? r.shot.find((p) => JPEG_NAME.test(p)) : undefined;
-        if (jpeg !== undefined && (streamed.has(jpeg) || shown.has(jpeg))) {
-          pairs.set(r.path, jpeg);
-          return undefined;
-        }
-        const bytes = PreviewBytes.forFile(r.path, r.size);
-        if (bytes === undefined) return undefined;
-        const target = previewPathFor(ctx.stateDir, r.rel);
-        const made = bytes.jpeg.then(async (jpeg): Promise<MadePreview | null | undefined> => {
-          if (jpeg === undefined) return undefined;
-          try {
-            await renderPreview(jpeg, target, longEdge);
-          } catch (err) {
-            ctx.logger.warn({ err, path: r.path }, 'no preview: the JPEG read from the camera does not decode');
-            return null;
-          }
-          return announcePreview(r.path, target);
-        });
-        remember(streamed, r.path, made);
-        return bytes;
-      };
-      const announcePreview = (path: string, target: string): MadePreview => {
-        const made = { path: target, at: performance.now() };
-        const announced = source.announcedAt(path);
-        if (opts.json) print({ event: 'preview', name: path, preview: target, ms: announced === undefined ? null : round(made.at - announced) }, '');
-        return made;
-      };
+      const shotPreviews = new TetherPreviews({
+        stateDir: ctx.stateDir,
+        longEdge,
+        logger: ctx.logger,
+        onPreview: (path, made) => {
+          const announced = source.announcedAt(path);
+          if (opts.json) print({ event: 'preview', name: path, preview: made.path, ms: announced === undefined ? null : round(made.at - announced) }, '');
+        },
+      });
       const waiters = new KeyedOutcomes<VerifiedLine>();
       let control: TetherControl | undefined;
       let summary: IngestSummary;
@@ -242,6 +196,7 @@ again by itself until then: shots taken meanwhile are copied once it is back, a 
         const verifiedAt = performance.now();
         const announced = source.announcedAt(f.path);
         if (f.state === 'failed') {
+          void shotPreviews.forFile(f);
           waiters.settle(f.path, { error: new ShuttleError('DEST_WRITE_FAILED', `${f.path} was not verified at every destination (see the log)`, { context: { path: f.path } }) });
           print({ event: 'failed', name: f.path }, `${basename(f.path)}: FAILED (see the log)`);
           return;
@@ -259,25 +214,8 @@ again by itself until then: shots taken meanwhile are copied once it is back, a 
             ctx.logger.error({ err, path: f.path }, 'shot not queued for upload');
           }
         }
-        const first = f.copies[0];
-        const fromStream = streamed.get(f.path);
-        const pair = pairs.get(f.path);
-        pairs.delete(f.path);
-        const fromPair = pair === undefined ? undefined : shown.get(pair);
-        let shownNow!: (made: MadePreview | undefined) => void;
-        remember(shown, f.path, new Promise((resolve) => (shownNow = resolve)));
         const job = (async () => {
-          let made = await (fromPair ?? fromStream);
-          if (made === undefined && first) {
-            // The stream could not give it (beyond the cap, or not an image it knows): the verified copy can.
-            const target = previewPathFor(ctx.stateDir, first.rel);
-            try {
-              if (await writePreview(join(first.root, first.rel), target, longEdge)) made = announcePreview(f.path, target);
-            } catch (err) {
-              ctx.logger.warn({ err, path: f.path }, 'no preview');
-            }
-          }
-          shownNow(made ?? undefined);
+          const made = await shotPreviews.forFile(f);
           const preview = made?.path ?? null;
           const previewAt = made?.at;
           const ms = announced === undefined ? null : { verified: round(verifiedAt - announced), preview: previewAt === undefined ? null : round(previewAt - announced) };
@@ -303,7 +241,7 @@ again by itself until then: shots taken meanwhile are copied once it is back, a 
           logger: ctx.logger,
           signal: abort,
           onFile,
-          onRead,
+          onRead: shotPreviews.onRead,
         });
       } catch (err) {
         // The camera went away (or the run could not go on): the shots verified so far stay verified.

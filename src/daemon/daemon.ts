@@ -185,7 +185,7 @@ export class Daemon {
       stateDir,
       timeZone: config.ingest.timeZone,
       ...(uploader ? { afterIngest: (summary, logger) => uploader.enqueue(summary.fileIds, logger), queueUpload: (ids, logger) => uploader.enqueue(ids, logger) } : {}),
-      onFile: (job, source, f) => {
+      onFile: (job, source, f, preview) => {
         this.events.publish({
           type: f.state === 'verified' ? 'file.verified' : 'file.failed',
           job,
@@ -196,7 +196,7 @@ export class Daemon {
           mtimeMs: f.mtimeMs,
           copies: f.copies.map((c) => join(c.root, c.rel)),
         });
-        return this.#previews?.add(job, f);
+        return this.#previews?.add(job, f, preview);
       },
       wipe: wipePolicies(config),
       onFinished: (done, logger) => sinks.report(done, logger),
@@ -213,6 +213,7 @@ export class Daemon {
         env: this.#env,
         cameras: config.tether.cameras,
         captureTarget: config.tether.captureTarget,
+        previewLongEdge: this.#previews ? config.tether.previewLongEdge : undefined,
         reconnectTimeoutMs: config.tether.reconnectTimeout * 1000,
         onReconnect: () => this.#metrics?.cameraReconnected(),
         logger: this.#log,

@@ -7,6 +7,7 @@ import type { Journal } from '../store/journal.js';
 import type { JobContext, JobOutcome } from './jobs.js';
 import type { JobKind, JobProgress, JobResultFigures } from './status.js';
 import type { Source } from '../device/source.js';
+import type { MadePreview } from '../ingest/tether-previews.js';
 import { OverlappedSecondReads, wipeError, wipeSource, type WipeReport } from '../ingest/wipe.js';
 import { policyFor, type WipePolicies } from './wipe-policy.js';
 
@@ -31,9 +32,10 @@ export interface IngestEnvironment {
   queueUpload?: ((fileIds: readonly number[], logger: Logger) => Promise<void>) | undefined;
   /**
    * Each file a job copied, once journaled (the daemon's event stream); returns the preview being made of
-   * it, if one is (its path, or undefined when none could be made).
+   * it, if one is (its path, or undefined when none could be made). `preview`: the one a tethering session
+   * made of the bytes as they streamed in (undefined: none, then it is made from the verified copy).
    */
-  onFile?: ((job: number, source: string, file: FileOutcome) => Promise<string | undefined> | undefined) | undefined;
+  onFile?: ((job: number, source: string, file: FileOutcome, preview?: Promise<MadePreview | undefined>) => Promise<string | undefined> | undefined) | undefined;
   /** What card and camera jobs do with their source's files once verified (see wipe-policy.ts). */
   wipe?: WipePolicies | undefined;
   /**

@@ -1,13 +1,14 @@
 import { join, relative } from 'node:path';
 import { previewPathFor, writePreview } from '../ingest/preview.js';
 import type { FileOutcome } from '../ingest/pipeline.js';
+import type { MadePreview } from '../ingest/tether-previews.js';
 import type { Logger } from '../log.js';
 import type { EventHub } from './events.js';
 
 /**
- * Previews of the daemon's verified shots for the dashboard's contact sheet, made the way `shuttle tether`
- * makes them (src/ingest/preview.ts: from the verified copy at a destination, never a second read of the
- * source, under the state folder). One at a time, behind the ingest: a preview is a nicety and must not
+ * Previews of the daemon's verified shots for the dashboard's contact sheet (src/ingest/preview.ts: from
+ * the verified copy at a destination, never a second read of the source, under the state folder); a
+ * tethering session's come made of the streamed bytes (src/ingest/tether-previews.ts). One at a time, behind the ingest: a preview is a nicety and must not
  * take the CPU the copies and their hashes need; when shots arrive faster than previews are made, the
  * oldest waiting ones are dropped (the newest matter on a contact sheet). Each preview gets a thumbnail
  * too, for the sheet's tiles: a page of 60 tiles must not load 60 full-size previews.
@@ -53,10 +54,12 @@ export class PreviewMaker {
 
   /**
    * Queues a verified file; its `preview.ready` event follows once the preview is written. Resolves with
-   * the preview's path, or undefined when none is made (not an image, dropped, closed).
+   * the preview's path, or undefined when none is made (not an image, dropped, closed). `streamed`: the
+   * preview a tethering session made of the file, taken instead of making one.
    */
-  add(job: number, file: FileOutcome): Promise<string | undefined> {
+  add(job: number, file: FileOutcome, streamed?: Promise<MadePreview | undefined>): Promise<string | undefined> {
     if (this.#closed || file.state !== 'verified' || file.copies.length === 0) return Promise.resolve(undefined);
+    if (streamed !== undefined) return this.#adopt(job, file, streamed);
     let done!: (preview: string | undefined) => void;
     const made = new Promise<string | undefined>((resolve) => (done = resolve));
     this.#waiting.push({ job, file, done });
@@ -67,6 +70,19 @@ export class PreviewMaker {
     }
     this.#running ??= this.#drain().finally(() => (this.#running = undefined));
     return made;
+  }
+
+  /**
+   * A preview a tethering session made (of the streamed bytes, else of the verified copy): not queued
+   * behind the others, since the photographer is waiting for it; its thumbnail and event follow.
+   */
+  async #adopt(job: number, file: FileOutcome, made: Promise<MadePreview | undefined>): Promise<string | undefined> {
+    const preview = (await made)?.path;
+    if (preview === undefined || this.#closed) return undefined;
+    await writeThumbnail(this.o.stateDir, preview).catch((err: unknown) => this.o.logger.warn({ err, path: file.path }, 'no thumbnail'));
+    if (this.#closed) return undefined;
+    this.o.hub.publish({ type: 'preview.ready', job, fileId: file.fileId, path: file.path, preview, url: previewUrl(file.fileId) });
+    return preview;
   }
 
   /** Stops after the preview being made; the waiting ones are dropped. */

@@ -6,6 +6,7 @@ import { PtpCameraSource } from '../device/camera-source.js';
 import { TetheredCameraSource, reopenerFor, type Reconnected } from '../device/tethered-source.js';
 import { ShuttleError } from '../errors.js';
 import { runIngest, type FileOutcome } from '../ingest/pipeline.js';
+import { TetherPreviews } from '../ingest/tether-previews.js';
 import type { Logger } from '../log.js';
 import type { AttachedDevice } from './devices.js';
 import { resultFigures, type IngestEnvironment } from './ingest-job.js';
@@ -41,6 +42,8 @@ interface Session {
   source: TetheredCameraSource;
   shots: KeyedOutcomes<CapturedShot>;
   signal: AbortSignal;
+  /** Previews made of the bytes as they stream from the camera; undefined when the daemon makes none. */
+  previews: TetherPreviews | undefined;
 }
 
 export interface TetherSessionsOptions {
@@ -48,6 +51,8 @@ export interface TetherSessionsOptions {
   /** `[tether] cameras`. */
   cameras: readonly string[];
   captureTarget: 'card' | 'host';
+  /** Longer side of the previews made as shots stream in (`[tether] preview_long_edge`); undefined: no previews. */
+  previewLongEdge?: number | undefined;
   /** How long a camera that dropped is tried again before its session ends (`[tether] reconnect_timeout`). */
   reconnectTimeoutMs?: number;
   /** A tethered camera dropped and was opened again (the metrics count it). */
@@ -117,7 +122,9 @@ export class TetherSessions {
       reopen: { open, ...(this.#o.reconnectTimeoutMs === undefined ? {} : { timeoutMs: this.#o.reconnectTimeoutMs }) },
       onReconnected: (info) => this.#o.onReconnect?.(device.id, info),
     });
-    const session: Session = { job: ctx.id, device, source, shots: new KeyedOutcomes(), signal: ctx.signal };
+    const longEdge = this.#o.previewLongEdge;
+    const previews = longEdge === undefined ? undefined : new TetherPreviews({ stateDir: env.stateDir, longEdge, logger: log });
+    const session: Session = { job: ctx.id, device, source, shots: new KeyedOutcomes(), signal: ctx.signal, previews };
     this.#sessions.set(ctx.id, session);
     const followUps = new Set<Promise<void>>();
     const onFile = (f: FileOutcome): void => {
@@ -136,6 +143,7 @@ export class TetherSessions {
         signal: ctx.signal,
         onProgress: ctx.progress,
         onFile,
+        ...(previews ? { onRead: previews.onRead } : {}),
       });
       await Promise.allSettled(followUps);
       // A camera switched off or unplugged ends its session: the shots it gave are verified, nothing failed.
@@ -157,7 +165,8 @@ export class TetherSessions {
   async #shotDone(session: Session, f: FileOutcome, log: Logger): Promise<void> {
     const { env } = this.#o;
     const verifiedAt = performance.now();
-    const preview = env.onFile?.(session.job, session.source.uri, f);
+    const streamed = session.previews?.forFile(f);
+    const preview = env.onFile?.(session.job, session.source.uri, f, streamed);
     if (f.state === 'failed') {
       session.shots.settle(f.path, {
         error: new ShuttleError('DEST_WRITE_FAILED', `${f.path} was not verified at every destination (see the log)`, { context: { path: f.path } }),
@@ -169,8 +178,9 @@ export class TetherSessions {
     // Queued as it lands: a session lasts hours, its shots must not wait for its end to reach the cloud.
     await env.queueUpload?.([f.fileId], log).catch((err: unknown) => log.error({ err, path: f.path }, 'shot not queued for upload'));
     const made = (await preview) ?? null;
+    const madeAt = made === null ? undefined : ((await streamed)?.at ?? performance.now());
     const announced = session.source.announcedAt(f.path);
-    const ms = announced === undefined ? null : { verified: Math.round(verifiedAt - announced), preview: made === null ? null : Math.round(performance.now() - announced) };
+    const ms = announced === undefined ? null : { verified: Math.round(verifiedAt - announced), preview: madeAt === undefined ? null : Math.round(madeAt - announced) };
     session.shots.settle(f.path, {
       value: { event: 'verified', name: f.path, files: f.copies.map((c) => join(c.root, c.rel)), preview: made, ms, job: session.job, fileId: f.fileId, camera: session.device.id },
     });

@@ -6,6 +6,8 @@
  * strip; CR3 (ISO base media) keeps a 1620×1080 JPEG in the PRVW box of a uuid box before its media data.
  */
 
+import { canonCr3Tiffs } from './metadata.js';
+
 /** A span of the file's bytes. */
 export interface ByteRange {
   offset: number;
@@ -19,13 +21,18 @@ export interface ByteRange {
 export type ByteSource = (offset: number, length: number) => Buffer | undefined;
 
 /**
- * `found`: the largest embedded JPEG, which ends within the limit. `need`: bytes to have before it can be
- * told (they end within the limit). `none`: no embedded JPEG within the limit; `beyond` when a part of
- * the file's structure or a JPEG lay past the limit, so that reading further could still find one.
+ * `found`: the largest embedded JPEG, which ends within the limit, and the RAW's EXIF orientation (1–8)
+ * when its IFD0 (a CR3's CMT1) gives one: the camera leaves the embedded JPEG as the sensor saw it. `need`: bytes to
+ * have before it can be told (they end within the limit). `none`: no embedded JPEG within the limit;
+ * `beyond` when a part of the file's structure or a JPEG lay past the limit, so that reading further
+ * could still find one.
  */
-export type PreviewSearch = { found: ByteRange } | { need: ByteRange } | { none: { beyond: boolean } };
+export type PreviewSearch = { found: ByteRange; orientation?: number } | { need: ByteRange } | { none: { beyond: boolean } };
 
 const TAG_NEW_SUBFILE_TYPE = 0x00fe;
+const TAG_ORIENTATION = 0x0112;
+/** MPF's list of the file's images. */
+const TAG_MP_ENTRY = 0xb002;
 const TAG_COMPRESSION = 0x0103;
 const TAG_STRIP_OFFSETS = 0x0111;
 const TAG_STRIP_BYTE_COUNTS = 0x0117;
@@ -63,7 +70,9 @@ export function findEmbeddedPreview(read: ByteSource, size: number, limit: numbe
 function searchTiff(read: ByteSource, size: number, end: number, little: boolean): PreviewSearch {
   const u16 = (b: Buffer, at: number): number => (little ? b.readUInt16LE(at) : b.readUInt16BE(at));
   const u32 = (b: Buffer, at: number): number => (little ? b.readUInt32LE(at) : b.readUInt32BE(at));
-  const queue = [u32(read(0, 8)!, 4)];
+  const ifd0 = u32(read(0, 8)!, 4);
+  const queue = [ifd0];
+  let orientation: number | undefined;
   const seen = new Set<number>();
   let best: ByteRange | undefined;
   let beyond = false;
@@ -110,6 +119,10 @@ function searchTiff(read: ByteSource, size: number, end: number, little: boolean
       if (t.type === 4 || t.type === 13) return u32(ifd, t.field);
       return undefined;
     };
+    if (at === ifd0) {
+      const o = value(TAG_ORIENTATION);
+      if (o !== undefined && o >= 1 && o <= 8) orientation = o;
+    }
     const jpegAt = value(TAG_JPEG_OFFSET);
     const jpegLength = value(TAG_JPEG_LENGTH);
     if (jpegAt !== undefined && jpegLength !== undefined) consider(jpegAt, jpegLength);
@@ -140,12 +153,35 @@ function searchTiff(read: ByteSource, size: number, end: number, little: boolean
     }
     queue.push(u32(ifd, length - 4));
   }
-  return best !== undefined && best.length >= largestBeyond ? { found: best } : { none: { beyond } };
+  if (best === undefined || best.length < largestBeyond) return { none: { beyond } };
+  return orientation === undefined ? { found: best } : { found: best, orientation };
 }
 
-/** Walks the top-level boxes of a CR3 up to its media data, for the preview box's JPEG. */
+/** A moov box larger than this is not a camera's: its orientation is not looked for. */
+const MAX_MOOV = 1024 * 1024;
+
+/** The orientation (1–8) in IFD0 of a TIFF structure (CR3's CMT1), if it has one. */
+function tiffOrientation(tiff: Buffer): number | undefined {
+  if (tiff.length < 8) return undefined;
+  const order = tiff.toString('latin1', 0, 2);
+  if (order !== 'II' && order !== 'MM') return undefined;
+  const little = order === 'II';
+  const u16 = (at: number): number => (little ? tiff.readUInt16LE(at) : tiff.readUInt16BE(at));
+  const ifd0 = little ? tiff.readUInt32LE(4) : tiff.readUInt32BE(4);
+  if (ifd0 + 2 > tiff.length) return undefined;
+  const count = Math.min(u16(ifd0), MAX_ENTRIES);
+  for (let i = 0, e = ifd0 + 2; i < count && e + 12 <= tiff.length; i++, e += 12) {
+    if (u16(e) !== TAG_ORIENTATION || u16(e + 2) !== 3) continue;
+    const o = u16(e + 8);
+    return o >= 1 && o <= 8 ? o : undefined;
+  }
+  return undefined;
+}
+
+/** Walks the top-level boxes of a CR3 up to its media data, for the preview box's JPEG (and the orientation in its moov's CMT1). */
 function searchBoxes(read: ByteSource, size: number, end: number): PreviewSearch {
   let at = 0;
+  let orientation: number | undefined;
   for (let boxes = 0; at + 8 <= size && boxes < MAX_IFDS; boxes++) {
     if (at + 8 > end) return { none: { beyond: true } };
     const header = read(at, 8);
@@ -159,6 +195,12 @@ function searchBoxes(read: ByteSource, size: number, end: number): PreviewSearch
       boxSize = Number(large.readBigUInt64BE(0));
     } else if (boxSize === 0) boxSize = size - at;
     if (boxSize < 8 || type === 'mdat') break;
+    if (type === 'moov' && boxSize <= MAX_MOOV && at + boxSize <= end) {
+      const moov = read(at, boxSize);
+      if (moov === undefined) return { need: { offset: at, length: boxSize } };
+      const { ifd0 } = canonCr3Tiffs(moov);
+      orientation = ifd0 === undefined ? undefined : tiffOrientation(ifd0);
+    }
     if (type === 'uuid') {
       // The uuid, eight bytes Canon leaves unexplained, then the PRVW box: its size, 'PRVW', eight bytes,
       // width, height, one short, the JPEG's length and the JPEG.
@@ -171,13 +213,102 @@ function searchBoxes(read: ByteSource, size: number, end: number): PreviewSearch
           const length = head.readUInt32BE(52);
           const offset = at + want;
           if (length < 4 || offset + length > at + boxSize || offset + length > size) return { none: { beyond: false } };
-          return offset + length > end ? { none: { beyond: true } } : { found: { offset, length } };
+          if (offset + length > end) return { none: { beyond: true } };
+          return orientation === undefined ? { found: { offset, length } } : { found: { offset, length }, orientation };
         }
       }
     }
     at += boxSize;
   }
   return { none: { beyond: false } };
+}
+
+/**
+ * The segments of a JPEG before its image data, in order: each marker with its payload's span. Stops at
+ * the frame's scan (or at bytes that are not a JPEG's).
+ */
+function* jpegSegments(jpeg: Buffer): Generator<{ marker: number; body: number; end: number }> {
+  if (jpeg.length < 4 || jpeg[0] !== 0xff || jpeg[1] !== 0xd8) return;
+  let at = 2;
+  while (at + 4 <= jpeg.length) {
+    if (jpeg[at] !== 0xff) return;
+    const marker = jpeg[at + 1]!;
+    if (marker === 0xff) {
+      at += 1;
+      continue;
+    }
+    // Markers without a length: TEM, RSTn.
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      at += 2;
+      continue;
+    }
+    if (marker === 0xd9 || marker === 0xda) return;
+    const end = Math.min(jpeg.length, at + 2 + jpeg.readUInt16BE(at + 2));
+    yield { marker, body: at + 4, end };
+    at = end;
+  }
+}
+
+/**
+ * The other images a camera's JPEG carries in its MPF segment (CIPA DC-007: Sony, Nikon, Fujifilm and
+ * others append a screen-sized preview after the main image), within the file. A preview made of one
+ * of them decodes a fraction of the pixels of the main image.
+ */
+export function mpfImages(jpeg: Buffer): ByteRange[] {
+  for (const seg of jpegSegments(jpeg)) {
+    if (seg.marker !== 0xe2 || seg.end - seg.body < 16 || jpeg.toString('latin1', seg.body, seg.body + 4) !== 'MPF\u0000') continue;
+    const base = seg.body + 4;
+    const tiff = jpeg.subarray(base, seg.end);
+    const order = tiff.toString('latin1', 0, 2);
+    if (order !== 'II' && order !== 'MM') return [];
+    const little = order === 'II';
+    const u16 = (at: number): number => (little ? tiff.readUInt16LE(at) : tiff.readUInt16BE(at));
+    const u32 = (at: number): number => (little ? tiff.readUInt32LE(at) : tiff.readUInt32BE(at));
+    const ifd = u32(4);
+    if (ifd + 2 > tiff.length) return [];
+    const count = Math.min(u16(ifd), MAX_ENTRIES);
+    for (let i = 0, e = ifd + 2; i < count && e + 12 <= tiff.length; i++, e += 12) {
+      if (u16(e) !== TAG_MP_ENTRY) continue;
+      const bytes = u32(e + 4);
+      const list = u32(e + 8);
+      if (bytes % 16 !== 0 || list + bytes > tiff.length) return [];
+      const images: ByteRange[] = [];
+      // The first entry is the main image itself (offset 0); the others' offsets count from the MPF header.
+      for (let at = list + 16; at < list + bytes; at += 16) {
+        const length = u32(at + 4);
+        const offset = base + u32(at + 8);
+        if (u32(at + 8) > 0 && length >= 4 && offset + length <= jpeg.length) images.push({ offset, length });
+      }
+      return images;
+    }
+    return [];
+  }
+  return [];
+}
+
+/** A JPEG's EXIF orientation (1–8), from its APP1 segment, if it gives one. */
+export function jpegOrientation(jpeg: Buffer): number | undefined {
+  for (const seg of jpegSegments(jpeg)) {
+    if (seg.marker === 0xe1 && seg.end - seg.body > 6 && jpeg.toString('latin1', seg.body, seg.body + 6) === 'Exif\u0000\u0000')
+      return tiffOrientation(jpeg.subarray(seg.body + 6, seg.end));
+  }
+  return undefined;
+}
+
+/**
+ * A JPEG's width and height from its frame header, found by walking its segments (an EXIF thumbnail
+ * inside APP1 is skipped with its segment): no decoding. Undefined when the bytes are not a JPEG's.
+ */
+export function jpegSize(jpeg: Buffer): { width: number; height: number } | undefined {
+  for (const seg of jpegSegments(jpeg)) {
+    // SOF0–SOF15, except DHT (C4), JPG (C8) and DAC (CC).
+    const m = seg.marker;
+    if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) {
+      if (seg.body + 5 > seg.end) return undefined;
+      return { height: jpeg.readUInt16BE(seg.body + 1), width: jpeg.readUInt16BE(seg.body + 3) };
+    }
+  }
+  return undefined;
 }
 
 /** The RAW formats whose previews findEmbeddedPreview knows (by extension, lower case, no dot). */

@@ -4,11 +4,11 @@
  * as the file streams from the camera (PreviewBytes), else from the verified copy at a destination
  * (writePreview): never a second read of the camera.
  */
-import { mkdir, open, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
 import sharp from 'sharp';
 import { tempPathFor } from '../io/durable.js';
-import { EMBEDDED_PREVIEW_FORMATS, findEmbeddedPreview, type ByteRange } from './embedded-preview.js';
+import { EMBEDDED_PREVIEW_FORMATS, findEmbeddedPreview, jpegOrientation, jpegSize, mpfImages, type ByteRange } from './embedded-preview.js';
 
 const JPEG = /^\.(jpe?g)$/i;
 
@@ -20,7 +20,7 @@ const JPEG = /^\.(jpe?g)$/i;
 export const PREVIEW_HOLD_BYTES = 24 * 1024 * 1024;
 
 /** What a file's preview is made of: the JPEG itself, a RAW's embedded JPEG, or nothing. */
-function previewKind(name: string): 'jpeg' | 'raw' | undefined {
+export function previewKind(name: string): 'jpeg' | 'raw' | undefined {
   const ext = extname(name);
   if (JPEG.test(ext)) return 'jpeg';
   return EMBEDDED_PREVIEW_FORMATS.has(ext.slice(1).toLowerCase()) ? 'raw' : undefined;
@@ -48,6 +48,8 @@ export function previewPathFor(stateDir: string, rel: string): string {
  */
 export class PreviewBytes {
   readonly jpeg: Promise<Buffer | undefined>;
+  /** A RAW's EXIF orientation, once its embedded JPEG is found (see findEmbeddedPreview). */
+  orientation: number | undefined;
   #resolve!: (jpeg: Buffer | undefined) => void;
   #buf: Buffer | undefined;
   #have = 0;
@@ -117,7 +119,10 @@ export class PreviewBytes {
       this.#waitFor = wanted.offset + wanted.length;
       return;
     }
-    if ('found' in r) this.#settle(Buffer.from(buf.subarray(r.found.offset, r.found.offset + r.found.length)));
+    if ('found' in r) {
+      this.orientation = r.orientation;
+      this.#settle(Buffer.from(buf.subarray(r.found.offset, r.found.offset + r.found.length)));
+    }
   }
 
   #settle(jpeg: Buffer | undefined): void {
@@ -130,14 +135,37 @@ export class PreviewBytes {
 const FIRST_HOLD = 1024 * 1024;
 
 /**
- * Writes a JPEG of `input` (a JPEG file's path, or JPEG bytes) turned upright (EXIF orientation) and
- * scaled to fit `longEdge` on its longer side (never enlarged) at `target`, replacing an older one
- * (readers see the old or the new file whole, never part of one). Tuned for speed: the decoder scales down while it decodes (shrink-on-load), and the output skips the
- * second pass that optimising its Huffman tables would take.
+ * What turns a picture stored as EXIF orientation 2–8 says upright, in the order sharp applies them
+ * (mirror first, then rotate clockwise).
  */
-export async function renderPreview(input: string | Buffer, target: string, longEdge: number): Promise<void> {
-  const data = await sharp(input, { sequentialRead: true })
-    .rotate()
+const UPRIGHT: Readonly<Record<number, { flop?: true; flip?: true; rotate?: number }>> = {
+  2: { flop: true },
+  3: { rotate: 180 },
+  4: { flip: true },
+  5: { flop: true, rotate: 270 },
+  6: { rotate: 90 },
+  7: { flop: true, rotate: 90 },
+  8: { rotate: 270 },
+};
+
+/**
+ * Writes a JPEG of `input` (a JPEG file's path, or JPEG bytes) turned upright and scaled to fit
+ * `longEdge` on its longer side (never enlarged) at `target`, replacing an older one (readers see the old
+ * or the new file whole, never part of one). Upright by `orientation` when given (a RAW's, for the JPEG
+ * it embeds), else by the JPEG's own EXIF orientation. Tuned for speed: the decoder scales down while it
+ * decodes (shrink-on-load), and the output skips the second pass that optimising its Huffman tables
+ * would take.
+ */
+export async function renderPreview(input: string | Buffer, target: string, longEdge: number, orientation?: number): Promise<void> {
+  const turn = orientation === undefined ? undefined : UPRIGHT[orientation];
+  let img = sharp(input, { sequentialRead: true });
+  if (orientation === undefined) img = img.rotate();
+  else if (turn !== undefined)
+    img = img
+      .flop(turn.flop === true)
+      .flip(turn.flip === true)
+      .rotate(turn.rotate ?? 0);
+  const data = await img
     .resize({ width: longEdge, height: longEdge, fit: 'inside', withoutEnlargement: true, fastShrinkOnLoad: true })
     .jpeg({ quality: 80, optimiseCoding: false })
     .toBuffer();
@@ -155,24 +183,49 @@ export async function renderPreview(input: string | Buffer, target: string, long
 }
 
 /**
- * Writes the preview of the file at `source` (a verified copy) at `target`: a JPEG is scaled itself; a
+ * What a JPEG's preview is made of: the smallest of the pictures it carries (itself, and the previews in
+ * its MPF segment) that still fills `longEdge`, with the orientation to turn it by (the main image's
+ * EXIF speaks for the previews appended to it; undefined: the picture's own).
+ */
+export function jpegPreviewSource(jpeg: Buffer, longEdge: number): { jpeg: Buffer; orientation: number | undefined } {
+  const main = jpegSize(jpeg);
+  let best: Buffer | undefined;
+  let bestPixels = main === undefined ? 0 : main.width * main.height;
+  for (const r of mpfImages(jpeg)) {
+    const picture = jpeg.subarray(r.offset, r.offset + r.length);
+    const size = jpegSize(picture);
+    if (size === undefined || Math.max(size.width, size.height) < longEdge || size.width * size.height >= bestPixels) continue;
+    best = picture;
+    bestPixels = size.width * size.height;
+  }
+  return best === undefined ? { jpeg, orientation: undefined } : { jpeg: best, orientation: jpegOrientation(jpeg) ?? 1 };
+}
+
+/**
+ * Writes the preview of the file at `source` (a verified copy) at `target`: a JPEG is scaled itself (or
+ * the screen-sized preview it carries, see jpegPreviewSource); a
  * RAW gives the largest JPEG it embeds, read alone from the file. False when there is nothing to make a
  * preview of.
  */
 export async function writePreview(source: string, target: string, longEdge: number): Promise<boolean> {
   const kind = previewKind(source);
   if (kind === undefined) return false;
-  const input = kind === 'jpeg' ? source : await embeddedPreviewOf(source);
-  if (input === undefined) return false;
-  await renderPreview(input, target, longEdge);
+  if (kind === 'jpeg') {
+    const picture = jpegPreviewSource(await readFile(source), longEdge);
+    await renderPreview(picture.jpeg, target, longEdge, picture.orientation);
+    return true;
+  }
+  const embedded = await embeddedPreviewOf(source);
+  if (embedded === undefined) return false;
+  await renderPreview(embedded.jpeg, target, longEdge, embedded.orientation);
   return true;
 }
 
 /** Reads of a RAW's structure are at least this long, so that a few reads find its preview. */
 const STRUCTURE_READ = 64 * 1024;
 
-/** The JPEG a RAW file embeds (its largest), read without reading the rest of the file. */
-async function embeddedPreviewOf(path: string): Promise<Buffer | undefined> {
+/** The JPEG a RAW file embeds (its largest) and the RAW's orientation, read without reading the rest of the file. */
+async function embeddedPreviewOf(path: string): Promise<{ jpeg: Buffer; orientation: number | undefined } | undefined> {
   const fh = await open(path, 'r');
   try {
     const { size } = await fh.stat();
@@ -189,7 +242,7 @@ async function embeddedPreviewOf(path: string): Promise<Buffer | undefined> {
     for (let reads = 0; reads < 64; reads++) {
       const r = findEmbeddedPreview(read, size);
       if ('none' in r) return undefined;
-      if ('found' in r) return await load(r.found.offset, r.found.length);
+      if ('found' in r) return { jpeg: await load(r.found.offset, r.found.length), orientation: r.orientation };
       loaded.push({ offset: r.need.offset, data: await load(r.need.offset, Math.min(size - r.need.offset, Math.max(r.need.length, STRUCTURE_READ))) });
     }
     return undefined;
