@@ -11,7 +11,7 @@ import { chooseEventStrategy } from '../src/device/ptp/vendor-events.js';
 import { captureOperation } from '../src/device/tethered-source.js';
 import { runCli } from './support/cli.js';
 import { expectCopies, rawWithThumbnail, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
-import { listTree, tempDir } from './support/tree.js';
+import { libraryFiles, tempDir } from './support/tree.js';
 
 /**
  * `shuttle tether` against the simulator playing a Sony body in PC Remote mode: no card offered, every
@@ -125,7 +125,7 @@ test('sony-a-burst-at-10-frames-per-second-loses-nothing-and-copies-nothing-twic
   expect(stopped).toMatchObject({ copied: 10, failed: 0, status: 'complete' });
   expect(t.events.filter((e) => e.event === 'verified')).toHaveLength(10);
   expect(sim.objectsInMemory).toBe(0);
-  const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'));
+  const library = await libraryFiles(dest);
   expect(library).toHaveLength(10);
 });
 
@@ -159,7 +159,7 @@ test('sony-shots-taken-between-sessions-wait-in-memory-and-a-restarted-session-c
   expect(b.stopped).toMatchObject({ copied: 3, failed: 0 });
   const names = second.events.filter((e) => e.event === 'verified').map((e) => e.name);
   expect(names).not.toContain('camera-memory/DSC00001.JPG');
-  const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'));
+  const library = await libraryFiles(dest);
   expect(library).toHaveLength(4);
 });
 
@@ -205,6 +205,6 @@ test('sony-raw-and-jpeg-fetched-one-after-the-other-share-one-shot-number', asyn
   await shootOnBody(new Map([['DSC09002.JPG', await shotJpeg('DSC09002.JPG')]]));
   await t.waitFor('verified', 3);
   expect((await t.stop()).code, t.stderr()).toBe(0);
-  const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/')).sort();
+  const library = (await libraryFiles(dest)).sort();
   expect(library).toEqual(['day-1/0001_DSC09001.ARW', 'day-1/0001_DSC09001.JPG', 'day-1/0002_DSC09002.JPG']);
 });

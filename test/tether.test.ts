@@ -12,7 +12,7 @@ import { Prng } from '../src/sample/prng.js';
 import { runCli } from './support/cli.js';
 import { solidJpeg } from './support/preview-raws.js';
 import { expectCopies, rawWithThumbnail, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
-import { listTree, tempDir, tempFilesUnder } from './support/tree.js';
+import { libraryFiles, tempDir, tempFilesUnder } from './support/tree.js';
 
 /**
  * `shuttle tether` against the PTP/IP simulator, which announces every file that appears in its folder
@@ -108,7 +108,7 @@ test('each-new-shot-is-verified-at-every-destination-with-a-preview-in-the-state
   // What was on the card before the session is left alone without --all.
   expect(stopped).toMatchObject({ copied: 4, failed: 0, status: 'complete' });
   expect(t.events.some((e) => e.name?.endsWith('OLD_0001.JPG'))).toBe(false);
-  for (const lib of [dest, dest2]) expect([...(await listTree(lib, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'))).toHaveLength(4);
+  for (const lib of [dest, dest2]) expect(await libraryFiles(lib)).toHaveLength(4);
 });
 
 test('a-burst-of-20-shots-loses-nothing-and-copies-nothing-twice', async () => {
@@ -129,7 +129,7 @@ test('a-burst-of-20-shots-loses-nothing-and-copies-nothing-twice', async () => {
   expect(code, t.stderr()).toBe(0);
   expect(stopped).toMatchObject({ copied: 20, failed: 0, status: 'complete' });
   expect(t.events.filter((e) => e.event === 'verified')).toHaveLength(20);
-  const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'));
+  const library = await libraryFiles(dest);
   expect(library).toHaveLength(20);
 });
 
@@ -184,7 +184,7 @@ test('with-all-the-shots-already-on-the-card-come-first-and-a-restart-copies-non
   expect(b.code, second.stderr()).toBe(0);
   expect(b.stopped).toMatchObject({ copied: 1, alreadyVerified: 4, failed: 0 });
   expect(second.events.filter((e) => e.event === 'verified')).toHaveLength(1);
-  const library = [...(await listTree(dest, { skipShuttle: true })).keys()].filter((p) => !p.startsWith('ascmhl/'));
+  const library = await libraryFiles(dest);
   expect(library).toHaveLength(5);
 });
 
