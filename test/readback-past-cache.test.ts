@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, statSync } from 'node:fs';
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest';
@@ -133,7 +133,10 @@ describe('readBack on an ext4 loop image', () => {
 });
 
 describe('ingest read-back on an ext4 loop image', () => {
-  const ingest = async (name: string, size = 3_000_000): Promise<{ summary: Awaited<ReturnType<typeof runIngest>>; logs: ReturnType<typeof captureLog>['lines']; src: string; dest: string }> => {
+  const ingest = async (
+    name: string,
+    size = 3_000_000,
+  ): Promise<{ summary: Awaited<ReturnType<typeof runIngest>>; logs: ReturnType<typeof captureLog>['lines']; src: string; dest: string }> => {
     const src = join(work.path, `${name}-card`);
     const dest = join(mnt, `${name}-lib`);
     for (let i = 0; i < 3; i++) await writeBytes(join(src, `f${i}.bin`), bytes(size + i * 4099, i), new Date('2026-04-01T10:00:00Z'));
@@ -179,6 +182,33 @@ describe('ingest read-back on an ext4 loop image', () => {
     for (let i = 0; i < 3; i++) {
       const onDisk = execFileSync('bash', ['-o', 'pipefail', '-c', 'dd if="$1" iflag=direct bs=1M status=none | sha256sum', 'bash', join(dest, `f${i}.bin`)], { encoding: 'utf8' });
       expect(onDisk.split(/\s+/)[0]).toBe(sha256(await readFile(join(src, `f${i}.bin`))));
+    }
+  });
+
+  test('a-big-copy-is-read-back-while-it-is-written-and-only-its-last-block-after-the-fsync', async () => {
+    const reads = new Map<string, Array<{ from: number; to: number | undefined; sizeNow: number; size: number }>>();
+    hook.beforeRead = async (tempPath, unread) => {
+      // The size the copy has on disk when its read is asked for, before anything is awaited.
+      const sizeNow = statSync(tempPath).size;
+      if (!reads.has(tempPath)) reads.set(tempPath, []);
+      reads.get(tempPath)!.push({ from: unread?.from ?? 0, to: unread?.to, sizeNow, size: unread?.size ?? sizeNow });
+      return false;
+    };
+    const size = 5 * PROGRESSIVE_BLOCK + 12_345;
+    const { summary } = await ingest('follow', size);
+    expect(summary, JSON.stringify(summary.errors)).toMatchObject({ status: 'complete', copied: 3, failed: 0, readback: { direct: 3, cached: 0 } });
+    expect(reads.size).toBe(3);
+    for (const list of reads.values()) {
+      const during = list.filter((r) => r.to !== undefined);
+      const after = list.filter((r) => r.to === undefined);
+      // Five whole blocks in order while the copy was written: the first asked for when little of it was there.
+      expect(during.map((r) => [r.from, r.to])).toEqual([0, 1, 2, 3, 4].map((i) => [i * PROGRESSIVE_BLOCK, (i + 1) * PROGRESSIVE_BLOCK]));
+      expect(during[0]!.sizeNow).toBeLessThanOrEqual(2 * PROGRESSIVE_BLOCK);
+      expect(during[0]!.sizeNow).toBeLessThan(during[0]!.size);
+      // Once sealed, only the partial last block is left to read.
+      expect(after.length).toBeGreaterThanOrEqual(1);
+      expect(after[0]!.from).toBe(5 * PROGRESSIVE_BLOCK);
+      expect(after[0]!.sizeNow).toBe(after[0]!.size);
     }
   });
 

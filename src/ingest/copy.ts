@@ -78,7 +78,6 @@ export const PROGRESSIVE_BLOCK = STAGE_BLOCK;
  */
 export const PROGRESSIVE_FROM = 2 * PROGRESSIVE_BLOCK;
 
-
 /**
  * What fanOut hashes with: MultiHasher (in this thread), or WorkerHasher / IngestHasher (in the hash
  * worker: a promise that resolves once the worker is done with the bytes).

@@ -261,7 +261,15 @@ function readError(err: unknown, path: string): ShuttleError {
  * returns or throws while a read is still writing into a block or a hash still reading one. Resolves to
  * the position after the last byte read.
  */
-async function pump(handle: FileHandle, path: string, blocks: [Buffer, Buffer], hasher: IngestHasher, direct: boolean, signal: AbortSignal | undefined, from: PumpFrom = {}): Promise<number> {
+async function pump(
+  handle: FileHandle,
+  path: string,
+  blocks: [Buffer, Buffer],
+  hasher: IngestHasher,
+  direct: boolean,
+  signal: AbortSignal | undefined,
+  from: PumpFrom = {},
+): Promise<number> {
   const blockSize = blocks[0].byteLength;
   const { bound, beforeRead } = from;
   let position = from.start ?? 0;
