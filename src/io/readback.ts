@@ -126,11 +126,6 @@ export class ProgressiveReadBack {
     return handle === undefined ? undefined : new ProgressiveReadBack(path, algorithms, handle, options);
   }
 
-  /** Bytes read back so far; what lies beyond is read later (test hooks damage a copy there). */
-  get position(): number {
-    return this.#position;
-  }
-
   /** The writer finished writing the first `written` bytes of the file; whole blocks among them are read back now. */
   advance(written: number): void {
     if (written > this.#written) this.#written = written;
