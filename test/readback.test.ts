@@ -67,7 +67,7 @@ describe('readBack on a disk-backed folder (os.tmpdir(), ext4 here)', () => {
   it('keeps only a bounded number of idle blocks after heavy use', async () => {
     const path = join(dir, 'idle');
     await writeFile(path, randomBytes(20_000));
-    await Promise.all(Array.from({ length: 10 }, () => readBack(path, ['md5'], { blockSize: 12288 })));
+    await Promise.all(Array.from({ length: MAX_IDLE_BLOCKS }, () => readBack(path, ['md5'], { blockSize: 12288 })));
     expect(idleReadBackBlocks().get(12288)).toBe(MAX_IDLE_BLOCKS);
   });
 
