@@ -1,9 +1,10 @@
 // Latency of one big file's verified copy: from its first byte read to its copy verified (read back past
 // the page cache, published, journaled), and the part of it after its last byte was written, which is
 // what the read-back adds to the copy. The source is a folder whose file is in the page cache (a fast
-// camera or card); the destination's cache is dropped before each run (as root).
+// camera or card), or, with --source-mbps N, comes at N MB/s (a camera on USB or Wi-Fi: the disk waits for
+// it); the destination's cache is dropped before each run (as root).
 //
-//   ./node_modules/.bin/node bench/verify-latency.ts [MB] [--before TREE]
+//   ./node_modules/.bin/node bench/verify-latency.ts [MB] [--before TREE] [--source-mbps N]
 //
 // TREE: a checkout of an earlier commit's sources (e.g. `git archive <commit> src package.json | tar -x -C
 // TREE`), timed in the same interleaved rounds. Each run is a fresh process (its own hash worker).
@@ -11,10 +12,11 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { dropCaches, root, sh, work } from './common.ts';
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { before: { type: 'string' }, child: { type: 'string' } } });
+const { values, positionals } = parseArgs({ allowPositionals: true, options: { before: { type: 'string' }, child: { type: 'string' }, 'source-mbps': { type: 'string' } } });
 const hooks = join(root, 'test', 'support', 'ts-resolve-hooks.mjs');
 
 if (values.child !== undefined) {
@@ -26,10 +28,33 @@ if (values.child !== undefined) {
   const { Journal } = await import(join(tree, 'src/store/journal.ts'));
   const { createLogger } = await import(join(tree, 'src/log.ts'));
   const journal = Journal.open(state);
+  const source = new FolderSource(src);
+  const mbps = Number(values['source-mbps'] ?? '0');
+  if (mbps > 0) {
+    // Each chunk copied (the source lends its buffer only until the next pull) and let out at the given rate.
+    const open = source.open.bind(source);
+    source.open = async (item: unknown, opts: unknown) => {
+      const stream = await open(item, opts);
+      const t0 = performance.now();
+      let n = 0;
+      return Readable.from(
+        (async function* () {
+          for await (const chunk of stream as AsyncIterable<Buffer>) {
+            n += chunk.length;
+            const wait = t0 + n / (mbps * 1000) - performance.now();
+            const copy = Buffer.from(chunk);
+            if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+            yield copy;
+          }
+        })(),
+        { objectMode: false },
+      );
+    };
+  }
   const cpu0 = process.cpuUsage();
   const t: Record<string, number> = {};
   await runIngest({
-    sources: [new FolderSource(src)],
+    sources: [source],
     destinations: [{ path: dest }],
     journal,
     settings: {
@@ -83,9 +108,14 @@ for (let round = 0; round < runs; round++) {
     dropCaches();
     // The source back in the cache: the file comes in as fast as a quick camera or card gives it.
     sh(`cat ${join(src, 'IMG_0001.CR3')} > /dev/null`);
-    const r = spawnSync(process.execPath, ['--experimental-transform-types', '--no-warnings', '--import', hooks, import.meta.filename, '--child', tree, src, dest, state], {
-      encoding: 'utf8',
-    });
+    const rate = values['source-mbps'] === undefined ? [] : ['--source-mbps', values['source-mbps']];
+    const r = spawnSync(
+      process.execPath,
+      ['--experimental-transform-types', '--no-warnings', '--import', hooks, import.meta.filename, '--child', tree, ...rate, src, dest, state],
+      {
+        encoding: 'utf8',
+      },
+    );
     if (r.status !== 0) throw new Error(`${name} run failed: ${r.stderr}`);
     const res = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Result;
     results.get(name)!.push(res);
@@ -95,7 +125,8 @@ for (let round = 0; round < runs; round++) {
 rmSync(base, { recursive: true, force: true });
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-process.stdout.write(`\nOne ${mb} MB file, first byte read to copy verified, median of ${runs} interleaved runs\n`);
+const how = values['source-mbps'] === undefined ? 'from the page cache' : `at ${values['source-mbps']} MB/s`;
+process.stdout.write(`\nOne ${mb} MB file read ${how}, first byte read to copy verified, median of ${runs} interleaved runs\n`);
 for (const [name] of trees) {
   const rs = results.get(name)!;
   process.stdout.write(
