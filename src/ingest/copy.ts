@@ -42,10 +42,11 @@ export async function createTempTarget(finalPath: string, beforeCreate?: (tempPa
     t = { tempPath: path, handle, written: 0 };
     t.direct = await openDirect(path, fsConstants.O_WRONLY).catch(() => undefined);
     if (expectedSize >= PROGRESSIVE_FROM) {
+      // A file that cannot be opened to read now is read back whole once sealed, which reports why.
       t.verify = await ProgressiveReadBack.open(path, VERIFY_ALGORITHMS, {
         blockSize: PROGRESSIVE_BLOCK,
         beforeRead: (from, to) => applyTestFault(path, { from, to, size: expectedSize }),
-      });
+      }).catch(() => undefined);
     }
     return t;
   } catch (cause) {
