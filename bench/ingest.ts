@@ -74,3 +74,10 @@ printTable(table);
 // CPU time (user + system) is steadier than wall time when other work shares the machine.
 process.stdout.write(`CPU (median): ${rows.map((r) => `${r.label} ${r.cpuSecs.toFixed(2)} s`).join(', ')}\n`);
 process.stdout.write(`peak RSS: shuttle 1 dest ${one.rssMb.toFixed(0)} MB, 2 dests ${two.rssMb.toFixed(0)} MB, 4 GiB file ${huge.rssMb.toFixed(0)} MB (goal ≤ 200 MB)\n`);
+if (before) {
+  const [b1, b2] = [get(cases[5]![0]), get(cases[6]![0])];
+  // The same rounds: what this build changed, in time and in CPU, against the earlier one.
+  process.stdout.write(
+    `after / before: 1 dest ${ratio(one.secs, b1.secs)} (CPU ${ratio(one.cpuSecs, b1.cpuSecs)}), 2 dests ${ratio(two.secs, b2.secs)} (CPU ${ratio(two.cpuSecs, b2.cpuSecs)}); peak RSS before: 1 dest ${b1.rssMb.toFixed(0)} MB, 2 dests ${b2.rssMb.toFixed(0)} MB\n`,
+  );
+}

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { appendFile, mkdir } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { Readable } from 'node:stream';
@@ -8,6 +8,7 @@ import { FolderSource } from '../src/device/card/folder-source.js';
 import type { OpenOptions, SourceItem } from '../src/device/source.js';
 import { Journal } from '../src/store/journal.js';
 import { runIngest, type IngestSettings } from '../src/ingest/pipeline.js';
+import { PROGRESSIVE_FROM } from '../src/ingest/copy.js';
 import { silentLogger } from '../src/log.js';
 import { bytes, ingestSettings, writeBytes } from './support/fixtures.js';
 import { contentMultiset, listTree, tempDir, tempFilesUnder } from './support/tree.js';
@@ -176,7 +177,8 @@ test('a-file-that-keeps-changing-fails-alone-with-source-changed', async () => {
 
 test('an-abort-stops-the-run-as-interrupted-and-leaves-no-temp-file', async () => {
   const src = join(work.path, 'card');
-  for (let i = 0; i < 10; i++) await writeBytes(join(src, `f${i}.bin`), bytes(2_000_000, i));
+  // Big enough to be read back as they are written: those reads stop too, their files closed.
+  for (let i = 0; i < 10; i++) await writeBytes(join(src, `f${i}.bin`), bytes(PROGRESSIVE_FROM + 1_000_000, i));
   const dest = join(work.path, 'dest');
   const journal = Journal.open(join(work.path, 'state'));
   const ac = new AbortController();
@@ -194,7 +196,18 @@ test('an-abort-stops-the-run-as-interrupted-and-leaves-no-temp-file', async () =
   journal.close();
   expect(summary.status).toBe('interrupted');
   expect(await tempFilesUnder(dest)).toEqual([]);
+  expect(await openFilesUnder(dest)).toEqual([]);
 });
+
+/** Files under `dir` this process still has open (deleted ones too). */
+async function openFilesUnder(dir: string): Promise<string[]> {
+  const open: string[] = [];
+  for (const fd of await readdir('/proc/self/fd')) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (target.startsWith(`${dir}/`)) open.push(target);
+  }
+  return open;
+}
 
 test('filesystems-without-direct-io-are-read-and-written-through-the-cache-and-say-so', async () => {
   // ramfs refuses O_DIRECT: source reads, destination writes and the read-back all fall back.
@@ -202,7 +215,8 @@ test('filesystems-without-direct-io-are-read-and-written-through-the-cache-and-s
   await mkdir(src, { recursive: true });
   execFileSync('mount', ['-t', 'ramfs', 'ramfs', src]);
   mounts.push(src);
-  for (let i = 0; i < 3; i++) await writeBytes(join(src, `f${i}.bin`), bytes(1_500_000 + i * 4099, i), new Date('2026-04-01T10:00:00Z'));
+  // One file below PROGRESSIVE_FROM (read back whole after its fsync), two above (read back as written where O_DIRECT works).
+  for (let i = 0; i < 3; i++) await writeBytes(join(src, `f${i}.bin`), bytes(1_500_000 + i * PROGRESSIVE_FROM, i), new Date('2026-04-01T10:00:00Z'));
   const dest = join(work.path, 'dest');
   await mkdir(dest);
   execFileSync('mount', ['-t', 'ramfs', 'ramfs', dest]);

@@ -1,10 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, statSync } from 'node:fs';
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest';
 import { FolderSource } from '../src/device/card/folder-source.js';
+import { PROGRESSIVE_BLOCK, PROGRESSIVE_FROM } from '../src/ingest/copy.js';
+import type { UnreadRange } from '../src/io/durable.js';
 import { runIngest, type IngestSettings } from '../src/ingest/pipeline.js';
 import { readBack } from '../src/io/readback.js';
 import { giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../src/io/direct.js';
@@ -20,14 +22,14 @@ import { tempDir } from './support/tree.js';
  * cache keeps the old byte), check that an ordinary read still sees the old byte, and that read-back
  * sees the new one; and, with fincore, that read-back does not pull a copy into the cache.
  *
- * The copy pipeline's fault hook (applyTestFault, called after the temp is fsync'd and before read-back)
- * is replaced here with that fault; the SHUTTLE_TEST_FAULT one writes through the cache, where any read
- * would see it.
+ * The copy pipeline's fault hook (applyTestFault, called between a byte's write and its read-back: after
+ * the fsync for a file read back whole, before each read for one read back as it is written) is replaced
+ * here with that fault; the SHUTTLE_TEST_FAULT one writes through the cache, where any read would see it.
  */
-const hook = vi.hoisted(() => ({ afterSeal: undefined as ((tempPath: string) => Promise<boolean>) | undefined }));
+const hook = vi.hoisted(() => ({ beforeRead: undefined as ((tempPath: string, unread?: UnreadRange) => Promise<boolean>) | undefined }));
 vi.mock('../src/io/durable.js', async (importOriginal) => {
   const real = await importOriginal<typeof import('../src/io/durable.js')>();
-  return { ...real, applyTestFault: async (tempPath: string) => (hook.afterSeal ? hook.afterSeal(tempPath) : false) };
+  return { ...real, applyTestFault: async (tempPath: string, unread?: UnreadRange) => (hook.beforeRead ? hook.beforeRead(tempPath, unread) : false) };
 });
 
 const PAGE = 4096;
@@ -55,7 +57,7 @@ afterAll(async () => {
 });
 
 afterEach(() => {
-  hook.afterSeal = undefined;
+  hook.beforeRead = undefined;
 });
 
 /** Bytes of `path` held in the page cache (fincore). */
@@ -131,10 +133,13 @@ describe('readBack on an ext4 loop image', () => {
 });
 
 describe('ingest read-back on an ext4 loop image', () => {
-  const ingest = async (name: string): Promise<{ summary: Awaited<ReturnType<typeof runIngest>>; logs: ReturnType<typeof captureLog>['lines']; src: string; dest: string }> => {
+  const ingest = async (
+    name: string,
+    size = 3_000_000,
+  ): Promise<{ summary: Awaited<ReturnType<typeof runIngest>>; logs: ReturnType<typeof captureLog>['lines']; src: string; dest: string }> => {
     const src = join(work.path, `${name}-card`);
     const dest = join(mnt, `${name}-lib`);
-    for (let i = 0; i < 3; i++) await writeBytes(join(src, `f${i}.bin`), bytes(3_000_000 + i * 4099, i), new Date('2026-04-01T10:00:00Z'));
+    for (let i = 0; i < 3; i++) await writeBytes(join(src, `f${i}.bin`), bytes(size + i * 4099, i), new Date('2026-04-01T10:00:00Z'));
     const journal = Journal.open(join(work.path, `${name}-state`));
     const { logger, lines } = captureLog('warn');
     try {
@@ -145,21 +150,32 @@ describe('ingest read-back on an ext4 loop image', () => {
     }
   };
 
-  test('a-byte-flipped-on-the-disk-beneath-the-cached-copy-is-caught-and-the-copy-written-again', async () => {
-    const flipped: string[] = [];
+  // Below PROGRESSIVE_FROM a copy is read back whole after its fsync; above, block by block as it is
+  // written, and the fault lands in a block written but not read yet, before the fsync.
+  test.each([
+    { how: 'read-back-whole-after-the-fsync', size: PROGRESSIVE_FROM - 100_000, progressive: false },
+    { how: 'read-back-as-it-is-written', size: 3_000_000, progressive: true },
+  ])('a-byte-flipped-on-the-disk-beneath-the-cached-copy-is-caught-and-the-copy-written-again ($how)', async ({ size, progressive }) => {
+    const flipped: Array<{ tempPath: string; unread: UnreadRange | undefined }> = [];
     let claimed = false;
-    hook.afterSeal = async (tempPath) => {
-      // Copies are sealed concurrently: the first one claims the fault before anything is awaited.
+    hook.beforeRead = async (tempPath, unread) => {
+      // The middle byte of the file, at the read that covers it (the fsync'd whole file when no range).
+      const middle = Math.floor((unread?.size ?? 0) / 2);
+      if (unread && (middle < unread.from || (unread.to !== undefined && middle >= unread.to))) return false;
+      // Copies are read back concurrently: the first one claims the fault before anything is awaited.
       if (claimed) return false;
       claimed = true;
       const copy = await readFile(tempPath);
-      const at = Math.floor(copy.length / 2);
+      const at = unread ? middle : Math.floor(copy.length / 2);
       await flipBeneathTheCache(tempPath, at, copy[at]!);
-      flipped.push(tempPath);
+      flipped.push({ tempPath, unread });
       return true;
     };
-    const { summary, logs, src, dest } = await ingest('flip');
+    const { summary, logs, src, dest } = await ingest(`flip-${size}`, size);
     expect(flipped).toHaveLength(1);
+    // Read as it is written: the flipped byte's block was written and not yet read, one whole block among others.
+    if (progressive) expect(flipped[0]!.unread).toMatchObject({ from: PROGRESSIVE_BLOCK, to: 2 * PROGRESSIVE_BLOCK });
+    else expect(flipped[0]!.unread).toBeUndefined();
     expect(summary, JSON.stringify(summary.errors)).toMatchObject({ status: 'complete', copied: 3, failed: 0, readback: { direct: 3, cached: 0 } });
     expect(logs.filter((l) => /read-back mismatch/.test(l.msg ?? ''))).toHaveLength(1);
     // What the disk holds now, read past the cache by another program, is the source.
@@ -169,9 +185,38 @@ describe('ingest read-back on an ext4 loop image', () => {
     }
   });
 
+  test('a-big-copy-is-read-back-while-it-is-written-and-only-its-last-block-after-the-fsync', async () => {
+    const reads = new Map<string, Array<{ from: number; to: number | undefined; sizeNow: number; size: number }>>();
+    hook.beforeRead = async (tempPath, unread) => {
+      // The size the copy has on disk when its read is asked for, before anything is awaited.
+      const sizeNow = statSync(tempPath).size;
+      if (!reads.has(tempPath)) reads.set(tempPath, []);
+      reads.get(tempPath)!.push({ from: unread?.from ?? 0, to: unread?.to, sizeNow, size: unread?.size ?? sizeNow });
+      return false;
+    };
+    const size = 5 * PROGRESSIVE_BLOCK + 12_345;
+    const { summary } = await ingest('follow', size);
+    expect(summary, JSON.stringify(summary.errors)).toMatchObject({ status: 'complete', copied: 3, failed: 0, readback: { direct: 3, cached: 0 } });
+    expect(reads.size).toBe(3);
+    for (const list of reads.values()) {
+      const during = list.filter((r) => r.to !== undefined);
+      const after = list.filter((r) => r.to === undefined);
+      // Five whole blocks in order while the copy was written: the first asked for when little of it was there.
+      expect(during.map((r) => [r.from, r.to])).toEqual([0, 1, 2, 3, 4].map((i) => [i * PROGRESSIVE_BLOCK, (i + 1) * PROGRESSIVE_BLOCK]));
+      expect(during[0]!.sizeNow).toBeLessThanOrEqual(2 * PROGRESSIVE_BLOCK);
+      expect(during[0]!.sizeNow).toBeLessThan(during[0]!.size);
+      // Once sealed, only the partial last block is left to read.
+      expect(after.length).toBeGreaterThanOrEqual(1);
+      expect(after[0]!.from).toBe(5 * PROGRESSIVE_BLOCK);
+      expect(after[0]!.sizeNow).toBe(after[0]!.size);
+    }
+  });
+
   test('read-back-leaves-an-evicted-copy-out-of-the-page-cache', async () => {
     const evicted: string[] = [];
-    hook.afterSeal = async (tempPath) => {
+    hook.beforeRead = async (tempPath, unread) => {
+      // Once each temp is fsync'd: before its whole read-back, or the read of what is left of it.
+      if (unread?.to !== undefined || evicted.includes(tempPath)) return false;
       evict(tempPath);
       expect(resident(tempPath)).toBe(0);
       evicted.push(tempPath);

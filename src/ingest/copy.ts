@@ -8,12 +8,12 @@ import type { Source, SourceItem } from '../device/source.js';
 import type { HashAlgorithm, HashSet } from '../io/hashing.js';
 import { IngestHasher } from '../io/hash-worker-client.js';
 import { openTemp, fsyncDir, fsyncFile, applyTestFault, destinationError, writeAll } from '../io/durable.js';
-import { readBack } from '../io/readback.js';
+import { ProgressiveReadBack, readBack, type ReadBackResult } from '../io/readback.js';
 
 /**
  * One destination's share of a single-read copy: a temp file written at increasing offsets. Whole blocks
  * go through `direct` (O_DIRECT, past the page cache) where the filesystem allows; the last partial
- * block, times and fsync through `handle`.
+ * block, times and fsync through `handle`. A file big enough is read back while it is written (`verify`).
  */
 export interface TempTarget {
   readonly tempPath: string;
@@ -21,6 +21,8 @@ export interface TempTarget {
   direct?: FileHandle | undefined;
   written: number;
   error?: ShuttleError;
+  /** Follows the writes, reading back each block once written (see ProgressiveReadBack). */
+  verify?: ProgressiveReadBack | undefined;
 }
 
 export interface ReadResult {
@@ -28,18 +30,35 @@ export interface ReadResult {
   hashes: HashSet;
 }
 
-export async function createTempTarget(finalPath: string, beforeCreate?: (tempPath: string) => void): Promise<TempTarget> {
+/**
+ * Creates the temp file for a copy of `expectedSize` bytes (the source's listed size). From
+ * PROGRESSIVE_FROM bytes on, it is read back as it is written, which leaves only its last block to read
+ * once sealed; the test fault hook may damage each block between its write and its read.
+ */
+export async function createTempTarget(finalPath: string, beforeCreate?: (tempPath: string) => void, expectedSize = 0): Promise<TempTarget> {
+  let t: TempTarget | undefined;
   try {
     const { path, handle } = await openTemp(finalPath, beforeCreate);
-    const direct = await openDirect(path, fsConstants.O_WRONLY).catch(() => undefined);
-    return { tempPath: path, handle, direct, written: 0 };
+    t = { tempPath: path, handle, written: 0 };
+    t.direct = await openDirect(path, fsConstants.O_WRONLY).catch(() => undefined);
+    if (expectedSize >= PROGRESSIVE_FROM) {
+      // A file that cannot be opened to read now is read back whole once sealed, which reports why.
+      t.verify = await ProgressiveReadBack.open(path, VERIFY_ALGORITHMS, {
+        blockSize: PROGRESSIVE_BLOCK,
+        beforeRead: (from, to) => applyTestFault(path, { from, to, size: expectedSize }),
+      }).catch(() => undefined);
+    }
+    return t;
   } catch (cause) {
+    if (t) await discardTemp(t);
     throw destinationError(cause, 'write', finalPath);
   }
 }
 
 /** Closes and removes a temp file; never throws (it runs on error paths). */
 export async function discardTemp(t: TempTarget): Promise<void> {
+  // First, as its reads may still be in flight into the file.
+  await t.verify?.dispose();
   await t.direct?.close().catch(() => {});
   await t.handle.close().catch(() => {});
   await unlink(t.tempPath).catch(() => {});
@@ -52,6 +71,13 @@ export async function discardTemp(t: TempTarget): Promise<void> {
 export const WRITE_AHEAD = 4;
 /** The unit of writing: whole aligned blocks, so destinations can take them with O_DIRECT. */
 export const STAGE_BLOCK = 1024 * 1024;
+/** Bytes per read of a read-back that follows the writes: one staged block, so each write is followed at once. */
+export const PROGRESSIVE_BLOCK = STAGE_BLOCK;
+/**
+ * Files below this size are read back whole after they are sealed, as before: a read-back during the
+ * copy would find at most one block to read early, and holds a file handle for the whole copy.
+ */
+export const PROGRESSIVE_FROM = 2 * PROGRESSIVE_BLOCK;
 
 /**
  * What fanOut hashes with: MultiHasher (in this thread), or WorkerHasher / IngestHasher (in the hash
@@ -99,6 +125,7 @@ export async function fanOut(chunks: AsyncIterable<Buffer>, head: readonly Buffe
         await writeAll(t.handle, data, at);
       }
       t.written = at + data.length;
+      t.verify?.advance(t.written);
     } catch (cause) {
       t.error = destinationError(cause, 'write', t.tempPath);
       // Nothing else is in flight for this target (its writes are queued in order): safe to drop now.
@@ -146,7 +173,7 @@ export async function fanOut(chunks: AsyncIterable<Buffer>, head: readonly Buffe
   }
 }
 
-/** fsync, preserve the source's mtime, close; then (tests only) corrupt on request. */
+/** fsync, preserve the source's mtime, close. The read-back, if it follows the writes, stays open. */
 export async function sealTemp(t: TempTarget, mtimeMs: number): Promise<void> {
   try {
     await t.direct?.close();
@@ -159,7 +186,6 @@ export async function sealTemp(t: TempTarget, mtimeMs: number): Promise<void> {
     await t.handle.close().catch(() => {});
     throw destinationError(cause, 'write', t.tempPath);
   }
-  await applyTestFault(t.tempPath);
 }
 
 export interface ReadBackCheck {
@@ -168,9 +194,29 @@ export interface ReadBackCheck {
   actual: { size: number; xxh128: string | undefined };
 }
 
+/** What a read-back compares with the source read. */
+const VERIFY_ALGORITHMS: readonly HashAlgorithm[] = ['xxh128'];
+
 /** Reads a written copy back past the page cache and compares size and xxh128 with the source read. */
 export async function checkCopy(path: string, expected: ReadResult, signal: AbortSignal): Promise<ReadBackCheck> {
-  const rb = await readBack(path, ['xxh128'], { signal });
+  return compare(await readBack(path, VERIFY_ALGORITHMS, { signal }), expected);
+}
+
+/**
+ * Checks a sealed temp as checkCopy does: a read-back that followed the writes reads the rest of the file;
+ * otherwise the whole file is read now, after (tests only) damaging it on request.
+ */
+export async function checkTemp(t: TempTarget, expected: ReadResult, signal: AbortSignal): Promise<ReadBackCheck> {
+  const verify = t.verify;
+  if (verify === undefined) {
+    await applyTestFault(t.tempPath);
+    return checkCopy(t.tempPath, expected, signal);
+  }
+  t.verify = undefined;
+  return compare(await verify.finish(signal), expected);
+}
+
+function compare(rb: ReadBackResult, expected: ReadResult): ReadBackCheck {
   const ok = rb.size === expected.size && rb.hashes.xxh128 !== undefined && rb.hashes.xxh128 === expected.hashes.xxh128;
   return { ok, direct: rb.direct, actual: { size: rb.size, xxh128: rb.hashes.xxh128 } };
 }

@@ -7,7 +7,7 @@ import { crashPoint } from './crash-points.js';
 import type { HashAlgorithm } from '../io/hashing.js';
 import { publishNoReplace } from '../io/durable.js';
 import { withCollisionSuffix } from '../shot-names.js';
-import { adoptExisting, checkCopy, createTempTarget, discardTemp, rewriteFromSource, sealTemp, type ReadBackCheck, type ReadResult, type TempTarget } from './copy.js';
+import { adoptExisting, checkTemp, createTempTarget, discardTemp, rewriteFromSource, sealTemp, type ReadBackCheck, type ReadResult, type TempTarget } from './copy.js';
 import type { IngestRun } from './run.js';
 import type { RunDestination } from './run-destination.js';
 
@@ -85,7 +85,7 @@ export class DestinationWriter {
     const finalPath = join(dest.root, baseRel);
     await dest.sweepFolder(finalPath, run);
     try {
-      const target = await createTempTarget(finalPath, (temp) => run.journal.markCopying(of.fileId, dest.id, temp, run.ingestId));
+      const target = await createTempTarget(finalPath, (temp) => run.journal.markCopying(of.fileId, dest.id, temp, run.ingestId), of.item.size);
       crashPoint('temp-created');
       return new DestinationWriter(run, dest, baseRel, of, log, target);
     } catch (e) {
@@ -99,8 +99,9 @@ export class DestinationWriter {
   }
 
   /**
-   * Seals the written temp and reads it back, started as soon as the file is written so that the fsyncs
-   * and read-backs of several files overlap; `finish` takes the outcome. Never rejects.
+   * Seals the written temp and reads back what the read-back that followed the writes has not read yet (or
+   * the whole file), started as soon as the file is written so that the fsyncs and read-backs of several
+   * files overlap; `finish` takes the outcome. Never rejects.
    */
   startCheck(read: ReadResult, readBacks: Slots): Promise<unknown> {
     const { signal } = this.run;
@@ -109,7 +110,7 @@ export class DestinationWriter {
         if (this.#target.error) throw this.#target.error;
         await sealTemp(this.#target, this.of.item.mtimeMs);
         crashPoint('sealed');
-        const check = await readBacks.run(() => checkCopy(this.#target.tempPath, read, signal), signal);
+        const check = await readBacks.run(() => checkTemp(this.#target, read, signal), signal);
         crashPoint('read-back');
         return { check };
       } catch (error) {
@@ -137,7 +138,7 @@ export class DestinationWriter {
           'read-back mismatch; writing again from the source',
         );
         await discardTemp(this.#target);
-        this.#target = await createTempTarget(join(this.dest.root, this.baseRel), (temp) => journal.markCopying(this.of.fileId, this.dest.id, temp, ingestId));
+        this.#target = await createTempTarget(join(this.dest.root, this.baseRel), (temp) => journal.markCopying(this.of.fileId, this.dest.id, temp, ingestId), item.size);
         const reread = await rewriteFromSource(source, item, this.#target, REWRITE_ALGORITHMS, signal);
         if (reread.hashes.sha256 !== read.hashes.sha256) {
           throw new ShuttleError('SOURCE_CHANGED', `${item.path} read differently the second time (sha256 ${read.hashes.sha256} then ${reread.hashes.sha256})`, {
@@ -145,7 +146,7 @@ export class DestinationWriter {
           });
         }
         await sealTemp(this.#target, item.mtimeMs);
-        check = await checkCopy(this.#target.tempPath, read, signal);
+        check = await checkTemp(this.#target, read, signal);
       }
       if (!check.ok) {
         throw new ShuttleError(

@@ -17,10 +17,13 @@ export const DIRECT_ALIGN = 4096;
 const WASM_PAGE = 64 * 1024;
 /**
  * Idle blocks kept per size for reuse; more than that go back to the garbage collector, which frees shared
- * ones late (the hash worker holds views of them too). Two reads at once (a file being copied and a wipe's
- * second read) each hold a staging ring of WRITE_AHEAD + 1 blocks: both rings stay in the pool.
+ * ones late (the hash worker holds views of them too), so a pool smaller than what is in use at once
+ * grows the memory with every file. The pool only ever holds as many as were in use together: two reads
+ * at once (a file being copied and a wipe's second read) each hold a staging ring of WRITE_AHEAD + 1
+ * blocks, and beside them each destination's read-back that follows the copy holds two, as do the
+ * read-backs finishing earlier files.
  */
-export const MAX_IDLE_BLOCKS = 12;
+export const MAX_IDLE_BLOCKS = 24;
 
 // The project's type libraries (es2023 + node) leave out WebAssembly; this is the one part used here.
 declare const WebAssembly: {

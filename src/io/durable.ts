@@ -346,35 +346,52 @@ let flippedOnce = false;
  *
  * Several faults may be listed, separated by commas. The byte at offset floor(size / 2) is XORed with
  * 0xff and the file fsync'd again, so the bytes on disk differ from those hashed while copying but the
- * size does not. The copy pipeline calls this after fsync and before read-back, where only read-back can
- * catch the damage. Empty files have no byte to flip. Resolves to whether a byte was flipped. The
- * release build (SHUTTLE_TEST_HOOKS false) has none of this: the function is empty there, and esbuild
- * drops it and its call.
+ * size does not. The copy pipeline calls this after the byte was written and before the read-back reads
+ * it, where only the read-back can catch the damage: after the fsync for a file read back whole (no
+ * `unread`: size is the file's), or, for one read back as it is written, before each read of the bytes
+ * [from, to) (to undefined: to the end), flipping the byte only when that read is the one to cover it.
+ * Empty files have no byte to flip. Resolves to whether a byte was flipped. The release build
+ * (SHUTTLE_TEST_HOOKS false) has none of this: the function is empty there, and esbuild drops it and its
+ * call.
  */
-export function applyTestFault(tempPath: string): Promise<boolean> | undefined {
-  if (typeof SHUTTLE_TEST_HOOKS === 'undefined' || SHUTTLE_TEST_HOOKS) return flipByteOnRequest(tempPath);
+export function applyTestFault(tempPath: string, unread?: UnreadRange): Promise<boolean> | undefined {
+  if (typeof SHUTTLE_TEST_HOOKS === 'undefined' || SHUTTLE_TEST_HOOKS) return flipByteOnRequest(tempPath, unread);
   return undefined;
 }
 
-async function flipByteOnRequest(tempPath: string): Promise<boolean> {
+/** Bytes of a temp written but not yet read back, of a copy that will be `size` bytes long. */
+export interface UnreadRange {
+  from: number;
+  to: number | undefined;
+  size: number;
+}
+
+async function flipByteOnRequest(tempPath: string, unread: UnreadRange | undefined): Promise<boolean> {
   const spec = process.env['SHUTTLE_TEST_FAULT'];
   if (!spec) return false;
+  if (unread !== undefined) {
+    const middle = Math.floor(unread.size / 2);
+    if (unread.size === 0 || middle < unread.from || (unread.to !== undefined && middle >= unread.to)) return false;
+  }
   const finalName = finalNameOfTemp(basename(tempPath));
   const faults = spec.split(',').map((s) => s.trim());
   const once = faults.includes('flip-byte:once') && !flippedOnce;
   const wanted = once || faults.some((f) => f === 'flip-byte' || (finalName !== undefined && f === `flip-byte:${finalName}`));
   if (!wanted) return false;
   if (once) flippedOnce = true;
-  return flipMiddleByte(tempPath, false);
+  return flipMiddleByte(tempPath, false, unread?.size);
 }
 
-/** XORs the byte at floor(size / 2) with 0xff and fsyncs; with `keepTimes` the file's times are put back. */
-async function flipMiddleByte(path: string | Buffer, keepTimes: boolean): Promise<boolean> {
+/**
+ * XORs the byte at floor(size / 2) with 0xff and fsyncs; with `keepTimes` the file's times are put back.
+ * `size` defaults to the file's; a copy still being written passes the size it will have.
+ */
+async function flipMiddleByte(path: string | Buffer, keepTimes: boolean, size?: number): Promise<boolean> {
   const handle = await open(path, 'r+');
   try {
     const st = await handle.stat();
-    if (st.size === 0) return false;
-    const offset = Math.floor(st.size / 2);
+    if ((size ?? st.size) === 0) return false;
+    const offset = Math.floor((size ?? st.size) / 2);
     const byte = Buffer.alloc(1);
     await handle.read(byte, 0, 1, offset);
     byte[0] = byte[0]! ^ 0xff;

@@ -41,15 +41,11 @@ export const idleReadBackBlocks = idleAlignedBlocks;
 export async function readBack(path: string, algorithms: readonly HashAlgorithm[], options: ReadBackOptions = {}): Promise<ReadBackResult> {
   const { signal } = options;
   const blockSize = options.blockSize ?? DEFAULT_READBACK_BLOCK;
-  if (!Number.isSafeInteger(blockSize) || blockSize <= 0 || blockSize % DIRECT_ALIGN !== 0) {
-    throw new ShuttleError('INTERNAL', `read-back block size must be a positive multiple of ${DIRECT_ALIGN}`, {
-      context: { blockSize },
-    });
-  }
+  checkBlockSize(blockSize);
   if (signal?.aborted) throw abortReason(signal);
 
   const hasher = new IngestHasher(algorithms);
-  const blocks: [Buffer, Buffer] = [takeAlignedBlock(blockSize, { shared: true }), takeAlignedBlock(blockSize, { shared: true })];
+  const blocks = takeBlocks(blockSize);
   try {
     const direct = await openDirectOrThrow(path);
     if (direct) {
@@ -72,10 +68,158 @@ export async function readBack(path: string, algorithms: readonly HashAlgorithm[
     }
   } finally {
     hasher.dispose();
-    // Only reached once no read nor hash is in flight (pump waits for both), so the blocks are free to reuse.
-    giveBackAlignedBlock(blocks[0]);
-    giveBackAlignedBlock(blocks[1]);
+    giveBackBlocks(blocks);
   }
+}
+
+/**
+ * A read-back that follows a copy while it is being written, so that a big file's verification does not
+ * wait for its last byte before it starts: each block is read from the device, past the page cache, once
+ * the writer says it is written (advance), and hashed in order; after the file is sealed, finish() reads
+ * what is left (the last blocks and the tail) and gives the same result readBack would. Holds two blocks
+ * while it reads and none while it waits for the writer, whatever the file's size.
+ *
+ * Why a block read before the fsync is read past the cache, and why it proves what reading it after the
+ * fsync would: an O_DIRECT read first writes back and waits for any dirty cached page of its range
+ * (filemap_write_and_wait_range, through kiocb_write_and_wait, at the start of the kernel's direct-read
+ * paths, iomap's and the generic one alike), then reads the device, never the cached pages; the copy's
+ * whole blocks are written with O_DIRECT and are never in the cache at all. Those bytes are not written
+ * again, so the fsync that follows changes nothing a read could see: it makes them durable (the
+ * filesystem's metadata, the device's write cache), which is why the file is still fsync'd before it is
+ * called verified. A block's bytes are thus checked as the device returns them after their write, as
+ * before; what neither catches is a change made after the read (another writer, or a device that lets a
+ * later write land on an earlier block), exactly as a change after a whole-file read-back went unseen.
+ */
+export class ProgressiveReadBack {
+  readonly #path: string;
+  readonly #algorithms: readonly HashAlgorithm[];
+  readonly #options: ProgressiveOptions;
+  readonly #blockSize: number;
+  readonly #hasher: IngestHasher;
+  #handle: FileHandle | undefined;
+  /** Bytes read and hashed so far, from the start. */
+  #position = 0;
+  /** Bytes the writer has finished writing, from the start. */
+  #written = 0;
+  #following: Promise<void> | undefined;
+  #error: unknown;
+  /** O_DIRECT was refused at the first read: finish() reads the whole file as readBack does. */
+  #refused = false;
+  #closed = false;
+
+  private constructor(path: string, algorithms: readonly HashAlgorithm[], handle: FileHandle, options: ProgressiveOptions) {
+    this.#path = path;
+    this.#algorithms = algorithms;
+    this.#handle = handle;
+    this.#options = options;
+    this.#blockSize = options.blockSize ?? DEFAULT_READBACK_BLOCK;
+    this.#hasher = new IngestHasher(algorithms);
+  }
+
+  /**
+   * Opens `path` for a read-back that follows its writer; undefined where the filesystem refuses O_DIRECT
+   * at open (the caller reads back the whole file afterwards, as readBack does, through the cache).
+   */
+  static async open(path: string, algorithms: readonly HashAlgorithm[], options: ProgressiveOptions = {}): Promise<ProgressiveReadBack | undefined> {
+    checkBlockSize(options.blockSize ?? DEFAULT_READBACK_BLOCK);
+    const handle = await openDirectOrThrow(path);
+    return handle === undefined ? undefined : new ProgressiveReadBack(path, algorithms, handle, options);
+  }
+
+  /** The writer finished writing the first `written` bytes of the file; whole blocks among them are read back now. */
+  advance(written: number): void {
+    if (written > this.#written) this.#written = written;
+    if (this.#following === undefined && this.#canRead()) this.#following = this.#follow();
+  }
+
+  #canRead(): boolean {
+    return !this.#closed && !this.#refused && this.#error === undefined && this.#written - this.#position >= this.#blockSize;
+  }
+
+  async #follow(): Promise<void> {
+    const handle = this.#handle!;
+    const blocks = takeBlocks(this.#blockSize);
+    try {
+      // Re-checked after each pump in the same turn as it ends: an advance() meanwhile is never missed.
+      while (this.#canRead()) {
+        this.#position = await pump(handle, this.#path, blocks, this.#hasher, true, undefined, {
+          start: this.#position,
+          bound: () => (this.#closed ? 0 : this.#written),
+          beforeRead: this.#options.beforeRead,
+        });
+      }
+    } catch (err) {
+      if (err instanceof DirectRefused) this.#refused = true;
+      else this.#error = err;
+    } finally {
+      giveBackBlocks(blocks);
+      this.#following = undefined;
+    }
+  }
+
+  /**
+   * Call once the file is written and fsync'd: reads it on from where the reads during the copy stopped
+   * to its end and returns the size and hashes of all of it. Closes the file; dispose() is still safe.
+   */
+  async finish(signal?: AbortSignal): Promise<ReadBackResult> {
+    try {
+      await this.#following;
+      if (this.#error !== undefined) throw this.#error;
+      if (signal?.aborted) throw abortReason(signal);
+      if (!this.#refused) {
+        const blocks = takeBlocks(this.#blockSize);
+        try {
+          this.#position = await pump(this.#handle!, this.#path, blocks, this.#hasher, true, signal, { start: this.#position, beforeRead: this.#options.beforeRead });
+          return { size: this.#position, hashes: await this.#hasher.digest(), direct: true };
+        } catch (err) {
+          if (!(err instanceof DirectRefused)) throw err;
+        } finally {
+          giveBackBlocks(blocks);
+        }
+      }
+      // Refused at the first read: nothing was hashed; readBack reads it all through the cache and says so.
+      const options: ReadBackOptions = { blockSize: this.#blockSize, ...(signal === undefined ? {} : { signal }) };
+      return await readBack(this.#path, this.#algorithms, options);
+    } finally {
+      await this.dispose();
+    }
+  }
+
+  /** Stops following, waits for the read and hash in flight, closes the file. Never throws. */
+  async dispose(): Promise<void> {
+    this.#closed = true;
+    await this.#following;
+    const handle = this.#handle;
+    this.#handle = undefined;
+    if (handle === undefined) return;
+    this.#hasher.dispose();
+    await handle.close().catch(() => {});
+  }
+}
+
+export interface ProgressiveOptions {
+  /** Bytes per read, a multiple of 4096. Default 4 MiB. */
+  blockSize?: number;
+  /** Awaited before each read of the bytes [from, to) (to undefined: to the end of the file). */
+  beforeRead?: (from: number, to: number | undefined) => Promise<unknown> | undefined;
+}
+
+function checkBlockSize(blockSize: number): void {
+  if (!Number.isSafeInteger(blockSize) || blockSize <= 0 || blockSize % DIRECT_ALIGN !== 0) {
+    throw new ShuttleError('INTERNAL', `read-back block size must be a positive multiple of ${DIRECT_ALIGN}`, {
+      context: { blockSize },
+    });
+  }
+}
+
+function takeBlocks(blockSize: number): [Buffer, Buffer] {
+  return [takeAlignedBlock(blockSize, { shared: true }), takeAlignedBlock(blockSize, { shared: true })];
+}
+
+/** Only once no read nor hash is in flight into them (pump waits for both). */
+function giveBackBlocks(blocks: [Buffer, Buffer]): void {
+  giveBackAlignedBlock(blocks[0]);
+  giveBackAlignedBlock(blocks[1]);
 }
 
 /** The first read under O_DIRECT failed with EINVAL: the filesystem does not do direct I/O. */
@@ -107,14 +251,33 @@ function readError(err: unknown, path: string): ShuttleError {
 }
 
 /**
- * Reads the whole file into alternating blocks, hashing one (in the worker) while the kernel fills the
- * other. Never returns or throws while a read is still writing into a block or a hash still reading one.
+ * Reads from `start` into alternating blocks, hashing one (in the worker) while the kernel fills the
+ * other, to the end of the file or, given `bound`, as long as a whole block below bound() is left. Never
+ * returns or throws while a read is still writing into a block or a hash still reading one. Resolves to
+ * the position after the last byte read.
  */
-async function pump(handle: FileHandle, path: string, blocks: [Buffer, Buffer], hasher: IngestHasher, direct: boolean, signal: AbortSignal | undefined): Promise<number> {
+async function pump(
+  handle: FileHandle,
+  path: string,
+  blocks: [Buffer, Buffer],
+  hasher: IngestHasher,
+  direct: boolean,
+  signal: AbortSignal | undefined,
+  from: PumpFrom = {},
+): Promise<number> {
   const blockSize = blocks[0].byteLength;
-  let position = 0;
+  const { bound, beforeRead } = from;
+  let position = from.start ?? 0;
   let which = 0;
-  let pending: Promise<number> | undefined = readBlock(handle, blocks[0], position);
+  // Whether the next block may be read now: always to the end; within a bound only a whole block below it.
+  const more = (): boolean => bound === undefined || bound() - position >= blockSize;
+  const issue = (block: Buffer): Promise<number> | undefined => {
+    if (!more()) return undefined;
+    const at = position;
+    const hook = beforeRead?.(at, bound === undefined ? undefined : at + blockSize);
+    return hook === undefined ? readBlock(handle, block, at) : hook.then(() => readBlock(handle, block, at));
+  };
+  let pending: Promise<number> | undefined = issue(blocks[0]);
   try {
     while (pending) {
       const current = blocks[which]!;
@@ -132,10 +295,12 @@ async function pump(handle: FileHandle, path: string, blocks: [Buffer, Buffer], 
       if (signal?.aborted) throw abortReason(signal);
       // A read that ends off the alignment grid can only be the end of the file; another direct read from
       // there would fail with EINVAL. A short but aligned read is followed by one more to be sure.
-      const more = n === blockSize || !direct || position % DIRECT_ALIGN === 0;
-      if (more) {
+      // Within a bound the bytes are known to be there: a short read stops it and leaves the rest to the
+      // read to the end, which sees where the file really ends.
+      const whole = n === blockSize;
+      if (bound === undefined ? whole || !direct || position % DIRECT_ALIGN === 0 : whole) {
         which ^= 1;
-        pending = readBlock(handle, blocks[which]!, position);
+        pending = issue(blocks[which]!);
       }
       await hasher.update(current.subarray(0, n));
     }
@@ -143,6 +308,15 @@ async function pump(handle: FileHandle, path: string, blocks: [Buffer, Buffer], 
   } finally {
     if (pending) await pending.catch(() => undefined);
   }
+}
+
+interface PumpFrom {
+  /** Where to start reading (a multiple of DIRECT_ALIGN when direct). Default 0. */
+  start?: number;
+  /** Read only whole blocks that end at or below bound() (asked again before each block); default: to the end. */
+  bound?: () => number;
+  /** Awaited before each read of [from, to) (to undefined: to the end); test hooks damage a copy here. */
+  beforeRead?: ((from: number, to: number | undefined) => Promise<unknown> | undefined) | undefined;
 }
 
 function readBlock(handle: FileHandle, block: Buffer, position: number): Promise<number> {
