@@ -2,7 +2,7 @@
 // camera, with nothing else in the way. GetObjectHandles per folder, GetObjectInfo per object, GetObject
 // read and thrown away (no hashing, no writing). A reference measurement run inside the guest next to
 // Shuttle, not product code. It drives Shuttle's own USB transfer path (the libusb link and the PTP-over-USB
-// transport: reused libusb transfers, 4 MiB reads, two pending inside a data phase) without the session,
+// transport: reused libusb transfers, 4 MiB reads into reused buffers, two pending inside a data phase) without the session,
 // the camera layer or the ingest pipeline: node-usb's per-call `endpoint.transfer` crashed the guest's node
 // with SIGSEGV in about half the runs, Shuttle's path never did, and the limit is then the one Shuttle's
 // own transport could reach.
@@ -30,8 +30,11 @@ async function transaction(code: number, params: number[], dataIn: boolean, onDa
   await transport.sendCommand({ code, transactionId, params, dataPhase: dataIn ? 'in' : 'none', ...(expectedDataBytes === undefined ? {} : { expectedDataBytes }) });
   for (;;) {
     const item = await transport.receive();
-    if (item.kind === 'data') onData(item.bytes);
-    else if (item.kind === 'response') return item.code;
+    if (item.kind === 'data') {
+      onData(item.bytes);
+      // As Shuttle's reader does: the read buffer serves again.
+      item.release?.();
+    } else if (item.kind === 'response') return item.code;
   }
 }
 

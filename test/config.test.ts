@@ -1,9 +1,9 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { homedir, hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { ShuttleError } from '../src/errors.js';
-import { configEnvVariables, envVariablesHelp, loadConfig, normalizeConfig, resolveStateDir, unknownEnvVariables, type Config } from '../src/config/index.js';
+import { configEnvVariables, envVariablesHelp, loadConfig, normalizeConfig, resolveStateDir, unknownEnvVariables, uploadSettings, type Config } from '../src/config/index.js';
 
 const EXAMPLE = join(import.meta.dirname, '..', 'config', 'shuttle.example.toml');
 
@@ -116,6 +116,18 @@ describe('loading', () => {
     expect(err.message).toMatch(new RegExp(`^config ${file}: TOML syntax error at line 2, column \\d+`));
     expect(err.context).toMatchObject({ file, line: 2 });
   });
+});
+
+test('loading a config and taking its upload defaults compiles no code: zod builds a parser with new Function unless told jitless, which costs an emulated box its start-up', () => {
+  const config = loadConfig({ env: {} });
+  const compiled = vi.spyOn(globalThis, 'Function');
+  try {
+    expect(uploadSettings(config)).toMatchObject({ concurrency: 4 });
+    expect(uploadSettings(loadConfig({ env: {} })).target).toBeUndefined();
+    expect(compiled).not.toHaveBeenCalled();
+  } finally {
+    compiled.mockRestore();
+  }
 });
 
 describe('rejecting bad values', () => {

@@ -128,17 +128,17 @@ test('a killed worker fails its jobs with INTERNAL and never yields a hash; the 
   await expect(inFlight).rejects.toMatchObject({ code: 'INTERNAL' });
   await expect(w.digest()).rejects.toMatchObject({ code: 'INTERNAL' });
 
-  const again = WorkerHasher.create(['sha256']);
+  const again = WorkerHasher.create(['xxh128']);
   expect(hashWorkerForTests()).not.toBe(worker);
   await again.update(shared(Buffer.from('abc')));
-  expect(await again.digest()).toEqual(await inThread(Buffer.from('abc'), ['sha256']));
+  expect(await again.digest()).toEqual(await inThread(Buffer.from('abc'), ['xxh128']));
 });
 
-test('md5 is hashed by a second worker beside the first, and the job fails if either dies', async () => {
+test('md5 is hashed by a worker of its own beside the others, and the job fails if either dies', async () => {
   const data = Buffer.alloc(3 * 1024 * 1024 + 7, 9);
   const w = WorkerHasher.create(['sha256', 'md5', 'xxh128']);
   await w.update(shared(data));
-  const [first, second] = [hashWorkerForTests(0), hashWorkerForTests(1)];
+  const [first, second] = [hashWorkerForTests('xxh128'), hashWorkerForTests('md5')];
   expect(first).toBeDefined();
   expect(second).toBeDefined();
   expect(second).not.toBe(first);
@@ -148,12 +148,34 @@ test('md5 is hashed by a second worker beside the first, and the job fails if ei
   await doomed.update(shared(data));
   await second!.terminate();
   await expect(doomed.digest()).rejects.toMatchObject({ code: 'INTERNAL' });
-  // The first lane's worker is untouched; a new md5 job gets a fresh second worker.
-  expect(hashWorkerForTests(0)).toBe(first);
+  // xxh128's worker is untouched; a new md5 job gets a fresh md5 worker.
+  expect(hashWorkerForTests('xxh128')).toBe(first);
   const again = WorkerHasher.create(['md5']);
   await again.update(shared(data));
   expect(await again.digest()).toEqual(await inThread(data, ['md5']));
-  expect(hashWorkerForTests(1)).not.toBe(second);
+  expect(hashWorkerForTests('md5')).not.toBe(second);
+});
+
+test("xxh128 is never held up behind SHA-256: another job's verification hash is done while SHA-256 still works through its backlog", async () => {
+  // Both workers booted first, so that only the hashing decides the order.
+  for (const alg of ['sha256', 'xxh128'] as const) {
+    const warm = WorkerHasher.create([alg]);
+    await warm.update(shared(Buffer.from('warm')));
+    await warm.digest();
+  }
+  const slow = WorkerHasher.create(['sha256', 'xxh128']);
+  const block = new Uint8Array(new SharedArrayBuffer(16 * 1024 * 1024));
+  const order: string[] = [];
+  // Some 800 MB of SHA-256 posted at once: far from done by the time the small job below is answered.
+  const backlog = Promise.all(Array.from({ length: 48 }, () => slow.update(block))).then(() => order.push('sha256 backlog'));
+  const quick = WorkerHasher.create(['xxh128']);
+  const data = Buffer.alloc(1024 * 1024, 3);
+  await quick.update(shared(data));
+  expect(await quick.digest()).toEqual(await inThread(data, ['xxh128']));
+  order.push('xxh128 job');
+  await backlog;
+  expect(order).toEqual(['xxh128 job', 'sha256 backlog']);
+  await slow.digest();
 });
 
 test('a fanOut whose worker dies fails instead of finishing', async () => {
@@ -162,7 +184,7 @@ test('a fanOut whose worker dies fails instead of finishing', async () => {
     const target = await createTempTarget(join(dir, 'f'));
     const w = WorkerHasher.create(['sha256']);
     await w.update(shared(new Uint8Array(1)));
-    const worker = hashWorkerForTests()!;
+    const worker = hashWorkerForTests('sha256')!;
     async function* chunks(): AsyncIterable<Buffer> {
       for (let i = 0; i < 12; i++) {
         if (i === 2) await worker.terminate();

@@ -31,9 +31,11 @@ class QueueingLink implements UsbLink {
   readonly bulkOutPacketSize = PACKET;
   readonly hasInterrupt = false;
   readonly readLengths: number[] = [];
+  /** The memory each read went into, in order: the caller's when it passed a buffer, else the link's own. */
+  readonly readMemory: ArrayBufferLike[] = [];
   maxPending = 0;
   private readonly units: Buffer[] = [];
-  private readonly pending: Array<{ length: number; resolve: (b: Buffer) => void; reject: (e: Error) => void }> = [];
+  private readonly pending: Array<{ length: number; into: Buffer | undefined; resolve: (b: Buffer) => void; reject: (e: Error) => void }> = [];
   private gone = false;
 
   constructor(
@@ -65,17 +67,23 @@ class QueueingLink implements UsbLink {
       this.pending.shift();
       if (n === unit.length) this.units.shift();
       else this.units[0] = unit.subarray(n);
-      read.resolve(Buffer.from(unit.subarray(0, n)));
+      let bytes: Buffer;
+      if (read.into) {
+        unit.copy(read.into, 0, 0, n);
+        bytes = read.into.subarray(0, n);
+      } else bytes = Buffer.from(unit.subarray(0, n));
+      this.readMemory.push(bytes.buffer);
+      read.resolve(bytes);
     }
   }
 
-  bulkIn(length: number): UsbPending<Buffer> {
+  bulkIn(length: number, _timeoutMs: number, into?: Buffer): UsbPending<Buffer> {
     this.readLengths.push(length);
     if (this.gone) return { done: Promise.reject(new UsbIoError('gone', 'LIBUSB_TRANSFER_NO_DEVICE', 5)), cancel: () => undefined };
     if (this.pending.length >= this.bulkInQueueDepth) throw new Error(`more than ${this.bulkInQueueDepth} reads pending`);
     let entry!: (typeof this.pending)[number];
     const done = new Promise<Buffer>((resolve, reject) => {
-      entry = { length, resolve, reject };
+      entry = { length, into, resolve, reject };
       this.pending.push(entry);
     });
     this.maxPending = Math.max(this.maxPending, this.pending.length);
@@ -172,6 +180,51 @@ describe('bulk IN reads queued inside a data container', () => {
     expect(isShuttleError(err, 'DEVICE_GONE')).toBe(true);
     expect(t.isGone).toBe(true);
     expect(link.pendingReads).toBe(0);
+  });
+});
+
+describe('large read buffers reused', () => {
+  /** Reads one GetObject's payload; each slice is copied and given back at once, except those `hold` keeps. */
+  async function download(t: UsbPtpTransport, hold: (index: number) => boolean): Promise<{ data: Buffer; held: Array<{ bytes: Uint8Array; copy: Buffer }> }> {
+    await t.sendCommand({ code: OperationCode.GetObject, transactionId: 1, params: [7], dataPhase: 'in' });
+    const chunks: Buffer[] = [];
+    const held: Array<{ bytes: Uint8Array; copy: Buffer }> = [];
+    for (let i = 0; ; ) {
+      const item = await t.receive();
+      if (item.kind === 'response') return { data: Buffer.concat(chunks), held };
+      if (item.kind !== 'data') continue;
+      const copy = Buffer.from(item.bytes);
+      chunks.push(copy);
+      if (hold(i++)) held.push({ bytes: item.bytes, copy });
+      else item.release?.();
+    }
+  }
+
+  test('a-reader-that-gives-its-slices-back-gets-its-large-reads-into-a-few-buffers-with-every-byte-right', async () => {
+    const payload = randomBytes(12 * LARGE_READ_BYTES + 777);
+    const link = new QueueingLink(2, (code, tid, l) => sendObject(l, tid, payload));
+    const { data } = await download(new UsbPtpTransport(link), () => false);
+    expect(data.equals(payload)).toBe(true);
+    const large = link.readMemory.filter((m) => m.byteLength >= LARGE_READ_BYTES);
+    expect(large.length).toBeGreaterThanOrEqual(12);
+    expect(new Set(large).size).toBeLessThanOrEqual(3);
+  });
+
+  test('a-slice-not-given-back-is-never-read-into-again-and-a-reader-that-keeps-them-all-gets-new-memory-for-each-read', async () => {
+    const payload = randomBytes(8 * LARGE_READ_BYTES + 5);
+    const link = new QueueingLink(2, (code, tid, l) => sendObject(l, tid, payload));
+    // Every other slice kept to the end, the rest given back as they come.
+    const { data, held } = await download(new UsbPtpTransport(link), (i) => i % 2 === 0);
+    expect(data.equals(payload)).toBe(true);
+    expect(held.length).toBeGreaterThanOrEqual(4);
+    for (const h of held) expect(Buffer.from(h.bytes).equals(h.copy)).toBe(true);
+    const large = link.readMemory.filter((m) => m.byteLength >= LARGE_READ_BYTES);
+    expect(new Set(large).size).toBeLessThan(large.length);
+
+    const keeping = new QueueingLink(2, (code, tid, l) => sendObject(l, tid, payload));
+    await download(new UsbPtpTransport(keeping), () => true);
+    const all = keeping.readMemory.filter((m) => m.byteLength >= LARGE_READ_BYTES);
+    expect(new Set(all).size).toBe(all.length);
   });
 });
 

@@ -13,9 +13,11 @@ import type { HashWorkerReply, HashWorkerRequest } from './hash-worker.js';
  * no byte is copied between threads. The worker handles messages in order, so each job's updates are
  * hashed in the order posted; the caller may reuse a block once its update() has resolved.
  *
- * MD5, the slowest of the hashes per byte where the CPU has SHA instructions and needed only when the
- * files go on to an upload (see IngestSettings.forUpload), runs in a second worker beside the first, so
- * that on two cores or more it adds no time to an ingest.
+ * Each kind of hash has a worker of its own (a lane), so that the slow cryptographic hashes never hold up
+ * the verification hash: xxh128 (and xxh64) in one, SHA-256 in a second, MD5 (needed only when the files
+ * go on to an upload, see IngestSettings.forUpload) in a third. Where the CPU lacks SHA instructions
+ * SHA-256 is several times slower per byte than xxh128; in one worker, a read-back's xxh128 waited behind
+ * the SHA-256 of the next file's source read, and each block waited for both hashes one after the other.
  *
  * Workers start on first use and are unref'd whenever nothing is pending, so a CLI process still
  * exits by itself. A worker that dies fails every pending and later call of the jobs it held with a
@@ -95,8 +97,9 @@ class HashThread {
   }
 }
 
-/** By lane: 0 hashes everything but MD5, 1 hashes MD5. */
-const threads: Array<HashThread | undefined> = [undefined, undefined];
+/** The lane (worker) that hashes each algorithm; see the module comment. */
+const LANE_OF: Record<HashAlgorithm, number> = { xxh128: 0, xxh64: 0, md5: 1, sha256: 2 };
+const threads: Array<HashThread | undefined> = [undefined, undefined, undefined];
 let nextJob = 1;
 
 function currentThread(lane: number): HashThread {
@@ -105,20 +108,22 @@ function currentThread(lane: number): HashThread {
 
 /** The algorithms of a job by the lane that hashes them. */
 function lanes(algorithms: readonly HashAlgorithm[]): Array<[number, HashAlgorithm[]]> {
-  const unique = [...new Set(algorithms)];
-  const rest = unique.filter((a) => a !== 'md5');
-  const out: Array<[number, HashAlgorithm[]]> = [];
-  if (rest.length > 0) out.push([0, rest]);
-  if (unique.includes('md5')) out.push([1, ['md5']]);
-  return out;
+  const byLane = new Map<number, HashAlgorithm[]>();
+  for (const a of new Set(algorithms)) {
+    const lane = LANE_OF[a];
+    byLane.set(lane, [...(byLane.get(lane) ?? []), a]);
+  }
+  return [...byLane].sort(([a], [b]) => a - b);
 }
 
 /**
- * Starts the worker now rather than at the first large file: booting a thread costs a second or more on a
- * slow CPU, and an ingest can pay it while it lists the source. An idle worker keeps no process alive.
+ * Starts the workers every ingest needs (xxh128's and SHA-256's) now rather than at the first large file:
+ * booting a thread costs a second or more on a slow CPU, and an ingest can pay it while it lists the
+ * source. An idle worker keeps no process alive.
  */
 export function startHashWorker(): void {
-  currentThread(0);
+  currentThread(LANE_OF.xxh128);
+  currentThread(LANE_OF.sha256);
 }
 
 /**
@@ -248,7 +253,7 @@ export class IngestHasher {
   }
 }
 
-/** Test hook: a lane's hash worker if one is running, to terminate it and watch the jobs fail. */
-export function hashWorkerForTests(lane = 0): Worker | undefined {
-  return threads[lane]?.worker;
+/** Test hook: the worker hashing `algorithm` if one is running, to terminate it and watch the jobs fail. */
+export function hashWorkerForTests(algorithm: HashAlgorithm = 'xxh128'): Worker | undefined {
+  return threads[LANE_OF[algorithm]]?.worker;
 }

@@ -7,7 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -78,17 +78,22 @@ export function ensureGuestImage(): GuestImage {
     if (r.status !== 0) throw new Error(`building the guest initramfs failed:\n${r.stdout}\n${r.stderr}`);
   }
   const compileCache = join(CACHE_DIR, 'node-compile-cache');
-  // Compile what the guest will load (CLI, USB layer, ingest pipeline) into the cache; cheap when warm.
-  const warm = spawnSync(
-    GUEST_NODE,
-    [
-      '--input-type=module',
-      '-e',
-      `await import(${JSON.stringify(SHUTTLE_MAIN.replace(/main\.js$/, 'cli/ingest.js'))}); await import(${JSON.stringify(SHUTTLE_MAIN.replace(/main\.js$/, 'device/usb-source.js'))}).catch(() => {});`,
-    ],
-    { env: { ...process.env, NODE_COMPILE_CACHE: compileCache }, stdio: 'ignore', timeout: 60_000 },
-  );
-  void warm;
+  // Compile what the guest will load into the cache, as a box's launcher keeps it between runs (the guest
+  // reads it but cannot write it: its root is read-only). The build is a bundle of chunks loaded on
+  // demand, so every one of them is imported (they only define things; main.js runs the CLI, so it is
+  // loaded by --version), which also compiles the packages they import. Cheap when warm.
+  const dist = dirname(SHUTTLE_MAIN);
+  const chunks = readdirSync(dist)
+    .filter((f) => f.endsWith('.js') && f !== 'main.js')
+    .map((f) => join(dist, f));
+  const warm = spawnSync(GUEST_NODE, ['--input-type=module', '-e', `for (const f of ${JSON.stringify(chunks)}) await import(f);`], {
+    env: { ...process.env, NODE_COMPILE_CACHE: compileCache },
+    stdio: 'ignore',
+    timeout: 60_000,
+  });
+  const warmMain = spawnSync(GUEST_NODE, [SHUTTLE_MAIN, '--version'], { env: { ...process.env, NODE_COMPILE_CACHE: compileCache }, stdio: 'ignore', timeout: 60_000 });
+  // A cold cache only makes the guest slower; it must not stop a run, but it should not go unnoticed.
+  for (const r of [warm, warmMain]) if (r.status !== 0) process.stderr.write(`hil: warming the guest's compile cache failed (${r.error?.message ?? `exit ${r.status}`})\n`);
   image = { kernel: join(dir, 'vmlinuz'), initramfs: join(dir, 'initramfs.gz'), kernelVersion: kver, compileCache };
   return image;
 }

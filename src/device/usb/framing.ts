@@ -61,6 +61,11 @@ export class UsbContainerFramer {
     return this.container;
   }
 
+  /** Whether bytes not yet framed still live in `memory`: until they are framed, it must not be read into again. */
+  holds(memory: ArrayBufferLike): boolean {
+    return this.rx.length > 0 && this.rx.buffer === memory;
+  }
+
   /**
    * One bulk IN transfer as it completed; `short` when it came back with less than was asked for (the
    * device ended it with a short or zero-length packet).

@@ -170,8 +170,8 @@ class LibusbLink implements UsbLink {
     this.outChannel = new Channel(bulkOutEp);
   }
 
-  bulkIn(length: number, timeoutMs: number): UsbPending<Buffer> {
-    const buffer = Buffer.allocUnsafe(length);
+  bulkIn(length: number, timeoutMs: number, into?: Buffer): UsbPending<Buffer> {
+    const buffer = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     // A free channel; if none is free, the first one refuses (more reads than bulkInQueueDepth is a bug).
     const channel = this.inChannels.find((c) => c.idle) ?? (this.inChannels[0] as Channel);
     const p = channel.submit(buffer, timeoutMs);

@@ -58,9 +58,10 @@ export interface UsbLink {
   /**
    * One bulk IN transfer of at most `length` bytes (a multiple of bulkInPacketSize). Resolves with the
    * bytes received: fewer than `length` means the device ended the transfer with a short packet.
-   * `timeoutMs` 0 waits forever.
+   * `timeoutMs` 0 waits forever. With `into` (at least `length` bytes) the bytes are read into its start
+   * rather than into new memory, so the caller can reuse its buffers; a link may ignore it.
    */
-  bulkIn(length: number, timeoutMs: number): UsbPending<Buffer>;
+  bulkIn(length: number, timeoutMs: number, into?: Buffer): UsbPending<Buffer>;
   /** One bulk OUT transfer. An empty buffer sends a zero-length packet. */
   bulkOut(data: Uint8Array, timeoutMs: number): UsbPending<void>;
   /** Class request to the interface, host to device (the link fills in wIndex). */

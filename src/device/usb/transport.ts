@@ -41,6 +41,14 @@ const OBJECT_DATA_OPERATIONS: ReadonlySet<number> = new Set([
   0x9172, // Canon EOS GetPartialObject64
   0x9107, // Canon EOS GetPartialObject
 ]);
+/**
+ * Reads at least this long go into a reused large buffer rather than new memory. Allocating 4 MiB per read
+ * costs its page faults (when the kernel first writes it) and the garbage collections that external
+ * memory brings on; a reader that gives its slices back (PtpIncoming.release) lets one buffer serve again.
+ */
+const REUSED_READ_MIN_BYTES = 64 * 1024;
+/** Spare large buffers kept: enough for the pending reads while a reader holds a few slices. */
+const MAX_SPARE_READ_BUFFERS = 4;
 /** Largest single bulk OUT transfer of a data phase; a multiple of every packet size, so only the last one can be short. */
 export const WRITE_BLOCK_BYTES = 1024 * 1024;
 const LONGEST_EVENT_BYTES = 64 * 1024;
@@ -64,6 +72,16 @@ function roundUp(n: number, multiple: number): number {
   return Math.ceil(n / multiple) * multiple;
 }
 
+/** A large read buffer while its bytes are in use: read into again only when no slice of it is lent and nothing of it waits to be framed. */
+interface ReadLease {
+  readonly buffer: Buffer;
+  /** Data slices of it handed out and not given back yet. */
+  lent: number;
+  /** The framer holds none of its bytes any more. */
+  framed: boolean;
+  returned: boolean;
+}
+
 export class UsbPtpTransport implements PtpTransport {
   private readonly quirks: UsbTransportQuirks;
   private readonly log: Logger;
@@ -79,7 +97,11 @@ export class UsbPtpTransport implements PtpTransport {
    * More than one is queued only inside a data container of known length, and never past its end, so a
    * queued read can never take the response.
    */
-  private readonly inflight: Array<{ pending: UsbPending<Buffer>; length: number }> = [];
+  private readonly inflight: Array<{ pending: UsbPending<Buffer>; length: number; buffer: Buffer | undefined }> = [];
+  /** Large read buffers no one holds, for the next large reads. */
+  private readonly spare: Buffer[] = [];
+  /** The large buffer of the transfer last given to the framer, while the framer may still hold its bytes. */
+  private pushed: ReadLease | undefined;
   private stallRetried = false;
   /** Size of the next read when no container is open: depends on what the current transaction sends next. */
   private idleReadBytes = SMALL_READ_BYTES;
@@ -195,8 +217,11 @@ export class UsbPtpTransport implements PtpTransport {
       this.frame();
       if (this.ready.length > 0) continue;
       this.assertUsable();
-      const { bytes, short } = await this.read(signal);
+      const { bytes, short, buffer } = await this.read(signal);
       this.framer.push(bytes, short);
+      // The framer has taken (or copied) what it kept of the previous transfer: only this one may be held now.
+      this.settleFraming();
+      if (buffer) this.pushed = { buffer, lent: 0, framed: false, returned: false };
     }
   }
 
@@ -214,10 +239,20 @@ export class UsbPtpTransport implements PtpTransport {
     const mps = this.link.bulkInPacketSize;
     const c = this.framer.openContainer;
     if (c) {
-      if (c.remaining === undefined) return roundUp(LARGE_READ_BYTES, mps);
-      return Math.min(Math.max(roundUp(c.remaining, mps), mps), roundUp(LARGE_READ_BYTES, mps));
+      if (c.remaining === undefined) return this.largeReadBytes();
+      return Math.min(Math.max(roundUp(c.remaining, mps), mps), this.largeReadBytes());
     }
     return roundUp(Math.max(this.idleReadBytes, mps), mps);
+  }
+
+  private largeReadBytes(): number {
+    return roundUp(LARGE_READ_BYTES, this.link.bulkInPacketSize);
+  }
+
+  /** Submits one bulk IN read, into a spare large buffer when it is long enough to be worth one. */
+  private submitRead(length: number): void {
+    const buffer = length >= REUSED_READ_MIN_BYTES ? (this.spare.pop() ?? Buffer.allocUnsafe(this.largeReadBytes())) : undefined;
+    this.inflight.push({ pending: this.link.bulkIn(length, 0, buffer), length, buffer });
   }
 
   /**
@@ -225,26 +260,23 @@ export class UsbPtpTransport implements PtpTransport {
    * open container still owes beyond what is already asked for.
    */
   private queueReads(): void {
-    if (this.inflight.length === 0) {
-      const length = this.nextReadLength();
-      this.inflight.push({ pending: this.link.bulkIn(length, 0), length });
-    }
+    if (this.inflight.length === 0) this.submitRead(this.nextReadLength());
     const c = this.framer.openContainer;
     if (!c || c.remaining === undefined) return;
     const depth = this.link.bulkInQueueDepth ?? 1;
     const mps = this.link.bulkInPacketSize;
     let asked = this.inflight.reduce((n, f) => n + f.length, 0);
     while (this.inflight.length < depth && asked < c.remaining) {
-      const length = Math.min(roundUp(c.remaining - asked, mps), roundUp(LARGE_READ_BYTES, mps));
-      this.inflight.push({ pending: this.link.bulkIn(length, 0), length });
+      const length = Math.min(roundUp(c.remaining - asked, mps), this.largeReadBytes());
+      this.submitRead(length);
       asked += length;
     }
   }
 
-  private async read(signal: AbortSignal | undefined): Promise<{ bytes: Buffer; short: boolean }> {
+  private async read(signal: AbortSignal | undefined): Promise<{ bytes: Buffer; short: boolean; buffer: Buffer | undefined }> {
     for (;;) {
       this.queueReads();
-      const { pending, length } = this.inflight[0] as { pending: UsbPending<Buffer>; length: number };
+      const { pending, length, buffer } = this.inflight[0] as (typeof this.inflight)[number];
       let bytes: Buffer;
       try {
         bytes = await abortable(pending.done, signal);
@@ -263,7 +295,10 @@ export class UsbPtpTransport implements PtpTransport {
       }
       if (this.inflight[0]?.pending === pending) this.inflight.shift();
       this.stallRetried = false;
-      return { bytes, short: bytes.length < length || bytes.length % this.link.bulkInPacketSize !== 0 };
+      const into = buffer !== undefined && bytes.buffer === buffer.buffer;
+      // A link that read into memory of its own left the buffer untouched.
+      if (buffer !== undefined && !into) this.spare.push(buffer);
+      return { bytes, short: bytes.length < length || bytes.length % this.link.bulkInPacketSize !== 0, buffer: into ? buffer : undefined };
     }
   }
 
@@ -272,12 +307,41 @@ export class UsbPtpTransport implements PtpTransport {
     for (let f = this.framer.next(); f; f = this.framer.next()) {
       if (f.kind === 'event') this.listeners.emit(f.event);
       else if (f.kind === 'discarded') this.log.debug({ ...this.context, dropped: f.bytes, problem: f.problem }, 'dropping leftover bytes while resynchronising');
+      else if (f.kind === 'data' && this.pushed && f.bytes.buffer === this.pushed.buffer.buffer) this.ready.push({ ...f, release: this.lend(this.pushed) });
       else {
         // Once a data phase or a transaction has ended, the device sends a response next (a command sizes its own reads).
         if (f.kind === 'data-end' || f.kind === 'response') this.idleReadBytes = SMALL_READ_BYTES;
         this.ready.push(f);
       }
     }
+    this.settleFraming();
+  }
+
+  /** A slice of `lease`'s buffer goes out: the release it carries counts once, however often it is called. */
+  private lend(lease: ReadLease): () => void {
+    lease.lent += 1;
+    let given = false;
+    return () => {
+      if (given) return;
+      given = true;
+      lease.lent -= 1;
+      this.recycle(lease);
+    };
+  }
+
+  /** Once the framer holds nothing of the last transfer's buffer, that buffer waits only for its slices. */
+  private settleFraming(): void {
+    const lease = this.pushed;
+    if (!lease || this.framer.holds(lease.buffer.buffer)) return;
+    this.pushed = undefined;
+    lease.framed = true;
+    this.recycle(lease);
+  }
+
+  private recycle(lease: ReadLease): void {
+    if (lease.returned || lease.lent > 0 || !lease.framed || this.closed) return;
+    lease.returned = true;
+    if (this.spare.length < MAX_SPARE_READ_BUFFERS) this.spare.push(lease.buffer);
   }
 
   // ---- events ----
@@ -418,6 +482,8 @@ export class UsbPtpTransport implements PtpTransport {
 
   private discardFraming(): void {
     this.framer.restart();
+    // Slices dropped here are never given back: their buffer is left to the collector.
+    this.pushed = undefined;
     this.ready.length = 0;
     this.idleReadBytes = SMALL_READ_BYTES;
   }
