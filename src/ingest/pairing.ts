@@ -1,5 +1,6 @@
 import type { SourceItem } from '../device/source.js';
 import { roleOfExt, splitShotName, type Role } from '../shot-names.js';
+import { EMBEDDED_PREVIEW_FORMATS } from './embedded-preview.js';
 
 /**
  * Order inside a group and across a plan: previews first (they show up in the library soonest and carry
@@ -12,12 +13,17 @@ export function baseName(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);
 }
 
-/** The role a file plays, from its name alone (listing never reads content). */
-export function roleOf(path: string): Role {
+/** The extension, lower case, no dot ('' for none). */
+function extOf(path: string): string {
   const name = baseName(path);
   const last = name.lastIndexOf('.');
-  if (last <= 0) return 'other';
-  return roleOfExt(name.slice(last + 1).toLowerCase()) ?? 'other';
+  return last <= 0 ? '' : name.slice(last + 1).toLowerCase();
+}
+
+/** The role a file plays, from its name alone (listing never reads content). */
+export function roleOf(path: string): Role {
+  const ext = extOf(path);
+  return ext === '' ? 'other' : (roleOfExt(ext) ?? 'other');
 }
 
 /** Copy/upload priority of one item: lower goes first (images, RAW, video, other, sidecars). */
@@ -37,8 +43,19 @@ export interface ItemGroup {
   readonly dir: string;
   /** The stem as the first member spells it. */
   readonly stem: string;
-  /** Best source of capture metadata first; also the order to copy and upload in. Never empty. */
+  /** Best source of capture metadata first; also the order to copy and upload in (but see readOrder). Never empty. */
   readonly members: readonly GroupMember[];
+}
+
+/**
+ * The order to read and copy a shot's members in: their own order, except on a live source (a tethered
+ * camera) where a RAW that can embed a preview goes before the shot's JPEG: that preview is in the RAW's
+ * first bytes and smaller than the JPEG, so the shot shows sooner.
+ */
+export function readOrder(group: ItemGroup, live: boolean): readonly GroupMember[] {
+  if (!live) return group.members;
+  const early = (m: GroupMember): boolean => m.role === 'raw' && EMBEDDED_PREVIEW_FORMATS.has(extOf(m.item.path));
+  return [...group.members.filter(early), ...group.members.filter((m) => !early(m))];
 }
 
 /** Code-unit order: the same everywhere, unlike localeCompare, and fast. */

@@ -5,7 +5,7 @@ import type { FileRow } from '../store/journal.js';
 import { checkFreeSpace } from './destination.js';
 import { nameFilter } from './filter.js';
 import { templateUsesShot } from './naming.js';
-import { groupItems, type ItemGroup } from './pairing.js';
+import { groupItems, readOrder, type ItemGroup } from './pairing.js';
 import type { IngestRun } from './run.js';
 import type { RunDestination } from './run-destination.js';
 
@@ -200,7 +200,7 @@ export class SourcePlanner {
     }
     // In the same transaction as the files' rows: a shot numbered is a shot planned.
     const shot = this.#shoot === undefined ? undefined : journal.shotNumber(this.#shoot, this.sourceId, group.key);
-    return group.members.map(({ item }) => {
+    return readOrder(group, this.source.groupingDelayMs !== undefined).map(({ item }) => {
       const file = journal.fileFor(this.sourceId, item.path, item.size, item.mtimeMs, item.pathBytes);
       // A copy pruned by the retention policy was verified here and is safe in the cloud: not copied again.
       const verified = new Set(

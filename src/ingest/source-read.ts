@@ -197,7 +197,10 @@ export class SourceReader {
     }
   }
 
-  /** The group's name fields: decided by its first member read (the best one: JPEG before RAW), or stored by an earlier run. */
+  /**
+   * The group's name fields: decided by its first member read (the JPEG before the RAW, but on a tethered
+   * camera a RAW that embeds a preview, whose EXIF is the same: see readOrder), or stored by an earlier run.
+   */
   async #groupFields(pf: PlannedFile, head: Buffer, destId: number): Promise<GroupFields> {
     const { journal, settings } = this.run;
     const key = pf.group.key;
