@@ -4,10 +4,8 @@
  * as the file streams from the camera (PreviewBytes), else from the verified copy at a destination
  * (writePreview): never a second read of the camera.
  */
-
-
-
-import { mkdir, open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { open, readFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
 import sharp from 'sharp';
 import { tempPathFor } from '../io/durable.js';
@@ -174,7 +172,7 @@ export async function renderPreview(input: string | Buffer, target: string, long
     .resize({ width: longEdge, height: longEdge, fit: 'inside', withoutEnlargement: true, fastShrinkOnLoad: true })
     .jpeg({ quality: 80, optimiseCoding: false })
     .toBuffer();
-  await writeAtomically(target, data);
+  writeAtomically(target, data);
 }
 
 /**
@@ -197,16 +195,18 @@ export function previewAsIs(jpeg: Buffer, longEdge: number, orientation?: number
 }
 
 /** Writes `data` at `target` so that readers see the old file or the new one whole. */
-async function writeAtomically(target: string, data: Buffer): Promise<void> {
+function writeAtomically(target: string, data: Buffer): void {
   // Not synced: a preview can always be made again, and an fsync here would wait on the copies' own
   // writes (one journal commit for the filesystem) just when the photographer waits for the picture.
-  await mkdir(dirname(target), { recursive: true });
+  // Written from the event loop: a screen-sized file goes into the page cache at once, where the thread
+  // pool would queue each of its steps behind the copies' writes of megabytes.
+  mkdirSync(dirname(target), { recursive: true });
   const temp = tempPathFor(target);
   try {
-    await writeFile(temp, data, { flag: 'wx' });
-    await rename(temp, target);
+    writeFileSync(temp, data, { flag: 'wx' });
+    renameSync(temp, target);
   } catch (err) {
-    await unlink(temp).catch(() => undefined);
+    rmSync(temp, { force: true });
     throw err;
   }
 }
