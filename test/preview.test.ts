@@ -91,7 +91,10 @@ test('a-camera-preview-a-few-pixels-over-the-long-edge-is-written-as-it-is-unles
   const wide = join(work.path, 'wide.jpg');
   await renderPreview(await solidJpeg(1700, 1080, 90), wide, 1600);
   expect(await sharp(wide).metadata()).toMatchObject({ width: 1600 });
-  const tagged = await sharp(canon).withExif({ IFD0: { Make: 'Canon', Artist: 'someone' } }).jpeg().toBuffer();
+  const tagged = await sharp(canon)
+    .withExif({ IFD0: { Make: 'Canon', Artist: 'someone' } })
+    .jpeg()
+    .toBuffer();
   const stripped = join(work.path, 'stripped.jpg');
   await renderPreview(tagged, stripped, 1600);
   const meta = await sharp(stripped).metadata();
