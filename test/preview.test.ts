@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, expect, test } from 'vitest';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import sharp from 'sharp';
@@ -7,7 +7,7 @@ import { FolderSource } from '../src/device/card/folder-source.js';
 import type { OpenOptions, SourceItem } from '../src/device/source.js';
 import { findEmbeddedPreview, jpegSize } from '../src/ingest/embedded-preview.js';
 import { runIngest, type FileOutcome } from '../src/ingest/pipeline.js';
-import { PREVIEW_HOLD_BYTES, PreviewBytes, writePreview } from '../src/ingest/preview.js';
+import { PREVIEW_HOLD_BYTES, PreviewBytes, renderPreview, writePreview } from '../src/ingest/preview.js';
 import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
 import { bytes, ingestSettings } from './support/fixtures.js';
@@ -74,6 +74,32 @@ test('a-raw-gives-its-largest-embedded-jpeg-and-a-jpeg-itself-each-a-decodable-p
   await writeFile(join(work.path, 'IMG_0004.CR2'), tiffRaw({ preview: Buffer.alloc(0) }).subarray(0, 8));
   expect(await writePreview(join(work.path, 'IMG_0004.CR2'), join(work.path, 'p4.jpg'), LONG_EDGE)).toBe(false);
   expect(PreviewBytes.forFile('clip.WAV', 100)).toBeUndefined();
+});
+
+test('a-camera-preview-a-few-pixels-over-the-long-edge-is-written-as-it-is-unless-it-must-turn-or-carries-metadata', async () => {
+  // Canon's CR3 preview: 1620 wide against the usual 1600, upright, no EXIF of its own.
+  const canon = await solidJpeg(1620, 1080, 90);
+  const asIs = join(work.path, 'as-is.jpg');
+  await renderPreview(canon, asIs, 1600);
+  expect((await readFile(asIs)).equals(canon)).toBe(true);
+  await renderPreview(canon, join(work.path, 'upright.jpg'), 1600, 1);
+  expect((await readFile(join(work.path, 'upright.jpg'))).equals(canon)).toBe(true);
+  // Turned by the RAW's orientation, farther over the edge, or carrying EXIF (GPS, serial): made again.
+  const turned = join(work.path, 'turned.jpg');
+  await renderPreview(canon, turned, 1600, 6);
+  expect(await sharp(turned).metadata()).toMatchObject({ width: 1067, height: 1600 });
+  const wide = join(work.path, 'wide.jpg');
+  await renderPreview(await solidJpeg(1700, 1080, 90), wide, 1600);
+  expect(await sharp(wide).metadata()).toMatchObject({ width: 1600 });
+  const tagged = await sharp(canon)
+    .withExif({ IFD0: { Make: 'Canon', Artist: 'someone' } })
+    .jpeg()
+    .toBuffer();
+  const stripped = join(work.path, 'stripped.jpg');
+  await renderPreview(tagged, stripped, 1600);
+  const meta = await sharp(stripped).metadata();
+  expect(meta.width).toBe(1600);
+  expect(meta.exif).toBeUndefined();
 });
 
 test('a-raw-preview-is-ready-once-its-bytes-have-arrived-before-the-rest-of-the-file', async () => {

@@ -75,3 +75,17 @@ test('a-jpeg-verified-before-its-raw-is-read-shows-its-own-preview-and-the-raws-
   expect(await previews.forFile(verified(CR2, raw.length))).toEqual(forJpeg);
   expect(announced).toHaveLength(1);
 });
+
+test('a-raw-read-first-whose-embedded-preview-fills-is-the-shots-and-its-jpegs-bytes-are-not-held', async () => {
+  const { previews, announced, jpeg, raw } = await pair();
+  const r = previews.onRead({ path: CR2, size: raw.length, rel: 'IMG_0001.CR2', shot })!;
+  feed(r, raw);
+  r.end();
+  const forRaw = await previews.forFile(verified(CR2, raw.length));
+  expect(announced.map((a) => a.name)).toEqual([CR2]);
+  // The JPEG read next: no tap, so none of its bytes are copied or kept.
+  expect(previews.onRead({ path: JPG, size: jpeg.length, rel: 'IMG_0001.JPG', shot })).toBeUndefined();
+  expect(await previews.forFile(verified(JPG, jpeg.length))).toEqual(forRaw);
+  expect(announced).toHaveLength(1);
+  expect(await red(forRaw!.path)).toBeCloseTo(30, -1);
+});

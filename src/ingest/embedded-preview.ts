@@ -330,3 +330,14 @@ export const EMBEDDED_PREVIEW_FORMATS: ReadonlySet<string> = new Set([
   'tif',
   'tiff',
 ]);
+
+/**
+ * The size of a JPEG that can be shown as it is: one that carries no metadata (no APP1 segment: no EXIF
+ * to turn it by, no GPS or serial to hand on) and is whole (ends with its EOI marker). Undefined for
+ * any other.
+ */
+export function plainJpegSize(jpeg: Buffer): { width: number; height: number } | undefined {
+  if (jpeg.length < 4 || jpeg[jpeg.length - 2] !== 0xff || jpeg[jpeg.length - 1] !== 0xd9) return undefined;
+  for (const seg of jpegSegments(jpeg)) if (seg.marker === 0xe1) return undefined;
+  return jpegSize(jpeg);
+}

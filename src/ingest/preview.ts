@@ -4,11 +4,12 @@
  * as the file streams from the camera (PreviewBytes), else from the verified copy at a destination
  * (writePreview): never a second read of the camera.
  */
-import { mkdir, open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { open, readFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
 import sharp from 'sharp';
 import { tempPathFor } from '../io/durable.js';
-import { EMBEDDED_PREVIEW_FORMATS, findEmbeddedPreview, jpegOrientation, jpegSize, mpfImages, type ByteRange } from './embedded-preview.js';
+import { EMBEDDED_PREVIEW_FORMATS, findEmbeddedPreview, jpegOrientation, jpegSize, mpfImages, plainJpegSize, type ByteRange } from './embedded-preview.js';
 
 const JPEG = /^\.(jpe?g)$/i;
 
@@ -154,9 +155,11 @@ const UPRIGHT: Readonly<Record<number, { flop?: true; flip?: true; rotate?: numb
  * or the new file whole, never part of one). Upright by `orientation` when given (a RAW's, for the JPEG
  * it embeds), else by the JPEG's own EXIF orientation. Tuned for speed: the decoder scales down while it
  * decodes (shrink-on-load), and the output skips the second pass that optimising its Huffman tables
- * would take.
+ * would take. JPEG bytes already upright, without metadata and no more than AS_IS_MARGIN over `longEdge`
+ * are written as they are (see previewAsIs).
  */
 export async function renderPreview(input: string | Buffer, target: string, longEdge: number, orientation?: number): Promise<void> {
+  if (typeof input !== 'string' && previewAsIs(input, longEdge, orientation)) return writeAtomically(target, input);
   const turn = orientation === undefined ? undefined : UPRIGHT[orientation];
   let img = sharp(input, { sequentialRead: true });
   if (orientation === undefined) img = img.rotate();
@@ -169,15 +172,41 @@ export async function renderPreview(input: string | Buffer, target: string, long
     .resize({ width: longEdge, height: longEdge, fit: 'inside', withoutEnlargement: true, fastShrinkOnLoad: true })
     .jpeg({ quality: 80, optimiseCoding: false })
     .toBuffer();
+  writeAtomically(target, data);
+}
+
+/**
+ * How far over the preview's long edge a picture may be and still be shown as it is: cameras embed
+ * screen-sized previews a little over the common 1600 (Canon's CR3 1620, Sony's ARW 1616), and decoding,
+ * scaling and encoding one again to lose those few pixels is most of the wait for the picture, for a
+ * difference no screen shows.
+ */
+export const AS_IS_MARGIN = 1.02;
+
+/**
+ * Whether JPEG bytes can be the preview as they are: upright (`orientation` 1 or none, and no EXIF of their
+ * own), carrying no metadata, whole, and no longer than `longEdge` (never enlarged anyway) or AS_IS_MARGIN
+ * over it.
+ */
+export function previewAsIs(jpeg: Buffer, longEdge: number, orientation?: number): boolean {
+  if (orientation !== undefined && orientation !== 1) return false;
+  const size = plainJpegSize(jpeg);
+  return size !== undefined && Math.max(size.width, size.height) <= Math.floor(longEdge * AS_IS_MARGIN);
+}
+
+/** Writes `data` at `target` so that readers see the old file or the new one whole. */
+function writeAtomically(target: string, data: Buffer): void {
   // Not synced: a preview can always be made again, and an fsync here would wait on the copies' own
   // writes (one journal commit for the filesystem) just when the photographer waits for the picture.
-  await mkdir(dirname(target), { recursive: true });
+  // Written from the event loop: a screen-sized file goes into the page cache at once, where the thread
+  // pool would queue each of its steps behind the copies' writes of megabytes.
+  mkdirSync(dirname(target), { recursive: true });
   const temp = tempPathFor(target);
   try {
-    await writeFile(temp, data, { flag: 'wx' });
-    await rename(temp, target);
+    writeFileSync(temp, data, { flag: 'wx' });
+    renameSync(temp, target);
   } catch (err) {
-    await unlink(temp).catch(() => undefined);
+    rmSync(temp, { force: true });
     throw err;
   }
 }

@@ -45,6 +45,8 @@ interface Shot {
   spare: Candidate | undefined;
   /** The shot has a JPEG of its own. */
   hasJpeg: boolean;
+  /** A RAW of the shot gave the preview's picture: its JPEG's bytes are not kept. */
+  fromRaw: boolean;
   /** The shot's RAWs whose streams have not told yet whether they embed a preview. */
   rawsOpen: Set<string>;
   /** By member: resolves once its stream's bytes were dealt with (rendered, held or found empty). */
@@ -65,6 +67,10 @@ export class TetherPreviews {
   /** The pipeline's onRead: a tap that keeps the bytes a preview is made of, for a file that can have one. */
   readonly onRead = (r: FileReading): ReadTap | undefined => {
     const shot = this.#shotOf(r);
+    // A tethered RAW is read before its JPEG (readOrder): once its embedded picture is the shot's, holding
+    // the JPEG whole (megabytes, copied chunk by chunk) is for nothing; should that picture not decode, the
+    // verified JPEG gives the preview.
+    if (shot.fromRaw && previewKind(r.path) === 'jpeg') return undefined;
     const bytes = PreviewBytes.forFile(r.path, r.size);
     if (bytes === undefined) return undefined;
     shot.streamed.set(
@@ -117,6 +123,7 @@ export class TetherPreviews {
       held: undefined,
       spare: undefined,
       hasJpeg: r.shot.some((p) => previewKind(p) === 'jpeg'),
+      fromRaw: false,
       rawsOpen: new Set(r.shot.filter((p) => p !== r.path && previewKind(p) === 'raw')),
       streamed: new Map(),
     };
@@ -146,6 +153,7 @@ export class TetherPreviews {
       shot.held = candidate;
       return;
     }
+    if (kind === 'raw') shot.fromRaw = true;
     this.#render(shot, candidate);
     await shot.rendering;
     this.#release(shot);
