@@ -419,7 +419,14 @@ const cameraSelector = z
   .transform((t) => t.trim());
 
 const tetherSchema = table({
-  preview_long_edge: z.int().min(16).max(16384).default(1600).describe('`shuttle tether`: longer side in pixels of the preview made of each JPEG shot (never enlarged)'),
+  preview_long_edge: z
+    .int()
+    .min(16)
+    .max(16384)
+    .default(1600)
+    .describe(
+      "`shuttle tether` and tethered cameras: longer side in pixels of each shot's preview (never enlarged; a camera's own upright preview up to 2% larger is shown as it is)",
+    ),
   cameras: z
     .array(cameraSelector)
     .default([])
