@@ -249,11 +249,11 @@ async function shuttleSession(n: number, vendor: string): Promise<Session> {
       return value === null ? undefined : x.at - Math.max(ms.verified, ms.preview ?? 0) + value;
     };
     const verifiedAt = (x: { at: number; v: Line }): number => lineAt(x, 'verified')!;
-    // The pair's preview is announced once, under the JPEG's name (or the RAW's, were the JPEG to give none);
-    // a build without preview events (BENCH_SHUTTLE) gives it in the verified lines.
-    const previewAt =
-      (seen.get(`preview ${shot.jpeg}`) ?? seen.get(`preview ${shot.raw}`))?.at ??
-      Math.min(...[lineAt(j, 'preview'), lineAt(r, 'preview')].filter((x): x is number => x !== undefined));
+    // The shot's preview is announced under the name of the file it was made of, the RAW's or the JPEG's;
+    // should a build announce two, the first is what the photographer saw. A build without preview events
+    // (BENCH_SHUTTLE) gives it in the verified lines.
+    const announced = [seen.get(`preview ${shot.jpeg}`)?.at, seen.get(`preview ${shot.raw}`)?.at].filter((x): x is number => x !== undefined);
+    const previewAt = announced.length > 0 ? Math.min(...announced) : Math.min(...[lineAt(j, 'preview'), lineAt(r, 'preview')].filter((x): x is number => x !== undefined));
     if (!Number.isFinite(previewAt)) throw new Error(`no preview for ${shot.jpeg}`);
     const simJ = sim.added.get(shot.jpeg);
     const simR = sim.added.get(shot.raw);

@@ -89,3 +89,16 @@ test('a-raw-read-first-whose-embedded-preview-fills-is-the-shots-and-its-jpegs-b
   expect(announced).toHaveLength(1);
   expect(await red(forRaw!.path)).toBeCloseTo(30, -1);
 });
+
+test('a-raw-handed-over-before-its-jpeg-is-listed-gives-the-shot-its-one-preview-and-the-jpeg-read-later-is-not-held', async () => {
+  // Sony's memory: the RAW is read while it is the shot's only file listed; the JPEG comes next.
+  const { previews, announced, jpeg, raw } = await pair();
+  const r = previews.onRead({ path: CR2, size: raw.length, rel: 'IMG_0001.CR2', shot: [CR2] })!;
+  feed(r, raw);
+  r.end();
+  const forRaw = await previews.forFile(verified(CR2, raw.length));
+  expect(announced.map((a) => a.name)).toEqual([CR2]);
+  expect(previews.onRead({ path: JPG, size: jpeg.length, rel: 'IMG_0001.JPG', shot })).toBeUndefined();
+  expect(await previews.forFile(verified(JPG, jpeg.length))).toEqual(forRaw);
+  expect(announced).toHaveLength(1);
+});

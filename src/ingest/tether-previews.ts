@@ -115,8 +115,13 @@ export class TetherPreviews {
   }
 
   #shotOf(r: FileReading): Shot {
-    const known = this.#shots.get(r.path);
-    if (known) return known;
+    // A member seen before makes it the same shot: a camera that hands over a shot's files one at a time
+    // (Sony's memory) lists the JPEG only once the RAW was read, when the RAW's preview may be shown already.
+    const known = [r.path, ...r.shot].map((p) => this.#shots.get(p)).find((s) => s !== undefined);
+    if (known) {
+      for (const p of r.shot) this.#shots.set(p, known);
+      return known;
+    }
     const shot: Shot = {
       made: undefined,
       rendering: Promise.resolve(),
