@@ -1,12 +1,12 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import { renderName, templateUsesShot, type NameFields } from '../src/ingest/naming.js';
 import { Journal } from '../src/store/journal.js';
 import { ingestJson } from './support/cli.js';
-import { rawWithThumbnail, shotJpeg, startTether } from './support/tether-session.js';
+import { dropFiles, rawWithThumbnail, shotJpeg, startTether } from './support/tether-session.js';
 import { libraryFiles, tempDir } from './support/tree.js';
 
 /**
@@ -96,15 +96,11 @@ test('tether-client-and-session-flags-name-the-shots-and-a-restarted-session-con
   const state = join(work.path, 'state');
   const config = join(work.path, 'shuttle.toml');
   await mkdir(join(card, 'DCIM', '100CANON'), { recursive: true });
-  await mkdir(join(work.path, 'incoming'));
   await writeFile(config, '[ingest]\ntemplate = "{client}/{session}/{shot}_{stem}.{ext}"\n');
   const sim = await CameraSimulator.start({ dir: card, port: 0, timeZone: 'UTC' });
   const children: ChildProcess[] = [];
   try {
-    const drop = async (files: Map<string, Buffer>): Promise<void> => {
-      for (const [name, data] of files) await writeFile(join(work.path, 'incoming', name), data);
-      await Promise.all([...files.keys()].map((n) => rename(join(work.path, 'incoming', n), join(card, 'DCIM', '100CANON', n))));
-    };
+    const drop = (files: Map<string, Buffer>): Promise<void> => dropFiles(files, join(work.path, 'incoming'), join(card, 'DCIM', '100CANON'));
     const session = (client: string) =>
       startTether(children, [
         `ptpip:127.0.0.1:${sim.port}`,

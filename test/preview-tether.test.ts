@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 import sharp from 'sharp';
@@ -9,6 +9,7 @@ import { PREVIEW_HOLD_BYTES } from '../src/ingest/preview.js';
 import { spawnCli } from './support/cli.js';
 import { solidJpeg, tiffRaw } from './support/preview-raws.js';
 import { tempDir } from './support/tree.js';
+import { dropFiles } from './support/tether-session.js';
 
 /**
  * `shuttle tether --json` previews from the bytes as they stream from the camera: a RAW's embedded
@@ -28,7 +29,6 @@ beforeEach(async () => {
   card = join(work.path, 'card');
   state = join(work.path, 'state');
   await mkdir(join(card, 'DCIM', '100CANON'), { recursive: true });
-  await mkdir(join(work.path, 'incoming'));
   sim = await CameraSimulator.start({ dir: card, port: 0, timeZone: 'UTC' });
 });
 afterEach(async () => {
@@ -84,8 +84,7 @@ function tether() {
 
 /** Puts a shot's files on the card the way a camera finishes them: written aside, then renamed in. */
 async function shoot(files: Map<string, Buffer>): Promise<void> {
-  for (const [name, data] of files) await writeFile(join(work.path, 'incoming', name), data);
-  await Promise.all([...files.keys()].map((name) => rename(join(work.path, 'incoming', name), join(card, 'DCIM', '100CANON', name))));
+  await dropFiles(files, join(work.path, 'incoming'), join(card, 'DCIM', '100CANON'));
 }
 
 async function look(path: string): Promise<{ longEdge: number; red: number }> {

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { watch } from 'node:fs';
-import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
@@ -9,7 +9,7 @@ import { DEFAULT_SAMPLE_CAMERA } from '../src/sample/index.js';
 import { rawTiffHead } from '../src/sample/content.js';
 import { Prng } from '../src/sample/prng.js';
 import { spawnCli } from './support/cli.js';
-import { expectCopies, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
+import { dropFiles, expectCopies, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
 import { libraryFiles, tempDir, tempFilesUnder } from './support/tree.js';
 
 /**
@@ -31,7 +31,6 @@ beforeEach(async () => {
   dest = join(work.path, 'lib');
   state = join(work.path, 'state');
   await mkdir(join(card, 'DCIM', '100CANON'), { recursive: true });
-  await mkdir(join(work.path, 'incoming'));
 });
 afterEach(async () => {
   for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
@@ -41,8 +40,7 @@ afterEach(async () => {
 
 /** Puts files on the card the way a camera finishes them: written elsewhere, then renamed in whole. */
 async function drop(files: Map<string, Buffer>): Promise<void> {
-  for (const [name, data] of files) await writeFile(join(work.path, 'incoming', name), data);
-  await Promise.all([...files.keys()].map((name) => rename(join(work.path, 'incoming', name), join(card, 'DCIM', '100CANON', name))));
+  await dropFiles(files, join(work.path, 'incoming'), join(card, 'DCIM', '100CANON'));
 }
 
 async function shots(...names: string[]): Promise<Map<string, Buffer>> {

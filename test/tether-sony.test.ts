@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { CameraSimulator, type SimulatorOptions } from '../src/device/ptpip/simulator.js';
@@ -10,7 +10,7 @@ import { SonyOperation } from '../src/device/ptp/sony.js';
 import { chooseEventStrategy } from '../src/device/ptp/vendor-events.js';
 import { captureOperation } from '../src/device/tethered-source.js';
 import { runCli } from './support/cli.js';
-import { expectCopies, rawWithThumbnail, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
+import { dropFiles, expectCopies, rawWithThumbnail, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
 import { libraryFiles, tempDir } from './support/tree.js';
 
 /**
@@ -36,7 +36,6 @@ beforeEach(async () => {
   dest = join(work.path, 'lib');
   state = join(work.path, 'state');
   await mkdir(join(card, 'DCIM', '100MSDCF'), { recursive: true });
-  await mkdir(join(work.path, 'incoming'));
   await mkdir(pool);
   pooled.set('POOL_A.JPG', await shotJpeg('POOL_A.JPG'));
   await writeFile(join(pool, 'POOL_A.JPG'), pooled.get('POOL_A.JPG')!);
@@ -58,8 +57,7 @@ const tether = (...args: string[]) =>
 
 /** Shots taken with the body's own button: in PC Remote mode they go to the camera's memory for the host. */
 async function shootOnBody(files: Map<string, Buffer>): Promise<void> {
-  for (const [name, data] of files) await writeFile(join(work.path, 'incoming', name), data);
-  await Promise.all([...files.keys()].map((name) => rename(join(work.path, 'incoming', name), join(card, 'DCIM', '100MSDCF', name))));
+  await dropFiles(files, join(work.path, 'incoming'), join(card, 'DCIM', '100MSDCF'));
 }
 
 async function expectPreviews(events: TetherEvent[]): Promise<void> {

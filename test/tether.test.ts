@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import sharp from 'sharp';
@@ -11,7 +11,7 @@ import { rawTiffHead } from '../src/sample/content.js';
 import { Prng } from '../src/sample/prng.js';
 import { runCli } from './support/cli.js';
 import { solidJpeg } from './support/preview-raws.js';
-import { expectCopies, rawWithThumbnail, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
+import { dropFiles, expectCopies, rawWithThumbnail, shotJpeg, startTether, type TetherEvent } from './support/tether-session.js';
 import { libraryFiles, tempDir, tempFilesUnder } from './support/tree.js';
 
 /**
@@ -34,7 +34,6 @@ beforeEach(async () => {
   dest = join(work.path, 'lib');
   state = join(work.path, 'state');
   await mkdir(join(card, 'DCIM', '100CANON'), { recursive: true });
-  await mkdir(join(work.path, 'incoming'));
 });
 afterEach(async () => {
   for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
@@ -51,8 +50,7 @@ const shot = shotJpeg;
 
 /** Puts files on the card the way a camera finishes them: written elsewhere, then renamed in whole. */
 async function drop(files: Map<string, Buffer>): Promise<void> {
-  for (const [name, data] of files) await writeFile(join(work.path, 'incoming', name), data);
-  await Promise.all([...files.keys()].map((name) => rename(join(work.path, 'incoming', name), join(card, 'DCIM', '100CANON', name))));
+  await dropFiles(files, join(work.path, 'incoming'), join(card, 'DCIM', '100CANON'));
 }
 
 /** A running `shuttle tether --json` against the simulator: its events as they come, and a wait for the next ones that match. */

@@ -1,5 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { expect } from 'vitest';
 import { DEFAULT_SAMPLE_CAMERA } from '../../src/sample/index.js';
@@ -25,6 +26,16 @@ export interface TetherEvent {
   found?: number;
   reconnects?: number;
   error?: { code: string; message: string };
+}
+
+/**
+ * Puts files into a simulated camera's `folder` the way a camera finishes them: written whole in `aside`
+ * (a folder the simulator does not watch), then renamed in, so that it never announces a partial file.
+ */
+export async function dropFiles(files: ReadonlyMap<string, Buffer>, aside: string, folder: string): Promise<void> {
+  await mkdir(aside, { recursive: true });
+  for (const [name, data] of files) await writeFile(join(aside, name), data);
+  await Promise.all([...files.keys()].map((name) => rename(join(aside, name), join(folder, name))));
 }
 
 /** A real JPEG with camera EXIF (96×64), different for every name. */
