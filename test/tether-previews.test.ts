@@ -76,29 +76,23 @@ test('a-jpeg-verified-before-its-raw-is-read-shows-its-own-preview-and-the-raws-
   expect(announced).toHaveLength(1);
 });
 
-test('a-raw-read-first-whose-embedded-preview-fills-is-the-shots-and-its-jpegs-bytes-are-not-held', async () => {
-  const { previews, announced, jpeg, raw } = await pair();
-  const r = previews.onRead({ path: CR2, size: raw.length, rel: 'IMG_0001.CR2', shot })!;
-  feed(r, raw);
-  r.end();
-  const forRaw = await previews.forFile(verified(CR2, raw.length));
-  expect(announced.map((a) => a.name)).toEqual([CR2]);
-  // The JPEG read next: no tap, so none of its bytes are copied or kept.
-  expect(previews.onRead({ path: JPG, size: jpeg.length, rel: 'IMG_0001.JPG', shot })).toBeUndefined();
-  expect(await previews.forFile(verified(JPG, jpeg.length))).toEqual(forRaw);
-  expect(announced).toHaveLength(1);
-  expect(await red(forRaw!.path)).toBeCloseTo(30, -1);
-});
-
-test('a-raw-handed-over-before-its-jpeg-is-listed-gives-the-shot-its-one-preview-and-the-jpeg-read-later-is-not-held', async () => {
-  // Sony's memory: the RAW is read while it is the shot's only file listed; the JPEG comes next.
-  const { previews, announced, jpeg, raw } = await pair();
-  const r = previews.onRead({ path: CR2, size: raw.length, rel: 'IMG_0001.CR2', shot: [CR2] })!;
-  feed(r, raw);
-  r.end();
-  const forRaw = await previews.forFile(verified(CR2, raw.length));
-  expect(announced.map((a) => a.name)).toEqual([CR2]);
-  expect(previews.onRead({ path: JPG, size: jpeg.length, rel: 'IMG_0001.JPG', shot })).toBeUndefined();
-  expect(await previews.forFile(verified(JPG, jpeg.length))).toEqual(forRaw);
-  expect(announced).toHaveLength(1);
-});
+// The RAW read while the shot lists both files (a planned pair), or while it is the shot's only file listed
+// (Sony's memory hands the JPEG over next): either way it is the same shot.
+for (const [when, listed] of [
+  ['listed-with-its-jpeg', shot],
+  ['handed-over-before-its-jpeg-is-listed', [CR2]],
+] as const) {
+  test(`a-raw-read-first-${when}-whose-embedded-preview-fills-is-the-shots-one-preview-and-its-jpegs-bytes-are-not-held`, async () => {
+    const { previews, announced, jpeg, raw } = await pair();
+    const r = previews.onRead({ path: CR2, size: raw.length, rel: 'IMG_0001.CR2', shot: listed })!;
+    feed(r, raw);
+    r.end();
+    const forRaw = await previews.forFile(verified(CR2, raw.length));
+    expect(announced.map((a) => a.name)).toEqual([CR2]);
+    // The JPEG read next: no tap, so none of its bytes are copied or kept.
+    expect(previews.onRead({ path: JPG, size: jpeg.length, rel: 'IMG_0001.JPG', shot })).toBeUndefined();
+    expect(await previews.forFile(verified(JPG, jpeg.length))).toEqual(forRaw);
+    expect(announced).toHaveLength(1);
+    expect(await red(forRaw!.path)).toBeCloseTo(30, -1);
+  });
+}
