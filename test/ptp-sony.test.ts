@@ -106,24 +106,39 @@ test('the-body-signalling-objectinmemory-changed-ends-the-pause-between-polls', 
   expect(added[0]!.params).toEqual([SONY_MEMORY_OBJECT_HANDLE]);
 }, 20_000);
 
-test('a-stale-announcement-of-the-empty-memory-handle-does-not-end-the-session', async () => {
+/**
+ * A tethered session on the Sony simulator, its card empty, the listing begun (new shots only), and
+ * `watching` resolved once the session watches the camera's memory. Everything is closed after the test.
+ */
+async function tetheredSony(): Promise<{
+  card: string;
+  camera: Awaited<ReturnType<typeof openPtpIpCameraSource>>;
+  tethered: TetheredCameraSource;
+  listing: AsyncIterator<unknown>;
+  watching: Promise<void>;
+}> {
   const card = join(work.path, 'card');
   await mkdir(card);
   const sim = await CameraSimulator.start({ dir: card, port: 0, vendor: 'sony' });
   cleanups.push(() => sim.stop());
   const camera = await openPtpIpCameraSource({ host: '127.0.0.1', port: sim.port, stateDir: join(work.path, 'state') });
   const stop = new AbortController();
-  let watching: () => void = () => undefined;
-  const ready = new Promise<void>((r) => (watching = r));
-  const tethered = new TetheredCameraSource(camera, { existing: false, stop: stop.signal, onWatching: () => watching() });
+  let watched: () => void = () => undefined;
+  const watching = new Promise<void>((r) => (watched = r));
+  const tethered = new TetheredCameraSource(camera, { existing: false, stop: stop.signal, onWatching: () => watched() });
   cleanups.push(() => tethered.close());
   const listing = tethered.list()[Symbol.asyncIterator]();
   cleanups.push(async () => {
     stop.abort();
     await listing.return?.();
   });
+  return { card, camera, tethered, listing, watching };
+}
+
+test('a-stale-announcement-of-the-empty-memory-handle-does-not-end-the-session', async () => {
+  const { card, camera, listing, watching } = await tetheredSony();
   const first = listing.next();
-  await ready;
+  await watching;
   // As a poll that counted a shot just before it was read would announce it: the handle is empty now.
   camera.camera.session.dispatchEvent({ code: EventCode.ObjectAdded, transactionId: 0, params: [SONY_MEMORY_OBJECT_HANDLE] });
   await writeFile(join(card, 'DSC00002.JPG'), Buffer.alloc(1000, 7));
@@ -133,19 +148,7 @@ test('a-stale-announcement-of-the-empty-memory-handle-does-not-end-the-session',
 }, 20_000);
 
 test('the-next-shot-in-sony-memory-is-named-once-the-last-was-read-whatever-became-of-its-copy', async () => {
-  const card = join(work.path, 'card');
-  await mkdir(card);
-  const sim = await CameraSimulator.start({ dir: card, port: 0, vendor: 'sony' });
-  cleanups.push(() => sim.stop());
-  const camera = await openPtpIpCameraSource({ host: '127.0.0.1', port: sim.port, stateDir: join(work.path, 'state') });
-  const stop = new AbortController();
-  const tethered = new TetheredCameraSource(camera, { existing: false, stop: stop.signal });
-  cleanups.push(() => tethered.close());
-  const listing = tethered.list()[Symbol.asyncIterator]();
-  cleanups.push(async () => {
-    stop.abort();
-    await listing.return?.();
-  });
+  const { card, tethered, listing } = await tetheredSony();
   const first = listing.next();
   await writeFile(join(card, 'DSC00001.JPG'), Buffer.alloc(1000, 1));
   await writeFile(join(card, 'DSC00002.JPG'), Buffer.alloc(2000, 2));
