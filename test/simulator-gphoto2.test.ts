@@ -11,7 +11,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, expect, test } from 'vitest';
-import { CameraSimulator } from '../src/device/ptpip/simulator.js';
+import { CameraSimulator, type SimulatorOptions } from '../src/device/ptpip/simulator.js';
 
 const ZONE = 'Europe/Berlin';
 let work: string;
@@ -139,6 +139,24 @@ test('gphoto2 --capture-image-and-download gets the pool image and deletes it fr
 });
 
 /**
+ * Starts the simulator again as `options` say, has gphoto2 capture and download, and checks that the one
+ * file it wrote is the pool's image, fetched from camera memory (`capt0000.jpg`, libgphoto2's name for an
+ * image that has no path on the card).
+ */
+async function captureIntoMemory(options: Pick<SimulatorOptions, 'vendor' | 'captureTarget'>): Promise<CameraSimulator> {
+  await sim?.stop();
+  const started = await CameraSimulator.start({ dir: card, pool, port: 0, timeZone: ZONE, ...options });
+  sim = started;
+  const out = path.join(work, 'capture');
+  await mkdir(out);
+  const { stdout } = await gphoto2(['--capture-image-and-download'], out);
+  expect(stdout).toContain('New file is in location /capt0000.jpg on the camera');
+  expect(await readdir(out)).toEqual(['capt0000.jpg']);
+  expect(await sha256File(path.join(out, 'capt0000.jpg'))).toBe(await sha256File(path.join(pool, 'shot.jpg')));
+  return started;
+}
+
+/**
  * The Canon EOS and Nikon personalities as libgphoto2 drives those makers' cameras: EOS through
  * RemoteRelease and its GetEvent queue (RequestObjectTransfer, then TransferComplete), Nikon through
  * InitiateCaptureRecInSdram and CheckEvent (ObjectAddedInSDRAM on the virtual handle, then DelImageSDRAM).
@@ -148,14 +166,7 @@ for (const [vendor, release] of [
   ['nikon', 0x90c3],
 ] as const) {
   test(`gphoto2 --capture-image-and-download fetches a ${vendor} capture held in camera memory and frees it`, async () => {
-    await sim?.stop();
-    sim = await CameraSimulator.start({ dir: card, pool, port: 0, timeZone: ZONE, vendor, captureTarget: 'host' });
-    const out = path.join(work, 'capture');
-    await mkdir(out);
-    const { stdout } = await gphoto2(['--capture-image-and-download'], out);
-    expect(stdout).toContain('New file is in location /capt0000.jpg on the camera');
-    expect(await readdir(out)).toEqual(['capt0000.jpg']);
-    expect(await sha256File(path.join(out, 'capt0000.jpg'))).toBe(await sha256File(path.join(pool, 'shot.jpg')));
+    const sim = await captureIntoMemory({ vendor, captureTarget: 'host' });
     // Freed in camera memory: EOS by TransferComplete; libgphoto2 frees a Nikon SDRAM image by DeleteObject.
     expect(sim.operationCount(release) + sim.operationCount(0x100b)).toBeGreaterThanOrEqual(1);
     // Never on the card.
@@ -170,14 +181,7 @@ for (const [vendor, release] of [
  * camera's memory.
  */
 test('gphoto2 --capture-image-and-download fires a sony body and reads the shot from its memory', async () => {
-  await sim?.stop();
-  sim = await CameraSimulator.start({ dir: card, pool, port: 0, timeZone: ZONE, vendor: 'sony' });
-  const out = path.join(work, 'capture');
-  await mkdir(out);
-  const { stdout } = await gphoto2(['--capture-image-and-download'], out);
-  expect(stdout).toContain('New file is in location /capt0000.jpg on the camera');
-  expect(await readdir(out)).toEqual(['capt0000.jpg']);
-  expect(await sha256File(path.join(out, 'capt0000.jpg'))).toBe(await sha256File(path.join(pool, 'shot.jpg')));
+  const sim = await captureIntoMemory({ vendor: 'sony' });
   expect(sim.operationCount(0x9201)).toBe(3);
   expect(sim.operationCount(0x9207)).toBeGreaterThanOrEqual(2);
   expect(sim.objectsInMemory).toBe(0);
