@@ -18,9 +18,6 @@ import type { CameraItemHandle } from './camera-source.js';
 import type { UsbCameraSource } from './usb-source.js';
 import type { ItemState, OpenOptions, Source, SourceEntry, SourceIdentity, SourceItem } from './source.js';
 
-// A session's options name these; its callers take them from here with the session.
-export { reopenerFor, type ReopenOptions, type Reconnected };
-
 export interface TetherOptions {
   /** List what is on the camera already before the new shots. */
   existing: boolean;
