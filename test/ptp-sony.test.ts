@@ -112,6 +112,7 @@ test('the-body-signalling-objectinmemory-changed-ends-the-pause-between-polls', 
  */
 async function tetheredSony(): Promise<{
   card: string;
+  sim: CameraSimulator;
   camera: Awaited<ReturnType<typeof openPtpIpCameraSource>>;
   tethered: TetheredCameraSource;
   listing: AsyncIterator<unknown>;
@@ -132,7 +133,7 @@ async function tetheredSony(): Promise<{
     stop.abort();
     await listing.return?.();
   });
-  return { card, camera, tethered, listing, watching };
+  return { card, sim, camera, tethered, listing, watching };
 }
 
 test('a-stale-announcement-of-the-empty-memory-handle-does-not-end-the-session', async () => {
@@ -148,10 +149,14 @@ test('a-stale-announcement-of-the-empty-memory-handle-does-not-end-the-session',
 }, 20_000);
 
 test('the-next-shot-in-sony-memory-is-named-once-the-last-was-read-whatever-became-of-its-copy', async () => {
-  const { card, tethered, listing } = await tetheredSony();
+  const { card, sim, tethered, listing } = await tetheredSony();
   const first = listing.next();
+  // The simulator's folder watcher reports files written together in either order: the second shot is
+  // taken once the first is in the camera's memory, and is queued behind it before the first is read.
   await writeFile(join(card, 'DSC00001.JPG'), Buffer.alloc(1000, 1));
+  await expect.poll(() => sim.objectsInMemory, { timeout: 10_000 }).toBe(1);
   await writeFile(join(card, 'DSC00002.JPG'), Buffer.alloc(2000, 2));
+  await expect.poll(() => sim.objectsInMemory, { timeout: 10_000 }).toBe(2);
   const one = (await first).value as SourceItem;
   expect(one.path).toBe('camera-memory/DSC00001.JPG');
   // Read to its end (as a copy does), never released (as when the copy failed at its destination).
