@@ -58,13 +58,21 @@ export function holderFilePath(lockPath: string): string {
   return `${lockPath}.holder.json`;
 }
 
+let userName: string | undefined;
+
+/**
+ * The process's user name, looked up once: the lookup goes through NSS (passwd files, and whatever
+ * nsswitch.conf adds), which costs a small box more than taking a lock, and a process's uid does not change.
+ */
 function currentUser(): string {
+  if (userName !== undefined) return userName;
   try {
-    return userInfo().username;
+    userName = userInfo().username;
   } catch {
     // Containers may run as a uid without a passwd entry.
-    return String(process.getuid?.() ?? 'unknown');
+    userName = String(process.getuid?.() ?? 'unknown');
   }
+  return userName;
 }
 
 /** Who holds the lock at `lockPath`, as far as its holder file tells; undefined when it does not. */
