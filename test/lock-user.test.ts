@@ -19,7 +19,7 @@ afterEach(async () => {
 });
 
 test("a lock's holder names the process's user, looked up once however many locks it takes", async () => {
-  const expected = vi.mocked(os.userInfo).getMockImplementation()!().username;
+  const expected = vi.mocked(os.userInfo).getMockImplementation()!({}).username;
   vi.mocked(os.userInfo).mockClear();
   const locks = [];
   for (const name of ['a.lock', 'b.lock', 'c.lock']) {
