@@ -1,4 +1,3 @@
-import exifr from 'exifr';
 import { checkTimeZone, instantOf, wallAsUtcMs, wallClockAt, zoneOffsetMs, type WallClock } from '../time-zone.js';
 
 /**
@@ -120,19 +119,28 @@ function sniffFormat(head: Buffer): 'jpeg' | 'tiff' | 'heif' | 'png' | 'cr3' | u
   return undefined;
 }
 
+let exifrLoaded: Promise<typeof import('exifr').parse> | undefined;
+
+/** exifr is loaded with the first file that has EXIF to read, not while the command starts and opens its sources. */
+function loadExifr(): Promise<typeof import('exifr').parse> {
+  exifrLoaded ??= import('exifr').then((m) => m.default.parse);
+  return exifrLoaded;
+}
+
 /**
  * exifr's silentErrors mode drops errors raised inside the EXIF block (they never reach `errors`), so
  * a strict parse comes first to learn whether anything was wrong; only when it fails does a lenient
  * parse salvage what it can (often Make and Model from IFD0).
  */
 async function readTags(head: Buffer, options: ExifrOptionPair, warnings: string[]): Promise<Tags | undefined> {
+  const parse = await loadExifr();
   try {
-    return asTags(await exifr.parse(head, options.strict));
+    return asTags(await parse(head, options.strict));
   } catch (err) {
     warnings.push(`EXIF unreadable: ${describe(err)}`);
   }
   try {
-    return asTags(await exifr.parse(head, options.lenient));
+    return asTags(await parse(head, options.lenient));
   } catch {
     return undefined;
   }

@@ -7,7 +7,7 @@ import type { Source } from '../device/source.js';
 import { sourceLockPath } from '../store/lock.js';
 import type { HashSet } from '../io/hashing.js';
 import { startHashWorker } from '../io/hash-worker-client.js';
-import { writeGeneration } from './manifest/index.js';
+import { writeGeneration } from './manifest/write.js';
 import { REPORTS_FOLDER } from './naming.js';
 import { crashPoint } from './crash-points.js';
 import { Slots } from '../io/slots.js';

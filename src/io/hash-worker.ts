@@ -2,7 +2,7 @@ import { parentPort } from 'node:worker_threads';
 // The one relative import spelled with .ts: under the tests this worker runs from its source, where Node
 // strips types but does not map './x.js' to './x.ts'; the build (esbuild) resolves either. hashing.ts
 // imports only packages, so it loads the same way.
-import { MultiHasher, type HashAlgorithm, type HashSet } from './hashing.ts';
+import { MultiHasher, prepareXxh128, type HashAlgorithm, type HashSet } from './hashing.ts';
 
 /**
  * The hashing thread behind WorkerHasher (hash-worker-client.ts): one MultiHasher (hashing.ts) per job,
@@ -67,4 +67,7 @@ if (port) {
       if (reply) port.postMessage(reply);
     });
   });
+  // The worker boots while the command starts: the first file's xxh128 should not wait for hash-wasm to
+  // load. A failure here comes back with the first job that needs it.
+  prepareXxh128().catch(() => undefined);
 }

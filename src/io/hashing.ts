@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createXXHash128, type IHasher } from 'hash-wasm';
+import type { IHasher } from 'hash-wasm';
 
 /**
  * Hash algorithms Shuttle records. Names follow ASC MHL v2.0 (`xxh64`, `xxh128`, `md5`) plus `sha256`,
@@ -23,8 +23,24 @@ export interface Updater {
 const idleXxh128: IHasher[] = [];
 const MAX_IDLE_WASM = 8;
 
+/**
+ * hash-wasm, loaded with the first xxh128 on this thread: an ingest hashes in its hash workers, and its
+ * start-up does not wait for the module. It is CommonJS: imported at run time, its exports are the
+ * default export (in the bundle and in Node alike).
+ */
+async function loadHashWasm(): Promise<typeof import('hash-wasm')> {
+  const m = (await import('hash-wasm')) as typeof import('hash-wasm') & { default?: typeof import('hash-wasm') };
+  return m.default ?? m;
+}
+
+/** Loads hash-wasm and readies one idle xxh128 state ahead of the first file that needs it. */
+export async function prepareXxh128(): Promise<void> {
+  const h = await (await loadHashWasm()).createXXHash128();
+  if (idleXxh128.length < MAX_IDLE_WASM) idleXxh128.push(h);
+}
+
 async function xxh128Updater(): Promise<Updater> {
-  const h = idleXxh128.pop() ?? (await createXXHash128());
+  const h = idleXxh128.pop() ?? (await (await loadHashWasm()).createXXHash128());
   h.init();
   let done = false;
   return {

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { errnoCode, ShuttleError } from '../../errors.js';
 import { CHAIN_FILE_NAME, MHL_DIRECTORY_NAMESPACE } from './naming.js';
-import { parseChain, type ChainLink } from './parse.js';
+import type { ChainLink } from './parse.js';
 import { escapeXml } from './xml-text.js';
 
 /** Reads `ascmhl/ascmhl_chain.xml`; undefined when there is none. */
@@ -15,7 +15,15 @@ export async function readChain(mhlDir: string): Promise<ChainLink[] | undefined
     if (errnoCode(err) === 'ENOENT') return undefined;
     throw new ShuttleError('MANIFEST_INVALID', `${file}: cannot read: ${(err as Error).message}`, { context: { file }, cause: err });
   }
-  return parseChain(decodeUtf8(bytes, file), file);
+  return (await loadParser()).parseChain(decodeUtf8(bytes, file), file);
+}
+
+/**
+ * The manifest parser (parse.ts and its XML library), loaded only when there is a manifest to read: a new
+ * destination's first ingest writes one without ever parsing, and no ingest waits for it while starting.
+ */
+export function loadParser(): Promise<typeof import('./parse.js')> {
+  return import('./parse.js');
 }
 
 /** The bytes of a generation the chain lists; MANIFEST_INVALID naming it when it is gone or unreadable. */

@@ -3,13 +3,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { errnoCode, ShuttleError, throwIfAborted } from '../../errors.js';
 import { C4Hasher, c4OfBytes } from './c4.js';
-import { chainDocument, decodeUtf8, readChain, readListedGeneration } from './chain.js';
+import { chainDocument, decodeUtf8, loadParser, readChain, readListedGeneration } from './chain.js';
 import { crashPoint } from '../crash-points.js';
 import { destinationError, fsyncDir, publishNoReplace, removeStrayTemps, replaceFileDurably, tempPathFor, writeAll } from '../../io/durable.js';
 import { GENERATION_TAIL, generationHead, hashElement } from './generation-xml.js';
 import { continuedIgnore } from './ignore.js';
 import { ascmhlDir, CHAIN_FILE_NAME, generationFileName, rootFolderName, sequenceOfFileName } from './naming.js';
-import { parseGeneration, type ChainLink } from './parse.js';
+import type { ChainLink } from './parse.js';
 import type { GenerationInfo, ManifestEntry, WrittenGeneration } from './types.js';
 
 /** Flush the XML to disk in pieces of about this many UTF-16 units, so 100k entries never make one string. */
@@ -67,7 +67,7 @@ async function planNumbering(mhlDir: string): Promise<NumberingPlan> {
       );
     }
     const bytes = await fs.readFile(file);
-    parseGeneration(decodeUtf8(bytes, file), file);
+    (await loadParser()).parseGeneration(decodeUtf8(bytes, file), file);
     links.push({ sequence: o.seq, path: o.name, c4: c4OfBytes(bytes) });
   }
   return { links, next: links.length + 1 };
@@ -77,7 +77,8 @@ async function planNumbering(mhlDir: string): Promise<NumberingPlan> {
 async function previousIgnore(mhlDir: string, last: ChainLink | undefined): Promise<string[] | undefined> {
   if (last === undefined) return undefined;
   const file = path.join(mhlDir, last.path);
-  return parseGeneration(decodeUtf8(await readListedGeneration(mhlDir, last), file), file).ignore;
+  const xml = decodeUtf8(await readListedGeneration(mhlDir, last), file);
+  return (await loadParser()).parseGeneration(xml, file).ignore;
 }
 
 async function ensureDir(destRoot: string, mhlDir: string): Promise<void> {
