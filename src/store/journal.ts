@@ -3,6 +3,7 @@ import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
+import { createJournalFile } from './journal-file.js';
 import { MIGRATIONS } from './migrations.js';
 
 export type FileState = 'seen' | 'copying' | 'verified' | 'failed';
@@ -119,6 +120,7 @@ export class Journal {
     const path = join(stateDir, 'journal.sqlite');
     let db: DatabaseSync;
     try {
+      createJournalFile(path);
       db = new DatabaseSync(path, { timeout: 10_000 });
       db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
     } catch (cause) {
