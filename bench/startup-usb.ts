@@ -26,7 +26,10 @@ for (const main of builds.slice(1)) {
   const chunks = readdirSync(dirname(main))
     .filter((f) => f.endsWith('.js') && f !== 'main.js')
     .map((f) => join(dirname(main), f));
-  spawnSync(GUEST_NODE, ['--input-type=module', '-e', `for (const f of ${JSON.stringify(chunks)}) await import(f);`], { env: { ...process.env, NODE_COMPILE_CACHE: compileCache }, stdio: 'ignore' });
+  spawnSync(GUEST_NODE, ['--input-type=module', '-e', `for (const f of ${JSON.stringify(chunks)}) await import(f);`], {
+    env: { ...process.env, NODE_COMPILE_CACHE: compileCache },
+    stdio: 'ignore',
+  });
   spawnSync(GUEST_NODE, [main, '--version'], { env: { ...process.env, NODE_COMPILE_CACHE: compileCache }, stdio: 'ignore' });
 }
 const work = await mkdtemp(join(tmpdir(), 'shuttle-bench-startup-'));
@@ -61,7 +64,10 @@ try {
       .find((l) => l.msg === 'PTP session open');
     if (opened === undefined) throw new Error(`build ${builds[b - 1]} round ${round}: no session opened:\n${log.slice(-2000)}`);
     secs[b - 1]!.push((opened.time - startMs) / 1000);
-    const [user, sys] = readFileSync(join(work, `out/logs/b${b}-r${round}.time`), 'utf8').trim().split(/\s+/).map(Number);
+    const [user, sys] = readFileSync(join(work, `out/logs/b${b}-r${round}.time`), 'utf8')
+      .trim()
+      .split(/\s+/)
+      .map(Number);
     cpu[b - 1]!.push(user! + sys!);
   }
   const node = [...guest.output.matchAll(/HIL:node-startup (\d+) (\d+)/g)].filter((m) => m[1] !== '0').map((m) => Number(m[2]) / 1000);
@@ -73,7 +79,9 @@ try {
   builds.forEach((_, i) => process.stdout.write(`${i === 0 ? 'this build ' : 'BENCH_BEFORE'} ${show(cpu[i]!)}\n`));
   process.stdout.write(`node -e 0    ${show(node)}\n`);
   if (before) {
-    process.stdout.write(`ratio this / before: ${(median(secs[0]!) / median(secs[1]!)).toFixed(2)} until the session is open, ${(median(cpu[0]!) / median(cpu[1]!)).toFixed(2)} CPU (medians)\n`);
+    process.stdout.write(
+      `ratio this / before: ${(median(secs[0]!) / median(secs[1]!)).toFixed(2)} until the session is open, ${(median(cpu[0]!) / median(cpu[1]!)).toFixed(2)} CPU (medians)\n`,
+    );
   }
 } finally {
   await rm(work, { recursive: true, force: true });
