@@ -146,7 +146,9 @@ export class SourcePlanner {
     let planned = false;
     const live = this.source.groupingDelayMs !== undefined;
     for await (const groups of groupWindows(this.#items(), { delayMs: this.source.groupingDelayMs ?? GROUPING_DELAY_MS, pairsComplete: live })) {
-      const plan = journal.tx(() => groups.flatMap((g) => this.#plan(g)));
+      // Committed without an fsync on this thread: nothing is reported on the strength of these rows, and
+      // every file's verified record, reported only once synced, is later in the log and carries them.
+      const plan = journal.txUnsynced(() => groups.flatMap((g) => this.#plan(g)));
       const todo = this.#account(plan);
       await this.#checkSpace();
       planned = true;

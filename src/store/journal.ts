@@ -302,16 +302,23 @@ export class Journal {
     return this.#get<DestinationRow>('SELECT id, marker_id, path, volume_uuid FROM destinations WHERE path = ? ORDER BY id DESC LIMIT 1', path);
   }
 
+  /**
+   * The destination's row, committed without an fsync on this thread (see upsertSource): a power cut that
+   * loses it loses every copy recorded there after it too, and the next run finds the destination by its
+   * marker as a new one.
+   */
   upsertDestination(markerId: string, path: string, volumeUuid: string | undefined): number {
-    this.#run(
-      `INSERT INTO destinations (marker_id, path, volume_uuid, created_at) VALUES (?, ?, ?, ?)
-       ON CONFLICT(marker_id) DO UPDATE SET path = excluded.path, volume_uuid = COALESCE(excluded.volume_uuid, volume_uuid)`,
-      markerId,
-      path,
-      volumeUuid ?? null,
-      now(),
-    );
-    return this.destinationByMarker(markerId)!.id;
+    return this.#undurable(() => {
+      this.#run(
+        `INSERT INTO destinations (marker_id, path, volume_uuid, created_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT(marker_id) DO UPDATE SET path = excluded.path, volume_uuid = COALESCE(excluded.volume_uuid, volume_uuid)`,
+        markerId,
+        path,
+        volumeUuid ?? null,
+        now(),
+      );
+      return this.destinationByMarker(markerId)!.id;
+    });
   }
 
   /** The run's row, committed without an fsync on this thread (see upsertSource). */
