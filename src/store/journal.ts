@@ -252,7 +252,7 @@ export class Journal {
       }
       if (this.#log === undefined) {
         const log = await open(`${this.path}-wal`, 'r').catch((e: unknown) => {
-          // No log: a checkpoint moved every commit into the database file (and synced it) and removed it.
+          // No log (not while a connection is open): a checkpoint moved every commit into the database file (and synced it) and removed it.
           if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
           return undefined;
         });
@@ -324,8 +324,8 @@ export class Journal {
 
   /**
    * The destination's row, committed without an fsync on this thread (see upsertSource): a power cut that
-   * loses it loses every copy recorded there after it too, and the next run finds the destination by its
-   * marker as a new one.
+   * loses it loses every copy recorded there after it too, as if this run had not begun, and the next run
+   * takes the destination's marker as a new destination's.
    */
   upsertDestination(markerId: string, path: string, volumeUuid: string | undefined): number {
     return this.#undurable(() => {
