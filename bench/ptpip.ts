@@ -1,7 +1,10 @@
 // PTP/IP benchmark: `shuttle ingest ptpip:` (download + hash + write + fsync + read-back verify + journal)
 // against `gphoto2 --get-all-files` (download + write, no verification) and against the link limit
 // (bench/ptpip-bare-loop.ts: list and read every object, bytes thrown away), all from the same simulated
-// camera on loopback, measured in one run.   ./node_modules/.bin/node bench/ptpip.ts [MB]
+// camera on loopback, measured in one run.   ./node_modules/.bin/node bench/ptpip.ts [MB] [large|small]
+// `large` (the default): 8 MB RAW + 2 MB JPEG per shot, where the link and the hashing decide. `small`:
+// 150 kB RAW + 50 kB JPEG per shot (with the sidecars, about 80 kB a file), a card of many small files,
+// where what each tool spends per file decides; the 1 GiB object's memory run is left out.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,14 +13,18 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const work = join(process.env.BENCH_DIR ?? join(root, '.tmp', 'bench'), 'ptpip');
 const mb = Number(process.argv[2] ?? '400');
+const mix = process.argv[3] ?? 'large';
+if (mix !== 'large' && mix !== 'small') throw new Error(`file mix must be large or small, not ${mix}`);
+const [rawSize, jpegSize] = mix === 'large' ? [8_000_000, 2_000_000] : [150_000, 50_000];
 const node = process.execPath;
 const main = join(root, 'dist', 'main.js');
 if (!existsSync(main)) execFileSync(node, [join(root, 'scripts', 'build.mjs')], { stdio: 'inherit' });
 
 rmSync(work, { recursive: true, force: true });
 const card = join(work, 'card');
-// 8 MB RAW + 2 MB JPEG per shot, and sidecars.
-execFileSync(node, [main, 'sample', card, '--count', String(Math.max(1, Math.round(mb / 10))), '--raw-size', '8000000', '--jpeg-size', '2000000', '--seed', '5'], {
+// RAW + JPEG shots, and sidecars.
+const shots = Math.max(1, Math.round((mb * 1e6) / (rawSize + jpegSize)));
+execFileSync(node, [main, 'sample', card, '--count', String(shots), '--raw-size', String(rawSize), '--jpeg-size', String(jpegSize), '--seed', '5'], {
   stdio: 'ignore',
 });
 
@@ -96,9 +103,9 @@ const median = (xs: Timed[]): Timed => {
 const [bare, gp, sh] = [median(series.bare), median(series.gp), median(series.sh)];
 
 // Peak memory while streaming a 1 GiB+ object.
-// BENCH_HUGE=0 leaves it out (comparing speed only).
+// BENCH_HUGE=0 leaves it out (comparing speed only), as does the small-file mix.
 const big = join(work, 'big');
-const huge = process.env.BENCH_HUGE === '0' ? undefined : await hugeRun();
+const huge = process.env.BENCH_HUGE === '0' || mix === 'small' ? undefined : await hugeRun();
 async function hugeRun(): Promise<Timed> {
   mkdirSync(join(big, 'DCIM', '100SHUTL'), { recursive: true });
   const fd = openSync(join(big, 'DCIM', '100SHUTL', 'MVI_0001.MOV'), 'w');
@@ -117,7 +124,8 @@ rmSync(work, { recursive: true, force: true });
 
 // The bare loop reads exactly what the camera serves: the bytes every tool moves.
 const mbMoved = Number(/bytes=(\d+)/.exec(bare.stdout)?.[1] ?? Number.NaN) / 1e6;
-process.stdout.write(`\nPTP/IP benchmark, ${mb} MB from the simulator on loopback, median of ${runs} interleaved runs\n`);
+const files = Number(/files=(\d+)/.exec(bare.stdout)?.[1] ?? Number.NaN);
+process.stdout.write(`\nPTP/IP benchmark, ${mb} MB (${files} files, ${mix}) from the simulator on loopback, median of ${runs} interleaved runs\n`);
 process.stdout.write(`bare loop ${bare.secs.toFixed(2)} s   gphoto2 --get-all-files ${gp.secs.toFixed(2)} s   shuttle ingest ptpip: ${sh.secs.toFixed(2)} s\n`);
 process.stdout.write(`shuttle/gphoto2 ${(sh.secs / gp.secs).toFixed(2)} (goal ≤ 0.8)   gphoto2/bare ${(gp.secs / bare.secs).toFixed(2)}   `);
 // Same bytes, so throughput relative to the link is the inverse time ratio.
@@ -125,6 +133,9 @@ process.stdout.write(
   `shuttle throughput ${((100 * bare.secs) / sh.secs).toFixed(0)} % of the bare loop's (${(mbMoved / sh.secs).toFixed(0)} vs ${(mbMoved / bare.secs).toFixed(0)} MB/s)\n`,
 );
 process.stdout.write(`CPU (user + system, median): shuttle ${sh.cpuSecs.toFixed(2)} s, gphoto2 ${gp.cpuSecs.toFixed(2)} s, bare loop ${bare.cpuSecs.toFixed(2)} s\n`);
+// Per file, start-up included: what decides a card of many small files.
+const perFile = (t: Timed): string => `${((t.secs * 1000) / files).toFixed(2)} ms (CPU ${((t.cpuSecs * 1000) / files).toFixed(2)} ms)`;
+process.stdout.write(`per file: shuttle ${perFile(sh)}, gphoto2 ${perFile(gp)}, bare loop ${perFile(bare)}\n`);
 if (before) {
   const b = median(series.shBefore);
   process.stdout.write(

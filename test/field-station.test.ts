@@ -1,12 +1,15 @@
 import { execFileSync } from 'node:child_process';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { normalizeConfig, type ConfigInput } from '../src/config/index.js';
 import { Daemon } from '../src/daemon/daemon.js';
 import { FolderSource } from '../src/device/card/folder-source.js';
-import type { SourceEntry } from '../src/device/source.js';
+import type { OpenOptions, SourceEntry, SourceItem } from '../src/device/source.js';
 import { runIngest } from '../src/ingest/pipeline.js';
 import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
@@ -166,6 +169,49 @@ describe('the space check and the run share one listing', () => {
     } finally {
       journal.close();
     }
+  });
+
+  test('a-listing-taken-for-the-space-check-lets-go-of-each-entry-once-planned-so-a-copied-card-is-not-kept-while-the-next-is-copied', async () => {
+    // The collector, reachable once the flag is set (V8 makes `gc` for contexts created after that).
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const first = await card('card-a', 4);
+    const second = await card('card-b', 2);
+    const entries: Array<WeakRef<SourceEntry>> = [];
+    let alive: number | undefined;
+    class WatchedCard extends FolderSource {
+      override async *list(signal?: AbortSignal): AsyncIterable<SourceEntry> {
+        for await (const e of super.list(signal)) {
+          if (this.root === first) entries.push(new WeakRef(e));
+          yield e;
+        }
+      }
+      override open(item: SourceItem, options?: OpenOptions): Promise<Readable> {
+        // The first card is copied and done: what still holds its entries holds them for nothing.
+        if (this.root === second && alive === undefined) {
+          gc();
+          alive = entries.filter((r) => r.deref() !== undefined).length;
+        }
+        return super.open(item, options);
+      }
+    }
+    const journal = Journal.open(join(work.path, 'state'));
+    try {
+      const summary = await runIngest({
+        sources: [new WatchedCard(first), new WatchedCard(second)],
+        destinations: [{ path: join(work.path, 'dest') }],
+        journal,
+        settings: ingestSettings('{name}'),
+        logger: silentLogger,
+        signal: new AbortController().signal,
+        refuseWhatCannotFit: true,
+      });
+      expect(summary).toMatchObject({ copied: 6, failed: 0 });
+    } finally {
+      journal.close();
+    }
+    expect(entries).toHaveLength(4);
+    expect(alive).toBe(0);
   });
 });
 

@@ -19,17 +19,22 @@ afterEach(async () => {
   await work.cleanup();
 });
 
-/** Syncs of the journal's log in one `shuttle ingest` of `files` files: on the main thread, and on others. */
-async function logSyncs(files: number): Promise<{ main: number; others: number }> {
-  const base = join(work.path, String(files));
-  for (let i = 0; i < files; i++) await writeBytes(join(base, 'card', 'DCIM', `IMG_${String(i + 1).padStart(4, '0')}.JPG`), bytes(100_000 + i, i + 1));
+/**
+ * Syncs of the journal's log in one `shuttle ingest` of `files` files spread over `folders` folders: on
+ * the main thread, and on others. The plan commits a window of the listing per folder at least.
+ */
+async function logSyncs(files: number, folders = 1): Promise<{ main: number; others: number; opens: number }> {
+  const base = join(work.path, `${files}-${folders}`);
+  for (let i = 0; i < files; i++) {
+    await writeBytes(join(base, 'card', 'DCIM', `${100 + (i % folders)}CANON`, `IMG_${String(i + 1).padStart(4, '0')}.JPG`), bytes(100_000 + i, i + 1));
+  }
   const trace = join(base, 'strace.txt');
   const args = [
     '-f',
     '-y',
     '-qq',
     '-e',
-    'trace=fsync,fdatasync',
+    'trace=fsync,fdatasync,openat',
     '-o',
     trace,
     process.execPath,
@@ -48,21 +53,28 @@ async function logSyncs(files: number): Promise<{ main: number; others: number }
   const lines = (await readFile(trace, 'utf8')).split('\n').filter((l) => /^\d+ /.test(l));
   // Node's main thread is the process's first: the lowest id among those traced.
   const main = Math.min(...lines.map((l) => Number(l.slice(0, l.indexOf(' ')))));
-  const wal = lines.filter((l) => l.includes('journal.sqlite-wal>') && !l.includes('resumed>'));
+  const wal = lines.filter((l) => /f(data)?sync\(.*journal\.sqlite-wal>/.test(l) && !l.includes('resumed>'));
   const onMain = wal.filter((l) => Number(l.slice(0, l.indexOf(' '))) === main).length;
-  return { main: onMain, others: wal.length - onMain };
+  const opens = lines.filter((l) => /openat\(.*journal\.sqlite-wal"/.test(l)).length;
+  return { main: onMain, others: wal.length - onMain, opens };
 }
 
-test('the-main-thread-syncs-the-journal-log-as-often-for-twelve-files-as-for-two-not-for-the-run-rows-and-each-file-record-is-synced-in-the-thread-pool', async () => {
+test('the-main-thread-syncs-the-journal-log-as-often-for-twelve-files-in-six-folders-as-for-two-not-for-the-run-rows-the-destination-or-the-plan-and-each-file-record-is-synced-in-the-thread-pool-through-one-open-log', async () => {
   // A missing strace fails here, loudly.
   execFileSync('strace', ['-V']);
   const two = await logSyncs(2);
-  const twelve = await logSyncs(12);
+  // Six folders: the plan commits six windows of the listing, where two files in one folder make one.
+  const twelve = await logSyncs(12, 6);
   expect(twelve.main).toBe(two.main);
-  // What is left on the main thread: the new journal's schema, the destination's row, the plan's window,
-  // the manifest's marks and the checkpoint of close(); the run's and the source's rows add none.
-  expect(two.main).toBeLessThanOrEqual(6);
+  // What is left on the main thread: the new journal's schema, the manifest's marks and the checkpoint of
+  // close(); the run's, the source's and the destination's rows and the plan's windows add none.
+  expect(two.main).toBeLessThanOrEqual(4);
   expect(twelve.others).toBeGreaterThanOrEqual(1);
   expect(twelve.others).toBeLessThanOrEqual(12);
-  console.info(`journal log syncs, main thread / thread pool: 2 files ${two.main} / ${two.others}, 12 files ${twelve.main} / ${twelve.others}`);
+  // The log is opened by SQLite and once more for the syncs, however many files there are (not once per sync).
+  expect(twelve.opens).toBe(two.opens);
+  expect(twelve.opens).toBeLessThanOrEqual(2);
+  console.info(
+    `journal log syncs, main thread / thread pool: 2 files ${two.main} / ${two.others}, 12 files in 6 folders ${twelve.main} / ${twelve.others}; log opened ${two.opens} / ${twelve.opens} times`,
+  );
 }, 60_000);

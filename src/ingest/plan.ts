@@ -1,6 +1,6 @@
 import { TIMED_OUT, within } from '../async.js';
 import type { Logger } from '../log.js';
-import { isSourceFault, isSourceSkip, type Source, type SourceIdentity, type SourceItem } from '../device/source.js';
+import { isSourceFault, isSourceSkip, type Source, type SourceEntry, type SourceIdentity, type SourceItem } from '../device/source.js';
 import type { FileRow } from '../store/journal.js';
 import { checkFreeSpace } from './destination.js';
 import { nameFilter } from './filter.js';
@@ -37,6 +37,19 @@ export const GROUPING_DELAY_MS = 500;
 
 /** Groups kept at hand, for a shot whose members a window boundary split: see groupWindows. */
 const RECENT_GROUPS = 256;
+
+/**
+ * The entries of a listing taken ahead (the space check's), each let go of as it is handed over: the
+ * listing stays referenced until the run ends, and a card of many files would otherwise keep every entry
+ * (and the other sources' entries) while it is copied.
+ */
+function* handOver(entries: Array<SourceEntry | undefined>): Generator<SourceEntry> {
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]!;
+    entries[i] = undefined;
+    yield entry;
+  }
+}
 
 function dirOf(path: string): string {
   const slash = path.lastIndexOf('/');
@@ -146,7 +159,9 @@ export class SourcePlanner {
     let planned = false;
     const live = this.source.groupingDelayMs !== undefined;
     for await (const groups of groupWindows(this.#items(), { delayMs: this.source.groupingDelayMs ?? GROUPING_DELAY_MS, pairsComplete: live })) {
-      const plan = journal.tx(() => groups.flatMap((g) => this.#plan(g)));
+      // Committed without an fsync on this thread: nothing is reported on the strength of these rows, and
+      // every file's verified record, reported only once synced, is later in the log and carries them.
+      const plan = journal.txUnsynced(() => groups.flatMap((g) => this.#plan(g)));
       const todo = this.#account(plan);
       await this.#checkSpace();
       planned = true;
@@ -168,7 +183,7 @@ export class SourcePlanner {
     const listed = run.listings.get(this.source);
     run.listings.delete(this.source);
     try {
-      for await (const entry of listed ?? this.source.list(signal)) {
+      for await (const entry of listed ? handOver(listed) : this.source.list(signal)) {
         if (isSourceFault(entry)) {
           journal.recordUnreadable(this.sourceId, entry.path, entry.error.message, entry.pathBytes);
           summary.failed++;
