@@ -113,7 +113,7 @@ test('copy-states-go-copying-then-verified-then-into-a-manifest', () => {
   const [row] = journal.copiesOf(f.id);
   expect(row).toMatchObject({ state: 'verified', dest_path: copy.destPath, temp_path: null, readback: 'direct' });
   expect(JSON.parse(row!.hashes!)).toEqual(copy.hashes);
-  expect(journal.findContent(d, copy.xxh128, copy.sha256, 10)?.dest_path).toBe(copy.destPath);
+  expect(journal.findContent(d, copy.xxh128, 10)?.dest_path).toBe(copy.destPath);
   expect(journal.unmanifested(d).map((r) => r.id)).toEqual([row!.id]);
   journal.markManifested([row!.id], 1);
   expect(journal.unmanifested(d)).toEqual([]);

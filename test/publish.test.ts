@@ -81,7 +81,7 @@ test('a-verified-copy-changed-on-disk-is-not-taken-for-a-new-copy-of-the-same-co
   expect(second.summary).toMatchObject({ files: 1, copied: 1, failed: 0 });
   // Written anew (not deduplicated), under the next free name, and read back like any new copy.
   expect(second.summary.destinations[0]).toMatchObject({ verified: 1, bytes: data.length });
-  expect(second.stderr).toMatch(/no longer matches/);
+  expect(second.stderr).toMatch(/same xxh128 and size differs from this file/);
   expect((await readFile(join(dest, DAY, 'one_1.bin'))).equals(data)).toBe(true);
   expect((await readFile(damaged)).equals(damagedBytes)).toBe(true);
   expect(
@@ -150,6 +150,62 @@ test('a-file-an-interrupted-run-published-that-was-changed-since-is-not-taken', 
   expect((await readFile(join(dest, DAY, 'one_1.bin'))).equals(data)).toBe(true);
   expect((await readFile(final)).equals(data)).toBe(false);
   expect(copyRows().map((r) => [r.dest_path, r.state])).toEqual([[`${DAY}/one_1.bin`, 'verified']]);
+});
+
+/**
+ * xxh128 is no proof against crafted content: a card could hold two different files with one xxh128.
+ * SHUTTLE_TEST_FAULT=xxh128-collide gives every file one xxh128, so files of one size collide; a file
+ * already at the destination stands for a copy only when its bytes are the copy's.
+ */
+const collide = { env: { SHUTTLE_TEST_FAULT: 'xxh128-collide' } };
+const other = bytes(data.length, 22);
+
+test('a-different-file-the-content-index-takes-for-the-same-content-is-stored-anew-not-adopted', async () => {
+  const card1 = join(work.path, 'card1');
+  const card2 = join(work.path, 'card2');
+  await writeBytes(join(card1, 'one.bin'), data, mtime);
+  await writeBytes(join(card2, 'two.bin'), other, mtime);
+  expect((await ingestJson([card1, '--dest', dest, '--state', state], collide)).code).toBe(0);
+  const second = await ingestJson([card2, '--dest', dest, '--state', state, '--log-level', 'warn'], collide);
+  expect(second.code, second.stderr).toBe(0);
+  // The content index did name the first file as the same content: the fault really happened.
+  expect(second.stderr).toMatch(/same xxh128 and size differs from this file/);
+  expect(second.summary.destinations[0]).toMatchObject({ verified: 1, bytes: other.length });
+  expect((await readFile(join(dest, DAY, 'two.bin'))).equals(other)).toBe(true);
+  expect((await readFile(join(dest, DAY, 'one.bin'))).equals(data)).toBe(true);
+  expect(copyRows().map((r) => [r.rel_path, r.dest_path, r.dedup])).toEqual([
+    ['one.bin', `${DAY}/one.bin`, 0],
+    ['two.bin', `${DAY}/two.bin`, 0],
+  ]);
+});
+
+test('a-different-file-at-the-name-with-the-same-xxh128-is-not-taken-for-the-copy', async () => {
+  const card1 = join(work.path, 'card1');
+  const card2 = join(work.path, 'card2');
+  await writeBytes(join(card1, 'one.bin'), data, mtime);
+  await writeBytes(join(card2, 'one.bin'), other, mtime);
+  // Another journal: nothing tells the second run what is at the name but the file itself.
+  expect((await ingestJson([card1, '--dest', dest, '--state', join(work.path, 'state1')], collide)).code).toBe(0);
+  const second = await ingestJson([card2, '--dest', dest, '--state', state], collide);
+  expect(second.code, second.stderr).toBe(0);
+  expect(second.summary.destinations[0]).toMatchObject({ verified: 1, bytes: other.length });
+  expect((await readFile(join(dest, DAY, 'one.bin'))).equals(data)).toBe(true);
+  expect((await readFile(join(dest, DAY, 'one_1.bin'))).equals(other)).toBe(true);
+  expect(copyRows().map((r) => [r.dest_path, r.dedup])).toEqual([[`${DAY}/one_1.bin`, 0]]);
+  expect(await tempFilesUnder(dest)).toEqual([]);
+});
+
+test('a-true-duplicate-is-still-adopted-when-its-xxh128-is-shared-with-other-content', async () => {
+  const card1 = join(work.path, 'card1');
+  const card2 = join(work.path, 'card2');
+  await writeBytes(join(card1, 'one.bin'), data, mtime);
+  await writeBytes(join(card2, 'two.bin'), data, mtime);
+  expect((await ingestJson([card1, '--dest', dest, '--state', state], collide)).code).toBe(0);
+  const second = await ingestJson([card2, '--dest', dest, '--state', state], collide);
+  expect(second.code, second.stderr).toBe(0);
+  expect(second.summary.destinations[0]).toMatchObject({ verified: 1, bytes: 0 });
+  expect([...(await listTree(dest, { skipShuttle: true })).keys()]).toEqual([`${DAY}/one.bin`]);
+  expect(copyRows().at(-1)).toMatchObject({ rel_path: 'two.bin', dest_path: `${DAY}/one.bin`, dedup: 1 });
 });
 
 function escape(s: string): string {

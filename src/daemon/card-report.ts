@@ -29,7 +29,7 @@ export interface ReportDestination {
   /**
    * How this ingest's files were checked there: read back past the page cache (O_DIRECT), read back
    * through it (the filesystem refused O_DIRECT, so the read may have come from memory), or found already
-   * there with the same hashes.
+   * there with the same bytes (compared byte for byte with the verified copy).
    */
   readBack: { pastCache: number; throughCache: number; existing: number };
   /** The ASC MHL generations (in `ascmhl/`) that list the source's files. */
@@ -231,7 +231,7 @@ export function renderCardReport(r: CardReport): string {
     const how: string[] = [];
     if (rb.pastCache) how.push(`${rb.pastCache} read back past the page cache (O_DIRECT)`);
     if (rb.throughCache) how.push(`${rb.throughCache} read back through the page cache (the filesystem refused O_DIRECT)`);
-    if (rb.existing) how.push(`${rb.existing} already there with the same hashes`);
+    if (rb.existing) how.push(`${rb.existing} already there with the same bytes`);
     lines.push(`    verification: ${how.length ? how.join('; ') : 'no copy made by this ingest'}`);
     const gens = d.manifests.map((m) => (m.file ? `${ASCMHL_FOLDER}/${m.file}` : `generation ${m.sequence}`));
     lines.push(`    ASC MHL: ${gens.length ? gens.join(', ') : 'no generation lists these files'}`);

@@ -9,6 +9,7 @@ import type { HashAlgorithm, HashSet } from '../io/hashing.js';
 import { IngestHasher } from '../io/hash-worker-client.js';
 import { openTemp, fsyncDir, fsyncFile, applyTestFault, destinationError, writeAll } from '../io/durable.js';
 import { ProgressiveReadBack, readBack, type ReadBackResult } from '../io/readback.js';
+import { sameBytes, type SameBytes } from '../io/same-bytes.js';
 
 /**
  * One destination's share of a single-read copy: a temp file written at increasing offsets. Whole blocks
@@ -223,20 +224,23 @@ function compare(rb: ReadBackResult, expected: ReadResult): ReadBackCheck {
 
 /**
  * Whether a file already at the destination (an earlier copy of the same content, or what an interrupted
- * run published at the target name) may stand for this copy: it must be a regular file whose bytes, read
- * back past the page cache like a fresh copy's, match the source read. A match is then fsync'd with its
- * folder, since the run that made it may have died before its name was durable. A file that cannot be
- * read is not adopted (it is someone else's to sort out); failing to sync one that matched is an error.
+ * run published at the target name) may stand for this copy: it must be a regular file of the same size
+ * whose bytes, read past the page cache, equal the verified temp's byte for byte. Equal hashes are not
+ * enough: xxh128 finds the candidate, but a crafted source could hold two different files with one
+ * xxh128, and adopting the other would lose this one. A match is then fsync'd with its folder, since the
+ * run that made it may have died before its name was durable. A file that cannot be read is not adopted
+ * (it is someone else's to sort out); failing to sync one that matched is an error.
  */
-export async function adoptExisting(path: string, expected: ReadResult, signal: AbortSignal): Promise<ReadBackCheck | undefined> {
-  let check: ReadBackCheck | undefined;
+export async function adoptExisting(path: string, temp: { path: string; size: number }, signal: AbortSignal): Promise<SameBytes | undefined> {
+  let check: SameBytes | undefined;
   try {
     // Not a link's target: the copy must be the file at this name, not wherever a link leads.
-    if ((await lstat(path)).isFile()) check = await checkCopy(path, expected, signal);
+    const st = await lstat(path);
+    if (st.isFile()) check = st.size === temp.size ? await sameBytes(path, temp.path, signal) : { same: false, differsAt: Math.min(st.size, temp.size) };
   } catch {
     if (signal.aborted) throw abortReason(signal);
   }
-  if (check === undefined || !check.ok) return check;
+  if (check === undefined || !check.same) return check;
   await fsyncFile(path);
   await fsyncDir(dirname(path));
   return check;

@@ -40,10 +40,13 @@ export interface CopyOf {
 }
 
 /**
- * A rewrite after a read-back mismatch reads the source again: sha256 tells whether the source read the
- * same, xxh128 is what the read-back compares.
+ * The source read again for a rewrite must give every hash the first read recorded (xxh128, which the
+ * read-back compares, and whatever else the run took), so that each recorded value describes the copy.
  */
-const REWRITE_ALGORITHMS: readonly HashAlgorithm[] = ['sha256', 'xxh128'];
+function sameRead(first: ReadResult, again: ReadResult): HashAlgorithm | undefined {
+  for (const a of Object.keys(first.hashes) as HashAlgorithm[]) if (again.hashes[a] !== first.hashes[a]) return a;
+  return undefined;
+}
 
 type Checked = { check: ReadBackCheck; error?: undefined } | { check?: undefined; error: unknown };
 
@@ -139,11 +142,11 @@ export class DestinationWriter {
         );
         await discardTemp(this.#target);
         this.#target = await createTempTarget(join(this.dest.root, this.baseRel), (temp) => journal.markCopying(this.of.fileId, this.dest.id, temp, ingestId), item.size);
-        const reread = await rewriteFromSource(source, item, this.#target, REWRITE_ALGORITHMS, signal);
-        if (reread.hashes.sha256 !== read.hashes.sha256) {
-          throw new ShuttleError('SOURCE_CHANGED', `${item.path} read differently the second time (sha256 ${read.hashes.sha256} then ${reread.hashes.sha256})`, {
-            context: { path: item.path },
-          });
+        const reread = await rewriteFromSource(source, item, this.#target, Object.keys(read.hashes) as HashAlgorithm[], signal);
+        const differs = sameRead(read, reread);
+        if (differs !== undefined || reread.size !== read.size) {
+          const what = differs === undefined ? `${read.size} then ${reread.size} bytes` : `${differs} ${read.hashes[differs]} then ${reread.hashes[differs]}`;
+          throw new ShuttleError('SOURCE_CHANGED', `${item.path} read differently the second time (${what})`, { context: { path: item.path } });
         }
         await sealTemp(this.#target, item.mtimeMs);
         check = await checkTemp(this.#target, read, signal);
@@ -174,25 +177,26 @@ export class DestinationWriter {
 
   /**
    * Moves the verified temp copy to its final name, never replacing a file. Identical content already at
-   * the destination (by the journal's content index, or found at the target name) is kept and the temp
-   * dropped, but only once that file was read back and matched the source and was fsync'd (adoptExisting):
-   * the journal says what was there, not what is there now. A different file at the name pushes this group
-   * to the next collision suffix.
+   * the destination (a candidate by the journal's content index, or found at the target name) is kept
+   * and the temp dropped, but only once that file's bytes equal the temp's and it was fsync'd
+   * (adoptExisting): the journal says what was there, not what is there now, and its xxh128 could match
+   * different bytes. A different file at the name pushes this group to the next collision suffix.
    */
   async #place(read: ReadResult): Promise<{ rel: string; dedup: boolean; suffix?: number }> {
     const { journal, signal } = this.run;
     const d = this.dest;
-    const same = journal.findContent(d.id, read.hashes.xxh128!, read.hashes.sha256!, read.size);
+    const temp = { path: this.#target.tempPath, size: read.size };
+    const same = journal.findContent(d.id, read.hashes.xxh128!, read.size);
     if (same?.dest_path) {
-      const existing = await adoptExisting(join(d.root, same.dest_path), read, signal);
-      if (existing?.ok) {
+      const existing = await adoptExisting(join(d.root, same.dest_path), temp, signal);
+      if (existing?.same) {
         await this.discard();
         this.log.info({ path: this.of.item.path, existing: same.dest_path, destination: d.root }, 'identical content already at destination');
         return { rel: same.dest_path, dedup: true };
       }
       this.log.warn(
-        { path: this.of.item.path, existing: same.dest_path, destination: d.root, actual: existing?.actual },
-        'a verified copy of the same content no longer matches it; storing this one anew',
+        { path: this.of.item.path, existing: same.dest_path, destination: d.root, differsAt: existing?.differsAt },
+        'a verified copy with the same xxh128 and size differs from this file; storing this one anew',
       );
     }
     const stored = journal.groupName(this.of.sourceId, this.of.groupKey, d.id);
@@ -203,7 +207,7 @@ export class DestinationWriter {
       const r = await publishNoReplace(this.#target.tempPath, final);
       if (r === 'published') return { rel, dedup: false, suffix };
       // Something is already there: ours from an interrupted run (same bytes), or another file.
-      if ((await adoptExisting(final, read, signal))?.ok) {
+      if ((await adoptExisting(final, temp, signal))?.same) {
         await this.discard();
         return { rel, dedup: false, suffix };
       }

@@ -12,7 +12,7 @@ import { REPORTS_FOLDER } from './naming.js';
 import { crashPoint } from './crash-points.js';
 import { Slots } from '../io/slots.js';
 import { SourcePlanner, type PlannedFile } from './plan.js';
-import { SourceReader, type WrittenFile } from './source-read.js';
+import { SourceReader, sourceAlgorithms, type WrittenFile } from './source-read.js';
 import { IngestRun, type IngestRequest, type IngestSummary, type Progress } from './run.js';
 import { RunDestination } from './run-destination.js';
 import { listAhead, planFits } from './preflight.js';
@@ -27,7 +27,7 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
   if (req.destinations.length === 0) throw new ShuttleError('USAGE', 'no destination: give --dest DIR or configure [[destinations]]');
   const run = new IngestRun(req);
   const { signal, summary } = run;
-  startHashWorker();
+  startHashWorker(sourceAlgorithms(run.settings));
   // Ended when the run ends before planning from the listings (a destination refused).
   const unlisted = new AbortController();
   const listing = linkSignals(signal, unlisted.signal);
@@ -246,7 +246,7 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
         {
           destPath: done.rel,
           size: read.size,
-          sha256: read.hashes.sha256!,
+          sha256: read.hashes.sha256 ?? null,
           xxh128: read.hashes.xxh128!,
           hashes: read.hashes as Record<string, string>,
           readback: done.dedup ? 'existing' : done.direct ? 'direct' : 'cached',

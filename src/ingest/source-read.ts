@@ -12,7 +12,7 @@ import { crashPoint } from './crash-points.js';
 import { fanOut, readHead, joinHead, type ReadResult } from './copy.js';
 import { DestinationWriter } from './destination-writer.js';
 import type { PlannedFile } from './plan.js';
-import type { IngestRun, ReadTap } from './run.js';
+import type { IngestRun, IngestSettings, ReadTap } from './run.js';
 import type { RunDestination } from './run-destination.js';
 
 /** The source's chunks, each shown to `tap` as it is pulled; ending early ends the source's iteration as before. */
@@ -56,7 +56,14 @@ export interface WrittenFile {
   fields: GroupFields;
 }
 
-const SOURCE_ALGORITHMS: readonly HashAlgorithm[] = ['sha256', 'xxh128'];
+/**
+ * What a source read hashes: xxh128, which the read-back of every copy compares and the journal finds
+ * content by, plus what the manifests record. SHA-256 and MD5 serve the cloud alone (the upload queue
+ * takes them from the ingest's record), so only a run whose files go on to an upload pays for them.
+ */
+export function sourceAlgorithms(settings: Pick<IngestSettings, 'manifestHashes' | 'forUpload'>): HashAlgorithm[] {
+  return [...new Set<HashAlgorithm>(['xxh128', ...settings.manifestHashes, ...(settings.forUpload === true ? (['sha256', 'md5'] as const) : [])])];
+}
 
 /**
  * Groups whose name fields are kept at hand: a group's members come close together in a listing, and
@@ -76,8 +83,7 @@ export class SourceReader {
     readonly sourceId: number,
     private readonly log: Logger,
   ) {
-    const { settings } = run;
-    this.#algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes, ...(settings.forUpload === true ? (['md5'] as const) : [])])];
+    this.#algorithms = sourceAlgorithms(run.settings);
   }
 
   /**

@@ -201,7 +201,7 @@ async function gate(req: WipeRequest, store: WipeStore, report: WipeReport, log:
       const c = of.find((x) => x.dest_id === d.id);
       if (c?.state !== 'verified' || c.dest_path === null) throw refuse('not-verified', `${r.rel_path} is not verified at ${d.path}`, r.rel_path);
     }
-    if (r.xxh128 === null || r.sha256 === null) throw refuse('not-verified', `${r.rel_path} has no recorded source hash`, r.rel_path);
+    if (r.xxh128 === null) throw refuse('not-verified', `${r.rel_path} has no recorded source hash`, r.rel_path);
     copies.set(r.id, of);
   }
 

@@ -117,13 +117,12 @@ function lanes(algorithms: readonly HashAlgorithm[]): Array<[number, HashAlgorit
 }
 
 /**
- * Starts the workers every ingest needs (xxh128's and SHA-256's) now rather than at the first large file:
- * booting a thread costs a second or more on a slow CPU, and an ingest can pay it while it lists the
- * source. An idle worker keeps no process alive.
+ * Starts the workers of `algorithms` (every ingest needs xxh128's) now rather than at the first large
+ * file: booting a thread costs a second or more on a slow CPU, and an ingest can pay it while it lists
+ * the source. An idle worker keeps no process alive.
  */
-export function startHashWorker(): void {
-  currentThread(LANE_OF.xxh128);
-  currentThread(LANE_OF.sha256);
+export function startHashWorker(algorithms: readonly HashAlgorithm[] = ['xxh128']): void {
+  for (const [lane] of lanes(algorithms)) currentThread(lane);
 }
 
 /**

@@ -24,6 +24,13 @@ const idleXxh128: IHasher[] = [];
 const MAX_IDLE_WASM = 8;
 
 /**
+ * Test hook (SHUTTLE_TEST_FAULT=xxh128-collide): every xxh128 is one value, so files of one size collide
+ * as crafted content could. Off in the release build, like the other injected faults.
+ */
+const COLLIDING_XXH128 =
+  (typeof SHUTTLE_TEST_HOOKS === 'undefined' || SHUTTLE_TEST_HOOKS) && (process.env['SHUTTLE_TEST_FAULT'] ?? '').split(',').some((f) => f.trim() === 'xxh128-collide');
+
+/**
  * hash-wasm, loaded with the first xxh128 on this thread: an ingest hashes in its hash workers, and its
  * start-up does not wait for the module. It is CommonJS: imported at run time, its exports are the
  * default export (in the bundle and in Node alike).
@@ -40,6 +47,7 @@ export async function prepareXxh128(): Promise<void> {
 }
 
 async function xxh128Updater(): Promise<Updater> {
+  if (COLLIDING_XXH128) return { update: () => {}, digest: () => '0'.repeat(32) };
   const h = idleXxh128.pop() ?? (await (await loadHashWasm()).createXXHash128());
   h.init();
   let done = false;

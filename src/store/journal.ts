@@ -58,7 +58,8 @@ export interface DestinationRow {
 export interface VerifiedCopy {
   destPath: string;
   size: number;
-  sha256: string;
+  /** Taken only when the ingest's files go on to an upload (IngestSettings.forUpload). */
+  sha256: string | null;
   xxh128: string;
   hashes: Record<string, string>;
   readback: 'direct' | 'cached' | 'existing';
@@ -450,7 +451,8 @@ export class Journal {
         ingestId,
         t,
       );
-      this.#run('UPDATE files SET sha256 = ?, xxh128 = ?, updated_at = ? WHERE id = ?', c.sha256, c.xxh128, t, fileId);
+      // A SHA-256 an earlier copy recorded stays while it describes the same bytes (by xxh128).
+      this.#run('UPDATE files SET sha256 = COALESCE(?, CASE WHEN xxh128 = ? THEN sha256 END), xxh128 = ?, updated_at = ? WHERE id = ?', c.sha256, c.xxh128, c.xxh128, t, fileId);
     });
   }
 
@@ -471,15 +473,12 @@ export class Journal {
     this.#run('UPDATE files SET state = ?, error = ?, updated_at = ? WHERE id = ?', state, error ?? null, now(), fileId);
   }
 
-  /** A verified copy at this destination with the same content, for dedup. */
-  findContent(destId: number, xxh128: string, sha256: string, size: number): CopyRow | undefined {
-    return this.#get<CopyRow>(
-      `SELECT * FROM copies WHERE dest_id = ? AND xxh128 = ? AND sha256 = ? AND size = ? AND state = 'verified' AND dest_path IS NOT NULL LIMIT 1`,
-      destId,
-      xxh128,
-      sha256,
-      size,
-    );
+  /**
+   * A verified copy at this destination with the same xxh128 and size: a candidate for dedup only, since
+   * xxh128 is no proof against crafted content (the caller compares the bytes).
+   */
+  findContent(destId: number, xxh128: string, size: number): CopyRow | undefined {
+    return this.#get<CopyRow>(`SELECT * FROM copies WHERE dest_id = ? AND xxh128 = ? AND size = ? AND state = 'verified' AND dest_path IS NOT NULL LIMIT 1`, destId, xxh128, size);
   }
 
   groupName(sourceId: number, groupKey: string, destId: number): { fields: string; suffix: number } | undefined {
@@ -537,9 +536,12 @@ export class Journal {
     return this.#all<DestinationRow>('SELECT id, marker_id, path, volume_uuid FROM destinations ORDER BY id');
   }
 
-  /** Consistency check used by tests and `status`: verified copies must have a path and hashes. */
+  /**
+   * Consistency check used by tests and `status`: verified copies must have a path, a size and the xxh128
+   * their read-back compared (SHA-256 is taken only for an upload).
+   */
   inconsistencies(): string[] {
-    const bad = this.#all<{ id: number }>(`SELECT id FROM copies WHERE state = 'verified' AND (dest_path IS NULL OR sha256 IS NULL OR xxh128 IS NULL OR size IS NULL)`);
-    return bad.map((b) => `copy ${b.id} is verified without path or hashes`);
+    const bad = this.#all<{ id: number }>(`SELECT id FROM copies WHERE state = 'verified' AND (dest_path IS NULL OR xxh128 IS NULL OR size IS NULL)`);
+    return bad.map((b) => `copy ${b.id} is verified without path, size or xxh128`);
   }
 }
