@@ -56,7 +56,11 @@ export interface WrittenFile {
   fields: GroupFields;
 }
 
-const SOURCE_ALGORITHMS: readonly HashAlgorithm[] = ['sha256', 'xxh128'];
+/**
+ * xxh128 is what every copy's read-back is compared with; manifests add theirs. SHA-256 and MD5 serve the
+ * cloud alone, and the upload computes them from the verified copy (src/upload/content-hashes.ts).
+ */
+const SOURCE_ALGORITHMS: readonly HashAlgorithm[] = ['xxh128'];
 
 /**
  * Groups whose name fields are kept at hand: a group's members come close together in a listing, and
@@ -77,7 +81,7 @@ export class SourceReader {
     private readonly log: Logger,
   ) {
     const { settings } = run;
-    this.#algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes, ...(settings.forUpload === true ? (['md5'] as const) : [])])];
+    this.#algorithms = [...new Set([...SOURCE_ALGORITHMS, ...settings.manifestHashes])];
   }
 
   /**
