@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { xxhash128 } from 'hash-wasm';
@@ -13,8 +12,8 @@ import { tempDir } from './support/tree.js';
 
 /**
  * Which hashes an ingest takes of the source's bytes: xxh128 (the read-back's comparison, the journal's
- * content key) always, SHA-256 and MD5 only for a run whose files go on to an upload. The large file is
- * hashed in the hash workers, the small one on the main thread.
+ * content key) and the manifests' only; SHA-256 and MD5 are the upload's to compute from the verified
+ * copy. The large file is hashed in the hash workers, the small one on the main thread.
  */
 let work: { path: string; cleanup: () => Promise<void> };
 const files = { 'big.bin': bytes(3_000_000, 41), 'small.bin': bytes(10_000, 42) };
@@ -68,9 +67,6 @@ async function ingest(settings: IngestSettings): Promise<{ rows: Recorded[]; pro
   }
 }
 
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-const md5 = (b: Buffer): string => createHash('md5').update(b).digest('hex');
-
 // First in this file: no earlier test has started a SHA-256 or MD5 worker in this process.
 test('an-ingest-whose-files-are-not-uploaded-takes-xxh128-and-neither-sha256-nor-md5', async () => {
   const { rows, problems } = await ingest(ingestSettings('{name}'));
@@ -89,14 +85,13 @@ test('an-ingest-whose-files-are-not-uploaded-takes-xxh128-and-neither-sha256-nor
   expect(hashWorkerForTests('md5')).toBeUndefined();
 });
 
-test('an-ingest-whose-files-go-on-to-an-upload-still-records-sha256-and-md5', async () => {
+test('an-ingest-whose-files-go-on-to-an-upload-takes-neither-as-well-the-upload-computes-them', async () => {
   const { rows, problems } = await ingest({ ...ingestSettings('{name}'), forUpload: true });
   expect(rows.map((r) => r.rel_path)).toEqual(['big.bin', 'small.bin']);
   for (const r of rows) {
-    const data = files[r.rel_path as keyof typeof files];
-    const hashes = { xxh128: await xxhash128(data), sha256: sha256(data), md5: md5(data) };
-    expect(r, r.rel_path).toMatchObject({ sha256: hashes.sha256, file_sha256: hashes.sha256, xxh128: hashes.xxh128 });
-    expect(JSON.parse(r.hashes), r.rel_path).toEqual(hashes);
+    const xxh128 = await xxhash128(files[r.rel_path as keyof typeof files]);
+    expect(r, r.rel_path).toMatchObject({ sha256: null, file_sha256: null, xxh128 });
+    expect(JSON.parse(r.hashes), r.rel_path).toEqual({ xxh128 });
   }
   expect(problems).toEqual([]);
 });

@@ -92,6 +92,49 @@ test('an-old-journal-is-upgraded-in-one-step-and-a-failing-upgrade-leaves-it-as-
   expect([version, added]).toEqual([2, 0]);
 });
 
+test('a-journal-with-queued-uploads-keeps-them-when-the-queue-learns-to-hold-rows-without-a-sha256', () => {
+  // Version 5: the queue's sha256 was NOT NULL. One row uploaded (with a pruned copy pointing at it), one queued.
+  mkdirSync(join(work.path, 'v5'));
+  const db = new DatabaseSync(join(work.path, 'v5', 'journal.sqlite'));
+  for (let v = 0; v < 5; v++) db.exec(MIGRATIONS[v]!);
+  db.exec(`PRAGMA user_version = 5; PRAGMA foreign_keys = ON;
+    INSERT INTO sources VALUES (1, 'card:X', 'card', 'X', '{}', 't', 't');
+    INSERT INTO destinations VALUES (1, 'm1', '/lib', NULL, 't');
+    INSERT INTO files (id, source_id, rel_path, size, mtime_ms, sha256, xxh128, state, first_seen, updated_at) VALUES
+      (1, 1, 'A.JPG', 10, 1, '${'a'.repeat(64)}', '${'b'.repeat(32)}', 'verified', 't', 't'),
+      (2, 1, 'B.JPG', 20, 1, '${'c'.repeat(64)}', '${'d'.repeat(32)}', 'verified', 't', 't');
+    INSERT INTO copies (id, file_id, dest_id, state, dest_path, size, sha256, xxh128, updated_at) VALUES
+      (1, 1, 1, 'pruned', 'A.JPG', 10, '${'a'.repeat(64)}', '${'b'.repeat(32)}', 't');
+    INSERT INTO upload_queue (id, file_id, bucket, prefix, key, size, sha256, xxh128, priority, state, attempts, next_attempt_at, copy_id, etag, enqueued_at, updated_at, uploaded_at) VALUES
+      (7, 1, 'b', '', 'A.JPG', 10, '${'a'.repeat(64)}', '${'b'.repeat(32)}', 0, 'uploaded', 1, 0, 1, '"e"', 't', 't', 't'),
+      (8, 2, 'b', '', 'B.JPG', 20, '${'c'.repeat(64)}', NULL, 1, 'queued', 2, 99, NULL, NULL, 't', 't', NULL);
+    INSERT INTO copy_prunes VALUES (1, 1, 'A.JPG', 10, 'age', 7, 't');`);
+  const before = db.prepare('SELECT * FROM upload_queue ORDER BY id').all();
+  db.close();
+
+  const upgraded = Journal.open(join(work.path, 'v5'));
+  upgraded.close();
+  const after = new DatabaseSync(join(work.path, 'v5', 'journal.sqlite'));
+  try {
+    after.exec('PRAGMA foreign_keys = ON');
+    expect(after.prepare('SELECT * FROM upload_queue ORDER BY id').all()).toEqual(before);
+    expect(after.prepare('PRAGMA foreign_key_check').all()).toEqual([]);
+    expect(after.prepare('SELECT copy_id, queue_id FROM copy_prunes').all()).toEqual([{ copy_id: 1, queue_id: 7 }]);
+    expect(after.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'upload_queue' AND name LIKE 'upload_queue_%' ORDER BY name`).all()).toEqual([
+      { name: 'upload_queue_content' },
+      { name: 'upload_queue_ready' },
+    ]);
+    // A row without SHA-256 goes in when it has an xxh128, and not without either.
+    const insert = after.prepare(
+      `INSERT INTO upload_queue (file_id, bucket, prefix, key, size, sha256, xxh128, priority, state, next_attempt_at, enqueued_at, updated_at) VALUES (2, 'b', 'p', ?, 20, NULL, ?, 0, 'queued', 0, 't', 't')`,
+    );
+    insert.run('B2.JPG', 'd'.repeat(32));
+    expect(() => insert.run('B3.JPG', null)).toThrow(/CHECK/);
+  } finally {
+    after.close();
+  }
+});
+
 test('a-file-version-is-keyed-by-source-path-size-and-mtime', () => {
   const s = journal.upsertSource(source);
   const a = journal.fileFor(s, 'DCIM/IMG_0001.JPG', 10, 1000.7);

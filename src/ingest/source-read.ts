@@ -58,11 +58,11 @@ export interface WrittenFile {
 
 /**
  * What a source read hashes: xxh128, which the read-back of every copy compares and the journal finds
- * content by, plus what the manifests record. SHA-256 and MD5 serve the cloud alone (the upload queue
- * takes them from the ingest's record), so only a run whose files go on to an upload pays for them.
+ * content by, plus what the manifests record. SHA-256 and MD5 serve the cloud alone, and the upload
+ * computes them from the verified copy (src/upload/content-hashes.ts).
  */
-export function sourceAlgorithms(settings: Pick<IngestSettings, 'manifestHashes' | 'forUpload'>): HashAlgorithm[] {
-  return [...new Set<HashAlgorithm>(['xxh128', ...settings.manifestHashes, ...(settings.forUpload === true ? (['sha256', 'md5'] as const) : [])])];
+export function sourceAlgorithms(settings: Pick<IngestSettings, 'manifestHashes'>): HashAlgorithm[] {
+  return [...new Set<HashAlgorithm>(['xxh128', ...settings.manifestHashes])];
 }
 
 /**

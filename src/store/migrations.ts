@@ -183,4 +183,48 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE UNIQUE INDEX shot_numbers_number ON shot_numbers (shoot, number);
   `,
+  // 6: a queued file's SHA-256 may be unknown: the upload computes it from the verified local copy before
+  // its first request (ingest hashes only xxh128). SQLite cannot drop a NOT NULL, so the table is rebuilt.
+  // copy_prunes' rows refer to it and foreign keys are on (they cannot be turned off inside the
+  // migration's transaction): they are set aside while the old table is dropped, then put back.
+  `
+  CREATE TEMP TABLE copy_prunes_v6 AS SELECT * FROM copy_prunes;
+  DELETE FROM copy_prunes;
+  CREATE TABLE upload_queue_v6 (
+    id INTEGER PRIMARY KEY,
+    file_id INTEGER NOT NULL REFERENCES files(id),
+    bucket TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    -- NULL until the upload has read the local copy (then xxh128 is what the copy was checked against).
+    sha256 TEXT,
+    xxh128 TEXT,
+    priority INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error TEXT,
+    last_error_code TEXT,
+    last_error_at TEXT,
+    copy_id INTEGER REFERENCES copies(id),
+    etag TEXT,
+    enqueued_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    uploaded_at TEXT,
+    UNIQUE (bucket, key),
+    UNIQUE (file_id, bucket, prefix),
+    CHECK (sha256 IS NOT NULL OR xxh128 IS NOT NULL)
+  );
+  INSERT INTO upload_queue_v6 (id, file_id, bucket, prefix, key, size, sha256, xxh128, priority, state, attempts, next_attempt_at,
+                               last_error, last_error_code, last_error_at, copy_id, etag, enqueued_at, updated_at, uploaded_at)
+    SELECT id, file_id, bucket, prefix, key, size, sha256, xxh128, priority, state, attempts, next_attempt_at,
+           last_error, last_error_code, last_error_at, copy_id, etag, enqueued_at, updated_at, uploaded_at FROM upload_queue;
+  DROP TABLE upload_queue;
+  ALTER TABLE upload_queue_v6 RENAME TO upload_queue;
+  CREATE INDEX upload_queue_ready ON upload_queue (state, priority, id);
+  CREATE INDEX upload_queue_content ON upload_queue (sha256, size) WHERE state = 'uploaded';
+  INSERT INTO copy_prunes SELECT * FROM copy_prunes_v6;
+  DROP TABLE copy_prunes_v6;
+  `,
 ];

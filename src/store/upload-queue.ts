@@ -20,7 +20,11 @@ export interface QueueRow {
   prefix: string;
   key: string;
   size: number;
-  sha256: string;
+  /**
+   * Unknown (null) until the upload reads the verified local copy (ingest hashes only xxh128); then
+   * xxh128 is what that copy was checked against, and the SHA-256 describes the bytes that go out.
+   */
+  sha256: string | null;
   xxh128: string | null;
   priority: number;
   state: QueueState;
@@ -110,7 +114,7 @@ interface RawRow {
   prefix: string;
   key: string;
   size: number;
-  sha256: string;
+  sha256: string | null;
   xxh128: string | null;
   priority: number;
   state: QueueState;
@@ -200,10 +204,11 @@ export class UploadQueue extends JournalTables {
           }
           continue;
         }
-        const copy = this.selectOne<{ dest_path: string; size: number; sha256: string; xxh128: string | null; mtime_ms: number }>(
+        // Without a SHA-256 (the upload computes it) the copy needs the xxh128 its bytes will be checked against.
+        const copy = this.selectOne<{ dest_path: string; size: number; sha256: string | null; xxh128: string | null; mtime_ms: number }>(
           `SELECT c.dest_path, c.size, c.sha256, c.xxh128, f.mtime_ms FROM copies c JOIN files f ON f.id = c.file_id
-           WHERE c.file_id = ? AND c.state = 'verified' AND c.dest_path IS NOT NULL AND c.sha256 IS NOT NULL AND c.size IS NOT NULL
-           ORDER BY c.dedup, c.dest_id LIMIT 1`,
+           WHERE c.file_id = ? AND c.state = 'verified' AND c.dest_path IS NOT NULL AND (c.sha256 IS NOT NULL OR c.xxh128 IS NOT NULL) AND c.size IS NOT NULL
+           ORDER BY c.sha256 IS NULL, c.dedup, c.dest_id LIMIT 1`,
           fileId,
         );
         if (copy === undefined) {
@@ -240,14 +245,19 @@ export class UploadQueue extends JournalTables {
     return result;
   }
 
-  /** `baseKey` or the first suffixed variant no other content holds; a row with this very content is shared. */
-  #freeKey(bucket: string, baseKey: string, alternativeKey: KeyAlternative, sha256: string, size: number): { key: string; sharedWith?: number } {
+  /**
+   * `baseKey` or the first suffixed variant no other content holds; a row with this very content is shared.
+   * "This very content" is a SHA-256 match: two files' xxh128s can be made to collide on purpose (a hostile
+   * card), and a shared row means one file is taken as uploaded because the other one was. A file whose
+   * SHA-256 is not known yet therefore never shares: it takes the next free key.
+   */
+  #freeKey(bucket: string, baseKey: string, alternativeKey: KeyAlternative, sha256: string | null, size: number): { key: string; sharedWith?: number } {
     for (let n = 0; n < 10_000; n++) {
       const key = n === 0 ? baseKey : alternativeKey(baseKey, n);
       if (key === undefined) break;
-      const taken = this.selectOne<{ id: number; sha256: string; size: number }>('SELECT id, sha256, size FROM upload_queue WHERE bucket = ? AND key = ?', bucket, key);
+      const taken = this.selectOne<{ id: number; sha256: string | null; size: number }>('SELECT id, sha256, size FROM upload_queue WHERE bucket = ? AND key = ?', bucket, key);
       if (taken === undefined) return { key };
-      if (taken.sha256 === sha256 && taken.size === size) return { key, sharedWith: taken.id };
+      if (sha256 !== null && taken.sha256 === sha256 && taken.size === size) return { key, sharedWith: taken.id };
     }
     throw new ShuttleError('NAME_INVALID', `no free S3 key for ${baseKey} in bucket ${bucket}`, { context: { bucket, key: baseKey } });
   }
@@ -412,17 +422,55 @@ export class UploadQueue extends JournalTables {
 
   /**
    * Verified local copies holding this content: the file's own first (by destination), then other
-   * files' copies of the same bytes. Any of them can stand in for a copy that rotted.
+   * files' copies of the same bytes. Any of them can stand in for a copy that rotted. The file's own
+   * copies match on xxh128 (they were verified against the same source read); another file's only on
+   * SHA-256, so none while the SHA-256 is unknown (see #freeKey for why xxh128 alone is not enough).
    */
-  localCopies(fileId: number, sha256: string, size: number): LocalCopy[] {
+  localCopies(fileId: number, content: { sha256: string | null; xxh128: string | null; size: number }): LocalCopy[] {
     return this.selectAll<LocalCopyRow>(
       `SELECT ${LOCAL_COPY_COLUMNS} FROM copies c JOIN destinations d ON d.id = c.dest_id
-       WHERE c.state = 'verified' AND c.dest_path IS NOT NULL AND c.sha256 = ? AND c.size = ?
+       WHERE c.state = 'verified' AND c.dest_path IS NOT NULL AND c.size = ?
+         AND (c.sha256 = ? OR (c.file_id = ? AND c.xxh128 = ?))
        ORDER BY c.file_id != ?, c.dedup, c.dest_id, c.id`,
-      sha256,
-      size,
+      content.size,
+      content.sha256,
+      fileId,
+      content.xxh128,
       fileId,
     ).map(toLocalCopy);
+  }
+
+  /**
+   * Records the SHA-256 (and MD5) an upload computed from a verified copy of the row's file whose bytes
+   * matched the journal's xxh128 and size in the same read: on the queue rows, copies and source row of
+   * that file that hold the same xxh128 and size and had no SHA-256 yet. Only the file's own rows: a
+   * hash read from one file never describes another.
+   */
+  recordContentHashes(id: number, read: { xxh128: string; size: number; sha256: string; md5?: string | undefined }, now = Date.now()): void {
+    this.journal.tx(() => {
+      const row = this.#require(id);
+      const t = iso(now);
+      this.exec(
+        `UPDATE upload_queue SET sha256 = ?, updated_at = ? WHERE file_id = ? AND sha256 IS NULL AND xxh128 = ? AND size = ?`,
+        read.sha256,
+        t,
+        row.file_id,
+        read.xxh128,
+        read.size,
+      );
+      const hashes = read.md5 === undefined ? { sha256: read.sha256 } : { sha256: read.sha256, md5: read.md5 };
+      this.exec(
+        // updated_at stays: it is when the copy was verified, which retention's age counts from.
+        `UPDATE copies SET sha256 = ?, hashes = json_patch(coalesce(hashes, '{}'), ?)
+         WHERE file_id = ? AND state = 'verified' AND sha256 IS NULL AND xxh128 = ? AND size = ?`,
+        read.sha256,
+        JSON.stringify(hashes),
+        row.file_id,
+        read.xxh128,
+        read.size,
+      );
+      this.exec(`UPDATE files SET sha256 = ? WHERE id = ? AND sha256 IS NULL AND xxh128 = ? AND size = ?`, read.sha256, row.file_id, read.xxh128, read.size);
+    });
   }
 
   /** A copy whose bytes no longer match the journal stops counting as verified (an ingest may copy it again). */

@@ -194,9 +194,7 @@ export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult>
     }
   }
 
-  const partSize = opts.partSize ?? DEFAULT_PART_SIZE;
-  const threshold = opts.multipartThreshold ?? 2 * partSize;
-  const outcome = expected.size <= Math.min(threshold, S3_LIMITS.maxSinglePutSize) ? await putSingle(ctx) : await putMultipart(ctx);
+  const outcome = sendsInOneRequest(expected.size, opts) ? await putSingle(ctx) : await putMultipart(ctx);
 
   const remote = await target.head(opts.key, { signal, checksums: outcome.checksum !== undefined });
   try {
@@ -224,6 +222,12 @@ export async function uploadFile(opts: UploadFileOptions): Promise<UploadResult>
     bytesSent: outcome.bytesSent,
     verifiedBy,
   };
+}
+
+/** Whether uploadFile sends a file of `size` bytes in one PUT rather than in parts. */
+export function sendsInOneRequest(size: number, opts: Pick<UploadFileOptions, 'partSize' | 'multipartThreshold'>): boolean {
+  const threshold = opts.multipartThreshold ?? 2 * (opts.partSize ?? DEFAULT_PART_SIZE);
+  return size <= Math.min(threshold, S3_LIMITS.maxSinglePutSize);
 }
 
 async function checkLocalSize(path: string, size: number): Promise<void> {

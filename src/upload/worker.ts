@@ -15,7 +15,7 @@ import type { RetryPolicy } from './retry.js';
 import { S3Target } from './s3-target.js';
 import type { UploadStateStore } from './state.js';
 import { retryingTarget, type UploadTarget } from './target.js';
-import { uploadFile } from './uploader.js';
+import { sendsInOneRequest, uploadFile } from './uploader.js';
 
 /** How long a queued row waits after a failed attempt: doubling from `baseMs` up to `maxMs`, with jitter. */
 export interface QueueBackoff {
@@ -308,7 +308,9 @@ export class UploadWorker {
     const log = this.#o.logger.child({ bucket: row.bucket, key: row.key, queueId: row.id });
     // uploadFile names bucket and key itself.
     const uploadLog = this.#o.logger.child({ queueId: row.id });
-    const candidates = queue.localCopies(row.fileId, row.sha256, row.size);
+    // Unknown until a copy is hashed below (ingest took only xxh128); known for the rest of the row's attempt.
+    let sha256 = row.sha256;
+    const candidates = queue.localCopies(row.fileId, row);
     const damaged: Array<{ copy: LocalCopy; error: unknown }> = [];
     let unavailable: unknown;
     for (const copy of candidates) {
@@ -320,6 +322,12 @@ export class UploadWorker {
         continue;
       }
       try {
+        let md5 = copy.md5;
+        if (sha256 === null) {
+          const hashed = await this.#hashCopy(row, path, md5 === undefined, signal, log);
+          sha256 = hashed.sha256;
+          md5 ??= hashed.md5;
+        }
         const result = await uploadFile({
           target: this.#target(row.bucket),
           listing: this.#listing(row.bucket, signal),
@@ -328,7 +336,7 @@ export class UploadWorker {
           key: row.key,
           path,
           size: row.size,
-          expected: { sha256: row.sha256, xxh128: row.xxh128 ?? undefined, md5: copy.md5 },
+          expected: { sha256, xxh128: row.xxh128 ?? undefined, md5 },
           store: this.#o.store,
           signal,
           rateLimit: this.#o.rateLimit,
@@ -344,7 +352,7 @@ export class UploadWorker {
         onUploaded?.({ fileId: row.fileId, bucket: row.bucket, key: row.key, bytes: row.size, outcome: result.outcome });
         report.bytesSent += result.bytesSent;
         report.partsResumed += result.partsResumed;
-        for (const d of damaged) await this.#restore(d.copy, path, row, signal, report, log, onFailure);
+        for (const d of damaged) await this.#restore(d.copy, path, row, sha256, signal, report, log, onFailure);
         return;
       } catch (error) {
         if (signal.aborted) {
@@ -380,6 +388,24 @@ export class UploadWorker {
           })
         : new ShuttleError('UPLOAD_FAILED', `no verified local copy of ${row.key} is left to upload from`, { context: { key: row.key, fileId: row.fileId } });
     this.#settleFailure(row, 'permanent', error, report, log, onFailure, false);
+  }
+
+  /**
+   * Before the row's first request when its SHA-256 is unknown: hashes the copy at `path` (see
+   * hashLocalCopy), which must match the journal's xxh128, and records the SHA-256 for the file, so the
+   * upload, a resumed one and retention all go by the same value. The MD5 only when one PUT will carry it.
+   */
+  async #hashCopy(row: QueueRow, path: string, needMd5: boolean, signal: AbortSignal, log: Logger): Promise<{ sha256: string; md5?: string | undefined }> {
+    if (row.xxh128 === null) {
+      throw new ShuttleError('INTERNAL', `upload queue row ${row.id} has neither a SHA-256 nor an xxh128`, { context: { id: row.id } });
+    }
+    const withMd5 = needMd5 && this.#o.checksum !== 'crc64nvme' && sendsInOneRequest(row.size, { partSize: this.#o.partSize });
+    // Loaded on first need: a queue whose rows all came with a SHA-256 never reads a copy ahead.
+    const { hashLocalCopy } = await import('./content-hashes.js');
+    const hashes = await hashLocalCopy(path, { size: row.size, xxh128: row.xxh128 }, withMd5, signal);
+    this.#o.queue.recordContentHashes(row.id, { xxh128: row.xxh128, size: row.size, ...hashes });
+    log.info({ path, sha256: hashes.sha256 }, 'hashed the local copy for upload');
+    return hashes;
   }
 
   #settleFailure(row: QueueRow, kind: Failure, error: unknown, report: DrainReport, log: Logger, onFailure: DrainOptions['onFailure'], cloudMismatch: boolean): void {
@@ -419,7 +445,16 @@ export class UploadWorker {
   }
 
   /** Restores a damaged copy from the one just uploaded, under its destination's lock; else gives it up. */
-  async #restore(copy: LocalCopy, goodPath: string, row: QueueRow, signal: AbortSignal, report: DrainReport, log: Logger, onFailure: DrainOptions['onFailure']): Promise<void> {
+  async #restore(
+    copy: LocalCopy,
+    goodPath: string,
+    row: QueueRow,
+    sha256: string,
+    signal: AbortSignal,
+    report: DrainReport,
+    log: Logger,
+    onFailure: DrainOptions['onFailure'],
+  ): Promise<void> {
     const path = join(copy.root, copy.destPath);
     let lock;
     try {
@@ -431,7 +466,7 @@ export class UploadWorker {
     try {
       // Loaded on first need: repairs are rare, and their hashing and read-back modules cost every upload run start-up time.
       const { restoreCopy } = await import('./repair.js');
-      await restoreCopy(goodPath, path, { size: row.size, sha256: row.sha256 }, signal);
+      await restoreCopy(goodPath, path, { size: row.size, sha256 }, signal);
       report.repaired++;
       log.warn({ path, from: goodPath }, 'restored a damaged local copy from an intact one');
     } catch (error) {

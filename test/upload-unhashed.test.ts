@@ -1,0 +1,269 @@
+/**
+ * Uploads of files whose SHA-256 ingest did not take (queue rows with sha256 NULL): the worker reads the
+ * verified local copy once before the first request, checks it against the journal's xxh128, records the
+ * SHA-256, and uploads as before, against a real S3 server (Swift s3api, test/support/swift.ts). Also
+ * that no match between different files (a shared key, retention, the wipe gate) rests on xxh128 alone.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, open, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { checkDestination } from '../src/ingest/destination.js';
+import { silentLogger } from '../src/log.js';
+import { Journal } from '../src/store/journal.js';
+import { RetentionStore } from '../src/store/retention.js';
+import { UploadQueue, type QueueTarget } from '../src/store/upload-queue.js';
+import { WipeStore } from '../src/store/wipes.js';
+import { createS3Client } from '../src/upload/client.js';
+import { JournalUploadStateStore } from '../src/upload/journal-state.js';
+import { queueTarget } from '../src/upload/keys.js';
+import { MiB } from '../src/upload/multipart.js';
+import { UploadWorker } from '../src/upload/worker.js';
+import { startSwift, type SwiftServer } from './support/swift.js';
+import { expectedMultipartEtag, headOrUndefined, sha256OfObject, writeTestFile, type TestFile } from './support/upload-fixtures.js';
+import { tempDir } from './support/tree.js';
+
+const BUCKET = 'shuttle-unhashed';
+const PART = 5 * MiB;
+let swift: SwiftServer;
+let client: S3Client;
+let admin: S3Client;
+let work: { path: string; cleanup: () => Promise<void> };
+let journal: Journal;
+let queue: UploadQueue;
+let sourceId: number;
+let ingestId: number;
+let prefix = 0;
+let target: QueueTarget;
+
+beforeAll(async () => {
+  swift = await startSwift();
+  await swift.createBucket(BUCKET);
+  ({ client } = createS3Client({ provider: 'swift', endpoint: swift.endpoint, credentials: { accessKeyId: swift.accessKeyId, secretAccessKey: swift.secretAccessKey } }));
+  admin = swift.adminClient();
+});
+
+afterAll(async () => {
+  client?.destroy();
+  admin?.destroy();
+  await swift?.stop();
+});
+
+beforeEach(async () => {
+  work = await tempDir('shuttle-upload-unhashed-');
+  journal = Journal.open(join(work.path, 'state'));
+  queue = new UploadQueue(journal);
+  sourceId = journal.upsertSource({ kind: 'card', key: 'card:UNHASHED', label: 'EOS_DIGITAL', details: {} });
+  ingestId = journal.startIngest(['/media/card'], []);
+  // Each test under its own prefix: the bucket outlives the tests.
+  target = queueTarget({ bucket: BUCKET, prefix: `t${++prefix}`, keyTemplate: '{name}', station: 'cart-1', timeZone: 'UTC', priority: ['*'] });
+});
+
+afterEach(async () => {
+  journal.close();
+  await work.cleanup();
+});
+
+interface Dest {
+  id: number;
+  root: string;
+}
+
+async function destination(name: string): Promise<Dest> {
+  const root = join(work.path, name);
+  await mkdir(root, { recursive: true });
+  const checked = await checkDestination(root, { create: true, station: 'test' });
+  return { id: journal.upsertDestination(checked.id, root, undefined), root };
+}
+
+/** The test's own connection to the journal's file. */
+function onJournalFile<T>(fn: (db: DatabaseSync) => T): T {
+  const db = new DatabaseSync(journal.path);
+  try {
+    return fn(db);
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * A source file verified at each destination as an ingest that hashed only xxh128 leaves it: the
+ * copies' and the file's sha256 NULL. `xxh128` stands in for the journal's value (default the bytes' own).
+ */
+async function unhashedFile(
+  relPath: string,
+  size: number,
+  dests: Dest[],
+  opts: { seed?: string; destPath?: string; xxh128?: string; sha256?: string } = {},
+): Promise<{ id: number; bytes: TestFile }> {
+  const destPath = opts.destPath ?? `2026/${relPath.split('/').pop()}`;
+  const file = journal.fileFor(sourceId, relPath, size, Date.parse('2026-03-14T12:00:00Z'));
+  let bytes: TestFile | undefined;
+  for (const d of dests) {
+    await mkdir(join(d.root, '2026', ...destPath.split('/').slice(1, -1)), { recursive: true });
+    bytes = await writeTestFile(d.root, destPath, size, opts.seed ?? relPath);
+    const xxh128 = opts.xxh128 ?? bytes.xxh128;
+    journal.markVerified(file.id, d.id, { destPath, size, sha256: 'f'.repeat(64), xxh128, hashes: { xxh128 }, readback: 'direct', dedup: false }, ingestId);
+  }
+  if (opts.sha256 === undefined) {
+    onJournalFile((db) => {
+      db.prepare('UPDATE copies SET sha256 = NULL WHERE file_id = ?').run(file.id);
+      db.prepare('UPDATE files SET sha256 = NULL WHERE id = ?').run(file.id);
+    });
+  } else {
+    onJournalFile((db) => {
+      db.prepare('UPDATE copies SET sha256 = ? WHERE file_id = ?').run(opts.sha256!, file.id);
+      db.prepare('UPDATE files SET sha256 = ? WHERE id = ?').run(opts.sha256!, file.id);
+    });
+  }
+  return { id: file.id, bytes: bytes! };
+}
+
+function worker(): UploadWorker {
+  return new UploadWorker({
+    queue,
+    store: new JournalUploadStateStore(journal),
+    client,
+    provider: 'swift',
+    concurrency: 2,
+    partSize: PART,
+    requestRetry: { maxAttempts: 2, baseDelayMs: 20, maxDelayMs: 50 },
+    logger: process.env['DBG'] ? pino({ level: 'debug' }, pino.destination(2)) : silentLogger,
+  });
+}
+
+const journalSha256 = (fileId: number): { files: unknown; copies: unknown[]; queue: unknown[] } =>
+  onJournalFile((db) => ({
+    files: (db.prepare('SELECT sha256 FROM files WHERE id = ?').get(fileId) as { sha256: string | null }).sha256,
+    copies: (db.prepare(`SELECT sha256 FROM copies WHERE file_id = ? AND state = 'verified' ORDER BY id`).all(fileId) as Array<{ sha256: string | null }>).map((r) => r.sha256),
+    queue: (db.prepare('SELECT sha256 FROM upload_queue WHERE file_id = ? ORDER BY id').all(fileId) as Array<{ sha256: string | null }>).map((r) => r.sha256),
+  }));
+
+async function flipByte(path: string, at: number): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, at);
+    b[0] = b[0]! ^ 0x40;
+    await fh.write(b, 0, 1, at);
+  } finally {
+    await fh.close();
+  }
+}
+
+describe('files queued without a SHA-256', () => {
+  test('are-hashed-from-the-verified-copy-then-uploaded-in-one-put-or-in-parts-and-the-sha256-is-recorded', async () => {
+    const a = await destination('a');
+    const small = await unhashedFile('DCIM/IMG_0001.JPG', 3 * MiB + 7, [a]);
+    const big = await unhashedFile('DCIM/MVI_0002.MOV', 2 * PART + MiB + 999, [a]);
+    const queued = queue.enqueue([small.id, big.id], target);
+    expect(queued.added).toBe(2);
+    expect(queue.rows(queued.rowIds).map((r) => r.sha256)).toEqual([null, null]);
+
+    const report = await worker().drain();
+    expect(report).toMatchObject({ uploaded: 2, failed: 0, damaged: 0, deferred: 0 });
+    const [smallRow, bigRow] = queue.rows(queued.rowIds);
+    for (const [row, f] of [
+      [smallRow!, small],
+      [bigRow!, big],
+    ] as const) {
+      expect(row.state).toBe('uploaded');
+      expect(await sha256OfObject(admin, BUCKET, row.key)).toEqual({ sha256: f.bytes.sha256, size: f.bytes.size });
+      expect((await headOrUndefined(admin, BUCKET, row.key))?.Metadata?.['sha256']).toBe(f.bytes.sha256);
+      expect(journalSha256(f.id)).toEqual({ files: f.bytes.sha256, copies: [f.bytes.sha256], queue: [f.bytes.sha256] });
+    }
+    // One PUT for the small file (its ETag the MD5 the worker computed), parts for the big one.
+    expect((await headOrUndefined(admin, BUCKET, smallRow!.key))?.ETag).toBe(`"${small.bytes.md5}"`);
+    expect((await headOrUndefined(admin, BUCKET, bigRow!.key))?.ETag).toBe(`"${await expectedMultipartEtag(big.bytes.path, PART)}"`);
+    // The MD5 was taken only where one PUT carries it, and is kept with the copy's hashes.
+    const hashes = onJournalFile((db) => (db.prepare('SELECT file_id, hashes FROM copies ORDER BY file_id').all() as Array<{ hashes: string }>).map((r) => JSON.parse(r.hashes)));
+    expect(hashes).toEqual([
+      { xxh128: small.bytes.xxh128, sha256: small.bytes.sha256, md5: small.bytes.md5 },
+      { xxh128: big.bytes.xxh128, sha256: big.bytes.sha256 },
+    ]);
+  });
+
+  test('a-copy-that-no-longer-reads-as-its-xxh128-is-named-not-uploaded-and-restored-from-another-copy', async () => {
+    const a = await destination('a');
+    const b = await destination('b');
+    const rotted = await unhashedFile('DCIM/IMG_0003.CR3', 2 * MiB + 5, [a, b]);
+    const only = await unhashedFile('DCIM/IMG_0004.CR3', 2 * MiB + 5, [a]);
+    const rottedPath = join(a.root, '2026/IMG_0003.CR3');
+    const onlyPath = join(a.root, '2026/IMG_0004.CR3');
+    await flipByte(rottedPath, MiB + 3);
+    await flipByte(onlyPath, 17);
+    const queued = queue.enqueue([rotted.id, only.id], target);
+
+    const report = await worker().drain();
+    expect(report).toMatchObject({ uploaded: 1, failed: 1, repaired: 1, damaged: 1 });
+    const [rottedRow, onlyRow] = queue.rows(queued.rowIds);
+    // Both damaged copies named, with what did not match.
+    const messages = report.errors.map((e) => e.message);
+    expect(messages).toEqual(
+      expect.arrayContaining([expect.stringContaining(`${onlyPath} read as ${2 * MiB + 5} bytes with xxh128`), expect.stringContaining('every local copy of')]),
+    );
+    expect(onlyRow).toMatchObject({ state: 'failed', sha256: null });
+    expect(await headOrUndefined(admin, BUCKET, onlyRow!.key)).toBeUndefined();
+    expect(onJournalFile((db) => db.prepare('SELECT state FROM copies WHERE file_id = ?').get(only.id))).toEqual({ state: 'failed' });
+    expect(journalSha256(only.id)).toMatchObject({ files: null, queue: [null] });
+
+    // The other file went up from its intact copy, and the rotted one was put right from it.
+    expect(rottedRow!.state).toBe('uploaded');
+    expect(await sha256OfObject(admin, BUCKET, rottedRow!.key)).toEqual({ sha256: rotted.bytes.sha256, size: rotted.bytes.size });
+    expect(
+      createHash('sha256')
+        .update(await readFile(rottedPath))
+        .digest('hex'),
+    ).toBe(rotted.bytes.sha256);
+    expect(journalSha256(rotted.id)).toEqual({ files: rotted.bytes.sha256, copies: [rotted.bytes.sha256, rotted.bytes.sha256], queue: [rotted.bytes.sha256] });
+  });
+});
+
+describe('matching different files', () => {
+  test('rests-on-sha256-never-on-xxh128-alone-for-a-shared-key-retention-or-the-wipe-gate', async () => {
+    const a = await destination('a');
+    const b = await destination('b');
+    const size = MiB + 1;
+    // B and C: the same bytes from two cards (a camera's two slots), SHA-256 not taken at ingest.
+    const bFile = await unhashedFile('DCIM/100/IMG_0005.JPG', size, [a, b], { seed: 'same', destPath: '2026/100/IMG_0005.JPG' });
+    const cFile = await unhashedFile('DCIM/101/IMG_0005.JPG', size, [a, b], { seed: 'same', destPath: '2026/101/IMG_0005.JPG' });
+    // A: other bytes whose journal xxh128 equals B's (a crafted collision), uploaded with its own SHA-256.
+    const other = await unhashedFile('DCIM/102/IMG_0005.JPG', size, [a, b], { seed: 'other', destPath: '2026/102/IMG_0005.JPG', xxh128: bFile.bytes.xxh128 });
+    onJournalFile((db) => db.prepare('UPDATE copies SET sha256 = ? WHERE file_id = ?').run('e'.repeat(64), other.id));
+    const aRow = queue.enqueue([other.id], target).rowIds[0]!;
+    expect(queue.claimNext()?.id).toBe(aRow);
+    queue.markUploaded(aRow, { copyId: null, etag: '"x"' });
+
+    // Neither B nor C shares A's row (same key, size and xxh128), nor each other's (both unknown).
+    const queued = queue.enqueue([bFile.id, cFile.id], target);
+    expect(queued).toMatchObject({ added: 2, sharedContent: 0 });
+    const keys = queue.rows([aRow, ...queued.rowIds]).map((r) => r.key);
+    expect(new Set(keys).size).toBe(3);
+
+    const retention = new RetentionStore(journal);
+    const wipes = new WipeStore(journal);
+    const fileRows = (): Array<{ id: number; sha256: string | null; size: number }> =>
+      onJournalFile(
+        (db) =>
+          db.prepare('SELECT id, sha256, size FROM files WHERE id IN (?, ?) ORDER BY id').all(bFile.id, cFile.id) as Array<{ id: number; sha256: string | null; size: number }>,
+      );
+    const prunable = (): number[] => [...new Set(retention.pruneCandidates().map((c) => c.fileId))].filter((id) => id !== other.id).sort((x, y) => x - y);
+    expect(prunable()).toEqual([]);
+    expect(wipes.cloudState(fileRows(), target)).toEqual({ verified: 0, pending: 2, failed: 0 });
+
+    // Once uploaded, their own SHA-256 (computed from their copies) lets retention and the wipe gate go ahead.
+    expect(await worker().drain()).toMatchObject({ uploaded: 2, failed: 0 });
+    expect(fileRows().map((r) => r.sha256)).toEqual([bFile.bytes.sha256, bFile.bytes.sha256]);
+    expect(wipes.cloudState(fileRows(), target)).toEqual({ verified: 2, pending: 0, failed: 0 });
+    expect(prunable()).toEqual([bFile.id, cFile.id]);
+    expect(
+      retention
+        .pruneCandidates()
+        .filter((c) => c.fileId !== other.id)
+        .every((c) => c.queueId !== aRow),
+    ).toBe(true);
+  });
+});
