@@ -14,8 +14,8 @@ import type { HashWorkerReply, HashWorkerRequest } from './hash-worker.js';
  * hashed in the order posted; the caller may reuse a block once its update() has resolved.
  *
  * Each kind of hash has a worker of its own (a lane), so that the slow cryptographic hashes never hold up
- * the verification hash: xxh128 (and xxh64) in one, SHA-256 in a second, MD5 (needed only when the files
- * go on to an upload, see IngestSettings.forUpload) in a third. Where the CPU lacks SHA instructions
+ * the verification hash: xxh128 (and xxh64) in one, SHA-256 in a second, MD5 (the upload's, see
+ * src/upload/content-hashes.ts; manifests may record it too) in a third. Where the CPU lacks SHA instructions
  * SHA-256 is several times slower per byte than xxh128; in one worker, a read-back's xxh128 waited behind
  * the SHA-256 of the next file's source read, and each block waited for both hashes one after the other.
  *

@@ -58,7 +58,7 @@ export interface DestinationRow {
 export interface VerifiedCopy {
   destPath: string;
   size: number;
-  /** Taken only when the ingest's files go on to an upload (IngestSettings.forUpload). */
+  /** Null from an ingest: the upload takes the SHA-256 from a verified copy and records it (UploadQueue.recordContentHashes). */
   sha256: string | null;
   xxh128: string;
   hashes: Record<string, string>;

@@ -80,7 +80,7 @@ export interface LocalCopy {
   markerId: string;
   destPath: string;
   size: number;
-  /** The MD5 taken at ingest, when the ingest knew the file would be uploaded (IngestSettings.forUpload). */
+  /** The copy's recorded MD5: from the upload's hashing pass (single PUTs), or an older ingest's. */
   md5: string | undefined;
 }
 

@@ -9,7 +9,7 @@ export interface ExpectedContent {
   size: number;
   sha256: string;
   xxh128?: string | undefined;
-  /** Taken at ingest when the file was bound for upload (see IngestSettings.forUpload). */
+  /** Known when an earlier hashing pass recorded it (src/upload/content-hashes.ts) or an older ingest took it. */
   md5?: string | undefined;
 }
 
