@@ -12,7 +12,6 @@ import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { loadConfig, normalizeConfig, uploadSettings } from '../src/config/index.js';
 import { ShuttleError, isShuttleError } from '../src/errors.js';
-import { checkDestination } from '../src/ingest/destination.js';
 import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
 import { RetentionStore } from '../src/store/retention.js';
@@ -23,6 +22,7 @@ import { queueTarget } from '../src/upload/keys.js';
 import { applyRetention } from '../src/upload/retention.js';
 import { UploadWorker, classifyUploadFailure } from '../src/upload/worker.js';
 import { tempDir } from './support/tree.js';
+import { journalDestination, onJournalFile as onJournal, type TestDestination } from './support/journal-access.js';
 
 let work: { path: string; cleanup: () => Promise<void> };
 let journal: Journal;
@@ -42,15 +42,7 @@ afterEach(async () => {
   await work.cleanup();
 });
 
-/** The test's own connection to the journal's file, for what no store reads or writes. */
-function onJournalFile<T>(fn: (db: DatabaseSync) => T): T {
-  const db = new DatabaseSync(journal.path);
-  try {
-    return fn(db);
-  } finally {
-    db.close();
-  }
-}
+const onJournalFile = <T>(fn: (db: DatabaseSync) => T): T => onJournal(journal, fn);
 
 const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
 const TARGET: QueueTarget = queueTarget({
@@ -62,17 +54,8 @@ const TARGET: QueueTarget = queueTarget({
   priority: ['jpg', 'xmp', '*'],
 });
 
-interface Dest {
-  id: number;
-  root: string;
-}
-
-async function destination(name: string): Promise<Dest> {
-  const root = join(work.path, name);
-  await mkdir(root, { recursive: true });
-  const checked = await checkDestination(root, { create: true, station: 'test' });
-  return { id: journal.upsertDestination(checked.id, root, undefined), root };
-}
+type Dest = TestDestination;
+const destination = (name: string): Promise<Dest> => journalDestination(journal, work.path, name);
 
 /** A source file with verified copies (written to disk) at each destination; returns the file id. */
 async function verifiedFile(relPath: string, content: string, dests: Dest[], opts: { mtime?: number; destPath?: string } = {}): Promise<number> {

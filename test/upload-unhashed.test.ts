@@ -11,7 +11,6 @@ import { DatabaseSync } from 'node:sqlite';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
-import { checkDestination } from '../src/ingest/destination.js';
 import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
 import { RetentionStore } from '../src/store/retention.js';
@@ -25,6 +24,7 @@ import { UploadWorker } from '../src/upload/worker.js';
 import { startSwift, type SwiftServer } from './support/swift.js';
 import { expectedMultipartEtag, headOrUndefined, sha256OfObject, writeTestFile, type TestFile } from './support/upload-fixtures.js';
 import { tempDir } from './support/tree.js';
+import { journalDestination, onJournalFile as onJournal, type TestDestination } from './support/journal-access.js';
 
 const BUCKET = 'shuttle-unhashed';
 const PART = 5 * MiB;
@@ -67,27 +67,10 @@ afterEach(async () => {
   await work.cleanup();
 });
 
-interface Dest {
-  id: number;
-  root: string;
-}
+type Dest = TestDestination;
+const destination = (name: string): Promise<Dest> => journalDestination(journal, work.path, name);
 
-async function destination(name: string): Promise<Dest> {
-  const root = join(work.path, name);
-  await mkdir(root, { recursive: true });
-  const checked = await checkDestination(root, { create: true, station: 'test' });
-  return { id: journal.upsertDestination(checked.id, root, undefined), root };
-}
-
-/** The test's own connection to the journal's file. */
-function onJournalFile<T>(fn: (db: DatabaseSync) => T): T {
-  const db = new DatabaseSync(journal.path);
-  try {
-    return fn(db);
-  } finally {
-    db.close();
-  }
-}
+const onJournalFile = <T>(fn: (db: DatabaseSync) => T): T => onJournal(journal, fn);
 
 /**
  * A source file verified at each destination as an ingest that hashed only xxh128 leaves it: the
@@ -106,18 +89,7 @@ async function unhashedFile(
     await mkdir(join(d.root, '2026', ...destPath.split('/').slice(1, -1)), { recursive: true });
     bytes = await writeTestFile(d.root, destPath, size, opts.seed ?? relPath);
     const xxh128 = opts.xxh128 ?? bytes.xxh128;
-    journal.markVerified(file.id, d.id, { destPath, size, sha256: 'f'.repeat(64), xxh128, hashes: { xxh128 }, readback: 'direct', dedup: false }, ingestId);
-  }
-  if (opts.sha256 === undefined) {
-    onJournalFile((db) => {
-      db.prepare('UPDATE copies SET sha256 = NULL WHERE file_id = ?').run(file.id);
-      db.prepare('UPDATE files SET sha256 = NULL WHERE id = ?').run(file.id);
-    });
-  } else {
-    onJournalFile((db) => {
-      db.prepare('UPDATE copies SET sha256 = ? WHERE file_id = ?').run(opts.sha256!, file.id);
-      db.prepare('UPDATE files SET sha256 = ? WHERE id = ?').run(opts.sha256!, file.id);
-    });
+    journal.markVerified(file.id, d.id, { destPath, size, sha256: opts.sha256 ?? null, xxh128, hashes: { xxh128 }, readback: 'direct', dedup: false }, ingestId);
   }
   return { id: file.id, bytes: bytes! };
 }
