@@ -81,3 +81,20 @@ test("a journal another process linked first is kept, with its records, and this
   }
   expect((await readdir(work.path)).filter((f) => f.includes('.new-'))).toEqual([]);
 });
+
+test("a private file left by a process that died while making the journal goes with the next open by any process; a live process's stays", async () => {
+  const path = join(work.path, 'journal.sqlite');
+  // A pid that was alive and is no longer: a child that has exited (and been reaped).
+  const dead = spawnSync('true').pid!;
+  expect(() => process.kill(dead, 0)).toThrow(expect.objectContaining({ code: 'ESRCH' }));
+  // This process's parent is alive while the test runs: its file may be a journal it is making now.
+  const live = process.ppid;
+  for (const f of [`${path}.new-${dead}`, `${path}.new-${dead}-wal`, `${path}.new-${dead}-shm`, `${path}.new-${live}`]) await writeFile(f, 'SQLite format 3\0 torn');
+  Journal.open(work.path).close();
+  expect((await readdir(work.path)).filter((f) => f.includes('.new-'))).toEqual([`journal.sqlite.new-${live}`]);
+
+  // Also once the journal exists: a power cut during another making leaves its file beside a journal.
+  await writeFile(`${path}.new-${dead}`, 'SQLite format 3\0 torn');
+  Journal.open(work.path).close();
+  expect((await readdir(work.path)).filter((f) => f.includes('.new-'))).toEqual([`journal.sqlite.new-${live}`]);
+});
