@@ -127,7 +127,8 @@ test('the-crash-points-tested-are-exactly-those-the-code-calls', async () => {
 });
 
 // The n-th time: the first file, a later one (while other files are in flight), the second destination.
-test.each(CRASH_POINTS.flatMap((p) => [`${p}:1`, p === 'manifest-start' || p === 'generation-written' ? `${p}:2` : `${p}:7`]))(
+// The wipe's point is not reached without a wipe policy: test/wipe.test.ts crashes there.
+test.each(CRASH_POINTS.filter((p) => p !== 'wipe-begun').flatMap((p) => [`${p}:1`, p === 'manifest-start' || p === 'generation-written' ? `${p}:2` : `${p}:7`]))(
   'crash-at-%s-then-rerun-completes-exactly-once',
   async (crashAt) => {
     await trial(`point-${crashAt.replace(':', '-')}`, { crashAt });

@@ -12,6 +12,7 @@ import { OverlappedSecondReads, wipeSource } from '../src/ingest/wipe.js';
 import type { OpenOptions, SourceItem } from '../src/device/source.js';
 import { TIMED_OUT, within } from '../src/async.js';
 import { Journal } from '../src/store/journal.js';
+import { acquireLock, sourceLockPath } from '../src/store/lock.js';
 import { silentLogger } from '../src/log.js';
 import { normalizeConfig } from '../src/config/index.js';
 import { DeviceRegistry, pathJobKey, type DeviceEvents } from '../src/daemon/devices.js';
@@ -340,6 +341,34 @@ describe('the gate in process', () => {
   }, 60_000);
 });
 
+describe('the wipe and the source lock', () => {
+  test('a-wipe-deletes-nothing-while-another-shuttle-holds-the-source-so-that-an-ingest-there-never-sees-its-rows-half-done', async () => {
+    await makeCard();
+    const before = await listTree(card);
+    const journal = Journal.open(state);
+    const source = new FolderSource(card);
+    try {
+      const signal = new AbortController().signal;
+      const summary = await runIngest({ sources: [source], destinations: [{ path: destA }], journal, settings: ingestSettings('{name}'), logger: silentLogger, signal });
+      expect(summary.status).toBe('complete');
+      const held = await acquireLock(sourceLockPath((await source.identity()).key), { owner: { command: 'another ingest' } });
+      try {
+        const report = await wipeSource({ source, policy: 'after-local', summary, journal, logger: silentLogger, signal, station: 'test' });
+        expect(report).toMatchObject({ wiped: 0, reason: { code: 'LOCKED', message: expect.stringContaining('another ingest') } });
+      } finally {
+        held.release();
+      }
+      // Once let go, the same run's wipe goes ahead.
+      const report = await wipeSource({ source, policy: 'after-local', summary, journal, logger: silentLogger, signal, station: 'test' });
+      expect(report).toMatchObject({ wiped: 4 });
+    } finally {
+      journal.close();
+    }
+    expect(before.size).toBe(4);
+    expect(wipeRows().map((w) => w.state)).toEqual(['deleted', 'deleted', 'deleted', 'deleted']);
+  });
+});
+
 describe('a card pulled during or right after its wipe', () => {
   /**
    * ext2 on a loop device: like a camera's FAT card, no journal, so an unlink is only in this host's
@@ -451,6 +480,44 @@ describe('a card pulled during or right after its wipe', () => {
     expect(await filesUnder(card)).toEqual([]);
     const deleted = wipeRows().filter((w) => w.state === 'deleted');
     expect(deleted.map((w) => w.rel_path).sort()).toEqual(['DCIM/100CANON/IMG_0001.CR3', 'DCIM/100CANON/IMG_0001.JPG', 'DCIM/100CANON/IMG_0002.JPG', 'DCIM/101CANON/IMG_0003.CR3']);
+  }, 60_000);
+  test('a-wipe-killed-between-journaling-deleting-and-the-outcome-is-settled-at-the-next-insert-gone-as-deleted-still-there-as-failed-and-deleted-again-through-the-gate', async () => {
+    await loopCard();
+    const args = [card, '--dest', destA, '--dest', destB, '--state', state, '--wipe', '--json'];
+    // Killed as the third deletion was journaled: the first two files unlinked (their folder not yet
+    // synced, their outcome not journaled), the third not yet.
+    const killed = await runCli(['ingest', ...args], { env: { SHUTTLE_TEST_CRASH_AT: 'wipe-begun:3' } });
+    expect(killed.signal, killed.stderr).toBe('SIGKILL');
+    expect(killed.stderr).toContain('crash point wipe-begun:3 reached');
+    const begun = wipeRows();
+    expect(begun.map((w) => w.state)).toEqual(['deleting', 'deleting', 'deleting']);
+    const left = await filesUnder(card);
+    expect(left).toHaveLength(2);
+    const gone = begun.map((w) => w.rel_path).filter((p) => !left.includes(p));
+    const stillThere = begun.map((w) => w.rel_path).filter((p) => left.includes(p));
+    expect(gone).toHaveLength(2);
+    expect(stillThere).toHaveLength(1);
+
+    // The card is inserted again (here: the same mount, as after a daemon crash).
+    const r = await ingestJson(args.slice(0, -1));
+    expect(r.code, r.stderr).toBe(0);
+    // The two files still there went through the whole gate: copies read back, a second read of each.
+    expect((r.summary as WipeJson).wipe?.[0]).toMatchObject({ wiped: 2, checked: 2, secondRead: { direct: 2 } });
+    expect(await filesUnder(card)).toEqual([]);
+    const db = new DatabaseSync(join(state, 'journal.sqlite'), { readOnly: true });
+    const rows = db.prepare('SELECT f.rel_path, w.state, w.error FROM source_wipes w JOIN files f ON f.id = w.file_id ORDER BY w.id').all() as Array<{ rel_path: string; state: string; error: string | null }>;
+    db.close();
+    expect(rows.filter((w) => w.state === 'deleting')).toEqual([]);
+    // The killed run's rows: what the card held at the next insert.
+    expect(rows.slice(0, 3)).toEqual(
+      begun.map((w) =>
+        gone.includes(w.rel_path)
+          ? { rel_path: w.rel_path, state: 'deleted', error: expect.stringMatching(/never journaled; no longer on the source/) }
+          : { rel_path: w.rel_path, state: 'failed', error: expect.stringMatching(/never journaled; still on the source/) },
+      ),
+    );
+    // This run's deletions: the one still there and the one never begun.
+    expect(rows.slice(3).map((w) => [w.rel_path, w.state, w.error])).toEqual(left.map((p) => [p, 'deleted', null]));
   }, 60_000);
 });
 

@@ -16,6 +16,7 @@ import { SourceReader, sourceAlgorithms, type WrittenFile } from './source-read.
 import { IngestRun, type IngestRequest, type IngestSummary, type Progress } from './run.js';
 import { RunDestination } from './run-destination.js';
 import { listAhead, planFits } from './preflight.js';
+import { settleUnfinishedWipes } from './unfinished-wipes.js';
 
 export type { DestinationSpec, DestinationSummary, FileOutcome, FileReading, IngestRequest, IngestSettings, IngestSummary, Progress, ReadTap } from './run.js';
 
@@ -70,6 +71,7 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
   const log = run.logger.child({ source: source.uri, sourceKey: identity.key });
   await run.lock(sourceLockPath(identity.key));
   const sourceId = journal.upsertSource(identity);
+  await settleUnfinishedWipes(source, sourceId, journal, ingestId, log, signal);
   const planner = new SourcePlanner(run, source, identity, sourceId, log);
   const reader = new SourceReader(run, source, identity, sourceId, log);
   // The totals grow window by window as the listing goes (see Progress).

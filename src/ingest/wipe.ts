@@ -6,6 +6,8 @@ import { DONE_MARK_NAME, isSourceFault, isSourceSkip, type Source, type SourceIt
 import { IngestHasher } from '../io/hash-worker-client.js';
 import type { FileRow, Journal } from '../store/journal.js';
 import { WipeStore, type CloudState } from '../store/wipes.js';
+import { acquireLock, sourceLockPath, type Lock } from '../store/lock.js';
+import { crashPoint } from './crash-points.js';
 import { checkCopy, fanOut } from './copy.js';
 import type { FileOutcome, IngestSummary } from './run.js';
 import type { WipePolicy } from '../config/index.js';
@@ -99,11 +101,32 @@ interface Candidate {
 /** Deletions made durable together (a card's folders synced once per batch) before the journal says so. */
 const SETTLE_BATCH = 64;
 
-/** Applies the policy to one source after its ingest; never throws (the report says what happened and why). */
+/**
+ * Applies the policy to one source after its ingest; never throws (the report says what happened and why).
+ * Holds the source's lock, as its ingest did: an ingest of the source elsewhere meanwhile would settle
+ * this wipe's rows as unfinished (see unfinished-wipes.ts).
+ */
 export async function wipeSource(req: WipeRequest): Promise<WipeReport> {
   const { source, policy, signal } = req;
   const log = req.logger.child({ source: source.uri, wipe: policy });
   const report: WipeReport = { source: source.uri, policy, wiped: 0, checked: 0, secondRead: { direct: 0, cached: 0, overlapped: 0 } };
+  let lock: Lock;
+  try {
+    lock = await acquireLock(sourceLockPath((await source.identity(signal)).key), { owner: { command: `wipe ${source.uri}` }, signal });
+  } catch (e) {
+    report.reason = reasonOf(e, signal);
+    log.warn({ reason: report.reason }, `nothing deleted from the source: ${report.reason.message}`);
+    return report;
+  }
+  try {
+    return await wipeLocked(req, report, log);
+  } finally {
+    lock.release();
+  }
+}
+
+async function wipeLocked(req: WipeRequest, report: WipeReport, log: Logger): Promise<WipeReport> {
+  const { source, policy, signal } = req;
   const store = new WipeStore(req.journal);
   let candidates: Candidate[];
   try {
@@ -134,6 +157,7 @@ export async function wipeSource(req: WipeRequest): Promise<WipeReport> {
     let failure: unknown;
     for (const c of candidates.slice(at, at + SETTLE_BATCH)) {
       const id = store.begin(c.row.id, req.summary.ingestId, policy, c.secondRead!, c.row.xxh128!);
+      crashPoint('wipe-begun');
       try {
         await removal.remove(c.item, signal);
         removed.push({ id, c });

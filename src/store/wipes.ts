@@ -36,6 +36,7 @@ export interface WipeRow {
   second_read: string;
   xxh128: string;
   state: 'deleting' | 'deleted' | 'failed';
+  /** Why it failed; for an attempt settled at a later insert of the source, what that insert found. */
   error: string | null;
   rel_path: string;
 }
@@ -106,6 +107,22 @@ export class WipeStore extends JournalTables {
 
   failed(id: number, error: string): void {
     this.exec(`UPDATE source_wipes SET state = 'failed', error = ?, finished_at = ? WHERE id = ?`, error, iso(), id);
+  }
+
+  /**
+   * A source's deletions begun and never finished (the process died between the row and the outcome),
+   * in the order they were begun.
+   */
+  unfinished(sourceId: number): Array<WipeRow & Pick<FileRow, 'size' | 'mtime_ms' | 'path_bytes'>> {
+    return this.selectAll<WipeRow & Pick<FileRow, 'size' | 'mtime_ms' | 'path_bytes'>>(
+      `SELECT w.*, f.rel_path, f.size, f.mtime_ms, f.path_bytes FROM source_wipes w JOIN files f ON f.id = w.file_id WHERE w.state = 'deleting' AND f.source_id = ? ORDER BY w.id`,
+      sourceId,
+    );
+  }
+
+  /** An unfinished deletion's outcome, as a later look at the source found it. */
+  settle(id: number, state: 'deleted' | 'failed', found: string): void {
+    this.exec(`UPDATE source_wipes SET state = ?, error = ?, finished_at = ? WHERE id = ? AND state = 'deleting'`, state, found, iso(), id);
   }
 
   /** The deletions of one ingest run, in the order they were made. */

@@ -308,7 +308,9 @@ export class FolderSource implements Source {
 
   /** Where a listed item is: the bytes the listing found (names need not be UTF-8), else root + path. */
   #locator(item: SourceItem): string | Buffer {
-    return Buffer.isBuffer(item.handle) ? item.handle : join(this.root, item.path);
+    if (Buffer.isBuffer(item.handle)) return item.handle;
+    // An item named from the journal rather than listed (a deletion settled later) has no handle.
+    return item.pathBytes ? Buffer.concat([this.#rootBytes, SLASH, item.pathBytes]) : join(this.root, item.path);
   }
 
   async open(item: SourceItem, options: OpenOptions = {}): Promise<Readable> {
