@@ -39,7 +39,7 @@ function Result({ job }) {
   </p>`;
 }
 
-function JobBody({ job, dispatch }) {
+function JobBody({ job, dispatch, card = false }) {
   if (!job) return null;
   const active = !isFinal(job);
   return html`<div class="job">
@@ -49,7 +49,11 @@ function JobBody({ job, dispatch }) {
       html`<${ActionButton}
         path=${`jobs/${job.id}/cancel`}
         label="Cancel"
-        title=${`Stop copying ${job.label}: files already verified stay verified`}
+        title=${
+          card
+            ? `Stop copying ${job.label}, then unmount it and power it off: files already verified stay verified`
+            : `Stop copying ${job.label}: files already verified stay verified`
+        }
         done=${`Cancelling ${job.label}`}
         kind="danger"
         dispatch=${dispatch}
@@ -68,7 +72,7 @@ function DeviceCard({ device, job, dispatch }) {
       <span class="kind">${device.kind === 'camera' ? 'Camera' : 'Card'}</span>
     </header>
     <p class="device-state" role="status">${cloudOnly ? 'Verified here — waiting for the cloud to wipe it' : deviceStateText(device.state)}</p>
-    <${JobBody} job=${job} dispatch=${dispatch} />
+    <${JobBody} job=${job} dispatch=${dispatch} card=${device.kind === 'card'} />
     ${
       device.kind === 'card' &&
       html`<${ActionButton}

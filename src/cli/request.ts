@@ -107,7 +107,7 @@ async function waitCancellingOnSignal(client: ControlClient, id: number): Promis
   const onSignal = (): void => {
     if (cancelled) process.exit(EXIT.incomplete);
     cancelled = true;
-    void client.request('cancel', { job: id }).catch(() => {});
+    void client.request('cancel', { job: id, stopping: true }).catch(() => {});
     setTimeout(() => process.exit(EXIT.incomplete), CANCEL_GRACE_MS).unref();
   };
   process.on('SIGTERM', onSignal);

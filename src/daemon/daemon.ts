@@ -14,7 +14,7 @@ import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment } from './ing
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { parseListen, uploadSettings } from '../config/index.js';
 import { FileList } from '../store/file-list.js';
-import type { EjectResult } from '../device/card/eject.js';
+import { mayEjectDirectly, type EjectOptions, type EjectResult } from '../device/card/eject.js';
 import type { HidBackend } from '../device/hid/index.js';
 import type { ApiServer } from './http/server.js';
 import type { StationMetrics } from './metrics.js';
@@ -430,7 +430,7 @@ export class Daemon {
         devices: () => this.#devices.status(),
         jobs: () => this.scheduler.snapshot(),
         job: (id) => this.scheduler.get(id),
-        cancel: (id) => this.scheduler.cancel(id, 'cancel', 'cancelled from the API'),
+        cancel: (id) => this.#cancelByHand(id, 'cancelled from the API'),
         destinations: () => this.#env.destinations.map((d) => d.path),
         uploads: uploader,
         eject: (id) => this.#eject(id),
@@ -454,38 +454,80 @@ export class Daemon {
     let forfeit: string | undefined;
     if (job && (job.state === 'queued' || job.state === 'running')) {
       if (job.progress?.phase !== 'waiting-for-cloud') {
-        throw httpError(409, `job ${job.id} is still ${job.state} on ${device.label}: cancel it first, or wait for it`, 'LOCKED', { job: job.id });
+        throw httpError(409, `job ${job.id} is still ${job.state} on ${device.label}: cancel it (which ejects the card once the job has stopped), or wait for it`, 'LOCKED', { job: job.id });
       }
       forfeit = `${device.label} ejected while its wipe waited for the cloud: the wipe is given up, every file stays on the card (the uploads go on from the verified local copies)`;
     }
-    const mount = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).find((m) => m.mountPoint === device.uri);
-    if (!mount) throw httpError(404, `${device.uri} is no longer mounted`);
-    const { ejectCard, ejectThroughSystemd, mayEjectDirectly } = await import('../device/card/eject.js');
-    const how = { mountPoint: mount.mountPoint, dev: mount.dev, logger: this.#log.child({ device: deviceId }) };
+    const how = await this.#ejectHow(deviceId, device.uri);
+    if (!how) throw httpError(404, `${device.uri} is no longer mounted`);
+    if (job === undefined || forfeit === undefined) return this.#ejectStopped(how);
+    return this.#stopAndEject(how, job.id, forfeit);
+  }
+
+  /** What ejecting the card mounted at `uri` needs; undefined when nothing is mounted there any more. */
+  async #ejectHow(deviceId: string, uri: string): Promise<EjectOptions | undefined> {
+    const mount = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).find((m) => m.mountPoint === uri);
+    return mount && { mountPoint: mount.mountPoint, dev: mount.dev, logger: this.#log.child({ device: deviceId }) };
+  }
+
+  /** Ejects a card whose job (if any) has ended. */
+  async #ejectStopped(how: EjectOptions): Promise<EjectResult> {
+    const { ejectCard, ejectThroughSystemd } = await import('../device/card/eject.js');
+    return mayEjectDirectly() ? ejectCard(how) : ejectThroughSystemd(how);
+  }
+
+  /** Stops a card's job with `reason` and ejects the card once the job no longer reads it. */
+  async #stopAndEject(how: EjectOptions, jobId: number, reason: string): Promise<EjectResult> {
+    const { ejectCard, ejectThroughSystemd } = await import('../device/card/eject.js');
     if (mayEjectDirectly()) {
-      if (job && forfeit !== undefined) {
-        this.#log.warn({ device: deviceId, job: job.id }, forfeit);
-        this.scheduler.cancel(job.id, 'cancel', forfeit);
-        await this.scheduler.wait(job.id);
-      }
+      this.#log.warn({ job: jobId }, reason);
+      this.scheduler.cancel(jobId, 'cancel', reason);
+      await this.scheduler.wait(jobId);
       return ejectCard(how);
     }
     // The installed daemon has no privilege to unmount or power off: systemd's eject unit does it. It stops
-    // the card's unit first, whose `request ingest --wait` then cancels the job: with the eject's reason,
-    // and while the unit still runs (cancelled here first, the unit could release the card before the eject
+    // the card's unit first, whose `request ingest --wait` then cancels the job: with this reason, and
+    // while the unit still runs (cancelled here first, the unit could release the card before the eject
     // unit looks, and the card would be left powered).
-    if (job === undefined || forfeit === undefined) return ejectThroughSystemd(how);
-    this.#cancelReasons.set(job.id, forfeit);
+    this.#cancelReasons.set(jobId, reason);
     try {
       const ejected = await ejectThroughSystemd(how);
-      this.#log.warn({ device: deviceId, job: job.id }, forfeit);
-      // A card mounted without a card unit: nothing else stopped the job. One the eject failed for keeps
-      // waiting for the cloud, its wipe still to come.
-      this.scheduler.cancel(job.id, 'cancel', forfeit);
+      this.#log.warn({ job: jobId }, reason);
       return ejected;
     } finally {
-      this.#cancelReasons.delete(job.id);
+      // A card mounted without a card unit: nothing else stopped the job. One the eject failed for is
+      // stopped all the same.
+      this.scheduler.cancel(jobId, 'cancel', reason);
+      this.#cancelReasons.delete(jobId);
     }
+  }
+
+  /**
+   * A job cancelled by hand (the API, `shuttle request cancel`). A card's job ends with the card as Eject
+   * leaves it, unmounted and its reader powered off, once the job no longer reads it: the crew is taking
+   * the card back, and under the installed units its card unit would unmount it anyway, taking it off
+   * the dashboard before Eject could be pressed and leaving the reader powered. The job still ends
+   * cancelled, so the station never shows the card safe to pull for it.
+   */
+  #cancelByHand(id: number, reason: string | undefined): JobSnapshot | undefined {
+    const job = this.scheduler.get(id);
+    const device = job && (job.state === 'queued' || job.state === 'running') ? this.#devices.status().find((d) => d.job === id && d.kind === 'card') : undefined;
+    if (device === undefined) return this.scheduler.cancel(id, 'cancel', reason);
+    const why = reason ?? 'cancelled on request';
+    // Where this process ejects by itself the job stops now; under the installed units, once the eject
+    // unit has stopped the card's unit (see #stopAndEject).
+    const snapshot = mayEjectDirectly() ? this.scheduler.cancel(id, 'cancel', why) : this.scheduler.get(id);
+    const ejected = (async () => {
+      const how = await this.#ejectHow(device.id, device.uri);
+      if (how) return this.#stopAndEject(how, id, why);
+      this.scheduler.cancel(id, 'cancel', why);
+      return undefined;
+    })();
+    ejected.then(
+      (r) => this.#log.info({ device: device.id, job: id, ...r }, `${device.label}: its job was cancelled by hand; the card is ejected`),
+      (err: unknown) => this.#log.error({ err, device: device.id, job: id }, `${device.label}: its job was cancelled by hand, but the card could not be ejected`),
+    );
+    return snapshot;
   }
 
   #handlers(): ControlHandlers {
@@ -496,8 +538,8 @@ export class Daemon {
         const { key, kind, label, open } = await this.#requestedSource(source);
         return this.scheduler.submit({ key, kind, label, origin: 'request', resources: this.#resources, run: (ctx) => runIngestJob(this.#env, open, ctx, { kind }) });
       },
-      cancel: ({ job }) => {
-        const snap = this.scheduler.cancel(job, 'cancel', this.#cancelReasons.get(job));
+      cancel: ({ job, stopping }) => {
+        const snap = stopping ? this.scheduler.cancel(job, 'cancel', this.#cancelReasons.get(job)) : this.#cancelByHand(job, this.#cancelReasons.get(job));
         if (!snap) throw noSuchJob(job);
         return { job: snap };
       },

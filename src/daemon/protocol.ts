@@ -46,7 +46,12 @@ export const COMMAND_ARGS = {
   status: z.strictObject({}),
   /** `source`: an absolute folder or mount point, or a source URI (`ptpip:HOST`). */
   ingest: z.strictObject({ source: z.string().min(1).max(4096) }),
-  cancel: z.strictObject({ job: z.int().min(1) }),
+  /**
+   * `stopping`: sent by a waiting `request ingest` that is itself being stopped (its card unit stops: the
+   * card was pulled or is being ejected), which releases the card; without it the cancel is by hand, and
+   * a card's job then ends with the card ejected.
+   */
+  cancel: z.strictObject({ job: z.int().min(1), stopping: z.literal(true).optional() }),
   /** Answers when the job has finished (any final state). */
   wait: z.strictObject({ job: z.int().min(1) }),
   /** Fires a tethered camera (`camera`: its device id; else the first tethered); answers with the verified shot. */
