@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { execFileSync } from 'node:child_process';
 import { chmod, chown, mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
@@ -8,9 +9,12 @@ import { DatabaseSync } from 'node:sqlite';
 import { FolderSource, displayName } from '../src/device/card/folder-source.js';
 import type { SourceEntry, SourceFault, SourceItem } from '../src/device/source.js';
 import { isShuttleError } from '../src/errors.js';
+import { runIngest, type IngestSummary } from '../src/ingest/pipeline.js';
+import { silentLogger } from '../src/log.js';
+import { Journal } from '../src/store/journal.js';
 import { ingestJson, runCli, type CliResult } from './support/cli.js';
 import { killLeftoverDaemons, spawnDaemon, type RunningDaemon } from './support/daemon-helpers.js';
-import { bytes, writeBytes, writeJpeg } from './support/fixtures.js';
+import { bytes, ingestSettings, writeBytes, writeJpeg } from './support/fixtures.js';
 import { listTree, tempDir, tempFilesUnder } from './support/tree.js';
 
 /**
@@ -181,6 +185,38 @@ async function collect(source: FolderSource): Promise<SourceEntry[]> {
   for await (const e of source.list()) out.push(e);
   return out;
 }
+
+describe('two files a source names alike', () => {
+  test('the-second-of-two-entries-with-one-name-size-and-time-fails-named-instead-of-passing-as-the-first-already-verified', async () => {
+    const when = new Date('2026-03-14T12:00:00Z');
+    const first = bytes(100_000, 7);
+    const second = bytes(100_000, 8);
+    await writeBytes(join(src, 'DCIM/101CANON/IMG_0009.CR3'), first, when);
+    await writeBytes(join(src, 'DCIM/102CANON/IMG_0009.CR3'), second, when);
+    // As a camera that names two objects alike would list them: a folder cannot.
+    class Twins extends FolderSource {
+      override async *list(signal?: AbortSignal): AsyncIterable<SourceEntry> {
+        for await (const e of super.list(signal)) yield e.path === 'DCIM/102CANON/IMG_0009.CR3' ? { ...e, path: 'DCIM/101CANON/IMG_0009.CR3' } : e;
+      }
+    }
+    const journal = Journal.open(state);
+    const run = (): Promise<IngestSummary> =>
+      runIngest({ sources: [new Twins(src)], destinations: [{ path: dest }], journal, settings: ingestSettings('{name}'), logger: silentLogger, signal: new AbortController().signal });
+    try {
+      // A first run copies the first; a second finds it verified. Without the check, the second file
+      // passed as that one, already verified, and was never copied, in a complete run.
+      await run();
+      const again = await run();
+      expect(again).toMatchObject({ status: 'failed', failed: 1, alreadyVerified: 3 });
+      expect(again.errors).toEqual([expect.objectContaining({ code: 'NAME_INVALID', path: 'DCIM/101CANON/IMG_0009.CR3', message: expect.stringContaining('a second file by this name') })]);
+    } finally {
+      journal.close();
+    }
+    const copied = [...(await listTree(dest, { skipShuttle: true })).values()].map((c) => c.sha256);
+    expect(copied).toContain(createHash('sha256').update(first).digest('hex'));
+    expect(journalFiles().filter((f) => f.rel_path === 'DCIM/101CANON/IMG_0009.CR3').map((f) => f.state).sort()).toEqual(['failed', 'verified']);
+  });
+});
 
 describe('links, FIFOs, sockets and devices', () => {
   let server: Server | undefined;

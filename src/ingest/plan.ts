@@ -1,4 +1,5 @@
 import { TIMED_OUT, within } from '../async.js';
+import { ShuttleError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { isSourceFault, isSourceSkip, type Source, type SourceEntry, type SourceIdentity, type SourceItem } from '../device/source.js';
 import type { FileRow } from '../store/journal.js';
@@ -182,8 +183,22 @@ export class SourcePlanner {
     };
     const listed = run.listings.get(this.source);
     run.listings.delete(this.source);
+    // Two entries of one listing with the same name, size and time would be one journal row: the second
+    // file would pass as the first, already verified, and never be copied. A source should never list
+    // such twins (a folder cannot); a camera that names two objects alike gets the second failed, named.
+    const keys = new Set<string>();
     try {
-      for await (const entry of listed ? handOver(listed) : this.source.list(signal)) {
+      for await (const listedEntry of listed ? handOver(listed) : this.source.list(signal)) {
+        let entry = listedEntry;
+        if (!isSourceFault(entry) && !isSourceSkip(entry)) {
+          const key = `${entry.size}:${Math.trunc(entry.mtimeMs)}:${entry.path}`;
+          if (keys.has(key)) {
+            const error = new ShuttleError('NAME_INVALID', `${entry.path}: the source lists a second file by this name, with the same size and time; only the first is ingested`, {
+              context: { path: entry.path },
+            });
+            entry = { path: entry.path, error, ...(entry.pathBytes ? { pathBytes: entry.pathBytes } : {}) };
+          } else keys.add(key);
+        }
         if (isSourceFault(entry)) {
           journal.recordUnreadable(this.sourceId, entry.path, entry.error.message, entry.pathBytes);
           summary.failed++;
