@@ -101,32 +101,11 @@ interface Candidate {
 /** Deletions made durable together (a card's folders synced once per batch) before the journal says so. */
 const SETTLE_BATCH = 64;
 
-/**
- * Applies the policy to one source after its ingest; never throws (the report says what happened and why).
- * Holds the source's lock, as its ingest did: an ingest of the source elsewhere meanwhile would settle
- * this wipe's rows as unfinished (see unfinished-wipes.ts).
- */
+/** Applies the policy to one source after its ingest; never throws (the report says what happened and why). */
 export async function wipeSource(req: WipeRequest): Promise<WipeReport> {
   const { source, policy, signal } = req;
   const log = req.logger.child({ source: source.uri, wipe: policy });
   const report: WipeReport = { source: source.uri, policy, wiped: 0, checked: 0, secondRead: { direct: 0, cached: 0, overlapped: 0 } };
-  let lock: Lock;
-  try {
-    lock = await acquireLock(sourceLockPath((await source.identity(signal)).key), { owner: { command: `wipe ${source.uri}` }, signal });
-  } catch (e) {
-    report.reason = reasonOf(e, signal);
-    log.warn({ reason: report.reason }, `nothing deleted from the source: ${report.reason.message}`);
-    return report;
-  }
-  try {
-    return await wipeLocked(req, report, log);
-  } finally {
-    lock.release();
-  }
-}
-
-async function wipeLocked(req: WipeRequest, report: WipeReport, log: Logger): Promise<WipeReport> {
-  const { source, policy, signal } = req;
   const store = new WipeStore(req.journal);
   let candidates: Candidate[];
   try {
@@ -149,6 +128,28 @@ async function wipeLocked(req: WipeRequest, report: WipeReport, log: Logger): Pr
     }
     return report;
   }
+  // The deletions hold the source's lock, as its ingest did: an ingest of the source elsewhere meanwhile
+  // would take this wipe's 'deleting' rows for a dead process's and settle them (see unfinished-wipes.ts).
+  let lock: Lock;
+  try {
+    lock = await acquireLock(sourceLockPath((await source.identity(signal)).key), { owner: { command: `wipe ${source.uri}` }, signal });
+  } catch (e) {
+    report.reason = reasonOf(e, signal);
+    log.warn({ reason: report.reason }, `nothing deleted from the source: ${report.reason.message}`);
+    return report;
+  }
+  try {
+    await deleteAll(req, store, candidates, report, log);
+  } finally {
+    lock.release();
+  }
+  return report;
+}
+
+/** Deletes the candidates, journaling each deletion before it and its outcome once it is durable. */
+async function deleteAll(req: WipeRequest, store: WipeStore, candidates: Candidate[], report: WipeReport, log: Logger): Promise<void> {
+  const { policy, signal } = req;
+  const removal = req.source.removal!;
   // Recorded as deleted only once the deletion is durable: a card pulled before its folder was synced
   // can bring an unlinked file back, and the journal must not say it was gone. Deletions are settled in
   // batches, so that a long wipe records its progress as it goes.
@@ -180,11 +181,10 @@ async function wipeLocked(req: WipeRequest, report: WipeReport, log: Logger): Pr
       // The rest stays for the next run (a card pulled now loses nothing: every file is verified).
       report.reason = reasonOf(failure, signal, 'delete-failed');
       log.error({ reason: report.reason, wiped: report.wiped, left: candidates.length - report.wiped }, 'deleting from the source failed; the rest stays on it');
-      return report;
+      return;
     }
   }
   log.info({ wiped: report.wiped, secondRead: report.secondRead }, 'verified files deleted from the source');
-  return report;
 }
 
 function reasonOf(e: unknown, signal: AbortSignal, why: WipeReason['why'] = 'cannot-delete'): WipeReason {
