@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import sharp from 'sharp';
@@ -244,6 +244,76 @@ describe('api', () => {
     } finally {
       held.release();
       spawnSync('umount', [held.card]);
+    }
+  });
+
+  test('under-the-installed-units-a-card-job-cancelled-by-hand-is-stopped-by-the-eject-unit-through-the-card-unit-and-the-reader-powered-off', async () => {
+    // A card the card unit mounted at its kernel name, and sysfs of the test's making that knows it.
+    const card = join(work, 'sdb1');
+    await mkdir(card);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', card]);
+    const sys = join(work, 'sys');
+    try {
+      const dev = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find((l) => l.split(' ')[4] === card)!.split(' ')[2]!;
+      await mkdir(join(sys, 'devices', 'usb1', '1-2', 'sdb1'), { recursive: true });
+      await mkdir(join(sys, 'class', 'block'), { recursive: true });
+      await mkdir(join(sys, 'dev', 'block'), { recursive: true });
+      await symlink(join(sys, 'devices', 'usb1', '1-2', 'sdb1'), join(sys, 'class', 'block', 'sdb1'));
+      await symlink(join(sys, 'devices', 'usb1', '1-2', 'sdb1'), join(sys, 'dev', 'block', dev));
+      let jobId = 0;
+      const seen: Array<{ args: string[]; job: string | undefined; stopping: boolean }> = [];
+      // What shuttle-eject@sdb1 does: stop the card's unit, whose waiting `request ingest --wait` cancels
+      // the job (as a request being stopped) and exits once it has ended; its release unmounts; then the
+      // reader is powered off (the disk leaves sysfs).
+      const systemctl = async (args: string[]): Promise<void> => {
+        const stopping = d!.log.lines.some((l) => l.msg === 'stopping job' && l['job'] === jobId);
+        seen.push({ args, job: d!.daemon.scheduler.get(jobId)?.state, stopping });
+        const { ControlClient } = await import('../src/daemon/control.js');
+        const client = await ControlClient.connect([join(work, 'control.sock')]);
+        try {
+          await client.request('cancel', { job: jobId, stopping: true });
+          await client.request('wait', { job: jobId });
+        } finally {
+          client.close();
+        }
+        execFileSync('umount', [card]);
+        await rm(join(sys, 'class', 'block', 'sdb1'));
+      };
+      d = await startApiDaemon(work, {}, {}, {}, undefined, { systemdEject: { systemctl, sysRoot: sys } });
+      const { daemon, url, watcher, log } = d;
+      for (let i = 0; i < 3; i++) await writeJpeg(join(card, `IMG_000${i}.JPG`), { seed: i });
+      const { acquireLock, destinationLockPath } = await import('../src/store/lock.js');
+      await mkdir(join(work, 'dest'), { recursive: true });
+      const lock = await acquireLock(destinationLockPath(join(work, 'dest')), { owner: { command: 'test' } });
+      try {
+        const started = nextEvent(daemon.events, (e) => e.type === 'job.started');
+        watcher.card('card-7', card);
+        const e = await started;
+        if (e.type !== 'job.started') throw new Error(`not a job event: ${e.type}`);
+        jobId = e.job.id;
+        const finished = nextEvent(daemon.events, (x) => x.type === 'job.finished');
+        expect((await json(`${url}/api/v1/jobs/${jobId}/cancel`, { method: 'POST' })).status).toBe(200);
+        const ended = await finished;
+        // The job was still running when the eject unit was started: cancelled first, the card's unit
+        // would have released the card before the eject unit looked, and left the reader powered.
+        expect(seen).toEqual([{ args: ['start', '--no-ask-password', 'shuttle-eject@sdb1.service'], job: 'running', stopping: false }]);
+        // Stopped by its own request, with the reason the crew's cancel gave.
+        expect(ended).toMatchObject({ job: { id: jobId, state: 'cancelled' } });
+        if (ended.type !== 'job.finished') throw new Error(`not a job event: ${ended.type}`);
+        expect(ended.job.history.at(-1)?.reason).toBe('cancelled from the API');
+        const ejected = await until(
+          'the card ejected',
+          async () => log.lines.find((l) => typeof l.msg === 'string' && l.msg.includes('card-7: its job was cancelled by hand; the card is ejected')) ?? null,
+          (l) => l !== null,
+        );
+        expect(ejected).toMatchObject({ unmounted: true, poweredOff: true });
+        expect(mounted(card)).toBe(false);
+        expect(daemon.status().station).toMatchObject({ state: 'attention' });
+      } finally {
+        lock.release();
+      }
+    } finally {
+      spawnSync('umount', [card]);
     }
   });
 

@@ -14,7 +14,7 @@ import { DAEMON_LOCK_WAIT_MS, runIngestJob, type IngestEnvironment } from './ing
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/settings.js';
 import { parseListen, uploadSettings } from '../config/index.js';
 import { FileList } from '../store/file-list.js';
-import { mayEjectDirectly, type EjectOptions, type EjectResult } from '../device/card/eject.js';
+import { mayEjectDirectly, type EjectOptions, type EjectResult, type SystemdEjectOptions } from '../device/card/eject.js';
 import type { HidBackend } from '../device/hid/index.js';
 import type { ApiServer } from './http/server.js';
 import type { StationMetrics } from './metrics.js';
@@ -60,6 +60,8 @@ export interface DaemonOptions {
   api?: { heartbeatMs?: number | undefined; sseMaxBufferBytes?: number | undefined } | undefined;
   /** The HID devices' backend and poll interval (tests give a fake node-hid). */
   hid?: { backend?: HidBackend | undefined; pollMs?: number | undefined } | undefined;
+  /** Ejecting cards as the installed (unprivileged) daemon does, through systemd (tests give its systemctl and sysfs). */
+  systemdEject?: Pick<SystemdEjectOptions, 'systemctl' | 'sysRoot' | 'mountinfo'> | undefined;
 }
 
 /** Where the daemon's single-instance lock lives: one daemon per state dir (journal). */
@@ -470,16 +472,21 @@ export class Daemon {
     return mount && { mountPoint: mount.mountPoint, dev: mount.dev, logger: this.#log.child({ device: deviceId }) };
   }
 
+  /** Whether this process unmounts and powers off by itself, or asks systemd (as installed). */
+  #ejectsDirectly(): boolean {
+    return this.#opts.systemdEject === undefined && mayEjectDirectly();
+  }
+
   /** Ejects a card whose job (if any) has ended. */
   async #ejectStopped(how: EjectOptions): Promise<EjectResult> {
     const { ejectCard, ejectThroughSystemd } = await import('../device/card/eject.js');
-    return mayEjectDirectly() ? ejectCard(how) : ejectThroughSystemd(how);
+    return this.#ejectsDirectly() ? ejectCard(how) : ejectThroughSystemd({ ...how, ...this.#opts.systemdEject });
   }
 
   /** Stops a card's job with `reason` and ejects the card once the job no longer reads it. */
   async #stopAndEject(how: EjectOptions, jobId: number, reason: string): Promise<EjectResult> {
     const { ejectCard, ejectThroughSystemd } = await import('../device/card/eject.js');
-    if (mayEjectDirectly()) {
+    if (this.#ejectsDirectly()) {
       this.#log.warn({ job: jobId }, reason);
       this.scheduler.cancel(jobId, 'cancel', reason);
       await this.scheduler.wait(jobId);
@@ -491,7 +498,7 @@ export class Daemon {
     // unit looks, and the card would be left powered).
     this.#cancelReasons.set(jobId, reason);
     try {
-      const ejected = await ejectThroughSystemd(how);
+      const ejected = await ejectThroughSystemd({ ...how, ...this.#opts.systemdEject });
       this.#log.warn({ job: jobId }, reason);
       return ejected;
     } finally {
@@ -516,7 +523,7 @@ export class Daemon {
     const why = reason ?? 'cancelled on request';
     // Where this process ejects by itself the job stops now; under the installed units, once the eject
     // unit has stopped the card's unit (see #stopAndEject).
-    const snapshot = mayEjectDirectly() ? this.scheduler.cancel(id, 'cancel', why) : this.scheduler.get(id);
+    const snapshot = this.#ejectsDirectly() ? this.scheduler.cancel(id, 'cancel', why) : this.scheduler.get(id);
     const ejected = (async () => {
       const how = await this.#ejectHow(device.id, device.uri);
       if (how) return this.#stopAndEject(how, id, why);

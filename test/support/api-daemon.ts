@@ -1,7 +1,7 @@
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { normalizeConfig, type ConfigInput } from '../../src/config/index.js';
-import { Daemon } from '../../src/daemon/daemon.js';
+import { Daemon, type DaemonOptions } from '../../src/daemon/daemon.js';
 import { captureLog, type CapturedLog } from './daemon-helpers.js';
 import { TestWatcher } from './test-watcher.js';
 
@@ -21,6 +21,7 @@ export async function startApiDaemon(
   extra: Partial<ConfigInput> = {},
   env: NodeJS.ProcessEnv = {},
   heartbeatMs?: number,
+  more: Pick<DaemonOptions, 'systemdEject'> = {},
 ): Promise<ApiDaemon> {
   const config = normalizeConfig({
     destinations: [{ path: join(work, 'dest') }],
@@ -30,7 +31,7 @@ export async function startApiDaemon(
   });
   const watcher = new TestWatcher();
   const log = captureLog();
-  const daemon = await Daemon.start({ config, stateDir: join(work, 'state'), logger: log.logger, env, watchers: [watcher], api: { sseMaxBufferBytes: 64 * 1024, heartbeatMs } });
+  const daemon = await Daemon.start({ config, stateDir: join(work, 'state'), logger: log.logger, env, watchers: [watcher], api: { sseMaxBufferBytes: 64 * 1024, heartbeatMs }, ...more });
   const url = daemon.status().api?.url;
   if (url === undefined) throw new Error('the daemon reports no API address');
   return { daemon, url, watcher, log };
