@@ -247,39 +247,52 @@ describe('api', () => {
     }
   });
 
-  test('under-the-installed-units-a-card-job-cancelled-by-hand-is-stopped-by-the-eject-unit-through-the-card-unit-and-the-reader-powered-off', async () => {
-    // A card the card unit mounted at its kernel name, and sysfs of the test's making that knows it.
+  /**
+   * A card the card unit mounted at its kernel name (sdb1), sysfs of the test's making that knows it, and
+   * a systemctl that does what shuttle-eject@sdb1 does: stop the card's unit, whose waiting `request
+   * ingest --wait` cancels the job (as a request being stopped) and exits once it has ended; its release
+   * unmounts; then the reader is powered off (the disk leaves sysfs). `seen` says, for each call, the job's
+   * state then and whether the daemon had already asked it to stop.
+   */
+  async function installedCard(): Promise<{
+    card: string;
+    systemdEject: { systemctl: (args: string[]) => Promise<void>; sysRoot: string };
+    seen: Array<{ args: string[]; job: string | undefined; stopping: boolean }>;
+    setJob: (id: number) => void;
+  }> {
     const card = join(work, 'sdb1');
     await mkdir(card);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', card]);
     const sys = join(work, 'sys');
+    const dev = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find((l) => l.split(' ')[4] === card)!.split(' ')[2]!;
+    await mkdir(join(sys, 'devices', 'usb1', '1-2', 'sdb1'), { recursive: true });
+    await mkdir(join(sys, 'class', 'block'), { recursive: true });
+    await mkdir(join(sys, 'dev', 'block'), { recursive: true });
+    await symlink(join(sys, 'devices', 'usb1', '1-2', 'sdb1'), join(sys, 'class', 'block', 'sdb1'));
+    await symlink(join(sys, 'devices', 'usb1', '1-2', 'sdb1'), join(sys, 'dev', 'block', dev));
+    let jobId = 0;
+    const seen: Array<{ args: string[]; job: string | undefined; stopping: boolean }> = [];
+    const systemctl = async (args: string[]): Promise<void> => {
+      const stopping = d!.log.lines.some((l) => l.msg === 'stopping job' && l['job'] === jobId);
+      seen.push({ args, job: d!.daemon.scheduler.get(jobId)?.state, stopping });
+      const { ControlClient } = await import('../src/daemon/control.js');
+      const client = await ControlClient.connect([join(work, 'control.sock')]);
+      try {
+        await client.request('cancel', { job: jobId, stopping: true });
+        await client.request('wait', { job: jobId });
+      } finally {
+        client.close();
+      }
+      execFileSync('umount', [card]);
+      await rm(join(sys, 'class', 'block', 'sdb1'));
+    };
+    return { card, systemdEject: { systemctl, sysRoot: sys }, seen, setJob: (id) => (jobId = id) };
+  }
+
+  test('under-the-installed-units-a-card-job-cancelled-by-hand-is-stopped-by-the-eject-unit-through-the-card-unit-and-the-reader-powered-off', async () => {
+    const { card, systemdEject, seen, setJob } = await installedCard();
     try {
-      const dev = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find((l) => l.split(' ')[4] === card)!.split(' ')[2]!;
-      await mkdir(join(sys, 'devices', 'usb1', '1-2', 'sdb1'), { recursive: true });
-      await mkdir(join(sys, 'class', 'block'), { recursive: true });
-      await mkdir(join(sys, 'dev', 'block'), { recursive: true });
-      await symlink(join(sys, 'devices', 'usb1', '1-2', 'sdb1'), join(sys, 'class', 'block', 'sdb1'));
-      await symlink(join(sys, 'devices', 'usb1', '1-2', 'sdb1'), join(sys, 'dev', 'block', dev));
-      let jobId = 0;
-      const seen: Array<{ args: string[]; job: string | undefined; stopping: boolean }> = [];
-      // What shuttle-eject@sdb1 does: stop the card's unit, whose waiting `request ingest --wait` cancels
-      // the job (as a request being stopped) and exits once it has ended; its release unmounts; then the
-      // reader is powered off (the disk leaves sysfs).
-      const systemctl = async (args: string[]): Promise<void> => {
-        const stopping = d!.log.lines.some((l) => l.msg === 'stopping job' && l['job'] === jobId);
-        seen.push({ args, job: d!.daemon.scheduler.get(jobId)?.state, stopping });
-        const { ControlClient } = await import('../src/daemon/control.js');
-        const client = await ControlClient.connect([join(work, 'control.sock')]);
-        try {
-          await client.request('cancel', { job: jobId, stopping: true });
-          await client.request('wait', { job: jobId });
-        } finally {
-          client.close();
-        }
-        execFileSync('umount', [card]);
-        await rm(join(sys, 'class', 'block', 'sdb1'));
-      };
-      d = await startApiDaemon(work, {}, {}, {}, undefined, { systemdEject: { systemctl, sysRoot: sys } });
+      d = await startApiDaemon(work, {}, {}, {}, undefined, { systemdEject });
       const { daemon, url, watcher, log } = d;
       for (let i = 0; i < 3; i++) await writeJpeg(join(card, `IMG_000${i}.JPG`), { seed: i });
       const { acquireLock, destinationLockPath } = await import('../src/store/lock.js');
@@ -290,12 +303,13 @@ describe('api', () => {
         watcher.card('card-7', card);
         const e = await started;
         if (e.type !== 'job.started') throw new Error(`not a job event: ${e.type}`);
-        jobId = e.job.id;
+        const jobId = e.job.id;
+        setJob(jobId);
         const finished = nextEvent(daemon.events, (x) => x.type === 'job.finished');
         expect((await json(`${url}/api/v1/jobs/${jobId}/cancel`, { method: 'POST' })).status).toBe(200);
         const ended = await finished;
-        // The job was still running when the eject unit was started: cancelled first, the card's unit
-        // would have released the card before the eject unit looked, and left the reader powered.
+        // The job was still running, not yet asked to stop, when the eject unit was started: cancelled first,
+        // the card's unit could have released the card before the eject unit looked, and left it powered.
         expect(seen).toEqual([{ args: ['start', '--no-ask-password', 'shuttle-eject@sdb1.service'], job: 'running', stopping: false }]);
         // Stopped by its own request, with the reason the crew's cancel gave.
         expect(ended).toMatchObject({ job: { id: jobId, state: 'cancelled' } });
@@ -312,6 +326,31 @@ describe('api', () => {
       } finally {
         lock.release();
       }
+    } finally {
+      spawnSync('umount', [card]);
+    }
+  });
+
+  test('under-the-installed-units-a-card-whose-job-only-waits-for-the-cloud-is-ejected-through-the-card-unit-giving-up-its-wipe', async () => {
+    const { card, systemdEject, seen, setJob } = await installedCard();
+    try {
+      const env = { AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test-secret', AWS_REGION: 'us-east-1' };
+      const cloud = { cards: { wipe: 'after-cloud' as const }, upload: { target: 's3://bucket/daemon', endpoint: 'http://127.0.0.1:9', provider: 'minio' as const } };
+      d = await startApiDaemon(work, {}, cloud, env, undefined, { systemdEject });
+      const { daemon, url, watcher } = d;
+      for (let i = 0; i < 3; i++) await writeJpeg(join(card, `IMG_000${i}.JPG`), { seed: i });
+      const waiting = nextEvent(daemon.events, (e) => e.type === 'job.progress' && e.job.progress?.phase === 'waiting-for-cloud');
+      watcher.card('card-8', card);
+      const e = await waiting;
+      if (e.type !== 'job.progress') throw new Error(`not a job event: ${e.type}`);
+      setJob(e.job.id);
+      const finished = nextEvent(daemon.events, (x) => x.type === 'job.finished');
+      const eject = await json(`${url}/api/v1/devices/card-8/eject`, { method: 'POST' });
+      expect(eject).toMatchObject({ status: 200, body: { device: 'card-8', unmounted: true, poweredOff: true } });
+      expect(seen).toEqual([{ args: ['start', '--no-ask-password', 'shuttle-eject@sdb1.service'], job: 'running', stopping: false }]);
+      const given = expect.stringContaining('card-8 ejected while its wipe waited for the cloud: the wipe is given up, every file stays on the card');
+      expect(await finished).toMatchObject({ job: { id: e.job.id, state: 'cancelled', result: { wiped: 0, errors: [{ code: 'ABORTED', message: given }] } } });
+      expect(daemon.status().station).toMatchObject({ state: 'safe-to-pull' });
     } finally {
       spawnSync('umount', [card]);
     }
