@@ -527,11 +527,12 @@ export class Daemon {
     const ejected = (async () => {
       const how = await this.#ejectHow(device.id, device.uri);
       if (how) return this.#stopAndEject(how, id, why);
+      // Not a mount (a folder), or unmounted meanwhile: nothing to eject.
       this.scheduler.cancel(id, 'cancel', why);
       return undefined;
     })();
     ejected.then(
-      (r) => this.#log.info({ device: device.id, job: id, ...r }, `${device.label}: its job was cancelled by hand; the card is ejected`),
+      (r) => r && this.#log.info({ device: device.id, job: id, ...r }, `${device.label}: its job was cancelled by hand; the card is ejected`),
       (err: unknown) => this.#log.error({ err, device: device.id, job: id }, `${device.label}: its job was cancelled by hand, but the card could not be ejected`),
     );
     return snapshot;
