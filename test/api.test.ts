@@ -237,7 +237,11 @@ describe('api', () => {
       const ended = await finished;
       expect(ended).toMatchObject({ job: { id: held.job.id, state: 'cancelled' } });
       // Unmounted only once the job had let go of it (a busy tmpfs refuses the unmount, and the eject would fail).
-      await until('the card ejected', async () => log.lines.some((l) => typeof l.msg === 'string' && l.msg.includes('card-5: its job was cancelled by hand; the card is ejected')), (seen) => seen);
+      await until(
+        'the card ejected',
+        async () => log.lines.some((l) => typeof l.msg === 'string' && l.msg.includes('card-5: its job was cancelled by hand; the card is ejected')),
+        (seen) => seen,
+      );
       expect(mounted(held.card)).toBe(false);
       // Unmounted, and as far as the station goes, a card that needs a look, not one safe to pull.
       expect(daemon.status().station).toMatchObject({ state: 'attention', devices: [{ id: 'card-5', state: 'attention' }] });
@@ -264,7 +268,10 @@ describe('api', () => {
     await mkdir(card);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', card]);
     const sys = join(work, 'sys');
-    const dev = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').find((l) => l.split(' ')[4] === card)!.split(' ')[2]!;
+    const dev = (await readFile('/proc/self/mountinfo', 'utf8'))
+      .split('\n')
+      .find((l) => l.split(' ')[4] === card)!
+      .split(' ')[2]!;
     await mkdir(join(sys, 'devices', 'usb1', '1-2', 'sdb1'), { recursive: true });
     await mkdir(join(sys, 'class', 'block'), { recursive: true });
     await mkdir(join(sys, 'dev', 'block'), { recursive: true });

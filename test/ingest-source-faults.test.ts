@@ -201,20 +201,34 @@ describe('two files a source names alike', () => {
     }
     const journal = Journal.open(state);
     const run = (): Promise<IngestSummary> =>
-      runIngest({ sources: [new Twins(src)], destinations: [{ path: dest }], journal, settings: ingestSettings('{name}'), logger: silentLogger, signal: new AbortController().signal });
+      runIngest({
+        sources: [new Twins(src)],
+        destinations: [{ path: dest }],
+        journal,
+        settings: ingestSettings('{name}'),
+        logger: silentLogger,
+        signal: new AbortController().signal,
+      });
     try {
       // A first run copies the first; a second finds it verified. Without the check, the second file
       // passed as that one, already verified, and was never copied, in a complete run.
       await run();
       const again = await run();
       expect(again).toMatchObject({ status: 'failed', failed: 1, alreadyVerified: 3 });
-      expect(again.errors).toEqual([expect.objectContaining({ code: 'NAME_INVALID', path: 'DCIM/101CANON/IMG_0009.CR3', message: expect.stringContaining('a second file by this name') })]);
+      expect(again.errors).toEqual([
+        expect.objectContaining({ code: 'NAME_INVALID', path: 'DCIM/101CANON/IMG_0009.CR3', message: expect.stringContaining('a second file by this name') }),
+      ]);
     } finally {
       journal.close();
     }
     const copied = [...(await listTree(dest, { skipShuttle: true })).values()].map((c) => c.sha256);
     expect(copied).toContain(createHash('sha256').update(first).digest('hex'));
-    expect(journalFiles().filter((f) => f.rel_path === 'DCIM/101CANON/IMG_0009.CR3').map((f) => f.state).sort()).toEqual(['failed', 'verified']);
+    expect(
+      journalFiles()
+        .filter((f) => f.rel_path === 'DCIM/101CANON/IMG_0009.CR3')
+        .map((f) => f.state)
+        .sort(),
+    ).toEqual(['failed', 'verified']);
   });
 });
 

@@ -505,7 +505,11 @@ describe('a card pulled during or right after its wipe', () => {
     expect((r.summary as WipeJson).wipe?.[0]).toMatchObject({ wiped: 2, checked: 2, secondRead: { direct: 2 } });
     expect(await filesUnder(card)).toEqual([]);
     const db = new DatabaseSync(join(state, 'journal.sqlite'), { readOnly: true });
-    const rows = db.prepare('SELECT f.rel_path, w.state, w.error FROM source_wipes w JOIN files f ON f.id = w.file_id ORDER BY w.id').all() as Array<{ rel_path: string; state: string; error: string | null }>;
+    const rows = db.prepare('SELECT f.rel_path, w.state, w.error FROM source_wipes w JOIN files f ON f.id = w.file_id ORDER BY w.id').all() as Array<{
+      rel_path: string;
+      state: string;
+      error: string | null;
+    }>;
     db.close();
     expect(rows.filter((w) => w.state === 'deleting')).toEqual([]);
     // The killed run's rows: what the card held at the next insert.

@@ -456,7 +456,9 @@ export class Daemon {
     let forfeit: string | undefined;
     if (job && (job.state === 'queued' || job.state === 'running')) {
       if (job.progress?.phase !== 'waiting-for-cloud') {
-        throw httpError(409, `job ${job.id} is still ${job.state} on ${device.label}: cancel it (which ejects the card once the job has stopped), or wait for it`, 'LOCKED', { job: job.id });
+        throw httpError(409, `job ${job.id} is still ${job.state} on ${device.label}: cancel it (which ejects the card once the job has stopped), or wait for it`, 'LOCKED', {
+          job: job.id,
+        });
       }
       forfeit = `${device.label} ejected while its wipe waited for the cloud: the wipe is given up, every file stays on the card (the uploads go on from the verified local copies)`;
     }

@@ -31,7 +31,15 @@ export async function startApiDaemon(
   });
   const watcher = new TestWatcher();
   const log = captureLog();
-  const daemon = await Daemon.start({ config, stateDir: join(work, 'state'), logger: log.logger, env, watchers: [watcher], api: { sseMaxBufferBytes: 64 * 1024, heartbeatMs }, ...more });
+  const daemon = await Daemon.start({
+    config,
+    stateDir: join(work, 'state'),
+    logger: log.logger,
+    env,
+    watchers: [watcher],
+    api: { sseMaxBufferBytes: 64 * 1024, heartbeatMs },
+    ...more,
+  });
   const url = daemon.status().api?.url;
   if (url === undefined) throw new Error('the daemon reports no API address');
   return { daemon, url, watcher, log };
