@@ -5,12 +5,13 @@
  * that no match between different files (a shared key, retention, the wipe gate) rests on xxh128 alone.
  */
 import { createHash } from 'node:crypto';
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
 import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
 import { RetentionStore } from '../src/store/retention.js';
@@ -20,9 +21,10 @@ import { createS3Client } from '../src/upload/client.js';
 import { JournalUploadStateStore } from '../src/upload/journal-state.js';
 import { queueTarget } from '../src/upload/keys.js';
 import { MiB } from '../src/upload/multipart.js';
+import { PartReader } from '../src/upload/part-reader.js';
 import { UploadWorker } from '../src/upload/worker.js';
 import { startSwift, type SwiftServer } from './support/swift.js';
-import { expectedMultipartEtag, headOrUndefined, sha256OfObject, writeTestFile, type TestFile } from './support/upload-fixtures.js';
+import { countUploadParts, expectedMultipartEtag, headOrUndefined, sha256OfObject, writeTestFile, type TestFile } from './support/upload-fixtures.js';
 import { tempDir } from './support/tree.js';
 import { journalDestination, onJournalFile as onJournal, type TestDestination } from './support/journal-access.js';
 
@@ -239,3 +241,69 @@ describe('matching different files', () => {
     ).toBe(true);
   });
 });
+
+describe('the read ahead', () => {
+  for (const [shape, size] of [
+    ['one-put', 3 * MiB + 11],
+    ['parts', 2 * PART + 4097],
+  ] as const) {
+    test(`bytes-changed-after-it-are-refused-by-the-server-never-completed-and-the-copy-is-named-next-${shape}`, async () => {
+      const a = await destination('a');
+      const b = await destination('b');
+      const f = await unhashedFile('DCIM/IMG_0010.CR3', size, [a, b]);
+      const [rowId] = queue.enqueue([f.id], target).rowIds;
+      const path = join(a.root, '2026/IMG_0010.CR3');
+      // Between the read ahead (which records the hashes) and the first request, a byte of the copy read changes.
+      const record = queue.recordContentHashes.bind(queue);
+      queue.recordContentHashes = (...args) => {
+        record(...args);
+        flipByteSync(path, size - 5);
+      };
+      const parts = countUploadParts(client);
+      const first = await worker().drain();
+      parts.stop();
+      // The requests carried the read ahead's digests: the server refused what differed, and nothing completed.
+      expect(first).toMatchObject({ uploaded: 0, deferred: 1, damaged: 0 });
+      expect(first.errors[0]?.message).toMatch(/BadDigest|XAmzContentSHA256Mismatch/);
+      expect(parts.puts + parts.parts.length).toBeGreaterThan(0);
+      expect(await headOrUndefined(admin, BUCKET, queue.get(rowId!)!.key)).toBeUndefined();
+
+      // The next attempt checks the bytes it sends against the journal: the changed copy is named and
+      // restored from the other, which is uploaded.
+      queue.retryNow();
+      const second = await worker().drain();
+      expect(second).toMatchObject({ uploaded: 1, repaired: 1 });
+      expect(await sha256OfObject(admin, BUCKET, queue.get(rowId!)!.key)).toEqual({ sha256: f.bytes.sha256, size });
+      expect(
+        createHash('sha256')
+          .update(await readFile(path))
+          .digest('hex'),
+      ).toBe(f.bytes.sha256);
+    });
+  }
+
+  test('of-a-multipart-upload-gives-the-parts-their-digests-so-the-upload-hashes-nothing-more', async () => {
+    const a = await destination('a');
+    const f = await unhashedFile('DCIM/MVI_0011.MOV', 3 * PART + 7, [a]);
+    queue.enqueue([f.id], target);
+    const opened = vi.spyOn(PartReader, 'open');
+    try {
+      expect(await worker().drain()).toMatchObject({ uploaded: 1 });
+      expect(opened).not.toHaveBeenCalled();
+    } finally {
+      opened.mockRestore();
+    }
+  });
+});
+
+function flipByteSync(path: string, at: number): void {
+  const fd = openSync(path, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, at);
+    b[0] = b[0]! ^ 0x40;
+    writeSync(fd, b, 0, 1, at);
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -9,7 +9,9 @@ import type { LocalCopy, QueueRow, UploadQueue } from '../store/upload-queue.js'
 import type { ObjectChecksum } from './checksum.js';
 import type { ProviderName, ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
+import type { CloudHashes, UploadShape } from './content-hashes.js';
 import { keyAlternative } from './keys.js';
+import { DEFAULT_MAX_PART_SIZE, choosePartSize } from './multipart.js';
 import { RemoteListing } from './remote-listing.js';
 import type { RetryPolicy } from './retry.js';
 import { S3Target } from './s3-target.js';
@@ -323,10 +325,11 @@ export class UploadWorker {
       }
       try {
         let md5 = copy.md5;
+        let readAhead: CloudHashes | undefined;
         if (sha256 === null) {
-          const hashed = await this.#hashCopy(row, path, md5 === undefined, signal, log);
-          sha256 = hashed.sha256;
-          md5 ??= hashed.md5;
+          readAhead = await this.#hashCopy(row, path, md5 === undefined, signal, log);
+          sha256 = readAhead.sha256;
+          md5 ??= readAhead.md5;
         }
         const result = await uploadFile({
           target: this.#target(row.bucket),
@@ -344,6 +347,7 @@ export class UploadWorker {
           checksum: this.#o.checksum,
           concurrency: partConcurrency,
           retry: this.#o.requestRetry ?? WORKER_REQUEST_RETRY,
+          readAhead,
           logger: uploadLog,
         });
         queue.markUploaded(row.id, { copyId: copy.copyId, etag: result.etag });
@@ -393,19 +397,33 @@ export class UploadWorker {
   /**
    * Before the row's first request when its SHA-256 is unknown: hashes the copy at `path` (see
    * hashLocalCopy), which must match the journal's xxh128, and records the SHA-256 for the file, so the
-   * upload, a resumed one and retention all go by the same value. The MD5 only when one PUT will carry it.
+   * upload, a resumed one and retention all go by the same value. The same read takes what the requests
+   * will carry: the MD5 when one PUT will, each part's MD5 and SHA-256 when parts will (see uploadFile's readAhead).
    */
-  async #hashCopy(row: QueueRow, path: string, needMd5: boolean, signal: AbortSignal, log: Logger): Promise<{ sha256: string; md5?: string | undefined }> {
+  async #hashCopy(row: QueueRow, path: string, needMd5: boolean, signal: AbortSignal, log: Logger): Promise<CloudHashes> {
     if (row.xxh128 === null) {
       throw new ShuttleError('INTERNAL', `upload queue row ${row.id} has neither a SHA-256 nor an xxh128`, { context: { id: row.id } });
     }
-    const withMd5 = needMd5 && this.#o.checksum !== 'crc64nvme' && sendsInOneRequest(row.size, { partSize: this.#o.partSize });
+    // The parts' digests as uploadFile will cut them (a full-object CRC-64/NVME needs its own read there anyway).
+    const single = sendsInOneRequest(row.size, { partSize: this.#o.partSize });
+    const crc = this.#o.checksum === 'crc64nvme';
+    const partSize = single || crc ? undefined : this.#partSizeFor(row.size);
+    const shape: UploadShape = partSize !== undefined ? { kind: 'parts', partSize } : { kind: 'single', md5: needMd5 && single && !crc };
     // Loaded on first need: a queue whose rows all came with a SHA-256 never reads a copy ahead.
     const { hashLocalCopy } = await import('./content-hashes.js');
-    const hashes = await hashLocalCopy(path, { size: row.size, xxh128: row.xxh128 }, withMd5, signal);
-    this.#o.queue.recordContentHashes(row.id, { xxh128: row.xxh128, size: row.size, ...hashes });
+    const hashes = await hashLocalCopy(path, { size: row.size, xxh128: row.xxh128 }, shape, signal);
+    this.#o.queue.recordContentHashes(row.id, { xxh128: row.xxh128, size: row.size, sha256: hashes.sha256, md5: hashes.md5 });
     log.info({ path, sha256: hashes.sha256 }, 'hashed the local copy for upload');
     return hashes;
+  }
+
+  /** uploadFile's part size for a new upload of `size` bytes; undefined when it would refuse the file. */
+  #partSizeFor(size: number): number | undefined {
+    try {
+      return choosePartSize(size, { preferredPartSize: this.#o.partSize, maxPartSize: DEFAULT_MAX_PART_SIZE });
+    } catch {
+      return undefined;
+    }
   }
 
   #settleFailure(row: QueueRow, kind: Failure, error: unknown, report: DrainReport, log: Logger, onFailure: DrainOptions['onFailure'], cloudMismatch: boolean): void {
