@@ -12,6 +12,7 @@ import { DatabaseSync } from 'node:sqlite';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
+import { hashWorkerForTests, startHashWorker } from '../src/io/hash-worker-client.js';
 import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
 import { RetentionStore } from '../src/store/retention.js';
@@ -243,6 +244,31 @@ describe('matching different files', () => {
 });
 
 describe('the read ahead', () => {
+  test('a-hash-worker-that-stops-under-it-defers-the-row-and-the-next-attempt-uploads-it', async () => {
+    const a = await destination('a');
+    const f = await unhashedFile('DCIM/MVI_0009.MOV', 4 * PART + 3, [a]);
+    const [rowId] = queue.enqueue([f.id], target).rowIds;
+    // The SHA-256 worker is stopped as soon as it answers the read ahead's first request.
+    startHashWorker(['sha256']);
+    const sha = hashWorkerForTests('sha256')!;
+    let stopped = false;
+    sha.once('message', () => {
+      stopped = true;
+      void sha.terminate();
+    });
+    const first = await worker().drain();
+    expect(stopped).toBe(true);
+    expect(first).toMatchObject({ uploaded: 0, deferred: 1, failed: 0, damaged: 0 });
+    expect(first.errors).toEqual([expect.objectContaining({ code: 'INTERNAL', outcome: 'deferred', message: expect.stringContaining('the hash worker stopped') })]);
+    expect(queue.get(rowId!)).toMatchObject({ state: 'queued', attempts: 1, sha256: null });
+    expect(hashWorkerForTests('sha256')).not.toBe(sha);
+    // Nothing about the copy was held against it, and a fresh worker takes the next attempt.
+    expect(onJournalFile((db) => db.prepare('SELECT state FROM copies WHERE file_id = ?').all(f.id))).toEqual([{ state: 'verified' }]);
+    queue.retryNow();
+    expect(await worker().drain()).toMatchObject({ uploaded: 1, deferred: 0 });
+    expect(await sha256OfObject(admin, BUCKET, queue.get(rowId!)!.key)).toEqual({ sha256: f.bytes.sha256, size: f.bytes.size });
+  });
+
   for (const [shape, size] of [
     ['one-put', 3 * MiB + 11],
     ['parts', 2 * PART + 4097],

@@ -36,7 +36,7 @@ export interface CloudHashes {
  *
  * Throws UPLOAD_VERIFY (with the copy's path) when the bytes are not the journal's, SOURCE_UNREADABLE
  * (with the path and the errno as cause) when the copy cannot be read: the upload worker's damaged and
- * unavailable local copies.
+ * unavailable local copies; and a retryable INTERNAL when a hash worker stopped under it.
  */
 export async function hashLocalCopy(path: string, expected: CopyContent, shape: UploadShape, signal?: AbortSignal): Promise<CloudHashes> {
   const withMd5 = shape.kind === 'single' && shape.md5;
@@ -51,6 +51,10 @@ export async function hashLocalCopy(path: string, expected: CopyContent, shape: 
     if (signal?.aborted) throw abortReason(signal);
     if (isShuttleError(error, 'DEST_WRITE_FAILED')) {
       throw new ShuttleError('SOURCE_UNREADABLE', `cannot read ${path} to hash it for upload`, { context: { path }, cause: error.cause });
+    }
+    if (isShuttleError(error, 'INTERNAL') && error.context['hashWorker'] === 'stopped') {
+      // Nothing about the copy or the file: a fresh worker takes the next attempt.
+      throw new ShuttleError('INTERNAL', `hashing ${path} for upload was cut short: ${error.message}`, { context: { path, hashWorker: 'stopped' }, cause: error, retryable: true });
     }
     throw error;
   } finally {

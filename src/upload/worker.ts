@@ -131,7 +131,8 @@ export function classifyUploadFailure(error: unknown): Failure {
     return errno !== undefined && LOST_ERRNOS.has(errno) ? 'local-damaged' : 'local-unavailable';
   }
   if (error.code === 'UPLOAD_FAILED' && typeof ctx['expectedSha256'] === 'string') return 'conflict';
-  if (PERMANENT_CODES.has(error.code)) return 'permanent';
+  // Retryable ones (a hash worker that stopped under the upload's read) say nothing about the row.
+  if (PERMANENT_CODES.has(error.code)) return error.retryable ? 'transient' : 'permanent';
   if (error.code === 'UPLOAD_FAILED' || error.code === 'UPLOAD_VERIFY') {
     const status = typeof ctx['status'] === 'number' ? ctx['status'] : undefined;
     const s3Code = typeof ctx['s3Code'] === 'string' ? ctx['s3Code'] : undefined;
