@@ -9,7 +9,7 @@ import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
 import { hashWorkerForTests, startHashWorker } from '../src/io/hash-worker-client.js';
@@ -212,7 +212,7 @@ describe('matching different files', () => {
     expect(queue.claimNext()?.id).toBe(aRow);
     queue.markUploaded(aRow, { copyId: null, etag: '"x"' });
 
-    // Neither B nor C shares A's row (same key, size and xxh128), nor each other's (both unknown).
+    // Neither B nor C shares A's row (same key, size and xxh128), nor each other's (both unknown) yet.
     const queued = queue.enqueue([bFile.id, cFile.id], target);
     expect(queued).toMatchObject({ added: 2, sharedContent: 0 });
     const keys = queue.rows([aRow, ...queued.rowIds]).map((r) => r.key);
@@ -229,8 +229,10 @@ describe('matching different files', () => {
     expect(prunable()).toEqual([]);
     expect(wipes.cloudState(fileRows(), target)).toEqual({ verified: 0, pending: 2, failed: 0 });
 
-    // Once uploaded, their own SHA-256 (computed from their copies) lets retention and the wipe gate go ahead.
-    expect(await worker().drain()).toMatchObject({ uploaded: 2, failed: 0 });
+    // Once hashed, C shares B's row (their SHA-256s match), never A's; their own SHA-256 (computed from
+    // their copies) lets retention and the wipe gate go ahead.
+    expect(await worker().drain()).toMatchObject({ uploaded: 1, shared: 1, failed: 0 });
+    expect(queue.rows(queued.rowIds).map((r) => r.key)).toEqual([keys[1]]);
     expect(fileRows().map((r) => r.sha256)).toEqual([bFile.bytes.sha256, bFile.bytes.sha256]);
     expect(wipes.cloudState(fileRows(), target)).toEqual({ verified: 2, pending: 0, failed: 0 });
     expect(prunable()).toEqual([bFile.id, cFile.id]);
@@ -241,6 +243,50 @@ describe('matching different files', () => {
         .every((c) => c.queueId !== aRow),
     ).toBe(true);
   });
+});
+
+/** The keys under the test's prefix in the bucket. */
+async function objectKeys(): Promise<string[]> {
+  const r = await admin.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: `${target.prefix}/` }));
+  return (r.Contents ?? []).map((o) => o.Key ?? '').sort();
+}
+
+describe('the same file from two cards', () => {
+  for (const [shape, size] of [
+    ['one-put', 3 * MiB + 11],
+    ['parts', 2 * PART + 4097],
+  ] as const) {
+    test(`is-sent-once-the-second-row-adopting-the-first-once-both-sha256s-are-known-${shape}`, async () => {
+      const a = await destination('a');
+      // A camera writing both slots: the same name and bytes on two cards, ingested one after the other.
+      const first = await unhashedFile('DCIM/100CANON/IMG_0007.CR3', size, [a], { seed: 'both-slots', destPath: '2026/card1/IMG_0007.CR3' });
+      const second = await unhashedFile('DCIM/101CANON/IMG_0007.CR3', size, [a], { seed: 'both-slots', destPath: '2026/card2/IMG_0007.CR3' });
+      const [firstRow] = queue.enqueue([first.id], target).rowIds;
+      const [secondRow] = queue.enqueue([second.id], target).rowIds;
+      // Queued apart: neither SHA-256 was known.
+      const rows = queue.rows([firstRow!, secondRow!]);
+      expect(rows.map((r) => r.key)).toEqual([`${target.prefix}/IMG_0007.CR3`, `${target.prefix}/IMG_0007_1.CR3`]);
+
+      const parts = countUploadParts(client);
+      const report = await worker().drain();
+      parts.stop();
+      expect(report).toMatchObject({ uploaded: 1, shared: 1, failed: 0, deferred: 0 });
+      // One object, sent once, at the first key; the second row is folded into the first.
+      expect(await objectKeys()).toEqual([`${target.prefix}/IMG_0007.CR3`]);
+      expect(parts.puts + parts.parts.length).toBe(shape === 'one-put' ? 1 : 3);
+      expect(queue.get(secondRow!)).toBeUndefined();
+      expect(queue.get(firstRow!)).toMatchObject({ state: 'uploaded', sha256: first.bytes.sha256 });
+      expect(await sha256OfObject(admin, BUCKET, `${target.prefix}/IMG_0007.CR3`)).toEqual({ sha256: first.bytes.sha256, size });
+      // Both files count as in the cloud, by their own SHA-256, for the wipe gate and retention.
+      expect(journalSha256(second.id)).toEqual({ files: first.bytes.sha256, copies: [first.bytes.sha256], queue: [] });
+      const fileRows = onJournalFile((db) => db.prepare('SELECT id, sha256, size FROM files WHERE id IN (?, ?)').all(first.id, second.id)) as Array<{
+        id: number;
+        sha256: string | null;
+        size: number;
+      }>;
+      expect(new WipeStore(journal).cloudState(fileRows, target)).toEqual({ verified: 2, pending: 0, failed: 0 });
+    });
+  }
 });
 
 describe('the read ahead', () => {

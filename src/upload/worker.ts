@@ -10,7 +10,7 @@ import type { ObjectChecksum } from './checksum.js';
 import type { ProviderName, ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { CloudHashes, UploadShape } from './content-hashes.js';
-import { keyAlternative } from './keys.js';
+import { keyAlternative, keyPrecedes } from './keys.js';
 import { DEFAULT_MAX_PART_SIZE, choosePartSize } from './multipart.js';
 import { RemoteListing } from './remote-listing.js';
 import type { RetryPolicy } from './retry.js';
@@ -99,6 +99,11 @@ export interface DrainReport {
   deferred: number;
   /** Rows moved to another key because theirs held different content. */
   rekeyed: number;
+  /**
+   * Rows queued before their SHA-256 was known that turned out to hold another row's content at the
+   * key they would have shared (the same file from a camera's two cards): folded into that row, not sent.
+   */
+  shared: number;
   /** Damaged local copies restored from an intact one. */
   repaired: number;
   /** Damaged local copies that could not be restored (no longer counted as verified). */
@@ -179,6 +184,8 @@ export class UploadWorker {
   readonly #markers = new Map<string, { id: string | undefined; at: number }>();
   #listings = new Map<string, RemoteListing>();
   #pausedUntil = 0;
+  /** Rows whose SHA-256 this worker is taking now, settled once it is recorded (or the attempt ends). */
+  readonly #hashing = new Map<number, Promise<void>>();
 
   constructor(options: UploadWorkerOptions) {
     if (options.client === undefined && options.targetFor === undefined) throw new ShuttleError('USAGE', 'UploadWorker needs a client or targetFor');
@@ -208,6 +215,7 @@ export class UploadWorker {
       failed: 0,
       deferred: 0,
       rekeyed: 0,
+      shared: 0,
       repaired: 0,
       damaged: 0,
       bytesSent: 0,
@@ -306,11 +314,38 @@ export class UploadWorker {
   }
 
   async #process(row: QueueRow, partConcurrency: number, signal: AbortSignal, report: DrainReport, options: DrainOptions): Promise<void> {
-    const { queue } = this.#o;
-    const { onUploaded, onFailure } = options;
     const log = this.#o.logger.child({ bucket: row.bucket, key: row.key, queueId: row.id });
     // uploadFile names bucket and key itself.
     const uploadLog = this.#o.logger.child({ queueId: row.id });
+    // Rows sharing this one's content wait for its SHA-256 (see #shareContent).
+    let hashed: (() => void) | undefined;
+    if (row.sha256 === null) {
+      let resolve!: () => void;
+      this.#hashing.set(row.id, new Promise<void>((r) => (resolve = r)));
+      hashed = () => {
+        this.#hashing.delete(row.id);
+        resolve();
+      };
+    }
+    try {
+      await this.#attempt(row, partConcurrency, signal, report, options, log, uploadLog, () => hashed?.());
+    } finally {
+      hashed?.();
+    }
+  }
+
+  async #attempt(
+    row: QueueRow,
+    partConcurrency: number,
+    signal: AbortSignal,
+    report: DrainReport,
+    options: DrainOptions,
+    log: Logger,
+    uploadLog: Logger,
+    hashed: () => void,
+  ): Promise<void> {
+    const { queue } = this.#o;
+    const { onUploaded, onFailure } = options;
     // Unknown until a copy is hashed below (ingest took only xxh128); known for the rest of the row's attempt.
     let sha256 = row.sha256;
     const candidates = queue.localCopies(row.fileId, row);
@@ -331,6 +366,12 @@ export class UploadWorker {
           readAhead = await this.#hashCopy(row, path, md5 === undefined, signal, log);
           sha256 = readAhead.sha256;
           md5 ??= readAhead.md5;
+          hashed();
+          if (await this.#shareContent(row, sha256, log)) {
+            report.shared++;
+            for (const d of damaged) await this.#restore(d.copy, path, row, sha256, signal, report, log, onFailure);
+            return;
+          }
         }
         const result = await uploadFile({
           target: this.#target(row.bucket),
@@ -425,6 +466,28 @@ export class UploadWorker {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * After the row's SHA-256 became known, before its first request: a row at a key the queue tried before
+   * this row's (see keyPrecedes) holding the same SHA-256 and size takes this row's place, as it would have
+   * at enqueue had the SHA-256 been known then. A row there whose SHA-256 is still unknown but whose size
+   * and xxh128 are this row's, and which this worker is hashing now, is waited for: xxh128 alone only
+   * says that the SHA-256 is worth waiting for, never that the content is the same.
+   */
+  async #shareContent(row: QueueRow, sha256: string, log: Logger): Promise<boolean> {
+    const { queue } = this.#o;
+    const peers = (): QueueRow[] => queue.contentPeers(row.id).filter((p) => keyPrecedes(p.key, row.key));
+    let found = peers();
+    const hashing = found.flatMap((p) => (p.sha256 === null ? [this.#hashing.get(p.id)] : [])).filter((p) => p !== undefined);
+    if (hashing.length > 0) {
+      await Promise.all(hashing);
+      found = peers();
+    }
+    const into = found.find((p) => p.sha256 === sha256);
+    if (into === undefined || !queue.shareInto(row.id, into.id)) return false;
+    log.info({ sharedWith: into.key, sharedRow: into.id, state: into.state }, 'the same content is queued at an earlier key; sharing its object');
+    return true;
   }
 
   #settleFailure(row: QueueRow, kind: Failure, error: unknown, report: DrainReport, log: Logger, onFailure: DrainOptions['onFailure'], cloudMismatch: boolean): void {
