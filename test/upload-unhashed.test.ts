@@ -22,6 +22,7 @@ import { createS3Client } from '../src/upload/client.js';
 import { JournalUploadStateStore } from '../src/upload/journal-state.js';
 import { queueTarget } from '../src/upload/keys.js';
 import { MiB } from '../src/upload/multipart.js';
+import { PROVIDERS, type ProviderName, type ProviderProfile } from '../src/upload/provider.js';
 import { PartReader } from '../src/upload/part-reader.js';
 import { UploadWorker } from '../src/upload/worker.js';
 import { startSwift, type SwiftServer } from './support/swift.js';
@@ -97,12 +98,15 @@ async function unhashedFile(
   return { id: file.id, bytes: bytes! };
 }
 
-function worker(): UploadWorker {
+/** Swift as a server that is not known to check the signed payload SHA-256: one PUT carries Content-MD5. */
+const SWIFT_WITH_MD5: ProviderProfile = { ...PROVIDERS.swift, checksSignedPayload: false };
+
+function worker(provider: ProviderName | ProviderProfile = 'swift'): UploadWorker {
   return new UploadWorker({
     queue,
     store: new JournalUploadStateStore(journal),
     client,
-    provider: 'swift',
+    provider,
     concurrency: 2,
     partSize: PART,
     requestRetry: { maxAttempts: 2, baseDelayMs: 20, maxDelayMs: 50 },
@@ -138,7 +142,7 @@ describe('files queued without a SHA-256', () => {
     expect(queued.added).toBe(2);
     expect(queue.rows(queued.rowIds).map((r) => r.sha256)).toEqual([null, null]);
 
-    const report = await worker().drain();
+    const report = await worker(SWIFT_WITH_MD5).drain();
     expect(report).toMatchObject({ uploaded: 2, failed: 0, damaged: 0, deferred: 0 });
     const [smallRow, bigRow] = queue.rows(queued.rowIds);
     for (const [row, f] of [
@@ -159,6 +163,34 @@ describe('files queued without a SHA-256', () => {
       { xxh128: small.bytes.xxh128, sha256: small.bytes.sha256, md5: small.bytes.md5 },
       { xxh128: big.bytes.xxh128, sha256: big.bytes.sha256 },
     ]);
+  });
+
+  test('go-in-one-put-without-content-md5-nor-an-md5-pass-where-the-server-checks-the-signed-sha256', async () => {
+    const a = await destination('a');
+    const small = await unhashedFile('DCIM/IMG_0012.JPG', 3 * MiB + 7, [a]);
+    const [rowId] = queue.enqueue([small.id], target).rowIds;
+    const contentMd5: Array<string | undefined> = [];
+    const name = 'recordContentMd5';
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'PutObjectCommand') contentMd5.push((args.input as { ContentMD5?: string }).ContentMD5);
+        return next(args);
+      },
+      { step: 'initialize', name },
+    );
+    try {
+      expect(await worker('swift').drain()).toMatchObject({ uploaded: 1, failed: 0 });
+    } finally {
+      client.middlewareStack.remove(name);
+    }
+    expect(contentMd5).toEqual([undefined]);
+    const key = queue.get(rowId!)!.key;
+    expect(await sha256OfObject(admin, BUCKET, key)).toEqual({ sha256: small.bytes.sha256, size: small.bytes.size });
+    expect((await headOrUndefined(admin, BUCKET, key))?.Metadata?.['sha256']).toBe(small.bytes.sha256);
+    expect(onJournalFile((db) => JSON.parse((db.prepare('SELECT hashes FROM copies WHERE file_id = ?').get(small.id) as { hashes: string }).hashes))).toEqual({
+      xxh128: small.bytes.xxh128,
+      sha256: small.bytes.sha256,
+    });
   });
 
   test('a-copy-that-no-longer-reads-as-its-xxh128-is-named-not-uploaded-and-restored-from-another-copy', async () => {
@@ -315,9 +347,10 @@ describe('the read ahead', () => {
     expect(await sha256OfObject(admin, BUCKET, queue.get(rowId!)!.key)).toEqual({ sha256: f.bytes.sha256, size: f.bytes.size });
   });
 
-  for (const [shape, size] of [
-    ['one-put', 3 * MiB + 11],
-    ['parts', 2 * PART + 4097],
+  for (const [shape, size, provider] of [
+    ['one-put-signed-sha256-only', 3 * MiB + 11, 'swift'],
+    ['one-put-with-content-md5', 3 * MiB + 11, SWIFT_WITH_MD5],
+    ['parts', 2 * PART + 4097, 'swift'],
   ] as const) {
     test(`bytes-changed-after-it-are-refused-by-the-server-never-completed-and-the-copy-is-named-next-${shape}`, async () => {
       const a = await destination('a');
@@ -332,7 +365,7 @@ describe('the read ahead', () => {
         flipByteSync(path, size - 5);
       };
       const parts = countUploadParts(client);
-      const first = await worker().drain();
+      const first = await worker(provider).drain();
       parts.stop();
       // The requests carried the read ahead's digests: the server refused what differed, and nothing completed.
       expect(first).toMatchObject({ uploaded: 0, deferred: 1, damaged: 0 });
@@ -343,7 +376,7 @@ describe('the read ahead', () => {
       // The next attempt checks the bytes it sends against the journal: the changed copy is named and
       // restored from the other, which is uploaded.
       queue.retryNow();
-      const second = await worker().drain();
+      const second = await worker(provider).drain();
       expect(second).toMatchObject({ uploaded: 1, repaired: 1 });
       expect(await sha256OfObject(admin, BUCKET, queue.get(rowId!)!.key)).toEqual({ sha256: f.bytes.sha256, size });
       expect(

@@ -269,12 +269,14 @@ async function putSingle(ctx: Context): Promise<Outcome> {
   // xxh128 where the journal has one: several times cheaper than SHA-256, and the journal's SHA-256 goes
   // out as the signed payload hash, which the server checks against the bytes it receives.
   const localHash = expected.xxh128 !== undefined ? 'xxh128' : 'sha256';
-  let md5: string;
+  let md5: string | undefined;
   let check: SendCheck | undefined;
   let checksum: ChecksumValue | undefined;
   let hashedNow = false;
   // A CRC-64/NVME goes in the request's headers, so it is taken before the body: in a pass of its own.
-  if (expected.md5 !== undefined && opts.checksum !== 'crc64nvme') {
+  // After a read ahead, a server that checks the signed SHA-256 needs no MD5 (see checksSignedPayload).
+  const withoutMd5 = opts.readAhead !== undefined && expected.md5 === undefined && ctx.profile.checksSignedPayload;
+  if ((expected.md5 !== undefined || withoutMd5) && opts.checksum !== 'crc64nvme') {
     // Every hash the request carries is the source's: the server refuses bytes that differ from the
     // source's. The local check stops the body before its last chunk if they do, which names a copy that
     // rotted since its hashes were taken; taken just now by a read that matched the journal, they leave

@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import { acquireLock, destinationLockPath } from '../store/lock.js';
 import type { LocalCopy, QueueRow, UploadQueue } from '../store/upload-queue.js';
 import type { ObjectChecksum } from './checksum.js';
-import type { ProviderName, ProviderProfile } from './provider.js';
+import { PROVIDERS, type ProviderName, type ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { CloudHashes, UploadShape } from './content-hashes.js';
 import { keyAlternative, keyPrecedes } from './keys.js';
@@ -197,6 +197,10 @@ export class UploadWorker {
     const { baseMs, maxMs } = this.#o.backoff ?? DEFAULT_QUEUE_BACKOFF;
     const ceiling = Math.min(maxMs, baseMs * 2 ** Math.max(0, Math.min(attempts, 30) - 1));
     return Math.round(ceiling / 2 + (this.#o.random ?? Math.random)() * (ceiling / 2));
+  }
+
+  get #profile(): ProviderProfile {
+    return typeof this.#o.provider === 'string' ? PROVIDERS[this.#o.provider] : this.#o.provider;
   }
 
   #target(bucket: string): UploadTarget {
@@ -450,7 +454,7 @@ export class UploadWorker {
     const single = sendsInOneRequest(row.size, { partSize: this.#o.partSize });
     const crc = this.#o.checksum === 'crc64nvme';
     const partSize = single || crc ? undefined : this.#partSizeFor(row.size);
-    const shape: UploadShape = partSize !== undefined ? { kind: 'parts', partSize } : { kind: 'single', md5: needMd5 && single && !crc };
+    const shape: UploadShape = partSize !== undefined ? { kind: 'parts', partSize } : { kind: 'single', md5: needMd5 && single && !crc && !this.#profile.checksSignedPayload };
     // Loaded on first need: a queue whose rows all came with a SHA-256 never reads a copy ahead.
     const { hashLocalCopy } = await import('./content-hashes.js');
     const hashes = await hashLocalCopy(path, { size: row.size, xxh128: row.xxh128 }, shape, signal);
