@@ -3,14 +3,17 @@
 // Run:  ./node_modules/.bin/node --import ./test/support/ts-resolve-hooks.mjs bench/upload.ts [MB]   (default 300)
 // Memory: the same command with rss [MiB] (default 4096): one file of that size, Shuttle only, peak RSS against the 250 MB goal.
 // As root the page cache is dropped before each timed run. Needs swift (see test/support/swift.ts) and rclone.
+// BENCH_RUNS (default 1) rounds, each timing every side once, in alternating order; BENCH_BEFORE=path/to/main.js
+// times an earlier build in the same rounds. Every Shuttle run uploads the same queue (a copy of the journal
+// the untimed ingest left) into an emptied bucket; figures are medians over the rounds.
 // Shuttle does its full verification (Content-MD5 and a signed payload SHA-256 per request, both checked by
 // Swift, the bytes read hashed against the journal, HEAD with size, ETag and stored hashes); rclone checks
 // the MD5 of what it sent.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { startSwift } from '../test/support/swift.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -24,6 +27,8 @@ const main = process.env['BENCH_SHUTTLE_MAIN'] ?? join(root, 'dist', 'main.js');
 // BENCH_SHUTTLE_NODE_ARGS: extra node flags for the timed Shuttle run, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
 const shuttleNodeArgs = process.env['BENCH_SHUTTLE_NODE_ARGS'] ?? '';
 const CONCURRENCY = 4;
+const runs = Math.max(1, Number(process.env['BENCH_RUNS'] ?? '1'));
+const before = process.env['BENCH_BEFORE'];
 
 function sh(cmd: string, env: NodeJS.ProcessEnv = process.env): void {
   execFileSync('bash', ['-c', cmd], { stdio: ['ignore', 'ignore', 'inherit'], env });
@@ -122,8 +127,10 @@ try {
   // Local verified copies to upload from, queued but not sent (not timed).
   sh(`${node} ${main} --state ${state} --config ${config} --log-level warn ingest ${card} --dest ${lib} --upload s3://bench-shuttle/lib --no-wait --json > /dev/null`, env);
 
-  const shuttle = timed('shuttle upload', `${node} ${shuttleNodeArgs} ${main} --state ${state} --config ${config} --log-level warn upload --json > /dev/null`, env);
+  const upload = (build: string, runState: string): string =>
+    `${node} ${shuttleNodeArgs} ${build} --state ${runState} --config ${config} --log-level warn upload --json > /dev/null`;
   if (rssMode) {
+    const shuttle = timed('shuttle upload', upload(main, state), env);
     const mb = megabytes * 1.048576;
     process.stdout.write(`\nUpload of one ${megabytes} MiB file to a local Swift s3api, cold cache\n`);
     process.stdout.write(`shuttle ${shuttle.secs.toFixed(2)} s (${(mb / shuttle.secs).toFixed(0)} MB/s), peak RSS ${shuttle.rssMb.toFixed(0)} MB (goal ≤ ${RSS_GOAL_MB} MB)\n`);
@@ -142,50 +149,115 @@ try {
       RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE: 'true',
     };
     delete rcloneEnv['AWS_CA_BUNDLE'];
-    const rclone = timed(
-      'rclone copy',
-      `rclone copy ${lib} bench:bench-rclone/lib --exclude '.shuttle/**' --exclude 'ascmhl/**' --transfers ${CONCURRENCY} --s3-upload-concurrency ${CONCURRENCY} --config /dev/null`,
-      rcloneEnv,
-    );
-
     const admin = swift.adminClient();
-    const count = async (bucket: string): Promise<{ objects: number; bytes: number }> => {
-      let objects = 0;
-      let bytes = 0;
-      let token: string | undefined;
-      do {
-        const r = await admin.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
-        for (const o of r.Contents ?? []) {
-          objects++;
-          bytes += o.Size ?? 0;
+    const sides: Array<{ name: string; bucket: string; run: () => Timing; timings: Timing[] }> = [
+      { name: 'shuttle', bucket: 'bench-shuttle', run: () => timed('shuttle upload', upload(main, fresh(state)), env), timings: [] },
+      ...(before === undefined ? [] : [{ name: 'before', bucket: 'bench-shuttle', run: () => timed('shuttle upload (before)', upload(before, fresh(state)), env), timings: [] }]),
+      {
+        name: 'rclone',
+        bucket: 'bench-rclone',
+        run: () =>
+          timed(
+            'rclone copy',
+            `rclone copy ${lib} bench:bench-rclone/lib --exclude '.shuttle/**' --exclude 'ascmhl/**' --transfers ${CONCURRENCY} --s3-upload-concurrency ${CONCURRENCY} --config /dev/null`,
+            rcloneEnv,
+          ),
+        timings: [],
+      },
+    ];
+    let reference: { objects: number; bytes: number } | undefined;
+    for (let round = 0; round < runs; round++) {
+      for (const side of round % 2 === 0 ? sides : [...sides].reverse()) {
+        await emptyBucket(admin, side.bucket);
+        side.timings.push(side.run());
+        const stored = await count(admin, side.bucket);
+        reference ??= stored;
+        if (stored.objects !== reference.objects || stored.bytes !== reference.bytes) {
+          throw new Error(`the uploads differ: ${side.name} ${JSON.stringify(stored)}, first ${JSON.stringify(reference)}`);
         }
-        token = r.NextContinuationToken;
-      } while (token !== undefined);
-      return { objects, bytes };
-    };
-    const [s, r] = [await count('bench-shuttle'), await count('bench-rclone')];
+      }
+    }
     admin.destroy();
-    if (s.objects !== r.objects || s.bytes !== r.bytes) throw new Error(`the two uploads differ: shuttle ${JSON.stringify(s)}, rclone ${JSON.stringify(r)}`);
 
+    const [shuttle, ...others] = sides.map((side) => ({ name: side.name, t: medianTiming(side.timings) }));
+    const rclone = others.find((o) => o.name === 'rclone')!.t;
+    const old = others.find((o) => o.name === 'before')?.t;
+    const s = reference!;
     const table = [
       ['comparison', 'shuttle s', 'rclone s', 'ratio', 'goal'],
       [
         `upload ${s.objects} files, ${(s.bytes / 1e6).toFixed(0)} MB, ${CONCURRENCY} transfers`,
-        shuttle.secs.toFixed(2),
+        shuttle!.t.secs.toFixed(2),
         rclone.secs.toFixed(2),
-        (shuttle.secs / rclone.secs).toFixed(2),
+        (shuttle!.t.secs / rclone.secs).toFixed(2),
         '≤ 1.0',
       ],
+      ...(old === undefined ? [] : [['the same, before', old.secs.toFixed(2), rclone.secs.toFixed(2), (old.secs / rclone.secs).toFixed(2), '']]),
     ];
     const width = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-    process.stdout.write(`\nUpload benchmark to a local Swift s3api, cold cache per run\n`);
+    process.stdout.write(`\nUpload benchmark to a local Swift s3api, cold cache per run, median of ${runs} interleaved rounds\n`);
     for (const row of table) process.stdout.write(`${row.map((c, i) => c.padEnd(width[i]!)).join('  ')}\n`);
-    process.stdout.write(`peak RSS: shuttle ${shuttle.rssMb.toFixed(0)} MB, rclone ${rclone.rssMb.toFixed(0)} MB\n`);
+    for (const side of sides) {
+      process.stdout.write(
+        `per round, ${side.name}: ${side.timings.map((t) => t.secs.toFixed(2)).join(' / ')} s, ratio to rclone ${side.timings.map((t, i) => (t.secs / sides.at(-1)!.timings[i]!.secs).toFixed(2)).join(' / ')}\n`,
+      );
+    }
     const cpu = (t: Timing): string => `${(t.userSecs + t.sysSecs).toFixed(2)} s (${t.userSecs.toFixed(2)} user + ${t.sysSecs.toFixed(2)} sys)`;
-    process.stdout.write(`CPU: shuttle ${cpu(shuttle)}, rclone ${cpu(rclone)}\n`);
-    process.stdout.write(`Swift servers' CPU during the run: shuttle ${shuttle.serverSecs.toFixed(2)} s, rclone ${rclone.serverSecs.toFixed(2)} s\n`);
+    process.stdout.write(
+      `peak RSS: shuttle ${shuttle!.t.rssMb.toFixed(0)} MB${old === undefined ? '' : `, before ${old.rssMb.toFixed(0)} MB`}, rclone ${rclone.rssMb.toFixed(0)} MB\n`,
+    );
+    process.stdout.write(`CPU: shuttle ${cpu(shuttle!.t)}${old === undefined ? '' : `, before ${cpu(old)}`}, rclone ${cpu(rclone)}\n`);
+    process.stdout.write(
+      `Swift servers' CPU during the run: shuttle ${shuttle!.t.serverSecs.toFixed(2)} s${old === undefined ? '' : `, before ${old.serverSecs.toFixed(2)} s`}, rclone ${rclone.serverSecs.toFixed(2)} s\n`,
+    );
+    if (old !== undefined) {
+      process.stdout.write(
+        `after / before: time ${(shuttle!.t.secs / old.secs).toFixed(2)}, CPU ${((shuttle!.t.userSecs + shuttle!.t.sysSecs) / (old.userSecs + old.sysSecs)).toFixed(2)}\n`,
+      );
+    }
   }
 } finally {
   await swift.stop();
   rmSync(work, { recursive: true, force: true });
+}
+
+/** A copy of the journal the ingest left, so that every run uploads the same queue from the start. */
+function fresh(from: string): string {
+  const to = `${from}-run`;
+  rmSync(to, { recursive: true, force: true });
+  cpSync(from, to, { recursive: true });
+  return to;
+}
+
+async function count(client: S3Client, bucket: string): Promise<{ objects: number; bytes: number }> {
+  let objects = 0;
+  let bytes = 0;
+  let token: string | undefined;
+  do {
+    const r = await client.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
+    for (const o of r.Contents ?? []) {
+      objects++;
+      bytes += o.Size ?? 0;
+    }
+    token = r.NextContinuationToken;
+  } while (token !== undefined);
+  return { objects, bytes };
+}
+
+async function emptyBucket(client: S3Client, bucket: string): Promise<void> {
+  for (;;) {
+    const r = await client.send(new ListObjectsV2Command({ Bucket: bucket }));
+    const keys = (r.Contents ?? []).map((o) => o.Key).filter((k): k is string => k !== undefined);
+    if (keys.length === 0) return;
+    await Promise.all(keys.map((Key) => client.send(new DeleteObjectCommand({ Bucket: bucket, Key }))));
+  }
+}
+
+/** Per field, the median over the rounds (an odd count gives a value measured; an even one, the lower middle). */
+function medianTiming(ts: Timing[]): Timing {
+  const mid = (f: (t: Timing) => number): number => {
+    const v = ts.map(f).sort((a, b) => a - b);
+    return v[Math.floor((v.length - 1) / 2)]!;
+  };
+  return { secs: mid((t) => t.secs), rssMb: mid((t) => t.rssMb), userSecs: mid((t) => t.userSecs), sysSecs: mid((t) => t.sysSecs), serverSecs: mid((t) => t.serverSecs) };
 }

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isShuttleError } from '../src/errors.js';
-import { DEFAULT_KEY_TEMPLATE, MAX_KEY_BYTES, parseS3Url, renderKey, sanitizeKeySegment } from '../src/upload/keys.js';
+import { DEFAULT_KEY_TEMPLATE, MAX_KEY_BYTES, keyAlternative, keyPrecedes, parseS3Url, renderKey, sanitizeKeySegment } from '../src/upload/keys.js';
 
 const day = new Date(2026, 2, 7, 14, 5, 9); // local time: 2026-03-07 14:05:09
 
@@ -94,6 +94,41 @@ describe('S3 key templates', () => {
         const key = renderKey('{station}/{path}/{name}', { station, name, path, date: day });
         for (const seg of key.split('/')) expect(['', '.', '..']).not.toContain(seg);
       }),
+    );
+  });
+});
+
+describe('keyPrecedes', () => {
+  it('holds for the base and the lower alternatives the queue tries before a key, and nothing else', () => {
+    expect(keyPrecedes('s/2026/IMG_0001.CR3', 's/2026/IMG_0001_1.CR3')).toBe(true);
+    expect(keyPrecedes('s/2026/IMG_0001.CR3', 's/2026/IMG_0001_2.CR3')).toBe(true);
+    expect(keyPrecedes('s/2026/IMG_0001_1.CR3', 's/2026/IMG_0001_2.CR3')).toBe(true);
+    // The suffix goes before a sidecar's shot extension.
+    expect(keyPrecedes('s/IMG_0001.CR2.xmp', 's/IMG_0001_1.CR2.xmp')).toBe(true);
+    // Later alternatives, the key itself, other folders and other names do not precede.
+    expect(keyPrecedes('s/2026/IMG_0001_2.CR3', 's/2026/IMG_0001_1.CR3')).toBe(false);
+    expect(keyPrecedes('s/2026/IMG_0001_1.CR3', 's/2026/IMG_0001_1.CR3')).toBe(false);
+    expect(keyPrecedes('s/2025/IMG_0001.CR3', 's/2026/IMG_0001_1.CR3')).toBe(false);
+    expect(keyPrecedes('s/2026/IMG_0002.CR3', 's/2026/IMG_0002_1.JPG')).toBe(false);
+    // A name of its own that ends in digits is no alternative of anything.
+    expect(keyPrecedes('s/IMG.CR3', 's/IMG_0001.CR3')).toBe(false);
+    expect(keyPrecedes('s/IMG.CR3', 's/IMG_1.CR3')).toBe(true);
+  });
+
+  it('agrees with keyAlternative for any name and suffix', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ minLength: 1, maxLength: 40 }).filter((s) => !s.includes('/')),
+        fc.integer({ min: 1, max: 50 }),
+        (name, n) => {
+          const base = `p/${name}.JPG`;
+          const key = keyAlternative(base, n);
+          if (key === undefined) return;
+          expect(keyPrecedes(base, key)).toBe(true);
+          for (let m = 1; m < n; m++) expect(keyPrecedes(keyAlternative(base, m) as string, key)).toBe(true);
+          expect(keyPrecedes(key, base)).toBe(false);
+        },
+      ),
     );
   });
 });

@@ -5,12 +5,14 @@
  * that no match between different files (a shared key, retention, the wipe gate) rests on xxh128 alone.
  */
 import { createHash } from 'node:crypto';
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { mkdir, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test, vi } from 'vitest';
+import { hashWorkerForTests, startHashWorker } from '../src/io/hash-worker-client.js';
 import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
 import { RetentionStore } from '../src/store/retention.js';
@@ -20,9 +22,11 @@ import { createS3Client } from '../src/upload/client.js';
 import { JournalUploadStateStore } from '../src/upload/journal-state.js';
 import { queueTarget } from '../src/upload/keys.js';
 import { MiB } from '../src/upload/multipart.js';
+import { PROVIDERS, type ProviderName, type ProviderProfile } from '../src/upload/provider.js';
+import { PartReader } from '../src/upload/part-reader.js';
 import { UploadWorker } from '../src/upload/worker.js';
 import { startSwift, type SwiftServer } from './support/swift.js';
-import { expectedMultipartEtag, headOrUndefined, sha256OfObject, writeTestFile, type TestFile } from './support/upload-fixtures.js';
+import { countUploadParts, expectedMultipartEtag, headOrUndefined, sha256OfObject, writeTestFile, type TestFile } from './support/upload-fixtures.js';
 import { tempDir } from './support/tree.js';
 import { journalDestination, onJournalFile as onJournal, type TestDestination } from './support/journal-access.js';
 
@@ -94,12 +98,15 @@ async function unhashedFile(
   return { id: file.id, bytes: bytes! };
 }
 
-function worker(): UploadWorker {
+/** Swift as a server that is not known to check the signed payload SHA-256: one PUT carries Content-MD5. */
+const SWIFT_WITH_MD5: ProviderProfile = { ...PROVIDERS.swift, checksSignedPayload: false };
+
+function worker(provider: ProviderName | ProviderProfile = 'swift'): UploadWorker {
   return new UploadWorker({
     queue,
     store: new JournalUploadStateStore(journal),
     client,
-    provider: 'swift',
+    provider,
     concurrency: 2,
     partSize: PART,
     requestRetry: { maxAttempts: 2, baseDelayMs: 20, maxDelayMs: 50 },
@@ -135,7 +142,7 @@ describe('files queued without a SHA-256', () => {
     expect(queued.added).toBe(2);
     expect(queue.rows(queued.rowIds).map((r) => r.sha256)).toEqual([null, null]);
 
-    const report = await worker().drain();
+    const report = await worker(SWIFT_WITH_MD5).drain();
     expect(report).toMatchObject({ uploaded: 2, failed: 0, damaged: 0, deferred: 0 });
     const [smallRow, bigRow] = queue.rows(queued.rowIds);
     for (const [row, f] of [
@@ -156,6 +163,34 @@ describe('files queued without a SHA-256', () => {
       { xxh128: small.bytes.xxh128, sha256: small.bytes.sha256, md5: small.bytes.md5 },
       { xxh128: big.bytes.xxh128, sha256: big.bytes.sha256 },
     ]);
+  });
+
+  test('go-in-one-put-without-content-md5-nor-an-md5-pass-where-the-server-checks-the-signed-sha256', async () => {
+    const a = await destination('a');
+    const small = await unhashedFile('DCIM/IMG_0012.JPG', 3 * MiB + 7, [a]);
+    const [rowId] = queue.enqueue([small.id], target).rowIds;
+    const contentMd5: Array<string | undefined> = [];
+    const name = 'recordContentMd5';
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'PutObjectCommand') contentMd5.push((args.input as { ContentMD5?: string }).ContentMD5);
+        return next(args);
+      },
+      { step: 'initialize', name },
+    );
+    try {
+      expect(await worker('swift').drain()).toMatchObject({ uploaded: 1, failed: 0 });
+    } finally {
+      client.middlewareStack.remove(name);
+    }
+    expect(contentMd5).toEqual([undefined]);
+    const key = queue.get(rowId!)!.key;
+    expect(await sha256OfObject(admin, BUCKET, key)).toEqual({ sha256: small.bytes.sha256, size: small.bytes.size });
+    expect((await headOrUndefined(admin, BUCKET, key))?.Metadata?.['sha256']).toBe(small.bytes.sha256);
+    expect(onJournalFile((db) => JSON.parse((db.prepare('SELECT hashes FROM copies WHERE file_id = ?').get(small.id) as { hashes: string }).hashes))).toEqual({
+      xxh128: small.bytes.xxh128,
+      sha256: small.bytes.sha256,
+    });
   });
 
   test('a-copy-that-no-longer-reads-as-its-xxh128-is-named-not-uploaded-and-restored-from-another-copy', async () => {
@@ -209,7 +244,7 @@ describe('matching different files', () => {
     expect(queue.claimNext()?.id).toBe(aRow);
     queue.markUploaded(aRow, { copyId: null, etag: '"x"' });
 
-    // Neither B nor C shares A's row (same key, size and xxh128), nor each other's (both unknown).
+    // Neither B nor C shares A's row (same key, size and xxh128), nor each other's (both unknown) yet.
     const queued = queue.enqueue([bFile.id, cFile.id], target);
     expect(queued).toMatchObject({ added: 2, sharedContent: 0 });
     const keys = queue.rows([aRow, ...queued.rowIds]).map((r) => r.key);
@@ -226,8 +261,10 @@ describe('matching different files', () => {
     expect(prunable()).toEqual([]);
     expect(wipes.cloudState(fileRows(), target)).toEqual({ verified: 0, pending: 2, failed: 0 });
 
-    // Once uploaded, their own SHA-256 (computed from their copies) lets retention and the wipe gate go ahead.
-    expect(await worker().drain()).toMatchObject({ uploaded: 2, failed: 0 });
+    // Once hashed, C shares B's row (their SHA-256s match), never A's; their own SHA-256 (computed from
+    // their copies) lets retention and the wipe gate go ahead.
+    expect(await worker().drain()).toMatchObject({ uploaded: 1, shared: 1, failed: 0 });
+    expect(queue.rows(queued.rowIds).map((r) => r.key)).toEqual([keys[1]]);
     expect(fileRows().map((r) => r.sha256)).toEqual([bFile.bytes.sha256, bFile.bytes.sha256]);
     expect(wipes.cloudState(fileRows(), target)).toEqual({ verified: 2, pending: 0, failed: 0 });
     expect(prunable()).toEqual([bFile.id, cFile.id]);
@@ -239,3 +276,139 @@ describe('matching different files', () => {
     ).toBe(true);
   });
 });
+
+/** The keys under the test's prefix in the bucket. */
+async function objectKeys(): Promise<string[]> {
+  const r = await admin.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: `${target.prefix}/` }));
+  return (r.Contents ?? []).map((o) => o.Key ?? '').sort();
+}
+
+describe('the same file from two cards', () => {
+  for (const [shape, size] of [
+    ['one-put', 3 * MiB + 11],
+    ['parts', 2 * PART + 4097],
+  ] as const) {
+    test(`is-sent-once-the-second-row-adopting-the-first-once-both-sha256s-are-known-${shape}`, async () => {
+      const a = await destination('a');
+      // A camera writing both slots: the same name and bytes on two cards, ingested one after the other.
+      const first = await unhashedFile('DCIM/100CANON/IMG_0007.CR3', size, [a], { seed: 'both-slots', destPath: '2026/card1/IMG_0007.CR3' });
+      const second = await unhashedFile('DCIM/101CANON/IMG_0007.CR3', size, [a], { seed: 'both-slots', destPath: '2026/card2/IMG_0007.CR3' });
+      const [firstRow] = queue.enqueue([first.id], target).rowIds;
+      const [secondRow] = queue.enqueue([second.id], target).rowIds;
+      // Queued apart: neither SHA-256 was known.
+      const rows = queue.rows([firstRow!, secondRow!]);
+      expect(rows.map((r) => r.key)).toEqual([`${target.prefix}/IMG_0007.CR3`, `${target.prefix}/IMG_0007_1.CR3`]);
+
+      const parts = countUploadParts(client);
+      const report = await worker().drain();
+      parts.stop();
+      expect(report).toMatchObject({ uploaded: 1, shared: 1, failed: 0, deferred: 0 });
+      // One object, sent once, at the first key; the second row is folded into the first.
+      expect(await objectKeys()).toEqual([`${target.prefix}/IMG_0007.CR3`]);
+      expect(parts.puts + parts.parts.length).toBe(shape === 'one-put' ? 1 : 3);
+      expect(queue.get(secondRow!)).toBeUndefined();
+      expect(queue.get(firstRow!)).toMatchObject({ state: 'uploaded', sha256: first.bytes.sha256 });
+      expect(await sha256OfObject(admin, BUCKET, `${target.prefix}/IMG_0007.CR3`)).toEqual({ sha256: first.bytes.sha256, size });
+      // Both files count as in the cloud, by their own SHA-256, for the wipe gate and retention.
+      expect(journalSha256(second.id)).toEqual({ files: first.bytes.sha256, copies: [first.bytes.sha256], queue: [] });
+      const fileRows = onJournalFile((db) => db.prepare('SELECT id, sha256, size FROM files WHERE id IN (?, ?)').all(first.id, second.id)) as Array<{
+        id: number;
+        sha256: string | null;
+        size: number;
+      }>;
+      expect(new WipeStore(journal).cloudState(fileRows, target)).toEqual({ verified: 2, pending: 0, failed: 0 });
+    });
+  }
+});
+
+describe('the read ahead', () => {
+  test('a-hash-worker-that-stops-under-it-defers-the-row-and-the-next-attempt-uploads-it', async () => {
+    const a = await destination('a');
+    const f = await unhashedFile('DCIM/MVI_0009.MOV', 4 * PART + 3, [a]);
+    const [rowId] = queue.enqueue([f.id], target).rowIds;
+    // The SHA-256 worker is stopped as soon as it answers the read ahead's first request.
+    startHashWorker(['sha256']);
+    const sha = hashWorkerForTests('sha256')!;
+    let stopped = false;
+    sha.once('message', () => {
+      stopped = true;
+      void sha.terminate();
+    });
+    const first = await worker().drain();
+    expect(stopped).toBe(true);
+    expect(first).toMatchObject({ uploaded: 0, deferred: 1, failed: 0, damaged: 0 });
+    expect(first.errors).toEqual([expect.objectContaining({ code: 'INTERNAL', outcome: 'deferred', message: expect.stringContaining('the hash worker stopped') })]);
+    expect(queue.get(rowId!)).toMatchObject({ state: 'queued', attempts: 1, sha256: null });
+    expect(hashWorkerForTests('sha256')).not.toBe(sha);
+    // Nothing about the copy was held against it, and a fresh worker takes the next attempt.
+    expect(onJournalFile((db) => db.prepare('SELECT state FROM copies WHERE file_id = ?').all(f.id))).toEqual([{ state: 'verified' }]);
+    queue.retryNow();
+    expect(await worker().drain()).toMatchObject({ uploaded: 1, deferred: 0 });
+    expect(await sha256OfObject(admin, BUCKET, queue.get(rowId!)!.key)).toEqual({ sha256: f.bytes.sha256, size: f.bytes.size });
+  });
+
+  for (const [shape, size, provider] of [
+    ['one-put-signed-sha256-only', 3 * MiB + 11, 'swift'],
+    ['one-put-with-content-md5', 3 * MiB + 11, SWIFT_WITH_MD5],
+    ['parts', 2 * PART + 4097, 'swift'],
+  ] as const) {
+    test(`bytes-changed-after-it-are-refused-by-the-server-never-completed-and-the-copy-is-named-next-${shape}`, async () => {
+      const a = await destination('a');
+      const b = await destination('b');
+      const f = await unhashedFile('DCIM/IMG_0010.CR3', size, [a, b]);
+      const [rowId] = queue.enqueue([f.id], target).rowIds;
+      const path = join(a.root, '2026/IMG_0010.CR3');
+      // Between the read ahead (which records the hashes) and the first request, a byte of the copy read changes.
+      const record = queue.recordContentHashes.bind(queue);
+      queue.recordContentHashes = (...args) => {
+        record(...args);
+        flipByteSync(path, size - 5);
+      };
+      const parts = countUploadParts(client);
+      const first = await worker(provider).drain();
+      parts.stop();
+      // The requests carried the read ahead's digests: the server refused what differed, and nothing completed.
+      expect(first).toMatchObject({ uploaded: 0, deferred: 1, damaged: 0 });
+      expect(first.errors[0]?.message).toMatch(/BadDigest|XAmzContentSHA256Mismatch/);
+      expect(parts.puts + parts.parts.length).toBeGreaterThan(0);
+      expect(await headOrUndefined(admin, BUCKET, queue.get(rowId!)!.key)).toBeUndefined();
+
+      // The next attempt checks the bytes it sends against the journal: the changed copy is named and
+      // restored from the other, which is uploaded.
+      queue.retryNow();
+      const second = await worker(provider).drain();
+      expect(second).toMatchObject({ uploaded: 1, repaired: 1 });
+      expect(await sha256OfObject(admin, BUCKET, queue.get(rowId!)!.key)).toEqual({ sha256: f.bytes.sha256, size });
+      expect(
+        createHash('sha256')
+          .update(await readFile(path))
+          .digest('hex'),
+      ).toBe(f.bytes.sha256);
+    });
+  }
+
+  test('of-a-multipart-upload-gives-the-parts-their-digests-so-the-upload-hashes-nothing-more', async () => {
+    const a = await destination('a');
+    const f = await unhashedFile('DCIM/MVI_0011.MOV', 3 * PART + 7, [a]);
+    queue.enqueue([f.id], target);
+    const opened = vi.spyOn(PartReader, 'open');
+    try {
+      expect(await worker().drain()).toMatchObject({ uploaded: 1 });
+      expect(opened).not.toHaveBeenCalled();
+    } finally {
+      opened.mockRestore();
+    }
+  });
+});
+
+function flipByteSync(path: string, at: number): void {
+  const fd = openSync(path, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, at);
+    b[0] = b[0]! ^ 0x40;
+    writeSync(fd, b, 0, 1, at);
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -270,6 +270,7 @@ Exit codes: 0 the queue is empty (everything uploaded and verified); 1 some uplo
           failed: report.failed,
           deferred: report.deferred,
           rekeyed: report.rekeyed,
+          shared: report.shared,
           repaired: report.repaired,
           damaged: report.damaged,
           bytesSent: report.bytesSent,
@@ -293,6 +294,7 @@ function humanSummary(o: {
   alreadyPresent: number;
   failed: number;
   deferred: number;
+  shared: number;
   repaired: number;
   damaged: number;
   bytesSent: number;
@@ -304,6 +306,7 @@ function humanSummary(o: {
     `uploaded ${o.uploaded} (${o.bytesSent} bytes sent), ${o.alreadyPresent} already there, ${o.failed} failed, ${o.deferred} retried later`,
     `queue: ${o.queue.queued + o.queue.uploading} pending (${o.queue.bytesPending} bytes), ${o.queue.failed} failed, ${o.queue.uploaded} uploaded in all`,
   ];
+  if (o.shared > 0) lines.push(`${o.shared} files found to be the same as one queued before them (same SHA-256 and name), not sent again`);
   if (o.repaired > 0 || o.damaged > 0) lines.push(`local copies: ${o.repaired} damaged copies restored, ${o.damaged} damaged and not restorable`);
   if (o.retention.pruned > 0) lines.push(`retention: ${o.retention.pruned} local copies removed (${o.retention.bytesFreed} bytes)`);
   for (const e of o.errors.slice(0, 20)) lines.push(`  ${e.outcome} ${e.key}: ${e.code}: ${e.message}`);

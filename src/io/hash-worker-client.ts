@@ -88,7 +88,8 @@ class HashThread {
 
   #die(cause: unknown): void {
     if (this.dead) return;
-    this.dead = new ShuttleError('INTERNAL', `the hash worker stopped: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    // Marked so that a caller can tell a lost worker (a fresh one takes the next job) from a bad input.
+    this.dead = new ShuttleError('INTERNAL', `the hash worker stopped: ${cause instanceof Error ? cause.message : String(cause)}`, { cause, context: { hashWorker: 'stopped' } });
     if (threads[this.lane] === this) threads[this.lane] = undefined;
     const waiting = [...this.#pending.values()].flat();
     this.#pending.clear();

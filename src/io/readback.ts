@@ -20,6 +20,16 @@ export interface ReadBackOptions {
   signal?: AbortSignal;
   /** Bytes per read, a multiple of 4096. Default 4 MiB. */
   blockSize?: number;
+  /**
+   * Another consumer of every block read, in order (the upload hashes each part here in the same read);
+   * a block is reused only once its update() has resolved, as with the hasher's.
+   */
+  also?: BlockSink;
+}
+
+/** Takes the bytes read, block by block; may keep a view of a block only until its promise resolves. */
+export interface BlockSink {
+  update(data: Uint8Array): Promise<void>;
 }
 
 export interface ReadBackResult {
@@ -45,12 +55,14 @@ export async function readBack(path: string, algorithms: readonly HashAlgorithm[
   if (signal?.aborted) throw abortReason(signal);
 
   const hasher = new IngestHasher(algorithms);
+  const also = options.also;
+  const sink: BlockSink = also === undefined ? hasher : { update: (data) => Promise.all([hasher.update(data), also.update(data)]).then(() => undefined) };
   const blocks = takeBlocks(blockSize);
   try {
     const direct = await openDirectOrThrow(path);
     if (direct) {
       try {
-        const size = await pump(direct, path, blocks, hasher, true, signal);
+        const size = await pump(direct, path, blocks, sink, true, signal);
         return { size, hashes: await hasher.digest(), direct: true };
       } catch (err) {
         // Some filesystems accept O_DIRECT at open and refuse it at the first read; nothing has been hashed then.
@@ -61,7 +73,7 @@ export async function readBack(path: string, algorithms: readonly HashAlgorithm[
     }
     const buffered = await openOrThrow(path, fsConstants.O_RDONLY);
     try {
-      const size = await pump(buffered, path, blocks, hasher, false, signal);
+      const size = await pump(buffered, path, blocks, sink, false, signal);
       return { size, hashes: await hasher.digest(), direct: false };
     } finally {
       await buffered.close();
@@ -260,7 +272,7 @@ async function pump(
   handle: FileHandle,
   path: string,
   blocks: [Buffer, Buffer],
-  hasher: IngestHasher,
+  hasher: BlockSink,
   direct: boolean,
   signal: AbortSignal | undefined,
   from: PumpFrom = {},

@@ -473,6 +473,44 @@ export class UploadQueue extends JournalTables {
     });
   }
 
+  /**
+   * Other rows of row `id`'s target (bucket and prefix) that may hold its content: the same size and
+   * either its SHA-256 or, while theirs is unknown, its xxh128. Only a SHA-256 match may be shared (see
+   * shareInto); an xxh128 one is worth waiting for while that row is being hashed.
+   */
+  contentPeers(id: number): QueueRow[] {
+    const r = this.#require(id);
+    return this.selectAll<RawRow>(
+      `SELECT * FROM upload_queue WHERE bucket = ? AND prefix = ? AND size = ? AND id != ? AND (sha256 = ? OR (sha256 IS NULL AND xxh128 = ?)) ORDER BY id`,
+      r.bucket,
+      r.prefix,
+      r.size,
+      id,
+      r.sha256,
+      r.xxh128,
+    ).map(toRow);
+  }
+
+  /**
+   * Row `id`, queued before its SHA-256 was known, turns out to hold the content of row `into` (same
+   * target, SHA-256 and size): it goes, and its file is carried by `into` as a file shared at enqueue is
+   * (retention and the wipe gate find it by SHA-256). A failed `into` is given another chance, since this
+   * file's copies now stand in for its own. False, changing nothing, when the two do not match. Only for a
+   * row that has made no request yet.
+   */
+  shareInto(id: number, into: number, now = Date.now()): boolean {
+    return this.journal.tx(() => {
+      const r = this.#require(id);
+      const p = this.selectOne<RawRow>('SELECT * FROM upload_queue WHERE id = ?', into);
+      if (p === undefined || p.id === r.id || r.sha256 === null || p.sha256 !== r.sha256 || p.size !== r.size || p.bucket !== r.bucket || p.prefix !== r.prefix) {
+        return false;
+      }
+      this.exec('DELETE FROM upload_queue WHERE id = ?', id);
+      if (p.state === 'failed') this.exec(`UPDATE upload_queue SET state = 'queued', attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?`, now, iso(now), into);
+      return true;
+    });
+  }
+
   /** A copy whose bytes no longer match the journal stops counting as verified (an ingest may copy it again). */
   markCopyDamaged(copyId: number, message: string, now = Date.now()): void {
     this.exec(`UPDATE copies SET state = 'failed', error = ?, updated_at = ? WHERE id = ? AND state = 'verified'`, message, iso(now), copyId);

@@ -1,6 +1,6 @@
 import { posix } from 'node:path';
 import { ShuttleError } from '../errors.js';
-import { withCollisionSuffix } from '../shot-names.js';
+import { splitShotName, withCollisionSuffix } from '../shot-names.js';
 import type { QueueTarget } from '../store/upload-queue.js';
 import { wallClockAt } from '../time-zone.js';
 
@@ -129,6 +129,25 @@ export function renderKey(template: string, vars: KeyVars, options: RenderKeyOpt
 export function keyAlternative(key: string, n: number): string | undefined {
   const candidate = withCollisionSuffix(key, n);
   return Buffer.byteLength(candidate, 'utf8') > MAX_KEY_BYTES ? undefined : candidate;
+}
+
+/**
+ * Whether the queue tries `earlier` before `key` when it looks for a free key: `key` is an alternative
+ * (`_n`) of some base key, and `earlier` is that base or one of its alternatives below n. A file queued
+ * under `key` would have shared `earlier`'s row had its SHA-256 been known then.
+ */
+export function keyPrecedes(earlier: string, key: string): boolean {
+  const slash = key.lastIndexOf('/');
+  const { stem, ext } = splitShotName(key.slice(slash + 1));
+  const suffix = /_([1-9][0-9]{0,3})$/.exec(stem);
+  if (suffix === null) return false;
+  const n = Number(suffix[1]);
+  const base = `${key.slice(0, slash + 1)}${stem.slice(0, suffix.index)}${ext}`;
+  // A name of its own that merely ends in digits (IMG_0001.JPG) is no alternative: only a round trip says so.
+  if (keyAlternative(base, n) !== key) return false;
+  if (earlier === base) return true;
+  for (let m = 1; m < n; m++) if (keyAlternative(base, m) === earlier) return true;
+  return false;
 }
 
 /**

@@ -193,11 +193,11 @@ export interface PartBodyOptions {
  * A file that became unreadable or shorter fails the body (SOURCE_UNREADABLE, UPLOAD_VERIFY with the path),
  * never sends fewer bytes than announced; so does a failed `check`.
  */
-export function partBody(path: string, part: SignedPart, options: PartBodyOptions = {}): PartBody {
+export function partBody(path: string, part: Omit<SignedPart, 'md5'> & { md5?: string | undefined }, options: PartBodyOptions = {}): PartBody {
   const { limiter, checksum, check, uncached = false } = options;
   return {
     size: part.size,
-    md5: part.md5,
+    ...(part.md5 !== undefined ? { md5: part.md5 } : {}),
     sha256: part.sha256,
     ...(checksum !== undefined ? { checksum } : {}),
     open: (signal) => new RangeBody({ path, offset: part.offset, size: part.size, limiter, check, uncached, signal }),

@@ -22,8 +22,11 @@ export interface RemotePart {
 /** The bytes of one request body, reopenable: each attempt of a retried request reads it from the start. */
 export interface PartBody {
   readonly size: number;
-  /** Hex MD5, sent as Content-MD5 so that the server rejects bytes damaged in transit. */
-  readonly md5: string;
+  /**
+   * Hex MD5, sent as Content-MD5 so that the server rejects bytes damaged in transit; left out only where
+   * the server is known to check the signed SHA-256 below (see ProviderProfile.checksSignedPayload).
+   */
+  readonly md5?: string;
   /**
    * Hex SHA-256, the payload hash the request is signed with (`x-amz-content-sha256`): SigV4 servers
    * refuse a body that does not hash to it, a check MD5 collisions cannot fool.

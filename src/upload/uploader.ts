@@ -67,6 +67,13 @@ export interface UploadFileOptions {
    * uploads; any other key is checked on the server as usual.
    */
   listing?: RemoteListing;
+  /**
+   * Set when `expected` (SHA-256, and the MD5 or the parts' digests) was taken by a read of this very
+   * file that matched the journal's xxh128 just before (src/upload/content-hashes.ts): the requests then
+   * carry those digests and the server's check of them proves that the bytes sent are the bytes read, so
+   * the file is read once more only to send it, not hashed again. Parts of another size are hashed as usual.
+   */
+  readAhead?: { parts?: { partSize: number; digests: ReadonlyArray<{ md5: string; sha256: string }> } | undefined } | undefined;
   logger?: Logger;
 }
 
@@ -262,17 +269,23 @@ async function putSingle(ctx: Context): Promise<Outcome> {
   // xxh128 where the journal has one: several times cheaper than SHA-256, and the journal's SHA-256 goes
   // out as the signed payload hash, which the server checks against the bytes it receives.
   const localHash = expected.xxh128 !== undefined ? 'xxh128' : 'sha256';
-  let md5: string;
+  let md5: string | undefined;
   let check: SendCheck | undefined;
   let checksum: ChecksumValue | undefined;
+  let hashedNow = false;
   // A CRC-64/NVME goes in the request's headers, so it is taken before the body: in a pass of its own.
-  if (expected.md5 !== undefined && opts.checksum !== 'crc64nvme') {
-    // Every hash the request carries is the source's, as ingest took it: the server refuses bytes that
-    // differ from the source's, and the local check stops the body before its last chunk if they do.
+  // After a read ahead, a server that checks the signed SHA-256 needs no MD5 (see checksSignedPayload).
+  const withoutMd5 = opts.readAhead !== undefined && expected.md5 === undefined && ctx.profile.checksSignedPayload;
+  if ((expected.md5 !== undefined || withoutMd5) && opts.checksum !== 'crc64nvme') {
+    // Every hash the request carries is the source's: the server refuses bytes that differ from the
+    // source's. The local check stops the body before its last chunk if they do, which names a copy that
+    // rotted since its hashes were taken; taken just now by a read that matched the journal, they leave
+    // nothing for it to find (a change since then is refused by the server, and the next attempt checks).
     md5 = expected.md5;
-    check = { algorithm: localHash, verify: (digest) => verifyLocalDigests(opts.path, digest, expected, ctx.ref) };
+    if (opts.readAhead === undefined) check = { algorithm: localHash, verify: (digest) => verifyLocalDigests(opts.path, digest, expected, ctx.ref) };
     if (opts.checksum === 'sha256') checksum = { algorithm: 'sha256', value: hexToBase64(expected.sha256) };
   } else {
+    hashedNow = true;
     const reader = await PartReader.open(opts.path, expected.size, { whole: localHash, crc64nvme: opts.checksum === 'crc64nvme' });
     try {
       md5 = (await reader.read(expected.size, signal)).md5;
@@ -288,8 +301,8 @@ async function putSingle(ctx: Context): Promise<Outcome> {
   await abandonStoredUpload(ctx, await opts.store.load(ctx.ref));
   // One part, the whole file: its payload hash is the file's SHA-256 as the journal has it.
   const part = { offset: 0, size: expected.size, md5, sha256: expected.sha256 };
-  // Read once, to send, when nothing hashed it just before: past the page cache.
-  const body = partBody(opts.path, part, { limiter: opts.rateLimit, checksum, check, uncached: check !== undefined });
+  // Past the page cache unless the PartReader above just put it there (a read ahead bypassed the cache).
+  const body = partBody(opts.path, part, { limiter: opts.rateLimit, checksum, check, uncached: !hashedNow });
   await target.put(opts.key, body, contentMetadata(expected), { signal });
   opts.onProgress?.({ bytesDone: expected.size, bytesTotal: expected.size, partsDone: 1, partsTotal: 1, bytesSent: expected.size });
   return {
@@ -411,7 +424,11 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
   // Each part is SHA-256-hashed for its signature anyway, so the whole file is checked with the cheaper
   // xxh128 where the journal has one; the server checks each part against its SHA-256.
   const localHash = expected.xxh128 !== undefined ? 'xxh128' : 'sha256';
-  const reader = await PartReader.open(opts.path, expected.size, { whole: localHash, partSha256: true, crc64nvme: opts.checksum === 'crc64nvme' });
+  // Digests a read ahead took (see readAhead) serve when its parts are these; a full-object CRC needs a read here.
+  const ahead = opts.readAhead?.parts;
+  const digests = ahead !== undefined && ahead.partSize === partSize && ahead.digests.length === total && opts.checksum !== 'crc64nvme' ? ahead.digests : undefined;
+  const reader =
+    digests !== undefined ? undefined : await PartReader.open(opts.path, expected.size, { whole: localHash, partSha256: true, crc64nvme: opts.checksum === 'crc64nvme' });
   // Every part's SHA-256, resumed ones included: a COMPOSITE SHA-256 names them all at completion.
   const partSha256 = new Map<number, string>();
   const partChecksum = (n: number): ChecksumValue | undefined =>
@@ -422,7 +439,9 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
       // The next part is hashed while the slots are busy, so the disk and the network overlap even with
       // one part in flight.
       const length = Math.min(partSize, expected.size - (n - 1) * partSize);
-      const part = signedPart(await reader.read(length, signal));
+      const known = digests?.[n - 1];
+      const part =
+        known !== undefined ? { offset: (n - 1) * partSize, size: length, md5: known.md5, sha256: known.sha256 } : signedPart(await (reader as PartReader).read(length, signal));
       partSha256.set(n, part.sha256);
       while (inFlight.size >= concurrency) await Promise.race(inFlight);
       if (failure !== undefined) break;
@@ -454,7 +473,9 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
       }
 
       const task = (async () => {
-        const { etag } = await target.uploadPart(opts.key, uploadId, n, partBody(opts.path, part, { limiter: opts.rateLimit, checksum: partChecksum(n) }), { signal });
+        // Past the page cache when no PartReader just read the part into it.
+        const body = partBody(opts.path, part, { limiter: opts.rateLimit, checksum: partChecksum(n), uncached: reader === undefined });
+        const { etag } = await target.uploadPart(opts.key, uploadId, n, body, { signal });
         if (profile.partEtagIsMd5 && normalizeEtag(etag) !== part.md5) {
           throw new ShuttleError('UPLOAD_VERIFY', `server stored part ${n} of s3://${opts.bucket}/${opts.key} with ETag ${normalizeEtag(etag)}, sent MD5 ${part.md5}`, {
             context: { bucket: opts.bucket, key: opts.key, partNumber: n, expected: part.md5, actual: normalizeEtag(etag) },
@@ -476,13 +497,14 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
     await Promise.all(inFlight);
   } finally {
     await Promise.allSettled(inFlight);
-    await reader.close();
+    await reader?.close();
   }
   if (signal?.aborted) throw abortReason(signal);
   if (failure !== undefined) throw failure;
 
   try {
-    verifyLocalDigests(opts.path, reader.digest(), expected, ctx.ref);
+    // A read ahead compared its bytes with the journal before any part went out.
+    if (reader !== undefined) verifyLocalDigests(opts.path, reader.digest(), expected, ctx.ref);
   } catch (error) {
     // The parts hold bytes that are not the recorded file: never complete them.
     await target.abortMultipart(opts.key, uploadId, { signal }).catch((e: unknown) => log.error({ err: String(e) }, 'could not abort the upload'));
@@ -492,7 +514,7 @@ async function putMultipart(ctx: Context): Promise<Outcome> {
 
   const parts = [...done.values()].sort((a, b) => a.partNumber - b.partNumber);
   let objectChecksum: ChecksumValue | undefined;
-  if (opts.checksum === 'crc64nvme') objectChecksum = { algorithm: 'crc64nvme', value: await reader.crc64nvme() };
+  if (opts.checksum === 'crc64nvme' && reader !== undefined) objectChecksum = { algorithm: 'crc64nvme', value: await reader.crc64nvme() };
   if (opts.checksum === 'sha256') objectChecksum = { algorithm: 'sha256', value: compositeSha256(parts.map((p) => partSha256.get(p.partNumber) as string)) };
   await complete(
     ctx,

@@ -7,9 +7,11 @@ import type { Logger } from '../log.js';
 import { acquireLock, destinationLockPath } from '../store/lock.js';
 import type { LocalCopy, QueueRow, UploadQueue } from '../store/upload-queue.js';
 import type { ObjectChecksum } from './checksum.js';
-import type { ProviderName, ProviderProfile } from './provider.js';
+import { PROVIDERS, type ProviderName, type ProviderProfile } from './provider.js';
 import type { RateLimiter } from './rate-limit.js';
-import { keyAlternative } from './keys.js';
+import type { CloudHashes, UploadShape } from './content-hashes.js';
+import { keyAlternative, keyPrecedes } from './keys.js';
+import { DEFAULT_MAX_PART_SIZE, choosePartSize } from './multipart.js';
 import { RemoteListing } from './remote-listing.js';
 import type { RetryPolicy } from './retry.js';
 import { S3Target } from './s3-target.js';
@@ -97,6 +99,11 @@ export interface DrainReport {
   deferred: number;
   /** Rows moved to another key because theirs held different content. */
   rekeyed: number;
+  /**
+   * Rows queued before their SHA-256 was known that turned out to hold another row's content at the
+   * key they would have shared (the same file from a camera's two cards): folded into that row, not sent.
+   */
+  shared: number;
   /** Damaged local copies restored from an intact one. */
   repaired: number;
   /** Damaged local copies that could not be restored (no longer counted as verified). */
@@ -129,7 +136,8 @@ export function classifyUploadFailure(error: unknown): Failure {
     return errno !== undefined && LOST_ERRNOS.has(errno) ? 'local-damaged' : 'local-unavailable';
   }
   if (error.code === 'UPLOAD_FAILED' && typeof ctx['expectedSha256'] === 'string') return 'conflict';
-  if (PERMANENT_CODES.has(error.code)) return 'permanent';
+  // Retryable ones (a hash worker that stopped under the upload's read) say nothing about the row.
+  if (PERMANENT_CODES.has(error.code)) return error.retryable ? 'transient' : 'permanent';
   if (error.code === 'UPLOAD_FAILED' || error.code === 'UPLOAD_VERIFY') {
     const status = typeof ctx['status'] === 'number' ? ctx['status'] : undefined;
     const s3Code = typeof ctx['s3Code'] === 'string' ? ctx['s3Code'] : undefined;
@@ -176,6 +184,8 @@ export class UploadWorker {
   readonly #markers = new Map<string, { id: string | undefined; at: number }>();
   #listings = new Map<string, RemoteListing>();
   #pausedUntil = 0;
+  /** Rows whose SHA-256 this worker is taking now, settled once it is recorded (or the attempt ends). */
+  readonly #hashing = new Map<number, Promise<void>>();
 
   constructor(options: UploadWorkerOptions) {
     if (options.client === undefined && options.targetFor === undefined) throw new ShuttleError('USAGE', 'UploadWorker needs a client or targetFor');
@@ -187,6 +197,10 @@ export class UploadWorker {
     const { baseMs, maxMs } = this.#o.backoff ?? DEFAULT_QUEUE_BACKOFF;
     const ceiling = Math.min(maxMs, baseMs * 2 ** Math.max(0, Math.min(attempts, 30) - 1));
     return Math.round(ceiling / 2 + (this.#o.random ?? Math.random)() * (ceiling / 2));
+  }
+
+  get #profile(): ProviderProfile {
+    return typeof this.#o.provider === 'string' ? PROVIDERS[this.#o.provider] : this.#o.provider;
   }
 
   #target(bucket: string): UploadTarget {
@@ -205,6 +219,7 @@ export class UploadWorker {
       failed: 0,
       deferred: 0,
       rekeyed: 0,
+      shared: 0,
       repaired: 0,
       damaged: 0,
       bytesSent: 0,
@@ -303,11 +318,38 @@ export class UploadWorker {
   }
 
   async #process(row: QueueRow, partConcurrency: number, signal: AbortSignal, report: DrainReport, options: DrainOptions): Promise<void> {
-    const { queue } = this.#o;
-    const { onUploaded, onFailure } = options;
     const log = this.#o.logger.child({ bucket: row.bucket, key: row.key, queueId: row.id });
     // uploadFile names bucket and key itself.
     const uploadLog = this.#o.logger.child({ queueId: row.id });
+    // Rows sharing this one's content wait for its SHA-256 (see #shareContent).
+    let hashed: (() => void) | undefined;
+    if (row.sha256 === null) {
+      let resolve!: () => void;
+      this.#hashing.set(row.id, new Promise<void>((r) => (resolve = r)));
+      hashed = () => {
+        this.#hashing.delete(row.id);
+        resolve();
+      };
+    }
+    try {
+      await this.#attempt(row, partConcurrency, signal, report, options, log, uploadLog, () => hashed?.());
+    } finally {
+      hashed?.();
+    }
+  }
+
+  async #attempt(
+    row: QueueRow,
+    partConcurrency: number,
+    signal: AbortSignal,
+    report: DrainReport,
+    options: DrainOptions,
+    log: Logger,
+    uploadLog: Logger,
+    hashed: () => void,
+  ): Promise<void> {
+    const { queue } = this.#o;
+    const { onUploaded, onFailure } = options;
     // Unknown until a copy is hashed below (ingest took only xxh128); known for the rest of the row's attempt.
     let sha256 = row.sha256;
     const candidates = queue.localCopies(row.fileId, row);
@@ -323,10 +365,17 @@ export class UploadWorker {
       }
       try {
         let md5 = copy.md5;
+        let readAhead: CloudHashes | undefined;
         if (sha256 === null) {
-          const hashed = await this.#hashCopy(row, path, md5 === undefined, signal, log);
-          sha256 = hashed.sha256;
-          md5 ??= hashed.md5;
+          readAhead = await this.#hashCopy(row, path, md5 === undefined, signal, log);
+          sha256 = readAhead.sha256;
+          md5 ??= readAhead.md5;
+          hashed();
+          if (await this.#shareContent(row, sha256, log)) {
+            report.shared++;
+            for (const d of damaged) await this.#restore(d.copy, path, row, sha256, signal, report, log, onFailure);
+            return;
+          }
         }
         const result = await uploadFile({
           target: this.#target(row.bucket),
@@ -344,6 +393,7 @@ export class UploadWorker {
           checksum: this.#o.checksum,
           concurrency: partConcurrency,
           retry: this.#o.requestRetry ?? WORKER_REQUEST_RETRY,
+          readAhead,
           logger: uploadLog,
         });
         queue.markUploaded(row.id, { copyId: copy.copyId, etag: result.etag });
@@ -393,19 +443,55 @@ export class UploadWorker {
   /**
    * Before the row's first request when its SHA-256 is unknown: hashes the copy at `path` (see
    * hashLocalCopy), which must match the journal's xxh128, and records the SHA-256 for the file, so the
-   * upload, a resumed one and retention all go by the same value. The MD5 only when one PUT will carry it.
+   * upload, a resumed one and retention all go by the same value. The same read takes what the requests
+   * will carry: the MD5 when one PUT will, each part's MD5 and SHA-256 when parts will (see uploadFile's readAhead).
    */
-  async #hashCopy(row: QueueRow, path: string, needMd5: boolean, signal: AbortSignal, log: Logger): Promise<{ sha256: string; md5?: string | undefined }> {
+  async #hashCopy(row: QueueRow, path: string, needMd5: boolean, signal: AbortSignal, log: Logger): Promise<CloudHashes> {
     if (row.xxh128 === null) {
       throw new ShuttleError('INTERNAL', `upload queue row ${row.id} has neither a SHA-256 nor an xxh128`, { context: { id: row.id } });
     }
-    const withMd5 = needMd5 && this.#o.checksum !== 'crc64nvme' && sendsInOneRequest(row.size, { partSize: this.#o.partSize });
+    // The parts' digests as uploadFile will cut them (a full-object CRC-64/NVME needs its own read there anyway).
+    const single = sendsInOneRequest(row.size, { partSize: this.#o.partSize });
+    const crc = this.#o.checksum === 'crc64nvme';
+    const partSize = single || crc ? undefined : this.#partSizeFor(row.size);
+    const shape: UploadShape = partSize !== undefined ? { kind: 'parts', partSize } : { kind: 'single', md5: needMd5 && single && !crc && !this.#profile.checksSignedPayload };
     // Loaded on first need: a queue whose rows all came with a SHA-256 never reads a copy ahead.
     const { hashLocalCopy } = await import('./content-hashes.js');
-    const hashes = await hashLocalCopy(path, { size: row.size, xxh128: row.xxh128 }, withMd5, signal);
-    this.#o.queue.recordContentHashes(row.id, { xxh128: row.xxh128, size: row.size, ...hashes });
+    const hashes = await hashLocalCopy(path, { size: row.size, xxh128: row.xxh128 }, shape, signal);
+    this.#o.queue.recordContentHashes(row.id, { xxh128: row.xxh128, size: row.size, sha256: hashes.sha256, md5: hashes.md5 });
     log.info({ path, sha256: hashes.sha256 }, 'hashed the local copy for upload');
     return hashes;
+  }
+
+  /** uploadFile's part size for a new upload of `size` bytes; undefined when it would refuse the file. */
+  #partSizeFor(size: number): number | undefined {
+    try {
+      return choosePartSize(size, { preferredPartSize: this.#o.partSize, maxPartSize: DEFAULT_MAX_PART_SIZE });
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * After the row's SHA-256 became known, before its first request: a row at a key the queue tried before
+   * this row's (see keyPrecedes) holding the same SHA-256 and size takes this row's place, as it would have
+   * at enqueue had the SHA-256 been known then. A row there whose SHA-256 is still unknown but whose size
+   * and xxh128 are this row's, and which this worker is hashing now, is waited for: xxh128 alone only
+   * says that the SHA-256 is worth waiting for, never that the content is the same.
+   */
+  async #shareContent(row: QueueRow, sha256: string, log: Logger): Promise<boolean> {
+    const { queue } = this.#o;
+    const peers = (): QueueRow[] => queue.contentPeers(row.id).filter((p) => keyPrecedes(p.key, row.key));
+    let found = peers();
+    const hashing = found.flatMap((p) => (p.sha256 === null ? [this.#hashing.get(p.id)] : [])).filter((p) => p !== undefined);
+    if (hashing.length > 0) {
+      await Promise.all(hashing);
+      found = peers();
+    }
+    const into = found.find((p) => p.sha256 === sha256);
+    if (into === undefined || !queue.shareInto(row.id, into.id)) return false;
+    log.info({ sharedWith: into.key, sharedRow: into.id, state: into.state }, 'the same content is queued at an earlier key; sharing its object');
+    return true;
   }
 
   #settleFailure(row: QueueRow, kind: Failure, error: unknown, report: DrainReport, log: Logger, onFailure: DrainOptions['onFailure'], cloudMismatch: boolean): void {
