@@ -17,9 +17,14 @@ import { tempDir } from './support/tree.js';
 const wal = vi.hoisted(() => ({
   /** Called as a sync of a log begins; what it returns is called once that sync has ended. */
   onSync: undefined as undefined | ((path: string) => () => void),
+  /** The same for the syncs of folders (opened with O_DIRECTORY); what it returns may hold the sync's end back. */
+  onFolderSync: undefined as undefined | ((path: string) => () => Promise<void> | void),
+  /** Called once a link(2) has made a new name. */
+  onLink: undefined as undefined | ((path: string) => void),
 }));
 vi.mock('node:fs/promises', async (importOriginal) => {
   const fs = await importOriginal<typeof import('node:fs/promises')>();
+  const { constants } = await import('node:fs');
   const open = async (...args: Parameters<typeof fs.open>): Promise<FileHandle> => {
     const handle = await fs.open(...args);
     const path = String(args[0]);
@@ -31,9 +36,21 @@ vi.mock('node:fs/promises', async (importOriginal) => {
         ended?.();
       };
     }
+    if (typeof args[1] === 'number' && (args[1] & constants.O_DIRECTORY) !== 0) {
+      const sync = handle.sync.bind(handle);
+      handle.sync = async () => {
+        const ended = wal.onFolderSync?.(path);
+        await sync();
+        await ended?.();
+      };
+    }
     return handle;
   };
-  return { ...fs, open, default: { ...fs, open } };
+  const link = async (...args: Parameters<typeof fs.link>): Promise<void> => {
+    await fs.link(...args);
+    wal.onLink?.(String(args[1]));
+  };
+  return { ...fs, open, link, default: { ...fs, open, link } };
 });
 
 let work: { path: string; cleanup: () => Promise<void> };
@@ -42,6 +59,8 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   wal.onSync = undefined;
+  wal.onFolderSync = undefined;
+  wal.onLink = undefined;
   await work.cleanup();
 });
 
@@ -103,4 +122,79 @@ test('an-ingest-reports-each-file-only-after-a-log-sync-that-began-once-its-veri
   expect(summary).toMatchObject({ files: 6, copied: 6, failed: 0, errors: [] });
   expect(reported).toEqual(names);
   expect(syncs).toBeGreaterThan(0);
+});
+
+test('a-copy-is-recorded-only-after-an-fsync-of-its-folder-that-began-once-its-name-was-made-and-one-folder-fsync-serves-the-names-made-while-another-ran', async () => {
+  const src = join(work.path, 'card');
+  const names = Array.from({ length: 8 }, (_, i) => `IMG_000${i + 1}.JPG`);
+  for (const [i, name] of names.entries()) await writeBytes(join(src, name), bytes(100_000 + i * 1000, i + 1));
+  const dest = join(work.path, 'dest');
+  const journal = Journal.open(join(work.path, 'state'));
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  const recordedNow = (): string[] => (db.prepare(`SELECT dest_path FROM copies WHERE state = 'verified'`).all() as Array<{ dest_path: string }>).map((r) => r.dest_path);
+  // The names a folder fsync that has ended covers: those linked before it began.
+  const linked: string[] = [];
+  const durable = new Set<string>();
+  const recordedBeforeDurable = (): string[] => recordedNow().filter((p) => !durable.has(p));
+  const violations: string[] = [];
+  let folderSyncs = 0;
+  // The first sync of the destination's folder after the first name was made ends only once two more
+  // names are made: those two then share the next sync, and none of the three may be recorded before the
+  // sync that covers it has ended.
+  let twoMoreLinked: (() => void) | undefined;
+  let holding: number | undefined;
+  let lastCovered = 0;
+  wal.onLink = (path) => {
+    // Only the copies' names (not the marker's nor the manifest's).
+    if (!path.startsWith(`${dest}/IMG_`)) return;
+    linked.push(path);
+    violations.push(...recordedBeforeDurable());
+    if (holding !== undefined && linked.length === holding + 2) twoMoreLinked?.();
+  };
+  wal.onFolderSync = (path) => {
+    if (path !== dest) return () => undefined;
+    violations.push(...recordedBeforeDurable());
+    const covered = linked.map((p) => p.slice(dest.length + 1));
+    // Counted when it covers names no earlier sync began after (the manifest's syncs cover none).
+    if (linked.length === lastCovered) return () => undefined;
+    lastCovered = linked.length;
+    folderSyncs++;
+    let held: Promise<void> | undefined;
+    if (holding === undefined) {
+      holding = linked.length;
+      held = new Promise<void>((resolve) => (twoMoreLinked = resolve));
+    }
+    return async () => {
+      await held;
+      for (const p of covered) durable.add(p);
+    };
+  };
+  wal.onSync = () => {
+    violations.push(...recordedBeforeDurable());
+    return () => undefined;
+  };
+  const reported: string[] = [];
+  const summary = await runIngest({
+    sources: [new FolderSource(src)],
+    destinations: [{ path: dest }],
+    journal,
+    settings: ingestSettings('{name}'),
+    logger: silentLogger,
+    signal: new AbortController().signal,
+    onFile: (f) => {
+      violations.push(...recordedBeforeDurable());
+      expect(durable.has(f.path), `${f.path} reported before its folder was synced`).toBe(true);
+      reported.push(f.path);
+    },
+  });
+  violations.push(...recordedBeforeDurable());
+  db.close();
+  journal.close();
+  expect(summary).toMatchObject({ files: 8, copied: 8, failed: 0, errors: [] });
+  expect(reported).toEqual(names);
+  expect(violations, 'copies recorded before an fsync of their folder covered their names').toEqual([]);
+  expect(linked).toHaveLength(8);
+  // The two names made while the first sync was held share one sync: fewer syncs covering new names than names.
+  expect(folderSyncs).toBeGreaterThan(0);
+  expect(folderSyncs).toBeLessThan(8);
 });

@@ -213,6 +213,37 @@ export class Journal {
   }
 
   /**
+   * Runs fn as txUnsynced does, in one transaction with the other calls made before the event loop's next
+   * turn: the records of several files that become ready together (their folders synced by one fsync) cost
+   * one commit. Resolves with fn's result once committed; a throw rolls back the whole batch and rejects
+   * each call of it.
+   */
+  txUnsyncedSoon<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.#batch === undefined) {
+        this.#batch = [];
+        setImmediate(() => this.#commitBatch());
+      }
+      this.#batch.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+    });
+  }
+
+  #batch: Array<{ fn: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }> | undefined;
+
+  #commitBatch(): void {
+    const batch = this.#batch ?? [];
+    this.#batch = undefined;
+    let results: unknown[];
+    try {
+      results = this.#undurable(() => batch.map((b) => b.fn()));
+    } catch (e) {
+      for (const b of batch) b.reject(e);
+      return;
+    }
+    batch.forEach((b, i) => b.resolve(results[i]));
+  }
+
+  /**
    * Resolves once every commit made before the call is on disk: the write-ahead log is synced from the
    * thread pool, not this thread. A sync already under way may have begun before the caller's commit, so
    * the caller waits for the next one, which then serves every commit made meanwhile (group commit).
