@@ -92,3 +92,15 @@ test('a-small-copy-opens-no-direct-handle-and-its-folder-is-neither-looked-up-no
     `day folder: opened ${folderOpens(two, dayTwo)} / ${folderOpens(twelve, day)}, looked up ${folderLooks(two, dayTwo)} / ${folderLooks(twelve, day)} times for 2 / 12 files`,
   );
 }, 60_000);
+
+test('files-failed-for-want-of-a-destination-add-no-fsync-of-the-journal-on-the-main-thread', async () => {
+  execFileSync('strace', ['-V']);
+  const walSyncsOnMain = (t: Traced): number =>
+    t.lines.filter((l) => Number(l.slice(0, l.indexOf(' '))) === t.main && /f(data)?sync\(.*journal\.sqlite-wal>/.test(l) && !l.includes('resumed>')).length;
+  const two = await traced(2, { destInAFile: true });
+  const twelve = await traced(12, { destInAFile: true });
+  expect((JSON.parse(two.stdout) as { failed: number }).failed).toBe(2);
+  expect((JSON.parse(twelve.stdout) as { failed: number }).failed).toBe(12);
+  expect(walSyncsOnMain(twelve)).toBe(walSyncsOnMain(two));
+  console.info(`journal log syncs on the main thread with every file failed: 2 files ${walSyncsOnMain(two)}, 12 files ${walSyncsOnMain(twelve)}`);
+}, 60_000);

@@ -430,9 +430,11 @@ export class Journal {
    * with size -1, which no file version has.
    */
   recordUnreadable(sourceId: number, relPath: string, error: string, pathBytes?: Uint8Array): FileRow {
-    const row = this.fileFor(sourceId, relPath, UNREADABLE_SIZE, 0, pathBytes);
-    this.setFileState(row.id, 'failed', error);
-    return { ...row, state: 'failed' };
+    return this.#undurable(() => {
+      const row = this.fileFor(sourceId, relPath, UNREADABLE_SIZE, 0, pathBytes);
+      this.setFileState(row.id, 'failed', error);
+      return { ...row, state: 'failed' as const };
+    });
   }
 
   copiesOf(fileId: number): CopyRow[] {
@@ -487,7 +489,16 @@ export class Journal {
     });
   }
 
+  /**
+   * A failure, like setFileState and recordUnreadable, is committed without an fsync on this thread (see
+   * synced): nothing is reported done on its strength, and a power cut that loses it leaves the copy in
+   * flight (cleared as interrupted by the next run) or the file not verified, so it is copied again.
+   */
   markCopyFailed(fileId: number, destId: number, error: string, ingestId: number): void {
+    this.#undurable(() => this.#markCopyFailed(fileId, destId, error, ingestId));
+  }
+
+  #markCopyFailed(fileId: number, destId: number, error: string, ingestId: number): void {
     this.#run(
       `INSERT INTO copies (file_id, dest_id, state, error, ingest_id, updated_at) VALUES (?, ?, 'failed', ?, ?, ?)
        ON CONFLICT(file_id, dest_id) DO UPDATE SET state = 'failed', temp_path = NULL, error = excluded.error, ingest_id = excluded.ingest_id, updated_at = excluded.updated_at`,
@@ -501,7 +512,7 @@ export class Journal {
 
   /** A file's overall state follows its copies: verified only when every wanted destination is. */
   setFileState(fileId: number, state: FileState, error?: string): void {
-    this.#run('UPDATE files SET state = ?, error = ?, updated_at = ? WHERE id = ?', state, error ?? null, now(), fileId);
+    this.#undurable(() => this.#run('UPDATE files SET state = ?, error = ?, updated_at = ? WHERE id = ?', state, error ?? null, now(), fileId));
   }
 
   /**
