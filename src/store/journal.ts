@@ -3,6 +3,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
+import { Checkpointer } from './checkpointer.js';
 import { createJournalFile } from './journal-file.js';
 import { MIGRATIONS } from './migrations.js';
 
@@ -68,6 +69,14 @@ export interface VerifiedCopy {
 
 const now = (): string => new Date().toISOString();
 
+/** Commits between checkpoints of the write-ahead log, which run in a worker thread (Checkpointer). */
+const CHECKPOINT_EVERY = 100;
+/**
+ * The log's size in pages at which the journal's own connection checkpoints (SQLite's automatic
+ * checkpoint, on this thread): far beyond the worker's, so it acts only if the worker fell behind or failed.
+ */
+const FALLBACK_CHECKPOINT_PAGES = 16_000;
+
 /** The size of a files row for a path whose size could not be read (see recordUnreadable). */
 export const UNREADABLE_SIZE = -1;
 
@@ -107,9 +116,18 @@ export class Journal {
     statementOf = (journal, sql) => journal.#statement(sql);
   }
 
+  readonly #checkpoints: Checkpointer;
+  #commits = 0;
+
   private constructor(path: string, db: DatabaseSync) {
     this.path = path;
     this.#db = db;
+    this.#checkpoints = new Checkpointer(path);
+  }
+
+  /** Checkpoints the worker thread has finished (for tests). */
+  get checkpointsDone(): number {
+    return this.#checkpoints.done;
   }
 
   static open(stateDir: string): Journal {
@@ -123,7 +141,7 @@ export class Journal {
     try {
       createJournalFile(path);
       db = new DatabaseSync(path, { timeout: 10_000 });
-      db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
+      db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES};`);
     } catch (cause) {
       throw new ShuttleError('JOURNAL', `cannot open journal ${path}: ${(cause as Error).message}`, { cause, context: { path } });
     }
@@ -148,6 +166,8 @@ export class Journal {
 
   close(): void {
     if (this.#db.isOpen) this.#db.close();
+    // The worker's connection, closed after this one, is the last: its close checkpoints what is left.
+    this.#checkpoints.close();
     // A sync still under way ends first: a file handle closes once its operations have.
     const log = this.#log;
     this.#log = undefined;
@@ -181,6 +201,7 @@ export class Journal {
     try {
       const r = fn();
       this.#db.exec('COMMIT');
+      if (++this.#commits >= CHECKPOINT_EVERY && this.#checkpoints.request()) this.#commits = 0;
       return r;
     } catch (e) {
       if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
