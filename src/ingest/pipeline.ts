@@ -260,7 +260,12 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
   // transaction (with other files' made ready by the same syncs), committed without an fsync on this
   // thread (the caller waits for Journal.synced).
   const failed = failedBefore || anyFailed;
-  return { recorded: named.then((unsynced) => journal.txUnsyncedSoon(() => record(run, source, w, placed, unsynced, failed, log))) };
+  return {
+    recorded: named.then((unsynced) => {
+      crashPoint('folder-synced');
+      return journal.txUnsyncedSoon(() => record(run, source, w, placed, unsynced, failed, log));
+    }),
+  };
 }
 
 /** Commits one file's records once its names are durable, or its copies' failures where their folder's fsync failed; returns its report. */
