@@ -261,9 +261,9 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
   // thread (the caller waits for Journal.synced).
   const failed = failedBefore || anyFailed;
   return {
-    recorded: named.then((unsynced) => {
+    recorded: named.then((syncErrors) => {
       crashPoint('folder-synced');
-      return journal.txUnsyncedSoon(() => record(run, source, w, placed, unsynced, failed, log));
+      return journal.txUnsyncedSoon(() => record(run, source, w, placed, syncErrors, failed, log));
     }),
   };
 }
@@ -274,7 +274,7 @@ function record(
   source: Source,
   w: WrittenFile,
   placed: Array<{ writer: DestinationWriter; done: Placed }>,
-  unsynced: unknown[],
+  syncErrors: unknown[],
   failedBefore: boolean,
   log: Logger,
 ): () => boolean {
@@ -288,7 +288,7 @@ function record(
       journal.setGroupName(writer.of.sourceId, writer.of.groupKey, d.id, JSON.stringify(w.fields), done.suffix);
       d.recorded(groupId(writer.of.sourceId, writer.of.groupKey), done.suffix, contentId(read.hashes.xxh128!, read.size), done.rel);
     }
-    const error = unsynced[i];
+    const error = syncErrors[i];
     if (error !== undefined) {
       anyFailed = true;
       d.summary.failed++;
