@@ -198,3 +198,119 @@ test('a-copy-is-recorded-only-after-an-fsync-of-its-folder-that-began-once-its-n
   expect(folderSyncs).toBeGreaterThan(0);
   expect(folderSyncs).toBeLessThan(8);
 });
+
+/**
+ * Runs an ingest of `src` into `dest` whose first sync of the destination's folder after a copy's name was
+ * made is held until `release` says so (asked at each link and each later sync of that folder).
+ */
+async function ingestHoldingFirstFolderSync(src: string, dest: string, release: (e: { links: number; syncsSince: number }) => boolean) {
+  const journal = Journal.open(join(work.path, 'state'));
+  let links = 0;
+  let syncsSince = 0;
+  let held: (() => void) | undefined;
+  let holding = false;
+  const check = (): void => {
+    if (held && release({ links, syncsSince })) {
+      held();
+      held = undefined;
+    }
+  };
+  wal.onLink = (path) => {
+    if (!path.startsWith(`${dest}/`) || path.includes('/ascmhl/') || path.includes('/.shuttle/')) return;
+    links++;
+    check();
+  };
+  wal.onFolderSync = (path) => {
+    if (path !== dest || links === 0) return () => undefined;
+    if (holding) {
+      syncsSince++;
+      check();
+      return () => undefined;
+    }
+    holding = true;
+    const wait = new Promise<void>((resolve) => (held = resolve));
+    return () => wait;
+  };
+  try {
+    const summary = await runIngest({
+      sources: [new FolderSource(src)],
+      destinations: [{ path: dest }],
+      journal,
+      settings: ingestSettings('{name}'),
+      logger: silentLogger,
+      signal: new AbortController().signal,
+    });
+    return { summary, journal };
+  } catch (e) {
+    journal.close();
+    throw e;
+  }
+}
+
+test('a-shot-whose-first-file-took-a-collision-suffix-gives-it-to-its-pair-while-that-files-record-waits-for-its-folder-fsync', async () => {
+  const src = join(work.path, 'card');
+  const dest = join(work.path, 'dest');
+  await writeBytes(join(src, 'IMG_0001.CR2'), bytes(50_000, 1));
+  await writeBytes(join(src, 'IMG_0001.JPG'), bytes(20_000, 2));
+  // Another file already has the JPEG's name (the JPEG goes first): the shot takes suffix 1, both its files.
+  await writeBytes(join(dest, 'IMG_0001.JPG'), bytes(20_000, 3));
+  // The JPEG's record is not committed before the RAW is published.
+  const { summary, journal } = await ingestHoldingFirstFolderSync(src, dest, ({ links }) => links >= 2);
+  journal.close();
+  expect(summary).toMatchObject({ files: 2, copied: 2, failed: 0, errors: [] });
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  try {
+    const rows = db.prepare(`SELECT f.rel_path, c.dest_path FROM copies c JOIN files f ON f.id = c.file_id WHERE c.state = 'verified' ORDER BY f.rel_path`).all();
+    expect(rows).toEqual([
+      { rel_path: 'IMG_0001.CR2', dest_path: 'IMG_0001_1.CR2' },
+      { rel_path: 'IMG_0001.JPG', dest_path: 'IMG_0001_1.JPG' },
+    ]);
+  } finally {
+    db.close();
+  }
+});
+
+test('a-file-with-the-content-of-one-whose-record-waits-for-its-folder-fsync-is-adopted-not-stored-again', async () => {
+  const src = join(work.path, 'card');
+  const dest = join(work.path, 'dest');
+  await writeBytes(join(src, 'A.BIN'), bytes(40_000, 7));
+  await writeBytes(join(src, 'B.BIN'), bytes(40_000, 7));
+  // Released once B is placed: by adoption (which syncs the folder itself) or, wrongly, by a link of its own.
+  const { summary, journal } = await ingestHoldingFirstFolderSync(src, dest, ({ links, syncsSince }) => links >= 2 || syncsSince >= 1);
+  journal.close();
+  expect(summary).toMatchObject({ files: 2, copied: 2, failed: 0, errors: [] });
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  try {
+    const rows = db.prepare(`SELECT f.rel_path, c.dest_path, c.dedup FROM copies c JOIN files f ON f.id = c.file_id WHERE c.state = 'verified' ORDER BY f.rel_path`).all();
+    expect(rows).toEqual([
+      { rel_path: 'A.BIN', dest_path: 'A.BIN', dedup: 0 },
+      { rel_path: 'B.BIN', dest_path: 'A.BIN', dedup: 1 },
+    ]);
+  } finally {
+    db.close();
+  }
+});
+
+test('records-ready-in-the-same-turn-are-committed-in-one-transaction', async () => {
+  const journal = Journal.open(join(work.path, 'state'));
+  try {
+    const a = journal.txUnsyncedSoon(() => journal.upsertSource({ kind: 'card', key: 'card:A', label: 'A', details: {} }));
+    const b = journal.txUnsyncedSoon(() => {
+      throw new Error('refused');
+    });
+    // One transaction: the second's failure takes the first's row with it.
+    await expect(a).rejects.toThrow('refused');
+    await expect(b).rejects.toThrow('refused');
+    const c = await journal.txUnsyncedSoon(() => journal.upsertSource({ kind: 'card', key: 'card:C', label: 'C', details: {} }));
+    expect(c).toBeGreaterThan(0);
+    expect(journal.destinations()).toEqual([]);
+  } finally {
+    journal.close();
+  }
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  try {
+    expect(db.prepare('SELECT key FROM sources ORDER BY key').all()).toEqual([{ key: 'card:C' }]);
+  } finally {
+    db.close();
+  }
+});
