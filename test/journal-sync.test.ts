@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -310,6 +311,50 @@ test('records-ready-in-the-same-turn-are-committed-in-one-transaction', async ()
   const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
   try {
     expect(db.prepare('SELECT key FROM sources ORDER BY key').all()).toEqual([{ key: 'card:C' }]);
+  } finally {
+    db.close();
+  }
+});
+
+test('a-copy-whose-folder-fsync-fails-is-recorded-failed-not-verified-and-the-other-files-go-on', async () => {
+  const src = join(work.path, 'card');
+  const dest = join(work.path, 'dest');
+  await writeBytes(join(src, 'A.BIN'), bytes(30_000, 1));
+  await writeBytes(join(src, 'B.BIN'), bytes(30_000, 2));
+  const journal = Journal.open(join(work.path, 'state'));
+  let failedOnce = false;
+  wal.onFolderSync = (path) => {
+    // The first sync of A's folder once A's name is there: the disk refuses it.
+    if (path !== join(dest, 'A') || failedOnce || !existsSync(join(dest, 'A', 'A.BIN'))) return () => undefined;
+    failedOnce = true;
+    return () => {
+      throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+    };
+  };
+  const reported: Array<{ path: string; state: string }> = [];
+  const summary = await runIngest({
+    sources: [new FolderSource(src)],
+    destinations: [{ path: dest }],
+    journal,
+    settings: ingestSettings('{stem}/{name}'),
+    logger: silentLogger,
+    signal: new AbortController().signal,
+    onFile: (f) => reported.push({ path: f.path, state: f.state }),
+  });
+  journal.close();
+  expect(failedOnce).toBe(true);
+  expect(summary).toMatchObject({ files: 2, copied: 1, failed: 1 });
+  expect(summary.errors).toEqual([expect.objectContaining({ path: 'A.BIN', code: 'DEST_WRITE_FAILED' })]);
+  expect(reported).toEqual([
+    { path: 'A.BIN', state: 'failed' },
+    { path: 'B.BIN', state: 'verified' },
+  ]);
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  try {
+    expect(db.prepare(`SELECT f.rel_path, c.state FROM copies c JOIN files f ON f.id = c.file_id ORDER BY f.rel_path`).all()).toEqual([
+      { rel_path: 'A.BIN', state: 'failed' },
+      { rel_path: 'B.BIN', state: 'verified' },
+    ]);
   } finally {
     db.close();
   }
