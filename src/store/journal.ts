@@ -69,8 +69,12 @@ export interface VerifiedCopy {
 
 const now = (): string => new Date().toISOString();
 
-/** Commits between checkpoints of the write-ahead log, which run in a worker thread (Checkpointer). */
-const CHECKPOINT_EVERY = 100;
+/**
+ * Commits between checkpoints of the write-ahead log, which run in a worker thread (Checkpointer): about
+ * as often as SQLite's own would (every 1000 pages), a file's record being a few pages. A run of fewer
+ * commits starts no thread.
+ */
+const CHECKPOINT_EVERY = 200;
 /**
  * The log's size in pages at which the journal's own connection checkpoints (SQLite's automatic
  * checkpoint, on this thread): far beyond the worker's, so it acts only if the worker fell behind or failed.
