@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { clean, main, medians, node, printTable, sh, work, type Timed } from './common.ts';
 
 const wanted = Number(process.argv[2] ?? '2000');
-// `shuttle sample` makes four files a shot (RAW, JPEG and two sidecars) and a few more per card.
-const shots = Math.max(1, Math.round(wanted / 4));
+// `shuttle sample` makes some 2.5 files a shot (RAW and JPEG, sidecars for some); the count is printed.
+const shots = Math.max(1, Math.round(wanted / 2.5));
 const src = join(work, `small-${shots}`);
 mkdirSync(work, { recursive: true });
 if (!existsSync(join(src, '.complete'))) {
