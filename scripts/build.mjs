@@ -28,7 +28,7 @@ await rm(outdir, { recursive: true, force: true });
 await build({
   absWorkingDir: root,
   // Worker threads are started by file name, next to the chunk that starts them: entries of their own.
-  entryPoints: ['src/main.ts', 'src/io/hash-worker.ts'],
+  entryPoints: ['src/main.ts', 'src/io/hash-worker.ts', 'src/store/checkpoint-worker.ts'],
   entryNames: '[name]',
   // Flat, beside main.js: code that finds files relative to itself (src/version.ts: ../package.json)
   // sits one level below the program root both in src/ and here.

@@ -23,10 +23,10 @@ afterEach(async () => {
  * Syncs of the journal's log in one `shuttle ingest` of `files` files spread over `folders` folders: on
  * the main thread, and on others. The plan commits a window of the listing per folder at least.
  */
-async function logSyncs(files: number, folders = 1): Promise<{ main: number; others: number; opens: number }> {
+async function logSyncs(files: number, folders = 1, size = 100_000): Promise<{ main: number; others: number; opens: number; database: { main: number; others: number } }> {
   const base = join(work.path, `${files}-${folders}`);
   for (let i = 0; i < files; i++) {
-    await writeBytes(join(base, 'card', 'DCIM', `${100 + (i % folders)}CANON`, `IMG_${String(i + 1).padStart(4, '0')}.JPG`), bytes(100_000 + i, i + 1));
+    await writeBytes(join(base, 'card', 'DCIM', `${100 + (i % folders)}CANON`, `IMG_${String(i + 1).padStart(4, '0')}.JPG`), bytes(size + i, i + 1));
   }
   const trace = join(base, 'strace.txt');
   const args = [
@@ -56,7 +56,10 @@ async function logSyncs(files: number, folders = 1): Promise<{ main: number; oth
   const wal = lines.filter((l) => /f(data)?sync\(.*journal\.sqlite-wal>/.test(l) && !l.includes('resumed>'));
   const onMain = wal.filter((l) => Number(l.slice(0, l.indexOf(' '))) === main).length;
   const opens = lines.filter((l) => /openat\(.*journal\.sqlite-wal"/.test(l)).length;
-  return { main: onMain, others: wal.length - onMain, opens };
+  // The database file is synced by checkpoints only (a new journal is made under another name).
+  const db = lines.filter((l) => /f(data)?sync\(.*journal\.sqlite>/.test(l) && !l.includes('resumed>'));
+  const dbOnMain = db.filter((l) => Number(l.slice(0, l.indexOf(' '))) === main).length;
+  return { main: onMain, others: wal.length - onMain, opens, database: { main: dbOnMain, others: db.length - dbOnMain } };
 }
 
 test('the-main-thread-syncs-the-journal-log-as-often-for-twelve-files-in-six-folders-as-for-two-not-for-the-run-rows-the-destination-or-the-plan-and-each-file-record-is-synced-in-the-thread-pool-through-one-open-log', async () => {
@@ -78,3 +81,16 @@ test('the-main-thread-syncs-the-journal-log-as-often-for-twelve-files-in-six-fol
     `journal log syncs, main thread / thread pool: 2 files ${two.main} / ${two.others}, 12 files in 6 folders ${twelve.main} / ${twelve.others}; log opened ${two.opens} / ${twelve.opens} times`,
   );
 }, 60_000);
+
+test('the-write-ahead-log-of-a-long-run-is-checkpointed-in-a-worker-thread-never-on-the-main-thread', async () => {
+  execFileSync('strace', ['-V']);
+  // Some 300 commits: several checkpoints' worth of the log.
+  const many = await logSyncs(150, 1, 20_000);
+  expect(many.database.main).toBe(0);
+  expect(many.database.others).toBeGreaterThan(0);
+  // The log itself: on the main thread only what a short run syncs there too.
+  expect(many.main).toBeLessThanOrEqual(4);
+  console.info(
+    `database file syncs (checkpoints) in a 150-file run, main thread / others: ${many.database.main} / ${many.database.others}; log syncs on the main thread ${many.main}`,
+  );
+}, 120_000);

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -17,9 +18,14 @@ import { tempDir } from './support/tree.js';
 const wal = vi.hoisted(() => ({
   /** Called as a sync of a log begins; what it returns is called once that sync has ended. */
   onSync: undefined as undefined | ((path: string) => () => void),
+  /** The same for the syncs of folders (opened with O_DIRECTORY); what it returns may hold the sync's end back. */
+  onFolderSync: undefined as undefined | ((path: string) => () => Promise<void> | void),
+  /** Called once a link(2) has made a new name. */
+  onLink: undefined as undefined | ((path: string) => void),
 }));
 vi.mock('node:fs/promises', async (importOriginal) => {
   const fs = await importOriginal<typeof import('node:fs/promises')>();
+  const { constants } = await import('node:fs');
   const open = async (...args: Parameters<typeof fs.open>): Promise<FileHandle> => {
     const handle = await fs.open(...args);
     const path = String(args[0]);
@@ -31,9 +37,21 @@ vi.mock('node:fs/promises', async (importOriginal) => {
         ended?.();
       };
     }
+    if (typeof args[1] === 'number' && (args[1] & constants.O_DIRECTORY) !== 0) {
+      const sync = handle.sync.bind(handle);
+      handle.sync = async () => {
+        const ended = wal.onFolderSync?.(path);
+        await sync();
+        await ended?.();
+      };
+    }
     return handle;
   };
-  return { ...fs, open, default: { ...fs, open } };
+  const link = async (...args: Parameters<typeof fs.link>): Promise<void> => {
+    await fs.link(...args);
+    wal.onLink?.(String(args[1]));
+  };
+  return { ...fs, open, link, default: { ...fs, open, link } };
 });
 
 let work: { path: string; cleanup: () => Promise<void> };
@@ -42,6 +60,8 @@ beforeEach(async () => {
 });
 afterEach(async () => {
   wal.onSync = undefined;
+  wal.onFolderSync = undefined;
+  wal.onLink = undefined;
   await work.cleanup();
 });
 
@@ -103,4 +123,239 @@ test('an-ingest-reports-each-file-only-after-a-log-sync-that-began-once-its-veri
   expect(summary).toMatchObject({ files: 6, copied: 6, failed: 0, errors: [] });
   expect(reported).toEqual(names);
   expect(syncs).toBeGreaterThan(0);
+});
+
+test('a-copy-is-recorded-only-after-an-fsync-of-its-folder-that-began-once-its-name-was-made-and-one-folder-fsync-serves-the-names-made-while-another-ran', async () => {
+  const src = join(work.path, 'card');
+  const names = Array.from({ length: 8 }, (_, i) => `IMG_000${i + 1}.JPG`);
+  for (const [i, name] of names.entries()) await writeBytes(join(src, name), bytes(100_000 + i * 1000, i + 1));
+  const dest = join(work.path, 'dest');
+  const journal = Journal.open(join(work.path, 'state'));
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  const recordedNow = (): string[] => (db.prepare(`SELECT dest_path FROM copies WHERE state = 'verified'`).all() as Array<{ dest_path: string }>).map((r) => r.dest_path);
+  // The names a folder fsync that has ended covers: those linked before it began.
+  const linked: string[] = [];
+  const durable = new Set<string>();
+  const recordedBeforeDurable = (): string[] => recordedNow().filter((p) => !durable.has(p));
+  const violations: string[] = [];
+  let folderSyncs = 0;
+  // The first sync of the destination's folder after the first name was made ends only once two more
+  // names are made: those two then share the next sync, and none of the three may be recorded before the
+  // sync that covers it has ended.
+  let twoMoreLinked: (() => void) | undefined;
+  let holding: number | undefined;
+  let lastCovered = 0;
+  wal.onLink = (path) => {
+    // Only the copies' names (not the marker's nor the manifest's).
+    if (!path.startsWith(`${dest}/IMG_`)) return;
+    linked.push(path);
+    violations.push(...recordedBeforeDurable());
+    if (holding !== undefined && linked.length === holding + 2) twoMoreLinked?.();
+  };
+  wal.onFolderSync = (path) => {
+    if (path !== dest) return () => undefined;
+    violations.push(...recordedBeforeDurable());
+    const covered = linked.map((p) => p.slice(dest.length + 1));
+    // Counted when it covers names no earlier sync began after (the manifest's syncs cover none).
+    if (linked.length === lastCovered) return () => undefined;
+    lastCovered = linked.length;
+    folderSyncs++;
+    let held: Promise<void> | undefined;
+    if (holding === undefined) {
+      holding = linked.length;
+      held = new Promise<void>((resolve) => (twoMoreLinked = resolve));
+    }
+    return async () => {
+      await held;
+      for (const p of covered) durable.add(p);
+    };
+  };
+  wal.onSync = () => {
+    violations.push(...recordedBeforeDurable());
+    return () => undefined;
+  };
+  const reported: string[] = [];
+  const summary = await runIngest({
+    sources: [new FolderSource(src)],
+    destinations: [{ path: dest }],
+    journal,
+    settings: ingestSettings('{name}'),
+    logger: silentLogger,
+    signal: new AbortController().signal,
+    onFile: (f) => {
+      violations.push(...recordedBeforeDurable());
+      expect(durable.has(f.path), `${f.path} reported before its folder was synced`).toBe(true);
+      reported.push(f.path);
+    },
+  });
+  violations.push(...recordedBeforeDurable());
+  db.close();
+  journal.close();
+  expect(summary).toMatchObject({ files: 8, copied: 8, failed: 0, errors: [] });
+  expect(reported).toEqual(names);
+  expect(violations, 'copies recorded before an fsync of their folder covered their names').toEqual([]);
+  expect(linked).toHaveLength(8);
+  // The two names made while the first sync was held share one sync: fewer syncs covering new names than names.
+  expect(folderSyncs).toBeGreaterThan(0);
+  expect(folderSyncs).toBeLessThan(8);
+});
+
+/**
+ * Runs an ingest of `src` into `dest` whose first sync of the destination's folder after a copy's name was
+ * made is held until `release` says so (asked at each link and each later sync of that folder).
+ */
+async function ingestHoldingFirstFolderSync(src: string, dest: string, release: (e: { links: number; syncsSince: number }) => boolean) {
+  const journal = Journal.open(join(work.path, 'state'));
+  let links = 0;
+  let syncsSince = 0;
+  let held: (() => void) | undefined;
+  let holding = false;
+  const check = (): void => {
+    if (held && release({ links, syncsSince })) {
+      held();
+      held = undefined;
+    }
+  };
+  wal.onLink = (path) => {
+    if (!path.startsWith(`${dest}/`) || path.includes('/ascmhl/') || path.includes('/.shuttle/')) return;
+    links++;
+    check();
+  };
+  wal.onFolderSync = (path) => {
+    if (path !== dest || links === 0) return () => undefined;
+    if (holding) {
+      syncsSince++;
+      check();
+      return () => undefined;
+    }
+    holding = true;
+    const wait = new Promise<void>((resolve) => (held = resolve));
+    return () => wait;
+  };
+  try {
+    const summary = await runIngest({
+      sources: [new FolderSource(src)],
+      destinations: [{ path: dest }],
+      journal,
+      settings: ingestSettings('{name}'),
+      logger: silentLogger,
+      signal: new AbortController().signal,
+    });
+    return { summary, journal };
+  } catch (e) {
+    journal.close();
+    throw e;
+  }
+}
+
+test('a-shot-whose-first-file-took-a-collision-suffix-gives-it-to-its-pair-while-that-files-record-waits-for-its-folder-fsync', async () => {
+  const src = join(work.path, 'card');
+  const dest = join(work.path, 'dest');
+  await writeBytes(join(src, 'IMG_0001.CR2'), bytes(50_000, 1));
+  await writeBytes(join(src, 'IMG_0001.JPG'), bytes(20_000, 2));
+  // Another file already has the JPEG's name (the JPEG goes first): the shot takes suffix 1, both its files.
+  await writeBytes(join(dest, 'IMG_0001.JPG'), bytes(20_000, 3));
+  // The JPEG's record is not committed before the RAW is published.
+  const { summary, journal } = await ingestHoldingFirstFolderSync(src, dest, ({ links }) => links >= 2);
+  journal.close();
+  expect(summary).toMatchObject({ files: 2, copied: 2, failed: 0, errors: [] });
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  try {
+    const rows = db.prepare(`SELECT f.rel_path, c.dest_path FROM copies c JOIN files f ON f.id = c.file_id WHERE c.state = 'verified' ORDER BY f.rel_path`).all();
+    expect(rows).toEqual([
+      { rel_path: 'IMG_0001.CR2', dest_path: 'IMG_0001_1.CR2' },
+      { rel_path: 'IMG_0001.JPG', dest_path: 'IMG_0001_1.JPG' },
+    ]);
+  } finally {
+    db.close();
+  }
+});
+
+test('a-file-with-the-content-of-one-whose-record-waits-for-its-folder-fsync-is-adopted-not-stored-again', async () => {
+  const src = join(work.path, 'card');
+  const dest = join(work.path, 'dest');
+  await writeBytes(join(src, 'A.BIN'), bytes(40_000, 7));
+  await writeBytes(join(src, 'B.BIN'), bytes(40_000, 7));
+  // Released once B is placed: by adoption (which syncs the folder itself) or, wrongly, by a link of its own.
+  const { summary, journal } = await ingestHoldingFirstFolderSync(src, dest, ({ links, syncsSince }) => links >= 2 || syncsSince >= 1);
+  journal.close();
+  expect(summary).toMatchObject({ files: 2, copied: 2, failed: 0, errors: [] });
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  try {
+    const rows = db.prepare(`SELECT f.rel_path, c.dest_path, c.dedup FROM copies c JOIN files f ON f.id = c.file_id WHERE c.state = 'verified' ORDER BY f.rel_path`).all();
+    expect(rows).toEqual([
+      { rel_path: 'A.BIN', dest_path: 'A.BIN', dedup: 0 },
+      { rel_path: 'B.BIN', dest_path: 'A.BIN', dedup: 1 },
+    ]);
+  } finally {
+    db.close();
+  }
+});
+
+test('records-ready-in-the-same-turn-are-committed-in-one-transaction', async () => {
+  const journal = Journal.open(join(work.path, 'state'));
+  try {
+    const a = journal.txUnsyncedSoon(() => journal.upsertSource({ kind: 'card', key: 'card:A', label: 'A', details: {} }));
+    const b = journal.txUnsyncedSoon(() => {
+      throw new Error('refused');
+    });
+    // One transaction: the second's failure takes the first's row with it.
+    await expect(a).rejects.toThrow('refused');
+    await expect(b).rejects.toThrow('refused');
+    const c = await journal.txUnsyncedSoon(() => journal.upsertSource({ kind: 'card', key: 'card:C', label: 'C', details: {} }));
+    expect(c).toBeGreaterThan(0);
+    expect(journal.destinations()).toEqual([]);
+  } finally {
+    journal.close();
+  }
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  try {
+    expect(db.prepare('SELECT key FROM sources ORDER BY key').all()).toEqual([{ key: 'card:C' }]);
+  } finally {
+    db.close();
+  }
+});
+
+test('a-copy-whose-folder-fsync-fails-is-recorded-failed-not-verified-and-the-other-files-go-on', async () => {
+  const src = join(work.path, 'card');
+  const dest = join(work.path, 'dest');
+  await writeBytes(join(src, 'A.BIN'), bytes(30_000, 1));
+  await writeBytes(join(src, 'B.BIN'), bytes(30_000, 2));
+  const journal = Journal.open(join(work.path, 'state'));
+  let failedOnce = false;
+  wal.onFolderSync = (path) => {
+    // The first sync of A's folder once A's name is there: the disk refuses it.
+    if (path !== join(dest, 'A') || failedOnce || !existsSync(join(dest, 'A', 'A.BIN'))) return () => undefined;
+    failedOnce = true;
+    return () => {
+      throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+    };
+  };
+  const reported: Array<{ path: string; state: string }> = [];
+  const summary = await runIngest({
+    sources: [new FolderSource(src)],
+    destinations: [{ path: dest }],
+    journal,
+    settings: ingestSettings('{stem}/{name}'),
+    logger: silentLogger,
+    signal: new AbortController().signal,
+    onFile: (f) => reported.push({ path: f.path, state: f.state }),
+  });
+  journal.close();
+  expect(failedOnce).toBe(true);
+  expect(summary).toMatchObject({ files: 2, copied: 1, failed: 1 });
+  expect(summary.errors).toEqual([expect.objectContaining({ path: 'A.BIN', code: 'DEST_WRITE_FAILED' })]);
+  expect(reported).toEqual([
+    { path: 'A.BIN', state: 'failed' },
+    { path: 'B.BIN', state: 'verified' },
+  ]);
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  try {
+    expect(db.prepare(`SELECT f.rel_path, c.state FROM copies c JOIN files f ON f.id = c.file_id ORDER BY f.rel_path`).all()).toEqual([
+      { rel_path: 'A.BIN', state: 'failed' },
+      { rel_path: 'B.BIN', state: 'verified' },
+    ]);
+  } finally {
+    db.close();
+  }
 });

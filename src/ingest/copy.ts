@@ -41,7 +41,7 @@ export async function createTempTarget(finalPath: string, beforeCreate?: (tempPa
   try {
     const { path, handle } = await openTemp(finalPath, beforeCreate);
     t = { tempPath: path, handle, written: 0 };
-    t.direct = await openDirect(path, fsConstants.O_WRONLY).catch(() => undefined);
+    if (takesDirectWrites(expectedSize)) t.direct = await openDirect(path, fsConstants.O_WRONLY).catch(() => undefined);
     if (expectedSize >= PROGRESSIVE_FROM) {
       // A file that cannot be opened to read now is read back whole once sealed, which reports why.
       t.verify = await ProgressiveReadBack.open(path, VERIFY_ALGORITHMS, {
@@ -54,6 +54,15 @@ export async function createTempTarget(finalPath: string, beforeCreate?: (tempPa
     if (t) await discardTemp(t);
     throw destinationError(cause, 'write', finalPath);
   }
+}
+
+/**
+ * Whether a copy of `expectedSize` bytes (0: not known) writes any block through O_DIRECT: whole staged
+ * blocks, and a last block of whole aligned sectors. A smaller file of another size goes through the page
+ * cache whole, and a direct handle would be an open and a close per file for nothing.
+ */
+function takesDirectWrites(expectedSize: number): boolean {
+  return expectedSize === 0 || expectedSize >= STAGE_BLOCK || expectedSize % DIRECT_ALIGN === 0;
 }
 
 /** Closes and removes a temp file; never throws (it runs on error paths). */

@@ -1,4 +1,4 @@
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Logger } from '../log.js';
 import { ShuttleError, abortReason, isShuttleError } from '../errors.js';
 import type { Source, SourceItem } from '../device/source.js';
@@ -9,7 +9,7 @@ import { publishNoReplace } from '../io/durable.js';
 import { withCollisionSuffix } from '../shot-names.js';
 import { adoptExisting, checkTemp, createTempTarget, discardTemp, rewriteFromSource, sealTemp, type ReadBackCheck, type ReadResult, type TempTarget } from './copy.js';
 import type { IngestRun } from './run.js';
-import type { RunDestination } from './run-destination.js';
+import { contentId, groupId, type RunDestination } from './run-destination.js';
 
 /** Why a copy failed, and whether its destination takes no more copies in this run. */
 export interface CopyFailure {
@@ -28,6 +28,11 @@ export interface Placed {
   suffix?: number;
   /** Read back past the page cache (false: the filesystem refused O_DIRECT). */
   direct: boolean;
+  /**
+   * The folder this copy's new name is in, not fsync'd yet: the caller syncs it (dest.folders) before it
+   * records the copy, and then tells the destination (recorded). Absent when an existing file stands for it.
+   */
+  unsyncedFolder?: string;
 }
 
 /** The source file a copy is of. */
@@ -177,38 +182,45 @@ export class DestinationWriter {
 
   /**
    * Moves the verified temp copy to its final name, never replacing a file. Identical content already at
-   * the destination (a candidate by the journal's content index, or found at the target name) is kept
+   * the destination (a candidate by the journal's content index or a copy of this run whose record waits
+   * for its folder's fsync, or found at the target name) is kept
    * and the temp dropped, but only once that file's bytes equal the temp's and it was fsync'd
    * (adoptExisting): the journal says what was there, not what is there now, and its xxh128 could match
    * different bytes. A different file at the name pushes this group to the next collision suffix.
    */
-  async #place(read: ReadResult): Promise<{ rel: string; dedup: boolean; suffix?: number }> {
+  async #place(read: ReadResult): Promise<{ rel: string; dedup: boolean; suffix?: number; unsyncedFolder?: string }> {
     const { journal, signal } = this.run;
     const d = this.dest;
     const temp = { path: this.#target.tempPath, size: read.size };
-    const same = journal.findContent(d.id, read.hashes.xxh128!, read.size);
-    if (same?.dest_path) {
-      const existing = await adoptExisting(join(d.root, same.dest_path), temp, signal);
+    const content = contentId(read.hashes.xxh128!, read.size);
+    const sameRel = d.placedContent(content) ?? journal.findContent(d.id, read.hashes.xxh128!, read.size)?.dest_path;
+    if (sameRel) {
+      const existing = await adoptExisting(join(d.root, sameRel), temp, signal);
       if (existing?.same) {
         await this.discard();
-        this.log.info({ path: this.of.item.path, existing: same.dest_path, destination: d.root }, 'identical content already at destination');
-        return { rel: same.dest_path, dedup: true };
+        this.log.info({ path: this.of.item.path, existing: sameRel, destination: d.root }, 'identical content already at destination');
+        return { rel: sameRel, dedup: true };
       }
       this.log.warn(
-        { path: this.of.item.path, existing: same.dest_path, destination: d.root, differsAt: existing?.differsAt },
+        { path: this.of.item.path, existing: sameRel, destination: d.root, differsAt: existing?.differsAt },
         'a verified copy with the same xxh128 and size differs from this file; storing this one anew',
       );
     }
-    const stored = journal.groupName(this.of.sourceId, this.of.groupKey, d.id);
-    let suffix = stored?.suffix ?? 0;
+    const group = groupId(this.of.sourceId, this.of.groupKey);
+    let suffix = d.placedSuffix(group) ?? journal.groupName(this.of.sourceId, this.of.groupKey, d.id)?.suffix ?? 0;
     for (let guard = 0; guard < 10_000; guard++, suffix++) {
       const rel = suffix === 0 ? this.baseRel : withCollisionSuffix(this.baseRel, suffix);
       const final = join(d.root, rel);
-      const r = await publishNoReplace(this.#target.tempPath, final);
-      if (r === 'published') return { rel, dedup: false, suffix };
+      // The folder's fsync is the caller's, shared with the names published while it runs.
+      const r = await publishNoReplace(this.#target.tempPath, final, false);
+      if (r === 'published') {
+        d.placed(group, suffix, content, rel);
+        return { rel, dedup: false, suffix, unsyncedFolder: dirname(final) };
+      }
       // Something is already there: ours from an interrupted run (same bytes), or another file.
       if ((await adoptExisting(final, temp, signal))?.same) {
         await this.discard();
+        d.placed(group, suffix, content, rel);
         return { rel, dedup: false, suffix };
       }
     }

@@ -14,7 +14,8 @@ import { Slots } from '../io/slots.js';
 import { SourcePlanner, type PlannedFile } from './plan.js';
 import { SourceReader, sourceAlgorithms, type WrittenFile } from './source-read.js';
 import { IngestRun, type IngestRequest, type IngestSummary, type Progress } from './run.js';
-import { RunDestination } from './run-destination.js';
+import { RunDestination, contentId, groupId } from './run-destination.js';
+import type { DestinationWriter, Placed } from './destination-writer.js';
 import { listAhead, planFits } from './preflight.js';
 import { settleUnfinishedWipes } from './unfinished-wipes.js';
 
@@ -60,6 +61,7 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
     if (ahead) await Promise.allSettled(ahead.values());
     listing.dispose();
     for (const d of run.destinations.filter((x) => x.id >= 0)) await writeManifest(run, d).catch((e: unknown) => run.recordError(e, { destination: d.root }));
+    for (const d of run.destinations) await d.folders.close();
     run.finish();
   }
   return summary;
@@ -106,11 +108,15 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
       const failed = live.length < pf.wanted.length || refused.length > 0;
       await finishes.push(async () => {
         if (unsynced) throw unsynced;
-        const report = await finishFile(run, source, w, failed, log);
-        // Reported in order, each once the journal's log holding its record is on disk: the sync runs in the
-        // thread pool while the next files publish, and one sync serves the records committed meanwhile.
-        const durable = journal.synced();
-        reported = Promise.all([reported, durable]).then(() => settle(pf, plannedSize, report()));
+        const { recorded } = await finishFile(run, source, w, failed, log);
+        // Recorded once its new names' folders are synced, reported in order once the journal's log holding
+        // the record is on disk: both syncs run in the thread pool while the next files publish, and each
+        // serves the names and records made meanwhile.
+        const durable = recorded.then(async (report) => {
+          await journal.synced();
+          return report;
+        });
+        reported = Promise.all([reported, durable]).then(([, report]) => settle(pf, plannedSize, report()));
         reported.catch((e: unknown) => {
           unsynced ??= e;
         });
@@ -215,19 +221,18 @@ const FILES_IN_FLIGHT = 3;
 const READ_BACKS_AT_ONCE = 2;
 
 /**
- * Publishes one file's checked copies and commits their records; returns its report, to be made once the
- * records are durable (Journal.synced), which says whether the file failed (also when a destination it
+ * Publishes one file's checked copies; resolves to a promise of its record, committed once the folders of
+ * its new names are fsync'd (their shared syncs: see FolderSyncs), and of its report, to be made once the
+ * record is durable (Journal.synced), which says whether the file failed (also when a destination it
  * needed was ended before its copy began). Runs one file at a time in copy order, so a group's members
- * publish in order and share a collision suffix.
+ * publish in order and share a collision suffix (the destination remembers a suffix until its record is
+ * committed).
  */
-async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failedBefore: boolean, log: Logger): Promise<() => boolean> {
-  const { journal, summary, ingestId } = run;
+async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failedBefore: boolean, log: Logger): Promise<{ recorded: Promise<() => boolean> }> {
+  const { journal, ingestId } = run;
   const { pf, read } = w;
   let anyFailed = false;
-  // Each copy's verified state, its group's naming and the file's state go to the journal in one
-  // transaction, committed without an fsync on this thread (the caller waits for Journal.synced).
-  const records: Array<() => void> = [];
-  const copies: Array<{ root: string; rel: string }> = [];
+  const placed: Array<{ writer: DestinationWriter; done: Placed }> = [];
   for (const writer of w.writers) {
     const d = writer.dest;
     const done = await writer.finish(source, read);
@@ -240,34 +245,82 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
       if (done.endsDestination) run.killDestination(d, done.error, log);
       continue;
     }
-    records.push(() => {
-      if (done.suffix !== undefined) journal.setGroupName(writer.of.sourceId, writer.of.groupKey, d.id, JSON.stringify(w.fields), done.suffix);
-      journal.markVerified(
-        pf.file.id,
-        d.id,
-        {
-          destPath: done.rel,
-          size: read.size,
-          sha256: read.hashes.sha256 ?? null,
-          xxh128: read.hashes.xxh128!,
-          hashes: read.hashes as Record<string, string>,
-          readback: done.dedup ? 'existing' : done.direct ? 'direct' : 'cached',
-          dedup: done.dedup,
-        },
-        ingestId,
-      );
-    });
+    placed.push({ writer, done });
+  }
+  // A name is recorded only once its folder's fsync that began after it was made has ended.
+  const named = Promise.all(
+    placed.map(({ writer, done }) =>
+      done.unsyncedFolder === undefined
+        ? undefined
+        : writer.dest.folders.sync(done.unsyncedFolder).then(
+            () => undefined,
+            (e: unknown) => e,
+          ),
+    ),
+  );
+  // Each copy's verified state, its group's naming and the file's state go to the journal in one
+  // transaction (with other files' made ready by the same syncs), committed without an fsync on this
+  // thread (the caller waits for Journal.synced).
+  const failed = failedBefore || anyFailed;
+  return {
+    recorded: named.then((syncErrors) => {
+      crashPoint('folder-synced');
+      return journal.txUnsyncedSoon(() => record(run, source, w, placed, syncErrors, failed, log));
+    }),
+  };
+}
+
+/** Commits one file's records once its names are durable, or its copies' failures where their folder's fsync failed; returns its report. */
+function record(
+  run: IngestRun,
+  source: Source,
+  w: WrittenFile,
+  placed: Array<{ writer: DestinationWriter; done: Placed }>,
+  syncErrors: unknown[],
+  failedBefore: boolean,
+  log: Logger,
+): () => boolean {
+  const { journal, summary, ingestId } = run;
+  const { pf, read } = w;
+  let anyFailed = false;
+  const copies: Array<{ root: string; rel: string }> = [];
+  placed.forEach(({ writer, done }, i) => {
+    const d = writer.dest;
+    if (done.suffix !== undefined) {
+      journal.setGroupName(writer.of.sourceId, writer.of.groupKey, d.id, JSON.stringify(w.fields), done.suffix);
+      d.recorded(groupId(writer.of.sourceId, writer.of.groupKey), done.suffix, contentId(read.hashes.xxh128!, read.size), done.rel);
+    }
+    const error = syncErrors[i];
+    if (error !== undefined) {
+      anyFailed = true;
+      d.summary.failed++;
+      journal.markCopyFailed(pf.file.id, d.id, (error as Error).message, ingestId);
+      run.recordError(error, { path: pf.item.path, destination: d.root });
+      log.warn({ err: error, path: pf.item.path, destination: d.root }, 'copy failed');
+      return;
+    }
+    journal.markVerified(
+      pf.file.id,
+      d.id,
+      {
+        destPath: done.rel,
+        size: read.size,
+        sha256: read.hashes.sha256 ?? null,
+        xxh128: read.hashes.xxh128!,
+        hashes: read.hashes as Record<string, string>,
+        readback: done.dedup ? 'existing' : done.direct ? 'direct' : 'cached',
+        dedup: done.dedup,
+      },
+      ingestId,
+    );
     copies.push({ root: d.root, rel: done.rel });
     if (done.direct) summary.readback.direct++;
     else summary.readback.cached++;
     d.summary.verified++;
     if (!done.dedup) d.summary.bytes += read.size;
-  }
-  const failed = failedBefore || anyFailed;
-  journal.txUnsynced(() => {
-    for (const r of records) r();
-    journal.setFileState(pf.file.id, failed ? 'failed' : 'verified', failed ? 'see copies' : undefined);
   });
+  const failed = failedBefore || anyFailed;
+  journal.setFileState(pf.file.id, failed ? 'failed' : 'verified', failed ? 'see copies' : undefined);
   return () => {
     crashPoint('journaled');
     run.request.onFile?.({

@@ -5,7 +5,12 @@ import { destinationLockPath } from '../store/lock.js';
 import { checkDestination } from './destination.js';
 import { MARKER_DIR } from '../io/local-destination.js';
 import { removeStrayTemps } from '../io/durable.js';
+import { FolderSyncs } from '../io/folder-syncs.js';
 import type { DestinationSpec, DestinationSummary, IngestRun } from './run.js';
+
+/** The overlay keys of RunDestination: a source's shot group, and a content (xxh128 and size). */
+export const groupId = (sourceId: number, groupKey: string): string => `${sourceId}\0${groupKey}`;
+export const contentId = (xxh128: string, size: number): string => `${xxh128}\0${size}`;
 
 /** A destination as one run holds it: recognised, locked, swept of what crashes left, and its tally. */
 export class RunDestination {
@@ -16,6 +21,14 @@ export class RunDestination {
   pendingBytes = 0;
   /** Folders swept of stray temps in this run (see sweepFolder), each once, before its first temp. */
   readonly #swept = new Map<string, Promise<void>>();
+  /** The folders published into, synced once for the names made while a sync ran (see FolderSyncs). */
+  readonly folders = new FolderSyncs();
+  /**
+   * Copies published whose records wait for their folder's fsync, by shot group and by content: the
+   * journal's groupName and findContent as they will read once those records are committed.
+   */
+  readonly #placedSuffixes = new Map<string, number>();
+  readonly #placedContent = new Map<string, string>();
 
   constructor(
     readonly spec: DestinationSpec,
@@ -60,6 +73,28 @@ export class RunDestination {
     }
     logger.info({ destination: spec.path, marker: checked.id, created: checked.created, free: checked.free }, 'destination ready');
     return dest;
+  }
+
+  /** A copy of `group` (sourceId and group key) was published with `suffix`; its record is not committed yet. */
+  placed(group: string, suffix: number, content: string, rel: string): void {
+    this.#placedSuffixes.set(group, suffix);
+    this.#placedContent.set(content, rel);
+  }
+
+  /** The copy's record is committed (or will never be): the journal answers for it from now on. */
+  recorded(group: string, suffix: number, content: string, rel: string): void {
+    if (this.#placedSuffixes.get(group) === suffix) this.#placedSuffixes.delete(group);
+    if (this.#placedContent.get(content) === rel) this.#placedContent.delete(content);
+  }
+
+  /** The suffix of a group's copy published and not recorded yet. */
+  placedSuffix(group: string): number | undefined {
+    return this.#placedSuffixes.get(group);
+  }
+
+  /** The path of a copy of this content (xxh128 and size) published and not recorded yet. */
+  placedContent(content: string): string | undefined {
+    return this.#placedContent.get(content);
   }
 
   /**

@@ -115,15 +115,27 @@ export interface TempFile {
  * caller can record it durably: a crash right after creation then never leaves a temp nobody knows of.
  */
 export async function openTemp(finalPath: string, beforeCreate?: (tempPath: string) => void): Promise<TempFile> {
-  await ensureDir(dirname(finalPath));
-  for (let attempt = 0; ; attempt++) {
-    const path = tempPathFor(finalPath);
-    beforeCreate?.(path);
+  let ensured = false;
+  let path = tempPathFor(finalPath);
+  beforeCreate?.(path);
+  for (let attempt = 0; ; ) {
     try {
       return { path, handle: await open(path, 'wx', 0o644) };
     } catch (err) {
+      const errno = errnoCode(err);
+      // The folder tree is looked at (and made, durably) only when the create says it is missing: a run
+      // writes many files into each folder, and a look per file is a file-system call per file.
+      if (!ensured && (errno === 'ENOENT' || errno === 'ENOTDIR')) {
+        ensured = true;
+        await ensureDir(dirname(finalPath));
+        continue;
+      }
       // Eight random hex digits colliding is rare; a few retries cover it.
-      if (errnoCode(err) === 'EEXIST' && attempt < 5) continue;
+      if (errno === 'EEXIST' && ++attempt <= 5) {
+        path = tempPathFor(finalPath);
+        beforeCreate?.(path);
+        continue;
+      }
       throw destinationError(err, 'create', path);
     }
   }
@@ -175,7 +187,9 @@ const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
 /**
  * Gives the fsync'd temp file its final name, unless something already has that name.
  *
- * 'published': `finalPath` now names the temp's bytes, the temp name is gone and the folder is fsync'd.
+ * 'published': `finalPath` now names the temp's bytes, the temp name is gone and the folder is fsync'd
+ * (unless `syncFolder` is false: then the caller fsyncs it, e.g. once for several names, before it
+ * records the name as durable).
  * 'exists': something was already at `finalPath`; nothing was changed and the temp file is still there
  * for the caller to decide on (compare, pick another name, delete).
  *
@@ -186,14 +200,14 @@ const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
  * to create camera file names there meanwhile. On such case-insensitive filesystems the check also
  * matches a name that differs only in case, which rename would otherwise replace.
  */
-export async function publishNoReplace(tempPath: string, finalPath: string): Promise<'published' | 'exists'> {
+export async function publishNoReplace(tempPath: string, finalPath: string, syncFolder = true): Promise<'published' | 'exists'> {
   try {
     await link(tempPath, finalPath);
   } catch (err) {
     const errno = errnoCode(err);
     if (errno === 'EEXIST') return 'exists';
     if (errno === undefined || !NO_HARD_LINKS.has(errno)) throw destinationError(err, 'link', finalPath);
-    return publishByRename(tempPath, finalPath);
+    return publishByRename(tempPath, finalPath, syncFolder);
   }
   try {
     await unlink(tempPath);
@@ -201,11 +215,11 @@ export async function publishNoReplace(tempPath: string, finalPath: string): Pro
     // The final name is already in place; an unremovable temp is tidied by removeStrayTemps later.
     if (errnoCode(err) !== 'ENOENT') throw destinationError(err, 'unlink', tempPath);
   }
-  await fsyncDir(dirname(finalPath));
+  if (syncFolder) await fsyncDir(dirname(finalPath));
   return 'published';
 }
 
-async function publishByRename(tempPath: string, finalPath: string): Promise<'published' | 'exists'> {
+async function publishByRename(tempPath: string, finalPath: string, syncFolder: boolean): Promise<'published' | 'exists'> {
   try {
     await lstat(finalPath);
     return 'exists';
@@ -217,7 +231,7 @@ async function publishByRename(tempPath: string, finalPath: string): Promise<'pu
   } catch (err) {
     throw destinationError(err, 'rename', finalPath);
   }
-  await fsyncDir(dirname(finalPath));
+  if (syncFolder) await fsyncDir(dirname(finalPath));
   return 'published';
 }
 

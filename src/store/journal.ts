@@ -3,6 +3,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { DatabaseSync, type SQLInputValue, type StatementSync } from 'node:sqlite';
 import { ShuttleError } from '../errors.js';
+import { Checkpointer } from './checkpointer.js';
 import { createJournalFile } from './journal-file.js';
 import { MIGRATIONS } from './migrations.js';
 
@@ -68,6 +69,18 @@ export interface VerifiedCopy {
 
 const now = (): string => new Date().toISOString();
 
+/**
+ * Commits between checkpoints of the write-ahead log, which run in a worker thread (Checkpointer): about
+ * as often as SQLite's own would (every 1000 pages), a file's record being a few pages. A run of fewer
+ * commits starts no thread.
+ */
+const CHECKPOINT_EVERY = 200;
+/**
+ * The log's size in pages at which the journal's own connection checkpoints (SQLite's automatic
+ * checkpoint, on this thread): far beyond the worker's, so it acts only if the worker fell behind or failed.
+ */
+const FALLBACK_CHECKPOINT_PAGES = 16_000;
+
 /** The size of a files row for a path whose size could not be read (see recordUnreadable). */
 export const UNREADABLE_SIZE = -1;
 
@@ -107,9 +120,18 @@ export class Journal {
     statementOf = (journal, sql) => journal.#statement(sql);
   }
 
+  readonly #checkpoints: Checkpointer;
+  #commits = 0;
+
   private constructor(path: string, db: DatabaseSync) {
     this.path = path;
     this.#db = db;
+    this.#checkpoints = new Checkpointer(path);
+  }
+
+  /** Checkpoints the worker thread has finished (for tests). */
+  get checkpointsDone(): number {
+    return this.#checkpoints.done;
   }
 
   static open(stateDir: string): Journal {
@@ -123,7 +145,7 @@ export class Journal {
     try {
       createJournalFile(path);
       db = new DatabaseSync(path, { timeout: 10_000 });
-      db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
+      db.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES};`);
     } catch (cause) {
       throw new ShuttleError('JOURNAL', `cannot open journal ${path}: ${(cause as Error).message}`, { cause, context: { path } });
     }
@@ -148,6 +170,8 @@ export class Journal {
 
   close(): void {
     if (this.#db.isOpen) this.#db.close();
+    // The worker's connection, closed after this one, is the last: its close checkpoints what is left.
+    this.#checkpoints.close();
     // A sync still under way ends first: a file handle closes once its operations have.
     const log = this.#log;
     this.#log = undefined;
@@ -181,6 +205,7 @@ export class Journal {
     try {
       const r = fn();
       this.#db.exec('COMMIT');
+      if (++this.#commits >= CHECKPOINT_EVERY && this.#checkpoints.request()) this.#commits = 0;
       return r;
     } catch (e) {
       if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
@@ -210,6 +235,37 @@ export class Journal {
    */
   txUnsynced<T>(fn: () => T): T {
     return this.#undurable(fn);
+  }
+
+  /**
+   * Runs fn as txUnsynced does, in one transaction with the other calls made before the event loop's next
+   * turn: the records of several files that become ready together (their folders synced by one fsync) cost
+   * one commit. Resolves with fn's result once committed; a throw rolls back the whole batch and rejects
+   * each call of it.
+   */
+  txUnsyncedSoon<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.#batch === undefined) {
+        this.#batch = [];
+        setImmediate(() => this.#commitBatch());
+      }
+      this.#batch.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+    });
+  }
+
+  #batch: Array<{ fn: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }> | undefined;
+
+  #commitBatch(): void {
+    const batch = this.#batch ?? [];
+    this.#batch = undefined;
+    let results: unknown[];
+    try {
+      results = this.#undurable(() => batch.map((b) => b.fn()));
+    } catch (e) {
+      for (const b of batch) b.reject(e);
+      return;
+    }
+    batch.forEach((b, i) => b.resolve(results[i]));
   }
 
   /**
@@ -399,9 +455,11 @@ export class Journal {
    * with size -1, which no file version has.
    */
   recordUnreadable(sourceId: number, relPath: string, error: string, pathBytes?: Uint8Array): FileRow {
-    const row = this.fileFor(sourceId, relPath, UNREADABLE_SIZE, 0, pathBytes);
-    this.setFileState(row.id, 'failed', error);
-    return { ...row, state: 'failed' };
+    return this.#undurable(() => {
+      const row = this.fileFor(sourceId, relPath, UNREADABLE_SIZE, 0, pathBytes);
+      this.setFileState(row.id, 'failed', error);
+      return { ...row, state: 'failed' as const };
+    });
   }
 
   copiesOf(fileId: number): CopyRow[] {
@@ -456,7 +514,16 @@ export class Journal {
     });
   }
 
+  /**
+   * A failure, like setFileState and recordUnreadable, is committed without an fsync on this thread (see
+   * synced): nothing is reported done on its strength, and a power cut that loses it leaves the copy in
+   * flight (cleared as interrupted by the next run) or the file not verified, so it is copied again.
+   */
   markCopyFailed(fileId: number, destId: number, error: string, ingestId: number): void {
+    this.#undurable(() => this.#markCopyFailed(fileId, destId, error, ingestId));
+  }
+
+  #markCopyFailed(fileId: number, destId: number, error: string, ingestId: number): void {
     this.#run(
       `INSERT INTO copies (file_id, dest_id, state, error, ingest_id, updated_at) VALUES (?, ?, 'failed', ?, ?, ?)
        ON CONFLICT(file_id, dest_id) DO UPDATE SET state = 'failed', temp_path = NULL, error = excluded.error, ingest_id = excluded.ingest_id, updated_at = excluded.updated_at`,
@@ -470,7 +537,7 @@ export class Journal {
 
   /** A file's overall state follows its copies: verified only when every wanted destination is. */
   setFileState(fileId: number, state: FileState, error?: string): void {
-    this.#run('UPDATE files SET state = ?, error = ?, updated_at = ? WHERE id = ?', state, error ?? null, now(), fileId);
+    this.#undurable(() => this.#run('UPDATE files SET state = ?, error = ?, updated_at = ? WHERE id = ?', state, error ?? null, now(), fileId));
   }
 
   /**

@@ -1,0 +1,109 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, expect, test } from 'vitest';
+import { MAIN } from './support/cli.js';
+import { bytes, writeBytes } from './support/fixtures.js';
+import { tempDir } from './support/tree.js';
+
+/**
+ * On a card of many small files what a run spends per file decides, and each file-system call is a round
+ * trip through the thread pool (a stall on a slow CPU): a file's copy takes the calls it needs and no more
+ * per file. Watched with strace over one `shuttle ingest`, for a few files and for many.
+ */
+let work: { path: string; cleanup: () => Promise<void> };
+beforeEach(async () => {
+  work = await tempDir('shuttle-per-file-');
+});
+afterEach(async () => {
+  await work.cleanup();
+});
+
+interface Traced {
+  lines: string[];
+  /** Node's main thread: the process's first, the lowest id traced. */
+  main: number;
+  dest: string;
+  stdout: string;
+}
+
+/** One `shuttle ingest` of `files` small files (sizes not a whole number of sectors) in one folder, traced. */
+async function traced(files: number, opts: { destInAFile?: boolean } = {}): Promise<Traced> {
+  const base = join(work.path, `${files}${opts.destInAFile ? '-refused' : ''}`);
+  for (let i = 0; i < files; i++) {
+    await writeBytes(join(base, 'card', 'DCIM', '100CANON', `IMG_${String(i + 1).padStart(4, '0')}.JPG`), bytes(30_001 + i, i + 1), new Date('2026-05-01T10:00:00Z'));
+  }
+  // A destination under a plain file: refused when the run opens it, so every file fails for want of one.
+  if (opts.destInAFile) await writeFile(join(base, 'a-file'), '');
+  const dest = opts.destInAFile ? join(base, 'a-file', 'dest') : join(base, 'dest');
+  const trace = join(base, 'strace.txt');
+  const args = [
+    '-f',
+    '-y',
+    '-qq',
+    '-e',
+    'trace=openat,statx,newfstatat,lstat,fsync,fdatasync',
+    '-o',
+    trace,
+    process.execPath,
+    MAIN,
+    'ingest',
+    join(base, 'card'),
+    '--dest',
+    dest,
+    '--state',
+    join(base, 'state'),
+    '--json',
+  ];
+  const r = spawnSync('strace', args, { encoding: 'utf8', env: { ...process.env, TZ: 'UTC', SHUTTLE_LOG_LEVEL: 'fatal' } });
+  expect(r.status === 0 || opts.destInAFile, r.stderr).toBe(true);
+  const lines = (await readFile(trace, 'utf8')).split('\n').filter((l) => /^\d+ /.test(l));
+  const main = Math.min(...lines.map((l) => Number(l.slice(0, l.indexOf(' ')))));
+  return { lines, main, dest, stdout: r.stdout };
+}
+
+const count = (t: Traced, re: RegExp): number => t.lines.filter((l) => re.test(l)).length;
+const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+test('a-small-copy-opens-no-direct-handle-and-its-folder-is-neither-looked-up-nor-opened-per-file', async () => {
+  // A missing strace fails here, loudly.
+  execFileSync('strace', ['-V']);
+  const two = await traced(2);
+  const twelve = await traced(12);
+  for (const [t, n] of [
+    [two, 2],
+    [twelve, 12],
+  ] as const) {
+    expect((JSON.parse(t.stdout) as { copied: number }).copied).toBe(n);
+    // The temp, written through the page cache whole (no sector-sized block to write past it).
+    // By path: a create strace shows in two parts has its result on another line, and the first file's
+    // temp is created again (same name) once its folder is made.
+    const temps = t.lines.map((l) => /openat\(.*\/(\.IMG_\d+\.JPG\.[0-9a-f]+\.shuttle-tmp)", O_WRONLY\|O_CREAT\|O_EXCL/.exec(l)?.[1]).filter((p) => p !== undefined);
+    expect(new Set(temps).size).toBe(n);
+    expect(count(t, /openat\(.*\.shuttle-tmp", O_WRONLY.*O_DIRECT/)).toBe(0);
+  }
+  const day = `${escape(twelve.dest)}/2026/2026-05-01`;
+  const dayTwo = `${escape(two.dest)}/2026/2026-05-01`;
+  // The day's folder: opened to be synced once for the run (and listed once for stray temps), and looked
+  // up only when it is made.
+  const folderOpens = (t: Traced, folder: string): number => count(t, new RegExp(`openat\\(AT_FDCWD[^,]*, "${folder}", [^)]*O_DIRECTORY`));
+  const folderLooks = (t: Traced, folder: string): number => count(t, new RegExp(`(statx|newfstatat|lstat)\\(AT_FDCWD[^,]*, "${folder}"`));
+  expect(folderOpens(twelve, day)).toBe(folderOpens(two, dayTwo));
+  expect(folderOpens(twelve, day)).toBeLessThanOrEqual(2);
+  expect(folderLooks(twelve, day)).toBe(folderLooks(two, dayTwo));
+  console.info(
+    `day folder: opened ${folderOpens(two, dayTwo)} / ${folderOpens(twelve, day)}, looked up ${folderLooks(two, dayTwo)} / ${folderLooks(twelve, day)} times for 2 / 12 files`,
+  );
+}, 60_000);
+
+test('files-failed-for-want-of-a-destination-add-no-fsync-of-the-journal-on-the-main-thread', async () => {
+  execFileSync('strace', ['-V']);
+  const walSyncsOnMain = (t: Traced): number =>
+    t.lines.filter((l) => Number(l.slice(0, l.indexOf(' '))) === t.main && /f(data)?sync\(.*journal\.sqlite-wal>/.test(l) && !l.includes('resumed>')).length;
+  const two = await traced(2, { destInAFile: true });
+  const twelve = await traced(12, { destInAFile: true });
+  expect((JSON.parse(two.stdout) as { failed: number }).failed).toBe(2);
+  expect((JSON.parse(twelve.stdout) as { failed: number }).failed).toBe(12);
+  expect(walSyncsOnMain(twelve)).toBe(walSyncsOnMain(two));
+  console.info(`journal log syncs on the main thread with every file failed: 2 files ${walSyncsOnMain(two)}, 12 files ${walSyncsOnMain(twelve)}`);
+}, 60_000);
