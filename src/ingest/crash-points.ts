@@ -7,7 +7,18 @@ import { writeSync } from 'node:fs';
  * random timer does. It says so on stderr first, so the test knows the kill was this one. The release build has none of
  * it: with SHUTTLE_TEST_HOOKS false the body is empty and esbuild drops it and every call.
  */
-export const CRASH_POINTS = ['temp-created', 'written', 'sealed', 'read-back', 'published', 'folder-synced', 'journaled', 'manifest-start', 'generation-written', 'wipe-begun'] as const;
+export const CRASH_POINTS = [
+  'temp-created',
+  'written',
+  'sealed',
+  'read-back',
+  'published',
+  'folder-synced',
+  'journaled',
+  'manifest-start',
+  'generation-written',
+  'wipe-begun',
+] as const;
 export type CrashPoint = (typeof CRASH_POINTS)[number];
 
 let reached = 0;
