@@ -1,14 +1,7 @@
 # Guest script for bench/usb.ts: the same usb-mtp camera downloaded by gphoto2 --get-all-files, then
 # read by a bare loop over Shuttle's USB transport (bench/usb-bare-loop.ts, run again if it crashes), then ingested by Shuttle, each timed by the guest's clock. Prints "HIL:time NAME SECONDS rc=N" lines.
 . "$(dirname "$0")/common.sh"
-hil_setup
-hil_modules xhci_pci
-hil_mount_dest
-# udevd runs on every box: without it Shuttle learns what the destination's block device is by running
-# lsblk and blkid, which costs seconds of process start-up under TCG before the first file.
-hil_udevd
-udevadm trigger --action=add --subsystem-match=block && udevadm settle --timeout=60 || hil_fail "udevadm trigger (block)"
-hil_wait_usb 46f4 0004 30 || hil_fail "the usb-mtp camera did not appear"
+hil_bench_setup
 up() { cut -d' ' -f1 /proc/uptime; }
 took() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
