@@ -7,8 +7,8 @@
 // with SIGSEGV in about half the runs, Shuttle's path never did, and the limit is then the one Shuttle's
 // own transport could reach.
 // Run (as root, camera attached):  node --experimental-transform-types bench/usb-bare-loop.ts
-// Prints "cpu-rates sha256=MB/s xxh128=MB/s copy=MB/s" (what this CPU hashes and copies per second,
-// measured after the loop), then "bare-loop files=N bytes=N secs=S" (secs from the device open to the last byte).
+// Prints "bare-loop files=N bytes=N secs=S" (secs from the device open to the last byte). What this CPU
+// hashes and copies per second is bench/cpu-rates.ts's, in a process of its own.
 await import(new URL('../test/support/ts-resolve-hooks.mjs', import.meta.url).href);
 const { OperationCode, ObjectFormat, ROOT_OBJECTS } = await import('../src/device/ptp/codes.js');
 const { decodeObjectInfo, decodeStorageIds, decodeU32Array } = await import('../src/device/ptp/datasets.js');
@@ -70,31 +70,4 @@ const secs = (performance.now() - started) / 1000;
 await transaction(OperationCode.CloseSession, [], false, () => undefined);
 await transport.close();
 
-// What the same CPU does per byte besides reading: the hashes Shuttle computes on every chunk (SHA-256
-// by node:crypto, xxh128 by hash-wasm, the latter again on read-back) and one copy of it.
-const { createHash } = await import('node:crypto');
-const { createXXHash128 } = await import('hash-wasm');
-const sample = Buffer.alloc(32 * 1024 * 1024, 0x5a);
-const rate = (work: () => void): number => {
-  const t = performance.now();
-  work();
-  return sample.length / 1e6 / ((performance.now() - t) / 1000);
-};
-const xxh = await createXXHash128();
-const chunks = (f: (c: Buffer) => void): void => {
-  for (let off = 0; off < sample.length; off += 1024 * 1024) f(sample.subarray(off, off + 1024 * 1024));
-};
-const sha256Rate = rate(() => {
-  const h = createHash('sha256');
-  chunks((c) => h.update(c));
-  h.digest();
-});
-const xxh128Rate = rate(() => {
-  xxh.init();
-  chunks((c) => xxh.update(c));
-  xxh.digest();
-});
-const copyTarget = Buffer.allocUnsafe(1024 * 1024);
-const copyRate = rate(() => chunks((c) => c.copy(copyTarget)));
-process.stdout.write(`cpu-rates sha256=${sha256Rate.toFixed(1)} xxh128=${xxh128Rate.toFixed(1)} copy=${copyRate.toFixed(1)}\n`);
 process.stdout.write(`bare-loop files=${files} bytes=${bytes} secs=${secs.toFixed(2)}\n`);

@@ -5,12 +5,7 @@
 # Prints "HIL:startup BUILD ROUND START-MS" before each run; the session's time is in its log, the run's
 # CPU time in /dest/logs/RUN.time.
 . "$(dirname "$0")/common.sh"
-hil_setup
-hil_modules xhci_pci
-hil_mount_dest
-hil_udevd
-udevadm trigger --action=add --subsystem-match=block && udevadm settle --timeout=60 || hil_fail "udevadm trigger (block)"
-hil_wait_usb 46f4 0004 30 || hil_fail "the usb-mtp camera did not appear"
+hil_bench_setup
 cd /run
 for round in $(seq 0 "${HIL_ROUNDS:-3}"); do
   t0=$(date +%s%3N); "$HIL_NODE" -e 0; t1=$(date +%s%3N)

@@ -75,6 +75,19 @@ hil_wait_usb() {
   done
 }
 
+# The benchmarks' guest (bench/usb.ts, bench/startup-usb.ts): the destination disk at /dest, udevd running
+# as on every box, and the usb-mtp camera on the bus. Without udevd's database Shuttle learns what the
+# destination's block device is by running lsblk and blkid, which costs seconds of process start-up under
+# TCG before the first file.
+hil_bench_setup() {
+  hil_setup
+  hil_modules xhci_pci
+  hil_mount_dest
+  hil_udevd
+  udevadm trigger --action=add --subsystem-match=block && udevadm settle --timeout=60 || hil_fail "udevadm trigger (block)"
+  hil_wait_usb 46f4 0004 30 || hil_fail "the usb-mtp camera did not appear"
+}
+
 # shuttle NAME ARGS...: runs the CLI with ARGS, stdout to /dest/logs/NAME.json and the console, stderr to
 # /dest/logs/NAME.log; the exit code is returned.
 hil_shuttle() {
