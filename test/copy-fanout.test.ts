@@ -1,6 +1,7 @@
 import { expect, test } from 'vitest';
 import type { FileHandle } from 'node:fs/promises';
-import { fanOut, STAGE_BLOCK, WRITE_AHEAD, type TempTarget } from '../src/ingest/copy.js';
+import { fanOut, LENT_BLOCKS, STAGE_BLOCK, WRITE_AHEAD, type TempTarget } from '../src/ingest/copy.js';
+import { takeAlignedBlock } from '../src/io/direct.js';
 import { MultiHasher } from '../src/io/hashing.js';
 
 /**
@@ -78,4 +79,39 @@ test('a-failing-destination-drops-out-and-the-others-finish', async () => {
   expect(bad.error?.code).toBe('DEST_NO_SPACE');
   expect(writes).toBe(3);
   expect(ok.written).toBe(10 * STAGE_BLOCK);
+});
+
+test('whole-shared-blocks-a-source-lends-are-written-and-hashed-where-they-are-and-kept-no-longer-than-promised', async () => {
+  // A folder source's recycled chunks: page-aligned shared blocks of the staging size, the last one short.
+  const lentBlocks = [...Array.from({ length: 12 }, () => takeAlignedBlock(STAGE_BLOCK, { shared: true })), takeAlignedBlock(STAGE_BLOCK, { shared: true }).subarray(0, 12_288)];
+  const run = async (lent: number) => {
+    const written = new Map<number, ArrayBufferLike>();
+    const hashed: number[] = [];
+    const target = fakeTarget(2, []);
+    const write = target.handle.write.bind(target.handle);
+    (target.handle as unknown as { write: unknown }).write = async (buf: Buffer, off: number, len: number, position: number) => {
+      const r = await write(buf, off, len, position);
+      written.set(position, buf.buffer);
+      return r;
+    };
+    // A hash that ends later than the write: a lent block must outlive both.
+    const hasher = { update: (d: Uint8Array) => new Promise<void>((r) => setTimeout(() => (hashed.push(d.byteLength), r()), 5)) };
+    let overdue = 0;
+    async function* source(): AsyncIterable<Buffer> {
+      for (let i = 0; i < lentBlocks.length; i++) {
+        // The promise of recycle = lent: chunk i - lent is written and hashed before chunk i is pulled (a
+        // copied chunk is let go at once; a lent one only then).
+        if (lent >= LENT_BLOCKS && i >= lent && (!written.has((i - lent) * STAGE_BLOCK) || hashed.length < i - lent + 1)) overdue++;
+        yield lentBlocks[i]!;
+      }
+    }
+    await fanOut(source(), [], [target], hasher, new AbortController().signal, lent);
+    expect(target.written).toBe(12 * STAGE_BLOCK + 12_288);
+    expect(overdue).toBe(0);
+    return [...written.values()].filter((b, i) => b === lentBlocks[i]!.buffer).length;
+  };
+  // Opened with recycle ≥ LENT_BLOCKS: every chunk, the short last one too, is written from the source's own memory.
+  expect(await run(LENT_BLOCKS)).toBe(13);
+  // A stream that only promises the next pull: every chunk is copied into a staging block first.
+  expect(await run(1)).toBe(0);
 });

@@ -344,6 +344,9 @@ describe('FolderSource.open', () => {
     const iter = first[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const held = (await iter.next()).value as Buffer;
     expect(held.length).toBe(200_000);
+    // A recycled chunk is a view of a page-aligned shared block: fanOut writes and hashes it where it is.
+    expect(held.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(held.byteOffset).toBe(0);
     const expected = Buffer.from(held);
     await atEnd;
     // Where the stream ends itself at the end, it gives its buffers back once its file is closed.

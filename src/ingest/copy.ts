@@ -106,22 +106,36 @@ export interface BlockHasher {
  * that fails drops out with its error (its temp removed at once, giving the space back to other
  * destinations on the same volume) and the others carry on. `head`
  * holds chunks already read (for metadata) that are written first. Each chunk is copied out before the
- * next is pulled, so a source may reuse its buffer for the next one.
+ * next is pulled, so a source may reuse its buffer for the next one, except when the stream was opened
+ * with `recycle` ≥ LENT_BLOCKS (`lent`): then a chunk that is itself a whole staging block (a view of a
+ * page-aligned shared block, as a folder source reads; see isLentBlock) is written and hashed from where
+ * it is, and kept no longer than that promise allows.
  */
-export async function fanOut(chunks: AsyncIterable<Buffer>, head: readonly Buffer[], targets: readonly TempTarget[], hasher: BlockHasher, signal: AbortSignal): Promise<void> {
+export async function fanOut(
+  chunks: AsyncIterable<Buffer>,
+  head: readonly Buffer[],
+  targets: readonly TempTarget[],
+  hasher: BlockHasher,
+  signal: AbortSignal,
+  lent = 1,
+): Promise<void> {
   const queues = targets.map(() => Promise.resolve());
   // Hash updates not yet known to be over; the blocks go back to the pool only after them.
   const hashing = new Set<Promise<unknown>>();
   const window: Array<Promise<unknown>> = [];
   // One block filling, up to WRITE_AHEAD being written and hashed: block i is refilled only after both ended.
-  const ring = Array.from({ length: WRITE_AHEAD + 1 }, () => takeAlignedBlock(STAGE_BLOCK, { shared: true }));
+  // Taken on first use: a source that lends whole blocks never needs them.
+  const ring: Array<Buffer | undefined> = Array.from({ length: WRITE_AHEAD + 1 }, () => undefined);
+  const staging = (): Buffer => (ring[slot] ??= takeAlignedBlock(STAGE_BLOCK, { shared: true }));
+  // Pulling chunk i + 1 waits until at most WRITE_AHEAD - 1 blocks are in flight, so chunk i + 1 - WRITE_AHEAD is done with.
+  const adopt = lent >= LENT_BLOCKS;
   let slot = 0;
   let fill = 0;
   let offset = 0;
   const writeTo = async (t: TempTarget, data: Buffer, at: number): Promise<void> => {
     if (t.error) return;
     try {
-      if (t.direct && data.length % DIRECT_ALIGN === 0) {
+      if (t.direct && data.length % DIRECT_ALIGN === 0 && at % DIRECT_ALIGN === 0) {
         try {
           await writeAll(t.direct, data, at);
         } catch (err) {
@@ -142,10 +156,10 @@ export async function fanOut(chunks: AsyncIterable<Buffer>, head: readonly Buffe
       await discardTemp(t);
     }
   };
-  const dispatch = async (): Promise<void> => {
-    const data = ring[slot]!.subarray(0, fill);
+  /** Writes and hashes `data` (the staged block, or a lent one) at the current offset. */
+  const dispatch = async (data: Buffer): Promise<void> => {
     const at = offset;
-    offset += fill;
+    offset += data.length;
     const hashed = Promise.resolve(hasher.update(data));
     hashing.add(hashed);
     void hashed.then(
@@ -156,31 +170,52 @@ export async function fanOut(chunks: AsyncIterable<Buffer>, head: readonly Buffe
     // Awaited below in order; until then a failed hash must not count as an unhandled rejection.
     step.catch(() => {});
     window.push(step);
+    if (window.length >= WRITE_AHEAD) await window.shift();
+  };
+  const staged = async (): Promise<void> => {
+    const data = staging().subarray(0, fill);
     slot = (slot + 1) % ring.length;
     fill = 0;
-    if (window.length >= WRITE_AHEAD) await window.shift();
+    await dispatch(data);
   };
   const take = async (chunk: Buffer): Promise<void> => {
     throwIfAborted(signal);
+    if (adopt && fill === 0 && isLentBlock(chunk)) return dispatch(chunk);
     for (let off = 0; off < chunk.length; ) {
       const n = Math.min(chunk.length - off, STAGE_BLOCK - fill);
-      chunk.copy(ring[slot]!, fill, off, off + n);
+      chunk.copy(staging(), fill, off, off + n);
       fill += n;
       off += n;
-      if (fill === STAGE_BLOCK) await dispatch();
+      if (fill === STAGE_BLOCK) await staged();
     }
   };
   try {
     for (const c of head) await take(c);
     for await (const c of chunks) await take(c as Buffer);
-    if (fill > 0) await dispatch();
+    if (fill > 0) await staged();
     await Promise.all(window);
   } finally {
     // No write nor hash may still be reading a block when it goes back to the pool.
     await Promise.all(queues);
     await Promise.allSettled(hashing);
-    for (const b of ring) giveBackAlignedBlock(b);
+    for (const b of ring) if (b) giveBackAlignedBlock(b);
   }
+}
+
+/**
+ * The `recycle` a stream must be opened with for fanOut to keep its whole blocks instead of copying them:
+ * a lent block is in flight until WRITE_AHEAD more are pulled.
+ */
+export const LENT_BLOCKS = WRITE_AHEAD;
+
+/**
+ * Whether a chunk can be written and hashed where it is: at most a staging block from the start of a
+ * page-aligned shared memory (only takeAlignedBlock makes shared memory here), which O_DIRECT takes and
+ * the hash worker reads. A short one is normally a file's last; were it not, the offsets after it are off
+ * the alignment grid and the writes after it go through the page cache (writeTo), slower but the same.
+ */
+function isLentBlock(chunk: Buffer): boolean {
+  return chunk.byteLength > 0 && chunk.byteLength <= STAGE_BLOCK && chunk.byteOffset === 0 && chunk.buffer instanceof SharedArrayBuffer;
 }
 
 /** fsync, preserve the source's mtime, close. The read-back, if it follows the writes, stays open. */
@@ -286,9 +321,9 @@ export function joinHead(head: readonly Buffer[]): Buffer {
 export async function rewriteFromSource(source: Source, item: SourceItem, target: TempTarget, algorithms: readonly HashAlgorithm[], signal: AbortSignal): Promise<ReadResult> {
   const hasher = new IngestHasher(algorithms);
   try {
-    const stream = await source.open(item, { recycle: 1, signal });
+    const stream = await source.open(item, { recycle: LENT_BLOCKS, chunkSize: STAGE_BLOCK, signal });
     try {
-      await fanOut(stream, [], [target], hasher, signal);
+      await fanOut(stream, [], [target], hasher, signal, LENT_BLOCKS);
     } finally {
       stream.destroy();
     }

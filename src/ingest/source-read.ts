@@ -9,7 +9,7 @@ import { IngestHasher } from '../io/hash-worker-client.js';
 import { readCaptureMetadata, METADATA_HEAD_BYTES } from './metadata.js';
 import { renderName } from './naming.js';
 import { crashPoint } from './crash-points.js';
-import { fanOut, readHead, joinHead, type ReadResult } from './copy.js';
+import { LENT_BLOCKS, STAGE_BLOCK, fanOut, readHead, joinHead, type ReadResult } from './copy.js';
 import { DestinationWriter } from './destination-writer.js';
 import type { PlannedFile } from './plan.js';
 import type { IngestRun, IngestSettings, ReadTap } from './run.js';
@@ -108,8 +108,9 @@ export class SourceReader {
     for (let attempt = 0; ; attempt++) {
       let stream: Readable;
       try {
-        // fanOut copies each chunk out before pulling the next, and readHead copies what it keeps.
-        stream = await source.open(pf.item, { signal, recycle: 1 });
+        // fanOut keeps a chunk no longer than LENT_BLOCKS pulls (whole staging blocks, which it writes from
+        // where they are), and readHead copies what it keeps.
+        stream = await source.open(pf.item, { signal, recycle: LENT_BLOCKS, chunkSize: STAGE_BLOCK });
       } catch (e) {
         // Not the file listed any more (another size or time, or now a link or a FIFO, never followed).
         if (!isShuttleError(e, 'SOURCE_CHANGED') || attempt >= settings.changeRetries) throw e;
@@ -170,6 +171,7 @@ export class SourceReader {
           writers.map((w) => w.target),
           hasher,
           signal,
+          LENT_BLOCKS,
         );
         // Before the hashes and the stat: a preview made of the bytes need not wait for them.
         tap?.end();

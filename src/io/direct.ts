@@ -18,10 +18,10 @@ const WASM_PAGE = 64 * 1024;
 /**
  * Idle blocks kept per size for reuse; more than that go back to the garbage collector, which frees shared
  * ones late (the hash worker holds views of them too), so a pool smaller than what is in use at once
- * grows the memory with every file. The pool only ever holds as many as were in use together: two reads
- * at once (a file being copied and a wipe's second read) each hold a staging ring of WRITE_AHEAD + 1
- * blocks, and beside them each destination's read-back that follows the copy holds two, as do the
- * read-backs finishing earlier files.
+ * grows the memory with every file. The pool only ever holds as many as were in use together: two files
+ * read at once (one's read ending while the next begins) each hold a folder source's ring of LENT_BLOCKS +
+ * 2 blocks (or a staging ring of WRITE_AHEAD + 1 for another source), and beside them each destination's
+ * read-back that follows the copy holds two, as do the read-backs finishing earlier files.
  */
 export const MAX_IDLE_BLOCKS = 24;
 

@@ -81,9 +81,10 @@ class FileChunks extends Readable {
 
   #buffer(): Buffer {
     if (this.recycle === 0) return Buffer.allocUnsafeSlow(this.chunkSize);
-    // Held by the consumer (`recycle` of them), one buffered read-ahead, one being read into.
+    // Held by the consumer (`recycle` of them), one buffered read-ahead, one being read into. Shared, so
+    // that a consumer may write a whole chunk with O_DIRECT and hash it in a worker where it is (fanOut).
     const i = this.#next++ % (this.recycle + 2);
-    return (this.#ring[i] ??= takeAlignedBlock(this.chunkSize));
+    return (this.#ring[i] ??= takeAlignedBlock(this.chunkSize, { shared: true }));
   }
 
   override _read(): void {
