@@ -1,6 +1,6 @@
 import { TIMED_OUT, within } from '../async.js';
 import type { Logger } from '../log.js';
-import { isSourceFault, isSourceSkip, type Source, type SourceEntry, type SourceIdentity, type SourceItem } from '../device/source.js';
+import { isSourceFault, isSourceSkip, type Source, type SourceIdentity, type SourceItem } from '../device/source.js';
 import type { FileRow } from '../store/journal.js';
 import { checkFreeSpace } from './destination.js';
 import { nameFilter } from './filter.js';
@@ -37,19 +37,6 @@ export const GROUPING_DELAY_MS = 500;
 
 /** Groups kept at hand, for a shot whose members a window boundary split: see groupWindows. */
 const RECENT_GROUPS = 256;
-
-/**
- * The entries of a listing taken ahead (the space check's), each let go of as it is handed over: the
- * listing stays referenced until the run ends, and a card of many files would otherwise keep every entry
- * (and the other sources' entries) while it is copied.
- */
-function* handOver(entries: Array<SourceEntry | undefined>): Generator<SourceEntry> {
-  for (let i = 0; i < entries.length; i++) {
-    const entry = entries[i]!;
-    entries[i] = undefined;
-    yield entry;
-  }
-}
 
 function dirOf(path: string): string {
   const slash = path.lastIndexOf('/');
@@ -183,7 +170,7 @@ export class SourcePlanner {
     const listed = run.listings.get(this.source);
     run.listings.delete(this.source);
     try {
-      for await (const entry of listed ? handOver(listed) : this.source.list(signal)) {
+      for await (const entry of listed ?? this.source.list(signal)) {
         if (isSourceFault(entry)) {
           journal.recordUnreadable(this.sourceId, entry.path, entry.error.message, entry.pathBytes);
           summary.failed++;
