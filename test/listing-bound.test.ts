@@ -152,17 +152,22 @@ describe('a card whose used space fits every destination', () => {
   test('a-listing-that-breaks-off-fails-the-run-naming-the-source-and-what-it-named-is-still-copied', async () => {
     const card = await volume('card', 'exfat', 32);
     await photos(card, 4, 100_000);
+    let copied!: () => void;
+    const firstCopy = new Promise<void>((resolve) => (copied = resolve));
     class BreakingCard extends FolderSource {
       override async *list(signal?: AbortSignal): AsyncIterable<SourceEntry> {
         let n = 0;
         for await (const e of super.list(signal)) {
           yield e;
-          if (++n === 2) throw new Error('card reader gone');
+          if (++n < 2) continue;
+          // Broken off once the run is copying: the listing is read as the files are copied.
+          await firstCopy;
+          throw new Error('card reader gone');
         }
       }
     }
     const events: string[] = [];
-    const { summary, log } = await ingest(new BreakingCard(card), join(work.path, 'dest'), events);
+    const { summary, log } = await ingest(new BreakingCard(card), join(work.path, 'dest'), events, copied);
     expect(log).toContain(FAST);
     expect(summary).toMatchObject({ files: 2, copied: 2 });
     expect(summary.errors).toEqual([expect.objectContaining({ source: card, message: expect.stringContaining('card reader gone') })]);

@@ -90,8 +90,11 @@ function keptOn(on: readonly RunDestination[]): number {
  * on it, as if none held any file yet): if so, whatever their listings total fits too.
  */
 async function boundsFit(run: IngestRun, volumes: readonly RunDestination[][], ahead: ListedAhead): Promise<{ fits: true; bytes: number } | { fits: false; why: string }> {
-  const bounds = await Promise.all([...ahead.values()].map((l) => l.bound));
+  const listings = [...ahead.values()];
+  // Listings that end before the bounds are known leave nothing to gain from them.
+  const bounds = await Promise.race([Promise.all(listings.map((l) => l.bound)), Promise.all(listings.map((l) => l.settled)).then(() => undefined)]);
   if (run.signal.aborted) throw abortReason(run.signal);
+  if (bounds === undefined) return { fits: false, why: 'the listings ended before the bounds were known' };
   const unbounded = [...ahead.keys()].filter((_s, i) => bounds[i] === undefined);
   if (unbounded.length > 0) return { fits: false, why: `no bound of what ${unbounded.map((s) => s.uri).join(' and ')} can hold` };
   const bytes = bounds.reduce((n: number, b) => n + b!, 0);
