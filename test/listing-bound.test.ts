@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { FolderSource } from '../src/device/card/folder-source.js';
-import { openPtpIpCameraSource } from '../src/device/camera-source.js';
+import { PtpCameraSource, openPtpIpCameraSource } from '../src/device/camera-source.js';
+import type { PtpCamera } from '../src/device/ptp/camera.js';
+import type { StorageInfo } from '../src/device/ptp/datasets.js';
 import { CameraSimulator } from '../src/device/ptpip/simulator.js';
 import type { ItemState, OpenOptions, Source, SourceEntry, SourceIdentity, SourceItem } from '../src/device/source.js';
 import { runIngest, type IngestSummary } from '../src/ingest/pipeline.js';
@@ -248,4 +250,40 @@ describe('a PTP/IP camera whose storage fits', () => {
     expect(events[1]).toMatch(/^copied /);
     expect(log).toContain(FAST);
   }, 60_000);
+});
+
+describe('the bound of a camera', () => {
+  /** A camera whose storages report these capacities and free spaces, asked nothing else. */
+  function cameraReporting(storages: Array<[maxCapacity: bigint, freeSpaceInBytes: bigint]>): PtpCameraSource {
+    const info = (i: number): StorageInfo => ({
+      storageType: 4,
+      filesystemType: 2,
+      accessCapability: 0,
+      maxCapacity: storages[i]![0],
+      freeSpaceInBytes: storages[i]![1],
+      freeSpaceInImages: 0,
+      storageDescription: `SD${i}`,
+      volumeLabel: '',
+    });
+    const camera = { storageIds: async () => storages.map((_s, i) => 0x10001 + (i << 16)), storageInfo: async (id: number) => info((id - 0x10001) >> 16) };
+    return new PtpCameraSource(camera as unknown as PtpCamera, 'usb:test');
+  }
+
+  test('is-the-used-space-of-its-storages-and-none-when-one-reports-no-sane-capacity', async () => {
+    expect(
+      await cameraReporting([
+        [64_000_000_000n, 60_000_000_000n],
+        [1_000_000n, 250_000n],
+      ]).listingBound(),
+    ).toBe(4_000_750_000);
+    expect(await cameraReporting([]).listingBound()).toBe(0);
+    for (const odd of [
+      [0n, 0n],
+      [0xffffffffffffffffn, 1_000n],
+      [1_000n, 2_000n],
+      [1_000n, 0xffffffffffffffffn],
+    ] as Array<[bigint, bigint]>) {
+      expect(await cameraReporting([[64_000_000_000n, 60_000_000_000n], odd]).listingBound()).toBeUndefined();
+    }
+  });
 });
