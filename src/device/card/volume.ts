@@ -201,7 +201,7 @@ export async function volumeOf(path: string, options: VolumeOptions = {}): Promi
  * the volume, so the files on one total at most its used space. (ext4, btrfs, xfs and NTFS can hold a
  * file whose size exceeds the blocks it takes.)
  */
-const DENSE_FILESYSTEMS: ReadonlySet<string> = CARD_FILESYSTEMS;
+const DENSE_FILESYSTEMS: ReadonlySet<string> = new Set(['vfat', 'msdos', 'exfat']);
 
 /**
  * At most the bytes the files under `root` can total: the used space of its filesystem, when that is one
