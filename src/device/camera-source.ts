@@ -41,6 +41,9 @@ function isCameraHandle(h: unknown): h is CameraItemHandle {
   return typeof h === 'object' && h !== null && typeof (h as CameraItemHandle).storageId === 'number' && typeof (h as CameraItemHandle).objectHandle === 'number';
 }
 
+/** A u64 of all ones: what a device sends for a value it does not know. */
+const UNKNOWN_U64 = 0xffffffffffffffffn;
+
 export class PtpCameraSource implements Source {
   private readonly timeZone: string | undefined;
   private readonly log: Logger;
@@ -102,6 +105,21 @@ export class PtpCameraSource implements Source {
     for (const [id, name] of names) if ((seen.get(name) ?? 0) > 1) names.set(id, `${name} ${hex32(id)}`);
     this.storageNamesById = names;
     return names;
+  }
+
+  /**
+   * The used space of the camera's storages (MaxCapacity − FreeSpaceInBytes of each): at most what its
+   * listing can total. Undefined when a storage reports no sane capacity (none, all ones, or less than
+   * its free space).
+   */
+  async listingBound(signal?: AbortSignal): Promise<number | undefined> {
+    let used = 0n;
+    for (const id of await this.camera.storageIds(signal)) {
+      const { maxCapacity, freeSpaceInBytes } = await this.camera.storageInfo(id, signal);
+      if (maxCapacity === 0n || maxCapacity === UNKNOWN_U64 || freeSpaceInBytes > maxCapacity) return undefined;
+      used += maxCapacity - freeSpaceInBytes;
+    }
+    return used <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(used) : undefined;
   }
 
   /** Files as the camera's walk finds them, within the listing limits (SOURCE_LIMIT past them). */

@@ -134,6 +134,13 @@ export interface Source {
   open(item: SourceItem, options?: OpenOptions): Promise<Readable>;
   /** Current size/mtime, to detect a file that changed while it was read. Undefined when the source cannot tell. */
   stat(item: SourceItem, signal?: AbortSignal): Promise<ItemState | undefined>;
+  /**
+   * Bytes the sizes in this source's listing can total at most, known without listing (a card's used
+   * space, a camera's storages' used space), so that a run may start copying before its listing ends.
+   * Only a true upper bound; undefined where the source cannot promise one (a filesystem that holds
+   * sparse or compressed files, a camera that reports no sane capacity). Absent: never known.
+   */
+  listingBound?(signal?: AbortSignal): Promise<number | undefined>;
   /** Present on sources that can delete what they listed (see SourceRemoval). */
   readonly removal?: SourceRemoval;
   close(): Promise<void>;

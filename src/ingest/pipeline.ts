@@ -58,7 +58,7 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
   } finally {
     // A listing the run did not get to use (a destination refused) ends before the source is closed.
     unlisted.abort();
-    if (ahead) await Promise.allSettled(ahead.values());
+    if (ahead) await Promise.allSettled([...ahead.values()].flatMap((l) => [l.settled, l.bound]));
     listing.dispose();
     for (const d of run.destinations.filter((x) => x.id >= 0)) await writeManifest(run, d).catch((e: unknown) => run.recordError(e, { destination: d.root }));
     for (const d of run.destinations) await d.folders.close();

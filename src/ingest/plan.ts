@@ -1,7 +1,7 @@
 import { TIMED_OUT, within } from '../async.js';
 import { ShuttleError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { isSourceFault, isSourceSkip, type Source, type SourceEntry, type SourceIdentity, type SourceItem } from '../device/source.js';
+import { isSourceFault, isSourceSkip, type Source, type SourceIdentity, type SourceItem } from '../device/source.js';
 import type { FileRow } from '../store/journal.js';
 import { checkFreeSpace } from './destination.js';
 import { nameFilter } from './filter.js';
@@ -38,19 +38,6 @@ export const GROUPING_DELAY_MS = 500;
 
 /** Groups kept at hand, for a shot whose members a window boundary split: see groupWindows. */
 const RECENT_GROUPS = 256;
-
-/**
- * The entries of a listing taken ahead (the space check's), each let go of as it is handed over: the
- * listing stays referenced until the run ends, and a card of many files would otherwise keep every entry
- * (and the other sources' entries) while it is copied.
- */
-function* handOver(entries: Array<SourceEntry | undefined>): Generator<SourceEntry> {
-  for (let i = 0; i < entries.length; i++) {
-    const entry = entries[i]!;
-    entries[i] = undefined;
-    yield entry;
-  }
-}
 
 function dirOf(path: string): string {
   const slash = path.lastIndexOf('/');
@@ -188,7 +175,7 @@ export class SourcePlanner {
     // such twins (a folder cannot); a camera that names two objects alike gets the second failed, named.
     const keys = new Set<string>();
     try {
-      for await (const listedEntry of listed ? handOver(listed) : this.source.list(signal)) {
+      for await (const listedEntry of listed ?? this.source.list(signal)) {
         let entry = listedEntry;
         if (!isSourceFault(entry) && !isSourceSkip(entry)) {
           const key = `${entry.size}:${Math.trunc(entry.mtimeMs)}:${entry.path}`;

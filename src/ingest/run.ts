@@ -149,8 +149,8 @@ export class IngestRun {
   readonly summary: IngestSummary;
   readonly ingestId: number;
   readonly destinations: RunDestination[] = [];
-  /** Listings already taken before the run planned (the space check's), each used once instead of listing again. */
-  readonly listings = new Map<Source, SourceEntry[]>();
+  /** Listings taken ahead for the space check, each read once by the planner instead of listing again (see AheadListing). */
+  readonly listings = new Map<Source, AsyncIterable<SourceEntry>>();
   readonly #locks: Lock[] = [];
 
   constructor(readonly request: IngestRequest) {

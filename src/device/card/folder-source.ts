@@ -17,7 +17,7 @@ import {
 } from '../source.js';
 import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../../io/direct.js';
 import { applySourceTestFault, fsyncDir, replaceFileDurably } from '../../io/durable.js';
-import { sourceIdentityForFolder } from './volume.js';
+import { sourceIdentityForFolder, usedBytesBound } from './volume.js';
 
 /** Folders an OS puts on cards and disks: never photographs, often unreadable. */
 const SYSTEM_DIRS = new Set(['System Volume Information', '$RECYCLE.BIN', '.Trashes', '.Spotlight-V100', '.fseventsd', '.TemporaryItems', 'lost+found']);
@@ -240,6 +240,11 @@ export class FolderSource implements Source {
       throw new ShuttleError('SOURCE_NOT_FOUND', `source ${this.uri} cannot be read: ${errnoCode(cause) ?? (cause as Error).message}`, { cause, context: { source: this.uri } });
     }
     return sourceIdentityForFolder(this.root);
+  }
+
+  /** A card's used space, on a filesystem without sparse or compressed files (see usedBytesBound). */
+  listingBound(signal?: AbortSignal): Promise<number | undefined> {
+    return usedBytesBound(this.root, { signal });
   }
 
   async *list(signal?: AbortSignal): AsyncIterable<SourceEntry> {

@@ -53,3 +53,20 @@ export async function mountHolding(path: string, mountinfo = '/proc/self/mountin
   }
   return best;
 }
+
+/**
+ * Whether a filesystem is mounted somewhere below the real path `path` (a folder walk from `path` would
+ * enter it). Undefined when the table cannot be read.
+ */
+export async function mountedBelow(path: string, mountinfo = '/proc/self/mountinfo'): Promise<boolean | undefined> {
+  let table: string;
+  try {
+    table = await readFile(mountinfo, 'utf8');
+  } catch {
+    return undefined;
+  }
+  return table.split('\n').some((line) => {
+    const entry = parseLine(line);
+    return entry !== undefined && entry.target !== path && contains(path, entry.target);
+  });
+}

@@ -5,7 +5,7 @@ import { basename } from 'node:path';
 import { ShuttleError, abortReason, errnoCode, throwIfAborted } from '../../errors.js';
 import type { SourceIdentity } from '../source.js';
 import { SYSTEM_FILES, blockDeviceNumber, isRemovableOrHotplug, kernelDeviceName, udevFilesystemTags, type SystemFiles } from './block-device.js';
-import { mountHolding, type MountEntry } from './mountinfo.js';
+import { mountHolding, mountedBelow, type MountEntry } from './mountinfo.js';
 
 /**
  * Which filesystem holds a path, and what identifies it, from the kernel's and udev's own files:
@@ -194,6 +194,29 @@ export async function volumeOf(path: string, options: VolumeOptions = {}): Promi
   if (uuid !== undefined) info.uuid = uuid;
   if (label !== undefined) info.label = label;
   return info;
+}
+
+/**
+ * Filesystems that hold neither sparse nor compressed files: every byte of a file's size takes a byte of
+ * the volume, so the files on one total at most its used space. (ext4, btrfs, xfs and NTFS can hold a
+ * file whose size exceeds the blocks it takes.)
+ */
+const DENSE_FILESYSTEMS: ReadonlySet<string> = new Set(['vfat', 'msdos', 'exfat']);
+
+/**
+ * At most the bytes the files under `root` can total: the used space of its filesystem, when that is one
+ * without sparse or compressed files and no other filesystem is mounted below `root` (a walk would enter
+ * it). Undefined otherwise.
+ */
+export async function usedBytesBound(root: string, options: VolumeOptions = {}): Promise<number | undefined> {
+  const { signal, files = SYSTEM_FILES } = options;
+  const vol = await volumeOf(root, options);
+  if (!DENSE_FILESYSTEMS.has(vol.fsType)) return undefined;
+  throwIfAborted(signal);
+  if ((await mountedBelow(await realpath(root), files.mountinfo)) !== false) return undefined;
+  const s = await statfs(vol.mountPoint, { bigint: true });
+  const used = (s.blocks - s.bfree) * s.bsize;
+  return used >= 0n && used <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(used) : undefined;
 }
 
 /** A card: the root of a mounted filesystem with a UUID, on a removable device or in a filesystem cameras write. */
