@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, test } from 'vitest';
@@ -43,4 +43,18 @@ test('at a terminal the bundled pino still logs through pino-pretty in its worke
   // pino-pretty's form: a level name and the message, not a JSON line.
   expect(r.stdout).toMatch(/INFO.*\(\d+\):.*ingest finished/);
   expect(r.stdout).not.toContain('"msg":"ingest finished"');
+});
+
+test('every file of the build imports on its own outside a worker, as the guest warms its compile cache', async () => {
+  // test/hil/vm.ts imports each chunk to compile it ahead; a worker entry that assumed its parent port threw
+  // there, and the guest then started cold.
+  const dist = join(MAIN, '..');
+  const files = (await readdir(dist)).filter((f) => f.endsWith('.js') && f !== 'main.js');
+  expect(files).toContain('checkpoint-worker.js');
+  const failed: string[] = [];
+  for (const f of files) {
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(join(dist, f))});`], { encoding: 'utf8', timeout: 60_000 });
+    if (r.status !== 0) failed.push(`${f}: ${r.stderr.split('\n').find((l) => /Error/.test(l)) ?? `exit ${r.status}`}`);
+  }
+  expect(failed).toEqual([]);
 });
