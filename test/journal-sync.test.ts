@@ -65,6 +65,16 @@ afterEach(async () => {
   await work.cleanup();
 });
 
+/** Rows of the run's journal, read on a connection of the test's own. */
+function journalRows(sql: string): unknown[] {
+  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
+  try {
+    return db.prepare(sql).all();
+  } finally {
+    db.close();
+  }
+}
+
 test('synced-resolves-after-a-log-sync-that-began-after-the-call-and-one-sync-serves-every-call-made-while-another-ran', async () => {
   const journal = Journal.open(join(work.path, 'state'));
   const events: string[] = [];
@@ -259,16 +269,11 @@ test('a-shot-whose-first-file-took-a-collision-suffix-gives-it-to-its-pair-while
   const { summary, journal } = await ingestHoldingFirstFolderSync(src, dest, ({ links }) => links >= 2);
   journal.close();
   expect(summary).toMatchObject({ files: 2, copied: 2, failed: 0, errors: [] });
-  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
-  try {
-    const rows = db.prepare(`SELECT f.rel_path, c.dest_path FROM copies c JOIN files f ON f.id = c.file_id WHERE c.state = 'verified' ORDER BY f.rel_path`).all();
-    expect(rows).toEqual([
-      { rel_path: 'IMG_0001.CR2', dest_path: 'IMG_0001_1.CR2' },
-      { rel_path: 'IMG_0001.JPG', dest_path: 'IMG_0001_1.JPG' },
-    ]);
-  } finally {
-    db.close();
-  }
+  const rows = journalRows(`SELECT f.rel_path, c.dest_path FROM copies c JOIN files f ON f.id = c.file_id WHERE c.state = 'verified' ORDER BY f.rel_path`);
+  expect(rows).toEqual([
+    { rel_path: 'IMG_0001.CR2', dest_path: 'IMG_0001_1.CR2' },
+    { rel_path: 'IMG_0001.JPG', dest_path: 'IMG_0001_1.JPG' },
+  ]);
 });
 
 test('a-file-with-the-content-of-one-whose-record-waits-for-its-folder-fsync-is-adopted-not-stored-again', async () => {
@@ -280,16 +285,11 @@ test('a-file-with-the-content-of-one-whose-record-waits-for-its-folder-fsync-is-
   const { summary, journal } = await ingestHoldingFirstFolderSync(src, dest, ({ links, syncsSince }) => links >= 2 || syncsSince >= 1);
   journal.close();
   expect(summary).toMatchObject({ files: 2, copied: 2, failed: 0, errors: [] });
-  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
-  try {
-    const rows = db.prepare(`SELECT f.rel_path, c.dest_path, c.dedup FROM copies c JOIN files f ON f.id = c.file_id WHERE c.state = 'verified' ORDER BY f.rel_path`).all();
-    expect(rows).toEqual([
-      { rel_path: 'A.BIN', dest_path: 'A.BIN', dedup: 0 },
-      { rel_path: 'B.BIN', dest_path: 'A.BIN', dedup: 1 },
-    ]);
-  } finally {
-    db.close();
-  }
+  const rows = journalRows(`SELECT f.rel_path, c.dest_path, c.dedup FROM copies c JOIN files f ON f.id = c.file_id WHERE c.state = 'verified' ORDER BY f.rel_path`);
+  expect(rows).toEqual([
+    { rel_path: 'A.BIN', dest_path: 'A.BIN', dedup: 0 },
+    { rel_path: 'B.BIN', dest_path: 'A.BIN', dedup: 1 },
+  ]);
 });
 
 test('records-ready-in-the-same-turn-are-committed-in-one-transaction', async () => {
@@ -308,12 +308,7 @@ test('records-ready-in-the-same-turn-are-committed-in-one-transaction', async ()
   } finally {
     journal.close();
   }
-  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
-  try {
-    expect(db.prepare('SELECT key FROM sources ORDER BY key').all()).toEqual([{ key: 'card:C' }]);
-  } finally {
-    db.close();
-  }
+  expect(journalRows('SELECT key FROM sources ORDER BY key')).toEqual([{ key: 'card:C' }]);
 });
 
 test('a-copy-whose-folder-fsync-fails-is-recorded-failed-not-verified-and-the-other-files-go-on', async () => {
@@ -349,13 +344,8 @@ test('a-copy-whose-folder-fsync-fails-is-recorded-failed-not-verified-and-the-ot
     { path: 'A.BIN', state: 'failed' },
     { path: 'B.BIN', state: 'verified' },
   ]);
-  const db = new DatabaseSync(join(work.path, 'state', 'journal.sqlite'), { readOnly: true });
-  try {
-    expect(db.prepare(`SELECT f.rel_path, c.state FROM copies c JOIN files f ON f.id = c.file_id ORDER BY f.rel_path`).all()).toEqual([
-      { rel_path: 'A.BIN', state: 'failed' },
-      { rel_path: 'B.BIN', state: 'verified' },
-    ]);
-  } finally {
-    db.close();
-  }
+  expect(journalRows(`SELECT f.rel_path, c.state FROM copies c JOIN files f ON f.id = c.file_id ORDER BY f.rel_path`)).toEqual([
+    { rel_path: 'A.BIN', state: 'failed' },
+    { rel_path: 'B.BIN', state: 'verified' },
+  ]);
 });
