@@ -141,6 +141,12 @@ export interface Source {
    * sparse or compressed files, a camera that reports no sane capacity). Absent: never known.
    */
   listingBound?(signal?: AbortSignal): Promise<number | undefined>;
+  /**
+   * Opened with `recycle`, its chunks are whole page-aligned shared blocks (a folder source), which a reader
+   * may write with O_DIRECT and hash in a worker where they are, keeping each a few pulls longer. Other
+   * sources' chunks are copied out at once, so they are asked to keep as few as they can.
+   */
+  readonly lendsBlocks?: boolean;
   /** Present on sources that can delete what they listed (see SourceRemoval). */
   readonly removal?: SourceRemoval;
   close(): Promise<void>;

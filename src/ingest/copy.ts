@@ -321,9 +321,10 @@ export function joinHead(head: readonly Buffer[]): Buffer {
 export async function rewriteFromSource(source: Source, item: SourceItem, target: TempTarget, algorithms: readonly HashAlgorithm[], signal: AbortSignal): Promise<ReadResult> {
   const hasher = new IngestHasher(algorithms);
   try {
-    const stream = await source.open(item, { recycle: LENT_BLOCKS, chunkSize: STAGE_BLOCK, signal });
+    const lent = source.lendsBlocks ? LENT_BLOCKS : 1;
+    const stream = await source.open(item, { recycle: lent, chunkSize: STAGE_BLOCK, signal });
     try {
-      await fanOut(stream, [], [target], hasher, signal, LENT_BLOCKS);
+      await fanOut(stream, [], [target], hasher, signal, lent);
     } finally {
       stream.destroy();
     }

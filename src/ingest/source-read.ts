@@ -105,12 +105,14 @@ export class SourceReader {
       pf.file = journal.fileFor(this.sourceId, item.path, item.size, item.mtimeMs, item.pathBytes);
       summary.fileIds.push(pf.file.id);
     };
+    const lent = source.lendsBlocks ? LENT_BLOCKS : 1;
     for (let attempt = 0; ; attempt++) {
       let stream: Readable;
       try {
-        // fanOut keeps a chunk no longer than LENT_BLOCKS pulls (whole staging blocks, which it writes from
-        // where they are), and readHead copies what it keeps.
-        stream = await source.open(pf.item, { signal, recycle: LENT_BLOCKS, chunkSize: STAGE_BLOCK });
+        // fanOut keeps a chunk no longer than `lent` pulls (LENT_BLOCKS for whole staging blocks, which it
+        // writes from where they are; one for chunks it copies out), and readHead copies what it keeps. A
+        // camera's transport reuses a read buffer only once every slice of it is given back.
+        stream = await source.open(pf.item, { signal, recycle: lent, chunkSize: STAGE_BLOCK });
       } catch (e) {
         // Not the file listed any more (another size or time, or now a link or a FIFO, never followed).
         if (!isShuttleError(e, 'SOURCE_CHANGED') || attempt >= settings.changeRetries) throw e;
@@ -171,7 +173,7 @@ export class SourceReader {
           writers.map((w) => w.target),
           hasher,
           signal,
-          LENT_BLOCKS,
+          lent,
         );
         // Before the hashes and the stat: a preview made of the bytes need not wait for them.
         tap?.end();

@@ -222,6 +222,7 @@ interface Folder {
  */
 export class FolderSource implements Source {
   readonly uri: string;
+  readonly lendsBlocks = true;
   readonly root: string;
   readonly #rootBytes: Buffer;
 
