@@ -39,19 +39,23 @@ function parseLine(line: string): MountEntry | undefined {
  * (the one on top, which is what the path reaches). Undefined when the table cannot be read.
  */
 export async function mountHolding(path: string, mountinfo = '/proc/self/mountinfo'): Promise<MountEntry | undefined> {
+  let best: MountEntry | undefined;
+  for (const entry of (await mountEntries(mountinfo)) ?? []) {
+    if (!contains(entry.target, path)) continue;
+    if (best === undefined || entry.target.length >= best.target.length) best = entry;
+  }
+  return best;
+}
+
+/** The mount table's entries, in its order; undefined when it cannot be read. */
+async function mountEntries(mountinfo: string): Promise<MountEntry[] | undefined> {
   let table: string;
   try {
     table = await readFile(mountinfo, 'utf8');
   } catch {
     return undefined;
   }
-  let best: MountEntry | undefined;
-  for (const line of table.split('\n')) {
-    const entry = parseLine(line);
-    if (entry === undefined || !contains(entry.target, path)) continue;
-    if (best === undefined || entry.target.length >= best.target.length) best = entry;
-  }
-  return best;
+  return table.split('\n').flatMap((line) => parseLine(line) ?? []);
 }
 
 /**
@@ -59,14 +63,5 @@ export async function mountHolding(path: string, mountinfo = '/proc/self/mountin
  * enter it). Undefined when the table cannot be read.
  */
 export async function mountedBelow(path: string, mountinfo = '/proc/self/mountinfo'): Promise<boolean | undefined> {
-  let table: string;
-  try {
-    table = await readFile(mountinfo, 'utf8');
-  } catch {
-    return undefined;
-  }
-  return table.split('\n').some((line) => {
-    const entry = parseLine(line);
-    return entry !== undefined && entry.target !== path && contains(path, entry.target);
-  });
+  return (await mountEntries(mountinfo))?.some((entry) => entry.target !== path && contains(path, entry.target));
 }
