@@ -2,7 +2,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
-import { parseMountinfo } from '../src/daemon/mounts.js';
+import { parseMountinfo } from '../src/device/card/mountinfo.js';
 import { ejectCard, ejectThroughSystemd } from '../src/device/card/eject.js';
 import { isShuttleError } from '../src/errors.js';
 import { captureLog } from './support/daemon-helpers.js';
@@ -88,11 +88,11 @@ describe('card eject', () => {
     await mkdir(mnt);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
     try {
-      const entry = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).find((m) => m.mountPoint === mnt)!;
+      const entry = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).find((m) => m.target === mnt)!;
       expect(entry).toBeDefined();
-      const r = await ejectCard({ mountPoint: mnt, dev: entry.dev, logger: captureLog().logger, sysRoot: join(work, 'no-sys') });
+      const r = await ejectCard({ mountPoint: mnt, dev: `${entry.major}:${entry.minor}`, logger: captureLog().logger, sysRoot: join(work, 'no-sys') });
       expect(r).toMatchObject({ unmounted: true, poweredOff: false });
-      expect(parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).some((m) => m.mountPoint === mnt)).toBe(false);
+      expect(parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).some((m) => m.target === mnt)).toBe(false);
     } finally {
       // Still mounted only when the eject failed.
       spawnSync('umount', [mnt], { stdio: 'ignore' });

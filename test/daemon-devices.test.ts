@@ -8,7 +8,8 @@ import { DeviceRegistry, pathJobKey, type AttachedDevice, type DeviceEvents, typ
 import { DAEMON_LOCK_WAIT_MS, type IngestEnvironment } from '../src/daemon/ingest-job.js';
 import { destinationsFromConfig, ingestSettingsFromConfig } from '../src/ingest/settings.js';
 import { JobScheduler } from '../src/daemon/jobs.js';
-import { MountWatcher, parseMountinfo } from '../src/daemon/mounts.js';
+import { MountWatcher } from '../src/daemon/mounts.js';
+import { parseMountinfo } from '../src/device/card/mountinfo.js';
 import { abortReason, isShuttleError } from '../src/errors.js';
 import { Journal } from '../src/store/journal.js';
 import { captureLog, tempDirWithOwnLocks } from './support/daemon-helpers.js';
@@ -32,8 +33,8 @@ describe('mount table', () => {
       'garbage',
     ].join('\n');
     expect(parseMountinfo(text)).toEqual([
-      { dev: '0:21', mountPoint: '/proc', fsType: 'proc', source: 'proc' },
-      { dev: '8:17', mountPoint: '/media/alice/EOS DIGITAL', fsType: 'vfat', source: '/dev/sdb1' },
+      { major: 0, minor: 21, target: '/proc', fsRoot: '/', fstype: 'proc', source: 'proc' },
+      { major: 8, minor: 17, target: '/media/alice/EOS DIGITAL', fsRoot: '/', fstype: 'vfat', source: '/dev/sdb1' },
     ]);
   });
 

@@ -15,13 +15,14 @@ import { destinationsFromConfig, ingestSettingsFromConfig } from '../ingest/sett
 import { parseListen, uploadSettings } from '../config/index.js';
 import { FileList } from '../store/file-list.js';
 import { mayEjectDirectly, type EjectOptions, type EjectResult, type SystemdEjectOptions } from '../device/card/eject.js';
+import { parseMountinfo } from '../device/card/mountinfo.js';
 import type { HidBackend } from '../device/hid/index.js';
 import type { ApiServer } from './http/server.js';
 import type { StationMetrics } from './metrics.js';
 import type { PreviewMaker } from './previews.js';
 import type { CapturedShot, TetherSessions } from './tether-sessions.js';
 import { JobScheduler, noSuchJob } from './jobs.js';
-import { CARD_MOUNT_BASE, MountWatcher, parseMountinfo } from './mounts.js';
+import { CARD_MOUNT_BASE, MountWatcher } from './mounts.js';
 import { SystemdNotifier } from './notify.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 import type { PtpIpWatcher } from './ptpip-watcher.js';
@@ -470,8 +471,8 @@ export class Daemon {
 
   /** What ejecting the card mounted at `uri` needs; undefined when nothing is mounted there any more. */
   async #ejectHow(deviceId: string, uri: string): Promise<EjectOptions | undefined> {
-    const mount = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).find((m) => m.mountPoint === uri);
-    return mount && { mountPoint: mount.mountPoint, dev: mount.dev, logger: this.#log.child({ device: deviceId }) };
+    const mount = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8')).find((m) => m.target === uri);
+    return mount && { mountPoint: mount.target, dev: `${mount.major}:${mount.minor}`, logger: this.#log.child({ device: deviceId }) };
   }
 
   /** Whether this process unmounts and powers off by itself, or asks systemd (as installed). */

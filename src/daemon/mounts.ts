@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { type MountEntry, parseMountinfo } from '../device/card/mountinfo.js';
 import { folderOpener } from '../device/detect.js';
 import type { Logger } from '../log.js';
 import { pathJobKey, type AttachedDevice, type DeviceEvents, type DeviceWatcher } from './devices.js';
@@ -16,14 +17,6 @@ import { pathJobKey, type AttachedDevice, type DeviceEvents, type DeviceWatcher 
  * on a slow box); the client's request finds that job by its key and waits for it.
  */
 export const CARD_MOUNT_BASE = '/media/shuttle';
-
-export interface MountEntry {
-  /** major:minor of the filesystem's device. */
-  dev: string;
-  mountPoint: string;
-  fsType: string;
-  source: string;
-}
 
 /** Filesystems that are never a card. */
 const NOT_CARDS = new Set([
@@ -57,23 +50,6 @@ const NOT_CARDS = new Set([
   'cifs',
   'smb3',
 ]);
-
-/** `\040`-style octal escapes of mountinfo paths. */
-function unescapeMountPath(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
-/** Parses /proc/self/mountinfo (proc(5)); lines it cannot read are skipped. */
-export function parseMountinfo(text: string): MountEntry[] {
-  const out: MountEntry[] = [];
-  for (const line of text.split('\n')) {
-    const fields = line.split(' ');
-    const dash = fields.indexOf('-');
-    if (dash < 6 || fields.length < dash + 3) continue;
-    out.push({ dev: fields[2]!, mountPoint: unescapeMountPath(fields[4]!), fsType: fields[dash + 1]!, source: unescapeMountPath(fields[dash + 2]!) });
-  }
-  return out;
-}
 
 function below(path: string, root: string): boolean {
   const r = root.endsWith('/') ? root : `${root}/`;
@@ -135,13 +111,13 @@ export class MountWatcher implements DeviceWatcher {
     this.#lastTable = text;
     const now = new Map<string, MountEntry>();
     for (const m of parseMountinfo(text)) {
-      if (NOT_CARDS.has(m.fsType) || !this.#opts.roots.some((r) => below(m.mountPoint, r)) || this.#opts.skip?.(m.mountPoint)) continue;
-      now.set(`mount:${m.dev}:${m.mountPoint}`, m);
+      if (NOT_CARDS.has(m.fstype) || !this.#opts.roots.some((r) => below(m.target, r)) || this.#opts.skip?.(m.target)) continue;
+      now.set(`mount:${m.major}:${m.minor}:${m.target}`, m);
     }
     for (const [id, m] of this.#known) {
       if (!now.has(id)) {
         this.#known.delete(id);
-        this.#events.detach(id, `${m.mountPoint} was unmounted`);
+        this.#events.detach(id, `${m.target} was unmounted`);
       }
     }
     for (const [id, m] of now) {
@@ -157,9 +133,9 @@ function mountedCard(id: string, m: MountEntry): AttachedDevice {
     id,
     kind: 'card',
     // The mount point, as a request for the same card would name it: logs and status read the same either way.
-    label: m.mountPoint,
-    uri: m.mountPoint,
-    jobKey: pathJobKey(m.mountPoint),
-    open: folderOpener(m.mountPoint),
+    label: m.target,
+    uri: m.target,
+    jobKey: pathJobKey(m.target),
+    open: folderOpener(m.target),
   };
 }

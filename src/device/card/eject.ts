@@ -4,6 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { ShuttleError, errnoCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { parseMountinfo } from './mountinfo.js';
 
 /**
  * Ejecting a card from the dashboard: unmount it, then power the reader's USB port off so the card can be
@@ -111,7 +112,7 @@ export async function ejectThroughSystemd(o: SystemdEjectOptions): Promise<Eject
     throw new ShuttleError('EJECT_FAILED', `cannot eject ${o.mountPoint}: systemctl start ${unit}: ${why}`, { cause, context: { path: o.mountPoint } });
   }
   const table = await (o.mountinfo ?? (() => readFile('/proc/self/mountinfo', 'utf8')))();
-  if (table.split('\n').some((l) => l.split(' ')[4] === o.mountPoint)) {
+  if (parseMountinfo(table).some((m) => m.target === o.mountPoint)) {
     throw new ShuttleError('EJECT_FAILED', `${unit} ran, but ${o.mountPoint} is still mounted (journalctl -u ${unit} says why)`, { context: { path: o.mountPoint } });
   }
   o.logger.info({ mountPoint: o.mountPoint, dev: o.dev, unit }, 'card unmounted');

@@ -47,6 +47,11 @@ export async function mountHolding(path: string, mountinfo = '/proc/self/mountin
   return best;
 }
 
+/** The entries of a mount table's text (proc(5)), in its order; lines it cannot read are left out. */
+export function parseMountinfo(table: string): MountEntry[] {
+  return table.split('\n').flatMap((line) => parseLine(line) ?? []);
+}
+
 /** The mount table's entries, in its order; undefined when it cannot be read. */
 async function mountEntries(mountinfo: string): Promise<MountEntry[] | undefined> {
   let table: string;
@@ -55,7 +60,7 @@ async function mountEntries(mountinfo: string): Promise<MountEntry[] | undefined
   } catch {
     return undefined;
   }
-  return table.split('\n').flatMap((line) => parseLine(line) ?? []);
+  return parseMountinfo(table);
 }
 
 /**
