@@ -47,6 +47,7 @@ export async function createTempTarget(finalPath: string, beforeCreate?: (tempPa
       t.verify = await ProgressiveReadBack.open(path, VERIFY_ALGORITHMS, {
         blockSize: PROGRESSIVE_BLOCK,
         beforeRead: (from, to) => applyTestFault(path, { from, to, size: expectedSize }),
+        expectedSize,
       }).catch(() => undefined);
     }
     return t;
@@ -244,7 +245,7 @@ const VERIFY_ALGORITHMS: readonly HashAlgorithm[] = ['xxh128'];
 
 /** Reads a written copy back past the page cache and compares size and xxh128 with the source read. */
 export async function checkCopy(path: string, expected: ReadResult, signal: AbortSignal): Promise<ReadBackCheck> {
-  return compare(await readBack(path, VERIFY_ALGORITHMS, { signal }), expected);
+  return compare(await readBack(path, VERIFY_ALGORITHMS, { signal, expectedSize: expected.size }), expected);
 }
 
 /**

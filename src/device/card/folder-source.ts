@@ -15,7 +15,7 @@ import {
   type SourceItem,
   type SourceRemoval,
 } from '../source.js';
-import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../../io/direct.js';
+import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, readLength, takeAlignedBlock } from '../../io/direct.js';
 import { applySourceTestFault, fsyncDir, replaceFileDurably } from '../../io/durable.js';
 import { sourceIdentityForFolder, usedBytesBound } from './volume.js';
 
@@ -47,6 +47,8 @@ class FileChunks extends Readable {
     private readonly chunkSize: number,
     /** 0: a fresh buffer per chunk; else OpenOptions.recycle. */
     private readonly recycle: number,
+    /** The file's size when opened: reads near its end ask for no more than it (see readLength). */
+    private readonly size: number,
     signal?: AbortSignal,
   ) {
     // Not destroyed at its end: the consumer may still hold the last chunk (OpenOptions.recycle), whose
@@ -94,7 +96,8 @@ class FileChunks extends Readable {
       return;
     }
     const buf = this.#buffer();
-    this.handle.read(buf, 0, buf.length, this.#position).then(
+    const length = readLength(buf.length, this.#position, this.size);
+    this.handle.read(buf, 0, length, this.#position).then(
       ({ bytesRead }) => {
         if (bytesRead === 0) {
           this.#end();
@@ -352,7 +355,7 @@ export class FolderSource implements Source {
         }
         return again;
       };
-      return { chunks: new FileChunks(handle, direct, shown, reopen, offset, chunkSize, recycle, options.signal), st };
+      return { chunks: new FileChunks(handle, direct, shown, reopen, offset, chunkSize, recycle, st.size, options.signal), st };
     } catch (cause) {
       await handle?.close().catch(() => {});
       if (cause instanceof ShuttleError) throw cause;
