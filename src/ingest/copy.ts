@@ -36,10 +36,10 @@ export interface ReadResult {
  * PROGRESSIVE_FROM bytes on, it is read back as it is written, which leaves only its last block to read
  * once sealed; the test fault hook may damage each block between its write and its read.
  */
-export async function createTempTarget(finalPath: string, beforeCreate?: (tempPath: string) => void, expectedSize = 0): Promise<TempTarget> {
+export async function createTempTarget(finalPath: string, expectedSize = 0): Promise<TempTarget> {
   let t: TempTarget | undefined;
   try {
-    const { path, handle } = await openTemp(finalPath, beforeCreate);
+    const { path, handle } = await openTemp(finalPath);
     t = { tempPath: path, handle, written: 0 };
     if (takesDirectWrites(expectedSize)) t.direct = await openDirect(path, fsConstants.O_WRONLY).catch(() => undefined);
     if (expectedSize >= PROGRESSIVE_FROM) {
