@@ -239,15 +239,19 @@ export class Journal {
 
   /**
    * Runs fn as txUnsynced does, in one transaction with the other calls made before the event loop's next
-   * turn: the records of several files that become ready together (their folders synced by one fsync) cost
-   * one commit. Resolves with fn's result once committed; a throw rolls back the whole batch and rejects
-   * each call of it.
+   * turn, or, while a sync of the log runs, with every call made until it has ended: the records of several
+   * files that become ready together (their folders synced by one fsync), or one after another while the log
+   * is being synced, cost one commit. Waiting for that sync delays no record's durability: committed while
+   * it ran, a record would wait for the next sync all the same (see synced). Resolves with fn's result once
+   * committed; a throw rolls back the whole batch and rejects each call of it.
    */
   txUnsyncedSoon<T>(fn: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       if (this.#batch === undefined) {
         this.#batch = [];
-        setImmediate(() => this.#commitBatch());
+        const commit = (): void => void setImmediate(() => this.#commitBatch());
+        if (this.#sync === undefined) commit();
+        else void this.#sync.then(commit, commit);
       }
       this.#batch.push({ fn, resolve: resolve as (v: unknown) => void, reject });
     });
