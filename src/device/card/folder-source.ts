@@ -105,6 +105,9 @@ class FileChunks extends Readable {
         }
         this.#position += bytesRead;
         this.push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+        // Said at once, with the last chunk: a reader waiting for the end (the next file's read waits for
+        // this one's) need not wait for another turn of the stream nor for the close.
+        if (this.#direct && this.#position % DIRECT_ALIGN !== 0) this.#end();
       },
       (cause: unknown) => {
         if (this.#direct && this.#position === this.start && errnoCode(cause) === 'EINVAL') {
@@ -123,13 +126,19 @@ class FileChunks extends Readable {
     );
   }
 
+  /**
+   * Ends the stream, then closes the file meanwhile: every byte has been read, and a failure to close a
+   * descriptor only read from changes none of them (the reader still asks the source whether the file
+   * changed, and the copies are read back), so the end does not wait for it.
+   */
   #end(): void {
-    this.handle.close().then(
-      () => this.push(null),
-      (cause: unknown) =>
-        this.destroy(new ShuttleError('SOURCE_UNREADABLE', `closing ${this.path} failed: ${errnoCode(cause) ?? String(cause)}`, { cause, context: { path: this.path } })),
-    );
+    if (this.#ended) return;
+    this.#ended = true;
+    this.push(null);
+    this.handle.close().catch(() => undefined);
   }
+
+  #ended = false;
 
   async #reopenBuffered(): Promise<void> {
     try {
