@@ -93,11 +93,11 @@ async function trial(name: string, kill: { afterMs?: number; crashAt?: string; l
   if (kill.crashAt !== undefined) expect(result, name).toBe('mid-run');
   if (kill.loseUnsynced === true) {
     // A power cut, not a kill: the journal loses what was committed without an fsync (the rows naming
-    // temps being written), while the temps themselves may survive on the disk.
+    // the folders temps are written in), while the temps themselves may survive on the disk.
     expect((await Promise.all(dests.map(tempFilesUnder))).flat().length, name).toBeGreaterThan(0);
     const db = new DatabaseSync(join(state, 'journal.sqlite'));
     try {
-      expect(Number(db.prepare(`DELETE FROM copies WHERE state = 'copying'`).run().changes), name).toBeGreaterThan(0);
+      expect(Number(db.prepare('DELETE FROM temp_folders').run().changes), name).toBeGreaterThan(0);
     } finally {
       db.close();
     }
@@ -143,6 +143,28 @@ test.each(['temp-created:1', 'written:7'])(
   },
   120_000,
 );
+
+test('temps-a-crash-left-are-removed-when-the-destination-is-next-opened-even-by-a-run-that-writes-elsewhere', async () => {
+  const base = join(work.path, 'elsewhere');
+  const dests = [join(base, 'a'), join(base, 'b')];
+  const state = join(base, 'state');
+  const killed = await runCli(['ingest', src, '--dest', dests[0]!, '--dest', dests[1]!, '--state', state, '--json'], { env: { SHUTTLE_TEST_CRASH_AT: 'temp-created:1' } });
+  expect(killed.signal, killed.stderr).toBe('SIGKILL');
+  const left = await tempFilesUnder(dests[0]!);
+  expect(left).toHaveLength(1);
+  // Another card, whose one file goes to a folder the killed run never wrote in: the sweep of the folders
+  // a run writes in does not reach the temp; the journal's record of the killed run's folder does.
+  const other = join(base, 'other-card');
+  await writeBytes(join(other, 'DCIM/100CANON/NOTE.TXT'), 'another card\n', new Date('2027-01-02T08:00:00Z'));
+  const rerun = await ingestJson([other, '--dest', dests[0]!, '--dest', dests[1]!, '--state', state]);
+  expect(rerun.code, rerun.stderr).toBe(0);
+  expect(rerun.summary.failed).toBe(0);
+  for (const d of dests) {
+    expect(await tempFilesUnder(d)).toEqual([]);
+    expect([...(await listTree(d, { skipShuttle: true })).keys()]).toEqual(['2027/2027-01-02/NOTE.TXT']);
+  }
+  await rm(base, { recursive: true, force: true });
+}, 120_000);
 
 test('thirty-random-sigkills-mid-run-then-rerun-completes-exactly-once', async () => {
   const wanted = 30;

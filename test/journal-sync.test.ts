@@ -16,8 +16,8 @@ import { tempDir } from './support/tree.js';
  * after such a sync. The syncs of every `…-wal` file opened through node:fs/promises are watched here.
  */
 const wal = vi.hoisted(() => ({
-  /** Called as a sync of a log begins; what it returns is called once that sync has ended. */
-  onSync: undefined as undefined | ((path: string) => () => void),
+  /** Called as a sync of a log begins; what it returns is called once that sync has ended, and may hold its end back. */
+  onSync: undefined as undefined | ((path: string) => () => Promise<unknown> | unknown),
   /** The same for the syncs of folders (opened with O_DIRECTORY); what it returns may hold the sync's end back. */
   onFolderSync: undefined as undefined | ((path: string) => () => Promise<void> | void),
   /** Called once a link(2) has made a new name. */
@@ -34,7 +34,7 @@ vi.mock('node:fs/promises', async (importOriginal) => {
       handle.sync = async () => {
         const ended = wal.onSync?.(path);
         await sync();
-        ended?.();
+        await ended?.();
       };
     }
     if (typeof args[1] === 'number' && (args[1] & constants.O_DIRECTORY) !== 0) {
@@ -309,6 +309,44 @@ test('records-ready-in-the-same-turn-are-committed-in-one-transaction', async ()
     journal.close();
   }
   expect(journalRows('SELECT key FROM sources ORDER BY key')).toEqual([{ key: 'card:C' }]);
+});
+
+test('records-made-ready-one-after-another-while-the-log-is-synced-are-committed-in-one-transaction-once-the-sync-ends', async () => {
+  const journal = Journal.open(join(work.path, 'state'));
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let began!: () => void;
+  const begun = new Promise<void>((resolve) => (began = resolve));
+  wal.onSync = () => {
+    began();
+    return () => held;
+  };
+  const reader = new DatabaseSync(journal.path, { readOnly: true });
+  const sources = (): unknown[] => reader.prepare('SELECT key FROM sources ORDER BY key').all();
+  try {
+    journal.txUnsynced(() => journal.upsertSource({ kind: 'card', key: 'card:A', label: 'A', details: {} }));
+    const first = journal.synced();
+    await begun;
+    const b = journal.txUnsyncedSoon(() => journal.upsertSource({ kind: 'card', key: 'card:B', label: 'B', details: {} }));
+    b.catch(() => undefined);
+    // Turns of the event loop pass while the sync runs: B waits, and C, made ready later, joins it.
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(sources()).toEqual([{ key: 'card:A' }]);
+    const c = journal.txUnsyncedSoon(() => {
+      throw new Error('refused');
+    });
+    c.catch(() => undefined);
+    release();
+    await first;
+    // One transaction: C's failure takes B's row with it.
+    await expect(b).rejects.toThrow('refused');
+    await expect(c).rejects.toThrow('refused');
+    expect(sources()).toEqual([{ key: 'card:A' }]);
+  } finally {
+    reader.close();
+    journal.close();
+  }
 });
 
 test('a-copy-whose-folder-fsync-fails-is-recorded-failed-not-verified-and-the-other-files-go-on', async () => {

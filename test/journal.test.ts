@@ -144,15 +144,12 @@ test('a-file-version-is-keyed-by-source-path-size-and-mtime', () => {
   expect(a.state).toBe('seen');
 });
 
-test('copy-states-go-copying-then-verified-then-into-a-manifest', () => {
+test('copy-states-go-verified-then-into-a-manifest', () => {
   const s = journal.upsertSource(source);
   const d = journal.upsertDestination('marker-1', '/lib', undefined);
   const f = journal.fileFor(s, 'DCIM/IMG_0001.JPG', 10, 1000);
   const ingest = journal.startIngest(['/card'], ['/lib']);
-  journal.markCopying(f.id, d, '/lib/.x.shuttle-tmp', ingest);
-  expect(journal.staleCopies(d).map((c) => c.temp_path)).toEqual(['/lib/.x.shuttle-tmp']);
   journal.markVerified(f.id, d, copy, ingest);
-  expect(journal.staleCopies(d)).toEqual([]);
   const [row] = journal.copiesOf(f.id);
   expect(row).toMatchObject({ state: 'verified', dest_path: copy.destPath, temp_path: null, readback: 'direct' });
   expect(JSON.parse(row!.hashes!)).toEqual(copy.hashes);
@@ -163,13 +160,41 @@ test('copy-states-go-copying-then-verified-then-into-a-manifest', () => {
   expect(journal.inconsistencies()).toEqual([]);
 });
 
-test('an-interrupted-copy-is-cleared-as-failed-and-a-failure-is-recorded', () => {
+test('the-folders-temps-are-made-in-are-kept-per-destination-until-forgotten', () => {
+  const d = journal.upsertDestination('marker-1', '/lib', undefined);
+  const e = journal.upsertDestination('marker-2', '/other', undefined);
+  journal.markTempFolder(d, '2026/2026-01-01');
+  journal.markTempFolder(d, '2026/2026-01-01');
+  journal.markTempFolder(d, '2026/2026-01-02');
+  journal.markTempFolder(e, '2026/2026-01-01');
+  expect(journal.tempFolders(d)).toEqual(['2026/2026-01-01', '2026/2026-01-02']);
+  journal.forgetTempFolders(d, '2026/2026-01-01');
+  expect(journal.tempFolders(d)).toEqual(['2026/2026-01-02']);
+  journal.forgetTempFolders(d);
+  expect(journal.tempFolders(d)).toEqual([]);
+  expect(journal.tempFolders(e)).toEqual(['2026/2026-01-01']);
+});
+
+test('an-interrupted-copy-an-earlier-version-recorded-is-cleared-as-failed-and-a-failure-is-recorded', () => {
   const s = journal.upsertSource(source);
   const d = journal.upsertDestination('marker-1', '/lib', undefined);
   const f = journal.fileFor(s, 'a.jpg', 1, 1);
   const ingest = journal.startIngest([], []);
-  journal.markCopying(f.id, d, '/lib/.a.shuttle-tmp', ingest);
+  // As earlier versions recorded a copy in flight, before its temp existed.
+  const db = new DatabaseSync(journal.path);
+  try {
+    db.prepare(`INSERT INTO copies (file_id, dest_id, state, temp_path, ingest_id, updated_at) VALUES (?, ?, 'copying', ?, ?, ?)`).run(
+      f.id,
+      d,
+      '/lib/.a.shuttle-tmp',
+      ingest,
+      'now',
+    );
+  } finally {
+    db.close();
+  }
   const [stale] = journal.staleCopies(d);
+  expect(stale?.temp_path).toBe('/lib/.a.shuttle-tmp');
   journal.clearStale(stale!.id);
   expect(journal.copiesOf(f.id)[0]).toMatchObject({ state: 'failed', temp_path: null });
   journal.markCopyFailed(f.id, d, 'disk full', ingest);

@@ -42,7 +42,9 @@ async function traced(files: number, opts: { destInAFile?: boolean } = {}): Prom
     '-y',
     '-qq',
     '-e',
-    'trace=openat,statx,newfstatat,lstat,fsync,fdatasync',
+    'trace=openat,statx,newfstatat,lstat,fsync,fdatasync,pread64',
+    '-s',
+    '0',
     '-o',
     trace,
     process.execPath,
@@ -63,6 +65,19 @@ async function traced(files: number, opts: { destInAFile?: boolean } = {}): Prom
 }
 
 const count = (t: Traced, re: RegExp): number => t.lines.filter((l) => re.test(l)).length;
+
+/** The traced calls of `name` whole: a call strace shows in two parts (another thread ran meanwhile) joined into one line. */
+function calls(t: Traced, name: string): string[] {
+  const started = new Map<string, string>();
+  const out: string[] = [];
+  for (const l of t.lines) {
+    const pid = l.slice(0, l.indexOf(' '));
+    if (l.includes(`${name}(`) && l.endsWith('<unfinished ...>')) started.set(pid, l.slice(0, -'<unfinished ...>'.length));
+    else if (l.includes(`<... ${name} resumed>`)) out.push(`${started.get(pid) ?? ''}${l.slice(l.indexOf('resumed>') + 'resumed>'.length)}`);
+    else if (l.includes(`${name}(`)) out.push(l);
+  }
+  return out;
+}
 const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 test('a-small-copy-opens-no-direct-handle-and-its-folder-is-neither-looked-up-nor-opened-per-file', async () => {
@@ -106,4 +121,23 @@ test('files-failed-for-want-of-a-destination-add-no-fsync-of-the-journal-on-the-
   expect((JSON.parse(twelve.stdout) as { failed: number }).failed).toBe(12);
   expect(walSyncsOnMain(twelve)).toBe(walSyncsOnMain(two));
   console.info(`journal log syncs on the main thread with every file failed: 2 files ${walSyncsOnMain(two)}, 12 files ${walSyncsOnMain(twelve)}`);
+}, 60_000);
+
+test('a-small-copy-is-read-in-lengths-near-its-size-from-the-card-and-back-from-the-destination', async () => {
+  execFileSync('strace', ['-V']);
+  const t = await traced(3);
+  expect((JSON.parse(t.stdout) as { copied: number }).copied).toBe(3);
+  // pread64(fd</path>, "", LENGTH, OFFSET) = N. The files are 30 001 to 30 003 bytes: the first sector
+  // boundary past each is 32 768. A direct read asking for a whole staging or read-back block (1 or 4 MiB)
+  // makes the kernel zero the rest of the block past the end of the file, many times the read's own cost.
+  const reads = calls(t, 'pread64')
+    .map((l) => /pread64\(\d+<([^>]*)>, [^,]*, (\d+), (\d+)\) = (\d+)/.exec(l))
+    .filter((m) => m !== null)
+    .map((m) => ({ path: m[1]!, length: Number(m[2]), offset: Number(m[3]), got: Number(m[4]) }));
+  const card = reads.filter((r) => r.path.includes('/card/DCIM/'));
+  const back = reads.filter((r) => r.path.endsWith('.shuttle-tmp'));
+  // Each file read once from the card and once back from its temp, past the page cache.
+  expect(card.filter((r) => r.got > 0)).toHaveLength(3);
+  expect(back.filter((r) => r.got > 0)).toHaveLength(3);
+  for (const r of [...card, ...back]) expect(r, JSON.stringify(r)).toMatchObject({ length: 32_768, offset: 0 });
 }, 60_000);

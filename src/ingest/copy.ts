@@ -36,10 +36,10 @@ export interface ReadResult {
  * PROGRESSIVE_FROM bytes on, it is read back as it is written, which leaves only its last block to read
  * once sealed; the test fault hook may damage each block between its write and its read.
  */
-export async function createTempTarget(finalPath: string, beforeCreate?: (tempPath: string) => void, expectedSize = 0): Promise<TempTarget> {
+export async function createTempTarget(finalPath: string, expectedSize = 0): Promise<TempTarget> {
   let t: TempTarget | undefined;
   try {
-    const { path, handle } = await openTemp(finalPath, beforeCreate);
+    const { path, handle } = await openTemp(finalPath);
     t = { tempPath: path, handle, written: 0 };
     if (takesDirectWrites(expectedSize)) t.direct = await openDirect(path, fsConstants.O_WRONLY).catch(() => undefined);
     if (expectedSize >= PROGRESSIVE_FROM) {
@@ -47,6 +47,7 @@ export async function createTempTarget(finalPath: string, beforeCreate?: (tempPa
       t.verify = await ProgressiveReadBack.open(path, VERIFY_ALGORITHMS, {
         blockSize: PROGRESSIVE_BLOCK,
         beforeRead: (from, to) => applyTestFault(path, { from, to, size: expectedSize }),
+        expectedSize,
       }).catch(() => undefined);
     }
     return t;
@@ -244,7 +245,7 @@ const VERIFY_ALGORITHMS: readonly HashAlgorithm[] = ['xxh128'];
 
 /** Reads a written copy back past the page cache and compares size and xxh128 with the source read. */
 export async function checkCopy(path: string, expected: ReadResult, signal: AbortSignal): Promise<ReadBackCheck> {
-  return compare(await readBack(path, VERIFY_ALGORITHMS, { signal }), expected);
+  return compare(await readBack(path, VERIFY_ALGORITHMS, { signal, expectedSize: expected.size }), expected);
 }
 
 /**

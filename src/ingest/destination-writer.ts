@@ -67,8 +67,8 @@ function failure(error: unknown, step: 'create' | 'finish'): CopyFailure {
 
 /**
  * One copy of one source file at one destination, for its whole life: a temp file beside the final name
- * (recorded in the journal before it exists), written by the fan-out of the single source read, sealed
- * (fsync, times), read back past the page cache and compared, written again from the source while it
+ * (its folder recorded in the journal before it exists: RunDestination.sweepFolder), written by the
+ * fan-out of the single source read, sealed (fsync, times), read back past the page cache and compared, written again from the source while it
  * does not match, and published under its final name without ever replacing a file. It never leaves a
  * temp behind, and reports its failures as values, each with whether the destination takes no more.
  */
@@ -88,12 +88,12 @@ export class DestinationWriter {
     this.#target = target;
   }
 
-  /** Creates the temp file, first sweeping its folder of what crashes left. Throws only when the run is aborted. */
+  /** Creates the temp file, its folder first recorded and swept of what crashes left. Throws only when the run is aborted. */
   static async open(run: IngestRun, dest: RunDestination, baseRel: string, of: CopyOf, log: Logger): Promise<DestinationWriter | CopyFailure> {
     const finalPath = join(dest.root, baseRel);
     await dest.sweepFolder(finalPath, run);
     try {
-      const target = await createTempTarget(finalPath, (temp) => run.journal.markCopying(of.fileId, dest.id, temp, run.ingestId), of.item.size);
+      const target = await createTempTarget(finalPath, of.item.size);
       crashPoint('temp-created');
       return new DestinationWriter(run, dest, baseRel, of, log, target);
     } catch (e) {
@@ -133,7 +133,7 @@ export class DestinationWriter {
    * verifyRetries times), then publishes it. Throws only when the run is aborted.
    */
   async finish(source: Source, read: ReadResult): Promise<Placed | CopyFailure> {
-    const { settings, journal, signal, ingestId } = this.run;
+    const { settings, signal } = this.run;
     const { item } = this.of;
     try {
       if (this.#checked === undefined) throw new ShuttleError('INTERNAL', `copy of ${item.path} finished before it was checked`);
@@ -146,7 +146,10 @@ export class DestinationWriter {
           'read-back mismatch; writing again from the source',
         );
         await discardTemp(this.#target);
-        this.#target = await createTempTarget(join(this.dest.root, this.baseRel), (temp) => journal.markCopying(this.of.fileId, this.dest.id, temp, ingestId), item.size);
+        // The same folder as the first temp's, recorded and swept then (sweepFolder answers at once).
+        const finalPath = join(this.dest.root, this.baseRel);
+        await this.dest.sweepFolder(finalPath, this.run);
+        this.#target = await createTempTarget(finalPath, item.size);
         const reread = await rewriteFromSource(source, item, this.#target, Object.keys(read.hashes) as HashAlgorithm[], signal);
         const differs = sameRead(read, reread);
         if (differs !== undefined || reread.size !== read.size) {

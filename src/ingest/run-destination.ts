@@ -1,5 +1,5 @@
 import { mkdir, unlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { abortReason, type ShuttleError } from '../errors.js';
 import { destinationLockPath } from '../store/lock.js';
 import { checkDestination } from './destination.js';
@@ -59,7 +59,21 @@ export class RunDestination {
     });
     await run.lock(destinationLockPath(spec.path));
     const dest = new RunDestination(spec, journal.upsertDestination(checked.id, spec.path, checked.volumeUuid), Date.now());
-    // A crash leaves copies marked in flight; their temp files were never published, so remove them.
+    // A crash leaves temps in the folders a run recorded (sweepFolder); they were never published, so
+    // remove them. Only temps older than this run's lock: a newer one is another writer's (a repair).
+    for (const rel of journal.tempFolders(dest.id)) {
+      try {
+        for (const temp of await removeStrayTemps(join(spec.path, rel), { signal, recursive: false, olderThanMs: dest.lockedAtMs })) {
+          logger.info({ destination: spec.path, temp }, 'removed temp file of an interrupted copy');
+        }
+        journal.forgetTempFolders(dest.id, rel);
+      } catch (err) {
+        if (signal.aborted) throw abortReason(signal);
+        // Kept for the next opening: a stray temp is litter, not a loss, and the run may still write elsewhere.
+        logger.warn({ destination: spec.path, folder: rel, err }, 'could not sweep the folder of stray temp files');
+      }
+    }
+    // Journals of earlier versions recorded each copy in flight instead.
     for (const c of journal.staleCopies(dest.id)) {
       if (c.temp_path) await unlink(c.temp_path).catch(() => {});
       journal.clearStale(c.id);
@@ -98,16 +112,19 @@ export class RunDestination {
   }
 
   /**
-   * Removes stray temps from the folder a temp is about to be written to, once per run and before this
-   * run's first temp there. A power cut can leave a temp behind whose journal row (markCopying, committed
-   * without an fsync) was lost; the folder it was in is the one the same file, copied again, writes to.
-   * Temps modified since the lock was taken are left alone: they are another writer's (a repair).
+   * Records in the journal that this run makes temps in the folder of `finalPath` (markTempFolder), and
+   * removes stray temps from it, once per run and before this run's first temp there: a crash from then on
+   * leaves its temps to the next opening of the destination. A power cut can leave a temp behind whose
+   * folder's record (committed without an fsync) was lost; the folder it was in is the one the same file,
+   * copied again, writes to. Temps modified since the lock was taken are left alone: they are another
+   * writer's (a repair).
    */
   sweepFolder(finalPath: string, run: IngestRun): Promise<void> {
     const { signal, logger } = run;
     const folder = dirname(finalPath);
     let sweep = this.#swept.get(folder);
     if (sweep === undefined) {
+      run.journal.markTempFolder(this.id, relative(this.root, folder));
       sweep = removeStrayTemps(folder, { signal, recursive: false, olderThanMs: this.lockedAtMs }).then(
         (removed) => {
           for (const temp of removed) logger.info({ destination: this.root, temp }, 'removed temp file of an interrupted copy');

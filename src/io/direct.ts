@@ -15,6 +15,20 @@ import { errnoCode } from '../errors.js';
 /** File offsets and lengths of direct transfers are multiples of this (covers 512- and 4096-byte sectors). */
 export const DIRECT_ALIGN = 4096;
 const WASM_PAGE = 64 * 1024;
+
+/**
+ * Bytes to ask for at `position`: a whole block, but near the expected end of the file only up to the
+ * first sector boundary past it. A direct read that reaches past the end of a file costs the kernel
+ * zero-filling the rest of the buffer (iomap treats it as a hole): for a file of a few kilobytes read
+ * into a 4 MiB block, many times the cost of the read itself. A file longer than expected is still read
+ * whole: a read that returns all it asked for is followed by another, as a whole block is.
+ */
+export function readLength(blockSize: number, position: number, expectedSize: number | undefined): number {
+  if (expectedSize === undefined || position > expectedSize) return blockSize;
+  const wanted = Math.ceil((expectedSize - position + 1) / DIRECT_ALIGN) * DIRECT_ALIGN;
+  return Math.min(blockSize, wanted);
+}
+
 /**
  * Idle blocks kept per size for reuse; more than that go back to the garbage collector, which frees shared
  * ones late (the hash worker holds views of them too), so a pool smaller than what is in use at once

@@ -3,7 +3,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { ShuttleError, abortReason, errnoCode } from '../errors.js';
 import type { HashAlgorithm, HashSet } from './hashing.js';
 import { IngestHasher } from './hash-worker-client.js';
-import { DIRECT_ALIGN, giveBackAlignedBlock, idleAlignedBlocks, openDirect, takeAlignedBlock } from './direct.js';
+import { DIRECT_ALIGN, giveBackAlignedBlock, idleAlignedBlocks, openDirect, readLength, takeAlignedBlock } from './direct.js';
 
 /**
  * Reads a freshly written file back from the device rather than from the page cache, hashing it as it
@@ -25,6 +25,8 @@ export interface ReadBackOptions {
    * a block is reused only once its update() has resolved, as with the hasher's.
    */
   also?: BlockSink;
+  /** The size the file should have (see readLength): reads near its end ask for no more than it. */
+  expectedSize?: number;
 }
 
 /** Takes the bytes read, block by block; may keep a view of a block only until its promise resolves. */
@@ -62,7 +64,7 @@ export async function readBack(path: string, algorithms: readonly HashAlgorithm[
     const direct = await openDirectOrThrow(path);
     if (direct) {
       try {
-        const size = await pump(direct, path, blocks, sink, true, signal);
+        const size = await pump(direct, path, blocks, sink, true, signal, { expectedSize: options.expectedSize });
         return { size, hashes: await hasher.digest(), direct: true };
       } catch (err) {
         // Some filesystems accept O_DIRECT at open and refuse it at the first read; nothing has been hashed then.
@@ -181,7 +183,11 @@ export class ProgressiveReadBack {
       if (!this.#refused) {
         const blocks = takeBlocks(this.#blockSize);
         try {
-          this.#position = await pump(this.#handle!, this.#path, blocks, this.#hasher, true, signal, { start: this.#position, beforeRead: this.#options.beforeRead });
+          this.#position = await pump(this.#handle!, this.#path, blocks, this.#hasher, true, signal, {
+            start: this.#position,
+            beforeRead: this.#options.beforeRead,
+            expectedSize: this.#options.expectedSize,
+          });
           return { size: this.#position, hashes: await this.#hasher.digest(), direct: true };
         } catch (err) {
           if (!(err instanceof DirectRefused)) throw err;
@@ -190,7 +196,11 @@ export class ProgressiveReadBack {
         }
       }
       // Refused at the first read: nothing was hashed; readBack reads it all through the cache and says so.
-      const options: ReadBackOptions = { blockSize: this.#blockSize, ...(signal === undefined ? {} : { signal }) };
+      const options: ReadBackOptions = {
+        blockSize: this.#blockSize,
+        ...(signal === undefined ? {} : { signal }),
+        ...(this.#options.expectedSize === undefined ? {} : { expectedSize: this.#options.expectedSize }),
+      };
       return await readBack(this.#path, this.#algorithms, options);
     } finally {
       await this.dispose();
@@ -214,6 +224,8 @@ export interface ProgressiveOptions {
   blockSize?: number;
   /** Awaited before each read of the bytes [from, to) (to undefined: to the end of the file). */
   beforeRead?: (from: number, to: number | undefined) => Promise<unknown> | undefined;
+  /** The size the file should have once written (see readLength). */
+  expectedSize?: number;
 }
 
 function checkBlockSize(blockSize: number): void {
@@ -287,7 +299,8 @@ async function pump(
     if (!more()) return undefined;
     const at = position;
     const hook = beforeRead?.(at, bound === undefined ? undefined : at + blockSize);
-    return hook === undefined ? readBlock(handle, block, at) : hook.then(() => readBlock(handle, block, at));
+    const length = readLength(blockSize, at, from.expectedSize);
+    return hook === undefined ? readBlock(handle, block, at, length) : hook.then(() => readBlock(handle, block, at, length));
   };
   let pending: Promise<number> | undefined = issue(blocks[0]);
   try {
@@ -329,8 +342,10 @@ interface PumpFrom {
   bound?: () => number;
   /** Awaited before each read of [from, to) (to undefined: to the end); test hooks damage a copy here. */
   beforeRead?: ((from: number, to: number | undefined) => Promise<unknown> | undefined) | undefined;
+  /** The size the file should have: reads near its end ask for no more than it (see readLength). */
+  expectedSize?: number | undefined;
 }
 
-function readBlock(handle: FileHandle, block: Buffer, position: number): Promise<number> {
-  return handle.read(block, 0, block.byteLength, position).then((r) => r.bytesRead);
+function readBlock(handle: FileHandle, block: Buffer, position: number, length: number): Promise<number> {
+  return handle.read(block, 0, length, position).then((r) => r.bytesRead);
 }

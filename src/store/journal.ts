@@ -106,7 +106,7 @@ async function syncPath(path: string): Promise<void> {
 
 /**
  * The durable record of what Shuttle knows: SQLite in WAL mode with synchronous=FULL, so that every
- * committed transition survives a power cut (bar markCopying's, which only names a temp to clean up).
+ * committed transition survives a power cut (bar markTempFolder's, which only names temps to clean up).
  * All writes are small transactions; a state is only recorded after the fact it claims is durable on disk.
  */
 export class Journal {
@@ -239,15 +239,19 @@ export class Journal {
 
   /**
    * Runs fn as txUnsynced does, in one transaction with the other calls made before the event loop's next
-   * turn: the records of several files that become ready together (their folders synced by one fsync) cost
-   * one commit. Resolves with fn's result once committed; a throw rolls back the whole batch and rejects
-   * each call of it.
+   * turn, or, while a sync of the log runs, with every call made until it has ended: the records of several
+   * files that become ready together (their folders synced by one fsync), or one after another while the log
+   * is being synced, cost one commit. Waiting for that sync delays no record's durability: committed while
+   * it ran, a record would wait for the next sync all the same (see synced). Resolves with fn's result once
+   * committed; a throw rolls back the whole batch and rejects each call of it.
    */
   txUnsyncedSoon<T>(fn: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       if (this.#batch === undefined) {
         this.#batch = [];
-        setImmediate(() => this.#commitBatch());
+        const commit = (): void => void setImmediate(() => this.#commitBatch());
+        if (this.#sync === undefined) commit();
+        else void this.#sync.then(commit, commit);
       }
       this.#batch.push({ fn, resolve: resolve as (v: unknown) => void, reject });
     });
@@ -467,24 +471,28 @@ export class Journal {
   }
 
   /**
-   * Recorded before the temp file exists, so that a crash leaves a trace of what to clean. Committed
-   * without waiting for the disk (an fsync per file cost 0.6 s per 1000 files here): the process dying
-   * loses nothing of it, and a power cut at worst a temp no row names, which the next ingest writing to
-   * that folder sweeps (see removeStrayTemps). The file's next durable commit makes it durable too.
+   * A folder of the destination (`path` relative to its root) that this run is about to make temp files
+   * in, recorded before the first one exists: one record serves every temp of the run there, so a file
+   * costs no commit of its own before its copy (a record per file was one commit per file). Committed without waiting for the disk: the
+   * process dying loses nothing of it, and a power cut at worst a record whose folder's temps the next
+   * ingest writing there sweeps (RunDestination.sweepFolder); the run's next durable commit makes it
+   * durable too. The next opening of the destination removes the temps a crash left in the folders
+   * recorded (tempFolders) and forgets them, as the run does once it has ended (forgetTempFolders).
    */
-  markCopying(fileId: number, destId: number, tempPath: string, ingestId: number): void {
-    const t = now();
+  markTempFolder(destId: number, path: string): void {
+    this.#undurable(() => this.#run('INSERT INTO temp_folders (dest_id, path) VALUES (?, ?) ON CONFLICT DO NOTHING', destId, path));
+  }
+
+  /** The folders a run recorded it was making temps in at this destination (markTempFolder) and did not forget. */
+  tempFolders(destId: number): string[] {
+    return this.#all<{ path: string }>('SELECT path FROM temp_folders WHERE dest_id = ? ORDER BY path', destId).map((r) => r.path);
+  }
+
+  /** Every temp in the folder (in all of the destination's, without `path`) is gone; committed as markTempFolder is. */
+  forgetTempFolders(destId: number, path?: string): void {
     this.#undurable(() => {
-      this.#run(
-        `INSERT INTO copies (file_id, dest_id, state, temp_path, ingest_id, updated_at) VALUES (?, ?, 'copying', ?, ?, ?)
-         ON CONFLICT(file_id, dest_id) DO UPDATE SET state = 'copying', temp_path = excluded.temp_path, error = NULL, ingest_id = excluded.ingest_id, updated_at = excluded.updated_at`,
-        fileId,
-        destId,
-        tempPath,
-        ingestId,
-        t,
-      );
-      this.#run(`UPDATE files SET state = 'copying', updated_at = ? WHERE id = ? AND state != 'verified'`, t, fileId);
+      if (path === undefined) this.#run('DELETE FROM temp_folders WHERE dest_id = ?', destId);
+      else this.#run('DELETE FROM temp_folders WHERE dest_id = ? AND path = ?', destId, path);
     });
   }
 
@@ -564,7 +572,10 @@ export class Journal {
     );
   }
 
-  /** Copies still marked in flight (a crash left them): their temp files are to be removed. */
+  /**
+   * Copies still marked in flight, as a crash left them before temps were recorded by folder (journals of
+   * earlier versions): their temp files are to be removed.
+   */
   staleCopies(destId: number): CopyRow[] {
     return this.#all<CopyRow>(`SELECT * FROM copies WHERE dest_id = ? AND state = 'copying'`, destId);
   }

@@ -227,4 +227,14 @@ export const MIGRATIONS: readonly string[] = [
   INSERT INTO copy_prunes SELECT * FROM copy_prunes_v6;
   DROP TABLE copy_prunes_v6;
   `,
+  // 7: the folders of a destination a run makes temp files in, recorded before the first (a record per
+  // folder instead of a copies row per file in flight): what a crash leaves there is removed at the next
+  // opening of the destination.
+  `
+  CREATE TABLE temp_folders (
+    dest_id INTEGER NOT NULL REFERENCES destinations(id),
+    path TEXT NOT NULL,
+    PRIMARY KEY (dest_id, path)
+  ) WITHOUT ROWID;
+  `,
 ];

@@ -15,7 +15,7 @@ import {
   type SourceItem,
   type SourceRemoval,
 } from '../source.js';
-import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, takeAlignedBlock } from '../../io/direct.js';
+import { DIRECT_ALIGN, giveBackAlignedBlock, openDirect, readLength, takeAlignedBlock } from '../../io/direct.js';
 import { applySourceTestFault, fsyncDir, replaceFileDurably } from '../../io/durable.js';
 import { sourceIdentityForFolder, usedBytesBound } from './volume.js';
 
@@ -47,6 +47,8 @@ class FileChunks extends Readable {
     private readonly chunkSize: number,
     /** 0: a fresh buffer per chunk; else OpenOptions.recycle. */
     private readonly recycle: number,
+    /** The file's size when opened: reads near its end ask for no more than it (see readLength). */
+    private readonly size: number,
     signal?: AbortSignal,
   ) {
     // Not destroyed at its end: the consumer may still hold the last chunk (OpenOptions.recycle), whose
@@ -94,7 +96,8 @@ class FileChunks extends Readable {
       return;
     }
     const buf = this.#buffer();
-    this.handle.read(buf, 0, buf.length, this.#position).then(
+    const length = readLength(buf.length, this.#position, this.size);
+    this.handle.read(buf, 0, length, this.#position).then(
       ({ bytesRead }) => {
         if (bytesRead === 0) {
           this.#end();
@@ -102,6 +105,9 @@ class FileChunks extends Readable {
         }
         this.#position += bytesRead;
         this.push(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+        // Said at once, with the last chunk: a reader waiting for the end (the next file's read waits for
+        // this one's) need not wait for another turn of the stream nor for the close.
+        if (this.#direct && this.#position % DIRECT_ALIGN !== 0) this.#end();
       },
       (cause: unknown) => {
         if (this.#direct && this.#position === this.start && errnoCode(cause) === 'EINVAL') {
@@ -120,13 +126,19 @@ class FileChunks extends Readable {
     );
   }
 
+  /**
+   * Ends the stream, then closes the file meanwhile: every byte has been read, and a failure to close a
+   * descriptor only read from changes none of them (the reader still asks the source whether the file
+   * changed, and the copies are read back), so the end does not wait for it.
+   */
   #end(): void {
-    this.handle.close().then(
-      () => this.push(null),
-      (cause: unknown) =>
-        this.destroy(new ShuttleError('SOURCE_UNREADABLE', `closing ${this.path} failed: ${errnoCode(cause) ?? String(cause)}`, { cause, context: { path: this.path } })),
-    );
+    if (this.#ended) return;
+    this.#ended = true;
+    this.push(null);
+    this.handle.close().catch(() => undefined);
   }
+
+  #ended = false;
 
   async #reopenBuffered(): Promise<void> {
     try {
@@ -352,7 +364,7 @@ export class FolderSource implements Source {
         }
         return again;
       };
-      return { chunks: new FileChunks(handle, direct, shown, reopen, offset, chunkSize, recycle, options.signal), st };
+      return { chunks: new FileChunks(handle, direct, shown, reopen, offset, chunkSize, recycle, st.size, options.signal), st };
     } catch (cause) {
       await handle?.close().catch(() => {});
       if (cause instanceof ShuttleError) throw cause;
