@@ -285,6 +285,18 @@ describe('shuttle ingest --upload', () => {
     expect((await status()).upload).toMatchObject({ depth: 0, uploaded: 1, failed: 0 });
   });
 
+  test('two-files-of-one-content-in-one-run-are-each-counted-uploaded-though-one-object-carries-both', async () => {
+    await makeCard({ 'DCIM/100CANON/IMG_0008.CR3': 2 * MiB + 3 });
+    await mkdir(join(card, 'DCIM/101CANON'), { recursive: true });
+    await writeFile(join(card, 'DCIM/101CANON/IMG_0008.CR3'), await readFile(files['IMG_0008.CR3']!.path));
+    await utimes(join(card, 'DCIM/101CANON/IMG_0008.CR3'), SHOT, SHOT);
+    const r = await ingest(['--dest', join(work.path, 'lib'), '--upload', `s3://${bucket}/pair`]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.json.upload).toMatchObject({ queued: 2, uploaded: 2, failed: 0, pending: 0 });
+    expect(await sha256OfObject(admin, bucket, keyOf('pair', 'IMG_0008.CR3'))).toEqual({ sha256: files['IMG_0008.CR3']!.sha256, size: 2 * MiB + 3 });
+    expect(await headOrUndefined(admin, bucket, keyOf('pair', 'IMG_0008_1.CR3'))).toBeUndefined();
+  });
+
   test('with-no-wait-files-are-durably-queued-and-shuttle-upload-drains-them', async () => {
     await makeCard();
     const r = await ingest(['--dest', join(work.path, 'lib'), '--upload', `s3://${bucket}/later`, '--no-wait']);
