@@ -262,6 +262,41 @@ describe('shuttle ingest --upload', () => {
     expect(r.json.upload).toMatchObject({ queued: 6, uploaded: 6, pending: 0 });
   });
 
+  test('a-file-folded-into-the-same-content-an-earlier-run-queued-is-counted-and-waited-for-with-that-row', async () => {
+    // A camera writing both slots: card B holds card A's file, the same name and bytes.
+    await makeCard({ 'DCIM/100CANON/IMG_0007.CR3': 3 * MiB + 11 });
+    const cardB = join(work.path, 'card-b');
+    await mkdir(join(cardB, 'DCIM/100CANON'), { recursive: true });
+    await writeFile(join(cardB, 'DCIM/100CANON/IMG_0007.CR3'), await readFile(files['IMG_0007.CR3']!.path));
+    await utimes(join(cardB, 'DCIM/100CANON/IMG_0007.CR3'), SHOT, SHOT);
+    const first = await ingest(['--dest', join(work.path, 'lib'), '--upload', `s3://${bucket}/twin`, '--no-wait']);
+    expect(first.json.upload).toMatchObject({ queued: 1, uploaded: 0, pending: 1 });
+
+    // Queued before either SHA-256 was known, card B's row gets its own key; its upload finds card A's
+    // row holding the same content and folds into it: the one object is card A's row's.
+    const r = await runCli(
+      ['ingest', cardB, '--dest', join(work.path, 'lib'), '--state', join(work.path, 'state'), '--config', await config(), '--upload', `s3://${bucket}/twin`, '--json'],
+      { env: s3Env() },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(jsonOf<IngestUploadJson>(r).upload).toMatchObject({ queued: 1, uploaded: 1, failed: 0, pending: 0 });
+    expect(await sha256OfObject(admin, bucket, keyOf('twin', 'IMG_0007.CR3'))).toEqual({ sha256: files['IMG_0007.CR3']!.sha256, size: 3 * MiB + 11 });
+    expect(await headOrUndefined(admin, bucket, keyOf('twin', 'IMG_0007_1.CR3'))).toBeUndefined();
+    expect((await status()).upload).toMatchObject({ depth: 0, uploaded: 1, failed: 0 });
+  });
+
+  test('two-files-of-one-content-in-one-run-are-each-counted-uploaded-though-one-object-carries-both', async () => {
+    await makeCard({ 'DCIM/100CANON/IMG_0008.CR3': 2 * MiB + 3 });
+    await mkdir(join(card, 'DCIM/101CANON'), { recursive: true });
+    await writeFile(join(card, 'DCIM/101CANON/IMG_0008.CR3'), await readFile(files['IMG_0008.CR3']!.path));
+    await utimes(join(card, 'DCIM/101CANON/IMG_0008.CR3'), SHOT, SHOT);
+    const r = await ingest(['--dest', join(work.path, 'lib'), '--upload', `s3://${bucket}/pair`]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.json.upload).toMatchObject({ queued: 2, uploaded: 2, failed: 0, pending: 0 });
+    expect(await sha256OfObject(admin, bucket, keyOf('pair', 'IMG_0008.CR3'))).toEqual({ sha256: files['IMG_0008.CR3']!.sha256, size: 2 * MiB + 3 });
+    expect(await headOrUndefined(admin, bucket, keyOf('pair', 'IMG_0008_1.CR3'))).toBeUndefined();
+  });
+
   test('with-no-wait-files-are-durably-queued-and-shuttle-upload-drains-them', async () => {
     await makeCard();
     const r = await ingest(['--dest', join(work.path, 'lib'), '--upload', `s3://${bucket}/later`, '--no-wait']);

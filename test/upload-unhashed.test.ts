@@ -101,13 +101,13 @@ async function unhashedFile(
 /** Swift as a server that is not known to check the signed payload SHA-256: one PUT carries Content-MD5. */
 const SWIFT_WITH_MD5: ProviderProfile = { ...PROVIDERS.swift, checksSignedPayload: false };
 
-function worker(provider: ProviderName | ProviderProfile = 'swift'): UploadWorker {
+function worker(provider: ProviderName | ProviderProfile = 'swift', concurrency = 2): UploadWorker {
   return new UploadWorker({
     queue,
     store: new JournalUploadStateStore(journal),
     client,
     provider,
-    concurrency: 2,
+    concurrency,
     partSize: PART,
     requestRetry: { maxAttempts: 2, baseDelayMs: 20, maxDelayMs: 50 },
     logger: process.env['DBG'] ? pino({ level: 'debug' }, pino.destination(2)) : silentLogger,
@@ -398,6 +398,125 @@ describe('the read ahead', () => {
     } finally {
       opened.mockRestore();
     }
+  });
+});
+
+/**
+ * Holds the drain's PutObject requests in `hold` (named by key), and resolves `hashed(n)` once the read
+ * aheads of `n` rows recorded their hashes. (Rows claimed together may reach the read ahead in any order.)
+ */
+function watchDrain(hold: (key: string) => Promise<void>): { hashed(n: number): Promise<void>; puts: string[]; stop(): void } {
+  const name = `watchDrain-${Math.random().toString(36).slice(2)}`;
+  const waiters: Array<{ n: number; resolve: () => void }> = [];
+  const done = new Set<number>();
+  const record = queue.recordContentHashes.bind(queue);
+  queue.recordContentHashes = (id, read) => {
+    record(id, read);
+    done.add(id);
+    for (const w of waiters) if (done.size >= w.n) w.resolve();
+  };
+  const puts: string[] = [];
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      if (context.commandName === 'PutObjectCommand') {
+        const key = (args.input as { Key: string }).Key;
+        puts.push(key);
+        await hold(key);
+      }
+      return next(args);
+    },
+    { step: 'initialize', name },
+  );
+  return {
+    hashed: (n) => (done.size >= n ? Promise.resolve() : new Promise<void>((resolve) => waiters.push({ n, resolve }))),
+    puts,
+    stop: () => {
+      client.middlewareStack.remove(name);
+      queue.recordContentHashes = record;
+    },
+  };
+}
+
+/** True once `event` settles, false if it has not within `ms`: a bound on a wait that fails the test, not a pause. */
+async function within(event: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([event.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+describe('reading ahead of the send slots', () => {
+  test('the-next-row-is-hashed-while-the-row-before-it-is-being-sent-and-no-further-row-is-claimed', async () => {
+    const a = await destination('a');
+    const files = [];
+    for (const n of [1, 2, 3]) files.push(await unhashedFile(`DCIM/IMG_002${n}.CR3`, 2 * MiB + n, [a]));
+    const rowIds = queue.enqueue(
+      files.map((f) => f.id),
+      target,
+    ).rowIds;
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let firstKey: string | undefined;
+    const watch = watchDrain((key) => {
+      firstKey ??= key;
+      return key === firstKey ? released : Promise.resolve();
+    });
+    try {
+      // One send slot: the first PUT is held until a second row's read ahead is seen, or for at most 10 s.
+      const drained = worker('swift', 1).drain();
+      const aheadWhileSending = await within(watch.hashed(2), 10_000);
+      const rows = queue.rows(rowIds);
+      release();
+      const report = await drained;
+      expect(aheadWhileSending).toBe(true);
+      expect(rows.filter((r) => r.key === firstKey)).toMatchObject([{ state: 'uploading', sha256: expect.any(String) }]);
+      // One row read ahead per slot: the third waited in the queue, unclaimed and unhashed.
+      expect(rows.filter((r) => r.key !== firstKey).map((r) => [r.state, r.sha256 === null])).toEqual(
+        expect.arrayContaining([
+          ['uploading', false],
+          ['queued', true],
+        ]),
+      );
+      expect(report).toMatchObject({ uploaded: 3, failed: 0, deferred: 0 });
+    } finally {
+      release();
+      watch.stop();
+    }
+    for (const [i, f] of files.entries()) {
+      expect(await sha256OfObject(admin, BUCKET, queue.get(rowIds[i]!)!.key)).toEqual({ sha256: f.bytes.sha256, size: f.bytes.size });
+    }
+  });
+
+  test('a-row-read-ahead-that-waits-for-its-slot-makes-no-attempt-once-an-unreachable-server-paused-the-queue', async () => {
+    const a = await destination('a');
+    const first = await unhashedFile('DCIM/IMG_0031.CR3', 2 * MiB + 1, [a]);
+    const second = await unhashedFile('DCIM/IMG_0032.CR3', 2 * MiB + 2, [a]);
+    const rowIds = queue.enqueue([first.id, second.id], target).rowIds;
+    // Every PUT finds the server unreachable; the first fails only once the other row waits for its slot.
+    const refused = (): Error => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1'), { code: 'ECONNREFUSED', errno: 'ECONNREFUSED' });
+    let aheadSeen = false;
+    const watch = watchDrain(async () => {
+      aheadSeen ||= await within(watch.hashed(2), 10_000);
+      throw refused();
+    });
+    let report;
+    try {
+      report = await worker('swift', 1).drain();
+    } finally {
+      watch.stop();
+    }
+    expect(aheadSeen).toBe(true);
+    expect(report).toMatchObject({ uploaded: 0, deferred: 1, failed: 0 });
+    // Only the row that held the slot tried; the other was put back as it was, bar the SHA-256 it now
+    // carries: no attempt counted, due with the rest.
+    const sent = queue.rows(rowIds).filter((r) => watch.puts.includes(r.key));
+    const waited = queue.rows(rowIds).filter((r) => !watch.puts.includes(r.key));
+    expect(sent).toMatchObject([{ state: 'queued', attempts: 1 }]);
+    expect(waited).toMatchObject([{ state: 'queued', attempts: 0, sha256: expect.any(String) }]);
+    expect([...sent, ...waited].map((r) => r.sha256).sort()).toEqual([first.bytes.sha256, second.bytes.sha256].sort());
   });
 });
 

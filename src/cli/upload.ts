@@ -5,7 +5,7 @@ import { ShuttleError, isShuttleError } from '../errors.js';
 import { Journal } from '../store/journal.js';
 import { acquireLock } from '../store/lock.js';
 import { RetentionStore } from '../store/retention.js';
-import { UploadQueue, type EnqueueResult, type QueueCounts } from '../store/upload-queue.js';
+import { UploadQueue, type EnqueueResult, type QueueCounts, type QueueRow } from '../store/upload-queue.js';
 import { createUploadRuntime, queueTargetFor, retentionPolicyFor, uploadLockPath } from '../upload/from-config.js';
 import { PROVIDERS, isProviderName, type ProviderName } from '../upload/provider.js';
 import { applyRetention, type RetentionReport } from '../upload/retention.js';
@@ -150,10 +150,10 @@ export function prepareIngestUpload(ctx: CommandContext, flags: IngestUploadFlag
             queueError: { code, message: error instanceof Error ? error.message : String(error) },
           };
         }
-        const ids = [...new Set(enqueued.rowIds)];
+        const carriers = new RunCarriers(queue, target, enqueued.rowIds);
         ctx.logger.info({ target: where, files: fileIds.length, added: enqueued.added, alreadyUploaded: enqueued.alreadyUploaded }, 'files queued for upload');
         const open = (): boolean => {
-          const c = queue.counts(ids);
+          const c = carriers.counts();
           return c.queued + c.uploading > 0;
         };
         let report: DrainReport | undefined;
@@ -165,7 +165,7 @@ export function prepareIngestUpload(ctx: CommandContext, flags: IngestUploadFlag
           });
           if (lock === undefined) {
             ctx.logger.info({ target: where }, "another process is uploading; waiting for it to upload this run's files");
-            await waitForRows(queue, ids, deadline, signal);
+            await waitForRows(carriers, deadline, signal);
           } else {
             try {
               ({ report } = await drainQueue({ ctx, journal: own, provider, signal, retryNow: false, deadline, done: () => !open() }));
@@ -174,7 +174,7 @@ export function prepareIngestUpload(ctx: CommandContext, flags: IngestUploadFlag
             }
           }
         }
-        return summarize(where, queue.counts(ids), report);
+        return summarize(where, carriers.counts(), report);
       } finally {
         own.close();
       }
@@ -202,10 +202,54 @@ function summarize(target: string, c: QueueCounts, report: DrainReport | undefin
   };
 }
 
+/**
+ * Per file of a run, the queue row that carries it. A row folded into a twin queued before it (the same
+ * content, see UploadWorker's `shared`) leaves the queue, and its file goes with the twin's row, which may
+ * be an earlier run's: the run's summary, and when its uploads are done, follow the file there.
+ */
+class RunCarriers {
+  readonly #queue: UploadQueue;
+  readonly #target: { bucket: string; prefix: string };
+  /** One entry per file of the run that was queued (files sharing a row each have their entry). */
+  readonly #rowIds: number[];
+  readonly #fileOf = new Map<number, number>();
+
+  constructor(queue: UploadQueue, target: { bucket: string; prefix: string }, rowIds: readonly number[]) {
+    this.#queue = queue;
+    this.#target = target;
+    this.#rowIds = [...rowIds];
+    for (const r of queue.rows([...new Set(rowIds)])) this.#fileOf.set(r.id, r.fileId);
+  }
+
+  /** The rows now carrying the run's files, one per file. */
+  rows(): QueueRow[] {
+    const found = new Map(this.#queue.rows([...new Set(this.#rowIds)]).map((r) => [r.id, r]));
+    return this.#rowIds.flatMap((id, i) => {
+      let row = found.get(id);
+      const fileId = this.#fileOf.get(id);
+      if (row === undefined && fileId !== undefined) {
+        row = this.#queue.carrierOf(fileId, this.#target);
+        if (row !== undefined) {
+          this.#rowIds[i] = row.id;
+          this.#fileOf.set(row.id, row.fileId);
+        }
+      }
+      return row === undefined ? [] : [row];
+    });
+  }
+
+  /** The run's files by the state of the row carrying each. */
+  counts(): QueueCounts {
+    const out: QueueCounts = { queued: 0, uploading: 0, uploaded: 0, failed: 0 };
+    for (const r of this.rows()) out[r.state]++;
+    return out;
+  }
+}
+
 /** Another process drains the queue: watch the journal until these rows are done, or only wait for a retry. */
-async function waitForRows(queue: UploadQueue, ids: readonly number[], deadline: number | undefined, signal: AbortSignal): Promise<void> {
+async function waitForRows(carriers: RunCarriers, deadline: number | undefined, signal: AbortSignal): Promise<void> {
   for (;;) {
-    const rows = queue.rows(ids);
+    const rows = carriers.rows();
     const open = rows.filter((r) => r.state === 'queued' || r.state === 'uploading');
     if (open.length === 0 || signal.aborted) return;
     const now = Date.now();

@@ -295,6 +295,22 @@ export class UploadQueue extends JournalTables {
     return ids.map((id) => this.get(id)).filter((r): r is QueueRow => r !== undefined);
   }
 
+  /**
+   * The row at `target` that carries file `fileId`: its own, else one holding the same content (its
+   * SHA-256 and size), as a row folded into a twin leaves it (see shareInto); uploaded, then open, rows first.
+   */
+  carrierOf(fileId: number, target: { bucket: string; prefix: string }): QueueRow | undefined {
+    const r = this.selectOne<RawRow>(
+      `SELECT q.* FROM upload_queue q JOIN files f ON f.id = ?
+       WHERE q.bucket = ? AND q.prefix = ? AND (q.file_id = f.id OR (q.sha256 = f.sha256 AND q.size = f.size))
+       ORDER BY CASE q.state WHEN 'uploaded' THEN 0 WHEN 'failed' THEN 2 ELSE 1 END, q.id LIMIT 1`,
+      fileId,
+      target.bucket,
+      target.prefix,
+    );
+    return r === undefined ? undefined : toRow(r);
+  }
+
   /** Every row, in upload order (for status and tests). */
   all(): QueueRow[] {
     return this.selectAll<RawRow>('SELECT * FROM upload_queue ORDER BY priority, id').map(toRow);

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { ShuttleError, errnoCode, isShuttleError } from '../errors.js';
 import { readMarker } from '../io/local-destination.js';
+import { Slots } from '../io/slots.js';
 import type { Logger } from '../log.js';
 import { acquireLock, destinationLockPath } from '../store/lock.js';
 import type { LocalCopy, QueueRow, UploadQueue } from '../store/upload-queue.js';
@@ -166,6 +167,24 @@ const MARKER_CACHE_MS = 10_000;
 export const LISTING_MAX_AGE_MS = 2 * 60_000;
 /** A drain can run for days in the daemon: keep the latest errors only. */
 const MAX_REPORTED_ERRORS = 100;
+/**
+ * Rows claimed beyond the send slots, per slot: each is read ahead (hashed) while the rows before it are
+ * being sent, so that a slot that frees goes straight to the next row's first request. A row read ahead
+ * holds only its digests, never its bytes.
+ */
+const ROWS_AHEAD_PER_SLOT = 1;
+/**
+ * Read aheads at once. Each hash has a single worker thread (src/io/hash-worker-client.ts), so reads
+ * side by side only interleave there: one at a time gives the next row its digests soonest, and holds
+ * one read's two blocks.
+ */
+const READ_AHEADS_AT_ONCE = 1;
+
+/** What the rows of one drain take turns at: requests to the server, and reads ahead of the local copies. */
+interface DrainLanes {
+  sending: Slots;
+  readAhead: Slots;
+}
 
 function noteError(report: DrainReport, entry: DrainReport['errors'][number]): void {
   report.errors.push(entry);
@@ -238,6 +257,8 @@ export class UploadWorker {
         ? undefined
         : setTimeout(() => stop.abort(new ShuttleError('ABORTED', 'upload time limit reached')), Math.max(0, options.deadline - Date.now()));
     const running = new Map<number, Promise<void>>();
+    const lanes: DrainLanes = { sending: new Slots(concurrency), readAhead: new Slots(READ_AHEADS_AT_ONCE) };
+    const claimed = concurrency * (1 + ROWS_AHEAD_PER_SLOT);
     // Every drain looks at the server afresh.
     this.#listings = new Map();
     try {
@@ -246,13 +267,13 @@ export class UploadWorker {
         const finished = options.done?.() === true;
         const now = Date.now();
         if (!finished && now >= this.#pausedUntil) {
-          while (running.size < concurrency) {
+          while (running.size < claimed) {
             const row = queue.claimNext(now);
             if (row === undefined) break;
             // Parts per file: all slots for a file uploading alone, one each when many are due.
             const sharing = Math.min(concurrency, running.size + 1 + queue.counts().queued);
             const parts = Math.max(1, Math.floor(concurrency / Math.max(1, sharing)));
-            const task = this.#process(row, parts, stop.signal, report, options).catch((error: unknown) => {
+            const task = this.#process(row, parts, lanes, stop.signal, report, options).catch((error: unknown) => {
               logger.error({ err: logError(error), key: row.key }, 'upload worker error');
               queue.release(row.id);
             });
@@ -317,7 +338,7 @@ export class UploadWorker {
     return id === copy.markerId;
   }
 
-  async #process(row: QueueRow, partConcurrency: number, signal: AbortSignal, report: DrainReport, options: DrainOptions): Promise<void> {
+  async #process(row: QueueRow, partConcurrency: number, lanes: DrainLanes, signal: AbortSignal, report: DrainReport, options: DrainOptions): Promise<void> {
     const log = this.#o.logger.child({ bucket: row.bucket, key: row.key, queueId: row.id });
     // uploadFile names bucket and key itself.
     const uploadLog = this.#o.logger.child({ queueId: row.id });
@@ -332,7 +353,7 @@ export class UploadWorker {
       };
     }
     try {
-      await this.#attempt(row, partConcurrency, signal, report, options, log, uploadLog, () => hashed?.());
+      await this.#attempt(row, partConcurrency, lanes, signal, report, options, log, uploadLog, () => hashed?.());
     } finally {
       hashed?.();
     }
@@ -341,6 +362,7 @@ export class UploadWorker {
   async #attempt(
     row: QueueRow,
     partConcurrency: number,
+    lanes: DrainLanes,
     signal: AbortSignal,
     report: DrainReport,
     options: DrainOptions,
@@ -367,7 +389,7 @@ export class UploadWorker {
         let md5 = copy.md5;
         let readAhead: CloudHashes | undefined;
         if (sha256 === null) {
-          readAhead = await this.#hashCopy(row, path, md5 === undefined, signal, log);
+          readAhead = await lanes.readAhead.run(() => this.#hashCopy(row, path, md5 === undefined, signal, log), signal);
           sha256 = readAhead.sha256;
           md5 ??= readAhead.md5;
           hashed();
@@ -377,25 +399,42 @@ export class UploadWorker {
             return;
           }
         }
-        const result = await uploadFile({
-          target: this.#target(row.bucket),
-          listing: this.#listing(row.bucket, signal),
-          provider: this.#o.provider,
-          bucket: row.bucket,
-          key: row.key,
-          path,
-          size: row.size,
-          expected: { sha256, xxh128: row.xxh128 ?? undefined, md5 },
-          store: this.#o.store,
-          signal,
-          rateLimit: this.#o.rateLimit,
-          partSize: this.#o.partSize,
-          checksum: this.#o.checksum,
-          concurrency: partConcurrency,
-          retry: this.#o.requestRetry ?? WORKER_REQUEST_RETRY,
-          readAhead,
-          logger: uploadLog,
-        });
+        const expected = { sha256, xxh128: row.xxh128 ?? undefined, md5 };
+        const result = await lanes.sending.run(async () => {
+          // An unreachable server paused the queue while this row waited its turn: it has not tried yet.
+          if (Date.now() < this.#pausedUntil) return 'paused';
+          try {
+            return await uploadFile({
+              target: this.#target(row.bucket),
+              listing: this.#listing(row.bucket, signal),
+              provider: this.#o.provider,
+              bucket: row.bucket,
+              key: row.key,
+              path,
+              size: row.size,
+              expected,
+              store: this.#o.store,
+              signal,
+              rateLimit: this.#o.rateLimit,
+              partSize: this.#o.partSize,
+              checksum: this.#o.checksum,
+              concurrency: partConcurrency,
+              retry: this.#o.requestRetry ?? WORKER_REQUEST_RETRY,
+              readAhead,
+              logger: uploadLog,
+            });
+          } catch (error) {
+            if (signal.aborted || classifyUploadFailure(error) !== 'offline') throw error;
+            // Before the slot passes on, so that the rows waiting in line see the pause.
+            this.#settleFailure(row, 'offline', error, report, log, onFailure, isShuttleError(error, 'UPLOAD_VERIFY'));
+            return 'settled';
+          }
+        }, signal);
+        if (result === 'settled') return;
+        if (result === 'paused') {
+          queue.release(row.id);
+          return;
+        }
         queue.markUploaded(row.id, { copyId: copy.copyId, etag: result.etag });
         if (result.outcome === 'already-present') report.alreadyPresent++;
         else report.uploaded++;
