@@ -157,8 +157,10 @@ describe('shuttle run uploads', () => {
       'the queue drained',
       status,
       (s) => {
-        depths.push(s.daemon!.uploads!.depth);
-        return s.daemon!.uploads!.depth === 0 && s.daemon!.uploads!.uploaded === 4;
+        // A daemon busy on a loaded machine may not answer the CLI within its 2 s: such a sample is the journal's alone.
+        if (s.daemon?.uploads === undefined) return false;
+        depths.push(s.daemon.uploads.depth);
+        return s.daemon.uploads.depth === 0 && s.daemon.uploads.uploaded === 4;
       },
       90_000,
       100,
@@ -185,7 +187,7 @@ describe('shuttle run uploads', () => {
       async () => proxy.requests.filter((r) => isUploadPart(2)(r)).length,
       (n) => n > 0,
     );
-    const busy = await status();
+    const busy = await until('the daemon answering status', status, (s) => s.daemon !== undefined);
     expect(busy.daemon!.uploads).toMatchObject({ state: 'uploading', uploading: 1, depth: 1 });
 
     const t0 = Date.now();
