@@ -180,20 +180,13 @@ describe('api', () => {
 
   test('a-running-job-can-be-cancelled-and-its-card-is-not-ejected-while-it-runs', async () => {
     d = await startApiDaemon(work);
-    const { daemon, url, watcher } = d;
+    const { daemon, url } = d;
     const doc = new DocumentCheck((await json(`${url}/api/v1/openapi.json`)).body as Doc);
     const card = join(work, 'card');
     for (let i = 0; i < 3; i++) await writeJpeg(join(card, `IMG_000${i}.JPG`), { seed: i });
     // The job waits for the destination's lock, held here as a CLI ingest would: it stays queued.
-    const { acquireLock, destinationLockPath } = await import('../src/store/lock.js');
-    await mkdir(join(work, 'dest'), { recursive: true });
-    const lock = await acquireLock(destinationLockPath(join(work, 'dest')), { owner: { command: 'test' } });
+    const { job, release } = await jobHeldAtLock('card-2', card);
     try {
-      const started = nextEvent(daemon.events, (e) => e.type === 'job.started');
-      watcher.card('card-2', card);
-      const e = await started;
-      if (e.type !== 'job.started') throw new Error(`not a job event: ${e.type}`);
-      const job = e.job;
       const eject = await json(`${url}/api/v1/devices/card-2/eject`, { method: 'POST' });
       expect(eject).toMatchObject({ status: 409, body: { error: { code: 'LOCKED', message: expect.stringContaining(`job ${job.id} is still`) } } });
       doc.matches('/api/v1/devices/{id}/eject', 'post', 409, eject.body);
@@ -203,17 +196,25 @@ describe('api', () => {
       doc.matches('/api/v1/jobs/{id}/cancel', 'post', 200, cancel.body);
       expect(await finished).toMatchObject({ job: { id: job.id, state: 'cancelled' } });
     } finally {
-      lock.release();
+      release();
     }
   });
 
   /** A card of its own (a mount, so that an eject unmounts it) whose job runs and waits for the destination's lock. */
   async function heldCardJob(id: string): Promise<{ card: string; job: { id: number }; release: () => void }> {
-    const { daemon, watcher } = d!;
     const card = join(work, id);
     await mkdir(card);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', card]);
     for (let i = 0; i < 3; i++) await writeJpeg(join(card, `IMG_000${i}.JPG`), { seed: i });
+    return { card, ...(await jobHeldAtLock(id, card)) };
+  }
+
+  /**
+   * Shows `card` to the daemon as device `id` while the destination's lock is held, as a CLI ingest would:
+   * its job starts and waits for the lock until release().
+   */
+  async function jobHeldAtLock(id: string, card: string) {
+    const { daemon, watcher } = d!;
     const { acquireLock, destinationLockPath } = await import('../src/store/lock.js');
     await mkdir(join(work, 'dest'), { recursive: true });
     const lock = await acquireLock(destinationLockPath(join(work, 'dest')), { owner: { command: 'test' } });
@@ -221,7 +222,7 @@ describe('api', () => {
     watcher.card(id, card);
     const e = await started;
     if (e.type !== 'job.started') throw new Error(`not a job event: ${e.type}`);
-    return { card, job: e.job, release: () => lock.release() };
+    return { job: e.job, release: () => lock.release() };
   }
   const mounted = (path: string): boolean => spawnSync('mountpoint', ['-q', path]).status === 0;
 
@@ -300,17 +301,11 @@ describe('api', () => {
     const { card, systemdEject, seen, setJob } = await installedCard();
     try {
       d = await startApiDaemon(work, {}, {}, {}, undefined, { systemdEject });
-      const { daemon, url, watcher, log } = d;
+      const { daemon, url, log } = d;
       for (let i = 0; i < 3; i++) await writeJpeg(join(card, `IMG_000${i}.JPG`), { seed: i });
-      const { acquireLock, destinationLockPath } = await import('../src/store/lock.js');
-      await mkdir(join(work, 'dest'), { recursive: true });
-      const lock = await acquireLock(destinationLockPath(join(work, 'dest')), { owner: { command: 'test' } });
+      const held = await jobHeldAtLock('card-7', card);
       try {
-        const started = nextEvent(daemon.events, (e) => e.type === 'job.started');
-        watcher.card('card-7', card);
-        const e = await started;
-        if (e.type !== 'job.started') throw new Error(`not a job event: ${e.type}`);
-        const jobId = e.job.id;
+        const jobId = held.job.id;
         setJob(jobId);
         const finished = nextEvent(daemon.events, (x) => x.type === 'job.finished');
         expect((await json(`${url}/api/v1/jobs/${jobId}/cancel`, { method: 'POST' })).status).toBe(200);
@@ -331,7 +326,7 @@ describe('api', () => {
         expect(mounted(card)).toBe(false);
         expect(daemon.status().station).toMatchObject({ state: 'attention' });
       } finally {
-        lock.release();
+        held.release();
       }
     } finally {
       spawnSync('umount', [card]);

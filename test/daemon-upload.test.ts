@@ -144,8 +144,10 @@ describe('shuttle run uploads', () => {
     expect(up.lastError?.message).toMatch(/503|ServiceUnavailable|unavailable/i);
     expect(offline.daemon!.jobs.active).toEqual([]); // ingest is done; only the uploads wait
     expect(await objectsByName()).toEqual({});
+    // The uploader keeps retrying while the server is down: by the time this CLI has started (slow on a
+    // loaded machine) the back-off seen above may have ended and the next attempt begun.
     const human = await runCli(['status', '--state', state, '--config', configFile], { env });
-    expect(human.stdout).toMatch(new RegExp(`^uploads to s3://${bucket}/daemon: backing off.* — 4 pending \\(`, 'm'));
+    expect(human.stdout).toMatch(new RegExp(`^uploads to s3://${bucket}/daemon: (backing off|uploading).* — 4 pending \\(`, 'm'));
     expect(human.stdout).toMatch(/^last upload error \(daemon\/cart-test\/.*\): \S+ /m);
 
     // The server comes back: the queue drains by itself.
@@ -155,8 +157,10 @@ describe('shuttle run uploads', () => {
       'the queue drained',
       status,
       (s) => {
-        depths.push(s.daemon!.uploads!.depth);
-        return s.daemon!.uploads!.depth === 0 && s.daemon!.uploads!.uploaded === 4;
+        // A daemon busy on a loaded machine may not answer the CLI within its 2 s: such a sample is the journal's alone.
+        if (s.daemon?.uploads === undefined) return false;
+        depths.push(s.daemon.uploads.depth);
+        return s.daemon.uploads.depth === 0 && s.daemon.uploads.uploaded === 4;
       },
       90_000,
       100,
@@ -183,7 +187,7 @@ describe('shuttle run uploads', () => {
       async () => proxy.requests.filter((r) => isUploadPart(2)(r)).length,
       (n) => n > 0,
     );
-    const busy = await status();
+    const busy = await until('the daemon answering status', status, (s) => s.daemon !== undefined);
     expect(busy.daemon!.uploads).toMatchObject({ state: 'uploading', uploading: 1, depth: 1 });
 
     const t0 = Date.now();

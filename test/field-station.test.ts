@@ -10,15 +10,14 @@ import { normalizeConfig, type ConfigInput } from '../src/config/index.js';
 import { Daemon } from '../src/daemon/daemon.js';
 import { FolderSource } from '../src/device/card/folder-source.js';
 import type { OpenOptions, SourceEntry, SourceItem } from '../src/device/source.js';
-import { runIngest } from '../src/ingest/pipeline.js';
-import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
 import { pathJobKey } from '../src/daemon/devices.js';
 import { formatDaemonStatus } from '../src/daemon/status-report.js';
 import { ingestJson } from './support/cli.js';
 import { captureLog } from './support/daemon-helpers.js';
-import { bytes, ingestSettings, writeBytes } from './support/fixtures.js';
+import { bytes, writeBytes } from './support/fixtures.js';
 import { GatedCard } from './support/gated-card.js';
+import { ingestInto } from './support/ingest.js';
 import { startHttpReceiver } from './support/notify-peers.js';
 import { nextEvent, TestWatcher } from './support/test-watcher.js';
 import { listTree, tempDir } from './support/tree.js';
@@ -152,15 +151,7 @@ describe('the space check and the run share one listing', () => {
     }
     const journal = Journal.open(join(work.path, 'state'));
     try {
-      const summary = await runIngest({
-        sources: [new CountingCard(src)],
-        destinations: [{ path: dest }],
-        journal,
-        settings: ingestSettings('{name}'),
-        logger: silentLogger,
-        signal: new AbortController().signal,
-        refuseWhatCannotFit: true,
-      });
+      const summary = await ingestInto(new CountingCard(src), dest, journal, { refuseWhatCannotFit: true });
       expect(removed).toBe(true);
       expect(listings).toBe(1);
       expect(summary.copied).toBe(2);
@@ -197,15 +188,7 @@ describe('the space check and the run share one listing', () => {
     }
     const journal = Journal.open(join(work.path, 'state'));
     try {
-      const summary = await runIngest({
-        sources: [new WatchedCard(first), new WatchedCard(second)],
-        destinations: [{ path: join(work.path, 'dest') }],
-        journal,
-        settings: ingestSettings('{name}'),
-        logger: silentLogger,
-        signal: new AbortController().signal,
-        refuseWhatCannotFit: true,
-      });
+      const summary = await ingestInto([new WatchedCard(first), new WatchedCard(second)], join(work.path, 'dest'), journal, { refuseWhatCannotFit: true });
       expect(summary).toMatchObject({ copied: 6, failed: 0 });
     } finally {
       journal.close();

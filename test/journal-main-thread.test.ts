@@ -1,9 +1,8 @@
-import { execFileSync, spawnSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, test } from 'vitest';
-import { MAIN } from './support/cli.js';
 import { bytes, writeBytes } from './support/fixtures.js';
+import { traceIngest, threadOf } from './support/strace.js';
 import { tempDir } from './support/tree.js';
 
 /**
@@ -28,37 +27,16 @@ async function logSyncs(files: number, folders = 1, size = 100_000): Promise<{ m
   for (let i = 0; i < files; i++) {
     await writeBytes(join(base, 'card', 'DCIM', `${100 + (i % folders)}CANON`, `IMG_${String(i + 1).padStart(4, '0')}.JPG`), bytes(size + i, i + 1));
   }
-  const trace = join(base, 'strace.txt');
-  const args = [
-    '-f',
-    '-y',
-    '-qq',
-    '-e',
-    'trace=fsync,fdatasync,openat',
-    '-o',
-    trace,
-    process.execPath,
-    MAIN,
-    'ingest',
-    join(base, 'card'),
-    '--dest',
-    join(base, 'dest'),
-    '--state',
-    join(base, 'state'),
-    '--json',
-  ];
-  const r = spawnSync('strace', args, { encoding: 'utf8', env: { ...process.env, TZ: 'UTC', SHUTTLE_LOG_LEVEL: 'warn' } });
-  expect(r.status, r.stderr).toBe(0);
-  expect((JSON.parse(r.stdout) as { copied: number }).copied).toBe(files);
-  const lines = (await readFile(trace, 'utf8')).split('\n').filter((l) => /^\d+ /.test(l));
-  // Node's main thread is the process's first: the lowest id among those traced.
-  const main = Math.min(...lines.map((l) => Number(l.slice(0, l.indexOf(' ')))));
+  const t = await traceIngest(['fsync', 'fdatasync', 'openat'], { card: join(base, 'card'), dest: join(base, 'dest'), state: join(base, 'state'), trace: join(base, 'strace.txt') });
+  expect(t.status, t.stderr).toBe(0);
+  expect((JSON.parse(t.stdout) as { copied: number }).copied).toBe(files);
+  const { lines, main } = t;
   const wal = lines.filter((l) => /f(data)?sync\(.*journal\.sqlite-wal>/.test(l) && !l.includes('resumed>'));
-  const onMain = wal.filter((l) => Number(l.slice(0, l.indexOf(' '))) === main).length;
+  const onMain = wal.filter((l) => threadOf(l) === main).length;
   const opens = lines.filter((l) => /openat\(.*journal\.sqlite-wal"/.test(l)).length;
   // The database file is synced by checkpoints only (a new journal is made under another name).
   const db = lines.filter((l) => /f(data)?sync\(.*journal\.sqlite>/.test(l) && !l.includes('resumed>'));
-  const dbOnMain = db.filter((l) => Number(l.slice(0, l.indexOf(' '))) === main).length;
+  const dbOnMain = db.filter((l) => threadOf(l) === main).length;
   return { main: onMain, others: wal.length - onMain, opens, database: { main: dbOnMain, others: db.length - dbOnMain } };
 }
 

@@ -3,11 +3,9 @@ import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterEach, beforeEach, expect, test, vi } from 'vitest';
-import { FolderSource } from '../src/device/card/folder-source.js';
-import { runIngest } from '../src/ingest/pipeline.js';
-import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
-import { bytes, ingestSettings, writeBytes } from './support/fixtures.js';
+import { bytes, writeBytes } from './support/fixtures.js';
+import { ingestInto } from './support/ingest.js';
 import { tempDir } from './support/tree.js';
 
 /**
@@ -116,13 +114,7 @@ test('an-ingest-reports-each-file-only-after-a-log-sync-that-began-once-its-veri
     };
   };
   const reported: string[] = [];
-  const summary = await runIngest({
-    sources: [new FolderSource(src)],
-    destinations: [{ path: join(work.path, 'dest') }],
-    journal,
-    settings: ingestSettings('{name}'),
-    logger: silentLogger,
-    signal: new AbortController().signal,
+  const summary = await ingestInto(src, join(work.path, 'dest'), journal, {
     onFile: (f) => {
       expect(durable.has(f.path), `${f.path} reported before its record was synced`).toBe(true);
       reported.push(f.path);
@@ -185,13 +177,7 @@ test('a-copy-is-recorded-only-after-an-fsync-of-its-folder-that-began-once-its-n
     return () => undefined;
   };
   const reported: string[] = [];
-  const summary = await runIngest({
-    sources: [new FolderSource(src)],
-    destinations: [{ path: dest }],
-    journal,
-    settings: ingestSettings('{name}'),
-    logger: silentLogger,
-    signal: new AbortController().signal,
+  const summary = await ingestInto(src, dest, journal, {
     onFile: (f) => {
       violations.push(...recordedBeforeDurable());
       expect(durable.has(f.path), `${f.path} reported before its folder was synced`).toBe(true);
@@ -243,14 +229,7 @@ async function ingestHoldingFirstFolderSync(src: string, dest: string, release: 
     return () => wait;
   };
   try {
-    const summary = await runIngest({
-      sources: [new FolderSource(src)],
-      destinations: [{ path: dest }],
-      journal,
-      settings: ingestSettings('{name}'),
-      logger: silentLogger,
-      signal: new AbortController().signal,
-    });
+    const summary = await ingestInto(src, dest, journal);
     return { summary, journal };
   } catch (e) {
     journal.close();
@@ -365,15 +344,7 @@ test('a-copy-whose-folder-fsync-fails-is-recorded-failed-not-verified-and-the-ot
     };
   };
   const reported: Array<{ path: string; state: string }> = [];
-  const summary = await runIngest({
-    sources: [new FolderSource(src)],
-    destinations: [{ path: dest }],
-    journal,
-    settings: ingestSettings('{stem}/{name}'),
-    logger: silentLogger,
-    signal: new AbortController().signal,
-    onFile: (f) => reported.push({ path: f.path, state: f.state }),
-  });
+  const summary = await ingestInto(src, dest, journal, { template: '{stem}/{name}', onFile: (f) => reported.push({ path: f.path, state: f.state }) });
   journal.close();
   expect(failedOnce).toBe(true);
   expect(summary).toMatchObject({ files: 2, copied: 1, failed: 1 });

@@ -1,9 +1,9 @@
-import { execFileSync, spawnSync } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, test } from 'vitest';
-import { MAIN } from './support/cli.js';
 import { bytes, writeBytes } from './support/fixtures.js';
+import { traceIngest, threadOf } from './support/strace.js';
 import { tempDir } from './support/tree.js';
 
 /**
@@ -36,32 +36,15 @@ async function traced(files: number, opts: { destInAFile?: boolean } = {}): Prom
   // A destination under a plain file: refused when the run opens it, so every file fails for want of one.
   if (opts.destInAFile) await writeFile(join(base, 'a-file'), '');
   const dest = opts.destInAFile ? join(base, 'a-file', 'dest') : join(base, 'dest');
-  const trace = join(base, 'strace.txt');
-  const args = [
-    '-f',
-    '-y',
-    '-qq',
-    '-e',
-    'trace=openat,statx,newfstatat,lstat,fsync,fdatasync,pread64',
-    '-s',
-    '0',
-    '-o',
-    trace,
-    process.execPath,
-    MAIN,
-    'ingest',
-    join(base, 'card'),
-    '--dest',
+  const t = await traceIngest(['openat', 'statx', 'newfstatat', 'lstat', 'fsync', 'fdatasync', 'pread64'], {
+    card: join(base, 'card'),
     dest,
-    '--state',
-    join(base, 'state'),
-    '--json',
-  ];
-  const r = spawnSync('strace', args, { encoding: 'utf8', env: { ...process.env, TZ: 'UTC', SHUTTLE_LOG_LEVEL: 'fatal' } });
-  expect(r.status === 0 || opts.destInAFile, r.stderr).toBe(true);
-  const lines = (await readFile(trace, 'utf8')).split('\n').filter((l) => /^\d+ /.test(l));
-  const main = Math.min(...lines.map((l) => Number(l.slice(0, l.indexOf(' ')))));
-  return { lines, main, dest, stdout: r.stdout };
+    state: join(base, 'state'),
+    trace: join(base, 'strace.txt'),
+    logLevel: 'fatal',
+  });
+  expect(t.status === 0 || opts.destInAFile, t.stderr).toBe(true);
+  return { lines: t.lines, main: t.main, dest, stdout: t.stdout };
 }
 
 const count = (t: Traced, re: RegExp): number => t.lines.filter((l) => re.test(l)).length;
@@ -113,8 +96,7 @@ test('a-small-copy-opens-no-direct-handle-and-its-folder-is-neither-looked-up-no
 
 test('files-failed-for-want-of-a-destination-add-no-fsync-of-the-journal-on-the-main-thread', async () => {
   execFileSync('strace', ['-V']);
-  const walSyncsOnMain = (t: Traced): number =>
-    t.lines.filter((l) => Number(l.slice(0, l.indexOf(' '))) === t.main && /f(data)?sync\(.*journal\.sqlite-wal>/.test(l) && !l.includes('resumed>')).length;
+  const walSyncsOnMain = (t: Traced): number => t.lines.filter((l) => threadOf(l) === t.main && /f(data)?sync\(.*journal\.sqlite-wal>/.test(l) && !l.includes('resumed>')).length;
   const two = await traced(2, { destInAFile: true });
   const twelve = await traced(12, { destInAFile: true });
   expect((JSON.parse(two.stdout) as { failed: number }).failed).toBe(2);

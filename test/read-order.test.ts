@@ -2,11 +2,10 @@ import { afterEach, beforeEach, expect, test } from 'vitest';
 import { utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FolderSource } from '../src/device/card/folder-source.js';
-import { runIngest } from '../src/ingest/pipeline.js';
-import { silentLogger } from '../src/log.js';
 import { cr3Head } from '../src/sample/cr3.js';
 import { Journal } from '../src/store/journal.js';
-import { bytes, ingestSettings, writeBytes, writeJpeg } from './support/fixtures.js';
+import { bytes, writeBytes, writeJpeg } from './support/fixtures.js';
+import { ingestInto } from './support/ingest.js';
 import { listTree, tempDir } from './support/tree.js';
 
 /**
@@ -32,13 +31,8 @@ async function ingest(source: FolderSource, name: string): Promise<{ read: strin
   const lib = join(work.path, `lib-${name}`);
   const journal = Journal.open(join(work.path, `state-${name}`));
   try {
-    const summary = await runIngest({
-      sources: [source],
-      destinations: [{ path: lib }],
-      journal,
-      settings: ingestSettings('{YYYY-MM-DD}/{model}/{name}'),
-      logger: silentLogger,
-      signal: new AbortController().signal,
+    const summary = await ingestInto(source, lib, journal, {
+      template: '{YYYY-MM-DD}/{model}/{name}',
       onRead: (f) => {
         read.push(f.path);
         return undefined;
