@@ -64,9 +64,10 @@ export interface OpenOptions {
   /** Preferred chunk size for reads; sources may ignore it. */
   chunkSize?: number;
   /**
-   * The consumer promises to be done with each chunk before it has pulled this many more, so the source
-   * may read into a small ring of reused buffers instead of allocating one per chunk (at disk speeds the
-   * allocation churn costs more main-thread time than hashing). Sources may ignore it.
+   * The consumer promises to be done with each chunk before it has pulled this many more, and with the
+   * last ones once it destroys the stream (which it then must, even after the end), so the source may read
+   * into a small ring of reused buffers instead of allocating one per chunk (at disk speeds the allocation
+   * churn costs more main-thread time than hashing). Sources may ignore it.
    */
   recycle?: number;
 }

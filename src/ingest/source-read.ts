@@ -175,6 +175,8 @@ export class SourceReader {
           signal,
           lent,
         );
+        // Done with every chunk: a camera's transport may read the next file into their memory.
+        stream.destroy();
         // Before the hashes and the stat: a preview made of the bytes need not wait for them.
         tap?.end();
         tap = undefined;
