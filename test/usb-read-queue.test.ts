@@ -228,6 +228,31 @@ describe('large read buffers reused', () => {
   });
 });
 
+test('an-objects-payload-lies-in-page-aligned-shared-memory-with-its-page-offsets-at-page-aligned-addresses', async () => {
+  // So that an ingest writes its whole pages with O_DIRECT and hashes them in a worker where they are.
+  const payload = randomBytes(5 * LARGE_READ_BYTES + 777);
+  const link = new QueueingLink(2, (code, tid, l) => sendObject(l, tid, payload));
+  const t = new UsbPtpTransport(link);
+  await t.sendCommand({ code: OperationCode.GetObject, transactionId: 1, params: [7], dataPhase: 'in' });
+  const slices: Array<{ at: number; bytes: Uint8Array; copy: Buffer }> = [];
+  let at = 0;
+  for (;;) {
+    const item = await t.receive();
+    if (item.kind === 'response') break;
+    if (item.kind !== 'data') continue;
+    slices.push({ at, bytes: item.bytes, copy: Buffer.from(item.bytes) });
+    at += item.bytes.byteLength;
+    item.release?.();
+  }
+  expect(Buffer.concat(slices.map((s) => s.copy)).equals(payload)).toBe(true);
+  // Every read but the last, short one, which goes into memory of its own.
+  expect(slices.length).toBe(6);
+  for (const m of slices.slice(0, -1)) {
+    expect(m.bytes.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect((((m.bytes.byteOffset - m.at) % 4096) + 4096) % 4096).toBe(0);
+  }
+});
+
 describe('whole-object downloads', () => {
   let work: string;
   let sim: CameraSimulator;

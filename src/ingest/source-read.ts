@@ -109,9 +109,9 @@ export class SourceReader {
     for (let attempt = 0; ; attempt++) {
       let stream: Readable;
       try {
-        // fanOut keeps a chunk no longer than `lent` pulls (LENT_BLOCKS for whole staging blocks, which it
-        // writes from where they are; one for chunks it copies out), and readHead copies what it keeps. A
-        // camera's transport reuses a read buffer only once every slice of it is given back.
+        // fanOut keeps a chunk no longer than `lent` pulls (LENT_BLOCKS for chunks whose pages it writes
+        // from where they are; one for chunks it copies out), and readHead copies what it keeps. A camera's
+        // transport reuses a read buffer only once every slice of it is given back.
         stream = await source.open(pf.item, { signal, recycle: lent, chunkSize: STAGE_BLOCK });
       } catch (e) {
         // Not the file listed any more (another size or time, or now a link or a FIFO, never followed).
