@@ -203,16 +203,14 @@ export async function fanOut(
       return { done: Promise.resolve() };
     }
     // A whole lent block goes as it is; otherwise the bytes before the first aligned offset end the block
-    // being staged, and the tail short of a whole sector is staged for the next chunk.
+    // being staged, and the tail short of a whole sector is staged for the next chunk. The pages between go
+    // as one block, however long: each block costs a write and a message to the hash worker.
     const whole = fill === 0 && chunk.byteOffset === 0 && chunk.length <= STAGE_BLOCK;
     const tail = whole ? chunk.length : lead + Math.floor((chunk.length - lead) / DIRECT_ALIGN) * DIRECT_ALIGN;
     await copyOut(chunk, 0, lead);
     if (fill > 0) await staged();
-    const dones: Array<Promise<unknown>> = [];
-    for (let off = lead; off < tail; off += STAGE_BLOCK) dones.push((await dispatch(chunk.subarray(off, Math.min(tail, off + STAGE_BLOCK)))).done);
+    const { done } = tail > lead ? await dispatch(chunk.subarray(lead, tail)) : { done: Promise.resolve() };
     await copyOut(chunk, tail, chunk.length);
-    const done = Promise.all(dones);
-    done.catch(() => {});
     return { done };
   };
   const take = async (chunk: Buffer): Promise<void> => {
