@@ -117,6 +117,10 @@ try {
     process.stdout.write(`the bare loop failed (exit ${bare?.rc ?? 'none'}: ${detail}); no fraction of the bus limit in this run\n`);
     process.exitCode = 1;
   }
+  const usage = /HIL:shuttle-usage (\d+) ([\d.]+) ([\d.]+)/.exec(guest.output);
+  if (usage) {
+    process.stdout.write(`shuttle peak RSS ${(Number(usage[1]) / 1024).toFixed(0)} MB, CPU ${(Number(usage[2]) + Number(usage[3])).toFixed(1)} s (user ${usage[2]}, system ${usage[3]})\n`);
+  }
   const rates = /HIL:cpu-rates (.*)/.exec(guest.output)?.[1];
   if (rates) process.stdout.write(`this guest's CPU, MB/s on one thread: ${rates}\n`);
   process.stdout.write(`bare loop retries: ${bareRetries?.[1] ?? 'unknown'} (failed exits: ${bareRetries?.[2] ?? 'unknown'})\n`);

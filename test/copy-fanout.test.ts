@@ -115,3 +115,52 @@ test('whole-shared-blocks-a-source-lends-are-written-and-hashed-where-they-are-a
   // A stream that only promises the next pull: every chunk is copied into a staging block first.
   expect(await run(1)).toBe(0);
 });
+
+test('a-usb-cameras-reads-are-written-and-hashed-from-where-they-are-but-for-the-bytes-around-each-reads-edge', async () => {
+  // A USB camera's data phase: 4 MiB reads into page-aligned shared memory, each landing one container
+  // header (12 bytes) before a page boundary, so the first read's payload starts on the boundary and each
+  // later read starts 12 bytes before one: the file's page offsets sit at page-aligned addresses.
+  const READ = 4 * 1024 * 1024;
+  const LEAD = 4096 - 12;
+  const size = 5 * READ + 3000;
+  const content = Buffer.alloc(size);
+  for (let i = 0; i < size; i += 4) content.writeUInt32LE((i * 2654435761) >>> 0, i);
+  const reads: Buffer[] = [];
+  for (let from = -12, i = 0; from < size; from += READ, i++) {
+    const block = takeAlignedBlock(LEAD + READ, { shared: true });
+    const start = Math.max(from, 0);
+    const end = Math.min(from + READ, size);
+    // The first read's slice is its payload, past the header.
+    const at = LEAD + (start - from);
+    content.copy(block, at, start, end);
+    reads.push(block.subarray(at, at + (end - start)));
+  }
+  const file = Buffer.alloc(size);
+  const writes: Array<{ at: number; len: number; own: boolean }> = [];
+  const target = fakeTarget(1, []);
+  (target.handle as unknown as { write: unknown }).write = async (buf: Buffer, off: number, len: number, position: number) => {
+    await new Promise((r) => setTimeout(r, 1));
+    buf.copy(file, position, off, off + len);
+    writes.push({ at: position, len, own: reads.some((r) => r.buffer === buf.buffer) });
+    return { bytesWritten: len, buffer: buf };
+  };
+  const hasher = await MultiHasher.create(['xxh128']);
+  async function* source(): AsyncIterable<Buffer> {
+    for (let i = 0; i < reads.length; i++) {
+      // The promise of recycle: once LENT_BLOCKS more are pulled, the source reads into the memory again.
+      if (i >= LENT_BLOCKS) reads[i - LENT_BLOCKS]!.fill(0xee);
+      yield reads[i]!;
+    }
+  }
+  await fanOut(source(), [], [target], hasher, new AbortController().signal, LENT_BLOCKS);
+  expect(file.equals(content)).toBe(true);
+  const expected = await MultiHasher.create(['xxh128']);
+  expected.update(content);
+  expect((await hasher.digest()).xxh128).toBe((await expected.digest()).xxh128);
+  // Every write but the last is whole pages at a page offset (O_DIRECT can take it), and all but one
+  // page per read is written from the source's own memory.
+  for (const w of writes.slice(0, -1)) expect([w.at % 4096, w.len % 4096]).toEqual([0, 0]);
+  const copied = writes.filter((w) => !w.own).reduce((n, w) => n + w.len, 0);
+  expect(copied).toBeLessThanOrEqual(reads.length * 4096);
+  expect(writes.filter((w) => w.own).reduce((n, w) => n + w.len, 0)).toBe(size - copied);
+});

@@ -228,6 +228,31 @@ describe('large read buffers reused', () => {
   });
 });
 
+test('an-objects-payload-lies-in-page-aligned-shared-memory-with-its-page-offsets-at-page-aligned-addresses', async () => {
+  // So that an ingest writes its whole pages with O_DIRECT and hashes them in a worker where they are.
+  const payload = randomBytes(5 * LARGE_READ_BYTES + 777);
+  const link = new QueueingLink(2, (code, tid, l) => sendObject(l, tid, payload));
+  const t = new UsbPtpTransport(link);
+  await t.sendCommand({ code: OperationCode.GetObject, transactionId: 1, params: [7], dataPhase: 'in' });
+  const slices: Array<{ at: number; bytes: Uint8Array; copy: Buffer }> = [];
+  let at = 0;
+  for (;;) {
+    const item = await t.receive();
+    if (item.kind === 'response') break;
+    if (item.kind !== 'data') continue;
+    slices.push({ at, bytes: item.bytes, copy: Buffer.from(item.bytes) });
+    at += item.bytes.byteLength;
+    item.release?.();
+  }
+  expect(Buffer.concat(slices.map((s) => s.copy)).equals(payload)).toBe(true);
+  // Every read but the last, short one, which goes into memory of its own.
+  expect(slices.length).toBe(6);
+  for (const m of slices.slice(0, -1)) {
+    expect(m.bytes.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect((((m.bytes.byteOffset - m.at) % 4096) + 4096) % 4096).toBe(0);
+  }
+});
+
 describe('whole-object downloads', () => {
   let work: string;
   let sim: CameraSimulator;
@@ -275,6 +300,35 @@ describe('whole-object downloads', () => {
     expect(await sha256Of(cam, handle, size, offset)).toBe(createHash('sha256').update(bytes.subarray(offset)).digest('hex'));
     expect(sim.operationCount(OperationCode.GetObject)).toBe(1);
     expect(sim.operationCount(OperationCode.GetPartialObject)).toBeGreaterThan(0);
+  });
+
+  test('a-download-that-lends-its-chunks-keeps-the-last-ones-until-its-reader-destroys-the-stream', async () => {
+    const cam = await open(true);
+    const [storage] = await cam.storageIds();
+    const files: Array<{ handle: number; size: number }> = [];
+    for await (const o of cam.walk(storage!)) files.push({ handle: o.handle, size: o.info.compressedSize });
+    const { handle, size } = files[0]!;
+    // A reader that keeps chunks a few pulls (as fanOut does) may still hold the last ones past the end.
+    const first = cam.download(handle, { size, recycle: 4 });
+    const kept: Array<{ bytes: Buffer; copy: Buffer }> = [];
+    for (const it = first[Symbol.asyncIterator]() as AsyncIterator<Buffer>; ; ) {
+      const r = await it.next();
+      if (r.done === true) break;
+      kept.push({ bytes: r.value, copy: Buffer.from(r.value) });
+    }
+    expect(kept.length).toBeGreaterThan(4);
+    // The next download reads into the memory the transport got back.
+    const again = async (): Promise<void> => {
+      const s = cam.download(handle, { size, recycle: 1 });
+      for await (const _ of s) void _;
+      s.destroy();
+    };
+    await again();
+    for (const k of kept.slice(-4)) expect(k.bytes.equals(k.copy)).toBe(true);
+    first.destroy();
+    await again();
+    // Given back once destroyed: the memory serves the next download.
+    expect(kept.slice(-4).some((k) => !k.bytes.equals(k.copy))).toBe(true);
   });
 
   test('by-default-a-camera-that-offers-partial-reads-is-read-in-blocks', async () => {

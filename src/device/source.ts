@@ -64,9 +64,10 @@ export interface OpenOptions {
   /** Preferred chunk size for reads; sources may ignore it. */
   chunkSize?: number;
   /**
-   * The consumer promises to be done with each chunk before it has pulled this many more, so the source
-   * may read into a small ring of reused buffers instead of allocating one per chunk (at disk speeds the
-   * allocation churn costs more main-thread time than hashing). Sources may ignore it.
+   * The consumer promises to be done with each chunk before it has pulled this many more, and with the
+   * last ones once it destroys the stream (which it then must, even after the end), so the source may read
+   * into a small ring of reused buffers instead of allocating one per chunk (at disk speeds the allocation
+   * churn costs more main-thread time than hashing). Sources may ignore it.
    */
   recycle?: number;
 }
@@ -142,9 +143,10 @@ export interface Source {
    */
   listingBound?(signal?: AbortSignal): Promise<number | undefined>;
   /**
-   * Opened with `recycle`, its chunks are whole page-aligned shared blocks (a folder source), which a reader
-   * may write with O_DIRECT and hash in a worker where they are, keeping each a few pulls longer. Other
-   * sources' chunks are copied out at once, so they are asked to keep as few as they can.
+   * Opened with `recycle`, its chunks lie in page-aligned shared memory with the file's page offsets at
+   * page-aligned addresses (a folder source's blocks, a USB camera's reads), which a reader may write with
+   * O_DIRECT and hash in a worker where they are, keeping each a few pulls longer. Other sources' chunks
+   * are copied out at once, so they are asked to keep as few as they can.
    */
   readonly lendsBlocks?: boolean;
   /** Present on sources that can delete what they listed (see SourceRemoval). */

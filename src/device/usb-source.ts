@@ -24,6 +24,9 @@ export interface UsbCameraSourceOptions extends CameraSourceOptions {
 
 /** A camera on USB. Its identity is the camera's (make, model, serial), whatever socket it is plugged into. */
 export class UsbCameraSource extends PtpCameraSource {
+  /** Its transport reads an object's bytes into page-aligned shared memory laid out like the file (see UsbPtpTransport). */
+  readonly lendsBlocks = true;
+
   constructor(
     camera: PtpCamera,
     uri: string,

@@ -108,9 +108,10 @@ export interface BlockHasher {
  * destinations on the same volume) and the others carry on. `head`
  * holds chunks already read (for metadata) that are written first. Each chunk is copied out before the
  * next is pulled, so a source may reuse its buffer for the next one, except when the stream was opened
- * with `recycle` ≥ LENT_BLOCKS (`lent`): then a chunk that is itself a whole staging block (a view of a
- * page-aligned shared block, as a folder source reads; see isLentBlock) is written and hashed from where
- * it is, and kept no longer than that promise allows.
+ * with `recycle` ≥ LENT_BLOCKS (`lent`): then the whole sectors of a chunk in page-aligned shared memory
+ * laid out like the file (a folder source's blocks, a USB camera's reads; see alignedLead) are written and
+ * hashed from where they are, only its unaligned edges are copied, and it is kept no longer than that
+ * promise allows.
  */
 export async function fanOut(
   chunks: AsyncIterable<Buffer>,
@@ -157,8 +158,11 @@ export async function fanOut(
       await discardTemp(t);
     }
   };
-  /** Writes and hashes `data` (the staged block, or a lent one) at the current offset. */
-  const dispatch = async (data: Buffer): Promise<void> => {
+  /**
+   * Writes and hashes `data` (the staged block, or lent bytes) at the current offset; resolves once it may
+   * pull on, with the promise of this block's writes and hash.
+   */
+  const dispatch = async (data: Buffer): Promise<{ done: Promise<unknown> }> => {
     const at = offset;
     offset += data.length;
     const hashed = Promise.resolve(hasher.update(data));
@@ -172,6 +176,7 @@ export async function fanOut(
     step.catch(() => {});
     window.push(step);
     if (window.length >= WRITE_AHEAD) await window.shift();
+    return { done: step };
   };
   const staged = async (): Promise<void> => {
     const data = staging().subarray(0, fill);
@@ -179,16 +184,42 @@ export async function fanOut(
     fill = 0;
     await dispatch(data);
   };
-  const take = async (chunk: Buffer): Promise<void> => {
-    throwIfAborted(signal);
-    if (adopt && fill === 0 && isLentBlock(chunk)) return dispatch(chunk);
-    for (let off = 0; off < chunk.length; ) {
-      const n = Math.min(chunk.length - off, STAGE_BLOCK - fill);
+  /** Copies `chunk[from, to)` into staging blocks, dispatching each one filled. */
+  const copyOut = async (chunk: Buffer, from: number, to: number): Promise<void> => {
+    for (let off = from; off < to; ) {
+      const n = Math.min(to - off, STAGE_BLOCK - fill);
       chunk.copy(staging(), fill, off, off + n);
       fill += n;
       off += n;
       if (fill === STAGE_BLOCK) await staged();
     }
+  };
+  // Lent chunks whose blocks may still be in flight, oldest first, each as the promise of its blocks' ends.
+  const held: Array<Promise<unknown>> = [];
+  /** Writes and hashes what it can of a chunk where it is; resolves with the promise of those blocks' ends. */
+  const adoptOrCopy = async (chunk: Buffer): Promise<{ done: Promise<unknown> }> => {
+    const lead = alignedLead(chunk, offset + fill);
+    if (lead === undefined || lead >= chunk.length) {
+      await copyOut(chunk, 0, chunk.length);
+      return { done: Promise.resolve() };
+    }
+    // A whole lent block goes as it is; otherwise the bytes before the first aligned offset end the block
+    // being staged, and the tail short of a whole sector is staged for the next chunk. The pages between go
+    // as one block, however long: each block costs a write and a message to the hash worker.
+    const whole = fill === 0 && chunk.byteOffset === 0 && chunk.length <= STAGE_BLOCK;
+    const tail = whole ? chunk.length : lead + Math.floor((chunk.length - lead) / DIRECT_ALIGN) * DIRECT_ALIGN;
+    await copyOut(chunk, 0, lead);
+    if (fill > 0) await staged();
+    const { done } = tail > lead ? await dispatch(chunk.subarray(lead, tail)) : { done: Promise.resolve() };
+    await copyOut(chunk, tail, chunk.length);
+    return { done };
+  };
+  const take = async (chunk: Buffer): Promise<void> => {
+    throwIfAborted(signal);
+    if (!adopt) return copyOut(chunk, 0, chunk.length);
+    held.push((await adoptOrCopy(chunk)).done);
+    // The source may reuse a chunk once `lent` more are pulled: the oldest must be done with by then.
+    while (held.length >= lent) await held.shift();
   };
   try {
     for (const c of head) await take(c);
@@ -210,13 +241,16 @@ export async function fanOut(
 export const LENT_BLOCKS = WRITE_AHEAD;
 
 /**
- * Whether a chunk can be written and hashed where it is: at most a staging block from the start of a
- * page-aligned shared memory (only takeAlignedBlock makes shared memory here), which O_DIRECT takes and
- * the hash worker reads. A short one is normally a file's last; were it not, the offsets after it are off
- * the alignment grid and the writes after it go through the page cache (writeTo), slower but the same.
+ * How many bytes of `chunk`, which continues the file at offset `at`, come before the first one at an
+ * aligned file offset, when from there on its memory and the file's offsets are aligned alike, so that its
+ * whole sectors can be written with O_DIRECT and hashed in the worker where they are; undefined when they
+ * cannot (private memory, or memory offset from the file's grid). Only takeAlignedBlock makes shared
+ * memory here, so shared memory is page-aligned.
  */
-function isLentBlock(chunk: Buffer): boolean {
-  return chunk.byteLength > 0 && chunk.byteLength <= STAGE_BLOCK && chunk.byteOffset === 0 && chunk.buffer instanceof SharedArrayBuffer;
+function alignedLead(chunk: Buffer, at: number): number | undefined {
+  if (!(chunk.buffer instanceof SharedArrayBuffer) || chunk.byteLength === 0) return undefined;
+  const lead = (DIRECT_ALIGN - (at % DIRECT_ALIGN)) % DIRECT_ALIGN;
+  return (chunk.byteOffset + lead) % DIRECT_ALIGN === 0 ? lead : undefined;
 }
 
 /** fsync, preserve the source's mtime, close. The read-back, if it follows the writes, stays open. */

@@ -109,9 +109,9 @@ export class SourceReader {
     for (let attempt = 0; ; attempt++) {
       let stream: Readable;
       try {
-        // fanOut keeps a chunk no longer than `lent` pulls (LENT_BLOCKS for whole staging blocks, which it
-        // writes from where they are; one for chunks it copies out), and readHead copies what it keeps. A
-        // camera's transport reuses a read buffer only once every slice of it is given back.
+        // fanOut keeps a chunk no longer than `lent` pulls (LENT_BLOCKS for chunks whose pages it writes
+        // from where they are; one for chunks it copies out), and readHead copies what it keeps. A camera's
+        // transport reuses a read buffer only once every slice of it is given back.
         stream = await source.open(pf.item, { signal, recycle: lent, chunkSize: STAGE_BLOCK });
       } catch (e) {
         // Not the file listed any more (another size or time, or now a link or a FIFO, never followed).
@@ -175,6 +175,8 @@ export class SourceReader {
           signal,
           lent,
         );
+        // Done with every chunk: a camera's transport may read the next file into their memory.
+        stream.destroy();
         // Before the hashes and the stat: a preview made of the bytes need not wait for them.
         tap?.end();
         tap = undefined;

@@ -228,9 +228,11 @@ export class PtpCamera {
     // One chunk at a time (highWaterMark 0): with more buffered, a read() returns them concatenated into a
     // fresh buffer. Read-ahead is the transport's job (its receive queue keeps the link busy meanwhile).
     const slices = opts.recycle ? new SliceLeases(opts.recycle) : undefined;
-    const readable = Readable.from(this.downloadChunks(handle, opts, slices), { objectMode: false, highWaterMark: 0 });
-    // 'end' comes once the reader has pulled past the last chunk: by its promise it is done with them all.
-    if (slices) readable.once('end', () => slices.releaseAll());
+    // Not destroyed at its end when it lends slices: a reader that keeps chunks a few pulls (a writer that
+    // writes them where they are) may still hold the last ones once it has pulled past the end, and gives
+    // them back by destroying the stream (OpenOptions.recycle).
+    const readable = Readable.from(this.downloadChunks(handle, opts, slices), { objectMode: false, highWaterMark: 0, autoDestroy: !slices });
+    if (slices) readable.once('close', () => slices.releaseAll());
     if (signal) {
       const onAbort = (): void => {
         readable.destroy(abortReason(signal));

@@ -35,8 +35,7 @@ export interface OperationRequest {
  * Gives slices back to their transport as the consumer of a data-in phase pulls on. The consumer promises
  * to be done with each slice before it has pulled `keep` more (OpenOptions.recycle); one more is kept than
  * that, for a stream between that reads one slice ahead of its reader. The last ones are given back only by
- * `releaseAll`, when the reader has seen the end: a reader that stops early keeps them (their memory is then
- * never reused).
+ * `releaseAll`, once the reader says it is done with them (PtpCamera.download: the stream destroyed).
  */
 export class SliceLeases {
   readonly #held: Array<() => void> = [];

@@ -5,6 +5,7 @@
  */
 import { abortable, sleep } from '../../async.js';
 import { ShuttleError, abortReason, throwIfAborted } from '../../errors.js';
+import { DIRECT_ALIGN, takeAlignedBlock } from '../../io/direct.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { CONTAINER_HEADER_LENGTH, ContainerType, MAX_OPERATION_PARAMS, decodeContainerHeader, encodeDataContainerHeader, encodeOperationContainer } from '../ptp/codec.js';
 import { OperationCode, ResponseCode, hex16 } from '../ptp/codes.js';
@@ -47,8 +48,18 @@ const OBJECT_DATA_OPERATIONS: ReadonlySet<number> = new Set([
  * memory brings on; a reader that gives its slices back (PtpIncoming.release) lets one buffer serve again.
  */
 const REUSED_READ_MIN_BYTES = 64 * 1024;
-/** Spare large buffers kept: enough for the pending reads while a reader holds a few slices. */
-const MAX_SPARE_READ_BUFFERS = 4;
+/**
+ * Spare large buffers kept: enough for the pending reads while a reader holds a few slices (a reader that
+ * writes slices where they are keeps OpenOptions.recycle of them, and a file's last ones come back at once).
+ */
+const MAX_SPARE_READ_BUFFERS = 8;
+/**
+ * Where a large read lands in its buffer (page-aligned shared memory): one container header before a page
+ * boundary. A data phase's first read then puts its payload on the boundary, and reads that continue it
+ * (whole pages long) keep the payload's page offsets at page-aligned addresses, so a reader can write the
+ * object's whole pages with O_DIRECT and hash them in a worker thread without copying them first.
+ */
+const READ_LEAD = DIRECT_ALIGN - CONTAINER_HEADER_LENGTH;
 /** Largest single bulk OUT transfer of a data phase; a multiple of every packet size, so only the last one can be short. */
 export const WRITE_BLOCK_BYTES = 1024 * 1024;
 const LONGEST_EVENT_BYTES = 64 * 1024;
@@ -251,8 +262,8 @@ export class UsbPtpTransport implements PtpTransport {
 
   /** Submits one bulk IN read, into a spare large buffer when it is long enough to be worth one. */
   private submitRead(length: number): void {
-    const buffer = length >= REUSED_READ_MIN_BYTES ? (this.spare.pop() ?? Buffer.allocUnsafe(this.largeReadBytes())) : undefined;
-    this.inflight.push({ pending: this.link.bulkIn(length, 0, buffer), length, buffer });
+    const buffer = length >= REUSED_READ_MIN_BYTES ? (this.spare.pop() ?? takeAlignedBlock(READ_LEAD + this.largeReadBytes(), { shared: true })) : undefined;
+    this.inflight.push({ pending: this.link.bulkIn(length, 0, buffer?.subarray(READ_LEAD)), length, buffer });
   }
 
   /**

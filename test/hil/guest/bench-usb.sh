@@ -49,8 +49,11 @@ cd /run
 [ "${HIL_CPU_PROF:-}" = 1 ] && export NODE_OPTIONS="--cpu-prof --cpu-prof-dir=/dest/logs" SHUTTLE_LOG_LEVEL=debug
 hil_event "clock shuttle-start $(date +%s%3N)"
 t0=$(up)
-hil_shuttle ingest --state /dest/state ingest usb: --dest /dest/lib --json
+# hil_shuttle's run under time(1): peak RSS (KiB) and CPU seconds (user, system), worker threads included.
+/usr/bin/time -o /dest/logs/shuttle-time.txt -f "%M %U %S" "$HIL_NODE" "$HIL_SHUTTLE" --state /dest/state ingest usb: --dest /dest/lib --json > /dest/logs/ingest.json 2> /dest/logs/ingest.log
 rc=$?
 t1=$(up)
+hil_event "result ingest rc=$rc"
+hil_event "shuttle-usage $(cat /dest/logs/shuttle-time.txt)"
 hil_event "time shuttle $(took "$t0" "$t1") rc=$rc"
 hil_poweroff
