@@ -119,7 +119,9 @@ try {
   }
   const usage = /HIL:shuttle-usage (\d+) ([\d.]+) ([\d.]+)/.exec(guest.output);
   if (usage) {
-    process.stdout.write(`shuttle peak RSS ${(Number(usage[1]) / 1024).toFixed(0)} MB, CPU ${(Number(usage[2]) + Number(usage[3])).toFixed(1)} s (user ${usage[2]}, system ${usage[3]})\n`);
+    process.stdout.write(
+      `shuttle peak RSS ${(Number(usage[1]) / 1024).toFixed(0)} MB, CPU ${(Number(usage[2]) + Number(usage[3])).toFixed(1)} s (user ${usage[2]}, system ${usage[3]})\n`,
+    );
   }
   const rates = /HIL:cpu-rates (.*)/.exec(guest.output)?.[1];
   if (rates) process.stdout.write(`this guest's CPU, MB/s on one thread: ${rates}\n`);

@@ -27,7 +27,12 @@ async function logSyncs(files: number, folders = 1, size = 100_000): Promise<{ m
   for (let i = 0; i < files; i++) {
     await writeBytes(join(base, 'card', 'DCIM', `${100 + (i % folders)}CANON`, `IMG_${String(i + 1).padStart(4, '0')}.JPG`), bytes(size + i, i + 1));
   }
-  const t = await traceIngest(['fsync', 'fdatasync', 'openat'], { card: join(base, 'card'), dest: join(base, 'dest'), state: join(base, 'state'), trace: join(base, 'strace.txt') });
+  const t = await traceIngest(['fsync', 'fdatasync', 'openat'], {
+    card: join(base, 'card'),
+    dest: join(base, 'dest'),
+    state: join(base, 'state'),
+    trace: join(base, 'strace.txt'),
+  });
   expect(t.status, t.stderr).toBe(0);
   expect((JSON.parse(t.stdout) as { copied: number }).copied).toBe(files);
   const { lines, main } = t;

@@ -11,12 +11,7 @@ import { ingestSettings } from './fixtures.js';
  * log and a signal never aborted. `more` adds the rest of a request (callbacks, refuseWhatCannotFit) or
  * replaces any part of it.
  */
-export function ingestInto(
-  source: string | Source | Source[],
-  dest: string,
-  journal: Journal,
-  more: Partial<IngestRequest> & { template?: string } = {},
-): Promise<IngestSummary> {
+export function ingestInto(source: string | Source | Source[], dest: string, journal: Journal, more: Partial<IngestRequest> & { template?: string } = {}): Promise<IngestSummary> {
   const { template = '{name}', ...rest } = more;
   const sources = typeof source === 'string' ? [new FolderSource(source)] : Array.isArray(source) ? source : [source];
   return runIngest({
