@@ -125,7 +125,14 @@ try {
     AWS_ENDPOINT_URL_S3: swift.endpoint,
   };
   // Local verified copies to upload from, queued but not sent (not timed).
-  sh(`${node} ${main} --state ${state} --config ${config} --log-level warn ingest ${card} --dest ${lib} --upload s3://bench-shuttle/lib --no-wait --json > /dev/null`, env);
+  const queue = (build: string, into: string): void =>
+    sh(`${node} ${build} --state ${into} --config ${config} --log-level warn ingest ${card} --dest ${lib} --upload s3://bench-shuttle/lib --no-wait --json > /dev/null`, env);
+  queue(main, state);
+  // The earlier build gets a journal of its own making: it may not read a newer build's schema. Its ingest
+  // finds the copies already there (the same bytes) and queues them alike.
+  const stateBefore = join(work, 'state-before');
+  if (before !== undefined) queue(before, stateBefore);
+  const stateOf = (build: string): string => (build === main ? state : stateBefore);
 
   // The installed command (bin/shuttle.js) keeps V8's compiled code between runs; run directly, each build
   // gets the same cache the launcher would give it, filled by an untimed run (see warm-up below).
@@ -154,7 +161,9 @@ try {
     const admin = swift.adminClient();
     const sides: Array<{ name: string; bucket: string; run: () => Timing; timings: Timing[] }> = [
       { name: 'shuttle', bucket: 'bench-shuttle', run: () => timed('shuttle upload', upload(main, fresh(state)), env), timings: [] },
-      ...(before === undefined ? [] : [{ name: 'before', bucket: 'bench-shuttle', run: () => timed('shuttle upload (before)', upload(before, fresh(state)), env), timings: [] }]),
+      ...(before === undefined
+        ? []
+        : [{ name: 'before', bucket: 'bench-shuttle', run: () => timed('shuttle upload (before)', upload(before, fresh(stateBefore)), env), timings: [] }]),
       {
         name: 'rclone',
         bucket: 'bench-rclone',
@@ -169,7 +178,7 @@ try {
     ];
     // Untimed: fills each build's compile cache, as a user's earlier runs of the command would have.
     for (const build of before === undefined ? [main] : [main, before]) {
-      sh(upload(build, fresh(state)), env);
+      sh(upload(build, fresh(stateOf(build))), env);
       await emptyBucket(admin, 'bench-shuttle');
     }
     let reference: { objects: number; bytes: number } | undefined;
