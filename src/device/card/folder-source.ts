@@ -35,6 +35,8 @@ class FileChunks extends Readable {
   #ring: Buffer[] = [];
   #next = 0;
   #direct: boolean;
+  /** The end was pushed (see #end). */
+  #ended = false;
 
   constructor(
     private handle: FileHandle,
@@ -137,8 +139,6 @@ class FileChunks extends Readable {
     this.push(null);
     this.handle.close().catch(() => undefined);
   }
-
-  #ended = false;
 
   async #reopenBuffered(): Promise<void> {
     try {
