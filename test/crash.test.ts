@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { CRASH_POINTS } from '../src/ingest/crash-points.js';
 import { ingestJson, runCli, spawnCli } from './support/cli.js';
@@ -175,6 +175,44 @@ test('temps-a-crash-left-are-removed-when-the-destination-is-next-opened-even-by
     expect(await tempFilesUnder(d)).toEqual([]);
     expect([...(await listTree(d, { skipShuttle: true })).keys()]).toEqual(['2027/2027-01-02/NOTE.TXT']);
   }
+  await rm(base, { recursive: true, force: true });
+}, 120_000);
+
+test('a-folder-of-temps-that-could-not-be-swept-keeps-its-record-through-a-run-that-writes-elsewhere', async () => {
+  const base = join(work.path, 'unsweepable');
+  const dest = join(base, 'a');
+  const state = join(base, 'state');
+  const recorded = (): string[] => {
+    const db = new DatabaseSync(join(state, 'journal.sqlite'));
+    try {
+      return (db.prepare('SELECT path FROM temp_folders ORDER BY path').all() as { path: string }[]).map((r) => r.path);
+    } finally {
+      db.close();
+    }
+  };
+  const killed = await runCli(['ingest', src, '--dest', dest, '--state', state, '--json'], { env: { SHUTTLE_TEST_CRASH_AT: 'temp-created:1' } });
+  expect(killed.signal, killed.stderr).toBe('SIGKILL');
+  const [temp, ...more] = await tempFilesUnder(dest);
+  expect(more).toEqual([]);
+  const folder = dirname(temp!);
+  expect(recorded()).toEqual([relative(dest, folder)]);
+  // The folder cannot be listed at the next opening: a file stands where it was.
+  await rename(folder, `${folder}.aside`);
+  await writeFile(folder, 'not a folder\n');
+  const other = join(base, 'other-card');
+  await writeBytes(join(other, 'DCIM/100CANON/NOTE.TXT'), 'another card\n', new Date('2027-01-02T08:00:00Z'));
+  const elsewhere = await ingestJson([other, '--dest', dest, '--state', state]);
+  expect(elsewhere.code, elsewhere.stderr).toBe(0);
+  expect(elsewhere.stderr).toContain('could not sweep the folder of stray temp files');
+  // This run swept and wrote only its own folder: the record it could not act on is still there.
+  expect(recorded()).toEqual([relative(dest, folder)]);
+  // Once the folder can be listed again, the next opening removes the temp and forgets the record.
+  await rm(folder);
+  await rename(`${folder}.aside`, folder);
+  const again = await ingestJson([other, '--dest', dest, '--state', state]);
+  expect(again.code, again.stderr).toBe(0);
+  expect(await tempFilesUnder(dest)).toEqual([]);
+  expect(recorded()).toEqual([]);
   await rm(base, { recursive: true, force: true });
 }, 120_000);
 

@@ -168,9 +168,9 @@ test('the-folders-temps-are-made-in-are-kept-per-destination-until-forgotten', (
   journal.markTempFolder(d, '2026/2026-01-02');
   journal.markTempFolder(e, '2026/2026-01-01');
   expect(journal.tempFolders(d)).toEqual(['2026/2026-01-01', '2026/2026-01-02']);
-  journal.forgetTempFolders(d, '2026/2026-01-01');
+  journal.forgetTempFolder(d, '2026/2026-01-01');
   expect(journal.tempFolders(d)).toEqual(['2026/2026-01-02']);
-  journal.forgetTempFolders(d);
+  journal.forgetTempFolder(d, '2026/2026-01-02');
   expect(journal.tempFolders(d)).toEqual([]);
   expect(journal.tempFolders(e)).toEqual(['2026/2026-01-01']);
 });

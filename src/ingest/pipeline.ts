@@ -63,7 +63,7 @@ export async function runIngest(req: IngestRequest): Promise<IngestSummary> {
     for (const d of run.destinations.filter((x) => x.id >= 0)) await writeManifest(run, d).catch((e: unknown) => run.recordError(e, { destination: d.root }));
     for (const d of run.destinations) await d.folders.close();
     // Every temp of the run is published or removed by now (the writers never leave one behind).
-    for (const d of run.destinations.filter((x) => x.id >= 0)) run.journal.forgetTempFolders(d.id);
+    for (const d of run.destinations.filter((x) => x.id >= 0)) d.forgetSwept(run.journal);
     run.finish();
   }
   return summary;

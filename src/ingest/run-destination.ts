@@ -1,6 +1,7 @@
 import { mkdir, unlink } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { abortReason, type ShuttleError } from '../errors.js';
+import type { Journal } from '../store/journal.js';
 import { destinationLockPath } from '../store/lock.js';
 import { checkDestination } from './destination.js';
 import { MARKER_DIR } from '../io/local-destination.js';
@@ -21,6 +22,8 @@ export class RunDestination {
   pendingBytes = 0;
   /** Folders swept of stray temps in this run (see sweepFolder), each once, before its first temp. */
   readonly #swept = new Map<string, Promise<void>>();
+  /** Of those, the ones swept clean, by path relative to the root: the records this run may forget (forgetSwept). */
+  readonly #sweptClean = new Set<string>();
   /** The folders published into, synced once for the names made while a sync ran (see FolderSyncs). */
   readonly folders = new FolderSyncs();
   /**
@@ -61,12 +64,16 @@ export class RunDestination {
     const dest = new RunDestination(spec, journal.upsertDestination(checked.id, spec.path, checked.volumeUuid), Date.now());
     // A crash leaves temps in the folders a run recorded (sweepFolder); they were never published, so
     // remove them. Only temps older than this run's lock: a newer one is another writer's (a repair).
+    // A folder swept clean keeps its record for this run, which counts it as swept (its first temp
+    // there needs no second look) and forgets the record when it ends.
     for (const rel of journal.tempFolders(dest.id)) {
+      const folder = join(spec.path, rel);
       try {
-        for (const temp of await removeStrayTemps(join(spec.path, rel), { signal, recursive: false, olderThanMs: dest.lockedAtMs })) {
+        for (const temp of await removeStrayTemps(folder, { signal, recursive: false, olderThanMs: dest.lockedAtMs })) {
           logger.info({ destination: spec.path, temp }, 'removed temp file of an interrupted copy');
         }
-        journal.forgetTempFolders(dest.id, rel);
+        dest.#swept.set(folder, Promise.resolve());
+        dest.#sweptClean.add(rel);
       } catch (err) {
         if (signal.aborted) throw abortReason(signal);
         // Kept for the next opening: a stray temp is litter, not a loss, and the run may still write elsewhere.
@@ -124,10 +131,12 @@ export class RunDestination {
     const folder = dirname(finalPath);
     let sweep = this.#swept.get(folder);
     if (sweep === undefined) {
-      run.journal.markTempFolder(this.id, relative(this.root, folder));
+      const rel = relative(this.root, folder);
+      run.journal.markTempFolder(this.id, rel);
       sweep = removeStrayTemps(folder, { signal, recursive: false, olderThanMs: this.lockedAtMs }).then(
         (removed) => {
           for (const temp of removed) logger.info({ destination: this.root, temp }, 'removed temp file of an interrupted copy');
+          this.#sweptClean.add(rel);
         },
         (err: unknown) => {
           if (signal.aborted) throw abortReason(signal);
@@ -138,5 +147,13 @@ export class RunDestination {
       this.#swept.set(folder, sweep);
     }
     return sweep;
+  }
+
+  /**
+   * The run has ended and every temp it made is published or removed: forgets the records of the folders
+   * it swept clean. A folder it could not sweep keeps its record, whoever made it, for the next opening.
+   */
+  forgetSwept(journal: Journal): void {
+    for (const rel of this.#sweptClean) journal.forgetTempFolder(this.id, rel);
   }
 }

@@ -477,7 +477,7 @@ export class Journal {
    * process dying loses nothing of it, and a power cut at worst a record whose folder's temps the next
    * ingest writing there sweeps (RunDestination.sweepFolder); the run's next durable commit makes it
    * durable too. The next opening of the destination removes the temps a crash left in the folders
-   * recorded (tempFolders) and forgets them, as the run does once it has ended (forgetTempFolders).
+   * recorded (tempFolders) and forgets them, as the run does with those it swept clean once it has ended (forgetTempFolder).
    */
   markTempFolder(destId: number, path: string): void {
     this.#undurable(() => this.#run('INSERT INTO temp_folders (dest_id, path) VALUES (?, ?) ON CONFLICT DO NOTHING', destId, path));
@@ -488,12 +488,9 @@ export class Journal {
     return this.#all<{ path: string }>('SELECT path FROM temp_folders WHERE dest_id = ? ORDER BY path', destId).map((r) => r.path);
   }
 
-  /** Every temp in the folder (in all of the destination's, without `path`) is gone; committed as markTempFolder is. */
-  forgetTempFolders(destId: number, path?: string): void {
-    this.#undurable(() => {
-      if (path === undefined) this.#run('DELETE FROM temp_folders WHERE dest_id = ?', destId);
-      else this.#run('DELETE FROM temp_folders WHERE dest_id = ? AND path = ?', destId, path);
-    });
+  /** Every temp in the folder is gone; committed as markTempFolder is. */
+  forgetTempFolder(destId: number, path: string): void {
+    this.#undurable(() => this.#run('DELETE FROM temp_folders WHERE dest_id = ? AND path = ?', destId, path));
   }
 
   markVerified(fileId: number, destId: number, c: VerifiedCopy, ingestId: number): void {
