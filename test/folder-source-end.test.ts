@@ -37,7 +37,7 @@ beforeEach(async () => {
   work = await tempDir('shuttle-folder-end-');
 });
 afterEach(async () => {
-  closes.held = undefined;
+  Object.assign(closes, { held: undefined, started: 0, done: 0 });
   await work.cleanup();
 });
 
@@ -63,4 +63,31 @@ test('a-file-read-past-the-page-cache-ends-with-its-last-chunk-while-its-descrip
   stream.destroy();
   await closed;
   expect(closes).toMatchObject({ started: 1, done: 1 });
+});
+
+test('closing-the-source-waits-until-the-descriptors-its-ended-streams-still-close-are-closed', async () => {
+  const card = join(work.path, 'card');
+  await writeBytes(join(card, 'DCIM', 'IMG_0001.JPG'), bytes(30_001, 4));
+  await writeBytes(join(card, 'DCIM', 'IMG_0002.JPG'), bytes(8_000, 5));
+  const source = new FolderSource(card);
+  const items: SourceItem[] = [];
+  for await (const e of source.list()) if ('size' in e) items.push(e as SourceItem);
+  let release!: () => void;
+  closes.held = new Promise<void>((resolve) => (release = resolve));
+  // One read past the page cache, one through it; both read to their end, their closes held.
+  for (const [item, options] of [
+    [items[0]!, { recycle: 4, chunkSize: 1024 * 1024 }],
+    [items[1]!, {}],
+  ] as const) {
+    for await (const _ of await source.open(item, options));
+  }
+  expect(closes.started).toBe(2);
+  let closed = false;
+  const closing = source.close().then(() => (closed = true));
+  // The card would be unmounted now: it must not be while a descriptor of it is open.
+  await new Promise((resolve) => setImmediate(resolve));
+  expect(closed).toBe(false);
+  release();
+  await closing;
+  expect(closes).toMatchObject({ started: 2, done: 2 });
 });

@@ -1,5 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { constants as fsConstants, type Dirent, type Stats } from 'node:fs';
+import type { EventEmitter } from 'node:events';
 import { access, lstat, open as openFile, readdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
@@ -237,6 +238,12 @@ export class FolderSource implements Source {
   readonly lendsBlocks = true;
   readonly root: string;
   readonly #rootBytes: Buffer;
+  /**
+   * The card's files this source has open. A stream closes its file in the background once it has
+   * ended (see FileChunks), and close() waits for those closes: a card is unmounted right after its
+   * source is closed, and an open descriptor would make that fail as busy.
+   */
+  readonly #open = new Set<FileHandle>();
 
   constructor(root: string) {
     this.uri = root;
@@ -347,13 +354,13 @@ export class FolderSource implements Source {
     const canDirect = recycle > 0 && offset % DIRECT_ALIGN === 0 && chunkSize % DIRECT_ALIGN === 0;
     let handle: FileHandle | undefined;
     try {
-      handle = canDirect ? await openDirect(at, SAFE_OPEN) : undefined;
+      handle = canDirect ? this.#track(await openDirect(at, SAFE_OPEN)) : undefined;
       const direct = handle !== undefined;
-      handle ??= await openFile(at, SAFE_OPEN);
+      handle ??= this.#track(await openFile(at, SAFE_OPEN));
       const st = await handle.stat();
       checkListed(st, item, shown);
       const reopen = async (): Promise<FileHandle> => {
-        const again = await openFile(at, SAFE_OPEN);
+        const again = this.#track(await openFile(at, SAFE_OPEN));
         const now = await again.stat().catch(async (e: unknown) => {
           await again.close().catch(() => {});
           throw e;
@@ -395,7 +402,19 @@ export class FolderSource implements Source {
     }
   }
 
-  async close(): Promise<void> {}
+  #track<H extends FileHandle | undefined>(handle: H): H {
+    if (handle === undefined) return handle;
+    this.#open.add(handle);
+    // A FileHandle is an EventEmitter that says 'close' once its descriptor is closed (Node's fs
+    // documentation); @types/node does not declare it.
+    (handle as unknown as EventEmitter).once('close', () => this.#open.delete(handle));
+    return handle;
+  }
+
+  /** Resolves once no file of the card is open through this source (closing any a reader left open). */
+  async close(): Promise<void> {
+    await Promise.all([...this.#open].map((h) => h.close().catch(() => undefined)));
+  }
 }
 
 const SLASH = Buffer.from('/');
