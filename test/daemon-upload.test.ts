@@ -271,11 +271,12 @@ describe('shuttle run uploads', () => {
         db.close();
       }
     };
-    // From the second failure on, its next try is at least 2 s away.
+    // After its third failure its next try is at least 4 s away (equal jitter on a doubling 2 s base):
+    // time for the new file's settle, ingest and upload on a loaded machine.
     const [stuck] = await until(
-      'the refused file deferred twice',
+      'the refused file deferred three times',
       async () => rows(),
-      (r) => r[0]?.attempts === 2 && r[0].state === 'queued',
+      (r) => r[0]?.attempts === 3 && r[0].state === 'queued',
     );
     const files = await drop({ 'IMG_0101.JPG': 120_000 });
     const [, fresh] = await until(
@@ -286,7 +287,7 @@ describe('shuttle run uploads', () => {
       50,
     );
     expect(Date.parse(fresh!.uploaded_at!)).toBeLessThan(stuck!.next_attempt_at);
-    expect(rows()[0]).toMatchObject({ state: 'queued', attempts: 2 });
+    expect(rows()[0]).toMatchObject({ state: 'queued', attempts: 3 });
     expect(await objectsByName()).toEqual(expected(files));
     d.child.kill('SIGTERM');
     expect((await d.exited).code).toBe(0);
