@@ -133,7 +133,10 @@ test('a-small-copy-is-opened-once-at-its-destination-read-back-through-that-hand
   for (const temp of temps) {
     // Created once, to be written and read (the first file's create is tried again once its folder is made).
     const opens = t.lines.filter((l) => l.includes(`"${temp}"`) && l.includes('openat('));
-    expect(opens.filter((l) => !l.includes('ENOENT')), opens.join('\n')).toHaveLength(1);
+    expect(
+      opens.filter((l) => !l.includes('ENOENT')),
+      opens.join('\n'),
+    ).toHaveLength(1);
     for (const l of opens) expect(l).toMatch(/O_RDWR\|O_CREAT\|O_EXCL/);
     // Turned to O_DIRECT for its read-back, which reads it past the page cache through the same descriptor.
     expect(count(t, new RegExp(`fcntl\\(\\d+<${escape(temp)}>, F_SETFL, [^)]*O_DIRECT`))).toBe(1);
