@@ -146,3 +146,20 @@ test('a-small-copy-is-opened-once-at-its-destination-read-back-through-that-hand
     expect(count(t, new RegExp(`\\b(?:link|unlink)\\("${escape(temp)}"`))).toBe(0);
   }
 }, 60_000);
+
+test('small-files-published-while-others-wait-behind-them-share-their-folder-fsyncs-and-log-syncs', async () => {
+  execFileSync('strace', ['-V']);
+  const files = 40;
+  const t = await traced(files);
+  expect((JSON.parse(t.stdout) as { copied: number }).copied).toBe(files);
+  const day = `${t.dest}/2026/2026-05-01`;
+  const synced = (path: string): number => t.lines.filter((l) => l.includes(`fsync(`) && l.includes(`<${path}>`) && !l.includes('resumed>')).length;
+  const folder = synced(day);
+  const log = t.lines.filter((l) => /f(data)?sync\(.*journal\.sqlite-wal>/.test(l) && !l.includes('resumed>')).length;
+  console.info(`${files} files: day folder synced ${folder} times, journal log ${log} times`);
+  // A card's files come faster than they are checked: each name waits for those queued behind it, and one
+  // fsync of the folder, one commit and one sync of the log serve them (at most UNSYNCED_NAMES each).
+  expect(folder).toBeGreaterThanOrEqual(files / 8);
+  expect(folder).toBeLessThanOrEqual(files / 3);
+  expect(log).toBeLessThanOrEqual(files / 3 + 4);
+}, 60_000);
