@@ -196,14 +196,15 @@ const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
  * for the caller to decide on (compare, pick another name, delete).
  *
  * renameat2(RENAME_NOREPLACE) fails with EEXIST instead of replacing, so it is atomic against any other
- * writer; on a case-insensitive filesystem (vfat, the kernel's exFAT) the lookup it makes of the final name
- * matches a name that differs only in case. Where there is no addon or the filesystem refuses the flag (FUSE,
- * older tmpfs), link(2) and unlink(2) do the same in two calls: link fails with EEXIST instead of
- * replacing, so it is atomic too. Filesystems without hard links fall back to an existence check followed by rename(2), which is NOT atomic: between
- * the two another writer could create `finalPath` and be replaced. That is safe only because the caller
- * holds the destination's lock, so no other Shuttle writes in that folder, and nothing else is expected
- * to create camera file names there meanwhile. On such case-insensitive filesystems the check also
- * matches a name that differs only in case, which rename would otherwise replace.
+ * writer; on a case-insensitive filesystem (vfat, the kernel's exFAT) the lookup it makes of the final
+ * name matches a name that differs only in case. Where there is no addon or the filesystem refuses the
+ * flag (FUSE, older tmpfs), link(2) and unlink(2) do the same in two calls: link fails with EEXIST instead
+ * of replacing, so it is atomic too. Filesystems without hard links fall back to an existence check
+ * followed by rename(2), which is NOT atomic: between the two another writer could create `finalPath`
+ * and be replaced. That is safe only because the caller holds the destination's lock, so no other
+ * Shuttle writes in that folder, and nothing else is expected to create camera file names there
+ * meanwhile. On such case-insensitive filesystems the check also matches a name that differs only in
+ * case, which rename would otherwise replace.
  */
 export async function publishNoReplace(tempPath: string, finalPath: string, syncFolder = true): Promise<'published' | 'exists'> {
   const renamed = await renameNoReplace(tempPath, finalPath);
