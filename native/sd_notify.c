@@ -103,9 +103,13 @@ static napi_value notify(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// native/durable_fs.c: the copy path's calls, in the same addon so that one file is built and shipped.
+bool durable_fs_register(napi_env env, napi_value exports);
+
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_value fn;
   if (napi_create_function(env, "notify", NAPI_AUTO_LENGTH, notify, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "notify", fn) != napi_ok) return NULL;
+  if (!durable_fs_register(env, exports)) return NULL;
   return exports;
 }

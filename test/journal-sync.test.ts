@@ -18,7 +18,9 @@ const wal = vi.hoisted(() => ({
   onSync: undefined as undefined | ((path: string) => () => Promise<unknown> | unknown),
   /** The same for the syncs of folders (opened with O_DIRECTORY); what it returns may hold the sync's end back. */
   onFolderSync: undefined as undefined | ((path: string) => () => Promise<void> | void),
-  /** Called once a link(2) has made a new name. */
+  /** Called as a file opened by path to be synced (adoptExisting's) is synced. */
+  onFileSync: undefined as undefined | ((path: string) => void),
+  /** Called once a link(2), or renameat2(2) through the addon, has made a new name. */
   onLink: undefined as undefined | ((path: string) => void),
 }));
 vi.mock('node:fs/promises', async (importOriginal) => {
@@ -33,6 +35,13 @@ vi.mock('node:fs/promises', async (importOriginal) => {
         const ended = wal.onSync?.(path);
         await sync();
         await ended?.();
+      };
+    }
+    if (args[1] === 'r') {
+      const sync = handle.sync.bind(handle);
+      handle.sync = async () => {
+        wal.onFileSync?.(path);
+        await sync();
       };
     }
     if (typeof args[1] === 'number' && (args[1] & constants.O_DIRECTORY) !== 0) {
@@ -52,6 +61,23 @@ vi.mock('node:fs/promises', async (importOriginal) => {
   return { ...fs, open, link, default: { ...fs, open, link } };
 });
 
+vi.mock('../src/io/native-fs.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../src/io/native-fs.js')>();
+  const nativeFs = (): ReturnType<typeof real.nativeFs> => {
+    const fs = real.nativeFs();
+    return (
+      fs && {
+        ...fs,
+        renameNoReplace: async (from: string, to: string) => {
+          await fs.renameNoReplace(from, to);
+          wal.onLink?.(to);
+        },
+      }
+    );
+  };
+  return { ...real, nativeFs };
+});
+
 let work: { path: string; cleanup: () => Promise<void> };
 beforeEach(async () => {
   work = await tempDir('shuttle-journal-sync-');
@@ -60,6 +86,7 @@ afterEach(async () => {
   wal.onSync = undefined;
   wal.onFolderSync = undefined;
   wal.onLink = undefined;
+  wal.onFileSync = undefined;
   await work.cleanup();
 });
 
@@ -94,6 +121,23 @@ test('synced-resolves-after-a-log-sync-that-began-after-the-call-and-one-sync-se
   await Promise.all([first, second.then(() => events.push('second and third durable'))]);
   journal.close();
   expect(events).toEqual(['sync 1 begins', 'sync 1 ends', 'first durable', 'sync 2 begins', 'sync 2 ends', 'second and third durable']);
+});
+
+test('a-log-sync-under-way-that-began-after-the-last-commit-serves-a-later-call-without-another-sync', async () => {
+  const journal = Journal.open(join(work.path, 'state'));
+  let syncs = 0;
+  wal.onSync = () => {
+    syncs++;
+    return () => undefined;
+  };
+  // A batch's records are committed together, then each asks for the log to be synced.
+  journal.txUnsynced(() => journal.upsertSource({ kind: 'card', key: 'card:A', label: 'A', details: {} }));
+  const first = journal.synced();
+  const second = journal.synced();
+  expect(second).toBe(first);
+  await Promise.all([first, second]);
+  journal.close();
+  expect(syncs).toBe(1);
 });
 
 test('an-ingest-reports-each-file-only-after-a-log-sync-that-began-once-its-verified-record-was-committed', async () => {
@@ -163,7 +207,8 @@ test('a-copy-is-recorded-only-after-an-fsync-of-its-folder-that-began-once-its-n
     lastCovered = linked.length;
     folderSyncs++;
     let held: Promise<void> | undefined;
-    if (holding === undefined) {
+    // Names published while files wait behind them share a sync: held only while two more can still come.
+    if (holding === undefined && linked.length <= names.length - 2) {
       holding = linked.length;
       held = new Promise<void>((resolve) => (twoMoreLinked = resolve));
     }
@@ -198,16 +243,17 @@ test('a-copy-is-recorded-only-after-an-fsync-of-its-folder-that-began-once-its-n
 
 /**
  * Runs an ingest of `src` into `dest` whose first sync of the destination's folder after a copy's name was
- * made is held until `release` says so (asked at each link and each later sync of that folder).
+ * made is held until `release` says so (asked as it begins, at each link and at each later sync of that folder).
  */
-async function ingestHoldingFirstFolderSync(src: string, dest: string, release: (e: { links: number; syncsSince: number }) => boolean) {
+async function ingestHoldingFirstFolderSync(src: string, dest: string, release: (e: { links: number; syncsSince: number; fileSyncs: number }) => boolean) {
   const journal = Journal.open(join(work.path, 'state'));
   let links = 0;
   let syncsSince = 0;
+  let fileSyncs = 0;
   let held: (() => void) | undefined;
   let holding = false;
   const check = (): void => {
-    if (held && release({ links, syncsSince })) {
+    if (held && release({ links, syncsSince, fileSyncs })) {
       held();
       held = undefined;
     }
@@ -215,6 +261,11 @@ async function ingestHoldingFirstFolderSync(src: string, dest: string, release: 
   wal.onLink = (path) => {
     if (!path.startsWith(`${dest}/`) || path.includes('/ascmhl/') || path.includes('/.shuttle/')) return;
     links++;
+    check();
+  };
+  wal.onFileSync = (path) => {
+    if (!path.startsWith(`${dest}/`)) return;
+    fileSyncs++;
     check();
   };
   wal.onFolderSync = (path) => {
@@ -225,6 +276,8 @@ async function ingestHoldingFirstFolderSync(src: string, dest: string, release: 
       return () => undefined;
     }
     holding = true;
+    // Names published while files wait behind them are synced together: the next may be made already.
+    if (release({ links, syncsSince, fileSyncs })) return () => undefined;
     const wait = new Promise<void>((resolve) => (held = resolve));
     return () => wait;
   };
@@ -260,8 +313,8 @@ test('a-file-with-the-content-of-one-whose-record-waits-for-its-folder-fsync-is-
   const dest = join(work.path, 'dest');
   await writeBytes(join(src, 'A.BIN'), bytes(40_000, 7));
   await writeBytes(join(src, 'B.BIN'), bytes(40_000, 7));
-  // Released once B is placed: by adoption (which syncs the folder itself) or, wrongly, by a link of its own.
-  const { summary, journal } = await ingestHoldingFirstFolderSync(src, dest, ({ links, syncsSince }) => links >= 2 || syncsSince >= 1);
+  // Released once B is placed: by adoption (which syncs the file and its folder itself) or, wrongly, by a link of its own.
+  const { summary, journal } = await ingestHoldingFirstFolderSync(src, dest, ({ links, syncsSince, fileSyncs }) => links >= 2 || syncsSince >= 1 || fileSyncs >= 1);
   journal.close();
   expect(summary).toMatchObject({ files: 2, copied: 2, failed: 0, errors: [] });
   const rows = journalRows(`SELECT f.rel_path, c.dest_path, c.dedup FROM copies c JOIN files f ON f.id = c.file_id WHERE c.state = 'verified' ORDER BY f.rel_path`);

@@ -28,7 +28,7 @@ interface Traced {
 }
 
 /** One `shuttle ingest` of `files` small files (sizes not a whole number of sectors) in one folder, traced. */
-async function traced(files: number, opts: { destInAFile?: boolean } = {}): Promise<Traced> {
+async function traced(files: number, opts: { destInAFile?: boolean; calls?: string[] } = {}): Promise<Traced> {
   const base = join(work.path, `${files}${opts.destInAFile ? '-refused' : ''}`);
   for (let i = 0; i < files; i++) {
     await writeBytes(join(base, 'card', 'DCIM', '100CANON', `IMG_${String(i + 1).padStart(4, '0')}.JPG`), bytes(30_001 + i, i + 1), new Date('2026-05-01T10:00:00Z'));
@@ -36,7 +36,7 @@ async function traced(files: number, opts: { destInAFile?: boolean } = {}): Prom
   // A destination under a plain file: refused when the run opens it, so every file fails for want of one.
   if (opts.destInAFile) await writeFile(join(base, 'a-file'), '');
   const dest = opts.destInAFile ? join(base, 'a-file', 'dest') : join(base, 'dest');
-  const t = await traceIngest(['openat', 'statx', 'newfstatat', 'lstat', 'fsync', 'fdatasync', 'pread64'], {
+  const t = await traceIngest(['openat', 'statx', 'newfstatat', 'lstat', 'fsync', 'fdatasync', 'pread64', ...(opts.calls ?? [])], {
     card: join(base, 'card'),
     dest,
     state: join(base, 'state'),
@@ -76,9 +76,9 @@ test('a-small-copy-opens-no-direct-handle-and-its-folder-is-neither-looked-up-no
     // The temp, written through the page cache whole (no sector-sized block to write past it).
     // By path: a create strace shows in two parts has its result on another line, and the first file's
     // temp is created again (same name) once its folder is made.
-    const temps = t.lines.map((l) => /openat\(.*\/(\.IMG_\d+\.JPG\.[0-9a-f]+\.shuttle-tmp)", O_WRONLY\|O_CREAT\|O_EXCL/.exec(l)?.[1]).filter((p) => p !== undefined);
+    const temps = t.lines.map((l) => /openat\(.*\/(\.IMG_\d+\.JPG\.[0-9a-f]+\.shuttle-tmp)", O_(?:WRONLY|RDWR)\|O_CREAT\|O_EXCL/.exec(l)?.[1]).filter((p) => p !== undefined);
     expect(new Set(temps).size).toBe(n);
-    expect(count(t, /openat\(.*\.shuttle-tmp", O_WRONLY.*O_DIRECT/)).toBe(0);
+    expect(count(t, /openat\(.*\.shuttle-tmp", O_(?:WRONLY|RDWR).*O_DIRECT/)).toBe(0);
   }
   const day = `${escape(twelve.dest)}/2026/2026-05-01`;
   const dayTwo = `${escape(two.dest)}/2026/2026-05-01`;
@@ -122,4 +122,44 @@ test('a-small-copy-is-read-in-lengths-near-its-size-from-the-card-and-back-from-
   expect(card.filter((r) => r.got > 0)).toHaveLength(3);
   expect(back.filter((r) => r.got > 0)).toHaveLength(3);
   for (const r of [...card, ...back]) expect(r, JSON.stringify(r)).toMatchObject({ length: 32_768, offset: 0 });
+}, 60_000);
+
+test('a-small-copy-is-opened-once-at-its-destination-read-back-through-that-handle-and-published-in-one-call', async () => {
+  execFileSync('strace', ['-V']);
+  const t = await traced(4, { calls: ['fcntl', 'link', 'unlink', 'renameat2'] });
+  expect((JSON.parse(t.stdout) as { copied: number }).copied).toBe(4);
+  const temps = [...new Set(t.lines.map((l) => /"([^"]*\/\.IMG_\d+\.JPG\.[0-9a-f]+\.shuttle-tmp)"/.exec(l)?.[1]).filter((p) => p !== undefined))];
+  expect(temps).toHaveLength(4);
+  for (const temp of temps) {
+    // Created once, to be written and read (the first file's create is tried again once its folder is made).
+    const opens = t.lines.filter((l) => l.includes(`"${temp}"`) && l.includes('openat('));
+    expect(
+      opens.filter((l) => !l.includes('ENOENT')),
+      opens.join('\n'),
+    ).toHaveLength(1);
+    for (const l of opens) expect(l).toMatch(/O_RDWR\|O_CREAT\|O_EXCL/);
+    // Turned to O_DIRECT for its read-back, which reads it past the page cache through the same descriptor.
+    expect(count(t, new RegExp(`fcntl\\(\\d+<${escape(temp)}>, F_SETFL, [^)]*O_DIRECT`))).toBe(1);
+    expect(calls(t, 'pread64').filter((l) => l.includes(`<${temp}>`) && / = [1-9]\d*/.test(l))).toHaveLength(1);
+    // One call gives it its final name; none links nor unlinks it.
+    expect(count(t, new RegExp(`renameat2\\(.*"${escape(temp)}"`))).toBe(1);
+    expect(count(t, new RegExp(`\\b(?:link|unlink)\\("${escape(temp)}"`))).toBe(0);
+  }
+}, 60_000);
+
+test('small-files-published-while-others-wait-behind-them-share-their-folder-fsyncs-and-log-syncs', async () => {
+  execFileSync('strace', ['-V']);
+  const files = 40;
+  const t = await traced(files);
+  expect((JSON.parse(t.stdout) as { copied: number }).copied).toBe(files);
+  const day = `${t.dest}/2026/2026-05-01`;
+  const synced = (path: string): number => t.lines.filter((l) => l.includes(`fsync(`) && l.includes(`<${path}>`) && !l.includes('resumed>')).length;
+  const folder = synced(day);
+  const log = t.lines.filter((l) => /f(data)?sync\(.*journal\.sqlite-wal>/.test(l) && !l.includes('resumed>')).length;
+  console.info(`${files} files: day folder synced ${folder} times, journal log ${log} times`);
+  // A card's files come faster than they are checked: each name waits for those queued behind it, and one
+  // fsync of the folder, one commit and one sync of the log serve them (at most UNSYNCED_NAMES each).
+  expect(folder).toBeGreaterThanOrEqual(files / 8);
+  expect(folder).toBeLessThanOrEqual(files / 3);
+  expect(log).toBeLessThanOrEqual(files / 3 + 4);
 }, 60_000);

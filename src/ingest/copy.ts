@@ -8,7 +8,8 @@ import type { Source, SourceItem } from '../device/source.js';
 import type { HashAlgorithm, HashSet } from '../io/hashing.js';
 import { IngestHasher } from '../io/hash-worker-client.js';
 import { openTemp, fsyncDir, fsyncFile, applyTestFault, destinationError, writeAll } from '../io/durable.js';
-import { ProgressiveReadBack, readBack, type ReadBackResult } from '../io/readback.js';
+import { ProgressiveReadBack, readBack, readBackThrough, type ReadBackResult } from '../io/readback.js';
+import { nativeFs } from '../io/native-fs.js';
 import { sameBytes, type SameBytes } from '../io/same-bytes.js';
 
 /**
@@ -24,6 +25,11 @@ export interface TempTarget {
   error?: ShuttleError;
   /** Follows the writes, reading back each block once written (see ProgressiveReadBack). */
   verify?: ProgressiveReadBack | undefined;
+  /**
+   * `handle` is open to read too, and stays open past the seal for the read-back (readBackThrough): a file
+   * read back whole after its seal, where the addon can turn O_DIRECT on for it.
+   */
+  readsBack?: boolean;
 }
 
 export interface ReadResult {
@@ -39,8 +45,10 @@ export interface ReadResult {
 export async function createTempTarget(finalPath: string, expectedSize = 0): Promise<TempTarget> {
   let t: TempTarget | undefined;
   try {
-    const { path, handle } = await openTemp(finalPath);
-    t = { tempPath: path, handle, written: 0 };
+    // Read back whole once sealed, through the handle it was written with where it can be (see readsBack).
+    const readsBack = expectedSize < PROGRESSIVE_FROM && nativeFs() !== undefined;
+    const { path, handle } = await openTemp(finalPath, undefined, { readable: readsBack });
+    t = { tempPath: path, handle, written: 0, readsBack };
     if (takesDirectWrites(expectedSize)) t.direct = await openDirect(path, fsConstants.O_WRONLY).catch(() => undefined);
     if (expectedSize >= PROGRESSIVE_FROM) {
       // A file that cannot be opened to read now is read back whole once sealed, which reports why.
@@ -253,7 +261,10 @@ function alignedLead(chunk: Buffer, at: number): number | undefined {
   return (chunk.byteOffset + lead) % DIRECT_ALIGN === 0 ? lead : undefined;
 }
 
-/** fsync, preserve the source's mtime, close. The read-back, if it follows the writes, stays open. */
+/**
+ * fsync, preserve the source's mtime, close. The read-back, if it follows the writes, stays open, and so
+ * does the handle of a temp read back through it (readsBack).
+ */
 export async function sealTemp(t: TempTarget, mtimeMs: number): Promise<void> {
   try {
     await t.direct?.close();
@@ -261,7 +272,7 @@ export async function sealTemp(t: TempTarget, mtimeMs: number): Promise<void> {
     const when = new Date(mtimeMs);
     await t.handle.utimes(when, when);
     await fsyncFile(t.handle);
-    await t.handle.close();
+    if (!t.readsBack) await t.handle.close();
   } catch (cause) {
     await t.handle.close().catch(() => {});
     throw destinationError(cause, 'write', t.tempPath);
@@ -290,7 +301,12 @@ export async function checkTemp(t: TempTarget, expected: ReadResult, signal: Abo
   const verify = t.verify;
   if (verify === undefined) {
     await applyTestFault(t.tempPath);
-    return checkCopy(t.tempPath, expected, signal);
+    if (!t.readsBack) return checkCopy(t.tempPath, expected, signal);
+    try {
+      return compare(await readBackThrough(t.handle, t.tempPath, VERIFY_ALGORITHMS, { signal, expectedSize: expected.size }), expected);
+    } finally {
+      await t.handle.close();
+    }
   }
   t.verify = undefined;
   return compare(await verify.finish(signal), expected);

@@ -82,6 +82,9 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
   const progress: Progress = { filesTotal: 0, filesDone: 0, bytesTotal: 0, bytesDone: 0 };
   // Written files wait here to be published, in order; their checks (fsync, read-back) already run.
   const finishes = new SerialQueue(FILES_IN_FLIGHT);
+  // Files queued in `finishes`, not yet published; while some are, the names published wait for theirs.
+  let queued = 0;
+  const names = new NameSyncs();
   const checking = new Set<Promise<unknown>>();
   const readBacks = new Slots(READ_BACKS_AT_ONCE);
   /** A file's outcome is final: count it, and its bytes are no longer pending at the destinations it was planned for. */
@@ -108,9 +111,16 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
         journal.markCopyFailed(pf.file.id, d.id, d.dead?.message ?? 'destination ended', ingestId);
       }
       const failed = live.length < pf.wanted.length || refused.length > 0;
+      queued++;
       await finishes.push(async () => {
-        if (unsynced) throw unsynced;
-        const { recorded } = await finishFile(run, source, w, failed, log);
+        let recorded: Promise<() => boolean>;
+        try {
+          if (unsynced) throw unsynced;
+          ({ recorded } = await finishFile(run, source, w, failed, names, log));
+        } finally {
+          queued--;
+          if (queued === 0 || names.size >= UNSYNCED_NAMES) names.flush();
+        }
         // Recorded once its new names' folders are synced, reported in order once the journal's log holding
         // the record is on disk: both syncs run in the thread pool while the next files publish, and each
         // serves the names and records made meanwhile.
@@ -191,7 +201,7 @@ async function ingestSource(run: IngestRun, source: Source): Promise<void> {
   } finally {
     try {
       await newest.catch(() => {});
-      await finishes.drain();
+      await finishes.drain().finally(() => names.flush());
       await reported;
     } finally {
       // A check whose file was never published (the run stopped) still ends before the run does.
@@ -221,6 +231,44 @@ async function* listedWindows(run: IngestRun, planner: SourcePlanner, source: So
 const FILES_IN_FLIGHT = 3;
 /** Read-backs at once: each holds two 4 MiB blocks. */
 const READ_BACKS_AT_ONCE = 2;
+/** Names published that may wait for the files queued behind them before their folders are synced. */
+const UNSYNCED_NAMES = 8;
+
+/**
+ * The folder syncs of names published while more files wait to be published behind them: once the last of
+ * those is published (or UNSYNCED_NAMES are waiting), one fsync of each folder serves them all, and their
+ * records share one journal commit and one sync of its log, instead of one of each per file on a card of
+ * small files. A lone file (a tethered shot, the end of a card) is synced at once.
+ */
+class NameSyncs {
+  readonly #waiting: Array<{ dest: RunDestination; folder: string; done: (error: unknown) => void }> = [];
+
+  get size(): number {
+    return this.#waiting.length;
+  }
+
+  /** Resolves (never rejects) once an fsync of `folder` begun after the call has ended: undefined, or its error. */
+  wait(dest: RunDestination, folder: string): Promise<unknown> {
+    return new Promise((done) => this.#waiting.push({ dest, folder, done }));
+  }
+
+  /** Syncs each folder the waiting names are in, once. */
+  flush(): void {
+    const syncs = new Map<string, Promise<unknown>>();
+    for (const { dest, folder, done } of this.#waiting.splice(0)) {
+      const key = `${dest.id}\0${folder}`;
+      let sync = syncs.get(key);
+      if (sync === undefined) {
+        sync = dest.folders.sync(folder).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        syncs.set(key, sync);
+      }
+      void sync.then(done);
+    }
+  }
+}
 
 /**
  * Publishes one file's checked copies; resolves to a promise of its record, committed once the folders of
@@ -230,7 +278,7 @@ const READ_BACKS_AT_ONCE = 2;
  * publish in order and share a collision suffix (the destination remembers a suffix until its record is
  * committed).
  */
-async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failedBefore: boolean, log: Logger): Promise<{ recorded: Promise<() => boolean> }> {
+async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failedBefore: boolean, names: NameSyncs, log: Logger): Promise<{ recorded: Promise<() => boolean> }> {
   const { journal, ingestId } = run;
   const { pf, read } = w;
   let anyFailed = false;
@@ -249,17 +297,8 @@ async function finishFile(run: IngestRun, source: Source, w: WrittenFile, failed
     }
     placed.push({ writer, done });
   }
-  // A name is recorded only once its folder's fsync that began after it was made has ended.
-  const named = Promise.all(
-    placed.map(({ writer, done }) =>
-      done.unsyncedFolder === undefined
-        ? undefined
-        : writer.dest.folders.sync(done.unsyncedFolder).then(
-            () => undefined,
-            (e: unknown) => e,
-          ),
-    ),
-  );
+  // A name is recorded only once its folder's fsync that began after it was made has ended (see NameSyncs).
+  const named = Promise.all(placed.map(({ writer, done }) => (done.unsyncedFolder === undefined ? undefined : names.wait(writer.dest, done.unsyncedFolder))));
   // Each copy's verified state, its group's naming and the file's state go to the journal in one
   // transaction (with other files' made ready by the same syncs), committed without an fsync on this
   // thread (the caller waits for Journal.synced).

@@ -4,6 +4,7 @@ import { link, lstat, mkdir, open, opendir, rename, unlink, type FileHandle } fr
 import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { ShuttleError, abortReason, errnoCode, type ErrorCode } from '../errors.js';
+import { nativeFs } from './native-fs.js';
 
 /**
  * Durable file primitives for local destinations: a copy is written to a hidden temp file beside its final
@@ -113,14 +114,15 @@ export interface TempFile {
  * Creates a new temp file beside `finalPath` (creating its folder tree durably first). The file is opened
  * exclusively, so it is never one that already existed. `beforeCreate` learns the name first, so that the
  * caller can record it durably: a crash right after creation then never leaves a temp nobody knows of.
+ * `readable` opens it to read as well (a read-back through the same handle).
  */
-export async function openTemp(finalPath: string, beforeCreate?: (tempPath: string) => void): Promise<TempFile> {
+export async function openTemp(finalPath: string, beforeCreate?: (tempPath: string) => void, options: { readable?: boolean } = {}): Promise<TempFile> {
   let ensured = false;
   let path = tempPathFor(finalPath);
   beforeCreate?.(path);
   for (let attempt = 0; ; ) {
     try {
-      return { path, handle: await open(path, 'wx', 0o644) };
+      return { path, handle: await open(path, options.readable ? 'wx+' : 'wx', 0o644) };
     } catch (err) {
       const errno = errnoCode(err);
       // The folder tree is looked at (and made, durably) only when the create says it is missing: a run
@@ -193,14 +195,24 @@ const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
  * 'exists': something was already at `finalPath`; nothing was changed and the temp file is still there
  * for the caller to decide on (compare, pick another name, delete).
  *
- * link(2) fails with EEXIST instead of replacing, so it is atomic against any other writer. Filesystems
- * without hard links fall back to an existence check followed by rename(2), which is NOT atomic: between
- * the two another writer could create `finalPath` and be replaced. That is safe only because the caller
- * holds the destination's lock, so no other Shuttle writes in that folder, and nothing else is expected
- * to create camera file names there meanwhile. On such case-insensitive filesystems the check also
- * matches a name that differs only in case, which rename would otherwise replace.
+ * renameat2(RENAME_NOREPLACE) fails with EEXIST instead of replacing, so it is atomic against any other
+ * writer; on a case-insensitive filesystem (vfat, the kernel's exFAT) the lookup it makes of the final
+ * name matches a name that differs only in case. Where there is no addon or the filesystem refuses the
+ * flag (FUSE, older tmpfs), link(2) and unlink(2) do the same in two calls: link fails with EEXIST instead
+ * of replacing, so it is atomic too. Filesystems without hard links fall back to an existence check
+ * followed by rename(2), which is NOT atomic: between the two another writer could create `finalPath`
+ * and be replaced. That is safe only because the caller holds the destination's lock, so no other
+ * Shuttle writes in that folder, and nothing else is expected to create camera file names there
+ * meanwhile. On such case-insensitive filesystems the check also matches a name that differs only in
+ * case, which rename would otherwise replace.
  */
 export async function publishNoReplace(tempPath: string, finalPath: string, syncFolder = true): Promise<'published' | 'exists'> {
+  const renamed = await renameNoReplace(tempPath, finalPath);
+  if (renamed === 'exists') return 'exists';
+  if (renamed === 'renamed') {
+    if (syncFolder) await fsyncDir(dirname(finalPath));
+    return 'published';
+  }
   try {
     await link(tempPath, finalPath);
   } catch (err) {
@@ -217,6 +229,34 @@ export async function publishNoReplace(tempPath: string, finalPath: string, sync
   }
   if (syncFolder) await fsyncDir(dirname(finalPath));
   return 'published';
+}
+
+/** Errors from renameat2(RENAME_NOREPLACE) that mean "not on this filesystem or kernel" (FUSE without rename2, old tmpfs). */
+const NO_NOREPLACE = new Set(['EINVAL', 'ENOSYS', 'ENOTSUP', 'EOPNOTSUPP']);
+/** Folders whose filesystem refused the flag: their names are published the other way without asking again. */
+const refusedNoReplace = new Set<string>();
+const REFUSALS_KEPT = 64;
+
+/**
+ * Moves the temp to its final name in one call where the filesystem can refuse to replace (renameat2 with
+ * RENAME_NOREPLACE, through the addon): atomic against any other writer, like link(2), and one call where
+ * link and unlink are two. 'unsupported' where there is no addon or the filesystem refuses the flag.
+ */
+async function renameNoReplace(tempPath: string, finalPath: string): Promise<'renamed' | 'exists' | 'unsupported'> {
+  const native = nativeFs();
+  const folder = dirname(finalPath);
+  if (native === undefined || refusedNoReplace.has(folder)) return 'unsupported';
+  try {
+    await native.renameNoReplace(tempPath, finalPath);
+    return 'renamed';
+  } catch (err) {
+    const errno = errnoCode(err);
+    if (errno === 'EEXIST') return 'exists';
+    if (errno === undefined || !NO_NOREPLACE.has(errno)) throw destinationError(err, 'rename', finalPath);
+    if (refusedNoReplace.size >= REFUSALS_KEPT) refusedNoReplace.clear();
+    refusedNoReplace.add(folder);
+    return 'unsupported';
+  }
 }
 
 async function publishByRename(tempPath: string, finalPath: string, syncFolder: boolean): Promise<'published' | 'exists'> {

@@ -198,6 +198,12 @@ export class Journal {
     return Number((this.#db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version);
   }
 
+  /** Counts `n` commits' worth of the log towards the next checkpoint, and asks for it when due. */
+  #countForCheckpoint(n: number): void {
+    this.#commits += n;
+    if (this.#commits >= CHECKPOINT_EVERY && this.#checkpoints.request()) this.#commits = 0;
+  }
+
   /** Runs fn in an immediate transaction; nested calls join the outer one. */
   tx<T>(fn: () => T): T {
     if (this.#db.isTransaction) return fn();
@@ -205,7 +211,8 @@ export class Journal {
     try {
       const r = fn();
       this.#db.exec('COMMIT');
-      if (++this.#commits >= CHECKPOINT_EVERY && this.#checkpoints.request()) this.#commits = 0;
+      this.#committed++;
+      this.#countForCheckpoint(1);
       return r;
     } catch (e) {
       if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
@@ -269,6 +276,8 @@ export class Journal {
       for (const b of batch) b.reject(e);
       return;
     }
+    // A batch writes about as many pages to the log as its records would one commit each.
+    this.#countForCheckpoint(batch.length - 1);
     batch.forEach((b, i) => b.resolve(results[i]));
   }
 
@@ -278,8 +287,11 @@ export class Journal {
    * the caller waits for the next one, which then serves every commit made meanwhile (group commit).
    */
   synced(): Promise<void> {
+    // A sync that began after the last commit covers it: the records of a batch share one sync.
+    if (this.#sync && this.#syncCovers === this.#committed) return this.#sync;
     if (this.#nextSync) return this.#nextSync;
     if (!this.#sync) {
+      this.#syncCovers = this.#committed;
       const sync: Promise<void> = this.#syncLog().finally(() => {
         if (this.#sync === sync) this.#sync = undefined;
       });
@@ -297,6 +309,9 @@ export class Journal {
   }
 
   #sync: Promise<void> | undefined;
+  /** Commits made since the journal opened, and how many of them had been made when `#sync` began. */
+  #committed = 0;
+  #syncCovers = 0;
   #nextSync: Promise<void> | undefined;
   #folderSynced = false;
   /**
