@@ -445,8 +445,9 @@ function checkUdevd(procs: readonly Process[]): CheckResult {
 }
 
 /**
- * sharp's prebuilt libvips for x86-64 needs SSE4.2. With [api] listen set (the dashboard's thumbnails) or
- * previews made, the daemon loads sharp at start and dies on a CPU without it (QEMU's default CPU is one).
+ * sharp's prebuilt libvips for x86-64 needs SSE4.2 (QEMU's default CPU lacks it). Shuttle does not load
+ * it on such a CPU (src/ingest/preview.ts), so with [api] listen set (the dashboard's thumbnails) or
+ * previews made, the daemon runs but makes no previews.
  */
 async function checkCpu(sys: System, opts: DoctorOptions): Promise<CheckResult> {
   const cpuinfo = await sys.text('/proc/cpuinfo');
@@ -456,7 +457,7 @@ async function checkCpu(sys: System, opts: DoctorOptions): Promise<CheckResult> 
   if (flags === undefined) return ok('cpu', 'not an x86 CPU: no SSE4.2 to check for sharp');
   if (flags.includes('sse4_2')) return ok('cpu', 'x86-64 with SSE4.2, which sharp (previews, thumbnails) needs');
   const { api, previews, tether } = opts.config;
-  const atStart =
+  const configured =
     api.listen !== undefined
       ? '[api] listen set'
       : previews.make === 'always'
@@ -466,10 +467,10 @@ async function checkCpu(sys: System, opts: DoctorOptions): Promise<CheckResult> 
           : undefined;
   const lacks = "this CPU lacks SSE4.2, which sharp (previews, the dashboard's thumbnails) needs on x86-64";
   const fix = "run Shuttle on a CPU with SSE4.2 (x86-64-v2: Intel since 2008, AMD since 2011); in a virtual machine, give it the host's CPU model (QEMU: -cpu host or -cpu max)";
-  if (atStart !== undefined) {
-    return fail('cpu', `${lacks}: with ${atStart} the daemon loads sharp at start, and does not start`, `${fix}; or leave [api] listen unset and set [previews] make = "never"`);
+  if (configured !== undefined) {
+    return fail('cpu', `${lacks}: with ${configured} the daemon makes no previews or thumbnails`, `${fix}; or leave [api] listen unset and set [previews] make = "never"`);
   }
-  return warn('cpu', `${lacks}: the daemon starts as configured, but not with [api] or previews, and shuttle tether does not run`, fix);
+  return warn('cpu', `${lacks}: nothing configured makes previews, but [api] or previews would make none, nor would shuttle tether`, fix);
 }
 
 // ---- state, destinations, sandbox ----
