@@ -2,13 +2,10 @@ import { execFile } from 'node:child_process';
 import { constants as fsConstants, type Stats } from 'node:fs';
 import { access, open, readFile, readdir, stat, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { HeadBucketCommand } from '@aws-sdk/client-s3';
 import type { Config } from '../config/index.js';
 import { ControlClient } from '../daemon/control.js';
 import { clientSocketPaths } from '../daemon/socket-path.js';
 import { errnoCode, isShuttleError } from '../errors.js';
-import { createS3Client } from '../upload/client.js';
-import { resolveCredentials } from '../upload/credentials.js';
 import { parseS3Url } from '../upload/keys.js';
 
 /**
@@ -664,6 +661,12 @@ async function checkS3(sys: System, opts: DoctorOptions): Promise<CheckResult[]>
     return results;
   }
   const { bucket } = parseS3Url(up.target);
+  // The AWS SDK only when there is a bucket to ask: `shuttle tether` imports this module too.
+  const [{ HeadBucketCommand }, { createS3Client }, { resolveCredentials }] = await Promise.all([
+    import('@aws-sdk/client-s3'),
+    import('../upload/client.js'),
+    import('../upload/credentials.js'),
+  ]);
   // What the service would use: the configured file, else the file systemd hands it (readable by root here).
   const readable = await access(serviceCreds, fsConstants.R_OK).then(
     () => true,
