@@ -50,6 +50,12 @@ describe('what a process loads', () => {
     expect(awsSdk(r.packages)).toEqual([]);
   });
 
+  test('a-command-that-logs-json-lines-does-not-load-pinos-transport-thread', () => {
+    const r = packagesOpened(['--state', join(work, 'state'), 'status']);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.packages).not.toContain('thread-stream');
+  });
+
   test('an-ingest-that-only-queues-its-upload-does-not-load-the-aws-sdk', async () => {
     const card = join(work, 'card');
     await writeJpeg(join(card, 'DCIM', '100CANON', 'IMG_0001.JPG'));
