@@ -24,6 +24,24 @@ const outdir = resolve(opts.outdir ?? `${root}/dist`);
 // before the first log line, which a small box pays on every start.
 const external = ['usb', 'node-hid', 'sharp', '@node-rs/xxhash', 'pino-pretty', 'thread-stream', '@aws-sdk/*', '@smithy/*'];
 
+// pino requires thread-stream (and with it worker_threads) when it loads, for one use: starting a
+// transport, which only a pretty log at a terminal does. It gets a stand-in that requires the real one on
+// first use, so that a command logging JSON lines, or nothing, does not read and compile it.
+const lazyThreadStream = {
+  name: 'lazy-thread-stream',
+  setup(b) {
+    b.onResolve({ filter: /^thread-stream$/ }, (args) =>
+      args.pluginData === 'stand-in' ? { path: 'thread-stream', external: true } : { path: 'thread-stream', namespace: 'lazy-thread-stream' },
+    );
+    b.onLoad({ filter: /.*/, namespace: 'lazy-thread-stream' }, () => ({
+      contents: "module.exports = function ThreadStream(opts) { const Real = require('thread-stream'); return new Real(opts); };",
+      loader: 'js',
+      resolveDir: root,
+      pluginData: 'stand-in',
+    }));
+  },
+};
+
 await rm(outdir, { recursive: true, force: true });
 await build({
   absWorkingDir: root,
@@ -47,5 +65,6 @@ await build({
   sourcemap: opts['no-sourcemap'] ? false : 'linked',
   // Bundled CommonJS packages call require() for Node's own modules; an ES module has none of its own.
   banner: { js: "import { createRequire as __shuttleRequire } from 'node:module'; const require = __shuttleRequire(import.meta.url);" },
+  plugins: [lazyThreadStream],
   logLevel: 'warning',
 });

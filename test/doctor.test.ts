@@ -153,7 +153,7 @@ describe('install checks', () => {
     expect(byId(await runDoctorChecks(options()), 'udevd')).toMatchObject({ status: 'ok', detail: expect.stringContaining('pid 412') });
   });
 
-  test('a-cpu-without-sse4-2-fails-when-sharp-loads-at-start-and-warns-otherwise', async () => {
+  test('a-cpu-without-sse4-2-fails-when-previews-are-configured-and-warns-otherwise', async () => {
     // QEMU's default CPU (qemu64): no SSE4.2.
     const qemu64 =
       'processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: QEMU Virtual CPU version 2.5+\nflags\t\t: fpu de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 syscall nx lm nopl cpuid pni cx16 hypervisor lahf_lm svm\n\n';
@@ -161,7 +161,7 @@ describe('install checks', () => {
     const withApi = byId(await runDoctorChecks(options({ api: { listen: '127.0.0.1:8650' } })), 'cpu');
     expect(withApi.status).toBe('fail');
     expect(withApi.detail).toContain('[api] listen set');
-    expect(withApi.detail).toContain('does not start');
+    expect(withApi.detail).toContain('makes no previews');
     expect(withApi.fix).toContain('-cpu host');
     const previews = byId(await runDoctorChecks(options({ previews: { make: 'always' } })), 'cpu');
     expect(previews).toMatchObject({ status: 'fail', detail: expect.stringContaining('[previews] make = "always"') });

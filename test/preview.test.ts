@@ -7,7 +7,7 @@ import { FolderSource } from '../src/device/card/folder-source.js';
 import type { OpenOptions, SourceItem } from '../src/device/source.js';
 import { findEmbeddedPreview, jpegSize } from '../src/ingest/embedded-preview.js';
 import { runIngest, type FileOutcome } from '../src/ingest/pipeline.js';
-import { PREVIEW_HOLD_BYTES, PreviewBytes, renderPreview, writePreview } from '../src/ingest/preview.js';
+import { PREVIEW_HOLD_BYTES, PreviewBytes, renderPreview, sharpCpuProblem, writePreview } from '../src/ingest/preview.js';
 import { silentLogger } from '../src/log.js';
 import { Journal } from '../src/store/journal.js';
 import { bytes, ingestSettings } from './support/fixtures.js';
@@ -270,4 +270,15 @@ test('a-jpegs-size-is-read-from-its-frame-header-past-an-exif-segment-and-garbag
   expect(jpegSize(withExif)).toEqual({ width: 120, height: 500 });
   expect(jpegSize(Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xdb]), Buffer.alloc(4000, 0x5a)]))).toBeUndefined();
   expect(jpegSize(Buffer.from('not a jpeg'))).toBeUndefined();
+});
+
+test('sharp-is-not-loaded-on-an-x86-cpu-without-sse4-2-and-is-everywhere-else', () => {
+  // QEMU's default CPU (qemu64): libvips dies there with SIGILL, which no catch survives.
+  const qemu64 =
+    'processor\t: 0\nmodel name\t: QEMU Virtual CPU version 2.5+\nflags\t\t: fpu de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 syscall nx lm nopl cpuid pni cx16 hypervisor lahf_lm svm\n\n';
+  expect(sharpCpuProblem(qemu64)).toContain('lacks SSE4.2');
+  expect(sharpCpuProblem(qemu64.replace('cx16', 'cx16 sse4_1 sse4_2 popcnt'))).toBeUndefined();
+  // ARM lists "Features", not "flags"; nothing to check there, nor without /proc.
+  expect(sharpCpuProblem('processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n')).toBeUndefined();
+  expect(sharpCpuProblem(undefined)).toBeUndefined();
 });

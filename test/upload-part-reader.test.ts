@@ -266,6 +266,10 @@ describe('upload start-up', () => {
       const seen = [];
       registerHooks({ load(url, context, next) { seen.push(url); return next(url, context); } });
       await import(${JSON.stringify(pathToFileURL(join(root, 'src/upload/from-config.ts')).href)});
+      // What from-config loads when an upload starts (the worker, the client, the credentials).
+      await import(${JSON.stringify(pathToFileURL(join(root, 'src/upload/worker.ts')).href)});
+      await import(${JSON.stringify(pathToFileURL(join(root, 'src/upload/client.ts')).href)});
+      await import(${JSON.stringify(pathToFileURL(join(root, 'src/upload/credentials.ts')).href)});
       process.stdout.write(JSON.stringify(seen));`;
     const out = execFileSync(process.execPath, ['--import', join(root, 'test/support/ts-resolve-hooks.mjs'), '--input-type=module', '-e', script], { cwd: root, encoding: 'utf8' });
     const loaded = JSON.parse(out) as string[];

@@ -2,13 +2,10 @@ import { execFile } from 'node:child_process';
 import { constants as fsConstants, type Stats } from 'node:fs';
 import { access, open, readFile, readdir, stat, statfs } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { HeadBucketCommand } from '@aws-sdk/client-s3';
 import type { Config } from '../config/index.js';
 import { ControlClient } from '../daemon/control.js';
 import { clientSocketPaths } from '../daemon/socket-path.js';
 import { errnoCode, isShuttleError } from '../errors.js';
-import { createS3Client } from '../upload/client.js';
-import { resolveCredentials } from '../upload/credentials.js';
 import { parseS3Url } from '../upload/keys.js';
 
 /**
@@ -445,8 +442,9 @@ function checkUdevd(procs: readonly Process[]): CheckResult {
 }
 
 /**
- * sharp's prebuilt libvips for x86-64 needs SSE4.2. With [api] listen set (the dashboard's thumbnails) or
- * previews made, the daemon loads sharp at start and dies on a CPU without it (QEMU's default CPU is one).
+ * sharp's prebuilt libvips for x86-64 needs SSE4.2 (QEMU's default CPU lacks it). Shuttle does not load
+ * it on such a CPU (src/ingest/preview.ts), so with [api] listen set (the dashboard's thumbnails) or
+ * previews made, the daemon runs but makes no previews.
  */
 async function checkCpu(sys: System, opts: DoctorOptions): Promise<CheckResult> {
   const cpuinfo = await sys.text('/proc/cpuinfo');
@@ -456,7 +454,7 @@ async function checkCpu(sys: System, opts: DoctorOptions): Promise<CheckResult> 
   if (flags === undefined) return ok('cpu', 'not an x86 CPU: no SSE4.2 to check for sharp');
   if (flags.includes('sse4_2')) return ok('cpu', 'x86-64 with SSE4.2, which sharp (previews, thumbnails) needs');
   const { api, previews, tether } = opts.config;
-  const atStart =
+  const configured =
     api.listen !== undefined
       ? '[api] listen set'
       : previews.make === 'always'
@@ -466,10 +464,10 @@ async function checkCpu(sys: System, opts: DoctorOptions): Promise<CheckResult> 
           : undefined;
   const lacks = "this CPU lacks SSE4.2, which sharp (previews, the dashboard's thumbnails) needs on x86-64";
   const fix = "run Shuttle on a CPU with SSE4.2 (x86-64-v2: Intel since 2008, AMD since 2011); in a virtual machine, give it the host's CPU model (QEMU: -cpu host or -cpu max)";
-  if (atStart !== undefined) {
-    return fail('cpu', `${lacks}: with ${atStart} the daemon loads sharp at start, and does not start`, `${fix}; or leave [api] listen unset and set [previews] make = "never"`);
+  if (configured !== undefined) {
+    return fail('cpu', `${lacks}: with ${configured} the daemon makes no previews or thumbnails`, `${fix}; or leave [api] listen unset and set [previews] make = "never"`);
   }
-  return warn('cpu', `${lacks}: the daemon starts as configured, but not with [api] or previews, and shuttle tether does not run`, fix);
+  return warn('cpu', `${lacks}: nothing configured makes previews, but [api] or previews would make none, nor would shuttle tether`, fix);
 }
 
 // ---- state, destinations, sandbox ----
@@ -663,6 +661,12 @@ async function checkS3(sys: System, opts: DoctorOptions): Promise<CheckResult[]>
     return results;
   }
   const { bucket } = parseS3Url(up.target);
+  // The AWS SDK only when there is a bucket to ask: `shuttle tether` imports this module too.
+  const [{ HeadBucketCommand }, { createS3Client }, { resolveCredentials }] = await Promise.all([
+    import('@aws-sdk/client-s3'),
+    import('../upload/client.js'),
+    import('../upload/credentials.js'),
+  ]);
   // What the service would use: the configured file, else the file systemd hands it (readable by root here).
   const readable = await access(serviceCreds, fsConstants.R_OK).then(
     () => true,

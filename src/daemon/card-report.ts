@@ -2,7 +2,7 @@ import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatBytes } from '../bytes.js';
 import { errnoCode } from '../errors.js';
-import { ASCMHL_FOLDER, sequenceOfFileName } from '../ingest/manifest/index.js';
+import { ASCMHL_FOLDER, sequenceOfFileName } from '../ingest/manifest/naming.js';
 import { REPORTS_FOLDER, sanitizeSegment } from '../ingest/naming.js';
 import { ensureDir, publishNoReplace, tempPathFor, writeNewFile } from '../io/durable.js';
 import { readMarker } from '../io/local-destination.js';

@@ -257,6 +257,8 @@ export class DaemonUploader {
     if (!lock) return;
     try {
       this.#runtime ??= await m.createUploadRuntime({ config: this.#o.config, journal: this.#o.journal, logger: this.#log, ...(this.#o.env ? { env: this.#o.env } : {}) });
+      // Stopped while the client was made (it loads the AWS SDK): a drain started now would never hear of it.
+      if (signal.aborted) return;
       const recovered = this.#queue.recoverInterrupted();
       if (recovered > 0) this.#log.info({ rows: recovered }, 'uploads interrupted by an earlier run are queued again');
       let stopped: DrainReport['stopped'];

@@ -4,10 +4,10 @@
  * as the file streams from the camera (PreviewBytes), else from the verified copy at a destination
  * (writePreview): never a second read of the camera.
  */
-import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { dirname, extname, join } from 'node:path';
-import sharp from 'sharp';
+import { ShuttleError } from '../errors.js';
 import { tempPathFor } from '../io/durable.js';
 import { EMBEDDED_PREVIEW_FORMATS, findEmbeddedPreview, jpegOrientation, jpegSize, mpfImages, plainJpegSize, type ByteRange } from './embedded-preview.js';
 
@@ -135,6 +135,50 @@ export class PreviewBytes {
 /** A RAW's first bytes held at once; more as they are needed, up to the cap. */
 const FIRST_HOLD = 1024 * 1024;
 
+type SharpFactory = typeof import('sharp').default;
+
+let sharpLoaded: Promise<SharpFactory> | undefined;
+
+/**
+ * sharp, loaded with the first picture to decode: libvips and its threads are the largest part of the
+ * idle daemon's memory that is not Node's own, and a daemon, ingest or command that makes no preview
+ * never needs them. When it cannot load (a missing platform package, a CPU the prebuilt libvips cannot
+ * run on) every preview fails with the reason; the process keeps running (Node keeps a module that failed
+ * to load failed, so there is nothing to try again).
+ */
+function loadSharp(): Promise<SharpFactory> {
+  sharpLoaded ??= (async () => {
+    const cpu = sharpCpuProblem(readCpuinfo());
+    // Loading it would not throw: libvips's code dies with SIGILL, taking the process with it.
+    if (cpu !== undefined) throw new ShuttleError('INTERNAL', `previews are unavailable: ${cpu}`);
+    try {
+      return (await import('sharp')).default;
+    } catch (cause) {
+      const reason = cause instanceof Error ? cause.message.split('\n')[0] : String(cause);
+      throw new ShuttleError('INTERNAL', `previews are unavailable: sharp (libvips) does not load: ${reason}`, { cause });
+    }
+  })();
+  return sharpLoaded;
+}
+
+function readCpuinfo(): string | undefined {
+  try {
+    return readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Why sharp cannot run on the CPU that /proc/cpuinfo describes, or undefined: its prebuilt libvips for
+ * x86-64 needs SSE4.2 (x86-64-v2). Only x86 lists "flags"; other architectures have nothing to check.
+ */
+export function sharpCpuProblem(cpuinfo: string | undefined): string | undefined {
+  const flags = cpuinfo === undefined ? undefined : /^flags\s*:(.*)$/m.exec(cpuinfo)?.[1]?.trim().split(/\s+/);
+  if (flags === undefined || flags.includes('sse4_2')) return undefined;
+  return 'this CPU lacks SSE4.2, which sharp (libvips) needs on x86-64';
+}
+
 /**
  * What turns a picture stored as EXIF orientation 2–8 says upright, in the order sharp applies them
  * (mirror first, then rotate clockwise).
@@ -161,6 +205,7 @@ const UPRIGHT: Readonly<Record<number, { flop?: true; flip?: true; rotate?: numb
 export async function renderPreview(input: string | Buffer, target: string, longEdge: number, orientation?: number): Promise<void> {
   if (typeof input !== 'string' && previewAsIs(input, longEdge, orientation)) return writeAtomically(target, input);
   const turn = orientation === undefined ? undefined : UPRIGHT[orientation];
+  const sharp = await loadSharp();
   let img = sharp(input, { sequentialRead: true });
   if (orientation === undefined) img = img.rotate();
   else if (turn !== undefined)

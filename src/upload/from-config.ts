@@ -3,14 +3,13 @@ import { uploadSettings, type Config, type UploadConfig } from '../config/index.
 import { silentLogger, type Logger } from '../log.js';
 import type { Journal } from '../store/journal.js';
 import { UploadQueue, type QueueTarget } from '../store/upload-queue.js';
-import { createS3Client, describeS3ClientOptions } from './client.js';
-import { resolveCredentials } from './credentials.js';
+import { ShuttleError } from '../errors.js';
 import { JournalUploadStateStore } from './journal-state.js';
 import { parseS3Url, queueTarget } from './keys.js';
 import { checkAdditionalChecksum, type ProviderName } from './provider.js';
 import { RateLimiter } from './rate-limit.js';
 import type { RetentionPolicy } from './retention.js';
-import { UploadWorker } from './worker.js';
+import type { UploadWorker } from './worker.js';
 
 /**
  * Uploads as the configuration describes them, for every front end (CLI commands, the daemon): the queue
@@ -68,9 +67,23 @@ export interface UploadRuntimeOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/**
+ * The client, its credentials and the worker, which bring the AWS SDK (about a second of start-up on a
+ * small box): loaded when an upload starts, so that naming a target (`shuttle ingest --upload` before its
+ * copies, the daemon before its first upload, `shuttle --help`) does not load it.
+ */
+async function loadS3Runtime(): Promise<[typeof import('./client.js'), typeof import('./credentials.js'), typeof import('./worker.js')]> {
+  try {
+    return await Promise.all([import('./client.js'), import('./credentials.js'), import('./worker.js')]);
+  } catch (cause) {
+    throw new ShuttleError('INTERNAL', `uploads are unavailable: the AWS SDK does not load: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
+}
+
 export async function createUploadRuntime(options: UploadRuntimeOptions): Promise<UploadRuntime> {
   const { config, journal, logger } = options;
   const settings = uploadSettings(config);
+  const [{ createS3Client, describeS3ClientOptions }, { resolveCredentials }, { UploadWorker }] = await loadS3Runtime();
   const creds = await resolveCredentials({ credentialsFile: settings.credentialsFile, env: options.env ?? process.env });
   const { client, options: resolved } = createS3Client(
     {

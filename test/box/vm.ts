@@ -149,8 +149,8 @@ export async function bootBox(opts: BootOptions): Promise<Box> {
     [
       '-accel',
       'tcg',
-      // The CPU the guest sees: TCG's default (qemu64) lacks SSE4.2, and sharp's libvips (loaded by the
-      // daemon when the API is on, for previews) then dies with SIGILL at start.
+      // The CPU the guest sees: TCG's default (qemu64) lacks SSE4.2, which sharp's libvips needs (without
+      // it the daemon makes no previews or thumbnails).
       '-cpu',
       'max',
       '-m',

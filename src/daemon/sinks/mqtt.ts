@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import { maskUrlPassword } from '../../config/issues.js';
 import type { Logger } from '../../log.js';
 import type { EventHub, StationEvent } from '../events.js';
@@ -75,6 +75,14 @@ export function redactedMqttUrl(url: string): string {
   return maskUrlPassword(url) ?? 'mqtt://[unparseable]';
 }
 
+let mqttLoaded: Promise<typeof import('mqtt').default> | undefined;
+
+/** The MQTT client library, loaded when a broker is configured: a daemon without one never reads it. */
+function loadMqtt(): Promise<typeof import('mqtt').default> {
+  mqttLoaded ??= import('mqtt').then((m) => m.default);
+  return mqttLoaded;
+}
+
 export class MqttSink {
   readonly topics: MqttTopics;
   readonly #o: MqttSinkOptions;
@@ -109,7 +117,20 @@ export class MqttSink {
   start(): void {
     this.#unsubscribe = this.#o.hub.subscribe((e) => this.#onEvent(e));
     this.#stateChanged();
-    this.#client = mqtt.connect(this.#clientOptions());
+    // Made before the library loads: a URL it cannot use fails the daemon's start, not a background task.
+    void this.#connect(this.#clientOptions());
+  }
+
+  async #connect(options: IClientOptions): Promise<void> {
+    let mqtt: typeof import('mqtt').default;
+    try {
+      mqtt = await loadMqtt();
+    } catch (err) {
+      this.#log.error({ err }, 'MQTT is unavailable: its client library does not load; no events are published');
+      return;
+    }
+    if (this.#closing) return;
+    this.#client = mqtt.connect(options);
     this.#client.on('connect', () => this.#onConnect());
     this.#client.on('close', () => this.#onClose());
     this.#client.on('error', (err) => {

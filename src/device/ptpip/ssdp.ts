@@ -9,7 +9,7 @@
  * case PTP/IP itself then runs on TCP 15740 at the answering address.
  */
 import dgram from 'node:dgram';
-import { XMLParser } from 'fast-xml-parser';
+import type { XMLParser } from 'fast-xml-parser';
 import { ShuttleError, abortReason, throwIfAborted } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 
@@ -141,7 +141,13 @@ export interface DeviceDescription {
   model?: string;
 }
 
-const xml = new XMLParser({ ignoreAttributes: true, processEntities: false, parseTagValue: false });
+let xml: Promise<XMLParser> | undefined;
+
+/** The XML parser, made with the first description read: a daemon listening for cameras that never answer does not load it. */
+function descriptionParser(): Promise<XMLParser> {
+  xml ??= import('fast-xml-parser').then((m) => new m.XMLParser({ ignoreAttributes: true, processEntities: false, parseTagValue: false }));
+  return xml;
+}
 
 /**
  * friendlyName, manufacturer and modelName from the UPnP device description at `location`, fetched only
@@ -173,14 +179,14 @@ export async function fetchDeviceDescription(
       if (size > max) throw refuse(`it is longer than ${max} bytes`);
       chunks.push(chunk);
     }
-    return parseDeviceDescription(Buffer.concat(chunks).toString('utf8'));
+    return parseDeviceDescription(await descriptionParser(), Buffer.concat(chunks).toString('utf8'));
   } finally {
     // Closes the connection of a body left unread (refused, or cut off at the limit).
     stop.abort();
   }
 }
 
-function parseDeviceDescription(text: string): DeviceDescription {
+function parseDeviceDescription(xml: XMLParser, text: string): DeviceDescription {
   const doc = xml.parse(text) as { root?: { device?: Record<string, unknown> } };
   const d = doc.root?.device ?? {};
   const str = (v: unknown): string | undefined => (typeof v === 'string' && v.trim() !== '' ? v.trim().slice(0, 200) : undefined);

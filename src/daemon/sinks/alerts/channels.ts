@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import nodemailer from 'nodemailer';
+import type { Transporter } from 'nodemailer';
 import type { AlertKind } from '../../../config/index.js';
 import { ShuttleError } from '../../../errors.js';
 import type { CardReport } from '../../card-report.js';
@@ -146,7 +146,7 @@ export function emailChannel(s: EmailSettings): AlertChannel {
   const secure = u.protocol === 'smtps:';
   const user = u.username !== '' ? decodeURIComponent(u.username) : s.username;
   const pass = u.password !== '' ? decodeURIComponent(u.password) : s.password;
-  const transport = nodemailer.createTransport({
+  const options = {
     host: u.hostname.replace(/^\[|\]$/g, ''),
     port: u.port !== '' ? Number(u.port) : secure ? 465 : 587,
     secure,
@@ -157,14 +157,17 @@ export function emailChannel(s: EmailSettings): AlertChannel {
     // Nothing of a message is taken from files or URLs: the content is ours, but keep it that way.
     disableFileAccess: true,
     disableUrlAccess: true,
-  });
+  };
+  // nodemailer is loaded with the first email: alerts are rare, and a daemon that sends none never reads it.
+  let transport: Promise<Transporter> | undefined;
   return {
     name: 'email',
     where: `${u.protocol}//${u.host}`,
     async send(m, signal) {
       signal.throwIfAborted();
       try {
-        await transport.sendMail({
+        transport ??= import('nodemailer').then((mod) => mod.default.createTransport(options));
+        await (await transport).sendMail({
           from: s.from,
           to: [...s.to],
           subject: m.title,
