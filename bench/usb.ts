@@ -9,7 +9,8 @@
 // near the bus limit; `small`: about 1 MB per file, like the issue's own measurement (35 files, 39 MB),
 // where per-file costs decide.
 // USB_BENCH_KEEP=DIR leaves the guest's logs in DIR; USB_BENCH_CPU_PROF=DIR also runs Shuttle with
-// --cpu-prof and debug logging (much slower under TCG) and leaves its profile there too.
+// --cpu-prof and debug logging (much slower under TCG) and leaves its profile there too; USB_BENCH_PERF=DIR
+// samples the whole guest with perf (kernel and user) while Shuttle runs and leaves perf's reports there.
 import { readFileSync } from 'node:fs';
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -39,14 +40,14 @@ try {
 
   const guest = await startGuest({
     script: join(GUEST_DIR, 'bench-usb.sh'),
-    env: process.env['USB_BENCH_CPU_PROF'] ? { HIL_CPU_PROF: '1' } : {},
+    env: { ...(process.env['USB_BENCH_CPU_PROF'] ? { HIL_CPU_PROF: '1' } : {}), ...(process.env['USB_BENCH_PERF'] ? { HIL_PERF: '1' } : {}) },
     workDir: join(work, 'vm'),
     qemuArgs: ['-device', `usb-mtp,id=cam,bus=xhci.0,rootdir=${card},readonly=on,desc=Bench Card`, '-drive', `file=${disk},if=virtio,format=raw,cache=unsafe`],
     timeoutMs: 30 * 60_000,
   });
   const end = await guest.exited;
   extractFromExt4(disk, '/logs', join(work, 'out'));
-  const keep = process.env['USB_BENCH_CPU_PROF'] ?? process.env['USB_BENCH_KEEP'];
+  const keep = process.env['USB_BENCH_CPU_PROF'] ?? process.env['USB_BENCH_PERF'] ?? process.env['USB_BENCH_KEEP'];
   if (keep) await cp(join(work, 'out/logs'), keep, { recursive: true });
   const times = new Map<string, { secs: number; rc: number }>();
   for (const m of guest.output.matchAll(/HIL:time (\S+) ([\d.]+) rc=(\d+)/g)) times.set(m[1]!, { secs: Number(m[2]), rc: Number(m[3]) });

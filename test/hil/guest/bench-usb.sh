@@ -50,9 +50,21 @@ cd /run
 hil_event "clock shuttle-start $(date +%s%3N)"
 t0=$(up)
 # hil_shuttle's run under time(1): peak RSS (KiB) and CPU seconds (user, system), worker threads included.
-/usr/bin/time -o /dest/logs/shuttle-time.txt -f "%M %U %S" "$HIL_NODE" "$HIL_SHUTTLE" --state /dest/state ingest usb: --dest /dest/lib --json > /dest/logs/ingest.json 2> /dest/logs/ingest.log
+# HIL_PERF=1 (USB_BENCH_PERF on the host): the whole guest sampled by the kernel's clock while Shuttle runs
+# (TCG has no hardware counters), kernel and user alike, reported in the guest where its symbols are.
+perf=""
+[ "${HIL_PERF:-}" = 1 ] && perf="perf record -q -e cpu-clock -F 250 -a -g -o /dest/logs/perf.data --"
+/usr/bin/time -o /dest/logs/shuttle-time.txt -f "%M %U %S" $perf "$HIL_NODE" "$HIL_SHUTTLE" --state /dest/state ingest usb: --dest /dest/lib --json > /dest/logs/ingest.json 2> /dest/logs/ingest.log
 rc=$?
 t1=$(up)
+if [ -n "$perf" ]; then
+  # This boot's kernel symbols (KASLR moves them every boot): perf on the host resolves the samples with them
+  # (`perf report --kallsyms kallsyms --time A%-B%` for the copy phase alone).
+  cat /proc/kallsyms > /dest/logs/kallsyms
+  perf report -i /dest/logs/perf.data --stdio --no-children --sort comm,dso,sym -g none --percent-limit 0.3 > /dest/logs/perf.txt 2>&1
+  perf report -i /dest/logs/perf.data --stdio --no-children --sort comm,dso -g none > /dest/logs/perf-dso.txt 2>&1
+  perf report -i /dest/logs/perf.data --stdio --no-children --sort sym -g caller,0.5,callee --percent-limit 2 > /dest/logs/perf-callers.txt 2>&1
+fi
 hil_event "result ingest rc=$rc"
 hil_event "shuttle-usage $(cat /dest/logs/shuttle-time.txt)"
 hil_event "time shuttle $(took "$t0" "$t1") rc=$rc"
