@@ -200,7 +200,12 @@ function noteError(report: DrainReport, entry: DrainReport['errors'][number]): v
 export class UploadWorker {
   readonly #o: UploadWorkerOptions;
   readonly #targets = new Map<string, UploadTarget>();
-  readonly #markers = new Map<string, { id: string | undefined; at: number }>();
+  /**
+   * Each destination's marker id as last read, the read itself while it runs: rows claimed together that
+   * ask at once share one read and go on in the order they asked, which is the queue's priority order
+   * (two reads of their own could end in either order, and the later row take the lanes first).
+   */
+  readonly #markers = new Map<string, { id: Promise<string | undefined>; at: number }>();
   #listings = new Map<string, RemoteListing>();
   #pausedUntil = 0;
   /** Rows whose SHA-256 this worker is taking now, settled once it is recorded (or the attempt ends). */
@@ -325,16 +330,21 @@ export class UploadWorker {
   }
 
   async #markerMatches(copy: LocalCopy): Promise<boolean> {
-    const cached = this.#markers.get(copy.root);
+    let cached = this.#markers.get(copy.root);
     const now = Date.now();
-    let id = cached !== undefined && now - cached.at < MARKER_CACHE_MS ? cached.id : undefined;
-    if (id === undefined) {
-      id = await readMarker(copy.root).then(
-        (m) => m?.id,
-        () => undefined,
-      );
-      this.#markers.set(copy.root, { id, at: now });
+    if (cached === undefined || now - cached.at >= MARKER_CACHE_MS) {
+      cached = {
+        id: readMarker(copy.root).then(
+          (m) => m?.id,
+          () => undefined,
+        ),
+        at: now,
+      };
+      this.#markers.set(copy.root, cached);
     }
+    const id = await cached.id;
+    // No marker (a disk not mounted) is asked again next time: it may be mounted by then.
+    if (id === undefined && this.#markers.get(copy.root) === cached) this.#markers.delete(copy.root);
     return id === copy.markerId;
   }
 
