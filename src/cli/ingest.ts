@@ -223,7 +223,7 @@ async function progressBar(): Promise<{ update: (p: Progress) => void; stop: () 
 
 /**
  * The run's upload, when a flag or the config asks for one: the upload code is loaded only then, and the
- * AWS SDK (about a second of start-up on a small box) only once the copies are done and the upload starts.
+ * AWS SDK (a large share of start-up on a small box) only once the copies are done and the upload starts.
  */
 export async function uploadIfAsked(ctx: CommandContext, flags: IngestUploadFlags): Promise<IngestUpload | undefined> {
   const asked =

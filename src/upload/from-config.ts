@@ -68,7 +68,7 @@ export interface UploadRuntimeOptions {
 }
 
 /**
- * The client, its credentials and the worker, which bring the AWS SDK (about a second of start-up on a
+ * The client, its credentials and the worker, which bring the AWS SDK (a large share of start-up on a
  * small box): loaded when an upload starts, so that naming a target (`shuttle ingest --upload` before its
  * copies, the daemon before its first upload, `shuttle --help`) does not load it.
  */
